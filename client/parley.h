@@ -1,0 +1,143 @@
+/* parley.h -- libparley, the C client library.
+ *
+ * One pc_client is one device's connection to a parley server. Calls are
+ * blocking with timeouts and meant for one thread per client; many clients
+ * can share a thread by calling pc_poll(c, 0) on each.
+ *
+ * Reliability: when the connection drops, requests and pc_poll reconnect
+ * transparently (exponential backoff with full jitter, honouring Retry-After
+ * and close code 1013), sign in again, restart sync from the last acked
+ * user_seq, and resend an unacknowledged pc_send with the same client_msg_id,
+ * so a retry never creates a second message.
+ *
+ * Exactly once: events are handed to the event callback at most once per
+ * (conversation, seq) and in seq order per conversation; the library acks
+ * them (cumulative, by user_seq) after the callback returns.
+ *
+ * The protocol types are the generated protobuf-c ones from proto/parley.proto. */
+#ifndef PARLEY_CLIENT_H
+#define PARLEY_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/parley.pb-c.h"
+
+typedef struct pc_client pc_client;
+
+typedef struct pc_options {
+    const char *server_url;     /* "ws://host:port" (default ws://127.0.0.1:8080) */
+    int connect_timeout_ms;     /* TCP connect + upgrade + challenge; default 5000 */
+    int request_timeout_ms;     /* per request attempt; default 10000 */
+    int reconnect_base_ms;      /* backoff base; default 100 */
+    int reconnect_cap_ms;       /* backoff cap; default 5000 */
+    int max_reconnects;         /* attempts before giving up; default 20; 0 = never reconnect */
+} pc_options;
+
+/* A device's identity: its Ed25519 keys and, once registered, its ids. */
+typedef struct pc_identity {
+    uint64_t user_id;
+    uint32_t device_id;
+    uint8_t public_key[32];
+    uint8_t secret_key[64];
+} pc_identity;
+
+/* Fills keys with a new key pair and zeroes the ids. */
+void pc_identity_generate(pc_identity *id);
+
+/* NULL opt: defaults. Does not connect. */
+pc_client *pc_new(const pc_options *opt);
+void pc_free(pc_client *c);
+
+/* Connects (TCP, upgrade to parley.v1, waits for the challenge). 0 or -1. */
+int pc_connect(pc_client *c);
+void pc_close(pc_client *c);    /* sends a close frame (1000) and closes the socket */
+int pc_fd(const pc_client *c);  /* the socket, -1 when not connected */
+
+/* Every call below returns 0 on success and -1 on failure; then
+ * pc_error() is a one-line description and pc_status() the protocol status
+ * (PARLEY__V1__STATUS__*) or -1 for a transport failure. */
+const char *pc_error(const pc_client *c);
+int pc_status(const pc_client *c);
+
+/* Identity. register_* fill id->user_id/device_id; the connection is signed
+ * in as that device afterwards, and reconnects sign in again with id (the
+ * client keeps a copy). */
+int pc_register_user(pc_client *c, const char *name, pc_identity *id);
+int pc_register_device(pc_client *c, const char *token, pc_identity *id);
+int pc_sign_in(pc_client *c, const pc_identity *id);
+int pc_create_link_token(pc_client *c, char *token, size_t token_cap, uint64_t *expires_ts);
+int pc_lookup_user(pc_client *c, const char *name, uint64_t *user_id);
+
+/* Conversations. */
+int pc_open_direct(pc_client *c, uint64_t peer_user_id, uint64_t *conversation_id);
+int pc_create_group(pc_client *c, const char *name, const uint64_t *members, size_t n,
+                    uint64_t *conversation_id);
+int pc_add_members(pc_client *c, uint64_t conversation_id, const uint64_t *users, size_t n);
+int pc_remove_member(pc_client *c, uint64_t conversation_id, uint64_t user_id);
+/* *out is owned by the caller: free with parley__v1__conversation_list__free_unpacked(*out, NULL). */
+int pc_list_conversations(pc_client *c, Parley__V1__ConversationList **out);
+
+/* Sends one message and returns after the server's durable ack. type is
+ * PARLEY__V1__MESSAGE_TYPE__TEXT, __MEDIA or __REACTION. client_msg_id NULL:
+ * the library makes a random 16-byte one. Retries on the same id across
+ * reconnects. seq/ts/duplicate may be NULL. */
+typedef struct pc_send_args {
+    uint64_t conversation_id;
+    int type;
+    const void *body;
+    size_t body_len;
+    const char *mime_type;      /* MEDIA */
+    uint64_t size;              /* MEDIA */
+    uint64_t ref_seq;           /* REACTION */
+    const uint8_t *client_msg_id;
+    size_t client_msg_id_len;
+} pc_send_args;
+int pc_send(pc_client *c, const pc_send_args *a, uint64_t *seq, uint64_t *ts, int *duplicate);
+int pc_send_text(pc_client *c, uint64_t conversation_id, const char *text, uint64_t *seq);
+
+/* *out owned by the caller: parley__v1__history_page__free_unpacked(*out, NULL). */
+int pc_history(pc_client *c, uint64_t conversation_id, uint64_t before_seq, uint32_t limit,
+               Parley__V1__HistoryPage **out);
+int pc_mark_read(pc_client *c, uint64_t conversation_id, uint64_t seq);
+
+/* Sync and live events. Callbacks run inside pc_poll (or inside any blocking
+ * call that is waiting for its response). The message is valid only during
+ * the callback. */
+typedef void (*pc_event_fn)(void *ud, uint64_t user_seq, const Parley__V1__Message *m);
+typedef void (*pc_receipt_fn)(void *ud, const Parley__V1__Receipt *r);
+void pc_on_event(pc_client *c, pc_event_fn fn, void *ud);
+void pc_on_receipt(pc_client *c, pc_receipt_fn fn, void *ud);
+
+/* Dedupe state, e.g. loaded from disk: events with user_seq <= cursor, or with
+ * seq <= the conversation's last seen seq, are dropped. */
+void pc_set_cursor(pc_client *c, uint64_t acked_user_seq);
+void pc_set_seen(pc_client *c, uint64_t conversation_id, uint64_t seq);
+uint64_t pc_cursor(const pc_client *c);      /* highest user_seq acknowledged */
+/* Calls fn for every conversation with its last seen seq (to persist it). */
+void pc_foreach_seen(const pc_client *c, void (*fn)(void *ud, uint64_t conv, uint64_t seq), void *ud);
+
+/* Asks for every event after pc_cursor(), then live events. Returns once the
+ * server accepted; events arrive through pc_poll. */
+int pc_start_sync(pc_client *c);
+/* 1 once SyncDone arrived after the latest (re)start of sync. */
+int pc_sync_done(const pc_client *c);
+
+/* Reads and dispatches whatever arrives within timeout_ms (0: only what is
+ * already there; -1: until something arrives), sends pending acks, and
+ * reconnects if the connection was lost. Returns the number of frames
+ * handled (>= 0), or -1 when the connection is lost and reconnecting failed. */
+int pc_poll(pc_client *c, int timeout_ms);
+/* Sends the pending cumulative Ack now (pc_poll also does it). */
+int pc_flush_acks(pc_client *c);
+
+/* Counters for tests and the bench. */
+typedef struct pc_stats {
+    uint64_t reconnects;        /* successful reconnects after a loss */
+    uint64_t events;            /* handed to the callback */
+    uint64_t duplicates_dropped;/* events dropped by dedupe */
+    uint64_t retries;           /* requests re-sent after a reconnect */
+} pc_stats;
+void pc_get_stats(const pc_client *c, pc_stats *out);
+
+#endif

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Installs the Debian packages parley needs to build, test and run.
+# Idempotent: prints nothing and changes nothing when all are present.
+set -e
+PACKAGES="build-essential cmake pkg-config clang libclang-rt-14-dev
+  librocksdb-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libssl-dev"
+missing=""
+for p in $PACKAGES; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "install-deps: installing$missing"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
