@@ -1,0 +1,788 @@
+/* harness.c -- see harness.h. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------ utilities */
+
+uint64_t h_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void h_sleep_ms(int ms) {
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+int h_free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = 0;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    socklen_t len = sizeof a;
+    if (getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+int h_tcp_connect(int port, int timeout_ms) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons((uint16_t)port);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* --------------------------------------------- registry of live servers */
+
+enum { H_MAX_SERVERS = 16 };
+typedef struct h_slot {
+    const h_server *owner;
+    pid_t pid;
+    char dir[256];
+} h_slot;
+static h_slot slots[H_MAX_SERVERS];
+static int atexit_installed;
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb; (void)flag; (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void rm_rf(const char *dir) {
+    if (!dir[0]) return;
+    if (getenv("PARLEY_KEEP_DATA")) {
+        fprintf(stderr, "  (kept %s)\n", dir);
+        return;
+    }
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void reap_all(void) {
+    for (int i = 0; i < H_MAX_SERVERS; i++) {
+        if (slots[i].pid > 0) {
+            kill(slots[i].pid, SIGKILL);
+            waitpid(slots[i].pid, NULL, 0);
+            slots[i].pid = 0;
+        }
+        if (slots[i].owner) {
+            rm_rf(slots[i].dir);
+            slots[i].owner = NULL;
+            slots[i].dir[0] = 0;
+        }
+    }
+}
+
+static h_slot *slot_for(const h_server *s, int create) {
+    for (int i = 0; i < H_MAX_SERVERS; i++)
+        if (slots[i].owner == s) return &slots[i];
+    if (!create) return NULL;
+    for (int i = 0; i < H_MAX_SERVERS; i++)
+        if (!slots[i].owner) {
+            slots[i].owner = s;
+            slots[i].pid = 0;
+            snprintf(slots[i].dir, sizeof slots[i].dir, "%s", s->dir);
+            return &slots[i];
+        }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ HTTP */
+
+int h_http_get(int port, const char *path, int *status, char *body, size_t cap) {
+    int fd = h_tcp_connect(port, 3000);
+    if (fd < 0) return -1;
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n",
+                     path, port);
+    if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
+        close(fd);
+        return -1;
+    }
+    size_t rcap = 1 << 20, len = 0;
+    char *buf = malloc(rcap + 1);
+    if (!buf) {
+        close(fd);
+        return -1;
+    }
+    uint64_t deadline = h_now_ms() + 5000;
+    long content_length = -1;
+    char *head_end = NULL;
+    while (len < rcap && h_now_ms() < deadline) {
+        ssize_t r = recv(fd, buf + len, rcap - len, 0);
+        if (r == 0) break;
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        len += (size_t)r;
+        buf[len] = 0;
+        if (!head_end) {
+            head_end = strstr(buf, "\r\n\r\n");
+            if (head_end) {
+                char *cl = strcasestr(buf, "\r\ncontent-length:");
+                if (cl && cl < head_end) content_length = strtol(cl + 17, NULL, 10);
+            }
+        }
+        if (head_end && content_length >= 0 &&
+            len >= (size_t)(head_end + 4 - buf) + (size_t)content_length)
+            break;
+    }
+    close(fd);
+    buf[len] = 0;
+    int st = 0;
+    if (len < 12 || sscanf(buf, "HTTP/1.%*d %d", &st) != 1) {
+        free(buf);
+        return -1;
+    }
+    if (status) *status = st;
+    if (body && cap) {
+        body[0] = 0;
+        head_end = strstr(buf, "\r\n\r\n");
+        if (head_end) {
+            const char *b = head_end + 4;
+            size_t blen = len - (size_t)(b - buf);
+            char *te = strcasestr(buf, "\r\ntransfer-encoding:");
+            if (te && te < head_end && strcasestr(te, "chunked") &&
+                strcasestr(te, "chunked") < head_end) {
+                /* decode chunked */
+                size_t out = 0;
+                const char *p = b, *end = b + blen;
+                while (p < end) {
+                    char *ep;
+                    unsigned long sz = strtoul(p, &ep, 16);
+                    const char *nl = strstr(p, "\r\n");
+                    if (!nl || sz == 0) break;
+                    p = nl + 2;
+                    if ((size_t)(end - p) < sz) sz = (unsigned long)(end - p);
+                    size_t take = sz;
+                    if (out + take > cap - 1) take = cap - 1 - out;
+                    memcpy(body + out, p, take);
+                    out += take;
+                    p += sz + 2;
+                }
+                body[out] = 0;
+            } else {
+                if (blen > cap - 1) blen = cap - 1;
+                memcpy(body, b, blen);
+                body[blen] = 0;
+            }
+        }
+    }
+    free(buf);
+    return 0;
+}
+
+int h_metric(const h_server *s, const char *name, double *out) {
+    size_t cap = 1 << 20;
+    char *body = malloc(cap);
+    if (!body) return -1;
+    int st = 0;
+    if (h_http_get(s->port, "/metrics", &st, body, cap) != 0 || st != 200) {
+        free(body);
+        return -1;
+    }
+    size_t nl = strlen(name);
+    double sum = 0;
+    int found = 0;
+    for (char *line = body; line && *line;) {
+        char *next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        if (line[0] != '#' && strncmp(line, name, nl) == 0 &&
+            (line[nl] == ' ' || line[nl] == '{' || line[nl] == '\t')) {
+            char *v = line + nl;
+            if (*v == '{') {
+                v = strchr(v, '}');
+                if (!v) v = line + nl;
+                else v++;
+            }
+            sum += strtod(v, NULL);
+            found = 1;
+        }
+        line = next;
+    }
+    free(body);
+    if (!found) return -1;
+    *out = sum;
+    return 0;
+}
+
+long h_rss_kb(const h_server *s) {
+    if (s->pid <= 0) return -1;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)s->pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "VmRSS:", 6) == 0) {
+            kb = strtol(line + 6, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+/* --------------------------------------------------------------- server */
+
+void h_server_log_tail(const h_server *s, int lines) {
+    FILE *f = fopen(s->log, "r");
+    if (!f) {
+        fprintf(stderr, "  (no server log at %s)\n", s->log);
+        return;
+    }
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    long from = size > 16384 ? size - 16384 : 0;
+    fseek(f, from, SEEK_SET);
+    char *buf = calloc(1, 16385);
+    size_t n = buf ? fread(buf, 1, 16384, f) : 0;
+    fclose(f);
+    if (!buf) return;
+    buf[n] = 0;
+    int seen = 0;
+    char *p = buf + n;
+    while (p > buf) {
+        p--;
+        if (*p == '\n' && p != buf + n - 1 && ++seen >= lines) {
+            p++;
+            break;
+        }
+    }
+    fprintf(stderr, "  ---- server log tail (%s) ----\n%s  ---- end of server log ----\n",
+            s->log, p);
+    free(buf);
+}
+
+int h_server_alive(h_server *s) {
+    if (s->pid <= 0) return 0;
+    int st;
+    pid_t r = waitpid(s->pid, &st, WNOHANG);
+    if (r == s->pid) {
+        h_slot *sl = slot_for(s, 0);
+        if (sl) sl->pid = 0;
+        s->pid = 0;
+        return 0;
+    }
+    return 1;
+}
+
+static void close_inherited_fds(void) {
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 3u, ~0u, 0u) == 0) return;
+#endif
+    long max = sysconf(_SC_OPEN_MAX);
+    if (max < 0 || max > 65536) max = 65536;
+    for (int fd = 3; fd < max; fd++) close(fd);
+}
+
+static int spawn(h_server *s) {
+    char *argv[H_MAX_EXTRA_ARGS + 16];
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", s->port);
+    int a = 0;
+    argv[a++] = s->bin;
+    argv[a++] = "serve";
+    argv[a++] = "--listen";
+    argv[a++] = listen;
+    argv[a++] = "--data";
+    argv[a++] = s->data;
+    for (int i = 0; i < s->n_extra; i++) argv[a++] = s->extra[i];
+    argv[a] = NULL;
+
+    fflush(stdout);
+    fflush(stderr);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(127);
+        int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            if (fd > 2) close(fd);
+        }
+        int nul = open("/dev/null", O_RDONLY);
+        if (nul >= 0) {
+            dup2(nul, 0);
+            if (nul > 2) close(nul);
+        }
+        close_inherited_fds();
+        signal(SIGPIPE, SIG_DFL);
+        execv(argv[0], argv);
+        fprintf(stderr, "execv %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    s->pid = pid;
+    s->starts++;
+    h_slot *sl = slot_for(s, 1);
+    if (sl) sl->pid = pid;
+    return 0;
+}
+
+static int wait_healthy(h_server *s) {
+    uint64_t deadline = h_now_ms() + 10000;
+    while (h_now_ms() < deadline) {
+        if (!h_server_alive(s)) {
+            fprintf(stderr, "  server exited during start-up\n");
+            h_server_log_tail(s, 30);
+            return -1;
+        }
+        int st = 0;
+        char body[64];
+        if (h_http_get(s->port, "/healthz", &st, body, sizeof body) == 0 && st == 200)
+            return 0;
+        h_sleep_ms(30);
+    }
+    fprintf(stderr, "  server did not answer /healthz 200 within 10 s\n");
+    h_server_log_tail(s, 30);
+    h_server_kill9(s);
+    return -1;
+}
+
+int h_server_start(h_server *s, const char *const *extra_args) {
+    memset(s, 0, sizeof *s);
+    signal(SIGPIPE, SIG_IGN);
+    if (!atexit_installed) {
+        atexit(reap_all);
+        atexit_installed = 1;
+    }
+    const char *bin = getenv("PARLEY_BIN");
+    snprintf(s->bin, sizeof s->bin, "%s", bin && *bin ? bin : "./build/parley");
+    if (access(s->bin, X_OK) != 0) {
+        fprintf(stderr, "  server binary %s not executable (set PARLEY_BIN)\n", s->bin);
+        return -1;
+    }
+    snprintf(s->dir, sizeof s->dir, "/tmp/parley-it-XXXXXX");
+    if (!mkdtemp(s->dir)) {
+        fprintf(stderr, "  mkdtemp: %s\n", strerror(errno));
+        return -1;
+    }
+    snprintf(s->data, sizeof s->data, "%s/data", s->dir);
+    snprintf(s->log, sizeof s->log, "%s/server.log", s->dir);
+    mkdir(s->data, 0755);
+    if (!slot_for(s, 1)) {
+        fprintf(stderr, "  too many servers\n");
+        return -1;
+    }
+    for (int i = 0; extra_args && extra_args[i] && s->n_extra < H_MAX_EXTRA_ARGS; i++)
+        s->extra[s->n_extra++] = strdup(extra_args[i]);
+    const char *lvl = getenv("PARLEY_LOG_LEVEL");
+    if (lvl && *lvl && s->n_extra + 2 <= H_MAX_EXTRA_ARGS) {
+        s->extra[s->n_extra++] = strdup("--log-level");
+        s->extra[s->n_extra++] = strdup(lvl);
+    }
+    for (int attempt = 0; attempt < 3; attempt++) {
+        s->port = h_free_port();
+        if (s->port <= 0) return -1;
+        snprintf(s->url, sizeof s->url, "ws://127.0.0.1:%d", s->port);
+        if (spawn(s) != 0) return -1;
+        if (wait_healthy(s) == 0) return 0;
+        /* maybe the port was taken in between: try another one, unless
+         * the server is simply broken (it exited) */
+        if (attempt == 2) break;
+        fprintf(stderr, "  retrying start on a new port\n");
+    }
+    return -1;
+}
+
+int h_server_restart(h_server *s) {
+    if (s->pid > 0) h_server_stop(s);
+    if (spawn(s) != 0) return -1;
+    return wait_healthy(s);
+}
+
+int h_server_stop(h_server *s) {
+    if (s->pid <= 0) return 0;
+    kill(s->pid, SIGTERM);
+    uint64_t deadline = h_now_ms() + 10000;
+    int st = 0;
+    while (h_now_ms() < deadline) {
+        pid_t r = waitpid(s->pid, &st, WNOHANG);
+        if (r == s->pid) {
+            h_slot *sl = slot_for(s, 0);
+            if (sl) sl->pid = 0;
+            s->pid = 0;
+            return st;
+        }
+        h_sleep_ms(20);
+    }
+    fprintf(stderr, "  server did not exit within 10 s of SIGTERM; killing\n");
+    h_server_kill9(s);
+    return -1;
+}
+
+void h_server_kill9(h_server *s) {
+    if (s->pid <= 0) return;
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+    h_slot *sl = slot_for(s, 0);
+    if (sl) sl->pid = 0;
+    s->pid = 0;
+}
+
+void h_server_destroy(h_server *s) {
+    if (s->pid > 0) h_server_stop(s);
+    h_slot *sl = slot_for(s, 0);
+    if (sl) {
+        rm_rf(sl->dir);
+        sl->owner = NULL;
+        sl->dir[0] = 0;
+        sl->pid = 0;
+    }
+    for (int i = 0; i < s->n_extra; i++) {
+        free(s->extra[i]);
+        s->extra[i] = NULL;
+    }
+    s->n_extra = 0;
+}
+
+/* -------------------------------------------------------------- devices */
+
+static void record_event(void *ud, uint64_t user_seq, const Parley__V1__Message *m) {
+    h_dev *d = ud;
+    if (d->n_ev == d->cap_ev) {
+        size_t nc = d->cap_ev ? d->cap_ev * 2 : 64;
+        h_event *ne = realloc(d->ev, nc * sizeof *ne);
+        if (!ne) return;
+        d->ev = ne;
+        d->cap_ev = nc;
+    }
+    h_event *e = &d->ev[d->n_ev++];
+    memset(e, 0, sizeof *e);
+    e->user_seq = user_seq;
+    if (!m) return;
+    e->conversation_id = m->conversation_id;
+    e->seq = m->seq;
+    e->sender_user_id = m->sender_user_id;
+    e->sender_device_id = m->sender_device_id;
+    e->type = (int)m->type;
+    e->body_len = m->body.len;
+    size_t take = m->body.len < H_BODY_MAX ? m->body.len : H_BODY_MAX;
+    if (take) {
+        e->body = malloc(take);
+        if (e->body) memcpy(e->body, m->body.data, take);
+    }
+    if (m->mime_type) snprintf(e->mime_type, sizeof e->mime_type, "%s", m->mime_type);
+    e->size = m->size;
+    e->ref_seq = m->ref_seq;
+    if (m->membership) {
+        e->membership_action = (int)m->membership->action;
+        e->n_membership_users = m->membership->n_user_ids;
+        for (size_t i = 0; i < m->membership->n_user_ids && i < 8; i++)
+            e->membership_users[i] = m->membership->user_ids[i];
+    }
+}
+
+static void record_receipt(void *ud, const Parley__V1__Receipt *r) {
+    h_dev *d = ud;
+    if (d->n_rc == d->cap_rc) {
+        size_t nc = d->cap_rc ? d->cap_rc * 2 : 16;
+        h_receipt *nr = realloc(d->rc, nc * sizeof *nr);
+        if (!nr) return;
+        d->rc = nr;
+        d->cap_rc = nc;
+    }
+    h_receipt *x = &d->rc[d->n_rc++];
+    x->conversation_id = r->conversation_id;
+    x->user_id = r->user_id;
+    x->kind = (int)r->kind;
+    x->seq = r->seq;
+}
+
+void h_client_options(const h_server *s, pc_options *o) {
+    memset(o, 0, sizeof *o);
+    o->server_url = s->url;
+    o->connect_timeout_ms = 5000;
+    o->request_timeout_ms = 10000;
+    o->reconnect_base_ms = 50;
+    o->reconnect_cap_ms = 1000;
+    o->max_reconnects = 30;
+}
+
+static pc_client *new_client(const h_server *s, h_dev *d) {
+    pc_options o;
+    h_client_options(s, &o);
+    pc_client *c = pc_new(&o);
+    if (!c) return NULL;
+    pc_on_event(c, record_event, d);
+    pc_on_receipt(c, record_receipt, d);
+    if (pc_connect(c) != 0) {
+        fprintf(stderr, "  pc_connect %s: %s\n", s->url, pc_error(c));
+        pc_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static unsigned name_counter;
+
+h_dev *h_user_new(const h_server *s, const char *name) {
+    h_dev *d = calloc(1, sizeof *d);
+    if (!d) return NULL;
+    if (name && *name)
+        snprintf(d->name, sizeof d->name, "%s", name);
+    else
+        snprintf(d->name, sizeof d->name, "u%u_%u", (unsigned)getpid() % 100000u, ++name_counter);
+    d->c = new_client(s, d);
+    if (!d->c) {
+        free(d);
+        return NULL;
+    }
+    pc_identity_generate(&d->id);
+    if (pc_register_user(d->c, d->name, &d->id) != 0) {
+        fprintf(stderr, "  pc_register_user %s: %s (status %d)\n", d->name, pc_error(d->c),
+                pc_status(d->c));
+        pc_free(d->c);
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+h_dev *h_device_link(const h_server *s, h_dev *owner) {
+    char token[256];
+    uint64_t exp = 0;
+    if (pc_create_link_token(owner->c, token, sizeof token, &exp) != 0) {
+        fprintf(stderr, "  pc_create_link_token: %s (status %d)\n", pc_error(owner->c),
+                pc_status(owner->c));
+        return NULL;
+    }
+    h_dev *d = calloc(1, sizeof *d);
+    if (!d) return NULL;
+    snprintf(d->name, sizeof d->name, "%s#2", owner->name);
+    d->c = new_client(s, d);
+    if (!d->c) {
+        free(d);
+        return NULL;
+    }
+    pc_identity_generate(&d->id);
+    if (pc_register_device(d->c, token, &d->id) != 0) {
+        fprintf(stderr, "  pc_register_device: %s (status %d)\n", pc_error(d->c), pc_status(d->c));
+        pc_free(d->c);
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+int h_dev_reconnect(const h_server *s, h_dev *d, uint64_t cursor) {
+    if (d->c) h_dev_disconnect(d);
+    d->c = new_client(s, d);
+    if (!d->c) return -1;
+    if (pc_sign_in(d->c, &d->id) != 0) {
+        fprintf(stderr, "  pc_sign_in %s: %s (status %d)\n", d->name, pc_error(d->c),
+                pc_status(d->c));
+        pc_free(d->c);
+        d->c = NULL;
+        return -1;
+    }
+    pc_set_cursor(d->c, cursor);
+    return 0;
+}
+
+void h_dev_disconnect(h_dev *d) {
+    if (!d->c) return;
+    pc_close(d->c);
+    pc_free(d->c);
+    d->c = NULL;
+}
+
+void h_dev_clear(h_dev *d) {
+    for (size_t i = 0; i < d->n_ev; i++) free(d->ev[i].body);
+    d->n_ev = 0;
+    d->n_rc = 0;
+}
+
+void h_dev_free(h_dev *d) {
+    if (!d) return;
+    if (d->c) {
+        pc_close(d->c);
+        pc_free(d->c);
+    }
+    h_dev_clear(d);
+    free(d->ev);
+    free(d->rc);
+    free(d);
+}
+
+size_t h_dev_conv_events(const h_dev *d, uint64_t conv, int no_membership,
+                         const h_event **out, size_t cap) {
+    size_t n = 0;
+    for (size_t i = 0; i < d->n_ev; i++) {
+        const h_event *e = &d->ev[i];
+        if (e->conversation_id != conv) continue;
+        if (no_membership && e->type == PARLEY__V1__MESSAGE_TYPE__MEMBERSHIP) continue;
+        if (n < cap && out) out[n] = e;
+        n++;
+    }
+    return n;
+}
+
+size_t h_dev_count(const h_dev *d, uint64_t conv) {
+    return h_dev_conv_events(d, conv, 0, NULL, 0);
+}
+
+size_t h_dev_count_type(const h_dev *d, uint64_t conv, int type) {
+    size_t n = 0;
+    for (size_t i = 0; i < d->n_ev; i++)
+        if (d->ev[i].conversation_id == conv && (type == 0 || d->ev[i].type == type)) n++;
+    return n;
+}
+
+int h_dev_check_order(const h_dev *d, uint64_t conv, char *why, size_t why_cap) {
+    uint64_t last = 0;
+    for (size_t i = 0; i < d->n_ev; i++) {
+        const h_event *e = &d->ev[i];
+        if (e->conversation_id != conv) continue;
+        if (e->seq <= last) {
+            snprintf(why, why_cap, "%s: conv %llu seq %llu after seq %llu (event #%zu)", d->name,
+                     (unsigned long long)conv, (unsigned long long)e->seq,
+                     (unsigned long long)last, i);
+            return -1;
+        }
+        last = e->seq;
+    }
+    return 0;
+}
+
+int h_dev_has(const h_dev *d, uint64_t conv, uint64_t seq) {
+    int n = 0;
+    for (size_t i = 0; i < d->n_ev; i++)
+        if (d->ev[i].conversation_id == conv && d->ev[i].seq == seq) n++;
+    return n;
+}
+
+int h_pump(h_dev *const *devs, size_t n, int (*pred)(void *ud), void *ud, int timeout_ms) {
+    uint64_t deadline = h_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+    unsigned char *dead = calloc(n ? n : 1, 1);
+    struct pollfd *pfd = calloc(n ? n : 1, sizeof *pfd);
+    int ok = 0;
+    for (;;) {
+        if (pred && pred(ud)) {
+            ok = 1;
+            break;
+        }
+        if (h_now_ms() >= deadline) break;
+        int handled = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (!devs[i] || !devs[i]->c || (dead && dead[i])) continue;
+            int r = pc_poll(devs[i]->c, 0);
+            if (r < 0) {
+                fprintf(stderr, "  pc_poll(%s): %s\n", devs[i]->name, pc_error(devs[i]->c));
+                if (dead) dead[i] = 1;
+            } else {
+                handled += r;
+            }
+        }
+        if (handled == 0) {
+            int np = 0;
+            for (size_t i = 0; pfd && i < n; i++) {
+                if (!devs[i] || !devs[i]->c || (dead && dead[i])) continue;
+                int fd = pc_fd(devs[i]->c);
+                if (fd < 0) continue;
+                pfd[np].fd = fd;
+                pfd[np].events = POLLIN;
+                pfd[np].revents = 0;
+                np++;
+            }
+            if (np)
+                poll(pfd, (nfds_t)np, 5);
+            else
+                h_sleep_ms(5);
+        }
+    }
+    free(dead);
+    free(pfd);
+    return ok;
+}
+
+int h_pred_count(void *ud) {
+    const h_count_goal *g = ud;
+    for (size_t i = 0; i < g->n; i++)
+        if (h_dev_conv_events(g->devs[i], g->conv, g->no_membership, NULL, 0) < g->want) return 0;
+    return 1;
+}
+
+int h_pred_sync_done(void *ud) {
+    const h_count_goal *g = ud;
+    for (size_t i = 0; i < g->n; i++)
+        if (!g->devs[i]->c || !pc_sync_done(g->devs[i]->c)) return 0;
+    return 1;
+}
+
+int h_dev_sync(h_dev *d, int timeout_ms) {
+    if (pc_start_sync(d->c) != 0) {
+        fprintf(stderr, "  pc_start_sync %s: %s (status %d)\n", d->name, pc_error(d->c),
+                pc_status(d->c));
+        return -1;
+    }
+    h_dev *one[1] = { d };
+    h_count_goal g = { one, 1, 0, 0, 0 };
+    if (!h_pump(one, 1, h_pred_sync_done, &g, timeout_ms)) {
+        fprintf(stderr, "  %s: no SyncDone\n", d->name);
+        return -1;
+    }
+    return 0;
+}
+
+uint64_t h_send(h_dev *d, uint64_t conv, const char *text) {
+    uint64_t seq = 0;
+    if (pc_send_text(d->c, conv, text, &seq) != 0) {
+        fprintf(stderr, "  pc_send_text %s: %s (status %d)\n", d->name, pc_error(d->c),
+                pc_status(d->c));
+        return 0;
+    }
+    return seq;
+}

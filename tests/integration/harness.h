@@ -1,0 +1,169 @@
+/* harness.h -- what every integration test needs: start the real server
+ * binary on a free loopback port with a fresh data directory, stop it
+ * (SIGTERM or kill -9), restart it on the same directory and port, read its
+ * /healthz, /metrics and VmRSS, and drive devices through libparley while
+ * recording every event and receipt they see.
+ *
+ * Every wait here is bounded by a deadline; deadlines are liveness bounds
+ * (give up instead of hanging), never timing assertions.
+ *
+ * Every server started is stopped at exit (atexit) even when a CHECK fails,
+ * and the child is killed by the kernel if the test process dies
+ * (PR_SET_PDEATHSIG). */
+#ifndef PARLEY_TESTS_HARNESS_H
+#define PARLEY_TESTS_HARNESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "parley.h"
+
+enum { H_MAX_EXTRA_ARGS = 24 };
+
+typedef struct h_server {
+    char bin[512];
+    char dir[256];          /* temp dir (mkdtemp), removed by h_server_destroy */
+    char data[320];         /* dir/data: --data */
+    char log[320];          /* dir/server.log: stdout + stderr of the server */
+    int port;
+    char url[64];           /* ws://127.0.0.1:port */
+    pid_t pid;              /* 0 when not running */
+    char *extra[H_MAX_EXTRA_ARGS];
+    int n_extra;
+    int starts;             /* how many times started */
+} h_server;
+
+/* Creates the temp dir, picks a port and starts the server with the extra
+ * flags (NULL-terminated list, may be NULL), waiting until /healthz says 200.
+ * Returns 0, or -1 after printing the server log tail. */
+int h_server_start(h_server *s, const char *const *extra_args);
+/* Starts again (same binary, dir, port, flags) after a stop. */
+int h_server_restart(h_server *s);
+/* SIGTERM, wait (bounded, 10 s), then SIGKILL. Returns the exit status
+ * from waitpid, or -1 if it had to be killed. */
+int h_server_stop(h_server *s);
+/* SIGKILL + waitpid. */
+void h_server_kill9(h_server *s);
+/* Stops if running and removes the temp dir. Safe to call twice. */
+void h_server_destroy(h_server *s);
+/* Prints the last `lines` lines of the server log to stderr. */
+void h_server_log_tail(const h_server *s, int lines);
+/* 1 if the process is still alive (not exited). */
+int h_server_alive(h_server *s);
+
+/* One HTTP/1.1 GET with Connection: close on 127.0.0.1:port. Fills *status
+ * and body (NUL-terminated, truncated to cap-1). Returns 0 or -1. */
+int h_http_get(int port, const char *path, int *status, char *body, size_t cap);
+/* Sum of every sample of metric `name` (with or without labels) in /metrics.
+ * Returns 0 and fills *out, or -1 if the metric is absent or /metrics fails. */
+int h_metric(const h_server *s, const char *name, double *out);
+/* VmRSS of the server in KiB, or -1. */
+long h_rss_kb(const h_server *s);
+
+/* Free loopback TCP port (bind port 0, read back, close). */
+int h_free_port(void);
+/* Connected TCP socket to 127.0.0.1:port with send/recv timeouts, or -1. */
+int h_tcp_connect(int port, int timeout_ms);
+
+uint64_t h_now_ms(void);
+void h_sleep_ms(int ms);
+
+/* ------------------------------------------------------------- devices */
+
+/* One event as a device saw it (a copy; body truncated to H_BODY_MAX). */
+enum { H_BODY_MAX = 2048 };
+typedef struct h_event {
+    uint64_t user_seq;
+    uint64_t conversation_id;
+    uint64_t seq;
+    uint64_t sender_user_id;
+    uint32_t sender_device_id;
+    int type;
+    size_t body_len;            /* the real length */
+    uint8_t *body;              /* malloc'd copy of min(body_len, H_BODY_MAX) bytes */
+    char mime_type[64];
+    uint64_t size;
+    uint64_t ref_seq;
+    int membership_action;      /* MEMBERSHIP: Membership.action */
+    size_t n_membership_users;
+    uint64_t membership_users[8];
+} h_event;
+
+typedef struct h_receipt {
+    uint64_t conversation_id;
+    uint64_t user_id;
+    int kind;
+    uint64_t seq;
+} h_receipt;
+
+typedef struct h_dev {
+    pc_client *c;
+    pc_identity id;
+    char name[40];
+    h_event *ev;
+    size_t n_ev, cap_ev;
+    h_receipt *rc;
+    size_t n_rc, cap_rc;
+} h_dev;
+
+/* Connects a new client to s and registers a new user named `name` (must be
+ * unique on that server; "" or NULL: a unique one is made up). The device
+ * records events and receipts. Returns NULL on failure (message on stderr). */
+h_dev *h_user_new(const h_server *s, const char *name);
+/* Links a further device to the user of `owner` (token + RegisterDevice). */
+h_dev *h_device_link(const h_server *s, h_dev *owner);
+/* A new connection for an existing identity: pc_new, connect, sign in,
+ * pc_set_cursor(cursor) (no "seen" state, so a duplicate from the server
+ * shows up in the record). Recording continues into d. Frees d->c first if
+ * set (closing it). Returns 0 or -1. */
+int h_dev_reconnect(const h_server *s, h_dev *d, uint64_t cursor);
+/* Closes (close frame) and frees the client, keeping the record. */
+void h_dev_disconnect(h_dev *d);
+/* Frees everything. */
+void h_dev_free(h_dev *d);
+/* Forgets recorded events and receipts. */
+void h_dev_clear(h_dev *d);
+
+/* Options the harness uses for its clients: server url, shortish timeouts. */
+void h_client_options(const h_server *s, pc_options *o);
+
+/* Events of d in conversation conv, in arrival order, copied into out (cap),
+ * returns the count. Only non-MEMBERSHIP ones if no_membership. */
+size_t h_dev_conv_events(const h_dev *d, uint64_t conv, int no_membership,
+                         const h_event **out, size_t cap);
+/* Number of recorded events in conv (all types). */
+size_t h_dev_count(const h_dev *d, uint64_t conv);
+/* Number of recorded events in conv of a given type (0: any). */
+size_t h_dev_count_type(const h_dev *d, uint64_t conv, int type);
+/* Checks d's record of conv: seqs strictly increasing, no duplicate. Returns
+ * 0 or -1 with a description in why. */
+int h_dev_check_order(const h_dev *d, uint64_t conv, char *why, size_t why_cap);
+/* Is (conv, seq) in d's record? Returns how many times. */
+int h_dev_has(const h_dev *d, uint64_t conv, uint64_t seq);
+
+/* Polls every client of devs (pc_poll(c, 0) round robin, poll() on their
+ * fds when idle) until pred(ud) returns non-zero or timeout_ms passes.
+ * pred NULL: just pump for timeout_ms. Returns 1 if pred held, 0 on
+ * timeout. A client whose pc_poll returns -1 is skipped from then on
+ * (reported on stderr). */
+int h_pump(h_dev *const *devs, size_t n, int (*pred)(void *ud), void *ud, int timeout_ms);
+
+/* Common predicates. */
+typedef struct h_count_goal {
+    h_dev *const *devs;
+    size_t n;
+    uint64_t conv;
+    size_t want;            /* each device has >= want events in conv (non-MEMBERSHIP if no_membership) */
+    int no_membership;
+} h_count_goal;
+int h_pred_count(void *ud);           /* ud: h_count_goal */
+int h_pred_sync_done(void *ud);       /* ud: h_count_goal (devs, n) */
+
+/* pc_start_sync on d and pump until SyncDone. Returns 0 or -1. */
+int h_dev_sync(h_dev *d, int timeout_ms);
+
+/* Makes a text send and returns the seq (0 on failure, error on stderr). */
+uint64_t h_send(h_dev *d, uint64_t conv, const char *text);
+
+#endif
