@@ -1,0 +1,158 @@
+/* internal.h -- libparley's private state, shared by the files in client/.
+ *
+ * conn.c      transport: URL, TCP connect, HTTP upgrade, WebSocket frames, reading
+ * reconnect.c backoff with full jitter, reconnect + sign in again + resync
+ * requests.c  one request/response round trip, with retries across reconnects
+ * api.c       the typed request calls of parley.h
+ * identity.c  keys, challenge signatures, register / sign in
+ * sync.c      events, dedupe, acks, pc_poll */
+#ifndef PARLEY_CLIENT_INTERNAL_H
+#define PARLEY_CLIENT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net/http.h"
+#include "net/ws.h"
+#include "parley.h"
+
+enum {
+    PC_MAX_SERVER_MESSAGE = 1 << 20,   /* the server never sends more (protocol fact) */
+    PC_READ_BUF_MAX = PC_MAX_SERVER_MESSAGE + WS_MAX_HEADER,
+    PC_ACK_EVERY = 64,                 /* events between acks; the server window is ~1024 */
+    PC_NONCE_BYTES = 32,
+    PC_AUTH_CONTEXT_LEN = 14,          /* "parley.v1 auth" */
+    PC_HOST_MAX = 256,
+};
+
+/* conversation id -> last seq handed to the callback; open addressing,
+ * linear probing, grows at 1/2 load. Key 0 marks an empty slot (conversation
+ * ids start at 1; an event for conversation 0 is never tracked). */
+typedef struct pc_seen_map {
+    uint64_t *keys;
+    uint64_t *vals;
+    size_t cap;    /* power of two, or 0 */
+    size_t count;
+} pc_seen_map;
+
+struct pc_client {
+    /* options, with defaults filled in */
+    char host[PC_HOST_MAX];
+    char port[8];
+    char path[256];
+    int connect_timeout_ms, request_timeout_ms;
+    int reconnect_base_ms, reconnect_cap_ms, max_reconnects;
+
+    /* transport */
+    int fd;                   /* -1 when not connected */
+    bool want_connected;      /* pc_connect succeeded and pc_close not called: reconnect on loss */
+    ws_reader reader;
+    uint8_t *rbuf;            /* bytes read, not yet consumed by the reader */
+    size_t rlen, rcap;
+    uint8_t nonce[PC_NONCE_BYTES];
+    bool have_nonce;
+
+    /* why the last connection ended; drives the reconnect delay */
+    int last_close_code;      /* 0: none seen */
+    int retry_after_s;        /* from a 503, -1 when none */
+    int backoff_attempt;      /* exponent of the next backoff; reset once healthy */
+
+    /* identity kept for signing in again after a reconnect */
+    pc_identity id;
+    bool have_identity;
+
+    /* requests */
+    uint64_t next_request_id;
+
+    /* sync */
+    bool sync_started, sync_done;
+    uint64_t delivered;       /* highest user_seq handled (handed out or dropped) */
+    uint64_t acked;           /* highest user_seq sent in an Ack (or set by pc_set_cursor) */
+    unsigned unacked_events;  /* events handled since the last Ack */
+    pc_seen_map seen;
+    pc_event_fn on_event;
+    void *on_event_ud;
+    pc_receipt_fn on_receipt;
+    void *on_receipt_ud;
+
+    pc_stats stats;
+    int status;               /* of the last failure */
+    char error[256];
+};
+
+/* ---- errors (requests.c) */
+/* Records a failure: status is a PARLEY__V1__STATUS__* or -1. Returns -1. */
+int pc_fail(pc_client *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- time (conn.c) */
+int64_t pc_now_ms(void);
+/* ms left until deadline (>= 0); deadline < 0 means none: returns -1. */
+int pc_ms_left(int64_t deadline);
+
+/* ---- transport (conn.c) */
+/* One attempt: TCP connect, upgrade, wait for the Challenge. 0 or -1
+ * (pc_fail set; c->retry_after_s set if the server answered 503). */
+int pc_conn_open(pc_client *c);
+/* Drops the socket without a close handshake. */
+void pc_conn_drop(pc_client *c);
+/* Packs and sends one Frame as a masked binary message. 0, or -1 after
+ * dropping the connection. */
+int pc_conn_send_frame(pc_client *c, const Parley__V1__Frame *f);
+/* Sends a close frame with code (best effort) and drops the connection. */
+void pc_conn_close(pc_client *c, uint16_t code);
+
+/* Reads and handles frames until a Response with request_id want arrives
+ * (want 0: none wanted), or deadline passes (-1: none), or, when
+ * stop_after_any, until at least one frame was handled and nothing more is
+ * buffered. Pushes are dispatched on the way. *resp receives the wanted
+ * Response's Frame (caller frees with parley__v1__frame__free_unpacked).
+ * Returns 1 when the wanted response (or, with stop_after_any, any frame)
+ * arrived, 0 on timeout, -1 when the connection is lost (dropped, pc_fail
+ * set). *handled, if not NULL, is increased by the frames handled. */
+int pc_conn_pump(pc_client *c, uint64_t want, int64_t deadline, bool stop_after_any,
+                 Parley__V1__Frame **resp, int *handled);
+
+/* ---- reconnect (reconnect.c) */
+/* The wait before the next connection attempt (and counts the attempt). */
+int pc_backoff_delay_ms(pc_client *c);
+void pc_sleep_ms(int ms);
+/* Reconnects after a loss: backoff, connect, sign in with the kept identity,
+ * restart sync. Uses at most *budget attempts (decremented). 0 or -1. */
+int pc_reconnect(pc_client *c, int *budget);
+
+/* ---- requests (requests.c) */
+/* Per-attempt hooks a request may need: auth requests sign the current
+ * connection's nonce. */
+typedef struct pc_request {
+    Parley__V1__Frame *frame;
+    bool retry_safe;              /* may be re-sent after it was already sent */
+    bool sent;                    /* some attempt's frame fully left */
+    ProtobufCBinaryData *sig;     /* if set: refreshed with a signature of the nonce */
+    const uint8_t *sign_key;      /* 64-byte Ed25519 secret key for sig */
+    uint8_t sig_buf[64];
+} pc_request;
+
+/* Sends req and waits for its Response, reconnecting and re-sending as
+ * allowed. On success returns 0 and *out is the response frame (status OK),
+ * which the caller frees. */
+int pc_request_run(pc_client *c, pc_request *req, Parley__V1__Frame **out);
+/* One attempt on the current connection, no reconnect: used while
+ * reconnecting. Returns 0 (OK response in *out), -1 protocol error or
+ * transport loss (pc_fail set; c->fd < 0 tells which). */
+int pc_request_once(pc_client *c, pc_request *req, Parley__V1__Frame **out);
+
+/* ---- identity (identity.c) */
+/* Signs "parley.v1 auth" || nonce with sk into sig. */
+void pc_sign_challenge(const uint8_t nonce[PC_NONCE_BYTES], const uint8_t sk[64], uint8_t sig[64]);
+/* SignIn with c->id on the current connection (no reconnect). 0 or -1. */
+int pc_sign_in_once(pc_client *c);
+
+/* ---- sync (sync.c) */
+void pc_dispatch_push(pc_client *c, const Parley__V1__Frame *f);
+/* StartSync{after = c->delivered} on the current connection (no reconnect). */
+int pc_start_sync_once(pc_client *c);
+void pc_seen_free(pc_seen_map *m);
+
+#endif

@@ -1,0 +1,91 @@
+/* requests.c -- one request and its response: request ids, the per-attempt
+ * timeout, and re-sending across reconnects for requests that may be sent
+ * twice (reads, and SendMessage, which the server dedupes by client_msg_id). */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "internal.h"
+
+int pc_fail(pc_client *c, int status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->error, sizeof c->error, fmt, ap);
+    va_end(ap);
+    c->status = status;
+    return -1;
+}
+
+static const char *status_text(int status) {
+    switch (status) {
+    case PARLEY__V1__STATUS__BAD_REQUEST: return "bad request";
+    case PARLEY__V1__STATUS__UNAUTHENTICATED: return "not signed in";
+    case PARLEY__V1__STATUS__FORBIDDEN: return "forbidden";
+    case PARLEY__V1__STATUS__NOT_FOUND: return "not found";
+    case PARLEY__V1__STATUS__CONFLICT: return "conflict";
+    case PARLEY__V1__STATUS__TOO_LARGE: return "too large";
+    case PARLEY__V1__STATUS__RATE_LIMITED: return "rate limited";
+    case PARLEY__V1__STATUS__INTERNAL: return "server error";
+    case PARLEY__V1__STATUS__UNAVAILABLE: return "server unavailable";
+    default: return "request failed";
+    }
+}
+
+int pc_request_once(pc_client *c, pc_request *req, Parley__V1__Frame **out) {
+    *out = NULL;
+    if (c->fd < 0) return pc_fail(c, -1, "not connected");
+    req->frame->request_id = ++c->next_request_id;
+    if (req->sig) {
+        if (!c->have_nonce) return pc_fail(c, -1, "no challenge to sign");
+        pc_sign_challenge(c->nonce, req->sign_key, req->sig_buf);
+        req->sig->data = req->sig_buf;
+        req->sig->len = sizeof req->sig_buf;
+    }
+    if (pc_conn_send_frame(c, req->frame) < 0) return -1;
+    req->sent = true;
+    Parley__V1__Frame *resp = NULL;
+    int r = pc_conn_pump(c, req->frame->request_id, pc_now_ms() + c->request_timeout_ms,
+                         false, &resp, NULL);
+    if (r < 0) return -1;
+    if (r == 0) {
+        /* A silent server is treated as a lost connection: a later attempt
+         * goes over a fresh one, and a late answer cannot be confused. */
+        pc_conn_drop(c);
+        return pc_fail(c, -1, "no response within %d ms", c->request_timeout_ms);
+    }
+    const Parley__V1__Response *rs = resp->response;
+    if (rs->status != PARLEY__V1__STATUS__OK) {
+        int st = (int)rs->status;
+        pc_fail(c, st, "%s", rs->error && rs->error[0] ? rs->error : status_text(st));
+        parley__v1__frame__free_unpacked(resp, NULL);
+        return -1;
+    }
+    *out = resp;
+    return 0;
+}
+
+int pc_request_run(pc_client *c, pc_request *req, Parley__V1__Frame **out) {
+    *out = NULL;
+    int budget = c->max_reconnects;
+    bool attempted = false;
+    req->sent = false;
+    for (;;) {
+        if (c->fd < 0) {
+            if (!c->want_connected) return pc_fail(c, -1, "not connected");
+            if (pc_reconnect(c, &budget) < 0) return -1;
+            if (attempted) c->stats.retries++;
+        }
+        if (pc_request_once(c, req, out) == 0) {
+            c->backoff_attempt = 0;
+            return 0;
+        }
+        if (c->fd >= 0) return -1;       /* the server answered with an error */
+        /* Transport loss. A request that never fully left can always be
+         * sent again; one that did may have taken effect. */
+        if (req->sent && !req->retry_safe) {
+            return pc_fail(c, -1, "connection lost before the answer (%s); the request may "
+                           "or may not have taken effect", c->error);
+        }
+        if (!c->want_connected || c->max_reconnects == 0) return -1;
+        attempted = true;
+    }
+}
