@@ -786,3 +786,105 @@ uint64_t h_send(h_dev *d, uint64_t conv, const char *text) {
     }
     return seq;
 }
+
+/* ------------------------------------------------------ expectations */
+
+int h_send_rec(h_dev *d, uint64_t conv, const char *text, h_sent *exp, size_t *n) {
+    uint64_t seq = h_send(d, conv, text);
+    if (!seq) return -1;
+    exp[*n].seq = seq;
+    exp[*n].sender = d->id.user_id;
+    snprintf(exp[*n].text, sizeof exp[*n].text, "%s", text);
+    (*n)++;
+    return 0;
+}
+
+static int event_body_is(const h_event *e, const char *text) {
+    size_t l = strlen(text);
+    return e->body_len == l && (l == 0 || (e->body && memcmp(e->body, text, l) == 0));
+}
+
+int h_expect_exact(const h_dev *d, uint64_t conv, const h_sent *exp, size_t n, char *why,
+                   size_t cap) {
+    size_t k = h_dev_conv_events(d, conv, 1, NULL, 0);
+    const h_event **got = calloc(k ? k : 1, sizeof *got);
+    if (!got) {
+        snprintf(why, cap, "oom");
+        return -1;
+    }
+    h_dev_conv_events(d, conv, 1, got, k);
+    int rc = 0;
+    if (k != n) {
+        int off = snprintf(why, cap, "%s has %zu events in conv %llu, want %zu; got seqs:",
+                           d->name, k, (unsigned long long)conv, n);
+        for (size_t i = 0; i < k && off > 0 && (size_t)off + 24 < cap; i++)
+            off += snprintf(why + off, cap - (size_t)off, " %llu", (unsigned long long)got[i]->seq);
+        rc = -1;
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (got[i]->seq != exp[i].seq || got[i]->sender_user_id != exp[i].sender ||
+            !event_body_is(got[i], exp[i].text)) {
+            snprintf(why, cap,
+                     "%s event #%zu: seq %llu sender %llu (want seq %llu sender %llu text '%s')",
+                     d->name, i, (unsigned long long)got[i]->seq,
+                     (unsigned long long)got[i]->sender_user_id, (unsigned long long)exp[i].seq,
+                     (unsigned long long)exp[i].sender, exp[i].text);
+            rc = -1;
+        }
+    }
+    free(got);
+    if (rc == 0) rc = h_dev_check_order(d, conv, why, cap);
+    return rc;
+}
+
+void h_events_free(h_event *ev, size_t n) {
+    if (!ev) return;
+    for (size_t i = 0; i < n; i++) free(ev[i].body);
+    free(ev);
+}
+
+h_event *h_history_all(h_dev *d, uint64_t conv, size_t *n_out) {
+    /* collect newest-first into a temporary device record, then reverse */
+    h_dev tmp;
+    memset(&tmp, 0, sizeof tmp);
+    snprintf(tmp.name, sizeof tmp.name, "history");
+    uint64_t before = 0;
+    int more = 1;
+    for (int pages = 0; more && pages < 1000; pages++) {
+        Parley__V1__HistoryPage *p = NULL;
+        if (pc_history(d->c, conv, before, 200, &p) != 0) {
+            fprintf(stderr, "  pc_history(before %llu): %s (status %d)\n",
+                    (unsigned long long)before, pc_error(d->c), pc_status(d->c));
+            h_dev_clear(&tmp);
+            free(tmp.ev);
+            return NULL;
+        }
+        int bad = 0;
+        for (size_t i = 0; i < p->n_messages; i++) {
+            if (i && p->messages[i]->seq <= p->messages[i - 1]->seq) bad = 1;
+            if (before && p->messages[i]->seq >= before) bad = 1;
+        }
+        if (bad) {
+            fprintf(stderr, "  history page before %llu is not oldest-first below it\n",
+                    (unsigned long long)before);
+            parley__v1__history_page__free_unpacked(p, NULL);
+            h_dev_clear(&tmp);
+            free(tmp.ev);
+            return NULL;
+        }
+        for (size_t i = p->n_messages; i-- > 0;) record_event(&tmp, 0, p->messages[i]);
+        more = p->has_more && p->n_messages > 0;
+        if (p->n_messages) before = p->messages[0]->seq;
+        parley__v1__history_page__free_unpacked(p, NULL);
+    }
+    /* reverse to oldest first */
+    for (size_t i = 0; i < tmp.n_ev / 2; i++) {
+        h_event t = tmp.ev[i];
+        tmp.ev[i] = tmp.ev[tmp.n_ev - 1 - i];
+        tmp.ev[tmp.n_ev - 1 - i] = t;
+    }
+    *n_out = tmp.n_ev;
+    if (!tmp.ev) tmp.ev = calloc(1, sizeof *tmp.ev);
+    free(tmp.rc);
+    return tmp.ev;
+}

@@ -166,4 +166,24 @@ int h_dev_sync(h_dev *d, int timeout_ms);
 /* Makes a text send and returns the seq (0 on failure, error on stderr). */
 uint64_t h_send(h_dev *d, uint64_t conv, const char *text);
 
+/* What a test sent and got acknowledged, to compare against what devices saw. */
+typedef struct h_sent {
+    uint64_t seq;
+    uint64_t sender;
+    char text[64];
+} h_sent;
+/* Sends text from d (pc_send_text) and appends it to exp[*n]. 0 or -1. */
+int h_send_rec(h_dev *d, uint64_t conv, const char *text, h_sent *exp, size_t *n);
+/* d's non-MEMBERSHIP events of conv are exactly exp[0..n) in that order
+ * (seq, sender, text). 0, or -1 with a description in why. */
+int h_expect_exact(const h_dev *d, uint64_t conv, const h_sent *exp, size_t n, char *why,
+                   size_t why_cap);
+/* Pages backwards through conv's whole history (limit 200 per page, bounded)
+ * and returns the messages oldest first as a malloc'd array of copies
+ * (bodies truncated like events; free with h_events_free). NULL on failure
+ * (pc error on stderr); *n the count. Also fails if a page is not oldest
+ * first or pages overlap. */
+h_event *h_history_all(h_dev *d, uint64_t conv, size_t *n);
+void h_events_free(h_event *ev, size_t n);
+
 #endif
