@@ -601,7 +601,7 @@ h_dev *h_device_link(const h_server *s, h_dev *owner) {
     }
     h_dev *d = calloc(1, sizeof *d);
     if (!d) return NULL;
-    snprintf(d->name, sizeof d->name, "%s#2", owner->name);
+    snprintf(d->name, sizeof d->name, "%.32s#2", owner->name);
     d->c = new_client(s, d);
     if (!d->c) {
         free(d);

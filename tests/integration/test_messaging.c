@@ -433,7 +433,7 @@ static h_dev *resync_copy(h_dev *d) {
     h_dev *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->id = d->id;
-    snprintf(c->name, sizeof c->name, "%s(resync)", d->name);
+    snprintf(c->name, sizeof c->name, "%.30s(rs)", d->name);
     if (h_dev_reconnect(&S, c, 0) != 0 || h_dev_sync(c, WAIT_MS) != 0) {
         h_dev_free(c);
         return NULL;
