@@ -1,0 +1,86 @@
+/* cli.h -- parley-cli's parts, shared between its files.
+ *
+ * main.c         arguments, the subcommands
+ * state.c        the --state directory: identity and sync position, written atomically
+ * json.c         JSON lines for events and conversations
+ * interactive.c  the terminal chat (no subcommand) */
+#ifndef PARLEY_CLI_H
+#define PARLEY_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "parley.h"
+
+#define CLI_NAME "parley-cli"
+#define CLI_DEFAULT_SERVER "ws://127.0.0.1:8080"
+
+enum { CLI_URL_MAX = 512, CLI_NAME_MAX = 64 };
+
+/* ---------------------------------------------------------------- state */
+
+typedef struct cli_identity {
+    pc_identity id;
+    char server[CLI_URL_MAX];   /* the server the device registered with */
+    char name[CLI_NAME_MAX];    /* the user's name, "" when unknown (linked device) */
+} cli_identity;
+
+typedef struct cli_seen {
+    uint64_t conv, seq;
+} cli_seen;
+
+typedef struct cli_sync_state {
+    uint64_t cursor;
+    cli_seen *seen;             /* owned */
+    size_t n_seen, cap_seen;
+} cli_sync_state;
+
+/* Creates dir (mode 0700) if it does not exist. 0, or -1 with errno. */
+int state_ensure_dir(const char *dir);
+/* Takes an exclusive lock on dir/lock for this process's life, so two
+ * parley-cli never interleave their sync state. 0, or -1 (message in err). */
+int state_lock(const char *dir, char *err, size_t cap);
+/* 1 loaded, 0 no identity yet, -1 unreadable or corrupt (message in err). */
+int state_load_identity(const char *dir, cli_identity *out, char *err, size_t cap);
+int state_save_identity(const char *dir, const cli_identity *id, char *err, size_t cap);
+/* A missing file is an empty state (cursor 0). 0 or -1. */
+int state_load_sync(const char *dir, cli_sync_state *out, char *err, size_t cap);
+/* Saves pc_cursor(c) and every seen seq of c. 0 or -1. */
+int state_save_sync(const char *dir, const pc_client *c, char *err, size_t cap);
+void state_sync_free(cli_sync_state *s);
+
+/* ----------------------------------------------------------------- json */
+
+/* One JSON line (with '\n') for an event; user_seq 0: omitted (history). */
+void json_print_message(FILE *out, uint64_t user_seq, const Parley__V1__Message *m);
+void json_print_conversation(FILE *out, const Parley__V1__ConversationSummary *s);
+/* A JSON string literal for s[0..len): escapes quotes, backslashes and
+ * control characters; invalid UTF-8 bytes become U+FFFD. */
+void json_print_string(FILE *out, const char *s, size_t len);
+const char *json_type_name(int type);
+const char *json_action_name(int action);
+const char *json_kind_name(int kind);
+
+/* ---------------------------------------------------------- interactive */
+
+typedef struct cli_ctx {
+    const char *state_dir;
+    char server[CLI_URL_MAX];
+    cli_identity ident;
+    pc_client *c;
+} cli_ctx;
+
+/* A connected client signed in as ctx->ident, or NULL after printing the
+ * error for cmd. */
+pc_client *cli_connect(cli_ctx *ctx, const char *cmd, bool sign_in);
+/* Prints "parley-cli: cmd: <error> (<status>)" for c's last failure. */
+void cli_report(const char *cmd, const pc_client *c);
+/* Resolves a user name to an id; prints the error for cmd. 0 or -1. */
+int cli_resolve_user(pc_client *c, const char *cmd, const char *name, uint64_t *id);
+/* Strict unsigned decimal. 0 or -1. */
+int cli_parse_u64(const char *s, uint64_t *out);
+
+int cli_interactive(cli_ctx *ctx);
+
+#endif
