@@ -173,11 +173,10 @@ static int handle_frame(pc_client *c, const uint8_t *data, size_t len, uint64_t 
     return c->fd >= 0 ? 0 : -1;
 }
 
-/* Feeds every whole message in rbuf through the reader and handles it.
- * Returns frames handled (>= 0) or -1 when the connection is lost. */
-static int process_buffer(pc_client *c, uint64_t want, Parley__V1__Frame **resp) {
+/* Feeds every whole message in rbuf through the reader and handles it,
+ * counting Frames in *frames. Returns 0, or -1 when the connection is lost. */
+static int process_buffer(pc_client *c, uint64_t want, Parley__V1__Frame **resp, int *frames) {
     size_t off = 0;
-    int frames = 0;
     while (off < c->rlen) {
         size_t used = 0;
         ws_message m;
@@ -194,8 +193,8 @@ static int process_buffer(pc_client *c, uint64_t want, Parley__V1__Frame **resp)
         }
         switch (m.kind) {
         case WS_MSG_BINARY:
+            (*frames)++;
             if (handle_frame(c, m.data, m.len, want, resp) < 0) return -1;
-            frames++;
             break;
         case WS_MSG_PING:
             if (send_ws(c, WS_OP_PONG, m.data, m.len) < 0) return -1;
@@ -218,7 +217,7 @@ static int process_buffer(pc_client *c, uint64_t want, Parley__V1__Frame **resp)
         memmove(c->rbuf, c->rbuf + off, c->rlen - off);
         c->rlen -= off;
     }
-    return frames;
+    return 0;
 }
 
 int pc_conn_pump(pc_client *c, uint64_t want, int64_t deadline, bool stop_after_any,
@@ -226,13 +225,18 @@ int pc_conn_pump(pc_client *c, uint64_t want, int64_t deadline, bool stop_after_
     if (c->fd < 0) return pc_fail(c, -1, "not connected");
     int total = 0;
     for (;;) {
-        int n = process_buffer(c, want, resp);
+        int n = process_buffer(c, want, resp, &total);
+        /* an answer that arrived is an answer, even if the connection died
+         * right after it (the loss shows on the next call) */
+        if (resp && *resp) {
+            if (handled) *handled += total;
+            return 1;
+        }
         if (n < 0) {
             if (handled) *handled += total;
             return -1;
         }
-        total += n;
-        if ((resp && *resp) || (stop_after_any && total > 0)) {
+        if (stop_after_any && total > 0) {
             if (handled) *handled += total;
             return 1;
         }

@@ -131,6 +131,7 @@ typedef struct pc_request {
     bool sent;                    /* some attempt's frame fully left */
     ProtobufCBinaryData *sig;     /* if set: refreshed with a signature of the nonce */
     const uint8_t *sign_key;      /* 64-byte Ed25519 secret key for sig */
+    uint64_t *cursor;             /* if set: refreshed with c->delivered (StartSync) */
     uint8_t sig_buf[64];
 } pc_request;
 

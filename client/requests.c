@@ -40,6 +40,8 @@ int pc_request_once(pc_client *c, pc_request *req, Parley__V1__Frame **out) {
         req->sig->data = req->sig_buf;
         req->sig->len = sizeof req->sig_buf;
     }
+    /* events may have been handled since the last attempt */
+    if (req->cursor) *req->cursor = c->delivered;
     if (pc_conn_send_frame(c, req->frame) < 0) return -1;
     req->sent = true;
     Parley__V1__Frame *resp = NULL;

@@ -173,7 +173,7 @@ int pc_start_sync_once(pc_client *c) {
     Parley__V1__StartSync ss = PARLEY__V1__START_SYNC__INIT;
     Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
     fill_start_sync(c, &ss, &f);
-    pc_request req = {.frame = &f, .retry_safe = true};
+    pc_request req = {.frame = &f, .retry_safe = true, .cursor = &ss.after_user_seq};
     Parley__V1__Frame *resp;
     if (pc_request_once(c, &req, &resp) < 0) return -1;
     parley__v1__frame__free_unpacked(resp, NULL);
@@ -186,7 +186,7 @@ int pc_start_sync(pc_client *c) {
     Parley__V1__StartSync ss = PARLEY__V1__START_SYNC__INIT;
     Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
     fill_start_sync(c, &ss, &f);
-    pc_request req = {.frame = &f, .retry_safe = true};
+    pc_request req = {.frame = &f, .retry_safe = true, .cursor = &ss.after_user_seq};
     Parley__V1__Frame *resp;
     if (pc_request_run(c, &req, &resp) < 0) return -1;
     parley__v1__frame__free_unpacked(resp, NULL);
