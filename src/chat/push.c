@@ -1,0 +1,32 @@
+#include "chat/push.h"
+
+#include "chat/reply.h"
+#include "core/metrics.h"
+
+enum { MAX_DEVICES_PER_USER = 64 };
+
+void push_to_user(server *srv, uint64_t user, const Parley__V1__Frame *frame, uint64_t skip_conn) {
+    registry_entry entries[MAX_DEVICES_PER_USER];
+    size_t n = registry_lookup(srv->registry, user, entries, MAX_DEVICES_PER_USER);
+    if (n > MAX_DEVICES_PER_USER) n = MAX_DEVICES_PER_USER;
+    for (size_t i = 0; i < n; i++) {
+        if (entries[i].conn_id == skip_conn) continue;
+        worker_post(srv, reply_pack(WM_PUSH, entries[i].conn_id, frame));
+    }
+}
+
+void push_receipt(server *srv, uint64_t to_user, uint64_t conv, uint64_t about_user,
+                  Parley__V1__ReceiptKind kind, uint64_t seq, uint64_t skip_conn) {
+    Parley__V1__Frame f;
+    Parley__V1__Receipt r;
+    parley__v1__frame__init(&f);
+    parley__v1__receipt__init(&r);
+    r.conversation_id = conv;
+    r.user_id = about_user;
+    r.kind = kind;
+    r.seq = seq;
+    f.body_case = PARLEY__V1__FRAME__BODY_RECEIPT;
+    f.receipt = &r;
+    METRIC_INC(receipts_total);
+    push_to_user(srv, to_user, &f, skip_conn);
+}

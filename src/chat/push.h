@@ -1,0 +1,16 @@
+/* push.h -- ephemeral pushes (receipts) to the online devices of a user. */
+#ifndef PARLEY_CHAT_PUSH_H
+#define PARLEY_CHAT_PUSH_H
+
+#include <stdint.h>
+
+#include "proto/parley.pb-c.h"
+#include "server.h"
+
+/* Sends frame to every registered connection of user except skip_conn. */
+void push_to_user(server *srv, uint64_t user, const Parley__V1__Frame *frame, uint64_t skip_conn);
+/* A Receipt push frame to user's devices. */
+void push_receipt(server *srv, uint64_t to_user, uint64_t conv, uint64_t about_user,
+                  Parley__V1__ReceiptKind kind, uint64_t seq, uint64_t skip_conn);
+
+#endif

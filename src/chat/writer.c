@@ -1,0 +1,865 @@
+/* writer.c -- the write path thread. See writer.h for the contract.
+ *
+ * One turn of the loop: take every queued request (up to BATCH_MAX), handle
+ * each into the open store batch, commit once, then send the answers and
+ * publish the new messages to fan-out, in seq order. A request that is not a
+ * send commits the open batch first and then its own (see writer.h). */
+#include "chat/writer.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "chat/push.h"
+#include "chat/reply.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/mpsc.h"
+#include "core/u64map.h"
+
+enum {
+    QUEUE_CAP = 65536,
+    BATCH_MAX = 512,
+    MAX_NAME = 32,
+    MAX_DEVICE_NAME = 64,
+    MAX_GROUP_NAME = 128,
+    MAX_BODY = 65536,
+    MAX_CLIENT_MSG_ID = 64,
+    LINK_TOKEN_TTL_MS = 10 * 60 * 1000,
+    CONV_CACHE_MAX = 1 << 20,
+    ACK_SCAN_MAX = 4096,
+};
+
+/* a message committed in the open batch, answered and published after */
+typedef struct pending_send {
+    uint64_t conn_id, request_id;
+    uint64_t user_id;
+    uint32_t device_id;
+    uint64_t conv, seq, ts;
+    bool duplicate;
+    bool silent;             /* a membership message: published, not answered */
+    blob *message;           /* NULL for a duplicate */
+    uint64_t offset;
+    const uint8_t *client_msg_id; /* points into the request frame (kept alive) */
+    size_t client_msg_id_len;
+} pending_send;
+
+struct writer {
+    server *srv;
+    mpsc requests;
+    pthread_t thread;
+    store_batch *batch;
+    /* the open batch */
+    pending_send sends[BATCH_MAX];
+    size_t n_sends;
+    chat_request *held[BATCH_MAX];   /* requests whose frames pending_send points into */
+    size_t n_held;
+    worker_msg *replies[BATCH_MAX];  /* answers that wait for the commit */
+    size_t n_replies;
+    /* ids and seqs, owned here */
+    uint64_t last_user_id;
+    uint64_t last_conv_id;
+    uint64_t last_offset;            /* fan-out log, partition 0 */
+    u64map conv_last_seq;            /* conversation -> last seq assigned */
+};
+
+void chat_request_free(chat_request *r) {
+    if (!r) return;
+    if (r->frame) parley__v1__frame__free_unpacked(r->frame, NULL);
+    free(r);
+}
+
+static bool sync_commits(const writer *w) { return w->srv->cfg.fsync != FSYNC_OFF; }
+
+/* ------------------------------------------------------------- state load */
+
+static int load_state(writer *w) {
+    store *s = w->srv->store;
+    uint64_t checkpoint = 0;
+    if (store_get_counter(s, "user", &w->last_user_id) < 0) return -1;
+    if (store_get_counter(s, "conversation", &w->last_conv_id) < 0) return -1;
+    if (store_last_log_offset(s, 0, &w->last_offset) < 0) return -1;
+    if (store_get_checkpoint(s, 0, &checkpoint) < 0) return -1;
+    /* fan-out deletes log entries it has finished; the checkpoint remembers
+     * how far the log went, so offsets are never reused */
+    if (checkpoint > w->last_offset) w->last_offset = checkpoint;
+    u64map_free(&w->conv_last_seq);
+    return 0;
+}
+
+/* 1 with *seq, 0 when the conversation has no messages, -1 on error */
+static int conv_last_seq(writer *w, uint64_t conv, uint64_t *seq) {
+    uint64_t *cached = u64map_get(&w->conv_last_seq, conv);
+    if (cached) {
+        *seq = *cached;
+        return 1;
+    }
+    if (store_last_seq(w->srv->store, conv, seq) < 0) return -1;
+    if (w->conv_last_seq.count >= CONV_CACHE_MAX) u64map_free(&w->conv_last_seq);
+    u64map_put(&w->conv_last_seq, conv, *seq);
+    return *seq ? 1 : 0;
+}
+
+/* ------------------------------------------------------------- committing */
+
+static void reply_later(writer *w, worker_msg *m) {
+    if (w->n_replies == BATCH_MAX) abort(); /* bounded by BATCH_MAX requests per batch */
+    w->replies[w->n_replies++] = m;
+}
+
+static void publish(writer *w, pending_send *p) {
+    queue_item *item = malloc(sizeof *item);
+    if (!item) abort();
+    item->partition = 0;
+    item->offset = p->offset;
+    item->conversation_id = p->conv;
+    item->seq = p->seq;
+    item->sender_user_id = p->user_id;
+    item->membership = p->silent;
+    item->message = p->message;
+    p->message = NULL;
+    queue_publish(w->srv->queue, item);
+}
+
+static worker_msg *sent_reply(const pending_send *p) {
+    Parley__V1__Frame f;
+    Parley__V1__Response r;
+    Parley__V1__Sent sent;
+    reply_init(&f, &r, p->request_id, PARLEY__V1__STATUS__OK, NULL);
+    parley__v1__sent__init(&sent);
+    sent.conversation_id = p->conv;
+    sent.seq = p->seq;
+    sent.server_ts = p->ts;
+    sent.duplicate = p->duplicate;
+    r.result_case = PARLEY__V1__RESPONSE__RESULT_SENT;
+    r.sent = &sent;
+    return reply_pack(WM_REPLY, p->conn_id, &f);
+}
+
+/* Commits the open batch; then answers and publishes, or on failure answers
+ * INTERNAL and forgets the in-memory state that assumed the commit. */
+static void flush(writer *w) {
+    if (store_batch_count(w->batch) == 0 && w->n_sends == 0 && w->n_replies == 0) return;
+    int rc = 0;
+    if (store_batch_count(w->batch) > 0) rc = store_commit(w->srv->store, w->batch, sync_commits(w));
+    if (rc == 0) {
+        for (size_t i = 0; i < w->n_sends; i++) {
+            pending_send *p = &w->sends[i];
+            if (!p->silent) worker_post(w->srv, sent_reply(p));
+            if (!p->duplicate) {
+                METRIC_INC(messages_stored_total);
+                publish(w, p);
+            } else {
+                METRIC_INC(messages_duplicate_total);
+            }
+        }
+        for (size_t i = 0; i < w->n_replies; i++) worker_post(w->srv, w->replies[i]);
+    } else {
+        for (size_t i = 0; i < w->n_sends; i++) {
+            if (!w->sends[i].silent)
+                worker_post(w->srv, reply_error(w->sends[i].conn_id, w->sends[i].request_id,
+                                                PARLEY__V1__STATUS__INTERNAL, "store write failed"));
+            blob_unref(w->sends[i].message);
+        }
+        for (size_t i = 0; i < w->n_replies; i++) {
+            worker_msg *m = w->replies[i];
+            /* the reply said OK; the caller must learn it did not happen */
+            Parley__V1__Frame *f = parley__v1__frame__unpack(NULL, m->len, m->data);
+            uint64_t rid = f ? f->request_id : 0;
+            if (f) parley__v1__frame__free_unpacked(f, NULL);
+            worker_msg *err = reply_error(m->conn_id, rid, PARLEY__V1__STATUS__INTERNAL,
+                                          "store write failed");
+            worker_msg_free(m);
+            if (rid) worker_post(w->srv, err);
+            else worker_msg_free(err);
+        }
+        store_batch_free(w->batch);
+        w->batch = store_batch_new();
+        if (load_state(w)) log_error("writer: cannot reload state after a failed commit");
+    }
+    w->n_sends = 0;
+    w->n_replies = 0;
+    for (size_t i = 0; i < w->n_held; i++) chat_request_free(w->held[i]);
+    w->n_held = 0;
+}
+
+/* ------------------------------------------------------------- responses */
+
+static void fail(writer *w, const chat_request *r, Parley__V1__Status status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void fail(writer *w, const chat_request *r, Parley__V1__Status status, const char *fmt, ...) {
+    char text[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    /* errors change nothing, so they need not wait for a commit */
+    worker_post(w->srv, reply_error(r->conn_id, r->request_id, status, text));
+}
+
+static void answer(writer *w, const chat_request *r, Parley__V1__Response *resp) {
+    Parley__V1__Frame f;
+    parley__v1__frame__init(&f);
+    f.request_id = r->request_id;
+    f.body_case = PARLEY__V1__FRAME__BODY_RESPONSE;
+    f.response = resp;
+    reply_later(w, reply_pack(WM_REPLY, r->conn_id, &f));
+}
+
+static void answer_ok(writer *w, const chat_request *r) {
+    Parley__V1__Response resp;
+    parley__v1__response__init(&resp);
+    answer(w, r, &resp);
+}
+
+static void answer_conversation(writer *w, const chat_request *r, uint64_t conv) {
+    Parley__V1__Response resp;
+    Parley__V1__ConversationId cid;
+    parley__v1__response__init(&resp);
+    parley__v1__conversation_id__init(&cid);
+    cid.conversation_id = conv;
+    resp.result_case = PARLEY__V1__RESPONSE__RESULT_CONVERSATION;
+    resp.conversation = &cid;
+    answer(w, r, &resp);
+}
+
+/* answers Registered and signs the connection in as (user, device) */
+static void answer_registered(writer *w, const chat_request *r, uint64_t user, uint32_t device) {
+    Parley__V1__Frame f;
+    Parley__V1__Response resp;
+    Parley__V1__Registered reg;
+    reply_init(&f, &resp, r->request_id, PARLEY__V1__STATUS__OK, NULL);
+    parley__v1__registered__init(&reg);
+    reg.user_id = user;
+    reg.device_id = device;
+    resp.result_case = PARLEY__V1__RESPONSE__RESULT_REGISTERED;
+    resp.registered = &reg;
+    worker_msg *m = reply_pack(WM_REPLY, r->conn_id, &f);
+    m->user_id = user;
+    m->device_id = device;
+    reply_later(w, m);
+}
+
+/* ------------------------------------------------------------- identity */
+
+static bool valid_user_name(const char *name) {
+    size_t n = strlen(name);
+    if (n < 1 || n > MAX_NAME) return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static void put_device(writer *w, uint64_t user, uint32_t device, const ProtobufCBinaryData *pk,
+                       const char *name) {
+    Parley__Store__Device d;
+    parley__store__device__init(&d);
+    d.public_key = *pk;
+    d.name = (char *)(strlen(name) <= MAX_DEVICE_NAME ? name : "");
+    d.created_ts = clock_wall_ms();
+    store_put_device(w->batch, user, device, &d);
+}
+
+/* signatures were checked by the worker, which holds the challenge */
+static void handle_register_user(writer *w, chat_request *r) {
+    Parley__V1__RegisterUser *q = r->frame->register_user;
+    if (!valid_user_name(q->name)) {
+        fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "user name must be 1-%d of a-z 0-9 _ . -", MAX_NAME);
+        return;
+    }
+    uint64_t existing;
+    int found = store_get_user_id(w->srv->store, q->name, &existing);
+    if (found != 0) {
+        if (found > 0) fail(w, r, PARLEY__V1__STATUS__CONFLICT, "user name '%s' is taken", q->name);
+        else fail(w, r, PARLEY__V1__STATUS__INTERNAL, "store read failed");
+        return;
+    }
+    uint64_t user = ++w->last_user_id;
+    Parley__Store__User u;
+    parley__store__user__init(&u);
+    u.name = q->name;
+    u.next_device_id = 2;
+    u.created_ts = clock_wall_ms();
+    store_put_user(w->batch, user, &u);
+    store_put_user_name(w->batch, q->name, user);
+    store_put_counter(w->batch, "user", user);
+    put_device(w, user, 1, &q->device_public_key, q->device_name);
+    answer_registered(w, r, user, 1);
+}
+
+static void handle_register_device(writer *w, chat_request *r) {
+    Parley__V1__RegisterDevice *q = r->frame->register_device;
+    Parley__Store__LinkToken *t = NULL;
+    int found = store_get_link_token(w->srv->store, q->token, &t);
+    if (found <= 0 || t->expires_ts < clock_wall_ms()) {
+        fail(w, r, PARLEY__V1__STATUS__UNAUTHENTICATED, "link token is unknown, used or expired");
+        if (t) parley__store__link_token__free_unpacked(t, NULL);
+        return;
+    }
+    uint64_t user = t->user_id;
+    parley__store__link_token__free_unpacked(t, NULL);
+    Parley__Store__User *u = NULL;
+    if (store_get_user(w->srv->store, user, &u) <= 0) {
+        fail(w, r, PARLEY__V1__STATUS__INTERNAL, "user of the token is missing");
+        return;
+    }
+    uint32_t device = u->next_device_id;
+    u->next_device_id++;
+    store_put_user(w->batch, user, u);
+    parley__store__user__free_unpacked(u, NULL);
+    put_device(w, user, device, &q->device_public_key, q->device_name);
+    store_delete_link_token(w->batch, q->token);
+    answer_registered(w, r, user, device);
+}
+
+static void handle_create_link_token(writer *w, chat_request *r) {
+    uint8_t raw[16];
+    char token[33];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(token, sizeof token, raw, sizeof raw);
+    Parley__Store__LinkToken t;
+    parley__store__link_token__init(&t);
+    t.user_id = r->user_id;
+    t.expires_ts = clock_wall_ms() + LINK_TOKEN_TTL_MS;
+    store_put_link_token(w->batch, token, &t);
+
+    Parley__V1__Response resp;
+    Parley__V1__LinkToken lt;
+    parley__v1__response__init(&resp);
+    parley__v1__link_token__init(&lt);
+    lt.token = token;
+    lt.expires_ts = t.expires_ts;
+    resp.result_case = PARLEY__V1__RESPONSE__RESULT_LINK_TOKEN;
+    resp.link_token = &lt;
+    answer(w, r, &resp);
+}
+
+/* ---------------------------------------------------------- conversations */
+
+/* Stores a server-written MEMBERSHIP message at the conversation's next seq
+ * and queues it for fan-out. Returns the seq. */
+static uint64_t append_membership(writer *w, uint64_t conv, uint64_t actor_user, uint32_t actor_device,
+                                  Parley__V1__Membership__Action action, const uint64_t *users,
+                                  size_t n_users, Parley__V1__ConversationKind kind, const char *name) {
+    uint64_t last = 0;
+    conv_last_seq(w, conv, &last);
+    uint64_t seq = last + 1;
+    u64map_put(&w->conv_last_seq, conv, seq);
+
+    Parley__V1__Membership mb;
+    parley__v1__membership__init(&mb);
+    mb.action = action;
+    mb.user_ids = (uint64_t *)users;
+    mb.n_user_ids = n_users;
+    mb.kind = kind;
+    mb.name = (char *)(name ? name : "");
+    Parley__V1__Message m;
+    parley__v1__message__init(&m);
+    m.conversation_id = conv;
+    m.seq = seq;
+    m.sender_user_id = actor_user;
+    m.sender_device_id = actor_device;
+    m.type = PARLEY__V1__MESSAGE_TYPE__MEMBERSHIP;
+    m.server_ts = clock_wall_ms();
+    m.membership = &mb;
+
+    blob *b = blob_new(NULL, parley__v1__message__get_packed_size(&m));
+    if (!b) abort();
+    parley__v1__message__pack(&m, b->data);
+    store_put_message(w->batch, conv, seq, b->data, b->len);
+    uint64_t offset = ++w->last_offset;
+    store_put_log(w->batch, 0, offset, conv, seq);
+    /* membership changes are answered after their own commit (flush), which
+     * publishes pending sends; this one is published the same way */
+    if (w->n_sends == BATCH_MAX) abort();
+    pending_send *p = &w->sends[w->n_sends++];
+    memset(p, 0, sizeof *p);
+    p->conv = conv;
+    p->seq = seq;
+    p->message = b;
+    p->offset = offset;
+    p->user_id = actor_user;
+    p->silent = true;
+    return seq;
+}
+
+static void put_member(writer *w, uint64_t conv, uint64_t user, uint64_t joined, uint64_t left,
+                       uint64_t read) {
+    Parley__Store__Member m;
+    parley__store__member__init(&m);
+    m.joined_seq = joined;
+    m.left_seq = left;
+    m.read_seq = read;
+    store_put_member(w->batch, conv, user, &m);
+}
+
+/* 1 active member (record in *out if asked), 0 not, -1 error */
+static int active_member(writer *w, uint64_t conv, uint64_t user, Parley__Store__Member **out) {
+    Parley__Store__Member *m = NULL;
+    int found = store_get_member(w->srv->store, conv, user, &m);
+    if (found <= 0) return found;
+    int active = m->joined_seq > 0 && m->left_seq == 0;
+    if (out && active) *out = m;
+    else parley__store__member__free_unpacked(m, NULL);
+    return active;
+}
+
+static int user_exists(writer *w, uint64_t user) {
+    Parley__Store__User *u = NULL;
+    int found = store_get_user(w->srv->store, user, &u);
+    if (u) parley__store__user__free_unpacked(u, NULL);
+    return found;
+}
+
+static uint64_t new_conversation(writer *w, chat_request *r, Parley__V1__ConversationKind kind,
+                                 const char *name, const uint64_t *members, size_t n) {
+    uint64_t conv = ++w->last_conv_id;
+    store_put_counter(w->batch, "conversation", conv);
+    Parley__Store__Conversation c;
+    parley__store__conversation__init(&c);
+    c.kind = kind;
+    c.name = (char *)(name ? name : "");
+    c.created_ts = clock_wall_ms();
+    c.created_by = r->user_id;
+    store_put_conversation(w->batch, conv, &c);
+    u64map_put(&w->conv_last_seq, conv, 0);
+    uint64_t seq = append_membership(w, conv, r->user_id, r->device_id,
+                                     PARLEY__V1__MEMBERSHIP__ACTION__CREATED, members, n, kind, name);
+    /* the creation itself is not an unread message */
+    for (size_t i = 0; i < n; i++) put_member(w, conv, members[i], seq, 0, seq);
+    return conv;
+}
+
+static void handle_open_direct(writer *w, chat_request *r) {
+    uint64_t peer = r->frame->open_direct->peer_user_id;
+    if (peer == r->user_id) {
+        fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "a direct conversation needs another user");
+        return;
+    }
+    uint64_t conv;
+    int found = store_get_direct(w->srv->store, r->user_id, peer, &conv);
+    if (found < 0 || (found == 0 && user_exists(w, peer) <= 0)) {
+        fail(w, r, found < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__NOT_FOUND,
+             "no user %llu", (unsigned long long)peer);
+        return;
+    }
+    if (found == 0) {
+        uint64_t members[2] = {r->user_id < peer ? r->user_id : peer, r->user_id < peer ? peer : r->user_id};
+        conv = new_conversation(w, r, PARLEY__V1__CONVERSATION_KIND__DIRECT, "", members, 2);
+        store_put_direct(w->batch, r->user_id, peer, conv);
+    }
+    answer_conversation(w, r, conv);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* sorts and dedupes ids in place; returns the new count */
+static size_t unique_ids(uint64_t *ids, size_t n) {
+    qsort(ids, n, sizeof *ids, cmp_u64);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] && (k == 0 || ids[k - 1] != ids[i])) ids[k++] = ids[i];
+    return k;
+}
+
+static void handle_create_group(writer *w, chat_request *r) {
+    Parley__V1__CreateGroup *q = r->frame->create_group;
+    uint32_t max = w->srv->cfg.max_group_members;
+    if (strlen(q->name) > MAX_GROUP_NAME) {
+        fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "group name over %d bytes", MAX_GROUP_NAME);
+        return;
+    }
+    if (q->n_member_user_ids + 1 > max) {
+        fail(w, r, PARLEY__V1__STATUS__TOO_LARGE, "a group has at most %u members", max);
+        return;
+    }
+    size_t n = q->n_member_user_ids + 1;
+    uint64_t *ids = malloc(n * sizeof *ids);
+    if (!ids) abort();
+    memcpy(ids, q->member_user_ids, q->n_member_user_ids * sizeof *ids);
+    ids[n - 1] = r->user_id;
+    n = unique_ids(ids, n);
+    for (size_t i = 0; i < n; i++) {
+        if (user_exists(w, ids[i]) <= 0) {
+            fail(w, r, PARLEY__V1__STATUS__NOT_FOUND, "no user %llu", (unsigned long long)ids[i]);
+            free(ids);
+            return;
+        }
+    }
+    uint64_t conv = new_conversation(w, r, PARLEY__V1__CONVERSATION_KIND__GROUP, q->name, ids, n);
+    free(ids);
+    answer_conversation(w, r, conv);
+}
+
+/* the conversation if it is a group the caller belongs to, else answers */
+static int group_for_change(writer *w, chat_request *r, uint64_t conv, Parley__Store__Conversation **out) {
+    int member = active_member(w, conv, r->user_id, NULL);
+    if (member <= 0) {
+        fail(w, r, member < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__FORBIDDEN,
+             "not a member of conversation %llu", (unsigned long long)conv);
+        return -1;
+    }
+    if (store_get_conversation(w->srv->store, conv, out) <= 0) {
+        fail(w, r, PARLEY__V1__STATUS__INTERNAL, "conversation record missing");
+        return -1;
+    }
+    if ((*out)->kind != PARLEY__V1__CONVERSATION_KIND__GROUP) {
+        fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "members of a direct conversation cannot change");
+        parley__store__conversation__free_unpacked(*out, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+struct count_ud { uint64_t n; };
+static int count_active(void *ud, uint64_t user, const Parley__Store__Member *m) {
+    (void)user;
+    if (m->joined_seq > 0 && m->left_seq == 0) ((struct count_ud *)ud)->n++;
+    return 0;
+}
+
+static void handle_add_members(writer *w, chat_request *r) {
+    Parley__V1__AddMembers *q = r->frame->add_members;
+    Parley__Store__Conversation *c;
+    if (group_for_change(w, r, q->conversation_id, &c)) return;
+    size_t n = q->n_user_ids;
+    uint64_t *ids = malloc((n ? n : 1) * sizeof *ids);
+    if (!ids) abort();
+    memcpy(ids, q->user_ids, n * sizeof *ids);
+    n = unique_ids(ids, n);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (user_exists(w, ids[i]) <= 0) {
+            fail(w, r, PARLEY__V1__STATUS__NOT_FOUND, "no user %llu", (unsigned long long)ids[i]);
+            goto out;
+        }
+        if (active_member(w, q->conversation_id, ids[i], NULL) == 0) ids[k++] = ids[i];
+    }
+    struct count_ud count = {0};
+    store_scan_members(w->srv->store, q->conversation_id, count_active, &count);
+    if (count.n + k > w->srv->cfg.max_group_members) {
+        fail(w, r, PARLEY__V1__STATUS__TOO_LARGE, "a group has at most %u members",
+             w->srv->cfg.max_group_members);
+        goto out;
+    }
+    if (k > 0) {
+        uint64_t seq = append_membership(w, q->conversation_id, r->user_id, r->device_id,
+                                         PARLEY__V1__MEMBERSHIP__ACTION__ADDED, ids, k,
+                                         PARLEY__V1__CONVERSATION_KIND__GROUP, c->name);
+        for (size_t i = 0; i < k; i++) put_member(w, q->conversation_id, ids[i], seq, 0, seq);
+    }
+    answer_ok(w, r);
+out:
+    free(ids);
+    parley__store__conversation__free_unpacked(c, NULL);
+}
+
+static void handle_remove_member(writer *w, chat_request *r) {
+    Parley__V1__RemoveMember *q = r->frame->remove_member;
+    Parley__Store__Conversation *c;
+    if (group_for_change(w, r, q->conversation_id, &c)) return;
+    Parley__Store__Member *m = NULL;
+    int active = active_member(w, q->conversation_id, q->user_id, &m);
+    if (active <= 0) {
+        fail(w, r, PARLEY__V1__STATUS__NOT_FOUND, "user %llu is not a member",
+             (unsigned long long)q->user_id);
+    } else {
+        bool leaving = q->user_id == r->user_id;
+        uint64_t seq = append_membership(
+            w, q->conversation_id, r->user_id, r->device_id,
+            leaving ? PARLEY__V1__MEMBERSHIP__ACTION__LEFT : PARLEY__V1__MEMBERSHIP__ACTION__REMOVED,
+            &q->user_id, 1, PARLEY__V1__CONVERSATION_KIND__GROUP, c->name);
+        m->left_seq = seq;
+        store_put_member(w->batch, q->conversation_id, q->user_id, m);
+        answer_ok(w, r);
+    }
+    if (m) parley__store__member__free_unpacked(m, NULL);
+    parley__store__conversation__free_unpacked(c, NULL);
+}
+
+/* -------------------------------------------------------------- messages */
+
+static pending_send *find_pending_send(writer *w, uint64_t user, uint32_t device,
+                                       const ProtobufCBinaryData *id) {
+    for (size_t i = 0; i < w->n_sends; i++) {
+        pending_send *p = &w->sends[i];
+        if (p->user_id == user && p->device_id == device && p->client_msg_id_len == id->len &&
+            memcmp(p->client_msg_id, id->data, id->len) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+/* returns true when r is held by the batch (its frame must live until flush) */
+static bool handle_send(writer *w, chat_request *r) {
+    Parley__V1__SendMessage *q = r->frame->send_message;
+    if (q->client_msg_id.len < 1 || q->client_msg_id.len > MAX_CLIENT_MSG_ID) {
+        fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "client_msg_id must be 1-%d bytes", MAX_CLIENT_MSG_ID);
+        return false;
+    }
+    if (q->body.len > MAX_BODY) {
+        fail(w, r, PARLEY__V1__STATUS__TOO_LARGE, "message body over %d bytes", MAX_BODY);
+        return false;
+    }
+    if (q->type != PARLEY__V1__MESSAGE_TYPE__TEXT && q->type != PARLEY__V1__MESSAGE_TYPE__MEDIA &&
+        q->type != PARLEY__V1__MESSAGE_TYPE__REACTION) {
+        fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "message type must be text, media or reaction");
+        return false;
+    }
+    if (strlen(q->mime_type) > 255) {
+        fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "mime type over 255 bytes");
+        return false;
+    }
+    Parley__Store__Member *member = NULL;
+    int active = active_member(w, q->conversation_id, r->user_id, &member);
+    if (active <= 0) {
+        fail(w, r, active < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__FORBIDDEN,
+             "not a member of conversation %llu", (unsigned long long)q->conversation_id);
+        return false;
+    }
+    pending_send *p;
+    uint64_t conv, seq;
+    if (w->n_sends == BATCH_MAX) flush(w);
+    /* a retry: the first attempt may be committed, or in this very batch */
+    pending_send *twin = find_pending_send(w, r->user_id, r->device_id, &q->client_msg_id);
+    int found = twin ? 1 : store_get_client_msg(w->srv->store, r->user_id, r->device_id,
+                                                q->client_msg_id.data, q->client_msg_id.len, &conv, &seq);
+    if (found < 0) {
+        fail(w, r, PARLEY__V1__STATUS__INTERNAL, "store read failed");
+        parley__store__member__free_unpacked(member, NULL);
+        return false;
+    }
+    p = &w->sends[w->n_sends++];
+    memset(p, 0, sizeof *p);
+    p->conn_id = r->conn_id;
+    p->request_id = r->request_id;
+    p->user_id = r->user_id;
+    p->device_id = r->device_id;
+    p->client_msg_id = q->client_msg_id.data;
+    p->client_msg_id_len = q->client_msg_id.len;
+    if (found) {
+        p->duplicate = true;
+        p->conv = twin ? twin->conv : conv;
+        p->seq = twin ? twin->seq : seq;
+        p->ts = twin ? twin->ts : 0;
+        parley__store__member__free_unpacked(member, NULL);
+        return true;
+    }
+    uint64_t last = 0;
+    if (conv_last_seq(w, q->conversation_id, &last) < 0) abort();
+    if (q->type == PARLEY__V1__MESSAGE_TYPE__REACTION && (q->ref_seq == 0 || q->ref_seq > last)) {
+        w->n_sends--;
+        fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "a reaction must refer to an existing seq");
+        parley__store__member__free_unpacked(member, NULL);
+        return false;
+    }
+    p->conv = q->conversation_id;
+    p->seq = last + 1;
+    p->ts = clock_wall_ms();
+    u64map_put(&w->conv_last_seq, p->conv, p->seq);
+
+    Parley__V1__Message m;
+    parley__v1__message__init(&m);
+    m.conversation_id = p->conv;
+    m.seq = p->seq;
+    m.sender_user_id = r->user_id;
+    m.sender_device_id = r->device_id;
+    m.type = q->type;
+    m.body = q->body;
+    m.mime_type = q->mime_type;
+    m.size = q->size;
+    m.ref_seq = q->ref_seq;
+    m.server_ts = p->ts;
+    m.client_msg_id = q->client_msg_id;
+    p->message = blob_new(NULL, parley__v1__message__get_packed_size(&m));
+    if (!p->message) abort();
+    parley__v1__message__pack(&m, p->message->data);
+
+    store_put_message(w->batch, p->conv, p->seq, p->message->data, p->message->len);
+    store_put_client_msg(w->batch, r->user_id, r->device_id, q->client_msg_id.data,
+                         q->client_msg_id.len, p->conv, p->seq);
+    p->offset = ++w->last_offset;
+    store_put_log(w->batch, 0, p->offset, p->conv, p->seq);
+    /* replying marks the conversation read up to one's own message */
+    member->read_seq = p->seq;
+    store_put_member(w->batch, p->conv, r->user_id, member);
+    parley__store__member__free_unpacked(member, NULL);
+    return true;
+}
+
+/* ------------------------------------------------------------- receipts */
+
+struct read_notice {
+    server *srv;
+    const chat_request *reader;
+    uint64_t conv, seq;
+};
+
+static int notify_read(void *ud, uint64_t user, const Parley__Store__Member *m) {
+    struct read_notice *n = ud;
+    if (m->left_seq != 0) return 0;
+    push_receipt(n->srv, user, n->conv, n->reader->user_id, PARLEY__V1__RECEIPT_KIND__READ, n->seq,
+                 n->reader->conn_id);
+    return 0;
+}
+
+static void handle_mark_read(writer *w, chat_request *r) {
+    Parley__V1__MarkRead *q = r->frame->mark_read;
+    Parley__Store__Member *m = NULL;
+    int active = active_member(w, q->conversation_id, r->user_id, &m);
+    if (active <= 0) {
+        fail(w, r, active < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__FORBIDDEN,
+             "not a member of conversation %llu", (unsigned long long)q->conversation_id);
+        return;
+    }
+    uint64_t last = 0;
+    conv_last_seq(w, q->conversation_id, &last);
+    uint64_t seq = q->seq > last ? last : q->seq;
+    bool advanced = seq > m->read_seq;
+    if (advanced) {
+        m->read_seq = seq;
+        store_put_member(w->batch, q->conversation_id, r->user_id, m);
+    }
+    parley__store__member__free_unpacked(m, NULL);
+    answer_ok(w, r);
+    flush(w);
+    if (!advanced) return;
+    /* tell the other members, and the reader's other devices */
+    struct read_notice notice = {w->srv, r, q->conversation_id, seq};
+    store_scan_members(w->srv->store, q->conversation_id, notify_read, &notice);
+}
+
+/* A device acknowledged inbox entries (ack_from, ack_to]: store its cursor
+ * and tell each sender, once per conversation, how far this user has
+ * received. */
+typedef struct delivered {
+    uint64_t conv, sender, seq;
+} delivered;
+
+typedef struct ack_scan {
+    uint64_t user;
+    delivered seen[256];
+    size_t n;
+} ack_scan;
+
+static int collect_delivered(void *ud, uint64_t user_seq, uint64_t conv, uint64_t seq, uint64_t sender) {
+    (void)user_seq;
+    ack_scan *a = ud;
+    if (sender == a->user || sender == 0) return 0;   /* own and server messages */
+    for (size_t i = 0; i < a->n; i++) {
+        if (a->seen[i].conv == conv && a->seen[i].sender == sender) {
+            if (seq > a->seen[i].seq) a->seen[i].seq = seq;
+            return 0;
+        }
+    }
+    if (a->n < sizeof a->seen / sizeof a->seen[0]) a->seen[a->n++] = (delivered){conv, sender, seq};
+    return 0;
+}
+
+static void handle_ack(writer *w, chat_request *r) {
+    store_put_cursor(w->batch, r->user_id, r->device_id, r->ack_to);
+    ack_scan *scan = malloc(sizeof *scan);
+    if (!scan) abort();
+    scan->user = r->user_id;
+    scan->n = 0;
+    uint64_t from = r->ack_from;
+    if (r->ack_to - from > ACK_SCAN_MAX) from = r->ack_to - ACK_SCAN_MAX;
+    store_scan_inbox(w->srv->store, r->user_id, from, r->ack_to, ACK_SCAN_MAX, collect_delivered, scan);
+    for (size_t i = 0; i < scan->n; i++)
+        push_receipt(w->srv, scan->seen[i].sender, scan->seen[i].conv, r->user_id,
+                     PARLEY__V1__RECEIPT_KIND__DELIVERED, scan->seen[i].seq, 0);
+    free(scan);
+}
+
+/* ------------------------------------------------------------- the loop */
+
+/* returns true when the batch holds on to r until the next flush */
+static bool handle(writer *w, chat_request *r) {
+    if (r->op == CHAT_ACK) {
+        handle_ack(w, r);
+        return false;
+    }
+    Parley__V1__Frame *f = r->frame;
+    if (f->body_case == PARLEY__V1__FRAME__BODY_SEND_MESSAGE) return handle_send(w, r);
+    /* everything else commits alone, after what is pending */
+    flush(w);
+    switch (f->body_case) {
+    case PARLEY__V1__FRAME__BODY_REGISTER_USER: handle_register_user(w, r); break;
+    case PARLEY__V1__FRAME__BODY_REGISTER_DEVICE: handle_register_device(w, r); break;
+    case PARLEY__V1__FRAME__BODY_CREATE_LINK_TOKEN: handle_create_link_token(w, r); break;
+    case PARLEY__V1__FRAME__BODY_OPEN_DIRECT: handle_open_direct(w, r); break;
+    case PARLEY__V1__FRAME__BODY_CREATE_GROUP: handle_create_group(w, r); break;
+    case PARLEY__V1__FRAME__BODY_ADD_MEMBERS: handle_add_members(w, r); break;
+    case PARLEY__V1__FRAME__BODY_REMOVE_MEMBER: handle_remove_member(w, r); break;
+    case PARLEY__V1__FRAME__BODY_MARK_READ: handle_mark_read(w, r); break;
+    default: fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "not a write request"); break;
+    }
+    flush(w);
+    return false;
+}
+
+static void *writer_main(void *arg) {
+    writer *w = arg;
+    chat_request *batch[BATCH_MAX];
+    for (;;) {
+        size_t n = mpsc_pop_many(&w->requests, (void **)batch, BATCH_MAX);
+        atomic_store(&g_metrics.writer_queue_depth, (long)mpsc_depth(&w->requests));
+        if (n == 0) {
+            if (w->requests.closed) break;
+            mpsc_wait(&w->requests, 1000);
+            continue;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (handle(w, batch[i])) w->held[w->n_held++] = batch[i];
+            else chat_request_free(batch[i]);
+            /* fsync=always: one commit, and one fsync, per request */
+            if (w->srv->cfg.fsync == FSYNC_ALWAYS) flush(w);
+        }
+        flush(w);
+    }
+    return NULL;
+}
+
+writer *writer_start(server *srv) {
+    writer *w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    w->srv = srv;
+    w->batch = store_batch_new();
+    if (mpsc_init(&w->requests, QUEUE_CAP) || load_state(w)) {
+        log_error("writer: cannot start");
+        store_batch_free(w->batch);
+        free(w);
+        return NULL;
+    }
+    if (pthread_create(&w->thread, NULL, writer_main, w)) {
+        mpsc_destroy(&w->requests);
+        store_batch_free(w->batch);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+int writer_submit(writer *w, chat_request *r) {
+    return mpsc_try_push(&w->requests, r);
+}
+
+void writer_stop(writer *w) {
+    if (!w) return;
+    mpsc_close(&w->requests);
+    pthread_join(w->thread, NULL);
+    mpsc_destroy(&w->requests);
+    store_batch_free(w->batch);
+    u64map_free(&w->conv_last_seq);
+    free(w);
+}

@@ -1,0 +1,45 @@
+/* writer.h -- the write path: one thread that owns every mutation.
+ *
+ * Workers submit requests; the writer validates them (membership, limits,
+ * client_msg_id dedupe), assigns ids and per-conversation seqs (it is their
+ * single owner, so no locks), commits a batch to the store (group commit:
+ * one fsync for every request that arrived while the previous one ran),
+ * and only then answers (SENT for messages) and publishes to fan-out.
+ *
+ * Sends are batched. Any other mutation (register, groups, read marks)
+ * commits what is pending first and then commits alone, so reads inside
+ * the writer always see the store up to date for those. */
+#ifndef PARLEY_CHAT_WRITER_H
+#define PARLEY_CHAT_WRITER_H
+
+#include <stdint.h>
+
+#include "proto/parley.pb-c.h"
+#include "server.h"
+
+typedef enum chat_op {
+    CHAT_FRAME,   /* a request frame from a device */
+    CHAT_ACK,     /* a device advanced its cursor over (ack_from, ack_to] */
+} chat_op;
+
+typedef struct chat_request {
+    chat_op op;
+    uint64_t conn_id;
+    uint64_t request_id;
+    uint64_t user_id;        /* the signed-in device; 0 before sign-in */
+    uint32_t device_id;
+    Parley__V1__Frame *frame;/* CHAT_FRAME: owned by the request */
+    uint64_t ack_from, ack_to;
+} chat_request;
+
+typedef struct writer writer;
+
+writer *writer_start(server *srv);
+/* Never blocks: -1 when the writer's queue is full (answer UNAVAILABLE).
+ * Takes ownership of r on success. */
+int writer_submit(writer *w, chat_request *r);
+/* Finishes every queued request, then stops the thread. */
+void writer_stop(writer *w);
+void chat_request_free(chat_request *r);
+
+#endif

@@ -1,0 +1,61 @@
+#include "core/metrics.h"
+
+#include <stdio.h>
+
+metrics g_metrics;
+
+struct metric_row {
+    const char *name;
+    const char *type;
+    const char *help;
+    const void *value;  /* atomic_ulong or atomic_long */
+    int is_signed;
+};
+
+size_t metrics_render(char *out, size_t cap) {
+    const struct metric_row rows[] = {
+        {"parley_connections", "gauge", "Open WebSocket connections.", &g_metrics.connections, 1},
+        {"parley_connections_accepted_total", "counter", "TCP connections accepted.", &g_metrics.connections_accepted_total, 0},
+        {"parley_http_requests_total", "counter", "HTTP requests parsed.", &g_metrics.http_requests_total, 0},
+        {"parley_frames_in_total", "counter", "WebSocket messages received.", &g_metrics.frames_in_total, 0},
+        {"parley_frames_out_total", "counter", "WebSocket messages sent.", &g_metrics.frames_out_total, 0},
+        {"parley_bytes_in_total", "counter", "Bytes read from sockets.", &g_metrics.bytes_in_total, 0},
+        {"parley_bytes_out_total", "counter", "Bytes written to sockets.", &g_metrics.bytes_out_total, 0},
+        {"parley_protocol_errors_total", "counter", "Connections closed for malformed input.", &g_metrics.protocol_errors_total, 0},
+        {"parley_requests_total", "counter", "Protocol requests handled.", &g_metrics.requests_total, 0},
+        {"parley_request_errors_total", "counter", "Requests answered with an error status.", &g_metrics.request_errors_total, 0},
+        {"parley_messages_stored_total", "counter", "Messages made durable.", &g_metrics.messages_stored_total, 0},
+        {"parley_messages_duplicate_total", "counter", "Sends answered with an earlier seq (client_msg_id retry).", &g_metrics.messages_duplicate_total, 0},
+        {"parley_store_commits_total", "counter", "Store write batches committed.", &g_metrics.store_commits_total, 0},
+        {"parley_store_commit_seconds_total", "counter", "Time spent committing store batches.", NULL, 0},
+        {"parley_fanout_messages_total", "counter", "Messages fanned out.", &g_metrics.fanout_messages_total, 0},
+        {"parley_inbox_appends_total", "counter", "Inbox entries appended.", &g_metrics.inbox_appends_total, 0},
+        {"parley_deliveries_total", "counter", "Events written to devices (live and sync).", &g_metrics.deliveries_total, 0},
+        {"parley_live_pushes_skipped_total", "counter", "Live pushes held back (window, output cap); the device catches up by sync.", &g_metrics.live_pushes_skipped_total, 0},
+        {"parley_sync_events_total", "counter", "Events sent by catch-up from the store.", &g_metrics.sync_events_total, 0},
+        {"parley_receipts_total", "counter", "Receipts pushed to devices.", &g_metrics.receipts_total, 0},
+        {"parley_writer_queue_depth", "gauge", "Requests waiting for the write path.", &g_metrics.writer_queue_depth, 1},
+        {"parley_fanout_queue_depth", "gauge", "Messages waiting for fan-out.", &g_metrics.fanout_queue_depth, 1},
+    };
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {
+        const struct metric_row *r = &rows[i];
+        int w;
+        if (r->value == NULL) { /* the one derived metric: ns -> seconds */
+            double s = (double)atomic_load(&g_metrics.store_commit_ns_total) / 1e9;
+            w = snprintf(out + n, cap - n, "# HELP %s %s\n# TYPE %s %s\n%s %.6f\n", r->name,
+                         r->help, r->name, r->type, r->name, s);
+        } else if (r->is_signed) {
+            w = snprintf(out + n, cap - n, "# HELP %s %s\n# TYPE %s %s\n%s %ld\n", r->name,
+                         r->help, r->name, r->type, r->name,
+                         atomic_load((const atomic_long *)r->value));
+        } else {
+            w = snprintf(out + n, cap - n, "# HELP %s %s\n# TYPE %s %s\n%s %lu\n", r->name,
+                         r->help, r->name, r->type, r->name,
+                         atomic_load((const atomic_ulong *)r->value));
+        }
+        if (w < 0 || (size_t)w >= cap - n) break;
+        n += (size_t)w;
+    }
+    return n;
+}

@@ -1,0 +1,45 @@
+/* metrics.h -- process-wide counters, exported at /metrics in the
+ * Prometheus text format. Relaxed atomics: each counter is exact, the set is
+ * not a snapshot. */
+#ifndef PARLEY_CORE_METRICS_H
+#define PARLEY_CORE_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct metrics {
+    atomic_long connections;              /* gauge: open WebSocket connections */
+    atomic_ulong connections_accepted_total;
+    atomic_ulong http_requests_total;
+    atomic_ulong frames_in_total;
+    atomic_ulong frames_out_total;
+    atomic_ulong bytes_in_total;
+    atomic_ulong bytes_out_total;
+    atomic_ulong protocol_errors_total;   /* connections closed for bad input */
+    atomic_ulong requests_total;
+    atomic_ulong request_errors_total;    /* responses with status != OK */
+    atomic_ulong messages_stored_total;
+    atomic_ulong messages_duplicate_total;/* retries answered with the first seq */
+    atomic_ulong store_commits_total;
+    atomic_ulong store_commit_ns_total;   /* time spent in store commits */
+    atomic_ulong fanout_messages_total;
+    atomic_ulong inbox_appends_total;
+    atomic_ulong deliveries_total;        /* events written to sockets (live + sync) */
+    atomic_ulong live_pushes_skipped_total; /* live pushes not sent: window full,
+                                               output cap, or gap; caught up by sync */
+    atomic_ulong sync_events_total;       /* events sent by catch-up from the store */
+    atomic_ulong receipts_total;
+    atomic_long writer_queue_depth;       /* gauges, sampled */
+    atomic_long fanout_queue_depth;
+} metrics;
+
+extern metrics g_metrics;
+
+#define METRIC_ADD(name, n) atomic_fetch_add_explicit(&g_metrics.name, (n), memory_order_relaxed)
+#define METRIC_INC(name) METRIC_ADD(name, 1)
+
+/* Renders every metric into out (at most cap bytes); returns the length. */
+size_t metrics_render(char *out, size_t cap);
+
+#endif

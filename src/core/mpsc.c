@@ -1,0 +1,97 @@
+#include "core/mpsc.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+int mpsc_init(mpsc *q, size_t cap) {
+    q->items = calloc(cap, sizeof *q->items);
+    if (!q->items) return -1;
+    q->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (q->wake_fd < 0) { free(q->items); return -1; }
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_cond_init(&q->not_full, NULL);
+    q->cap = cap;
+    q->head = q->count = 0;
+    q->closed = false;
+    return 0;
+}
+
+void mpsc_destroy(mpsc *q) {
+    close(q->wake_fd);
+    free(q->items);
+    pthread_mutex_destroy(&q->lock);
+    pthread_cond_destroy(&q->not_full);
+}
+
+static void wake(mpsc *q) {
+    uint64_t one = 1;
+    /* EAGAIN means the counter is already non-zero: the consumer will wake */
+    ssize_t r = write(q->wake_fd, &one, sizeof one);
+    (void)r;
+}
+
+static int push(mpsc *q, void *item, bool block) {
+    pthread_mutex_lock(&q->lock);
+    while (block && !q->closed && q->count == q->cap)
+        pthread_cond_wait(&q->not_full, &q->lock);
+    if (q->closed || q->count == q->cap) {
+        pthread_mutex_unlock(&q->lock);
+        return -1;
+    }
+    q->items[(q->head + q->count) % q->cap] = item;
+    bool was_empty = q->count++ == 0;
+    pthread_mutex_unlock(&q->lock);
+    /* only the push that makes the queue non-empty needs to wake */
+    if (was_empty) wake(q);
+    return 0;
+}
+
+int mpsc_push(mpsc *q, void *item) { return push(q, item, true); }
+int mpsc_try_push(mpsc *q, void *item) { return push(q, item, false); }
+
+size_t mpsc_pop_many(mpsc *q, void **out, size_t max) {
+    pthread_mutex_lock(&q->lock);
+    size_t n = q->count < max ? q->count : max;
+    for (size_t i = 0; i < n; i++) out[i] = q->items[(q->head + i) % q->cap];
+    q->head = (q->head + n) % q->cap;
+    q->count -= n;
+    if (n) pthread_cond_broadcast(&q->not_full);
+    pthread_mutex_unlock(&q->lock);
+    return n;
+}
+
+void mpsc_drain_wakeup(mpsc *q) {
+    uint64_t v;
+    ssize_t r = read(q->wake_fd, &v, sizeof v);
+    (void)r;
+}
+
+void mpsc_wait(mpsc *q, int timeout_ms) {
+    pthread_mutex_lock(&q->lock);
+    bool ready = q->count > 0 || q->closed;
+    pthread_mutex_unlock(&q->lock);
+    if (!ready) {
+        struct pollfd p = {.fd = q->wake_fd, .events = POLLIN};
+        while (poll(&p, 1, timeout_ms) < 0 && errno == EINTR) {}
+    }
+    mpsc_drain_wakeup(q);
+}
+
+void mpsc_close(mpsc *q) {
+    pthread_mutex_lock(&q->lock);
+    q->closed = true;
+    pthread_cond_broadcast(&q->not_full);
+    pthread_mutex_unlock(&q->lock);
+    wake(q);
+}
+
+size_t mpsc_depth(mpsc *q) {
+    pthread_mutex_lock(&q->lock);
+    size_t n = q->count;
+    pthread_mutex_unlock(&q->lock);
+    return n;
+}

@@ -1,0 +1,290 @@
+/* fanout.c -- the fan-out thread. See fanout.h.
+ *
+ * It is the single owner of every inbox's user_seq (the next one to give is
+ * cached per user), so appends need no lock. Membership is cached per
+ * conversation as (user, joined_seq, left_seq) and reloaded when a
+ * MEMBERSHIP message passes, which is exactly when it changes. */
+#include "fanout/fanout.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/u64map.h"
+#include "gateway/worker_msg.h"
+
+enum {
+    ITEMS_PER_BATCH = 256,
+    MAX_APPENDS_PER_BATCH = 65536,
+    HEAD_CACHE_MAX = 1 << 20,
+    MEMBER_CACHE_MAX = 1 << 16,
+    MAX_DEVICES_PER_USER = 64,
+    LOG_TRIM_EVERY = 4096,          /* offsets between deletions of the finished log */
+};
+
+typedef struct member {
+    uint64_t user, joined, left;
+} member;
+
+typedef struct member_list {
+    size_t n;
+    member m[];
+} member_list;
+
+typedef struct append {
+    uint64_t user, user_seq;
+    blob *message;     /* borrowed from the queue item */
+} append;
+
+struct fanout {
+    server *srv;
+    pthread_t thread;
+    store_batch *batch;
+    u64map heads;           /* user -> last user_seq given */
+    u64map members;         /* conversation -> member_list * */
+    append *appends;
+    size_t n_appends;
+    uint64_t trimmed_through;
+};
+
+/* ------------------------------------------------------------ membership */
+
+struct member_load {
+    member_list *list;
+    size_t cap;
+};
+
+static int member_load_cb(void *ud, uint64_t user, const Parley__Store__Member *m) {
+    struct member_load *ml = ud;
+    if (ml->list->n == ml->cap) {
+        ml->cap *= 2;
+        member_list *grown = realloc(ml->list, sizeof *grown + ml->cap * sizeof(member));
+        if (!grown) abort();
+        ml->list = grown;
+    }
+    ml->list->m[ml->list->n++] = (member){user, m->joined_seq, m->left_seq};
+    return 0;
+}
+
+static void forget_members(fanout *f) {
+    for (size_t i = 0; i < f->members.cap; i++)
+        if (f->members.slots[i].key) free((void *)(uintptr_t)f->members.slots[i].value);
+    u64map_free(&f->members);
+}
+
+static const member_list *members_of(fanout *f, uint64_t conv, bool reload) {
+    uint64_t *slot = u64map_get(&f->members, conv);
+    if (slot && !reload) return (const member_list *)(uintptr_t)*slot;
+    if (slot) {
+        free((void *)(uintptr_t)*slot);
+        u64map_remove(&f->members, conv, NULL);
+    }
+    if (f->members.count >= MEMBER_CACHE_MAX) forget_members(f);
+    struct member_load ml = {malloc(sizeof(member_list) + 8 * sizeof(member)), 8};
+    if (!ml.list) abort();
+    ml.list->n = 0;
+    if (store_scan_members(f->srv->store, conv, member_load_cb, &ml) < 0)
+        log_error("fanout: cannot read members of conversation %llu", (unsigned long long)conv);
+    u64map_put(&f->members, conv, (uint64_t)(uintptr_t)ml.list);
+    return ml.list;
+}
+
+/* who a message at seq reaches: members at that seq, and a member removed by
+ * it (so they learn of it) */
+static bool receives(const member *m, uint64_t seq) {
+    return m->joined > 0 && m->joined <= seq && (m->left == 0 || m->left >= seq);
+}
+
+/* ---------------------------------------------------------------- inboxes */
+
+static uint64_t next_user_seq(fanout *f, uint64_t user) {
+    uint64_t *head = u64map_get(&f->heads, user);
+    if (!head) {
+        uint64_t h = 0;
+        if (store_inbox_head(f->srv->store, user, &h) < 0) abort(); /* cannot number safely */
+        if (f->heads.count >= HEAD_CACHE_MAX) u64map_free(&f->heads);
+        u64map_put(&f->heads, user, h);
+        head = u64map_get(&f->heads, user);
+    }
+    return ++*head;
+}
+
+static void fan_item(fanout *f, const queue_item *it, bool replaying) {
+    const member_list *ml = members_of(f, it->conversation_id, it->membership);
+    for (size_t i = 0; i < ml->n; i++) {
+        const member *m = &ml->m[i];
+        if (!receives(m, it->seq)) continue;
+        if (replaying) {
+            uint64_t existing;
+            if (store_get_inbox_index(f->srv->store, m->user, it->conversation_id, it->seq, &existing) == 1)
+                continue;
+        }
+        uint64_t user_seq = next_user_seq(f, m->user);
+        store_put_inbox(f->batch, m->user, user_seq, it->conversation_id, it->seq, it->sender_user_id);
+        if (f->n_appends == MAX_APPENDS_PER_BATCH) abort(); /* bounded by the caller */
+        f->appends[f->n_appends++] = (append){m->user, user_seq, it->message};
+    }
+    METRIC_INC(fanout_messages_total);
+}
+
+static void route(fanout *f) {
+    registry_entry entries[MAX_DEVICES_PER_USER];
+    for (size_t i = 0; i < f->n_appends; i++) {
+        append *a = &f->appends[i];
+        size_t n = registry_lookup(f->srv->registry, a->user, entries, MAX_DEVICES_PER_USER);
+        if (n > MAX_DEVICES_PER_USER) n = MAX_DEVICES_PER_USER;
+        for (size_t j = 0; j < n; j++) {
+            worker_msg *m = worker_msg_new(WM_DELIVER, entries[j].conn_id, 0);
+            m->user_id = a->user;
+            m->user_seq = a->user_seq;
+            m->message = blob_ref(a->message);
+            worker_post(f->srv, m);
+        }
+    }
+}
+
+/* Fans out items[0..n): appends, one commit with the checkpoint, then
+ * routing. A failed commit is retried: nothing after it may be numbered on
+ * top of entries that are not there. */
+static void fan_batch(fanout *f, queue_item **items, size_t n, bool replaying) {
+    size_t done = 0;
+    while (done < n) {
+        f->n_appends = 0;
+        /* keep the appends of one commit bounded, whatever the group sizes */
+        while (done < n && f->n_appends + f->srv->cfg.max_group_members <= MAX_APPENDS_PER_BATCH)
+            fan_item(f, items[done++], replaying);
+        uint64_t checkpoint = items[done - 1]->offset;
+        store_put_checkpoint(f->batch, 0, checkpoint);
+        bool trim = checkpoint - f->trimmed_through >= LOG_TRIM_EVERY;
+        if (trim) store_delete_log_through(f->batch, 0, checkpoint);
+        while (store_commit(f->srv->store, f->batch, f->srv->cfg.fsync != FSYNC_OFF)) {
+            log_error("fanout: commit failed; retrying");
+            usleep(100 * 1000);
+        }
+        if (trim) f->trimmed_through = checkpoint;
+        METRIC_ADD(inbox_appends_total, f->n_appends);
+        /* a replay runs before anyone can be connected */
+        if (!replaying) route(f);
+    }
+}
+
+/* ----------------------------------------------------------------- replay */
+
+struct replay {
+    fanout *f;
+    queue_item *items[ITEMS_PER_BATCH];
+    size_t n;
+    int failed;
+};
+
+static void replay_flush(struct replay *r) {
+    fan_batch(r->f, r->items, r->n, true);
+    for (size_t i = 0; i < r->n; i++) queue_item_free(r->items[i]);
+    r->n = 0;
+}
+
+static int replay_entry(void *ud, uint64_t offset, uint64_t conv, uint64_t seq) {
+    struct replay *r = ud;
+    store_bytes raw;
+    if (store_get_message(r->f->srv->store, conv, seq, &raw) != 1) {
+        log_error("fanout: log names missing message %llu/%llu", (unsigned long long)conv,
+                  (unsigned long long)seq);
+        r->failed = 1;
+        return 1;
+    }
+    Parley__V1__Message *m = parley__v1__message__unpack(NULL, raw.len, raw.data);
+    queue_item *it = calloc(1, sizeof *it);
+    if (!m || !it) abort();
+    it->offset = offset;
+    it->conversation_id = conv;
+    it->seq = seq;
+    it->sender_user_id = m->sender_user_id;
+    it->membership = m->type == PARLEY__V1__MESSAGE_TYPE__MEMBERSHIP;
+    it->message = blob_new(raw.data, raw.len);
+    parley__v1__message__free_unpacked(m, NULL);
+    store_bytes_free(&raw);
+    r->items[r->n++] = it;
+    if (r->n == ITEMS_PER_BATCH) replay_flush(r);
+    return 0;
+}
+
+static fanout *fanout_new(server *srv) {
+    fanout *f = calloc(1, sizeof *f);
+    if (!f) return NULL;
+    f->srv = srv;
+    f->batch = store_batch_new();
+    f->appends = malloc(MAX_APPENDS_PER_BATCH * sizeof *f->appends);
+    if (!f->appends) abort();
+    store_get_checkpoint(srv->store, 0, &f->trimmed_through);
+    return f;
+}
+
+static void fanout_free(fanout *f) {
+    store_batch_free(f->batch);
+    u64map_free(&f->heads);
+    forget_members(f);
+    free(f->appends);
+    free(f);
+}
+
+int fanout_replay(server *srv) {
+    fanout *f = fanout_new(srv);
+    if (!f) return -1;
+    uint64_t checkpoint = 0;
+    if (store_get_checkpoint(srv->store, 0, &checkpoint) < 0) {
+        fanout_free(f);
+        return -1;
+    }
+    struct replay *r = calloc(1, sizeof *r);
+    if (!r) abort();
+    r->f = f;
+    int rc = store_scan_log(srv->store, 0, checkpoint, replay_entry, r);
+    if (r->n) replay_flush(r);
+    rc = rc || r->failed ? -1 : 0;
+    uint64_t after = 0;
+    store_get_checkpoint(srv->store, 0, &after);
+    if (after > checkpoint)
+        log_info("fanout: replayed log offsets %llu..%llu", (unsigned long long)checkpoint + 1,
+                 (unsigned long long)after);
+    free(r);
+    fanout_free(f);
+    return rc;
+}
+
+/* ------------------------------------------------------------- the thread */
+
+static void *fanout_main(void *arg) {
+    fanout *f = arg;
+    queue_item *items[ITEMS_PER_BATCH];
+    for (;;) {
+        size_t n = queue_consume(f->srv->queue, items, ITEMS_PER_BATCH, 1000);
+        atomic_store(&g_metrics.fanout_queue_depth, (long)queue_depth(f->srv->queue));
+        if (n == 0) {
+            if (queue_closed(f->srv->queue)) break;
+            continue;
+        }
+        fan_batch(f, items, n, false);
+        for (size_t i = 0; i < n; i++) queue_item_free(items[i]);
+    }
+    return NULL;
+}
+
+fanout *fanout_start(server *srv) {
+    fanout *f = fanout_new(srv);
+    if (!f) return NULL;
+    if (pthread_create(&f->thread, NULL, fanout_main, f)) {
+        fanout_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+void fanout_stop(fanout *f) {
+    if (!f) return;
+    queue_close(f->srv->queue);
+    pthread_join(f->thread, NULL);
+    fanout_free(f);
+}

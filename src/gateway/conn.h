@@ -1,0 +1,87 @@
+/* conn.h -- one client connection and the worker that owns it.
+ *
+ * A connection belongs to exactly one worker thread for its whole life; only
+ * that thread touches it. Other threads reach it by conn id through the
+ * worker's inbox (worker_msg.h), and a stale id (the connection closed and
+ * its slot was reused) is recognised by the generation in it.
+ *
+ * Life: HTTP (waiting for the request head) -> WS (upgraded) -> CLOSING
+ * (output is flushed, then the socket is closed). */
+#ifndef PARLEY_GATEWAY_CONN_H
+#define PARLEY_GATEWAY_CONN_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/mpsc.h"
+#include "gateway/worker_msg.h"
+#include "net/ws.h"
+#include "proto/parley.pb-c.h"
+#include "server.h"
+
+typedef enum conn_state { CONN_HTTP, CONN_WS, CONN_CLOSING } conn_state;
+
+typedef struct conn {
+    int fd;
+    uint32_t slot;
+    uint64_t id;
+    conn_state state;
+    bool epollout;          /* EPOLLOUT is armed */
+    bool dirty;             /* on the worker's flush list */
+    bool signed_in;
+    bool syncing;           /* StartSync seen: in the registry, receiving events */
+    bool lagging;           /* live pushes held back; catching up from the store */
+    bool sync_done_sent;
+    uint64_t opened_ms;
+    uint64_t user_id;
+    uint32_t device_id;
+    uint64_t sent_upto;     /* last user_seq written to the socket */
+    uint64_t acked_upto;    /* last user_seq the device acknowledged */
+    buf in, out;
+    ws_reader reader;
+    uint8_t nonce[32];      /* the sign-in challenge */
+    struct conn *next_dirty;
+} conn;
+
+typedef struct worker {
+    server *srv;
+    uint32_t index;
+    int epoll_fd;
+    int listen_fd;
+    mpsc inbox;             /* worker_msg * from the writer, fan-out, receipts */
+    pthread_t thread;
+    atomic_bool stopping;
+    conn **conns;           /* by slot */
+    uint32_t *generations;  /* by slot */
+    uint32_t n_slots, cap_slots;
+    uint32_t *free_slots;
+    uint32_t n_free;
+    conn *dirty;            /* connections with output to write this turn */
+    uint64_t last_sweep_ms;
+} worker;
+
+/* worker.c: output. Everything is queued on c->out and written once per
+ * loop turn; conn_mark_dirty puts c on that turn's write list. */
+void conn_mark_dirty(worker *w, conn *c);
+void conn_send(worker *w, conn *c, uint8_t opcode, const void *data, size_t len);
+void conn_send_frame(worker *w, conn *c, const Parley__V1__Frame *f);
+void conn_send_error(worker *w, conn *c, uint64_t request_id, Parley__V1__Status status,
+                     const char *error);
+/* Sends a close frame with code and closes once it is written. */
+void conn_close(worker *w, conn *c, uint16_t code, const char *reason);
+
+/* session.c: one decoded request from a signed-in or signing-in device */
+void session_handle(worker *w, conn *c, const uint8_t *data, size_t len);
+void session_closed(worker *w, conn *c);
+void session_apply_reply(worker *w, conn *c, worker_msg *m);
+
+/* delivery.c: events to a device */
+void delivery_live(worker *w, conn *c, uint64_t user_seq, const blob *message);
+/* Sends stored events after c->sent_upto while the window and the output
+ * cap allow; sends SyncDone once the first catch-up ends. */
+void delivery_pump(worker *w, conn *c);
+
+#endif

@@ -1,0 +1,132 @@
+/* delivery.c -- events to a device, live or from its inbox.
+ *
+ * Each connection knows the last user_seq it wrote (sent_upto) and the last
+ * one the device acknowledged (acked_upto). A live event is written only if
+ * it is exactly the next one, the unacknowledged window has room and the
+ * output is under its cap; otherwise the connection is marked lagging and
+ * catches up from the store (delivery_pump) as room appears. Because
+ * fan-out commits an inbox entry before it posts the live event, whatever a
+ * lagging connection skips is already in the store when it pumps: no gap
+ * and no duplicate at the seam between sync and live. */
+#include <string.h>
+
+#include "core/log.h"
+#include "core/metrics.h"
+#include "gateway/conn.h"
+
+enum { PAGE = 128 };
+
+static size_t varint_len(uint64_t v) {
+    size_t n = 1;
+    while (v >= 0x80) { v >>= 7; n++; }
+    return n;
+}
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v) {
+    while (v >= 0x80) { *p++ = (uint8_t)(v | 0x80); v >>= 7; }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* Frame{event = Event{user_seq, message}} written by hand around the stored
+ * message bytes, so a delivery copies the message once, into the socket's
+ * output, and never re-encodes it. */
+static void write_event(worker *w, conn *c, uint64_t user_seq, const uint8_t *msg, size_t len) {
+    const uint64_t event_tag = (42u << 3) | 2;  /* Frame.event, length-delimited */
+    size_t inner = 1 + varint_len(user_seq) + 1 + varint_len(len) + len;
+    size_t outer = varint_len(event_tag) + varint_len(inner) + inner;
+    uint8_t *dst = buf_reserve(&c->out, WS_MAX_HEADER + outer);
+    if (!dst) {
+        conn_close(w, c, WS_CLOSE_INTERNAL, "out of memory");
+        return;
+    }
+    uint8_t *p = dst + ws_write_header(dst, WS_OP_BINARY, true, outer, NULL);
+    p = put_varint(p, event_tag);
+    p = put_varint(p, inner);
+    *p++ = (1u << 3) | 0;               /* Event.user_seq, varint */
+    p = put_varint(p, user_seq);
+    *p++ = (2u << 3) | 2;               /* Event.message, length-delimited */
+    p = put_varint(p, len);
+    memcpy(p, msg, len);
+    p += len;
+    c->out.end += (size_t)(p - dst);
+    c->sent_upto = user_seq;
+    METRIC_INC(frames_out_total);
+    METRIC_INC(deliveries_total);
+    conn_mark_dirty(w, c);
+}
+
+static bool has_room(const worker *w, const conn *c) {
+    return buf_len(&c->out) < w->srv->cfg.conn_output_cap &&
+           c->sent_upto - c->acked_upto < w->srv->cfg.sync_window;
+}
+
+void delivery_live(worker *w, conn *c, uint64_t user_seq, const blob *message) {
+    if (!c->syncing || user_seq <= c->sent_upto) return;   /* not asked for, or already sent */
+    if (!c->lagging && user_seq == c->sent_upto + 1 && has_room(w, c)) {
+        write_event(w, c, user_seq, message->data, message->len);
+        return;
+    }
+    METRIC_INC(live_pushes_skipped_total);
+    c->lagging = true;
+    delivery_pump(w, c);
+}
+
+typedef struct page {
+    size_t n;
+    struct { uint64_t user_seq, conv, seq; } e[PAGE];
+} page;
+
+static int page_add(void *ud, uint64_t user_seq, uint64_t conv, uint64_t seq, uint64_t sender) {
+    (void)sender;
+    page *pg = ud;
+    pg->e[pg->n].user_seq = user_seq;
+    pg->e[pg->n].conv = conv;
+    pg->e[pg->n].seq = seq;
+    pg->n++;
+    return 0;
+}
+
+static void send_sync_done(worker *w, conn *c) {
+    Parley__V1__Frame f;
+    Parley__V1__SyncDone done;
+    parley__v1__frame__init(&f);
+    parley__v1__sync_done__init(&done);
+    done.user_seq = c->sent_upto;
+    f.body_case = PARLEY__V1__FRAME__BODY_SYNC_DONE;
+    f.sync_done = &done;
+    conn_send_frame(w, c, &f);
+    c->sync_done_sent = true;
+}
+
+void delivery_pump(worker *w, conn *c) {
+    if (!c->syncing || c->state != CONN_WS) return;
+    while (c->lagging && has_room(w, c)) {
+        uint64_t room = w->srv->cfg.sync_window - (c->sent_upto - c->acked_upto);
+        page pg;
+        pg.n = 0;
+        if (store_scan_inbox(w->srv->store, c->user_id, c->sent_upto, 0,
+                             (uint32_t)(room < PAGE ? room : PAGE), page_add, &pg) < 0) {
+            conn_close(w, c, WS_CLOSE_INTERNAL, "store read failed");
+            return;
+        }
+        if (pg.n == 0) {
+            /* caught up: from here the next live event is exactly the next one */
+            c->lagging = false;
+            if (!c->sync_done_sent) send_sync_done(w, c);
+            return;
+        }
+        for (size_t i = 0; i < pg.n; i++) {
+            store_bytes msg;
+            int found = store_get_message(w->srv->store, pg.e[i].conv, pg.e[i].seq, &msg);
+            if (found == 1) {
+                write_event(w, c, pg.e[i].user_seq, msg.data, msg.len);
+                store_bytes_free(&msg);
+                METRIC_INC(sync_events_total);
+            } else {
+                /* the message is gone (retention): skip its entry */
+                c->sent_upto = pg.e[i].user_seq;
+            }
+        }
+    }
+}

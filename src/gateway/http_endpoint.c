@@ -1,0 +1,131 @@
+#include "gateway/http_endpoint.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "net/http.h"
+
+static const char SUBPROTOCOL[] = "parley.v1";
+
+static void respond(worker *w, conn *c, const char *status, const char *extra_headers,
+                    const char *content_type, const char *body, size_t body_len) {
+    char head[512];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: close\r\n\r\n",
+                     status, content_type, body_len, extra_headers ? extra_headers : "");
+    buf_append(&c->out, head, (size_t)n);
+    if (body_len) buf_append(&c->out, body, body_len);
+    conn_close(w, c, 0, NULL);   /* HTTP state: just closes once written */
+}
+
+static void respond_text(worker *w, conn *c, const char *status, const char *body) {
+    respond(w, c, status, NULL, "text/plain; charset=utf-8", body, strlen(body));
+}
+
+static void serve_metrics(worker *w, conn *c) {
+    char *text = malloc(16384);
+    if (!text) {
+        respond_text(w, c, "500 Internal Server Error", "out of memory\n");
+        return;
+    }
+    size_t n = metrics_render(text, 16384);
+    respond(w, c, "200 OK", NULL, "text/plain; version=0.0.4", text, n);
+    free(text);
+}
+
+static bool protocol_offered(const char *header) {
+    return http_has_token(header, SUBPROTOCOL);
+}
+
+static void send_challenge(worker *w, conn *c) {
+    randombytes_buf(c->nonce, sizeof c->nonce);
+    Parley__V1__Frame f;
+    Parley__V1__Challenge ch;
+    parley__v1__frame__init(&f);
+    parley__v1__challenge__init(&ch);
+    ch.nonce.data = c->nonce;
+    ch.nonce.len = sizeof c->nonce;
+    ch.server_ts = clock_wall_ms();
+    f.body_case = PARLEY__V1__FRAME__BODY_CHALLENGE;
+    f.challenge = &ch;
+    conn_send_frame(w, c, &f);
+}
+
+static void upgrade(worker *w, conn *c, const http_request *req) {
+    const config *cfg = &w->srv->cfg;
+    char accept[29];
+    if (strcmp(req->method, "GET") != 0 || !http_has_token(req->connection, "upgrade") ||
+        strcasecmp(req->upgrade, "websocket") != 0 || ws_accept_key(req->ws_key, accept) != 0) {
+        respond_text(w, c, "400 Bad Request", "bad WebSocket upgrade request\n");
+        return;
+    }
+    if (strcmp(req->ws_version, "13") != 0) {
+        respond(w, c, "426 Upgrade Required", "Sec-WebSocket-Version: 13\r\n", "text/plain", "", 0);
+        return;
+    }
+    if (!protocol_offered(req->ws_protocol)) {
+        respond_text(w, c, "400 Bad Request", "the subprotocol parley.v1 is required\n");
+        return;
+    }
+    if (cfg->allowed_origin[0] && req->origin[0] && strcmp(req->origin, cfg->allowed_origin) != 0) {
+        respond_text(w, c, "403 Forbidden", "origin not allowed\n");
+        return;
+    }
+    if ((unsigned long)atomic_load(&g_metrics.connections) >= cfg->max_connections) {
+        respond(w, c, "503 Service Unavailable", "Retry-After: 5\r\n", "text/plain", "", 0);
+        return;
+    }
+    char head[256];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Accept: %s\r\nSec-WebSocket-Protocol: %s\r\n\r\n",
+                     accept, SUBPROTOCOL);
+    buf_append(&c->out, head, (size_t)n);
+    c->state = CONN_WS;
+    atomic_fetch_add(&g_metrics.connections, 1);
+    send_challenge(w, c);
+}
+
+bool http_endpoint_handle(worker *w, conn *c) {
+    http_request req;
+    int r = http_parse_request((const char *)buf_head(&c->in), buf_len(&c->in), &req);
+    if (r == HTTP_NEED_MORE) return true;
+    METRIC_INC(http_requests_total);
+    if (r == HTTP_BAD) {
+        respond_text(w, c, "400 Bad Request", "malformed request\n");
+        return false;
+    }
+    if (r == HTTP_TOO_LARGE) {
+        respond_text(w, c, "431 Request Header Fields Too Large", "request head too large\n");
+        return false;
+    }
+    buf_consume(&c->in, (size_t)r);
+    /* the path without a query string */
+    char path[sizeof req.path];
+    strcpy(path, req.path);
+    char *q = strchr(path, '?');
+    if (q) *q = 0;
+    if (strcmp(path, "/healthz") == 0) {
+        respond_text(w, c, "200 OK", "ok\n");
+        return false;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        serve_metrics(w, c);
+        return false;
+    }
+    if (strcmp(path, "/") == 0 && req.upgrade[0]) {
+        upgrade(w, c, &req);
+        return c->state == CONN_WS;
+    }
+    if (strcmp(path, "/") == 0) {
+        respond_text(w, c, "426 Upgrade Required",
+                     "parley: connect with a WebSocket client, subprotocol parley.v1\n");
+        return false;
+    }
+    respond_text(w, c, "404 Not Found", "not found\n");
+    return false;
+}

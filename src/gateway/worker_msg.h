@@ -1,0 +1,41 @@
+/* worker_msg.h -- what other threads hand to the worker that owns a
+ * connection: a reply to a request, a live event to deliver, or a push
+ * (receipt). The worker owns the message once posted. */
+#ifndef PARLEY_GATEWAY_WORKER_MSG_H
+#define PARLEY_GATEWAY_WORKER_MSG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/blob.h"
+
+struct server;
+
+typedef enum worker_msg_kind {
+    WM_REPLY,     /* data: an encoded Frame; if user_id != 0, the connection is
+                     now signed in as (user_id, device_id) */
+    WM_DELIVER,   /* an inbox event: user_seq + shared encoded Message */
+    WM_PUSH,      /* data: an encoded Frame (receipt) */
+} worker_msg_kind;
+
+typedef struct worker_msg {
+    worker_msg_kind kind;
+    uint64_t conn_id;
+    uint64_t user_id;
+    uint32_t device_id;
+    uint64_t user_seq;
+    blob *message;
+    size_t len;
+    uint8_t data[];
+} worker_msg;
+
+/* conn ids name the worker in their top bits, so anyone can route to them */
+static inline uint32_t conn_id_worker(uint64_t conn_id) { return (uint32_t)(conn_id >> 56); }
+
+worker_msg *worker_msg_new(worker_msg_kind kind, uint64_t conn_id, size_t len);
+void worker_msg_free(worker_msg *m);
+/* Hands m to the worker owning m->conn_id (blocking while its queue is
+ * full; never called from a worker thread). */
+void worker_post(struct server *srv, worker_msg *m);
+
+#endif

@@ -1,0 +1,42 @@
+/* queue.h -- the write path's hand-off to fan-out, keyed by conversation.
+ *
+ * Every published item is already durable: the write path stores the
+ * message and a log entry (partition, offset) in the same commit before it
+ * publishes. So the embedded queue (queue_local.c) is only memory, and on
+ * restart fan-out rebuilds it from the store's log past its checkpoint
+ * (fanout_replay). A Kafka implementation keeps its own offsets instead. */
+#ifndef PARLEY_QUEUE_H
+#define PARLEY_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/blob.h"
+
+typedef struct queue_item {
+    uint32_t partition;
+    uint64_t offset;
+    uint64_t conversation_id;
+    uint64_t seq;
+    uint64_t sender_user_id;
+    bool membership;      /* a MEMBERSHIP message: who is a member changed */
+    blob *message;        /* encoded parley.v1.Message; the item holds one reference */
+} queue_item;
+
+typedef struct queue queue;
+
+queue *queue_local_new(size_t capacity);
+void queue_free(queue *q);
+/* Takes ownership of item. Blocks while the queue is full (backpressure on
+ * the write path). 0, or -1 once closed (the item is freed). */
+int queue_publish(queue *q, queue_item *item);
+/* Up to max items, waiting at most timeout_ms for the first. 0 items and a
+ * closed queue: consumers stop. */
+size_t queue_consume(queue *q, queue_item **out, size_t max, int timeout_ms);
+int queue_closed(queue *q);
+void queue_close(queue *q);
+size_t queue_depth(queue *q);
+void queue_item_free(queue_item *item);
+
+#endif

@@ -1,0 +1,105 @@
+/* registry_local.c -- the embedded registry: a hash map per shard, each
+ * behind its own reader-writer lock, so lookups from fan-out and updates
+ * from workers rarely meet. */
+#include "registry/registry.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/u64map.h"
+
+enum { SHARDS = 64 };
+
+typedef struct user_conns {
+    uint32_t count, cap;
+    registry_entry entries[];
+} user_conns;
+
+typedef struct shard {
+    pthread_rwlock_t lock;
+    u64map users;   /* user -> user_conns * */
+} shard;
+
+struct registry {
+    shard shards[SHARDS];
+};
+
+static shard *shard_of(registry *r, uint64_t user) { return &r->shards[user % SHARDS]; }
+
+registry *registry_local_new(void) {
+    registry *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    for (int i = 0; i < SHARDS; i++) pthread_rwlock_init(&r->shards[i].lock, NULL);
+    return r;
+}
+
+void registry_free(registry *r) {
+    if (!r) return;
+    for (int i = 0; i < SHARDS; i++) {
+        u64map *m = &r->shards[i].users;
+        for (size_t j = 0; j < m->cap; j++)
+            if (m->slots[j].key) free((void *)(uintptr_t)m->slots[j].value);
+        u64map_free(m);
+        pthread_rwlock_destroy(&r->shards[i].lock);
+    }
+    free(r);
+}
+
+int registry_add(registry *r, uint64_t user, const registry_entry *e) {
+    shard *s = shard_of(r, user);
+    int rc = 0;
+    pthread_rwlock_wrlock(&s->lock);
+    uint64_t *slot = u64map_get(&s->users, user);
+    user_conns *uc = slot ? (user_conns *)(uintptr_t)*slot : NULL;
+    if (!uc || uc->count == uc->cap) {
+        uint32_t cap = uc ? uc->cap * 2 : 2;
+        user_conns *grown = realloc(uc, sizeof *uc + cap * sizeof(registry_entry));
+        if (!grown) { rc = -1; goto out; }
+        if (!uc) grown->count = 0;
+        grown->cap = cap;
+        uc = grown;
+        if (u64map_put(&s->users, user, (uint64_t)(uintptr_t)uc)) {
+            if (!slot) free(uc);
+            rc = -1;
+            goto out;
+        }
+    }
+    uc->entries[uc->count++] = *e;
+out:
+    pthread_rwlock_unlock(&s->lock);
+    return rc;
+}
+
+void registry_remove(registry *r, uint64_t user, uint64_t conn_id) {
+    shard *s = shard_of(r, user);
+    pthread_rwlock_wrlock(&s->lock);
+    uint64_t *slot = u64map_get(&s->users, user);
+    if (slot) {
+        user_conns *uc = (user_conns *)(uintptr_t)*slot;
+        for (uint32_t i = 0; i < uc->count; i++) {
+            if (uc->entries[i].conn_id != conn_id) continue;
+            uc->entries[i] = uc->entries[--uc->count];
+            break;
+        }
+        if (uc->count == 0) {
+            u64map_remove(&s->users, user, NULL);
+            free(uc);
+        }
+    }
+    pthread_rwlock_unlock(&s->lock);
+}
+
+size_t registry_lookup(registry *r, uint64_t user, registry_entry *out, size_t max) {
+    shard *s = shard_of(r, user);
+    size_t n = 0;
+    pthread_rwlock_rdlock(&s->lock);
+    uint64_t *slot = u64map_get(&s->users, user);
+    if (slot) {
+        user_conns *uc = (user_conns *)(uintptr_t)*slot;
+        n = uc->count;
+        memcpy(out, uc->entries, (n < max ? n : max) * sizeof *out);
+    }
+    pthread_rwlock_unlock(&s->lock);
+    return n;
+}

@@ -1,0 +1,29 @@
+/* server.h -- the parts of one parley process and who owns them.
+ *
+ * main.c builds this once, starts the threads, and tears it down in the
+ * reverse order on SIGTERM: workers (stop accepting, close connections),
+ * then the writer (finishes queued writes), then fan-out, then the store. */
+#ifndef PARLEY_SERVER_H
+#define PARLEY_SERVER_H
+
+#include "core/config.h"
+#include "queue/queue.h"
+#include "registry/registry.h"
+#include "store/store.h"
+
+struct writer;
+struct fanout;
+struct worker;
+
+typedef struct server {
+    config cfg;
+    store *store;
+    queue *queue;
+    registry *registry;
+    struct writer *writer;
+    struct fanout *fanout;
+    struct worker **workers;
+    int n_workers;
+} server;
+
+#endif

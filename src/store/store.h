@@ -1,0 +1,118 @@
+/* store.h -- everything parley keeps durably: users, devices, link tokens,
+ * conversations, members, messages, the write path's dedupe index, the
+ * fan-out log and its checkpoints, inboxes and device cursors.
+ *
+ * Reads are direct calls. Writes are collected in a store_batch and
+ * committed atomically; with sync the commit returns only once the batch is
+ * on stable storage (this is what "ack means durable" rests on).
+ *
+ * The embedded implementation is RocksDB (store_rocksdb.c). Its key layout
+ * is described there; code above this header never sees keys.
+ *
+ * Records are the generated protobuf-c structs of proto/storage.proto;
+ * messages are parley.v1.Message, stored encoded, exactly as delivered. */
+#ifndef PARLEY_STORE_H
+#define PARLEY_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/parley.pb-c.h"
+#include "proto/storage.pb-c.h"
+
+typedef struct store store;
+typedef struct store_batch store_batch;
+
+/* A byte string the store allocated; release with store_bytes_free. */
+typedef struct store_bytes {
+    uint8_t *data;
+    size_t len;
+} store_bytes;
+void store_bytes_free(store_bytes *b);
+
+store *store_open(const char *dir, char **err);   /* *err: free() it */
+void store_close(store *s);
+
+store_batch *store_batch_new(void);
+void store_batch_free(store_batch *b);
+size_t store_batch_count(const store_batch *b);
+/* Atomic. 0, or -1 with the error logged. */
+int store_commit(store *s, store_batch *b, bool sync);
+
+/* Every get returns 1 when found, 0 when not, -1 on a store error.
+ * Records come back unpacked; free with the generated __free_unpacked. */
+
+/* counters: monotonically allocated ids, "user" and "conversation" */
+int store_get_counter(store *s, const char *name, uint64_t *value);
+void store_put_counter(store_batch *b, const char *name, uint64_t value);
+
+int store_get_user(store *s, uint64_t user_id, Parley__Store__User **out);
+int store_get_user_id(store *s, const char *name, uint64_t *user_id);
+void store_put_user(store_batch *b, uint64_t user_id, const Parley__Store__User *u);
+void store_put_user_name(store_batch *b, const char *name, uint64_t user_id);
+
+int store_get_device(store *s, uint64_t user_id, uint32_t device_id, Parley__Store__Device **out);
+void store_put_device(store_batch *b, uint64_t user_id, uint32_t device_id,
+                      const Parley__Store__Device *d);
+
+int store_get_link_token(store *s, const char *token, Parley__Store__LinkToken **out);
+void store_put_link_token(store_batch *b, const char *token, const Parley__Store__LinkToken *t);
+void store_delete_link_token(store_batch *b, const char *token);
+
+int store_get_conversation(store *s, uint64_t conv, Parley__Store__Conversation **out);
+void store_put_conversation(store_batch *b, uint64_t conv, const Parley__Store__Conversation *c);
+/* the direct conversation of a pair, whatever the order of a and b */
+int store_get_direct(store *s, uint64_t a, uint64_t b, uint64_t *conv);
+void store_put_direct(store_batch *b, uint64_t a, uint64_t b_user, uint64_t conv);
+
+int store_get_member(store *s, uint64_t conv, uint64_t user, Parley__Store__Member **out);
+/* also records conv in the user's list of conversations */
+void store_put_member(store_batch *b, uint64_t conv, uint64_t user, const Parley__Store__Member *m);
+/* Calls fn for each member record (current and former) in user order; fn
+ * returns non-zero to stop. Returns 0 or -1. */
+typedef int (*store_member_fn)(void *ud, uint64_t user, const Parley__Store__Member *m);
+int store_scan_members(store *s, uint64_t conv, store_member_fn fn, void *ud);
+typedef int (*store_id_fn)(void *ud, uint64_t id);
+int store_scan_user_conversations(store *s, uint64_t user, store_id_fn fn, void *ud);
+
+/* messages: the encoded parley.v1.Message */
+void store_put_message(store_batch *b, uint64_t conv, uint64_t seq, const uint8_t *msg, size_t len);
+int store_get_message(store *s, uint64_t conv, uint64_t seq, store_bytes *out);
+int store_last_seq(store *s, uint64_t conv, uint64_t *seq);   /* 0 when empty */
+/* Messages with seq < before_seq (0: all), newest first, at most limit. */
+typedef int (*store_message_fn)(void *ud, uint64_t seq, const uint8_t *msg, size_t len);
+int store_scan_messages_back(store *s, uint64_t conv, uint64_t before_seq, uint32_t limit,
+                             store_message_fn fn, void *ud);
+
+/* write-path dedupe: (user, device, client_msg_id) -> (conv, seq) */
+int store_get_client_msg(store *s, uint64_t user, uint32_t device, const uint8_t *id, size_t id_len,
+                         uint64_t *conv, uint64_t *seq);
+void store_put_client_msg(store_batch *b, uint64_t user, uint32_t device, const uint8_t *id,
+                          size_t id_len, uint64_t conv, uint64_t seq);
+
+/* fan-out log: what the write path published, per partition, by offset */
+void store_put_log(store_batch *b, uint32_t partition, uint64_t offset, uint64_t conv, uint64_t seq);
+typedef int (*store_log_fn)(void *ud, uint64_t offset, uint64_t conv, uint64_t seq);
+int store_scan_log(store *s, uint32_t partition, uint64_t after, store_log_fn fn, void *ud);
+int store_last_log_offset(store *s, uint32_t partition, uint64_t *offset);
+void store_delete_log_through(store_batch *b, uint32_t partition, uint64_t offset);
+int store_get_checkpoint(store *s, uint32_t partition, uint64_t *offset);
+void store_put_checkpoint(store_batch *b, uint32_t partition, uint64_t offset);
+
+/* inboxes: user_seq -> (conv, seq, sender), and the idempotency index
+ * (user, conv, seq) -> user_seq that makes a fan-out replay harmless */
+void store_put_inbox(store_batch *b, uint64_t user, uint64_t user_seq, uint64_t conv, uint64_t seq,
+                     uint64_t sender);
+int store_get_inbox_index(store *s, uint64_t user, uint64_t conv, uint64_t seq, uint64_t *user_seq);
+int store_inbox_head(store *s, uint64_t user, uint64_t *user_seq);   /* 0 when empty */
+typedef int (*store_inbox_fn)(void *ud, uint64_t user_seq, uint64_t conv, uint64_t seq,
+                              uint64_t sender);
+/* entries with user_seq > after (and <= through, 0 = no upper bound), at most limit */
+int store_scan_inbox(store *s, uint64_t user, uint64_t after, uint64_t through, uint32_t limit,
+                     store_inbox_fn fn, void *ud);
+
+int store_get_cursor(store *s, uint64_t user, uint32_t device, uint64_t *user_seq);
+void store_put_cursor(store_batch *b, uint64_t user, uint32_t device, uint64_t user_seq);
+
+#endif

@@ -1,0 +1,696 @@
+/* store_rocksdb.c -- the embedded store on RocksDB.
+ *
+ * One keyspace; the first byte of a key says what it is, and integers are
+ * big-endian so that a conversation's messages or a user's inbox are one
+ * ordered range:
+ *
+ *   'k' name                   -> counter (8)
+ *   'n' user name              -> user id (8)
+ *   'u' user(8)                -> parley.store.User
+ *   'd' user(8) device(4)      -> parley.store.Device
+ *   't' token                  -> parley.store.LinkToken
+ *   'c' conv(8)                -> parley.store.Conversation
+ *   'p' low user(8) high(8)    -> conv (8)       the direct conversation of a pair
+ *   'm' conv(8) user(8)        -> parley.store.Member
+ *   'v' user(8) conv(8)        -> ""             the user's conversations
+ *   'M' conv(8) seq(8)         -> parley.v1.Message
+ *   'i' user(8) device(4) len(1) client_msg_id -> conv(8) seq(8)
+ *   'L' partition(4) offset(8) -> conv(8) seq(8) fan-out log
+ *   'f' partition(4)           -> offset (8)     fan-out checkpoint
+ *   'X' user(8) user_seq(8)    -> conv(8) seq(8) sender(8)  inbox
+ *   'x' user(8) conv(8) seq(8) -> user_seq (8)   inbox idempotency index
+ *   'r' user(8) device(4)      -> user_seq (8)   device cursor
+ */
+#include "store/store.h"
+
+#include <rocksdb/c.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/metrics.h"
+
+struct store {
+    rocksdb_t *db;
+    rocksdb_options_t *options;
+    rocksdb_readoptions_t *read;
+    rocksdb_writeoptions_t *write_sync;
+    rocksdb_writeoptions_t *write_nosync;
+    rocksdb_cache_t *cache;
+    rocksdb_block_based_table_options_t *table;
+};
+
+struct store_batch {
+    rocksdb_writebatch_t *wb;
+};
+
+/* ------------------------------------------------------------------ keys */
+
+enum { KEY_MAX = 64 };
+
+typedef struct key {
+    uint8_t b[KEY_MAX + 256];
+    size_t len;
+} key;
+
+static void key_begin(key *k, char tag) { k->b[0] = (uint8_t)tag; k->len = 1; }
+static void key_u64(key *k, uint64_t v) {
+    for (int i = 7; i >= 0; i--) k->b[k->len++] = (uint8_t)(v >> (i * 8));
+}
+static void key_u32(key *k, uint32_t v) {
+    for (int i = 3; i >= 0; i--) k->b[k->len++] = (uint8_t)(v >> (i * 8));
+}
+static void key_bytes(key *k, const void *p, size_t n) {
+    memcpy(k->b + k->len, p, n);
+    k->len += n;
+}
+static uint64_t get_u64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+    return v;
+}
+static void put_u64(uint8_t *p, uint64_t v) {
+    for (int i = 7; i >= 0; i--) *p++ = (uint8_t)(v >> (i * 8));
+}
+
+/* the smallest key greater than every key starting with prefix k */
+static void key_prefix_end(const key *k, key *end) {
+    *end = *k;
+    while (end->len > 0 && end->b[end->len - 1] == 0xff) end->len--;
+    if (end->len > 0) end->b[end->len - 1]++;
+}
+
+/* --------------------------------------------------------------- open */
+
+store *store_open(const char *dir, char **err) {
+    store *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->options = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(s->options, 1);
+    rocksdb_options_increase_parallelism(s->options, 2);
+    rocksdb_options_optimize_level_style_compaction(s->options, 64 << 20);
+    s->table = rocksdb_block_based_options_create();
+    s->cache = rocksdb_cache_create_lru(128 << 20);
+    rocksdb_block_based_options_set_block_cache(s->table, s->cache);
+    rocksdb_options_set_block_based_table_factory(s->options, s->table);
+    s->db = rocksdb_open(s->options, dir, err);
+    if (!s->db) {
+        store_close(s);
+        return NULL;
+    }
+    s->read = rocksdb_readoptions_create();
+    s->write_sync = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(s->write_sync, 1);
+    s->write_nosync = rocksdb_writeoptions_create();
+    return s;
+}
+
+void store_close(store *s) {
+    if (!s) return;
+    if (s->db) rocksdb_close(s->db);
+    if (s->read) rocksdb_readoptions_destroy(s->read);
+    if (s->write_sync) rocksdb_writeoptions_destroy(s->write_sync);
+    if (s->write_nosync) rocksdb_writeoptions_destroy(s->write_nosync);
+    if (s->options) rocksdb_options_destroy(s->options);
+    if (s->table) rocksdb_block_based_options_destroy(s->table);
+    if (s->cache) rocksdb_cache_destroy(s->cache);
+    free(s);
+}
+
+void store_bytes_free(store_bytes *b) {
+    rocksdb_free(b->data);
+    b->data = NULL;
+    b->len = 0;
+}
+
+/* -------------------------------------------------------------- batches */
+
+store_batch *store_batch_new(void) {
+    store_batch *b = malloc(sizeof *b);
+    if (!b) return NULL;
+    b->wb = rocksdb_writebatch_create();
+    return b;
+}
+
+void store_batch_free(store_batch *b) {
+    if (!b) return;
+    rocksdb_writebatch_destroy(b->wb);
+    free(b);
+}
+
+size_t store_batch_count(const store_batch *b) { return (size_t)rocksdb_writebatch_count(b->wb); }
+
+int store_commit(store *s, store_batch *b, bool sync) {
+    char *err = NULL;
+    uint64_t t0 = clock_mono_ns();
+    rocksdb_write(s->db, sync ? s->write_sync : s->write_nosync, b->wb, &err);
+    METRIC_ADD(store_commit_ns_total, clock_mono_ns() - t0);
+    METRIC_INC(store_commits_total);
+    if (err) {
+        log_error("store: commit failed: %s", err);
+        free(err);
+        return -1;
+    }
+    rocksdb_writebatch_clear(b->wb);
+    return 0;
+}
+
+static void batch_put(store_batch *b, const key *k, const void *v, size_t vlen) {
+    rocksdb_writebatch_put(b->wb, (const char *)k->b, k->len, v, vlen);
+}
+
+static void batch_put_packed(store_batch *b, const key *k, const ProtobufCMessage *m) {
+    uint8_t small[512];
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *p = n <= sizeof small ? small : malloc(n);
+    if (!p) abort(); /* a batch we cannot build is a write we cannot acknowledge */
+    protobuf_c_message_pack(m, p);
+    batch_put(b, k, p, n);
+    if (p != small) free(p);
+}
+
+static void batch_put_u64(store_batch *b, const key *k, uint64_t v) {
+    uint8_t val[8];
+    put_u64(val, v);
+    batch_put(b, k, val, 8);
+}
+
+static void batch_put_pair(store_batch *b, const key *k, uint64_t x, uint64_t y) {
+    uint8_t val[16];
+    put_u64(val, x);
+    put_u64(val + 8, y);
+    batch_put(b, k, val, 16);
+}
+
+/* ----------------------------------------------------------------- reads */
+
+/* 1 found (value in *out), 0 absent, -1 error */
+static int get_raw(store *s, const key *k, store_bytes *out) {
+    char *err = NULL;
+    size_t len = 0;
+    char *v = rocksdb_get(s->db, s->read, (const char *)k->b, k->len, &len, &err);
+    if (err) {
+        log_error("store: get failed: %s", err);
+        free(err);
+        return -1;
+    }
+    if (!v) return 0;
+    out->data = (uint8_t *)v;
+    out->len = len;
+    return 1;
+}
+
+static int get_u64_value(store *s, const key *k, uint64_t *out) {
+    store_bytes v;
+    int r = get_raw(s, k, &v);
+    if (r != 1) return r;
+    int ok = v.len == 8;
+    if (ok) *out = get_u64(v.data);
+    store_bytes_free(&v);
+    return ok ? 1 : -1;
+}
+
+static int get_pair_value(store *s, const key *k, uint64_t *x, uint64_t *y) {
+    store_bytes v;
+    int r = get_raw(s, k, &v);
+    if (r != 1) return r;
+    int ok = v.len == 16;
+    if (ok) {
+        *x = get_u64(v.data);
+        *y = get_u64(v.data + 8);
+    }
+    store_bytes_free(&v);
+    return ok ? 1 : -1;
+}
+
+static int get_unpacked(store *s, const key *k, const ProtobufCMessageDescriptor *d, void **out) {
+    store_bytes v;
+    int r = get_raw(s, k, &v);
+    if (r != 1) return r;
+    *out = protobuf_c_message_unpack(d, NULL, v.len, v.data);
+    store_bytes_free(&v);
+    if (!*out) {
+        log_error("store: undecodable %s record", d->name);
+        return -1;
+    }
+    return 1;
+}
+
+/* Iterates keys with prefix p, from start (a key >= p) upward, or from the
+ * last key <= start downward. fn gets key and value; non-zero stops. */
+typedef int (*scan_fn)(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen);
+
+static int scan(store *s, const key *p, const key *start, bool backward, scan_fn fn, void *ud) {
+    key end;
+    key_prefix_end(p, &end);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)end.b, end.len);
+    rocksdb_readoptions_set_iterate_lower_bound(ro, (const char *)p->b, p->len);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, ro);
+    if (backward) rocksdb_iter_seek_for_prev(it, (const char *)start->b, start->len);
+    else rocksdb_iter_seek(it, (const char *)start->b, start->len);
+    int rc = 0;
+    while (rocksdb_iter_valid(it)) {
+        size_t klen, vlen;
+        const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
+        const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
+        if (fn(ud, k, klen, v, vlen)) break;
+        if (backward) rocksdb_iter_prev(it);
+        else rocksdb_iter_next(it);
+    }
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    if (err) {
+        log_error("store: scan failed: %s", err);
+        free(err);
+        rc = -1;
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    return rc;
+}
+
+/* the last key of prefix p, decoded by fn; 0 when the range is empty */
+static int last_in_prefix(store *s, const key *p, scan_fn fn, void *ud) {
+    key start;
+    key_prefix_end(p, &start);
+    return scan(s, p, &start, true, fn, ud);
+}
+
+/* -------------------------------------------------------------- counters */
+
+static void counter_key(key *k, const char *name) {
+    key_begin(k, 'k');
+    key_bytes(k, name, strlen(name));
+}
+
+int store_get_counter(store *s, const char *name, uint64_t *value) {
+    key k;
+    counter_key(&k, name);
+    *value = 0;
+    return get_u64_value(s, &k, value);
+}
+
+void store_put_counter(store_batch *b, const char *name, uint64_t value) {
+    key k;
+    counter_key(&k, name);
+    batch_put_u64(b, &k, value);
+}
+
+/* ----------------------------------------------------------------- users */
+
+static void user_key(key *k, uint64_t user) { key_begin(k, 'u'); key_u64(k, user); }
+static void user_name_key(key *k, const char *name) {
+    key_begin(k, 'n');
+    size_t n = strlen(name);
+    if (n > 255) n = 255;
+    key_bytes(k, name, n);
+}
+
+int store_get_user(store *s, uint64_t user_id, Parley__Store__User **out) {
+    key k;
+    user_key(&k, user_id);
+    return get_unpacked(s, &k, &parley__store__user__descriptor, (void **)out);
+}
+
+int store_get_user_id(store *s, const char *name, uint64_t *user_id) {
+    key k;
+    user_name_key(&k, name);
+    return get_u64_value(s, &k, user_id);
+}
+
+void store_put_user(store_batch *b, uint64_t user_id, const Parley__Store__User *u) {
+    key k;
+    user_key(&k, user_id);
+    batch_put_packed(b, &k, &u->base);
+}
+
+void store_put_user_name(store_batch *b, const char *name, uint64_t user_id) {
+    key k;
+    user_name_key(&k, name);
+    batch_put_u64(b, &k, user_id);
+}
+
+static void device_key(key *k, uint64_t user, uint32_t device) {
+    key_begin(k, 'd');
+    key_u64(k, user);
+    key_u32(k, device);
+}
+
+int store_get_device(store *s, uint64_t user_id, uint32_t device_id, Parley__Store__Device **out) {
+    key k;
+    device_key(&k, user_id, device_id);
+    return get_unpacked(s, &k, &parley__store__device__descriptor, (void **)out);
+}
+
+void store_put_device(store_batch *b, uint64_t user_id, uint32_t device_id,
+                      const Parley__Store__Device *d) {
+    key k;
+    device_key(&k, user_id, device_id);
+    batch_put_packed(b, &k, &d->base);
+}
+
+static void token_key(key *k, const char *token) {
+    key_begin(k, 't');
+    size_t n = strlen(token);
+    if (n > 255) n = 255;
+    key_bytes(k, token, n);
+}
+
+int store_get_link_token(store *s, const char *token, Parley__Store__LinkToken **out) {
+    key k;
+    token_key(&k, token);
+    return get_unpacked(s, &k, &parley__store__link_token__descriptor, (void **)out);
+}
+
+void store_put_link_token(store_batch *b, const char *token, const Parley__Store__LinkToken *t) {
+    key k;
+    token_key(&k, token);
+    batch_put_packed(b, &k, &t->base);
+}
+
+void store_delete_link_token(store_batch *b, const char *token) {
+    key k;
+    token_key(&k, token);
+    rocksdb_writebatch_delete(b->wb, (const char *)k.b, k.len);
+}
+
+/* --------------------------------------------------------- conversations */
+
+static void conv_key(key *k, uint64_t conv) { key_begin(k, 'c'); key_u64(k, conv); }
+
+int store_get_conversation(store *s, uint64_t conv, Parley__Store__Conversation **out) {
+    key k;
+    conv_key(&k, conv);
+    return get_unpacked(s, &k, &parley__store__conversation__descriptor, (void **)out);
+}
+
+void store_put_conversation(store_batch *b, uint64_t conv, const Parley__Store__Conversation *c) {
+    key k;
+    conv_key(&k, conv);
+    batch_put_packed(b, &k, &c->base);
+}
+
+static void direct_key(key *k, uint64_t a, uint64_t b) {
+    key_begin(k, 'p');
+    key_u64(k, a < b ? a : b);
+    key_u64(k, a < b ? b : a);
+}
+
+int store_get_direct(store *s, uint64_t a, uint64_t b, uint64_t *conv) {
+    key k;
+    direct_key(&k, a, b);
+    return get_u64_value(s, &k, conv);
+}
+
+void store_put_direct(store_batch *b, uint64_t a, uint64_t b_user, uint64_t conv) {
+    key k;
+    direct_key(&k, a, b_user);
+    batch_put_u64(b, &k, conv);
+}
+
+static void member_key(key *k, uint64_t conv, uint64_t user) {
+    key_begin(k, 'm');
+    key_u64(k, conv);
+    key_u64(k, user);
+}
+
+int store_get_member(store *s, uint64_t conv, uint64_t user, Parley__Store__Member **out) {
+    key k;
+    member_key(&k, conv, user);
+    return get_unpacked(s, &k, &parley__store__member__descriptor, (void **)out);
+}
+
+void store_put_member(store_batch *b, uint64_t conv, uint64_t user, const Parley__Store__Member *m) {
+    key k;
+    member_key(&k, conv, user);
+    batch_put_packed(b, &k, &m->base);
+    key_begin(&k, 'v');
+    key_u64(&k, user);
+    key_u64(&k, conv);
+    batch_put(b, &k, "", 0);
+}
+
+struct member_scan { store_member_fn fn; void *ud; int failed; };
+
+static int member_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
+    struct member_scan *ms = ud;
+    if (klen != 17) return 0;
+    Parley__Store__Member *m = parley__store__member__unpack(NULL, vlen, v);
+    if (!m) { ms->failed = 1; return 1; }
+    int stop = ms->fn(ms->ud, get_u64(k + 9), m);
+    parley__store__member__free_unpacked(m, NULL);
+    return stop;
+}
+
+int store_scan_members(store *s, uint64_t conv, store_member_fn fn, void *ud) {
+    key p;
+    key_begin(&p, 'm');
+    key_u64(&p, conv);
+    struct member_scan ms = {fn, ud, 0};
+    int rc = scan(s, &p, &p, false, member_scan_cb, &ms);
+    return rc || ms.failed ? -1 : 0;
+}
+
+struct id_scan { store_id_fn fn; void *ud; size_t offset; };
+
+static int id_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
+    (void)v; (void)vlen;
+    struct id_scan *is = ud;
+    if (klen != is->offset + 8) return 0;
+    return is->fn(is->ud, get_u64(k + is->offset));
+}
+
+int store_scan_user_conversations(store *s, uint64_t user, store_id_fn fn, void *ud) {
+    key p;
+    key_begin(&p, 'v');
+    key_u64(&p, user);
+    struct id_scan is = {fn, ud, 9};
+    return scan(s, &p, &p, false, id_scan_cb, &is);
+}
+
+/* -------------------------------------------------------------- messages */
+
+static void message_key(key *k, uint64_t conv, uint64_t seq) {
+    key_begin(k, 'M');
+    key_u64(k, conv);
+    key_u64(k, seq);
+}
+
+void store_put_message(store_batch *b, uint64_t conv, uint64_t seq, const uint8_t *msg, size_t len) {
+    key k;
+    message_key(&k, conv, seq);
+    batch_put(b, &k, msg, len);
+}
+
+int store_get_message(store *s, uint64_t conv, uint64_t seq, store_bytes *out) {
+    key k;
+    message_key(&k, conv, seq);
+    return get_raw(s, &k, out);
+}
+
+/* decodes the trailing u64 of the first key seen into *(uint64_t *)ud */
+static int last_u64_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
+    (void)v; (void)vlen;
+    if (klen >= 8) *(uint64_t *)ud = get_u64(k + klen - 8);
+    return 1;
+}
+
+int store_last_seq(store *s, uint64_t conv, uint64_t *seq) {
+    key p;
+    key_begin(&p, 'M');
+    key_u64(&p, conv);
+    *seq = 0;
+    return last_in_prefix(s, &p, last_u64_cb, seq);
+}
+
+struct message_scan { store_message_fn fn; void *ud; uint32_t left; };
+
+static int message_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
+    struct message_scan *ms = ud;
+    if (klen != 17) return 0;
+    if (ms->left == 0) return 1;
+    ms->left--;
+    return ms->fn(ms->ud, get_u64(k + 9), v, vlen);
+}
+
+int store_scan_messages_back(store *s, uint64_t conv, uint64_t before_seq, uint32_t limit,
+                             store_message_fn fn, void *ud) {
+    key p, start;
+    key_begin(&p, 'M');
+    key_u64(&p, conv);
+    if (before_seq == 0) {
+        key_prefix_end(&p, &start);
+    } else {
+        message_key(&start, conv, before_seq - 1);
+    }
+    struct message_scan ms = {fn, ud, limit};
+    return scan(s, &p, &start, true, message_scan_cb, &ms);
+}
+
+/* ---------------------------------------------------------------- dedupe */
+
+static void client_msg_key(key *k, uint64_t user, uint32_t device, const uint8_t *id, size_t len) {
+    key_begin(k, 'i');
+    key_u64(k, user);
+    key_u32(k, device);
+    if (len > 255) len = 255;
+    k->b[k->len++] = (uint8_t)len;
+    key_bytes(k, id, len);
+}
+
+int store_get_client_msg(store *s, uint64_t user, uint32_t device, const uint8_t *id, size_t id_len,
+                         uint64_t *conv, uint64_t *seq) {
+    key k;
+    client_msg_key(&k, user, device, id, id_len);
+    return get_pair_value(s, &k, conv, seq);
+}
+
+void store_put_client_msg(store_batch *b, uint64_t user, uint32_t device, const uint8_t *id,
+                          size_t id_len, uint64_t conv, uint64_t seq) {
+    key k;
+    client_msg_key(&k, user, device, id, id_len);
+    batch_put_pair(b, &k, conv, seq);
+}
+
+/* ------------------------------------------------------------ fan-out log */
+
+static void log_key(key *k, uint32_t partition, uint64_t offset) {
+    key_begin(k, 'L');
+    key_u32(k, partition);
+    key_u64(k, offset);
+}
+
+void store_put_log(store_batch *b, uint32_t partition, uint64_t offset, uint64_t conv, uint64_t seq) {
+    key k;
+    log_key(&k, partition, offset);
+    batch_put_pair(b, &k, conv, seq);
+}
+
+struct log_scan { store_log_fn fn; void *ud; };
+
+static int log_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
+    struct log_scan *ls = ud;
+    if (klen != 13 || vlen != 16) return 0;
+    return ls->fn(ls->ud, get_u64(k + 5), get_u64(v), get_u64(v + 8));
+}
+
+int store_scan_log(store *s, uint32_t partition, uint64_t after, store_log_fn fn, void *ud) {
+    key p, start;
+    key_begin(&p, 'L');
+    key_u32(&p, partition);
+    log_key(&start, partition, after + 1);
+    struct log_scan ls = {fn, ud};
+    return scan(s, &p, &start, false, log_scan_cb, &ls);
+}
+
+int store_last_log_offset(store *s, uint32_t partition, uint64_t *offset) {
+    key p;
+    key_begin(&p, 'L');
+    key_u32(&p, partition);
+    *offset = 0;
+    return last_in_prefix(s, &p, last_u64_cb, offset);
+}
+
+void store_delete_log_through(store_batch *b, uint32_t partition, uint64_t offset) {
+    key from, to;
+    log_key(&from, partition, 0);
+    log_key(&to, partition, offset + 1);
+    rocksdb_writebatch_delete_range(b->wb, (const char *)from.b, from.len, (const char *)to.b, to.len);
+}
+
+static void checkpoint_key(key *k, uint32_t partition) { key_begin(k, 'f'); key_u32(k, partition); }
+
+int store_get_checkpoint(store *s, uint32_t partition, uint64_t *offset) {
+    key k;
+    checkpoint_key(&k, partition);
+    *offset = 0;
+    return get_u64_value(s, &k, offset);
+}
+
+void store_put_checkpoint(store_batch *b, uint32_t partition, uint64_t offset) {
+    key k;
+    checkpoint_key(&k, partition);
+    batch_put_u64(b, &k, offset);
+}
+
+/* ---------------------------------------------------------------- inboxes */
+
+void store_put_inbox(store_batch *b, uint64_t user, uint64_t user_seq, uint64_t conv, uint64_t seq,
+                     uint64_t sender) {
+    key k;
+    key_begin(&k, 'X');
+    key_u64(&k, user);
+    key_u64(&k, user_seq);
+    uint8_t val[24];
+    put_u64(val, conv);
+    put_u64(val + 8, seq);
+    put_u64(val + 16, sender);
+    batch_put(b, &k, val, sizeof val);
+    key_begin(&k, 'x');
+    key_u64(&k, user);
+    key_u64(&k, conv);
+    key_u64(&k, seq);
+    batch_put_u64(b, &k, user_seq);
+}
+
+int store_get_inbox_index(store *s, uint64_t user, uint64_t conv, uint64_t seq, uint64_t *user_seq) {
+    key k;
+    key_begin(&k, 'x');
+    key_u64(&k, user);
+    key_u64(&k, conv);
+    key_u64(&k, seq);
+    return get_u64_value(s, &k, user_seq);
+}
+
+int store_inbox_head(store *s, uint64_t user, uint64_t *user_seq) {
+    key p;
+    key_begin(&p, 'X');
+    key_u64(&p, user);
+    *user_seq = 0;
+    return last_in_prefix(s, &p, last_u64_cb, user_seq);
+}
+
+struct inbox_scan { store_inbox_fn fn; void *ud; uint64_t through; uint32_t left; };
+
+static int inbox_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
+    struct inbox_scan *is = ud;
+    if (klen != 17 || vlen != 24) return 0;
+    uint64_t user_seq = get_u64(k + 9);
+    if (is->left == 0 || (is->through && user_seq > is->through)) return 1;
+    is->left--;
+    return is->fn(is->ud, user_seq, get_u64(v), get_u64(v + 8), get_u64(v + 16));
+}
+
+int store_scan_inbox(store *s, uint64_t user, uint64_t after, uint64_t through, uint32_t limit,
+                     store_inbox_fn fn, void *ud) {
+    key p, start;
+    key_begin(&p, 'X');
+    key_u64(&p, user);
+    start = p;
+    key_u64(&start, after + 1);
+    struct inbox_scan is = {fn, ud, through, limit};
+    return scan(s, &p, &start, false, inbox_scan_cb, &is);
+}
+
+/* ---------------------------------------------------------------- cursors */
+
+static void cursor_key(key *k, uint64_t user, uint32_t device) {
+    key_begin(k, 'r');
+    key_u64(k, user);
+    key_u32(k, device);
+}
+
+int store_get_cursor(store *s, uint64_t user, uint32_t device, uint64_t *user_seq) {
+    key k;
+    cursor_key(&k, user, device);
+    *user_seq = 0;
+    return get_u64_value(s, &k, user_seq);
+}
+
+void store_put_cursor(store_batch *b, uint64_t user, uint32_t device, uint64_t user_seq) {
+    key k;
+    cursor_key(&k, user, device);
+    batch_put_u64(b, &k, user_seq);
+}
