@@ -96,7 +96,8 @@ static int parse_args(int argc, char **argv, cli_args *a) {
             opts = false;
             continue;
         }
-        if (opts && (strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0)) {
+        /* "-h" only up front: later it may be a message */
+        if (opts && (strcmp(s, "--help") == 0 || (i == 1 && strcmp(s, "-h") == 0))) {
             fputs(USAGE, stdout);
             exit(0);
         }

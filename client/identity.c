@@ -11,7 +11,7 @@ static const char AUTH_CONTEXT[PC_AUTH_CONTEXT_LEN] = {'p', 'a', 'r', 'l', 'e', 
                                                        'v', '1', ' ', 'a', 'u', 't', 'h'};
 
 /* Not from the user: the server shows it only as the device's label. */
-static char DEVICE_NAME[] = "libparley";
+static const char DEVICE_NAME[] = "libparley";
 
 void pc_identity_generate(pc_identity *id) {
     if (sodium_init() < 0) {
@@ -50,7 +50,7 @@ int pc_register_user(pc_client *c, const char *name, pc_identity *id) {
     ru.name = (char *)name;
     ru.device_public_key.data = id->public_key;
     ru.device_public_key.len = sizeof id->public_key;
-    ru.device_name = DEVICE_NAME;
+    ru.device_name = (char *)DEVICE_NAME;   /* protobuf-c fields are not const */
     Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
     f.body_case = PARLEY__V1__FRAME__BODY_REGISTER_USER;
     f.register_user = &ru;
@@ -68,7 +68,7 @@ int pc_register_device(pc_client *c, const char *token, pc_identity *id) {
     rd.token = (char *)token;
     rd.device_public_key.data = id->public_key;
     rd.device_public_key.len = sizeof id->public_key;
-    rd.device_name = DEVICE_NAME;
+    rd.device_name = (char *)DEVICE_NAME;
     Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
     f.body_case = PARLEY__V1__FRAME__BODY_REGISTER_DEVICE;
     f.register_device = &rd;

@@ -75,6 +75,7 @@ struct pc_client {
     void *on_event_ud;
     pc_receipt_fn on_receipt;
     void *on_receipt_ud;
+    bool in_callback;         /* a callback runs: blocking calls would re-enter the reader */
 
     pc_stats stats;
     int status;               /* of the last failure */

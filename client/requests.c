@@ -67,6 +67,9 @@ int pc_request_once(pc_client *c, pc_request *req, Parley__V1__Frame **out) {
 
 int pc_request_run(pc_client *c, pc_request *req, Parley__V1__Frame **out) {
     *out = NULL;
+    /* the reader is mid-buffer while a callback runs: reading again from
+     * inside it would pull the buffer out from under the outer loop */
+    if (c->in_callback) return pc_fail(c, -1, "blocking libparley call from inside a callback");
     int budget = c->max_reconnects;
     bool attempted = false;
     req->sent = false;

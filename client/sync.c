@@ -125,7 +125,11 @@ static void handle_event(pc_client *c, const Parley__V1__Event *e) {
          * cannot see the same event again */
         seen_set(&c->seen, m->conversation_id, m->seq);
         c->stats.events++;
-        if (c->on_event) c->on_event(c->on_event_ud, e->user_seq, m);
+        if (c->on_event) {
+            c->in_callback = true;
+            c->on_event(c->on_event_ud, e->user_seq, m);
+            c->in_callback = false;
+        }
     } else {
         c->stats.duplicates_dropped++;
     }
@@ -152,7 +156,11 @@ void pc_dispatch_push(pc_client *c, const Parley__V1__Frame *f) {
         pc_flush_acks(c);
         break;
     case PARLEY__V1__FRAME__BODY_RECEIPT:
-        if (f->receipt && c->on_receipt) c->on_receipt(c->on_receipt_ud, f->receipt);
+        if (f->receipt && c->on_receipt) {
+            c->in_callback = true;
+            c->on_receipt(c->on_receipt_ud, f->receipt);
+            c->in_callback = false;
+        }
         break;
     default:
         break;   /* requests are not for clients; unknown pushes are ignored */
@@ -199,6 +207,7 @@ int pc_start_sync(pc_client *c) {
 enum { POLL_DRAIN_ROUNDS = 64 };   /* bounds pc_poll(c, 0) against a server that never pauses */
 
 int pc_poll(pc_client *c, int timeout_ms) {
+    if (c->in_callback) return pc_fail(c, -1, "pc_poll called from a libparley callback");
     int budget = c->max_reconnects;
     int64_t deadline = timeout_ms < 0 ? -1 : pc_now_ms() + timeout_ms;
     int handled = 0;
