@@ -23,6 +23,7 @@
 #include "core/metrics.h"
 #include "gateway/conn.h"
 #include "gateway/http_endpoint.h"
+#include "net/http.h"
 
 enum {
     INBOX_CAP = 1 << 16,
@@ -271,6 +272,12 @@ static void conn_readable(worker *w, conn *c) {
     c->in.end += (size_t)n;
     METRIC_ADD(bytes_in_total, (unsigned long)n);
     if (c->state == CONN_HTTP) {
+        /* the head parser rescans from the start: only when a line ended,
+         * so a client trickling bytes costs one scan per line, not per byte */
+        if (!memchr(dst, '\n', (size_t)n)) {
+            if (buf_len(&c->in) > HTTP_MAX_HEAD_BYTES) conn_free(w, c);
+            return;
+        }
         if (!http_endpoint_handle(w, c)) return;
     }
     if (c->state == CONN_WS) handle_ws(w, c);

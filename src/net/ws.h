@@ -79,8 +79,11 @@ void ws_reader_free(ws_reader *r);   /* releases the fragment buffer */
 
 enum { WS_NEED_MORE = 0, WS_READY = 1, WS_ERROR = -1 };
 
-/* Consumes at most one frame from buf[0..len) (which it may modify: payloads
- * are unmasked in place). *consumed is set to the bytes used (possibly 0).
+/* Consumes frames from buf[0..len) up to and including the first one that
+ * completes a message or is a control frame (non-final fragments are
+ * absorbed on the way), so WS_NEED_MORE means no complete frame is left.
+ * buf may be modified: payloads are unmasked in place. *consumed is set to
+ * the bytes used (possibly 0).
  * Returns WS_READY with *out filled when a whole message or a control frame is
  * available, WS_NEED_MORE when the caller must feed more bytes (after
  * dropping *consumed bytes), or WS_ERROR with out->close_code set. Checks:

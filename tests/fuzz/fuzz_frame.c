@@ -1,6 +1,9 @@
 /* fuzz_frame.c -- the protobuf Frame decoder on arbitrary bytes, as a
  * WebSocket message from a client reaches it. A frame that decodes must
- * re-encode and decode to the same request. */
+ * re-encode to the size it announces, and a re-encoding that decodes must
+ * name the same request. (protobuf-c keeps unknown fields, at any depth,
+ * including ones numbered 0 that it refuses on a second decode; the server
+ * never re-decodes, so a failed second decode is not an error here.) */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +18,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!again) abort();
     if (parley__v1__frame__pack(f, again) != n) abort();
     Parley__V1__Frame *g = parley__v1__frame__unpack(NULL, n, again);
-    if (!g || g->body_case != f->body_case || g->request_id != f->request_id) abort();
-    parley__v1__frame__free_unpacked(g, NULL);
+    if (g && (g->body_case != f->body_case || g->request_id != f->request_id)) abort();
+    if (g) parley__v1__frame__free_unpacked(g, NULL);
     parley__v1__frame__free_unpacked(f, NULL);
     free(again);
     return 0;
