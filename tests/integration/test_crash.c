@@ -5,6 +5,8 @@
  * yet delivered with no duplicate at the device; client_msg_id dedupe holds
  * within a connection, across a reconnect with kill -9, and across a
  * graceful restart. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,6 +256,137 @@ static void client_msg_id_dedupe(void) {
     h_server_destroy(&S);
 }
 
+/* Concurrent senders into a 40-member group (so fan-out has real work per
+ * message and lags the acks), kill -9 the moment 400 acks are in, restart:
+ * the fan-out replays what it had not finished, in-flight sends are retried
+ * by the clients with the same client_msg_id, and every member's inbox ends
+ * with every acknowledged message exactly once, in order. */
+enum { CG_USERS = 40, CG_SENDERS = 4, CG_MAX = 2000, CG_KILL_AT = 400 };
+
+typedef struct cg_sender {
+    h_dev *d;
+    int index;
+    uint64_t seqs[CG_MAX];
+    int ks[CG_MAX];
+    int n;
+    int failures;
+} cg_sender;
+
+static uint64_t cg_group;
+static atomic_int cg_acked;
+static atomic_int cg_stop;
+
+static void *cg_main(void *arg) {
+    cg_sender *s = arg;
+    char text[64];
+    for (int k = 0; k < CG_MAX && !atomic_load(&cg_stop); k++) {
+        snprintf(text, sizeof text, "cg t%d m%04d", s->index, k);
+        uint64_t seq = 0;
+        if (pc_send_text(s->d->c, cg_group, text, &seq) != 0) {
+            if (s->failures++ < 3)
+                fprintf(stderr, "  sender %d: %s (status %d)\n", s->index, pc_error(s->d->c),
+                        pc_status(s->d->c));
+            continue;
+        }
+        s->seqs[s->n] = seq;
+        s->ks[s->n] = k;
+        s->n++;
+        atomic_fetch_add(&cg_acked, 1);
+    }
+    return NULL;
+}
+
+static void kill9_during_concurrent_fanout(void) {
+    CHECK(start_with("batch") == 0, "start");
+    h_dev *u[CG_USERS];
+    for (int i = 0; i < CG_USERS; i++) {
+        u[i] = h_user_new(&S, NULL);
+        CHECK(u[i], "user %d", i);
+    }
+    uint64_t members[CG_USERS - 1];
+    for (int i = 1; i < CG_USERS; i++) members[i - 1] = u[i]->id.user_id;
+    CHECK(pc_create_group(u[0]->c, "crashgroup", members, CG_USERS - 1, &cg_group) == 0,
+          "create_group: %s", pc_error(u[0]->c));
+    static cg_sender ss[CG_SENDERS];
+    memset(ss, 0, sizeof ss);
+    atomic_store(&cg_acked, 0);
+    atomic_store(&cg_stop, 0);
+    pthread_t th[CG_SENDERS];
+    for (int i = 0; i < CG_SENDERS; i++) {
+        ss[i].d = u[i];
+        ss[i].index = i;
+        pthread_create(&th[i], NULL, cg_main, &ss[i]);
+    }
+    uint64_t deadline = h_now_ms() + WAIT_MS;
+    while (atomic_load(&cg_acked) < CG_KILL_AT && h_now_ms() < deadline) {
+    }
+    h_server_kill9(&S);
+    int at_kill = atomic_load(&cg_acked);
+    atomic_store(&cg_stop, 1);
+    int restarted = h_server_restart(&S) == 0;
+    for (int i = 0; i < CG_SENDERS; i++) pthread_join(th[i], NULL);
+    CHECK(restarted, "restart failed");
+    CHECK(at_kill >= CG_KILL_AT, "only %d acks before the deadline", at_kill);
+    int failures = 0, total = 0;
+    for (int i = 0; i < CG_SENDERS; i++) {
+        failures += ss[i].failures;
+        total += ss[i].n;
+    }
+    fprintf(stderr, "  %d acked when killed, %d acked in all (in-flight ones retried)\n", at_kill,
+            total);
+    CHECK(failures == 0, "%d sends failed across the crash (the clients should retry)", failures);
+
+    /* all acknowledged, sorted by seq */
+    h_sent *exp = calloc((size_t)total + 1, sizeof *exp);
+    NEED(exp);
+    size_t n = 0;
+    for (int i = 0; i < CG_SENDERS; i++)
+        for (int k = 0; k < ss[i].n; k++) {
+            exp[n].seq = ss[i].seqs[k];
+            exp[n].sender = ss[i].d->id.user_id;
+            snprintf(exp[n].text, sizeof exp[n].text, "cg t%d m%04d", i, ss[i].ks[k]);
+            n++;
+        }
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = i; j > 0 && exp[j].seq < exp[j - 1].seq; j--) {
+            h_sent t = exp[j];
+            exp[j] = exp[j - 1];
+            exp[j - 1] = t;
+        }
+    for (size_t i = 1; i < n; i++)
+        CHECK(exp[i].seq != exp[i - 1].seq, "two acknowledged sends got seq %llu",
+              (unsigned long long)exp[i].seq);
+
+    /* every member's inbox, from 0, on a fresh connection: a sender, and
+     * members that never sent */
+    int check_users[] = { 0, 3, 4, 17, CG_USERS - 1 };
+    for (size_t ci = 0; ci < sizeof check_users / sizeof check_users[0]; ci++) {
+        h_dev *m = u[check_users[ci]];
+        h_dev *r = calloc(1, sizeof *r);
+        NEED(r);
+        r->id = m->id;
+        snprintf(r->name, sizeof r->name, "member%d", check_users[ci]);
+        if (h_dev_reconnect(&S, r, 0) != 0 || h_dev_sync(r, WAIT_MS) != 0) {
+            h_dev_free(r);
+            CHECK(0, "member %d could not sync", check_users[ci]);
+        }
+        h_dev *one[1] = { r };
+        h_count_goal g = { one, 1, cg_group, n, 1 };
+        h_pump(one, 1, h_pred_count, &g, WAIT_MS);
+        char why[4096];
+        int ok = h_expect_exact(r, cg_group, exp, n, why, sizeof why) == 0;
+        pc_stats st;
+        pc_get_stats(r->c, &st);
+        h_dev_free(r);
+        CHECK(ok, "member %d: %s", check_users[ci], why);
+        CHECK(st.duplicates_dropped == 0, "member %d: server sent %llu duplicate events",
+              check_users[ci], (unsigned long long)st.duplicates_dropped);
+    }
+    free(exp);
+    for (int i = 0; i < CG_USERS; i++) h_dev_free(u[i]);
+    h_server_destroy(&S);
+}
+
 /* SIGTERM stops the server cleanly (exit status 0) and loses nothing. */
 static void graceful_stop(void) {
     CHECK(start_with("batch") == 0, "start");
@@ -291,6 +424,8 @@ int main(void) {
     RUN(kill9_after_acks_fsync_always);
     h_server_destroy(&S);
     RUN(repeated_kill9);
+    h_server_destroy(&S);
+    RUN(kill9_during_concurrent_fanout);
     h_server_destroy(&S);
     RUN(client_msg_id_dedupe);
     h_server_destroy(&S);
