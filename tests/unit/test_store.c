@@ -1,0 +1,183 @@
+/* test_store.c -- the RocksDB store: ranges stay inside their prefix,
+ * scans honour their bounds, batches are atomic and survive reopening. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../check.h"
+#include "store/store.h"
+
+static char dir[64];
+
+static store *open_fresh(void) {
+    snprintf(dir, sizeof dir, "/tmp/parley-store-XXXXXX");
+    if (!mkdtemp(dir)) return NULL;
+    char *err = NULL;
+    store *s = store_open(dir, &err);
+    free(err);
+    return s;
+}
+
+static void remove_dir(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) fprintf(stderr, "  could not remove %s\n", dir);
+}
+
+typedef struct seen {
+    uint64_t a[64], b[64], c[64];
+    size_t n;
+} seen;
+
+static int inbox_cb(void *ud, uint64_t user_seq, uint64_t conv, uint64_t seq, uint64_t sender) {
+    seen *s = ud;
+    s->a[s->n] = user_seq;
+    s->b[s->n] = conv * 1000 + seq;
+    s->c[s->n] = sender;
+    s->n++;
+    return 0;
+}
+
+static void inbox_ranges(void) {
+    store *s = open_fresh();
+    CHECK(s, "open");
+    store_batch *b = store_batch_new();
+    /* users 1, 2 and 256 (whose big-endian id shares leading bytes with 1) */
+    for (uint64_t i = 1; i <= 10; i++) store_put_inbox(b, 1, i, 7, i, 42);
+    store_put_inbox(b, 2, 1, 8, 1, 43);
+    store_put_inbox(b, 256, 1, 9, 1, 44);
+    CHECK(store_commit(s, b, true) == 0, "commit");
+    uint64_t head = 0;
+    CHECK(store_inbox_head(s, 1, &head) == 0 && head == 10, "head of user 1: %lu", head);
+    CHECK(store_inbox_head(s, 3, &head) == 0 && head == 0, "empty inbox head %lu", head);
+    seen got = {0};
+    CHECK(store_scan_inbox(s, 1, 3, 0, 4, inbox_cb, &got) == 0, "scan");
+    CHECK(got.n == 4 && got.a[0] == 4 && got.a[3] == 7, "after 3, limit 4: n=%zu first=%lu", got.n, got.a[0]);
+    CHECK(got.b[0] == 7004 && got.c[0] == 42, "entry content");
+    memset(&got, 0, sizeof got);
+    store_scan_inbox(s, 1, 5, 8, 100, inbox_cb, &got);
+    CHECK(got.n == 3 && got.a[0] == 6 && got.a[2] == 8, "through 8: n=%zu", got.n);
+    memset(&got, 0, sizeof got);
+    store_scan_inbox(s, 1, 10, 0, 100, inbox_cb, &got);
+    CHECK(got.n == 0, "nothing after the head, got %zu", got.n);
+    uint64_t user_seq = 0;
+    CHECK(store_get_inbox_index(s, 1, 7, 5, &user_seq) == 1 && user_seq == 5, "index");
+    CHECK(store_get_inbox_index(s, 1, 7, 11, &user_seq) == 0, "absent index");
+    store_batch_free(b);
+    store_close(s);
+    remove_dir();
+}
+
+typedef struct msgs {
+    uint64_t seq[16];
+    size_t n;
+} msgs;
+
+static int msg_cb(void *ud, uint64_t seq, const uint8_t *m, size_t len) {
+    msgs *x = ud;
+    (void)m;
+    (void)len;
+    x->seq[x->n++] = seq;
+    return 0;
+}
+
+static void messages_backwards_and_reopen(void) {
+    store *s = open_fresh();
+    CHECK(s, "open");
+    store_batch *b = store_batch_new();
+    for (uint64_t seq = 1; seq <= 9; seq++) store_put_message(b, 5, seq, (const uint8_t *)"m", 1);
+    store_put_message(b, 6, 1, (const uint8_t *)"x", 1);
+    CHECK(store_commit(s, b, true) == 0, "commit");
+    uint64_t last = 0;
+    CHECK(store_last_seq(s, 5, &last) == 0 && last == 9, "last seq %lu", last);
+    CHECK(store_last_seq(s, 4, &last) == 0 && last == 0, "empty conversation %lu", last);
+    msgs got = {0};
+    store_scan_messages_back(s, 5, 0, 3, msg_cb, &got);
+    CHECK(got.n == 3 && got.seq[0] == 9 && got.seq[2] == 7, "newest three");
+    memset(&got, 0, sizeof got);
+    store_scan_messages_back(s, 5, 3, 10, msg_cb, &got);
+    CHECK(got.n == 2 && got.seq[0] == 2 && got.seq[1] == 1, "before 3: n=%zu", got.n);
+    memset(&got, 0, sizeof got);
+    store_scan_messages_back(s, 5, 1, 10, msg_cb, &got);
+    CHECK(got.n == 0, "before 1 is nothing");
+    store_batch_free(b);
+    store_close(s);
+    /* what was committed is there after reopening */
+    char *err = NULL;
+    s = store_open(dir, &err);
+    CHECK(s, "reopen: %s", err ? err : "");
+    CHECK(store_last_seq(s, 5, &last) == 0 && last == 9, "last seq after reopen %lu", last);
+    store_bytes v;
+    CHECK(store_get_message(s, 6, 1, &v) == 1 && v.len == 1 && v.data[0] == 'x', "message after reopen");
+    store_bytes_free(&v);
+    store_close(s);
+    remove_dir();
+}
+
+static int log_cb(void *ud, uint64_t offset, uint64_t conv, uint64_t seq) {
+    msgs *x = ud;
+    (void)conv;
+    (void)seq;
+    x->seq[x->n++] = offset;
+    return 0;
+}
+
+static void log_checkpoint_and_trim(void) {
+    store *s = open_fresh();
+    CHECK(s, "open");
+    store_batch *b = store_batch_new();
+    for (uint64_t off = 1; off <= 6; off++) store_put_log(b, 0, off, 1, off);
+    store_put_checkpoint(b, 0, 2);
+    CHECK(store_commit(s, b, true) == 0, "commit");
+    uint64_t cp = 0, last = 0;
+    CHECK(store_get_checkpoint(s, 0, &cp) == 1 && cp == 2, "checkpoint");
+    msgs got = {0};
+    store_scan_log(s, 0, cp, log_cb, &got);
+    CHECK(got.n == 4 && got.seq[0] == 3, "log after the checkpoint: n=%zu", got.n);
+    store_delete_log_through(b, 0, 4);
+    CHECK(store_commit(s, b, true) == 0, "commit trim");
+    memset(&got, 0, sizeof got);
+    store_scan_log(s, 0, 0, log_cb, &got);
+    CHECK(got.n == 2 && got.seq[0] == 5, "after trim: n=%zu", got.n);
+    CHECK(store_last_log_offset(s, 0, &last) == 0 && last == 6, "last offset %lu", last);
+    store_batch_free(b);
+    store_close(s);
+    remove_dir();
+}
+
+static void records_and_dedupe(void) {
+    store *s = open_fresh();
+    CHECK(s, "open");
+    store_batch *b = store_batch_new();
+    Parley__Store__Member m;
+    parley__store__member__init(&m);
+    m.joined_seq = 1;
+    m.read_seq = 3;
+    store_put_member(b, 10, 20, &m);
+    store_put_client_msg(b, 20, 1, (const uint8_t *)"abc", 3, 10, 4);
+    store_put_counter(b, "user", 77);
+    CHECK(store_commit(s, b, true) == 0, "commit");
+    Parley__Store__Member *got = NULL;
+    CHECK(store_get_member(s, 10, 20, &got) == 1 && got->joined_seq == 1 && got->read_seq == 3, "member");
+    parley__store__member__free_unpacked(got, NULL);
+    CHECK(store_get_member(s, 10, 21, &got) == 0, "absent member");
+    uint64_t conv = 0, seq = 0, n = 0;
+    CHECK(store_get_client_msg(s, 20, 1, (const uint8_t *)"abc", 3, &conv, &seq) == 1 && conv == 10 && seq == 4,
+          "client msg id");
+    CHECK(store_get_client_msg(s, 20, 2, (const uint8_t *)"abc", 3, &conv, &seq) == 0,
+          "same id from another device is another message");
+    CHECK(store_get_client_msg(s, 20, 1, (const uint8_t *)"ab", 2, &conv, &seq) == 0, "prefix of an id");
+    CHECK(store_get_counter(s, "user", &n) == 1 && n == 77, "counter");
+    store_batch_free(b);
+    store_close(s);
+    remove_dir();
+}
+
+int main(void) {
+    RUN(inbox_ranges);
+    RUN(messages_backwards_and_reopen);
+    RUN(log_checkpoint_and_trim);
+    RUN(records_and_dedupe);
+    CHECK_EXIT();
+}
