@@ -30,6 +30,8 @@ static const char *status_text(int status) {
     }
 }
 
+enum { MAX_RATE_WAITS = 50, MAX_RATE_WAIT_MS = 5000 };
+
 int pc_request_once(pc_client *c, pc_request *req, Parley__V1__Frame **out) {
     *out = NULL;
     if (c->fd < 0) return pc_fail(c, -1, "not connected");
@@ -57,6 +59,7 @@ int pc_request_once(pc_client *c, pc_request *req, Parley__V1__Frame **out) {
     const Parley__V1__Response *rs = resp->response;
     if (rs->status != PARLEY__V1__STATUS__OK) {
         int st = (int)rs->status;
+        c->retry_after_ms = rs->retry_after_ms;
         pc_fail(c, st, "%s", rs->error && rs->error[0] ? rs->error : status_text(st));
         parley__v1__frame__free_unpacked(resp, NULL);
         return -1;
@@ -71,6 +74,7 @@ int pc_request_run(pc_client *c, pc_request *req, Parley__V1__Frame **out) {
      * inside it would pull the buffer out from under the outer loop */
     if (c->in_callback) return pc_fail(c, -1, "blocking libparley call from inside a callback");
     int budget = c->max_reconnects;
+    int rate_waits = 0;
     bool attempted = false;
     req->sent = false;
     for (;;) {
@@ -82,6 +86,15 @@ int pc_request_run(pc_client *c, pc_request *req, Parley__V1__Frame **out) {
         if (pc_request_once(c, req, out) == 0) {
             c->backoff_attempt = 0;
             return 0;
+        }
+        /* rate limited: the answer says when; waiting and sending the same
+         * request again is what the limit asks for */
+        if (c->fd >= 0 && (c->status == PARLEY__V1__STATUS__RATE_LIMITED ||
+                           c->status == PARLEY__V1__STATUS__UNAVAILABLE) &&
+            rate_waits++ < MAX_RATE_WAITS) {
+            uint64_t wait = c->retry_after_ms ? c->retry_after_ms : 100;
+            pc_sleep_ms((int)(wait < MAX_RATE_WAIT_MS ? wait : MAX_RATE_WAIT_MS));
+            continue;
         }
         if (c->fd >= 0) return -1;       /* the server answered with an error */
         /* Transport loss. A request that never fully left can always be

@@ -5,6 +5,7 @@
  * publish the new messages to fan-out, in seq order. A request that is not a
  * send commits the open batch first and then its own (see writer.h). */
 #include "chat/writer.h"
+#include "chat/writer_internal.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "chat/membership.h"
 #include "chat/push.h"
 #include "chat/reply.h"
 #include "core/clock.h"
@@ -20,51 +22,6 @@
 #include "core/mpsc.h"
 #include "core/u64map.h"
 
-enum {
-    QUEUE_CAP = 65536,
-    BATCH_MAX = 512,
-    MAX_NAME = 32,
-    MAX_DEVICE_NAME = 64,
-    MAX_GROUP_NAME = 128,
-    MAX_BODY = 65536,
-    MAX_CLIENT_MSG_ID = 64,
-    LINK_TOKEN_TTL_MS = 10 * 60 * 1000,
-    CONV_CACHE_MAX = 1 << 20,
-    ACK_SCAN_MAX = 4096,
-};
-
-/* a message committed in the open batch, answered and published after */
-typedef struct pending_send {
-    uint64_t conn_id, request_id;
-    uint64_t user_id;
-    uint32_t device_id;
-    uint64_t conv, seq, ts;
-    bool duplicate;
-    bool silent;             /* a membership message: published, not answered */
-    blob *message;           /* NULL for a duplicate */
-    uint64_t offset;
-    const uint8_t *client_msg_id; /* points into the request frame (kept alive) */
-    size_t client_msg_id_len;
-} pending_send;
-
-struct writer {
-    server *srv;
-    mpsc requests;
-    pthread_t thread;
-    store_batch *batch;
-    /* the open batch */
-    pending_send sends[BATCH_MAX];
-    size_t n_sends;
-    chat_request *held[BATCH_MAX];   /* requests whose frames pending_send points into */
-    size_t n_held;
-    worker_msg *replies[BATCH_MAX];  /* answers that wait for the commit */
-    size_t n_replies;
-    /* ids and seqs, owned here */
-    uint64_t last_user_id;
-    uint64_t last_conv_id;
-    uint64_t last_offset;            /* fan-out log, partition 0 */
-    u64map conv_last_seq;            /* conversation -> last seq assigned */
-};
 
 void chat_request_free(chat_request *r) {
     if (!r) return;
@@ -91,7 +48,7 @@ static int load_state(writer *w) {
 }
 
 /* 1 with *seq, 0 when the conversation has no messages, -1 on error */
-static int conv_last_seq(writer *w, uint64_t conv, uint64_t *seq) {
+int conv_last_seq(writer *w, uint64_t conv, uint64_t *seq) {
     uint64_t *cached = u64map_get(&w->conv_last_seq, conv);
     if (cached) {
         *seq = *cached;
@@ -105,7 +62,7 @@ static int conv_last_seq(writer *w, uint64_t conv, uint64_t *seq) {
 
 /* ------------------------------------------------------------- committing */
 
-static void reply_later(writer *w, worker_msg *m) {
+void writer_reply_later(writer *w, worker_msg *m) {
     if (w->n_replies == BATCH_MAX) abort(); /* bounded by BATCH_MAX requests per batch */
     w->replies[w->n_replies++] = m;
 }
@@ -118,6 +75,7 @@ static void publish(writer *w, pending_send *p) {
     item->conversation_id = p->conv;
     item->seq = p->seq;
     item->sender_user_id = p->user_id;
+    item->ts = p->ts;
     item->membership = p->silent;
     item->message = p->message;
     p->message = NULL;
@@ -141,7 +99,33 @@ static worker_msg *sent_reply(const pending_send *p) {
 
 /* Commits the open batch; then answers and publishes, or on failure answers
  * INTERNAL and forgets the in-memory state that assumed the commit. */
-static void flush(writer *w) {
+static void put_pending_members(writer *w) {
+    for (size_t i = 0; i < w->n_members; i++) {
+        pending_member *pm = &w->members[i];
+        store_put_member(w->batch, pm->conv, pm->user, pm->record);
+        parley__store__member__free_unpacked(pm->record, NULL);
+    }
+    w->n_members = 0;
+}
+
+Parley__Store__Member *writer_member_for_update(writer *w, uint64_t conv, uint64_t user) {
+    for (size_t i = 0; i < w->n_members; i++)
+        if (w->members[i].conv == conv && w->members[i].user == user) return w->members[i].record;
+    Parley__Store__Member *m = NULL;
+    if (store_get_member(w->srv->store, conv, user, &m) != 1) return NULL;
+    if (w->n_members == w->cap_members) {
+        size_t cap = w->cap_members ? w->cap_members * 2 : 64;
+        pending_member *grown = realloc(w->members, cap * sizeof *grown);
+        if (!grown) abort();
+        w->members = grown;
+        w->cap_members = cap;
+    }
+    w->members[w->n_members++] = (pending_member){conv, user, m};
+    return m;
+}
+
+void writer_flush(writer *w) {
+    put_pending_members(w);
     if (store_batch_count(w->batch) == 0 && w->n_sends == 0 && w->n_replies == 0) return;
     int rc = 0;
     if (store_batch_count(w->batch) > 0) rc = store_commit(w->srv->store, w->batch, sync_commits(w));
@@ -188,10 +172,7 @@ static void flush(writer *w) {
 
 /* ------------------------------------------------------------- responses */
 
-static void fail(writer *w, const chat_request *r, Parley__V1__Status status, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void fail(writer *w, const chat_request *r, Parley__V1__Status status, const char *fmt, ...) {
+void writer_fail(writer *w, const chat_request *r, Parley__V1__Status status, const char *fmt, ...) {
     char text[256];
     va_list ap;
     va_start(ap, fmt);
@@ -201,19 +182,19 @@ static void fail(writer *w, const chat_request *r, Parley__V1__Status status, co
     worker_post(w->srv, reply_error(r->conn_id, r->request_id, status, text));
 }
 
-static void answer(writer *w, const chat_request *r, Parley__V1__Response *resp) {
+void writer_answer(writer *w, const chat_request *r, Parley__V1__Response *resp) {
     Parley__V1__Frame f;
     parley__v1__frame__init(&f);
     f.request_id = r->request_id;
     f.body_case = PARLEY__V1__FRAME__BODY_RESPONSE;
     f.response = resp;
-    reply_later(w, reply_pack(WM_REPLY, r->conn_id, &f));
+    writer_reply_later(w, reply_pack(WM_REPLY, r->conn_id, &f));
 }
 
-static void answer_ok(writer *w, const chat_request *r) {
+void writer_answer_ok(writer *w, const chat_request *r) {
     Parley__V1__Response resp;
     parley__v1__response__init(&resp);
-    answer(w, r, &resp);
+    writer_answer(w, r, &resp);
 }
 
 static void answer_conversation(writer *w, const chat_request *r, uint64_t conv) {
@@ -224,7 +205,7 @@ static void answer_conversation(writer *w, const chat_request *r, uint64_t conv)
     cid.conversation_id = conv;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_CONVERSATION;
     resp.conversation = &cid;
-    answer(w, r, &resp);
+    writer_answer(w, r, &resp);
 }
 
 /* answers Registered and signs the connection in as (user, device) */
@@ -241,7 +222,7 @@ static void answer_registered(writer *w, const chat_request *r, uint64_t user, u
     worker_msg *m = reply_pack(WM_REPLY, r->conn_id, &f);
     m->user_id = user;
     m->device_id = device;
-    reply_later(w, m);
+    writer_reply_later(w, m);
 }
 
 /* ------------------------------------------------------------- identity */
@@ -271,14 +252,14 @@ static void put_device(writer *w, uint64_t user, uint32_t device, const Protobuf
 static void handle_register_user(writer *w, chat_request *r) {
     Parley__V1__RegisterUser *q = r->frame->register_user;
     if (!valid_user_name(q->name)) {
-        fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "user name must be 1-%d of a-z 0-9 _ . -", MAX_NAME);
+        writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "user name must be 1-%d of a-z 0-9 _ . -", MAX_NAME);
         return;
     }
     uint64_t existing;
     int found = store_get_user_id(w->srv->store, q->name, &existing);
     if (found != 0) {
-        if (found > 0) fail(w, r, PARLEY__V1__STATUS__CONFLICT, "user name '%s' is taken", q->name);
-        else fail(w, r, PARLEY__V1__STATUS__INTERNAL, "store read failed");
+        if (found > 0) writer_fail(w, r, PARLEY__V1__STATUS__CONFLICT, "user name '%s' is taken", q->name);
+        else writer_fail(w, r, PARLEY__V1__STATUS__INTERNAL, "store read failed");
         return;
     }
     uint64_t user = ++w->last_user_id;
@@ -299,7 +280,7 @@ static void handle_register_device(writer *w, chat_request *r) {
     Parley__Store__LinkToken *t = NULL;
     int found = store_get_link_token(w->srv->store, q->token, &t);
     if (found <= 0 || t->expires_ts < clock_wall_ms()) {
-        fail(w, r, PARLEY__V1__STATUS__UNAUTHENTICATED, "link token is unknown, used or expired");
+        writer_fail(w, r, PARLEY__V1__STATUS__UNAUTHENTICATED, "link token is unknown, used or expired");
         if (t) parley__store__link_token__free_unpacked(t, NULL);
         return;
     }
@@ -307,12 +288,12 @@ static void handle_register_device(writer *w, chat_request *r) {
     parley__store__link_token__free_unpacked(t, NULL);
     Parley__Store__User *u = NULL;
     if (store_get_user(w->srv->store, user, &u) <= 0) {
-        fail(w, r, PARLEY__V1__STATUS__INTERNAL, "user of the token is missing");
+        writer_fail(w, r, PARLEY__V1__STATUS__INTERNAL, "user of the token is missing");
         return;
     }
     uint32_t device = u->next_device_id;
     u->next_device_id++;
-    store_put_user(w->batch, user, u);
+    writer_device_list_changed(w, user, u);   /* stores u */
     parley__store__user__free_unpacked(u, NULL);
     put_device(w, user, device, &q->device_public_key, q->device_name);
     store_delete_link_token(w->batch, q->token);
@@ -338,7 +319,7 @@ static void handle_create_link_token(writer *w, chat_request *r) {
     lt.expires_ts = t.expires_ts;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_LINK_TOKEN;
     resp.link_token = &lt;
-    answer(w, r, &resp);
+    writer_answer(w, r, &resp);
 }
 
 /* ---------------------------------------------------------- conversations */
@@ -386,6 +367,7 @@ static uint64_t append_membership(writer *w, uint64_t conv, uint64_t actor_user,
     p->message = b;
     p->offset = offset;
     p->user_id = actor_user;
+    p->ts = m.server_ts;
     p->silent = true;
     return seq;
 }
@@ -401,17 +383,11 @@ static void put_member(writer *w, uint64_t conv, uint64_t user, uint64_t joined,
 }
 
 /* 1 active member (record in *out if asked), 0 not, -1 error */
-static int active_member(writer *w, uint64_t conv, uint64_t user, Parley__Store__Member **out) {
-    Parley__Store__Member *m = NULL;
-    int found = store_get_member(w->srv->store, conv, user, &m);
-    if (found <= 0) return found;
-    int active = m->joined_seq > 0 && m->left_seq == 0;
-    if (out && active) *out = m;
-    else parley__store__member__free_unpacked(m, NULL);
-    return active;
+int writer_active_member(writer *w, uint64_t conv, uint64_t user, Parley__Store__Member **out) {
+    return membership_current(w->srv->store, conv, user, out);
 }
 
-static int user_exists(writer *w, uint64_t user) {
+int writer_user_exists(writer *w, uint64_t user) {
     Parley__Store__User *u = NULL;
     int found = store_get_user(w->srv->store, user, &u);
     if (u) parley__store__user__free_unpacked(u, NULL);
@@ -440,13 +416,13 @@ static uint64_t new_conversation(writer *w, chat_request *r, Parley__V1__Convers
 static void handle_open_direct(writer *w, chat_request *r) {
     uint64_t peer = r->frame->open_direct->peer_user_id;
     if (peer == r->user_id) {
-        fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "a direct conversation needs another user");
+        writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "a direct conversation needs another user");
         return;
     }
     uint64_t conv;
     int found = store_get_direct(w->srv->store, r->user_id, peer, &conv);
-    if (found < 0 || (found == 0 && user_exists(w, peer) <= 0)) {
-        fail(w, r, found < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__NOT_FOUND,
+    if (found < 0 || (found == 0 && writer_user_exists(w, peer) <= 0)) {
+        writer_fail(w, r, found < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__NOT_FOUND,
              "no user %llu", (unsigned long long)peer);
         return;
     }
@@ -476,11 +452,11 @@ static void handle_create_group(writer *w, chat_request *r) {
     Parley__V1__CreateGroup *q = r->frame->create_group;
     uint32_t max = w->srv->cfg.max_group_members;
     if (strlen(q->name) > MAX_GROUP_NAME) {
-        fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "group name over %d bytes", MAX_GROUP_NAME);
+        writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "group name over %d bytes", MAX_GROUP_NAME);
         return;
     }
     if (q->n_member_user_ids + 1 > max) {
-        fail(w, r, PARLEY__V1__STATUS__TOO_LARGE, "a group has at most %u members", max);
+        writer_fail(w, r, PARLEY__V1__STATUS__TOO_LARGE, "a group has at most %u members", max);
         return;
     }
     size_t n = q->n_member_user_ids + 1;
@@ -490,8 +466,8 @@ static void handle_create_group(writer *w, chat_request *r) {
     ids[n - 1] = r->user_id;
     n = unique_ids(ids, n);
     for (size_t i = 0; i < n; i++) {
-        if (user_exists(w, ids[i]) <= 0) {
-            fail(w, r, PARLEY__V1__STATUS__NOT_FOUND, "no user %llu", (unsigned long long)ids[i]);
+        if (writer_user_exists(w, ids[i]) <= 0) {
+            writer_fail(w, r, PARLEY__V1__STATUS__NOT_FOUND, "no user %llu", (unsigned long long)ids[i]);
             free(ids);
             return;
         }
@@ -503,18 +479,18 @@ static void handle_create_group(writer *w, chat_request *r) {
 
 /* the conversation if it is a group the caller belongs to, else answers */
 static int group_for_change(writer *w, chat_request *r, uint64_t conv, Parley__Store__Conversation **out) {
-    int member = active_member(w, conv, r->user_id, NULL);
+    int member = writer_active_member(w, conv, r->user_id, NULL);
     if (member <= 0) {
-        fail(w, r, member < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__FORBIDDEN,
+        writer_fail(w, r, member < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__FORBIDDEN,
              "not a member of conversation %llu", (unsigned long long)conv);
         return -1;
     }
     if (store_get_conversation(w->srv->store, conv, out) <= 0) {
-        fail(w, r, PARLEY__V1__STATUS__INTERNAL, "conversation record missing");
+        writer_fail(w, r, PARLEY__V1__STATUS__INTERNAL, "conversation record missing");
         return -1;
     }
     if ((*out)->kind != PARLEY__V1__CONVERSATION_KIND__GROUP) {
-        fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "members of a direct conversation cannot change");
+        writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "members of a direct conversation cannot change");
         parley__store__conversation__free_unpacked(*out, NULL);
         return -1;
     }
@@ -539,16 +515,16 @@ static void handle_add_members(writer *w, chat_request *r) {
     n = unique_ids(ids, n);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        if (user_exists(w, ids[i]) <= 0) {
-            fail(w, r, PARLEY__V1__STATUS__NOT_FOUND, "no user %llu", (unsigned long long)ids[i]);
+        if (writer_user_exists(w, ids[i]) <= 0) {
+            writer_fail(w, r, PARLEY__V1__STATUS__NOT_FOUND, "no user %llu", (unsigned long long)ids[i]);
             goto out;
         }
-        if (active_member(w, q->conversation_id, ids[i], NULL) == 0) ids[k++] = ids[i];
+        if (writer_active_member(w, q->conversation_id, ids[i], NULL) == 0) ids[k++] = ids[i];
     }
     struct count_ud count = {0};
     store_scan_members(w->srv->store, q->conversation_id, count_active, &count);
     if (count.n + k > w->srv->cfg.max_group_members) {
-        fail(w, r, PARLEY__V1__STATUS__TOO_LARGE, "a group has at most %u members",
+        writer_fail(w, r, PARLEY__V1__STATUS__TOO_LARGE, "a group has at most %u members",
              w->srv->cfg.max_group_members);
         goto out;
     }
@@ -558,7 +534,7 @@ static void handle_add_members(writer *w, chat_request *r) {
                                          PARLEY__V1__CONVERSATION_KIND__GROUP, c->name);
         for (size_t i = 0; i < k; i++) put_member(w, q->conversation_id, ids[i], seq, 0, seq);
     }
-    answer_ok(w, r);
+    writer_answer_ok(w, r);
 out:
     free(ids);
     parley__store__conversation__free_unpacked(c, NULL);
@@ -569,9 +545,9 @@ static void handle_remove_member(writer *w, chat_request *r) {
     Parley__Store__Conversation *c;
     if (group_for_change(w, r, q->conversation_id, &c)) return;
     Parley__Store__Member *m = NULL;
-    int active = active_member(w, q->conversation_id, q->user_id, &m);
+    int active = writer_active_member(w, q->conversation_id, q->user_id, &m);
     if (active <= 0) {
-        fail(w, r, PARLEY__V1__STATUS__NOT_FOUND, "user %llu is not a member",
+        writer_fail(w, r, PARLEY__V1__STATUS__NOT_FOUND, "user %llu is not a member",
              (unsigned long long)q->user_id);
     } else {
         bool leaving = q->user_id == r->user_id;
@@ -581,7 +557,7 @@ static void handle_remove_member(writer *w, chat_request *r) {
             &q->user_id, 1, PARLEY__V1__CONVERSATION_KIND__GROUP, c->name);
         m->left_seq = seq;
         store_put_member(w->batch, q->conversation_id, q->user_id, m);
-        answer_ok(w, r);
+        writer_answer_ok(w, r);
     }
     if (m) parley__store__member__free_unpacked(m, NULL);
     parley__store__conversation__free_unpacked(c, NULL);
@@ -604,39 +580,37 @@ static pending_send *find_pending_send(writer *w, uint64_t user, uint32_t device
 static bool handle_send(writer *w, chat_request *r) {
     Parley__V1__SendMessage *q = r->frame->send_message;
     if (q->client_msg_id.len < 1 || q->client_msg_id.len > MAX_CLIENT_MSG_ID) {
-        fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "client_msg_id must be 1-%d bytes", MAX_CLIENT_MSG_ID);
+        writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "client_msg_id must be 1-%d bytes", MAX_CLIENT_MSG_ID);
         return false;
     }
     if (q->body.len > MAX_BODY) {
-        fail(w, r, PARLEY__V1__STATUS__TOO_LARGE, "message body over %d bytes", MAX_BODY);
+        writer_fail(w, r, PARLEY__V1__STATUS__TOO_LARGE, "message body over %d bytes", MAX_BODY);
         return false;
     }
     if (q->type != PARLEY__V1__MESSAGE_TYPE__TEXT && q->type != PARLEY__V1__MESSAGE_TYPE__MEDIA &&
         q->type != PARLEY__V1__MESSAGE_TYPE__REACTION) {
-        fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "message type must be text, media or reaction");
+        writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "message type must be text, media or reaction");
         return false;
     }
     if (strlen(q->mime_type) > 255) {
-        fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "mime type over 255 bytes");
+        writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "mime type over 255 bytes");
         return false;
     }
-    Parley__Store__Member *member = NULL;
-    int active = active_member(w, q->conversation_id, r->user_id, &member);
-    if (active <= 0) {
-        fail(w, r, active < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__FORBIDDEN,
-             "not a member of conversation %llu", (unsigned long long)q->conversation_id);
+    if (w->n_sends == BATCH_MAX) writer_flush(w);
+    Parley__Store__Member *member = writer_member_for_update(w, q->conversation_id, r->user_id);
+    if (!member || member->joined_seq == 0 || member->left_seq != 0) {
+        writer_fail(w, r, PARLEY__V1__STATUS__FORBIDDEN, "not a member of conversation %llu",
+                    (unsigned long long)q->conversation_id);
         return false;
     }
     pending_send *p;
     uint64_t conv, seq;
-    if (w->n_sends == BATCH_MAX) flush(w);
     /* a retry: the first attempt may be committed, or in this very batch */
     pending_send *twin = find_pending_send(w, r->user_id, r->device_id, &q->client_msg_id);
     int found = twin ? 1 : store_get_client_msg(w->srv->store, r->user_id, r->device_id,
                                                 q->client_msg_id.data, q->client_msg_id.len, &conv, &seq);
     if (found < 0) {
-        fail(w, r, PARLEY__V1__STATUS__INTERNAL, "store read failed");
-        parley__store__member__free_unpacked(member, NULL);
+        writer_fail(w, r, PARLEY__V1__STATUS__INTERNAL, "store read failed");
         return false;
     }
     p = &w->sends[w->n_sends++];
@@ -652,15 +626,13 @@ static bool handle_send(writer *w, chat_request *r) {
         p->conv = twin ? twin->conv : conv;
         p->seq = twin ? twin->seq : seq;
         p->ts = twin ? twin->ts : 0;
-        parley__store__member__free_unpacked(member, NULL);
         return true;
     }
     uint64_t last = 0;
     if (conv_last_seq(w, q->conversation_id, &last) < 0) abort();
     if (q->type == PARLEY__V1__MESSAGE_TYPE__REACTION && (q->ref_seq == 0 || q->ref_seq > last)) {
         w->n_sends--;
-        fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "a reaction must refer to an existing seq");
-        parley__store__member__free_unpacked(member, NULL);
+        writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "a reaction must refer to an existing seq");
         return false;
     }
     p->conv = q->conversation_id;
@@ -687,13 +659,12 @@ static bool handle_send(writer *w, chat_request *r) {
 
     store_put_message(w->batch, p->conv, p->seq, p->message->data, p->message->len);
     store_put_client_msg(w->batch, r->user_id, r->device_id, q->client_msg_id.data,
-                         q->client_msg_id.len, p->conv, p->seq);
+                         q->client_msg_id.len, p->conv, p->seq, p->ts);
     p->offset = ++w->last_offset;
     store_put_log(w->batch, 0, p->offset, p->conv, p->seq);
-    /* replying marks the conversation read up to one's own message */
+    /* replying marks the conversation read, and received, up to one's own message */
     member->read_seq = p->seq;
-    store_put_member(w->batch, p->conv, r->user_id, member);
-    parley__store__member__free_unpacked(member, NULL);
+    if (member->delivered_seq < p->seq) member->delivered_seq = p->seq;
     return true;
 }
 
@@ -716,9 +687,9 @@ static int notify_read(void *ud, uint64_t user, const Parley__Store__Member *m) 
 static void handle_mark_read(writer *w, chat_request *r) {
     Parley__V1__MarkRead *q = r->frame->mark_read;
     Parley__Store__Member *m = NULL;
-    int active = active_member(w, q->conversation_id, r->user_id, &m);
+    int active = writer_active_member(w, q->conversation_id, r->user_id, &m);
     if (active <= 0) {
-        fail(w, r, active < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__FORBIDDEN,
+        writer_fail(w, r, active < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__FORBIDDEN,
              "not a member of conversation %llu", (unsigned long long)q->conversation_id);
         return;
     }
@@ -731,38 +702,51 @@ static void handle_mark_read(writer *w, chat_request *r) {
         store_put_member(w->batch, q->conversation_id, r->user_id, m);
     }
     parley__store__member__free_unpacked(m, NULL);
-    answer_ok(w, r);
-    flush(w);
+    writer_answer_ok(w, r);
+    writer_flush(w);
     if (!advanced) return;
     /* tell the other members, and the reader's other devices */
     struct read_notice notice = {w->srv, r, q->conversation_id, seq};
     store_scan_members(w->srv->store, q->conversation_id, notify_read, &notice);
 }
 
-/* A device acknowledged inbox entries (ack_from, ack_to]: store its cursor
- * and tell each sender, once per conversation, how far this user has
- * received. */
-typedef struct delivered {
-    uint64_t conv, sender, seq;
-} delivered;
+/* A device acknowledged inbox entries (ack_from, ack_to]: store its cursor,
+ * raise the user's delivered seq in each conversation those entries were in,
+ * and tell the senders of those messages (not every member: in a large
+ * group that would be a receipt per member per message; READ receipts go to
+ * everyone). */
+enum { ACK_CONVS = 256, ACK_SENDERS = 8 };
+
+typedef struct acked_conv {
+    uint64_t conv, seq;
+    uint64_t senders[ACK_SENDERS];
+    size_t n_senders;
+} acked_conv;
 
 typedef struct ack_scan {
     uint64_t user;
-    delivered seen[256];
+    acked_conv convs[ACK_CONVS];
     size_t n;
 } ack_scan;
 
-static int collect_delivered(void *ud, uint64_t user_seq, uint64_t conv, uint64_t seq, uint64_t sender) {
+static int collect_acked(void *ud, uint64_t user_seq, uint64_t conv, uint64_t seq, uint64_t sender) {
     (void)user_seq;
     ack_scan *a = ud;
-    if (sender == a->user || sender == 0) return 0;   /* own and server messages */
-    for (size_t i = 0; i < a->n; i++) {
-        if (a->seen[i].conv == conv && a->seen[i].sender == sender) {
-            if (seq > a->seen[i].seq) a->seen[i].seq = seq;
-            return 0;
-        }
+    acked_conv *c = NULL;
+    for (size_t i = 0; i < a->n && !c; i++)
+        if (a->convs[i].conv == conv) c = &a->convs[i];
+    if (!c) {
+        if (a->n == ACK_CONVS) return 0;   /* the rest is stored at the next ack */
+        c = &a->convs[a->n++];
+        c->conv = conv;
+        c->seq = 0;
+        c->n_senders = 0;
     }
-    if (a->n < sizeof a->seen / sizeof a->seen[0]) a->seen[a->n++] = (delivered){conv, sender, seq};
+    if (seq > c->seq) c->seq = seq;
+    if (sender == a->user || sender == 0) return 0;
+    for (size_t i = 0; i < c->n_senders; i++)
+        if (c->senders[i] == sender) return 0;
+    if (c->n_senders < ACK_SENDERS) c->senders[c->n_senders++] = sender;
     return 0;
 }
 
@@ -774,10 +758,16 @@ static void handle_ack(writer *w, chat_request *r) {
     scan->n = 0;
     uint64_t from = r->ack_from;
     if (r->ack_to - from > ACK_SCAN_MAX) from = r->ack_to - ACK_SCAN_MAX;
-    store_scan_inbox(w->srv->store, r->user_id, from, r->ack_to, ACK_SCAN_MAX, collect_delivered, scan);
-    for (size_t i = 0; i < scan->n; i++)
-        push_receipt(w->srv, scan->seen[i].sender, scan->seen[i].conv, r->user_id,
-                     PARLEY__V1__RECEIPT_KIND__DELIVERED, scan->seen[i].seq, 0);
+    store_scan_inbox(w->srv->store, r->user_id, from, r->ack_to, ACK_SCAN_MAX, collect_acked, scan);
+    for (size_t i = 0; i < scan->n; i++) {
+        acked_conv *c = &scan->convs[i];
+        Parley__Store__Member *m = writer_member_for_update(w, c->conv, r->user_id);
+        if (!m || m->delivered_seq >= c->seq) continue;   /* another device got there first */
+        m->delivered_seq = c->seq;
+        for (size_t j = 0; j < c->n_senders; j++)
+            push_receipt(w->srv, c->senders[j], c->conv, r->user_id, PARLEY__V1__RECEIPT_KIND__DELIVERED,
+                         c->seq, 0);
+    }
     free(scan);
 }
 
@@ -792,7 +782,7 @@ static bool handle(writer *w, chat_request *r) {
     Parley__V1__Frame *f = r->frame;
     if (f->body_case == PARLEY__V1__FRAME__BODY_SEND_MESSAGE) return handle_send(w, r);
     /* everything else commits alone, after what is pending */
-    flush(w);
+    writer_flush(w);
     switch (f->body_case) {
     case PARLEY__V1__FRAME__BODY_REGISTER_USER: handle_register_user(w, r); break;
     case PARLEY__V1__FRAME__BODY_REGISTER_DEVICE: handle_register_device(w, r); break;
@@ -802,9 +792,14 @@ static bool handle(writer *w, chat_request *r) {
     case PARLEY__V1__FRAME__BODY_ADD_MEMBERS: handle_add_members(w, r); break;
     case PARLEY__V1__FRAME__BODY_REMOVE_MEMBER: handle_remove_member(w, r); break;
     case PARLEY__V1__FRAME__BODY_MARK_READ: handle_mark_read(w, r); break;
-    default: fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "not a write request"); break;
+    case PARLEY__V1__FRAME__BODY_UPLOAD_KEYS: handle_upload_keys(w, r); break;
+    case PARLEY__V1__FRAME__BODY_FETCH_KEYS: handle_fetch_keys(w, r); break;
+    case PARLEY__V1__FRAME__BODY_REMOVE_DEVICE: handle_remove_device(w, r); break;
+    case PARLEY__V1__FRAME__BODY_SEND_DEVICE_MESSAGE: handle_send_device_message(w, r); break;
+    case PARLEY__V1__FRAME__BODY_ACK_DEVICE_MESSAGES: handle_ack_device_messages(w, r); break;
+    default: writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "not a write request"); break;
     }
-    flush(w);
+    writer_flush(w);
     return false;
 }
 
@@ -823,9 +818,9 @@ static void *writer_main(void *arg) {
             if (handle(w, batch[i])) w->held[w->n_held++] = batch[i];
             else chat_request_free(batch[i]);
             /* fsync=always: one commit, and one fsync, per request */
-            if (w->srv->cfg.fsync == FSYNC_ALWAYS) flush(w);
+            if (w->srv->cfg.fsync == FSYNC_ALWAYS) writer_flush(w);
         }
-        flush(w);
+        writer_flush(w);
     }
     return NULL;
 }
@@ -861,5 +856,6 @@ void writer_stop(writer *w) {
     mpsc_destroy(&w->requests);
     store_batch_free(w->batch);
     u64map_free(&w->conv_last_seq);
+    free(w->members);
     free(w);
 }

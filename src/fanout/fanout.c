@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chat/reply.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/u64map.h"
@@ -23,6 +25,8 @@ enum {
     MEMBER_CACHE_MAX = 1 << 16,
     MAX_DEVICES_PER_USER = 64,
     LOG_TRIM_EVERY = 4096,          /* offsets between deletions of the finished log */
+    PRESENCE_FLUSH_MS = 250,
+    PRESENCE_COALESCE_MS = 2000,
 };
 
 typedef struct member {
@@ -48,6 +52,7 @@ struct fanout {
     append *appends;
     size_t n_appends;
     uint64_t trimmed_through;
+    uint64_t presence_flushed_ms;
 };
 
 /* ------------------------------------------------------------ membership */
@@ -123,7 +128,7 @@ static void fan_item(fanout *f, const queue_item *it, bool replaying) {
                 continue;
         }
         uint64_t user_seq = next_user_seq(f, m->user);
-        store_put_inbox(f->batch, m->user, user_seq, it->conversation_id, it->seq, it->sender_user_id);
+        store_put_inbox(f->batch, m->user, user_seq, it->conversation_id, it->seq, it->sender_user_id, it->ts);
         if (f->n_appends == MAX_APPENDS_PER_BATCH) abort(); /* bounded by the caller */
         f->appends[f->n_appends++] = (append){m->user, user_seq, it->message};
     }
@@ -202,6 +207,7 @@ static int replay_entry(void *ud, uint64_t offset, uint64_t conv, uint64_t seq) 
     it->conversation_id = conv;
     it->seq = seq;
     it->sender_user_id = m->sender_user_id;
+    it->ts = m->server_ts;
     it->membership = m->type == PARLEY__V1__MESSAGE_TYPE__MEMBERSHIP;
     it->message = blob_new(raw.data, raw.len);
     parley__v1__message__free_unpacked(m, NULL);
@@ -256,11 +262,37 @@ int fanout_replay(server *srv) {
 
 /* ------------------------------------------------------------- the thread */
 
+/* ---------------------------------------------------------------- presence */
+
+static void emit_presence(void *ud, uint64_t conn_id, uint64_t user, int online, uint64_t last_seen_ms) {
+    fanout *f = ud;
+    Parley__V1__Frame frame;
+    Parley__V1__Presence p;
+    parley__v1__frame__init(&frame);
+    parley__v1__presence__init(&p);
+    p.user_id = user;
+    p.online = online;
+    p.last_seen_ts = last_seen_ms;
+    frame.body_case = PARLEY__V1__FRAME__BODY_PRESENCE;
+    frame.presence = &p;
+    worker_post(f->srv, reply_pack(WM_PUSH, conn_id, &frame));
+}
+
+/* Presence changes are fanned out here too: to the connections subscribed
+ * to the user, at most one change per user per PRESENCE_COALESCE_MS. */
+static void fan_presence(fanout *f) {
+    uint64_t now = clock_wall_ms();
+    if (now - f->presence_flushed_ms < PRESENCE_FLUSH_MS) return;
+    f->presence_flushed_ms = now;
+    registry_presence_flush(f->srv->registry, now, PRESENCE_COALESCE_MS, emit_presence, f);
+}
+
 static void *fanout_main(void *arg) {
     fanout *f = arg;
     queue_item *items[ITEMS_PER_BATCH];
     for (;;) {
-        size_t n = queue_consume(f->srv->queue, items, ITEMS_PER_BATCH, 1000);
+        fan_presence(f);
+        size_t n = queue_consume(f->srv->queue, items, ITEMS_PER_BATCH, PRESENCE_FLUSH_MS);
         atomic_store(&g_metrics.fanout_queue_depth, (long)queue_depth(f->srv->queue));
         if (n == 0) {
             if (queue_closed(f->srv->queue)) break;

@@ -8,6 +8,7 @@
  * fan-out commits an inbox entry before it posts the live event, whatever a
  * lagging connection skips is already in the store when it pumps: no gap
  * and no duplicate at the seam between sync and live. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
@@ -87,16 +88,70 @@ static int page_add(void *ud, uint64_t user_seq, uint64_t conv, uint64_t seq, ui
     return 0;
 }
 
+/* The receipts a device needs after a catch-up: for each conversation that
+ * had events in it, where every other member has received and read to. */
+enum { SYNC_RECEIPT_CONVS = 64, SYNC_RECEIPTS_MAX = 1024, SYNC_RECEIPT_SCAN = 4096 };
+
+typedef struct sync_receipts {
+    uint64_t self;
+    uint64_t convs[SYNC_RECEIPT_CONVS];
+    size_t n_convs;
+    uint64_t conv;                 /* the conversation whose members are being read */
+    Parley__V1__Receipt items[SYNC_RECEIPTS_MAX];
+    Parley__V1__Receipt *ptrs[SYNC_RECEIPTS_MAX];
+    size_t n;
+} sync_receipts;
+
+static int note_conv(void *ud, uint64_t user_seq, uint64_t conv, uint64_t seq, uint64_t sender) {
+    (void)user_seq; (void)seq; (void)sender;
+    sync_receipts *sr = ud;
+    for (size_t i = 0; i < sr->n_convs; i++)
+        if (sr->convs[i] == conv) return 0;
+    sr->convs[sr->n_convs++] = conv;
+    return sr->n_convs == SYNC_RECEIPT_CONVS;
+}
+
+static void add_receipt(sync_receipts *sr, uint64_t user, Parley__V1__ReceiptKind kind, uint64_t seq) {
+    if (sr->n == SYNC_RECEIPTS_MAX || seq == 0) return;
+    Parley__V1__Receipt *r = &sr->items[sr->n];
+    parley__v1__receipt__init(r);
+    r->conversation_id = sr->conv;
+    r->user_id = user;
+    r->kind = kind;
+    r->seq = seq;
+    sr->ptrs[sr->n++] = r;
+}
+
+static int note_member(void *ud, uint64_t user, const Parley__Store__Member *m) {
+    sync_receipts *sr = ud;
+    if (user == sr->self || m->left_seq != 0) return 0;
+    add_receipt(sr, user, PARLEY__V1__RECEIPT_KIND__DELIVERED, m->delivered_seq);
+    add_receipt(sr, user, PARLEY__V1__RECEIPT_KIND__READ, m->read_seq);
+    return sr->n == SYNC_RECEIPTS_MAX;
+}
+
 static void send_sync_done(worker *w, conn *c) {
+    sync_receipts *sr = malloc(sizeof *sr);
+    if (!sr) abort();
+    sr->self = c->user_id;
+    sr->n_convs = sr->n = 0;
+    store_scan_inbox(w->srv->store, c->user_id, c->sync_from, c->sent_upto, SYNC_RECEIPT_SCAN, note_conv, sr);
+    for (size_t i = 0; i < sr->n_convs && sr->n < SYNC_RECEIPTS_MAX; i++) {
+        sr->conv = sr->convs[i];
+        store_scan_members(w->srv->store, sr->conv, note_member, sr);
+    }
     Parley__V1__Frame f;
     Parley__V1__SyncDone done;
     parley__v1__frame__init(&f);
     parley__v1__sync_done__init(&done);
     done.user_seq = c->sent_upto;
+    done.receipts = sr->ptrs;
+    done.n_receipts = sr->n;
     f.body_case = PARLEY__V1__FRAME__BODY_SYNC_DONE;
     f.sync_done = &done;
     conn_send_frame(w, c, &f);
     c->sync_done_sent = true;
+    free(sr);
 }
 
 void delivery_pump(worker *w, conn *c) {

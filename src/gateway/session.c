@@ -12,10 +12,13 @@
 #include <sodium.h>
 #include <string.h>
 
+#include "chat/membership.h"
 #include "chat/writer.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/clock.h"
 #include "gateway/conn.h"
+#include "gateway/realtime.h"
 
 enum {
     MAX_LIST = 1000,        /* conversations in one ListConversations answer */
@@ -67,9 +70,25 @@ static bool submit(worker *w, conn *c, Parley__V1__Frame *f) {
     return false;
 }
 
+/* Like submit, for requests that get no response: nothing is said when the
+ * writer is full (the device repeats its ack later). */
+static bool submit_quietly(worker *w, conn *c, Parley__V1__Frame *f) {
+    chat_request *r = calloc(1, sizeof *r);
+    if (!r) return false;
+    r->op = CHAT_FRAME;
+    r->conn_id = c->id;
+    r->user_id = c->user_id;
+    r->device_id = c->device_id;
+    r->frame = f;
+    if (writer_submit(w->srv->writer, r) == 0) return true;
+    free(r);
+    return false;
+}
+
 /* ---------------------------------------------------------------- sign-in */
 
 static void signed_in(worker *w, conn *c, uint64_t request_id, uint64_t user, uint32_t device) {
+    if (!c->signed_in) registry_presence_connected(w->srv->registry, user);
     c->signed_in = true;
     c->user_id = user;
     c->device_id = device;
@@ -126,15 +145,8 @@ static void handle_lookup_user(worker *w, conn *c, const Parley__V1__Frame *f) {
     respond(w, c, f->request_id, &r);
 }
 
-/* 1 when user is a current member of conv (its record in *out if asked) */
 static int current_member(worker *w, uint64_t conv, uint64_t user, Parley__Store__Member **out) {
-    Parley__Store__Member *m = NULL;
-    int found = store_get_member(w->srv->store, conv, user, &m);
-    if (found != 1) return found;
-    int active = m->joined_seq > 0 && m->left_seq == 0;
-    if (out && active) *out = m;
-    else parley__store__member__free_unpacked(m, NULL);
-    return active;
+    return membership_current(w->srv->store, conv, user, out);
 }
 
 typedef struct id_list {
@@ -271,10 +283,11 @@ static void handle_start_sync(worker *w, conn *c, const Parley__V1__Frame *f) {
         }
         c->syncing = true;
     }
-    c->sent_upto = c->acked_upto = f->start_sync->after_user_seq;
+    c->sent_upto = c->acked_upto = c->sync_from = f->start_sync->after_user_seq;
     c->lagging = true;
     c->sync_done_sent = false;
     respond_ok(w, c, f->request_id);
+    realtime_push_device_messages(w, c);
     delivery_pump(w, c);
 }
 
@@ -301,7 +314,12 @@ static void handle_ack(worker *w, conn *c, const Parley__V1__Frame *f) {
 
 void session_closed(worker *w, conn *c) {
     if (c->syncing) registry_remove(w->srv->registry, c->user_id, c->id);
+    if (c->signed_in) {
+        registry_presence_disconnected(w->srv->registry, c->user_id, clock_wall_ms());
+        registry_presence_unsubscribe(w->srv->registry, c->id);
+    }
     c->syncing = false;
+    c->signed_in = false;
 }
 
 /* ---------------------------------------------------------------- dispatch */
@@ -338,15 +356,54 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
         if (c->signed_in) conn_send_error(w, c, rid, PARLEY__V1__STATUS__BAD_REQUEST, "already signed in");
         else handle_sign_in(w, c, f);
         break;
+    case PARLEY__V1__FRAME__BODY_SEND_MESSAGE: {
+        uint64_t wait_ms = 0;
+        if (!c->signed_in) {
+            conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");
+        } else if (!realtime_take_send_token(w, c, &wait_ms)) {
+            Parley__V1__Response r;
+            parley__v1__response__init(&r);
+            r.status = PARLEY__V1__STATUS__RATE_LIMITED;
+            r.error = "sending too fast; retry after retry_after_ms";
+            r.retry_after_ms = wait_ms;
+            METRIC_INC(request_errors_total);
+            respond(w, c, rid, &r);
+        } else {
+            taken = submit(w, c, f);
+        }
+        break;
+    }
     case PARLEY__V1__FRAME__BODY_CREATE_LINK_TOKEN:
+    case PARLEY__V1__FRAME__BODY_UPLOAD_KEYS:
+    case PARLEY__V1__FRAME__BODY_FETCH_KEYS:
+    case PARLEY__V1__FRAME__BODY_REMOVE_DEVICE:
+    case PARLEY__V1__FRAME__BODY_SEND_DEVICE_MESSAGE:
     case PARLEY__V1__FRAME__BODY_OPEN_DIRECT:
     case PARLEY__V1__FRAME__BODY_CREATE_GROUP:
     case PARLEY__V1__FRAME__BODY_ADD_MEMBERS:
     case PARLEY__V1__FRAME__BODY_REMOVE_MEMBER:
-    case PARLEY__V1__FRAME__BODY_SEND_MESSAGE:
     case PARLEY__V1__FRAME__BODY_MARK_READ:
         if (!c->signed_in) conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");
         else taken = submit(w, c, f);
+        break;
+    case PARLEY__V1__FRAME__BODY_ACK_DEVICE_MESSAGES:
+        /* like Ack: no response, and nothing to do before sign-in */
+        if (c->signed_in) taken = submit_quietly(w, c, f);
+        break;
+    case PARLEY__V1__FRAME__BODY_SUBSCRIBE_PRESENCE:
+    case PARLEY__V1__FRAME__BODY_TYPING:
+    case PARLEY__V1__FRAME__BODY_GET_RECEIPTS:
+    case PARLEY__V1__FRAME__BODY_GET_DEVICES:
+        if (!c->signed_in)
+            conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");
+        else if (f->body_case == PARLEY__V1__FRAME__BODY_SUBSCRIBE_PRESENCE)
+            realtime_subscribe_presence(w, c, f);
+        else if (f->body_case == PARLEY__V1__FRAME__BODY_TYPING)
+            realtime_typing(w, c, f);
+        else if (f->body_case == PARLEY__V1__FRAME__BODY_GET_RECEIPTS)
+            realtime_get_receipts(w, c, f);
+        else
+            realtime_get_devices(w, c, f);
         break;
     case PARLEY__V1__FRAME__BODY_LOOKUP_USER:
     case PARLEY__V1__FRAME__BODY_LIST_CONVERSATIONS:

@@ -20,6 +20,7 @@ typedef struct queue_item {
     uint64_t conversation_id;
     uint64_t seq;
     uint64_t sender_user_id;
+    uint64_t ts;          /* the message's server_ts */
     bool membership;      /* a MEMBERSHIP message: who is a member changed */
     blob *message;        /* encoded parley.v1.Message; the item holds one reference */
 } queue_item;

@@ -27,4 +27,19 @@ void registry_remove(registry *r, uint64_t user, uint64_t conn_id);
  * (which may exceed max). */
 size_t registry_lookup(registry *r, uint64_t user, registry_entry *out, size_t max);
 
+/* Presence: a user is online while at least one of their devices has a
+ * signed-in connection. Devices subscribe (by connection) to users; a change
+ * reaches subscribers through registry_presence_flush, at most once per user
+ * per coalesce interval, so its cost grows with subscriptions, not users. */
+void registry_presence_connected(registry *r, uint64_t user);
+void registry_presence_disconnected(registry *r, uint64_t user, uint64_t now_ms);
+void registry_presence_state(registry *r, uint64_t user, int *online, uint64_t *last_seen_ms);
+/* Replaces conn's subscriptions with users[0..n). 0, or -1 out of memory. */
+int registry_presence_subscribe(registry *r, uint64_t conn_id, const uint64_t *users, size_t n);
+void registry_presence_unsubscribe(registry *r, uint64_t conn_id);
+typedef void (*presence_emit_fn)(void *ud, uint64_t conn_id, uint64_t user, int online, uint64_t last_seen_ms);
+/* Emits the changes due at now_ms (changes newer than coalesce_ms after the
+ * user's previous emission wait for a later flush). */
+void registry_presence_flush(registry *r, uint64_t now_ms, uint64_t coalesce_ms, presence_emit_fn emit, void *ud);
+
 #endif

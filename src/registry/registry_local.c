@@ -21,9 +21,16 @@ typedef struct shard {
     u64map users;   /* user -> user_conns * */
 } shard;
 
+struct presence;
+struct presence *presence_new(void);
+void presence_free(struct presence *p);
+
 struct registry {
     shard shards[SHARDS];
+    struct presence *presence;   /* presence_local.c */
 };
+
+struct presence *registry_presence(registry *r) { return r->presence; }
 
 static shard *shard_of(registry *r, uint64_t user) { return &r->shards[user % SHARDS]; }
 
@@ -31,11 +38,17 @@ registry *registry_local_new(void) {
     registry *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     for (int i = 0; i < SHARDS; i++) pthread_rwlock_init(&r->shards[i].lock, NULL);
+    r->presence = presence_new();
+    if (!r->presence) {
+        free(r);
+        return NULL;
+    }
     return r;
 }
 
 void registry_free(registry *r) {
     if (!r) return;
+    presence_free(r->presence);
     for (int i = 0; i < SHARDS; i++) {
         u64map *m = &r->shards[i].users;
         for (size_t j = 0; j < m->cap; j++)

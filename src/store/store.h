@@ -31,7 +31,10 @@ typedef struct store_bytes {
 } store_bytes;
 void store_bytes_free(store_bytes *b);
 
-store *store_open(const char *dir, char **err);   /* *err: free() it */
+/* retention_ms: messages (and the inbox entries and dedupe records that
+ * point to them) older than this are invisible at once and removed by
+ * compaction, which a sweeper thread forces every sweep_ms. 0: keep all. */
+store *store_open(const char *dir, uint64_t retention_ms, uint32_t sweep_ms, char **err); /* *err: free() it */
 void store_close(store *s);
 
 store_batch *store_batch_new(void);
@@ -76,7 +79,8 @@ int store_scan_members(store *s, uint64_t conv, store_member_fn fn, void *ud);
 typedef int (*store_id_fn)(void *ud, uint64_t id);
 int store_scan_user_conversations(store *s, uint64_t user, store_id_fn fn, void *ud);
 
-/* messages: the encoded parley.v1.Message */
+/* messages: the encoded parley.v1.Message. Also records seq as the
+ * conversation's last, which retention never removes (no seq is reused). */
 void store_put_message(store_batch *b, uint64_t conv, uint64_t seq, const uint8_t *msg, size_t len);
 int store_get_message(store *s, uint64_t conv, uint64_t seq, store_bytes *out);
 int store_last_seq(store *s, uint64_t conv, uint64_t *seq);   /* 0 when empty */
@@ -89,7 +93,7 @@ int store_scan_messages_back(store *s, uint64_t conv, uint64_t before_seq, uint3
 int store_get_client_msg(store *s, uint64_t user, uint32_t device, const uint8_t *id, size_t id_len,
                          uint64_t *conv, uint64_t *seq);
 void store_put_client_msg(store_batch *b, uint64_t user, uint32_t device, const uint8_t *id,
-                          size_t id_len, uint64_t conv, uint64_t seq);
+                          size_t id_len, uint64_t conv, uint64_t seq, uint64_t ts);
 
 /* fan-out log: what the write path published, per partition, by offset */
 void store_put_log(store_batch *b, uint32_t partition, uint64_t offset, uint64_t conv, uint64_t seq);
@@ -102,8 +106,9 @@ void store_put_checkpoint(store_batch *b, uint32_t partition, uint64_t offset);
 
 /* inboxes: user_seq -> (conv, seq, sender), and the idempotency index
  * (user, conv, seq) -> user_seq that makes a fan-out replay harmless */
+/* also records user_seq as the inbox head, which retention never removes */
 void store_put_inbox(store_batch *b, uint64_t user, uint64_t user_seq, uint64_t conv, uint64_t seq,
-                     uint64_t sender);
+                     uint64_t sender, uint64_t ts);
 int store_get_inbox_index(store *s, uint64_t user, uint64_t conv, uint64_t seq, uint64_t *user_seq);
 int store_inbox_head(store *s, uint64_t user, uint64_t *user_seq);   /* 0 when empty */
 typedef int (*store_inbox_fn)(void *ud, uint64_t user_seq, uint64_t conv, uint64_t seq,
@@ -114,5 +119,29 @@ int store_scan_inbox(store *s, uint64_t user, uint64_t after, uint64_t through, 
 
 int store_get_cursor(store *s, uint64_t user, uint32_t device, uint64_t *user_seq);
 void store_put_cursor(store_batch *b, uint64_t user, uint32_t device, uint64_t user_seq);
+
+/* devices of a user, in id order */
+typedef int (*store_device_fn)(void *ud, uint32_t device, const Parley__Store__Device *d);
+int store_scan_devices(store *s, uint64_t user, store_device_fn fn, void *ud);
+void store_delete_device(store_batch *b, uint64_t user, uint32_t device);
+
+/* key directory */
+int store_get_device_keys(store *s, uint64_t user, uint32_t device, Parley__Store__DeviceKeys **out);
+void store_put_device_keys(store_batch *b, uint64_t user, uint32_t device, const Parley__Store__DeviceKeys *k);
+void store_put_one_time_key(store_batch *b, uint64_t user, uint32_t device, uint32_t key_id,
+                            const uint8_t *public_key, size_t len);
+/* the one-time key with the lowest id (1, with *key_id and out), or 0 */
+int store_first_one_time_key(store *s, uint64_t user, uint32_t device, uint32_t *key_id, store_bytes *out);
+void store_delete_one_time_key(store_batch *b, uint64_t user, uint32_t device, uint32_t key_id);
+/* removes every key of a device (removal of the device) */
+void store_delete_device_keys(store_batch *b, uint64_t user, uint32_t device);
+
+/* device message queues: (user, device, queue_seq) -> encoded parley.v1.DeviceMessage */
+void store_put_device_message(store_batch *b, uint64_t user, uint32_t device, uint64_t queue_seq,
+                              const uint8_t *msg, size_t len);
+typedef int (*store_device_message_fn)(void *ud, uint64_t queue_seq, const uint8_t *msg, size_t len);
+int store_scan_device_messages(store *s, uint64_t user, uint32_t device, uint32_t limit,
+                               store_device_message_fn fn, void *ud);
+void store_delete_device_messages_through(store_batch *b, uint64_t user, uint32_t device, uint64_t queue_seq);
 
 #endif

@@ -14,18 +14,31 @@
  *   'm' conv(8) user(8)        -> parley.store.Member
  *   'v' user(8) conv(8)        -> ""             the user's conversations
  *   'M' conv(8) seq(8)         -> parley.v1.Message
- *   'i' user(8) device(4) len(1) client_msg_id -> conv(8) seq(8)
+ *   'S' conv(8)                -> last seq (8)   never expires: seqs are not reused
+ *   'i' user(8) device(4) len(1) client_msg_id -> conv(8) seq(8) ts(8)
  *   'L' partition(4) offset(8) -> conv(8) seq(8) fan-out log
  *   'f' partition(4)           -> offset (8)     fan-out checkpoint
- *   'X' user(8) user_seq(8)    -> conv(8) seq(8) sender(8)  inbox
- *   'x' user(8) conv(8) seq(8) -> user_seq (8)   inbox idempotency index
+ *   'X' user(8) user_seq(8)    -> conv(8) seq(8) sender(8) ts(8)  inbox
+ *   'H' user(8)                -> last user_seq (8)  never expires: user_seqs are not reused
+ *   'x' user(8) conv(8) seq(8) -> user_seq(8) ts(8)  inbox idempotency index
  *   'r' user(8) device(4)      -> user_seq (8)   device cursor
+ *   'K' user(8) device(4)      -> parley.store.DeviceKeys
+ *   'o' user(8) device(4) key_id(4) -> public key   one-time pre-keys
+ *   'q' user(8) device(4) queue_seq(8) -> parley.v1.DeviceMessage
+ *
+ * Retention: 'M', 'X', 'x' and 'i' records carry their message's time. Reads
+ * treat the ones older than the retention as absent at once; a compaction
+ * filter drops them from disk, and a sweeper thread forces a compaction
+ * every sweep interval so that happens even on an idle store.
  */
 #include "store/store.h"
 
+#include <pthread.h>
 #include <rocksdb/c.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/clock.h"
 #include "core/log.h"
@@ -39,6 +52,14 @@ struct store {
     rocksdb_writeoptions_t *write_nosync;
     rocksdb_cache_t *cache;
     rocksdb_block_based_table_options_t *table;
+    rocksdb_compactionfilter_t *filter;
+    uint64_t retention_ms;           /* 0: keep everything */
+    uint32_t sweep_ms;
+    pthread_t sweeper;
+    bool sweeping;
+    pthread_mutex_t sweep_lock;
+    pthread_cond_t sweep_stop;
+    bool stopping;
 };
 
 struct store_batch {
@@ -81,11 +102,110 @@ static void key_prefix_end(const key *k, key *end) {
     if (end->len > 0) end->b[end->len - 1]++;
 }
 
+/* ------------------------------------------------------------ retention */
+
+/* server_ts (field 10, varint) of an encoded parley.v1.Message; 0 if absent */
+static uint64_t message_ts(const uint8_t *p, size_t len) {
+    const uint8_t *end = p + len;
+    while (p < end) {
+        uint64_t tag = 0, v = 0;
+        int shift = 0;
+        while (p < end && shift < 64) { tag |= (uint64_t)(*p & 0x7f) << shift; shift += 7; if (!(*p++ & 0x80)) break; }
+        uint32_t wire = tag & 7, field = (uint32_t)(tag >> 3);
+        if (wire == 0) {
+            shift = 0;
+            while (p < end && shift < 64) { v |= (uint64_t)(*p & 0x7f) << shift; shift += 7; if (!(*p++ & 0x80)) break; }
+            if (field == 10) return v;
+        } else if (wire == 2) {
+            shift = 0;
+            while (p < end && shift < 64) { v |= (uint64_t)(*p & 0x7f) << shift; shift += 7; if (!(*p++ & 0x80)) break; }
+            if (v > (uint64_t)(end - p)) return 0;
+            p += v;
+        } else if (wire == 1) {
+            p += 8;
+        } else if (wire == 5) {
+            p += 4;
+        } else {
+            return 0;
+        }
+    }
+    return 0;
+}
+
+static uint64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static bool expired_at(uint64_t retention_ms, uint64_t ts, uint64_t now) {
+    return retention_ms && ts && ts + retention_ms < now;
+}
+
+static bool expired(const store *s, uint64_t ts) { return expired_at(s->retention_ms, ts, wall_ms()); }
+
+static uint64_t get_u64(const uint8_t *p);
+
+/* the time a record carries, by its kind; 0 for records that never expire */
+static uint64_t record_ts(const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
+    if (klen == 0) return 0;
+    switch (k[0]) {
+    case 'M': return klen == 17 ? message_ts(v, vlen) : 0;
+    case 'X': return vlen == 32 ? get_u64(v + 24) : 0;
+    case 'x': return vlen == 16 ? get_u64(v + 8) : 0;
+    case 'i': return vlen == 24 ? get_u64(v + 16) : 0;
+    default: return 0;
+    }
+}
+
+static unsigned char retention_filter(void *state, int level, const char *key, size_t key_length,
+                                      const char *existing_value, size_t value_length, char **new_value,
+                                      size_t *new_value_length, unsigned char *value_changed) {
+    (void)level; (void)new_value; (void)new_value_length;
+    *value_changed = 0;
+    const store *s = state;
+    uint64_t ts = record_ts((const uint8_t *)key, key_length, (const uint8_t *)existing_value, value_length);
+    if (!expired(s, ts)) return 0;
+    METRIC_INC(retention_removed_total);
+    return 1;
+}
+
+static const char *retention_filter_name(void *state) {
+    (void)state;
+    return "parley.retention";
+}
+
+static void retention_filter_destroy(void *state) { (void)state; }
+
+/* forces a compaction every sweep interval, so expired records leave the disk */
+static void *sweeper_main(void *arg) {
+    store *s = arg;
+    pthread_mutex_lock(&s->sweep_lock);
+    while (!s->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += s->sweep_ms / 1000;
+        until.tv_nsec += (long)(s->sweep_ms % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) { until.tv_sec++; until.tv_nsec -= 1000000000; }
+        pthread_cond_timedwait(&s->sweep_stop, &s->sweep_lock, &until);
+        if (s->stopping) break;
+        pthread_mutex_unlock(&s->sweep_lock);
+        rocksdb_compact_range(s->db, NULL, 0, NULL, 0);
+        pthread_mutex_lock(&s->sweep_lock);
+    }
+    pthread_mutex_unlock(&s->sweep_lock);
+    return NULL;
+}
+
 /* --------------------------------------------------------------- open */
 
-store *store_open(const char *dir, char **err) {
+store *store_open(const char *dir, uint64_t retention_ms, uint32_t sweep_ms, char **err) {
     store *s = calloc(1, sizeof *s);
     if (!s) return NULL;
+    s->retention_ms = retention_ms;
+    s->sweep_ms = sweep_ms;
+    pthread_mutex_init(&s->sweep_lock, NULL);
+    pthread_cond_init(&s->sweep_stop, NULL);
     s->options = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(s->options, 1);
     rocksdb_options_increase_parallelism(s->options, 2);
@@ -94,6 +214,11 @@ store *store_open(const char *dir, char **err) {
     s->cache = rocksdb_cache_create_lru(128 << 20);
     rocksdb_block_based_options_set_block_cache(s->table, s->cache);
     rocksdb_options_set_block_based_table_factory(s->options, s->table);
+    if (retention_ms) {
+        s->filter = rocksdb_compactionfilter_create(s, retention_filter_destroy, retention_filter,
+                                                    retention_filter_name);
+        rocksdb_options_set_compaction_filter(s->options, s->filter);
+    }
     s->db = rocksdb_open(s->options, dir, err);
     if (!s->db) {
         store_close(s);
@@ -103,18 +228,29 @@ store *store_open(const char *dir, char **err) {
     s->write_sync = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(s->write_sync, 1);
     s->write_nosync = rocksdb_writeoptions_create();
+    if (retention_ms && sweep_ms) s->sweeping = pthread_create(&s->sweeper, NULL, sweeper_main, s) == 0;
     return s;
 }
 
 void store_close(store *s) {
     if (!s) return;
+    if (s->sweeping) {
+        pthread_mutex_lock(&s->sweep_lock);
+        s->stopping = true;
+        pthread_cond_signal(&s->sweep_stop);
+        pthread_mutex_unlock(&s->sweep_lock);
+        pthread_join(s->sweeper, NULL);
+    }
     if (s->db) rocksdb_close(s->db);
+    if (s->filter) rocksdb_compactionfilter_destroy(s->filter);
     if (s->read) rocksdb_readoptions_destroy(s->read);
     if (s->write_sync) rocksdb_writeoptions_destroy(s->write_sync);
     if (s->write_nosync) rocksdb_writeoptions_destroy(s->write_nosync);
     if (s->options) rocksdb_options_destroy(s->options);
     if (s->table) rocksdb_block_based_options_destroy(s->table);
     if (s->cache) rocksdb_cache_destroy(s->cache);
+    pthread_mutex_destroy(&s->sweep_lock);
+    pthread_cond_destroy(&s->sweep_stop);
     free(s);
 }
 
@@ -478,16 +614,25 @@ static void message_key(key *k, uint64_t conv, uint64_t seq) {
     key_u64(k, seq);
 }
 
+static void last_seq_key(key *k, uint64_t conv) { key_begin(k, 'S'); key_u64(k, conv); }
+
 void store_put_message(store_batch *b, uint64_t conv, uint64_t seq, const uint8_t *msg, size_t len) {
     key k;
     message_key(&k, conv, seq);
     batch_put(b, &k, msg, len);
+    last_seq_key(&k, conv);
+    batch_put_u64(b, &k, seq);
 }
 
 int store_get_message(store *s, uint64_t conv, uint64_t seq, store_bytes *out) {
     key k;
     message_key(&k, conv, seq);
-    return get_raw(s, &k, out);
+    int found = get_raw(s, &k, out);
+    if (found == 1 && expired(s, message_ts(out->data, out->len))) {
+        store_bytes_free(out);
+        return 0;
+    }
+    return found;
 }
 
 /* decodes the trailing u64 of the first key seen into *(uint64_t *)ud */
@@ -498,19 +643,19 @@ static int last_u64_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v
 }
 
 int store_last_seq(store *s, uint64_t conv, uint64_t *seq) {
-    key p;
-    key_begin(&p, 'M');
-    key_u64(&p, conv);
+    key k;
+    last_seq_key(&k, conv);
     *seq = 0;
-    return last_in_prefix(s, &p, last_u64_cb, seq);
+    return get_u64_value(s, &k, seq) < 0 ? -1 : 0;
 }
 
-struct message_scan { store_message_fn fn; void *ud; uint32_t left; };
+struct message_scan { store *s; store_message_fn fn; void *ud; uint32_t left; };
 
 static int message_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
     struct message_scan *ms = ud;
     if (klen != 17) return 0;
     if (ms->left == 0) return 1;
+    if (expired(ms->s, message_ts(v, vlen))) return 1;   /* older ones are expired too */
     ms->left--;
     return ms->fn(ms->ud, get_u64(k + 9), v, vlen);
 }
@@ -525,7 +670,7 @@ int store_scan_messages_back(store *s, uint64_t conv, uint64_t before_seq, uint3
     } else {
         message_key(&start, conv, before_seq - 1);
     }
-    struct message_scan ms = {fn, ud, limit};
+    struct message_scan ms = {s, fn, ud, limit};
     return scan(s, &p, &start, true, message_scan_cb, &ms);
 }
 
@@ -544,14 +689,28 @@ int store_get_client_msg(store *s, uint64_t user, uint32_t device, const uint8_t
                          uint64_t *conv, uint64_t *seq) {
     key k;
     client_msg_key(&k, user, device, id, id_len);
-    return get_pair_value(s, &k, conv, seq);
+    store_bytes v;
+    int r = get_raw(s, &k, &v);
+    if (r != 1) return r;
+    int ok = v.len == 24;
+    if (ok) {
+        *conv = get_u64(v.data);
+        *seq = get_u64(v.data + 8);
+        if (expired(s, get_u64(v.data + 16))) r = 0;
+    }
+    store_bytes_free(&v);
+    return ok ? r : -1;
 }
 
 void store_put_client_msg(store_batch *b, uint64_t user, uint32_t device, const uint8_t *id,
-                          size_t id_len, uint64_t conv, uint64_t seq) {
+                          size_t id_len, uint64_t conv, uint64_t seq, uint64_t ts) {
     key k;
     client_msg_key(&k, user, device, id, id_len);
-    batch_put_pair(b, &k, conv, seq);
+    uint8_t val[24];
+    put_u64(val, conv);
+    put_u64(val + 8, seq);
+    put_u64(val + 16, ts);
+    batch_put(b, &k, val, sizeof val);
 }
 
 /* ------------------------------------------------------------ fan-out log */
@@ -617,21 +776,26 @@ void store_put_checkpoint(store_batch *b, uint32_t partition, uint64_t offset) {
 
 /* ---------------------------------------------------------------- inboxes */
 
+static void inbox_head_key(key *k, uint64_t user) { key_begin(k, 'H'); key_u64(k, user); }
+
 void store_put_inbox(store_batch *b, uint64_t user, uint64_t user_seq, uint64_t conv, uint64_t seq,
-                     uint64_t sender) {
+                     uint64_t sender, uint64_t ts) {
     key k;
     key_begin(&k, 'X');
     key_u64(&k, user);
     key_u64(&k, user_seq);
-    uint8_t val[24];
+    uint8_t val[32];
     put_u64(val, conv);
     put_u64(val + 8, seq);
     put_u64(val + 16, sender);
+    put_u64(val + 24, ts);
     batch_put(b, &k, val, sizeof val);
     key_begin(&k, 'x');
     key_u64(&k, user);
     key_u64(&k, conv);
     key_u64(&k, seq);
+    batch_put_pair(b, &k, user_seq, ts);
+    inbox_head_key(&k, user);
     batch_put_u64(b, &k, user_seq);
 }
 
@@ -641,24 +805,26 @@ int store_get_inbox_index(store *s, uint64_t user, uint64_t conv, uint64_t seq, 
     key_u64(&k, user);
     key_u64(&k, conv);
     key_u64(&k, seq);
-    return get_u64_value(s, &k, user_seq);
+    uint64_t ts = 0;
+    int r = get_pair_value(s, &k, user_seq, &ts);
+    return r == 1 && expired(s, ts) ? 0 : r;
 }
 
 int store_inbox_head(store *s, uint64_t user, uint64_t *user_seq) {
-    key p;
-    key_begin(&p, 'X');
-    key_u64(&p, user);
+    key k;
+    inbox_head_key(&k, user);
     *user_seq = 0;
-    return last_in_prefix(s, &p, last_u64_cb, user_seq);
+    return get_u64_value(s, &k, user_seq) < 0 ? -1 : 0;
 }
 
-struct inbox_scan { store_inbox_fn fn; void *ud; uint64_t through; uint32_t left; };
+struct inbox_scan { store *s; store_inbox_fn fn; void *ud; uint64_t through; uint32_t left; };
 
 static int inbox_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
     struct inbox_scan *is = ud;
-    if (klen != 17 || vlen != 24) return 0;
+    if (klen != 17 || vlen != 32) return 0;
     uint64_t user_seq = get_u64(k + 9);
     if (is->left == 0 || (is->through && user_seq > is->through)) return 1;
+    if (expired(is->s, get_u64(v + 24))) return 0;
     is->left--;
     return is->fn(is->ud, user_seq, get_u64(v), get_u64(v + 8), get_u64(v + 16));
 }
@@ -670,7 +836,7 @@ int store_scan_inbox(store *s, uint64_t user, uint64_t after, uint64_t through, 
     key_u64(&p, user);
     start = p;
     key_u64(&start, after + 1);
-    struct inbox_scan is = {fn, ud, through, limit};
+    struct inbox_scan is = {s, fn, ud, through, limit};
     return scan(s, &p, &start, false, inbox_scan_cb, &is);
 }
 
@@ -693,4 +859,147 @@ void store_put_cursor(store_batch *b, uint64_t user, uint32_t device, uint64_t u
     key k;
     cursor_key(&k, user, device);
     batch_put_u64(b, &k, user_seq);
+}
+
+/* ---------------------------------------------------------------- devices */
+
+struct device_scan { store_device_fn fn; void *ud; int failed; };
+
+static int device_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
+    struct device_scan *ds = ud;
+    if (klen != 13) return 0;
+    Parley__Store__Device *d = parley__store__device__unpack(NULL, vlen, v);
+    if (!d) { ds->failed = 1; return 1; }
+    uint32_t device = (uint32_t)k[9] << 24 | (uint32_t)k[10] << 16 | (uint32_t)k[11] << 8 | k[12];
+    int stop = ds->fn(ds->ud, device, d);
+    parley__store__device__free_unpacked(d, NULL);
+    return stop;
+}
+
+int store_scan_devices(store *s, uint64_t user, store_device_fn fn, void *ud) {
+    key p;
+    key_begin(&p, 'd');
+    key_u64(&p, user);
+    struct device_scan ds = {fn, ud, 0};
+    int rc = scan(s, &p, &p, false, device_scan_cb, &ds);
+    return rc || ds.failed ? -1 : 0;
+}
+
+void store_delete_device(store_batch *b, uint64_t user, uint32_t device) {
+    key k;
+    device_key(&k, user, device);
+    rocksdb_writebatch_delete(b->wb, (const char *)k.b, k.len);
+}
+
+/* ------------------------------------------------------------ key directory */
+
+static void device_keys_key(key *k, char tag, uint64_t user, uint32_t device) {
+    key_begin(k, tag);
+    key_u64(k, user);
+    key_u32(k, device);
+}
+
+int store_get_device_keys(store *s, uint64_t user, uint32_t device, Parley__Store__DeviceKeys **out) {
+    key k;
+    device_keys_key(&k, 'K', user, device);
+    return get_unpacked(s, &k, &parley__store__device_keys__descriptor, (void **)out);
+}
+
+void store_put_device_keys(store_batch *b, uint64_t user, uint32_t device, const Parley__Store__DeviceKeys *dk) {
+    key k;
+    device_keys_key(&k, 'K', user, device);
+    batch_put_packed(b, &k, &dk->base);
+}
+
+void store_put_one_time_key(store_batch *b, uint64_t user, uint32_t device, uint32_t key_id,
+                            const uint8_t *public_key, size_t len) {
+    key k;
+    device_keys_key(&k, 'o', user, device);
+    key_u32(&k, key_id);
+    batch_put(b, &k, public_key, len);
+}
+
+struct first_key { uint32_t key_id; store_bytes *out; int found; };
+
+static int first_key_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
+    struct first_key *fk = ud;
+    if (klen != 17) return 0;
+    fk->key_id = (uint32_t)k[13] << 24 | (uint32_t)k[14] << 16 | (uint32_t)k[15] << 8 | k[16];
+    fk->out->data = malloc(vlen ? vlen : 1);
+    if (!fk->out->data) return 1;
+    memcpy(fk->out->data, v, vlen);
+    fk->out->len = vlen;
+    fk->found = 1;
+    return 1;
+}
+
+int store_first_one_time_key(store *s, uint64_t user, uint32_t device, uint32_t *key_id, store_bytes *out) {
+    key p;
+    device_keys_key(&p, 'o', user, device);
+    struct first_key fk = {0, out, 0};
+    out->data = NULL;
+    out->len = 0;
+    if (scan(s, &p, &p, false, first_key_cb, &fk) < 0) return -1;
+    *key_id = fk.key_id;
+    return fk.found;
+}
+
+void store_delete_one_time_key(store_batch *b, uint64_t user, uint32_t device, uint32_t key_id) {
+    key k;
+    device_keys_key(&k, 'o', user, device);
+    key_u32(&k, key_id);
+    rocksdb_writebatch_delete(b->wb, (const char *)k.b, k.len);
+}
+
+static void delete_prefix(store_batch *b, const key *p) {
+    key end;
+    key_prefix_end(p, &end);
+    rocksdb_writebatch_delete_range(b->wb, (const char *)p->b, p->len, (const char *)end.b, end.len);
+}
+
+void store_delete_device_keys(store_batch *b, uint64_t user, uint32_t device) {
+    key k;
+    device_keys_key(&k, 'K', user, device);
+    rocksdb_writebatch_delete(b->wb, (const char *)k.b, k.len);
+    device_keys_key(&k, 'o', user, device);
+    delete_prefix(b, &k);
+    device_keys_key(&k, 'q', user, device);
+    delete_prefix(b, &k);
+}
+
+/* -------------------------------------------------------- device messages */
+
+void store_put_device_message(store_batch *b, uint64_t user, uint32_t device, uint64_t queue_seq,
+                              const uint8_t *msg, size_t len) {
+    key k;
+    device_keys_key(&k, 'q', user, device);
+    key_u64(&k, queue_seq);
+    batch_put(b, &k, msg, len);
+}
+
+struct dm_scan { store_device_message_fn fn; void *ud; uint32_t left; };
+
+static int dm_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
+    struct dm_scan *ds = ud;
+    if (klen != 21) return 0;
+    if (ds->left == 0) return 1;
+    ds->left--;
+    return ds->fn(ds->ud, get_u64(k + 13), v, vlen);
+}
+
+int store_scan_device_messages(store *s, uint64_t user, uint32_t device, uint32_t limit,
+                               store_device_message_fn fn, void *ud) {
+    key p;
+    device_keys_key(&p, 'q', user, device);
+    struct dm_scan ds = {fn, ud, limit};
+    return scan(s, &p, &p, false, dm_scan_cb, &ds);
+}
+
+void store_delete_device_messages_through(store_batch *b, uint64_t user, uint32_t device, uint64_t queue_seq) {
+    key from, to;
+    device_keys_key(&from, 'q', user, device);
+    to = from;
+    key_u64(&from, 0);
+    key_u64(&to, queue_seq + 1);
+    rocksdb_writebatch_delete_range(b->wb, (const char *)from.b, from.len, (const char *)to.b, to.len);
 }

@@ -14,7 +14,7 @@ static store *open_fresh(void) {
     snprintf(dir, sizeof dir, "/tmp/parley-store-XXXXXX");
     if (!mkdtemp(dir)) return NULL;
     char *err = NULL;
-    store *s = store_open(dir, &err);
+    store *s = store_open(dir, 0, 0, &err);
     free(err);
     return s;
 }
@@ -44,9 +44,9 @@ static void inbox_ranges(void) {
     CHECK(s, "open");
     store_batch *b = store_batch_new();
     /* users 1, 2 and 256 (whose big-endian id shares leading bytes with 1) */
-    for (uint64_t i = 1; i <= 10; i++) store_put_inbox(b, 1, i, 7, i, 42);
-    store_put_inbox(b, 2, 1, 8, 1, 43);
-    store_put_inbox(b, 256, 1, 9, 1, 44);
+    for (uint64_t i = 1; i <= 10; i++) store_put_inbox(b, 1, i, 7, i, 42, 1);
+    store_put_inbox(b, 2, 1, 8, 1, 43, 1);
+    store_put_inbox(b, 256, 1, 9, 1, 44, 1);
     CHECK(store_commit(s, b, true) == 0, "commit");
     uint64_t head = 0;
     CHECK(store_inbox_head(s, 1, &head) == 0 && head == 10, "head of user 1: %lu", head);
@@ -105,7 +105,7 @@ static void messages_backwards_and_reopen(void) {
     store_close(s);
     /* what was committed is there after reopening */
     char *err = NULL;
-    s = store_open(dir, &err);
+    s = store_open(dir, 0, 0, &err);
     CHECK(s, "reopen: %s", err ? err : "");
     CHECK(store_last_seq(s, 5, &last) == 0 && last == 9, "last seq after reopen %lu", last);
     store_bytes v;
@@ -155,7 +155,7 @@ static void records_and_dedupe(void) {
     m.joined_seq = 1;
     m.read_seq = 3;
     store_put_member(b, 10, 20, &m);
-    store_put_client_msg(b, 20, 1, (const uint8_t *)"abc", 3, 10, 4);
+    store_put_client_msg(b, 20, 1, (const uint8_t *)"abc", 3, 10, 4, 1);
     store_put_counter(b, "user", 77);
     CHECK(store_commit(s, b, true) == 0, "commit");
     Parley__Store__Member *got = NULL;

@@ -1,0 +1,101 @@
+/* writer_internal.h -- what the write path's files share: the writer's
+ * state and the helpers its request handlers use. Only src/chat includes it.
+ *
+ * A handler runs on the writer thread. It validates, puts its changes into
+ * w->batch, and answers with writer_answer (sent after the commit) or
+ * writer_fail (sent at once: a refusal changes nothing). Member records it
+ * changes go through writer_member_for_update, so that several requests in
+ * one batch that touch the same record (a send marks it read, an ack marks
+ * it delivered) all land. */
+#ifndef PARLEY_CHAT_WRITER_INTERNAL_H
+#define PARLEY_CHAT_WRITER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "chat/reply.h"
+#include "chat/writer.h"
+#include "core/mpsc.h"
+#include "core/u64map.h"
+
+enum {
+    QUEUE_CAP = 65536,
+    BATCH_MAX = 512,
+    MAX_NAME = 32,
+    MAX_DEVICE_NAME = 64,
+    MAX_GROUP_NAME = 128,
+    MAX_BODY = 65536,
+    MAX_CLIENT_MSG_ID = 64,
+    LINK_TOKEN_TTL_MS = 10 * 60 * 1000,
+    CONV_CACHE_MAX = 1 << 20,
+    ACK_SCAN_MAX = 4096,
+};
+
+/* a message committed in the open batch, answered and published after */
+typedef struct pending_send {
+    uint64_t conn_id, request_id;
+    uint64_t user_id;
+    uint32_t device_id;
+    uint64_t conv, seq, ts;
+    bool duplicate;
+    bool silent;             /* a membership message: published, not answered */
+    blob *message;           /* NULL for a duplicate */
+    uint64_t offset;
+    const uint8_t *client_msg_id; /* points into the request frame (kept alive) */
+    size_t client_msg_id_len;
+} pending_send;
+
+typedef struct pending_member {
+    uint64_t conv, user;
+    Parley__Store__Member *record;   /* owned until the batch commits */
+} pending_member;
+
+struct writer {
+    server *srv;
+    mpsc requests;
+    pthread_t thread;
+    store_batch *batch;
+    /* the open batch */
+    pending_send sends[BATCH_MAX];
+    size_t n_sends;
+    chat_request *held[BATCH_MAX];   /* requests whose frames pending_send points into */
+    size_t n_held;
+    worker_msg *replies[BATCH_MAX];  /* answers that wait for the commit */
+    size_t n_replies;
+    /* ids and seqs, owned here */
+    uint64_t last_user_id;
+    uint64_t last_conv_id;
+    uint64_t last_offset;            /* fan-out log, partition 0 */
+    u64map conv_last_seq;            /* conversation -> last seq assigned */
+    pending_member *members;         /* member records changed in the open batch */
+    size_t n_members, cap_members;
+};
+
+
+/* Commits the open batch, then answers and publishes (writer.c). */
+void writer_flush(writer *w);
+void writer_reply_later(writer *w, worker_msg *m);
+void writer_answer(writer *w, const chat_request *r, Parley__V1__Response *resp);
+void writer_answer_ok(writer *w, const chat_request *r);
+void writer_fail(writer *w, const chat_request *r, Parley__V1__Status status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* 1 active member (record in *out if asked: caller frees), 0 not, -1 error */
+int writer_active_member(writer *w, uint64_t conv, uint64_t user, Parley__Store__Member **out);
+int writer_user_exists(writer *w, uint64_t user);
+/* 1 with *seq, 0 when the conversation has no messages, -1 on error */
+int conv_last_seq(writer *w, uint64_t conv, uint64_t *seq);
+/* The member record of (conv, user) as this batch will write it, loaded on
+ * first use; NULL when there is none. The writer owns it; changes are
+ * written at the next flush. */
+Parley__Store__Member *writer_member_for_update(writer *w, uint64_t conv, uint64_t user);
+
+/* handlers in other files */
+void handle_upload_keys(writer *w, chat_request *r);
+void handle_fetch_keys(writer *w, chat_request *r);
+void handle_remove_device(writer *w, chat_request *r);
+void handle_send_device_message(writer *w, chat_request *r);
+void handle_ack_device_messages(writer *w, chat_request *r);
+/* bumps the user's device list counter and tells their contacts */
+void writer_device_list_changed(writer *w, uint64_t user, Parley__Store__User *u);
+
+#endif

@@ -1,0 +1,266 @@
+/* realtime.c -- see realtime.h. Everything here is ephemeral or a read;
+ * nothing waits for the writer. Pushes to connections on other workers use
+ * a non-blocking post: a loop thread never waits on another's queue, and a
+ * typing indicator that finds a full queue is dropped (it is ephemeral). */
+#include "gateway/realtime.h"
+
+#include <string.h>
+
+#include "chat/membership.h"
+#include "chat/reply.h"
+#include "core/clock.h"
+#include "core/metrics.h"
+
+enum {
+    MAX_PRESENCE_USERS = 1024,
+    TYPING_RATE = 5,            /* indicators per second per device, bursts of 2x */
+    MAX_DEVICE_MESSAGES_AT_SYNC = 1000,
+    MAX_DEVICES = 64,
+};
+
+static void respond(worker *w, conn *c, uint64_t request_id, Parley__V1__Response *resp) {
+    Parley__V1__Frame f;
+    parley__v1__frame__init(&f);
+    f.request_id = request_id;
+    f.body_case = PARLEY__V1__FRAME__BODY_RESPONSE;
+    f.response = resp;
+    conn_send_frame(w, c, &f);
+}
+
+static void try_post(worker *w, worker_msg *m) {
+    uint32_t index = conn_id_worker(m->conn_id);
+    if (index >= (uint32_t)w->srv->n_workers || mpsc_try_push(&w->srv->workers[index]->inbox, m))
+        worker_msg_free(m);
+}
+
+/* --------------------------------------------------------------- presence */
+
+static void send_presence(worker *w, conn *c, uint64_t user) {
+    int online = 0;
+    uint64_t last_seen = 0;
+    registry_presence_state(w->srv->registry, user, &online, &last_seen);
+    Parley__V1__Frame f;
+    Parley__V1__Presence p;
+    parley__v1__frame__init(&f);
+    parley__v1__presence__init(&p);
+    p.user_id = user;
+    p.online = online;
+    p.last_seen_ts = last_seen;
+    f.body_case = PARLEY__V1__FRAME__BODY_PRESENCE;
+    f.presence = &p;
+    conn_send_frame(w, c, &f);
+}
+
+void realtime_subscribe_presence(worker *w, conn *c, const Parley__V1__Frame *f) {
+    const Parley__V1__SubscribePresence *q = f->subscribe_presence;
+    if (q->n_user_ids > MAX_PRESENCE_USERS) {
+        conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__TOO_LARGE, "at most 1024 users");
+        return;
+    }
+    for (size_t i = 0; i < q->n_user_ids; i++) {
+        if (membership_shared(w->srv->store, c->user_id, q->user_ids[i]) != 1) {
+            conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__FORBIDDEN,
+                            "presence only of users you share a conversation with");
+            return;
+        }
+    }
+    if (registry_presence_subscribe(w->srv->registry, c->id, q->user_ids, q->n_user_ids)) {
+        conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__INTERNAL, "out of memory");
+        return;
+    }
+    Parley__V1__Response r;
+    parley__v1__response__init(&r);
+    respond(w, c, f->request_id, &r);
+    for (size_t i = 0; i < q->n_user_ids; i++) send_presence(w, c, q->user_ids[i]);
+}
+
+/* ----------------------------------------------------------------- typing */
+
+static void refill(worker *w, conn *c) {
+    uint64_t now = clock_mono_ms();
+    float send_cap = 2.0f * (float)w->srv->cfg.send_rate, typing_cap = 2.0f * TYPING_RATE;
+    if (c->tokens_refilled_ms == 0) {
+        c->send_tokens = send_cap;
+        c->typing_tokens = typing_cap;
+    } else {
+        float dt = (float)(now - c->tokens_refilled_ms) / 1000.0f;
+        c->send_tokens += dt * (float)w->srv->cfg.send_rate;
+        c->typing_tokens += dt * TYPING_RATE;
+        if (c->send_tokens > send_cap) c->send_tokens = send_cap;
+        if (c->typing_tokens > typing_cap) c->typing_tokens = typing_cap;
+    }
+    c->tokens_refilled_ms = now;
+}
+
+bool realtime_take_send_token(worker *w, conn *c, uint64_t *retry_after_ms) {
+    refill(w, c);
+    if (c->send_tokens >= 1.0f) {
+        c->send_tokens -= 1.0f;
+        return true;
+    }
+    *retry_after_ms = (uint64_t)((1.0f - c->send_tokens) * 1000.0f / (float)w->srv->cfg.send_rate) + 1;
+    return false;
+}
+
+typedef struct typing_fanout {
+    worker *w;
+    conn *c;
+    const Parley__V1__Frame *frame;
+} typing_fanout;
+
+static int typing_to_member(void *ud, uint64_t user, const Parley__Store__Member *m) {
+    typing_fanout *t = ud;
+    if (m->left_seq != 0 || user == t->c->user_id) return 0;
+    registry_entry e[MAX_DEVICES];
+    size_t n = registry_lookup(t->w->srv->registry, user, e, MAX_DEVICES);
+    for (size_t i = 0; i < n && i < MAX_DEVICES; i++) try_post(t->w, reply_pack(WM_PUSH, e[i].conn_id, t->frame));
+    return 0;
+}
+
+void realtime_typing(worker *w, conn *c, const Parley__V1__Frame *f) {
+    const Parley__V1__Typing *q = f->typing;
+    refill(w, c);
+    if (c->typing_tokens < 1.0f) {
+        Parley__V1__Response r;
+        parley__v1__response__init(&r);
+        r.status = PARLEY__V1__STATUS__RATE_LIMITED;
+        r.error = "typing indicators are limited to 5 per second";
+        r.retry_after_ms = (uint64_t)((1.0f - c->typing_tokens) * 1000.0f / TYPING_RATE) + 1;
+        METRIC_INC(request_errors_total);
+        respond(w, c, f->request_id, &r);
+        return;
+    }
+    c->typing_tokens -= 1.0f;
+    if (membership_current(w->srv->store, q->conversation_id, c->user_id, NULL) != 1) {
+        conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__FORBIDDEN, "not a member of this conversation");
+        return;
+    }
+    Parley__V1__Frame push;
+    Parley__V1__TypingIndicator ti;
+    parley__v1__frame__init(&push);
+    parley__v1__typing_indicator__init(&ti);
+    ti.conversation_id = q->conversation_id;
+    ti.user_id = c->user_id;
+    ti.device_id = c->device_id;
+    ti.typing = q->typing;
+    push.body_case = PARLEY__V1__FRAME__BODY_TYPING_INDICATOR;
+    push.typing_indicator = &ti;
+    typing_fanout t = {w, c, &push};
+    store_scan_members(w->srv->store, q->conversation_id, typing_to_member, &t);
+    Parley__V1__Response r;
+    parley__v1__response__init(&r);
+    respond(w, c, f->request_id, &r);
+}
+
+/* --------------------------------------------------------------- receipts */
+
+typedef struct receipt_list {
+    Parley__V1__MemberReceipt *items;
+    Parley__V1__MemberReceipt **ptrs;
+    size_t n, cap;
+} receipt_list;
+
+static int add_receipt(void *ud, uint64_t user, const Parley__Store__Member *m) {
+    receipt_list *l = ud;
+    if (m->joined_seq == 0 || m->left_seq != 0) return 0;
+    if (l->n == l->cap) return 1;
+    Parley__V1__MemberReceipt *r = &l->items[l->n];
+    parley__v1__member_receipt__init(r);
+    r->user_id = user;
+    r->delivered_seq = m->delivered_seq;
+    r->read_seq = m->read_seq;
+    l->ptrs[l->n++] = r;
+    return 0;
+}
+
+void realtime_get_receipts(worker *w, conn *c, const Parley__V1__Frame *f) {
+    uint64_t conv = f->get_receipts->conversation_id;
+    if (membership_current(w->srv->store, conv, c->user_id, NULL) != 1) {
+        conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__FORBIDDEN, "not a member of this conversation");
+        return;
+    }
+    receipt_list l = {0};
+    l.cap = w->srv->cfg.max_group_members;
+    l.items = malloc(l.cap * sizeof *l.items);
+    l.ptrs = malloc(l.cap * sizeof *l.ptrs);
+    if (!l.items || !l.ptrs) abort();
+    store_scan_members(w->srv->store, conv, add_receipt, &l);
+    Parley__V1__Response r;
+    Parley__V1__ReceiptList rl;
+    parley__v1__response__init(&r);
+    parley__v1__receipt_list__init(&rl);
+    rl.conversation_id = conv;
+    rl.members = l.ptrs;
+    rl.n_members = l.n;
+    r.result_case = PARLEY__V1__RESPONSE__RESULT_RECEIPTS;
+    r.receipts = &rl;
+    respond(w, c, f->request_id, &r);
+    free(l.items);
+    free(l.ptrs);
+}
+
+/* ---------------------------------------------------------------- devices */
+
+typedef struct device_ids {
+    uint32_t ids[MAX_DEVICES];
+    size_t n;
+} device_ids;
+
+static int add_device(void *ud, uint32_t device, const Parley__Store__Device *d) {
+    (void)d;
+    device_ids *l = ud;
+    if (l->n == MAX_DEVICES) return 1;
+    l->ids[l->n++] = device;
+    return 0;
+}
+
+void realtime_get_devices(worker *w, conn *c, const Parley__V1__Frame *f) {
+    uint64_t user = f->get_devices->user_id;
+    Parley__Store__User *u = NULL;
+    if (store_get_user(w->srv->store, user, &u) != 1) {
+        conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__NOT_FOUND, "no such user");
+        return;
+    }
+    if (membership_shared(w->srv->store, c->user_id, user) != 1) {
+        parley__store__user__free_unpacked(u, NULL);
+        conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__FORBIDDEN,
+                        "devices only of users you share a conversation with");
+        return;
+    }
+    device_ids l = {{0}, 0};
+    store_scan_devices(w->srv->store, user, add_device, &l);
+    Parley__V1__Response r;
+    Parley__V1__DeviceList dl;
+    parley__v1__response__init(&r);
+    parley__v1__device_list__init(&dl);
+    dl.user_id = user;
+    dl.change_counter = u->device_list_counter;
+    dl.device_ids = l.ids;
+    dl.n_device_ids = l.n;
+    r.result_case = PARLEY__V1__RESPONSE__RESULT_DEVICES;
+    r.devices = &dl;
+    respond(w, c, f->request_id, &r);
+    parley__store__user__free_unpacked(u, NULL);
+}
+
+/* -------------------------------------------------------- device messages */
+
+static int push_device_message(void *ud, uint64_t queue_seq, const uint8_t *msg, size_t len) {
+    (void)queue_seq;
+    typing_fanout *t = ud;   /* only w and c are used */
+    Parley__V1__DeviceMessage *dm = parley__v1__device_message__unpack(NULL, len, msg);
+    if (!dm) return 0;
+    Parley__V1__Frame f;
+    parley__v1__frame__init(&f);
+    f.body_case = PARLEY__V1__FRAME__BODY_DEVICE_MESSAGE;
+    f.device_message = dm;
+    conn_send_frame(t->w, t->c, &f);
+    parley__v1__device_message__free_unpacked(dm, NULL);
+    return 0;
+}
+
+void realtime_push_device_messages(worker *w, conn *c) {
+    typing_fanout t = {w, c, NULL};
+    store_scan_device_messages(w->srv->store, c->user_id, c->device_id, MAX_DEVICE_MESSAGES_AT_SYNC,
+                               push_device_message, &t);
+}

@@ -1,0 +1,18 @@
+/* realtime.h -- the requests a worker answers itself beyond messaging:
+ * presence subscriptions, typing indicators, receipt and device-list reads,
+ * and pending device messages at sync. */
+#ifndef PARLEY_GATEWAY_REALTIME_H
+#define PARLEY_GATEWAY_REALTIME_H
+
+#include "gateway/conn.h"
+
+void realtime_subscribe_presence(worker *w, conn *c, const Parley__V1__Frame *f);
+void realtime_typing(worker *w, conn *c, const Parley__V1__Frame *f);
+void realtime_get_receipts(worker *w, conn *c, const Parley__V1__Frame *f);
+void realtime_get_devices(worker *w, conn *c, const Parley__V1__Frame *f);
+/* pushes every device message waiting in this device's queue */
+void realtime_push_device_messages(worker *w, conn *c);
+/* refills c's token buckets; true when a send may go now, else the wait */
+bool realtime_take_send_token(worker *w, conn *c, uint64_t *retry_after_ms);
+
+#endif
