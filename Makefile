@@ -19,5 +19,8 @@ run: build
 test: deps
 	@./tests/run.sh
 
+bench: deps
+	@BUILD=$(BUILD) ./scripts/bench.sh
+
 clean:
 	rm -rf build build-*

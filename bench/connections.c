@@ -1,0 +1,239 @@
+/* connections.c -- how many idle authenticated connections the server
+ * holds, and what each costs it.
+ *
+ * Phase 1 registers N users (one short-lived connection each) and closes
+ * them, so that the server's memory for N users in its store is already in
+ * the baseline (the server is restarted in between when the bench runs it,
+ * so that registration garbage kept by its allocator is not reused). Phase 2 opens N connections that sign in and start sync,
+ * as real devices do, and holds them with WebSocket pings. The server's
+ * RSS after phase 2 minus the baseline, over N, is what an idle
+ * authenticated connection costs it in user space.
+ *
+ * One process holds at most RLIMIT_NOFILE sockets (hard limit 20,000 here,
+ * which cannot be raised inside the sandbox); past that the work is split
+ * over several worker processes, coordinated over pipes. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fleet.h"
+
+typedef struct phase_result {
+    uint64_t registered, ready, shed, errors;
+    double register_s, connect_s;
+    long rss_before_kb, rss_after_kb;   /* this bench process */
+} phase_result;
+
+static long fd_budget(void) {
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    return (long)rl.rlim_cur - 64;   /* stdio, epoll, pipes */
+}
+
+static int read_full(int fd, void *p, size_t n) {
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, (char *)p + got, n - got);
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR) continue;
+            return -1;
+        }
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static int write_full(int fd, const void *p, size_t n) {
+    return write(fd, p, n) == (ssize_t)n ? 0 : -1;
+}
+
+/* The work of one process over n connections; talks to the parent over
+ * to_parent/from_parent (both -1 when it is the only process). */
+static int run_slice(uint32_t n, int to_parent, int from_parent, phase_result *pr) {
+    fleet f;
+    if (fleet_init(&f, n, g_opt.threads)) return 1;
+    uint64_t t = now_ns();
+    for (int k = 0; k < f.n_loops; k++) f.loops[k].close_after_auth = true;
+    pr->registered = fleet_bring_up(&f, true, false, 300, "register");
+    for (int k = 0; k < f.n_loops; k++) f.loops[k].close_after_auth = false;
+    pr->register_s = (double)(now_ns() - t) / 1e9;
+    fleet_close_all(&f);
+    char go = 0;
+    if (to_parent >= 0 && (write_full(to_parent, pr, sizeof *pr) || read_full(from_parent, &go, 1)))
+        return 1;
+    if (to_parent < 0) {
+        struct timespec ts = {1, 0};   /* let the server settle before the baseline */
+        nanosleep(&ts, NULL);
+    }
+    pr->rss_before_kb = proc_rss_kb(getpid());
+    t = now_ns();
+    pr->ready = fleet_bring_up(&f, false, true, 300, "connect");
+    pr->connect_s = (double)(now_ns() - t) / 1e9;
+    pr->shed = LOOPS_SUM(f.loops, f.n_loops, shed);
+    pr->errors = LOOPS_SUM(f.loops, f.n_loops, errors);
+    for (uint32_t i = 0; i < n; i++) conn_trim(f.all[i]);
+    /* hold, with heartbeats, for the set time */
+    run_loops(f.loops, f.n_loops, "hold", NULL, g_opt.hold);
+    pr->rss_after_kb = proc_rss_kb(getpid());
+    if (to_parent >= 0) {
+        if (write_full(to_parent, pr, sizeof *pr) || read_full(from_parent, &go, 1)) return 1;
+    }
+    /* caller measures the server now (single process); the fleet stays up
+     * until it returns here */
+    if (to_parent < 0) return 0;
+    fleet_close_all(&f);
+    fleet_free(&f);
+    return 0;
+}
+
+int scenario_connections(server_proc *s) {
+    long n = g_opt.n, budget = fd_budget();
+    int procs = g_opt.procs > 0 ? g_opt.procs : (int)((n + budget - 1) / budget);
+    if (procs < 1) procs = 1;
+    if (n > budget)
+        fprintf(stderr,
+                "parley-bench: %ld connections asked, but one process may open only %ld sockets "
+                "(RLIMIT_NOFILE %ld); spreading over %d processes\n",
+                n, budget, budget + 64, procs);
+    if (s->pid > 0 && n > budget)
+        fprintf(stderr,
+                "parley-bench: note: the server is one process with the same limit, so it cannot "
+                "hold more than about %ld; the rest will be refused\n", budget);
+    long rss0 = s->pid > 0 ? proc_rss_kb(s->pid) : -1;
+    phase_result total = {0};
+    long bench_before = 0, bench_after = 0, server_base = -1, server_after = -1;
+    double register_s = 0, connect_s = 0;
+    long half_rss = -1;
+    uint64_t half_n = 0;
+    if (procs == 1) {
+        phase_result pr = {0};
+        /* the fleet must stay up while the server is measured, so run the
+         * slice's phases here step by step */
+        fleet f;
+        if (fleet_init(&f, (uint32_t)n, g_opt.threads)) return 1;
+        uint64_t t = now_ns();
+        for (int k = 0; k < f.n_loops; k++) f.loops[k].close_after_auth = true;
+        pr.registered = fleet_bring_up(&f, true, false, 300, "register");
+        for (int k = 0; k < f.n_loops; k++) f.loops[k].close_after_auth = false;
+        register_s = (double)(now_ns() - t) / 1e9;
+        fleet_close_all(&f);
+        if (s->pid > 0) {
+            /* restart the server so that the transient memory of registering
+             * N users (freed, but kept by its allocator) is not reused by the
+             * connections and hidden from the figure */
+            server_stop(s, SIGTERM);
+            if (server_restart(s)) return 1;
+        }
+        struct timespec ts = {1, 0};
+        nanosleep(&ts, NULL);
+        server_base = s->pid > 0 ? proc_rss_kb(s->pid) : -1;
+        bench_before = proc_rss_kb(getpid());
+        t = now_ns();
+        /* in two halves: memory the allocator kept from registration is
+         * reused by the first half, so the second half shows what a
+         * connection really adds */
+        pr.ready = fleet_bring_up_part(&f, false, true, 300, "connect", 0, 0.5);
+        run_loops(f.loops, f.n_loops, "settle", NULL, 1.0);
+        half_rss = s->pid > 0 ? proc_rss_kb(s->pid) : -1;
+        half_n = pr.ready;
+        pr.ready += fleet_bring_up_part(&f, false, true, 300, "connect", 0.5, 1.0);
+        connect_s = (double)(now_ns() - t) / 1e9 - 1.0;
+        pr.shed = LOOPS_SUM(f.loops, f.n_loops, shed);
+        pr.errors = LOOPS_SUM(f.loops, f.n_loops, errors);
+        for (uint32_t i = 0; i < f.n; i++) conn_trim(f.all[i]);
+        run_loops(f.loops, f.n_loops, "hold", NULL, g_opt.hold);
+        server_after = s->pid > 0 ? proc_rss_kb(s->pid) : -1;
+        bench_after = proc_rss_kb(getpid());
+        total = pr;
+        fleet_close_all(&f);
+        fleet_free(&f);
+    } else {
+        int up[64][2], down[64][2];
+        pid_t kids[64];
+        if (procs > 64) procs = 64;
+        for (int p = 0; p < procs; p++) {
+            long share = n / procs + (p < n % procs);
+            if (pipe(up[p]) || pipe(down[p])) return 1;
+            kids[p] = fork();
+            if (kids[p] == 0) {
+                g_opt.proc_index = p + 1;
+                close(up[p][0]);
+                close(down[p][1]);
+                phase_result pr = {0};
+                int rc = run_slice((uint32_t)share, up[p][1], down[p][0], &pr);
+                _exit(rc);
+            }
+            close(up[p][1]);
+            close(down[p][0]);
+        }
+        phase_result pr[64];
+        for (int p = 0; p < procs; p++) {   /* all registered */
+            if (read_full(up[p][0], &pr[p], sizeof pr[p])) return 1;
+            total.registered += pr[p].registered;
+            if (pr[p].register_s > register_s) register_s = pr[p].register_s;
+        }
+        if (s->pid > 0) {   /* as above: a baseline without registration garbage */
+            server_stop(s, SIGTERM);
+            if (server_restart(s)) return 1;
+        }
+        struct timespec ts = {1, 0};
+        nanosleep(&ts, NULL);
+        server_base = s->pid > 0 ? proc_rss_kb(s->pid) : -1;
+        char go = 1;
+        for (int p = 0; p < procs; p++) write_full(down[p][1], &go, 1);
+        for (int p = 0; p < procs; p++) {   /* all connected and held */
+            if (read_full(up[p][0], &pr[p], sizeof pr[p])) return 1;
+            total.ready += pr[p].ready;
+            total.shed += pr[p].shed;
+            total.errors += pr[p].errors;
+            if (pr[p].connect_s > connect_s) connect_s = pr[p].connect_s;
+            bench_before += pr[p].rss_before_kb;
+            bench_after += pr[p].rss_after_kb;
+        }
+        server_after = s->pid > 0 ? proc_rss_kb(s->pid) : -1;
+        for (int p = 0; p < procs; p++) {
+            write_full(down[p][1], &go, 1);
+            waitpid(kids[p], NULL, 0);
+        }
+    }
+    report_begin("connections");
+    report_str("server_fsync", s->fsync, "server fsync policy");
+    report_num("server_workers", s->workers, "", "server worker threads");
+    report_num("asked", (double)n, "", "connections asked");
+    report_num("bench_processes", procs, "", "bench processes");
+    report_num("registered", (double)total.registered, "", "users registered (phase 1)");
+    report_num("register_rate", (double)total.registered / register_s, "/s", "register rate");
+    report_num("held", (double)total.ready, "", "connections held (signed in + syncing)");
+    report_num("connect_rate", (double)total.ready / connect_s, "/s",
+               "connect rate (TCP+upgrade+sign-in+sync)");
+    report_num("shed", (double)total.shed, "", "shed (503/1013)");
+    report_num("errors", (double)total.errors, "", "errors");
+    report_num("hold_s", g_opt.hold, "s", "held for");
+    if (server_after > 0) {
+        report_num("server_rss_start_kb", (double)rss0, "KB", "server RSS at start");
+        report_num("server_rss_base_kb", (double)server_base, "KB", "server RSS, users registered, no connections");
+        report_num("server_rss_held_kb", (double)server_after, "KB", "server RSS holding the connections");
+        if (half_rss > 0 && total.ready > half_n) {
+            report_num("server_rss_half_kb", (double)half_rss, "KB", "server RSS holding the first half");
+            report_num("server_bytes_per_conn_marginal",
+                       (double)(server_after - half_rss) * 1024 / (double)(total.ready - half_n), "B",
+                       "server bytes per idle connection (second half)");
+        }
+        if (total.ready)
+            report_num("server_bytes_per_conn", (double)(server_after - server_base) * 1024 / (double)total.ready,
+                       "B", "server user-space bytes per idle connection");
+    } else {
+        report_note("server started elsewhere: its RSS is not visible to the bench");
+    }
+    if (total.ready)
+        report_num("bench_bytes_per_conn", (double)(bench_after - bench_before) * 1024 / (double)total.ready,
+                   "B", "bench bytes per connection");
+    report_note("kernel socket memory (both ends) is not in either RSS");
+    return 0;
+}

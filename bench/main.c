@@ -1,0 +1,200 @@
+/* main.c -- parley-bench: options, the server under test, the scenario.
+ *
+ *   parley-bench SCENARIO [options]
+ *
+ * Benchmarks are not tests: this prints figures (and writes them as JSON)
+ * and exits 0 whenever it could measure, whatever the figures are. Every
+ * load loop is bounded in count and time; all traffic is on 127.0.0.0/8. */
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "bench.h"
+
+bench_opts g_opt;
+
+static void usage(FILE *out) {
+    fprintf(out,
+        "usage: parley-bench SCENARIO [options]\n"
+        "scenarios:\n"
+        "  connections --n N [--hold S]       idle authenticated connections: connect rate, memory per connection\n"
+        "  direct --pairs P --rate R|max --seconds S   1:1 conversations: acked sends/s, deliveries/s, latency\n"
+        "  group --size 250 --groups G --senders all|K --seconds S   fan-out: deliveries/s, latency, receipts/s\n"
+        "  reconnect --n N [--restart drain|kill]   server restarted under N clients: time until back, shed\n"
+        "  sync --backlog M                   an offline device returns to M messages: catch-up rate\n"
+        "options:\n"
+        "  --server ws://HOST:PORT   server under test (default: start build/parley on a free port)\n"
+        "  --parley PATH             server binary to start (default: parley next to parley-bench)\n"
+        "  --fsync always|batch|off  fsync policy of the started server (or the one --server runs with)\n"
+        "  --server-workers N        worker threads of the started server (or of --server's)\n"
+        "  --threads T               bench loops, one thread each (default 1)\n"
+        "  --procs K                 connections: bench processes (default: as RLIMIT_NOFILE needs)\n"
+        "  --window W                sends in flight per sender in max mode (default 8)\n"
+        "  --body BYTES              message body size (default 32, min 16)\n"
+        "  --ack-every N             events per cumulative Ack (default 64)\n"
+        "  --heartbeat S             seconds between pings per connection (default 10)\n"
+        "  --json FILE               write the figures as JSON\n"
+        "  --plot FILE.png           draw the latency distribution (gnuplot)\n"
+        "  --quiet                   no progress line\n");
+}
+
+static int parse_server(const char *url) {
+    if (strncmp(url, "ws://", 5) != 0) return -1;
+    const char *h = url + 5, *colon = strrchr(h, ':');
+    if (!colon || (size_t)(colon - h) >= sizeof g_opt.host) return -1;
+    memcpy(g_opt.host, h, (size_t)(colon - h));
+    g_opt.host[colon - h] = 0;
+    if (strcmp(g_opt.host, "localhost") == 0) strcpy(g_opt.host, "127.0.0.1");
+    g_opt.port = atoi(colon + 1);
+    if (strncmp(g_opt.host, "127.", 4) != 0) {
+        fprintf(stderr, "parley-bench: the bench only drives servers on 127.0.0.0/8\n");
+        return -1;
+    }
+    return g_opt.port > 0 ? 0 : -1;
+}
+
+/* The bench and the server it starts get the hard limit of open files. */
+static void raise_nofile(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static char *default_parley_bin(void) {
+    static char path[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 16);
+    if (n <= 0) return "build/parley";
+    path[n] = 0;
+    char *slash = strrchr(path, '/');
+    strcpy(slash ? slash + 1 : path, "parley");
+    return path;
+}
+
+static server_proc *g_server;
+static void on_signal(int sig) {
+    if (g_server && g_server->pid > 0) kill(g_server->pid, SIGKILL);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    g_opt.scenario = argv[1];
+    g_opt.threads = 1;
+    g_opt.n = 1000;
+    g_opt.pairs = 1000;
+    g_opt.group_size = 250;
+    g_opt.groups = 1;
+    g_opt.senders = -1;
+    g_opt.backlog = 100000;
+    g_opt.window = 8;
+    g_opt.seconds = 10;
+    g_opt.hold = 10;
+    g_opt.heartbeat = 10;
+    g_opt.body_bytes = 32;
+    g_opt.ack_every = 64;
+    g_opt.fsync = "batch";
+    g_opt.restart_mode = "drain";
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--quiet") == 0) { g_opt.quiet = 1; continue; }
+        if (strcmp(a, "--help") == 0) { usage(stdout); return 0; }
+        if (!v) { fprintf(stderr, "parley-bench: %s needs a value\n", a); return 2; }
+        i++;
+        if (strcmp(a, "--server") == 0) {
+            snprintf(g_opt.server_url, sizeof g_opt.server_url, "%s", v);
+            if (parse_server(v)) { fprintf(stderr, "parley-bench: bad --server %s\n", v); return 2; }
+        } else if (strcmp(a, "--parley") == 0) g_opt.parley_bin = v;
+        else if (strcmp(a, "--fsync") == 0) g_opt.fsync = v;
+        else if (strcmp(a, "--server-workers") == 0) g_opt.server_workers = atoi(v);
+        else if (strcmp(a, "--threads") == 0) g_opt.threads = atoi(v);
+        else if (strcmp(a, "--procs") == 0) g_opt.procs = atoi(v);
+        else if (strcmp(a, "--n") == 0) g_opt.n = atol(v);
+        else if (strcmp(a, "--pairs") == 0) g_opt.pairs = atol(v);
+        else if (strcmp(a, "--size") == 0) g_opt.group_size = atol(v);
+        else if (strcmp(a, "--groups") == 0) g_opt.groups = atol(v);
+        else if (strcmp(a, "--senders") == 0) g_opt.senders = strcmp(v, "all") == 0 ? -1 : atol(v);
+        else if (strcmp(a, "--backlog") == 0) g_opt.backlog = atol(v);
+        else if (strcmp(a, "--rate") == 0) g_opt.rate = strcmp(v, "max") == 0 ? 0 : atof(v);
+        else if (strcmp(a, "--window") == 0) g_opt.window = atoi(v);
+        else if (strcmp(a, "--seconds") == 0) g_opt.seconds = atof(v);
+        else if (strcmp(a, "--hold") == 0) g_opt.hold = atof(v);
+        else if (strcmp(a, "--heartbeat") == 0) g_opt.heartbeat = atof(v);
+        else if (strcmp(a, "--body") == 0) g_opt.body_bytes = atoi(v);
+        else if (strcmp(a, "--ack-every") == 0) g_opt.ack_every = atoi(v);
+        else if (strcmp(a, "--restart") == 0) g_opt.restart_mode = v;
+        else if (strcmp(a, "--json") == 0) g_opt.json_path = v;
+        else if (strcmp(a, "--plot") == 0) g_opt.plot_path = v;
+        else { fprintf(stderr, "parley-bench: unknown option %s\n", a); return 2; }
+    }
+    /* every load is bounded: clamp what could make a run unbounded */
+    if (g_opt.seconds <= 0 || g_opt.seconds > 3600) g_opt.seconds = 10;
+    if (g_opt.hold < 0 || g_opt.hold > 3600) g_opt.hold = 10;
+    if (g_opt.window < 1) g_opt.window = 1;
+    if (g_opt.window > 1024) g_opt.window = 1024;
+    if (g_opt.ack_every < 1) g_opt.ack_every = 1;
+    if (g_opt.threads < 1 || g_opt.threads > 64) g_opt.threads = 1;
+    if (g_opt.n < 1 || g_opt.n > 10000000) g_opt.n = 1000;
+    if (g_opt.pairs < 1 || g_opt.pairs > 1000000) g_opt.pairs = 1000;
+    if (g_opt.group_size < 2 || g_opt.group_size > 65536) g_opt.group_size = 250;
+    if (g_opt.groups < 1 || g_opt.groups > 10000) g_opt.groups = 1;
+    if (g_opt.backlog < 1 || g_opt.backlog > 100000000) g_opt.backlog = 100000;
+    if (!g_opt.parley_bin) g_opt.parley_bin = default_parley_bin();
+
+    if (sodium_init() < 0) return 1;
+    signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
+
+    server_proc srv;
+    memset(&srv, 0, sizeof srv);
+    snprintf(srv.fsync, sizeof srv.fsync, "%s", g_opt.fsync);
+    srv.workers = g_opt.server_workers;
+    if (!g_opt.server_url[0]) {
+        g_server = &srv;
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        if (server_start(&srv, NULL)) {
+            server_stop(&srv, SIGKILL);
+            server_cleanup(&srv);
+            return 1;
+        }
+        strcpy(g_opt.host, "127.0.0.1");
+        g_opt.port = srv.port;
+        fprintf(stderr, "parley-bench: started %s on 127.0.0.1:%d (fsync %s, %d workers, data %s)\n",
+                g_opt.parley_bin, srv.port, srv.fsync, srv.workers, srv.data_dir);
+    } else if (srv.workers <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);   /* the server's default, unless told */
+        srv.workers = n > 0 ? (int)n : 1;
+    }
+
+    int rc;
+    const char *s = g_opt.scenario;
+    if (strcmp(s, "connections") == 0) rc = scenario_connections(&srv);
+    else if (strcmp(s, "direct") == 0) rc = scenario_direct(&srv);
+    else if (strcmp(s, "group") == 0) rc = scenario_group(&srv);
+    else if (strcmp(s, "reconnect") == 0) rc = scenario_reconnect(&srv);
+    else if (strcmp(s, "sync") == 0) rc = scenario_sync(&srv);
+    else {
+        fprintf(stderr, "parley-bench: unknown scenario %s\n", s);
+        usage(stderr);
+        rc = 2;
+    }
+    if (rc == 0) report_end(g_opt.json_path);
+    if (srv.pid > 0) {
+        server_stop(&srv, SIGTERM);
+        server_cleanup(&srv);
+    }
+    return rc;
+}
