@@ -79,6 +79,7 @@ struct pc_client {
 
     pc_stats stats;
     int status;               /* of the last failure */
+    uint64_t retry_after_ms;  /* from the last error response (RATE_LIMITED, UNAVAILABLE) */
     char error[256];
 };
 

@@ -2,14 +2,17 @@
  *
  * Start order: store, fan-out replay (what was acknowledged before a crash
  * but not fanned out), queue, registry, writer, fan-out thread, workers.
- * SIGTERM/SIGINT stops in reverse; a second signal exits at once (nothing
- * acknowledged is lost: it is in the store). */
+ * SIGTERM/SIGINT drains (workers_stop: listeners closed, connections closed
+ * with 1012 over the drain window), then stops the rest in reverse and
+ * exits 0; a second signal exits at once (nothing acknowledged is lost: it
+ * is in the store). */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,6 +34,30 @@ static int make_data_dir(const char *dir) {
     return -1;
 }
 
+/* A gateway holds one descriptor per connection: take the hard limit. */
+static void raise_fd_limit(const config *cfg) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)cfg->max_connections + 64)
+        log_info("open-file limit %llu is below --max-connections %u: past it new connections "
+                 "are refused at accept", (unsigned long long)rl.rlim_cur, cfg->max_connections);
+}
+
+/* The second SIGTERM/SIGINT, while draining: leave now. Only
+ * async-signal-safe calls here. */
+static void exit_now(int sig) {
+    static const char msg[] = "parley: second signal during the drain: exiting now\n";
+    ssize_t r = write(2, msg, sizeof msg - 1);
+    (void)r;
+    (void)sig;
+    _exit(1);
+}
+
 static int serve(int argc, char **argv) {
     server srv;
     memset(&srv, 0, sizeof srv);
@@ -39,6 +66,7 @@ static int serve(int argc, char **argv) {
     if (rc) return rc > 0 ? 0 : 2;
     log_set_level((enum log_level)srv.cfg.log_level);
     if (sodium_init() < 0 || make_data_dir(srv.cfg.data_dir)) return 1;
+    raise_fd_limit(&srv.cfg);
 
     /* signals are taken by sigwait below, not by whichever thread runs */
     sigset_t signals;
@@ -49,7 +77,7 @@ static int serve(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     char *err = NULL;
-    srv.store = store_open(srv.cfg.data_dir, &err);
+    srv.store = store_open(srv.cfg.data_dir, srv.cfg.retention_ms, srv.cfg.retention_sweep_ms, &err);
     if (!srv.store) {
         fprintf(stderr, "parley: cannot open store in %s: %s\n", srv.cfg.data_dir, err ? err : "?");
         free(err);
@@ -69,18 +97,26 @@ static int serve(int argc, char **argv) {
         fprintf(stderr, "parley: cannot start (see the log above)\n");
         _exit(1);
     }
-    log_info("parley listening on %s:%d, data %s, %d workers, fsync %s", srv.cfg.listen_host,
-             srv.cfg.listen_port, srv.cfg.data_dir, srv.n_workers, config_fsync_name(srv.cfg.fsync));
+    log_info("parley listening on %s://%s:%d, data %s, %d workers, fsync %s",
+             srv.cfg.tls_cert[0] ? "wss" : "ws", srv.cfg.listen_host, srv.cfg.listen_port,
+             srv.cfg.data_dir, srv.n_workers, config_fsync_name(srv.cfg.fsync));
 
     int sig = 0;
     sigwait(&signals, &sig);
-    log_info("%s: stopping (a second signal exits at once)", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    /* a second signal during the stop: exit now */
+    log_info("%s: draining over %u ms (a second signal exits at once)",
+             sig == SIGTERM ? "SIGTERM" : "SIGINT", srv.cfg.drain_window_ms);
+    /* a second signal during the stop: exit now. The handler is in place
+     * before the signals are unblocked, so none falls in between. This
+     * thread is the only one with them unblocked: it gets them. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = exit_now;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     pthread_sigmask(SIG_UNBLOCK, &signals, NULL);
-    signal(SIGTERM, _exit);
-    signal(SIGINT, _exit);
 
-    workers_stop(&srv);       /* no new requests; connections closed with 1012 */
+    workers_stop(&srv);       /* drain: no new connections; 1012 spread over the window */
     writer_stop(srv.writer);  /* finishes what was queued */
     fanout_stop(srv.fanout);  /* fans out what the writer published */
     workers_free(&srv);

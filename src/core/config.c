@@ -20,7 +20,15 @@ void config_defaults(config *c) {
     c->sync_window = 1024;
     c->max_message_bytes = 1u << 20;
     c->handshake_timeout_ms = 10000;
+    c->send_rate = 50;
+    c->retention_ms = 30ull * 24 * 3600 * 1000;
+    c->retention_sweep_ms = 3600 * 1000;
     c->max_connections = 1000000;
+    c->accept_rate = 10000;
+    c->accept_burst = 20000;
+    c->idle_timeout_ms = 60000;      /* two client ping intervals (30 s) */
+    c->conn_output_max = 0;          /* derived in config_from_args */
+    c->drain_window_ms = 5000;
 }
 
 const char *config_fsync_name(enum fsync_policy p) {
@@ -41,7 +49,28 @@ void config_usage(FILE *out) {
         "  --sync-window N           events in flight to a device before it must ack (default 1024)\n"
         "  --max-message BYTES       largest WebSocket message accepted (default 1048576)\n"
         "  --handshake-timeout MS    time allowed for the HTTP upgrade (default 10000)\n"
-        "  --max-connections N       per process (default 1000000)\n"
+        "  --max-connections N       WebSocket connections per process; past it the\n"
+        "                            upgrade is answered 503 + Retry-After (default 1000000)\n"
+        "  --accept-rate N/s         new connections per second, token bucket; past it\n"
+        "                            upgrades get 503 + Retry-After (default 10000/s; 0 = off)\n"
+        "  --accept-burst N          connections the bucket holds (default 20000)\n"
+        "  --idle-timeout MS         close a WebSocket that sent nothing (not even a ping)\n"
+        "                            for this long (default 60000, twice the client's 30 s\n"
+        "                            ping interval; 0 = never)\n"
+        "  --conn-output-max BYTES   output queued for a connection that keeps sending\n"
+        "                            requests without reading: past it the connection is\n"
+        "                            closed with 1008 (default 4 x conn-output-cap +\n"
+        "                            max-message)\n"
+        "  --drain-window MS         on SIGTERM: stop accepting, then close connections\n"
+        "                            with 1012 spread over this long, and exit; a second\n"
+        "                            SIGTERM or SIGINT exits at once (default 5000)\n"
+        "  --tls-cert FILE           PEM certificate (chain): the listener speaks only TLS\n"
+        "                            (wss://); needs --tls-key\n"
+        "  --tls-key FILE            PEM private key for --tls-cert\n"
+        "  --send-rate N             messages per second per device, bursts of 2N (default 50);\n"
+        "                            past it a send is answered RATE_LIMITED with retry_after_ms\n"
+        "  --retention DURATION      keep messages this long, e.g. 30d, 12h, 90s (default 30d)\n"
+        "  --retention-sweep MS      how often expired messages are removed (default 3600000)\n"
         "  --allowed-origin ORIGIN   refuse browser upgrades from other origins (default: any)\n"
         "  --log-level LEVEL         debug|info|warn|error (default info)\n"
         "  --config FILE             key = value lines, keys as the flags above without --\n"
@@ -58,6 +87,25 @@ static int parse_u64(const char *key, const char *v, uint64_t min, uint64_t max,
         return -1;
     }
     *out = n;
+    return 0;
+}
+
+/* "30d", "12h", "15m", "90s", "500ms" or plain milliseconds */
+static int parse_duration_ms(const char *key, const char *v, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    uint64_t unit = 0;
+    if (strcmp(end, "ms") == 0 || *end == 0) unit = 1;
+    else if (strcmp(end, "s") == 0) unit = 1000;
+    else if (strcmp(end, "m") == 0) unit = 60 * 1000;
+    else if (strcmp(end, "h") == 0) unit = 3600 * 1000;
+    else if (strcmp(end, "d") == 0) unit = 24ull * 3600 * 1000;
+    if (errno || end == v || v[0] == '-' || unit == 0 || n == 0 || n > UINT64_MAX / unit / 2) {
+        fprintf(stderr, "parley: %s: expected a duration such as 30d, 12h, 90s or 500ms, got '%s'\n", key, v);
+        return -1;
+    }
+    *out = n * unit;
     return 0;
 }
 
@@ -116,6 +164,47 @@ static int config_set(config *c, const char *key, const char *v) {
     } else if (strcmp(key, "max-connections") == 0) {
         if (parse_u64(key, v, 1, 100000000, &n)) return -1;
         c->max_connections = (uint32_t)n;
+    } else if (strcmp(key, "accept-rate") == 0) {
+        /* "N/s" or just "N" */
+        char num[32];
+        size_t len = strlen(v);
+        if (len >= 2 && strcmp(v + len - 2, "/s") == 0) len -= 2;
+        if (len == 0 || len >= sizeof num) {
+            fprintf(stderr, "parley: accept-rate: expected N/s, got '%s'\n", v);
+            return -1;
+        }
+        memcpy(num, v, len);
+        num[len] = 0;
+        if (parse_u64(key, num, 0, 10000000, &n)) return -1;
+        c->accept_rate = (uint32_t)n;
+    } else if (strcmp(key, "accept-burst") == 0) {
+        if (parse_u64(key, v, 1, 10000000, &n)) return -1;
+        c->accept_burst = (uint32_t)n;
+    } else if (strcmp(key, "idle-timeout") == 0) {
+        n = 0;   /* "0": never */
+        if (strcmp(v, "0") != 0 && parse_u64(key, v, 100, 86400000, &n)) return -1;
+        c->idle_timeout_ms = (uint32_t)n;
+    } else if (strcmp(key, "conn-output-max") == 0) {
+        if (parse_u64(key, v, 8192, 4ull << 30, &n)) return -1;
+        c->conn_output_max = n;
+    } else if (strcmp(key, "drain-window") == 0) {
+        if (parse_u64(key, v, 0, 3600000, &n)) return -1;
+        c->drain_window_ms = (uint32_t)n;
+    } else if (strcmp(key, "tls-cert") == 0 || strcmp(key, "tls-key") == 0) {
+        char *dst = key[4] == 'c' ? c->tls_cert : c->tls_key;
+        if (strlen(v) >= sizeof c->tls_cert || !*v) {
+            fprintf(stderr, "parley: %s: bad file name '%s'\n", key, v);
+            return -1;
+        }
+        strcpy(dst, v);
+    } else if (strcmp(key, "send-rate") == 0) {
+        if (parse_u64(key, v, 1, 1000000, &n)) return -1;
+        c->send_rate = (uint32_t)n;
+    } else if (strcmp(key, "retention") == 0) {
+        if (parse_duration_ms(key, v, &c->retention_ms)) return -1;
+    } else if (strcmp(key, "retention-sweep") == 0) {
+        if (parse_u64(key, v, 100, 86400000, &n)) return -1;
+        c->retention_sweep_ms = (uint32_t)n;
     } else if (strcmp(key, "allowed-origin") == 0) {
         if (strlen(v) >= sizeof c->allowed_origin) {
             fprintf(stderr, "parley: allowed-origin: too long\n");
@@ -193,6 +282,18 @@ int config_from_args(config *c, int argc, char **argv) {
     if (c->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c->workers = n > 0 ? (int)n : 1;
+    }
+    if (!c->tls_cert[0] != !c->tls_key[0]) {
+        fprintf(stderr, "parley: --tls-cert and --tls-key go together\n");
+        return -1;
+    }
+    /* a connection may legitimately hold the soft cap of pushes plus one
+     * reply of each kind in flight; four times that plus the largest
+     * message is well past anything a reading client reaches */
+    if (c->conn_output_max == 0) c->conn_output_max = 4 * c->conn_output_cap + c->max_message_bytes;
+    if (c->conn_output_max < c->conn_output_cap + c->max_message_bytes) {
+        fprintf(stderr, "parley: conn-output-max must be at least conn-output-cap + max-message\n");
+        return -1;
     }
     return 0;
 }

@@ -22,8 +22,18 @@ typedef struct config {
     uint32_t sync_window;           /* events in flight to a device before it must ack */
     size_t max_message_bytes;       /* whole WebSocket message */
     uint32_t handshake_timeout_ms;  /* time to complete the HTTP upgrade */
-    uint32_t max_connections;       /* per process */
+    uint32_t max_connections;       /* WebSocket connections per process */
+    uint32_t accept_rate;           /* new connections per second (token bucket); 0 = off */
+    uint32_t accept_burst;          /* bucket size */
+    uint32_t idle_timeout_ms;       /* close a WebSocket silent this long; 0 = never */
+    size_t conn_output_max;         /* queued output that closes a connection (1008) */
+    uint32_t drain_window_ms;       /* SIGTERM: closes spread over this long */
+    char tls_cert[1024];            /* PEM certificate (chain); "" = plain ws:// */
+    char tls_key[1024];             /* PEM private key */
     char allowed_origin[256];       /* "" = any Origin is accepted */
+    uint32_t send_rate;             /* messages per second per device (burst: twice that) */
+    uint64_t retention_ms;          /* messages older than this are removed */
+    uint32_t retention_sweep_ms;    /* how often the store is swept for them */
 } config;
 
 void config_defaults(config *c);

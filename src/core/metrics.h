@@ -30,6 +30,18 @@ typedef struct metrics {
                                                output cap, or gap; caught up by sync */
     atomic_ulong sync_events_total;       /* events sent by catch-up from the store */
     atomic_ulong receipts_total;
+    atomic_ulong retention_removed_total; /* records dropped by retention at compaction */
+    /* limits and load shedding (gateway) */
+    atomic_long sockets_open;             /* gauge: accepted sockets, any state */
+    atomic_long draining;                 /* gauge: 1 while a SIGTERM drain runs */
+    atomic_ulong upgrades_rejected_total; /* 503: max connections reached or draining */
+    atomic_ulong accept_rate_limited_total; /* over the accept-rate bucket: 503 or closed */
+    atomic_ulong handshake_timeouts_total;
+    atomic_ulong idle_timeouts_total;
+    atomic_ulong output_overflow_closes_total; /* 1008: output past conn-output-max */
+    atomic_ulong drain_closes_total;      /* 1012 during a drain */
+    atomic_ulong tls_handshakes_total;    /* completed */
+    atomic_ulong tls_errors_total;        /* handshake or record failures */
     atomic_long writer_queue_depth;       /* gauges, sampled */
     atomic_long fanout_queue_depth;
 } metrics;

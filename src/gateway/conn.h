@@ -24,6 +24,9 @@
 
 typedef enum conn_state { CONN_HTTP, CONN_WS, CONN_CLOSING } conn_state;
 
+typedef struct ssl_st SSL;
+typedef struct ssl_ctx_st SSL_CTX;
+
 typedef struct conn {
     int fd;
     uint32_t slot;
@@ -44,6 +47,24 @@ typedef struct conn {
     ws_reader reader;
     uint8_t nonce[32];      /* the sign-in challenge */
     struct conn *next_dirty;
+    /* session.c, realtime.c */
+    uint64_t sync_from;     /* the cursor the latest StartSync came with */
+    float send_tokens;      /* token buckets: sends and typing indicators */
+    float typing_tokens;
+    uint64_t tokens_refilled_ms;
+    /* limits */
+    bool shed;              /* over the accept rate: the upgrade gets 503 */
+    bool framed;            /* c->out holds the 101 head, then WebSocket frames */
+    size_t out_unit_left;   /* bytes of the head unit of c->out (the 101 head or a
+                               frame) still to write; 0: the head is a boundary */
+    uint64_t last_rx_ms;    /* last whole WebSocket message or control frame */
+    uint64_t closing_ms;    /* when CLOSING began: a peer that never reads is cut */
+    /* TLS (NULL ssl: plain) */
+    SSL *ssl;
+    bool tls_ready;         /* handshake done (counted once) */
+    bool tls_failed;        /* fatal TLS error: no close_notify */
+    bool tls_read_wants_write;  /* a read waits for the socket to be writable */
+    bool tls_write_wants_read;  /* a flush waits for the socket to be readable */
 } conn;
 
 typedef struct worker {
@@ -61,6 +82,16 @@ typedef struct worker {
     uint32_t n_free;
     conn *dirty;            /* connections with output to write this turn */
     uint64_t last_sweep_ms;
+    SSL_CTX *tls;           /* shared by the workers; NULL: plain listener */
+    int spare_fd;           /* released to accept-and-close when out of fds */
+    bool fd_warned;         /* "out of file descriptors" logged this second */
+    uint32_t n_live;        /* connections in the table */
+    /* drain (SIGTERM): WebSocket connections closed in slices */
+    bool draining;
+    uint64_t drain_start_ms;
+    uint32_t drain_total;   /* WebSocket connections when the drain began */
+    uint32_t drain_closed;
+    uint32_t drain_cursor;  /* next slot to look at */
 } worker;
 
 /* worker.c: output. Everything is queued on c->out and written once per

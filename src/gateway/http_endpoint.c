@@ -26,13 +26,15 @@ static void respond_text(worker *w, conn *c, const char *status, const char *bod
     respond(w, c, status, NULL, "text/plain; charset=utf-8", body, strlen(body));
 }
 
+enum { METRICS_TEXT_MAX = 65536 };
+
 static void serve_metrics(worker *w, conn *c) {
-    char *text = malloc(16384);
+    char *text = malloc(METRICS_TEXT_MAX);
     if (!text) {
         respond_text(w, c, "500 Internal Server Error", "out of memory\n");
         return;
     }
-    size_t n = metrics_render(text, 16384);
+    size_t n = metrics_render(text, METRICS_TEXT_MAX);
     respond(w, c, "200 OK", NULL, "text/plain; version=0.0.4", text, n);
     free(text);
 }
@@ -75,8 +77,28 @@ static void upgrade(worker *w, conn *c, const http_request *req) {
         respond_text(w, c, "403 Forbidden", "origin not allowed\n");
         return;
     }
-    if ((unsigned long)atomic_load(&g_metrics.connections) >= cfg->max_connections) {
-        respond(w, c, "503 Service Unavailable", "Retry-After: 5\r\n", "text/plain", "", 0);
+    /* Load shedding. Retry-After tells libparley the least to wait; it
+     * adds its own jitter so the clients turned away do not return together.
+     * Draining: the process is going away; a restarted or another gateway
+     * takes the client after a short pause. */
+    if (w->draining) {
+        METRIC_INC(upgrades_rejected_total);
+        respond(w, c, "503 Service Unavailable", "Retry-After: 2\r\n", "text/plain",
+                "draining\n", 9);
+        return;
+    }
+    if (c->shed) {   /* over the accept rate (counted at accept) */
+        respond(w, c, "503 Service Unavailable", "Retry-After: 1\r\n", "text/plain",
+                "too many new connections\n", 25);
+        return;
+    }
+    /* taken first, then checked, so workers racing for the last places
+     * cannot overshoot together */
+    if ((unsigned long)atomic_fetch_add(&g_metrics.connections, 1) >= cfg->max_connections) {
+        atomic_fetch_sub(&g_metrics.connections, 1);
+        METRIC_INC(upgrades_rejected_total);
+        respond(w, c, "503 Service Unavailable", "Retry-After: 5\r\n", "text/plain",
+                "too many connections\n", 21);
         return;
     }
     char head[256];
@@ -84,9 +106,14 @@ static void upgrade(worker *w, conn *c, const http_request *req) {
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Accept: %s\r\nSec-WebSocket-Protocol: %s\r\n\r\n",
                      accept, SUBPROTOCOL);
+    /* nothing is queued before the upgrade answer: the 101 head is the
+     * first unit of the output, WebSocket frames follow (worker.c cuts an
+     * overflowing output at a unit boundary) */
     buf_append(&c->out, head, (size_t)n);
+    c->framed = true;
+    c->out_unit_left = (size_t)n;
     c->state = CONN_WS;
-    atomic_fetch_add(&g_metrics.connections, 1);
+    c->last_rx_ms = clock_mono_ms();
     send_challenge(w, c);
 }
 

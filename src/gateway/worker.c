@@ -4,7 +4,15 @@
  * handle what arrived; take every posted worker_msg (replies, deliveries,
  * pushes); then write each connection that has output once (so a burst of
  * deliveries to one socket is one write). Sockets are level-triggered;
- * EPOLLOUT is armed only while output is waiting. */
+ * EPOLLOUT is armed only while output is waiting (or a TLS read needs it).
+ *
+ * Limits live here: the accept-rate bucket and a cap on open sockets at
+ * accept, the handshake and idle timeouts and the linger of closing
+ * connections (swept once a second), and the output cap past which a
+ * connection that does not read is closed with 1008. So does the drain: on
+ * SIGTERM each worker closes its listener and then its WebSocket
+ * connections with 1012, a share per loop turn so they are spread over the
+ * drain window, and exits once everything it closed is flushed. */
 #include "gateway/worker.h"
 
 #include <arpa/inet.h>
@@ -14,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -24,15 +34,21 @@
 #include "gateway/conn.h"
 #include "gateway/http_endpoint.h"
 #include "net/http.h"
+#include "net/tls.h"
 
 enum {
     INBOX_CAP = 1 << 16,
     EVENTS_PER_WAIT = 256,
-    READ_CHUNK = 16384,
+    READ_CHUNK = 16384,     /* >= one TLS record, so a record is read whole */
     TAG_LISTEN = 0,
     TAG_INBOX = 1,
     TAG_FIRST_CONN = 2,
     MSGS_PER_TURN = 4096,
+    CLOSE_LINGER_MS = 5000, /* a closing connection gets this long to take its output */
+    DRAIN_TICK_MS = 10,     /* loop wake-ups while a drain closes connections */
+    TLS_READS_PER_EVENT = 8,
+    /* sockets still in the HTTP handshake allowed on top of max_connections */
+    HANDSHAKE_SLACK_MIN = 1024,
 };
 
 /* ------------------------------------------------------------ conn table */
@@ -79,19 +95,29 @@ static conn *conn_new(worker *w, int fd) {
     c->opened_ms = clock_mono_ms();
     ws_reader_init(&c->reader, true, w->srv->cfg.max_message_bytes);
     w->conns[slot] = c;
+    w->n_live++;
+    atomic_fetch_add(&g_metrics.sockets_open, 1);
     return c;
 }
 
 static void conn_free(worker *w, conn *c) {
     if (c->state == CONN_WS) atomic_fetch_sub(&g_metrics.connections, 1);
     session_closed(w, c);
+    if (c->ssl) tls_free(c->ssl, c->tls_ready && !c->tls_failed);
     close(c->fd);
     buf_free(&c->in);
     buf_free(&c->out);
     ws_reader_free(&c->reader);
     w->conns[c->slot] = NULL;
     w->free_slots[w->n_free++] = c->slot;
+    w->n_live--;
+    atomic_fetch_sub(&g_metrics.sockets_open, 1);
     free(c);
+}
+
+static void conn_set_closing(conn *c) {
+    if (c->state != CONN_CLOSING) c->closing_ms = clock_mono_ms();
+    c->state = CONN_CLOSING;
 }
 
 /* ------------------------------------------------------------------ output */
@@ -108,7 +134,7 @@ void conn_send(worker *w, conn *c, uint8_t opcode, const void *data, size_t len)
     uint8_t *dst = buf_reserve(&c->out, WS_MAX_HEADER + len);
     if (!dst) {
         log_error("worker: out of memory for output; closing connection");
-        c->state = CONN_CLOSING;
+        conn_set_closing(c);
         conn_mark_dirty(w, c);
         return;
     }
@@ -123,7 +149,7 @@ void conn_send_frame(worker *w, conn *c, const Parley__V1__Frame *f) {
     size_t n = parley__v1__frame__get_packed_size(f);
     uint8_t *dst = buf_reserve(&c->out, WS_MAX_HEADER + n);
     if (!dst) {
-        c->state = CONN_CLOSING;
+        conn_set_closing(c);
         conn_mark_dirty(w, c);
         return;
     }
@@ -157,7 +183,7 @@ void conn_close(worker *w, conn *c, uint16_t code, const char *reason) {
         conn_send(w, c, WS_OP_CLOSE, payload, n);
         atomic_fetch_sub(&g_metrics.connections, 1);
     }
-    c->state = CONN_CLOSING;
+    conn_set_closing(c);
     conn_mark_dirty(w, c);
 }
 
@@ -169,24 +195,103 @@ static void set_epollout(worker *w, conn *c, bool on) {
     c->epollout = on;
 }
 
+/* Length of the unmasked frame (header + payload) our own code wrote at p:
+ * every frame in c->out is whole, so the header is all there. */
+static size_t frame_size(const uint8_t *p, size_t avail) {
+    if (avail < 2) return avail;
+    uint64_t len = p[1] & 0x7f;
+    size_t head = 2;
+    if (len == 126) {
+        head = 4;
+        len = avail >= 4 ? ((uint64_t)p[2] << 8 | p[3]) : 0;
+    } else if (len == 127) {
+        head = 10;
+        len = 0;
+        for (int i = 0; i < 8 && avail >= 10; i++) len = len << 8 | p[2 + i];
+    }
+    return head + len > avail ? avail : head + (size_t)len;
+}
+
+/* Keeps c->out_unit_left right as n bytes of c->out leave: walks the frame
+ * headers those bytes cross. Lets an overflowing connection be cut at a
+ * frame boundary, so its close frame still parses. */
+static void track_units(conn *c, size_t n) {
+    if (!c->framed) return;
+    const uint8_t *p = buf_head(&c->out);
+    size_t len = buf_len(&c->out), pos = 0, left = c->out_unit_left;
+    while (pos < n) {
+        if (left == 0) left = frame_size(p + pos, len - pos);
+        if (left == 0) break;
+        size_t take = left < n - pos ? left : n - pos;
+        pos += take;
+        left -= take;
+    }
+    c->out_unit_left = left;
+}
+
+/* The peer keeps asking and does not read the answers: past the hard cap
+ * the connection goes. What is queued is dropped, except the rest of the
+ * frame already partly written, and the 1008 close frame follows it. */
+static void overflow_close(worker *w, conn *c) {
+    METRIC_INC(output_overflow_closes_total);
+    log_debug("worker %u: connection %llx queued %zu bytes of output; closing (1008)", w->index,
+              (unsigned long long)c->id, buf_len(&c->out));
+    if (c->framed && c->out_unit_left < buf_len(&c->out)) c->out.end = c->out.start + c->out_unit_left;
+    if (buf_len(&c->out) == 0) buf_free(&c->out);
+    conn_close(w, c, WS_CLOSE_POLICY, "output limit: read your responses");
+}
+
+/* One write of c->out. > 0 bytes written, 0 would block (EPOLLOUT or, for
+ * TLS, EPOLLIN arranged), -1 the connection is gone. */
+static ssize_t conn_write_some(conn *c) {
+    if (!c->ssl) {
+        for (;;) {
+            ssize_t n = send(c->fd, buf_head(&c->out), buf_len(&c->out), MSG_NOSIGNAL);
+            if (n > 0) return n;
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+            return -1;
+        }
+    }
+    size_t n = 0;
+    switch (tls_write(c->ssl, buf_head(&c->out), buf_len(&c->out), &n)) {
+    case TLS_OK:
+        return (ssize_t)n;
+    case TLS_WANT_WRITE:
+        return 0;
+    case TLS_WANT_READ:
+        c->tls_write_wants_read = true;   /* EPOLLIN is always armed */
+        return 0;
+    default:
+        c->tls_failed = true;
+        METRIC_INC(tls_errors_total);
+        return -1;
+    }
+}
+
 /* Writes what is queued. Returns false when the connection was closed. */
 static bool conn_flush(worker *w, conn *c) {
+    c->tls_write_wants_read = false;
     while (buf_len(&c->out) > 0) {
-        ssize_t n = send(c->fd, buf_head(&c->out), buf_len(&c->out), MSG_NOSIGNAL);
+        ssize_t n = conn_write_some(c);
         if (n > 0) {
             METRIC_ADD(bytes_out_total, (unsigned long)n);
+            track_units(c, (size_t)n);
             buf_consume(&c->out, (size_t)n);
             continue;
         }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            set_epollout(w, c, true);
+        if (n == 0) {
+            if (c->state == CONN_WS && buf_len(&c->out) > w->srv->cfg.conn_output_max) {
+                overflow_close(w, c);
+                if (buf_len(&c->out) == 0) break;
+            }
+            set_epollout(w, c, !c->tls_write_wants_read || c->tls_read_wants_write);
             return true;
         }
         conn_free(w, c);   /* peer gone: nothing more to say */
         return false;
     }
-    set_epollout(w, c, false);
+    set_epollout(w, c, c->tls_read_wants_write);
     if (c->state == CONN_CLOSING) {
         conn_free(w, c);
         return false;
@@ -229,6 +334,7 @@ static void handle_ws(worker *w, conn *c) {
             return;
         }
         METRIC_INC(frames_in_total);
+        c->last_rx_ms = clock_mono_ms();   /* pings count: they are how idle clients say so */
         switch (m.kind) {
         case WS_MSG_BINARY:
             session_handle(w, c, m.data, m.len);
@@ -250,40 +356,101 @@ static void handle_ws(worker *w, conn *c) {
     }
 }
 
-static void conn_readable(worker *w, conn *c) {
+/* One read into dst. > 0 bytes, 0 nothing for now, -1 the connection is
+ * over (EOF, error, TLS close). */
+static ssize_t conn_read_some(worker *w, conn *c, uint8_t *dst, size_t cap) {
+    if (!c->ssl) {
+        ssize_t n = recv(c->fd, dst, cap, 0);
+        if (n > 0) return n;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
+        return -1;
+    }
+    c->tls_read_wants_write = false;
+    size_t n = 0;
+    tls_result r = tls_read(c->ssl, dst, cap, &n);
+    if (!c->tls_ready && r != TLS_ERROR && tls_handshake_done(c->ssl)) {
+        c->tls_ready = true;
+        METRIC_INC(tls_handshakes_total);
+    }
+    switch (r) {
+    case TLS_OK:
+        return (ssize_t)n;
+    case TLS_WANT_READ:
+        return 0;
+    case TLS_WANT_WRITE:
+        /* the handshake or a key update must write first */
+        c->tls_read_wants_write = true;
+        set_epollout(w, c, true);
+        return 0;
+    case TLS_CLOSED:
+        return -1;
+    default:
+        c->tls_failed = true;
+        METRIC_INC(tls_errors_total);
+        return -1;
+    }
+}
+
+/* Reads once and handles what came. Returns true while c is alive and a
+ * TLS record may still hold bytes. */
+static bool conn_read_once(worker *w, conn *c) {
     if (c->state == CONN_CLOSING) {
         /* discard: we are only waiting to finish writing */
-        char sink[4096];
-        ssize_t n = recv(c->fd, sink, sizeof sink, 0);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) conn_free(w, c);
-        return;
+        uint8_t sink[4096];
+        ssize_t n = conn_read_some(w, c, sink, sizeof sink);
+        if (n < 0) {
+            conn_free(w, c);
+            return false;
+        }
+        return n > 0 && c->ssl;
     }
     uint8_t *dst = buf_reserve(&c->in, READ_CHUNK);
     if (!dst) {
         conn_close(w, c, WS_CLOSE_INTERNAL, "out of memory");
-        return;
+        return false;
     }
-    ssize_t n = recv(c->fd, dst, READ_CHUNK, 0);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+    ssize_t n = conn_read_some(w, c, dst, READ_CHUNK);
+    if (n < 0) {
         conn_free(w, c);
-        return;
+        return false;
     }
-    if (n < 0) return;
+    if (n == 0) {
+        if (buf_len(&c->in) == 0) buf_free(&c->in);
+        return false;
+    }
     c->in.end += (size_t)n;
     METRIC_ADD(bytes_in_total, (unsigned long)n);
     if (c->state == CONN_HTTP) {
         /* the head parser rescans from the start: only when a line ended,
          * so a client trickling bytes costs one scan per line, not per byte */
         if (!memchr(dst, '\n', (size_t)n)) {
-            if (buf_len(&c->in) > HTTP_MAX_HEAD_BYTES) conn_free(w, c);
-            return;
+            if (buf_len(&c->in) > HTTP_MAX_HEAD_BYTES) {
+                conn_free(w, c);
+                return false;
+            }
+            return c->ssl != NULL;
         }
-        if (!http_endpoint_handle(w, c)) return;
+        if (!http_endpoint_handle(w, c)) return false;
     }
     if (c->state == CONN_WS) handle_ws(w, c);
     /* a WebSocket message can be at most max_message plus a header; the
      * reader refuses larger declared lengths, so this holds the buffer bound */
     if (buf_len(&c->in) == 0) buf_free(&c->in);
+    return c->ssl != NULL && c->state != CONN_CLOSING;
+}
+
+static void conn_readable(worker *w, conn *c) {
+    uint32_t slot = c->slot;
+    /* a flush that waited for readability goes first */
+    if (c->tls_write_wants_read && !conn_flush(w, c)) return;
+    /* TLS may hold decrypted bytes the socket no longer signals: keep
+     * reading while it does. Without read-ahead OpenSSL holds at most one
+     * record, which one READ_CHUNK takes whole, so the bound is never hit */
+    for (int i = 0; i < TLS_READS_PER_EVENT; i++) {
+        bool more = conn_read_once(w, c);
+        if (w->conns[slot] != c) return;   /* freed */
+        if (!more || !c->ssl || !tls_pending(c->ssl)) return;
+    }
 }
 
 /* ------------------------------------------------------------------ inbox */
@@ -324,15 +491,79 @@ static void handle_inbox(worker *w) {
 
 /* ------------------------------------------------------------------ accept */
 
+/* The accept-rate bucket, shared by the workers of the process (SO_REUSEPORT
+ * spreads connections unevenly, so per-worker buckets would shed early on a
+ * busy worker). Taken once per accepted socket: a short lock. */
+static struct {
+    pthread_mutex_t lock;
+    double tokens;
+    uint64_t last_ms;
+} accept_bucket = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
+
+static void accept_bucket_init(const config *cfg) {
+    pthread_mutex_lock(&accept_bucket.lock);
+    accept_bucket.tokens = cfg->accept_burst;
+    accept_bucket.last_ms = clock_mono_ms();
+    pthread_mutex_unlock(&accept_bucket.lock);
+}
+
+static bool accept_bucket_take(const config *cfg) {
+    if (cfg->accept_rate == 0) return true;
+    pthread_mutex_lock(&accept_bucket.lock);
+    uint64_t now = clock_mono_ms();
+    accept_bucket.tokens += (double)(now - accept_bucket.last_ms) * cfg->accept_rate / 1000.0;
+    if (accept_bucket.tokens > cfg->accept_burst) accept_bucket.tokens = cfg->accept_burst;
+    accept_bucket.last_ms = now;
+    bool ok = accept_bucket.tokens >= 1.0;
+    if (ok) accept_bucket.tokens -= 1.0;
+    pthread_mutex_unlock(&accept_bucket.lock);
+    return ok;
+}
+
+/* Out of file descriptors, the listener stays readable and a level-
+ * triggered loop would spin on it: give up the spare descriptor, accept the
+ * oldest waiting connection and close it at once, then take the spare back. */
+static void shed_one_without_fds(worker *w) {
+    if (!w->fd_warned) {
+        log_warn("worker %u: out of file descriptors; refusing connections", w->index);
+        w->fd_warned = true;
+    }
+    if (w->spare_fd >= 0) {
+        close(w->spare_fd);
+        w->spare_fd = -1;
+    }
+    int fd = accept4(w->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd >= 0) {
+        METRIC_INC(upgrades_rejected_total);
+        close(fd);
+    }
+    w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
 static void accept_all(worker *w) {
-    for (int i = 0; i < 256; i++) {
+    const config *cfg = &w->srv->cfg;
+    /* WebSocket connections are capped at upgrade (503); sockets still in
+     * the handshake get some room on top, and past that are closed at once */
+    long slack = cfg->max_connections / 8 > HANDSHAKE_SLACK_MIN ? (long)cfg->max_connections / 8
+                                                                 : HANDSHAKE_SLACK_MIN;
+    long max_sockets = (long)cfg->max_connections + slack;
+    for (int i = 0; i < 256 && w->listen_fd >= 0; i++) {
         int fd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE)
-                log_warn("worker %u: out of file descriptors", w->index);
+            if (errno == EMFILE || errno == ENFILE) shed_one_without_fds(w);
             return;
         }
         METRIC_INC(connections_accepted_total);
+        bool over_rate = !accept_bucket_take(cfg);
+        if (over_rate) METRIC_INC(accept_rate_limited_total);
+        /* a TLS handshake is the expensive part the bucket protects, so a
+         * TLS connection over the rate is closed before it; a plain one
+         * gets a 503 with Retry-After when its upgrade arrives */
+        if (atomic_load(&g_metrics.sockets_open) >= max_sockets || (over_rate && w->tls)) {
+            if (!over_rate) METRIC_INC(upgrades_rejected_total);
+            close(fd);
+            continue;
+        }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         conn *c = conn_new(w, fd);
@@ -340,36 +571,102 @@ static void accept_all(worker *w) {
             close(fd);
             continue;
         }
+        c->shed = over_rate;
+        if (w->tls) {
+            c->ssl = tls_server_new(w->tls, fd);
+            if (!c->ssl) {
+                conn_free(w, c);
+                continue;
+            }
+        }
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_FIRST_CONN + c->slot};
         if (epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, fd, &ev)) conn_free(w, c);
     }
 }
 
-/* closes connections that have not finished the upgrade in time */
+/* Once a second: connections that did not finish the upgrade in time
+ * (slow-loris), WebSocket connections silent past the idle timeout, and
+ * closing connections whose peer does not take the rest of the output. */
 static void sweep(worker *w) {
     uint64_t now = clock_mono_ms();
     if (now - w->last_sweep_ms < 1000) return;
     w->last_sweep_ms = now;
+    w->fd_warned = false;
+    if (w->spare_fd < 0) w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    const config *cfg = &w->srv->cfg;
     for (uint32_t i = 0; i < w->n_slots; i++) {
         conn *c = w->conns[i];
-        if (c && c->state == CONN_HTTP && now - c->opened_ms > w->srv->cfg.handshake_timeout_ms)
-            conn_free(w, c);
+        if (!c) continue;
+        switch (c->state) {
+        case CONN_HTTP:
+            if (now - c->opened_ms > cfg->handshake_timeout_ms) {
+                METRIC_INC(handshake_timeouts_total);
+                conn_free(w, c);
+            }
+            break;
+        case CONN_WS:
+            if (cfg->idle_timeout_ms && now - c->last_rx_ms > cfg->idle_timeout_ms) {
+                METRIC_INC(idle_timeouts_total);
+                conn_close(w, c, WS_CLOSE_GOING_AWAY, "idle timeout");
+            }
+            break;
+        case CONN_CLOSING:
+            if (now - c->closing_ms > CLOSE_LINGER_MS) conn_free(w, c);
+            break;
+        }
     }
+}
+
+/* ------------------------------------------------------------------ drain */
+
+static void drain_begin(worker *w) {
+    w->draining = true;
+    w->drain_start_ms = clock_mono_ms();
+    /* no new connections here; the kernel refuses them once every worker's
+     * listener is closed, and clients retry elsewhere or later */
+    if (w->listen_fd >= 0) {
+        epoll_ctl(w->epoll_fd, EPOLL_CTL_DEL, w->listen_fd, NULL);
+        close(w->listen_fd);
+        w->listen_fd = -1;
+    }
+    for (uint32_t i = 0; i < w->n_slots; i++) {
+        conn *c = w->conns[i];
+        if (!c) continue;
+        if (c->state == CONN_WS) w->drain_total++;
+        /* not yet a user's connection: it would only get a 503 */
+        else if (c->state == CONN_HTTP) conn_free(w, c);
+    }
+}
+
+/* Closes this turn's share: by now, elapsed/window of the connections the
+ * drain began with. Returns true once the drain is over: everything closed
+ * and flushed, or the linger after the window ran out. */
+static bool drain_step(worker *w) {
+    uint64_t elapsed = clock_mono_ms() - w->drain_start_ms;
+    uint32_t window = w->srv->cfg.drain_window_ms;
+    uint64_t target = w->drain_total;
+    if (window && elapsed < window) target = ((uint64_t)w->drain_total * elapsed + window - 1) / window;
+    while (w->drain_closed < target) {
+        if (w->drain_cursor >= w->n_slots) {
+            w->drain_closed = w->drain_total;   /* the rest left by themselves */
+            break;
+        }
+        conn *c = w->conns[w->drain_cursor++];
+        if (!c || c->state != CONN_WS) continue;
+        METRIC_INC(drain_closes_total);
+        conn_close(w, c, WS_CLOSE_RESTART, "server restarting");
+        w->drain_closed++;
+    }
+    if (w->drain_closed >= w->drain_total && w->n_live == 0) return true;
+    return elapsed >= (uint64_t)window + CLOSE_LINGER_MS;
 }
 
 /* ------------------------------------------------------------------ loop */
 
-static void close_all(worker *w, uint16_t code) {
-    for (uint32_t i = 0; i < w->n_slots; i++) {
-        conn *c = w->conns[i];
-        if (!c) continue;
-        if (c->state == CONN_WS) conn_close(w, c, code, "server restarting");
-        else c->state = CONN_CLOSING;
-        conn_mark_dirty(w, c);
-    }
+/* Frees whatever is left: what could not be written is dropped; the devices
+ * resume from their cursors when they reconnect. */
+static void free_all(worker *w) {
     flush_dirty(w);
-    /* whatever could not be written at once is dropped: the devices resume
-     * from their cursors when they reconnect */
     for (uint32_t i = 0; i < w->n_slots; i++)
         if (w->conns[i]) conn_free(w, w->conns[i]);
 }
@@ -377,8 +674,14 @@ static void close_all(worker *w, uint16_t code) {
 static void *worker_main(void *arg) {
     worker *w = arg;
     struct epoll_event events[EVENTS_PER_WAIT];
-    while (!atomic_load(&w->stopping)) {
-        int n = epoll_wait(w->epoll_fd, events, EVENTS_PER_WAIT, 1000);
+    for (;;) {
+        int timeout = 1000;
+        if (atomic_load(&w->stopping)) {
+            if (!w->draining) drain_begin(w);
+            if (drain_step(w)) break;
+            timeout = DRAIN_TICK_MS;
+        }
+        int n = epoll_wait(w->epoll_fd, events, EVENTS_PER_WAIT, timeout);
         for (int i = 0; i < n; i++) {
             uint64_t tag = events[i].data.u64;
             if (tag == TAG_LISTEN) {
@@ -389,7 +692,11 @@ static void *worker_main(void *arg) {
             conn *c = w->conns[tag - TAG_FIRST_CONN];
             if (!c) continue;
             if (events[i].events & EPOLLOUT) {
-                if (!conn_flush(w, c)) continue;
+                bool read_first = c->tls_read_wants_write;
+                if (read_first) conn_readable(w, c);
+                c = w->conns[tag - TAG_FIRST_CONN];
+                if (!c || !conn_flush(w, c)) continue;
+                if (read_first) continue;
             }
             if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) conn_readable(w, c);
         }
@@ -397,9 +704,7 @@ static void *worker_main(void *arg) {
         flush_dirty(w);
         sweep(w);
     }
-    close(w->listen_fd);
-    w->listen_fd = -1;
-    close_all(w, WS_CLOSE_RESTART);
+    free_all(w);
     return NULL;
 }
 
@@ -425,16 +730,19 @@ static int listen_socket(const config *cfg) {
     return fd;
 }
 
-static worker *worker_new(server *srv, uint32_t index) {
+static worker *worker_new(server *srv, uint32_t index, SSL_CTX *tls) {
     worker *w = calloc(1, sizeof *w);
     if (!w) return NULL;
     w->srv = srv;
     w->index = index;
+    w->tls = tls;
+    w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     w->listen_fd = listen_socket(&srv->cfg);
     w->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (w->listen_fd < 0 || w->epoll_fd < 0 || mpsc_init(&w->inbox, INBOX_CAP)) {
         if (w->listen_fd >= 0) close(w->listen_fd);
         if (w->epoll_fd >= 0) close(w->epoll_fd);
+        if (w->spare_fd >= 0) close(w->spare_fd);
         free(w);
         return NULL;
     }
@@ -446,11 +754,24 @@ static worker *worker_new(server *srv, uint32_t index) {
 }
 
 int workers_start(server *srv) {
+    SSL_CTX *tls = NULL;
+    if (srv->cfg.tls_cert[0]) {
+        char err[512];
+        tls = tls_server_ctx_new(srv->cfg.tls_cert, srv->cfg.tls_key, err, sizeof err);
+        if (!tls) {
+            log_error("tls: %s", err);
+            return -1;
+        }
+    }
+    accept_bucket_init(&srv->cfg);
     srv->workers = calloc((size_t)srv->n_workers, sizeof *srv->workers);
-    if (!srv->workers) return -1;
+    if (!srv->workers) {
+        tls_ctx_free(tls);
+        return -1;
+    }
     for (int i = 0; i < srv->n_workers; i++) {
-        srv->workers[i] = worker_new(srv, (uint32_t)i);
-        if (!srv->workers[i]) return -1;
+        srv->workers[i] = worker_new(srv, (uint32_t)i, tls);
+        if (!srv->workers[i]) return -1;   /* the process exits: nothing to free */
     }
     for (int i = 0; i < srv->n_workers; i++)
         if (pthread_create(&srv->workers[i]->thread, NULL, worker_main, srv->workers[i])) return -1;
@@ -458,6 +779,7 @@ int workers_start(server *srv) {
 }
 
 void workers_stop(server *srv) {
+    atomic_store(&g_metrics.draining, 1);
     for (int i = 0; i < srv->n_workers; i++) {
         worker *w = srv->workers[i];
         atomic_store(&w->stopping, true);
@@ -482,6 +804,9 @@ void workers_free(server *srv) {
             for (size_t j = 0; j < n; j++) worker_msg_free(msgs[j]);
         mpsc_destroy(&w->inbox);
         close(w->epoll_fd);
+        if (w->listen_fd >= 0) close(w->listen_fd);
+        if (w->spare_fd >= 0) close(w->spare_fd);
+        if (i == 0) tls_ctx_free(w->tls);   /* one context, shared */
         free(w->conns);
         free(w->generations);
         free(w->free_slots);

@@ -7,7 +7,11 @@
 /* Creates srv->n_workers workers, each with its own SO_REUSEPORT listener
  * on the configured address. 0, or -1 with the reason logged. */
 int workers_start(server *srv);
-/* Stops accepting, closes every connection with 1012, joins the threads. */
+/* Drains and joins the workers: each closes its listener, then closes its
+ * WebSocket connections with 1012 spread over cfg.drain_window_ms, lets
+ * their output flush (a peer that does not read gets a few seconds), and
+ * exits. Replies and deliveries keep flowing to connections not yet closed.
+ * Blocks for about the drain window. */
 void workers_stop(server *srv);
 /* Frees the workers once nothing posts to them any more. */
 void workers_free(server *srv);
