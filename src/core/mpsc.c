@@ -51,6 +51,33 @@ static int push(mpsc *q, void *item, bool block) {
 }
 
 int mpsc_push(mpsc *q, void *item) { return push(q, item, true); }
+
+size_t mpsc_push_many(mpsc *q, void *const *items, size_t n) {
+    size_t done = 0;
+    bool wake_needed = false;
+    pthread_mutex_lock(&q->lock);
+    while (done < n) {
+        while (!q->closed && q->count == q->cap) {
+            /* full: let the consumer run before waiting for room */
+            if (wake_needed) {
+                pthread_mutex_unlock(&q->lock);
+                wake(q);
+                wake_needed = false;
+                pthread_mutex_lock(&q->lock);
+                continue;
+            }
+            pthread_cond_wait(&q->not_full, &q->lock);
+        }
+        if (q->closed) break;
+        while (done < n && q->count < q->cap) {
+            q->items[(q->head + q->count) % q->cap] = items[done++];
+            if (q->count++ == 0) wake_needed = true;
+        }
+    }
+    pthread_mutex_unlock(&q->lock);
+    if (wake_needed) wake(q);
+    return done;
+}
 int mpsc_try_push(mpsc *q, void *item) { return push(q, item, false); }
 
 size_t mpsc_pop_many(mpsc *q, void **out, size_t max) {

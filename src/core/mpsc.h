@@ -27,6 +27,9 @@ void mpsc_destroy(mpsc *q);
 int mpsc_push(mpsc *q, void *item);
 /* 0, or -1 if full or closed. */
 int mpsc_try_push(mpsc *q, void *item);
+/* Pushes items[0..n) in order under one lock (blocking while full); returns
+ * how many were queued (fewer only if the queue was closed). */
+size_t mpsc_push_many(mpsc *q, void *const *items, size_t n);
 /* Takes up to max items; returns how many. Never blocks. */
 size_t mpsc_pop_many(mpsc *q, void **out, size_t max);
 /* Blocks until an item is queued, the queue is closed or timeout_ms passes

@@ -53,6 +53,8 @@ struct fanout {
     size_t n_appends;
     uint64_t trimmed_through;
     uint64_t presence_flushed_ms;
+    worker_msg **runs;      /* route(): deliveries gathered per worker */
+    size_t *run_lens;
 };
 
 /* ------------------------------------------------------------ membership */
@@ -135,20 +137,42 @@ static void fan_item(fanout *f, const queue_item *it, bool replaying) {
     METRIC_INC(fanout_messages_total);
 }
 
+/* Posts are gathered per worker and handed over in runs, one lock per run
+ * rather than one per delivery. */
+enum { POST_RUN = 256 };
+
+typedef struct post_runs {
+    server *srv;
+    worker_msg **runs;      /* n_workers runs of POST_RUN */
+    size_t *lens;
+} post_runs;
+
+static void post_run_flush(post_runs *p, uint32_t worker) {
+    if (p->lens[worker] == 0) return;
+    worker_post_many(p->srv, worker, p->runs + (size_t)worker * POST_RUN, p->lens[worker]);
+    p->lens[worker] = 0;
+}
+
 static void route(fanout *f) {
     registry_entry entries[MAX_DEVICES_PER_USER];
+    uint32_t n_workers = (uint32_t)f->srv->n_workers;
+    post_runs p = {f->srv, f->runs, f->run_lens};
     for (size_t i = 0; i < f->n_appends; i++) {
         append *a = &f->appends[i];
         size_t n = registry_lookup(f->srv->registry, a->user, entries, MAX_DEVICES_PER_USER);
         if (n > MAX_DEVICES_PER_USER) n = MAX_DEVICES_PER_USER;
         for (size_t j = 0; j < n; j++) {
+            uint32_t wi = conn_id_worker(entries[j].conn_id);
+            if (wi >= n_workers) continue;
             worker_msg *m = worker_msg_new(WM_DELIVER, entries[j].conn_id, 0);
             m->user_id = a->user;
             m->user_seq = a->user_seq;
             m->message = blob_ref(a->message);
-            worker_post(f->srv, m);
+            p.runs[(size_t)wi * POST_RUN + p.lens[wi]++] = m;
+            if (p.lens[wi] == POST_RUN) post_run_flush(&p, wi);
         }
     }
+    for (uint32_t wi = 0; wi < n_workers; wi++) post_run_flush(&p, wi);
 }
 
 /* Fans out items[0..n): appends, one commit with the checkpoint, then
@@ -223,7 +247,10 @@ static fanout *fanout_new(server *srv) {
     f->srv = srv;
     f->batch = store_batch_new();
     f->appends = malloc(MAX_APPENDS_PER_BATCH * sizeof *f->appends);
-    if (!f->appends) abort();
+    size_t workers = srv->cfg.workers > 0 ? (size_t)srv->cfg.workers : 1;
+    f->runs = malloc(workers * POST_RUN * sizeof *f->runs);
+    f->run_lens = calloc(workers, sizeof *f->run_lens);
+    if (!f->appends || !f->runs || !f->run_lens) abort();
     store_get_checkpoint(srv->store, 0, &f->trimmed_through);
     return f;
 }
@@ -233,6 +260,8 @@ static void fanout_free(fanout *f) {
     u64map_free(&f->heads);
     forget_members(f);
     free(f->appends);
+    free(f->runs);
+    free(f->run_lens);
     free(f);
 }
 

@@ -37,5 +37,8 @@ void worker_msg_free(worker_msg *m);
 /* Hands m to the worker owning m->conn_id (blocking while its queue is
  * full; never called from a worker thread). */
 void worker_post(struct server *srv, worker_msg *m);
+/* Hands msgs[0..n), all for connections of worker `worker`, over in one go
+ * (post.c). Messages the worker can no longer take are freed. */
+void worker_post_many(struct server *srv, uint32_t worker, worker_msg **msgs, size_t n);
 
 #endif

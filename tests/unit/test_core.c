@@ -93,6 +93,41 @@ static void mpsc_many_producers(void) {
     mpsc_destroy(&q);
 }
 
+static void *batch_producer(void *arg) {
+    uintptr_t base = (uintptr_t)arg;
+    void *items[100];
+    for (uintptr_t i = 0; i < 200; i++) {
+        for (uintptr_t j = 0; j < 100; j++) items[j] = (void *)(base + i * 100 + j + 1);
+        mpsc_push_many(&q, items, 100);
+    }
+    return NULL;
+}
+
+/* runs larger than the queue: every item arrives once, in order per producer */
+static void mpsc_push_many_larger_than_queue(void) {
+    CHECK(mpsc_init(&q, 32) == 0, "init");
+    pthread_t t[2];
+    for (uintptr_t i = 0; i < 2; i++) pthread_create(&t[i], NULL, batch_producer, (void *)(i << 20));
+    uintptr_t last[2] = {0};
+    size_t total = 0;
+    while (total < 40000) {
+        void *items[16];
+        size_t n = mpsc_pop_many(&q, items, 16);
+        if (n == 0) mpsc_wait(&q, 1000);
+        for (size_t i = 0; i < n; i++) {
+            uintptr_t v = (uintptr_t)items[i], p = v >> 20, seq = v & 0xfffff;
+            CHECK(p < 2 && seq == last[p] + 1, "producer %lu: %lu after %lu", p, seq, last[p]);
+            last[p] = seq;
+        }
+        total += n;
+    }
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    mpsc_close(&q);
+    void *one = (void *)1;
+    CHECK(mpsc_push_many(&q, &one, 1) == 0, "push_many after close queued something");
+    mpsc_destroy(&q);
+}
+
 static void blob_refcount(void) {
     blob *b = blob_new("abc", 3);
     CHECK(b && b->len == 3 && memcmp(b->data, "abc", 3) == 0, "new");
@@ -107,6 +142,7 @@ int main(void) {
     RUN(u64map_collisions);
     RUN(buf_grow_consume_release);
     RUN(mpsc_many_producers);
+    RUN(mpsc_push_many_larger_than_queue);
     RUN(blob_refcount);
     CHECK_EXIT();
 }
