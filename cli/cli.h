@@ -67,6 +67,7 @@ const char *json_kind_name(int kind);
 typedef struct cli_ctx {
     const char *state_dir;
     char server[CLI_URL_MAX];
+    const char *tls_ca;         /* --tls-ca FILE for wss://, NULL: system store */
     cli_identity ident;
     pc_client *c;
 } cli_ctx;

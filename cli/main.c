@@ -25,7 +25,7 @@ enum {
 };
 
 static const char USAGE[] =
-    "usage: " CLI_NAME " [--state DIR] [--server ws://HOST:PORT] [COMMAND ARGS...]\n"
+    "usage: " CLI_NAME " [--state DIR] [--server ws[s]://HOST:PORT] [--tls-ca FILE] [COMMAND ARGS...]\n"
     "\n"
     "  register NAME              new user and its first device; prints the user id\n"
     "  register-device TOKEN      add this device to the user who made TOKEN; prints the user id\n"
@@ -48,6 +48,8 @@ static const char USAGE[] =
     "  --state DIR    device identity and sync position (default $HOME/.parley; created 0700)\n"
     "  --server URL   server to use (default: the one registered with, else " CLI_DEFAULT_SERVER
     ")\n"
+    "  --tls-ca FILE  wss:// servers: trust the CA certificates (or self-signed\n"
+    "                 certificate) in FILE (PEM) instead of the system's\n"
     "  --help         this text\n"
     "\n"
     "Users are named by their user names. Exit status: 0 ok, 1 failure, 2 usage.\n";
@@ -55,6 +57,7 @@ static const char USAGE[] =
 typedef struct cli_args {
     const char *state;
     const char *server;
+    const char *tls_ca;
     const char *pos[MAX_ARGS];
     int n_pos;
     bool have_wait, have_limit, have_before;
@@ -122,6 +125,8 @@ static int parse_args(int argc, char **argv, cli_args *a) {
                 a->state = val;
             } else if (strcmp(name, "server") == 0) {
                 a->server = val;
+            } else if (strcmp(name, "tls-ca") == 0) {
+                a->tls_ca = val;
             } else if (strcmp(name, "wait") == 0) {
                 num = &a->wait_s, flag = &a->have_wait;
             } else if (strcmp(name, "limit") == 0) {
@@ -158,6 +163,7 @@ pc_client *cli_connect(cli_ctx *ctx, const char *cmd, bool sign_in) {
         .reconnect_base_ms = 100,
         .reconnect_cap_ms = 5000,
         .max_reconnects = 10,
+        .tls_ca_file = ctx->tls_ca,
     };
     pc_client *c = pc_new(&o);
     if (!c) {
@@ -602,6 +608,7 @@ int main(int argc, char **argv) {
                                                             : CLI_DEFAULT_SERVER;
     if (!url_ok(server)) return usage_error("bad server URL: %s", server);
     snprintf(ctx.server, sizeof ctx.server, "%s", server);
+    ctx.tls_ca = a.tls_ca;
 
     if (cm && cm->need == NEEDS_NOTHING) {
         rc = cmd_register(&ctx, &a, strcmp(cm->name, "register-device") == 0);

@@ -7,17 +7,20 @@
 #include <sodium.h>
 
 #include "internal.h"
+#include "net/tls.h"
 
-/* Splits "ws://host[:port][/path]" (scheme optional; "[v6]" hosts allowed).
- * Returns 0, or -1 with the reason in c->error. */
+/* Splits "ws[s]://host[:port][/path]" (scheme optional: ws; "[v6]" hosts
+ * allowed). Returns 0, or -1 with the reason in c->error. */
 static int parse_url(pc_client *c, const char *url) {
     const char *p = url;
+    c->use_tls = false;
     if (strncmp(p, "ws://", 5) == 0) {
         p += 5;
     } else if (strncmp(p, "wss://", 6) == 0) {
-        return pc_fail(c, -1, "wss:// (TLS) is not supported by libparley yet: %s", url);
+        p += 6;
+        c->use_tls = true;
     } else if (strstr(p, "://")) {
-        return pc_fail(c, -1, "not a ws:// URL: %s", url);
+        return pc_fail(c, -1, "not a ws:// or wss:// URL: %s", url);
     }
     const char *host = p, *host_end;
     if (*p == '[') {
@@ -34,7 +37,7 @@ static int parse_url(pc_client *c, const char *url) {
     memcpy(c->host, host, hlen);
     c->host[hlen] = '\0';
 
-    snprintf(c->port, sizeof c->port, "80");
+    snprintf(c->port, sizeof c->port, "%s", c->use_tls ? "443" : "80");
     if (*p == ':') {
         p++;
         size_t plen = strspn(p, "0123456789");
@@ -74,11 +77,17 @@ pc_client *pc_new(const pc_options *opt) {
     bool all_zero = !o.server_url && !o.connect_timeout_ms && !o.request_timeout_ms
                     && !o.reconnect_base_ms && !o.reconnect_cap_ms && !o.max_reconnects;
     c->max_reconnects = (!opt || all_zero || o.max_reconnects < 0) ? 20 : o.max_reconnects;
+    c->ping_interval_ms = o.ping_interval_ms < 0 ? 0 : positive_or(o.ping_interval_ms, PC_PING_DEFAULT_MS);
     c->retry_after_s = -1;
     c->status = 0;
     ws_reader_init(&c->reader, false, PC_MAX_SERVER_MESSAGE);
+    snprintf(c->tls_ca_file, sizeof c->tls_ca_file, "%s", o.tls_ca_file ? o.tls_ca_file : "");
     if (parse_url(c, o.server_url && o.server_url[0] ? o.server_url : "ws://127.0.0.1:8080") < 0)
         c->host[0] = '\0';   /* pc_connect reports c->error */
+    else if (o.tls_ca_file && strlen(o.tls_ca_file) >= sizeof c->tls_ca_file) {
+        pc_fail(c, -1, "tls_ca_file: path too long");
+        c->host[0] = '\0';
+    }
     return c;
 }
 
@@ -87,6 +96,7 @@ void pc_free(pc_client *c) {
     if (c->fd >= 0) pc_close(c);
     ws_reader_free(&c->reader);
     free(c->rbuf);
+    tls_ctx_free(c->tls_ctx);
     pc_seen_free(&c->seen);
     sodium_memzero(&c->id, sizeof c->id);
     free(c);

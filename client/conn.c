@@ -1,6 +1,8 @@
-/* conn.c -- libparley's transport: TCP connect with a timeout, the HTTP
- * upgrade to parley.v1, WebSocket framing both ways, and the read loop that
- * hands each Frame either to the waiting request or to the push dispatcher.
+/* conn.c -- libparley's transport: TCP connect with a timeout, TLS for
+ * wss:// (OpenSSL, the server's certificate verified against the URL host),
+ * the HTTP upgrade to parley.v1, WebSocket framing both ways, keepalive
+ * pings, and the read loop that hands each Frame either to the waiting
+ * request or to the push dispatcher.
  *
  * The socket is non-blocking throughout; every wait is a poll() bounded by a
  * deadline, so no call can hang on a silent server. */
@@ -19,6 +21,7 @@
 #include <sodium.h>
 
 #include "internal.h"
+#include "net/tls.h"
 
 enum { READ_BUF_INITIAL = 64 * 1024, CLOSE_WAIT_MS = 1000 };
 
@@ -36,6 +39,9 @@ int pc_ms_left(int64_t deadline) {
 }
 
 void pc_conn_drop(pc_client *c) {
+    tls_free(c->ssl, false);
+    c->ssl = NULL;
+    c->tls_want_write = false;
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
     c->rlen = 0;
@@ -52,31 +58,58 @@ static int wait_fd(pc_client *c, short events, int timeout_ms) {
     return r;
 }
 
-/* Writes all of buf before deadline, or drops the connection. */
-static int write_all(pc_client *c, const uint8_t *buf, size_t len, int64_t deadline) {
-    while (len > 0) {
+/* One write of buf: > 0 bytes written, 0 would block (*wait_for: the poll
+ * events to wait for), -1 failed (dropped, pc_fail set). */
+static ssize_t write_some(pc_client *c, const uint8_t *buf, size_t len, short *wait_for) {
+    *wait_for = POLLOUT;
+    if (c->ssl) {
+        size_t n = 0;
+        switch (tls_write(c->ssl, buf, len, &n)) {
+        case TLS_OK:
+            return (ssize_t)n;
+        case TLS_WANT_WRITE:
+            return 0;
+        case TLS_WANT_READ:
+            *wait_for = POLLIN;
+            return 0;
+        default:
+            pc_conn_drop(c);
+            return pc_fail(c, -1, "connection lost while sending (TLS)");
+        }
+    }
+    for (;;) {
         ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
-        if (n > 0) {
-            buf += n;
-            len -= (size_t)n;
-            continue;
-        }
+        if (n > 0) return n;
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int left = pc_ms_left(deadline);
-            if (left == 0) {
-                pc_conn_drop(c);
-                return pc_fail(c, -1, "send timed out");
-            }
-            if (wait_fd(c, POLLOUT, left) < 0) {
-                pc_conn_drop(c);
-                return pc_fail(c, -1, "poll: %s", strerror(errno));
-            }
-            continue;
-        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
         int e = errno;
         pc_conn_drop(c);
         return pc_fail(c, -1, "connection lost while sending: %s", strerror(e));
+    }
+}
+
+/* Writes all of buf before deadline, or drops the connection. */
+static int write_all(pc_client *c, const uint8_t *buf, size_t len, int64_t deadline) {
+    while (len > 0) {
+        short wait_for;
+        ssize_t n = write_some(c, buf, len, &wait_for);
+        if (n < 0) return -1;
+        if (n > 0) {
+            buf += n;
+            len -= (size_t)n;
+            c->last_tx_ms = pc_now_ms();
+            continue;
+        }
+        int left = pc_ms_left(deadline);
+        if (left == 0) {
+            pc_conn_drop(c);
+            return pc_fail(c, -1, "send timed out");
+        }
+        if (wait_fd(c, wait_for, left) < 0) {
+            int e = errno;
+            pc_conn_drop(c);
+            return pc_fail(c, -1, "poll: %s", strerror(e));
+        }
     }
     return 0;
 }
@@ -131,13 +164,36 @@ static int read_some(pc_client *c, int timeout_ms) {
         c->rbuf = nb;
         c->rcap = cap;
     }
-    int w = wait_fd(c, POLLIN, timeout_ms);
-    if (w < 0) {
-        int e = errno;
-        pc_conn_drop(c);
-        return pc_fail(c, -1, "poll: %s", strerror(e));
+    /* TLS may already hold decrypted bytes: no waiting for the socket then */
+    if (!c->ssl || !tls_pending(c->ssl)) {
+        int w = wait_fd(c, c->tls_want_write ? POLLOUT : POLLIN, timeout_ms);
+        if (w < 0) {
+            int e = errno;
+            pc_conn_drop(c);
+            return pc_fail(c, -1, "poll: %s", strerror(e));
+        }
+        if (w == 0) return 0;
     }
-    if (w == 0) return 0;
+    if (c->ssl) {
+        size_t n = 0;
+        c->tls_want_write = false;
+        switch (tls_read(c->ssl, c->rbuf + c->rlen, c->rcap - c->rlen, &n)) {
+        case TLS_OK:
+            c->rlen += n;
+            return (int)n;
+        case TLS_WANT_READ:
+            return 0;
+        case TLS_WANT_WRITE:
+            c->tls_want_write = true;
+            return 0;
+        case TLS_CLOSED:
+            pc_conn_drop(c);
+            return pc_fail(c, -1, "connection closed by server");
+        default:
+            pc_conn_drop(c);
+            return pc_fail(c, -1, "connection lost (TLS error)");
+        }
+    }
     ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
     if (n > 0) {
         c->rlen += (size_t)n;
@@ -256,9 +312,18 @@ void pc_conn_close(pc_client *c, uint16_t code) {
     /* Wait (briefly) for the server to finish: closing with unread data
      * makes the kernel send RST, which can discard what the server has not
      * read yet, such as our last Ack. */
-    shutdown(c->fd, SHUT_WR);
     int64_t deadline = pc_now_ms() + (c->request_timeout_ms < CLOSE_WAIT_MS
                                       ? c->request_timeout_ms : CLOSE_WAIT_MS);
+    if (c->ssl) {
+        /* TLS cannot half-close: read (and drop) until the server closes */
+        while (c->fd >= 0 && pc_ms_left(deadline) > 0) {
+            c->rlen = 0;
+            if (read_some(c, pc_ms_left(deadline)) < 0) break;
+        }
+        pc_conn_drop(c);
+        return;
+    }
+    shutdown(c->fd, SHUT_WR);
     uint8_t sink[4096];
     for (;;) {
         int left = pc_ms_left(deadline);
@@ -386,12 +451,44 @@ static int upgrade(pc_client *c, int64_t deadline) {
     return 0;
 }
 
+/* The TLS handshake on the connected socket, verifying the server. */
+static int tls_handshake(pc_client *c, int64_t deadline) {
+    char err[256];
+    if (!c->tls_ctx) {
+        c->tls_ctx = tls_client_ctx_new(c->tls_ca_file, err, sizeof err);
+        if (!c->tls_ctx) {
+            pc_conn_drop(c);
+            return pc_fail(c, -1, "%s", err);
+        }
+    }
+    c->ssl = tls_client_new(c->tls_ctx, c->fd, c->host);
+    if (!c->ssl) {
+        pc_conn_drop(c);
+        return pc_fail(c, -1, "TLS: out of memory");
+    }
+    for (;;) {
+        tls_result r = tls_connect_step(c->ssl, err, sizeof err);
+        if (r == TLS_OK) return 0;
+        if (r == TLS_ERROR) {
+            pc_conn_drop(c);
+            return pc_fail(c, -1, "%s:%s: %s", c->host, c->port, err);
+        }
+        int left = pc_ms_left(deadline);
+        int w = left == 0 ? 0 : wait_fd(c, r == TLS_WANT_WRITE ? POLLOUT : POLLIN, left);
+        if (w < 0 || left == 0) {
+            pc_conn_drop(c);
+            return pc_fail(c, -1, "TLS handshake with %s:%s timed out", c->host, c->port);
+        }
+    }
+}
+
 int pc_conn_open(pc_client *c) {
     if (c->fd >= 0) pc_conn_drop(c);
     c->retry_after_s = -1;
     c->last_close_code = 0;
     int64_t deadline = pc_now_ms() + c->connect_timeout_ms;
     if (tcp_connect(c, deadline) < 0) return -1;
+    if (c->use_tls && tls_handshake(c, deadline) < 0) return -1;
     if (upgrade(c, deadline) < 0) return -1;
     /* the server speaks first: a Challenge we sign to authenticate */
     while (!c->have_nonce) {
@@ -404,4 +501,17 @@ int pc_conn_open(pc_client *c) {
         }
     }
     return 0;
+}
+
+/* ------------------------------------------------------------ keepalive */
+
+int64_t pc_conn_ping_due(const pc_client *c) {
+    if (c->fd < 0 || c->ping_interval_ms <= 0) return -1;
+    return c->last_tx_ms + c->ping_interval_ms;
+}
+
+int pc_conn_keepalive(pc_client *c) {
+    int64_t due = pc_conn_ping_due(c);
+    if (due < 0 || pc_now_ms() < due) return 0;
+    return send_ws(c, WS_OP_PING, NULL, 0);
 }

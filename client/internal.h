@@ -24,7 +24,12 @@ enum {
     PC_NONCE_BYTES = 32,
     PC_AUTH_CONTEXT_LEN = 14,          /* "parley.v1 auth" */
     PC_HOST_MAX = 256,
+    PC_PATH_MAX = 1024,                /* tls_ca_file */
+    PC_PING_DEFAULT_MS = 30000,
 };
+
+typedef struct ssl_st SSL;
+typedef struct ssl_ctx_st SSL_CTX;
 
 /* conversation id -> last seq handed to the callback; open addressing,
  * linear probing, grows at 1/2 load. Key 0 marks an empty slot (conversation
@@ -43,6 +48,9 @@ struct pc_client {
     char path[256];
     int connect_timeout_ms, request_timeout_ms;
     int reconnect_base_ms, reconnect_cap_ms, max_reconnects;
+    int ping_interval_ms;     /* 0: no pings */
+    bool use_tls;             /* wss:// */
+    char tls_ca_file[PC_PATH_MAX];
 
     /* transport */
     int fd;                   /* -1 when not connected */
@@ -52,11 +60,17 @@ struct pc_client {
     size_t rlen, rcap;
     uint8_t nonce[PC_NONCE_BYTES];
     bool have_nonce;
+    int64_t last_tx_ms;       /* last bytes sent: pings go out when it is old */
+    SSL_CTX *tls_ctx;         /* made at the first wss:// connect, kept */
+    SSL *ssl;                 /* this connection's TLS, NULL over ws:// */
+    bool tls_want_write;      /* the last TLS read needs the socket writable */
 
     /* why the last connection ended; drives the reconnect delay */
     int last_close_code;      /* 0: none seen */
     int retry_after_s;        /* from a 503, -1 when none */
     int backoff_attempt;      /* exponent of the next backoff; reset once healthy */
+    int64_t next_attempt_ms;  /* pc_poll: when the scheduled reconnect is due; 0: none */
+    int failed_attempts;      /* pc_poll: reconnects failed in a row */
 
     /* identity kept for signing in again after a reconnect */
     pc_identity id;
@@ -104,6 +118,11 @@ void pc_conn_drop(pc_client *c);
 int pc_conn_send_frame(pc_client *c, const Parley__V1__Frame *f);
 /* Sends a close frame with code (best effort) and drops the connection. */
 void pc_conn_close(pc_client *c, uint16_t code);
+/* Sends a ping if nothing was sent for ping_interval_ms. 0, or -1 after
+ * dropping the connection. */
+int pc_conn_keepalive(pc_client *c);
+/* When the next keepalive ping is due (-1: never, or not connected). */
+int64_t pc_conn_ping_due(const pc_client *c);
 
 /* Reads and handles frames until a Response with request_id want arrives
  * (want 0: none wanted), or deadline passes (-1: none), or, when
@@ -121,8 +140,13 @@ int pc_conn_pump(pc_client *c, uint64_t want, int64_t deadline, bool stop_after_
 int pc_backoff_delay_ms(pc_client *c);
 void pc_sleep_ms(int ms);
 /* Reconnects after a loss: backoff, connect, sign in with the kept identity,
- * restart sync. Uses at most *budget attempts (decremented). 0 or -1. */
+ * restart sync. Uses at most *budget attempts (decremented). Sleeps through
+ * the backoff (for blocking calls). 0 or -1. */
 int pc_reconnect(pc_client *c, int *budget);
+/* pc_poll's reconnect: never sleeps past deadline (-1: none). 1 connected,
+ * 0 the next attempt is not due yet (or failed and another is scheduled),
+ * -1 given up (max_reconnects failures in a row) or refused. */
+int pc_reconnect_until(pc_client *c, int64_t deadline);
 
 /* ---- requests (requests.c) */
 /* Per-attempt hooks a request may need: auth requests sign the current

@@ -26,12 +26,19 @@
 typedef struct pc_client pc_client;
 
 typedef struct pc_options {
-    const char *server_url;     /* "ws://host:port" (default ws://127.0.0.1:8080) */
+    const char *server_url;     /* "ws://host:port" or "wss://host:port" (TLS)
+                                   (default ws://127.0.0.1:8080) */
     int connect_timeout_ms;     /* TCP connect + upgrade + challenge; default 5000 */
     int request_timeout_ms;     /* per request attempt; default 10000 */
     int reconnect_base_ms;      /* backoff base; default 100 */
     int reconnect_cap_ms;       /* backoff cap; default 5000 */
     int max_reconnects;         /* attempts before giving up; default 20; 0 = never reconnect */
+    int ping_interval_ms;       /* pc_poll sends a WebSocket ping when nothing was sent
+                                   for this long, so the server's idle timeout (default
+                                   60 s) keeps a quiet client; default (0) 30000; < 0: off */
+    const char *tls_ca_file;    /* wss://: PEM file of the CAs (or the self-signed
+                                   certificate) to trust; NULL: the system's store. The
+                                   certificate must name the URL's host (DNS or IP). */
 } pc_options;
 
 /* A device's identity: its Ed25519 keys and, once registered, its ids. */
@@ -52,7 +59,10 @@ void pc_free(pc_client *c);
 /* Connects (TCP, upgrade to parley.v1, waits for the challenge). 0 or -1. */
 int pc_connect(pc_client *c);
 void pc_close(pc_client *c);    /* sends a close frame (1000) and closes the socket */
-int pc_fd(const pc_client *c);  /* the socket, -1 when not connected */
+/* The socket, -1 when not connected (also while pc_poll waits out a
+ * reconnect backoff). Readable means pc_poll has work; over TLS, pc_poll may
+ * also find data already decrypted, so poll() with a finite timeout. */
+int pc_fd(const pc_client *c);
 
 /* Every call below returns 0 on success and -1 on failure; then
  * pc_error() is a one-line description and pc_status() the protocol status
@@ -124,9 +134,13 @@ int pc_start_sync(pc_client *c);
 int pc_sync_done(const pc_client *c);
 
 /* Reads and dispatches whatever arrives within timeout_ms (0: only what is
- * already there; -1: until something arrives), sends pending acks, and
- * reconnects if the connection was lost. Returns the number of frames
- * handled (>= 0), or -1 when the connection is lost and reconnecting failed. */
+ * already there; -1: until something arrives), sends pending acks and, when
+ * the client sent nothing for ping_interval_ms, a ping. Reconnects if the
+ * connection was lost, without sleeping past timeout_ms: the next attempt
+ * is scheduled after the backoff and made by a later pc_poll once it is due
+ * (so many clients can share a thread with pc_poll(c, 0)). Returns the
+ * number of frames handled (>= 0; 0 also while waiting to reconnect), or -1
+ * when the connection is lost and max_reconnects attempts in a row failed. */
 int pc_poll(pc_client *c, int timeout_ms);
 /* Sends the pending cumulative Ack now (pc_poll also does it). */
 int pc_flush_acks(pc_client *c);

@@ -47,6 +47,23 @@ int pc_backoff_delay_ms(pc_client *c) {
     return delay;
 }
 
+/* One attempt: connect, sign in again, restart sync. 0 connected; 1 failed
+ * (lost: another attempt may work); -1 refused (retrying will not help). */
+static int reconnect_once(pc_client *c) {
+    if (pc_conn_open(c) < 0) return 1;
+    if (c->have_identity && pc_sign_in_once(c) < 0) return c->fd >= 0 ? -1 : 1;
+    if (c->sync_started && pc_start_sync_once(c) < 0) return c->fd >= 0 ? -1 : 1;
+    c->stats.reconnects++;
+    return 0;
+}
+
+static int gave_up(pc_client *c, int attempts) {
+    char last[sizeof c->error];
+    snprintf(last, sizeof last, "%s", c->error);
+    return pc_fail(c, -1, "connection lost; %d reconnect attempt%s failed (last: %s)", attempts,
+                   attempts == 1 ? "" : "s", last);
+}
+
 int pc_reconnect(pc_client *c, int *budget) {
     if (!c->want_connected) return pc_fail(c, -1, "not connected");
     if (c->max_reconnects == 0) return -1;   /* keep the error that lost the connection */
@@ -54,21 +71,47 @@ int pc_reconnect(pc_client *c, int *budget) {
     while (*budget > 0) {
         (*budget)--;
         attempts++;
-        pc_sleep_ms(pc_backoff_delay_ms(c));
-        if (pc_conn_open(c) < 0) continue;
-        if (c->have_identity && pc_sign_in_once(c) < 0) {
-            if (c->fd >= 0) return -1;   /* refused, not lost: retrying will not help */
-            continue;
+        /* an attempt pc_poll already scheduled keeps its time */
+        int delay = c->next_attempt_ms ? pc_ms_left(c->next_attempt_ms) : pc_backoff_delay_ms(c);
+        c->next_attempt_ms = 0;
+        pc_sleep_ms(delay);
+        int r = reconnect_once(c);
+        if (r == 0) {
+            c->failed_attempts = 0;
+            return 0;
         }
-        if (c->sync_started && pc_start_sync_once(c) < 0) {
-            if (c->fd >= 0) return -1;
-            continue;
-        }
-        c->stats.reconnects++;
-        return 0;
+        if (r < 0) return -1;
     }
-    char last[sizeof c->error];
-    snprintf(last, sizeof last, "%s", c->error);
-    return pc_fail(c, -1, "connection lost; %d reconnect attempt%s failed (last: %s)", attempts,
-                   attempts == 1 ? "" : "s", last);
+    return gave_up(c, attempts);
+}
+
+int pc_reconnect_until(pc_client *c, int64_t deadline) {
+    if (!c->want_connected) return pc_fail(c, -1, "not connected");
+    if (c->max_reconnects == 0) return -1;
+    for (;;) {
+        if (c->next_attempt_ms == 0) c->next_attempt_ms = pc_now_ms() + pc_backoff_delay_ms(c);
+        int wait = pc_ms_left(c->next_attempt_ms);
+        int left = pc_ms_left(deadline);   /* -1: no deadline */
+        if (left >= 0 && left < wait) {
+            pc_sleep_ms(left);
+            return 0;
+        }
+        pc_sleep_ms(wait);
+        c->next_attempt_ms = 0;
+        int r = reconnect_once(c);
+        if (r == 0) {
+            c->failed_attempts = 0;
+            return 1;
+        }
+        if (r < 0) return -1;
+        if (++c->failed_attempts >= c->max_reconnects) {
+            int n = c->failed_attempts;
+            c->failed_attempts = 0;
+            return gave_up(c, n);
+        }
+        if (pc_ms_left(deadline) == 0) {
+            c->next_attempt_ms = pc_now_ms() + pc_backoff_delay_ms(c);
+            return 0;
+        }
+    }
 }

@@ -208,28 +208,44 @@ enum { POLL_DRAIN_ROUNDS = 64 };   /* bounds pc_poll(c, 0) against a server that
 
 int pc_poll(pc_client *c, int timeout_ms) {
     if (c->in_callback) return pc_fail(c, -1, "pc_poll called from a libparley callback");
-    int budget = c->max_reconnects;
     int64_t deadline = timeout_ms < 0 ? -1 : pc_now_ms() + timeout_ms;
     int handled = 0;
     if (c->fd < 0) {
         if (!c->want_connected) return pc_fail(c, -1, "not connected");
-        if (pc_reconnect(c, &budget) < 0) return -1;
+        int r = pc_reconnect_until(c, deadline);
+        if (r <= 0) return r;
     }
     /* first wait (up to the deadline) for anything, then take whatever
      * else is already there without waiting */
     bool waiting = true;
     for (int round = 0; round < POLL_DRAIN_ROUNDS; round++) {
-        /* about to (maybe) block: let the server free its window first */
+        /* about to (maybe) block: let the server free its window first,
+         * and tell its idle timeout we are still here */
         pc_flush_acks(c);
-        int r = c->fd < 0 ? -1
-                          : pc_conn_pump(c, 0, waiting ? deadline : pc_now_ms(), true, NULL,
-                                         &handled);
+        if (c->fd >= 0) pc_conn_keepalive(c);
+        int64_t until = waiting ? deadline : pc_now_ms();
+        int64_t ping_due = pc_conn_ping_due(c);
+        bool woke_for_ping = false;
+        if (waiting && ping_due >= 0 && (until < 0 || ping_due < until)) {
+            until = ping_due;
+            woke_for_ping = true;
+        }
+        int r = c->fd < 0 ? -1 : pc_conn_pump(c, 0, until, true, NULL, &handled);
         if (r < 0) {
             if (!c->want_connected) return -1;
-            if (pc_reconnect(c, &budget) < 0) return -1;
+            int rr = pc_reconnect_until(c, deadline);
+            if (rr < 0) return -1;
+            if (rr == 0) break;   /* the next attempt is for a later pc_poll */
             continue;
         }
-        if (r == 0) break;   /* nothing (more) within the time */
+        if (r == 0) {
+            /* the wait ended for a keepalive, not the caller's deadline */
+            if (woke_for_ping && pc_ms_left(deadline) != 0) {
+                round--;
+                continue;
+            }
+            break;   /* nothing (more) within the time */
+        }
         waiting = false;
     }
     if (c->fd >= 0) pc_flush_acks(c);
