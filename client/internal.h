@@ -5,7 +5,8 @@
  * requests.c  one request/response round trip, with retries across reconnects
  * api.c       the typed request calls of parley.h
  * identity.c  keys, challenge signatures, register / sign in
- * sync.c      events, dedupe, acks, pc_poll */
+ * sync.c      events, dedupe, acks, pc_poll
+ * realtime.c  presence, typing, receipts, keys, devices, device messages */
 #ifndef PARLEY_CLIENT_INTERNAL_H
 #define PARLEY_CLIENT_INTERNAL_H
 
@@ -91,6 +92,20 @@ struct pc_client {
     void *on_receipt_ud;
     bool in_callback;         /* a callback runs: blocking calls would re-enter the reader */
 
+    /* real time (realtime.c): push callbacks, device message dedupe */
+    pc_presence_fn on_presence;
+    void *on_presence_ud;
+    pc_typing_fn on_typing;
+    void *on_typing_ud;
+    pc_keys_low_fn on_keys_low;
+    void *on_keys_low_ud;
+    pc_device_list_fn on_device_list;
+    void *on_device_list_ud;
+    pc_device_message_fn on_device_message;
+    void *on_device_message_ud;
+    uint64_t device_messages_seen;   /* highest queue_seq handed out */
+    bool device_ack_due;             /* device messages arrived since the last AckDeviceMessages */
+
     pc_stats stats;
     int status;               /* of the last failure */
     uint64_t retry_after_ms;  /* from the last error response (RATE_LIMITED, UNAVAILABLE) */
@@ -175,6 +190,14 @@ int pc_request_once(pc_client *c, pc_request *req, Parley__V1__Frame **out);
 void pc_sign_challenge(const uint8_t nonce[PC_NONCE_BYTES], const uint8_t sk[64], uint8_t sig[64]);
 /* SignIn with c->id on the current connection (no reconnect). 0 or -1. */
 int pc_sign_in_once(pc_client *c);
+
+/* ---- real time (realtime.c) */
+/* Handles a Presence, TypingIndicator, KeysLow, DeviceListChanged or
+ * DeviceMessage push; 1 if f was one of those, else 0. */
+int pc_realtime_dispatch(pc_client *c, const Parley__V1__Frame *f);
+/* Sends AckDeviceMessages{up_to = device_messages_seen} if any device
+ * message arrived since the last one (pc_flush_acks calls it). 0 or -1. */
+int pc_flush_device_acks(pc_client *c);
 
 /* ---- sync (sync.c) */
 void pc_dispatch_push(pc_client *c, const Parley__V1__Frame *f);

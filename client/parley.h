@@ -154,4 +154,87 @@ typedef struct pc_stats {
 } pc_stats;
 void pc_get_stats(const pc_client *c, pc_stats *out);
 
+/* ------------------------------------------------------------ real time
+ *
+ * Presence, typing, receipts, the key directory, the device list and device
+ * messages (parley.proto, "real time" onwards). Pushes reach the callbacks
+ * below from inside pc_poll (or any blocking call waiting for its answer);
+ * what they point to is valid only during the callback. A callback must not
+ * make blocking libparley calls. */
+
+/* Presence of users who share a conversation with this user (FORBIDDEN
+ * otherwise; at most 1024). The list replaces the previous one (n 0: none).
+ * The current state of each arrives at once through the presence callback,
+ * then changes (the server coalesces them to one per user every few
+ * seconds). A subscription belongs to the connection: after a reconnect
+ * (pc_get_stats().reconnects grew) subscribe again. */
+typedef void (*pc_presence_fn)(void *ud, const Parley__V1__Presence *p);
+int pc_subscribe_presence(pc_client *c, const uint64_t *users, size_t n);
+void pc_on_presence(pc_client *c, pc_presence_fn fn, void *ud);
+
+/* Typing indicators: ephemeral, to the other members' online devices, never
+ * stored. Not retried: past the server's rate limit (5 a second, bursts of
+ * 10) this fails at once with PARLEY__V1__STATUS__RATE_LIMITED, and
+ * pc_retry_after_ms() says when the next one would be taken; over a lost
+ * connection it reconnects once it is due and sends it then. */
+typedef void (*pc_typing_fn)(void *ud, const Parley__V1__TypingIndicator *t);
+int pc_typing(pc_client *c, uint64_t conversation_id, int typing);
+void pc_on_typing(pc_client *c, pc_typing_fn fn, void *ud);
+/* From the last RATE_LIMITED or UNAVAILABLE answer: ms to wait (0: none said). */
+uint64_t pc_retry_after_ms(const pc_client *c);
+
+/* Every current member's delivered and read seq. Receipts also arrive as
+ * pushes and, for conversations with events in a catch-up, inside SyncDone:
+ * both go to the pc_on_receipt callback.
+ * *out owned by the caller: parley__v1__receipt_list__free_unpacked(*out, NULL). */
+int pc_get_receipts(pc_client *c, uint64_t conversation_id, Parley__V1__ReceiptList **out);
+
+/* Key directory. identity_key must be given in the first upload of a device
+ * (resending the same one is fine; NULL/0 afterwards keeps it);
+ * signed_pre_key NULL keeps the current one; up to 200 one-time pre-keys per
+ * call, 1000 kept. *remaining (may be NULL): this device's one-time pre-keys
+ * left on the server. */
+typedef struct pc_prekey {
+    uint32_t key_id;
+    const uint8_t *public_key;
+    size_t public_key_len;
+    const uint8_t *signature;   /* signed pre-key only */
+    size_t signature_len;
+} pc_prekey;
+int pc_upload_keys(pc_client *c, const uint8_t *identity_key, size_t identity_key_len,
+                   const pc_prekey *signed_pre_key, const pc_prekey *one_time, size_t n_one_time,
+                   uint32_t *remaining);
+/* One bundle per device of user (devices without keys are left out), each
+ * with a one-time pre-key handed out to this caller only (absent when the
+ * device has none left). Only users sharing a conversation, or oneself.
+ * *out owned by the caller: parley__v1__key_bundles__free_unpacked(*out, NULL). */
+int pc_fetch_keys(pc_client *c, uint64_t user_id, Parley__V1__KeyBundles **out);
+/* Pushed when this device has fewer than 10 one-time pre-keys left. */
+typedef void (*pc_keys_low_fn)(void *ud, uint32_t one_time_pre_keys_left);
+void pc_on_keys_low(pc_client *c, pc_keys_low_fn fn, void *ud);
+
+/* Device lists. user_id 0: one's own.
+ * *out owned by the caller: parley__v1__device_list__free_unpacked(*out, NULL). */
+int pc_get_devices(pc_client *c, uint64_t user_id, Parley__V1__DeviceList **out);
+/* Removes one of this user's other devices (not the one asking). */
+int pc_remove_device(pc_client *c, uint32_t device_id);
+/* Pushed when a contact's (or one's own) device list changed. */
+typedef void (*pc_device_list_fn)(void *ud, uint64_t user_id, uint64_t change_counter);
+void pc_on_device_list_changed(pc_client *c, pc_device_list_fn fn, void *ud);
+
+/* Device messages: an opaque envelope (1..65536 bytes) for one device of a
+ * user sharing a conversation. Not retried after it may have been sent
+ * (a second attempt would queue a second envelope). *queue_seq may be NULL. */
+int pc_send_device_message(pc_client *c, uint64_t user_id, uint32_t device_id, const void *body,
+                           size_t len, uint64_t *queue_seq);
+/* Device messages for this device, live or (re)sent after each StartSync:
+ * handed to the callback at most once each (by queue_seq, increasing), then
+ * acknowledged, which deletes them on the server. */
+typedef void (*pc_device_message_fn)(void *ud, const Parley__V1__DeviceMessage *m);
+void pc_on_device_message(pc_client *c, pc_device_message_fn fn, void *ud);
+/* Dedupe state, e.g. saved across runs: device messages with queue_seq <=
+ * seen are dropped (and acked). */
+void pc_set_device_messages_seen(pc_client *c, uint64_t seen);
+uint64_t pc_device_messages_seen(const pc_client *c);
+
 #endif

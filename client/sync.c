@@ -1,5 +1,6 @@
 /* sync.c -- the device's view of its inbox: StartSync from the cursor,
- * server pushes (events, SyncDone, receipts, challenges), the dedupe that
+ * server pushes (events, SyncDone, receipts, challenges; the real-time ones
+ * are passed on to realtime.c), the dedupe that
  * makes at-least-once delivery look exactly-once, cumulative acks, and
  * pc_poll. */
 #include <stdlib.h>
@@ -97,6 +98,7 @@ void pc_on_receipt(pc_client *c, pc_receipt_fn fn, void *ud) {
 }
 
 int pc_flush_acks(pc_client *c) {
+    if (c->fd >= 0 && pc_flush_device_acks(c) < 0) return -1;
     if (c->delivered <= c->acked) return 0;
     if (c->fd < 0) return pc_fail(c, -1, "not connected");
     Parley__V1__Ack ack = PARLEY__V1__ACK__INIT;
@@ -140,6 +142,13 @@ static void handle_event(pc_client *c, const Parley__V1__Event *e) {
     }
 }
 
+static void handle_receipt(pc_client *c, const Parley__V1__Receipt *r) {
+    if (!r || !c->on_receipt) return;
+    c->in_callback = true;
+    c->on_receipt(c->on_receipt_ud, r);
+    c->in_callback = false;
+}
+
 void pc_dispatch_push(pc_client *c, const Parley__V1__Frame *f) {
     switch (f->body_case) {
     case PARLEY__V1__FRAME__BODY_CHALLENGE:
@@ -153,17 +162,20 @@ void pc_dispatch_push(pc_client *c, const Parley__V1__Frame *f) {
         break;
     case PARLEY__V1__FRAME__BODY_SYNC_DONE:
         c->sync_done = true;
+        /* where the other members are in the conversations just caught up
+         * on: the same news as Receipt pushes, for the same callback */
+        for (size_t i = 0; f->sync_done && i < f->sync_done->n_receipts; i++)
+            handle_receipt(c, f->sync_done->receipts[i]);
         pc_flush_acks(c);
         break;
     case PARLEY__V1__FRAME__BODY_RECEIPT:
-        if (f->receipt && c->on_receipt) {
-            c->in_callback = true;
-            c->on_receipt(c->on_receipt_ud, f->receipt);
-            c->in_callback = false;
-        }
+        handle_receipt(c, f->receipt);
         break;
     default:
-        break;   /* requests are not for clients; unknown pushes are ignored */
+        /* presence, typing, keys, devices, device messages; requests are
+         * not for clients, and unknown pushes are ignored */
+        pc_realtime_dispatch(c, f);
+        break;
     }
 }
 
