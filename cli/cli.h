@@ -3,7 +3,8 @@
  * main.c         arguments, the subcommands
  * state.c        the --state directory: identity and sync position, written atomically
  * json.c         JSON lines for events and conversations
- * interactive.c  the terminal chat (no subcommand) */
+ * interactive.c  the terminal chat (no subcommand)
+ * realtime_cmds.c presence, receipts, typing, devices, remove-device */
 #ifndef PARLEY_CLI_H
 #define PARLEY_CLI_H
 
@@ -83,5 +84,18 @@ int cli_resolve_user(pc_client *c, const char *cmd, const char *name, uint64_t *
 int cli_parse_u64(const char *s, uint64_t *out);
 
 int cli_interactive(cli_ctx *ctx);
+
+/* ------------------------------------------------------ real time (realtime_cmds.c) */
+
+/* Each returns the exit status, after printing the error if any. */
+/* One JSON line per distinct user {user, name, online, last_seen}; then, for
+ * watch_s seconds (0: none), one per change. */
+int cli_cmd_presence(cli_ctx *ctx, const char *const *names, int n_names, uint64_t watch_s);
+/* One JSON line per member {user, delivered_seq, read_seq}. */
+int cli_cmd_receipts(cli_ctx *ctx, uint64_t conv);
+int cli_cmd_typing(cli_ctx *ctx, uint64_t conv, bool typing);
+/* One JSON line {user, change_counter, devices}; user_name NULL: one's own. */
+int cli_cmd_devices(cli_ctx *ctx, const char *user_name);
+int cli_cmd_remove_device(cli_ctx *ctx, uint32_t device_id);
 
 #endif

@@ -43,6 +43,13 @@ static const char USAGE[] =
     "  history CONV [--limit N] [--before SEQ]\n"
     "                             prints up to N (default 50) messages before SEQ, oldest first\n"
     "  read CONV SEQ              marks CONV read up to SEQ\n"
+    "  receipts CONV              one JSON line per member: delivered and read seq\n"
+    "  typing CONV [on|off]       tells the other members' online devices (default on)\n"
+    "  presence USER... [--watch S]\n"
+    "                             one JSON line per user: online, last seen (ms); then S\n"
+    "                             more seconds of changes (default 0)\n"
+    "  devices [USER]             USER's (default: own) device ids and change counter, as JSON\n"
+    "  remove-device ID           removes another device of this user\n"
     "  (no command)               interactive chat; /help inside for its commands\n"
     "\n"
     "  --state DIR    device identity and sync position (default $HOME/.parley; created 0700)\n"
@@ -60,8 +67,8 @@ typedef struct cli_args {
     const char *tls_ca;
     const char *pos[MAX_ARGS];
     int n_pos;
-    bool have_wait, have_limit, have_before;
-    uint64_t wait_s, limit, before;
+    bool have_wait, have_limit, have_before, have_watch;
+    uint64_t wait_s, limit, before, watch_s;
 } cli_args;
 
 static int usage_error(const char *fmt, const char *arg) {
@@ -133,6 +140,8 @@ static int parse_args(int argc, char **argv, cli_args *a) {
                 num = &a->limit, flag = &a->have_limit;
             } else if (strcmp(name, "before") == 0) {
                 num = &a->before, flag = &a->have_before;
+            } else if (strcmp(name, "watch") == 0) {
+                num = &a->watch_s, flag = &a->have_watch;
             } else {
                 return usage_error("unknown option %s", s);
             }
@@ -533,6 +542,33 @@ static int cmd_sync(cli_ctx *ctx, const cli_args *a, pc_client *c) {
     return rc;
 }
 
+/* ------------------------------------------------------------ real time */
+
+/* Checks the arguments of the real-time subcommands and runs them
+ * (realtime_cmds.c). */
+static int cmd_realtime(cli_ctx *ctx, const cli_args *a) {
+    const char *cmd = a->pos[0];
+    uint64_t n;
+    if (strcmp(cmd, "receipts") == 0 || strcmp(cmd, "typing") == 0) {
+        if (parse_conv(cmd, a->pos[1], &n) < 0) return EXIT_USAGE;
+        if (cmd[0] == 'r') return cli_cmd_receipts(ctx, n);
+        bool on = true;
+        if (a->n_pos > 2) {
+            if (strcmp(a->pos[2], "on") != 0 && strcmp(a->pos[2], "off") != 0)
+                return usage_error("typing: on or off, not %s", a->pos[2]);
+            on = strcmp(a->pos[2], "on") == 0;
+        }
+        return cli_cmd_typing(ctx, n, on);
+    }
+    if (strcmp(cmd, "presence") == 0) return cli_cmd_presence(ctx, a->pos + 1, a->n_pos - 1, a->watch_s);
+    if (strcmp(cmd, "devices") == 0) return cli_cmd_devices(ctx, a->n_pos > 1 ? a->pos[1] : NULL);
+    if (cli_parse_u64(a->pos[1], &n) < 0 || n == 0 || n > UINT32_MAX) {
+        fprintf(stderr, CLI_NAME ": remove-device: not a device id: %s\n", a->pos[1]);
+        return EXIT_USAGE;
+    }
+    return cli_cmd_remove_device(ctx, (uint32_t)n);
+}
+
 /* ------------------------------------------------------------------ main */
 
 typedef enum { NEEDS_NOTHING, NEEDS_IDENTITY, NEEDS_CONNECTION } needs;
@@ -559,6 +595,11 @@ static const command COMMANDS[] = {
     {"sync", NEEDS_CONNECTION, 0, 0, "sync [--wait S]"},
     {"history", NEEDS_CONNECTION, 1, 1, "history CONV [--limit N] [--before SEQ]"},
     {"read", NEEDS_CONNECTION, 2, 2, "read CONV SEQ"},
+    {"receipts", NEEDS_CONNECTION, 1, 1, "receipts CONV"},
+    {"typing", NEEDS_CONNECTION, 1, 2, "typing CONV [on|off]"},
+    {"presence", NEEDS_CONNECTION, 1, -1, "presence USER... [--watch S]"},
+    {"devices", NEEDS_CONNECTION, 0, 1, "devices [USER]"},
+    {"remove-device", NEEDS_CONNECTION, 1, 1, "remove-device ID"},
 };
 
 int main(int argc, char **argv) {
@@ -582,6 +623,10 @@ int main(int argc, char **argv) {
     if (!cm || strcmp(cm->name, "history") != 0) {
         if (a.have_limit || a.have_before) return usage_error("--limit/--before are for history%s", "");
     }
+    if (!cm || strcmp(cm->name, "presence") != 0) {
+        if (a.have_watch) return usage_error("--watch is for presence%s", "");
+    }
+    if (a.have_watch && a.watch_s > SYNC_WAIT_MAX_S) return usage_error("--watch too long%s", "");
     const char *what = cmd ? cmd : "chat";
 
     cli_ctx ctx = {0};
@@ -654,6 +699,8 @@ int main(int argc, char **argv) {
         rc = cmd_history(&ctx, &a);
     } else if (strcmp(cmd, "read") == 0) {
         rc = cmd_read(&ctx, &a);
+    } else {
+        rc = cmd_realtime(&ctx, &a);
     }
     pc_close(ctx.c);
     pc_free(ctx.c);
