@@ -89,6 +89,53 @@ typedef struct h_slot {
 static h_slot slots[H_MAX_SERVERS];
 static int atexit_installed;
 
+/* devices and h_calloc blocks still live at exit */
+typedef struct h_ptrs {
+    void **p;
+    size_t n, cap;
+} h_ptrs;
+static h_ptrs live_devs, live_allocs;
+
+static void ptrs_add(h_ptrs *s, void *p) {
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 64;
+        void **np = realloc(s->p, nc * sizeof *np);
+        if (!np) return;
+        s->p = np;
+        s->cap = nc;
+    }
+    s->p[s->n++] = p;
+}
+
+static void ptrs_del(h_ptrs *s, void *p) {
+    for (size_t i = s->n; i-- > 0;)
+        if (s->p[i] == p) {
+            s->p[i] = s->p[--s->n];
+            return;
+        }
+}
+
+static void reap_all(void);
+static void install_atexit(void) {
+    if (!atexit_installed) {
+        atexit(reap_all);
+        atexit_installed = 1;
+    }
+}
+
+void *h_calloc(size_t n, size_t size) {
+    install_atexit();
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (p) ptrs_add(&live_allocs, p);
+    return p;
+}
+
+void h_free(void *p) {
+    if (!p) return;
+    ptrs_del(&live_allocs, p);
+    free(p);
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
     (void)sb; (void)flag; (void)ftw;
     remove(path);
@@ -105,6 +152,21 @@ static void rm_rf(const char *dir) {
 }
 
 static void reap_all(void) {
+    /* devices first, while their server may still answer; a device that
+     * never read its socket would make a graceful close drain it, so cut
+     * the connection instead */
+    while (live_devs.n) {
+        h_dev *d = live_devs.p[live_devs.n - 1];
+        if (d->c && pc_fd(d->c) >= 0) shutdown(pc_fd(d->c), SHUT_RDWR);
+        h_dev_free(d);
+    }
+    free(live_devs.p);
+    live_devs.p = NULL;
+    live_devs.cap = 0;
+    while (live_allocs.n) h_free(live_allocs.p[live_allocs.n - 1]);
+    free(live_allocs.p);
+    live_allocs.p = NULL;
+    live_allocs.cap = 0;
     for (int i = 0; i < H_MAX_SERVERS; i++) {
         if (slots[i].pid > 0) {
             kill(slots[i].pid, SIGKILL);
@@ -394,10 +456,7 @@ static int wait_healthy(h_server *s) {
 int h_server_start(h_server *s, const char *const *extra_args) {
     memset(s, 0, sizeof *s);
     signal(SIGPIPE, SIG_IGN);
-    if (!atexit_installed) {
-        atexit(reap_all);
-        atexit_installed = 1;
-    }
+    install_atexit();
     const char *bin = getenv("PARLEY_BIN");
     snprintf(s->bin, sizeof s->bin, "%s", bin && *bin ? bin : "./build/parley");
     if (access(s->bin, X_OK) != 0) {
@@ -568,8 +627,20 @@ static pc_client *new_client(const h_server *s, h_dev *d) {
 
 static unsigned name_counter;
 
-h_dev *h_user_new(const h_server *s, const char *name) {
+static h_dev *dev_alloc(void) {
+    install_atexit();
     h_dev *d = calloc(1, sizeof *d);
+    if (d) ptrs_add(&live_devs, d);
+    return d;
+}
+
+static void dev_release(h_dev *d) {
+    ptrs_del(&live_devs, d);
+    free(d);
+}
+
+h_dev *h_user_new(const h_server *s, const char *name) {
+    h_dev *d = dev_alloc();
     if (!d) return NULL;
     if (name && *name)
         snprintf(d->name, sizeof d->name, "%s", name);
@@ -577,7 +648,7 @@ h_dev *h_user_new(const h_server *s, const char *name) {
         snprintf(d->name, sizeof d->name, "u%u_%u", (unsigned)getpid() % 100000u, ++name_counter);
     d->c = new_client(s, d);
     if (!d->c) {
-        free(d);
+        dev_release(d);
         return NULL;
     }
     pc_identity_generate(&d->id);
@@ -585,7 +656,7 @@ h_dev *h_user_new(const h_server *s, const char *name) {
         fprintf(stderr, "  pc_register_user %s: %s (status %d)\n", d->name, pc_error(d->c),
                 pc_status(d->c));
         pc_free(d->c);
-        free(d);
+        dev_release(d);
         return NULL;
     }
     return d;
@@ -599,19 +670,19 @@ h_dev *h_device_link(const h_server *s, h_dev *owner) {
                 pc_status(owner->c));
         return NULL;
     }
-    h_dev *d = calloc(1, sizeof *d);
+    h_dev *d = dev_alloc();
     if (!d) return NULL;
     snprintf(d->name, sizeof d->name, "%.32s#2", owner->name);
     d->c = new_client(s, d);
     if (!d->c) {
-        free(d);
+        dev_release(d);
         return NULL;
     }
     pc_identity_generate(&d->id);
     if (pc_register_device(d->c, token, &d->id) != 0) {
         fprintf(stderr, "  pc_register_device: %s (status %d)\n", pc_error(d->c), pc_status(d->c));
         pc_free(d->c);
-        free(d);
+        dev_release(d);
         return NULL;
     }
     return d;
@@ -630,6 +701,19 @@ int h_dev_reconnect(const h_server *s, h_dev *d, uint64_t cursor) {
     }
     pc_set_cursor(d->c, cursor);
     return 0;
+}
+
+h_dev *h_dev_for_identity(const h_server *s, const pc_identity *id, const char *name,
+                          uint64_t cursor) {
+    h_dev *d = dev_alloc();
+    if (!d) return NULL;
+    d->id = *id;
+    snprintf(d->name, sizeof d->name, "%s", name ? name : "device");
+    if (h_dev_reconnect(s, d, cursor) != 0) {
+        h_dev_free(d);
+        return NULL;
+    }
+    return d;
 }
 
 void h_dev_disconnect(h_dev *d) {
@@ -654,6 +738,7 @@ void h_dev_free(h_dev *d) {
     h_dev_clear(d);
     free(d->ev);
     free(d->rc);
+    ptrs_del(&live_devs, d);
     free(d);
 }
 

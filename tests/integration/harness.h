@@ -118,12 +118,22 @@ h_dev *h_device_link(const h_server *s, h_dev *owner);
  * shows up in the record). Recording continues into d. Frees d->c first if
  * set (closing it). Returns 0 or -1. */
 int h_dev_reconnect(const h_server *s, h_dev *d, uint64_t cursor);
+/* A device record for an existing identity (e.g. to re-sync a user's inbox
+ * from scratch on a fresh connection): allocates, then h_dev_reconnect. */
+h_dev *h_dev_for_identity(const h_server *s, const pc_identity *id, const char *name,
+                          uint64_t cursor);
 /* Closes (close frame) and frees the client, keeping the record. */
 void h_dev_disconnect(h_dev *d);
 /* Frees everything. */
 void h_dev_free(h_dev *d);
 /* Forgets recorded events and receipts. */
 void h_dev_clear(h_dev *d);
+
+/* Allocations that must not leak when a CHECK returns early: h_calloc
+ * memory (and every h_dev) not freed by the test is freed at exit, before
+ * LeakSanitizer looks. */
+void *h_calloc(size_t n, size_t size);
+void h_free(void *p);
 
 /* Options the harness uses for its clients: server url, shortish timeouts. */
 void h_client_options(const h_server *s, pc_options *o);

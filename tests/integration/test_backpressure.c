@@ -40,6 +40,21 @@ enum {
 
 #define NEED(x) CHECK((x), "%s", #x)
 
+/* Under AddressSanitizer (the server is built the same way as this test)
+ * RSS says nothing about buffering: freed memory sits in ASan's quarantine
+ * and every allocation carries redzones and shadow. The bound is checked in
+ * normal builds only; the rest of the test runs everywhere. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_MEANINGFUL 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RSS_MEANINGFUL 0
+#endif
+#endif
+#ifndef RSS_MEANINGFUL
+#define RSS_MEANINGFUL 1
+#endif
+
 static h_server S;
 static uint64_t group_id;
 static atomic_int senders_done;
@@ -186,7 +201,8 @@ static void stalled_reader_bounded_memory(void) {
             rss0, rss_max, rss_max - rss0, skipped0, skipped1);
     CHECK(h_server_alive(&S), "server died during the burst");
     CHECK(failures == 0, "%d sends failed", failures);
-    CHECK(rss_max - rss0 <= RSS_BOUND_KB,
+    if (!RSS_MEANINGFUL) fprintf(stderr, "  (sanitizer build: RSS bound not checked)\n");
+    CHECK(!RSS_MEANINGFUL || rss_max - rss0 <= RSS_BOUND_KB,
           "server RSS grew by %ld KiB (> %d KiB) while devices did not read", rss_max - rss0,
           RSS_BOUND_KB);
     CHECK(have_metric, "no parley_live_pushes_skipped_total in /metrics");
@@ -209,8 +225,12 @@ static void stalled_reader_bounded_memory(void) {
     size_t have = h_dev_conv_events(r, group_id, 1, NULL, 0);
     if (!caught_up) {
         /* diagnosis: does an explicit re-sync recover what the server held back? */
-        fprintf(stderr, "  R has %zu of %zu after reading again; trying pc_start_sync\n", have,
-                want);
+        pc_stats st0;
+        pc_get_stats(r->c, &st0);
+        fprintf(stderr, "  R has %zu of %zu after reading again (%llu reconnects, %llu duplicates "
+                "dropped, sync done %d); trying pc_start_sync\n", have, want,
+                (unsigned long long)st0.reconnects, (unsigned long long)st0.duplicates_dropped,
+                pc_sync_done(r->c));
         if (pc_start_sync(r->c) == 0) h_pump(one, 1, h_pred_count, &g, 15000);
         size_t after = h_dev_conv_events(r, group_id, 1, NULL, 0);
         CHECK(0, "the stalled device did not catch up by itself: %zu of %zu once reading again, "
@@ -218,14 +238,14 @@ static void stalled_reader_bounded_memory(void) {
     }
 
     /* exactly once, in seq order, with the right bodies */
-    acked *all = calloc(want, sizeof *all);
+    acked *all = h_calloc(want, sizeof *all);
     NEED(all);
     size_t na = 0;
     for (int k = 0; k < WARMUP; k++) all[na++] = warm[k];
     for (int i = 0; i < SENDER_DEVS; i++)
         for (int k = 0; k < ss[i].n_ok; k++) all[na++] = ss[i].got[k];
     qsort(all, na, sizeof *all, cmp_acked);
-    const h_event **ev = calloc(want + 16, sizeof *ev);
+    const h_event **ev = h_calloc(want + 16, sizeof *ev);
     NEED(ev);
     size_t ne = h_dev_conv_events(r, group_id, 1, ev, want + 16);
     int bad = 0;
@@ -243,8 +263,8 @@ static void stalled_reader_bounded_memory(void) {
             bad = 1;
         }
     }
-    free(all);
-    free(ev);
+    h_free(all);
+    h_free(ev);
     char why[512];
     CHECK(h_dev_check_order(r, group_id, why, sizeof why) == 0, "%s", why);
     CHECK(!bad, "R's messages differ from what was acknowledged");

@@ -42,7 +42,7 @@ static void kill9_after_acks(const char *mode, int n_msgs) {
     uint64_t conv = 0;
     NEED(pc_open_direct(a->c, b1->id.user_id, &conv) == 0);
 
-    h_sent *exp = calloc((size_t)n_msgs + 8, sizeof *exp);
+    h_sent *exp = h_calloc((size_t)n_msgs + 8, sizeof *exp);
     NEED(exp);
     size_t n = 0;
     char text[64];
@@ -114,7 +114,7 @@ static void kill9_after_acks(const char *mode, int n_msgs) {
           "the server sent %llu duplicate events to a fresh device (inbox has duplicates)",
           (unsigned long long)st.duplicates_dropped);
 
-    free(exp);
+    h_free(exp);
     h_dev_free(a);
     h_dev_free(b1);
     h_dev_free(b2);
@@ -156,11 +156,8 @@ static void repeated_kill9(void) {
         h_server_kill9(&S);
         CHECK(h_server_restart(&S) == 0, "restart %d failed", round);
     }
-    h_dev *br = calloc(1, sizeof *br);
-    NEED(br);
-    br->id = b->id;
-    snprintf(br->name, sizeof br->name, "b(resync)");
-    CHECK(h_dev_reconnect(&S, br, 0) == 0, "resync sign-in failed");
+    h_dev *br = h_dev_for_identity(&S, &b->id, "b(resync)", 0);
+    CHECK(br, "resync sign-in failed");
     NEED(h_dev_sync(br, WAIT_MS) == 0);
     h_dev *one[1] = { br };
     h_count_goal g = { one, 1, conv, n, 1 };
@@ -337,7 +334,7 @@ static void kill9_during_concurrent_fanout(void) {
     CHECK(failures == 0, "%d sends failed across the crash (the clients should retry)", failures);
 
     /* all acknowledged, sorted by seq */
-    h_sent *exp = calloc((size_t)total + 1, sizeof *exp);
+    h_sent *exp = h_calloc((size_t)total + 1, sizeof *exp);
     NEED(exp);
     size_t n = 0;
     for (int i = 0; i < CG_SENDERS; i++)
@@ -362,14 +359,10 @@ static void kill9_during_concurrent_fanout(void) {
     int check_users[] = { 0, 3, 4, 17, CG_USERS - 1 };
     for (size_t ci = 0; ci < sizeof check_users / sizeof check_users[0]; ci++) {
         h_dev *m = u[check_users[ci]];
-        h_dev *r = calloc(1, sizeof *r);
-        NEED(r);
-        r->id = m->id;
-        snprintf(r->name, sizeof r->name, "member%d", check_users[ci]);
-        if (h_dev_reconnect(&S, r, 0) != 0 || h_dev_sync(r, WAIT_MS) != 0) {
-            h_dev_free(r);
-            CHECK(0, "member %d could not sync", check_users[ci]);
-        }
+        char name[32];
+        snprintf(name, sizeof name, "member%d", check_users[ci]);
+        h_dev *r = h_dev_for_identity(&S, &m->id, name, 0);
+        CHECK(r && h_dev_sync(r, WAIT_MS) == 0, "member %d could not sync", check_users[ci]);
         h_dev *one[1] = { r };
         h_count_goal g = { one, 1, cg_group, n, 1 };
         h_pump(one, 1, h_pred_count, &g, WAIT_MS);
@@ -382,7 +375,7 @@ static void kill9_during_concurrent_fanout(void) {
         CHECK(st.duplicates_dropped == 0, "member %d: server sent %llu duplicate events",
               check_users[ci], (unsigned long long)st.duplicates_dropped);
     }
-    free(exp);
+    h_free(exp);
     for (int i = 0; i < CG_USERS; i++) h_dev_free(u[i]);
     h_server_destroy(&S);
 }

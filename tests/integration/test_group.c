@@ -130,8 +130,8 @@ static void group_of_50_concurrent_senders(void) {
     int n = atomic_load(&total_acked);
 
     /* the reference: device 0's list */
-    const h_event **ref = calloc(4096, sizeof *ref);
-    const h_event **got = calloc(4096, sizeof *got);
+    const h_event **ref = h_calloc(4096, sizeof *ref);
+    const h_event **got = h_calloc(4096, sizeof *got);
     CHECK(ref && got, "oom");
     size_t nref = h_dev_conv_events(devs[0], group_id, 1, ref, 4096);
     int bad = 0;
@@ -190,8 +190,8 @@ static void group_of_50_concurrent_senders(void) {
         for (int k = 1; k < PER_SENDER; k++)
             if (sent[s][k].ok && sent[s][k - 1].ok && sent[s][k].seq <= sent[s][k - 1].seq)
                 misorder++;
-    free(ref);
-    free(got);
+    h_free(ref);
+    h_free(got);
     CHECK(!bad, "devices disagree or have gaps (%d worker threads timed out waiting)", timeouts);
     CHECK(missing == 0, "%d acknowledged messages not present exactly once", missing);
     CHECK(misorder == 0, "%d sends got a seq not above the same sender's previous one", misorder);

@@ -430,11 +430,10 @@ static int pred_has_seq(void *ud) {
 /* A fresh connection of d's identity, syncing its whole inbox from 0: the
  * deterministic answer to "what did the server put in d's inbox". */
 static h_dev *resync_copy(h_dev *d) {
-    h_dev *c = calloc(1, sizeof *c);
-    if (!c) return NULL;
-    c->id = d->id;
-    snprintf(c->name, sizeof c->name, "%.30s(rs)", d->name);
-    if (h_dev_reconnect(&S, c, 0) != 0 || h_dev_sync(c, WAIT_MS) != 0) {
+    char name[40];
+    snprintf(name, sizeof name, "%.30s(rs)", d->name);
+    h_dev *c = h_dev_for_identity(&S, &d->id, name, 0);
+    if (c && h_dev_sync(c, WAIT_MS) != 0) {
         h_dev_free(c);
         return NULL;
     }

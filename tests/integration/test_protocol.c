@@ -35,7 +35,7 @@ static void raw_close(raw_ws *w) {
     if (w->fd >= 0) close(w->fd);
     w->fd = -1;
     ws_reader_free(&w->rd);
-    free(w->buf);
+    h_free(w->buf);
     w->buf = NULL;
 }
 
@@ -155,7 +155,7 @@ static int raw_wait_eof(raw_ws *w) {
 static int raw_connect(raw_ws *w) {
     memset(w, 0, sizeof *w);
     w->fd = -1;
-    w->buf = malloc(RAW_BUF);
+    w->buf = h_calloc(1, RAW_BUF);
     ws_reader_init(&w->rd, false, RAW_BUF);
     if (!w->buf) return -1;
     w->fd = h_tcp_connect(S.port, IO_TIMEOUT_MS);
@@ -266,11 +266,11 @@ static void healthz_and_metrics(void) {
     NEED(h_http_get(S.port, "/healthz", &st, body, sizeof body) == 0);
     CHECK(st == 200, "/healthz status %d", st);
     CHECK(strncmp(body, "ok", 2) == 0, "/healthz body '%s'", body);
-    char *m = malloc(1 << 20);
+    char *m = h_calloc(1, 1 << 20);
     NEED(m);
     int r = h_http_get(S.port, "/metrics", &st, m, 1 << 20);
     int has = r == 0 && st == 200 && strstr(m, "parley_connections") != NULL;
-    free(m);
+    h_free(m);
     CHECK(has, "/metrics: r=%d status %d, parley_connections present %d", r, st, has);
     double v;
     CHECK(h_metric(&S, "parley_connections", &v) == 0, "parley_connections has no sample");
