@@ -101,6 +101,15 @@ static conn *conn_new(worker *w, int fd) {
 }
 
 static void conn_free(worker *w, conn *c) {
+    if (c->dirty) {
+        /* freed before this turn's flush (e.g. the peer hung up right after
+         * output was queued): off the write list first. Rare, so a walk. */
+        for (conn **p = &w->dirty; *p; p = &(*p)->next_dirty)
+            if (*p == c) {
+                *p = c->next_dirty;
+                break;
+            }
+    }
     if (c->state == CONN_WS) atomic_fetch_sub(&g_metrics.connections, 1);
     session_closed(w, c);
     if (c->ssl) tls_free(c->ssl, c->tls_ready && !c->tls_failed);
@@ -679,6 +688,7 @@ static void *worker_main(void *arg) {
         if (atomic_load(&w->stopping)) {
             if (!w->draining) drain_begin(w);
             if (drain_step(w)) break;
+            flush_dirty(w);   /* the close frames go out now, not after the wait */
             timeout = DRAIN_TICK_MS;
         }
         int n = epoll_wait(w->epoll_fd, events, EVENTS_PER_WAIT, timeout);

@@ -209,7 +209,7 @@ static void *client_thread(void *arg) {
 /* Sends one message after another to its receiver from before the drain
  * until after the restart: each pc_send_text returns once acked, retrying
  * across the outage on the same client_msg_id. */
-static atomic_int stream_stop;
+static atomic_int stream_stop, stream_ready;
 static void *stream_thread(void *arg) {
     (void)arg;
     pc_client *c[N_STREAM];
@@ -225,6 +225,7 @@ static void *stream_thread(void *arg) {
             stream_n[k] = -1;
         }
     }
+    atomic_store(&stream_ready, 1);
     while (!atomic_load(&stream_stop)) {
         for (int k = 0; k < N_STREAM; k++) {
             uint64_t seq = 0;
@@ -274,6 +275,7 @@ static void storm(void) {
     CHECK(h_server_start(&S, flags) == 0, "start");
 
     pthread_t th[N_THREADS], st;
+    int stream_started = 0;
     for (int t = 0; t < N_THREADS; t++) pthread_create(&th[t], NULL, client_thread, (void *)(intptr_t)t);
     uint64_t until_reg = h_now_ms() + SETUP_MS;
     while (atomic_load(&registered) + atomic_load(&failures) < N_CLIENTS && h_now_ms() < until_reg)
@@ -290,9 +292,10 @@ static void storm(void) {
         h_metric(&S, "parley_connections", &conns);
         fprintf(stderr, "  %d clients connected (server: %.0f connections)\n",
                 atomic_load(&registered), conns);
-        pthread_create(&st, NULL, stream_thread, NULL);
+        stream_started = pthread_create(&st, NULL, stream_thread, NULL) == 0;
         atomic_store(&phase, 2);
-        h_sleep_ms(500);   /* the stream is under way */
+        ok = wait_counter(&stream_ready, 1, SETUP_MS) && atomic_load(&failures) == 0;
+        h_sleep_ms(300);   /* the stream is under way */
     }
     int exit_status = -1;
     uint64_t t_term = h_now_ms();
@@ -313,7 +316,7 @@ static void storm(void) {
         ok = wait_counter(&resent, N_THREADS, STORM_MS) && ok;
     }
     atomic_store(&stream_stop, 1);
-    if (ok) pthread_join(st, NULL);
+    if (stream_started) pthread_join(st, NULL);
     atomic_store(&published, 1);
     int all_complete = ok && wait_counter(&complete, N_THREADS, STORM_MS);
     if (ok) h_metric(&S, "parley_connections", &conns);
