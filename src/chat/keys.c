@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "chat/membership.h"
-#include "chat/push.h"
 #include "chat/writer_internal.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -121,7 +120,7 @@ static void push_keys_low(writer *w, uint64_t user, uint32_t device, uint32_t le
     registry_entry entries[64];
     size_t n = registry_lookup(w->srv->registry, user, entries, 64);
     for (size_t i = 0; i < n && i < 64; i++)
-        if (entries[i].device_id == device) worker_post(w->srv, reply_pack(WM_PUSH, entries[i].conn_id, &f));
+        if (entries[i].device_id == device) writer_post_later(w, reply_pack(WM_PUSH, entries[i].conn_id, &f));
 }
 
 static int add_bundle(void *ud, uint32_t device, const Parley__Store__Device *d) {
@@ -214,7 +213,7 @@ static int tell_member(void *ud, uint64_t user, const Parley__Store__Member *m) 
     contacts *c = ud;
     if (m->left_seq != 0 || u64map_get(&c->told, user)) return 0;
     u64map_put(&c->told, user, 1);
-    push_to_user(c->w->srv, user, c->frame, 0);
+    writer_push_later(c->w, user, c->frame, 0);
     return c->told.count >= MAX_CONTACTS_TOLD;
 }
 
@@ -238,7 +237,7 @@ void writer_device_list_changed(writer *w, uint64_t user, Parley__Store__User *u
     /* the user's own devices, and everyone they share a conversation with */
     contacts c = {w, {0}, &f};
     u64map_put(&c.told, user, 1);
-    push_to_user(w->srv, user, &f, 0);
+    writer_push_later(w, user, &f, 0);
     store_scan_user_conversations(w->srv->store, user, tell_conversation, &c);
     u64map_free(&c.told);
 }

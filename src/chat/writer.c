@@ -67,6 +67,42 @@ void writer_reply_later(writer *w, worker_msg *m) {
     w->replies[w->n_replies++] = m;
 }
 
+enum {
+    PUSHES_MAX = 1 << 20,        /* per batch; a bound on memory, far above real use */
+    MAX_DEVICES_PER_PUSH = 64,   /* connections of one user told (as push.c) */
+};
+
+void writer_post_later(writer *w, worker_msg *m) {
+    if (!m) return;
+    if (w->n_pushes == w->cap_pushes) {
+        size_t cap = w->cap_pushes ? w->cap_pushes * 2 : 64;
+        worker_msg **grown = cap <= PUSHES_MAX ? realloc(w->pushes, cap * sizeof *grown) : NULL;
+        if (!grown) {
+            worker_msg_free(m);
+            return;
+        }
+        w->pushes = grown;
+        w->cap_pushes = cap;
+    }
+    w->pushes[w->n_pushes++] = m;
+}
+
+void writer_push_later(writer *w, uint64_t user, const Parley__V1__Frame *frame, uint64_t skip_conn) {
+    registry_entry entries[MAX_DEVICES_PER_PUSH];
+    size_t n = registry_lookup(w->srv->registry, user, entries, MAX_DEVICES_PER_PUSH);
+    if (n > MAX_DEVICES_PER_PUSH) n = MAX_DEVICES_PER_PUSH;
+    for (size_t i = 0; i < n; i++)
+        if (entries[i].conn_id != skip_conn) writer_post_later(w, reply_pack(WM_PUSH, entries[i].conn_id, frame));
+}
+
+static void post_pushes(writer *w, bool committed) {
+    for (size_t i = 0; i < w->n_pushes; i++) {
+        if (committed) worker_post(w->srv, w->pushes[i]);
+        else worker_msg_free(w->pushes[i]);
+    }
+    w->n_pushes = 0;
+}
+
 static void publish(writer *w, pending_send *p) {
     queue_item *item = malloc(sizeof *item);
     if (!item) abort();
@@ -126,7 +162,7 @@ Parley__Store__Member *writer_member_for_update(writer *w, uint64_t conv, uint64
 
 void writer_flush(writer *w) {
     put_pending_members(w);
-    if (store_batch_count(w->batch) == 0 && w->n_sends == 0 && w->n_replies == 0) return;
+    if (store_batch_count(w->batch) == 0 && w->n_sends == 0 && w->n_replies == 0 && w->n_pushes == 0) return;
     int rc = 0;
     if (store_batch_count(w->batch) > 0) rc = store_commit(w->srv->store, w->batch, sync_commits(w));
     if (rc == 0) {
@@ -141,7 +177,9 @@ void writer_flush(writer *w) {
             }
         }
         for (size_t i = 0; i < w->n_replies; i++) worker_post(w->srv, w->replies[i]);
+        post_pushes(w, true);
     } else {
+        post_pushes(w, false);
         for (size_t i = 0; i < w->n_sends; i++) {
             if (!w->sends[i].silent)
                 worker_post(w->srv, reply_error(w->sends[i].conn_id, w->sends[i].request_id,
@@ -750,6 +788,22 @@ static int collect_acked(void *ud, uint64_t user_seq, uint64_t conv, uint64_t se
     return 0;
 }
 
+/* A DELIVERED receipt to `to`, sent once the raised delivered seq is committed. */
+static void delivered_receipt_later(writer *w, uint64_t to, uint64_t conv, uint64_t about, uint64_t seq) {
+    Parley__V1__Frame f;
+    Parley__V1__Receipt rc;
+    parley__v1__frame__init(&f);
+    parley__v1__receipt__init(&rc);
+    rc.conversation_id = conv;
+    rc.user_id = about;
+    rc.kind = PARLEY__V1__RECEIPT_KIND__DELIVERED;
+    rc.seq = seq;
+    f.body_case = PARLEY__V1__FRAME__BODY_RECEIPT;
+    f.receipt = &rc;
+    METRIC_INC(receipts_total);
+    writer_push_later(w, to, &f, 0);
+}
+
 static void handle_ack(writer *w, chat_request *r) {
     store_put_cursor(w->batch, r->user_id, r->device_id, r->ack_to);
     ack_scan *scan = malloc(sizeof *scan);
@@ -765,8 +819,7 @@ static void handle_ack(writer *w, chat_request *r) {
         if (!m || m->delivered_seq >= c->seq) continue;   /* another device got there first */
         m->delivered_seq = c->seq;
         for (size_t j = 0; j < c->n_senders; j++)
-            push_receipt(w->srv, c->senders[j], c->conv, r->user_id, PARLEY__V1__RECEIPT_KIND__DELIVERED,
-                         c->seq, 0);
+            delivered_receipt_later(w, c->senders[j], c->conv, r->user_id, c->seq);
     }
     free(scan);
 }
@@ -857,5 +910,7 @@ void writer_stop(writer *w) {
     store_batch_free(w->batch);
     u64map_free(&w->conv_last_seq);
     free(w->members);
+    post_pushes(w, false);
+    free(w->pushes);
     free(w);
 }

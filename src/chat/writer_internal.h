@@ -69,12 +69,21 @@ struct writer {
     u64map conv_last_seq;            /* conversation -> last seq assigned */
     pending_member *members;         /* member records changed in the open batch */
     size_t n_members, cap_members;
+    worker_msg **pushes;             /* pushes about the open batch: sent after its commit */
+    size_t n_pushes, cap_pushes;
 };
 
 
 /* Commits the open batch, then answers and publishes (writer.c). */
 void writer_flush(writer *w);
 void writer_reply_later(writer *w, worker_msg *m);
+/* Pushes that report a change of the open batch (receipts, device lists,
+ * keys) go out after its commit, like answers, so a device told of a change
+ * finds it when it asks, and nobody hears of one that failed to commit.
+ * Ephemeral: dropped when out of memory. writer_push_later sends frame to
+ * every syncing connection of user except skip_conn. */
+void writer_post_later(writer *w, worker_msg *m);
+void writer_push_later(writer *w, uint64_t user, const Parley__V1__Frame *frame, uint64_t skip_conn);
 void writer_answer(writer *w, const chat_request *r, Parley__V1__Response *resp);
 void writer_answer_ok(writer *w, const chat_request *r);
 void writer_fail(writer *w, const chat_request *r, Parley__V1__Status status, const char *fmt, ...)
