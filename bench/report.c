@@ -143,9 +143,9 @@ void report_plot(const char *png, const hist *a, const char *a_label, const hist
         fprintf(g,
                 "set terminal png size 900,540\nset output '%s'\n"
                 "set title 'parley-bench %s: latency by percentile'\n"
-                "set logscale x\nset logscale y\nset grid\n"
+                "set logscale x\nset logscale y\nset grid\nset xrange [1:100000]\n"
                 "set xlabel 'percentile'\nset ylabel 'latency (ms)'\n"
-                "set xtics ('50%%' 2, '90%%' 10, '99%%' 100, '99.9%%' 1000, '99.99%%' 10000)\n"
+                "set xtics ('50%%%%' 2, '90%%%%' 10, '99%%%%' 100, '99.9%%%%' 1000, '99.99%%%%' 10000)\n"
                 "set key left top\n"
                 "plot '%s' using (1/(1-$1+1e-9)):($2/1e6) with steps title '%s'",
                 png, R.scenario, da, a_label ? a_label : "a");
