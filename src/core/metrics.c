@@ -34,6 +34,7 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_live_pushes_skipped_total", "counter", "Live pushes held back (window, output cap); the device catches up by sync.", &g_metrics.live_pushes_skipped_total, 0},
         {"parley_sync_events_total", "counter", "Events sent by catch-up from the store.", &g_metrics.sync_events_total, 0},
         {"parley_receipts_total", "counter", "Receipts pushed to devices.", &g_metrics.receipts_total, 0},
+        {"parley_rate_limited_total", "counter", "Sends and typing indicators refused with RATE_LIMITED.", &g_metrics.rate_limited_total, 0},
         {"parley_retention_removed_total", "counter", "Records older than the retention removed by compaction.", &g_metrics.retention_removed_total, 0},
         {"parley_sockets_open", "gauge", "Accepted sockets not yet closed (HTTP, WebSocket, closing).", &g_metrics.sockets_open, 1},
         {"parley_draining", "gauge", "1 while the gateway drains after SIGTERM.", &g_metrics.draining, 1},

@@ -30,7 +30,8 @@ typedef struct metrics {
                                                output cap, or gap; caught up by sync */
     atomic_ulong sync_events_total;       /* events sent by catch-up from the store */
     atomic_ulong receipts_total;
-    atomic_ulong retention_removed_total; /* records dropped by retention at compaction */
+    atomic_ulong retention_removed_total;
+    atomic_ulong rate_limited_total;      /* sends and typing refused with RATE_LIMITED */ /* records dropped by retention at compaction */
     /* limits and load shedding (gateway) */
     atomic_long sockets_open;             /* gauge: accepted sockets, any state */
     atomic_long draining;                 /* gauge: 1 while a SIGTERM drain runs */

@@ -127,6 +127,7 @@ void realtime_typing(worker *w, conn *c, const Parley__V1__Frame *f) {
         r.error = "typing indicators are limited to 5 per second";
         r.retry_after_ms = (uint64_t)((1.0f - c->typing_tokens) * 1000.0f / TYPING_RATE) + 1;
         METRIC_INC(request_errors_total);
+        METRIC_INC(rate_limited_total);
         respond(w, c, f->request_id, &r);
         return;
     }

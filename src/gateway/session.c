@@ -367,6 +367,7 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
             r.error = "sending too fast; retry after retry_after_ms";
             r.retry_after_ms = wait_ms;
             METRIC_INC(request_errors_total);
+            METRIC_INC(rate_limited_total);
             respond(w, c, rid, &r);
         } else {
             taken = submit(w, c, f);

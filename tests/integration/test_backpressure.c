@@ -106,8 +106,9 @@ static int cmp_acked(const void *a, const void *b) {
 }
 
 static void stalled_reader_bounded_memory(void) {
+    /* --send-rate: this test is about the reader, not the per-device send limit */
     const char *flags[] = { "--conn-output-cap", "65536", "--sync-window", "8192", "--fsync", "off",
-                            "--max-group-members", "64", NULL };
+                            "--max-group-members", "64", "--send-rate", "100000", NULL };
     CHECK(h_server_start(&S, flags) == 0, "server did not start");
 
     h_dev *snd[SENDER_DEVS];

@@ -22,7 +22,8 @@ enum { WAIT_MS = 30000 };
 static h_server S;
 
 static int start_with(const char *fsync_mode) {
-    const char *flags[] = { "--fsync", fsync_mode, NULL };
+    /* hundreds of sends from one device: above the default per-device limit */
+    const char *flags[] = { "--fsync", fsync_mode, "--send-rate", "100000", NULL };
     if (h_server_start(&S, flags) != 0) {
         fprintf(stderr, "  server with --fsync %s did not start\n", fsync_mode);
         return -1;
