@@ -53,6 +53,7 @@ struct fanout {
     size_t n_appends;
     uint64_t trimmed_through;
     uint64_t presence_flushed_ms;
+    u64map touched;         /* users given entries in the commit being built */
     worker_msg **runs;      /* route(): deliveries gathered per worker */
     size_t *run_lens;
 };
@@ -119,16 +120,11 @@ static uint64_t next_user_seq(fanout *f, uint64_t user) {
     return ++*head;
 }
 
-static void fan_item(fanout *f, const queue_item *it, bool replaying) {
+static void fan_item(fanout *f, const queue_item *it) {
     const member_list *ml = members_of(f, it->conversation_id, it->membership);
     for (size_t i = 0; i < ml->n; i++) {
         const member *m = &ml->m[i];
         if (!receives(m, it->seq)) continue;
-        if (replaying) {
-            uint64_t existing;
-            if (store_get_inbox_index(f->srv->store, m->user, it->conversation_id, it->seq, &existing) == 1)
-                continue;
-        }
         uint64_t user_seq = next_user_seq(f, m->user);
         store_put_inbox(f->batch, m->user, user_seq, it->conversation_id, it->seq, it->sender_user_id, it->ts);
         if (f->n_appends == MAX_APPENDS_PER_BATCH) abort(); /* bounded by the caller */
@@ -175,6 +171,15 @@ static void route(fanout *f) {
     for (uint32_t wi = 0; wi < n_workers; wi++) post_run_flush(&p, wi);
 }
 
+/* Each user's new inbox head, once per commit however many entries they got. */
+static void put_heads(fanout *f) {
+    u64map *touched = &f->touched;
+    for (size_t i = 0; i < f->n_appends; i++) u64map_put(touched, f->appends[i].user, f->appends[i].user_seq);
+    for (size_t i = 0; i < touched->cap; i++)
+        if (touched->slots[i].key) store_put_inbox_head(f->batch, touched->slots[i].key, touched->slots[i].value);
+    u64map_free(touched);
+}
+
 /* Fans out items[0..n): appends, one commit with the checkpoint, then
  * routing. A failed commit is retried: nothing after it may be numbered on
  * top of entries that are not there. */
@@ -184,12 +189,16 @@ static void fan_batch(fanout *f, queue_item **items, size_t n, bool replaying) {
         f->n_appends = 0;
         /* keep the appends of one commit bounded, whatever the group sizes */
         while (done < n && f->n_appends + f->srv->cfg.max_group_members <= MAX_APPENDS_PER_BATCH)
-            fan_item(f, items[done++], replaying);
+            fan_item(f, items[done++]);
+        put_heads(f);
         uint64_t checkpoint = items[done - 1]->offset;
         store_put_checkpoint(f->batch, 0, checkpoint);
         bool trim = checkpoint - f->trimmed_through >= LOG_TRIM_EVERY;
         if (trim) store_delete_log_through(f->batch, 0, checkpoint);
-        while (store_commit(f->srv->store, f->batch, f->srv->cfg.fsync != FSYNC_OFF)) {
+        /* Not fsynced: the writer's next fsync covers this too (one write-ahead
+         * log), and if a power cut takes it, the checkpoint goes with the
+         * entries and the replay numbers them again the same way. */
+        while (store_commit(f->srv->store, f->batch, false)) {
             log_error("fanout: commit failed; retrying");
             usleep(100 * 1000);
         }

@@ -6,9 +6,12 @@
  * worker of every online device of that member (the sender's other devices
  * included). Devices that are offline get it from their inbox at sync.
  *
- * Resumable: the checkpoint is committed with the inbox entries, and an
- * inbox append is skipped when (user, conversation, seq) is already there,
- * so replaying the log after a crash shows no device a message twice. */
+ * Resumable: the checkpoint (how far the log was fanned out) is committed
+ * in the same atomic batch as the inbox entries it covers, so after a crash
+ * the replay starts exactly where the last commit ended: nothing is appended
+ * twice and nothing acknowledged is skipped. (A queue whose offsets are not
+ * committed with the store, such as Kafka, needs an idempotency index per
+ * (user, conversation, seq) instead; the embedded one does not.) */
 #ifndef PARLEY_FANOUT_H
 #define PARLEY_FANOUT_H
 

@@ -104,12 +104,12 @@ void store_delete_log_through(store_batch *b, uint32_t partition, uint64_t offse
 int store_get_checkpoint(store *s, uint32_t partition, uint64_t *offset);
 void store_put_checkpoint(store_batch *b, uint32_t partition, uint64_t offset);
 
-/* inboxes: user_seq -> (conv, seq, sender), and the idempotency index
- * (user, conv, seq) -> user_seq that makes a fan-out replay harmless */
-/* also records user_seq as the inbox head, which retention never removes */
+/* inboxes: user_seq -> (conv, seq, sender, ts). The head (the last
+ * user_seq given) is recorded apart, once per user per batch, because
+ * retention may remove every entry and a user_seq must never be reused. */
 void store_put_inbox(store_batch *b, uint64_t user, uint64_t user_seq, uint64_t conv, uint64_t seq,
                      uint64_t sender, uint64_t ts);
-int store_get_inbox_index(store *s, uint64_t user, uint64_t conv, uint64_t seq, uint64_t *user_seq);
+void store_put_inbox_head(store_batch *b, uint64_t user, uint64_t user_seq);
 int store_inbox_head(store *s, uint64_t user, uint64_t *user_seq);   /* 0 when empty */
 typedef int (*store_inbox_fn)(void *ud, uint64_t user_seq, uint64_t conv, uint64_t seq,
                               uint64_t sender);

@@ -20,13 +20,12 @@
  *   'f' partition(4)           -> offset (8)     fan-out checkpoint
  *   'X' user(8) user_seq(8)    -> conv(8) seq(8) sender(8) ts(8)  inbox
  *   'H' user(8)                -> last user_seq (8)  never expires: user_seqs are not reused
- *   'x' user(8) conv(8) seq(8) -> user_seq(8) ts(8)  inbox idempotency index
  *   'r' user(8) device(4)      -> user_seq (8)   device cursor
  *   'K' user(8) device(4)      -> parley.store.DeviceKeys
  *   'o' user(8) device(4) key_id(4) -> public key   one-time pre-keys
  *   'q' user(8) device(4) queue_seq(8) -> parley.v1.DeviceMessage
  *
- * Retention: 'M', 'X', 'x' and 'i' records carry their message's time. Reads
+ * Retention: 'M', 'X' and 'i' records carry their message's time. Reads
  * treat the ones older than the retention as absent at once; a compaction
  * filter drops them from disk, and a sweeper thread forces a compaction
  * every sweep interval so that happens even on an idle store.
@@ -152,7 +151,6 @@ static uint64_t record_ts(const uint8_t *k, size_t klen, const uint8_t *v, size_
     switch (k[0]) {
     case 'M': return klen == 17 ? message_ts(v, vlen) : 0;
     case 'X': return vlen == 32 ? get_u64(v + 24) : 0;
-    case 'x': return vlen == 16 ? get_u64(v + 8) : 0;
     case 'i': return vlen == 24 ? get_u64(v + 16) : 0;
     default: return 0;
     }
@@ -213,6 +211,9 @@ store *store_open(const char *dir, uint64_t retention_ms, uint32_t sweep_ms, cha
     s->table = rocksdb_block_based_options_create();
     s->cache = rocksdb_cache_create_lru(128 << 20);
     rocksdb_block_based_options_set_block_cache(s->table, s->cache);
+    /* point lookups that miss (a new client_msg_id, a new user name) cost a
+     * bloom probe per file instead of a block read */
+    rocksdb_block_based_options_set_filter_policy(s->table, rocksdb_filterpolicy_create_bloom(10));
     rocksdb_options_set_block_based_table_factory(s->options, s->table);
     if (retention_ms) {
         s->filter = rocksdb_compactionfilter_create(s, retention_filter_destroy, retention_filter,
@@ -343,19 +344,6 @@ static int get_u64_value(store *s, const key *k, uint64_t *out) {
     if (r != 1) return r;
     int ok = v.len == 8;
     if (ok) *out = get_u64(v.data);
-    store_bytes_free(&v);
-    return ok ? 1 : -1;
-}
-
-static int get_pair_value(store *s, const key *k, uint64_t *x, uint64_t *y) {
-    store_bytes v;
-    int r = get_raw(s, k, &v);
-    if (r != 1) return r;
-    int ok = v.len == 16;
-    if (ok) {
-        *x = get_u64(v.data);
-        *y = get_u64(v.data + 8);
-    }
     store_bytes_free(&v);
     return ok ? 1 : -1;
 }
@@ -790,24 +778,12 @@ void store_put_inbox(store_batch *b, uint64_t user, uint64_t user_seq, uint64_t 
     put_u64(val + 16, sender);
     put_u64(val + 24, ts);
     batch_put(b, &k, val, sizeof val);
-    key_begin(&k, 'x');
-    key_u64(&k, user);
-    key_u64(&k, conv);
-    key_u64(&k, seq);
-    batch_put_pair(b, &k, user_seq, ts);
-    inbox_head_key(&k, user);
-    batch_put_u64(b, &k, user_seq);
 }
 
-int store_get_inbox_index(store *s, uint64_t user, uint64_t conv, uint64_t seq, uint64_t *user_seq) {
+void store_put_inbox_head(store_batch *b, uint64_t user, uint64_t user_seq) {
     key k;
-    key_begin(&k, 'x');
-    key_u64(&k, user);
-    key_u64(&k, conv);
-    key_u64(&k, seq);
-    uint64_t ts = 0;
-    int r = get_pair_value(s, &k, user_seq, &ts);
-    return r == 1 && expired(s, ts) ? 0 : r;
+    inbox_head_key(&k, user);
+    batch_put_u64(b, &k, user_seq);
 }
 
 int store_inbox_head(store *s, uint64_t user, uint64_t *user_seq) {

@@ -45,6 +45,7 @@ static void inbox_ranges(void) {
     store_batch *b = store_batch_new();
     /* users 1, 2 and 256 (whose big-endian id shares leading bytes with 1) */
     for (uint64_t i = 1; i <= 10; i++) store_put_inbox(b, 1, i, 7, i, 42, 1);
+    store_put_inbox_head(b, 1, 10);
     store_put_inbox(b, 2, 1, 8, 1, 43, 1);
     store_put_inbox(b, 256, 1, 9, 1, 44, 1);
     CHECK(store_commit(s, b, true) == 0, "commit");
@@ -61,9 +62,6 @@ static void inbox_ranges(void) {
     memset(&got, 0, sizeof got);
     store_scan_inbox(s, 1, 10, 0, 100, inbox_cb, &got);
     CHECK(got.n == 0, "nothing after the head, got %zu", got.n);
-    uint64_t user_seq = 0;
-    CHECK(store_get_inbox_index(s, 1, 7, 5, &user_seq) == 1 && user_seq == 5, "index");
-    CHECK(store_get_inbox_index(s, 1, 7, 11, &user_seq) == 0, "absent index");
     store_batch_free(b);
     store_close(s);
     remove_dir();
