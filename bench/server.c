@@ -66,6 +66,9 @@ static int spawn(server_proc *s) {
         argv[i++] = s->fsync;
         argv[i++] = "--log-level";
         argv[i++] = "warn";
+        /* the bench measures capacity: lift the per-device send limit */
+        argv[i++] = "--send-rate";
+        argv[i++] = "1000000";
         if (s->workers > 0) {
             argv[i++] = "--workers";
             argv[i++] = workers;

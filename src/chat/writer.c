@@ -858,6 +858,7 @@ static bool handle(writer *w, chat_request *r) {
 
 static void *writer_main(void *arg) {
     writer *w = arg;
+    pthread_setname_np(pthread_self(), "parley-writer");   /* seen in top -H, perf */
     chat_request *batch[BATCH_MAX];
     for (;;) {
         size_t n = mpsc_pop_many(&w->requests, (void **)batch, BATCH_MAX);
