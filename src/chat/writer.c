@@ -700,9 +700,10 @@ static bool handle_send(writer *w, chat_request *r) {
                          q->client_msg_id.len, p->conv, p->seq, p->ts);
     p->offset = ++w->last_offset;
     store_put_log(w->batch, 0, p->offset, p->conv, p->seq);
-    /* replying marks the conversation read, and received, up to one's own message */
+    /* replying marks the conversation read up to one's own message (what the
+     * sender saw on screen). Not delivered: messages just before it may not
+     * have reached this user's devices yet; only their acks say so. */
     member->read_seq = p->seq;
-    if (member->delivered_seq < p->seq) member->delivered_seq = p->seq;
     return true;
 }
 

@@ -417,9 +417,11 @@ static void receipts_in_group(void) {
               m ? (unsigned long long)m->read : 0ull);
     }
 
-    /* while alice is away, bob replies (which reads and receives up to his
-     * message); alice catches up and SyncDone tells her where bob is */
+    /* while alice is away, bob replies (which marks it read up to his
+     * message) and his device receives and acks it (delivered); alice
+     * catches up and SyncDone tells her where bob is */
     CHECK(h_dev_reconnect(&RS, bob, bob_cursor) == 0, "bob reconnects");
+    CHECK(h_dev_sync(bob, WAIT_MS) == 0, "bob sync");
     CHECK(h_dev_sync(carol, WAIT_MS) == 0, "carol sync");
     uint64_t s4 = h_send(bob, conv, "four");
     CHECK(s4 > s3, "bob's send: %llu", (unsigned long long)s4);
@@ -429,6 +431,21 @@ static void receipts_in_group(void) {
     for (uint64_t until = h_now_ms() + WAIT_MS; !h_dev_has(carol, conv, s4) && h_now_ms() < until;)
         h_pump(c_only, 1, NULL, NULL, 20);
     CHECK(h_dev_has(carol, conv, s4) == 1, "carol did not get seq %llu", (unsigned long long)s4);
+    /* sending is not receiving: bob has s4 delivered once his device acks it */
+    h_dev *b_only[1] = {bob};
+    for (uint64_t until = h_now_ms() + WAIT_MS; !h_dev_has(bob, conv, s4) && h_now_ms() < until;)
+        h_pump(b_only, 1, NULL, NULL, 20);
+    CHECK(h_dev_has(bob, conv, s4) == 1, "bob's device did not get his own seq %llu", (unsigned long long)s4);
+    CHECK(pc_flush_acks(bob->c) == 0, "bob's ack: %s", pc_error(bob->c));
+    int bob_delivered = 0;
+    for (uint64_t until = h_now_ms() + WAIT_MS; !bob_delivered && h_now_ms() < until;) {
+        member_state now[16];
+        int n_now = get_receipts(carol, conv, now, 16);
+        const member_state *b = member(now, n_now, bob->id.user_id);
+        bob_delivered = b && b->delivered == s4;
+        if (!bob_delivered) h_pump(c_only, 1, NULL, NULL, 20);
+    }
+    CHECK(bob_delivered, "bob's delivered seq never reached %llu", (unsigned long long)s4);
     CHECK(h_dev_reconnect(&RS, alice, alice_cursor) == 0, "alice reconnects");
     h_dev_clear(alice);
     CHECK(h_dev_sync(alice, WAIT_MS) == 0, "alice sync");
