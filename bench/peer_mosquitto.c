@@ -1,0 +1,390 @@
+/* peer_mosquitto.c -- the same shapes as parley-bench direct and group, against
+ * mosquitto (MQTT 3.1.1), driven through libmosquitto at QoS 1 on one epoll
+ * loop (libmosquitto's non-blocking interface: mosquitto_loop_read/_write on
+ * our own epoll, no thread per connection).
+ *
+ * Each client is one MQTT connection that subscribes (QoS 1) to its topic and
+ * publishes (QoS 1) to the topic of its pair or group: one topic per 1:1 pair,
+ * one per group. "Ack" is the broker's PUBACK; deliveries are PUBLISHes that
+ * reach another client (libmosquitto PUBACKs them to the broker). Nothing is
+ * persisted (the script runs mosquitto with `persistence false`) and the
+ * sessions are clean.
+ *
+ *   bench-peer-mosquitto direct --port P --pairs N --window W|--rate R --seconds S
+ *   bench-peer-mosquitto group  --port P --size 250 --senders K|all --window W --seconds S
+ *   bench-peer-mosquitto idle   --port P --n N --pid MOSQUITTO_PID
+ * Prints one JSON object on stdout (the shape of bench-peer-redis's). */
+#include <errno.h>
+#include <mosquitto.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hist.h"
+
+enum { RING = 1024 };   /* send times by message id; in-flight is kept below this */
+
+typedef struct client {
+    struct mosquitto *m;
+    int fd;
+    bool out_armed, dead, ready;
+    uint32_t index, inflight;
+    char topic[24];     /* publishes to */
+    char sub[24];       /* subscribes to ("" = none) */
+    uint64_t *sent_at;  /* RING entries, senders only */
+} client;
+
+static int g_ep;
+static hist g_ack, g_deliv;
+static uint64_t g_sent, g_acked, g_delivered, g_ready, g_errors, g_pending;
+static int g_window = 8, g_body = 32;
+static double g_rate;
+static bool g_group;
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void set_out(client *c, bool want) {
+    if (c->dead || c->fd < 0 || want == c->out_armed) return;
+    c->out_armed = want;
+    struct epoll_event x = {.events = EPOLLIN | (want ? EPOLLOUT : 0u), .data.ptr = c};
+    epoll_ctl(g_ep, EPOLL_CTL_MOD, c->fd, &x);
+}
+
+static void mark_dead(client *c, int rc, const char *where) {
+    if (c->dead) return;
+    c->dead = true;
+    g_errors++;
+    if (g_errors <= 5)
+        fprintf(stderr, "peer-mosquitto: client %u: %s: %s\n", c->index, where, mosquitto_strerror(rc));
+}
+
+/* write what libmosquitto has queued; arm EPOLLOUT only if the socket is full */
+static void flush(client *c) {
+    if (c->dead) return;
+    if (mosquitto_want_write(c->m)) {
+        int rc = mosquitto_loop_write(c->m, 1);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            mark_dead(c, rc, "write");
+            return;
+        }
+    }
+    set_out(c, mosquitto_want_write(c->m));
+}
+
+static void on_connect(struct mosquitto *m, void *obj, int rc) {
+    client *c = obj;
+    if (rc != 0) {
+        mark_dead(c, MOSQ_ERR_CONN_REFUSED, mosquitto_connack_string(rc));
+        return;
+    }
+    if (c->sub[0]) mosquitto_subscribe(m, NULL, c->sub, 1);
+    else {
+        c->ready = true;
+        g_ready++;
+    }
+}
+
+static void on_subscribe(struct mosquitto *m, void *obj, int mid, int n, const int *granted) {
+    (void)m; (void)mid;
+    client *c = obj;
+    if (n < 1 || granted[0] > 2) {
+        mark_dead(c, MOSQ_ERR_PROTOCOL, "subscribe refused");
+        return;
+    }
+    if (!c->ready) {
+        c->ready = true;
+        g_ready++;
+    }
+}
+
+static void on_message(struct mosquitto *m, void *obj, const struct mosquitto_message *msg) {
+    (void)m;
+    client *c = obj;
+    if (msg->payloadlen < 16) return;
+    uint32_t sender;
+    uint64_t ts;
+    memcpy(&sender, (const char *)msg->payload + 4, 4);
+    memcpy(&ts, (const char *)msg->payload + 8, 8);
+    if (sender == c->index) return;   /* own message (group): not a delivery to another member */
+    g_delivered++;
+    uint64_t now = now_ns();
+    if (now > ts) hist_record(&g_deliv, now - ts);
+}
+
+static void on_publish(struct mosquitto *m, void *obj, int mid) {   /* PUBACK */
+    (void)m;
+    client *c = obj;
+    g_acked++;
+    if (c->sent_at) hist_record(&g_ack, now_ns() - c->sent_at[(unsigned)mid % RING]);
+    if (c->inflight) c->inflight--;
+}
+
+static void on_disconnect(struct mosquitto *m, void *obj, int rc) {
+    (void)m;
+    client *c = obj;
+    if (rc != 0) mark_dead(c, rc, "disconnected");
+}
+
+/* libmosquitto opens a socketpair per client (to wake its own select loop);
+ * we never use that loop, and 19,900 clients x 3 descriptors would not fit in
+ * the 20,000 open-file limit. Creating the client while no descriptor can be
+ * opened makes libmosquitto go without it (it only warns). */
+static struct mosquitto *new_client(client *c) {
+    struct rlimit rl, zero;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    zero = rl;
+    zero.rlim_cur = 0;
+    setrlimit(RLIMIT_NOFILE, &zero);
+    char id[48];
+    snprintf(id, sizeof id, "pb-%d-%u", (int)getpid(), c->index);
+    struct mosquitto *m = mosquitto_new(id, true, c);
+    setrlimit(RLIMIT_NOFILE, &rl);
+    return m;
+}
+
+static void connect_one(client *c, int port, uint32_t k) {
+    char src[32];
+    snprintf(src, sizeof src, "127.%u.%u.%u", 30 + (k >> 16) % 200, (k >> 8) & 255, (k & 255) | 1);
+    c->fd = -1;
+    c->m = new_client(c);
+    if (!c->m) {
+        fprintf(stderr, "peer-mosquitto: mosquitto_new failed\n");
+        exit(1);
+    }
+    mosquitto_int_option(c->m, MOSQ_OPT_TCP_NODELAY, 1);
+    mosquitto_max_inflight_messages_set(c->m, 0);   /* our window governs, not the library's queue */
+    mosquitto_connect_callback_set(c->m, on_connect);
+    mosquitto_subscribe_callback_set(c->m, on_subscribe);
+    mosquitto_message_callback_set(c->m, on_message);
+    mosquitto_publish_callback_set(c->m, on_publish);
+    mosquitto_disconnect_callback_set(c->m, on_disconnect);
+    int rc = mosquitto_connect_bind_async(c->m, "127.0.0.1", port, 60, src);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        fprintf(stderr, "peer-mosquitto: connect from %s: %s (%s)\n", src, mosquitto_strerror(rc), strerror(errno));
+        exit(1);
+    }
+    c->fd = mosquitto_socket(c->m);
+    c->out_armed = true;   /* until the TCP connect completes and CONNECT is written */
+    struct epoll_event x = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+    epoll_ctl(g_ep, EPOLL_CTL_ADD, c->fd, &x);
+    g_pending++;
+}
+
+static void poll_once(int timeout_ms) {
+    struct epoll_event evs[512];
+    int n = epoll_wait(g_ep, evs, 512, timeout_ms);
+    for (int i = 0; i < n; i++) {
+        client *c = evs[i].data.ptr;
+        if (c->dead) continue;
+        if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+            int rc = mosquitto_loop_read(c->m, 1);
+            if (rc != MOSQ_ERR_SUCCESS) {
+                mark_dead(c, rc, "read");
+                continue;
+            }
+        }
+        flush(c);   /* what the callbacks queued (SUBSCRIBE, PUBACKs), or EPOLLOUT */
+    }
+}
+
+static void misc_all(client *cs, long n) {   /* keepalive pings */
+    for (long i = 0; i < n; i++)
+        if (!cs[i].dead && cs[i].m) {
+            mosquitto_loop_misc(cs[i].m);
+            flush(&cs[i]);
+        }
+}
+
+static void publish(client *c, uint64_t ts) {
+    char body[4096];
+    memset(body, 'x', (size_t)g_body);
+    memcpy(body + 4, &c->index, 4);
+    memcpy(body + 8, &ts, 8);
+    int mid = 0;
+    uint64_t t = now_ns();
+    int rc = mosquitto_publish(c->m, &mid, c->topic, g_body, body, 1, false);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        mark_dead(c, rc, "publish");
+        return;
+    }
+    c->sent_at[(unsigned)mid % RING] = t;
+    c->inflight++;
+    g_sent++;
+    /* mosquitto_publish already tried to write it (non-threaded client, not in
+     * a callback); arm EPOLLOUT if that hit a full socket */
+    set_out(c, mosquitto_want_write(c->m));
+}
+
+static void print_json(const char *shape, double secs, long n_senders) {
+    printf("{\"system\": \"mosquitto\", \"scenario\": \"%s\", \"qos\": 1, \"seconds\": %.3f, \"senders\": %ld, "
+           "\"acked_per_s\": %.1f, \"deliveries_per_s\": %.1f, "
+           "\"send_ack_p50_ms\": %.3f, \"send_ack_p99_ms\": %.3f, "
+           "\"send_delivery_p50_ms\": %.3f, \"send_delivery_p90_ms\": %.3f, \"send_delivery_p99_ms\": %.3f, "
+           "\"send_delivery_p99_9_ms\": %.3f, \"send_delivery_max_ms\": %.3f, \"errors\": %llu}\n",
+           shape, secs, n_senders, g_acked / secs, g_delivered / secs,
+           hist_quantile(&g_ack, 0.5) / 1e6, hist_quantile(&g_ack, 0.99) / 1e6,
+           hist_quantile(&g_deliv, 0.5) / 1e6, hist_quantile(&g_deliv, 0.9) / 1e6,
+           hist_quantile(&g_deliv, 0.99) / 1e6, hist_quantile(&g_deliv, 0.999) / 1e6,
+           hist_quantile(&g_deliv, 1.0) / 1e6, (unsigned long long)g_errors);
+}
+
+static long status_kb(int pid, const char *key) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    long v = -1;
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, strlen(key)) == 0) v = strtol(line + strlen(key) + 1, NULL, 10);
+    fclose(f);
+    return v;
+}
+
+/* connect every client, at most `burst` handshakes outstanding; bounded by 60 s */
+static void connect_all(client *cs, long n, int port, uint32_t stride) {
+    uint64_t end = now_ns() + 60000000000ull;
+    long next = 0;
+    while ((g_ready + g_errors < (uint64_t)n) && now_ns() < end) {
+        while (next < n && g_pending - g_ready - g_errors < 256) {
+            connect_one(&cs[next], port, (uint32_t)next * stride);
+            next++;
+        }
+        poll_once(10);
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: bench-peer-mosquitto direct|group|idle --port P [...]\n");
+        return 2;
+    }
+    const char *shape = argv[1];
+    int port = 1883, pid = 0;
+    long pairs = 1000, size = 250, senders = -1, n = 1000;
+    double seconds = 8;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        const char *a = argv[i], *v = argv[i + 1];
+        if (!strcmp(a, "--port")) port = atoi(v);
+        else if (!strcmp(a, "--pairs")) pairs = atol(v);
+        else if (!strcmp(a, "--size")) size = atol(v);
+        else if (!strcmp(a, "--senders")) senders = strcmp(v, "all") ? atol(v) : -1;
+        else if (!strcmp(a, "--window")) g_window = atoi(v);
+        else if (!strcmp(a, "--rate")) g_rate = strcmp(v, "max") ? atof(v) : 0;
+        else if (!strcmp(a, "--seconds")) seconds = atof(v);
+        else if (!strcmp(a, "--n")) n = atol(v);
+        else if (!strcmp(a, "--pid")) pid = atoi(v);
+        else if (!strcmp(a, "--body")) g_body = atoi(v);
+    }
+    if (g_body < 16) g_body = 16;
+    if (g_body > 4096) g_body = 4096;
+    if (g_window < 1) g_window = 1;
+    if (g_window > RING - 24) g_window = RING - 24;
+    if (seconds <= 0 || seconds > 600) seconds = 8;
+    if (n < 1 || n > 1000000) n = 1000;
+    if (pairs < 1 || pairs > 100000) pairs = 1000;
+    if (size < 2 || size > 100000) size = 250;
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if ((rlim_t)n + 64 > rl.rlim_cur)
+        fprintf(stderr, "peer-mosquitto: open-file limit %llu is below the %ld connections asked\n",
+                (unsigned long long)rl.rlim_cur, n);
+    mosquitto_lib_init();
+    g_ep = epoll_create1(0);
+    hist_init(&g_ack);
+    hist_init(&g_deliv);
+
+    if (!strcmp(shape, "idle")) {   /* N idle subscribed connections: broker memory per connection */
+        long before = pid ? status_kb(pid, "VmRSS") : -1;
+        client *cs = calloc((size_t)n, sizeof *cs);
+        for (long i = 0; i < n; i++) {
+            cs[i].index = (uint32_t)i;
+            snprintf(cs[i].sub, sizeof cs[i].sub, "i%ld", i);
+        }
+        uint64_t t0 = now_ns();
+        connect_all(cs, n, port, 1);
+        double connect_s = (double)(now_ns() - t0) / 1e9;
+        uint64_t settle = now_ns() + 3000000000ull;
+        while (now_ns() < settle) poll_once(100);
+        misc_all(cs, n);
+        long after = pid ? status_kb(pid, "VmRSS") : -1;
+        printf("{\"system\": \"mosquitto\", \"scenario\": \"connections\", \"held\": %llu, "
+               "\"connect_rate\": %.1f, \"server_bytes_per_conn\": %.1f, \"errors\": %llu}\n",
+               (unsigned long long)g_ready, connect_s > 0 ? (double)g_ready / connect_s : 0,
+               g_ready ? (double)(after - before) * 1024 / (double)g_ready : 0,
+               (unsigned long long)g_errors);
+        return 0;
+    }
+
+    g_group = !strcmp(shape, "group");
+    long nclients = g_group ? size : pairs * 2;
+    client *cs = calloc((size_t)nclients, sizeof *cs);
+    for (long i = 0; i < nclients; i++) {
+        client *c = &cs[i];
+        c->index = (uint32_t)i;
+        if (g_group) {
+            snprintf(c->topic, sizeof c->topic, "g0");
+            snprintf(c->sub, sizeof c->sub, "g0");
+        } else {
+            snprintf(c->topic, sizeof c->topic, "p%ld", i / 2);
+            if (i % 2 == 1) snprintf(c->sub, sizeof c->sub, "p%ld", i / 2);   /* even sends, odd receives */
+        }
+    }
+    connect_all(cs, nclients, port, 1);
+    if (g_ready < (uint64_t)nclients)
+        fprintf(stderr, "peer-mosquitto: only %llu of %ld clients ready\n", (unsigned long long)g_ready, nclients);
+    long nsend = 0;
+    client **sendv = calloc((size_t)nclients, sizeof *sendv);
+    for (long i = 0; i < nclients; i++) {
+        bool s = g_group ? (senders < 0 || i < senders) : i % 2 == 0;
+        if (s && !cs[i].dead) {
+            sendv[nsend++] = &cs[i];
+            cs[i].sent_at = calloc(RING, sizeof(uint64_t));
+        }
+    }
+    if (nsend == 0) {
+        fprintf(stderr, "peer-mosquitto: no sender connected\n");
+        return 1;
+    }
+    uint64_t t0 = now_ns(), stop = t0 + (uint64_t)(seconds * 1e9), seq = 0, next_misc = t0 + 1000000000ull;
+    uint64_t interval = g_rate > 0 ? (uint64_t)(1e9 / g_rate) : 0;
+    while (now_ns() < stop) {
+        uint64_t now = now_ns();
+        if (interval) {
+            while (t0 + seq * interval <= now) {
+                client *c = sendv[seq % (uint64_t)nsend];
+                uint64_t due = t0 + seq * interval;
+                seq++;
+                if (!c->dead && c->inflight < RING - 24) publish(c, due);
+            }
+        } else {
+            for (long i = 0; i < nsend; i++) {
+                client *c = sendv[i];
+                while (!c->dead && c->inflight < (uint32_t)g_window) publish(c, now_ns());
+            }
+        }
+        poll_once(interval ? 0 : 1);
+        if (now > next_misc) {
+            misc_all(cs, nclients);
+            next_misc = now + 1000000000ull;
+        }
+    }
+    double secs = (double)(now_ns() - t0) / 1e9;
+    uint64_t acked = g_acked, deliv = g_delivered;
+    uint64_t drain = now_ns() + 5000000000ull;   /* let the acks in flight land, bounded */
+    while (now_ns() < drain && g_acked < g_sent) poll_once(10);
+    g_acked = acked;
+    g_delivered = deliv;
+    print_json(g_group ? "group" : "direct", secs, nsend);
+    return 0;
+}
