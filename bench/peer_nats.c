@@ -1,0 +1,412 @@
+/* peer_nats.c -- the same shapes as parley-bench direct and group, against
+ * nats-server (core NATS, no JetStream), driven through libnats (the NATS C
+ * client) attached to one epoll loop of ours (natsOptions_SetEventLoop: no
+ * read or flusher thread per connection; synchronous subscriptions drained
+ * after each read).
+ *
+ * Each client is one NATS connection; one subject per 1:1 pair and one per
+ * group. Core NATS has no publish acknowledgement, so "ack" here is the first
+ * sign that the server routed the message:
+ *   direct: the delivery to the other client of the pair (send->ack equals
+ *           send->delivery; the window of 8 is 8 messages not yet delivered);
+ *   group:  the sender's own copy coming back (every member, the sender too,
+ *           subscribes to the group subject; NATS echoes by default).
+ * Nothing is persisted and there are no cursors.
+ *
+ *   bench-peer-nats direct --port P --pairs N --window W|--rate R --seconds S
+ *   bench-peer-nats group  --port P --size 250 --senders K|all --window W --seconds S
+ *   bench-peer-nats idle   --port P --n N --pid NATS_SERVER_PID
+ * Prints one JSON object on stdout (the shape of bench-peer-redis's). */
+#include <errno.h>
+#include <nats/nats.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hist.h"
+
+typedef struct client {
+    natsConnection *nc;
+    natsSubscription *sub;
+    int fd;
+    uint32_t mask;          /* epoll events registered */
+    bool added, in_on, want_out, out_armed, queued, dead, ready;
+    uint32_t index, inflight;
+    char subject[24];       /* publishes to */
+} client;
+
+static int g_ep;
+static hist g_ack, g_deliv;
+static uint64_t g_sent, g_acked, g_delivered, g_ready, g_errors;
+static atomic_ullong g_async_errors;
+static int g_window = 8, g_body = 32;
+static double g_rate;
+static bool g_group;
+static client *g_clients, *g_attaching;
+static long g_nclients;
+static client **g_wq;       /* clients whose libnats write buffer has bytes */
+static long g_wq_len;
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void set_events(client *c) {
+    if (c->fd < 0) return;
+    uint32_t mask = (c->in_on ? EPOLLIN : 0u) | (c->out_armed ? EPOLLOUT : 0u);
+    if (c->added && mask == c->mask) return;
+    struct epoll_event x = {.events = mask, .data.ptr = c};
+    epoll_ctl(g_ep, c->added ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &x);
+    c->added = true;
+    c->mask = mask;
+}
+
+/* ---- libnats event-loop callbacks (all on our one thread) ---- */
+static natsStatus ev_attach(void **user, void *loop, natsConnection *nc, natsSock sock) {
+    (void)loop; (void)nc;
+    client *c = *user ? *user : g_attaching;
+    if (!c) return NATS_ERR;
+    c->fd = sock;
+    c->added = false;
+    c->in_on = true;
+    set_events(c);
+    *user = c;
+    return NATS_OK;
+}
+static natsStatus ev_read(void *user, bool add) {
+    client *c = user;
+    c->in_on = add;
+    set_events(c);
+    return NATS_OK;
+}
+static natsStatus ev_write(void *user, bool add) {
+    client *c = user;
+    c->want_out = add;
+    if (add && !c->queued) {   /* written at the end of this loop turn, EPOLLOUT only if the socket is full */
+        c->queued = true;
+        g_wq[g_wq_len++] = c;
+    } else if (!add && c->out_armed) {
+        c->out_armed = false;
+        set_events(c);
+    }
+    return NATS_OK;
+}
+static natsStatus ev_detach(void *user) {
+    client *c = user;
+    if (c->added) epoll_ctl(g_ep, EPOLL_CTL_DEL, c->fd, NULL);
+    c->added = false;
+    c->fd = -1;
+    if (!c->dead) {
+        c->dead = true;
+        g_errors++;
+    }
+    return NATS_OK;
+}
+
+static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure) {
+    (void)nc; (void)sub; (void)closure;
+    if (atomic_fetch_add(&g_async_errors, 1) < 5)
+        fprintf(stderr, "peer-nats: async error: %s\n", natsStatus_GetText(err));
+}
+
+static void flush_writes(void) {
+    for (long i = 0; i < g_wq_len; i++) {   /* g_wq may grow while this runs */
+        client *c = g_wq[i];
+        c->queued = false;
+        if (c->dead || !c->want_out) continue;
+        natsConnection_ProcessWriteEvent(c->nc);
+        if (c->want_out && !c->out_armed) {
+            c->out_armed = true;
+            set_events(c);
+        }
+    }
+    g_wq_len = 0;
+}
+
+static void on_msg(client *c, natsMsg *m) {
+    const char *d = natsMsg_GetData(m);
+    int len = natsMsg_GetDataLength(m);
+    if (len < 16) {   /* readiness probe: our SUB is registered */
+        if (!c->ready) {
+            c->ready = true;
+            g_ready++;
+        }
+        return;
+    }
+    uint32_t sender;
+    uint64_t ts, sent;
+    memcpy(&sender, d + 4, 4);
+    memcpy(&ts, d + 8, 8);
+    memcpy(&sent, d + 16, 8);
+    uint64_t now = now_ns();
+    client *s = sender < (uint32_t)g_nclients ? &g_clients[sender] : NULL;
+    if (sender == c->index) {   /* own copy (group): the server routed it */
+        g_acked++;
+        hist_record(&g_ack, now - sent);
+        if (c->inflight) c->inflight--;
+        return;
+    }
+    g_delivered++;
+    if (now > ts) hist_record(&g_deliv, now - ts);
+    if (!g_group && s) {   /* direct: the delivery is the ack */
+        g_acked++;
+        hist_record(&g_ack, now - sent);
+        if (s->inflight) s->inflight--;
+    }
+}
+
+static void drain_sub(client *c) {
+    if (!c->sub || c->dead) return;
+    int msgs = 0, bytes = 0;
+    if (natsSubscription_GetPending(c->sub, &msgs, &bytes) != NATS_OK) return;
+    for (int i = 0; i < msgs; i++) {
+        natsMsg *m = NULL;
+        if (natsSubscription_NextMsg(&m, c->sub, 0) != NATS_OK) break;
+        on_msg(c, m);
+        natsMsg_Destroy(m);
+    }
+}
+
+static void poll_once(int timeout_ms) {
+    flush_writes();
+    struct epoll_event evs[512];
+    int n = epoll_wait(g_ep, evs, 512, timeout_ms);
+    for (int i = 0; i < n; i++) {
+        client *c = evs[i].data.ptr;
+        if (c->dead) continue;
+        if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+            natsConnection_ProcessReadEvent(c->nc);
+            drain_sub(c);
+        }
+        if (!c->dead && (evs[i].events & EPOLLOUT)) natsConnection_ProcessWriteEvent(c->nc);
+    }
+    flush_writes();
+}
+
+static natsOptions *make_opts(int port, int iobuf) {
+    natsOptions *o = NULL;
+    char url[64];
+    snprintf(url, sizeof url, "nats://127.0.0.1:%d", port);
+    if (natsOptions_Create(&o) != NATS_OK) return NULL;
+    natsOptions_SetURL(o, url);
+    natsOptions_SetEventLoop(o, &g_ep, ev_attach, ev_read, ev_write, ev_detach);
+    natsOptions_SetSendAsap(o, true);   /* no flusher thread; our loop writes */
+    natsOptions_SetAllowReconnect(o, false);
+    natsOptions_SetTimeout(o, 10000);
+    /* no ping timer: libnats keeps its timers in one sorted list, so 19,900
+     * of them make each connect O(n); the runs last seconds, the default
+     * interval is 2 minutes, so no ping would be sent anyway */
+    natsOptions_SetPingInterval(o, 0);
+    natsOptions_SetMaxPendingMsgs(o, 1000000);
+    natsOptions_SetErrorHandler(o, on_async_error, NULL);
+    if (iobuf) natsOptions_SetIOBufSize(o, iobuf);
+    return o;
+}
+
+/* connect (libnats does the handshake synchronously), subscribe, and send a
+ * probe to our own subject: it comes back once the server has our SUB */
+static void connect_one(client *c, natsOptions *o, const char *sub_subject) {
+    c->fd = -1;
+    g_attaching = c;
+    natsStatus s = natsConnection_Connect(&c->nc, o);
+    g_attaching = NULL;
+    if (s != NATS_OK) {
+        if (g_errors++ < 5) fprintf(stderr, "peer-nats: connect %u: %s\n", c->index, nats_GetLastError(NULL));
+        c->dead = true;
+        return;
+    }
+    if (!sub_subject) {
+        c->ready = true;
+        g_ready++;
+        return;
+    }
+    s = natsConnection_SubscribeSync(&c->sub, c->nc, sub_subject);
+    if (s == NATS_OK) s = natsSubscription_SetPendingLimits(c->sub, -1, -1);
+    if (s == NATS_OK) s = natsConnection_Publish(c->nc, sub_subject, "probe", 5);
+    if (s != NATS_OK) {
+        if (g_errors++ < 5) fprintf(stderr, "peer-nats: subscribe %u: %s\n", c->index, nats_GetLastError(NULL));
+        c->dead = true;
+    }
+}
+
+static void publish(client *c, uint64_t ts) {
+    char body[4096];
+    memset(body, 'x', (size_t)g_body);
+    uint64_t sent = now_ns();
+    memcpy(body + 4, &c->index, 4);
+    memcpy(body + 8, &ts, 8);
+    memcpy(body + 16, &sent, 8);
+    if (natsConnection_Publish(c->nc, c->subject, body, g_body) != NATS_OK) {
+        if (!c->dead) {
+            c->dead = true;
+            g_errors++;
+        }
+        return;
+    }
+    c->inflight++;
+    g_sent++;
+}
+
+static void print_json(const char *shape, double secs, long n_senders) {
+    printf("{\"system\": \"nats\", \"scenario\": \"%s\", \"ack\": \"%s\", \"seconds\": %.3f, \"senders\": %ld, "
+           "\"acked_per_s\": %.1f, \"deliveries_per_s\": %.1f, "
+           "\"send_ack_p50_ms\": %.3f, \"send_ack_p99_ms\": %.3f, "
+           "\"send_delivery_p50_ms\": %.3f, \"send_delivery_p90_ms\": %.3f, \"send_delivery_p99_ms\": %.3f, "
+           "\"send_delivery_p99_9_ms\": %.3f, \"send_delivery_max_ms\": %.3f, \"errors\": %llu}\n",
+           shape, g_group ? "own copy back" : "delivery to the peer", secs, n_senders,
+           g_acked / secs, g_delivered / secs,
+           hist_quantile(&g_ack, 0.5) / 1e6, hist_quantile(&g_ack, 0.99) / 1e6,
+           hist_quantile(&g_deliv, 0.5) / 1e6, hist_quantile(&g_deliv, 0.9) / 1e6,
+           hist_quantile(&g_deliv, 0.99) / 1e6, hist_quantile(&g_deliv, 0.999) / 1e6,
+           hist_quantile(&g_deliv, 1.0) / 1e6,
+           (unsigned long long)(g_errors + atomic_load(&g_async_errors)));
+}
+
+static long status_kb(int pid, const char *key) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    long v = -1;
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, strlen(key)) == 0) v = strtol(line + strlen(key) + 1, NULL, 10);
+    fclose(f);
+    return v;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: bench-peer-nats direct|group|idle --port P [...]\n");
+        return 2;
+    }
+    const char *shape = argv[1];
+    int port = 4222, pid = 0;
+    long pairs = 1000, size = 250, senders = -1, n = 1000;
+    double seconds = 8;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        const char *a = argv[i], *v = argv[i + 1];
+        if (!strcmp(a, "--port")) port = atoi(v);
+        else if (!strcmp(a, "--pairs")) pairs = atol(v);
+        else if (!strcmp(a, "--size")) size = atol(v);
+        else if (!strcmp(a, "--senders")) senders = strcmp(v, "all") ? atol(v) : -1;
+        else if (!strcmp(a, "--window")) g_window = atoi(v);
+        else if (!strcmp(a, "--rate")) g_rate = strcmp(v, "max") ? atof(v) : 0;
+        else if (!strcmp(a, "--seconds")) seconds = atof(v);
+        else if (!strcmp(a, "--n")) n = atol(v);
+        else if (!strcmp(a, "--pid")) pid = atoi(v);
+        else if (!strcmp(a, "--body")) g_body = atoi(v);
+    }
+    if (g_body < 24) g_body = 24;
+    if (g_body > 4096) g_body = 4096;
+    if (g_window < 1) g_window = 1;
+    if (seconds <= 0 || seconds > 600) seconds = 8;
+    if (n < 1 || n > 1000000) n = 1000;
+    if (pairs < 1 || pairs > 100000) pairs = 1000;
+    if (size < 2 || size > 100000) size = 250;
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if ((rlim_t)n + 64 > rl.rlim_cur)
+        fprintf(stderr, "peer-nats: open-file limit %llu is below the %ld connections asked\n",
+                (unsigned long long)rl.rlim_cur, n);
+    if (nats_Open(-1) != NATS_OK) {
+        fprintf(stderr, "peer-nats: nats_Open failed\n");
+        return 1;
+    }
+    g_ep = epoll_create1(0);
+    hist_init(&g_ack);
+    hist_init(&g_deliv);
+    bool idle = !strcmp(shape, "idle");
+    g_group = !strcmp(shape, "group");
+    g_nclients = idle ? n : g_group ? size : pairs * 2;
+    g_clients = calloc((size_t)g_nclients, sizeof *g_clients);
+    g_wq = calloc((size_t)g_nclients + 1, sizeof *g_wq);
+    natsOptions *o = make_opts(port, idle ? 4096 : 0);
+    if (!o) return 1;
+
+    long before = idle && pid ? status_kb(pid, "VmRSS") : -1;
+    uint64_t t0 = now_ns(), end = t0 + 60000000000ull;
+    for (long i = 0; i < g_nclients && now_ns() < end; i++) {
+        client *c = &g_clients[i];
+        c->index = (uint32_t)i;
+        char sub[24];
+        const char *subj = sub;
+        if (idle) snprintf(sub, sizeof sub, "i%ld", i);
+        else if (g_group) {
+            snprintf(c->subject, sizeof c->subject, "g0");
+            snprintf(sub, sizeof sub, "g0");
+        } else {
+            snprintf(c->subject, sizeof c->subject, "p%ld", i / 2);
+            snprintf(sub, sizeof sub, "p%ld", i / 2);
+            if (i % 2 == 0) subj = NULL;   /* even sends, odd receives */
+        }
+        connect_one(c, o, subj);
+        if (i % 64 == 63) poll_once(0);
+    }
+    while (g_ready + g_errors < (uint64_t)g_nclients && now_ns() < end) poll_once(10);
+    double connect_s = (double)(now_ns() - t0) / 1e9;
+
+    if (idle) {   /* N idle subscribed connections: server memory per connection */
+        uint64_t settle = now_ns() + 3000000000ull;
+        while (now_ns() < settle) poll_once(100);
+        long after = pid ? status_kb(pid, "VmRSS") : -1;
+        printf("{\"system\": \"nats\", \"scenario\": \"connections\", \"held\": %llu, "
+               "\"connect_rate\": %.1f, \"server_bytes_per_conn\": %.1f, \"errors\": %llu}\n",
+               (unsigned long long)g_ready, connect_s > 0 ? (double)g_ready / connect_s : 0,
+               g_ready ? (double)(after - before) * 1024 / (double)g_ready : 0,
+               (unsigned long long)(g_errors + atomic_load(&g_async_errors)));
+        fflush(stdout);
+        _exit(0);   /* skip closing 19,900 connections one by one */
+    }
+
+    if (g_ready < (uint64_t)g_nclients)
+        fprintf(stderr, "peer-nats: only %llu of %ld clients ready\n", (unsigned long long)g_ready, g_nclients);
+    long nsend = 0;
+    client **sendv = calloc((size_t)g_nclients, sizeof *sendv);
+    for (long i = 0; i < g_nclients; i++) {
+        bool s = g_group ? (senders < 0 || i < senders) : i % 2 == 0;
+        if (s && !g_clients[i].dead) sendv[nsend++] = &g_clients[i];
+    }
+    if (nsend == 0) {
+        fprintf(stderr, "peer-nats: no sender connected\n");
+        return 1;
+    }
+    t0 = now_ns();
+    uint64_t stop = t0 + (uint64_t)(seconds * 1e9), seq = 0;
+    uint64_t interval = g_rate > 0 ? (uint64_t)(1e9 / g_rate) : 0;
+    while (now_ns() < stop) {
+        uint64_t now = now_ns();
+        if (interval) {
+            while (t0 + seq * interval <= now) {
+                client *c = sendv[seq % (uint64_t)nsend];
+                uint64_t due = t0 + seq * interval;
+                seq++;
+                if (!c->dead && c->inflight < 4096) publish(c, due);
+            }
+        } else {
+            for (long i = 0; i < nsend; i++) {
+                client *c = sendv[i];
+                while (!c->dead && c->inflight < (uint32_t)g_window) publish(c, now_ns());
+            }
+        }
+        poll_once(interval ? 0 : 1);
+    }
+    double secs = (double)(now_ns() - t0) / 1e9;
+    uint64_t acked = g_acked, deliv = g_delivered;
+    uint64_t drain = now_ns() + 5000000000ull;   /* let what is in flight land, bounded */
+    while (now_ns() < drain && g_acked < g_sent) poll_once(10);
+    g_acked = acked;
+    g_delivered = deliv;
+    print_json(g_group ? "group" : "direct", secs, nsend);
+    fflush(stdout);
+    _exit(0);
+}
