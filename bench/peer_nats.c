@@ -18,7 +18,9 @@
  *   bench-peer-nats idle   --port P --n N --pid NATS_SERVER_PID
  * Prints one JSON object on stdout (the shape of bench-peer-redis's). */
 #include <errno.h>
+#include <arpa/inet.h>
 #include <nats/nats.h>
+#include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -26,6 +28,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,6 +56,30 @@ static client *g_clients, *g_attaching;
 static long g_nclients;
 static client **g_wq;       /* clients whose libnats write buffer has bytes */
 static long g_wq_len;
+
+/* libnats has no option for the local address, and connect()'s automatic
+ * port choice skips every port that some socket holds by bind() (the other
+ * drivers' and parley-bench's, TIME_WAIT included), so 19,900 connections
+ * from 127.0.0.1 can run out of ports. This connect(), which libnats calls
+ * through the PLT, first binds each loopback socket to its own 127.x.y.z
+ * source (as bench-peer-redis does), with the port chosen at connect time. */
+static uint32_t g_src_next;
+int connect(int fd, __CONST_SOCKADDR_ARG addr, socklen_t len) {
+    const struct sockaddr *sa = addr.__sockaddr__;
+    if (sa && sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+        if ((ntohl(in->sin_addr.s_addr) >> 24) == 127) {
+            uint32_t k = g_src_next++;
+            struct sockaddr_in src = {.sin_family = AF_INET};
+            src.sin_addr.s_addr = htonl((127u << 24) | ((30 + (k >> 16) % 200) << 16) |
+                                        (((k >> 8) & 255) << 8) | ((k & 255) | 1));
+            int one = 1;
+            setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+            (void)bind(fd, (const struct sockaddr *)&src, sizeof src);   /* best effort */
+        }
+    }
+    return (int)syscall(SYS_connect, fd, sa, len);
+}
 
 static uint64_t now_ns(void) {
     struct timespec ts;
