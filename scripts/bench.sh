@@ -51,26 +51,69 @@ peer_runs() {   # system driver port server_pid
   i=1
   while [ "$i" -le "$RUNS" ]; do
     echo "bench: $sys run $i/$RUNS" >&2
-    "$drv" idle   --port "$port" --n 19900 --pid "$spid" >"$OUT/$sys.connections.$i.json" 2>>"$OUT/$sys.log"
-    "$drv" direct --port "$port" --pairs 1000 --window 8 --seconds "$SECONDS_LOAD" >"$OUT/$sys.direct_max.$i.json" 2>>"$OUT/$sys.log"
-    "$drv" direct --port "$port" --pairs 1000 --rate 20000 --seconds "$SECONDS_LOAD" >"$OUT/$sys.direct_20k.$i.json" 2>>"$OUT/$sys.log"
-    "$drv" group  --port "$port" --size 250 --senders all --window 1 --seconds "$SECONDS_LOAD" >"$OUT/$sys.group.$i.json" 2>>"$OUT/$sys.log"
-    "$drv" group  --port "$port" --size 250 --senders 4 --window 8 --seconds "$SECONDS_LOAD" >"$OUT/$sys.group_4pub.$i.json" 2>>"$OUT/$sys.log"
+    # each driver bounds itself (60 s to connect, the load seconds, 5 s to
+    # drain); timeout is a backstop
+    timeout 300 "$drv" idle   --port "$port" --n 19900 --pid "$spid" >"$OUT/$sys.connections.$i.json" 2>>"$OUT/$sys.log"
+    timeout 300 "$drv" direct --port "$port" --pairs 1000 --window 8 --seconds "$SECONDS_LOAD" >"$OUT/$sys.direct_max.$i.json" 2>>"$OUT/$sys.log"
+    timeout 300 "$drv" direct --port "$port" --pairs 1000 --rate 20000 --seconds "$SECONDS_LOAD" >"$OUT/$sys.direct_20k.$i.json" 2>>"$OUT/$sys.log"
+    timeout 300 "$drv" group  --port "$port" --size 250 --senders all --window 1 --seconds "$SECONDS_LOAD" >"$OUT/$sys.group.$i.json" 2>>"$OUT/$sys.log"
+    timeout 300 "$drv" group  --port "$port" --size 250 --senders 4 --window 8 --seconds "$SECONDS_LOAD" >"$OUT/$sys.group_4pub.$i.json" 2>>"$OUT/$sys.log"
     i=$((i + 1))
   done
 }
-if [ -x "$BUILD/bench-peer-redis" ] && command -v redis-server >/dev/null; then
+PEERS=${PEERS:-mosquitto nats redis}
+PEER_TMP=$(mktemp -d)
+find_bin() { command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; }; }
+for p in $PEERS; do
+  drv="$BUILD/bench-peer-$p"
+  if [ ! -x "$drv" ]; then
+    echo "bench: no driver for $p ($drv not built: bench/peer_$p.c or its client library missing); its column stays empty" >&2
+    continue
+  fi
   port=$(free_port)
-  (ulimit -n "$(ulimit -Hn)"; exec redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-     --maxclients 100000 --daemonize no --loglevel warning --protected-mode no) >"$OUT/redis-server.log" 2>&1 &
-  rpid=$!
+  case $p in
+    redis)
+      bin=$(find_bin redis-server) || { echo "bench: redis-server not installed" >&2; continue; }
+      (ulimit -n "$(ulimit -Hn)"; exec "$bin" --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+         --maxclients 100000 --daemonize no --loglevel warning --protected-mode no) >"$OUT/redis-server.log" 2>&1 &
+      ;;
+    mosquitto)
+      bin=$(find_bin mosquitto) || { echo "bench: mosquitto not installed" >&2; continue; }
+      # in memory only; queues deep enough that the 250-member group at full
+      # speed never drops a QoS 1 message for a slow subscriber
+      cat >"$PEER_TMP/mosquitto.conf" <<CONF
+listener $port 127.0.0.1
+persistence false
+allow_anonymous true
+max_connections -1
+max_queued_messages 1000000
+set_tcp_nodelay true
+connection_messages false
+log_dest stderr
+log_type error
+log_type warning
+CONF
+      (ulimit -n "$(ulimit -Hn)"; exec "$bin" -c "$PEER_TMP/mosquitto.conf") >"$OUT/mosquitto-server.log" 2>&1 &
+      ;;
+    nats)
+      bin=$(find_bin nats-server) || { echo "bench: nats-server not installed" >&2; continue; }
+      # core NATS only: no JetStream (-js not given), so nothing is stored
+      (ulimit -n "$(ulimit -Hn)"; exec "$bin" -a 127.0.0.1 -p "$port") >"$OUT/nats-server.log" 2>&1 &
+      ;;
+    *) echo "bench: unknown peer $p" >&2; continue ;;
+  esac
+  spid=$!
   sleep 1
-  peer_runs redis "$BUILD/bench-peer-redis" "$port" "$rpid"
-  kill "$rpid"; wait "$rpid" 2>/dev/null
-fi
-for p in mosquitto nats; do
-  [ -x "$BUILD/bench-peer-$p" ] || echo "bench: no driver for $p (bench/peer_$p.c not written yet); its column stays empty" >&2
+  if ! kill -0 "$spid" 2>/dev/null; then
+    echo "bench: $p did not start (see $OUT/$p-server.log)" >&2
+    continue
+  fi
+  echo "bench: $p ($bin, pid $spid) on 127.0.0.1:$port" >&2
+  peer_runs "$p" "$drv" "$port" "$spid"
+  kill "$spid" 2>/dev/null
+  wait "$spid" 2>/dev/null
 done
+rm -rf "$PEER_TMP"
 
 # medians of the runs, one line per figure, with the peers' next to them
 python3 - "$OUT" "$RUNS" <<'PY'
@@ -86,38 +129,51 @@ show = {
  "sync": ["backlog", "catch_up_s", "catch_up_rate"],
 }
 print("\n== parley-bench standard set: medians of %d runs (JSON in %s) ==" % (runs, out))
-for name, keys in show.items():
+def load(pattern):
     docs = []
-    for f in sorted(glob.glob(os.path.join(out, name + ".*.json"))):
+    for f in sorted(glob.glob(os.path.join(out, pattern))):
         try: docs.append(json.load(open(f)))
         except Exception: pass
-    if not docs:
+    return docs
+def nums(docs, k):
+    return [d[k] for d in docs if isinstance(d.get(k), (int, float))]
+peers = ("mosquitto", "nats", "redis")
+for name, keys in show.items():
+    docs = load(name + ".*.json")
+    pdocs = {p: load("%s.%s.*.json" % (p, name)) for p in peers}
+    if not docs and not any(pdocs.values()):
         print("%-12s (no result)" % name); continue
-    d0 = docs[0]
-    print("%-12s fsync=%s server_workers=%s runs=%d" % (name, d0.get("server_fsync"), d0.get("server_workers"), len(docs)))
+    if docs:
+        d0 = docs[0]
+        print("%-12s fsync=%s server_workers=%s runs=%d" % (name, d0.get("server_fsync"), d0.get("server_workers"), len(docs)))
+    else:
+        print("%-12s parley: no result (SKIP_PARLEY?)" % name)
     for k in keys:
-        vals = [d[k] for d in docs if isinstance(d.get(k), (int, float))]
-        if not vals: continue
-        med = statistics.median(vals)
-        line = "  %-34s %14.3f" % (k, med)
-        for peer in ("mosquitto", "nats", "redis"):
-            pv = []
-            for f in glob.glob(os.path.join(out, "%s.%s.*.json" % (peer, name))):
-                try:
-                    d = json.load(open(f))
-                    if isinstance(d.get(k), (int, float)): pv.append(d[k])
-                except Exception: pass
+        vals = nums(docs, k)
+        med = statistics.median(vals) if vals else None
+        line = "  %-34s %14s" % (k, "%.3f" % med if vals else "-")
+        any_peer = False
+        for peer in peers:
+            pv = nums(pdocs[peer], k)
             if pv:
+                any_peer = True
                 pm = statistics.median(pv)
-                line += "   %s %.3f (parley/%s = %.2f)" % (peer, pm, peer, med / pm if pm else float("nan"))
-        print(line + "   runs: " + " ".join("%.6g" % v for v in vals))
+                line += "   %s %.3f" % (peer, pm)
+                if med is not None:
+                    line += " (parley/%s = %.2f)" % (peer, med / pm if pm else float("nan"))
+        if not vals and not any_peer: continue
+        if vals: line += "   runs: " + " ".join("%.6g" % v for v in vals)
+        print(line)
 PY
 cat <<'TXT'
 What differs: parley makes every message durable (RocksDB, fsync policy as
 shown) before acking it, appends an inbox entry per member, keeps a cursor per
 device, and pushes the sender's own message back to its device; the peers, as
-run here, persist nothing and keep no cursors (Redis pub/sub: fire-and-forget,
+run here, persist nothing and keep no cursors. mosquitto: QoS 1, ack = the
+broker's PUBACK, clean sessions, persistence false. nats-server: core NATS, no
+JetStream; NATS has no publish ack, so "ack" is the delivery to the peer
+(direct) or the sender's own copy back (group). Redis pub/sub: fire-and-forget,
 ack = PUBLISH reply; each Redis client is two connections, since a subscribed
-connection cannot publish).
+connection cannot publish.
 TXT
 exit 0
