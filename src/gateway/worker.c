@@ -45,6 +45,7 @@ enum {
     TAG_FIRST_CONN = 2,
     MSGS_PER_TURN = 4096,
     CLOSE_LINGER_MS = 5000, /* a closing connection gets this long to take its output */
+    DRAIN_GRACE_MS = 1000,  /* after the drain window, for the last close frames */
     DRAIN_TICK_MS = 10,     /* loop wake-ups while a drain closes connections */
     TLS_READS_PER_EVENT = 8,
     /* sockets still in the HTTP handshake allowed on top of max_connections */
@@ -649,7 +650,8 @@ static void drain_begin(worker *w) {
 
 /* Closes this turn's share: by now, elapsed/window of the connections the
  * drain began with. Returns true once the drain is over: everything closed
- * and flushed, or the linger after the window ran out. */
+ * and flushed, or a short grace after the window (a peer that does not read
+ * would otherwise hold the exit for the whole linger). */
 static bool drain_step(worker *w) {
     uint64_t elapsed = clock_mono_ms() - w->drain_start_ms;
     uint32_t window = w->srv->cfg.drain_window_ms;
@@ -667,7 +669,7 @@ static bool drain_step(worker *w) {
         w->drain_closed++;
     }
     if (w->drain_closed >= w->drain_total && w->n_live == 0) return true;
-    return elapsed >= (uint64_t)window + CLOSE_LINGER_MS;
+    return elapsed >= (uint64_t)window + DRAIN_GRACE_MS;
 }
 
 /* ------------------------------------------------------------------ loop */
