@@ -46,43 +46,32 @@ fi
 # persistence off. Only peers whose driver was built (bench/peer_*.c found
 # its library) run.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-peer_runs() {   # system driver port server_pid
-  sys=$1; drv=$2; port=$3; spid=$4
-  i=1
-  while [ "$i" -le "$RUNS" ]; do
-    echo "bench: $sys run $i/$RUNS" >&2
-    # each driver bounds itself (60 s to connect, the load seconds, 5 s to
-    # drain); timeout is a backstop
-    timeout 300 "$drv" idle   --port "$port" --n 19900 --pid "$spid" >"$OUT/$sys.connections.$i.json" 2>>"$OUT/$sys.log"
-    timeout 300 "$drv" direct --port "$port" --pairs 1000 --window 8 --seconds "$SECONDS_LOAD" >"$OUT/$sys.direct_max.$i.json" 2>>"$OUT/$sys.log"
-    timeout 300 "$drv" direct --port "$port" --pairs 1000 --rate 20000 --seconds "$SECONDS_LOAD" >"$OUT/$sys.direct_20k.$i.json" 2>>"$OUT/$sys.log"
-    timeout 300 "$drv" group  --port "$port" --size 250 --senders all --window 1 --seconds "$SECONDS_LOAD" >"$OUT/$sys.group.$i.json" 2>>"$OUT/$sys.log"
-    timeout 300 "$drv" group  --port "$port" --size 250 --senders 4 --window 8 --seconds "$SECONDS_LOAD" >"$OUT/$sys.group_4pub.$i.json" 2>>"$OUT/$sys.log"
-    i=$((i + 1))
-  done
+peer_run() {   # system driver port server_pid run
+  sys=$1; drv=$2; port=$3; spid=$4; i=$5
+  # each driver bounds itself (60 s to connect, the load seconds, 5 s to
+  # drain); timeout is a backstop
+  timeout 300 "$drv" idle   --port "$port" --n 19900 --pid "$spid" >"$OUT/$sys.connections.$i.json" 2>>"$OUT/$sys.log"
+  timeout 300 "$drv" direct --port "$port" --pairs 1000 --window 8 --seconds "$SECONDS_LOAD" >"$OUT/$sys.direct_max.$i.json" 2>>"$OUT/$sys.log"
+  timeout 300 "$drv" direct --port "$port" --pairs 1000 --rate 20000 --seconds "$SECONDS_LOAD" >"$OUT/$sys.direct_20k.$i.json" 2>>"$OUT/$sys.log"
+  timeout 300 "$drv" group  --port "$port" --size 250 --senders all --window 1 --seconds "$SECONDS_LOAD" >"$OUT/$sys.group.$i.json" 2>>"$OUT/$sys.log"
+  timeout 300 "$drv" group  --port "$port" --size 250 --senders 4 --window 8 --seconds "$SECONDS_LOAD" >"$OUT/$sys.group_4pub.$i.json" 2>>"$OUT/$sys.log"
 }
 PEERS=${PEERS:-mosquitto nats redis}
 PEER_TMP=$(mktemp -d)
 find_bin() { command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; }; }
-for p in $PEERS; do
-  drv="$BUILD/bench-peer-$p"
-  if [ ! -x "$drv" ]; then
-    echo "bench: no driver for $p ($drv not built: bench/peer_$p.c or its client library missing); its column stays empty" >&2
-    continue
-  fi
-  port=$(free_port)
-  case $p in
+start_peer() {   # name port: starts it in the background, sets spid and bin
+  case $1 in
     redis)
-      bin=$(find_bin redis-server) || { echo "bench: redis-server not installed" >&2; continue; }
-      (ulimit -n "$(ulimit -Hn)"; exec "$bin" --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-         --maxclients 100000 --daemonize no --loglevel warning --protected-mode no) >"$OUT/redis-server.log" 2>&1 &
+      bin=$(find_bin redis-server) || { echo "bench: redis-server not installed" >&2; return 1; }
+      (ulimit -n "$(ulimit -Hn)"; exec "$bin" --port "$2" --bind 127.0.0.1 --save "" --appendonly no \
+         --maxclients 100000 --daemonize no --loglevel warning --protected-mode no) >>"$OUT/redis-server.log" 2>&1 &
       ;;
     mosquitto)
-      bin=$(find_bin mosquitto) || { echo "bench: mosquitto not installed" >&2; continue; }
+      bin=$(find_bin mosquitto) || { echo "bench: mosquitto not installed" >&2; return 1; }
       # in memory only; queues deep enough that the 250-member group at full
       # speed never drops a QoS 1 message for a slow subscriber
       cat >"$PEER_TMP/mosquitto.conf" <<CONF
-listener $port 127.0.0.1
+listener $2 127.0.0.1
 persistence false
 allow_anonymous true
 max_connections -1
@@ -93,25 +82,37 @@ log_dest stderr
 log_type error
 log_type warning
 CONF
-      (ulimit -n "$(ulimit -Hn)"; exec "$bin" -c "$PEER_TMP/mosquitto.conf") >"$OUT/mosquitto-server.log" 2>&1 &
+      (ulimit -n "$(ulimit -Hn)"; exec "$bin" -c "$PEER_TMP/mosquitto.conf") >>"$OUT/mosquitto-server.log" 2>&1 &
       ;;
     nats)
-      bin=$(find_bin nats-server) || { echo "bench: nats-server not installed" >&2; continue; }
+      bin=$(find_bin nats-server) || { echo "bench: nats-server not installed" >&2; return 1; }
       # core NATS only: no JetStream (-js not given), so nothing is stored
-      (ulimit -n "$(ulimit -Hn)"; exec "$bin" -a 127.0.0.1 -p "$port") >"$OUT/nats-server.log" 2>&1 &
+      (ulimit -n "$(ulimit -Hn)"; exec "$bin" -a 127.0.0.1 -p "$2") >>"$OUT/nats-server.log" 2>&1 &
       ;;
-    *) echo "bench: unknown peer $p" >&2; continue ;;
+    *) echo "bench: unknown peer $1" >&2; return 1 ;;
   esac
   spid=$!
   sleep 1
-  if ! kill -0 "$spid" 2>/dev/null; then
-    echo "bench: $p did not start (see $OUT/$p-server.log)" >&2
+  kill -0 "$spid" 2>/dev/null || { echo "bench: $1 did not start (see $OUT/$1-server.log)" >&2; return 1; }
+}
+# every run gets a freshly started server: its memory per idle connection is
+# then not hidden by heap that earlier runs grew and freed
+for p in $PEERS; do
+  drv="$BUILD/bench-peer-$p"
+  if [ ! -x "$drv" ]; then
+    echo "bench: no driver for $p ($drv not built: bench/peer_$p.c or its client library missing); its column stays empty" >&2
     continue
   fi
-  echo "bench: $p ($bin, pid $spid) on 127.0.0.1:$port" >&2
-  peer_runs "$p" "$drv" "$port" "$spid"
-  kill "$spid" 2>/dev/null
-  wait "$spid" 2>/dev/null
+  i=1
+  while [ "$i" -le "$RUNS" ]; do
+    port=$(free_port)
+    start_peer "$p" "$port" || break
+    echo "bench: $p run $i/$RUNS ($bin, pid $spid, 127.0.0.1:$port)" >&2
+    peer_run "$p" "$drv" "$port" "$spid" "$i"
+    kill "$spid" 2>/dev/null
+    wait "$spid" 2>/dev/null
+    i=$((i + 1))
+  done
 done
 rm -rf "$PEER_TMP"
 
