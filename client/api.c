@@ -13,27 +13,6 @@ enum {
     CLIENT_MSG_ID_BYTES = 16,
 };
 
-/* Runs the request and checks the answer carries result `want`
- * (PARLEY__V1__RESPONSE__RESULT__NOT_SET: anything). */
-static int run(pc_client *c, Parley__V1__Frame *f, bool retry_safe,
-               Parley__V1__Response__ResultCase want, Parley__V1__Frame **out) {
-    pc_request req = {.frame = f, .retry_safe = retry_safe};
-    if (pc_request_run(c, &req, out) < 0) return -1;
-    if (want != PARLEY__V1__RESPONSE__RESULT__NOT_SET && (*out)->response->result_case != want) {
-        parley__v1__frame__free_unpacked(*out, NULL);
-        *out = NULL;
-        return pc_fail(c, -1, "protocol error: unexpected result in the answer");
-    }
-    return 0;
-}
-
-static int run_no_result(pc_client *c, Parley__V1__Frame *f, bool retry_safe) {
-    Parley__V1__Frame *resp;
-    if (run(c, f, retry_safe, PARLEY__V1__RESPONSE__RESULT__NOT_SET, &resp) < 0) return -1;
-    parley__v1__frame__free_unpacked(resp, NULL);
-    return 0;
-}
-
 static int take_conversation_id(pc_client *c, Parley__V1__Frame *resp, uint64_t *out) {
     const Parley__V1__ConversationId *ci = resp->response->conversation;
     if (!ci) {
@@ -52,7 +31,7 @@ int pc_create_link_token(pc_client *c, char *token, size_t token_cap, uint64_t *
     f.create_link_token = &lt;
     Parley__V1__Frame *resp;
     /* retry-safe: a lost token simply expires unused */
-    if (run(c, &f, true, PARLEY__V1__RESPONSE__RESULT_LINK_TOKEN, &resp) < 0) return -1;
+    if (pc_run(c, &f, true, PARLEY__V1__RESPONSE__RESULT_LINK_TOKEN, &resp) < 0) return -1;
     const Parley__V1__LinkToken *t = resp->response->link_token;
     size_t n = t && t->token ? strlen(t->token) : 0;
     if (n == 0 || n >= token_cap) {
@@ -72,7 +51,7 @@ int pc_lookup_user(pc_client *c, const char *name, uint64_t *user_id) {
     f.body_case = PARLEY__V1__FRAME__BODY_LOOKUP_USER;
     f.lookup_user = &lu;
     Parley__V1__Frame *resp;
-    if (run(c, &f, true, PARLEY__V1__RESPONSE__RESULT_USER, &resp) < 0) return -1;
+    if (pc_run(c, &f, true, PARLEY__V1__RESPONSE__RESULT_USER, &resp) < 0) return -1;
     if (user_id) *user_id = resp->response->user ? resp->response->user->user_id : 0;
     parley__v1__frame__free_unpacked(resp, NULL);
     return 0;
@@ -86,7 +65,7 @@ int pc_open_direct(pc_client *c, uint64_t peer_user_id, uint64_t *conversation_i
     f.open_direct = &od;
     Parley__V1__Frame *resp;
     /* retry-safe: the server returns the same conversation for the pair */
-    if (run(c, &f, true, PARLEY__V1__RESPONSE__RESULT_CONVERSATION, &resp) < 0) return -1;
+    if (pc_run(c, &f, true, PARLEY__V1__RESPONSE__RESULT_CONVERSATION, &resp) < 0) return -1;
     return take_conversation_id(c, resp, conversation_id);
 }
 
@@ -101,7 +80,7 @@ int pc_create_group(pc_client *c, const char *name, const uint64_t *members, siz
     f.create_group = &cg;
     Parley__V1__Frame *resp;
     /* not retry-safe: a second attempt would make a second group */
-    if (run(c, &f, false, PARLEY__V1__RESPONSE__RESULT_CONVERSATION, &resp) < 0) return -1;
+    if (pc_run(c, &f, false, PARLEY__V1__RESPONSE__RESULT_CONVERSATION, &resp) < 0) return -1;
     return take_conversation_id(c, resp, conversation_id);
 }
 
@@ -115,7 +94,7 @@ int pc_add_members(pc_client *c, uint64_t conversation_id, const uint64_t *users
     f.add_members = &am;
     /* not retry-safe: a repeat may be refused as "already a member" after
      * the first one took effect, which would report a success as a failure */
-    return run_no_result(c, &f, false);
+    return pc_run_no_result(c, &f, false);
 }
 
 int pc_remove_member(pc_client *c, uint64_t conversation_id, uint64_t user_id) {
@@ -125,7 +104,7 @@ int pc_remove_member(pc_client *c, uint64_t conversation_id, uint64_t user_id) {
     Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
     f.body_case = PARLEY__V1__FRAME__BODY_REMOVE_MEMBER;
     f.remove_member = &rm;
-    return run_no_result(c, &f, false);
+    return pc_run_no_result(c, &f, false);
 }
 
 int pc_list_conversations(pc_client *c, Parley__V1__ConversationList **out) {
@@ -135,7 +114,7 @@ int pc_list_conversations(pc_client *c, Parley__V1__ConversationList **out) {
     f.body_case = PARLEY__V1__FRAME__BODY_LIST_CONVERSATIONS;
     f.list_conversations = &lc;
     Parley__V1__Frame *resp;
-    if (run(c, &f, true, PARLEY__V1__RESPONSE__RESULT_CONVERSATIONS, &resp) < 0) return -1;
+    if (pc_run(c, &f, true, PARLEY__V1__RESPONSE__RESULT_CONVERSATIONS, &resp) < 0) return -1;
     /* hand the list to the caller: detach it so freeing the frame spares it */
     *out = resp->response->conversations;
     resp->response->conversations = NULL;
@@ -173,7 +152,7 @@ int pc_send(pc_client *c, const pc_send_args *a, uint64_t *seq, uint64_t *ts, in
     f.body_case = PARLEY__V1__FRAME__BODY_SEND_MESSAGE;
     f.send_message = &sm;
     Parley__V1__Frame *resp;
-    if (run(c, &f, true, PARLEY__V1__RESPONSE__RESULT_SENT, &resp) < 0) return -1;
+    if (pc_run(c, &f, true, PARLEY__V1__RESPONSE__RESULT_SENT, &resp) < 0) return -1;
     const Parley__V1__Sent *s = resp->response->sent;
     if (seq) *seq = s ? s->seq : 0;
     if (ts) *ts = s ? s->server_ts : 0;
@@ -204,7 +183,7 @@ int pc_history(pc_client *c, uint64_t conversation_id, uint64_t before_seq, uint
     f.body_case = PARLEY__V1__FRAME__BODY_HISTORY;
     f.history = &h;
     Parley__V1__Frame *resp;
-    if (run(c, &f, true, PARLEY__V1__RESPONSE__RESULT_HISTORY, &resp) < 0) return -1;
+    if (pc_run(c, &f, true, PARLEY__V1__RESPONSE__RESULT_HISTORY, &resp) < 0) return -1;
     *out = resp->response->history;
     resp->response->history = NULL;
     resp->response->result_case = PARLEY__V1__RESPONSE__RESULT__NOT_SET;
@@ -220,5 +199,5 @@ int pc_mark_read(pc_client *c, uint64_t conversation_id, uint64_t seq) {
     Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
     f.body_case = PARLEY__V1__FRAME__BODY_MARK_READ;
     f.mark_read = &mr;
-    return run_no_result(c, &f, true);
+    return pc_run_no_result(c, &f, true);
 }

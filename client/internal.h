@@ -180,6 +180,12 @@ typedef struct pc_request {
  * allowed. On success returns 0 and *out is the response frame (status OK),
  * which the caller frees. */
 int pc_request_run(pc_client *c, pc_request *req, Parley__V1__Frame **out);
+/* pc_request_run, then checks the answer carries result `want` (NOT_SET:
+ * anything). On success *out is the response frame, owned by the caller. */
+int pc_run(pc_client *c, Parley__V1__Frame *f, bool retry_safe, Parley__V1__Response__ResultCase want,
+           Parley__V1__Frame **out);
+/* The same for requests whose answer carries nothing but OK. */
+int pc_run_no_result(pc_client *c, Parley__V1__Frame *f, bool retry_safe);
 /* One attempt on the current connection, no reconnect: used while
  * reconnecting. Returns 0 (OK response in *out), -1 protocol error or
  * transport loss (pc_fail set; c->fd < 0 tells which). */

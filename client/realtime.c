@@ -13,27 +13,6 @@ enum {
     TYPING_ATTEMPTS = 2,           /* the current connection, then one fresh one */
 };
 
-/* Runs the request and checks the answer carries result `want` (NOT_SET:
- * anything). On success *out is the response frame, owned by the caller. */
-static int run(pc_client *c, Parley__V1__Frame *f, bool retry_safe,
-               Parley__V1__Response__ResultCase want, Parley__V1__Frame **out) {
-    pc_request req = {.frame = f, .retry_safe = retry_safe};
-    if (pc_request_run(c, &req, out) < 0) return -1;
-    if (want != PARLEY__V1__RESPONSE__RESULT__NOT_SET && (*out)->response->result_case != want) {
-        parley__v1__frame__free_unpacked(*out, NULL);
-        *out = NULL;
-        return pc_fail(c, -1, "protocol error: unexpected result in the answer");
-    }
-    return 0;
-}
-
-static int run_no_result(pc_client *c, Parley__V1__Frame *f, bool retry_safe) {
-    Parley__V1__Frame *resp;
-    if (run(c, f, retry_safe, PARLEY__V1__RESPONSE__RESULT__NOT_SET, &resp) < 0) return -1;
-    parley__v1__frame__free_unpacked(resp, NULL);
-    return 0;
-}
-
 /* ------------------------------------------------------------ presence */
 
 int pc_subscribe_presence(pc_client *c, const uint64_t *users, size_t n) {
@@ -46,7 +25,7 @@ int pc_subscribe_presence(pc_client *c, const uint64_t *users, size_t n) {
     f.body_case = PARLEY__V1__FRAME__BODY_SUBSCRIBE_PRESENCE;
     f.subscribe_presence = &sp;
     /* retry-safe: the list replaces the previous one */
-    return run_no_result(c, &f, true);
+    return pc_run_no_result(c, &f, true);
 }
 
 void pc_on_presence(pc_client *c, pc_presence_fn fn, void *ud) {
@@ -101,7 +80,7 @@ int pc_get_receipts(pc_client *c, uint64_t conversation_id, Parley__V1__ReceiptL
     f.body_case = PARLEY__V1__FRAME__BODY_GET_RECEIPTS;
     f.get_receipts = &gr;
     Parley__V1__Frame *resp;
-    if (run(c, &f, true, PARLEY__V1__RESPONSE__RESULT_RECEIPTS, &resp) < 0) return -1;
+    if (pc_run(c, &f, true, PARLEY__V1__RESPONSE__RESULT_RECEIPTS, &resp) < 0) return -1;
     /* detach the list so freeing the frame spares it */
     *out = resp->response->receipts;
     resp->response->receipts = NULL;
@@ -151,7 +130,7 @@ int pc_upload_keys(pc_client *c, const uint8_t *identity_key, size_t identity_ke
     Parley__V1__Frame *resp;
     /* a repeat of a batch that took effect would count its one-time keys
      * twice on the server; keys alone (identity, signed pre-key) repeat fine */
-    if (run(c, &f, n_one_time == 0, PARLEY__V1__RESPONSE__RESULT_KEY_COUNT, &resp) < 0) return -1;
+    if (pc_run(c, &f, n_one_time == 0, PARLEY__V1__RESPONSE__RESULT_KEY_COUNT, &resp) < 0) return -1;
     const Parley__V1__KeyCount *kc = resp->response->key_count;
     if (remaining) *remaining = kc ? kc->one_time_pre_keys : 0;
     parley__v1__frame__free_unpacked(resp, NULL);
@@ -168,7 +147,7 @@ int pc_fetch_keys(pc_client *c, uint64_t user_id, Parley__V1__KeyBundles **out) 
     Parley__V1__Frame *resp;
     /* retry-safe: a repeat claims another one-time key, and the one whose
      * answer was lost is simply never used, which X3DH tolerates */
-    if (run(c, &f, true, PARLEY__V1__RESPONSE__RESULT_KEY_BUNDLES, &resp) < 0) return -1;
+    if (pc_run(c, &f, true, PARLEY__V1__RESPONSE__RESULT_KEY_BUNDLES, &resp) < 0) return -1;
     *out = resp->response->key_bundles;
     resp->response->key_bundles = NULL;
     resp->response->result_case = PARLEY__V1__RESPONSE__RESULT__NOT_SET;
@@ -196,7 +175,7 @@ int pc_get_devices(pc_client *c, uint64_t user_id, Parley__V1__DeviceList **out)
     f.body_case = PARLEY__V1__FRAME__BODY_GET_DEVICES;
     f.get_devices = &gd;
     Parley__V1__Frame *resp;
-    if (run(c, &f, true, PARLEY__V1__RESPONSE__RESULT_DEVICES, &resp) < 0) return -1;
+    if (pc_run(c, &f, true, PARLEY__V1__RESPONSE__RESULT_DEVICES, &resp) < 0) return -1;
     *out = resp->response->devices;
     resp->response->devices = NULL;
     resp->response->result_case = PARLEY__V1__RESPONSE__RESULT__NOT_SET;
@@ -213,7 +192,7 @@ int pc_remove_device(pc_client *c, uint32_t device_id) {
     f.remove_device = &rd;
     /* not retry-safe: a repeat after the first took effect answers
      * NOT_FOUND, which would report a success as a failure */
-    return run_no_result(c, &f, false);
+    return pc_run_no_result(c, &f, false);
 }
 
 void pc_on_device_list_changed(pc_client *c, pc_device_list_fn fn, void *ud) {
@@ -237,7 +216,7 @@ int pc_send_device_message(pc_client *c, uint64_t user_id, uint32_t device_id, c
     f.body_case = PARLEY__V1__FRAME__BODY_SEND_DEVICE_MESSAGE;
     f.send_device_message = &dm;
     Parley__V1__Frame *resp;
-    if (run(c, &f, false, PARLEY__V1__RESPONSE__RESULT_QUEUE_SEQ, &resp) < 0) return -1;
+    if (pc_run(c, &f, false, PARLEY__V1__RESPONSE__RESULT_QUEUE_SEQ, &resp) < 0) return -1;
     if (queue_seq) *queue_seq = resp->response->queue_seq;
     parley__v1__frame__free_unpacked(resp, NULL);
     return 0;

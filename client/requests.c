@@ -107,3 +107,22 @@ int pc_request_run(pc_client *c, pc_request *req, Parley__V1__Frame **out) {
         attempted = true;
     }
 }
+
+int pc_run(pc_client *c, Parley__V1__Frame *f, bool retry_safe, Parley__V1__Response__ResultCase want,
+           Parley__V1__Frame **out) {
+    pc_request req = {.frame = f, .retry_safe = retry_safe};
+    if (pc_request_run(c, &req, out) < 0) return -1;
+    if (want != PARLEY__V1__RESPONSE__RESULT__NOT_SET && (*out)->response->result_case != want) {
+        parley__v1__frame__free_unpacked(*out, NULL);
+        *out = NULL;
+        return pc_fail(c, -1, "protocol error: unexpected result in the answer");
+    }
+    return 0;
+}
+
+int pc_run_no_result(pc_client *c, Parley__V1__Frame *f, bool retry_safe) {
+    Parley__V1__Frame *resp;
+    if (pc_run(c, f, retry_safe, PARLEY__V1__RESPONSE__RESULT__NOT_SET, &resp) < 0) return -1;
+    parley__v1__frame__free_unpacked(resp, NULL);
+    return 0;
+}
