@@ -15,18 +15,34 @@ void push_to_user(server *srv, uint64_t user, const Parley__V1__Frame *frame, ui
     }
 }
 
+void push_frame_receipt(Parley__V1__Frame *f, Parley__V1__Receipt *r, uint64_t conv, uint64_t about_user,
+                        Parley__V1__ReceiptKind kind, uint64_t seq) {
+    parley__v1__frame__init(f);
+    parley__v1__receipt__init(r);
+    r->conversation_id = conv;
+    r->user_id = about_user;
+    r->kind = kind;
+    r->seq = seq;
+    f->body_case = PARLEY__V1__FRAME__BODY_RECEIPT;
+    f->receipt = r;
+}
+
+void push_frame_presence(Parley__V1__Frame *f, Parley__V1__Presence *p, uint64_t user, int online,
+                         uint64_t last_seen_ms) {
+    parley__v1__frame__init(f);
+    parley__v1__presence__init(p);
+    p->user_id = user;
+    p->online = online;
+    p->last_seen_ts = last_seen_ms;
+    f->body_case = PARLEY__V1__FRAME__BODY_PRESENCE;
+    f->presence = p;
+}
+
 void push_receipt(server *srv, uint64_t to_user, uint64_t conv, uint64_t about_user,
                   Parley__V1__ReceiptKind kind, uint64_t seq, uint64_t skip_conn) {
     Parley__V1__Frame f;
     Parley__V1__Receipt r;
-    parley__v1__frame__init(&f);
-    parley__v1__receipt__init(&r);
-    r.conversation_id = conv;
-    r.user_id = about_user;
-    r.kind = kind;
-    r.seq = seq;
-    f.body_case = PARLEY__V1__FRAME__BODY_RECEIPT;
-    f.receipt = &r;
+    push_frame_receipt(&f, &r, conv, about_user, kind, seq);
     METRIC_INC(receipts_total);
     push_to_user(srv, to_user, &f, skip_conn);
 }

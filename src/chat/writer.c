@@ -793,14 +793,7 @@ static int collect_acked(void *ud, uint64_t user_seq, uint64_t conv, uint64_t se
 static void delivered_receipt_later(writer *w, uint64_t to, uint64_t conv, uint64_t about, uint64_t seq) {
     Parley__V1__Frame f;
     Parley__V1__Receipt rc;
-    parley__v1__frame__init(&f);
-    parley__v1__receipt__init(&rc);
-    rc.conversation_id = conv;
-    rc.user_id = about;
-    rc.kind = PARLEY__V1__RECEIPT_KIND__DELIVERED;
-    rc.seq = seq;
-    f.body_case = PARLEY__V1__FRAME__BODY_RECEIPT;
-    f.receipt = &rc;
+    push_frame_receipt(&f, &rc, conv, about, PARLEY__V1__RECEIPT_KIND__DELIVERED, seq);
     METRIC_INC(receipts_total);
     writer_push_later(w, to, &f, 0);
 }

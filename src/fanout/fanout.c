@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chat/push.h"
 #include "chat/reply.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -319,13 +320,7 @@ static void emit_presence(void *ud, uint64_t conn_id, uint64_t user, int online,
     fanout *f = ud;
     Parley__V1__Frame frame;
     Parley__V1__Presence p;
-    parley__v1__frame__init(&frame);
-    parley__v1__presence__init(&p);
-    p.user_id = user;
-    p.online = online;
-    p.last_seen_ts = last_seen_ms;
-    frame.body_case = PARLEY__V1__FRAME__BODY_PRESENCE;
-    frame.presence = &p;
+    push_frame_presence(&frame, &p, user, online, last_seen_ms);
     worker_post(f->srv, reply_pack(WM_PUSH, conn_id, &frame));
 }
 

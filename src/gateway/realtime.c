@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "chat/membership.h"
+#include "chat/push.h"
 #include "chat/reply.h"
 #include "core/clock.h"
 #include "core/metrics.h"
@@ -41,13 +42,7 @@ static void send_presence(worker *w, conn *c, uint64_t user) {
     registry_presence_state(w->srv->registry, user, &online, &last_seen);
     Parley__V1__Frame f;
     Parley__V1__Presence p;
-    parley__v1__frame__init(&f);
-    parley__v1__presence__init(&p);
-    p.user_id = user;
-    p.online = online;
-    p.last_seen_ts = last_seen;
-    f.body_case = PARLEY__V1__FRAME__BODY_PRESENCE;
-    f.presence = &p;
+    push_frame_presence(&f, &p, user, online, last_seen);
     conn_send_frame(w, c, &f);
 }
 
