@@ -54,8 +54,10 @@ static void respond_ok(worker *w, conn *c, uint64_t request_id) {
     respond(w, c, request_id, &r);
 }
 
-/* Hands f to the writer; true when it took it. */
-static bool submit(worker *w, conn *c, Parley__V1__Frame *f) {
+/* Hands f to the writer; true when it took it (false: its queue is full).
+ * Requests that get no response (AckDeviceMessages) use this directly:
+ * nothing is said when the writer is full, the device acks again later. */
+static bool submit_quietly(worker *w, conn *c, Parley__V1__Frame *f) {
     chat_request *r = calloc(1, sizeof *r);
     if (!r) return false;
     r->op = CHAT_FRAME;
@@ -66,22 +68,13 @@ static bool submit(worker *w, conn *c, Parley__V1__Frame *f) {
     r->frame = f;
     if (writer_submit(w->srv->writer, r) == 0) return true;
     free(r);
-    conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__UNAVAILABLE, "server busy; retry shortly");
     return false;
 }
 
-/* Like submit, for requests that get no response: nothing is said when the
- * writer is full (the device repeats its ack later). */
-static bool submit_quietly(worker *w, conn *c, Parley__V1__Frame *f) {
-    chat_request *r = calloc(1, sizeof *r);
-    if (!r) return false;
-    r->op = CHAT_FRAME;
-    r->conn_id = c->id;
-    r->user_id = c->user_id;
-    r->device_id = c->device_id;
-    r->frame = f;
-    if (writer_submit(w->srv->writer, r) == 0) return true;
-    free(r);
+/* submit_quietly, and when the writer is full the device is told to retry. */
+static bool submit(worker *w, conn *c, Parley__V1__Frame *f) {
+    if (submit_quietly(w, c, f)) return true;
+    conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__UNAVAILABLE, "server busy; retry shortly");
     return false;
 }
 
