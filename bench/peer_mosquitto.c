@@ -23,10 +23,9 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "hist.h"
+#include "peer_common.h"
 
 enum { RING = 1024 };   /* send times by message id; in-flight is kept below this */
 
@@ -41,17 +40,16 @@ typedef struct client {
 } client;
 
 static int g_ep;
-static hist g_ack, g_deliv;
-static uint64_t g_sent, g_acked, g_delivered, g_ready, g_errors, g_pending;
-static int g_window = 8, g_body = 32;
-static double g_rate;
+static peer_tally g_t;
+static uint64_t g_pending;   /* connects begun */
+static peer_args g_a;
 static bool g_group;
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
+/* every client, for the send loop's turn(): keepalives go out once a second
+ * while it runs, or on a run longer than the 60 s keepalive the broker
+ * would drop the clients that only receive */
+static client *g_cs;
+static long g_ncs;
+static uint64_t g_next_misc;
 
 static void set_out(client *c, bool want) {
     if (c->dead || c->fd < 0 || want == c->out_armed) return;
@@ -63,8 +61,8 @@ static void set_out(client *c, bool want) {
 static void mark_dead(client *c, int rc, const char *where) {
     if (c->dead) return;
     c->dead = true;
-    g_errors++;
-    if (g_errors <= 5)
+    g_t.errors++;
+    if (g_t.errors <= 5)
         fprintf(stderr, "peer-mosquitto: client %u: %s: %s\n", c->index, where, mosquitto_strerror(rc));
 }
 
@@ -90,7 +88,7 @@ static void on_connect(struct mosquitto *m, void *obj, int rc) {
     if (c->sub[0]) mosquitto_subscribe(m, NULL, c->sub, 1);
     else {
         c->ready = true;
-        g_ready++;
+        g_t.ready++;
     }
 }
 
@@ -103,7 +101,7 @@ static void on_subscribe(struct mosquitto *m, void *obj, int mid, int n, const i
     }
     if (!c->ready) {
         c->ready = true;
-        g_ready++;
+        g_t.ready++;
     }
 }
 
@@ -116,16 +114,16 @@ static void on_message(struct mosquitto *m, void *obj, const struct mosquitto_me
     memcpy(&sender, (const char *)msg->payload + 4, 4);
     memcpy(&ts, (const char *)msg->payload + 8, 8);
     if (sender == c->index) return;   /* own message (group): not a delivery to another member */
-    g_delivered++;
-    uint64_t now = now_ns();
-    if (now > ts) hist_record(&g_deliv, now - ts);
+    g_t.delivered++;
+    uint64_t now = peer_now_ns();
+    if (now > ts) hist_record(&g_t.deliv, now - ts);
 }
 
 static void on_publish(struct mosquitto *m, void *obj, int mid) {   /* PUBACK */
     (void)m;
     client *c = obj;
-    g_acked++;
-    if (c->sent_at) hist_record(&g_ack, now_ns() - c->sent_at[(unsigned)mid % RING]);
+    g_t.acked++;
+    if (c->sent_at) hist_record(&g_t.ack, peer_now_ns() - c->sent_at[(unsigned)mid % RING]);
     if (c->inflight) c->inflight--;
 }
 
@@ -154,7 +152,7 @@ static struct mosquitto *new_client(client *c) {
 
 static void connect_one(client *c, int port, uint32_t k) {
     char src[32];
-    snprintf(src, sizeof src, "127.%u.%u.%u", 30 + (k >> 16) % 200, (k >> 8) & 255, (k & 255) | 1);
+    peer_src_str(src, sizeof src, k);
     c->fd = -1;
     c->m = new_client(c);
     if (!c->m) {
@@ -207,19 +205,19 @@ static void misc_all(client *cs, long n) {   /* keepalive pings */
 
 static void publish(client *c, uint64_t ts) {
     char body[4096];
-    memset(body, 'x', (size_t)g_body);
+    memset(body, 'x', (size_t)g_a.body);
     memcpy(body + 4, &c->index, 4);
     memcpy(body + 8, &ts, 8);
     int mid = 0;
-    uint64_t t = now_ns();
-    int rc = mosquitto_publish(c->m, &mid, c->topic, g_body, body, 1, false);
+    uint64_t t = peer_now_ns();
+    int rc = mosquitto_publish(c->m, &mid, c->topic, g_a.body, body, 1, false);
     if (rc != MOSQ_ERR_SUCCESS) {
         mark_dead(c, rc, "publish");
         return;
     }
     c->sent_at[(unsigned)mid % RING] = t;
     c->inflight++;
-    g_sent++;
+    g_t.sent++;
     /* mosquitto_publish already tried to write it (non-threaded client, not in
      * a callback); arm EPOLLOUT if that hit a full socket */
     set_out(c, mosquitto_want_write(c->m));
@@ -236,36 +234,32 @@ static void reset_all(client *cs, long n) {
 }
 
 static void print_json(const char *shape, double secs, long n_senders) {
-    printf("{\"system\": \"mosquitto\", \"scenario\": \"%s\", \"qos\": 1, \"seconds\": %.3f, \"senders\": %ld, "
-           "\"acked_per_s\": %.1f, \"deliveries_per_s\": %.1f, "
-           "\"send_ack_p50_ms\": %.3f, \"send_ack_p99_ms\": %.3f, "
-           "\"send_delivery_p50_ms\": %.3f, \"send_delivery_p90_ms\": %.3f, \"send_delivery_p99_ms\": %.3f, "
-           "\"send_delivery_p99_9_ms\": %.3f, \"send_delivery_max_ms\": %.3f, \"errors\": %llu}\n",
-           shape, secs, n_senders, g_acked / secs, g_delivered / secs,
-           hist_quantile(&g_ack, 0.5) / 1e6, hist_quantile(&g_ack, 0.99) / 1e6,
-           hist_quantile(&g_deliv, 0.5) / 1e6, hist_quantile(&g_deliv, 0.9) / 1e6,
-           hist_quantile(&g_deliv, 0.99) / 1e6, hist_quantile(&g_deliv, 0.999) / 1e6,
-           hist_quantile(&g_deliv, 1.0) / 1e6, (unsigned long long)g_errors);
+    printf("{\"system\": \"mosquitto\", \"scenario\": \"%s\", \"qos\": 1, \"seconds\": %.3f, \"senders\": %ld, ",
+           shape, secs, n_senders);
+    peer_print_rates(&g_t, secs);
+    printf(", \"errors\": %llu}\n", (unsigned long long)g_t.errors);
 }
 
-static long status_kb(int pid, const char *key) {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", pid);
-    FILE *f = fopen(path, "r");
-    long v = -1;
-    if (!f) return -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, key, strlen(key)) == 0) v = strtol(line + strlen(key) + 1, NULL, 10);
-    fclose(f);
-    return v;
+/* the send loop's hooks (peer_send_for) */
+static bool room(void *p, uint32_t cap) {
+    client *c = p;
+    return !c->dead && c->inflight < cap;
+}
+static void send_one(void *p, uint64_t due) { publish(p, due); }
+static void turn(uint64_t now, int timeout_ms) {
+    poll_once(timeout_ms);
+    if (now > g_next_misc) {
+        misc_all(g_cs, g_ncs);
+        g_next_misc = now + 1000000000ull;
+    }
 }
 
 /* connect every client, at most `burst` handshakes outstanding; bounded by 60 s */
 static void connect_all(client *cs, long n, int port, uint32_t stride) {
-    uint64_t end = now_ns() + 60000000000ull;
+    uint64_t end = peer_now_ns() + 60000000000ull;
     long next = 0;
-    while ((g_ready + g_errors < (uint64_t)n) && now_ns() < end) {
-        while (next < n && g_pending - g_ready - g_errors < 256) {
+    while ((g_t.ready + g_t.errors < (uint64_t)n) && peer_now_ns() < end) {
+        while (next < n && g_pending - g_t.ready - g_t.errors < 256) {
             connect_one(&cs[next], port, (uint32_t)next * stride);
             next++;
         }
@@ -274,73 +268,38 @@ static void connect_all(client *cs, long n, int port, uint32_t stride) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: bench-peer-mosquitto direct|group|idle --port P [...]\n");
-        return 2;
-    }
-    const char *shape = argv[1];
-    int port = 1883, pid = 0;
-    long pairs = 1000, size = 250, senders = -1, n = 1000;
-    double seconds = 8;
-    for (int i = 2; i + 1 < argc; i += 2) {
-        const char *a = argv[i], *v = argv[i + 1];
-        if (!strcmp(a, "--port")) port = atoi(v);
-        else if (!strcmp(a, "--pairs")) pairs = atol(v);
-        else if (!strcmp(a, "--size")) size = atol(v);
-        else if (!strcmp(a, "--senders")) senders = strcmp(v, "all") ? atol(v) : -1;
-        else if (!strcmp(a, "--window")) g_window = atoi(v);
-        else if (!strcmp(a, "--rate")) g_rate = strcmp(v, "max") ? atof(v) : 0;
-        else if (!strcmp(a, "--seconds")) seconds = atof(v);
-        else if (!strcmp(a, "--n")) n = atol(v);
-        else if (!strcmp(a, "--pid")) pid = atoi(v);
-        else if (!strcmp(a, "--body")) g_body = atoi(v);
-    }
-    if (g_body < 16) g_body = 16;
-    if (g_body > 4096) g_body = 4096;
-    if (g_window < 1) g_window = 1;
-    if (g_window > RING - 24) g_window = RING - 24;
-    if (seconds <= 0 || seconds > 600) seconds = 8;
-    if (n < 1 || n > 1000000) n = 1000;
-    if (pairs < 1 || pairs > 100000) pairs = 1000;
-    if (size < 2 || size > 100000) size = 250;
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-    if ((rlim_t)n + 64 > rl.rlim_cur)
-        fprintf(stderr, "peer-mosquitto: open-file limit %llu is below the %ld connections asked\n",
-                (unsigned long long)rl.rlim_cur, n);
+    if (!peer_parse_args(&g_a, argc, argv, "bench-peer-mosquitto", 1883, 16)) return 2;
+    peer_clamp_counts(&g_a);
+    if (g_a.window > RING - 24) g_a.window = RING - 24;
+    const char *shape = g_a.shape;
+    long n = g_a.n;
+    peer_raise_nofile("peer-mosquitto", n);
     mosquitto_lib_init();
     g_ep = epoll_create1(0);
-    hist_init(&g_ack);
-    hist_init(&g_deliv);
+    peer_tally_init(&g_t);
 
     if (!strcmp(shape, "idle")) {   /* N idle subscribed connections: broker memory per connection */
-        long before = pid ? status_kb(pid, "VmRSS") : -1;
+        long before = g_a.pid ? peer_status_kb(g_a.pid, "VmRSS") : -1;
         client *cs = calloc((size_t)n, sizeof *cs);
         for (long i = 0; i < n; i++) {
             cs[i].index = (uint32_t)i;
             snprintf(cs[i].sub, sizeof cs[i].sub, "i%ld", i);
         }
-        uint64_t t0 = now_ns();
-        connect_all(cs, n, port, 1);
-        double connect_s = (double)(now_ns() - t0) / 1e9;
-        uint64_t settle = now_ns() + 3000000000ull;
-        while (now_ns() < settle) poll_once(100);
+        uint64_t t0 = peer_now_ns();
+        connect_all(cs, n, g_a.port, 1);
+        double connect_s = (double)(peer_now_ns() - t0) / 1e9;
+        uint64_t settle = peer_now_ns() + 3000000000ull;
+        while (peer_now_ns() < settle) poll_once(100);
         misc_all(cs, n);
-        long after = pid ? status_kb(pid, "VmRSS") : -1;
-        printf("{\"system\": \"mosquitto\", \"scenario\": \"connections\", \"held\": %llu, "
-               "\"connect_rate\": %.1f, \"server_bytes_per_conn\": %.1f, \"errors\": %llu}\n",
-               (unsigned long long)g_ready, connect_s > 0 ? (double)g_ready / connect_s : 0,
-               g_ready ? (double)(after - before) * 1024 / (double)g_ready : 0,
-               (unsigned long long)g_errors);
+        long after = g_a.pid ? peer_status_kb(g_a.pid, "VmRSS") : -1;
+        peer_print_held("mosquitto", g_t.ready, connect_s, before, after, g_t.errors);
         fflush(stdout);
         reset_all(cs, n);
         return 0;
     }
 
     g_group = !strcmp(shape, "group");
-    long nclients = g_group ? size : pairs * 2;
+    long nclients = g_group ? g_a.size : g_a.pairs * 2;
     client *cs = calloc((size_t)nclients, sizeof *cs);
     for (long i = 0; i < nclients; i++) {
         client *c = &cs[i];
@@ -353,13 +312,13 @@ int main(int argc, char **argv) {
             if (i % 2 == 1) snprintf(c->sub, sizeof c->sub, "p%ld", i / 2);   /* even sends, odd receives */
         }
     }
-    connect_all(cs, nclients, port, 1);
-    if (g_ready < (uint64_t)nclients)
-        fprintf(stderr, "peer-mosquitto: only %llu of %ld clients ready\n", (unsigned long long)g_ready, nclients);
+    connect_all(cs, nclients, g_a.port, 1);
+    if (g_t.ready < (uint64_t)nclients)
+        fprintf(stderr, "peer-mosquitto: only %llu of %ld clients ready\n", (unsigned long long)g_t.ready, nclients);
     long nsend = 0;
-    client **sendv = calloc((size_t)nclients, sizeof *sendv);
+    void **sendv = calloc((size_t)nclients, sizeof *sendv);
     for (long i = 0; i < nclients; i++) {
-        bool s = g_group ? (senders < 0 || i < senders) : i % 2 == 0;
+        bool s = g_group ? (g_a.senders < 0 || i < g_a.senders) : i % 2 == 0;
         if (s && !cs[i].dead) {
             sendv[nsend++] = &cs[i];
             cs[i].sent_at = calloc(RING, sizeof(uint64_t));
@@ -369,35 +328,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "peer-mosquitto: no sender connected\n");
         return 1;
     }
-    uint64_t t0 = now_ns(), stop = t0 + (uint64_t)(seconds * 1e9), seq = 0, next_misc = t0 + 1000000000ull;
-    uint64_t interval = g_rate > 0 ? (uint64_t)(1e9 / g_rate) : 0;
-    while (now_ns() < stop) {
-        uint64_t now = now_ns();
-        if (interval) {
-            while (t0 + seq * interval <= now) {
-                client *c = sendv[seq % (uint64_t)nsend];
-                uint64_t due = t0 + seq * interval;
-                seq++;
-                if (!c->dead && c->inflight < RING - 24) publish(c, due);
-            }
-        } else {
-            for (long i = 0; i < nsend; i++) {
-                client *c = sendv[i];
-                while (!c->dead && c->inflight < (uint32_t)g_window) publish(c, now_ns());
-            }
-        }
-        poll_once(interval ? 0 : 1);
-        if (now > next_misc) {
-            misc_all(cs, nclients);
-            next_misc = now + 1000000000ull;
-        }
-    }
-    double secs = (double)(now_ns() - t0) / 1e9;
-    uint64_t acked = g_acked, deliv = g_delivered;
-    uint64_t drain = now_ns() + 5000000000ull;   /* let the acks in flight land, bounded */
-    while (now_ns() < drain && g_acked < g_sent) poll_once(10);
-    g_acked = acked;
-    g_delivered = deliv;
+    g_cs = cs;
+    g_ncs = nclients;
+    g_next_misc = peer_now_ns() + 1000000000ull;
+    double secs = peer_send_for(sendv, nsend, &g_a, RING - 24, &(peer_sender){room, send_one, turn});
+    peer_drain(&g_t, poll_once);   /* let the acks in flight land, bounded */
     print_json(g_group ? "group" : "direct", secs, nsend);
     fflush(stdout);
     reset_all(cs, nclients);

@@ -27,13 +27,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "hist.h"
+#include "peer_common.h"
 
 typedef struct client {
     natsConnection *nc;
@@ -46,11 +44,9 @@ typedef struct client {
 } client;
 
 static int g_ep;
-static hist g_ack, g_deliv;
-static uint64_t g_sent, g_acked, g_delivered, g_ready, g_errors;
+static peer_tally g_t;
 static atomic_ullong g_async_errors;
-static int g_window = 8, g_body = 32;
-static double g_rate;
+static peer_args g_a;
 static bool g_group;
 static client *g_clients, *g_attaching;
 static long g_nclients;
@@ -69,22 +65,14 @@ int connect(int fd, __CONST_SOCKADDR_ARG addr, socklen_t len) {
     if (sa && sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
         if ((ntohl(in->sin_addr.s_addr) >> 24) == 127) {
-            uint32_t k = g_src_next++;
             struct sockaddr_in src = {.sin_family = AF_INET};
-            src.sin_addr.s_addr = htonl((127u << 24) | ((30 + (k >> 16) % 200) << 16) |
-                                        (((k >> 8) & 255) << 8) | ((k & 255) | 1));
+            src.sin_addr.s_addr = htonl(peer_src_ip(g_src_next++));
             int one = 1;
             setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
             (void)bind(fd, (const struct sockaddr *)&src, sizeof src);   /* best effort */
         }
     }
     return (int)syscall(SYS_connect, fd, sa, len);
-}
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 static void set_events(client *c) {
@@ -134,7 +122,7 @@ static natsStatus ev_detach(void *user) {
     c->fd = -1;
     if (!c->dead) {
         c->dead = true;
-        g_errors++;
+        g_t.errors++;
     }
     return NATS_OK;
 }
@@ -165,7 +153,7 @@ static void on_msg(client *c, natsMsg *m) {
     if (len < 16) {   /* readiness probe: our SUB is registered */
         if (!c->ready) {
             c->ready = true;
-            g_ready++;
+            g_t.ready++;
         }
         return;
     }
@@ -174,19 +162,19 @@ static void on_msg(client *c, natsMsg *m) {
     memcpy(&sender, d + 4, 4);
     memcpy(&ts, d + 8, 8);
     memcpy(&sent, d + 16, 8);
-    uint64_t now = now_ns();
+    uint64_t now = peer_now_ns();
     client *s = sender < (uint32_t)g_nclients ? &g_clients[sender] : NULL;
     if (sender == c->index) {   /* own copy (group): the server routed it */
-        g_acked++;
-        hist_record(&g_ack, now - sent);
+        g_t.acked++;
+        hist_record(&g_t.ack, now - sent);
         if (c->inflight) c->inflight--;
         return;
     }
-    g_delivered++;
-    if (now > ts) hist_record(&g_deliv, now - ts);
+    g_t.delivered++;
+    if (now > ts) hist_record(&g_t.deliv, now - ts);
     if (!g_group && s) {   /* direct: the delivery is the ack */
-        g_acked++;
-        hist_record(&g_ack, now - sent);
+        g_t.acked++;
+        hist_record(&g_t.ack, now - sent);
         if (s->inflight) s->inflight--;
     }
 }
@@ -247,123 +235,82 @@ static void connect_one(client *c, natsOptions *o, const char *sub_subject) {
     natsStatus s = natsConnection_Connect(&c->nc, o);
     g_attaching = NULL;
     if (s != NATS_OK) {
-        if (g_errors++ < 5) fprintf(stderr, "peer-nats: connect %u: %s\n", c->index, nats_GetLastError(NULL));
+        if (g_t.errors++ < 5) fprintf(stderr, "peer-nats: connect %u: %s\n", c->index, nats_GetLastError(NULL));
         c->dead = true;
         return;
     }
     if (!sub_subject) {
         c->ready = true;
-        g_ready++;
+        g_t.ready++;
         return;
     }
     s = natsConnection_SubscribeSync(&c->sub, c->nc, sub_subject);
     if (s == NATS_OK) s = natsSubscription_SetPendingLimits(c->sub, -1, -1);
     if (s == NATS_OK) s = natsConnection_Publish(c->nc, sub_subject, "probe", 5);
     if (s != NATS_OK) {
-        if (g_errors++ < 5) fprintf(stderr, "peer-nats: subscribe %u: %s\n", c->index, nats_GetLastError(NULL));
+        if (g_t.errors++ < 5) fprintf(stderr, "peer-nats: subscribe %u: %s\n", c->index, nats_GetLastError(NULL));
         c->dead = true;
     }
 }
 
 static void publish(client *c, uint64_t ts) {
     char body[4096];
-    memset(body, 'x', (size_t)g_body);
-    uint64_t sent = now_ns();
+    memset(body, 'x', (size_t)g_a.body);
+    uint64_t sent = peer_now_ns();
     memcpy(body + 4, &c->index, 4);
     memcpy(body + 8, &ts, 8);
     memcpy(body + 16, &sent, 8);
-    if (natsConnection_Publish(c->nc, c->subject, body, g_body) != NATS_OK) {
+    if (natsConnection_Publish(c->nc, c->subject, body, g_a.body) != NATS_OK) {
         if (!c->dead) {
             c->dead = true;
-            g_errors++;
+            g_t.errors++;
         }
         return;
     }
     c->inflight++;
-    g_sent++;
+    g_t.sent++;
 }
 
 static void print_json(const char *shape, double secs, long n_senders) {
-    printf("{\"system\": \"nats\", \"scenario\": \"%s\", \"ack\": \"%s\", \"seconds\": %.3f, \"senders\": %ld, "
-           "\"acked_per_s\": %.1f, \"deliveries_per_s\": %.1f, "
-           "\"send_ack_p50_ms\": %.3f, \"send_ack_p99_ms\": %.3f, "
-           "\"send_delivery_p50_ms\": %.3f, \"send_delivery_p90_ms\": %.3f, \"send_delivery_p99_ms\": %.3f, "
-           "\"send_delivery_p99_9_ms\": %.3f, \"send_delivery_max_ms\": %.3f, \"errors\": %llu}\n",
-           shape, g_group ? "own copy back" : "delivery to the peer", secs, n_senders,
-           g_acked / secs, g_delivered / secs,
-           hist_quantile(&g_ack, 0.5) / 1e6, hist_quantile(&g_ack, 0.99) / 1e6,
-           hist_quantile(&g_deliv, 0.5) / 1e6, hist_quantile(&g_deliv, 0.9) / 1e6,
-           hist_quantile(&g_deliv, 0.99) / 1e6, hist_quantile(&g_deliv, 0.999) / 1e6,
-           hist_quantile(&g_deliv, 1.0) / 1e6,
-           (unsigned long long)(g_errors + atomic_load(&g_async_errors)));
+    printf("{\"system\": \"nats\", \"scenario\": \"%s\", \"ack\": \"%s\", \"seconds\": %.3f, \"senders\": %ld, ",
+           shape, g_group ? "own copy back" : "delivery to the peer", secs, n_senders);
+    peer_print_rates(&g_t, secs);
+    printf(", \"errors\": %llu}\n", (unsigned long long)(g_t.errors + atomic_load(&g_async_errors)));
 }
 
-static long status_kb(int pid, const char *key) {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", pid);
-    FILE *f = fopen(path, "r");
-    long v = -1;
-    if (!f) return -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, key, strlen(key)) == 0) v = strtol(line + strlen(key) + 1, NULL, 10);
-    fclose(f);
-    return v;
+/* the send loop's hooks (peer_send_for) */
+static bool room(void *p, uint32_t cap) {
+    client *c = p;
+    return !c->dead && c->inflight < cap;
+}
+static void send_one(void *p, uint64_t due) { publish(p, due); }
+static void turn(uint64_t now, int timeout_ms) {
+    (void)now;
+    poll_once(timeout_ms);
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: bench-peer-nats direct|group|idle --port P [...]\n");
-        return 2;
-    }
-    const char *shape = argv[1];
-    int port = 4222, pid = 0;
-    long pairs = 1000, size = 250, senders = -1, n = 1000;
-    double seconds = 8;
-    for (int i = 2; i + 1 < argc; i += 2) {
-        const char *a = argv[i], *v = argv[i + 1];
-        if (!strcmp(a, "--port")) port = atoi(v);
-        else if (!strcmp(a, "--pairs")) pairs = atol(v);
-        else if (!strcmp(a, "--size")) size = atol(v);
-        else if (!strcmp(a, "--senders")) senders = strcmp(v, "all") ? atol(v) : -1;
-        else if (!strcmp(a, "--window")) g_window = atoi(v);
-        else if (!strcmp(a, "--rate")) g_rate = strcmp(v, "max") ? atof(v) : 0;
-        else if (!strcmp(a, "--seconds")) seconds = atof(v);
-        else if (!strcmp(a, "--n")) n = atol(v);
-        else if (!strcmp(a, "--pid")) pid = atoi(v);
-        else if (!strcmp(a, "--body")) g_body = atoi(v);
-    }
-    if (g_body < 24) g_body = 24;
-    if (g_body > 4096) g_body = 4096;
-    if (g_window < 1) g_window = 1;
-    if (seconds <= 0 || seconds > 600) seconds = 8;
-    if (n < 1 || n > 1000000) n = 1000;
-    if (pairs < 1 || pairs > 100000) pairs = 1000;
-    if (size < 2 || size > 100000) size = 250;
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-    if ((rlim_t)n + 64 > rl.rlim_cur)
-        fprintf(stderr, "peer-nats: open-file limit %llu is below the %ld connections asked\n",
-                (unsigned long long)rl.rlim_cur, n);
+    if (!peer_parse_args(&g_a, argc, argv, "bench-peer-nats", 4222, 24)) return 2;
+    peer_clamp_counts(&g_a);
+    const char *shape = g_a.shape;
+    peer_raise_nofile("peer-nats", g_a.n);
     if (nats_Open(-1) != NATS_OK) {
         fprintf(stderr, "peer-nats: nats_Open failed\n");
         return 1;
     }
     g_ep = epoll_create1(0);
-    hist_init(&g_ack);
-    hist_init(&g_deliv);
+    peer_tally_init(&g_t);
     bool idle = !strcmp(shape, "idle");
     g_group = !strcmp(shape, "group");
-    g_nclients = idle ? n : g_group ? size : pairs * 2;
+    g_nclients = idle ? g_a.n : g_group ? g_a.size : g_a.pairs * 2;
     g_clients = calloc((size_t)g_nclients, sizeof *g_clients);
     g_wq = calloc((size_t)g_nclients + 1, sizeof *g_wq);
-    natsOptions *o = make_opts(port, idle ? 4096 : 0);
+    natsOptions *o = make_opts(g_a.port, idle ? 4096 : 0);
     if (!o) return 1;
 
-    long before = idle && pid ? status_kb(pid, "VmRSS") : -1;
-    uint64_t t0 = now_ns(), end = t0 + 60000000000ull;
-    for (long i = 0; i < g_nclients && now_ns() < end; i++) {
+    long before = idle && g_a.pid ? peer_status_kb(g_a.pid, "VmRSS") : -1;
+    uint64_t t0 = peer_now_ns(), end = t0 + 60000000000ull;
+    for (long i = 0; i < g_nclients && peer_now_ns() < end; i++) {
         client *c = &g_clients[i];
         c->index = (uint32_t)i;
         char sub[24];
@@ -380,60 +327,32 @@ int main(int argc, char **argv) {
         connect_one(c, o, subj);
         if (i % 64 == 63) poll_once(0);
     }
-    while (g_ready + g_errors < (uint64_t)g_nclients && now_ns() < end) poll_once(10);
-    double connect_s = (double)(now_ns() - t0) / 1e9;
+    while (g_t.ready + g_t.errors < (uint64_t)g_nclients && peer_now_ns() < end) poll_once(10);
+    double connect_s = (double)(peer_now_ns() - t0) / 1e9;
 
     if (idle) {   /* N idle subscribed connections: server memory per connection */
-        uint64_t settle = now_ns() + 3000000000ull;
-        while (now_ns() < settle) poll_once(100);
-        long after = pid ? status_kb(pid, "VmRSS") : -1;
-        printf("{\"system\": \"nats\", \"scenario\": \"connections\", \"held\": %llu, "
-               "\"connect_rate\": %.1f, \"server_bytes_per_conn\": %.1f, \"errors\": %llu}\n",
-               (unsigned long long)g_ready, connect_s > 0 ? (double)g_ready / connect_s : 0,
-               g_ready ? (double)(after - before) * 1024 / (double)g_ready : 0,
-               (unsigned long long)(g_errors + atomic_load(&g_async_errors)));
+        uint64_t settle = peer_now_ns() + 3000000000ull;
+        while (peer_now_ns() < settle) poll_once(100);
+        long after = g_a.pid ? peer_status_kb(g_a.pid, "VmRSS") : -1;
+        peer_print_held("nats", g_t.ready, connect_s, before, after, g_t.errors + atomic_load(&g_async_errors));
         fflush(stdout);
         _exit(0);   /* skip closing 19,900 connections one by one */
     }
 
-    if (g_ready < (uint64_t)g_nclients)
-        fprintf(stderr, "peer-nats: only %llu of %ld clients ready\n", (unsigned long long)g_ready, g_nclients);
+    if (g_t.ready < (uint64_t)g_nclients)
+        fprintf(stderr, "peer-nats: only %llu of %ld clients ready\n", (unsigned long long)g_t.ready, g_nclients);
     long nsend = 0;
-    client **sendv = calloc((size_t)g_nclients, sizeof *sendv);
+    void **sendv = calloc((size_t)g_nclients, sizeof *sendv);
     for (long i = 0; i < g_nclients; i++) {
-        bool s = g_group ? (senders < 0 || i < senders) : i % 2 == 0;
+        bool s = g_group ? (g_a.senders < 0 || i < g_a.senders) : i % 2 == 0;
         if (s && !g_clients[i].dead) sendv[nsend++] = &g_clients[i];
     }
     if (nsend == 0) {
         fprintf(stderr, "peer-nats: no sender connected\n");
         return 1;
     }
-    t0 = now_ns();
-    uint64_t stop = t0 + (uint64_t)(seconds * 1e9), seq = 0;
-    uint64_t interval = g_rate > 0 ? (uint64_t)(1e9 / g_rate) : 0;
-    while (now_ns() < stop) {
-        uint64_t now = now_ns();
-        if (interval) {
-            while (t0 + seq * interval <= now) {
-                client *c = sendv[seq % (uint64_t)nsend];
-                uint64_t due = t0 + seq * interval;
-                seq++;
-                if (!c->dead && c->inflight < 4096) publish(c, due);
-            }
-        } else {
-            for (long i = 0; i < nsend; i++) {
-                client *c = sendv[i];
-                while (!c->dead && c->inflight < (uint32_t)g_window) publish(c, now_ns());
-            }
-        }
-        poll_once(interval ? 0 : 1);
-    }
-    double secs = (double)(now_ns() - t0) / 1e9;
-    uint64_t acked = g_acked, deliv = g_delivered;
-    uint64_t drain = now_ns() + 5000000000ull;   /* let what is in flight land, bounded */
-    while (now_ns() < drain && g_acked < g_sent) poll_once(10);
-    g_acked = acked;
-    g_delivered = deliv;
+    double secs = peer_send_for(sendv, nsend, &g_a, 4096, &(peer_sender){room, send_one, turn});
+    peer_drain(&g_t, poll_once);   /* let what is in flight land, bounded */
     print_json(g_group ? "group" : "direct", secs, nsend);
     fflush(stdout);
     _exit(0);

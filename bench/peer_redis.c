@@ -19,11 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "hist.h"
+#include "peer_common.h"
 
 typedef struct ev {
     int fd;
@@ -32,16 +30,8 @@ typedef struct ev {
 } ev;
 
 static int g_ep;
-static hist g_ack, g_deliv;
-static uint64_t g_sent, g_acked, g_delivered, g_ready;
-static int g_window = 8, g_body = 32;
-static double g_rate;
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
+static peer_tally g_t;
+static peer_args g_a;
 
 static void ev_update(ev *e) {
     struct epoll_event x = {.events = e->mask, .data.ptr = e};
@@ -59,8 +49,7 @@ static void cleanup(void *p) {
 
 static redisAsyncContext *connect_one(int port, uint32_t index) {
     char src[32];
-    uint32_t k = index;
-    snprintf(src, sizeof src, "127.%u.%u.%u", 30 + (k >> 16) % 200, (k >> 8) & 255, (k & 255) | 1);
+    peer_src_str(src, sizeof src, index);
     redisAsyncContext *ac = redisAsyncConnectBind("127.0.0.1", port, src);
     if (!ac || ac->err) {
         fprintf(stderr, "peer-redis: connect: %s\n", ac ? ac->errstr : "oom");
@@ -105,7 +94,7 @@ static void on_message(redisAsyncContext *ac, void *r, void *priv) {
     redisReply *rep = r;
     if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3) return;
     if (strcmp(rep->element[0]->str, "subscribe") == 0) {
-        g_ready++;
+        g_t.ready++;
         return;
     }
     redisReply *p = rep->element[2];
@@ -115,23 +104,23 @@ static void on_message(redisAsyncContext *ac, void *r, void *priv) {
     memcpy(&sender, p->str + 4, 4);
     memcpy(&ts, p->str + 8, 8);
     if (sender == c->index) return;   /* own message (group): not a delivery to another member */
-    g_delivered++;
-    uint64_t now = now_ns();
-    if (now > ts) hist_record(&g_deliv, now - ts);
+    g_t.delivered++;
+    uint64_t now = peer_now_ns();
+    if (now > ts) hist_record(&g_t.deliv, now - ts);
 }
 
 static void on_published(redisAsyncContext *ac, void *r, void *priv);
 
 static void publish(client *c, uint64_t ts) {
     char body[4096];
-    memset(body, 'x', (size_t)g_body);
+    memset(body, 'x', (size_t)g_a.body);
     memcpy(body + 4, &c->index, 4);
     memcpy(body + 8, &ts, 8);
     uint64_t *sent_at = malloc(sizeof *sent_at);
-    *sent_at = now_ns();
+    *sent_at = peer_now_ns();
     c->inflight++;
-    g_sent++;
-    redisAsyncCommand(c->pub, on_published, sent_at, "PUBLISH %s %b", c->channel, body, (size_t)g_body);
+    g_t.sent++;
+    redisAsyncCommand(c->pub, on_published, sent_at, "PUBLISH %s %b", c->channel, body, (size_t)g_a.body);
 }
 
 static client *g_clients;
@@ -139,74 +128,43 @@ static void on_published(redisAsyncContext *ac, void *r, void *priv) {
     uint64_t *sent_at = priv;
     client *c = ac->data;
     if (r) {
-        g_acked++;
-        uint64_t now = now_ns();
-        hist_record(&g_ack, now - *sent_at);
+        g_t.acked++;
+        uint64_t now = peer_now_ns();
+        hist_record(&g_t.ack, now - *sent_at);
     }
     free(sent_at);
     if (c->inflight) c->inflight--;
 }
 
 static void print_json(const char *shape, double secs, long n_senders) {
-    printf("{\"system\": \"redis\", \"scenario\": \"%s\", \"seconds\": %.3f, \"senders\": %ld, "
-           "\"acked_per_s\": %.1f, \"deliveries_per_s\": %.1f, "
-           "\"send_ack_p50_ms\": %.3f, \"send_ack_p99_ms\": %.3f, "
-           "\"send_delivery_p50_ms\": %.3f, \"send_delivery_p90_ms\": %.3f, \"send_delivery_p99_ms\": %.3f, "
-           "\"send_delivery_p99_9_ms\": %.3f, \"send_delivery_max_ms\": %.3f}\n",
-           shape, secs, n_senders, g_acked / secs, g_delivered / secs,
-           hist_quantile(&g_ack, 0.5) / 1e6, hist_quantile(&g_ack, 0.99) / 1e6,
-           hist_quantile(&g_deliv, 0.5) / 1e6, hist_quantile(&g_deliv, 0.9) / 1e6,
-           hist_quantile(&g_deliv, 0.99) / 1e6, hist_quantile(&g_deliv, 0.999) / 1e6,
-           hist_quantile(&g_deliv, 1.0) / 1e6);
+    printf("{\"system\": \"redis\", \"scenario\": \"%s\", \"seconds\": %.3f, \"senders\": %ld, ",
+           shape, secs, n_senders);
+    peer_print_rates(&g_t, secs);
+    printf("}\n");
 }
 
-static long status_kb(int pid, const char *key) {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", pid);
-    FILE *f = fopen(path, "r");
-    long v = -1;
-    if (!f) return -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, key, strlen(key)) == 0) v = strtol(line + strlen(key) + 1, NULL, 10);
-    fclose(f);
-    return v;
+/* the send loop's hooks (peer_send_for) */
+static bool room(void *p, uint32_t cap) {
+    client *c = p;
+    return c->inflight < cap;
+}
+static void send_one(void *p, uint64_t due) { publish(p, due); }
+static void turn(uint64_t now, int timeout_ms) {
+    (void)now;
+    poll_once(timeout_ms);
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: bench-peer-redis direct|group|idle --port P [...]\n");
-        return 2;
-    }
-    const char *shape = argv[1];
-    int port = 6379, pid = 0;
-    long pairs = 1000, size = 250, senders = -1, n = 1000;
-    double seconds = 8;
-    for (int i = 2; i + 1 < argc; i += 2) {
-        const char *a = argv[i], *v = argv[i + 1];
-        if (!strcmp(a, "--port")) port = atoi(v);
-        else if (!strcmp(a, "--pairs")) pairs = atol(v);
-        else if (!strcmp(a, "--size")) size = atol(v);
-        else if (!strcmp(a, "--senders")) senders = strcmp(v, "all") ? atol(v) : -1;
-        else if (!strcmp(a, "--window")) g_window = atoi(v);
-        else if (!strcmp(a, "--rate")) g_rate = strcmp(v, "max") ? atof(v) : 0;
-        else if (!strcmp(a, "--seconds")) seconds = atof(v);
-        else if (!strcmp(a, "--n")) n = atol(v);
-        else if (!strcmp(a, "--pid")) pid = atoi(v);
-        else if (!strcmp(a, "--body")) g_body = atoi(v);
-    }
-    if (g_body < 16) g_body = 16;
-    if (g_body > 4096) g_body = 4096;
-    if (seconds <= 0 || seconds > 600) seconds = 8;
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
+    if (!peer_parse_args(&g_a, argc, argv, "bench-peer-redis", 6379, 16)) return 2;
+    const char *shape = g_a.shape;
+    int port = g_a.port;
+    long n = g_a.n;
+    peer_raise_nofile(NULL, 0);
     g_ep = epoll_create1(0);
-    hist_init(&g_ack);
-    hist_init(&g_deliv);
+    peer_tally_init(&g_t);
 
     if (!strcmp(shape, "idle")) {   /* N idle subscribed connections: Redis memory per connection */
-        long before = pid ? status_kb(pid, "VmRSS") : -1;
+        long before = g_a.pid ? peer_status_kb(g_a.pid, "VmRSS") : -1;
         client *cs = calloc((size_t)n, sizeof *cs);
         for (long i = 0; i < n; i++) {
             cs[i].index = (uint32_t)i;
@@ -215,19 +173,19 @@ int main(int argc, char **argv) {
             redisAsyncCommand(cs[i].sub, on_message, &cs[i], "SUBSCRIBE %s", cs[i].channel);
             if (i % 256 == 255) poll_once(0);
         }
-        uint64_t end = now_ns() + 60000000000ull;
-        while (g_ready < (uint64_t)n && now_ns() < end) poll_once(100);
-        uint64_t settle = now_ns() + 3000000000ull;
-        while (now_ns() < settle) poll_once(100);
-        long after = pid ? status_kb(pid, "VmRSS") : -1;
+        uint64_t end = peer_now_ns() + 60000000000ull;
+        while (g_t.ready < (uint64_t)n && peer_now_ns() < end) poll_once(100);
+        uint64_t settle = peer_now_ns() + 3000000000ull;
+        while (peer_now_ns() < settle) poll_once(100);
+        long after = g_a.pid ? peer_status_kb(g_a.pid, "VmRSS") : -1;
         printf("{\"system\": \"redis\", \"scenario\": \"connections\", \"held\": %llu, "
-               "\"server_bytes_per_conn\": %.1f}\n", (unsigned long long)g_ready,
-               g_ready ? (double)(after - before) * 1024 / (double)g_ready : 0);
+               "\"server_bytes_per_conn\": %.1f}\n", (unsigned long long)g_t.ready,
+               g_t.ready ? (double)(after - before) * 1024 / (double)g_t.ready : 0);
         return 0;
     }
 
     bool group = !strcmp(shape, "group");
-    long nclients = group ? size : pairs * 2;
+    long nclients = group ? g_a.size : g_a.pairs * 2;
     g_clients = calloc((size_t)nclients, sizeof *g_clients);
     for (long i = 0; i < nclients; i++) {
         client *c = &g_clients[i];
@@ -244,40 +202,19 @@ int main(int argc, char **argv) {
             snprintf(c->channel, sizeof c->channel, "p%ld", i / 2);
         }
         if (group || i % 2 == 1) redisAsyncCommand(c->sub, on_message, c, "SUBSCRIBE %s", mine);
-        else g_ready++;
+        else g_t.ready++;
         if (i % 128 == 127) poll_once(0);
     }
-    uint64_t end = now_ns() + 60000000000ull;
-    while (g_ready < (uint64_t)nclients && now_ns() < end) poll_once(50);
+    uint64_t end = peer_now_ns() + 60000000000ull;
+    while (g_t.ready < (uint64_t)nclients && peer_now_ns() < end) poll_once(50);
     long nsend = 0;
-    client **sendv = calloc((size_t)nclients, sizeof *sendv);
+    void **sendv = calloc((size_t)nclients, sizeof *sendv);
     for (long i = 0; i < nclients; i++) {
-        bool s = group ? (senders < 0 || i < senders) : i % 2 == 0;
+        bool s = group ? (g_a.senders < 0 || i < g_a.senders) : i % 2 == 0;
         if (s) sendv[nsend++] = &g_clients[i];
     }
-    uint64_t t0 = now_ns(), stop = t0 + (uint64_t)(seconds * 1e9), seq = 0;
-    uint64_t interval = g_rate > 0 ? (uint64_t)(1e9 / g_rate) : 0;
-    while (now_ns() < stop) {
-        uint64_t now = now_ns();
-        if (interval) {
-            while (t0 + seq * interval <= now) {
-                client *c = sendv[seq % (uint64_t)nsend];
-                uint64_t due = t0 + seq * interval;
-                seq++;
-                if (c->inflight < 4096) publish(c, due);
-            }
-        } else {
-            for (long i = 0; i < nsend; i++)
-                while (sendv[i]->inflight < (uint32_t)g_window) publish(sendv[i], now_ns());
-        }
-        poll_once(interval ? 0 : 1);
-    }
-    double secs = (double)(now_ns() - t0) / 1e9;
-    uint64_t acked = g_acked, deliv = g_delivered;
-    uint64_t drain = now_ns() + 5000000000ull;
-    while (now_ns() < drain && g_acked < g_sent) poll_once(10);
-    g_acked = acked;
-    g_delivered = deliv;
+    double secs = peer_send_for(sendv, nsend, &g_a, 4096, &(peer_sender){room, send_one, turn});
+    peer_drain(&g_t, poll_once);
     print_json(group ? "group" : "direct", secs, nsend);
     return 0;
 }
