@@ -3,7 +3,8 @@
 # Idempotent: prints nothing and changes nothing when all are present.
 set -e
 PACKAGES="build-essential cmake pkg-config clang libclang-rt-14-dev
-  librocksdb-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libssl-dev"
+  librocksdb-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libssl-dev
+  openssl"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
