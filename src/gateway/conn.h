@@ -31,16 +31,8 @@ typedef struct conn {
     int fd;
     uint32_t slot;
     uint64_t id;
-    conn_state state;
-    bool epollout;          /* EPOLLOUT is armed */
-    bool dirty;             /* on the worker's flush list */
-    bool signed_in;
-    bool syncing;           /* StartSync seen: in the registry, receiving events */
-    bool lagging;           /* live pushes held back; catching up from the store */
-    bool sync_done_sent;
     uint64_t opened_ms;
     uint64_t user_id;
-    uint32_t device_id;
     uint64_t sent_upto;     /* last user_seq written to the socket */
     uint64_t acked_upto;    /* last user_seq the device acknowledged */
     buf in, out;
@@ -49,18 +41,27 @@ typedef struct conn {
     struct conn *next_dirty;
     /* session.c, realtime.c */
     uint64_t sync_from;     /* the cursor the latest StartSync came with */
+    uint64_t tokens_refilled_ms;
     float send_tokens;      /* token buckets: sends and typing indicators */
     float typing_tokens;
-    uint64_t tokens_refilled_ms;
     /* limits */
-    bool shed;              /* over the accept rate: the upgrade gets 503 */
-    bool framed;            /* c->out holds the 101 head, then WebSocket frames */
     size_t out_unit_left;   /* bytes of the head unit of c->out (the 101 head or a
                                frame) still to write; 0: the head is a boundary */
     uint64_t last_rx_ms;    /* last whole WebSocket message or control frame */
     uint64_t closing_ms;    /* when CLOSING began: a peer that never reads is cut */
     /* TLS (NULL ssl: plain) */
     SSL *ssl;
+    uint32_t device_id;
+    conn_state state;
+    /* flags last, together, so they pack */
+    bool epollout;          /* EPOLLOUT is armed */
+    bool dirty;             /* on the worker's flush list */
+    bool signed_in;
+    bool syncing;           /* StartSync seen: in the registry, receiving events */
+    bool lagging;           /* live pushes held back; catching up from the store */
+    bool sync_done_sent;
+    bool shed;              /* over the accept rate: the upgrade gets 503 */
+    bool framed;            /* c->out holds the 101 head, then WebSocket frames */
     bool tls_ready;         /* handshake done (counted once) */
     bool tls_failed;        /* fatal TLS error: no close_notify */
     bool tls_read_wants_write;  /* a read waits for the socket to be writable */
