@@ -95,6 +95,59 @@ void writer_push_later(writer *w, uint64_t user, const Parley__V1__Frame *frame,
         if (entries[i].conn_id != skip_conn) writer_post_later(w, reply_pack(WM_PUSH, entries[i].conn_id, frame));
 }
 
+static bool note_append(note_list *l, const delivered_note *n) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        delivered_note *grown = realloc(l->items, cap * sizeof *grown);
+        if (!grown) return false;   /* a receipt is ephemeral: dropped when out of memory */
+        l->items = grown;
+        l->cap = cap;
+    }
+    l->items[l->n++] = *n;
+    return true;
+}
+
+static void notes_committed(writer *w) {
+    for (size_t i = 0; i < w->notes_open.n; i++) note_append(&w->notes_due, &w->notes_open.items[i]);
+    w->notes_open.n = 0;
+}
+
+static int note_order(const void *x, const void *y) {
+    const delivered_note *a = x, *b = y;
+    if (a->conv != b->conv) return a->conv < b->conv ? -1 : 1;
+    if (a->user != b->user) return a->user < b->user ? -1 : 1;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* Sends the due DELIVERED receipts: per (conversation, member) the highest
+ * seq, once to each sender noted since the last flush. */
+static void flush_notes(writer *w, uint64_t now_ms) {
+    note_list *l = &w->notes_due;
+    w->notes_flushed_ms = now_ms;
+    if (l->n == 0) return;
+    qsort(l->items, l->n, sizeof *l->items, note_order);
+    for (size_t i = 0; i < l->n;) {
+        size_t j = i;
+        while (j < l->n && l->items[j].conv == l->items[i].conv && l->items[j].user == l->items[i].user) j++;
+        uint64_t seq = l->items[j - 1].seq;   /* sorted: the last is the highest */
+        uint64_t told[4 * NOTE_SENDERS];
+        size_t n_told = 0;
+        for (size_t k = i; k < j; k++) {
+            for (uint32_t s = 0; s < l->items[k].n_senders; s++) {
+                uint64_t to = l->items[k].senders[s];
+                bool seen = false;
+                for (size_t t = 0; t < n_told && !seen; t++) seen = told[t] == to;
+                if (seen || n_told == sizeof told / sizeof told[0]) continue;
+                told[n_told++] = to;
+                push_receipt(w->srv, to, l->items[i].conv, l->items[i].user, PARLEY__V1__RECEIPT_KIND__DELIVERED,
+                             seq, 0);
+            }
+        }
+        i = j;
+    }
+    l->n = 0;
+}
+
 static void post_pushes(writer *w, bool committed) {
     for (size_t i = 0; i < w->n_pushes; i++) {
         if (committed) worker_post(w->srv, w->pushes[i]);
@@ -178,8 +231,10 @@ void writer_flush(writer *w) {
         }
         for (size_t i = 0; i < w->n_replies; i++) worker_post(w->srv, w->replies[i]);
         post_pushes(w, true);
+        notes_committed(w);
     } else {
         post_pushes(w, false);
+        w->notes_open.n = 0;   /* the raises they report did not happen */
         for (size_t i = 0; i < w->n_sends; i++) {
             if (!w->sends[i].silent)
                 worker_post(w->srv, reply_error(w->sends[i].conn_id, w->sends[i].request_id,
@@ -789,14 +844,6 @@ static int collect_acked(void *ud, uint64_t user_seq, uint64_t conv, uint64_t se
     return 0;
 }
 
-/* A DELIVERED receipt to `to`, sent once the raised delivered seq is committed. */
-static void delivered_receipt_later(writer *w, uint64_t to, uint64_t conv, uint64_t about, uint64_t seq) {
-    Parley__V1__Frame f;
-    Parley__V1__Receipt rc;
-    push_frame_receipt(&f, &rc, conv, about, PARLEY__V1__RECEIPT_KIND__DELIVERED, seq);
-    METRIC_INC(receipts_total);
-    writer_push_later(w, to, &f, 0);
-}
 
 static void handle_ack(writer *w, chat_request *r) {
     store_put_cursor(w->batch, r->user_id, r->device_id, r->ack_to);
@@ -812,8 +859,9 @@ static void handle_ack(writer *w, chat_request *r) {
         Parley__Store__Member *m = writer_member_for_update(w, c->conv, r->user_id);
         if (!m || m->delivered_seq >= c->seq) continue;   /* another device got there first */
         m->delivered_seq = c->seq;
-        for (size_t j = 0; j < c->n_senders; j++)
-            delivered_receipt_later(w, c->senders[j], c->conv, r->user_id, c->seq);
+        delivered_note note = {.conv = c->conv, .user = r->user_id, .seq = c->seq};
+        for (size_t j = 0; j < c->n_senders && j < NOTE_SENDERS; j++) note.senders[note.n_senders++] = c->senders[j];
+        if (note.n_senders) note_append(&w->notes_open, &note);
     }
     free(scan);
 }
@@ -855,11 +903,14 @@ static void *writer_main(void *arg) {
     pthread_setname_np(pthread_self(), "parley-writer");   /* seen in top -H, perf */
     chat_request *batch[BATCH_MAX];
     for (;;) {
+        uint64_t now = clock_mono_ms();
+        if (now - w->notes_flushed_ms >= RECEIPT_COALESCE_MS || w->notes_due.n >= NOTES_MAX)
+            flush_notes(w, now);
         size_t n = mpsc_pop_many(&w->requests, (void **)batch, BATCH_MAX);
         atomic_store(&g_metrics.writer_queue_depth, (long)mpsc_depth(&w->requests));
         if (n == 0) {
             if (w->requests.closed) break;
-            mpsc_wait(&w->requests, 1000);
+            mpsc_wait(&w->requests, RECEIPT_COALESCE_MS);
             continue;
         }
         for (size_t i = 0; i < n; i++) {
@@ -870,6 +921,7 @@ static void *writer_main(void *arg) {
         }
         writer_flush(w);
     }
+    flush_notes(w, clock_mono_ms());
     return NULL;
 }
 
@@ -907,5 +959,7 @@ void writer_stop(writer *w) {
     free(w->members);
     post_pushes(w, false);
     free(w->pushes);
+    free(w->notes_open.items);
+    free(w->notes_due.items);
     free(w);
 }

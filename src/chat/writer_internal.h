@@ -21,6 +21,8 @@
 enum {
     QUEUE_CAP = 65536,
     BATCH_MAX = 512,
+    RECEIPT_COALESCE_MS = 250,   /* DELIVERED receipts wait at most this long */
+    NOTES_MAX = 65536,           /* ... or until this many raises are due */
     MAX_NAME = 32,
     MAX_DEVICE_NAME = 64,
     MAX_GROUP_NAME = 128,
@@ -44,6 +46,21 @@ typedef struct pending_send {
     const uint8_t *client_msg_id; /* points into the request frame (kept alive) */
     size_t client_msg_id_len;
 } pending_send;
+
+/* A member's delivered seq went up: the senders of what they received get
+ * a DELIVERED receipt, coalesced (one per member, conversation and sender
+ * per RECEIPT_COALESCE_MS), once the raise is committed. */
+enum { NOTE_SENDERS = 8 };
+typedef struct delivered_note {
+    uint64_t conv, user, seq;
+    uint64_t senders[NOTE_SENDERS];
+    uint32_t n_senders;
+} delivered_note;
+
+typedef struct note_list {
+    delivered_note *items;
+    size_t n, cap;
+} note_list;
 
 typedef struct pending_member {
     uint64_t conv, user;
@@ -69,6 +86,9 @@ struct writer {
     u64map conv_last_seq;            /* conversation -> last seq assigned */
     pending_member *members;         /* member records changed in the open batch */
     size_t n_members, cap_members;
+    note_list notes_open;            /* delivered raises in the open batch */
+    note_list notes_due;             /* committed, waiting for the next receipt flush */
+    uint64_t notes_flushed_ms;
     worker_msg **pushes;             /* pushes about the open batch: sent after its commit */
     size_t n_pushes, cap_pushes;
 };
