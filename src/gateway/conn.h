@@ -100,8 +100,13 @@ typedef struct worker {
 void conn_mark_dirty(worker *w, conn *c);
 void conn_send(worker *w, conn *c, uint8_t opcode, const void *data, size_t len);
 void conn_send_frame(worker *w, conn *c, const Parley__V1__Frame *f);
+/* A Response frame answering request_id. */
+void conn_respond(worker *w, conn *c, uint64_t request_id, Parley__V1__Response *resp);
 void conn_send_error(worker *w, conn *c, uint64_t request_id, Parley__V1__Status status,
                      const char *error);
+/* RATE_LIMITED, saying how long to wait; counted in /metrics. */
+void conn_send_rate_limited(worker *w, conn *c, uint64_t request_id, const char *error,
+                            uint64_t retry_after_ms);
 /* Sends a close frame with code and closes once it is written. */
 void conn_close(worker *w, conn *c, uint16_t code, const char *reason);
 

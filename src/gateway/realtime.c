@@ -19,15 +19,6 @@ enum {
     MAX_DEVICES = 64,
 };
 
-static void respond(worker *w, conn *c, uint64_t request_id, Parley__V1__Response *resp) {
-    Parley__V1__Frame f;
-    parley__v1__frame__init(&f);
-    f.request_id = request_id;
-    f.body_case = PARLEY__V1__FRAME__BODY_RESPONSE;
-    f.response = resp;
-    conn_send_frame(w, c, &f);
-}
-
 static void try_post(worker *w, worker_msg *m) {
     uint32_t index = conn_id_worker(m->conn_id);
     if (index >= (uint32_t)w->srv->n_workers || mpsc_try_push(&w->srv->workers[index]->inbox, m))
@@ -65,7 +56,7 @@ void realtime_subscribe_presence(worker *w, conn *c, const Parley__V1__Frame *f)
     }
     Parley__V1__Response r;
     parley__v1__response__init(&r);
-    respond(w, c, f->request_id, &r);
+    conn_respond(w, c, f->request_id, &r);
     for (size_t i = 0; i < q->n_user_ids; i++) send_presence(w, c, q->user_ids[i]);
 }
 
@@ -116,14 +107,8 @@ void realtime_typing(worker *w, conn *c, const Parley__V1__Frame *f) {
     const Parley__V1__Typing *q = f->typing;
     refill(w, c);
     if (c->typing_tokens < 1.0f) {
-        Parley__V1__Response r;
-        parley__v1__response__init(&r);
-        r.status = PARLEY__V1__STATUS__RATE_LIMITED;
-        r.error = "typing indicators are limited to 5 per second";
-        r.retry_after_ms = (uint64_t)((1.0f - c->typing_tokens) * 1000.0f / TYPING_RATE) + 1;
-        METRIC_INC(request_errors_total);
-        METRIC_INC(rate_limited_total);
-        respond(w, c, f->request_id, &r);
+        conn_send_rate_limited(w, c, f->request_id, "typing indicators are limited to 5 per second",
+                               (uint64_t)((1.0f - c->typing_tokens) * 1000.0f / TYPING_RATE) + 1);
         return;
     }
     c->typing_tokens -= 1.0f;
@@ -145,7 +130,7 @@ void realtime_typing(worker *w, conn *c, const Parley__V1__Frame *f) {
     store_scan_members(w->srv->store, q->conversation_id, typing_to_member, &t);
     Parley__V1__Response r;
     parley__v1__response__init(&r);
-    respond(w, c, f->request_id, &r);
+    conn_respond(w, c, f->request_id, &r);
 }
 
 /* --------------------------------------------------------------- receipts */
@@ -190,7 +175,7 @@ void realtime_get_receipts(worker *w, conn *c, const Parley__V1__Frame *f) {
     rl.n_members = l.n;
     r.result_case = PARLEY__V1__RESPONSE__RESULT_RECEIPTS;
     r.receipts = &rl;
-    respond(w, c, f->request_id, &r);
+    conn_respond(w, c, f->request_id, &r);
     free(l.items);
     free(l.ptrs);
 }
@@ -235,7 +220,7 @@ void realtime_get_devices(worker *w, conn *c, const Parley__V1__Frame *f) {
     dl.n_device_ids = l.n;
     r.result_case = PARLEY__V1__RESPONSE__RESULT_DEVICES;
     r.devices = &dl;
-    respond(w, c, f->request_id, &r);
+    conn_respond(w, c, f->request_id, &r);
     parley__store__user__free_unpacked(u, NULL);
 }
 

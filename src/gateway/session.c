@@ -39,19 +39,10 @@ static bool signature_valid(const conn *c, const ProtobufCBinaryData *public_key
                                        public_key->data) == 0;
 }
 
-static void respond(worker *w, conn *c, uint64_t request_id, Parley__V1__Response *resp) {
-    Parley__V1__Frame f;
-    parley__v1__frame__init(&f);
-    f.request_id = request_id;
-    f.body_case = PARLEY__V1__FRAME__BODY_RESPONSE;
-    f.response = resp;
-    conn_send_frame(w, c, &f);
-}
-
 static void respond_ok(worker *w, conn *c, uint64_t request_id) {
     Parley__V1__Response r;
     parley__v1__response__init(&r);
-    respond(w, c, request_id, &r);
+    conn_respond(w, c, request_id, &r);
 }
 
 /* Hands f to the writer; true when it took it (false: its queue is full).
@@ -94,7 +85,7 @@ static void signed_in(worker *w, conn *c, uint64_t request_id, uint64_t user, ui
     reg.device_id = device;
     r.result_case = PARLEY__V1__RESPONSE__RESULT_REGISTERED;
     r.registered = &reg;
-    respond(w, c, request_id, &r);
+    conn_respond(w, c, request_id, &r);
 }
 
 static void handle_sign_in(worker *w, conn *c, const Parley__V1__Frame *f) {
@@ -135,7 +126,7 @@ static void handle_lookup_user(worker *w, conn *c, const Parley__V1__Frame *f) {
     u.name = f->lookup_user->name;
     r.result_case = PARLEY__V1__RESPONSE__RESULT_USER;
     r.user = &u;
-    respond(w, c, f->request_id, &r);
+    conn_respond(w, c, f->request_id, &r);
 }
 
 static int current_member(worker *w, uint64_t conv, uint64_t user, Parley__Store__Member **out) {
@@ -212,7 +203,7 @@ static void handle_list(worker *w, conn *c, const Parley__V1__Frame *f) {
     list.n_conversations = n;
     r.result_case = PARLEY__V1__RESPONSE__RESULT_CONVERSATIONS;
     r.conversations = &list;
-    respond(w, c, f->request_id, &r);
+    conn_respond(w, c, f->request_id, &r);
     for (size_t i = 0; i < n; i++) free_summary(items[i]);
     free(items);
 }
@@ -260,7 +251,7 @@ static void handle_history(worker *w, conn *c, const Parley__V1__Frame *f) {
     hp.has_more = more;
     r.result_case = PARLEY__V1__RESPONSE__RESULT_HISTORY;
     r.history = &hp;
-    respond(w, c, f->request_id, &r);
+    conn_respond(w, c, f->request_id, &r);
     for (size_t i = 0; i < h->n; i++) parley__v1__message__free_unpacked(h->m[i], NULL);
     free(h);
 }
@@ -354,14 +345,7 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
         if (!c->signed_in) {
             conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");
         } else if (!realtime_take_send_token(w, c, &wait_ms)) {
-            Parley__V1__Response r;
-            parley__v1__response__init(&r);
-            r.status = PARLEY__V1__STATUS__RATE_LIMITED;
-            r.error = "sending too fast; retry after retry_after_ms";
-            r.retry_after_ms = wait_ms;
-            METRIC_INC(request_errors_total);
-            METRIC_INC(rate_limited_total);
-            respond(w, c, rid, &r);
+            conn_send_rate_limited(w, c, rid, "sending too fast; retry after retry_after_ms", wait_ms);
         } else {
             taken = submit(w, c, f);
         }

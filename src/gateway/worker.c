@@ -170,19 +170,34 @@ void conn_send_frame(worker *w, conn *c, const Parley__V1__Frame *f) {
     conn_mark_dirty(w, c);
 }
 
-void conn_send_error(worker *w, conn *c, uint64_t request_id, Parley__V1__Status status,
-                     const char *error) {
+void conn_respond(worker *w, conn *c, uint64_t request_id, Parley__V1__Response *resp) {
     Parley__V1__Frame f;
-    Parley__V1__Response r;
     parley__v1__frame__init(&f);
-    parley__v1__response__init(&r);
     f.request_id = request_id;
     f.body_case = PARLEY__V1__FRAME__BODY_RESPONSE;
-    f.response = &r;
+    f.response = resp;
+    if (resp->status != PARLEY__V1__STATUS__OK) METRIC_INC(request_errors_total);
+    conn_send_frame(w, c, &f);
+}
+
+void conn_send_error(worker *w, conn *c, uint64_t request_id, Parley__V1__Status status,
+                     const char *error) {
+    Parley__V1__Response r;
+    parley__v1__response__init(&r);
     r.status = status;
     r.error = (char *)error;
-    if (status != PARLEY__V1__STATUS__OK) METRIC_INC(request_errors_total);
-    conn_send_frame(w, c, &f);
+    conn_respond(w, c, request_id, &r);
+}
+
+void conn_send_rate_limited(worker *w, conn *c, uint64_t request_id, const char *error,
+                            uint64_t retry_after_ms) {
+    Parley__V1__Response r;
+    parley__v1__response__init(&r);
+    r.status = PARLEY__V1__STATUS__RATE_LIMITED;
+    r.error = (char *)error;
+    r.retry_after_ms = retry_after_ms;
+    METRIC_INC(rate_limited_total);
+    conn_respond(w, c, request_id, &r);
 }
 
 void conn_close(worker *w, conn *c, uint16_t code, const char *reason) {
