@@ -884,7 +884,7 @@ int h_send_rec(h_dev *d, uint64_t conv, const char *text, h_sent *exp, size_t *n
     return 0;
 }
 
-static int event_body_is(const h_event *e, const char *text) {
+int h_event_body_is(const h_event *e, const char *text) {
     size_t l = strlen(text);
     return e->body_len == l && (l == 0 || (e->body && memcmp(e->body, text, l) == 0));
 }
@@ -908,7 +908,7 @@ int h_expect_exact(const h_dev *d, uint64_t conv, const h_sent *exp, size_t n, c
     }
     for (size_t i = 0; rc == 0 && i < n; i++) {
         if (got[i]->seq != exp[i].seq || got[i]->sender_user_id != exp[i].sender ||
-            !event_body_is(got[i], exp[i].text)) {
+            !h_event_body_is(got[i], exp[i].text)) {
             snprintf(why, cap,
                      "%s event #%zu: seq %llu sender %llu (want seq %llu sender %llu text '%s')",
                      d->name, i, (unsigned long long)got[i]->seq,

@@ -182,6 +182,8 @@ typedef struct h_sent {
     uint64_t sender;
     char text[64];
 } h_sent;
+/* 1 when e's body is exactly text. */
+int h_event_body_is(const h_event *e, const char *text);
 /* Sends text from d (pc_send_text) and appends it to exp[*n]. 0 or -1. */
 int h_send_rec(h_dev *d, uint64_t conv, const char *text, h_sent *exp, size_t *n);
 /* d's non-MEMBERSHIP events of conv are exactly exp[0..n) in that order

@@ -17,54 +17,6 @@ enum { WAIT_MS = 20000 };
 
 #define NEED(x) CHECK((x), "%s", #x)
 
-typedef struct sent_msg {
-    uint64_t seq;
-    uint64_t sender;
-    char text[64];
-} sent_msg;
-
-/* Sends text from d and records it in exp[*n]. 0 or -1. */
-static int send_rec(h_dev *d, uint64_t conv, const char *text, sent_msg *exp, size_t *n) {
-    uint64_t seq = h_send(d, conv, text);
-    if (!seq) return -1;
-    exp[*n].seq = seq;
-    exp[*n].sender = d->id.user_id;
-    snprintf(exp[*n].text, sizeof exp[*n].text, "%s", text);
-    (*n)++;
-    return 0;
-}
-
-static int body_is(const h_event *e, const char *text) {
-    size_t l = strlen(text);
-    return e->body_len == l && (l == 0 || (e->body && memcmp(e->body, text, l) == 0));
-}
-
-/* d's non-MEMBERSHIP events of conv are exactly exp[0..n) in that order. */
-static int expect_exact(const h_dev *d, uint64_t conv, const sent_msg *exp, size_t n,
-                        char *why, size_t cap) {
-    enum { MAXE = 1024 };
-    static const h_event *got[MAXE];
-    size_t k = h_dev_conv_events(d, conv, 1, got, MAXE);
-    if (k != n) {
-        int off = snprintf(why, cap, "%s has %zu events in conv %llu, want %zu; got seqs:", d->name,
-                           k, (unsigned long long)conv, n);
-        for (size_t i = 0; i < k && i < MAXE && off > 0 && (size_t)off < cap - 24; i++)
-            off += snprintf(why + off, cap - (size_t)off, " %llu", (unsigned long long)got[i]->seq);
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (got[i]->seq != exp[i].seq || got[i]->sender_user_id != exp[i].sender ||
-            !body_is(got[i], exp[i].text)) {
-            snprintf(why, cap,
-                     "%s event #%zu: seq %llu sender %llu (want seq %llu sender %llu text '%s')",
-                     d->name, i, (unsigned long long)got[i]->seq,
-                     (unsigned long long)got[i]->sender_user_id, (unsigned long long)exp[i].seq,
-                     (unsigned long long)exp[i].sender, exp[i].text);
-            return -1;
-        }
-    }
-    return h_dev_check_order(d, conv, why, cap);
-}
 
 static int has_receipt(const h_dev *d, uint64_t conv, uint64_t user, int kind, uint64_t min_seq) {
     for (size_t i = 0; i < d->n_rc; i++)
@@ -116,13 +68,13 @@ static void multi_device_live_delivery(void) {
     uint64_t conv = 0;
     NEED(pc_open_direct(a1->c, b1->id.user_id, &conv) == 0);
 
-    sent_msg exp[40];
+    h_sent exp[40];
     size_t n = 0;
     char text[64];
     for (int r = 0; r < 5; r++)
         for (int i = 0; i < 4; i++) {
             snprintf(text, sizeof text, "live %d from %s", r, all[i]->name);
-            CHECK(send_rec(all[i], conv, text, exp, &n) == 0, "send failed");
+            CHECK(h_send_rec(all[i], conv, text, exp, &n) == 0, "send failed");
         }
     for (size_t i = 1; i < n; i++)
         CHECK(exp[i].seq > exp[i - 1].seq, "acked seqs not increasing: %llu then %llu",
@@ -131,7 +83,7 @@ static void multi_device_live_delivery(void) {
     h_pump(all, 4, h_pred_count, &g, WAIT_MS);
     char why[4096];
     for (int i = 0; i < 4; i++) {
-        CHECK(expect_exact(all[i], conv, exp, n, why, sizeof why) == 0, "%s", why);
+        CHECK(h_expect_exact(all[i], conv, exp, n, why, sizeof why) == 0, "%s", why);
         pc_stats st;
         pc_get_stats(all[i]->c, &st);
         CHECK(st.duplicates_dropped == 0 && st.reconnects == 0,
@@ -154,12 +106,12 @@ static void offline_device_catches_up(void) {
     uint64_t conv = 0;
     NEED(pc_open_direct(b1->c, a1->id.user_id, &conv) == 0);
 
-    sent_msg exp[32];
+    h_sent exp[32];
     size_t n = 0;
     char text[64];
     for (int i = 0; i < 3; i++) {
         snprintf(text, sizeof text, "before %d", i);
-        NEED(send_rec(i % 2 ? a1 : b1, conv, text, exp, &n) == 0);
+        NEED(h_send_rec(i % 2 ? a1 : b1, conv, text, exp, &n) == 0);
     }
     h_count_goal g = { all, 3, conv, n, 1 };
     NEED(h_pump(all, 3, h_pred_count, &g, WAIT_MS));
@@ -171,7 +123,7 @@ static void offline_device_catches_up(void) {
     size_t first_missed = n;
     for (int i = 0; i < 6; i++) {
         snprintf(text, sizeof text, "while offline %d", i);
-        NEED(send_rec(i % 2 ? a1 : b1, conv, text, exp, &n) == 0);
+        NEED(h_send_rec(i % 2 ? a1 : b1, conv, text, exp, &n) == 0);
     }
     h_dev *online[2] = { a1, b1 };
     h_count_goal g2 = { online, 2, conv, n, 1 };
@@ -182,14 +134,14 @@ static void offline_device_catches_up(void) {
     NEED(h_dev_sync(a2, WAIT_MS) == 0);
     /* after SyncDone everything up to the inbox head has been delivered */
     char why[4096];
-    CHECK(expect_exact(a2, conv, exp + first_missed, n - first_missed, why, sizeof why) == 0,
+    CHECK(h_expect_exact(a2, conv, exp + first_missed, n - first_missed, why, sizeof why) == 0,
           "after reconnect: %s", why);
     /* and it keeps getting live traffic, with no gap at the seam */
-    NEED(send_rec(b1, conv, "after reconnect", exp, &n) == 0);
+    NEED(h_send_rec(b1, conv, "after reconnect", exp, &n) == 0);
     h_dev *one[1] = { a2 };
     h_count_goal g3 = { one, 1, conv, n - first_missed, 1 };
     h_pump(one, 1, h_pred_count, &g3, WAIT_MS);
-    CHECK(expect_exact(a2, conv, exp + first_missed, n - first_missed, why, sizeof why) == 0,
+    CHECK(h_expect_exact(a2, conv, exp + first_missed, n - first_missed, why, sizeof why) == 0,
           "live after reconnect: %s", why);
     for (int i = 0; i < 3; i++) h_dev_free(all[i]);
 }
@@ -204,21 +156,21 @@ static void new_device_gets_whole_inbox(void) {
     CHECK(pc_create_group(b1->c, "inbox-test", members, 1, &group) == 0, "create_group: %s",
           pc_error(b1->c));
     NEED(pc_add_members(b1->c, group, &a1->id.user_id, 1) == 0);
-    sent_msg ed[16], eg[16];
+    h_sent ed[16], eg[16];
     size_t nd = 0, ng = 0;
     char text[64];
     for (int i = 0; i < 5; i++) {
         snprintf(text, sizeof text, "direct %d", i);
-        NEED(send_rec(i % 2 ? a1 : b1, direct, text, ed, &nd) == 0);
+        NEED(h_send_rec(i % 2 ? a1 : b1, direct, text, ed, &nd) == 0);
         snprintf(text, sizeof text, "group %d", i);
-        NEED(send_rec(i % 2 ? c1 : b1, group, text, eg, &ng) == 0);
+        NEED(h_send_rec(i % 2 ? c1 : b1, group, text, eg, &ng) == 0);
     }
     h_dev *a3 = h_device_link(&S, a1);
     NEED(a3);
     NEED(h_dev_sync(a3, WAIT_MS) == 0);
     char why[4096];
-    CHECK(expect_exact(a3, direct, ed, nd, why, sizeof why) == 0, "direct: %s", why);
-    CHECK(expect_exact(a3, group, eg, ng, why, sizeof why) == 0, "group: %s", why);
+    CHECK(h_expect_exact(a3, direct, ed, nd, why, sizeof why) == 0, "direct: %s", why);
+    CHECK(h_expect_exact(a3, group, eg, ng, why, sizeof why) == 0, "group: %s", why);
     CHECK(h_dev_count_type(a3, group, PARLEY__V1__MESSAGE_TYPE__MEMBERSHIP) >= 1,
           "no MEMBERSHIP event (a1 was added) in the new device's inbox");
     h_dev_free(a1);
@@ -276,12 +228,12 @@ static void history_paging(void) {
     NEED(a && b);
     uint64_t conv = 0;
     NEED(pc_open_direct(a->c, b->id.user_id, &conv) == 0);
-    sent_msg exp[32];
+    h_sent exp[32];
     size_t n = 0;
     char text[64];
     for (int i = 0; i < 25; i++) {
         snprintf(text, sizeof text, "page msg %02d", i);
-        NEED(send_rec(i % 3 ? a : b, conv, text, exp, &n) == 0);
+        NEED(h_send_rec(i % 3 ? a : b, conv, text, exp, &n) == 0);
     }
     /* walk backwards 10 at a time, collecting newest-first pages */
     uint64_t prev_first = 0;
@@ -363,7 +315,7 @@ static void media_and_reaction_roundtrip(void) {
           (unsigned long long)ev[0]->seq, ev[0]->type, ev[0]->body_len, ev[0]->mime_type,
           (unsigned long long)ev[0]->size);
     CHECK(ev[1]->seq == rseq && ev[1]->type == PARLEY__V1__MESSAGE_TYPE__REACTION &&
-              ev[1]->ref_seq == mseq && body_is(ev[1], emoji),
+              ev[1]->ref_seq == mseq && h_event_body_is(ev[1], emoji),
           "reaction event: seq %llu type %d ref_seq %llu len %zu", (unsigned long long)ev[1]->seq,
           ev[1]->type, (unsigned long long)ev[1]->ref_seq, ev[1]->body_len);
     /* and as stored: history */
