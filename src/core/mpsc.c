@@ -27,7 +27,7 @@ void mpsc_destroy(mpsc *q) {
     pthread_cond_destroy(&q->not_full);
 }
 
-static void wake(mpsc *q) {
+void mpsc_wake(mpsc *q) {
     uint64_t one = 1;
     /* EAGAIN means the counter is already non-zero: the consumer will wake */
     ssize_t r = write(q->wake_fd, &one, sizeof one);
@@ -46,7 +46,7 @@ static int push(mpsc *q, void *item, bool block) {
     bool was_empty = q->count++ == 0;
     pthread_mutex_unlock(&q->lock);
     /* only the push that makes the queue non-empty needs to wake */
-    if (was_empty) wake(q);
+    if (was_empty) mpsc_wake(q);
     return 0;
 }
 
@@ -61,7 +61,7 @@ size_t mpsc_push_many(mpsc *q, void *const *items, size_t n) {
             /* full: let the consumer run before waiting for room */
             if (wake_needed) {
                 pthread_mutex_unlock(&q->lock);
-                wake(q);
+                mpsc_wake(q);
                 wake_needed = false;
                 pthread_mutex_lock(&q->lock);
                 continue;
@@ -75,7 +75,7 @@ size_t mpsc_push_many(mpsc *q, void *const *items, size_t n) {
         }
     }
     pthread_mutex_unlock(&q->lock);
-    if (wake_needed) wake(q);
+    if (wake_needed) mpsc_wake(q);
     return done;
 }
 int mpsc_try_push(mpsc *q, void *item) { return push(q, item, false); }
@@ -113,7 +113,7 @@ void mpsc_close(mpsc *q) {
     q->closed = true;
     pthread_cond_broadcast(&q->not_full);
     pthread_mutex_unlock(&q->lock);
-    wake(q);
+    mpsc_wake(q);
 }
 
 size_t mpsc_depth(mpsc *q) {

@@ -35,6 +35,9 @@ size_t mpsc_pop_many(mpsc *q, void **out, size_t max);
 /* Blocks until an item is queued, the queue is closed or timeout_ms passes
  * (-1: no timeout). Clears the wake-up. */
 void mpsc_wait(mpsc *q, int timeout_ms);
+/* Wakes the consumer without pushing (e.g. it left items for its next turn,
+ * or must look at a flag). */
+void mpsc_wake(mpsc *q);
 /* Clears the eventfd after an epoll wake-up. */
 void mpsc_drain_wakeup(mpsc *q);
 /* Wakes the consumer and makes further pushes fail. */

@@ -508,9 +508,7 @@ static void handle_inbox(worker *w) {
     }
     if (total >= MSGS_PER_TURN) {
         /* more may be waiting without a new wake-up: wake ourselves */
-        uint64_t one = 1;
-        ssize_t r = write(w->inbox.wake_fd, &one, sizeof one);
-        (void)r;
+        mpsc_wake(&w->inbox);
     }
 }
 
@@ -810,9 +808,7 @@ void workers_stop(server *srv) {
     for (int i = 0; i < srv->n_workers; i++) {
         worker *w = srv->workers[i];
         atomic_store(&w->stopping, true);
-        uint64_t one = 1;
-        ssize_t r = write(w->inbox.wake_fd, &one, sizeof one);
-        (void)r;
+        mpsc_wake(&w->inbox);
     }
     for (int i = 0; i < srv->n_workers; i++) {
         pthread_join(srv->workers[i]->thread, NULL);
