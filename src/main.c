@@ -19,12 +19,15 @@
 #include "chat/writer.h"
 #include "core/log.h"
 #include "fanout/fanout.h"
+#include "gateway/ops_http.h"
 #include "gateway/worker.h"
 #include "server.h"
 
 static void usage(FILE *out) {
     fprintf(out,
             "usage: parley serve [options]   run the server (parley serve --help for options)\n"
+            "       parley init --data DIR   create an empty store in DIR, which must be absent\n"
+            "                                or empty (serve does the same on such a DIR)\n"
             "       parley --help\n");
 }
 
@@ -77,7 +80,13 @@ static int serve(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     char *err = NULL;
-    srv.store = store_open(srv.cfg.data_dir, srv.cfg.retention_ms, srv.cfg.retention_sweep_ms, &err);
+    store_options so = {
+        .retention_ms = srv.cfg.retention_ms,
+        .sweep_ms = srv.cfg.retention_sweep_ms,
+        .min_free_bytes = srv.cfg.min_free_disk,
+        .recover_truncate_corrupt_wal = srv.cfg.recover_truncate_corrupt_wal != 0,
+    };
+    srv.store = store_open_ex(srv.cfg.data_dir, &so, &err);
     if (!srv.store) {
         fprintf(stderr, "parley: cannot open store in %s: %s\n", srv.cfg.data_dir, err ? err : "?");
         free(err);
@@ -93,7 +102,11 @@ static int serve(int argc, char **argv) {
     srv.n_workers = srv.cfg.workers;
     srv.writer = writer_start(&srv);
     srv.fanout = srv.writer ? fanout_start(&srv) : NULL;
-    if (!srv.queue || !srv.registry || !srv.writer || !srv.fanout || workers_start(&srv)) {
+    ops_listener *ops = NULL;
+    if (srv.cfg.metrics_mode == METRICS_SEPARATE)
+        ops = ops_listener_start(&srv, srv.cfg.metrics_host, srv.cfg.metrics_port);
+    if (!srv.queue || !srv.registry || !srv.writer || !srv.fanout || workers_start(&srv) ||
+        (srv.cfg.metrics_mode == METRICS_SEPARATE && !ops)) {
         fprintf(stderr, "parley: cannot start (see the log above)\n");
         _exit(1);
     }
@@ -122,13 +135,46 @@ static int serve(int argc, char **argv) {
     workers_free(&srv);
     registry_free(srv.registry);
     queue_free(srv.queue);
+    ops_listener_stop(ops);   /* it reads the store: stopped before it */
     store_close(srv.store);
     log_info("stopped");
     return 0;
 }
 
+/* `parley init --data DIR`: the explicit way to create a store. */
+static int init(int argc, char **argv) {
+    const char *dir = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) {
+            dir = argv[++i];
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: parley init --data DIR\n"
+                   "  creates an empty store in DIR, which must be absent or empty; refuses\n"
+                   "  anything else (parley never initialises over existing files)\n");
+            return 0;
+        } else {
+            fprintf(stderr, "parley init: unexpected argument '%s' (usage: parley init --data DIR)\n",
+                    argv[i]);
+            return 2;
+        }
+    }
+    if (!dir || !*dir) {
+        fprintf(stderr, "parley init: --data DIR is required\n");
+        return 2;
+    }
+    char *err = NULL;
+    if (store_init(dir, &err) != 0) {
+        fprintf(stderr, "parley init: %s\n", err ? err : "failed");
+        free(err);
+        return 1;
+    }
+    printf("parley init: created an empty store in %s\n", dir);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "serve") == 0) return serve(argc - 2, argv + 2);
+    if (argc >= 2 && strcmp(argv[1], "init") == 0) return init(argc - 2, argv + 2);
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         usage(stdout);
         return 0;

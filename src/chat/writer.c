@@ -233,12 +233,18 @@ void writer_flush(writer *w) {
         post_pushes(w, true);
         notes_committed(w);
     } else {
+        /* refused for space: the sender may retry once space returns */
+        bool no_space = store_get_health(w->srv->store) == STORE_DISK_FULL;
+        Parley__V1__Status fail_status = no_space ? PARLEY__V1__STATUS__INSUFFICIENT_STORAGE
+                                                  : PARLEY__V1__STATUS__INTERNAL;
+        const char *fail_text = no_space ? "insufficient storage: the server's disk is full, retry later"
+                                         : "store write failed";
         post_pushes(w, false);
         w->notes_open.n = 0;   /* the raises they report did not happen */
         for (size_t i = 0; i < w->n_sends; i++) {
             if (!w->sends[i].silent)
                 worker_post(w->srv, reply_error(w->sends[i].conn_id, w->sends[i].request_id,
-                                                PARLEY__V1__STATUS__INTERNAL, "store write failed"));
+                                                fail_status, fail_text));
             blob_unref(w->sends[i].message);
         }
         for (size_t i = 0; i < w->n_replies; i++) {
@@ -247,8 +253,7 @@ void writer_flush(writer *w) {
             Parley__V1__Frame *f = parley__v1__frame__unpack(NULL, m->len, m->data);
             uint64_t rid = f ? f->request_id : 0;
             if (f) parley__v1__frame__free_unpacked(f, NULL);
-            worker_msg *err = reply_error(m->conn_id, rid, PARLEY__V1__STATUS__INTERNAL,
-                                          "store write failed");
+            worker_msg *err = reply_error(m->conn_id, rid, fail_status, fail_text);
             worker_msg_free(m);
             if (rid) worker_post(w->srv, err);
             else worker_msg_free(err);

@@ -29,6 +29,7 @@ void config_defaults(config *c) {
     c->idle_timeout_ms = 60000;      /* two client ping intervals (30 s) */
     c->conn_output_max = 0;          /* derived in config_from_args */
     c->drain_window_ms = 5000;
+    c->min_free_disk = 256ull << 20;
 }
 
 const char *config_fsync_name(enum fsync_policy p) {
@@ -72,6 +73,17 @@ void config_usage(FILE *out) {
         "  --retention DURATION      keep messages this long, e.g. 30d, 12h, 90s (default 30d)\n"
         "  --retention-sweep MS      how often expired messages are removed (default 3600000)\n"
         "  --allowed-origin ORIGIN   refuse browser upgrades from other origins (default: any)\n"
+        "  --min-free-disk SIZE      free space (e.g. 512MiB, 2GiB, bytes) on the data directory's\n"
+        "                            filesystem under which writes are refused with\n"
+        "                            INSUFFICIENT_STORAGE until space returns (default 256MiB; 0 = off)\n"
+        "  --recover-truncate-corrupt-wal\n"
+        "                            (no value; command line only) start even though the store's\n"
+        "                            write-ahead log is damaged before its end: the writes after\n"
+        "                            the damage are DROPPED and logged. Without it parley refuses\n"
+        "                            to start on such a log\n"
+        "  --metrics-listen HOST:PORT|off  serve /metrics (and /healthz) on a separate plain-HTTP\n"
+        "                            listener, not on the public port; off: no /metrics at all\n"
+        "                            (default: /metrics on the public port)\n"
         "  --log-level LEVEL         debug|info|warn|error (default info)\n"
         "  --config FILE             key = value lines, keys as the flags above without --\n"
         "  --help                    this text\n");
@@ -103,6 +115,26 @@ static int parse_duration_ms(const char *key, const char *v, uint64_t *out) {
     else if (strcmp(end, "d") == 0) unit = 24ull * 3600 * 1000;
     if (errno || end == v || v[0] == '-' || unit == 0 || n == 0 || n > UINT64_MAX / unit / 2) {
         fprintf(stderr, "parley: %s: expected a duration such as 30d, 12h, 90s or 500ms, got '%s'\n", key, v);
+        return -1;
+    }
+    *out = n * unit;
+    return 0;
+}
+
+/* "512MiB", "2GiB", "64KiB", "1MB" (decimal units too) or plain bytes */
+static int parse_size(const char *key, const char *v, uint64_t *out) {
+    static const struct { const char *suffix; uint64_t unit; } units[] = {
+        {"", 1}, {"B", 1}, {"KiB", 1ull << 10}, {"MiB", 1ull << 20}, {"GiB", 1ull << 30},
+        {"TiB", 1ull << 40}, {"KB", 1000}, {"MB", 1000000}, {"GB", 1000000000}, {"TB", 1000000000000ull},
+    };
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    uint64_t unit = 0;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcmp(end, units[i].suffix) == 0) unit = units[i].unit;
+    if (errno || end == v || v[0] == '-' || unit == 0 || n > UINT64_MAX / unit) {
+        fprintf(stderr, "parley: %s: expected a size such as 512MiB, 2GiB or bytes, got '%s'\n", key, v);
         return -1;
     }
     *out = n * unit;
@@ -205,6 +237,23 @@ static int config_set(config *c, const char *key, const char *v) {
     } else if (strcmp(key, "retention-sweep") == 0) {
         if (parse_u64(key, v, 100, 86400000, &n)) return -1;
         c->retention_sweep_ms = (uint32_t)n;
+    } else if (strcmp(key, "min-free-disk") == 0) {
+        if (parse_size(key, v, &c->min_free_disk)) return -1;
+    } else if (strcmp(key, "metrics-listen") == 0) {
+        if (strcmp(v, "off") == 0) {
+            c->metrics_mode = METRICS_OFF;
+            return 0;
+        }
+        const char *colon = strrchr(v, ':');
+        if (!colon || colon == v || (size_t)(colon - v) >= sizeof c->metrics_host) {
+            fprintf(stderr, "parley: metrics-listen: expected HOST:PORT or off, got '%s'\n", v);
+            return -1;
+        }
+        if (parse_u64(key, colon + 1, 0, 65535, &n)) return -1;
+        memcpy(c->metrics_host, v, (size_t)(colon - v));
+        c->metrics_host[colon - v] = 0;
+        c->metrics_port = (int)n;
+        c->metrics_mode = METRICS_SEPARATE;
     } else if (strcmp(key, "allowed-origin") == 0) {
         if (strlen(v) >= sizeof c->allowed_origin) {
             fprintf(stderr, "parley: allowed-origin: too long\n");
@@ -270,6 +319,12 @@ int config_from_args(config *c, int argc, char **argv) {
         if (strncmp(a, "--", 2) != 0) {
             fprintf(stderr, "parley: unexpected argument '%s' (see parley serve --help)\n", a);
             return -1;
+        }
+        /* a flag without a value, and only here: dropping data is decided
+         * for one start, not kept in a config file */
+        if (strcmp(a, "--recover-truncate-corrupt-wal") == 0) {
+            c->recover_truncate_corrupt_wal = 1;
+            continue;
         }
         if (i + 1 >= argc) {
             fprintf(stderr, "parley: %s needs a value\n", a);

@@ -34,7 +34,14 @@ typedef struct config {
     uint32_t send_rate;             /* messages per second per device (burst: twice that) */
     uint64_t retention_ms;          /* messages older than this are removed */
     uint32_t retention_sweep_ms;    /* how often the store is swept for them */
+    uint64_t min_free_disk;         /* bytes free under which writes are refused; 0 = no check */
+    int recover_truncate_corrupt_wal; /* open past a corrupt WAL, dropping what follows the damage */
+    int metrics_mode;               /* METRICS_PUBLIC, METRICS_SEPARATE or METRICS_OFF */
+    char metrics_host[256];         /* METRICS_SEPARATE: --metrics-listen */
+    int metrics_port;
 } config;
+
+enum { METRICS_PUBLIC = 0, METRICS_SEPARATE = 1, METRICS_OFF = 2 };
 
 void config_defaults(config *c);
 /* Applies argv (after the "serve" word). Returns 0, 1 when --help was

@@ -7,6 +7,8 @@
 #include "fanout/fanout.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -196,6 +198,46 @@ static void put_sorted(fanout *f, uint64_t checkpoint, bool trim) {
     store_put_checkpoint(f->batch, 0, checkpoint);
 }
 
+/* Commit failures: counted, and retried with a growing pause instead of
+ * ten times a second forever (a full disk or a failing store does not heal
+ * faster for being asked). */
+static atomic_ulong commit_failures_total;
+static atomic_long commit_stalled;   /* 1 while a commit keeps failing */
+
+enum { RETRY_FIRST_MS = 100, RETRY_MAX_MS = 5000 };
+
+uint32_t fanout_retry_delay_ms(uint32_t attempt) {
+    uint32_t d = RETRY_FIRST_MS;
+    for (uint32_t i = 1; i < attempt && d < RETRY_MAX_MS; i++) d *= 2;
+    return d < RETRY_MAX_MS ? d : RETRY_MAX_MS;
+}
+
+size_t fanout_metrics_render(char *out, size_t cap) {
+    int n = snprintf(out, cap,
+        "# HELP parley_fanout_commit_failures_total Fan-out commits that failed (each retried after a growing pause).\n"
+        "# TYPE parley_fanout_commit_failures_total counter\nparley_fanout_commit_failures_total %lu\n"
+        "# HELP parley_fanout_stalled 1 while fan-out waits for a failing commit to succeed.\n"
+        "# TYPE parley_fanout_stalled gauge\nparley_fanout_stalled %ld\n",
+        atomic_load(&commit_failures_total), atomic_load(&commit_stalled));
+    if (n < 0) return 0;
+    return (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* Nothing after this batch may be numbered on top of entries that are not
+ * there, so it is retried until it lands; the log says so once per doubling. */
+static void commit_until_done(fanout *f) {
+    for (uint32_t attempt = 1; store_commit(f->srv->store, f->batch, false) != 0; attempt++) {
+        atomic_fetch_add(&commit_failures_total, 1);
+        atomic_store(&commit_stalled, 1);
+        uint32_t delay = fanout_retry_delay_ms(attempt);
+        if (delay < RETRY_MAX_MS || attempt % 12 == 0)
+            log_error("fanout: commit failed (%s, attempt %u); retrying in %u ms",
+                      store_health_name(store_get_health(f->srv->store)), attempt, delay);
+        usleep(delay * 1000u);
+    }
+    atomic_store(&commit_stalled, 0);
+}
+
 /* Fans out items[0..n): appends, one commit with the checkpoint, then
  * routing. A failed commit is retried: nothing after it may be numbered on
  * top of entries that are not there. */
@@ -212,10 +254,7 @@ static void fan_batch(fanout *f, queue_item **items, size_t n, bool replaying) {
         /* Not fsynced: the writer's next fsync covers this too (one write-ahead
          * log), and if a power cut takes it, the checkpoint goes with the
          * entries and the replay numbers them again the same way. */
-        while (store_commit(f->srv->store, f->batch, false)) {
-            log_error("fanout: commit failed; retrying");
-            usleep(100 * 1000);
-        }
+        commit_until_done(f);
         if (trim) f->trimmed_through = checkpoint;
         METRIC_ADD(inbox_appends_total, f->n_appends);
         /* a replay runs before anyone can be connected */

@@ -15,6 +15,9 @@
 #ifndef PARLEY_FANOUT_H
 #define PARLEY_FANOUT_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "server.h"
 
 typedef struct fanout fanout;
@@ -26,5 +29,11 @@ int fanout_replay(server *srv);
 fanout *fanout_start(server *srv);
 /* Stops once the queue is closed and drained. */
 void fanout_stop(fanout *f);
+
+/* A commit that fails is retried after this long: 100 ms doubling per
+ * consecutive failure, capped at 5 s (attempt counts from 1). */
+uint32_t fanout_retry_delay_ms(uint32_t attempt);
+/* fan-out's commit-failure counters (Prometheus text); returns the length */
+size_t fanout_metrics_render(char *out, size_t cap);
 
 #endif

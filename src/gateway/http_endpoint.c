@@ -7,6 +7,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "gateway/ops_http.h"
 #include "net/http.h"
 
 static const char SUBPROTOCOL[] = "parley.v1";
@@ -34,7 +35,7 @@ static void serve_metrics(worker *w, conn *c) {
         respond_text(w, c, "500 Internal Server Error", "out of memory\n");
         return;
     }
-    size_t n = metrics_render(text, METRICS_TEXT_MAX);
+    size_t n = ops_metrics_text(w->srv, text, METRICS_TEXT_MAX);
     respond(w, c, "200 OK", NULL, "text/plain; version=0.0.4", text, n);
     free(text);
 }
@@ -137,10 +138,14 @@ bool http_endpoint_handle(worker *w, conn *c) {
     char *q = strchr(path, '?');
     if (q) *q = 0;
     if (strcmp(path, "/healthz") == 0) {
-        respond_text(w, c, "200 OK", "ok\n");
+        int code;
+        char body[64];
+        snprintf(body, sizeof body, "%s\n", ops_health(w->srv, &code));
+        respond_text(w, c, code == 200 ? "200 OK" : "503 Service Unavailable", body);
         return false;
     }
-    if (strcmp(path, "/metrics") == 0) {
+    /* --metrics-listen moves it off the public port (or turns it off) */
+    if (strcmp(path, "/metrics") == 0 && w->srv->cfg.metrics_mode == METRICS_PUBLIC) {
         serve_metrics(w, c);
         return false;
     }

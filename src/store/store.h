@@ -37,10 +37,44 @@ void store_bytes_free(store_bytes *b);
 store *store_open(const char *dir, uint64_t retention_ms, uint32_t sweep_ms, char **err); /* *err: free() it */
 void store_close(store *s);
 
+/* Opening refuses to destroy data:
+ * - a store is created only in an absent or empty directory (store_init, or
+ *   store_open_ex on such a directory), and marked as parley's; a directory
+ *   holding anything else is opened without create, so a store with a file
+ *   missing fails to open (and says why) instead of being initialised over;
+ * - the write-ahead log must be intact but for a torn last record (what a
+ *   crash leaves); corruption before its end fails the open, unless
+ *   recover_truncate_corrupt_wal, which opens at the last consistent point
+ *   and logs what was dropped. */
+typedef struct store_options {
+    uint64_t retention_ms;
+    uint32_t sweep_ms;
+    uint64_t min_free_bytes;            /* commits refused while the filesystem of
+                                           the store has less free; 0: no check */
+    bool recover_truncate_corrupt_wal;
+} store_options;
+store *store_open_ex(const char *dir, const store_options *o, char **err); /* *err: free() it */
+/* Creates an empty store in dir, which must be absent or empty. 0, or -1
+ * with *err (free() it). */
+int store_init(const char *dir, char **err);
+
+/* Health, for /healthz and the write path. */
+typedef enum store_health {
+    STORE_HEALTHY = 0,
+    STORE_DISK_FULL,        /* free space under min_free_bytes: commits refused */
+    STORE_FAILING,          /* the last commit failed */
+} store_health;
+store_health store_get_health(store *s);
+const char *store_health_name(store_health h);
+/* Renders the store's counters and gauges (Prometheus text) into out;
+ * returns the length. */
+size_t store_metrics_render(store *s, char *out, size_t cap);
+
 store_batch *store_batch_new(void);
 void store_batch_free(store_batch *b);
 size_t store_batch_count(const store_batch *b);
-/* Atomic. 0, or -1 with the error logged. */
+/* Atomic. 0, or -1 with the error logged (store_get_health says whether
+ * it was refused for space). */
 int store_commit(store *s, store_batch *b, bool sync);
 
 /* Every get returns 1 when found, 0 when not, -1 on a store error.

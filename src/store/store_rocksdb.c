@@ -32,16 +32,23 @@
  */
 #include "store/store.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
 #include <rocksdb/c.h>
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "store/store_dir.h"
 
 struct store {
     rocksdb_t *db;
@@ -59,6 +66,18 @@ struct store {
     pthread_mutex_t sweep_lock;
     pthread_cond_t sweep_stop;
     bool stopping;
+    /* disk space and health: the monitor thread samples the filesystem, the
+     * committing threads read the result */
+    char dir[1024];
+    uint64_t min_free_bytes;          /* 0: no watermark */
+    bool recover_truncate_corrupt_wal;
+    pthread_t monitor;
+    bool monitoring;
+    atomic_ullong free_bytes;
+    atomic_bool disk_full;
+    atomic_bool commit_failing;
+    atomic_ulong writes_refused_total;   /* commits refused under the watermark */
+    atomic_ulong commit_failures_total;  /* commits RocksDB failed */
 };
 
 struct store_batch {
@@ -188,24 +207,191 @@ static void *sweeper_main(void *arg) {
         pthread_cond_timedwait(&s->sweep_stop, &s->sweep_lock, &until);
         if (s->stopping) break;
         pthread_mutex_unlock(&s->sweep_lock);
-        rocksdb_compact_range(s->db, NULL, 0, NULL, 0);
+        /* a compaction writes new files before it deletes old ones */
+        if (!atomic_load(&s->disk_full)) rocksdb_compact_range(s->db, NULL, 0, NULL, 0);
         pthread_mutex_lock(&s->sweep_lock);
     }
     pthread_mutex_unlock(&s->sweep_lock);
     return NULL;
 }
 
+/* ------------------------------------------------------------ disk space */
+
+enum { MONITOR_INTERVAL_MS = 200 };
+
+/* Samples the free space of the store's filesystem; crossing the watermark
+ * is logged once each way. */
+static void sample_disk(store *s) {
+    struct statvfs v;
+    if (statvfs(s->dir, &v) != 0) return;
+    uint64_t free_bytes = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+    atomic_store(&s->free_bytes, free_bytes);
+    bool full = s->min_free_bytes && free_bytes < s->min_free_bytes;
+    bool was = atomic_exchange(&s->disk_full, full);
+    if (full && !was)
+        log_error("store: %llu bytes free in %s, under --min-free-disk %llu: writes are refused "
+                  "until space returns", (unsigned long long)free_bytes, s->dir,
+                  (unsigned long long)s->min_free_bytes);
+    else if (!full && was)
+        log_info("store: %llu bytes free in %s again: writes resume", (unsigned long long)free_bytes,
+                 s->dir);
+}
+
+static void *monitor_main(void *arg) {
+    store *s = arg;
+    pthread_mutex_lock(&s->sweep_lock);
+    while (!s->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += (long)MONITOR_INTERVAL_MS * 1000000;
+        if (until.tv_nsec >= 1000000000) { until.tv_sec++; until.tv_nsec -= 1000000000; }
+        pthread_cond_timedwait(&s->sweep_stop, &s->sweep_lock, &until);
+        if (s->stopping) break;
+        pthread_mutex_unlock(&s->sweep_lock);
+        sample_disk(s);
+        pthread_mutex_lock(&s->sweep_lock);
+    }
+    pthread_mutex_unlock(&s->sweep_lock);
+    return NULL;
+}
+
+store_health store_get_health(store *s) {
+    if (atomic_load(&s->disk_full)) return STORE_DISK_FULL;
+    if (atomic_load(&s->commit_failing)) return STORE_FAILING;
+    return STORE_HEALTHY;
+}
+
+const char *store_health_name(store_health h) {
+    return h == STORE_DISK_FULL ? "disk full" : h == STORE_FAILING ? "store failing" : "ok";
+}
+
+size_t store_metrics_render(store *s, char *out, size_t cap) {
+    uint64_t bg = 0;
+    if (rocksdb_property_int(s->db, "rocksdb.background-errors", &bg) != 0) bg = 0;
+    int n = snprintf(out, cap,
+        "# HELP parley_store_disk_free_bytes Free bytes on the store's filesystem (for unprivileged use).\n"
+        "# TYPE parley_store_disk_free_bytes gauge\nparley_store_disk_free_bytes %llu\n"
+        "# HELP parley_store_min_free_bytes The --min-free-disk watermark (0: none).\n"
+        "# TYPE parley_store_min_free_bytes gauge\nparley_store_min_free_bytes %llu\n"
+        "# HELP parley_store_disk_full 1 while free space is under the watermark and writes are refused.\n"
+        "# TYPE parley_store_disk_full gauge\nparley_store_disk_full %d\n"
+        "# HELP parley_store_writes_refused_total Commits refused (INSUFFICIENT_STORAGE) under the watermark.\n"
+        "# TYPE parley_store_writes_refused_total counter\nparley_store_writes_refused_total %lu\n"
+        "# HELP parley_store_commit_failures_total Commits the store failed.\n"
+        "# TYPE parley_store_commit_failures_total counter\nparley_store_commit_failures_total %lu\n"
+        "# HELP parley_store_failing 1 while the last commit failed.\n"
+        "# TYPE parley_store_failing gauge\nparley_store_failing %d\n"
+        "# HELP parley_store_background_errors RocksDB background errors (flush, compaction) since start.\n"
+        "# TYPE parley_store_background_errors counter\nparley_store_background_errors %llu\n",
+        (unsigned long long)atomic_load(&s->free_bytes), (unsigned long long)s->min_free_bytes,
+        atomic_load(&s->disk_full) ? 1 : 0, atomic_load(&s->writes_refused_total),
+        atomic_load(&s->commit_failures_total), atomic_load(&s->commit_failing) ? 1 : 0,
+        (unsigned long long)bg);
+    if (n < 0) return 0;
+    return (size_t)n < cap ? (size_t)n : 0;
+}
+
 /* --------------------------------------------------------------- open */
 
-store *store_open(const char *dir, uint64_t retention_ms, uint32_t sweep_ms, char **err) {
+/* The write-ahead log files in dir and their sizes, for the log when a
+ * corrupt one is truncated. */
+static void log_wal_files(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    for (int i = 0; i < 1024 && (e = readdir(d)) != NULL; i++) {
+        size_t len = strlen(e->d_name);
+        if (len < 4 || strcmp(e->d_name + len - 4, ".log") != 0) continue;
+        char path[2048];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (stat(path, &st) == 0)
+            log_error("store: write-ahead log %s: %lld bytes", path, (long long)st.st_size);
+    }
+    closedir(d);
+}
+
+static char *errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *errorf(const char *fmt, ...) {
+    char *text = malloc(2048);
+    if (!text) return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, 2048, fmt, ap);
+    va_end(ap);
+    return text;
+}
+
+/* RocksDB's WAL modes (c.h takes the enum's value): 0 tolerates a torn last
+ * record, the only damage a crash leaves, and fails on anything before the
+ * end; 2 (RocksDB's default) stops at the first damage and silently drops
+ * the rest of the log. */
+enum { WAL_TOLERATE_TAIL = 0, WAL_POINT_IN_TIME = 2 };
+
+static rocksdb_t *open_db(store *s, const char *dir, bool create, char **err) {
+    rocksdb_options_set_create_if_missing(s->options, create);
+    rocksdb_options_set_error_if_exists(s->options, create);
+    rocksdb_options_set_wal_recovery_mode(s->options, WAL_TOLERATE_TAIL);
+    rocksdb_t *db = rocksdb_open(s->options, dir, err);
+    if (db || create || !*err || !strstr(*err, "Corruption")) return db;
+    if (!s->recover_truncate_corrupt_wal) {
+        char *why = errorf("%s\nThe store's write-ahead log is damaged before its end: opening it "
+                           "would drop the writes after the damage, which may include acknowledged "
+                           "messages. Refusing to start. Restore the data directory from a backup, "
+                           "or pass --recover-truncate-corrupt-wal to start at the last consistent "
+                           "point and lose the writes after it.", *err);
+        if (why) {
+            free(*err);
+            *err = why;
+        }
+        return NULL;
+    }
+    log_error("store: %s", *err);
+    log_wal_files(dir);
+    log_error("store: --recover-truncate-corrupt-wal: opening at the last consistent point; every "
+              "write in the log after the damage (from the offset above to the end of the logs "
+              "listed) is dropped");
+    free(*err);
+    *err = NULL;
+    rocksdb_options_set_wal_recovery_mode(s->options, WAL_POINT_IN_TIME);
+    db = rocksdb_open(s->options, dir, err);
+    if (db)
+        log_error("store: recovered to sequence number %llu; writes after it are lost",
+                  (unsigned long long)rocksdb_get_latest_sequence_number(db));
+    return db;
+}
+
+store *store_open_ex(const char *dir, const store_options *o, char **err) {
+    *err = NULL;
+    char why[1200];
+    enum store_dir_state state = store_dir_inspect(dir, why, sizeof why);
+    if (state == STORE_DIR_ERROR) {
+        *err = errorf("%s", why);
+        return NULL;
+    }
+    if (state == STORE_DIR_FOREIGN) {
+        *err = errorf("%s is not empty and holds no parley store (no %s marker, no CURRENT file): "
+                      "refusing to create a store over files parley did not make. Use an empty "
+                      "directory (parley init --data DIR), or restore the store's files.",
+                      dir, STORE_DIR_MARKER);
+        return NULL;
+    }
+    if (strlen(dir) >= sizeof ((store *)0)->dir) {
+        *err = errorf("data directory name too long");
+        return NULL;
+    }
+    bool create = state == STORE_DIR_ABSENT || state == STORE_DIR_EMPTY;
     store *s = calloc(1, sizeof *s);
     if (!s) return NULL;
-    s->retention_ms = retention_ms;
-    s->sweep_ms = sweep_ms;
+    s->retention_ms = o->retention_ms;
+    s->sweep_ms = o->sweep_ms;
+    s->min_free_bytes = o->min_free_bytes;
+    s->recover_truncate_corrupt_wal = o->recover_truncate_corrupt_wal;
+    strcpy(s->dir, dir);
     pthread_mutex_init(&s->sweep_lock, NULL);
     pthread_cond_init(&s->sweep_stop, NULL);
     s->options = rocksdb_options_create();
-    rocksdb_options_set_create_if_missing(s->options, 1);
+    rocksdb_options_set_paranoid_checks(s->options, 1);
     rocksdb_options_increase_parallelism(s->options, 2);
     rocksdb_options_optimize_level_style_compaction(s->options, 64 << 20);
     s->table = rocksdb_block_based_options_create();
@@ -215,33 +401,80 @@ store *store_open(const char *dir, uint64_t retention_ms, uint32_t sweep_ms, cha
      * bloom probe per file instead of a block read */
     rocksdb_block_based_options_set_filter_policy(s->table, rocksdb_filterpolicy_create_bloom(10));
     rocksdb_options_set_block_based_table_factory(s->options, s->table);
-    if (retention_ms) {
+    if (s->retention_ms) {
         s->filter = rocksdb_compactionfilter_create(s, retention_filter_destroy, retention_filter,
                                                     retention_filter_name);
         rocksdb_options_set_compaction_filter(s->options, s->filter);
     }
-    s->db = rocksdb_open(s->options, dir, err);
+    s->db = open_db(s, dir, create, err);
     if (!s->db) {
+        if (!create && *err) {
+            char *why2 = errorf("the store in %s does not open: %s\nparley never initialises over "
+                                "an existing store: restore the missing or damaged files, or move "
+                                "the directory away and start on an empty one.", dir, *err);
+            if (why2) {
+                free(*err);
+                *err = why2;
+            }
+        }
         store_close(s);
         return NULL;
     }
+    /* marked once RocksDB has made (or opened) the store: a crash between
+     * the two leaves an unmarked store with CURRENT, which opens */
+    if (state != STORE_DIR_MARKED && store_dir_mark(dir, why, sizeof why) != 0) {
+        *err = errorf("%s", why);
+        store_close(s);
+        return NULL;
+    }
+    if (state == STORE_DIR_UNMARKED_DB) log_info("store: marked the existing store in %s as parley's", dir);
+    if (create) log_info("store: created a new store in %s", dir);
     s->read = rocksdb_readoptions_create();
     s->write_sync = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(s->write_sync, 1);
     s->write_nosync = rocksdb_writeoptions_create();
-    if (retention_ms && sweep_ms) s->sweeping = pthread_create(&s->sweeper, NULL, sweeper_main, s) == 0;
+    sample_disk(s);
+    s->monitoring = pthread_create(&s->monitor, NULL, monitor_main, s) == 0;
+    if (s->retention_ms && s->sweep_ms) s->sweeping = pthread_create(&s->sweeper, NULL, sweeper_main, s) == 0;
     return s;
+}
+
+store *store_open(const char *dir, uint64_t retention_ms, uint32_t sweep_ms, char **err) {
+    store_options o = {.retention_ms = retention_ms, .sweep_ms = sweep_ms};
+    return store_open_ex(dir, &o, err);
+}
+
+int store_init(const char *dir, char **err) {
+    *err = NULL;
+    char why[1200];
+    enum store_dir_state state = store_dir_inspect(dir, why, sizeof why);
+    if (state == STORE_DIR_ERROR) {
+        *err = errorf("%s", why);
+        return -1;
+    }
+    if (state != STORE_DIR_ABSENT && state != STORE_DIR_EMPTY) {
+        *err = errorf("%s is not empty: a store is created only in an empty directory", dir);
+        return -1;
+    }
+    if (state == STORE_DIR_ABSENT && mkdir(dir, 0700) != 0) {
+        *err = errorf("cannot create %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    store_options o = {0};
+    store *s = store_open_ex(dir, &o, err);
+    if (!s) return -1;
+    store_close(s);
+    return 0;
 }
 
 void store_close(store *s) {
     if (!s) return;
-    if (s->sweeping) {
-        pthread_mutex_lock(&s->sweep_lock);
-        s->stopping = true;
-        pthread_cond_signal(&s->sweep_stop);
-        pthread_mutex_unlock(&s->sweep_lock);
-        pthread_join(s->sweeper, NULL);
-    }
+    pthread_mutex_lock(&s->sweep_lock);
+    s->stopping = true;
+    pthread_cond_broadcast(&s->sweep_stop);
+    pthread_mutex_unlock(&s->sweep_lock);
+    if (s->sweeping) pthread_join(s->sweeper, NULL);
+    if (s->monitoring) pthread_join(s->monitor, NULL);
     if (s->db) rocksdb_close(s->db);
     if (s->filter) rocksdb_compactionfilter_destroy(s->filter);
     if (s->read) rocksdb_readoptions_destroy(s->read);
@@ -279,6 +512,13 @@ void store_batch_free(store_batch *b) {
 size_t store_batch_count(const store_batch *b) { return (size_t)rocksdb_writebatch_count(b->wb); }
 
 int store_commit(store *s, store_batch *b, bool sync) {
+    /* Under the watermark nothing is written: RocksDB out of space fails
+     * (and the Debian build asserts), so the reserve is kept for it. The
+     * batch is kept too: the caller decides what to answer. */
+    if (atomic_load(&s->disk_full)) {
+        atomic_fetch_add(&s->writes_refused_total, 1);
+        return -1;
+    }
     char *err = NULL;
     uint64_t t0 = clock_mono_ns();
     rocksdb_write(s->db, sync ? s->write_sync : s->write_nosync, b->wb, &err);
@@ -287,8 +527,11 @@ int store_commit(store *s, store_batch *b, bool sync) {
     if (err) {
         log_error("store: commit failed: %s", err);
         free(err);
+        atomic_fetch_add(&s->commit_failures_total, 1);
+        atomic_store(&s->commit_failing, true);
         return -1;
     }
+    atomic_store(&s->commit_failing, false);
     rocksdb_writebatch_clear(b->wb);
     return 0;
 }
