@@ -1,11 +1,15 @@
 /* test_store.c -- the RocksDB store: ranges stay inside their prefix,
- * scans honour their bounds, batches are atomic and survive reopening. */
+ * scans honour their bounds, batches are atomic and survive reopening; a
+ * directory with other files is never created over, a store missing CURRENT
+ * does not open (and gets no new one), commits are refused under the
+ * free-space watermark; fan-out's retry pause backs off. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "../check.h"
+#include "fanout/fanout.h"
 #include "store/store.h"
 
 static char dir[64];
@@ -172,10 +176,105 @@ static void records_and_dedupe(void) {
     remove_dir();
 }
 
+/* ------------------------------------------------ refusing to destroy data */
+
+static void touch(const char *path) {
+    FILE *f = fopen(path, "w");
+    if (f) fclose(f);
+}
+
+static int present(const char *path) { return access(path, F_OK) == 0; }
+
+/* a directory with foreign files is never created over; a store with
+ * CURRENT gone does not open, and the open does not write one */
+static void open_never_creates_over_existing_files(void) {
+    snprintf(dir, sizeof dir, "/tmp/parley-store-XXXXXX");
+    CHECK(mkdtemp(dir), "mkdtemp");
+    char path[128], current[128], saved[128];
+    snprintf(path, sizeof path, "%s/notes.txt", dir);
+    touch(path);
+    char *err = NULL;
+    store *s = store_open(dir, 0, 0, &err);
+    CHECK(!s, "opened a directory holding only notes.txt");
+    CHECK(err && strstr(err, "holds no parley store"), "error: %s", err ? err : "(none)");
+    free(err);
+    err = NULL;
+    snprintf(current, sizeof current, "%s/CURRENT", dir);
+    CHECK(!present(current), "a CURRENT was written next to foreign files");
+    CHECK(store_init(dir, &err) != 0, "init over a non-empty directory");
+    free(err);
+    err = NULL;
+    remove(path);
+
+    CHECK(store_init(dir, &err) == 0, "init on the emptied directory: %s", err ? err : "");
+    s = store_open(dir, 0, 0, &err);
+    CHECK(s, "open after init: %s", err ? err : "");
+    store_batch *b = store_batch_new();
+    store_put_counter(b, "user", 5);
+    CHECK(store_commit(s, b, true) == 0, "commit");
+    store_batch_free(b);
+    store_close(s);
+
+    snprintf(saved, sizeof saved, "%s/CURRENT.saved", dir);
+    CHECK(rename(current, saved) == 0, "rename CURRENT");
+    s = store_open(dir, 0, 0, &err);
+    CHECK(!s, "opened a store whose CURRENT is missing");
+    CHECK(err && strstr(err, "does not open"), "error: %s", err ? err : "(none)");
+    free(err);
+    err = NULL;
+    CHECK(!present(current), "opening wrote a new CURRENT");
+    CHECK(rename(saved, current) == 0, "restore CURRENT");
+    s = store_open(dir, 0, 0, &err);
+    CHECK(s, "reopen with CURRENT back: %s", err ? err : "");
+    uint64_t n = 0;
+    CHECK(store_get_counter(s, "user", &n) == 1 && n == 5, "the counter survived: %lu", n);
+    store_close(s);
+    remove_dir();
+}
+
+/* under the watermark a commit is refused, health says why, nothing is
+ * written; reads still work */
+static void commit_refused_under_the_free_space_watermark(void) {
+    snprintf(dir, sizeof dir, "/tmp/parley-store-XXXXXX");
+    CHECK(mkdtemp(dir), "mkdtemp");
+    char *err = NULL;
+    store_options o = {.min_free_bytes = UINT64_MAX};   /* no disk has that much free */
+    store *s = store_open_ex(dir, &o, &err);
+    CHECK(s, "open: %s", err ? err : "");
+    CHECK(store_get_health(s) == STORE_DISK_FULL, "health %s", store_health_name(store_get_health(s)));
+    store_batch *b = store_batch_new();
+    store_put_counter(b, "user", 9);
+    CHECK(store_commit(s, b, true) != 0, "a commit went through under the watermark");
+    uint64_t n = 0;
+    CHECK(store_get_counter(s, "user", &n) == 0, "the refused write is there");
+    char text[4096];
+    size_t len = store_metrics_render(s, text, sizeof text);
+    text[len < sizeof text ? len : sizeof text - 1] = 0;
+    CHECK(strstr(text, "parley_store_writes_refused_total 1\n") && strstr(text, "parley_store_disk_full 1\n"),
+          "metrics:\n%s", text);
+    store_batch_free(b);
+    store_close(s);
+    remove_dir();
+}
+
+/* fan-out's pause after a failed commit grows and is capped */
+static void fanout_retry_backs_off(void) {
+    CHECK(fanout_retry_delay_ms(1) == 100, "first %u", fanout_retry_delay_ms(1));
+    CHECK(fanout_retry_delay_ms(2) == 200, "second %u", fanout_retry_delay_ms(2));
+    CHECK(fanout_retry_delay_ms(4) == 800, "fourth %u", fanout_retry_delay_ms(4));
+    for (uint32_t a = 1; a < 40; a++)
+        CHECK(fanout_retry_delay_ms(a + 1) >= fanout_retry_delay_ms(a), "not monotonic at %u", a);
+    CHECK(fanout_retry_delay_ms(7) == 5000 && fanout_retry_delay_ms(1000000) == 5000, "cap %u %u",
+          fanout_retry_delay_ms(7), fanout_retry_delay_ms(1000000));
+}
+
 int main(void) {
     RUN(inbox_ranges);
     RUN(messages_backwards_and_reopen);
     RUN(log_checkpoint_and_trim);
     RUN(records_and_dedupe);
+    RUN(open_never_creates_over_existing_files);
+    RUN(commit_refused_under_the_free_space_watermark);
+    RUN(fanout_retry_backs_off);
     CHECK_EXIT();
 }
