@@ -5,7 +5,7 @@
  * SIGTERM/SIGINT drains (workers_stop: listeners closed, connections closed
  * with 1012 over the drain window), then stops the rest in reverse and
  * exits 0; a second signal exits at once (nothing acknowledged is lost: it
- * is in the store). */
+ * is in the store). SIGHUP reloads the TLS certificate files. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -21,6 +21,7 @@
 #include "fanout/fanout.h"
 #include "gateway/ops_http.h"
 #include "gateway/worker.h"
+#include "net/tls.h"
 #include "server.h"
 
 static void usage(FILE *out) {
@@ -61,6 +62,21 @@ static void exit_now(int sig) {
     _exit(1);
 }
 
+/* SIGHUP: the certificate files were replaced (renewal). New connections
+ * get the new certificate; open ones keep theirs. A bad new pair is
+ * refused and the old one stays. */
+static void reload_tls(server *srv) {
+    if (!srv->cfg.tls_cert[0]) {
+        log_info("SIGHUP: no TLS configured, nothing to reload");
+        return;
+    }
+    char err[512];
+    if (tls_server_reload_all(err, sizeof err) == 0)
+        log_info("SIGHUP: reloaded the TLS certificate %s", srv->cfg.tls_cert);
+    else
+        log_error("SIGHUP: TLS certificate not reloaded, the previous one stays: %s", err);
+}
+
 static int serve(int argc, char **argv) {
     server srv;
     memset(&srv, 0, sizeof srv);
@@ -76,6 +92,7 @@ static int serve(int argc, char **argv) {
     sigemptyset(&signals);
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);   /* reloads the TLS certificate */
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -115,7 +132,7 @@ static int serve(int argc, char **argv) {
              srv.cfg.data_dir, srv.n_workers, config_fsync_name(srv.cfg.fsync));
 
     int sig = 0;
-    sigwait(&signals, &sig);
+    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) reload_tls(&srv);
     log_info("%s: draining over %u ms (a second signal exits at once)",
              sig == SIGTERM ? "SIGTERM" : "SIGINT", srv.cfg.drain_window_ms);
     /* a second signal during the stop: exit now. The handler is in place

@@ -2,7 +2,9 @@
 #include "net/tls.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -29,8 +31,18 @@ static void set_modes(SSL_CTX *ctx) {
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 }
 
-SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err,
-                            size_t err_cap) {
+/* What a server offers. TLS 1.3's suites are all ephemeral and AEAD; for
+ * TLS 1.2 only ECDHE key exchange (forward secrecy) with an AEAD cipher, so
+ * no static-RSA exchange and no CBC-SHA1. The server's order wins (AES-GCM
+ * first: hardware-accelerated here; ChaCha20 for clients without AES
+ * instructions). No renegotiation, no compression. */
+static const char SERVER_TLS12_CIPHERS[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+static SSL_CTX *server_ctx_load(const char *cert_file, const char *key_file, char *err,
+                                size_t err_cap) {
     ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
@@ -38,6 +50,13 @@ SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *e
         return NULL;
     }
     set_modes(ctx);
+    if (SSL_CTX_set_cipher_list(ctx, SERVER_TLS12_CIPHERS) != 1) {
+        last_error(err, err_cap, "TLS ciphers", "none of parley's TLS 1.2 ciphers is available");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_NO_COMPRESSION);
     /* no session cache: reconnecting clients do a full handshake, which
      * costs CPU but keeps server memory flat under a reconnect storm */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
@@ -60,6 +79,85 @@ SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *e
     return ctx;
 }
 
+/* Certificate reload. The context callers hold (the "base") never changes;
+ * it carries, as ex_data, the context loaded last from the files, and new
+ * connections are made from that one. An SSL holds a reference to the
+ * context it was made from, so open connections keep their certificate and
+ * the replaced context is freed with the last of them. */
+typedef struct reloadable {
+    char cert[1024], key[1024];
+    pthread_mutex_t lock;
+    SSL_CTX *current;            /* one reference, owned */
+} reloadable;
+
+enum { MAX_SERVER_CTX = 8 };
+static pthread_once_t ex_once = PTHREAD_ONCE_INIT;
+static int ex_index = -1;
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static SSL_CTX *registry[MAX_SERVER_CTX];   /* every live base, for tls_server_reload_all */
+
+static void ex_index_make(void) { ex_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL); }
+
+static reloadable *reloadable_of(const SSL_CTX *ctx) {
+    pthread_once(&ex_once, ex_index_make);
+    return ex_index < 0 ? NULL : SSL_CTX_get_ex_data(ctx, ex_index);
+}
+
+SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err,
+                            size_t err_cap) {
+    pthread_once(&ex_once, ex_index_make);
+    if (strlen(cert_file) >= sizeof ((reloadable *)0)->cert ||
+        strlen(key_file) >= sizeof ((reloadable *)0)->key) {
+        snprintf(err, err_cap, "certificate or key file name too long");
+        return NULL;
+    }
+    SSL_CTX *ctx = server_ctx_load(cert_file, key_file, err, err_cap);
+    if (!ctx) return NULL;
+    reloadable *r = calloc(1, sizeof *r);
+    if (!r || ex_index < 0 || SSL_CTX_set_ex_data(ctx, ex_index, r) != 1) {
+        free(r);
+        return ctx;   /* works, just without reload */
+    }
+    strcpy(r->cert, cert_file);
+    strcpy(r->key, key_file);
+    pthread_mutex_init(&r->lock, NULL);
+    SSL_CTX_up_ref(ctx);
+    r->current = ctx;
+    pthread_mutex_lock(&registry_lock);
+    for (int i = 0; i < MAX_SERVER_CTX; i++)
+        if (!registry[i]) {
+            registry[i] = ctx;
+            break;
+        }
+    pthread_mutex_unlock(&registry_lock);
+    return ctx;
+}
+
+int tls_server_ctx_reload(SSL_CTX *ctx, char *err, size_t err_cap) {
+    reloadable *r = reloadable_of(ctx);
+    if (!r) {
+        snprintf(err, err_cap, "not a reloadable server context");
+        return -1;
+    }
+    SSL_CTX *fresh = server_ctx_load(r->cert, r->key, err, err_cap);
+    if (!fresh) return -1;   /* the certificate in use stays */
+    pthread_mutex_lock(&r->lock);
+    SSL_CTX *old = r->current;
+    r->current = fresh;
+    pthread_mutex_unlock(&r->lock);
+    SSL_CTX_free(old);
+    return 0;
+}
+
+int tls_server_reload_all(char *err, size_t err_cap) {
+    int failed = 0;
+    pthread_mutex_lock(&registry_lock);
+    for (int i = 0; i < MAX_SERVER_CTX; i++)
+        if (registry[i] && tls_server_ctx_reload(registry[i], err, err_cap) != 0) failed++;
+    pthread_mutex_unlock(&registry_lock);
+    return failed;
+}
+
 SSL_CTX *tls_client_ctx_new(const char *ca_file, char *err, size_t err_cap) {
     ERR_clear_error();
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -80,10 +178,33 @@ SSL_CTX *tls_client_ctx_new(const char *ca_file, char *err, size_t err_cap) {
     return ctx;
 }
 
-void tls_ctx_free(SSL_CTX *ctx) { SSL_CTX_free(ctx); }
+void tls_ctx_free(SSL_CTX *ctx) {
+    if (!ctx) return;
+    reloadable *r = reloadable_of(ctx);
+    if (r) {
+        pthread_mutex_lock(&registry_lock);
+        for (int i = 0; i < MAX_SERVER_CTX; i++)
+            if (registry[i] == ctx) registry[i] = NULL;
+        pthread_mutex_unlock(&registry_lock);
+        SSL_CTX_set_ex_data(ctx, ex_index, NULL);
+        SSL_CTX_free(r->current);
+        pthread_mutex_destroy(&r->lock);
+        free(r);
+    }
+    SSL_CTX_free(ctx);
+}
 
 SSL *tls_server_new(SSL_CTX *ctx, int fd) {
-    SSL *ssl = SSL_new(ctx);
+    reloadable *r = reloadable_of(ctx);
+    SSL_CTX *use = ctx;
+    if (r) {
+        pthread_mutex_lock(&r->lock);
+        use = r->current;
+        SSL_CTX_up_ref(use);
+        pthread_mutex_unlock(&r->lock);
+    }
+    SSL *ssl = SSL_new(use);   /* takes its own reference */
+    if (r) SSL_CTX_free(use);
     if (!ssl) return NULL;
     if (SSL_set_fd(ssl, fd) != 1) {
         SSL_free(ssl);

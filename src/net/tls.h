@@ -1,8 +1,9 @@
 /* tls.h -- TLS on non-blocking sockets (OpenSSL), shared by the server's
  * workers and libparley.
  *
- * Contexts are made here with parley's choices (TLS 1.2+, buffers released
- * when idle); reads and writes go through tls_read/tls_write, which fold
+ * Contexts are made here with parley's choices (TLS 1.2+; a server offers
+ * TLS 1.2 only with ECDHE and AEAD ciphers, in its own order, without
+ * renegotiation; buffers released when idle); reads and writes go through tls_read/tls_write, which fold
  * OpenSSL's error queue into one small result the event loops can act on:
  * WANT_READ / WANT_WRITE say which socket readiness the call waits for
  * (either can happen on a read or a write: handshakes and key updates). */
@@ -27,6 +28,13 @@ typedef enum tls_result {
  * NULL with a one-line reason in err (err_cap bytes) on failure. */
 SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err,
                             size_t err_cap);
+/* Loads the certificate and key again from the same files, for connections
+ * accepted from now on; open connections keep the certificate they were
+ * made with. 0, or -1 with the reason in err (the old certificate stays). */
+int tls_server_ctx_reload(SSL_CTX *ctx, char *err, size_t err_cap);
+/* tls_server_ctx_reload on every server context of the process (SIGHUP).
+ * Returns how many failed (the last reason in err). */
+int tls_server_reload_all(char *err, size_t err_cap);
 /* A client context that verifies the server against ca_file (PEM), or
  * against the system's trust store when ca_file is NULL or "". NULL with the
  * reason in err on failure. */

@@ -5,6 +5,10 @@
  * that trusts another certificate; idle TLS connections hold no record
  * buffers (SSL_MODE_RELEASE_BUFFERS), seen in the server's RSS.
  *
+ * TLS 1.2 takes only ECDHE + AEAD suites, in the server's order, and no
+ * renegotiation; SIGHUP reloads the certificate files for new connections
+ * while open ones carry on.
+ *
  * The harness speaks plain HTTP to /healthz, so this test starts its own
  * server process and asks /healthz and /metrics over TLS. */
 #include <errno.h>
@@ -19,7 +23,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "../check.h"
 #include "harness.h"
@@ -287,6 +293,162 @@ static void idle_tls_connections_are_lean(void) {
     CHECK(!RSS_MEANINGFUL || per < 21.0, "%.1f KiB per idle TLS connection", per);
 }
 
+/* ------------------------------------------ hardening and reload (issue 7) */
+
+/* A TLS 1.2 handshake offering only `ciphers` (no certificate check: this
+ * is about what the server accepts). 1 if it completed, with the cipher in
+ * got; 0 if the server refused; -1 if there was no connection. */
+static int tls12_handshake(const char *ciphers, char *got, size_t cap) {
+    int fd = h_tcp_connect(port, 3000);
+    if (fd < 0) return -1;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl = NULL;
+    int ok = -1;
+    if (ctx) {
+        SSL_CTX_set_security_level(ctx, 0);   /* let the client offer weak suites */
+        SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+        if (SSL_CTX_set_cipher_list(ctx, ciphers) == 1) ssl = SSL_new(ctx);
+    }
+    if (ssl) {
+        SSL_set_fd(ssl, fd);
+        ok = SSL_connect(ssl) == 1;
+        if (ok && got) snprintf(got, cap, "%s", SSL_get_cipher_name(ssl));
+        SSL_free(ssl);
+    }
+    if (ctx) SSL_CTX_free(ctx);
+    close(fd);
+    return ok;
+}
+
+static void tls12_offers_only_ecdhe_aead_in_server_order(void) {
+    char got[128] = "";
+    /* CBC with SHA-1 MACs, with and without forward secrecy */
+    CHECK(tls12_handshake("ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:"
+                          "ECDHE-RSA-AES256-SHA", got, sizeof got) == 0,
+          "CBC-SHA1 accepted: %s", got);
+    /* AEAD but a static RSA key exchange: no forward secrecy */
+    CHECK(tls12_handshake("AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA", got, sizeof got) == 0,
+          "a suite without forward secrecy accepted: %s", got);
+    int r = tls12_handshake("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256", got, sizeof got);
+    CHECK(r == 1, "ECDHE + AES-GCM refused (%d)", r);
+    /* the client prefers ChaCha20; the server's order (AES-GCM first) wins */
+    r = tls12_handshake("ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+                        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256", got, sizeof got);
+    CHECK(r == 1 && strstr(got, "AES128-GCM"), "negotiated %s (%d): the client's order won", got, r);
+}
+
+static void tls12_renegotiation_is_refused(void) {
+    int fd = h_tcp_connect(port, 3000);
+    NEED(fd >= 0);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl = ctx ? SSL_new(ctx) : NULL;
+    int connected = 0, renegotiated = 0;
+    if (ssl) {
+        SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+        SSL_set_max_proto_version(ssl, TLS1_2_VERSION);
+        SSL_set_fd(ssl, fd);
+        connected = SSL_connect(ssl) == 1;
+        if (connected && SSL_renegotiate(ssl) == 1)
+            renegotiated = SSL_do_handshake(ssl) == 1 && !SSL_renegotiate_pending(ssl);
+        SSL_free(ssl);
+    }
+    if (ctx) SSL_CTX_free(ctx);
+    close(fd);
+    CHECK(connected, "no TLS 1.2 connection");
+    CHECK(!renegotiated, "the server renegotiated");
+}
+
+static int digest_of(X509 *x, unsigned char md[32]) {
+    unsigned int n = 0;
+    int ok = x && X509_digest(x, EVP_sha256(), md, &n) == 1 && n == 32;
+    X509_free(x);
+    return ok ? 0 : -1;
+}
+
+/* SHA-256 of the certificate the server presents to a new connection */
+static int served_cert_digest(unsigned char md[32]) {
+    int fd = h_tcp_connect(port, 3000);
+    if (fd < 0) return -1;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl = ctx ? SSL_new(ctx) : NULL;
+    int rc = -1;
+    if (ssl) {
+        SSL_set_fd(ssl, fd);
+        if (SSL_connect(ssl) == 1) rc = digest_of(SSL_get1_peer_certificate(ssl), md);
+        SSL_free(ssl);
+    }
+    if (ctx) SSL_CTX_free(ctx);
+    close(fd);
+    return rc;
+}
+
+static int file_cert_digest(const char *path, unsigned char md[32]) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    return digest_of(x, md);
+}
+
+static int reload_events;
+static void count_reload_event(void *ud, uint64_t user_seq, const Parley__V1__Message *m) {
+    (void)ud; (void)user_seq;
+    if (m->type == PARLEY__V1__MESSAGE_TYPE__TEXT) reload_events++;
+}
+
+/* The renewal: new files renamed over the ones the server was started with
+ * (here an RSA pair replacing the EC one), then SIGHUP. */
+static void sighup_reloads_the_certificate(void) {
+    pc_client *a = wss_client(cert, 0), *b = wss_client(cert, 0);
+    NEED(a && b);
+    NEED(pc_connect(a) == 0 && pc_connect(b) == 0);
+    pc_identity ia, ib;
+    pc_identity_generate(&ia);
+    pc_identity_generate(&ib);
+    NEED(pc_register_user(a, "tls_reload_a", &ia) == 0);
+    NEED(pc_register_user(b, "tls_reload_b", &ib) == 0);
+    pc_on_event(b, count_reload_event, NULL);
+    NEED(pc_start_sync(b) == 0);
+    uint64_t conv = 0, seq = 0;
+    NEED(pc_open_direct(a, ib.user_id, &conv) == 0);
+    NEED(pc_send_text(a, conv, "before reload", &seq) == 0);
+
+    unsigned char old_md[32], new_md[32], md[32];
+    NEED(file_cert_digest(cert, old_md) == 0);
+    NEED(served_cert_digest(md) == 0);
+    CHECK(memcmp(md, old_md, 32) == 0, "the server does not serve cert.pem to begin with");
+    char new_cert[160], new_key[160], cmd[1024];
+    snprintf(new_cert, sizeof new_cert, "%s/renewed-cert.pem", dir);
+    snprintf(new_key, sizeof new_key, "%s/renewed-key.pem", dir);
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey rsa:2048 -nodes -keyout %s -out %s -days 2 "
+             "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1",
+             new_key, new_cert);
+    NEED(system(cmd) == 0);
+    NEED(file_cert_digest(new_cert, new_md) == 0);
+    NEED(rename(new_key, key) == 0 && rename(new_cert, cert) == 0);
+    NEED(kill(pid, SIGHUP) == 0);
+    int seen = 0;
+    for (uint64_t until = h_now_ms() + WAIT_MS; !seen && h_now_ms() < until; h_sleep_ms(50))
+        seen = served_cert_digest(md) == 0 && memcmp(md, new_md, 32) == 0;
+    CHECK(seen, "a new connection does not get the new certificate after SIGHUP");
+    CHECK(waitpid(pid, NULL, WNOHANG) == 0, "the server exited on SIGHUP");
+
+    /* the connections made before go on, on their old session */
+    CHECK(pc_send_text(a, conv, "after reload", &seq) == 0, "old connection after reload: %s",
+          pc_error(a));
+    uint64_t until = h_now_ms() + WAIT_MS;
+    while (reload_events < 2 && h_now_ms() < until) CHECK(pc_poll(b, 100) >= 0, "%s", pc_error(b));
+    CHECK(reload_events == 2, "b saw %d of 2 messages across the reload", reload_events);
+    pc_free(a);
+    pc_free(b);
+    /* and new clients trusting the new certificate get in */
+    pc_client *c = wss_client(cert, 0);
+    NEED(c);
+    CHECK(pc_connect(c) == 0, "new client with the new certificate: %s", pc_error(c));
+    pc_free(c);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     if (start_server() != 0) {
@@ -296,6 +458,10 @@ int main(void) {
     RUN(wss_register_send_sync);
     RUN(plain_and_untrusted_clients_fail_cleanly);
     RUN(idle_tls_connections_are_lean);
+    RUN(tls12_offers_only_ecdhe_aead_in_server_order);
+    RUN(tls12_renegotiation_is_refused);
+    RUN(sighup_reloads_the_certificate);
+    RUN(tls12_offers_only_ecdhe_aead_in_server_order);   /* again, with the RSA certificate */
     stop_server();
     CHECK_EXIT();
 }
