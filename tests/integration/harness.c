@@ -973,3 +973,18 @@ h_event *h_history_all(h_dev *d, uint64_t conv, size_t *n_out) {
     free(tmp.rc);
     return tmp.ev;
 }
+
+int h_server_restart_unhealthy(h_server *s) {
+    if (s->pid > 0) h_server_stop(s);
+    if (spawn(s) != 0) return -1;
+    for (uint64_t deadline = h_now_ms() + 10000; h_now_ms() < deadline; h_sleep_ms(30)) {
+        if (!h_server_alive(s)) break;
+        int st = 0;
+        char body[64];
+        if (h_http_get(s->port, "/healthz", &st, body, sizeof body) == 0) return 0;
+    }
+    fprintf(stderr, "  server did not answer /healthz within 10 s\n");
+    h_server_log_tail(s, 30);
+    h_server_kill9(s);
+    return -1;
+}

@@ -198,4 +198,10 @@ int h_expect_exact(const h_dev *d, uint64_t conv, const h_sent *exp, size_t n, c
 h_event *h_history_all(h_dev *d, uint64_t conv, size_t *n);
 void h_events_free(h_event *ev, size_t n);
 
+/* Starts s again like h_server_restart, but waits only until /healthz
+ * answers at all, whatever its status: for a server that is up but not
+ * healthy (its disk under --min-free-disk, say). 0, or -1 (log tail
+ * printed). */
+int h_server_restart_unhealthy(h_server *s);
+
 #endif

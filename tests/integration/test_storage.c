@@ -14,8 +14,9 @@
  * - Under --min-free-disk (a 2 GiB file is allocated next to the store to
  *   make the free space cross it) sends get INSUFFICIENT_STORAGE, /healthz
  *   says "disk full" with 503, /metrics counts the refusals, acknowledged
- *   messages stay readable; when the file goes, writes resume by
- *   themselves and the recipient gets exactly what was acknowledged. */
+ *   messages stay readable, a restart on the full disk comes up (still
+ *   refusing writes); when the file goes, writes resume by themselves and
+ *   the recipient gets exactly what was acknowledged. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -377,6 +378,23 @@ static void full_disk_refuses_writes_and_they_resume(void) {
     long found = in_history(sc.a, sc.conv, sc.exp, sc.n);
     CHECK(found == (long)sc.n, "%ld of %zu acknowledged messages readable on a full disk", found, sc.n);
     NEED(h_server_alive(&S));
+
+    /* a restart on the full disk comes up (it used to abort again), still
+     * refusing writes and serving what is stored */
+    CHECK(h_server_stop(&S) == 0, "the server did not stop cleanly on a full disk");
+    CHECK(h_server_restart_unhealthy(&S) == 0, "no restart on a full disk");
+    CHECK(wait_health(&S, 503, "disk full"), "/healthz after the restart on a full disk");
+    NEED(h_dev_reconnect(&S, sc.a, 0) == 0);
+    found = in_history(sc.a, sc.conv, sc.exp, sc.n);
+    CHECK(found == (long)sc.n, "%ld of %zu acknowledged messages after the restart", found, sc.n);
+    CHECK(pc_send_text(sc.a->c, sc.conv, "refused again", &seq) != 0 &&
+              pc_status(sc.a->c) == PARLEY__V1__STATUS__INSUFFICIENT_STORAGE,
+          "a send after the restart on a full disk: status %d", pc_status(sc.a->c));
+    uint64_t cursor = 0;
+    for (size_t i = 0; i < sc.b->n_ev; i++)
+        if (sc.b->ev[i].user_seq > cursor) cursor = sc.b->ev[i].user_seq;
+    NEED(h_dev_reconnect(&S, sc.b, cursor) == 0);
+    NEED(h_dev_sync(sc.b, WAIT_MS) == 0);
 
     NEED(unlink(filler) == 0);
     CHECK(wait_health(&S, 200, "ok"), "/healthz did not come back to ok");
