@@ -328,18 +328,37 @@ static char *errorf(const char *fmt, ...) {
  * the rest of the log. */
 enum { WAL_TOLERATE_TAIL = 0, WAL_POINT_IN_TIME = 2 };
 
+/* After a strict open failed on corruption: would a point-in-time open
+ * work, i.e. is the damage in the write-ahead log's records? Read-only, so
+ * nothing on disk changes. 1 with the sequence number it would keep. */
+static int probe_point_in_time(store *s, const char *dir, uint64_t *kept_seq) {
+    rocksdb_options_set_wal_recovery_mode(s->options, WAL_POINT_IN_TIME);
+    char *err = NULL;
+    rocksdb_t *db = rocksdb_open_for_read_only(s->options, dir, 0, &err);
+    rocksdb_options_set_wal_recovery_mode(s->options, WAL_TOLERATE_TAIL);
+    free(err);
+    if (!db) return 0;
+    *kept_seq = rocksdb_get_latest_sequence_number(db);
+    rocksdb_close(db);
+    return 1;
+}
+
 static rocksdb_t *open_db(store *s, const char *dir, bool create, char **err) {
     rocksdb_options_set_create_if_missing(s->options, create);
     rocksdb_options_set_error_if_exists(s->options, create);
     rocksdb_options_set_wal_recovery_mode(s->options, WAL_TOLERATE_TAIL);
     rocksdb_t *db = rocksdb_open(s->options, dir, err);
     if (db || create || !*err || !strstr(*err, "Corruption")) return db;
+    uint64_t kept_seq = 0;
+    if (!probe_point_in_time(s, dir, &kept_seq)) return NULL;   /* not the log: no flag helps */
     if (!s->recover_truncate_corrupt_wal) {
         char *why = errorf("%s\nThe store's write-ahead log is damaged before its end: opening it "
                            "would drop the writes after the damage, which may include acknowledged "
                            "messages. Refusing to start. Restore the data directory from a backup, "
                            "or pass --recover-truncate-corrupt-wal to start at the last consistent "
-                           "point and lose the writes after it.", *err);
+                           "point (sequence number %llu) and lose the writes after it. RocksDB's "
+                           "LOG file in %s names the damaged log and offset.",
+                           *err, (unsigned long long)kept_seq, dir);
         if (why) {
             free(*err);
             *err = why;
@@ -349,8 +368,8 @@ static rocksdb_t *open_db(store *s, const char *dir, bool create, char **err) {
     log_error("store: %s", *err);
     log_wal_files(dir);
     log_error("store: --recover-truncate-corrupt-wal: opening at the last consistent point; every "
-              "write in the log after the damage (from the offset above to the end of the logs "
-              "listed) is dropped");
+              "write after the damage, to the end of the logs listed, is dropped (RocksDB's LOG "
+              "file in %s names the damaged log and offset)", dir);
     free(*err);
     *err = NULL;
     rocksdb_options_set_wal_recovery_mode(s->options, WAL_POINT_IN_TIME);
