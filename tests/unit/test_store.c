@@ -232,6 +232,29 @@ static void open_never_creates_over_existing_files(void) {
     remove_dir();
 }
 
+/* a store made before parley marked its stores (CURRENT, no marker) opens
+ * as it is and gets the marker */
+static void a_store_from_before_markers_opens(void) {
+    store *s = open_fresh();
+    CHECK(s, "open");
+    store_batch *b = store_batch_new();
+    store_put_counter(b, "conversation", 3);
+    CHECK(store_commit(s, b, true) == 0, "commit");
+    store_batch_free(b);
+    store_close(s);
+    char marker[128];
+    snprintf(marker, sizeof marker, "%s/PARLEY_STORE", dir);
+    CHECK(remove(marker) == 0, "remove the marker");
+    char *err = NULL;
+    s = store_open(dir, 0, 0, &err);
+    CHECK(s, "an unmarked store did not open: %s", err ? err : "");
+    uint64_t n = 0;
+    CHECK(store_get_counter(s, "conversation", &n) == 1 && n == 3, "its data: %lu", n);
+    store_close(s);
+    CHECK(present(marker), "the store was not marked");
+    remove_dir();
+}
+
 /* under the watermark a commit is refused, health says why, nothing is
  * written; reads still work */
 static void commit_refused_under_the_free_space_watermark(void) {
@@ -274,6 +297,7 @@ int main(void) {
     RUN(log_checkpoint_and_trim);
     RUN(records_and_dedupe);
     RUN(open_never_creates_over_existing_files);
+    RUN(a_store_from_before_markers_opens);
     RUN(commit_refused_under_the_free_space_watermark);
     RUN(fanout_retry_backs_off);
     CHECK_EXIT();
