@@ -40,7 +40,8 @@ void config_usage(FILE *out) {
     fprintf(out,
         "usage: parley serve [options]\n"
         "  --listen HOST:PORT        where to accept connections (default 127.0.0.1:8080)\n"
-        "  --data DIR                data directory, created if missing (default ./var)\n"
+        "  --data DIR                data directory (default ./var); a store is created in it\n"
+        "                            only if it is absent or empty, never over other files\n"
         "  --workers N               event-loop threads (default: one per core)\n"
         "  --fsync always|batch|off  durability of acknowledged messages (default batch:\n"
         "                            one fsync per group of concurrent writes)\n"
