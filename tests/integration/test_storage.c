@@ -229,10 +229,20 @@ static void missing_current_is_refused_and_nothing_is_deleted(void) {
     h_server_destroy(&S);
 }
 
+static char foreign_dir[64];
+
+static void remove_foreign_dir(void) {
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", foreign_dir);
+    if (foreign_dir[0] && !getenv("PARLEY_KEEP_DATA") && system(cmd) != 0)
+        fprintf(stderr, "  cannot remove %s\n", foreign_dir);
+}
+
 static void foreign_directory_is_refused_and_init_creates(void) {
-    char dir[64];
-    snprintf(dir, sizeof dir, "/tmp/parley-foreign-XXXXXX");
-    NEED(mkdtemp(dir));
+    char *dir = foreign_dir;
+    snprintf(foreign_dir, sizeof foreign_dir, "/tmp/parley-foreign-XXXXXX");
+    NEED(mkdtemp(foreign_dir));
+    atexit(remove_foreign_dir);   /* also when a CHECK returns early */
     char data[128], stray[160], log[128], empty[128];
     snprintf(data, sizeof data, "%s/data", dir);
     snprintf(stray, sizeof stray, "%s/notes.txt", data);
@@ -261,10 +271,6 @@ static void foreign_directory_is_refused_and_init_creates(void) {
     /* and init refuses to run twice */
     rc = run_parley(init_empty, log, WAIT_MS);
     CHECK(rc == 1, "a second init on the store exited %d", rc);
-
-    char cmd[160];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (!getenv("PARLEY_KEEP_DATA") && system(cmd) != 0) fprintf(stderr, "  cannot remove %s\n", dir);
 }
 
 static void torn_wal_tail_recovers_without_a_flag(void) {
