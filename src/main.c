@@ -18,6 +18,7 @@
 
 #include "chat/writer.h"
 #include "core/log.h"
+#include "core/quota.h"
 #include "fanout/fanout.h"
 #include "gateway/worker.h"
 #include "server.h"
@@ -91,7 +92,13 @@ static int serve(int argc, char **argv) {
     srv.queue = queue_local_new(65536);
     srv.registry = registry_local_new();
     srv.n_workers = srv.cfg.workers;
-    srv.writer = writer_start(&srv);
+    quota_limits limits = {
+        .device_rate = {[QUOTA_SEND] = srv.cfg.send_rate, [QUOTA_WRITE] = srv.cfg.write_rate},
+        .user_rate = {[QUOTA_SEND] = srv.cfg.user_send_rate, [QUOTA_WRITE] = srv.cfg.user_write_rate},
+        .user_writer_share = srv.cfg.user_writer_share,
+    };
+    srv.quota = quota_new(&limits);
+    srv.writer = srv.quota ? writer_start(&srv) : NULL;
     srv.fanout = srv.writer ? fanout_start(&srv) : NULL;
     if (!srv.queue || !srv.registry || !srv.writer || !srv.fanout || workers_start(&srv)) {
         fprintf(stderr, "parley: cannot start (see the log above)\n");
@@ -123,6 +130,7 @@ static int serve(int argc, char **argv) {
     registry_free(srv.registry);
     queue_free(srv.queue);
     store_close(srv.store);
+    quota_free(srv.quota);
     log_info("stopped");
     return 0;
 }

@@ -5,6 +5,7 @@
 #include "chat/membership.h"
 #include "chat/writer_internal.h"
 #include "core/clock.h"
+#include "core/metrics.h"
 
 enum { MAX_ENVELOPE = 65536 };
 
@@ -62,6 +63,24 @@ void handle_send_device_message(writer *w, chat_request *r) {
 }
 
 void handle_ack_device_messages(writer *w, chat_request *r) {
-    store_delete_device_messages_through(w->batch, r->user_id, r->device_id,
-                                         r->frame->ack_device_messages->up_to);
+    uint64_t up_to = r->frame->ack_device_messages->up_to;
+    for (size_t i = 0; i < w->n_device_acks; i++) {
+        device_ack *a = &w->device_acks[i];
+        if (a->user == r->user_id && a->device == r->device_id) {
+            if (up_to > a->up_to) a->up_to = up_to;
+            METRIC_INC(device_acks_coalesced_total);
+            return;
+        }
+    }
+    /* bounded: writer_main flushes after at most BATCH_MAX requests */
+    if (w->n_device_acks == BATCH_MAX) writer_flush(w);
+    w->device_acks[w->n_device_acks++] = (device_ack){r->user_id, r->device_id, up_to};
+}
+
+void writer_put_device_acks(writer *w) {
+    for (size_t i = 0; i < w->n_device_acks; i++) {
+        device_ack *a = &w->device_acks[i];
+        store_delete_device_messages_through(w->batch, a->user, a->device, a->up_to);
+    }
+    w->n_device_acks = 0;
 }

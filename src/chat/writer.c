@@ -20,11 +20,13 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/mpsc.h"
+#include "core/quota.h"
 #include "core/u64map.h"
 
 
 void chat_request_free(chat_request *r) {
     if (!r) return;
+    if (r->share) quota_writer_leave(r->share, r->user_id);
     if (r->frame) parley__v1__frame__free_unpacked(r->frame, NULL);
     free(r);
 }
@@ -214,6 +216,7 @@ Parley__Store__Member *writer_member_for_update(writer *w, uint64_t conv, uint64
 }
 
 void writer_flush(writer *w) {
+    writer_put_device_acks(w);
     put_pending_members(w);
     if (store_batch_count(w->batch) == 0 && w->n_sends == 0 && w->n_replies == 0 && w->n_pushes == 0) return;
     int rc = 0;
@@ -876,6 +879,11 @@ static bool handle(writer *w, chat_request *r) {
     }
     Parley__V1__Frame *f = r->frame;
     if (f->body_case == PARLEY__V1__FRAME__BODY_SEND_MESSAGE) return handle_send(w, r);
+    /* batched like sends: acks of one device in a batch become one delete */
+    if (f->body_case == PARLEY__V1__FRAME__BODY_ACK_DEVICE_MESSAGES) {
+        handle_ack_device_messages(w, r);
+        return false;
+    }
     /* everything else commits alone, after what is pending */
     writer_flush(w);
     switch (f->body_case) {
@@ -891,7 +899,6 @@ static bool handle(writer *w, chat_request *r) {
     case PARLEY__V1__FRAME__BODY_FETCH_KEYS: handle_fetch_keys(w, r); break;
     case PARLEY__V1__FRAME__BODY_REMOVE_DEVICE: handle_remove_device(w, r); break;
     case PARLEY__V1__FRAME__BODY_SEND_DEVICE_MESSAGE: handle_send_device_message(w, r); break;
-    case PARLEY__V1__FRAME__BODY_ACK_DEVICE_MESSAGES: handle_ack_device_messages(w, r); break;
     default: writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "not a write request"); break;
     }
     writer_flush(w);
