@@ -28,7 +28,6 @@ enum {
     MAX_GROUP_NAME = 128,
     MAX_BODY = 65536,
     MAX_CLIENT_MSG_ID = 64,
-    LINK_TOKEN_TTL_MS = 10 * 60 * 1000,
     CONV_CACHE_MAX = 1 << 20,
     ACK_SCAN_MAX = 4096,
 };
