@@ -1,0 +1,509 @@
+/* test_quotas.c -- every write has a quota and one user cannot stall the
+ * write path for others:
+ *   - the send limit is the device's, over all its connections, and the
+ *     user's, over all its devices;
+ *   - a user flooding writes (CreateLinkToken, limits lifted so only its
+ *     share of the writer queue holds it) does not make another user's
+ *     sends fail while the flood runs;
+ *   - link tokens: outstanding ones capped per user, expired ones deleted;
+ *   - device-message queues capped per device and per sender, so a victim
+ *     always reaches SyncDone and its envelopes;
+ *   - AckDeviceMessages that do not advance are not written.
+ * Raw connections (src/net codecs) where a test needs every answer's
+ * status, which libparley would hide by retrying. */
+#include <errno.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../check.h"
+#include "harness.h"
+#include "net/http.h"
+#include "net/ws.h"
+
+static h_server S;
+
+enum { RAW_BUF = 1 << 20, IO_TIMEOUT_MS = 10000 };
+
+/* ------------------------------------------------------------ raw client */
+
+typedef struct raw_ws {
+    int fd;
+    uint8_t *buf;
+    size_t off, len;
+    ws_reader rd;
+    uint8_t nonce[32];
+    int eof;
+    int close_code;
+} raw_ws;
+
+static void raw_close(raw_ws *w) {
+    if (!w->buf) return;   /* never opened */
+    if (w->fd >= 0) close(w->fd);
+    w->fd = -1;
+    ws_reader_free(&w->rd);
+    free(w->buf);
+    w->buf = NULL;
+}
+
+/* Next whole message. 1: *m filled (valid until the next call); 0: EOF,
+ * timeout or a malformed frame. */
+static int raw_next(raw_ws *w, ws_message *m) {
+    uint64_t deadline = h_now_ms() + IO_TIMEOUT_MS;
+    for (;;) {
+        size_t consumed = 0;
+        int r = ws_reader_feed(&w->rd, w->buf + w->off, w->len - w->off, &consumed, m);
+        w->off += consumed;
+        if (r == WS_READY) return 1;
+        if (r == WS_ERROR) return 0;
+        if (w->off > 0) {
+            memmove(w->buf, w->buf + w->off, w->len - w->off);
+            w->len -= w->off;
+            w->off = 0;
+        }
+        if (h_now_ms() >= deadline || w->len == RAW_BUF) return 0;
+        ssize_t n = recv(w->fd, w->buf + w->len, RAW_BUF - w->len, 0);
+        if (n == 0) {
+            w->eof = 1;
+            return 0;
+        }
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            return 0;
+        }
+        w->len += (size_t)n;
+    }
+}
+
+/* Appends one masked binary frame holding f to out (cap bytes); its length or 0. */
+static size_t raw_pack_frame(const Parley__V1__Frame *f, uint8_t *out, size_t cap) {
+    size_t len = parley__v1__frame__get_packed_size(f);
+    if (WS_MAX_HEADER + len > cap) return 0;
+    uint8_t mask[4] = {0x12, 0x34, 0x56, 0x78};
+    size_t h = ws_write_header(out, WS_OP_BINARY, true, len, mask);
+    parley__v1__frame__pack(f, out + h);
+    ws_mask(out + h, len, mask, 0);
+    return h + len;
+}
+
+static int raw_send_all(raw_ws *w, const uint8_t *p, size_t n) {
+    uint64_t deadline = h_now_ms() + 3 * IO_TIMEOUT_MS;
+    while (n > 0) {
+        ssize_t k = send(w->fd, p, n, MSG_NOSIGNAL);
+        /* EAGAIN: the socket's send timeout; a busy server reads later */
+        if (k < 0 && (errno == EINTR || errno == EAGAIN) && h_now_ms() < deadline) continue;
+        if (k <= 0) return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static int raw_send_frame(raw_ws *w, const Parley__V1__Frame *f) {
+    size_t cap = WS_MAX_HEADER + parley__v1__frame__get_packed_size(f);
+    uint8_t *b = malloc(cap);
+    if (!b) return -1;
+    size_t n = raw_pack_frame(f, b, cap);
+    int r = n ? raw_send_all(w, b, n) : -1;
+    free(b);
+    return r;
+}
+
+/* Next protobuf Frame (pings and pongs skipped). NULL on close, EOF or timeout. */
+static Parley__V1__Frame *raw_read_frame(raw_ws *w) {
+    for (int i = 0; i < 64; i++) {
+        ws_message m;
+        if (raw_next(w, &m) != 1) return NULL;
+        if (m.kind == WS_MSG_CLOSE) {
+            w->close_code = m.close_code;
+            return NULL;
+        }
+        if (m.kind == WS_MSG_BINARY) return parley__v1__frame__unpack(NULL, m.len, m.data);
+    }
+    return NULL;
+}
+
+/* Upgraded to parley.v1, Challenge read. 0 or -1. */
+static int raw_open(raw_ws *w) {
+    memset(w, 0, sizeof *w);
+    w->fd = -1;
+    w->buf = malloc(RAW_BUF);
+    ws_reader_init(&w->rd, false, RAW_BUF);
+    w->fd = w->buf ? h_tcp_connect(S.port, IO_TIMEOUT_MS) : -1;
+    if (w->fd < 0) return -1;
+    char key[25];
+    ws_make_client_key(key);
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: parley.v1\r\n\r\n",
+                     S.port, key);
+    if (raw_send_all(w, (const uint8_t *)req, (size_t)n) != 0) return -1;
+    uint64_t deadline = h_now_ms() + IO_TIMEOUT_MS;
+    http_response res;
+    int head = 0;
+    while (head == 0 && h_now_ms() < deadline) {
+        head = http_parse_response((const char *)w->buf, w->len, &res);
+        if (head != 0) break;
+        ssize_t k = recv(w->fd, w->buf + w->len, RAW_BUF - w->len, 0);
+        if (k <= 0 && !(k < 0 && errno == EINTR)) return -1;
+        if (k > 0) w->len += (size_t)k;
+    }
+    if (head <= 0 || res.status != 101) return -1;
+    w->off = (size_t)head;
+    Parley__V1__Frame *f = raw_read_frame(w);
+    int ok = f && f->body_case == PARLEY__V1__FRAME__BODY_CHALLENGE && f->challenge->nonce.len == 32;
+    if (ok) memcpy(w->nonce, f->challenge->nonce.data, 32);
+    if (f) parley__v1__frame__free_unpacked(f, NULL);
+    return ok ? 0 : -1;
+}
+
+/* Reads until the Response to request_id: its status (result in *out if
+ * asked, caller frees), or -1. */
+static int raw_response(raw_ws *w, uint64_t request_id, Parley__V1__Frame **out) {
+    for (int i = 0; i < 10000; i++) {
+        Parley__V1__Frame *r = raw_read_frame(w);
+        if (!r) return -1;
+        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id == request_id) {
+            int st = r->response->status;
+            if (out) *out = r;
+            else parley__v1__frame__free_unpacked(r, NULL);
+            return st;
+        }
+        parley__v1__frame__free_unpacked(r, NULL);
+    }
+    return -1;
+}
+
+/* A raw connection signed in as an existing device. 0 or -1. */
+static int raw_sign_in(raw_ws *w, const pc_identity *id) {
+    if (raw_open(w) != 0) return -1;
+    uint8_t msg[14 + 32], sig[64];
+    memcpy(msg, "parley.v1 auth", 14);
+    memcpy(msg + 14, w->nonce, 32);
+    crypto_sign_detached(sig, NULL, msg, sizeof msg, id->secret_key);
+    Parley__V1__SignIn si = PARLEY__V1__SIGN_IN__INIT;
+    si.user_id = id->user_id;
+    si.device_id = id->device_id;
+    si.signature.data = sig;
+    si.signature.len = sizeof sig;
+    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+    f.request_id = 1;
+    f.body_case = PARLEY__V1__FRAME__BODY_SIGN_IN;
+    f.sign_in = &si;
+    if (raw_send_frame(w, &f) != 0) return -1;
+    return raw_response(w, 1, NULL) == PARLEY__V1__STATUS__OK ? 0 : -1;
+}
+
+static void fill_send(Parley__V1__Frame *f, Parley__V1__SendMessage *sm, uint64_t rid, uint64_t conv,
+                      char *id_buf, size_t id_cap, const char *tag) {
+    parley__v1__frame__init(f);
+    parley__v1__send_message__init(sm);
+    snprintf(id_buf, id_cap, "%s-%llu", tag, (unsigned long long)rid);
+    sm->conversation_id = conv;
+    sm->client_msg_id.data = (uint8_t *)id_buf;
+    sm->client_msg_id.len = strlen(id_buf);
+    sm->type = PARLEY__V1__MESSAGE_TYPE__TEXT;
+    sm->body.data = (uint8_t *)"x";
+    sm->body.len = 1;
+    f->request_id = rid;
+    f->body_case = PARLEY__V1__FRAME__BODY_SEND_MESSAGE;
+    f->send_message = sm;
+}
+
+/* Pipelines per_conn sends on each of conns[0..n), then reads every
+ * answer: *ok and *limited count OK and RATE_LIMITED; anything else fails.
+ * *elapsed_ms: from the first send to the last answer. 0 or -1. */
+static int pipelined_sends(raw_ws *conns, size_t n, int per_conn, uint64_t conv, int *ok, int *limited,
+                           uint64_t *elapsed_ms) {
+    *ok = *limited = 0;
+    uint64_t t0 = h_now_ms();
+    for (size_t c = 0; c < n; c++) {
+        for (int k = 0; k < per_conn; k++) {
+            Parley__V1__Frame f;
+            Parley__V1__SendMessage sm;
+            char id[48], tag[16];
+            snprintf(tag, sizeof tag, "c%zu", c);
+            fill_send(&f, &sm, (uint64_t)(100 + k), conv, id, sizeof id, tag);
+            if (raw_send_frame(&conns[c], &f) != 0) return -1;
+        }
+    }
+    /* refusals come from the worker at once, acks from the writer later:
+     * answers arrive out of request order */
+    for (size_t c = 0; c < n; c++) {
+        int answered = 0;
+        while (answered < per_conn) {
+            Parley__V1__Frame *r = raw_read_frame(&conns[c]);
+            if (!r) {
+                fprintf(stderr, "  connection %zu: %d of %d answers (close %d, eof %d)\n", c, answered,
+                        per_conn, conns[c].close_code, conns[c].eof);
+                return -1;
+            }
+            int st = r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE ? (int)r->response->status : -2;
+            parley__v1__frame__free_unpacked(r, NULL);
+            if (st == -2) continue;
+            answered++;
+            if (st == PARLEY__V1__STATUS__OK) (*ok)++;
+            else if (st == PARLEY__V1__STATUS__RATE_LIMITED) (*limited)++;
+            else {
+                fprintf(stderr, "  connection %zu: an answer with status %d\n", c, st);
+                return -1;
+            }
+        }
+    }
+    *elapsed_ms = h_now_ms() - t0;
+    return 0;
+}
+
+/* ----------------------------------------------------------------- tests */
+
+/* --send-rate 2 (bursts of 4), per-user limit lifted: eight connections of
+ * one device together get the device's burst plus what the rate earned
+ * while they sent, not eight bursts. */
+static void send_limit_is_per_device_across_connections(void) {
+    const char *flags[] = {"--send-rate", "2", "--user-send-rate", "100000", "--workers", "2", NULL};
+    CHECK(h_server_start(&S, flags) == 0, "server did not start");
+    h_dev *a = h_user_new(&S, NULL), *b = h_user_new(&S, NULL);
+    CHECK(a && b, "users");
+    uint64_t conv = 0;
+    CHECK(pc_open_direct(a->c, b->id.user_id, &conv) == 0, "direct: %s", pc_error(a->c));
+    enum { CONNS = 8, PER_CONN = 4 };
+    raw_ws *conns = h_calloc(CONNS, sizeof *conns);
+    CHECK(conns, "calloc");
+    int opened = 0;
+    for (int i = 0; i < CONNS; i++) opened += raw_sign_in(&conns[i], &a->id) == 0;
+    int ok = 0, limited = 0;
+    uint64_t elapsed = 0;
+    int r = opened == CONNS ? pipelined_sends(conns, CONNS, PER_CONN, conv, &ok, &limited, &elapsed) : -1;
+    for (int i = 0; i < CONNS; i++) raw_close(&conns[i]);
+    CHECK(opened == CONNS, "only %d of %d connections signed in", opened, CONNS);
+    CHECK(r == 0, "sends failed");
+    double allowed = 4 + 2.0 * (double)elapsed / 1000.0 + 1;
+    fprintf(stderr, "  %d of %d sends taken, %d RATE_LIMITED, in %llu ms (device allows %.1f)\n", ok,
+            CONNS * PER_CONN, limited, (unsigned long long)elapsed, allowed);
+    CHECK(ok >= 4, "the device's burst of 4 was not granted: %d taken", ok);
+    CHECK((double)ok <= allowed, "%d sends taken over 8 connections of one device; its bucket allows %.1f", ok,
+          allowed);
+    h_dev_free(a);
+    h_dev_free(b);
+    h_server_destroy(&S);
+}
+
+/* --user-send-rate 2 (bursts of 4), device limit lifted: two devices of one
+ * user together get the user's burst plus what the rate earned. */
+static void send_limit_per_user_across_devices(void) {
+    const char *flags[] = {"--send-rate", "100000", "--user-send-rate", "2", NULL};
+    CHECK(h_server_start(&S, flags) == 0, "server did not start");
+    h_dev *a = h_user_new(&S, NULL), *b = h_user_new(&S, NULL);
+    CHECK(a && b, "users");
+    h_dev *a2 = h_device_link(&S, a);
+    CHECK(a2, "second device");
+    uint64_t conv = 0;
+    CHECK(pc_open_direct(a->c, b->id.user_id, &conv) == 0, "direct: %s", pc_error(a->c));
+    raw_ws *conns = h_calloc(2, sizeof *conns);
+    CHECK(conns, "calloc");
+    int opened = (raw_sign_in(&conns[0], &a->id) == 0) + (raw_sign_in(&conns[1], &a2->id) == 0);
+    int ok = 0, limited = 0;
+    uint64_t elapsed = 0;
+    int r = opened == 2 ? pipelined_sends(conns, 2, 8, conv, &ok, &limited, &elapsed) : -1;
+    raw_close(&conns[0]);
+    raw_close(&conns[1]);
+    CHECK(opened == 2, "raw sign-in failed");
+    CHECK(r == 0, "sends failed");
+    double allowed = 4 + 2.0 * (double)elapsed / 1000.0 + 1;
+    fprintf(stderr, "  %d of 16 sends taken, %d RATE_LIMITED, in %llu ms (user allows %.1f)\n", ok, limited,
+            (unsigned long long)elapsed, allowed);
+    CHECK(ok >= 4, "the user's burst of 4 was not granted: %d taken", ok);
+    CHECK((double)ok <= allowed, "%d sends taken from two devices of one user; its bucket allows %.1f", ok,
+          allowed);
+    h_dev_free(a);
+    h_dev_free(a2);
+    h_dev_free(b);
+    h_server_destroy(&S);
+}
+
+/* ------------------------------------------------------------- the flood */
+
+enum {
+    FLOOD_CONNS = 4,
+    FLOOD_WINDOW = 20000,      /* requests a flood connection has unanswered */
+    FLOOD_CHUNK = 500,         /* frames per send() */
+    FLOOD_MAX = 5000000,       /* requests per connection: a bound, never reached */
+    FLOOD_MAX_MS = 180000,
+    VICTIM_SENDS = 20,
+};
+
+typedef struct flood_conn {
+    raw_ws ws;
+    pthread_t writer, reader;
+    atomic_ulong sent, answered, ok, limited, unavailable, other;
+    atomic_int ended_alone;    /* stopped by itself: error, close or a bound */
+    atomic_int stop;
+} flood_conn;
+
+static void *flood_write(void *arg) {
+    flood_conn *fc = arg;
+    uint8_t one[64];
+    Parley__V1__CreateLinkToken lt = PARLEY__V1__CREATE_LINK_TOKEN__INIT;
+    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+    f.request_id = 7;
+    f.body_case = PARLEY__V1__FRAME__BODY_CREATE_LINK_TOKEN;
+    f.create_link_token = &lt;
+    size_t n = raw_pack_frame(&f, one, sizeof one);
+    uint8_t *chunk = malloc(n * FLOOD_CHUNK);
+    if (!chunk || n == 0) {
+        atomic_store(&fc->ended_alone, 1);
+        free(chunk);
+        return NULL;
+    }
+    for (int i = 0; i < FLOOD_CHUNK; i++) memcpy(chunk + (size_t)i * n, one, n);
+    uint64_t deadline = h_now_ms() + FLOOD_MAX_MS;
+    while (!atomic_load(&fc->stop)) {
+        if (atomic_load(&fc->sent) >= FLOOD_MAX || h_now_ms() > deadline) {
+            atomic_store(&fc->ended_alone, 1);
+            break;
+        }
+        if (atomic_load(&fc->sent) - atomic_load(&fc->answered) + FLOOD_CHUNK > FLOOD_WINDOW) {
+            h_sleep_ms(1);
+            continue;
+        }
+        if (raw_send_all(&fc->ws, chunk, n * FLOOD_CHUNK) != 0) {
+            if (!atomic_load(&fc->stop)) atomic_store(&fc->ended_alone, 1);
+            break;
+        }
+        atomic_fetch_add(&fc->sent, FLOOD_CHUNK);
+    }
+    free(chunk);
+    return NULL;
+}
+
+static void *flood_read(void *arg) {
+    flood_conn *fc = arg;
+    while (!atomic_load(&fc->stop)) {
+        Parley__V1__Frame *r = raw_read_frame(&fc->ws);
+        if (!r) {
+            /* a quiet 10 s (nothing outstanding) is fine; EOF or close is not */
+            if (fc->ws.eof || fc->ws.close_code) {
+                if (!atomic_load(&fc->stop)) atomic_store(&fc->ended_alone, 1);
+                break;
+            }
+            continue;
+        }
+        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE) {
+            int st = r->response->status;
+            if (st == PARLEY__V1__STATUS__OK) atomic_fetch_add(&fc->ok, 1);
+            else if (st == PARLEY__V1__STATUS__RATE_LIMITED) atomic_fetch_add(&fc->limited, 1);
+            else if (st == PARLEY__V1__STATUS__UNAVAILABLE) atomic_fetch_add(&fc->unavailable, 1);
+            else atomic_fetch_add(&fc->other, 1);
+            atomic_fetch_add(&fc->answered, 1);
+        }
+        parley__v1__frame__free_unpacked(r, NULL);
+    }
+    return NULL;
+}
+
+static unsigned long flood_answered(flood_conn *fl) {
+    unsigned long n = 0;
+    for (int i = 0; i < FLOOD_CONNS; i++) n += atomic_load(&fl[i].answered);
+    return n;
+}
+
+static int flood_ended(flood_conn *fl) {
+    int n = 0;
+    for (int i = 0; i < FLOOD_CONNS; i++) n += atomic_load(&fl[i].ended_alone);
+    return n;
+}
+
+/* Every write bucket lifted, so only the flooder's share of the writer
+ * queue stands between its four pipelining connections and the queue that
+ * every user's writes wait in. The victim's sends, one after another, must
+ * each be answered OK (never UNAVAILABLE or RATE_LIMITED), all while the
+ * flood is still running. */
+static void write_flood_does_not_fail_another_users_sends(void) {
+    const char *flags[] = {"--write-rate", "1000000", "--user-write-rate", "1000000", NULL};
+    CHECK(h_server_start(&S, flags) == 0, "server did not start");
+    h_dev *flooder = h_user_new(&S, NULL), *victim = h_user_new(&S, NULL), *peer = h_user_new(&S, NULL);
+    CHECK(flooder && victim && peer, "users");
+    uint64_t conv = 0;
+    CHECK(pc_open_direct(victim->c, peer->id.user_id, &conv) == 0, "direct: %s", pc_error(victim->c));
+    raw_ws *v = h_calloc(1, sizeof *v);
+    CHECK(v && raw_sign_in(v, &victim->id) == 0, "victim raw sign-in");
+
+    flood_conn *fl = h_calloc(FLOOD_CONNS, sizeof *fl);
+    CHECK(fl, "calloc");
+    int started = 0;
+    for (int i = 0; i < FLOOD_CONNS; i++) {
+        if (raw_sign_in(&fl[i].ws, &flooder->id) != 0) break;
+        pthread_create(&fl[i].reader, NULL, flood_read, &fl[i]);
+        pthread_create(&fl[i].writer, NULL, flood_write, &fl[i]);
+        started++;
+    }
+    /* the flood is on once the server has answered a good part of a window */
+    uint64_t deadline = h_now_ms() + 60000;
+    while (started == FLOOD_CONNS && flood_answered(fl) < 2 * FLOOD_WINDOW && !flood_ended(fl) &&
+           h_now_ms() < deadline)
+        h_sleep_ms(10);
+    unsigned long answered_before = flood_answered(fl);
+
+    int victim_ok = 0, victim_bad = -1;
+    for (int i = 0; i < VICTIM_SENDS && started == FLOOD_CONNS; i++) {
+        Parley__V1__Frame f;
+        Parley__V1__SendMessage sm;
+        char id[48];
+        fill_send(&f, &sm, (uint64_t)(1000 + i), conv, id, sizeof id, "victim");
+        int st = raw_send_frame(v, &f) == 0 ? raw_response(v, (uint64_t)(1000 + i), NULL) : -1;
+        if (st != PARLEY__V1__STATUS__OK) {
+            victim_bad = st;
+            break;
+        }
+        victim_ok++;
+    }
+    int ended_during = flood_ended(fl);
+    unsigned long answered_after = flood_answered(fl);
+    double refused = 0;
+    h_metric(&S, "parley_writer_share_refused_total", &refused);
+
+    unsigned long f_ok = 0, f_limited = 0, f_unavailable = 0, f_other = 0;
+    for (int i = 0; i < started; i++) {
+        atomic_store(&fl[i].stop, 1);
+        shutdown(fl[i].ws.fd, SHUT_RDWR);
+        pthread_join(fl[i].writer, NULL);
+        pthread_join(fl[i].reader, NULL);
+        f_ok += atomic_load(&fl[i].ok);
+        f_limited += atomic_load(&fl[i].limited);
+        f_unavailable += atomic_load(&fl[i].unavailable);
+        f_other += atomic_load(&fl[i].other);
+    }
+    for (int i = 0; i < FLOOD_CONNS; i++) raw_close(&fl[i].ws);
+    raw_close(v);
+    fprintf(stderr,
+            "  flood: %lu answered before the victim's sends, %lu after; OK %lu, RATE_LIMITED %lu, "
+            "UNAVAILABLE %lu, other %lu; share refusals %.0f\n",
+            answered_before, answered_after, f_ok, f_limited, f_unavailable, f_other, refused);
+    CHECK(started == FLOOD_CONNS, "only %d flood connections started", started);
+    CHECK(victim_ok == VICTIM_SENDS, "victim send %d answered with status %d during the flood", victim_ok,
+          victim_bad);
+    CHECK(ended_during == 0, "the flood stopped (%d connections) before the victim's sends completed",
+          ended_during);
+    CHECK(answered_after > answered_before, "the flood made no progress during the victim's sends");
+    CHECK(f_limited > 0 && refused > 0, "the flooder was never held to its writer share (%lu, %.0f)", f_limited,
+          refused);
+    h_dev_free(flooder);
+    h_dev_free(victim);
+    h_dev_free(peer);
+    h_server_destroy(&S);
+}
+
+int main(void) {
+    if (sodium_init() < 0) return 1;
+    RUN(send_limit_is_per_device_across_connections);
+    RUN(send_limit_per_user_across_devices);
+    RUN(write_flood_does_not_fail_another_users_sends);
+    CHECK_EXIT();
+}
