@@ -500,10 +500,175 @@ static void write_flood_does_not_fail_another_users_sends(void) {
     h_server_destroy(&S);
 }
 
+/* ----------------------------------------------------------- link tokens */
+
+/* Waits (bounded) until metric reaches want; its last value. */
+static double wait_metric(const char *name, double want, int timeout_ms) {
+    double v = -1;
+    uint64_t deadline = h_now_ms() + (uint64_t)timeout_ms;
+    do {
+        if (h_metric(&S, name, &v) == 0 && v >= want) break;
+        h_sleep_ms(100);
+    } while (h_now_ms() < deadline);
+    return v;
+}
+
+static int register_with(const char *token) {
+    pc_options o;
+    h_client_options(&S, &o);
+    o.max_reconnects = 0;
+    pc_client *c = pc_new(&o);
+    if (!c) return -1;
+    pc_identity id;
+    pc_identity_generate(&id);
+    int st = pc_connect(c) != 0 ? -1 : pc_register_device(c, token, &id) == 0 ? 0 : pc_status(c);
+    pc_free(c);
+    return st;
+}
+
+/* --link-tokens-per-user 3: the fourth and fifth token replace the two
+ * oldest, which no longer link a device; the newest does. With a 2 s TTL
+ * the two left over are deleted once expired (nobody makes another). */
+static void link_tokens_capped_and_expired_deleted(void) {
+    const char *flags[] = {"--link-tokens-per-user", "3", "--link-token-ttl", "2s", NULL};
+    CHECK(h_server_start(&S, flags) == 0, "server did not start");
+    h_dev *a = h_user_new(&S, NULL);
+    CHECK(a, "user");
+    char tokens[5][256];
+    for (int i = 0; i < 5; i++) {
+        uint64_t exp = 0;
+        CHECK(pc_create_link_token(a->c, tokens[i], sizeof tokens[i], &exp) == 0, "token %d: %s", i,
+              pc_error(a->c));
+    }
+    int oldest = register_with(tokens[0]);
+    CHECK(oldest == PARLEY__V1__STATUS__UNAUTHENTICATED, "the oldest of 5 tokens (cap 3) still linked a device (%d)",
+          oldest);
+    CHECK(register_with(tokens[4]) == 0, "the newest token did not link a device");
+    double replaced = wait_metric("parley_link_tokens_replaced_total", 2, 1000);
+    CHECK(replaced == 2, "parley_link_tokens_replaced_total %.0f, want 2", replaced);
+    /* tokens[2] and [3] are left (tokens[4] was used); both expire after 2 s */
+    double expired = wait_metric("parley_link_tokens_expired_total", 2, 60000);
+    CHECK(expired == 2, "parley_link_tokens_expired_total %.0f, want 2", expired);
+    CHECK(register_with(tokens[3]) == PARLEY__V1__STATUS__UNAUTHENTICATED, "an expired token linked a device");
+    h_dev_free(a);
+    h_server_destroy(&S);
+}
+
+/* ------------------------------------------------------- device messages */
+
+static void count_device_message(void *ud, const Parley__V1__DeviceMessage *m) {
+    (void)m;
+    (*(size_t *)ud)++;
+}
+
+enum { ENVELOPE = 65536 };
+
+/* Sends 64 KiB envelopes from d to (user, device) until one is refused, at
+ * most max: how many were taken; *refusal the refusing status (0: none). */
+static int fill_queue(h_dev *d, uint64_t user, uint32_t device, int max, int *refusal) {
+    static uint8_t body[ENVELOPE];
+    int taken = 0;
+    *refusal = 0;
+    for (int i = 0; i < max; i++) {
+        if (pc_send_device_message(d->c, user, device, body, sizeof body, NULL) != 0) {
+            *refusal = pc_status(d->c);
+            break;
+        }
+        taken++;
+    }
+    return taken;
+}
+
+/* A stranger (anyone who shares a conversation) sends 64 KiB envelopes to
+ * the victim's device until refused, then five more users do the same:
+ * the per-sender share stops each, the per-device cap stops the rest. The
+ * victim then syncs and reaches SyncDone with every envelope taken and a
+ * message waiting in its inbox. */
+static void device_queue_capped_victim_reaches_sync_done(void) {
+    const char *flags[] = {"--write-rate", "1000", NULL};
+    CHECK(h_server_start(&S, flags) == 0, "server did not start");
+    h_dev *victim = h_user_new(&S, NULL);
+    CHECK(victim, "victim");
+    enum { SENDERS = 6, TRIES = 300 };
+    h_dev *senders[SENDERS] = {0};
+    int taken[SENDERS], refusal[SENDERS], total = 0;
+    uint64_t conv = 0;
+    for (int i = 0; i < SENDERS; i++) {
+        senders[i] = h_user_new(&S, NULL);
+        CHECK(senders[i], "sender %d", i);
+        CHECK(pc_open_direct(senders[i]->c, victim->id.user_id, &conv) == 0, "direct: %s",
+              pc_error(senders[i]->c));
+        taken[i] = fill_queue(senders[i], victim->id.user_id, victim->id.device_id, TRIES, &refusal[i]);
+        fprintf(stderr, "  sender %d: %d envelopes of 64 KiB taken, then status %d\n", i, taken[i], refusal[i]);
+        total += taken[i];
+    }
+    CHECK(taken[0] < TRIES && refusal[0] == PARLEY__V1__STATUS__TOO_LARGE,
+          "one stranger queued %d envelopes of 64 KiB (refusal %d)", taken[0], refusal[0]);
+    CHECK(refusal[SENDERS - 1] == PARLEY__V1__STATUS__TOO_LARGE, "the last sender was not refused (%d)",
+          refusal[SENDERS - 1]);
+    uint64_t seq = h_send(senders[SENDERS - 1], conv, "after the envelopes");
+    CHECK(seq > 0, "message to the victim");
+
+    size_t received = 0;
+    pc_on_device_message(victim->c, count_device_message, &received);
+    CHECK(h_dev_sync(victim, 60000) == 0, "the victim never reached SyncDone (%zu envelopes seen)", received);
+    CHECK(received == (size_t)total, "victim got %zu envelopes at sync, %d were taken", received, total);
+    h_count_goal g = {.devs = &victim, .n = 1, .conv = conv, .want = 1, .no_membership = 1};
+    CHECK(h_pump(&victim, 1, h_pred_count, &g, 30000), "the victim's message did not arrive");
+    CHECK(h_dev_has(victim, conv, seq) == 1, "seq %llu not delivered once", (unsigned long long)seq);
+    h_dev_free(victim);
+    for (int i = 0; i < SENDERS; i++) h_dev_free(senders[i]);
+    h_server_destroy(&S);
+}
+
+/* AckDeviceMessages: 200 acks that do not advance past the first are not
+ * written, and the one that is costs one commit, not one each. */
+static void device_acks_not_advancing_are_not_written(void) {
+    CHECK(h_server_start(&S, NULL) == 0, "server did not start");
+    h_dev *a = h_user_new(&S, NULL);
+    CHECK(a, "user");
+    raw_ws *w = h_calloc(1, sizeof *w);
+    CHECK(w && raw_sign_in(w, &a->id) == 0, "raw sign-in");
+    double commits0 = 0, coalesced = 0, commits1 = 0;
+    CHECK(h_metric(&S, "parley_store_commits_total", &commits0) == 0, "metric");
+    enum { ACKS = 200 };
+    int sent = 0;
+    for (int i = 0; i < ACKS; i++) {
+        Parley__V1__AckDeviceMessages ack = PARLEY__V1__ACK_DEVICE_MESSAGES__INIT;
+        ack.up_to = 5;
+        Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+        f.body_case = PARLEY__V1__FRAME__BODY_ACK_DEVICE_MESSAGES;
+        f.ack_device_messages = &ack;
+        sent += raw_send_frame(w, &f) == 0;
+    }
+    /* a request answered after them: the acks before it have been handled */
+    Parley__V1__CreateLinkToken lt = PARLEY__V1__CREATE_LINK_TOKEN__INIT;
+    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+    f.request_id = 9;
+    f.body_case = PARLEY__V1__FRAME__BODY_CREATE_LINK_TOKEN;
+    f.create_link_token = &lt;
+    int st = raw_send_frame(w, &f) == 0 ? raw_response(w, 9, NULL) : -1;
+    raw_close(w);
+    CHECK(sent == ACKS && st == PARLEY__V1__STATUS__OK, "sent %d acks, then status %d", sent, st);
+    CHECK(h_metric(&S, "parley_store_commits_total", &commits1) == 0, "metric");
+    h_metric(&S, "parley_device_acks_coalesced_total", &coalesced);
+    fprintf(stderr, "  %d acks: %.0f commits (with the link token's), %.0f not written\n", ACKS,
+            commits1 - commits0, coalesced);
+    /* one for the first ack, one for the link token; a few spare for
+     * anything else the server commits meanwhile */
+    CHECK(commits1 - commits0 <= 4, "%.0f store commits for %d identical acks", commits1 - commits0, ACKS);
+    CHECK(coalesced >= ACKS - 1, "parley_device_acks_coalesced_total %.0f, want >= %d", coalesced, ACKS - 1);
+    h_dev_free(a);
+    h_server_destroy(&S);
+}
+
 int main(void) {
     if (sodium_init() < 0) return 1;
     RUN(send_limit_is_per_device_across_connections);
     RUN(send_limit_per_user_across_devices);
     RUN(write_flood_does_not_fail_another_users_sends);
+    RUN(link_tokens_capped_and_expired_deleted);
+    RUN(device_queue_capped_victim_reaches_sync_done);
+    RUN(device_acks_not_advancing_are_not_written);
     CHECK_EXIT();
 }
