@@ -72,6 +72,9 @@ static int spawn(server_proc *s) {
         /* ... and the other per-device and per-user write limits (quotas) */
         argv[i++] = "--write-rate";
         argv[i++] = "1000000";
+        /* a sender keeps up to 4096 sends in flight (rate mode) */
+        argv[i++] = "--user-writer-share";
+        argv[i++] = "65536";
         if (s->workers > 0) {
             argv[i++] = "--workers";
             argv[i++] = workers;

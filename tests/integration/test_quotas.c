@@ -228,7 +228,7 @@ static int pipelined_sends(raw_ws *conns, size_t n, int per_conn, uint64_t conv,
         for (int k = 0; k < per_conn; k++) {
             Parley__V1__Frame f;
             Parley__V1__SendMessage sm;
-            char id[48], tag[16];
+            char id[64], tag[24];
             snprintf(tag, sizeof tag, "c%zu", c);
             fill_send(&f, &sm, (uint64_t)(100 + k), conv, id, sizeof id, tag);
             if (raw_send_frame(&conns[c], &f) != 0) return -1;
@@ -292,7 +292,10 @@ static void send_limit_is_per_device_across_connections(void) {
           allowed);
     h_dev_free(a);
     h_dev_free(b);
+    int exit_status = h_server_stop(&S);
+    if (exit_status != 0) h_server_log_tail(&S, 40);
     h_server_destroy(&S);
+    CHECK(exit_status == 0, "the server did not exit cleanly (status %d)", exit_status);
 }
 
 /* --user-send-rate 2 (bursts of 4), device limit lifted: two devices of one
@@ -325,7 +328,10 @@ static void send_limit_per_user_across_devices(void) {
     h_dev_free(a);
     h_dev_free(a2);
     h_dev_free(b);
+    int exit_status = h_server_stop(&S);
+    if (exit_status != 0) h_server_log_tail(&S, 40);
     h_server_destroy(&S);
+    CHECK(exit_status == 0, "the server did not exit cleanly (status %d)", exit_status);
 }
 
 /* ------------------------------------------------------------- the flood */
@@ -497,7 +503,10 @@ static void write_flood_does_not_fail_another_users_sends(void) {
     h_dev_free(flooder);
     h_dev_free(victim);
     h_dev_free(peer);
+    int exit_status = h_server_stop(&S);
+    if (exit_status != 0) h_server_log_tail(&S, 40);
     h_server_destroy(&S);
+    CHECK(exit_status == 0, "the server did not exit cleanly (status %d)", exit_status);
 }
 
 /* ----------------------------------------------------------- link tokens */
@@ -551,7 +560,10 @@ static void link_tokens_capped_and_expired_deleted(void) {
     CHECK(expired == 2, "parley_link_tokens_expired_total %.0f, want 2", expired);
     CHECK(register_with(tokens[3]) == PARLEY__V1__STATUS__UNAUTHENTICATED, "an expired token linked a device");
     h_dev_free(a);
+    int exit_status = h_server_stop(&S);
+    if (exit_status != 0) h_server_log_tail(&S, 40);
     h_server_destroy(&S);
+    CHECK(exit_status == 0, "the server did not exit cleanly (status %d)", exit_status);
 }
 
 /* ------------------------------------------------------- device messages */
@@ -622,7 +634,10 @@ static void device_queue_capped_victim_reaches_sync_done(void) {
     CHECK(h_dev_has(victim, conv, seq) == 1, "seq %llu not delivered once", (unsigned long long)seq);
     h_dev_free(victim);
     for (int i = 0; i < SENDERS; i++) h_dev_free(senders[i]);
+    int exit_status = h_server_stop(&S);
+    if (exit_status != 0) h_server_log_tail(&S, 40);
     h_server_destroy(&S);
+    CHECK(exit_status == 0, "the server did not exit cleanly (status %d)", exit_status);
 }
 
 /* AckDeviceMessages: 200 acks that do not advance past the first are not
@@ -663,7 +678,10 @@ static void device_acks_not_advancing_are_not_written(void) {
     CHECK(commits1 - commits0 <= 4, "%.0f store commits for %d identical acks", commits1 - commits0, ACKS);
     CHECK(coalesced >= ACKS - 1, "parley_device_acks_coalesced_total %.0f, want >= %d", coalesced, ACKS - 1);
     h_dev_free(a);
+    int exit_status = h_server_stop(&S);
+    if (exit_status != 0) h_server_log_tail(&S, 40);
     h_server_destroy(&S);
+    CHECK(exit_status == 0, "the server did not exit cleanly (status %d)", exit_status);
 }
 
 /* argv[1]: run only the case of that name */
