@@ -458,18 +458,23 @@ static void write_flood_does_not_fail_another_users_sends(void) {
     unsigned long answered_before = flood_answered(fl);
 
     int victim_ok = 0, victim_bad = -1;
+    uint64_t slowest_ms = 0, victim_t0 = h_now_ms();   /* printed, never asserted */
     for (int i = 0; i < VICTIM_SENDS && started == FLOOD_CONNS; i++) {
         Parley__V1__Frame f;
         Parley__V1__SendMessage sm;
         char id[48];
         fill_send(&f, &sm, (uint64_t)(1000 + i), conv, id, sizeof id, "victim");
+        uint64_t t = h_now_ms();
         int st = raw_send_frame(v, &f) == 0 ? raw_response(v, (uint64_t)(1000 + i), NULL) : -1;
+        if (h_now_ms() - t > slowest_ms) slowest_ms = h_now_ms() - t;
         if (st != PARLEY__V1__STATUS__OK) {
             victim_bad = st;
             break;
         }
         victim_ok++;
     }
+    fprintf(stderr, "  victim: %d sends in %llu ms, slowest %llu ms\n", victim_ok,
+            (unsigned long long)(h_now_ms() - victim_t0), (unsigned long long)slowest_ms);
     int ended_during = flood_ended(fl);
     unsigned long answered_after = flood_answered(fl);
     double refused = 0;
