@@ -689,6 +689,80 @@ static void device_acks_not_advancing_are_not_written(void) {
     CHECK(exit_status == 0, "the server did not exit cleanly (status %d)", exit_status);
 }
 
+/* ------------------------------------------------------ every write kind */
+
+/* --write-rate 1 (bursts of 2), per-user limit lifted: three of any write
+ * pipelined from a fresh device, the third is RATE_LIMITED. What the first
+ * two are answered (most are invalid here: NOT_FOUND, BAD_REQUEST, ...)
+ * does not matter; they are past the bucket. */
+static void every_write_kind_is_rate_limited(void) {
+    const char *flags[] = {"--write-rate", "1", "--user-write-rate", "100000", NULL};
+    CHECK(h_server_start(&S, flags) == 0, "server did not start");
+    Parley__V1__CreateLinkToken lt = PARLEY__V1__CREATE_LINK_TOKEN__INIT;
+    Parley__V1__UploadKeys uk = PARLEY__V1__UPLOAD_KEYS__INIT;
+    Parley__V1__FetchKeys fk = PARLEY__V1__FETCH_KEYS__INIT;
+    Parley__V1__RemoveDevice rd = PARLEY__V1__REMOVE_DEVICE__INIT;
+    Parley__V1__SendDeviceMessage sdm = PARLEY__V1__SEND_DEVICE_MESSAGE__INIT;
+    Parley__V1__OpenDirect od = PARLEY__V1__OPEN_DIRECT__INIT;
+    Parley__V1__CreateGroup cg = PARLEY__V1__CREATE_GROUP__INIT;
+    Parley__V1__AddMembers am = PARLEY__V1__ADD_MEMBERS__INIT;
+    Parley__V1__RemoveMember rm = PARLEY__V1__REMOVE_MEMBER__INIT;
+    Parley__V1__MarkRead mr = PARLEY__V1__MARK_READ__INIT;
+    struct { const char *name; Parley__V1__Frame f; } kinds[10];
+    for (int i = 0; i < 10; i++) parley__v1__frame__init(&kinds[i].f);
+#define KIND(i, label, CASE, field, value) \
+    kinds[i].name = label; kinds[i].f.body_case = PARLEY__V1__FRAME__BODY_##CASE; kinds[i].f.field = value
+    KIND(0, "CreateLinkToken", CREATE_LINK_TOKEN, create_link_token, &lt);
+    KIND(1, "UploadKeys", UPLOAD_KEYS, upload_keys, &uk);
+    KIND(2, "FetchKeys", FETCH_KEYS, fetch_keys, &fk);
+    KIND(3, "RemoveDevice", REMOVE_DEVICE, remove_device, &rd);
+    KIND(4, "SendDeviceMessage", SEND_DEVICE_MESSAGE, send_device_message, &sdm);
+    KIND(5, "OpenDirect", OPEN_DIRECT, open_direct, &od);
+    KIND(6, "CreateGroup", CREATE_GROUP, create_group, &cg);
+    KIND(7, "AddMembers", ADD_MEMBERS, add_members, &am);
+    KIND(8, "RemoveMember", REMOVE_MEMBER, remove_member, &rm);
+    KIND(9, "MarkRead", MARK_READ, mark_read, &mr);
+#undef KIND
+    raw_ws *w = h_calloc(1, sizeof *w);
+    CHECK(w, "calloc");
+    int unlimited = -1;
+    for (int i = 0; i < 10 && unlimited < 0; i++) {
+        h_dev *d = h_user_new(&S, NULL);
+        CHECK(d, "user");
+        int ok = raw_sign_in(w, &d->id) == 0;
+        int st[3] = {-1, -1, -1};
+        for (int k = 0; ok && k < 3; k++) {
+            kinds[i].f.request_id = (uint64_t)(10 + k);
+            ok = raw_send_frame(w, &kinds[i].f) == 0;
+        }
+        /* answers may come out of order: refusals at once, the rest from the writer */
+        for (int n = 0; ok && n < 3; n++) {
+            Parley__V1__Frame *r = raw_read_frame(w);
+            if (!r) {
+                ok = 0;
+                break;
+            }
+            if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id >= 10 && r->request_id < 13)
+                st[r->request_id - 10] = (int)r->response->status;
+            else n--;
+            parley__v1__frame__free_unpacked(r, NULL);
+        }
+        raw_close(w);
+        h_dev_free(d);
+        CHECK(ok, "%s: no answers", kinds[i].name);
+        int limited = (st[0] == PARLEY__V1__STATUS__RATE_LIMITED) + (st[1] == PARLEY__V1__STATUS__RATE_LIMITED) +
+                      (st[2] == PARLEY__V1__STATUS__RATE_LIMITED);
+        fprintf(stderr, "  %-18s %d %d %d\n", kinds[i].name, st[0], st[1], st[2]);
+        if (limited != 1 || st[2] != PARLEY__V1__STATUS__RATE_LIMITED) unlimited = i;
+    }
+    CHECK(unlimited < 0, "%s: three in a row against a bucket of 2, the third not RATE_LIMITED",
+          kinds[unlimited].name);
+    int exit_status = h_server_stop(&S);
+    if (exit_status != 0) h_server_log_tail(&S, 40);
+    h_server_destroy(&S);
+    CHECK(exit_status == 0, "the server did not exit cleanly (status %d)", exit_status);
+}
+
 /* argv[1]: run only the case of that name */
 #define RUN_IF(fn) do { if (argc < 2 || strcmp(argv[1], #fn) == 0) RUN(fn); } while (0)
 
@@ -700,5 +774,6 @@ int main(int argc, char **argv) {
     RUN_IF(link_tokens_capped_and_expired_deleted);
     RUN_IF(device_queue_capped_victim_reaches_sync_done);
     RUN_IF(device_acks_not_advancing_are_not_written);
+    RUN_IF(every_write_kind_is_rate_limited);
     CHECK_EXIT();
 }
