@@ -749,7 +749,7 @@ static void every_write_kind_is_rate_limited(void) {
         }
         raw_close(w);
         h_dev_free(d);
-        CHECK(ok, "%s: no answers", kinds[i].name);
+        CHECK(ok, "%s: no answers (close %d, eof %d)", kinds[i].name, w->close_code, w->eof);
         int limited = (st[0] == PARLEY__V1__STATUS__RATE_LIMITED) + (st[1] == PARLEY__V1__STATUS__RATE_LIMITED) +
                       (st[2] == PARLEY__V1__STATUS__RATE_LIMITED);
         fprintf(stderr, "  %-18s %d %d %d\n", kinds[i].name, st[0], st[1], st[2]);
