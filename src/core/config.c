@@ -21,14 +21,6 @@ void config_defaults(config *c) {
     c->max_message_bytes = 1u << 20;
     c->handshake_timeout_ms = 10000;
     c->send_rate = 50;
-    c->retention_ms = 30ull * 24 * 3600 * 1000;
-    c->retention_sweep_ms = 3600 * 1000;
-    c->max_connections = 1000000;
-    c->accept_rate = 10000;
-    c->accept_burst = 20000;
-    c->idle_timeout_ms = 60000;      /* two client ping intervals (30 s) */
-    c->conn_output_max = 0;          /* derived in config_from_args */
-    c->drain_window_ms = 5000;
     c->user_send_rate = 0;           /* derived in config_from_args */
     c->write_rate = 20;
     c->user_write_rate = 0;          /* derived in config_from_args */
@@ -38,6 +30,14 @@ void config_defaults(config *c) {
     c->device_queue_max = 256;
     c->device_queue_bytes = 1u << 20;
     c->device_queue_per_sender = 64;
+    c->retention_ms = 30ull * 24 * 3600 * 1000;
+    c->retention_sweep_ms = 3600 * 1000;
+    c->max_connections = 1000000;
+    c->accept_rate = 10000;
+    c->accept_burst = 20000;
+    c->idle_timeout_ms = 60000;      /* two client ping intervals (30 s) */
+    c->conn_output_max = 0;          /* derived in config_from_args */
+    c->drain_window_ms = 5000;
 }
 
 const char *config_fsync_name(enum fsync_policy p) {

@@ -32,8 +32,6 @@ typedef struct config {
     char tls_key[1024];             /* PEM private key */
     char allowed_origin[256];       /* "" = any Origin is accepted */
     uint32_t send_rate;             /* messages per second per device (burst: twice that) */
-    uint64_t retention_ms;          /* messages older than this are removed */
-    uint32_t retention_sweep_ms;    /* how often the store is swept for them */
     /* quotas (core/quota.h); a rate's bucket holds twice the rate */
     uint32_t user_send_rate;        /* messages per second per user; 0 = 2 x send_rate */
     uint32_t write_rate;            /* other writes per second per device */
@@ -44,6 +42,8 @@ typedef struct config {
     uint32_t device_queue_max;      /* device messages waiting for one device */
     size_t device_queue_bytes;      /* their bytes; one sending user may fill a quarter */
     uint32_t device_queue_per_sender; /* of them from one sending user */
+    uint64_t retention_ms;          /* messages older than this are removed */
+    uint32_t retention_sweep_ms;    /* how often the store is swept for them */
 } config;
 
 void config_defaults(config *c);
