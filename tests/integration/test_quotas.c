@@ -28,7 +28,7 @@
 
 static h_server S;
 
-enum { RAW_BUF = 1 << 20, IO_TIMEOUT_MS = 10000 };
+enum { RAW_BUF = 1 << 20, IO_TIMEOUT_MS = 30000 };
 
 /* ------------------------------------------------------------ raw client */
 
@@ -384,6 +384,9 @@ static void *flood_write(void *arg) {
             break;
         }
         atomic_fetch_add(&fc->sent, FLOOD_CHUNK);
+        /* ~100k requests a second per connection: far past what the
+         * writer drains (a commit each), gentler on a shared machine */
+        h_sleep_ms(5);
     }
     free(chunk);
     return NULL;
@@ -394,7 +397,7 @@ static void *flood_read(void *arg) {
     while (!atomic_load(&fc->stop)) {
         Parley__V1__Frame *r = raw_read_frame(&fc->ws);
         if (!r) {
-            /* a quiet 10 s (nothing outstanding) is fine; EOF or close is not */
+            /* a quiet 30 s (nothing outstanding) is fine; EOF or close is not */
             if (fc->ws.eof || fc->ws.close_code) {
                 if (!atomic_load(&fc->stop)) atomic_store(&fc->ended_alone, 1);
                 break;
