@@ -54,7 +54,7 @@ static int spawn(server_proc *s) {
     if (pid == 0) {
         /* its own process group, so a Ctrl-C on the bench reaches it once */
         setpgid(0, 0);
-        char *argv[16];
+        char *argv[24];
         int i = 0;
         argv[i++] = (char *)g_opt.parley_bin;
         argv[i++] = "serve";
@@ -69,6 +69,12 @@ static int spawn(server_proc *s) {
         /* the bench measures capacity: lift the per-device send limit */
         argv[i++] = "--send-rate";
         argv[i++] = "1000000";
+        /* ... and the other per-device and per-user write limits (quotas) */
+        argv[i++] = "--write-rate";
+        argv[i++] = "1000000";
+        /* a sender keeps up to 4096 sends in flight (rate mode) */
+        argv[i++] = "--user-writer-share";
+        argv[i++] = "65536";
         if (s->workers > 0) {
             argv[i++] = "--workers";
             argv[i++] = workers;

@@ -224,7 +224,10 @@ void pc_on_device_list_changed(pc_client *c, pc_device_list_fn fn, void *ud);
 
 /* Device messages: an opaque envelope (1..65536 bytes) for one device of a
  * user sharing a conversation. Not retried after it may have been sent
- * (a second attempt would queue a second envelope). *queue_seq may be NULL. */
+ * (a second attempt would queue a second envelope). *queue_seq may be NULL.
+ * PARLEY__V1__STATUS__TOO_LARGE also when that device's queue, or this
+ * user's part of it, is full (the server's caps): it takes more once the
+ * device has read what waits. */
 int pc_send_device_message(pc_client *c, uint64_t user_id, uint32_t device_id, const void *body,
                            size_t len, uint64_t *queue_seq);
 /* Device messages for this device, live or (re)sent after each StartSync:

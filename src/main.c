@@ -18,6 +18,7 @@
 
 #include "chat/writer.h"
 #include "core/log.h"
+#include "core/quota.h"
 #include "fanout/fanout.h"
 #include "gateway/ops_http.h"
 #include "gateway/worker.h"
@@ -117,7 +118,13 @@ static int serve(int argc, char **argv) {
     srv.queue = queue_local_new(65536);
     srv.registry = registry_local_new();
     srv.n_workers = srv.cfg.workers;
-    srv.writer = writer_start(&srv);
+    quota_limits limits = {
+        .device_rate = {[QUOTA_SEND] = srv.cfg.send_rate, [QUOTA_WRITE] = srv.cfg.write_rate},
+        .user_rate = {[QUOTA_SEND] = srv.cfg.user_send_rate, [QUOTA_WRITE] = srv.cfg.user_write_rate},
+        .user_writer_share = srv.cfg.user_writer_share,
+    };
+    srv.quota = quota_new(&limits);
+    srv.writer = srv.quota ? writer_start(&srv) : NULL;
     srv.fanout = srv.writer ? fanout_start(&srv) : NULL;
     ops_listener *ops = NULL;
     if (srv.cfg.metrics_mode == METRICS_SEPARATE)
@@ -154,6 +161,7 @@ static int serve(int argc, char **argv) {
     queue_free(srv.queue);
     ops_listener_stop(ops);   /* it reads the store: stopped before it */
     store_close(srv.store);
+    quota_free(srv.quota);
     log_info("stopped");
     return 0;
 }

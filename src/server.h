@@ -14,6 +14,7 @@
 struct writer;
 struct fanout;
 struct worker;
+struct quota;
 
 typedef struct server {
     config cfg;
@@ -22,6 +23,7 @@ typedef struct server {
     registry *registry;
     struct writer *writer;
     struct fanout *fanout;
+    struct quota *quota;       /* per-device and per-user buckets, writer shares */
     struct worker **workers;
     int n_workers;
 } server;

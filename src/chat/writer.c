@@ -20,11 +20,13 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/mpsc.h"
+#include "core/quota.h"
 #include "core/u64map.h"
 
 
 void chat_request_free(chat_request *r) {
     if (!r) return;
+    if (r->share) quota_writer_leave(r->share, r->user_id);
     if (r->frame) parley__v1__frame__free_unpacked(r->frame, NULL);
     free(r);
 }
@@ -214,6 +216,7 @@ Parley__Store__Member *writer_member_for_update(writer *w, uint64_t conv, uint64
 }
 
 void writer_flush(writer *w) {
+    writer_put_device_acks(w);
     put_pending_members(w);
     if (store_batch_count(w->batch) == 0 && w->n_sends == 0 && w->n_replies == 0 && w->n_pushes == 0) return;
     int rc = 0;
@@ -398,15 +401,105 @@ static void handle_register_device(writer *w, chat_request *r) {
     answer_registered(w, r, user, device);
 }
 
+/* Link tokens: a token is the user's id in hex, then 128 random bits, so a
+ * user's outstanding tokens are one range of keys. Expired ones are deleted
+ * when their user makes a new one and by a sweep (link_tokens_sweep); past
+ * --link-tokens-per-user outstanding, the oldest go. */
+enum {
+    LINK_TOKEN_CHARS = 16 + 32,
+    LINK_SCAN_MAX = 1000,        /* tokens looked at per user or per sweep */
+    LINK_SWEEP_MAX_MS = 60000,   /* a sweep at least this often (more often for short TTLs) */
+};
+
+typedef struct user_tokens {
+    writer *w;
+    uint64_t now;
+    size_t seen;
+    size_t n;                      /* live ones, in tokens[] */
+    struct { char token[LINK_TOKEN_CHARS + 1]; uint64_t expires_ts; } tokens[LINK_SCAN_MAX];
+} user_tokens;
+
+static int delete_if_expired(writer *w, const char *token, const Parley__Store__LinkToken *t, uint64_t now) {
+    if (t->expires_ts >= now) return 0;
+    store_delete_link_token(w->batch, token);
+    METRIC_INC(link_tokens_expired_total);
+    return 1;
+}
+
+static int collect_user_token(void *ud, const char *token, const Parley__Store__LinkToken *t) {
+    user_tokens *u = ud;
+    if (u->seen++ == LINK_SCAN_MAX) return 1;
+    if (delete_if_expired(u->w, token, t, u->now)) return 0;
+    if (strlen(token) != LINK_TOKEN_CHARS) return 0;
+    snprintf(u->tokens[u->n].token, sizeof u->tokens[u->n].token, "%s", token);
+    u->tokens[u->n].expires_ts = t->expires_ts;
+    u->n++;
+    return 0;
+}
+
+/* Makes room for one more token of the user whose tokens start with
+ * prefix: expired ones deleted, then the oldest until fewer than the cap
+ * are left. */
+static void trim_user_tokens(writer *w, const char *prefix) {
+    user_tokens *u = calloc(1, sizeof *u);
+    if (!u) abort();
+    u->w = w;
+    u->now = clock_wall_ms();
+    store_scan_link_tokens(w->srv->store, prefix, NULL, collect_user_token, u);
+    uint32_t cap = w->srv->cfg.link_tokens_per_user;
+    while (u->n >= cap) {
+        size_t oldest = 0;
+        for (size_t i = 1; i < u->n; i++)
+            if (u->tokens[i].expires_ts < u->tokens[oldest].expires_ts) oldest = i;
+        store_delete_link_token(w->batch, u->tokens[oldest].token);
+        METRIC_INC(link_tokens_replaced_total);
+        u->tokens[oldest] = u->tokens[--u->n];
+    }
+    free(u);
+}
+
+typedef struct token_sweep {
+    writer *w;
+    uint64_t now;
+    size_t seen;
+} token_sweep;
+
+static int sweep_token(void *ud, const char *token, const Parley__Store__LinkToken *t) {
+    token_sweep *sw = ud;
+    if (sw->seen++ == LINK_SCAN_MAX) return 1;
+    delete_if_expired(sw->w, token, t, sw->now);
+    snprintf(sw->w->link_sweep_after, sizeof sw->w->link_sweep_after, "%s", token);
+    return 0;
+}
+
+/* Deletes expired link tokens of every user, LINK_SCAN_MAX at a time,
+ * resuming where the last sweep stopped, so a user who never makes another
+ * token does not keep them forever. */
+static void link_tokens_sweep(writer *w, uint64_t now_mono) {
+    uint64_t every = w->srv->cfg.link_token_ttl_ms < LINK_SWEEP_MAX_MS ? w->srv->cfg.link_token_ttl_ms
+                                                                      : LINK_SWEEP_MAX_MS;
+    if (now_mono - w->link_sweep_ms < every) return;
+    w->link_sweep_ms = now_mono;
+    token_sweep sw = {w, clock_wall_ms(), 0};
+    char after[sizeof w->link_sweep_after];
+    memcpy(after, w->link_sweep_after, sizeof after);
+    store_scan_link_tokens(w->srv->store, "", after, sweep_token, &sw);
+    if (sw.seen <= LINK_SCAN_MAX) w->link_sweep_after[0] = 0;   /* reached the end: start over */
+    writer_flush(w);
+}
+
 static void handle_create_link_token(writer *w, chat_request *r) {
     uint8_t raw[16];
-    char token[33];
+    char random_hex[33], token[LINK_TOKEN_CHARS + 1], prefix[17];
+    snprintf(prefix, sizeof prefix, "%016llx", (unsigned long long)r->user_id);
+    trim_user_tokens(w, prefix);
     randombytes_buf(raw, sizeof raw);
-    sodium_bin2hex(token, sizeof token, raw, sizeof raw);
+    sodium_bin2hex(random_hex, sizeof random_hex, raw, sizeof raw);
+    snprintf(token, sizeof token, "%s%s", prefix, random_hex);
     Parley__Store__LinkToken t;
     parley__store__link_token__init(&t);
     t.user_id = r->user_id;
-    t.expires_ts = clock_wall_ms() + LINK_TOKEN_TTL_MS;
+    t.expires_ts = clock_wall_ms() + w->srv->cfg.link_token_ttl_ms;
     store_put_link_token(w->batch, token, &t);
 
     Parley__V1__Response resp;
@@ -560,7 +653,8 @@ static void handle_create_group(writer *w, chat_request *r) {
     size_t n = q->n_member_user_ids + 1;
     uint64_t *ids = malloc(n * sizeof *ids);
     if (!ids) abort();
-    memcpy(ids, q->member_user_ids, q->n_member_user_ids * sizeof *ids);
+    /* no members: member_user_ids is NULL, which memcpy must not get */
+    if (q->n_member_user_ids) memcpy(ids, q->member_user_ids, q->n_member_user_ids * sizeof *ids);
     ids[n - 1] = r->user_id;
     n = unique_ids(ids, n);
     for (size_t i = 0; i < n; i++) {
@@ -609,7 +703,7 @@ static void handle_add_members(writer *w, chat_request *r) {
     size_t n = q->n_user_ids;
     uint64_t *ids = malloc((n ? n : 1) * sizeof *ids);
     if (!ids) abort();
-    memcpy(ids, q->user_ids, n * sizeof *ids);
+    if (n) memcpy(ids, q->user_ids, n * sizeof *ids);   /* n 0: user_ids is NULL */
     n = unique_ids(ids, n);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
@@ -881,6 +975,11 @@ static bool handle(writer *w, chat_request *r) {
     }
     Parley__V1__Frame *f = r->frame;
     if (f->body_case == PARLEY__V1__FRAME__BODY_SEND_MESSAGE) return handle_send(w, r);
+    /* batched like sends: acks of one device in a batch become one delete */
+    if (f->body_case == PARLEY__V1__FRAME__BODY_ACK_DEVICE_MESSAGES) {
+        handle_ack_device_messages(w, r);
+        return false;
+    }
     /* everything else commits alone, after what is pending */
     writer_flush(w);
     switch (f->body_case) {
@@ -896,7 +995,6 @@ static bool handle(writer *w, chat_request *r) {
     case PARLEY__V1__FRAME__BODY_FETCH_KEYS: handle_fetch_keys(w, r); break;
     case PARLEY__V1__FRAME__BODY_REMOVE_DEVICE: handle_remove_device(w, r); break;
     case PARLEY__V1__FRAME__BODY_SEND_DEVICE_MESSAGE: handle_send_device_message(w, r); break;
-    case PARLEY__V1__FRAME__BODY_ACK_DEVICE_MESSAGES: handle_ack_device_messages(w, r); break;
     default: writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "not a write request"); break;
     }
     writer_flush(w);
@@ -911,6 +1009,7 @@ static void *writer_main(void *arg) {
         uint64_t now = clock_mono_ms();
         if (now - w->notes_flushed_ms >= RECEIPT_COALESCE_MS || w->notes_due.n >= NOTES_MAX)
             flush_notes(w, now);
+        link_tokens_sweep(w, now);
         size_t n = mpsc_pop_many(&w->requests, (void **)batch, BATCH_MAX);
         atomic_store(&g_metrics.writer_queue_depth, (long)mpsc_depth(&w->requests));
         if (n == 0) {

@@ -28,7 +28,6 @@ enum {
     MAX_GROUP_NAME = 128,
     MAX_BODY = 65536,
     MAX_CLIENT_MSG_ID = 64,
-    LINK_TOKEN_TTL_MS = 10 * 60 * 1000,
     CONV_CACHE_MAX = 1 << 20,
     ACK_SCAN_MAX = 4096,
 };
@@ -62,6 +61,14 @@ typedef struct note_list {
     size_t n, cap;
 } note_list;
 
+/* AckDeviceMessages in the open batch, folded per device: one range
+ * delete each at the flush (device_messages.c) */
+typedef struct device_ack {
+    uint64_t user;
+    uint32_t device;
+    uint64_t up_to;
+} device_ack;
+
 typedef struct pending_member {
     uint64_t conv, user;
     Parley__Store__Member *record;   /* owned until the batch commits */
@@ -91,6 +98,10 @@ struct writer {
     uint64_t notes_flushed_ms;
     worker_msg **pushes;             /* pushes about the open batch: sent after its commit */
     size_t n_pushes, cap_pushes;
+    device_ack device_acks[BATCH_MAX];  /* at most one request each between flushes */
+    size_t n_device_acks;
+    uint64_t link_sweep_ms;          /* last sweep of expired link tokens */
+    char link_sweep_after[64];       /* where the next sweep resumes ("": the start) */
 };
 
 
@@ -124,6 +135,8 @@ void handle_fetch_keys(writer *w, chat_request *r);
 void handle_remove_device(writer *w, chat_request *r);
 void handle_send_device_message(writer *w, chat_request *r);
 void handle_ack_device_messages(writer *w, chat_request *r);
+/* writes the open batch's folded device acks into it (writer_flush) */
+void writer_put_device_acks(writer *w);
 /* bumps the user's device list counter and tells their contacts */
 void writer_device_list_changed(writer *w, uint64_t user, Parley__Store__User *u);
 

@@ -21,6 +21,15 @@ void config_defaults(config *c) {
     c->max_message_bytes = 1u << 20;
     c->handshake_timeout_ms = 10000;
     c->send_rate = 50;
+    c->user_send_rate = 0;           /* derived in config_from_args */
+    c->write_rate = 20;
+    c->user_write_rate = 0;          /* derived in config_from_args */
+    c->user_writer_share = 64;
+    c->link_tokens_per_user = 5;
+    c->link_token_ttl_ms = 10 * 60 * 1000;
+    c->device_queue_max = 256;
+    c->device_queue_bytes = 1u << 20;
+    c->device_queue_per_sender = 64;
     c->retention_ms = 30ull * 24 * 3600 * 1000;
     c->retention_sweep_ms = 3600 * 1000;
     c->max_connections = 1000000;
@@ -72,6 +81,25 @@ void config_usage(FILE *out) {
         "  --tls-key FILE            PEM private key for --tls-cert\n"
         "  --send-rate N             messages per second per device, bursts of 2N (default 50);\n"
         "                            past it a send is answered RATE_LIMITED with retry_after_ms\n"
+        "  --user-send-rate N        messages per second per user over all its devices, bursts\n"
+        "                            of 2N (default 2 x send-rate)\n"
+        "  --write-rate N            other writes (link tokens, keys, groups, direct opens,\n"
+        "                            device messages and their acks, read marks, removals)\n"
+        "                            per second per device, bursts of 2N (default 20); past it\n"
+        "                            RATE_LIMITED with retry_after_ms\n"
+        "  --user-write-rate N       the same per user (default 2 x write-rate)\n"
+        "  --user-writer-share N     requests of one user waiting for the write path at once;\n"
+        "                            past it RATE_LIMITED, so one user cannot fill the queue\n"
+        "                            that everyone's writes wait in (default 64)\n"
+        "  --link-tokens-per-user N  outstanding link tokens per user; a new one replaces the\n"
+        "                            oldest (default 5)\n"
+        "  --link-token-ttl DURATION lifetime of a link token; expired ones are deleted\n"
+        "                            (default 10m)\n"
+        "  --device-queue-max N      device messages waiting for one device (default 256)\n"
+        "  --device-queue-bytes B    their total bytes (default 1048576); one sending user\n"
+        "                            may fill a quarter of it (at least 64 KiB)\n"
+        "  --device-queue-per-sender N  of them from one sending user (default 64); past\n"
+        "                            any of the three a send is answered TOO_LARGE\n"
         "  --retention DURATION      keep messages this long, e.g. 30d, 12h, 90s (default 30d)\n"
         "  --retention-sweep MS      how often expired messages are removed (default 3600000)\n"
         "  --allowed-origin ORIGIN   refuse browser upgrades from other origins (default: any)\n"
@@ -234,6 +262,33 @@ static int config_set(config *c, const char *key, const char *v) {
     } else if (strcmp(key, "send-rate") == 0) {
         if (parse_u64(key, v, 1, 1000000, &n)) return -1;
         c->send_rate = (uint32_t)n;
+    } else if (strcmp(key, "user-send-rate") == 0) {
+        if (parse_u64(key, v, 1, 1000000, &n)) return -1;
+        c->user_send_rate = (uint32_t)n;
+    } else if (strcmp(key, "write-rate") == 0) {
+        if (parse_u64(key, v, 1, 1000000, &n)) return -1;
+        c->write_rate = (uint32_t)n;
+    } else if (strcmp(key, "user-write-rate") == 0) {
+        if (parse_u64(key, v, 1, 1000000, &n)) return -1;
+        c->user_write_rate = (uint32_t)n;
+    } else if (strcmp(key, "user-writer-share") == 0) {
+        if (parse_u64(key, v, 1, 65536, &n)) return -1;
+        c->user_writer_share = (uint32_t)n;
+    } else if (strcmp(key, "link-tokens-per-user") == 0) {
+        if (parse_u64(key, v, 1, 1000, &n)) return -1;
+        c->link_tokens_per_user = (uint32_t)n;
+    } else if (strcmp(key, "link-token-ttl") == 0) {
+        if (parse_duration_ms(key, v, &c->link_token_ttl_ms)) return -1;
+    } else if (strcmp(key, "device-queue-max") == 0) {
+        if (parse_u64(key, v, 1, 100000, &n)) return -1;
+        c->device_queue_max = (uint32_t)n;
+    } else if (strcmp(key, "device-queue-bytes") == 0) {
+        /* at least two of the largest envelope (64 KiB) */
+        if (parse_u64(key, v, 1u << 17, 1u << 30, &n)) return -1;
+        c->device_queue_bytes = n;
+    } else if (strcmp(key, "device-queue-per-sender") == 0) {
+        if (parse_u64(key, v, 1, 100000, &n)) return -1;
+        c->device_queue_per_sender = (uint32_t)n;
     } else if (strcmp(key, "retention") == 0) {
         if (parse_duration_ms(key, v, &c->retention_ms)) return -1;
     } else if (strcmp(key, "retention-sweep") == 0) {
@@ -347,6 +402,8 @@ int config_from_args(config *c, int argc, char **argv) {
     /* a connection may legitimately hold the soft cap of pushes plus one
      * reply of each kind in flight; four times that plus the largest
      * message is well past anything a reading client reaches */
+    if (c->user_send_rate == 0) c->user_send_rate = c->send_rate > 500000 ? 1000000 : 2 * c->send_rate;
+    if (c->user_write_rate == 0) c->user_write_rate = c->write_rate > 500000 ? 1000000 : 2 * c->write_rate;
     if (c->conn_output_max == 0) c->conn_output_max = 4 * c->conn_output_cap + c->max_message_bytes;
     if (c->conn_output_max < c->conn_output_cap + c->max_message_bytes) {
         fprintf(stderr, "parley: conn-output-max must be at least conn-output-cap + max-message\n");

@@ -32,6 +32,16 @@ typedef struct config {
     char tls_key[1024];             /* PEM private key */
     char allowed_origin[256];       /* "" = any Origin is accepted */
     uint32_t send_rate;             /* messages per second per device (burst: twice that) */
+    /* quotas (core/quota.h); a rate's bucket holds twice the rate */
+    uint32_t user_send_rate;        /* messages per second per user; 0 = 2 x send_rate */
+    uint32_t write_rate;            /* other writes per second per device */
+    uint32_t user_write_rate;       /* other writes per second per user; 0 = 2 x write_rate */
+    uint32_t user_writer_share;     /* requests of one user in the writer queue at once */
+    uint32_t link_tokens_per_user;  /* outstanding; a new one replaces the oldest */
+    uint64_t link_token_ttl_ms;
+    uint32_t device_queue_max;      /* device messages waiting for one device */
+    size_t device_queue_bytes;      /* their bytes; one sending user may fill a quarter */
+    uint32_t device_queue_per_sender; /* of them from one sending user */
     uint64_t retention_ms;          /* messages older than this are removed */
     uint32_t retention_sweep_ms;    /* how often the store is swept for them */
     uint64_t min_free_disk;         /* bytes free under which writes are refused; 0 = no check */

@@ -34,7 +34,7 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_live_pushes_skipped_total", "counter", "Live pushes held back (window, output cap); the device catches up by sync.", &g_metrics.live_pushes_skipped_total, 0},
         {"parley_sync_events_total", "counter", "Events sent by catch-up from the store.", &g_metrics.sync_events_total, 0},
         {"parley_receipts_total", "counter", "Receipts pushed to devices.", &g_metrics.receipts_total, 0},
-        {"parley_rate_limited_total", "counter", "Sends and typing indicators refused with RATE_LIMITED.", &g_metrics.rate_limited_total, 0},
+        {"parley_rate_limited_total", "counter", "Requests refused with RATE_LIMITED (send, write and typing buckets, writer share).", &g_metrics.rate_limited_total, 0},
         {"parley_retention_removed_total", "counter", "Records older than the retention removed by compaction.", &g_metrics.retention_removed_total, 0},
         {"parley_sockets_open", "gauge", "Accepted sockets not yet closed (HTTP, WebSocket, closing).", &g_metrics.sockets_open, 1},
         {"parley_draining", "gauge", "1 while the gateway drains after SIGTERM.", &g_metrics.draining, 1},
@@ -48,6 +48,11 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_tls_errors_total", "counter", "TLS connections dropped for a handshake or record error.", &g_metrics.tls_errors_total, 0},
         {"parley_writer_queue_depth", "gauge", "Requests waiting for the write path.", &g_metrics.writer_queue_depth, 1},
         {"parley_fanout_queue_depth", "gauge", "Messages waiting for fan-out.", &g_metrics.fanout_queue_depth, 1},
+        {"parley_writer_share_refused_total", "counter", "Writes refused (RATE_LIMITED) because the user already had its share of the writer queue.", &g_metrics.writer_share_refused_total, 0},
+        {"parley_link_tokens_expired_total", "counter", "Expired link tokens deleted.", &g_metrics.link_tokens_expired_total, 0},
+        {"parley_link_tokens_replaced_total", "counter", "Outstanding link tokens dropped for a newer one of the same user.", &g_metrics.link_tokens_replaced_total, 0},
+        {"parley_device_queue_full_total", "counter", "Device messages refused (TOO_LARGE): a device queue or sender cap was reached.", &g_metrics.device_queue_full_total, 0},
+        {"parley_device_acks_coalesced_total", "counter", "AckDeviceMessages not written on their own (folded into another, or not advancing).", &g_metrics.device_acks_coalesced_total, 0},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

@@ -45,6 +45,12 @@ typedef struct metrics {
     atomic_ulong tls_errors_total;        /* handshake or record failures */
     atomic_long writer_queue_depth;       /* gauges, sampled */
     atomic_long fanout_queue_depth;
+    /* quotas and fairness (core/quota.h) */
+    atomic_ulong writer_share_refused_total; /* a user's share of the writer queue was full */
+    atomic_ulong link_tokens_expired_total;  /* expired link tokens deleted */
+    atomic_ulong link_tokens_replaced_total; /* oldest outstanding token dropped for a new one */
+    atomic_ulong device_queue_full_total;    /* device messages refused: a queue cap */
+    atomic_ulong device_acks_coalesced_total;/* AckDeviceMessages folded or dropped, not written */
 } metrics;
 
 extern metrics g_metrics;

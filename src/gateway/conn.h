@@ -42,8 +42,8 @@ typedef struct conn {
     /* session.c, realtime.c */
     uint64_t sync_from;     /* the cursor the latest StartSync came with */
     uint64_t tokens_refilled_ms;
-    float send_tokens;      /* token buckets: sends and typing indicators */
-    float typing_tokens;
+    float typing_tokens;    /* token bucket (sends: per device, admission.h) */
+    uint64_t device_acked_upto; /* last AckDeviceMessages handed to the writer */
     /* limits */
     size_t out_unit_left;   /* bytes of the head unit of c->out (the 101 head or a
                                frame) still to write; 0: the head is a boundary */

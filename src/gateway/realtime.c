@@ -62,30 +62,17 @@ void realtime_subscribe_presence(worker *w, conn *c, const Parley__V1__Frame *f)
 
 /* ----------------------------------------------------------------- typing */
 
-static void refill(worker *w, conn *c) {
+static void refill(conn *c) {
     uint64_t now = clock_mono_ms();
-    float send_cap = 2.0f * (float)w->srv->cfg.send_rate, typing_cap = 2.0f * TYPING_RATE;
+    float typing_cap = 2.0f * TYPING_RATE;
     if (c->tokens_refilled_ms == 0) {
-        c->send_tokens = send_cap;
         c->typing_tokens = typing_cap;
     } else {
         float dt = (float)(now - c->tokens_refilled_ms) / 1000.0f;
-        c->send_tokens += dt * (float)w->srv->cfg.send_rate;
         c->typing_tokens += dt * TYPING_RATE;
-        if (c->send_tokens > send_cap) c->send_tokens = send_cap;
         if (c->typing_tokens > typing_cap) c->typing_tokens = typing_cap;
     }
     c->tokens_refilled_ms = now;
-}
-
-bool realtime_take_send_token(worker *w, conn *c, uint64_t *retry_after_ms) {
-    refill(w, c);
-    if (c->send_tokens >= 1.0f) {
-        c->send_tokens -= 1.0f;
-        return true;
-    }
-    *retry_after_ms = (uint64_t)((1.0f - c->send_tokens) * 1000.0f / (float)w->srv->cfg.send_rate) + 1;
-    return false;
 }
 
 typedef struct typing_fanout {
@@ -105,7 +92,7 @@ static int typing_to_member(void *ud, uint64_t user, const Parley__Store__Member
 
 void realtime_typing(worker *w, conn *c, const Parley__V1__Frame *f) {
     const Parley__V1__Typing *q = f->typing;
-    refill(w, c);
+    refill(c);
     if (c->typing_tokens < 1.0f) {
         conn_send_rate_limited(w, c, f->request_id, "typing indicators are limited to 5 per second",
                                (uint64_t)((1.0f - c->typing_tokens) * 1000.0f / TYPING_RATE) + 1);

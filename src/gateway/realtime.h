@@ -12,7 +12,5 @@ void realtime_get_receipts(worker *w, conn *c, const Parley__V1__Frame *f);
 void realtime_get_devices(worker *w, conn *c, const Parley__V1__Frame *f);
 /* pushes every device message waiting in this device's queue */
 void realtime_push_device_messages(worker *w, conn *c);
-/* refills c's token buckets; true when a send may go now, else the wait */
-bool realtime_take_send_token(worker *w, conn *c, uint64_t *retry_after_ms);
 
 #endif

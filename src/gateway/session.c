@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/clock.h"
+#include "gateway/admission.h"
 #include "gateway/conn.h"
 #include "gateway/realtime.h"
 
@@ -45,27 +46,42 @@ static void respond_ok(worker *w, conn *c, uint64_t request_id) {
     conn_respond(w, c, request_id, &r);
 }
 
-/* Hands f to the writer; true when it took it (false: its queue is full).
+typedef enum submit_result { SUBMIT_TAKEN, SUBMIT_OVER_SHARE, SUBMIT_WRITER_FULL } submit_result;
+
+/* Hands f to the writer. A signed-in user's request counts in its share
+ * of the writer queue until the writer is done with it (admission.h).
  * Requests that get no response (AckDeviceMessages) use this directly:
- * nothing is said when the writer is full, the device acks again later. */
-static bool submit_quietly(worker *w, conn *c, Parley__V1__Frame *f) {
+ * nothing is said when it is not taken, the device acks again later. */
+static submit_result submit_quietly(worker *w, conn *c, Parley__V1__Frame *f) {
+    bool counted = c->user_id != 0;
+    if (counted && !admission_enter_writer(w, c)) return SUBMIT_OVER_SHARE;
     chat_request *r = calloc(1, sizeof *r);
-    if (!r) return false;
+    if (!r) {
+        if (counted) quota_writer_leave(w->srv->quota, c->user_id);
+        return SUBMIT_WRITER_FULL;
+    }
     r->op = CHAT_FRAME;
     r->conn_id = c->id;
     r->request_id = f->request_id;
     r->user_id = c->user_id;
     r->device_id = c->device_id;
     r->frame = f;
-    if (writer_submit(w->srv->writer, r) == 0) return true;
-    free(r);
-    return false;
+    r->share = counted ? w->srv->quota : NULL;
+    if (writer_submit(w->srv->writer, r) == 0) return SUBMIT_TAKEN;
+    r->frame = NULL;   /* the caller still owns f */
+    chat_request_free(r);
+    return SUBMIT_WRITER_FULL;
 }
 
-/* submit_quietly, and when the writer is full the device is told to retry. */
+/* submit_quietly, and when it was not taken the device is told to retry. */
 static bool submit(worker *w, conn *c, Parley__V1__Frame *f) {
-    if (submit_quietly(w, c, f)) return true;
-    conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__UNAVAILABLE, "server busy; retry shortly");
+    submit_result s = submit_quietly(w, c, f);
+    if (s == SUBMIT_TAKEN) return true;
+    if (s == SUBMIT_OVER_SHARE)
+        conn_send_rate_limited(w, c, f->request_id, "too many of your requests are waiting to be written; "
+                               "retry after retry_after_ms", ADMISSION_SHARE_RETRY_MS);
+    else
+        conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__UNAVAILABLE, "server busy; retry shortly");
     return false;
 }
 
@@ -340,17 +356,10 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
         if (c->signed_in) conn_send_error(w, c, rid, PARLEY__V1__STATUS__BAD_REQUEST, "already signed in");
         else handle_sign_in(w, c, f);
         break;
-    case PARLEY__V1__FRAME__BODY_SEND_MESSAGE: {
-        uint64_t wait_ms = 0;
-        if (!c->signed_in) {
-            conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");
-        } else if (!realtime_take_send_token(w, c, &wait_ms)) {
-            conn_send_rate_limited(w, c, rid, "sending too fast; retry after retry_after_ms", wait_ms);
-        } else {
-            taken = submit(w, c, f);
-        }
+    case PARLEY__V1__FRAME__BODY_SEND_MESSAGE:
+        if (!c->signed_in) conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");
+        else if (admission_take(w, c, rid, QUOTA_SEND)) taken = submit(w, c, f);
         break;
-    }
     case PARLEY__V1__FRAME__BODY_CREATE_LINK_TOKEN:
     case PARLEY__V1__FRAME__BODY_UPLOAD_KEYS:
     case PARLEY__V1__FRAME__BODY_FETCH_KEYS:
@@ -362,11 +371,19 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
     case PARLEY__V1__FRAME__BODY_REMOVE_MEMBER:
     case PARLEY__V1__FRAME__BODY_MARK_READ:
         if (!c->signed_in) conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");
-        else taken = submit(w, c, f);
+        else if (admission_take(w, c, rid, QUOTA_WRITE)) taken = submit(w, c, f);
         break;
     case PARLEY__V1__FRAME__BODY_ACK_DEVICE_MESSAGES:
-        /* like Ack: no response, and nothing to do before sign-in */
-        if (c->signed_in) taken = submit_quietly(w, c, f);
+        /* like Ack: no response, and nothing to do before sign-in; one
+         * that does not advance this connection's acks is not written */
+        if (!c->signed_in) break;
+        if (f->ack_device_messages->up_to <= c->device_acked_upto) {
+            METRIC_INC(device_acks_coalesced_total);
+        } else if (admission_take_quietly(w, c, QUOTA_WRITE)) {
+            uint64_t up_to = f->ack_device_messages->up_to;
+            taken = submit_quietly(w, c, f) == SUBMIT_TAKEN;
+            if (taken) c->device_acked_upto = up_to;
+        }
         break;
     case PARLEY__V1__FRAME__BODY_SUBSCRIBE_PRESENCE:
     case PARLEY__V1__FRAME__BODY_TYPING:

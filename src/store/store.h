@@ -96,6 +96,11 @@ void store_put_device(store_batch *b, uint64_t user_id, uint32_t device_id,
 int store_get_link_token(store *s, const char *token, Parley__Store__LinkToken **out);
 void store_put_link_token(store_batch *b, const char *token, const Parley__Store__LinkToken *t);
 void store_delete_link_token(store_batch *b, const char *token);
+/* Link tokens starting with prefix ("" = all), in token order, from the
+ * first one after `after` (NULL or "": from the first); fn returns non-zero
+ * to stop. 0 or -1. */
+typedef int (*store_link_token_fn)(void *ud, const char *token, const Parley__Store__LinkToken *t);
+int store_scan_link_tokens(store *s, const char *prefix, const char *after, store_link_token_fn fn, void *ud);
 
 int store_get_conversation(store *s, uint64_t conv, Parley__Store__Conversation **out);
 void store_put_conversation(store_batch *b, uint64_t conv, const Parley__Store__Conversation *c);

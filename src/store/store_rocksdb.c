@@ -762,6 +762,33 @@ void store_delete_link_token(store_batch *b, const char *token) {
     rocksdb_writebatch_delete(b->wb, (const char *)k.b, k.len);
 }
 
+struct token_scan { store_link_token_fn fn; void *ud; };
+
+static int token_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
+    struct token_scan *ts = ud;
+    char token[256];
+    size_t n = klen - 1 < sizeof token - 1 ? klen - 1 : sizeof token - 1;
+    memcpy(token, k + 1, n);
+    token[n] = 0;
+    Parley__Store__LinkToken *t = parley__store__link_token__unpack(NULL, vlen, v);
+    if (!t) return 0;   /* undecodable: skipped, like a missing one */
+    int stop = ts->fn(ts->ud, token, t);
+    parley__store__link_token__free_unpacked(t, NULL);
+    return stop;
+}
+
+int store_scan_link_tokens(store *s, const char *prefix, const char *after, store_link_token_fn fn, void *ud) {
+    key p, start;
+    token_key(&p, prefix);
+    start = p;
+    if (after && *after && strncmp(after, prefix, strlen(prefix)) == 0) {
+        token_key(&start, after);
+        start.b[start.len++] = 0;   /* the first key past `after` */
+    }
+    struct token_scan ts = {fn, ud};
+    return scan(s, &p, &start, false, token_scan_cb, &ts);
+}
+
 /* --------------------------------------------------------- conversations */
 
 static void conv_key(key *k, uint64_t conv) { key_begin(k, 'c'); key_u64(k, conv); }
