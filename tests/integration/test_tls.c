@@ -283,7 +283,7 @@ static void idle_tls_connections_are_lean(void) {
     CHECK(n == IDLE_CONNS, "only %d of %d connected", n, IDLE_CONNS);
     /* with its record buffers kept, an idle TLS connection would hold two
      * ~17 KiB buffers; released, it is the SSL object and the connection */
-    if (!RSS_MEANINGFUL) fprintf(stderr, "  (sanitizer build: RSS bound not checked)\n");
+    if (!RSS_MEANINGFUL) check_note("sanitizer build: RSS bound not checked");
     CHECK(!RSS_MEANINGFUL || per < 21.0, "%.1f KiB per idle TLS connection", per);
 }
 
