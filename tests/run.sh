@@ -12,12 +12,15 @@
 # tests/fuzz/fuzz_*.c is expected to have one) fails. NOTE lines (bounds a
 # build did not check, and the like) are always shown. The last line is the
 # total.
-# Environment: FUZZ_SECONDS (default 20), SKIP_SANITIZE=1, SKIP_FUZZ=1.
+# Environment: FUZZ_SECONDS (default 20), SKIP_SANITIZE=1, SKIP_FUZZ=1,
+# ONLY=GLOB (run only the programs whose name matches, e.g. ONLY='test_ws'
+# or ONLY='fuzz_*'; a missing program is still reported, within the glob).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 JOBS=$(nproc)
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+ONLY=${ONLY:-*}
 passed=0
 failed=0
 failed_names=()
@@ -79,6 +82,8 @@ run_suite() { # build dir, label prefix, env...
         [ -e "$src" ] || continue
         kind=$(basename "$(dirname "$src")")
         name=$(basename "$src" .c)
+        # shellcheck disable=SC2053 # ONLY is a glob on purpose
+        [[ $name == $ONLY ]] || continue
         if [ -x "$dir/tests/$kind/$name" ]; then
             run_program "$tag$name" "$dir/tests/$kind/$name" PARLEY_BIN="$dir/parley" "$@"
         else
@@ -124,6 +129,8 @@ if [ "${SKIP_FUZZ:-0}" != 1 ]; then
         for src in tests/fuzz/fuzz_*.c; do
             [ -e "$src" ] || continue
             name=$(basename "$src" .c)
+            # shellcheck disable=SC2053 # ONLY is a glob on purpose
+            [[ $name == $ONLY ]] || continue
             if [ ! -x "build-fuzz/tests/fuzz/$name" ]; then
                 missing_program "fuzz:$name"
                 continue
