@@ -140,7 +140,9 @@ if [ "${SKIP_FUZZ:-0}" != 1 ]; then
             seeds="$ROOT/tests/fuzz/seeds/$name"
             seed_note=""
             [ -d "$seeds" ] || seed_note="    NOTE fuzz:$name: no seed corpus in tests/fuzz/seeds/$name"
-            if out=$(cd build-fuzz && "./tests/fuzz/$name" -max_total_time="$FUZZ_SECONDS" \
+            # UBSan reports stop the target (they would only be printed otherwise)
+            if out=$(cd build-fuzz && UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+                    "./tests/fuzz/$name" -max_total_time="$FUZZ_SECONDS" \
                     -print_final_stats=1 -rss_limit_mb=2048 "corpus-$name" \
                     $( [ -d "$seeds" ] && echo "$seeds" ) 2>&1); then
                 runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' <<<"$out" | grep -o '[0-9]*$')

@@ -13,8 +13,9 @@
  * of all four (conversation DISPATCH_GROUP) and opens the direct
  * conversation with user 2 (DISPATCH_DIRECT); ids are the store's counters
  * from zero, so they are the same on every run. Every connection's sign-in
- * challenge is DISPATCH_NONCE_BYTE repeated, so a seed can carry a valid
- * RegisterUser signature. */
+ * challenge is DISPATCH_NONCE_BYTE repeated, and user i's Ed25519 key pair
+ * comes from a seed of DISPATCH_KEY_SEED_BYTE + i repeated, so a seed can
+ * carry a valid RegisterUser or SignIn signature. */
 #ifndef PARLEY_TESTS_FUZZ_DISPATCH_INPUT_H
 #define PARLEY_TESTS_FUZZ_DISPATCH_INPUT_H
 
@@ -26,6 +27,7 @@ enum {
     DISPATCH_GROUP = 1,           /* conversation ids after the set-up */
     DISPATCH_DIRECT = 2,
     DISPATCH_NONCE_BYTE = 0x5a,
+    DISPATCH_KEY_SEED_BYTE = 0x40,
 };
 
 /* "parley.v1 auth" || nonce is what a device signs (proto/parley.proto) */

@@ -6,14 +6,15 @@
  *
  * There are no sockets: one worker is built by hand (an inbox, no listener,
  * no epoll, no thread: this thread is its loop), and each input is one
- * connection on it with fd -1, already upgraded. conn_send drops output for
- * fd -1; frames queued on c->out are discarded here. Replies and deliveries
+ * connection on it, already upgraded, whose fd is /dev/null: output is only
+ * queued on c->out (nothing here flushes it) and discarded. Replies and deliveries
  * the writer and fan-out post to the worker are applied to the connection
  * if it is still the input's, as the worker loop would, else freed. The
  * input format is in dispatch_input.h.
  *
  * Checked: no crash or sanitizer report, a device with a valid signature
  * signs in, and no request makes the connection's state invalid. */
+#include <fcntl.h>
 #include <ftw.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -38,6 +39,7 @@ static worker the_worker;
 static worker *workers[1];
 static char dir[64];
 static uint32_t generation;
+static int null_fd = -1;        /* every connection's fd: conn_send drops output for fd -1 */
 
 static struct fuzz_user {
     uint64_t user_id;
@@ -57,7 +59,7 @@ static conn *open_conn(void) {
     conn *c = calloc(1, sizeof *c);
     if (!c) die("out of memory");
     generation++;
-    c->fd = -1;
+    c->fd = null_fd;
     c->slot = 0;
     c->id = (uint64_t)generation << 24;     /* worker 0, slot 0, a new generation */
     c->state = CONN_WS;
@@ -180,7 +182,7 @@ static Parley__V1__Frame *request_and_wait(conn *c, const Parley__V1__Frame *f) 
 static void register_user(int i) {
     struct fuzz_user *u = &users[i];
     uint8_t seed[crypto_sign_SEEDBYTES];
-    memset(seed, 0x40 + i, sizeof seed);    /* the same keys every run */
+    memset(seed, DISPATCH_KEY_SEED_BYTE + i, sizeof seed);   /* the same keys every run */
     crypto_sign_seed_keypair(u->pk, u->sk, seed);
     conn *c = open_conn();
     uint8_t sig[crypto_sign_BYTES];
@@ -272,6 +274,7 @@ static void teardown(void) {
     queue_free(srv.queue);
     store_close(srv.store);
     nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    close(null_fd);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -280,6 +283,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     if (sodium_init() < 0) die("sodium_init");
     snprintf(dir, sizeof dir, "/tmp/parley-fuzz-dispatch-XXXXXX");
     if (!mkdtemp(dir)) die("mkdtemp");
+    null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (null_fd < 0) die("open /dev/null");
     config_defaults(&srv.cfg);
     snprintf(srv.cfg.data_dir, sizeof srv.cfg.data_dir, "%s", dir);
     srv.cfg.fsync = FSYNC_OFF;          /* durability is not what this explores */
