@@ -1062,3 +1062,22 @@ h_event *h_history_all(h_dev *d, uint64_t conv, size_t *n_out) {
     free(tmp.rc);
     return tmp.ev;
 }
+
+/* ------------------------------------- servers a test started by itself */
+
+int h_pid_stop_checked(pid_t pid, const char *log, const char *what) {
+    if (pid <= 0) return 0;
+    int st = stop_pid(pid);
+    if (exited_zero(st)) return st;
+    char why[64];
+    describe_status(st, why, sizeof why);
+    if (log) {
+        h_server tmp;
+        memset(&tmp, 0, sizeof tmp);
+        snprintf(tmp.log, sizeof tmp.log, "%s", log);
+        h_server_log_tail(&tmp, 30);
+    }
+    printf("FAIL %s: stopped with SIGTERM: %s (0 expected)\n", what, why);
+    fflush(stdout);
+    return st;
+}

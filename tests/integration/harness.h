@@ -208,4 +208,10 @@ void h_events_free(h_event *ev, size_t n);
  * h_server_restart or h_server_start stopped it); resets the count. */
 int check_case_extra_failures(void);
 
+/* For a server a test started itself (not through h_server_start): SIGTERM,
+ * a bounded wait (SIGKILL past it), and unless it exited 0 the log tail
+ * (log may be NULL) and a "FAIL <what>: ..." line of its own, so it counts
+ * even when called outside a case. Returns the waitpid status, -1 if killed. */
+int h_pid_stop_checked(pid_t pid, const char *log, const char *what);
+
 #endif
