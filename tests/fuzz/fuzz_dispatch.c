@@ -277,9 +277,32 @@ static void teardown(void) {
     close(null_fd);
 }
 
+/* libFuzzer's per-input leak check is turned off for this target (it reads
+ * its flags after LLVMFuzzerInitialize returns, so one can be added here;
+ * -detect_leaks=1 on the command line, which comes later, turns it back
+ * on). Why: nearly every input leaves work in the writer and fan-out
+ * threads, so mallocs and frees never balance within an input, and
+ * libFuzzer then ran every input twice and a LeakSanitizer scan of the
+ * whole heap (RocksDB's included) after it: 3 to 5 times fewer executions.
+ * Leaks are still caught: teardown frees everything, LeakSanitizer runs at
+ * exit and its report makes the run fail (a strdup leaked per LookupUser:
+ * exit status 1 with the report). */
+enum { MAX_ARGS = 256 };
+static char *args[MAX_ARGS + 2];
+static char no_per_input_leak_check[] = "-detect_leaks=0";
+
+static void add_flag(int *argc, char ***argv) {
+    if (*argc < 1 || *argc > MAX_ARGS) return;
+    args[0] = (*argv)[0];
+    args[1] = no_per_input_leak_check;
+    for (int i = 1; i < *argc; i++) args[i + 1] = (*argv)[i];
+    args[*argc + 1] = NULL;
+    *argc += 1;
+    *argv = args;
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc;
-    (void)argv;
+    add_flag(argc, argv);
     if (sodium_init() < 0) die("sodium_init");
     snprintf(dir, sizeof dir, "/tmp/parley-fuzz-dispatch-XXXXXX");
     if (!mkdtemp(dir)) die("mkdtemp");
