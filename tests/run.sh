@@ -5,13 +5,22 @@
 #   2. ASan + UBSan build (gcc): the same tests again; any sanitizer report
 #      from the server or the tests fails the run
 #   3. clang build with libFuzzer: every fuzz target for FUZZ_SECONDS each
-# Each test program prints PASS/FAIL lines; the last line is the total.
-# Environment: FUZZ_SECONDS (default 20), SKIP_SANITIZE=1, SKIP_FUZZ=1.
+# Each test program prints PASS/FAIL lines and a closing line
+# "CASES n passed m failed" (tests/check.h); a program that ran no case,
+# printed no CASES line (crashed, timed out, exited early) or whose binary is
+# missing (every tests/unit/test_*.c, tests/integration/test_*.c and
+# tests/fuzz/fuzz_*.c is expected to have one) fails. NOTE lines (bounds a
+# build did not check, and the like) are always shown. The last line is the
+# total.
+# Environment: FUZZ_SECONDS (default 20), SKIP_SANITIZE=1, SKIP_FUZZ=1,
+# ONLY=GLOB (run only the programs whose name matches, e.g. ONLY='test_ws'
+# or ONLY='fuzz_*'; a missing program is still reported, within the glob).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 JOBS=$(nproc)
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+ONLY=${ONLY:-*}
 passed=0
 failed=0
 failed_names=()
@@ -24,29 +33,62 @@ build() { # dir, extra cmake args...
     cmake --build "$dir" -j "$JOBS" 2>&1 | grep -E "error|warning|Error" ; return "${PIPESTATUS[0]}"
 }
 
-# run one test program; count its PASS/FAIL lines
+# run one test program; count its PASS/FAIL lines and check its CASES line
 run_program() { # label, program, env...
     local label=$1 prog=$2; shift 2
-    local out rc p f
+    local out rc p f cases cp=0 cf=0 why=""
     out=$(env "$@" timeout 300 "$prog" 2>&1)
     rc=$?
     p=$(grep -c '^PASS ' <<<"$out")
     f=$(grep -c '^FAIL ' <<<"$out")
-    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi   # crashed or timed out
+    cases=$(grep -E '^CASES [0-9]+ passed [0-9]+ failed$' <<<"$out" | tail -n 1)
+    if [ -n "$cases" ]; then
+        read -r _ cp _ cf _ <<<"$cases"
+    fi
+    if [ -z "$cases" ]; then
+        why="no CASES line: crashed, timed out or returned before CHECK_EXIT (exit $rc)"
+    elif [ $((cp + cf)) -eq 0 ]; then
+        why="ran no case"
+    elif [ "$cp" -ne "$p" ] || [ "$cf" -gt "$f" ]; then
+        why="CASES line ($cp passed, $cf failed) disagrees with its $p PASS and $f FAIL lines"
+    elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        why="exit status $rc with no FAIL line"
+    fi
+    if [ -n "$why" ] && [ "$f" -eq 0 ]; then f=1; fi
     if [ "$f" -ne 0 ]; then
         printf '%s\n' "$out" | sed 's/^/    /'
         failed_names+=("$label")
     fi
     passed=$((passed + p))
     failed=$((failed + f))
-    printf '  %-40s %3d passed, %d failed\n' "$label" "$p" "$f"
+    printf '  %-40s %3d passed, %d failed%s\n' "$label" "$p" "$f" "${why:+ ($why)}"
+    if [ "$f" -eq 0 ]; then   # on failure the whole output is above already
+        grep '^NOTE ' <<<"$out" | sed "s/^NOTE /    NOTE $label: /"
+    fi
 }
 
+# a test whose source exists but whose program was not built
+missing_program() { # label
+    printf '  %-40s %3d passed, 1 failed (no program: not built)\n' "$1" 0
+    failed=$((failed + 1))
+    failed_names+=("$1")
+}
+
+# every program whose source is tests/unit/test_*.c or tests/integration/test_*.c
 run_suite() { # build dir, label prefix, env...
     local dir=$1 tag=$2; shift 2
-    for t in "$dir"/tests/unit/test_* "$dir"/tests/integration/test_*; do
-        [ -x "$t" ] || continue
-        run_program "$tag$(basename "$t")" "$t" PARLEY_BIN="$dir/parley" "$@"
+    local src kind name
+    for src in tests/unit/test_*.c tests/integration/test_*.c; do
+        [ -e "$src" ] || continue
+        kind=$(basename "$(dirname "$src")")
+        name=$(basename "$src" .c)
+        # shellcheck disable=SC2053 # ONLY is a glob on purpose
+        [[ $name == $ONLY ]] || continue
+        if [ -x "$dir/tests/$kind/$name" ]; then
+            run_program "$tag$name" "$dir/tests/$kind/$name" PARLEY_BIN="$dir/parley" "$@"
+        else
+            missing_program "$tag$name"
+        fi
     done
 }
 
@@ -84,23 +126,40 @@ fi
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
     note "fuzzing (${FUZZ_SECONDS}s per target, clang + libFuzzer + ASan/UBSan)"
     if build build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DPARLEY_FUZZ=ON; then
-        for f in build-fuzz/tests/fuzz/fuzz_*; do
-            [ -x "$f" ] || continue
-            name=$(basename "$f")
+        for src in tests/fuzz/fuzz_*.c; do
+            [ -e "$src" ] || continue
+            name=$(basename "$src" .c)
+            # shellcheck disable=SC2053 # ONLY is a glob on purpose
+            [[ $name == $ONLY ]] || continue
+            if [ ! -x "build-fuzz/tests/fuzz/$name" ]; then
+                missing_program "fuzz:$name"
+                continue
+            fi
             corpus="build-fuzz/corpus-$name"
             mkdir -p "$corpus"
             seeds="$ROOT/tests/fuzz/seeds/$name"
-            if out=$(cd build-fuzz && "./tests/fuzz/$name" -max_total_time="$FUZZ_SECONDS" \
+            seed_note=""
+            [ -d "$seeds" ] || seed_note="    NOTE fuzz:$name: no seed corpus in tests/fuzz/seeds/$name"
+            # UBSan reports stop the target (they would only be printed otherwise)
+            if out=$(cd build-fuzz && UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+                    "./tests/fuzz/$name" -max_total_time="$FUZZ_SECONDS" \
                     -print_final_stats=1 -rss_limit_mb=2048 "corpus-$name" \
                     $( [ -d "$seeds" ] && echo "$seeds" ) 2>&1); then
                 runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' <<<"$out" | grep -o '[0-9]*$')
-                printf '  %-40s %3d passed, 0 failed (%s executions)\n' "fuzz:$name" 1 "${runs:-?}"
-                passed=$((passed + 1))
+                if [ "${runs:-0}" -gt 0 ]; then
+                    printf '  %-40s %3d passed, 0 failed (%s executions)\n' "fuzz:$name" 1 "$runs"
+                    passed=$((passed + 1))
+                else
+                    printf '%s\n' "$out" | tail -n 40 | sed 's/^/    /'
+                    printf '  %-40s %3d passed, 1 failed (no input executed)\n' "fuzz:$name" 0
+                    fail_stage "fuzz:$name"
+                fi
             else
                 printf '%s\n' "$out" | tail -n 40 | sed 's/^/    /'
                 printf '  %-40s %3d passed, 1 failed\n' "fuzz:$name" 0
                 fail_stage "fuzz:$name"
             fi
+            [ -n "$seed_note" ] && printf '%s\n' "$seed_note"
         done
     else
         fail_stage "fuzz build (clang)"

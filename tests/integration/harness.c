@@ -151,6 +151,55 @@ static void rm_rf(const char *dir) {
     nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* Failures the harness saw on its own since the last case ended (a server
+ * that did not exit 0 when stopped gracefully); check.h asks after each
+ * case through check_case_extra_failures. */
+static int case_failures;
+
+int check_case_extra_failures(void) {
+    int n = case_failures;
+    case_failures = 0;
+    return n;
+}
+
+/* The stop every test gets unless it asks for kill -9: SIGTERM, then a
+ * bounded wait for the exit, so the server runs its shutdown and, in the
+ * sanitizer build, LeakSanitizer. Returns the waitpid status, or -1 when
+ * it had to be killed (or could not be waited for). */
+enum { STOP_WAIT_MS = 10000 };
+static int stop_pid(pid_t pid) {
+    kill(pid, SIGTERM);
+    uint64_t deadline = h_now_ms() + STOP_WAIT_MS;
+    int st = 0;
+    while (h_now_ms() < deadline) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) return st;
+        if (r < 0 && errno != EINTR) return -1;
+        h_sleep_ms(20);
+    }
+    fprintf(stderr, "  server %d did not exit within %d ms of SIGTERM; killing\n", (int)pid,
+            STOP_WAIT_MS);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+static int exited_zero(int st) { return st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0; }
+
+static void describe_status(int st, char *out, size_t cap) {
+    if (st == -1) snprintf(out, cap, "needed SIGKILL");
+    else if (WIFEXITED(st)) snprintf(out, cap, "exit status %d", WEXITSTATUS(st));
+    else if (WIFSIGNALED(st)) snprintf(out, cap, "killed by signal %d", WTERMSIG(st));
+    else snprintf(out, cap, "wait status 0x%x", st);
+}
+
+static void log_tail_of_dir(const char *dir, int lines) {
+    h_server tmp;
+    memset(&tmp, 0, sizeof tmp);
+    snprintf(tmp.log, sizeof tmp.log, "%s/server.log", dir);
+    h_server_log_tail(&tmp, lines);
+}
+
 static void reap_all(void) {
     /* devices first, while their server may still answer; a device that
      * never read its socket would make a graceful close drain it, so cut
@@ -167,11 +216,22 @@ static void reap_all(void) {
     free(live_allocs.p);
     live_allocs.p = NULL;
     live_allocs.cap = 0;
+    /* servers a test left running (a CHECK returned early): stopped like
+     * any other, and one that does not exit 0 (a leak report, a crash in
+     * the shutdown) is a failure of the program; its case has ended, so
+     * it gets a FAIL line of its own */
     for (int i = 0; i < H_MAX_SERVERS; i++) {
         if (slots[i].pid > 0) {
-            kill(slots[i].pid, SIGKILL);
-            waitpid(slots[i].pid, NULL, 0);
+            int st = stop_pid(slots[i].pid);
             slots[i].pid = 0;
+            if (!exited_zero(st)) {
+                char why[64];
+                describe_status(st, why, sizeof why);
+                log_tail_of_dir(slots[i].dir, 30);
+                printf("FAIL server left running at exit (%s) stopped with SIGTERM: %s\n",
+                       slots[i].dir, why);
+                fflush(stdout);
+            }
         }
         if (slots[i].owner) {
             rm_rf(slots[i].dir);
@@ -387,6 +447,8 @@ static void close_inherited_fds(void) {
     for (int fd = 3; fd < max; fd++) close(fd);
 }
 
+#define H_DRAIN_WINDOW_MS "100"
+
 static int spawn(h_server *s) {
     char *argv[H_MAX_EXTRA_ARGS + 16];
     char listen[64];
@@ -398,6 +460,10 @@ static int spawn(h_server *s) {
     argv[a++] = listen;
     argv[a++] = "--data";
     argv[a++] = s->data;
+    /* a short drain keeps the graceful stop at the end of every test quick;
+     * a test's own --drain-window comes later and wins */
+    argv[a++] = "--drain-window";
+    argv[a++] = H_DRAIN_WINDOW_MS;
     for (int i = 0; i < s->n_extra; i++) argv[a++] = s->extra[i];
     argv[a] = NULL;
 
@@ -454,6 +520,26 @@ static int wait_healthy(h_server *s) {
 }
 
 int h_server_start(h_server *s, const char *const *extra_args) {
+    /* a case that failed before h_server_destroy left this h_server's
+     * server running: stop it (only the slot is read; *s may be garbage) */
+    h_slot *old = slot_for(s, 0);
+    if (old) {
+        if (old->pid > 0) {
+            pid_t pid = old->pid;
+            old->pid = 0;
+            int st = stop_pid(pid);
+            if (!exited_zero(st)) {
+                char why[64];
+                describe_status(st, why, sizeof why);
+                log_tail_of_dir(old->dir, 30);
+                fprintf(stderr, "  server left running by an earlier case stopped: %s\n", why);
+                case_failures++;
+            }
+        }
+        rm_rf(old->dir);
+        old->owner = NULL;
+        old->dir[0] = 0;
+    }
     memset(s, 0, sizeof *s);
     signal(SIGPIPE, SIG_IGN);
     install_atexit();
@@ -496,30 +582,33 @@ int h_server_start(h_server *s, const char *const *extra_args) {
     return -1;
 }
 
+/* h_server_stop where the test is not about how the server stops: it must
+ * exit 0 (a LeakSanitizer report, a crash in the shutdown or a stop that
+ * needs SIGKILL fails the case that stopped it). */
+static void stop_checked(h_server *s, const char *what) {
+    if (s->pid <= 0) return;
+    int st = h_server_stop(s);
+    if (exited_zero(st)) return;
+    char why[64];
+    describe_status(st, why, sizeof why);
+    h_server_log_tail(s, 30);
+    fprintf(stderr, "  server stopped by %s with SIGTERM: %s (0 expected)\n", what, why);
+    case_failures++;
+}
+
 int h_server_restart(h_server *s) {
-    if (s->pid > 0) h_server_stop(s);
+    stop_checked(s, "h_server_restart");
     if (spawn(s) != 0) return -1;
     return wait_healthy(s);
 }
 
 int h_server_stop(h_server *s) {
     if (s->pid <= 0) return 0;
-    kill(s->pid, SIGTERM);
-    uint64_t deadline = h_now_ms() + 10000;
-    int st = 0;
-    while (h_now_ms() < deadline) {
-        pid_t r = waitpid(s->pid, &st, WNOHANG);
-        if (r == s->pid) {
-            h_slot *sl = slot_for(s, 0);
-            if (sl) sl->pid = 0;
-            s->pid = 0;
-            return st;
-        }
-        h_sleep_ms(20);
-    }
-    fprintf(stderr, "  server did not exit within 10 s of SIGTERM; killing\n");
-    h_server_kill9(s);
-    return -1;
+    int st = stop_pid(s->pid);
+    h_slot *sl = slot_for(s, 0);
+    if (sl) sl->pid = 0;
+    s->pid = 0;
+    return st;
 }
 
 void h_server_kill9(h_server *s) {
@@ -532,7 +621,7 @@ void h_server_kill9(h_server *s) {
 }
 
 void h_server_destroy(h_server *s) {
-    if (s->pid > 0) h_server_stop(s);
+    stop_checked(s, "h_server_destroy");
     h_slot *sl = slot_for(s, 0);
     if (sl) {
         rm_rf(sl->dir);
@@ -987,4 +1076,23 @@ int h_server_restart_unhealthy(h_server *s) {
     h_server_log_tail(s, 30);
     h_server_kill9(s);
     return -1;
+}
+
+/* ------------------------------------- servers a test started by itself */
+
+int h_pid_stop_checked(pid_t pid, const char *log, const char *what) {
+    if (pid <= 0) return 0;
+    int st = stop_pid(pid);
+    if (exited_zero(st)) return st;
+    char why[64];
+    describe_status(st, why, sizeof why);
+    if (log) {
+        h_server tmp;
+        memset(&tmp, 0, sizeof tmp);
+        snprintf(tmp.log, sizeof tmp.log, "%s", log);
+        h_server_log_tail(&tmp, 30);
+    }
+    printf("FAIL %s: stopped with SIGTERM: %s (0 expected)\n", what, why);
+    fflush(stdout);
+    return st;
 }

@@ -9,7 +9,10 @@
  *
  * Every server started is stopped at exit (atexit) even when a CHECK fails,
  * and the child is killed by the kernel if the test process dies
- * (PR_SET_PDEATHSIG). */
+ * (PR_SET_PDEATHSIG). Stops are graceful (SIGTERM, a 100 ms drain window,
+ * a bounded wait) unless the test asks for kill -9, so the server's
+ * shutdown and LeakSanitizer run; a server stopped by h_server_destroy,
+ * h_server_restart or at exit that does not exit 0 is a test failure. */
 #ifndef PARLEY_TESTS_HARNESS_H
 #define PARLEY_TESTS_HARNESS_H
 
@@ -38,14 +41,16 @@ typedef struct h_server {
  * flags (NULL-terminated list, may be NULL), waiting until /healthz says 200.
  * Returns 0, or -1 after printing the server log tail. */
 int h_server_start(h_server *s, const char *const *extra_args);
-/* Starts again (same binary, dir, port, flags) after a stop. */
+/* Starts again (same binary, dir, port, flags) after a stop; a server still
+ * running is stopped first and must exit 0 (else the case fails). */
 int h_server_restart(h_server *s);
 /* SIGTERM, wait (bounded, 10 s), then SIGKILL. Returns the exit status
  * from waitpid, or -1 if it had to be killed. */
 int h_server_stop(h_server *s);
 /* SIGKILL + waitpid. */
 void h_server_kill9(h_server *s);
-/* Stops if running and removes the temp dir. Safe to call twice. */
+/* Stops if running (SIGTERM; it must exit 0, else the case fails) and
+ * removes the temp dir. Safe to call twice. */
 void h_server_destroy(h_server *s);
 /* Prints the last `lines` lines of the server log to stderr. */
 void h_server_log_tail(const h_server *s, int lines);
@@ -203,5 +208,16 @@ void h_events_free(h_event *ev, size_t n);
  * healthy (its disk under --min-free-disk, say). 0, or -1 (log tail
  * printed). */
 int h_server_restart_unhealthy(h_server *s);
+
+/* For check.h (declared weak there): failures the harness saw on its own
+ * since the last call (a server that did not exit 0 when h_server_destroy,
+ * h_server_restart or h_server_start stopped it); resets the count. */
+int check_case_extra_failures(void);
+
+/* For a server a test started itself (not through h_server_start): SIGTERM,
+ * a bounded wait (SIGKILL past it), and unless it exited 0 the log tail
+ * (log may be NULL) and a "FAIL <what>: ..." line of its own, so it counts
+ * even when called outside a case. Returns the waitpid status, -1 if killed. */
+int h_pid_stop_checked(pid_t pid, const char *log, const char *what);
 
 #endif

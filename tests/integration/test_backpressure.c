@@ -207,7 +207,7 @@ static void stalled_reader_bounded_memory(void) {
             rss0, rss_max, rss_max - rss0, skipped0, skipped1);
     CHECK(h_server_alive(&S), "server died during the burst");
     CHECK(failures == 0, "%d sends failed", failures);
-    if (!RSS_MEANINGFUL) fprintf(stderr, "  (sanitizer build: RSS bound not checked)\n");
+    if (!RSS_MEANINGFUL) check_note("sanitizer build: RSS bound not checked");
     CHECK(!RSS_MEANINGFUL || rss_max - rss0 <= RSS_BOUND_KB,
           "server RSS grew by %ld KiB (> %d KiB) while devices did not read", rss_max - rss0,
           RSS_BOUND_KB);

@@ -418,7 +418,7 @@ static void non_reader_closed_memory_bounded(void) {
     NEED(h_metric(&S, "parley_output_overflow_closes_total", &overflows) == 0);
     CHECK(overflows >= 1, "parley_output_overflow_closes_total %.0f", overflows);
     fprintf(stderr, "  RSS before %ld KiB, max %ld KiB (+%ld KiB)\n", rss0, rss_max, rss_max - rss0);
-    if (!RSS_MEANINGFUL) fprintf(stderr, "  (sanitizer build: RSS bound not checked)\n");
+    if (!RSS_MEANINGFUL) check_note("sanitizer build: RSS bound not checked");
     CHECK(!RSS_MEANINGFUL || rss_max - rss0 <= RSS_BOUND_KB, "server RSS grew by %ld KiB",
           rss_max - rss0);
     /* everyone else is fine */
