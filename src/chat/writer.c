@@ -499,7 +499,11 @@ static void handle_create_link_token(writer *w, chat_request *r) {
     Parley__Store__LinkToken t;
     parley__store__link_token__init(&t);
     t.user_id = r->user_id;
+    /* strictly increasing, so "oldest" (trim_user_tokens) is never a tie
+     * between tokens made in the same millisecond */
     t.expires_ts = clock_wall_ms() + w->srv->cfg.link_token_ttl_ms;
+    if (t.expires_ts <= w->last_link_expiry) t.expires_ts = w->last_link_expiry + 1;
+    w->last_link_expiry = t.expires_ts;
     store_put_link_token(w->batch, token, &t);
 
     Parley__V1__Response resp;

@@ -90,6 +90,7 @@ struct writer {
     uint64_t last_user_id;
     uint64_t last_conv_id;
     uint64_t last_offset;            /* fan-out log, partition 0 */
+    uint64_t last_link_expiry;       /* expires_ts of the newest link token made */
     u64map conv_last_seq;            /* conversation -> last seq assigned */
     pending_member *members;         /* member records changed in the open batch */
     size_t n_members, cap_members;
