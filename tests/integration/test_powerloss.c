@@ -8,8 +8,8 @@
  *      uploads its keys, the sender sends acknowledged messages one by one
  *      (so over many commits) and claims some of the recipient's one-time
  *      pre-keys, the recipient acknowledges what it received (its cursor)
- *      and more messages follow; then the plug is pulled: kill -9 and the
- *      data directory rebuilt as the disk would have kept it;
+ *      and more messages and a last claim follow; then the plug is pulled:
+ *      kill -9 and the data directory rebuilt as the disk would have kept it;
  *   3. without the library: what survived is checked.
  * With always and batch every acknowledged message is in history once and in
  * order, the device cursor is the acknowledged one, the keys are there and no
@@ -230,6 +230,10 @@ static void power_loss(const char *mode, int durable) {
         snprintf(text, sizeof text, "%s tail %d", mode, i);
         CHECK(h_send_rec(a, conv, text, exp, &n) == 0, "tail send %d", i);
     }
+    /* the last acknowledged write is a claim: nothing synced after it */
+    uint32_t last = 0;
+    CHECK(claim(a, b, 1, &last, NULL) == 1, "last claim");
+    claimed[n_claimed++] = last;
 
     /* pull the plug, right after the last acknowledgement */
     h_server_kill9(&S);
