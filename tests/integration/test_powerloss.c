@@ -189,6 +189,8 @@ static void power_loss(const char *mode, int durable) {
     NEED(a && b);
     uint64_t conv = 0;
     NEED(pc_open_direct(a->c, b->id.user_id, &conv) == 0);
+    h_dev_disconnect(a);   /* closed by the client: the drain need not wait for them */
+    h_dev_disconnect(b);
     CHECK(h_server_stop(&S) >= 0, "clean stop after run 1");
 
     /* run 2: under the power-loss library */

@@ -269,7 +269,16 @@ static int open_common(int dirfd, const char *path, int flags, mode_t mode) {
         existed = fstatat(dirfd, path, &st, 0) == 0;
     }
     int fd = real_openat(dirfd, path, flags, mode);
-    if (pl.enabled && fd >= 0) track_open(fd, dirfd, path, flags, existed);
+    if (pl.enabled && fd >= 0) {
+        /* a descriptor closed behind our back (fclose, closedir) must not
+         * keep its old meaning when the number comes back */
+        if (fd < MAX_FDS) {
+            pthread_mutex_lock(&pl.lock);
+            pl.fds[fd].kind = FD_NONE;
+            pthread_mutex_unlock(&pl.lock);
+        }
+        track_open(fd, dirfd, path, flags, existed);
+    }
     return fd;
 }
 
