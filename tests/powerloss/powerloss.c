@@ -41,6 +41,10 @@
  *   - no torn or reordered writes inside the unsynced tail: it is dropped
  *     whole (the harshest outcome for a file that was not synced at all,
  *     which is the case the tests rely on);
+ *   - no background writeback: a real kernel writes dirty pages out by
+ *     itself within about 30 s; the model assumes it never got to them (the
+ *     worst case, which makes `--fsync off` lose everything since the last
+ *     sync rather than only the last seconds);
  *   - sync_file_range is not a durability barrier (it flushes neither the
  *     file size nor the device cache), sync()/syncfs() are not tracked,
  *     dup()ed descriptors and mmap writes are not tracked (RocksDB uses
@@ -208,6 +212,11 @@ static void init(void) {
 
 static void ensure_init(void) { pthread_once(&pl_once, init); }
 
+/* at load, before the program runs: what is in the directory then is the
+ * durable starting point (every wrapper also calls ensure_init, for calls
+ * made by other libraries' constructors before this one ran) */
+__attribute__((constructor)) static void init_at_load(void) { ensure_init(); }
+
 /* If path (relative to dirfd) names an entry directly inside the directory,
  * copies its base name into name and returns 1. */
 static int entry_in_dir(int dirfd, const char *path, char *name, size_t cap) {
@@ -241,7 +250,10 @@ static void track_open(int fd, int dirfd, const char *path, int flags, int exist
     if (fd < 0 || fstat(fd, &st) != 0) return;
     if (S_ISDIR(st.st_mode)) {
         if (st.st_dev != pl.dir_dev || st.st_ino != pl.dir_ino) return;
-        if (fd >= MAX_FDS) abort();
+        if (fd >= MAX_FDS) {
+            fprintf(stderr, "powerloss: descriptor %d above %d for the data directory\n", fd, MAX_FDS);
+            abort();
+        }
         pthread_mutex_lock(&pl.lock);
         pl.fds[fd] = (fd_slot){ (uint64_t)st.st_ino, FD_DIR };
         pthread_mutex_unlock(&pl.lock);
@@ -399,7 +411,7 @@ static int truncate_common(int fd, off_t len) {
 }
 
 int ftruncate(int fd, off_t len) { return truncate_common(fd, len); }
-int ftruncate64(int fd, off_t len) { return truncate_common(fd, len); }
+int ftruncate64(int fd, off64_t len) { return truncate_common(fd, (off_t)len); }
 
 static int rename_common(int olddir, const char *from, int newdir, const char *to) {
     ensure_init();
