@@ -290,7 +290,6 @@ static void power_loss(const char *mode, int durable) {
         CHECK(found < n, "--fsync off: all %zu acknowledged messages survived a power loss; the test "
                          "cannot tell off from batch",
               n);
-        CHECK(rep.bytes_dropped > 0, "nothing unsynced was dropped");
     }
     h_free(exp);
     h_dev_free(a);
