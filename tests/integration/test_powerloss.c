@@ -18,7 +18,10 @@
  * fsyncs RocksDB's WAL in run 2 (a memtable, 16 MiB, never fills and
  * flushes in a test this size), so everything acknowledged in run 2 is in the dropped tail.
  *
- * Also: one-time pre-keys are handed out exactly once across kill -9 and a
+ * Also, with always and batch: the plug pulled while four senders are still
+ * sending into one group (group commits of several messages): every message
+ * acknowledged before it survives once, in each sender's order. And
+ * one-time pre-keys are handed out exactly once across kill -9 and a
  * restart (no power loss). */
 #include <pthread.h>
 #include <stdatomic.h>
