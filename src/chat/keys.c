@@ -10,6 +10,7 @@
 #include "chat/writer_internal.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/metrics.h"
 
 enum {
     MAX_KEY_BYTES = 64,
@@ -258,8 +259,33 @@ void handle_remove_device(writer *w, chat_request *r) {
     }
     parley__store__device__free_unpacked(d, NULL);
     store_delete_device(w->batch, r->user_id, device);
-    store_delete_device_keys(w->batch, r->user_id, device);
+    store_delete_device_keys(w->batch, r->user_id, device);   /* and its device messages */
+    store_delete_cursor(w->batch, r->user_id, device);
     writer_device_list_changed(w, r->user_id, u);
     parley__store__user__free_unpacked(u, NULL);
+    /* Its sessions end at once: requests already queued here are refused
+     * (writer_refuse_removed_device), its connections are closed after the
+     * commit, a sign-in finds no device, and the link tokens it issued name
+     * a device that no longer exists (handle_register_device). */
+    u64map_put(&w->removed_device_users, r->user_id, 1);
+    for (int i = 0; i < w->srv->n_workers; i++) {
+        worker_msg *m = worker_msg_new(WM_CLOSE_DEVICE, (uint64_t)i << 56, 0);
+        if (!m) continue;
+        m->user_id = r->user_id;
+        m->device_id = device;
+        writer_post_later(w, m);
+    }
     writer_answer_ok(w, r);
+}
+
+bool writer_refuse_removed_device(writer *w, const chat_request *r) {
+    if (r->user_id == 0 || !u64map_get(&w->removed_device_users, r->user_id)) return false;
+    Parley__Store__Device *d = NULL;
+    int found = store_get_device(w->srv->store, r->user_id, r->device_id, &d);
+    if (d) parley__store__device__free_unpacked(d, NULL);
+    if (found != 0) return false;
+    METRIC_INC(removed_device_refused_total);
+    if (r->op == CHAT_FRAME && r->request_id)
+        writer_fail(w, r, PARLEY__V1__STATUS__UNAUTHENTICATED, "this device was removed");
+    return true;
 }

@@ -378,7 +378,17 @@ static void handle_register_device(writer *w, chat_request *r) {
         return;
     }
     uint64_t user = t->user_id;
+    /* revoked when the device that issued it was removed (device ids are
+     * never reused); tokens from before this field name no device */
+    Parley__Store__Device *issuer = NULL;
+    int issuer_found = t->device_id ? store_get_device(w->srv->store, user, t->device_id, &issuer) : 1;
+    if (issuer) parley__store__device__free_unpacked(issuer, NULL);
     parley__store__link_token__free_unpacked(t, NULL);
+    if (issuer_found != 1) {
+        store_delete_link_token(w->batch, q->token);
+        writer_fail(w, r, PARLEY__V1__STATUS__UNAUTHENTICATED, "link token revoked: its device was removed");
+        return;
+    }
     Parley__Store__User *u = NULL;
     if (store_get_user(w->srv->store, user, &u) <= 0) {
         writer_fail(w, r, PARLEY__V1__STATUS__INTERNAL, "user of the token is missing");
@@ -401,6 +411,7 @@ static void handle_create_link_token(writer *w, chat_request *r) {
     Parley__Store__LinkToken t;
     parley__store__link_token__init(&t);
     t.user_id = r->user_id;
+    t.device_id = r->device_id;
     t.expires_ts = clock_wall_ms() + LINK_TOKEN_TTL_MS;
     store_put_link_token(w->batch, token, &t);
 
@@ -870,6 +881,7 @@ static void handle_ack(writer *w, chat_request *r) {
 
 /* returns true when the batch holds on to r until the next flush */
 static bool handle(writer *w, chat_request *r) {
+    if (writer_refuse_removed_device(w, r)) return false;
     if (r->op == CHAT_ACK) {
         handle_ack(w, r);
         return false;
@@ -956,6 +968,7 @@ void writer_stop(writer *w) {
     mpsc_destroy(&w->requests);
     store_batch_free(w->batch);
     u64map_free(&w->conv_last_seq);
+    u64map_free(&w->removed_device_users);
     free(w->members);
     post_pushes(w, false);
     free(w->pushes);

@@ -91,6 +91,8 @@ struct writer {
     uint64_t notes_flushed_ms;
     worker_msg **pushes;             /* pushes about the open batch: sent after its commit */
     size_t n_pushes, cap_pushes;
+    u64map removed_device_users;     /* users who removed a device since start: their
+                                        requests check that the device still exists */
 };
 
 
@@ -124,6 +126,8 @@ void handle_fetch_keys(writer *w, chat_request *r);
 void handle_remove_device(writer *w, chat_request *r);
 void handle_send_device_message(writer *w, chat_request *r);
 void handle_ack_device_messages(writer *w, chat_request *r);
+/* true when r comes from a device removed since start (answered, counted) */
+bool writer_refuse_removed_device(writer *w, const chat_request *r);
 /* bumps the user's device list counter and tells their contacts */
 void writer_device_list_changed(writer *w, uint64_t user, Parley__Store__User *u);
 

@@ -48,6 +48,14 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_tls_errors_total", "counter", "TLS connections dropped for a handshake or record error.", &g_metrics.tls_errors_total, 0},
         {"parley_writer_queue_depth", "gauge", "Requests waiting for the write path.", &g_metrics.writer_queue_depth, 1},
         {"parley_fanout_queue_depth", "gauge", "Messages waiting for fan-out.", &g_metrics.fanout_queue_depth, 1},
+        {"parley_devices_removed_closed_total", "counter", "Connections of a removed device closed (1008).", &g_metrics.devices_removed_closed_total, 0},
+        {"parley_removed_device_refused_total", "counter", "Requests of a removed device refused.", &g_metrics.removed_device_refused_total, 0},
+        {"parley_auth_refused_total", "counter", "Sign-in requests refused: another in progress, or the challenge already used.", &g_metrics.auth_refused_total, 0},
+        {"parley_registrations_rate_limited_total", "counter", "RegisterUser refused over --register-rate for its source address.", &g_metrics.registrations_rate_limited_total, 0},
+        {"parley_request_limit_refused_total", "counter", "Messages refused: the unaccepted message-request bound was reached.", &g_metrics.request_limit_refused_total, 0},
+        {"parley_blocked_refused_total", "counter", "Requests refused because the target user blocked the caller.", &g_metrics.blocked_refused_total, 0},
+        {"parley_key_claims_rate_limited_total", "counter", "Pre-key claims refused: the target has not accepted the caller and the claim bound was reached.", &g_metrics.key_claims_rate_limited_total, 0},
+        {"parley_group_role_refused_total", "counter", "Group changes refused: only admins add, remove others or rename.", &g_metrics.group_role_refused_total, 0},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

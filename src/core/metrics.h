@@ -45,6 +45,15 @@ typedef struct metrics {
     atomic_ulong tls_errors_total;        /* handshake or record failures */
     atomic_long writer_queue_depth;       /* gauges, sampled */
     atomic_long fanout_queue_depth;
+    /* consent, roles, devices, sign-in */
+    atomic_ulong devices_removed_closed_total;  /* connections of a removed device closed (1008) */
+    atomic_ulong removed_device_refused_total;  /* requests of a removed device refused */
+    atomic_ulong auth_refused_total;            /* sign-ins refused: one at a time, nonce used */
+    atomic_ulong registrations_rate_limited_total; /* RegisterUser over --register-rate */
+    atomic_ulong request_limit_refused_total;   /* message requests past the unaccepted bound */
+    atomic_ulong blocked_refused_total;         /* requests refused because the target blocked the caller */
+    atomic_ulong key_claims_rate_limited_total; /* pre-key claims of an unaccepted contact refused */
+    atomic_ulong group_role_refused_total;      /* group changes by a non-admin refused */
 } metrics;
 
 extern metrics g_metrics;

@@ -114,6 +114,9 @@ void conn_close(worker *w, conn *c, uint16_t code, const char *reason);
 void session_handle(worker *w, conn *c, const uint8_t *data, size_t len);
 void session_closed(worker *w, conn *c);
 void session_apply_reply(worker *w, conn *c, worker_msg *m);
+/* Closes this worker's connections signed in as (user, device): the device
+ * was removed (1008). */
+void session_close_device(worker *w, uint64_t user, uint32_t device);
 
 /* delivery.c: events to a device */
 void delivery_live(worker *w, conn *c, uint64_t user_seq, const blob *message);

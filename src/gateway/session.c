@@ -107,6 +107,16 @@ void session_apply_reply(worker *w, conn *c, worker_msg *m) {
     conn_send(w, c, WS_OP_BINARY, m->data, m->len);
 }
 
+void session_close_device(worker *w, uint64_t user, uint32_t device) {
+    for (uint32_t i = 0; i < w->n_slots; i++) {
+        conn *c = w->conns[i];
+        if (c && c->state == CONN_WS && c->signed_in && c->user_id == user && c->device_id == device) {
+            METRIC_INC(devices_removed_closed_total);
+            conn_close(w, c, WS_CLOSE_POLICY, "device removed");
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ reads */
 
 static void handle_lookup_user(worker *w, conn *c, const Parley__V1__Frame *f) {

@@ -16,6 +16,8 @@ typedef enum worker_msg_kind {
                      now signed in as (user_id, device_id) */
     WM_DELIVER,   /* an inbox event: user_seq + shared encoded Message */
     WM_PUSH,      /* data: an encoded Frame (receipt) */
+    WM_CLOSE_DEVICE, /* to every worker (conn_id names only the worker): close the
+                        connections signed in as (user_id, device_id), which was removed */
 } worker_msg_kind;
 
 typedef struct worker_msg {

@@ -119,6 +119,7 @@ int store_scan_inbox(store *s, uint64_t user, uint64_t after, uint64_t through, 
 
 int store_get_cursor(store *s, uint64_t user, uint32_t device, uint64_t *user_seq);
 void store_put_cursor(store_batch *b, uint64_t user, uint32_t device, uint64_t user_seq);
+void store_delete_cursor(store_batch *b, uint64_t user, uint32_t device);
 
 /* devices of a user, in id order */
 typedef int (*store_device_fn)(void *ud, uint32_t device, const Parley__Store__Device *d);

@@ -837,6 +837,12 @@ void store_put_cursor(store_batch *b, uint64_t user, uint32_t device, uint64_t u
     batch_put_u64(b, &k, user_seq);
 }
 
+void store_delete_cursor(store_batch *b, uint64_t user, uint32_t device) {
+    key k;
+    cursor_key(&k, user, device);
+    rocksdb_writebatch_delete(b->wb, (const char *)k.b, k.len);
+}
+
 /* ---------------------------------------------------------------- devices */
 
 struct device_scan { store_device_fn fn; void *ud; int failed; };
