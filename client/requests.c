@@ -38,7 +38,7 @@ int pc_request_once(pc_client *c, pc_request *req, Parley__V1__Frame **out) {
     req->frame->request_id = ++c->next_request_id;
     if (req->sig) {
         if (!c->have_nonce) return pc_fail(c, -1, "no challenge to sign");
-        pc_sign_challenge(c->nonce, req->sign_key, req->sig_buf);
+        pc_sign_challenge(c->nonce, c->host_header, req->sign_key, req->sig_buf);
         req->sig->data = req->sig_buf;
         req->sig->len = sizeof req->sig_buf;
     }

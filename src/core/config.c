@@ -29,6 +29,8 @@ void config_defaults(config *c) {
     c->idle_timeout_ms = 60000;      /* two client ping intervals (30 s) */
     c->conn_output_max = 0;          /* derived in config_from_args */
     c->drain_window_ms = 5000;
+    c->register_rate = 20;
+    c->register_rate_loopback = 0;
 }
 
 const char *config_fsync_name(enum fsync_policy p) {
@@ -69,6 +71,9 @@ void config_usage(FILE *out) {
         "  --tls-key FILE            PEM private key for --tls-cert\n"
         "  --send-rate N             messages per second per device, bursts of 2N (default 50);\n"
         "                            past it a send is answered RATE_LIMITED with retry_after_ms\n"
+        "  --register-rate N         new users per minute per source address, bursts of N\n"
+        "                            (default 20; 0 = off); past it RATE_LIMITED\n"
+        "  --register-rate-loopback N  the same for 127.0.0.0/8 (default 0 = off)\n"
         "  --retention DURATION      keep messages this long, e.g. 30d, 12h, 90s (default 30d)\n"
         "  --retention-sweep MS      how often expired messages are removed (default 3600000)\n"
         "  --allowed-origin ORIGIN   refuse browser upgrades from other origins (default: any)\n"
@@ -200,6 +205,12 @@ static int config_set(config *c, const char *key, const char *v) {
     } else if (strcmp(key, "send-rate") == 0) {
         if (parse_u64(key, v, 1, 1000000, &n)) return -1;
         c->send_rate = (uint32_t)n;
+    } else if (strcmp(key, "register-rate") == 0) {
+        if (parse_u64(key, v, 0, 1000000, &n)) return -1;
+        c->register_rate = (uint32_t)n;
+    } else if (strcmp(key, "register-rate-loopback") == 0) {
+        if (parse_u64(key, v, 0, 1000000, &n)) return -1;
+        c->register_rate_loopback = (uint32_t)n;
     } else if (strcmp(key, "retention") == 0) {
         if (parse_duration_ms(key, v, &c->retention_ms)) return -1;
     } else if (strcmp(key, "retention-sweep") == 0) {

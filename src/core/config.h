@@ -34,6 +34,8 @@ typedef struct config {
     uint32_t send_rate;             /* messages per second per device (burst: twice that) */
     uint64_t retention_ms;          /* messages older than this are removed */
     uint32_t retention_sweep_ms;    /* how often the store is swept for them */
+    uint32_t register_rate;         /* RegisterUser per minute per source address; 0 = off */
+    uint32_t register_rate_loopback;/* the same for 127.0.0.0/8 (tests, benchmarks); 0 = off */
 } config;
 
 void config_defaults(config *c);

@@ -19,6 +19,7 @@
 #include "core/clock.h"
 #include "gateway/conn.h"
 #include "gateway/realtime.h"
+#include "gateway/register_limit.h"
 
 enum {
     MAX_LIST = 1000,        /* conversations in one ListConversations answer */
@@ -27,16 +28,40 @@ enum {
 };
 
 static const char AUTH_CONTEXT[] = "parley.v1 auth";   /* 14 bytes, no NUL */
+enum { MAX_AUTH_HOST = 255 };   /* http.h keeps at most this much of Host */
 
+/* The device signs AUTH_CONTEXT || nonce || the Host header it sent with the
+ * upgrade, so a signature made for one server (or one name of it) proves
+ * nothing to another. */
 static bool signature_valid(const conn *c, const ProtobufCBinaryData *public_key,
                             const ProtobufCBinaryData *signature) {
     if (public_key->len != crypto_sign_PUBLICKEYBYTES || signature->len != crypto_sign_BYTES)
         return false;
-    uint8_t signed_bytes[sizeof AUTH_CONTEXT - 1 + sizeof c->nonce];
+    const char *host = c->auth_host ? c->auth_host : "";
+    size_t host_len = strnlen(host, MAX_AUTH_HOST + 1);
+    if (host_len > MAX_AUTH_HOST) return false;
+    uint8_t signed_bytes[sizeof AUTH_CONTEXT - 1 + sizeof c->nonce + MAX_AUTH_HOST];
     memcpy(signed_bytes, AUTH_CONTEXT, sizeof AUTH_CONTEXT - 1);
     memcpy(signed_bytes + sizeof AUTH_CONTEXT - 1, c->nonce, sizeof c->nonce);
-    return crypto_sign_verify_detached(signature->data, signed_bytes, sizeof signed_bytes,
+    memcpy(signed_bytes + sizeof AUTH_CONTEXT - 1 + sizeof c->nonce, host, host_len);
+    return crypto_sign_verify_detached(signature->data, signed_bytes,
+                                       sizeof AUTH_CONTEXT - 1 + sizeof c->nonce + host_len,
                                        public_key->data) == 0;
+}
+
+void session_challenge(worker *w, conn *c) {
+    randombytes_buf(c->nonce, sizeof c->nonce);
+    c->nonce_spent = false;
+    Parley__V1__Frame f;
+    Parley__V1__Challenge ch;
+    parley__v1__frame__init(&f);
+    parley__v1__challenge__init(&ch);
+    ch.nonce.data = c->nonce;
+    ch.nonce.len = sizeof c->nonce;
+    ch.server_ts = clock_wall_ms();
+    f.body_case = PARLEY__V1__FRAME__BODY_CHALLENGE;
+    f.challenge = &ch;
+    conn_send_frame(w, c, &f);
 }
 
 static void respond_ok(worker *w, conn *c, uint64_t request_id) {
@@ -72,8 +97,11 @@ static bool submit(worker *w, conn *c, Parley__V1__Frame *f) {
 /* ---------------------------------------------------------------- sign-in */
 
 static void signed_in(worker *w, conn *c, uint64_t request_id, uint64_t user, uint32_t device) {
-    if (!c->signed_in) registry_presence_connected(w->srv->registry, user);
+    if (c->signed_in) return;   /* never switches a signed-in connection to another device */
+    registry_presence_connected(w->srv->registry, user);
     c->signed_in = true;
+    free(c->auth_host);
+    c->auth_host = NULL;
     c->user_id = user;
     c->device_id = device;
     if (request_id == 0) return;
@@ -88,22 +116,77 @@ static void signed_in(worker *w, conn *c, uint64_t request_id, uint64_t user, ui
     conn_respond(w, c, request_id, &r);
 }
 
+/* Whether an auth request may be tried now; answers when not. One at a time
+ * per connection, each on a fresh nonce, none once signed in. */
+static bool auth_allowed(worker *w, conn *c, uint64_t rid) {
+    if (c->signed_in) {
+        conn_send_error(w, c, rid, PARLEY__V1__STATUS__BAD_REQUEST, "already signed in");
+        return false;
+    }
+    if (c->auth_pending || c->nonce_spent) {
+        METRIC_INC(auth_refused_total);
+        conn_send_error(w, c, rid, PARLEY__V1__STATUS__CONFLICT,
+                        c->auth_pending ? "a sign-in is already in progress on this connection"
+                                        : "the challenge was used; sign the new one");
+        return false;
+    }
+    return true;
+}
+
+/* An attempt that failed: the nonce it used is gone; a new one goes out
+ * before the error, so the device can sign it for its next attempt. */
+static void auth_failed(worker *w, conn *c, uint64_t rid, Parley__V1__Status status, const char *why) {
+    session_challenge(w, c);
+    conn_send_error(w, c, rid, status, why);
+}
+
 static void handle_sign_in(worker *w, conn *c, const Parley__V1__Frame *f) {
     const Parley__V1__SignIn *q = f->sign_in;
+    c->nonce_spent = true;
     Parley__Store__Device *d = NULL;
     int found = store_get_device(w->srv->store, q->user_id, q->device_id, &d);
     bool ok = found == 1 && signature_valid(c, &d->public_key, &q->signature);
     if (d) parley__store__device__free_unpacked(d, NULL);
     if (!ok) {
-        conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__UNAUTHENTICATED,
-                        found < 0 ? "store read failed" : "unknown device or bad signature");
+        auth_failed(w, c, f->request_id, PARLEY__V1__STATUS__UNAUTHENTICATED,
+                    found < 0 ? "store read failed" : "unknown device or bad signature");
         return;
     }
     signed_in(w, c, f->request_id, q->user_id, q->device_id);
 }
 
+/* RegisterUser / RegisterDevice: the signature is checked here (the worker
+ * holds the nonce), the rest by the writer, whose answer ends the attempt
+ * (session_apply_reply). Returns true when the writer took f. */
+static bool submit_auth(worker *w, conn *c, Parley__V1__Frame *f, const ProtobufCBinaryData *public_key,
+                        const ProtobufCBinaryData *signature) {
+    c->nonce_spent = true;
+    if (!signature_valid(c, public_key, signature)) {
+        auth_failed(w, c, f->request_id, PARLEY__V1__STATUS__UNAUTHENTICATED, "bad key or signature");
+        return false;
+    }
+    if (!submit_quietly(w, c, f)) {
+        auth_failed(w, c, f->request_id, PARLEY__V1__STATUS__UNAVAILABLE, "server busy; retry shortly");
+        return false;
+    }
+    c->auth_pending = true;
+    c->auth_request_id = f->request_id;
+    return true;
+}
+
+static uint64_t reply_request_id(const worker_msg *m) {
+    Parley__V1__Frame *f = parley__v1__frame__unpack(NULL, m->len, m->data);
+    uint64_t id = f ? f->request_id : 0;
+    if (f) parley__v1__frame__free_unpacked(f, NULL);
+    return id;
+}
+
 void session_apply_reply(worker *w, conn *c, worker_msg *m) {
-    if (m->user_id) signed_in(w, c, 0, m->user_id, m->device_id);
+    if (c->auth_pending && reply_request_id(m) == c->auth_request_id) {
+        c->auth_pending = false;
+        if (m->user_id) signed_in(w, c, 0, m->user_id, m->device_id);
+        else session_challenge(w, c);   /* refused: a fresh nonce for the next attempt */
+    }
     conn_send(w, c, WS_OP_BINARY, m->data, m->len);
 }
 
@@ -314,6 +397,8 @@ void session_closed(worker *w, conn *c) {
     }
     c->syncing = false;
     c->signed_in = false;
+    free(c->auth_host);
+    c->auth_host = NULL;
 }
 
 /* ---------------------------------------------------------------- dispatch */
@@ -329,26 +414,23 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
     bool taken = false;
     uint64_t rid = f->request_id;
     switch (f->body_case) {
-    case PARLEY__V1__FRAME__BODY_REGISTER_USER:
-        if (c->signed_in)
-            conn_send_error(w, c, rid, PARLEY__V1__STATUS__BAD_REQUEST, "already signed in");
-        else if (!signature_valid(c, &f->register_user->device_public_key, &f->register_user->signature))
-            conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "bad key or signature");
-        else
-            taken = submit(w, c, f);
+    case PARLEY__V1__FRAME__BODY_REGISTER_USER: {
+        uint64_t wait_ms = 0;
+        if (!auth_allowed(w, c, rid)) break;
+        if (!register_limit_take(w, c, &wait_ms)) {
+            METRIC_INC(registrations_rate_limited_total);
+            conn_send_rate_limited(w, c, rid, "too many registrations from this address", wait_ms);
+        } else {
+            taken = submit_auth(w, c, f, &f->register_user->device_public_key, &f->register_user->signature);
+        }
         break;
+    }
     case PARLEY__V1__FRAME__BODY_REGISTER_DEVICE:
-        if (c->signed_in)
-            conn_send_error(w, c, rid, PARLEY__V1__STATUS__BAD_REQUEST, "already signed in");
-        else if (!signature_valid(c, &f->register_device->device_public_key,
-                                  &f->register_device->signature))
-            conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "bad key or signature");
-        else
-            taken = submit(w, c, f);
+        if (auth_allowed(w, c, rid))
+            taken = submit_auth(w, c, f, &f->register_device->device_public_key, &f->register_device->signature);
         break;
     case PARLEY__V1__FRAME__BODY_SIGN_IN:
-        if (c->signed_in) conn_send_error(w, c, rid, PARLEY__V1__STATUS__BAD_REQUEST, "already signed in");
-        else handle_sign_in(w, c, f);
+        if (auth_allowed(w, c, rid)) handle_sign_in(w, c, f);
         break;
     case PARLEY__V1__FRAME__BODY_SEND_MESSAGE: {
         uint64_t wait_ms = 0;
