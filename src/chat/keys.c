@@ -177,6 +177,19 @@ void handle_fetch_keys(writer *w, chat_request *r) {
         writer_fail(w, r, PARLEY__V1__STATUS__FORBIDDEN, "keys only of users you share a conversation with");
         return;
     }
+    uint64_t retry_after_ms = 0;
+    Parley__V1__Status consent = consent_key_claim(w, r->user_id, target, &retry_after_ms);
+    if (consent != PARLEY__V1__STATUS__OK) {
+        Parley__V1__Frame f;
+        Parley__V1__Response resp;
+        reply_init(&f, &resp, r->request_id, consent,
+                   consent == PARLEY__V1__STATUS__RATE_LIMITED
+                       ? "pre-key claims of a user who has not accepted you are limited"
+                       : "this user does not accept you");
+        resp.retry_after_ms = retry_after_ms;
+        worker_post(w->srv, reply_pack(WM_REPLY, r->conn_id, &f));
+        return;
+    }
     bundle_scan *bs = calloc(1, sizeof *bs);
     if (!bs) abort();
     bs->w = w;

@@ -126,6 +126,21 @@ void handle_fetch_keys(writer *w, chat_request *r);
 void handle_remove_device(writer *w, chat_request *r);
 void handle_send_device_message(writer *w, chat_request *r);
 void handle_ack_device_messages(writer *w, chat_request *r);
+/* consent.c: request handlers and the checks of the other handlers */
+void handle_accept_request(writer *w, chat_request *r);
+void handle_block_user(writer *w, chat_request *r);
+/* the actor of a group add or a direct opening accepts the users added */
+void consent_accept_added(writer *w, uint64_t actor, const uint64_t *users, size_t n);
+/* the other member of a direct conversation (0: not a direct one) */
+uint64_t consent_direct_peer(writer *w, uint64_t conv, uint64_t me, const Parley__Store__Member *m);
+/* A new message from me to peer in their direct conversation (m: my member
+ * record, changed in the batch): OK, or a refusal with *why. */
+Parley__V1__Status consent_direct_send(writer *w, uint64_t me, uint64_t peer, Parley__Store__Member *m,
+                                       const char **why);
+/* A pre-key claim / device message by caller for target: OK (counted when
+ * bounded), or a refusal (RATE_LIMITED with *retry_after_ms, FORBIDDEN). */
+Parley__V1__Status consent_key_claim(writer *w, uint64_t caller, uint64_t target, uint64_t *retry_after_ms);
+Parley__V1__Status consent_device_message(writer *w, uint64_t caller, uint64_t target);
 /* true when r comes from a device removed since start (answered, counted) */
 bool writer_refuse_removed_device(writer *w, const chat_request *r);
 /* bumps the user's device list counter and tells their contacts */

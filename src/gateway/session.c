@@ -12,6 +12,7 @@
 #include <sodium.h>
 #include <string.h>
 
+#include "chat/consent.h"
 #include "chat/membership.h"
 #include "chat/writer.h"
 #include "core/log.h"
@@ -244,14 +245,28 @@ static int collect_id(void *ud, uint64_t id) {
     return 0;
 }
 
+typedef struct member_lists {
+    id_list members, admins;
+} member_lists;
+
 static int collect_active_member(void *ud, uint64_t user, const Parley__Store__Member *m) {
-    if (m->joined_seq > 0 && m->left_seq == 0) return collect_id(ud, user);
-    return 0;
+    member_lists *l = ud;
+    if (m->joined_seq == 0 || m->left_seq != 0) return 0;
+    if (m->admin && collect_id(&l->admins, user)) return 1;
+    return collect_id(&l->members, user);
+}
+
+/* A message request for me: I have not accepted the other member of a
+ * direct conversation, or whoever added me to a group. */
+static bool is_request(store *st, uint64_t me, const Parley__Store__Member *m, uint64_t direct_other) {
+    uint64_t other = m->direct_peer ? m->direct_peer : direct_other ? direct_other : m->added_by;
+    return other && other != me && consent_state(st, me, other) != CONSENT_ACCEPTED;
 }
 
 static void free_summary(Parley__V1__ConversationSummary *s) {
     free(s->name);
     free(s->member_user_ids);
+    free(s->admin_user_ids);
     free(s);
 }
 
@@ -264,6 +279,10 @@ static void handle_list(worker *w, conn *c, const Parley__V1__Frame *f) {
     for (size_t i = 0; i < convs.n && n < MAX_LIST && items; i++) {
         Parley__Store__Member *me = NULL;
         if (current_member(w, convs.ids[i], c->user_id, &me) != 1) continue;
+        if (me->hidden) {   /* a declined request */
+            parley__store__member__free_unpacked(me, NULL);
+            continue;
+        }
         Parley__Store__Conversation *rec = NULL;
         if (store_get_conversation(st, convs.ids[i], &rec) != 1) {
             parley__store__member__free_unpacked(me, NULL);
@@ -278,10 +297,17 @@ static void handle_list(worker *w, conn *c, const Parley__V1__Frame *f) {
         store_last_seq(st, convs.ids[i], &s->last_seq);
         s->read_seq = me->read_seq;
         s->unread = s->last_seq > me->read_seq ? s->last_seq - me->read_seq : 0;
-        id_list members = {0};
-        store_scan_members(st, convs.ids[i], collect_active_member, &members);
-        s->member_user_ids = members.ids;
-        s->n_member_user_ids = members.n;
+        member_lists ml = {{0}, {0}};
+        store_scan_members(st, convs.ids[i], collect_active_member, &ml);
+        s->member_user_ids = ml.members.ids;
+        s->n_member_user_ids = ml.members.n;
+        s->admin_user_ids = ml.admins.ids;
+        s->n_admin_user_ids = ml.admins.n;
+        uint64_t direct_other = 0;   /* direct conversations from before direct_peer was kept */
+        if (rec->kind == PARLEY__V1__CONVERSATION_KIND__DIRECT && !me->direct_peer)
+            for (size_t k = 0; k < ml.members.n; k++)
+                if (ml.members.ids[k] != c->user_id) direct_other = ml.members.ids[k];
+        s->request = is_request(st, c->user_id, me, direct_other);
         items[n++] = s;
         parley__store__conversation__free_unpacked(rec, NULL);
         parley__store__member__free_unpacked(me, NULL);
@@ -304,11 +330,12 @@ static void handle_list(worker *w, conn *c, const Parley__V1__Frame *f) {
 typedef struct history_scan {
     Parley__V1__Message *m[HISTORY_MAX + 1];
     size_t n;
+    uint64_t from_seq;      /* the member's joined_seq: nothing older is theirs to read */
 } history_scan;
 
 static int collect_message(void *ud, uint64_t seq, const uint8_t *msg, size_t len) {
-    (void)seq;
     history_scan *h = ud;
+    if (seq < h->from_seq) return 1;
     Parley__V1__Message *m = parley__v1__message__unpack(NULL, len, msg);
     if (m) h->m[h->n++] = m;
     return 0;
@@ -316,7 +343,10 @@ static int collect_message(void *ud, uint64_t seq, const uint8_t *msg, size_t le
 
 static void handle_history(worker *w, conn *c, const Parley__V1__Frame *f) {
     const Parley__V1__History *q = f->history;
-    int member = current_member(w, q->conversation_id, c->user_id, NULL);
+    Parley__Store__Member *me = NULL;
+    int member = current_member(w, q->conversation_id, c->user_id, &me);
+    uint64_t joined = me ? me->joined_seq : 0;
+    if (me) parley__store__member__free_unpacked(me, NULL);
     if (member != 1) {
         conn_send_error(w, c, f->request_id,
                         member < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__FORBIDDEN,
@@ -326,6 +356,7 @@ static void handle_history(worker *w, conn *c, const Parley__V1__Frame *f) {
     uint32_t limit = q->limit == 0 ? HISTORY_DEFAULT : q->limit > HISTORY_MAX ? HISTORY_MAX : q->limit;
     history_scan *h = calloc(1, sizeof *h);
     if (!h) abort();
+    h->from_seq = joined;
     /* one more than asked tells whether older messages exist */
     store_scan_messages_back(w->srv->store, q->conversation_id, q->before_seq, limit + 1,
                              collect_message, h);
@@ -452,6 +483,10 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
     case PARLEY__V1__FRAME__BODY_CREATE_GROUP:
     case PARLEY__V1__FRAME__BODY_ADD_MEMBERS:
     case PARLEY__V1__FRAME__BODY_REMOVE_MEMBER:
+    case PARLEY__V1__FRAME__BODY_RENAME_GROUP:
+    case PARLEY__V1__FRAME__BODY_ACCEPT_REQUEST:
+    case PARLEY__V1__FRAME__BODY_DECLINE_REQUEST:
+    case PARLEY__V1__FRAME__BODY_BLOCK_USER:
     case PARLEY__V1__FRAME__BODY_MARK_READ:
         if (!c->signed_in) conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");
         else taken = submit(w, c, f);

@@ -145,4 +145,9 @@ int store_scan_device_messages(store *s, uint64_t user, uint32_t device, uint32_
                                store_device_message_fn fn, void *ud);
 void store_delete_device_messages_through(store_batch *b, uint64_t user, uint32_t device, uint64_t queue_seq);
 
+/* consent: owner's view of other (none / accepted / blocked, and the
+ * bounds on what other may do before owner accepts) */
+int store_get_consent(store *s, uint64_t owner, uint64_t other, Parley__Store__Consent **out);
+void store_put_consent(store_batch *b, uint64_t owner, uint64_t other, const Parley__Store__Consent *c);
+
 #endif

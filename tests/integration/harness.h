@@ -198,4 +198,10 @@ int h_expect_exact(const h_dev *d, uint64_t conv, const h_sent *exp, size_t n, c
 h_event *h_history_all(h_dev *d, uint64_t conv, size_t *n);
 void h_events_free(h_event *ev, size_t n);
 
+/* Consent (message requests): d accepts the other member of direct
+ * conversation conv, or whoever added it to group conv. h_accept_all accepts
+ * every request in d's conversation list. 0 or -1 (error on stderr). */
+int h_accept(h_dev *d, uint64_t conv);
+int h_accept_all(h_dev *d);
+
 #endif
