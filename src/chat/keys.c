@@ -6,6 +6,7 @@
  * what makes each key go to exactly one claimer, however many ask at once. */
 #include <string.h>
 
+#include "chat/consent.h"
 #include "chat/membership.h"
 #include "chat/writer_internal.h"
 #include "core/clock.h"
@@ -221,12 +222,15 @@ typedef struct contacts {
     writer *w;
     u64map told;
     Parley__V1__Frame *frame;
+    uint64_t changed;        /* whose device list changed */
 } contacts;
 
 static int tell_member(void *ud, uint64_t user, const Parley__Store__Member *m) {
     contacts *c = ud;
     if (m->left_seq != 0 || u64map_get(&c->told, user)) return 0;
     u64map_put(&c->told, user, 1);
+    /* only those allowed to read the list (consent_visible: accepted) */
+    if (consent_state(c->w->srv->store, c->changed, user) != CONSENT_ACCEPTED) return 0;
     writer_push_later(c->w, user, c->frame, 0);
     return c->told.count >= MAX_CONTACTS_TOLD;
 }
@@ -249,7 +253,7 @@ void writer_device_list_changed(writer *w, uint64_t user, Parley__Store__User *u
     f.body_case = PARLEY__V1__FRAME__BODY_DEVICE_LIST_CHANGED;
     f.device_list_changed = &changed;
     /* the user's own devices, and everyone they share a conversation with */
-    contacts c = {w, {0}, &f};
+    contacts c = {w, {0}, &f, user};
     u64map_put(&c.told, user, 1);
     writer_push_later(w, user, &f, 0);
     store_scan_user_conversations(w->srv->store, user, tell_conversation, &c);
