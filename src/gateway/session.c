@@ -161,17 +161,18 @@ static void handle_sign_in(worker *w, conn *c, const Parley__V1__Frame *f) {
  * (session_apply_reply). Returns true when the writer took f. */
 static bool submit_auth(worker *w, conn *c, Parley__V1__Frame *f, const ProtobufCBinaryData *public_key,
                         const ProtobufCBinaryData *signature) {
+    uint64_t rid = f->request_id;   /* f is the writer's once submitted */
     c->nonce_spent = true;
     if (!signature_valid(c, public_key, signature)) {
-        auth_failed(w, c, f->request_id, PARLEY__V1__STATUS__UNAUTHENTICATED, "bad key or signature");
+        auth_failed(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "bad key or signature");
         return false;
     }
     if (!submit_quietly(w, c, f)) {
-        auth_failed(w, c, f->request_id, PARLEY__V1__STATUS__UNAVAILABLE, "server busy; retry shortly");
+        auth_failed(w, c, rid, PARLEY__V1__STATUS__UNAVAILABLE, "server busy; retry shortly");
         return false;
     }
     c->auth_pending = true;
-    c->auth_request_id = f->request_id;
+    c->auth_request_id = rid;
     return true;
 }
 
