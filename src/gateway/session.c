@@ -257,11 +257,13 @@ static int collect_active_member(void *ud, uint64_t user, const Parley__Store__M
     return collect_id(&l->members, user);
 }
 
-/* A message request for me: I have not accepted the other member of a
- * direct conversation, or whoever added me to a group. */
-static bool is_request(store *st, uint64_t me, const Parley__Store__Member *m, uint64_t direct_other) {
+/* My view of the other side of a conversation: the other member of a direct
+ * one, or whoever added me to a group; -1 when there is none (a group I
+ * created). Not accepted: the conversation is a message request for me. */
+static int view_of_other(store *st, uint64_t me, const Parley__Store__Member *m, uint64_t direct_other) {
     uint64_t other = m->direct_peer ? m->direct_peer : direct_other ? direct_other : m->added_by;
-    return other && other != me && consent_state(st, me, other) != CONSENT_ACCEPTED;
+    if (!other || other == me) return -1;
+    return consent_state(st, me, other);
 }
 
 static void free_summary(Parley__V1__ConversationSummary *s) {
@@ -308,8 +310,11 @@ static void handle_list(worker *w, conn *c, const Parley__V1__Frame *f) {
         if (rec->kind == PARLEY__V1__CONVERSATION_KIND__DIRECT && !me->direct_peer)
             for (size_t k = 0; k < ml.members.n; k++)
                 if (ml.members.ids[k] != c->user_id) direct_other = ml.members.ids[k];
-        s->request = is_request(st, c->user_id, me, direct_other);
-        items[n++] = s;
+        int view = view_of_other(st, c->user_id, me, direct_other);
+        s->request = view >= 0 && view != CONSENT_ACCEPTED;
+        /* a direct conversation with someone I blocked is not listed */
+        if (rec->kind == PARLEY__V1__CONVERSATION_KIND__DIRECT && view == CONSENT_BLOCKED) free_summary(s);
+        else items[n++] = s;
         parley__store__conversation__free_unpacked(rec, NULL);
         parley__store__member__free_unpacked(me, NULL);
     }

@@ -127,6 +127,7 @@ static void block_stops_messages_and_adds(void) {
     CHECK(pc_block_user(b->c, a->id.user_id, 0) == 0, "block: %s", pc_error(b->c));
     CHECK(pc_send_text(a->c, conv, "hello??", NULL) != 0, "a blocked user's message was taken");
     CHECK(pc_status(a->c) == PARLEY__V1__STATUS__FORBIDDEN, "send status %d", pc_status(a->c));
+    CHECK(listed_as_request(b, conv) == -1, "a conversation with a blocked user is still listed");
     uint64_t users[2] = {b->id.user_id, c->id.user_id}, group = 0;
     CHECK(pc_create_group(a->c, "g", users, 2, &group) != 0, "a blocked user added b to a new group");
     CHECK(pc_create_group(a->c, "g", &users[1], 1, &group) == 0, "group without b: %s", pc_error(a->c));
@@ -134,6 +135,7 @@ static void block_stops_messages_and_adds(void) {
     CHECK(pc_status(a->c) == PARLEY__V1__STATUS__FORBIDDEN, "add status %d", pc_status(a->c));
     /* unblocking returns to a request */
     CHECK(pc_block_user(b->c, a->id.user_id, 1) == 0, "unblock: %s", pc_error(b->c));
+    CHECK(listed_as_request(b, conv) == 1, "after unblocking: not listed as a request");
     CHECK(h_send(a, conv, "sorry") != 0, "message after unblock");
     h_dev_free(a);
     h_dev_free(b);
