@@ -4,16 +4,25 @@
  * writer thread; consent_state and consent_visible also on workers. */
 #include "chat/consent.h"
 
+#include <string.h>
+
 #include "chat/membership.h"
 #include "chat/writer_internal.h"
 #include "core/clock.h"
 #include "core/metrics.h"
 
-int consent_state(store *s, uint64_t owner, uint64_t other) {
+/* 0 with *state, or -1 on a store error (*state NONE) */
+static int consent_read(store *s, uint64_t owner, uint64_t other, int *state) {
     Parley__Store__Consent *c = NULL;
-    if (store_get_consent(s, owner, other, &c) != 1) return CONSENT_NONE;
-    int state = (int)c->state;
-    parley__store__consent__free_unpacked(c, NULL);
+    int found = store_get_consent(s, owner, other, &c);
+    *state = found == 1 ? (int)c->state : CONSENT_NONE;
+    if (c) parley__store__consent__free_unpacked(c, NULL);
+    return found < 0 ? -1 : 0;
+}
+
+int consent_state(store *s, uint64_t owner, uint64_t other) {
+    int state;
+    consent_read(s, owner, other, &state);
     return state;
 }
 
@@ -22,16 +31,53 @@ bool consent_visible(store *s, uint64_t viewer, uint64_t target) {
     return consent_state(s, target, viewer) == CONSENT_ACCEPTED && membership_shared(s, viewer, target) == 1;
 }
 
+/* The writer is the only one that changes consent, so it keeps the states it
+ * has read or written in a direct-mapped table (bounded: a slot is simply
+ * overwritten) and a send in a direct conversation costs no store read once
+ * the pair is known. Cleared when a commit fails (it may hold what did not
+ * commit). */
+enum { CONSENT_CACHE_SLOTS = 1 << 16 };
+
+struct consent_slot {
+    uint64_t owner, other;
+    uint32_t state;
+    bool used;
+};
+
+static struct consent_slot *cache_slot(writer *w, uint64_t owner, uint64_t other) {
+    if (!w->consent_cache) {
+        w->consent_cache = calloc(CONSENT_CACHE_SLOTS, sizeof *w->consent_cache);
+        if (!w->consent_cache) return NULL;   /* then every lookup reads the store */
+    }
+    uint64_t h = (owner * 0x9E3779B97F4A7C15ull) ^ (other * 0xC2B2AE3D27D4EB4Full);
+    return &w->consent_cache[(h >> 32) % CONSENT_CACHE_SLOTS];
+}
+
+int writer_consent_state(writer *w, uint64_t owner, uint64_t other) {
+    struct consent_slot *slot = cache_slot(w, owner, other);
+    if (slot && slot->used && slot->owner == owner && slot->other == other) return (int)slot->state;
+    int state;
+    if (consent_read(w->srv->store, owner, other, &state) == 0 && slot)
+        *slot = (struct consent_slot){owner, other, (uint32_t)state, true};
+    return state;
+}
+
+void writer_consent_cache_clear(writer *w) {
+    if (w->consent_cache) memset(w->consent_cache, 0, CONSENT_CACHE_SLOTS * sizeof *w->consent_cache);
+}
+
 static void put_state(writer *w, uint64_t owner, uint64_t other, int state) {
     Parley__Store__Consent c;
     parley__store__consent__init(&c);
     c.state = (uint32_t)state;   /* the request counters start again from zero */
     store_put_consent(w->batch, owner, other, &c);
+    struct consent_slot *slot = cache_slot(w, owner, other);
+    if (slot) *slot = (struct consent_slot){owner, other, (uint32_t)state, true};
 }
 
 void consent_accept_added(writer *w, uint64_t actor, const uint64_t *users, size_t n) {
     for (size_t i = 0; i < n; i++)
-        if (users[i] != actor && consent_state(w->srv->store, actor, users[i]) == CONSENT_NONE)
+        if (users[i] != actor && writer_consent_state(w, actor, users[i]) == CONSENT_NONE)
             put_state(w, actor, users[i], CONSENT_ACCEPTED);
 }
 
@@ -93,8 +139,8 @@ void handle_block_user(writer *w, chat_request *r) {
 
 Parley__V1__Status consent_direct_send(writer *w, uint64_t me, uint64_t peer, Parley__Store__Member *m,
                                        const char **why) {
-    int mine = consent_state(w->srv->store, me, peer);
-    int theirs = consent_state(w->srv->store, peer, me);
+    int mine = writer_consent_state(w, me, peer);
+    int theirs = writer_consent_state(w, peer, me);
     if (mine == CONSENT_BLOCKED) {
         *why = "you blocked this user; unblock them first";
         return PARLEY__V1__STATUS__FORBIDDEN;

@@ -257,6 +257,7 @@ void writer_flush(writer *w) {
         store_batch_free(w->batch);
         w->batch = store_batch_new();
         if (load_state(w)) log_error("writer: cannot reload state after a failed commit");
+        writer_consent_cache_clear(w);
     }
     w->n_sends = 0;
     w->n_replies = 0;
@@ -599,7 +600,7 @@ static void handle_create_group(writer *w, chat_request *r) {
             free(ids);
             return;
         }
-        if (consent_state(w->srv->store, ids[i], r->user_id) == CONSENT_BLOCKED) {
+        if (writer_consent_state(w, ids[i], r->user_id) == CONSENT_BLOCKED) {
             METRIC_INC(blocked_refused_total);
             writer_fail(w, r, PARLEY__V1__STATUS__FORBIDDEN, "user %llu does not accept adds from you",
                         (unsigned long long)ids[i]);
@@ -664,7 +665,7 @@ static void handle_add_members(writer *w, chat_request *r) {
             writer_fail(w, r, PARLEY__V1__STATUS__NOT_FOUND, "no user %llu", (unsigned long long)ids[i]);
             goto out;
         }
-        if (consent_state(w->srv->store, ids[i], r->user_id) == CONSENT_BLOCKED) {
+        if (writer_consent_state(w, ids[i], r->user_id) == CONSENT_BLOCKED) {
             METRIC_INC(blocked_refused_total);
             writer_fail(w, r, PARLEY__V1__STATUS__FORBIDDEN, "user %llu does not accept adds from you",
                         (unsigned long long)ids[i]);
@@ -1107,6 +1108,7 @@ void writer_stop(writer *w) {
     store_batch_free(w->batch);
     u64map_free(&w->conv_last_seq);
     u64map_free(&w->removed_device_users);
+    free(w->consent_cache);
     free(w->members);
     post_pushes(w, false);
     free(w->pushes);

@@ -93,6 +93,7 @@ struct writer {
     size_t n_pushes, cap_pushes;
     u64map removed_device_users;     /* users who removed a device since start: their
                                         requests check that the device still exists */
+    struct consent_slot *consent_cache; /* consent.c: states read or written here */
 };
 
 
@@ -129,6 +130,9 @@ void handle_ack_device_messages(writer *w, chat_request *r);
 /* consent.c: request handlers and the checks of the other handlers */
 void handle_accept_request(writer *w, chat_request *r);
 void handle_block_user(writer *w, chat_request *r);
+/* owner's view of other as the writer knows it (cached; consent.c) */
+int writer_consent_state(writer *w, uint64_t owner, uint64_t other);
+void writer_consent_cache_clear(writer *w);
 /* the actor of a group add or a direct opening accepts the users added */
 void consent_accept_added(writer *w, uint64_t actor, const uint64_t *users, size_t n);
 /* the other member of a direct conversation (0: not a direct one) */
