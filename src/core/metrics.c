@@ -55,6 +55,7 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_request_limit_refused_total", "counter", "Messages refused: the unaccepted message-request bound was reached.", &g_metrics.request_limit_refused_total, 0},
         {"parley_blocked_refused_total", "counter", "Requests refused because the target user blocked the caller.", &g_metrics.blocked_refused_total, 0},
         {"parley_key_claims_rate_limited_total", "counter", "Pre-key claims refused: the target has not accepted the caller and the claim bound was reached.", &g_metrics.key_claims_rate_limited_total, 0},
+        {"parley_presence_subscriptions_dropped_total", "counter", "Presence subscriptions ended because the watched user blocked the subscriber.", &g_metrics.presence_subscriptions_dropped_total, 0},
         {"parley_group_role_refused_total", "counter", "Group changes refused: only admins add, remove others or rename.", &g_metrics.group_role_refused_total, 0},
     };
     size_t n = 0;

@@ -54,6 +54,7 @@ typedef struct metrics {
     atomic_ulong blocked_refused_total;         /* requests refused because the target blocked the caller */
     atomic_ulong key_claims_rate_limited_total; /* pre-key claims of an unaccepted contact refused */
     atomic_ulong group_role_refused_total;      /* group changes by a non-admin refused */
+    atomic_ulong presence_subscriptions_dropped_total; /* presence of a user who blocked the subscriber */
 } metrics;
 
 extern metrics g_metrics;

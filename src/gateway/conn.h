@@ -122,6 +122,9 @@ void session_apply_reply(worker *w, conn *c, worker_msg *m);
 /* Closes this worker's connections signed in as (user, device): the device
  * was removed (1008). */
 void session_close_device(worker *w, uint64_t user, uint32_t device);
+/* This worker's connections of user stop receiving about_user's presence
+ * (about_user blocked user). */
+void session_drop_presence(worker *w, uint64_t user, uint64_t about_user);
 /* A new sign-in challenge (nonce) to the device: after the upgrade and after
  * each failed auth attempt, since a nonce is good for one attempt. */
 void session_challenge(worker *w, conn *c);

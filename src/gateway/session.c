@@ -202,6 +202,15 @@ void session_close_device(worker *w, uint64_t user, uint32_t device) {
     }
 }
 
+void session_drop_presence(worker *w, uint64_t user, uint64_t about_user) {
+    for (uint32_t i = 0; i < w->n_slots; i++) {
+        conn *c = w->conns[i];
+        if (c && c->signed_in && c->user_id == user &&
+            registry_presence_unsubscribe_user(w->srv->registry, c->id, about_user))
+            METRIC_INC(presence_subscriptions_dropped_total);
+    }
+}
+
 /* ------------------------------------------------------------------ reads */
 
 static void handle_lookup_user(worker *w, conn *c, const Parley__V1__Frame *f) {

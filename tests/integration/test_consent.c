@@ -143,6 +143,38 @@ static void block_stops_messages_and_adds(void) {
     h_server_destroy(&S);
 }
 
+typedef struct metric_goal {
+    const char *name;
+    double above;
+} metric_goal;
+
+static int pred_metric_above(void *ud) {
+    metric_goal *g = ud;
+    double v = 0;
+    return h_metric(&S, g->name, &v) == 0 && v > g->above;
+}
+
+static void block_ends_presence_subscription(void) {
+    CHECK(h_server_start(&S, NULL) == 0, "server did not start");
+    h_dev *a = h_user_new(&S, NULL), *b = h_user_new(&S, NULL);
+    CHECK(a && b, "users");
+    uint64_t conv = 0;
+    CHECK(pc_open_direct(a->c, b->id.user_id, &conv) == 0, "direct: %s", pc_error(a->c));
+    CHECK(h_accept(b, conv) == 0, "accept");
+    uint64_t target = b->id.user_id;
+    CHECK(pc_subscribe_presence(a->c, &target, 1) == 0, "presence of a contact: %s", pc_error(a->c));
+    metric_goal goal = {"parley_presence_subscriptions_dropped_total", 0};
+    CHECK(h_metric(&S, goal.name, &goal.above) == 0, "metric missing");
+    CHECK(pc_block_user(b->c, a->id.user_id, 0) == 0, "block: %s", pc_error(b->c));
+    /* the server ends a's running subscription to b */
+    h_dev *both[2] = {a, b};
+    CHECK(h_pump(both, 2, pred_metric_above, &goal, 10000), "a's presence subscription to b outlived the block");
+    CHECK(pc_subscribe_presence(a->c, &target, 1) != 0, "a subscribed again after the block");
+    h_dev_free(a);
+    h_dev_free(b);
+    h_server_destroy(&S);
+}
+
 static void group_invite_is_a_request(void) {
     CHECK(h_server_start(&S, NULL) == 0, "server did not start");
     h_dev *a = h_user_new(&S, NULL), *b = h_user_new(&S, NULL), *c = h_user_new(&S, NULL);
@@ -191,6 +223,7 @@ int main(void) {
     RUN(replying_accepts);
     RUN(request_reveals_nothing);
     RUN(block_stops_messages_and_adds);
+    RUN(block_ends_presence_subscription);
     RUN(group_invite_is_a_request);
     RUN(user_ids_are_not_counters);
     CHECK_EXIT();
