@@ -164,10 +164,13 @@ static uint64_t setup_id(bconn *c, enum setup_op op) {
 }
 
 static void send_auth(bloop *l, bconn *c) {
-    uint8_t msg[sizeof AUTH_CONTEXT - 1 + 32], sig[64];
+    uint8_t msg[sizeof AUTH_CONTEXT - 1 + 32 + 300], sig[64];
     memcpy(msg, AUTH_CONTEXT, sizeof AUTH_CONTEXT - 1);
     memcpy(msg + sizeof AUTH_CONTEXT - 1, c->nonce, 32);
-    crypto_sign_detached(sig, NULL, msg, sizeof msg, c->sk);
+    /* then the Host header of the upgrade (conn_start), as the server checks */
+    int host_len = snprintf((char *)msg + sizeof AUTH_CONTEXT - 1 + 32, 300, "%s:%d", g_opt.host, g_opt.port);
+    if (host_len < 0 || host_len >= 300) host_len = 0;
+    crypto_sign_detached(sig, NULL, msg, sizeof AUTH_CONTEXT - 1 + 32 + (size_t)host_len, c->sk);
     Parley__V1__Frame f;
     parley__v1__frame__init(&f);
     if (c->user_id == 0) {

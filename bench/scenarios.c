@@ -54,6 +54,11 @@ int scenario_direct(server_proc *s) {
     for (uint32_t i = 0; i + 1 < n; i += 2)
         conn_open_direct(fleet_loop_of(&f, i), f.all[i], f.all[i + 1]->user_id);
     fleet_wait_pending(&f, 60, "open direct");
+    /* the receiver opens it too, which accepts the sender: otherwise it is a
+     * message request and the server stops the sender after 20 messages */
+    for (uint32_t i = 0; i + 1 < n; i += 2)
+        conn_open_direct(fleet_loop_of(&f, i + 1), f.all[i + 1], f.all[i]->user_id);
+    fleet_wait_pending(&f, 60, "accept direct");
     for (uint32_t i = 0; i + 1 < n; i += 2) f.all[i + 1]->conv = f.all[i]->conv;
     fleet_sync_all(&f, 60);
     load_result r;
@@ -135,6 +140,8 @@ int scenario_sync(server_proc *s) {
     bloop *l = &f.loops[0];
     conn_open_direct(l, f.all[0], f.all[1]->user_id);
     fleet_wait_pending(&f, 30, "open direct");
+    conn_open_direct(l, f.all[1], f.all[0]->user_id);   /* accepts: no request bound */
+    fleet_wait_pending(&f, 30, "accept direct");
     f.all[1]->conv = f.all[0]->conv;
     conn_shutdown(l, f.all[1]);   /* the receiver goes offline */
     /* the sender fills the backlog, g_opt.window sends in flight */

@@ -97,5 +97,7 @@ int cli_cmd_typing(cli_ctx *ctx, uint64_t conv, bool typing);
 /* One JSON line {user, change_counter, devices}; user_name NULL: one's own. */
 int cli_cmd_devices(cli_ctx *ctx, const char *user_name);
 int cli_cmd_remove_device(cli_ctx *ctx, uint32_t device_id);
+/* consent_cmds.c: accept/decline CONV, block/unblock USER, rename CONV NAME */
+int cli_cmd_consent(cli_ctx *ctx, const char *cmd, const char *arg, const char *name);
 
 #endif

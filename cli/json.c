@@ -27,6 +27,7 @@ const char *json_action_name(int action) {
     case PARLEY__V1__MEMBERSHIP__ACTION__ADDED: return "added";
     case PARLEY__V1__MEMBERSHIP__ACTION__REMOVED: return "removed";
     case PARLEY__V1__MEMBERSHIP__ACTION__LEFT: return "left";
+    case PARLEY__V1__MEMBERSHIP__ACTION__RENAMED: return "renamed";
     default: return "unknown";
     }
 }
@@ -151,5 +152,7 @@ void json_print_conversation(FILE *out, const Parley__V1__ConversationSummary *s
                  ",\"members\":",
             s->last_seq, s->read_seq, s->unread);
     print_u64_array(out, s->member_user_ids, s->n_member_user_ids);
+    fprintf(out, ",\"request\":%s,\"admins\":", s->request ? "true" : "false");
+    print_u64_array(out, s->admin_user_ids, s->n_admin_user_ids);
     fputs("}\n", out);
 }

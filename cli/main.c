@@ -33,10 +33,16 @@ static const char USAGE[] =
     "  whoami                     prints this device's identity as JSON\n"
     "  direct USER                prints the 1:1 conversation id with USER\n"
     "  group NAME [USER...]       creates a group; prints its conversation id\n"
-    "  add CONV USER...           adds members to a group\n"
-    "  remove CONV USER           removes a member from a group\n"
+    "  add CONV USER...           adds members to a group (admins only)\n"
+    "  remove CONV USER           removes a member from a group (admins only)\n"
     "  leave CONV                 leaves a group\n"
-    "  conversations              one JSON line per conversation\n"
+    "  rename CONV NAME           renames a group (admins only)\n"
+    "  conversations              one JSON line per conversation (\"request\": true for a\n"
+    "                             message request you have not accepted; group admins)\n"
+    "  accept CONV                accepts a message request: the other member of a direct\n"
+    "                             conversation, or whoever added you to a group\n"
+    "  decline CONV               declines it: leaves the group, or hides the conversation\n"
+    "  block USER / unblock USER  no messages, group adds, presence, keys from USER\n"
     "  send CONV TEXT             sends TEXT (\"-\": read stdin); prints the seq once durable\n"
     "  sync [--wait S]            prints new events as JSON lines, oldest first, until caught up\n"
     "                             and then S more seconds of live events (default 0)\n"
@@ -590,6 +596,11 @@ static const command COMMANDS[] = {
     {"add", NEEDS_CONNECTION, 2, -1, "add CONV USER..."},
     {"remove", NEEDS_CONNECTION, 2, 2, "remove CONV USER"},
     {"leave", NEEDS_CONNECTION, 1, 1, "leave CONV"},
+    {"rename", NEEDS_CONNECTION, 2, 2, "rename CONV NAME"},
+    {"accept", NEEDS_CONNECTION, 1, 1, "accept CONV"},
+    {"decline", NEEDS_CONNECTION, 1, 1, "decline CONV"},
+    {"block", NEEDS_CONNECTION, 1, 1, "block USER"},
+    {"unblock", NEEDS_CONNECTION, 1, 1, "unblock USER"},
     {"conversations", NEEDS_CONNECTION, 0, 0, "conversations"},
     {"send", NEEDS_CONNECTION, 2, 2, "send CONV TEXT"},
     {"sync", NEEDS_CONNECTION, 0, 0, "sync [--wait S]"},
@@ -691,6 +702,9 @@ int main(int argc, char **argv) {
         rc = cmd_remove(&ctx, &a, true);
     } else if (strcmp(cmd, "conversations") == 0) {
         rc = cmd_conversations(&ctx);
+    } else if (strcmp(cmd, "rename") == 0 || strcmp(cmd, "accept") == 0 || strcmp(cmd, "decline") == 0 ||
+               strcmp(cmd, "block") == 0 || strcmp(cmd, "unblock") == 0) {
+        rc = cli_cmd_consent(&ctx, cmd, a.pos[1], a.n_pos > 2 ? a.pos[2] : NULL);
     } else if (strcmp(cmd, "send") == 0) {
         rc = cmd_send(&ctx, &a);
     } else if (strcmp(cmd, "sync") == 0) {

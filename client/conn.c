@@ -392,9 +392,9 @@ static int upgrade(pc_client *c, int64_t deadline) {
     ws_make_client_key(key);
     if (ws_accept_key(key, want_accept) < 0) return pc_fail(c, -1, "bad WebSocket key");
 
-    char host_hdr[PC_HOST_MAX + 16];
+    char *host_hdr = c->host_header;   /* kept: sign-in signs it */
     bool v6 = strchr(c->host, ':') != NULL;
-    snprintf(host_hdr, sizeof host_hdr, "%s%s%s:%s", v6 ? "[" : "", c->host, v6 ? "]" : "",
+    snprintf(host_hdr, sizeof c->host_header, "%s%s%s:%s", v6 ? "[" : "", c->host, v6 ? "]" : "",
              c->port);
     char req[1024];
     int n = snprintf(req, sizeof req,

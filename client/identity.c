@@ -1,6 +1,7 @@
 /* identity.c -- a device's Ed25519 keys and the three ways a connection
  * proves it holds them: RegisterUser, RegisterDevice, SignIn. Each signs
- * "parley.v1 auth" || the connection's 32-byte challenge nonce. */
+ * "parley.v1 auth" || the connection's 32-byte challenge nonce || the Host
+ * header value of its upgrade request. */
 #include <string.h>
 
 #include <sodium.h>
@@ -22,11 +23,14 @@ void pc_identity_generate(pc_identity *id) {
     crypto_sign_keypair(id->public_key, id->secret_key);
 }
 
-void pc_sign_challenge(const uint8_t nonce[PC_NONCE_BYTES], const uint8_t sk[64], uint8_t sig[64]) {
-    uint8_t msg[PC_AUTH_CONTEXT_LEN + PC_NONCE_BYTES];
+void pc_sign_challenge(const uint8_t nonce[PC_NONCE_BYTES], const char *host, const uint8_t sk[64],
+                       uint8_t sig[64]) {
+    size_t host_len = strnlen(host, PC_HOST_MAX + 16);
+    uint8_t msg[PC_AUTH_CONTEXT_LEN + PC_NONCE_BYTES + PC_HOST_MAX + 16];
     memcpy(msg, AUTH_CONTEXT, PC_AUTH_CONTEXT_LEN);
     memcpy(msg + PC_AUTH_CONTEXT_LEN, nonce, PC_NONCE_BYTES);
-    crypto_sign_detached(sig, NULL, msg, sizeof msg, sk);
+    memcpy(msg + PC_AUTH_CONTEXT_LEN + PC_NONCE_BYTES, host, host_len);
+    crypto_sign_detached(sig, NULL, msg, PC_AUTH_CONTEXT_LEN + PC_NONCE_BYTES + host_len, sk);
 }
 
 /* The Registered result of a successful auth response into id; the client

@@ -46,6 +46,7 @@ struct pc_client {
     /* options, with defaults filled in */
     char host[PC_HOST_MAX];
     char port[8];
+    char host_header[PC_HOST_MAX + 16]; /* the Host sent with the upgrade: signed at sign-in */
     char path[256];
     int connect_timeout_ms, request_timeout_ms;
     int reconnect_base_ms, reconnect_cap_ms, max_reconnects;
@@ -192,8 +193,10 @@ int pc_run_no_result(pc_client *c, Parley__V1__Frame *f, bool retry_safe);
 int pc_request_once(pc_client *c, pc_request *req, Parley__V1__Frame **out);
 
 /* ---- identity (identity.c) */
-/* Signs "parley.v1 auth" || nonce with sk into sig. */
-void pc_sign_challenge(const uint8_t nonce[PC_NONCE_BYTES], const uint8_t sk[64], uint8_t sig[64]);
+/* Signs "parley.v1 auth" || nonce || host (the Host header the upgrade
+ * carried) with sk into sig. */
+void pc_sign_challenge(const uint8_t nonce[PC_NONCE_BYTES], const char *host, const uint8_t sk[64],
+                       uint8_t sig[64]);
 /* SignIn with c->id on the current connection (no reconnect). 0 or -1. */
 int pc_sign_in_once(pc_client *c);
 

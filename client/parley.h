@@ -85,6 +85,14 @@ int pc_create_group(pc_client *c, const char *name, const uint64_t *members, siz
                     uint64_t *conversation_id);
 int pc_add_members(pc_client *c, uint64_t conversation_id, const uint64_t *users, size_t n);
 int pc_remove_member(pc_client *c, uint64_t conversation_id, uint64_t user_id);
+/* Group admins (the creator first) add, remove others and rename; anyone leaves. */
+int pc_rename_group(pc_client *c, uint64_t conversation_id, const char *name);
+/* Message requests (see "consent" in parley.proto): accept the other member
+ * of a direct conversation or the inviter of a group; decline (a group is
+ * left, a direct conversation hidden); block or unblock a user. */
+int pc_accept_request(pc_client *c, uint64_t conversation_id);
+int pc_decline_request(pc_client *c, uint64_t conversation_id);
+int pc_block_user(pc_client *c, uint64_t user_id, int unblock);
 /* *out is owned by the caller: free with parley__v1__conversation_list__free_unpacked(*out, NULL). */
 int pc_list_conversations(pc_client *c, Parley__V1__ConversationList **out);
 

@@ -38,7 +38,7 @@ int pc_request_once(pc_client *c, pc_request *req, Parley__V1__Frame **out) {
     req->frame->request_id = ++c->next_request_id;
     if (req->sig) {
         if (!c->have_nonce) return pc_fail(c, -1, "no challenge to sign");
-        pc_sign_challenge(c->nonce, req->sign_key, req->sig_buf);
+        pc_sign_challenge(c->nonce, c->host_header, req->sign_key, req->sig_buf);
         req->sig->data = req->sig_buf;
         req->sig->len = sizeof req->sig_buf;
     }
@@ -89,9 +89,11 @@ int pc_request_run(pc_client *c, pc_request *req, Parley__V1__Frame **out) {
         }
         /* rate limited: the answer says when; waiting and sending the same
          * request again is what the limit asks for */
+        /* (a wait longer than MAX_RATE_WAIT_MS is the caller's to decide:
+         * the call fails and pc_retry_after_ms() says how long) */
         if (c->fd >= 0 && (c->status == PARLEY__V1__STATUS__RATE_LIMITED ||
                            c->status == PARLEY__V1__STATUS__UNAVAILABLE) &&
-            rate_waits++ < MAX_RATE_WAITS) {
+            c->retry_after_ms <= MAX_RATE_WAIT_MS && rate_waits++ < MAX_RATE_WAITS) {
             uint64_t wait = c->retry_after_ms ? c->retry_after_ms : 100;
             pc_sleep_ms((int)(wait < MAX_RATE_WAIT_MS ? wait : MAX_RATE_WAIT_MS));
             continue;

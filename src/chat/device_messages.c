@@ -2,6 +2,7 @@
  * key, pairwise-encrypted by the sender). Each device has a queue numbered
  * by queue_seq; an envelope stays there until the device acknowledges it,
  * is pushed live when the device is online, and at StartSync otherwise. */
+#include "chat/consent.h"
 #include "chat/membership.h"
 #include "chat/writer_internal.h"
 #include "core/clock.h"
@@ -82,6 +83,14 @@ void handle_send_device_message(writer *w, chat_request *r) {
     if (full) {
         METRIC_INC(device_queue_full_total);
         writer_fail(w, r, PARLEY__V1__STATUS__TOO_LARGE, "%s; it takes more once the device has read them", full);
+        parley__store__device__free_unpacked(d, NULL);
+        return;
+    }
+    /* after the queue checks: a bounded request counts only what is queued */
+    if (consent_device_message(w, r->user_id, q->user_id) != PARLEY__V1__STATUS__OK) {
+        writer_fail(w, r, PARLEY__V1__STATUS__FORBIDDEN,
+                    "device messages to a user who has not accepted you are limited to %d",
+                    REQUEST_DEVICE_MESSAGES_MAX);
         parley__store__device__free_unpacked(d, NULL);
         return;
     }

@@ -6,10 +6,12 @@
  * what makes each key go to exactly one claimer, however many ask at once. */
 #include <string.h>
 
+#include "chat/consent.h"
 #include "chat/membership.h"
 #include "chat/writer_internal.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/metrics.h"
 
 enum {
     MAX_KEY_BYTES = 64,
@@ -176,6 +178,19 @@ void handle_fetch_keys(writer *w, chat_request *r) {
         writer_fail(w, r, PARLEY__V1__STATUS__FORBIDDEN, "keys only of users you share a conversation with");
         return;
     }
+    uint64_t retry_after_ms = 0;
+    Parley__V1__Status consent = consent_key_claim(w, r->user_id, target, &retry_after_ms);
+    if (consent != PARLEY__V1__STATUS__OK) {
+        Parley__V1__Frame f;
+        Parley__V1__Response resp;
+        reply_init(&f, &resp, r->request_id, consent,
+                   consent == PARLEY__V1__STATUS__RATE_LIMITED
+                       ? "pre-key claims of a user who has not accepted you are limited"
+                       : "this user does not accept you");
+        resp.retry_after_ms = retry_after_ms;
+        worker_post(w->srv, reply_pack(WM_REPLY, r->conn_id, &f));
+        return;
+    }
     bundle_scan *bs = calloc(1, sizeof *bs);
     if (!bs) abort();
     bs->w = w;
@@ -207,12 +222,15 @@ typedef struct contacts {
     writer *w;
     u64map told;
     Parley__V1__Frame *frame;
+    uint64_t changed;        /* whose device list changed */
 } contacts;
 
 static int tell_member(void *ud, uint64_t user, const Parley__Store__Member *m) {
     contacts *c = ud;
     if (m->left_seq != 0 || u64map_get(&c->told, user)) return 0;
     u64map_put(&c->told, user, 1);
+    /* only those allowed to read the list (consent_visible: accepted) */
+    if (consent_state(c->w->srv->store, c->changed, user) != CONSENT_ACCEPTED) return 0;
     writer_push_later(c->w, user, c->frame, 0);
     return c->told.count >= MAX_CONTACTS_TOLD;
 }
@@ -235,7 +253,7 @@ void writer_device_list_changed(writer *w, uint64_t user, Parley__Store__User *u
     f.body_case = PARLEY__V1__FRAME__BODY_DEVICE_LIST_CHANGED;
     f.device_list_changed = &changed;
     /* the user's own devices, and everyone they share a conversation with */
-    contacts c = {w, {0}, &f};
+    contacts c = {w, {0}, &f, user};
     u64map_put(&c.told, user, 1);
     writer_push_later(w, user, &f, 0);
     store_scan_user_conversations(w->srv->store, user, tell_conversation, &c);
@@ -258,8 +276,33 @@ void handle_remove_device(writer *w, chat_request *r) {
     }
     parley__store__device__free_unpacked(d, NULL);
     store_delete_device(w->batch, r->user_id, device);
-    store_delete_device_keys(w->batch, r->user_id, device);
+    store_delete_device_keys(w->batch, r->user_id, device);   /* and its device messages */
+    store_delete_cursor(w->batch, r->user_id, device);
     writer_device_list_changed(w, r->user_id, u);
     parley__store__user__free_unpacked(u, NULL);
+    /* Its sessions end at once: requests already queued here are refused
+     * (writer_refuse_removed_device), its connections are closed after the
+     * commit, a sign-in finds no device, and the link tokens it issued name
+     * a device that no longer exists (handle_register_device). */
+    u64map_put(&w->removed_device_users, r->user_id, 1);
+    for (int i = 0; i < w->srv->n_workers; i++) {
+        worker_msg *m = worker_msg_new(WM_CLOSE_DEVICE, (uint64_t)i << 56, 0);
+        if (!m) continue;
+        m->user_id = r->user_id;
+        m->device_id = device;
+        writer_post_later(w, m);
+    }
     writer_answer_ok(w, r);
+}
+
+bool writer_refuse_removed_device(writer *w, const chat_request *r) {
+    if (r->user_id == 0 || !u64map_get(&w->removed_device_users, r->user_id)) return false;
+    Parley__Store__Device *d = NULL;
+    int found = store_get_device(w->srv->store, r->user_id, r->device_id, &d);
+    if (d) parley__store__device__free_unpacked(d, NULL);
+    if (found != 0) return false;
+    METRIC_INC(removed_device_refused_total);
+    if (r->op == CHAT_FRAME && r->request_id)
+        writer_fail(w, r, PARLEY__V1__STATUS__UNAUTHENTICATED, "this device was removed");
+    return true;
 }

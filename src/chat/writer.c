@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "chat/consent.h"
 #include "chat/membership.h"
 #include "chat/push.h"
 #include "chat/reply.h"
@@ -264,6 +265,7 @@ void writer_flush(writer *w) {
         store_batch_free(w->batch);
         w->batch = store_batch_new();
         if (load_state(w)) log_error("writer: cannot reload state after a failed commit");
+        writer_consent_cache_clear(w);
     }
     w->n_sends = 0;
     w->n_replies = 0;
@@ -363,7 +365,20 @@ static void handle_register_user(writer *w, chat_request *r) {
         else writer_fail(w, r, PARLEY__V1__STATUS__INTERNAL, "store read failed");
         return;
     }
-    uint64_t user = ++w->last_user_id;
+    /* Random 63-bit ids, not a counter: an id says nothing about how many
+     * users there are or which id is next. (Conversation ids stay a counter:
+     * every access to a conversation checks membership first.) */
+    uint64_t user = 0;
+    for (int attempt = 0; attempt < 8 && user == 0; attempt++) {
+        uint64_t candidate;
+        randombytes_buf(&candidate, sizeof candidate);
+        candidate &= INT64_MAX;
+        if (candidate != 0 && writer_user_exists(w, candidate) == 0) user = candidate;
+    }
+    if (user == 0) {
+        writer_fail(w, r, PARLEY__V1__STATUS__INTERNAL, "could not pick a user id");
+        return;
+    }
     Parley__Store__User u;
     parley__store__user__init(&u);
     u.name = q->name;
@@ -371,7 +386,6 @@ static void handle_register_user(writer *w, chat_request *r) {
     u.created_ts = clock_wall_ms();
     store_put_user(w->batch, user, &u);
     store_put_user_name(w->batch, q->name, user);
-    store_put_counter(w->batch, "user", user);
     put_device(w, user, 1, &q->device_public_key, q->device_name);
     answer_registered(w, r, user, 1);
 }
@@ -386,7 +400,17 @@ static void handle_register_device(writer *w, chat_request *r) {
         return;
     }
     uint64_t user = t->user_id;
+    /* revoked when the device that issued it was removed (device ids are
+     * never reused); tokens from before this field name no device */
+    Parley__Store__Device *issuer = NULL;
+    int issuer_found = t->device_id ? store_get_device(w->srv->store, user, t->device_id, &issuer) : 1;
+    if (issuer) parley__store__device__free_unpacked(issuer, NULL);
     parley__store__link_token__free_unpacked(t, NULL);
+    if (issuer_found != 1) {
+        store_delete_link_token(w->batch, q->token);
+        writer_fail(w, r, PARLEY__V1__STATUS__UNAUTHENTICATED, "link token revoked: its device was removed");
+        return;
+    }
     Parley__Store__User *u = NULL;
     if (store_get_user(w->srv->store, user, &u) <= 0) {
         writer_fail(w, r, PARLEY__V1__STATUS__INTERNAL, "user of the token is missing");
@@ -499,6 +523,7 @@ static void handle_create_link_token(writer *w, chat_request *r) {
     Parley__Store__LinkToken t;
     parley__store__link_token__init(&t);
     t.user_id = r->user_id;
+    t.device_id = r->device_id;
     /* strictly increasing, so "oldest" (trim_user_tokens) is never a tie
      * between tokens made in the same millisecond */
     t.expires_ts = clock_wall_ms() + w->srv->cfg.link_token_ttl_ms;
@@ -567,13 +592,16 @@ static uint64_t append_membership(writer *w, uint64_t conv, uint64_t actor_user,
     return seq;
 }
 
-static void put_member(writer *w, uint64_t conv, uint64_t user, uint64_t joined, uint64_t left,
-                       uint64_t read) {
+/* A new member record: joined at seq (history starts there), read up to it. */
+static void put_member(writer *w, uint64_t conv, uint64_t user, uint64_t joined, uint64_t added_by,
+                       bool admin, uint64_t direct_peer) {
     Parley__Store__Member m;
     parley__store__member__init(&m);
     m.joined_seq = joined;
-    m.left_seq = left;
-    m.read_seq = read;
+    m.read_seq = joined;
+    m.added_by = added_by;
+    m.admin = admin;
+    m.direct_peer = direct_peer;
     store_put_member(w->batch, conv, user, &m);
 }
 
@@ -603,8 +631,14 @@ static uint64_t new_conversation(writer *w, chat_request *r, Parley__V1__Convers
     u64map_put(&w->conv_last_seq, conv, 0);
     uint64_t seq = append_membership(w, conv, r->user_id, r->device_id,
                                      PARLEY__V1__MEMBERSHIP__ACTION__CREATED, members, n, kind, name);
-    /* the creation itself is not an unread message */
-    for (size_t i = 0; i < n; i++) put_member(w, conv, members[i], seq, 0, seq);
+    /* the creation itself is not an unread message; the creator is the
+     * group's first admin */
+    bool direct = kind == PARLEY__V1__CONVERSATION_KIND__DIRECT;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t peer = direct ? members[1 - i] : 0;
+        put_member(w, conv, members[i], seq, r->user_id, !direct && members[i] == r->user_id, peer);
+    }
+    consent_accept_added(w, r->user_id, members, n);
     return conv;
 }
 
@@ -625,6 +659,8 @@ static void handle_open_direct(writer *w, chat_request *r) {
         uint64_t members[2] = {r->user_id < peer ? r->user_id : peer, r->user_id < peer ? peer : r->user_id};
         conv = new_conversation(w, r, PARLEY__V1__CONVERSATION_KIND__DIRECT, "", members, 2);
         store_put_direct(w->batch, r->user_id, peer, conv);
+    } else {
+        consent_accept_added(w, r->user_id, &peer, 1);   /* opening it accepts the peer */
     }
     answer_conversation(w, r, conv);
 }
@@ -667,15 +703,32 @@ static void handle_create_group(writer *w, chat_request *r) {
             free(ids);
             return;
         }
+        if (writer_consent_state(w, ids[i], r->user_id) == CONSENT_BLOCKED) {
+            METRIC_INC(blocked_refused_total);
+            writer_fail(w, r, PARLEY__V1__STATUS__FORBIDDEN, "user %llu does not accept adds from you",
+                        (unsigned long long)ids[i]);
+            free(ids);
+            return;
+        }
     }
     uint64_t conv = new_conversation(w, r, PARLEY__V1__CONVERSATION_KIND__GROUP, q->name, ids, n);
     free(ids);
     answer_conversation(w, r, conv);
 }
 
-/* the conversation if it is a group the caller belongs to, else answers */
-static int group_for_change(writer *w, chat_request *r, uint64_t conv, Parley__Store__Conversation **out) {
-    int member = writer_active_member(w, conv, r->user_id, NULL);
+/* the conversation if it is a group the caller belongs to (as an admin when
+ * need_admin), else answers */
+static int group_for_change(writer *w, chat_request *r, uint64_t conv, bool need_admin,
+                            Parley__Store__Conversation **out) {
+    Parley__Store__Member *me = NULL;
+    int member = writer_active_member(w, conv, r->user_id, &me);
+    bool admin = me && me->admin;
+    if (me) parley__store__member__free_unpacked(me, NULL);
+    if (member == 1 && need_admin && !admin) {
+        METRIC_INC(group_role_refused_total);
+        writer_fail(w, r, PARLEY__V1__STATUS__FORBIDDEN, "only an admin of the group may do that");
+        return -1;
+    }
     if (member <= 0) {
         writer_fail(w, r, member < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__FORBIDDEN,
              "not a member of conversation %llu", (unsigned long long)conv);
@@ -703,7 +756,7 @@ static int count_active(void *ud, uint64_t user, const Parley__Store__Member *m)
 static void handle_add_members(writer *w, chat_request *r) {
     Parley__V1__AddMembers *q = r->frame->add_members;
     Parley__Store__Conversation *c;
-    if (group_for_change(w, r, q->conversation_id, &c)) return;
+    if (group_for_change(w, r, q->conversation_id, true, &c)) return;
     size_t n = q->n_user_ids;
     uint64_t *ids = malloc((n ? n : 1) * sizeof *ids);
     if (!ids) abort();
@@ -713,6 +766,12 @@ static void handle_add_members(writer *w, chat_request *r) {
     for (size_t i = 0; i < n; i++) {
         if (writer_user_exists(w, ids[i]) <= 0) {
             writer_fail(w, r, PARLEY__V1__STATUS__NOT_FOUND, "no user %llu", (unsigned long long)ids[i]);
+            goto out;
+        }
+        if (writer_consent_state(w, ids[i], r->user_id) == CONSENT_BLOCKED) {
+            METRIC_INC(blocked_refused_total);
+            writer_fail(w, r, PARLEY__V1__STATUS__FORBIDDEN, "user %llu does not accept adds from you",
+                        (unsigned long long)ids[i]);
             goto out;
         }
         if (writer_active_member(w, q->conversation_id, ids[i], NULL) == 0) ids[k++] = ids[i];
@@ -728,7 +787,8 @@ static void handle_add_members(writer *w, chat_request *r) {
         uint64_t seq = append_membership(w, q->conversation_id, r->user_id, r->device_id,
                                          PARLEY__V1__MEMBERSHIP__ACTION__ADDED, ids, k,
                                          PARLEY__V1__CONVERSATION_KIND__GROUP, c->name);
-        for (size_t i = 0; i < k; i++) put_member(w, q->conversation_id, ids[i], seq, 0, seq);
+        for (size_t i = 0; i < k; i++) put_member(w, q->conversation_id, ids[i], seq, r->user_id, false, 0);
+        consent_accept_added(w, r->user_id, ids, k);
     }
     writer_answer_ok(w, r);
 out:
@@ -736,26 +796,103 @@ out:
     parley__store__conversation__free_unpacked(c, NULL);
 }
 
+struct first_member { uint64_t user, joined; bool has_admin; };
+static int find_successor(void *ud, uint64_t user, const Parley__Store__Member *m) {
+    struct first_member *f = ud;
+    if (m->joined_seq == 0 || m->left_seq != 0) return 0;
+    if (m->admin) f->has_admin = true;
+    if (!f->user || m->joined_seq < f->joined) *f = (struct first_member){user, m->joined_seq, f->has_admin};
+    return 0;
+}
+
+/* A group is never left without an admin: when the last one leaves, the
+ * member who joined first becomes one. */
+static void keep_an_admin(writer *w, uint64_t conv) {
+    struct first_member f = {0, 0, false};
+    store_scan_members(w->srv->store, conv, find_successor, &f);
+    if (f.has_admin || !f.user) return;
+    Parley__Store__Member *m = writer_member_for_update(w, conv, f.user);
+    if (m) m->admin = true;
+}
+
+/* Ends user's membership of group conv (r: who asks; leaving when the same) */
+static void end_membership(writer *w, chat_request *r, uint64_t conv, uint64_t user, const char *name) {
+    Parley__Store__Member *m = NULL;
+    int active = writer_active_member(w, conv, user, &m);
+    if (active <= 0) {
+        writer_fail(w, r, PARLEY__V1__STATUS__NOT_FOUND, "user %llu is not a member", (unsigned long long)user);
+        if (m) parley__store__member__free_unpacked(m, NULL);
+        return;
+    }
+    bool leaving = user == r->user_id;
+    uint64_t seq = append_membership(
+        w, conv, r->user_id, r->device_id,
+        leaving ? PARLEY__V1__MEMBERSHIP__ACTION__LEFT : PARLEY__V1__MEMBERSHIP__ACTION__REMOVED,
+        &user, 1, PARLEY__V1__CONVERSATION_KIND__GROUP, name);
+    m->left_seq = seq;
+    bool was_admin = m->admin;
+    m->admin = false;
+    store_put_member(w->batch, conv, user, m);
+    parley__store__member__free_unpacked(m, NULL);
+    if (was_admin) {
+        writer_flush(w);   /* the scan must see the member gone */
+        keep_an_admin(w, conv);
+    }
+    writer_answer_ok(w, r);
+}
+
+static void leave_group(writer *w, chat_request *r, uint64_t conv, const char *name) {
+    end_membership(w, r, conv, r->user_id, name);
+}
+
 static void handle_remove_member(writer *w, chat_request *r) {
     Parley__V1__RemoveMember *q = r->frame->remove_member;
     Parley__Store__Conversation *c;
-    if (group_for_change(w, r, q->conversation_id, &c)) return;
+    if (group_for_change(w, r, q->conversation_id, q->user_id != r->user_id, &c)) return;
+    end_membership(w, r, q->conversation_id, q->user_id, c->name);
+    parley__store__conversation__free_unpacked(c, NULL);
+}
+
+/* A group is left; a direct conversation is hidden until its owner writes
+ * in it or accepts it. */
+static void handle_decline_request(writer *w, chat_request *r) {
+    uint64_t conv = r->frame->decline_request->conversation_id;
     Parley__Store__Member *m = NULL;
-    int active = writer_active_member(w, q->conversation_id, q->user_id, &m);
+    int active = writer_active_member(w, conv, r->user_id, &m);
     if (active <= 0) {
-        writer_fail(w, r, PARLEY__V1__STATUS__NOT_FOUND, "user %llu is not a member",
-             (unsigned long long)q->user_id);
-    } else {
-        bool leaving = q->user_id == r->user_id;
-        uint64_t seq = append_membership(
-            w, q->conversation_id, r->user_id, r->device_id,
-            leaving ? PARLEY__V1__MEMBERSHIP__ACTION__LEFT : PARLEY__V1__MEMBERSHIP__ACTION__REMOVED,
-            &q->user_id, 1, PARLEY__V1__CONVERSATION_KIND__GROUP, c->name);
-        m->left_seq = seq;
-        store_put_member(w->batch, q->conversation_id, q->user_id, m);
-        writer_answer_ok(w, r);
+        writer_fail(w, r, active < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__FORBIDDEN,
+                    "not a member of conversation %llu", (unsigned long long)conv);
+        return;
     }
-    if (m) parley__store__member__free_unpacked(m, NULL);
+    if (consent_direct_peer(w, conv, r->user_id, m)) {
+        m->hidden = true;
+        store_put_member(w->batch, conv, r->user_id, m);
+        writer_answer_ok(w, r);
+        parley__store__member__free_unpacked(m, NULL);
+        return;
+    }
+    parley__store__member__free_unpacked(m, NULL);
+    Parley__Store__Conversation *c;
+    if (group_for_change(w, r, conv, false, &c)) return;
+    leave_group(w, r, conv, c->name);
+    parley__store__conversation__free_unpacked(c, NULL);
+}
+
+static void handle_rename_group(writer *w, chat_request *r) {
+    Parley__V1__RenameGroup *q = r->frame->rename_group;
+    if (strlen(q->name) > MAX_GROUP_NAME) {
+        writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "group name over %d bytes", MAX_GROUP_NAME);
+        return;
+    }
+    Parley__Store__Conversation *c;
+    if (group_for_change(w, r, q->conversation_id, true, &c)) return;
+    char *old = c->name;
+    c->name = q->name;
+    store_put_conversation(w->batch, q->conversation_id, c);
+    c->name = old;
+    append_membership(w, q->conversation_id, r->user_id, r->device_id, PARLEY__V1__MEMBERSHIP__ACTION__RENAMED,
+                      NULL, 0, PARLEY__V1__CONVERSATION_KIND__GROUP, q->name);
+    writer_answer_ok(w, r);
     parley__store__conversation__free_unpacked(c, NULL);
 }
 
@@ -830,6 +967,15 @@ static bool handle_send(writer *w, chat_request *r) {
         w->n_sends--;
         writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "a reaction must refer to an existing seq");
         return false;
+    }
+    if (member->direct_peer) {   /* a direct conversation: message requests are bounded */
+        const char *why = NULL;
+        Parley__V1__Status st = consent_direct_send(w, r->user_id, member->direct_peer, member, &why);
+        if (st != PARLEY__V1__STATUS__OK) {
+            w->n_sends--;
+            writer_fail(w, r, st, "%s", why);
+            return false;
+        }
     }
     p->conv = q->conversation_id;
     p->seq = last + 1;
@@ -973,6 +1119,7 @@ static void handle_ack(writer *w, chat_request *r) {
 
 /* returns true when the batch holds on to r until the next flush */
 static bool handle(writer *w, chat_request *r) {
+    if (writer_refuse_removed_device(w, r)) return false;
     if (r->op == CHAT_ACK) {
         handle_ack(w, r);
         return false;
@@ -994,6 +1141,10 @@ static bool handle(writer *w, chat_request *r) {
     case PARLEY__V1__FRAME__BODY_CREATE_GROUP: handle_create_group(w, r); break;
     case PARLEY__V1__FRAME__BODY_ADD_MEMBERS: handle_add_members(w, r); break;
     case PARLEY__V1__FRAME__BODY_REMOVE_MEMBER: handle_remove_member(w, r); break;
+    case PARLEY__V1__FRAME__BODY_RENAME_GROUP: handle_rename_group(w, r); break;
+    case PARLEY__V1__FRAME__BODY_ACCEPT_REQUEST: handle_accept_request(w, r); break;
+    case PARLEY__V1__FRAME__BODY_DECLINE_REQUEST: handle_decline_request(w, r); break;
+    case PARLEY__V1__FRAME__BODY_BLOCK_USER: handle_block_user(w, r); break;
     case PARLEY__V1__FRAME__BODY_MARK_READ: handle_mark_read(w, r); break;
     case PARLEY__V1__FRAME__BODY_UPLOAD_KEYS: handle_upload_keys(w, r); break;
     case PARLEY__V1__FRAME__BODY_FETCH_KEYS: handle_fetch_keys(w, r); break;
@@ -1064,6 +1215,8 @@ void writer_stop(writer *w) {
     mpsc_destroy(&w->requests);
     store_batch_free(w->batch);
     u64map_free(&w->conv_last_seq);
+    u64map_free(&w->removed_device_users);
+    free(w->consent_cache);
     free(w->members);
     post_pushes(w, false);
     free(w->pushes);

@@ -103,6 +103,9 @@ struct writer {
     size_t n_device_acks;
     uint64_t link_sweep_ms;          /* last sweep of expired link tokens */
     char link_sweep_after[64];       /* where the next sweep resumes ("": the start) */
+    u64map removed_device_users;     /* users who removed a device since start: their
+                                        requests check that the device still exists */
+    struct consent_slot *consent_cache; /* consent.c: states read or written here */
 };
 
 
@@ -138,6 +141,26 @@ void handle_send_device_message(writer *w, chat_request *r);
 void handle_ack_device_messages(writer *w, chat_request *r);
 /* writes the open batch's folded device acks into it (writer_flush) */
 void writer_put_device_acks(writer *w);
+/* consent.c: request handlers and the checks of the other handlers */
+void handle_accept_request(writer *w, chat_request *r);
+void handle_block_user(writer *w, chat_request *r);
+/* owner's view of other as the writer knows it (cached; consent.c) */
+int writer_consent_state(writer *w, uint64_t owner, uint64_t other);
+void writer_consent_cache_clear(writer *w);
+/* the actor of a group add or a direct opening accepts the users added */
+void consent_accept_added(writer *w, uint64_t actor, const uint64_t *users, size_t n);
+/* the other member of a direct conversation (0: not a direct one) */
+uint64_t consent_direct_peer(writer *w, uint64_t conv, uint64_t me, const Parley__Store__Member *m);
+/* A new message from me to peer in their direct conversation (m: my member
+ * record, changed in the batch): OK, or a refusal with *why. */
+Parley__V1__Status consent_direct_send(writer *w, uint64_t me, uint64_t peer, Parley__Store__Member *m,
+                                       const char **why);
+/* A pre-key claim / device message by caller for target: OK (counted when
+ * bounded), or a refusal (RATE_LIMITED with *retry_after_ms, FORBIDDEN). */
+Parley__V1__Status consent_key_claim(writer *w, uint64_t caller, uint64_t target, uint64_t *retry_after_ms);
+Parley__V1__Status consent_device_message(writer *w, uint64_t caller, uint64_t target);
+/* true when r comes from a device removed since start (answered, counted) */
+bool writer_refuse_removed_device(writer *w, const chat_request *r);
 /* bumps the user's device list counter and tells their contacts */
 void writer_device_list_changed(writer *w, uint64_t user, Parley__Store__User *u);
 

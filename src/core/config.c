@@ -39,6 +39,8 @@ void config_defaults(config *c) {
     c->conn_output_max = 0;          /* derived in config_from_args */
     c->drain_window_ms = 5000;
     c->min_free_disk = 256ull << 20;
+    c->register_rate = 20;
+    c->register_rate_loopback = 0;
 }
 
 const char *config_fsync_name(enum fsync_policy p) {
@@ -100,6 +102,9 @@ void config_usage(FILE *out) {
         "                            may fill a quarter of it (at least 64 KiB)\n"
         "  --device-queue-per-sender N  of them from one sending user (default 64); past\n"
         "                            any of the three a send is answered TOO_LARGE\n"
+        "  --register-rate N         new users per minute per source address, bursts of N\n"
+        "                            (default 20; 0 = off); past it RATE_LIMITED\n"
+        "  --register-rate-loopback N  the same for 127.0.0.0/8 (default 0 = off)\n"
         "  --retention DURATION      keep messages this long, e.g. 30d, 12h, 90s (default 30d)\n"
         "  --retention-sweep MS      how often expired messages are removed (default 3600000)\n"
         "  --allowed-origin ORIGIN   refuse browser upgrades from other origins (default: any)\n"
@@ -289,6 +294,12 @@ static int config_set(config *c, const char *key, const char *v) {
     } else if (strcmp(key, "device-queue-per-sender") == 0) {
         if (parse_u64(key, v, 1, 100000, &n)) return -1;
         c->device_queue_per_sender = (uint32_t)n;
+    } else if (strcmp(key, "register-rate") == 0) {
+        if (parse_u64(key, v, 0, 1000000, &n)) return -1;
+        c->register_rate = (uint32_t)n;
+    } else if (strcmp(key, "register-rate-loopback") == 0) {
+        if (parse_u64(key, v, 0, 1000000, &n)) return -1;
+        c->register_rate_loopback = (uint32_t)n;
     } else if (strcmp(key, "retention") == 0) {
         if (parse_duration_ms(key, v, &c->retention_ms)) return -1;
     } else if (strcmp(key, "retention-sweep") == 0) {

@@ -49,6 +49,8 @@ typedef struct config {
     int metrics_mode;               /* METRICS_PUBLIC, METRICS_SEPARATE or METRICS_OFF */
     char metrics_host[256];         /* METRICS_SEPARATE: --metrics-listen */
     int metrics_port;
+    uint32_t register_rate;         /* RegisterUser per minute per source address; 0 = off */
+    uint32_t register_rate_loopback;/* the same for 127.0.0.0/8 (tests, benchmarks); 0 = off */
 } config;
 
 enum { METRICS_PUBLIC = 0, METRICS_SEPARATE = 1, METRICS_OFF = 2 };

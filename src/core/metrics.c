@@ -53,6 +53,15 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_link_tokens_replaced_total", "counter", "Outstanding link tokens dropped for a newer one of the same user.", &g_metrics.link_tokens_replaced_total, 0},
         {"parley_device_queue_full_total", "counter", "Device messages refused (TOO_LARGE): a device queue or sender cap was reached.", &g_metrics.device_queue_full_total, 0},
         {"parley_device_acks_coalesced_total", "counter", "AckDeviceMessages not written on their own (folded into another, or not advancing).", &g_metrics.device_acks_coalesced_total, 0},
+        {"parley_devices_removed_closed_total", "counter", "Connections of a removed device closed (1008).", &g_metrics.devices_removed_closed_total, 0},
+        {"parley_removed_device_refused_total", "counter", "Requests of a removed device refused.", &g_metrics.removed_device_refused_total, 0},
+        {"parley_auth_refused_total", "counter", "Sign-in requests refused: another in progress, or the challenge already used.", &g_metrics.auth_refused_total, 0},
+        {"parley_registrations_rate_limited_total", "counter", "RegisterUser refused over --register-rate for its source address.", &g_metrics.registrations_rate_limited_total, 0},
+        {"parley_request_limit_refused_total", "counter", "Messages refused: the unaccepted message-request bound was reached.", &g_metrics.request_limit_refused_total, 0},
+        {"parley_blocked_refused_total", "counter", "Requests refused because the target user blocked the caller.", &g_metrics.blocked_refused_total, 0},
+        {"parley_key_claims_rate_limited_total", "counter", "Pre-key claims refused: the target has not accepted the caller and the claim bound was reached.", &g_metrics.key_claims_rate_limited_total, 0},
+        {"parley_presence_subscriptions_dropped_total", "counter", "Presence subscriptions ended because the watched user blocked the subscriber.", &g_metrics.presence_subscriptions_dropped_total, 0},
+        {"parley_group_role_refused_total", "counter", "Group changes refused: only admins add, remove others or rename.", &g_metrics.group_role_refused_total, 0},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

@@ -51,6 +51,16 @@ typedef struct metrics {
     atomic_ulong link_tokens_replaced_total; /* oldest outstanding token dropped for a new one */
     atomic_ulong device_queue_full_total;    /* device messages refused: a queue cap */
     atomic_ulong device_acks_coalesced_total;/* AckDeviceMessages folded or dropped, not written */
+    /* consent, roles, devices, sign-in */
+    atomic_ulong devices_removed_closed_total;  /* connections of a removed device closed (1008) */
+    atomic_ulong removed_device_refused_total;  /* requests of a removed device refused */
+    atomic_ulong auth_refused_total;            /* sign-ins refused: one at a time, nonce used */
+    atomic_ulong registrations_rate_limited_total; /* RegisterUser over --register-rate */
+    atomic_ulong request_limit_refused_total;   /* message requests past the unaccepted bound */
+    atomic_ulong blocked_refused_total;         /* requests refused because the target blocked the caller */
+    atomic_ulong key_claims_rate_limited_total; /* pre-key claims of an unaccepted contact refused */
+    atomic_ulong group_role_refused_total;      /* group changes by a non-admin refused */
+    atomic_ulong presence_subscriptions_dropped_total; /* presence of a user who blocked the subscriber */
 } metrics;
 
 extern metrics g_metrics;

@@ -38,6 +38,9 @@ typedef struct conn {
     buf in, out;
     ws_reader reader;
     uint8_t nonce[32];      /* the sign-in challenge */
+    char *auth_host;        /* Host of the upgrade request, signed with the nonce;
+                               owned, freed once signed in or closed */
+    uint64_t auth_request_id; /* the RegisterUser/RegisterDevice waiting for the writer */
     struct conn *next_dirty;
     /* session.c, realtime.c */
     uint64_t sync_from;     /* the cursor the latest StartSync came with */
@@ -57,6 +60,8 @@ typedef struct conn {
     bool epollout;          /* EPOLLOUT is armed */
     bool dirty;             /* on the worker's flush list */
     bool signed_in;
+    bool auth_pending;      /* an auth request is with the writer: no other one */
+    bool nonce_spent;       /* an auth attempt used the nonce: the next needs a new one */
     bool syncing;           /* StartSync seen: in the registry, receiving events */
     bool lagging;           /* live pushes held back; catching up from the store */
     bool sync_done_sent;
@@ -114,6 +119,15 @@ void conn_close(worker *w, conn *c, uint16_t code, const char *reason);
 void session_handle(worker *w, conn *c, const uint8_t *data, size_t len);
 void session_closed(worker *w, conn *c);
 void session_apply_reply(worker *w, conn *c, worker_msg *m);
+/* Closes this worker's connections signed in as (user, device): the device
+ * was removed (1008). */
+void session_close_device(worker *w, uint64_t user, uint32_t device);
+/* This worker's connections of user stop receiving about_user's presence
+ * (about_user blocked user). */
+void session_drop_presence(worker *w, uint64_t user, uint64_t about_user);
+/* A new sign-in challenge (nonce) to the device: after the upgrade and after
+ * each failed auth attempt, since a nonce is good for one attempt. */
+void session_challenge(worker *w, conn *c);
 
 /* delivery.c: events to a device */
 void delivery_live(worker *w, conn *c, uint64_t user_seq, const blob *message);

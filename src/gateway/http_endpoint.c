@@ -44,20 +44,6 @@ static bool protocol_offered(const char *header) {
     return http_has_token(header, SUBPROTOCOL);
 }
 
-static void send_challenge(worker *w, conn *c) {
-    randombytes_buf(c->nonce, sizeof c->nonce);
-    Parley__V1__Frame f;
-    Parley__V1__Challenge ch;
-    parley__v1__frame__init(&f);
-    parley__v1__challenge__init(&ch);
-    ch.nonce.data = c->nonce;
-    ch.nonce.len = sizeof c->nonce;
-    ch.server_ts = clock_wall_ms();
-    f.body_case = PARLEY__V1__FRAME__BODY_CHALLENGE;
-    f.challenge = &ch;
-    conn_send_frame(w, c, &f);
-}
-
 static void upgrade(worker *w, conn *c, const http_request *req) {
     const config *cfg = &w->srv->cfg;
     char accept[29];
@@ -115,7 +101,8 @@ static void upgrade(worker *w, conn *c, const http_request *req) {
     c->out_unit_left = (size_t)n;
     c->state = CONN_WS;
     c->last_rx_ms = clock_mono_ms();
-    send_challenge(w, c);
+    c->auth_host = strdup(req->host);   /* the parser bounds it (255 bytes) */
+    session_challenge(w, c);
 }
 
 bool http_endpoint_handle(worker *w, conn *c) {

@@ -6,6 +6,7 @@
 
 #include <string.h>
 
+#include "chat/consent.h"
 #include "chat/membership.h"
 #include "chat/push.h"
 #include "chat/reply.h"
@@ -44,9 +45,9 @@ void realtime_subscribe_presence(worker *w, conn *c, const Parley__V1__Frame *f)
         return;
     }
     for (size_t i = 0; i < q->n_user_ids; i++) {
-        if (membership_shared(w->srv->store, c->user_id, q->user_ids[i]) != 1) {
+        if (!consent_visible(w->srv->store, c->user_id, q->user_ids[i])) {
             conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__FORBIDDEN,
-                            "presence only of users you share a conversation with");
+                            "presence only of users who share a conversation with you and accepted you");
             return;
         }
     }
@@ -189,10 +190,10 @@ void realtime_get_devices(worker *w, conn *c, const Parley__V1__Frame *f) {
         conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__NOT_FOUND, "no such user");
         return;
     }
-    if (membership_shared(w->srv->store, c->user_id, user) != 1) {
+    if (!consent_visible(w->srv->store, c->user_id, user)) {
         parley__store__user__free_unpacked(u, NULL);
         conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__FORBIDDEN,
-                        "devices only of users you share a conversation with");
+                        "devices only of users who share a conversation with you and accepted you");
         return;
     }
     device_ids l = {{0}, 0};

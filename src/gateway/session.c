@@ -12,6 +12,7 @@
 #include <sodium.h>
 #include <string.h>
 
+#include "chat/consent.h"
 #include "chat/membership.h"
 #include "chat/writer.h"
 #include "core/log.h"
@@ -20,6 +21,7 @@
 #include "gateway/admission.h"
 #include "gateway/conn.h"
 #include "gateway/realtime.h"
+#include "gateway/register_limit.h"
 
 enum {
     MAX_LIST = 1000,        /* conversations in one ListConversations answer */
@@ -28,16 +30,40 @@ enum {
 };
 
 static const char AUTH_CONTEXT[] = "parley.v1 auth";   /* 14 bytes, no NUL */
+enum { MAX_AUTH_HOST = 255 };   /* http.h keeps at most this much of Host */
 
+/* The device signs AUTH_CONTEXT || nonce || the Host header it sent with the
+ * upgrade, so a signature made for one server (or one name of it) proves
+ * nothing to another. */
 static bool signature_valid(const conn *c, const ProtobufCBinaryData *public_key,
                             const ProtobufCBinaryData *signature) {
     if (public_key->len != crypto_sign_PUBLICKEYBYTES || signature->len != crypto_sign_BYTES)
         return false;
-    uint8_t signed_bytes[sizeof AUTH_CONTEXT - 1 + sizeof c->nonce];
+    const char *host = c->auth_host ? c->auth_host : "";
+    size_t host_len = strnlen(host, MAX_AUTH_HOST + 1);
+    if (host_len > MAX_AUTH_HOST) return false;
+    uint8_t signed_bytes[sizeof AUTH_CONTEXT - 1 + sizeof c->nonce + MAX_AUTH_HOST];
     memcpy(signed_bytes, AUTH_CONTEXT, sizeof AUTH_CONTEXT - 1);
     memcpy(signed_bytes + sizeof AUTH_CONTEXT - 1, c->nonce, sizeof c->nonce);
-    return crypto_sign_verify_detached(signature->data, signed_bytes, sizeof signed_bytes,
+    memcpy(signed_bytes + sizeof AUTH_CONTEXT - 1 + sizeof c->nonce, host, host_len);
+    return crypto_sign_verify_detached(signature->data, signed_bytes,
+                                       sizeof AUTH_CONTEXT - 1 + sizeof c->nonce + host_len,
                                        public_key->data) == 0;
+}
+
+void session_challenge(worker *w, conn *c) {
+    randombytes_buf(c->nonce, sizeof c->nonce);
+    c->nonce_spent = false;
+    Parley__V1__Frame f;
+    Parley__V1__Challenge ch;
+    parley__v1__frame__init(&f);
+    parley__v1__challenge__init(&ch);
+    ch.nonce.data = c->nonce;
+    ch.nonce.len = sizeof c->nonce;
+    ch.server_ts = clock_wall_ms();
+    f.body_case = PARLEY__V1__FRAME__BODY_CHALLENGE;
+    f.challenge = &ch;
+    conn_send_frame(w, c, &f);
 }
 
 static void respond_ok(worker *w, conn *c, uint64_t request_id) {
@@ -88,8 +114,11 @@ static bool submit(worker *w, conn *c, Parley__V1__Frame *f) {
 /* ---------------------------------------------------------------- sign-in */
 
 static void signed_in(worker *w, conn *c, uint64_t request_id, uint64_t user, uint32_t device) {
-    if (!c->signed_in) registry_presence_connected(w->srv->registry, user);
+    if (c->signed_in) return;   /* never switches a signed-in connection to another device */
+    registry_presence_connected(w->srv->registry, user);
     c->signed_in = true;
+    free(c->auth_host);
+    c->auth_host = NULL;
     c->user_id = user;
     c->device_id = device;
     if (request_id == 0) return;
@@ -104,23 +133,98 @@ static void signed_in(worker *w, conn *c, uint64_t request_id, uint64_t user, ui
     conn_respond(w, c, request_id, &r);
 }
 
+/* Whether an auth request may be tried now; answers when not. One at a time
+ * per connection, each on a fresh nonce, none once signed in. */
+static bool auth_allowed(worker *w, conn *c, uint64_t rid) {
+    if (c->signed_in) {
+        conn_send_error(w, c, rid, PARLEY__V1__STATUS__BAD_REQUEST, "already signed in");
+        return false;
+    }
+    if (c->auth_pending || c->nonce_spent) {
+        METRIC_INC(auth_refused_total);
+        conn_send_error(w, c, rid, PARLEY__V1__STATUS__CONFLICT,
+                        c->auth_pending ? "a sign-in is already in progress on this connection"
+                                        : "the challenge was used; sign the new one");
+        return false;
+    }
+    return true;
+}
+
+/* An attempt that failed: the nonce it used is gone; a new one goes out
+ * before the error, so the device can sign it for its next attempt. */
+static void auth_failed(worker *w, conn *c, uint64_t rid, Parley__V1__Status status, const char *why) {
+    session_challenge(w, c);
+    conn_send_error(w, c, rid, status, why);
+}
+
 static void handle_sign_in(worker *w, conn *c, const Parley__V1__Frame *f) {
     const Parley__V1__SignIn *q = f->sign_in;
+    c->nonce_spent = true;
     Parley__Store__Device *d = NULL;
     int found = store_get_device(w->srv->store, q->user_id, q->device_id, &d);
     bool ok = found == 1 && signature_valid(c, &d->public_key, &q->signature);
     if (d) parley__store__device__free_unpacked(d, NULL);
     if (!ok) {
-        conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__UNAUTHENTICATED,
-                        found < 0 ? "store read failed" : "unknown device or bad signature");
+        auth_failed(w, c, f->request_id, PARLEY__V1__STATUS__UNAUTHENTICATED,
+                    found < 0 ? "store read failed" : "unknown device or bad signature");
         return;
     }
     signed_in(w, c, f->request_id, q->user_id, q->device_id);
 }
 
+/* RegisterUser / RegisterDevice: the signature is checked here (the worker
+ * holds the nonce), the rest by the writer, whose answer ends the attempt
+ * (session_apply_reply). Returns true when the writer took f. */
+static bool submit_auth(worker *w, conn *c, Parley__V1__Frame *f, const ProtobufCBinaryData *public_key,
+                        const ProtobufCBinaryData *signature) {
+    uint64_t rid = f->request_id;   /* f is the writer's once submitted */
+    c->nonce_spent = true;
+    if (!signature_valid(c, public_key, signature)) {
+        auth_failed(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "bad key or signature");
+        return false;
+    }
+    if (!submit_quietly(w, c, f)) {
+        auth_failed(w, c, rid, PARLEY__V1__STATUS__UNAVAILABLE, "server busy; retry shortly");
+        return false;
+    }
+    c->auth_pending = true;
+    c->auth_request_id = rid;
+    return true;
+}
+
+static uint64_t reply_request_id(const worker_msg *m) {
+    Parley__V1__Frame *f = parley__v1__frame__unpack(NULL, m->len, m->data);
+    uint64_t id = f ? f->request_id : 0;
+    if (f) parley__v1__frame__free_unpacked(f, NULL);
+    return id;
+}
+
 void session_apply_reply(worker *w, conn *c, worker_msg *m) {
-    if (m->user_id) signed_in(w, c, 0, m->user_id, m->device_id);
+    if (c->auth_pending && reply_request_id(m) == c->auth_request_id) {
+        c->auth_pending = false;
+        if (m->user_id) signed_in(w, c, 0, m->user_id, m->device_id);
+        else session_challenge(w, c);   /* refused: a fresh nonce for the next attempt */
+    }
     conn_send(w, c, WS_OP_BINARY, m->data, m->len);
+}
+
+void session_close_device(worker *w, uint64_t user, uint32_t device) {
+    for (uint32_t i = 0; i < w->n_slots; i++) {
+        conn *c = w->conns[i];
+        if (c && c->state == CONN_WS && c->signed_in && c->user_id == user && c->device_id == device) {
+            METRIC_INC(devices_removed_closed_total);
+            conn_close(w, c, WS_CLOSE_POLICY, "device removed");
+        }
+    }
+}
+
+void session_drop_presence(worker *w, uint64_t user, uint64_t about_user) {
+    for (uint32_t i = 0; i < w->n_slots; i++) {
+        conn *c = w->conns[i];
+        if (c && c->signed_in && c->user_id == user &&
+            registry_presence_unsubscribe_user(w->srv->registry, c->id, about_user))
+            METRIC_INC(presence_subscriptions_dropped_total);
+    }
 }
 
 /* ------------------------------------------------------------------ reads */
@@ -167,14 +271,30 @@ static int collect_id(void *ud, uint64_t id) {
     return 0;
 }
 
+typedef struct member_lists {
+    id_list members, admins;
+} member_lists;
+
 static int collect_active_member(void *ud, uint64_t user, const Parley__Store__Member *m) {
-    if (m->joined_seq > 0 && m->left_seq == 0) return collect_id(ud, user);
-    return 0;
+    member_lists *l = ud;
+    if (m->joined_seq == 0 || m->left_seq != 0) return 0;
+    if (m->admin && collect_id(&l->admins, user)) return 1;
+    return collect_id(&l->members, user);
+}
+
+/* My view of the other side of a conversation: the other member of a direct
+ * one, or whoever added me to a group; -1 when there is none (a group I
+ * created). Not accepted: the conversation is a message request for me. */
+static int view_of_other(store *st, uint64_t me, const Parley__Store__Member *m, uint64_t direct_other) {
+    uint64_t other = m->direct_peer ? m->direct_peer : direct_other ? direct_other : m->added_by;
+    if (!other || other == me) return -1;
+    return consent_state(st, me, other);
 }
 
 static void free_summary(Parley__V1__ConversationSummary *s) {
     free(s->name);
     free(s->member_user_ids);
+    free(s->admin_user_ids);
     free(s);
 }
 
@@ -187,6 +307,10 @@ static void handle_list(worker *w, conn *c, const Parley__V1__Frame *f) {
     for (size_t i = 0; i < convs.n && n < MAX_LIST && items; i++) {
         Parley__Store__Member *me = NULL;
         if (current_member(w, convs.ids[i], c->user_id, &me) != 1) continue;
+        if (me->hidden) {   /* a declined request */
+            parley__store__member__free_unpacked(me, NULL);
+            continue;
+        }
         Parley__Store__Conversation *rec = NULL;
         if (store_get_conversation(st, convs.ids[i], &rec) != 1) {
             parley__store__member__free_unpacked(me, NULL);
@@ -201,11 +325,21 @@ static void handle_list(worker *w, conn *c, const Parley__V1__Frame *f) {
         store_last_seq(st, convs.ids[i], &s->last_seq);
         s->read_seq = me->read_seq;
         s->unread = s->last_seq > me->read_seq ? s->last_seq - me->read_seq : 0;
-        id_list members = {0};
-        store_scan_members(st, convs.ids[i], collect_active_member, &members);
-        s->member_user_ids = members.ids;
-        s->n_member_user_ids = members.n;
-        items[n++] = s;
+        member_lists ml = {{0}, {0}};
+        store_scan_members(st, convs.ids[i], collect_active_member, &ml);
+        s->member_user_ids = ml.members.ids;
+        s->n_member_user_ids = ml.members.n;
+        s->admin_user_ids = ml.admins.ids;
+        s->n_admin_user_ids = ml.admins.n;
+        uint64_t direct_other = 0;   /* direct conversations from before direct_peer was kept */
+        if (rec->kind == PARLEY__V1__CONVERSATION_KIND__DIRECT && !me->direct_peer)
+            for (size_t k = 0; k < ml.members.n; k++)
+                if (ml.members.ids[k] != c->user_id) direct_other = ml.members.ids[k];
+        int view = view_of_other(st, c->user_id, me, direct_other);
+        s->request = view >= 0 && view != CONSENT_ACCEPTED;
+        /* a direct conversation with someone I blocked is not listed */
+        if (rec->kind == PARLEY__V1__CONVERSATION_KIND__DIRECT && view == CONSENT_BLOCKED) free_summary(s);
+        else items[n++] = s;
         parley__store__conversation__free_unpacked(rec, NULL);
         parley__store__member__free_unpacked(me, NULL);
     }
@@ -227,11 +361,12 @@ static void handle_list(worker *w, conn *c, const Parley__V1__Frame *f) {
 typedef struct history_scan {
     Parley__V1__Message *m[HISTORY_MAX + 1];
     size_t n;
+    uint64_t from_seq;      /* the member's joined_seq: nothing older is theirs to read */
 } history_scan;
 
 static int collect_message(void *ud, uint64_t seq, const uint8_t *msg, size_t len) {
-    (void)seq;
     history_scan *h = ud;
+    if (seq < h->from_seq) return 1;
     Parley__V1__Message *m = parley__v1__message__unpack(NULL, len, msg);
     if (m) h->m[h->n++] = m;
     return 0;
@@ -239,7 +374,10 @@ static int collect_message(void *ud, uint64_t seq, const uint8_t *msg, size_t le
 
 static void handle_history(worker *w, conn *c, const Parley__V1__Frame *f) {
     const Parley__V1__History *q = f->history;
-    int member = current_member(w, q->conversation_id, c->user_id, NULL);
+    Parley__Store__Member *me = NULL;
+    int member = current_member(w, q->conversation_id, c->user_id, &me);
+    uint64_t joined = me ? me->joined_seq : 0;
+    if (me) parley__store__member__free_unpacked(me, NULL);
     if (member != 1) {
         conn_send_error(w, c, f->request_id,
                         member < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__FORBIDDEN,
@@ -249,6 +387,7 @@ static void handle_history(worker *w, conn *c, const Parley__V1__Frame *f) {
     uint32_t limit = q->limit == 0 ? HISTORY_DEFAULT : q->limit > HISTORY_MAX ? HISTORY_MAX : q->limit;
     history_scan *h = calloc(1, sizeof *h);
     if (!h) abort();
+    h->from_seq = joined;
     /* one more than asked tells whether older messages exist */
     store_scan_messages_back(w->srv->store, q->conversation_id, q->before_seq, limit + 1,
                              collect_message, h);
@@ -320,6 +459,8 @@ void session_closed(worker *w, conn *c) {
     }
     c->syncing = false;
     c->signed_in = false;
+    free(c->auth_host);
+    c->auth_host = NULL;
 }
 
 /* ---------------------------------------------------------------- dispatch */
@@ -335,26 +476,23 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
     bool taken = false;
     uint64_t rid = f->request_id;
     switch (f->body_case) {
-    case PARLEY__V1__FRAME__BODY_REGISTER_USER:
-        if (c->signed_in)
-            conn_send_error(w, c, rid, PARLEY__V1__STATUS__BAD_REQUEST, "already signed in");
-        else if (!signature_valid(c, &f->register_user->device_public_key, &f->register_user->signature))
-            conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "bad key or signature");
-        else
-            taken = submit(w, c, f);
+    case PARLEY__V1__FRAME__BODY_REGISTER_USER: {
+        uint64_t wait_ms = 0;
+        if (!auth_allowed(w, c, rid)) break;
+        if (!register_limit_take(w, c, &wait_ms)) {
+            METRIC_INC(registrations_rate_limited_total);
+            conn_send_rate_limited(w, c, rid, "too many registrations from this address", wait_ms);
+        } else {
+            taken = submit_auth(w, c, f, &f->register_user->device_public_key, &f->register_user->signature);
+        }
         break;
+    }
     case PARLEY__V1__FRAME__BODY_REGISTER_DEVICE:
-        if (c->signed_in)
-            conn_send_error(w, c, rid, PARLEY__V1__STATUS__BAD_REQUEST, "already signed in");
-        else if (!signature_valid(c, &f->register_device->device_public_key,
-                                  &f->register_device->signature))
-            conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "bad key or signature");
-        else
-            taken = submit(w, c, f);
+        if (auth_allowed(w, c, rid))
+            taken = submit_auth(w, c, f, &f->register_device->device_public_key, &f->register_device->signature);
         break;
     case PARLEY__V1__FRAME__BODY_SIGN_IN:
-        if (c->signed_in) conn_send_error(w, c, rid, PARLEY__V1__STATUS__BAD_REQUEST, "already signed in");
-        else handle_sign_in(w, c, f);
+        if (auth_allowed(w, c, rid)) handle_sign_in(w, c, f);
         break;
     case PARLEY__V1__FRAME__BODY_SEND_MESSAGE:
         if (!c->signed_in) conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");
@@ -369,6 +507,10 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
     case PARLEY__V1__FRAME__BODY_CREATE_GROUP:
     case PARLEY__V1__FRAME__BODY_ADD_MEMBERS:
     case PARLEY__V1__FRAME__BODY_REMOVE_MEMBER:
+    case PARLEY__V1__FRAME__BODY_RENAME_GROUP:
+    case PARLEY__V1__FRAME__BODY_ACCEPT_REQUEST:
+    case PARLEY__V1__FRAME__BODY_DECLINE_REQUEST:
+    case PARLEY__V1__FRAME__BODY_BLOCK_USER:
     case PARLEY__V1__FRAME__BODY_MARK_READ:
         if (!c->signed_in) conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");
         else if (admission_take(w, c, rid, QUOTA_WRITE)) taken = submit(w, c, f);

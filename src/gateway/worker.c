@@ -489,6 +489,12 @@ static void handle_inbox(worker *w) {
         total += n;
         for (size_t i = 0; i < n; i++) {
             worker_msg *m = msgs[i];
+            if (m->kind == WM_CLOSE_DEVICE || m->kind == WM_DROP_PRESENCE) {   /* names no connection: a scan */
+                if (m->kind == WM_CLOSE_DEVICE) session_close_device(w, m->user_id, m->device_id);
+                else session_drop_presence(w, m->user_id, m->about_user);
+                worker_msg_free(m);
+                continue;
+            }
             conn *c = conn_by_id(w, m->conn_id);
             if (c && c->state == CONN_WS) {
                 switch (m->kind) {
@@ -500,6 +506,9 @@ static void handle_inbox(worker *w) {
                     break;
                 case WM_DELIVER:
                     delivery_live(w, c, m->user_seq, m->message);
+                    break;
+                case WM_CLOSE_DEVICE:
+                case WM_DROP_PRESENCE:
                     break;
                 }
             }

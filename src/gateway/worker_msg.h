@@ -16,6 +16,10 @@ typedef enum worker_msg_kind {
                      now signed in as (user_id, device_id) */
     WM_DELIVER,   /* an inbox event: user_seq + shared encoded Message */
     WM_PUSH,      /* data: an encoded Frame (receipt) */
+    WM_CLOSE_DEVICE, /* to every worker (conn_id names only the worker): close the
+                        connections signed in as (user_id, device_id), which was removed */
+    WM_DROP_PRESENCE, /* to every worker: connections of user_id stop receiving the
+                         presence of about_user, who blocked user_id */
 } worker_msg_kind;
 
 typedef struct worker_msg {
@@ -25,6 +29,7 @@ typedef struct worker_msg {
     uint32_t device_id;
     uint64_t user_seq;
     blob *message;
+    uint64_t about_user;    /* WM_DROP_PRESENCE */
     size_t len;
     uint8_t data[];
 } worker_msg;

@@ -175,6 +175,23 @@ void registry_presence_unsubscribe(registry *r, uint64_t conn_id) {
     pthread_mutex_unlock(&p->lock);
 }
 
+bool registry_presence_unsubscribe_user(registry *r, uint64_t conn_id, uint64_t user) {
+    struct presence *p = registry_presence(r);
+    bool found = false;
+    pthread_mutex_lock(&p->lock);
+    uint64_t *slot = u64map_get(&p->subs, conn_id);
+    subscription *s = slot ? (subscription *)(uintptr_t)*slot : NULL;
+    for (size_t i = 0; s && i < s->n && !found; i++) {
+        if (s->users[i] != user) continue;
+        s->users[i] = s->users[--s->n];
+        found = true;
+    }
+    user_presence *u = found ? user_get(p, user, false) : NULL;
+    if (u) remove_subscriber(u, conn_id);
+    pthread_mutex_unlock(&p->lock);
+    return found;
+}
+
 typedef struct emission {
     uint64_t conn_id, user, last_seen_ms;
     int online;

@@ -8,6 +8,7 @@
 #ifndef PARLEY_REGISTRY_H
 #define PARLEY_REGISTRY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,6 +38,8 @@ void registry_presence_state(registry *r, uint64_t user, int *online, uint64_t *
 /* Replaces conn's subscriptions with users[0..n). 0, or -1 out of memory. */
 int registry_presence_subscribe(registry *r, uint64_t conn_id, const uint64_t *users, size_t n);
 void registry_presence_unsubscribe(registry *r, uint64_t conn_id);
+/* Drops user from conn's subscriptions; true when it was there. */
+bool registry_presence_unsubscribe_user(registry *r, uint64_t conn_id, uint64_t user);
 typedef void (*presence_emit_fn)(void *ud, uint64_t conn_id, uint64_t user, int online, uint64_t last_seen_ms);
 /* Emits the changes due at now_ms (changes newer than coalesce_ms after the
  * user's previous emission wait for a later flush). */

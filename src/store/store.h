@@ -158,6 +158,7 @@ int store_scan_inbox(store *s, uint64_t user, uint64_t after, uint64_t through, 
 
 int store_get_cursor(store *s, uint64_t user, uint32_t device, uint64_t *user_seq);
 void store_put_cursor(store_batch *b, uint64_t user, uint32_t device, uint64_t user_seq);
+void store_delete_cursor(store_batch *b, uint64_t user, uint32_t device);
 
 /* devices of a user, in id order */
 typedef int (*store_device_fn)(void *ud, uint32_t device, const Parley__Store__Device *d);
@@ -182,5 +183,10 @@ typedef int (*store_device_message_fn)(void *ud, uint64_t queue_seq, const uint8
 int store_scan_device_messages(store *s, uint64_t user, uint32_t device, uint32_t limit,
                                store_device_message_fn fn, void *ud);
 void store_delete_device_messages_through(store_batch *b, uint64_t user, uint32_t device, uint64_t queue_seq);
+
+/* consent: owner's view of other (none / accepted / blocked, and the
+ * bounds on what other may do before owner accepts) */
+int store_get_consent(store *s, uint64_t owner, uint64_t other, Parley__Store__Consent **out);
+void store_put_consent(store_batch *b, uint64_t owner, uint64_t other, const Parley__Store__Consent *c);
 
 #endif

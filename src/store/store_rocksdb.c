@@ -24,6 +24,7 @@
  *   'K' user(8) device(4)      -> parley.store.DeviceKeys
  *   'o' user(8) device(4) key_id(4) -> public key   one-time pre-keys
  *   'q' user(8) device(4) queue_seq(8) -> parley.v1.DeviceMessage
+ *   'A' owner(8) other(8)      -> parley.store.Consent  owner's view of other
  *
  * Retention: 'M', 'X' and 'i' records carry their message's time. Reads
  * treat the ones older than the retention as absent at once; a compaction
@@ -1126,6 +1127,12 @@ void store_put_cursor(store_batch *b, uint64_t user, uint32_t device, uint64_t u
     batch_put_u64(b, &k, user_seq);
 }
 
+void store_delete_cursor(store_batch *b, uint64_t user, uint32_t device) {
+    key k;
+    cursor_key(&k, user, device);
+    rocksdb_writebatch_delete(b->wb, (const char *)k.b, k.len);
+}
+
 /* ---------------------------------------------------------------- devices */
 
 struct device_scan { store_device_fn fn; void *ud; int failed; };
@@ -1267,4 +1274,24 @@ void store_delete_device_messages_through(store_batch *b, uint64_t user, uint32_
     key_u64(&from, 0);
     key_u64(&to, queue_seq + 1);
     rocksdb_writebatch_delete_range(b->wb, (const char *)from.b, from.len, (const char *)to.b, to.len);
+}
+
+/* ---------------------------------------------------------------- consent */
+
+static void consent_key(key *k, uint64_t owner, uint64_t other) {
+    key_begin(k, 'A');
+    key_u64(k, owner);
+    key_u64(k, other);
+}
+
+int store_get_consent(store *s, uint64_t owner, uint64_t other, Parley__Store__Consent **out) {
+    key k;
+    consent_key(&k, owner, other);
+    return get_unpacked(s, &k, &parley__store__consent__descriptor, (void **)out);
+}
+
+void store_put_consent(store_batch *b, uint64_t owner, uint64_t other, const Parley__Store__Consent *c) {
+    key k;
+    consent_key(&k, owner, other);
+    batch_put_packed(b, &k, (const ProtobufCMessage *)c);
 }

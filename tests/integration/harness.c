@@ -1096,3 +1096,24 @@ int h_pid_stop_checked(pid_t pid, const char *log, const char *what) {
     fflush(stdout);
     return st;
 }
+
+/* ------------------------------------------------------------- consent */
+
+int h_accept(h_dev *d, uint64_t conv) {
+    if (pc_accept_request(d->c, conv) == 0) return 0;
+    fprintf(stderr, "  pc_accept_request %s: %s (status %d)\n", d->name, pc_error(d->c), pc_status(d->c));
+    return -1;
+}
+
+int h_accept_all(h_dev *d) {
+    Parley__V1__ConversationList *l = NULL;
+    if (pc_list_conversations(d->c, &l) != 0) {
+        fprintf(stderr, "  pc_list_conversations %s: %s\n", d->name, pc_error(d->c));
+        return -1;
+    }
+    int r = 0;
+    for (size_t i = 0; i < l->n_conversations && r == 0; i++)
+        if (l->conversations[i]->request) r = h_accept(d, l->conversations[i]->conversation_id);
+    parley__v1__conversation_list__free_unpacked(l, NULL);
+    return r;
+}

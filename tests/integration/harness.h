@@ -220,4 +220,10 @@ int check_case_extra_failures(void);
  * even when called outside a case. Returns the waitpid status, -1 if killed. */
 int h_pid_stop_checked(pid_t pid, const char *log, const char *what);
 
+/* Consent (message requests): d accepts the other member of direct
+ * conversation conv, or whoever added it to group conv. h_accept_all accepts
+ * every request in d's conversation list. 0 or -1 (error on stderr). */
+int h_accept(h_dev *d, uint64_t conv);
+int h_accept_all(h_dev *d);
+
 #endif

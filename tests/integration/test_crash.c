@@ -42,6 +42,7 @@ static void kill9_after_acks(const char *mode, int n_msgs) {
     NEED(h_dev_sync(b1, WAIT_MS) == 0);
     uint64_t conv = 0;
     NEED(pc_open_direct(a->c, b1->id.user_id, &conv) == 0);
+    NEED(h_accept(b1, conv) == 0);   /* not a message request: no bound on a's sends */
 
     h_sent *exp = h_calloc((size_t)n_msgs + 8, sizeof *exp);
     NEED(exp);
@@ -141,6 +142,7 @@ static void repeated_kill9(void) {
     NEED(a && b);
     uint64_t conv = 0;
     NEED(pc_open_direct(a->c, b->id.user_id, &conv) == 0);
+    NEED(h_accept(b, conv) == 0);   /* not a message request: no bound on a's sends */
     h_sent exp[64];
     size_t n = 0;
     char text[64];
@@ -187,6 +189,7 @@ static void client_msg_id_dedupe(void) {
     NEED(a && b);
     uint64_t conv = 0;
     NEED(pc_open_direct(a->c, b->id.user_id, &conv) == 0);
+    NEED(h_accept(b, conv) == 0);   /* not a message request: no bound on a's sends */
     uint8_t id[16];
     for (int i = 0; i < 16; i++) id[i] = (uint8_t)(0xA0 + i);
     uint64_t s1, s;
@@ -388,6 +391,7 @@ static void graceful_stop(void) {
     NEED(a && b);
     uint64_t conv = 0;
     NEED(pc_open_direct(a->c, b->id.user_id, &conv) == 0);
+    NEED(h_accept(b, conv) == 0);   /* not a message request: no bound on a's sends */
     h_sent exp[32];
     size_t n = 0;
     for (int i = 0; i < 20; i++) {

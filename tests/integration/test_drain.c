@@ -74,6 +74,7 @@ static void sigterm_drains_with_1012_and_loses_nothing(void) {
     memset(n_acked, 0, sizeof n_acked);
     for (int i = 0; i < N_CLIENTS; i++) {
         NEED(pc_open_direct(devs[i]->c, recv->id.user_id, &convs[i]) == 0);
+        NEED(h_accept(recv, convs[i]) == 0);   /* not a message request: no bound */
         uint64_t seq = 0;
         NEED(pc_send_text(devs[i]->c, convs[i], "before the drain", &seq) == 0);
         seqs[i][n_acked[i]++] = seq;

@@ -128,6 +128,7 @@ static void max_connections_sheds_and_keeps_serving(void) {
     NEED(h_dev_sync(b, WAIT_MS) == 0);
     uint64_t conv = 0;
     NEED(pc_open_direct(a->c, b->id.user_id, &conv) == 0);
+    NEED(h_accept(b, conv) == 0);   /* not a message request: no bound on a's sends */
 
     /* the third place, held by a raw connection; then the limit holds */
     int held = -1;
@@ -314,6 +315,7 @@ static void garbage_is_cut_off_others_unaffected(void) {
     NEED(h_dev_sync(b, WAIT_MS) == 0);
     uint64_t conv = 0;
     NEED(pc_open_direct(a->c, b->id.user_id, &conv) == 0);
+    NEED(h_accept(b, conv) == 0);   /* not a message request: no bound on a's sends */
 
     firehose fh[2];
     memset(fh, 0, sizeof fh);
@@ -379,6 +381,7 @@ static void non_reader_closed_memory_bounded(void) {
     NEED(h_dev_sync(b, WAIT_MS) == 0);
     uint64_t conv = 0;
     NEED(pc_open_direct(a->c, b->id.user_id, &conv) == 0);
+    NEED(h_accept(b, conv) == 0);   /* not a message request: no bound on a's sends */
 
     int fd = -1;
     NEED(raw_upgrade(S.port, &fd, NULL) == 101);

@@ -210,11 +210,12 @@ static int raw_open(raw_ws *w) {
 
 /* Registers a fresh user on the raw connection (signing the challenge). */
 static int raw_register(raw_ws *w, const char *name) {
-    uint8_t pk[32], sk[64], msg[14 + 32], sig[64];
+    uint8_t pk[32], sk[64], msg[14 + 32 + 32], sig[64];
     crypto_sign_keypair(pk, sk);
     memcpy(msg, "parley.v1 auth", 14);
     memcpy(msg + 14, w->nonce, 32);
-    crypto_sign_detached(sig, NULL, msg, sizeof msg, sk);
+    int host_len = snprintf((char *)msg + 46, 32, "127.0.0.1:%d", S.port);   /* the Host sent */
+    crypto_sign_detached(sig, NULL, msg, 46 + (size_t)host_len, sk);
     Parley__V1__RegisterUser ru = PARLEY__V1__REGISTER_USER__INIT;
     ru.name = (char *)name;
     ru.device_public_key.data = pk;

@@ -15,6 +15,7 @@ static void sends_past_the_limit_all_land_once(void) {
     CHECK(a && b, "users");
     uint64_t conv = 0;
     CHECK(pc_open_direct(a->c, b->id.user_id, &conv) == 0, "direct: %s", pc_error(a->c));
+    CHECK(h_accept(b, conv) == 0, "b accepts a");   /* not a message request: no bound */
     double limited0 = 0, limited1 = 0;
     CHECK(h_metric(&S, "parley_rate_limited_total", &limited0) == 0, "metric missing");
     uint64_t last = 0;

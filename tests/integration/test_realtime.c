@@ -101,6 +101,7 @@ static void presence_online_then_offline(void) {
     CHECK(alice && bob, "users");
     uint64_t conv;
     CHECK(pc_open_direct(alice->c, bob->id.user_id, &conv) == 0, "open_direct: %s", pc_error(alice->c));
+    CHECK(h_accept(bob, conv) == 0, "bob accepts alice");
     static rt_rec rec;
     hook(alice, &rec);
     uint64_t bob_id = bob->id.user_id;
@@ -148,6 +149,7 @@ static void presence_flaps_are_coalesced(void) {
     CHECK(alice && dave, "users");
     uint64_t conv;
     CHECK(pc_open_direct(alice->c, dave->id.user_id, &conv) == 0, "open_direct: %s", pc_error(alice->c));
+    CHECK(h_accept(dave, conv) == 0, "dave accepts alice");
     static rt_rec rec;
     hook(alice, &rec);
     uint64_t dave_id = dave->id.user_id;

@@ -220,7 +220,10 @@ static void *stream_thread(void *arg) {
         char name[32];
         snprintf(name, sizeof name, "stream%d", k);
         if (!c[k] || pc_connect(c[k]) != 0 || pc_register_user(c[k], name, &id) != 0 ||
-            pc_open_direct(c[k], cl[STREAM_TO + k].id.user_id, &stream_conv[k]) != 0) {
+            /* a group, not a direct conversation: the receiver's client is
+             * another thread's, so it cannot accept a message request, and
+             * a request is bounded (consent); groups of strangers are not */
+            pc_create_group(c[k], "stream", &cl[STREAM_TO + k].id.user_id, 1, &stream_conv[k]) != 0) {
             fail("stream setup", k, c[k]);
             stream_n[k] = -1;
         }

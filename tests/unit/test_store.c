@@ -280,6 +280,35 @@ static void commit_refused_under_the_free_space_watermark(void) {
     remove_dir();
 }
 
+/* a removed device's cursor goes; consent records are per ordered pair */
+static void cursor_delete_and_consent(void) {
+    store *s = open_fresh();
+    CHECK(s, "open");
+    store_batch *b = store_batch_new();
+    store_put_cursor(b, 5, 1, 40);
+    store_put_cursor(b, 5, 2, 41);
+    Parley__Store__Consent c = PARLEY__STORE__CONSENT__INIT;
+    c.state = 2;
+    c.key_claims = 3;
+    store_put_consent(b, 5, 6, &c);
+    CHECK(store_commit(s, b, true) == 0, "commit");
+    store_batch_free(b);
+    b = store_batch_new();
+    store_delete_cursor(b, 5, 2);
+    CHECK(store_commit(s, b, true) == 0, "commit delete");
+    store_batch_free(b);
+    uint64_t seq = 0;
+    CHECK(store_get_cursor(s, 5, 2, &seq) == 0, "deleted cursor still there (%lu)", seq);
+    CHECK(store_get_cursor(s, 5, 1, &seq) == 1 && seq == 40, "the other device's cursor: %lu", seq);
+    Parley__Store__Consent *got = NULL;
+    CHECK(store_get_consent(s, 5, 6, &got) == 1 && got->state == 2 && got->key_claims == 3, "consent 5->6");
+    parley__store__consent__free_unpacked(got, NULL);
+    got = NULL;
+    CHECK(store_get_consent(s, 6, 5, &got) == 0, "consent 6->5 exists without being written");
+    store_close(s);
+    remove_dir();
+}
+
 /* fan-out's pause after a failed commit grows and is capped */
 static void fanout_retry_backs_off(void) {
     CHECK(fanout_retry_delay_ms(1) == 100, "first %u", fanout_retry_delay_ms(1));
@@ -300,5 +329,6 @@ int main(void) {
     RUN(a_store_from_before_markers_opens);
     RUN(commit_refused_under_the_free_space_watermark);
     RUN(fanout_retry_backs_off);
+    RUN(cursor_delete_and_consent);
     CHECK_EXIT();
 }

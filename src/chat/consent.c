@@ -1,0 +1,238 @@
+/* consent.c -- see consent.h. The request handlers (AcceptRequest,
+ * BlockUser) and the checks the writer's other handlers make: sends in a
+ * direct conversation, pre-key claims, device messages. They run on the
+ * writer thread; consent_state and consent_visible also on workers. */
+#include "chat/consent.h"
+
+#include <string.h>
+
+#include "chat/membership.h"
+#include "chat/writer_internal.h"
+#include "core/clock.h"
+#include "core/metrics.h"
+
+/* 0 with *state, or -1 on a store error (*state NONE) */
+static int consent_read(store *s, uint64_t owner, uint64_t other, int *state) {
+    Parley__Store__Consent *c = NULL;
+    int found = store_get_consent(s, owner, other, &c);
+    *state = found == 1 ? (int)c->state : CONSENT_NONE;
+    if (c) parley__store__consent__free_unpacked(c, NULL);
+    return found < 0 ? -1 : 0;
+}
+
+int consent_state(store *s, uint64_t owner, uint64_t other) {
+    int state;
+    consent_read(s, owner, other, &state);
+    return state;
+}
+
+bool consent_visible(store *s, uint64_t viewer, uint64_t target) {
+    if (viewer == target) return true;
+    return consent_state(s, target, viewer) == CONSENT_ACCEPTED && membership_shared(s, viewer, target) == 1;
+}
+
+/* The writer is the only one that changes consent, so it keeps the states it
+ * has read or written in a direct-mapped table (bounded: a slot is simply
+ * overwritten) and a send in a direct conversation costs no store read once
+ * the pair is known. Cleared when a commit fails (it may hold what did not
+ * commit). */
+enum { CONSENT_CACHE_SLOTS = 1 << 16 };
+
+struct consent_slot {
+    uint64_t owner, other;
+    uint32_t state;
+    bool used;
+};
+
+static struct consent_slot *cache_slot(writer *w, uint64_t owner, uint64_t other) {
+    if (!w->consent_cache) {
+        w->consent_cache = calloc(CONSENT_CACHE_SLOTS, sizeof *w->consent_cache);
+        if (!w->consent_cache) return NULL;   /* then every lookup reads the store */
+    }
+    uint64_t h = (owner * 0x9E3779B97F4A7C15ull) ^ (other * 0xC2B2AE3D27D4EB4Full);
+    return &w->consent_cache[(h >> 32) % CONSENT_CACHE_SLOTS];
+}
+
+int writer_consent_state(writer *w, uint64_t owner, uint64_t other) {
+    struct consent_slot *slot = cache_slot(w, owner, other);
+    if (slot && slot->used && slot->owner == owner && slot->other == other) return (int)slot->state;
+    int state;
+    if (consent_read(w->srv->store, owner, other, &state) == 0 && slot)
+        *slot = (struct consent_slot){owner, other, (uint32_t)state, true};
+    return state;
+}
+
+void writer_consent_cache_clear(writer *w) {
+    if (w->consent_cache) memset(w->consent_cache, 0, CONSENT_CACHE_SLOTS * sizeof *w->consent_cache);
+}
+
+static void put_state(writer *w, uint64_t owner, uint64_t other, int state) {
+    Parley__Store__Consent c;
+    parley__store__consent__init(&c);
+    c.state = (uint32_t)state;   /* the request counters start again from zero */
+    store_put_consent(w->batch, owner, other, &c);
+    struct consent_slot *slot = cache_slot(w, owner, other);
+    if (slot) *slot = (struct consent_slot){owner, other, (uint32_t)state, true};
+}
+
+void consent_accept_added(writer *w, uint64_t actor, const uint64_t *users, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (users[i] != actor && writer_consent_state(w, actor, users[i]) == CONSENT_NONE)
+            put_state(w, actor, users[i], CONSENT_ACCEPTED);
+}
+
+/* the other member of a direct conversation, from the member record or, for
+ * conversations from before it was recorded, by a scan */
+struct other_scan { uint64_t me, other; };
+static int find_other(void *ud, uint64_t user, const Parley__Store__Member *m) {
+    (void)m;
+    struct other_scan *o = ud;
+    if (user != o->me) o->other = user;
+    return o->other != 0;
+}
+
+uint64_t consent_direct_peer(writer *w, uint64_t conv, uint64_t me, const Parley__Store__Member *m) {
+    if (m->direct_peer) return m->direct_peer;
+    Parley__Store__Conversation *c = NULL;
+    if (store_get_conversation(w->srv->store, conv, &c) != 1) return 0;
+    bool direct = c->kind == PARLEY__V1__CONVERSATION_KIND__DIRECT;
+    parley__store__conversation__free_unpacked(c, NULL);
+    if (!direct) return 0;
+    struct other_scan o = {me, 0};
+    store_scan_members(w->srv->store, conv, find_other, &o);
+    return o.other;
+}
+
+void handle_accept_request(writer *w, chat_request *r) {
+    uint64_t conv = r->frame->accept_request->conversation_id;
+    Parley__Store__Member *m = NULL;
+    int active = writer_active_member(w, conv, r->user_id, &m);
+    if (active <= 0) {
+        writer_fail(w, r, active < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__FORBIDDEN,
+                    "not a member of conversation %llu", (unsigned long long)conv);
+        return;
+    }
+    uint64_t other = consent_direct_peer(w, conv, r->user_id, m);
+    if (!other) other = m->added_by;
+    if (other && other != r->user_id) put_state(w, r->user_id, other, CONSENT_ACCEPTED);
+    if (m->hidden) {
+        m->hidden = false;
+        store_put_member(w->batch, conv, r->user_id, m);
+    }
+    parley__store__member__free_unpacked(m, NULL);
+    writer_answer_ok(w, r);
+}
+
+void handle_block_user(writer *w, chat_request *r) {
+    const Parley__V1__BlockUser *q = r->frame->block_user;
+    if (q->user_id == r->user_id) {
+        writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "one cannot block oneself");
+        return;
+    }
+    if (writer_user_exists(w, q->user_id) != 1) {
+        writer_fail(w, r, PARLEY__V1__STATUS__NOT_FOUND, "no user %llu", (unsigned long long)q->user_id);
+        return;
+    }
+    put_state(w, r->user_id, q->user_id, q->unblock ? CONSENT_NONE : CONSENT_BLOCKED);
+    /* a presence subscription made while the caller accepted the blocked user
+     * ends too (after the commit, like every push) */
+    for (int i = 0; !q->unblock && i < w->srv->n_workers; i++) {
+        worker_msg *m = worker_msg_new(WM_DROP_PRESENCE, (uint64_t)i << 56, 0);
+        if (!m) continue;
+        m->user_id = q->user_id;
+        m->about_user = r->user_id;
+        writer_post_later(w, m);
+    }
+    writer_answer_ok(w, r);
+}
+
+Parley__V1__Status consent_direct_send(writer *w, uint64_t me, uint64_t peer, Parley__Store__Member *m,
+                                       const char **why) {
+    int mine = writer_consent_state(w, me, peer);
+    int theirs = writer_consent_state(w, peer, me);
+    if (mine == CONSENT_BLOCKED) {
+        *why = "you blocked this user; unblock them first";
+        return PARLEY__V1__STATUS__FORBIDDEN;
+    }
+    if (theirs == CONSENT_BLOCKED) {
+        METRIC_INC(blocked_refused_total);
+        *why = "this user does not accept your messages";
+        return PARLEY__V1__STATUS__FORBIDDEN;
+    }
+    if (theirs == CONSENT_NONE && m->request_sent >= REQUEST_MESSAGES_MAX) {
+        METRIC_INC(request_limit_refused_total);
+        *why = "message request limit reached: wait until the recipient accepts";
+        return PARLEY__V1__STATUS__FORBIDDEN;
+    }
+    /* answering a request accepts it */
+    if (mine == CONSENT_NONE) put_state(w, me, peer, CONSENT_ACCEPTED);
+    m->hidden = false;
+    if (theirs == CONSENT_NONE) m->request_sent++;
+    return PARLEY__V1__STATUS__OK;
+}
+
+/* The record of target's view of caller, for a bounded use; NULL when
+ * target accepted caller (no bound). Sets *status when refused. */
+static Parley__Store__Consent *bounded_use(writer *w, uint64_t target, uint64_t caller, Parley__V1__Status *status) {
+    *status = PARLEY__V1__STATUS__OK;
+    Parley__Store__Consent *c = NULL;
+    int found = store_get_consent(w->srv->store, target, caller, &c);
+    if (found < 0) {
+        *status = PARLEY__V1__STATUS__INTERNAL;
+        return NULL;
+    }
+    if (found == 0) {
+        c = malloc(sizeof *c);
+        if (!c) abort();
+        parley__store__consent__init(c);
+    }
+    if (c->state == CONSENT_ACCEPTED) {
+        parley__store__consent__free_unpacked(c, NULL);
+        return NULL;
+    }
+    if (c->state == CONSENT_BLOCKED) {
+        METRIC_INC(blocked_refused_total);
+        *status = PARLEY__V1__STATUS__FORBIDDEN;
+        parley__store__consent__free_unpacked(c, NULL);
+        return NULL;
+    }
+    return c;
+}
+
+Parley__V1__Status consent_key_claim(writer *w, uint64_t caller, uint64_t target, uint64_t *retry_after_ms) {
+    if (caller == target) return PARLEY__V1__STATUS__OK;
+    Parley__V1__Status st;
+    Parley__Store__Consent *c = bounded_use(w, target, caller, &st);
+    if (!c) return st;
+    uint64_t now = clock_wall_ms();
+    if (now - c->key_window_ts >= REQUEST_KEY_WINDOW_MS) {
+        c->key_window_ts = now;
+        c->key_claims = 0;
+    }
+    if (c->key_claims >= REQUEST_KEY_CLAIMS) {
+        METRIC_INC(key_claims_rate_limited_total);
+        *retry_after_ms = c->key_window_ts + REQUEST_KEY_WINDOW_MS - now;
+        st = PARLEY__V1__STATUS__RATE_LIMITED;
+    } else {
+        c->key_claims++;
+        store_put_consent(w->batch, target, caller, c);
+    }
+    parley__store__consent__free_unpacked(c, NULL);
+    return st;
+}
+
+Parley__V1__Status consent_device_message(writer *w, uint64_t caller, uint64_t target) {
+    if (caller == target) return PARLEY__V1__STATUS__OK;
+    Parley__V1__Status st;
+    Parley__Store__Consent *c = bounded_use(w, target, caller, &st);
+    if (!c) return st;
+    if (c->device_messages >= REQUEST_DEVICE_MESSAGES_MAX) {
+        METRIC_INC(request_limit_refused_total);
+        st = PARLEY__V1__STATUS__FORBIDDEN;
+    } else {
+        c->device_messages++;
+        store_put_consent(w->batch, target, caller, c);
+    }
+    parley__store__consent__free_unpacked(c, NULL);
+    return st;
+}
