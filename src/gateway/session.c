@@ -183,7 +183,7 @@ static bool submit_auth(worker *w, conn *c, Parley__V1__Frame *f, const Protobuf
         auth_failed(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "bad key or signature");
         return false;
     }
-    if (!submit_quietly(w, c, f)) {
+    if (submit_quietly(w, c, f) != SUBMIT_TAKEN) {
         auth_failed(w, c, rid, PARLEY__V1__STATUS__UNAVAILABLE, "server busy; retry shortly");
         return false;
     }

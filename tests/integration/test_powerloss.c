@@ -197,6 +197,7 @@ static void power_loss(const char *mode, int durable) {
     NEED(a && b);
     uint64_t conv = 0;
     NEED(pc_open_direct(a->c, b->id.user_id, &conv) == 0);
+    NEED(h_accept(b, conv) == 0);   /* past the message-request bounds (messages, key claims) */
     h_dev_disconnect(a);   /* closed by the client: the drain need not wait for them */
     h_dev_disconnect(b);
     CHECK(h_server_stop(&S) >= 0, "clean stop after run 1");
@@ -454,6 +455,7 @@ static void prekeys_once_across_kill9(void) {
     NEED(a && b);
     uint64_t conv = 0;
     NEED(pc_open_direct(a->c, b->id.user_id, &conv) == 0);
+    NEED(h_accept(b, conv) == 0);   /* past the message-request bound on key claims */
     NEED(upload_keys(b, 2, KEYS) == 0);
     uint32_t claimed[MAX_CLAIMS];
     size_t n_claimed = 0;

@@ -184,10 +184,11 @@ static int raw_response(raw_ws *w, uint64_t request_id, Parley__V1__Frame **out)
 /* A raw connection signed in as an existing device. 0 or -1. */
 static int raw_sign_in(raw_ws *w, const pc_identity *id) {
     if (raw_open(w) != 0) return -1;
-    uint8_t msg[14 + 32], sig[64];
+    uint8_t msg[14 + 32 + 32], sig[64];
     memcpy(msg, "parley.v1 auth", 14);
     memcpy(msg + 14, w->nonce, 32);
-    crypto_sign_detached(sig, NULL, msg, sizeof msg, id->secret_key);
+    int host_len = snprintf((char *)msg + 46, 32, "127.0.0.1:%d", S.port);   /* the Host raw_open sent */
+    crypto_sign_detached(sig, NULL, msg, 46 + (size_t)host_len, id->secret_key);
     Parley__V1__SignIn si = PARLEY__V1__SIGN_IN__INIT;
     si.user_id = id->user_id;
     si.device_id = id->device_id;

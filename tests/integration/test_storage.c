@@ -161,6 +161,7 @@ static int scene_make(h_server *s, scene *sc, int n_msgs) {
     sc->b = h_user_new(s, NULL);
     if (!sc->a || !sc->b) return -1;
     if (pc_open_direct(sc->a->c, sc->b->id.user_id, &sc->conv) != 0) return -1;
+    if (h_accept(sc->b, sc->conv) != 0) return -1;   /* past the message-request bound */
     char text[64];
     for (int i = 0; i < n_msgs; i++) {
         snprintf(text, sizeof text, "stored %d", i);
