@@ -49,6 +49,7 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_tls_errors_total", "counter", "TLS connections dropped for a handshake or record error.", &g_metrics.tls_errors_total, 0},
         {"parley_writer_queue_depth", "gauge", "Requests waiting for the write path.", &g_metrics.writer_queue_depth, 1},
         {"parley_fanout_queue_depth", "gauge", "Messages waiting for fan-out.", &g_metrics.fanout_queue_depth, 1},
+        {"parley_presence_pending", "gauge", "Users with a presence change not yet pushed to subscribers (coalescing).", &g_metrics.presence_pending, 1},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

@@ -46,6 +46,7 @@ typedef struct metrics {
     atomic_ulong tls_errors_total;        /* handshake or record failures */
     atomic_long writer_queue_depth;       /* gauges, sampled */
     atomic_long fanout_queue_depth;
+    atomic_long presence_pending;         /* users whose presence change subscribers were not told yet */
 } metrics;
 
 extern metrics g_metrics;
