@@ -4,9 +4,8 @@
  * but not fanned out), queue, registry, writer, fan-out thread, workers.
  * SIGTERM/SIGINT drains (workers_stop: listeners closed, connections closed
  * with 1012 over the drain window), then stops the rest in reverse and
- * exits 0; a second signal exits at once, also with 0: the operator asked
- * for the stop and got it, and nothing acknowledged is lost (it is in the
- * store; what fan-out had not finished is replayed at the next start). */
+ * exits 0; a second signal exits at once (nothing acknowledged is lost: it
+ * is in the store). */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -19,7 +18,6 @@
 
 #include "chat/writer.h"
 #include "core/log.h"
-#include "core/metrics.h"
 #include "fanout/fanout.h"
 #include "gateway/worker.h"
 #include "server.h"
@@ -51,7 +49,9 @@ static void raise_fd_limit(const config *cfg) {
 }
 
 /* The second SIGTERM/SIGINT, while draining: leave now. Only
- * async-signal-safe calls here. */
+ * async-signal-safe calls here. Exit status 0: the operator asked for the
+ * stop and got it, and nothing acknowledged is lost (it is in the store;
+ * what fan-out had not finished is replayed at the next start). */
 static void exit_now(int sig) {
     static const char msg[] = "parley: second signal during the drain: exiting now\n";
     ssize_t r = write(2, msg, sizeof msg - 1);
@@ -119,9 +119,6 @@ static int serve(int argc, char **argv) {
     pthread_sigmask(SIG_UNBLOCK, &signals, NULL);
 
     workers_stop(&srv);       /* drain: no new connections; 1012 spread over the window */
-    /* /metrics is gone with the listener: the drain's count goes to the log */
-    log_info("drain done: %lu connections closed with 1012",
-             atomic_load(&g_metrics.drain_closes_total));
     writer_stop(srv.writer);  /* finishes what was queued */
     fanout_stop(srv.fanout);  /* fans out what the writer published */
     workers_free(&srv);

@@ -30,6 +30,7 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_store_commit_seconds_total", "counter", "Time spent committing store batches.", NULL, 0},
         {"parley_fanout_messages_total", "counter", "Messages fanned out.", &g_metrics.fanout_messages_total, 0},
         {"parley_fanout_replayed_total", "counter", "Messages fanned out again at start (acknowledged, not fanned out before the stop).", &g_metrics.fanout_replayed_total, 0},
+        {"parley_presence_pending", "gauge", "Users with a presence change not yet pushed to subscribers (coalescing).", &g_metrics.presence_pending, 1},
         {"parley_inbox_appends_total", "counter", "Inbox entries appended.", &g_metrics.inbox_appends_total, 0},
         {"parley_deliveries_total", "counter", "Events written to devices (live and sync).", &g_metrics.deliveries_total, 0},
         {"parley_live_pushes_skipped_total", "counter", "Live pushes held back (window, output cap); the device catches up by sync.", &g_metrics.live_pushes_skipped_total, 0},
@@ -49,7 +50,6 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_tls_errors_total", "counter", "TLS connections dropped for a handshake or record error.", &g_metrics.tls_errors_total, 0},
         {"parley_writer_queue_depth", "gauge", "Requests waiting for the write path.", &g_metrics.writer_queue_depth, 1},
         {"parley_fanout_queue_depth", "gauge", "Messages waiting for fan-out.", &g_metrics.fanout_queue_depth, 1},
-        {"parley_presence_pending", "gauge", "Users with a presence change not yet pushed to subscribers (coalescing).", &g_metrics.presence_pending, 1},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

@@ -25,6 +25,7 @@ typedef struct metrics {
     atomic_ulong store_commit_ns_total;   /* time spent in store commits */
     atomic_ulong fanout_messages_total;
     atomic_ulong fanout_replayed_total;   /* acked, not fanned out before a crash: fanned out at start */
+    atomic_long presence_pending;         /* gauge: users whose presence change subscribers were not told yet */
     atomic_ulong inbox_appends_total;
     atomic_ulong deliveries_total;        /* events written to sockets (live + sync) */
     atomic_ulong live_pushes_skipped_total; /* live pushes not sent: window full,
@@ -46,7 +47,6 @@ typedef struct metrics {
     atomic_ulong tls_errors_total;        /* handshake or record failures */
     atomic_long writer_queue_depth;       /* gauges, sampled */
     atomic_long fanout_queue_depth;
-    atomic_long presence_pending;         /* users whose presence change subscribers were not told yet */
 } metrics;
 
 extern metrics g_metrics;
