@@ -30,6 +30,10 @@ enum {
 };
 
 typedef struct ssl_st SSL;
+
+/* A source of uniform random numbers in [0, upper_bound): the backoff's
+ * jitter draws from it (reconnect.c). */
+typedef uint32_t (*pc_uniform_fn)(void *ud, uint32_t upper_bound);
 typedef struct ssl_ctx_st SSL_CTX;
 
 /* conversation id -> last seq handed to the callback; open addressing,
@@ -73,6 +77,8 @@ struct pc_client {
     int backoff_attempt;      /* exponent of the next backoff; reset once healthy */
     int64_t next_attempt_ms;  /* pc_poll: when the scheduled reconnect is due; 0: none */
     int failed_attempts;      /* pc_poll: reconnects failed in a row */
+    pc_uniform_fn jitter_uniform; /* NULL: libsodium's randombytes_uniform */
+    void *jitter_ud;
 
     /* identity kept for signing in again after a reconnect */
     pc_identity id;
@@ -154,6 +160,9 @@ int pc_conn_pump(pc_client *c, uint64_t want, int64_t deadline, bool stop_after_
 /* ---- reconnect (reconnect.c) */
 /* The wait before the next connection attempt (and counts the attempt). */
 int pc_backoff_delay_ms(pc_client *c);
+/* Replaces the jitter's random source (NULL: back to libsodium's), so tests
+ * can draw from a seeded sequence or watch the draws. */
+void pc_set_jitter_source(pc_client *c, pc_uniform_fn fn, void *ud);
 void pc_sleep_ms(int ms);
 /* Reconnects after a loss: backoff, connect, sign in with the kept identity,
  * restart sync. Uses at most *budget attempts (decremented). Sleeps through

@@ -22,13 +22,21 @@ void pc_sleep_ms(int ms) {
     }
 }
 
+void pc_set_jitter_source(pc_client *c, pc_uniform_fn fn, void *ud) {
+    c->jitter_uniform = fn;
+    c->jitter_ud = ud;
+}
+
 /* Uniform in [0, min(cap, base * 2^exp)]. */
-static int full_jitter_ms(int base, int cap, int exp) {
+static int full_jitter_ms(pc_client *c, int base, int cap, int exp) {
     int64_t window = base;
     for (int i = 0; i < exp && window < cap; i++) window *= 2;
     if (window > cap) window = cap;
     if (window <= 0) return 0;
-    return (int)randombytes_uniform((uint32_t)window + 1);
+    uint32_t bound = (uint32_t)window + 1;
+    uint32_t r = c->jitter_uniform ? c->jitter_uniform(c->jitter_ud, bound) : randombytes_uniform(bound);
+    /* an injected source is a test's: keep its answer inside the window anyway */
+    return (int)(r < bound ? r : bound - 1);
 }
 
 /* How long to wait before the next attempt, from why the last one ended. */
@@ -36,7 +44,7 @@ int pc_backoff_delay_ms(pc_client *c) {
     bool overloaded = c->last_close_code == WS_CLOSE_TRY_AGAIN
                       || (c->status == PARLEY__V1__STATUS__UNAVAILABLE && c->retry_after_s < 0);
     int exp = c->backoff_attempt + (overloaded ? OVERLOAD_EXTRA_EXP : 0);
-    int delay = full_jitter_ms(c->reconnect_base_ms, c->reconnect_cap_ms, exp);
+    int delay = full_jitter_ms(c, c->reconnect_base_ms, c->reconnect_cap_ms, exp);
     if (c->retry_after_s > 0) {
         int ra = c->retry_after_s > RETRY_AFTER_MAX_S ? RETRY_AFTER_MAX_S : c->retry_after_s;
         /* at least what the server asked for, plus jitter so the clients it

@@ -29,6 +29,8 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_store_commits_total", "counter", "Store write batches committed.", &g_metrics.store_commits_total, 0},
         {"parley_store_commit_seconds_total", "counter", "Time spent committing store batches.", NULL, 0},
         {"parley_fanout_messages_total", "counter", "Messages fanned out.", &g_metrics.fanout_messages_total, 0},
+        {"parley_fanout_replayed_total", "counter", "Messages fanned out again at start (acknowledged, not fanned out before the stop).", &g_metrics.fanout_replayed_total, 0},
+        {"parley_presence_pending", "gauge", "Users with a presence change not yet pushed to subscribers (coalescing).", &g_metrics.presence_pending, 1},
         {"parley_inbox_appends_total", "counter", "Inbox entries appended.", &g_metrics.inbox_appends_total, 0},
         {"parley_deliveries_total", "counter", "Events written to devices (live and sync).", &g_metrics.deliveries_total, 0},
         {"parley_live_pushes_skipped_total", "counter", "Live pushes held back (window, output cap); the device catches up by sync.", &g_metrics.live_pushes_skipped_total, 0},

@@ -24,6 +24,8 @@ typedef struct metrics {
     atomic_ulong store_commits_total;
     atomic_ulong store_commit_ns_total;   /* time spent in store commits */
     atomic_ulong fanout_messages_total;
+    atomic_ulong fanout_replayed_total;   /* acked, not fanned out before a crash: fanned out at start */
+    atomic_long presence_pending;         /* gauge: users whose presence change subscribers were not told yet */
     atomic_ulong inbox_appends_total;
     atomic_ulong deliveries_total;        /* events written to sockets (live + sync) */
     atomic_ulong live_pushes_skipped_total; /* live pushes not sent: window full,

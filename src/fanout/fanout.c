@@ -299,6 +299,7 @@ static int replay_entry(void *ud, uint64_t offset, uint64_t conv, uint64_t seq) 
     parley__v1__message__free_unpacked(m, NULL);
     store_bytes_free(&raw);
     r->items[r->n++] = it;
+    METRIC_INC(fanout_replayed_total);
     if (r->n == ITEMS_PER_BATCH) replay_flush(r);
     return 0;
 }

@@ -824,6 +824,8 @@ void workers_stop(server *srv) {
         /* from now on posts are dropped: nobody would read them */
         mpsc_close(&srv->workers[i]->inbox);
     }
+    /* /metrics went with the listeners: the drain's count goes to the log */
+    log_info("drain done: %lu connections closed with 1012", atomic_load(&g_metrics.drain_closes_total));
 }
 
 /* Called after the writer and fan-out have stopped: nothing posts anymore. */

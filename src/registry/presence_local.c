@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/metrics.h"
 #include "core/u64map.h"
 #include "registry/registry.h"
 
@@ -87,6 +88,7 @@ static void mark_dirty(struct presence *p, uint64_t user, user_presence *u) {
     }
     p->dirty[p->n_dirty++] = user;
     u->dirty = true;
+    atomic_store(&g_metrics.presence_pending, (long)p->n_dirty);
 }
 
 void registry_presence_connected(registry *r, uint64_t user) {
@@ -228,6 +230,7 @@ void registry_presence_flush(registry *r, uint64_t now_ms, uint64_t coalesce_ms,
         }
     }
     p->n_dirty = kept;
+    atomic_store(&g_metrics.presence_pending, (long)kept);
     pthread_mutex_unlock(&p->lock);
     for (size_t i = 0; i < n_out; i++) emit(ud, out[i].conn_id, out[i].user, out[i].online, out[i].last_seen_ms);
     free(out);

@@ -12,7 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "../check.h"
@@ -49,11 +52,19 @@ static const char UPGRADE[] =
 /* Connects and asks for the upgrade. Returns the HTTP status (101, 503, ...)
  * or -1; *fd_out gets the socket (caller closes) when status is 101;
  * *retry_after the Retry-After seconds (-1 when absent). */
+static int raw_upgrade_fd(int fd, int *fd_out, int *retry_after);
 static int raw_upgrade(int port, int *fd_out, int *retry_after) {
     *fd_out = -1;
     if (retry_after) *retry_after = -1;
     int fd = h_tcp_connect(port, 5000);
     if (fd < 0) return -1;
+    return raw_upgrade_fd(fd, fd_out, retry_after);
+}
+
+/* raw_upgrade on a socket already connected (closed unless 101). */
+static int raw_upgrade_fd(int fd, int *fd_out, int *retry_after) {
+    *fd_out = -1;
+    if (retry_after) *retry_after = -1;
     if (send(fd, UPGRADE, sizeof UPGRADE - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof UPGRADE - 1)) {
         close(fd);
         return -1;
@@ -189,23 +200,53 @@ static void max_connections_sheds_and_keeps_serving(void) {
 
 /* ------------------------------------------------- accept-rate bucket */
 
+/* The bucket holds BURST tokens and gains RATE a second; every accepted
+ * socket takes one. So a burst of 40 gets between BURST minus what was
+ * accepted before it (the harness's /healthz and /metrics) and BURST plus
+ * what refilled while it ran; every other one gets 503 with Retry-After,
+ * and the shed ones are exactly what parley_accept_rate_limited_total grew
+ * by. The burst's duration only widens the upper bound. */
+enum { BURST = 5, RATE = 5, N_BURST = 40 };
 static void accept_rate_sheds_a_burst(void) {
     const char *flags[] = {"--accept-rate", "5/s", "--accept-burst", "5", NULL};
     CHECK(h_server_start(&S, flags) == 0, "start");
-    int n101 = 0, n503 = 0, fds[40];
-    for (int i = 0; i < 40; i++) {
+    double accepted0 = 0, limited0 = 0;
+    NEED(h_metric(&S, "parley_connections_accepted_total", &accepted0) == 0);
+    NEED(h_metric(&S, "parley_accept_rate_limited_total", &limited0) == 0);
+    int n101 = 0, n503 = 0, other = 0, fds[N_BURST];
+    uint64_t t0 = h_now_ms();
+    for (int i = 0; i < N_BURST; i++) {
         int ra;
         int st = raw_upgrade(S.port, &fds[i], &ra);
         if (st == 101) n101++;
-        if (st == 503 && ra > 0) n503++;
+        else if (st == 503 && ra > 0) n503++;
+        else other++;
     }
-    for (int i = 0; i < 40; i++)
+    uint64_t took_ms = h_now_ms() - t0;
+    for (int i = 0; i < N_BURST; i++)
         if (fds[i] >= 0) close(fds[i]);
-    fprintf(stderr, "  burst of 40: %d upgraded, %d got 503 + Retry-After\n", n101, n503);
-    CHECK(n101 >= 1 && n503 >= 1 && n101 + n503 == 40, "burst: %d upgraded, %d shed", n101, n503);
+    fprintf(stderr, "  burst of %d in %llu ms: %d upgraded, %d got 503 + Retry-After\n", N_BURST,
+            (unsigned long long)took_ms, n101, n503);
+    CHECK(other == 0, "burst: %d answers neither 101 nor 503 with Retry-After", other);
+    /* accepted0 counts the first /metrics read itself; the second one is one more */
+    int low = BURST - (int)accepted0 - 1, high = BURST + (int)(RATE * took_ms / 1000) + 1;
+    if (low < 1) low = 1;
+    CHECK(n101 >= low && n101 <= high, "burst: %d upgraded, want %d..%d (%.0f accepted before)",
+          n101, low, high, accepted0);
+    CHECK(n503 == N_BURST - n101, "burst: %d shed with 503, want %d", n503, N_BURST - n101);
+    /* a /metrics read is a connection too and may itself be shed: count those */
     double limited = 0;
-    NEED(h_metric(&S, "parley_accept_rate_limited_total", &limited) == 0);
-    CHECK(limited >= n503, "parley_accept_rate_limited_total %.0f < %d", limited, n503);
+    int shed_reads = 0;
+    for (int i = 0; i < 100 && h_metric(&S, "parley_accept_rate_limited_total", &limited) != 0; i++) {
+        shed_reads++;
+        h_sleep_ms(100);
+    }
+    /* the read that got the value counts too if it was itself over the rate
+     * (a shed plain-HTTP request is still answered) */
+    double grew = limited - limited0 - shed_reads;
+    CHECK(grew == n503 || grew == n503 + 1,
+          "parley_accept_rate_limited_total grew by %.0f, want %d shed upgrades (+1: this read, "
+          "+%d: refused reads)", limited - limited0, n503, shed_reads);
     /* the bucket refills: upgrades get through again */
     int ok = 0;
     for (int i = 0; i < 100 && !ok; i++) {
@@ -373,6 +414,31 @@ static size_t build_requests(uint8_t *out, size_t cap) {
     return len;
 }
 
+/* A loopback connection with a small send buffer: little of what we send is
+ * still queued once we stop, so the server, which reads and drops input
+ * while it closes, has none left unread (that would reset the connection
+ * and lose the close frame) when it lets go. The receive side keeps the
+ * defaults: the kernel holds megabytes of the server's output (its send
+ * buffer grows to tcp_wmem's max whatever we do), and a small receive
+ * window would make reading them back crawl past the server's close linger. */
+static int small_sndbuf_connect(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int small = 4096, one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 static void non_reader_closed_memory_bounded(void) {
     const char *flags[] = {"--conn-output-cap", "65536", "--max-message", "65536", NULL};
     CHECK(h_server_start(&S, flags) == 0, "start");
@@ -384,18 +450,20 @@ static void non_reader_closed_memory_bounded(void) {
     NEED(h_accept(b, conv) == 0);   /* not a message request: no bound on a's sends */
 
     int fd = -1;
-    NEED(raw_upgrade(S.port, &fd, NULL) == 101);
-    int small = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    int sock = small_sndbuf_connect(S.port);
+    NEED(sock >= 0 && raw_upgrade_fd(sock, &fd, NULL) == 101);
     static uint8_t reqs[65536];
     size_t reqs_len = build_requests(reqs, sizeof reqs);
     long rss0 = h_rss_kb(&S), rss_max = rss0;
     double overflows = 0;
     int cut = 0;
     uint64_t until = h_now_ms() + 3 * LIVENESS_MS, next_check = 0;
-    while (!cut && h_now_ms() < until) {
+    /* until the server says it closed us for the output, or the socket breaks */
+    while (!cut && overflows < 1 && h_now_ms() < until) {
         size_t off = 0;
-        while (off < reqs_len) {
+        /* stop mid-batch too once the server has closed us: the less sent
+         * after its close, the less it may find unread when it lets go */
+        while (off < reqs_len && overflows < 1) {
             ssize_t n = send(fd, reqs + off, reqs_len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n > 0) {
                 off += (size_t)n;
@@ -405,6 +473,12 @@ static void non_reader_closed_memory_bounded(void) {
                 struct pollfd p = {.fd = fd, .events = POLLOUT};
                 poll(&p, 1, 50);
                 if (h_now_ms() >= until) break;
+                if (h_now_ms() >= next_check) {
+                    next_check = h_now_ms() + 200;
+                    long v = h_rss_kb(&S);
+                    if (v > rss_max) rss_max = v;
+                    if (h_metric(&S, "parley_output_overflow_closes_total", &overflows) != 0) overflows = 0;
+                }
                 continue;
             }
             cut = 1;   /* reset or broken pipe: the server closed us */
@@ -414,12 +488,18 @@ static void non_reader_closed_memory_bounded(void) {
             next_check = h_now_ms() + 200;
             long v = h_rss_kb(&S);
             if (v > rss_max) rss_max = v;
+            if (h_metric(&S, "parley_output_overflow_closes_total", &overflows) != 0) overflows = 0;
         }
     }
+    /* now read: the answers it kept (what the kernel buffers hold, then
+     * the rest of the frame it was writing), then its close frame, 1008 */
+    int code = 0;
+    int closed = wait_closed(fd, 3 * LIVENESS_MS, &code);
     close(fd);
-    CHECK(cut, "a client that never reads was not closed");
     NEED(h_metric(&S, "parley_output_overflow_closes_total", &overflows) == 0);
-    CHECK(overflows >= 1, "parley_output_overflow_closes_total %.0f", overflows);
+    CHECK(overflows == 1, "parley_output_overflow_closes_total %.0f, want 1", overflows);
+    CHECK(closed && code == 1008, "a client that never reads: %s, close code %d, want 1008",
+          closed ? "closed" : "still open", code);
     fprintf(stderr, "  RSS before %ld KiB, max %ld KiB (+%ld KiB)\n", rss0, rss_max, rss_max - rss0);
     if (!RSS_MEANINGFUL) check_note("sanitizer build: RSS bound not checked");
     CHECK(!RSS_MEANINGFUL || rss_max - rss0 <= RSS_BOUND_KB, "server RSS grew by %ld KiB",

@@ -4,7 +4,18 @@
  * pc_poll(c, 0) round robin in a few threads), the reconnects are spread
  * over more than one second, and no acknowledged message is lost: neither
  * those acked before the drain nor those a sender kept sending through the
- * drain and the restart (retried on the same client_msg_id).
+ * drain and the restart (retried on the same client_msg_id; every sender
+ * gets messages acknowledged after the restart).
+ *
+ * The jitter itself: every client's backoff draws from a recording wrapper
+ * around the real random source (pc_set_jitter_source), and after each
+ * pc_poll the test reads when the client scheduled its next attempt. Every
+ * client backs off at least once; no window exceeds the cap; each scheduled
+ * delay divided by its window is uniform on [0, 1] (Kolmogorov-Smirnov
+ * distance and ten buckets, bounds a true uniform misses with probability
+ * < 1e-10), so reconnects are not at the windows' edges nor at one
+ * instant; and no client draws again (attempts again) before the time it
+ * had scheduled.
  *
  * Asserts outcomes only; every wait is a liveness bound. */
 #include <poll.h>
@@ -17,8 +28,11 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
+#include <sodium.h>
+
 #include "../check.h"
 #include "harness.h"
+#include "internal.h"   /* pc_set_jitter_source */
 
 #define NEED(x) CHECK((x), "%s", #x)
 
@@ -32,7 +46,18 @@ enum {
     MAX_EXP = 512,
     SETUP_MS = 120000,
     STORM_MS = 60000,
+    BASE_MS = 100,
+    CAP_MS = 2000,
+    MAX_DRAWS = 1 << 18,
 };
+
+/* Every delay a storm client scheduled, with the window it was drawn over. */
+typedef struct schedule {
+    uint32_t window;
+    int64_t delay_ms;
+} schedule;
+static schedule schedules[MAX_DRAWS];
+static atomic_int n_schedules, n_wide_windows, n_early, n_at_cap;
 
 typedef struct sclient {
     pc_client *c;
@@ -40,6 +65,11 @@ typedef struct sclient {
     uint64_t *conv, *seq;      /* events seen (owned by the client's thread) */
     size_t n, cap;
     uint64_t reconnected_s;    /* second (monotonic) of the first reconnect; 0: none */
+    /* backoff, as the client's own thread saw it */
+    int draws;
+    uint64_t draw_ms;          /* the last draw: when, over which window */
+    uint32_t draw_window;
+    int64_t scheduled_ms;      /* the attempt time last seen in c->next_attempt_ms */
 } sclient;
 
 static h_server S;
@@ -75,11 +105,36 @@ static int seen(const sclient *s, uint64_t conv, uint64_t seq) {
     return 0;
 }
 
+/* The storm clients' random source: the real one, watched. Runs on the
+ * client's own thread (inside pc_poll or a blocking call). */
+static uint32_t recorded_jitter(void *ud, uint32_t bound) {
+    sclient *s = ud;
+    uint64_t now = h_now_ms();
+    /* a new draw follows an attempt, which follows the time scheduled */
+    if (s->scheduled_ms && (int64_t)now + 1 < s->scheduled_ms) atomic_fetch_add(&n_early, 1);
+    s->scheduled_ms = 0;
+    s->draws++;
+    s->draw_ms = now;
+    s->draw_window = bound - 1;
+    if (bound - 1 > CAP_MS || bound - 1 < BASE_MS) atomic_fetch_add(&n_wide_windows, 1);
+    if (bound - 1 == CAP_MS) atomic_fetch_add(&n_at_cap, 1);
+    return randombytes_uniform(bound);
+}
+
+/* After a pc_poll: a new scheduled attempt is the delay of the last draw. */
+static void note_schedule(sclient *s) {
+    int64_t next = s->c->next_attempt_ms;
+    if (!next || next == s->scheduled_ms || !s->draws) return;
+    s->scheduled_ms = next;
+    int i = atomic_fetch_add(&n_schedules, 1);
+    if (i < MAX_DRAWS) schedules[i] = (schedule){s->draw_window, next - (int64_t)s->draw_ms};
+}
+
 static pc_client *new_client(void) {
     pc_options o;
     h_client_options(&S, &o);
-    o.reconnect_base_ms = 100;
-    o.reconnect_cap_ms = 2000;
+    o.reconnect_base_ms = BASE_MS;
+    o.reconnect_cap_ms = CAP_MS;
     o.max_reconnects = 200;     /* in a row: the restart takes a few seconds */
     return pc_new(&o);
 }
@@ -112,6 +167,7 @@ static void *client_thread(void *arg) {
     for (int i = lo; i < hi; i++) {
         sclient *s = &cl[i];
         s->c = new_client();
+        if (s->c) pc_set_jitter_source(s->c, recorded_jitter, s);
         pc_identity_generate(&s->id);
         char name[32];
         snprintf(name, sizeof name, "storm%04d", i);
@@ -154,6 +210,7 @@ static void *client_thread(void *arg) {
             sclient *s = &cl[i];
             if (!s->c) continue;
             int r = pc_poll(s->c, 0);
+            note_schedule(s);
             if (r < 0 && atomic_load(&failures) < 1000) fail("poll", i, s->c);
             if (r > 0) busy = 1;
             if (!s->reconnected_s) {
@@ -210,6 +267,7 @@ static void *client_thread(void *arg) {
  * until after the restart: each pc_send_text returns once acked, retrying
  * across the outage on the same client_msg_id. */
 static atomic_int stream_stop, stream_ready;
+static atomic_int stream_acked[N_STREAM];   /* stream_n as the main thread may read it */
 static void *stream_thread(void *arg) {
     (void)arg;
     pc_client *c[N_STREAM];
@@ -233,9 +291,10 @@ static void *stream_thread(void *arg) {
         for (int k = 0; k < N_STREAM; k++) {
             uint64_t seq = 0;
             if (stream_n[k] < 0 || stream_n[k] >= MAX_EXP) continue;
-            if (pc_send_text(c[k], stream_conv[k], "through the storm", &seq) == 0)
+            if (pc_send_text(c[k], stream_conv[k], "through the storm", &seq) == 0) {
                 stream_seq[k][stream_n[k]++] = seq;
-            else
+                atomic_fetch_add(&stream_acked[k], 1);
+            } else
                 fail("stream send", k, c[k]);
         }
         h_sleep_ms(20);
@@ -264,6 +323,74 @@ static int wait_counter(atomic_int *v, int want, int ms) {
     uint64_t until = h_now_ms() + (uint64_t)ms;
     while (atomic_load(v) < want && h_now_ms() < until) h_sleep_ms(20);
     return atomic_load(v) >= want;
+}
+
+/* Until every stream sender has more than base[k] messages acked. */
+static int wait_streams_past(const int *base, int ms) {
+    int all = 0;
+    for (uint64_t until = h_now_ms() + (uint64_t)ms; !all && h_now_ms() < until;) {
+        all = 1;
+        for (int k = 0; k < N_STREAM; k++)
+            if (atomic_load(&stream_acked[k]) <= base[k]) all = 0;
+        if (!all) h_sleep_ms(20);
+    }
+    return all;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Checks the recorded backoff (see the top of the file), after the client
+ * threads are joined. 0, or -1 with why. */
+enum { JITTER_BUCKETS = 10 };
+static int check_jitter(char *why, size_t cap) {
+    int n = atomic_load(&n_schedules);
+    if (n > MAX_DRAWS) n = MAX_DRAWS;
+    int clients = 0, draws = 0;
+    for (int i = 0; i < N_CLIENTS; i++) {
+        clients += cl[i].draws > 0;
+        draws += cl[i].draws;
+    }
+    double *u = malloc((size_t)(n ? n : 1) * sizeof *u);
+    if (!u) return snprintf(why, cap, "out of memory"), -1;
+    for (int i = 0; i < n; i++) {
+        /* the discrete uniform on 0..window, mid-step, against U(0,1); the
+         * scheduled time is read 0-1 ms after the draw's clock reading */
+        double x = (schedules[i].delay_ms + 0.5) / (schedules[i].window + 1.0);
+        u[i] = x < 0 ? 0 : x > 1 ? 1 : x;
+    }
+    qsort(u, (size_t)n, sizeof *u, cmp_double);
+    double ks = 0;
+    int buckets[JITTER_BUCKETS] = {0};
+    for (int i = 0; i < n; i++) {
+        double lo = u[i] - (double)i / n, hi = (double)(i + 1) / n - u[i];
+        if (lo > ks) ks = lo;
+        if (hi > ks) ks = hi;
+        buckets[u[i] >= 1 ? JITTER_BUCKETS - 1 : (int)(u[i] * JITTER_BUCKETS)]++;
+    }
+    free(u);
+    fprintf(stderr, "  %d backoff draws by %d clients (%d over the cap's window), %d delays seen "
+            "scheduled; KS distance from uniform %.4f; buckets", draws, clients,
+            atomic_load(&n_at_cap), n, ks);
+    for (int b = 0; b < JITTER_BUCKETS; b++) fprintf(stderr, " %d", buckets[b]);
+    fputc('\n', stderr);
+    if (atomic_load(&n_schedules) > MAX_DRAWS) return snprintf(why, cap, "more than %d delays", MAX_DRAWS), -1;
+    if (clients != N_CLIENTS)
+        return snprintf(why, cap, "%d of %d clients backed off before reconnecting", clients, N_CLIENTS), -1;
+    if (atomic_load(&n_wide_windows))
+        return snprintf(why, cap, "%d draws over a window outside [%d, %d] ms", atomic_load(&n_wide_windows),
+                        BASE_MS, CAP_MS), -1;
+    if (atomic_load(&n_early))
+        return snprintf(why, cap, "%d attempts came before their scheduled time", atomic_load(&n_early)), -1;
+    if (n < N_CLIENTS) return snprintf(why, cap, "only %d scheduled delays seen", n), -1;
+    /* n >= 5000: a true uniform exceeds 0.05 with probability 2*exp(-2*n*0.05^2) < 1e-10 */
+    if (ks >= 0.05) return snprintf(why, cap, "delays/window: KS distance %.4f from uniform", ks), -1;
+    for (int b = 0; b < JITTER_BUCKETS; b++)
+        if (buckets[b] < n / JITTER_BUCKETS * 7 / 10 || buckets[b] > n / JITTER_BUCKETS * 13 / 10)
+            return snprintf(why, cap, "delays/window: bucket %d holds %d of %d", b, buckets[b], n), -1;
+    return 0;
 }
 
 static void storm(void) {
@@ -298,10 +425,15 @@ static void storm(void) {
         stream_started = pthread_create(&st, NULL, stream_thread, NULL) == 0;
         atomic_store(&phase, 2);
         ok = wait_counter(&stream_ready, 1, SETUP_MS) && atomic_load(&failures) == 0;
-        h_sleep_ms(300);   /* the stream is under way */
+        /* the stream is under way: every sender has an ack */
+        int zero[N_STREAM] = {0};
+        ok = ok && wait_streams_past(zero, SETUP_MS);
     }
     int exit_status = -1;
     uint64_t t_term = h_now_ms();
+    int at_term[N_STREAM], at_restart[N_STREAM];
+    for (int k = 0; k < N_STREAM; k++) at_term[k] = at_restart[k] = atomic_load(&stream_acked[k]);
+    int stream_through = 0;
     if (ok) {
         ok = kill(S.pid, SIGTERM) == 0;
         uint64_t until = h_now_ms() + 30000;
@@ -310,6 +442,7 @@ static void storm(void) {
         fprintf(stderr, "  drained in %llu ms, exit status %d; %d clients reconnect-pending\n",
                 (unsigned long long)(h_now_ms() - t_term), exit_status, N_CLIENTS);
         ok = ok && h_server_restart(&S) == 0;
+        for (int k = 0; k < N_STREAM; k++) at_restart[k] = atomic_load(&stream_acked[k]);
     }
     if (ok) {
         atomic_store(&phase, 3);
@@ -317,6 +450,8 @@ static void storm(void) {
         fprintf(stderr, "  %d of %d clients reconnected within %llu ms of SIGTERM\n",
                 atomic_load(&reconnected), N_CLIENTS, (unsigned long long)(h_now_ms() - t_term));
         ok = wait_counter(&resent, N_THREADS, STORM_MS) && ok;
+        /* every stream sender gets acks from the restarted server */
+        stream_through = wait_streams_past(at_restart, STORM_MS);
     }
     atomic_store(&stream_stop, 1);
     if (stream_started) pthread_join(st, NULL);
@@ -345,10 +480,20 @@ static void storm(void) {
             }
     fprintf(stderr, "  reconnects spread over %d distinct seconds\n", distinct);
     CHECK(distinct > 1, "every client reconnected in the same second");
-    int streamed = 0;
-    for (int k = 0; k < N_STREAM; k++) streamed += stream_n[k];
-    fprintf(stderr, "  %d messages acked through the drain; server now has %.0f connections\n",
-            streamed, conns);
+    int streamed = 0, after_term = 0;
+    for (int k = 0; k < N_STREAM; k++) {
+        streamed += stream_n[k];
+        after_term += stream_n[k] - at_term[k];
+    }
+    fprintf(stderr, "  %d messages acked by the stream senders, %d of them after SIGTERM; server now "
+            "has %.0f connections\n", streamed, after_term, conns);
+    CHECK(stream_through, "a stream sender got no ack from the restarted server");
+    for (int k = 0; k < N_STREAM; k++)
+        CHECK(stream_n[k] > at_restart[k] && at_restart[k] >= at_term[k] && at_term[k] >= 1,
+              "stream %d: %d acked before SIGTERM, %d at the restart, %d in all", k, at_term[k],
+              at_restart[k], stream_n[k]);
+    char why[256];
+    CHECK(check_jitter(why, sizeof why) == 0, "reconnect jitter: %s", why);
     CHECK(all_complete, "some receivers are missing acknowledged messages (%d of %d threads complete)",
           atomic_load(&complete), N_THREADS);
     h_server_destroy(&S);

@@ -278,7 +278,11 @@ static void idle_tls_connections_are_lean(void) {
         cs[i] = wss_client(cert, 0);
         if (cs[i] && pc_connect(cs[i]) == 0) n++;
     }
-    h_sleep_ms(300);
+    /* the server holds every one of them as an open WebSocket connection
+     * (the gauge), not just the client's view of the handshake */
+    double open = 0;
+    for (uint64_t until = h_now_ms() + WAIT_MS; h_now_ms() < until; h_sleep_ms(20))
+        if (metric("parley_connections", &open) == 0 && open == n) break;
     long rss1 = rss_kb();
     double per = n ? (double)(rss1 - rss0) / n : 0;
     fprintf(stderr, "  %d idle TLS connections: server RSS %ld -> %ld KiB (%.1f KiB each)\n", n,
@@ -286,6 +290,7 @@ static void idle_tls_connections_are_lean(void) {
     for (int i = 0; i < IDLE_CONNS; i++) pc_free(cs[i]);
     free(cs);
     CHECK(n == IDLE_CONNS, "only %d of %d connected", n, IDLE_CONNS);
+    CHECK(open == n, "the server counts %.0f open connections, %d connected", open, n);
     /* with its record buffers kept, an idle TLS connection would hold two
      * ~17 KiB buffers; released, it is the SSL object and the connection */
     if (!RSS_MEANINGFUL) check_note("sanitizer build: RSS bound not checked");
