@@ -30,6 +30,7 @@ typedef struct chat_request {
     uint32_t device_id;
     Parley__V1__Frame *frame;/* CHAT_FRAME: owned by the request */
     uint64_t ack_from, ack_to;
+    size_t queued_bytes;     /* counted in g_metrics.writer_queued_bytes until freed */
 } chat_request;
 
 typedef struct writer writer;

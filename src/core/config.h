@@ -34,6 +34,13 @@ typedef struct config {
     uint32_t send_rate;             /* messages per second per device (burst: twice that) */
     uint64_t retention_ms;          /* messages older than this are removed */
     uint32_t retention_sweep_ms;    /* how often the store is swept for them */
+    /* memory and request limits (abuse) */
+    size_t unauth_max_message;      /* whole WebSocket message before sign-in */
+    uint32_t signin_timeout_ms;     /* upgrade -> signed in, or closed (1008) */
+    uint32_t max_pending_per_address; /* sockets of one address not yet signed in; 0 = off */
+    uint32_t max_in_flight;         /* requests of one connection waiting for the writer */
+    size_t writer_queue_bytes;      /* decoded requests waiting for the writer, all connections */
+    size_t history_page_bytes;      /* messages in one History page, encoded */
 } config;
 
 void config_defaults(config *c);

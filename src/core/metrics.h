@@ -45,6 +45,15 @@ typedef struct metrics {
     atomic_ulong tls_errors_total;        /* handshake or record failures */
     atomic_long writer_queue_depth;       /* gauges, sampled */
     atomic_long fanout_queue_depth;
+    /* memory and request limits (abuse) */
+    atomic_ulong input_pauses_total;      /* a connection's input stopped: output cap or in-flight cap */
+    atomic_ulong requests_too_large_total;/* refused by the per-request-type size limit */
+    atomic_ulong decode_budget_refusals_total; /* decoding needed more memory than its budget */
+    atomic_long writer_queued_bytes;      /* gauge: decoded requests waiting for the writer */
+    atomic_ulong writer_bytes_refusals_total; /* UNAVAILABLE: writer-queue-bytes reached */
+    atomic_ulong signin_timeouts_total;
+    atomic_ulong address_limited_total;   /* closed at accept: max-pending-per-address */
+    atomic_ulong history_pages_byte_capped_total;
 } metrics;
 
 extern metrics g_metrics;

@@ -10,8 +10,11 @@ void realtime_subscribe_presence(worker *w, conn *c, const Parley__V1__Frame *f)
 void realtime_typing(worker *w, conn *c, const Parley__V1__Frame *f);
 void realtime_get_receipts(worker *w, conn *c, const Parley__V1__Frame *f);
 void realtime_get_devices(worker *w, conn *c, const Parley__V1__Frame *f);
-/* pushes every device message waiting in this device's queue */
+/* StartSync: the device messages waiting in this device's queue are to be
+ * pushed (from the first), paged under the output cap by
+ * realtime_pump_device_messages as room appears. */
 void realtime_push_device_messages(worker *w, conn *c);
+void realtime_pump_device_messages(worker *w, conn *c);
 /* refills c's token buckets; true when a send may go now, else the wait */
 bool realtime_take_send_token(worker *w, conn *c, uint64_t *retry_after_ms);
 

@@ -10,6 +10,7 @@
  * misses the cache waits on disk; moving reads to a pool is future work
  * (noted in DESIGN). */
 #include <sodium.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "chat/membership.h"
@@ -19,6 +20,7 @@
 #include "core/clock.h"
 #include "gateway/conn.h"
 #include "gateway/realtime.h"
+#include "gateway/request_limits.h"
 
 enum {
     MAX_LIST = 1000,        /* conversations in one ListConversations answer */
@@ -49,22 +51,41 @@ static void respond_ok(worker *w, conn *c, uint64_t request_id) {
  * Requests that get no response (AckDeviceMessages) use this directly:
  * nothing is said when the writer is full, the device acks again later. */
 static bool submit_quietly(worker *w, conn *c, Parley__V1__Frame *f) {
+    /* the decoded frames waiting for the writer are bounded in bytes for
+     * the whole process (and per connection by max-in-flight requests of
+     * at most their decode budget each) */
+    size_t bytes = c->decoded_bytes;
+    long queued = atomic_fetch_add(&g_metrics.writer_queued_bytes, (long)bytes);
+    if ((size_t)queued + bytes > w->srv->cfg.writer_queue_bytes) {
+        atomic_fetch_sub(&g_metrics.writer_queued_bytes, (long)bytes);
+        METRIC_INC(writer_bytes_refusals_total);
+        return false;
+    }
     chat_request *r = calloc(1, sizeof *r);
-    if (!r) return false;
+    if (!r) {
+        atomic_fetch_sub(&g_metrics.writer_queued_bytes, (long)bytes);
+        return false;
+    }
     r->op = CHAT_FRAME;
     r->conn_id = c->id;
     r->request_id = f->request_id;
     r->user_id = c->user_id;
     r->device_id = c->device_id;
     r->frame = f;
+    r->queued_bytes = bytes;
     if (writer_submit(w->srv->writer, r) == 0) return true;
+    atomic_fetch_sub(&g_metrics.writer_queued_bytes, (long)bytes);
     free(r);
     return false;
 }
 
-/* submit_quietly, and when the writer is full the device is told to retry. */
+/* submit_quietly, and when the writer is full the device is told to retry.
+ * The writer answers every request it takes: counted in flight until then. */
 static bool submit(worker *w, conn *c, Parley__V1__Frame *f) {
-    if (submit_quietly(w, c, f)) return true;
+    if (submit_quietly(w, c, f)) {
+        c->in_flight++;
+        return true;
+    }
     conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__UNAVAILABLE, "server busy; retry shortly");
     return false;
 }
@@ -73,6 +94,7 @@ static bool submit(worker *w, conn *c, Parley__V1__Frame *f) {
 
 static void signed_in(worker *w, conn *c, uint64_t request_id, uint64_t user, uint32_t device) {
     if (!c->signed_in) registry_presence_connected(w->srv->registry, user);
+    if (!c->signed_in) conn_signed_in(w, c);
     c->signed_in = true;
     c->user_id = user;
     c->device_id = device;
@@ -103,6 +125,7 @@ static void handle_sign_in(worker *w, conn *c, const Parley__V1__Frame *f) {
 }
 
 void session_apply_reply(worker *w, conn *c, worker_msg *m) {
+    if (c->in_flight) c->in_flight--;
     if (m->user_id) signed_in(w, c, 0, m->user_id, m->device_id);
     conn_send(w, c, WS_OP_BINARY, m->data, m->len);
 }
@@ -211,13 +234,25 @@ static void handle_list(worker *w, conn *c, const Parley__V1__Frame *f) {
 typedef struct history_scan {
     Parley__V1__Message *m[HISTORY_MAX + 1];
     size_t n;
+    size_t bytes, max_bytes;    /* encoded messages taken; the page's byte cap */
+    bool byte_capped;           /* stopped by max_bytes: older messages remain */
 } history_scan;
 
+/* A page holds whole messages up to the byte cap (at least one, so a
+ * conversation of messages near the cap still reads page by page): the
+ * answer is bounded before it is built, and fits a client's frame limit. */
 static int collect_message(void *ud, uint64_t seq, const uint8_t *msg, size_t len) {
     (void)seq;
     history_scan *h = ud;
+    if (h->n > 0 && h->bytes + len > h->max_bytes) {
+        h->byte_capped = true;
+        return 1;
+    }
     Parley__V1__Message *m = parley__v1__message__unpack(NULL, len, msg);
-    if (m) h->m[h->n++] = m;
+    if (m) {
+        h->m[h->n++] = m;
+        h->bytes += len;
+    }
     return 0;
 }
 
@@ -233,11 +268,13 @@ static void handle_history(worker *w, conn *c, const Parley__V1__Frame *f) {
     uint32_t limit = q->limit == 0 ? HISTORY_DEFAULT : q->limit > HISTORY_MAX ? HISTORY_MAX : q->limit;
     history_scan *h = calloc(1, sizeof *h);
     if (!h) abort();
+    h->max_bytes = w->srv->cfg.history_page_bytes;
     /* one more than asked tells whether older messages exist */
     store_scan_messages_back(w->srv->store, q->conversation_id, q->before_seq, limit + 1,
                              collect_message, h);
-    bool more = h->n > limit;
-    size_t n = more ? limit : h->n;
+    bool more = h->n > limit || h->byte_capped;
+    size_t n = h->n > limit ? limit : h->n;
+    if (h->byte_capped) METRIC_INC(history_pages_byte_capped_total);
     /* newest first from the scan; the page is oldest first */
     Parley__V1__Message *page[HISTORY_MAX];
     for (size_t i = 0; i < n; i++) page[i] = h->m[n - 1 - i];
@@ -309,7 +346,39 @@ void session_closed(worker *w, conn *c) {
 /* ---------------------------------------------------------------- dispatch */
 
 void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
-    Parley__V1__Frame *f = parley__v1__frame__unpack(NULL, len, data);
+    /* what the request is, and whether it may be decoded at all, is known
+     * from its top-level fields, before anything is allocated */
+    frame_peek pk;
+    if (frame_peek_parse(data, len, &pk)) {
+        METRIC_INC(protocol_errors_total);
+        conn_close(w, c, WS_CLOSE_INVALID_DATA, "undecodable frame: not a parley.v1 Frame");
+        return;
+    }
+    if (!c->signed_in && !request_allowed_before_sign_in(pk.body)) {
+        METRIC_INC(requests_total);
+        /* Ack gets no response, signed in or not */
+        if (pk.body != PARLEY__V1__FRAME__BODY_ACK && pk.body != PARLEY__V1__FRAME__BODY_ACK_DEVICE_MESSAGES)
+            conn_send_error(w, c, pk.request_id, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");
+        return;
+    }
+    size_t limit = request_size_limit(&w->srv->cfg, pk.body);
+    if (len > limit) {
+        METRIC_INC(requests_total);
+        METRIC_INC(requests_too_large_total);
+        char why[96];
+        snprintf(why, sizeof why, "request of %zu bytes; this request type takes at most %zu", len, limit);
+        conn_send_error(w, c, pk.request_id, PARLEY__V1__STATUS__TOO_LARGE, why);
+        return;
+    }
+    bool over_budget = false;
+    Parley__V1__Frame *f = request_decode(data, len, &over_budget, &c->decoded_bytes);
+    if (!f && over_budget) {
+        METRIC_INC(requests_total);
+        METRIC_INC(decode_budget_refusals_total);
+        conn_send_error(w, c, pk.request_id, PARLEY__V1__STATUS__TOO_LARGE,
+                        "request too costly to decode (too many elements for its size)");
+        return;
+    }
     if (!f) {
         METRIC_INC(protocol_errors_total);
         conn_close(w, c, WS_CLOSE_INVALID_DATA, "undecodable frame");
