@@ -65,7 +65,7 @@ void realtime_subscribe_presence(worker *w, conn *c, const Parley__V1__Frame *f)
         return;
     }
     uint64_t ids[MAX_PRESENCE_USERS];
-    memcpy(ids, q->user_ids, q->n_user_ids * sizeof ids[0]);
+    if (q->n_user_ids) memcpy(ids, q->user_ids, q->n_user_ids * sizeof ids[0]);
     size_t n = presence_unique_ids(ids, q->n_user_ids);
     uint64_t wait_ms = 0;
     if (!take_presence_tokens(c, n, &wait_ms)) {
