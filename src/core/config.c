@@ -35,6 +35,7 @@ void config_defaults(config *c) {
     c->max_in_flight = 64;
     c->writer_queue_bytes = 256u << 20;
     c->history_page_bytes = 1000000;   /* a page frame stays under a client's 1 MiB limit */
+    c->output_stall_ms = 5000;
 }
 
 const char *config_fsync_name(enum fsync_policy p) {
@@ -91,6 +92,9 @@ void config_usage(FILE *out) {
         "                            (default 268435456)\n"
         "  --history-page-bytes BYTES  messages in one History page; past it the page ends\n"
         "                            early with has_more (default 1000000)\n"
+        "  --output-stall-timeout MS a connection whose input is paused for its output\n"
+        "                            and that takes none of it for this long is closed\n"
+        "                            with 1008 (default 5000)\n"
         "  --log-level LEVEL         debug|info|warn|error (default info)\n"
         "  --config FILE             key = value lines, keys as the flags above without --\n"
         "  --help                    this text\n");
@@ -245,6 +249,9 @@ static int config_set(config *c, const char *key, const char *v) {
     } else if (strcmp(key, "writer-queue-bytes") == 0) {
         if (parse_u64(key, v, 1u << 20, 64ull << 30, &n)) return -1;
         c->writer_queue_bytes = n;
+    } else if (strcmp(key, "output-stall-timeout") == 0) {
+        if (parse_u64(key, v, 100, 86400000, &n)) return -1;
+        c->output_stall_ms = (uint32_t)n;
     } else if (strcmp(key, "history-page-bytes") == 0) {
         if (parse_u64(key, v, 4096, 64u << 20, &n)) return -1;
         c->history_page_bytes = n;

@@ -41,6 +41,7 @@ typedef struct config {
     uint32_t max_in_flight;         /* requests of one connection waiting for the writer */
     size_t writer_queue_bytes;      /* decoded requests waiting for the writer, all connections */
     size_t history_page_bytes;      /* messages in one History page, encoded */
+    uint32_t output_stall_ms;       /* input paused and no output taken this long: 1008 */
 } config;
 
 void config_defaults(config *c);

@@ -51,6 +51,7 @@ typedef struct conn {
     uint64_t closing_ms;    /* when CLOSING began: a peer that never reads is cut */
     /* memory and request limits (worker.c, session.c, realtime.c) */
     uint64_t ws_since_ms;   /* upgraded: the sign-in deadline counts from here */
+    uint64_t out_moved_ms;  /* last time output was written (or input paused) */
     size_t decoded_bytes;   /* what decoding the current request allocated */
     uint32_t in_flight;     /* requests at the writer, not yet answered */
     uint32_t peer_addr;     /* IPv4, host order: the per-address count */

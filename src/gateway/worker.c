@@ -8,8 +8,12 @@
  *
  * Limits live here: the accept-rate bucket and a cap on open sockets at
  * accept, the handshake and idle timeouts and the linger of closing
- * connections (swept once a second), and the output cap past which a
- * connection that does not read is closed with 1008. So does the drain: on
+ * connections (swept once a second), and the output caps: at
+ * conn-output-cap (or max-in-flight requests) a connection's input is not
+ * read until its output drains, and one that takes none of its output for
+ * output-stall-timeout, or queues past conn-output-max, is closed with 1008.
+ * A closing socket shuts its write side and reads to the peer's EOF. So
+ * does the drain: on
  * SIGTERM each worker closes its listener and then its WebSocket
  * connections with 1012, a share per loop turn so they are spread over the
  * drain window, and exits once everything it closed is flushed. */
@@ -314,6 +318,7 @@ bool conn_input_blocked(const worker *w, const conn *c) {
 static void pause_input(worker *w, conn *c) {
     if (c->input_paused) return;
     c->input_paused = true;
+    c->out_moved_ms = clock_mono_ms();
     METRIC_INC(input_pauses_total);
     set_epollout(w, c, c->epollout);
 }
@@ -352,6 +357,7 @@ static bool conn_flush(worker *w, conn *c) {
         ssize_t n = conn_write_some(c);
         if (n > 0) {
             METRIC_ADD(bytes_out_total, (unsigned long)n);
+            if (c->input_paused) c->out_moved_ms = clock_mono_ms();
             track_units(c, (size_t)n);
             buf_consume(&c->out, (size_t)n);
             continue;
@@ -494,6 +500,30 @@ static ssize_t conn_read_some(worker *w, conn *c, uint8_t *dst, size_t cap) {
     }
 }
 
+/* A plain socket over the accept rate holds no input buffer: its first
+ * read (on the stack) is all it gets. A whole /healthz or /metrics head is
+ * answered (monitoring keeps working in a flood); anything else, whole or
+ * not, gets the 503 + Retry-After at once. */
+static bool shed_read(worker *w, conn *c) {
+    uint8_t head[HTTP_MAX_HEAD_BYTES];
+    ssize_t n = conn_read_some(w, c, head, sizeof head);
+    if (n < 0) {
+        conn_free(w, c);
+        return false;
+    }
+    if (n == 0) return false;
+    METRIC_ADD(bytes_in_total, (unsigned long)n);
+    http_request req;
+    int r = http_parse_request((const char *)head, (size_t)n, &req);
+    size_t plen = strcspn(req.path, "?");
+    bool monitoring = r > 0 && ((plen == 8 && strncmp(req.path, "/healthz", 8) == 0) ||
+                                (plen == 8 && strncmp(req.path, "/metrics", 8) == 0));
+    if (monitoring && buf_append(&c->in, head, (size_t)n) == 0) http_endpoint_handle(w, c);
+    else http_endpoint_shed(w, c);
+    buf_free(&c->in);
+    return false;
+}
+
 /* Reads once and handles what came. Returns true while c is alive and a
  * TLS record may still hold bytes. */
 static bool conn_read_once(worker *w, conn *c) {
@@ -508,6 +538,7 @@ static bool conn_read_once(worker *w, conn *c) {
         return n > 0 && c->ssl;
     }
     if (c->input_paused) return false;   /* EPOLLIN only for a TLS write */
+    if (c->state == CONN_HTTP && c->shed) return shed_read(w, c);
     uint8_t *dst = buf_reserve(&c->in, READ_CHUNK);
     if (!dst) {
         conn_close(w, c, WS_CLOSE_INTERNAL, "out of memory");
@@ -702,13 +733,7 @@ static void accept_all(worker *w) {
             }
         }
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_FIRST_CONN + c->slot};
-        if (epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, fd, &ev)) {
-            conn_free(w, c);
-            continue;
-        }
-        /* over the rate: answered now, before it holds an input buffer;
-         * its request is read and dropped while the answer goes out */
-        if (c->shed) http_endpoint_shed(w, c);
+        if (epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, fd, &ev)) conn_free(w, c);
     }
 }
 
@@ -736,6 +761,10 @@ static void sweep(worker *w) {
             if (!c->signed_in && now - c->ws_since_ms > cfg->signin_timeout_ms) {
                 METRIC_INC(signin_timeouts_total);
                 conn_close(w, c, WS_CLOSE_POLICY, "sign-in timeout: sign in right after the upgrade");
+            } else if (c->input_paused && buf_len(&c->out) >= cfg->conn_output_cap &&
+                       now - c->out_moved_ms > cfg->output_stall_ms) {
+                /* asks and does not read: nothing it is owed moves */
+                overflow_close(w, c);
             } else if (cfg->idle_timeout_ms && now - c->last_rx_ms > cfg->idle_timeout_ms) {
                 METRIC_INC(idle_timeouts_total);
                 conn_close(w, c, WS_CLOSE_GOING_AWAY, "idle timeout");
