@@ -47,7 +47,8 @@ typedef struct conn {
     /* limits */
     size_t out_unit_left;   /* bytes of the head unit of c->out (the 101 head or a
                                frame) still to write; 0: the head is a boundary */
-    uint64_t last_rx_ms;    /* last whole WebSocket message or control frame */
+    uint64_t last_rx_ms;    /* last whole WebSocket message or control frame;
+                               write side shut: last input read and dropped */
     uint64_t closing_ms;    /* when CLOSING began: a peer that never reads is cut */
     /* memory and request limits (worker.c, session.c, realtime.c) */
     uint64_t ws_since_ms;   /* upgraded: the sign-in deadline counts from here */

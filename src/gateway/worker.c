@@ -50,7 +50,8 @@ enum {
     TAG_FIRST_CONN = 2,
     MSGS_PER_TURN = 4096,
     CLOSE_LINGER_MS = 5000, /* a closing connection gets this long to take its output */
-    CLOSE_DRAIN_MS = 2000,  /* then, write side shut, this long for the peer's close */
+    CLOSE_DRAIN_MS = 2000,  /* then, write side shut, this long of silence ends it */
+    CLOSE_DRAIN_MAX_MS = 10000, /* and a peer that keeps sending is cut after this */
     DISCARD_CHUNK = 16384,  /* input read and dropped per read while closing */
     DRAIN_GRACE_MS = 1000,  /* after the drain window, for the last close frames */
     DRAIN_TICK_MS = 10,     /* loop wake-ups while a drain closes connections */
@@ -343,7 +344,7 @@ static bool finish_closing(worker *w, conn *c) {
     if (!c->write_shut) {
         shutdown(c->fd, SHUT_WR);
         c->write_shut = true;
-        c->closing_ms = clock_mono_ms();
+        c->closing_ms = c->last_rx_ms = clock_mono_ms();
         buf_free(&c->in);
         buf_free(&c->out);
     }
@@ -535,6 +536,7 @@ static bool conn_read_once(worker *w, conn *c) {
             conn_free(w, c);
             return false;
         }
+        if (n > 0) c->last_rx_ms = clock_mono_ms();
         return n > 0 && c->ssl;
     }
     if (c->input_paused) return false;   /* EPOLLIN only for a TLS write */
@@ -771,7 +773,9 @@ static void sweep(worker *w) {
             }
             break;
         case CONN_CLOSING:
-            if (now - c->closing_ms > (c->write_shut ? CLOSE_DRAIN_MS : CLOSE_LINGER_MS)) conn_free(w, c);
+            if (c->write_shut ? now - c->last_rx_ms > CLOSE_DRAIN_MS || now - c->closing_ms > CLOSE_DRAIN_MAX_MS
+                              : now - c->closing_ms > CLOSE_LINGER_MS)
+                conn_free(w, c);
             break;
         }
     }
