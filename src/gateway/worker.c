@@ -709,7 +709,7 @@ static void accept_all(worker *w) {
         if (over_rate) METRIC_INC(accept_rate_limited_total);
         /* a TLS handshake is the expensive part the bucket protects, so a
          * TLS connection over the rate is closed before it; a plain one
-         * gets a 503 with Retry-After when its upgrade arrives */
+         * gets a 503 with Retry-After at its first read (shed_read) */
         if (atomic_load(&g_metrics.sockets_open) >= max_sockets || (over_rate && w->tls)) {
             if (!over_rate) METRIC_INC(upgrades_rejected_total);
             address_limit_release(addr);
