@@ -33,6 +33,7 @@ void config_defaults(config *c) {
     c->signin_timeout_ms = 10000;
     c->max_pending_per_address = 1024;
     c->max_in_flight = 64;
+    c->max_in_flight_bytes = 4u << 20;
     c->writer_queue_bytes = 256u << 20;
     c->history_page_bytes = 1000000;   /* a page frame stays under a client's 1 MiB limit */
     c->output_stall_ms = 5000;
@@ -87,6 +88,7 @@ void config_usage(FILE *out) {
         "                            it new ones are closed at accept (default 1024; 0 = off)\n"
         "  --max-in-flight N         requests of one connection waiting for the write path;\n"
         "                            past it the connection's input is not read (default 64)\n"
+        "  --max-in-flight-bytes BYTES  the same for their decoded bytes (default 4194304)\n"
         "  --writer-queue-bytes BYTES  decoded requests waiting for the write path, all\n"
         "                            connections; past it requests get UNAVAILABLE\n"
         "                            (default 268435456)\n"
@@ -246,6 +248,9 @@ static int config_set(config *c, const char *key, const char *v) {
     } else if (strcmp(key, "max-in-flight") == 0) {
         if (parse_u64(key, v, 1, 65536, &n)) return -1;
         c->max_in_flight = (uint32_t)n;
+    } else if (strcmp(key, "max-in-flight-bytes") == 0) {
+        if (parse_u64(key, v, 65536, 16ull << 30, &n)) return -1;
+        c->max_in_flight_bytes = n;
     } else if (strcmp(key, "writer-queue-bytes") == 0) {
         if (parse_u64(key, v, 1u << 20, 64ull << 30, &n)) return -1;
         c->writer_queue_bytes = n;

@@ -39,6 +39,7 @@ typedef struct config {
     uint32_t signin_timeout_ms;     /* upgrade -> signed in, or closed (1008) */
     uint32_t max_pending_per_address; /* sockets of one address not yet signed in; 0 = off */
     uint32_t max_in_flight;         /* requests of one connection waiting for the writer */
+    size_t max_in_flight_bytes;     /* and their decoded bytes */
     size_t writer_queue_bytes;      /* decoded requests waiting for the writer, all connections */
     size_t history_page_bytes;      /* messages in one History page, encoded */
     uint32_t output_stall_ms;       /* input paused and no output taken this long: 1008 */

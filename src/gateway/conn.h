@@ -54,7 +54,9 @@ typedef struct conn {
     uint64_t ws_since_ms;   /* upgraded: the sign-in deadline counts from here */
     uint64_t out_moved_ms;  /* last time output was written (or input paused) */
     size_t decoded_bytes;   /* what decoding the current request allocated */
-    uint32_t in_flight;     /* requests at the writer, not yet answered */
+    uint32_t in_flight;     /* requests at the writer, not yet answered (in_flight.c) */
+    struct in_flight_entry *in_flight_tab;
+    size_t in_flight_bytes; /* their decoded bytes */
     uint32_t peer_addr;     /* IPv4, host order: the per-address count */
     uint64_t dm_after;      /* device messages at sync: the last queue_seq pushed */
     uint32_t dm_sent;       /* pushed since the latest StartSync */
@@ -130,8 +132,8 @@ void conn_close(worker *w, conn *c, uint16_t code, const char *reason);
 /* Sign-in succeeded: the connection gets the signed-in message limit and
  * stops counting as pending for its address. */
 void conn_signed_in(worker *w, conn *c);
-/* Output at or past conn-output-cap, or max-in-flight requests: the
- * connection's input waits. */
+/* Output at or past conn-output-cap, or max-in-flight requests (or their
+ * max-in-flight-bytes) at the writer: the connection's input waits. */
 bool conn_input_blocked(const worker *w, const conn *c);
 
 /* session.c: one decoded request from a signed-in or signing-in device */

@@ -5,6 +5,7 @@
 enum {
     SMALL_REQUEST_BYTES = 4096,     /* sign-in, reads, receipts, typing, ... */
     KEYS_REQUEST_BYTES = 65536,     /* UploadKeys: 200 pre-keys of <= 64 bytes fit */
+    BODY_REQUEST_BYTES = 65536 + 4096, /* a body of at most 64 KiB (writer's limit) and its envelope */
     PRESENCE_REQUEST_BYTES = 16384, /* SubscribePresence: 1024 ids */
     DECODE_BUDGET_BASE = 65536,
     DECODE_BUDGET_FACTOR = 2,
@@ -68,7 +69,8 @@ size_t request_size_limit(const config *cfg, uint32_t body) {
     switch (body) {
     case PARLEY__V1__FRAME__BODY_SEND_MESSAGE:
     case PARLEY__V1__FRAME__BODY_SEND_DEVICE_MESSAGE:
-        return cfg->max_message_bytes;
+        /* a larger body is refused by the writer anyway: not worth decoding */
+        return cfg->max_message_bytes < BODY_REQUEST_BYTES ? cfg->max_message_bytes : BODY_REQUEST_BYTES;
     case PARLEY__V1__FRAME__BODY_UPLOAD_KEYS:
         return KEYS_REQUEST_BYTES;
     case PARLEY__V1__FRAME__BODY_SUBSCRIBE_PRESENCE:

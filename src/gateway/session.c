@@ -19,6 +19,7 @@
 #include "core/metrics.h"
 #include "core/clock.h"
 #include "gateway/conn.h"
+#include "gateway/in_flight.h"
 #include "gateway/realtime.h"
 #include "gateway/request_limits.h"
 
@@ -83,7 +84,7 @@ static bool submit_quietly(worker *w, conn *c, Parley__V1__Frame *f) {
  * The writer answers every request it takes: counted in flight until then. */
 static bool submit(worker *w, conn *c, Parley__V1__Frame *f) {
     if (submit_quietly(w, c, f)) {
-        c->in_flight++;
+        in_flight_add(c, w->srv->cfg.max_in_flight, f->request_id, c->decoded_bytes);
         return true;
     }
     conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__UNAVAILABLE, "server busy; retry shortly");
@@ -125,7 +126,7 @@ static void handle_sign_in(worker *w, conn *c, const Parley__V1__Frame *f) {
 }
 
 void session_apply_reply(worker *w, conn *c, worker_msg *m) {
-    if (c->in_flight) c->in_flight--;
+    in_flight_answered(c, m->data, m->len);
     if (m->user_id) signed_in(w, c, 0, m->user_id, m->device_id);
     conn_send(w, c, WS_OP_BINARY, m->data, m->len);
 }

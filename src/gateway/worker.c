@@ -38,6 +38,7 @@
 #include "gateway/address_limit.h"
 #include "gateway/conn.h"
 #include "gateway/http_endpoint.h"
+#include "gateway/in_flight.h"
 #include "net/http.h"
 #include "net/tls.h"
 
@@ -123,6 +124,7 @@ static void conn_free(worker *w, conn *c) {
     if (c->state == CONN_WS) atomic_fetch_sub(&g_metrics.connections, 1);
     if (c->addr_counted) address_limit_release(c->peer_addr);
     session_closed(w, c);
+    in_flight_free(c);
     if (c->ssl) tls_free(c->ssl, c->tls_ready && !c->tls_failed);
     close(c->fd);
     buf_free(&c->in);
@@ -311,7 +313,9 @@ static ssize_t conn_write_some(conn *c) {
 static void handle_ws(worker *w, conn *c);
 
 bool conn_input_blocked(const worker *w, const conn *c) {
-    return buf_len(&c->out) >= w->srv->cfg.conn_output_cap || c->in_flight >= w->srv->cfg.max_in_flight;
+    const config *cfg = &w->srv->cfg;
+    return buf_len(&c->out) >= cfg->conn_output_cap || c->in_flight >= cfg->max_in_flight ||
+           c->in_flight_bytes >= cfg->max_in_flight_bytes;
 }
 
 /* Stops reading c: what the peer sends waits in its socket (the kernel's

@@ -786,6 +786,70 @@ static void signin_deadline(void) {
 
 static h_server S3;
 
+/* With --max-in-flight-bytes 64 KiB (and no count cap in reach), a
+ * connection pipelining 1200 small sends in one write (35 bytes on the
+ * wire, 156 decoded: the server's first 16 KiB read alone decodes to more
+ * than the cap) has its input paused by the bytes at the writer, and every
+ * send is answered OK. */
+static void in_flight_bytes_capped(void) {
+    h_dev *a = h_user_new(&S3, NULL), *b = h_user_new(&S3, NULL);
+    NEED(a && b);
+    uint64_t conv = 0;
+    NEED(pc_open_direct(a->c, b->id.user_id, &conv) == 0);
+    pc_identity id = a->id;
+    h_dev_free(a);
+    h_dev_free(b);
+    raw_ws w;
+    NEED(raw_open(&w, S3.port, 0) == 0);
+    NEED(raw_sign_in(&w, &id) == 0);
+    double pauses0 = -1;
+    NEED(h_metric(&S3, "parley_input_pauses_total", &pauses0) == 0);
+    enum { SENDS = 1200 };
+    uint8_t *all = h_calloc(SENDS, 128);
+    NEED(all);
+    size_t used = 0;
+    for (int i = 0; i < SENDS; i++) {
+        char cid[32];
+        snprintf(cid, sizeof cid, "ib%d_%d", (int)getpid(), i);
+        Parley__V1__SendMessage sm = PARLEY__V1__SEND_MESSAGE__INIT;
+        sm.conversation_id = conv;
+        sm.client_msg_id.data = (uint8_t *)cid;
+        sm.client_msg_id.len = strlen(cid);
+        sm.type = PARLEY__V1__MESSAGE_TYPE__TEXT;
+        sm.body.data = (uint8_t *)"y";
+        sm.body.len = 1;
+        Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+        f.request_id = 2000 + (uint64_t)i;
+        f.body_case = PARLEY__V1__FRAME__BODY_SEND_MESSAGE;
+        f.send_message = &sm;
+        uint8_t packed[112];
+        size_t len = parley__v1__frame__get_packed_size(&f);
+        NEED(len <= sizeof packed);
+        parley__v1__frame__pack(&f, packed);
+        uint8_t mask[4] = {3, 1, 4, 1};
+        size_t h = ws_write_header(all + used, WS_OP_BINARY, true, len, mask);
+        memcpy(all + used + h, packed, len);
+        ws_mask(all + used + h, len, mask, 0);
+        used += h + len;
+    }
+    ssize_t sent = send(w.fd, all, used, MSG_NOSIGNAL);
+    h_free(all);
+    NEED(sent == (ssize_t)used);
+    int ok = 0;
+    for (int i = 0; i < SENDS * 4 && ok < SENDS; i++) {
+        Parley__V1__Frame *r = raw_read_frame(&w);
+        if (!r) break;
+        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id >= 2000 && r->response->status == 0)
+            ok++;
+        parley__v1__frame__free_unpacked(r, NULL);
+    }
+    raw_close(&w);
+    CHECK(ok == SENDS, "%d of %d pipelined sends answered OK", ok, SENDS);
+    double pauses = -1;
+    NEED(h_metric(&S3, "parley_input_pauses_total", &pauses) == 0);
+    CHECK(pauses > pauses0, "input never paused at max-in-flight-bytes");
+}
+
 /* With --max-pending-per-address 4, a fifth socket from the same address
  * while four are not signed in is closed at accept (no HTTP answer); once
  * one signs in, a new one is accepted. */
@@ -864,8 +928,10 @@ int main(void) {
     }
     h_server_destroy(&S2);
 
-    const char *flags3[] = {"--max-pending-per-address", "4", NULL};
+    const char *flags3[] = {"--max-pending-per-address", "4", "--max-in-flight", "65536",
+                            "--max-in-flight-bytes", "65536", "--send-rate", "100000", NULL};
     if (h_server_start(&S3, flags3) == 0) {
+        RUN_CASE(in_flight_bytes_capped);
         RUN_CASE(pending_per_address_capped);
     } else {
         printf("FAIL server3_start\n");
