@@ -83,8 +83,9 @@ static bool submit_quietly(worker *w, conn *c, Parley__V1__Frame *f) {
 /* submit_quietly, and when the writer is full the device is told to retry.
  * The writer answers every request it takes: counted in flight until then. */
 static bool submit(worker *w, conn *c, Parley__V1__Frame *f) {
+    uint64_t request_id = f->request_id;   /* f is the writer's once taken */
     if (submit_quietly(w, c, f)) {
-        in_flight_add(c, w->srv->cfg.max_in_flight, f->request_id, c->decoded_bytes);
+        in_flight_add(c, w->srv->cfg.max_in_flight, request_id, c->decoded_bytes);
         return true;
     }
     conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__UNAVAILABLE, "server busy; retry shortly");
