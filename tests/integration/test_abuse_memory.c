@@ -6,7 +6,28 @@
  * in normal builds only: under AddressSanitizer RSS says nothing (quarantine,
  * redzones), so those checks print that they were skipped and everything
  * else is still asserted. Every wait is a bounded liveness deadline, never
- * a timing assertion. */
+ * a timing assertion. TEST_ONLY=case_name runs one case.
+ *
+ * Each case was seen to FAIL with the code it guards broken:
+ *   history_of_large_messages..: History byte cap off (collect_message)
+ *   pipelined_history_nonreader: byte cap off; conn_input_blocked false
+ *   start_sync_device_messages.: conn_input_blocked false; device messages
+ *                                pushed without the output-room check
+ *   upload_keys_expansion......: UploadKeys size limit = max-message and
+ *                                decode budget x1000 (peak RSS +27 MB)
+ *   oversized_message_close....: closing frees at once (no SHUT_WR + drain):
+ *                                the client's send is reset
+ *   unauthenticated_small_and..: max-message from the start (1007, not
+ *                                1009); no sign-in check before decoding
+ *   unauthenticated_conns_cheap: max-message from the start
+ *   presence_repeated_ids......: no deduplication (1024 pushes)
+ *   in_flight_requests_capped..: conn_input_blocked false; and no
+ *                                subtraction in chat_request_free (gauge)
+ *   in_flight_bytes_capped.....: the bytes term of conn_input_blocked off
+ *   signin_deadline............: sweep without the sign-in check
+ *   pending_per_address_capped.: address_limit_take never refusing
+ *   over_accept_rate_answered..: shed_read not used (503 waits for a
+ *                                whole head) */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
