@@ -28,6 +28,7 @@
 void chat_request_free(chat_request *r) {
     if (!r) return;
     if (r->share) quota_writer_leave(r->share, r->user_id);
+    if (r->queued_bytes) atomic_fetch_sub(&g_metrics.writer_queued_bytes, (long)r->queued_bytes);
     if (r->frame) parley__v1__frame__free_unpacked(r->frame, NULL);
     free(r);
 }

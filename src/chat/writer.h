@@ -31,6 +31,7 @@ typedef struct chat_request {
     Parley__V1__Frame *frame;/* CHAT_FRAME: owned by the request */
     uint64_t ack_from, ack_to;
     struct quota *share;     /* counted in user_id's writer share: left when freed */
+    size_t queued_bytes;     /* counted in g_metrics.writer_queued_bytes until freed */
 } chat_request;
 
 typedef struct writer writer;

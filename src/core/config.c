@@ -41,6 +41,14 @@ void config_defaults(config *c) {
     c->min_free_disk = 256ull << 20;
     c->register_rate = 20;
     c->register_rate_loopback = 0;
+    c->unauth_max_message = 4096;
+    c->signin_timeout_ms = 10000;
+    c->max_pending_per_address = 1024;
+    c->max_in_flight = 64;
+    c->max_in_flight_bytes = 4u << 20;
+    c->writer_queue_bytes = 256u << 20;
+    c->history_page_bytes = 1000000;   /* a page frame stays under a client's 1 MiB limit */
+    c->output_stall_ms = 5000;
 }
 
 const char *config_fsync_name(enum fsync_policy p) {
@@ -119,6 +127,23 @@ void config_usage(FILE *out) {
         "  --metrics-listen HOST:PORT|off  serve /metrics (and /healthz) on a separate plain-HTTP\n"
         "                            listener, not on the public port; off: no /metrics at all\n"
         "                            (default: /metrics on the public port)\n"
+        "  --unauth-max-message BYTES  largest WebSocket message before sign-in; past it\n"
+        "                            the connection is closed with 1009 (default 4096)\n"
+        "  --signin-timeout MS       time from the upgrade to a successful sign-in; past it\n"
+        "                            the connection is closed with 1008 (default 10000)\n"
+        "  --max-pending-per-address N  sockets from one address not yet signed in; past\n"
+        "                            it new ones are closed at accept (default 1024; 0 = off)\n"
+        "  --max-in-flight N         requests of one connection waiting for the write path;\n"
+        "                            past it the connection's input is not read (default 64)\n"
+        "  --max-in-flight-bytes BYTES  the same for their decoded bytes (default 4194304)\n"
+        "  --writer-queue-bytes BYTES  decoded requests waiting for the write path, all\n"
+        "                            connections; past it requests get UNAVAILABLE\n"
+        "                            (default 268435456)\n"
+        "  --history-page-bytes BYTES  messages in one History page; past it the page ends\n"
+        "                            early with has_more (default 1000000)\n"
+        "  --output-stall-timeout MS a connection whose input is paused for its output\n"
+        "                            and that takes none of it for this long is closed\n"
+        "                            with 1008 (default 5000)\n"
         "  --log-level LEVEL         debug|info|warn|error (default info)\n"
         "  --config FILE             key = value lines, keys as the flags above without --\n"
         "  --help                    this text\n");
@@ -328,6 +353,30 @@ static int config_set(config *c, const char *key, const char *v) {
             return -1;
         }
         strcpy(c->allowed_origin, v);
+    } else if (strcmp(key, "unauth-max-message") == 0) {
+        if (parse_u64(key, v, 512, 1u << 20, &n)) return -1;
+        c->unauth_max_message = n;
+    } else if (strcmp(key, "signin-timeout") == 0) {
+        if (parse_u64(key, v, 100, 3600000, &n)) return -1;
+        c->signin_timeout_ms = (uint32_t)n;
+    } else if (strcmp(key, "max-pending-per-address") == 0) {
+        if (parse_u64(key, v, 0, 10000000, &n)) return -1;
+        c->max_pending_per_address = (uint32_t)n;
+    } else if (strcmp(key, "max-in-flight") == 0) {
+        if (parse_u64(key, v, 1, 65536, &n)) return -1;
+        c->max_in_flight = (uint32_t)n;
+    } else if (strcmp(key, "max-in-flight-bytes") == 0) {
+        if (parse_u64(key, v, 65536, 16ull << 30, &n)) return -1;
+        c->max_in_flight_bytes = n;
+    } else if (strcmp(key, "writer-queue-bytes") == 0) {
+        if (parse_u64(key, v, 1u << 20, 64ull << 30, &n)) return -1;
+        c->writer_queue_bytes = n;
+    } else if (strcmp(key, "output-stall-timeout") == 0) {
+        if (parse_u64(key, v, 100, 86400000, &n)) return -1;
+        c->output_stall_ms = (uint32_t)n;
+    } else if (strcmp(key, "history-page-bytes") == 0) {
+        if (parse_u64(key, v, 4096, 64u << 20, &n)) return -1;
+        c->history_page_bytes = n;
     } else {
         fprintf(stderr, "parley: unknown setting '%s' (see parley serve --help)\n", key);
         return -1;

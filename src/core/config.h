@@ -51,6 +51,15 @@ typedef struct config {
     int metrics_port;
     uint32_t register_rate;         /* RegisterUser per minute per source address; 0 = off */
     uint32_t register_rate_loopback;/* the same for 127.0.0.0/8 (tests, benchmarks); 0 = off */
+    /* memory and request limits (abuse) */
+    size_t unauth_max_message;      /* whole WebSocket message before sign-in */
+    uint32_t signin_timeout_ms;     /* upgrade -> signed in, or closed (1008) */
+    uint32_t max_pending_per_address; /* sockets of one address not yet signed in; 0 = off */
+    uint32_t max_in_flight;         /* requests of one connection waiting for the writer */
+    size_t max_in_flight_bytes;     /* and their decoded bytes */
+    size_t writer_queue_bytes;      /* decoded requests waiting for the writer, all connections */
+    size_t history_page_bytes;      /* messages in one History page, encoded */
+    uint32_t output_stall_ms;       /* input paused and no output taken this long: 1008 */
 } config;
 
 enum { METRICS_PUBLIC = 0, METRICS_SEPARATE = 1, METRICS_OFF = 2 };

@@ -64,6 +64,14 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_key_claims_rate_limited_total", "counter", "Pre-key claims refused: the target has not accepted the caller and the claim bound was reached.", &g_metrics.key_claims_rate_limited_total, 0},
         {"parley_presence_subscriptions_dropped_total", "counter", "Presence subscriptions ended because the watched user blocked the subscriber.", &g_metrics.presence_subscriptions_dropped_total, 0},
         {"parley_group_role_refused_total", "counter", "Group changes refused: only admins add, remove others or rename.", &g_metrics.group_role_refused_total, 0},
+        {"parley_input_pauses_total", "counter", "Times a connection's input was paused: output past conn-output-cap or max-in-flight requests.", &g_metrics.input_pauses_total, 0},
+        {"parley_requests_too_large_total", "counter", "Requests refused (TOO_LARGE) by their type's size limit, before decoding.", &g_metrics.requests_too_large_total, 0},
+        {"parley_decode_budget_refusals_total", "counter", "Requests refused (TOO_LARGE) because decoding them needed more memory than their budget.", &g_metrics.decode_budget_refusals_total, 0},
+        {"parley_writer_queued_bytes", "gauge", "Decoded request bytes waiting for the write path.", &g_metrics.writer_queued_bytes, 1},
+        {"parley_writer_bytes_refusals_total", "counter", "Requests answered UNAVAILABLE because writer-queue-bytes was reached.", &g_metrics.writer_bytes_refusals_total, 0},
+        {"parley_signin_timeouts_total", "counter", "Connections closed (1008) for not signing in within signin-timeout.", &g_metrics.signin_timeouts_total, 0},
+        {"parley_address_limited_total", "counter", "Sockets closed at accept: max-pending-per-address reached.", &g_metrics.address_limited_total, 0},
+        {"parley_history_pages_byte_capped_total", "counter", "History pages ended early by history-page-bytes.", &g_metrics.history_pages_byte_capped_total, 0},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

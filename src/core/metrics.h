@@ -63,6 +63,15 @@ typedef struct metrics {
     atomic_ulong key_claims_rate_limited_total; /* pre-key claims of an unaccepted contact refused */
     atomic_ulong group_role_refused_total;      /* group changes by a non-admin refused */
     atomic_ulong presence_subscriptions_dropped_total; /* presence of a user who blocked the subscriber */
+    /* memory and request limits (abuse) */
+    atomic_ulong input_pauses_total;      /* a connection's input stopped: output cap or in-flight cap */
+    atomic_ulong requests_too_large_total;/* refused by the per-request-type size limit */
+    atomic_ulong decode_budget_refusals_total; /* decoding needed more memory than its budget */
+    atomic_long writer_queued_bytes;      /* gauge: decoded requests waiting for the writer */
+    atomic_ulong writer_bytes_refusals_total; /* UNAVAILABLE: writer-queue-bytes reached */
+    atomic_ulong signin_timeouts_total;
+    atomic_ulong address_limited_total;   /* closed at accept: max-pending-per-address */
+    atomic_ulong history_pages_byte_capped_total;
 } metrics;
 
 extern metrics g_metrics;

@@ -50,8 +50,21 @@ typedef struct conn {
     /* limits */
     size_t out_unit_left;   /* bytes of the head unit of c->out (the 101 head or a
                                frame) still to write; 0: the head is a boundary */
-    uint64_t last_rx_ms;    /* last whole WebSocket message or control frame */
+    uint64_t last_rx_ms;    /* last whole WebSocket message or control frame;
+                               write side shut: last input read and dropped */
     uint64_t closing_ms;    /* when CLOSING began: a peer that never reads is cut */
+    /* memory and request limits (worker.c, session.c, realtime.c) */
+    uint64_t ws_since_ms;   /* upgraded: the sign-in deadline counts from here */
+    uint64_t out_moved_ms;  /* last time output was written (or input paused) */
+    size_t decoded_bytes;   /* what decoding the current request allocated */
+    uint32_t in_flight;     /* requests at the writer, not yet answered (in_flight.c) */
+    struct in_flight_entry *in_flight_tab;
+    size_t in_flight_bytes; /* their decoded bytes */
+    uint32_t peer_addr;     /* IPv4, host order: the per-address count */
+    uint64_t dm_after;      /* device messages at sync: the last queue_seq pushed */
+    uint32_t dm_sent;       /* pushed since the latest StartSync */
+    float presence_tokens;  /* ids a connection may subscribe to, refilled per second */
+    uint64_t presence_refilled_ms;
     /* TLS (NULL ssl: plain) */
     SSL *ssl;
     uint32_t device_id;
@@ -71,6 +84,12 @@ typedef struct conn {
     bool tls_failed;        /* fatal TLS error: no close_notify */
     bool tls_read_wants_write;  /* a read waits for the socket to be writable */
     bool tls_write_wants_read;  /* a flush waits for the socket to be readable */
+    bool input_paused;      /* output over its cap or too many requests in flight:
+                               the socket is not read (EPOLLIN off) until it drains */
+    bool epollin_off;       /* EPOLLIN is not armed */
+    bool write_shut;        /* CLOSING: output done, SHUT_WR sent; reading until EOF */
+    bool addr_counted;      /* counted as pending (not signed in) for its address */
+    bool dm_pending;        /* device messages left to push after StartSync */
 } conn;
 
 typedef struct worker {
@@ -115,6 +134,13 @@ void conn_send_rate_limited(worker *w, conn *c, uint64_t request_id, const char 
 /* Sends a close frame with code and closes once it is written. */
 void conn_close(worker *w, conn *c, uint16_t code, const char *reason);
 
+/* Sign-in succeeded: the connection gets the signed-in message limit and
+ * stops counting as pending for its address. */
+void conn_signed_in(worker *w, conn *c);
+/* Output at or past conn-output-cap, or max-in-flight requests (or their
+ * max-in-flight-bytes) at the writer: the connection's input waits. */
+bool conn_input_blocked(const worker *w, const conn *c);
+
 /* session.c: one decoded request from a signed-in or signing-in device */
 void session_handle(worker *w, conn *c, const uint8_t *data, size_t len);
 void session_closed(worker *w, conn *c);
@@ -134,5 +160,7 @@ void delivery_live(worker *w, conn *c, uint64_t user_seq, const blob *message);
 /* Sends stored events after c->sent_upto while the window and the output
  * cap allow; sends SyncDone once the first catch-up ends. */
 void delivery_pump(worker *w, conn *c);
+/* True while the output is under its cap (pushes may be added). */
+bool delivery_output_room(const worker *w, const conn *c);
 
 #endif

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "gateway/conn.h"
+#include "gateway/realtime.h"
 
 enum { PAGE = 128 };
 
@@ -154,8 +155,18 @@ static void send_sync_done(worker *w, conn *c) {
     free(sr);
 }
 
+bool delivery_output_room(const worker *w, const conn *c) {
+    return buf_len(&c->out) < w->srv->cfg.conn_output_cap;
+}
+
 void delivery_pump(worker *w, conn *c) {
     if (!c->syncing || c->state != CONN_WS) return;
+    /* device messages (key hand-outs) before the events they may unlock,
+     * under the same output cap */
+    if (c->dm_pending) {
+        realtime_pump_device_messages(w, c);
+        if (c->dm_pending) return;
+    }
     while (c->lagging && has_room(w, c)) {
         uint64_t room = w->srv->cfg.sync_window - (c->sent_upto - c->acked_upto);
         page pg;

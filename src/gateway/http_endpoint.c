@@ -100,7 +100,7 @@ static void upgrade(worker *w, conn *c, const http_request *req) {
     c->framed = true;
     c->out_unit_left = (size_t)n;
     c->state = CONN_WS;
-    c->last_rx_ms = clock_mono_ms();
+    c->last_rx_ms = c->ws_since_ms = clock_mono_ms();
     c->auth_host = strdup(req->host);   /* the parser bounds it (255 bytes) */
     session_challenge(w, c);
 }
@@ -147,4 +147,9 @@ bool http_endpoint_handle(worker *w, conn *c) {
     }
     respond_text(w, c, "404 Not Found", "not found\n");
     return false;
+}
+
+void http_endpoint_shed(worker *w, conn *c) {
+    respond(w, c, "503 Service Unavailable", "Retry-After: 1\r\n", "text/plain",
+            "too many new connections\n", 25);
 }

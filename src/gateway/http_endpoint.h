@@ -12,5 +12,7 @@
  * true if the connection is now a WebSocket (bytes after the head stay in
  * c->in) or still waiting for the head; false when it is closing. */
 bool http_endpoint_handle(worker *w, conn *c);
+/* Answers 503 + Retry-After at once (over the accept rate) and closes. */
+void http_endpoint_shed(worker *w, conn *c);
 
 #endif

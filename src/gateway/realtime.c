@@ -12,6 +12,7 @@
 #include "chat/reply.h"
 #include "core/clock.h"
 #include "core/metrics.h"
+#include "gateway/presence_access.h"
 
 enum {
     MAX_PRESENCE_USERS = 1024,
@@ -38,27 +39,65 @@ static void send_presence(worker *w, conn *c, uint64_t user) {
     conn_send_frame(w, c, &f);
 }
 
+/* Ids a connection may subscribe to per second (a subscription replaces the
+ * previous one, so this bounds the work of resubscribing, not what is
+ * watched), bursts of PRESENCE_IDS_BURST. */
+enum { PRESENCE_IDS_PER_S = 1024, PRESENCE_IDS_BURST = 4096 };
+
+static bool take_presence_tokens(conn *c, size_t n, uint64_t *retry_after_ms) {
+    uint64_t now = clock_mono_ms();
+    if (c->presence_refilled_ms == 0) c->presence_tokens = PRESENCE_IDS_BURST;
+    else c->presence_tokens += (float)(now - c->presence_refilled_ms) * PRESENCE_IDS_PER_S / 1000.0f;
+    if (c->presence_tokens > PRESENCE_IDS_BURST) c->presence_tokens = PRESENCE_IDS_BURST;
+    c->presence_refilled_ms = now;
+    float cost = n ? (float)n : 1.0f;
+    if (c->presence_tokens >= cost) {
+        c->presence_tokens -= cost;
+        return true;
+    }
+    *retry_after_ms = (uint64_t)((cost - c->presence_tokens) * 1000.0f / PRESENCE_IDS_PER_S) + 1;
+    return false;
+}
+
 void realtime_subscribe_presence(worker *w, conn *c, const Parley__V1__Frame *f) {
     const Parley__V1__SubscribePresence *q = f->subscribe_presence;
     if (q->n_user_ids > MAX_PRESENCE_USERS) {
         conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__TOO_LARGE, "at most 1024 users");
         return;
     }
-    for (size_t i = 0; i < q->n_user_ids; i++) {
-        if (!consent_visible(w->srv->store, c->user_id, q->user_ids[i])) {
-            conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__FORBIDDEN,
-                            "presence only of users who share a conversation with you and accepted you");
-            return;
-        }
+    uint64_t ids[MAX_PRESENCE_USERS];
+    if (q->n_user_ids) memcpy(ids, q->user_ids, q->n_user_ids * sizeof ids[0]);
+    size_t n = presence_unique_ids(ids, q->n_user_ids);
+    uint64_t wait_ms = 0;
+    if (!take_presence_tokens(c, n, &wait_ms)) {
+        conn_send_rate_limited(w, c, f->request_id, "presence subscriptions are limited to 1024 users per second",
+                               wait_ms);
+        return;
     }
-    if (registry_presence_subscribe(w->srv->registry, c->id, q->user_ids, q->n_user_ids)) {
+    uint64_t denied = 0;
+    switch (presence_access_check(w->srv->store, c->user_id, ids, n, &denied)) {
+    case PRESENCE_ACCESS_OK:
+        break;
+    case PRESENCE_ACCESS_DENIED:
+        conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__FORBIDDEN,
+                        "presence only of users who share a conversation with you and accepted you");
+        return;
+    case PRESENCE_ACCESS_TOO_COSTLY:
+        conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__TOO_LARGE,
+                        "too costly to check: subscribe to fewer users");
+        return;
+    default:
+        conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__INTERNAL, "store read failed");
+        return;
+    }
+    if (registry_presence_subscribe(w->srv->registry, c->id, ids, n)) {
         conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__INTERNAL, "out of memory");
         return;
     }
     Parley__V1__Response r;
     parley__v1__response__init(&r);
     conn_respond(w, c, f->request_id, &r);
-    for (size_t i = 0; i < q->n_user_ids; i++) send_presence(w, c, q->user_ids[i]);
+    for (size_t i = 0; i < n; i++) send_presence(w, c, ids[i]);
 }
 
 /* ----------------------------------------------------------------- typing */
@@ -214,22 +253,51 @@ void realtime_get_devices(worker *w, conn *c, const Parley__V1__Frame *f) {
 
 /* -------------------------------------------------------- device messages */
 
+enum { DEVICE_MESSAGE_PAGE = 64 };
+
+typedef struct dm_page {
+    worker *w;
+    conn *c;
+    uint32_t seen;
+} dm_page;
+
 static int push_device_message(void *ud, uint64_t queue_seq, const uint8_t *msg, size_t len) {
-    (void)queue_seq;
-    typing_fanout *t = ud;   /* only w and c are used */
+    dm_page *pg = ud;
+    conn *c = pg->c;
+    pg->seen++;
+    c->dm_after = queue_seq;
+    c->dm_sent++;
     Parley__V1__DeviceMessage *dm = parley__v1__device_message__unpack(NULL, len, msg);
-    if (!dm) return 0;
-    Parley__V1__Frame f;
-    parley__v1__frame__init(&f);
-    f.body_case = PARLEY__V1__FRAME__BODY_DEVICE_MESSAGE;
-    f.device_message = dm;
-    conn_send_frame(t->w, t->c, &f);
-    parley__v1__device_message__free_unpacked(dm, NULL);
-    return 0;
+    if (dm) {
+        Parley__V1__Frame f;
+        parley__v1__frame__init(&f);
+        f.body_case = PARLEY__V1__FRAME__BODY_DEVICE_MESSAGE;
+        f.device_message = dm;
+        conn_send_frame(pg->w, c, &f);
+        parley__v1__device_message__free_unpacked(dm, NULL);
+    }
+    /* the next one waits for room: at most one message past the cap */
+    return !delivery_output_room(pg->w, c) || c->dm_sent >= MAX_DEVICE_MESSAGES_AT_SYNC ||
+           c->state != CONN_WS;
 }
 
 void realtime_push_device_messages(worker *w, conn *c) {
-    typing_fanout t = {w, c, NULL};
-    store_scan_device_messages(w->srv->store, c->user_id, c->device_id, MAX_DEVICE_MESSAGES_AT_SYNC,
-                               push_device_message, &t);
+    c->dm_after = 0;
+    c->dm_sent = 0;
+    c->dm_pending = true;
+    realtime_pump_device_messages(w, c);
+}
+
+void realtime_pump_device_messages(worker *w, conn *c) {
+    while (c->dm_pending && c->state == CONN_WS && delivery_output_room(w, c)) {
+        if (c->dm_sent >= MAX_DEVICE_MESSAGES_AT_SYNC) {
+            c->dm_pending = false;   /* the rest at the next StartSync, after acks */
+            return;
+        }
+        dm_page pg = {w, c, 0};
+        if (store_scan_device_messages_after(w->srv->store, c->user_id, c->device_id, c->dm_after,
+                                             DEVICE_MESSAGE_PAGE, push_device_message, &pg) < 0 ||
+            pg.seen == 0)
+            c->dm_pending = false;
+    }
 }

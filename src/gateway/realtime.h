@@ -10,7 +10,10 @@ void realtime_subscribe_presence(worker *w, conn *c, const Parley__V1__Frame *f)
 void realtime_typing(worker *w, conn *c, const Parley__V1__Frame *f);
 void realtime_get_receipts(worker *w, conn *c, const Parley__V1__Frame *f);
 void realtime_get_devices(worker *w, conn *c, const Parley__V1__Frame *f);
-/* pushes every device message waiting in this device's queue */
+/* StartSync: the device messages waiting in this device's queue are to be
+ * pushed (from the first), paged under the output cap by
+ * realtime_pump_device_messages as room appears. */
 void realtime_push_device_messages(worker *w, conn *c);
+void realtime_pump_device_messages(worker *w, conn *c);
 
 #endif

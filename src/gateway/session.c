@@ -10,6 +10,7 @@
  * misses the cache waits on disk; moving reads to a pool is future work
  * (noted in DESIGN). */
 #include <sodium.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "chat/consent.h"
@@ -20,8 +21,10 @@
 #include "core/clock.h"
 #include "gateway/admission.h"
 #include "gateway/conn.h"
+#include "gateway/in_flight.h"
 #include "gateway/realtime.h"
 #include "gateway/register_limit.h"
+#include "gateway/request_limits.h"
 
 enum {
     MAX_LIST = 1000,        /* conversations in one ListConversations answer */
@@ -75,14 +78,28 @@ static void respond_ok(worker *w, conn *c, uint64_t request_id) {
 typedef enum submit_result { SUBMIT_TAKEN, SUBMIT_OVER_SHARE, SUBMIT_WRITER_FULL } submit_result;
 
 /* Hands f to the writer. A signed-in user's request counts in its share
- * of the writer queue until the writer is done with it (admission.h).
+ * of the writer queue until the writer is done with it (admission.h), and
+ * its decoded bytes in the process-wide bound on what waits for the writer
+ * (per connection, max-in-flight requests of at most their decode budget
+ * each bound it too).
  * Requests that get no response (AckDeviceMessages) use this directly:
  * nothing is said when it is not taken, the device acks again later. */
 static submit_result submit_quietly(worker *w, conn *c, Parley__V1__Frame *f) {
+    size_t bytes = c->decoded_bytes;
+    long queued = atomic_fetch_add(&g_metrics.writer_queued_bytes, (long)bytes);
+    if ((size_t)queued + bytes > w->srv->cfg.writer_queue_bytes) {
+        atomic_fetch_sub(&g_metrics.writer_queued_bytes, (long)bytes);
+        METRIC_INC(writer_bytes_refusals_total);
+        return SUBMIT_WRITER_FULL;
+    }
     bool counted = c->user_id != 0;
-    if (counted && !admission_enter_writer(w, c)) return SUBMIT_OVER_SHARE;
+    if (counted && !admission_enter_writer(w, c)) {
+        atomic_fetch_sub(&g_metrics.writer_queued_bytes, (long)bytes);
+        return SUBMIT_OVER_SHARE;
+    }
     chat_request *r = calloc(1, sizeof *r);
     if (!r) {
+        atomic_fetch_sub(&g_metrics.writer_queued_bytes, (long)bytes);
         if (counted) quota_writer_leave(w->srv->quota, c->user_id);
         return SUBMIT_WRITER_FULL;
     }
@@ -93,21 +110,27 @@ static submit_result submit_quietly(worker *w, conn *c, Parley__V1__Frame *f) {
     r->device_id = c->device_id;
     r->frame = f;
     r->share = counted ? w->srv->quota : NULL;
+    r->queued_bytes = bytes;
     if (writer_submit(w->srv->writer, r) == 0) return SUBMIT_TAKEN;
     r->frame = NULL;   /* the caller still owns f */
-    chat_request_free(r);
+    chat_request_free(r);   /* leaves the share, uncounts the bytes */
     return SUBMIT_WRITER_FULL;
 }
 
-/* submit_quietly, and when it was not taken the device is told to retry. */
+/* submit_quietly, and when it was not taken the device is told to retry.
+ * The writer answers every request it takes: counted in flight until then. */
 static bool submit(worker *w, conn *c, Parley__V1__Frame *f) {
+    uint64_t request_id = f->request_id;   /* f is the writer's once taken */
     submit_result s = submit_quietly(w, c, f);
-    if (s == SUBMIT_TAKEN) return true;
+    if (s == SUBMIT_TAKEN) {
+        in_flight_add(c, w->srv->cfg.max_in_flight, request_id, c->decoded_bytes);
+        return true;
+    }
     if (s == SUBMIT_OVER_SHARE)
-        conn_send_rate_limited(w, c, f->request_id, "too many of your requests are waiting to be written; "
+        conn_send_rate_limited(w, c, request_id, "too many of your requests are waiting to be written; "
                                "retry after retry_after_ms", ADMISSION_SHARE_RETRY_MS);
     else
-        conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__UNAVAILABLE, "server busy; retry shortly");
+        conn_send_error(w, c, request_id, PARLEY__V1__STATUS__UNAVAILABLE, "server busy; retry shortly");
     return false;
 }
 
@@ -116,6 +139,7 @@ static bool submit(worker *w, conn *c, Parley__V1__Frame *f) {
 static void signed_in(worker *w, conn *c, uint64_t request_id, uint64_t user, uint32_t device) {
     if (c->signed_in) return;   /* never switches a signed-in connection to another device */
     registry_presence_connected(w->srv->registry, user);
+    conn_signed_in(w, c);
     c->signed_in = true;
     free(c->auth_host);
     c->auth_host = NULL;
@@ -193,13 +217,12 @@ static bool submit_auth(worker *w, conn *c, Parley__V1__Frame *f, const Protobuf
 }
 
 static uint64_t reply_request_id(const worker_msg *m) {
-    Parley__V1__Frame *f = parley__v1__frame__unpack(NULL, m->len, m->data);
-    uint64_t id = f ? f->request_id : 0;
-    if (f) parley__v1__frame__free_unpacked(f, NULL);
-    return id;
+    frame_peek pk;   /* the top level only: no decode of the whole answer */
+    return frame_peek_parse(m->data, m->len, &pk) == 0 ? pk.request_id : 0;
 }
 
 void session_apply_reply(worker *w, conn *c, worker_msg *m) {
+    in_flight_answered(c, m->data, m->len);
     if (c->auth_pending && reply_request_id(m) == c->auth_request_id) {
         c->auth_pending = false;
         if (m->user_id) signed_in(w, c, 0, m->user_id, m->device_id);
@@ -362,13 +385,25 @@ typedef struct history_scan {
     Parley__V1__Message *m[HISTORY_MAX + 1];
     size_t n;
     uint64_t from_seq;      /* the member's joined_seq: nothing older is theirs to read */
+    size_t bytes, max_bytes;    /* encoded messages taken; the page's byte cap */
+    bool byte_capped;           /* stopped by max_bytes: older messages remain */
 } history_scan;
 
+/* A page holds whole messages up to the byte cap (at least one, so a
+ * conversation of messages near the cap still reads page by page): the
+ * answer is bounded before it is built, and fits a client's frame limit. */
 static int collect_message(void *ud, uint64_t seq, const uint8_t *msg, size_t len) {
     history_scan *h = ud;
     if (seq < h->from_seq) return 1;
+    if (h->n > 0 && h->bytes + len > h->max_bytes) {
+        h->byte_capped = true;
+        return 1;
+    }
     Parley__V1__Message *m = parley__v1__message__unpack(NULL, len, msg);
-    if (m) h->m[h->n++] = m;
+    if (m) {
+        h->m[h->n++] = m;
+        h->bytes += len;
+    }
     return 0;
 }
 
@@ -388,11 +423,13 @@ static void handle_history(worker *w, conn *c, const Parley__V1__Frame *f) {
     history_scan *h = calloc(1, sizeof *h);
     if (!h) abort();
     h->from_seq = joined;
+    h->max_bytes = w->srv->cfg.history_page_bytes;
     /* one more than asked tells whether older messages exist */
     store_scan_messages_back(w->srv->store, q->conversation_id, q->before_seq, limit + 1,
                              collect_message, h);
-    bool more = h->n > limit;
-    size_t n = more ? limit : h->n;
+    bool more = h->n > limit || h->byte_capped;
+    size_t n = h->n > limit ? limit : h->n;
+    if (h->byte_capped) METRIC_INC(history_pages_byte_capped_total);
     /* newest first from the scan; the page is oldest first */
     Parley__V1__Message *page[HISTORY_MAX];
     for (size_t i = 0; i < n; i++) page[i] = h->m[n - 1 - i];
@@ -466,7 +503,39 @@ void session_closed(worker *w, conn *c) {
 /* ---------------------------------------------------------------- dispatch */
 
 void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
-    Parley__V1__Frame *f = parley__v1__frame__unpack(NULL, len, data);
+    /* what the request is, and whether it may be decoded at all, is known
+     * from its top-level fields, before anything is allocated */
+    frame_peek pk;
+    if (frame_peek_parse(data, len, &pk)) {
+        METRIC_INC(protocol_errors_total);
+        conn_close(w, c, WS_CLOSE_INVALID_DATA, "undecodable frame: not a parley.v1 Frame");
+        return;
+    }
+    if (!c->signed_in && !request_allowed_before_sign_in(pk.body)) {
+        METRIC_INC(requests_total);
+        /* Ack gets no response, signed in or not */
+        if (pk.body != PARLEY__V1__FRAME__BODY_ACK && pk.body != PARLEY__V1__FRAME__BODY_ACK_DEVICE_MESSAGES)
+            conn_send_error(w, c, pk.request_id, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");
+        return;
+    }
+    size_t limit = request_size_limit(&w->srv->cfg, pk.body);
+    if (len > limit) {
+        METRIC_INC(requests_total);
+        METRIC_INC(requests_too_large_total);
+        char why[96];
+        snprintf(why, sizeof why, "request of %zu bytes; this request type takes at most %zu", len, limit);
+        conn_send_error(w, c, pk.request_id, PARLEY__V1__STATUS__TOO_LARGE, why);
+        return;
+    }
+    bool over_budget = false;
+    Parley__V1__Frame *f = request_decode(data, len, &over_budget, &c->decoded_bytes);
+    if (!f && over_budget) {
+        METRIC_INC(requests_total);
+        METRIC_INC(decode_budget_refusals_total);
+        conn_send_error(w, c, pk.request_id, PARLEY__V1__STATUS__TOO_LARGE,
+                        "request too costly to decode (too many elements for its size)");
+        return;
+    }
     if (!f) {
         METRIC_INC(protocol_errors_total);
         conn_close(w, c, WS_CLOSE_INVALID_DATA, "undecodable frame");

@@ -8,8 +8,12 @@
  *
  * Limits live here: the accept-rate bucket and a cap on open sockets at
  * accept, the handshake and idle timeouts and the linger of closing
- * connections (swept once a second), and the output cap past which a
- * connection that does not read is closed with 1008. So does the drain: on
+ * connections (swept once a second), and the output caps: at
+ * conn-output-cap (or max-in-flight requests) a connection's input is not
+ * read until its output drains, and one that takes none of its output for
+ * output-stall-timeout, or queues past conn-output-max, is closed with 1008.
+ * A closing socket shuts its write side and reads to the peer's EOF. So
+ * does the drain: on
  * SIGTERM each worker closes its listener and then its WebSocket
  * connections with 1012, a share per loop turn so they are spread over the
  * drain window, and exits once everything it closed is flushed. */
@@ -31,8 +35,10 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "gateway/address_limit.h"
 #include "gateway/conn.h"
 #include "gateway/http_endpoint.h"
+#include "gateway/in_flight.h"
 #include "net/http.h"
 #include "net/tls.h"
 
@@ -45,6 +51,9 @@ enum {
     TAG_FIRST_CONN = 2,
     MSGS_PER_TURN = 4096,
     CLOSE_LINGER_MS = 5000, /* a closing connection gets this long to take its output */
+    CLOSE_DRAIN_MS = 2000,  /* then, write side shut, this long of silence ends it */
+    CLOSE_DRAIN_MAX_MS = 10000, /* and a peer that keeps sending is cut after this */
+    DISCARD_CHUNK = 16384,  /* input read and dropped per read while closing */
     DRAIN_GRACE_MS = 1000,  /* after the drain window, for the last close frames */
     DRAIN_TICK_MS = 10,     /* loop wake-ups while a drain closes connections */
     TLS_READS_PER_EVENT = 8,
@@ -94,7 +103,8 @@ static conn *conn_new(worker *w, int fd) {
     c->id = ((uint64_t)w->index << 56) | ((uint64_t)gen << 24) | slot;
     c->state = CONN_HTTP;
     c->opened_ms = clock_mono_ms();
-    ws_reader_init(&c->reader, true, w->srv->cfg.max_message_bytes);
+    /* the small limit until sign-in (conn_signed_in raises it) */
+    ws_reader_init(&c->reader, true, w->srv->cfg.unauth_max_message);
     w->conns[slot] = c;
     w->n_live++;
     atomic_fetch_add(&g_metrics.sockets_open, 1);
@@ -112,7 +122,9 @@ static void conn_free(worker *w, conn *c) {
             }
     }
     if (c->state == CONN_WS) atomic_fetch_sub(&g_metrics.connections, 1);
+    if (c->addr_counted) address_limit_release(c->peer_addr);
     session_closed(w, c);
+    in_flight_free(c);
     if (c->ssl) tls_free(c->ssl, c->tls_ready && !c->tls_failed);
     close(c->fd);
     buf_free(&c->in);
@@ -212,12 +224,16 @@ void conn_close(worker *w, conn *c, uint16_t code, const char *reason) {
     conn_mark_dirty(w, c);
 }
 
+/* EPOLLOUT while output waits; EPOLLIN unless the input is paused (a TLS
+ * write waiting for readability needs it even then). */
 static void set_epollout(worker *w, conn *c, bool on) {
-    if (c->epollout == on) return;
-    struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0),
+    bool in_off = c->input_paused && !c->tls_write_wants_read;
+    if (c->epollout == on && c->epollin_off == in_off) return;
+    struct epoll_event ev = {.events = (in_off ? 0 : EPOLLIN) | (on ? EPOLLOUT : 0),
                              .data.u64 = TAG_FIRST_CONN + c->slot};
     epoll_ctl(w->epoll_fd, EPOLL_CTL_MOD, c->fd, &ev);
     c->epollout = on;
+    c->epollin_off = in_off;
 }
 
 /* Length of the unmasked frame (header + payload) our own code wrote at p:
@@ -294,6 +310,51 @@ static ssize_t conn_write_some(conn *c) {
     }
 }
 
+static void handle_ws(worker *w, conn *c);
+
+bool conn_input_blocked(const worker *w, const conn *c) {
+    const config *cfg = &w->srv->cfg;
+    return buf_len(&c->out) >= cfg->conn_output_cap || c->in_flight >= cfg->max_in_flight ||
+           c->in_flight_bytes >= cfg->max_in_flight_bytes;
+}
+
+/* Stops reading c: what the peer sends waits in its socket (the kernel's
+ * memory and the peer's problem), not in ours. */
+static void pause_input(worker *w, conn *c) {
+    if (c->input_paused) return;
+    c->input_paused = true;
+    c->out_moved_ms = clock_mono_ms();
+    METRIC_INC(input_pauses_total);
+    set_epollout(w, c, c->epollout);
+}
+
+/* Room again: the requests already read are handled, then reading goes on. */
+static void resume_input(worker *w, conn *c) {
+    c->input_paused = false;
+    set_epollout(w, c, c->epollout);
+    handle_ws(w, c);
+    if (buf_len(&c->in) == 0) buf_free(&c->in);
+}
+
+/* Output done on a closing connection. A plain socket shuts its write side
+ * and waits (reading and dropping) for the peer to close: closing with
+ * unread input would reset the connection, and the peer would lose the
+ * close frame still in flight. TLS sends close_notify as it frees. */
+static bool finish_closing(worker *w, conn *c) {
+    if (c->ssl) {
+        conn_free(w, c);
+        return false;
+    }
+    if (!c->write_shut) {
+        shutdown(c->fd, SHUT_WR);
+        c->write_shut = true;
+        c->closing_ms = c->last_rx_ms = clock_mono_ms();
+        buf_free(&c->in);
+        buf_free(&c->out);
+    }
+    return true;
+}
+
 /* Writes what is queued. Returns false when the connection was closed. */
 static bool conn_flush(worker *w, conn *c) {
     c->tls_write_wants_read = false;
@@ -301,6 +362,7 @@ static bool conn_flush(worker *w, conn *c) {
         ssize_t n = conn_write_some(c);
         if (n > 0) {
             METRIC_ADD(bytes_out_total, (unsigned long)n);
+            if (c->input_paused) c->out_moved_ms = clock_mono_ms();
             track_units(c, (size_t)n);
             buf_consume(&c->out, (size_t)n);
             continue;
@@ -310,19 +372,23 @@ static bool conn_flush(worker *w, conn *c) {
                 overflow_close(w, c);
                 if (buf_len(&c->out) == 0) break;
             }
+            if (c->input_paused && c->state == CONN_WS && !conn_input_blocked(w, c)) resume_input(w, c);
             set_epollout(w, c, !c->tls_write_wants_read || c->tls_read_wants_write);
             return true;
         }
         conn_free(w, c);   /* peer gone: nothing more to say */
         return false;
     }
-    set_epollout(w, c, c->tls_read_wants_write);
     if (c->state == CONN_CLOSING) {
-        conn_free(w, c);
-        return false;
+        c->input_paused = false;   /* read (and drop) to the peer's EOF */
+        set_epollout(w, c, false);
+        return finish_closing(w, c);
     }
+    /* requests first (they were waiting), then pushes fill what room is left */
+    if (c->input_paused && c->state == CONN_WS && !conn_input_blocked(w, c)) resume_input(w, c);
+    set_epollout(w, c, c->tls_read_wants_write || buf_len(&c->out) > 0);
     /* room again: a lagging device catches up from the store */
-    if (c->lagging) delivery_pump(w, c);
+    if (c->state == CONN_WS && (c->lagging || c->dm_pending)) delivery_pump(w, c);
     return true;
 }
 
@@ -344,14 +410,37 @@ static void flush_dirty(worker *w) {
 
 /* ------------------------------------------------------------------ input */
 
+/* The close reason for a reader error: what happened, not just its code. */
+static const char *ws_error_reason(const conn *c, uint16_t code, char *buf, size_t cap) {
+    switch (code) {
+    case WS_CLOSE_TOO_BIG:
+        snprintf(buf, cap, "message too big: at most %zu bytes%s", c->reader.max_message,
+                 c->signed_in ? "" : " before sign-in");
+        return buf;
+    case WS_CLOSE_INVALID_DATA:
+        return "invalid UTF-8 in a text message or close reason";
+    case WS_CLOSE_INTERNAL:
+        return "out of memory reassembling a fragmented message";
+    default:
+        return "WebSocket protocol error (framing, masking, opcode or close code)";
+    }
+}
+
 static void handle_ws(worker *w, conn *c) {
     while (c->state == CONN_WS && buf_len(&c->in) > 0) {
+        /* output is bounded before it is produced: no request is handled
+         * while the answers to earlier ones wait for the peer to read */
+        if (conn_input_blocked(w, c)) {
+            pause_input(w, c);
+            return;
+        }
         size_t used = 0;
         ws_message m;
         int r = ws_reader_feed(&c->reader, buf_head(&c->in), buf_len(&c->in), &used, &m);
         if (r == WS_ERROR) {
             METRIC_INC(protocol_errors_total);
-            conn_close(w, c, m.close_code, "protocol error");
+            char why[96];
+            conn_close(w, c, m.close_code, ws_error_reason(c, m.close_code, why, sizeof why));
             return;
         }
         if (r == WS_NEED_MORE) {
@@ -416,19 +505,46 @@ static ssize_t conn_read_some(worker *w, conn *c, uint8_t *dst, size_t cap) {
     }
 }
 
+/* A plain socket over the accept rate holds no input buffer: its first
+ * read (on the stack) is all it gets. A whole /healthz or /metrics head is
+ * answered (monitoring keeps working in a flood); anything else, whole or
+ * not, gets the 503 + Retry-After at once. */
+static bool shed_read(worker *w, conn *c) {
+    uint8_t head[HTTP_MAX_HEAD_BYTES];
+    ssize_t n = conn_read_some(w, c, head, sizeof head);
+    if (n < 0) {
+        conn_free(w, c);
+        return false;
+    }
+    if (n == 0) return false;
+    METRIC_ADD(bytes_in_total, (unsigned long)n);
+    http_request req;
+    int r = http_parse_request((const char *)head, (size_t)n, &req);
+    size_t plen = strcspn(req.path, "?");
+    bool monitoring = r > 0 && ((plen == 8 && strncmp(req.path, "/healthz", 8) == 0) ||
+                                (plen == 8 && strncmp(req.path, "/metrics", 8) == 0));
+    if (monitoring && buf_append(&c->in, head, (size_t)n) == 0) http_endpoint_handle(w, c);
+    else http_endpoint_shed(w, c);
+    buf_free(&c->in);
+    return false;
+}
+
 /* Reads once and handles what came. Returns true while c is alive and a
  * TLS record may still hold bytes. */
 static bool conn_read_once(worker *w, conn *c) {
     if (c->state == CONN_CLOSING) {
-        /* discard: we are only waiting to finish writing */
-        uint8_t sink[4096];
+        /* discard: we are only waiting to finish writing, or for the EOF */
+        uint8_t sink[DISCARD_CHUNK];
         ssize_t n = conn_read_some(w, c, sink, sizeof sink);
         if (n < 0) {
             conn_free(w, c);
             return false;
         }
+        if (n > 0) c->last_rx_ms = clock_mono_ms();
         return n > 0 && c->ssl;
     }
+    if (c->input_paused) return false;   /* EPOLLIN only for a TLS write */
+    if (c->state == CONN_HTTP && c->shed) return shed_read(w, c);
     uint8_t *dst = buf_reserve(&c->in, READ_CHUNK);
     if (!dst) {
         conn_close(w, c, WS_CLOSE_INTERNAL, "out of memory");
@@ -476,6 +592,12 @@ static void conn_readable(worker *w, conn *c) {
         if (w->conns[slot] != c) return;   /* freed */
         if (!more || !c->ssl || !tls_pending(c->ssl)) return;
     }
+}
+
+void conn_signed_in(worker *w, conn *c) {
+    c->reader.max_message = w->srv->cfg.max_message_bytes;
+    if (c->addr_counted) address_limit_release(c->peer_addr);
+    c->addr_counted = false;
 }
 
 /* ------------------------------------------------------------------ inbox */
@@ -580,19 +702,30 @@ static void accept_all(worker *w) {
                                                                  : HANDSHAKE_SLACK_MIN;
     long max_sockets = (long)cfg->max_connections + slack;
     for (int i = 0; i < 256 && w->listen_fd >= 0; i++) {
-        int fd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_in peer;
+        socklen_t peer_len = sizeof peer;
+        int fd = accept4(w->listen_fd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE) shed_one_without_fds(w);
             return;
         }
         METRIC_INC(connections_accepted_total);
+        uint32_t addr = peer.sin_family == AF_INET ? ntohl(peer.sin_addr.s_addr) : 0;
+        /* one address holding many sockets that never sign in: refused
+         * before anything is allocated for them */
+        if (!address_limit_take(addr, cfg->max_pending_per_address)) {
+            METRIC_INC(address_limited_total);
+            close(fd);
+            continue;
+        }
         bool over_rate = !accept_bucket_take(cfg);
         if (over_rate) METRIC_INC(accept_rate_limited_total);
         /* a TLS handshake is the expensive part the bucket protects, so a
          * TLS connection over the rate is closed before it; a plain one
-         * gets a 503 with Retry-After when its upgrade arrives */
+         * gets a 503 with Retry-After at its first read (shed_read) */
         if (atomic_load(&g_metrics.sockets_open) >= max_sockets || (over_rate && w->tls)) {
             if (!over_rate) METRIC_INC(upgrades_rejected_total);
+            address_limit_release(addr);
             close(fd);
             continue;
         }
@@ -600,9 +733,12 @@ static void accept_all(worker *w) {
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         conn *c = conn_new(w, fd);
         if (!c) {
+            address_limit_release(addr);
             close(fd);
             continue;
         }
+        c->peer_addr = addr;
+        c->addr_counted = true;
         c->shed = over_rate;
         if (w->tls) {
             c->ssl = tls_server_new(w->tls, fd);
@@ -637,13 +773,22 @@ static void sweep(worker *w) {
             }
             break;
         case CONN_WS:
-            if (cfg->idle_timeout_ms && now - c->last_rx_ms > cfg->idle_timeout_ms) {
+            if (!c->signed_in && now - c->ws_since_ms > cfg->signin_timeout_ms) {
+                METRIC_INC(signin_timeouts_total);
+                conn_close(w, c, WS_CLOSE_POLICY, "sign-in timeout: sign in right after the upgrade");
+            } else if (c->input_paused && buf_len(&c->out) >= cfg->conn_output_cap &&
+                       now - c->out_moved_ms > cfg->output_stall_ms) {
+                /* asks and does not read: nothing it is owed moves */
+                overflow_close(w, c);
+            } else if (cfg->idle_timeout_ms && now - c->last_rx_ms > cfg->idle_timeout_ms) {
                 METRIC_INC(idle_timeouts_total);
                 conn_close(w, c, WS_CLOSE_GOING_AWAY, "idle timeout");
             }
             break;
         case CONN_CLOSING:
-            if (now - c->closing_ms > CLOSE_LINGER_MS) conn_free(w, c);
+            if (c->write_shut ? now - c->last_rx_ms > CLOSE_DRAIN_MS || now - c->closing_ms > CLOSE_DRAIN_MAX_MS
+                              : now - c->closing_ms > CLOSE_LINGER_MS)
+                conn_free(w, c);
             break;
         }
     }
@@ -715,6 +860,7 @@ static void *worker_main(void *arg) {
             flush_dirty(w);   /* the close frames go out now, not after the wait */
             timeout = DRAIN_TICK_MS;
         }
+        if (w->dirty) timeout = 0;   /* output queued by resumed input: write it now */
         int n = epoll_wait(w->epoll_fd, events, EVENTS_PER_WAIT, timeout);
         for (int i = 0; i < n; i++) {
             uint64_t tag = events[i].data.u64;
@@ -731,6 +877,10 @@ static void *worker_main(void *arg) {
                 c = w->conns[tag - TAG_FIRST_CONN];
                 if (!c || !conn_flush(w, c)) continue;
                 if (read_first) continue;
+            }
+            if (c->input_paused && (events[i].events & (EPOLLHUP | EPOLLERR))) {
+                conn_free(w, c);   /* not read while paused: would be reported again and again */
+                continue;
             }
             if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) conn_readable(w, c);
         }

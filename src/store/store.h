@@ -182,6 +182,9 @@ void store_put_device_message(store_batch *b, uint64_t user, uint32_t device, ui
 typedef int (*store_device_message_fn)(void *ud, uint64_t queue_seq, const uint8_t *msg, size_t len);
 int store_scan_device_messages(store *s, uint64_t user, uint32_t device, uint32_t limit,
                                store_device_message_fn fn, void *ud);
+/* The same from the first queue_seq after `after` (paging). */
+int store_scan_device_messages_after(store *s, uint64_t user, uint32_t device, uint64_t after,
+                                     uint32_t limit, store_device_message_fn fn, void *ud);
 void store_delete_device_messages_through(store_batch *b, uint64_t user, uint32_t device, uint64_t queue_seq);
 
 /* consent: owner's view of other (none / accepted / blocked, and the

@@ -1267,6 +1267,17 @@ int store_scan_device_messages(store *s, uint64_t user, uint32_t device, uint32_
     return scan(s, &p, &p, false, dm_scan_cb, &ds);
 }
 
+int store_scan_device_messages_after(store *s, uint64_t user, uint32_t device, uint64_t after,
+                                     uint32_t limit, store_device_message_fn fn, void *ud) {
+    if (after == UINT64_MAX) return 0;
+    key p, start;
+    device_keys_key(&p, 'q', user, device);
+    start = p;
+    key_u64(&start, after + 1);
+    struct dm_scan ds = {fn, ud, limit};
+    return scan(s, &p, &start, false, dm_scan_cb, &ds);
+}
+
 void store_delete_device_messages_through(store_batch *b, uint64_t user, uint32_t device, uint64_t queue_seq) {
     key from, to;
     device_keys_key(&from, 'q', user, device);

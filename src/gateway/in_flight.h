@@ -1,0 +1,22 @@
+/* in_flight.h -- a connection's requests at the write path, not yet
+ * answered: how many and how many decoded bytes they hold (the writer's
+ * queue holds the decoded frames). Both are capped per connection
+ * (--max-in-flight, --max-in-flight-bytes) by pausing the connection's
+ * input (worker.c). Answers are matched by request id, peeked from the
+ * encoded reply. */
+#ifndef PARLEY_GATEWAY_IN_FLIGHT_H
+#define PARLEY_GATEWAY_IN_FLIGHT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gateway/conn.h"
+
+/* A request handed to the writer. cap: --max-in-flight (the table's size;
+ * the input pauses at it, so it is not exceeded). */
+void in_flight_add(conn *c, uint32_t cap, uint64_t request_id, size_t decoded_bytes);
+/* The writer's reply (an encoded Frame) arrived. */
+void in_flight_answered(conn *c, const uint8_t *reply, size_t len);
+void in_flight_free(conn *c);
+
+#endif
