@@ -75,6 +75,7 @@ typedef struct raw_ws {
     size_t off, len;
     ws_reader rd;
     uint8_t nonce[32];
+    int port;                  /* the server's; the Host the upgrade named */
     int eof;
     uint16_t close_code;       /* the server's close frame, once read */
     char close_reason[128];
@@ -233,6 +234,7 @@ static int raw_expect_close(raw_ws *w) {
 
 static int raw_upgrade(raw_ws *w, int port, int rcvbuf) {
     if (raw_connect(w, port, rcvbuf) != 0) return -1;
+    w->port = port;
     char key[25];
     ws_make_client_key(key);
     char req[512];
@@ -275,10 +277,11 @@ static int raw_status(raw_ws *w, uint64_t request_id) {
 }
 
 static void sign_challenge(const raw_ws *w, const uint8_t sk[64], uint8_t sig[64]) {
-    uint8_t msg[14 + 32];
+    uint8_t msg[14 + 32 + 32];
     memcpy(msg, "parley.v1 auth", 14);
     memcpy(msg + 14, w->nonce, 32);
-    crypto_sign_detached(sig, NULL, msg, sizeof msg, sk);
+    int host_len = snprintf((char *)msg + 46, 32, "127.0.0.1:%d", w->port);   /* the Host sent */
+    crypto_sign_detached(sig, NULL, msg, 46 + (size_t)host_len, sk);
 }
 
 /* Signs in as an existing device (its identity from libparley). */
@@ -380,6 +383,7 @@ static void setup_big_conversation(void) {
     bob = h_user_new(&S, NULL);
     NEED(alice && bob);
     NEED(pc_open_direct(alice->c, bob->id.user_id, &big_conv) == 0);
+    NEED(h_accept(bob, big_conv) == 0);   /* past the message-request bound */
     uint8_t *body = h_calloc(1, BIG_BODY);
     NEED(body);
     for (int k = 0; k < HISTORY_MSGS; k++) {
@@ -471,6 +475,7 @@ static void start_sync_device_messages_bounded(void) {
     NEED(carol && alice);
     uint64_t conv = 0;
     NEED(pc_open_direct(alice->c, carol->id.user_id, &conv) == 0);
+    NEED(h_accept(carol, conv) == 0);   /* past the message-request bound on device messages */
     pc_identity carol_id = carol->id;
     h_dev_disconnect(carol);   /* offline: the device messages wait in its queue */
     uint8_t *body = h_calloc(1, BIG_BODY);
@@ -817,6 +822,7 @@ static void in_flight_bytes_capped(void) {
     NEED(a && b);
     uint64_t conv = 0;
     NEED(pc_open_direct(a->c, b->id.user_id, &conv) == 0);
+    NEED(h_accept(b, conv) == 0);   /* past the message-request bound */
     pc_identity id = a->id;
     h_dev_free(a);
     h_dev_free(b);
@@ -916,8 +922,12 @@ int main(void) {
     only = getenv("TEST_ONLY");
     /* --output-stall-timeout: the non-readers here read again later, and
      * must not be closed meanwhile however slow the machine */
+    /* the device-queue quotas and write rate lifted: 300 device messages of
+     * 64 KiB must be able to wait for one device here */
     const char *flags[] = {"--send-rate", "100000", "--fsync", "off", "--max-in-flight", "4",
-                           "--output-stall-timeout", "600000", NULL};
+                           "--output-stall-timeout", "600000", "--write-rate", "100000",
+                           "--device-queue-max", "1000", "--device-queue-per-sender", "1000",
+                           "--device-queue-bytes", "134217728", NULL};
     if (h_server_start(&S, flags) != 0) {
         printf("FAIL server_start\n");
         return 1;
@@ -950,7 +960,8 @@ int main(void) {
     h_server_destroy(&S2);
 
     const char *flags3[] = {"--max-pending-per-address", "4", "--max-in-flight", "65536",
-                            "--max-in-flight-bytes", "65536", "--send-rate", "100000", NULL};
+                            "--max-in-flight-bytes", "65536", "--send-rate", "100000",
+                            "--user-writer-share", "65536", NULL};
     if (h_server_start(&S3, flags3) == 0) {
         RUN_CASE(in_flight_bytes_capped);
         RUN_CASE(pending_per_address_capped);
