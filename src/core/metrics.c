@@ -64,6 +64,8 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_key_claims_rate_limited_total", "counter", "Pre-key claims refused: the target has not accepted the caller and the claim bound was reached.", &g_metrics.key_claims_rate_limited_total, 0},
         {"parley_presence_subscriptions_dropped_total", "counter", "Presence subscriptions ended because the watched user blocked the subscriber.", &g_metrics.presence_subscriptions_dropped_total, 0},
         {"parley_group_role_refused_total", "counter", "Group changes refused: only admins add, remove others or rename.", &g_metrics.group_role_refused_total, 0},
+        {"parley_acks_submitted_total", "counter", "Cursor advances (Ack) handed to the write path: at most one per connection per loop turn.", &g_metrics.acks_submitted_total, 0},
+        {"parley_acks_coalesced_total", "counter", "Acks folded into a later Ack of the same connection and loop turn, not written on their own.", &g_metrics.acks_coalesced_total, 0},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

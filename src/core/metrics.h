@@ -63,6 +63,9 @@ typedef struct metrics {
     atomic_ulong key_claims_rate_limited_total; /* pre-key claims of an unaccepted contact refused */
     atomic_ulong group_role_refused_total;      /* group changes by a non-admin refused */
     atomic_ulong presence_subscriptions_dropped_total; /* presence of a user who blocked the subscriber */
+    /* acks: coalesced per connection per loop turn before they reach the writer */
+    atomic_ulong acks_submitted_total;          /* cursor advances (CHAT_ACK) handed to the writer */
+    atomic_ulong acks_coalesced_total;          /* Acks folded into a later one of the same turn */
 } metrics;
 
 extern metrics g_metrics;
