@@ -79,6 +79,9 @@ typedef enum submit_result { SUBMIT_TAKEN, SUBMIT_OVER_SHARE, SUBMIT_WRITER_FULL
  * Requests that get no response (AckDeviceMessages) use this directly:
  * nothing is said when it is not taken, the device acks again later. */
 static submit_result submit_quietly(worker *w, conn *c, Parley__V1__Frame *f) {
+    /* the connection's held acks go first: the writer sees its requests in
+     * the order the device sent them */
+    session_flush_acks(w, c);
     bool counted = c->user_id != 0;
     if (counted && !admission_enter_writer(w, c)) return SUBMIT_OVER_SHARE;
     chat_request *r = calloc(1, sizeof *r);
