@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "fanout/fanout.h"
 #include "gateway/conn.h"
+#include "gateway/outbox_local.h"
 #include "dispatch_input.h"
 
 enum {
@@ -330,6 +331,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     workers[0] = &the_worker;
     srv.workers = workers;
     srv.n_workers = 1;
+    static outbox port;   /* the writer's answers reach the_worker's inbox */
+    outbox_local_init(&port, &srv);
+    srv.outbox = &port;
     srv.writer = writer_start(&srv);
     srv.fanout = srv.writer ? fanout_start(&srv) : NULL;
     if (!srv.queue || !srv.registry || !srv.writer || !srv.fanout) die("server set-up");
