@@ -21,6 +21,7 @@
 #include "core/quota.h"
 #include "fanout/fanout.h"
 #include "gateway/ops_http.h"
+#include "gateway/outbox_local.h"
 #include "gateway/worker.h"
 #include "net/tls.h"
 #include "server.h"
@@ -83,6 +84,10 @@ static void reload_tls(server *srv) {
 static int serve(int argc, char **argv) {
     server srv;
     memset(&srv, 0, sizeof srv);
+    /* the write path answers and delivers through the workers */
+    outbox port;
+    outbox_local_init(&port, &srv);
+    srv.outbox = &port;
     config_defaults(&srv.cfg);
     int rc = config_from_args(&srv.cfg, argc, argv);
     if (rc) return rc > 0 ? 0 : 2;

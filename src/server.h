@@ -15,6 +15,7 @@ struct writer;
 struct fanout;
 struct worker;
 struct quota;
+struct outbox;
 
 typedef struct server {
     config cfg;
@@ -24,6 +25,7 @@ typedef struct server {
     struct writer *writer;
     struct fanout *fanout;
     struct quota *quota;       /* per-device and per-user buckets, writer shares */
+    const struct outbox *outbox; /* the write path's way out to devices (chat/outbox.h) */
     struct worker **workers;
     int n_workers;
 } server;

@@ -136,12 +136,11 @@ void handle_block_user(writer *w, chat_request *r) {
     put_state(w, r->user_id, q->user_id, q->unblock ? CONSENT_NONE : CONSENT_BLOCKED);
     /* a presence subscription made while the caller accepted the blocked user
      * ends too (after the commit, like every push) */
-    for (int i = 0; !q->unblock && i < w->srv->n_workers; i++) {
-        worker_msg *m = worker_msg_new(WM_DROP_PRESENCE, (uint64_t)i << 56, 0);
-        if (!m) continue;
-        m->user_id = q->user_id;
-        m->about_user = r->user_id;
-        writer_post_later(w, m);
+    if (!q->unblock) {
+        outbound *drop = outbound_new(OUT_DROP_PRESENCE, 0, 0);
+        drop->user_id = q->user_id;
+        drop->about_user = r->user_id;
+        writer_post_later(w, drop);
     }
     writer_answer_ok(w, r);
 }

@@ -114,7 +114,7 @@ void handle_send_device_message(writer *w, chat_request *r) {
     size_t online = registry_lookup(w->srv->registry, q->user_id, entries, 64);
     for (size_t i = 0; i < online && i < 64; i++)
         if (entries[i].device_id == q->device_id)
-            worker_post(w->srv, reply_pack(WM_PUSH, entries[i].conn_id, &push));
+            reply_push_now(w->srv->outbox, entries[i].conn_id, &push);
 }
 
 void handle_ack_device_messages(writer *w, chat_request *r) {

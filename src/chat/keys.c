@@ -122,7 +122,7 @@ static void push_keys_low(writer *w, uint64_t user, uint32_t device, uint32_t le
     registry_entry entries[64];
     size_t n = registry_lookup(w->srv->registry, user, entries, 64);
     for (size_t i = 0; i < n && i < 64; i++)
-        if (entries[i].device_id == device) writer_post_later(w, reply_pack(WM_PUSH, entries[i].conn_id, &f));
+        if (entries[i].device_id == device) writer_post_later(w, reply_pack(OUT_PUSH, entries[i].conn_id, &f));
 }
 
 static int add_bundle(void *ud, uint32_t device, const Parley__Store__Device *d) {
@@ -188,7 +188,7 @@ void handle_fetch_keys(writer *w, chat_request *r) {
                        ? "pre-key claims of a user who has not accepted you are limited"
                        : "this user does not accept you");
         resp.retry_after_ms = retry_after_ms;
-        worker_post(w->srv, reply_pack(WM_REPLY, r->conn_id, &f));
+        reply_answer_now(w->srv->outbox, r->conn_id, &f);
         return;
     }
     bundle_scan *bs = calloc(1, sizeof *bs);
@@ -285,13 +285,10 @@ void handle_remove_device(writer *w, chat_request *r) {
      * commit, a sign-in finds no device, and the link tokens it issued name
      * a device that no longer exists (handle_register_device). */
     u64map_put(&w->removed_device_users, r->user_id, 1);
-    for (int i = 0; i < w->srv->n_workers; i++) {
-        worker_msg *m = worker_msg_new(WM_CLOSE_DEVICE, (uint64_t)i << 56, 0);
-        if (!m) continue;
-        m->user_id = r->user_id;
-        m->device_id = device;
-        writer_post_later(w, m);
-    }
+    outbound *close = outbound_new(OUT_CLOSE_DEVICE, 0, 0);
+    close->user_id = r->user_id;
+    close->device_id = device;
+    writer_post_later(w, close);
     writer_answer_ok(w, r);
 }
 

@@ -9,10 +9,13 @@ void push_to_user(server *srv, uint64_t user, const Parley__V1__Frame *frame, ui
     registry_entry entries[MAX_DEVICES_PER_USER];
     size_t n = registry_lookup(srv->registry, user, entries, MAX_DEVICES_PER_USER);
     if (n > MAX_DEVICES_PER_USER) n = MAX_DEVICES_PER_USER;
+    outbound *packed = NULL;   /* packed once for all the user's connections */
     for (size_t i = 0; i < n; i++) {
         if (entries[i].conn_id == skip_conn) continue;
-        worker_post(srv, reply_pack(WM_PUSH, entries[i].conn_id, frame));
+        if (!packed) packed = reply_pack(OUT_PUSH, 0, frame);
+        outbox_push(srv->outbox, entries[i].conn_id, packed->data, packed->len);
     }
+    outbound_free(packed);
 }
 
 void push_frame_receipt(Parley__V1__Frame *f, Parley__V1__Receipt *r, uint64_t conv, uint64_t about_user,

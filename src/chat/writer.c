@@ -66,7 +66,7 @@ int conv_last_seq(writer *w, uint64_t conv, uint64_t *seq) {
 
 /* ------------------------------------------------------------- committing */
 
-void writer_reply_later(writer *w, worker_msg *m) {
+void writer_reply_later(writer *w, outbound *m) {
     if (w->n_replies == BATCH_MAX) abort(); /* bounded by BATCH_MAX requests per batch */
     w->replies[w->n_replies++] = m;
 }
@@ -76,13 +76,13 @@ enum {
     MAX_DEVICES_PER_PUSH = 64,   /* connections of one user told (as push.c) */
 };
 
-void writer_post_later(writer *w, worker_msg *m) {
+void writer_post_later(writer *w, outbound *m) {
     if (!m) return;
     if (w->n_pushes == w->cap_pushes) {
         size_t cap = w->cap_pushes ? w->cap_pushes * 2 : 64;
-        worker_msg **grown = cap <= PUSHES_MAX ? realloc(w->pushes, cap * sizeof *grown) : NULL;
+        outbound **grown = cap <= PUSHES_MAX ? realloc(w->pushes, cap * sizeof *grown) : NULL;
         if (!grown) {
-            worker_msg_free(m);
+            outbound_free(m);
             return;
         }
         w->pushes = grown;
@@ -96,7 +96,7 @@ void writer_push_later(writer *w, uint64_t user, const Parley__V1__Frame *frame,
     size_t n = registry_lookup(w->srv->registry, user, entries, MAX_DEVICES_PER_PUSH);
     if (n > MAX_DEVICES_PER_PUSH) n = MAX_DEVICES_PER_PUSH;
     for (size_t i = 0; i < n; i++)
-        if (entries[i].conn_id != skip_conn) writer_post_later(w, reply_pack(WM_PUSH, entries[i].conn_id, frame));
+        if (entries[i].conn_id != skip_conn) writer_post_later(w, reply_pack(OUT_PUSH, entries[i].conn_id, frame));
 }
 
 static bool note_append(note_list *l, const delivered_note *n) {
@@ -154,8 +154,8 @@ static void flush_notes(writer *w, uint64_t now_ms) {
 
 static void post_pushes(writer *w, bool committed) {
     for (size_t i = 0; i < w->n_pushes; i++) {
-        if (committed) worker_post(w->srv, w->pushes[i]);
-        else worker_msg_free(w->pushes[i]);
+        if (committed) outbound_send(w->srv->outbox, w->pushes[i]);
+        else outbound_free(w->pushes[i]);
     }
     w->n_pushes = 0;
 }
@@ -175,7 +175,7 @@ static void publish(writer *w, pending_send *p) {
     queue_publish(w->srv->queue, item);
 }
 
-static worker_msg *sent_reply(const pending_send *p) {
+static void answer_sent(writer *w, const pending_send *p) {
     Parley__V1__Frame f;
     Parley__V1__Response r;
     Parley__V1__Sent sent;
@@ -187,7 +187,7 @@ static worker_msg *sent_reply(const pending_send *p) {
     sent.duplicate = p->duplicate;
     r.result_case = PARLEY__V1__RESPONSE__RESULT_SENT;
     r.sent = &sent;
-    return reply_pack(WM_REPLY, p->conn_id, &f);
+    reply_answer_now(w->srv->outbox, p->conn_id, &f);
 }
 
 /* Commits the open batch; then answers and publishes, or on failure answers
@@ -226,7 +226,7 @@ void writer_flush(writer *w) {
     if (rc == 0) {
         for (size_t i = 0; i < w->n_sends; i++) {
             pending_send *p = &w->sends[i];
-            if (!p->silent) worker_post(w->srv, sent_reply(p));
+            if (!p->silent) answer_sent(w, p);
             if (!p->duplicate) {
                 METRIC_INC(messages_stored_total);
                 publish(w, p);
@@ -234,7 +234,7 @@ void writer_flush(writer *w) {
                 METRIC_INC(messages_duplicate_total);
             }
         }
-        for (size_t i = 0; i < w->n_replies; i++) worker_post(w->srv, w->replies[i]);
+        for (size_t i = 0; i < w->n_replies; i++) outbound_send(w->srv->outbox, w->replies[i]);
         post_pushes(w, true);
         notes_committed(w);
     } else {
@@ -248,20 +248,20 @@ void writer_flush(writer *w) {
         w->notes_open.n = 0;   /* the raises they report did not happen */
         for (size_t i = 0; i < w->n_sends; i++) {
             if (!w->sends[i].silent)
-                worker_post(w->srv, reply_error(w->sends[i].conn_id, w->sends[i].request_id,
-                                                fail_status, fail_text));
+                outbound_send(w->srv->outbox, reply_error(w->sends[i].conn_id, w->sends[i].request_id,
+                                                          fail_status, fail_text));
             blob_unref(w->sends[i].message);
         }
         for (size_t i = 0; i < w->n_replies; i++) {
-            worker_msg *m = w->replies[i];
+            outbound *m = w->replies[i];
             /* the reply said OK; the caller must learn it did not happen */
             Parley__V1__Frame *f = parley__v1__frame__unpack(NULL, m->len, m->data);
             uint64_t rid = f ? f->request_id : 0;
             if (f) parley__v1__frame__free_unpacked(f, NULL);
-            worker_msg *err = reply_error(m->conn_id, rid, fail_status, fail_text);
-            worker_msg_free(m);
-            if (rid) worker_post(w->srv, err);
-            else worker_msg_free(err);
+            outbound *err = reply_error(m->conn_id, rid, fail_status, fail_text);
+            outbound_free(m);
+            if (rid) outbound_send(w->srv->outbox, err);
+            else outbound_free(err);
         }
         store_batch_free(w->batch);
         w->batch = store_batch_new();
@@ -283,7 +283,7 @@ void writer_fail(writer *w, const chat_request *r, Parley__V1__Status status, co
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
     /* errors change nothing, so they need not wait for a commit */
-    worker_post(w->srv, reply_error(r->conn_id, r->request_id, status, text));
+    outbound_send(w->srv->outbox, reply_error(r->conn_id, r->request_id, status, text));
 }
 
 void writer_answer(writer *w, const chat_request *r, Parley__V1__Response *resp) {
@@ -292,7 +292,7 @@ void writer_answer(writer *w, const chat_request *r, Parley__V1__Response *resp)
     f.request_id = r->request_id;
     f.body_case = PARLEY__V1__FRAME__BODY_RESPONSE;
     f.response = resp;
-    writer_reply_later(w, reply_pack(WM_REPLY, r->conn_id, &f));
+    writer_reply_later(w, reply_pack(OUT_ANSWER, r->conn_id, &f));
 }
 
 void writer_answer_ok(writer *w, const chat_request *r) {
@@ -323,7 +323,7 @@ static void answer_registered(writer *w, const chat_request *r, uint64_t user, u
     reg.device_id = device;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_REGISTERED;
     resp.registered = &reg;
-    worker_msg *m = reply_pack(WM_REPLY, r->conn_id, &f);
+    outbound *m = reply_pack(OUT_ANSWER, r->conn_id, &f);
     m->user_id = user;
     m->device_id = device;
     writer_reply_later(w, m);

@@ -84,7 +84,7 @@ struct writer {
     size_t n_sends;
     chat_request *held[BATCH_MAX];   /* requests whose frames pending_send points into */
     size_t n_held;
-    worker_msg *replies[BATCH_MAX];  /* answers that wait for the commit */
+    outbound *replies[BATCH_MAX];    /* answers that wait for the commit */
     size_t n_replies;
     /* ids and seqs, owned here */
     uint64_t last_user_id;
@@ -97,7 +97,7 @@ struct writer {
     note_list notes_open;            /* delivered raises in the open batch */
     note_list notes_due;             /* committed, waiting for the next receipt flush */
     uint64_t notes_flushed_ms;
-    worker_msg **pushes;             /* pushes about the open batch: sent after its commit */
+    outbound **pushes;               /* pushes about the open batch: sent after its commit */
     size_t n_pushes, cap_pushes;
     device_ack device_acks[BATCH_MAX];  /* at most one request each between flushes */
     size_t n_device_acks;
@@ -111,13 +111,13 @@ struct writer {
 
 /* Commits the open batch, then answers and publishes (writer.c). */
 void writer_flush(writer *w);
-void writer_reply_later(writer *w, worker_msg *m);
+void writer_reply_later(writer *w, outbound *m);
 /* Pushes that report a change of the open batch (receipts, device lists,
  * keys) go out after its commit, like answers, so a device told of a change
  * finds it when it asks, and nobody hears of one that failed to commit.
  * Ephemeral: dropped when out of memory. writer_push_later sends frame to
  * every syncing connection of user except skip_conn. */
-void writer_post_later(writer *w, worker_msg *m);
+void writer_post_later(writer *w, outbound *m);
 void writer_push_later(writer *w, uint64_t user, const Parley__V1__Frame *frame, uint64_t skip_conn);
 void writer_answer(writer *w, const chat_request *r, Parley__V1__Response *resp);
 void writer_answer_ok(writer *w, const chat_request *r);

@@ -72,6 +72,8 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_signin_timeouts_total", "counter", "Connections closed (1008) for not signing in within signin-timeout.", &g_metrics.signin_timeouts_total, 0},
         {"parley_address_limited_total", "counter", "Sockets closed at accept: max-pending-per-address reached.", &g_metrics.address_limited_total, 0},
         {"parley_history_pages_byte_capped_total", "counter", "History pages ended early by history-page-bytes.", &g_metrics.history_pages_byte_capped_total, 0},
+        {"parley_acks_submitted_total", "counter", "Cursor advances (Ack) handed to the write path: at most one per connection per loop turn.", &g_metrics.acks_submitted_total, 0},
+        {"parley_acks_coalesced_total", "counter", "Acks folded into a later Ack of the same connection and loop turn, not written on their own.", &g_metrics.acks_coalesced_total, 0},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

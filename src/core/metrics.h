@@ -72,6 +72,9 @@ typedef struct metrics {
     atomic_ulong signin_timeouts_total;
     atomic_ulong address_limited_total;   /* closed at accept: max-pending-per-address */
     atomic_ulong history_pages_byte_capped_total;
+    /* acks: coalesced per connection per loop turn before they reach the writer */
+    atomic_ulong acks_submitted_total;          /* cursor advances (CHAT_ACK) handed to the writer */
+    atomic_ulong acks_coalesced_total;          /* Acks folded into a later one of the same turn */
 } metrics;
 
 extern metrics g_metrics;

@@ -13,13 +13,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chat/outbox.h"
 #include "chat/push.h"
 #include "chat/reply.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/u64map.h"
-#include "gateway/worker_msg.h"
 
 enum {
     ITEMS_PER_BATCH = 256,
@@ -56,8 +56,7 @@ struct fanout {
     size_t n_appends;
     uint64_t trimmed_through;
     uint64_t presence_flushed_ms;
-    worker_msg **runs;      /* route(): deliveries gathered per worker */
-    size_t *run_lens;
+    outbox_delivery *deliveries; /* route(): gathered, handed to the port DELIVERY_RUN at a time */
 };
 
 /* ------------------------------------------------------------ membership */
@@ -134,42 +133,27 @@ static void fan_item(fanout *f, const queue_item *it) {
     METRIC_INC(fanout_messages_total);
 }
 
-/* Posts are gathered per worker and handed over in runs, one lock per run
- * rather than one per delivery. */
-enum { POST_RUN = 256 };
-
-typedef struct post_runs {
-    server *srv;
-    worker_msg **runs;      /* n_workers runs of POST_RUN */
-    size_t *lens;
-} post_runs;
-
-static void post_run_flush(post_runs *p, uint32_t worker) {
-    if (p->lens[worker] == 0) return;
-    worker_post_many(p->srv, worker, p->runs + (size_t)worker * POST_RUN, p->lens[worker]);
-    p->lens[worker] = 0;
-}
+/* Deliveries go to the write path's port (chat/outbox.h) in runs: the
+ * port hands each connection's owner its share of a run at once, one
+ * hand-over per owner per run rather than one per delivery. */
+enum { DELIVERY_RUN = 1024 };
 
 static void route(fanout *f) {
     registry_entry entries[MAX_DEVICES_PER_USER];
-    uint32_t n_workers = (uint32_t)f->srv->n_workers;
-    post_runs p = {f->srv, f->runs, f->run_lens};
+    size_t len = 0;
     for (size_t i = 0; i < f->n_appends; i++) {
         append *a = &f->appends[i];
         size_t n = registry_lookup(f->srv->registry, a->user, entries, MAX_DEVICES_PER_USER);
         if (n > MAX_DEVICES_PER_USER) n = MAX_DEVICES_PER_USER;
         for (size_t j = 0; j < n; j++) {
-            uint32_t wi = conn_id_worker(entries[j].conn_id);
-            if (wi >= n_workers) continue;
-            worker_msg *m = worker_msg_new(WM_DELIVER, entries[j].conn_id, 0);
-            m->user_id = a->user;
-            m->user_seq = a->user_seq;
-            m->message = blob_ref(a->item->message);
-            p.runs[(size_t)wi * POST_RUN + p.lens[wi]++] = m;
-            if (p.lens[wi] == POST_RUN) post_run_flush(&p, wi);
+            f->deliveries[len++] = (outbox_delivery){entries[j].conn_id, a->user, a->user_seq, a->item->message};
+            if (len == DELIVERY_RUN) {
+                outbox_deliver(f->srv->outbox, f->deliveries, len);
+                len = 0;
+            }
         }
     }
-    for (uint32_t wi = 0; wi < n_workers; wi++) post_run_flush(&p, wi);
+    outbox_deliver(f->srv->outbox, f->deliveries, len);
 }
 
 static int append_order(const void *x, const void *y) {
@@ -310,10 +294,8 @@ static fanout *fanout_new(server *srv) {
     f->srv = srv;
     f->batch = store_batch_new();
     f->appends = malloc(MAX_APPENDS_PER_BATCH * sizeof *f->appends);
-    size_t workers = srv->cfg.workers > 0 ? (size_t)srv->cfg.workers : 1;
-    f->runs = malloc(workers * POST_RUN * sizeof *f->runs);
-    f->run_lens = calloc(workers, sizeof *f->run_lens);
-    if (!f->appends || !f->runs || !f->run_lens) abort();
+    f->deliveries = malloc(DELIVERY_RUN * sizeof *f->deliveries);
+    if (!f->appends || !f->deliveries) abort();
     store_get_checkpoint(srv->store, 0, &f->trimmed_through);
     return f;
 }
@@ -323,8 +305,7 @@ static void fanout_free(fanout *f) {
     u64map_free(&f->heads);
     forget_members(f);
     free(f->appends);
-    free(f->runs);
-    free(f->run_lens);
+    free(f->deliveries);
     free(f);
 }
 
@@ -361,7 +342,7 @@ static void emit_presence(void *ud, uint64_t conn_id, uint64_t user, int online,
     Parley__V1__Frame frame;
     Parley__V1__Presence p;
     push_frame_presence(&frame, &p, user, online, last_seen_ms);
-    worker_post(f->srv, reply_pack(WM_PUSH, conn_id, &frame));
+    reply_push_now(f->srv->outbox, conn_id, &frame);
 }
 
 /* Presence changes are fanned out here too: to the connections subscribed

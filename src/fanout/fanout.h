@@ -2,9 +2,9 @@
  *
  * For each message, in queue order: find who was a member at its seq,
  * append one entry to each member's inbox (their user_seq), commit the
- * entries together with the queue checkpoint, then hand each entry to the
- * worker of every online device of that member (the sender's other devices
- * included). Devices that are offline get it from their inbox at sync.
+ * entries together with the queue checkpoint, then hand each entry, through
+ * the write path's port (chat/outbox.h), to every online device of that
+ * member (the sender's other devices included). Devices that are offline get it from their inbox at sync.
  *
  * Resumable: the checkpoint (how far the log was fanned out) is committed
  * in the same atomic batch as the inbox entries it covers, so after a crash

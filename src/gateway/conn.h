@@ -47,6 +47,9 @@ typedef struct conn {
     uint64_t tokens_refilled_ms;
     float typing_tokens;    /* token bucket (sends: per device, admission.h) */
     uint64_t device_acked_upto; /* last AckDeviceMessages handed to the writer */
+    uint64_t cursor_submitted_upto; /* last Ack handed to the writer (the next starts after it) */
+    Parley__V1__Frame *device_ack;  /* newest AckDeviceMessages of this turn, not yet handed
+                                       to the writer (owned); session_flush_acks */
     /* limits */
     size_t out_unit_left;   /* bytes of the head unit of c->out (the 101 head or a
                                frame) still to write; 0: the head is a boundary */
@@ -90,6 +93,7 @@ typedef struct conn {
     bool write_shut;        /* CLOSING: output done, SHUT_WR sent; reading until EOF */
     bool addr_counted;      /* counted as pending (not signed in) for its address */
     bool dm_pending;        /* device messages left to push after StartSync */
+    bool ack_pending;       /* an Ack this turn, not yet handed to the writer */
 } conn;
 
 typedef struct worker {
@@ -144,6 +148,11 @@ bool conn_input_blocked(const worker *w, const conn *c);
 /* session.c: one decoded request from a signed-in or signing-in device */
 void session_handle(worker *w, conn *c, const uint8_t *data, size_t len);
 void session_closed(worker *w, conn *c);
+/* Hands this turn's newest Ack and AckDeviceMessages of c to the writer, one
+ * request each: acks are coalesced per connection per loop turn before they
+ * cross threads. Called for the dirty connections at the end of each turn
+ * (worker.c flush_dirty) and when c closes or starts a sync. */
+void session_flush_acks(worker *w, conn *c);
 void session_apply_reply(worker *w, conn *c, worker_msg *m);
 /* Closes this worker's connections signed in as (user, device): the device
  * was removed (1008). */

@@ -9,7 +9,6 @@
 #include "chat/consent.h"
 #include "chat/membership.h"
 #include "chat/push.h"
-#include "chat/reply.h"
 #include "core/clock.h"
 #include "core/metrics.h"
 #include "gateway/presence_access.h"
@@ -126,7 +125,7 @@ static int typing_to_member(void *ud, uint64_t user, const Parley__Store__Member
     if (m->left_seq != 0 || user == t->c->user_id) return 0;
     registry_entry e[MAX_DEVICES];
     size_t n = registry_lookup(t->w->srv->registry, user, e, MAX_DEVICES);
-    for (size_t i = 0; i < n && i < MAX_DEVICES; i++) try_post(t->w, reply_pack(WM_PUSH, e[i].conn_id, t->frame));
+    for (size_t i = 0; i < n && i < MAX_DEVICES; i++) try_post(t->w, worker_msg_pack(WM_PUSH, e[i].conn_id, t->frame));
     return 0;
 }
 

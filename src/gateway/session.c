@@ -85,6 +85,9 @@ typedef enum submit_result { SUBMIT_TAKEN, SUBMIT_OVER_SHARE, SUBMIT_WRITER_FULL
  * Requests that get no response (AckDeviceMessages) use this directly:
  * nothing is said when it is not taken, the device acks again later. */
 static submit_result submit_quietly(worker *w, conn *c, Parley__V1__Frame *f) {
+    /* the connection's held acks go first: the writer sees its requests in
+     * the order the device sent them */
+    session_flush_acks(w, c);
     size_t bytes = c->decoded_bytes;
     long queued = atomic_fetch_add(&g_metrics.writer_queued_bytes, (long)bytes);
     if ((size_t)queued + bytes > w->srv->cfg.writer_queue_bytes) {
@@ -451,6 +454,7 @@ static void handle_history(worker *w, conn *c, const Parley__V1__Frame *f) {
 /* ------------------------------------------------------------------ sync */
 
 static void handle_start_sync(worker *w, conn *c, const Parley__V1__Frame *f) {
+    session_flush_acks(w, c);   /* acks before it are about the cursor it replaces */
     if (!c->syncing) {
         registry_entry e = {.conn_id = c->id, .device_id = c->device_id, .worker = w->index};
         if (registry_add(w->srv->registry, c->user_id, &e)) {
@@ -460,6 +464,7 @@ static void handle_start_sync(worker *w, conn *c, const Parley__V1__Frame *f) {
         c->syncing = true;
     }
     c->sent_upto = c->acked_upto = c->sync_from = f->start_sync->after_user_seq;
+    c->cursor_submitted_upto = f->start_sync->after_user_seq;
     c->lagging = true;
     c->sync_done_sent = false;
     respond_ok(w, c, f->request_id);
@@ -467,28 +472,73 @@ static void handle_start_sync(worker *w, conn *c, const Parley__V1__Frame *f) {
     delivery_pump(w, c);
 }
 
+/* Records the device's newest Ack; the writer gets one request per
+ * connection per loop turn (session_flush_acks), however many arrived. The
+ * window moves at once, so catch-up does not wait for the flush. */
 static void handle_ack(worker *w, conn *c, const Parley__V1__Frame *f) {
     if (!c->syncing) return;
     /* a device cannot acknowledge what it was not sent */
     uint64_t to = f->ack->user_seq < c->sent_upto ? f->ack->user_seq : c->sent_upto;
     if (to <= c->acked_upto) return;
-    chat_request *r = calloc(1, sizeof *r);
-    if (r) {
-        r->op = CHAT_ACK;
-        r->conn_id = c->id;
-        r->user_id = c->user_id;
-        r->device_id = c->device_id;
-        r->ack_from = c->acked_upto;
-        r->ack_to = to;
-        /* when the writer is saturated the cursor is not stored this time:
-         * the next ack covers it, and a device dedupes what it sees again */
-        if (writer_submit(w->srv->writer, r)) free(r);
-    }
+    if (c->ack_pending) METRIC_INC(acks_coalesced_total);   /* the earlier one folds into this */
+    c->ack_pending = true;
+    conn_mark_dirty(w, c);
     c->acked_upto = to;
     if (c->lagging) delivery_pump(w, c);
 }
 
+/* The newest AckDeviceMessages waits on the connection until the end of the
+ * turn; one that does not advance is not written. Returns true when f was kept. */
+static bool hold_device_ack(worker *w, conn *c, Parley__V1__Frame *f) {
+    uint64_t up_to = f->ack_device_messages->up_to;
+    uint64_t held = c->device_ack ? c->device_ack->ack_device_messages->up_to : 0;
+    if (up_to <= c->device_acked_upto || up_to <= held) {
+        METRIC_INC(device_acks_coalesced_total);
+        return false;
+    }
+    if (c->device_ack) {
+        METRIC_INC(device_acks_coalesced_total);
+        parley__v1__frame__free_unpacked(c->device_ack, NULL);
+    }
+    c->device_ack = f;
+    conn_mark_dirty(w, c);
+    return true;
+}
+
+void session_flush_acks(worker *w, conn *c) {
+    if (c->ack_pending) {
+        c->ack_pending = false;
+        chat_request *r = c->syncing && c->acked_upto > c->cursor_submitted_upto ? calloc(1, sizeof *r) : NULL;
+        if (r) {
+            r->op = CHAT_ACK;
+            r->conn_id = c->id;
+            r->user_id = c->user_id;
+            r->device_id = c->device_id;
+            r->ack_from = c->cursor_submitted_upto;
+            r->ack_to = c->acked_upto;
+            /* when the writer is saturated the cursor is not stored this time:
+             * the next ack covers the whole range, and a device dedupes what
+             * it sees again */
+            if (writer_submit(w->srv->writer, r) == 0) {
+                METRIC_INC(acks_submitted_total);
+                c->cursor_submitted_upto = c->acked_upto;
+            } else {
+                free(r);
+            }
+        }
+    }
+    if (c->device_ack) {
+        Parley__V1__Frame *f = c->device_ack;
+        c->device_ack = NULL;
+        uint64_t up_to = f->ack_device_messages->up_to;
+        bool taken = admission_take_quietly(w, c, QUOTA_WRITE) && submit_quietly(w, c, f) == SUBMIT_TAKEN;
+        if (taken) c->device_acked_upto = up_to;
+        else parley__v1__frame__free_unpacked(f, NULL);
+    }
+}
+
 void session_closed(worker *w, conn *c) {
+    session_flush_acks(w, c);   /* a device's last acks count */
     if (c->syncing) registry_remove(w->srv->registry, c->user_id, c->id);
     if (c->signed_in) {
         registry_presence_disconnected(w->srv->registry, c->user_id, clock_wall_ms());
@@ -585,16 +635,9 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
         else if (admission_take(w, c, rid, QUOTA_WRITE)) taken = submit(w, c, f);
         break;
     case PARLEY__V1__FRAME__BODY_ACK_DEVICE_MESSAGES:
-        /* like Ack: no response, and nothing to do before sign-in; one
-         * that does not advance this connection's acks is not written */
-        if (!c->signed_in) break;
-        if (f->ack_device_messages->up_to <= c->device_acked_upto) {
-            METRIC_INC(device_acks_coalesced_total);
-        } else if (admission_take_quietly(w, c, QUOTA_WRITE)) {
-            uint64_t up_to = f->ack_device_messages->up_to;
-            taken = submit_quietly(w, c, f) == SUBMIT_TAKEN;
-            if (taken) c->device_acked_upto = up_to;
-        }
+        /* like Ack: no response, and nothing to do before sign-in; the
+         * newest of a turn is written at its end (session_flush_acks) */
+        if (c->signed_in) taken = hold_device_ack(w, c, f);
         break;
     case PARLEY__V1__FRAME__BODY_SUBSCRIBE_PRESENCE:
     case PARLEY__V1__FRAME__BODY_TYPING:

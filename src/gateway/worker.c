@@ -402,6 +402,7 @@ static void flush_dirty(worker *w) {
             conn *next = c->next_dirty;
             c->dirty = false;
             c->next_dirty = NULL;
+            session_flush_acks(w, c);
             conn_flush(w, c);
             c = next;
         }

@@ -1,6 +1,8 @@
 /* worker_msg.h -- what other threads hand to the worker that owns a
  * connection: a reply to a request, a live event to deliver, or a push
- * (receipt). The worker owns the message once posted. */
+ * (receipt). The worker owns the message once posted. The write path and
+ * fan-out never see this type: they call their port (chat/outbox.h), which
+ * gateway/outbox_local.c turns into worker_msgs. */
 #ifndef PARLEY_GATEWAY_WORKER_MSG_H
 #define PARLEY_GATEWAY_WORKER_MSG_H
 
@@ -8,6 +10,7 @@
 #include <stdint.h>
 
 #include "core/blob.h"
+#include "proto/parley.pb-c.h"
 
 struct server;
 
@@ -39,6 +42,10 @@ static inline uint32_t conn_id_worker(uint64_t conn_id) { return (uint32_t)(conn
 
 worker_msg *worker_msg_new(worker_msg_kind kind, uint64_t conn_id, size_t len);
 void worker_msg_free(worker_msg *m);
+/* A new message of kind for conn_id holding a copy of data[0..len) /
+ * frame packed (worker_msg.c). */
+worker_msg *worker_msg_copy(worker_msg_kind kind, uint64_t conn_id, const uint8_t *data, size_t len);
+worker_msg *worker_msg_pack(worker_msg_kind kind, uint64_t conn_id, const Parley__V1__Frame *frame);
 /* Hands m to the worker owning m->conn_id (blocking while its queue is
  * full; never called from a worker thread). */
 void worker_post(struct server *srv, worker_msg *m);

@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "fanout/fanout.h"
 #include "gateway/conn.h"
+#include "gateway/outbox_local.h"
 #include "dispatch_input.h"
 
 enum {
@@ -106,6 +107,8 @@ static size_t pump_inbox(conn *c) {
                 case WM_REPLY: session_apply_reply(&the_worker, c, m); break;
                 case WM_PUSH: conn_send(&the_worker, c, WS_OP_BINARY, m->data, m->len); break;
                 case WM_DELIVER: delivery_live(&the_worker, c, m->user_seq, m->message); break;
+                case WM_CLOSE_DEVICE:    /* orders name no connection (worker.c scans for them) */
+                case WM_DROP_PRESENCE: break;
                 }
             }
             worker_msg_free(m);
@@ -330,6 +333,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     workers[0] = &the_worker;
     srv.workers = workers;
     srv.n_workers = 1;
+    static outbox port;   /* the writer's answers reach the_worker's inbox */
+    outbox_local_init(&port, &srv);
+    srv.outbox = &port;
     srv.writer = writer_start(&srv);
     srv.fanout = srv.writer ? fanout_start(&srv) : NULL;
     if (!srv.queue || !srv.registry || !srv.writer || !srv.fanout) die("server set-up");
