@@ -125,12 +125,7 @@ static int serve(int argc, char **argv) {
     srv.queue = queue_local_new(65536);
     srv.registry = registry_local_new();
     srv.n_workers = srv.cfg.workers;
-    quota_limits limits = {
-        .device_rate = {[QUOTA_SEND] = srv.cfg.send_rate, [QUOTA_WRITE] = srv.cfg.write_rate},
-        .user_rate = {[QUOTA_SEND] = srv.cfg.user_send_rate, [QUOTA_WRITE] = srv.cfg.user_write_rate},
-        .user_writer_share = srv.cfg.user_writer_share,
-    };
-    srv.quota = quota_new(&limits);
+    srv.quota = quota_new_for_config(&srv.cfg);
     srv.writer = srv.quota ? writer_start(&srv) : NULL;
     srv.fanout = srv.writer ? fanout_start(&srv) : NULL;
     ops_listener *ops = NULL;

@@ -143,6 +143,15 @@ quota *quota_new(const quota_limits *limits) {
     return q;
 }
 
+quota *quota_new_for_config(const config *cfg) {
+    quota_limits limits = {
+        .device_rate = {[QUOTA_SEND] = cfg->send_rate, [QUOTA_WRITE] = cfg->write_rate},
+        .user_rate = {[QUOTA_SEND] = cfg->user_send_rate, [QUOTA_WRITE] = cfg->user_write_rate},
+        .user_writer_share = cfg->user_writer_share,
+    };
+    return quota_new(&limits);
+}
+
 void quota_free(quota *q) {
     if (!q) return;
     for (int i = 0; i < SHARDS; i++) {

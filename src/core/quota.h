@@ -17,6 +17,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/config.h"
+
 typedef enum quota_kind {
     QUOTA_SEND,    /* SendMessage */
     QUOTA_WRITE,   /* every other request that changes state */
@@ -33,6 +35,9 @@ typedef struct quota_limits {
 typedef struct quota quota;
 
 quota *quota_new(const quota_limits *limits);
+/* The quotas the server's configuration names (--send-rate, --write-rate,
+ * their per-user rates and --user-writer-share). */
+quota *quota_new_for_config(const config *cfg);
 void quota_free(quota *q);
 
 /* One token from the device's bucket and one from its user's of that kind,

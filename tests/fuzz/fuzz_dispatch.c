@@ -25,8 +25,10 @@
 #include "chat/writer.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/quota.h"
 #include "fanout/fanout.h"
 #include "gateway/conn.h"
+#include "gateway/in_flight.h"
 #include "gateway/outbox_local.h"
 #include "dispatch_input.h"
 
@@ -84,6 +86,7 @@ static void discard_output(conn *c) {
 
 static void close_conn(conn *c) {
     session_closed(&the_worker, c);
+    in_flight_free(c);
     discard_output(c);
     buf_free(&c->in);
     ws_reader_free(&c->reader);
@@ -274,6 +277,7 @@ static void teardown(void) {
     free(the_worker.conns);
     free(the_worker.generations);
     registry_free(srv.registry);
+    quota_free(srv.quota);
     queue_free(srv.queue);
     store_close(srv.store);
     nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
@@ -315,6 +319,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     snprintf(srv.cfg.data_dir, sizeof srv.cfg.data_dir, "%s", dir);
     srv.cfg.fsync = FSYNC_OFF;          /* durability is not what this explores */
     srv.cfg.workers = 1;
+    /* quotas lifted: inputs explore the requests, not the token buckets */
+    srv.cfg.send_rate = srv.cfg.user_send_rate = 1000000;
+    srv.cfg.write_rate = srv.cfg.user_write_rate = 1000000;
+    srv.cfg.user_writer_share = 65536;
     log_set_level(LOG_ERROR);
     char *err = NULL;
     srv.store = store_open(dir, srv.cfg.retention_ms, srv.cfg.retention_sweep_ms, &err);
@@ -336,7 +344,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     static outbox port;   /* the writer's answers reach the_worker's inbox */
     outbox_local_init(&port, &srv);
     srv.outbox = &port;
-    srv.writer = writer_start(&srv);
+    srv.quota = quota_new_for_config(&srv.cfg);
+    srv.writer = srv.quota ? writer_start(&srv) : NULL;
     srv.fanout = srv.writer ? fanout_start(&srv) : NULL;
     if (!srv.queue || !srv.registry || !srv.writer || !srv.fanout) die("server set-up");
     atexit(teardown);
