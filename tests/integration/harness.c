@@ -973,3 +973,204 @@ h_event *h_history_all(h_dev *d, uint64_t conv, size_t *n_out) {
     free(tmp.rc);
     return tmp.ev;
 }
+
+/* ------------------------------------------------------ raw connections */
+
+#include <sodium.h>
+
+#include "net/http.h"
+#include "net/ws.h"
+
+enum { RAW_BUF = 1 << 20, RAW_IO_MS = 5000 };
+
+void h_raw_close(h_raw *w) {
+    if (w->fd >= 0) close(w->fd);
+    w->fd = -1;
+    if (w->reader) {
+        ws_reader_free(w->reader);
+        free(w->reader);
+        w->reader = NULL;
+    }
+    free(w->buf);
+    w->buf = NULL;
+}
+
+/* More bytes into w->buf; 0, or -1 at EOF/timeout (the socket's). */
+static int raw_fill(h_raw *w) {
+    if (w->off > 0) {
+        memmove(w->buf, w->buf + w->off, w->len - w->off);
+        w->len -= w->off;
+        w->off = 0;
+    }
+    if (w->len == RAW_BUF) return -1;
+    for (;;) {
+        ssize_t n = recv(w->fd, w->buf + w->len, RAW_BUF - w->len, 0);
+        if (n > 0) {
+            w->len += (size_t)n;
+            return 0;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 0) w->eof = 1;
+        return -1;
+    }
+}
+
+/* Next WebSocket message: 1 (m valid until the next call), 0 EOF/timeout,
+ * -1 malformed. */
+static int raw_next(h_raw *w, ws_message *m) {
+    uint64_t deadline = h_now_ms() + RAW_IO_MS;
+    for (;;) {
+        size_t used = 0;
+        int r = ws_reader_feed(w->reader, w->buf + w->off, w->len - w->off, &used, m);
+        w->off += used;
+        if (r == WS_READY) return 1;
+        if (r == WS_ERROR) return -1;
+        if (h_now_ms() >= deadline || raw_fill(w) < 0) return 0;
+    }
+}
+
+/* Next protobuf frame (pings and pongs skipped); NULL on close (code in
+ * *close_code), EOF (1006) or timeout (0). */
+static Parley__V1__Frame *raw_frame(h_raw *w, int *close_code) {
+    *close_code = 0;
+    for (int i = 0; i < 64; i++) {
+        ws_message m;
+        int r = raw_next(w, &m);
+        if (r != 1) {
+            *close_code = w->eof ? 1006 : 0;
+            return NULL;
+        }
+        if (m.kind == WS_MSG_CLOSE) {
+            *close_code = m.close_code;
+            return NULL;
+        }
+        if (m.kind == WS_MSG_BINARY) return parley__v1__frame__unpack(NULL, m.len, m.data);
+    }
+    return NULL;
+}
+
+Parley__V1__Frame *h_raw_next_frame(h_raw *w, int *close_code) {
+    int code;
+    Parley__V1__Frame *f = raw_frame(w, &code);
+    if (close_code) *close_code = code;
+    return f;
+}
+
+int h_raw_send_binary(h_raw *w, const void *data, size_t len) {
+    uint8_t *out = malloc(WS_MAX_HEADER + len);
+    if (!out) return -1;
+    uint8_t mask[4];
+    randombytes_buf(mask, sizeof mask);
+    size_t h = ws_write_header(out, WS_OP_BINARY, true, len, mask);
+    if (len) memcpy(out + h, data, len);
+    ws_mask(out + h, len, mask, 0);
+    size_t sent = 0;
+    while (sent < h + len) {
+        ssize_t n = send(w->fd, out + sent, h + len - sent, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        sent += (size_t)n;
+    }
+    free(out);
+    return sent == h + len ? 0 : -1;
+}
+
+static int raw_send_frame(h_raw *w, const Parley__V1__Frame *f) {
+    size_t len = parley__v1__frame__get_packed_size(f);
+    uint8_t *b = malloc(len ? len : 1);
+    if (!b) return -1;
+    parley__v1__frame__pack(f, b);
+    int r = h_raw_send_binary(w, b, len);
+    free(b);
+    return r;
+}
+
+int h_raw_open(const h_server *s, h_raw *w) {
+    memset(w, 0, sizeof *w);
+    w->next_request_id = 1;
+    w->buf = malloc(RAW_BUF);
+    w->reader = malloc(sizeof(ws_reader));
+    w->fd = h_tcp_connect(s->port, RAW_IO_MS);
+    if (!w->buf || !w->reader || w->fd < 0) {
+        if (w->reader) ws_reader_init(w->reader, false, RAW_BUF);
+        h_raw_close(w);
+        return -1;
+    }
+    ws_reader_init(w->reader, false, RAW_BUF);
+    char key[25];
+    ws_make_client_key(key);
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: parley.v1\r\n\r\n",
+                     s->port, key);
+    if (send(w->fd, req, (size_t)n, MSG_NOSIGNAL) != n) goto fail;
+    uint64_t deadline = h_now_ms() + RAW_IO_MS;
+    for (;;) {
+        http_response res;
+        int r = http_parse_response((const char *)w->buf, w->len, &res);
+        if (r > 0) {
+            if (res.status != 101) {
+                fprintf(stderr, "  raw upgrade: status %d\n", res.status);
+                goto fail;
+            }
+            w->off = (size_t)r;
+            break;
+        }
+        if (r < 0 || h_now_ms() >= deadline || raw_fill(w) < 0) goto fail;
+    }
+    int code;
+    Parley__V1__Frame *f = raw_frame(w, &code);
+    int ok = f && f->body_case == PARLEY__V1__FRAME__BODY_CHALLENGE && f->challenge->nonce.len == 32;
+    if (ok) memcpy(w->nonce, f->challenge->nonce.data, 32);
+    if (f) parley__v1__frame__free_unpacked(f, NULL);
+    if (ok) return 0;
+    fprintf(stderr, "  raw connection: no Challenge\n");
+fail:
+    h_raw_close(w);
+    return -1;
+}
+
+int h_raw_request(h_raw *w, Parley__V1__Frame *f, Parley__V1__Frame **resp, int *close_code) {
+    if (resp) *resp = NULL;
+    if (close_code) *close_code = 0;
+    f->request_id = w->next_request_id++;
+    if (raw_send_frame(w, f) != 0) return -1;
+    for (int i = 0; i < 256; i++) {
+        int code;
+        Parley__V1__Frame *r = raw_frame(w, &code);
+        if (!r) {
+            if (close_code) *close_code = code;
+            return -1;
+        }
+        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id == f->request_id) {
+            int st = r->response->status;
+            if (resp)
+                *resp = r;
+            else
+                parley__v1__frame__free_unpacked(r, NULL);
+            return st;
+        }
+        parley__v1__frame__free_unpacked(r, NULL);
+    }
+    return -1;
+}
+
+int h_raw_sign_in(h_raw *w, const pc_identity *id) {
+    uint8_t msg[14 + 32], sig[64];
+    memcpy(msg, "parley.v1 auth", 14);
+    memcpy(msg + 14, w->nonce, 32);
+    crypto_sign_detached(sig, NULL, msg, sizeof msg, id->secret_key);
+    Parley__V1__SignIn si = PARLEY__V1__SIGN_IN__INIT;
+    si.user_id = id->user_id;
+    si.device_id = id->device_id;
+    si.signature.data = sig;
+    si.signature.len = sizeof sig;
+    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+    f.body_case = PARLEY__V1__FRAME__BODY_SIGN_IN;
+    f.sign_in = &si;
+    int st = h_raw_request(w, &f, NULL, NULL);
+    if (st != PARLEY__V1__STATUS__OK) fprintf(stderr, "  raw SignIn: status %d\n", st);
+    return st == PARLEY__V1__STATUS__OK ? 0 : -1;
+}

@@ -199,3 +199,37 @@ h_event *h_history_all(h_dev *d, uint64_t conv, size_t *n);
 void h_events_free(h_event *ev, size_t n);
 
 #endif
+
+/* ------------------------------------------------------ raw connections
+ *
+ * A WebSocket connection that speaks the protocol frame by frame, without
+ * libparley's own checks: for sending what a well-behaved client never
+ * sends (over-limit bodies, nonsense ids) and seeing exactly what the
+ * server answers. Every read is bounded (5 s per frame). */
+typedef struct h_raw {
+    int fd;
+    uint8_t *buf;               /* 1 MiB read buffer */
+    size_t off, len;
+    void *reader;               /* ws_reader */
+    uint8_t nonce[32];          /* from the Challenge */
+    int eof;
+    uint64_t next_request_id;
+} h_raw;
+
+/* TCP connect, upgrade to parley.v1, read the Challenge. 0 or -1. */
+int h_raw_open(const h_server *s, h_raw *w);
+/* Signs the connection in as id (which must be registered). 0 or -1. */
+int h_raw_sign_in(h_raw *w, const pc_identity *id);
+/* Sends f with the next request id and reads frames (skipping pushes, at
+ * most 256) until its Response. Returns the response status (and *resp, if
+ * resp, the whole frame: free with parley__v1__frame__free_unpacked), or -1
+ * when none came (connection closed: *close_code, if given, the server's
+ * close code or 1006). */
+int h_raw_request(h_raw *w, Parley__V1__Frame *f, Parley__V1__Frame **resp, int *close_code);
+/* The next protobuf frame the server sent (pings skipped), or NULL on close
+ * (*close_code: its code, 1006 without one) or after 5 s (0). Free with
+ * parley__v1__frame__free_unpacked. */
+Parley__V1__Frame *h_raw_next_frame(h_raw *w, int *close_code);
+/* Sends raw bytes as one masked binary WebSocket message. 0 or -1. */
+int h_raw_send_binary(h_raw *w, const void *data, size_t len);
+void h_raw_close(h_raw *w);
