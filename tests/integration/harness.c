@@ -1010,7 +1010,8 @@ static int raw_fill(h_raw *w) {
             return 0;
         }
         if (n < 0 && errno == EINTR) continue;
-        if (n == 0) w->eof = 1;
+        /* a reset (the server closed with our data unread) ends it too */
+        if (n == 0 || errno == ECONNRESET) w->eof = 1;
         return -1;
     }
 }
@@ -1173,4 +1174,119 @@ int h_raw_sign_in(h_raw *w, const pc_identity *id) {
     int st = h_raw_request(w, &f, NULL, NULL);
     if (st != PARLEY__V1__STATUS__OK) fprintf(stderr, "  raw SignIn: status %d\n", st);
     return st == PARLEY__V1__STATUS__OK ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------ TLS */
+
+#include <openssl/ssl.h>
+
+int h_make_cert(const char *dir, char *cert, char *key, size_t cap) {
+    snprintf(cert, cap, "%s/cert.pem", dir);
+    snprintf(key, cap, "%s/key.pem", dir);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+             "-keyout %s -out %s -days 2 -subj /CN=127.0.0.1 "
+             "-addext subjectAltName=IP:127.0.0.1,DNS:localhost >/dev/null 2>&1",
+             key, cert);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "  openssl req failed (is the openssl command installed?)\n");
+        return -1;
+    }
+    return 0;
+}
+
+int h_tls_get(int port, const char *ca_file, const char *path, int *status, char *body,
+              size_t cap) {
+    int fd = h_tcp_connect(port, 3000);
+    if (fd < 0) return -1;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl = NULL;
+    int rc = -1;
+    if (ctx && SSL_CTX_load_verify_locations(ctx, ca_file, NULL) == 1) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        ssl = SSL_new(ctx);
+    }
+    if (ssl && SSL_set_fd(ssl, fd) == 1 && SSL_connect(ssl) == 1) {
+        char req[512];
+        int n = snprintf(req, sizeof req,
+                         "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+        size_t len = 0;
+        if (SSL_write(ssl, req, n) == n) {
+            int r;
+            while (len + 1 < cap && (r = SSL_read(ssl, body + len, (int)(cap - 1 - len))) > 0)
+                len += (size_t)r;
+        }
+        body[len] = 0;
+        if (sscanf(body, "HTTP/1.1 %d", status) == 1) {
+            char *b = strstr(body, "\r\n\r\n");
+            if (b) memmove(body, b + 4, strlen(b + 4) + 1);
+            rc = 0;
+        }
+    }
+    if (ssl) SSL_free(ssl);
+    if (ctx) SSL_CTX_free(ctx);
+    close(fd);
+    return rc;
+}
+
+static const char *tls_cert_of(const h_server *s) {
+    for (int i = 0; i + 1 < s->n_extra; i++)
+        if (strcmp(s->extra[i], "--tls-cert") == 0) return s->extra[i + 1];
+    return NULL;
+}
+
+static int wait_healthy_tls(h_server *s) {
+    const char *cert = tls_cert_of(s);
+    uint64_t deadline = h_now_ms() + 10000;
+    while (cert && h_now_ms() < deadline) {
+        if (!h_server_alive(s)) {
+            fprintf(stderr, "  TLS server exited during start-up\n");
+            h_server_log_tail(s, 30);
+            return -1;
+        }
+        int st = 0;
+        char body[64];
+        if (h_tls_get(s->port, cert, "/healthz", &st, body, sizeof body) == 0 && st == 200)
+            return 0;
+        h_sleep_ms(30);
+    }
+    fprintf(stderr, "  TLS server did not answer /healthz 200 within 10 s\n");
+    h_server_log_tail(s, 30);
+    h_server_kill9(s);
+    return -1;
+}
+
+int h_server_start_tls(h_server *s, const char *const *extra_args) {
+    memset(s, 0, sizeof *s);
+    signal(SIGPIPE, SIG_IGN);
+    install_atexit();
+    const char *bin = getenv("PARLEY_BIN");
+    snprintf(s->bin, sizeof s->bin, "%s", bin && *bin ? bin : "./build/parley");
+    snprintf(s->dir, sizeof s->dir, "/tmp/parley-it-XXXXXX");
+    if (access(s->bin, X_OK) != 0 || !mkdtemp(s->dir)) {
+        fprintf(stderr, "  server binary %s or temp dir: %s\n", s->bin, strerror(errno));
+        return -1;
+    }
+    snprintf(s->data, sizeof s->data, "%s/data", s->dir);
+    snprintf(s->log, sizeof s->log, "%s/server.log", s->dir);
+    mkdir(s->data, 0755);
+    if (!slot_for(s, 1)) return -1;
+    for (int i = 0; extra_args && extra_args[i] && s->n_extra < H_MAX_EXTRA_ARGS; i++)
+        s->extra[s->n_extra++] = strdup(extra_args[i]);
+    if (!tls_cert_of(s)) {
+        fprintf(stderr, "  h_server_start_tls without --tls-cert\n");
+        return -1;
+    }
+    s->port = h_free_port();
+    if (s->port <= 0) return -1;
+    snprintf(s->url, sizeof s->url, "wss://127.0.0.1:%d", s->port);
+    if (spawn(s) != 0) return -1;
+    return wait_healthy_tls(s);
+}
+
+int h_server_restart_tls(h_server *s) {
+    if (s->pid > 0) h_server_stop(s);
+    if (spawn(s) != 0) return -1;
+    return wait_healthy_tls(s);
 }

@@ -233,3 +233,20 @@ Parley__V1__Frame *h_raw_next_frame(h_raw *w, int *close_code);
 /* Sends raw bytes as one masked binary WebSocket message. 0 or -1. */
 int h_raw_send_binary(h_raw *w, const void *data, size_t len);
 void h_raw_close(h_raw *w);
+
+/* ------------------------------------------------------------------ TLS */
+
+/* Makes a self-signed certificate for 127.0.0.1 (the openssl command) as
+ * dir/cert.pem and dir/key.pem; their paths into cert/key (cap each).
+ * 0 or -1. */
+int h_make_cert(const char *dir, char *cert, char *key, size_t cap);
+/* One HTTP/1.1 GET over TLS to 127.0.0.1:port trusting ca_file. Returns 0
+ * and fills *status and body (NUL-terminated), or -1. */
+int h_tls_get(int port, const char *ca_file, const char *path, int *status, char *body,
+              size_t cap);
+/* h_server_start for a wss:// server: extra_args must hold --tls-cert FILE
+ * and --tls-key FILE; ready once /healthz answers 200 over TLS. s->url is
+ * wss://127.0.0.1:port. */
+int h_server_start_tls(h_server *s, const char *const *extra_args);
+/* h_server_restart for a server made by h_server_start_tls. */
+int h_server_restart_tls(h_server *s);
