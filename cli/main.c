@@ -589,55 +589,80 @@ typedef struct command {
     needs need;
     int min_args, max_args;     /* after the command name; -1: no maximum */
     const char *synopsis;
-    const char *help;           /* what `COMMAND --help` prints under the synopsis */
 } command;
 
 static const command COMMANDS[] = {
-    {"register", NEEDS_NOTHING, 1, 1, "register NAME",
+    {"register", NEEDS_NOTHING, 1, 1, "register NAME"},
+    {"register-device", NEEDS_NOTHING, 1, 1, "register-device TOKEN"},
+    {"whoami", NEEDS_IDENTITY, 0, 0, "whoami"},
+    {"link", NEEDS_CONNECTION, 0, 0, "link"},
+    {"direct", NEEDS_CONNECTION, 1, 1, "direct USER"},
+    {"group", NEEDS_CONNECTION, 1, -1, "group NAME [USER...]"},
+    {"add", NEEDS_CONNECTION, 2, -1, "add CONV USER..."},
+    {"remove", NEEDS_CONNECTION, 2, 2, "remove CONV USER"},
+    {"leave", NEEDS_CONNECTION, 1, 1, "leave CONV"},
+    {"conversations", NEEDS_CONNECTION, 0, 0, "conversations"},
+    {"send", NEEDS_CONNECTION, 2, 2, "send CONV TEXT"},
+    {"sync", NEEDS_CONNECTION, 0, 0, "sync [--wait S]"},
+    {"history", NEEDS_CONNECTION, 1, 1, "history CONV [--limit N] [--before SEQ]"},
+    {"read", NEEDS_CONNECTION, 2, 2, "read CONV SEQ"},
+    {"receipts", NEEDS_CONNECTION, 1, 1, "receipts CONV"},
+    {"typing", NEEDS_CONNECTION, 1, 2, "typing CONV [on|off]"},
+    {"presence", NEEDS_CONNECTION, 1, -1, "presence USER... [--watch S]"},
+    {"devices", NEEDS_CONNECTION, 0, 1, "devices [USER]"},
+    {"remove-device", NEEDS_CONNECTION, 1, 1, "remove-device ID"},
+};
+
+/* What `COMMAND --help` prints under the synopsis (a command missing here
+ * prints its synopsis alone). */
+static const struct command_help {
+    const char *name, *text;
+} COMMAND_HELP[] = {
+    {"register",
      "Creates user NAME (1..32 of a-z 0-9 _ . -) and its first device, saves the\n"
      "device's keys in the --state directory and prints the user id."},
-    {"register-device", NEEDS_NOTHING, 1, 1, "register-device TOKEN",
+    {"register-device",
      "Adds this --state directory as a further device of the user whose device\n"
      "made TOKEN (with `link`), and prints the user id."},
-    {"whoami", NEEDS_IDENTITY, 0, 0, "whoami",
+    {"whoami",
      "Prints this device's identity as one JSON line (no server needed)."},
-    {"link", NEEDS_CONNECTION, 0, 0, "link",
+    {"link",
      "Prints a short-lived single-use token for `register-device` on a new device."},
-    {"direct", NEEDS_CONNECTION, 1, 1, "direct USER",
+    {"direct",
      "Prints the id of the 1:1 conversation with USER (the same id every time)."},
-    {"group", NEEDS_CONNECTION, 1, -1, "group NAME [USER...]",
+    {"group",
      "Creates a group named NAME with you and the USERs as members; prints its id."},
-    {"add", NEEDS_CONNECTION, 2, -1, "add CONV USER...",
+    {"add",
      "Adds USERs to group CONV."},
-    {"remove", NEEDS_CONNECTION, 2, 2, "remove CONV USER",
+    {"remove",
      "Removes USER from group CONV."},
-    {"leave", NEEDS_CONNECTION, 1, 1, "leave CONV",
+    {"leave",
      "Leaves group CONV."},
-    {"conversations", NEEDS_CONNECTION, 0, 0, "conversations",
+    {"conversations",
      "One JSON line per conversation: id, kind, name, last_seq, read_seq, unread, members."},
-    {"send", NEEDS_CONNECTION, 2, 2, "send CONV TEXT",
+    {"send",
      "Sends TEXT (\"-\": all of stdin, up to 65536 bytes) to CONV and prints its seq\n"
      "once the server has made it durable."},
-    {"sync", NEEDS_CONNECTION, 0, 0, "sync [--wait S]",
+    {"sync",
      "Prints every new event as a JSON line, oldest first, until caught up, then S\n"
      "more seconds of live events and typing indicators (\"type\":\"typing\"; default\n"
      "0). Advances this device's cursor past what it printed."},
-    {"history", NEEDS_CONNECTION, 1, 1, "history CONV [--limit N] [--before SEQ]",
+    {"history",
      "Prints up to N (default 50) messages of CONV before SEQ (default: the newest),\n"
      "oldest first, as JSON lines."},
-    {"read", NEEDS_CONNECTION, 2, 2, "read CONV SEQ",
+    {"read",
      "Marks CONV read up to SEQ (a read receipt to the other members)."},
-    {"receipts", NEEDS_CONNECTION, 1, 1, "receipts CONV",
+    {"receipts",
      "One JSON line per member of CONV: delivered_seq and read_seq."},
-    {"typing", NEEDS_CONNECTION, 1, 2, "typing CONV [on|off]",
+    {"typing",
      "Tells the other members' online devices that you are typing (default on) or\n"
      "stopped."},
-    {"presence", NEEDS_CONNECTION, 1, -1, "presence USER... [--watch S]",
+    {"presence",
      "One JSON line per user: online and last seen (ms since the epoch); then S more\n"
      "seconds of changes (default 0)."},
-    {"devices", NEEDS_CONNECTION, 0, 1, "devices [USER]",
+    {"devices",
      "USER's (default: your own) device ids and change counter, as one JSON line."},
-    {"remove-device", NEEDS_CONNECTION, 1, 1, "remove-device ID",
+    {"remove-device",
      "Removes another device of your user (not this one)."},
 };
 
@@ -659,8 +684,10 @@ int main(int argc, char **argv) {
         if (!cm) {
             fputs(USAGE, stdout);
         } else {
-            printf("usage: " CLI_NAME " [--state DIR] [--server URL] [--tls-ca FILE] %s\n\n%s\n",
-                   cm->synopsis, cm->help);
+            printf("usage: " CLI_NAME " [--state DIR] [--server URL] [--tls-ca FILE] %s\n",
+                   cm->synopsis);
+            for (size_t i = 0; i < sizeof COMMAND_HELP / sizeof COMMAND_HELP[0]; i++)
+                if (strcmp(COMMAND_HELP[i].name, cm->name) == 0) printf("\n%s\n", COMMAND_HELP[i].text);
         }
         return 0;
     }

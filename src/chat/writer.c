@@ -555,7 +555,7 @@ static void handle_create_group(writer *w, chat_request *r) {
     size_t n = q->n_member_user_ids + 1;
     uint64_t *ids = malloc(n * sizeof *ids);
     if (!ids) abort();
-    /* a group of the creator alone has no list: memcpy from NULL is undefined even for 0 bytes */
+    /* no members: member_user_ids is NULL, which memcpy must not get */
     if (q->n_member_user_ids) memcpy(ids, q->member_user_ids, q->n_member_user_ids * sizeof *ids);
     ids[n - 1] = r->user_id;
     n = unique_ids(ids, n);
@@ -605,7 +605,7 @@ static void handle_add_members(writer *w, chat_request *r) {
     size_t n = q->n_user_ids;
     uint64_t *ids = malloc((n ? n : 1) * sizeof *ids);
     if (!ids) abort();
-    if (n) memcpy(ids, q->user_ids, n * sizeof *ids);
+    if (n) memcpy(ids, q->user_ids, n * sizeof *ids);   /* n 0: user_ids is NULL */
     n = unique_ids(ids, n);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
