@@ -1086,12 +1086,18 @@ static int raw_send_frame(h_raw *w, const Parley__V1__Frame *f) {
     return r;
 }
 
-int h_raw_open(const h_server *s, h_raw *w) {
+static int raw_open_port(int port, h_raw *w);
+
+int h_raw_open(const h_server *s, h_raw *w) { return raw_open_port(s->port, w); }
+
+static int raw_open_port(int port, h_raw *w) {
     memset(w, 0, sizeof *w);
     w->next_request_id = 1;
+    w->port = port;
+    snprintf(w->host, sizeof w->host, "127.0.0.1:%d", port);
     w->buf = malloc(RAW_BUF);
     w->reader = malloc(sizeof(ws_reader));
-    w->fd = h_tcp_connect(s->port, RAW_IO_MS);
+    w->fd = h_tcp_connect(port, RAW_IO_MS);
     if (!w->buf || !w->reader || w->fd < 0) {
         if (w->reader) ws_reader_init(w->reader, false, RAW_BUF);
         h_raw_close(w);
@@ -1102,10 +1108,10 @@ int h_raw_open(const h_server *s, h_raw *w) {
     ws_make_client_key(key);
     char req[512];
     int n = snprintf(req, sizeof req,
-                     "GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                     "GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
                      "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: parley.v1\r\n\r\n",
-                     s->port, key);
+                     w->host, key);
     if (send(w->fd, req, (size_t)n, MSG_NOSIGNAL) != n) goto fail;
     uint64_t deadline = h_now_ms() + RAW_IO_MS;
     for (;;) {
@@ -1158,11 +1164,13 @@ int h_raw_request(h_raw *w, Parley__V1__Frame *f, Parley__V1__Frame **resp, int 
     return -1;
 }
 
-int h_raw_sign_in(h_raw *w, const pc_identity *id) {
-    uint8_t msg[14 + 32], sig[64];
+static int raw_sign_in_once(h_raw *w, const pc_identity *id, int with_host) {
+    size_t host_len = with_host ? strlen(w->host) : 0;
+    uint8_t msg[14 + 32 + sizeof w->host], sig[64];
     memcpy(msg, "parley.v1 auth", 14);
     memcpy(msg + 14, w->nonce, 32);
-    crypto_sign_detached(sig, NULL, msg, sizeof msg, id->secret_key);
+    memcpy(msg + 14 + 32, w->host, host_len);
+    crypto_sign_detached(sig, NULL, msg, 14 + 32 + host_len, id->secret_key);
     Parley__V1__SignIn si = PARLEY__V1__SIGN_IN__INIT;
     si.user_id = id->user_id;
     si.device_id = id->device_id;
@@ -1171,7 +1179,17 @@ int h_raw_sign_in(h_raw *w, const pc_identity *id) {
     Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
     f.body_case = PARLEY__V1__FRAME__BODY_SIGN_IN;
     f.sign_in = &si;
-    int st = h_raw_request(w, &f, NULL, NULL);
+    return h_raw_request(w, &f, NULL, NULL);
+}
+
+int h_raw_sign_in(h_raw *w, const pc_identity *id) {
+    int st = raw_sign_in_once(w, id, 1);
+    if (st == PARLEY__V1__STATUS__UNAUTHENTICATED) {
+        int port = w->port;
+        h_raw_close(w);
+        if (raw_open_port(port, w) != 0) return -1;
+        st = raw_sign_in_once(w, id, 0);
+    }
     if (st != PARLEY__V1__STATUS__OK) fprintf(stderr, "  raw SignIn: status %d\n", st);
     return st == PARLEY__V1__STATUS__OK ? 0 : -1;
 }

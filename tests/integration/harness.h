@@ -198,7 +198,6 @@ int h_expect_exact(const h_dev *d, uint64_t conv, const h_sent *exp, size_t n, c
 h_event *h_history_all(h_dev *d, uint64_t conv, size_t *n);
 void h_events_free(h_event *ev, size_t n);
 
-#endif
 
 /* ------------------------------------------------------ raw connections
  *
@@ -214,11 +213,15 @@ typedef struct h_raw {
     uint8_t nonce[32];          /* from the Challenge */
     int eof;
     uint64_t next_request_id;
+    int port;
+    char host[64];              /* the Host header of the upgrade */
 } h_raw;
 
 /* TCP connect, upgrade to parley.v1, read the Challenge. 0 or -1. */
 int h_raw_open(const h_server *s, h_raw *w);
-/* Signs the connection in as id (which must be registered). 0 or -1. */
+/* Signs the connection in as id (which must be registered): the signature
+ * covers "parley.v1 auth" || nonce || Host; a server that signs without
+ * the Host (older builds) is then tried on a fresh connection. 0 or -1. */
 int h_raw_sign_in(h_raw *w, const pc_identity *id);
 /* Sends f with the next request id and reads frames (skipping pushes, at
  * most 256) until its Response. Returns the response status (and *resp, if
@@ -250,3 +253,5 @@ int h_tls_get(int port, const char *ca_file, const char *path, int *status, char
 int h_server_start_tls(h_server *s, const char *const *extra_args);
 /* h_server_restart for a server made by h_server_start_tls. */
 int h_server_restart_tls(h_server *s);
+
+#endif

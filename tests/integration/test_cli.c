@@ -445,9 +445,9 @@ static void read_receipts_conversations(void) {
     const char *line = strstr(r.out, want);
     CHECK(r.status == 0 && line && strstr(line, ",\"unread\":3,\"members\":["),
           "bob's conversations: exit %d, want %s...unread 3 in:\n%s", r.status, want, r.out);
-    snprintf(want, sizeof want, "\"members\":[%" PRIu64 ",%" PRIu64 "]}", alice_id, bob_id);
+    snprintf(want, sizeof want, "\"members\":[%" PRIu64 ",%" PRIu64 "]", alice_id, bob_id);
     char want2[128];
-    snprintf(want2, sizeof want2, "\"members\":[%" PRIu64 ",%" PRIu64 "]}", bob_id, alice_id);
+    snprintf(want2, sizeof want2, "\"members\":[%" PRIu64 ",%" PRIu64 "]", bob_id, alice_id);
     CHECK(strstr(line, want) || strstr(line, want2), "members of the direct conversation: %s",
           line);
     /* read up to the second of the three: one unread left */
@@ -557,7 +557,7 @@ static void link_devices_remove(void) {
 }
 
 static void presence_json(void) {
-    NEED(alice_id && bob_id);
+    NEED(alice_id && bob_id && ab_conv);
     cli_run r;
     /* nobody of bob's is connected now; he was online earlier */
     cli(&r, "alice", NULL, "presence", "bob", NULL);
@@ -569,9 +569,15 @@ static void presence_json(void) {
     unsigned long long seen = 0;
     CHECK(sscanf(r.out + strlen(want), "%llu", &seen) == 1 && seen > 0,
           "last_seen of a user seen before: %s", r.out);
-    /* while bob has a connection open (sync --wait), he is online */
+    /* while bob has a connection open (sync --wait), he is online. His
+     * sync is live (and its SIGTERM handler in place) once it prints a
+     * message sent after it started. */
     cli_bg b;
     NEED(cli_bg_start(&b, 0, "bob", "sync", "--wait", "60", NULL) == 0);
+    char conv[32];
+    snprintf(conv, sizeof conv, "%" PRIu64, ab_conv);
+    cli(&r, "alice", NULL, "send", conv, "while bob syncs", NULL);
+    int live = r.status == 0 && cli_bg_wait_for(&b, 0, "while bob syncs") != NULL;
     int online = 0;
     for (int i = 0; i < 100 && !online; i++) {
         cli(&r, "alice", NULL, "presence", "bob", NULL);
@@ -580,6 +586,7 @@ static void presence_json(void) {
     }
     kill(b.pid, SIGTERM);
     int rc = cli_bg_finish(&b, 10000);
+    CHECK(live, "bob's sync never printed the message sent while it ran:\n%s", b.out);
     CHECK(online, "bob never shown online while connected: %s", r.out);
     CHECK(rc == 0, "sync ended by SIGTERM: exit %d", rc);
     /* a stranger's presence is refused */

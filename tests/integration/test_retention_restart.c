@@ -62,6 +62,9 @@ static void expired_across_a_restart_and_removed_from_disk(void) {
     NEED(a && b);
     uint64_t conv = 0;
     NEED(pc_open_direct(a->c, b->id.user_id, &conv) == 0);
+    /* b writes first: where a direct conversation from a stranger is a
+     * message request with a few messages allowed, answering accepts it */
+    NEED(h_send(b, conv, "hi a") != 0);
     char *body = h_calloc(1, BODY + 1);
     NEED(body);
     uint64_t last = 0;
