@@ -670,6 +670,21 @@ static void interactive_on_a_pty(void) {
     NEED(cli_bg_type(&b, "/list\n") == 0);
     snprintf(want, sizeof want, "* >%" PRIu64 " direct", ab_conv);
     const char *list = cli_bg_wait_for(&b, mark, want);
+    /* /to, /history N, /read, /group */
+    mark = b.out_len;
+    snprintf(want, sizeof want, "/to %" PRIu64 "\n", ab_conv);
+    NEED(cli_bg_type(&b, want) == 0);
+    snprintf(want, sizeof want, "* talking in %" PRIu64, ab_conv);
+    const char *to = cli_bg_wait_for(&b, mark, want);
+    mark = b.out_len;
+    NEED(cli_bg_type(&b, "/history 2\n") == 0);
+    /* the last two: alice's line, then bob's escaped one */
+    const char *h1 = cli_bg_wait_for(&b, mark, "you: hello from the terminal");
+    const char *h2 = h1 ? cli_bg_wait_for(&b, (size_t)(h1 - b.out), "bob: \\x1b[2Jcleared?") : NULL;
+    NEED(cli_bg_type(&b, "/read\n") == 0);
+    mark = b.out_len;
+    NEED(cli_bg_type(&b, "/group pals bob\n") == 0);
+    const char *grp = cli_bg_wait_for(&b, mark, "* created group pals: ");
     mark = b.out_len;
     NEED(cli_bg_type(&b, "/nonsense\n") == 0);
     const char *unknown = cli_bg_wait_for(&b, mark, "! unknown command /nonsense");
@@ -681,7 +696,17 @@ static void interactive_on_a_pty(void) {
     CHECK(!raw_escape, "a raw escape sequence reached the terminal");
     CHECK(typing, "no typing status line in the terminal:\n%s", b.out);
     CHECK(list && unknown, "/list or unknown-command line missing:\n%s", b.out);
+    CHECK(to && h1 && h2, "/to or /history 2 lines missing:\n%s", b.out);
+    CHECK(grp, "/group line missing:\n%s", b.out);
     CHECK(rc == 0, "/quit: exit %d", rc);
+    /* /read marked the conversation read; /group made a group with bob */
+    cli(&r, "alice", NULL, "conversations", NULL);
+    snprintf(want, sizeof want, "{\"id\":%" PRIu64 ",", ab_conv);
+    const char *line = strstr(r.out, want);
+    CHECK(line && strstr(line, ",\"unread\":0,") &&
+              strstr(line, ",\"unread\":0,") < strchr(line, '\n'),
+          "after /read, alice's line: %s", line ? line : r.out);
+    CHECK(strstr(r.out, "\"kind\":\"group\",\"name\":\"pals\""), "no group pals:\n%s", r.out);
 
     /* what alice typed reached bob */
     cli(&r, "bob", NULL, "sync", NULL);
