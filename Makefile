@@ -2,6 +2,10 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
+# cmake --build runs make inside this make: without this every target
+# prints make's "Entering directory" lines
+MAKEFLAGS += --no-print-directory
+
 .PHONY: all deps build run test bench clean
 
 all: build
@@ -9,12 +13,17 @@ all: build
 deps:
 	@./scripts/install-deps.sh
 
+# The build's own output goes to $(BUILD)/build.log and is shown only when
+# the build fails. PARLEY_BENCH_PEERS=OFF: the bench peer drivers are built
+# by `make bench` alone (it turns them on in the same build directory).
 build: deps
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	@cmake --build $(BUILD) -j $(JOBS)
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPARLEY_BENCH_PEERS=OFF >/dev/null
+	@echo "building in $(BUILD)/ (log: $(BUILD)/build.log)"
+	@cmake --build $(BUILD) -j $(JOBS) >$(BUILD)/build.log 2>&1 || { cat $(BUILD)/build.log; exit 1; }
 
 run: build
-	$(BUILD)/parley serve --listen 127.0.0.1:8080 --data ./var
+	@echo "parley serve --listen 127.0.0.1:8080 --data ./var   (Ctrl-C stops it)"
+	@$(BUILD)/parley serve --listen 127.0.0.1:8080 --data ./var
 
 test: deps
 	@./tests/run.sh

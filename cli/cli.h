@@ -56,6 +56,8 @@ void state_sync_free(cli_sync_state *s);
 /* One JSON line (with '\n') for an event; user_seq 0: omitted (history). */
 void json_print_message(FILE *out, uint64_t user_seq, const Parley__V1__Message *m);
 void json_print_conversation(FILE *out, const Parley__V1__ConversationSummary *s);
+/* One JSON line for a typing indicator: {"conv","type":"typing","user","device","typing"}. */
+void json_print_typing(FILE *out, const Parley__V1__TypingIndicator *t);
 /* A JSON string literal for s[0..len): escapes quotes, backslashes and
  * control characters; invalid UTF-8 bytes become U+FFFD. */
 void json_print_string(FILE *out, const char *s, size_t len);

@@ -157,6 +157,16 @@ static void on_event(void *ud, uint64_t user_seq, const Parley__V1__Message *m) 
     r->dirty = true;
 }
 
+/* Typing indicators show as a status line of their own ("~ "), never
+ * stored: who started or stopped typing in which conversation. */
+static void on_typing(void *ud, const Parley__V1__TypingIndicator *t) {
+    repl *r = ud;
+    fputs("~ ", stdout);
+    print_user(r, t->user_id);
+    printf(" %s in %" PRIu64 "\n", t->typing ? "is typing" : "stopped typing", t->conversation_id);
+    fflush(stdout);
+}
+
 static void save_state(repl *r) {
     char err[512];
     if (state_save_sync(r->ctx->state_dir, r->c, err, sizeof err) < 0)
@@ -400,6 +410,7 @@ int cli_interactive(cli_ctx *ctx) {
     for (size_t i = 0; i < st.n_seen; i++) pc_set_seen(r->c, st.seen[i].conv, st.seen[i].seq);
     state_sync_free(&st);
     pc_on_event(r->c, on_event, r);
+    pc_on_typing(r->c, on_typing, r);
 
     printf("* signed in as %s%suser %" PRIu64 " device %" PRIu32 "; /help for commands\n",
            ctx->ident.name, ctx->ident.name[0] ? ", " : "", ctx->ident.id.user_id,

@@ -156,3 +156,9 @@ void json_print_conversation(FILE *out, const Parley__V1__ConversationSummary *s
     print_u64_array(out, s->admin_user_ids, s->n_admin_user_ids);
     fputs("}\n", out);
 }
+
+void json_print_typing(FILE *out, const Parley__V1__TypingIndicator *t) {
+    fprintf(out, "{\"conv\":%" PRIu64 ",\"type\":\"typing\",\"user\":%" PRIu64
+                 ",\"device\":%" PRIu32 ",\"typing\":%s}\n",
+            t->conversation_id, t->user_id, t->device_id, t->typing ? "true" : "false");
+}

@@ -45,7 +45,7 @@ static const char USAGE[] =
     "  block USER / unblock USER  no messages, group adds, presence, keys from USER\n"
     "  send CONV TEXT             sends TEXT (\"-\": read stdin); prints the seq once durable\n"
     "  sync [--wait S]            prints new events as JSON lines, oldest first, until caught up\n"
-    "                             and then S more seconds of live events (default 0)\n"
+    "                             and then S more seconds of live events and typing (default 0)\n"
     "  history CONV [--limit N] [--before SEQ]\n"
     "                             prints up to N (default 50) messages before SEQ, oldest first\n"
     "  read CONV SEQ              marks CONV read up to SEQ\n"
@@ -63,7 +63,7 @@ static const char USAGE[] =
     ")\n"
     "  --tls-ca FILE  wss:// servers: trust the CA certificates (or self-signed\n"
     "                 certificate) in FILE (PEM) instead of the system's\n"
-    "  --help         this text\n"
+    "  --help         this text; COMMAND --help: that command's usage\n"
     "\n"
     "Users are named by their user names. Exit status: 0 ok, 1 failure, 2 usage.\n";
 
@@ -74,6 +74,7 @@ typedef struct cli_args {
     const char *pos[MAX_ARGS];
     int n_pos;
     bool have_wait, have_limit, have_before, have_watch;
+    bool help;                  /* --help: the command's usage (or the global one), exit 0 */
     uint64_t wait_s, limit, before, watch_s;
 } cli_args;
 
@@ -112,10 +113,11 @@ static int parse_args(int argc, char **argv, cli_args *a) {
             opts = false;
             continue;
         }
-        /* "-h" only up front: later it may be a message */
+        /* "-h" only up front: later it may be a message. Which usage to
+         * print is decided once the command is known. */
         if (opts && (strcmp(s, "--help") == 0 || (i == 1 && strcmp(s, "-h") == 0))) {
-            fputs(USAGE, stdout);
-            exit(0);
+            a->help = true;
+            continue;
         }
         if (opts && s[0] == '-' && s[1] == '-') {
             const char *name = s + 2, *val = NULL;
@@ -478,6 +480,14 @@ static void on_stop_signal(int sig) {
     stop_requested = 1;
 }
 
+/* Typing indicators are live only (never stored, never in the cursor): one
+ * JSON line each, type "typing", between the event lines. */
+static void print_typing(void *ud, const Parley__V1__TypingIndicator *t) {
+    (void)ud;
+    json_print_typing(stdout, t);
+    fflush(stdout);
+}
+
 static void print_event(void *ud, uint64_t user_seq, const Parley__V1__Message *m) {
     (void)ud;
     json_print_message(stdout, user_seq, m);
@@ -507,6 +517,7 @@ static int cmd_sync(cli_ctx *ctx, const cli_args *a, pc_client *c) {
     sigaction(SIGTERM, &sa, NULL);
 
     pc_on_event(c, print_event, NULL);
+    pc_on_typing(c, print_typing, NULL);
     int rc = 0;
     if (pc_start_sync(c) < 0) {
         cli_report("sync", c);
@@ -613,6 +624,59 @@ static const command COMMANDS[] = {
     {"remove-device", NEEDS_CONNECTION, 1, 1, "remove-device ID"},
 };
 
+/* What `COMMAND --help` prints under the synopsis (a command missing here
+ * prints its synopsis alone). */
+static const struct command_help {
+    const char *name, *text;
+} COMMAND_HELP[] = {
+    {"register",
+     "Creates user NAME (1..32 of a-z 0-9 _ . -) and its first device, saves the\n"
+     "device's keys in the --state directory and prints the user id."},
+    {"register-device",
+     "Adds this --state directory as a further device of the user whose device\n"
+     "made TOKEN (with `link`), and prints the user id."},
+    {"whoami",
+     "Prints this device's identity as one JSON line (no server needed)."},
+    {"link",
+     "Prints a short-lived single-use token for `register-device` on a new device."},
+    {"direct",
+     "Prints the id of the 1:1 conversation with USER (the same id every time)."},
+    {"group",
+     "Creates a group named NAME with you and the USERs as members; prints its id."},
+    {"add",
+     "Adds USERs to group CONV."},
+    {"remove",
+     "Removes USER from group CONV."},
+    {"leave",
+     "Leaves group CONV."},
+    {"conversations",
+     "One JSON line per conversation: id, kind, name, last_seq, read_seq, unread, members."},
+    {"send",
+     "Sends TEXT (\"-\": all of stdin, up to 65536 bytes) to CONV and prints its seq\n"
+     "once the server has made it durable."},
+    {"sync",
+     "Prints every new event as a JSON line, oldest first, until caught up, then S\n"
+     "more seconds of live events and typing indicators (\"type\":\"typing\"; default\n"
+     "0). Advances this device's cursor past what it printed."},
+    {"history",
+     "Prints up to N (default 50) messages of CONV before SEQ (default: the newest),\n"
+     "oldest first, as JSON lines."},
+    {"read",
+     "Marks CONV read up to SEQ (a read receipt to the other members)."},
+    {"receipts",
+     "One JSON line per member of CONV: delivered_seq and read_seq."},
+    {"typing",
+     "Tells the other members' online devices that you are typing (default on) or\n"
+     "stopped."},
+    {"presence",
+     "One JSON line per user: online and last seen (ms since the epoch); then S more\n"
+     "seconds of changes (default 0)."},
+    {"devices",
+     "USER's (default: your own) device ids and change counter, as one JSON line."},
+    {"remove-device",
+     "Removes another device of your user (not this one)."},
+};
+
 int main(int argc, char **argv) {
     cli_args a = {0};
     int rc = parse_args(argc, argv, &a);
@@ -627,6 +691,17 @@ int main(int argc, char **argv) {
     for (size_t i = 0; cmd && i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         if (strcmp(cmd, COMMANDS[i].name) == 0) cm = &COMMANDS[i];
     if (cmd && !cm) return usage_error("unknown command %s", cmd);
+    if (a.help) {
+        if (!cm) {
+            fputs(USAGE, stdout);
+        } else {
+            printf("usage: " CLI_NAME " [--state DIR] [--server URL] [--tls-ca FILE] %s\n",
+                   cm->synopsis);
+            for (size_t i = 0; i < sizeof COMMAND_HELP / sizeof COMMAND_HELP[0]; i++)
+                if (strcmp(COMMAND_HELP[i].name, cm->name) == 0) printf("\n%s\n", COMMAND_HELP[i].text);
+        }
+        return 0;
+    }
     if (cm && need_args(&a, cm->min_args, cm->max_args, cm->synopsis) < 0) return EXIT_USAGE;
     if (!cm || strcmp(cm->name, "sync") != 0) {
         if (a.have_wait) return usage_error("--wait is for sync%s", "");

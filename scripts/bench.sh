@@ -5,7 +5,8 @@
 # Benchmarks are not tests: this never fails the build over a figure.
 #
 # Peers (mosquitto, nats-server, Redis pub/sub): scripts/install-bench-deps.sh
-# installs them; their drivers (bench/peer_*.c) are built only when present.
+# installs them; their drivers (bench/peer_*.c) are built here (PARLEY_BENCH_PEERS=ON,
+# off in a plain build) for each peer whose client library is present.
 set -u
 BUILD=${BUILD:-build}
 RUNS=${RUNS:-3}
@@ -13,8 +14,11 @@ OUT=${OUT:-$BUILD/bench-out}
 SECONDS_LOAD=${SECONDS_LOAD:-8}
 ./scripts/install-bench-deps.sh || echo "bench: peer packages not installed; parley only"
 if [ -z "${SKIP_BUILD:-}" ]; then
-  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null && cmake --build "$BUILD" -j "$(nproc)" >/dev/null || {
+  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPARLEY_BENCH_PEERS=ON >/dev/null && cmake --build "$BUILD" -j "$(nproc)" >/dev/null || {
     echo "bench: build failed"; exit 0; }
+  # back off in the cache: the drivers just built stay, but a later plain
+  # build (make build, tests/run.sh) of this directory does not compile them
+  cmake -S . -B "$BUILD" -DPARLEY_BENCH_PEERS=OFF >/dev/null
 fi
 B="$BUILD/parley-bench"
 # PARLEY=path/to/parley benchmarks another server binary (default: next to parley-bench)

@@ -12,7 +12,8 @@
 int membership_current(store *s, uint64_t conv, uint64_t user, Parley__Store__Member **out);
 
 /* 1 when a and b are both current members of some conversation (or a == b),
- * else 0. Looks at most at the first 4096 conversations of a. */
+ * else 0. However many conversations either is in: memory is bounded
+ * (4096 ids held), and past that each conversation is checked in place. */
 int membership_shared(store *s, uint64_t a, uint64_t b);
 
 #endif

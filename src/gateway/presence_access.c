@@ -72,7 +72,15 @@ int presence_access_check(store *s, uint64_t viewer, const uint64_t *ids, size_t
     for (size_t i = 0; i < n && rc == PRESENCE_ACCESS_OK; i++) {
         if (ids[i] == viewer) continue;
         shared_probe p = {s, &v, viewer, ids[i], 0, 0};
-        if (store_scan_user_conversations(s, ids[i], probe_conv, &p) < 0) p.found = -1;
+        if (v.convs.count >= VIEWER_CONVERSATIONS_MAX) {
+            /* the viewer's list did not fit: membership_shared answers
+             * without the list, at a cost counted as a full list per id */
+            v.steps += VIEWER_CONVERSATIONS_MAX;
+            if (v.steps > STEP_BUDGET) p.over_budget = 1;
+            else p.found = membership_shared(s, viewer, ids[i]);
+        } else if (store_scan_user_conversations(s, ids[i], probe_conv, &p) < 0) {
+            p.found = -1;
+        }
         if (p.over_budget) rc = PRESENCE_ACCESS_TOO_COSTLY;
         else if (p.found < 0) rc = PRESENCE_ACCESS_ERROR;
         else if (p.found == 0 || consent_state(s, ids[i], viewer) != CONSENT_ACCEPTED) {

@@ -1117,3 +1117,328 @@ int h_accept_all(h_dev *d) {
     parley__v1__conversation_list__free_unpacked(l, NULL);
     return r;
 }
+
+/* ------------------------------------------------------ raw connections */
+
+#include <sodium.h>
+
+#include "net/http.h"
+#include "net/ws.h"
+
+enum { RAW_BUF = 1 << 20, RAW_IO_MS = 5000 };
+
+void h_raw_close(h_raw *w) {
+    if (w->fd >= 0) close(w->fd);
+    w->fd = -1;
+    if (w->reader) {
+        ws_reader_free(w->reader);
+        free(w->reader);
+        w->reader = NULL;
+    }
+    free(w->buf);
+    w->buf = NULL;
+}
+
+/* More bytes into w->buf; 0, or -1 at EOF/timeout (the socket's). */
+static int raw_fill(h_raw *w) {
+    if (w->off > 0) {
+        memmove(w->buf, w->buf + w->off, w->len - w->off);
+        w->len -= w->off;
+        w->off = 0;
+    }
+    if (w->len == RAW_BUF) return -1;
+    for (;;) {
+        ssize_t n = recv(w->fd, w->buf + w->len, RAW_BUF - w->len, 0);
+        if (n > 0) {
+            w->len += (size_t)n;
+            return 0;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        /* a reset (the server closed with our data unread) ends it too */
+        if (n == 0 || errno == ECONNRESET) w->eof = 1;
+        return -1;
+    }
+}
+
+/* Next WebSocket message: 1 (m valid until the next call), 0 EOF/timeout,
+ * -1 malformed. */
+static int raw_next(h_raw *w, ws_message *m) {
+    uint64_t deadline = h_now_ms() + RAW_IO_MS;
+    for (;;) {
+        size_t used = 0;
+        int r = ws_reader_feed(w->reader, w->buf + w->off, w->len - w->off, &used, m);
+        w->off += used;
+        if (r == WS_READY) return 1;
+        if (r == WS_ERROR) return -1;
+        if (h_now_ms() >= deadline || raw_fill(w) < 0) return 0;
+    }
+}
+
+/* Next protobuf frame (pings and pongs skipped); NULL on close (code in
+ * *close_code), EOF (1006) or timeout (0). */
+static Parley__V1__Frame *raw_frame(h_raw *w, int *close_code) {
+    *close_code = 0;
+    for (int i = 0; i < 64; i++) {
+        ws_message m;
+        int r = raw_next(w, &m);
+        if (r != 1) {
+            *close_code = w->eof ? 1006 : 0;
+            return NULL;
+        }
+        if (m.kind == WS_MSG_CLOSE) {
+            *close_code = m.close_code;
+            return NULL;
+        }
+        if (m.kind == WS_MSG_BINARY) return parley__v1__frame__unpack(NULL, m.len, m.data);
+    }
+    return NULL;
+}
+
+Parley__V1__Frame *h_raw_next_frame(h_raw *w, int *close_code) {
+    int code;
+    Parley__V1__Frame *f = raw_frame(w, &code);
+    if (close_code) *close_code = code;
+    return f;
+}
+
+int h_raw_send_binary(h_raw *w, const void *data, size_t len) {
+    uint8_t *out = malloc(WS_MAX_HEADER + len);
+    if (!out) return -1;
+    uint8_t mask[4];
+    randombytes_buf(mask, sizeof mask);
+    size_t h = ws_write_header(out, WS_OP_BINARY, true, len, mask);
+    if (len) memcpy(out + h, data, len);
+    ws_mask(out + h, len, mask, 0);
+    size_t sent = 0;
+    while (sent < h + len) {
+        ssize_t n = send(w->fd, out + sent, h + len - sent, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        sent += (size_t)n;
+    }
+    free(out);
+    return sent == h + len ? 0 : -1;
+}
+
+static int raw_send_frame(h_raw *w, const Parley__V1__Frame *f) {
+    size_t len = parley__v1__frame__get_packed_size(f);
+    uint8_t *b = malloc(len ? len : 1);
+    if (!b) return -1;
+    parley__v1__frame__pack(f, b);
+    int r = h_raw_send_binary(w, b, len);
+    free(b);
+    return r;
+}
+
+static int raw_open_port(int port, h_raw *w);
+
+int h_raw_open(const h_server *s, h_raw *w) { return raw_open_port(s->port, w); }
+
+static int raw_open_port(int port, h_raw *w) {
+    memset(w, 0, sizeof *w);
+    w->next_request_id = 1;
+    w->port = port;
+    snprintf(w->host, sizeof w->host, "127.0.0.1:%d", port);
+    w->buf = malloc(RAW_BUF);
+    w->reader = malloc(sizeof(ws_reader));
+    w->fd = h_tcp_connect(port, RAW_IO_MS);
+    if (!w->buf || !w->reader || w->fd < 0) {
+        if (w->reader) ws_reader_init(w->reader, false, RAW_BUF);
+        h_raw_close(w);
+        return -1;
+    }
+    ws_reader_init(w->reader, false, RAW_BUF);
+    char key[25];
+    ws_make_client_key(key);
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: parley.v1\r\n\r\n",
+                     w->host, key);
+    if (send(w->fd, req, (size_t)n, MSG_NOSIGNAL) != n) goto fail;
+    uint64_t deadline = h_now_ms() + RAW_IO_MS;
+    for (;;) {
+        http_response res;
+        int r = http_parse_response((const char *)w->buf, w->len, &res);
+        if (r > 0) {
+            if (res.status != 101) {
+                fprintf(stderr, "  raw upgrade: status %d\n", res.status);
+                goto fail;
+            }
+            w->off = (size_t)r;
+            break;
+        }
+        if (r < 0 || h_now_ms() >= deadline || raw_fill(w) < 0) goto fail;
+    }
+    int code;
+    Parley__V1__Frame *f = raw_frame(w, &code);
+    int ok = f && f->body_case == PARLEY__V1__FRAME__BODY_CHALLENGE && f->challenge->nonce.len == 32;
+    if (ok) memcpy(w->nonce, f->challenge->nonce.data, 32);
+    if (f) parley__v1__frame__free_unpacked(f, NULL);
+    if (ok) return 0;
+    fprintf(stderr, "  raw connection: no Challenge\n");
+fail:
+    h_raw_close(w);
+    return -1;
+}
+
+int h_raw_request(h_raw *w, Parley__V1__Frame *f, Parley__V1__Frame **resp, int *close_code) {
+    if (resp) *resp = NULL;
+    if (close_code) *close_code = 0;
+    f->request_id = w->next_request_id++;
+    if (raw_send_frame(w, f) != 0) return -1;
+    for (int i = 0; i < 256; i++) {
+        int code;
+        Parley__V1__Frame *r = raw_frame(w, &code);
+        if (!r) {
+            if (close_code) *close_code = code;
+            return -1;
+        }
+        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id == f->request_id) {
+            int st = r->response->status;
+            if (resp)
+                *resp = r;
+            else
+                parley__v1__frame__free_unpacked(r, NULL);
+            return st;
+        }
+        parley__v1__frame__free_unpacked(r, NULL);
+    }
+    return -1;
+}
+
+int h_raw_sign_in(h_raw *w, const pc_identity *id) {
+    size_t host_len = strlen(w->host);
+    uint8_t msg[14 + 32 + sizeof w->host], sig[64];
+    memcpy(msg, "parley.v1 auth", 14);
+    memcpy(msg + 14, w->nonce, 32);
+    memcpy(msg + 14 + 32, w->host, host_len);
+    crypto_sign_detached(sig, NULL, msg, 14 + 32 + host_len, id->secret_key);
+    Parley__V1__SignIn si = PARLEY__V1__SIGN_IN__INIT;
+    si.user_id = id->user_id;
+    si.device_id = id->device_id;
+    si.signature.data = sig;
+    si.signature.len = sizeof sig;
+    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+    f.body_case = PARLEY__V1__FRAME__BODY_SIGN_IN;
+    f.sign_in = &si;
+    int st = h_raw_request(w, &f, NULL, NULL);
+    if (st != PARLEY__V1__STATUS__OK) fprintf(stderr, "  raw SignIn: status %d\n", st);
+    return st == PARLEY__V1__STATUS__OK ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------ TLS */
+
+#include <openssl/ssl.h>
+
+int h_make_cert(const char *dir, char *cert, char *key, size_t cap) {
+    snprintf(cert, cap, "%s/cert.pem", dir);
+    snprintf(key, cap, "%s/key.pem", dir);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+             "-keyout %s -out %s -days 2 -subj /CN=127.0.0.1 "
+             "-addext subjectAltName=IP:127.0.0.1,DNS:localhost >/dev/null 2>&1",
+             key, cert);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "  openssl req failed (is the openssl command installed?)\n");
+        return -1;
+    }
+    return 0;
+}
+
+int h_tls_get(int port, const char *ca_file, const char *path, int *status, char *body,
+              size_t cap) {
+    int fd = h_tcp_connect(port, 3000);
+    if (fd < 0) return -1;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl = NULL;
+    int rc = -1;
+    if (ctx && SSL_CTX_load_verify_locations(ctx, ca_file, NULL) == 1) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        ssl = SSL_new(ctx);
+    }
+    if (ssl && SSL_set_fd(ssl, fd) == 1 && SSL_connect(ssl) == 1) {
+        char req[512];
+        int n = snprintf(req, sizeof req,
+                         "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+        size_t len = 0;
+        if (SSL_write(ssl, req, n) == n) {
+            int r;
+            while (len + 1 < cap && (r = SSL_read(ssl, body + len, (int)(cap - 1 - len))) > 0)
+                len += (size_t)r;
+        }
+        body[len] = 0;
+        if (sscanf(body, "HTTP/1.1 %d", status) == 1) {
+            char *b = strstr(body, "\r\n\r\n");
+            if (b) memmove(body, b + 4, strlen(b + 4) + 1);
+            rc = 0;
+        }
+    }
+    if (ssl) SSL_free(ssl);
+    if (ctx) SSL_CTX_free(ctx);
+    close(fd);
+    return rc;
+}
+
+static const char *tls_cert_of(const h_server *s) {
+    for (int i = 0; i + 1 < s->n_extra; i++)
+        if (strcmp(s->extra[i], "--tls-cert") == 0) return s->extra[i + 1];
+    return NULL;
+}
+
+static int wait_healthy_tls(h_server *s) {
+    const char *cert = tls_cert_of(s);
+    uint64_t deadline = h_now_ms() + 10000;
+    while (cert && h_now_ms() < deadline) {
+        if (!h_server_alive(s)) {
+            fprintf(stderr, "  TLS server exited during start-up\n");
+            h_server_log_tail(s, 30);
+            return -1;
+        }
+        int st = 0;
+        char body[64];
+        if (h_tls_get(s->port, cert, "/healthz", &st, body, sizeof body) == 0 && st == 200)
+            return 0;
+        h_sleep_ms(30);
+    }
+    fprintf(stderr, "  TLS server did not answer /healthz 200 within 10 s\n");
+    h_server_log_tail(s, 30);
+    h_server_kill9(s);
+    return -1;
+}
+
+int h_server_start_tls(h_server *s, const char *const *extra_args) {
+    memset(s, 0, sizeof *s);
+    signal(SIGPIPE, SIG_IGN);
+    install_atexit();
+    const char *bin = getenv("PARLEY_BIN");
+    snprintf(s->bin, sizeof s->bin, "%s", bin && *bin ? bin : "./build/parley");
+    snprintf(s->dir, sizeof s->dir, "/tmp/parley-it-XXXXXX");
+    if (access(s->bin, X_OK) != 0 || !mkdtemp(s->dir)) {
+        fprintf(stderr, "  server binary %s or temp dir: %s\n", s->bin, strerror(errno));
+        return -1;
+    }
+    snprintf(s->data, sizeof s->data, "%s/data", s->dir);
+    snprintf(s->log, sizeof s->log, "%s/server.log", s->dir);
+    mkdir(s->data, 0755);
+    if (!slot_for(s, 1)) return -1;
+    for (int i = 0; extra_args && extra_args[i] && s->n_extra < H_MAX_EXTRA_ARGS; i++)
+        s->extra[s->n_extra++] = strdup(extra_args[i]);
+    if (!tls_cert_of(s)) {
+        fprintf(stderr, "  h_server_start_tls without --tls-cert\n");
+        return -1;
+    }
+    s->port = h_free_port();
+    if (s->port <= 0) return -1;
+    snprintf(s->url, sizeof s->url, "wss://127.0.0.1:%d", s->port);
+    if (spawn(s) != 0) return -1;
+    return wait_healthy_tls(s);
+}
+
+int h_server_restart_tls(h_server *s) {
+    if (s->pid > 0) h_server_stop(s);
+    if (spawn(s) != 0) return -1;
+    return wait_healthy_tls(s);
+}

@@ -226,4 +226,59 @@ int h_pid_stop_checked(pid_t pid, const char *log, const char *what);
 int h_accept(h_dev *d, uint64_t conv);
 int h_accept_all(h_dev *d);
 
+/* ------------------------------------------------------ raw connections
+ *
+ * A WebSocket connection that speaks the protocol frame by frame, without
+ * libparley's own checks: for sending what a well-behaved client never
+ * sends (over-limit bodies, nonsense ids) and seeing exactly what the
+ * server answers. Every read is bounded (5 s per frame). */
+typedef struct h_raw {
+    int fd;
+    uint8_t *buf;               /* 1 MiB read buffer */
+    size_t off, len;
+    void *reader;               /* ws_reader */
+    uint8_t nonce[32];          /* from the Challenge */
+    int eof;
+    uint64_t next_request_id;
+    int port;
+    char host[64];              /* the Host header of the upgrade */
+} h_raw;
+
+/* TCP connect, upgrade to parley.v1, read the Challenge. 0 or -1. */
+int h_raw_open(const h_server *s, h_raw *w);
+/* Signs the connection in as id (which must be registered): the signature
+ * covers "parley.v1 auth" || nonce || Host. 0 or -1. */
+int h_raw_sign_in(h_raw *w, const pc_identity *id);
+/* Sends f with the next request id and reads frames (skipping pushes, at
+ * most 256) until its Response. Returns the response status (and *resp, if
+ * resp, the whole frame: free with parley__v1__frame__free_unpacked), or -1
+ * when none came (connection closed: *close_code, if given, the server's
+ * close code or 1006). */
+int h_raw_request(h_raw *w, Parley__V1__Frame *f, Parley__V1__Frame **resp, int *close_code);
+/* The next protobuf frame the server sent (pings skipped), or NULL on close
+ * (*close_code: its code, 1006 without one) or after 5 s (0). Free with
+ * parley__v1__frame__free_unpacked. */
+Parley__V1__Frame *h_raw_next_frame(h_raw *w, int *close_code);
+/* Sends raw bytes as one masked binary WebSocket message. 0 or -1. */
+int h_raw_send_binary(h_raw *w, const void *data, size_t len);
+void h_raw_close(h_raw *w);
+
+/* ------------------------------------------------------------------ TLS */
+
+/* Makes a self-signed certificate for 127.0.0.1 (the openssl command) as
+ * dir/cert.pem and dir/key.pem; their paths into cert/key (cap each).
+ * 0 or -1. */
+int h_make_cert(const char *dir, char *cert, char *key, size_t cap);
+/* One HTTP/1.1 GET over TLS to 127.0.0.1:port trusting ca_file. Returns 0
+ * and fills *status and body (NUL-terminated), or -1. */
+int h_tls_get(int port, const char *ca_file, const char *path, int *status, char *body,
+              size_t cap);
+/* h_server_start for a wss:// server: extra_args must hold --tls-cert FILE
+ * and --tls-key FILE; ready once /healthz answers 200 over TLS. s->url is
+ * wss://127.0.0.1:port. */
+int h_server_start_tls(h_server *s, const char *const *extra_args);
+/* h_server_restart for a server made by h_server_start_tls. */
+int h_server_restart_tls(h_server *s);
+
+
 #endif
