@@ -108,13 +108,16 @@ double peer_send_for(void *const *sendv, long nsend, const peer_args *a, uint32_
 
 void peer_drain(peer_tally *t, void (*poll_once)(int timeout_ms)) {
     uint64_t acked = t->acked, deliv = t->delivered;
-    uint64_t drain = peer_now_ns() + 5000000000ull;
-    while (peer_now_ns() < drain && t->acked < t->sent) poll_once(10);
+    uint64_t drain = peer_now_ns() + 10000000000ull;
+    while (peer_now_ns() < drain && (t->acked < t->sent || t->delivered < t->acked * t->receivers))
+        poll_once(10);
+    t->acked_total = t->acked;
+    t->delivered_total = t->delivered;
     t->acked = acked;
     t->delivered = deliv;
 }
 
-void peer_print_rates(const peer_tally *t, double secs) {
+void peer_print_rates(const peer_tally *t, double secs, bool driver_ok) {
     printf("\"acked_per_s\": %.1f, \"deliveries_per_s\": %.1f, "
            "\"send_ack_p50_ms\": %.3f, \"send_ack_p99_ms\": %.3f, "
            "\"send_delivery_p50_ms\": %.3f, \"send_delivery_p90_ms\": %.3f, \"send_delivery_p99_ms\": %.3f, "
@@ -124,6 +127,15 @@ void peer_print_rates(const peer_tally *t, double secs) {
            hist_quantile(&t->deliv, 0.5) / 1e6, hist_quantile(&t->deliv, 0.9) / 1e6,
            hist_quantile(&t->deliv, 0.99) / 1e6, hist_quantile(&t->deliv, 0.999) / 1e6,
            hist_quantile(&t->deliv, 1.0) / 1e6);
+    printf(", \"sent_total\": %llu, \"acked_total\": %llu, \"delivered_total\": %llu, "
+           "\"receivers_per_msg\": %llu, \"deliveries_expected\": %llu, \"valid\": %s",
+           (unsigned long long)t->sent, (unsigned long long)t->acked_total,
+           (unsigned long long)t->delivered_total, (unsigned long long)t->receivers,
+           (unsigned long long)(t->acked_total * t->receivers), peer_run_valid(t) && driver_ok ? "true" : "false");
+}
+
+bool peer_run_valid(const peer_tally *t) {
+    return t->acked_total > 0 && t->receivers > 0 && t->delivered_total == t->acked_total * t->receivers;
 }
 
 void peer_print_held(const char *system, uint64_t held, double connect_s, long before_kb, long after_kb,

@@ -274,7 +274,7 @@ static void publish(client *c, uint64_t ts) {
 static void print_json(const char *shape, double secs, long n_senders) {
     printf("{\"system\": \"nats\", \"scenario\": \"%s\", \"ack\": \"%s\", \"seconds\": %.3f, \"senders\": %ld, ",
            shape, g_group ? "own copy back" : "delivery to the peer", secs, n_senders);
-    peer_print_rates(&g_t, secs);
+    peer_print_rates(&g_t, secs, true);
     printf(", \"errors\": %llu}\n", (unsigned long long)(g_t.errors + atomic_load(&g_async_errors)));
 }
 
@@ -302,6 +302,7 @@ int main(int argc, char **argv) {
     peer_tally_init(&g_t);
     bool idle = !strcmp(shape, "idle");
     g_group = !strcmp(shape, "group");
+    g_t.receivers = g_group ? (uint64_t)g_a.size - 1 : 1;   /* every other member; the pair's receiver */
     g_nclients = idle ? g_a.n : g_group ? g_a.size : g_a.pairs * 2;
     g_clients = calloc((size_t)g_nclients, sizeof *g_clients);
     g_wq = calloc((size_t)g_nclients + 1, sizeof *g_wq);
