@@ -15,7 +15,7 @@ uint64_t peer_now_ns(void) {
 
 bool peer_parse_args(peer_args *a, int argc, char **argv, const char *prog, int default_port, int min_body) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s direct|group|idle --port P [...]\n", prog);
+        fprintf(stderr, "usage: %s direct|group|live|idle --port P [...]\n", prog);
         return false;
     }
     *a = (peer_args){.shape = argv[1], .port = default_port, .window = 8, .body = 32,
@@ -32,6 +32,11 @@ bool peer_parse_args(peer_args *a, int argc, char **argv, const char *prog, int 
         else if (!strcmp(o, "--n")) a->n = atol(v);
         else if (!strcmp(o, "--pid")) a->pid = atoi(v);
         else if (!strcmp(o, "--body")) a->body = atoi(v);
+    }
+    if (!strcmp(a->shape, "live")) {   /* the live event: group, every member sending, 1,000 msgs/s in all */
+        a->shape = "group";
+        a->senders = -1;
+        if (a->rate <= 0) a->rate = 1000;
     }
     if (a->body < min_body) a->body = min_body;
     if (a->body > 4096) a->body = 4096;

@@ -14,9 +14,11 @@
 uint64_t peer_now_ns(void);
 
 /* The command line every driver takes: SHAPE followed by --option value
- * pairs; unknown options are ignored, so the script can pass one set. */
+ * pairs; unknown options are ignored, so the script can pass one set.
+ * SHAPE live is read as group with every member sending at --rate (default
+ * 1,000 msgs/s in all). */
 typedef struct peer_args {
-    const char *shape;      /* direct, group or idle */
+    const char *shape;      /* direct, group or idle ("live" is group, all sending, --rate 1000) */
     int port, pid, window, body;
     long pairs, size, senders, n;   /* senders -1: all */
     double rate, seconds;   /* rate 0: as fast as the window allows */

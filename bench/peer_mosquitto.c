@@ -234,7 +234,7 @@ static void reset_all(client *cs, long n) {
 }
 
 static void print_json(const char *shape, double secs, long n_senders) {
-    printf("{\"system\": \"mosquitto\", \"scenario\": \"%s\", \"qos\": 1, \"seconds\": %.3f, \"senders\": %ld, ",
+    printf("{\"system\": \"mosquitto\", \"scenario\": \"%s\", \"qos\": 1, \"durability\": \"none (persistence false; QoS 1 state in memory)\", \"seconds\": %.3f, \"senders\": %ld, ",
            shape, secs, n_senders);
     peer_print_rates(&g_t, secs, true);
     printf(", \"errors\": %llu}\n", (unsigned long long)g_t.errors);
