@@ -65,8 +65,6 @@ driver_of() {
 driver_args() {   # what tells a driver which durability it is measuring
   case $1 in
     nats-js) echo "--jetstream 1" ;;
-    redis-aof-always) echo "--durability always" ;;
-    redis-aof-everysec) echo "--durability everysec" ;;
     *) echo "" ;;
   esac
 }
