@@ -204,7 +204,9 @@ def load(name, pattern):
     docs = []
     for f in sorted(glob.glob(os.path.join(out, pattern))):
         try: d = json.load(open(f))
-        except Exception: continue
+        except Exception:
+            if name in checked: invalid.append("%s: no result (the driver failed; see its log)" % os.path.basename(f))
+            continue
         if name in checked and not valid(d):
             invalid.append("%s: deliveries %s, expected %s (acked %s x %s)%s" % (
                 os.path.basename(f), d.get("delivered_total", "?"), d.get("deliveries_expected", "?"),
