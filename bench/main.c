@@ -38,6 +38,9 @@ static void usage(FILE *out) {
         "  --threads T               bench loops, one thread each (default 1)\n"
         "  --procs K                 connections: bench processes (default: as RLIMIT_NOFILE needs)\n"
         "  --window W                sends in flight per sender in max mode (default 8)\n"
+        "  --messages N              direct/group in max mode: send exactly N messages in all, end once\n"
+        "                            they are acked and delivered (--seconds bounds it); a fixed\n"
+        "                            workload for scripts/callgrind.sh\n"
         "  --body BYTES              message body size (default 32, min 16)\n"
         "  --ack-every N             events per cumulative Ack (default 64)\n"
         "  --heartbeat S             seconds between pings per connection (default 10)\n"
@@ -122,6 +125,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--fsync") == 0) g_opt.fsync = v;
         else if (strcmp(a, "--server-workers") == 0) g_opt.server_workers = atoi(v);
         else if (strcmp(a, "--threads") == 0) g_opt.threads = atoi(v);
+        else if (strcmp(a, "--messages") == 0) g_opt.messages = atol(v);
         else if (strcmp(a, "--procs") == 0) g_opt.procs = atoi(v);
         else if (strcmp(a, "--n") == 0) g_opt.n = atol(v);
         else if (strcmp(a, "--pairs") == 0) g_opt.pairs = atol(v);
@@ -146,8 +150,10 @@ int main(int argc, char **argv) {
     if (g_opt.hold < 0 || g_opt.hold > 3600) g_opt.hold = 10;
     if (g_opt.window < 1) g_opt.window = 1;
     if (g_opt.window > 1024) g_opt.window = 1024;
+    if (g_opt.messages < 0 || g_opt.messages > 100000000) g_opt.messages = 0;
     if (g_opt.ack_every < 1) g_opt.ack_every = 1;
     if (g_opt.threads < 1 || g_opt.threads > 64) g_opt.threads = 1;
+    if (g_opt.messages > 0 && g_opt.messages < g_opt.threads) g_opt.messages = g_opt.threads;   /* a share for every loop */
     if (g_opt.n < 1 || g_opt.n > 10000000) g_opt.n = 1000;
     if (g_opt.pairs < 1 || g_opt.pairs > 1000000) g_opt.pairs = 1000;
     if (g_opt.group_size < 2 || g_opt.group_size > 65536) g_opt.group_size = 250;
