@@ -345,7 +345,7 @@ static void print_json(const char *shape, double secs, long n_senders) {
            "\"seconds\": %.3f, \"senders\": %ld, ", g_js ? "nats-jetstream" : "nats", shape,
            g_js ? "JetStream PubAck" : g_group ? "own copy back" : "delivery to the peer",
            g_js ? "JetStream, file storage, 1 replica: the PubAck follows the write to the stream's file "
-                  "(nats-server flushes it to disk on its own schedule)"
+                  "(not fsynced: nats-server syncs file-store data every sync_interval, default 2 min)"
                 : "none (core NATS)",
            secs, n_senders);
     peer_print_rates(&g_t, secs, g_js_errors == 0);
