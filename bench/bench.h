@@ -39,6 +39,7 @@ typedef struct bench_opts {
     double rate;                /* msgs/s in total; 0 = max */
     int window;                 /* sends in flight per sender (max mode) */
     double seconds;             /* load duration */
+    long messages;              /* > 0: max mode sends exactly this many in all, then ends (--seconds bounds it) */
     double hold;                /* connections: hold time */
     double heartbeat;           /* seconds between pings per connection */
     int body_bytes;

@@ -105,6 +105,17 @@ static bool drained(bloop *l) {
     return acked >= sent && deliv >= g_expect_deliveries;
 }
 
+static uint64_t g_fanout;
+
+/* --messages: this loop's share sent, acked and delivered. A loop's
+ * deliveries need not be its own senders' (a group spans loops), so with
+ * several loops the drain below still waits for the rest. */
+static bool fixed_done(bloop *l) {
+    uint64_t sent = CNT_GET(l, sent);
+    return sent >= l->send_limit && CNT_GET(l, acked) + CNT_GET(l, errors) >= sent &&
+           (g_opt.threads > 1 || CNT_GET(l, delivered) >= sent * g_fanout);
+}
+
 void fleet_load(fleet *f, bool (*is_sender)(fleet *, uint32_t), double rate, double seconds,
                 uint64_t fanout, load_result *out) {
     uint64_t t0 = now_ns() + 20000000ull;
@@ -124,9 +135,16 @@ void fleet_load(fleet *f, bool (*is_sender)(fleet *, uint32_t), double rate, dou
         l->load_end = t0 + (uint64_t)(seconds * 1e9);
         l->sending = true;
     }
+    /* a fixed count (--messages, max mode): split over the loops; each loop
+     * ends once its share is sent, acked and delivered */
+    bool fixed = g_opt.messages > 0 && rate <= 0;
+    for (int t = 0; fixed && t < f->n_loops; t++)
+        f->loops[t].send_limit = (uint64_t)g_opt.messages / (uint64_t)f->n_loops +
+                                 ((uint64_t)t < (uint64_t)g_opt.messages % (uint64_t)f->n_loops);
+    g_fanout = fanout;
     fleet_reset_counters(f);
     uint64_t start = now_ns();
-    run_loops(f->loops, f->n_loops, "load", NULL, seconds + 0.02);
+    run_loops(f->loops, f->n_loops, "load", fixed ? fixed_done : NULL, seconds + 0.02);
     double elapsed = (double)(now_ns() - start) / 1e9 - 0.02;
     out->seconds = elapsed;
     out->sent = LOOPS_SUM(f->loops, f->n_loops, sent);

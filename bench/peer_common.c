@@ -15,7 +15,7 @@ uint64_t peer_now_ns(void) {
 
 bool peer_parse_args(peer_args *a, int argc, char **argv, const char *prog, int default_port, int min_body) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s direct|group|idle --port P [...]\n", prog);
+        fprintf(stderr, "usage: %s direct|group|live|idle --port P [...]\n", prog);
         return false;
     }
     *a = (peer_args){.shape = argv[1], .port = default_port, .window = 8, .body = 32,
@@ -32,6 +32,11 @@ bool peer_parse_args(peer_args *a, int argc, char **argv, const char *prog, int 
         else if (!strcmp(o, "--n")) a->n = atol(v);
         else if (!strcmp(o, "--pid")) a->pid = atoi(v);
         else if (!strcmp(o, "--body")) a->body = atoi(v);
+    }
+    if (!strcmp(a->shape, "live")) {   /* the live event: group, every member sending, 1,000 msgs/s in all */
+        a->shape = "group";
+        a->senders = -1;
+        if (a->rate <= 0) a->rate = 1000;
     }
     if (a->body < min_body) a->body = min_body;
     if (a->body > 4096) a->body = 4096;
@@ -108,13 +113,16 @@ double peer_send_for(void *const *sendv, long nsend, const peer_args *a, uint32_
 
 void peer_drain(peer_tally *t, void (*poll_once)(int timeout_ms)) {
     uint64_t acked = t->acked, deliv = t->delivered;
-    uint64_t drain = peer_now_ns() + 5000000000ull;
-    while (peer_now_ns() < drain && t->acked < t->sent) poll_once(10);
+    uint64_t drain = peer_now_ns() + 10000000000ull;
+    while (peer_now_ns() < drain && (t->acked < t->sent || t->delivered < t->acked * t->receivers))
+        poll_once(10);
+    t->acked_total = t->acked;
+    t->delivered_total = t->delivered;
     t->acked = acked;
     t->delivered = deliv;
 }
 
-void peer_print_rates(const peer_tally *t, double secs) {
+void peer_print_rates(const peer_tally *t, double secs, bool driver_ok) {
     printf("\"acked_per_s\": %.1f, \"deliveries_per_s\": %.1f, "
            "\"send_ack_p50_ms\": %.3f, \"send_ack_p99_ms\": %.3f, "
            "\"send_delivery_p50_ms\": %.3f, \"send_delivery_p90_ms\": %.3f, \"send_delivery_p99_ms\": %.3f, "
@@ -124,6 +132,15 @@ void peer_print_rates(const peer_tally *t, double secs) {
            hist_quantile(&t->deliv, 0.5) / 1e6, hist_quantile(&t->deliv, 0.9) / 1e6,
            hist_quantile(&t->deliv, 0.99) / 1e6, hist_quantile(&t->deliv, 0.999) / 1e6,
            hist_quantile(&t->deliv, 1.0) / 1e6);
+    printf(", \"sent_total\": %llu, \"acked_total\": %llu, \"delivered_total\": %llu, "
+           "\"receivers_per_msg\": %llu, \"deliveries_expected\": %llu, \"valid\": %s",
+           (unsigned long long)t->sent, (unsigned long long)t->acked_total,
+           (unsigned long long)t->delivered_total, (unsigned long long)t->receivers,
+           (unsigned long long)(t->acked_total * t->receivers), peer_run_valid(t) && driver_ok ? "true" : "false");
+}
+
+bool peer_run_valid(const peer_tally *t) {
+    return t->acked_total > 0 && t->receivers > 0 && t->delivered_total == t->acked_total * t->receivers;
 }
 
 void peer_print_held(const char *system, uint64_t held, double connect_s, long before_kb, long after_kb,

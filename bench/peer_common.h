@@ -14,9 +14,11 @@
 uint64_t peer_now_ns(void);
 
 /* The command line every driver takes: SHAPE followed by --option value
- * pairs; unknown options are ignored, so the script can pass one set. */
+ * pairs; unknown options are ignored, so the script can pass one set.
+ * SHAPE live is read as group with every member sending at --rate (default
+ * 1,000 msgs/s in all). */
 typedef struct peer_args {
-    const char *shape;      /* direct, group or idle */
+    const char *shape;      /* direct, group or idle ("live" is group, all sending, --rate 1000) */
     int port, pid, window, body;
     long pairs, size, senders, n;   /* senders -1: all */
     double rate, seconds;   /* rate 0: as fast as the window allows */
@@ -47,6 +49,8 @@ void peer_src_str(char *buf, size_t len, uint32_t k);
 typedef struct peer_tally {
     hist ack, deliv;        /* send->ack, send->delivery (ns) */
     uint64_t sent, acked, delivered, ready, errors;
+    uint64_t receivers;     /* deliveries each acked message owes (1 direct, size-1 group) */
+    uint64_t acked_total, delivered_total;   /* after peer_drain: window + drain */
 } peer_tally;
 
 void peer_tally_init(peer_tally *t);
@@ -65,14 +69,21 @@ typedef struct peer_sender {
 double peer_send_for(void *const *sendv, long nsend, const peer_args *a, uint32_t paced_cap,
                      const peer_sender *ops);
 
-/* After the send loop: lets what is in flight land (at most 5 s), so that
- * the latencies of the last messages are recorded rather than dropped, while
- * the rates keep counting only what came within the run's seconds. */
+/* After the send loop: lets what is in flight land (at most 10 s: every
+ * send acked and every acked message delivered to t->receivers others), so
+ * that the latencies of the last messages are recorded rather than dropped
+ * and the totals can be checked, while the rates keep counting only what
+ * came within the run's seconds. Sets acked_total and delivered_total. */
 void peer_drain(peer_tally *t, void (*poll_once)(int timeout_ms));
 
 /* The rates and latencies of a direct or group run, as JSON members without
- * braces or a trailing comma; the driver prints the rest of the object. */
-void peer_print_rates(const peer_tally *t, double secs);
+ * braces or a trailing comma; the driver prints the rest of the object.
+ * With them the totals after the drain and "valid": true only when some
+ * message was acked and the deliveries are exactly acked_total x receivers
+ * and driver_ok (the driver's own checks) (scripts/bench.sh prints no
+ * figure of an invalid run). */
+void peer_print_rates(const peer_tally *t, double secs, bool driver_ok);
+bool peer_run_valid(const peer_tally *t);
 
 /* The JSON object of an idle run (mosquitto and nats): connections held,
  * their connect rate and the server's memory per connection. */

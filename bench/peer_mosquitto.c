@@ -234,9 +234,9 @@ static void reset_all(client *cs, long n) {
 }
 
 static void print_json(const char *shape, double secs, long n_senders) {
-    printf("{\"system\": \"mosquitto\", \"scenario\": \"%s\", \"qos\": 1, \"seconds\": %.3f, \"senders\": %ld, ",
+    printf("{\"system\": \"mosquitto\", \"scenario\": \"%s\", \"qos\": 1, \"durability\": \"none (persistence false; QoS 1 state in memory)\", \"seconds\": %.3f, \"senders\": %ld, ",
            shape, secs, n_senders);
-    peer_print_rates(&g_t, secs);
+    peer_print_rates(&g_t, secs, true);
     printf(", \"errors\": %llu}\n", (unsigned long long)g_t.errors);
 }
 
@@ -299,6 +299,7 @@ int main(int argc, char **argv) {
     }
 
     g_group = !strcmp(shape, "group");
+    g_t.receivers = g_group ? (uint64_t)g_a.size - 1 : 1;   /* every other member; the pair's receiver */
     long nclients = g_group ? g_a.size : g_a.pairs * 2;
     client *cs = calloc((size_t)nclients, sizeof *cs);
     for (long i = 0; i < nclients; i++) {

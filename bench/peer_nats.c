@@ -13,6 +13,14 @@
  *           subscribes to the group subject; NATS echoes by default).
  * Nothing is persisted and there are no cursors.
  *
+ * With --jetstream 1 (nats-server run with -js) the same shapes go through
+ * JetStream instead: one stream on file storage over the publish subjects
+ * (made by peer_nats_js.c), each publish carries a reply subject and "ack"
+ * is JetStream's PubAck (the message is stored in the stream's file), and
+ * each receiving client gets its messages from a push consumer of its own
+ * (pair or group subject, AckNone) on a deliver subject it subscribes to,
+ * i.e. from the stream, not from the publish.
+ *
  *   bench-peer-nats direct --port P --pairs N --window W|--rate R --seconds S
  *   bench-peer-nats group  --port P --size 250 --senders K|all --window W --seconds S
  *   bench-peer-nats idle   --port P --n N --pid NATS_SERVER_PID
@@ -32,6 +40,9 @@
 #include <unistd.h>
 
 #include "peer_common.h"
+#include "peer_nats_js.h"
+
+enum { JS_RING = 8192 };   /* send times awaiting their PubAck, per client (in-flight stays below) */
 
 typedef struct client {
     natsConnection *nc;
@@ -40,7 +51,12 @@ typedef struct client {
     uint32_t mask;          /* epoll events registered */
     bool added, in_on, want_out, out_armed, queued, dead, ready;
     uint32_t index, inflight;
-    char subject[24];       /* publishes to */
+    char subject[40];       /* publishes to */
+    /* JetStream: PubAcks come back on ack_sub, in publish order */
+    natsSubscription *ack_sub;
+    char ack_subject[40];
+    uint64_t *sent_ring;
+    uint32_t ring_head, ring_len;
 } client;
 
 static int g_ep;
@@ -48,6 +64,8 @@ static peer_tally g_t;
 static atomic_ullong g_async_errors;
 static peer_args g_a;
 static bool g_group;
+static bool g_js;           /* --jetstream 1 */
+static uint64_t g_js_errors;   /* PubAcks that carry an error */
 static client *g_clients, *g_attaching;
 static long g_nclients;
 static client **g_wq;       /* clients whose libnats write buffer has bytes */
@@ -164,6 +182,7 @@ static void on_msg(client *c, natsMsg *m) {
     memcpy(&sent, d + 16, 8);
     uint64_t now = peer_now_ns();
     client *s = sender < (uint32_t)g_nclients ? &g_clients[sender] : NULL;
+    if (g_js && sender == c->index) return;   /* own copy from the stream: not a delivery, not the ack */
     if (sender == c->index) {   /* own copy (group): the server routed it */
         g_t.acked++;
         hist_record(&g_t.ack, now - sent);
@@ -172,23 +191,53 @@ static void on_msg(client *c, natsMsg *m) {
     }
     g_t.delivered++;
     if (now > ts) hist_record(&g_t.deliv, now - ts);
-    if (!g_group && s) {   /* direct: the delivery is the ack */
+    if (!g_group && !g_js && s) {   /* direct: the delivery is the ack */
         g_t.acked++;
         hist_record(&g_t.ack, now - sent);
         if (s->inflight) s->inflight--;
     }
 }
 
-static void drain_sub(client *c) {
-    if (!c->sub || c->dead) return;
+/* JetStream's PubAck: {"stream":..,"seq":..} or {"error":..}; the send it
+ * answers is the oldest in the client's ring */
+static void on_puback(client *c, natsMsg *m) {
+    const char *d = natsMsg_GetData(m);
+    int len = natsMsg_GetDataLength(m);
+    if (len < 16) {   /* readiness probe */
+        if (!c->ready) {
+            c->ready = true;
+            g_t.ready++;
+        }
+        return;
+    }
+    if (c->ring_len == 0) return;
+    uint64_t sent = c->sent_ring[c->ring_head];
+    c->ring_head = (c->ring_head + 1) % JS_RING;
+    c->ring_len--;
+    if (c->inflight) c->inflight--;
+    if (memmem(d, (size_t)len, "\"error\"", 7)) {
+        if (g_js_errors++ < 5) fprintf(stderr, "peer-nats: PubAck: %.*s\n", len, d);
+        return;
+    }
+    g_t.acked++;
+    hist_record(&g_t.ack, peer_now_ns() - sent);
+}
+
+static void drain_one(client *c, natsSubscription *sub, void (*fn)(client *, natsMsg *)) {
+    if (!sub || c->dead) return;
     int msgs = 0, bytes = 0;
-    if (natsSubscription_GetPending(c->sub, &msgs, &bytes) != NATS_OK) return;
+    if (natsSubscription_GetPending(sub, &msgs, &bytes) != NATS_OK) return;
     for (int i = 0; i < msgs; i++) {
         natsMsg *m = NULL;
-        if (natsSubscription_NextMsg(&m, c->sub, 0) != NATS_OK) break;
-        on_msg(c, m);
+        if (natsSubscription_NextMsg(&m, sub, 0) != NATS_OK) break;
+        fn(c, m);
         natsMsg_Destroy(m);
     }
+}
+
+static void drain_sub(client *c) {
+    drain_one(c, c->sub, on_msg);
+    drain_one(c, c->ack_sub, on_puback);
 }
 
 static void poll_once(int timeout_ms) {
@@ -239,6 +288,20 @@ static void connect_one(client *c, natsOptions *o, const char *sub_subject) {
         c->dead = true;
         return;
     }
+    if (c->ack_subject[0]) {   /* JetStream sender: its PubAcks come here */
+        s = natsConnection_SubscribeSync(&c->ack_sub, c->nc, c->ack_subject);
+        if (s == NATS_OK) s = natsSubscription_SetPendingLimits(c->ack_sub, -1, -1);
+        c->sent_ring = calloc(JS_RING, sizeof *c->sent_ring);
+        if (s != NATS_OK || !c->sent_ring) {
+            if (g_t.errors++ < 5) fprintf(stderr, "peer-nats: subscribe %u: %s\n", c->index, nats_GetLastError(NULL));
+            c->dead = true;
+            return;
+        }
+        if (!sub_subject) {   /* the probe comes back on the ack subscription */
+            if (natsConnection_Publish(c->nc, c->ack_subject, "probe", 5) != NATS_OK) c->dead = true;
+            return;
+        }
+    }
     if (!sub_subject) {
         c->ready = true;
         g_t.ready++;
@@ -260,22 +323,34 @@ static void publish(client *c, uint64_t ts) {
     memcpy(body + 4, &c->index, 4);
     memcpy(body + 8, &ts, 8);
     memcpy(body + 16, &sent, 8);
-    if (natsConnection_Publish(c->nc, c->subject, body, g_a.body) != NATS_OK) {
+    natsStatus s = g_js ? natsConnection_PublishRequest(c->nc, c->subject, c->ack_subject, body, g_a.body)
+                        : natsConnection_Publish(c->nc, c->subject, body, g_a.body);
+    if (s != NATS_OK) {
         if (!c->dead) {
             c->dead = true;
             g_t.errors++;
         }
         return;
     }
+    if (g_js) {
+        c->sent_ring[(c->ring_head + c->ring_len) % JS_RING] = sent;
+        c->ring_len++;
+    }
     c->inflight++;
     g_t.sent++;
 }
 
 static void print_json(const char *shape, double secs, long n_senders) {
-    printf("{\"system\": \"nats\", \"scenario\": \"%s\", \"ack\": \"%s\", \"seconds\": %.3f, \"senders\": %ld, ",
-           shape, g_group ? "own copy back" : "delivery to the peer", secs, n_senders);
-    peer_print_rates(&g_t, secs);
-    printf(", \"errors\": %llu}\n", (unsigned long long)(g_t.errors + atomic_load(&g_async_errors)));
+    printf("{\"system\": \"%s\", \"scenario\": \"%s\", \"ack\": \"%s\", \"durability\": \"%s\", "
+           "\"seconds\": %.3f, \"senders\": %ld, ", g_js ? "nats-jetstream" : "nats", shape,
+           g_js ? "JetStream PubAck" : g_group ? "own copy back" : "delivery to the peer",
+           g_js ? "JetStream, file storage, 1 replica: the PubAck follows the write to the stream's file "
+                  "(not fsynced: nats-server syncs file-store data every sync_interval, default 2 min)"
+                : "none (core NATS)",
+           secs, n_senders);
+    peer_print_rates(&g_t, secs, g_js_errors == 0);
+    printf(", \"errors\": %llu, \"puback_errors\": %llu}\n", (unsigned long long)(g_t.errors + atomic_load(&g_async_errors)),
+           (unsigned long long)g_js_errors);
 }
 
 /* the send loop's hooks (peer_send_for) */
@@ -293,6 +368,8 @@ int main(int argc, char **argv) {
     if (!peer_parse_args(&g_a, argc, argv, "bench-peer-nats", 4222, 24)) return 2;
     peer_clamp_counts(&g_a);
     const char *shape = g_a.shape;
+    for (int i = 2; i + 1 < argc; i += 2)
+        if (!strcmp(argv[i], "--jetstream")) g_js = atoi(argv[i + 1]) != 0;
     peer_raise_nofile("peer-nats", g_a.n);
     if (nats_Open(-1) != NATS_OK) {
         fprintf(stderr, "peer-nats: nats_Open failed\n");
@@ -302,21 +379,41 @@ int main(int argc, char **argv) {
     peer_tally_init(&g_t);
     bool idle = !strcmp(shape, "idle");
     g_group = !strcmp(shape, "group");
+    g_t.receivers = g_group ? (uint64_t)g_a.size - 1 : 1;   /* every other member; the pair's receiver */
     g_nclients = idle ? g_a.n : g_group ? g_a.size : g_a.pairs * 2;
     g_clients = calloc((size_t)g_nclients, sizeof *g_clients);
     g_wq = calloc((size_t)g_nclients + 1, sizeof *g_wq);
     natsOptions *o = make_opts(g_a.port, idle ? 4096 : 0);
     if (!o) return 1;
+    g_js = g_js && !idle;
+    unsigned run = (unsigned)getpid();
+    char stream[32], wildcard[40];
+    snprintf(stream, sizeof stream, "PB%u", run);
+    snprintf(wildcard, sizeof wildcard, "pbjs.%u.>", run);
+    /* bounded: the oldest go once a run has stored 2 million */
+    if (g_js && !pjs_open(g_a.port, stream, wildcard, 2000000)) {
+        printf("{\"system\": \"nats-jetstream\", \"scenario\": \"%s\", \"valid\": false, \"error\": \"no stream\"}\n", shape);
+        fflush(stdout);
+        _exit(1);
+    }
 
     long before = idle && g_a.pid ? peer_status_kb(g_a.pid, "VmRSS") : -1;
     uint64_t t0 = peer_now_ns(), end = t0 + 60000000000ull;
     for (long i = 0; i < g_nclients && peer_now_ns() < end; i++) {
         client *c = &g_clients[i];
         c->index = (uint32_t)i;
-        char sub[24];
+        char sub[40];
         const char *subj = sub;
         if (idle) snprintf(sub, sizeof sub, "i%ld", i);
-        else if (g_group) {
+        else if (g_js) {   /* publish to the stream; receive from a push consumer's deliver subject */
+            bool sender = g_group ? (g_a.senders < 0 || i < g_a.senders) : i % 2 == 0;
+            bool receiver = g_group || i % 2 == 1;
+            if (g_group) snprintf(c->subject, sizeof c->subject, "pbjs.%u.g0", run);
+            else snprintf(c->subject, sizeof c->subject, "pbjs.%u.p%ld", run, i / 2);
+            if (sender) snprintf(c->ack_subject, sizeof c->ack_subject, "pba.%u.%ld", run, i);
+            snprintf(sub, sizeof sub, "pbd.%u.%ld", run, i);
+            if (!receiver) subj = NULL;
+        } else if (g_group) {
             snprintf(c->subject, sizeof c->subject, "g0");
             snprintf(sub, sizeof sub, "g0");
         } else {
@@ -341,6 +438,20 @@ int main(int argc, char **argv) {
 
     if (g_t.ready < (uint64_t)g_nclients)
         fprintf(stderr, "peer-nats: only %llu of %ld clients ready\n", (unsigned long long)g_t.ready, g_nclients);
+    if (g_js) {   /* every receiver subscribes to its deliver subject: now its consumer can push */
+        for (long i = 0; i < g_nclients; i++) {
+            client *c = &g_clients[i];
+            if (!(g_group || i % 2 == 1) || c->dead) continue;
+            char deliver[40];
+            snprintf(deliver, sizeof deliver, "pbd.%u.%ld", run, i);
+            if (!pjs_add_push_consumer(c->subject, deliver)) {
+                printf("{\"system\": \"nats-jetstream\", \"scenario\": \"%s\", \"valid\": false, \"error\": \"no consumer\"}\n", shape);
+                fflush(stdout);
+                _exit(1);
+            }
+            if (i % 64 == 63) poll_once(0);
+        }
+    }
     long nsend = 0;
     void **sendv = calloc((size_t)g_nclients, sizeof *sendv);
     for (long i = 0; i < g_nclients; i++) {
@@ -355,5 +466,6 @@ int main(int argc, char **argv) {
     peer_drain(&g_t, poll_once);   /* let what is in flight land, bounded */
     print_json(g_group ? "group" : "direct", secs, nsend);
     fflush(stdout);
+    pjs_close();
     _exit(0);
 }

@@ -19,7 +19,11 @@ static void server_facts(const server_proc *s) {
     report_num("bench_threads", g_opt.threads, "", "bench loops (threads)");
 }
 
-static void load_figures(const load_result *r, double rate, bool receipts) {
+/* receivers: deliveries each acked message owes to other devices (1 in
+ * direct, size-1 in group). The run is valid only when the deliveries after
+ * the drain are exactly that many per acked message: scripts/bench.sh
+ * prints no figure of a run that is not. */
+static void load_figures(const load_result *r, double rate, bool receipts, uint64_t receivers) {
     report_num("offered_rate", rate, "msgs/s", rate > 0 ? "offered rate" : "offered rate (0 = max)");
     report_num("seconds", r->seconds, "s", "timed window");
     report_num("sent", (double)r->sent, "", "sends in window");
@@ -31,6 +35,10 @@ static void load_figures(const load_result *r, double rate, bool receipts) {
     if (receipts) report_num("receipts_per_s", (double)r->receipts / r->seconds, "/s", "delivery receipts/s");
     report_num("acked_total", (double)r->drained_acked, "", "acked after drain");
     report_num("delivered_total", (double)r->drained_delivered, "", "delivered after drain");
+    report_num("receivers_per_msg", (double)receivers, "", "deliveries owed per acked message");
+    report_num("deliveries_expected", (double)(r->drained_acked * receivers), "", "acked after drain x receivers");
+    bool valid = r->drained_acked > 0 && r->drained_delivered == r->drained_acked * receivers;
+    report_str("valid", valid ? "true" : "false", "deliveries == acked x receivers");
     report_num("errors", (double)r->errors, "", "errors");
     report_num("shed", (double)r->shed, "", "shed (503/1013/UNAVAILABLE)");
     report_hist("send_ack", &r->ack, "send->ack");
@@ -68,7 +76,7 @@ int scenario_direct(server_proc *s) {
     report_num("pairs", (double)g_opt.pairs, "", "1:1 pairs (one sender each)");
     report_num("window", g_opt.window, "", "sends in flight per sender (max mode)");
     report_num("body_bytes", g_opt.body_bytes, "B", "message body");
-    load_figures(&r, g_opt.rate, false);
+    load_figures(&r, g_opt.rate, false, 1);
     report_plot(g_opt.plot_path, &r.ack, "send->ack", &r.deliv, "send->delivery");
     fleet_close_all(&f);
     fleet_free(&f);
@@ -104,14 +112,14 @@ int scenario_group(server_proc *s) {
     long senders = g_opt.senders < 0 ? (long)size : g_opt.senders;
     load_result r;
     fleet_load(&f, group_sender, g_opt.rate, g_opt.seconds, size - 1, &r);
-    report_begin("group");
+    report_begin(strcmp(g_opt.scenario, "live") == 0 ? "live" : "group");
     server_facts(s);
     report_num("group_size", size, "", "members per group");
     report_num("groups", (double)g_opt.groups, "", "groups");
     report_num("senders_per_group", (double)senders, "", "senders per group");
     report_num("window", g_opt.window, "", "sends in flight per sender (max mode)");
     report_num("body_bytes", g_opt.body_bytes, "B", "message body");
-    load_figures(&r, g_opt.rate, true);
+    load_figures(&r, g_opt.rate, true, size - 1);
     report_note("every member's device receives every message, the sender's own included");
     report_plot(g_opt.plot_path, &r.deliv, "send->delivery", &r.ack, "send->ack");
     fleet_close_all(&f);

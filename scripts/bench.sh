@@ -4,9 +4,13 @@
 # summary table and leaves every run's JSON in $OUT (default build/bench-out).
 # Benchmarks are not tests: this never fails the build over a figure.
 #
-# Peers (mosquitto, nats-server, Redis pub/sub): scripts/install-bench-deps.sh
-# installs them; their drivers (bench/peer_*.c) are built here (PARLEY_BENCH_PEERS=ON,
-# off in a plain build) for each peer whose client library is present.
+# Peers: in memory (mosquitto, nats-server, Redis pub/sub) and durable (NATS
+# JetStream on file storage, Redis Streams with appendfsync always and
+# everysec, Apache Kafka with acks=all). scripts/install-bench-deps.sh installs
+# them; their drivers (bench/peer_*.c) are built here (PARLEY_BENCH_PEERS=ON,
+# off in a plain build) for each peer whose client library is present. A run
+# whose deliveries are not exactly acked x receivers is printed as INVALID,
+# never as a figure.
 set -u
 BUILD=${BUILD:-build}
 RUNS=${RUNS:-3}
@@ -42,33 +46,80 @@ run direct_max  direct --pairs 1000 --rate max --window 8 --seconds "$SECONDS_LO
 run direct_20k  direct --pairs 1000 --rate 20000 --seconds "$SECONDS_LOAD" --plot "$OUT/direct_20k.png"
 run group       group --size 250 --groups 1 --senders all --window 1 --seconds "$SECONDS_LOAD" --plot "$OUT/group.png"
 run group_4pub  group --size 250 --groups 1 --senders 4 --window 8 --seconds "$SECONDS_LOAD"
+run live        live --size 250 --rate 1000 --seconds "$SECONDS_LOAD"
 run reconnect   reconnect --n 5000 --restart drain
 run sync        sync --backlog 50000
 fi
 
-# ---- peers, the same shapes, each started here on a free loopback port with
-# persistence off. Only peers whose driver was built (bench/peer_*.c found
-# its library) run.
+# ---- peers, the same shapes, each started here on a free loopback port, a
+# fresh server per run. In memory: mosquitto, nats, redis (nothing
+# persisted). Durable: nats-js (JetStream, file storage), redis-aof-always /
+# redis-aof-everysec (Redis Streams, appendonly yes), kafka (one KRaft
+# broker, acks=all). Only peers whose driver was built run.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+driver_of() {
+  case $1 in
+    mosquitto|nats|redis) echo "$BUILD/bench-peer-$1" ;;
+    nats-js) echo "$BUILD/bench-peer-nats" ;;
+    redis-aof-*) echo "$BUILD/bench-peer-redis-streams" ;;
+    kafka) echo "$BUILD/bench-peer-kafka" ;;
+    *) echo "/nonexistent/bench-peer-$1" ;;
+  esac
+}
+driver_args() {   # what tells a driver which durability it is measuring
+  case $1 in
+    nats-js) echo "--jetstream 1" ;;
+    *) echo "" ;;
+  esac
+}
 peer_run() {   # system driver port server_pid run
   sys=$1; drv=$2; port=$3; spid=$4; i=$5
-  # each driver bounds itself (60 s to connect, the load seconds, 5 s to
-  # drain); timeout is a backstop
-  timeout 300 "$drv" idle   --port "$port" --n 19900 --pid "$spid" >"$OUT/$sys.connections.$i.json" 2>>"$OUT/$sys.log"
-  timeout 300 "$drv" direct --port "$port" --pairs 1000 --window 8 --seconds "$SECONDS_LOAD" >"$OUT/$sys.direct_max.$i.json" 2>>"$OUT/$sys.log"
-  timeout 300 "$drv" direct --port "$port" --pairs 1000 --rate 20000 --seconds "$SECONDS_LOAD" >"$OUT/$sys.direct_20k.$i.json" 2>>"$OUT/$sys.log"
-  timeout 300 "$drv" group  --port "$port" --size 250 --senders all --window 1 --seconds "$SECONDS_LOAD" >"$OUT/$sys.group.$i.json" 2>>"$OUT/$sys.log"
-  timeout 300 "$drv" group  --port "$port" --size 250 --senders 4 --window 8 --seconds "$SECONDS_LOAD" >"$OUT/$sys.group_4pub.$i.json" 2>>"$OUT/$sys.log"
+  # shellcheck disable=SC2046
+  set -- $(driver_args "$sys")
+  # each driver bounds itself (60 s to connect, the load seconds, 10 s to
+  # drain); timeout is a backstop. Idle connections only for the in-memory
+  # peers: a durable one's memory per idle connection is the same server's.
+  case $sys in mosquitto|nats|redis)
+    timeout 300 "$drv" idle --port "$port" --n 19900 --pid "$spid" "$@" >"$OUT/$sys.connections.$i.json" 2>>"$OUT/$sys.log" ;;
+  esac
+  timeout 300 "$drv" direct --port "$port" --pairs 1000 --window 8 --seconds "$SECONDS_LOAD" "$@" >"$OUT/$sys.direct_max.$i.json" 2>>"$OUT/$sys.log"
+  timeout 300 "$drv" direct --port "$port" --pairs 1000 --rate 20000 --seconds "$SECONDS_LOAD" "$@" >"$OUT/$sys.direct_20k.$i.json" 2>>"$OUT/$sys.log"
+  timeout 300 "$drv" group  --port "$port" --size 250 --senders all --window 1 --seconds "$SECONDS_LOAD" "$@" >"$OUT/$sys.group.$i.json" 2>>"$OUT/$sys.log"
+  timeout 300 "$drv" group  --port "$port" --size 250 --senders 4 --window 8 --seconds "$SECONDS_LOAD" "$@" >"$OUT/$sys.group_4pub.$i.json" 2>>"$OUT/$sys.log"
+  timeout 300 "$drv" live   --port "$port" --size 250 --rate 1000 --seconds "$SECONDS_LOAD" "$@" >"$OUT/$sys.live.$i.json" 2>>"$OUT/$sys.log"
 }
-PEERS=${PEERS:-mosquitto nats redis}
+PEERS=${PEERS:-mosquitto nats redis nats-js redis-aof-always redis-aof-everysec kafka}
 PEER_TMP=$(mktemp -d)
+spid=""
+kafka_dir=""
+stop_peer() {   # stops the peer server started last, by its PID
+  if [ -n "$kafka_dir" ]; then
+    ./scripts/kafka.sh stop --dir "$kafka_dir" >/dev/null 2>&1
+    kafka_dir=""
+  elif [ -n "$spid" ]; then
+    kill "$spid" 2>/dev/null
+    wait "$spid" 2>/dev/null
+  fi
+  spid=""
+}
+trap 'stop_peer; rm -rf "$PEER_TMP"' EXIT
+trap 'exit 130' INT TERM
 find_bin() { command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; }; }
 start_peer() {   # name port: starts it in the background, sets spid and bin
+  data="$PEER_TMP/$1.data"
+  rm -rf "$data"
+  mkdir -p "$data"
   case $1 in
-    redis)
+    redis|redis-aof-always|redis-aof-everysec)
       bin=$(find_bin redis-server) || { echo "bench: redis-server not installed" >&2; return 1; }
-      (ulimit -n "$(ulimit -Hn)"; exec "$bin" --port "$2" --bind 127.0.0.1 --save "" --appendonly no \
-         --maxclients 100000 --daemonize no --loglevel warning --protected-mode no) >>"$OUT/redis-server.log" 2>&1 &
+      case $1 in
+        redis) persist="--appendonly no" ;;
+        redis-aof-always) persist="--appendonly yes --appendfsync always" ;;
+        *) persist="--appendonly yes --appendfsync everysec" ;;
+      esac
+      # shellcheck disable=SC2086
+      (ulimit -n "$(ulimit -Hn)"; exec "$bin" --port "$2" --bind 127.0.0.1 --save "" $persist --dir "$data" \
+         --maxclients 100000 --daemonize no --loglevel warning --protected-mode no) >>"$OUT/$1-server.log" 2>&1 &
       ;;
     mosquitto)
       bin=$(find_bin mosquitto) || { echo "bench: mosquitto not installed" >&2; return 1; }
@@ -93,18 +144,31 @@ CONF
       # core NATS only: no JetStream (-js not given), so nothing is stored
       (ulimit -n "$(ulimit -Hn)"; exec "$bin" -a 127.0.0.1 -p "$2") >>"$OUT/nats-server.log" 2>&1 &
       ;;
+    nats-js)
+      bin=$(find_bin nats-server) || { echo "bench: nats-server not installed" >&2; return 1; }
+      # JetStream with its store in $data; the driver makes a file-storage stream
+      (ulimit -n "$(ulimit -Hn)"; exec "$bin" -a 127.0.0.1 -p "$2" -js -sd "$data") >>"$OUT/nats-js-server.log" 2>&1 &
+      ;;
+    kafka)
+      bin=scripts/kafka.sh
+      ./scripts/kafka.sh start --dir "$data" --port "$2" >>"$OUT/kafka-server.log" 2>&1 || {
+        echo "bench: kafka did not start (see $OUT/kafka-server.log)" >&2; ./scripts/kafka.sh stop --dir "$data" >/dev/null 2>&1; return 1; }
+      kafka_dir=$data
+      spid=$(cat "$data/kafka.pid")
+      return 0
+      ;;
     *) echo "bench: unknown peer $1" >&2; return 1 ;;
   esac
   spid=$!
   sleep 1
-  kill -0 "$spid" 2>/dev/null || { echo "bench: $1 did not start (see $OUT/$1-server.log)" >&2; return 1; }
+  kill -0 "$spid" 2>/dev/null || { echo "bench: $1 did not start (see $OUT/$1-server.log)" >&2; spid=""; return 1; }
 }
 # every run gets a freshly started server: its memory per idle connection is
 # then not hidden by heap that earlier runs grew and freed
 for p in $PEERS; do
-  drv="$BUILD/bench-peer-$p"
+  drv=$(driver_of "$p")
   if [ ! -x "$drv" ]; then
-    echo "bench: no driver for $p ($drv not built: bench/peer_$p.c or its client library missing); its column stays empty" >&2
+    echo "bench: no driver for $p ($drv not built: its bench/peer_*.c or client library missing); its column stays empty" >&2
     continue
   fi
   i=1
@@ -113,46 +177,65 @@ for p in $PEERS; do
     start_peer "$p" "$port" || break
     echo "bench: $p run $i/$RUNS ($bin, pid $spid, 127.0.0.1:$port)" >&2
     peer_run "$p" "$drv" "$port" "$spid" "$i"
-    kill "$spid" 2>/dev/null
-    wait "$spid" 2>/dev/null
+    stop_peer
     i=$((i + 1))
   done
 done
-rm -rf "$PEER_TMP"
 
 # medians of the runs, one line per figure, with the peers' next to them
 python3 - "$OUT" "$RUNS" <<'PY'
 import json, statistics, sys, glob, os
 out, runs = sys.argv[1], int(sys.argv[2])
+lat = ["send_delivery_p50_ms", "send_delivery_p99_ms", "send_delivery_p99_9_ms", "send_delivery_max_ms"]
 show = {
  "connections": ["held", "connect_rate", "server_bytes_per_conn", "server_bytes_per_conn_marginal", "bench_bytes_per_conn"],
- "direct_max": ["acked_per_s", "deliveries_per_s", "send_ack_p50_ms", "send_ack_p99_ms", "send_delivery_p50_ms", "send_delivery_p99_ms", "send_delivery_p99_9_ms", "send_delivery_max_ms"],
- "direct_20k": ["acked_per_s", "deliveries_per_s", "send_ack_p50_ms", "send_ack_p99_ms", "send_delivery_p50_ms", "send_delivery_p99_ms", "send_delivery_p99_9_ms", "send_delivery_max_ms"],
- "group": ["acked_per_s", "deliveries_per_s", "receipts_per_s", "send_delivery_p50_ms", "send_delivery_p99_ms", "send_delivery_max_ms"],
+ "direct_max": ["acked_per_s", "deliveries_per_s", "send_ack_p50_ms", "send_ack_p99_ms"] + lat,
+ "direct_20k": ["acked_per_s", "deliveries_per_s", "send_ack_p50_ms", "send_ack_p99_ms"] + lat,
+ "group": ["acked_per_s", "deliveries_per_s", "receipts_per_s"] + lat,
  "group_4pub": ["acked_per_s", "deliveries_per_s", "receipts_per_s", "send_delivery_p50_ms", "send_delivery_p99_ms"],
+ "live": ["acked_per_s", "deliveries_per_s", "send_ack_p50_ms", "send_ack_p99_ms"] + lat,
  "reconnect": ["server_down_s", "t50_s", "t99_s", "t100_s", "shed"],
  "sync": ["backlog", "catch_up_s", "catch_up_rate"],
 }
+# shapes whose every run must account for its messages: deliveries after the
+# drain == acked x receivers, or the run is INVALID and gives no figure
+checked = ("direct_max", "direct_20k", "group", "group_4pub", "live")
 print("\n== parley-bench standard set: medians of %d runs (JSON in %s) ==" % (runs, out))
-def load(pattern):
+invalid = []
+def valid(d):
+    return d.get("valid") in (True, "true")
+def load(name, pattern):
     docs = []
     for f in sorted(glob.glob(os.path.join(out, pattern))):
-        try: docs.append(json.load(open(f)))
-        except Exception: pass
+        try: d = json.load(open(f))
+        except Exception:
+            if name in checked: invalid.append("%s: no result (the driver failed; see its log)" % os.path.basename(f))
+            continue
+        if name in checked and not valid(d):
+            invalid.append("%s: deliveries %s, expected %s (acked %s x %s)%s" % (
+                os.path.basename(f), d.get("delivered_total", "?"), d.get("deliveries_expected", "?"),
+                d.get("acked_total", "?"), d.get("receivers_per_msg", "?"),
+                ": " + d["error"] if d.get("error") else ""))
+            continue
+        docs.append(d)
     return docs
 def nums(docs, k):
     return [d[k] for d in docs if isinstance(d.get(k), (int, float))]
-peers = ("mosquitto", "nats", "redis")
+peers = ("mosquitto", "nats", "redis", "nats-js", "redis-aof-always", "redis-aof-everysec", "kafka")
+durability = {}
 for name, keys in show.items():
-    docs = load(name + ".*.json")
-    pdocs = {p: load("%s.%s.*.json" % (p, name)) for p in peers}
+    docs = load(name, name + ".*.json")
+    pdocs = {p: load(name, "%s.%s.*.json" % (p, name)) for p in peers}
+    for p, ds in pdocs.items():
+        for d in ds:
+            if d.get("durability"): durability.setdefault(p, d["durability"])
     if not docs and not any(pdocs.values()):
-        print("%-12s (no result)" % name); continue
+        print("%-12s (no valid result)" % name); continue
     if docs:
         d0 = docs[0]
         print("%-12s fsync=%s server_workers=%s runs=%d" % (name, d0.get("server_fsync"), d0.get("server_workers"), len(docs)))
     else:
-        print("%-12s parley: no result (SKIP_PARLEY?)" % name)
+        print("%-12s parley: no valid result (SKIP_PARLEY?)" % name)
     for k in keys:
         vals = nums(docs, k)
         med = statistics.median(vals) if vals else None
@@ -169,12 +252,21 @@ for name, keys in show.items():
         if not vals and not any_peer: continue
         if vals: line += "   runs: " + " ".join("%.6g" % v for v in vals)
         print(line)
+if durability:
+    print("\nDurability of each peer (an ack means):")
+    for p in peers:
+        if p in durability: print("  %-20s %s" % (p, durability[p]))
+if invalid:
+    print("\nINVALID runs (deliveries do not match acks; no figure taken from them):")
+    for line in invalid: print("  " + line)
 PY
 cat <<'TXT'
 What differs: parley makes every message durable (RocksDB, fsync policy as
 shown) before acking it, appends an inbox entry per member, keeps a cursor per
-device, and pushes the sender's own message back to its device; the peers, as
-run here, persist nothing and keep no cursors. mosquitto: QoS 1, ack = the
+device, and pushes the sender's own message back to its device; the in-memory
+peers (mosquitto, nats, redis) persist nothing and keep no cursors; the
+durable ones (nats-js, redis-aof-*, kafka) store each message before their
+ack, with the durability listed above. mosquitto: QoS 1, ack = the
 broker's PUBACK, clean sessions, persistence false. nats-server: core NATS, no
 JetStream; NATS has no publish ack, so "ack" is the delivery to the peer
 (direct) or the sender's own copy back (group). Redis pub/sub: fire-and-forget,

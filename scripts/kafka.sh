@@ -1,0 +1,166 @@
+#!/bin/sh
+# scripts/kafka.sh start|stop|status --dir DIR [--port P] [--controller-port C]
+#
+# One Apache Kafka broker in KRaft mode (broker and controller in one
+# process) on 127.0.0.1, its config, data, log and PID file all in DIR.
+# The jars come from Maven Central through a throwaway pom
+# (`mvn dependency:copy-dependencies`) into $KAFKA_CACHE (default
+# .cache/kafka-VERSION, ignored by git), once; later starts reuse them.
+#
+#   start   formats DIR (if new) and starts the broker; waits until it is
+#           ready (port open and "Kafka Server started" logged, at most
+#           KAFKA_START_TIMEOUT s, default 90), else stops it and fails.
+#           --port defaults to a free port; the port is written to DIR/port.
+#   stop    SIGTERM to the PID in DIR/kafka.pid (checked to be this broker's
+#           java), waits up to 30 s, then SIGKILL. Never stops by name.
+#   status  prints "running PID PORT" (exit 0) or "stopped" (exit 1).
+#
+# Facts it follows: /work/shared/ENGINES.md (Kafka 4.4.0, Java 17).
+set -eu
+VERSION=${KAFKA_VERSION:-4.4.0}
+LOG4J_VERSION=2.25.5
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${KAFKA_CACHE:-$ROOT/.cache/kafka-$VERSION}
+JAVA=${JAVA:-java}
+TIMEOUT=${KAFKA_START_TIMEOUT:-90}
+
+usage() { echo "usage: $0 start|stop|status --dir DIR [--port P] [--controller-port C]" >&2; exit 2; }
+[ $# -ge 1 ] || usage
+cmd=$1; shift
+DIR=""; PORT=""; CPORT=""
+while [ $# -ge 2 ]; do
+  case $1 in
+    --dir) DIR=$2 ;;
+    --port) PORT=$2 ;;
+    --controller-port) CPORT=$2 ;;
+    *) usage ;;
+  esac
+  shift 2
+done
+[ $# -eq 0 ] && [ -n "$DIR" ] || usage
+# one spelling of DIR, so that the PID check below matches the command line
+[ "$cmd" = start ] && mkdir -p "$DIR"
+[ -d "$DIR" ] && DIR=$(cd "$DIR" && pwd)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# the jars of this version, fetched once
+fetch_jars() {
+  [ -f "$CACHE/libs/.complete" ] && return 0
+  mkdir -p "$CACHE"
+  cat >"$CACHE/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>parley.bench</groupId>
+  <artifactId>kafka-jars</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$VERSION</version></dependency>
+    <!-- without an slf4j binding the broker logs nothing, and "started" is never seen -->
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
+  </dependencies>
+</project>
+POM
+  rm -rf "$CACHE/libs.tmp"
+  mvn -q -B -f "$CACHE/pom.xml" dependency:copy-dependencies -DoutputDirectory="$CACHE/libs.tmp" -DincludeScope=runtime >/dev/null
+  rm -rf "$CACHE/libs"
+  mv "$CACHE/libs.tmp" "$CACHE/libs"
+  touch "$CACHE/libs/.complete"
+}
+
+# the PID in DIR/kafka.pid if that process is alive (not a zombie) and is
+# this broker's java; empty otherwise
+live_pid() {
+  [ -f "$DIR/kafka.pid" ] || return 0
+  pid=$(cat "$DIR/kafka.pid")
+  case $pid in ''|*[!0-9]*) return 0 ;; esac
+  st=$(ps -o stat= -p "$pid" 2>/dev/null || true)
+  case $st in ''|Z*) return 0 ;; esac
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "kafka.Kafka $DIR/server.properties" && echo "$pid"
+  return 0
+}
+
+stop() {
+  pid=$(live_pid)
+  if [ -n "$pid" ]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    i=0
+    while [ $i -lt 300 ] && [ -n "$(live_pid)" ]; do sleep 0.1; i=$((i + 1)); done
+    if [ -n "$(live_pid)" ]; then
+      echo "kafka.sh: $pid did not stop in 30 s; SIGKILL" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$DIR/kafka.pid"
+}
+
+start() {
+  if [ -n "$(live_pid)" ]; then echo "kafka.sh: already running ($(live_pid))" >&2; return 1; fi
+  command -v "$JAVA" >/dev/null || { echo "kafka.sh: no java (scripts/install-bench-deps.sh)" >&2; return 1; }
+  fetch_jars
+  [ -n "$PORT" ] && [ "$PORT" != 0 ] || PORT=$(free_port)   # 0: any free port
+  [ -n "$CPORT" ] || CPORT=$(free_port)
+  cat >"$DIR/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$CPORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$DIR/data
+num.partitions=1
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+PROPS
+  cat >"$DIR/log4j2.properties" <<'L4J'
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = OUT
+L4J
+  echo "$PORT" >"$DIR/port"
+  cp="$CACHE/libs/*"
+  if [ ! -f "$DIR/data/meta.properties" ]; then
+    id=$("$JAVA" -cp "$cp" kafka.tools.StorageTool random-uuid | tail -1)
+    "$JAVA" -cp "$cp" kafka.tools.StorageTool format -t "$id" -c "$DIR/server.properties" >"$DIR/format.log" 2>&1 || {
+      echo "kafka.sh: format failed (see $DIR/format.log)" >&2; return 1; }
+  fi
+  : >"$DIR/kafka.log"
+  setsid nohup "$JAVA" -Xms512m -Xmx512m -XX:+UseG1GC -Dlog4j2.configurationFile="$DIR/log4j2.properties" \
+    -cp "$cp" kafka.Kafka "$DIR/server.properties" >>"$DIR/kafka.log" 2>&1 </dev/null &
+  echo $! >"$DIR/kafka.pid"
+  i=0
+  while [ $i -lt $((TIMEOUT * 10)) ]; do
+    if [ -z "$(live_pid)" ]; then echo "kafka.sh: broker exited (see $DIR/kafka.log)" >&2; rm -f "$DIR/kafka.pid"; return 1; fi
+    if grep -q "Kafka Server started" "$DIR/kafka.log" &&
+       python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',int(sys.argv[1])),1)" "$PORT" 2>/dev/null; then
+      echo "kafka.sh: ready on 127.0.0.1:$PORT (pid $(cat "$DIR/kafka.pid"), data $DIR/data)" >&2
+      return 0
+    fi
+    sleep 0.1
+    i=$((i + 1))
+  done
+  echo "kafka.sh: not ready in $TIMEOUT s (see $DIR/kafka.log); stopping it" >&2
+  stop
+  return 1
+}
+
+case $cmd in
+  start) start ;;
+  stop) stop ;;
+  status)
+    pid=$(live_pid)
+    if [ -n "$pid" ]; then echo "running $pid $(cat "$DIR/port" 2>/dev/null)"; else echo "stopped"; exit 1; fi
+    ;;
+  *) usage ;;
+esac
