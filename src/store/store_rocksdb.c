@@ -379,7 +379,12 @@ static int families_collect(store *s, const char *dir, bool create, bool only_li
         char *lerr = NULL;
         fs->listed = rocksdb_list_column_families(s->options, dir, &fs->n_listed, &lerr);
         /* unreadable: the open that follows fails and says why */
-        if (lerr) { free(lerr); fs->listed = NULL; fs->n_listed = 0; }
+        if (lerr) {
+            free(lerr);
+            if (fs->listed) rocksdb_list_column_families_destroy(fs->listed, fs->n_listed);
+            fs->listed = NULL;
+            fs->n_listed = 0;
+        }
     }
     for (int i = 0; i < CF_COUNT; i++) {
         bool there = create || !only_listed;
