@@ -975,22 +975,32 @@ static void apply_read_marks(Parley__Store__Member *m, const uint8_t *v, size_t 
     m->delivered_seq = get_u64(v + 8);
 }
 
+/* The record and its read marks are adjacent keys: one seek finds both
+ * (two gets would each search every memtable and level). */
+struct member_get { Parley__Store__Member *m; int failed; };
+
+static int member_get_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
+    struct member_get *g = ud;
+    if (klen == 17) {
+        g->m = parley__store__member__unpack(NULL, vlen, v);
+        if (!g->m) g->failed = 1;
+        return g->m == NULL;
+    }
+    if (klen == 18 && k[17] == 'r' && g->m) apply_read_marks(g->m, v, vlen);
+    return 1;
+}
+
 int store_get_member(store *s, uint64_t conv, uint64_t user, Parley__Store__Member **out) {
-    key k;
-    member_key(&k, conv, user);
-    int found = get_unpacked(s, &k, &parley__store__member__descriptor, (void **)out);
-    if (found != 1) return found;
-    read_marks_key(&k, conv, user);
-    store_bytes v;
-    int marks = get_raw(s, &k, &v);
-    if (marks == 1) {
-        apply_read_marks(*out, v.data, v.len);
-        store_bytes_free(&v);
-    } else if (marks < 0) {
-        parley__store__member__free_unpacked(*out, NULL);
-        *out = NULL;
+    key p;
+    member_key(&p, conv, user);
+    struct member_get g = {NULL, 0};
+    if (scan(s, &p, &p, false, member_get_cb, &g) < 0 || g.failed) {
+        if (g.failed) log_error("store: undecodable %s record", parley__store__member__descriptor.name);
+        if (g.m) parley__store__member__free_unpacked(g.m, NULL);
         return -1;
     }
+    if (!g.m) return 0;
+    *out = g.m;
     return 1;
 }
 
