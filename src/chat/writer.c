@@ -195,7 +195,7 @@ static void answer_sent(writer *w, const pending_send *p) {
 static void put_pending_members(writer *w) {
     for (size_t i = 0; i < w->n_members; i++) {
         pending_member *pm = &w->members[i];
-        store_put_member(w->batch, pm->conv, pm->user, pm->record);
+        store_put_member_update(w->batch, pm->conv, pm->user, &pm->before, pm->record);
         parley__store__member__free_unpacked(pm->record, NULL);
     }
     w->n_members = 0;
@@ -213,7 +213,7 @@ Parley__Store__Member *writer_member_for_update(writer *w, uint64_t conv, uint64
         w->members = grown;
         w->cap_members = cap;
     }
-    w->members[w->n_members++] = (pending_member){conv, user, m};
+    w->members[w->n_members++] = (pending_member){conv, user, m, *m};
     return m;
 }
 

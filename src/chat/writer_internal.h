@@ -72,6 +72,7 @@ typedef struct device_ack {
 typedef struct pending_member {
     uint64_t conv, user;
     Parley__Store__Member *record;   /* owned until the batch commits */
+    Parley__Store__Member before;    /* the record as read: what changed decides what is written */
 } pending_member;
 
 struct writer {

@@ -4,7 +4,9 @@
  *
  * Reads are direct calls. Writes are collected in a store_batch and
  * committed atomically; with sync the commit returns only once the batch is
- * on stable storage (this is what "ack means durable" rests on).
+ * on stable storage (this is what "ack means durable" rests on). Within a
+ * batch the last write of a key wins, as if the calls ran in order; the
+ * commit writes each key once, in key order.
  *
  * The embedded implementation is RocksDB (store_rocksdb.c). Its key layout
  * is described there; code above this header never sees keys.
@@ -111,6 +113,13 @@ void store_put_direct(store_batch *b, uint64_t a, uint64_t b_user, uint64_t conv
 int store_get_member(store *s, uint64_t conv, uint64_t user, Parley__Store__Member **out);
 /* also records conv in the user's list of conversations */
 void store_put_member(store_batch *b, uint64_t conv, uint64_t user, const Parley__Store__Member *m);
+/* Stores after, the record read as before and then changed. When only
+ * read_seq and delivered_seq changed (a send marks one's own message read,
+ * an ack raises delivered) they go to a 16-byte record of their own beside
+ * the member record, which is not rewritten; nothing at all when nothing
+ * changed. Reads (get, scan) see the two together. */
+void store_put_member_update(store_batch *b, uint64_t conv, uint64_t user, const Parley__Store__Member *before,
+                             const Parley__Store__Member *after);
 /* Calls fn for each member record (current and former) in user order; fn
  * returns non-zero to stop. Returns 0 or -1. */
 typedef int (*store_member_fn)(void *ud, uint64_t user, const Parley__Store__Member *m);

@@ -1,8 +1,9 @@
 /* store_rocksdb.c -- the embedded store on RocksDB.
  *
- * One keyspace; the first byte of a key says what it is, and integers are
- * big-endian so that a conversation's messages or a user's inbox are one
- * ordered range:
+ * The first byte of a key says what it is, and integers are big-endian so
+ * that a conversation's messages or a user's inbox are one ordered range.
+ * The kind also picks the column family the record lives in (see
+ * store_layout.h: messages, inbox, dedupe, log, cursors, members, default):
  *
  *   'k' name                   -> counter (8)
  *   'n' user name              -> user id (8)
@@ -12,6 +13,8 @@
  *   'c' conv(8)                -> parley.store.Conversation
  *   'p' low user(8) high(8)    -> conv (8)       the direct conversation of a pair
  *   'm' conv(8) user(8)        -> parley.store.Member
+ *   'm' conv(8) user(8) 'r'    -> read_seq(8) delivered_seq(8)  read marks: when
+ *                                 present they replace the record's two fields
  *   'v' user(8) conv(8)        -> ""             the user's conversations
  *   'M' conv(8) seq(8)         -> parley.v1.Message
  *   'S' conv(8)                -> last seq (8)   never expires: seqs are not reused
@@ -25,6 +28,7 @@
  *   'o' user(8) device(4) key_id(4) -> public key   one-time pre-keys
  *   'q' user(8) device(4) queue_seq(8) -> parley.v1.DeviceMessage
  *   'A' owner(8) other(8)      -> parley.store.Consent  owner's view of other
+ *   '#layout'                  -> layout version (8), see store_layout.h
  *
  * Retention: 'M', 'X' and 'i' records carry their message's time. Reads
  * treat the ones older than the retention as absent at once; a compaction
@@ -49,11 +53,21 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "store/store_batch_ops.h"
 #include "store/store_dir.h"
+#include "store/store_layout.h"
+
+/* column families found in a store that parley did not make: opened
+ * (RocksDB requires it), never used */
+enum { EXTRA_FAMILIES_MAX = 32 };
 
 struct store {
     rocksdb_t *db;
-    rocksdb_options_t *options;
+    rocksdb_options_t *options;      /* the DB's options, and the default family's */
+    rocksdb_options_t *cf_options[CF_COUNT];
+    rocksdb_column_family_handle_t *cf[CF_COUNT];
+    rocksdb_column_family_handle_t *extra_cf[EXTRA_FAMILIES_MAX];
+    int n_extra_cf;
     rocksdb_readoptions_t *read;
     rocksdb_writeoptions_t *write_sync;
     rocksdb_writeoptions_t *write_nosync;
@@ -79,10 +93,8 @@ struct store {
     atomic_bool commit_failing;
     atomic_ulong writes_refused_total;   /* commits refused under the watermark */
     atomic_ulong commit_failures_total;  /* commits RocksDB failed */
-};
-
-struct store_batch {
-    rocksdb_writebatch_t *wb;
+    atomic_ulong superseded_total;       /* writes left out: a later one in the batch replaced them */
+    atomic_ullong layout_moved_total;    /* records moved into their families at open */
 };
 
 /* ------------------------------------------------------------------ keys */
@@ -209,7 +221,8 @@ static void *sweeper_main(void *arg) {
         if (s->stopping) break;
         pthread_mutex_unlock(&s->sweep_lock);
         /* a compaction writes new files before it deletes old ones */
-        if (!atomic_load(&s->disk_full)) rocksdb_compact_range(s->db, NULL, 0, NULL, 0);
+        for (int cf = 0; cf < CF_COUNT && !atomic_load(&s->disk_full); cf++)
+            if (store_cf_expires(cf)) rocksdb_compact_range_cf(s->db, s->cf[cf], NULL, 0, NULL, 0);
         pthread_mutex_lock(&s->sweep_lock);
     }
     pthread_mutex_unlock(&s->sweep_lock);
@@ -283,11 +296,16 @@ size_t store_metrics_render(store *s, char *out, size_t cap) {
         "# HELP parley_store_failing 1 while the last commit failed.\n"
         "# TYPE parley_store_failing gauge\nparley_store_failing %d\n"
         "# HELP parley_store_background_errors RocksDB background errors (flush, compaction) since start.\n"
-        "# TYPE parley_store_background_errors counter\nparley_store_background_errors %llu\n",
+        "# TYPE parley_store_background_errors counter\nparley_store_background_errors %llu\n"
+        "# HELP parley_store_writes_superseded_total Writes left out of a commit because a later write of the same key in the same batch replaced them (a device's acks in one group commit: one cursor write).\n"
+        "# TYPE parley_store_writes_superseded_total counter\nparley_store_writes_superseded_total %lu\n"
+        "# HELP parley_store_layout_records_moved_total Records of a store made before column families moved into their families at open.\n"
+        "# TYPE parley_store_layout_records_moved_total counter\nparley_store_layout_records_moved_total %llu\n",
         (unsigned long long)atomic_load(&s->free_bytes), (unsigned long long)s->min_free_bytes,
         atomic_load(&s->disk_full) ? 1 : 0, atomic_load(&s->writes_refused_total),
         atomic_load(&s->commit_failures_total), atomic_load(&s->commit_failing) ? 1 : 0,
-        (unsigned long long)bg);
+        (unsigned long long)bg, atomic_load(&s->superseded_total),
+        (unsigned long long)atomic_load(&s->layout_moved_total));
     if (n < 0) return 0;
     return (size_t)n < cap ? (size_t)n : 0;
 }
@@ -332,14 +350,104 @@ enum { WAL_TOLERATE_TAIL = 0, WAL_POINT_IN_TIME = 2 };
 /* After a strict open failed on corruption: would a point-in-time open
  * work, i.e. is the damage in the write-ahead log's records? Read-only, so
  * nothing on disk changes. 1 with the sequence number it would keep. */
+
+/* The column families to open: parley's, and any other the store lists
+ * (RocksDB opens a store only with all of them). */
+typedef struct family_set {
+    const char *names[CF_COUNT + EXTRA_FAMILIES_MAX];
+    const rocksdb_options_t *options[CF_COUNT + EXTRA_FAMILIES_MAX];
+    rocksdb_column_family_handle_t *handles[CF_COUNT + EXTRA_FAMILIES_MAX];
+    int n;
+    char **listed;
+    size_t n_listed;
+} family_set;
+
+static int family_index(const char *name) {
+    for (int i = 0; i < CF_COUNT; i++)
+        if (strcmp(store_cf_names[i], name) == 0) return i;
+    return -1;
+}
+
+/* only_listed: just the families the store has (a read-only open cannot
+ * create the missing ones). -1 with *err when there are too many others. */
+static int families_collect(store *s, const char *dir, bool create, bool only_listed, family_set *fs,
+                            char **err) {
+    fs->n = 0;
+    fs->listed = NULL;
+    fs->n_listed = 0;
+    if (!create) {
+        char *lerr = NULL;
+        fs->listed = rocksdb_list_column_families(s->options, dir, &fs->n_listed, &lerr);
+        /* unreadable: the open that follows fails and says why */
+        if (lerr) {
+            free(lerr);
+            if (fs->listed) rocksdb_list_column_families_destroy(fs->listed, fs->n_listed);
+            fs->listed = NULL;
+            fs->n_listed = 0;
+        }
+    }
+    for (int i = 0; i < CF_COUNT; i++) {
+        bool there = create || !only_listed;
+        for (size_t j = 0; j < fs->n_listed && !there; j++) there = strcmp(fs->listed[j], store_cf_names[i]) == 0;
+        if (!there) continue;
+        fs->names[fs->n] = store_cf_names[i];
+        fs->options[fs->n++] = s->cf_options[i];
+    }
+    for (size_t j = 0; j < fs->n_listed; j++) {
+        if (family_index(fs->listed[j]) >= 0) continue;
+        if (fs->n == CF_COUNT + EXTRA_FAMILIES_MAX) {
+            *err = errorf("the store in %s has more than %d column families parley does not know",
+                          dir, EXTRA_FAMILIES_MAX);
+            return -1;
+        }
+        fs->names[fs->n] = fs->listed[j];
+        fs->options[fs->n++] = s->options;
+    }
+    return 0;
+}
+
+static void families_release(family_set *fs) {
+    if (fs->listed) rocksdb_list_column_families_destroy(fs->listed, fs->n_listed);
+    fs->listed = NULL;
+}
+
+/* A read-write open with every family; the handles go to s. */
+static rocksdb_t *open_families(store *s, const char *dir, bool create, char **err) {
+    family_set fs;
+    if (families_collect(s, dir, create, false, &fs, err) != 0) {
+        families_release(&fs);
+        return NULL;
+    }
+    rocksdb_t *db = rocksdb_open_column_families(s->options, dir, fs.n, fs.names, fs.options, fs.handles, err);
+    if (db) {
+        s->n_extra_cf = 0;
+        for (int i = 0; i < fs.n; i++) {
+            int k = family_index(fs.names[i]);
+            if (k >= 0) s->cf[k] = fs.handles[i];
+            else s->extra_cf[s->n_extra_cf++] = fs.handles[i];
+        }
+    }
+    families_release(&fs);
+    return db;
+}
+
 static int probe_point_in_time(store *s, const char *dir, uint64_t *kept_seq) {
-    rocksdb_options_set_wal_recovery_mode(s->options, WAL_POINT_IN_TIME);
+    family_set fs;
     char *err = NULL;
-    rocksdb_t *db = rocksdb_open_for_read_only(s->options, dir, 0, &err);
+    if (families_collect(s, dir, false, true, &fs, &err) != 0 || fs.n_listed == 0) {
+        free(err);
+        families_release(&fs);
+        return 0;
+    }
+    rocksdb_options_set_wal_recovery_mode(s->options, WAL_POINT_IN_TIME);
+    rocksdb_t *db = rocksdb_open_for_read_only_column_families(s->options, dir, fs.n, fs.names, fs.options,
+                                                                fs.handles, 0, &err);
     rocksdb_options_set_wal_recovery_mode(s->options, WAL_TOLERATE_TAIL);
     free(err);
+    families_release(&fs);
     if (!db) return 0;
     *kept_seq = rocksdb_get_latest_sequence_number(db);
+    for (int i = 0; i < fs.n; i++) rocksdb_column_family_handle_destroy(fs.handles[i]);
     rocksdb_close(db);
     return 1;
 }
@@ -348,7 +456,7 @@ static rocksdb_t *open_db(store *s, const char *dir, bool create, char **err) {
     rocksdb_options_set_create_if_missing(s->options, create);
     rocksdb_options_set_error_if_exists(s->options, create);
     rocksdb_options_set_wal_recovery_mode(s->options, WAL_TOLERATE_TAIL);
-    rocksdb_t *db = rocksdb_open(s->options, dir, err);
+    rocksdb_t *db = open_families(s, dir, create, err);
     if (db || create || !*err || !strstr(*err, "Corruption")) return db;
     uint64_t kept_seq = 0;
     if (!probe_point_in_time(s, dir, &kept_seq)) return NULL;   /* not the log: no flag helps */
@@ -374,7 +482,7 @@ static rocksdb_t *open_db(store *s, const char *dir, bool create, char **err) {
     free(*err);
     *err = NULL;
     rocksdb_options_set_wal_recovery_mode(s->options, WAL_POINT_IN_TIME);
-    db = rocksdb_open(s->options, dir, err);
+    db = open_families(s, dir, false, err);
     if (db)
         log_error("store: recovered to sequence number %llu; writes after it are lost",
                   (unsigned long long)rocksdb_get_latest_sequence_number(db));
@@ -421,11 +529,21 @@ store *store_open_ex(const char *dir, const store_options *o, char **err) {
      * bloom probe per file instead of a block read */
     rocksdb_block_based_options_set_filter_policy(s->table, rocksdb_filterpolicy_create_bloom(10));
     rocksdb_options_set_block_based_table_factory(s->options, s->table);
-    if (s->retention_ms) {
+    /* the families' memtables share one budget, and a quiet family (cursors)
+     * is flushed rather than keep every log file alive */
+    rocksdb_options_set_db_write_buffer_size(s->options, 256 << 20);
+    rocksdb_options_set_max_total_wal_size(s->options, 512 << 20);
+    /* a store made before the families gets them at its first open */
+    rocksdb_options_set_create_missing_column_families(s->options, 1);
+    if (s->retention_ms)
         s->filter = rocksdb_compactionfilter_create(s, retention_filter_destroy, retention_filter,
                                                     retention_filter_name);
-        rocksdb_options_set_compaction_filter(s->options, s->filter);
-    }
+    for (int i = 0; i < CF_COUNT; i++)
+        s->cf_options[i] = i == CF_DEFAULT ? s->options : store_cf_options(s->options, i, s->filter);
+    s->read = rocksdb_readoptions_create();
+    s->write_sync = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(s->write_sync, 1);
+    s->write_nosync = rocksdb_writeoptions_create();
     s->db = open_db(s, dir, create, err);
     if (!s->db) {
         if (!create && *err) {
@@ -440,6 +558,18 @@ store *store_open_ex(const char *dir, const store_options *o, char **err) {
         store_close(s);
         return NULL;
     }
+    uint64_t moved = 0;
+    int laid_out = create ? store_layout_mark(s->db, s->cf, s->write_sync, err)
+                          : store_layout_migrate(s->db, s->cf, s->write_sync, &moved, err);
+    if (laid_out != 0) {
+        char *why2 = errorf("the store in %s: cannot record or move to its column-family layout: %s",
+                            dir, *err ? *err : "");
+        free(*err);
+        *err = why2;
+        store_close(s);
+        return NULL;
+    }
+    atomic_store(&s->layout_moved_total, moved);
     /* marked once RocksDB has made (or opened) the store: a crash between
      * the two leaves an unmarked store with CURRENT, which opens */
     if (state != STORE_DIR_MARKED && store_dir_mark(dir, why, sizeof why) != 0) {
@@ -449,10 +579,6 @@ store *store_open_ex(const char *dir, const store_options *o, char **err) {
     }
     if (state == STORE_DIR_UNMARKED_DB) log_info("store: marked the existing store in %s as parley's", dir);
     if (create) log_info("store: created a new store in %s", dir);
-    s->read = rocksdb_readoptions_create();
-    s->write_sync = rocksdb_writeoptions_create();
-    rocksdb_writeoptions_set_sync(s->write_sync, 1);
-    s->write_nosync = rocksdb_writeoptions_create();
     sample_disk(s);
     s->monitoring = pthread_create(&s->monitor, NULL, monitor_main, s) == 0;
     if (s->retention_ms && s->sweep_ms) s->sweeping = pthread_create(&s->sweeper, NULL, sweeper_main, s) == 0;
@@ -495,7 +621,12 @@ void store_close(store *s) {
     pthread_mutex_unlock(&s->sweep_lock);
     if (s->sweeping) pthread_join(s->sweeper, NULL);
     if (s->monitoring) pthread_join(s->monitor, NULL);
+    for (int i = 0; i < CF_COUNT; i++)
+        if (s->cf[i]) rocksdb_column_family_handle_destroy(s->cf[i]);
+    for (int i = 0; i < s->n_extra_cf; i++) rocksdb_column_family_handle_destroy(s->extra_cf[i]);
     if (s->db) rocksdb_close(s->db);
+    for (int i = 0; i < CF_COUNT; i++)
+        if (s->cf_options[i] && s->cf_options[i] != s->options) rocksdb_options_destroy(s->cf_options[i]);
     if (s->filter) rocksdb_compactionfilter_destroy(s->filter);
     if (s->read) rocksdb_readoptions_destroy(s->read);
     if (s->write_sync) rocksdb_writeoptions_destroy(s->write_sync);
@@ -516,20 +647,10 @@ void store_bytes_free(store_bytes *b) {
 
 /* -------------------------------------------------------------- batches */
 
-store_batch *store_batch_new(void) {
-    store_batch *b = malloc(sizeof *b);
-    if (!b) return NULL;
-    b->wb = rocksdb_writebatch_create();
-    return b;
+static rocksdb_column_family_handle_t *family_of_tag(void *ud, uint8_t tag) {
+    store *s = ud;
+    return s->cf[store_cf_of_tag(tag)];
 }
-
-void store_batch_free(store_batch *b) {
-    if (!b) return;
-    rocksdb_writebatch_destroy(b->wb);
-    free(b);
-}
-
-size_t store_batch_count(const store_batch *b) { return (size_t)rocksdb_writebatch_count(b->wb); }
 
 int store_commit(store *s, store_batch *b, bool sync) {
     /* Under the watermark nothing is written: RocksDB out of space fails
@@ -541,7 +662,10 @@ int store_commit(store *s, store_batch *b, bool sync) {
     }
     char *err = NULL;
     uint64_t t0 = clock_mono_ns();
-    rocksdb_write(s->db, sync ? s->write_sync : s->write_nosync, b->wb, &err);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    atomic_fetch_add(&s->superseded_total, batch_ops_build(b, wb, family_of_tag, s));
+    rocksdb_write(s->db, sync ? s->write_sync : s->write_nosync, wb, &err);
+    rocksdb_writebatch_destroy(wb);
     METRIC_ADD(store_commit_ns_total, clock_mono_ns() - t0);
     METRIC_INC(store_commits_total);
     if (err) {
@@ -552,12 +676,18 @@ int store_commit(store *s, store_batch *b, bool sync) {
         return -1;
     }
     atomic_store(&s->commit_failing, false);
-    rocksdb_writebatch_clear(b->wb);
+    batch_ops_clear(b);
     return 0;
 }
 
 static void batch_put(store_batch *b, const key *k, const void *v, size_t vlen) {
-    rocksdb_writebatch_put(b->wb, (const char *)k->b, k->len, v, vlen);
+    batch_ops_put(b, k->b, k->len, v, vlen);
+}
+
+static void batch_delete(store_batch *b, const key *k) { batch_ops_delete(b, k->b, k->len); }
+
+static void batch_delete_range(store_batch *b, const key *from, const key *to) {
+    batch_ops_delete_range(b, from->b, from->len, to->b, to->len);
 }
 
 static void batch_put_packed(store_batch *b, const key *k, const ProtobufCMessage *m) {
@@ -589,7 +719,8 @@ static void batch_put_pair(store_batch *b, const key *k, uint64_t x, uint64_t y)
 static int get_raw(store *s, const key *k, store_bytes *out) {
     char *err = NULL;
     size_t len = 0;
-    char *v = rocksdb_get(s->db, s->read, (const char *)k->b, k->len, &len, &err);
+    char *v = rocksdb_get_cf(s->db, s->read, s->cf[store_cf_of_tag(k->b[0])], (const char *)k->b, k->len,
+                             &len, &err);
     if (err) {
         log_error("store: get failed: %s", err);
         free(err);
@@ -634,7 +765,8 @@ static int scan(store *s, const key *p, const key *start, bool backward, scan_fn
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)end.b, end.len);
     rocksdb_readoptions_set_iterate_lower_bound(ro, (const char *)p->b, p->len);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, ro);
+    rocksdb_readoptions_set_total_order_seek(ro, 1);   /* the dedupe family's prefixes are for lookups */
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[store_cf_of_tag(p->b[0])]);
     if (backward) rocksdb_iter_seek_for_prev(it, (const char *)start->b, start->len);
     else rocksdb_iter_seek(it, (const char *)start->b, start->len);
     int rc = 0;
@@ -760,7 +892,7 @@ void store_put_link_token(store_batch *b, const char *token, const Parley__Store
 void store_delete_link_token(store_batch *b, const char *token) {
     key k;
     token_key(&k, token);
-    rocksdb_writebatch_delete(b->wb, (const char *)k.b, k.len);
+    batch_delete(b, &k);
 }
 
 struct token_scan { store_link_token_fn fn; void *ud; };
@@ -830,40 +962,129 @@ static void member_key(key *k, uint64_t conv, uint64_t user) {
     key_u64(k, user);
 }
 
+/* right after the member's record in key order, so a scan meets the two
+ * together */
+static void read_marks_key(key *k, uint64_t conv, uint64_t user) {
+    member_key(k, conv, user);
+    k->b[k->len++] = 'r';
+}
+
+static void apply_read_marks(Parley__Store__Member *m, const uint8_t *v, size_t vlen) {
+    if (vlen != 16) return;
+    m->read_seq = get_u64(v);
+    m->delivered_seq = get_u64(v + 8);
+}
+
+/* The record and its read marks are adjacent keys: one seek finds both
+ * (two gets would each search every memtable and level). */
+struct member_get { Parley__Store__Member *m; int failed; };
+
+static int member_get_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
+    struct member_get *g = ud;
+    if (klen == 17) {
+        g->m = parley__store__member__unpack(NULL, vlen, v);
+        if (!g->m) g->failed = 1;
+        return g->m == NULL;
+    }
+    if (klen == 18 && k[17] == 'r' && g->m) apply_read_marks(g->m, v, vlen);
+    return 1;
+}
+
 int store_get_member(store *s, uint64_t conv, uint64_t user, Parley__Store__Member **out) {
-    key k;
-    member_key(&k, conv, user);
-    return get_unpacked(s, &k, &parley__store__member__descriptor, (void **)out);
+    key p;
+    member_key(&p, conv, user);
+    struct member_get g = {NULL, 0};
+    if (scan(s, &p, &p, false, member_get_cb, &g) < 0 || g.failed) {
+        if (g.failed) log_error("store: undecodable %s record", parley__store__member__descriptor.name);
+        if (g.m) parley__store__member__free_unpacked(g.m, NULL);
+        return -1;
+    }
+    if (!g.m) return 0;
+    *out = g.m;
+    return 1;
 }
 
 void store_put_member(store_batch *b, uint64_t conv, uint64_t user, const Parley__Store__Member *m) {
     key k;
     member_key(&k, conv, user);
     batch_put_packed(b, &k, &m->base);
+    /* the record now holds the read marks itself */
+    read_marks_key(&k, conv, user);
+    batch_delete(b, &k);
     key_begin(&k, 'v');
     key_u64(&k, user);
     key_u64(&k, conv);
     batch_put(b, &k, "", 0);
 }
 
-struct member_scan { store_member_fn fn; void *ud; int failed; };
+/* equal but for read_seq and delivered_seq: compared encoded, so a field
+ * added to Member later counts without this being changed */
+static bool member_same_but_marks(const Parley__Store__Member *before, const Parley__Store__Member *after) {
+    Parley__Store__Member same = *after;
+    same.read_seq = before->read_seq;
+    same.delivered_seq = before->delivered_seq;
+    uint8_t x[256], y[256];
+    size_t nx = protobuf_c_message_get_packed_size(&same.base);
+    size_t ny = protobuf_c_message_get_packed_size(&before->base);
+    if (nx != ny || nx > sizeof x) return false;
+    protobuf_c_message_pack(&same.base, x);
+    protobuf_c_message_pack(&before->base, y);
+    return memcmp(x, y, nx) == 0;
+}
+
+void store_put_member_update(store_batch *b, uint64_t conv, uint64_t user, const Parley__Store__Member *before,
+                             const Parley__Store__Member *after) {
+    if (!member_same_but_marks(before, after)) {
+        store_put_member(b, conv, user, after);
+        return;
+    }
+    if (after->read_seq == before->read_seq && after->delivered_seq == before->delivered_seq) return;
+    key k;
+    read_marks_key(&k, conv, user);
+    batch_put_pair(b, &k, after->read_seq, after->delivered_seq);
+}
+
+/* A member's record is held until the scan has passed its read marks. */
+struct member_scan {
+    store_member_fn fn;
+    void *ud;
+    int failed;
+    bool stopped;
+    Parley__Store__Member *held;
+    uint64_t held_user;
+};
+
+static bool member_release(struct member_scan *ms) {
+    if (!ms->held) return false;
+    if (!ms->stopped) ms->stopped = ms->fn(ms->ud, ms->held_user, ms->held) != 0;
+    parley__store__member__free_unpacked(ms->held, NULL);
+    ms->held = NULL;
+    return ms->stopped;
+}
 
 static int member_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
     struct member_scan *ms = ud;
+    if (klen == 18 && k[17] == 'r') {
+        if (ms->held && ms->held_user == get_u64(k + 9)) apply_read_marks(ms->held, v, vlen);
+        return 0;
+    }
     if (klen != 17) return 0;
+    if (member_release(ms)) return 1;
     Parley__Store__Member *m = parley__store__member__unpack(NULL, vlen, v);
     if (!m) { ms->failed = 1; return 1; }
-    int stop = ms->fn(ms->ud, get_u64(k + 9), m);
-    parley__store__member__free_unpacked(m, NULL);
-    return stop;
+    ms->held = m;
+    ms->held_user = get_u64(k + 9);
+    return 0;
 }
 
 int store_scan_members(store *s, uint64_t conv, store_member_fn fn, void *ud) {
     key p;
     key_begin(&p, 'm');
     key_u64(&p, conv);
-    struct member_scan ms = {fn, ud, 0};
+    struct member_scan ms = {fn, ud, 0, false, NULL, 0};
     int rc = scan(s, &p, &p, false, member_scan_cb, &ms);
+    if (rc || ms.failed) ms.stopped = true;   /* an incomplete scan calls fn no more */
+    member_release(&ms);
     return rc || ms.failed ? -1 : 0;
 }
 
@@ -1034,7 +1255,7 @@ void store_delete_log_through(store_batch *b, uint32_t partition, uint64_t offse
     key from, to;
     log_key(&from, partition, 0);
     log_key(&to, partition, offset + 1);
-    rocksdb_writebatch_delete_range(b->wb, (const char *)from.b, from.len, (const char *)to.b, to.len);
+    batch_delete_range(b, &from, &to);
 }
 
 static void checkpoint_key(key *k, uint32_t partition) { key_begin(k, 'f'); key_u32(k, partition); }
@@ -1130,7 +1351,7 @@ void store_put_cursor(store_batch *b, uint64_t user, uint32_t device, uint64_t u
 void store_delete_cursor(store_batch *b, uint64_t user, uint32_t device) {
     key k;
     cursor_key(&k, user, device);
-    rocksdb_writebatch_delete(b->wb, (const char *)k.b, k.len);
+    batch_delete(b, &k);
 }
 
 /* ---------------------------------------------------------------- devices */
@@ -1160,7 +1381,7 @@ int store_scan_devices(store *s, uint64_t user, store_device_fn fn, void *ud) {
 void store_delete_device(store_batch *b, uint64_t user, uint32_t device) {
     key k;
     device_key(&k, user, device);
-    rocksdb_writebatch_delete(b->wb, (const char *)k.b, k.len);
+    batch_delete(b, &k);
 }
 
 /* ------------------------------------------------------------ key directory */
@@ -1220,19 +1441,19 @@ void store_delete_one_time_key(store_batch *b, uint64_t user, uint32_t device, u
     key k;
     device_keys_key(&k, 'o', user, device);
     key_u32(&k, key_id);
-    rocksdb_writebatch_delete(b->wb, (const char *)k.b, k.len);
+    batch_delete(b, &k);
 }
 
 static void delete_prefix(store_batch *b, const key *p) {
     key end;
     key_prefix_end(p, &end);
-    rocksdb_writebatch_delete_range(b->wb, (const char *)p->b, p->len, (const char *)end.b, end.len);
+    batch_delete_range(b, p, &end);
 }
 
 void store_delete_device_keys(store_batch *b, uint64_t user, uint32_t device) {
     key k;
     device_keys_key(&k, 'K', user, device);
-    rocksdb_writebatch_delete(b->wb, (const char *)k.b, k.len);
+    batch_delete(b, &k);
     device_keys_key(&k, 'o', user, device);
     delete_prefix(b, &k);
     device_keys_key(&k, 'q', user, device);
@@ -1284,7 +1505,7 @@ void store_delete_device_messages_through(store_batch *b, uint64_t user, uint32_
     to = from;
     key_u64(&from, 0);
     key_u64(&to, queue_seq + 1);
-    rocksdb_writebatch_delete_range(b->wb, (const char *)from.b, from.len, (const char *)to.b, to.len);
+    batch_delete_range(b, &from, &to);
 }
 
 /* ---------------------------------------------------------------- consent */

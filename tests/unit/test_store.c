@@ -2,11 +2,16 @@
  * scans honour their bounds, batches are atomic and survive reopening; a
  * directory with other files is never created over, a store missing CURRENT
  * does not open (and gets no new one), commits are refused under the
- * free-space watermark; fan-out's retry pause backs off. */
+ * free-space watermark; fan-out's retry pause backs off. Records live in
+ * their column families; a store made before the families (or with the move
+ * cut short) is moved into them at open; a batch writes each key once, the
+ * last write winning; read marks leave the member record alone. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <rocksdb/c.h>
 
 #include "../check.h"
 #include "fanout/fanout.h"
@@ -320,6 +325,358 @@ static void fanout_retry_backs_off(void) {
           fanout_retry_delay_ms(7), fanout_retry_delay_ms(1000000));
 }
 
+/* ------------------------------------------------ column families, layout */
+
+static uint64_t metric(store *s, const char *name) {
+    char text[8192];
+    size_t len = store_metrics_render(s, text, sizeof text);
+    text[len < sizeof text ? len : sizeof text - 1] = 0;
+    char want[128];
+    snprintf(want, sizeof want, "\n%s ", name);
+    const char *at = strstr(text, want);
+    return at ? strtoull(at + strlen(want), NULL, 10) : UINT64_MAX;
+}
+
+/* RocksDB opened directly, with the families the store has (or asks for) */
+enum { RAW_FAMILIES = 16 };
+typedef struct raw {
+    rocksdb_t *db;
+    rocksdb_options_t *o;
+    char *names[RAW_FAMILIES];
+    rocksdb_column_family_handle_t *cf[RAW_FAMILIES];
+    int n;
+} raw;
+
+static rocksdb_column_family_handle_t *raw_cf(raw *r, const char *name) {
+    for (int i = 0; i < r->n; i++)
+        if (strcmp(r->names[i], name) == 0) return r->cf[i];
+    return NULL;
+}
+
+/* want: families to create when missing (NULL-terminated), or NULL */
+static int raw_open(raw *r, bool create, const char *const *want) {
+    memset(r, 0, sizeof *r);
+    r->o = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(r->o, create);
+    rocksdb_options_set_create_missing_column_families(r->o, 1);
+    size_t n = 0;
+    char *err = NULL;
+    char **listed = create ? NULL : rocksdb_list_column_families(r->o, dir, &n, &err);
+    free(err);
+    err = NULL;
+    r->names[r->n++] = strdup("default");
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(listed[i], "default") != 0 && r->n < RAW_FAMILIES) r->names[r->n++] = strdup(listed[i]);
+    if (listed) rocksdb_list_column_families_destroy(listed, n);
+    for (int i = 0; want && want[i]; i++)
+        if (!raw_cf(r, want[i]) && r->n < RAW_FAMILIES) r->names[r->n++] = strdup(want[i]);
+    const rocksdb_options_t *opts[RAW_FAMILIES];
+    for (int i = 0; i < r->n; i++) opts[i] = r->o;
+    r->db = rocksdb_open_column_families(r->o, dir, r->n, (const char *const *)r->names, opts, r->cf, &err);
+    if (err) fprintf(stderr, "  raw open: %s\n", err);
+    free(err);
+    return r->db ? 0 : -1;
+}
+
+static void raw_close(raw *r) {
+    for (int i = 0; i < r->n; i++) {
+        if (r->db) rocksdb_column_family_handle_destroy(r->cf[i]);
+        free(r->names[i]);
+    }
+    if (r->db) rocksdb_close(r->db);
+    rocksdb_options_destroy(r->o);
+}
+
+static void raw_put(raw *r, const char *family, const void *k, size_t klen, const void *v, size_t vlen) {
+    rocksdb_writeoptions_t *w = rocksdb_writeoptions_create();
+    char *err = NULL;
+    rocksdb_put_cf(r->db, w, raw_cf(r, family), k, klen, v, vlen, &err);
+    free(err);
+    rocksdb_writeoptions_destroy(w);
+}
+
+static bool raw_has(raw *r, const char *family, const void *k, size_t klen) {
+    rocksdb_column_family_handle_t *h = raw_cf(r, family);
+    if (!h) return false;
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    char *err = NULL;
+    size_t len = 0;
+    char *v = rocksdb_get_cf(r->db, ro, h, k, klen, &len, &err);
+    free(err);
+    rocksdb_readoptions_destroy(ro);
+    bool found = v != NULL;
+    rocksdb_free(v);
+    return found;
+}
+
+/* keys of the default family whose first byte is tag */
+static size_t raw_count_tag(raw *r, const char *family, char tag) {
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(r->db, ro, raw_cf(r, family));
+    size_t n = 0;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it) && n < 100000; rocksdb_iter_next(it)) {
+        size_t klen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen && k[0] == tag) n++;
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    return n;
+}
+
+static void be64(uint8_t *p, uint64_t v) {
+    for (int i = 7; i >= 0; i--) *p++ = (uint8_t)(v >> (i * 8));
+}
+
+/* the keys of the layout before column families (store_rocksdb.c's table) */
+typedef struct oldkey { uint8_t b[64]; size_t len; } oldkey;
+static oldkey k_conv_seq(char tag, uint64_t a, uint64_t b) {
+    oldkey k = {{(uint8_t)tag}, 17};
+    be64(k.b + 1, a);
+    be64(k.b + 9, b);
+    return k;
+}
+
+/* every kind a send, a fan-out and an ack write, in the old single keyspace */
+static void write_old_layout(raw *r, const char *family_of_moved_messages) {
+    uint8_t v8[8], v16[16], v24[24], v32[32];
+    oldkey k = k_conv_seq('M', 7, 1);
+    raw_put(r, family_of_moved_messages, k.b, k.len, "hello", 5);
+    k = k_conv_seq('M', 7, 2);
+    raw_put(r, "default", k.b, k.len, "again", 5);
+    k = k_conv_seq('S', 7, 0); k.len = 9;
+    be64(v8, 2);
+    raw_put(r, "default", k.b, k.len, v8, 8);
+    k = k_conv_seq('X', 3, 1);
+    be64(v32, 7); be64(v32 + 8, 1); be64(v32 + 16, 4); be64(v32 + 24, 0);
+    raw_put(r, "default", k.b, k.len, v32, 32);
+    k = k_conv_seq('H', 3, 0); k.len = 9;
+    be64(v8, 1);
+    raw_put(r, "default", k.b, k.len, v8, 8);
+    k = k_conv_seq('i', 4, 0); k.len = 13;   /* user 4, device 1, id "abc" */
+    k.b[12] = 1; k.b[13] = 3; memcpy(k.b + 14, "abc", 3); k.len = 17;
+    be64(v24, 7); be64(v24 + 8, 1); be64(v24 + 16, 0);
+    raw_put(r, "default", k.b, k.len, v24, 24);
+    k = k_conv_seq('L', 0, 0); k.b[1] = k.b[2] = k.b[3] = k.b[4] = 0; be64(k.b + 5, 1); k.len = 13;
+    be64(v16, 7); be64(v16 + 8, 1);
+    raw_put(r, "default", k.b, k.len, v16, 16);
+    k = k_conv_seq('r', 3, 0); k.b[9] = 0; k.b[10] = 0; k.b[11] = 0; k.b[12] = 2; k.len = 13;
+    be64(v8, 1);
+    raw_put(r, "default", k.b, k.len, v8, 8);
+    Parley__Store__Member m = PARLEY__STORE__MEMBER__INIT;
+    m.joined_seq = 1;
+    m.read_seq = 2;
+    uint8_t packed[64];
+    size_t n = parley__store__member__pack(&m, packed);
+    k = k_conv_seq('m', 7, 4);
+    raw_put(r, "default", k.b, k.len, packed, n);
+    k = k_conv_seq('v', 4, 7);
+    raw_put(r, "default", k.b, k.len, "", 0);
+    be64(v8, 9);
+    raw_put(r, "default", "kuser", 5, v8, 8);
+}
+
+/* what write_old_layout wrote, read through the store */
+static void check_old_records(store *s) {
+    store_bytes v;
+    CHECK(store_get_message(s, 7, 1, &v) == 1 && v.len == 5 && memcmp(v.data, "hello", 5) == 0, "message 1");
+    store_bytes_free(&v);
+    CHECK(store_get_message(s, 7, 2, &v) == 1 && v.len == 5, "message 2");
+    store_bytes_free(&v);
+    uint64_t x = 0, y = 0;
+    CHECK(store_last_seq(s, 7, &x) == 0 && x == 2, "last seq %lu", x);
+    CHECK(store_inbox_head(s, 3, &x) == 0 && x == 1, "inbox head %lu", x);
+    seen got = {0};
+    CHECK(store_scan_inbox(s, 3, 0, 0, 10, inbox_cb, &got) == 0 && got.n == 1 && got.b[0] == 7001, "inbox %zu", got.n);
+    CHECK(store_get_client_msg(s, 4, 1, (const uint8_t *)"abc", 3, &x, &y) == 1 && x == 7 && y == 1, "dedupe");
+    msgs log = {0};
+    CHECK(store_scan_log(s, 0, 0, log_cb, &log) == 0 && log.n == 1 && log.seq[0] == 1, "log %zu", log.n);
+    CHECK(store_get_cursor(s, 3, 2, &x) == 1 && x == 1, "cursor %lu", x);
+    Parley__Store__Member *m = NULL;
+    CHECK(store_get_member(s, 7, 4, &m) == 1 && m->read_seq == 2, "member");
+    parley__store__member__free_unpacked(m, NULL);
+    CHECK(store_get_counter(s, "user", &x) == 1 && x == 9, "counter %lu", x);
+}
+
+static const char *const moved_tags = "MSXHiLrmv";
+
+/* a store made before column families (one keyspace, marked) opens with
+ * every record readable, moved into its family and out of the default one;
+ * the next open moves nothing */
+static void a_store_from_before_families_is_moved_into_them(void) {
+    snprintf(dir, sizeof dir, "/tmp/parley-store-XXXXXX");
+    CHECK(mkdtemp(dir), "mkdtemp");
+    raw r;
+    CHECK(raw_open(&r, true, NULL) == 0, "raw create");
+    write_old_layout(&r, "default");
+    raw_close(&r);
+    char marker[128];
+    snprintf(marker, sizeof marker, "%s/PARLEY_STORE", dir);
+    touch(marker);
+    char *err = NULL;
+    store *s = store_open(dir, 0, 0, &err);
+    CHECK(s, "the old store did not open: %s", err ? err : "");
+    CHECK(metric(s, "parley_store_layout_records_moved_total") == 10, "moved %lu",
+          metric(s, "parley_store_layout_records_moved_total"));
+    check_old_records(s);
+    if (check_case_failed) return;
+    store_close(s);
+    CHECK(raw_open(&r, false, NULL) == 0, "raw reopen");
+    CHECK(r.n == 7, "families after the move: %d", r.n);
+    for (const char *t = moved_tags; *t; t++)
+        CHECK(raw_count_tag(&r, "default", *t) == 0, "records of kind %c left in default", *t);
+    oldkey k = k_conv_seq('M', 7, 1);
+    CHECK(raw_has(&r, "messages", k.b, k.len), "message 1 is not in the messages family");
+    k = k_conv_seq('m', 7, 4);
+    CHECK(raw_has(&r, "members", k.b, k.len), "the member is not in the members family");
+    raw_close(&r);
+    s = store_open(dir, 0, 0, &err);
+    CHECK(s, "second open: %s", err ? err : "");
+    CHECK(metric(s, "parley_store_layout_records_moved_total") == 0, "moved again");
+    check_old_records(s);
+    store_close(s);
+    remove_dir();
+}
+
+/* a move cut short (the families exist, some records are in them, the rest
+ * still in default, no layout version) finishes at the next open */
+static void an_interrupted_move_finishes(void) {
+    snprintf(dir, sizeof dir, "/tmp/parley-store-XXXXXX");
+    CHECK(mkdtemp(dir), "mkdtemp");
+    static const char *const families[] = {"messages", "inbox", "dedupe", "log", "cursors", "members", NULL};
+    raw r;
+    CHECK(raw_open(&r, true, families) == 0, "raw create");
+    write_old_layout(&r, "messages");   /* message 1 already moved, the rest not */
+    raw_close(&r);
+    char marker[128];
+    snprintf(marker, sizeof marker, "%s/PARLEY_STORE", dir);
+    touch(marker);
+    char *err = NULL;
+    store *s = store_open(dir, 0, 0, &err);
+    CHECK(s, "did not open: %s", err ? err : "");
+    CHECK(metric(s, "parley_store_layout_records_moved_total") == 9, "moved %lu",
+          metric(s, "parley_store_layout_records_moved_total"));
+    check_old_records(s);
+    if (check_case_failed) return;
+    store_close(s);
+    CHECK(raw_open(&r, false, NULL) == 0, "raw reopen");
+    for (const char *t = moved_tags; *t; t++)
+        CHECK(raw_count_tag(&r, "default", *t) == 0, "records of kind %c left in default", *t);
+    raw_close(&r);
+    remove_dir();
+}
+
+/* a new store's records go to their families, not the default one */
+static void records_live_in_their_families(void) {
+    store *s = open_fresh();
+    CHECK(s, "open");
+    store_batch *b = store_batch_new();
+    store_put_message(b, 7, 1, (const uint8_t *)"m", 1);
+    store_put_inbox(b, 3, 1, 7, 1, 4, 0);
+    store_put_client_msg(b, 4, 1, (const uint8_t *)"abc", 3, 7, 1, 0);
+    store_put_log(b, 0, 1, 7, 1);
+    store_put_cursor(b, 3, 2, 1);
+    CHECK(store_commit(s, b, true) == 0, "commit");
+    store_batch_free(b);
+    store_close(s);
+    raw r;
+    CHECK(raw_open(&r, false, NULL) == 0, "raw open");
+    CHECK(r.n == 7, "families: %d", r.n);
+    struct { const char *family; char tag; } want[] = {
+        {"messages", 'M'}, {"messages", 'S'}, {"inbox", 'X'}, {"dedupe", 'i'}, {"log", 'L'}, {"cursors", 'r'}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        CHECK(raw_count_tag(&r, want[i].family, want[i].tag) == 1, "%c not in %s", want[i].tag, want[i].family);
+        CHECK(raw_count_tag(&r, "default", want[i].tag) == 0, "%c in default", want[i].tag);
+    }
+    raw_close(&r);
+    remove_dir();
+}
+
+/* in one batch the last write of a key wins and is the only one written;
+ * a range delete divides the batch (a put after it survives it) */
+static void superseded_writes_are_left_out(void) {
+    store *s = open_fresh();
+    CHECK(s, "open");
+    store_batch *b = store_batch_new();
+    for (uint64_t seq = 1; seq <= 5; seq++) store_put_cursor(b, 3, 2, seq);   /* one device, five acks */
+    store_put_cursor(b, 3, 1, 9);
+    store_delete_cursor(b, 3, 1);
+    store_put_log(b, 0, 1, 7, 1);
+    store_delete_log_through(b, 0, 1);
+    store_put_log(b, 0, 1, 7, 2);
+    CHECK(store_batch_count(b) == 10, "count %zu", store_batch_count(b));
+    CHECK(store_commit(s, b, true) == 0, "commit");
+    CHECK(store_batch_count(b) == 0, "a committed batch is empty");
+    CHECK(metric(s, "parley_store_writes_superseded_total") == 5, "superseded %lu",
+          metric(s, "parley_store_writes_superseded_total"));
+    uint64_t x = 0;
+    CHECK(store_get_cursor(s, 3, 2, &x) == 1 && x == 5, "the last cursor won: %lu", x);
+    CHECK(store_get_cursor(s, 3, 1, &x) == 0, "put then delete: still there (%lu)", x);
+    msgs log = {0};
+    store_scan_log(s, 0, 0, log_cb, &log);
+    CHECK(log.n == 1, "the put after the range delete is gone: %zu", log.n);
+    store_batch_free(b);
+    store_close(s);
+    remove_dir();
+}
+
+static int member_cb(void *ud, uint64_t user, const Parley__Store__Member *m) {
+    msgs *x = ud;
+    x->seq[x->n++] = user * 1000 + m->read_seq * 10 + m->delivered_seq;
+    return 0;
+}
+
+/* a change of read_seq / delivered_seq alone is a read-marks record: the
+ * member record is not rewritten, get and scan see the new values; a
+ * change of anything else rewrites the record; no change writes nothing */
+static void read_marks_leave_the_member_record_alone(void) {
+    store *s = open_fresh();
+    CHECK(s, "open");
+    store_batch *b = store_batch_new();
+    Parley__Store__Member m = PARLEY__STORE__MEMBER__INIT;
+    m.joined_seq = 1;
+    m.read_seq = 1;
+    store_put_member(b, 7, 4, &m);
+    store_put_member(b, 7, 5, &m);
+    CHECK(store_commit(s, b, true) == 0, "commit");
+    Parley__Store__Member *before = NULL;
+    CHECK(store_get_member(s, 7, 4, &before) == 1, "get");
+    Parley__Store__Member after = *before;
+    after.read_seq = 6;
+    after.delivered_seq = 3;
+    store_put_member_update(b, 7, 4, before, &after);
+    CHECK(store_batch_count(b) == 1, "a read mark is one write, not %zu", store_batch_count(b));
+    CHECK(store_commit(s, b, true) == 0, "commit marks");
+    Parley__Store__Member *got = NULL;
+    CHECK(store_get_member(s, 7, 4, &got) == 1 && got->read_seq == 6 && got->delivered_seq == 3 &&
+          got->joined_seq == 1, "marks not seen by get");
+    msgs scanned = {0};
+    CHECK(store_scan_members(s, 7, member_cb, &scanned) == 0 && scanned.n == 2, "scan %zu", scanned.n);
+    CHECK(scanned.seq[0] == 4063 && scanned.seq[1] == 5010, "scan saw %lu %lu", scanned.seq[0], scanned.seq[1]);
+    store_put_member_update(b, 7, 4, got, got);
+    CHECK(store_batch_count(b) == 0, "no change wrote %zu", store_batch_count(b));
+    Parley__Store__Member admin = *got;
+    admin.admin = 1;
+    admin.read_seq = 7;
+    store_put_member_update(b, 7, 4, got, &admin);
+    CHECK(store_commit(s, b, true) == 0, "commit record");
+    parley__store__member__free_unpacked(got, NULL);
+    got = NULL;
+    CHECK(store_get_member(s, 7, 4, &got) == 1 && got->admin && got->read_seq == 7 && got->delivered_seq == 3,
+          "rewritten record");
+    parley__store__member__free_unpacked(got, NULL);
+    parley__store__member__free_unpacked(before, NULL);
+    store_batch_free(b);
+    store_close(s);
+    raw r;
+    CHECK(raw_open(&r, false, NULL) == 0, "raw open");
+    oldkey k = k_conv_seq('m', 7, 4);
+    k.b[k.len++] = 'r';
+    CHECK(!raw_has(&r, "members", k.b, k.len), "the rewritten record left its read marks behind");
+    raw_close(&r);
+    remove_dir();
+}
+
 int main(void) {
     RUN(inbox_ranges);
     RUN(messages_backwards_and_reopen);
@@ -330,5 +687,10 @@ int main(void) {
     RUN(commit_refused_under_the_free_space_watermark);
     RUN(fanout_retry_backs_off);
     RUN(cursor_delete_and_consent);
+    RUN(records_live_in_their_families);
+    RUN(a_store_from_before_families_is_moved_into_them);
+    RUN(an_interrupted_move_finishes);
+    RUN(superseded_writes_are_left_out);
+    RUN(read_marks_leave_the_member_record_alone);
     CHECK_EXIT();
 }

@@ -1,0 +1,141 @@
+/* store_batch_ops.c -- see store_batch_ops.h. */
+#include "store/store_batch_ops.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct batch_op {
+    uint32_t key_off, key_len;
+    uint32_t val_off, val_len;   /* a range delete: its end key */
+    uint8_t kind;
+} batch_op;
+
+struct store_batch {
+    batch_op *ops;
+    size_t n, cap;
+    uint8_t *arena;              /* keys and values, back to back */
+    size_t used, size;
+};
+
+/* Offsets are 32-bit; a batch this large is a bug upstream, and a batch we
+ * cannot build is a write we cannot acknowledge. */
+enum { ARENA_MAX = 1u << 30, OPS_MAX = 1u << 24 };
+/* what a batch keeps allocated between commits */
+enum { ARENA_KEEP = 4u << 20 };
+
+store_batch *store_batch_new(void) { return calloc(1, sizeof(store_batch)); }
+
+void store_batch_free(store_batch *b) {
+    if (!b) return;
+    free(b->ops);
+    free(b->arena);
+    free(b);
+}
+
+size_t store_batch_count(const store_batch *b) { return b->n; }
+
+void batch_ops_clear(store_batch *b) {
+    b->n = 0;
+    b->used = 0;
+    if (b->size > ARENA_KEEP) {
+        free(b->arena);
+        b->arena = NULL;
+        b->size = 0;
+    }
+}
+
+static uint32_t arena_add(store_batch *b, const void *p, size_t len) {
+    if (len > ARENA_MAX - b->used) abort();
+    if (b->used + len > b->size) {
+        size_t size = b->size ? b->size : 4096;
+        while (size < b->used + len) size *= 2;
+        uint8_t *grown = realloc(b->arena, size);
+        if (!grown) abort();
+        b->arena = grown;
+        b->size = size;
+    }
+    if (len) memcpy(b->arena + b->used, p, len);
+    uint32_t off = (uint32_t)b->used;
+    b->used += len;
+    return off;
+}
+
+static void add(store_batch *b, uint8_t kind, const uint8_t *k, size_t klen, const void *v, size_t vlen) {
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 64;
+        if (cap > OPS_MAX) abort();
+        batch_op *grown = realloc(b->ops, cap * sizeof *grown);
+        if (!grown) abort();
+        b->ops = grown;
+        b->cap = cap;
+    }
+    batch_op *op = &b->ops[b->n++];
+    op->kind = kind;
+    op->key_len = (uint32_t)klen;
+    op->key_off = arena_add(b, k, klen);
+    op->val_len = (uint32_t)vlen;
+    op->val_off = arena_add(b, v, vlen);
+}
+
+void batch_ops_put(store_batch *b, const uint8_t *k, size_t klen, const void *v, size_t vlen) {
+    add(b, BATCH_PUT, k, klen, v, vlen);
+}
+
+void batch_ops_delete(store_batch *b, const uint8_t *k, size_t klen) { add(b, BATCH_DELETE, k, klen, NULL, 0); }
+
+void batch_ops_delete_range(store_batch *b, const uint8_t *from, size_t from_len, const uint8_t *to,
+                            size_t to_len) {
+    add(b, BATCH_DELETE_RANGE, from, from_len, to, to_len);
+}
+
+typedef struct sorted {
+    const uint8_t *key;
+    uint32_t len;
+    uint32_t index;   /* position in the batch: among equal keys the last call wins */
+} sorted;
+
+static int sorted_order(const void *x, const void *y) {
+    const sorted *a = x, *b = y;
+    size_t n = a->len < b->len ? a->len : b->len;
+    int c = n ? memcmp(a->key, b->key, n) : 0;
+    if (c) return c;
+    if (a->len != b->len) return a->len < b->len ? -1 : 1;
+    return a->index < b->index ? -1 : a->index > b->index;
+}
+
+static void emit(const store_batch *b, const batch_op *op, rocksdb_writebatch_t *wb, batch_cf_fn cf, void *ud) {
+    const char *k = (const char *)b->arena + op->key_off;
+    const char *v = (const char *)b->arena + op->val_off;
+    rocksdb_column_family_handle_t *h = cf(ud, op->key_len ? (uint8_t)k[0] : 0);
+    switch (op->kind) {
+    case BATCH_PUT: rocksdb_writebatch_put_cf(wb, h, k, op->key_len, v, op->val_len); break;
+    case BATCH_DELETE: rocksdb_writebatch_delete_cf(wb, h, k, op->key_len); break;
+    default: rocksdb_writebatch_delete_range_cf(wb, h, k, op->key_len, v, op->val_len); break;
+    }
+}
+
+size_t batch_ops_build(const store_batch *b, rocksdb_writebatch_t *wb, batch_cf_fn cf, void *ud) {
+    rocksdb_writebatch_clear(wb);
+    if (b->n == 0) return 0;
+    sorted *order = malloc(b->n * sizeof *order);
+    if (!order) abort();
+    size_t superseded = 0;
+    for (size_t i = 0; i < b->n;) {
+        /* a run of point writes up to the next range delete */
+        size_t j = i, n = 0;
+        for (; j < b->n && b->ops[j].kind != BATCH_DELETE_RANGE; j++)
+            order[n++] = (sorted){b->arena + b->ops[j].key_off, b->ops[j].key_len, (uint32_t)j};
+        qsort(order, n, sizeof *order, sorted_order);
+        for (size_t k = 0; k < n; k++) {
+            bool later = k + 1 < n && order[k + 1].len == order[k].len &&
+                         memcmp(order[k + 1].key, order[k].key, order[k].len) == 0;
+            if (later) superseded++;
+            else emit(b, &b->ops[order[k].index], wb, cf, ud);
+        }
+        if (j < b->n) emit(b, &b->ops[j], wb, cf, ud);
+        i = j + 1;
+    }
+    free(order);
+    return superseded;
+}
