@@ -20,7 +20,13 @@
 typedef enum chat_op {
     CHAT_FRAME,   /* a request frame from a device */
     CHAT_ACK,     /* a device advanced its cursor over (ack_from, ack_to] */
+    /* between the write path's own threads (writer_route.c), never from a device: */
+    CHAT_DELIVERED,      /* raise a member's delivered seq (to the conversation's owner) */
+    CHAT_CONSENT,        /* consent changes, then answers to post (to the accounts owner) */
+    CHAT_DEVICE_REMOVED, /* a user removed a device (from the accounts owner to the others) */
 } chat_op;
+
+struct chat_forward;
 
 typedef struct chat_request {
     chat_op op;
@@ -31,6 +37,7 @@ typedef struct chat_request {
     Parley__V1__Frame *frame;/* CHAT_FRAME: owned by the request */
     uint64_t ack_from, ack_to;
     struct quota *share;     /* counted in user_id's writer share: left when freed */
+    struct chat_forward *forward; /* the internal ops' payload (writer_internal.h) */
 } chat_request;
 
 typedef struct writer writer;

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chat/partition.h"
 #include "chat/push.h"
 #include "chat/reply.h"
 #include "core/clock.h"
@@ -54,7 +55,10 @@ struct fanout {
     u64map members;         /* conversation -> member_list * */
     append *appends;
     size_t n_appends;
-    uint64_t trimmed_through;
+    uint32_t partitions;    /* conversation partitions: one log and checkpoint each */
+    uint64_t *checkpoint;   /* per partition: the last offset fanned out (committed or in the batch) */
+    bool *touched;          /* per partition: has items in the open batch */
+    uint64_t *trimmed_through;
     uint64_t presence_flushed_ms;
     worker_msg **runs;      /* route(): deliveries gathered per worker */
     size_t *run_lens;
@@ -184,18 +188,26 @@ static int append_order(const void *x, const void *y) {
  * key order each insert starts where the last one ended instead of
  * searching from the top (this was most of fan-out's time). Sorting by
  * (user, user_seq) also keeps every user's deliveries in order for route(). */
-static void put_sorted(fanout *f, uint64_t checkpoint, bool trim) {
+static bool trim_due(const fanout *f, uint32_t p) {
+    return f->checkpoint[p] - f->trimmed_through[p] >= LOG_TRIM_EVERY;
+}
+
+static void put_sorted(fanout *f) {
     qsort(f->appends, f->n_appends, sizeof *f->appends, append_order);
     for (size_t i = 0; i < f->n_appends; i++)
         if (i + 1 == f->n_appends || f->appends[i + 1].user != f->appends[i].user)
             store_put_inbox_head(f->batch, f->appends[i].user, f->appends[i].user_seq);
-    if (trim) store_delete_log_through(f->batch, 0, checkpoint);
+    for (uint32_t p = 0; p < f->partitions; p++)
+        if (f->touched[p] && trim_due(f, p)) store_delete_log_through(f->batch, p, f->checkpoint[p]);
     for (size_t i = 0; i < f->n_appends; i++) {
         const append *a = &f->appends[i];
         const queue_item *it = a->item;
         store_put_inbox(f->batch, a->user, a->user_seq, it->conversation_id, it->seq, it->sender_user_id, it->ts);
     }
-    store_put_checkpoint(f->batch, 0, checkpoint);
+    /* each partition's log is fanned out in offset order (its one writer
+     * publishes in commit order), so its checkpoint is its last item's */
+    for (uint32_t p = 0; p < f->partitions; p++)
+        if (f->touched[p]) store_put_checkpoint(f->batch, p, f->checkpoint[p]);
 }
 
 /* Commit failures: counted, and retried with a growing pause instead of
@@ -245,17 +257,22 @@ static void fan_batch(fanout *f, queue_item **items, size_t n, bool replaying) {
     size_t done = 0;
     while (done < n) {
         f->n_appends = 0;
+        memset(f->touched, 0, f->partitions * sizeof *f->touched);
         /* keep the appends of one commit bounded, whatever the group sizes */
-        while (done < n && f->n_appends + f->srv->cfg.max_group_members <= MAX_APPENDS_PER_BATCH)
-            fan_item(f, items[done++]);
-        uint64_t checkpoint = items[done - 1]->offset;
-        bool trim = checkpoint - f->trimmed_through >= LOG_TRIM_EVERY;
-        put_sorted(f, checkpoint, trim);
+        while (done < n && f->n_appends + f->srv->cfg.max_group_members <= MAX_APPENDS_PER_BATCH) {
+            const queue_item *it = items[done++];
+            uint32_t p = it->partition < f->partitions ? it->partition : 0;
+            f->touched[p] = true;
+            f->checkpoint[p] = it->offset;
+            fan_item(f, it);
+        }
+        put_sorted(f);
         /* Not fsynced: the writer's next fsync covers this too (one write-ahead
          * log), and if a power cut takes it, the checkpoint goes with the
          * entries and the replay numbers them again the same way. */
         commit_until_done(f);
-        if (trim) f->trimmed_through = checkpoint;
+        for (uint32_t p = 0; p < f->partitions; p++)
+            if (f->touched[p] && trim_due(f, p)) f->trimmed_through[p] = f->checkpoint[p];
         METRIC_ADD(inbox_appends_total, f->n_appends);
         /* a replay runs before anyone can be connected */
         if (!replaying) route(f);
@@ -266,6 +283,7 @@ static void fan_batch(fanout *f, queue_item **items, size_t n, bool replaying) {
 
 struct replay {
     fanout *f;
+    uint32_t partition;
     queue_item *items[ITEMS_PER_BATCH];
     size_t n;
     int failed;
@@ -289,6 +307,7 @@ static int replay_entry(void *ud, uint64_t offset, uint64_t conv, uint64_t seq) 
     Parley__V1__Message *m = parley__v1__message__unpack(NULL, raw.len, raw.data);
     queue_item *it = calloc(1, sizeof *it);
     if (!m || !it) abort();
+    it->partition = r->partition;
     it->offset = offset;
     it->conversation_id = conv;
     it->seq = seq;
@@ -304,6 +323,8 @@ static int replay_entry(void *ud, uint64_t offset, uint64_t conv, uint64_t seq) 
     return 0;
 }
 
+static void fanout_free(fanout *f);
+
 static fanout *fanout_new(server *srv) {
     fanout *f = calloc(1, sizeof *f);
     if (!f) return NULL;
@@ -314,11 +335,25 @@ static fanout *fanout_new(server *srv) {
     f->runs = malloc(workers * POST_RUN * sizeof *f->runs);
     f->run_lens = calloc(workers, sizeof *f->run_lens);
     if (!f->appends || !f->runs || !f->run_lens) abort();
-    store_get_checkpoint(srv->store, 0, &f->trimmed_through);
+    if (partitions_load(srv->store, &f->partitions)) {
+        fanout_free(f);
+        return NULL;
+    }
+    f->checkpoint = calloc(f->partitions, sizeof *f->checkpoint);
+    f->touched = calloc(f->partitions, sizeof *f->touched);
+    f->trimmed_through = calloc(f->partitions, sizeof *f->trimmed_through);
+    if (!f->checkpoint || !f->touched || !f->trimmed_through) abort();
+    for (uint32_t p = 0; p < f->partitions; p++) {
+        store_get_checkpoint(srv->store, p, &f->checkpoint[p]);
+        f->trimmed_through[p] = f->checkpoint[p];
+    }
     return f;
 }
 
 static void fanout_free(fanout *f) {
+    free(f->checkpoint);
+    free(f->touched);
+    free(f->trimmed_through);
     store_batch_free(f->batch);
     u64map_free(&f->heads);
     forget_members(f);
@@ -328,25 +363,33 @@ static void fanout_free(fanout *f) {
     free(f);
 }
 
+/* Every partition's log past its checkpoint, partition 0 first: a store
+ * from before partitions has its whole log there, and those entries are
+ * older than any in the other partitions' logs (which only a start that
+ * finished this replay can have written). */
 int fanout_replay(server *srv) {
     fanout *f = fanout_new(srv);
     if (!f) return -1;
-    uint64_t checkpoint = 0;
-    if (store_get_checkpoint(srv->store, 0, &checkpoint) < 0) {
-        fanout_free(f);
-        return -1;
-    }
     struct replay *r = calloc(1, sizeof *r);
     if (!r) abort();
     r->f = f;
-    int rc = store_scan_log(srv->store, 0, checkpoint, replay_entry, r);
-    if (r->n) replay_flush(r);
-    rc = rc || r->failed ? -1 : 0;
-    uint64_t after = 0;
-    store_get_checkpoint(srv->store, 0, &after);
-    if (after > checkpoint)
-        log_info("fanout: replayed log offsets %llu..%llu", (unsigned long long)checkpoint + 1,
-                 (unsigned long long)after);
+    int rc = 0;
+    for (uint32_t p = 0; p < f->partitions && rc == 0; p++) {
+        uint64_t checkpoint = 0;
+        if (store_get_checkpoint(srv->store, p, &checkpoint) < 0) {
+            rc = -1;
+            break;
+        }
+        r->partition = p;
+        rc = store_scan_log(srv->store, p, checkpoint, replay_entry, r);
+        if (r->n) replay_flush(r);
+        rc = rc || r->failed ? -1 : 0;
+        uint64_t after = 0;
+        store_get_checkpoint(srv->store, p, &after);
+        if (after > checkpoint)
+            log_info("fanout: replayed partition %u log offsets %llu..%llu", p,
+                     (unsigned long long)checkpoint + 1, (unsigned long long)after);
+    }
     free(r);
     fanout_free(f);
     return rc;
