@@ -117,7 +117,7 @@ static int serve(int argc, char **argv) {
         store_close(srv.store);
         return 1;
     }
-    srv.queue = queue_local_new(65536);
+    srv.queue = queue_local_new(65536, fanout_threads(&srv));   /* one consumer per fan-out thread */
     srv.registry = registry_local_new();
     srv.n_workers = srv.cfg.workers;
     quota_limits limits = {

@@ -58,10 +58,12 @@ static int load_state(writer *w) {
         if (store_get_counter(s, name, &last) < 0) return -1;
         w->last_conv_id[p] = last > legacy ? last : legacy;   /* a floor: new ids are above it */
         if (store_last_log_offset(s, p, &w->last_offset[p]) < 0) return -1;
-        if (store_get_checkpoint(s, p, &checkpoint) < 0) return -1;
-        /* fan-out deletes log entries it has finished; the checkpoint remembers
-         * how far the log went, so offsets are never reused */
-        if (checkpoint > w->last_offset[p]) w->last_offset[p] = checkpoint;
+        /* fan-out deletes log entries every user partition has finished; the
+         * checkpoints remember how far the log went, so offsets are never reused */
+        for (uint32_t u = 0; u < g->user_partitions; u++) {
+            if (store_get_checkpoint(s, checkpoint_id(p, u, g->user_partitions), &checkpoint) < 0) return -1;
+            if (checkpoint > w->last_offset[p]) w->last_offset[p] = checkpoint;
+        }
     }
     return 0;
 }
@@ -1247,7 +1249,7 @@ writer *writer_new_owner(server *srv, writer_group *g, bool accounts, uint32_t i
     w->accounts = accounts;
     w->index = index;
     if (accounts) snprintf(w->name, sizeof w->name, "parley-accounts");
-    else snprintf(w->name, sizeof w->name, "parley-writer%u", index);
+    else snprintf(w->name, sizeof w->name, "parley-writer%u", index % 100);   /* a thread name: 15 bytes */
     w->batch = store_batch_new();
     w->last_conv_id = calloc(g->partitions, sizeof *w->last_conv_id);
     w->last_offset = calloc(g->partitions, sizeof *w->last_offset);

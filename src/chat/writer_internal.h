@@ -145,6 +145,7 @@ struct writer {
 struct writer_group {
     server *srv;
     uint32_t partitions;             /* P, as recorded in the store */
+    uint32_t user_partitions;        /* U: fan-out's checkpoints are per (P, U) */
     uint32_t n;                      /* conversation writers */
     writer **convs;
     writer *accounts;

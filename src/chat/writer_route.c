@@ -175,7 +175,7 @@ writer *writer_start(server *srv) {
     writer_group *g = calloc(1, sizeof *g);
     if (!g) return NULL;
     g->srv = srv;
-    if (partitions_load(srv->store, &g->partitions)) {
+    if (partitions_load(srv->store, &g->partitions, &g->user_partitions)) {
         log_error("writer: cannot read the store's partition count");
         free(g);
         return NULL;

@@ -14,6 +14,7 @@ void config_defaults(config *c) {
     strcpy(c->data_dir, "./var");
     c->workers = 0;
     c->writers = 2;
+    c->fanouts = 2;
     c->fsync = FSYNC_BATCH;
     c->log_level = LOG_INFO;
     c->max_group_members = 1024;
@@ -57,7 +58,10 @@ void config_usage(FILE *out) {
         "  --workers N               event-loop threads (default: one per core)\n"
         "  --writers N               write-path threads, each the single owner of a share of\n"
         "                            the conversation partitions (default 2; 1-64); one more\n"
-        "                            thread owns accounts, devices, keys and consent\n"        "  --fsync always|batch|off  durability of acknowledged messages (default batch:\n"
+        "                            thread owns accounts, devices, keys and consent\n"
+        "  --fanouts N               fan-out threads, each the single owner of a share of the\n"
+        "                            user partitions (inbox appends; default 2; at most the\n"
+        "                            store's user partitions, 8 for a new store)\n"        "  --fsync always|batch|off  durability of acknowledged messages (default batch:\n"
         "                            one fsync per group of concurrent writes)\n"
         "  --max-group-members N     (default 1024)\n"
         "  --conn-output-cap BYTES   output queued per connection before live pushes\n"
@@ -201,6 +205,9 @@ static int config_set(config *c, const char *key, const char *v) {
     } else if (strcmp(key, "writers") == 0) {
         if (parse_u64(key, v, 1, 64, &n)) return -1;
         c->writers = (uint32_t)n;
+    } else if (strcmp(key, "fanouts") == 0) {
+        if (parse_u64(key, v, 1, 64, &n)) return -1;
+        c->fanouts = (uint32_t)n;
     } else if (strcmp(key, "workers") == 0) {
         if (parse_u64(key, v, 0, 256, &n)) return -1;
         c->workers = (int)n;

@@ -26,6 +26,9 @@ typedef struct fanout fanout;
  * checkpoint: what was acknowledged before a crash but not yet fanned out.
  * Run before the writer and the workers start. 0 or -1. */
 int fanout_replay(server *srv);
+/* How many fan-out threads fanout_start runs (--fanouts, at most the
+ * store's user partitions): the number of consumers the queue needs. */
+uint32_t fanout_threads(server *srv);
 fanout *fanout_start(server *srv);
 /* Stops once the queue is closed and drained. */
 void fanout_stop(fanout *f);

@@ -1117,3 +1117,11 @@ int h_accept_all(h_dev *d) {
     parley__v1__conversation_list__free_unpacked(l, NULL);
     return r;
 }
+
+int h_accounts_barrier(h_dev *d) {
+    char token[128];
+    uint64_t expires = 0;
+    if (pc_create_link_token(d->c, token, sizeof token, &expires) == 0) return 0;
+    fprintf(stderr, "  accounts barrier %s: %s (status %d)\n", d->name, pc_error(d->c), pc_status(d->c));
+    return -1;
+}

@@ -226,4 +226,12 @@ int h_pid_stop_checked(pid_t pid, const char *log, const char *what);
 int h_accept(h_dev *d, uint64_t conv);
 int h_accept_all(h_dev *d);
 
+/* A round trip through the write path's accounts owner (a link token
+ * request, committed after everything that owner has pending): once it is
+ * answered, the device-message acks and key changes d sent before it are
+ * committed, and what that owner pushed for them went out first. Requests
+ * on different owners (chat/writer_route.c) are not ordered with each
+ * other, so a barrier must go through the owner it waits for. 0 or -1. */
+int h_accounts_barrier(h_dev *d);
+
 #endif

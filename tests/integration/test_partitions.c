@@ -115,7 +115,7 @@ static int has_total(void *ud) {
 }
 
 static void many_partitions_kill9(void) {
-    const char *flags[] = {"--writers", "3", "--fsync", "batch", "--send-rate", "100000",
+    const char *flags[] = {"--writers", "3", "--fanouts", "3", "--fsync", "batch", "--send-rate", "100000",
                            "--write-rate", "100000", NULL};
     CHECK(h_server_start(&S, flags) == 0, "start");
     h_dev *u[USERS];
