@@ -1,9 +1,13 @@
-/* writer.c -- the write path thread. See writer.h for the contract.
+/* writer.c -- one owner's thread on the write path (a conversation writer
+ * or the accounts owner; writer_route.c routes between them). See writer.h
+ * for the contract.
  *
  * One turn of the loop: take every queued request (up to BATCH_MAX), handle
  * each into the open store batch, commit once, then send the answers and
  * publish the new messages to fan-out, in seq order. A request that is not a
- * send commits the open batch first and then its own (see writer.h). */
+ * send commits the open batch first and then its own (see writer.h).
+ * Consent changes a conversation writer makes are applied by the accounts
+ * owner, which also posts that batch's answers after its commit. */
 #include "chat/writer.h"
 #include "chat/writer_internal.h"
 

@@ -1,14 +1,19 @@
-/* writer.h -- the write path: one thread that owns every mutation.
+/* writer.h -- the write path: owner threads that make every mutation.
  *
- * Workers submit requests; the writer validates them (membership, limits,
- * client_msg_id dedupe), assigns ids and per-conversation seqs (it is their
- * single owner, so no locks), commits a batch to the store (group commit:
- * one fsync for every request that arrived while the previous one ran),
- * and only then answers (SENT for messages) and publishes to fan-out.
+ * Conversations fall into P partitions (chat/partition.h); each partition
+ * is owned by one of N conversation writers (--writers), and requests that
+ * are not about one conversation (registration, devices, keys, link tokens,
+ * device messages, consent) by one accounts owner. writer_submit routes a
+ * request to its owner (writer_route.c, which also says how a request that
+ * touches two owners' data stays race-free). An owner validates (membership,
+ * limits, client_msg_id dedupe), assigns ids and per-conversation seqs (it is
+ * their single owner, so no locks), commits a batch to the store (group
+ * commit: one fsync for every request that arrived while the previous one
+ * ran), and only then answers (SENT for messages) and publishes to fan-out.
  *
  * Sends are batched. Any other mutation (register, groups, read marks)
  * commits what is pending first and then commits alone, so reads inside
- * the writer always see the store up to date for those. */
+ * an owner always see the store up to date for those. */
 #ifndef PARLEY_CHAT_WRITER_H
 #define PARLEY_CHAT_WRITER_H
 
@@ -42,11 +47,12 @@ typedef struct chat_request {
 
 typedef struct writer writer;
 
+/* Starts every owner; returns the handle requests enter by. */
 writer *writer_start(server *srv);
-/* Never blocks: -1 when the writer's queue is full (answer UNAVAILABLE).
+/* Never blocks: -1 when the owner's queue is full (answer UNAVAILABLE).
  * Takes ownership of r on success. */
 int writer_submit(writer *w, chat_request *r);
-/* Finishes every queued request, then stops the thread. */
+/* Finishes every queued request, then stops the threads. */
 void writer_stop(writer *w);
 void chat_request_free(chat_request *r);
 

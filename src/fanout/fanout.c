@@ -1,9 +1,15 @@
-/* fanout.c -- the fan-out thread. See fanout.h.
+/* fanout.c -- the fan-out threads. See fanout.h.
  *
- * It is the single owner of every inbox's user_seq (the next one to give is
- * cached per user), so appends need no lock. Membership is cached per
- * conversation as (user, joined_seq, left_seq) and reloaded when a
- * MEMBERSHIP message passes, which is exactly when it changes. */
+ * Users fall into U user partitions (chat/partition.h); fan-out thread i
+ * of n (--fanouts) owns those with u mod n == i and is the single owner of
+ * their inboxes' user_seq (the next one to give is cached per user), so
+ * appends need no lock. Every thread sees every message, in each
+ * conversation's seq order (the queue has one FIFO per thread), and appends
+ * for its own users only. Membership is cached per conversation as (user,
+ * joined_seq, left_seq) and reloaded when a MEMBERSHIP message passes,
+ * which is exactly when it changes. Progress is a checkpoint per
+ * (conversation partition, user partition); thread 0 also fans out presence
+ * and trims each log below the least of its checkpoints. */
 #include "fanout/fanout.h"
 
 #include <pthread.h>

@@ -74,7 +74,7 @@ size_t queue_consume(queue *q, uint32_t consumer, queue_item **out, size_t max, 
 }
 
 int queue_closed(queue *q) {
-    return q->q[0].closed;
+    return q->q[q->n - 1].closed;   /* closed last (queue_close): then all are */
 }
 
 void queue_close(queue *q) {
