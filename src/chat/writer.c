@@ -181,7 +181,8 @@ static void post_pushes(writer *w, bool committed) {
     w->n_pushes = 0;
 }
 
-static void publish(writer *w, pending_send *p) {
+/* the queue item of a committed message; the item takes its reference */
+static queue_item *publish_item(writer *w, pending_send *p) {
     queue_item *item = malloc(sizeof *item);
     if (!item) abort();
     item->partition = conv_partition(p->conv, w->group->partitions);
@@ -193,7 +194,7 @@ static void publish(writer *w, pending_send *p) {
     item->membership = p->silent;
     item->message = p->message;
     p->message = NULL;
-    queue_publish(w->srv->queue, item);
+    return item;
 }
 
 static worker_msg *sent_reply(const pending_send *p) {
@@ -247,16 +248,21 @@ void writer_flush(writer *w) {
     if (rc == 0) {
         worker_msg *posts[2 * BATCH_MAX];   /* every answer of the batch */
         size_t n_posts = 0;
+        queue_item *items[BATCH_MAX];        /* the new messages, in seq order */
+        size_t n_items = 0;
         for (size_t i = 0; i < w->n_sends; i++) {
             pending_send *p = &w->sends[i];
             if (!p->silent) posts[n_posts++] = sent_reply(p);
             if (!p->duplicate) {
                 METRIC_INC(messages_stored_total);
-                publish(w, p);
+                items[n_items++] = publish_item(w, p);
             } else {
                 METRIC_INC(messages_duplicate_total);
             }
         }
+        /* one hand-off per commit: the fan-out queues are shared by every
+         * writer, so their locks are taken once per batch, not per message */
+        queue_publish_many(w->srv->queue, items, n_items);
         for (size_t i = 0; i < w->n_replies; i++) posts[n_posts++] = w->replies[i];
         /* consent changes commit on the accounts owner; answers that may
          * depend on them are posted by it after that commit */

@@ -34,6 +34,9 @@ void queue_free(queue *q);
 /* Takes ownership of item. Blocks while the queue is full (backpressure on
  * the write path). 0, or -1 once closed (the item is freed). */
 int queue_publish(queue *q, queue_item *item);
+/* The same for items[0..n) in that order, with one lock per consumer for
+ * all of them (a writer publishes a whole group commit at once). */
+int queue_publish_many(queue *q, queue_item **items, size_t n);
 /* Up to max items for consumer (0 .. consumers-1), waiting at most
  * timeout_ms for the first. 0 items and a closed queue: consumers stop. */
 size_t queue_consume(queue *q, uint32_t consumer, queue_item **out, size_t max, int timeout_ms);

@@ -65,6 +65,32 @@ int queue_publish(queue *q, queue_item *item) {
     return 0;
 }
 
+/* pushes items[0..n) to consumer c; frees what a closed queue refused */
+static int push_all(mpsc *m, queue_item **items, size_t n) {
+    size_t done = mpsc_push_many(m, (void *const *)items, n);
+    for (size_t i = done; i < n; i++) queue_item_free(items[i]);
+    return done == n ? 0 : -1;
+}
+
+int queue_publish_many(queue *q, queue_item **items, size_t n) {
+    if (n == 0) return 0;
+    int rc = 0;
+    queue_item **copies = q->n > 1 ? malloc(n * sizeof *copies) : NULL;
+    if (q->n > 1 && !copies) abort();   /* an acknowledged message must reach every consumer */
+    for (uint32_t c = 1; c < q->n; c++) {
+        for (size_t i = 0; i < n; i++) {
+            copies[i] = malloc(sizeof *copies[i]);
+            if (!copies[i]) abort();
+            memcpy(copies[i], items[i], sizeof *copies[i]);
+            if (copies[i]->message) blob_ref(copies[i]->message);
+        }
+        rc |= push_all(&q->q[c], copies, n);
+    }
+    free(copies);
+    rc |= push_all(&q->q[0], items, n);
+    return rc;
+}
+
 size_t queue_consume(queue *q, uint32_t consumer, queue_item **out, size_t max, int timeout_ms) {
     mpsc *m = &q->q[consumer < q->n ? consumer : 0];
     size_t n = mpsc_pop_many(m, (void **)out, max);
