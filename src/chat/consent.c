@@ -126,6 +126,9 @@ void handle_consent_forward(writer *w, chat_request *r) {
         if (c->if_none && writer_consent_state(w, c->owner, c->other) != CONSENT_NONE) continue;
         put_state(w, c->owner, c->other, (int)c->state);
     }
+    /* A failed commit here loses only the implied accepts (the store logs
+     * it): what the answers report, the conversation writer's part, is
+     * committed, so they stand. */
     writer_flush(w);
     for (size_t i = 0; i < f->n_then_post; i++) worker_post(w->srv, f->then_post[i]);
     f->n_then_post = 0;
