@@ -122,16 +122,12 @@ static int serve(int argc, char **argv) {
         store_close(srv.store);
         return 1;
     }
-    srv.queue = queue_local_new(65536);
-    srv.registry = registry_local_new();
     srv.n_workers = srv.cfg.workers;
-    srv.quota = quota_new_for_config(&srv.cfg);
-    srv.writer = srv.quota ? writer_start(&srv) : NULL;
-    srv.fanout = srv.writer ? fanout_start(&srv) : NULL;
+    int core = server_core_start(&srv);
     ops_listener *ops = NULL;
     if (srv.cfg.metrics_mode == METRICS_SEPARATE)
         ops = ops_listener_start(&srv, srv.cfg.metrics_host, srv.cfg.metrics_port);
-    if (!srv.queue || !srv.registry || !srv.writer || !srv.fanout || workers_start(&srv) ||
+    if (core || workers_start(&srv) ||
         (srv.cfg.metrics_mode == METRICS_SEPARATE && !ops)) {
         fprintf(stderr, "parley: cannot start (see the log above)\n");
         _exit(1);
@@ -156,14 +152,11 @@ static int serve(int argc, char **argv) {
     pthread_sigmask(SIG_UNBLOCK, &signals, NULL);
 
     workers_stop(&srv);       /* drain: no new connections; 1012 spread over the window */
-    writer_stop(srv.writer);  /* finishes what was queued */
-    fanout_stop(srv.fanout);  /* fans out what the writer published */
+    server_core_stop(&srv);   /* the writer finishes what was queued, then fan-out */
     workers_free(&srv);
-    registry_free(srv.registry);
-    queue_free(srv.queue);
+    server_core_free(&srv);
     ops_listener_stop(ops);   /* it reads the store: stopped before it */
     store_close(srv.store);
-    quota_free(srv.quota);
     log_info("stopped");
     return 0;
 }

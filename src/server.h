@@ -30,4 +30,15 @@ typedef struct server {
     int n_workers;
 } server;
 
+/* server.c. On an open store whose fan-out log was replayed
+ * (fanout_replay), with cfg and outbox set: the queue, the registry, the
+ * quotas, the writer and the fan-out threads. 0, or -1 (the caller stops
+ * and frees what started). */
+int server_core_start(server *srv);
+/* Stops the writer (it finishes what was queued) and then fan-out. */
+void server_core_stop(server *srv);
+/* Frees the registry, queue and quotas: after the workers are freed (a
+ * closing connection leaves the registry). */
+void server_core_free(server *srv);
+
 #endif

@@ -53,7 +53,21 @@ static struct consent_slot *cache_slot(writer *w, uint64_t owner, uint64_t other
     return &w->consent_cache[(h >> 32) % CONSENT_CACHE_SLOTS];
 }
 
+/* A conversation writer reads the committed state, then what its open
+ * batch will ask the accounts owner to change (consent_change). */
+static int conversation_writer_view(writer *w, uint64_t owner, uint64_t other) {
+    int state;
+    consent_read(w->srv->store, owner, other, &state);
+    for (size_t i = 0; i < w->consent_out.n; i++) {
+        const consent_change *c = &w->consent_out.items[i];
+        if (c->owner != owner || c->other != other) continue;
+        if (!c->if_none || state == CONSENT_NONE) state = (int)c->state;
+    }
+    return state;
+}
+
 int writer_consent_state(writer *w, uint64_t owner, uint64_t other) {
+    if (!w->accounts) return conversation_writer_view(w, owner, other);
     struct consent_slot *slot = cache_slot(w, owner, other);
     if (slot && slot->used && slot->owner == owner && slot->other == other) return (int)slot->state;
     int state;
@@ -66,7 +80,26 @@ void writer_consent_cache_clear(writer *w) {
     if (w->consent_cache) memset(w->consent_cache, 0, CONSENT_CACHE_SLOTS * sizeof *w->consent_cache);
 }
 
+/* Only the accounts owner writes consent records; a conversation writer
+ * notes the change for it (writer_forward_consent, after its commit).
+ * if_none: an accept implied by an action, applied only over "none". */
+static void note_change(writer *w, uint64_t owner, uint64_t other, int state, bool if_none) {
+    consent_changes *l = &w->consent_out;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        consent_change *grown = realloc(l->items, cap * sizeof *grown);
+        if (!grown) abort();   /* bounded by the batch: BATCH_MAX requests, a group's members each */
+        l->items = grown;
+        l->cap = cap;
+    }
+    l->items[l->n++] = (consent_change){owner, other, (uint32_t)state, if_none};
+}
+
 static void put_state(writer *w, uint64_t owner, uint64_t other, int state) {
+    if (!w->accounts) {
+        note_change(w, owner, other, state, false);
+        return;
+    }
     Parley__Store__Consent c;
     parley__store__consent__init(&c);
     c.state = (uint32_t)state;   /* the request counters start again from zero */
@@ -76,9 +109,29 @@ static void put_state(writer *w, uint64_t owner, uint64_t other, int state) {
 }
 
 void consent_accept_added(writer *w, uint64_t actor, const uint64_t *users, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (users[i] != actor && writer_consent_state(w, actor, users[i]) == CONSENT_NONE)
-            put_state(w, actor, users[i], CONSENT_ACCEPTED);
+    for (size_t i = 0; i < n; i++) {
+        if (users[i] == actor || writer_consent_state(w, actor, users[i]) != CONSENT_NONE) continue;
+        if (w->accounts) put_state(w, actor, users[i], CONSENT_ACCEPTED);
+        else note_change(w, actor, users[i], CONSENT_ACCEPTED, true);
+    }
+}
+
+/* The changes a conversation writer committed its part of: applied in the
+ * order they were made, each implied accept only over "none" (so a block
+ * committed in between stands), committed, then the answers that waited. */
+void handle_consent_forward(writer *w, chat_request *r) {
+    chat_forward *f = r->forward;
+    for (size_t i = 0; i < f->changes.n; i++) {
+        const consent_change *c = &f->changes.items[i];
+        if (c->if_none && writer_consent_state(w, c->owner, c->other) != CONSENT_NONE) continue;
+        put_state(w, c->owner, c->other, (int)c->state);
+    }
+    /* A failed commit here loses only the implied accepts (the store logs
+     * it): what the answers report, the conversation writer's part, is
+     * committed, so they stand. */
+    writer_flush(w);
+    for (size_t i = 0; i < f->n_then_post; i++) outbound_send(w->srv->outbox, f->then_post[i]);
+    f->n_then_post = 0;
 }
 
 /* the other member of a direct conversation, from the member record or, for
@@ -164,7 +217,10 @@ Parley__V1__Status consent_direct_send(writer *w, uint64_t me, uint64_t peer, Pa
         return PARLEY__V1__STATUS__FORBIDDEN;
     }
     /* answering a request accepts it */
-    if (mine == CONSENT_NONE) put_state(w, me, peer, CONSENT_ACCEPTED);
+    if (mine == CONSENT_NONE) {
+        if (w->accounts) put_state(w, me, peer, CONSENT_ACCEPTED);
+        else note_change(w, me, peer, CONSENT_ACCEPTED, true);
+    }
     m->hidden = false;
     if (theirs == CONSENT_NONE) m->request_sent++;
     return PARLEY__V1__STATUS__OK;

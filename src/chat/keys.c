@@ -285,6 +285,7 @@ void handle_remove_device(writer *w, chat_request *r) {
      * commit, a sign-in finds no device, and the link tokens it issued name
      * a device that no longer exists (handle_register_device). */
     u64map_put(&w->removed_device_users, r->user_id, 1);
+    writer_tell_device_removed(w, r->user_id);   /* and the conversation writers (writer_route.c) */
     outbound *close = outbound_new(OUT_CLOSE_DEVICE, 0, 0);
     close->user_id = r->user_id;
     close->device_id = device;

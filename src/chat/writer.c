@@ -1,9 +1,13 @@
-/* writer.c -- the write path thread. See writer.h for the contract.
+/* writer.c -- one owner's thread on the write path (a conversation writer
+ * or the accounts owner; writer_route.c routes between them). See writer.h
+ * for the contract.
  *
  * One turn of the loop: take every queued request (up to BATCH_MAX), handle
  * each into the open store batch, commit once, then send the answers and
  * publish the new messages to fan-out, in seq order. A request that is not a
- * send commits the open batch first and then its own (see writer.h). */
+ * send commits the open batch first and then its own (see writer.h).
+ * Consent changes a conversation writer makes are applied by the accounts
+ * owner, which also posts that batch's answers after its commit. */
 #include "chat/writer.h"
 #include "chat/writer_internal.h"
 
@@ -15,6 +19,7 @@
 
 #include "chat/consent.h"
 #include "chat/membership.h"
+#include "chat/partition.h"
 #include "chat/push.h"
 #include "chat/reply.h"
 #include "core/clock.h"
@@ -30,6 +35,7 @@ void chat_request_free(chat_request *r) {
     if (r->share) quota_writer_leave(r->share, r->user_id);
     if (r->queued_bytes) atomic_fetch_sub(&g_metrics.writer_queued_bytes, (long)r->queued_bytes);
     if (r->frame) parley__v1__frame__free_unpacked(r->frame, NULL);
+    chat_forward_free(r->forward);
     free(r);
 }
 
@@ -37,17 +43,33 @@ static bool sync_commits(const writer *w) { return w->srv->cfg.fsync != FSYNC_OF
 
 /* ------------------------------------------------------------- state load */
 
+static void conv_counter_name(char *out, size_t cap, uint32_t partition) {
+    snprintf(out, cap, "conversation.%u", partition);
+}
+
 static int load_state(writer *w) {
     store *s = w->srv->store;
-    uint64_t checkpoint = 0;
+    const writer_group *g = w->group;
     if (store_get_counter(s, "user", &w->last_user_id) < 0) return -1;
-    if (store_get_counter(s, "conversation", &w->last_conv_id) < 0) return -1;
-    if (store_last_log_offset(s, 0, &w->last_offset) < 0) return -1;
-    if (store_get_checkpoint(s, 0, &checkpoint) < 0) return -1;
-    /* fan-out deletes log entries it has finished; the checkpoint remembers
-     * how far the log went, so offsets are never reused */
-    if (checkpoint > w->last_offset) w->last_offset = checkpoint;
     u64map_free(&w->conv_last_seq);
+    if (w->accounts) return 0;
+    /* ids up to the counter of a store from before partitions are taken */
+    uint64_t legacy = 0;
+    if (store_get_counter(s, "conversation", &legacy) < 0) return -1;
+    for (uint32_t p = w->index; p < g->partitions; p += g->n) {
+        char name[32];
+        conv_counter_name(name, sizeof name, p);
+        uint64_t last = 0, checkpoint = 0;
+        if (store_get_counter(s, name, &last) < 0) return -1;
+        w->last_conv_id[p] = last > legacy ? last : legacy;   /* a floor: new ids are above it */
+        if (store_last_log_offset(s, p, &w->last_offset[p]) < 0) return -1;
+        /* fan-out deletes log entries every user partition has finished; the
+         * checkpoints remember how far the log went, so offsets are never reused */
+        for (uint32_t u = 0; u < g->user_partitions; u++) {
+            if (store_get_checkpoint(s, checkpoint_id(p, u, g->user_partitions), &checkpoint) < 0) return -1;
+            if (checkpoint > w->last_offset[p]) w->last_offset[p] = checkpoint;
+        }
+    }
     return 0;
 }
 
@@ -160,10 +182,11 @@ static void post_pushes(writer *w, bool committed) {
     w->n_pushes = 0;
 }
 
-static void publish(writer *w, pending_send *p) {
+/* the queue item of a committed message; the item takes its reference */
+static queue_item *publish_item(writer *w, pending_send *p) {
     queue_item *item = malloc(sizeof *item);
     if (!item) abort();
-    item->partition = 0;
+    item->partition = conv_partition(p->conv, w->group->partitions);
     item->offset = p->offset;
     item->conversation_id = p->conv;
     item->seq = p->seq;
@@ -172,10 +195,12 @@ static void publish(writer *w, pending_send *p) {
     item->membership = p->silent;
     item->message = p->message;
     p->message = NULL;
-    queue_publish(w->srv->queue, item);
+    return item;
 }
 
-static void answer_sent(writer *w, const pending_send *p) {
+/* The SENT answer for p: through the port now, or packed (hold) for the
+ * accounts owner to post after the consent changes it waits for commit. */
+static outbound *answer_sent(writer *w, const pending_send *p, bool hold) {
     Parley__V1__Frame f;
     Parley__V1__Response r;
     Parley__V1__Sent sent;
@@ -187,7 +212,9 @@ static void answer_sent(writer *w, const pending_send *p) {
     sent.duplicate = p->duplicate;
     r.result_case = PARLEY__V1__RESPONSE__RESULT_SENT;
     r.sent = &sent;
+    if (hold) return reply_pack(OUT_ANSWER, p->conn_id, &f);
     reply_answer_now(w->srv->outbox, p->conn_id, &f);
+    return NULL;
 }
 
 /* Commits the open batch; then answers and publishes, or on failure answers
@@ -224,17 +251,30 @@ void writer_flush(writer *w) {
     int rc = 0;
     if (store_batch_count(w->batch) > 0) rc = store_commit(w->srv->store, w->batch, sync_commits(w));
     if (rc == 0) {
+        outbound *posts[2 * BATCH_MAX];     /* the answers that wait for consent changes */
+        size_t n_posts = 0;
+        queue_item *items[BATCH_MAX];        /* the new messages, in seq order */
+        size_t n_items = 0;
+        bool forward = w->consent_out.n > 0;  /* answers wait for the accounts owner */
+        outbound *held;
         for (size_t i = 0; i < w->n_sends; i++) {
             pending_send *p = &w->sends[i];
-            if (!p->silent) answer_sent(w, p);
+            if (!p->silent && (held = answer_sent(w, p, forward))) posts[n_posts++] = held;
             if (!p->duplicate) {
                 METRIC_INC(messages_stored_total);
-                publish(w, p);
+                items[n_items++] = publish_item(w, p);
             } else {
                 METRIC_INC(messages_duplicate_total);
             }
         }
-        for (size_t i = 0; i < w->n_replies; i++) outbound_send(w->srv->outbox, w->replies[i]);
+        /* one hand-off per commit: the fan-out queues are shared by every
+         * writer, so their locks are taken once per batch, not per message */
+        queue_publish_many(w->srv->queue, items, n_items);
+        for (size_t i = 0; i < w->n_replies; i++) posts[n_posts++] = w->replies[i];
+        /* consent changes commit on the accounts owner; answers that may
+         * depend on them are posted by it after that commit */
+        if (!writer_forward_consent(w, posts, n_posts))
+            for (size_t i = 0; i < n_posts; i++) outbound_send(w->srv->outbox, posts[i]);
         post_pushes(w, true);
         notes_committed(w);
     } else {
@@ -246,6 +286,7 @@ void writer_flush(writer *w) {
                                          : "store write failed";
         post_pushes(w, false);
         w->notes_open.n = 0;   /* the raises they report did not happen */
+        w->consent_out.n = 0;  /* nor the accepts those actions implied */
         for (size_t i = 0; i < w->n_sends; i++) {
             if (!w->sends[i].silent)
                 outbound_send(w->srv->outbox, reply_error(w->sends[i].conn_id, w->sends[i].request_id,
@@ -576,8 +617,9 @@ static uint64_t append_membership(writer *w, uint64_t conv, uint64_t actor_user,
     if (!b) abort();
     parley__v1__message__pack(&m, b->data);
     store_put_message(w->batch, conv, seq, b->data, b->len);
-    uint64_t offset = ++w->last_offset;
-    store_put_log(w->batch, 0, offset, conv, seq);
+    uint32_t partition = conv_partition(conv, w->group->partitions);
+    uint64_t offset = ++w->last_offset[partition];
+    store_put_log(w->batch, partition, offset, conv, seq);
     /* membership changes are answered after their own commit (flush), which
      * publishes pending sends; this one is published the same way */
     if (w->n_sends == BATCH_MAX) abort();
@@ -618,10 +660,15 @@ int writer_user_exists(writer *w, uint64_t user) {
     return found;
 }
 
-static uint64_t new_conversation(writer *w, chat_request *r, Parley__V1__ConversationKind kind,
+/* A new conversation in partition (one this writer owns: the request was
+ * routed here by that partition), with the next id of that partition. */
+static uint64_t new_conversation(writer *w, chat_request *r, uint32_t partition, Parley__V1__ConversationKind kind,
                                  const char *name, const uint64_t *members, size_t n) {
-    uint64_t conv = ++w->last_conv_id;
-    store_put_counter(w->batch, "conversation", conv);
+    uint64_t conv = partition_next_conv_id(w->last_conv_id[partition], partition, w->group->partitions);
+    w->last_conv_id[partition] = conv;
+    char counter[32];
+    conv_counter_name(counter, sizeof counter, partition);
+    store_put_counter(w->batch, counter, conv);
     Parley__Store__Conversation c;
     parley__store__conversation__init(&c);
     c.kind = kind;
@@ -658,7 +705,8 @@ static void handle_open_direct(writer *w, chat_request *r) {
     }
     if (found == 0) {
         uint64_t members[2] = {r->user_id < peer ? r->user_id : peer, r->user_id < peer ? peer : r->user_id};
-        conv = new_conversation(w, r, PARLEY__V1__CONVERSATION_KIND__DIRECT, "", members, 2);
+        conv = new_conversation(w, r, pair_partition(r->user_id, peer, w->group->partitions),
+                                PARLEY__V1__CONVERSATION_KIND__DIRECT, "", members, 2);
         store_put_direct(w->batch, r->user_id, peer, conv);
     } else {
         consent_accept_added(w, r->user_id, &peer, 1);   /* opening it accepts the peer */
@@ -712,7 +760,8 @@ static void handle_create_group(writer *w, chat_request *r) {
             return;
         }
     }
-    uint64_t conv = new_conversation(w, r, PARLEY__V1__CONVERSATION_KIND__GROUP, q->name, ids, n);
+    uint64_t conv = new_conversation(w, r, writer_group_partition(r, w->group->partitions),
+                                     PARLEY__V1__CONVERSATION_KIND__GROUP, q->name, ids, n);
     free(ids);
     answer_conversation(w, r, conv);
 }
@@ -1003,8 +1052,9 @@ static bool handle_send(writer *w, chat_request *r) {
     store_put_message(w->batch, p->conv, p->seq, p->message->data, p->message->len);
     store_put_client_msg(w->batch, r->user_id, r->device_id, q->client_msg_id.data,
                          q->client_msg_id.len, p->conv, p->seq, p->ts);
-    p->offset = ++w->last_offset;
-    store_put_log(w->batch, 0, p->offset, p->conv, p->seq);
+    uint32_t partition = conv_partition(p->conv, w->group->partitions);
+    p->offset = ++w->last_offset[partition];
+    store_put_log(w->batch, partition, p->offset, p->conv, p->seq);
     /* replying marks the conversation read up to one's own message (what the
      * sender saw on screen). Not delivered: messages just before it may not
      * have reached this user's devices yet; only their acks say so. */
@@ -1095,6 +1145,15 @@ static int collect_acked(void *ud, uint64_t user_seq, uint64_t conv, uint64_t se
 }
 
 
+/* A member's devices received the conversation up to note->seq: on the
+ * conversation's owner, the only writer of its member records. */
+static void raise_delivered(writer *w, const delivered_note *note) {
+    Parley__Store__Member *m = writer_member_for_update(w, note->conv, note->user);
+    if (!m || m->delivered_seq >= note->seq) return;   /* another device got there first */
+    m->delivered_seq = note->seq;
+    if (note->n_senders) note_append(&w->notes_open, note);
+}
+
 static void handle_ack(writer *w, chat_request *r) {
     store_put_cursor(w->batch, r->user_id, r->device_id, r->ack_to);
     ack_scan *scan = malloc(sizeof *scan);
@@ -1106,12 +1165,11 @@ static void handle_ack(writer *w, chat_request *r) {
     store_scan_inbox(w->srv->store, r->user_id, from, r->ack_to, ACK_SCAN_MAX, collect_acked, scan);
     for (size_t i = 0; i < scan->n; i++) {
         acked_conv *c = &scan->convs[i];
-        Parley__Store__Member *m = writer_member_for_update(w, c->conv, r->user_id);
-        if (!m || m->delivered_seq >= c->seq) continue;   /* another device got there first */
-        m->delivered_seq = c->seq;
         delivered_note note = {.conv = c->conv, .user = r->user_id, .seq = c->seq};
         for (size_t j = 0; j < c->n_senders && j < NOTE_SENDERS; j++) note.senders[note.n_senders++] = c->senders[j];
-        if (note.n_senders) note_append(&w->notes_open, &note);
+        /* the member record belongs to the conversation's owner */
+        if (writer_owns_conv(w, c->conv)) raise_delivered(w, &note);
+        else writer_forward_delivered(w, &note);
     }
     free(scan);
 }
@@ -1123,6 +1181,19 @@ static bool handle(writer *w, chat_request *r) {
     if (writer_refuse_removed_device(w, r)) return false;
     if (r->op == CHAT_ACK) {
         handle_ack(w, r);
+        return false;
+    }
+    if (r->op == CHAT_DELIVERED) {
+        raise_delivered(w, &r->forward->note);
+        return false;
+    }
+    if (r->op == CHAT_DEVICE_REMOVED) {
+        u64map_put(&w->removed_device_users, r->forward->about_user, 1);
+        return false;
+    }
+    if (r->op == CHAT_CONSENT) {   /* commits alone: the answers it carries wait for it */
+        writer_flush(w);
+        handle_consent_forward(w, r);
         return false;
     }
     Parley__V1__Frame *f = r->frame;
@@ -1159,15 +1230,15 @@ static bool handle(writer *w, chat_request *r) {
 
 static void *writer_main(void *arg) {
     writer *w = arg;
-    pthread_setname_np(pthread_self(), "parley-writer");   /* seen in top -H, perf */
+    pthread_setname_np(pthread_self(), w->name);   /* seen in top -H, perf */
     chat_request *batch[BATCH_MAX];
     for (;;) {
         uint64_t now = clock_mono_ms();
         if (now - w->notes_flushed_ms >= RECEIPT_COALESCE_MS || w->notes_due.n >= NOTES_MAX)
             flush_notes(w, now);
-        link_tokens_sweep(w, now);
+        if (w->accounts) link_tokens_sweep(w, now);   /* link tokens are the accounts owner's */
         size_t n = mpsc_pop_many(&w->requests, (void **)batch, BATCH_MAX);
-        atomic_store(&g_metrics.writer_queue_depth, (long)mpsc_depth(&w->requests));
+        writer_note_depth(w, mpsc_depth(&w->requests));
         if (n == 0) {
             if (w->requests.closed) break;
             mpsc_wait(&w->requests, RECEIPT_COALESCE_MS);
@@ -1185,43 +1256,54 @@ static void *writer_main(void *arg) {
     return NULL;
 }
 
-writer *writer_start(server *srv) {
+/* One owner: the accounts owner, or conversation writer index. Its state
+ * is loaded here; its thread starts in writer_run. */
+writer *writer_new_owner(server *srv, writer_group *g, bool accounts, uint32_t index) {
     writer *w = calloc(1, sizeof *w);
     if (!w) return NULL;
     w->srv = srv;
+    w->group = g;
+    w->accounts = accounts;
+    w->index = index;
+    if (accounts) snprintf(w->name, sizeof w->name, "parley-accounts");
+    else snprintf(w->name, sizeof w->name, "parley-writer%u", index % 100);   /* a thread name: 15 bytes */
     w->batch = store_batch_new();
-    if (mpsc_init(&w->requests, QUEUE_CAP) || load_state(w)) {
-        log_error("writer: cannot start");
+    w->last_conv_id = calloc(g->partitions, sizeof *w->last_conv_id);
+    w->last_offset = calloc(g->partitions, sizeof *w->last_offset);
+    if (!w->batch || !w->last_conv_id || !w->last_offset || mpsc_init(&w->requests, QUEUE_CAP)) {
         store_batch_free(w->batch);
+        free(w->last_conv_id);
+        free(w->last_offset);
         free(w);
         return NULL;
     }
-    if (pthread_create(&w->thread, NULL, writer_main, w)) {
-        mpsc_destroy(&w->requests);
-        store_batch_free(w->batch);
-        free(w);
+    if (load_state(w)) {
+        log_error("%s: cannot load its state", w->name);
+        writer_free_owner(w);
         return NULL;
     }
     return w;
 }
 
-int writer_submit(writer *w, chat_request *r) {
-    return mpsc_try_push(&w->requests, r);
+int writer_run(writer *w) {
+    return pthread_create(&w->thread, NULL, writer_main, w) ? -1 : 0;
 }
 
-void writer_stop(writer *w) {
+/* after its thread has stopped (or never started) */
+void writer_free_owner(writer *w) {
     if (!w) return;
-    mpsc_close(&w->requests);
-    pthread_join(w->thread, NULL);
     mpsc_destroy(&w->requests);
     store_batch_free(w->batch);
     u64map_free(&w->conv_last_seq);
     u64map_free(&w->removed_device_users);
     free(w->consent_cache);
+    free(w->consent_out.items);
     free(w->members);
     post_pushes(w, false);
     free(w->pushes);
     free(w->notes_open.items);
     free(w->notes_due.items);
+    free(w->last_conv_id);
+    free(w->last_offset);
     free(w);
 }

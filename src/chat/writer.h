@@ -1,14 +1,19 @@
-/* writer.h -- the write path: one thread that owns every mutation.
+/* writer.h -- the write path: owner threads that make every mutation.
  *
- * Workers submit requests; the writer validates them (membership, limits,
- * client_msg_id dedupe), assigns ids and per-conversation seqs (it is their
- * single owner, so no locks), commits a batch to the store (group commit:
- * one fsync for every request that arrived while the previous one ran),
- * and only then answers (SENT for messages) and publishes to fan-out.
+ * Conversations fall into P partitions (chat/partition.h); each partition
+ * is owned by one of N conversation writers (--writers), and requests that
+ * are not about one conversation (registration, devices, keys, link tokens,
+ * device messages, consent) by one accounts owner. writer_submit routes a
+ * request to its owner (writer_route.c, which also says how a request that
+ * touches two owners' data stays race-free). An owner validates (membership,
+ * limits, client_msg_id dedupe), assigns ids and per-conversation seqs (it is
+ * their single owner, so no locks), commits a batch to the store (group
+ * commit: one fsync for every request that arrived while the previous one
+ * ran), and only then answers (SENT for messages) and publishes to fan-out.
  *
  * Sends are batched. Any other mutation (register, groups, read marks)
  * commits what is pending first and then commits alone, so reads inside
- * the writer always see the store up to date for those. */
+ * an owner always see the store up to date for those. */
 #ifndef PARLEY_CHAT_WRITER_H
 #define PARLEY_CHAT_WRITER_H
 
@@ -20,7 +25,13 @@
 typedef enum chat_op {
     CHAT_FRAME,   /* a request frame from a device */
     CHAT_ACK,     /* a device advanced its cursor over (ack_from, ack_to] */
+    /* between the write path's own threads (writer_route.c), never from a device: */
+    CHAT_DELIVERED,      /* raise a member's delivered seq (to the conversation's owner) */
+    CHAT_CONSENT,        /* consent changes, then answers to post (to the accounts owner) */
+    CHAT_DEVICE_REMOVED, /* a user removed a device (from the accounts owner to the others) */
 } chat_op;
+
+struct chat_forward;
 
 typedef struct chat_request {
     chat_op op;
@@ -32,15 +43,17 @@ typedef struct chat_request {
     uint64_t ack_from, ack_to;
     struct quota *share;     /* counted in user_id's writer share: left when freed */
     size_t queued_bytes;     /* counted in g_metrics.writer_queued_bytes until freed */
+    struct chat_forward *forward; /* the internal ops' payload (writer_internal.h) */
 } chat_request;
 
 typedef struct writer writer;
 
+/* Starts every owner; returns the handle requests enter by. */
 writer *writer_start(server *srv);
-/* Never blocks: -1 when the writer's queue is full (answer UNAVAILABLE).
+/* Never blocks: -1 when the owner's queue is full (answer UNAVAILABLE).
  * Takes ownership of r on success. */
 int writer_submit(writer *w, chat_request *r);
-/* Finishes every queued request, then stops the thread. */
+/* Finishes every queued request, then stops the threads. */
 void writer_stop(writer *w);
 void chat_request_free(chat_request *r);
 

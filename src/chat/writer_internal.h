@@ -10,6 +10,7 @@
 #ifndef PARLEY_CHAT_WRITER_INTERNAL_H
 #define PARLEY_CHAT_WRITER_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -69,6 +70,31 @@ typedef struct device_ack {
     uint64_t up_to;
 } device_ack;
 
+/* A consent change made by a conversation writer: applied by the accounts
+ * owner, the only thread that writes consent records. if_none: only when
+ * owner has no view of other yet (an accept implied by an action). */
+typedef struct consent_change {
+    uint64_t owner, other;
+    uint32_t state;
+    bool if_none;
+} consent_change;
+
+typedef struct consent_changes {
+    consent_change *items;
+    size_t n, cap;
+} consent_changes;
+
+/* The payload of a request between the write path's threads. */
+typedef struct chat_forward {
+    consent_changes changes;     /* CHAT_CONSENT */
+    outbound **then_post;      /* CHAT_CONSENT: answers posted after the changes commit */
+    size_t n_then_post, cap_then_post;
+    delivered_note note;         /* CHAT_DELIVERED */
+    uint64_t about_user;         /* CHAT_DEVICE_REMOVED */
+} chat_forward;
+
+typedef struct writer_group writer_group;
+
 typedef struct pending_member {
     uint64_t conv, user;
     Parley__Store__Member *record;   /* owned until the batch commits */
@@ -77,6 +103,12 @@ typedef struct pending_member {
 
 struct writer {
     server *srv;
+    writer_group *group;             /* every owner (writer_route.c) */
+    bool accounts;                   /* the accounts owner: users, devices, keys, link tokens,
+                                        device messages, every consent record */
+    uint32_t index;                  /* a conversation writer: its number (owns partitions
+                                        p with p mod N == index) */
+    char name[16];                   /* thread name, seen in top -H */
     mpsc requests;
     pthread_t thread;
     store_batch *batch;
@@ -89,8 +121,8 @@ struct writer {
     size_t n_replies;
     /* ids and seqs, owned here */
     uint64_t last_user_id;
-    uint64_t last_conv_id;
-    uint64_t last_offset;            /* fan-out log, partition 0 */
+    uint64_t *last_conv_id;          /* per partition owned: the last conversation id given */
+    uint64_t *last_offset;           /* per partition owned: its fan-out log's last offset */
     uint64_t last_link_expiry;       /* expires_ts of the newest link token made */
     u64map conv_last_seq;            /* conversation -> last seq assigned */
     pending_member *members;         /* member records changed in the open batch */
@@ -106,7 +138,18 @@ struct writer {
     char link_sweep_after[64];       /* where the next sweep resumes ("": the start) */
     u64map removed_device_users;     /* users who removed a device since start: their
                                         requests check that the device still exists */
-    struct consent_slot *consent_cache; /* consent.c: states read or written here */
+    struct consent_slot *consent_cache; /* consent.c: states read or written here (accounts) */
+    consent_changes consent_out;     /* a conversation writer's changes in the open batch */
+    _Atomic long depth;              /* requests waiting (writer_note_depth) */
+};
+
+struct writer_group {
+    server *srv;
+    uint32_t partitions;             /* P, as recorded in the store */
+    uint32_t user_partitions;        /* U: fan-out's checkpoints are per (P, U) */
+    uint32_t n;                      /* conversation writers */
+    writer **convs;
+    writer *accounts;
 };
 
 
@@ -133,6 +176,28 @@ int conv_last_seq(writer *w, uint64_t conv, uint64_t *seq);
  * first use; NULL when there is none. The writer owns it; changes are
  * written at the next flush. */
 Parley__Store__Member *writer_member_for_update(writer *w, uint64_t conv, uint64_t user);
+
+/* writer_route.c: the owner of a conversation, and forwards between owners */
+writer *writer_owner_of_conv(const writer_group *g, uint64_t conv);
+bool writer_owns_conv(const writer *w, uint64_t conv);
+/* the partition a CreateGroup request creates its conversation in */
+uint32_t writer_group_partition(const chat_request *r, uint32_t partitions);
+/* the requests waiting for w: sums every owner's into the writer_queue_depth gauge */
+void writer_note_depth(writer *w, size_t depth);
+/* a member's delivered seq went up in a conversation another writer owns */
+void writer_forward_delivered(writer *w, const delivered_note *note);
+/* after a commit: hands the batch's consent changes and the answers that
+ * must wait for them to the accounts owner; false when there were none */
+bool writer_forward_consent(writer *w, outbound **posts, size_t n_posts);
+/* the accounts owner tells every conversation writer (writer_refuse_removed_device) */
+void writer_tell_device_removed(writer *w, uint64_t user);
+void chat_forward_free(chat_forward *f);
+/* CHAT_CONSENT on the accounts owner (consent.c) */
+void handle_consent_forward(writer *w, chat_request *r);
+/* the writer loop's entry (writer.c) */
+writer *writer_new_owner(server *srv, writer_group *g, bool accounts, uint32_t index);
+int writer_run(writer *w);
+void writer_free_owner(writer *w);
 
 /* handlers in other files */
 void handle_upload_keys(writer *w, chat_request *r);

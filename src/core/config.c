@@ -13,6 +13,8 @@ void config_defaults(config *c) {
     c->listen_port = 8080;
     strcpy(c->data_dir, "./var");
     c->workers = 0;
+    c->writers = 2;
+    c->fanouts = 2;
     c->fsync = FSYNC_BATCH;
     c->log_level = LOG_INFO;
     c->max_group_members = 1024;
@@ -21,9 +23,9 @@ void config_defaults(config *c) {
     c->max_message_bytes = 1u << 20;
     c->handshake_timeout_ms = 10000;
     c->send_rate = 50;
-    c->user_send_rate = 0;           /* derived in config_from_args */
+    c->user_send_rate = 0;           /* 0: twice send_rate (quota_new_for_config) */
     c->write_rate = 20;
-    c->user_write_rate = 0;          /* derived in config_from_args */
+    c->user_write_rate = 0;          /* 0: twice write_rate (quota_new_for_config) */
     c->user_writer_share = 64;
     c->link_tokens_per_user = 5;
     c->link_token_ttl_ms = 10 * 60 * 1000;
@@ -62,7 +64,12 @@ void config_usage(FILE *out) {
         "  --data DIR                data directory (default ./var); a store is created in it\n"
         "                            only if it is absent or empty, never over other files\n"
         "  --workers N               event-loop threads (default: one per core)\n"
-        "  --fsync always|batch|off  durability of acknowledged messages (default batch:\n"
+        "  --writers N               write-path threads, each the single owner of a share of\n"
+        "                            the conversation partitions (default 2; 1-64); one more\n"
+        "                            thread owns accounts, devices, keys and consent\n"
+        "  --fanouts N               fan-out threads, each the single owner of a share of the\n"
+        "                            user partitions (inbox appends; default 2; at most the\n"
+        "                            store's user partitions, 8 for a new store)\n"        "  --fsync always|batch|off  durability of acknowledged messages (default batch:\n"
         "                            one fsync per group of concurrent writes)\n"
         "  --max-group-members N     (default 1024)\n"
         "  --conn-output-cap BYTES   output queued per connection before live pushes\n"
@@ -220,6 +227,12 @@ static int config_set(config *c, const char *key, const char *v) {
             return -1;
         }
         strcpy(c->data_dir, v);
+    } else if (strcmp(key, "writers") == 0) {
+        if (parse_u64(key, v, 1, 64, &n)) return -1;
+        c->writers = (uint32_t)n;
+    } else if (strcmp(key, "fanouts") == 0) {
+        if (parse_u64(key, v, 1, 64, &n)) return -1;
+        c->fanouts = (uint32_t)n;
     } else if (strcmp(key, "workers") == 0) {
         if (parse_u64(key, v, 0, 256, &n)) return -1;
         c->workers = (int)n;
@@ -462,8 +475,6 @@ int config_from_args(config *c, int argc, char **argv) {
     /* a connection may legitimately hold the soft cap of pushes plus one
      * reply of each kind in flight; four times that plus the largest
      * message is well past anything a reading client reaches */
-    if (c->user_send_rate == 0) c->user_send_rate = c->send_rate > 500000 ? 1000000 : 2 * c->send_rate;
-    if (c->user_write_rate == 0) c->user_write_rate = c->write_rate > 500000 ? 1000000 : 2 * c->write_rate;
     if (c->conn_output_max == 0) c->conn_output_max = 4 * c->conn_output_cap + c->max_message_bytes;
     if (c->conn_output_max < c->conn_output_cap + c->max_message_bytes) {
         fprintf(stderr, "parley: conn-output-max must be at least conn-output-cap + max-message\n");

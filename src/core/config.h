@@ -15,6 +15,8 @@ typedef struct config {
     int listen_port;
     char data_dir[1024];
     int workers;                    /* loop threads; 0 = one per core */
+    uint32_t writers;               /* conversation writer threads (chat/partition.h) */
+    uint32_t fanouts;               /* fan-out threads (user partitions' owners) */
     enum fsync_policy fsync;
     int log_level;
     uint32_t max_group_members;

@@ -143,10 +143,17 @@ quota *quota_new(const quota_limits *limits) {
     return q;
 }
 
+/* a user's rate not given: twice its device's (a user has a few devices) */
+static uint32_t user_rate(uint32_t given, uint32_t device_rate) {
+    if (given) return given;
+    return device_rate > 500000 ? 1000000 : 2 * device_rate;
+}
+
 quota *quota_new_for_config(const config *cfg) {
     quota_limits limits = {
         .device_rate = {[QUOTA_SEND] = cfg->send_rate, [QUOTA_WRITE] = cfg->write_rate},
-        .user_rate = {[QUOTA_SEND] = cfg->user_send_rate, [QUOTA_WRITE] = cfg->user_write_rate},
+        .user_rate = {[QUOTA_SEND] = user_rate(cfg->user_send_rate, cfg->send_rate),
+                      [QUOTA_WRITE] = user_rate(cfg->user_write_rate, cfg->write_rate)},
         .user_writer_share = cfg->user_writer_share,
     };
     return quota_new(&limits);

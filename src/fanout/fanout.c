@@ -1,9 +1,15 @@
-/* fanout.c -- the fan-out thread. See fanout.h.
+/* fanout.c -- the fan-out threads. See fanout.h.
  *
- * It is the single owner of every inbox's user_seq (the next one to give is
- * cached per user), so appends need no lock. Membership is cached per
- * conversation as (user, joined_seq, left_seq) and reloaded when a
- * MEMBERSHIP message passes, which is exactly when it changes. */
+ * Users fall into U user partitions (chat/partition.h); fan-out thread i
+ * of n (--fanouts) owns those with u mod n == i and is the single owner of
+ * their inboxes' user_seq (the next one to give is cached per user), so
+ * appends need no lock. Every thread sees every message, in each
+ * conversation's seq order (the queue has one FIFO per thread), and appends
+ * for its own users only. Membership is cached per conversation as (user,
+ * joined_seq, left_seq) and reloaded when a MEMBERSHIP message passes,
+ * which is exactly when it changes. Progress is a checkpoint per
+ * (conversation partition, user partition); thread 0 also fans out presence
+ * and trims each log below the least of its checkpoints. */
 #include "fanout/fanout.h"
 
 #include <pthread.h>
@@ -14,6 +20,7 @@
 #include <unistd.h>
 
 #include "chat/outbox.h"
+#include "chat/partition.h"
 #include "chat/push.h"
 #include "chat/reply.h"
 #include "core/clock.h"
@@ -46,15 +53,30 @@ typedef struct append {
     const queue_item *item;   /* borrowed: the queue item outlives the batch */
 } append;
 
+typedef struct fanout_set {
+    uint32_t n;                 /* fan-out threads */
+    uint32_t partitions, user_partitions;
+    fanout **threads;
+    _Atomic uint64_t *done;     /* [checkpoint_id(p, u)]: committed; the log is trimmed below their least */
+} fanout_set;
+
 struct fanout {
     server *srv;
+    fanout_set *set;
+    uint32_t index;         /* owns the user partitions u with u mod set->n == index */
+    char name[16];
     pthread_t thread;
     store_batch *batch;
     u64map heads;           /* user -> last user_seq given */
     u64map members;         /* conversation -> member_list * */
     append *appends;
     size_t n_appends;
-    uint64_t trimmed_through;
+    uint32_t partitions, user_partitions;   /* P and U (chat/partition.h) */
+    uint64_t *checkpoint;   /* [checkpoint_id(p, u)], owned u: the last offset of log p whose
+                               entries are in those users' inboxes (committed or in the batch) */
+    bool *touched;          /* per conversation partition: has items in the open batch */
+    uint64_t *trimmed_through;   /* per conversation partition (thread 0 trims) */
+    uint64_t *trim_now;          /* per conversation partition: trimmed through this in the open batch */
     uint64_t presence_flushed_ms;
     outbox_delivery *deliveries; /* route(): gathered, handed to the port DELIVERY_RUN at a time */
 };
@@ -121,16 +143,24 @@ static uint64_t next_user_seq(fanout *f, uint64_t user) {
     return ++*head;
 }
 
-static void fan_item(fanout *f, const queue_item *it) {
+static bool owns_user_partition(const fanout *f, uint32_t u) { return u % f->set->n == f->index; }
+
+/* The item's entries in the inboxes of this thread's users; an inbox whose
+ * user partition's checkpoint already covers the item has it (a replay
+ * after a crash between two threads' commits). */
+static void fan_item(fanout *f, const queue_item *it, uint32_t p) {
     const member_list *ml = members_of(f, it->conversation_id, it->membership);
     for (size_t i = 0; i < ml->n; i++) {
         const member *m = &ml->m[i];
         if (!receives(m, it->seq)) continue;
+        uint32_t u = user_partition(m->user, f->user_partitions);
+        if (!owns_user_partition(f, u)) continue;
+        if (it->offset <= f->checkpoint[checkpoint_id(p, u, f->user_partitions)]) continue;
         uint64_t user_seq = next_user_seq(f, m->user);
         if (f->n_appends == MAX_APPENDS_PER_BATCH) abort(); /* bounded by the caller */
         f->appends[f->n_appends++] = (append){m->user, user_seq, it};
     }
-    METRIC_INC(fanout_messages_total);
+    if (f->index == 0) METRIC_INC(fanout_messages_total);   /* every thread sees every message */
 }
 
 /* Deliveries go to the write path's port (chat/outbox.h) in runs: the
@@ -168,18 +198,38 @@ static int append_order(const void *x, const void *y) {
  * key order each insert starts where the last one ended instead of
  * searching from the top (this was most of fan-out's time). Sorting by
  * (user, user_seq) also keeps every user's deliveries in order for route(). */
-static void put_sorted(fanout *f, uint64_t checkpoint, bool trim) {
+/* Log p's entries every user partition has committed: thread 0 deletes
+ * them, now and then. 0: nothing due. */
+static uint64_t trim_due(const fanout *f, uint32_t p) {
+    if (f->index != 0) return 0;
+    uint64_t least = UINT64_MAX;
+    for (uint32_t u = 0; u < f->user_partitions; u++) {
+        uint64_t done = atomic_load(&f->set->done[checkpoint_id(p, u, f->user_partitions)]);
+        if (done < least) least = done;
+    }
+    return least - f->trimmed_through[p] >= LOG_TRIM_EVERY ? least : 0;
+}
+
+static void put_sorted(fanout *f) {
     qsort(f->appends, f->n_appends, sizeof *f->appends, append_order);
     for (size_t i = 0; i < f->n_appends; i++)
         if (i + 1 == f->n_appends || f->appends[i + 1].user != f->appends[i].user)
             store_put_inbox_head(f->batch, f->appends[i].user, f->appends[i].user_seq);
-    if (trim) store_delete_log_through(f->batch, 0, checkpoint);
+    for (uint32_t p = 0; p < f->partitions; p++)
+        if (f->trim_now[p]) store_delete_log_through(f->batch, p, f->trim_now[p]);
     for (size_t i = 0; i < f->n_appends; i++) {
         const append *a = &f->appends[i];
         const queue_item *it = a->item;
         store_put_inbox(f->batch, a->user, a->user_seq, it->conversation_id, it->seq, it->sender_user_id, it->ts);
     }
-    store_put_checkpoint(f->batch, 0, checkpoint);
+    /* each partition's log is fanned out in offset order (its one writer
+     * publishes in commit order), so its checkpoints are its last item's */
+    for (uint32_t p = 0; p < f->partitions; p++)
+        for (uint32_t u = 0; f->touched[p] && u < f->user_partitions; u++)
+            if (owns_user_partition(f, u)) {
+                uint32_t id = checkpoint_id(p, u, f->user_partitions);
+                store_put_checkpoint(f->batch, id, f->checkpoint[id]);
+            }
 }
 
 /* Commit failures: counted, and retried with a growing pause instead of
@@ -229,17 +279,32 @@ static void fan_batch(fanout *f, queue_item **items, size_t n, bool replaying) {
     size_t done = 0;
     while (done < n) {
         f->n_appends = 0;
+        memset(f->touched, 0, f->partitions * sizeof *f->touched);
         /* keep the appends of one commit bounded, whatever the group sizes */
-        while (done < n && f->n_appends + f->srv->cfg.max_group_members <= MAX_APPENDS_PER_BATCH)
-            fan_item(f, items[done++]);
-        uint64_t checkpoint = items[done - 1]->offset;
-        bool trim = checkpoint - f->trimmed_through >= LOG_TRIM_EVERY;
-        put_sorted(f, checkpoint, trim);
+        while (done < n && f->n_appends + f->srv->cfg.max_group_members <= MAX_APPENDS_PER_BATCH) {
+            const queue_item *it = items[done++];
+            uint32_t p = it->partition < f->partitions ? it->partition : 0;
+            f->touched[p] = true;
+            fan_item(f, it, p);
+            for (uint32_t u = 0; u < f->user_partitions; u++) {
+                uint32_t id = checkpoint_id(p, u, f->user_partitions);
+                if (owns_user_partition(f, u) && it->offset > f->checkpoint[id]) f->checkpoint[id] = it->offset;
+            }
+        }
+        for (uint32_t p = 0; p < f->partitions; p++) f->trim_now[p] = f->touched[p] ? trim_due(f, p) : 0;
+        put_sorted(f);
         /* Not fsynced: the writer's next fsync covers this too (one write-ahead
          * log), and if a power cut takes it, the checkpoint goes with the
          * entries and the replay numbers them again the same way. */
         commit_until_done(f);
-        if (trim) f->trimmed_through = checkpoint;
+        for (uint32_t p = 0; p < f->partitions; p++)
+            if (f->trim_now[p]) f->trimmed_through[p] = f->trim_now[p];
+        for (uint32_t p = 0; p < f->partitions; p++)
+            for (uint32_t u = 0; f->touched[p] && u < f->user_partitions; u++)
+                if (owns_user_partition(f, u)) {
+                    uint32_t id = checkpoint_id(p, u, f->user_partitions);
+                    atomic_store(&f->set->done[id], f->checkpoint[id]);
+                }
         METRIC_ADD(inbox_appends_total, f->n_appends);
         /* a replay runs before anyone can be connected */
         if (!replaying) route(f);
@@ -250,6 +315,7 @@ static void fan_batch(fanout *f, queue_item **items, size_t n, bool replaying) {
 
 struct replay {
     fanout *f;
+    uint32_t partition;
     queue_item *items[ITEMS_PER_BATCH];
     size_t n;
     int failed;
@@ -273,6 +339,7 @@ static int replay_entry(void *ud, uint64_t offset, uint64_t conv, uint64_t seq) 
     Parley__V1__Message *m = parley__v1__message__unpack(NULL, raw.len, raw.data);
     queue_item *it = calloc(1, sizeof *it);
     if (!m || !it) abort();
+    it->partition = r->partition;
     it->offset = offset;
     it->conversation_id = conv;
     it->seq = seq;
@@ -288,19 +355,12 @@ static int replay_entry(void *ud, uint64_t offset, uint64_t conv, uint64_t seq) 
     return 0;
 }
 
-static fanout *fanout_new(server *srv) {
-    fanout *f = calloc(1, sizeof *f);
-    if (!f) return NULL;
-    f->srv = srv;
-    f->batch = store_batch_new();
-    f->appends = malloc(MAX_APPENDS_PER_BATCH * sizeof *f->appends);
-    f->deliveries = malloc(DELIVERY_RUN * sizeof *f->deliveries);
-    if (!f->appends || !f->deliveries) abort();
-    store_get_checkpoint(srv->store, 0, &f->trimmed_through);
-    return f;
-}
-
 static void fanout_free(fanout *f) {
+    if (!f) return;
+    free(f->checkpoint);
+    free(f->touched);
+    free(f->trimmed_through);
+    free(f->trim_now);
     store_batch_free(f->batch);
     u64map_free(&f->heads);
     forget_members(f);
@@ -309,27 +369,110 @@ static void fanout_free(fanout *f) {
     free(f);
 }
 
-int fanout_replay(server *srv) {
-    fanout *f = fanout_new(srv);
-    if (!f) return -1;
-    uint64_t checkpoint = 0;
-    if (store_get_checkpoint(srv->store, 0, &checkpoint) < 0) {
-        fanout_free(f);
-        return -1;
+static fanout *fanout_new(server *srv, fanout_set *set, uint32_t index) {
+    fanout *f = calloc(1, sizeof *f);
+    if (!f) return NULL;
+    f->srv = srv;
+    f->set = set;
+    f->index = index;
+    snprintf(f->name, sizeof f->name, "parley-fanout%u", index % 100);   /* 15 bytes at most: a thread name */
+    f->partitions = set->partitions;
+    f->user_partitions = set->user_partitions;
+    f->batch = store_batch_new();
+    f->appends = malloc(MAX_APPENDS_PER_BATCH * sizeof *f->appends);
+    f->deliveries = malloc(DELIVERY_RUN * sizeof *f->deliveries);
+    size_t ids = (size_t)f->partitions * f->user_partitions;
+    f->checkpoint = calloc(ids, sizeof *f->checkpoint);
+    f->touched = calloc(f->partitions, sizeof *f->touched);
+    f->trimmed_through = calloc(f->partitions, sizeof *f->trimmed_through);
+    f->trim_now = calloc(f->partitions, sizeof *f->trim_now);
+    if (!f->batch || !f->appends || !f->deliveries || !f->checkpoint || !f->touched ||
+        !f->trimmed_through || !f->trim_now)
+        abort();
+    for (size_t id = 0; id < ids; id++) f->checkpoint[id] = atomic_load(&set->done[id]);
+    for (uint32_t p = 0; p < f->partitions; p++) {
+        /* the log below every user partition's checkpoint may be gone */
+        uint64_t least = UINT64_MAX;
+        for (uint32_t u = 0; u < f->user_partitions; u++) {
+            uint64_t c = f->checkpoint[checkpoint_id(p, u, f->user_partitions)];
+            if (c < least) least = c;
+        }
+        f->trimmed_through[p] = least;
     }
+    return f;
+}
+
+static void set_free(fanout_set *set) {
+    if (!set) return;
+    for (uint32_t i = 0; set->threads && i < set->n; i++) fanout_free(set->threads[i]);
+    free(set->threads);
+    free(set->done);
+    free(set);
+}
+
+/* n threads (not started), each with the store's checkpoints */
+static fanout_set *set_new(server *srv, uint32_t n) {
+    fanout_set *set = calloc(1, sizeof *set);
+    if (!set) return NULL;
+    if (partitions_load(srv->store, &set->partitions, &set->user_partitions)) {
+        free(set);
+        return NULL;
+    }
+    set->n = n < 1 ? 1 : n > set->user_partitions ? set->user_partitions : n;
+    size_t ids = (size_t)set->partitions * set->user_partitions;
+    set->done = calloc(ids, sizeof *set->done);
+    set->threads = calloc(set->n, sizeof *set->threads);
+    if (!set->done || !set->threads) abort();
+    for (size_t id = 0; id < ids; id++) {
+        uint64_t c = 0;
+        if (store_get_checkpoint(srv->store, (uint32_t)id, &c) < 0) {
+            set_free(set);
+            return NULL;
+        }
+        atomic_store(&set->done[id], c);
+    }
+    for (uint32_t i = 0; i < set->n; i++)
+        if (!(set->threads[i] = fanout_new(srv, set, i))) {
+            set_free(set);
+            return NULL;
+        }
+    return set;
+}
+
+uint32_t fanout_threads(server *srv) {
+    uint32_t p = 0, u = 0;
+    if (partitions_load(srv->store, &p, &u)) return 1;
+    uint32_t n = srv->cfg.fanouts ? srv->cfg.fanouts : 1;
+    return n > u ? u : n;
+}
+
+/* Every partition's log past the least checkpoint of its user partitions,
+ * partition 0 first: a store from before partitions has its whole log
+ * there, and those entries are older than any in the other partitions'
+ * logs (which only a start that finished this replay can have written).
+ * One thread that owns every user partition does it all; fan_item skips
+ * the inboxes whose checkpoint already covers an entry. */
+int fanout_replay(server *srv) {
+    fanout_set *set = set_new(srv, 1);
+    if (!set) return -1;
+    fanout *f = set->threads[0];
     struct replay *r = calloc(1, sizeof *r);
     if (!r) abort();
     r->f = f;
-    int rc = store_scan_log(srv->store, 0, checkpoint, replay_entry, r);
-    if (r->n) replay_flush(r);
-    rc = rc || r->failed ? -1 : 0;
-    uint64_t after = 0;
-    store_get_checkpoint(srv->store, 0, &after);
-    if (after > checkpoint)
-        log_info("fanout: replayed log offsets %llu..%llu", (unsigned long long)checkpoint + 1,
-                 (unsigned long long)after);
+    int rc = 0;
+    for (uint32_t p = 0; p < f->partitions && rc == 0; p++) {
+        uint64_t from = f->trimmed_through[p];   /* the least checkpoint of p */
+        r->partition = p;
+        rc = store_scan_log(srv->store, p, from, replay_entry, r);
+        if (r->n) replay_flush(r);
+        rc = rc || r->failed ? -1 : 0;
+        uint64_t after = f->checkpoint[checkpoint_id(p, 0, f->user_partitions)];
+        if (after > from)
+            log_info("fanout: replayed partition %u log offsets %llu..%llu", p, (unsigned long long)from + 1,
+                     (unsigned long long)after);
+    }
     free(r);
-    fanout_free(f);
+    set_free(set);
     return rc;
 }
 
@@ -356,11 +499,11 @@ static void fan_presence(fanout *f) {
 
 static void *fanout_main(void *arg) {
     fanout *f = arg;
-    pthread_setname_np(pthread_self(), "parley-fanout");   /* seen in top -H, perf */
+    pthread_setname_np(pthread_self(), f->name);   /* seen in top -H, perf */
     queue_item *items[ITEMS_PER_BATCH];
     for (;;) {
-        fan_presence(f);
-        size_t n = queue_consume(f->srv->queue, items, ITEMS_PER_BATCH, PRESENCE_FLUSH_MS);
+        if (f->index == 0) fan_presence(f);
+        size_t n = queue_consume(f->srv->queue, f->index, items, ITEMS_PER_BATCH, PRESENCE_FLUSH_MS);
         atomic_store(&g_metrics.fanout_queue_depth, (long)queue_depth(f->srv->queue));
         if (n == 0) {
             if (queue_closed(f->srv->queue)) break;
@@ -373,18 +516,24 @@ static void *fanout_main(void *arg) {
 }
 
 fanout *fanout_start(server *srv) {
-    fanout *f = fanout_new(srv);
-    if (!f) return NULL;
-    if (pthread_create(&f->thread, NULL, fanout_main, f)) {
-        fanout_free(f);
-        return NULL;
+    fanout_set *set = set_new(srv, fanout_threads(srv));
+    if (!set) return NULL;
+    uint32_t started = 0;
+    while (started < set->n && pthread_create(&set->threads[started]->thread, NULL, fanout_main,
+                                              set->threads[started]) == 0)
+        started++;
+    if (started < set->n) {
+        log_error("fanout: cannot start its threads");
+        _exit(1);   /* running threads hold the set: no clean way back */
     }
-    return f;
+    log_info("fan-out: %u threads over %u user partitions", set->n, set->user_partitions);
+    return set->threads[0];   /* the handle of the set */
 }
 
 void fanout_stop(fanout *f) {
     if (!f) return;
+    fanout_set *set = f->set;
     queue_close(f->srv->queue);
-    pthread_join(f->thread, NULL);
-    fanout_free(f);
+    for (uint32_t i = 0; i < set->n; i++) pthread_join(set->threads[i]->thread, NULL);
+    set_free(set);
 }

@@ -6,10 +6,11 @@
  * the write path's port (chat/outbox.h), to every online device of that
  * member (the sender's other devices included). Devices that are offline get it from their inbox at sync.
  *
- * Resumable: the checkpoint (how far the log was fanned out) is committed
- * in the same atomic batch as the inbox entries it covers, so after a crash
- * the replay starts exactly where the last commit ended: nothing is appended
- * twice and nothing acknowledged is skipped. (A queue whose offsets are not
+ * Resumable: the checkpoints (how far each conversation partition's log
+ * was fanned out to each user partition's inboxes) are committed in the
+ * same atomic batch as the inbox entries they cover, so after a crash the
+ * replay starts exactly where each user partition's last commit ended:
+ * nothing is appended twice and nothing acknowledged is skipped. (A queue whose offsets are not
  * committed with the store, such as Kafka, needs an idempotency index per
  * (user, conversation, seq) instead; the embedded one does not.) */
 #ifndef PARLEY_FANOUT_H
@@ -26,6 +27,9 @@ typedef struct fanout fanout;
  * checkpoint: what was acknowledged before a crash but not yet fanned out.
  * Run before the writer and the workers start. 0 or -1. */
 int fanout_replay(server *srv);
+/* How many fan-out threads fanout_start runs (--fanouts, at most the
+ * store's user partitions): the number of consumers the queue needs. */
+uint32_t fanout_threads(server *srv);
 fanout *fanout_start(server *srv);
 /* Stops once the queue is closed and drained. */
 void fanout_stop(fanout *f);

@@ -27,17 +27,22 @@ typedef struct queue_item {
 
 typedef struct queue queue;
 
-queue *queue_local_new(size_t capacity);
+/* consumers: how many read it (the fan-out threads, one per share of the
+ * user partitions); each gets every item, in the order published. */
+queue *queue_local_new(size_t capacity, uint32_t consumers);
 void queue_free(queue *q);
 /* Takes ownership of item. Blocks while the queue is full (backpressure on
  * the write path). 0, or -1 once closed (the item is freed). */
 int queue_publish(queue *q, queue_item *item);
-/* Up to max items, waiting at most timeout_ms for the first. 0 items and a
- * closed queue: consumers stop. */
-size_t queue_consume(queue *q, queue_item **out, size_t max, int timeout_ms);
+/* The same for items[0..n) in that order, with one lock per consumer for
+ * all of them (a writer publishes a whole group commit at once). */
+int queue_publish_many(queue *q, queue_item **items, size_t n);
+/* Up to max items for consumer (0 .. consumers-1), waiting at most
+ * timeout_ms for the first. 0 items and a closed queue: consumers stop. */
+size_t queue_consume(queue *q, uint32_t consumer, queue_item **out, size_t max, int timeout_ms);
 int queue_closed(queue *q);
 void queue_close(queue *q);
-size_t queue_depth(queue *q);
+size_t queue_depth(queue *q);   /* the deepest consumer's */
 void queue_item_free(queue_item *item);
 
 #endif

@@ -1,23 +1,30 @@
-/* queue_local.c -- the embedded queue: one bounded in-memory MPSC queue.
- * The write path is its single producer today and fan-out its single
- * consumer, so one partition keeps per-conversation order trivially. */
+/* queue_local.c -- the embedded queue: one bounded in-memory MPSC queue per
+ * consumer. Each conversation partition has one producer (its writer), and
+ * each consumer's queue keeps every producer's order, so every consumer
+ * sees each conversation's items in seq order. An item goes to every
+ * consumer: the first gets it, the others a copy sharing its message. */
 #include "queue/queue.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/mpsc.h"
 
 struct queue {
-    mpsc q;
+    uint32_t n;
+    mpsc q[];
 };
 
-queue *queue_local_new(size_t capacity) {
-    queue *q = malloc(sizeof *q);
+queue *queue_local_new(size_t capacity, uint32_t consumers) {
+    if (consumers == 0) consumers = 1;
+    queue *q = calloc(1, sizeof *q + consumers * sizeof q->q[0]);
     if (!q) return NULL;
-    if (mpsc_init(&q->q, capacity)) {
-        free(q);
-        return NULL;
-    }
+    for (q->n = 0; q->n < consumers; q->n++)
+        if (mpsc_init(&q->q[q->n], capacity)) {
+            for (uint32_t i = 0; i < q->n; i++) mpsc_destroy(&q->q[i]);
+            free(q);
+            return NULL;
+        }
     return q;
 }
 
@@ -31,30 +38,80 @@ void queue_free(queue *q) {
     if (!q) return;
     queue_item *items[256];
     size_t n;
-    while ((n = mpsc_pop_many(&q->q, (void **)items, 256)) > 0)
-        for (size_t i = 0; i < n; i++) queue_item_free(items[i]);
-    mpsc_destroy(&q->q);
+    for (uint32_t c = 0; c < q->n; c++) {
+        while ((n = mpsc_pop_many(&q->q[c], (void **)items, 256)) > 0)
+            for (size_t i = 0; i < n; i++) queue_item_free(items[i]);
+        mpsc_destroy(&q->q[c]);
+    }
     free(q);
 }
 
 int queue_publish(queue *q, queue_item *item) {
-    if (mpsc_push(&q->q, item)) {
+    for (uint32_t c = 1; c < q->n; c++) {
+        queue_item *copy = malloc(sizeof *copy);
+        if (!copy) abort();   /* an acknowledged message must reach every consumer */
+        memcpy(copy, item, sizeof *copy);
+        if (copy->message) blob_ref(copy->message);
+        if (mpsc_push(&q->q[c], copy)) {
+            queue_item_free(copy);
+            queue_item_free(item);
+            return -1;
+        }
+    }
+    if (mpsc_push(&q->q[0], item)) {
         queue_item_free(item);
         return -1;
     }
     return 0;
 }
 
-size_t queue_consume(queue *q, queue_item **out, size_t max, int timeout_ms) {
-    size_t n = mpsc_pop_many(&q->q, (void **)out, max);
+/* pushes items[0..n) to consumer c; frees what a closed queue refused */
+static int push_all(mpsc *m, queue_item **items, size_t n) {
+    size_t done = mpsc_push_many(m, (void *const *)items, n);
+    for (size_t i = done; i < n; i++) queue_item_free(items[i]);
+    return done == n ? 0 : -1;
+}
+
+int queue_publish_many(queue *q, queue_item **items, size_t n) {
+    if (n == 0) return 0;
+    int rc = 0;
+    queue_item **copies = q->n > 1 ? malloc(n * sizeof *copies) : NULL;
+    if (q->n > 1 && !copies) abort();   /* an acknowledged message must reach every consumer */
+    for (uint32_t c = 1; c < q->n; c++) {
+        for (size_t i = 0; i < n; i++) {
+            copies[i] = malloc(sizeof *copies[i]);
+            if (!copies[i]) abort();
+            memcpy(copies[i], items[i], sizeof *copies[i]);
+            if (copies[i]->message) blob_ref(copies[i]->message);
+        }
+        rc |= push_all(&q->q[c], copies, n);
+    }
+    free(copies);
+    rc |= push_all(&q->q[0], items, n);
+    return rc;
+}
+
+size_t queue_consume(queue *q, uint32_t consumer, queue_item **out, size_t max, int timeout_ms) {
+    mpsc *m = &q->q[consumer < q->n ? consumer : 0];
+    size_t n = mpsc_pop_many(m, (void **)out, max);
     if (n) return n;
-    mpsc_wait(&q->q, timeout_ms);
-    return mpsc_pop_many(&q->q, (void **)out, max);
+    mpsc_wait(m, timeout_ms);
+    return mpsc_pop_many(m, (void **)out, max);
 }
 
 int queue_closed(queue *q) {
-    return q->q.closed;
+    return q->q[q->n - 1].closed;   /* closed last (queue_close): then all are */
 }
 
-void queue_close(queue *q) { mpsc_close(&q->q); }
-size_t queue_depth(queue *q) { return mpsc_depth(&q->q); }
+void queue_close(queue *q) {
+    for (uint32_t c = 0; c < q->n; c++) mpsc_close(&q->q[c]);
+}
+
+size_t queue_depth(queue *q) {
+    size_t deepest = 0;
+    for (uint32_t c = 0; c < q->n; c++) {
+        size_t d = mpsc_depth(&q->q[c]);
+        if (d > deepest) deepest = d;
+    }
+    return deepest;
+}

@@ -25,7 +25,6 @@
 #include "chat/writer.h"
 #include "core/clock.h"
 #include "core/log.h"
-#include "core/quota.h"
 #include "fanout/fanout.h"
 #include "gateway/conn.h"
 #include "gateway/in_flight.h"
@@ -270,15 +269,12 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
  * the temp directory goes. */
 static void teardown(void) {
     mpsc_close(&the_worker.inbox);      /* posts fail (and are freed) from now on */
-    writer_stop(srv.writer);
-    fanout_stop(srv.fanout);
+    server_core_stop(&srv);
     pump_inbox(NULL);
     mpsc_destroy(&the_worker.inbox);
     free(the_worker.conns);
     free(the_worker.generations);
-    registry_free(srv.registry);
-    quota_free(srv.quota);
-    queue_free(srv.queue);
+    server_core_free(&srv);
     store_close(srv.store);
     nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     close(null_fd);
@@ -327,8 +323,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     char *err = NULL;
     srv.store = store_open(dir, srv.cfg.retention_ms, srv.cfg.retention_sweep_ms, &err);
     if (!srv.store) die(err ? err : "store_open");
-    srv.queue = queue_local_new(65536);
-    srv.registry = registry_local_new();
     /* the worker: what worker_new sets up, minus listener, epoll and thread */
     the_worker.srv = &srv;
     the_worker.index = 0;
@@ -344,10 +338,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     static outbox port;   /* the writer's answers reach the_worker's inbox */
     outbox_local_init(&port, &srv);
     srv.outbox = &port;
-    srv.quota = quota_new_for_config(&srv.cfg);
-    srv.writer = srv.quota ? writer_start(&srv) : NULL;
-    srv.fanout = srv.writer ? fanout_start(&srv) : NULL;
-    if (!srv.queue || !srv.registry || !srv.writer || !srv.fanout) die("server set-up");
+    if (server_core_start(&srv)) die("server set-up");
     atexit(teardown);
     for (int i = 0; i < DISPATCH_USERS; i++) register_user(i);
     create_conversations();

@@ -1442,3 +1442,11 @@ int h_server_restart_tls(h_server *s) {
     if (spawn(s) != 0) return -1;
     return wait_healthy_tls(s);
 }
+
+int h_accounts_barrier(h_dev *d) {
+    char token[128];
+    uint64_t expires = 0;
+    if (pc_create_link_token(d->c, token, sizeof token, &expires) == 0) return 0;
+    fprintf(stderr, "  accounts barrier %s: %s (status %d)\n", d->name, pc_error(d->c), pc_status(d->c));
+    return -1;
+}

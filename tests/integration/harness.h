@@ -281,4 +281,12 @@ int h_server_start_tls(h_server *s, const char *const *extra_args);
 int h_server_restart_tls(h_server *s);
 
 
+/* A round trip through the write path's accounts owner (a link token
+ * request, committed after everything that owner has pending): once it is
+ * answered, the device-message acks and key changes d sent before it are
+ * committed, and what that owner pushed for them went out first. Requests
+ * on different owners (chat/writer_route.c) are not ordered with each
+ * other, so a barrier must go through the owner it waits for. 0 or -1. */
+int h_accounts_barrier(h_dev *d);
+
 #endif

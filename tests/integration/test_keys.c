@@ -462,9 +462,9 @@ static void device_messages(void) {
     h_dev *one[1] = {b1};
     dm_goal g1 = {&r1, 1};
     CHECK(h_pump(one, 1, pred_dm, &g1, WAIT_MS), "no live device message");
-    /* a writer round trip on the same connection: whatever the writer pushed
-     * for the message went out before its answer */
-    CHECK(pc_mark_read(b1->c, conv, 0) == 0, "barrier: %s", pc_error(b1->c));
+    /* a round trip through the accounts owner on the same connection:
+     * whatever it pushed for the message went out before its answer */
+    CHECK(h_accounts_barrier(b1) == 0, "barrier");
     CHECK(r1.n == 1, "%zu deliveries, want 1", r1.n);
     CHECK(r1.queue_seq[0] == q1 && r1.sender[0] == alice->id.user_id && r1.sender_device[0] == alice->id.device_id &&
               strcmp(r1.body[0], "envelope-1") == 0,
@@ -487,9 +487,10 @@ static void device_messages(void) {
     CHECK(r2.queue_seq[0] == q1 && r2.queue_seq[1] == q2 && strcmp(r2.body[1], "envelope-2") == 0,
           "after reconnect: queue_seqs %llu %llu", (unsigned long long)r2.queue_seq[0],
           (unsigned long long)r2.queue_seq[1]);
-    /* the ack left with pc_poll; a writer round trip on the same connection
-     * orders after it, so once answered the ack is committed */
-    CHECK(pc_mark_read(b2->c, conv, 0) == 0, "barrier: %s", pc_error(b2->c));
+    /* the ack left with pc_poll; a round trip through the accounts owner
+     * (which stores device-message acks) on the same connection orders
+     * after it, so once answered the ack is committed */
+    CHECK(h_accounts_barrier(b2) == 0, "barrier");
     h_dev_free(b2);
 
     /* acked: gone */
@@ -521,13 +522,13 @@ static void device_messages(void) {
     h_dev *four[1] = {b4};
     dm_goal g4 = {&r4, 1};
     CHECK(h_pump(four, 1, pred_dm, &g4, WAIT_MS), "no device message after the seen one");
-    CHECK(pc_mark_read(b4->c, conv, 0) == 0, "barrier: %s", pc_error(b4->c));
+    CHECK(h_accounts_barrier(b4) == 0, "barrier");
     CHECK(r4.n == 1 && r4.queue_seq[0] == q4, "%zu handed out (first %llu), want only %llu", r4.n,
           (unsigned long long)r4.queue_seq[0], (unsigned long long)q4);
     CHECK(pc_device_messages_seen(b4->c) == q4, "seen is %llu", (unsigned long long)pc_device_messages_seen(b4->c));
-    /* pc_poll sends the due ack first; a writer round trip orders after it */
+    /* pc_poll sends the due ack first; an accounts round trip orders after it */
     CHECK(pc_poll(b4->c, 0) >= 0, "poll: %s", pc_error(b4->c));
-    CHECK(pc_mark_read(b4->c, conv, 0) == 0, "barrier: %s", pc_error(b4->c));
+    CHECK(h_accounts_barrier(b4) == 0, "barrier");
     h_dev_free(b4);
     static dm_rec r5;
     memset(&r5, 0, sizeof r5);

@@ -134,25 +134,16 @@ static int start(void) {
     srv.store = store_open(dir, 0, 0, &err);
     free(err);
     if (!srv.store) return -1;
-    srv.queue = queue_local_new(1024);
-    srv.registry = registry_local_new();
-    quota_limits limits = {.user_writer_share = 0};
-    srv.quota = quota_new(&limits);
     srv.n_workers = 0;   /* no gateway: the port is the only way out */
     srv.workers = NULL;
     srv.outbox = &rec_port;
-    srv.writer = writer_start(&srv);
-    srv.fanout = srv.writer ? fanout_start(&srv) : NULL;
-    return srv.queue && srv.registry && srv.quota && srv.writer && srv.fanout ? 0 : -1;
+    return server_core_start(&srv);
 }
 
 static void stop(void) {
-    if (srv.writer) writer_stop(srv.writer);
-    if (srv.fanout) fanout_stop(srv.fanout);
-    if (srv.registry) registry_free(srv.registry);
-    if (srv.queue) queue_free(srv.queue);
+    server_core_stop(&srv);
+    server_core_free(&srv);
     if (srv.store) store_close(srv.store);
-    if (srv.quota) quota_free(srv.quota);
     memset(&srv, 0, sizeof srv);
     rec_clear();
     if (!dir[0]) return;

@@ -1,0 +1,219 @@
+/* writer_route.c -- the write path's owners and what crosses between them.
+ *
+ * Owners (each a writer thread with its own queue, batch and group commit):
+ *  - conversation writer i (of N, --writers) owns every conversation
+ *    partition p with p mod N == i (chat/partition.h): sends, read marks,
+ *    group changes, accept/decline, the creation of the conversations of its
+ *    partitions (OpenDirect by the pair's partition, CreateGroup by a
+ *    partition picked from the request), their seqs, member records, and
+ *    the fan-out log of its partitions;
+ *  - the accounts owner: registration, devices, link tokens, keys, device
+ *    messages, blocks, and every consent record. A flood of these waits in
+ *    its queue, not in front of anyone's sends.
+ *
+ * A request that touches the data of two owners is handled by the owner of
+ * what it changes first and then handed on, never shared:
+ *  - a device's ack (CHAT_ACK) goes to the conversation writer of its
+ *    user's partition (so one device's cursor writes stay in order); it
+ *    stores the cursor and raises delivered seqs in the conversations it
+ *    owns; the raises for other conversations go to their owners
+ *    (CHAT_DELIVERED), which are the only writers of those member records;
+ *  - an action that implies an accept (OpenDirect, CreateGroup, AddMembers,
+ *    AcceptRequest, the first reply in a direct conversation) commits its
+ *    conversation part on the conversation writer, then hands the consent
+ *    changes and the batch's answers to the accounts owner (CHAT_CONSENT),
+ *    which applies them (an implied accept only over "none", so it never
+ *    undoes a block committed in between), commits, and only then answers:
+ *    whoever hears OK finds both parts stored. Conversation writers read
+ *    consent from the store (the committed state) and never cache it;
+ *  - RemoveDevice (accounts) tells every conversation writer which user
+ *    removed a device (CHAT_DEVICE_REMOVED), so their requests from it are
+ *    refused once the removal is committed.
+ * The hand-offs go one way per kind (conversation -> accounts blocks when
+ * full; accounts -> conversation and conversation -> conversation never
+ * block and drop a hint when full), so no two owners wait on each other. */
+#include "chat/partition.h"
+#include "chat/writer.h"
+#include "chat/writer_internal.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/metrics.h"
+
+writer *writer_owner_of_conv(const writer_group *g, uint64_t conv) {
+    return g->convs[conv_partition(conv, g->partitions) % g->n];
+}
+
+bool writer_owns_conv(const writer *w, uint64_t conv) {
+    return !w->accounts && writer_owner_of_conv(w->group, conv) == w;
+}
+
+uint32_t writer_group_partition(const chat_request *r, uint32_t partitions) {
+    /* any partition will do; spreading by who asks and which request keeps
+     * every owner's share of new groups even */
+    return hash_partition(r->user_id ^ (r->request_id * 0x9E3779B97F4A7C15ull) ^ r->conn_id, partitions);
+}
+
+static writer *owner_of_partition(const writer_group *g, uint32_t p) { return g->convs[p % g->n]; }
+
+static writer *route(writer_group *g, const chat_request *r) {
+    if (r->op == CHAT_ACK) return owner_of_partition(g, hash_partition(r->user_id, g->partitions));
+    const Parley__V1__Frame *f = r->frame;
+    if (r->op != CHAT_FRAME || !f) return g->accounts;
+    switch (f->body_case) {
+    case PARLEY__V1__FRAME__BODY_SEND_MESSAGE:
+        return f->send_message ? writer_owner_of_conv(g, f->send_message->conversation_id) : g->accounts;
+    case PARLEY__V1__FRAME__BODY_MARK_READ:
+        return f->mark_read ? writer_owner_of_conv(g, f->mark_read->conversation_id) : g->accounts;
+    case PARLEY__V1__FRAME__BODY_ADD_MEMBERS:
+        return f->add_members ? writer_owner_of_conv(g, f->add_members->conversation_id) : g->accounts;
+    case PARLEY__V1__FRAME__BODY_REMOVE_MEMBER:
+        return f->remove_member ? writer_owner_of_conv(g, f->remove_member->conversation_id) : g->accounts;
+    case PARLEY__V1__FRAME__BODY_RENAME_GROUP:
+        return f->rename_group ? writer_owner_of_conv(g, f->rename_group->conversation_id) : g->accounts;
+    case PARLEY__V1__FRAME__BODY_ACCEPT_REQUEST:
+        return f->accept_request ? writer_owner_of_conv(g, f->accept_request->conversation_id) : g->accounts;
+    case PARLEY__V1__FRAME__BODY_DECLINE_REQUEST:
+        return f->decline_request ? writer_owner_of_conv(g, f->decline_request->conversation_id) : g->accounts;
+    case PARLEY__V1__FRAME__BODY_OPEN_DIRECT:
+        return f->open_direct
+                   ? owner_of_partition(g, pair_partition(r->user_id, f->open_direct->peer_user_id, g->partitions))
+                   : g->accounts;
+    case PARLEY__V1__FRAME__BODY_CREATE_GROUP:
+        return owner_of_partition(g, writer_group_partition(r, g->partitions));
+    default:
+        return g->accounts;   /* registration, devices, keys, link tokens, blocks */
+    }
+}
+
+void writer_note_depth(writer *w, size_t depth) {
+    const writer_group *g = w->group;
+    atomic_store(&w->depth, (long)depth);
+    long sum = atomic_load(&g->accounts->depth);
+    for (uint32_t i = 0; i < g->n; i++) sum += atomic_load(&g->convs[i]->depth);
+    atomic_store(&g_metrics.writer_queue_depth, sum);
+}
+
+/* ------------------------------------------------------------- forwards */
+
+void chat_forward_free(chat_forward *f) {
+    if (!f) return;
+    for (size_t i = 0; i < f->n_then_post; i++) outbound_free(f->then_post[i]);
+    free(f->then_post);
+    free(f->changes.items);
+    free(f);
+}
+
+static chat_request *forward_new(chat_op op) {
+    chat_request *r = calloc(1, sizeof *r);
+    chat_forward *f = r ? calloc(1, sizeof *f) : NULL;
+    if (!f) {
+        free(r);
+        return NULL;
+    }
+    r->op = op;
+    r->forward = f;
+    return r;
+}
+
+void writer_forward_delivered(writer *w, const delivered_note *note) {
+    chat_request *r = forward_new(CHAT_DELIVERED);
+    if (!r) return;   /* a delivered mark is a hint: the next ack raises it */
+    r->forward->note = *note;
+    if (mpsc_try_push(&writer_owner_of_conv(w->group, note->conv)->requests, r)) chat_request_free(r);
+}
+
+void writer_tell_device_removed(writer *w, uint64_t user) {
+    const writer_group *g = w->group;
+    for (uint32_t i = 0; i < g->n; i++) {
+        chat_request *r = forward_new(CHAT_DEVICE_REMOVED);
+        if (!r) continue;
+        r->forward->about_user = user;
+        /* full: its queued requests from the device are not refused, but the
+         * device's connections are closed all the same (handle_remove_device) */
+        if (mpsc_try_push(&g->convs[i]->requests, r)) chat_request_free(r);
+    }
+}
+
+bool writer_forward_consent(writer *w, outbound **posts, size_t n_posts) {
+    if (w->consent_out.n == 0) return false;
+    chat_request *r = forward_new(CHAT_CONSENT);
+    outbound **then = r ? malloc((n_posts ? n_posts : 1) * sizeof *then) : NULL;
+    if (!then) abort();   /* the answers must not be lost: a few bytes */
+    chat_forward *f = r->forward;
+    f->changes = w->consent_out;   /* moved: the writer starts a new list */
+    memset(&w->consent_out, 0, sizeof w->consent_out);
+    memcpy(then, posts, n_posts * sizeof *then);
+    f->then_post = then;
+    f->n_then_post = f->cap_then_post = n_posts;
+    /* blocks while the accounts owner's queue is full: it never waits for a
+     * conversation writer, so this cannot deadlock */
+    if (mpsc_push(&w->group->accounts->requests, r)) {
+        /* stopping: the accounts owner is gone; what committed is answered */
+        log_error("%s: consent changes dropped at stop", w->name);
+        for (size_t i = 0; i < f->n_then_post; i++) outbound_send(w->srv->outbox, f->then_post[i]);
+        f->n_then_post = 0;
+        chat_request_free(r);
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------- the group */
+
+static void group_free(writer_group *g) {
+    for (uint32_t i = 0; g->convs && i < g->n; i++) writer_free_owner(g->convs[i]);
+    writer_free_owner(g->accounts);
+    free(g->convs);
+    free(g);
+}
+
+writer *writer_start(server *srv) {
+    writer_group *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    g->srv = srv;
+    if (partitions_load(srv->store, &g->partitions, &g->user_partitions)) {
+        log_error("writer: cannot read the store's partition count");
+        free(g);
+        return NULL;
+    }
+    g->n = srv->cfg.writers ? srv->cfg.writers : 1;
+    if (g->n > g->partitions) g->n = g->partitions;   /* a writer with no partition would idle */
+    g->convs = calloc(g->n, sizeof *g->convs);
+    bool ok = g->convs != NULL;
+    for (uint32_t i = 0; ok && i < g->n; i++) ok = (g->convs[i] = writer_new_owner(srv, g, false, i)) != NULL;
+    if (ok) ok = (g->accounts = writer_new_owner(srv, g, true, 0)) != NULL;
+    if (!ok) {
+        log_error("writer: cannot start");
+        group_free(g);
+        return NULL;
+    }
+    /* every owner exists before any thread runs: they hand requests on */
+    uint32_t started = 0;
+    while (started < g->n && writer_run(g->convs[started]) == 0) started++;
+    if (started < g->n || writer_run(g->accounts)) {
+        log_error("writer: cannot start its threads");
+        _exit(1);   /* threads already running hold the group: no clean way back */
+    }
+    log_info("write path: %u conversation writers over %u partitions, one accounts owner", g->n, g->partitions);
+    return g->accounts;   /* requests enter through any owner: writer_submit routes */
+}
+
+int writer_submit(writer *w, chat_request *r) {
+    return mpsc_try_push(&route(w->group, r)->requests, r);
+}
+
+void writer_stop(writer *w) {
+    if (!w) return;
+    writer_group *g = w->group;
+    /* conversation writers first: while they finish they may hand consent
+     * changes to the accounts owner, which is still running */
+    for (uint32_t i = 0; i < g->n; i++) mpsc_close(&g->convs[i]->requests);
+    for (uint32_t i = 0; i < g->n; i++) pthread_join(g->convs[i]->thread, NULL);
+    mpsc_close(&g->accounts->requests);
+    pthread_join(g->accounts->thread, NULL);
+    group_free(g);
+}
