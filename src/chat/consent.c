@@ -31,6 +31,14 @@ bool consent_visible(store *s, uint64_t viewer, uint64_t target) {
     return consent_state(s, target, viewer) == CONSENT_ACCEPTED && membership_shared(s, viewer, target) == 1;
 }
 
+bool consent_is_request(store *s, uint64_t user, const Parley__Store__Member *m) {
+    /* direct conversations from before direct_peer was kept carry no peer:
+     * they predate requests and stay ordinary */
+    uint64_t other = m->direct_peer ? m->direct_peer : m->added_by;
+    if (!other || other == user) return false;
+    return consent_state(s, user, other) != CONSENT_ACCEPTED;
+}
+
 /* The writer is the only one that changes consent, so it keeps the states it
  * has read or written in a direct-mapped table (bounded: a slot is simply
  * overwritten) and a send in a direct conversation costs no store read once

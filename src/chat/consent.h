@@ -28,4 +28,11 @@ int consent_state(store *s, uint64_t owner, uint64_t other);
  * conversation and target accepted viewer (oneself always). */
 bool consent_visible(store *s, uint64_t viewer, uint64_t target);
 
+/* Is the conversation of member record m a message request for its member
+ * user: has user not accepted whoever opened the direct conversation with
+ * them or added them to the group? While it is, user's read marks and
+ * typing are not shown to the others, and user hears no typing from them
+ * (the sender of a request learns nothing of the recipient's activity). */
+bool consent_is_request(store *s, uint64_t user, const Parley__Store__Member *m);
+
 #endif

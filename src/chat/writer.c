@@ -1068,11 +1068,13 @@ struct read_notice {
     server *srv;
     const chat_request *reader;
     uint64_t conv, seq;
+    bool only_own;           /* the reader's own devices only (a request) */
 };
 
 static int notify_read(void *ud, uint64_t user, const Parley__Store__Member *m) {
     struct read_notice *n = ud;
     if (m->left_seq != 0) return 0;
+    if (n->only_own && user != n->reader->user_id) return 0;
     push_receipt(n->srv, user, n->conv, n->reader->user_id, PARLEY__V1__RECEIPT_KIND__READ, n->seq,
                  n->reader->conn_id);
     return 0;
@@ -1095,12 +1097,15 @@ static void handle_mark_read(writer *w, chat_request *r) {
         m->read_seq = seq;
         store_put_member(w->batch, q->conversation_id, r->user_id, m);
     }
+    /* a reader who has not accepted the conversation tells only its own
+     * devices: the sender of a request does not learn it was read */
+    bool only_own = consent_is_request(w->srv->store, r->user_id, m);
     parley__store__member__free_unpacked(m, NULL);
     writer_answer_ok(w, r);
     writer_flush(w);
     if (!advanced) return;
     /* tell the other members, and the reader's other devices */
-    struct read_notice notice = {w->srv, r, q->conversation_id, seq};
+    struct read_notice notice = {w->srv, r, q->conversation_id, seq, only_own};
     store_scan_members(w->srv->store, q->conversation_id, notify_read, &notice);
 }
 

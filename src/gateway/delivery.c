@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat/consent.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "gateway/conn.h"
@@ -94,6 +95,7 @@ static int page_add(void *ud, uint64_t user_seq, uint64_t conv, uint64_t seq, ui
 enum { SYNC_RECEIPT_CONVS = 64, SYNC_RECEIPTS_MAX = 1024, SYNC_RECEIPT_SCAN = 4096 };
 
 typedef struct sync_receipts {
+    store *store;
     uint64_t self;
     uint64_t convs[SYNC_RECEIPT_CONVS];
     size_t n_convs;
@@ -127,7 +129,8 @@ static int note_member(void *ud, uint64_t user, const Parley__Store__Member *m) 
     sync_receipts *sr = ud;
     if (user == sr->self || m->left_seq != 0) return 0;
     add_receipt(sr, user, PARLEY__V1__RECEIPT_KIND__DELIVERED, m->delivered_seq);
-    add_receipt(sr, user, PARLEY__V1__RECEIPT_KIND__READ, m->read_seq);
+    /* a member who has not accepted the conversation shows no read mark */
+    if (!consent_is_request(sr->store, user, m)) add_receipt(sr, user, PARLEY__V1__RECEIPT_KIND__READ, m->read_seq);
     return sr->n == SYNC_RECEIPTS_MAX;
 }
 
@@ -135,6 +138,7 @@ static void send_sync_done(worker *w, conn *c) {
     sync_receipts *sr = malloc(sizeof *sr);
     if (!sr) abort();
     sr->self = c->user_id;
+    sr->store = w->srv->store;
     sr->n_convs = sr->n = 0;
     store_scan_inbox(w->srv->store, c->user_id, c->sync_from, c->sent_upto, SYNC_RECEIPT_SCAN, note_conv, sr);
     for (size_t i = 0; i < sr->n_convs && sr->n < SYNC_RECEIPTS_MAX; i++) {

@@ -123,6 +123,7 @@ typedef struct typing_fanout {
 static int typing_to_member(void *ud, uint64_t user, const Parley__Store__Member *m) {
     typing_fanout *t = ud;
     if (m->left_seq != 0 || user == t->c->user_id) return 0;
+    if (consent_is_request(t->w->srv->store, user, m)) return 0;   /* not accepted: hears nothing */
     registry_entry e[MAX_DEVICES];
     size_t n = registry_lookup(t->w->srv->registry, user, e, MAX_DEVICES);
     for (size_t i = 0; i < n && i < MAX_DEVICES; i++) try_post(t->w, worker_msg_pack(WM_PUSH, e[i].conn_id, t->frame));
@@ -138,8 +139,19 @@ void realtime_typing(worker *w, conn *c, const Parley__V1__Frame *f) {
         return;
     }
     c->typing_tokens -= 1.0f;
-    if (membership_current(w->srv->store, q->conversation_id, c->user_id, NULL) != 1) {
+    Parley__Store__Member *me = NULL;
+    if (membership_current(w->srv->store, q->conversation_id, c->user_id, &me) != 1) {
+        if (me) parley__store__member__free_unpacked(me, NULL);
         conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__FORBIDDEN, "not a member of this conversation");
+        return;
+    }
+    /* typing in a conversation one has not accepted shows nobody anything */
+    bool silent = consent_is_request(w->srv->store, c->user_id, me);
+    parley__store__member__free_unpacked(me, NULL);
+    if (silent) {
+        Parley__V1__Response ok;
+        parley__v1__response__init(&ok);
+        conn_respond(w, c, f->request_id, &ok);
         return;
     }
     Parley__V1__Frame push;
@@ -165,6 +177,8 @@ typedef struct receipt_list {
     Parley__V1__MemberReceipt *items;
     Parley__V1__MemberReceipt **ptrs;
     size_t n, cap;
+    store *store;
+    uint64_t viewer;
 } receipt_list;
 
 static int add_receipt(void *ud, uint64_t user, const Parley__Store__Member *m) {
@@ -175,7 +189,9 @@ static int add_receipt(void *ud, uint64_t user, const Parley__Store__Member *m) 
     parley__v1__member_receipt__init(r);
     r->user_id = user;
     r->delivered_seq = m->delivered_seq;
-    r->read_seq = m->read_seq;
+    /* a member who has not accepted the conversation shows no read mark */
+    bool hidden = user != l->viewer && consent_is_request(l->store, user, m);
+    r->read_seq = hidden ? 0 : m->read_seq;
     l->ptrs[l->n++] = r;
     return 0;
 }
@@ -187,6 +203,8 @@ void realtime_get_receipts(worker *w, conn *c, const Parley__V1__Frame *f) {
         return;
     }
     receipt_list l = {0};
+    l.store = w->srv->store;
+    l.viewer = c->user_id;
     l.cap = w->srv->cfg.max_group_members;
     l.items = malloc(l.cap * sizeof *l.items);
     l.ptrs = malloc(l.cap * sizeof *l.ptrs);

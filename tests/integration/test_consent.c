@@ -5,6 +5,7 @@
  * decline and block; groups an invitee did not accept are requests they can
  * leave, and a blocked inviter cannot add them again. User ids are not
  * counters. */
+#include <stdint.h>
 #include <string.h>
 
 #include "../check.h"
@@ -218,6 +219,75 @@ static void user_ids_are_not_counters(void) {
     h_server_destroy(&S);
 }
 
+/* A request shows its sender nothing of the recipient's activity: no read
+ * mark (GetReceipts, READ push, SyncDone) and no typing either way, until
+ * the recipient accepts; then both show. */
+static void count_typing(void *ud, const Parley__V1__TypingIndicator *t) {
+    (void)t;
+    (*(int *)ud)++;
+}
+
+/* member's read_seq as viewer's GetReceipts shows it; UINT64_MAX on error */
+static uint64_t read_seq_shown(h_dev *viewer, uint64_t conv, uint64_t member) {
+    Parley__V1__ReceiptList *rl = NULL;
+    if (pc_get_receipts(viewer->c, conv, &rl) != 0) return UINT64_MAX;
+    uint64_t seq = UINT64_MAX;
+    for (size_t i = 0; i < rl->n_members; i++)
+        if (rl->members[i]->user_id == member) seq = rl->members[i]->read_seq;
+    parley__v1__receipt_list__free_unpacked(rl, NULL);
+    return seq;
+}
+
+static size_t read_receipts_from(const h_dev *d, uint64_t conv, uint64_t user) {
+    size_t n = 0;
+    for (size_t i = 0; i < d->n_rc; i++)
+        n += d->rc[i].conversation_id == conv && d->rc[i].user_id == user &&
+             d->rc[i].kind == PARLEY__V1__RECEIPT_KIND__READ;
+    return n;
+}
+
+static int typed(void *ud) { return *(int *)ud > 0; }
+
+static void request_hides_read_marks_and_typing(void) {
+    CHECK(h_server_start(&S, NULL) == 0, "server did not start");
+    h_dev *a = h_user_new(&S, NULL), *b = h_user_new(&S, NULL);
+    CHECK(a && b, "users");
+    uint64_t conv = 0;
+    CHECK(pc_open_direct(a->c, b->id.user_id, &conv) == 0, "direct: %s", pc_error(a->c));
+    CHECK(h_dev_sync(a, 10000) == 0 && h_dev_sync(b, 10000) == 0, "sync");
+    static int a_typing, b_typing;
+    a_typing = b_typing = 0;
+    pc_on_typing(a->c, count_typing, &a_typing);
+    pc_on_typing(b->c, count_typing, &b_typing);
+    uint64_t seq = h_send(a, conv, "hello?");
+    CHECK(seq != 0, "request message");
+    CHECK(pc_mark_read(b->c, conv, seq) == 0, "mark read: %s", pc_error(b->c));
+    CHECK(pc_typing(b->c, conv, 1) == 0, "b typing: %s", pc_error(b->c));
+    CHECK(pc_typing(a->c, conv, 1) == 0, "a typing: %s", pc_error(a->c));
+    /* round trips on both connections after the pushes would have been
+     * posted: what was coming has come */
+    for (int k = 0; k < 2; k++) {
+        CHECK(read_seq_shown(a, conv, b->id.user_id) == 0, "the sender sees the recipient's read mark");
+        CHECK(read_seq_shown(b, conv, b->id.user_id) == seq, "the recipient's own read mark");
+    }
+    CHECK(read_receipts_from(a, conv, b->id.user_id) == 0, "a READ receipt of the recipient reached the sender");
+    CHECK(a_typing == 0, "the recipient's typing reached the sender (%d)", a_typing);
+    CHECK(b_typing == 0, "the sender's typing reached the recipient (%d)", b_typing);
+    h_dev *fresh = h_dev_for_identity(&S, &a->id, "a-again", 0);   /* SyncDone's receipts */
+    CHECK(fresh && h_dev_sync(fresh, 10000) == 0, "a's fresh sync");
+    CHECK(read_receipts_from(fresh, conv, b->id.user_id) == 0, "SyncDone carried the recipient's read mark");
+    h_dev_free(fresh);
+
+    CHECK(h_accept(b, conv) == 0, "accept");
+    CHECK(read_seq_shown(a, conv, b->id.user_id) == seq, "after accepting, the read mark shows");
+    CHECK(pc_typing(b->c, conv, 1) == 0, "b typing: %s", pc_error(b->c));
+    h_dev *both[2] = {a, b};
+    CHECK(h_pump(both, 2, typed, &a_typing, 10000), "after accepting, the recipient's typing does not show");
+    h_dev_free(a);
+    h_dev_free(b);
+    h_server_destroy(&S);
+}
+
 int main(void) {
     RUN(message_request_is_bounded_until_accepted);
     RUN(replying_accepts);
@@ -226,5 +296,6 @@ int main(void) {
     RUN(block_ends_presence_subscription);
     RUN(group_invite_is_a_request);
     RUN(user_ids_are_not_counters);
+    RUN(request_hides_read_marks_and_typing);
     CHECK_EXIT();
 }

@@ -196,6 +196,7 @@ static void typing_reaches_member_not_store(void) {
     CHECK(alice && bob && carol, "users");
     uint64_t conv;
     CHECK(pc_open_direct(alice->c, bob->id.user_id, &conv) == 0, "open_direct: %s", pc_error(alice->c));
+    CHECK(h_accept(bob, conv) == 0, "accept");   /* a request shows no typing either way */
     CHECK(h_send(alice, conv, "hello") != 0, "send");
     static rt_rec bob_rec;
     hook(bob, &bob_rec);
@@ -363,6 +364,8 @@ static void receipts_in_group(void) {
     uint64_t members[2] = {bob->id.user_id, carol->id.user_id};
     uint64_t conv;
     CHECK(pc_create_group(alice->c, "receipts", members, 2, &conv) == 0, "group: %s", pc_error(alice->c));
+    /* read marks of members who did not accept the group are not shown */
+    CHECK(h_accept(bob, conv) == 0 && h_accept(carol, conv) == 0, "accept the group");
     h_dev *all[4] = {alice, bob, carol, bob2};
     for (int i = 0; i < 4; i++) CHECK(h_dev_sync(all[i], WAIT_MS) == 0, "sync %s", all[i]->name);
 
