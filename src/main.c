@@ -111,9 +111,15 @@ static int serve(int argc, char **argv) {
         .min_free_bytes = srv.cfg.min_free_disk,
         .recover_truncate_corrupt_wal = srv.cfg.recover_truncate_corrupt_wal != 0,
     };
-    srv.store = store_open_ex(srv.cfg.data_dir, &so, &err);
+    store_kind kind = STORE_KIND_ROCKSDB;
+    if (store_kind_parse(srv.cfg.store, &kind) != 0) {
+        fprintf(stderr, "parley: unknown store backend '%s'\n", srv.cfg.store);
+        return 2;
+    }
+    srv.store = store_open_kind(kind, srv.cfg.data_dir, &so, &err);
     if (!srv.store) {
-        fprintf(stderr, "parley: cannot open store in %s: %s\n", srv.cfg.data_dir, err ? err : "?");
+        fprintf(stderr, "parley: cannot open the %s store in %s: %s\n", store_kind_name(kind),
+                srv.cfg.data_dir, err ? err : "?");
         free(err);
         return 1;
     }
