@@ -238,7 +238,8 @@ void store_put_one_time_key(store_batch *b, uint64_t user, uint32_t device, uint
 /* the one-time key with the lowest id (1, with *key_id and out), or 0 */
 int store_first_one_time_key(store *s, uint64_t user, uint32_t device, uint32_t *key_id, store_bytes *out);
 void store_delete_one_time_key(store_batch *b, uint64_t user, uint32_t device, uint32_t key_id);
-/* removes every key of a device (removal of the device) */
+/* removes every key of a device, and its device message queue (removal
+ * of the device) */
 void store_delete_device_keys(store_batch *b, uint64_t user, uint32_t device);
 
 /* device message queues: (user, device, queue_seq) -> encoded parley.v1.DeviceMessage */
