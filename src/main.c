@@ -25,12 +25,17 @@
 #include "gateway/worker.h"
 #include "net/tls.h"
 #include "server.h"
+#include "store/store_cli.h"
 
 static void usage(FILE *out) {
     fprintf(out,
             "usage: parley serve [options]   run the server (parley serve --help for options)\n"
             "       parley init --data DIR   create an empty store in DIR, which must be absent\n"
             "                                or empty (serve does the same on such a DIR)\n"
+            "       parley store export --data DIR > FILE\n"
+            "       parley store import --data DIR < FILE\n"
+            "                                copy a store's records out to a stream and into a\n"
+            "                                new store (parley store --help)\n"
             "       parley --help\n");
 }
 
@@ -201,6 +206,7 @@ static int init(int argc, char **argv) {
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "serve") == 0) return serve(argc - 2, argv + 2);
     if (argc >= 2 && strcmp(argv[1], "init") == 0) return init(argc - 2, argv + 2);
+    if (argc >= 2 && strcmp(argv[1], "store") == 0) return store_cli_main(argc - 2, argv + 2);
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         usage(stdout);
         return 0;

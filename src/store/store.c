@@ -121,3 +121,5 @@ int store_scan_device_messages(store *s, uint64_t user, uint32_t device, uint32_
 int store_scan_device_messages_after(store *s, uint64_t user, uint32_t device, uint64_t after, uint32_t limit, store_device_message_fn fn, void *ud) { return s->ops->scan_device_messages_after(s->impl, user, device, after, limit, fn, ud); }
 
 int store_get_consent(store *s, uint64_t owner, uint64_t other, Parley__Store__Consent **out) { return s->ops->get_consent(s->impl, owner, other, out); }
+
+int store_scan_all(store *s, store_record_fn fn, void *ud) { return s->ops->scan_all(s->impl, fn, ud); }

@@ -258,4 +258,13 @@ void store_delete_device_messages_through(store_batch *b, uint64_t user, uint32_
 int store_get_consent(store *s, uint64_t owner, uint64_t other, Parley__Store__Consent **out);
 void store_put_consent(store_batch *b, uint64_t owner, uint64_t other, const Parley__Store__Consent *c);
 
+/* Every record, for export and import (store_export.h): each as its tagged
+ * key (the record kind, then its identifiers, as a batch names it) and its
+ * value, in an order of the backend's choosing; fn returns non-zero to
+ * stop. A backend's own bookkeeping is not a record. 0 or -1. */
+typedef int (*store_record_fn)(void *ud, const uint8_t *key, size_t klen, const uint8_t *v, size_t vlen);
+int store_scan_all(store *s, store_record_fn fn, void *ud);
+/* Writes one record as store_scan_all gave it. */
+void store_put_record(store_batch *b, const uint8_t *key, size_t klen, const uint8_t *v, size_t vlen);
+
 #endif

@@ -46,6 +46,7 @@ typedef struct store_ops {
     int (*scan_device_messages_after)(void *impl, uint64_t user, uint32_t device, uint64_t after, uint32_t limit, store_device_message_fn fn, void *ud);
     int (*get_consent)(void *impl, uint64_t owner, uint64_t other, Parley__Store__Consent **out);
     int (*commit_async)(void *impl, store_batch *b, bool sync, store_commit_cb cb, void *ud);
+    int (*scan_all)(void *impl, store_record_fn fn, void *ud);
 } store_ops;
 
 struct store {

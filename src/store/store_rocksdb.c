@@ -1551,6 +1551,46 @@ void store_put_consent(store_batch *b, uint64_t owner, uint64_t other, const Par
     batch_put_packed(b, &k, (const ProtobufCMessage *)c);
 }
 
+/* ------------------------------------------------------------ every record */
+
+/* Every record of every family, family by family in key order, as the
+ * tagged key and value a batch writes; RocksDB's own bookkeeping (the
+ * layout marker, keys starting with '#') is not a record. */
+static int rdb_scan_all(void *impl, store_record_fn fn, void *ud) {
+    rdb *s = impl;
+    int rc = 0, stopped = 0;
+    for (int f = 0; f < CF_COUNT && !stopped && rc == 0; f++) {
+        rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+        rocksdb_readoptions_set_total_order_seek(ro, 1);
+        rocksdb_readoptions_set_fill_cache(ro, 0);   /* an export reads everything once */
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[f]);
+        for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+            size_t klen, vlen;
+            const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
+            const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
+            if (klen == 0 || k[0] == '#') continue;
+            if (fn(ud, k, klen, v, vlen)) {
+                stopped = 1;
+                break;
+            }
+        }
+        char *err = NULL;
+        rocksdb_iter_get_error(it, &err);
+        if (err) {
+            log_error("store: scan of every record failed: %s", err);
+            free(err);
+            rc = -1;
+        }
+        rocksdb_iter_destroy(it);
+        rocksdb_readoptions_destroy(ro);
+    }
+    return rc;
+}
+
+void store_put_record(store_batch *b, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
+    batch_ops_put(b, k, klen, v, vlen);
+}
+
 /* ------------------------------------------------------------ interface */
 
 /* RocksDB answers from local disk, so the asynchronous commit is the
@@ -1595,6 +1635,7 @@ static const store_ops rocksdb_ops = {
     .scan_device_messages_after = rdb_scan_device_messages_after,
     .get_consent = rdb_get_consent,
     .commit_async = rdb_commit_async,
+    .scan_all = rdb_scan_all,
 };
 
 store *store_rocksdb_open(const char *dir, const store_options *o, char **err) {
