@@ -23,7 +23,8 @@ typedef struct store_ops {
     int (*get_user_id)(void *impl, const char *name, uint64_t *user_id);
     int (*get_device)(void *impl, uint64_t user_id, uint32_t device_id, Parley__Store__Device **out);
     int (*get_link_token)(void *impl, const char *token, Parley__Store__LinkToken **out);
-    int (*scan_link_tokens)(void *impl, const char *prefix, const char *after, store_link_token_fn fn, void *ud);
+    int (*scan_link_tokens)(void *impl, const char *prefix, const char *after, store_link_token_fn fn,
+                            void *ud);
     int (*get_conversation)(void *impl, uint64_t conv, Parley__Store__Conversation **out);
     int (*get_direct)(void *impl, uint64_t a, uint64_t b, uint64_t *conv);
     int (*get_member)(void *impl, uint64_t conv, uint64_t user, Parley__Store__Member **out);
@@ -31,19 +32,24 @@ typedef struct store_ops {
     int (*scan_user_conversations)(void *impl, uint64_t user, store_id_fn fn, void *ud);
     int (*get_message)(void *impl, uint64_t conv, uint64_t seq, store_bytes *out);
     int (*last_seq)(void *impl, uint64_t conv, uint64_t *seq);
-    int (*scan_messages_back)(void *impl, uint64_t conv, uint64_t before_seq, uint32_t limit, store_message_fn fn, void *ud);
-    int (*get_client_msg)(void *impl, uint64_t user, uint32_t device, const uint8_t *id, size_t id_len, uint64_t *conv, uint64_t *seq);
+    int (*scan_messages_back)(void *impl, uint64_t conv, uint64_t before_seq, uint32_t limit,
+                              store_message_fn fn, void *ud);
+    int (*get_client_msg)(void *impl, uint64_t user, uint32_t device, const uint8_t *id, size_t id_len,
+                          uint64_t *conv, uint64_t *seq);
     int (*scan_log)(void *impl, uint32_t partition, uint64_t after, store_log_fn fn, void *ud);
     int (*last_log_offset)(void *impl, uint32_t partition, uint64_t *offset);
     int (*get_checkpoint)(void *impl, uint32_t partition, uint64_t *offset);
     int (*inbox_head)(void *impl, uint64_t user, uint64_t *user_seq);
-    int (*scan_inbox)(void *impl, uint64_t user, uint64_t after, uint64_t through, uint32_t limit, store_inbox_fn fn, void *ud);
+    int (*scan_inbox)(void *impl, uint64_t user, uint64_t after, uint64_t through, uint32_t limit,
+                      store_inbox_fn fn, void *ud);
     int (*get_cursor)(void *impl, uint64_t user, uint32_t device, uint64_t *user_seq);
     int (*scan_devices)(void *impl, uint64_t user, store_device_fn fn, void *ud);
     int (*get_device_keys)(void *impl, uint64_t user, uint32_t device, Parley__Store__DeviceKeys **out);
     int (*first_one_time_key)(void *impl, uint64_t user, uint32_t device, uint32_t *key_id, store_bytes *out);
-    int (*scan_device_messages)(void *impl, uint64_t user, uint32_t device, uint32_t limit, store_device_message_fn fn, void *ud);
-    int (*scan_device_messages_after)(void *impl, uint64_t user, uint32_t device, uint64_t after, uint32_t limit, store_device_message_fn fn, void *ud);
+    int (*scan_device_messages)(void *impl, uint64_t user, uint32_t device, uint32_t limit,
+                                store_device_message_fn fn, void *ud);
+    int (*scan_device_messages_after)(void *impl, uint64_t user, uint32_t device, uint64_t after,
+                                      uint32_t limit, store_device_message_fn fn, void *ud);
     int (*get_consent)(void *impl, uint64_t owner, uint64_t other, Parley__Store__Consent **out);
     int (*commit_async)(void *impl, store_batch *b, bool sync, store_commit_cb cb, void *ud);
     int (*scan_all)(void *impl, store_record_fn fn, void *ud);
