@@ -55,6 +55,16 @@ typedef struct store_ops {
     int (*scan_all)(void *impl, store_record_fn fn, void *ud);
 } store_ops;
 
+/* A batch's writes as a backend translates them (a network backend into
+ * one statement each), in the order the put and delete calls made them;
+ * the later of two writes of one key wins, and a range delete removes
+ * [key, value) at its place in that order, between the writes before and
+ * after it. Keys are tagged (store.h); fn returns non-zero to stop. */
+enum store_write_kind { STORE_WRITE_PUT, STORE_WRITE_DELETE, STORE_WRITE_DELETE_RANGE };
+typedef int (*store_write_fn)(void *ud, enum store_write_kind kind, const uint8_t *key, size_t klen,
+                              const uint8_t *value, size_t vlen);
+void store_batch_each(const store_batch *b, store_write_fn fn, void *ud);
+
 struct store {
     const store_ops *ops;
     void *impl;

@@ -23,6 +23,7 @@
 #include "../check.h"
 #include "fanout/fanout.h"
 #include "store/store.h"
+#include "store/store_backend.h"
 #include "store/store_export.h"
 
 static char dir[64];
@@ -1067,6 +1068,50 @@ static void export_import_round_trip(void) {
     remove_dir();
 }
 
+/* ------------------------------------------------- a batch for any backend */
+
+typedef struct writes {
+    enum store_write_kind kind[8];
+    uint8_t tag[8], end_tag[8];
+    size_t vlen[8];
+    size_t n;
+} writes;
+
+static int write_cb(void *ud, enum store_write_kind kind, const uint8_t *key, size_t klen, const uint8_t *value,
+                    size_t vlen) {
+    writes *w = ud;
+    if (w->n == 8 || klen == 0) return 1;
+    w->kind[w->n] = kind;
+    w->tag[w->n] = key[0];
+    w->end_tag[w->n] = vlen ? value[0] : 0;
+    w->vlen[w->n++] = vlen;
+    return 0;
+}
+
+/* a batch hands its writes to a backend in call order, each with its kind,
+ * tagged key and value (a range delete: its end key), nothing left out */
+static void a_batch_lists_its_writes_in_call_order(void) {
+    store_batch *b = store_batch_new();
+    CHECK(b, "new");
+    store_put_cursor(b, 3, 1, 9);
+    store_put_cursor(b, 3, 1, 10);
+    store_delete_cursor(b, 3, 1);
+    store_delete_log_through(b, 0, 4);
+    store_put_message(b, 5, 1, (const uint8_t *)"m", 1);
+    writes w = {0};
+    store_batch_each(b, write_cb, &w);
+    store_batch_free(b);
+    /* a message is two writes: the message and its conversation's last seq */
+    CHECK(w.n == 6, "%zu writes listed, 6 made", w.n);
+    CHECK(w.kind[0] == STORE_WRITE_PUT && w.tag[0] == 'r' && w.vlen[0] == 8, "first: a cursor put");
+    CHECK(w.kind[1] == STORE_WRITE_PUT && w.tag[1] == 'r', "second: the later cursor put, kept for the backend");
+    CHECK(w.kind[2] == STORE_WRITE_DELETE && w.tag[2] == 'r' && w.vlen[2] == 0, "third: the delete");
+    CHECK(w.kind[3] == STORE_WRITE_DELETE_RANGE && w.tag[3] == 'L' && w.end_tag[3] == 'L',
+          "fourth: the log range delete with its end key");
+    CHECK(w.kind[4] == STORE_WRITE_PUT && w.tag[4] == 'M', "fifth: the message");
+    CHECK(w.kind[5] == STORE_WRITE_PUT && w.tag[5] == 'S', "sixth: the last seq");
+}
+
 /* the conformance cases, run once per backend */
 static const struct {
     const char *name;
@@ -1095,6 +1140,7 @@ int main(void) {
     }
     be = NULL;
     RUN(an_unbuilt_backend_is_refused_clearly);
+    RUN(a_batch_lists_its_writes_in_call_order);
     /* RocksDB's own: its directory, markers, free-space watermark, column
      * families and their layout migration, write coalescing */
     RUN(open_never_creates_over_existing_files);
