@@ -97,7 +97,13 @@ static int serve(int argc, char **argv) {
     int rc = config_from_args(&srv.cfg, argc, argv);
     if (rc) return rc > 0 ? 0 : 2;
     log_set_level((enum log_level)srv.cfg.log_level);
-    if (sodium_init() < 0 || make_data_dir(srv.cfg.data_dir)) return 1;
+    store_kind kind = STORE_KIND_ROCKSDB;
+    if (store_kind_parse(srv.cfg.store, &kind) != 0) {
+        fprintf(stderr, "parley: unknown store backend '%s'\n", srv.cfg.store);
+        return 2;
+    }
+    /* the data directory is RocksDB's: another backend's data is elsewhere */
+    if (sodium_init() < 0 || (kind == STORE_KIND_ROCKSDB && make_data_dir(srv.cfg.data_dir))) return 1;
     raise_fd_limit(&srv.cfg);
 
     /* signals are taken by sigwait below, not by whichever thread runs */
@@ -116,11 +122,6 @@ static int serve(int argc, char **argv) {
         .min_free_bytes = srv.cfg.min_free_disk,
         .recover_truncate_corrupt_wal = srv.cfg.recover_truncate_corrupt_wal != 0,
     };
-    store_kind kind = STORE_KIND_ROCKSDB;
-    if (store_kind_parse(srv.cfg.store, &kind) != 0) {
-        fprintf(stderr, "parley: unknown store backend '%s'\n", srv.cfg.store);
-        return 2;
-    }
     srv.store = store_open_kind(kind, srv.cfg.data_dir, &so, &err);
     if (!srv.store) {
         fprintf(stderr, "parley: cannot open the %s store in %s: %s\n", store_kind_name(kind),
