@@ -25,12 +25,17 @@
 #include "gateway/worker.h"
 #include "net/tls.h"
 #include "server.h"
+#include "store/store_cli.h"
 
 static void usage(FILE *out) {
     fprintf(out,
             "usage: parley serve [options]   run the server (parley serve --help for options)\n"
             "       parley init --data DIR   create an empty store in DIR, which must be absent\n"
             "                                or empty (serve does the same on such a DIR)\n"
+            "       parley store export --data DIR > FILE\n"
+            "       parley store import --data DIR < FILE\n"
+            "                                copy a store's records out to a stream and into a\n"
+            "                                new store (parley store --help)\n"
             "       parley --help\n");
 }
 
@@ -92,7 +97,13 @@ static int serve(int argc, char **argv) {
     int rc = config_from_args(&srv.cfg, argc, argv);
     if (rc) return rc > 0 ? 0 : 2;
     log_set_level((enum log_level)srv.cfg.log_level);
-    if (sodium_init() < 0 || make_data_dir(srv.cfg.data_dir)) return 1;
+    store_kind kind = STORE_KIND_ROCKSDB;
+    if (store_kind_parse(srv.cfg.store, &kind) != 0) {
+        fprintf(stderr, "parley: unknown store backend '%s'\n", srv.cfg.store);
+        return 2;
+    }
+    /* the data directory is RocksDB's: another backend's data is elsewhere */
+    if (sodium_init() < 0 || (kind == STORE_KIND_ROCKSDB && make_data_dir(srv.cfg.data_dir))) return 1;
     raise_fd_limit(&srv.cfg);
 
     /* signals are taken by sigwait below, not by whichever thread runs */
@@ -111,9 +122,10 @@ static int serve(int argc, char **argv) {
         .min_free_bytes = srv.cfg.min_free_disk,
         .recover_truncate_corrupt_wal = srv.cfg.recover_truncate_corrupt_wal != 0,
     };
-    srv.store = store_open_ex(srv.cfg.data_dir, &so, &err);
+    srv.store = store_open_kind(kind, srv.cfg.data_dir, &so, &err);
     if (!srv.store) {
-        fprintf(stderr, "parley: cannot open store in %s: %s\n", srv.cfg.data_dir, err ? err : "?");
+        fprintf(stderr, "parley: cannot open the %s store in %s: %s\n", store_kind_name(kind),
+                srv.cfg.data_dir, err ? err : "?");
         free(err);
         return 1;
     }
@@ -195,6 +207,7 @@ static int init(int argc, char **argv) {
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "serve") == 0) return serve(argc - 2, argv + 2);
     if (argc >= 2 && strcmp(argv[1], "init") == 0) return init(argc - 2, argv + 2);
+    if (argc >= 2 && strcmp(argv[1], "store") == 0) return store_cli_main(argc - 2, argv + 2);
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         usage(stdout);
         return 0;

@@ -12,6 +12,7 @@ void config_defaults(config *c) {
     strcpy(c->listen_host, "127.0.0.1");
     c->listen_port = 8080;
     strcpy(c->data_dir, "./var");
+    strcpy(c->store, "rocksdb");
     c->workers = 0;
     c->writers = 2;
     c->fanouts = 2;
@@ -120,6 +121,8 @@ void config_usage(FILE *out) {
         "  --register-rate N         new users per minute per source address, bursts of N\n"
         "                            (default 20; 0 = off); past it RATE_LIMITED\n"
         "  --register-rate-loopback N  the same for 127.0.0.0/8 (default 0 = off)\n"
+        "  --store BACKEND           where records are kept: rocksdb (default, embedded, in\n"
+        "                            --data) or cassandra (not built yet: refused at start)\n"
         "  --retention DURATION      keep messages this long, e.g. 30d, 12h, 90s (default 30d)\n"
         "  --retention-sweep MS      how often expired messages are removed (default 3600000)\n"
         "  --allowed-origin ORIGIN   refuse browser upgrades from other origins (default: any)\n"
@@ -227,6 +230,14 @@ static int config_set(config *c, const char *key, const char *v) {
             return -1;
         }
         strcpy(c->data_dir, v);
+    } else if (strcmp(key, "store") == 0) {
+        /* the names store_kind_parse knows; whether the binary has the
+         * backend is for the store to say when it opens */
+        if (strcmp(v, "rocksdb") != 0 && strcmp(v, "cassandra") != 0) {
+            fprintf(stderr, "parley: store: expected rocksdb or cassandra, got '%s'\n", v);
+            return -1;
+        }
+        strcpy(c->store, v);
     } else if (strcmp(key, "writers") == 0) {
         if (parse_u64(key, v, 1, 64, &n)) return -1;
         c->writers = (uint32_t)n;

@@ -14,6 +14,7 @@ typedef struct config {
     char listen_host[256];
     int listen_port;
     char data_dir[1024];
+    char store[16];                 /* the store backend: "rocksdb" (default) or "cassandra" */
     int workers;                    /* loop threads; 0 = one per core */
     uint32_t writers;               /* conversation writer threads (chat/partition.h) */
     uint32_t fanouts;               /* fan-out threads (user partitions' owners) */

@@ -8,8 +8,24 @@
  * batch the last write of a key wins, as if the calls ran in order; the
  * commit writes each key once, in key order.
  *
- * The embedded implementation is RocksDB (store_rocksdb.c). Its key layout
- * is described there; code above this header never sees keys.
+ * The store is an interface: a table of operations and an opaque handle
+ * (store_backend.h), so the same server code runs on any backend. The
+ * functions below are thin wrappers that call through the table. The
+ * embedded implementation is RocksDB (store_rocksdb.c, opened by
+ * store_rocksdb_open, or store_open/store_open_ex here); a scale-out one
+ * (Cassandra, over CQL) implements the same table. Key layouts are the
+ * backends' own; code above this header never sees keys.
+ *
+ * A batch is backend-neutral: the put and delete functions take only the
+ * batch (they do not know which store will commit it) and record each
+ * write as an operation (store_batch_ops.h): a put of a record, a delete,
+ * or a range delete, named by a tagged key whose first byte is the record
+ * kind and whose fields are the record's identifiers, big-endian, exactly
+ * as listed at the top of store_rocksdb.c. RocksDB turns the list into a
+ * WriteBatch; a network backend decodes each operation (kind, identifiers,
+ * value) into its own statement (a CQL INSERT or DELETE of that row).
+ * Every operation sets a row to a value or removes it, so executing a
+ * batch twice leaves what executing it once does.
  *
  * Records are the generated protobuf-c structs of proto/storage.proto;
  * messages are parley.v1.Message, stored encoded, exactly as delivered. */
@@ -76,8 +92,48 @@ store_batch *store_batch_new(void);
 void store_batch_free(store_batch *b);
 size_t store_batch_count(const store_batch *b);
 /* Atomic. 0, or -1 with the error logged (store_get_health says whether
- * it was refused for space). */
+ * it was refused for space). On success the batch is emptied; on failure
+ * it keeps its writes, so the caller may commit it again. */
 int store_commit(store *s, store_batch *b, bool sync);
+
+/* The asynchronous commit, for backends where a commit is a network round
+ * trip that must not block the committing thread or serialise the write
+ * path behind one round trip. Contract, for every backend:
+ * - cb(ud, result) is called exactly once, with what store_commit would
+ *   return (0, or -1), unless store_commit_async itself returns -1 (the
+ *   commit was not started; cb is not called);
+ * - the batch belongs to the store from the call until cb: the caller
+ *   neither changes nor frees it meanwhile; at cb it is emptied on
+ *   success and intact on failure, as with store_commit;
+ * - a backend may complete inline: RocksDB calls cb in the caller's
+ *   thread before store_commit_async returns. A network backend calls cb
+ *   from its own I/O thread, so cb must only hand the result to its
+ *   owner's queue (an mpsc push and a wake of the owner's loop) and the
+ *   owner finishes the work there: completions are delivered to the
+ *   owner's queue, never run on the owner's state from a foreign thread;
+ * - many commits may be in flight at once; a backend that must keep two
+ *   commits of one owner in order says so with the order of their cbs
+ *   (cbs of one caller are called in the order of the calls);
+ * - when the outcome is unknown (a timeout after the request was sent, a
+ *   connection lost with the request in flight) the backend re-executes
+ *   the same batch, idempotently (every write is a put or delete of a
+ *   fixed row, see above), until it knows the outcome or gives up; giving
+ *   up reports -1 and leaves the batch intact, and committing it again is
+ *   safe: the same rows, never a second message. */
+typedef void (*store_commit_cb)(void *ud, int result);
+int store_commit_async(store *s, store_batch *b, bool sync, store_commit_cb cb, void *ud);
+
+/* The backends parley knows, by the name --store takes. */
+typedef enum store_kind {
+    STORE_KIND_ROCKSDB = 0,
+    STORE_KIND_CASSANDRA,
+} store_kind;
+/* 0 and *kind for "rocksdb" or "cassandra", -1 for any other name */
+int store_kind_parse(const char *name, store_kind *kind);
+const char *store_kind_name(store_kind kind);
+/* Opens the store of the configured kind: RocksDB in dir with o; a kind
+ * not built into this binary fails with *err saying so. */
+store *store_open_kind(store_kind kind, const char *dir, const store_options *o, char **err);
 
 /* Every get returns 1 when found, 0 when not, -1 on a store error.
  * Records come back unpacked; free with the generated __free_unpacked. */
@@ -182,7 +238,8 @@ void store_put_one_time_key(store_batch *b, uint64_t user, uint32_t device, uint
 /* the one-time key with the lowest id (1, with *key_id and out), or 0 */
 int store_first_one_time_key(store *s, uint64_t user, uint32_t device, uint32_t *key_id, store_bytes *out);
 void store_delete_one_time_key(store_batch *b, uint64_t user, uint32_t device, uint32_t key_id);
-/* removes every key of a device (removal of the device) */
+/* removes every key of a device, and its device message queue (removal
+ * of the device) */
 void store_delete_device_keys(store_batch *b, uint64_t user, uint32_t device);
 
 /* device message queues: (user, device, queue_seq) -> encoded parley.v1.DeviceMessage */
@@ -200,5 +257,14 @@ void store_delete_device_messages_through(store_batch *b, uint64_t user, uint32_
  * bounds on what other may do before owner accepts) */
 int store_get_consent(store *s, uint64_t owner, uint64_t other, Parley__Store__Consent **out);
 void store_put_consent(store_batch *b, uint64_t owner, uint64_t other, const Parley__Store__Consent *c);
+
+/* Every record, for export and import (store_export.h): each as its tagged
+ * key (the record kind, then its identifiers, as a batch names it) and its
+ * value, in an order of the backend's choosing; fn returns non-zero to
+ * stop. A backend's own bookkeeping is not a record. 0 or -1. */
+typedef int (*store_record_fn)(void *ud, const uint8_t *key, size_t klen, const uint8_t *v, size_t vlen);
+int store_scan_all(store *s, store_record_fn fn, void *ud);
+/* Writes one record as store_scan_all gave it. */
+void store_put_record(store_batch *b, const uint8_t *key, size_t klen, const uint8_t *v, size_t vlen);
 
 #endif

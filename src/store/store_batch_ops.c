@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "store/store_backend.h"
+
 typedef struct batch_op {
     uint32_t key_off, key_len;
     uint32_t val_off, val_len;   /* a range delete: its end key */
@@ -34,6 +36,19 @@ void store_batch_free(store_batch *b) {
 }
 
 size_t store_batch_count(const store_batch *b) { return b->n; }
+
+void store_batch_each(const store_batch *b, store_write_fn fn, void *ud) {
+    static const enum store_write_kind kinds[] = {
+        [BATCH_PUT] = STORE_WRITE_PUT,
+        [BATCH_DELETE] = STORE_WRITE_DELETE,
+        [BATCH_DELETE_RANGE] = STORE_WRITE_DELETE_RANGE,
+    };
+    for (size_t i = 0; i < b->n; i++) {
+        const batch_op *op = &b->ops[i];
+        if (fn(ud, kinds[op->kind], b->arena + op->key_off, op->key_len, b->arena + op->val_off, op->val_len))
+            return;
+    }
+}
 
 void batch_ops_clear(store_batch *b) {
     b->n = 0;

@@ -8,7 +8,11 @@
  * in the same batch supersedes left out (a device's several cursor moves in
  * one group commit become one put). A range delete is a barrier: writes on
  * either side of it keep their side, so the batch means what its calls
- * said in the order they were made. */
+ * said in the order they were made.
+ *
+ * The list itself is backend-neutral: store_batch_each (store_backend.h)
+ * gives the writes in call order to any backend; batch_ops_build is the
+ * RocksDB translation. */
 #ifndef PARLEY_STORE_BATCH_OPS_H
 #define PARLEY_STORE_BATCH_OPS_H
 

@@ -35,7 +35,7 @@
  * filter drops them from disk, and a sweeper thread forces a compaction
  * every sweep interval so that happens even on an idle store.
  */
-#include "store/store.h"
+#include "store/store_rocksdb.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -61,7 +61,8 @@
  * (RocksDB requires it), never used */
 enum { EXTRA_FAMILIES_MAX = 32 };
 
-struct store {
+typedef struct rdb rdb;
+struct rdb {
     rocksdb_t *db;
     rocksdb_options_t *options;      /* the DB's options, and the default family's */
     rocksdb_options_t *cf_options[CF_COUNT];
@@ -173,7 +174,7 @@ static bool expired_at(uint64_t retention_ms, uint64_t ts, uint64_t now) {
     return retention_ms && ts && ts + retention_ms < now;
 }
 
-static bool expired(const store *s, uint64_t ts) { return expired_at(s->retention_ms, ts, wall_ms()); }
+static bool expired(const rdb *s, uint64_t ts) { return expired_at(s->retention_ms, ts, wall_ms()); }
 
 static uint64_t get_u64(const uint8_t *p);
 
@@ -193,7 +194,7 @@ static unsigned char retention_filter(void *state, int level, const char *key, s
                                       size_t *new_value_length, unsigned char *value_changed) {
     (void)level; (void)new_value; (void)new_value_length;
     *value_changed = 0;
-    const store *s = state;
+    const rdb *s = state;
     uint64_t ts = record_ts((const uint8_t *)key, key_length, (const uint8_t *)existing_value, value_length);
     if (!expired(s, ts)) return 0;
     METRIC_INC(retention_removed_total);
@@ -209,7 +210,7 @@ static void retention_filter_destroy(void *state) { (void)state; }
 
 /* forces a compaction every sweep interval, so expired records leave the disk */
 static void *sweeper_main(void *arg) {
-    store *s = arg;
+    rdb *s = arg;
     pthread_mutex_lock(&s->sweep_lock);
     while (!s->stopping) {
         struct timespec until;
@@ -235,7 +236,7 @@ enum { MONITOR_INTERVAL_MS = 200 };
 
 /* Samples the free space of the store's filesystem; crossing the watermark
  * is logged once each way. */
-static void sample_disk(store *s) {
+static void sample_disk(rdb *s) {
     struct statvfs v;
     if (statvfs(s->dir, &v) != 0) return;
     uint64_t free_bytes = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
@@ -252,7 +253,7 @@ static void sample_disk(store *s) {
 }
 
 static void *monitor_main(void *arg) {
-    store *s = arg;
+    rdb *s = arg;
     pthread_mutex_lock(&s->sweep_lock);
     while (!s->stopping) {
         struct timespec until;
@@ -269,7 +270,8 @@ static void *monitor_main(void *arg) {
     return NULL;
 }
 
-store_health store_get_health(store *s) {
+static store_health rdb_get_health(void *impl) {
+    rdb *s = impl;
     if (atomic_load(&s->disk_full)) return STORE_DISK_FULL;
     if (atomic_load(&s->commit_failing)) return STORE_FAILING;
     return STORE_HEALTHY;
@@ -279,7 +281,8 @@ const char *store_health_name(store_health h) {
     return h == STORE_DISK_FULL ? "disk full" : h == STORE_FAILING ? "store failing" : "ok";
 }
 
-size_t store_metrics_render(store *s, char *out, size_t cap) {
+static size_t rdb_metrics_render(void *impl, char *out, size_t cap) {
+    rdb *s = impl;
     uint64_t bg = 0;
     if (rocksdb_property_int(s->db, "rocksdb.background-errors", &bg) != 0) bg = 0;
     int n = snprintf(out, cap,
@@ -370,7 +373,7 @@ static int family_index(const char *name) {
 
 /* only_listed: just the families the store has (a read-only open cannot
  * create the missing ones). -1 with *err when there are too many others. */
-static int families_collect(store *s, const char *dir, bool create, bool only_listed, family_set *fs,
+static int families_collect(rdb *s, const char *dir, bool create, bool only_listed, family_set *fs,
                             char **err) {
     fs->n = 0;
     fs->listed = NULL;
@@ -412,7 +415,7 @@ static void families_release(family_set *fs) {
 }
 
 /* A read-write open with every family; the handles go to s. */
-static rocksdb_t *open_families(store *s, const char *dir, bool create, char **err) {
+static rocksdb_t *open_families(rdb *s, const char *dir, bool create, char **err) {
     family_set fs;
     if (families_collect(s, dir, create, false, &fs, err) != 0) {
         families_release(&fs);
@@ -431,7 +434,7 @@ static rocksdb_t *open_families(store *s, const char *dir, bool create, char **e
     return db;
 }
 
-static int probe_point_in_time(store *s, const char *dir, uint64_t *kept_seq) {
+static int probe_point_in_time(rdb *s, const char *dir, uint64_t *kept_seq) {
     family_set fs;
     char *err = NULL;
     if (families_collect(s, dir, false, true, &fs, &err) != 0 || fs.n_listed == 0) {
@@ -452,7 +455,7 @@ static int probe_point_in_time(store *s, const char *dir, uint64_t *kept_seq) {
     return 1;
 }
 
-static rocksdb_t *open_db(store *s, const char *dir, bool create, char **err) {
+static rocksdb_t *open_db(rdb *s, const char *dir, bool create, char **err) {
     rocksdb_options_set_create_if_missing(s->options, create);
     rocksdb_options_set_error_if_exists(s->options, create);
     rocksdb_options_set_wal_recovery_mode(s->options, WAL_TOLERATE_TAIL);
@@ -489,7 +492,9 @@ static rocksdb_t *open_db(store *s, const char *dir, bool create, char **err) {
     return db;
 }
 
-store *store_open_ex(const char *dir, const store_options *o, char **err) {
+static void rdb_close(void *impl);
+
+static rdb *rdb_open(const char *dir, const store_options *o, char **err) {
     *err = NULL;
     char why[1200];
     enum store_dir_state state = store_dir_inspect(dir, why, sizeof why);
@@ -504,12 +509,12 @@ store *store_open_ex(const char *dir, const store_options *o, char **err) {
                       dir, STORE_DIR_MARKER);
         return NULL;
     }
-    if (strlen(dir) >= sizeof ((store *)0)->dir) {
+    if (strlen(dir) >= sizeof ((rdb *)0)->dir) {
         *err = errorf("data directory name too long");
         return NULL;
     }
     bool create = state == STORE_DIR_ABSENT || state == STORE_DIR_EMPTY;
-    store *s = calloc(1, sizeof *s);
+    rdb *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->retention_ms = o->retention_ms;
     s->sweep_ms = o->sweep_ms;
@@ -555,7 +560,7 @@ store *store_open_ex(const char *dir, const store_options *o, char **err) {
                 *err = why2;
             }
         }
-        store_close(s);
+        rdb_close(s);
         return NULL;
     }
     uint64_t moved = 0;
@@ -566,7 +571,7 @@ store *store_open_ex(const char *dir, const store_options *o, char **err) {
                             dir, *err ? *err : "");
         free(*err);
         *err = why2;
-        store_close(s);
+        rdb_close(s);
         return NULL;
     }
     atomic_store(&s->layout_moved_total, moved);
@@ -574,7 +579,7 @@ store *store_open_ex(const char *dir, const store_options *o, char **err) {
      * the two leaves an unmarked store with CURRENT, which opens */
     if (state != STORE_DIR_MARKED && store_dir_mark(dir, why, sizeof why) != 0) {
         *err = errorf("%s", why);
-        store_close(s);
+        rdb_close(s);
         return NULL;
     }
     if (state == STORE_DIR_UNMARKED_DB) log_info("store: marked the existing store in %s as parley's", dir);
@@ -583,11 +588,6 @@ store *store_open_ex(const char *dir, const store_options *o, char **err) {
     s->monitoring = pthread_create(&s->monitor, NULL, monitor_main, s) == 0;
     if (s->retention_ms && s->sweep_ms) s->sweeping = pthread_create(&s->sweeper, NULL, sweeper_main, s) == 0;
     return s;
-}
-
-store *store_open(const char *dir, uint64_t retention_ms, uint32_t sweep_ms, char **err) {
-    store_options o = {.retention_ms = retention_ms, .sweep_ms = sweep_ms};
-    return store_open_ex(dir, &o, err);
 }
 
 int store_init(const char *dir, char **err) {
@@ -607,13 +607,14 @@ int store_init(const char *dir, char **err) {
         return -1;
     }
     store_options o = {0};
-    store *s = store_open_ex(dir, &o, err);
+    rdb *s = rdb_open(dir, &o, err);
     if (!s) return -1;
-    store_close(s);
+    rdb_close(s);
     return 0;
 }
 
-void store_close(store *s) {
+static void rdb_close(void *impl) {
+    rdb *s = impl;
     if (!s) return;
     pthread_mutex_lock(&s->sweep_lock);
     s->stopping = true;
@@ -639,20 +640,15 @@ void store_close(store *s) {
     free(s);
 }
 
-void store_bytes_free(store_bytes *b) {
-    rocksdb_free(b->data);
-    b->data = NULL;
-    b->len = 0;
-}
-
 /* -------------------------------------------------------------- batches */
 
 static rocksdb_column_family_handle_t *family_of_tag(void *ud, uint8_t tag) {
-    store *s = ud;
+    rdb *s = ud;
     return s->cf[store_cf_of_tag(tag)];
 }
 
-int store_commit(store *s, store_batch *b, bool sync) {
+static int rdb_commit(void *impl, store_batch *b, bool sync) {
+    rdb *s = impl;
     /* Under the watermark nothing is written: RocksDB out of space fails
      * (and the Debian build asserts), so the reserve is kept for it. The
      * batch is kept too: the caller decides what to answer. */
@@ -716,7 +712,7 @@ static void batch_put_pair(store_batch *b, const key *k, uint64_t x, uint64_t y)
 /* ----------------------------------------------------------------- reads */
 
 /* 1 found (value in *out), 0 absent, -1 error */
-static int get_raw(store *s, const key *k, store_bytes *out) {
+static int get_raw(rdb *s, const key *k, store_bytes *out) {
     char *err = NULL;
     size_t len = 0;
     char *v = rocksdb_get_cf(s->db, s->read, s->cf[store_cf_of_tag(k->b[0])], (const char *)k->b, k->len,
@@ -732,7 +728,7 @@ static int get_raw(store *s, const key *k, store_bytes *out) {
     return 1;
 }
 
-static int get_u64_value(store *s, const key *k, uint64_t *out) {
+static int get_u64_value(rdb *s, const key *k, uint64_t *out) {
     store_bytes v;
     int r = get_raw(s, k, &v);
     if (r != 1) return r;
@@ -742,7 +738,7 @@ static int get_u64_value(store *s, const key *k, uint64_t *out) {
     return ok ? 1 : -1;
 }
 
-static int get_unpacked(store *s, const key *k, const ProtobufCMessageDescriptor *d, void **out) {
+static int get_unpacked(rdb *s, const key *k, const ProtobufCMessageDescriptor *d, void **out) {
     store_bytes v;
     int r = get_raw(s, k, &v);
     if (r != 1) return r;
@@ -759,7 +755,7 @@ static int get_unpacked(store *s, const key *k, const ProtobufCMessageDescriptor
  * last key <= start downward. fn gets key and value; non-zero stops. */
 typedef int (*scan_fn)(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen);
 
-static int scan(store *s, const key *p, const key *start, bool backward, scan_fn fn, void *ud) {
+static int scan(rdb *s, const key *p, const key *start, bool backward, scan_fn fn, void *ud) {
     key end;
     key_prefix_end(p, &end);
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
@@ -791,7 +787,7 @@ static int scan(store *s, const key *p, const key *start, bool backward, scan_fn
 }
 
 /* the last key of prefix p, decoded by fn; 0 when the range is empty */
-static int last_in_prefix(store *s, const key *p, scan_fn fn, void *ud) {
+static int last_in_prefix(rdb *s, const key *p, scan_fn fn, void *ud) {
     key start;
     key_prefix_end(p, &start);
     return scan(s, p, &start, true, fn, ud);
@@ -804,7 +800,8 @@ static void counter_key(key *k, const char *name) {
     key_bytes(k, name, strlen(name));
 }
 
-int store_get_counter(store *s, const char *name, uint64_t *value) {
+static int rdb_get_counter(void *impl, const char *name, uint64_t *value) {
+    rdb *s = impl;
     key k;
     counter_key(&k, name);
     *value = 0;
@@ -827,13 +824,15 @@ static void user_name_key(key *k, const char *name) {
     key_bytes(k, name, n);
 }
 
-int store_get_user(store *s, uint64_t user_id, Parley__Store__User **out) {
+static int rdb_get_user(void *impl, uint64_t user_id, Parley__Store__User **out) {
+    rdb *s = impl;
     key k;
     user_key(&k, user_id);
     return get_unpacked(s, &k, &parley__store__user__descriptor, (void **)out);
 }
 
-int store_get_user_id(store *s, const char *name, uint64_t *user_id) {
+static int rdb_get_user_id(void *impl, const char *name, uint64_t *user_id) {
+    rdb *s = impl;
     key k;
     user_name_key(&k, name);
     return get_u64_value(s, &k, user_id);
@@ -857,7 +856,8 @@ static void device_key(key *k, uint64_t user, uint32_t device) {
     key_u32(k, device);
 }
 
-int store_get_device(store *s, uint64_t user_id, uint32_t device_id, Parley__Store__Device **out) {
+static int rdb_get_device(void *impl, uint64_t user_id, uint32_t device_id, Parley__Store__Device **out) {
+    rdb *s = impl;
     key k;
     device_key(&k, user_id, device_id);
     return get_unpacked(s, &k, &parley__store__device__descriptor, (void **)out);
@@ -877,7 +877,8 @@ static void token_key(key *k, const char *token) {
     key_bytes(k, token, n);
 }
 
-int store_get_link_token(store *s, const char *token, Parley__Store__LinkToken **out) {
+static int rdb_get_link_token(void *impl, const char *token, Parley__Store__LinkToken **out) {
+    rdb *s = impl;
     key k;
     token_key(&k, token);
     return get_unpacked(s, &k, &parley__store__link_token__descriptor, (void **)out);
@@ -910,7 +911,8 @@ static int token_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t 
     return stop;
 }
 
-int store_scan_link_tokens(store *s, const char *prefix, const char *after, store_link_token_fn fn, void *ud) {
+static int rdb_scan_link_tokens(void *impl, const char *prefix, const char *after, store_link_token_fn fn, void *ud) {
+    rdb *s = impl;
     key p, start;
     token_key(&p, prefix);
     start = p;
@@ -926,7 +928,8 @@ int store_scan_link_tokens(store *s, const char *prefix, const char *after, stor
 
 static void conv_key(key *k, uint64_t conv) { key_begin(k, 'c'); key_u64(k, conv); }
 
-int store_get_conversation(store *s, uint64_t conv, Parley__Store__Conversation **out) {
+static int rdb_get_conversation(void *impl, uint64_t conv, Parley__Store__Conversation **out) {
+    rdb *s = impl;
     key k;
     conv_key(&k, conv);
     return get_unpacked(s, &k, &parley__store__conversation__descriptor, (void **)out);
@@ -944,7 +947,8 @@ static void direct_key(key *k, uint64_t a, uint64_t b) {
     key_u64(k, a < b ? b : a);
 }
 
-int store_get_direct(store *s, uint64_t a, uint64_t b, uint64_t *conv) {
+static int rdb_get_direct(void *impl, uint64_t a, uint64_t b, uint64_t *conv) {
+    rdb *s = impl;
     key k;
     direct_key(&k, a, b);
     return get_u64_value(s, &k, conv);
@@ -990,7 +994,8 @@ static int member_get_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t 
     return 1;
 }
 
-int store_get_member(store *s, uint64_t conv, uint64_t user, Parley__Store__Member **out) {
+static int rdb_get_member(void *impl, uint64_t conv, uint64_t user, Parley__Store__Member **out) {
+    rdb *s = impl;
     key p;
     member_key(&p, conv, user);
     struct member_get g = {NULL, 0};
@@ -1077,7 +1082,8 @@ static int member_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t
     return 0;
 }
 
-int store_scan_members(store *s, uint64_t conv, store_member_fn fn, void *ud) {
+static int rdb_scan_members(void *impl, uint64_t conv, store_member_fn fn, void *ud) {
+    rdb *s = impl;
     key p;
     key_begin(&p, 'm');
     key_u64(&p, conv);
@@ -1097,7 +1103,8 @@ static int id_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v,
     return is->fn(is->ud, get_u64(k + is->offset));
 }
 
-int store_scan_user_conversations(store *s, uint64_t user, store_id_fn fn, void *ud) {
+static int rdb_scan_user_conversations(void *impl, uint64_t user, store_id_fn fn, void *ud) {
+    rdb *s = impl;
     key p;
     key_begin(&p, 'v');
     key_u64(&p, user);
@@ -1123,7 +1130,8 @@ void store_put_message(store_batch *b, uint64_t conv, uint64_t seq, const uint8_
     batch_put_u64(b, &k, seq);
 }
 
-int store_get_message(store *s, uint64_t conv, uint64_t seq, store_bytes *out) {
+static int rdb_get_message(void *impl, uint64_t conv, uint64_t seq, store_bytes *out) {
+    rdb *s = impl;
     key k;
     message_key(&k, conv, seq);
     int found = get_raw(s, &k, out);
@@ -1141,14 +1149,15 @@ static int last_u64_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v
     return 1;
 }
 
-int store_last_seq(store *s, uint64_t conv, uint64_t *seq) {
+static int rdb_last_seq(void *impl, uint64_t conv, uint64_t *seq) {
+    rdb *s = impl;
     key k;
     last_seq_key(&k, conv);
     *seq = 0;
     return get_u64_value(s, &k, seq) < 0 ? -1 : 0;
 }
 
-struct message_scan { store *s; store_message_fn fn; void *ud; uint32_t left; };
+struct message_scan { rdb *s; store_message_fn fn; void *ud; uint32_t left; };
 
 static int message_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
     struct message_scan *ms = ud;
@@ -1159,8 +1168,9 @@ static int message_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_
     return ms->fn(ms->ud, get_u64(k + 9), v, vlen);
 }
 
-int store_scan_messages_back(store *s, uint64_t conv, uint64_t before_seq, uint32_t limit,
+static int rdb_scan_messages_back(void *impl, uint64_t conv, uint64_t before_seq, uint32_t limit,
                              store_message_fn fn, void *ud) {
+    rdb *s = impl;
     key p, start;
     key_begin(&p, 'M');
     key_u64(&p, conv);
@@ -1184,8 +1194,9 @@ static void client_msg_key(key *k, uint64_t user, uint32_t device, const uint8_t
     key_bytes(k, id, len);
 }
 
-int store_get_client_msg(store *s, uint64_t user, uint32_t device, const uint8_t *id, size_t id_len,
+static int rdb_get_client_msg(void *impl, uint64_t user, uint32_t device, const uint8_t *id, size_t id_len,
                          uint64_t *conv, uint64_t *seq) {
+    rdb *s = impl;
     key k;
     client_msg_key(&k, user, device, id, id_len);
     store_bytes v;
@@ -1234,7 +1245,8 @@ static int log_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v
     return ls->fn(ls->ud, get_u64(k + 5), get_u64(v), get_u64(v + 8));
 }
 
-int store_scan_log(store *s, uint32_t partition, uint64_t after, store_log_fn fn, void *ud) {
+static int rdb_scan_log(void *impl, uint32_t partition, uint64_t after, store_log_fn fn, void *ud) {
+    rdb *s = impl;
     key p, start;
     key_begin(&p, 'L');
     key_u32(&p, partition);
@@ -1243,7 +1255,8 @@ int store_scan_log(store *s, uint32_t partition, uint64_t after, store_log_fn fn
     return scan(s, &p, &start, false, log_scan_cb, &ls);
 }
 
-int store_last_log_offset(store *s, uint32_t partition, uint64_t *offset) {
+static int rdb_last_log_offset(void *impl, uint32_t partition, uint64_t *offset) {
+    rdb *s = impl;
     key p;
     key_begin(&p, 'L');
     key_u32(&p, partition);
@@ -1260,7 +1273,8 @@ void store_delete_log_through(store_batch *b, uint32_t partition, uint64_t offse
 
 static void checkpoint_key(key *k, uint32_t partition) { key_begin(k, 'f'); key_u32(k, partition); }
 
-int store_get_checkpoint(store *s, uint32_t partition, uint64_t *offset) {
+static int rdb_get_checkpoint(void *impl, uint32_t partition, uint64_t *offset) {
+    rdb *s = impl;
     key k;
     checkpoint_key(&k, partition);
     *offset = 0;
@@ -1297,14 +1311,15 @@ void store_put_inbox_head(store_batch *b, uint64_t user, uint64_t user_seq) {
     batch_put_u64(b, &k, user_seq);
 }
 
-int store_inbox_head(store *s, uint64_t user, uint64_t *user_seq) {
+static int rdb_inbox_head(void *impl, uint64_t user, uint64_t *user_seq) {
+    rdb *s = impl;
     key k;
     inbox_head_key(&k, user);
     *user_seq = 0;
     return get_u64_value(s, &k, user_seq) < 0 ? -1 : 0;
 }
 
-struct inbox_scan { store *s; store_inbox_fn fn; void *ud; uint64_t through; uint32_t left; };
+struct inbox_scan { rdb *s; store_inbox_fn fn; void *ud; uint64_t through; uint32_t left; };
 
 static int inbox_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
     struct inbox_scan *is = ud;
@@ -1316,8 +1331,9 @@ static int inbox_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t 
     return is->fn(is->ud, user_seq, get_u64(v), get_u64(v + 8), get_u64(v + 16));
 }
 
-int store_scan_inbox(store *s, uint64_t user, uint64_t after, uint64_t through, uint32_t limit,
+static int rdb_scan_inbox(void *impl, uint64_t user, uint64_t after, uint64_t through, uint32_t limit,
                      store_inbox_fn fn, void *ud) {
+    rdb *s = impl;
     key p, start;
     key_begin(&p, 'X');
     key_u64(&p, user);
@@ -1335,7 +1351,8 @@ static void cursor_key(key *k, uint64_t user, uint32_t device) {
     key_u32(k, device);
 }
 
-int store_get_cursor(store *s, uint64_t user, uint32_t device, uint64_t *user_seq) {
+static int rdb_get_cursor(void *impl, uint64_t user, uint32_t device, uint64_t *user_seq) {
+    rdb *s = impl;
     key k;
     cursor_key(&k, user, device);
     *user_seq = 0;
@@ -1369,7 +1386,8 @@ static int device_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t
     return stop;
 }
 
-int store_scan_devices(store *s, uint64_t user, store_device_fn fn, void *ud) {
+static int rdb_scan_devices(void *impl, uint64_t user, store_device_fn fn, void *ud) {
+    rdb *s = impl;
     key p;
     key_begin(&p, 'd');
     key_u64(&p, user);
@@ -1392,7 +1410,8 @@ static void device_keys_key(key *k, char tag, uint64_t user, uint32_t device) {
     key_u32(k, device);
 }
 
-int store_get_device_keys(store *s, uint64_t user, uint32_t device, Parley__Store__DeviceKeys **out) {
+static int rdb_get_device_keys(void *impl, uint64_t user, uint32_t device, Parley__Store__DeviceKeys **out) {
+    rdb *s = impl;
     key k;
     device_keys_key(&k, 'K', user, device);
     return get_unpacked(s, &k, &parley__store__device_keys__descriptor, (void **)out);
@@ -1426,7 +1445,8 @@ static int first_key_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *
     return 1;
 }
 
-int store_first_one_time_key(store *s, uint64_t user, uint32_t device, uint32_t *key_id, store_bytes *out) {
+static int rdb_first_one_time_key(void *impl, uint64_t user, uint32_t device, uint32_t *key_id, store_bytes *out) {
+    rdb *s = impl;
     key p;
     device_keys_key(&p, 'o', user, device);
     struct first_key fk = {0, out, 0};
@@ -1480,16 +1500,18 @@ static int dm_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v,
     return ds->fn(ds->ud, get_u64(k + 13), v, vlen);
 }
 
-int store_scan_device_messages(store *s, uint64_t user, uint32_t device, uint32_t limit,
+static int rdb_scan_device_messages(void *impl, uint64_t user, uint32_t device, uint32_t limit,
                                store_device_message_fn fn, void *ud) {
+    rdb *s = impl;
     key p;
     device_keys_key(&p, 'q', user, device);
     struct dm_scan ds = {fn, ud, limit};
     return scan(s, &p, &p, false, dm_scan_cb, &ds);
 }
 
-int store_scan_device_messages_after(store *s, uint64_t user, uint32_t device, uint64_t after,
+static int rdb_scan_device_messages_after(void *impl, uint64_t user, uint32_t device, uint64_t after,
                                      uint32_t limit, store_device_message_fn fn, void *ud) {
+    rdb *s = impl;
     if (after == UINT64_MAX) return 0;
     key p, start;
     device_keys_key(&p, 'q', user, device);
@@ -1516,7 +1538,8 @@ static void consent_key(key *k, uint64_t owner, uint64_t other) {
     key_u64(k, other);
 }
 
-int store_get_consent(store *s, uint64_t owner, uint64_t other, Parley__Store__Consent **out) {
+static int rdb_get_consent(void *impl, uint64_t owner, uint64_t other, Parley__Store__Consent **out) {
+    rdb *s = impl;
     key k;
     consent_key(&k, owner, other);
     return get_unpacked(s, &k, &parley__store__consent__descriptor, (void **)out);
@@ -1526,4 +1549,106 @@ void store_put_consent(store_batch *b, uint64_t owner, uint64_t other, const Par
     key k;
     consent_key(&k, owner, other);
     batch_put_packed(b, &k, (const ProtobufCMessage *)c);
+}
+
+/* ------------------------------------------------------------ every record */
+
+/* Every record of every family, family by family in key order, as the
+ * tagged key and value a batch writes; RocksDB's own bookkeeping (the
+ * layout marker, keys starting with '#') is not a record. */
+static int rdb_scan_all(void *impl, store_record_fn fn, void *ud) {
+    rdb *s = impl;
+    int rc = 0, stopped = 0;
+    for (int f = 0; f < CF_COUNT && !stopped && rc == 0; f++) {
+        rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+        rocksdb_readoptions_set_total_order_seek(ro, 1);
+        rocksdb_readoptions_set_fill_cache(ro, 0);   /* an export reads everything once */
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[f]);
+        for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+            size_t klen, vlen;
+            const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
+            const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
+            if (klen == 0 || k[0] == '#') continue;
+            if (fn(ud, k, klen, v, vlen)) {
+                stopped = 1;
+                break;
+            }
+        }
+        char *err = NULL;
+        rocksdb_iter_get_error(it, &err);
+        if (err) {
+            log_error("store: scan of every record failed: %s", err);
+            free(err);
+            rc = -1;
+        }
+        rocksdb_iter_destroy(it);
+        rocksdb_readoptions_destroy(ro);
+    }
+    return rc;
+}
+
+void store_put_record(store_batch *b, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
+    batch_ops_put(b, k, klen, v, vlen);
+}
+
+/* ------------------------------------------------------------ interface */
+
+/* RocksDB answers from local disk, so the asynchronous commit is the
+ * synchronous one, completed inline in the caller's thread: the caller's
+ * callback runs before store_commit_async returns. */
+static int rdb_commit_async(void *impl, store_batch *b, bool sync, store_commit_cb cb, void *ud) {
+    cb(ud, rdb_commit(impl, b, sync));
+    return 0;
+}
+
+static const store_ops rocksdb_ops = {
+    .name = "rocksdb",
+    .close = rdb_close,
+    .get_health = rdb_get_health,
+    .metrics_render = rdb_metrics_render,
+    .commit = rdb_commit,
+    .get_counter = rdb_get_counter,
+    .get_user = rdb_get_user,
+    .get_user_id = rdb_get_user_id,
+    .get_device = rdb_get_device,
+    .get_link_token = rdb_get_link_token,
+    .scan_link_tokens = rdb_scan_link_tokens,
+    .get_conversation = rdb_get_conversation,
+    .get_direct = rdb_get_direct,
+    .get_member = rdb_get_member,
+    .scan_members = rdb_scan_members,
+    .scan_user_conversations = rdb_scan_user_conversations,
+    .get_message = rdb_get_message,
+    .last_seq = rdb_last_seq,
+    .scan_messages_back = rdb_scan_messages_back,
+    .get_client_msg = rdb_get_client_msg,
+    .scan_log = rdb_scan_log,
+    .last_log_offset = rdb_last_log_offset,
+    .get_checkpoint = rdb_get_checkpoint,
+    .inbox_head = rdb_inbox_head,
+    .scan_inbox = rdb_scan_inbox,
+    .get_cursor = rdb_get_cursor,
+    .scan_devices = rdb_scan_devices,
+    .get_device_keys = rdb_get_device_keys,
+    .first_one_time_key = rdb_first_one_time_key,
+    .scan_device_messages = rdb_scan_device_messages,
+    .scan_device_messages_after = rdb_scan_device_messages_after,
+    .get_consent = rdb_get_consent,
+    .commit_async = rdb_commit_async,
+    .scan_all = rdb_scan_all,
+};
+
+store *store_rocksdb_open(const char *dir, const store_options *o, char **err) {
+    store *s = calloc(1, sizeof *s);
+    if (!s) {
+        *err = errorf("out of memory");
+        return NULL;
+    }
+    s->impl = rdb_open(dir, o, err);
+    if (!s->impl) {
+        free(s);
+        return NULL;
+    }
+    s->ops = &rocksdb_ops;
+    return s;
 }
