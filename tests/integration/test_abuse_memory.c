@@ -45,17 +45,6 @@
 
 #define NEED(x) CHECK((x), "%s", #x)
 
-#if defined(__SANITIZE_ADDRESS__)
-#define RSS_MEANINGFUL 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define RSS_MEANINGFUL 0
-#endif
-#endif
-#ifndef RSS_MEANINGFUL
-#define RSS_MEANINGFUL 1
-#endif
-
 enum {
     RAW_BUF = 2 << 20,
     IO_TIMEOUT_MS = 20000,
