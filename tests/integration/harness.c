@@ -1450,3 +1450,10 @@ int h_accounts_barrier(h_dev *d) {
     fprintf(stderr, "  accounts barrier %s: %s (status %d)\n", d->name, pc_error(d->c), pc_status(d->c));
     return -1;
 }
+
+int h_server_survived(h_server *s) {
+    if (h_server_alive(s)) return 1;
+    h_server_log_tail(s, 40);
+    printf("FAIL server_survived\n");
+    return 0;
+}

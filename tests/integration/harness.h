@@ -305,4 +305,10 @@ int h_accounts_barrier(h_dev *d);
 #define RSS_MEANINGFUL 1
 #endif
 
+/* The end-of-program check that s is still running after all the cases:
+ * 1 when it is; else shows the tail of its log, prints the case line
+ * "FAIL server_survived" and returns 0 (the caller counts the failure:
+ * check.h's counters are the test program's own). */
+int h_server_survived(h_server *s);
+
 #endif

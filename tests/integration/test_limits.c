@@ -597,11 +597,7 @@ int main(void) {
     RUN(wrong_ids);
     RUN(seq_zero_and_backwards);
     RUN(ack_past_sent_is_clamped);
-    if (!h_server_alive(&S)) {
-        h_server_log_tail(&S, 40);
-        printf("FAIL server_survived\n");
-        check_failures_total++;
-    }
+    if (!h_server_survived(&S)) check_failures_total++;
     h_server_destroy(&S);
     CHECK_EXIT();
 }
