@@ -1128,6 +1128,8 @@ int h_accept_all(h_dev *d) {
 enum { RAW_BUF = 1 << 20, RAW_IO_MS = 5000 };
 
 void h_raw_close(h_raw *w) {
+    /* a zeroed h_raw (calloc'd, never opened) holds nothing, not fd 0 */
+    if (!w->buf && !w->reader && w->fd <= 0) return;
     if (w->fd >= 0) close(w->fd);
     w->fd = -1;
     if (w->reader) {
@@ -1146,9 +1148,9 @@ static int raw_fill(h_raw *w) {
         w->len -= w->off;
         w->off = 0;
     }
-    if (w->len == RAW_BUF) return -1;
+    if (w->len == w->buf_cap) return -1;
     for (;;) {
-        ssize_t n = recv(w->fd, w->buf + w->len, RAW_BUF - w->len, 0);
+        ssize_t n = recv(w->fd, w->buf + w->len, w->buf_cap - w->len, 0);
         if (n > 0) {
             w->len += (size_t)n;
             return 0;
@@ -1163,7 +1165,7 @@ static int raw_fill(h_raw *w) {
 /* Next WebSocket message: 1 (m valid until the next call), 0 EOF/timeout,
  * -1 malformed. */
 static int raw_next(h_raw *w, ws_message *m) {
-    uint64_t deadline = h_now_ms() + RAW_IO_MS;
+    uint64_t deadline = h_now_ms() + (uint64_t)w->io_ms;
     for (;;) {
         size_t used = 0;
         int r = ws_reader_feed(w->reader, w->buf + w->off, w->len - w->off, &used, m);
@@ -1187,6 +1189,7 @@ static Parley__V1__Frame *raw_frame(h_raw *w, int *close_code) {
         }
         if (m.kind == WS_MSG_CLOSE) {
             *close_code = m.close_code;
+            w->close_code = m.close_code;
             return NULL;
         }
         if (m.kind == WS_MSG_BINARY) return parley__v1__frame__unpack(NULL, m.len, m.data);
@@ -1230,24 +1233,26 @@ static int raw_send_frame(h_raw *w, const Parley__V1__Frame *f) {
     return r;
 }
 
-static int raw_open_port(int port, h_raw *w);
+static int raw_open_port(int port, const h_raw_opts *o, h_raw *w);
 
-int h_raw_open(const h_server *s, h_raw *w) { return raw_open_port(s->port, w); }
+int h_raw_open(const h_server *s, h_raw *w) { return raw_open_port(s->port, NULL, w); }
 
-static int raw_open_port(int port, h_raw *w) {
+static int raw_open_port(int port, const h_raw_opts *o, h_raw *w) {
     memset(w, 0, sizeof *w);
     w->next_request_id = 1;
     w->port = port;
+    w->buf_cap = o && o->buf_size ? o->buf_size : RAW_BUF;
+    w->io_ms = o && o->io_ms > 0 ? o->io_ms : RAW_IO_MS;
     snprintf(w->host, sizeof w->host, "127.0.0.1:%d", port);
-    w->buf = malloc(RAW_BUF);
+    w->buf = malloc(w->buf_cap);
     w->reader = malloc(sizeof(ws_reader));
-    w->fd = h_tcp_connect(port, RAW_IO_MS);
+    w->fd = h_tcp_connect(port, w->io_ms);
     if (!w->buf || !w->reader || w->fd < 0) {
-        if (w->reader) ws_reader_init(w->reader, false, RAW_BUF);
+        if (w->reader) ws_reader_init(w->reader, false, w->buf_cap);
         h_raw_close(w);
         return -1;
     }
-    ws_reader_init(w->reader, false, RAW_BUF);
+    ws_reader_init(w->reader, false, w->buf_cap);
     char key[25];
     ws_make_client_key(key);
     char req[512];
@@ -1257,7 +1262,7 @@ static int raw_open_port(int port, h_raw *w) {
                      "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: parley.v1\r\n\r\n",
                      w->host, key);
     if (send(w->fd, req, (size_t)n, MSG_NOSIGNAL) != n) goto fail;
-    uint64_t deadline = h_now_ms() + RAW_IO_MS;
+    uint64_t deadline = h_now_ms() + (uint64_t)w->io_ms;
     for (;;) {
         http_response res;
         int r = http_parse_response((const char *)w->buf, w->len, &res);
@@ -1456,4 +1461,62 @@ int h_server_survived(h_server *s) {
     h_server_log_tail(s, 40);
     printf("FAIL server_survived\n");
     return 0;
+}
+
+/* ----------------------------------------- raw connections: more control */
+
+int h_raw_open_port(int port, const h_raw_opts *o, h_raw *w) { return raw_open_port(port, o, w); }
+
+size_t h_raw_pack_frame(const Parley__V1__Frame *f, uint8_t *out, size_t cap) {
+    size_t len = parley__v1__frame__get_packed_size(f);
+    if (WS_MAX_HEADER + len > cap) return 0;
+    uint8_t mask[4];
+    randombytes_buf(mask, sizeof mask);
+    size_t h = ws_write_header(out, WS_OP_BINARY, true, len, mask);
+    parley__v1__frame__pack(f, out + h);
+    ws_mask(out + h, len, mask, 0);
+    return h + len;
+}
+
+int h_raw_send_bytes(h_raw *w, const void *data, size_t n) {
+    const uint8_t *p = data;
+    uint64_t deadline = h_now_ms() + 3 * (uint64_t)w->io_ms;
+    while (n > 0) {
+        ssize_t k = send(w->fd, p, n, MSG_NOSIGNAL);
+        /* EAGAIN: the socket's send timeout; a busy server reads later */
+        if (k < 0 && (errno == EINTR || errno == EAGAIN) && h_now_ms() < deadline) continue;
+        if (k <= 0) return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+int h_raw_send_frame(h_raw *w, const Parley__V1__Frame *f) {
+    size_t cap = WS_MAX_HEADER + parley__v1__frame__get_packed_size(f);
+    uint8_t *b = malloc(cap);
+    if (!b) return -1;
+    size_t n = h_raw_pack_frame(f, b, cap);
+    int r = n ? h_raw_send_bytes(w, b, n) : -1;
+    free(b);
+    return r;
+}
+
+int h_raw_await_response(h_raw *w, uint64_t request_id, int max_frames, Parley__V1__Frame **resp) {
+    if (resp) *resp = NULL;
+    for (int i = 0; i < max_frames; i++) {
+        int code;
+        Parley__V1__Frame *r = raw_frame(w, &code);
+        if (!r) return -1;
+        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id == request_id) {
+            int st = r->response->status;
+            if (resp)
+                *resp = r;
+            else
+                parley__v1__frame__free_unpacked(r, NULL);
+            return st;
+        }
+        parley__v1__frame__free_unpacked(r, NULL);
+    }
+    return -1;
 }

@@ -234,7 +234,7 @@ int h_accept_all(h_dev *d);
  * server answers. Every read is bounded (5 s per frame). */
 typedef struct h_raw {
     int fd;
-    uint8_t *buf;               /* 1 MiB read buffer */
+    uint8_t *buf;               /* read buffer (1 MiB unless h_raw_opts says) */
     size_t off, len;
     void *reader;               /* ws_reader */
     uint8_t nonce[32];          /* from the Challenge */
@@ -242,6 +242,9 @@ typedef struct h_raw {
     uint64_t next_request_id;
     int port;
     char host[64];              /* the Host header of the upgrade */
+    size_t buf_cap;             /* size of buf (h_raw_opts.buf_size) */
+    int io_ms;                  /* bound on each read and the socket's timeouts */
+    int close_code;             /* of the Close frame a read met; 0 before one */
 } h_raw;
 
 /* TCP connect, upgrade to parley.v1, read the Challenge. 0 or -1. */
@@ -261,6 +264,7 @@ int h_raw_request(h_raw *w, Parley__V1__Frame *f, Parley__V1__Frame **resp, int 
 Parley__V1__Frame *h_raw_next_frame(h_raw *w, int *close_code);
 /* Sends raw bytes as one masked binary WebSocket message. 0 or -1. */
 int h_raw_send_binary(h_raw *w, const void *data, size_t len);
+/* Closes w; safe on a closed or a zeroed, never opened h_raw. */
 void h_raw_close(h_raw *w);
 
 /* ------------------------------------------------------------------ TLS */
@@ -310,5 +314,31 @@ int h_accounts_barrier(h_dev *d);
  * "FAIL server_survived" and returns 0 (the caller counts the failure:
  * check.h's counters are the test program's own). */
 int h_server_survived(h_server *s);
+
+/* Raw connections with more control than h_raw_open/h_raw_request give,
+ * for tests that pipeline, pack frames themselves or need a bigger buffer
+ * or longer bound (0 in a field: the default). */
+typedef struct h_raw_opts {
+    size_t buf_size;            /* read buffer and largest message: 1 MiB */
+    int io_ms;                  /* each read's bound and the socket timeouts: 5000 */
+} h_raw_opts;
+/* h_raw_open on 127.0.0.1:port (o may be NULL). 0 or -1. */
+int h_raw_open_port(int port, const h_raw_opts *o, h_raw *w);
+/* Packs f as one masked binary WebSocket frame into out (cap bytes), for
+ * sending later, many back to back, with h_raw_send_bytes. Its length, or 0
+ * when it does not fit. */
+size_t h_raw_pack_frame(const Parley__V1__Frame *f, uint8_t *out, size_t cap);
+/* Sends n bytes exactly as given (pre-packed frames, or anything), waiting
+ * out a busy server's full socket for at most 3 * io_ms. Touches only the
+ * socket, so one thread may send while another reads. 0 or -1. */
+int h_raw_send_bytes(h_raw *w, const void *data, size_t n);
+/* Sends f with the request_id it carries and does not wait for an answer
+ * (pipelining). 0 or -1. */
+int h_raw_send_frame(h_raw *w, const Parley__V1__Frame *f);
+/* Reads frames (at most max_frames; others are dropped) until the
+ * Response to request_id: its status (and *resp, if resp, the frame: free
+ * it), or -1 (closed, timed out or the bound reached; w->eof and
+ * w->close_code say which). */
+int h_raw_await_response(h_raw *w, uint64_t request_id, int max_frames, Parley__V1__Frame **resp);
 
 #endif
