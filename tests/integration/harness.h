@@ -245,6 +245,10 @@ typedef struct h_raw {
     size_t buf_cap;             /* size of buf (h_raw_opts.buf_size) */
     int io_ms;                  /* bound on each read and the socket's timeouts */
     int close_code;             /* of the Close frame a read met; 0 before one */
+    char close_reason[128];     /* its reason, NUL-terminated (cut to fit) */
+    int reset;                  /* the server reset the connection (eof is set too) */
+    int upgrade_accept_ok;      /* the upgrade's Sec-WebSocket-Accept matched */
+    char upgrade_protocol[64];  /* the upgrade's Sec-WebSocket-Protocol answer */
 } h_raw;
 
 /* TCP connect, upgrade to parley.v1, read the Challenge. 0 or -1. */
@@ -321,6 +325,7 @@ int h_server_survived(h_server *s);
 typedef struct h_raw_opts {
     size_t buf_size;            /* read buffer and largest message: 1 MiB */
     int io_ms;                  /* each read's bound and the socket timeouts: 5000 */
+    int rcvbuf;                 /* SO_RCVBUF before connect (a small window): system's */
 } h_raw_opts;
 /* h_raw_open on 127.0.0.1:port (o may be NULL). 0 or -1. */
 int h_raw_open_port(int port, const h_raw_opts *o, h_raw *w);
@@ -340,5 +345,32 @@ int h_raw_send_frame(h_raw *w, const Parley__V1__Frame *f);
  * it), or -1 (closed, timed out or the bound reached; w->eof and
  * w->close_code say which). */
 int h_raw_await_response(h_raw *w, uint64_t request_id, int max_frames, Parley__V1__Frame **resp);
+
+/* The WebSocket layer itself, for tests of the wire (struct ws_message is
+ * src/net/ws.h's). TCP to 127.0.0.1:port with w's buffers, no upgrade (send
+ * what you like on w->fd). 0 or -1. */
+int h_raw_connect(int port, const h_raw_opts *o, h_raw *w);
+/* Sends an upgrade naming protocol (no Sec-WebSocket-Protocol if NULL) and
+ * reads the answer's head: the HTTP status, or -1; sets
+ * w->upgrade_accept_ok and w->upgrade_protocol. */
+int h_raw_upgrade(h_raw *w, const char *protocol);
+/* Reads an HTTP response head from w (after sending what you chose on
+ * w->fd): its status, or -1. */
+int h_raw_read_head(h_raw *w);
+struct ws_message;
+/* The next message or control frame of any kind: 1 (m valid until the next
+ * read), 0 EOF (w->eof) or timeout, -1 the server's frames are malformed. */
+int h_raw_next_message(h_raw *w, struct ws_message *m);
+/* h_raw_next_frame, with the frame's encoded length in *size. */
+Parley__V1__Frame *h_raw_next_frame_sized(h_raw *w, size_t *size, int *close_code);
+/* Sends one WebSocket frame as given: any opcode, fin, masked or not. 0 or -1. */
+int h_raw_send_ws(h_raw *w, uint8_t opcode, int fin, const void *payload, size_t len, int masked);
+/* Reads (at most max_messages, others skipped) until the server's Close:
+ * its code (w->close_code and w->close_reason kept), 1006 when the
+ * connection ended without one, 0 on timeout, -2 on malformed frames. */
+int h_raw_expect_close(h_raw *w, int max_messages);
+/* Reads until the server ends the TCP connection (bounded by io_ms): 1 when
+ * it did (w->reset tells a reset from an orderly end), else 0. */
+int h_raw_wait_eof(h_raw *w);
 
 #endif
