@@ -510,6 +510,52 @@ static void presence_repeated_ids_deduplicated(void) {
     CHECK(presence == 1, "%d Presence pushes for one (repeated) user, want 1", presence);
 }
 
+/* Sends n SendMessages of a one-byte body to conv (request ids first_rid
+ * on, client ids tag<pid>_i) packed back to back in one write, so they
+ * arrive together, then reads (at most 4n frames) until each is answered:
+ * how many were answered OK, or -1 if they could not be packed or sent. */
+static int pipelined_sends(h_raw *w, uint64_t conv, int n, uint64_t first_rid, const char *tag,
+                           const char *body) {
+    enum { SLOT = 128 };   /* wire bytes room per frame: each is about 40 */
+    size_t cap = (size_t)n * SLOT, used = 0;
+    uint8_t *all = h_calloc((size_t)n, SLOT);
+    if (!all) return -1;
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "%s%d_%d", tag, (int)getpid(), i);
+        Parley__V1__SendMessage sm = PARLEY__V1__SEND_MESSAGE__INIT;
+        sm.conversation_id = conv;
+        sm.client_msg_id.data = (uint8_t *)id;
+        sm.client_msg_id.len = strlen(id);
+        sm.type = PARLEY__V1__MESSAGE_TYPE__TEXT;
+        sm.body.data = (uint8_t *)body;
+        sm.body.len = strlen(body);
+        Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+        f.request_id = first_rid + (uint64_t)i;
+        f.body_case = PARLEY__V1__FRAME__BODY_SEND_MESSAGE;
+        f.send_message = &sm;
+        size_t len = h_raw_pack_frame(&f, all + used, cap - used);
+        if (len == 0) {
+            h_free(all);
+            return -1;
+        }
+        used += len;
+    }
+    ssize_t sent = send(w->fd, all, used, MSG_NOSIGNAL);
+    h_free(all);
+    if (sent != (ssize_t)used) return -1;
+    int ok = 0;
+    for (int i = 0; i < n * 4 && ok < n; i++) {
+        Parley__V1__Frame *r = h_raw_next_frame(w, NULL);
+        if (!r) break;
+        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id >= first_rid &&
+            r->response->status == 0)
+            ok++;
+        parley__v1__frame__free_unpacked(r, NULL);
+    }
+    return ok;
+}
+
 /* A connection pipelining 100 sends with max-in-flight 4: input pauses at
  * the cap, and every send is still answered OK. */
 static void in_flight_requests_capped(void) {
@@ -521,44 +567,8 @@ static void in_flight_requests_capped(void) {
     enum { SENDS = 100 };
     /* every frame in one write, so they arrive together and the cap, not
      * the network, is what spaces them */
-    uint8_t *all = h_calloc(SENDS, 256);
-    NEED(all);
-    size_t used = 0;
-    for (int i = 0; i < SENDS; i++) {
-        char id[32];
-        snprintf(id, sizeof id, "if%d_%d", (int)getpid(), i);
-        Parley__V1__SendMessage sm = PARLEY__V1__SEND_MESSAGE__INIT;
-        sm.conversation_id = big_conv;
-        sm.client_msg_id.data = (uint8_t *)id;
-        sm.client_msg_id.len = strlen(id);
-        sm.type = PARLEY__V1__MESSAGE_TYPE__TEXT;
-        sm.body.data = (uint8_t *)"x";
-        sm.body.len = 1;
-        Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-        f.request_id = 1000 + (uint64_t)i;
-        f.body_case = PARLEY__V1__FRAME__BODY_SEND_MESSAGE;
-        f.send_message = &sm;
-        uint8_t packed[200];
-        size_t len = parley__v1__frame__get_packed_size(&f);
-        NEED(len <= sizeof packed);
-        parley__v1__frame__pack(&f, packed);
-        uint8_t mask[4] = {9, 8, 7, 6};
-        size_t h = ws_write_header(all + used, WS_OP_BINARY, true, len, mask);
-        memcpy(all + used + h, packed, len);
-        ws_mask(all + used + h, len, mask, 0);
-        used += h + len;
-    }
-    ssize_t sent = send(w.fd, all, used, MSG_NOSIGNAL);
-    h_free(all);
-    NEED(sent == (ssize_t)used);
-    int ok = 0;
-    for (int i = 0; i < SENDS * 4 && ok < SENDS; i++) {
-        Parley__V1__Frame *r = h_raw_next_frame(&w, NULL);
-        if (!r) break;
-        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id >= 1000 && r->response->status == 0)
-            ok++;
-        parley__v1__frame__free_unpacked(r, NULL);
-    }
+    int ok = pipelined_sends(&w, big_conv, SENDS, 1000, "if", "x");
+    NEED(ok >= 0);
     h_raw_close(&w);
     CHECK(ok == SENDS, "%d of %d pipelined sends answered OK", ok, SENDS);
     CHECK(metric("parley_input_pauses_total") > pauses0, "input never paused at max-in-flight");
@@ -623,44 +633,8 @@ static void in_flight_bytes_capped(void) {
     double pauses0 = -1;
     NEED(h_metric(&S3, "parley_input_pauses_total", &pauses0) == 0);
     enum { SENDS = 1200 };
-    uint8_t *all = h_calloc(SENDS, 128);
-    NEED(all);
-    size_t used = 0;
-    for (int i = 0; i < SENDS; i++) {
-        char cid[32];
-        snprintf(cid, sizeof cid, "ib%d_%d", (int)getpid(), i);
-        Parley__V1__SendMessage sm = PARLEY__V1__SEND_MESSAGE__INIT;
-        sm.conversation_id = conv;
-        sm.client_msg_id.data = (uint8_t *)cid;
-        sm.client_msg_id.len = strlen(cid);
-        sm.type = PARLEY__V1__MESSAGE_TYPE__TEXT;
-        sm.body.data = (uint8_t *)"y";
-        sm.body.len = 1;
-        Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-        f.request_id = 2000 + (uint64_t)i;
-        f.body_case = PARLEY__V1__FRAME__BODY_SEND_MESSAGE;
-        f.send_message = &sm;
-        uint8_t packed[112];
-        size_t len = parley__v1__frame__get_packed_size(&f);
-        NEED(len <= sizeof packed);
-        parley__v1__frame__pack(&f, packed);
-        uint8_t mask[4] = {3, 1, 4, 1};
-        size_t h = ws_write_header(all + used, WS_OP_BINARY, true, len, mask);
-        memcpy(all + used + h, packed, len);
-        ws_mask(all + used + h, len, mask, 0);
-        used += h + len;
-    }
-    ssize_t sent = send(w.fd, all, used, MSG_NOSIGNAL);
-    h_free(all);
-    NEED(sent == (ssize_t)used);
-    int ok = 0;
-    for (int i = 0; i < SENDS * 4 && ok < SENDS; i++) {
-        Parley__V1__Frame *r = h_raw_next_frame(&w, NULL);
-        if (!r) break;
-        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id >= 2000 && r->response->status == 0)
-            ok++;
-        parley__v1__frame__free_unpacked(r, NULL);
-    }
+    int ok = pipelined_sends(&w, conv, SENDS, 2000, "ib", "y");
+    NEED(ok >= 0);
     h_raw_close(&w);
     CHECK(ok == SENDS, "%d of %d pipelined sends answered OK", ok, SENDS);
     double pauses = -1;
