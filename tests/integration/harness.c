@@ -1251,7 +1251,7 @@ static int raw_connect_port(int port, const h_raw_opts *o, h_raw *w) {
     w->buf_cap = o && o->buf_size ? o->buf_size : RAW_BUF;
     w->io_ms = o && o->io_ms > 0 ? o->io_ms : RAW_IO_MS;
     snprintf(w->host, sizeof w->host, "127.0.0.1:%d", port);
-    w->buf = malloc(w->buf_cap);
+    w->buf = calloc(1, w->buf_cap);
     w->reader = malloc(sizeof(ws_reader));
     w->fd = tcp_connect_rcvbuf(port, w->io_ms, o ? o->rcvbuf : 0);
     if (!w->buf || !w->reader || w->fd < 0) {
@@ -1318,19 +1318,21 @@ fail:
     return -1;
 }
 
-int h_raw_request(h_raw *w, Parley__V1__Frame *f, Parley__V1__Frame **resp, int *close_code) {
+/* Reads frames (at most max_frames) until the Response to request_id: its
+ * status (*resp, if resp, the frame), or -1 (*close_code, if given: the
+ * close code, 1006 at EOF, 0 on timeout or the bound). */
+static int raw_await_response(h_raw *w, uint64_t request_id, int max_frames, Parley__V1__Frame **resp,
+                              int *close_code) {
     if (resp) *resp = NULL;
     if (close_code) *close_code = 0;
-    f->request_id = w->next_request_id++;
-    if (raw_send_frame(w, f) != 0) return -1;
-    for (int i = 0; i < 256; i++) {
+    for (int i = 0; i < max_frames; i++) {
         int code;
         Parley__V1__Frame *r = raw_frame(w, &code);
         if (!r) {
             if (close_code) *close_code = code;
             return -1;
         }
-        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id == f->request_id) {
+        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id == request_id) {
             int st = r->response->status;
             if (resp)
                 *resp = r;
@@ -1343,13 +1345,27 @@ int h_raw_request(h_raw *w, Parley__V1__Frame *f, Parley__V1__Frame **resp, int 
     return -1;
 }
 
-int h_raw_sign_in(h_raw *w, const pc_identity *id) {
+int h_raw_request(h_raw *w, Parley__V1__Frame *f, Parley__V1__Frame **resp, int *close_code) {
+    if (resp) *resp = NULL;
+    if (close_code) *close_code = 0;
+    f->request_id = w->next_request_id++;
+    if (raw_send_frame(w, f) != 0) return -1;
+    return raw_await_response(w, f->request_id, 256, resp, close_code);
+}
+
+/* The signature over "parley.v1 auth" || nonce || Host by sk. */
+static void raw_sign_challenge(const h_raw *w, const uint8_t *sk, uint8_t sig[64]) {
     size_t host_len = strlen(w->host);
-    uint8_t msg[14 + 32 + sizeof w->host], sig[64];
+    uint8_t msg[14 + 32 + sizeof w->host];
     memcpy(msg, "parley.v1 auth", 14);
     memcpy(msg + 14, w->nonce, 32);
     memcpy(msg + 14 + 32, w->host, host_len);
-    crypto_sign_detached(sig, NULL, msg, 14 + 32 + host_len, id->secret_key);
+    crypto_sign_detached(sig, NULL, msg, 14 + 32 + host_len, sk);
+}
+
+int h_raw_sign_in(h_raw *w, const pc_identity *id) {
+    uint8_t sig[64];
+    raw_sign_challenge(w, id->secret_key, sig);
     Parley__V1__SignIn si = PARLEY__V1__SIGN_IN__INIT;
     si.user_id = id->user_id;
     si.device_id = id->device_id;
@@ -1533,22 +1549,7 @@ int h_raw_send_frame(h_raw *w, const Parley__V1__Frame *f) {
 }
 
 int h_raw_await_response(h_raw *w, uint64_t request_id, int max_frames, Parley__V1__Frame **resp) {
-    if (resp) *resp = NULL;
-    for (int i = 0; i < max_frames; i++) {
-        int code;
-        Parley__V1__Frame *r = raw_frame(w, &code);
-        if (!r) return -1;
-        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id == request_id) {
-            int st = r->response->status;
-            if (resp)
-                *resp = r;
-            else
-                parley__v1__frame__free_unpacked(r, NULL);
-            return st;
-        }
-        parley__v1__frame__free_unpacked(r, NULL);
-    }
-    return -1;
+    return raw_await_response(w, request_id, max_frames, resp, NULL);
 }
 
 int h_raw_connect(int port, const h_raw_opts *o, h_raw *w) { return raw_connect_port(port, o, w); }
@@ -1610,4 +1611,22 @@ int h_raw_wait_eof(h_raw *w) {
 int h_raw_read_head(h_raw *w) {
     http_response res;
     return raw_read_head(w, &res);
+}
+
+int h_raw_send_register(h_raw *w, const char *name, uint64_t request_id) {
+    uint8_t pk[32], sk[64], sig[64];
+    crypto_sign_keypair(pk, sk);
+    raw_sign_challenge(w, sk, sig);
+    Parley__V1__RegisterUser ru = PARLEY__V1__REGISTER_USER__INIT;
+    ru.name = (char *)name;
+    ru.device_public_key.data = pk;
+    ru.device_public_key.len = sizeof pk;
+    ru.device_name = "raw";
+    ru.signature.data = sig;
+    ru.signature.len = sizeof sig;
+    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+    f.request_id = request_id;
+    f.body_case = PARLEY__V1__FRAME__BODY_REGISTER_USER;
+    f.register_user = &ru;
+    return h_raw_send_frame(w, &f);
 }

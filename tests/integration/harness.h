@@ -373,4 +373,9 @@ int h_raw_expect_close(h_raw *w, int max_messages);
  * it did (w->reset tells a reset from an orderly end), else 0. */
 int h_raw_wait_eof(h_raw *w);
 
+/* Sends a RegisterUser for a fresh user called name (device "raw", a new
+ * key pair signing w's Challenge) with request_id, without waiting for its
+ * answer. 0 or -1. */
+int h_raw_send_register(h_raw *w, const char *name, uint64_t request_id);
+
 #endif

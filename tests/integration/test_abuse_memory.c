@@ -91,28 +91,9 @@ static int raw_expect_close(h_raw *w) { return h_raw_expect_close(w, 4096); }
 static unsigned raw_names;
 /* Registers a fresh user on the connection. 0 or -1. */
 static int raw_register(h_raw *w) {
-    uint8_t pk[32], sk[64], sig[64];
-    crypto_sign_keypair(pk, sk);
-    uint8_t msg[14 + 32 + sizeof w->host];
-    size_t host_len = strlen(w->host);   /* the Host the upgrade named */
-    memcpy(msg, "parley.v1 auth", 14);
-    memcpy(msg + 14, w->nonce, 32);
-    memcpy(msg + 46, w->host, host_len);
-    crypto_sign_detached(sig, NULL, msg, 46 + host_len, sk);
     char name[32];
     snprintf(name, sizeof name, "am%u_%u", (unsigned)getpid() % 100000u, ++raw_names);
-    Parley__V1__RegisterUser ru = PARLEY__V1__REGISTER_USER__INIT;
-    ru.name = name;
-    ru.device_public_key.data = pk;
-    ru.device_public_key.len = 32;
-    ru.device_name = "raw";
-    ru.signature.data = sig;
-    ru.signature.len = 64;
-    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-    f.request_id = 1;
-    f.body_case = PARLEY__V1__FRAME__BODY_REGISTER_USER;
-    f.register_user = &ru;
-    if (h_raw_send_frame(w, &f) != 0) return -1;
+    if (h_raw_send_register(w, name, 1) != 0) return -1;
     return raw_status(w, 1) == 0 ? 0 : -1;
 }
 

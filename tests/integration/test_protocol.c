@@ -69,24 +69,7 @@ static int raw_wait_eof(h_raw *w) { return h_raw_wait_eof(w) && !w->reset; }
 
 /* Registers a fresh user on the raw connection (signing the challenge). */
 static int raw_register(h_raw *w, const char *name) {
-    uint8_t pk[32], sk[64], msg[14 + 32 + 32], sig[64];
-    crypto_sign_keypair(pk, sk);
-    memcpy(msg, "parley.v1 auth", 14);
-    memcpy(msg + 14, w->nonce, 32);
-    int host_len = snprintf((char *)msg + 46, 32, "%s", w->host);   /* the Host sent */
-    crypto_sign_detached(sig, NULL, msg, 46 + (size_t)host_len, sk);
-    Parley__V1__RegisterUser ru = PARLEY__V1__REGISTER_USER__INIT;
-    ru.name = (char *)name;
-    ru.device_public_key.data = pk;
-    ru.device_public_key.len = 32;
-    ru.device_name = "raw";
-    ru.signature.data = sig;
-    ru.signature.len = 64;
-    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-    f.request_id = 1;
-    f.body_case = PARLEY__V1__FRAME__BODY_REGISTER_USER;
-    f.register_user = &ru;
-    if (h_raw_send_frame(w, &f) != 0) return -1;
+    if (h_raw_send_register(w, name, 1) != 0) return -1;
     Parley__V1__Frame *r = h_raw_next_frame(w, NULL);
     int ok = r && r->request_id == 1 && r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE &&
              r->response->status == PARLEY__V1__STATUS__OK;
