@@ -58,9 +58,12 @@ int h_free_port(void) {
     return ntohs(a.sin_port);
 }
 
-int h_tcp_connect(int port, int timeout_ms) {
+/* h_tcp_connect; rcvbuf > 0 sets SO_RCVBUF before connect, so the window
+ * the server sees is small from the start. */
+static int tcp_connect_rcvbuf(int port, int timeout_ms, int rcvbuf) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
+    if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -77,6 +80,8 @@ int h_tcp_connect(int port, int timeout_ms) {
     }
     return fd;
 }
+
+int h_tcp_connect(int port, int timeout_ms) { return tcp_connect_rcvbuf(port, timeout_ms, 0); }
 
 /* --------------------------------------------- registry of live servers */
 
@@ -1128,6 +1133,8 @@ int h_accept_all(h_dev *d) {
 enum { RAW_BUF = 1 << 20, RAW_IO_MS = 5000 };
 
 void h_raw_close(h_raw *w) {
+    /* a zeroed h_raw (calloc'd, never opened) holds nothing, not fd 0 */
+    if (!w->buf && !w->reader && w->fd <= 0) return;
     if (w->fd >= 0) close(w->fd);
     w->fd = -1;
     if (w->reader) {
@@ -1146,15 +1153,16 @@ static int raw_fill(h_raw *w) {
         w->len -= w->off;
         w->off = 0;
     }
-    if (w->len == RAW_BUF) return -1;
+    if (w->len == w->buf_cap) return -1;
     for (;;) {
-        ssize_t n = recv(w->fd, w->buf + w->len, RAW_BUF - w->len, 0);
+        ssize_t n = recv(w->fd, w->buf + w->len, w->buf_cap - w->len, 0);
         if (n > 0) {
             w->len += (size_t)n;
             return 0;
         }
         if (n < 0 && errno == EINTR) continue;
         /* a reset (the server closed with our data unread) ends it too */
+        if (n < 0 && errno == ECONNRESET) w->reset = 1;
         if (n == 0 || errno == ECONNRESET) w->eof = 1;
         return -1;
     }
@@ -1163,7 +1171,7 @@ static int raw_fill(h_raw *w) {
 /* Next WebSocket message: 1 (m valid until the next call), 0 EOF/timeout,
  * -1 malformed. */
 static int raw_next(h_raw *w, ws_message *m) {
-    uint64_t deadline = h_now_ms() + RAW_IO_MS;
+    uint64_t deadline = h_now_ms() + (uint64_t)w->io_ms;
     for (;;) {
         size_t used = 0;
         int r = ws_reader_feed(w->reader, w->buf + w->off, w->len - w->off, &used, m);
@@ -1174,9 +1182,17 @@ static int raw_next(h_raw *w, ws_message *m) {
     }
 }
 
+/* Keeps the code and reason of the server's Close in w. */
+static void raw_keep_close(h_raw *w, const ws_message *m) {
+    w->close_code = m->close_code;
+    size_t n = m->len < sizeof w->close_reason - 1 ? m->len : sizeof w->close_reason - 1;
+    if (n) memcpy(w->close_reason, m->data, n);
+    w->close_reason[n] = 0;
+}
+
 /* Next protobuf frame (pings and pongs skipped); NULL on close (code in
- * *close_code), EOF (1006) or timeout (0). */
-static Parley__V1__Frame *raw_frame(h_raw *w, int *close_code) {
+ * *close_code), EOF (1006) or timeout (0). *size, if size: its length. */
+static Parley__V1__Frame *raw_frame_sized(h_raw *w, int *close_code, size_t *size) {
     *close_code = 0;
     for (int i = 0; i < 64; i++) {
         ws_message m;
@@ -1187,11 +1203,19 @@ static Parley__V1__Frame *raw_frame(h_raw *w, int *close_code) {
         }
         if (m.kind == WS_MSG_CLOSE) {
             *close_code = m.close_code;
+            raw_keep_close(w, &m);
             return NULL;
         }
-        if (m.kind == WS_MSG_BINARY) return parley__v1__frame__unpack(NULL, m.len, m.data);
+        if (m.kind == WS_MSG_BINARY) {
+            if (size) *size = m.len;
+            return parley__v1__frame__unpack(NULL, m.len, m.data);
+        }
     }
     return NULL;
+}
+
+static Parley__V1__Frame *raw_frame(h_raw *w, int *close_code) {
+    return raw_frame_sized(w, close_code, NULL);
 }
 
 Parley__V1__Frame *h_raw_next_frame(h_raw *w, int *close_code) {
@@ -1202,22 +1226,7 @@ Parley__V1__Frame *h_raw_next_frame(h_raw *w, int *close_code) {
 }
 
 int h_raw_send_binary(h_raw *w, const void *data, size_t len) {
-    uint8_t *out = malloc(WS_MAX_HEADER + len);
-    if (!out) return -1;
-    uint8_t mask[4];
-    randombytes_buf(mask, sizeof mask);
-    size_t h = ws_write_header(out, WS_OP_BINARY, true, len, mask);
-    if (len) memcpy(out + h, data, len);
-    ws_mask(out + h, len, mask, 0);
-    size_t sent = 0;
-    while (sent < h + len) {
-        ssize_t n = send(w->fd, out + sent, h + len - sent, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        sent += (size_t)n;
-    }
-    free(out);
-    return sent == h + len ? 0 : -1;
+    return h_raw_send_ws(w, WS_OP_BINARY, 1, data, len, 1);
 }
 
 static int raw_send_frame(h_raw *w, const Parley__V1__Frame *f) {
@@ -1230,46 +1239,72 @@ static int raw_send_frame(h_raw *w, const Parley__V1__Frame *f) {
     return r;
 }
 
-static int raw_open_port(int port, h_raw *w);
+static int raw_open_port(int port, const h_raw_opts *o, h_raw *w);
 
-int h_raw_open(const h_server *s, h_raw *w) { return raw_open_port(s->port, w); }
+int h_raw_open(const h_server *s, h_raw *w) { return raw_open_port(s->port, NULL, w); }
 
-static int raw_open_port(int port, h_raw *w) {
+/* TCP to 127.0.0.1:port with w's buffers ready; no upgrade. 0 or -1. */
+static int raw_connect_port(int port, const h_raw_opts *o, h_raw *w) {
     memset(w, 0, sizeof *w);
     w->next_request_id = 1;
     w->port = port;
+    w->buf_cap = o && o->buf_size ? o->buf_size : RAW_BUF;
+    w->io_ms = o && o->io_ms > 0 ? o->io_ms : RAW_IO_MS;
     snprintf(w->host, sizeof w->host, "127.0.0.1:%d", port);
-    w->buf = malloc(RAW_BUF);
+    w->buf = calloc(1, w->buf_cap);
     w->reader = malloc(sizeof(ws_reader));
-    w->fd = h_tcp_connect(port, RAW_IO_MS);
+    w->fd = tcp_connect_rcvbuf(port, w->io_ms, o ? o->rcvbuf : 0);
     if (!w->buf || !w->reader || w->fd < 0) {
-        if (w->reader) ws_reader_init(w->reader, false, RAW_BUF);
+        if (w->reader) ws_reader_init(w->reader, false, w->buf_cap);
         h_raw_close(w);
         return -1;
     }
-    ws_reader_init(w->reader, false, RAW_BUF);
+    ws_reader_init(w->reader, false, w->buf_cap);
+    return 0;
+}
+
+/* Reads an HTTP response head (bounded by io_ms); w->off after it. Its
+ * status, or -1. */
+static int raw_read_head(h_raw *w, http_response *res) {
+    uint64_t deadline = h_now_ms() + (uint64_t)w->io_ms;
+    for (;;) {
+        int r = http_parse_response((const char *)w->buf, w->len, res);
+        if (r > 0) {
+            w->off = (size_t)r;
+            return res->status;
+        }
+        if (r < 0 || h_now_ms() >= deadline || raw_fill(w) < 0) return -1;
+    }
+}
+
+/* Sends the upgrade (Sec-WebSocket-Protocol: protocol, none if NULL) and
+ * reads the answer's head: its status, or -1. */
+static int raw_upgrade(h_raw *w, const char *protocol) {
     char key[25];
     ws_make_client_key(key);
-    char req[512];
+    char req[1024];
     int n = snprintf(req, sizeof req,
                      "GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: parley.v1\r\n\r\n",
-                     w->host, key);
-    if (send(w->fd, req, (size_t)n, MSG_NOSIGNAL) != n) goto fail;
-    uint64_t deadline = h_now_ms() + RAW_IO_MS;
-    for (;;) {
-        http_response res;
-        int r = http_parse_response((const char *)w->buf, w->len, &res);
-        if (r > 0) {
-            if (res.status != 101) {
-                fprintf(stderr, "  raw upgrade: status %d\n", res.status);
-                goto fail;
-            }
-            w->off = (size_t)r;
-            break;
-        }
-        if (r < 0 || h_now_ms() >= deadline || raw_fill(w) < 0) goto fail;
+                     "Sec-WebSocket-Version: 13\r\n%s%s%s\r\n",
+                     w->host, key, protocol ? "Sec-WebSocket-Protocol: " : "", protocol ? protocol : "",
+                     protocol ? "\r\n" : "");
+    if (n < 0 || (size_t)n >= sizeof req || send(w->fd, req, (size_t)n, MSG_NOSIGNAL) != n) return -1;
+    http_response res;
+    int st = raw_read_head(w, &res);
+    if (st < 0) return -1;
+    char want[29];
+    w->upgrade_accept_ok = ws_accept_key(key, want) == 0 && strcmp(want, res.ws_accept) == 0;
+    snprintf(w->upgrade_protocol, sizeof w->upgrade_protocol, "%s", res.ws_protocol);
+    return st;
+}
+
+static int raw_open_port(int port, const h_raw_opts *o, h_raw *w) {
+    if (raw_connect_port(port, o, w) != 0) return -1;
+    int st = raw_upgrade(w, "parley.v1");
+    if (st != 101) {
+        if (st > 0) fprintf(stderr, "  raw upgrade: status %d\n", st);
+        goto fail;
     }
     int code;
     Parley__V1__Frame *f = raw_frame(w, &code);
@@ -1283,19 +1318,21 @@ fail:
     return -1;
 }
 
-int h_raw_request(h_raw *w, Parley__V1__Frame *f, Parley__V1__Frame **resp, int *close_code) {
+/* Reads frames (at most max_frames) until the Response to request_id: its
+ * status (*resp, if resp, the frame), or -1 (*close_code, if given: the
+ * close code, 1006 at EOF, 0 on timeout or the bound). */
+static int raw_await_response(h_raw *w, uint64_t request_id, int max_frames, Parley__V1__Frame **resp,
+                              int *close_code) {
     if (resp) *resp = NULL;
     if (close_code) *close_code = 0;
-    f->request_id = w->next_request_id++;
-    if (raw_send_frame(w, f) != 0) return -1;
-    for (int i = 0; i < 256; i++) {
+    for (int i = 0; i < max_frames; i++) {
         int code;
         Parley__V1__Frame *r = raw_frame(w, &code);
         if (!r) {
             if (close_code) *close_code = code;
             return -1;
         }
-        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id == f->request_id) {
+        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id == request_id) {
             int st = r->response->status;
             if (resp)
                 *resp = r;
@@ -1308,13 +1345,27 @@ int h_raw_request(h_raw *w, Parley__V1__Frame *f, Parley__V1__Frame **resp, int 
     return -1;
 }
 
-int h_raw_sign_in(h_raw *w, const pc_identity *id) {
+int h_raw_request(h_raw *w, Parley__V1__Frame *f, Parley__V1__Frame **resp, int *close_code) {
+    if (resp) *resp = NULL;
+    if (close_code) *close_code = 0;
+    f->request_id = w->next_request_id++;
+    if (raw_send_frame(w, f) != 0) return -1;
+    return raw_await_response(w, f->request_id, 256, resp, close_code);
+}
+
+/* The signature over "parley.v1 auth" || nonce || Host by sk. */
+static void raw_sign_challenge(const h_raw *w, const uint8_t *sk, uint8_t sig[64]) {
     size_t host_len = strlen(w->host);
-    uint8_t msg[14 + 32 + sizeof w->host], sig[64];
+    uint8_t msg[14 + 32 + sizeof w->host];
     memcpy(msg, "parley.v1 auth", 14);
     memcpy(msg + 14, w->nonce, 32);
     memcpy(msg + 14 + 32, w->host, host_len);
-    crypto_sign_detached(sig, NULL, msg, 14 + 32 + host_len, id->secret_key);
+    crypto_sign_detached(sig, NULL, msg, 14 + 32 + host_len, sk);
+}
+
+int h_raw_sign_in(h_raw *w, const pc_identity *id) {
+    uint8_t sig[64];
+    raw_sign_challenge(w, id->secret_key, sig);
     Parley__V1__SignIn si = PARLEY__V1__SIGN_IN__INIT;
     si.user_id = id->user_id;
     si.device_id = id->device_id;
@@ -1449,4 +1500,133 @@ int h_accounts_barrier(h_dev *d) {
     if (pc_create_link_token(d->c, token, sizeof token, &expires) == 0) return 0;
     fprintf(stderr, "  accounts barrier %s: %s (status %d)\n", d->name, pc_error(d->c), pc_status(d->c));
     return -1;
+}
+
+int h_server_survived(h_server *s) {
+    if (h_server_alive(s)) return 1;
+    h_server_log_tail(s, 40);
+    printf("FAIL server_survived\n");
+    return 0;
+}
+
+/* ----------------------------------------- raw connections: more control */
+
+int h_raw_open_port(int port, const h_raw_opts *o, h_raw *w) { return raw_open_port(port, o, w); }
+
+size_t h_raw_pack_frame(const Parley__V1__Frame *f, uint8_t *out, size_t cap) {
+    size_t len = parley__v1__frame__get_packed_size(f);
+    if (WS_MAX_HEADER + len > cap) return 0;
+    uint8_t mask[4];
+    randombytes_buf(mask, sizeof mask);
+    size_t h = ws_write_header(out, WS_OP_BINARY, true, len, mask);
+    parley__v1__frame__pack(f, out + h);
+    ws_mask(out + h, len, mask, 0);
+    return h + len;
+}
+
+int h_raw_send_bytes(h_raw *w, const void *data, size_t n) {
+    const uint8_t *p = data;
+    uint64_t deadline = h_now_ms() + 3 * (uint64_t)w->io_ms;
+    while (n > 0) {
+        ssize_t k = send(w->fd, p, n, MSG_NOSIGNAL);
+        /* EAGAIN: the socket's send timeout; a busy server reads later */
+        if (k < 0 && (errno == EINTR || errno == EAGAIN) && h_now_ms() < deadline) continue;
+        if (k <= 0) return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+int h_raw_send_frame(h_raw *w, const Parley__V1__Frame *f) {
+    size_t cap = WS_MAX_HEADER + parley__v1__frame__get_packed_size(f);
+    uint8_t *b = malloc(cap);
+    if (!b) return -1;
+    size_t n = h_raw_pack_frame(f, b, cap);
+    int r = n ? h_raw_send_bytes(w, b, n) : -1;
+    free(b);
+    return r;
+}
+
+int h_raw_await_response(h_raw *w, uint64_t request_id, int max_frames, Parley__V1__Frame **resp) {
+    return raw_await_response(w, request_id, max_frames, resp, NULL);
+}
+
+int h_raw_connect(int port, const h_raw_opts *o, h_raw *w) { return raw_connect_port(port, o, w); }
+
+int h_raw_upgrade(h_raw *w, const char *protocol) { return raw_upgrade(w, protocol); }
+
+int h_raw_next_message(h_raw *w, struct ws_message *m) { return raw_next(w, m); }
+
+Parley__V1__Frame *h_raw_next_frame_sized(h_raw *w, size_t *size, int *close_code) {
+    int code;
+    Parley__V1__Frame *f = raw_frame_sized(w, &code, size);
+    if (close_code) *close_code = code;
+    return f;
+}
+
+int h_raw_send_ws(h_raw *w, uint8_t opcode, int fin, const void *payload, size_t len, int masked) {
+    uint8_t *out = malloc(WS_MAX_HEADER + len);
+    if (!out) return -1;
+    uint8_t mask[4];
+    randombytes_buf(mask, sizeof mask);
+    size_t h = ws_write_header(out, opcode, fin != 0, len, masked ? mask : NULL);
+    if (len) memcpy(out + h, payload, len);
+    if (masked && len) ws_mask(out + h, len, mask, 0);
+    size_t sent = 0;
+    while (sent < h + len) {
+        ssize_t n = send(w->fd, out + sent, h + len - sent, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        sent += (size_t)n;
+    }
+    free(out);
+    return sent == h + len ? 0 : -1;
+}
+
+int h_raw_expect_close(h_raw *w, int max_messages) {
+    for (int i = 0; i < max_messages; i++) {
+        ws_message m;
+        int r = raw_next(w, &m);
+        if (r == 1 && m.kind == WS_MSG_CLOSE) {
+            raw_keep_close(w, &m);
+            return m.close_code;
+        }
+        if (r == 1) continue;
+        if (r == -1) return -2;   /* the server's own frames were malformed */
+        return w->eof ? 1006 : 0;
+    }
+    return 0;
+}
+
+int h_raw_wait_eof(h_raw *w) {
+    uint64_t deadline = h_now_ms() + (uint64_t)w->io_ms;
+    while (!w->eof && h_now_ms() < deadline) {
+        ws_message m;
+        if (raw_next(w, &m) != 1 && !w->eof) break;
+    }
+    return w->eof;
+}
+
+int h_raw_read_head(h_raw *w) {
+    http_response res;
+    return raw_read_head(w, &res);
+}
+
+int h_raw_send_register(h_raw *w, const char *name, uint64_t request_id) {
+    uint8_t pk[32], sk[64], sig[64];
+    crypto_sign_keypair(pk, sk);
+    raw_sign_challenge(w, sk, sig);
+    Parley__V1__RegisterUser ru = PARLEY__V1__REGISTER_USER__INIT;
+    ru.name = (char *)name;
+    ru.device_public_key.data = pk;
+    ru.device_public_key.len = sizeof pk;
+    ru.device_name = "raw";
+    ru.signature.data = sig;
+    ru.signature.len = sizeof sig;
+    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+    f.request_id = request_id;
+    f.body_case = PARLEY__V1__FRAME__BODY_REGISTER_USER;
+    f.register_user = &ru;
+    return h_raw_send_frame(w, &f);
 }

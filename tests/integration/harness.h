@@ -234,7 +234,7 @@ int h_accept_all(h_dev *d);
  * server answers. Every read is bounded (5 s per frame). */
 typedef struct h_raw {
     int fd;
-    uint8_t *buf;               /* 1 MiB read buffer */
+    uint8_t *buf;               /* read buffer (1 MiB unless h_raw_opts says) */
     size_t off, len;
     void *reader;               /* ws_reader */
     uint8_t nonce[32];          /* from the Challenge */
@@ -242,6 +242,13 @@ typedef struct h_raw {
     uint64_t next_request_id;
     int port;
     char host[64];              /* the Host header of the upgrade */
+    size_t buf_cap;             /* size of buf (h_raw_opts.buf_size) */
+    int io_ms;                  /* bound on each read and the socket's timeouts */
+    int close_code;             /* of the Close frame a read met; 0 before one */
+    char close_reason[128];     /* its reason, NUL-terminated (cut to fit) */
+    int reset;                  /* the server reset the connection (eof is set too) */
+    int upgrade_accept_ok;      /* the upgrade's Sec-WebSocket-Accept matched */
+    char upgrade_protocol[64];  /* the upgrade's Sec-WebSocket-Protocol answer */
 } h_raw;
 
 /* TCP connect, upgrade to parley.v1, read the Challenge. 0 or -1. */
@@ -261,6 +268,7 @@ int h_raw_request(h_raw *w, Parley__V1__Frame *f, Parley__V1__Frame **resp, int 
 Parley__V1__Frame *h_raw_next_frame(h_raw *w, int *close_code);
 /* Sends raw bytes as one masked binary WebSocket message. 0 or -1. */
 int h_raw_send_binary(h_raw *w, const void *data, size_t len);
+/* Closes w; safe on a closed or a zeroed, never opened h_raw. */
 void h_raw_close(h_raw *w);
 
 /* ------------------------------------------------------------------ TLS */
@@ -288,5 +296,86 @@ int h_server_restart_tls(h_server *s);
  * on different owners (chat/writer_route.c) are not ordered with each
  * other, so a barrier must go through the owner it waits for. 0 or -1. */
 int h_accounts_barrier(h_dev *d);
+
+/* Under AddressSanitizer (the server is built the same way as the test)
+ * RSS says nothing about buffering: freed memory sits in ASan's quarantine
+ * and every allocation carries redzones and shadow. RSS bounds are
+ * checked in normal builds only (RSS_MEANINGFUL 1); the rest of a test
+ * runs everywhere. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_MEANINGFUL 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RSS_MEANINGFUL 0
+#endif
+#endif
+#ifndef RSS_MEANINGFUL
+#define RSS_MEANINGFUL 1
+#endif
+
+/* The end-of-program check that s is still running after all the cases:
+ * 1 when it is; else shows the tail of its log, prints the case line
+ * "FAIL server_survived" and returns 0 (the caller counts the failure:
+ * check.h's counters are the test program's own). */
+int h_server_survived(h_server *s);
+
+/* Raw connections with more control than h_raw_open/h_raw_request give,
+ * for tests that pipeline, pack frames themselves or need a bigger buffer
+ * or longer bound (0 in a field: the default). */
+typedef struct h_raw_opts {
+    size_t buf_size;            /* read buffer and largest message: 1 MiB */
+    int io_ms;                  /* each read's bound and the socket timeouts: 5000 */
+    int rcvbuf;                 /* SO_RCVBUF before connect (a small window): system's */
+} h_raw_opts;
+/* h_raw_open on 127.0.0.1:port (o may be NULL). 0 or -1. */
+int h_raw_open_port(int port, const h_raw_opts *o, h_raw *w);
+/* Packs f as one masked binary WebSocket frame into out (cap bytes), for
+ * sending later, many back to back, with h_raw_send_bytes. Its length, or 0
+ * when it does not fit. */
+size_t h_raw_pack_frame(const Parley__V1__Frame *f, uint8_t *out, size_t cap);
+/* Sends n bytes exactly as given (pre-packed frames, or anything), waiting
+ * out a busy server's full socket for at most 3 * io_ms. Touches only the
+ * socket, so one thread may send while another reads. 0 or -1. */
+int h_raw_send_bytes(h_raw *w, const void *data, size_t n);
+/* Sends f with the request_id it carries and does not wait for an answer
+ * (pipelining). 0 or -1. */
+int h_raw_send_frame(h_raw *w, const Parley__V1__Frame *f);
+/* Reads frames (at most max_frames; others are dropped) until the
+ * Response to request_id: its status (and *resp, if resp, the frame: free
+ * it), or -1 (closed, timed out or the bound reached; w->eof and
+ * w->close_code say which). */
+int h_raw_await_response(h_raw *w, uint64_t request_id, int max_frames, Parley__V1__Frame **resp);
+
+/* The WebSocket layer itself, for tests of the wire (struct ws_message is
+ * src/net/ws.h's). TCP to 127.0.0.1:port with w's buffers, no upgrade (send
+ * what you like on w->fd). 0 or -1. */
+int h_raw_connect(int port, const h_raw_opts *o, h_raw *w);
+/* Sends an upgrade naming protocol (no Sec-WebSocket-Protocol if NULL) and
+ * reads the answer's head: the HTTP status, or -1; sets
+ * w->upgrade_accept_ok and w->upgrade_protocol. */
+int h_raw_upgrade(h_raw *w, const char *protocol);
+/* Reads an HTTP response head from w (after sending what you chose on
+ * w->fd): its status, or -1. */
+int h_raw_read_head(h_raw *w);
+struct ws_message;
+/* The next message or control frame of any kind: 1 (m valid until the next
+ * read), 0 EOF (w->eof) or timeout, -1 the server's frames are malformed. */
+int h_raw_next_message(h_raw *w, struct ws_message *m);
+/* h_raw_next_frame, with the frame's encoded length in *size. */
+Parley__V1__Frame *h_raw_next_frame_sized(h_raw *w, size_t *size, int *close_code);
+/* Sends one WebSocket frame as given: any opcode, fin, masked or not. 0 or -1. */
+int h_raw_send_ws(h_raw *w, uint8_t opcode, int fin, const void *payload, size_t len, int masked);
+/* Reads (at most max_messages, others skipped) until the server's Close:
+ * its code (w->close_code and w->close_reason kept), 1006 when the
+ * connection ended without one, 0 on timeout, -2 on malformed frames. */
+int h_raw_expect_close(h_raw *w, int max_messages);
+/* Reads until the server ends the TCP connection (bounded by io_ms): 1 when
+ * it did (w->reset tells a reset from an orderly end), else 0. */
+int h_raw_wait_eof(h_raw *w);
+
+/* Sends a RegisterUser for a fresh user called name (device "raw", a new
+ * key pair signing w's Challenge) with request_id, without waiting for its
+ * answer. 0 or -1. */
+int h_raw_send_register(h_raw *w, const char *name, uint64_t request_id);
 
 #endif

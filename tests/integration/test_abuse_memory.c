@@ -1,5 +1,5 @@
 /* test_abuse_memory.c -- what one connection can make the server hold or
- * spend, spoken raw on the wire (src/net codecs) where libparley would be
+ * spend, spoken raw on the wire (h_raw_*) where libparley would be
  * too polite, and through libparley where a client must still work.
  *
  * Memory is judged by the server's VmHWM (peak RSS) growth over an attack,
@@ -28,9 +28,6 @@
  *   pending_per_address_capped.: address_limit_take never refusing
  *   over_accept_rate_answered..: shed_read not used (503 waits for a
  *                                whole head) */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,24 +37,12 @@
 
 #include "../check.h"
 #include "harness.h"
-#include "net/http.h"
 #include "net/ws.h"
 
 #define NEED(x) CHECK((x), "%s", #x)
 
-#if defined(__SANITIZE_ADDRESS__)
-#define RSS_MEANINGFUL 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define RSS_MEANINGFUL 0
-#endif
-#endif
-#ifndef RSS_MEANINGFUL
-#define RSS_MEANINGFUL 1
-#endif
-
 enum {
-    RAW_BUF = 2 << 20,
+    RAW_BUF = 2 << 20,         /* each raw connection's read buffer */
     IO_TIMEOUT_MS = 20000,
     BIG_BODY = 65536,          /* the largest message body the protocol takes */
     HISTORY_MSGS = 200,
@@ -67,261 +52,48 @@ enum {
 
 static h_server S;
 
-/* ------------------------------------------------------------ raw client */
+/* ------------------------------------------------------------ raw client
+ * The harness's (h_raw_*), with this test's buffer and bounds; rcvbuf > 0
+ * makes the receive window small (a client that does not read then stops
+ * the server's writes early). */
 
-typedef struct raw_ws {
-    int fd;
-    uint8_t *buf;
-    size_t off, len;
-    ws_reader rd;
-    uint8_t nonce[32];
-    int port;                  /* the server's; the Host the upgrade named */
-    int eof;
-    uint16_t close_code;       /* the server's close frame, once read */
-    char close_reason[128];
-} raw_ws;
-
-static void raw_close(raw_ws *w) {
-    if (w->fd >= 0) close(w->fd);
-    w->fd = -1;
-    ws_reader_free(&w->rd);
-    h_free(w->buf);
-    w->buf = NULL;
+static h_raw_opts raw_opts(int rcvbuf) {
+    h_raw_opts o = {.buf_size = RAW_BUF, .io_ms = IO_TIMEOUT_MS, .rcvbuf = rcvbuf};
+    return o;
 }
 
-/* TCP to the server; rcvbuf > 0 makes the receive window small (a client
- * that does not read then stops the server's writes early). */
-static int raw_connect(raw_ws *w, int port, int rcvbuf) {
-    memset(w, 0, sizeof *w);
-    w->fd = -1;
-    w->buf = h_calloc(1, RAW_BUF);
-    ws_reader_init(&w->rd, false, RAW_BUF);
-    if (!w->buf) return -1;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    struct timeval tv = {IO_TIMEOUT_MS / 1000, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    w->fd = fd;
-    return 0;
+static int raw_connect(h_raw *w, int port, int rcvbuf) {
+    h_raw_opts o = raw_opts(rcvbuf);
+    return h_raw_connect(port, &o, w);
 }
 
-static int read_head(raw_ws *w, http_response *res) {
-    uint64_t deadline = h_now_ms() + IO_TIMEOUT_MS;
-    while (h_now_ms() < deadline) {
-        int r = http_parse_response((const char *)w->buf, w->len, res);
-        if (r > 0) {
-            w->off = (size_t)r;
-            return res->status;
-        }
-        if (r < 0) return -1;
-        ssize_t n = recv(w->fd, w->buf + w->len, RAW_BUF - w->len, 0);
-        if (n <= 0) {
-            if (n < 0 && errno == EINTR) continue;
-            return -1;
-        }
-        w->len += (size_t)n;
-    }
-    return -1;
-}
-
-/* 1: *m filled; 0: EOF (w->eof) or timeout; -1: malformed server frames. */
-static int raw_next(raw_ws *w, ws_message *m) {
-    uint64_t deadline = h_now_ms() + IO_TIMEOUT_MS;
-    for (;;) {
-        size_t consumed = 0;
-        int r = ws_reader_feed(&w->rd, w->buf + w->off, w->len - w->off, &consumed, m);
-        w->off += consumed;
-        if (r == WS_READY) return 1;
-        if (r == WS_ERROR) return -1;
-        if (w->off > 0) {
-            memmove(w->buf, w->buf + w->off, w->len - w->off);
-            w->len -= w->off;
-            w->off = 0;
-        }
-        if (h_now_ms() >= deadline || w->len == RAW_BUF) return 0;
-        ssize_t n = recv(w->fd, w->buf + w->len, RAW_BUF - w->len, 0);
-        if (n == 0) {
-            w->eof = 1;
-            return 0;
-        }
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            if (errno == ECONNRESET) w->eof = 1;
-            return 0;
-        }
-        w->len += (size_t)n;
-    }
-}
-
-static int raw_send(raw_ws *w, uint8_t opcode, const void *payload, size_t len) {
-    uint8_t *out = malloc(WS_MAX_HEADER + len);
-    if (!out) return -1;
-    uint8_t mask[4] = {0x12, 0x34, 0x56, 0x78};
-    size_t h = ws_write_header(out, opcode, true, len, mask);
-    if (len) memcpy(out + h, payload, len);
-    if (len) ws_mask(out + h, len, mask, 0);
-    size_t sent = 0;
-    while (sent < h + len) {
-        ssize_t n = send(w->fd, out + sent, h + len - sent, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        sent += (size_t)n;
-    }
-    free(out);
-    return sent == h + len ? 0 : -1;
-}
-
-static int raw_send_frame(raw_ws *w, const Parley__V1__Frame *f) {
-    size_t len = parley__v1__frame__get_packed_size(f);
-    uint8_t *b = malloc(len ? len : 1);
-    if (!b) return -1;
-    parley__v1__frame__pack(f, b);
-    int r = raw_send(w, WS_OP_BINARY, b, len);
-    free(b);
-    return r;
-}
-
-/* Next Frame (pings skipped), with its encoded size in *size. NULL on close
- * (w->close_code set), EOF or timeout. */
-static Parley__V1__Frame *raw_read_frame_sized(raw_ws *w, size_t *size) {
-    for (int i = 0; i < 64; i++) {
-        ws_message m;
-        if (raw_next(w, &m) != 1) return NULL;
-        if (m.kind == WS_MSG_CLOSE) {
-            w->close_code = m.close_code;
-            size_t n = m.len < sizeof w->close_reason - 1 ? m.len : sizeof w->close_reason - 1;
-            memcpy(w->close_reason, m.data, n);
-            w->close_reason[n] = 0;
-            return NULL;
-        }
-        if (m.kind == WS_MSG_BINARY) {
-            if (size) *size = m.len;
-            return parley__v1__frame__unpack(NULL, m.len, m.data);
-        }
-    }
-    return NULL;
-}
-
-static Parley__V1__Frame *raw_read_frame(raw_ws *w) { return raw_read_frame_sized(w, NULL); }
-
-/* Reads until the server's close frame: its code; 1006 when the connection
- * ended without one (reset or EOF); 0 on timeout. */
-static int raw_expect_close(raw_ws *w) {
-    for (int i = 0; i < 4096; i++) {
-        ws_message m;
-        int r = raw_next(w, &m);
-        if (r == 1 && m.kind == WS_MSG_CLOSE) {
-            w->close_code = m.close_code;
-            size_t n = m.len < sizeof w->close_reason - 1 ? m.len : sizeof w->close_reason - 1;
-            memcpy(w->close_reason, m.data, n);
-            w->close_reason[n] = 0;
-            return m.close_code;
-        }
-        if (r == 1) continue;
-        if (r == -1) return -2;
-        return w->eof ? 1006 : 0;
-    }
-    return 0;
-}
-
-static int raw_upgrade(raw_ws *w, int port, int rcvbuf) {
+/* The upgrade's HTTP status, or -1 (no answer: closed at accept). */
+static int raw_upgrade(h_raw *w, int port, int rcvbuf) {
     if (raw_connect(w, port, rcvbuf) != 0) return -1;
-    w->port = port;
-    char key[25];
-    ws_make_client_key(key);
-    char req[512];
-    int n = snprintf(req, sizeof req,
-                     "GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: parley.v1\r\n\r\n",
-                     port, key);
-    if (send(w->fd, req, (size_t)n, MSG_NOSIGNAL) != n) return -1;
-    http_response res;
-    return read_head(w, &res);
+    return h_raw_upgrade(w, "parley.v1");
 }
 
 /* Upgraded and holding the Challenge. 0 or -1. */
-static int raw_open(raw_ws *w, int port, int rcvbuf) {
-    int st = raw_upgrade(w, port, rcvbuf);
-    if (st != 101) {
-        fprintf(stderr, "  upgrade: status %d\n", st);
-        return -1;
-    }
-    Parley__V1__Frame *f = raw_read_frame(w);
-    int ok = f && f->body_case == PARLEY__V1__FRAME__BODY_CHALLENGE && f->challenge->nonce.len == 32;
-    if (ok) memcpy(w->nonce, f->challenge->nonce.data, 32);
-    if (f) parley__v1__frame__free_unpacked(f, NULL);
-    return ok ? 0 : -1;
+static int raw_open(h_raw *w, int port, int rcvbuf) {
+    h_raw_opts o = raw_opts(rcvbuf);
+    return h_raw_open_port(port, &o, w);
 }
 
 /* The Response to request_id (other frames skipped): its status, or -1. */
-static int raw_status(raw_ws *w, uint64_t request_id) {
-    for (int i = 0; i < 4096; i++) {
-        Parley__V1__Frame *r = raw_read_frame(w);
-        if (!r) return -1;
-        int st = -2;
-        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id == request_id)
-            st = r->response->status;
-        parley__v1__frame__free_unpacked(r, NULL);
-        if (st != -2) return st;
-    }
-    return -1;
+static int raw_status(h_raw *w, uint64_t request_id) {
+    return h_raw_await_response(w, request_id, 4096, NULL);
 }
 
-static void sign_challenge(const raw_ws *w, const uint8_t sk[64], uint8_t sig[64]) {
-    uint8_t msg[14 + 32 + 32];
-    memcpy(msg, "parley.v1 auth", 14);
-    memcpy(msg + 14, w->nonce, 32);
-    int host_len = snprintf((char *)msg + 46, 32, "127.0.0.1:%d", w->port);   /* the Host sent */
-    crypto_sign_detached(sig, NULL, msg, 46 + (size_t)host_len, sk);
-}
-
-/* Signs in as an existing device (its identity from libparley). */
-static int raw_sign_in(raw_ws *w, const pc_identity *id) {
-    uint8_t sig[64];
-    sign_challenge(w, id->secret_key, sig);
-    Parley__V1__SignIn si = PARLEY__V1__SIGN_IN__INIT;
-    si.user_id = id->user_id;
-    si.device_id = id->device_id;
-    si.signature.data = sig;
-    si.signature.len = 64;
-    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-    f.request_id = 1;
-    f.body_case = PARLEY__V1__FRAME__BODY_SIGN_IN;
-    f.sign_in = &si;
-    if (raw_send_frame(w, &f) != 0) return -1;
-    int st = raw_status(w, 1);
-    if (st != 0) fprintf(stderr, "  raw SignIn: status %d\n", st);
-    return st == 0 ? 0 : -1;
-}
+/* Reads until the server's close frame: its code; 1006 when the connection
+ * ended without one (reset or EOF); 0 on timeout. */
+static int raw_expect_close(h_raw *w) { return h_raw_expect_close(w, 4096); }
 
 static unsigned raw_names;
-static int raw_register(raw_ws *w) {
-    uint8_t pk[32], sk[64], sig[64];
-    crypto_sign_keypair(pk, sk);
-    sign_challenge(w, sk, sig);
+/* Registers a fresh user on the connection. 0 or -1. */
+static int raw_register(h_raw *w) {
     char name[32];
     snprintf(name, sizeof name, "am%u_%u", (unsigned)getpid() % 100000u, ++raw_names);
-    Parley__V1__RegisterUser ru = PARLEY__V1__REGISTER_USER__INIT;
-    ru.name = name;
-    ru.device_public_key.data = pk;
-    ru.device_public_key.len = 32;
-    ru.device_name = "raw";
-    ru.signature.data = sig;
-    ru.signature.len = 64;
-    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-    f.request_id = 1;
-    f.body_case = PARLEY__V1__FRAME__BODY_REGISTER_USER;
-    f.register_user = &ru;
-    if (raw_send_frame(w, &f) != 0) return -1;
+    if (h_raw_send_register(w, name, 1) != 0) return -1;
     return raw_status(w, 1) == 0 ? 0 : -1;
 }
 
@@ -421,9 +193,9 @@ static void history_of_large_messages_reads_through_libparley(void) {
  * still open. */
 static void pipelined_history_nonreader_bounded(void) {
     NEED(big_conv);
-    raw_ws w;
+    h_raw w;
     NEED(raw_open(&w, S.port, 65536) == 0);
-    NEED(raw_sign_in(&w, &alice->id) == 0);
+    NEED(h_raw_sign_in(&w, &alice->id) == 0);
     double pauses0 = metric("parley_input_pauses_total");
     CHECK(pauses0 >= 0, "no parley_input_pauses_total metric");
     long before = hwm_kb(&S);
@@ -435,7 +207,7 @@ static void pipelined_history_nonreader_bounded(void) {
         f.request_id = 100 + (uint64_t)i;
         f.body_case = PARLEY__V1__FRAME__BODY_HISTORY;
         f.history = &h;
-        NEED(raw_send_frame(&w, &f) == 0);
+        NEED(h_raw_send_frame(&w, &f) == 0);
     }
     /* observable: the server paused this connection's input */
     CHECK(wait_metric_at_least("parley_input_pauses_total", pauses0 + 1, IO_TIMEOUT_MS),
@@ -447,7 +219,7 @@ static void pipelined_history_nonreader_bounded(void) {
     int pages = 0, bad = 0;
     for (int i = 0; i < PIPELINED_HISTORY * 4 && pages < PIPELINED_HISTORY; i++) {
         size_t size = 0;
-        Parley__V1__Frame *r = raw_read_frame_sized(&w, &size);
+        Parley__V1__Frame *r = h_raw_next_frame_sized(&w, &size, NULL);
         if (!r) break;
         if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id >= 100) {
             pages++;
@@ -459,7 +231,7 @@ static void pipelined_history_nonreader_bounded(void) {
         parley__v1__frame__free_unpacked(r, NULL);
     }
     int closed = w.close_code;
-    raw_close(&w);
+    h_raw_close(&w);
     CHECK(closed == 0, "connection closed (%d) instead of resumed", closed);
     CHECK(pages == PIPELINED_HISTORY, "%d of %d pages came once the client read", pages, PIPELINED_HISTORY);
     CHECK(bad == 0, "%d pages not byte-capped (has_more, < 200 messages, <= 1 MiB)", bad);
@@ -488,9 +260,9 @@ static void start_sync_device_messages_bounded(void) {
     }
     h_free(body);
 
-    raw_ws w;
+    h_raw w;
     NEED(raw_open(&w, S.port, 65536) == 0);
-    NEED(raw_sign_in(&w, &carol_id) == 0);
+    NEED(h_raw_sign_in(&w, &carol_id) == 0);
     double pauses0 = metric("parley_input_pauses_total");
     long before = hwm_kb(&S);
     for (int i = 0; i < SYNCS; i++) {
@@ -499,7 +271,7 @@ static void start_sync_device_messages_bounded(void) {
         f.request_id = 10 + (uint64_t)i;
         f.body_case = PARLEY__V1__FRAME__BODY_START_SYNC;
         f.start_sync = &ss;
-        NEED(raw_send_frame(&w, &f) == 0);
+        NEED(h_raw_send_frame(&w, &f) == 0);
     }
     CHECK(wait_metric_at_least("parley_input_pauses_total", pauses0 + 1, IO_TIMEOUT_MS),
           "input never paused");
@@ -510,7 +282,7 @@ static void start_sync_device_messages_bounded(void) {
     memset(seen, 0, sizeof seen);
     int answers = 0, distinct = 0, sync_done = 0;
     for (int i = 0; i < 100000 && (answers < SYNCS || distinct < DEVICE_MSGS || !sync_done); i++) {
-        Parley__V1__Frame *r = raw_read_frame(&w);
+        Parley__V1__Frame *r = h_raw_next_frame(&w, NULL);
         if (!r) break;
         if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id >= 10) answers++;
         if (r->body_case == PARLEY__V1__FRAME__BODY_SYNC_DONE) sync_done = 1;
@@ -525,7 +297,7 @@ static void start_sync_device_messages_bounded(void) {
         parley__v1__frame__free_unpacked(r, NULL);
     }
     int closed = w.close_code;
-    raw_close(&w);
+    h_raw_close(&w);
     CHECK(closed == 0, "connection closed (%d)", closed);
     CHECK(answers == SYNCS, "%d of %d StartSync answered", answers, SYNCS);
     CHECK(distinct == DEVICE_MSGS, "%d of %d device messages arrived", distinct, DEVICE_MSGS);
@@ -544,7 +316,7 @@ static size_t put_varint(uint8_t *p, uint64_t v) {
     return n;
 }
 
-static int send_empty_prekeys(raw_ws *w, uint64_t rid, size_t bytes) {
+static int send_empty_prekeys(h_raw *w, uint64_t rid, size_t bytes) {
     /* Frame{request_id, upload_keys (28) {one_time_pre_keys (3): empty}*} */
     size_t n_keys = (bytes - 32) / 2;
     uint8_t *b = malloc(n_keys * 2 + 32);
@@ -558,13 +330,13 @@ static int send_empty_prekeys(raw_ws *w, uint64_t rid, size_t bytes) {
         b[p++] = 3 << 3 | 2;
         b[p++] = 0;
     }
-    int r = raw_send(w, WS_OP_BINARY, b, p);
+    int r = h_raw_send_binary(w, b, p);
     free(b);
     return r;
 }
 
 static void upload_keys_expansion_refused(void) {
-    raw_ws w;
+    h_raw w;
     NEED(raw_open(&w, S.port, 0) == 0);
     NEED(raw_register(&w) == 0);
     double too_large0 = metric("parley_requests_too_large_total");
@@ -587,9 +359,9 @@ static void upload_keys_expansion_refused(void) {
     f.request_id = 60;
     f.body_case = PARLEY__V1__FRAME__BODY_LIST_CONVERSATIONS;
     f.list_conversations = &lc;
-    NEED(raw_send_frame(&w, &f) == 0);
+    NEED(h_raw_send_frame(&w, &f) == 0);
     st = raw_status(&w, 60);
-    raw_close(&w);
+    h_raw_close(&w);
     CHECK(st == 0, "ListConversations after the refusals: status %d", st);
 }
 
@@ -597,7 +369,7 @@ static void upload_keys_expansion_refused(void) {
  * then reads: it gets the 1009 close frame with a reason that says so (not
  * a reset: the server shuts its write side and reads to EOF). */
 static void oversized_message_close_1009_arrives(void) {
-    raw_ws w;
+    h_raw w;
     NEED(raw_open(&w, S.port, 0) == 0);
     NEED(raw_register(&w) == 0);
     /* more than the kernel's socket buffers hold, so the server must read
@@ -605,12 +377,12 @@ static void oversized_message_close_1009_arrives(void) {
     size_t len = 16u << 20;
     uint8_t *big = calloc(1, len);
     NEED(big);
-    int sent = raw_send(&w, WS_OP_BINARY, big, len);
+    int sent = h_raw_send_binary(&w, big, len);
     free(big);
     int code = raw_expect_close(&w);
     char reason[128];
     snprintf(reason, sizeof reason, "%s", w.close_reason);
-    raw_close(&w);
+    h_raw_close(&w);
     CHECK(sent == 0, "the server reset the connection while the client was still sending");
     CHECK(code == 1009, "close %d (1006: reset), want 1009", code);
     CHECK(strstr(reason, "too big") != NULL, "close reason '%s' does not say the message was too big", reason);
@@ -620,25 +392,25 @@ static void oversized_message_close_1009_arrives(void) {
  * 1009 (the 1 MiB limit is for signed-in devices), and a request other than
  * sign-in is refused without being decoded (its body is not protobuf). */
 static void unauthenticated_small_and_undecoded(void) {
-    raw_ws w;
+    h_raw w;
     NEED(raw_open(&w, S.port, 0) == 0);
     uint8_t junk[8192];
     memset(junk, 0x41, sizeof junk);
-    NEED(raw_send(&w, WS_OP_BINARY, junk, sizeof junk) == 0);
+    NEED(h_raw_send_binary(&w, junk, sizeof junk) == 0);
     int code = raw_expect_close(&w);
     char reason[128];
     snprintf(reason, sizeof reason, "%s", w.close_reason);
-    raw_close(&w);
+    h_raw_close(&w);
     CHECK(code == 1009, "8 KiB message before sign-in: close %d, want 1009", code);
     CHECK(strstr(reason, "sign-in") != NULL, "reason '%s' does not mention sign-in", reason);
 
     NEED(raw_open(&w, S.port, 0) == 0);
     /* Frame{request_id 7, history: <bytes that are not a History>} */
     uint8_t f[] = {0x08, 7, (21 << 3 | 2) | 0x80, (21 << 3 | 2) >> 7, 3, 0xff, 0xff, 0xff};
-    NEED(raw_send(&w, WS_OP_BINARY, f, sizeof f) == 0);
+    NEED(h_raw_send_binary(&w, f, sizeof f) == 0);
     int st = raw_status(&w, 7);
     int closed = w.close_code;
-    raw_close(&w);
+    h_raw_close(&w);
     CHECK(st == PARLEY__V1__STATUS__UNAUTHENTICATED,
           "undecodable History before sign-in: status %d, close %d (want UNAUTHENTICATED, not decoded)", st,
           closed);
@@ -648,7 +420,7 @@ static void unauthenticated_small_and_undecoded(void) {
  * closed at its header (1009) and the server does not hold their data. */
 static void unauthenticated_connections_cheap(void) {
     enum { N = 200 };
-    raw_ws *w = h_calloc(N, sizeof *w);
+    h_raw *w = h_calloc(N, sizeof *w);
     NEED(w);
     long before = hwm_kb(&S);
     uint8_t *part = h_calloc(1, 256 * 1024);
@@ -667,7 +439,7 @@ static void unauthenticated_connections_cheap(void) {
     int closed_1009 = 0;
     for (int i = 0; i < opened; i++) closed_1009 += raw_expect_close(&w[i]) == 1009;
     CHECK_GROWTH(before, 32 * 1024, "200 unauthenticated connections sending 1 MiB messages");
-    for (int i = 0; i < opened; i++) raw_close(&w[i]);
+    for (int i = 0; i < opened; i++) h_raw_close(&w[i]);
     h_free(w);
     h_free(part);
     CHECK(opened == N, "only %d of %d connections opened", opened, N);
@@ -678,9 +450,9 @@ static void unauthenticated_connections_cheap(void) {
  * Presence push follows the OK, not 1024. */
 static void presence_repeated_ids_deduplicated(void) {
     NEED(alice && bob);
-    raw_ws w;
+    h_raw w;
     NEED(raw_open(&w, S.port, 0) == 0);
-    NEED(raw_sign_in(&w, &alice->id) == 0);
+    NEED(h_raw_sign_in(&w, &alice->id) == 0);
     uint64_t *ids = h_calloc(1024, sizeof *ids);
     NEED(ids);
     for (int i = 0; i < 1024; i++) ids[i] = bob->id.user_id;
@@ -692,7 +464,7 @@ static void presence_repeated_ids_deduplicated(void) {
     f.body_case = PARLEY__V1__FRAME__BODY_SUBSCRIBE_PRESENCE;
     f.subscribe_presence = &sp;
     uint64_t t0 = h_now_ms();
-    NEED(raw_send_frame(&w, &f) == 0);
+    NEED(h_raw_send_frame(&w, &f) == 0);
     h_free(ids);
     /* then a request whose answer marks the end of the presence pushes */
     Parley__V1__ListConversations lc = PARLEY__V1__LIST_CONVERSATIONS__INIT;
@@ -700,17 +472,17 @@ static void presence_repeated_ids_deduplicated(void) {
     f2.request_id = 6;
     f2.body_case = PARLEY__V1__FRAME__BODY_LIST_CONVERSATIONS;
     f2.list_conversations = &lc;
-    NEED(raw_send_frame(&w, &f2) == 0);
+    NEED(h_raw_send_frame(&w, &f2) == 0);
     int status = -1, presence = 0, end = 0;
     for (int i = 0; i < 4096 && !end; i++) {
-        Parley__V1__Frame *r = raw_read_frame(&w);
+        Parley__V1__Frame *r = h_raw_next_frame(&w, NULL);
         if (!r) break;
         if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id == 5) status = r->response->status;
         if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id == 6) end = 1;
         if (r->body_case == PARLEY__V1__FRAME__BODY_PRESENCE && r->presence->user_id == bob->id.user_id) presence++;
         parley__v1__frame__free_unpacked(r, NULL);
     }
-    raw_close(&w);
+    h_raw_close(&w);
     /* a figure, not an assertion: how long the loop spent on it */
     fprintf(stderr, "  SubscribePresence of 1024 copies of one id: answered within %llu ms\n",
             (unsigned long long)(h_now_ms() - t0));
@@ -719,56 +491,66 @@ static void presence_repeated_ids_deduplicated(void) {
     CHECK(presence == 1, "%d Presence pushes for one (repeated) user, want 1", presence);
 }
 
+/* Sends n SendMessages of a one-byte body to conv (request ids first_rid
+ * on, client ids tag<pid>_i) packed back to back in one write, so they
+ * arrive together, then reads (at most 4n frames) until each is answered:
+ * how many were answered OK, or -1 if they could not be packed or sent. */
+static int pipelined_sends(h_raw *w, uint64_t conv, int n, uint64_t first_rid, const char *tag,
+                           const char *body) {
+    enum { SLOT = 128 };   /* wire bytes room per frame: each is about 40 */
+    size_t cap = (size_t)n * SLOT, used = 0;
+    uint8_t *all = h_calloc((size_t)n, SLOT);
+    if (!all) return -1;
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "%s%d_%d", tag, (int)getpid(), i);
+        Parley__V1__SendMessage sm = PARLEY__V1__SEND_MESSAGE__INIT;
+        sm.conversation_id = conv;
+        sm.client_msg_id.data = (uint8_t *)id;
+        sm.client_msg_id.len = strlen(id);
+        sm.type = PARLEY__V1__MESSAGE_TYPE__TEXT;
+        sm.body.data = (uint8_t *)body;
+        sm.body.len = strlen(body);
+        Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+        f.request_id = first_rid + (uint64_t)i;
+        f.body_case = PARLEY__V1__FRAME__BODY_SEND_MESSAGE;
+        f.send_message = &sm;
+        size_t len = h_raw_pack_frame(&f, all + used, cap - used);
+        if (len == 0) {
+            h_free(all);
+            return -1;
+        }
+        used += len;
+    }
+    ssize_t sent = send(w->fd, all, used, MSG_NOSIGNAL);
+    h_free(all);
+    if (sent != (ssize_t)used) return -1;
+    int ok = 0;
+    for (int i = 0; i < n * 4 && ok < n; i++) {
+        Parley__V1__Frame *r = h_raw_next_frame(w, NULL);
+        if (!r) break;
+        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id >= first_rid &&
+            r->response->status == 0)
+            ok++;
+        parley__v1__frame__free_unpacked(r, NULL);
+    }
+    return ok;
+}
+
 /* A connection pipelining 100 sends with max-in-flight 4: input pauses at
  * the cap, and every send is still answered OK. */
 static void in_flight_requests_capped(void) {
     NEED(alice && big_conv);
-    raw_ws w;
+    h_raw w;
     NEED(raw_open(&w, S.port, 0) == 0);
-    NEED(raw_sign_in(&w, &alice->id) == 0);
+    NEED(h_raw_sign_in(&w, &alice->id) == 0);
     double pauses0 = metric("parley_input_pauses_total");
     enum { SENDS = 100 };
     /* every frame in one write, so they arrive together and the cap, not
      * the network, is what spaces them */
-    uint8_t *all = h_calloc(SENDS, 256);
-    NEED(all);
-    size_t used = 0;
-    for (int i = 0; i < SENDS; i++) {
-        char id[32];
-        snprintf(id, sizeof id, "if%d_%d", (int)getpid(), i);
-        Parley__V1__SendMessage sm = PARLEY__V1__SEND_MESSAGE__INIT;
-        sm.conversation_id = big_conv;
-        sm.client_msg_id.data = (uint8_t *)id;
-        sm.client_msg_id.len = strlen(id);
-        sm.type = PARLEY__V1__MESSAGE_TYPE__TEXT;
-        sm.body.data = (uint8_t *)"x";
-        sm.body.len = 1;
-        Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-        f.request_id = 1000 + (uint64_t)i;
-        f.body_case = PARLEY__V1__FRAME__BODY_SEND_MESSAGE;
-        f.send_message = &sm;
-        uint8_t packed[200];
-        size_t len = parley__v1__frame__get_packed_size(&f);
-        NEED(len <= sizeof packed);
-        parley__v1__frame__pack(&f, packed);
-        uint8_t mask[4] = {9, 8, 7, 6};
-        size_t h = ws_write_header(all + used, WS_OP_BINARY, true, len, mask);
-        memcpy(all + used + h, packed, len);
-        ws_mask(all + used + h, len, mask, 0);
-        used += h + len;
-    }
-    ssize_t sent = send(w.fd, all, used, MSG_NOSIGNAL);
-    h_free(all);
-    NEED(sent == (ssize_t)used);
-    int ok = 0;
-    for (int i = 0; i < SENDS * 4 && ok < SENDS; i++) {
-        Parley__V1__Frame *r = raw_read_frame(&w);
-        if (!r) break;
-        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id >= 1000 && r->response->status == 0)
-            ok++;
-        parley__v1__frame__free_unpacked(r, NULL);
-    }
-    raw_close(&w);
+    int ok = pipelined_sends(&w, big_conv, SENDS, 1000, "if", "x");
+    NEED(ok >= 0);
+    h_raw_close(&w);
     CHECK(ok == SENDS, "%d of %d pipelined sends answered OK", ok, SENDS);
     CHECK(metric("parley_input_pauses_total") > pauses0, "input never paused at max-in-flight");
     /* every decoded request the writer took was let go of: the byte count
@@ -801,10 +583,10 @@ static h_server S2;
 /* A connection that upgrades and never signs in is closed with 1008 after
  * --signin-timeout (not left to the 60 s idle timeout). */
 static void signin_deadline(void) {
-    raw_ws w;
+    h_raw w;
     NEED(raw_open(&w, S2.port, 0) == 0);
     int code = raw_expect_close(&w);
-    raw_close(&w);
+    h_raw_close(&w);
     CHECK(code == 1008, "never signing in: close %d, want 1008 (sign-in timeout)", code);
     double v = -1;
     CHECK(h_metric(&S2, "parley_signin_timeouts_total", &v) == 0 && v >= 1, "signin timeouts %g", v);
@@ -826,51 +608,15 @@ static void in_flight_bytes_capped(void) {
     pc_identity id = a->id;
     h_dev_free(a);
     h_dev_free(b);
-    raw_ws w;
+    h_raw w;
     NEED(raw_open(&w, S3.port, 0) == 0);
-    NEED(raw_sign_in(&w, &id) == 0);
+    NEED(h_raw_sign_in(&w, &id) == 0);
     double pauses0 = -1;
     NEED(h_metric(&S3, "parley_input_pauses_total", &pauses0) == 0);
     enum { SENDS = 1200 };
-    uint8_t *all = h_calloc(SENDS, 128);
-    NEED(all);
-    size_t used = 0;
-    for (int i = 0; i < SENDS; i++) {
-        char cid[32];
-        snprintf(cid, sizeof cid, "ib%d_%d", (int)getpid(), i);
-        Parley__V1__SendMessage sm = PARLEY__V1__SEND_MESSAGE__INIT;
-        sm.conversation_id = conv;
-        sm.client_msg_id.data = (uint8_t *)cid;
-        sm.client_msg_id.len = strlen(cid);
-        sm.type = PARLEY__V1__MESSAGE_TYPE__TEXT;
-        sm.body.data = (uint8_t *)"y";
-        sm.body.len = 1;
-        Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-        f.request_id = 2000 + (uint64_t)i;
-        f.body_case = PARLEY__V1__FRAME__BODY_SEND_MESSAGE;
-        f.send_message = &sm;
-        uint8_t packed[112];
-        size_t len = parley__v1__frame__get_packed_size(&f);
-        NEED(len <= sizeof packed);
-        parley__v1__frame__pack(&f, packed);
-        uint8_t mask[4] = {3, 1, 4, 1};
-        size_t h = ws_write_header(all + used, WS_OP_BINARY, true, len, mask);
-        memcpy(all + used + h, packed, len);
-        ws_mask(all + used + h, len, mask, 0);
-        used += h + len;
-    }
-    ssize_t sent = send(w.fd, all, used, MSG_NOSIGNAL);
-    h_free(all);
-    NEED(sent == (ssize_t)used);
-    int ok = 0;
-    for (int i = 0; i < SENDS * 4 && ok < SENDS; i++) {
-        Parley__V1__Frame *r = raw_read_frame(&w);
-        if (!r) break;
-        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id >= 2000 && r->response->status == 0)
-            ok++;
-        parley__v1__frame__free_unpacked(r, NULL);
-    }
-    raw_close(&w);
+    int ok = pipelined_sends(&w, conv, SENDS, 2000, "ib", "y");
+    NEED(ok >= 0);
+    h_raw_close(&w);
     CHECK(ok == SENDS, "%d of %d pipelined sends answered OK", ok, SENDS);
     double pauses = -1;
     NEED(h_metric(&S3, "parley_input_pauses_total", &pauses) == 0);
@@ -881,17 +627,17 @@ static void in_flight_bytes_capped(void) {
  * while four are not signed in is closed at accept (no HTTP answer); once
  * one signs in, a new one is accepted. */
 static void pending_per_address_capped(void) {
-    raw_ws w[5];
+    h_raw w[5];
     for (int i = 0; i < 4; i++) NEED(raw_open(&w[i], S3.port, 0) == 0);
     int st = raw_upgrade(&w[4], S3.port, 0);
-    raw_close(&w[4]);
+    h_raw_close(&w[4]);
     CHECK(st == -1, "fifth pending socket from one address: status %d, want closed at accept", st);
     NEED(raw_register(&w[0]) == 0);
     /* (a /metrics request is a pending socket too: read with three pending) */
     double v = -1;
     CHECK(h_metric(&S3, "parley_address_limited_total", &v) == 0 && v >= 1, "address limited %g", v);
     int ok = raw_open(&w[4], S3.port, 0) == 0;
-    for (int i = 0; i < 5; i++) raw_close(&w[i]);
+    for (int i = 0; i < 5; i++) h_raw_close(&w[i]);
     CHECK(ok, "no new connection after one of the four signed in");
 }
 
@@ -901,15 +647,14 @@ static h_server S4;
  * request head gets the 503 at once (it is not buffered while the rest
  * trickles in). */
 static void over_accept_rate_answered_at_first_read(void) {
-    raw_ws first, w;
+    h_raw first, w;
     NEED(raw_connect(&first, S4.port, 0) == 0);   /* takes the one token */
     NEED(raw_connect(&w, S4.port, 0) == 0);
     const char *partial = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n";
     NEED(send(w.fd, partial, strlen(partial), MSG_NOSIGNAL) == (ssize_t)strlen(partial));
-    http_response res;
-    int st = read_head(&w, &res);
-    raw_close(&w);
-    raw_close(&first);
+    int st = h_raw_read_head(&w);
+    h_raw_close(&w);
+    h_raw_close(&first);
     CHECK(st == 503, "over the accept rate, a partial head: status %d, want 503", st);
 }
 

@@ -40,20 +40,6 @@ enum {
 
 #define NEED(x) CHECK((x), "%s", #x)
 
-/* Under AddressSanitizer (the server is built the same way as this test)
- * RSS says nothing about buffering: freed memory sits in ASan's quarantine
- * and every allocation carries redzones and shadow. The bound is checked in
- * normal builds only; the rest of the test runs everywhere. */
-#if defined(__SANITIZE_ADDRESS__)
-#define RSS_MEANINGFUL 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define RSS_MEANINGFUL 0
-#endif
-#endif
-#ifndef RSS_MEANINGFUL
-#define RSS_MEANINGFUL 1
-#endif
 
 static h_server S;
 static uint64_t group_id;

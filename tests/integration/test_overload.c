@@ -25,18 +25,6 @@
 
 #define NEED(x) CHECK((x), "%s", #x)
 
-/* Under AddressSanitizer RSS says nothing about buffering (quarantine,
- * redzones); the bound is checked in normal builds only. */
-#if defined(__SANITIZE_ADDRESS__)
-#define RSS_MEANINGFUL 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define RSS_MEANINGFUL 0
-#endif
-#endif
-#ifndef RSS_MEANINGFUL
-#define RSS_MEANINGFUL 1
-#endif
 
 enum { WAIT_MS = 20000, LIVENESS_MS = 15000, RSS_BOUND_KB = 96 * 1024 };
 

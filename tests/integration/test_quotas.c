@@ -9,9 +9,8 @@
  *   - device-message queues capped per device and per sender, so a victim
  *     always reaches SyncDone and its envelopes;
  *   - AckDeviceMessages that do not advance are not written.
- * Raw connections (src/net codecs) where a test needs every answer's
- * status, which libparley would hide by retrying. */
-#include <errno.h>
+ * Raw connections (h_raw_* in the harness) where a test needs every
+ * answer's status, which libparley would hide by retrying. */
 #include <pthread.h>
 #include <sodium.h>
 #include <stdatomic.h>
@@ -19,187 +18,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include "../check.h"
 #include "harness.h"
-#include "net/http.h"
-#include "net/ws.h"
 
 static h_server S;
 
-enum { RAW_BUF = 1 << 20, IO_TIMEOUT_MS = 30000 };
-
-/* ------------------------------------------------------------ raw client */
-
-typedef struct raw_ws {
-    int fd;
-    uint8_t *buf;
-    size_t off, len;
-    ws_reader rd;
-    uint8_t nonce[32];
-    int eof;
-    int close_code;
-} raw_ws;
-
-static void raw_close(raw_ws *w) {
-    if (!w->buf) return;   /* never opened */
-    if (w->fd >= 0) close(w->fd);
-    w->fd = -1;
-    ws_reader_free(&w->rd);
-    free(w->buf);
-    w->buf = NULL;
-}
-
-/* Next whole message. 1: *m filled (valid until the next call); 0: EOF,
- * timeout or a malformed frame. */
-static int raw_next(raw_ws *w, ws_message *m) {
-    uint64_t deadline = h_now_ms() + IO_TIMEOUT_MS;
-    for (;;) {
-        size_t consumed = 0;
-        int r = ws_reader_feed(&w->rd, w->buf + w->off, w->len - w->off, &consumed, m);
-        w->off += consumed;
-        if (r == WS_READY) return 1;
-        if (r == WS_ERROR) return 0;
-        if (w->off > 0) {
-            memmove(w->buf, w->buf + w->off, w->len - w->off);
-            w->len -= w->off;
-            w->off = 0;
-        }
-        if (h_now_ms() >= deadline || w->len == RAW_BUF) return 0;
-        ssize_t n = recv(w->fd, w->buf + w->len, RAW_BUF - w->len, 0);
-        if (n == 0) {
-            w->eof = 1;
-            return 0;
-        }
-        if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN) continue;
-            return 0;
-        }
-        w->len += (size_t)n;
-    }
-}
-
-/* Appends one masked binary frame holding f to out (cap bytes); its length or 0. */
-static size_t raw_pack_frame(const Parley__V1__Frame *f, uint8_t *out, size_t cap) {
-    size_t len = parley__v1__frame__get_packed_size(f);
-    if (WS_MAX_HEADER + len > cap) return 0;
-    uint8_t mask[4] = {0x12, 0x34, 0x56, 0x78};
-    size_t h = ws_write_header(out, WS_OP_BINARY, true, len, mask);
-    parley__v1__frame__pack(f, out + h);
-    ws_mask(out + h, len, mask, 0);
-    return h + len;
-}
-
-static int raw_send_all(raw_ws *w, const uint8_t *p, size_t n) {
-    uint64_t deadline = h_now_ms() + 3 * IO_TIMEOUT_MS;
-    while (n > 0) {
-        ssize_t k = send(w->fd, p, n, MSG_NOSIGNAL);
-        /* EAGAIN: the socket's send timeout; a busy server reads later */
-        if (k < 0 && (errno == EINTR || errno == EAGAIN) && h_now_ms() < deadline) continue;
-        if (k <= 0) return -1;
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-static int raw_send_frame(raw_ws *w, const Parley__V1__Frame *f) {
-    size_t cap = WS_MAX_HEADER + parley__v1__frame__get_packed_size(f);
-    uint8_t *b = malloc(cap);
-    if (!b) return -1;
-    size_t n = raw_pack_frame(f, b, cap);
-    int r = n ? raw_send_all(w, b, n) : -1;
-    free(b);
-    return r;
-}
-
-/* Next protobuf Frame (pings and pongs skipped). NULL on close, EOF or timeout. */
-static Parley__V1__Frame *raw_read_frame(raw_ws *w) {
-    for (int i = 0; i < 64; i++) {
-        ws_message m;
-        if (raw_next(w, &m) != 1) return NULL;
-        if (m.kind == WS_MSG_CLOSE) {
-            w->close_code = m.close_code;
-            return NULL;
-        }
-        if (m.kind == WS_MSG_BINARY) return parley__v1__frame__unpack(NULL, m.len, m.data);
-    }
-    return NULL;
-}
-
-/* Upgraded to parley.v1, Challenge read. 0 or -1. */
-static int raw_open(raw_ws *w) {
-    memset(w, 0, sizeof *w);
-    w->fd = -1;
-    w->buf = malloc(RAW_BUF);
-    ws_reader_init(&w->rd, false, RAW_BUF);
-    w->fd = w->buf ? h_tcp_connect(S.port, IO_TIMEOUT_MS) : -1;
-    if (w->fd < 0) return -1;
-    char key[25];
-    ws_make_client_key(key);
-    char req[512];
-    int n = snprintf(req, sizeof req,
-                     "GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: parley.v1\r\n\r\n",
-                     S.port, key);
-    if (raw_send_all(w, (const uint8_t *)req, (size_t)n) != 0) return -1;
-    uint64_t deadline = h_now_ms() + IO_TIMEOUT_MS;
-    http_response res;
-    int head = 0;
-    while (head == 0 && h_now_ms() < deadline) {
-        head = http_parse_response((const char *)w->buf, w->len, &res);
-        if (head != 0) break;
-        ssize_t k = recv(w->fd, w->buf + w->len, RAW_BUF - w->len, 0);
-        if (k <= 0 && !(k < 0 && errno == EINTR)) return -1;
-        if (k > 0) w->len += (size_t)k;
-    }
-    if (head <= 0 || res.status != 101) return -1;
-    w->off = (size_t)head;
-    Parley__V1__Frame *f = raw_read_frame(w);
-    int ok = f && f->body_case == PARLEY__V1__FRAME__BODY_CHALLENGE && f->challenge->nonce.len == 32;
-    if (ok) memcpy(w->nonce, f->challenge->nonce.data, 32);
-    if (f) parley__v1__frame__free_unpacked(f, NULL);
-    return ok ? 0 : -1;
-}
-
-/* Reads until the Response to request_id: its status (result in *out if
- * asked, caller frees), or -1. */
-static int raw_response(raw_ws *w, uint64_t request_id, Parley__V1__Frame **out) {
-    for (int i = 0; i < 10000; i++) {
-        Parley__V1__Frame *r = raw_read_frame(w);
-        if (!r) return -1;
-        if (r->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && r->request_id == request_id) {
-            int st = r->response->status;
-            if (out) *out = r;
-            else parley__v1__frame__free_unpacked(r, NULL);
-            return st;
-        }
-        parley__v1__frame__free_unpacked(r, NULL);
-    }
-    return -1;
-}
+/* Raw connections (h_raw_*) with this test's bounds: 30 s for each read
+ * (a busy shared machine), up to 10000 frames before an awaited Response. */
+enum { IO_TIMEOUT_MS = 30000, RESPONSE_MAX_FRAMES = 10000 };
 
 /* A raw connection signed in as an existing device. 0 or -1. */
-static int raw_sign_in(raw_ws *w, const pc_identity *id) {
-    if (raw_open(w) != 0) return -1;
-    uint8_t msg[14 + 32 + 32], sig[64];
-    memcpy(msg, "parley.v1 auth", 14);
-    memcpy(msg + 14, w->nonce, 32);
-    int host_len = snprintf((char *)msg + 46, 32, "127.0.0.1:%d", S.port);   /* the Host raw_open sent */
-    crypto_sign_detached(sig, NULL, msg, 46 + (size_t)host_len, id->secret_key);
-    Parley__V1__SignIn si = PARLEY__V1__SIGN_IN__INIT;
-    si.user_id = id->user_id;
-    si.device_id = id->device_id;
-    si.signature.data = sig;
-    si.signature.len = sizeof sig;
-    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-    f.request_id = 1;
-    f.body_case = PARLEY__V1__FRAME__BODY_SIGN_IN;
-    f.sign_in = &si;
-    if (raw_send_frame(w, &f) != 0) return -1;
-    return raw_response(w, 1, NULL) == PARLEY__V1__STATUS__OK ? 0 : -1;
+static int raw_sign_in(h_raw *w, const pc_identity *id) {
+    const h_raw_opts o = { .io_ms = IO_TIMEOUT_MS };
+    return h_raw_open_port(S.port, &o, w) == 0 && h_raw_sign_in(w, id) == 0 ? 0 : -1;
 }
 
 static void fill_send(Parley__V1__Frame *f, Parley__V1__SendMessage *sm, uint64_t rid, uint64_t conv,
@@ -221,7 +53,7 @@ static void fill_send(Parley__V1__Frame *f, Parley__V1__SendMessage *sm, uint64_
 /* Pipelines per_conn sends on each of conns[0..n), then reads every
  * answer: *ok and *limited count OK and RATE_LIMITED; anything else fails.
  * *elapsed_ms: from the first send to the last answer. 0 or -1. */
-static int pipelined_sends(raw_ws *conns, size_t n, int per_conn, uint64_t conv, int *ok, int *limited,
+static int pipelined_sends(h_raw *conns, size_t n, int per_conn, uint64_t conv, int *ok, int *limited,
                            uint64_t *elapsed_ms) {
     *ok = *limited = 0;
     uint64_t t0 = h_now_ms();
@@ -232,7 +64,7 @@ static int pipelined_sends(raw_ws *conns, size_t n, int per_conn, uint64_t conv,
             char id[64], tag[24];
             snprintf(tag, sizeof tag, "c%zu", c);
             fill_send(&f, &sm, (uint64_t)(100 + k), conv, id, sizeof id, tag);
-            if (raw_send_frame(&conns[c], &f) != 0) return -1;
+            if (h_raw_send_frame(&conns[c], &f) != 0) return -1;
         }
     }
     /* refusals come from the worker at once, acks from the writer later:
@@ -240,7 +72,7 @@ static int pipelined_sends(raw_ws *conns, size_t n, int per_conn, uint64_t conv,
     for (size_t c = 0; c < n; c++) {
         int answered = 0;
         while (answered < per_conn) {
-            Parley__V1__Frame *r = raw_read_frame(&conns[c]);
+            Parley__V1__Frame *r = h_raw_next_frame(&conns[c], NULL);
             if (!r) {
                 fprintf(stderr, "  connection %zu: %d of %d answers (close %d, eof %d)\n", c, answered,
                         per_conn, conns[c].close_code, conns[c].eof);
@@ -275,14 +107,14 @@ static void send_limit_is_per_device_across_connections(void) {
     uint64_t conv = 0;
     CHECK(pc_open_direct(a->c, b->id.user_id, &conv) == 0, "direct: %s", pc_error(a->c));
     enum { CONNS = 8, PER_CONN = 4 };
-    raw_ws *conns = h_calloc(CONNS, sizeof *conns);
+    h_raw *conns = h_calloc(CONNS, sizeof *conns);
     CHECK(conns, "calloc");
     int opened = 0;
     for (int i = 0; i < CONNS; i++) opened += raw_sign_in(&conns[i], &a->id) == 0;
     int ok = 0, limited = 0;
     uint64_t elapsed = 0;
     int r = opened == CONNS ? pipelined_sends(conns, CONNS, PER_CONN, conv, &ok, &limited, &elapsed) : -1;
-    for (int i = 0; i < CONNS; i++) raw_close(&conns[i]);
+    for (int i = 0; i < CONNS; i++) h_raw_close(&conns[i]);
     CHECK(opened == CONNS, "only %d of %d connections signed in", opened, CONNS);
     CHECK(r == 0, "sends failed");
     double allowed = 4 + 2.0 * (double)elapsed / 1000.0 + 1;
@@ -310,14 +142,14 @@ static void send_limit_per_user_across_devices(void) {
     CHECK(a2, "second device");
     uint64_t conv = 0;
     CHECK(pc_open_direct(a->c, b->id.user_id, &conv) == 0, "direct: %s", pc_error(a->c));
-    raw_ws *conns = h_calloc(2, sizeof *conns);
+    h_raw *conns = h_calloc(2, sizeof *conns);
     CHECK(conns, "calloc");
     int opened = (raw_sign_in(&conns[0], &a->id) == 0) + (raw_sign_in(&conns[1], &a2->id) == 0);
     int ok = 0, limited = 0;
     uint64_t elapsed = 0;
     int r = opened == 2 ? pipelined_sends(conns, 2, 8, conv, &ok, &limited, &elapsed) : -1;
-    raw_close(&conns[0]);
-    raw_close(&conns[1]);
+    h_raw_close(&conns[0]);
+    h_raw_close(&conns[1]);
     CHECK(opened == 2, "raw sign-in failed");
     CHECK(r == 0, "sends failed");
     double allowed = 4 + 2.0 * (double)elapsed / 1000.0 + 1;
@@ -347,7 +179,7 @@ enum {
 };
 
 typedef struct flood_conn {
-    raw_ws ws;
+    h_raw ws;
     pthread_t writer, reader;
     atomic_ulong sent, answered, ok, limited, unavailable, other;
     atomic_int ended_alone;    /* stopped by itself: error, close or a bound */
@@ -362,7 +194,7 @@ static void *flood_write(void *arg) {
     f.request_id = 7;
     f.body_case = PARLEY__V1__FRAME__BODY_CREATE_LINK_TOKEN;
     f.create_link_token = &lt;
-    size_t n = raw_pack_frame(&f, one, sizeof one);
+    size_t n = h_raw_pack_frame(&f, one, sizeof one);
     uint8_t *chunk = malloc(n * FLOOD_CHUNK);
     if (!chunk || n == 0) {
         atomic_store(&fc->ended_alone, 1);
@@ -380,7 +212,7 @@ static void *flood_write(void *arg) {
             h_sleep_ms(1);
             continue;
         }
-        if (raw_send_all(&fc->ws, chunk, n * FLOOD_CHUNK) != 0) {
+        if (h_raw_send_bytes(&fc->ws, chunk, n * FLOOD_CHUNK) != 0) {
             if (!atomic_load(&fc->stop)) atomic_store(&fc->ended_alone, 1);
             break;
         }
@@ -396,7 +228,7 @@ static void *flood_write(void *arg) {
 static void *flood_read(void *arg) {
     flood_conn *fc = arg;
     while (!atomic_load(&fc->stop)) {
-        Parley__V1__Frame *r = raw_read_frame(&fc->ws);
+        Parley__V1__Frame *r = h_raw_next_frame(&fc->ws, NULL);
         if (!r) {
             /* a quiet 30 s (nothing outstanding) is fine; EOF or close is not */
             if (fc->ws.eof || fc->ws.close_code) {
@@ -442,7 +274,7 @@ static void write_flood_does_not_fail_another_users_sends(void) {
     CHECK(flooder && victim && peer, "users");
     uint64_t conv = 0;
     CHECK(pc_open_direct(victim->c, peer->id.user_id, &conv) == 0, "direct: %s", pc_error(victim->c));
-    raw_ws *v = h_calloc(1, sizeof *v);
+    h_raw *v = h_calloc(1, sizeof *v);
     CHECK(v && raw_sign_in(v, &victim->id) == 0, "victim raw sign-in");
 
     flood_conn *fl = h_calloc(FLOOD_CONNS, sizeof *fl);
@@ -469,7 +301,9 @@ static void write_flood_does_not_fail_another_users_sends(void) {
         char id[48];
         fill_send(&f, &sm, (uint64_t)(1000 + i), conv, id, sizeof id, "victim");
         uint64_t t = h_now_ms();
-        int st = raw_send_frame(v, &f) == 0 ? raw_response(v, (uint64_t)(1000 + i), NULL) : -1;
+        int st = h_raw_send_frame(v, &f) == 0
+                     ? h_raw_await_response(v, (uint64_t)(1000 + i), RESPONSE_MAX_FRAMES, NULL)
+                     : -1;
         if (h_now_ms() - t > slowest_ms) slowest_ms = h_now_ms() - t;
         if (st != PARLEY__V1__STATUS__OK) {
             victim_bad = st;
@@ -495,8 +329,8 @@ static void write_flood_does_not_fail_another_users_sends(void) {
         f_unavailable += atomic_load(&fl[i].unavailable);
         f_other += atomic_load(&fl[i].other);
     }
-    for (int i = 0; i < FLOOD_CONNS; i++) raw_close(&fl[i].ws);
-    raw_close(v);
+    for (int i = 0; i < FLOOD_CONNS; i++) h_raw_close(&fl[i].ws);
+    h_raw_close(v);
     fprintf(stderr,
             "  flood: %lu answered before the victim's sends, %lu after; OK %lu, RATE_LIMITED %lu, "
             "UNAVAILABLE %lu, other %lu; share refusals %.0f\n",
@@ -655,7 +489,7 @@ static void device_acks_not_advancing_are_not_written(void) {
     CHECK(h_server_start(&S, NULL) == 0, "server did not start");
     h_dev *a = h_user_new(&S, NULL);
     CHECK(a, "user");
-    raw_ws *w = h_calloc(1, sizeof *w);
+    h_raw *w = h_calloc(1, sizeof *w);
     CHECK(w && raw_sign_in(w, &a->id) == 0, "raw sign-in");
     double commits0 = 0, coalesced = 0, commits1 = 0;
     CHECK(h_metric(&S, "parley_store_commits_total", &commits0) == 0, "metric");
@@ -667,7 +501,7 @@ static void device_acks_not_advancing_are_not_written(void) {
         Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
         f.body_case = PARLEY__V1__FRAME__BODY_ACK_DEVICE_MESSAGES;
         f.ack_device_messages = &ack;
-        sent += raw_send_frame(w, &f) == 0;
+        sent += h_raw_send_frame(w, &f) == 0;
     }
     /* a request answered after them: the acks before it have been handled */
     Parley__V1__CreateLinkToken lt = PARLEY__V1__CREATE_LINK_TOKEN__INIT;
@@ -675,8 +509,8 @@ static void device_acks_not_advancing_are_not_written(void) {
     f.request_id = 9;
     f.body_case = PARLEY__V1__FRAME__BODY_CREATE_LINK_TOKEN;
     f.create_link_token = &lt;
-    int st = raw_send_frame(w, &f) == 0 ? raw_response(w, 9, NULL) : -1;
-    raw_close(w);
+    int st = h_raw_send_frame(w, &f) == 0 ? h_raw_await_response(w, 9, RESPONSE_MAX_FRAMES, NULL) : -1;
+    h_raw_close(w);
     CHECK(sent == ACKS && st == PARLEY__V1__STATUS__OK, "sent %d acks, then status %d", sent, st);
     CHECK(h_metric(&S, "parley_store_commits_total", &commits1) == 0, "metric");
     h_metric(&S, "parley_device_acks_coalesced_total", &coalesced);
@@ -727,7 +561,7 @@ static void every_write_kind_is_rate_limited(void) {
     KIND(8, "RemoveMember", REMOVE_MEMBER, remove_member, &rm);
     KIND(9, "MarkRead", MARK_READ, mark_read, &mr);
 #undef KIND
-    raw_ws *w = h_calloc(1, sizeof *w);
+    h_raw *w = h_calloc(1, sizeof *w);
     CHECK(w, "calloc");
     int unlimited = -1;
     for (int i = 0; i < 10 && unlimited < 0; i++) {
@@ -737,11 +571,11 @@ static void every_write_kind_is_rate_limited(void) {
         int st[3] = {-1, -1, -1};
         for (int k = 0; ok && k < 3; k++) {
             kinds[i].f.request_id = (uint64_t)(10 + k);
-            ok = raw_send_frame(w, &kinds[i].f) == 0;
+            ok = h_raw_send_frame(w, &kinds[i].f) == 0;
         }
         /* answers may come out of order: refusals at once, the rest from the writer */
         for (int n = 0; ok && n < 3; n++) {
-            Parley__V1__Frame *r = raw_read_frame(w);
+            Parley__V1__Frame *r = h_raw_next_frame(w, NULL);
             if (!r) {
                 ok = 0;
                 break;
@@ -751,7 +585,7 @@ static void every_write_kind_is_rate_limited(void) {
             else n--;
             parley__v1__frame__free_unpacked(r, NULL);
         }
-        raw_close(w);
+        h_raw_close(w);
         h_dev_free(d);
         CHECK(ok, "%s: no answers (close %d, eof %d)", kinds[i].name, w->close_code, w->eof);
         int limited = (st[0] == PARLEY__V1__STATUS__RATE_LIMITED) + (st[1] == PARLEY__V1__STATUS__RATE_LIMITED) +

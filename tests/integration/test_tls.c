@@ -32,17 +32,6 @@
 
 #define NEED(x) CHECK((x), "%s", #x)
 
-#if defined(__SANITIZE_ADDRESS__)
-#define RSS_MEANINGFUL 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define RSS_MEANINGFUL 0
-#endif
-#endif
-#ifndef RSS_MEANINGFUL
-#define RSS_MEANINGFUL 1
-#endif
-
 enum { WAIT_MS = 20000, IDLE_CONNS = 300 };
 
 static char dir[64], cert[128], key[128], other_cert[128], other_key[128], logf[128];
