@@ -56,10 +56,8 @@ typedef struct conn {
     /* memory and request limits (worker.c, session.c, realtime.c) */
     uint64_t out_moved_ms;  /* last time output was written (or input paused) */
     size_t decoded_bytes;   /* what decoding the current request allocated */
-    uint32_t in_flight;     /* requests at the writer, not yet answered (in_flight.c) */
-    float typing_tokens;    /* token bucket (sends: per device, admission.h) */
-    struct in_flight_entry *in_flight_tab;
-    size_t in_flight_bytes; /* their decoded bytes */
+    struct in_flight_table *in_flight; /* requests at the writer, not yet answered, and
+                               their decoded bytes (in_flight.c); NULL: none */
     uint64_t dm_after;      /* device messages at sync: the last queue_seq pushed */
     uint32_t dm_sent;       /* pushed since the latest StartSync */
     float presence_tokens;  /* ids a connection may subscribe to, refilled per second */
@@ -69,6 +67,7 @@ typedef struct conn {
     uint32_t device_id;
     conn_state state;
     uint32_t peer_addr;     /* IPv4, host order: the per-address count */
+    float typing_tokens;    /* token bucket (sends: per device, admission.h) */
     /* flags last, together, so they pack */
     bool epollout;          /* EPOLLOUT is armed */
     bool dirty;             /* on the worker's flush list */
