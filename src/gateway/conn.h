@@ -37,15 +37,12 @@ typedef struct conn {
     uint64_t acked_upto;    /* last user_seq the device acknowledged */
     buf in, out;
     ws_reader reader;
-    uint8_t nonce[32];      /* the sign-in challenge */
-    char *auth_host;        /* Host of the upgrade request, signed with the nonce;
-                               owned, freed once signed in or closed */
-    uint64_t auth_request_id; /* the RegisterUser/RegisterDevice waiting for the writer */
+    struct conn_auth *auth; /* sign-in state (conn_auth.h): owned, from the upgrade
+                               until signed in or closed; NULL otherwise */
     struct conn *next_dirty;
     /* session.c, realtime.c */
     uint64_t sync_from;     /* the cursor the latest StartSync came with */
     uint64_t tokens_refilled_ms;
-    float typing_tokens;    /* token bucket (sends: per device, admission.h) */
     uint64_t device_acked_upto; /* last AckDeviceMessages handed to the writer */
     uint64_t cursor_submitted_upto; /* last Ack handed to the writer (the next starts after it) */
     Parley__V1__Frame *device_ack;  /* newest AckDeviceMessages of this turn, not yet handed
@@ -57,13 +54,10 @@ typedef struct conn {
                                write side shut: last input read and dropped */
     uint64_t closing_ms;    /* when CLOSING began: a peer that never reads is cut */
     /* memory and request limits (worker.c, session.c, realtime.c) */
-    uint64_t ws_since_ms;   /* upgraded: the sign-in deadline counts from here */
     uint64_t out_moved_ms;  /* last time output was written (or input paused) */
     size_t decoded_bytes;   /* what decoding the current request allocated */
-    uint32_t in_flight;     /* requests at the writer, not yet answered (in_flight.c) */
-    struct in_flight_entry *in_flight_tab;
-    size_t in_flight_bytes; /* their decoded bytes */
-    uint32_t peer_addr;     /* IPv4, host order: the per-address count */
+    struct in_flight_table *in_flight; /* requests at the writer, not yet answered, and
+                               their decoded bytes (in_flight.c); NULL: none */
     uint64_t dm_after;      /* device messages at sync: the last queue_seq pushed */
     uint32_t dm_sent;       /* pushed since the latest StartSync */
     float presence_tokens;  /* ids a connection may subscribe to, refilled per second */
@@ -72,6 +66,8 @@ typedef struct conn {
     SSL *ssl;
     uint32_t device_id;
     conn_state state;
+    uint32_t peer_addr;     /* IPv4, host order: the per-address count */
+    float typing_tokens;    /* token bucket (sends: per device, admission.h) */
     /* flags last, together, so they pack */
     bool epollout;          /* EPOLLOUT is armed */
     bool dirty;             /* on the worker's flush list */

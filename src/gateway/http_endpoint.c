@@ -7,6 +7,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "gateway/conn_auth.h"
 #include "gateway/ops_http.h"
 #include "net/http.h"
 
@@ -79,10 +80,17 @@ static void upgrade(worker *w, conn *c, const http_request *req) {
                 "too many new connections\n", 25);
         return;
     }
+    /* the sign-in state, held until sign-in (conn_auth.h) */
+    conn_auth *auth = conn_auth_new(req->host, sizeof req->host - 1, clock_mono_ms());
+    if (!auth) {
+        respond_text(w, c, "503 Service Unavailable", "out of memory\n");
+        return;
+    }
     /* taken first, then checked, so workers racing for the last places
      * cannot overshoot together */
     if ((unsigned long)atomic_fetch_add(&g_metrics.connections, 1) >= cfg->max_connections) {
         atomic_fetch_sub(&g_metrics.connections, 1);
+        conn_auth_free(auth);
         METRIC_INC(upgrades_rejected_total);
         respond(w, c, "503 Service Unavailable", "Retry-After: 5\r\n", "text/plain",
                 "too many connections\n", 21);
@@ -100,8 +108,8 @@ static void upgrade(worker *w, conn *c, const http_request *req) {
     c->framed = true;
     c->out_unit_left = (size_t)n;
     c->state = CONN_WS;
-    c->last_rx_ms = c->ws_since_ms = clock_mono_ms();
-    c->auth_host = strdup(req->host);   /* the parser bounds it (255 bytes) */
+    c->last_rx_ms = auth->since_ms;
+    c->auth = auth;
     session_challenge(w, c);
 }
 

@@ -1,6 +1,7 @@
 #include "gateway/in_flight.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "gateway/request_limits.h"
 
@@ -9,37 +10,46 @@ struct in_flight_entry {
     size_t bytes;
 };
 
+/* Allocated at the first request and freed when the last is answered, so
+ * an idle connection holds one NULL pointer for all of this. */
+struct in_flight_table {
+    uint32_t n;             /* requests at the writer, not yet answered */
+    size_t bytes;           /* their decoded bytes */
+    struct in_flight_entry e[];   /* the oldest first; cap entries */
+};
+
+uint32_t in_flight_count(const conn *c) { return c->in_flight ? c->in_flight->n : 0; }
+size_t in_flight_bytes(const conn *c) { return c->in_flight ? c->in_flight->bytes : 0; }
+
 void in_flight_add(conn *c, uint32_t cap, uint64_t request_id, size_t decoded_bytes) {
-    if (!c->in_flight_tab) c->in_flight_tab = calloc(cap, sizeof *c->in_flight_tab);
+    if (!c->in_flight)
+        c->in_flight = calloc(1, sizeof *c->in_flight + (size_t)cap * sizeof c->in_flight->e[0]);
+    struct in_flight_table *t = c->in_flight;
     /* out of memory or (never, by the pause) full: counted by nothing, so
      * the caps do not hold this one back; the global byte bound still does */
-    if (!c->in_flight_tab || c->in_flight >= cap) return;
-    c->in_flight_tab[c->in_flight].request_id = request_id;
-    c->in_flight_tab[c->in_flight].bytes = decoded_bytes;
-    c->in_flight++;
-    c->in_flight_bytes += decoded_bytes;
+    if (!t || t->n >= cap) return;
+    t->e[t->n].request_id = request_id;
+    t->e[t->n].bytes = decoded_bytes;
+    t->n++;
+    t->bytes += decoded_bytes;
 }
 
 void in_flight_answered(conn *c, const uint8_t *reply, size_t len) {
+    struct in_flight_table *t = c->in_flight;
     frame_peek pk;
-    if (c->in_flight == 0 || frame_peek_parse(reply, len, &pk)) return;
+    if (!t || t->n == 0 || frame_peek_parse(reply, len, &pk)) return;
     /* the oldest with that id: a client reusing an id gets its answers in order */
-    for (uint32_t i = 0; i < c->in_flight; i++) {
-        if (c->in_flight_tab[i].request_id != pk.request_id) continue;
-        c->in_flight_bytes -= c->in_flight_tab[i].bytes;
-        for (uint32_t j = i + 1; j < c->in_flight; j++) c->in_flight_tab[j - 1] = c->in_flight_tab[j];
-        c->in_flight--;
+    for (uint32_t i = 0; i < t->n; i++) {
+        if (t->e[i].request_id != pk.request_id) continue;
+        t->bytes -= t->e[i].bytes;
+        memmove(&t->e[i], &t->e[i + 1], (t->n - i - 1) * sizeof t->e[0]);
+        t->n--;
         break;
     }
-    if (c->in_flight == 0) {
-        free(c->in_flight_tab);   /* an idle connection holds no table */
-        c->in_flight_tab = NULL;
-    }
+    if (t->n == 0) in_flight_free(c);   /* an idle connection holds no table */
 }
 
 void in_flight_free(conn *c) {
-    free(c->in_flight_tab);
-    c->in_flight_tab = NULL;
-    c->in_flight = 0;
-    c->in_flight_bytes = 0;
+    free(c->in_flight);
+    c->in_flight = NULL;
 }

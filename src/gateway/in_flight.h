@@ -18,5 +18,7 @@ void in_flight_add(conn *c, uint32_t cap, uint64_t request_id, size_t decoded_by
 /* The writer's reply (an encoded Frame) arrived. */
 void in_flight_answered(conn *c, const uint8_t *reply, size_t len);
 void in_flight_free(conn *c);
+uint32_t in_flight_count(const conn *c);
+size_t in_flight_bytes(const conn *c);
 
 #endif

@@ -21,6 +21,7 @@
 #include "core/clock.h"
 #include "gateway/admission.h"
 #include "gateway/conn.h"
+#include "gateway/conn_auth.h"
 #include "gateway/in_flight.h"
 #include "gateway/realtime.h"
 #include "gateway/register_limit.h"
@@ -42,27 +43,30 @@ static bool signature_valid(const conn *c, const ProtobufCBinaryData *public_key
                             const ProtobufCBinaryData *signature) {
     if (public_key->len != crypto_sign_PUBLICKEYBYTES || signature->len != crypto_sign_BYTES)
         return false;
-    const char *host = c->auth_host ? c->auth_host : "";
-    size_t host_len = strnlen(host, MAX_AUTH_HOST + 1);
+    const conn_auth *a = c->auth;
+    if (!a) return false;   /* signed in already: no challenge to sign */
+    size_t host_len = strnlen(a->host, MAX_AUTH_HOST + 1);
     if (host_len > MAX_AUTH_HOST) return false;
-    uint8_t signed_bytes[sizeof AUTH_CONTEXT - 1 + sizeof c->nonce + MAX_AUTH_HOST];
+    uint8_t signed_bytes[sizeof AUTH_CONTEXT - 1 + sizeof a->nonce + MAX_AUTH_HOST];
     memcpy(signed_bytes, AUTH_CONTEXT, sizeof AUTH_CONTEXT - 1);
-    memcpy(signed_bytes + sizeof AUTH_CONTEXT - 1, c->nonce, sizeof c->nonce);
-    memcpy(signed_bytes + sizeof AUTH_CONTEXT - 1 + sizeof c->nonce, host, host_len);
+    memcpy(signed_bytes + sizeof AUTH_CONTEXT - 1, a->nonce, sizeof a->nonce);
+    memcpy(signed_bytes + sizeof AUTH_CONTEXT - 1 + sizeof a->nonce, a->host, host_len);
     return crypto_sign_verify_detached(signature->data, signed_bytes,
-                                       sizeof AUTH_CONTEXT - 1 + sizeof c->nonce + host_len,
+                                       sizeof AUTH_CONTEXT - 1 + sizeof a->nonce + host_len,
                                        public_key->data) == 0;
 }
 
 void session_challenge(worker *w, conn *c) {
-    randombytes_buf(c->nonce, sizeof c->nonce);
+    conn_auth *a = c->auth;
+    if (!a) return;   /* signed in: no more challenges */
+    randombytes_buf(a->nonce, sizeof a->nonce);
     c->nonce_spent = false;
     Parley__V1__Frame f;
     Parley__V1__Challenge ch;
     parley__v1__frame__init(&f);
     parley__v1__challenge__init(&ch);
-    ch.nonce.data = c->nonce;
-    ch.nonce.len = sizeof c->nonce;
+    ch.nonce.data = a->nonce;
+    ch.nonce.len = sizeof a->nonce;
     ch.server_ts = clock_wall_ms();
     f.body_case = PARLEY__V1__FRAME__BODY_CHALLENGE;
     f.challenge = &ch;
@@ -144,8 +148,8 @@ static void signed_in(worker *w, conn *c, uint64_t request_id, uint64_t user, ui
     registry_presence_connected(w->srv->registry, user);
     conn_signed_in(w, c);
     c->signed_in = true;
-    free(c->auth_host);
-    c->auth_host = NULL;
+    conn_auth_free(c->auth);   /* the sign-in state is not needed again */
+    c->auth = NULL;
     c->user_id = user;
     c->device_id = device;
     if (request_id == 0) return;
@@ -215,7 +219,7 @@ static bool submit_auth(worker *w, conn *c, Parley__V1__Frame *f, const Protobuf
         return false;
     }
     c->auth_pending = true;
-    c->auth_request_id = rid;
+    c->auth->request_id = rid;   /* signature_valid passed: c->auth is set */
     return true;
 }
 
@@ -226,7 +230,7 @@ static uint64_t reply_request_id(const worker_msg *m) {
 
 void session_apply_reply(worker *w, conn *c, worker_msg *m) {
     in_flight_answered(c, m->data, m->len);
-    if (c->auth_pending && reply_request_id(m) == c->auth_request_id) {
+    if (c->auth_pending && c->auth && reply_request_id(m) == c->auth->request_id) {
         c->auth_pending = false;
         if (m->user_id) signed_in(w, c, 0, m->user_id, m->device_id);
         else session_challenge(w, c);   /* refused: a fresh nonce for the next attempt */
@@ -546,8 +550,8 @@ void session_closed(worker *w, conn *c) {
     }
     c->syncing = false;
     c->signed_in = false;
-    free(c->auth_host);
-    c->auth_host = NULL;
+    conn_auth_free(c->auth);
+    c->auth = NULL;
 }
 
 /* ---------------------------------------------------------------- dispatch */

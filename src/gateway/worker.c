@@ -37,6 +37,7 @@
 #include "core/metrics.h"
 #include "gateway/address_limit.h"
 #include "gateway/conn.h"
+#include "gateway/conn_auth.h"
 #include "gateway/http_endpoint.h"
 #include "gateway/in_flight.h"
 #include "net/http.h"
@@ -314,8 +315,8 @@ static void handle_ws(worker *w, conn *c);
 
 bool conn_input_blocked(const worker *w, const conn *c) {
     const config *cfg = &w->srv->cfg;
-    return buf_len(&c->out) >= cfg->conn_output_cap || c->in_flight >= cfg->max_in_flight ||
-           c->in_flight_bytes >= cfg->max_in_flight_bytes;
+    return buf_len(&c->out) >= cfg->conn_output_cap || in_flight_count(c) >= cfg->max_in_flight ||
+           in_flight_bytes(c) >= cfg->max_in_flight_bytes;
 }
 
 /* Stops reading c: what the peer sends waits in its socket (the kernel's
@@ -774,7 +775,7 @@ static void sweep(worker *w) {
             }
             break;
         case CONN_WS:
-            if (!c->signed_in && now - c->ws_since_ms > cfg->signin_timeout_ms) {
+            if (!c->signed_in && c->auth && now - c->auth->since_ms > cfg->signin_timeout_ms) {
                 METRIC_INC(signin_timeouts_total);
                 conn_close(w, c, WS_CLOSE_POLICY, "sign-in timeout: sign in right after the upgrade");
             } else if (c->input_paused && buf_len(&c->out) >= cfg->conn_output_cap &&

@@ -67,11 +67,12 @@ typedef struct ws_message {
 
 typedef struct ws_reader {
     bool expect_masked;    /* server: true (clients must mask); client: false */
+    uint8_t frag_opcode;   /* 0 when no fragmented message is open */
     size_t max_message;    /* whole-message limit -> 1009 */
-    /* fragmented message being reassembled */
+    /* fragmented message being reassembled (the two bytes above share a
+     * word: one is held per idle connection) */
     uint8_t *frag;
     size_t frag_len, frag_cap;
-    uint8_t frag_opcode;   /* 0 when no fragmented message is open */
 } ws_reader;
 
 void ws_reader_init(ws_reader *r, bool expect_masked, size_t max_message);

@@ -66,7 +66,8 @@ int registry_add(registry *r, uint64_t user, const registry_entry *e) {
     uint64_t *slot = u64map_get(&s->users, user);
     user_conns *uc = slot ? (user_conns *)(uintptr_t)*slot : NULL;
     if (!uc || uc->count == uc->cap) {
-        uint32_t cap = uc ? uc->cap * 2 : 2;
+        /* one entry first: most users have one device online */
+        uint32_t cap = uc ? uc->cap * 2 : 1;
         user_conns *grown = realloc(uc, sizeof *uc + cap * sizeof(registry_entry));
         if (!grown) { rc = -1; goto out; }
         if (!uc) grown->count = 0;
