@@ -116,7 +116,7 @@ static void header_split_at_every_byte(void) {
 static void rows_decode(void) {
     cql_buf body = {0};
     rows_body(&body);
-    cql_result *r = cql_response_parse(CQL_OP_RESULT, body.data, body.len);
+    cql_result *r = cql_response_parse(0, CQL_OP_RESULT, body.data, body.len);
     CHECK(r && cql_result_status(r) == CQL_OK, "status %s: %s", cql_status_name(cql_result_status(r)), cql_result_message(r));
     CHECK(cql_result_kind(r) == CQL_RESULT_ROWS, "kind");
     CHECK(cql_result_rows(r) == 2 && cql_result_columns(r) == 4, "shape %zu x %zu", cql_result_rows(r), cql_result_columns(r));
@@ -146,7 +146,7 @@ static void every_truncation_is_refused(void) {
     cql_buf body = {0};
     rows_body(&body);
     for (size_t cut = 0; cut < body.len; cut++) {
-        cql_result *r = cql_response_parse(CQL_OP_RESULT, body.data, cut);
+        cql_result *r = cql_response_parse(0, CQL_OP_RESULT, body.data, cut);
         CHECK(r && cql_result_status(r) == CQL_ERR_PROTOCOL, "prefix %zu of %zu gave %s", cut,
               body.len, cql_status_name(cql_result_status(r)));
         CHECK(cql_result_rows(r) == 0, "rows from a prefix");
@@ -163,14 +163,14 @@ static void hostile_counts_are_refused(void) {
     put_str(&b, "ks"); put_str(&b, "t");
     put_str(&b, "id"); cql_put_u16(&b, CQL_TYPE_BIGINT);
     cql_put_i32(&b, 0x7fffffff); /* rows: far more than the body holds */
-    cql_result *r = cql_response_parse(CQL_OP_RESULT, b.data, b.len);
+    cql_result *r = cql_response_parse(0, CQL_OP_RESULT, b.data, b.len);
     CHECK(r && cql_result_status(r) == CQL_ERR_PROTOCOL, "huge row count: %s", cql_status_name(cql_result_status(r)));
     cql_result_free(r);
     b.len = 0;
     cql_put_i32(&b, CQL_RESULT_ROWS);
     cql_put_i32(&b, 0x0001);
     cql_put_i32(&b, 0x7fffffff); /* columns */
-    r = cql_response_parse(CQL_OP_RESULT, b.data, b.len);
+    r = cql_response_parse(0, CQL_OP_RESULT, b.data, b.len);
     CHECK(r && cql_result_status(r) == CQL_ERR_PROTOCOL, "huge column count");
     cql_result_free(r);
     cql_buf_free(&b);
@@ -186,7 +186,7 @@ static void error_frames_map_to_statuses(void) {
         cql_buf b = {0};
         cql_put_i32(&b, map[i].code);
         put_str(&b, "boom");
-        cql_result *r = cql_response_parse(CQL_OP_ERROR, b.data, b.len);
+        cql_result *r = cql_response_parse(0, CQL_OP_ERROR, b.data, b.len);
         CHECK(r && cql_result_status(r) == map[i].st, "code 0x%04x gave %s", map[i].code, cql_status_name(cql_result_status(r)));
         CHECK(cql_result_error_code(r) == map[i].code && strcmp(cql_result_message(r), "boom") == 0, "code/message");
         cql_result_free(r);
@@ -201,7 +201,7 @@ static void unprepared_carries_the_id(void) {
     cql_put_i32(&b, 0x2500);
     put_str(&b, "unknown id");
     cql_put_short_bytes(&b, (const uint8_t *)"\x01\x02\x03", 3);
-    cql_result *r = cql_response_parse(CQL_OP_ERROR, b.data, b.len);
+    cql_result *r = cql_response_parse(0, CQL_OP_ERROR, b.data, b.len);
     const uint8_t *id;
     size_t n;
     CHECK(r && cql_result_status(r) == CQL_ERR_UNPREPARED, "status");
@@ -209,7 +209,7 @@ static void unprepared_carries_the_id(void) {
     cql_result_free(r);
     /* the same without its id is malformed */
     b.len -= 5;
-    r = cql_response_parse(CQL_OP_ERROR, b.data, b.len);
+    r = cql_response_parse(0, CQL_OP_ERROR, b.data, b.len);
     CHECK(r && cql_result_status(r) == CQL_ERR_PROTOCOL, "unprepared without id: %s", cql_status_name(cql_result_status(r)));
     cql_result_free(r);
     cql_buf_free(&b);
@@ -225,11 +225,37 @@ static void prepared_result_gives_id(void) {
     put_str(&b, "id"); cql_put_u16(&b, CQL_TYPE_BIGINT);
     /* result metadata: no metadata */
     cql_put_i32(&b, 0x0004); cql_put_i32(&b, 2);
-    cql_result *r = cql_response_parse(CQL_OP_RESULT, b.data, b.len);
+    cql_result *r = cql_response_parse(0, CQL_OP_RESULT, b.data, b.len);
     const uint8_t *id;
     size_t n;
     CHECK(r && cql_result_status(r) == CQL_OK, "status %s: %s", cql_status_name(cql_result_status(r)), cql_result_message(r));
     CHECK(cql_result_prepared_id(r, &id, &n) == 0 && n == 4 && memcmp(id, "ABCD", 4) == 0, "id");
+    cql_result_free(r);
+    cql_buf_free(&b);
+}
+
+/* Cassandra puts warnings (flag 0x08) before the body, e.g. on a PREPARE
+ * after USE; tracing ids (0x02) and custom payloads (0x04) likewise */
+static void flagged_prefixes_are_skipped(void) {
+    cql_buf b = {0};
+    cql_put_u8(&b, 0xAA); /* 16-byte tracing id */
+    for (int i = 1; i < 16; i++)
+        cql_put_u8(&b, (uint8_t)i);
+    cql_put_u16(&b, 2); put_str(&b, "careful"); put_str(&b, "really");
+    cql_put_u16(&b, 1); put_str(&b, "key"); cql_put_bytes(&b, (const uint8_t *)"val", 3);
+    cql_put_i32(&b, CQL_RESULT_PREPARED);
+    cql_put_short_bytes(&b, (const uint8_t *)"ID", 2);
+    cql_put_i32(&b, 0x0001); cql_put_i32(&b, 0); cql_put_i32(&b, 0); put_str(&b, "ks"); put_str(&b, "t");
+    cql_put_i32(&b, 0x0004); cql_put_i32(&b, 0);
+    cql_result *r = cql_response_parse(0x02 | 0x04 | 0x08, CQL_OP_RESULT, b.data, b.len);
+    const uint8_t *id;
+    size_t n;
+    CHECK(r && cql_result_status(r) == CQL_OK, "status %s: %s", cql_status_name(cql_result_status(r)), cql_result_message(r));
+    CHECK(cql_result_prepared_id(r, &id, &n) == 0 && n == 2 && memcmp(id, "ID", 2) == 0, "id");
+    cql_result_free(r);
+    /* the same body read without the flags is not a result */
+    r = cql_response_parse(0, CQL_OP_RESULT, b.data, b.len);
+    CHECK(r && cql_result_status(r) == CQL_ERR_PROTOCOL, "unflagged: %s", cql_status_name(cql_result_status(r)));
     cql_result_free(r);
     cql_buf_free(&b);
 }
@@ -245,5 +271,6 @@ int main(void) {
     RUN(error_frames_map_to_statuses);
     RUN(unprepared_carries_the_id);
     RUN(prepared_result_gives_id);
+    RUN(flagged_prefixes_are_skipped);
     CHECK_EXIT();
 }

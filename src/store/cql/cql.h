@@ -168,6 +168,7 @@ cql_result *cql_query_sync(cql_client *c, const char *query, cql_consistency cl)
 typedef struct cql_stats {
     uint64_t requests, timeouts, reprepares, reconnects, connection_failures;
     int ready_connections;
+    int peak_in_flight; /* most requests in flight on one connection so far */
 } cql_stats;
 void cql_get_stats(cql_client *c, cql_stats *out);
 

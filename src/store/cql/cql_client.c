@@ -97,6 +97,7 @@ struct cql_client {
     cql_prepared *stmts;
     size_t nstmts;
     _Atomic uint64_t n_requests, n_timeouts, n_reprepares, n_reconnects, n_conn_failures;
+    _Atomic int peak_in_flight; /* written by the I/O thread */
     /* I/O thread only */
     request *wait_head, *wait_tail;
 };
@@ -260,6 +261,8 @@ static int conn_send(cql_client *c, conn *k, request *r) {
     }
     k->streams[s] = r;
     k->in_flight++;
+    if (k->in_flight > atomic_load(&c->peak_in_flight))
+        atomic_store(&c->peak_in_flight, k->in_flight);
     r->sent = 1;
     return 0;
 }
@@ -349,7 +352,7 @@ static void dispatch(cql_client *c) {
             }
         }
         if (!k)
-            return;
+            break; /* the rest waits for a stream; what was framed is flushed below */
         request *r = c->wait_head;
         c->wait_head = r->next;
         if (!c->wait_head)
@@ -511,7 +514,7 @@ static void conn_readable(cql_client *c, conn *k) {
                 conn_down(c, k, "compressed frame");
                 return;
             }
-            cql_result *res = cql_response_parse(h.opcode, body, h.length);
+            cql_result *res = cql_response_parse(h.flags, h.opcode, body, h.length);
             on_response(c, k, h.stream, res);
             if (k->state == C_DOWN)
                 return;
@@ -1000,6 +1003,7 @@ void cql_get_stats(cql_client *c, cql_stats *out) {
     out->reprepares = atomic_load(&c->n_reprepares);
     out->reconnects = atomic_load(&c->n_reconnects);
     out->connection_failures = atomic_load(&c->n_conn_failures);
+    out->peak_in_flight = atomic_load(&c->peak_in_flight);
     pthread_mutex_lock(&c->mu);
     out->ready_connections = c->ready_conns;
     pthread_mutex_unlock(&c->mu);

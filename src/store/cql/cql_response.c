@@ -311,7 +311,7 @@ cql_result *cql_result_error(cql_status st, const char *msg) {
     return res;
 }
 
-cql_result *cql_response_parse(uint8_t opcode, const uint8_t *body, size_t len) {
+cql_result *cql_response_parse(uint8_t flags, uint8_t opcode, const uint8_t *body, size_t len) {
     cql_result *res = cql_result_error(CQL_OK, NULL);
     if (!res)
         return NULL;
@@ -325,6 +325,22 @@ cql_result *cql_response_parse(uint8_t opcode, const uint8_t *body, size_t len) 
     }
     res->body_len = len;
     rd r = {res->body, len, 0, 0};
+    /* what the header flags put before the body proper (spec section 2.2) */
+    if ((flags & 0x02) && avail(&r, 16)) /* tracing: a [uuid] */
+        r.pos += 16;
+    if (flags & 0x08) { /* warnings: [string list] */
+        uint16_t n = get_u16(&r);
+        for (uint16_t i = 0; i < n && !r.bad; i++)
+            skip_short_span(&r);
+    }
+    if (flags & 0x04) { /* custom payload: [bytes map] */
+        uint16_t n = get_u16(&r);
+        for (uint16_t i = 0; i < n && !r.bad; i++) {
+            int32_t blen;
+            skip_short_span(&r);
+            (void)get_bytes_span(&r, &blen);
+        }
+    }
     if (opcode == CQL_OP_ERROR)
         parse_error(res, &r);
     else if (opcode == CQL_OP_RESULT)

@@ -81,10 +81,13 @@ void cql_body_startup(cql_buf *b);
 void cql_body_params(cql_buf *b, cql_consistency cl, const cql_values *values,
                      int32_t page_size, const uint8_t *paging_state, size_t paging_len);
 
-/* Parses a response body of the given opcode into a new result. Returns
+/* Parses a response body of the given header flags and opcode into a new
+ * result; the tracing id, warnings and custom payload that the flags announce
+ * are skipped (compression is never negotiated, so flag 0x01 is refused by
+ * the caller). Returns
  * NULL only when out of memory; a malformed body gives a result with status
  * CQL_ERR_PROTOCOL. The result copies the body; it never points into it. */
-cql_result *cql_response_parse(uint8_t opcode, const uint8_t *body, size_t len);
+cql_result *cql_response_parse(uint8_t flags, uint8_t opcode, const uint8_t *body, size_t len);
 
 /* For PREPARED results: the statement id (borrowed from the result). */
 int cql_result_prepared_id(const cql_result *r, const uint8_t **id, size_t *len);
