@@ -34,13 +34,21 @@ static void sleep_ms(int ms) {
     nanosleep(&ts, NULL);
 }
 
-/* runs scripts/cassandra.sh CMD --dir dir; exit status */
+static long cql_port;
+
+/* runs scripts/cassandra.sh CMD --dir dir [--port cql_port]; exit status */
 static int cassandra(const char *cmd) {
+    char port[16];
+    snprintf(port, sizeof port, "%ld", cql_port);
     pid_t p = fork();
     if (p < 0)
         return -1;
     if (p == 0) {
-        execl("/bin/sh", "sh", PARLEY_SOURCE_DIR "/scripts/cassandra.sh", cmd, "--dir", dir, (char *)NULL);
+        if (cql_port > 0 && strcmp(cmd, "start") == 0)
+            execl("/bin/sh", "sh", PARLEY_SOURCE_DIR "/scripts/cassandra.sh", cmd, "--dir", dir,
+                  "--port", port, (char *)NULL);
+        else
+            execl("/bin/sh", "sh", PARLEY_SOURCE_DIR "/scripts/cassandra.sh", cmd, "--dir", dir, (char *)NULL);
         _exit(127);
     }
     int st;
@@ -425,16 +433,74 @@ static void stopped_server_times_out_then_recovers(void) {
     CHECK(s.timeouts >= 1, "timeouts counted %llu", (unsigned long long)s.timeouts);
 }
 
+/* whether pid is gone or a zombie (PID 1 reaps late here) */
+static int process_gone(pid_t pid) {
+    char path[64], stat[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 1;
+    size_t n = fread(stat, 1, sizeof stat - 1, f);
+    fclose(f);
+    stat[n] = '\0';
+    const char *paren = strrchr(stat, ')');
+    return paren && paren[1] == ' ' && paren[2] == 'Z';
+}
+
+static void killed_server_restarts_and_client_reconnects(void) {
+    cql_options o = {.hosts = hosts, .request_timeout_ms = 2000};
+    cql_client *c = cql_connect(&o);
+    CHECK(c && cql_wait_ready(c, 30000) == 0, "connect");
+    cql_prepared *sel = cql_prepare(c, "SELECT k FROM parley_test.kv WHERE k = ?", NULL);
+    CHECK(sel, "prepare");
+    cql_stats before;
+    cql_get_stats(c, &before);
+    CHECK(kill(cassandra_pid, SIGKILL) == 0, "SIGKILL");
+    for (int i = 0; i < 600 && !process_gone(cassandra_pid); i++)
+        sleep_ms(50);
+    int gone = process_gone(cassandra_pid);
+    cql_values v;
+    cql_values_init(&v);
+    cql_values_bigint(&v, 77);
+    cql_result *r = cql_execute_sync(c, sel, &v, CQL_ONE, 0, NULL, 0);
+    cql_status down = cql_result_status(r);
+    cql_result_free(r);
+    int restarted = gone && cassandra("start") == 0;
+    long pid = 0;
+    if (restarted && read_file_int("cassandra.pid", &pid) == 0)
+        cassandra_pid = (pid_t)pid;
+    cql_status after = CQL_ERR_CONNECTION;
+    uint64_t until = now_ms() + 120000;
+    for (int tries = 0; restarted && after != CQL_OK && now_ms() < until && tries < 1000; tries++) {
+        r = cql_execute_sync(c, sel, &v, CQL_ONE, 0, NULL, 0);
+        after = cql_result_status(r);
+        cql_result_free(r);
+        if (after != CQL_OK)
+            sleep_ms(100);
+    }
+    cql_values_free(&v);
+    cql_stats s;
+    cql_get_stats(c, &s);
+    cql_close(c);
+    CHECK(gone, "Cassandra still alive after SIGKILL");
+    CHECK(down == CQL_ERR_CONNECTION || down == CQL_ERR_TIMEOUT, "while down: %s", cql_status_name(down));
+    CHECK(restarted, "restart on port %ld failed", cql_port);
+    CHECK(after == CQL_OK, "after restart: %s", cql_status_name(after));
+    CHECK(s.connection_failures > before.connection_failures && s.reconnects > before.reconnects,
+          "no reconnect counted (failures %llu, connects %llu)",
+          (unsigned long long)s.connection_failures, (unsigned long long)s.reconnects);
+}
+
 static void start_cassandra(void) {
     uint64_t t0 = now_ms();
     int rc = cassandra("start");
     started = 1; /* stop even a half-started node */
     CHECK(rc == 0, "scripts/cassandra.sh start failed (%d): Java 17, Maven and the jars are required", rc);
     check_note("cql: Cassandra start (jars cached or fetched) %llu ms", (unsigned long long)(now_ms() - t0));
-    long port, pid;
-    CHECK(read_file_int("port", &port) == 0 && read_file_int("cassandra.pid", &pid) == 0, "port/pid files");
+    long pid;
+    CHECK(read_file_int("port", &cql_port) == 0 && read_file_int("cassandra.pid", &pid) == 0, "port/pid files");
     cassandra_pid = (pid_t)pid;
-    snprintf(hosts, sizeof hosts, "127.0.0.1:%ld", port);
+    snprintf(hosts, sizeof hosts, "127.0.0.1:%ld", cql_port);
 }
 
 int main(void) {
@@ -457,6 +523,7 @@ int main(void) {
         RUN(lwt_insert_if_not_exists);
         RUN(many_async_requests_on_one_connection);
         RUN(stopped_server_times_out_then_recovers);
+        RUN(killed_server_restarts_and_client_reconnects);
     }
     cql_close(cl);
     cl = NULL;

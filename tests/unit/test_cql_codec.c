@@ -159,10 +159,15 @@ static void hostile_counts_are_refused(void) {
     cql_buf b = {0};
     cql_put_i32(&b, CQL_RESULT_ROWS);
     cql_put_i32(&b, 0x0001);
-    cql_put_i32(&b, 1);
+    cql_put_i32(&b, 1000);
     put_str(&b, "ks"); put_str(&b, "t");
-    put_str(&b, "id"); cql_put_u16(&b, CQL_TYPE_BIGINT);
-    cql_put_i32(&b, 0x7fffffff); /* rows: far more than the body holds */
+    for (int i = 0; i < 1000; i++) {
+        put_str(&b, "c");
+        cql_put_u16(&b, CQL_TYPE_BIGINT);
+    }
+    /* rows: far more than the body holds; trusted, rows x columns cells
+     * would be terabytes (an allocation failure, not a refusal) */
+    cql_put_i32(&b, 0x7fffffff);
     cql_result *r = cql_response_parse(0, CQL_OP_RESULT, b.data, b.len);
     CHECK(r && cql_result_status(r) == CQL_ERR_PROTOCOL, "huge row count: %s", cql_status_name(cql_result_status(r)));
     cql_result_free(r);
