@@ -138,7 +138,9 @@ typedef struct cql_options {
 cql_client *cql_connect(const cql_options *opts);
 /* Waits until at least one connection is ready; 0, or -1 after timeout_ms. */
 int cql_wait_ready(cql_client *c, int timeout_ms);
-/* Fails everything pending (CQL_ERR_CLOSED), stops the thread, frees all. */
+/* Fails what waits (CQL_ERR_CLOSED, not sent) and what is in flight
+ * (CQL_ERR_CONNECTION, outcome unknown), stops the thread, frees all,
+ * including the prepared statements. */
 void cql_close(cql_client *c);
 
 /* A statement prepared through this client: the handle stays valid until

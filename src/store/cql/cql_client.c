@@ -54,7 +54,6 @@ typedef struct request {
     cql_buf params;      /* encoded query parameters (owned) */
     int64_t deadline_ms;
     int reprepared;      /* a user request is re-prepared at most once */
-    int sent;            /* reached a connection: its outcome may be unknown */
     struct request *parked; /* REQ_REPREPARE: the user request waiting on it */
 } request;
 
@@ -263,7 +262,6 @@ static int conn_send(cql_client *c, conn *k, request *r) {
     k->in_flight++;
     if (k->in_flight > atomic_load(&c->peak_in_flight))
         atomic_store(&c->peak_in_flight, k->in_flight);
-    r->sent = 1;
     return 0;
 }
 
@@ -645,7 +643,8 @@ static void *io_main(void *arg) {
         }
         dispatch(c);
     }
-    /* closing: fail what is left */
+    /* closing: what waits was never sent (CQL_ERR_CLOSED); what is in
+     * flight may have been applied (CQL_ERR_CONNECTION) */
     take_inbox(c);
     while (c->wait_head) {
         request *r = c->wait_head;
