@@ -30,7 +30,8 @@ enum {
     DISPATCH_KEY_SEED_BYTE = 0x40,
 };
 
-/* "parley.v1 auth" || nonce is what a device signs (proto/parley.proto) */
+/* "parley.v1 auth" || nonce || Host is what a device signs
+ * (proto/parley.proto); fuzz_dispatch's connections have an empty Host */
 #define DISPATCH_AUTH_CONTEXT "parley.v1 auth"
 
 #endif

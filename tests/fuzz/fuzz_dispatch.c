@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "fanout/fanout.h"
 #include "gateway/conn.h"
+#include "gateway/conn_auth.h"
 #include "gateway/in_flight.h"
 #include "gateway/outbox_local.h"
 #include "dispatch_input.h"
@@ -68,7 +69,11 @@ static conn *open_conn(void) {
     c->framed = true;
     c->opened_ms = c->last_rx_ms = clock_mono_ms();
     ws_reader_init(&c->reader, true, srv.cfg.max_message_bytes);
-    memset(c->nonce, DISPATCH_NONCE_BYTE, sizeof c->nonce);
+    /* the sign-in state an upgrade makes; an empty Host, so the signed
+     * bytes are "parley.v1 auth" || nonce (dispatch_input.h) */
+    c->auth = conn_auth_new("", 255, c->opened_ms);
+    if (!c->auth) die("out of memory");
+    memset(c->auth->nonce, DISPATCH_NONCE_BYTE, sizeof c->auth->nonce);
     the_worker.conns[0] = c;
     the_worker.n_live = 1;
     return c;
@@ -129,9 +134,9 @@ static void handle_frame(conn *c, const Parley__V1__Frame *f) {
 }
 
 static void sign(uint8_t sig[crypto_sign_BYTES], const conn *c, const uint8_t *sk) {
-    uint8_t msg[sizeof DISPATCH_AUTH_CONTEXT - 1 + sizeof c->nonce];
+    uint8_t msg[sizeof DISPATCH_AUTH_CONTEXT - 1 + sizeof c->auth->nonce];
     memcpy(msg, DISPATCH_AUTH_CONTEXT, sizeof DISPATCH_AUTH_CONTEXT - 1);
-    memcpy(msg + sizeof DISPATCH_AUTH_CONTEXT - 1, c->nonce, sizeof c->nonce);
+    memcpy(msg + sizeof DISPATCH_AUTH_CONTEXT - 1, c->auth->nonce, sizeof c->auth->nonce);
     crypto_sign_detached(sig, NULL, msg, sizeof msg, sk);
 }
 
