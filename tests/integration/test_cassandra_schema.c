@@ -5,6 +5,7 @@
  * If Java, Maven or the jars are not available the start fails and so does
  * the test: it never skips. */
 #include "../check.h"
+#include "cassandra_node.h"
 #include "store/cql/cql.h"
 #include "store/store_cassandra_schema.h"
 
@@ -16,63 +17,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static char dir[256];
-static char hosts[64];
-static int started;
 static cql_client *cl;
 
-/* runs scripts/cassandra.sh CMD --dir dir; exit status */
-static int cassandra(const char *cmd) {
-    pid_t p = fork();
-    if (p < 0)
-        return -1;
-    if (p == 0) {
-        execl("/bin/sh", "sh", PARLEY_SOURCE_DIR "/scripts/cassandra.sh", cmd, "--dir", dir, (char *)NULL);
-        _exit(127);
-    }
-    int st;
-    while (waitpid(p, &st, 0) < 0) {
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void stop_cassandra(void) {
-    if (!started)
-        return;
-    started = 0;
-    if (cassandra("stop") != 0) /* the script stops it by the PID it recorded */
-        fprintf(stderr, "  cassandra.sh stop failed\n");
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "  could not remove %s\n", dir);
-}
-
-static void on_signal(int sig) {
-    stop_cassandra();
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
-static int read_file_int(const char *name, long *out) {
-    char path[300];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    int ok = fscanf(f, "%ld", out) == 1;
-    fclose(f);
-    return ok ? 0 : -1;
-}
-
 static void start_cassandra(void) {
-    int rc = cassandra("start");
-    started = 1; /* stop even a half-started node */
-    CHECK(rc == 0, "scripts/cassandra.sh start failed (%d): Java 17, Maven and the jars are required", rc);
-    long port;
-    CHECK(read_file_int("port", &port) == 0, "port file");
-    snprintf(hosts, sizeof hosts, "127.0.0.1:%ld", port);
-    cql_options o = {.hosts = hosts};
+    CHECK(cassandra_node_start("test-cschema") == 0, "no Cassandra");
+    cql_options o = {.hosts = cassandra_node_hosts()};
     cl = cql_connect(&o);
     CHECK(cl && cql_wait_ready(cl, 60000) == 0, "no CQL connection");
 }
@@ -176,16 +125,6 @@ static void member_marks_are_columns_of_the_member_row(void) {
 }
 
 int main(void) {
-    snprintf(dir, sizeof dir, "/tmp/parley-test-cschema-XXXXXX");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
-    atexit(stop_cassandra);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGABRT, on_signal);
-    signal(SIGSEGV, on_signal);
     RUN(message_bucket_of_max_bodies_under_100_mb);
     RUN(start_cassandra);
     if (check_failures_total == 0) {
@@ -195,6 +134,6 @@ int main(void) {
     }
     cql_close(cl);
     cl = NULL;
-    stop_cassandra();
+    cassandra_node_stop();
     CHECK_EXIT();
 }

@@ -5,6 +5,7 @@
  * Figures (start time, round-trip latency, async insert throughput) are
  * printed as NOTE lines, never asserted. */
 #include "../check.h"
+#include "cassandra_node.h"
 #include "store/cql/cql.h"
 
 #include <signal.h>
@@ -17,10 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static char dir[256];
 static char hosts[64];
-static pid_t cassandra_pid;
-static int started;
 static cql_client *cl; /* a client bound to the test keyspace */
 
 static uint64_t now_ms(void) {
@@ -32,60 +30,6 @@ static uint64_t now_ms(void) {
 static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
-}
-
-static long cql_port;
-
-/* runs scripts/cassandra.sh CMD --dir dir [--port cql_port]; exit status */
-static int cassandra(const char *cmd) {
-    char port[16];
-    snprintf(port, sizeof port, "%ld", cql_port);
-    pid_t p = fork();
-    if (p < 0)
-        return -1;
-    if (p == 0) {
-        if (cql_port > 0 && strcmp(cmd, "start") == 0)
-            execl("/bin/sh", "sh", PARLEY_SOURCE_DIR "/scripts/cassandra.sh", cmd, "--dir", dir,
-                  "--port", port, (char *)NULL);
-        else
-            execl("/bin/sh", "sh", PARLEY_SOURCE_DIR "/scripts/cassandra.sh", cmd, "--dir", dir, (char *)NULL);
-        _exit(127);
-    }
-    int st;
-    while (waitpid(p, &st, 0) < 0) {
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void stop_cassandra(void) {
-    if (!started)
-        return;
-    started = 0;
-    if (cassandra_pid > 0)
-        kill(cassandra_pid, SIGCONT); /* in case a case left it stopped */
-    if (cassandra("stop") != 0)
-        fprintf(stderr, "  cassandra.sh stop failed\n");
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "  could not remove %s\n", dir);
-}
-
-static void on_signal(int sig) {
-    stop_cassandra();
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
-static int read_file_int(const char *name, long *out) {
-    char path[300];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    int ok = fscanf(f, "%ld", out) == 1;
-    fclose(f);
-    return ok ? 0 : -1;
 }
 
 /* a statement that must succeed; returns its result (caller frees) */
@@ -406,14 +350,14 @@ static void stopped_server_times_out_then_recovers(void) {
     CHECK(c && cql_wait_ready(c, 30000) == 0, "connect");
     cql_prepared *sel = cql_prepare(c, "SELECT k FROM kv WHERE k = ?", NULL);
     CHECK(sel, "prepare");
-    CHECK(kill(cassandra_pid, SIGSTOP) == 0, "SIGSTOP");
+    CHECK(kill(cassandra_node_pid(), SIGSTOP) == 0, "SIGSTOP");
     cql_values v;
     cql_values_init(&v);
     cql_values_bigint(&v, 77);
     cql_result *r = cql_execute_sync(c, sel, &v, CQL_ONE, 0, NULL, 0);
     cql_status during = cql_result_status(r);
     cql_result_free(r);
-    kill(cassandra_pid, SIGCONT);
+    kill(cassandra_node_pid(), SIGCONT);
     cql_status after = CQL_ERR_TIMEOUT;
     uint64_t until = now_ms() + 60000;
     int tries = 0;
@@ -455,20 +399,17 @@ static void killed_server_restarts_and_client_reconnects(void) {
     CHECK(sel, "prepare");
     cql_stats before;
     cql_get_stats(c, &before);
-    CHECK(kill(cassandra_pid, SIGKILL) == 0, "SIGKILL");
-    for (int i = 0; i < 600 && !process_gone(cassandra_pid); i++)
+    CHECK(kill(cassandra_node_pid(), SIGKILL) == 0, "SIGKILL");
+    for (int i = 0; i < 600 && !process_gone(cassandra_node_pid()); i++)
         sleep_ms(50);
-    int gone = process_gone(cassandra_pid);
+    int gone = process_gone(cassandra_node_pid());
     cql_values v;
     cql_values_init(&v);
     cql_values_bigint(&v, 77);
     cql_result *r = cql_execute_sync(c, sel, &v, CQL_ONE, 0, NULL, 0);
     cql_status down = cql_result_status(r);
     cql_result_free(r);
-    int restarted = gone && cassandra("start") == 0;
-    long pid = 0;
-    if (restarted && read_file_int("cassandra.pid", &pid) == 0)
-        cassandra_pid = (pid_t)pid;
+    int restarted = gone && cassandra_node_restart() == 0;
     cql_status after = CQL_ERR_CONNECTION;
     uint64_t until = now_ms() + 120000;
     for (int tries = 0; restarted && after != CQL_OK && now_ms() < until && tries < 1000; tries++) {
@@ -484,7 +425,7 @@ static void killed_server_restarts_and_client_reconnects(void) {
     cql_close(c);
     CHECK(gone, "Cassandra still alive after SIGKILL");
     CHECK(down == CQL_ERR_CONNECTION || down == CQL_ERR_TIMEOUT, "while down: %s", cql_status_name(down));
-    CHECK(restarted, "restart on port %ld failed", cql_port);
+    CHECK(restarted, "restart on port %ld failed", cassandra_node_port());
     CHECK(after == CQL_OK, "after restart: %s", cql_status_name(after));
     CHECK(s.connection_failures > before.connection_failures && s.reconnects > before.reconnects,
           "no reconnect counted (failures %llu, connects %llu)",
@@ -493,27 +434,12 @@ static void killed_server_restarts_and_client_reconnects(void) {
 
 static void start_cassandra(void) {
     uint64_t t0 = now_ms();
-    int rc = cassandra("start");
-    started = 1; /* stop even a half-started node */
-    CHECK(rc == 0, "scripts/cassandra.sh start failed (%d): Java 17, Maven and the jars are required", rc);
+    CHECK(cassandra_node_start("test-cql") == 0, "no Cassandra");
     check_note("cql: Cassandra start (jars cached or fetched) %llu ms", (unsigned long long)(now_ms() - t0));
-    long pid;
-    CHECK(read_file_int("port", &cql_port) == 0 && read_file_int("cassandra.pid", &pid) == 0, "port/pid files");
-    cassandra_pid = (pid_t)pid;
-    snprintf(hosts, sizeof hosts, "127.0.0.1:%ld", cql_port);
+    snprintf(hosts, sizeof hosts, "%s", cassandra_node_hosts());
 }
 
 int main(void) {
-    snprintf(dir, sizeof dir, "/tmp/parley-test-cql-XXXXXX");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
-    atexit(stop_cassandra);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGABRT, on_signal);
-    signal(SIGSEGV, on_signal);
     RUN(start_cassandra);
     if (check_failures_total == 0) {
         RUN(keyspace_and_tables);
@@ -527,6 +453,6 @@ int main(void) {
     }
     cql_close(cl);
     cl = NULL;
-    stop_cassandra();
+    cassandra_node_stop();
     CHECK_EXIT();
 }
