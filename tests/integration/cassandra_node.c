@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static char dir[256];
@@ -97,6 +99,42 @@ int cassandra_node_start(const char *tag) {
 int cassandra_node_restart(void) {
     if (run_script("start") != 0) return -1;
     return read_node();
+}
+
+/* 1 when every thread of pid is stopped ('T' or 't'), 0 when one is not,
+ * -1 when the process is gone */
+static int all_threads_stopped(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d) return -1;
+    int stopped = 1;
+    struct dirent *e;
+    while (stopped && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char stat_path[128], stat[512];
+        snprintf(stat_path, sizeof stat_path, "/proc/%d/task/%.20s/stat", (int)pid, e->d_name);
+        FILE *f = fopen(stat_path, "r");
+        if (!f) continue;   /* the thread ended meanwhile */
+        size_t n = fread(stat, 1, sizeof stat - 1, f);
+        fclose(f);
+        stat[n] = '\0';
+        const char *paren = strrchr(stat, ')');
+        if (paren && paren[1] == ' ' && paren[2] != 'T' && paren[2] != 't') stopped = 0;
+    }
+    closedir(d);
+    return stopped;
+}
+
+int cassandra_node_freeze(int timeout_ms) {
+    if (node_pid <= 0 || kill(node_pid, SIGSTOP) != 0) return -1;
+    for (int waited = 0; waited <= timeout_ms; waited += 10) {
+        int st = all_threads_stopped(node_pid);
+        if (st != 0) return st == 1 ? 0 : -1;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return -1;
 }
 
 const char *cassandra_node_hosts(void) { return hosts; }

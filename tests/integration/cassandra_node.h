@@ -19,6 +19,11 @@ int cassandra_node_restart(void);
  * directory; safe to call twice. */
 void cassandra_node_stop(void);
 
+/* SIGSTOP to the node, then waits (up to timeout_ms) until every one of
+ * its threads is stopped: a group stop is not complete when kill returns,
+ * and a thread still running could answer one more request. 0 or -1. */
+int cassandra_node_freeze(int timeout_ms);
+
 /* "127.0.0.1:PORT" of the running node */
 const char *cassandra_node_hosts(void);
 long cassandra_node_port(void);

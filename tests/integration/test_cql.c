@@ -350,7 +350,7 @@ static void stopped_server_times_out_then_recovers(void) {
     CHECK(c && cql_wait_ready(c, 30000) == 0, "connect");
     cql_prepared *sel = cql_prepare(c, "SELECT k FROM kv WHERE k = ?", NULL);
     CHECK(sel, "prepare");
-    CHECK(kill(cassandra_node_pid(), SIGSTOP) == 0, "SIGSTOP");
+    CHECK(cassandra_node_freeze(10000) == 0, "SIGSTOP: not every thread stopped");
     cql_values v;
     cql_values_init(&v);
     cql_values_bigint(&v, 77);
