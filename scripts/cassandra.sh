@@ -44,59 +44,17 @@ done
 [ "$cmd" = start ] && mkdir -p "$DIR"
 [ -n "$DIR" ] && [ -d "$DIR" ] && DIR=$(cd "$DIR" && pwd)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$ROOT/scripts/lib/jvm_service.sh"
 
 # the jars of this version, fetched once
 fetch_jars() {
-  [ -f "$CACHE/libs/.complete" ] && return 0
-  command -v mvn >/dev/null || { echo "cassandra.sh: no mvn (scripts/install-deps.sh)" >&2; return 1; }
-  mkdir -p "$CACHE"
-  cat >"$CACHE/pom.xml" <<POM
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>parley.dev</groupId>
-  <artifactId>cassandra-jars</artifactId>
-  <version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency><groupId>org.apache.cassandra</groupId><artifactId>cassandra-all</artifactId><version>$VERSION</version></dependency>
-  </dependencies>
-</project>
-POM
-  rm -rf "$CACHE/libs.tmp"
-  mvn -q -B -f "$CACHE/pom.xml" dependency:copy-dependencies -DoutputDirectory="$CACHE/libs.tmp" -DincludeScope=runtime >"$CACHE/mvn.log" 2>&1 || {
-    echo "cassandra.sh: mvn failed (see $CACHE/mvn.log)" >&2; return 1; }
-  rm -rf "$CACHE/libs"
-  mv "$CACHE/libs.tmp" "$CACHE/libs"
-  touch "$CACHE/libs/.complete"
+  jvm_fetch_jars cassandra.sh "$CACHE" '    <dependency><groupId>org.apache.cassandra</groupId><artifactId>cassandra-all</artifactId><version>'"$VERSION"'</version></dependency>'
 }
 
-# the PID in DIR/cassandra.pid if that process is alive (not a zombie) and is
-# this node's java; empty otherwise
-live_pid() {
-  [ -f "$DIR/cassandra.pid" ] || return 0
-  pid=$(cat "$DIR/cassandra.pid")
-  case $pid in ''|*[!0-9]*) return 0 ;; esac
-  st=$(ps -o stat= -p "$pid" 2>/dev/null || true)
-  case $st in ''|Z*) return 0 ;; esac
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-Dcassandra.config=file://$DIR/cassandra.yaml" && echo "$pid"
-  return 0
-}
+# this node's PID if it is alive; empty otherwise
+live_pid() { jvm_live_pid "$DIR/cassandra.pid" "-Dcassandra.config=file://$DIR/cassandra.yaml"; }
 
-stop() {
-  pid=$(live_pid)
-  if [ -n "$pid" ]; then
-    kill -CONT "$pid" 2>/dev/null || true   # a stopped JVM cannot act on SIGTERM
-    kill -TERM "$pid" 2>/dev/null || true
-    i=0
-    while [ $i -lt 300 ] && [ -n "$(live_pid)" ]; do sleep 0.1; i=$((i + 1)); done
-    if [ -n "$(live_pid)" ]; then
-      echo "cassandra.sh: $pid did not stop in 30 s; SIGKILL" >&2
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  rm -f "$DIR/cassandra.pid"
-}
+stop() { jvm_stop cassandra.sh "$DIR/cassandra.pid" "-Dcassandra.config=file://$DIR/cassandra.yaml"; }
 
 write_yaml() {
   cat >"$DIR/cassandra.yaml" <<YAML

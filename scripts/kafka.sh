@@ -42,58 +42,19 @@ done
 [ "$cmd" = start ] && mkdir -p "$DIR"
 [ -d "$DIR" ] && DIR=$(cd "$DIR" && pwd)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$ROOT/scripts/lib/jvm_service.sh"
 
 # the jars of this version, fetched once
 fetch_jars() {
-  [ -f "$CACHE/libs/.complete" ] && return 0
-  mkdir -p "$CACHE"
-  cat >"$CACHE/pom.xml" <<POM
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>parley.bench</groupId>
-  <artifactId>kafka-jars</artifactId>
-  <version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$VERSION</version></dependency>
+  jvm_fetch_jars kafka.sh "$CACHE" '    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>'"$VERSION"'</version></dependency>
     <!-- without an slf4j binding the broker logs nothing, and "started" is never seen -->
-    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
-  </dependencies>
-</project>
-POM
-  rm -rf "$CACHE/libs.tmp"
-  mvn -q -B -f "$CACHE/pom.xml" dependency:copy-dependencies -DoutputDirectory="$CACHE/libs.tmp" -DincludeScope=runtime >/dev/null
-  rm -rf "$CACHE/libs"
-  mv "$CACHE/libs.tmp" "$CACHE/libs"
-  touch "$CACHE/libs/.complete"
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>'"$LOG4J_VERSION"'</version></dependency>'
 }
 
-# the PID in DIR/kafka.pid if that process is alive (not a zombie) and is
-# this broker's java; empty otherwise
-live_pid() {
-  [ -f "$DIR/kafka.pid" ] || return 0
-  pid=$(cat "$DIR/kafka.pid")
-  case $pid in ''|*[!0-9]*) return 0 ;; esac
-  st=$(ps -o stat= -p "$pid" 2>/dev/null || true)
-  case $st in ''|Z*) return 0 ;; esac
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "kafka.Kafka $DIR/server.properties" && echo "$pid"
-  return 0
-}
+# this node's PID if it is alive; empty otherwise
+live_pid() { jvm_live_pid "$DIR/kafka.pid" "kafka.Kafka $DIR/server.properties"; }
 
-stop() {
-  pid=$(live_pid)
-  if [ -n "$pid" ]; then
-    kill -TERM "$pid" 2>/dev/null || true
-    i=0
-    while [ $i -lt 300 ] && [ -n "$(live_pid)" ]; do sleep 0.1; i=$((i + 1)); done
-    if [ -n "$(live_pid)" ]; then
-      echo "kafka.sh: $pid did not stop in 30 s; SIGKILL" >&2
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  rm -f "$DIR/kafka.pid"
-}
+stop() { jvm_stop kafka.sh "$DIR/kafka.pid" "kafka.Kafka $DIR/server.properties"; }
 
 start() {
   if [ -n "$(live_pid)" ]; then echo "kafka.sh: already running ($(live_pid))" >&2; return 1; fi
