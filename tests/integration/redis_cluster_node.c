@@ -1,0 +1,148 @@
+/* redis_cluster_node.c -- see redis_cluster_node.h. One cluster per
+ * program, so its state is file-static: the signal handlers need to reach it. */
+#include "redis_cluster_node.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char dir[256];
+static char seeds[128];
+static int ports[REDIS_CLUSTER_MASTERS];
+static pid_t pids[REDIS_CLUSTER_MASTERS];
+static int started;
+
+/* scripts/redis-cluster.sh CMD --dir dir [--node N]; its exit status */
+static int run_script(const char *cmd, int node) {
+    char n[16];
+    snprintf(n, sizeof n, "%d", node);
+    pid_t p = fork();
+    if (p < 0)
+        return -1;
+    if (p == 0) {
+        const char *script = PARLEY_SOURCE_DIR "/scripts/redis-cluster.sh";
+        /* its stdout (the ports) is read from DIR/ports, not here */
+        if (!freopen("/dev/null", "w", stdout))
+            _exit(126);
+        if (node > 0)
+            execl("/bin/sh", "sh", script, cmd, "--dir", dir, "--node", n, (char *)NULL);
+        else
+            execl("/bin/sh", "sh", script, cmd, "--dir", dir, "--masters", "3", (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    while (waitpid(p, &st, 0) < 0) {
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int read_long(const char *name, long *out) {
+    char path[320];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    int ok = fscanf(f, "%ld", out) == 1;
+    fclose(f);
+    return ok ? 0 : -1;
+}
+
+static int read_node(int i) {
+    char name[32];
+    long port = 0, pid = 0;
+    snprintf(name, sizeof name, "redis-%d.port", i + 1);
+    if (read_long(name, &port) != 0)
+        return -1;
+    snprintf(name, sizeof name, "redis-%d.pid", i + 1);
+    if (read_long(name, &pid) != 0)
+        return -1;
+    ports[i] = (int)port;
+    pids[i] = (pid_t)pid;
+    return 0;
+}
+
+void redis_cluster_stop(void) {
+    if (!started)
+        return;
+    started = 0;
+    if (run_script("stop", 0) != 0)
+        fprintf(stderr, "  redis-cluster.sh stop failed\n");
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "  could not remove %s\n", dir);
+}
+
+static void on_signal(int sig) {
+    redis_cluster_stop();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+int redis_cluster_start(const char *tag) {
+    snprintf(dir, sizeof dir, "/tmp/parley-%s-XXXXXX", tag);
+    if (!mkdtemp(dir)) {
+        perror("  mkdtemp");
+        return -1;
+    }
+    started = 1; /* from here on, stop (and remove the directory) at exit */
+    atexit(redis_cluster_stop);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGABRT, on_signal);
+    signal(SIGSEGV, on_signal);
+    int rc = run_script("start", 0);
+    if (rc != 0) {
+        fprintf(stderr, "  scripts/redis-cluster.sh start failed (%d): redis-server and redis-cli are required\n", rc);
+        return -1;
+    }
+    size_t off = 0;
+    for (int i = 0; i < REDIS_CLUSTER_MASTERS; i++) {
+        if (read_node(i) != 0) {
+            fprintf(stderr, "  redis-cluster.sh left no port or pid file for node %d in %s\n", i + 1, dir);
+            return -1;
+        }
+        off += (size_t)snprintf(seeds + off, sizeof seeds - off, "%s127.0.0.1:%d", i ? "," : "", ports[i]);
+    }
+    return 0;
+}
+
+/* 1 while pid exists and is not a zombie */
+static int alive(pid_t pid) {
+    char path[64], stat[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(stat, 1, sizeof stat - 1, f);
+    fclose(f);
+    stat[n] = '\0';
+    const char *paren = strrchr(stat, ')');
+    return !(paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X'));
+}
+
+int redis_cluster_kill(int i) {
+    if (i < 0 || i >= REDIS_CLUSTER_MASTERS || pids[i] <= 0 || kill(pids[i], SIGKILL) != 0)
+        return -1;
+    for (int waited = 0; waited < 10000; waited += 10) {
+        if (!alive(pids[i]))
+            return 0;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return -1;
+}
+
+int redis_cluster_restart(int i) {
+    if (i < 0 || i >= REDIS_CLUSTER_MASTERS || run_script("start-node", i + 1) != 0)
+        return -1;
+    return read_node(i);
+}
+
+const char *redis_cluster_seeds(void) { return seeds; }
+int redis_cluster_port(int i) { return ports[i]; }
+pid_t redis_cluster_pid(int i) { return pids[i]; }
