@@ -1,0 +1,454 @@
+/* registry_redis.c -- see registry_redis.h. Each call is one script run
+ * (one command, one round trip) on the master of the user's slot; an `op`
+ * carries its arguments so it can be resent as EVAL after NOSCRIPT. */
+#include "registry/registry_redis.h"
+#include "registry/registry_redis_scripts.h"
+
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum script_id { S_CONNECT, S_DISCONNECT, S_REFRESH, S_LOOKUP, S_PRESENCE, S_NODE_REGISTER, S_NODE_GET, S_NODE_LIST, S_COUNT };
+
+static const char *const script_text[S_COUNT] = {
+    [S_CONNECT] = RR_LUA_CONNECT,
+    [S_DISCONNECT] = RR_LUA_DISCONNECT,
+    [S_REFRESH] = RR_LUA_REFRESH,
+    [S_LOOKUP] = RR_LUA_LOOKUP,
+    [S_PRESENCE] = RR_LUA_PRESENCE,
+    [S_NODE_REGISTER] = RR_LUA_NODE_REGISTER,
+    [S_NODE_GET] = RR_LUA_NODE_GET,
+    [S_NODE_LIST] = RR_LUA_NODE_LIST,
+};
+
+#define NODES_KEY "{nodes}"
+#define MAX_ARGS 12
+#define ARG_SPACE 512
+
+struct registry_redis {
+    rc_client *rc;
+    rr_options o;
+    char sha[S_COUNT][41];
+    _Atomic uint64_t script_loads;
+};
+
+enum op_kind { OP_DONE, OP_BATCH, OP_LOOKUP, OP_PRESENCE, OP_NODE, OP_NODES, OP_PLAIN_DONE };
+
+typedef struct hb_batch {
+    atomic_size_t remaining, refreshed, gone, failed;
+    rr_batch_fn cb;
+    void *ud;
+} hb_batch;
+
+typedef struct op {
+    registry_redis *r;
+    enum script_id script;
+    enum op_kind kind;
+    union {
+        rr_done_fn done;
+        rr_lookup_fn lookup;
+        rr_presence_fn presence;
+        rr_node_fn node;
+        rr_nodes_fn nodes;
+    } cb;
+    void *ud;
+    hb_batch *batch;
+    int argc;
+    const char *argv[MAX_ARGS];
+    size_t argvlen[MAX_ARGS];
+    char key[48]; /* the key whose slot the command goes to */
+    size_t keylen;
+    char space[ARG_SPACE];
+    size_t used;
+} op;
+
+static void sha1_hex(const char *text, char out[41]) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(text, strlen(text), md, &len, EVP_sha1(), NULL);
+    for (unsigned i = 0; i < len && i < 20; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    out[40] = '\0';
+}
+
+registry_redis *registry_redis_new(rc_client *rc, const rr_options *o) {
+    registry_redis *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->rc = rc;
+    if (o)
+        r->o = *o;
+    if (!r->o.session_ttl_ms) r->o.session_ttl_ms = 45000;
+    if (!r->o.last_seen_ttl_s) r->o.last_seen_ttl_s = 30u * 24 * 3600;
+    if (!r->o.node_ttl_ms) r->o.node_ttl_ms = 30000;
+    for (int i = 0; i < S_COUNT; i++)
+        sha1_hex(script_text[i], r->sha[i]);
+    return r;
+}
+
+void registry_redis_free(registry_redis *r) { free(r); }
+
+uint64_t registry_redis_script_loads(registry_redis *r) { return atomic_load(&r->script_loads); }
+
+/* a name or address fit for a space-separated entry: printable, no spaces */
+static int token_ok(const char *s, size_t max) {
+    size_t n = s ? strnlen(s, max) : max;
+    if (n == 0 || n >= max)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= ' ' || (unsigned char)s[i] >= 127)
+            return 0;
+    return 1;
+}
+
+static op *op_new(registry_redis *r, enum script_id script, enum op_kind kind, void *ud) {
+    op *o = calloc(1, sizeof *o);
+    if (!o)
+        return NULL;
+    o->r = r;
+    o->script = script;
+    o->kind = kind;
+    o->ud = ud;
+    o->argv[0] = "EVALSHA";
+    o->argvlen[0] = 7;
+    o->argv[1] = r->sha[script];
+    o->argvlen[1] = 40;
+    o->argc = 2;
+    return o;
+}
+
+/* appends one formatted argument; -1 when it does not fit (a bug: the
+ * inputs are length-checked before) */
+__attribute__((format(printf, 2, 3))) static int op_arg(op *o, const char *fmt, ...) {
+    if (o->argc == MAX_ARGS)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(o->space + o->used, sizeof o->space - o->used, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof o->space - o->used)
+        return -1;
+    o->argv[o->argc] = o->space + o->used;
+    o->argvlen[o->argc] = (size_t)n;
+    o->argc++;
+    o->used += (size_t)n + 1;
+    return 0;
+}
+
+static void on_reply(void *ud, redisReply *reply, const char *error);
+
+static int op_send(op *o) {
+    return rc_command(o->r->rc, o->key, o->keylen, o->argc, o->argv, o->argvlen, on_reply, o);
+}
+
+static void batch_release(hb_batch *b) {
+    if (atomic_fetch_sub(&b->remaining, 1) == 1) {
+        if (b->cb)
+            b->cb(b->ud, atomic_load(&b->refreshed), atomic_load(&b->gone), atomic_load(&b->failed));
+        free(b);
+    }
+}
+
+static void parse_devices(const redisReply *rep, rr_device *devs, size_t *count) {
+    size_t n = 0;
+    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+        const redisReply *f = rep->element[i], *v = rep->element[i + 1];
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || f->len > 10 || v->len > 200)
+            continue;
+        if (n < RR_MAX_DEVICES) {
+            rr_device *d = &devs[n];
+            unsigned long long since, exp, conn;
+            char entry[256];
+            memcpy(entry, v->str, v->len);
+            entry[v->len] = '\0';
+            if (sscanf(entry, "%llu %llu %llu %63s", &since, &exp, &conn, d->node) != 4)
+                continue;
+            d->device = (uint32_t)strtoul(f->str, NULL, 10);
+            d->since_ms = since;
+            d->expires_ms = exp;
+            d->conn_id = conn;
+        }
+        n++;
+    }
+    *count = n;
+}
+
+static void deliver(op *o, redisReply *rep, const char *error) {
+    int is_err = error || !rep || rep->type == REDIS_REPLY_ERROR;
+    const char *why = error ? error : (rep && rep->type == REDIS_REPLY_ERROR) ? rep->str : "no reply";
+    switch (o->kind) {
+    case OP_DONE:
+    case OP_PLAIN_DONE:
+        if (o->cb.done) {
+            if (is_err)
+                o->cb.done(o->ud, -1, why);
+            else if (rep->type == REDIS_REPLY_INTEGER)
+                o->cb.done(o->ud, (int)rep->integer, NULL);
+            else
+                o->cb.done(o->ud, -1, "unexpected reply");
+        }
+        break;
+    case OP_BATCH:
+        if (is_err || rep->type != REDIS_REPLY_INTEGER)
+            atomic_fetch_add(&o->batch->failed, 1);
+        else if (rep->integer == 1)
+            atomic_fetch_add(&o->batch->refreshed, 1);
+        else
+            atomic_fetch_add(&o->batch->gone, 1);
+        batch_release(o->batch);
+        break;
+    case OP_LOOKUP: {
+        rr_device devs[RR_MAX_DEVICES];
+        size_t n = 0;
+        if (!is_err && rep->type != REDIS_REPLY_ARRAY) {
+            is_err = 1;
+            why = "unexpected reply";
+        }
+        if (!is_err)
+            parse_devices(rep, devs, &n);
+        o->cb.lookup(o->ud, devs, n, is_err ? why : NULL);
+        break;
+    }
+    case OP_PRESENCE:
+        if (!is_err && (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+                        rep->element[0]->type != REDIS_REPLY_INTEGER || rep->element[1]->type != REDIS_REPLY_INTEGER)) {
+            is_err = 1;
+            why = "unexpected reply";
+        }
+        if (is_err)
+            o->cb.presence(o->ud, 0, 0, why);
+        else
+            o->cb.presence(o->ud, (int)rep->element[0]->integer, (uint64_t)rep->element[1]->integer, NULL);
+        break;
+    case OP_NODE: {
+        char addr[RR_ADDR_MAX];
+        if (is_err)
+            o->cb.node(o->ud, NULL, why);
+        else if (rep->type == REDIS_REPLY_STRING && rep->len < sizeof addr) {
+            memcpy(addr, rep->str, rep->len);
+            addr[rep->len] = '\0';
+            o->cb.node(o->ud, addr, NULL);
+        } else
+            o->cb.node(o->ud, NULL, rep->type == REDIS_REPLY_NIL ? NULL : "unexpected reply");
+        break;
+    }
+    case OP_NODES: {
+        if (!is_err && rep->type != REDIS_REPLY_ARRAY) {
+            is_err = 1;
+            why = "unexpected reply";
+        }
+        if (is_err) {
+            o->cb.nodes(o->ud, NULL, 0, why);
+            break;
+        }
+        size_t total = rep->elements / 2, n = 0;
+        rr_node *nodes = calloc(total < RR_MAX_NODES ? total + 1 : RR_MAX_NODES, sizeof *nodes);
+        if (!nodes) {
+            o->cb.nodes(o->ud, NULL, 0, "out of memory");
+            break;
+        }
+        for (size_t i = 0; i + 1 < rep->elements && n < RR_MAX_NODES; i += 2) {
+            const redisReply *f = rep->element[i], *v = rep->element[i + 1];
+            if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || f->len >= RR_NODE_MAX ||
+                v->len >= RR_ADDR_MAX)
+                continue;
+            memcpy(nodes[n].name, f->str, f->len);
+            memcpy(nodes[n].addr, v->str, v->len);
+            n++;
+        }
+        o->cb.nodes(o->ud, nodes, total > n ? total : n, NULL);
+        free(nodes);
+        break;
+    }
+    }
+}
+
+static void on_reply(void *ud, redisReply *reply, const char *error) {
+    op *o = ud;
+    /* the node has not seen the script yet (new or restarted): send its text */
+    if (!error && reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0 &&
+        strcmp(o->argv[0], "EVALSHA") == 0) {
+        freeReplyObject(reply);
+        atomic_fetch_add(&o->r->script_loads, 1);
+        o->argv[0] = "EVAL";
+        o->argvlen[0] = 4;
+        o->argv[1] = script_text[o->script];
+        o->argvlen[1] = strlen(script_text[o->script]);
+        if (op_send(o) == 0)
+            return;
+        deliver(o, NULL, "rejected");
+        free(o);
+        return;
+    }
+    deliver(o, reply, error);
+    if (reply)
+        freeReplyObject(reply);
+    free(o);
+}
+
+static void user_keys(op *o, uint64_t user, int with_last_seen) {
+    o->keylen = (size_t)snprintf(o->key, sizeof o->key, "{u:%llu}", (unsigned long long)user);
+    op_arg(o, "%d", with_last_seen ? 2 : 1);
+    op_arg(o, "{u:%llu}", (unsigned long long)user);
+    if (with_last_seen)
+        op_arg(o, "{u:%llu}l", (unsigned long long)user);
+}
+
+static uint64_t last_seen_ttl_ms(const registry_redis *r) { return (uint64_t)r->o.last_seen_ttl_s * 1000; }
+
+/* builds the op of one session script; NULL on a bad node name or no memory */
+static op *session_op(registry_redis *r, enum script_id script, enum op_kind kind, const rr_session *s, void *ud) {
+    if (!token_ok(s->node, RR_NODE_MAX))
+        return NULL;
+    op *o = op_new(r, script, kind, ud);
+    if (!o)
+        return NULL;
+    user_keys(o, s->user, 1);
+    int bad = op_arg(o, "%u", s->device);
+    if (script == S_CONNECT)
+        bad |= op_arg(o, "%llu", (unsigned long long)s->since_ms);
+    bad |= op_arg(o, "%llu", (unsigned long long)s->conn_id);
+    bad |= op_arg(o, "%s", s->node);
+    if (script != S_DISCONNECT)
+        bad |= op_arg(o, "%u", r->o.session_ttl_ms);
+    bad |= op_arg(o, "%llu", (unsigned long long)last_seen_ttl_ms(r));
+    if (bad) {
+        free(o);
+        return NULL;
+    }
+    return o;
+}
+
+static int submit(op *o) {
+    if (!o)
+        return -1;
+    if (op_send(o) != 0) {
+        free(o);
+        return -1;
+    }
+    return 0;
+}
+
+int registry_redis_connect(registry_redis *r, const rr_session *s, rr_done_fn cb, void *ud) {
+    op *o = session_op(r, S_CONNECT, OP_DONE, s, ud);
+    if (o)
+        o->cb.done = cb;
+    return submit(o);
+}
+
+int registry_redis_disconnect(registry_redis *r, const rr_session *s, rr_done_fn cb, void *ud) {
+    op *o = session_op(r, S_DISCONNECT, OP_DONE, s, ud);
+    if (o)
+        o->cb.done = cb;
+    return submit(o);
+}
+
+int registry_redis_heartbeat(registry_redis *r, const rr_session *s, size_t n, rr_batch_fn cb, void *ud) {
+    if (n == 0)
+        return -1;
+    hb_batch *b = calloc(1, sizeof *b);
+    if (!b)
+        return -1;
+    atomic_init(&b->remaining, n + 1); /* +1: ours, until every op is submitted */
+    b->cb = cb;
+    b->ud = ud;
+    for (size_t i = 0; i < n; i++) {
+        op *o = session_op(r, S_REFRESH, OP_BATCH, &s[i], NULL);
+        if (o)
+            o->batch = b;
+        if (submit(o) != 0) {
+            atomic_fetch_add(&b->failed, 1);
+            atomic_fetch_sub(&b->remaining, 1);
+        }
+    }
+    batch_release(b);
+    return 0;
+}
+
+int registry_redis_lookup(registry_redis *r, uint64_t user, rr_lookup_fn cb, void *ud) {
+    op *o = op_new(r, S_LOOKUP, OP_LOOKUP, ud);
+    if (!o)
+        return -1;
+    o->cb.lookup = cb;
+    user_keys(o, user, 0);
+    return submit(o);
+}
+
+int registry_redis_presence(registry_redis *r, uint64_t user, rr_presence_fn cb, void *ud) {
+    op *o = op_new(r, S_PRESENCE, OP_PRESENCE, ud);
+    if (!o)
+        return -1;
+    o->cb.presence = cb;
+    user_keys(o, user, 1);
+    return submit(o);
+}
+
+static op *node_op(registry_redis *r, enum script_id script, enum op_kind kind, void *ud) {
+    op *o = op_new(r, script, kind, ud);
+    if (!o)
+        return NULL;
+    o->keylen = strlen(NODES_KEY);
+    memcpy(o->key, NODES_KEY, o->keylen);
+    op_arg(o, "1");
+    op_arg(o, NODES_KEY);
+    return o;
+}
+
+int registry_redis_node_register(registry_redis *r, const char *name, const char *addr, rr_done_fn cb, void *ud) {
+    if (!token_ok(name, RR_NODE_MAX) || !token_ok(addr, RR_ADDR_MAX))
+        return -1;
+    op *o = node_op(r, S_NODE_REGISTER, OP_DONE, ud);
+    if (!o)
+        return -1;
+    o->cb.done = cb;
+    if (op_arg(o, "%s", name) || op_arg(o, "%s", addr) || op_arg(o, "%u", r->o.node_ttl_ms)) {
+        free(o);
+        return -1;
+    }
+    return submit(o);
+}
+
+int registry_redis_node_unregister(registry_redis *r, const char *name, rr_done_fn cb, void *ud) {
+    if (!token_ok(name, RR_NODE_MAX))
+        return -1;
+    /* a plain HDEL: nothing to compare */
+    op *o = calloc(1, sizeof *o);
+    if (!o)
+        return -1;
+    o->r = r;
+    o->kind = OP_PLAIN_DONE;
+    o->cb.done = cb;
+    o->ud = ud;
+    o->keylen = strlen(NODES_KEY);
+    memcpy(o->key, NODES_KEY, o->keylen);
+    if (op_arg(o, "HDEL") || op_arg(o, NODES_KEY) || op_arg(o, "%s", name)) {
+        free(o);
+        return -1;
+    }
+    return submit(o);
+}
+
+int registry_redis_node_lookup(registry_redis *r, const char *name, rr_node_fn cb, void *ud) {
+    if (!token_ok(name, RR_NODE_MAX))
+        return -1;
+    op *o = node_op(r, S_NODE_GET, OP_NODE, ud);
+    if (!o)
+        return -1;
+    o->cb.node = cb;
+    if (op_arg(o, "%s", name)) {
+        free(o);
+        return -1;
+    }
+    return submit(o);
+}
+
+int registry_redis_nodes(registry_redis *r, rr_nodes_fn cb, void *ud) {
+    op *o = node_op(r, S_NODE_LIST, OP_NODES, ud);
+    if (!o)
+        return -1;
+    o->cb.nodes = cb;
+    return submit(o);
+}
