@@ -76,6 +76,7 @@ typedef struct node {
     size_t rhead, rcount;
     size_t user_in_flight;
     cmd_list queue; /* routed here, not written yet */
+    size_t since_reply; /* bytes received towards the reply being read */
     int64_t next_attempt_ms, connect_deadline_ms;
     int backoff_ms;
 } node;
@@ -151,14 +152,19 @@ static void request_refresh(rc_client *c) { c->want_refresh = 1; }
 /* hands cmd's outcome to its owner; frees cmd unless it is still in a ring
  * (keep: the reply is due and must be read past) */
 static void complete(rc_client *c, cmd *k, redisReply *reply, const char *error, int keep) {
-    if (k->kind == CMD_SLOTS) {
+    if (k->answered) {
+        /* already completed (timeout): this is the reply it still owed */
+        if (reply)
+            freeReplyObject(reply);
+    } else if (k->kind == CMD_SLOTS) {
         /* internal: a failed map read lets the next node try */
+        k->answered = 1;
         if (reply)
             freeReplyObject(reply);
         c->refresh_in_flight = 0;
         if (error)
             request_refresh(c);
-    } else if (!k->answered) {
+    } else {
         k->answered = 1;
         if (k->cb)
             k->cb(k->ud, reply, error);
@@ -167,8 +173,6 @@ static void complete(rc_client *c, cmd *k, redisReply *reply, const char *error,
         pthread_mutex_lock(&c->mu);
         c->queued--;
         pthread_mutex_unlock(&c->mu);
-    } else if (reply) {
-        freeReplyObject(reply);
     }
     if (!keep)
         cmd_free(k);
@@ -208,6 +212,7 @@ static void node_down(rc_client *c, node *n, const char *why, int refused) {
     n->user_in_flight = 0;
     n->wlen = n->woff = 0;
     n->want_out = 0;
+    n->since_reply = 0;
     if (n->reader) {
         redisReaderFree(n->reader);
         n->reader = NULL;
@@ -525,6 +530,7 @@ static void node_read(rc_client *c, node *n) {
             node_down(c, n, "protocol error", 0);
             return;
         }
+        n->since_reply += (size_t)got;
         for (;;) {
             void *reply = NULL;
             if (redisReaderGetReply(n->reader, &reply) != REDIS_OK) {
@@ -533,6 +539,10 @@ static void node_read(rc_client *c, node *n) {
             }
             if (!reply)
                 break;
+            /* what is still buffered belongs to the next replies */
+            size_t rest = n->reader->len - n->reader->pos;
+            size_t size = n->since_reply > rest ? n->since_reply - rest : 0;
+            n->since_reply = rest;
             if (n->rcount == 0) { /* a reply nobody asked for */
                 freeReplyObject(reply);
                 node_down(c, n, "protocol error", 0);
@@ -546,12 +556,19 @@ static void node_read(rc_client *c, node *n) {
                 continue;
             }
             n->user_in_flight--;
+            if (size > c->o.max_reply_bytes) { /* whole, but over the bound */
+                freeReplyObject(reply);
+                complete(c, k, NULL, "reply too large", 0);
+                continue;
+            }
             handle_reply(c, n, k, reply);
             if (n->state != N_UP)
                 return;
         }
-        /* a reply still incomplete: bound what it may hold */
-        if (n->reader->len - n->reader->pos > c->o.max_reply_bytes) {
+        /* a reply still incomplete: bound the bytes it may take (elements
+         * of a long array are parsed as they come, so count what arrived,
+         * not what is buffered) */
+        if (n->since_reply > c->o.max_reply_bytes) {
             node_down(c, n, "reply too large", 0);
             return;
         }

@@ -324,8 +324,22 @@ static void follows_a_slot_migration_through_ask_and_moved(void) {
 
     for (int i = N / 2; i < N; i++)
         CHECK(admin_ok(from, "MIGRATE 127.0.0.1 %d {mig}:%d 0 10000", redis_cluster_port(to), i) == 0, "migrate %d", i);
+    /* and whatever else the slot holds (an earlier case wrote a key in every slot) */
+    redisContext *d = direct(from);
+    redisReply *left = d ? redisCommand(d, "CLUSTER GETKEYSINSLOT %d 1000", slot) : NULL;
+    int moved_rest = left && left->type == REDIS_REPLY_ARRAY;
+    for (size_t i = 0; moved_rest && i < left->elements; i++)
+        moved_rest = admin_ok(from, "MIGRATE 127.0.0.1 %d %b 0 10000", redis_cluster_port(to), left->element[i]->str,
+                              left->element[i]->len) == 0;
+    if (left)
+        freeReplyObject(left);
+    if (d)
+        redisFree(d);
+    CHECK(moved_rest, "migrating the slot's other keys");
+    /* the target first, then the source, then the rest (as redis-cli does) */
+    int order[REDIS_CLUSTER_MASTERS] = {to, from, 3 - to - from};
     for (int i = 0; i < REDIS_CLUSTER_MASTERS; i++)
-        CHECK(admin_ok(i, "CLUSTER SETSLOT %d NODE %s", slot, id_to) == 0, "setslot node on %d", i);
+        CHECK(admin_ok(order[i], "CLUSTER SETSLOT %d NODE %s", slot, id_to) == 0, "setslot node on %d", order[i]);
     got = get_all(c, N, 1);
     rc_stats st2;
     rc_get_stats(c, &st2);
@@ -400,7 +414,7 @@ static void a_killed_master_gives_errors_then_recovers(void) {
                N, (unsigned long long)(st1.conn_failures - st0.conn_failures));
 }
 
-static void bounds_refuse_oversized_commands(void) {
+static void bounds_refuse_oversized_commands_and_replies(void) {
     rc_options o = {.seeds = redis_cluster_seeds(), .max_command_bytes = 1000, .max_queued = 4};
     char err[200];
     rc_client *c = rc_new(&o, err, sizeof err);
@@ -411,6 +425,30 @@ static void bounds_refuse_oversized_commands(void) {
     int refused = rc_command(c, "big", 3, 3, argv, NULL, batch_cb, NULL) != 0;
     rc_free(c);
     CHECK(refused, "a 2000-byte command was accepted with max_command_bytes 1000");
+    /* a reply over max_reply_bytes fails its command (and closes that
+     * connection); the client reconnects for the next one */
+    rc_options small = {.seeds = redis_cluster_seeds(), .max_reply_bytes = 1000, .timeout_ms = 10000};
+    c = rc_new(&small, err, sizeof err);
+    CHECK(c && rc_wait_ready(c, WAIT_MS) == 0, "client");
+    const char *set[] = {"SET", "{big}", big};
+    redisReply *r = rc_command_sync(c, "{big}", 5, 3, set, NULL, err, sizeof err);
+    int set_ok = r && r->type == REDIS_REPLY_STATUS;
+    if (r)
+        freeReplyObject(r);
+    const char *get[] = {"GET", "{big}"};
+    r = rc_command_sync(c, "{big}", 5, 2, get, NULL, err, sizeof err);
+    int refused_big = r == NULL && strcmp(err, "reply too large") == 0;
+    if (r)
+        freeReplyObject(r);
+    const char *strlen_cmd[] = {"STRLEN", "{big}"};
+    r = rc_command_sync(c, "{big}", 5, 2, strlen_cmd, NULL, err, sizeof err);
+    int small_ok = r && r->type == REDIS_REPLY_INTEGER && r->integer == (long long)sizeof big - 1;
+    if (r)
+        freeReplyObject(r);
+    rc_free(c);
+    CHECK(set_ok, "SET of a 1999-byte value");
+    CHECK(refused_big, "a 1999-byte reply passed max_reply_bytes 1000");
+    CHECK(small_ok, "a small reply after the oversized one");
     rc_options bad = {.seeds = "localhost:1"};
     c = rc_new(&bad, err, sizeof err);
     CHECK(!c, "a host name seed was accepted");
@@ -426,7 +464,7 @@ int main(void) {
         RUN(routes_a_key_of_every_slot_to_its_owner);
         RUN(pipelines_up_to_the_in_flight_bound);
         RUN(follows_a_slot_migration_through_ask_and_moved);
-        RUN(bounds_refuse_oversized_commands);
+        RUN(bounds_refuse_oversized_commands_and_replies);
         RUN(a_killed_master_gives_errors_then_recovers);
     }
     redis_cluster_stop();
