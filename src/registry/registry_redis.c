@@ -289,12 +289,10 @@ static void on_reply(void *ud, redisReply *reply, const char *error) {
     free(o);
 }
 
-static void user_keys(op *o, uint64_t user, int with_last_seen) {
+static void user_key(op *o, uint64_t user) {
     o->keylen = (size_t)snprintf(o->key, sizeof o->key, "{u:%llu}", (unsigned long long)user);
-    op_arg(o, "%d", with_last_seen ? 2 : 1);
+    op_arg(o, "1");
     op_arg(o, "{u:%llu}", (unsigned long long)user);
-    if (with_last_seen)
-        op_arg(o, "{u:%llu}l", (unsigned long long)user);
 }
 
 static uint64_t last_seen_ttl_ms(const registry_redis *r) { return (uint64_t)r->o.last_seen_ttl_s * 1000; }
@@ -306,7 +304,7 @@ static op *session_op(registry_redis *r, enum script_id script, enum op_kind kin
     op *o = op_new(r, script, kind, ud);
     if (!o)
         return NULL;
-    user_keys(o, s->user, 1);
+    user_key(o, s->user);
     int bad = op_arg(o, "%u", s->device);
     if (script == S_CONNECT)
         bad |= op_arg(o, "%llu", (unsigned long long)s->since_ms);
@@ -373,7 +371,11 @@ int registry_redis_lookup(registry_redis *r, uint64_t user, rr_lookup_fn cb, voi
     if (!o)
         return -1;
     o->cb.lookup = cb;
-    user_keys(o, user, 0);
+    user_key(o, user);
+    if (op_arg(o, "%u", r->o.session_ttl_ms)) {
+        free(o);
+        return -1;
+    }
     return submit(o);
 }
 
@@ -382,7 +384,11 @@ int registry_redis_presence(registry_redis *r, uint64_t user, rr_presence_fn cb,
     if (!o)
         return -1;
     o->cb.presence = cb;
-    user_keys(o, user, 1);
+    user_key(o, user);
+    if (op_arg(o, "%u", r->o.session_ttl_ms)) {
+        free(o);
+        return -1;
+    }
     return submit(o);
 }
 

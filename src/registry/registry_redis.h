@@ -2,19 +2,22 @@
  * Redis Cluster (redis_cluster.h): who is connected where, presence, and
  * the node directory. Not wired into the server yet.
  *
- * Layout (every key of a user shares the hash tag {u:ID}, so one slot and
- * one round trip per user):
- *   {u:ID}   hash  device -> "SINCE EXPIRES CONN NODE" (decimal ms, the
- *                  connection id, the node name); the key's TTL is pushed
- *                  to now + session_ttl on every write, so it outlives every
- *                  field and vanishes when no device is refreshed any more.
- *   {u:ID}l  string last seen (ms), TTL last_seen_ttl.
- *   {nodes}  hash  node name -> "EXPIRES ADDRESS".
- * Redis 7.0 has no per-field expiry (HPEXPIRE is 7.4), so a field's expiry
+ * Layout: one hash per user, {u:ID} (the hash tag puts all of a user's
+ * entries in one slot, so every call is one round trip):
+ *   field DEVICE -> "SINCE EXPIRES CONN NODE" (decimal ms, the connection
+ *                   id, the node name)
+ *   field "l"    -> last seen (ms)
+ * and the key's TTL is last_seen_ttl, pushed forward by every write.
+ * Redis 7.0 has no per-field expiry (HPEXPIRE is 7.4), so an entry's expiry
  * is in its value: scripts compare it with the server's TIME and treat an
- * expired field as absent (and delete it when they meet it). One clock
- * decides expiry: Redis's. SINCE is the gateway's connect time (wall clock,
- * ms) and orders two connects of the same device.
+ * expired entry as absent; the scripts that meet one delete it and fold its
+ * last refresh (EXPIRES - session_ttl) into "l". One clock decides expiry:
+ * Redis's. SINCE is the gateway's connect time (wall clock, ms) and orders
+ * two connects of the same device. Last seen shares the session key rather
+ * than having its own: a second key per user cost ~130 bytes of Redis
+ * memory per user (measured), and a heartbeat need not write it (a live
+ * entry means online; an expired one says when it was last refreshed).
+ * The node directory is the hash {nodes}: name -> "EXPIRES ADDRESS".
  *
  * Writes are Lua scripts (EVALSHA; EVAL when the node answers NOSCRIPT):
  *   connect     replaces the device's entry only when that entry is expired
@@ -89,8 +92,8 @@ typedef void (*rr_lookup_fn)(void *ud, const rr_device *devs, size_t n, const ch
 int registry_redis_lookup(registry_redis *r, uint64_t user, rr_lookup_fn cb, void *ud);
 
 /* online while a live entry exists (last_seen then is Redis's now); else
- * the last connect, refresh or disconnect (0: never, or longer ago than
- * last_seen_ttl) */
+ * the latest connect, disconnect or last refresh of an expired entry (0:
+ * never, or longer ago than last_seen_ttl) */
 typedef void (*rr_presence_fn)(void *ud, int online, uint64_t last_seen_ms, const char *error);
 int registry_redis_presence(registry_redis *r, uint64_t user, rr_presence_fn cb, void *ud);
 
