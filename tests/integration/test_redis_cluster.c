@@ -322,6 +322,19 @@ static void follows_a_slot_migration_through_ask_and_moved(void) {
     CHECK(st1.ask - st0.ask >= (uint64_t)(N / 2 + 2), "ask redirects %llu", (unsigned long long)(st1.ask - st0.ask));
     CHECK(st1.moved == st0.moved, "moved %llu during migration", (unsigned long long)(st1.moved - st0.moved));
 
+    /* a multi-key read split between source and target is TRYAGAIN: retried
+     * with backoff max_retries (8) times, then handed back as the error */
+    const char *mget[] = {"MGET", "{mig}:0", "{mig}:99"};
+    r = rc_command_sync(c, "{mig}", 5, 3, mget, NULL, err, sizeof err);
+    int tryagain = r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "TRYAGAIN", 8) == 0;
+    if (r)
+        freeReplyObject(r);
+    rc_stats st_try;
+    rc_get_stats(c, &st_try);
+    CHECK(tryagain, "MGET across a migrating slot: %s", r ? "not TRYAGAIN" : err);
+    CHECK(st_try.tryagain - st1.tryagain == 9, "TRYAGAIN seen %llu times (1 + 8 retries expected)",
+          (unsigned long long)(st_try.tryagain - st1.tryagain));
+
     for (int i = N / 2; i < N; i++)
         CHECK(admin_ok(from, "MIGRATE 127.0.0.1 %d {mig}:%d 0 10000", redis_cluster_port(to), i) == 0, "migrate %d", i);
     /* and whatever else the slot holds (an earlier case wrote a key in every slot) */
