@@ -66,8 +66,12 @@ live_pid() {
   st=$(ps -o stat= -p "$pid" 2>/dev/null || true)
   case $st in ''|Z*) return 0 ;; esac
   port=$(cat "$DIR/redis-$1.port" 2>/dev/null || echo none)
-  # redis-server rewrites its title to "redis-server 127.0.0.1:PORT [cluster]"
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "redis-server.*:$port" && echo "$pid"
+  # started as "redis-server DIR/redis-I.conf"; once up it rewrites its
+  # title to "redis-server 127.0.0.1:PORT [cluster]"
+  cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+  case $cmdline in
+    *redis-server*"$DIR/redis-$1.conf"*|*redis-server*":$port "*) echo "$pid" ;;
+  esac
   return 0
 }
 

@@ -65,6 +65,14 @@ static int read_node(int i) {
     return 0;
 }
 
+/* the end of node i's log on stderr (the directory goes at exit) */
+static void show_log(int i) {
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "tail -n 20 '%s/redis-%d.log' >&2", dir, i + 1);
+    if (system(cmd) != 0)
+        fprintf(stderr, "  (no log)\n");
+}
+
 void redis_cluster_stop(void) {
     if (!started)
         return;
@@ -97,6 +105,8 @@ int redis_cluster_start(const char *tag) {
     signal(SIGSEGV, on_signal);
     int rc = run_script("start", 0);
     if (rc != 0) {
+        for (int i = 0; i < REDIS_CLUSTER_MASTERS; i++)
+            show_log(i);
         fprintf(stderr, "  scripts/redis-cluster.sh start failed (%d): redis-server and redis-cli are required\n", rc);
         return -1;
     }
@@ -138,8 +148,12 @@ int redis_cluster_kill(int i) {
 }
 
 int redis_cluster_restart(int i) {
-    if (i < 0 || i >= REDIS_CLUSTER_MASTERS || run_script("start-node", i + 1) != 0)
+    if (i < 0 || i >= REDIS_CLUSTER_MASTERS)
         return -1;
+    if (run_script("start-node", i + 1) != 0) {
+        show_log(i);
+        return -1;
+    }
     return read_node(i);
 }
 
