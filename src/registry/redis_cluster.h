@@ -14,10 +14,14 @@
  * Failure: a command is completed exactly once, with a reply or an error
  * string: "timeout" (no reply within timeout_ms of submission, retries
  * included), "connection lost" (it was written, the connection died: it
- * may or may not have run), "unreachable" (the node refused the
- * connection before it was written), "too many redirects", "closed". A
- * lost connection is retried with backoff and the slot map refreshed
- * (rate-limited). Nothing waits without a deadline. */
+ * may or may not have run), "unreachable" (the connection to its node
+ * failed before it was written), "reply too large", "protocol error",
+ * "out of memory", "closed" (rc_free). After max_redirects MOVED/ASK or
+ * max_retries TRYAGAIN/CLUSTERDOWN the last such error reply is handed
+ * back as the reply. A lost connection is retried with backoff and the
+ * slot map read again (rate-limited). Nothing waits without a deadline.
+ * Order: commands to one node are written in submission order until a
+ * redirect or retry sends one of them round again. */
 #ifndef PARLEY_REGISTRY_REDIS_CLUSTER_H
 #define PARLEY_REGISTRY_REDIS_CLUSTER_H
 
