@@ -100,7 +100,7 @@ struct rc_client {
     int8_t owner[RC_SLOTS]; /* node index, -1 unknown */
     cmd_list waiting;       /* no owner known yet, or backing off */
     int want_refresh, refresh_in_flight, refresh_rr;
-    int64_t last_refresh_ms;
+    int64_t last_refresh_ms, last_tick_ms;
 };
 
 static int64_t now_ms(void) {
@@ -724,37 +724,52 @@ static void fail_everything(rc_client *c) {
         complete(c, k, NULL, "closed", 0);
 }
 
+/* one pass of the loop: what epoll reports within wait_ms, submissions,
+ * timers when due, writes. 1 when the client is closing. */
+static int loop_once(rc_client *c, int wait_ms) {
+    struct epoll_event evs[64];
+    int ne = epoll_wait(c->epfd, evs, 64, wait_ms);
+    for (int i = 0; i < ne; i++) {
+        if (evs[i].data.u64 == 0) {
+            uint64_t v;
+            if (read(c->evfd, &v, sizeof v) < 0) { /* drained: nothing to do */
+            }
+            continue;
+        }
+        node_event(c, &c->nodes[evs[i].data.u64 - 1], evs[i].events);
+    }
+    pthread_mutex_lock(&c->mu);
+    int closing = c->closing;
+    pthread_mutex_unlock(&c->mu);
+    if (closing)
+        return 1;
+    drain_inbox(c);
+    int64_t now = now_ms();
+    if (now - c->last_tick_ms >= TICK_MS) {
+        c->last_tick_ms = now;
+        tick(c);
+    }
+    for (int i = 0; i < c->nnodes; i++)
+        node_dispatch(c, &c->nodes[i]);
+    return 0;
+}
+
 static void *io_main(void *arg) {
     rc_client *c = arg;
-    int64_t last_tick = 0;
-    for (;;) {
-        struct epoll_event evs[64];
-        int ne = epoll_wait(c->epfd, evs, 64, TICK_MS);
-        for (int i = 0; i < ne; i++) {
-            if (evs[i].data.u64 == 0) {
-                uint64_t v;
-                if (read(c->evfd, &v, sizeof v) < 0) { /* drained: nothing to do */
-                }
-                continue;
-            }
-            node_event(c, &c->nodes[evs[i].data.u64 - 1], evs[i].events);
-        }
-        pthread_mutex_lock(&c->mu);
-        int closing = c->closing;
-        pthread_mutex_unlock(&c->mu);
-        if (closing)
-            break;
-        drain_inbox(c);
-        int64_t now = now_ms();
-        if (now - last_tick >= TICK_MS) {
-            last_tick = now;
-            tick(c);
-        }
-        for (int i = 0; i < c->nnodes; i++)
-            node_dispatch(c, &c->nodes[i]);
+    while (!loop_once(c, TICK_MS)) {
     }
     fail_everything(c);
     return NULL;
+}
+
+int rc_loop_fd(rc_client *c) { return c->o.external_loop ? c->epfd : -1; }
+
+int rc_loop_run(rc_client *c) {
+    if (!c->o.external_loop)
+        return -1;
+    loop_once(c, 0);
+    int64_t due = c->last_tick_ms + TICK_MS - now_ms();
+    return due < 0 ? 0 : due > TICK_MS ? TICK_MS : (int)due;
 }
 
 /* ---- the submit side ---- */
@@ -833,7 +848,7 @@ rc_client *rc_new(const rc_options *opts, char *err, size_t errlen) {
     }
     c->want_refresh = 1;
     c->last_refresh_ms = now_ms() - c->o.refresh_min_interval_ms;
-    if (pthread_create(&c->thread, NULL, io_main, c) != 0) {
+    if (!c->o.external_loop && pthread_create(&c->thread, NULL, io_main, c) != 0) {
         snprintf(err, errlen, "pthread_create failed");
         goto fail;
     }
@@ -977,7 +992,10 @@ void rc_free(rc_client *c) {
     c->closing = 1;
     pthread_mutex_unlock(&c->mu);
     wake(c);
-    pthread_join(c->thread, NULL);
+    if (c->o.external_loop)
+        fail_everything(c); /* on the caller's thread, which runs the loop */
+    else
+        pthread_join(c->thread, NULL);
     for (int i = 0; i < c->nnodes; i++) {
         node *n = &c->nodes[i];
         if (n->fd >= 0)

@@ -10,6 +10,9 @@
  * Threads: one I/O thread with its own epoll loop owns every connection and
  * the slot map. rc_command may be called from any thread; callbacks run on
  * the I/O thread and must not block (hand the result to the owner's queue).
+ * With external_loop set there is no thread: the caller adds rc_loop_fd to
+ * its own epoll set and calls rc_loop_run from one thread (the "I/O thread"
+ * then) when that fd is readable and at least as often as it asks.
  *
  * Failure: a command is completed exactly once, with a reply or an error
  * string: "timeout" (no reply within timeout_ms of submission, retries
@@ -42,6 +45,7 @@ typedef struct rc_options {
     int max_redirects;              /* MOVED + ASK per command (default 5) */
     int max_retries;                /* TRYAGAIN + CLUSTERDOWN per command (default 8) */
     int refresh_min_interval_ms;    /* between two CLUSTER SLOTS (default 100) */
+    int external_loop;              /* 1: no thread of its own (rc_loop_fd, rc_loop_run) */
 } rc_options;
 
 /* reply: owned by the callback (freeReplyObject), NULL when error is set.
@@ -54,9 +58,18 @@ typedef void (*rc_callback)(void *ud, redisReply *reply, const char *error);
 rc_client *rc_new(const rc_options *opts, char *err, size_t errlen);
 /* Waits until the slot map covers every slot: 0, or -1 after timeout_ms. */
 int rc_wait_ready(rc_client *c, int timeout_ms);
-/* Completes every pending command with "closed" (on the I/O thread), stops
- * it, frees everything. */
+/* Completes every pending command with "closed" (on the I/O thread, or
+ * with external_loop on the calling thread), stops it, frees everything. */
 void rc_free(rc_client *c);
+
+/* external_loop only: an fd (itself an epoll set) that is readable when the
+ * client has work; -1 without external_loop. */
+int rc_loop_fd(rc_client *c);
+/* external_loop only: does what is ready without blocking (completions run
+ * here); returns the ms within which it wants to run again (timers), at
+ * most 10; -1 without external_loop. Never call rc_command_sync, or
+ * rc_wait_ready with a timeout, on this thread: nothing would run the loop. */
+int rc_loop_run(rc_client *c);
 
 /* Queues argv (argvlen NULL: C strings) for the master of key's slot.
  * 0, or -1 (queue full, command too large, closing): cb is then not called. */

@@ -8,7 +8,9 @@
 #include "registry/redis_cluster.h"
 #include "registry/redis_cluster_parse.h"
 
+#include <pthread.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -470,6 +472,60 @@ static void bounds_refuse_oversized_commands_and_replies(void) {
     CHECK(!c, "a seed without a port was accepted");
 }
 
+/* completions of a batch that must all run on one thread */
+typedef struct on_thread {
+    batch b;
+    pthread_t expect;
+    atomic_int elsewhere;
+} on_thread;
+
+static void on_thread_cb(void *ud, redisReply *r, const char *error) {
+    on_thread *t = ud;
+    if (!pthread_equal(pthread_self(), t->expect))
+        atomic_fetch_add(&t->elsewhere, 1);
+    batch_cb(&t->b, r, error);
+}
+
+/* external_loop: no thread of the client's own; the test's epoll loop runs
+ * it through rc_loop_fd / rc_loop_run, and every completion runs there */
+static void runs_on_the_callers_epoll_loop(void) {
+    enum { N = 3000 };
+    rc_options o = {.seeds = redis_cluster_seeds(), .timeout_ms = 10000, .external_loop = 1};
+    char err[200];
+    rc_client *c = rc_new(&o, err, sizeof err);
+    CHECK(c, "rc_new: %s", err);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN};
+    int added = ep >= 0 && rc_loop_fd(c) >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, rc_loop_fd(c), &ev) == 0;
+    on_thread t = {.b = {.expect = "OK"}, .expect = pthread_self()};
+    int submitted = 0;
+    uint64_t until = now_ms() + WAIT_MS;
+    int wait = 0;
+    while (added && atomic_load(&t.b.done) < N && now_ms() < until) {
+        struct epoll_event got;
+        epoll_wait(ep, &got, 1, wait);
+        wait = rc_loop_run(c);
+        /* submit once the map is known, from this same thread */
+        if (!submitted && rc_wait_ready(c, 0) == 0) {
+            for (int i = 0; i < N; i++) {
+                char k[32];
+                snprintf(k, sizeof k, "loop:%d", i);
+                const char *argv[] = {"SET", k, "v"};
+                if (rc_command(c, k, strlen(k), 3, argv, NULL, on_thread_cb, &t) != 0)
+                    break;
+                submitted++;
+            }
+        }
+    }
+    rc_free(c);
+    if (ep >= 0)
+        close(ep);
+    CHECK(added, "rc_loop_fd not added to the caller's epoll set");
+    CHECK(submitted == N, "submitted %d", submitted);
+    CHECK(atomic_load(&t.b.ok) == N, "%d ok, %d errors of %d", atomic_load(&t.b.ok), atomic_load(&t.b.errors), N);
+    CHECK(atomic_load(&t.elsewhere) == 0, "%d completions on another thread", atomic_load(&t.elsewhere));
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     RUN(start_cluster);
@@ -478,6 +534,7 @@ int main(void) {
         RUN(pipelines_up_to_the_in_flight_bound);
         RUN(follows_a_slot_migration_through_ask_and_moved);
         RUN(bounds_refuse_oversized_commands_and_replies);
+        RUN(runs_on_the_callers_epoll_loop);
         RUN(a_killed_master_gives_errors_then_recovers);
     }
     redis_cluster_stop();
