@@ -484,10 +484,368 @@ static void sender_keys_behaviour(void) {
     e2e_sender_key_free(loaded);
 }
 
+/* ------------------------------------------------------------- vectors */
+
+/* The test RNG: one stream per party. Each request takes whole 32-byte
+ * blocks SHA-256(label || u32 counter) and logs them, so the vectors list
+ * every random value a party used, in order. */
+typedef struct stream {
+    const char *label;
+    uint32_t counter;
+    uint8_t log[32][32];
+    size_t n;
+} stream;
+static stream *rng_stream;
+
+static void test_rng(void *buf, size_t len) {
+    uint8_t *out = buf;
+    while (len) {
+        uint8_t block[32], in[64], ctr[4];
+        size_t ll = strlen(rng_stream->label);
+        e2e_put32(ctr, rng_stream->counter++);
+        memcpy(in, rng_stream->label, ll);
+        memcpy(in + ll, ctr, 4);
+        crypto_hash_sha256(block, in, ll + 4);
+        if (rng_stream->n < 32) memcpy(rng_stream->log[rng_stream->n++], block, 32);
+        size_t n = len < 32 ? len : 32;
+        memcpy(out, block, n);
+        out += n;
+        len -= n;
+    }
+}
+
+typedef struct json {
+    char *buf;
+    size_t len;
+    FILE *f;
+    int first;                 /* no comma before the next member */
+} json;
+
+static void j_begin(json *j) {
+    j->f = open_memstream(&j->buf, &j->len);
+    fputs("{", j->f);
+    j->first = 1;
+}
+static void j_key(json *j, const char *key) {
+    fprintf(j->f, "%s\n  \"%s\": ", j->first ? "" : ",", key);
+    j->first = 0;
+}
+static void j_hexval(json *j, const uint8_t *b, size_t n) {
+    fputc('"', j->f);
+    for (size_t i = 0; i < n; i++) fprintf(j->f, "%02x", b[i]);
+    fputc('"', j->f);
+}
+static void j_hex(json *j, const char *key, const uint8_t *b, size_t n) {
+    j_key(j, key);
+    j_hexval(j, b, n);
+}
+static void j_str(json *j, const char *key, const char *v) {
+    j_key(j, key);
+    fprintf(j->f, "\"%s\"", v);
+}
+static void j_num(json *j, const char *key, unsigned long v) {
+    j_key(j, key);
+    fprintf(j->f, "%lu", v);
+}
+static void j_log(json *j, const char *key, const stream *s) {
+    j_key(j, key);
+    fputs("[", j->f);
+    for (size_t i = 0; i < s->n; i++) {
+        fputs(i ? ",\n    " : "\n    ", j->f);
+        j_hexval(j, s->log[i], 32);
+    }
+    fputs("\n  ]", j->f);
+}
+static char *j_end(json *j) {
+    fputs("\n}\n", j->f);
+    fclose(j->f);
+    return j->buf;
+}
+
+static void identity_fields(json *j, const char *who, const e2e_identity *id) {
+    char k[64];
+    uint8_t x[32];
+    snprintf(k, sizeof k, "%s_identity_seed", who);
+    j_hex(j, k, id->sk, 32);
+    snprintf(k, sizeof k, "%s_identity_public", who);
+    j_hex(j, k, id->pk, 32);
+    e2e_identity_x25519_sk(x, id->sk);
+    snprintf(k, sizeof k, "%s_identity_x25519_private", who);
+    j_hex(j, k, x, 32);
+    e2e_identity_x25519_pk(x, id->pk);
+    snprintf(k, sizeof k, "%s_identity_x25519_public", who);
+    j_hex(j, k, x, 32);
+}
+
+static stream alice_rng, bob_rng;
+
+/* Alice and Bob as in every vector: alice random[0] = identity seed; bob
+ * random[0] = identity seed, [1] = signed pre-key 7, [2] = one-time pre-key 42. */
+static void vector_parties(device *a, device *b) {
+    alice_rng = (stream){.label = "parley.e2e vectors alice"};
+    bob_rng = (stream){.label = "parley.e2e vectors bob"};
+    e2e_test_set_rng(test_rng);
+    rng_stream = &alice_rng;
+    e2e_identity_generate(&a->id);
+    rng_stream = &bob_rng;
+    e2e_identity_generate(&b->id);
+    e2e_prekey_generate(&b->spk, 7);
+    e2e_prekey_generate(&b->otk, 42);
+    e2e_prekey_sign(&b->id, &b->spk, b->spk_sig);
+}
+
+static void bob_fields(json *j, const device *b) {
+    identity_fields(j, "bob", &b->id);
+    j_num(j, "bob_signed_prekey_id", b->spk.id);
+    j_hex(j, "bob_signed_prekey_private", b->spk.sk, 32);
+    j_hex(j, "bob_signed_prekey_public", b->spk.pk, 32);
+    j_hex(j, "bob_signed_prekey_signature", b->spk_sig, 64);
+    j_num(j, "bob_one_time_prekey_id", b->otk.id);
+    j_hex(j, "bob_one_time_prekey_private", b->otk.sk, 32);
+    j_hex(j, "bob_one_time_prekey_public", b->otk.pk, 32);
+}
+
+static char *vector_x3dh(void) {
+    device a, b;
+    vector_parties(&a, &b);
+    uint8_t ek_pk[32], ek_sk[32], sk1[32], sk2[32], r1[32], r2[32];
+    rng_stream = &alice_rng;
+    e2e_dh_keypair(ek_pk, ek_sk);
+    e2e_bundle with = bundle_of(&b, 1), without = bundle_of(&b, 0);
+    int ok = e2e_x3dh_initiate(&a.id, ek_sk, &with, sk1) == E2E_OK &&
+             e2e_x3dh_initiate(&a.id, ek_sk, &without, sk2) == E2E_OK &&
+             e2e_x3dh_respond(&b.id, &b.spk, &b.otk, a.id.pk, ek_pk, r1) == E2E_OK &&
+             e2e_x3dh_respond(&b.id, &b.spk, NULL, a.id.pk, ek_pk, r2) == E2E_OK && !memcmp(sk1, r1, 32) &&
+             !memcmp(sk2, r2, 32);
+    e2e_test_set_rng(NULL);
+    if (!ok) return NULL;
+    json j;
+    j_begin(&j);
+    j_str(&j, "description", "X3DH: SK = HKDF-SHA256(salt = 32 zero bytes, ikm = 32 0xFF bytes || DH1 || DH2 || DH3 "
+                             "[|| DH4], info = 'parley.e2e x3dh v1', 32 bytes); identity keys are Ed25519, "
+                             "converted to X25519 (libsodium crypto_sign_ed25519_*_to_curve25519)");
+    identity_fields(&j, "alice", &a.id);
+    bob_fields(&j, &b);
+    j_hex(&j, "alice_ephemeral_private", ek_sk, 32);
+    j_hex(&j, "alice_ephemeral_public", ek_pk, 32);
+    j_hex(&j, "shared_secret_with_one_time_prekey", sk1, 32);
+    j_hex(&j, "shared_secret_without_one_time_prekey", sk2, 32);
+    j_log(&j, "alice_random", &alice_rng);
+    j_log(&j, "bob_random", &bob_rng);
+    return j_end(&j);
+}
+
+/* The exchange: each step is a send (its ciphertext) or a receive (its
+ * plaintext), in the order they happen. */
+typedef struct step {
+    char party;            /* 'a' or 'b' */
+    char op;               /* 's' send, 'r' receive */
+    const char *id;        /* message name */
+    const char *text;
+} step;
+
+static const step EXCHANGE[] = {
+    {'a', 's', "A1", "Hello Bob, this is Alice."},
+    {'a', 's', "A2", "A second message (it will arrive late)."},
+    {'a', 's', "A3", "A third."},
+    {'b', 'r', "A1", NULL},
+    {'b', 'r', "A3", NULL},
+    {'b', 's', "B1", "Hi Alice (arrives second)."},
+    {'b', 's', "B2", "Bob again (arrives first)."},
+    {'a', 'r', "B2", NULL},
+    {'a', 'r', "B1", NULL},
+    {'b', 'r', "A2", NULL},
+    {'a', 's', "A4", "After a DH ratchet step."},
+    {'b', 'r', "A4", NULL},
+    {'b', 's', "B3", ""},
+    {'a', 'r', "B3", NULL},
+};
+enum { EXCHANGE_LEN = sizeof EXCHANGE / sizeof EXCHANGE[0] };
+
+static char *vector_ratchet(void) {
+    device a, b;
+    vector_parties(&a, &b);
+    e2e_session *as = NULL, *bs = NULL;
+    e2e_bundle bundle = bundle_of(&b, 1);
+    rng_stream = &alice_rng;
+    if (e2e_session_initiate(&as, &a.id, &bundle) != E2E_OK) return NULL;
+    struct {
+        const char *id, *text;
+        msg m;
+    } sent[EXCHANGE_LEN];
+    size_t n_sent = 0;
+    json j;
+    j_begin(&j);
+    j_str(&j, "description",
+          "Double Ratchet exchange after the X3DH of x3dh.json (same keys); each party's random values in "
+          "the order used: see README.md");
+    identity_fields(&j, "alice", &a.id);
+    bob_fields(&j, &b);
+    j_key(&j, "steps");
+    fputs("[", j.f);
+    int ok = 1;
+    for (size_t i = 0; i < EXCHANGE_LEN && ok; i++) {
+        const step *st = &EXCHANGE[i];
+        rng_stream = st->party == 'a' ? &alice_rng : &bob_rng;
+        e2e_session *s = st->party == 'a' ? as : bs;
+        fprintf(j.f, "%s\n    {\"party\": \"%s\", \"op\": \"%s\", \"message\": \"%s\", ", i ? "," : "",
+                st->party == 'a' ? "alice" : "bob", st->op == 's' ? "send" : "receive", st->id);
+        if (st->op == 's') {
+            sent[n_sent].id = st->id;
+            sent[n_sent].text = st->text;
+            sent[n_sent].m = enc(s, st->text);
+            ok = sent[n_sent].m.b != NULL;
+            fprintf(j.f, "\"plaintext\": \"%s\", \"ciphertext\": ", st->text);
+            if (ok) j_hexval(&j, sent[n_sent].m.b, sent[n_sent].m.n);
+            n_sent++;
+        } else {
+            size_t k = 0;
+            while (k < n_sent && strcmp(sent[k].id, st->id) != 0) k++;
+            ok = k < n_sent;
+            if (ok && !bs) {
+                uint8_t *pt = NULL;
+                size_t n = 0;
+                ok = e2e_session_accept(&bs, &b.id, &b.spk, &b.otk, sent[k].m.b, sent[k].m.n, &pt, &n) == E2E_OK &&
+                     n == strlen(sent[k].text) && memcmp(pt, sent[k].text, n) == 0;
+                free(pt);
+            } else if (ok) {
+                ok = dec(s, sent[k].m, sent[k].text) == E2E_OK;
+            }
+            fprintf(j.f, "\"plaintext\": \"%s\"", ok ? sent[k].text : "?");
+        }
+        fputs("}", j.f);
+    }
+    fputs("\n  ]", j.f);
+    j_log(&j, "alice_random", &alice_rng);
+    j_log(&j, "bob_random", &bob_rng);
+    e2e_test_set_rng(NULL);
+    for (size_t i = 0; i < n_sent; i++) msg_free(&sent[i].m);
+    e2e_session_free(as);
+    e2e_session_free(bs);
+    char *out = j_end(&j);
+    if (!ok) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+static char *vector_sender_keys(void) {
+    stream s = {.label = "parley.e2e vectors sender"};
+    e2e_test_set_rng(test_rng);
+    rng_stream = &s;
+    e2e_sender_key *own = NULL;
+    int ok = e2e_sender_key_create(&own) == E2E_OK;   /* random[0]: key id (first 4 bytes), [1] chain key, [2] signing seed */
+    e2e_test_set_rng(NULL);
+    if (!ok) return NULL;
+    e2e_sender_key *rcv = receiver_of(own);
+    uint8_t *dist = NULL;
+    size_t dist_n = 0;
+    ok = rcv && e2e_sender_key_distribution(own, &dist, &dist_n) == E2E_OK;
+    json j;
+    j_begin(&j);
+    j_str(&j, "description", "Sender Keys: distribution message, chain steps (message key, next chain key), "
+                             "messages; received in the order of receive_order");
+    j_log(&j, "sender_random", &s);
+    j_num(&j, "key_id", e2e_sender_key_id(own));
+    j_hex(&j, "chain_key", s.log[1], 32);
+    j_hex(&j, "signing_seed", s.log[2], 32);
+    if (ok) j_hex(&j, "distribution", dist, dist_n);
+    /* the chain: what KDF_CK gives at each iteration */
+    uint8_t ck[32], mk[32];
+    memcpy(ck, s.log[1], 32);
+    j_key(&j, "chain");
+    fputs("[", j.f);
+    for (int i = 0; i < 4; i++) {
+        e2e_kdf_ck(ck, mk);
+        fprintf(j.f, "%s\n    {\"iteration\": %d, \"message_key\": ", i ? "," : "", i);
+        j_hexval(&j, mk, 32);
+        fputs(", \"next_chain_key\": ", j.f);
+        j_hexval(&j, ck, 32);
+        fputs("}", j.f);
+    }
+    fputs("\n  ]", j.f);
+    static const char *texts[4] = {"group message 0", "group message 1", "", "group message 3"};
+    smsg m[4] = {{0}};
+    j_key(&j, "messages");
+    fputs("[", j.f);
+    for (int i = 0; i < 4 && ok; i++) {
+        ok = e2e_sender_key_encrypt(own, (const uint8_t *)texts[i], strlen(texts[i]), &m[i].b, &m[i].n) == E2E_OK;
+        fprintf(j.f, "%s\n    {\"iteration\": %d, \"plaintext\": \"%s\", \"ciphertext\": ", i ? "," : "", i,
+                texts[i]);
+        if (ok) j_hexval(&j, m[i].b, m[i].n);
+        fputs("}", j.f);
+    }
+    fputs("\n  ]", j.f);
+    static const int order[4] = {2, 0, 3, 1};
+    j_key(&j, "receive_order");
+    fputs("[2, 0, 3, 1]", j.f);
+    for (int i = 0; i < 4 && ok; i++) ok = sdec(rcv, m[order[i]], texts[order[i]]) == E2E_OK;
+    for (int i = 0; i < 4; i++) free(m[i].b);
+    free(dist);
+    e2e_sender_key_free(own);
+    e2e_sender_key_free(rcv);
+    char *out = j_end(&j);
+    if (!ok) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+static const struct {
+    const char *file;
+    char *(*make)(void);
+} VECTORS[] = {
+    {"x3dh.json", vector_x3dh},
+    {"ratchet.json", vector_ratchet},
+    {"sender_keys.json", vector_sender_keys},
+};
+
+static int write_vectors(const char *dir) {
+    for (size_t i = 0; i < sizeof VECTORS / sizeof VECTORS[0]; i++) {
+        char *text = VECTORS[i].make();
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, VECTORS[i].file);
+        FILE *f = text ? fopen(path, "w") : NULL;
+        if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
+            fprintf(stderr, "cannot make %s\n", path);
+            free(text);
+            return 1;
+        }
+        printf("wrote %s\n", path);
+        free(text);
+    }
+    return 0;
+}
+
+static char *read_file(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return NULL;
+    char *buf = calloc(1, 1 << 20);
+    size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+    (void)n;
+    fclose(f);
+    return buf;
+}
+
+/* The committed vectors are what this code makes from the same randomness. */
+static void vectors_match(void) {
+    for (size_t i = 0; i < sizeof VECTORS / sizeof VECTORS[0]; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/tests/vectors/%s", PARLEY_SOURCE_DIR, VECTORS[i].file);
+        char *want = read_file(path), *got = VECTORS[i].make();
+        int same = want && got && strcmp(want, got) == 0;
+        if (!same && got) fprintf(stderr, "  made now:\n%s\n", got);
+        free(want);
+        free(got);
+        CHECK(same, "%s: the code no longer makes the committed vector (or could not make it)", path);
+    }
+}
+
 int main(int argc, char **argv) {
     if (sodium_init() < 0) return 1;
-    (void)argc;
-    (void)argv;
+    if (argc == 3 && strcmp(argv[1], "--write-vectors") == 0) return write_vectors(argv[2]);
     RUN(out_of_order_and_lost);
     RUN(skipped_keys_bounded);
     RUN(tampered_refused);
@@ -497,5 +855,6 @@ int main(int argc, char **argv) {
     RUN(exhausted_and_bad_bundles);
     RUN(safety_numbers);
     RUN(sender_keys_behaviour);
+    RUN(vectors_match);
     CHECK_EXIT();
 }
