@@ -136,6 +136,8 @@ int e2e_sender_key_distribution(const e2e_sender_key *k, uint8_t **out, size_t *
 int e2e_sender_key_from_distribution(e2e_sender_key **out, const uint8_t *msg, size_t len);
 uint32_t e2e_sender_key_id(const e2e_sender_key *k);
 uint32_t e2e_sender_key_iteration(const e2e_sender_key *k);
+/* true for a key we created (it encrypts), false for one received */
+bool e2e_sender_key_is_own(const e2e_sender_key *k);
 int e2e_sender_key_encrypt(e2e_sender_key *k, const uint8_t *pt, size_t len, uint8_t **out, size_t *out_len);
 /* On any error the state is unchanged. */
 int e2e_sender_key_decrypt(e2e_sender_key *k, const uint8_t *msg, size_t len, uint8_t **pt, size_t *pt_len);

@@ -50,6 +50,7 @@ static void sk_wipe_free(e2e_sender_key *k) {
 void e2e_sender_key_free(e2e_sender_key *k) { sk_wipe_free(k); }
 uint32_t e2e_sender_key_id(const e2e_sender_key *k) { return k->key_id; }
 uint32_t e2e_sender_key_iteration(const e2e_sender_key *k) { return k->iteration; }
+bool e2e_sender_key_is_own(const e2e_sender_key *k) { return k->own; }
 
 int e2e_sender_key_create(e2e_sender_key **out) {
     e2e_sender_key *k = calloc(1, sizeof *k);
