@@ -12,6 +12,7 @@
 #include <sodium.h>
 
 #include "e2e/e2e.h"
+#include "e2e_store.h"
 #include "internal.h"
 #include "parley_e2e.h"
 
@@ -21,45 +22,10 @@ enum {
     DISTRIBUTION_LEN = 1 + 4 + 4 + 32 + 32,
     SENDER_OVERHEAD = 1 + 4 + 4 + 16 + 64,   /* header, tag, signature */
     MAX_BODY = 65536,                        /* SendMessage.body limit */
-    MAX_GIVEN = 65536,                       /* (conversation, device) pairs handed our key */
-};
-
-typedef struct peer {
-    uint64_t user;
-    uint32_t device;
-    e2e_session *s;           /* the session we send with */
-    e2e_session *old;         /* the one before (both sides started one at once): still read */
-} peer;
-
-typedef struct skey {
-    uint64_t conv, user;
-    uint32_t device;
-    e2e_sender_key *k;
-    e2e_sender_key *prev;     /* received only: the key before a rotation, for its late messages */
-} skey;
-
-typedef struct given {        /* our current key of conv was handed to (user, device) */
-    uint64_t conv, user;
-    uint32_t device, key_id;
-} given;
-
-struct pc_e2e {
-    e2e_identity id;
-    e2e_prekey spk;
-    uint8_t spk_sig[64];
-    e2e_prekey otk[PC_E2E_ONE_TIME_KEYS];
-    bool otk_used[PC_E2E_ONE_TIME_KEYS];
-    bool published;
-    peer *peers;
-    size_t n_peers, cap_peers;
-    skey *keys;
-    size_t n_keys, cap_keys;
-    given *given;
-    size_t n_given, cap_given;
 };
 
 /* Room for one more element in *arr (n used, *cap allocated), at most max. */
-static int grow(void **arr, size_t *cap, size_t n, size_t elem, size_t max) {
+int pc_e2e_grow(void **arr, size_t *cap, size_t n, size_t elem, size_t max) {
     if (n < *cap) return 0;
     if (n >= max) return -1;
     size_t next = *cap ? *cap * 2 : 16;
@@ -121,7 +87,7 @@ static peer *find_peer(pc_e2e *e, uint64_t user, uint32_t device) {
 }
 
 static peer *add_peer(pc_e2e *e, uint64_t user, uint32_t device, e2e_session *s) {
-    if (grow((void **)&e->peers, &e->cap_peers, e->n_peers, sizeof *e->peers, PC_E2E_MAX_SESSIONS) < 0) return NULL;
+    if (pc_e2e_grow((void **)&e->peers, &e->cap_peers, e->n_peers, sizeof *e->peers, PC_E2E_MAX_SESSIONS) < 0) return NULL;
     peer *p = &e->peers[e->n_peers++];
     *p = (peer){user, device, s, NULL};
     return p;
@@ -147,7 +113,7 @@ static int put_key(pc_e2e *e, uint64_t conv, uint64_t user, uint32_t device, e2e
         s->k = k;
         return 0;
     }
-    if (grow((void **)&e->keys, &e->cap_keys, e->n_keys, sizeof *e->keys, PC_E2E_MAX_SENDER_KEYS) < 0) {
+    if (pc_e2e_grow((void **)&e->keys, &e->cap_keys, e->n_keys, sizeof *e->keys, PC_E2E_MAX_SENDER_KEYS) < 0) {
         e2e_sender_key_free(k);
         return E2E_ERR_NOMEM;
     }
@@ -232,8 +198,8 @@ static int give_key(pc_e2e *e, pc_client *c, uint64_t conv, e2e_sender_key *k, p
     int r = pc_send_device_message(c, p->user, p->device, ct, ct_len, NULL);
     free(ct);
     if (r != 0) return -1;
-    if (grow((void **)&e->given, &e->cap_given, e->n_given, sizeof *e->given, MAX_GIVEN) < 0)
-        return pc_fail(c, PARLEY__V1__STATUS__TOO_LARGE, "more than %d sender-key hand-outs", MAX_GIVEN);
+    if (pc_e2e_grow((void **)&e->given, &e->cap_given, e->n_given, sizeof *e->given, PC_E2E_MAX_GIVEN) < 0)
+        return pc_fail(c, PARLEY__V1__STATUS__TOO_LARGE, "more than %d sender-key hand-outs", PC_E2E_MAX_GIVEN);
     e->given[e->n_given++] = (given){conv, p->user, p->device, e2e_sender_key_id(k)};
     return 0;
 }

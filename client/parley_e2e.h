@@ -34,6 +34,7 @@ enum {
     PC_E2E_MAX_SENDER_KEYS = 4096,  /* sender keys held (own and received) */
     PC_E2E_MAX_MEMBERS = 1024,      /* users passed to pc_e2e_send */
     PC_E2E_MAX_DEVICES = 64,        /* devices of one user taken from GetDevices */
+    PC_E2E_MAX_STORE_BYTES = 1 << 30, /* a saved key store is never larger */
 };
 
 /* A new device key store: identity, signed pre-key 1, PC_E2E_ONE_TIME_KEYS one-time pre-keys. */
@@ -64,5 +65,11 @@ int pc_e2e_decrypt(pc_e2e *e, const Parley__V1__Message *m, uint8_t **pt, size_t
 
 /* Our sender key of conv is dropped: the next pc_e2e_send makes a new one. */
 void pc_e2e_rotate(pc_e2e *e, uint64_t conv);
+
+/* The whole store (private keys included: keep it like a secret key) to
+ * versioned bytes, malloc'd in *out; and back. 0 or a negative e2e status
+ * (E2E_ERR_MALFORMED for bytes that are not a whole store of ours). */
+int pc_e2e_save(const pc_e2e *e, uint8_t **out, size_t *out_len);
+int pc_e2e_load(pc_e2e **out, const uint8_t *data, size_t len);
 
 #endif

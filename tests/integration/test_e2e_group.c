@@ -3,6 +3,8 @@
  *   - a group of alice (two devices), bob and carol: every other device
  *     decrypts each message; sender keys travel as pairwise-encrypted device
  *     messages (X3DH sessions from FetchKeys bundles)
+ *   - bob's key store is saved and loaded mid-conversation (a restart) and
+ *     he goes on reading, replays of what he read before still refused
  *   - carol is removed and the senders rotate: the next message is read by
  *     the members and not by carol, even with its ciphertext in hand; dave,
  *     never a member, reads nothing; a tampered or replayed ciphertext is
@@ -215,6 +217,23 @@ static void group_encrypted_end_to_end(void) {
     reader *second[3] = {ra, ra2, rc};
     goal g2 = {second, 3, p2};
     CHECK(h_pump(all, 5, pred_decrypted, &g2, WAIT_MS), "message 2 not decrypted by all");
+
+    /* bob's device restarts mid-conversation: its key store is saved and
+     * loaded back (the same bytes again), and it goes on below (message 3
+     * comes with a new sender key over the loaded pairwise session) */
+    uint8_t *saved = NULL, *again = NULL;
+    size_t saved_len = 0, again_len = 0;
+    CHECK(pc_e2e_save(rb->e, &saved, &saved_len) == 0, "save bob's key store");
+    pc_e2e *cut = NULL;
+    int cut_st = pc_e2e_load(&cut, saved, saved_len - 1);
+    pc_e2e_free(rb->e);
+    int load_st = pc_e2e_load(&rb->e, saved, saved_len);
+    int same = load_st == 0 && pc_e2e_save(rb->e, &again, &again_len) == 0 && again_len == saved_len &&
+               memcmp(saved, again, saved_len) == 0;
+    free(saved);
+    free(again);
+    CHECK(cut_st != 0 && !cut, "a truncated key store was loaded");
+    CHECK(same, "bob's key store did not come back byte for byte (load: %s)", e2e_strerror(load_st));
 
     /* carol is removed; the remaining senders rotate */
     CHECK(pc_remove_member(alice->c, conv, carol->id.user_id) == 0, "remove carol: %s", pc_error(alice->c));
