@@ -374,6 +374,69 @@ static void safety_numbers(void) {
     CHECK(strlen(ab) == 71 && ab[5] == ' ', "format: '%s'", ab);
 }
 
+static uint8_t *heap_copy(const uint8_t *b, size_t len) {
+    uint8_t *p = malloc(len ? len : 1);
+    if (p && len) memcpy(p, b, len);
+    return p;
+}
+
+/* Bytes from the network or a damaged state file: random bytes of every
+ * length up to 400, also behind each valid type byte (and, for the states,
+ * every truncation of a real one), are refused by every parser, never read
+ * out of bounds (the ASan build checks) and never yield a plaintext. */
+static void garbage_refused(void) {
+    device a, b;
+    device_new(&a, 1, 100);
+    device_new(&b, 2, 200);
+    e2e_session *as = NULL, *bs = NULL;
+    CHECK(start(&a, &b, 1, &as, &bs) == 0, "session");
+    e2e_sender_key *sk = NULL;
+    CHECK(e2e_sender_key_create(&sk) == E2E_OK, "sender key");
+    static const uint8_t types[] = {0x00, E2E_TYPE_PREKEY_MESSAGE, E2E_TYPE_MESSAGE, E2E_TYPE_SENDER_MESSAGE,
+                                    E2E_TYPE_DISTRIBUTION, E2E_TYPE_SESSION_STATE, E2E_TYPE_SENDER_STATE};
+    uint8_t buf[400];
+    for (size_t len = 0; len <= sizeof buf; len++) {
+        for (size_t t = 0; t < sizeof types; t++) {
+            randombytes_buf(buf, sizeof buf);
+            if (len) buf[0] = types[t];
+            if (len > 1 && (types[t] == E2E_TYPE_SESSION_STATE || types[t] == E2E_TYPE_SENDER_STATE)) buf[1] = 1;
+            /* exactly len bytes on the heap: a read past them is an ASan error */
+            uint8_t *in = heap_copy(buf, len);
+            CHECK(in, "oom");
+            uint8_t *pt = NULL;
+            size_t n = 0;
+            e2e_session *s = NULL;
+            e2e_sender_key *k = NULL;
+            int r1 = e2e_session_decrypt(bs, in, len, &pt, &n);
+            int r2 = r1 != E2E_OK && !pt ? e2e_session_accept(&s, &b.id, &b.spk, &b.otk, in, len, &pt, &n) : E2E_OK;
+            int r3 = r2 != E2E_OK && !s && !pt ? e2e_sender_key_decrypt(sk, in, len, &pt, &n) : E2E_OK;
+            if (e2e_sender_key_from_distribution(&k, in, len) == E2E_OK) e2e_sender_key_free(k);   /* any 73 bytes are a key */
+            k = NULL;
+            int r4 = e2e_session_load(&s, in, len);
+            int r5 = e2e_sender_key_load(&k, in, len);
+            free(in);
+            CHECK(r1 != E2E_OK && r2 != E2E_OK && r3 != E2E_OK && !pt, "a message of %zu random bytes decrypted", len);
+            CHECK(r4 != E2E_OK && !s && r5 != E2E_OK && !k, "a state of %zu random bytes loaded", len);
+        }
+    }
+    uint8_t *st = NULL;
+    size_t st_len = 0;
+    CHECK(e2e_session_save(as, &st, &st_len) == E2E_OK, "save");
+    for (size_t cut = 0; cut < st_len; cut++) {
+        e2e_session *s = NULL;
+        uint8_t *in = heap_copy(st, cut);
+        CHECK(in, "oom");
+        int r = e2e_session_load(&s, in, cut);
+        free(in);
+        e2e_session_free(s);
+        CHECK(r != E2E_OK, "a session state cut to %zu of %zu bytes loaded", cut, st_len);
+    }
+    free(st);
+    e2e_sender_key_free(sk);
+    e2e_session_free(as);
+    e2e_session_free(bs);
+}
+
 /* ------------------------------------------------------------ sender keys */
 
 typedef struct smsg {
@@ -854,6 +917,7 @@ int main(int argc, char **argv) {
     RUN(reset_peer_new_session);
     RUN(exhausted_and_bad_bundles);
     RUN(safety_numbers);
+    RUN(garbage_refused);
     RUN(sender_keys_behaviour);
     RUN(vectors_match);
     CHECK_EXIT();
