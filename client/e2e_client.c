@@ -308,7 +308,12 @@ int pc_e2e_handle_device_message(pc_e2e *e, const Parley__V1__DeviceMessage *m) 
     size_t pt_len = 0;
     int st;
     if (kind == 1 && !(p && e2e_session_from_prekey(p->s, &info)) && !(p && p->old && e2e_session_from_prekey(p->old, &info))) {
-        /* a new session: the peer started one (first contact, a reset, or at the same time as us) */
+        /* a new session: the peer started one (first contact, or at the same
+         * time as us). A device's identity key never changes (the server
+         * refuses that upload, and a reset device is a new device), so
+         * another identity for a device we know is someone else: refused. */
+        if (p && sodium_memcmp(e2e_session_peer_identity(p->s), info.identity, 32) != 0)
+            return E2E_ERR_IDENTITY_CHANGED;
         e2e_prekey *otk = NULL;
         int slot = -1;
         if (info.has_otk && (slot = take_otk(e, info.otk_id, &otk)) < 0) return E2E_ERR_REPLAY;

@@ -39,6 +39,7 @@ typedef enum e2e_status {
     E2E_ERR_VERSION = -7,     /* a serialised state of a version we do not know */
     E2E_ERR_TOO_LARGE = -8,   /* more than E2E_MAX_PLAINTEXT */
     E2E_ERR_WRONG_KEY = -9,   /* a sender-key message of a chain we do not hold */
+    E2E_ERR_IDENTITY_CHANGED = -10, /* a known peer device now shows another identity key */
 } e2e_status;
 
 const char *e2e_strerror(int status);

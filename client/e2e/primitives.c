@@ -138,6 +138,9 @@ const char *e2e_strerror(int status) {
     case E2E_ERR_VERSION: return "saved state of an unknown version";
     case E2E_ERR_TOO_LARGE: return "message too large";
     case E2E_ERR_WRONG_KEY: return "sender key not held (not distributed to this device, or rotated)";
+    case E2E_ERR_IDENTITY_CHANGED:
+        return "refused: this peer device now presents another identity key than before (a device's key never "
+               "changes: someone may be impersonating it)";
     }
     return "unknown error";
 }

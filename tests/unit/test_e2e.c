@@ -19,6 +19,8 @@
 #include "../check.h"
 #include "e2e.h"
 #include "e2e_internal.h"
+#include "e2e_store.h"
+#include "parley_e2e.h"
 
 /* ------------------------------------------------------------- helpers */
 
@@ -547,6 +549,91 @@ static void sender_keys_behaviour(void) {
     e2e_sender_key_free(loaded);
 }
 
+/* ------------------------------------------------- libparley's key store */
+
+/* A device message that opens a session: 0x01 envelope with a sender key
+ * of conv, pairwise-encrypted from `from` to bob's store. */
+static msg key_envelope(const e2e_identity *from, const pc_e2e *bob, uint32_t otk_slot, uint64_t conv,
+                        e2e_sender_key *k, e2e_session **s) {
+    msg out = {NULL, 0};
+    e2e_bundle b;
+    memset(&b, 0, sizeof b);
+    memcpy(b.identity, bob->id.pk, 32);
+    b.spk_id = bob->spk.id;
+    memcpy(b.spk, bob->spk.pk, 32);
+    memcpy(b.spk_sig, bob->spk_sig, 64);
+    b.has_otk = true;
+    b.otk_id = bob->otk[otk_slot].id;
+    memcpy(b.otk, bob->otk[otk_slot].pk, 32);
+    uint8_t env[9 + 73], *dist = NULL;
+    size_t dn = 0;
+    if (e2e_session_initiate(s, from, &b) != E2E_OK || e2e_sender_key_distribution(k, &dist, &dn) != E2E_OK ||
+        dn != 73)
+        return out;
+    env[0] = 0x01;
+    for (int i = 0; i < 8; i++) env[1 + i] = (uint8_t)(conv >> (56 - 8 * i));
+    memcpy(env + 9, dist, 73);
+    free(dist);
+    if (e2e_session_encrypt(*s, env, sizeof env, &out.b, &out.n) != E2E_OK) out.b = NULL;
+    return out;
+}
+
+/* The server decides who a device message says it is from. Another
+ * identity key for a device bob already has a session with (which a real
+ * device can never have) is refused, and the real session goes on. */
+static void store_refuses_identity_change(void) {
+    pc_e2e *bob = pc_e2e_new();
+    CHECK(bob, "store");
+    device alice, mallory;
+    device_new(&alice, 1, 1);
+    device_new(&mallory, 1, 1);
+    e2e_sender_key *ka = NULL, *km = NULL;
+    CHECK(e2e_sender_key_create(&ka) == E2E_OK && e2e_sender_key_create(&km) == E2E_OK, "sender keys");
+    e2e_session *as = NULL, *ms = NULL;
+    msg from_alice = key_envelope(&alice.id, bob, 0, 77, ka, &as);
+    msg from_mallory = key_envelope(&mallory.id, bob, 1, 77, km, &ms);
+    CHECK(from_alice.b && from_mallory.b, "envelopes");
+    Parley__V1__DeviceMessage dm = PARLEY__V1__DEVICE_MESSAGE__INIT;
+    dm.sender_user_id = 5;
+    dm.sender_device_id = 1;
+    dm.body.data = from_alice.b;
+    dm.body.len = from_alice.n;
+    CHECK(pc_e2e_handle_device_message(bob, &dm) == 0, "alice's sender key");
+    dm.body.data = from_mallory.b;   /* the same sender ids, another identity */
+    dm.body.len = from_mallory.n;
+    int st = pc_e2e_handle_device_message(bob, &dm);
+    CHECK(st == E2E_ERR_IDENTITY_CHANGED, "mallory as alice's device: %s", st ? e2e_strerror(st) : "accepted");
+    /* alice's key is the one held: her group message reads, mallory's does not */
+    uint8_t *ct = NULL, *pt = NULL;
+    size_t ct_len = 0, n = 0;
+    CHECK(e2e_sender_key_encrypt(ka, (const uint8_t *)"real", 4, &ct, &ct_len) == E2E_OK, "encrypt");
+    Parley__V1__Message m = PARLEY__V1__MESSAGE__INIT;
+    m.conversation_id = 77;
+    m.sender_user_id = 5;
+    m.sender_device_id = 1;
+    m.body.data = ct;
+    m.body.len = ct_len;
+    st = pc_e2e_decrypt(bob, &m, &pt, &n);
+    int ok = st == 0 && n == 4 && memcmp(pt, "real", 4) == 0;
+    free(pt);
+    free(ct);
+    CHECK(ok, "alice's message: %s", e2e_strerror(st));
+    CHECK(e2e_sender_key_encrypt(km, (const uint8_t *)"fake", 4, &ct, &ct_len) == E2E_OK, "encrypt");
+    m.body.data = ct;
+    m.body.len = ct_len;
+    st = pc_e2e_decrypt(bob, &m, &pt, &n);
+    free(pt);
+    free(ct);
+    CHECK(st == E2E_ERR_WRONG_KEY, "mallory's message: %s", st ? e2e_strerror(st) : "decrypted");
+    msg_free(&from_alice);
+    msg_free(&from_mallory);
+    e2e_session_free(as);
+    e2e_session_free(ms);
+    e2e_sender_key_free(ka);
+    e2e_sender_key_free(km);
+    pc_e2e_free(bob);
+}
+
 /* ------------------------------------------------------------- vectors */
 
 /* The test RNG: one stream per party. Each request takes whole 32-byte
@@ -919,6 +1006,7 @@ int main(int argc, char **argv) {
     RUN(safety_numbers);
     RUN(garbage_refused);
     RUN(sender_keys_behaviour);
+    RUN(store_refuses_identity_change);
     RUN(vectors_match);
     CHECK_EXIT();
 }
