@@ -204,24 +204,67 @@ static int give_key(pc_e2e *e, pc_client *c, uint64_t conv, e2e_sender_key *k, p
     return 0;
 }
 
-/* Every device of user (but this one) gets our key of conv if it has not yet. */
-static int give_to_user(pc_e2e *e, pc_client *c, uint64_t conv, e2e_sender_key *k, uint64_t user) {
-    Parley__V1__DeviceList *dl = NULL;
-    if (pc_get_devices(c, user, &dl) != 0) return -1;
-    uint32_t devices[PC_E2E_MAX_DEVICES];
-    size_t n = 0;
-    for (size_t i = 0; i < dl->n_device_ids && n < PC_E2E_MAX_DEVICES; i++) {
-        uint32_t d = dl->device_ids[i];
-        if (user == c->id.user_id && d == c->id.device_id) continue;
-        if (!was_given(e, conv, user, d, e2e_sender_key_id(k))) devices[n++] = d;
-    }
-    parley__v1__device_list__free_unpacked(dl, NULL);
-    if (n == 0) return 0;
-    if (ensure_sessions(e, c, user, devices, n) != 0) return -1;
+typedef struct target {
+    uint64_t user;
+    uint32_t device;
+} target;
+
+/* Every device (but this one) of every distinct user in users, from
+ * GetDevices: a malloc'd array in *out, or -1 (pc_error says why). */
+static int collect_targets(pc_client *c, const uint64_t *users, size_t n, target **out, size_t *n_out) {
+    target *t = malloc((n ? n : 1) * PC_E2E_MAX_DEVICES * sizeof *t);
+    if (!t) return pc_fail(c, PARLEY__V1__STATUS__INTERNAL, "out of memory");
+    size_t nt = 0;
     for (size_t i = 0; i < n; i++) {
-        peer *p = find_peer(e, user, devices[i]);
-        if (!p) continue;   /* a device that never published keys cannot read; it is skipped */
-        if (give_key(e, c, conv, k, p) != 0) return -1;
+        bool dup = false;
+        for (size_t j = 0; j < i && !dup; j++) dup = users[j] == users[i];
+        if (dup) continue;
+        Parley__V1__DeviceList *dl = NULL;
+        if (pc_get_devices(c, users[i], &dl) != 0) {
+            free(t);
+            return -1;
+        }
+        for (size_t k = 0; k < dl->n_device_ids && k < PC_E2E_MAX_DEVICES; k++) {
+            uint32_t d = dl->device_ids[k];
+            if (users[i] != c->id.user_id || d != c->id.device_id) t[nt++] = (target){users[i], d};
+        }
+        parley__v1__device_list__free_unpacked(dl, NULL);
+    }
+    *out = t;
+    *n_out = nt;
+    return 0;
+}
+
+/* true if our key of conv went to a device that is no longer among the
+ * targets (its user left or was removed, or the device was removed): then
+ * the key must change, or that device could read what follows. */
+static bool key_reached_outsider(const pc_e2e *e, uint64_t conv, uint32_t key_id, const target *t, size_t nt) {
+    for (size_t i = 0; i < e->n_given; i++) {
+        const given *g = &e->given[i];
+        if (g->conv != conv || g->key_id != key_id) continue;
+        bool inside = false;
+        for (size_t j = 0; j < nt && !inside; j++) inside = t[j].user == g->user && t[j].device == g->device;
+        if (!inside) return true;
+    }
+    return false;
+}
+
+/* Our key of conv to every target device that does not have it yet. */
+static int give_to_targets(pc_e2e *e, pc_client *c, uint64_t conv, e2e_sender_key *k, const target *t, size_t nt) {
+    uint32_t devices[PC_E2E_MAX_DEVICES];
+    for (size_t i = 0; i < nt;) {
+        uint64_t user = t[i].user;
+        size_t n = 0;
+        for (; i < nt && t[i].user == user; i++)
+            if (!was_given(e, conv, user, t[i].device, e2e_sender_key_id(k)) && n < PC_E2E_MAX_DEVICES)
+                devices[n++] = t[i].device;
+        if (n == 0) continue;
+        if (ensure_sessions(e, c, user, devices, n) != 0) return -1;
+        for (size_t j = 0; j < n; j++) {
+            peer *p = find_peer(e, user, devices[j]);
+            if (!p) continue;   /* a device that never published keys cannot read; it is skipped */
+            if (give_key(e, c, conv, k, p) != 0) return -1;
+        }
     }
     return 0;
 }
@@ -232,26 +275,36 @@ int pc_e2e_send(pc_e2e *e, pc_client *c, uint64_t conv, const uint64_t *members,
         return pc_fail(c, PARLEY__V1__STATUS__TOO_LARGE, "an encrypted body holds at most %d bytes",
                        MAX_BODY - SENDER_OVERHEAD);
     if (n > PC_E2E_MAX_MEMBERS) return pc_fail(c, PARLEY__V1__STATUS__TOO_LARGE, "at most %d members", PC_E2E_MAX_MEMBERS);
+    /* our own user first (our other devices), then the members */
+    uint64_t users[PC_E2E_MAX_MEMBERS + 1];
+    users[0] = c->id.user_id;
+    memcpy(users + 1, members, n * sizeof *members);
+    target *t = NULL;
+    size_t nt = 0;
+    if (collect_targets(c, users, n + 1, &t, &nt) != 0) return -1;
     skey *own = find_key(e, conv, c->id.user_id, c->id.device_id);
+    if (own && key_reached_outsider(e, conv, e2e_sender_key_id(own->k), t, nt)) {
+        pc_e2e_rotate(e, conv);
+        own = NULL;
+    }
     if (!own) {
         e2e_sender_key *k = NULL;
-        if (e2e_sender_key_create(&k) != E2E_OK || put_key(e, conv, c->id.user_id, c->id.device_id, k) != 0)
+        if (e2e_sender_key_create(&k) != E2E_OK || put_key(e, conv, c->id.user_id, c->id.device_id, k) != 0) {
+            free(t);
             return pc_fail(c, PARLEY__V1__STATUS__INTERNAL, "out of memory");
+        }
         own = find_key(e, conv, c->id.user_id, c->id.device_id);
     }
     e2e_sender_key *k = own->k;
-    if (give_to_user(e, c, conv, k, c->id.user_id) != 0) return -1;   /* our other devices */
-    for (size_t i = 0; i < n; i++) {
-        bool dup = members[i] == c->id.user_id;
-        for (size_t j = 0; j < i && !dup; j++) dup = members[j] == members[i];
-        if (!dup && give_to_user(e, c, conv, k, members[i]) != 0) return -1;
-    }
+    int r = give_to_targets(e, c, conv, k, t, nt);
+    free(t);
+    if (r != 0) return -1;
     uint8_t *ct = NULL;
     size_t ct_len = 0;
     int st = e2e_sender_key_encrypt(k, body, len, &ct, &ct_len);
     if (st != E2E_OK) return pc_fail(c, PARLEY__V1__STATUS__INTERNAL, "encrypt: %s", e2e_strerror(st));
     pc_send_args a = {.conversation_id = conv, .type = PARLEY__V1__MESSAGE_TYPE__TEXT, .body = ct, .body_len = ct_len};
-    int r = pc_send(c, &a, seq, NULL, NULL);
+    r = pc_send(c, &a, seq, NULL, NULL);
     free(ct);
     return r;
 }

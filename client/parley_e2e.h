@@ -14,9 +14,10 @@
  *   - pc_e2e_handle_device_message: decrypts a device message (accepting a
  *     new session when it opens one) and installs the sender key it carries
  *   - pc_e2e_decrypt: a conversation message's plaintext
- *   - pc_e2e_rotate: forget our sender key of a conversation (a member or a
- *     device left): the next send makes and hands out a new one, to the
- *     members then current only
+ *   - rotation: pc_e2e_send makes a new sender key by itself when the one
+ *     it holds went to a device that is no longer a member's (a member left
+ *     or was removed, a device was removed), and hands the new one to the
+ *     current member devices only; pc_e2e_rotate forces it
  * Not thread-safe; use it from the thread that uses the pc_client. */
 #ifndef PARLEY_CLIENT_E2E_H
 #define PARLEY_CLIENT_E2E_H

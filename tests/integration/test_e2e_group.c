@@ -5,10 +5,11 @@
  *     messages (X3DH sessions from FetchKeys bundles)
  *   - bob's key store is saved and loaded mid-conversation (a restart) and
  *     he goes on reading, replays of what he read before still refused
- *   - carol is removed and the senders rotate: the next message is read by
- *     the members and not by carol, even with its ciphertext in hand; dave,
- *     never a member, reads nothing; a tampered or replayed ciphertext is
- *     refused
+ *   - carol is removed and alice's next send rotates by itself: it is read
+ *     by the members and not by carol, even with its ciphertext in hand;
+ *     dave, never a member, reads nothing; a tampered or replayed ciphertext
+ *     is refused; alice removes her second device: her next message (a new
+ *     key again) is read by bob and not by the removed device
  *   - the server never held plaintext: no plaintext sent is anywhere in its
  *     data directory or its log, while a control message sent in the clear
  *     is found there (the scan can see what the store holds). */
@@ -235,10 +236,9 @@ static void group_encrypted_end_to_end(void) {
     CHECK(cut_st != 0 && !cut, "a truncated key store was loaded");
     CHECK(same, "bob's key store did not come back byte for byte (load: %s)", e2e_strerror(load_st));
 
-    /* carol is removed; the remaining senders rotate */
+    /* carol is removed; alice's next send rotates by itself (her key went
+     * to carol's device, no longer a member's) */
     CHECK(pc_remove_member(alice->c, conv, carol->id.user_id) == 0, "remove carol: %s", pc_error(alice->c));
-    pc_e2e_rotate(ra->e, conv);
-    pc_e2e_rotate(rb->e, conv);
     uint64_t remaining[2] = {alice->id.user_id, bob->id.user_id};
     CHECK(pc_e2e_send(ra->e, alice->c, conv, remaining, 2, p3, strlen(p3), &seq3) == 0, "alice sends 3: %s",
           pc_error(alice->c));
@@ -277,14 +277,32 @@ static void group_encrypted_end_to_end(void) {
     free(pt);
     CHECK(st == E2E_ERR_AUTH, "alice2, message 3 tampered: %s", st == 0 ? "decrypted" : e2e_strerror(st));
 
+    /* alice removes her second device: her next send rotates again; bob
+     * reads it, the removed device's store cannot (with the ciphertext) */
+    CHECK(pc_remove_device(alice->c, alice2->id.device_id) == 0, "remove alice2: %s", pc_error(alice->c));
+    char p4[64];
+    snprintf(p4, sizeof p4, "e2e-secret-four-%08x", tag);
+    uint64_t seq4 = 0;
+    CHECK(pc_e2e_send(ra->e, alice->c, conv, remaining, 2, p4, strlen(p4), &seq4) == 0, "alice sends 4: %s",
+          pc_error(alice->c));
+    h_dev *left[2] = {alice, bob};
+    reader *fourth[1] = {rb};
+    goal g4 = {fourth, 1, p4};
+    CHECK(h_pump(left, 2, pred_decrypted, &g4, WAIT_MS), "message 4 not decrypted by bob");
+    const h_event *e4 = event_of(bob, conv, seq4);
+    CHECK(e4 && e4->body_len <= H_BODY_MAX, "bob's copy of 4");
+    Parley__V1__Message m4 = as_message(e4);
+    st = pc_e2e_decrypt(ra2->e, &m4, &pt, &n);
+    free(pt);
+    CHECK(st == E2E_ERR_WRONG_KEY, "the removed device on message 4: %s", st == 0 ? "decrypted" : e2e_strerror(st));
+
     /* the server never had a plaintext; a clear one is found, so the scan sees the store */
     CHECK(h_send(alice, conv, control) != 0, "control message");
-    h_pump(all, 5, NULL, NULL, 200);
     int control_hits = 0;
-    for (int i = 0; i < 50 && (control_hits = files_holding(control, 0)) == 0; i++) h_pump(all, 5, NULL, NULL, 100);
+    for (int i = 0; i < 50 && (control_hits = files_holding(control, 0)) == 0; i++) h_pump(left, 2, NULL, NULL, 100);
     CHECK(control_hits > 0, "the clear control message is nowhere under %s: the scan proves nothing", S.dir);
-    const char *secrets[3] = {p1, p2, p3};
-    for (int i = 0; i < 3; i++) CHECK(files_holding(secrets[i], 1) == 0, "plaintext %d is on the server", i + 1);
+    const char *secrets[4] = {p1, p2, p3, p4};
+    for (int i = 0; i < 4; i++) CHECK(files_holding(secrets[i], 1) == 0, "plaintext %d is on the server", i + 1);
 
     reader *rs[5] = {ra, ra2, rb, rc, rd};
     for (int i = 0; i < 5; i++) {
