@@ -123,6 +123,10 @@ cli_e2e_sync *cli_e2e_sync_begin(cli_ctx *ctx, pc_client *c);
 void cli_e2e_sync_event(cli_e2e_sync *s, uint64_t user_seq, const Parley__V1__Message *m);
 void cli_e2e_sync_retry(cli_e2e_sync *s);
 int cli_e2e_sync_end(cli_e2e_sync *s);
+/* verify USER: one JSON line per device of USER this device has a session
+ * with: {user, device, safety_number} (the same digits on both sides;
+ * compare them out of band). Returns the exit status. */
+int cli_e2e_verify(cli_ctx *ctx, const char *user_name);
 int cli_cmd_remove_device(cli_ctx *ctx, uint32_t device_id);
 /* consent_cmds.c: accept/decline CONV, block/unblock USER, rename CONV NAME */
 int cli_cmd_consent(cli_ctx *ctx, const char *cmd, const char *arg, const char *name);

@@ -238,3 +238,29 @@ int cli_e2e_sync_end(cli_e2e_sync *s) {
     free(s);
     return rc;
 }
+
+/* --------------------------------------------------------------- verify */
+
+int cli_e2e_verify(cli_ctx *ctx, const char *user_name) {
+    uint64_t user = 0;
+    if (cli_resolve_user(ctx->c, "verify", user_name, &user) < 0) return 1;
+    pc_e2e *e = store_open(ctx, ctx->c, "verify");
+    if (!e) return 1;
+    uint32_t devices[PC_E2E_MAX_DEVICES];
+    size_t n = pc_e2e_known_devices(e, user, devices, PC_E2E_MAX_DEVICES);
+    if (n > PC_E2E_MAX_DEVICES) n = PC_E2E_MAX_DEVICES;
+    for (size_t i = 0; i < n; i++) {
+        char number[E2E_SAFETY_NUMBER_LEN];
+        if (pc_e2e_safety_number(e, user, devices[i], number) != 0) continue;
+        printf("{\"user\":%" PRIu64 ",\"device\":%" PRIu32 ",\"safety_number\":\"%s\"}\n", user, devices[i], number);
+    }
+    int rc = 0;
+    if (n == 0) {
+        fprintf(stderr, CLI_NAME ": verify: no encrypted session with %s's devices yet: exchange an --e2e message first\n",
+                user_name);
+        rc = 1;
+    }
+    if (store_save(ctx, e, "verify") < 0) rc = 1;
+    pc_e2e_free(e);
+    return rc;
+}

@@ -56,6 +56,8 @@ static const char USAGE[] =
     "                             more seconds of changes (default 0)\n"
     "  devices [USER]             USER's (default: own) device ids and change counter, as JSON\n"
     "  remove-device ID           removes another device of this user\n"
+    "  verify USER                safety numbers of USER's devices this device talks to\n"
+    "                             end to end, as JSON: compare them with USER out of band\n"
     "  (no command)               interactive chat; /help inside for its commands\n"
     "\n"
     "  --state DIR    device identity and sync position (default $HOME/.parley; created 0700)\n"
@@ -602,6 +604,7 @@ static int cmd_realtime(cli_ctx *ctx, const cli_args *a) {
     }
     if (strcmp(cmd, "presence") == 0) return cli_cmd_presence(ctx, a->pos + 1, a->n_pos - 1, a->watch_s);
     if (strcmp(cmd, "devices") == 0) return cli_cmd_devices(ctx, a->n_pos > 1 ? a->pos[1] : NULL);
+    if (strcmp(cmd, "verify") == 0) return cli_e2e_verify(ctx, a->pos[1]);
     if (cli_parse_u64(a->pos[1], &n) < 0 || n == 0 || n > UINT32_MAX) {
         fprintf(stderr, CLI_NAME ": remove-device: not a device id: %s\n", a->pos[1]);
         return EXIT_USAGE;
@@ -644,6 +647,7 @@ static const command COMMANDS[] = {
     {"typing", NEEDS_CONNECTION, 1, 2, "typing CONV [on|off]"},
     {"presence", NEEDS_CONNECTION, 1, -1, "presence USER... [--watch S]"},
     {"devices", NEEDS_CONNECTION, 0, 1, "devices [USER]"},
+    {"verify", NEEDS_CONNECTION, 1, 1, "verify USER"},
     {"remove-device", NEEDS_CONNECTION, 1, 1, "remove-device ID"},
 };
 
@@ -698,6 +702,12 @@ static const struct command_help {
     {"presence",
      "One JSON line per user: online and last seen (ms since the epoch); then S more\n"
      "seconds of changes (default 0)."},
+    {"verify",
+     "Prints, for each device of USER this device has an end-to-end session with\n"
+     "(after an --e2e message either way), a JSON line {user, device,\n"
+     "safety_number}: 60 digits from both devices' identity keys, the same on both\n"
+     "sides. Compare them with USER in person or over another channel: if they\n"
+     "differ, someone is in the middle."},
     {"devices",
      "USER's (default: your own) device ids and change counter, as one JSON line."},
     {"remove-device",

@@ -413,3 +413,26 @@ int pc_e2e_decrypt(pc_e2e *e, const Parley__V1__Message *m, uint8_t **pt, size_t
         return e2e_sender_key_decrypt(s->prev, m->body.data, m->body.len, pt, pt_len);
     return e2e_sender_key_decrypt(s->k, m->body.data, m->body.len, pt, pt_len);
 }
+
+/* ---------------------------------------------------------------- trust */
+
+size_t pc_e2e_known_devices(const pc_e2e *e, uint64_t user, uint32_t *devices, size_t cap) {
+    size_t n = 0;
+    for (size_t i = 0; i < e->n_peers; i++) {
+        if (e->peers[i].user != user) continue;
+        if (n < cap) devices[n] = e->peers[i].device;
+        n++;
+    }
+    return n;
+}
+
+int pc_e2e_safety_number(const pc_e2e *e, uint64_t user, uint32_t device, char out[72]) {
+    for (size_t i = 0; i < e->n_peers; i++) {
+        const peer *p = &e->peers[i];
+        if (p->user != user || p->device != device) continue;
+        e2e_safety_number(e->id.pk, e2e_session_peer_identity(p->s), out);
+        return 0;
+    }
+    out[0] = '\0';
+    return E2E_ERR_WRONG_KEY;
+}

@@ -67,6 +67,13 @@ int pc_e2e_decrypt(pc_e2e *e, const Parley__V1__Message *m, uint8_t **pt, size_t
 /* Our sender key of conv is dropped: the next pc_e2e_send makes a new one. */
 void pc_e2e_rotate(pc_e2e *e, uint64_t conv);
 
+/* Trust: the devices of user this store has a session with (at most cap
+ * ids into devices; returns how many there are), and the safety number of
+ * one of them: both identity keys, the same digits on both sides, to
+ * compare out of band. 0, or E2E_ERR_WRONG_KEY when there is no session. */
+size_t pc_e2e_known_devices(const pc_e2e *e, uint64_t user, uint32_t *devices, size_t cap);
+int pc_e2e_safety_number(const pc_e2e *e, uint64_t user, uint32_t device, char out[72]);
+
 /* The whole store (private keys included: keep it like a secret key) to
  * versioned bytes, malloc'd in *out; and back. 0 or a negative e2e status
  * (E2E_ERR_MALFORMED for bytes that are not a whole store of ours). */

@@ -4,6 +4,7 @@
  *     lines; alice's sync prints bob's reply; a message alice's own device
  *     sent is shown as undecryptable with the reason, not dropped
  *   - the key stores persist across runs (every command is a new process)
+ *   - `verify` shows the same safety number on both sides
  *   - no plaintext sent is anywhere under the server's directory (data and
  *     log), while a control message sent without --e2e is found there. */
 #include <fcntl.h>
@@ -196,6 +197,18 @@ static void two_users_encrypted(void) {
     CHECK(strstr(r.out, want3), "alice's sync lacks bob's reply:\n%s", r.out);
     /* her own messages: shown, with why they are not readable here */
     CHECK(strstr(r.out, "\"undecryptable\":\"sent from this device"), "alice's own messages:\n%s", r.out);
+
+    /* safety numbers: the same 60 digits on both sides */
+    char na[80] = "", nb[80] = "";
+    cli(&r, "alice", "verify", "bob", NULL);
+    const char *pa = strstr(r.out, "\"safety_number\":\"");
+    CHECK(r.status == 0 && pa, "alice verify bob: %d\n%s", r.status, r.out);
+    snprintf(na, sizeof na, "%.71s", pa + 17);
+    cli(&r, "bob", "verify", "alice", NULL);
+    const char *pb = strstr(r.out, "\"safety_number\":\"");
+    CHECK(r.status == 0 && pb, "bob verify alice: %d\n%s", r.status, r.out);
+    snprintf(nb, sizeof nb, "%.71s", pb + 17);
+    CHECK(strlen(na) == 71 && strcmp(na, nb) == 0, "safety numbers differ: '%s' / '%s'", na, nb);
 
     /* a message sent without --e2e is stored as it is: the scan finds it */
     cli(&r, "alice", "send", cs, control, NULL);
