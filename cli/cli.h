@@ -49,12 +49,20 @@ int state_save_identity(const char *dir, const cli_identity *id, char *err, size
 int state_load_sync(const char *dir, cli_sync_state *out, char *err, size_t cap);
 /* Saves pc_cursor(c) and every seen seq of c. 0 or -1. */
 int state_save_sync(const char *dir, const pc_client *c, char *err, size_t cap);
+/* A binary state file, written whole (0600, temp file + fsync + rename) and
+ * read whole (at most max bytes): 1 read, 0 missing, -1 error. */
+int state_write_blob(const char *dir, const char *file, const uint8_t *data, size_t len, char *err, size_t cap);
+int state_read_blob(const char *dir, const char *file, size_t max, uint8_t **out, size_t *len, char *err,
+                    size_t cap);
 void state_sync_free(cli_sync_state *s);
 
 /* ----------------------------------------------------------------- json */
 
 /* One JSON line (with '\n') for an event; user_seq 0: omitted (history). */
 void json_print_message(FILE *out, uint64_t user_seq, const Parley__V1__Message *m);
+/* The same line for a message that could not be decrypted: no text or body,
+ * "undecryptable": why. */
+void json_print_undecryptable(FILE *out, uint64_t user_seq, const Parley__V1__Message *m, const char *why);
 void json_print_conversation(FILE *out, const Parley__V1__ConversationSummary *s);
 /* One JSON line for a typing indicator: {"conv","type":"typing","user","device","typing"}. */
 void json_print_typing(FILE *out, const Parley__V1__TypingIndicator *t);
@@ -98,6 +106,27 @@ int cli_cmd_receipts(cli_ctx *ctx, uint64_t conv);
 int cli_cmd_typing(cli_ctx *ctx, uint64_t conv, bool typing);
 /* One JSON line {user, change_counter, devices}; user_name NULL: one's own. */
 int cli_cmd_devices(cli_ctx *ctx, const char *user_name);
+
+/* ------------------------------------------- end-to-end encryption (e2e_cli.c) */
+
+/* send --e2e: encrypts text for conv's members (from ListConversations) with
+ * the device's key store (state file "e2e", made and published on first
+ * use) and sends it; prints the seq. Returns the exit status. */
+int cli_e2e_send(cli_ctx *ctx, uint64_t conv, const char *text, size_t len);
+/* sync --e2e: begin (NULL after printing why) hooks device messages into
+ * the key store; event prints a message decrypted, or keeps it while its
+ * sender key may still be on its way; retry prints those that now decrypt;
+ * end prints the rest as undecryptable (with the reason), saves the store
+ * and frees s: 0 or 1. */
+typedef struct cli_e2e_sync cli_e2e_sync;
+cli_e2e_sync *cli_e2e_sync_begin(cli_ctx *ctx, pc_client *c);
+void cli_e2e_sync_event(cli_e2e_sync *s, uint64_t user_seq, const Parley__V1__Message *m);
+void cli_e2e_sync_retry(cli_e2e_sync *s);
+int cli_e2e_sync_end(cli_e2e_sync *s);
+/* verify USER: one JSON line per device of USER this device has a session
+ * with: {user, device, safety_number} (the same digits on both sides;
+ * compare them out of band). Returns the exit status. */
+int cli_e2e_verify(cli_ctx *ctx, const char *user_name);
 int cli_cmd_remove_device(cli_ctx *ctx, uint32_t device_id);
 /* consent_cmds.c: accept/decline CONV, block/unblock USER, rename CONV NAME */
 int cli_cmd_consent(cli_ctx *ctx, const char *cmd, const char *arg, const char *name);

@@ -103,14 +103,17 @@ static void print_u64_array(FILE *out, const uint64_t *v, size_t n) {
     fputc(']', out);
 }
 
-void json_print_message(FILE *out, uint64_t user_seq, const Parley__V1__Message *m) {
+static void print_message(FILE *out, uint64_t user_seq, const Parley__V1__Message *m, const char *undecryptable) {
     fprintf(out, "{\"conv\":%" PRIu64 ",\"seq\":%" PRIu64, m->conversation_id, m->seq);
     if (user_seq) fprintf(out, ",\"user_seq\":%" PRIu64, user_seq);
     fprintf(out, ",\"sender\":%" PRIu64 ",\"sender_device\":%" PRIu32 ",\"type\":\"%s\"",
             m->sender_user_id, m->sender_device_id, json_type_name((int)m->type));
     const uint8_t *body = m->body.data;
     size_t blen = m->body.len;
-    if (m->type == PARLEY__V1__MESSAGE_TYPE__TEXT && (blen == 0 || ws_utf8_valid(body, blen))) {
+    if (undecryptable) {
+        fputs(",\"undecryptable\":", out);
+        json_print_string(out, undecryptable, strlen(undecryptable));
+    } else if (m->type == PARLEY__V1__MESSAGE_TYPE__TEXT && (blen == 0 || ws_utf8_valid(body, blen))) {
         fputs(",\"text\":", out);
         json_print_string(out, (const char *)body, blen);
     } else if (m->type != PARLEY__V1__MESSAGE_TYPE__MEMBERSHIP || blen > 0) {
@@ -142,6 +145,14 @@ void json_print_message(FILE *out, uint64_t user_seq, const Parley__V1__Message 
         break;
     }
     fprintf(out, ",\"ts\":%" PRIu64 "}\n", m->server_ts);
+}
+
+void json_print_message(FILE *out, uint64_t user_seq, const Parley__V1__Message *m) {
+    print_message(out, user_seq, m, NULL);
+}
+
+void json_print_undecryptable(FILE *out, uint64_t user_seq, const Parley__V1__Message *m, const char *why) {
+    print_message(out, user_seq, m, why);
 }
 
 void json_print_conversation(FILE *out, const Parley__V1__ConversationSummary *s) {

@@ -56,6 +56,8 @@ static const char USAGE[] =
     "                             more seconds of changes (default 0)\n"
     "  devices [USER]             USER's (default: own) device ids and change counter, as JSON\n"
     "  remove-device ID           removes another device of this user\n"
+    "  verify USER                safety numbers of USER's devices this device talks to\n"
+    "                             end to end, as JSON: compare them with USER out of band\n"
     "  (no command)               interactive chat; /help inside for its commands\n"
     "\n"
     "  --state DIR    device identity and sync position (default $HOME/.parley; created 0700)\n"
@@ -63,6 +65,10 @@ static const char USAGE[] =
     ")\n"
     "  --tls-ca FILE  wss:// servers: trust the CA certificates (or self-signed\n"
     "                 certificate) in FILE (PEM) instead of the system's\n"
+    "  --e2e          send, sync: end-to-end encrypted (key store in DIR/e2e, made and\n"
+    "                 published on first use); once used, sync with --e2e always, as a\n"
+    "                 plain sync consumes the sender keys; a message that cannot be\n"
+    "                 decrypted is printed with \"undecryptable\": the reason\n"
     "  --help         this text; COMMAND --help: that command's usage\n"
     "\n"
     "Users are named by their user names. Exit status: 0 ok, 1 failure, 2 usage.\n";
@@ -75,6 +81,7 @@ typedef struct cli_args {
     int n_pos;
     bool have_wait, have_limit, have_before, have_watch;
     bool help;                  /* --help: the command's usage (or the global one), exit 0 */
+    bool e2e;                   /* --e2e: send and sync end-to-end encrypted */
     uint64_t wait_s, limit, before, watch_s;
 } cli_args;
 
@@ -117,6 +124,10 @@ static int parse_args(int argc, char **argv, cli_args *a) {
          * print is decided once the command is known. */
         if (opts && (strcmp(s, "--help") == 0 || (i == 1 && strcmp(s, "-h") == 0))) {
             a->help = true;
+            continue;
+        }
+        if (opts && strcmp(s, "--e2e") == 0) {
+            a->e2e = true;
             continue;
         }
         if (opts && s[0] == '-' && s[1] == '-') {
@@ -390,6 +401,11 @@ static int cmd_send(cli_ctx *ctx, const cli_args *a) {
         }
         text = owned;
     }
+    if (a->e2e) {
+        int rc = cli_e2e_send(ctx, conv, text, len);
+        free(owned);
+        return rc;
+    }
     pc_send_args s = {.conversation_id = conv, .type = PARLEY__V1__MESSAGE_TYPE__TEXT,
                       .body = text, .body_len = len};
     int r = pc_send(ctx->c, &s, &seq, NULL, NULL);
@@ -489,8 +505,10 @@ static void print_typing(void *ud, const Parley__V1__TypingIndicator *t) {
 }
 
 static void print_event(void *ud, uint64_t user_seq, const Parley__V1__Message *m) {
-    (void)ud;
-    json_print_message(stdout, user_seq, m);
+    if (ud)
+        cli_e2e_sync_event(ud, user_seq, m);   /* --e2e: decrypted, or held until its key comes */
+    else
+        json_print_message(stdout, user_seq, m);
     /* each line leaves as it is handed out: the ack (and the saved cursor)
      * must never run ahead of what the reader has seen */
     fflush(stdout);
@@ -516,7 +534,9 @@ static int cmd_sync(cli_ctx *ctx, const cli_args *a, pc_client *c) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    pc_on_event(c, print_event, NULL);
+    cli_e2e_sync *e2e = NULL;
+    if (a->e2e && !(e2e = cli_e2e_sync_begin(ctx, c))) return 1;
+    pc_on_event(c, print_event, e2e);
     pc_on_typing(c, print_typing, NULL);
     int rc = 0;
     if (pc_start_sync(c) < 0) {
@@ -549,6 +569,11 @@ static int cmd_sync(cli_ctx *ctx, const cli_args *a, pc_client *c) {
         } else if (n > 0) {
             idle_since = now;
         }
+        if (e2e) cli_e2e_sync_retry(e2e);
+    }
+    if (e2e) {
+        if (cli_e2e_sync_end(e2e) != 0) rc = 1;
+        pc_on_event(c, print_event, NULL);   /* e2e is freed */
     }
     /* whatever happened, what was printed is acked and remembered */
     pc_flush_acks(c);
@@ -579,6 +604,7 @@ static int cmd_realtime(cli_ctx *ctx, const cli_args *a) {
     }
     if (strcmp(cmd, "presence") == 0) return cli_cmd_presence(ctx, a->pos + 1, a->n_pos - 1, a->watch_s);
     if (strcmp(cmd, "devices") == 0) return cli_cmd_devices(ctx, a->n_pos > 1 ? a->pos[1] : NULL);
+    if (strcmp(cmd, "verify") == 0) return cli_e2e_verify(ctx, a->pos[1]);
     if (cli_parse_u64(a->pos[1], &n) < 0 || n == 0 || n > UINT32_MAX) {
         fprintf(stderr, CLI_NAME ": remove-device: not a device id: %s\n", a->pos[1]);
         return EXIT_USAGE;
@@ -621,6 +647,7 @@ static const command COMMANDS[] = {
     {"typing", NEEDS_CONNECTION, 1, 2, "typing CONV [on|off]"},
     {"presence", NEEDS_CONNECTION, 1, -1, "presence USER... [--watch S]"},
     {"devices", NEEDS_CONNECTION, 0, 1, "devices [USER]"},
+    {"verify", NEEDS_CONNECTION, 1, 1, "verify USER"},
     {"remove-device", NEEDS_CONNECTION, 1, 1, "remove-device ID"},
 };
 
@@ -653,11 +680,15 @@ static const struct command_help {
      "One JSON line per conversation: id, kind, name, last_seq, read_seq, unread, members."},
     {"send",
      "Sends TEXT (\"-\": all of stdin, up to 65536 bytes) to CONV and prints its seq\n"
-     "once the server has made it durable."},
+     "once the server has made it durable.\n"
+     "--e2e: encrypted end to end (at most 65447 bytes): the server stores only\n"
+     "ciphertext; every member's devices get this device's sender key first."},
     {"sync",
      "Prints every new event as a JSON line, oldest first, until caught up, then S\n"
      "more seconds of live events and typing indicators (\"type\":\"typing\"; default\n"
-     "0). Advances this device's cursor past what it printed."},
+     "0). Advances this device's cursor past what it printed.\n"
+     "--e2e: decrypts end-to-end encrypted messages; one that cannot be decrypted is\n"
+     "printed with \"undecryptable\": the reason."},
     {"history",
      "Prints up to N (default 50) messages of CONV before SEQ (default: the newest),\n"
      "oldest first, as JSON lines."},
@@ -671,6 +702,12 @@ static const struct command_help {
     {"presence",
      "One JSON line per user: online and last seen (ms since the epoch); then S more\n"
      "seconds of changes (default 0)."},
+    {"verify",
+     "Prints, for each device of USER this device has an end-to-end session with\n"
+     "(after an --e2e message either way), a JSON line {user, device,\n"
+     "safety_number}: 60 digits from both devices' identity keys, the same on both\n"
+     "sides. Compare them with USER in person or over another channel: if they\n"
+     "differ, someone is in the middle."},
     {"devices",
      "USER's (default: your own) device ids and change counter, as one JSON line."},
     {"remove-device",
@@ -706,6 +743,8 @@ int main(int argc, char **argv) {
     if (!cm || strcmp(cm->name, "sync") != 0) {
         if (a.have_wait) return usage_error("--wait is for sync%s", "");
     }
+    if (a.e2e && (!cm || (strcmp(cm->name, "sync") != 0 && strcmp(cm->name, "send") != 0)))
+        return usage_error("--e2e is for send and sync%s", "");
     if (!cm || strcmp(cm->name, "history") != 0) {
         if (a.have_limit || a.have_before) return usage_error("--limit/--before are for history%s", "");
     }

@@ -323,3 +323,44 @@ void state_sync_free(cli_sync_state *s) {
     free(s->seen);
     memset(s, 0, sizeof *s);
 }
+
+/* ------------------------------------------------------- binary files */
+
+int state_write_blob(const char *dir, const char *file, const uint8_t *data, size_t len, char *err, size_t cap) {
+    return write_atomic(dir, file, (const char *)data, len, err, cap);
+}
+
+int state_read_blob(const char *dir, const char *file, size_t max, uint8_t **out, size_t *len, char *err,
+                    size_t cap) {
+    *out = NULL;
+    *len = 0;
+    char path[PATH_BYTES];
+    if (path_of(path, dir, file) < 0) return errf(err, cap, "state path too long");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? 0 : errf(err, cap, "%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_size < 0 || (uint64_t)st.st_size > max) {
+        close(fd);
+        return errf(err, cap, "%s: unreadable or over %zu bytes", path, max);
+    }
+    size_t n = (size_t)st.st_size, off = 0;
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf) {
+        close(fd);
+        return errf(err, cap, "out of memory");
+    }
+    while (off < n) {
+        ssize_t r = read(fd, buf + off, n - off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        off += (size_t)r;
+    }
+    close(fd);
+    if (off != n) {
+        free(buf);
+        return errf(err, cap, "%s: short read", path);
+    }
+    *out = buf;
+    *len = n;
+    return 1;
+}

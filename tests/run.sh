@@ -101,6 +101,17 @@ else
     fail_stage "release build"
 fi
 
+# the e2e vectors, re-derived independently in Python (tests/vectors/check.sh)
+case check_vectors in $ONLY)
+    note "e2e test vectors in Python"
+    if probe=$(tests/vectors/check.sh --probe); then
+        run_program "check_vectors" tests/vectors/check.sh
+    else
+        printf '%s\n' "$probe"
+    fi
+    ;;
+esac
+
 if [ "${SKIP_SANITIZE:-0}" != 1 ]; then
     note "ASan + UBSan build"
     san_logs=$(mktemp -d /tmp/parley-san-XXXXXX)

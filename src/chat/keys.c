@@ -6,6 +6,8 @@
  * what makes each key go to exactly one claimer, however many ask at once. */
 #include <string.h>
 
+#include <sodium.h>
+
 #include "chat/consent.h"
 #include "chat/membership.h"
 #include "chat/writer_internal.h"
@@ -14,8 +16,8 @@
 #include "core/metrics.h"
 
 enum {
-    MAX_KEY_BYTES = 64,
-    MAX_SIGNATURE_BYTES = 128,
+    KEY_BYTES = 32,              /* X25519 / Ed25519 public keys, nothing else */
+    SIGNATURE_BYTES = 64,        /* Ed25519 */
     MAX_UPLOAD = 200,            /* one-time pre-keys per request */
     MAX_STORED = 1000,           /* one-time pre-keys per device */
     LOW_WATER = 10,              /* KeysLow below this */
@@ -23,7 +25,26 @@ enum {
     MAX_CONTACTS_TOLD = 4096,
 };
 
-static bool key_ok(const ProtobufCBinaryData *k) { return k->len >= 1 && k->len <= MAX_KEY_BYTES; }
+static bool key_ok(const ProtobufCBinaryData *k) { return k->len == KEY_BYTES; }
+
+/* A signed pre-key is only worth publishing if the device's identity key
+ * signed it: otherwise whoever hands it out (a bug here, a copied disk) could
+ * substitute its own key and read the first messages of every new session.
+ * Clients check the signature too; refusing it here keeps a bad key from
+ * ever being handed out. */
+static bool signed_pre_key_ok(const ProtobufCBinaryData *identity, const Parley__V1__PreKey *spk) {
+    return identity->len == KEY_BYTES && spk->signature.len == SIGNATURE_BYTES &&
+           crypto_sign_verify_detached(spk->signature.data, spk->public_key.data, spk->public_key.len,
+                                       identity->data) == 0;
+}
+
+/* "<what> <index>: <why>", e.g. "signed pre-key 7: the signature ..." */
+static void keys_refuse(writer *w, chat_request *r, const char *what, unsigned long index, const char *why) {
+    METRIC_INC(keys_refused_total);
+    writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "%s %lu: %s", what, index, why);
+}
+
+static const char LENGTH_WRONG[] = "a public key is exactly 32 bytes";
 
 void handle_upload_keys(writer *w, chat_request *r) {
     const Parley__V1__UploadKeys *q = r->frame->upload_keys;
@@ -33,7 +54,7 @@ void handle_upload_keys(writer *w, chat_request *r) {
     }
     for (size_t i = 0; i < q->n_one_time_pre_keys; i++) {
         if (!key_ok(&q->one_time_pre_keys[i]->public_key)) {
-            writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "one-time pre-key %zu: 1-%d bytes", i, MAX_KEY_BYTES);
+            keys_refuse(w, r, "one-time pre-key", (unsigned long)i, LENGTH_WRONG);
             return;
         }
     }
@@ -49,7 +70,7 @@ void handle_upload_keys(writer *w, chat_request *r) {
     if (dk) k = *dk;
     if (q->identity_key.len) {
         if (!key_ok(&q->identity_key)) {
-            writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "identity key: 1-%d bytes", MAX_KEY_BYTES);
+            keys_refuse(w, r, "identity key of device", r->device_id, LENGTH_WRONG);
             goto out;
         }
         if (k.identity_key.len && (k.identity_key.len != q->identity_key.len ||
@@ -66,9 +87,13 @@ void handle_upload_keys(writer *w, chat_request *r) {
     }
     if (q->signed_pre_key) {
         const Parley__V1__PreKey *spk = q->signed_pre_key;
-        if (!key_ok(&spk->public_key) || spk->signature.len < 1 || spk->signature.len > MAX_SIGNATURE_BYTES) {
-            writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "signed pre-key: key 1-%d bytes, signature 1-%d",
-                        MAX_KEY_BYTES, MAX_SIGNATURE_BYTES);
+        if (!key_ok(&spk->public_key)) {
+            keys_refuse(w, r, "signed pre-key", spk->key_id, LENGTH_WRONG);
+            goto out;
+        }
+        if (!signed_pre_key_ok(&k.identity_key, spk)) {
+            keys_refuse(w, r, "signed pre-key", spk->key_id,
+                        "the signature is not a valid Ed25519 signature of the key by this device's identity key");
             goto out;
         }
         k.signed_pre_key_id = spk->key_id;

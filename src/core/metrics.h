@@ -75,6 +75,7 @@ typedef struct metrics {
     /* acks: coalesced per connection per loop turn before they reach the writer */
     atomic_ulong acks_submitted_total;          /* cursor advances (CHAT_ACK) handed to the writer */
     atomic_ulong acks_coalesced_total;          /* Acks folded into a later one of the same turn */
+    atomic_ulong keys_refused_total;            /* UploadKeys refused: key length or pre-key signature */
 } metrics;
 
 extern metrics g_metrics;

@@ -1630,3 +1630,14 @@ int h_raw_send_register(h_raw *w, const char *name, uint64_t request_id) {
     f.register_user = &ru;
     return h_raw_send_frame(w, &f);
 }
+
+/* ------------------------------------------------------ test key sets */
+
+void h_test_keys(uint8_t tag, uint8_t ik[32], uint8_t spk[32], uint8_t sig[64]) {
+    uint8_t seed[crypto_sign_SEEDBYTES], sk[crypto_sign_SECRETKEYBYTES];
+    for (size_t i = 0; i < sizeof seed; i++) seed[i] = (uint8_t)(tag * 31 + i);
+    crypto_sign_seed_keypair(ik, sk, seed);
+    for (size_t i = 0; i < 32; i++) spk[i] = (uint8_t)((tag + 1) * 31 + i);
+    crypto_sign_detached(sig, NULL, spk, 32, sk);
+    sodium_memzero(sk, sizeof sk);
+}

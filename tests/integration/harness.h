@@ -378,4 +378,9 @@ int h_raw_wait_eof(h_raw *w);
  * answer. 0 or -1. */
 int h_raw_send_register(h_raw *w, const char *name, uint64_t request_id);
 
+/* A key set the server accepts, the same for the same tag: an Ed25519
+ * identity key ik (from a seed made of tag), a 32-byte signed pre-key spk
+ * and ik's signature of it (the server verifies it on UploadKeys). */
+void h_test_keys(uint8_t tag, uint8_t ik[32], uint8_t spk[32], uint8_t sig[64]);
+
 #endif

@@ -73,7 +73,8 @@ static void request_reveals_nothing(void) {
     h_dev *a = h_user_new(&S, NULL), *b = h_user_new(&S, NULL);
     CHECK(a && b, "users");
     /* b publishes keys: 5 one-time pre-keys */
-    uint8_t ik[32] = {1}, spk[32] = {2}, sig[64] = {3}, otk[5][32];
+    uint8_t ik[32], spk[32], sig[64], otk[5][32];
+    h_test_keys(1, ik, spk, sig);
     pc_prekey signed_pre_key = {1, spk, 32, sig, 64};
     pc_prekey one_time[5];
     for (int i = 0; i < 5; i++) {

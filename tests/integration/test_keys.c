@@ -9,12 +9,16 @@
  *     DeviceListChanged reaches a contact; a removed device cannot sign in
  *   - strangers get FORBIDDEN for keys, devices and device messages
  *   - device messages: delivered once live, delivered again after a
- *     reconnect while not acked, gone once acked, deduped by queue_seq. */
+ *     reconnect while not acked, gone once acked, deduped by queue_seq
+ *   - uploads: every key exactly 32 bytes; the signed pre-key's Ed25519
+ *     signature by the identity key verified (refused otherwise). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+
+#include <sodium.h>
 
 #include "../check.h"
 #include "harness.h"
@@ -40,9 +44,7 @@ static void fill(uint8_t *b, size_t n, uint8_t tag) {
  * from the last answer, or -1. */
 static long upload(h_dev *d, uint8_t tag, uint32_t first, size_t n) {
     uint8_t ik[32], spk[32], sig[64];
-    fill(ik, sizeof ik, tag);
-    fill(spk, sizeof spk, (uint8_t)(tag + 1));
-    fill(sig, sizeof sig, (uint8_t)(tag + 2));
+    h_test_keys(tag, ik, spk, sig);
     pc_prekey signed_pk = {7, spk, sizeof spk, sig, sizeof sig};
     static uint8_t keys[200][32];
     pc_prekey otk[200];
@@ -94,11 +96,11 @@ static void keys_upload_and_fetch(void) {
     CHECK(upload(alice2, 2, 200, 3) == 3, "alice2's upload");
     /* the same identity again is fine; another one is a conflict */
     uint32_t left = 0;
-    uint8_t ik[32];
-    fill(ik, sizeof ik, 1);
+    uint8_t ik[32], spk[32], sig[64];
+    h_test_keys(1, ik, spk, sig);
     CHECK(pc_upload_keys(alice->c, ik, sizeof ik, NULL, NULL, 0, &left) == 0 && left == 5,
           "same identity again: %s, %u left", pc_error(alice->c), left);
-    fill(ik, sizeof ik, 3);
+    h_test_keys(3, ik, spk, sig);
     CHECK(pc_upload_keys(alice->c, ik, sizeof ik, NULL, NULL, 0, &left) != 0 &&
           pc_status(alice->c) == PARLEY__V1__STATUS__CONFLICT, "a new identity key: status %d",
           pc_status(alice->c));
@@ -110,9 +112,8 @@ static void keys_upload_and_fetch(void) {
         int ok = kb->user_id == alice->id.user_id && kb->n_devices == 2;
         const Parley__V1__DeviceBundle *b1 = bundle_of(kb, alice->id.device_id);
         const Parley__V1__DeviceBundle *b2 = bundle_of(kb, alice2->id.device_id);
-        uint8_t want_ik[32], want_spk[32];
-        fill(want_ik, 32, 1);
-        fill(want_spk, 32, 2);
+        uint8_t want_ik[32], want_spk[32], want_sig[64];
+        h_test_keys(1, want_ik, want_spk, want_sig);
         ok = ok && b1 && b2 && b1->identity_key.len == 32 && !memcmp(b1->identity_key.data, want_ik, 32) &&
              b1->signed_pre_key && b1->signed_pre_key->key_id == 7 && b1->signed_pre_key->public_key.len == 32 &&
              !memcmp(b1->signed_pre_key->public_key.data, want_spk, 32) &&
@@ -545,6 +546,109 @@ static void device_messages(void) {
     h_dev_free(alice);
 }
 
+/* ------------------------------------------------ upload checks (issue 9) */
+
+/* 0 when the upload was refused BAD_REQUEST with a message containing
+ * `says`; -1 (and why on stderr) otherwise. */
+static int refused(h_dev *d, const uint8_t *ik, size_t ik_len, const pc_prekey *spk, const pc_prekey *otk,
+                   size_t n_otk, const char *says) {
+    uint32_t left = 0;
+    if (pc_upload_keys(d->c, ik, ik_len, spk, otk, n_otk, &left) == 0) {
+        fprintf(stderr, "  accepted (%u one-time keys stored), want a refusal\n", left);
+        return -1;
+    }
+    if (pc_status(d->c) != PARLEY__V1__STATUS__BAD_REQUEST || !strstr(pc_error(d->c), says)) {
+        fprintf(stderr, "  status %d '%s', want BAD_REQUEST saying '%s'\n", pc_status(d->c), pc_error(d->c), says);
+        return -1;
+    }
+    return 0;
+}
+
+/* Every public key is exactly 32 bytes: 31, 33 and 64 are refused, for the
+ * identity key, the signed pre-key and a one-time pre-key, nothing of a
+ * refused upload is stored, and parley_keys_refused_total counts them. */
+static void keys_not_32_bytes_refused(void) {
+    h_dev *d = h_user_new(&S, NULL);
+    CHECK(d, "user");
+    double before = 0, after = 0;
+    CHECK(h_metric(&S, "parley_keys_refused_total", &before) == 0, "no parley_keys_refused_total");
+    uint8_t ik[64] = {0}, spk[64] = {0}, sig[64], otk[64];
+    h_test_keys(30, ik, spk, sig);
+    memcpy(ik + 32, ik, 32);
+    fill(otk, sizeof otk, 31);
+    const size_t wrong[] = {31, 33, 64};
+    for (size_t i = 0; i < 3; i++)
+        CHECK(refused(d, ik, wrong[i], NULL, NULL, 0, "exactly 32 bytes") == 0, "identity key of %zu bytes",
+              wrong[i]);
+    CHECK(pc_upload_keys(d->c, ik, 32, NULL, NULL, 0, NULL) == 0, "a 32-byte identity key: %s", pc_error(d->c));
+    for (size_t i = 0; i < 3; i++) {
+        pc_prekey one[2] = {{1, otk, 32, NULL, 0}, {2, otk, wrong[i], NULL, 0}};
+        CHECK(refused(d, NULL, 0, NULL, one, 2, "exactly 32 bytes") == 0, "one-time pre-key of %zu bytes",
+              wrong[i]);
+        pc_prekey signed_pk = {7, spk, wrong[i], sig, sizeof sig};
+        CHECK(refused(d, NULL, 0, &signed_pk, NULL, 0, "exactly 32 bytes") == 0, "signed pre-key of %zu bytes",
+              wrong[i]);
+    }
+    /* nothing of them was kept: no one-time key, no signed pre-key */
+    uint32_t left = 99;
+    CHECK(pc_upload_keys(d->c, NULL, 0, NULL, NULL, 0, &left) == 0 && left == 0, "%u one-time keys stored", left);
+    Parley__V1__KeyBundles *kb = NULL;
+    CHECK(pc_fetch_keys(d->c, d->id.user_id, &kb) == 0, "own fetch: %s", pc_error(d->c));
+    int empty = kb->n_devices == 1 && !kb->devices[0]->one_time_pre_key &&
+                (!kb->devices[0]->signed_pre_key || kb->devices[0]->signed_pre_key->public_key.len == 0);
+    parley__v1__key_bundles__free_unpacked(kb, NULL);
+    CHECK(empty, "a refused key was stored");
+    CHECK(h_metric(&S, "parley_keys_refused_total", &after) == 0 && after >= before + 9,
+          "parley_keys_refused_total %.0f -> %.0f, want +9", before, after);
+    h_dev_free(d);
+}
+
+/* The signed pre-key carries the device identity key's Ed25519 signature
+ * of it: a flipped bit, a signature by another identity key, a short
+ * signature and none at all are refused; a good one is accepted, handed out
+ * with its signature (which verifies), and a refused one replaces nothing. */
+static void signed_pre_key_signature_verified(void) {
+    h_dev *d = h_user_new(&S, NULL);
+    h_dev *peer = h_user_new(&S, NULL);
+    CHECK(d && peer, "users");
+    uint64_t conv;
+    CHECK(pc_open_direct(peer->c, d->id.user_id, &conv) == 0, "open_direct: %s", pc_error(peer->c));
+    uint8_t ik[32], spk[32], sig[64], other_ik[32], other_spk[32], other_sig[64];
+    h_test_keys(40, ik, spk, sig);
+    h_test_keys(41, other_ik, other_spk, other_sig);
+    CHECK(pc_upload_keys(d->c, ik, 32, NULL, NULL, 0, NULL) == 0, "identity: %s", pc_error(d->c));
+
+    uint8_t flipped[64];
+    memcpy(flipped, sig, 64);
+    flipped[10] ^= 0x04;
+    pc_prekey bad_bit = {7, spk, 32, flipped, 64};
+    CHECK(refused(d, NULL, 0, &bad_bit, NULL, 0, "signature") == 0, "a signature with a flipped bit");
+    pc_prekey by_other = {7, other_spk, 32, other_sig, 64};   /* valid, but by another identity */
+    CHECK(refused(d, NULL, 0, &by_other, NULL, 0, "signature") == 0, "a signature by another identity key");
+    pc_prekey short_sig = {7, spk, 32, sig, 63};
+    CHECK(refused(d, NULL, 0, &short_sig, NULL, 0, "signature") == 0, "a 63-byte signature");
+    pc_prekey no_sig = {7, spk, 32, NULL, 0};
+    CHECK(refused(d, NULL, 0, &no_sig, NULL, 0, "signature") == 0, "no signature");
+    /* with the identity key in the same request: checked against that one */
+    CHECK(refused(d, ik, 32, &by_other, NULL, 0, "signature") == 0, "identity and a foreign signature together");
+
+    pc_prekey good = {8, spk, 32, sig, 64};
+    CHECK(pc_upload_keys(d->c, NULL, 0, &good, NULL, 0, NULL) == 0, "a good signed pre-key: %s", pc_error(d->c));
+    CHECK(refused(d, NULL, 0, &bad_bit, NULL, 0, "signature") == 0, "a bad one after a good one");
+
+    Parley__V1__KeyBundles *kb = NULL;
+    CHECK(pc_fetch_keys(peer->c, d->id.user_id, &kb) == 0, "fetch: %s", pc_error(peer->c));
+    const Parley__V1__DeviceBundle *b = kb->n_devices == 1 ? kb->devices[0] : NULL;
+    int ok = b && b->signed_pre_key && b->signed_pre_key->key_id == 8 && b->identity_key.len == 32 &&
+             b->signed_pre_key->public_key.len == 32 && b->signed_pre_key->signature.len == 64 &&
+             crypto_sign_verify_detached(b->signed_pre_key->signature.data, b->signed_pre_key->public_key.data,
+                                         32, b->identity_key.data) == 0;
+    parley__v1__key_bundles__free_unpacked(kb, NULL);
+    CHECK(ok, "the bundle does not carry the good signed pre-key 8 with a signature that verifies");
+    h_dev_free(peer);
+    h_dev_free(d);
+}
+
 int main(void) {
     const char *flags[] = {"--max-group-members", "128", NULL};
     if (h_server_start(&S, flags) != 0) {
@@ -556,6 +660,8 @@ int main(void) {
     RUN(device_list_changes);
     RUN(strangers_forbidden);
     RUN(device_messages);
+    RUN(keys_not_32_bytes_refused);
+    RUN(signed_pre_key_signature_verified);
     if (!h_server_survived(&S)) check_failures_total++;
     h_server_destroy(&S);
     CHECK_EXIT();

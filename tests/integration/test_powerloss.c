@@ -61,9 +61,7 @@ static int upload_keys(h_dev *d, uint8_t tag, uint32_t n) {
     uint8_t ik[32], spk[32], sig[64];
     static uint8_t keys[KEYS][32];
     pc_prekey otk[KEYS];
-    fill(ik, sizeof ik, tag);
-    fill(spk, sizeof spk, (uint8_t)(tag + 1));
-    fill(sig, sizeof sig, (uint8_t)(tag + 2));
+    h_test_keys(tag, ik, spk, sig);
     pc_prekey signed_pk = { 7, spk, sizeof spk, sig, sizeof sig };
     for (uint32_t i = 0; i < n && i < KEYS; i++) {
         fill(keys[i], 32, (uint8_t)(i + 1));
@@ -87,8 +85,8 @@ static int claim(h_dev *claimer, const h_dev *owner, uint8_t tag, uint32_t *key_
     }
     int rc = 0;
     if (ik_ok) {
-        uint8_t want[32];
-        fill(want, sizeof want, tag);
+        uint8_t want[32], spk[32], sig[64];
+        h_test_keys(tag, want, spk, sig);
         *ik_ok = kb->n_devices == 1 && kb->devices[0]->identity_key.len == 32 &&
                  memcmp(kb->devices[0]->identity_key.data, want, 32) == 0 &&
                  kb->devices[0]->signed_pre_key && kb->devices[0]->signed_pre_key->key_id == 7;

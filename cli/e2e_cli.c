@@ -1,0 +1,266 @@
+/* e2e_cli.c -- parley-cli's end-to-end encryption (send --e2e, sync --e2e)
+ * on libparley's key store (parley_e2e.h).
+ *
+ * The store lives in the state directory as "e2e" (0600, written whole and
+ * renamed like the other state files): it holds private keys, like
+ * "identity". It is made and its public keys uploaded on first use, and
+ * saved after every command that changed it.
+ *
+ * sync --e2e: a conversation message may arrive before the device message
+ * that carries its sender key, so one that finds no key waits (at most
+ * PENDING_MAX) and is printed once the key is there; whatever still waits
+ * when sync ends is printed as undecryptable with the reason: a message is
+ * never dropped silently. Messages this device sent itself cannot be
+ * decrypted by it (the sender keeps no plaintext) and say so. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "cli.h"
+#include "e2e/e2e.h"
+#include "parley_e2e.h"
+
+enum { PENDING_MAX = 4096, ERR_CAP = 512 };
+
+static const char STORE_FILE[] = "e2e";
+
+/* The device's key store: loaded, or made and published. NULL after printing why. */
+static pc_e2e *store_open(cli_ctx *ctx, pc_client *c, const char *cmd) {
+    char err[ERR_CAP];
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int r = state_read_blob(ctx->state_dir, STORE_FILE, PC_E2E_MAX_STORE_BYTES, &data, &len, err, sizeof err);
+    if (r < 0) {
+        fprintf(stderr, CLI_NAME ": %s: %s\n", cmd, err);
+        return NULL;
+    }
+    pc_e2e *e = NULL;
+    if (r == 1) {
+        int st = pc_e2e_load(&e, data, len);
+        sodium_memzero(data, len);
+        free(data);
+        if (st != 0) {
+            fprintf(stderr, CLI_NAME ": %s: %s/%s: %s\n", cmd, ctx->state_dir, STORE_FILE, e2e_strerror(st));
+            return NULL;
+        }
+        return e;
+    }
+    e = pc_e2e_new();
+    if (!e) {
+        fprintf(stderr, CLI_NAME ": %s: out of memory\n", cmd);
+        return NULL;
+    }
+    if (pc_e2e_publish(e, c) != 0) {
+        cli_report(cmd, c);
+        pc_e2e_free(e);
+        return NULL;
+    }
+    return e;
+}
+
+static int store_save(cli_ctx *ctx, const pc_e2e *e, const char *cmd) {
+    uint8_t *data = NULL;
+    size_t len = 0;
+    char err[ERR_CAP];
+    if (pc_e2e_save(e, &data, &len) != 0) {
+        fprintf(stderr, CLI_NAME ": %s: cannot save the key store: out of memory\n", cmd);
+        return -1;
+    }
+    int r = state_write_blob(ctx->state_dir, STORE_FILE, data, len, err, sizeof err);
+    sodium_memzero(data, len);
+    free(data);
+    if (r < 0) fprintf(stderr, CLI_NAME ": %s: %s\n", cmd, err);
+    return r;
+}
+
+/* conv's members, from ListConversations: a malloc'd array, or NULL after printing why. */
+static uint64_t *members_of(pc_client *c, uint64_t conv, size_t *n) {
+    Parley__V1__ConversationList *l = NULL;
+    if (pc_list_conversations(c, &l) < 0) {
+        cli_report("send", c);
+        return NULL;
+    }
+    uint64_t *out = NULL;
+    for (size_t i = 0; i < l->n_conversations; i++) {
+        const Parley__V1__ConversationSummary *s = l->conversations[i];
+        if (s->conversation_id != conv) continue;
+        *n = s->n_member_user_ids < PC_E2E_MAX_MEMBERS ? s->n_member_user_ids : PC_E2E_MAX_MEMBERS;
+        out = malloc((*n ? *n : 1) * sizeof *out);
+        if (out && *n) memcpy(out, s->member_user_ids, *n * sizeof *out);
+        break;
+    }
+    parley__v1__conversation_list__free_unpacked(l, NULL);
+    if (!out) fprintf(stderr, CLI_NAME ": send: conversation %" PRIu64 " is not one of yours\n", conv);
+    return out;
+}
+
+static void keep_device_message(void *ud, const Parley__V1__DeviceMessage *m) {
+    /* a device message is acked once handed out: one that comes while we
+     * send is applied now, or its sender key would be lost */
+    int st = pc_e2e_handle_device_message(ud, m);
+    if (st != 0)
+        fprintf(stderr, CLI_NAME ": a device message from user %" PRIu64 " device %" PRIu32 ": %s\n",
+                m->sender_user_id, m->sender_device_id, e2e_strerror(st));
+}
+
+int cli_e2e_send(cli_ctx *ctx, uint64_t conv, const char *text, size_t len) {
+    pc_e2e *e = store_open(ctx, ctx->c, "send");
+    if (!e) return 1;
+    pc_on_device_message(ctx->c, keep_device_message, e);
+    size_t n = 0;
+    uint64_t *members = members_of(ctx->c, conv, &n), seq = 0;
+    int rc = 1;
+    if (members) {
+        if (pc_e2e_send(e, ctx->c, conv, members, n, text, len, &seq) == 0) {
+            printf("%" PRIu64 "\n", seq);
+            rc = 0;
+        } else {
+            cli_report("send", ctx->c);
+        }
+    }
+    pc_on_device_message(ctx->c, NULL, NULL);
+    /* saved even after a failure: sessions made and keys handed out stay valid */
+    if (store_save(ctx, e, "send") < 0) rc = 1;
+    free(members);
+    pc_e2e_free(e);
+    return rc;
+}
+
+/* ----------------------------------------------------------------- sync */
+
+typedef struct pending {
+    uint64_t user_seq;
+    Parley__V1__Message *m;   /* a packed and unpacked copy: owns its bytes */
+} pending;
+
+struct cli_e2e_sync {
+    cli_ctx *ctx;
+    pc_client *c;
+    pc_e2e *e;
+    pending *p;
+    size_t n, cap;
+};
+
+cli_e2e_sync *cli_e2e_sync_begin(cli_ctx *ctx, pc_client *c) {
+    cli_e2e_sync *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->ctx = ctx;
+    s->c = c;
+    s->e = store_open(ctx, c, "sync");
+    if (!s->e) {
+        free(s);
+        return NULL;
+    }
+    pc_on_device_message(c, keep_device_message, s->e);
+    return s;
+}
+
+/* 1 printed (decrypted or for good undecryptable), 0 still waiting for its key. */
+static int try_print(cli_e2e_sync *s, uint64_t user_seq, const Parley__V1__Message *m, bool last_chance) {
+    if (m->type != PARLEY__V1__MESSAGE_TYPE__TEXT) {   /* membership events and the like are not encrypted */
+        json_print_message(stdout, user_seq, m);
+        return 1;
+    }
+    if (m->sender_user_id == s->ctx->ident.id.user_id && m->sender_device_id == s->ctx->ident.id.device_id) {
+        json_print_undecryptable(stdout, user_seq, m, "sent from this device (it keeps no plaintext copy)");
+        return 1;
+    }
+    uint8_t *pt = NULL;
+    size_t n = 0;
+    int st = pc_e2e_decrypt(s->e, m, &pt, &n);
+    if (st == E2E_ERR_WRONG_KEY && !last_chance) return 0;
+    if (st == 0) {
+        Parley__V1__Message shown = *m;
+        shown.body.data = pt;
+        shown.body.len = n;
+        json_print_message(stdout, user_seq, &shown);
+        sodium_memzero(pt, n);
+    } else {
+        json_print_undecryptable(stdout, user_seq, m, e2e_strerror(st));
+    }
+    free(pt);
+    return 1;
+}
+
+static Parley__V1__Message *copy_message(const Parley__V1__Message *m) {
+    size_t n = parley__v1__message__get_packed_size(m);
+    uint8_t *b = malloc(n ? n : 1);
+    if (!b) return NULL;
+    parley__v1__message__pack(m, b);
+    Parley__V1__Message *c = parley__v1__message__unpack(NULL, n, b);
+    free(b);
+    return c;
+}
+
+void cli_e2e_sync_event(cli_e2e_sync *s, uint64_t user_seq, const Parley__V1__Message *m) {
+    /* in order: while any waits, later ones wait behind it */
+    if (s->n == 0 && try_print(s, user_seq, m, false)) return;
+    Parley__V1__Message *c = s->n < PENDING_MAX ? copy_message(m) : NULL;
+    pending *np = c && s->n == s->cap ? realloc(s->p, (s->cap ? s->cap * 2 : 16) * sizeof *np) : s->p;
+    if (!c || !np) {   /* no room to wait: shown now, as it is */
+        if (c) parley__v1__message__free_unpacked(c, NULL);
+        try_print(s, user_seq, m, true);
+        return;
+    }
+    if (np != s->p) {
+        s->p = np;
+        s->cap = s->cap ? s->cap * 2 : 16;
+    }
+    s->p[s->n++] = (pending){user_seq, c};
+}
+
+/* Prints the waiting messages from the oldest on while they decrypt (all of
+ * them, decrypted or not, when last). */
+static void flush(cli_e2e_sync *s, bool last) {
+    size_t done = 0;
+    while (done < s->n && try_print(s, s->p[done].user_seq, s->p[done].m, last)) {
+        parley__v1__message__free_unpacked(s->p[done].m, NULL);
+        done++;
+    }
+    if (done == 0) return;
+    memmove(s->p, s->p + done, (s->n - done) * sizeof *s->p);
+    s->n -= done;
+}
+
+void cli_e2e_sync_retry(cli_e2e_sync *s) {
+    if (s->n) flush(s, false);
+}
+
+int cli_e2e_sync_end(cli_e2e_sync *s) {
+    flush(s, true);
+    fflush(stdout);
+    pc_on_device_message(s->c, NULL, NULL);
+    int rc = store_save(s->ctx, s->e, "sync") < 0 ? 1 : 0;
+    pc_e2e_free(s->e);
+    free(s->p);
+    free(s);
+    return rc;
+}
+
+/* --------------------------------------------------------------- verify */
+
+int cli_e2e_verify(cli_ctx *ctx, const char *user_name) {
+    uint64_t user = 0;
+    if (cli_resolve_user(ctx->c, "verify", user_name, &user) < 0) return 1;
+    pc_e2e *e = store_open(ctx, ctx->c, "verify");
+    if (!e) return 1;
+    uint32_t devices[PC_E2E_MAX_DEVICES];
+    size_t n = pc_e2e_known_devices(e, user, devices, PC_E2E_MAX_DEVICES);
+    if (n > PC_E2E_MAX_DEVICES) n = PC_E2E_MAX_DEVICES;
+    for (size_t i = 0; i < n; i++) {
+        char number[E2E_SAFETY_NUMBER_LEN];
+        if (pc_e2e_safety_number(e, user, devices[i], number) != 0) continue;
+        printf("{\"user\":%" PRIu64 ",\"device\":%" PRIu32 ",\"safety_number\":\"%s\"}\n", user, devices[i], number);
+    }
+    int rc = 0;
+    if (n == 0) {
+        fprintf(stderr, CLI_NAME ": verify: no encrypted session with %s's devices yet: exchange an --e2e message first\n",
+                user_name);
+        rc = 1;
+    }
+    if (store_save(ctx, e, "verify") < 0) rc = 1;
+    pc_e2e_free(e);
+    return rc;
+}

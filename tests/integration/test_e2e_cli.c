@@ -1,0 +1,241 @@
+/* test_e2e_cli.c -- two parley-cli users exchange end-to-end encrypted
+ * messages (send --e2e, sync --e2e) through the real server:
+ *   - bob's sync prints alice's texts decrypted, in order, as the usual JSON
+ *     lines; alice's sync prints bob's reply; a message alice's own device
+ *     sent is shown as undecryptable with the reason, not dropped
+ *   - the key stores persist across runs (every command is a new process)
+ *   - `verify` shows the same safety number on both sides
+ *   - no plaintext sent is anywhere under the server's directory (data and
+ *     log), while a control message sent without --e2e is found there. */
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "../check.h"
+#include "harness.h"
+
+enum { OUT_CAP = 1 << 16, MAX_ARGV = 16, CLI_TIMEOUT_MS = 60000, SCAN_FILE_MAX = 256 << 20 };
+
+static h_server S;
+static char CLI[600];
+
+typedef struct cli_run {
+    int status;
+    char out[OUT_CAP];
+    size_t out_len;
+    char err[OUT_CAP];
+    size_t err_len;
+} cli_run;
+
+static int drain_into(int fd, char *buf, size_t *len) {
+    char tmp[4096];
+    ssize_t n = read(fd, tmp, sizeof tmp);
+    if (n <= 0) return 0;
+    size_t room = OUT_CAP - 1 - *len, take = (size_t)n < room ? (size_t)n : room;
+    memcpy(buf + *len, tmp, take);
+    *len += take;
+    buf[*len] = 0;
+    return 1;
+}
+
+/* `parley-cli --state S.dir/e2e-WHO --server URL args...`, stdin /dev/null;
+ * killed (by its pid) if it has not finished in CLI_TIMEOUT_MS. */
+static void cli(cli_run *r, const char *who, const char *first, ...) {
+    memset(r, 0, sizeof *r);
+    r->status = -1;
+    char state[400];
+    snprintf(state, sizeof state, "%s/e2e-%s", S.dir, who);
+    const char *argv[MAX_ARGV];
+    int n = 0;
+    argv[n++] = CLI;
+    argv[n++] = "--state";
+    argv[n++] = state;
+    argv[n++] = "--server";
+    argv[n++] = S.url;
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a && n < MAX_ARGV - 1; a = va_arg(ap, const char *)) argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    int o[2], e[2];
+    if (pipe(o) || pipe(e)) return;
+    pid_t pid = fork();
+    if (pid < 0) return;
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int devnull = open("/dev/null", O_RDONLY);
+        dup2(devnull, 0);
+        dup2(o[1], 1);
+        dup2(e[1], 2);
+        close(o[0]);
+        close(e[0]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(o[1]);
+    close(e[1]);
+    uint64_t deadline = h_now_ms() + CLI_TIMEOUT_MS;
+    int open_o = 1, open_e = 1;
+    while ((open_o || open_e) && h_now_ms() < deadline) {
+        struct pollfd p[2] = {{.fd = open_o ? o[0] : -1, .events = POLLIN},
+                              {.fd = open_e ? e[0] : -1, .events = POLLIN}};
+        if (poll(p, 2, 200) <= 0) continue;
+        if (p[0].revents && !drain_into(o[0], r->out, &r->out_len)) open_o = 0;
+        if (p[1].revents && !drain_into(e[0], r->err, &r->err_len)) open_e = 0;
+    }
+    close(o[0]);
+    close(e[0]);
+    int st = 0;
+    while (h_now_ms() < deadline) {
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+            if (r->err_len) fprintf(stderr, "  [%s %s stderr] %s", who, first, r->err);
+            return;
+        }
+        h_sleep_ms(20);
+    }
+    fprintf(stderr, "  parley-cli %s did not finish in time; killed\n", first);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+static uint64_t out_u64(const cli_run *r) {
+    char *end;
+    if (r->out_len == 0 || r->out[r->out_len - 1] != '\n') return 0;
+    unsigned long long v = strtoull(r->out, &end, 10);
+    return *end == '\n' && end[1] == 0 ? v : 0;
+}
+
+/* ------------------------------------------------------- plaintext scan */
+
+static const char *scan_needle;
+static int scan_hits;
+
+static int scan_file(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+    (void)ftw;
+    /* the CLIs' own state directories hold what the users sent and read */
+    if (strstr(path, "/e2e-")) return 0;
+    if (type != FTW_F || st->st_size <= 0 || st->st_size > SCAN_FILE_MAX) return 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return 0;
+    char *buf = malloc((size_t)st->st_size);
+    ssize_t got = buf ? read(fd, buf, (size_t)st->st_size) : -1;
+    close(fd);
+    if (got > 0 && memmem(buf, (size_t)got, scan_needle, strlen(scan_needle))) scan_hits++;
+    free(buf);
+    return 0;
+}
+
+static int server_files_holding(const char *text) {
+    scan_needle = text;
+    scan_hits = 0;
+    nftw(S.dir, scan_file, 16, FTW_PHYS);
+    return scan_hits;
+}
+
+/* ------------------------------------------------------------------ case */
+
+static void two_users_encrypted(void) {
+    cli_run r;
+    cli(&r, "alice", "register", "alice", NULL);
+    uint64_t alice = out_u64(&r);
+    CHECK(r.status == 0 && alice, "register alice: %d %s", r.status, r.err);
+    cli(&r, "bob", "register", "bob", NULL);
+    uint64_t bob = out_u64(&r);
+    CHECK(r.status == 0 && bob, "register bob: %d %s", r.status, r.err);
+    cli(&r, "alice", "direct", "bob", NULL);
+    uint64_t conv = out_u64(&r);
+    CHECK(r.status == 0 && conv, "direct: %d %s", r.status, r.err);
+    char cs[32];
+    snprintf(cs, sizeof cs, "%" PRIu64, conv);
+    cli(&r, "bob", "accept", cs, NULL);
+    CHECK(r.status == 0, "bob accepts: %d %s", r.status, r.err);
+    /* bob's first --e2e use makes and publishes his keys */
+    cli(&r, "bob", "sync", "--e2e", NULL);
+    CHECK(r.status == 0, "bob's first sync: %d %s", r.status, r.err);
+
+    char s1[64], s2[64], s3[64], control[64];
+    uint32_t tag = randombytes_random();
+    snprintf(s1, sizeof s1, "cli-secret-one-%08x", tag);
+    snprintf(s2, sizeof s2, "cli-secret-two-%08x", tag);
+    snprintf(s3, sizeof s3, "cli-secret-reply-%08x", tag);
+    snprintf(control, sizeof control, "cli-control-clear-%08x", tag);
+    cli(&r, "alice", "send", cs, s1, "--e2e", NULL);
+    uint64_t q1 = out_u64(&r);
+    CHECK(r.status == 0 && q1, "alice sends 1: %d %s", r.status, r.err);
+    cli(&r, "alice", "send", cs, s2, "--e2e", NULL);
+    uint64_t q2 = out_u64(&r);
+    CHECK(r.status == 0 && q2 == q1 + 1, "alice sends 2: %d %s", r.status, r.err);
+
+    cli(&r, "bob", "sync", "--e2e", NULL);
+    CHECK(r.status == 0, "bob sync: %d %s", r.status, r.err);
+    char want1[128], want2[128];
+    snprintf(want1, sizeof want1, "\"type\":\"text\",\"text\":\"%s\"", s1);
+    snprintf(want2, sizeof want2, "\"type\":\"text\",\"text\":\"%s\"", s2);
+    const char *l1 = strstr(r.out, want1), *l2 = strstr(r.out, want2);
+    CHECK(l1 && l2 && l1 < l2, "bob's sync, want both texts decrypted in order:\n%s", r.out);
+    CHECK(!strstr(r.out, "undecryptable"), "bob's sync has undecryptable lines:\n%s", r.out);
+
+    cli(&r, "bob", "send", cs, s3, "--e2e", NULL);
+    CHECK(r.status == 0 && out_u64(&r), "bob replies: %d %s", r.status, r.err);
+    cli(&r, "alice", "sync", "--e2e", NULL);
+    CHECK(r.status == 0, "alice sync: %d %s", r.status, r.err);
+    char want3[128];
+    snprintf(want3, sizeof want3, "\"text\":\"%s\"", s3);
+    CHECK(strstr(r.out, want3), "alice's sync lacks bob's reply:\n%s", r.out);
+    /* her own messages: shown, with why they are not readable here */
+    CHECK(strstr(r.out, "\"undecryptable\":\"sent from this device"), "alice's own messages:\n%s", r.out);
+
+    /* safety numbers: the same 60 digits on both sides */
+    char na[80] = "", nb[80] = "";
+    cli(&r, "alice", "verify", "bob", NULL);
+    const char *pa = strstr(r.out, "\"safety_number\":\"");
+    CHECK(r.status == 0 && pa, "alice verify bob: %d\n%s", r.status, r.out);
+    snprintf(na, sizeof na, "%.71s", pa + 17);
+    cli(&r, "bob", "verify", "alice", NULL);
+    const char *pb = strstr(r.out, "\"safety_number\":\"");
+    CHECK(r.status == 0 && pb, "bob verify alice: %d\n%s", r.status, r.out);
+    snprintf(nb, sizeof nb, "%.71s", pb + 17);
+    CHECK(strlen(na) == 71 && strcmp(na, nb) == 0, "safety numbers differ: '%s' / '%s'", na, nb);
+
+    /* a message sent without --e2e is stored as it is: the scan finds it */
+    cli(&r, "alice", "send", cs, control, NULL);
+    CHECK(r.status == 0 && out_u64(&r), "control: %d %s", r.status, r.err);
+    int found = 0;
+    for (int i = 0; i < 50 && !(found = server_files_holding(control)); i++) h_sleep_ms(100);
+    CHECK(found, "the clear control message is nowhere under %s: the scan proves nothing", S.dir);
+    const char *secrets[3] = {s1, s2, s3};
+    for (int i = 0; i < 3; i++)
+        CHECK(server_files_holding(secrets[i]) == 0, "'%s' is in the server's files", secrets[i]);
+}
+
+int main(void) {
+    const char *bin = getenv("PARLEY_BIN");
+    snprintf(CLI, sizeof CLI, "%s", bin && *bin ? bin : "./build/parley");
+    char *slash = strrchr(CLI, '/');
+    snprintf(slash ? slash + 1 : CLI, sizeof CLI - (size_t)(slash ? slash + 1 - CLI : 0), "parley-cli");
+    if (access(CLI, X_OK) != 0) {
+        printf("FAIL cli_binary: %s not executable\n", CLI);
+        return 1;
+    }
+    if (sodium_init() < 0 || h_server_start(&S, NULL) != 0) {
+        printf("FAIL server_starts\n");
+        return 1;
+    }
+    RUN(two_users_encrypted);
+    if (!h_server_survived(&S)) check_failures_total++;
+    h_server_destroy(&S);
+    CHECK_EXIT();
+}
