@@ -104,11 +104,9 @@ fi
 # the e2e vectors, re-derived independently in Python (tests/vectors/check.sh)
 case check_vectors in $ONLY)
     note "e2e test vectors in Python"
-    if probe=$(tests/vectors/check.sh --probe); then
-        run_program "check_vectors" tests/vectors/check.sh
-    else
-        printf '%s\n' "$probe"
-    fi
+    # a Python without the cryptography package (and no PyPI to get it)
+    # is a failure, not a skip: the vectors would go unchecked
+    run_program "check_vectors" tests/vectors/check.sh
     ;;
 esac
 
