@@ -589,6 +589,123 @@ static void stalled_owner_is_fenced(void) {
     CHECK(check_exactly_once(KEYS, PER_KEY, NULL) == 0, "at the end: each record once, in order per key");
 }
 
+/* the owner of a consumer in the in-process cases: what its callback saw */
+typedef struct watcher {
+    int assigned, revoked, lost;
+    size_t held;              /* partitions held now */
+} watcher;
+
+static void watch(void *owner, kafka_rebalance what, const kafka_partition *parts, size_t n) {
+    (void)parts;
+    watcher *w = owner;
+    if (what == KAFKA_ASSIGNED) {
+        w->assigned++;
+        w->held += n;
+    } else {
+        if (what == KAFKA_LOST) w->lost++;
+        else w->revoked++;
+        w->held = 0;   /* eager: everything goes */
+    }
+}
+
+/* (e) an owner whose partitions were revoked while its transaction was
+ * open cannot commit that transaction, even though it has rejoined the
+ * group and the broker would take its new generation: the library aborts
+ * it, rewinds, and nothing of it is visible */
+static void revoked_during_transaction_aborts(void) {
+    enum { KEYS = 10, PER_KEY = 10, PARTS = 2 };
+    CHECK(topic("e-in", PARTS) == 0 && topic("e-out", PARTS) == 0, "create topics");
+    CHECK(produce_input("e-in", KEYS, PER_KEY) == 0, "input acknowledged");
+    char err[KAFKA_LOG_ERRLEN];
+    const char *topics[] = {"e-in"};
+    watcher w1 = {0}, w2 = {0};
+    kafka_consumer_config cc = {.brokers = brokers, .group = "g-e", .topics = topics, .ntopics = 1,
+                                .session_timeout_ms = SESSION_MS, .on_rebalance = watch, .owner = &w1};
+    kafka_consumer *c1 = kafka_consumer_new(&cc, err);
+    CHECK(c1, "consumer 1: %s", err);
+    kafka_producer_config pc = {.brokers = brokers, .transactional_id = "guard-e"};
+    kafka_producer *p = kafka_producer_new(&pc, 30000, err);
+    CHECK(p, "producer: %s", err);
+    kafka_record recs[100];
+    int n = 0;
+    for (uint64_t end = now_ms() + WAIT_MS; n == 0 && now_ms() < end;) n = kafka_consumer_poll(c1, recs, 100, 200);
+    CHECK(n > 0 && w1.held == PARTS, "consumer 1 owns both partitions and read %d records", n);
+    CHECK(kafka_txn_begin(p, c1) == KAFKA_OK, "begin");
+    for (int i = 0; i < n; i++)
+        CHECK(kafka_produce(p, "e-out", recs[i].key, recs[i].value, recs[i].len) == KAFKA_OK, "produce");
+    kafka_records_release(recs, (size_t)n);
+
+    /* a second member joins: consumer 1 is revoked, then both get a share */
+    cc.owner = &w2;
+    kafka_consumer *c2 = kafka_consumer_new(&cc, err);
+    CHECK(c2, "consumer 2: %s", err);
+    for (uint64_t end = now_ms() + WAIT_MS; now_ms() < end && !(w1.revoked && w1.held && w2.held);) {
+        int a = kafka_consumer_poll(c1, recs, 100, 100);
+        kafka_records_release(recs, a > 0 ? (size_t)a : 0);
+        int b = kafka_consumer_poll(c2, recs, 100, 100);
+        kafka_records_release(recs, b > 0 ? (size_t)b : 0);
+    }
+    CHECK(w1.revoked >= 1 && w1.held >= 1 && w2.held >= 1, "rebalanced: 1 revoked %d, holds %zu; 2 holds %zu",
+          w1.revoked, w1.held, w2.held);
+    kafka_result r = kafka_txn_commit(p, c1, 30000);
+    CHECK(r == KAFKA_ABORTED, "commit after a revocation: %s, want aborted", kafka_result_name(r));
+    CHECK(!kafka_txn_open(p), "nothing left open");
+    kafka_producer_free(p, 5000);
+    kafka_consumer_free(c2);
+    kafka_consumer_free(c1);
+    read_topic("e-out", 0);
+    CHECK(ngot == 0, "%zu records of the aborted transaction visible", ngot);
+}
+
+/* (f) the broker frozen (SIGSTOP) while records are produced, then thawed:
+ * every record is acknowledged once and read back once, in order per key */
+static void produce_through_frozen_broker(void) {
+    enum { KEYS = 20, PER_KEY = 20, PARTS = 3 };
+    CHECK(topic("f-log", PARTS) == 0, "create topic");
+    char err[KAFKA_LOG_ERRLEN];
+    kafka_producer_config pc = {.brokers = brokers, .on_delivery = count_delivery};
+    kafka_producer *p = kafka_producer_new(&pc, 30000, err);
+    CHECK(p, "producer: %s", err);
+    delivered_ok = delivered_failed = 0;
+    CHECK(kafka_node_freeze(30000) == 0, "broker frozen");
+    int queued = 0;
+    for (int s = 0; s < PER_KEY; s++) {
+        for (int k = 1; k <= KEYS; k++) {
+            char v[48];
+            int len = snprintf(v, sizeof v, "%d:%d", k, s);
+            if (kafka_produce(p, "f-log", (uint64_t)k, v, (size_t)len) == KAFKA_OK) queued++;
+        }
+    }
+    kafka_producer_poll(p, 500);
+    uint64_t during = delivered_ok;
+    CHECK(kafka_node_thaw() == 0, "broker continued");
+    int flushed = kafka_producer_flush(p, WAIT_MS);
+    kafka_producer_poll(p, 0);
+    kafka_producer_free(p, 5000);
+    CHECK(queued == KEYS * PER_KEY, "queued %d", queued);
+    CHECK(during == 0, "%" PRIu64 " acknowledged by a frozen broker", during);
+    CHECK(flushed == 0 && delivered_ok == KEYS * PER_KEY && delivered_failed == 0,
+          "after the thaw: %" PRIu64 " acknowledged, %" PRIu64 " failed", delivered_ok, delivered_failed);
+    read_topic("f-log", KEYS * PER_KEY);
+    CHECK(check_exactly_once(KEYS, PER_KEY, NULL) == 0, "each record once, in order per key");
+}
+
+/* (g) the log survives a broker restart (SIGTERM, start on the same
+ * directory and port): what was acknowledged before is read back, and a
+ * producer writes again after it */
+static void log_survives_broker_restart(void) {
+    enum { KEYS = 20, PER_KEY = 10, PARTS = 3 };
+    CHECK(topic("g-log", PARTS) == 0, "create topic");
+    CHECK(produce_input("g-log", KEYS, PER_KEY) == 0, "acknowledged before the restart");
+    pid_t before = kafka_node_pid();
+    CHECK(kafka_node_restart() == 0, "restarted");
+    CHECK(kafka_node_pid() != before, "a new broker process");
+    CHECK(strcmp(kafka_node_brokers(), brokers) == 0, "on the same address");
+    read_topic("g-log", KEYS * PER_KEY);
+    CHECK(check_exactly_once(KEYS, PER_KEY, NULL) == 0, "everything acknowledged is there, once, in order");
+    CHECK(topic("g-log2", 1) == 0 && produce_input("g-log2", 1, 5) == 0, "and a producer writes after it");
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "processor") == 0) return processor_main(argc, argv);
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -600,13 +717,18 @@ int main(int argc, char **argv) {
         printf("FAIL broker_start\n");
         return 1;
     }
-    brokers = kafka_node_brokers();
+    static char brokers_at_start[64];   /* kept apart: a restart rewrites the helper's */
+    snprintf(brokers_at_start, sizeof brokers_at_start, "%s", kafka_node_brokers());
+    brokers = brokers_at_start;
     check_note("kafka broker ready in %" PRIu64 " ms (pid %d, %s)", now_ms() - t0, (int)kafka_node_pid(), brokers);
     atexit(kill_children);
     RUN(per_key_order);
     RUN(zombie_fencing);
     RUN(copy_exactly_once_across_kill);
     RUN(stalled_owner_is_fenced);
+    RUN(revoked_during_transaction_aborts);
+    RUN(produce_through_frozen_broker);
+    RUN(log_survives_broker_restart);
     kill_children();
     kafka_node_stop();
     CHECK_EXIT();
