@@ -489,8 +489,12 @@ static void per_key_order(void) {
  * read_committed reader, while the second's is */
 static void zombie_fencing(void) {
     CHECK(topic("fence", 2) == 0, "create topic");
-    char err[KAFKA_LOG_ERRLEN];
-    kafka_producer_config pc = {.brokers = brokers, .transactional_id = "owner-x/fence:0,1"};
+    char err[KAFKA_LOG_ERRLEN], txn_id[64];
+    const int32_t parts[] = {0, 1};
+    CHECK(kafka_log_txn_id(txn_id, sizeof txn_id, "owner-x", "fence", parts, 2) == 0, "txn id");
+    CHECK(strcmp(txn_id, "owner-x/fence:0,1") == 0, "txn id '%s'", txn_id);
+    CHECK(kafka_log_txn_id(txn_id, 12, "owner-x", "fence", parts, 2) != 0, "a txn id too long for its buffer");
+    kafka_producer_config pc = {.brokers = brokers, .transactional_id = txn_id};
     kafka_producer *old = kafka_producer_new(&pc, 30000, err);
     CHECK(old, "first producer: %s", err);
     CHECK(kafka_txn_begin(old, NULL) == KAFKA_OK, "begin");
@@ -663,7 +667,8 @@ static void produce_through_frozen_broker(void) {
     enum { KEYS = 20, PER_KEY = 20, PARTS = 3 };
     CHECK(topic("f-log", PARTS) == 0, "create topic");
     char err[KAFKA_LOG_ERRLEN];
-    kafka_producer_config pc = {.brokers = brokers, .on_delivery = count_delivery};
+    /* room for exactly the records of this case: one more is refused */
+    kafka_producer_config pc = {.brokers = brokers, .on_delivery = count_delivery, .max_queued = KEYS * PER_KEY};
     kafka_producer *p = kafka_producer_new(&pc, 30000, err);
     CHECK(p, "producer: %s", err);
     delivered_ok = delivered_failed = 0;
@@ -676,6 +681,7 @@ static void produce_through_frozen_broker(void) {
             if (kafka_produce(p, "f-log", (uint64_t)k, v, (size_t)len) == KAFKA_OK) queued++;
         }
     }
+    kafka_result over = kafka_produce(p, "f-log", 1, "1:extra", 7);
     kafka_producer_poll(p, 500);
     uint64_t during = delivered_ok;
     CHECK(kafka_node_thaw() == 0, "broker continued");
@@ -683,11 +689,51 @@ static void produce_through_frozen_broker(void) {
     kafka_producer_poll(p, 0);
     kafka_producer_free(p, 5000);
     CHECK(queued == KEYS * PER_KEY, "queued %d", queued);
+    CHECK(over == KAFKA_FULL, "one record beyond max_queued: %s, want full", kafka_result_name(over));
     CHECK(during == 0, "%" PRIu64 " acknowledged by a frozen broker", during);
     CHECK(flushed == 0 && delivered_ok == KEYS * PER_KEY && delivered_failed == 0,
           "after the thaw: %" PRIu64 " acknowledged, %" PRIu64 " failed", delivered_ok, delivered_failed);
     read_topic("f-log", KEYS * PER_KEY);
     CHECK(check_exactly_once(KEYS, PER_KEY, NULL) == 0, "each record once, in order per key");
+}
+
+/* waits (bounded) until fd is readable: 0, or -1 */
+static int wait_readable(int fd, int timeout_ms) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, timeout_ms) == 1 && (p.revents & POLLIN) ? 0 : -1;
+}
+
+/* the owner's loop sleeps on the handles' eventfds, not inside librdkafka:
+ * a delivery report makes the producer's readable, a record the
+ * consumer's, and a poll with timeout 0 then serves them */
+static void eventfds_wake_the_owner(void) {
+    CHECK(topic("h-log", 1) == 0, "create topic");
+    char err[KAFKA_LOG_ERRLEN];
+    kafka_producer_config pc = {.brokers = brokers, .on_delivery = count_delivery};
+    kafka_producer *p = kafka_producer_new(&pc, 30000, err);
+    CHECK(p, "producer: %s", err);
+    delivered_ok = delivered_failed = 0;
+    CHECK(kafka_produce(p, "h-log", 5, "5:0", 3) == KAFKA_OK, "produce");
+    for (uint64_t end = now_ms() + WAIT_MS; delivered_ok + delivered_failed == 0 && now_ms() < end;) {
+        if (wait_readable(kafka_producer_fd(p), 1000) == 0) kafka_producer_poll(p, 0);
+    }
+    uint64_t via_fd = delivered_ok;   /* before the free, which serves reports itself */
+    kafka_producer_free(p, 5000);
+    CHECK(via_fd == 1, "the delivery report came through the producer's eventfd");
+
+    const char *topics[] = {"h-log"};
+    kafka_consumer_config cc = {.brokers = brokers, .topics = topics, .ntopics = 1};
+    kafka_consumer *c = kafka_consumer_new(&cc, err);
+    CHECK(c, "reader: %s", err);
+    kafka_record rec;
+    int n = 0;
+    for (uint64_t end = now_ms() + WAIT_MS; n == 0 && now_ms() < end;) {
+        if (wait_readable(kafka_consumer_fd(c), 1000) == 0) n = kafka_consumer_poll(c, &rec, 1, 0);
+    }
+    bool same = n == 1 && rec.key == 5 && rec.len == 3 && memcmp(rec.value, "5:0", 3) == 0;
+    if (n > 0) kafka_records_release(&rec, 1);
+    kafka_consumer_free(c);
+    CHECK(same, "the record came through the consumer's eventfd (%d)", n);
 }
 
 /* (g) the log survives a broker restart (SIGTERM, start on the same
@@ -728,6 +774,7 @@ int main(int argc, char **argv) {
     RUN(stalled_owner_is_fenced);
     RUN(revoked_during_transaction_aborts);
     RUN(produce_through_frozen_broker);
+    RUN(eventfds_wake_the_owner);
     RUN(log_survives_broker_restart);
     kill_children();
     kafka_node_stop();
