@@ -77,7 +77,7 @@ stop() { jvm_stop kafka.sh "$DIR/kafka.pid" "kafka.Kafka $DIR/server.properties"
 
 start() {
   if [ -n "$(live_pid)" ]; then echo "kafka.sh: already running ($(live_pid))" >&2; return 1; fi
-  command -v "$JAVA" >/dev/null || { echo "kafka.sh: no java (scripts/install-bench-deps.sh)" >&2; return 1; }
+  command -v "$JAVA" >/dev/null || { echo "kafka.sh: no java (scripts/install-deps.sh)" >&2; return 1; }
   fetch_jars
   [ -n "$PORT" ] && [ "$PORT" != 0 ] || PORT=$(free_port)   # 0: any free port
   # a restart on the same DIR keeps the controller's port (the quorum's address)
