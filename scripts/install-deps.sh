@@ -3,7 +3,7 @@
 # Idempotent: prints nothing and changes nothing when all are present.
 set -e
 PACKAGES="build-essential cmake pkg-config clang libclang-rt-14-dev
-  librocksdb-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libssl-dev
+  librocksdb-dev librdkafka-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libssl-dev
   openssl openjdk-17-jre-headless maven redis-server redis-tools libhiredis-dev"
 missing=""
 for p in $PACKAGES; do

@@ -1,5 +1,5 @@
 #!/bin/sh
-# scripts/kafka.sh start|stop|status --dir DIR [--port P] [--controller-port C]
+# scripts/kafka.sh start|stop|status --dir DIR [--port P] [--controller-port C] [--set KEY=VALUE]...
 #
 # One Apache Kafka broker in KRaft mode (broker and controller in one
 # process) on 127.0.0.1, its config, data, log and PID file all in DIR.
@@ -10,7 +10,14 @@
 #   start   formats DIR (if new) and starts the broker; waits until it is
 #           ready (port open and "Kafka Server started" logged, at most
 #           KAFKA_START_TIMEOUT s, default 90), else stops it and fails.
-#           --port defaults to a free port; the port is written to DIR/port.
+#           --port defaults to a free port; the port is written to DIR/port,
+#           the PID to DIR/kafka.pid, and "PID PORT" is printed on stdout.
+#           --set KEY=VALUE (repeatable) adds a broker property after the
+#           defaults below, so it wins (a later line replaces an earlier one).
+#           The defaults suit one broker for tests and the bench: internal
+#           topics with replication factor and min ISR 1 and few partitions,
+#           no initial rebalance delay, group session timeouts down to 1 s,
+#           small log segments (1 MiB, the broker's minimum).
 #   stop    SIGTERM to the PID in DIR/kafka.pid (checked to be this broker's
 #           java), waits up to 30 s, then SIGKILL. Never stops by name.
 #   status  prints "running PID PORT" (exit 0) or "stopped" (exit 1).
@@ -24,15 +31,27 @@ CACHE=${KAFKA_CACHE:-$ROOT/.cache/kafka-$VERSION}
 JAVA=${JAVA:-java}
 TIMEOUT=${KAFKA_START_TIMEOUT:-90}
 
-usage() { echo "usage: $0 start|stop|status --dir DIR [--port P] [--controller-port C]" >&2; exit 2; }
+usage() { echo "usage: $0 start|stop|status --dir DIR [--port P] [--controller-port C] [--set KEY=VALUE]..." >&2; exit 2; }
 [ $# -ge 1 ] || usage
 cmd=$1; shift
 DIR=""; PORT=""; CPORT=""
+EXTRA=""   # --set lines, one property a line
+NL='
+'
 while [ $# -ge 2 ]; do
   case $1 in
     --dir) DIR=$2 ;;
     --port) PORT=$2 ;;
     --controller-port) CPORT=$2 ;;
+    --set)
+      case $2 in
+        *=*) ;;
+        *) usage ;;
+      esac
+      case $2 in
+        *"$NL"*) usage ;;   # one property, one line
+      esac
+      EXTRA="$EXTRA$2$NL" ;;
     *) usage ;;
   esac
   shift 2
@@ -58,10 +77,13 @@ stop() { jvm_stop kafka.sh "$DIR/kafka.pid" "kafka.Kafka $DIR/server.properties"
 
 start() {
   if [ -n "$(live_pid)" ]; then echo "kafka.sh: already running ($(live_pid))" >&2; return 1; fi
-  command -v "$JAVA" >/dev/null || { echo "kafka.sh: no java (scripts/install-bench-deps.sh)" >&2; return 1; }
+  command -v "$JAVA" >/dev/null || { echo "kafka.sh: no java (scripts/install-deps.sh)" >&2; return 1; }
   fetch_jars
   [ -n "$PORT" ] && [ "$PORT" != 0 ] || PORT=$(free_port)   # 0: any free port
+  # a restart on the same DIR keeps the controller's port (the quorum's address)
+  [ -n "$CPORT" ] || CPORT=$(cat "$DIR/controller_port" 2>/dev/null || true)
   [ -n "$CPORT" ] || CPORT=$(free_port)
+  echo "$CPORT" >"$DIR/controller_port"
   cat >"$DIR/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
@@ -73,13 +95,20 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs=$DIR/data
 num.partitions=1
 offsets.topic.replication.factor=1
+offsets.topic.num.partitions=5
+offsets.topic.segment.bytes=1048576
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=5
+transaction.state.log.segment.bytes=1048576
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=1000
+log.segment.bytes=1048576
 auto.create.topics.enable=true
 PROPS
+  printf '%s' "$EXTRA" >>"$DIR/server.properties"
   cat >"$DIR/log4j2.properties" <<'L4J'
 status = warn
 appender.out.type = Console
@@ -106,6 +135,7 @@ L4J
     if grep -q "Kafka Server started" "$DIR/kafka.log" &&
        python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',int(sys.argv[1])),1)" "$PORT" 2>/dev/null; then
       echo "kafka.sh: ready on 127.0.0.1:$PORT (pid $(cat "$DIR/kafka.pid"), data $DIR/data)" >&2
+      echo "$(cat "$DIR/kafka.pid") $PORT"
       return 0
     fi
     sleep 0.1
