@@ -1,17 +1,51 @@
 /* fanout.c -- the fan-out threads. See fanout.h.
  *
- * Users fall into U user partitions (chat/partition.h); fan-out thread i
- * of n (--fanouts) owns those with u mod n == i and is the single owner of
- * their inboxes' user_seq (the next one to give is cached per user), so
- * appends need no lock. Every thread sees every message, in each
- * conversation's seq order (the queue has one FIFO per thread), and appends
- * for its own users only. Membership is cached per conversation as (user,
- * joined_seq, left_seq) and reloaded when a MEMBERSHIP message passes,
- * which is exactly when it changes. Progress is a checkpoint per
- * (conversation partition, user partition); thread 0 also fans out presence
- * and trims each log below the least of its checkpoints. */
+ * Each message is read once. Fan-out thread i of n (--fanouts) has two
+ * roles, each with a single owner:
+ *
+ * - reader of the conversation partitions p with p mod n == i: the queue
+ *   gives it those partitions' items only (queue_local.c), in each
+ *   conversation's seq order. It resolves who receives each message, once
+ *   (membership is cached per conversation as (user, joined_seq, left_seq)
+ *   and reloaded when a MEMBERSHIP message passes, which is exactly when it
+ *   changes), and hands each user partition's owner a run: the (user,
+ *   message) pairs for that owner's users, in read order, and a mark per
+ *   conversation partition read (the last offset read of it).
+ * - owner (appender) of the user partitions u with u mod n == i: it alone
+ *   numbers their inboxes (user_seq; the next one to give is cached per
+ *   user), so appends need no lock. It appends the runs it is handed, in
+ *   the order each reader handed them, commits them with its checkpoints,
+ *   then routes them to the devices online.
+ *
+ * Why this split and not routing at publish time: who receives a message
+ * is fan-out's knowledge (the writer does not hold member lists), and a
+ * message must be resolved by one thread that sees its conversation in
+ * order. Before, every thread read every message and resolved its members,
+ * and kept only its own users: n times the reading and the membership
+ * work, and one copy of every item per thread.
+ *
+ * What keeps the guarantees: one reader per conversation partition and
+ * FIFO hand-offs, so a conversation's messages reach every inbox in seq
+ * order; one owner per user, so every inbox is strictly increasing.
+ * Progress is a checkpoint per (conversation partition, user partition):
+ * the last offset of that log whose entries are in those users' inboxes.
+ * It is written in the same commit as any entry it covers; when an owner
+ * only advances it (none of its users were in the messages read) the
+ * record may lag by up to CHECKPOINT_LAG offsets, so steady traffic does
+ * not write every user partition's checkpoint of every partition it
+ * touches into every commit. A replay after a crash re-reads from the
+ * records, and a re-read message adds nothing for a user partition whose
+ * record lags: none of its users received it. Thread 0 also fans out
+ * presence and trims each log below the least of its checkpoints.
+ *
+ * Bounds: a reader has at most RUN_SETS_OUT sets of n runs handed out and
+ * not yet appended (then it appends what it was handed and waits, never
+ * blocking on another thread's mailbox, which is sized for that, so two
+ * threads never wait for each other); a run and a commit hold at most
+ * MAX_APPENDS_PER_BATCH entries (one message of a larger group alone). */
 #include "fanout/fanout.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -26,17 +60,22 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/mpsc.h"
 #include "core/u64map.h"
 
 enum {
     ITEMS_PER_BATCH = 256,
     MAX_APPENDS_PER_BATCH = 65536,
+    RUNS_PER_TURN = 64,             /* runs appended in one commit, at most */
+    RUN_SETS_OUT = 8,               /* a reader's hand-offs not yet appended, in sets of n runs */
     HEAD_CACHE_MAX = 1 << 20,
     MEMBER_CACHE_MAX = 1 << 16,
     MAX_DEVICES_PER_USER = 64,
     LOG_TRIM_EVERY = 4096,          /* offsets between deletions of the finished log */
+    CHECKPOINT_LAG = 1024,          /* offsets a checkpoint record may lag while it covers no entry */
     PRESENCE_FLUSH_MS = 250,
     PRESENCE_COALESCE_MS = 2000,
+    STARVED_WAIT_MS = 10,           /* a reader out of room re-checks this often (a missed wake-up) */
 };
 
 typedef struct member {
@@ -48,9 +87,33 @@ typedef struct member_list {
     member m[];
 } member_list;
 
+/* one inbox entry to make, handed from a reader to the user's owner */
+typedef struct grant {
+    uint64_t user, offset, conversation_id, seq, sender_user_id, ts;
+    uint32_t partition;
+    blob *message;   /* one reference */
+} grant;
+
+/* a conversation partition read through offset */
+typedef struct mark {
+    uint32_t partition;
+    uint64_t offset;
+} mark;
+
+/* A reader's hand-off to one owner: the grants for its users and the marks
+ * of everything read with them, which its checkpoints may advance to once
+ * the grants are committed. */
+typedef struct run {
+    struct fanout *from;   /* the reader; its runs_out counts this run */
+    grant *g;
+    size_t n, cap;
+    mark *marks;
+    size_t n_marks;
+} run;
+
 typedef struct append {
     uint64_t user, user_seq;
-    const queue_item *item;   /* borrowed: the queue item outlives the batch */
+    const grant *g;   /* borrowed: the run is freed after the commit and routing */
 } append;
 
 typedef struct fanout_set {
@@ -58,23 +121,44 @@ typedef struct fanout_set {
     uint32_t partitions, user_partitions;
     fanout **threads;
     _Atomic uint64_t *done;     /* [checkpoint_id(p, u)]: committed; the log is trimmed below their least */
+    atomic_uint readers_done;   /* readers whose closed queue is empty: none will hand off again */
 } fanout_set;
 
 struct fanout {
     server *srv;
     fanout_set *set;
-    uint32_t index;         /* owns the user partitions u with u mod set->n == index */
+    uint32_t index;         /* reads the partitions p, owns the user partitions u, with p, u mod set->n == index */
     char name[16];
     pthread_t thread;
+    bool replaying;         /* fanout_replay: route nothing (no one is connected) */
+    /* the reader */
+    u64map members;         /* conversation -> member_list * */
+    run **building;         /* [set->n]: the runs being filled for each owner */
+    size_t building_grants; /* in all of them */
+    mark *marks;            /* partitions read since the last hand-off */
+    size_t n_marks;
+    int32_t *mark_of;       /* [partition]: its index in marks, or -1 */
+    atomic_long runs_out;   /* handed off and not yet appended */
+    atomic_bool starved;    /* waiting for runs_out to drop: the owner that frees one wakes it */
+    bool reading_done;
+    /* the owner */
+    mpsc mailbox;           /* runs handed to this owner */
     store_batch *batch;
     u64map heads;           /* user -> last user_seq given */
-    u64map members;         /* conversation -> member_list * */
     append *appends;
-    size_t n_appends;
+    size_t n_appends, cap_appends;
+    run *held[RUNS_PER_TURN];   /* runs of the open commit */
+    size_t n_held;
     uint32_t partitions, user_partitions;   /* P and U (chat/partition.h) */
     uint64_t *checkpoint;   /* [checkpoint_id(p, u)], owned u: the last offset of log p whose
                                entries are in those users' inboxes (committed or in the batch) */
-    bool *touched;          /* per conversation partition: has items in the open batch */
+    uint64_t *recorded;     /* [checkpoint_id(p, u)]: what the store holds */
+    bool *dirty;            /* [checkpoint_id(p, u)]: written in the open commit */
+    uint32_t *dirty_ids;
+    size_t n_dirty;
+    bool *touched;          /* per conversation partition: in the open commit */
+    uint32_t *touched_list;
+    size_t n_touched;
     uint64_t *trimmed_through;   /* per conversation partition (thread 0 trims) */
     uint64_t *trim_now;          /* per conversation partition: trimmed through this in the open batch */
     uint64_t presence_flushed_ms;
@@ -129,109 +213,6 @@ static bool receives(const member *m, uint64_t seq) {
     return m->joined > 0 && m->joined <= seq && (m->left == 0 || m->left >= seq);
 }
 
-/* ---------------------------------------------------------------- inboxes */
-
-static uint64_t next_user_seq(fanout *f, uint64_t user) {
-    uint64_t *head = u64map_get(&f->heads, user);
-    if (!head) {
-        uint64_t h = 0;
-        if (store_inbox_head(f->srv->store, user, &h) < 0) abort(); /* cannot number safely */
-        if (f->heads.count >= HEAD_CACHE_MAX) u64map_free(&f->heads);
-        u64map_put(&f->heads, user, h);
-        head = u64map_get(&f->heads, user);
-    }
-    return ++*head;
-}
-
-static bool owns_user_partition(const fanout *f, uint32_t u) { return u % f->set->n == f->index; }
-
-/* The item's entries in the inboxes of this thread's users; an inbox whose
- * user partition's checkpoint already covers the item has it (a replay
- * after a crash between two threads' commits). */
-static void fan_item(fanout *f, const queue_item *it, uint32_t p) {
-    const member_list *ml = members_of(f, it->conversation_id, it->membership);
-    for (size_t i = 0; i < ml->n; i++) {
-        const member *m = &ml->m[i];
-        if (!receives(m, it->seq)) continue;
-        uint32_t u = user_partition(m->user, f->user_partitions);
-        if (!owns_user_partition(f, u)) continue;
-        if (it->offset <= f->checkpoint[checkpoint_id(p, u, f->user_partitions)]) continue;
-        uint64_t user_seq = next_user_seq(f, m->user);
-        if (f->n_appends == MAX_APPENDS_PER_BATCH) abort(); /* bounded by the caller */
-        f->appends[f->n_appends++] = (append){m->user, user_seq, it};
-    }
-    if (f->index == 0) METRIC_INC(fanout_messages_total);   /* every thread sees every message */
-}
-
-/* Deliveries go to the write path's port (chat/outbox.h) in runs: the
- * port hands each connection's owner its share of a run at once, one
- * hand-over per owner per run rather than one per delivery. */
-enum { DELIVERY_RUN = 1024 };
-
-static void route(fanout *f) {
-    registry_entry entries[MAX_DEVICES_PER_USER];
-    size_t len = 0;
-    for (size_t i = 0; i < f->n_appends; i++) {
-        append *a = &f->appends[i];
-        size_t n = registry_lookup(f->srv->registry, a->user, entries, MAX_DEVICES_PER_USER);
-        if (n > MAX_DEVICES_PER_USER) n = MAX_DEVICES_PER_USER;
-        for (size_t j = 0; j < n; j++) {
-            f->deliveries[len++] = (outbox_delivery){entries[j].conn_id, a->user, a->user_seq, a->item->message};
-            if (len == DELIVERY_RUN) {
-                outbox_deliver(f->srv->outbox, f->deliveries, len);
-                len = 0;
-            }
-        }
-    }
-    outbox_deliver(f->srv->outbox, f->deliveries, len);
-}
-
-static int append_order(const void *x, const void *y) {
-    const append *a = x, *b = y;
-    if (a->user != b->user) return a->user < b->user ? -1 : 1;
-    return a->user_seq < b->user_seq ? -1 : a->user_seq > b->user_seq;
-}
-
-/* Puts the commit's records in key order: each user's inbox head ('H'),
- * the finished log ('L'), the entries ('X', by user and user_seq), the
- * checkpoint ('f'). The memtable inserts a batch in the order given, and in
- * key order each insert starts where the last one ended instead of
- * searching from the top (this was most of fan-out's time). Sorting by
- * (user, user_seq) also keeps every user's deliveries in order for route(). */
-/* Log p's entries every user partition has committed: thread 0 deletes
- * them, now and then. 0: nothing due. */
-static uint64_t trim_due(const fanout *f, uint32_t p) {
-    if (f->index != 0) return 0;
-    uint64_t least = UINT64_MAX;
-    for (uint32_t u = 0; u < f->user_partitions; u++) {
-        uint64_t done = atomic_load(&f->set->done[checkpoint_id(p, u, f->user_partitions)]);
-        if (done < least) least = done;
-    }
-    return least - f->trimmed_through[p] >= LOG_TRIM_EVERY ? least : 0;
-}
-
-static void put_sorted(fanout *f) {
-    qsort(f->appends, f->n_appends, sizeof *f->appends, append_order);
-    for (size_t i = 0; i < f->n_appends; i++)
-        if (i + 1 == f->n_appends || f->appends[i + 1].user != f->appends[i].user)
-            store_put_inbox_head(f->batch, f->appends[i].user, f->appends[i].user_seq);
-    for (uint32_t p = 0; p < f->partitions; p++)
-        if (f->trim_now[p]) store_delete_log_through(f->batch, p, f->trim_now[p]);
-    for (size_t i = 0; i < f->n_appends; i++) {
-        const append *a = &f->appends[i];
-        const queue_item *it = a->item;
-        store_put_inbox(f->batch, a->user, a->user_seq, it->conversation_id, it->seq, it->sender_user_id, it->ts);
-    }
-    /* each partition's log is fanned out in offset order (its one writer
-     * publishes in commit order), so its checkpoints are its last item's */
-    for (uint32_t p = 0; p < f->partitions; p++)
-        for (uint32_t u = 0; f->touched[p] && u < f->user_partitions; u++)
-            if (owns_user_partition(f, u)) {
-                uint32_t id = checkpoint_id(p, u, f->user_partitions);
-                store_put_checkpoint(f->batch, id, f->checkpoint[id]);
-            }
-}
-
 /* Commit failures: counted, and retried with a growing pause instead of
  * ten times a second forever (a full disk or a failing store does not heal
  * faster for being asked). */
@@ -272,43 +253,285 @@ static void commit_until_done(fanout *f) {
     atomic_store(&commit_stalled, 0);
 }
 
-/* Fans out items[0..n): appends, one commit with the checkpoint, then
- * routing. A failed commit is retried: nothing after it may be numbered on
- * top of entries that are not there. */
-static void fan_batch(fanout *f, queue_item **items, size_t n, bool replaying) {
-    size_t done = 0;
-    while (done < n) {
-        f->n_appends = 0;
-        memset(f->touched, 0, f->partitions * sizeof *f->touched);
-        /* keep the appends of one commit bounded, whatever the group sizes */
-        while (done < n && f->n_appends + f->srv->cfg.max_group_members <= MAX_APPENDS_PER_BATCH) {
-            const queue_item *it = items[done++];
-            uint32_t p = it->partition < f->partitions ? it->partition : 0;
-            f->touched[p] = true;
-            fan_item(f, it, p);
-            for (uint32_t u = 0; u < f->user_partitions; u++) {
-                uint32_t id = checkpoint_id(p, u, f->user_partitions);
-                if (owns_user_partition(f, u) && it->offset > f->checkpoint[id]) f->checkpoint[id] = it->offset;
+
+static uint32_t owner_of(const fanout_set *set, uint32_t u) { return u % set->n; }
+static bool owns_user_partition(const fanout *f, uint32_t u) { return owner_of(f->set, u) == f->index; }
+
+/* ------------------------------------------------------------- the owner */
+
+static uint64_t next_user_seq(fanout *f, uint64_t user) {
+    uint64_t *head = u64map_get(&f->heads, user);
+    if (!head) {
+        uint64_t h = 0;
+        if (store_inbox_head(f->srv->store, user, &h) < 0) abort(); /* cannot number safely */
+        if (f->heads.count >= HEAD_CACHE_MAX) u64map_free(&f->heads);
+        u64map_put(&f->heads, user, h);
+        head = u64map_get(&f->heads, user);
+    }
+    return ++*head;
+}
+
+static void mark_dirty(fanout *f, uint32_t id) {
+    if (f->dirty[id]) return;
+    f->dirty[id] = true;
+    f->dirty_ids[f->n_dirty++] = id;
+}
+
+static void touch(fanout *f, uint32_t p) {
+    if (f->touched[p]) return;
+    f->touched[p] = true;
+    f->touched_list[f->n_touched++] = p;
+}
+
+/* The run's entries in its users' inboxes; an inbox whose user partition's
+ * checkpoint already covers an entry has it (a replay after a crash between
+ * two owners' commits). Then its marks advance the checkpoints. */
+static void append_run(fanout *f, const run *r) {
+    for (size_t i = 0; i < r->n; i++) {
+        const grant *g = &r->g[i];
+        uint32_t u = user_partition(g->user, f->user_partitions);
+        if (!owns_user_partition(f, u)) abort();   /* a reader routed it here: a bug, and no safe way on */
+        uint32_t id = checkpoint_id(g->partition, u, f->user_partitions);
+        if (g->offset <= f->checkpoint[id]) continue;
+        if (f->n_appends == f->cap_appends) abort();   /* bounded by the caller */
+        f->appends[f->n_appends++] = (append){g->user, next_user_seq(f, g->user), g};
+        mark_dirty(f, id);
+    }
+    for (size_t k = 0; k < r->n_marks; k++) {
+        uint32_t p = r->marks[k].partition;
+        touch(f, p);
+        for (uint32_t u = f->index; u < f->user_partitions; u += f->set->n) {
+            uint32_t id = checkpoint_id(p, u, f->user_partitions);
+            if (r->marks[k].offset > f->checkpoint[id]) f->checkpoint[id] = r->marks[k].offset;
+            if (f->checkpoint[id] - f->recorded[id] >= CHECKPOINT_LAG) mark_dirty(f, id);
+        }
+    }
+}
+
+/* Deliveries go to the write path's port (chat/outbox.h) in runs: the
+ * port hands each connection's owner its share of a run at once, one
+ * hand-over per owner per run rather than one per delivery. */
+enum { DELIVERY_RUN = 1024 };
+
+static void route(fanout *f) {
+    registry_entry entries[MAX_DEVICES_PER_USER];
+    size_t len = 0;
+    for (size_t i = 0; i < f->n_appends; i++) {
+        append *a = &f->appends[i];
+        size_t n = registry_lookup(f->srv->registry, a->user, entries, MAX_DEVICES_PER_USER);
+        if (n > MAX_DEVICES_PER_USER) n = MAX_DEVICES_PER_USER;
+        for (size_t j = 0; j < n; j++) {
+            f->deliveries[len++] = (outbox_delivery){entries[j].conn_id, a->user, a->user_seq, a->g->message};
+            if (len == DELIVERY_RUN) {
+                outbox_deliver(f->srv->outbox, f->deliveries, len);
+                len = 0;
             }
         }
-        for (uint32_t p = 0; p < f->partitions; p++) f->trim_now[p] = f->touched[p] ? trim_due(f, p) : 0;
-        put_sorted(f);
-        /* Not fsynced: the writer's next fsync covers this too (one write-ahead
-         * log), and if a power cut takes it, the checkpoint goes with the
-         * entries and the replay numbers them again the same way. */
-        commit_until_done(f);
-        for (uint32_t p = 0; p < f->partitions; p++)
-            if (f->trim_now[p]) f->trimmed_through[p] = f->trim_now[p];
-        for (uint32_t p = 0; p < f->partitions; p++)
-            for (uint32_t u = 0; f->touched[p] && u < f->user_partitions; u++)
-                if (owns_user_partition(f, u)) {
-                    uint32_t id = checkpoint_id(p, u, f->user_partitions);
-                    atomic_store(&f->set->done[id], f->checkpoint[id]);
-                }
-        METRIC_ADD(inbox_appends_total, f->n_appends);
-        /* a replay runs before anyone can be connected */
-        if (!replaying) route(f);
     }
+    outbox_deliver(f->srv->outbox, f->deliveries, len);
+}
+
+static int append_order(const void *x, const void *y) {
+    const append *a = x, *b = y;
+    if (a->user != b->user) return a->user < b->user ? -1 : 1;
+    return a->user_seq < b->user_seq ? -1 : a->user_seq > b->user_seq;
+}
+
+static int id_order(const void *x, const void *y) {
+    uint32_t a = *(const uint32_t *)x, b = *(const uint32_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+/* Log p's entries every user partition has committed: thread 0 deletes
+ * them, now and then. 0: nothing due. */
+static uint64_t trim_due(const fanout *f, uint32_t p) {
+    if (f->index != 0) return 0;
+    uint64_t least = UINT64_MAX;
+    for (uint32_t u = 0; u < f->user_partitions; u++) {
+        uint64_t done = atomic_load(&f->set->done[checkpoint_id(p, u, f->user_partitions)]);
+        if (done < least) least = done;
+    }
+    return least - f->trimmed_through[p] >= LOG_TRIM_EVERY ? least : 0;
+}
+
+/* Puts the commit's records in key order: each user's inbox head ('H'),
+ * the finished log ('L'), the entries ('X', by user and user_seq), the
+ * checkpoints ('f'). The memtable inserts a batch in the order given, and in
+ * key order each insert starts where the last one ended instead of
+ * searching from the top (this was most of fan-out's time). Sorting by
+ * (user, user_seq) also keeps every user's deliveries in order for route(). */
+static void put_sorted(fanout *f) {
+    qsort(f->appends, f->n_appends, sizeof *f->appends, append_order);
+    for (size_t i = 0; i < f->n_appends; i++)
+        if (i + 1 == f->n_appends || f->appends[i + 1].user != f->appends[i].user)
+            store_put_inbox_head(f->batch, f->appends[i].user, f->appends[i].user_seq);
+    qsort(f->touched_list, f->n_touched, sizeof *f->touched_list, id_order);
+    for (size_t k = 0; k < f->n_touched; k++) {
+        uint32_t p = f->touched_list[k];
+        if (f->trim_now[p]) store_delete_log_through(f->batch, p, f->trim_now[p]);
+    }
+    for (size_t i = 0; i < f->n_appends; i++) {
+        const append *a = &f->appends[i];
+        const grant *g = a->g;
+        store_put_inbox(f->batch, a->user, a->user_seq, g->conversation_id, g->seq, g->sender_user_id, g->ts);
+    }
+    qsort(f->dirty_ids, f->n_dirty, sizeof *f->dirty_ids, id_order);
+    for (size_t i = 0; i < f->n_dirty; i++)
+        store_put_checkpoint(f->batch, f->dirty_ids[i], f->checkpoint[f->dirty_ids[i]]);
+}
+
+static void run_free(run *r) {
+    for (size_t i = 0; i < r->n; i++) blob_unref(r->g[i].message);
+    free(r->g);
+    free(r->marks);
+    free(r);
+}
+
+/* The run is appended: its reader may hand off another (and is woken if it
+ * waits for that). */
+static void run_release(run *r) {
+    fanout *reader = r->from;
+    run_free(r);
+    atomic_fetch_sub(&reader->runs_out, 1);
+    if (atomic_exchange(&reader->starved, false)) mpsc_wake(&reader->mailbox);
+}
+
+/* The open commit: its entries and checkpoints in one batch, then routing,
+ * then its runs are released. A failed commit is retried: nothing after it
+ * may be numbered on top of entries that are not there. */
+static void commit_open(fanout *f) {
+    if (f->n_held == 0) return;
+    for (size_t k = 0; k < f->n_touched; k++) {
+        uint32_t p = f->touched_list[k];
+        f->trim_now[p] = trim_due(f, p);
+    }
+    put_sorted(f);
+    /* Not fsynced: the writer's next fsync covers this too (one write-ahead
+     * log), and if a power cut takes it, the checkpoint goes with the
+     * entries and the replay numbers them again the same way. */
+    if (store_batch_count(f->batch) > 0) commit_until_done(f);
+    for (size_t i = 0; i < f->n_dirty; i++) {
+        uint32_t id = f->dirty_ids[i];
+        f->recorded[id] = f->checkpoint[id];
+        f->dirty[id] = false;
+    }
+    f->n_dirty = 0;
+    for (size_t k = 0; k < f->n_touched; k++) {
+        uint32_t p = f->touched_list[k];
+        if (f->trim_now[p]) f->trimmed_through[p] = f->trim_now[p];
+        f->trim_now[p] = 0;
+        f->touched[p] = false;
+        for (uint32_t u = f->index; u < f->user_partitions; u += f->set->n) {
+            uint32_t id = checkpoint_id(p, u, f->user_partitions);
+            atomic_store(&f->set->done[id], f->checkpoint[id]);
+        }
+    }
+    f->n_touched = 0;
+    METRIC_ADD(inbox_appends_total, f->n_appends);
+    if (!f->replaying) route(f);   /* a replay runs before anyone can be connected */
+    f->n_appends = 0;
+    for (size_t i = 0; i < f->n_held; i++) run_release(f->held[i]);
+    f->n_held = 0;
+}
+
+/* Appends what the readers handed this owner (up to RUNS_PER_TURN runs):
+ * one commit, or more when the entries pass MAX_APPENDS_PER_BATCH. Returns
+ * the runs taken. */
+static size_t drain_mailbox(fanout *f) {
+    run *runs[RUNS_PER_TURN];
+    size_t n = mpsc_pop_many(&f->mailbox, (void **)runs, RUNS_PER_TURN);
+    for (size_t i = 0; i < n; i++) {
+        if (f->n_appends && f->n_appends + runs[i]->n > MAX_APPENDS_PER_BATCH) commit_open(f);
+        append_run(f, runs[i]);
+        f->held[f->n_held++] = runs[i];
+    }
+    commit_open(f);
+    return n;
+}
+
+/* ------------------------------------------------------------ the reader */
+
+static bool has_room(const fanout *f) {
+    return atomic_load(&f->runs_out) + (long)f->set->n <= (long)(RUN_SETS_OUT * f->set->n);
+}
+
+/* Waits until this reader may hand off another set of runs, appending what
+ * it is handed meanwhile: the owners it waits for may be waiting for it. */
+static void wait_for_room(fanout *f) {
+    while (!has_room(f)) {
+        atomic_store(&f->starved, true);
+        if (has_room(f)) break;
+        if (drain_mailbox(f)) continue;
+        mpsc_wait(&f->mailbox, STARVED_WAIT_MS);
+    }
+    atomic_store(&f->starved, false);
+}
+
+static void hand_off(fanout *f) {
+    if (f->n_marks == 0) return;
+    wait_for_room(f);
+    atomic_fetch_add(&f->runs_out, (long)f->set->n);
+    for (uint32_t j = 0; j < f->set->n; j++) {
+        run *r = f->building[j];
+        if (!r && !(r = calloc(1, sizeof *r))) abort();
+        r->from = f;
+        r->marks = malloc(f->n_marks * sizeof *r->marks);
+        if (!r->marks) abort();
+        memcpy(r->marks, f->marks, f->n_marks * sizeof *r->marks);
+        r->n_marks = f->n_marks;
+        f->building[j] = NULL;
+        /* never full: sized for every reader's RUN_SETS_OUT sets */
+        if (mpsc_push(&f->set->threads[j]->mailbox, r)) abort();
+    }
+    for (size_t k = 0; k < f->n_marks; k++) f->mark_of[f->marks[k].partition] = -1;
+    f->n_marks = 0;
+    f->building_grants = 0;
+}
+
+static void add_grant(fanout *f, uint32_t owner, grant g) {
+    run *r = f->building[owner];
+    if (!r) {
+        if (!(r = calloc(1, sizeof *r))) abort();
+        f->building[owner] = r;
+    }
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        grant *grown = realloc(r->g, cap * sizeof *grown);
+        if (!grown) abort();
+        r->g = grown;
+        r->cap = cap;
+    }
+    blob_ref(g.message);
+    r->g[r->n++] = g;
+    f->building_grants++;
+}
+
+/* items[0..n), read once: their grants to the owners of their members'
+ * user partitions, handed off at the end or when a hand-off reaches
+ * MAX_APPENDS_PER_BATCH entries. */
+static void read_items(fanout *f, queue_item *const *items, size_t n) {
+    size_t group_max = f->srv->cfg.max_group_members;
+    for (size_t i = 0; i < n; i++) {
+        const queue_item *it = items[i];
+        if (f->building_grants && f->building_grants + group_max > MAX_APPENDS_PER_BATCH) hand_off(f);
+        uint32_t p = it->partition < f->partitions ? it->partition : 0;
+        if (f->mark_of[p] < 0) {
+            f->mark_of[p] = (int32_t)f->n_marks;
+            f->marks[f->n_marks++] = (mark){p, it->offset};
+        } else if (it->offset > f->marks[f->mark_of[p]].offset) {
+            f->marks[f->mark_of[p]].offset = it->offset;
+        }
+        const member_list *ml = members_of(f, it->conversation_id, it->membership);
+        for (size_t k = 0; k < ml->n; k++) {
+            const member *m = &ml->m[k];
+            if (!receives(m, it->seq)) continue;
+            uint32_t owner = owner_of(f->set, user_partition(m->user, f->user_partitions));
+            add_grant(f, owner, (grant){m->user, it->offset, it->conversation_id, it->seq, it->sender_user_id,
+                                        it->ts, p, it->message});
+        }
+        METRIC_INC(fanout_messages_total);
+    }
+    hand_off(f);
 }
 
 /* ----------------------------------------------------------------- replay */
@@ -321,10 +544,12 @@ struct replay {
     int failed;
 };
 
+/* one thread reads and owns everything: what it hands off, it appends */
 static void replay_flush(struct replay *r) {
-    fan_batch(r->f, r->items, r->n, true);
+    read_items(r->f, r->items, r->n);
     for (size_t i = 0; i < r->n; i++) queue_item_free(r->items[i]);
     r->n = 0;
+    while (drain_mailbox(r->f)) {}
 }
 
 static int replay_entry(void *ud, uint64_t offset, uint64_t conv, uint64_t seq) {
@@ -357,8 +582,22 @@ static int replay_entry(void *ud, uint64_t offset, uint64_t conv, uint64_t seq) 
 
 static void fanout_free(fanout *f) {
     if (!f) return;
+    run *left[RUNS_PER_TURN];
+    size_t n;
+    while ((n = mpsc_pop_many(&f->mailbox, (void **)left, RUNS_PER_TURN)) > 0)
+        for (size_t i = 0; i < n; i++) run_free(left[i]);
+    for (uint32_t j = 0; f->building && j < f->set->n; j++)
+        if (f->building[j]) run_free(f->building[j]);
+    mpsc_destroy(&f->mailbox);
+    free(f->building);
+    free(f->marks);
+    free(f->mark_of);
     free(f->checkpoint);
+    free(f->recorded);
+    free(f->dirty);
+    free(f->dirty_ids);
     free(f->touched);
+    free(f->touched_list);
     free(f->trimmed_through);
     free(f->trim_now);
     store_batch_free(f->batch);
@@ -378,18 +617,32 @@ static fanout *fanout_new(server *srv, fanout_set *set, uint32_t index) {
     snprintf(f->name, sizeof f->name, "parley-fanout%u", index % 100);   /* 15 bytes at most: a thread name */
     f->partitions = set->partitions;
     f->user_partitions = set->user_partitions;
+    if (mpsc_init(&f->mailbox, (size_t)RUN_SETS_OUT * set->n + 1)) {
+        free(f);
+        return NULL;
+    }
     f->batch = store_batch_new();
-    f->appends = malloc(MAX_APPENDS_PER_BATCH * sizeof *f->appends);
+    f->cap_appends = MAX_APPENDS_PER_BATCH + (size_t)srv->cfg.max_group_members;
+    f->appends = malloc(f->cap_appends * sizeof *f->appends);
     f->deliveries = malloc(DELIVERY_RUN * sizeof *f->deliveries);
+    f->building = calloc(set->n, sizeof *f->building);
+    f->marks = malloc(f->partitions * sizeof *f->marks);
+    f->mark_of = malloc(f->partitions * sizeof *f->mark_of);
     size_t ids = (size_t)f->partitions * f->user_partitions;
     f->checkpoint = calloc(ids, sizeof *f->checkpoint);
+    f->recorded = calloc(ids, sizeof *f->recorded);
+    f->dirty = calloc(ids, sizeof *f->dirty);
+    f->dirty_ids = calloc(ids, sizeof *f->dirty_ids);
     f->touched = calloc(f->partitions, sizeof *f->touched);
+    f->touched_list = calloc(f->partitions, sizeof *f->touched_list);
     f->trimmed_through = calloc(f->partitions, sizeof *f->trimmed_through);
     f->trim_now = calloc(f->partitions, sizeof *f->trim_now);
-    if (!f->batch || !f->appends || !f->deliveries || !f->checkpoint || !f->touched ||
+    if (!f->batch || !f->appends || !f->deliveries || !f->building || !f->marks || !f->mark_of ||
+        !f->checkpoint || !f->recorded || !f->dirty || !f->dirty_ids || !f->touched || !f->touched_list ||
         !f->trimmed_through || !f->trim_now)
         abort();
-    for (size_t id = 0; id < ids; id++) f->checkpoint[id] = atomic_load(&set->done[id]);
+    for (uint32_t p = 0; p < f->partitions; p++) f->mark_of[p] = -1;
+    for (size_t id = 0; id < ids; id++) f->checkpoint[id] = f->recorded[id] = atomic_load(&set->done[id]);
     for (uint32_t p = 0; p < f->partitions; p++) {
         /* the log below every user partition's checkpoint may be gone */
         uint64_t least = UINT64_MAX;
@@ -450,12 +703,13 @@ uint32_t fanout_threads(server *srv) {
  * partition 0 first: a store from before partitions has its whole log
  * there, and those entries are older than any in the other partitions'
  * logs (which only a start that finished this replay can have written).
- * One thread that owns every user partition does it all; fan_item skips
+ * One thread that reads and owns everything does it all; append_run skips
  * the inboxes whose checkpoint already covers an entry. */
 int fanout_replay(server *srv) {
     fanout_set *set = set_new(srv, 1);
     if (!set) return -1;
     fanout *f = set->threads[0];
+    f->replaying = true;
     struct replay *r = calloc(1, sizeof *r);
     if (!r) abort();
     r->f = f;
@@ -497,20 +751,48 @@ static void fan_presence(fanout *f) {
     registry_presence_flush(f->srv->registry, now, PRESENCE_COALESCE_MS, emit_presence, f);
 }
 
+/* Waits for items (when it may read) or runs, at most timeout_ms. */
+static void wait_for_work(fanout *f, bool items_too, int timeout_ms) {
+    if (mpsc_depth(&f->mailbox) > 0) return;
+    struct pollfd p[2] = {{.fd = f->mailbox.wake_fd, .events = POLLIN},
+                          {.fd = queue_wake_fd(f->srv->queue, f->index), .events = POLLIN}};
+    if (poll(p, items_too ? 2 : 1, timeout_ms) < 0) return;   /* EINTR: the loop looks again */
+    mpsc_drain_wakeup(&f->mailbox);   /* the queue's is cleared by queue_consume */
+}
+
+/* This reader will hand off nothing more; once every reader is there and
+ * the mailboxes are empty, the threads stop. */
+static void reading_finished(fanout *f) {
+    f->reading_done = true;
+    if (atomic_fetch_add(&f->set->readers_done, 1) + 1 == f->set->n)
+        for (uint32_t j = 0; j < f->set->n; j++) mpsc_wake(&f->set->threads[j]->mailbox);
+}
+
 static void *fanout_main(void *arg) {
     fanout *f = arg;
     pthread_setname_np(pthread_self(), f->name);   /* seen in top -H, perf */
     queue_item *items[ITEMS_PER_BATCH];
     for (;;) {
         if (f->index == 0) fan_presence(f);
-        size_t n = queue_consume(f->srv->queue, f->index, items, ITEMS_PER_BATCH, PRESENCE_FLUSH_MS);
-        atomic_store(&g_metrics.fanout_queue_depth, (long)queue_depth(f->srv->queue));
-        if (n == 0) {
-            if (queue_closed(f->srv->queue)) break;
-            continue;
+        size_t ran = drain_mailbox(f), n = 0;
+        bool may_read = !f->reading_done && has_room(f);
+        if (may_read) {
+            bool closed = queue_closed(f->srv->queue);   /* before the last look: nothing comes after it */
+            n = queue_consume(f->srv->queue, f->index, items, ITEMS_PER_BATCH, 0);
+            atomic_store(&g_metrics.fanout_queue_depth, (long)queue_depth(f->srv->queue));
+            if (n) {
+                read_items(f, items, n);
+                for (size_t i = 0; i < n; i++) queue_item_free(items[i]);
+            } else if (closed) {
+                reading_finished(f);
+            }
         }
-        fan_batch(f, items, n, false);
-        for (size_t i = 0; i < n; i++) queue_item_free(items[i]);
+        if (f->reading_done && atomic_load(&f->set->readers_done) == f->set->n && mpsc_depth(&f->mailbox) == 0)
+            break;
+        if (ran || n) continue;
+        if (!f->reading_done && !may_read) atomic_store(&f->starved, true);
+        wait_for_work(f, may_read, may_read ? PRESENCE_FLUSH_MS : STARVED_WAIT_MS);
+        atomic_store(&f->starved, false);
     }
     return NULL;
 }

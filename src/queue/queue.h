@@ -27,8 +27,10 @@ typedef struct queue_item {
 
 typedef struct queue queue;
 
-/* consumers: how many read it (the fan-out threads, one per share of the
- * user partitions); each gets every item, in the order published. */
+/* consumers: how many read it (the fan-out threads). Each item goes to
+ * one consumer, the one of its conversation partition (partition mod
+ * consumers), so one consumer sees all of a conversation's items, in the
+ * order published. */
 queue *queue_local_new(size_t capacity, uint32_t consumers);
 void queue_free(queue *q);
 /* Takes ownership of item. Blocks while the queue is full (backpressure on
@@ -40,6 +42,10 @@ int queue_publish_many(queue *q, queue_item **items, size_t n);
 /* Up to max items for consumer (0 .. consumers-1), waiting at most
  * timeout_ms for the first. 0 items and a closed queue: consumers stop. */
 size_t queue_consume(queue *q, uint32_t consumer, queue_item **out, size_t max, int timeout_ms);
+/* A file descriptor that polls readable when items were published to
+ * consumer (an eventfd; queue_consume with timeout 0 clears it), so a
+ * consumer can wait for its items and for other work at once. */
+int queue_wake_fd(queue *q, uint32_t consumer);
 int queue_closed(queue *q);
 void queue_close(queue *q);
 size_t queue_depth(queue *q);   /* the deepest consumer's */

@@ -1,8 +1,9 @@
 /* queue_local.c -- the embedded queue: one bounded in-memory MPSC queue per
- * consumer. Each conversation partition has one producer (its writer), and
- * each consumer's queue keeps every producer's order, so every consumer
- * sees each conversation's items in seq order. An item goes to every
- * consumer: the first gets it, the others a copy sharing its message. */
+ * consumer. Each conversation partition has one producer (its writer) and
+ * one consumer (partition mod consumers), and a consumer's queue keeps
+ * every producer's order, so its consumer sees each of its conversations'
+ * items in seq order. An item is published once, to that consumer only:
+ * fan-out reads each message once (src/fanout/fanout.c). */
 #include "queue/queue.h"
 
 #include <stdlib.h>
@@ -46,19 +47,10 @@ void queue_free(queue *q) {
     free(q);
 }
 
+static mpsc *consumer_of(queue *q, const queue_item *item) { return &q->q[item->partition % q->n]; }
+
 int queue_publish(queue *q, queue_item *item) {
-    for (uint32_t c = 1; c < q->n; c++) {
-        queue_item *copy = malloc(sizeof *copy);
-        if (!copy) abort();   /* an acknowledged message must reach every consumer */
-        memcpy(copy, item, sizeof *copy);
-        if (copy->message) blob_ref(copy->message);
-        if (mpsc_push(&q->q[c], copy)) {
-            queue_item_free(copy);
-            queue_item_free(item);
-            return -1;
-        }
-    }
-    if (mpsc_push(&q->q[0], item)) {
+    if (mpsc_push(consumer_of(q, item), item)) {
         queue_item_free(item);
         return -1;
     }
@@ -72,24 +64,30 @@ static int push_all(mpsc *m, queue_item **items, size_t n) {
     return done == n ? 0 : -1;
 }
 
+/* Each consumer's share of items[0..n), in order, with one lock per
+ * consumer: a writer publishes a whole group commit at once. Where each
+ * item goes is worked out before the first push: a pushed item may be
+ * consumed and freed at once. */
 int queue_publish_many(queue *q, queue_item **items, size_t n) {
     if (n == 0) return 0;
+    if (q->n == 1) return push_all(&q->q[0], items, n);
+    queue_item **share = malloc(n * sizeof *share);
+    uint32_t *to = malloc(n * sizeof *to);
+    if (!share || !to) abort();   /* an acknowledged message must reach fan-out */
+    for (size_t i = 0; i < n; i++) to[i] = items[i]->partition % q->n;
     int rc = 0;
-    queue_item **copies = q->n > 1 ? malloc(n * sizeof *copies) : NULL;
-    if (q->n > 1 && !copies) abort();   /* an acknowledged message must reach every consumer */
-    for (uint32_t c = 1; c < q->n; c++) {
-        for (size_t i = 0; i < n; i++) {
-            copies[i] = malloc(sizeof *copies[i]);
-            if (!copies[i]) abort();
-            memcpy(copies[i], items[i], sizeof *copies[i]);
-            if (copies[i]->message) blob_ref(copies[i]->message);
-        }
-        rc |= push_all(&q->q[c], copies, n);
+    for (uint32_t c = 0; c < q->n; c++) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (to[i] == c) share[k++] = items[i];
+        if (k) rc |= push_all(&q->q[c], share, k);
     }
-    free(copies);
-    rc |= push_all(&q->q[0], items, n);
+    free(share);
+    free(to);
     return rc;
 }
+
+int queue_wake_fd(queue *q, uint32_t consumer) { return q->q[consumer < q->n ? consumer : 0].wake_fd; }
 
 size_t queue_consume(queue *q, uint32_t consumer, queue_item **out, size_t max, int timeout_ms) {
     mpsc *m = &q->q[consumer < q->n ? consumer : 0];

@@ -15,7 +15,15 @@
  * conversation it is in it sees exactly the acknowledged messages, each
  * once, in seq order; its inbox (user_seq) is strictly increasing; the
  * server sent it no duplicate; and no two acknowledged sends in one
- * conversation got the same seq. */
+ * conversation got the same seq.
+ *
+ * group_order_across_owners: one group with two or more members in every
+ * user partition (so every fan-out thread owns some of them) with four fan-out
+ * threads, and concurrent senders into it and into a second group of
+ * another partition (read by another thread); every member, synced from 0,
+ * has each conversation's messages exactly once and in seq order: a
+ * message is read by one thread, and the runs it hands each owner are
+ * appended in the order they were read. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -233,8 +241,120 @@ static void many_partitions_kill9(void) {
     h_server_destroy(&S);
 }
 
+enum {
+    ORDER_USERS = 64,       /* at most: users are made until every user partition has two */
+    ORDER_PER_PARTITION = 2,
+    ORDER_SENDERS = 6,
+    ORDER_SENDS = 250,      /* per sender and conversation */
+};
+
+typedef struct order_sender {
+    h_dev *d;
+    int index;
+    uint64_t conv[2];
+    h_sent sent[2][ORDER_SENDS];
+    size_t n[2];
+    int failures;
+} order_sender;
+
+static void *order_send_main(void *arg) {
+    order_sender *s = arg;
+    for (int k = 0; k < ORDER_SENDS; k++)
+        for (int c = 0; c < 2; c++) {
+            char text[64];
+            snprintf(text, sizeof text, "s%d c%d m%04d", s->index, c, k);
+            if (h_send_rec(s->d, s->conv[c], text, s->sent[c], &s->n[c]) != 0) s->failures++;
+        }
+    return NULL;
+}
+
+/* the splitmix64 finaliser of src/chat/partition.c: user_partition() */
+static uint32_t user_partition_of(uint64_t user, uint32_t partitions) {
+    uint64_t x = user ^ 0x5bd1e9955bd1e995ull;
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    x ^= x >> 31;
+    return (uint32_t)(x % partitions);
+}
+
+static void group_order_across_owners(void) {
+    const char *flags[] = {"--writers", "2", "--fanouts", "4", "--fsync", "off", "--send-rate", "100000",
+                           "--write-rate", "100000", NULL};
+    CHECK(h_server_start(&S, flags) == 0, "start");
+    h_dev *u[ORDER_USERS];
+    uint64_t others[ORDER_USERS - 1];
+    int in_partition[8] = {0}, filled = 0, n_users = 0;
+    while (n_users < ORDER_USERS && (filled < 8 || n_users < ORDER_SENDERS)) {
+        h_dev *d = h_user_new(&S, NULL);
+        CHECK(d, "user %d", n_users);
+        if (n_users) others[n_users - 1] = d->id.user_id;
+        u[n_users++] = d;
+        if (++in_partition[user_partition_of(d->id.user_id, 8)] == ORDER_PER_PARTITION) filled++;
+    }
+    CHECK(filled == 8, "only %d of 8 user partitions got %d of %d users", filled, ORDER_PER_PARTITION, n_users);
+    /* two groups of everyone, in different conversation partitions (read by
+     * different fan-out threads unless they share p mod 4) */
+    uint64_t conv[2] = {0, 0};
+    for (int c = 0; c < 2; c++)
+        CHECK(pc_create_group(u[0]->c, "order", others, (size_t)n_users - 1, &conv[c]) == 0, "create_group: %s",
+              pc_error(u[0]->c));
+    static order_sender snd[ORDER_SENDERS];
+    pthread_t th[ORDER_SENDERS];
+    for (int i = 0; i < ORDER_SENDERS; i++) {
+        memset(&snd[i], 0, sizeof snd[i]);
+        snd[i].d = u[i];
+        snd[i].index = i;
+        memcpy(snd[i].conv, conv, sizeof conv);
+        CHECK(pthread_create(&th[i], NULL, order_send_main, &snd[i]) == 0, "thread");
+    }
+    int failures = 0;
+    for (int i = 0; i < ORDER_SENDERS; i++) {
+        pthread_join(th[i], NULL);
+        failures += snd[i].failures;
+    }
+    CHECK(failures == 0, "%d sends failed", failures);
+    /* what each conversation acknowledged, by seq */
+    size_t cap = (size_t)ORDER_SENDERS * ORDER_SENDS;
+    h_sent *exp[2];
+    size_t n_exp[2] = {0, 0};
+    for (int c = 0; c < 2; c++) {
+        exp[c] = h_calloc(cap, sizeof *exp[c]);
+        NEED(exp[c]);
+        for (int i = 0; i < ORDER_SENDERS; i++)
+            for (size_t m = 0; m < snd[i].n[c]; m++) exp[c][n_exp[c]++] = snd[i].sent[c][m];
+        qsort(exp[c], n_exp[c], sizeof *exp[c], by_seq);
+        CHECK(n_exp[c] == cap, "conversation %d: %zu acknowledged, want %zu", c, n_exp[c], cap);
+    }
+    for (int i = 0; i < n_users; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "order%d", i);
+        h_dev *r = h_dev_for_identity(&S, &u[i]->id, name, 0);
+        CHECK(r && h_dev_sync(r, WAIT_MS) == 0, "user %d could not sync", i);
+        h_dev *one[1] = {r};
+        for (int c = 0; c < 2; c++) {
+            h_count_goal goal = {one, 1, conv[c], cap, 1};
+            h_pump(one, 1, h_pred_count, &goal, WAIT_MS);
+        }
+        char why[4096] = "";
+        int ok = 1;
+        for (int c = 0; c < 2 && ok; c++) ok = h_expect_exact(r, conv[c], exp[c], n_exp[c], why, sizeof why) == 0;
+        pc_stats st;
+        pc_get_stats(r->c, &st);
+        h_dev_free(r);
+        CHECK(ok, "user %d: %s", i, why);
+        CHECK(st.duplicates_dropped == 0, "user %d: %llu events out of seq order or repeated", i,
+              (unsigned long long)st.duplicates_dropped);
+    }
+    for (int c = 0; c < 2; c++) h_free(exp[c]);
+    for (int i = 0; i < n_users; i++) h_dev_free(u[i]);
+    h_server_destroy(&S);
+}
+
 int main(void) {
     RUN(many_partitions_kill9);
+    RUN(group_order_across_owners);
     h_server_destroy(&S);
     CHECK_EXIT();
 }

@@ -1,0 +1,37 @@
+#!/bin/bash
+# bench/thread_cpu.sh -- server CPU per message, per thread, for one bench run.
+#
+#   bench/thread_cpu.sh BUILD parley-bench-args...
+#   e.g. bench/thread_cpu.sh build direct --pairs 1000 --rate 20000 --seconds 8
+#
+# Starts BUILD/parley on a free loopback port (the options parley-bench
+# gives a server it starts itself), reads utime+stime of every thread from
+# /proc/PID/task/*/stat before and after the run, and prints each thread
+# name's CPU seconds and microseconds per stored message
+# (parley_messages_stored_total), then the server's total. The server is
+# stopped by its PID on every path.
+set -u
+[ $# -ge 2 ] || { echo "usage: $0 BUILD parley-bench-args..." >&2; exit 2; }
+B=$1; shift
+D=$(mktemp -d /tmp/parley-threadcpu-XXXXXX)
+SP=""
+cleanup() { [ -n "$SP" ] && kill "$SP" 2>/dev/null && wait "$SP" 2>/dev/null; rm -rf "$D"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$B/parley" serve --listen "127.0.0.1:$PORT" --data "$D/data" --fsync batch --log-level warn --send-rate 1000000 \
+  --write-rate 1000000 --user-writer-share 65536 > "$D/server.log" 2>&1 &
+SP=$!
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.2; done
+ticks() { for t in /proc/"$SP"/task/*; do echo "$(cat "$t/comm") $(awk '{print $14+$15}' "$t/stat")"; done |
+          awk '{a[$1]+=$2} END {for (k in a) print k, a[k]}' | sort; }
+ticks > "$D/before"
+echo "load1 $(cut -d' ' -f1 /proc/loadavg) at start"
+timeout 300 "$B/parley-bench" "$@" --server "ws://127.0.0.1:$PORT" --quiet > "$D/out" 2>&1
+ticks > "$D/after"
+grep -E 'acknowledged sends/s|deliveries/s \(|send->delivery: p50|send->delivery: p99 |== acked' "$D/out"
+stored=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '$1 == "parley_messages_stored_total" {print $2}')
+hz=$(getconf CLK_TCK)
+join "$D/before" "$D/after" | awk -v m="${stored:-0}" -v hz="$hz" '
+  { s = ($3 - $2) / hz; tot += s; printf "%-16s %7.2f s  %7.1f us/msg\n", $1, s, m ? s * 1e6 / m : 0 }
+  END { printf "%-16s %7.2f s  %7.1f us/msg  (%d messages stored; %.0f per server CPU-second)\n", "total", tot, m ? tot * 1e6 / m : 0, m, tot ? m / tot : 0 }'
