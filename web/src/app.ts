@@ -11,7 +11,7 @@ import {
   AckSchema, CreateGroupSchema, HistorySchema, LookupUserSchema, MarkReadSchema, OpenDirectSchema,
   RegisterDeviceSchema, RegisterUserSchema, RemoveMemberSchema, AddMembersSchema, SendMessageSchema,
   SignInSchema, StartSyncSchema, SubscribePresenceSchema, TypingSchema, GetReceiptsSchema,
-  ListConversationsSchema, CreateLinkTokenSchema,
+  ListConversationsSchema, CreateLinkTokenSchema, AcceptRequestSchema,
 } from './proto';
 import { SyncCursor } from './sync';
 
@@ -249,6 +249,14 @@ export class App {
     if (this.current === null) return;
     const id = await this.lookup(name);
     await this.conn.request({ case: 'addMembers', value: create(AddMembersSchema, { conversationId: this.current, userIds: [id] }) });
+    await this.refreshConversations();
+  }
+
+  /** Accepts a message request: until then the sender learns nothing of
+   * this user's reading or presence (the server's consent rules). */
+  async accept(): Promise<void> {
+    if (this.current === null) return;
+    await this.conn.request({ case: 'acceptRequest', value: create(AcceptRequestSchema, { conversationId: this.current }) });
     await this.refreshConversations();
   }
 

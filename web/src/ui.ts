@@ -52,6 +52,7 @@ const SKELETON = `
         <input name="member" required maxlength="32" placeholder="add user" aria-label="Add member (user name)">
         <button type="submit">Add</button>
       </form>
+      <button id="accept" type="button" hidden>Accept request</button>
       <button id="leave" type="button" class="group-only">Leave</button>
     </header>
     <ol id="messages" tabindex="0" aria-label="Messages" aria-live="polite"></ol>
@@ -95,6 +96,7 @@ export function mount(root: HTMLElement, app: App): () => void {
   form('add-form', async (d, f) => { await app.addMember(String(d.get('member')).trim()); f.reset(); });
   form('composer', async (d, f) => { const text = String(d.get('text')); f.reset(); await app.send(text); });
   $('compose').addEventListener('input', () => app.typed());
+  $('accept').addEventListener('click', () => app.accept().catch((e) => app.fail(e)));
   $('leave').addEventListener('click', () => app.leave().catch((e) => app.fail(e)));
   $('link-button').addEventListener('click', () => app.createLinkToken().catch((e) => app.fail(e)));
   $('back').addEventListener('click', () => void app.openConversation(null));
@@ -161,6 +163,7 @@ export function mount(root: HTMLElement, app: App): () => void {
     const me = app.identity.userId;
     $('chat-title').textContent = app.convTitle(c);
     for (const el of document.querySelectorAll<HTMLElement>('.group-only')) el.hidden = !c.group;
+    $('accept').hidden = !c.request;
     const peer = c.group ? undefined : c.members.find((m) => m !== me);
     const p = peer !== undefined ? app.presence.get(peer) : undefined;
     const pres = $('chat-presence');
