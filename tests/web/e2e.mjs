@@ -10,7 +10,9 @@
 //   - the server is killed (kill -9) and restarted on the same port while
 //     the browsers are open: they reconnect by themselves, a message sent
 //     during the outage goes out once, and nothing is missing or doubled;
-//   - no request of any page leaves 127.0.0.1:PORT.
+//   - no request of any page leaves 127.0.0.1:PORT, and none is even
+//     attempted (the page's Content-Security-Policy would block it and
+//     log it to the console, which counts as a failure here).
 // Screenshots of the main views go to $PARLEY_WEB_TEST_OUT
 // (default build/web-test-output). Env: PARLEY_BIN, PARLEY_CLI, CHROMIUM.
 import { createRequire } from 'node:module';
@@ -43,7 +45,11 @@ function watchRequests(context) {
     return u.hostname === '127.0.0.1' && u.port === String(server.port);
   };
   context.on('request', (r) => { if (!allowed(r.url())) foreignRequests.push(r.url()); });
-  context.on('page', (p) => p.on('websocket', (ws) => { if (!allowed(ws.url())) foreignRequests.push(ws.url()); }));
+  context.on('page', (p) => {
+    p.on('websocket', (ws) => { if (!allowed(ws.url())) foreignRequests.push(ws.url()); });
+    // the page's CSP blocks a load from elsewhere before it is a request: an attempt counts too
+    p.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) foreignRequests.push(`blocked by CSP: ${m.text()}`); });
+  });
 }
 
 async function newPage(viewport = { width: 1100, height: 760 }) {
