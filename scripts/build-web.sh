@@ -17,4 +17,6 @@ if [ ! -f .npm-ci-stamp ] || [ package-lock.json -nt .npm-ci-stamp ] || [ ! -d n
   if ! npm ci --no-audit --no-fund --loglevel=error >"$log" 2>&1; then cat "$log" >&2; exit 1; fi
   touch .npm-ci-stamp
 fi
+# a failed build leaves no dist/: nothing stale is served or tested
+rm -rf dist
 if ! npm run build >"$log" 2>&1; then cat "$log" >&2; exit 1; fi

@@ -251,6 +251,70 @@ async function main() {
     await phone.close();
   });
 
+  await runCase('history_pages_backwards_as_the_user_scrolls_up', async () => {
+    if (!alice) throw new Error('needs the first case');
+    const out = await cli(CLI, server, join(cliState, 'carol'), ['group', 'long', names.alice]);
+    const long = out.trim();
+    const texts = Array.from({ length: 70 }, (_, i) => `page ${i + 1}`);
+    for (const t of texts) await cli(CLI, server, join(cliState, 'carol'), ['send', long, t]);
+    await openConv(alice, long);
+    await waitFor('the newest page', async () => (await bubbles(alice)).some((b) => b.text === 'page 70'));
+    const first = (await bubbles(alice)).filter((b) => texts.includes(b.text)).length;
+    if (first >= 70) throw new Error(`the first page held all ${first} messages: nothing to page`);
+    for (let i = 0; i < 20; i++) {
+      if ((await bubbles(alice)).some((b) => b.text === 'page 1')) break;
+      await alice.$eval('#messages', (el) => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); });
+      await waitFor('an older page', async () => (await bubbles(alice)).filter((b) => texts.includes(b.text)).length > first || (await bubbles(alice)).some((b) => b.text === 'page 1'));
+    }
+    assertInOrderOnce(await bubbles(alice), texts, 'alice');
+  });
+
+  await runCase('link_this_browser_as_another_device_with_a_typed_token', async () => {
+    if (!alice || !direct) throw new Error('needs the first case');
+    await alice.click('#link-button');
+    const token = await waitFor('a link token', async () => (await alice.textContent('#link-token')).trim() || null);
+    const alice2 = await newPage();
+    await alice2.goto(server.base + '/');
+    await alice2.waitForSelector('#link-form', { state: 'visible', timeout: 30_000 });
+    await alice2.fill('#link-form input[name=token]', token);
+    await alice2.fill('#link-form input[name=name]', names.alice);
+    await alice2.click('#link-form button[type=submit]');
+    await waitConnected(alice2, 'alice\'s second browser');
+    const ids = await alice.evaluate(() => window.parley.identity.userId.toString() + '/' + window.parley.identity.deviceId);
+    const ids2 = await alice2.evaluate(() => window.parley.identity.userId.toString() + '/' + window.parley.identity.deviceId);
+    if (ids.split('/')[0] !== ids2.split('/')[0] || ids === ids2) throw new Error(`not another device of the same user: ${ids} vs ${ids2}`);
+    await openConv(alice2, direct);
+    await waitFor('the history on the new device', async () => (await bubbles(alice2)).some((b) => b.text === 'hello bob' && b.mine));
+    await openConv(alice, direct);
+    await send(alice2, 'from my second browser');
+    await waitFor('bob gets it', async () => {
+      await openConv(bob, direct);
+      return (await bubbles(bob)).some((b) => b.text === 'from my second browser' && !b.mine);
+    });
+    await waitFor('alice\'s first browser shows it as hers', async () => (await bubbles(alice)).some((b) => b.text === 'from my second browser' && b.mine));
+    await alice2.context().close();
+  });
+
+  await runCase('groups_create_add_and_leave', async () => {
+    if (!alice || !bob) throw new Error('needs the first case');
+    await alice.fill('#group-form input[name=name]', 'club');
+    await alice.fill('#group-form input[name=members]', names.bob);
+    await alice.click('#group-form button[type=submit]');
+    const club = await waitFor('the club open', async () => {
+      const c = await currentConv(alice);
+      return c && (await alice.textContent('#chat-title')) === 'club' ? c : null;
+    });
+    await alice.fill('#add-form input[name=member]', names.carol);
+    await alice.click('#add-form button[type=submit]');
+    await waitFor('carol added', async () => (await alice.textContent('#messages')).includes(`added ${names.carol}`));
+    await waitFor('three members', async () => (await alice.textContent('#chat-presence')) === '3 members');
+    await openConv(bob, club);
+    await bob.click('#leave');
+    await waitFor('the club gone from bob\'s list', async () => !(await bob.isVisible(`#conv-list button.conv[data-conv="${club}"]`)));
+    await waitFor('alice sees bob leave', async () => (await alice.textContent('#messages')).includes(`${names.bob} left`));
+    await waitFor('two members', async () => (await alice.textContent('#chat-presence')) === '2 members');
+  });
+
   await runCase('no_request_leaves_the_server', async () => {
     if (foreignRequests.length) throw new Error(`requests elsewhere: ${foreignRequests.join(', ')}`);
   });
