@@ -159,6 +159,8 @@ async function main() {
     await bob.keyboard.press('Enter');
     await waitFor('alice sees the reply', async () => (await bubbles(alice)).some((b) => b.text === 'hi alice' && !b.mine));
     await waitStatus(bob, 'hi alice', ['read']);
+    // bob accepted alice: now she may see his presence too
+    await waitFor('bob online in alice\'s chat header', async () => (await alice.textContent('#chat-presence')) === 'online');
     await waitFor('bob\'s typing indicator gone', async () => (await alice.textContent('#typing')) === '');
     await shot(alice, 'chat-desktop');
   });

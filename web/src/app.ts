@@ -20,6 +20,8 @@ const TYPING_SHOWN_MS = 6_000;
 const TYPING_RESEND_MS = 3_000;
 const MAX_BODY_BYTES = 65_536;
 const PREVIEW_FETCH_MAX = 50;
+const PRESENCE_PROBE_MAX = 64;
+const PRESENCE_RETRY_MS = 30_000;
 
 export interface Presence { online: boolean; lastSeen: number }
 
@@ -48,6 +50,8 @@ export class App {
   private ackTimer: ReturnType<typeof setTimeout> | null = null;
   private typingSentAt = 0;
   private typingStopTimer: ReturnType<typeof setTimeout> | null = null;
+  private peers: bigint[] = [];
+  private presenceRetriedAt = 0;
 
   constructor(url: string, private render: () => void) {
     this.conn = new Connection(url, {
@@ -151,8 +155,8 @@ export class App {
     }
     for (const id of [...this.convs.keys()]) if (!seen.has(id)) this.convs.delete(id);
     if (this.current !== null && !this.convs.has(this.current)) this.current = null;
-    await this.conn.request({ case: 'subscribePresence', value: create(SubscribePresenceSchema, { userIds: [...users].slice(0, 1024) }) })
-      .catch(() => undefined);  // a stranger's presence is refused until they accept: not an error here
+    this.peers = [...users];
+    await this.subscribePresence();
     let fetched = 0;
     for (const c of this.convs.values()) {
       if (c.lastText || c.lastSeq === 0n || fetched++ >= PREVIEW_FETCH_MAX) continue;
@@ -161,6 +165,20 @@ export class App {
       if (m) this.notePreview(c, m);
     }
     this.render();
+  }
+
+  /** Presence of everyone we share a conversation with. The server refuses
+   * the whole list if one of them has not accepted us (consent), without
+   * saying who: then each is asked alone (at most PRESENCE_PROBE_MAX) and
+   * the list is sent again without the refused ones. */
+  private async subscribePresence(): Promise<void> {
+    const ask = (ids: bigint[]) =>
+      this.conn.request({ case: 'subscribePresence', value: create(SubscribePresenceSchema, { userIds: ids }) }).then(() => true, () => false);
+    const all = this.peers.slice(0, 1024);
+    if (await ask(all)) return;
+    const allowed: bigint[] = [];
+    for (const u of all.slice(0, PRESENCE_PROBE_MAX)) if (await ask([u])) allowed.push(u);
+    await ask(allowed);
   }
 
   private async history(conv: bigint, before: bigint, limit: number) {
@@ -418,6 +436,11 @@ export class App {
     if (beyondSummary) c.lastSeq = m.seq;
     this.notePreview(c, m);
     if (m.senderUserId === this.identity?.userId) return;
+    if (!this.presence.has(m.senderUserId) && this.peers.includes(m.senderUserId) &&
+        Date.now() - this.presenceRetriedAt > PRESENCE_RETRY_MS) {
+      this.presenceRetriedAt = Date.now();   // a stranger in a group may write often: ask again at most this often
+      void this.subscribePresence();
+    }
     if (this.current === m.conversationId) this.markRead();
     else if (beyondSummary && m.seq > c.readSeq) c.unread++;
   }
