@@ -75,6 +75,8 @@ typedef struct metrics {
     /* acks: coalesced per connection per loop turn before they reach the writer */
     atomic_ulong acks_submitted_total;          /* cursor advances (CHAT_ACK) handed to the writer */
     atomic_ulong acks_coalesced_total;          /* Acks folded into a later one of the same turn */
+    atomic_ulong web_files_served_total;        /* browser client files sent (static_files.h) */
+    atomic_ulong web_files_refused_total;       /* 404/500 for them: absent, a path not allowed, too big */
 } metrics;
 
 extern metrics g_metrics;

@@ -50,6 +50,8 @@ static bool serve_static(worker *w, conn *c, const http_request *req, const char
     if (!root[0] || strcmp(root, "off") == 0 || strcmp(req->method, "GET") != 0) return false;
     static_file f;
     int status = static_files_lookup(root, path, &f);
+    if (status == 200) METRIC_INC(web_files_served_total);
+    else METRIC_INC(web_files_refused_total);
     if (status == 404) {
         respond_text(w, c, "404 Not Found", "not found\n");
     } else if (status != 200) {

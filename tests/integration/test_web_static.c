@@ -102,6 +102,8 @@ static void hashed_assets_are_immutable_with_their_type(void) {
     CHECK(raw_get(S.port, "/assets/style-DEF456.css") == 200 && has_header("Content-Type: text/css; charset=utf-8\r\n") &&
               has_header("immutable"), "css:\n%.400s", resp);
     CHECK(raw_get(S.port, "/assets/nope-000.js") == 404, "a missing asset:\n%.400s", resp);
+    double served = 0;
+    CHECK(h_metric(&S, "parley_web_files_served_total", &served) == 0 && served >= 4, "parley_web_files_served_total %.0f", served);
 }
 
 static void nothing_outside_the_root_is_served(void) {
@@ -115,6 +117,9 @@ static void nothing_outside_the_root_is_served(void) {
         CHECK(st == 404 || st == 400, "%s answered %d:\n%.400s", paths[i], st, resp);
         CHECK(!strstr(resp, "TOP-SECRET"), "%s leaked the file outside the root", paths[i]);
     }
+    double refused = 0;
+    CHECK(h_metric(&S, "parley_web_files_refused_total", &refused) == 0 && refused >= (double)(sizeof paths / sizeof paths[0]),
+          "parley_web_files_refused_total %.0f, %zu refused", refused, sizeof paths / sizeof paths[0]);
 }
 
 static void healthz_metrics_and_websocket_are_unchanged(void) {
