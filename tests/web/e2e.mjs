@@ -52,8 +52,30 @@ function watchRequests(context) {
   });
 }
 
+const openPages = new Set();
+
+/** Screenshots of every open page after a failed case, for the log. */
+async function shotsOnFailure(name, fn) {
+  try {
+    await fn();
+  } catch (e) {
+    let i = 0;
+    for (const p of openPages) {
+      const state = await p.evaluate(() => {
+        const a = window.parley;
+        return a ? JSON.stringify({ me: a.identity?.userName, current: a.current?.toString(), conn: a.connState,
+          error: a.error, convs: [...a.convs.values()].map((c) => `${c.id}:${c.group ? 'group' : 'direct'}:${c.name}`) }) : 'no app';
+      }).catch((err) => String(err));
+      console.error(`  page ${i}: ${state}`);
+      await p.screenshot({ path: join(OUT, `failed-${name}-${i++}.png`) }).catch(() => undefined);
+    }
+    throw e;
+  }
+}
+
 async function newPage(viewport = { width: 1100, height: 760 }) {
   const context = await browser.newContext({ viewport });
+  context.on('page', (p) => { openPages.add(p); p.on('close', () => openPages.delete(p)); });
   watchRequests(context);
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`  page error: ${e.message}`));
@@ -86,7 +108,7 @@ async function openConv(page, conv) {
   const item = `#conv-list button.conv[data-conv="${conv}"]`;
   await page.waitForSelector(item, { timeout: 30_000 });
   await page.click(item);
-  await waitFor('the conversation open', async () => (await currentConv(page)) === conv);
+  await waitFor('the conversation open', async () => (await currentConv(page)) === conv && (await page.isVisible('#chat')));
 }
 
 async function send(page, text) {
@@ -117,12 +139,14 @@ const shot = (page, name) => page.screenshot({ path: join(OUT, `${name}.png`) })
 
 let alice, bob, direct, group;
 
+const runCaseShots = (name, fn) => runCase(name, () => shotsOnFailure(name, fn));
+
 async function main() {
   if (!existsSync(join(WEB_ROOT, 'index.html'))) throw new Error(`no ${WEB_ROOT}/index.html: make web first`);
   await server.start();
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
 
-  await runCase('two_browsers_register_chat_with_ticks_typing_presence', async () => {
+  await runCaseShots('two_browsers_register_chat_with_ticks_typing_presence', async () => {
     alice = await newPage();
     bob = await newPage();
     await register(alice, names.alice);
@@ -165,7 +189,7 @@ async function main() {
     await shot(alice, 'chat-desktop');
   });
 
-  await runCase('a_parley_cli_user_in_a_group_with_two_browsers', async () => {
+  await runCaseShots('a_parley_cli_user_in_a_group_with_two_browsers', async () => {
     if (!alice) throw new Error('needs the first case');
     await cli(CLI, server, join(cliState, 'carol'), ['register', names.carol]);
     await alice.fill('#group-form input[name=name]', 'trio');
@@ -186,7 +210,7 @@ async function main() {
     await shot(alice, 'chat-group');
   });
 
-  await runCase('a_closed_browser_catches_up_in_order_once', async () => {
+  await runCaseShots('a_closed_browser_catches_up_in_order_once', async () => {
     if (!bob || !group) throw new Error('needs the earlier cases');
     const context = bob.context();
     await bob.close();
@@ -200,7 +224,7 @@ async function main() {
     assertInOrderOnce(await bubbles(bob), ['hello from the terminal', 'hello carol', ...missed], 'bob');
   });
 
-  await runCase('kill_9_and_restart_while_open_reconnects_and_catches_up', async () => {
+  await runCaseShots('kill_9_and_restart_while_open_reconnects_and_catches_up', async () => {
     if (!alice || !bob || !group) throw new Error('needs the earlier cases');
     await openConv(alice, group);
     await server.killAndWait();
@@ -235,7 +259,7 @@ async function main() {
     await shot(bob, 'after-restart');
   });
 
-  await runCase('phone_width_shows_one_pane_and_is_keyboard_usable', async () => {
+  await runCaseShots('phone_width_shows_one_pane_and_is_keyboard_usable', async () => {
     if (!alice || !direct) throw new Error('needs the earlier cases');
     const context = alice.context();
     const phone = await context.newPage();
@@ -253,7 +277,7 @@ async function main() {
     await phone.close();
   });
 
-  await runCase('history_pages_backwards_as_the_user_scrolls_up', async () => {
+  await runCaseShots('history_pages_backwards_as_the_user_scrolls_up', async () => {
     if (!alice) throw new Error('needs the first case');
     const out = await cli(CLI, server, join(cliState, 'carol'), ['group', 'long', names.alice]);
     const long = out.trim();
@@ -271,7 +295,7 @@ async function main() {
     assertInOrderOnce(await bubbles(alice), texts, 'alice');
   });
 
-  await runCase('link_this_browser_as_another_device_with_a_typed_token', async () => {
+  await runCaseShots('link_this_browser_as_another_device_with_a_typed_token', async () => {
     if (!alice || !direct) throw new Error('needs the first case');
     await alice.click('#link-button');
     const token = await waitFor('a link token', async () => (await alice.textContent('#link-token')).trim() || null);
@@ -297,7 +321,7 @@ async function main() {
     await alice2.context().close();
   });
 
-  await runCase('groups_create_add_and_leave', async () => {
+  await runCaseShots('groups_create_add_and_leave', async () => {
     if (!alice || !bob) throw new Error('needs the first case');
     await alice.fill('#group-form input[name=name]', 'club');
     await alice.fill('#group-form input[name=members]', names.bob);
@@ -317,7 +341,7 @@ async function main() {
     await waitFor('two members', async () => (await alice.textContent('#chat-presence')) === '2 members');
   });
 
-  await runCase('no_request_leaves_the_server', async () => {
+  await runCaseShots('no_request_leaves_the_server', async () => {
     if (foreignRequests.length) throw new Error(`requests elsewhere: ${foreignRequests.join(', ')}`);
   });
 }
