@@ -5,8 +5,8 @@
 //     messages; the sender's bubble goes sent -> delivered -> read from the
 //     server's receipts; typing and presence show;
 //   - a parley-cli user and both browsers in one group, both ways;
-//   - a browser that is closed misses messages and, opened again, catches
-//     up in order, once each;
+//   - a browser that is closed misses messages (the other sees it last
+//     seen) and, opened again, catches up in order, once each;
 //   - the server is killed (kill -9) and restarted on the same port while
 //     the browsers are open: they reconnect by themselves, a message sent
 //     during the outage goes out once, and nothing is missing or doubled;
@@ -216,6 +216,10 @@ async function main() {
     await bob.close();
     const missed = ['missed 1', 'missed 2', 'missed 3', 'missed 4', 'missed 5'];
     for (const t of missed) await cli(CLI, server, join(cliState, 'carol'), ['send', group, t]);
+    // bob has no device online now: alice sees when he was last seen
+    await openConv(alice, direct);
+    await waitFor('bob last seen in alice\'s header', async () => /^last seen /.test(await alice.textContent('#chat-presence')));
+    await shot(alice, 'presence-last-seen');
     bob = await context.newPage();
     await bob.goto(server.base + '/');
     await waitConnected(bob, 'bob again');
