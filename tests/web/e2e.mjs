@@ -345,6 +345,18 @@ async function main() {
     await waitFor('two members', async () => (await alice.textContent('#chat-presence')) === '2 members');
   });
 
+  await runCaseShots('a_device_the_server_forgot_is_offered_a_fresh_start', async () => {
+    if (!alice) throw new Error('needs the first case');
+    await server.stop();
+    server.wipeData();
+    await server.start();
+    await waitFor('alice told her device is unknown', async () => await alice.isVisible('#refused'), 60_000);
+    if ((await connState(alice)) === 'connected') throw new Error('shown online while refused');
+    await alice.click('#forget');
+    await alice.waitForSelector('#register-form', { state: 'visible', timeout: 30_000 });
+    await register(alice, names.alice);
+  });
+
   await runCaseShots('no_request_leaves_the_server', async () => {
     if (foreignRequests.length) throw new Error(`requests elsewhere: ${foreignRequests.join(', ')}`);
   });

@@ -93,6 +93,12 @@ export class Server {
     this.proc = null;
   }
 
+  /** Removes the store (stopped server only): the next start is a new, empty one. */
+  wipeData() {
+    if (this.proc) throw new Error('wipeData on a running server');
+    rmSync(join(this.dir, 'data'), { recursive: true, force: true });
+  }
+
   logTail(lines = 30) {
     try { return readFileSync(join(this.dir, 'server.log'), 'utf8').split('\n').slice(-lines).join('\n'); } catch { return ''; }
   }

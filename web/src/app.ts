@@ -38,6 +38,7 @@ export class App {
   needsLogin = false;
   error = '';
   linkToken = '';
+  signInRefused = false;
   convs = new Map<bigint, Conversation>();
   threads = new Map<bigint, Thread>();
   receipts = new Map<bigint, Map<bigint, MemberReceipt>>();
@@ -89,8 +90,13 @@ export class App {
         userId: this.identity.userId, deviceId: this.identity.deviceId, signature: sig }) });
       await this.afterSignIn();
     } catch (e) {
+      // 401: the server does not know this device (removed, or a new store):
+      // retrying will not help; the user may forget it and register or link again
+      if (e instanceof RequestError && e.status === 401) {
+        this.signInRefused = true;
+        this.conn.drop('sign-in refused');
+      }
       this.fail(e);
-      if (e instanceof RequestError && e.status === 401) this.conn.drop('sign-in refused');
     }
   }
 
@@ -128,6 +134,11 @@ export class App {
     for (const [id, t] of this.threads) for (const p of t.pending) void this.transmit(id, p);
     if (this.current !== null) await this.loadReceipts(this.current);
     this.render();
+  }
+
+  async forgetDevice(): Promise<void> {
+    await keystore.forgetAll();
+    location.reload();
   }
 
   async createLinkToken(): Promise<void> {

@@ -55,3 +55,14 @@ export const loadCursor = async () => (await get<bigint>('cursor')) ?? 0n;
 export const saveCursor = (c: bigint) => put('cursor', c);
 export const loadNames = async () => (await get<Map<bigint, string>>('names')) ?? new Map<bigint, string>();
 export const saveNames = (m: Map<bigint, string>) => put('names', m);
+
+/** Forgets this browser's device: identity, cursor and names. */
+export async function forgetAll(): Promise<void> {
+  const d = await db();
+  return new Promise((resolve, reject) => {
+    const tx = d.transaction(STORE, 'readwrite');
+    tx.objectStore(STORE).clear();
+    tx.oncomplete = () => resolve();
+    tx.onerror = () => reject(tx.error);
+  });
+}

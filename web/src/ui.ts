@@ -13,6 +13,8 @@ const SKELETON = `
   <span id="conn" role="status" aria-live="polite"></span>
 </header>
 <p id="error" role="alert"></p>
+<p id="refused" hidden>The server does not know this browser's device any more.
+  <button id="forget" type="button">Forget it and start again</button></p>
 <section id="login" hidden>
   <h1>Welcome to parley</h1>
   <form id="register-form">
@@ -99,6 +101,7 @@ export function mount(root: HTMLElement, app: App): () => void {
   $('accept').addEventListener('click', () => app.accept().catch((e) => app.fail(e)));
   $('leave').addEventListener('click', () => app.leave().catch((e) => app.fail(e)));
   $('link-button').addEventListener('click', () => app.createLinkToken().catch((e) => app.fail(e)));
+  $('forget').addEventListener('click', () => app.forgetDevice().catch((e) => app.fail(e)));
   $('back').addEventListener('click', () => void app.openConversation(null));
   document.addEventListener('keydown', (ev) => { if (ev.key === 'Escape' && app.current !== null) void app.openConversation(null); });
   document.addEventListener('visibilitychange', () => { app.markRead(); render(); });
@@ -126,6 +129,7 @@ export function mount(root: HTMLElement, app: App): () => void {
     conn.dataset.state = state;
     conn.textContent = state === 'connected' ? 'online' : state === 'connecting' ? 'connecting…' : `offline: ${app.connDetail}`;
     $('error').textContent = app.error;
+    $('refused').hidden = !app.signInRefused;
     $('me').textContent = app.identity ? `${app.identity.userName || '#' + app.identity.userId} · device ${app.identity.deviceId}` : '';
     $('login').hidden = !(app.needsLogin && !app.identity);
     const shell = $('shell');
