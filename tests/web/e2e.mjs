@@ -275,6 +275,7 @@ async function main() {
     await phone.focus(`#conv-list button.conv[data-conv="${direct}"]`);
     await phone.keyboard.press('Enter');
     await waitFor('the chat', async () => (await phone.isVisible('#compose')) && !(await phone.isVisible('#sidebar')));
+    if (await phone.isVisible('#add-form') || await phone.isVisible('#leave')) throw new Error('group controls shown in a direct conversation');
     await shot(phone, 'phone-chat');
     await phone.keyboard.press('Escape');
     await waitFor('back to the list', async () => await phone.isVisible('#sidebar'));
