@@ -19,6 +19,7 @@ const HISTORY_PAGE = 30;
 const TYPING_SHOWN_MS = 6_000;
 const TYPING_RESEND_MS = 3_000;
 const MAX_BODY_BYTES = 65_536;
+const MAX_UNSENT = 500;          // optimistic bubbles kept while offline
 const PREVIEW_FETCH_MAX = 50;
 const PRESENCE_PROBE_MAX = 64;
 const PRESENCE_RETRY_MS = 30_000;
@@ -334,6 +335,9 @@ export class App {
     const id = this.current;
     if (id === null || !this.identity || !text.trim()) return;
     if (enc.encode(text).length > MAX_BODY_BYTES) { this.error = 'message too long'; this.render(); return; }
+    let unsent = 0;
+    for (const t of this.threads.values()) unsent += t.pending.length;
+    if (unsent >= MAX_UNSENT) { this.error = `${unsent} messages are still waiting to be sent`; this.render(); return; }
     const b: Bubble = { seq: null, sender: this.identity.userId, text, ts: Date.now(),
                         clientId: hex(crypto.getRandomValues(new Uint8Array(16))), system: false };
     this.thread(id).pending.push(b);
