@@ -38,4 +38,4 @@ bench: deps
 	@BUILD=$(BUILD) ./scripts/bench.sh
 
 clean:
-	rm -rf build build-*
+	rm -rf build build-* web/dist web/dist-test web/src/gen
