@@ -104,11 +104,20 @@ const bubbles = (page) => page.$$eval('#messages li.bubble', (els) => els.map((e
 
 const currentConv = (page) => page.evaluate(() => window.parley.current?.toString() ?? null);
 
+/** Opens a conversation from the list with the keyboard (focus its item,
+ * Enter): a mouse click goes to coordinates, and the list re-sorts as
+ * previews arrive, so a click could land on a neighbour (seen once in
+ * about twenty runs: bob's group chat was replaced by his direct one). */
 async function openConv(page, conv) {
   const item = `#conv-list button.conv[data-conv="${conv}"]`;
   await page.waitForSelector(item, { timeout: 30_000 });
-  await page.click(item);
-  await waitFor('the conversation open', async () => (await currentConv(page)) === conv && (await page.isVisible('#chat')));
+  await waitFor('the conversation open', async () => {
+    if ((await currentConv(page)) !== conv) {
+      const focused = await page.focus(item, { timeout: 5_000 }).then(() => true, () => false);
+      if (focused) await page.keyboard.press('Enter');
+    }
+    return (await currentConv(page)) === conv && (await page.isVisible('#chat'));
+  });
 }
 
 async function send(page, text) {
