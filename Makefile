@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 # prints make's "Entering directory" lines
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build run test bench clean
+.PHONY: all deps build web run test bench clean
 
 all: build
 
@@ -21,7 +21,13 @@ build: deps
 	@echo "building in $(BUILD)/ (log: $(BUILD)/build.log)"
 	@cmake --build $(BUILD) -j $(JOBS) >$(BUILD)/build.log 2>&1 || { cat $(BUILD)/build.log; exit 1; }
 
-run: build
+# The browser client (web/): Node.js, npm and chromium from
+# scripts/install-web-deps.sh, then web/dist from scripts/build-web.sh.
+web:
+	@./scripts/install-web-deps.sh
+	@./scripts/build-web.sh
+
+run: build web
 	@echo "parley serve --listen 127.0.0.1:8080 --data ./var   (Ctrl-C stops it)"
 	@$(BUILD)/parley serve --listen 127.0.0.1:8080 --data ./var
 
@@ -32,4 +38,4 @@ bench: deps
 	@BUILD=$(BUILD) ./scripts/bench.sh
 
 clean:
-	rm -rf build build-*
+	rm -rf build build-* web/dist web/dist-test web/src/gen

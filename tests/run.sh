@@ -5,6 +5,8 @@
 #   2. ASan + UBSan build (gcc): the same tests again; any sanitizer report
 #      from the server or the tests fails the run
 #   3. clang build with libFuzzer: every fuzz target for FUZZ_SECONDS each
+# Between 1 and 2, the browser client (web/): npm build, its TypeScript unit
+# tests (test_web_unit) and headless Chromium end to end (test_web_e2e).
 # Each test program prints PASS/FAIL lines and a closing line
 # "CASES n passed m failed" (tests/check.h); a program that ran no case,
 # printed no CASES line (crashed, timed out, exited early) or whose binary is
@@ -109,6 +111,22 @@ case check_vectors in $ONLY)
     run_program "check_vectors" tests/vectors/check.sh
     ;;
 esac
+
+# the browser client: built with npm (scripts/build-web.sh), its TypeScript
+# unit tests, then headless Chromium against the release server
+# (tests/web/); chromium missing is a failure, never a skip
+# shellcheck disable=SC2053 # ONLY is a glob on purpose
+if [[ test_web_unit == $ONLY || test_web_e2e == $ONLY ]]; then
+    note "browser client (web/)"
+    if ./scripts/install-web-deps.sh && ./scripts/build-web.sh; then
+        [[ test_web_unit == $ONLY ]] && run_program test_web_unit tests/web/unit.sh
+        [[ test_web_e2e == $ONLY ]] && run_program test_web_e2e tests/web/e2e.sh \
+            PARLEY_BIN="$ROOT/build/parley" PARLEY_CLI="$ROOT/build/parley-cli" \
+            PARLEY_WEB_TEST_OUT="$ROOT/build/web-test-output"
+    else
+        fail_stage "web build"
+    fi
+fi
 
 if [ "${SKIP_SANITIZE:-0}" != 1 ]; then
     note "ASan + UBSan build"

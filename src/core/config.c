@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -126,6 +127,8 @@ void config_usage(FILE *out) {
         "  --retention DURATION      keep messages this long, e.g. 30d, 12h, 90s (default 30d)\n"
         "  --retention-sweep MS      how often expired messages are removed (default 3600000)\n"
         "  --allowed-origin ORIGIN   refuse browser upgrades from other origins (default: any)\n"
+        "  --web-root DIR            serve the browser client's files from DIR at / (default: the\n"
+        "                            build's web/dist when `make web` built it; off = none)\n"
         "  --min-free-disk SIZE      free space (e.g. 512MiB, 2GiB, bytes) on the data directory's\n"
         "                            filesystem under which writes are refused with\n"
         "                            INSUFFICIENT_STORAGE until space returns (default 256MiB; 0 = off)\n"
@@ -377,6 +380,13 @@ static int config_set(config *c, const char *key, const char *v) {
             return -1;
         }
         strcpy(c->allowed_origin, v);
+    } else if (strcmp(key, "web-root") == 0) {
+        struct stat st;
+        if (strlen(v) >= sizeof c->web_root || (strcmp(v, "off") != 0 && (stat(v, &st) != 0 || !S_ISDIR(st.st_mode)))) {
+            fprintf(stderr, "parley: web-root: '%s' is not a directory (or off)\n", v);
+            return -1;
+        }
+        strcpy(c->web_root, v);
     } else if (strcmp(key, "unauth-max-message") == 0) {
         if (parse_u64(key, v, 512, 1u << 20, &n)) return -1;
         c->unauth_max_message = n;

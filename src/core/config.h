@@ -63,6 +63,7 @@ typedef struct config {
     size_t writer_queue_bytes;      /* decoded requests waiting for the writer, all connections */
     size_t history_page_bytes;      /* messages in one History page, encoded */
     uint32_t output_stall_ms;       /* input paused and no output taken this long: 1008 */
+    char web_root[1024];            /* browser client files; "" = the build's web/dist if built, "off" = none */
 } config;
 
 enum { METRICS_PUBLIC = 0, METRICS_SEPARATE = 1, METRICS_OFF = 2 };

@@ -75,6 +75,8 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_acks_submitted_total", "counter", "Cursor advances (Ack) handed to the write path: at most one per connection per loop turn.", &g_metrics.acks_submitted_total, 0},
         {"parley_acks_coalesced_total", "counter", "Acks folded into a later Ack of the same connection and loop turn, not written on their own.", &g_metrics.acks_coalesced_total, 0},
         {"parley_keys_refused_total", "counter", "UploadKeys refused: a key not exactly 32 bytes, or a signed pre-key whose Ed25519 signature by the identity key does not verify.", &g_metrics.keys_refused_total, 0},
+        {"parley_web_files_served_total", "counter", "Browser client files served (--web-root).", &g_metrics.web_files_served_total, 0},
+        {"parley_web_files_refused_total", "counter", "Requests for browser client files answered 404 or 500 (absent, a path not allowed, over 8 MiB).", &g_metrics.web_files_refused_total, 0},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

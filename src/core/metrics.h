@@ -76,6 +76,8 @@ typedef struct metrics {
     atomic_ulong acks_submitted_total;          /* cursor advances (CHAT_ACK) handed to the writer */
     atomic_ulong acks_coalesced_total;          /* Acks folded into a later one of the same turn */
     atomic_ulong keys_refused_total;            /* UploadKeys refused: key length or pre-key signature */
+    atomic_ulong web_files_served_total;        /* browser client files sent (static_files.h) */
+    atomic_ulong web_files_refused_total;       /* 404/500 for them: absent, a path not allowed, too big */
 } metrics;
 
 extern metrics g_metrics;

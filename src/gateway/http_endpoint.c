@@ -9,6 +9,7 @@
 #include "core/metrics.h"
 #include "gateway/conn_auth.h"
 #include "gateway/ops_http.h"
+#include "gateway/static_files.h"
 #include "net/http.h"
 
 static const char SUBPROTOCOL[] = "parley.v1";
@@ -39,6 +40,32 @@ static void serve_metrics(worker *w, conn *c) {
     size_t n = ops_metrics_text(w->srv, text, METRICS_TEXT_MAX);
     respond(w, c, "200 OK", NULL, "text/plain; version=0.0.4", text, n);
     free(text);
+}
+
+/* The browser client's files (static_files.h). Answered only to GET;
+ * the extra headers keep the page from loading anything from elsewhere
+ * and from having a type guessed for it. */
+static bool serve_static(worker *w, conn *c, const http_request *req, const char *path) {
+    const char *root = w->srv->cfg.web_root[0] ? w->srv->cfg.web_root : static_files_default_root();
+    if (!root[0] || strcmp(root, "off") == 0 || strcmp(req->method, "GET") != 0) return false;
+    static_file f;
+    int status = static_files_lookup(root, path, &f);
+    if (status == 200) METRIC_INC(web_files_served_total);
+    else METRIC_INC(web_files_refused_total);
+    if (status == 404) {
+        respond_text(w, c, "404 Not Found", "not found\n");
+    } else if (status != 200) {
+        respond_text(w, c, "500 Internal Server Error", "cannot read the file\n");
+    } else {
+        char extra[256];
+        snprintf(extra, sizeof extra,
+                 "Cache-Control: %s\r\nX-Content-Type-Options: nosniff\r\n"
+                 "Content-Security-Policy: default-src 'self'; connect-src 'self'; base-uri 'none'\r\n",
+                 f.cache_control);
+        respond(w, c, "200 OK", extra, f.content_type, f.body, f.len);
+        free(f.body);
+    }
+    return true;
 }
 
 static bool protocol_offered(const char *header) {
@@ -148,6 +175,7 @@ bool http_endpoint_handle(worker *w, conn *c) {
         upgrade(w, c, &req);
         return c->state == CONN_WS;
     }
+    if (serve_static(w, c, &req, path)) return false;
     if (strcmp(path, "/") == 0) {
         respond_text(w, c, "426 Upgrade Required",
                      "parley: connect with a WebSocket client, subprotocol parley.v1\n");

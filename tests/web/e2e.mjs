@@ -1,0 +1,388 @@
+// The browser client end to end, in headless Chromium (Debian's chromium,
+// driven by playwright-core) against a real `parley serve` on a free
+// loopback port serving web/dist:
+//   - two browsers register, open a direct conversation, exchange
+//     messages; the sender's bubble goes sent -> delivered -> read from the
+//     server's receipts; typing and presence show;
+//   - a parley-cli user and both browsers in one group, both ways;
+//   - a browser that is closed misses messages (the other sees it last
+//     seen) and, opened again, catches up in order, once each;
+//   - the server is killed (kill -9) and restarted on the same port while
+//     the browsers are open: they reconnect by themselves, a message sent
+//     during the outage goes out once, and nothing is missing or doubled;
+//   - no request of any page leaves 127.0.0.1:PORT, and none is even
+//     attempted (the page's Content-Security-Policy would block it and
+//     log it to the console, which counts as a failure here).
+// Screenshots of the main views go to $PARLEY_WEB_TEST_OUT
+// (default build/web-test-output). Env: PARLEY_BIN, PARLEY_CLI, CHROMIUM.
+import { createRequire } from 'node:module';
+import { mkdirSync, mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ROOT, Server, cli, runCase, finish, waitFor } from './lib.mjs';
+
+const require = createRequire(join(ROOT, 'web/package.json'));
+const { chromium } = require('playwright-core');
+
+const BIN = process.env.PARLEY_BIN || join(ROOT, 'build/parley');
+const CLI = process.env.PARLEY_CLI || join(ROOT, 'build/parley-cli');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const OUT = process.env.PARLEY_WEB_TEST_OUT || join(ROOT, 'build/web-test-output');
+const WEB_ROOT = join(ROOT, 'web/dist');
+mkdirSync(OUT, { recursive: true });
+
+const suffix = Date.now().toString(36).slice(-5);
+const names = { alice: `alice_${suffix}`, bob: `bob_${suffix}`, carol: `carol_${suffix}` };
+
+const server = new Server({ bin: BIN, webRoot: WEB_ROOT });
+const cliState = mkdtempSync(join(tmpdir(), 'parley-web-cli-'));
+const foreignRequests = [];
+let browser;
+
+function watchRequests(context) {
+  const allowed = (url) => {
+    const u = new URL(url);
+    return u.hostname === '127.0.0.1' && u.port === String(server.port);
+  };
+  context.on('request', (r) => { if (!allowed(r.url())) foreignRequests.push(r.url()); });
+  context.on('page', (p) => {
+    p.on('websocket', (ws) => { if (!allowed(ws.url())) foreignRequests.push(ws.url()); });
+    // the page's CSP blocks a load from elsewhere before it is a request: an attempt counts too
+    p.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) foreignRequests.push(`blocked by CSP: ${m.text()}`); });
+  });
+}
+
+const openPages = new Set();
+
+/** Screenshots of every open page after a failed case, for the log. */
+async function shotsOnFailure(name, fn) {
+  try {
+    await fn();
+  } catch (e) {
+    let i = 0;
+    for (const p of openPages) {
+      const state = await p.evaluate(() => {
+        const a = window.parley;
+        return a ? JSON.stringify({ me: a.identity?.userName, current: a.current?.toString(), conn: a.connState,
+          error: a.error, convs: [...a.convs.values()].map((c) => `${c.id}:${c.group ? 'group' : 'direct'}:${c.name}`) }) : 'no app';
+      }).catch((err) => String(err));
+      console.error(`  page ${i}: ${state}`);
+      await p.screenshot({ path: join(OUT, `failed-${name}-${i++}.png`) }).catch(() => undefined);
+    }
+    throw e;
+  }
+}
+
+async function newPage(viewport = { width: 1100, height: 760 }) {
+  const context = await browser.newContext({ viewport });
+  context.on('page', (p) => { openPages.add(p); p.on('close', () => openPages.delete(p)); });
+  watchRequests(context);
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.error(`  page error: ${e.message}`));
+  return page;
+}
+
+const connState = (page) => page.getAttribute('#conn', 'data-state');
+const waitConnected = (page, what) => waitFor(`${what} online`, async () => (await connState(page)) === 'connected', 60_000);
+
+async function register(page, name) {
+  await page.goto(server.base + '/');
+  await page.waitForSelector('#register-form', { state: 'visible', timeout: 30_000 });
+  await page.fill('#register-form input[name=name]', name);
+  await page.click('#register-form button[type=submit]');
+  await page.waitForSelector('#shell', { state: 'visible', timeout: 30_000 });
+  await waitConnected(page, name);
+}
+
+/** The bubbles of the open conversation, in page order. */
+const bubbles = (page) => page.$$eval('#messages li.bubble', (els) => els.map((e) => ({
+  text: e.querySelector('.text')?.textContent ?? '',
+  status: e.dataset.status ?? null,
+  seq: e.dataset.seq ? Number(e.dataset.seq) : null,
+  mine: e.classList.contains('mine'),
+})));
+
+const currentConv = (page) => page.evaluate(() => window.parley.current?.toString() ?? null);
+
+/** Opens a conversation from the list with the keyboard (focus its item,
+ * Enter): a mouse click goes to coordinates, and the list re-sorts as
+ * previews arrive, so a click could land on a neighbour (seen once in
+ * about twenty runs: bob's group chat was replaced by his direct one). */
+async function openConv(page, conv) {
+  const item = `#conv-list button.conv[data-conv="${conv}"]`;
+  await page.waitForSelector(item, { timeout: 30_000 });
+  await waitFor('the conversation open', async () => {
+    if ((await currentConv(page)) !== conv) {
+      const focused = await page.focus(item, { timeout: 5_000 }).then(() => true, () => false);
+      if (focused) await page.keyboard.press('Enter');
+    }
+    return (await currentConv(page)) === conv && (await page.isVisible('#chat'));
+  });
+}
+
+async function send(page, text) {
+  await page.focus('#compose');
+  await page.keyboard.type(text);
+  await page.keyboard.press('Enter');   // keyboard only: the composer is a form
+}
+
+/** Waits until the bubble with this text is the only one and has status. */
+async function waitStatus(page, text, statuses) {
+  return waitFor(`"${text}" ${statuses.join('|')}`, async () => {
+    const b = (await bubbles(page)).filter((x) => x.text === text);
+    return b.length === 1 && statuses.includes(b[0].status) ? b[0] : null;
+  }, 60_000);
+}
+
+/** Every text exactly once, in this order, with increasing seqs. */
+function assertInOrderOnce(list, texts, who) {
+  const seen = list.filter((b) => texts.includes(b.text));
+  const got = seen.map((b) => b.text);
+  if (JSON.stringify(got) !== JSON.stringify(texts)) throw new Error(`${who} shows ${JSON.stringify(got)}, expected ${JSON.stringify(texts)}`);
+  for (let i = 1; i < seen.length; i++) {
+    if (!(seen[i].seq > seen[i - 1].seq)) throw new Error(`${who}: seqs not increasing: ${seen.map((b) => b.seq)}`);
+  }
+}
+
+const shot = (page, name) => page.screenshot({ path: join(OUT, `${name}.png`) });
+
+let alice, bob, direct, group;
+
+const runCaseShots = (name, fn) => runCase(name, () => shotsOnFailure(name, fn));
+
+async function main() {
+  if (!existsSync(join(WEB_ROOT, 'index.html'))) throw new Error(`no ${WEB_ROOT}/index.html: make web first`);
+  await server.start();
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+
+  await runCaseShots('two_browsers_register_chat_with_ticks_typing_presence', async () => {
+    alice = await newPage();
+    bob = await newPage();
+    await register(alice, names.alice);
+    await register(bob, names.bob);
+    await shot(alice, 'list-empty');
+    await alice.fill('#direct-form input[name=peer]', names.bob);
+    await alice.click('#direct-form button[type=submit]');
+    direct = await waitFor('alice\'s direct conversation open', () => currentConv(alice));
+    await send(alice, 'hello bob');
+    const sent = await waitStatus(alice, 'hello bob', ['sent', 'delivered', 'read']);
+    if (!(sent.seq > 0)) throw new Error(`no seq on the sent bubble: ${JSON.stringify(sent)}`);
+    // bob's browser has it (its device acked it): delivered, not read, unread 1 in bob's list
+    await waitStatus(alice, 'hello bob', ['delivered']);
+    await waitFor('bob\'s unread count 1', async () =>
+      (await bob.textContent(`#conv-list button.conv[data-conv="${direct}"] .unread`).catch(() => null)) === '1');
+    await shot(bob, 'list-unread');
+    await openConv(bob, direct);
+    await waitFor('bob sees hello bob', async () => (await bubbles(bob)).some((b) => b.text === 'hello bob' && !b.mine));
+    // a message request: the sender learns of the reading only once bob accepts
+    await bob.click('#accept');
+    await waitFor('the request accepted', async () => !(await bob.isVisible('#accept')));
+    await send(alice, 'are you there');
+    await waitFor('bob sees it in the open chat', async () => (await bubbles(bob)).some((b) => b.text === 'are you there'));
+    await waitStatus(alice, 'are you there', ['read']);
+    await waitStatus(alice, 'hello bob', ['read']);
+    // bob's view of alice: she opened the conversation with him, so he may see her presence
+    await waitFor('alice online in bob\'s chat header', async () => (await bob.textContent('#chat-presence')) === 'online');
+    // typing, both ways through the server
+    await bob.focus('#compose');
+    await bob.keyboard.type('hi al');
+    await waitFor('alice sees bob typing', async () => /is typing/.test(await alice.textContent('#typing')));
+    await shot(alice, 'chat-typing');
+    await bob.keyboard.type('ice');
+    await bob.keyboard.press('Enter');
+    await waitFor('alice sees the reply', async () => (await bubbles(alice)).some((b) => b.text === 'hi alice' && !b.mine));
+    await waitStatus(bob, 'hi alice', ['read']);
+    // bob accepted alice: now she may see his presence too
+    await waitFor('bob online in alice\'s chat header', async () => (await alice.textContent('#chat-presence')) === 'online');
+    await waitFor('bob\'s typing indicator gone', async () => (await alice.textContent('#typing')) === '');
+    await shot(alice, 'chat-desktop');
+  });
+
+  await runCaseShots('a_parley_cli_user_in_a_group_with_two_browsers', async () => {
+    if (!alice) throw new Error('needs the first case');
+    await cli(CLI, server, join(cliState, 'carol'), ['register', names.carol]);
+    await alice.fill('#group-form input[name=name]', 'trio');
+    await alice.fill('#group-form input[name=members]', `${names.bob}, ${names.carol}`);
+    await alice.click('#group-form button[type=submit]');
+    group = await waitFor('the group open', async () => { const c = await currentConv(alice); return c !== direct ? c : null; });
+    await cli(CLI, server, join(cliState, 'carol'), ['send', group, 'hello from the terminal']);
+    await waitFor('alice sees carol\'s message', async () => (await bubbles(alice)).some((b) => b.text === 'hello from the terminal'));
+    await openConv(bob, group);
+    await waitFor('bob sees carol\'s message', async () => (await bubbles(bob)).some((b) => b.text === 'hello from the terminal'));
+    await send(alice, 'hello carol');
+    await waitStatus(alice, 'hello carol', ['sent', 'delivered', 'read']);
+    const out = await waitFor('carol\'s parley-cli gets alice\'s message', async () => {
+      const o = await cli(CLI, server, join(cliState, 'carol'), ['sync', '--wait', '1']);
+      return o.includes('"text":"hello carol"') ? o : null;
+    });
+    if (out.split('\n').filter((l) => l.includes('"text":"hello carol"')).length !== 1) throw new Error(`carol got it more than once:\n${out}`);
+    await shot(alice, 'chat-group');
+  });
+
+  await runCaseShots('a_closed_browser_catches_up_in_order_once', async () => {
+    if (!bob || !group) throw new Error('needs the earlier cases');
+    const context = bob.context();
+    await bob.close();
+    const missed = ['missed 1', 'missed 2', 'missed 3', 'missed 4', 'missed 5'];
+    for (const t of missed) await cli(CLI, server, join(cliState, 'carol'), ['send', group, t]);
+    // bob has no device online now: alice sees when he was last seen
+    await openConv(alice, direct);
+    await waitFor('bob last seen in alice\'s header', async () => /^last seen /.test(await alice.textContent('#chat-presence')));
+    await shot(alice, 'presence-last-seen');
+    bob = await context.newPage();
+    await bob.goto(server.base + '/');
+    await waitConnected(bob, 'bob again');
+    await openConv(bob, group);
+    await waitFor('bob has the five missed messages', async () => (await bubbles(bob)).filter((b) => missed.includes(b.text)).length >= 5);
+    assertInOrderOnce(await bubbles(bob), ['hello from the terminal', 'hello carol', ...missed], 'bob');
+  });
+
+  await runCaseShots('kill_9_and_restart_while_open_reconnects_and_catches_up', async () => {
+    if (!alice || !bob || !group) throw new Error('needs the earlier cases');
+    await openConv(alice, group);
+    await server.killAndWait();
+    await waitFor('alice shows offline', async () => (await connState(alice)) === 'offline');
+    await waitFor('bob shows offline', async () => (await connState(bob)) === 'offline');
+    await shot(alice, 'offline');
+    await send(alice, 'sent while down');              // stays pending, goes out after the reconnect
+    const pending = await waitStatus(alice, 'sent while down', ['pending']);
+    if (pending.seq !== null) throw new Error('a seq without a server');
+    await server.start();
+    for (const t of ['after restart 1', 'after restart 2']) await cli(CLI, server, join(cliState, 'carol'), ['send', group, t]);
+    await waitConnected(alice, 'alice after the restart');
+    await waitConnected(bob, 'bob after the restart');
+    await waitStatus(alice, 'sent while down', ['sent', 'delivered', 'read']);
+    const want = ['hello from the terminal', 'hello carol', 'missed 1', 'missed 2', 'missed 3', 'missed 4', 'missed 5'];
+    await waitFor('bob has everything', async () => {
+      const t = (await bubbles(bob)).map((b) => b.text);
+      return ['sent while down', 'after restart 1', 'after restart 2'].every((x) => t.includes(x));
+    });
+    await waitFor('alice has everything', async () => {
+      const t = (await bubbles(alice)).map((b) => b.text);
+      return ['after restart 1', 'after restart 2'].every((x) => t.includes(x));
+    });
+    for (const [who, page] of [['alice', alice], ['bob', bob]]) {
+      const list = await bubbles(page);
+      const rest = list.filter((b) => want.includes(b.text) || b.text.startsWith('after restart') || b.text === 'sent while down');
+      const seqs = rest.map((b) => b.seq);
+      if (new Set(seqs).size !== seqs.length || seqs.some((s, i) => i > 0 && !(s > seqs[i - 1])))
+        throw new Error(`${who}: gaps, doubles or disorder: ${JSON.stringify(rest)}`);
+      if (rest.length !== want.length + 3) throw new Error(`${who}: ${rest.length} messages, expected ${want.length + 3}: ${JSON.stringify(rest)}`);
+    }
+    await shot(bob, 'after-restart');
+  });
+
+  await runCaseShots('phone_width_shows_one_pane_and_is_keyboard_usable', async () => {
+    if (!alice || !direct) throw new Error('needs the earlier cases');
+    const context = alice.context();
+    const phone = await context.newPage();
+    await phone.setViewportSize({ width: 380, height: 740 });
+    await phone.goto(server.base + '/');
+    await waitConnected(phone, 'alice on a phone-sized page');
+    await waitFor('the list', async () => await phone.isVisible(`#conv-list button.conv[data-conv="${direct}"]`));
+    if (await phone.isVisible('#chat')) throw new Error('the chat pane shows beside the list at phone width');
+    await phone.focus(`#conv-list button.conv[data-conv="${direct}"]`);
+    await phone.keyboard.press('Enter');
+    await waitFor('the chat', async () => (await phone.isVisible('#compose')) && !(await phone.isVisible('#sidebar')));
+    if (await phone.isVisible('#add-form') || await phone.isVisible('#leave')) throw new Error('group controls shown in a direct conversation');
+    await shot(phone, 'phone-chat');
+    await phone.keyboard.press('Escape');
+    await waitFor('back to the list', async () => await phone.isVisible('#sidebar'));
+    await phone.close();
+  });
+
+  await runCaseShots('history_pages_backwards_as_the_user_scrolls_up', async () => {
+    if (!alice) throw new Error('needs the first case');
+    const out = await cli(CLI, server, join(cliState, 'carol'), ['group', 'long', names.alice]);
+    const long = out.trim();
+    const texts = Array.from({ length: 70 }, (_, i) => `page ${i + 1}`);
+    for (const t of texts) await cli(CLI, server, join(cliState, 'carol'), ['send', long, t]);
+    await openConv(alice, long);
+    await waitFor('the newest page', async () => (await bubbles(alice)).some((b) => b.text === 'page 70'));
+    const first = (await bubbles(alice)).filter((b) => texts.includes(b.text)).length;
+    if (first >= 70) throw new Error(`the first page held all ${first} messages: nothing to page`);
+    for (let i = 0; i < 20; i++) {
+      if ((await bubbles(alice)).some((b) => b.text === 'page 1')) break;
+      await alice.$eval('#messages', (el) => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); });
+      await waitFor('an older page', async () => (await bubbles(alice)).filter((b) => texts.includes(b.text)).length > first || (await bubbles(alice)).some((b) => b.text === 'page 1'));
+    }
+    assertInOrderOnce(await bubbles(alice), texts, 'alice');
+  });
+
+  await runCaseShots('link_this_browser_as_another_device_with_a_typed_token', async () => {
+    if (!alice || !direct) throw new Error('needs the first case');
+    await alice.click('#link-button');
+    const token = await waitFor('a link token', async () => (await alice.textContent('#link-token')).trim() || null);
+    const alice2 = await newPage();
+    await alice2.goto(server.base + '/');
+    await alice2.waitForSelector('#link-form', { state: 'visible', timeout: 30_000 });
+    await alice2.fill('#link-form input[name=token]', token);
+    await alice2.fill('#link-form input[name=name]', names.alice);
+    await alice2.click('#link-form button[type=submit]');
+    await waitConnected(alice2, 'alice\'s second browser');
+    const ids = await alice.evaluate(() => window.parley.identity.userId.toString() + '/' + window.parley.identity.deviceId);
+    const ids2 = await alice2.evaluate(() => window.parley.identity.userId.toString() + '/' + window.parley.identity.deviceId);
+    if (ids.split('/')[0] !== ids2.split('/')[0] || ids === ids2) throw new Error(`not another device of the same user: ${ids} vs ${ids2}`);
+    await openConv(alice2, direct);
+    await waitFor('the history on the new device', async () => (await bubbles(alice2)).some((b) => b.text === 'hello bob' && b.mine));
+    await openConv(alice, direct);
+    await send(alice2, 'from my second browser');
+    await waitFor('bob gets it', async () => {
+      await openConv(bob, direct);
+      return (await bubbles(bob)).some((b) => b.text === 'from my second browser' && !b.mine);
+    });
+    await waitFor('alice\'s first browser shows it as hers', async () => (await bubbles(alice)).some((b) => b.text === 'from my second browser' && b.mine));
+    await alice2.context().close();
+  });
+
+  await runCaseShots('groups_create_add_and_leave', async () => {
+    if (!alice || !bob) throw new Error('needs the first case');
+    await alice.fill('#group-form input[name=name]', 'club');
+    await alice.fill('#group-form input[name=members]', names.bob);
+    await alice.click('#group-form button[type=submit]');
+    const club = await waitFor('the club open', async () => {
+      const c = await currentConv(alice);
+      return c && (await alice.textContent('#chat-title')) === 'club' ? c : null;
+    });
+    await alice.fill('#add-form input[name=member]', names.carol);
+    await alice.click('#add-form button[type=submit]');
+    await waitFor('carol added', async () => (await alice.textContent('#messages')).includes(`added ${names.carol}`));
+    await waitFor('three members', async () => (await alice.textContent('#chat-presence')) === '3 members');
+    await openConv(bob, club);
+    await bob.click('#leave');
+    await waitFor('the club gone from bob\'s list', async () => !(await bob.isVisible(`#conv-list button.conv[data-conv="${club}"]`)));
+    await waitFor('alice sees bob leave', async () => (await alice.textContent('#messages')).includes(`${names.bob} left`));
+    await waitFor('two members', async () => (await alice.textContent('#chat-presence')) === '2 members');
+  });
+
+  await runCaseShots('a_device_the_server_forgot_is_offered_a_fresh_start', async () => {
+    if (!alice) throw new Error('needs the first case');
+    await server.stop();
+    server.wipeData();
+    await server.start();
+    await waitFor('alice told her device is unknown', async () => await alice.isVisible('#refused'), 60_000);
+    if ((await connState(alice)) === 'connected') throw new Error('shown online while refused');
+    await alice.click('#forget');
+    await alice.waitForSelector('#register-form', { state: 'visible', timeout: 30_000 });
+    await register(alice, names.alice);
+  });
+
+  await runCaseShots('no_request_leaves_the_server', async () => {
+    if (foreignRequests.length) throw new Error(`requests elsewhere: ${foreignRequests.join(', ')}`);
+  });
+}
+
+let code = 1;
+try {
+  await main();
+} catch (e) {
+  console.error(`  setup: ${e && e.stack ? e.stack : e}`);
+  console.log('FAIL setup');
+} finally {
+  if (browser) await browser.close().catch(() => undefined);
+  if (process.exitCode) console.error(server.logTail());
+  await server.destroy();
+  rmSync(cliState, { recursive: true, force: true });
+  code = finish();
+}
+process.exit(code);
