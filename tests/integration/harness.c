@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #endif
 #include "harness.h"
+#include "cassandra_node.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -121,6 +122,8 @@ static void ptrs_del(h_ptrs *s, void *p) {
 }
 
 static void reap_all(void);
+static int store_args_add(h_server *s);   /* PARLEY_TEST_STORE, at the end */
+static int start_wait_ms(void);
 static void install_atexit(void) {
     if (!atexit_installed) {
         atexit(reap_all);
@@ -505,7 +508,7 @@ static int spawn(h_server *s) {
 }
 
 static int wait_healthy(h_server *s) {
-    uint64_t deadline = h_now_ms() + 10000;
+    uint64_t deadline = h_now_ms() + (uint64_t)start_wait_ms();
     while (h_now_ms() < deadline) {
         if (!h_server_alive(s)) {
             fprintf(stderr, "  server exited during start-up\n");
@@ -518,7 +521,7 @@ static int wait_healthy(h_server *s) {
             return 0;
         h_sleep_ms(30);
     }
-    fprintf(stderr, "  server did not answer /healthz 200 within 10 s\n");
+    fprintf(stderr, "  server did not answer /healthz 200 within %d s\n", start_wait_ms() / 1000);
     h_server_log_tail(s, 30);
     h_server_kill9(s);
     return -1;
@@ -547,6 +550,9 @@ int h_server_start(h_server *s, const char *const *extra_args) {
     }
     memset(s, 0, sizeof *s);
     signal(SIGPIPE, SIG_IGN);
+    /* before install_atexit: a node this program starts is stopped after
+     * its servers */
+    if (store_args_add(s) != 0) return -1;
     install_atexit();
     const char *bin = getenv("PARLEY_BIN");
     snprintf(s->bin, sizeof s->bin, "%s", bin && *bin ? bin : "./build/parley");
@@ -1629,4 +1635,71 @@ int h_raw_send_register(h_raw *w, const char *name, uint64_t request_id) {
     f.body_case = PARLEY__V1__FRAME__BODY_REGISTER_USER;
     f.register_user = &ru;
     return h_raw_send_frame(w, &f);
+}
+
+/* ------------------------------------------------- the store under test
+ *
+ * PARLEY_TEST_STORE=cassandra runs every server h_server_start starts on
+ * Cassandra: --store cassandra --cassandra HOSTS --keyspace K, with one
+ * fresh keyspace per h_server. The flags are kept in s->extra, so a restart
+ * (h_server_restart, after h_server_kill9 too) comes back on the same
+ * keyspace: that is what "the same data dir" means on Cassandra. HOSTS is
+ * PARLEY_TEST_CASSANDRA when set (tests/run.sh starts one node for the
+ * whole pass); otherwise this program starts its own node
+ * (cassandra_node.c) at its first server and stops it by PID at exit. */
+
+static int test_store_is_cassandra(void) {
+    const char *v = getenv("PARLEY_TEST_STORE");
+    return v && strcmp(v, "cassandra") == 0;
+}
+
+const char *h_test_store(void) { return test_store_is_cassandra() ? "cassandra" : "rocksdb"; }
+
+static int start_wait_ms(void) {
+    /* a server on Cassandra creates its keyspace and tables at its first
+     * start: schema changes take a while on a shared machine */
+    return test_store_is_cassandra() ? 90000 : 10000;
+}
+
+static const char *cassandra_hosts(void) {
+    const char *env = getenv("PARLEY_TEST_CASSANDRA");
+    if (env && *env) return env;
+    static int started;
+    if (!started) {
+        if (cassandra_node_start("it-cass") != 0) return NULL;
+        started = 1;
+        /* atexit runs last-registered first: stop this program's servers
+         * (and their devices) before the node under them */
+        atexit(reap_all);
+    }
+    return cassandra_node_hosts();
+}
+
+static int store_args_add(h_server *s) {
+    const char *v = getenv("PARLEY_TEST_STORE");
+    if (!v || !*v || strcmp(v, "rocksdb") == 0) return 0;
+    if (!test_store_is_cassandra()) {
+        fprintf(stderr, "  PARLEY_TEST_STORE=%s: expected rocksdb or cassandra\n", v);
+        return -1;
+    }
+    const char *hosts = cassandra_hosts();
+    if (!hosts) return -1;
+    /* unique per server across the programs of a pass sharing one node:
+     * time, PID and a count; keyspace names are [a-z0-9_], at most 48 */
+    static unsigned n_keyspaces;
+    char keyspace[48];
+    snprintf(keyspace, sizeof keyspace, "it_%08lx_%d_%u", (unsigned long)time(NULL), (int)getpid(),
+             n_keyspaces++);
+    const char *args[] = {"--store", "cassandra", "--cassandra", hosts, "--keyspace", keyspace};
+    for (size_t i = 0; i < sizeof args / sizeof args[0]; i++) {
+        if (s->n_extra >= H_MAX_EXTRA_ARGS) return -1;
+        s->extra[s->n_extra++] = strdup(args[i]);
+    }
+    return 0;
+}
+
+const char *h_server_keyspace(const h_server *s) {
+    for (int i = 0; i + 1 < s->n_extra; i++)
+        if (strcmp(s->extra[i], "--keyspace") == 0) return s->extra[i + 1];
+    return "";
 }

@@ -379,3 +379,12 @@ int h_raw_wait_eof(h_raw *w);
 int h_raw_send_register(h_raw *w, const char *name, uint64_t request_id);
 
 #endif
+
+/* The store the servers of h_server_start run on: "rocksdb" (default) or,
+ * with PARLEY_TEST_STORE=cassandra, "cassandra": each h_server then gets
+ * --store cassandra --cassandra HOSTS --keyspace (its own, kept across
+ * restarts); HOSTS is PARLEY_TEST_CASSANDRA, or a node this program starts
+ * (tests/integration/cassandra_node.h) and stops at exit. */
+const char *h_test_store(void);
+/* s's --keyspace, "" when it has none */
+const char *h_server_keyspace(const h_server *s);
