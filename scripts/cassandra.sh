@@ -82,6 +82,10 @@ commitlog_sync: periodic
 commitlog_sync_period: 10000ms
 commitlog_segment_size: 8MiB
 auto_snapshot: false
+# parley commits each group commit as one LOGGED BATCH of at most 1 MiB
+# (src/store/store_cassandra_write.c); the default fail threshold is 50 KiB
+batch_size_warn_threshold: 2MiB
+batch_size_fail_threshold: 4MiB
 concurrent_compactors: 1
 memtable_heap_space: 64MiB
 memtable_offheap_space: 64MiB

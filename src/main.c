@@ -121,11 +121,14 @@ static int serve(int argc, char **argv) {
         .sweep_ms = srv.cfg.retention_sweep_ms,
         .min_free_bytes = srv.cfg.min_free_disk,
         .recover_truncate_corrupt_wal = srv.cfg.recover_truncate_corrupt_wal != 0,
+        .cassandra_hosts = srv.cfg.cassandra_hosts,
+        .cassandra_keyspace = srv.cfg.cassandra_keyspace,
     };
     srv.store = store_open_kind(kind, srv.cfg.data_dir, &so, &err);
     if (!srv.store) {
-        fprintf(stderr, "parley: cannot open the %s store in %s: %s\n", store_kind_name(kind),
-                srv.cfg.data_dir, err ? err : "?");
+        fprintf(stderr, "parley: cannot open the %s store %s %s: %s\n", store_kind_name(kind),
+                kind == STORE_KIND_CASSANDRA ? "keyspace" : "in",
+                kind == STORE_KIND_CASSANDRA ? srv.cfg.cassandra_keyspace : srv.cfg.data_dir, err ? err : "?");
         free(err);
         return 1;
     }

@@ -13,6 +13,7 @@ void config_defaults(config *c) {
     c->listen_port = 8080;
     strcpy(c->data_dir, "./var");
     strcpy(c->store, "rocksdb");
+    strcpy(c->cassandra_keyspace, "parley");
     c->workers = 0;
     c->writers = 2;
     c->fanouts = 2;
@@ -122,7 +123,11 @@ void config_usage(FILE *out) {
         "                            (default 20; 0 = off); past it RATE_LIMITED\n"
         "  --register-rate-loopback N  the same for 127.0.0.0/8 (default 0 = off)\n"
         "  --store BACKEND           where records are kept: rocksdb (default, embedded, in\n"
-        "                            --data) or cassandra (not built yet: refused at start)\n"
+        "                            --data) or cassandra (needs --cassandra; --data unused)\n"
+        "  --cassandra HOST:PORT[,HOST:PORT...]\n"
+        "                            the Cassandra nodes of --store cassandra (CQL port)\n"
+        "  --keyspace NAME           its keyspace, created with its tables if absent\n"
+        "                            (replication factor 1; default parley)\n"
         "  --retention DURATION      keep messages this long, e.g. 30d, 12h, 90s (default 30d)\n"
         "  --retention-sweep MS      how often expired messages are removed (default 3600000)\n"
         "  --allowed-origin ORIGIN   refuse browser upgrades from other origins (default: any)\n"
@@ -238,6 +243,20 @@ static int config_set(config *c, const char *key, const char *v) {
             return -1;
         }
         strcpy(c->store, v);
+    } else if (strcmp(key, "cassandra") == 0) {
+        if (!*v || strlen(v) >= sizeof c->cassandra_hosts) {
+            fprintf(stderr, "parley: cassandra: expected HOST:PORT[,HOST:PORT...] under %zu bytes\n",
+                    sizeof c->cassandra_hosts);
+            return -1;
+        }
+        strcpy(c->cassandra_hosts, v);
+    } else if (strcmp(key, "keyspace") == 0) {
+        size_t len = strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
+        if (!*v || v[len] || len > 48) {
+            fprintf(stderr, "parley: keyspace: letters, digits and _ only, 1 to 48, got '%s'\n", v);
+            return -1;
+        }
+        strcpy(c->cassandra_keyspace, v);
     } else if (strcmp(key, "writers") == 0) {
         if (parse_u64(key, v, 1, 64, &n)) return -1;
         c->writers = (uint32_t)n;

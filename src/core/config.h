@@ -15,6 +15,8 @@ typedef struct config {
     int listen_port;
     char data_dir[1024];
     char store[16];                 /* the store backend: "rocksdb" (default) or "cassandra" */
+    char cassandra_hosts[512];      /* --store cassandra: "HOST:PORT[,HOST:PORT...]" */
+    char cassandra_keyspace[64];    /* its keyspace (default "parley") */
     int workers;                    /* loop threads; 0 = one per core */
     uint32_t writers;               /* conversation writer threads (chat/partition.h) */
     uint32_t fanouts;               /* fan-out threads (user partitions' owners) */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "store/store_backend.h"
+#include "store/store_cassandra.h"
 #include "store/store_rocksdb.h"
 
 static char *error_copy(const char *msg) {
@@ -31,8 +32,8 @@ const char *store_kind_name(store_kind kind) { return kind == STORE_KIND_CASSAND
 store *store_open_kind(store_kind kind, const char *dir, const store_options *o, char **err) {
     *err = NULL;
     if (kind == STORE_KIND_ROCKSDB) return store_rocksdb_open(dir, o, err);
-    *err = error_copy("--store cassandra: the Cassandra backend is not built yet in this version of "
-                      "parley; use --store rocksdb (the default)");
+    if (kind == STORE_KIND_CASSANDRA) return store_cassandra_open(o, err);
+    *err = error_copy("unknown store kind");
     return NULL;
 }
 

@@ -70,6 +70,10 @@ typedef struct store_options {
     uint64_t min_free_bytes;            /* commits refused while the filesystem of
                                            the store has less free; 0: no check */
     bool recover_truncate_corrupt_wal;
+    /* the Cassandra backend (store_cassandra.h); RocksDB ignores them */
+    const char *cassandra_hosts;        /* "HOST:PORT[,HOST:PORT...]" */
+    const char *cassandra_keyspace;     /* NULL or "": "parley" */
+    int cassandra_timeout_ms;           /* per CQL request; 0: the client's 12000 */
 } store_options;
 store *store_open_ex(const char *dir, const store_options *o, char **err); /* *err: free() it */
 /* Creates an empty store in dir, which must be absent or empty. 0, or -1
@@ -131,8 +135,9 @@ typedef enum store_kind {
 /* 0 and *kind for "rocksdb" or "cassandra", -1 for any other name */
 int store_kind_parse(const char *name, store_kind *kind);
 const char *store_kind_name(store_kind kind);
-/* Opens the store of the configured kind: RocksDB in dir with o; a kind
- * not built into this binary fails with *err saying so. */
+/* Opens the store of the configured kind: RocksDB in dir with o, or
+ * Cassandra at o->cassandra_hosts in keyspace o->cassandra_keyspace (dir
+ * unused; the keyspace and tables are created if absent). */
 store *store_open_kind(store_kind kind, const char *dir, const store_options *o, char **err);
 
 /* Every get returns 1 when found, 0 when not, -1 on a store error.

@@ -159,6 +159,27 @@ cql_status cql_execute(cql_client *c, const cql_prepared *stmt, const cql_values
 cql_status cql_query(cql_client *c, const char *query, const cql_values *values,
                      cql_consistency cl, cql_callback cb, void *ud);
 
+/* A LOGGED BATCH: statements (query text and bound values), encoded as
+ * they are added, executed as one request. Cassandra writes a logged batch
+ * to its batch log first, so its statements are applied all or (after a
+ * coordinator failure, once the batch log replays) eventually all: never
+ * a part for good. Statements are sent as text (kind 0), not prepared ids,
+ * so an UNPREPARED answer cannot happen. At most CQL_MAX_BATCH statements. */
+#define CQL_MAX_BATCH 65535
+typedef struct cql_batch cql_batch;
+cql_batch *cql_batch_new(void);
+void cql_batch_free(cql_batch *b);
+/* Appends one statement; values may be NULL. A statement that cannot be
+ * added (out of memory, too many, a values error) marks the batch failed:
+ * executing it then answers CQL_ERR_ARG or CQL_ERR_NOMEM. */
+void cql_batch_add(cql_batch *b, const char *query, const cql_values *values);
+size_t cql_batch_count(const cql_batch *b);
+size_t cql_batch_bytes(const cql_batch *b);   /* encoded size so far */
+/* Asynchronous, like cql_execute; the batch is copied, so the caller may
+ * free or reuse it at once. */
+cql_status cql_execute_batch(cql_client *c, const cql_batch *b, cql_consistency cl, cql_callback cb,
+                             void *ud);
+
 /* Synchronous wrappers for tests and tools: return the result (never NULL
  * except out of memory); the caller frees it. Not from a callback. */
 cql_result *cql_execute_sync(cql_client *c, const cql_prepared *stmt, const cql_values *values,

@@ -251,6 +251,9 @@ static int conn_send(cql_client *c, conn *k, request *r) {
         cql_put_short_bytes(b, r->stmt->id, r->stmt->id_len);
         cql_put_raw(b, r->params.data, r->params.len);
         break;
+    case CQL_OP_BATCH: /* the whole body, built by cql_execute_batch */
+        cql_put_raw(b, r->params.data, r->params.len);
+        break;
     }
     cql_frame_end(b, start);
     if (b->oom) {
@@ -880,6 +883,19 @@ cql_status cql_query(cql_client *c, const char *query, const cql_values *values,
         return CQL_ERR_NOMEM;
     r->query = strdup(query);
     cql_status st = r->query ? add_params(r, values, cl, 0, NULL, 0) : CQL_ERR_NOMEM;
+    if (st != CQL_OK) {
+        req_free(r);
+        return st;
+    }
+    return submit(c, r);
+}
+
+cql_status cql_execute_batch(cql_client *c, const cql_batch *b, cql_consistency cl, cql_callback cb,
+                             void *ud) {
+    request *r = new_request(CQL_OP_BATCH, cb, ud);
+    if (!r)
+        return CQL_ERR_NOMEM;
+    cql_status st = cql_batch_body(b, cl, &r->params);
     if (st != CQL_OK) {
         req_free(r);
         return st;

@@ -81,6 +81,10 @@ void cql_body_startup(cql_buf *b);
 void cql_body_params(cql_buf *b, cql_consistency cl, const cql_values *values,
                      int32_t page_size, const uint8_t *paging_state, size_t paging_len);
 
+/* The body of a BATCH request of b (LOGGED, no flags) into out. CQL_OK,
+ * CQL_ERR_ARG for an empty or failed batch, CQL_ERR_NOMEM. */
+cql_status cql_batch_body(const cql_batch *b, cql_consistency cl, cql_buf *out);
+
 /* Parses a response body of the given header flags and opcode into a new
  * result; the tracing id, warnings and custom payload that the flags announce
  * are skipped (compression is never negotiated, so flag 0x01 is refused by

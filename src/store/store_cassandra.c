@@ -1,0 +1,347 @@
+/* store_cassandra.c -- the Cassandra store backend: opening (connect,
+ * create the schema if absent, prepare the reads), health, metrics, and
+ * the map from the tagged keys of store.h (listed at the top of
+ * store_rocksdb.c) to the rows of store_cassandra_schema.c.
+ *
+ * Writes: store_cassandra_write.c (one LOGGED BATCH per commit); reads:
+ * store_cassandra_read.c. Every statement runs at LOCAL_QUORUM (why: see
+ * store_cassandra_schema.c). */
+#include "store/store_cassandra.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "store/store_cassandra_internal.h"
+#include "store/store_cassandra_schema.h"
+
+/* Each tagged key's row. 'c' and 'S' share the conversation's row (record
+ * and last_seq), 'm' and its read marks the member's (record, and
+ * read_seq/delivered_seq as columns: an ack rewrites 16 bytes). */
+const cass_kind cass_kinds[] = {
+    {'k', false, "counters", "name", "T", "value", "L", false, -1, 0},
+    {'n', false, "user_names", "name", "T", "user_id", "L", false, -1, 0},
+    {'u', false, "users", "user_id", "L", "record", "B", false, -1, 0},
+    {'d', false, "devices", "user_id,device_id", "LI", "record", "B", false, -1, 0},
+    {'t', false, "link_tokens", "link_token", "T", "record", "B", false, -1, 0},
+    {'c', false, "conversations", "conv", "L", "record", "B", true, -1, 0},
+    {'S', false, "conversations", "conv", "L", "last_seq", "L", true, -1, 0},
+    {'p', false, "directs", "user_lo,user_hi", "LL", "conv", "L", false, -1, 0},
+    {'m', false, "members", "conv,user_id", "LL", "record", "B", true, -1, 0},
+    {'m', true, "members", "conv,user_id", "LLr", "read_seq,delivered_seq", "LL", true, -1, 0},
+    {'v', false, "user_conversations", "user_id,conv", "LL", "", "", false, -1, 0},
+    {'M', false, "messages", "conv,bucket,seq", "LbL", "body", "B", false, -2, STORE_CQL_MESSAGE_BUCKET},
+    {'i', false, "client_msgs", "user_id,device_id,client_msg_id", "LID", "conv,seq,ts", "LLL", false, 16, 0},
+    {'L', false, "fanout_log", "part,log_offset", "IL", "conv,seq", "LL", false, -1, 0},
+    {'f', false, "checkpoints", "part", "I", "log_offset", "L", false, -1, 0},
+    {'X', false, "inboxes", "user_id,bucket,user_seq", "LbL", "conv,seq,sender,ts", "LLLL", false, 24,
+     STORE_CQL_INBOX_BUCKET},
+    {'H', false, "inbox_heads", "user_id", "L", "user_seq", "L", false, -1, 0},
+    {'r', false, "cursors", "user_id,device_id", "LI", "user_seq", "L", false, -1, 0},
+    {'K', false, "device_keys", "user_id,device_id", "LI", "record", "B", false, -1, 0},
+    {'o', false, "one_time_keys", "user_id,device_id,key_id", "LII", "public_key", "B", false, -1, 0},
+    {'q', false, "device_messages", "user_id,device_id,queue_seq", "LIL", "body", "B", false, -1, 0},
+    {'A', false, "consent", "owner,other", "LL", "record", "B", false, -1, 0},
+};
+const size_t cass_n_kinds = sizeof cass_kinds / sizeof cass_kinds[0];
+
+const cass_kind *cass_kind_of(const uint8_t *key, size_t klen) {
+    if (klen == 0) return NULL;
+    for (size_t i = 0; i < cass_n_kinds; i++) {
+        const cass_kind *k = &cass_kinds[i];
+        if (k->tag != key[0]) continue;
+        /* the member record is 17 bytes, its read marks 18 ending in 'r' */
+        if (k->tag == 'm' && k->marks != (klen == 18)) continue;
+        return k;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------- texts */
+
+static char *textf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *textf(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *p = NULL;
+    int n = vasprintf(&p, fmt, ap);
+    va_end(ap);
+    if (n < 0) abort(); /* out of memory at open: nothing to run without the texts */
+    return p;
+}
+
+/* "a = ? AND b = ?" over the first n names of a comma list */
+static void where_eq(char *out, size_t cap, const char *cols, size_t n) {
+    size_t len = 0;
+    out[0] = 0;
+    const char *p = cols;
+    for (size_t i = 0; i < n && *p; i++) {
+        const char *e = strchr(p, ',');
+        size_t w = e ? (size_t)(e - p) : strlen(p);
+        len += (size_t)snprintf(out + len, cap - len, "%s%.*s = ?", i ? " AND " : "", (int)w, p);
+        p = e ? e + 1 : p + w;
+    }
+}
+
+/* the name of the n-th column of a comma list */
+static void nth_col(char *out, size_t cap, const char *cols, size_t n) {
+    const char *p = cols;
+    for (size_t i = 0; i < n && p; i++) {
+        p = strchr(p, ',');
+        if (p) p++;
+    }
+    const char *e = p ? strchr(p, ',') : NULL;
+    snprintf(out, cap, "%.*s", p ? (int)(e ? (size_t)(e - p) : strlen(p)) : 0, p ? p : "");
+}
+
+static size_t count_cols(const char *cols) {
+    if (!*cols) return 0;
+    size_t n = 1;
+    for (const char *p = cols; *p; p++) n += *p == ',';
+    return n;
+}
+
+static void texts_make(cass *s) {
+    s->texts = calloc(cass_n_kinds, sizeof *s->texts);
+    if (!s->texts) abort();
+    const char *ks = s->keyspace;
+    for (size_t i = 0; i < cass_n_kinds; i++) {
+        const cass_kind *k = &cass_kinds[i];
+        cass_texts *t = &s->texts[i];
+        size_t nk = count_cols(k->key_cols), nv = count_cols(k->val_cols);
+        char marks[512] = "";
+        size_t len = 0;
+        for (size_t j = 0; j < nk + nv; j++) len += (size_t)snprintf(marks + len, sizeof marks - len, j ? ",?" : "?");
+        char all[512], prefix[512], last[64];
+        where_eq(all, sizeof all, k->key_cols, nk);
+        where_eq(prefix, sizeof prefix, k->key_cols, nk - 1);
+        nth_col(last, sizeof last, k->key_cols, nk - 1);
+        t->put = textf("INSERT INTO %s.%s (%s%s%s) VALUES (%s) USING TTL ? AND TIMESTAMP ?", ks, k->table,
+                       k->key_cols, nv ? "," : "", k->val_cols, marks);
+        t->del = textf("DELETE %s FROM %s.%s USING TIMESTAMP ? WHERE %s", k->shares_row ? k->val_cols : "", ks,
+                       k->table, all);
+        t->del_prefix = textf("DELETE FROM %s.%s USING TIMESTAMP ? WHERE %s", ks, k->table, prefix);
+        t->del_range = textf("DELETE FROM %s.%s USING TIMESTAMP ? WHERE %s%s%s >= ? AND %s < ?", ks, k->table,
+                             prefix, nk > 1 ? " AND " : "", last, last);
+        t->select_all = textf("SELECT %s%s%s FROM %s.%s", k->key_cols, nv ? "," : "", k->val_cols, ks, k->table);
+    }
+}
+
+static void texts_free(cass *s) {
+    if (!s->texts) return;
+    for (size_t i = 0; i < cass_n_kinds; i++) {
+        free(s->texts[i].put);
+        free(s->texts[i].del);
+        free(s->texts[i].del_prefix);
+        free(s->texts[i].del_range);
+        free(s->texts[i].select_all);
+    }
+    free(s->texts);
+}
+
+/* ------------------------------------------------------------- retention */
+
+uint64_t cass_wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+bool cass_expired(const cass *s, uint64_t ts) {
+    return s->retention_ms && ts && ts + s->retention_ms < cass_wall_ms();
+}
+
+/* one varint at *p (bounded by end); 0 when cut short */
+static int varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+    *v = 0;
+    for (int shift = 0; *p < end && shift < 64; shift += 7) {
+        uint8_t byte = *(*p)++;
+        *v |= (uint64_t)(byte & 0x7f) << shift;
+        if (!(byte & 0x80)) return 1;
+    }
+    return 0;
+}
+
+uint64_t cass_message_ts(const uint8_t *p, size_t len) {
+    const uint8_t *end = p + len;
+    uint64_t tag, v;
+    while (p < end && varint(&p, end, &tag)) {
+        switch (tag & 7) {
+        case 0:
+            if (!varint(&p, end, &v)) return 0;
+            if (tag >> 3 == 10) return v;
+            break;
+        case 1: if (end - p < 8) return 0; p += 8; break;
+        case 2:
+            if (!varint(&p, end, &v) || v > (uint64_t)(end - p)) return 0;
+            p += v;
+            break;
+        case 5: if (end - p < 4) return 0; p += 4; break;
+        default: return 0;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------- health, metrics */
+
+static store_health cass_get_health(void *impl) {
+    cass *s = impl;
+    cql_stats st;
+    cql_get_stats(s->cql, &st);
+    /* failing while commits fail, or while no host is reachable */
+    if (atomic_load(&s->commit_failing) || st.ready_connections == 0) return STORE_FAILING;
+    return STORE_HEALTHY;
+}
+
+static size_t cass_metrics_render(void *impl, char *out, size_t cap) {
+    cass *s = impl;
+    cql_stats st;
+    cql_get_stats(s->cql, &st);
+    int n = snprintf(out, cap,
+        "# HELP parley_store_cql_requests_total CQL requests sent to Cassandra.\n"
+        "# TYPE parley_store_cql_requests_total counter\nparley_store_cql_requests_total %llu\n"
+        "# HELP parley_store_cql_timeouts_total CQL requests with no answer within the request timeout.\n"
+        "# TYPE parley_store_cql_timeouts_total counter\nparley_store_cql_timeouts_total %llu\n"
+        "# HELP parley_store_cql_reprepares_total Statements prepared again after UNPREPARED.\n"
+        "# TYPE parley_store_cql_reprepares_total counter\nparley_store_cql_reprepares_total %llu\n"
+        "# HELP parley_store_cql_reconnects_total Connection attempts to Cassandra hosts.\n"
+        "# TYPE parley_store_cql_reconnects_total counter\nparley_store_cql_reconnects_total %llu\n"
+        "# HELP parley_store_cql_connection_failures_total Connections to Cassandra lost or refused.\n"
+        "# TYPE parley_store_cql_connection_failures_total counter\nparley_store_cql_connection_failures_total %llu\n"
+        "# HELP parley_store_cql_ready_connections Connections ready for requests now.\n"
+        "# TYPE parley_store_cql_ready_connections gauge\nparley_store_cql_ready_connections %d\n"
+        "# HELP parley_store_cql_peak_in_flight Most requests in flight on one connection so far.\n"
+        "# TYPE parley_store_cql_peak_in_flight gauge\nparley_store_cql_peak_in_flight %d\n"
+        "# HELP parley_store_cql_batches_total LOGGED BATCH requests of commits (first tries).\n"
+        "# TYPE parley_store_cql_batches_total counter\nparley_store_cql_batches_total %lu\n"
+        "# HELP parley_store_cql_commit_retries_total Batches executed again after an unknown outcome.\n"
+        "# TYPE parley_store_cql_commit_retries_total counter\nparley_store_cql_commit_retries_total %lu\n"
+        "# HELP parley_store_cql_read_failures_total Reads Cassandra failed.\n"
+        "# TYPE parley_store_cql_read_failures_total counter\nparley_store_cql_read_failures_total %lu\n"
+        "# HELP parley_store_commits_total Commits finished (either way).\n"
+        "# TYPE parley_store_commits_total counter\nparley_store_commits_total %lu\n"
+        "# HELP parley_store_commit_failures_total Commits the store failed.\n"
+        "# TYPE parley_store_commit_failures_total counter\nparley_store_commit_failures_total %lu\n"
+        "# HELP parley_store_failing 1 while the last commit failed or no Cassandra host is reachable.\n"
+        "# TYPE parley_store_failing gauge\nparley_store_failing %d\n",
+        (unsigned long long)st.requests, (unsigned long long)st.timeouts, (unsigned long long)st.reprepares,
+        (unsigned long long)st.reconnects, (unsigned long long)st.connection_failures, st.ready_connections,
+        st.peak_in_flight, atomic_load(&s->batch_chunks_total), atomic_load(&s->commit_retries_total),
+        atomic_load(&s->read_failures_total), atomic_load(&s->commits_total),
+        atomic_load(&s->commit_failures_total), cass_get_health(s) == STORE_FAILING ? 1 : 0);
+    if (n < 0) return 0;
+    return (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* ------------------------------------------------------------ open, close */
+
+static void cass_close(void *impl) {
+    cass *s = impl;
+    if (!s) return;
+    if (s->cql) cql_close(s->cql);   /* frees the prepared statements too */
+    texts_free(s);
+    free(s);
+}
+
+static char *errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *errorf(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *p = NULL;
+    int n = vasprintf(&p, fmt, ap);
+    va_end(ap);
+    if (n < 0) abort(); /* an error we cannot report is a failure we cannot explain */
+    return p;
+}
+
+static const store_ops cassandra_ops = {
+    .name = "cassandra",
+    .close = cass_close,
+    .get_health = cass_get_health,
+    .metrics_render = cass_metrics_render,
+    .commit = cass_commit,
+    .get_counter = cass_get_counter,
+    .get_user = cass_get_user,
+    .get_user_id = cass_get_user_id,
+    .get_device = cass_get_device,
+    .get_link_token = cass_get_link_token,
+    .scan_link_tokens = cass_scan_link_tokens,
+    .get_conversation = cass_get_conversation,
+    .get_direct = cass_get_direct,
+    .get_member = cass_get_member,
+    .scan_members = cass_scan_members,
+    .scan_user_conversations = cass_scan_user_conversations,
+    .get_message = cass_get_message,
+    .last_seq = cass_last_seq,
+    .scan_messages_back = cass_scan_messages_back,
+    .get_client_msg = cass_get_client_msg,
+    .scan_log = cass_scan_log,
+    .last_log_offset = cass_last_log_offset,
+    .get_checkpoint = cass_get_checkpoint,
+    .inbox_head = cass_inbox_head,
+    .scan_inbox = cass_scan_inbox,
+    .get_cursor = cass_get_cursor,
+    .scan_devices = cass_scan_devices,
+    .get_device_keys = cass_get_device_keys,
+    .first_one_time_key = cass_first_one_time_key,
+    .scan_device_messages = cass_scan_device_messages,
+    .scan_device_messages_after = cass_scan_device_messages_after,
+    .get_consent = cass_get_consent,
+    .commit_async = cass_commit_async,
+    .scan_all = cass_scan_all,
+};
+
+store *store_cassandra_open(const store_options *o, char **err) {
+    *err = NULL;
+    if (!o->cassandra_hosts || !*o->cassandra_hosts) {
+        *err = errorf("--store cassandra needs --cassandra HOST:PORT[,HOST:PORT...]");
+        return NULL;
+    }
+    const char *ks = o->cassandra_keyspace && *o->cassandra_keyspace ? o->cassandra_keyspace : "parley";
+    cass *s = calloc(1, sizeof *s);
+    store *st = calloc(1, sizeof *st);
+    if (!s || !st) abort();
+    snprintf(s->keyspace, sizeof s->keyspace, "%s", ks);
+    s->retention_ms = o->retention_ms;
+    cql_options co = {.hosts = o->cassandra_hosts, .request_timeout_ms = o->cassandra_timeout_ms};
+    s->cql = cql_connect(&co);
+    if (!s->cql) {
+        *err = errorf("--cassandra %s: not a list of HOST:PORT", o->cassandra_hosts);
+        goto fail;
+    }
+    int wait_ms = o->cassandra_timeout_ms > 0 ? o->cassandra_timeout_ms : 15000;
+    if (cql_wait_ready(s->cql, wait_ms) != 0) {
+        *err = errorf("--cassandra %s: no host answered within %d ms", o->cassandra_hosts, wait_ms);
+        goto fail;
+    }
+    char why[512];
+    if (store_cql_schema_create(s->cql, s->keyspace, 1, why, sizeof why) != 0) {
+        *err = errorf("cassandra keyspace %s: %s", s->keyspace, why);
+        goto fail;
+    }
+    texts_make(s);
+    for (int i = 0; i < R_COUNT; i++) {
+        char q[512];
+        snprintf(q, sizeof q, cass_read_texts[i], s->keyspace);
+        cql_result *res = NULL;
+        s->reads[i] = cql_prepare(s->cql, q, &res);
+        if (!s->reads[i]) {
+            *err = errorf("cassandra: prepare %s: %s", q, res ? cql_result_message(res) : "out of memory");
+            cql_result_free(res);
+            goto fail;
+        }
+    }
+    atomic_store(&s->last_ts_us, 0);
+    st->ops = &cassandra_ops;
+    st->impl = s;
+    log_info("store: cassandra at %s, keyspace %s", o->cassandra_hosts, s->keyspace);
+    return st;
+fail:
+    cass_close(s);
+    free(st);
+    return NULL;
+}

@@ -1,0 +1,137 @@
+/* store_cassandra_internal.h -- what the three files of the Cassandra
+ * backend share: the handle, the record kinds (a tagged key of store.h and
+ * the table row it names), and the CQL texts made for them at open.
+ *
+ *   store_cassandra.c        open, close, health, metrics, the ops table
+ *   store_cassandra_write.c  commit: a batch's writes as one LOGGED BATCH
+ *   store_cassandra_read.c   gets, scans and scan_all */
+#ifndef PARLEY_STORE_CASSANDRA_INTERNAL_H
+#define PARLEY_STORE_CASSANDRA_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/cql/cql.h"
+#include "store/store_backend.h"
+
+/* How one record kind maps to a row. key_fmt has one character per field
+ * of the tagged key after its tag byte, in order:
+ *   'L' 8-byte big-endian id -> bigint column   'I' 4-byte -> int column
+ *   'T' the rest of the key  -> text column     'D' length byte + bytes -> blob
+ *   'b' no bytes: the bucket column, the next field's value / bucket
+ *   'r' the literal byte 'r' (the member read-marks record), no column
+ * val_fmt: "B" the whole value as one blob column, or one 'L' per 8-byte
+ * big-endian value column, or "" (no value). */
+typedef struct cass_kind {
+    char tag;
+    bool marks;              /* 'm' with a trailing 'r' */
+    const char *table;
+    const char *key_cols;    /* comma-separated, one per key_fmt letter but 'r' */
+    const char *key_fmt;
+    const char *val_cols;    /* comma-separated, "" for none */
+    const char *val_fmt;
+    bool shares_row;         /* another kind keeps columns in the same row:
+                                a delete removes this kind's columns only */
+    int ttl_from;            /* -1 no TTL; -2 the message's server_ts; else the
+                                byte offset of an 8-byte ts in the value */
+    uint32_t bucket;         /* for 'b' */
+} cass_kind;
+
+extern const cass_kind cass_kinds[];
+extern const size_t cass_n_kinds;
+
+/* the kind of a tagged key; NULL for a key of no kind */
+const cass_kind *cass_kind_of(const uint8_t *key, size_t klen);
+
+/* the CQL texts of one kind, with the keyspace in them */
+typedef struct cass_texts {
+    char *put;          /* INSERT ... USING TTL ? AND TIMESTAMP ? */
+    char *del;          /* DELETE [val cols] FROM ... USING TIMESTAMP ? WHERE every key col */
+    char *del_prefix;   /* DELETE FROM ... USING TIMESTAMP ? WHERE every key col but the last */
+    char *del_range;    /* ... WHERE every key col but the last AND last >= ? AND last < ? */
+    char *select_all;   /* SELECT key cols, val cols FROM ... (scan_all) */
+} cass_texts;
+
+/* the prepared reads (store_cassandra_read.c) */
+enum cass_read {
+    R_COUNTER, R_USER, R_USER_ID, R_DEVICE, R_DEVICES, R_TOKEN, R_TOKENS, R_CONV, R_LAST_SEQ, R_DIRECT,
+    R_MEMBER, R_MEMBERS, R_USER_CONVS, R_MESSAGE, R_MESSAGES_BACK, R_CLIENT_MSG, R_LOG, R_LAST_LOG,
+    R_CHECKPOINT, R_INBOX_HEAD, R_INBOX, R_CURSOR, R_DEVICE_KEYS, R_FIRST_OTK, R_DEVICE_MESSAGES, R_CONSENT,
+    R_COUNT
+};
+extern const char *const cass_read_texts[R_COUNT];   /* "%s": the keyspace */
+
+typedef struct cass {
+    cql_client *cql;
+    char keyspace[64];
+    uint64_t retention_ms;           /* 0: keep everything */
+    cass_texts *texts;               /* one per cass_kinds entry */
+    cql_prepared *reads[R_COUNT];
+    atomic_bool commit_failing;
+    atomic_ullong last_ts_us;        /* the last write timestamp handed out */
+    atomic_ulong commits_total;
+    atomic_ulong commit_failures_total;
+    atomic_ulong commit_retries_total;   /* re-executions after an unknown outcome */
+    atomic_ulong batch_chunks_total;     /* LOGGED BATCH requests sent (first tries) */
+    atomic_ulong read_failures_total;
+} cass;
+
+/* the consistency of every write and every read (see store_cassandra_schema.c) */
+#define CASS_CL CQL_LOCAL_QUORUM
+
+int cass_commit(void *impl, store_batch *b, bool sync);
+int cass_commit_async(void *impl, store_batch *b, bool sync, store_commit_cb cb, void *ud);
+
+/* server_ts (field 10) of an encoded parley.v1.Message; 0 if absent */
+uint64_t cass_message_ts(const uint8_t *p, size_t len);
+uint64_t cass_wall_ms(void);
+/* a record of time ts is past the retention */
+bool cass_expired(const cass *s, uint64_t ts);
+
+/* rows per page of a scan */
+#define PAGE_ROWS 500
+/* calls fn for each row; non-zero stops */
+typedef int (*cass_row_fn)(void *ud, const cql_result *r, size_t row);
+/* Runs a prepared read, page after page (page_rows 0: one page, unpaged),
+ * and calls fn per row. 0, or -1 on a store error (logged). */
+int cass_rows(cass *s, const cql_prepared *stmt, const cql_values *v, int32_t page_rows, cass_row_fn fn,
+              void *ud);
+
+/* reads */
+int cass_get_counter(void *impl, const char *name, uint64_t *value);
+int cass_get_user(void *impl, uint64_t user_id, Parley__Store__User **out);
+int cass_get_user_id(void *impl, const char *name, uint64_t *user_id);
+int cass_get_device(void *impl, uint64_t user_id, uint32_t device_id, Parley__Store__Device **out);
+int cass_get_link_token(void *impl, const char *token, Parley__Store__LinkToken **out);
+int cass_scan_link_tokens(void *impl, const char *prefix, const char *after, store_link_token_fn fn, void *ud);
+int cass_get_conversation(void *impl, uint64_t conv, Parley__Store__Conversation **out);
+int cass_get_direct(void *impl, uint64_t a, uint64_t b, uint64_t *conv);
+int cass_get_member(void *impl, uint64_t conv, uint64_t user, Parley__Store__Member **out);
+int cass_scan_members(void *impl, uint64_t conv, store_member_fn fn, void *ud);
+int cass_scan_user_conversations(void *impl, uint64_t user, store_id_fn fn, void *ud);
+int cass_get_message(void *impl, uint64_t conv, uint64_t seq, store_bytes *out);
+int cass_last_seq(void *impl, uint64_t conv, uint64_t *seq);
+int cass_scan_messages_back(void *impl, uint64_t conv, uint64_t before_seq, uint32_t limit, store_message_fn fn,
+                            void *ud);
+int cass_get_client_msg(void *impl, uint64_t user, uint32_t device, const uint8_t *id, size_t id_len,
+                        uint64_t *conv, uint64_t *seq);
+int cass_scan_log(void *impl, uint32_t partition, uint64_t after, store_log_fn fn, void *ud);
+int cass_last_log_offset(void *impl, uint32_t partition, uint64_t *offset);
+int cass_get_checkpoint(void *impl, uint32_t partition, uint64_t *offset);
+int cass_inbox_head(void *impl, uint64_t user, uint64_t *user_seq);
+int cass_scan_inbox(void *impl, uint64_t user, uint64_t after, uint64_t through, uint32_t limit,
+                    store_inbox_fn fn, void *ud);
+int cass_get_cursor(void *impl, uint64_t user, uint32_t device, uint64_t *user_seq);
+int cass_scan_devices(void *impl, uint64_t user, store_device_fn fn, void *ud);
+int cass_get_device_keys(void *impl, uint64_t user, uint32_t device, Parley__Store__DeviceKeys **out);
+int cass_first_one_time_key(void *impl, uint64_t user, uint32_t device, uint32_t *key_id, store_bytes *out);
+int cass_scan_device_messages(void *impl, uint64_t user, uint32_t device, uint32_t limit,
+                              store_device_message_fn fn, void *ud);
+int cass_scan_device_messages_after(void *impl, uint64_t user, uint32_t device, uint64_t after, uint32_t limit,
+                                    store_device_message_fn fn, void *ud);
+int cass_get_consent(void *impl, uint64_t owner, uint64_t other, Parley__Store__Consent **out);
+int cass_scan_all(void *impl, store_record_fn fn, void *ud);
+
+#endif
