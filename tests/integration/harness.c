@@ -4,6 +4,7 @@
 #endif
 #include "harness.h"
 #include "cassandra_node.h"
+#include "store/cql/cql.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -123,7 +124,8 @@ static void ptrs_del(h_ptrs *s, void *p) {
 
 static void reap_all(void);
 static int store_args_add(h_server *s);   /* PARLEY_TEST_STORE, at the end */
-static int start_wait_ms(void);
+static void keyspaces_drop(const char *only);
+static int start_wait_ms(const h_server *s);
 static void install_atexit(void) {
     if (!atexit_installed) {
         atexit(reap_all);
@@ -246,7 +248,7 @@ static void reap_all(void) {
             slots[i].owner = NULL;
             slots[i].dir[0] = 0;
         }
-    }
+    }    keyspaces_drop(NULL);   /* the ones of servers not destroyed by their test */
 }
 
 static h_slot *slot_for(const h_server *s, int create) {
@@ -508,7 +510,7 @@ static int spawn(h_server *s) {
 }
 
 static int wait_healthy(h_server *s) {
-    uint64_t deadline = h_now_ms() + (uint64_t)start_wait_ms();
+    uint64_t deadline = h_now_ms() + (uint64_t)start_wait_ms(s);
     while (h_now_ms() < deadline) {
         if (!h_server_alive(s)) {
             fprintf(stderr, "  server exited during start-up\n");
@@ -521,7 +523,7 @@ static int wait_healthy(h_server *s) {
             return 0;
         h_sleep_ms(30);
     }
-    fprintf(stderr, "  server did not answer /healthz 200 within %d s\n", start_wait_ms() / 1000);
+    fprintf(stderr, "  server did not answer /healthz 200 within %d s\n", start_wait_ms(s) / 1000);
     h_server_log_tail(s, 30);
     h_server_kill9(s);
     return -1;
@@ -633,6 +635,7 @@ void h_server_kill9(h_server *s) {
 
 void h_server_destroy(h_server *s) {
     stop_checked(s, "h_server_destroy");
+    if (s->pid <= 0 && *h_server_keyspace(s)) keyspaces_drop(h_server_keyspace(s));
     h_slot *sl = slot_for(s, 0);
     if (sl) {
         rm_rf(sl->dir);
@@ -1655,10 +1658,13 @@ static int test_store_is_cassandra(void) {
 
 const char *h_test_store(void) { return test_store_is_cassandra() ? "cassandra" : "rocksdb"; }
 
-static int start_wait_ms(void) {
-    /* a server on Cassandra creates its keyspace and tables at its first
-     * start: schema changes take a while on a shared machine */
-    return test_store_is_cassandra() ? 90000 : 10000;
+static int start_wait_ms(const h_server *s) {
+    /* a server on Cassandra (by PARLEY_TEST_STORE or its own flags)
+     * creates its keyspace and tables at its first start: schema changes
+     * take a while on a shared machine */
+    for (int i = 0; i + 1 < s->n_extra; i++)
+        if (strcmp(s->extra[i], "--store") == 0 && strcmp(s->extra[i + 1], "cassandra") == 0) return 90000;
+    return 10000;
 }
 
 static const char *cassandra_hosts(void) {
@@ -1673,6 +1679,54 @@ static const char *cassandra_hosts(void) {
         atexit(reap_all);
     }
     return cassandra_node_hosts();
+}
+
+/* Keyspaces this program made on a node that outlives it (run.sh's), so
+ * they are dropped when their server is destroyed, or at exit: a node with
+ * hundreds of tables runs out of heap. Bounded; past the bound a keyspace
+ * is only left behind (the node is removed after the pass anyway). */
+enum { H_MAX_KEYSPACES = 64 };
+static struct {
+    char hosts[128];
+    char name[48];
+} keyspaces[H_MAX_KEYSPACES];
+
+static void keyspace_note(const char *hosts, const char *name) {
+    const char *env = getenv("PARLEY_TEST_CASSANDRA");
+    if (!env || !*env) return;   /* a node of our own goes with its directory */
+    for (int i = 0; i < H_MAX_KEYSPACES; i++)
+        if (!keyspaces[i].name[0]) {
+            snprintf(keyspaces[i].hosts, sizeof keyspaces[i].hosts, "%s", hosts);
+            snprintf(keyspaces[i].name, sizeof keyspaces[i].name, "%s", name);
+            return;
+        }
+}
+
+/* DROP KEYSPACE for the one named only (NULL: every noted one) */
+static void keyspaces_drop(const char *only) {
+    for (int i = 0; i < H_MAX_KEYSPACES; i++) {
+        if (!keyspaces[i].name[0] || (only && strcmp(only, keyspaces[i].name) != 0)) continue;
+        if (h_cassandra_drop_keyspace(keyspaces[i].hosts, keyspaces[i].name) != 0)
+            fprintf(stderr, "  could not drop keyspace %s (left on the node)\n", keyspaces[i].name);
+        keyspaces[i].name[0] = 0;
+    }
+}
+
+int h_cassandra_drop_keyspace(const char *hosts, const char *keyspace) {
+    char q[128];
+    snprintf(q, sizeof q, "DROP KEYSPACE IF EXISTS %s", keyspace);
+    cql_options o = {.hosts = hosts, .request_timeout_ms = 60000};
+    cql_client *c = cql_connect(&o);
+    if (!c) return -1;
+    int rc = -1;
+    if (cql_wait_ready(c, 30000) == 0) {
+        cql_result *r = cql_query_sync(c, q, CQL_ONE);
+        rc = r && cql_result_status(r) == CQL_OK ? 0 : -1;
+        if (rc != 0) fprintf(stderr, "  %s: %s\n", q, r ? cql_result_message(r) : "no result");
+        cql_result_free(r);
+    }
+    cql_close(c);
+    return rc;
 }
 
 static int store_args_add(h_server *s) {
@@ -1690,6 +1744,7 @@ static int store_args_add(h_server *s) {
     char keyspace[48];
     snprintf(keyspace, sizeof keyspace, "it_%08lx_%d_%u", (unsigned long)time(NULL), (int)getpid(),
              n_keyspaces++);
+    keyspace_note(hosts, keyspace);
     const char *args[] = {"--store", "cassandra", "--cassandra", hosts, "--keyspace", keyspace};
     for (size_t i = 0; i < sizeof args / sizeof args[0]; i++) {
         if (s->n_extra >= H_MAX_EXTRA_ARGS) return -1;

@@ -378,8 +378,6 @@ int h_raw_wait_eof(h_raw *w);
  * answer. 0 or -1. */
 int h_raw_send_register(h_raw *w, const char *name, uint64_t request_id);
 
-#endif
-
 /* The store the servers of h_server_start run on: "rocksdb" (default) or,
  * with PARLEY_TEST_STORE=cassandra, "cassandra": each h_server then gets
  * --store cassandra --cassandra HOSTS --keyspace (its own, kept across
@@ -388,3 +386,9 @@ int h_raw_send_register(h_raw *w, const char *name, uint64_t request_id);
 const char *h_test_store(void);
 /* s's --keyspace, "" when it has none */
 const char *h_server_keyspace(const h_server *s);
+/* DROP KEYSPACE IF EXISTS keyspace on hosts ("HOST:PORT"). 0 or -1. The
+ * harness drops the keyspaces it made on a node of PARLEY_TEST_CASSANDRA
+ * itself (at h_server_destroy, and at exit). */
+int h_cassandra_drop_keyspace(const char *hosts, const char *keyspace);
+
+#endif
