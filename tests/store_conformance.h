@@ -13,6 +13,7 @@
 #ifndef PARLEY_TESTS_STORE_CONFORMANCE_H
 #define PARLEY_TESTS_STORE_CONFORMANCE_H
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,6 +336,60 @@ static void commit_async_calls_back_once(void) {
     be->discard();
 }
 
+/* many asynchronous commits in flight at once (a network backend's
+ * callbacks come from its I/O thread, in any order): each calls back once
+ * with 0 and is emptied, each one's writes are there, and a key several of
+ * them write holds the value of the last call */
+enum { MANY_COMMITS = 16 };
+
+typedef struct many_seen {
+    atomic_int calls;
+    atomic_int failures;
+} many_seen;
+
+static void many_done(void *ud, int result) {
+    many_seen *m = ud;
+    if (result != 0) atomic_fetch_add(&m->failures, 1);
+    atomic_fetch_add(&m->calls, 1);
+}
+
+static void commit_async_many_in_flight(void) {
+    /* static: a case that stops early must not leave callbacks pointing
+     * into a returned frame */
+    static store_batch *b[MANY_COMMITS];
+    static many_seen m;
+    atomic_store(&m.calls, 0);
+    atomic_store(&m.failures, 0);
+    store *s = be->open_fresh();
+    CHECK(s, "open");
+    int started = 0;
+    for (int i = 0; i < MANY_COMMITS; i++) {
+        b[i] = store_batch_new();
+        store_put_cursor(b[i], 30 + (uint64_t)i, 1, 100 + (uint64_t)i);
+        store_put_message(b[i], 60, (uint64_t)i + 1, (const uint8_t *)"x", 1);   /* each also sets last seq */
+        started += store_commit_async(s, b[i], true, many_done, &m) == 0;
+    }
+    for (int i = 0; i < 3000 && atomic_load(&m.calls) < started; i++) usleep(10000);
+    CHECK(started == MANY_COMMITS, "%d of %d commits started", started, MANY_COMMITS);
+    CHECK(atomic_load(&m.calls) == MANY_COMMITS, "%d callbacks for %d commits", atomic_load(&m.calls),
+          MANY_COMMITS);
+    CHECK(atomic_load(&m.failures) == 0, "%d commits failed", atomic_load(&m.failures));
+    for (int i = 0; i < MANY_COMMITS; i++) {
+        uint64_t x = 0;
+        CHECK(store_batch_count(b[i]) == 0, "batch %d not emptied", i);
+        CHECK(store_get_cursor(s, 30 + (uint64_t)i, 1, &x) == 1 && x == 100 + (uint64_t)i, "cursor %d: %lu", i, x);
+        store_batch_free(b[i]);
+        b[i] = NULL;
+    }
+    uint64_t last = 0;
+    CHECK(store_last_seq(s, 60, &last) == 0 && last == MANY_COMMITS, "last seq %lu: not the last call's", last);
+    msgs got = {0};
+    CHECK(store_scan_messages_back(s, 60, 0, MANY_COMMITS, msg_cb, &got) == 0 && got.n == MANY_COMMITS,
+          "messages %zu", got.n);
+    store_close(s);
+    be->discard();
+}
+
 typedef struct names {
     char s[8][32];
     uint64_t id[8];
@@ -501,6 +556,7 @@ static const struct {
     {"later_writes_in_a_batch_win", later_writes_in_a_batch_win},
     {"members_and_read_marks", members_and_read_marks},
     {"commit_async_calls_back_once", commit_async_calls_back_once},
+    {"commit_async_many_in_flight", commit_async_many_in_flight},
     {"users_devices_conversations_and_tokens", users_devices_conversations_and_tokens},
     {"keys_and_device_messages", keys_and_device_messages},
 };

@@ -46,13 +46,13 @@ static int export_row_cb(void *ud, const cql_result *r, size_t row) {
             break;
         case 'T':
             if (cql_get_bytes(r, row, col++, &p, &n) != 0 || n > 255) return 0;
-            memcpy(es->key + kl, p, n);
+            if (n) memcpy(es->key + kl, p, n);
             kl += n;
             break;
         case 'D':
             if (cql_get_bytes(r, row, col++, &p, &n) != 0 || n > 255) return 0;
             es->key[kl++] = (uint8_t)n;
-            memcpy(es->key + kl, p, n);
+            if (n) memcpy(es->key + kl, p, n);
             kl += n;
             break;
         case 'b':

@@ -114,7 +114,7 @@ static int one_blob_cb(void *ud, const cql_result *r, size_t row) {
     if (cql_get_bytes(r, row, 0, &p, &n) != 0) return 1;   /* null: not this record */
     o->p = malloc(n ? n : 1);
     if (!o->p) abort();
-    memcpy(o->p, p, n);
+    if (n) memcpy(o->p, p, n);
     o->n = n;
     o->found = 1;
     return 1;
@@ -226,7 +226,7 @@ static int token_row_cb(void *ud, const cql_result *r, size_t row) {
     if (cql_get_bytes(r, row, 0, &tp, &tn) != 0 || cql_get_bytes(r, row, 1, &rp, &rn) != 0) return 0;
     if (tn > 255) return 0;
     char token[256];
-    memcpy(token, tp, tn);
+    if (tn) memcpy(token, tp, tn);
     token[tn] = 0;
     size_t pl = strlen(ts->prefix);
     if (strncmp(token, ts->prefix, pl) != 0) return 0;
@@ -246,7 +246,7 @@ static int token_row_cb(void *ud, const cql_result *r, size_t row) {
     memcpy(t->token, token, tn + 1);
     t->rec = malloc(rn ? rn : 1);
     if (!t->rec) abort();
-    memcpy(t->rec, rp, rn);
+    if (rn) memcpy(t->rec, rp, rn);
     t->n = rn;
     return 0;
 }
@@ -262,7 +262,7 @@ int cass_scan_link_tokens(void *impl, const char *prefix, const char *after, sto
         log_error("store: cassandra: more than %d link tokens to scan", TOKENS_MAX);
         rc = -1;
     }
-    if (rc == 0) qsort(ts.rows, ts.n, sizeof *ts.rows, token_cmp);
+    if (rc == 0 && ts.n > 1) qsort(ts.rows, ts.n, sizeof *ts.rows, token_cmp);
     int stopped = rc != 0;
     for (size_t i = 0; i < ts.n; i++) {
         if (!stopped) {
@@ -654,7 +654,7 @@ static int first_key_cb(void *ud, const cql_result *r, size_t row) {
     if (cql_get_int(r, row, 0, &id) != 0 || cql_get_bytes(r, row, 1, &p, &n) != 0) return 0;
     fk->out->data = malloc(n ? n : 1);
     if (!fk->out->data) abort();
-    memcpy(fk->out->data, p, n);
+    if (n) memcpy(fk->out->data, p, n);
     fk->out->len = n;
     fk->key_id = (uint32_t)id;
     fk->found = 1;

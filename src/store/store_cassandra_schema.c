@@ -1,13 +1,15 @@
 /* store_cassandra_schema.c -- the Cassandra store's tables (see the header
  * for the bucket rules).
  *
- * Consistency, per statement of the backend to come: every write at
+ * Consistency, per statement of the backend (store_cassandra*.c): every write at
  * LOCAL_QUORUM (an ack means durable on a majority of the local replicas);
  * reads that must see a write just acknowledged (messages, members, dedupe,
  * the fan-out log and checkpoints, inbox heads, cursors, keys, link tokens,
  * names, counters) at LOCAL_QUORUM, so a read quorum overlaps the write
  * quorum; only presence-like hints (the device list read to pick fan-out
- * targets, which the next sync corrects) may read at ONE. LWT: none is
+ * targets, which the next sync corrects) may read at ONE -- the backend
+ * reads those at LOCAL_QUORUM too for now (one rule, measured before it
+ * is relaxed). LWT: none is
  * needed by this schema while a single owner (the write path's partition
  * owner) serialises names, link tokens and one-time keys, as the embedded
  * design does; the tables are shaped so that a claim can become

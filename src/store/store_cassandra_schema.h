@@ -1,8 +1,7 @@
 /* store_cassandra_schema.h -- the CQL schema of the Cassandra store backend
  * (issue 12): one keyspace, typed tables that follow the access patterns of
- * store.h. Only the schema exists so far; the store_ops backend that reads
- * and writes these tables is not built yet (--store cassandra is still
- * refused at start). */
+ * store.h. The backend that reads and writes them is store_cassandra*.c
+ * (--store cassandra). */
 #ifndef PARLEY_STORE_CASSANDRA_SCHEMA_H
 #define PARLEY_STORE_CASSANDRA_SCHEMA_H
 

@@ -266,8 +266,8 @@ static uint64_t now_us(void) {
 
 /* n consecutive timestamps, after every one handed out before */
 static uint64_t reserve_timestamps(cass *s, size_t n) {
-    uint64_t last = atomic_load(&s->last_ts_us);
-    uint64_t base;
+    unsigned long long last = atomic_load(&s->last_ts_us);
+    unsigned long long base;
     do {
         base = now_us();
         if (base <= last) base = last + 1;

@@ -1,0 +1,145 @@
+/* test_store_cassandra.c -- the store conformance suite
+ * (tests/store_conformance.h, the same cases test_store runs on RocksDB)
+ * against the Cassandra backend on a real Apache Cassandra: one node for
+ * the program (cassandra_node, stopped by PID on every exit path), each
+ * case in a fresh keyspace, dropped after it.
+ *
+ * Cassandra's own: the asynchronous commit's failure path -- with the node
+ * frozen (SIGSTOP) a commit reports -1 once, leaves its batch intact and
+ * health FAILING; once the node runs again the same batch commits and
+ * health is back.
+ *
+ * Not in the neutral set (RocksDB-only, in test_store): its directory
+ * markers, WAL recovery, the free-space watermark, column families and
+ * their migration, and the export stream compared byte for byte (Cassandra
+ * lists records in its own token order). */
+#include "../check.h"
+#include "../store_conformance.h"
+#include "cassandra_node.h"
+#include "store/cql/cql.h"
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static cql_client *admin;   /* drops the keyspaces */
+static int keyspace_n;
+static char keyspace[32];
+
+static store *open_keyspace(int timeout_ms) {
+    char *err = NULL;
+    store_options o = {.cassandra_hosts = cassandra_node_hosts(), .cassandra_keyspace = keyspace,
+                       .cassandra_timeout_ms = timeout_ms};
+    store *s = store_open_kind(STORE_KIND_CASSANDRA, NULL, &o, &err);
+    if (!s) fprintf(stderr, "  open keyspace %s: %s\n", keyspace, err ? err : "?");
+    free(err);
+    return s;
+}
+
+static store *cass_open_fresh(void) {
+    snprintf(keyspace, sizeof keyspace, "conformance_%d", ++keyspace_n);
+    return open_keyspace(0);
+}
+
+static store *cass_reopen(void) { return open_keyspace(0); }
+
+static void cass_discard(void) {
+    char q[96];
+    snprintf(q, sizeof q, "DROP KEYSPACE IF EXISTS %s", keyspace);
+    cql_result *r = cql_query_sync(admin, q, CQL_ONE);
+    if (cql_result_status(r) != CQL_OK) fprintf(stderr, "  %s: %s\n", q, cql_result_message(r));
+    cql_result_free(r);
+}
+
+static const backend cassandra_backend = {"cassandra", cass_open_fresh, cass_reopen, cass_discard};
+
+static void start_cassandra(void) {
+    CHECK(cassandra_node_start("test-store-cass") == 0, "no Cassandra");
+    cql_options o = {.hosts = cassandra_node_hosts()};
+    admin = cql_connect(&o);
+    CHECK(admin && cql_wait_ready(admin, 60000) == 0, "no CQL connection");
+}
+
+/* ------------------------------------------- the async commit's failure */
+
+typedef struct failed_commit {
+    atomic_int calls;
+    atomic_int result;
+    atomic_size_t count_at_callback;
+    store_batch *b;
+} failed_commit;
+
+static void failed_done(void *ud, int result) {
+    failed_commit *f = ud;
+    atomic_store(&f->count_at_callback, store_batch_count(f->b));
+    atomic_store(&f->result, result);
+    atomic_fetch_add(&f->calls, 1);
+}
+
+static void thaw(void) { kill(cassandra_node_pid(), SIGCONT); }
+
+static void a_commit_to_a_frozen_node_fails_with_its_batch_intact(void) {
+    snprintf(keyspace, sizeof keyspace, "conformance_%d", ++keyspace_n);
+    /* a short request timeout: the commit gives up after its retries */
+    store *s = open_keyspace(2000);
+    CHECK(s, "open");
+    CHECK(store_get_health(s) == STORE_HEALTHY, "health at open: %s", store_health_name(store_get_health(s)));
+    store_batch *b = store_batch_new();
+    store_put_cursor(b, 9, 1, 33);
+    store_put_message(b, 4, 1, (const uint8_t *)"m", 1);
+    size_t writes = store_batch_count(b);
+    CHECK(cassandra_node_freeze(30000) == 0, "freeze");
+    failed_commit f = {.b = b};
+    atomic_store(&f.result, 2);
+    int started = store_commit_async(s, b, true, failed_done, &f);
+    /* three tries of 2 s each; waited for by the one callback, bounded */
+    for (int i = 0; i < 6000 && started == 0 && atomic_load(&f.calls) == 0; i++) usleep(10000);
+    store_health during = store_get_health(s);
+    thaw();
+    CHECK(started == 0, "not started");
+    CHECK(atomic_load(&f.calls) == 1, "callback called %d times", atomic_load(&f.calls));
+    CHECK(atomic_load(&f.result) == -1, "result %d with the node frozen", atomic_load(&f.result));
+    CHECK(atomic_load(&f.count_at_callback) == writes && store_batch_count(b) == writes,
+          "the failed batch holds %zu writes at the callback, %zu after, of %zu",
+          atomic_load(&f.count_at_callback), store_batch_count(b), writes);
+    CHECK(during == STORE_FAILING, "health while failing: %s", store_health_name(during));
+    /* the node runs again: the same batch commits (bounded tries while it
+     * catches up), and health is back */
+    int rc = -1;
+    for (int i = 0; i < 20 && rc != 0; i++) rc = store_commit(s, b, true);
+    CHECK(rc == 0, "the same batch again, after thaw");
+    CHECK(store_get_health(s) == STORE_HEALTHY, "health after a success: %s",
+          store_health_name(store_get_health(s)));
+    uint64_t x = 0;
+    CHECK(store_get_cursor(s, 9, 1, &x) == 1 && x == 33, "cursor %lu", x);
+    CHECK(store_last_seq(s, 4, &x) == 0 && x == 1, "last seq %lu", x);
+    char text[8192];
+    size_t len = store_metrics_render(s, text, sizeof text);
+    text[len < sizeof text ? len : sizeof text - 1] = 0;
+    CHECK(strstr(text, "parley_store_commit_failures_total 1\n") && strstr(text, "parley_store_failing 0\n") &&
+          strstr(text, "parley_store_cql_commit_retries_total 2\n"), "metrics:\n%s", text);
+    store_batch_free(b);
+    store_close(s);
+    cass_discard();
+}
+
+int main(void) {
+    RUN(start_cassandra);
+    if (check_failures_total == 0) {
+        be = &cassandra_backend;
+        for (size_t j = 0; j < sizeof conformance / sizeof conformance[0]; j++) {
+            char name[128];
+            snprintf(name, sizeof name, "%s[%s]", conformance[j].name, be->name);
+            check_run(name, conformance[j].fn);
+        }
+        be = NULL;
+        RUN(a_commit_to_a_frozen_node_fails_with_its_batch_intact);
+    }
+    if (admin) cql_close(admin);
+    cassandra_node_stop();
+    CHECK_EXIT();
+}
