@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store/store.h"
@@ -33,7 +34,10 @@ typedef struct backend {
     void (*discard)(void);
 } backend;
 
-static const backend *be;   /* the backend the running conformance case uses */
+static const backend *be;
+/* the retention a backend's open_fresh opens with (0: keep everything);
+ * a case that sets it sets it back */
+static uint64_t conformance_retention_ms;   /* the backend the running conformance case uses */
 
 typedef struct seen {
     uint64_t a[64], b[64], c[64];
@@ -390,6 +394,53 @@ static void commit_async_many_in_flight(void) {
     be->discard();
 }
 
+/* records past the retention are invisible at once, whatever the
+ * backend removes them with: a message, its inbox entry and its dedupe
+ * record of a time older than the retention are not found, a newer one
+ * is, and the last seq (which retention never removes) stays */
+static void records_past_retention_are_invisible(void) {
+    conformance_retention_ms = 60000;
+    store *s = be->open_fresh();
+    conformance_retention_ms = 0;
+    CHECK(s, "open");
+    struct timespec now_ts;
+    clock_gettime(CLOCK_REALTIME, &now_ts);
+    uint64_t now = (uint64_t)now_ts.tv_sec * 1000 + (uint64_t)now_ts.tv_nsec / 1000000;
+    uint64_t old = now - 120000;   /* two minutes ago: past a one-minute retention */
+    store_batch *b = store_batch_new();
+    uint8_t body[2][64];
+    size_t len[2];
+    for (int i = 0; i < 2; i++) {
+        Parley__V1__Message m = PARLEY__V1__MESSAGE__INIT;
+        m.seq = (uint64_t)i + 1;
+        m.server_ts = i == 0 ? old : now;
+        len[i] = parley__v1__message__pack(&m, body[i]);
+        store_put_message(b, 70, (uint64_t)i + 1, body[i], len[i]);
+        store_put_inbox(b, 8, (uint64_t)i + 1, 70, (uint64_t)i + 1, 9, i == 0 ? old : now);
+    }
+    store_put_inbox_head(b, 8, 2);
+    store_put_client_msg(b, 9, 1, (const uint8_t *)"old", 3, 70, 1, old);
+    store_put_client_msg(b, 9, 1, (const uint8_t *)"new", 3, 70, 2, now);
+    CHECK(store_commit(s, b, true) == 0, "commit");
+    store_batch_free(b);
+    store_bytes v = {0};
+    CHECK(store_get_message(s, 70, 1, &v) == 0, "the expired message was found");
+    CHECK(store_get_message(s, 70, 2, &v) == 1 && v.len == len[1], "the fresh message");
+    store_bytes_free(&v);
+    msgs got = {0};
+    CHECK(store_scan_messages_back(s, 70, 0, 10, msg_cb, &got) == 0 && got.n == 1 && got.seq[0] == 2,
+          "history: %zu messages", got.n);
+    seen in = {0};
+    CHECK(store_scan_inbox(s, 8, 0, 0, 10, inbox_cb, &in) == 0 && in.n == 1 && in.a[0] == 2, "inbox: %zu entries",
+          in.n);
+    uint64_t conv = 0, seq = 0;
+    CHECK(store_get_client_msg(s, 9, 1, (const uint8_t *)"old", 3, &conv, &seq) == 0, "the expired dedupe record");
+    CHECK(store_get_client_msg(s, 9, 1, (const uint8_t *)"new", 3, &conv, &seq) == 1 && seq == 2, "the fresh one");
+    CHECK(store_last_seq(s, 70, &seq) == 0 && seq == 2, "last seq %lu", seq);
+    store_close(s);
+    be->discard();
+}
+
 typedef struct names {
     char s[8][32];
     uint64_t id[8];
@@ -557,6 +608,7 @@ static const struct {
     {"members_and_read_marks", members_and_read_marks},
     {"commit_async_calls_back_once", commit_async_calls_back_once},
     {"commit_async_many_in_flight", commit_async_many_in_flight},
+    {"records_past_retention_are_invisible", records_past_retention_are_invisible},
     {"users_devices_conversations_and_tokens", users_devices_conversations_and_tokens},
     {"keys_and_device_messages", keys_and_device_messages},
 };

@@ -32,8 +32,8 @@ static char keyspace[32];
 
 static store *open_keyspace(int timeout_ms) {
     char *err = NULL;
-    store_options o = {.cassandra_hosts = cassandra_node_hosts(), .cassandra_keyspace = keyspace,
-                       .cassandra_timeout_ms = timeout_ms};
+    store_options o = {.retention_ms = conformance_retention_ms, .cassandra_hosts = cassandra_node_hosts(),
+                       .cassandra_keyspace = keyspace, .cassandra_timeout_ms = timeout_ms};
     store *s = store_open_kind(STORE_KIND_CASSANDRA, NULL, &o, &err);
     if (!s) fprintf(stderr, "  open keyspace %s: %s\n", keyspace, err ? err : "?");
     free(err);

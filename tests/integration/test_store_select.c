@@ -1,7 +1,8 @@
 /* test_store_select.c -- the store backend chosen by --store: rocksdb (the
- * default) serves; cassandra, not built yet, is refused at start with an
- * error that says so and exit status 1, and no data directory is made; an
- * unknown name is a bad option (exit status 2). */
+ * default) serves; cassandra without --cassandra is refused at start with
+ * an error that names the option and exit status 1, and no data directory
+ * is made; an unknown name is a bad option (exit status 2). A server on
+ * Cassandra is test_cassandra_server's. */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -55,7 +56,7 @@ static int file_has(const char *path, const char *text) {
     return strstr(buf, text) != NULL;
 }
 
-static void cassandra_is_refused_until_built(void) {
+static void cassandra_without_hosts_is_refused(void) {
     /* the harness's server: --store rocksdb, explicitly, serves */
     const char *args[] = {"--store", "rocksdb", NULL};
     NEED(h_server_start(&S, args) == 0);
@@ -68,7 +69,7 @@ static void cassandra_is_refused_until_built(void) {
     snprintf(log, sizeof log, "%s/cassandra.log", S.dir);
     int rc = serve_status(S.bin, "cassandra", data, log);
     CHECK(rc == 1, "--store cassandra: exit status %d, want 1", rc);
-    CHECK(file_has(log, "not built yet"), "--store cassandra did not say it is not built yet (see %s)", log);
+    CHECK(file_has(log, "needs --cassandra HOST:PORT"), "--store cassandra did not name --cassandra (see %s)", log);
     struct stat sb;
     CHECK(stat(data, &sb) != 0, "--store cassandra made a RocksDB data directory");
     rc = serve_status(S.bin, "mysql", data, log);
@@ -78,7 +79,7 @@ static void cassandra_is_refused_until_built(void) {
 }
 
 int main(void) {
-    RUN(cassandra_is_refused_until_built);
+    RUN(cassandra_without_hosts_is_refused);
     h_server_destroy(&S);
     CHECK_EXIT();
 }

@@ -265,6 +265,40 @@ static void flagged_prefixes_are_skipped(void) {
     cql_buf_free(&b);
 }
 
+/* a LOGGED BATCH body: type 0, the count, each statement as kind 0, long
+ * string and its values, then consistency and no flags; an empty or failed
+ * batch is refused before it is sent */
+static void batch_body_is_exact(void) {
+    cql_batch *bt = cql_batch_new();
+    CHECK(bt, "new");
+    cql_buf out = {0};
+    CHECK(cql_batch_body(bt, CQL_LOCAL_QUORUM, &out) == CQL_ERR_ARG, "an empty batch was encoded");
+    cql_values v;
+    cql_values_init(&v);
+    cql_values_int(&v, 7);
+    cql_batch_add(bt, "Q1", &v);
+    cql_batch_add(bt, "Q2", NULL);
+    cql_values_free(&v);
+    CHECK(cql_batch_count(bt) == 2, "count %zu", cql_batch_count(bt));
+    CHECK(cql_batch_body(bt, CQL_LOCAL_QUORUM, &out) == CQL_OK, "encode");
+    static const uint8_t want[] = {
+        0x00, 0x00, 0x02,                                   /* LOGGED, 2 statements */
+        0x00, 0, 0, 0, 2, 'Q', '1', 0x00, 0x01, 0, 0, 0, 4, 0, 0, 0, 7,
+        0x00, 0, 0, 0, 2, 'Q', '2', 0x00, 0x00,
+        0x00, 0x06, 0x00,                                   /* LOCAL_QUORUM, no flags */
+    };
+    CHECK(out.len == sizeof want && memcmp(out.data, want, sizeof want) == 0, "body of %zu bytes differs", out.len);
+    cql_buf_free(&out);
+    cql_values bad;
+    cql_values_init(&bad);
+    bad.error = 1;
+    cql_batch_add(bt, "Q3", &bad);
+    cql_buf again = {0};
+    CHECK(cql_batch_body(bt, CQL_ONE, &again) == CQL_ERR_ARG, "a batch with a failed statement was encoded");
+    cql_buf_free(&again);
+    cql_batch_free(bt);
+}
+
 int main(void) {
     RUN(startup_frame_is_exact);
     RUN(query_params_encode_values_and_paging);
@@ -277,5 +311,6 @@ int main(void) {
     RUN(unprepared_carries_the_id);
     RUN(prepared_result_gives_id);
     RUN(flagged_prefixes_are_skipped);
+    RUN(batch_body_is_exact);
     CHECK_EXIT();
 }

@@ -32,7 +32,7 @@ static store *open_fresh(void) {
     snprintf(dir, sizeof dir, "/tmp/parley-store-XXXXXX");
     if (!mkdtemp(dir)) return NULL;
     char *err = NULL;
-    store *s = store_open(dir, 0, 0, &err);
+    store *s = store_open(dir, conformance_retention_ms, 0, &err);
     free(err);
     return s;
 }
