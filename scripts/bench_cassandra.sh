@@ -13,7 +13,8 @@
 # SKIP_HISTORY=1.
 # The servers are started here (parley serve with the limits parley-bench
 # lifts itself) on free loopback ports and stopped by PID; the node is
-# scripts/cassandra.sh's, stopped by PID at exit.
+# scripts/cassandra.sh's, stopped by PID at exit. Needs curl and jq
+# (scripts/install-bench-deps.sh).
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -44,7 +45,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# a loopback port nobody listens on (bounded tries); the server's bind
+# fails loudly if one is taken in between
+free_port() {
+    local p
+    for _ in $(seq 1 100); do
+        p=$(( 20000 + RANDOM % 40000 ))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+    done
+    echo "no free port found" >&2
+    return 1
+}
 
 # start_server STORE DATA_DIR KEYSPACE: sets PORT and SERVER_PID, waits for /healthz 200
 start_server() {

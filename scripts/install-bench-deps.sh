@@ -2,13 +2,13 @@
 # Installs what `make bench` needs beyond scripts/install-deps.sh: the peer
 # brokers it compares parley with (mosquitto, nats-server, Redis; Apache Kafka
 # runs from jars that scripts/kafka.sh fetches with Maven, on a Java 17
-# runtime), their C client libraries, gnuplot, and valgrind for
-# scripts/callgrind.sh.
+# runtime), their C client libraries, gnuplot, valgrind for
+# scripts/callgrind.sh, and curl and jq for scripts/bench_cassandra.sh.
 # Kept apart from install-deps.sh so that building and testing parley never
 # needs them. Idempotent: prints nothing and changes nothing when all are present.
 set -e
 PACKAGES="mosquitto libmosquitto-dev nats-server libnats-dev redis-server libhiredis-dev
-  librdkafka-dev openjdk-17-jre-headless maven gnuplot-nox valgrind"
+  librdkafka-dev openjdk-17-jre-headless maven gnuplot-nox valgrind curl jq"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
