@@ -19,6 +19,14 @@
  *   - history and a fresh device's sync hold every acknowledged message
  *     exactly once, in seq order, before and after a restart of the server.
  *
+ * Seen failing: with the writer's client_msg_id lookup in the store
+ * skipped (chat/writer.c), recovers_after_kill_and_restart fails on the
+ * history (a retry stored a second copy). healthz_503_while_frozen fails
+ * today: the Cassandra backend's health looks at failed commits and ready
+ * connections only, and a frozen node keeps its connection while every
+ * read times out (the sends are refused at their membership read, so no
+ * commit fails).
+ *
  * The test owns its node (it freezes and kills it), so it starts one of
  * its own whatever PARLEY_TEST_STORE says. Every wait is on observable
  * state (a Response, /healthz, the node's process) with a generous bound. */
