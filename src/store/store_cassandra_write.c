@@ -32,6 +32,13 @@
  * commits are far under this (512 sends of at most 64 KiB is the worst
  * case, and typical messages are under 1 KiB).
  *
+ * Many commits may be in flight at once (commit_async); their callbacks
+ * come from the CQL client's I/O thread in the order their answers arrive,
+ * not necessarily the order of the calls. What keeps two commits of one
+ * owner in order is the data itself: timestamps are taken at the call, so
+ * of two commits writing one key the later call wins, whichever Cassandra
+ * applies first.
+ *
  * Retention: messages, inbox entries and dedupe records are written with a
  * TTL of what is left of the retention at their time (ts + retention -
  * now); one already past it is written as a delete of its row. */
