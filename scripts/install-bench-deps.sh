@@ -4,13 +4,13 @@
 # install-deps.sh, the tests need it; Apache Kafka
 # runs from jars that scripts/kafka.sh fetches with Maven, on a Java 17
 # runtime), their C client libraries (librdkafka, which the cluster's log
-# also uses, comes with install-deps.sh), gnuplot, and valgrind for
-# scripts/callgrind.sh.
+# also uses, comes with install-deps.sh), gnuplot, valgrind for
+# scripts/callgrind.sh, and curl and jq for scripts/bench_cassandra.sh.
 # Kept apart from install-deps.sh so that building and testing parley never
 # needs them. Idempotent: prints nothing and changes nothing when all are present.
 set -e
 PACKAGES="mosquitto libmosquitto-dev nats-server libnats-dev
-  openjdk-17-jre-headless maven gnuplot-nox valgrind"
+  openjdk-17-jre-headless maven gnuplot-nox valgrind curl jq"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

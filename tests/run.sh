@@ -14,7 +14,14 @@
 # tests/fuzz/fuzz_*.c is expected to have one) fails. NOTE lines (bounds a
 # build did not check, and the like) are always shown. The last line is the
 # total.
+#   1b. the same release build, a chosen set of integration tests once more
+#      with every server on Cassandra (PARLEY_TEST_STORE=cassandra): one
+#      node (scripts/cassandra.sh) for the whole pass, stopped by PID at the
+#      end; each server gets its own keyspace (tests/integration/harness.h).
+#      Labelled cass:NAME and counted like the others; the tests that are
+#      about RocksDB itself are listed with the reason they are not run.
 # Environment: FUZZ_SECONDS (default 20), SKIP_SANITIZE=1, SKIP_FUZZ=1,
+# SKIP_CASSANDRA=1 (no pass 1b; the tests that start their own node still run),
 # ONLY=GLOB (run only the programs whose name matches, e.g. ONLY='test_ws'
 # or ONLY='fuzz_*'; a missing program is still reported, within the glob).
 set -u
@@ -126,6 +133,62 @@ if [[ test_web_unit == $ONLY || test_web_e2e == $ONLY ]]; then
     else
         fail_stage "web build"
     fi
+fi
+
+# --- 1b: the server's integration tests on Cassandra
+# messaging, sync and receipts (test_messaging, test_realtime), groups
+# (test_group, test_membership), keys and device messages (test_keys),
+# consent, retention (test_retention), kill -9 (test_crash), partitions
+cassandra_tests="test_messaging test_realtime test_group test_membership test_keys test_consent
+                 test_retention test_crash test_partitions"
+# not run on Cassandra, each for its reason (the tests that start their own
+# Cassandra, test_cql and the like, run in pass 1)
+cassandra_skipped=(
+    "test_retention_restart: measures the bytes of the RocksDB files in --data"
+    "test_powerloss: power loss under the RocksDB write-ahead log (its files in --data)"
+    "test_storage: a RocksDB store with files missing or corrupt in --data"
+    "test_store_migrate: export/import of a RocksDB store in --data (test_store_migrate_cassandra covers Cassandra)"
+    "test_store_select: which backend --store selects and what it refuses, run without PARLEY_TEST_STORE"
+)
+cassandra_pass() {
+    local node_dir port name reason any=0
+    for name in $cassandra_tests; do
+        # shellcheck disable=SC2053 # ONLY is a glob on purpose
+        [[ $name == $ONLY ]] && any=1
+    done
+    [ "$any" = 1 ] || return 0   # no node for a run that picked none
+    node_dir=$(mktemp -d /tmp/parley-cass-pass-XXXXXX)
+    # stopped by the PID cassandra.sh recorded, whatever happens below
+    trap 'scripts/cassandra.sh stop --dir "$node_dir" >/dev/null 2>&1; rm -rf "$node_dir"' EXIT
+    if ! scripts/cassandra.sh start --dir "$node_dir" >"$node_dir/start.log" 2>&1; then
+        sed 's/^/    /' "$node_dir/start.log" | tail -n 20
+        fail_stage "cassandra start (Java 17 and Maven are needed: scripts/install-deps.sh)"
+        return
+    fi
+    port=$(cat "$node_dir/port")
+    for name in $cassandra_tests; do
+        # shellcheck disable=SC2053 # ONLY is a glob on purpose
+        [[ $name == $ONLY ]] || continue
+        if [ -x "build/tests/integration/$name" ]; then
+            run_program "cass:$name" "build/tests/integration/$name" PARLEY_BIN=build/parley \
+                PARLEY_TEST_STORE=cassandra PARLEY_TEST_CASSANDRA="127.0.0.1:$port"
+        else
+            missing_program "cass:$name"
+        fi
+    done
+    for reason in "${cassandra_skipped[@]}"; do
+        name=${reason%%:*}
+        # shellcheck disable=SC2053
+        [[ $name == $ONLY ]] || continue
+        printf '  %-40s not run on Cassandra:%s\n' "cass:$name" "${reason#*:}"
+    done
+    scripts/cassandra.sh stop --dir "$node_dir" >/dev/null 2>&1 || echo "  cassandra.sh stop failed"
+    rm -rf "$node_dir"
+    trap - EXIT
+}
+if [ "${SKIP_CASSANDRA:-0}" != 1 ] && [ -x build/parley ]; then
+    note "release build, on Cassandra (PARLEY_TEST_STORE=cassandra)"
+    cassandra_pass
 fi
 
 if [ "${SKIP_SANITIZE:-0}" != 1 ]; then

@@ -232,7 +232,9 @@ Parley__Store__Member *writer_member_for_update(writer *w, uint64_t conv, uint64
     for (size_t i = 0; i < w->n_members; i++)
         if (w->members[i].conv == conv && w->members[i].user == user) return w->members[i].record;
     Parley__Store__Member *m = NULL;
-    if (store_get_member(w->srv->store, conv, user, &m) != 1) return NULL;
+    int found = store_get_member(w->srv->store, conv, user, &m);
+    w->member_read_failed = found < 0;
+    if (found != 1) return NULL;
     if (w->n_members == w->cap_members) {
         size_t cap = w->cap_members ? w->cap_members * 2 : 64;
         pending_member *grown = realloc(w->members, cap * sizeof *grown);
@@ -980,7 +982,13 @@ static bool handle_send(writer *w, chat_request *r) {
         return false;
     }
     if (w->n_sends == BATCH_MAX) writer_flush(w);
+    w->member_read_failed = false;
     Parley__Store__Member *member = writer_member_for_update(w, q->conversation_id, r->user_id);
+    if (!member && w->member_read_failed) {
+        /* not "not a member": the store did not answer; nothing was stored */
+        writer_fail(w, r, PARLEY__V1__STATUS__UNAVAILABLE, "the store is unavailable: not stored, retry");
+        return false;
+    }
     if (!member || member->joined_seq == 0 || member->left_seq != 0) {
         writer_fail(w, r, PARLEY__V1__STATUS__FORBIDDEN, "not a member of conversation %llu",
                     (unsigned long long)q->conversation_id);

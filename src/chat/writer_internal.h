@@ -127,6 +127,9 @@ struct writer {
     u64map conv_last_seq;            /* conversation -> last seq assigned */
     pending_member *members;         /* member records changed in the open batch */
     size_t n_members, cap_members;
+    /* the last writer_member_for_update found nothing because the store's
+     * read failed (a network store away), not because there is no member */
+    bool member_read_failed;
     note_list notes_open;            /* delivered raises in the open batch */
     note_list notes_due;             /* committed, waiting for the next receipt flush */
     uint64_t notes_flushed_ms;

@@ -3,6 +3,8 @@
 #define _GNU_SOURCE
 #endif
 #include "harness.h"
+#include "cassandra_node.h"
+#include "store/cql/cql.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -121,6 +123,9 @@ static void ptrs_del(h_ptrs *s, void *p) {
 }
 
 static void reap_all(void);
+static int store_args_add(h_server *s);   /* PARLEY_TEST_STORE, at the end */
+static void keyspaces_drop(const char *only);
+static int start_wait_ms(const h_server *s);
 static void install_atexit(void) {
     if (!atexit_installed) {
         atexit(reap_all);
@@ -243,7 +248,7 @@ static void reap_all(void) {
             slots[i].owner = NULL;
             slots[i].dir[0] = 0;
         }
-    }
+    }    keyspaces_drop(NULL);   /* the ones of servers not destroyed by their test */
 }
 
 static h_slot *slot_for(const h_server *s, int create) {
@@ -505,7 +510,7 @@ static int spawn(h_server *s) {
 }
 
 static int wait_healthy(h_server *s) {
-    uint64_t deadline = h_now_ms() + 10000;
+    uint64_t deadline = h_now_ms() + (uint64_t)start_wait_ms(s);
     while (h_now_ms() < deadline) {
         if (!h_server_alive(s)) {
             fprintf(stderr, "  server exited during start-up\n");
@@ -518,7 +523,7 @@ static int wait_healthy(h_server *s) {
             return 0;
         h_sleep_ms(30);
     }
-    fprintf(stderr, "  server did not answer /healthz 200 within 10 s\n");
+    fprintf(stderr, "  server did not answer /healthz 200 within %d s\n", start_wait_ms(s) / 1000);
     h_server_log_tail(s, 30);
     h_server_kill9(s);
     return -1;
@@ -547,6 +552,9 @@ int h_server_start(h_server *s, const char *const *extra_args) {
     }
     memset(s, 0, sizeof *s);
     signal(SIGPIPE, SIG_IGN);
+    /* before install_atexit: a node this program starts is stopped after
+     * its servers */
+    if (store_args_add(s) != 0) return -1;
     install_atexit();
     const char *bin = getenv("PARLEY_BIN");
     snprintf(s->bin, sizeof s->bin, "%s", bin && *bin ? bin : "./build/parley");
@@ -627,6 +635,7 @@ void h_server_kill9(h_server *s) {
 
 void h_server_destroy(h_server *s) {
     stop_checked(s, "h_server_destroy");
+    if (s->pid <= 0 && *h_server_keyspace(s)) keyspaces_drop(h_server_keyspace(s));
     h_slot *sl = slot_for(s, 0);
     if (sl) {
         rm_rf(sl->dir);
@@ -1640,4 +1649,121 @@ void h_test_keys(uint8_t tag, uint8_t ik[32], uint8_t spk[32], uint8_t sig[64]) 
     for (size_t i = 0; i < 32; i++) spk[i] = (uint8_t)((tag + 1) * 31 + i);
     crypto_sign_detached(sig, NULL, spk, 32, sk);
     sodium_memzero(sk, sizeof sk);
+/* ------------------------------------------------- the store under test
+ *
+ * PARLEY_TEST_STORE=cassandra runs every server h_server_start starts on
+ * Cassandra: --store cassandra --cassandra HOSTS --keyspace K, with one
+ * fresh keyspace per h_server. The flags are kept in s->extra, so a restart
+ * (h_server_restart, after h_server_kill9 too) comes back on the same
+ * keyspace: that is what "the same data dir" means on Cassandra. HOSTS is
+ * PARLEY_TEST_CASSANDRA when set (tests/run.sh starts one node for the
+ * whole pass); otherwise this program starts its own node
+ * (cassandra_node.c) at its first server and stops it by PID at exit. */
+
+static int test_store_is_cassandra(void) {
+    const char *v = getenv("PARLEY_TEST_STORE");
+    return v && strcmp(v, "cassandra") == 0;
+}
+
+const char *h_test_store(void) { return test_store_is_cassandra() ? "cassandra" : "rocksdb"; }
+
+static int start_wait_ms(const h_server *s) {
+    /* a server on Cassandra (by PARLEY_TEST_STORE or its own flags)
+     * creates its keyspace and tables at its first start: schema changes
+     * take a while on a shared machine */
+    for (int i = 0; i + 1 < s->n_extra; i++)
+        if (strcmp(s->extra[i], "--store") == 0 && strcmp(s->extra[i + 1], "cassandra") == 0) return 90000;
+    return 10000;
+}
+
+static const char *cassandra_hosts(void) {
+    const char *env = getenv("PARLEY_TEST_CASSANDRA");
+    if (env && *env) return env;
+    static int started;
+    if (!started) {
+        if (cassandra_node_start("it-cass") != 0) return NULL;
+        started = 1;
+        /* atexit runs last-registered first: stop this program's servers
+         * (and their devices) before the node under them */
+        atexit(reap_all);
+    }
+    return cassandra_node_hosts();
+}
+
+/* Keyspaces this program made on a node that outlives it (run.sh's), so
+ * they are dropped when their server is destroyed, or at exit: a node with
+ * hundreds of tables runs out of heap. Bounded; past the bound a keyspace
+ * is only left behind (the node is removed after the pass anyway). */
+enum { H_MAX_KEYSPACES = 64 };
+static struct {
+    char hosts[128];
+    char name[48];
+} keyspaces[H_MAX_KEYSPACES];
+
+static void keyspace_note(const char *hosts, const char *name) {
+    const char *env = getenv("PARLEY_TEST_CASSANDRA");
+    if (!env || !*env) return;   /* a node of our own goes with its directory */
+    for (int i = 0; i < H_MAX_KEYSPACES; i++)
+        if (!keyspaces[i].name[0]) {
+            snprintf(keyspaces[i].hosts, sizeof keyspaces[i].hosts, "%s", hosts);
+            snprintf(keyspaces[i].name, sizeof keyspaces[i].name, "%s", name);
+            return;
+        }
+}
+
+/* DROP KEYSPACE for the one named only (NULL: every noted one) */
+static void keyspaces_drop(const char *only) {
+    for (int i = 0; i < H_MAX_KEYSPACES; i++) {
+        if (!keyspaces[i].name[0] || (only && strcmp(only, keyspaces[i].name) != 0)) continue;
+        if (h_cassandra_drop_keyspace(keyspaces[i].hosts, keyspaces[i].name) != 0)
+            fprintf(stderr, "  could not drop keyspace %s (left on the node)\n", keyspaces[i].name);
+        keyspaces[i].name[0] = 0;
+    }
+}
+
+int h_cassandra_drop_keyspace(const char *hosts, const char *keyspace) {
+    char q[128];
+    snprintf(q, sizeof q, "DROP KEYSPACE IF EXISTS %s", keyspace);
+    cql_options o = {.hosts = hosts, .request_timeout_ms = 60000};
+    cql_client *c = cql_connect(&o);
+    if (!c) return -1;
+    int rc = -1;
+    if (cql_wait_ready(c, 30000) == 0) {
+        cql_result *r = cql_query_sync(c, q, CQL_ONE);
+        rc = r && cql_result_status(r) == CQL_OK ? 0 : -1;
+        if (rc != 0) fprintf(stderr, "  %s: %s\n", q, r ? cql_result_message(r) : "no result");
+        cql_result_free(r);
+    }
+    cql_close(c);
+    return rc;
+}
+
+static int store_args_add(h_server *s) {
+    const char *v = getenv("PARLEY_TEST_STORE");
+    if (!v || !*v || strcmp(v, "rocksdb") == 0) return 0;
+    if (!test_store_is_cassandra()) {
+        fprintf(stderr, "  PARLEY_TEST_STORE=%s: expected rocksdb or cassandra\n", v);
+        return -1;
+    }
+    const char *hosts = cassandra_hosts();
+    if (!hosts) return -1;
+    /* unique per server across the programs of a pass sharing one node:
+     * time, PID and a count; keyspace names are [a-z0-9_], at most 48 */
+    static unsigned n_keyspaces;
+    char keyspace[48];
+    snprintf(keyspace, sizeof keyspace, "it_%08lx_%d_%u", (unsigned long)time(NULL), (int)getpid(),
+             n_keyspaces++);
+    keyspace_note(hosts, keyspace);
+    const char *args[] = {"--store", "cassandra", "--cassandra", hosts, "--keyspace", keyspace};
+    for (size_t i = 0; i < sizeof args / sizeof args[0]; i++) {
+        if (s->n_extra >= H_MAX_EXTRA_ARGS) return -1;
+        s->extra[s->n_extra++] = strdup(args[i]);
+    }
+    return 0;
+}
+
+const char *h_server_keyspace(const h_server *s) {
+    for (int i = 0; i + 1 < s->n_extra; i++)
+        if (strcmp(s->extra[i], "--keyspace") == 0) return s->extra[i + 1];
+    return "";
 }

@@ -382,5 +382,17 @@ int h_raw_send_register(h_raw *w, const char *name, uint64_t request_id);
  * identity key ik (from a seed made of tag), a 32-byte signed pre-key spk
  * and ik's signature of it (the server verifies it on UploadKeys). */
 void h_test_keys(uint8_t tag, uint8_t ik[32], uint8_t spk[32], uint8_t sig[64]);
+/* The store the servers of h_server_start run on: "rocksdb" (default) or,
+ * with PARLEY_TEST_STORE=cassandra, "cassandra": each h_server then gets
+ * --store cassandra --cassandra HOSTS --keyspace (its own, kept across
+ * restarts); HOSTS is PARLEY_TEST_CASSANDRA, or a node this program starts
+ * (tests/integration/cassandra_node.h) and stops at exit. */
+const char *h_test_store(void);
+/* s's --keyspace, "" when it has none */
+const char *h_server_keyspace(const h_server *s);
+/* DROP KEYSPACE IF EXISTS keyspace on hosts ("HOST:PORT"). 0 or -1. The
+ * harness drops the keyspaces it made on a node of PARLEY_TEST_CASSANDRA
+ * itself (at h_server_destroy, and at exit). */
+int h_cassandra_drop_keyspace(const char *hosts, const char *keyspace);
 
 #endif

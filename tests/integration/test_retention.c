@@ -133,11 +133,18 @@ static void expired_messages_vanish(void) {
     CHECK(h_dev_conv_events(bob, conv, 1, NULL, 0) == 4, "bob: %zu messages, want 4",
           h_dev_conv_events(bob, conv, 1, NULL, 0));
 
-    /* and from disk: the sweeper's compactions drop the records */
-    double removed = 0;
-    for (uint64_t until = h_now_ms() + EXPIRE_WAIT_MS; h_now_ms() < until && removed <= 0; h_sleep_ms(100))
-        if (h_metric(&S, "parley_retention_removed_total", &removed) != 0) removed = 0;
-    CHECK(removed > 0, "parley_retention_removed_total stayed 0");
+    /* and from disk: the sweeper's compactions drop the records (RocksDB's
+     * sweeper; on Cassandra the rows carry a TTL and its own compaction
+     * removes them, which this test does not see) */
+    if (strcmp(h_test_store(), "rocksdb") == 0) {
+        double removed = 0;
+        for (uint64_t until = h_now_ms() + EXPIRE_WAIT_MS; h_now_ms() < until && removed <= 0; h_sleep_ms(100))
+            if (h_metric(&S, "parley_retention_removed_total", &removed) != 0) removed = 0;
+        CHECK(removed > 0, "parley_retention_removed_total stayed 0");
+    } else {
+        check_note("test_retention on %s: removal from disk not checked (TTL and the store's own compaction)",
+                   h_test_store());
+    }
 
     /* let m6 expire too, so nothing of the conversation is left, and restart:
      * the next seq and user_seq still go up */
