@@ -192,8 +192,12 @@ static store_health cass_get_health(void *impl) {
     cass *s = impl;
     cql_stats st;
     cql_get_stats(s->cql, &st);
-    /* failing while commits fail, or while no host is reachable */
-    if (atomic_load(&s->commit_failing) || st.ready_connections == 0) return STORE_FAILING;
+    /* failing while commits fail, while reads fail (a stopped node keeps
+     * its connections up and times every request out, so a write path
+     * refused at its first read never gets to fail a commit), or while no
+     * host is reachable */
+    if (atomic_load(&s->commit_failing) || atomic_load(&s->read_failing) || st.ready_connections == 0)
+        return STORE_FAILING;
     return STORE_HEALTHY;
 }
 
@@ -226,7 +230,7 @@ static size_t cass_metrics_render(void *impl, char *out, size_t cap) {
         "# TYPE parley_store_commits_total counter\nparley_store_commits_total %lu\n"
         "# HELP parley_store_commit_failures_total Commits the store failed.\n"
         "# TYPE parley_store_commit_failures_total counter\nparley_store_commit_failures_total %lu\n"
-        "# HELP parley_store_failing 1 while the last commit failed or no Cassandra host is reachable.\n"
+        "# HELP parley_store_failing 1 while the last commit or read failed or no Cassandra host is reachable.\n"
         "# TYPE parley_store_failing gauge\nparley_store_failing %d\n",
         (unsigned long long)st.requests, (unsigned long long)st.timeouts, (unsigned long long)st.reprepares,
         (unsigned long long)st.reconnects, (unsigned long long)st.connection_failures, st.ready_connections,

@@ -70,6 +70,8 @@ typedef struct cass {
     cass_texts *texts;               /* one per cass_kinds entry */
     cql_prepared *reads[R_COUNT];
     atomic_bool commit_failing;
+    atomic_bool read_failing;        /* the last read failed (a frozen node times reads
+                                        out while its connections stay up) */
     atomic_ullong last_ts_us;        /* the last write timestamp handed out */
     atomic_ulong commits_total;
     atomic_ulong commit_failures_total;

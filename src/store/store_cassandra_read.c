@@ -65,11 +65,13 @@ int cass_rows(cass *s, const cql_prepared *stmt, const cql_values *v, int32_t pa
         ps = NULL;
         if (!res || cql_result_status(res) != CQL_OK) {
             atomic_fetch_add(&s->read_failures_total, 1);
+            atomic_store(&s->read_failing, true);
             log_error("store: cassandra: read failed: %s %s", res ? cql_status_name(cql_result_status(res)) : "",
                       res ? cql_result_message(res) : "out of memory");
             cql_result_free(res);
             return -1;
         }
+        atomic_store(&s->read_failing, false);
         size_t n = cql_result_rows(res);
         int stop = 0;
         for (size_t i = 0; i < n && !stop; i++) stop = fn(ud, res, i);
@@ -476,10 +478,12 @@ int cass_get_client_msg(void *impl, uint64_t user, uint32_t device, const uint8_
     cql_values_free(&v);
     if (!res || cql_result_status(res) != CQL_OK) {
         atomic_fetch_add(&s->read_failures_total, 1);
+        atomic_store(&s->read_failing, true);
         log_error("store: cassandra: dedupe read failed: %s", res ? cql_result_message(res) : "out of memory");
         cql_result_free(res);
         return -1;
     }
+    atomic_store(&s->read_failing, false);
     int64_t c, q, ts;
     int found = cql_result_rows(res) > 0 && cql_get_bigint(res, 0, 0, &c) == 0 &&
                 cql_get_bigint(res, 0, 1, &q) == 0 && cql_get_bigint(res, 0, 2, &ts) == 0;

@@ -1649,6 +1649,8 @@ void h_test_keys(uint8_t tag, uint8_t ik[32], uint8_t spk[32], uint8_t sig[64]) 
     for (size_t i = 0; i < 32; i++) spk[i] = (uint8_t)((tag + 1) * 31 + i);
     crypto_sign_detached(sig, NULL, spk, 32, sk);
     sodium_memzero(sk, sizeof sk);
+}
+
 /* ------------------------------------------------- the store under test
  *
  * PARLEY_TEST_STORE=cassandra runs every server h_server_start starts on
