@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/u64map.h"
+#include "push/push_gateway.h"
 
 enum {
     ITEMS_PER_BATCH = 256,
@@ -175,6 +176,10 @@ static void route(fanout *f) {
         append *a = &f->appends[i];
         size_t n = registry_lookup(f->srv->registry, a->user, entries, MAX_DEVICES_PER_USER);
         if (n > MAX_DEVICES_PER_USER) n = MAX_DEVICES_PER_USER;
+        /* the user's devices with no live session get a push (push_gateway.h
+         * finds them); not for the sender's own message or a membership change */
+        if (f->srv->push && !a->item->membership && a->user != a->item->sender_user_id)
+            push_gateway_hint(f->srv->push, a->user, a->item->conversation_id);
         for (size_t j = 0; j < n; j++) {
             f->deliveries[len++] = (outbox_delivery){entries[j].conn_id, a->user, a->user_seq, a->item->message};
             if (len == DELIVERY_RUN) {
