@@ -29,7 +29,7 @@ static h_server srv;
 static char ddir[128], cert[192], key[192];
 static int dport;
 static pid_t dpid;
-static char vapid_b64[128];
+static char vapid_b64[256];
 
 typedef struct sub {
     char id[16], endpoint[256];
