@@ -208,6 +208,9 @@ static void job_send(job *j) {
     push_gateway *g = j->g;
     if (device_online(g, j->user, j->device)) {
         atomic_fetch_add(&skipped_online_total, 1);
+        /* nothing went out: the window does not hold back the next one */
+        device_state *s = state_find(g, j->user, j->device, false);
+        if (s) s->last_sent_ms = 0;
         job_finish(j);
         return;
     }
