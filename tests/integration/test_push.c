@@ -451,6 +451,27 @@ static void storm_of_429_backs_off_and_loses_nothing(void) {
     CHECK(wait_connections(0) == 0, "closed");
 }
 
+/* 5xx answers (no Retry-After) are retried with our own backoff. */
+static void server_errors_are_retried(void) {
+    h_dev *ivan = NULL, *judy = NULL;
+    uint64_t conv = 0;
+    CHECK(pair("ivan", "judy", &ivan, &judy, &conv) == 0, "pair");
+    CHECK(subscribe(ivan, 5) == 0, "ivan subscribes");
+    CHECK(set_mode(subs[5].id, "503 0 2") == 0, "mode");
+    h_dev_disconnect(ivan);
+    CHECK(wait_connections(1) == 0, "ivan gone");
+    double sent0 = metric("parley_push_sent_total"), retried0 = metric("parley_push_retried_total");
+    CHECK(h_send(judy, conv, "hello") > 0, "send");
+    CHECK(wait_metric("parley_push_sent_total", sent0 + 1) == 0, "got through");
+    seen s503 = double_log(subs[5].id, 503), s201 = double_log(subs[5].id, 201);
+    CHECK(s503.with_status == 2 && s201.with_status == 1 && s503.valid == 3, "two 503, then 201: %d %d %d",
+          s503.with_status, s201.with_status, s503.valid);
+    CHECK(metric("parley_push_retried_total") - retried0 == 2, "two retries");
+    h_dev_free(ivan);
+    h_dev_free(judy);
+    CHECK(wait_connections(0) == 0, "closed");
+}
+
 int main(void) {
     if (sodium_init() < 0) return 1;
     signal(SIGPIPE, SIG_IGN);
@@ -472,6 +493,7 @@ int main(void) {
     RUN(online_device_gets_none_until_it_goes_offline);
     RUN(gone_removes_the_subscription);
     RUN(storm_of_429_backs_off_and_loses_nothing);
+    RUN(server_errors_are_retried);
     h_server_destroy(&srv);
     stop_double();
     CHECK_EXIT();
