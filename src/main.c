@@ -24,6 +24,7 @@
 #include "gateway/outbox_local.h"
 #include "gateway/worker.h"
 #include "net/tls.h"
+#include "push/push_gateway.h"
 #include "server.h"
 #include "store/store_cli.h"
 
@@ -138,6 +139,12 @@ static int serve(int argc, char **argv) {
         return 1;
     }
     srv.n_workers = srv.cfg.workers;
+    /* before the fan-out, which hands it offline devices */
+    if (srv.cfg.push.enabled && !(srv.push = push_gateway_start(&srv))) {
+        fprintf(stderr, "parley: cannot start Web Push (see the log above; --push off runs without it)\n");
+        store_close(srv.store);
+        return 1;
+    }
     int core = server_core_start(&srv);
     ops_listener *ops = NULL;
     if (srv.cfg.metrics_mode == METRICS_SEPARATE)
@@ -168,6 +175,8 @@ static int serve(int argc, char **argv) {
 
     workers_stop(&srv);       /* drain: no new connections; 1012 spread over the window */
     server_core_stop(&srv);   /* the writer finishes what was queued, then fan-out */
+    push_gateway_stop(srv.push);   /* after the fan-out that hands it work */
+    srv.push = NULL;
     workers_free(&srv);
     server_core_free(&srv);
     ops_listener_stop(ops);   /* it reads the store: stopped before it */

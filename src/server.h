@@ -16,6 +16,7 @@ struct fanout;
 struct worker;
 struct quota;
 struct outbox;
+struct push_gateway;
 
 typedef struct server {
     config cfg;
@@ -26,6 +27,7 @@ typedef struct server {
     struct fanout *fanout;
     struct quota *quota;       /* per-device and per-user buckets, writer shares */
     const struct outbox *outbox; /* the write path's way out to devices (chat/outbox.h) */
+    struct push_gateway *push; /* Web Push to offline devices; NULL when off (push/push_gateway.h) */
     struct worker **workers;
     int n_workers;
 } server;

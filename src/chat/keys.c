@@ -303,6 +303,7 @@ void handle_remove_device(writer *w, chat_request *r) {
     store_delete_device(w->batch, r->user_id, device);
     store_delete_device_keys(w->batch, r->user_id, device);   /* and its device messages */
     store_delete_cursor(w->batch, r->user_id, device);
+    store_delete_push_subscription(w->batch, r->user_id, device);
     writer_device_list_changed(w, r->user_id, u);
     parley__store__user__free_unpacked(u, NULL);
     /* Its sessions end at once: requests already queued here are refused

@@ -28,6 +28,7 @@
 #include "core/mpsc.h"
 #include "core/quota.h"
 #include "core/u64map.h"
+#include "push/push_subscription.h"
 
 
 void chat_request_free(chat_request *r) {
@@ -1235,6 +1236,8 @@ static bool handle(writer *w, chat_request *r) {
     case PARLEY__V1__FRAME__BODY_FETCH_KEYS: handle_fetch_keys(w, r); break;
     case PARLEY__V1__FRAME__BODY_REMOVE_DEVICE: handle_remove_device(w, r); break;
     case PARLEY__V1__FRAME__BODY_SEND_DEVICE_MESSAGE: handle_send_device_message(w, r); break;
+    case PARLEY__V1__FRAME__BODY_PUSH_REGISTER: handle_push_register(w, r); break;
+    case PARLEY__V1__FRAME__BODY_PUSH_UNREGISTER: handle_push_unregister(w, r); break;
     default: writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "not a write request"); break;
     }
     writer_flush(w);

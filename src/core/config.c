@@ -54,6 +54,7 @@ void config_defaults(config *c) {
     c->writer_queue_bytes = 256u << 20;
     c->history_page_bytes = 1000000;   /* a page frame stays under a client's 1 MiB limit */
     c->output_stall_ms = 5000;
+    push_config_defaults(&c->push);
 }
 
 const char *config_fsync_name(enum fsync_policy p) {
@@ -165,6 +166,7 @@ void config_usage(FILE *out) {
         "  --log-level LEVEL         debug|info|warn|error (default info)\n"
         "  --config FILE             key = value lines, keys as the flags above without --\n"
         "  --help                    this text\n");
+    push_config_usage(out);
 }
 
 static int parse_u64(const char *key, const char *v, uint64_t min, uint64_t max, uint64_t *out) {
@@ -430,6 +432,10 @@ static int config_set(config *c, const char *key, const char *v) {
     } else if (strcmp(key, "history-page-bytes") == 0) {
         if (parse_u64(key, v, 4096, 64u << 20, &n)) return -1;
         c->history_page_bytes = n;
+    } else if (strncmp(key, "push", 4) == 0) {   /* push/push_config.c */
+        int rc = push_config_set(&c->push, key, v);
+        if (rc > 0) fprintf(stderr, "parley: unknown setting '%s' (see parley serve --help)\n", key);
+        if (rc) return -1;
     } else {
         fprintf(stderr, "parley: unknown setting '%s' (see parley serve --help)\n", key);
         return -1;

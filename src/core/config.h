@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "push/push_config.h"
+
 enum fsync_policy { FSYNC_ALWAYS, FSYNC_BATCH, FSYNC_OFF };
 
 typedef struct config {
@@ -66,6 +68,7 @@ typedef struct config {
     size_t history_page_bytes;      /* messages in one History page, encoded */
     uint32_t output_stall_ms;       /* input paused and no output taken this long: 1008 */
     char web_root[1024];            /* browser client files; "" = the build's web/dist if built, "off" = none */
+    push_config push;               /* --push-*: Web Push to offline devices */
 } config;
 
 enum { METRICS_PUBLIC = 0, METRICS_SEPARATE = 1, METRICS_OFF = 2 };

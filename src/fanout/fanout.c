@@ -62,6 +62,7 @@
 #include "core/metrics.h"
 #include "core/mpsc.h"
 #include "core/u64map.h"
+#include "push/push_gateway.h"
 
 enum {
     ITEMS_PER_BATCH = 256,
@@ -91,7 +92,8 @@ typedef struct member_list {
 typedef struct grant {
     uint64_t user, offset, conversation_id, seq, sender_user_id, ts;
     uint32_t partition;
-    blob *message;   /* one reference */
+    bool membership;   /* a MEMBERSHIP message (no push for it) */
+    blob *message;     /* one reference */
 } grant;
 
 /* a conversation partition read through offset */
@@ -320,6 +322,10 @@ static void route(fanout *f) {
         append *a = &f->appends[i];
         size_t n = registry_lookup(f->srv->registry, a->user, entries, MAX_DEVICES_PER_USER);
         if (n > MAX_DEVICES_PER_USER) n = MAX_DEVICES_PER_USER;
+        /* the user's devices with no live session get a push (push_gateway.h
+         * finds them); not for the sender's own message or a membership change */
+        if (f->srv->push && !a->g->membership && a->user != a->g->sender_user_id)
+            push_gateway_hint(f->srv->push, a->user, a->g->conversation_id);
         for (size_t j = 0; j < n; j++) {
             f->deliveries[len++] = (outbox_delivery){entries[j].conn_id, a->user, a->user_seq, a->g->message};
             if (len == DELIVERY_RUN) {
@@ -527,7 +533,7 @@ static void read_items(fanout *f, queue_item *const *items, size_t n) {
             if (!receives(m, it->seq)) continue;
             uint32_t owner = owner_of(f->set, user_partition(m->user, f->user_partitions));
             add_grant(f, owner, (grant){m->user, it->offset, it->conversation_id, it->seq, it->sender_user_id,
-                                        it->ts, p, it->message});
+                                        it->ts, p, it->membership, it->message});
         }
         METRIC_INC(fanout_messages_total);
     }

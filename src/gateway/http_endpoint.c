@@ -11,6 +11,7 @@
 #include "gateway/ops_http.h"
 #include "gateway/static_files.h"
 #include "net/http.h"
+#include "push/push_gateway.h"
 
 static const char SUBPROTOCOL[] = "parley.v1";
 
@@ -169,6 +170,14 @@ bool http_endpoint_handle(worker *w, conn *c) {
     /* --metrics-listen moves it off the public port (or turns it off) */
     if (strcmp(path, "/metrics") == 0 && w->srv->cfg.metrics_mode == METRICS_PUBLIC) {
         serve_metrics(w, c);
+        return false;
+    }
+    /* the applicationServerKey a browser subscribes with (push/vapid.h) */
+    if (strcmp(path, "/push/vapid-public-key") == 0) {
+        if (w->srv->push) respond(w, c, "200 OK", "Cache-Control: no-cache\r\n", "text/plain",
+                                  push_gateway_vapid_key_b64(w->srv->push),
+                                  strlen(push_gateway_vapid_key_b64(w->srv->push)));
+        else respond_text(w, c, "404 Not Found", "push is off\n");
         return false;
     }
     if (strcmp(path, "/") == 0 && req.upgrade[0]) {

@@ -18,6 +18,7 @@
 #include "core/metrics.h"
 #include "fanout/fanout.h"
 #include "net/http.h"
+#include "push/push_gateway.h"
 
 const char *ops_health(server *srv, int *http_status) {
     store_health h = srv->store ? store_get_health(srv->store) : STORE_HEALTHY;
@@ -29,6 +30,7 @@ size_t ops_metrics_text(server *srv, char *out, size_t cap) {
     size_t n = metrics_render(out, cap);
     if (srv->store && n < cap) n += store_metrics_render(srv->store, out + n, cap - n);
     if (n < cap) n += fanout_metrics_render(out + n, cap - n);
+    if (n < cap) n += push_metrics_render(out + n, cap - n);
     return n;
 }
 

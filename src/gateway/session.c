@@ -26,6 +26,8 @@
 #include "gateway/realtime.h"
 #include "gateway/register_limit.h"
 #include "gateway/request_limits.h"
+#include "push/push_gateway.h"
+#include "push/webpush_crypto.h"
 
 enum {
     MAX_LIST = 1000,        /* conversations in one ListConversations answer */
@@ -141,6 +143,23 @@ static bool submit(worker *w, conn *c, Parley__V1__Frame *f) {
     return false;
 }
 
+/* The VAPID public key (PushGetKey): UNAVAILABLE when push is off. */
+static void push_answer_key(worker *w, conn *c, uint64_t request_id) {
+    if (!w->srv->push) {
+        conn_send_error(w, c, request_id, PARLEY__V1__STATUS__UNAVAILABLE, "push is off on this server");
+        return;
+    }
+    Parley__V1__Response r;
+    Parley__V1__PushKey key;
+    parley__v1__response__init(&r);
+    parley__v1__push_key__init(&key);
+    key.vapid_public_key.data = (uint8_t *)push_gateway_vapid_key(w->srv->push);
+    key.vapid_public_key.len = WEBPUSH_PUBLIC_KEY_BYTES;
+    r.result_case = PARLEY__V1__RESPONSE__RESULT_PUSH_KEY;
+    r.push_key = &key;
+    conn_respond(w, c, request_id, &r);
+}
+
 /* ---------------------------------------------------------------- sign-in */
 
 static void signed_in(worker *w, conn *c, uint64_t request_id, uint64_t user, uint32_t device) {
@@ -159,6 +178,10 @@ static void signed_in(worker *w, conn *c, uint64_t request_id, uint64_t user, ui
     parley__v1__registered__init(&reg);
     reg.user_id = user;
     reg.device_id = device;
+    if (w->srv->push) {   /* so a web client can subscribe without asking again */
+        reg.push_vapid_public_key.data = (uint8_t *)push_gateway_vapid_key(w->srv->push);
+        reg.push_vapid_public_key.len = WEBPUSH_PUBLIC_KEY_BYTES;
+    }
     r.result_case = PARLEY__V1__RESPONSE__RESULT_REGISTERED;
     r.registered = &reg;
     conn_respond(w, c, request_id, &r);
@@ -635,8 +658,14 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
     case PARLEY__V1__FRAME__BODY_DECLINE_REQUEST:
     case PARLEY__V1__FRAME__BODY_BLOCK_USER:
     case PARLEY__V1__FRAME__BODY_MARK_READ:
+    case PARLEY__V1__FRAME__BODY_PUSH_REGISTER:
+    case PARLEY__V1__FRAME__BODY_PUSH_UNREGISTER:
         if (!c->signed_in) conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");
         else if (admission_take(w, c, rid, QUOTA_WRITE)) taken = submit(w, c, f);
+        break;
+    case PARLEY__V1__FRAME__BODY_PUSH_GET_KEY:
+        if (!c->signed_in) conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");
+        else push_answer_key(w, c, rid);
         break;
     case PARLEY__V1__FRAME__BODY_ACK_DEVICE_MESSAGES:
         /* like Ack: no response, and nothing to do before sign-in; the

@@ -160,6 +160,12 @@ int store_scan_devices(store *s, uint64_t user, store_device_fn fn, void *ud) {
     return s->ops->scan_devices(s->impl, user, fn, ud);
 }
 
+int store_get_push_subscription(store *s, uint64_t user, uint32_t device, Parley__Store__PushSubscription **out) {
+    *out = NULL;
+    if (!s->ops->get_push_subscription) return 0;
+    return s->ops->get_push_subscription(s->impl, user, device, out);
+}
+
 int store_get_device_keys(store *s, uint64_t user, uint32_t device, Parley__Store__DeviceKeys **out) {
     return s->ops->get_device_keys(s->impl, user, device, out);
 }

@@ -263,6 +263,14 @@ void store_delete_device_messages_through(store_batch *b, uint64_t user, uint32_
 int store_get_consent(store *s, uint64_t owner, uint64_t other, Parley__Store__Consent **out);
 void store_put_consent(store_batch *b, uint64_t owner, uint64_t other, const Parley__Store__Consent *c);
 
+/* Web Push subscriptions: one per device (user, device), replaced by a new
+ * registration, deleted with the device or when the push service says it
+ * is gone. get: 1 with *out (free_unpacked), 0 when none, -1 on error. */
+int store_get_push_subscription(store *s, uint64_t user, uint32_t device, Parley__Store__PushSubscription **out);
+void store_put_push_subscription(store_batch *b, uint64_t user, uint32_t device,
+                                 const Parley__Store__PushSubscription *p);
+void store_delete_push_subscription(store_batch *b, uint64_t user, uint32_t device);
+
 /* Every record, for export and import (store_export.h): each as its tagged
  * key (the record kind, then its identifiers, as a batch names it) and its
  * value, in an order of the backend's choosing; fn returns non-zero to

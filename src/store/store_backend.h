@@ -53,6 +53,9 @@ typedef struct store_ops {
     int (*get_consent)(void *impl, uint64_t owner, uint64_t other, Parley__Store__Consent **out);
     int (*commit_async)(void *impl, store_batch *b, bool sync, store_commit_cb cb, void *ud);
     int (*scan_all)(void *impl, store_record_fn fn, void *ud);
+    /* NULL in a backend without Web Push subscriptions: none are found */
+    int (*get_push_subscription)(void *impl, uint64_t user, uint32_t device,
+                                 Parley__Store__PushSubscription **out);
 } store_ops;
 
 /* A batch's writes as a backend translates them (a network backend into

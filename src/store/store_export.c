@@ -14,7 +14,7 @@ enum { IMPORT_BATCH_RECORDS = 1000, IMPORT_BATCH_BYTES = 4 * 1024 * 1024 };
 
 /* The record kinds a batch can name (the first byte of a tagged key, see
  * the list at the top of store_rocksdb.c); an import refuses any other. */
-static const char record_kinds[] = "knudtcpmvMSiLfXHrKoqA";
+static const char record_kinds[] = "knudtcpmvMSiLfXHrKoqAw";
 
 static char *errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static char *errorf(const char *fmt, ...) {

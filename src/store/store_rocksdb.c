@@ -28,6 +28,7 @@
  *   'o' user(8) device(4) key_id(4) -> public key   one-time pre-keys
  *   'q' user(8) device(4) queue_seq(8) -> parley.v1.DeviceMessage
  *   'A' owner(8) other(8)      -> parley.store.Consent  owner's view of other
+ *   'w' user(8) device(4)      -> parley.store.PushSubscription  Web Push
  *   '#layout'                  -> layout version (8), see store_layout.h
  *
  * Retention: 'M', 'X' and 'i' records carry their message's time. Reads
@@ -1464,6 +1465,29 @@ void store_delete_one_time_key(store_batch *b, uint64_t user, uint32_t device, u
     batch_delete(b, &k);
 }
 
+/* ------------------------------------------------------ push subscriptions */
+
+static int rdb_get_push_subscription(void *impl, uint64_t user, uint32_t device,
+                                     Parley__Store__PushSubscription **out) {
+    rdb *s = impl;
+    key k;
+    device_keys_key(&k, 'w', user, device);
+    return get_unpacked(s, &k, &parley__store__push_subscription__descriptor, (void **)out);
+}
+
+void store_put_push_subscription(store_batch *b, uint64_t user, uint32_t device,
+                                 const Parley__Store__PushSubscription *p) {
+    key k;
+    device_keys_key(&k, 'w', user, device);
+    batch_put_packed(b, &k, &p->base);
+}
+
+void store_delete_push_subscription(store_batch *b, uint64_t user, uint32_t device) {
+    key k;
+    device_keys_key(&k, 'w', user, device);
+    batch_delete(b, &k);
+}
+
 static void delete_prefix(store_batch *b, const key *p) {
     key end;
     key_prefix_end(p, &end);
@@ -1636,6 +1660,7 @@ static const store_ops rocksdb_ops = {
     .get_consent = rdb_get_consent,
     .commit_async = rdb_commit_async,
     .scan_all = rdb_scan_all,
+    .get_push_subscription = rdb_get_push_subscription,
 };
 
 store *store_rocksdb_open(const char *dir, const store_options *o, char **err) {
