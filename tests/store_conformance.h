@@ -594,6 +594,49 @@ static void keys_and_device_messages(void) {
     be->discard();
 }
 
+/* a device's Web Push subscription: replaced by a new one, per device,
+ * deleted alone; counted by store_scan_all (export) */
+static int count_push_records(void *ud, const uint8_t *key, size_t klen, const uint8_t *v, size_t vlen) {
+    (void)v, (void)vlen;
+    if (klen > 0 && key[0] == 'w') ++*(int *)ud;
+    return 0;
+}
+
+static void push_subscriptions(void) {
+    store *s = be->open_fresh();
+    CHECK(s, "open");
+    uint8_t p256dh[65] = {4}, auth[16] = {7};
+    Parley__Store__PushSubscription p = PARLEY__STORE__PUSH_SUBSCRIPTION__INIT;
+    p.p256dh.data = p256dh;
+    p.p256dh.len = sizeof p256dh;
+    p.auth.data = auth;
+    p.auth.len = sizeof auth;
+    store_batch *b = store_batch_new();
+    p.endpoint = "https://push.example/old";
+    store_put_push_subscription(b, 8, 1, &p);
+    p.endpoint = "https://push.example/new";
+    store_put_push_subscription(b, 8, 1, &p);
+    p.endpoint = "https://push.example/two";
+    store_put_push_subscription(b, 8, 2, &p);
+    CHECK(store_commit(s, b, true) == 0, "commit");
+    Parley__Store__PushSubscription *got = NULL;
+    CHECK(store_get_push_subscription(s, 8, 1, &got) == 1 && strcmp(got->endpoint, "https://push.example/new") == 0 &&
+              got->p256dh.len == 65 && got->auth.len == 16,
+          "device 1's subscription is the later one");
+    if (got) parley__store__push_subscription__free_unpacked(got, NULL);
+    got = NULL;
+    int n = 0;
+    CHECK(store_scan_all(s, count_push_records, &n) == 0 && n == 2, "export sees %d push records, want 2", n);
+    store_delete_push_subscription(b, 8, 1);
+    CHECK(store_commit(s, b, true) == 0, "commit delete");
+    store_batch_free(b);
+    CHECK(store_get_push_subscription(s, 8, 1, &got) == 0, "deleted subscription still there");
+    CHECK(store_get_push_subscription(s, 8, 2, &got) == 1, "the other device's subscription went too");
+    if (got) parley__store__push_subscription__free_unpacked(got, NULL);
+    store_close(s);
+    be->discard();
+}
+
 /* the conformance cases, run once per backend */
 static const struct {
     const char *name;
@@ -611,6 +654,7 @@ static const struct {
     {"records_past_retention_are_invisible", records_past_retention_are_invisible},
     {"users_devices_conversations_and_tokens", users_devices_conversations_and_tokens},
     {"keys_and_device_messages", keys_and_device_messages},
+    {"push_subscriptions", push_subscriptions},
 };
 
 #endif

@@ -45,6 +45,7 @@ const cass_kind cass_kinds[] = {
     {'o', false, "one_time_keys", "user_id,device_id,key_id", "LII", "public_key", "B", false, -1, 0},
     {'q', false, "device_messages", "user_id,device_id,queue_seq", "LIL", "body", "B", false, -1, 0},
     {'A', false, "consent", "owner,other", "LL", "record", "B", false, -1, 0},
+    {'w', false, "push_subscriptions", "user_id,device_id", "LI", "record", "B", false, -1, 0},
 };
 const size_t cass_n_kinds = sizeof cass_kinds / sizeof cass_kinds[0];
 
@@ -297,6 +298,7 @@ static const store_ops cassandra_ops = {
     .get_consent = cass_get_consent,
     .commit_async = cass_commit_async,
     .scan_all = cass_scan_all,
+    .get_push_subscription = cass_get_push_subscription,
 };
 
 store *store_cassandra_open(const store_options *o, char **err) {

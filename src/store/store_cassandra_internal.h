@@ -59,6 +59,7 @@ enum cass_read {
     R_COUNTER, R_USER, R_USER_ID, R_DEVICE, R_DEVICES, R_TOKEN, R_TOKENS, R_CONV, R_LAST_SEQ, R_DIRECT,
     R_MEMBER, R_MEMBERS, R_USER_CONVS, R_MESSAGE, R_MESSAGES_BACK, R_CLIENT_MSG, R_LOG, R_LAST_LOG,
     R_CHECKPOINT, R_INBOX_HEAD, R_INBOX, R_CURSOR, R_DEVICE_KEYS, R_FIRST_OTK, R_DEVICE_MESSAGES, R_CONSENT,
+    R_PUSH_SUBSCRIPTION,
     R_COUNT
 };
 extern const char *const cass_read_texts[R_COUNT];   /* "%s": the keyspace */
@@ -134,6 +135,7 @@ int cass_scan_device_messages(void *impl, uint64_t user, uint32_t device, uint32
 int cass_scan_device_messages_after(void *impl, uint64_t user, uint32_t device, uint64_t after, uint32_t limit,
                                     store_device_message_fn fn, void *ud);
 int cass_get_consent(void *impl, uint64_t owner, uint64_t other, Parley__Store__Consent **out);
+int cass_get_push_subscription(void *impl, uint64_t user, uint32_t device, Parley__Store__PushSubscription **out);
 int cass_scan_all(void *impl, store_record_fn fn, void *ud);
 
 #endif

@@ -43,6 +43,7 @@ const char *const cass_read_texts[R_COUNT] = {
     [R_DEVICE_MESSAGES] = "SELECT queue_seq, body FROM %s.device_messages WHERE user_id = ? AND device_id = ? AND "
                           "queue_seq > ?",
     [R_CONSENT] = "SELECT record FROM %s.consent WHERE owner = ? AND other = ?",
+    [R_PUSH_SUBSCRIPTION] = "SELECT record FROM %s.push_subscriptions WHERE user_id = ? AND device_id = ?",
 };
 
 /* rows per page of a scan */
@@ -722,4 +723,11 @@ int cass_get_consent(void *impl, uint64_t owner, uint64_t other, Parley__Store__
     ids(&v, (int64_t)owner);
     cql_values_bigint(&v, (int64_t)other);
     WITH_VALUES(v, get_unpacked(impl, R_CONSENT, &v, &parley__store__consent__descriptor, (void **)out));
+}
+
+int cass_get_push_subscription(void *impl, uint64_t user, uint32_t device, Parley__Store__PushSubscription **out) {
+    cql_values v;
+    id_dev(&v, user, device);
+    WITH_VALUES(v, get_unpacked(impl, R_PUSH_SUBSCRIPTION, &v, &parley__store__push_subscription__descriptor,
+                                (void **)out));
 }

@@ -79,6 +79,9 @@ const char *const store_cql_schema[] = {
     "body blob, PRIMARY KEY ((user_id, device_id), queue_seq))",
     "CREATE TABLE IF NOT EXISTS %s.consent (owner bigint, other bigint, record blob, "
     "PRIMARY KEY (owner, other))",
+    /* a device's Web Push subscription (src/push/) */
+    "CREATE TABLE IF NOT EXISTS %s.push_subscriptions (user_id bigint, device_id int, record blob, "
+    "PRIMARY KEY ((user_id, device_id)))",
     NULL,
 };
 
