@@ -65,6 +65,7 @@ static struct consent_slot *cache_slot(writer *w, uint64_t owner, uint64_t other
  * batch will ask the accounts owner to change (consent_change). */
 static int conversation_writer_view(writer *w, uint64_t owner, uint64_t other) {
     int state;
+    METRIC_INC(writer_consent_reads_total);
     consent_read(w->srv->store, owner, other, &state);
     for (size_t i = 0; i < w->consent_out.n; i++) {
         const consent_change *c = &w->consent_out.items[i];
@@ -79,6 +80,7 @@ int writer_consent_state(writer *w, uint64_t owner, uint64_t other) {
     struct consent_slot *slot = cache_slot(w, owner, other);
     if (slot && slot->used && slot->owner == owner && slot->other == other) return (int)slot->state;
     int state;
+    METRIC_INC(writer_consent_reads_total);
     if (consent_read(w->srv->store, owner, other, &state) == 0 && slot)
         *slot = (struct consent_slot){owner, other, (uint32_t)state, true};
     return state;
@@ -239,6 +241,7 @@ Parley__V1__Status consent_direct_send(writer *w, uint64_t me, uint64_t peer, Pa
 static Parley__Store__Consent *bounded_use(writer *w, uint64_t target, uint64_t caller, Parley__V1__Status *status) {
     *status = PARLEY__V1__STATUS__OK;
     Parley__Store__Consent *c = NULL;
+    METRIC_INC(writer_consent_reads_total);
     int found = store_get_consent(w->srv->store, target, caller, &c);
     if (found < 0) {
         *status = PARLEY__V1__STATUS__INTERNAL;

@@ -80,6 +80,7 @@ int conv_last_seq(writer *w, uint64_t conv, uint64_t *seq) {
         *seq = *cached;
         return 1;
     }
+    METRIC_INC(writer_last_seq_reads_total);
     if (store_last_seq(w->srv->store, conv, seq) < 0) return -1;
     if (w->conv_last_seq.count >= CONV_CACHE_MAX) u64map_free(&w->conv_last_seq);
     u64map_put(&w->conv_last_seq, conv, *seq);
@@ -232,6 +233,7 @@ Parley__Store__Member *writer_member_for_update(writer *w, uint64_t conv, uint64
     for (size_t i = 0; i < w->n_members; i++)
         if (w->members[i].conv == conv && w->members[i].user == user) return w->members[i].record;
     Parley__Store__Member *m = NULL;
+    METRIC_INC(writer_member_reads_total);
     if (store_get_member(w->srv->store, conv, user, &m) != 1) return NULL;
     if (w->n_members == w->cap_members) {
         size_t cap = w->cap_members ? w->cap_members * 2 : 64;
@@ -650,6 +652,7 @@ static void put_member(writer *w, uint64_t conv, uint64_t user, uint64_t joined,
 
 /* 1 active member (record in *out if asked), 0 not, -1 error */
 int writer_active_member(writer *w, uint64_t conv, uint64_t user, Parley__Store__Member **out) {
+    METRIC_INC(writer_member_reads_total);
     return membership_current(w->srv->store, conv, user, out);
 }
 
@@ -990,6 +993,7 @@ static bool handle_send(writer *w, chat_request *r) {
     uint64_t conv, seq;
     /* a retry: the first attempt may be committed, or in this very batch */
     pending_send *twin = find_pending_send(w, r->user_id, r->device_id, &q->client_msg_id);
+    if (!twin) METRIC_INC(writer_dedupe_reads_total);
     int found = twin ? 1 : store_get_client_msg(w->srv->store, r->user_id, r->device_id,
                                                 q->client_msg_id.data, q->client_msg_id.len, &conv, &seq);
     if (found < 0) {
