@@ -312,6 +312,7 @@ void writer_flush(writer *w) {
         if (load_state(w)) log_error("writer: cannot reload state after a failed commit");
         writer_consent_cache_clear(w);
         writer_cache_clear(w->cache);   /* it may hold what did not commit */
+        writer_prefetch_forget(w->prefetch);
     }
     w->n_sends = 0;
     w->n_replies = 0;
@@ -1255,6 +1256,7 @@ static void *writer_main(void *arg) {
             flush_notes(w, now);
         if (w->accounts) link_tokens_sweep(w, now);   /* link tokens are the accounts owner's */
         size_t n = mpsc_pop_many(&w->requests, (void **)batch, BATCH_MAX);
+        writer_prefetch_dedupe(w, batch, n);   /* the sends' dedupe reads, all in flight at once */
         writer_note_depth(w, mpsc_depth(&w->requests));
         if (n == 0) {
             if (w->requests.closed) break;
@@ -1315,6 +1317,7 @@ void writer_free_owner(writer *w) {
     u64map_free(&w->removed_device_users);
     free(w->consent_cache);
     writer_cache_free(w->cache);
+    writer_prefetch_free(w->prefetch);
     free(w->consent_out.items);
     free(w->members);
     post_pushes(w, false);

@@ -199,6 +199,8 @@ int writer_read_client_msg(writer *w, uint64_t user, uint32_t device, const uint
         METRIC_INC(writer_dedupe_cache_hits_total);
         return 1;
     }
+    int found;
+    if (writer_prefetch_get(w->prefetch, user, device, id, len, &found, conv, seq)) return found;
     METRIC_INC(writer_dedupe_reads_total);
     return store_get_client_msg(w->srv->store, user, device, id, len, conv, seq);
 }

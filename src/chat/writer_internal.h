@@ -16,6 +16,7 @@
 
 #include "chat/reply.h"
 #include "chat/writer_cache.h"
+#include "chat/writer_prefetch.h"
 #include "chat/writer.h"
 #include "core/mpsc.h"
 #include "core/u64map.h"
@@ -142,6 +143,7 @@ struct writer {
     struct consent_slot *consent_cache; /* consent.c: states read or written here (accounts) */
     consent_changes consent_out;     /* a conversation writer's changes in the open batch */
     writer_cache *cache;             /* member and dedupe records of the conversations it owns */
+    writer_prefetch *prefetch;       /* the dedupe reads of the popped batch, made together */
     uint64_t consent_epoch_seen;     /* unused by the accounts owner */
     bool consent_dirty;              /* the accounts owner: the open batch changes a consent state */
     _Atomic long depth;              /* requests waiting (writer_note_depth) */

@@ -84,6 +84,7 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_writer_member_cache_hits_total", "counter", "Member records the write path found in its cache.", &g_metrics.writer_member_cache_hits_total, 0},
         {"parley_writer_dedupe_cache_hits_total", "counter", "Send retries answered from the write path's recent-ids cache.", &g_metrics.writer_dedupe_cache_hits_total, 0},
         {"parley_writer_consent_cache_hits_total", "counter", "Consent states the write path found in its cache.", &g_metrics.writer_consent_cache_hits_total, 0},
+        {"parley_writer_dedupe_prefetched_total", "counter", "Dedupe reads made together for a batch of sends (network stores).", &g_metrics.writer_dedupe_prefetched_total, 0},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

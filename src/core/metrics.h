@@ -86,6 +86,7 @@ typedef struct metrics {
     atomic_ulong writer_member_cache_hits_total;
     atomic_ulong writer_dedupe_cache_hits_total;
     atomic_ulong writer_consent_cache_hits_total;
+    atomic_ulong writer_dedupe_prefetched_total; /* of the dedupe reads: made together (writer_prefetch.h) */
 } metrics;
 
 extern metrics g_metrics;
