@@ -39,15 +39,21 @@ bool consent_is_request(store *s, uint64_t user, const Parley__Store__Member *m)
     return consent_state(s, user, other) != CONSENT_ACCEPTED;
 }
 
-/* The writer is the only one that changes consent, so it keeps the states it
- * has read or written in a direct-mapped table (bounded: a slot is simply
- * overwritten) and a send in a direct conversation costs no store read once
- * the pair is known. Cleared when a commit fails (it may hold what did not
- * commit). */
+/* The accounts owner is the only one that changes consent, so it keeps the
+ * states it has read or written in a direct-mapped table (bounded: a slot is
+ * simply overwritten) and a send in a direct conversation costs no store
+ * read once the pair is known. Cleared when a commit fails (it may hold what
+ * did not commit). A conversation writer keeps the committed states it read
+ * in the same kind of table, each tagged with the group's consent epoch
+ * when it was read; a slot counts only while the epoch is unchanged, and
+ * the accounts owner bumps it after every commit that changed a state,
+ * before that commit's answers go out, so whoever heard of a block finds
+ * it applied to the sends that follow. */
 enum { CONSENT_CACHE_SLOTS = 1 << 16 };
 
 struct consent_slot {
     uint64_t owner, other;
+    uint64_t epoch;          /* conversation writers: group->consent_epoch when read */
     uint32_t state;
     bool used;
 };
@@ -63,9 +69,24 @@ static struct consent_slot *cache_slot(writer *w, uint64_t owner, uint64_t other
 
 /* A conversation writer reads the committed state, then what its open
  * batch will ask the accounts owner to change (consent_change). */
-static int conversation_writer_view(writer *w, uint64_t owner, uint64_t other) {
+static int committed_state(writer *w, uint64_t owner, uint64_t other) {
+    /* the epoch before the read: a change committed after it moves the
+     * epoch on, and the slot filled here no longer counts */
+    uint64_t epoch = atomic_load(&w->group->consent_epoch);
+    struct consent_slot *slot = cache_slot(w, owner, other);
+    if (slot && slot->used && slot->owner == owner && slot->other == other && slot->epoch == epoch) {
+        METRIC_INC(writer_consent_cache_hits_total);
+        return (int)slot->state;
+    }
     int state;
-    consent_read(w->srv->store, owner, other, &state);
+    METRIC_INC(writer_consent_reads_total);
+    if (consent_read(w->srv->store, owner, other, &state) == 0 && slot)
+        *slot = (struct consent_slot){owner, other, epoch, (uint32_t)state, true};
+    return state;
+}
+
+static int conversation_writer_view(writer *w, uint64_t owner, uint64_t other) {
+    int state = committed_state(w, owner, other);
     for (size_t i = 0; i < w->consent_out.n; i++) {
         const consent_change *c = &w->consent_out.items[i];
         if (c->owner != owner || c->other != other) continue;
@@ -79,13 +100,20 @@ int writer_consent_state(writer *w, uint64_t owner, uint64_t other) {
     struct consent_slot *slot = cache_slot(w, owner, other);
     if (slot && slot->used && slot->owner == owner && slot->other == other) return (int)slot->state;
     int state;
+    METRIC_INC(writer_consent_reads_total);
     if (consent_read(w->srv->store, owner, other, &state) == 0 && slot)
-        *slot = (struct consent_slot){owner, other, (uint32_t)state, true};
+        *slot = (struct consent_slot){owner, other, 0, (uint32_t)state, true};
     return state;
 }
 
 void writer_consent_cache_clear(writer *w) {
     if (w->consent_cache) memset(w->consent_cache, 0, CONSENT_CACHE_SLOTS * sizeof *w->consent_cache);
+    w->consent_dirty = false;
+}
+
+void writer_consent_committed(writer *w) {
+    atomic_fetch_add(&w->group->consent_epoch, 1);
+    w->consent_dirty = false;
 }
 
 /* Only the accounts owner writes consent records; a conversation writer
@@ -112,8 +140,9 @@ static void put_state(writer *w, uint64_t owner, uint64_t other, int state) {
     parley__store__consent__init(&c);
     c.state = (uint32_t)state;   /* the request counters start again from zero */
     store_put_consent(w->batch, owner, other, &c);
+    w->consent_dirty = true;
     struct consent_slot *slot = cache_slot(w, owner, other);
-    if (slot) *slot = (struct consent_slot){owner, other, (uint32_t)state, true};
+    if (slot) *slot = (struct consent_slot){owner, other, 0, (uint32_t)state, true};
 }
 
 void consent_accept_added(writer *w, uint64_t actor, const uint64_t *users, size_t n) {
@@ -178,7 +207,7 @@ void handle_accept_request(writer *w, chat_request *r) {
     if (other && other != r->user_id) put_state(w, r->user_id, other, CONSENT_ACCEPTED);
     if (m->hidden) {
         m->hidden = false;
-        store_put_member(w->batch, conv, r->user_id, m);
+        writer_put_member(w, conv, r->user_id, m);
     }
     parley__store__member__free_unpacked(m, NULL);
     writer_answer_ok(w, r);
@@ -239,6 +268,7 @@ Parley__V1__Status consent_direct_send(writer *w, uint64_t me, uint64_t peer, Pa
 static Parley__Store__Consent *bounded_use(writer *w, uint64_t target, uint64_t caller, Parley__V1__Status *status) {
     *status = PARLEY__V1__STATUS__OK;
     Parley__Store__Consent *c = NULL;
+    METRIC_INC(writer_consent_reads_total);
     int found = store_get_consent(w->srv->store, target, caller, &c);
     if (found < 0) {
         *status = PARLEY__V1__STATUS__INTERNAL;

@@ -81,6 +81,7 @@ int conv_last_seq(writer *w, uint64_t conv, uint64_t *seq) {
         *seq = *cached;
         return 1;
     }
+    METRIC_INC(writer_last_seq_reads_total);
     if (store_last_seq(w->srv->store, conv, seq) < 0) return -1;
     if (w->conv_last_seq.count >= CONV_CACHE_MAX) u64map_free(&w->conv_last_seq);
     u64map_put(&w->conv_last_seq, conv, *seq);
@@ -224,6 +225,7 @@ static void put_pending_members(writer *w) {
     for (size_t i = 0; i < w->n_members; i++) {
         pending_member *pm = &w->members[i];
         store_put_member_update(w->batch, pm->conv, pm->user, &pm->before, pm->record);
+        if (writer_owns_conv(w, pm->conv)) writer_cache_member_put(&w->cache, pm->conv, pm->user, pm->record);
         parley__store__member__free_unpacked(pm->record, NULL);
     }
     w->n_members = 0;
@@ -233,7 +235,7 @@ Parley__Store__Member *writer_member_for_update(writer *w, uint64_t conv, uint64
     for (size_t i = 0; i < w->n_members; i++)
         if (w->members[i].conv == conv && w->members[i].user == user) return w->members[i].record;
     Parley__Store__Member *m = NULL;
-    int found = store_get_member(w->srv->store, conv, user, &m);
+    int found = writer_read_member(w, conv, user, &m);
     w->member_read_failed = found < 0;
     if (found != 1) return NULL;
     if (w->n_members == w->cap_members) {
@@ -254,6 +256,7 @@ void writer_flush(writer *w) {
     int rc = 0;
     if (store_batch_count(w->batch) > 0) rc = store_commit(w->srv->store, w->batch, sync_commits(w));
     if (rc == 0) {
+        if (w->consent_dirty) writer_consent_committed(w);   /* before any answer goes out */
         outbound *posts[2 * BATCH_MAX];     /* the answers that wait for consent changes */
         size_t n_posts = 0;
         queue_item *items[BATCH_MAX];        /* the new messages, in seq order */
@@ -311,6 +314,8 @@ void writer_flush(writer *w) {
         w->batch = store_batch_new();
         if (load_state(w)) log_error("writer: cannot reload state after a failed commit");
         writer_consent_cache_clear(w);
+        writer_cache_clear(w->cache);   /* it may hold what did not commit */
+        writer_prefetch_forget(w->prefetch);
     }
     w->n_sends = 0;
     w->n_replies = 0;
@@ -648,12 +653,18 @@ static void put_member(writer *w, uint64_t conv, uint64_t user, uint64_t joined,
     m.added_by = added_by;
     m.admin = admin;
     m.direct_peer = direct_peer;
-    store_put_member(w->batch, conv, user, &m);
+    writer_put_member(w, conv, user, &m);
 }
 
 /* 1 active member (record in *out if asked), 0 not, -1 error */
 int writer_active_member(writer *w, uint64_t conv, uint64_t user, Parley__Store__Member **out) {
-    return membership_current(w->srv->store, conv, user, out);
+    Parley__Store__Member *m = NULL;
+    int found = writer_read_member(w, conv, user, &m);
+    if (found != 1) return found;
+    int active = m->joined_seq > 0 && m->left_seq == 0;   /* as membership_current */
+    if (out && active) *out = m;
+    else parley__store__member__free_unpacked(m, NULL);
+    return active;
 }
 
 int writer_user_exists(writer *w, uint64_t user) {
@@ -885,7 +896,7 @@ static void end_membership(writer *w, chat_request *r, uint64_t conv, uint64_t u
     m->left_seq = seq;
     bool was_admin = m->admin;
     m->admin = false;
-    store_put_member(w->batch, conv, user, m);
+    writer_put_member(w, conv, user, m);
     parley__store__member__free_unpacked(m, NULL);
     if (was_admin) {
         writer_flush(w);   /* the scan must see the member gone */
@@ -919,7 +930,7 @@ static void handle_decline_request(writer *w, chat_request *r) {
     }
     if (consent_direct_peer(w, conv, r->user_id, m)) {
         m->hidden = true;
-        store_put_member(w->batch, conv, r->user_id, m);
+        writer_put_member(w, conv, r->user_id, m);
         writer_answer_ok(w, r);
         parley__store__member__free_unpacked(m, NULL);
         return;
@@ -999,8 +1010,8 @@ static bool handle_send(writer *w, chat_request *r) {
     uint64_t conv, seq;
     /* a retry: the first attempt may be committed, or in this very batch */
     pending_send *twin = find_pending_send(w, r->user_id, r->device_id, &q->client_msg_id);
-    int found = twin ? 1 : store_get_client_msg(w->srv->store, r->user_id, r->device_id,
-                                                q->client_msg_id.data, q->client_msg_id.len, &conv, &seq);
+    int found = twin ? 1 : writer_read_client_msg(w, r->user_id, r->device_id,
+                                                  q->client_msg_id.data, q->client_msg_id.len, &conv, &seq);
     if (found < 0) {
         writer_fail(w, r, PARLEY__V1__STATUS__INTERNAL, "store read failed");
         return false;
@@ -1061,6 +1072,8 @@ static bool handle_send(writer *w, chat_request *r) {
     store_put_message(w->batch, p->conv, p->seq, p->message->data, p->message->len);
     store_put_client_msg(w->batch, r->user_id, r->device_id, q->client_msg_id.data,
                          q->client_msg_id.len, p->conv, p->seq, p->ts);
+    writer_cache_dedupe_put(&w->cache, r->user_id, r->device_id, q->client_msg_id.data, q->client_msg_id.len,
+                            p->conv, p->seq, p->ts);
     uint32_t partition = conv_partition(p->conv, w->group->partitions);
     p->offset = ++w->last_offset[partition];
     store_put_log(w->batch, partition, p->offset, p->conv, p->seq);
@@ -1104,7 +1117,7 @@ static void handle_mark_read(writer *w, chat_request *r) {
     bool advanced = seq > m->read_seq;
     if (advanced) {
         m->read_seq = seq;
-        store_put_member(w->batch, q->conversation_id, r->user_id, m);
+        writer_put_member(w, q->conversation_id, r->user_id, m);
     }
     /* a reader who has not accepted the conversation tells only its own
      * devices: the sender of a request does not learn it was read */
@@ -1254,6 +1267,7 @@ static void *writer_main(void *arg) {
             flush_notes(w, now);
         if (w->accounts) link_tokens_sweep(w, now);   /* link tokens are the accounts owner's */
         size_t n = mpsc_pop_many(&w->requests, (void **)batch, BATCH_MAX);
+        writer_prefetch_dedupe(w, batch, n);   /* the sends' dedupe reads, all in flight at once */
         writer_note_depth(w, mpsc_depth(&w->requests));
         if (n == 0) {
             if (w->requests.closed) break;
@@ -1313,6 +1327,8 @@ void writer_free_owner(writer *w) {
     u64map_free(&w->conv_last_seq);
     u64map_free(&w->removed_device_users);
     free(w->consent_cache);
+    writer_cache_free(w->cache);
+    writer_prefetch_free(w->prefetch);
     free(w->consent_out.items);
     free(w->members);
     post_pushes(w, false);

@@ -15,6 +15,8 @@
 #include <stdint.h>
 
 #include "chat/reply.h"
+#include "chat/writer_cache.h"
+#include "chat/writer_prefetch.h"
 #include "chat/writer.h"
 #include "core/mpsc.h"
 #include "core/u64map.h"
@@ -143,6 +145,10 @@ struct writer {
                                         requests check that the device still exists */
     struct consent_slot *consent_cache; /* consent.c: states read or written here (accounts) */
     consent_changes consent_out;     /* a conversation writer's changes in the open batch */
+    writer_cache *cache;             /* member and dedupe records of the conversations it owns */
+    writer_prefetch *prefetch;       /* the dedupe reads of the popped batch, made together */
+    uint64_t consent_epoch_seen;     /* unused by the accounts owner */
+    bool consent_dirty;              /* the accounts owner: the open batch changes a consent state */
     _Atomic long depth;              /* requests waiting (writer_note_depth) */
 };
 
@@ -153,6 +159,10 @@ struct writer_group {
     uint32_t n;                      /* conversation writers */
     writer **convs;
     writer *accounts;
+    /* bumped by the accounts owner after each commit that changed a consent
+     * state, before its answers go out: conversation writers hold the
+     * states they read only while it stays the same (consent.c) */
+    _Atomic uint64_t consent_epoch;
 };
 
 
@@ -216,6 +226,16 @@ void handle_block_user(writer *w, chat_request *r);
 /* owner's view of other as the writer knows it (cached; consent.c) */
 int writer_consent_state(writer *w, uint64_t owner, uint64_t other);
 void writer_consent_cache_clear(writer *w);
+/* the accounts owner after a commit: its consent changes are stored */
+void writer_consent_committed(writer *w);
+/* writer_cache.c: (conv, user)'s member record (a copy the caller frees),
+ * from the cache when w owns conv, else from the store: 1, 0 none, -1 error */
+int writer_read_member(writer *w, uint64_t conv, uint64_t user, Parley__Store__Member **out);
+/* a member record put into w's batch: into the batch and the cache */
+void writer_put_member(writer *w, uint64_t conv, uint64_t user, const Parley__Store__Member *m);
+/* a send's dedupe record: the recent-ids cache, else the store (as store_get_client_msg) */
+int writer_read_client_msg(writer *w, uint64_t user, uint32_t device, const uint8_t *id, size_t len,
+                           uint64_t *conv, uint64_t *seq);
 /* the actor of a group add or a direct opening accepts the users added */
 void consent_accept_added(writer *w, uint64_t actor, const uint64_t *users, size_t n);
 /* the other member of a direct conversation (0: not a direct one) */

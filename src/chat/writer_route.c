@@ -25,7 +25,9 @@
  *    which applies them (an implied accept only over "none", so it never
  *    undoes a block committed in between), commits, and only then answers:
  *    whoever hears OK finds both parts stored. Conversation writers read
- *    consent from the store (the committed state) and never cache it;
+ *    consent from the store (the committed state) and keep it only until
+ *    the accounts owner's next consent change commits (consent.c: an
+ *    epoch it bumps before answering);
  *  - RemoveDevice (accounts) tells every conversation writer which user
  *    removed a device (CHAT_DEVICE_REMOVED), so their requests from it are
  *    refused once the removal is committed.

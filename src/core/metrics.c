@@ -77,6 +77,14 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_keys_refused_total", "counter", "UploadKeys refused: a key not exactly 32 bytes, or a signed pre-key whose Ed25519 signature by the identity key does not verify.", &g_metrics.keys_refused_total, 0},
         {"parley_web_files_served_total", "counter", "Browser client files served (--web-root).", &g_metrics.web_files_served_total, 0},
         {"parley_web_files_refused_total", "counter", "Requests for browser client files answered 404 or 500 (absent, a path not allowed, over 8 MiB).", &g_metrics.web_files_refused_total, 0},
+        {"parley_writer_member_reads_total", "counter", "Member records the write path read from the store.", &g_metrics.writer_member_reads_total, 0},
+        {"parley_writer_dedupe_reads_total", "counter", "Dedupe records (client_msg_id) the write path read from the store.", &g_metrics.writer_dedupe_reads_total, 0},
+        {"parley_writer_consent_reads_total", "counter", "Consent records the write path read from the store.", &g_metrics.writer_consent_reads_total, 0},
+        {"parley_writer_last_seq_reads_total", "counter", "Conversation last seqs the write path read from the store.", &g_metrics.writer_last_seq_reads_total, 0},
+        {"parley_writer_member_cache_hits_total", "counter", "Member records the write path found in its cache.", &g_metrics.writer_member_cache_hits_total, 0},
+        {"parley_writer_dedupe_cache_hits_total", "counter", "Send retries answered from the write path's recent-ids cache.", &g_metrics.writer_dedupe_cache_hits_total, 0},
+        {"parley_writer_consent_cache_hits_total", "counter", "Consent states the write path found in its cache.", &g_metrics.writer_consent_cache_hits_total, 0},
+        {"parley_writer_dedupe_prefetched_total", "counter", "Dedupe reads made together for a batch of sends (network stores).", &g_metrics.writer_dedupe_prefetched_total, 0},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

@@ -78,6 +78,15 @@ typedef struct metrics {
     atomic_ulong keys_refused_total;            /* UploadKeys refused: key length or pre-key signature */
     atomic_ulong web_files_served_total;        /* browser client files sent (static_files.h) */
     atomic_ulong web_files_refused_total;       /* 404/500 for them: absent, a path not allowed, too big */
+    /* store reads made by the write path's owners, per kind (chat/writer_cache.h) */
+    atomic_ulong writer_member_reads_total;     /* member records */
+    atomic_ulong writer_dedupe_reads_total;     /* client_msg_id dedupe records (sends) */
+    atomic_ulong writer_consent_reads_total;    /* consent records */
+    atomic_ulong writer_last_seq_reads_total;   /* a conversation's last seq */
+    atomic_ulong writer_member_cache_hits_total;
+    atomic_ulong writer_dedupe_cache_hits_total;
+    atomic_ulong writer_consent_cache_hits_total;
+    atomic_ulong writer_dedupe_prefetched_total; /* of the dedupe reads: made together (writer_prefetch.h) */
 } metrics;
 
 extern metrics g_metrics;
