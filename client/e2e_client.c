@@ -61,6 +61,7 @@ void pc_e2e_free(pc_e2e *e) {
     free(e->peers);
     free(e->keys);
     free(e->given);
+    free(e->lists);
     sodium_memzero(e, sizeof *e);
     free(e);
 }
@@ -209,9 +210,58 @@ typedef struct target {
     uint32_t device;
 } target;
 
-/* Every device (but this one) of every distinct user in users, from
- * GetDevices: a malloc'd array in *out, or -1 (pc_error says why). */
-static int collect_targets(pc_client *c, const uint64_t *users, size_t n, target **out, size_t *n_out) {
+static device_list *find_list(pc_e2e *e, uint64_t user) {
+    for (size_t i = 0; i < e->n_lists; i++)
+        if (e->lists[i].user == user) return &e->lists[i];
+    return NULL;
+}
+
+void pc_e2e_device_list_changed(pc_e2e *e, uint64_t user) {
+    if (user == 0) {
+        e->n_lists = 0;
+        return;
+    }
+    device_list *l = find_list(e, user);
+    if (l) *l = e->lists[--e->n_lists];
+}
+
+static void on_device_list_changed(void *ud, uint64_t user, uint64_t change_counter) {
+    (void)change_counter;
+    pc_e2e_device_list_changed(ud, user);
+}
+
+void pc_e2e_watch_device_lists(pc_e2e *e, pc_client *c) {
+    pc_on_device_list_changed(c, on_device_list_changed, e);
+    e->watching = true;
+}
+
+uint64_t pc_e2e_device_list_fetches(const pc_e2e *e) { return e->list_fetches; }
+
+/* user's devices: the cached list, or one GetDevices (kept when there is
+ * room). Copied into *out (at most PC_E2E_MAX_DEVICES). 0, or -1. */
+static int devices_of(pc_e2e *e, pc_client *c, uint64_t user, device_list *out) {
+    const device_list *l = find_list(e, user);
+    if (l) {
+        *out = *l;
+        return 0;
+    }
+    Parley__V1__DeviceList *dl = NULL;
+    e->list_fetches++;
+    if (pc_get_devices(c, user, &dl) != 0) return -1;
+    out->user = user;
+    out->n = 0;
+    for (size_t k = 0; k < dl->n_device_ids && k < PC_E2E_MAX_DEVICES; k++) out->ids[out->n++] = dl->device_ids[k];
+    parley__v1__device_list__free_unpacked(dl, NULL);
+    if (e->watching &&
+        pc_e2e_grow((void **)&e->lists, &e->cap_lists, e->n_lists, sizeof *e->lists, PC_E2E_MAX_DEVICE_LISTS) == 0)
+        e->lists[e->n_lists++] = *out;
+    return 0;
+}
+
+/* Every device (but this one) of every distinct user in users (device
+ * lists cached, devices_of): a malloc'd array in *out, or -1 (pc_error
+ * says why). */
+static int collect_targets(pc_e2e *e, pc_client *c, const uint64_t *users, size_t n, target **out, size_t *n_out) {
     target *t = malloc((n ? n : 1) * PC_E2E_MAX_DEVICES * sizeof *t);
     if (!t) return pc_fail(c, PARLEY__V1__STATUS__INTERNAL, "out of memory");
     size_t nt = 0;
@@ -219,16 +269,15 @@ static int collect_targets(pc_client *c, const uint64_t *users, size_t n, target
         bool dup = false;
         for (size_t j = 0; j < i && !dup; j++) dup = users[j] == users[i];
         if (dup) continue;
-        Parley__V1__DeviceList *dl = NULL;
-        if (pc_get_devices(c, users[i], &dl) != 0) {
+        device_list dl;
+        if (devices_of(e, c, users[i], &dl) != 0) {
             free(t);
             return -1;
         }
-        for (size_t k = 0; k < dl->n_device_ids && k < PC_E2E_MAX_DEVICES; k++) {
-            uint32_t d = dl->device_ids[k];
+        for (size_t k = 0; k < dl.n; k++) {
+            uint32_t d = dl.ids[k];
             if (users[i] != c->id.user_id || d != c->id.device_id) t[nt++] = (target){users[i], d};
         }
-        parley__v1__device_list__free_unpacked(dl, NULL);
     }
     *out = t;
     *n_out = nt;
@@ -281,7 +330,7 @@ int pc_e2e_send(pc_e2e *e, pc_client *c, uint64_t conv, const uint64_t *members,
     memcpy(users + 1, members, n * sizeof *members);
     target *t = NULL;
     size_t nt = 0;
-    if (collect_targets(c, users, n + 1, &t, &nt) != 0) return -1;
+    if (collect_targets(e, c, users, n + 1, &t, &nt) != 0) return -1;
     skey *own = find_key(e, conv, c->id.user_id, c->id.device_id);
     if (own && key_reached_outsider(e, conv, e2e_sender_key_id(own->k), t, nt)) {
         pc_e2e_rotate(e, conv);

@@ -64,6 +64,21 @@ int pc_e2e_handle_device_message(pc_e2e *e, const Parley__V1__DeviceMessage *m);
  * when it was tampered with, E2E_ERR_REPLAY when it was read before. */
 int pc_e2e_decrypt(pc_e2e *e, const Parley__V1__Message *m, uint8_t **pt, size_t *pt_len);
 
+/* Device lists: pc_e2e_send asks GetDevices for each member at each send,
+ * unless the store watches device lists: pc_e2e_watch_device_lists(e, c)
+ * sets c's pc_on_device_list_changed to the store's (do not set another;
+ * call pc_e2e_device_list_changed from yours instead), and from then on
+ * each user's list is asked once and kept (in memory, not in pc_e2e_save's
+ * bytes) until a DeviceListChanged for that user: a send to a group whose
+ * lists are known costs no GetDevices. Call pc_e2e_device_list_changed too
+ * when user joins or rejoins a conversation with us, and
+ * pc_e2e_device_list_changed(e, 0) (forget every list) after a reconnect,
+ * when changes may have been missed.
+ * pc_e2e_device_list_fetches: the GetDevices this store made so far. */
+void pc_e2e_watch_device_lists(pc_e2e *e, pc_client *c);
+void pc_e2e_device_list_changed(pc_e2e *e, uint64_t user);
+uint64_t pc_e2e_device_list_fetches(const pc_e2e *e);
+
 /* Our sender key of conv is dropped: the next pc_e2e_send makes a new one. */
 void pc_e2e_rotate(pc_e2e *e, uint64_t conv);
 

@@ -8,7 +8,11 @@
  *   - and with no message-request bound: 4 pre-key claims (3 an hour for
  *     a stranger), 11 sender keys from one to another (10 device messages)
  *   - a block still ends it: after erin blocks dave, dave gets neither her
- *     device list nor her keys (FORBIDDEN). */
+ *     device list nor her keys (FORBIDDEN)
+ * and device lists kept by a key store that watches them (client/
+ * e2e_client.c devices_of): a second send to a group of 8 asks no
+ * GetDevices; after bob links a device, the next asks bob's list only and
+ * his new device reads it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +24,7 @@
 #include "harness.h"
 #include "parley_e2e.h"
 
-enum { WAIT_MS = 20000, MAX_TEXTS = 32, TEXT_MAX = 96, MAX_DONE = 64, USERS = 5 };
+enum { WAIT_MS = 20000, MAX_TEXTS = 32, TEXT_MAX = 96, MAX_DONE = 64, USERS = 5, LIST_USERS = 8 };
 
 static h_server S;
 
@@ -201,12 +205,97 @@ static void group_of_strangers(void) {
     }
 }
 
+/* ------------------------------------------------ device lists are kept */
+
+typedef struct list_watch {
+    pc_e2e *e;
+    uint64_t user;          /* whose change is awaited */
+    int heard;
+} list_watch;
+
+static void on_list_changed(void *ud, uint64_t user, uint64_t counter) {
+    (void)counter;
+    list_watch *w = ud;
+    pc_e2e_device_list_changed(w->e, user);
+    if (user == w->user) w->heard++;
+}
+
+static int pred_heard(void *ud) { return ((list_watch *)ud)->heard > 0; }
+
+static double requests_now(void) {
+    double v = -1;
+    h_metric(&S, "parley_requests_total", &v);
+    return v;
+}
+
+static void device_lists_cached(void) {
+    h_dev *u[LIST_USERS] = {0};
+    for (int i = 0; i < LIST_USERS; i++) CHECK((u[i] = h_user_new(&S, NULL)) != NULL, "user %d", i);
+    uint64_t invited[LIST_USERS - 1], members[LIST_USERS], conv = 0;
+    for (int i = 0; i < LIST_USERS; i++) members[i] = u[i]->id.user_id;
+    for (int i = 1; i < LIST_USERS; i++) invited[i - 1] = u[i]->id.user_id;
+    CHECK(pc_create_group(u[0]->c, "lists", invited, LIST_USERS - 1, &conv) == 0, "group: %s", pc_error(u[0]->c));
+    reader *r[LIST_USERS] = {0};
+    for (int i = 0; i < LIST_USERS; i++) CHECK((r[i] = reader_new(u[i], conv)) != NULL, "key store %d", i);
+    for (int i = 0; i < LIST_USERS; i++) CHECK(h_dev_sync(u[i], WAIT_MS) == 0, "sync %s", u[i]->name);
+    pc_e2e_watch_device_lists(r[0]->e, u[0]->c);
+    /* ours forwards to the store and tells us when bob's list changed */
+    list_watch watch = {r[0]->e, u[1]->id.user_id, 0};
+    pc_on_device_list_changed(u[0]->c, on_list_changed, &watch);
+
+    const char *texts[3] = {"lists-one", "lists-two", "lists-three"};
+    uint64_t fetched[4] = {pc_e2e_device_list_fetches(r[0]->e)};
+    double reqs[3] = {0};
+    for (int i = 0; i < 2; i++) {
+        uint64_t seq = 0;
+        double before = requests_now();
+        CHECK(pc_e2e_send(r[0]->e, u[0]->c, conv, members, LIST_USERS, texts[i], strlen(texts[i]), &seq) == 0,
+              "send %d: %s", i + 1, pc_error(u[0]->c));
+        reqs[i] = requests_now() - before;
+        fetched[i + 1] = pc_e2e_device_list_fetches(r[0]->e);
+    }
+    printf("  group of %d: requests on the server for send 1 %.0f, send 2 %.0f\n", LIST_USERS, reqs[0], reqs[1]);
+    CHECK(fetched[1] - fetched[0] == LIST_USERS, "first send: %llu GetDevices, not one per user (%d)",
+          (unsigned long long)(fetched[1] - fetched[0]), LIST_USERS);
+    CHECK(fetched[2] == fetched[1], "second send asked GetDevices %llu times again",
+          (unsigned long long)(fetched[2] - fetched[1]));
+
+    /* bob links a device: alice hears it, asks for bob's list only, and the
+     * new device gets her key */
+    h_dev *bob2 = h_device_link(&S, u[1]);
+    CHECK(bob2, "bob's second device");
+    reader *rb2 = reader_new(bob2, conv);
+    CHECK(rb2, "bob2's key store");
+    CHECK(h_dev_sync(bob2, WAIT_MS) == 0, "sync bob2");
+    CHECK(h_pump(u, 1, pred_heard, &watch, WAIT_MS), "alice never heard that bob's devices changed");
+    uint64_t seq = 0;
+    CHECK(pc_e2e_send(r[0]->e, u[0]->c, conv, members, LIST_USERS, texts[2], strlen(texts[2]), &seq) == 0,
+          "send 3: %s", pc_error(u[0]->c));
+    fetched[3] = pc_e2e_device_list_fetches(r[0]->e);
+    CHECK(fetched[3] - fetched[2] == 1, "after bob's change: %llu GetDevices, not 1",
+          (unsigned long long)(fetched[3] - fetched[2]));
+    h_dev *pair[2] = {u[0], bob2};
+    reader *only[1] = {rb2};
+    goal g = {only, 1, texts[2]};
+    CHECK(h_pump(pair, 2, pred_decrypted, &g, WAIT_MS), "bob's new device did not read alice's next message");
+
+    pc_e2e_free(rb2->e);
+    h_free(rb2);
+    h_dev_free(bob2);
+    for (int i = 0; i < LIST_USERS; i++) {
+        pc_e2e_free(r[i]->e);
+        h_free(r[i]);
+        h_dev_free(u[i]);
+    }
+}
+
 int main(void) {
     if (sodium_init() < 0 || h_server_start(&S, NULL) != 0) {
         printf("FAIL server_starts\n");
         return 1;
     }
     RUN(group_of_strangers);
+    RUN(device_lists_cached);
     if (!h_server_survived(&S)) check_failures_total++;
     h_server_destroy(&S);
     CHECK_EXIT();
