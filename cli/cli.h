@@ -56,6 +56,24 @@ int state_read_blob(const char *dir, const char *file, size_t max, uint8_t **out
                     size_t cap);
 void state_sync_free(cli_sync_state *s);
 
+/* ------------------------------------- plaintext store (plaintext_store.c) */
+
+enum { PT_STORE_MAX = 64 << 20, PT_TEXT_MAX = 65536 };
+
+typedef struct pt_store {   /* the file read whole; owns data */
+    uint8_t *data;
+    size_t len;
+} pt_store;
+
+/* Appends what this device decrypted or sent of (conv, seq) to the state
+ * file "plaintext" (0600). 0, or -1 (no room under PT_STORE_MAX, or an I/O error). */
+int pt_store_put(const char *dir, uint64_t conv, uint64_t seq, const void *text, size_t len);
+/* A missing file is an empty store. 0, or -1 (message in err). */
+int pt_store_load(const char *dir, pt_store *out, char *err, size_t cap);
+/* 1 and the text (inside s), or 0 when this device has none for (conv, seq). */
+int pt_store_find(const pt_store *s, uint64_t conv, uint64_t seq, const uint8_t **text, size_t *len);
+void pt_store_free(pt_store *s);
+
 /* ----------------------------------------------------------------- json */
 
 /* One JSON line (with '\n') for an event; user_seq 0: omitted (history). */
@@ -119,7 +137,7 @@ int cli_e2e_send(cli_ctx *ctx, uint64_t conv, const char *text, size_t len);
  * end prints the rest as undecryptable (with the reason), saves the store
  * and frees s: 0 or 1. */
 typedef struct cli_e2e_sync cli_e2e_sync;
-cli_e2e_sync *cli_e2e_sync_begin(cli_ctx *ctx, pc_client *c);
+cli_e2e_sync *cli_e2e_sync_begin(cli_ctx *ctx, pc_client *c, bool keys_only);
 void cli_e2e_sync_event(cli_e2e_sync *s, uint64_t user_seq, const Parley__V1__Message *m);
 void cli_e2e_sync_retry(cli_e2e_sync *s);
 int cli_e2e_sync_end(cli_e2e_sync *s);
@@ -127,6 +145,13 @@ int cli_e2e_sync_end(cli_e2e_sync *s);
  * with: {user, device, safety_number} (the same digits on both sides;
  * compare them out of band). Returns the exit status. */
 int cli_e2e_verify(cli_ctx *ctx, const char *user_name);
+/* The text of m from the plaintext store, printed as a JSON line: 1, or 0
+ * when this device has none (not printed). */
+int cli_e2e_print_kept(const pt_store *kept, uint64_t user_seq, const Parley__V1__Message *m);
+/* history: the kept text, or the message as undecryptable with the reason */
+void cli_e2e_print_history(const pt_store *kept, const Parley__V1__Message *m);
+/* register, register-device: the key store made, published and saved. 0 or -1 (said why). */
+int cli_e2e_prepare(cli_ctx *ctx, pc_client *c, const char *cmd);
 int cli_cmd_remove_device(cli_ctx *ctx, uint32_t device_id);
 /* consent_cmds.c: accept/decline CONV, block/unblock USER, rename CONV NAME */
 int cli_cmd_consent(cli_ctx *ctx, const char *cmd, const char *arg, const char *name);

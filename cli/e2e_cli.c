@@ -12,9 +12,12 @@
  * when sync ends is printed as undecryptable with the reason: a message is
  * never dropped silently. Messages this device sent itself cannot be
  * decrypted by it (the sender keeps no plaintext) and say so. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sys/stat.h>
 
 #include <sodium.h>
 
@@ -25,6 +28,13 @@
 enum { PENDING_MAX = 4096, ERR_CAP = 512 };
 
 static const char STORE_FILE[] = "e2e";
+
+static bool store_exists(cli_ctx *ctx) {
+    char path[4096];
+    struct stat st;
+    return (size_t)snprintf(path, sizeof path, "%s/%s", ctx->state_dir, STORE_FILE) < sizeof path &&
+           stat(path, &st) == 0;
+}
 
 /* The device's key store: loaded, or made and published. NULL after printing why. */
 static pc_e2e *store_open(cli_ctx *ctx, pc_client *c, const char *cmd) {
@@ -92,7 +102,9 @@ static uint64_t *members_of(pc_client *c, uint64_t conv, size_t *n) {
         break;
     }
     parley__v1__conversation_list__free_unpacked(l, NULL);
-    if (!out) fprintf(stderr, CLI_NAME ": send: conversation %" PRIu64 " is not one of yours\n", conv);
+    if (!out)   /* what the server answers a send there: forbidden */
+        fprintf(stderr, CLI_NAME ": send: conversation %" PRIu64 " is not one of yours (%d)\n", conv,
+                PARLEY__V1__STATUS__FORBIDDEN);
     return out;
 }
 
@@ -116,6 +128,9 @@ int cli_e2e_send(cli_ctx *ctx, uint64_t conv, const char *text, size_t len) {
         if (pc_e2e_send(e, ctx->c, conv, members, n, text, len, &seq) == 0) {
             printf("%" PRIu64 "\n", seq);
             rc = 0;
+            if (pt_store_put(ctx->state_dir, conv, seq, text, len) < 0)
+                fprintf(stderr, CLI_NAME ": send: sent, but not kept in %s/plaintext (full, or %s): "
+                                "history on this device will not show it\n", ctx->state_dir, strerror(errno));
         } else {
             cli_report("send", ctx->c);
         }
@@ -138,18 +153,31 @@ typedef struct pending {
 struct cli_e2e_sync {
     cli_ctx *ctx;
     pc_client *c;
-    pc_e2e *e;
+    pc_e2e *e;                /* NULL: keys only and no store yet */
+    bool keys_only;           /* --plaintext: printed as they are, sender keys still kept */
+    pt_store shown;           /* what this device decrypted or sent before */
     pending *p;
     size_t n, cap;
 };
 
-cli_e2e_sync *cli_e2e_sync_begin(cli_ctx *ctx, pc_client *c) {
+cli_e2e_sync *cli_e2e_sync_begin(cli_ctx *ctx, pc_client *c, bool keys_only) {
     cli_e2e_sync *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->ctx = ctx;
     s->c = c;
+    s->keys_only = keys_only;
+    char err[ERR_CAP];
+    if (!keys_only && pt_store_load(ctx->state_dir, &s->shown, err, sizeof err) < 0) {
+        fprintf(stderr, CLI_NAME ": sync: %s\n", err);
+        free(s);
+        return NULL;
+    }
+    /* a plain sync makes no key store, but keeps using one that exists:
+     * the device messages it acks carry sender keys */
+    if (keys_only && !store_exists(ctx)) return s;
     s->e = store_open(ctx, c, "sync");
     if (!s->e) {
+        pt_store_free(&s->shown);
         free(s);
         return NULL;
     }
@@ -163,8 +191,13 @@ static int try_print(cli_e2e_sync *s, uint64_t user_seq, const Parley__V1__Messa
         json_print_message(stdout, user_seq, m);
         return 1;
     }
+    if (s->keys_only) {
+        json_print_message(stdout, user_seq, m);
+        return 1;
+    }
+    if (cli_e2e_print_kept(&s->shown, user_seq, m)) return 1;   /* sent (or read) here before */
     if (m->sender_user_id == s->ctx->ident.id.user_id && m->sender_device_id == s->ctx->ident.id.device_id) {
-        json_print_undecryptable(stdout, user_seq, m, "sent from this device (it keeps no plaintext copy)");
+        json_print_undecryptable(stdout, user_seq, m, "sent from this device, and not in its plaintext store");
         return 1;
     }
     uint8_t *pt = NULL;
@@ -176,6 +209,10 @@ static int try_print(cli_e2e_sync *s, uint64_t user_seq, const Parley__V1__Messa
         shown.body.data = pt;
         shown.body.len = n;
         json_print_message(stdout, user_seq, &shown);
+        if (pt_store_put(s->ctx->state_dir, m->conversation_id, m->seq, pt, n) < 0)
+            fprintf(stderr, CLI_NAME ": sync: conv %" PRIu64 " seq %" PRIu64 " not kept in %s/plaintext: "
+                            "history on this device will not show it\n",
+                    m->conversation_id, m->seq, s->ctx->state_dir);
         sodium_memzero(pt, n);
     } else {
         json_print_undecryptable(stdout, user_seq, m, e2e_strerror(st));
@@ -232,11 +269,44 @@ int cli_e2e_sync_end(cli_e2e_sync *s) {
     flush(s, true);
     fflush(stdout);
     pc_on_device_message(s->c, NULL, NULL);
-    int rc = store_save(s->ctx, s->e, "sync") < 0 ? 1 : 0;
+    int rc = s->e && store_save(s->ctx, s->e, "sync") < 0 ? 1 : 0;
     pc_e2e_free(s->e);
+    pt_store_free(&s->shown);
     free(s->p);
     free(s);
     return rc;
+}
+
+/* ------------------------------------------------------- history, register */
+
+int cli_e2e_print_kept(const pt_store *kept, uint64_t user_seq, const Parley__V1__Message *m) {
+    const uint8_t *text = NULL;
+    size_t len = 0;
+    if (m->type != PARLEY__V1__MESSAGE_TYPE__TEXT || !pt_store_find(kept, m->conversation_id, m->seq, &text, &len))
+        return 0;
+    Parley__V1__Message shown = *m;
+    shown.body.data = (uint8_t *)text;
+    shown.body.len = len;
+    json_print_message(stdout, user_seq, &shown);
+    return 1;
+}
+
+void cli_e2e_print_history(const pt_store *kept, const Parley__V1__Message *m) {
+    if (m->type != PARLEY__V1__MESSAGE_TYPE__TEXT) {
+        json_print_message(stdout, 0, m);
+        return;
+    }
+    if (!cli_e2e_print_kept(kept, 0, m))
+        json_print_undecryptable(stdout, 0, m, "not read on this device (history shows what this device "
+                                               "decrypted or sent: a message key is used once)");
+}
+
+int cli_e2e_prepare(cli_ctx *ctx, pc_client *c, const char *cmd) {
+    pc_e2e *e = store_open(ctx, c, cmd);
+    if (!e) return -1;
+    int r = store_save(ctx, e, cmd);
+    pc_e2e_free(e);
+    return r;
 }
 
 /* --------------------------------------------------------------- verify */
