@@ -150,6 +150,11 @@ int cli_e2e_verify(cli_ctx *ctx, const char *user_name);
 int cli_e2e_print_kept(const pt_store *kept, uint64_t user_seq, const Parley__V1__Message *m);
 /* history: the kept text, or the message as undecryptable with the reason */
 void cli_e2e_print_history(const pt_store *kept, const Parley__V1__Message *m);
+/* interactive chat on a sync begun with keys_only false: m's text, kept or
+ * decrypted (and then kept): 1 and a malloc'd *text, or 0 and *why. */
+int cli_e2e_reveal(cli_e2e_sync *s, const Parley__V1__Message *m, uint8_t **text, size_t *len, const char **why);
+/* sends text encrypted to conv's members and keeps it: 0 and *seq, or -1 (printed why, or pc_error) */
+int cli_e2e_send_in(cli_e2e_sync *s, uint64_t conv, const char *text, size_t len, uint64_t *seq);
 /* register, register-device: the key store made, published and saved. 0 or -1 (said why). */
 int cli_e2e_prepare(cli_ctx *ctx, pc_client *c, const char *cmd);
 int cli_cmd_remove_device(cli_ctx *ctx, uint32_t device_id);

@@ -156,6 +156,7 @@ struct cli_e2e_sync {
     pc_e2e *e;                /* NULL: keys only and no store yet */
     bool keys_only;           /* --plaintext: printed as they are, sender keys still kept */
     pt_store shown;           /* what this device decrypted or sent before */
+    bool shown_stale;         /* the file grew since shown was read */
     pending *p;
     size_t n, cap;
 };
@@ -275,6 +276,56 @@ int cli_e2e_sync_end(cli_e2e_sync *s) {
     free(s->p);
     free(s);
     return rc;
+}
+
+/* ---------------------------------------------------------- interactive */
+
+static int find_kept(cli_e2e_sync *s, const Parley__V1__Message *m, const uint8_t **text, size_t *len) {
+    if (pt_store_find(&s->shown, m->conversation_id, m->seq, text, len)) return 1;
+    if (!s->shown_stale) return 0;
+    char err[ERR_CAP];
+    pt_store_free(&s->shown);
+    s->shown_stale = false;
+    return pt_store_load(s->ctx->state_dir, &s->shown, err, sizeof err) == 0 &&
+           pt_store_find(&s->shown, m->conversation_id, m->seq, text, len);
+}
+
+int cli_e2e_reveal(cli_e2e_sync *s, const Parley__V1__Message *m, uint8_t **text, size_t *len, const char **why) {
+    *text = NULL;
+    *len = 0;
+    const uint8_t *kept = NULL;
+    if (find_kept(s, m, &kept, len)) {
+        *text = malloc(*len ? *len : 1);
+        if (!*text) {
+            *why = "out of memory";
+            return 0;
+        }
+        memcpy(*text, kept, *len);
+        return 1;
+    }
+    if (m->sender_user_id == s->ctx->ident.id.user_id && m->sender_device_id == s->ctx->ident.id.device_id) {
+        *why = "sent from this device, and not in its plaintext store";
+        return 0;
+    }
+    int st = s->e ? pc_e2e_decrypt(s->e, m, text, len) : E2E_ERR_WRONG_KEY;
+    if (st != 0) {
+        *why = e2e_strerror(st);
+        return 0;
+    }
+    if (pt_store_put(s->ctx->state_dir, m->conversation_id, m->seq, *text, *len) == 0) s->shown_stale = true;
+    return 1;
+}
+
+int cli_e2e_send_in(cli_e2e_sync *s, uint64_t conv, const char *text, size_t len, uint64_t *seq) {
+    size_t n = 0;
+    uint64_t *members = members_of(s->c, conv, &n);
+    if (!members) return -1;
+    int r = pc_e2e_send(s->e, s->c, conv, members, n, text, len, seq);
+    free(members);
+    if (r != 0) return -1;
+    if (pt_store_put(s->ctx->state_dir, conv, *seq, text, len) == 0) s->shown_stale = true;
+    store_save(s->ctx, s->e, "chat");   /* the sessions and the key handed out stay with the device */
+    return 0;
 }
 
 /* ------------------------------------------------------- history, register */
