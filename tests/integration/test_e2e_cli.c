@@ -4,6 +4,7 @@
  *     lines; alice's sync prints bob's reply and her own texts, from her
  *     plaintext store; `history` shows the texts on both sides, decrypted,
  *     `history --plaintext` the server's bytes; the store file is 0600
+ *   - a --plaintext sync still keeps the sender keys it acks
  *   - the key stores persist across runs (every command is a new process)
  *   - `verify` shows the same safety number on both sides
  *   - no plaintext sent is anywhere under the server's directory (data and
@@ -243,6 +244,28 @@ static void two_users_encrypted(void) {
     snprintf(nb, sizeof nb, "%.71s", pb + 17);
     CHECK(strlen(na) == 71 && strcmp(na, nb) == 0, "safety numbers differ: '%s' / '%s'", na, nb);
 
+    /* a plain sync still keeps the sender keys it acks: alice's first
+     * message in a new group carries her key for it; bob reads that sync
+     * --plaintext, and her second message there still decrypts */
+    cli(&r, "alice", "group", "pair", "bob", NULL);
+    uint64_t grp = out_u64(&r);
+    CHECK(r.status == 0 && grp, "group: %d %s", r.status, r.err);
+    char gs[32], g1[64], g2[64], wantg2[128];
+    snprintf(gs, sizeof gs, "%" PRIu64, grp);
+    snprintf(g1, sizeof g1, "cli-group-one-%08x", tag);
+    snprintf(g2, sizeof g2, "cli-group-two-%08x", tag);
+    snprintf(wantg2, sizeof wantg2, "\"text\":\"%s\"", g2);
+    cli(&r, "alice", "send", gs, g1, NULL);
+    CHECK(r.status == 0 && out_u64(&r), "alice sends in the group: %d %s", r.status, r.err);
+    cli(&r, "bob", "sync", "--plaintext", NULL);
+    CHECK(r.status == 0 && !strstr(r.out, g1), "bob's plain sync: %d\n%s", r.status, r.out);
+    cli(&r, "alice", "send", gs, g2, NULL);
+    CHECK(r.status == 0 && out_u64(&r), "alice sends again: %d %s", r.status, r.err);
+    cli(&r, "bob", "sync", NULL);
+    CHECK(r.status == 0 && strstr(r.out, wantg2), "after a plain sync, bob cannot read alice's group text:\n%s",
+          r.out);
+    const char *secrets_g[2] = {g1, g2};
+
     /* a message sent --plaintext is stored as it is: the scan finds it */
     cli(&r, "alice", "send", cs, control, "--plaintext", NULL);
     CHECK(r.status == 0 && out_u64(&r), "control: %d %s", r.status, r.err);
@@ -252,6 +275,8 @@ static void two_users_encrypted(void) {
     const char *secrets[3] = {s1, s2, s3};
     for (int i = 0; i < 3; i++)
         CHECK(server_files_holding(secrets[i]) == 0, "'%s' is in the server's files", secrets[i]);
+    for (int i = 0; i < 2; i++)
+        CHECK(server_files_holding(secrets_g[i]) == 0, "'%s' is in the server's files", secrets_g[i]);
 }
 
 int main(void) {
