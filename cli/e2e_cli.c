@@ -108,6 +108,17 @@ static uint64_t *members_of(pc_client *c, uint64_t conv, size_t *n) {
     return out;
 }
 
+/* KeysLow comes during a poll; the refill (a request) waits for the end of
+ * the command (refill_if_low) */
+static void note_keys_low(void *ud, uint32_t left) {
+    (void)left;
+    *(bool *)ud = true;
+}
+
+static void refill_if_low(pc_e2e *e, pc_client *c, bool low, const char *cmd) {
+    if (low && e && pc_e2e_refill(e, c) != 0) cli_report(cmd, c);
+}
+
 static void keep_device_message(void *ud, const Parley__V1__DeviceMessage *m) {
     /* a device message is acked once handed out: one that comes while we
      * send is applied now, or its sender key would be lost */
@@ -121,6 +132,8 @@ int cli_e2e_send(cli_ctx *ctx, uint64_t conv, const char *text, size_t len) {
     pc_e2e *e = store_open(ctx, ctx->c, "send");
     if (!e) return 1;
     pc_on_device_message(ctx->c, keep_device_message, e);
+    bool low = false;
+    pc_on_keys_low(ctx->c, note_keys_low, &low);
     size_t n = 0;
     uint64_t *members = members_of(ctx->c, conv, &n), seq = 0;
     int rc = 1;
@@ -136,6 +149,8 @@ int cli_e2e_send(cli_ctx *ctx, uint64_t conv, const char *text, size_t len) {
         }
     }
     pc_on_device_message(ctx->c, NULL, NULL);
+    pc_on_keys_low(ctx->c, NULL, NULL);
+    refill_if_low(e, ctx->c, low, "send");
     /* saved even after a failure: sessions made and keys handed out stay valid */
     if (store_save(ctx, e, "send") < 0) rc = 1;
     free(members);
@@ -157,6 +172,7 @@ struct cli_e2e_sync {
     bool keys_only;           /* --plaintext: printed as they are, sender keys still kept */
     pt_store shown;           /* what this device decrypted or sent before */
     bool shown_stale;         /* the file grew since shown was read */
+    bool keys_low;            /* KeysLow heard: refilled at the end */
     pending *p;
     size_t n, cap;
 };
@@ -183,6 +199,7 @@ cli_e2e_sync *cli_e2e_sync_begin(cli_ctx *ctx, pc_client *c, bool keys_only) {
         return NULL;
     }
     pc_on_device_message(c, keep_device_message, s->e);
+    pc_on_keys_low(c, note_keys_low, &s->keys_low);
     return s;
 }
 
@@ -270,6 +287,8 @@ int cli_e2e_sync_end(cli_e2e_sync *s) {
     flush(s, true);
     fflush(stdout);
     pc_on_device_message(s->c, NULL, NULL);
+    pc_on_keys_low(s->c, NULL, NULL);
+    refill_if_low(s->e, s->c, s->keys_low, "sync");
     int rc = s->e && store_save(s->ctx, s->e, "sync") < 0 ? 1 : 0;
     pc_e2e_free(s->e);
     pt_store_free(&s->shown);

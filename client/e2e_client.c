@@ -45,6 +45,7 @@ pc_e2e *pc_e2e_new(void) {
     e2e_prekey_generate(&e->spk, 1);
     e2e_prekey_sign(&e->id, &e->spk, e->spk_sig);
     for (uint32_t i = 0; i < PC_E2E_ONE_TIME_KEYS; i++) e2e_prekey_generate(&e->otk[i], 1000 + i);
+    e->n_otk = PC_E2E_ONE_TIME_KEYS;
     return e;
 }
 
@@ -73,10 +74,43 @@ int pc_e2e_publish(pc_e2e *e, pc_client *c) {
     pc_prekey otk[PC_E2E_ONE_TIME_KEYS];
     size_t n = 0;
     if (!e->published)
-        for (size_t i = 0; i < PC_E2E_ONE_TIME_KEYS; i++) otk[n++] = (pc_prekey){e->otk[i].id, e->otk[i].pk, 32, NULL, 0};
+        for (size_t i = 0; i < PC_E2E_ONE_TIME_KEYS && i < e->n_otk; i++)
+            otk[n++] = (pc_prekey){e->otk[i].id, e->otk[i].pk, 32, NULL, 0};
     if (pc_upload_keys(c, e->id.pk, 32, &spk, otk, n, NULL) != 0) return -1;
     e->published = true;
     return 0;
+}
+
+/* drops held slot i, keeping the order (oldest first) */
+static void drop_otk(pc_e2e *e, size_t i) {
+    sodium_memzero(&e->otk[i], sizeof e->otk[i]);
+    memmove(&e->otk[i], &e->otk[i + 1], (e->n_otk - i - 1) * sizeof e->otk[0]);
+    memmove(&e->otk_used[i], &e->otk_used[i + 1], (e->n_otk - i - 1) * sizeof e->otk_used[0]);
+    e->n_otk--;
+}
+
+int pc_e2e_refill(pc_e2e *e, pc_client *c) {
+    while (e->n_otk + PC_E2E_ONE_TIME_KEYS > PC_E2E_HELD_ONE_TIME_KEYS) {
+        size_t victim = 0;   /* the oldest used one, else the oldest */
+        for (size_t i = 0; i < e->n_otk; i++)
+            if (e->otk_used[i]) {
+                victim = i;
+                break;
+            }
+        drop_otk(e, victim);
+    }
+    uint32_t next = 1000;
+    for (size_t i = 0; i < e->n_otk; i++)
+        if (e->otk[i].id >= next) next = e->otk[i].id + 1;
+    pc_prekey spk = {e->spk.id, e->spk.pk, 32, e->spk_sig, 64};
+    pc_prekey otk[PC_E2E_ONE_TIME_KEYS];
+    for (size_t i = 0; i < PC_E2E_ONE_TIME_KEYS; i++) {
+        e2e_prekey *k = &e->otk[e->n_otk];
+        e2e_prekey_generate(k, next++);
+        e->otk_used[e->n_otk++] = false;
+        otk[i] = (pc_prekey){k->id, k->pk, 32, NULL, 0};
+    }
+    return pc_upload_keys(c, e->id.pk, 32, &spk, otk, PC_E2E_ONE_TIME_KEYS, NULL);
 }
 
 /* ---------------------------------------------------------------- tables */
@@ -381,7 +415,7 @@ void pc_e2e_rotate(pc_e2e *e, uint64_t conv) {
 /* ----------------------------------------------------------- receiving */
 
 static int take_otk(pc_e2e *e, uint32_t id, e2e_prekey **out) {
-    for (size_t i = 0; i < PC_E2E_ONE_TIME_KEYS; i++)
+    for (size_t i = 0; i < e->n_otk; i++)
         if (e->otk[i].id == id && !e->otk_used[i]) {
             *out = &e->otk[i];
             return (int)i;

@@ -3,7 +3,7 @@
  *
  *   0x53 | version 1 | identity pk (32) sk (64) | signed pre-key id (u32)
  *   pk (32) sk (32) signature (64) | published (u8) | one-time pre-keys:
- *   count (u32) x { id (u32) pk (32) sk (32) used (u8) } | peers: count x
+ *   count (u32, at most PC_E2E_HELD_ONE_TIME_KEYS) x { id (u32) pk (32) sk (32) used (u8) } | peers: count x
  *   { user (u64) device (u32) session (u32 length + bytes) has old (u8)
  *   [old session] } | sender keys: count x { conv (u64) user (u64) device
  *   (u32) key (u32 length + bytes) has prev (u8) [prev key] } | hand-outs:
@@ -83,8 +83,8 @@ int pc_e2e_save(const pc_e2e *e, uint8_t **out, size_t *out_len) {
     put(&b, e->spk.sk, 32);
     put(&b, e->spk_sig, 64);
     put8(&b, e->published);
-    put32(&b, PC_E2E_ONE_TIME_KEYS);
-    for (size_t i = 0; i < PC_E2E_ONE_TIME_KEYS; i++) {
+    put32(&b, (uint32_t)e->n_otk);
+    for (size_t i = 0; i < e->n_otk; i++) {
         put32(&b, e->otk[i].id);
         put(&b, e->otk[i].pk, 32);
         put(&b, e->otk[i].sk, 32);
@@ -155,8 +155,10 @@ static int load_into(pc_e2e *e, e2e_reader *r) {
     rd_bytes(r, e->spk.sk, 32);
     rd_bytes(r, e->spk_sig, 64);
     e->published = rd_u8(r) != 0;
-    if (rd_u32(r) != PC_E2E_ONE_TIME_KEYS) return E2E_ERR_MALFORMED;
-    for (size_t i = 0; i < PC_E2E_ONE_TIME_KEYS; i++) {
+    uint32_t n_otk = rd_u32(r);
+    if (n_otk > PC_E2E_HELD_ONE_TIME_KEYS) return E2E_ERR_MALFORMED;
+    e->n_otk = n_otk;
+    for (size_t i = 0; i < n_otk; i++) {
         e->otk[i].id = rd_u32(r);
         rd_bytes(r, e->otk[i].pk, 32);
         rd_bytes(r, e->otk[i].sk, 32);

@@ -45,8 +45,9 @@ struct pc_e2e {
     e2e_identity id;
     e2e_prekey spk;
     uint8_t spk_sig[64];
-    e2e_prekey otk[PC_E2E_ONE_TIME_KEYS];
-    bool otk_used[PC_E2E_ONE_TIME_KEYS];
+    e2e_prekey otk[PC_E2E_HELD_ONE_TIME_KEYS];
+    bool otk_used[PC_E2E_HELD_ONE_TIME_KEYS];
+    size_t n_otk;               /* held: otk[0..n_otk), oldest first */
     bool published;
     peer *peers;
     size_t n_peers, cap_peers;

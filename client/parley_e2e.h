@@ -31,6 +31,7 @@ typedef struct pc_e2e pc_e2e;
 
 enum {
     PC_E2E_ONE_TIME_KEYS = 100,     /* one-time pre-keys per upload */
+    PC_E2E_HELD_ONE_TIME_KEYS = 400, /* one-time pre-keys held (private halves); refill evicts the oldest */
     PC_E2E_MAX_SESSIONS = 4096,     /* peer devices with a pairwise session */
     PC_E2E_MAX_SENDER_KEYS = 4096,  /* sender keys held (own and received) */
     PC_E2E_MAX_MEMBERS = 1024,      /* users passed to pc_e2e_send */
@@ -47,6 +48,13 @@ const uint8_t *pc_e2e_identity_key(const pc_e2e *e);
 /* Uploads identity, signed pre-key and the one-time pre-keys not yet
  * uploaded. c must be signed in. 0, or -1 (pc_error(c) says why). */
 int pc_e2e_publish(pc_e2e *e, pc_client *c);
+
+/* KeysLow: PC_E2E_ONE_TIME_KEYS new one-time pre-keys (ids after the
+ * highest held) made and uploaded. Room is made by dropping used ones
+ * first, then the oldest unused (a session opened with one of those later
+ * fails: the peer starts again). Call it from pc_on_keys_low's callback
+ * owner, outside the callback (it makes a request). 0, or -1 (pc_error). */
+int pc_e2e_refill(pc_e2e *e, pc_client *c);
 
 /* Encrypts text for conversation conv, whose members are members[0..n)
  * (the caller's own user may be among them or not; its other devices get
