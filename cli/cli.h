@@ -144,7 +144,12 @@ int cli_e2e_sync_end(cli_e2e_sync *s);
 /* verify USER: one JSON line per device of USER this device has a session
  * with: {user, device, safety_number} (the same digits on both sides;
  * compare them out of band). Returns the exit status. */
-int cli_e2e_verify(cli_ctx *ctx, const char *user_name);
+int cli_e2e_verify(cli_ctx *ctx, const char *user_name, bool mark);
+/* One JSON line {"warning":"identity_changed",user,device,reason} on out for
+ * each device of a user marked verified (verify --mark) whose identity key
+ * is not among the marked ones (a new or reset device, or someone else). */
+struct pc_e2e;
+void cli_e2e_warn_identities(cli_ctx *ctx, const struct pc_e2e *e, FILE *out);
 /* The text of m from the plaintext store, printed as a JSON line: 1, or 0
  * when this device has none (not printed). */
 int cli_e2e_print_kept(const pt_store *kept, uint64_t user_seq, const Parley__V1__Message *m);

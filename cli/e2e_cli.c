@@ -151,6 +151,7 @@ int cli_e2e_send(cli_ctx *ctx, uint64_t conv, const char *text, size_t len) {
     pc_on_device_message(ctx->c, NULL, NULL);
     pc_on_keys_low(ctx->c, NULL, NULL);
     refill_if_low(e, ctx->c, low, "send");
+    cli_e2e_warn_identities(ctx, e, stderr);   /* stdout is the seq */
     /* saved even after a failure: sessions made and keys handed out stay valid */
     if (store_save(ctx, e, "send") < 0) rc = 1;
     free(members);
@@ -289,6 +290,7 @@ int cli_e2e_sync_end(cli_e2e_sync *s) {
     pc_on_device_message(s->c, NULL, NULL);
     pc_on_keys_low(s->c, NULL, NULL);
     refill_if_low(s->e, s->c, s->keys_low, "sync");
+    if (s->e) cli_e2e_warn_identities(s->ctx, s->e, stdout);
     int rc = s->e && store_save(s->ctx, s->e, "sync") < 0 ? 1 : 0;
     pc_e2e_free(s->e);
     pt_store_free(&s->shown);
@@ -381,22 +383,119 @@ int cli_e2e_prepare(cli_ctx *ctx, pc_client *c, const char *cmd) {
 
 /* --------------------------------------------------------------- verify */
 
-int cli_e2e_verify(cli_ctx *ctx, const char *user_name) {
+/* The state file "verified": the identity keys the user marked as verified
+ * (verify USER --mark), records of user (u64 LE) device (u32 LE) key (32),
+ * at most MARKS_MAX. */
+enum { MARK_BYTES = 8 + 4 + 32, MARKS_MAX = 4096 };
+static const char MARKS_FILE[] = "verified";
+
+typedef struct marks {
+    uint8_t *data;
+    size_t n;
+} marks;
+
+static int marks_load(cli_ctx *ctx, marks *m, const char *cmd) {
+    char err[ERR_CAP];
+    size_t len = 0;
+    m->data = NULL;
+    m->n = 0;
+    if (state_read_blob(ctx->state_dir, MARKS_FILE, (size_t)MARK_BYTES * MARKS_MAX, &m->data, &len, err, sizeof err) < 0 ||
+        len % MARK_BYTES) {
+        fprintf(stderr, CLI_NAME ": %s: %s/%s: unreadable\n", cmd, ctx->state_dir, MARKS_FILE);
+        free(m->data);
+        m->data = NULL;
+        return -1;
+    }
+    m->n = len / MARK_BYTES;
+    return 0;
+}
+
+static uint64_t mark_u(const uint8_t *p, int n) {
+    uint64_t v = 0;
+    for (int i = n; i-- > 0;) v = v << 8 | p[i];
+    return v;
+}
+
+/* 1 when (user, device, key) is marked, else 0 */
+static int marked(const marks *m, uint64_t user, uint32_t device, const uint8_t key[32]) {
+    for (size_t i = 0; i < m->n; i++) {
+        const uint8_t *r = m->data + i * MARK_BYTES;
+        if (mark_u(r, 8) == user && mark_u(r + 8, 4) == device && sodium_memcmp(r + 12, key, 32) == 0) return 1;
+    }
+    return 0;
+}
+
+void cli_e2e_warn_identities(cli_ctx *ctx, const pc_e2e *e, FILE *out) {
+    marks m;
+    if (marks_load(ctx, &m, "warning") < 0) return;
+    /* each user with a mark: any device of theirs with a key not marked */
+    for (size_t i = 0; i < m.n; i++) {
+        uint64_t user = mark_u(m.data + i * MARK_BYTES, 8);
+        bool first = true;
+        for (size_t j = 0; j < i && first; j++) first = mark_u(m.data + j * MARK_BYTES, 8) != user;
+        if (!first) continue;
+        uint32_t devices[PC_E2E_MAX_DEVICES];
+        size_t n = pc_e2e_known_devices(e, user, devices, PC_E2E_MAX_DEVICES);
+        for (size_t k = 0; k < n && k < PC_E2E_MAX_DEVICES; k++) {
+            uint8_t key[32];
+            if (pc_e2e_peer_identity(e, user, devices[k], key) != 0 || marked(&m, user, devices[k], key)) continue;
+            fprintf(out, "{\"warning\":\"identity_changed\",\"user\":%" PRIu64 ",\"device\":%" PRIu32
+                         ",\"reason\":\"a key of a verified user that you have not verified: compare "
+                         "safety numbers (verify), then verify --mark\"}\n", user, devices[k]);
+        }
+    }
+    free(m.data);
+}
+
+int cli_e2e_verify(cli_ctx *ctx, const char *user_name, bool mark) {
     uint64_t user = 0;
     if (cli_resolve_user(ctx->c, "verify", user_name, &user) < 0) return 1;
     pc_e2e *e = store_open(ctx, ctx->c, "verify");
     if (!e) return 1;
+    marks m;
+    if (marks_load(ctx, &m, "verify") < 0) {
+        pc_e2e_free(e);
+        return 1;
+    }
     uint32_t devices[PC_E2E_MAX_DEVICES];
     size_t n = pc_e2e_known_devices(e, user, devices, PC_E2E_MAX_DEVICES);
     if (n > PC_E2E_MAX_DEVICES) n = PC_E2E_MAX_DEVICES;
+    int rc = 0;
+    if (mark && n) {   /* USER's marks replaced by the keys shown now */
+        uint8_t *next = malloc((m.n + n) * MARK_BYTES);
+        size_t kept = 0;
+        for (size_t i = 0; next && i < m.n; i++)
+            if (mark_u(m.data + i * MARK_BYTES, 8) != user)
+                memcpy(next + kept++ * MARK_BYTES, m.data + i * MARK_BYTES, MARK_BYTES);
+        for (size_t i = 0; next && i < n; i++) {
+            uint8_t *r = next + kept * MARK_BYTES;
+            for (int b = 0; b < 8; b++) r[b] = (uint8_t)(user >> (8 * b));
+            for (int b = 0; b < 4; b++) r[8 + b] = (uint8_t)(devices[i] >> (8 * b));
+            if (pc_e2e_peer_identity(e, user, devices[i], r + 12) == 0) kept++;
+        }
+        char err[ERR_CAP];
+        if (!next || kept > MARKS_MAX || state_write_blob(ctx->state_dir, MARKS_FILE, next, kept * MARK_BYTES, err, sizeof err) < 0) {
+            fprintf(stderr, CLI_NAME ": verify: cannot save the marks%s\n", kept > MARKS_MAX ? ": too many" : "");
+            rc = 1;
+        } else {
+            free(m.data);
+            m.data = next;
+            m.n = kept;
+            next = NULL;
+        }
+        free(next);
+    }
     for (size_t i = 0; i < n; i++) {
         char number[E2E_SAFETY_NUMBER_LEN];
-        if (pc_e2e_safety_number(e, user, devices[i], number) != 0) continue;
-        printf("{\"user\":%" PRIu64 ",\"device\":%" PRIu32 ",\"safety_number\":\"%s\"}\n", user, devices[i], number);
+        uint8_t key[32];
+        if (pc_e2e_safety_number(e, user, devices[i], number) != 0 || pc_e2e_peer_identity(e, user, devices[i], key) != 0)
+            continue;
+        printf("{\"user\":%" PRIu64 ",\"device\":%" PRIu32 ",\"safety_number\":\"%s\",\"verified\":%s}\n", user,
+               devices[i], number, marked(&m, user, devices[i], key) ? "true" : "false");
     }
-    int rc = 0;
+    free(m.data);
     if (n == 0) {
-        fprintf(stderr, CLI_NAME ": verify: no encrypted session with %s's devices yet: exchange an --e2e message first\n",
+        fprintf(stderr, CLI_NAME ": verify: no encrypted session with %s's devices yet: exchange an encrypted message first\n",
                 user_name);
         rc = 1;
     }

@@ -56,7 +56,7 @@ static const char USAGE[] =
     "                             more seconds of changes (default 0)\n"
     "  devices [USER]             USER's (default: own) device ids and change counter, as JSON\n"
     "  remove-device ID           removes another device of this user\n"
-    "  verify USER                safety numbers of USER's devices this device talks to\n"
+    "  verify USER [--mark]       safety numbers of USER's devices this device talks to\n"
     "                             end to end, as JSON: compare them with USER out of band\n"
     "  (no command)               interactive chat; /help inside for its commands\n"
     "\n"
@@ -84,6 +84,7 @@ typedef struct cli_args {
     bool have_wait, have_limit, have_before, have_watch;
     bool help;                  /* --help: the command's usage (or the global one), exit 0 */
     bool plaintext;             /* --plaintext: send, sync and history without end-to-end encryption */
+    bool mark;                  /* verify --mark: the keys shown are marked verified */
     uint64_t wait_s, limit, before, watch_s;
 } cli_args;
 
@@ -131,6 +132,10 @@ static int parse_args(int argc, char **argv, cli_args *a) {
         if (opts && strcmp(s, "--e2e") == 0) continue;   /* the default now */
         if (opts && strcmp(s, "--plaintext") == 0) {
             a->plaintext = true;
+            continue;
+        }
+        if (opts && strcmp(s, "--mark") == 0) {
+            a->mark = true;
             continue;
         }
         if (opts && s[0] == '-' && s[1] == '-') {
@@ -621,7 +626,7 @@ static int cmd_realtime(cli_ctx *ctx, const cli_args *a) {
     }
     if (strcmp(cmd, "presence") == 0) return cli_cmd_presence(ctx, a->pos + 1, a->n_pos - 1, a->watch_s);
     if (strcmp(cmd, "devices") == 0) return cli_cmd_devices(ctx, a->n_pos > 1 ? a->pos[1] : NULL);
-    if (strcmp(cmd, "verify") == 0) return cli_e2e_verify(ctx, a->pos[1]);
+    if (strcmp(cmd, "verify") == 0) return cli_e2e_verify(ctx, a->pos[1], a->mark);
     if (cli_parse_u64(a->pos[1], &n) < 0 || n == 0 || n > UINT32_MAX) {
         fprintf(stderr, CLI_NAME ": remove-device: not a device id: %s\n", a->pos[1]);
         return EXIT_USAGE;
@@ -664,7 +669,7 @@ static const command COMMANDS[] = {
     {"typing", NEEDS_CONNECTION, 1, 2, "typing CONV [on|off]"},
     {"presence", NEEDS_CONNECTION, 1, -1, "presence USER... [--watch S]"},
     {"devices", NEEDS_CONNECTION, 0, 1, "devices [USER]"},
-    {"verify", NEEDS_CONNECTION, 1, 1, "verify USER"},
+    {"verify", NEEDS_CONNECTION, 1, 1, "verify USER [--mark]"},
     {"remove-device", NEEDS_CONNECTION, 1, 1, "remove-device ID"},
 };
 
@@ -728,9 +733,13 @@ static const struct command_help {
     {"verify",
      "Prints, for each device of USER this device has an end-to-end session with\n"
      "(after an encrypted message either way), a JSON line {user, device,\n"
-     "safety_number}: 60 digits from both devices' identity keys, the same on both\n"
-     "sides. Compare them with USER in person or over another channel: if they\n"
-     "differ, someone is in the middle."},
+     "safety_number, verified}: 60 digits from both devices' identity keys, the same\n"
+     "on both sides. Compare them with USER in person or over another channel: if\n"
+     "they differ, someone is in the middle.\n"
+     "--mark: the keys shown are marked verified (state file verified). From then\n"
+     "on send (on stderr) and sync (on stdout) print a JSON line\n"
+     "{\"warning\":\"identity_changed\", user, device, reason} for each device of USER\n"
+     "whose key is not marked, until you verify and mark again."},
     {"devices",
      "USER's (default: your own) device ids and change counter, as one JSON line."},
     {"remove-device",
@@ -769,6 +778,7 @@ int main(int argc, char **argv) {
     if (a.plaintext && (!cm || (strcmp(cm->name, "sync") != 0 && strcmp(cm->name, "send") != 0 &&
                                 strcmp(cm->name, "history") != 0)))
         return usage_error("--plaintext is for send, sync and history%s", "");
+    if (a.mark && (!cm || strcmp(cm->name, "verify") != 0)) return usage_error("--mark is for verify%s", "");
     if (!cm || strcmp(cm->name, "history") != 0) {
         if (a.have_limit || a.have_before) return usage_error("--limit/--before are for history%s", "");
     }

@@ -519,3 +519,13 @@ int pc_e2e_safety_number(const pc_e2e *e, uint64_t user, uint32_t device, char o
     out[0] = '\0';
     return E2E_ERR_WRONG_KEY;
 }
+
+int pc_e2e_peer_identity(const pc_e2e *e, uint64_t user, uint32_t device, uint8_t out[32]) {
+    for (size_t i = 0; i < e->n_peers; i++) {
+        const peer *p = &e->peers[i];
+        if (p->user != user || p->device != device) continue;
+        memcpy(out, e2e_session_peer_identity(p->s), 32);
+        return 0;
+    }
+    return E2E_ERR_WRONG_KEY;
+}

@@ -96,6 +96,9 @@ void pc_e2e_rotate(pc_e2e *e, uint64_t conv);
  * compare out of band. 0, or E2E_ERR_WRONG_KEY when there is no session. */
 size_t pc_e2e_known_devices(const pc_e2e *e, uint64_t user, uint32_t *devices, size_t cap);
 int pc_e2e_safety_number(const pc_e2e *e, uint64_t user, uint32_t device, char out[72]);
+/* The identity key (Ed25519 public) of a device we have a session with:
+ * 0, or E2E_ERR_WRONG_KEY when there is none. */
+int pc_e2e_peer_identity(const pc_e2e *e, uint64_t user, uint32_t device, uint8_t out[32]);
 
 /* The whole store (private keys included: keep it like a secret key) to
  * versioned bytes, malloc'd in *out; and back. 0 or a negative e2e status

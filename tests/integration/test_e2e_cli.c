@@ -6,7 +6,9 @@
  *     `history --plaintext` the server's bytes; the store file is 0600
  *   - a --plaintext sync still keeps the sender keys it acks
  *   - the key stores persist across runs (every command is a new process)
- *   - `verify` shows the same safety number on both sides
+ *   - `verify` shows the same safety number on both sides; after `verify
+ *     --mark`, a new device of bob makes alice's sync print an
+ *     identity_changed warning until she marks again
  *   - no plaintext sent is anywhere under the server's directory (data and
  *     log), while a control message sent --plaintext is found there. */
 #include <fcntl.h>
@@ -243,6 +245,30 @@ static void two_users_encrypted(void) {
     CHECK(r.status == 0 && pb, "bob verify alice: %d\n%s", r.status, r.out);
     snprintf(nb, sizeof nb, "%.71s", pb + 17);
     CHECK(strlen(na) == 71 && strcmp(na, nb) == 0, "safety numbers differ: '%s' / '%s'", na, nb);
+
+    /* marked verified; a new device of bob (a key alice has not verified)
+     * makes alice's sync warn, until she marks again */
+    CHECK(strstr(r.out, "\"verified\":false"), "bob's view before marking:\n%s", r.out);
+    cli(&r, "alice", "verify", "bob", "--mark", NULL);
+    CHECK(r.status == 0 && strstr(r.out, "\"verified\":true") && !strstr(r.out, "\"verified\":false"),
+          "verify --mark: %d\n%s", r.status, r.out);
+    cli(&r, "bob", "link", NULL);
+    char token[256];
+    snprintf(token, sizeof token, "%.*s", r.out_len ? (int)r.out_len - 1 : 0, r.out);
+    CHECK(r.status == 0 && token[0], "link: %d %s", r.status, r.err);
+    cli(&r, "bob2", "register-device", token, NULL);
+    CHECK(r.status == 0 && out_u64(&r) == bob, "bob2 registers: %d %s", r.status, r.err);
+    cli(&r, "bob2", "send", cs, "from bob's new device", NULL);
+    CHECK(r.status == 0 && out_u64(&r), "bob2 sends: %d %s", r.status, r.err);
+    cli(&r, "alice", "sync", NULL);
+    char warn[160];
+    snprintf(warn, sizeof warn, "{\"warning\":\"identity_changed\",\"user\":%" PRIu64 ",", bob);
+    CHECK(r.status == 0 && strstr(r.out, warn) && strstr(r.out, "\"text\":\"from bob's new device\""),
+          "alice's sync after bob's new device, want the warning and the text:\n%s", r.out);
+    cli(&r, "alice", "verify", "bob", "--mark", NULL);
+    CHECK(r.status == 0 && !strstr(r.out, "\"verified\":false"), "verify --mark again:\n%s", r.out);
+    cli(&r, "alice", "sync", NULL);
+    CHECK(r.status == 0 && !strstr(r.out, "identity_changed"), "still warned after marking:\n%s", r.out);
 
     /* a plain sync still keeps the sender keys it acks: alice's first
      * message in a new group carries her key for it; bob reads that sync
