@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sys/stat.h>
 
@@ -55,6 +56,8 @@ static pc_e2e *store_open(cli_ctx *ctx, pc_client *c, const char *cmd) {
             fprintf(stderr, CLI_NAME ": %s: %s/%s: %s\n", cmd, ctx->state_dir, STORE_FILE, e2e_strerror(st));
             return NULL;
         }
+        /* the signed pre-key rotates weekly (saved with the store after the command) */
+        if (pc_e2e_maintain(e, c, (uint64_t)time(NULL) * 1000) < 0) cli_report(cmd, c);
         return e;
     }
     e = pc_e2e_new();

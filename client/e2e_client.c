@@ -8,6 +8,7 @@
  * Every table has a bound (PC_E2E_MAX_*) and one owner: this store. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -44,6 +45,7 @@ pc_e2e *pc_e2e_new(void) {
     e2e_identity_generate(&e->id);
     e2e_prekey_generate(&e->spk, 1);
     e2e_prekey_sign(&e->id, &e->spk, e->spk_sig);
+    e->spk_made_ms = pc_e2e_now_ms();
     for (uint32_t i = 0; i < PC_E2E_ONE_TIME_KEYS; i++) e2e_prekey_generate(&e->otk[i], 1000 + i);
     e->n_otk = PC_E2E_ONE_TIME_KEYS;
     return e;
@@ -79,6 +81,44 @@ int pc_e2e_publish(pc_e2e *e, pc_client *c) {
     if (pc_upload_keys(c, e->id.pk, 32, &spk, otk, n, NULL) != 0) return -1;
     e->published = true;
     return 0;
+}
+
+uint64_t pc_e2e_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int pc_e2e_maintain(pc_e2e *e, pc_client *c, uint64_t now_ms) {
+    if (e->has_prev_spk && now_ms - e->prev_spk_retired_ms >= PC_E2E_SPK_GRACE_MS) {
+        sodium_memzero(&e->prev_spk, sizeof e->prev_spk);
+        e->has_prev_spk = false;
+    }
+    if (e->spk_made_ms && now_ms - e->spk_made_ms < PC_E2E_SPK_ROTATE_MS && e->spk_made_ms <= now_ms) return 0;
+    e2e_prekey old_spk = e->spk, old_prev = e->prev_spk;
+    uint8_t old_sig[64];
+    memcpy(old_sig, e->spk_sig, 64);
+    bool old_has_prev = e->has_prev_spk;
+    uint64_t old_made = e->spk_made_ms, old_retired = e->prev_spk_retired_ms;
+    e->prev_spk = e->spk;
+    e->has_prev_spk = true;
+    e->prev_spk_retired_ms = now_ms;
+    e2e_prekey_generate(&e->spk, e->prev_spk.id + 1);
+    e2e_prekey_sign(&e->id, &e->spk, e->spk_sig);
+    e->spk_made_ms = now_ms;
+    pc_prekey spk = {e->spk.id, e->spk.pk, 32, e->spk_sig, 64};
+    int r = pc_upload_keys(c, e->id.pk, 32, &spk, NULL, 0, NULL) == 0 ? 1 : -1;
+    if (r < 0) {   /* as before: the next call tries again */
+        e->spk = old_spk;
+        e->prev_spk = old_prev;
+        memcpy(e->spk_sig, old_sig, 64);
+        e->has_prev_spk = old_has_prev;
+        e->spk_made_ms = old_made;
+        e->prev_spk_retired_ms = old_retired;
+    }
+    sodium_memzero(&old_spk, sizeof old_spk);
+    sodium_memzero(&old_prev, sizeof old_prev);
+    return r;
 }
 
 /* drops held slot i, keeping the order (oldest first) */
@@ -453,9 +493,13 @@ int pc_e2e_handle_device_message(pc_e2e *e, const Parley__V1__DeviceMessage *m) 
         e2e_prekey *otk = NULL;
         int slot = -1;
         if (info.has_otk && (slot = take_otk(e, info.otk_id, &otk)) < 0) return E2E_ERR_REPLAY;
-        if (info.spk_id != e->spk.id) return E2E_ERR_WRONG_KEY;
+        /* the current signed pre-key, or the one before while in its grace */
+        const e2e_prekey *spk = info.spk_id == e->spk.id                         ? &e->spk
+                                : e->has_prev_spk && info.spk_id == e->prev_spk.id ? &e->prev_spk
+                                                                                   : NULL;
+        if (!spk) return E2E_ERR_WRONG_KEY;
         e2e_session *s = NULL;
-        st = e2e_session_accept(&s, &e->id, &e->spk, otk, body, len, &pt, &pt_len);
+        st = e2e_session_accept(&s, &e->id, spk, otk, body, len, &pt, &pt_len);
         if (st != E2E_OK) return st;
         if (slot >= 0) {   /* one use only */
             e->otk_used[slot] = true;

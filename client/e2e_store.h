@@ -48,6 +48,10 @@ struct pc_e2e {
     e2e_prekey otk[PC_E2E_HELD_ONE_TIME_KEYS];
     bool otk_used[PC_E2E_HELD_ONE_TIME_KEYS];
     size_t n_otk;               /* held: otk[0..n_otk), oldest first */
+    uint64_t spk_made_ms;       /* wall clock when spk was made (0: unknown, rotate) */
+    e2e_prekey prev_spk;        /* the one before, for X3DH begun before the rotation */
+    bool has_prev_spk;
+    uint64_t prev_spk_retired_ms;
     bool published;
     peer *peers;
     size_t n_peers, cap_peers;
@@ -64,5 +68,7 @@ struct pc_e2e {
 /* Room for one more element in *arr (n used, *cap allocated), at most max:
  * 0, or -1 (no memory, or max reached). */
 int pc_e2e_grow(void **arr, size_t *cap, size_t n, size_t elem, size_t max);
+/* wall clock, ms since the epoch */
+uint64_t pc_e2e_now_ms(void);
 
 #endif

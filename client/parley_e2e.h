@@ -56,6 +56,15 @@ int pc_e2e_publish(pc_e2e *e, pc_client *c);
  * owner, outside the callback (it makes a request). 0, or -1 (pc_error). */
 int pc_e2e_refill(pc_e2e *e, pc_client *c);
 
+/* Signed pre-key rotation: when the signed pre-key is
+ * PC_E2E_SPK_ROTATE_MS old (at now_ms, wall clock), a new one is made,
+ * signed and uploaded; the previous one is kept PC_E2E_SPK_GRACE_MS more
+ * for sessions begun with it, then erased. 1 rotated, 0 nothing to do, or
+ * -1 (pc_error; the store is as it was, the next call tries again). */
+#define PC_E2E_SPK_ROTATE_MS (7ull * 24 * 3600 * 1000)
+#define PC_E2E_SPK_GRACE_MS (7ull * 24 * 3600 * 1000)
+int pc_e2e_maintain(pc_e2e *e, pc_client *c, uint64_t now_ms);
+
 /* Encrypts text for conversation conv, whose members are members[0..n)
  * (the caller's own user may be among them or not; its other devices get
  * the key either way), and sends it. 0 and *seq, or -1: pc_error(c) says why. */

@@ -6,10 +6,14 @@
  *     pre-key alone; alice decrypts it (the fallback)
  *   - alice hears KeysLow and refills (pc_e2e_refill): a later claim gets a
  *     one-time pre-key again, from the new ids, and bob's session opened on
- *     one of them decrypts at alice's. */
+ *     one of them decrypts at alice's
+ *   - the signed pre-key rotates a week after it was made
+ *     (pc_e2e_maintain): the server hands out the new one, and a session
+ *     carol began on the previous one before the rotation still opens. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -203,12 +207,68 @@ static void one_time_keys_run_out_and_refill(void) {
     }
 }
 
+/* The signed pre-key a claim of user's keys by d shows: its id, 0 on failure. */
+static uint32_t spk_of(h_dev *d, uint64_t user) {
+    Parley__V1__KeyBundles *kb = NULL;
+    uint32_t id = 0;
+    if (pc_fetch_keys(d->c, user, &kb) == 0 && kb && kb->n_devices == 1 && kb->devices[0]->signed_pre_key)
+        id = kb->devices[0]->signed_pre_key->key_id;
+    if (kb) parley__v1__key_bundles__free_unpacked(kb, NULL);
+    return id;
+}
+
+static void signed_pre_key_rotates(void) {
+    h_dev *alice = h_user_new(&S, NULL), *bob = h_user_new(&S, NULL), *carol = h_user_new(&S, NULL);
+    CHECK(alice && bob && carol, "users");
+    uint64_t invited[2] = {bob->id.user_id, carol->id.user_id}, conv = 0;
+    CHECK(pc_create_group(alice->c, "spk", invited, 2, &conv) == 0, "group: %s", pc_error(alice->c));
+    reader *ra = reader_new(alice, conv), *rb = reader_new(bob, conv), *rc = reader_new(carol, conv);
+    CHECK(ra && rb && rc, "key stores");
+    h_dev *all[3] = {alice, bob, carol};
+    for (int i = 0; i < 3; i++) CHECK(h_dev_sync(all[i], WAIT_MS) == 0, "sync %s", all[i]->name);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    CHECK(pc_e2e_maintain(ra->e, alice->c, now) == 0, "a new signed pre-key rotated at once");
+    uint32_t before = spk_of(bob, alice->id.user_id);
+    CHECK(before != 0, "alice's signed pre-key: %s", pc_error(bob->c));
+
+    /* carol's session with alice is begun on the current signed pre-key;
+     * alice rotates before she reads it (her client has not polled) */
+    uint64_t members[3] = {alice->id.user_id, bob->id.user_id, carol->id.user_id}, seq = 0;
+    const char *t1 = "begun-before-the-rotation";
+    CHECK(pc_e2e_send(rc->e, carol->c, conv, members, 3, t1, strlen(t1), &seq) == 0, "carol sends: %s",
+          pc_error(carol->c));
+    now += PC_E2E_SPK_ROTATE_MS;
+    CHECK(pc_e2e_maintain(ra->e, alice->c, now) == 1, "no rotation after a week: %s", pc_error(alice->c));
+    uint32_t after = spk_of(bob, alice->id.user_id);
+    CHECK(after == before + 1, "alice's signed pre-key on the server after the rotation: %u, want %u", after,
+          before + 1);
+    reader *only_a[1] = {ra};
+    goal g1 = {only_a, 1, t1};
+    CHECK(h_pump(all, 3, pred_decrypted, &g1, WAIT_MS), "alice did not decrypt what began on her previous key");
+    /* bob's new session uses the new key (signature checked by libparley) */
+    const char *t2 = "begun-after-the-rotation";
+    CHECK(pc_e2e_send(rb->e, bob->c, conv, members, 3, t2, strlen(t2), &seq) == 0, "bob sends: %s", pc_error(bob->c));
+    goal g2 = {only_a, 1, t2};
+    CHECK(h_pump(all, 3, pred_decrypted, &g2, WAIT_MS), "alice did not decrypt bob's message");
+    CHECK(ra->failures == 0 && ra->dm_failures == 0, "alice: failures");
+
+    reader *rs[3] = {ra, rb, rc};
+    for (int i = 0; i < 3; i++) {
+        pc_e2e_free(rs[i]->e);
+        h_free(rs[i]);
+        h_dev_free(all[i]);
+    }
+}
+
 int main(void) {
     if (sodium_init() < 0 || h_server_start(&S, NULL) != 0) {
         printf("FAIL server_starts\n");
         return 1;
     }
     RUN(one_time_keys_run_out_and_refill);
+    RUN(signed_pre_key_rotates);
     if (!h_server_survived(&S)) check_failures_total++;
     h_server_destroy(&S);
     CHECK_EXIT();
