@@ -24,7 +24,11 @@
 #include "harness.h"
 #include "parley_e2e.h"
 
-enum { WAIT_MS = 20000, MAX_TEXTS = 32, TEXT_MAX = 96, MAX_DONE = 64, USERS = 5, LIST_USERS = 8 };
+enum { WAIT_MS = 20000, MAX_TEXTS = 32, TEXT_MAX = 96, MAX_DONE = 64, USERS = 5, LIST_USERS_MAX = 250 };
+
+/* group size of device_lists_cached: 8, or PARLEY_E2E_LIST_USERS (2..250)
+ * to measure a larger group (the requests per send are printed) */
+static int LIST_USERS = 8;
 
 static h_server S;
 
@@ -229,13 +233,15 @@ static double requests_now(void) {
 }
 
 static void device_lists_cached(void) {
-    h_dev *u[LIST_USERS] = {0};
+    const char *env = getenv("PARLEY_E2E_LIST_USERS");
+    if (env && atoi(env) >= 2 && atoi(env) <= LIST_USERS_MAX) LIST_USERS = atoi(env);
+    h_dev *u[LIST_USERS_MAX] = {0};
     for (int i = 0; i < LIST_USERS; i++) CHECK((u[i] = h_user_new(&S, NULL)) != NULL, "user %d", i);
-    uint64_t invited[LIST_USERS - 1], members[LIST_USERS], conv = 0;
+    uint64_t invited[LIST_USERS_MAX], members[LIST_USERS_MAX], conv = 0;
     for (int i = 0; i < LIST_USERS; i++) members[i] = u[i]->id.user_id;
     for (int i = 1; i < LIST_USERS; i++) invited[i - 1] = u[i]->id.user_id;
     CHECK(pc_create_group(u[0]->c, "lists", invited, LIST_USERS - 1, &conv) == 0, "group: %s", pc_error(u[0]->c));
-    reader *r[LIST_USERS] = {0};
+    reader *r[LIST_USERS_MAX] = {0};
     for (int i = 0; i < LIST_USERS; i++) CHECK((r[i] = reader_new(u[i], conv)) != NULL, "key store %d", i);
     for (int i = 0; i < LIST_USERS; i++) CHECK(h_dev_sync(u[i], WAIT_MS) == 0, "sync %s", u[i]->name);
     pc_e2e_watch_device_lists(r[0]->e, u[0]->c);
@@ -254,11 +260,20 @@ static void device_lists_cached(void) {
         reqs[i] = requests_now() - before;
         fetched[i + 1] = pc_e2e_device_list_fetches(r[0]->e);
     }
-    printf("  group of %d: requests on the server for send 1 %.0f, send 2 %.0f\n", LIST_USERS, reqs[0], reqs[1]);
-    CHECK(fetched[1] - fetched[0] == LIST_USERS, "first send: %llu GetDevices, not one per user (%d)",
+    CHECK(fetched[1] - fetched[0] == (uint64_t)LIST_USERS, "first send: %llu GetDevices, not one per user (%d)",
           (unsigned long long)(fetched[1] - fetched[0]), LIST_USERS);
     CHECK(fetched[2] == fetched[1], "second send asked GetDevices %llu times again",
           (unsigned long long)(fetched[2] - fetched[1]));
+    /* for the figure: a send with every list forgotten (as without the cache) */
+    pc_e2e_device_list_changed(r[0]->e, 0);
+    uint64_t seq0 = 0;
+    double before0 = requests_now();
+    CHECK(pc_e2e_send(r[0]->e, u[0]->c, conv, members, LIST_USERS, "lists-uncached", 14, &seq0) == 0,
+          "uncached send: %s", pc_error(u[0]->c));
+    reqs[2] = requests_now() - before0;
+    fetched[2] = pc_e2e_device_list_fetches(r[0]->e);
+    printf("  group of %d: requests on the server: first send %.0f, next send %.0f with the lists kept, %.0f "
+           "without\n", LIST_USERS, reqs[0], reqs[1], reqs[2]);
 
     /* bob links a device: alice hears it, asks for bob's list only, and the
      * new device gets her key */
