@@ -294,6 +294,29 @@ static void device_lists_cached(void) {
     goal g = {only, 1, texts[2]};
     CHECK(h_pump(pair, 2, pred_decrypted, &g, WAIT_MS), "bob's new device did not read alice's next message");
 
+    /* key distribution when a member leaves (alice's next send rotates: a
+     * new key to every remaining device) and when one joins (her key to
+     * the new member's device only); figures, and the hand-outs asserted */
+    uint64_t last = members[LIST_USERS - 1];
+    CHECK(pc_remove_member(u[0]->c, conv, last) == 0, "remove: %s", pc_error(u[0]->c));
+    double b1 = requests_now();
+    CHECK(pc_e2e_send(r[0]->e, u[0]->c, conv, members, LIST_USERS - 1, "after-leave", 11, &seq) == 0,
+          "send after the leave: %s", pc_error(u[0]->c));
+    double leave_reqs = requests_now() - b1;
+    CHECK(pc_add_members(u[0]->c, conv, &last, 1) == 0, "add back: %s", pc_error(u[0]->c));
+    pc_e2e_device_list_changed(r[0]->e, last);   /* a member (re)joins: ask its list again */
+    double b2 = requests_now();
+    CHECK(pc_e2e_send(r[0]->e, u[0]->c, conv, members, LIST_USERS, "after-join", 10, &seq) == 0,
+          "send after the join: %s", pc_error(u[0]->c));
+    double join_reqs = requests_now() - b2;
+    printf("  group of %d: requests for alice's next send after a member left %.0f, after one joined %.0f\n",
+           LIST_USERS, leave_reqs, join_reqs);
+    /* leave: one device message per remaining device but hers (the other
+     * members' and bob2) plus the send; join: GetDevices, one device
+     * message (and FetchKeys when no session is left), the send: far fewer */
+    CHECK(leave_reqs >= LIST_USERS - 1 && join_reqs < leave_reqs / 2, "leave %.0f, join %.0f requests", leave_reqs,
+          join_reqs);
+
     pc_e2e_free(rb2->e);
     h_free(rb2);
     h_dev_free(bob2);
