@@ -4,7 +4,9 @@
  * state.c        the --state directory: identity and sync position, written atomically
  * json.c         JSON lines for events and conversations
  * interactive.c  the terminal chat (no subcommand)
- * realtime_cmds.c presence, receipts, typing, devices, remove-device */
+ * realtime_cmds.c presence, receipts, typing, devices, remove-device
+ * e2e_cli.c      end-to-end encryption (the default): key store, send, sync, verify
+ * plaintext_store.c what this device decrypted or sent, for history */
 #ifndef PARLEY_CLI_H
 #define PARLEY_CLI_H
 
@@ -127,23 +129,28 @@ int cli_cmd_devices(cli_ctx *ctx, const char *user_name);
 
 /* ------------------------------------------- end-to-end encryption (e2e_cli.c) */
 
-/* send --e2e: encrypts text for conv's members (from ListConversations) with
- * the device's key store (state file "e2e", made and published on first
- * use) and sends it; prints the seq. Returns the exit status. */
+/* send (the default; not --plaintext): encrypts text for conv's members
+ * (from ListConversations) with the device's key store (state file "e2e",
+ * made and published at register or first use), sends it, keeps the text
+ * in the plaintext store; prints the seq. Returns the exit status. */
 int cli_e2e_send(cli_ctx *ctx, uint64_t conv, const char *text, size_t len);
-/* sync --e2e: begin (NULL after printing why) hooks device messages into
- * the key store; event prints a message decrypted, or keeps it while its
- * sender key may still be on its way; retry prints those that now decrypt;
- * end prints the rest as undecryptable (with the reason), saves the store
- * and frees s: 0 or 1. */
+/* sync: begin (NULL after printing why) hooks device messages into the key
+ * store; event prints a message decrypted (or from the plaintext store), or
+ * keeps it while its sender key may still be on its way; retry prints those
+ * that now decrypt; end prints the rest as undecryptable (with the reason),
+ * refills one-time pre-keys if KeysLow came, warns of unverified keys of
+ * verified users, saves the store and frees s: 0 or 1. keys_only (sync
+ * --plaintext): bodies printed as they are, and an existing key store
+ * still takes the sender keys (none is made). */
 typedef struct cli_e2e_sync cli_e2e_sync;
 cli_e2e_sync *cli_e2e_sync_begin(cli_ctx *ctx, pc_client *c, bool keys_only);
 void cli_e2e_sync_event(cli_e2e_sync *s, uint64_t user_seq, const Parley__V1__Message *m);
 void cli_e2e_sync_retry(cli_e2e_sync *s);
 int cli_e2e_sync_end(cli_e2e_sync *s);
 /* verify USER: one JSON line per device of USER this device has a session
- * with: {user, device, safety_number} (the same digits on both sides;
- * compare them out of band). Returns the exit status. */
+ * with: {user, device, safety_number, verified} (the same digits on both
+ * sides; compare them out of band); mark: the keys shown are marked
+ * verified first. Returns the exit status. */
 int cli_e2e_verify(cli_ctx *ctx, const char *user_name, bool mark);
 /* One JSON line {"warning":"identity_changed",user,device,reason} on out for
  * each device of a user marked verified (verify --mark) whose identity key
