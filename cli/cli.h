@@ -4,7 +4,9 @@
  * state.c        the --state directory: identity and sync position, written atomically
  * json.c         JSON lines for events and conversations
  * interactive.c  the terminal chat (no subcommand)
- * realtime_cmds.c presence, receipts, typing, devices, remove-device */
+ * realtime_cmds.c presence, receipts, typing, devices, remove-device
+ * e2e_cli.c      end-to-end encryption (the default): key store, send, sync, verify
+ * plaintext_store.c what this device decrypted or sent, for history */
 #ifndef PARLEY_CLI_H
 #define PARLEY_CLI_H
 
@@ -55,6 +57,24 @@ int state_write_blob(const char *dir, const char *file, const uint8_t *data, siz
 int state_read_blob(const char *dir, const char *file, size_t max, uint8_t **out, size_t *len, char *err,
                     size_t cap);
 void state_sync_free(cli_sync_state *s);
+
+/* ------------------------------------- plaintext store (plaintext_store.c) */
+
+enum { PT_STORE_MAX = 64 << 20, PT_TEXT_MAX = 65536 };
+
+typedef struct pt_store {   /* the file read whole; owns data */
+    uint8_t *data;
+    size_t len;
+} pt_store;
+
+/* Appends what this device decrypted or sent of (conv, seq) to the state
+ * file "plaintext" (0600). 0, or -1 (no room under PT_STORE_MAX, or an I/O error). */
+int pt_store_put(const char *dir, uint64_t conv, uint64_t seq, const void *text, size_t len);
+/* A missing file is an empty store. 0, or -1 (message in err). */
+int pt_store_load(const char *dir, pt_store *out, char *err, size_t cap);
+/* 1 and the text (inside s), or 0 when this device has none for (conv, seq). */
+int pt_store_find(const pt_store *s, uint64_t conv, uint64_t seq, const uint8_t **text, size_t *len);
+void pt_store_free(pt_store *s);
 
 /* ----------------------------------------------------------------- json */
 
@@ -109,24 +129,46 @@ int cli_cmd_devices(cli_ctx *ctx, const char *user_name);
 
 /* ------------------------------------------- end-to-end encryption (e2e_cli.c) */
 
-/* send --e2e: encrypts text for conv's members (from ListConversations) with
- * the device's key store (state file "e2e", made and published on first
- * use) and sends it; prints the seq. Returns the exit status. */
+/* send (the default; not --plaintext): encrypts text for conv's members
+ * (from ListConversations) with the device's key store (state file "e2e",
+ * made and published at register or first use), sends it, keeps the text
+ * in the plaintext store; prints the seq. Returns the exit status. */
 int cli_e2e_send(cli_ctx *ctx, uint64_t conv, const char *text, size_t len);
-/* sync --e2e: begin (NULL after printing why) hooks device messages into
- * the key store; event prints a message decrypted, or keeps it while its
- * sender key may still be on its way; retry prints those that now decrypt;
- * end prints the rest as undecryptable (with the reason), saves the store
- * and frees s: 0 or 1. */
+/* sync: begin (NULL after printing why) hooks device messages into the key
+ * store; event prints a message decrypted (or from the plaintext store), or
+ * keeps it while its sender key may still be on its way; retry prints those
+ * that now decrypt; end prints the rest as undecryptable (with the reason),
+ * refills one-time pre-keys if KeysLow came, warns of unverified keys of
+ * verified users, saves the store and frees s: 0 or 1. keys_only (sync
+ * --plaintext): bodies printed as they are, and an existing key store
+ * still takes the sender keys (none is made). */
 typedef struct cli_e2e_sync cli_e2e_sync;
-cli_e2e_sync *cli_e2e_sync_begin(cli_ctx *ctx, pc_client *c);
+cli_e2e_sync *cli_e2e_sync_begin(cli_ctx *ctx, pc_client *c, bool keys_only);
 void cli_e2e_sync_event(cli_e2e_sync *s, uint64_t user_seq, const Parley__V1__Message *m);
 void cli_e2e_sync_retry(cli_e2e_sync *s);
 int cli_e2e_sync_end(cli_e2e_sync *s);
 /* verify USER: one JSON line per device of USER this device has a session
- * with: {user, device, safety_number} (the same digits on both sides;
- * compare them out of band). Returns the exit status. */
-int cli_e2e_verify(cli_ctx *ctx, const char *user_name);
+ * with: {user, device, safety_number, verified} (the same digits on both
+ * sides; compare them out of band); mark: the keys shown are marked
+ * verified first. Returns the exit status. */
+int cli_e2e_verify(cli_ctx *ctx, const char *user_name, bool mark);
+/* One JSON line {"warning":"identity_changed",user,device,reason} on out for
+ * each device of a user marked verified (verify --mark) whose identity key
+ * is not among the marked ones (a new or reset device, or someone else). */
+struct pc_e2e;
+void cli_e2e_warn_identities(cli_ctx *ctx, const struct pc_e2e *e, FILE *out);
+/* The text of m from the plaintext store, printed as a JSON line: 1, or 0
+ * when this device has none (not printed). */
+int cli_e2e_print_kept(const pt_store *kept, uint64_t user_seq, const Parley__V1__Message *m);
+/* history: the kept text, or the message as undecryptable with the reason */
+void cli_e2e_print_history(const pt_store *kept, const Parley__V1__Message *m);
+/* interactive chat on a sync begun with keys_only false: m's text, kept or
+ * decrypted (and then kept): 1 and a malloc'd *text, or 0 and *why. */
+int cli_e2e_reveal(cli_e2e_sync *s, const Parley__V1__Message *m, uint8_t **text, size_t *len, const char **why);
+/* sends text encrypted to conv's members and keeps it: 0 and *seq, or -1 (printed why, or pc_error) */
+int cli_e2e_send_in(cli_e2e_sync *s, uint64_t conv, const char *text, size_t len, uint64_t *seq);
+/* register, register-device: the key store made, published and saved. 0 or -1 (said why). */
+int cli_e2e_prepare(cli_ctx *ctx, pc_client *c, const char *cmd);
 int cli_cmd_remove_device(cli_ctx *ctx, uint32_t device_id);
 /* consent_cmds.c: accept/decline CONV, block/unblock USER, rename CONV NAME */
 int cli_cmd_consent(cli_ctx *ctx, const char *cmd, const char *arg, const char *name);

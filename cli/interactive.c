@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "cli.h"
 #include "net/ws.h"
 
@@ -39,6 +41,7 @@ typedef struct repl {
     char line[LINE_CAP];
     size_t line_len;
     bool discarding;                    /* inside a line that was too long */
+    cli_e2e_sync *e2e;                  /* key store and plaintext store: texts are end-to-end encrypted */
 } repl;
 
 static int64_t now_ms(void) {
@@ -108,11 +111,21 @@ static void print_safe(const uint8_t *s, size_t len) {
 static void show_message(repl *r, const Parley__V1__Message *m) {
     printf("[%" PRIu64 " #%" PRIu64 "] ", m->conversation_id, m->seq);
     switch (m->type) {
-    case PARLEY__V1__MESSAGE_TYPE__TEXT:
+    case PARLEY__V1__MESSAGE_TYPE__TEXT: {
         print_user(r, m->sender_user_id);
         fputs(": ", stdout);
-        print_safe(m->body.data, m->body.len);
+        uint8_t *text = NULL;
+        size_t len = 0;
+        const char *why = "";
+        if (cli_e2e_reveal(r->e2e, m, &text, &len, &why)) {
+            print_safe(text, len);
+            sodium_memzero(text, len);
+        } else {
+            printf("<undecryptable: %s>", why);
+        }
+        free(text);
         break;
+    }
     case PARLEY__V1__MESSAGE_TYPE__MEDIA:
         print_user(r, m->sender_user_id);
         fputs(": <media ", stdout);
@@ -274,10 +287,8 @@ static void send_line(repl *r, const char *text, size_t len) {
         puts("! no conversation selected: /to CONV, /direct USER or /list");
         return;
     }
-    pc_send_args a = {.conversation_id = r->conv, .type = PARLEY__V1__MESSAGE_TYPE__TEXT,
-                      .body = text, .body_len = len};
     uint64_t seq;
-    if (pc_send(r->c, &a, &seq, NULL, NULL) < 0)
+    if (cli_e2e_send_in(r->e2e, r->conv, text, len, &seq) < 0)
         report(r, "send");
     else
         printf("* sent #%" PRIu64 "\n", seq);
@@ -409,6 +420,12 @@ int cli_interactive(cli_ctx *ctx) {
     pc_set_cursor(r->c, st.cursor);
     for (size_t i = 0; i < st.n_seen; i++) pc_set_seen(r->c, st.seen[i].conv, st.seen[i].seq);
     state_sync_free(&st);
+    /* texts encrypted end to end, as with send and sync */
+    r->e2e = cli_e2e_sync_begin(ctx, r->c, false);
+    if (!r->e2e) {
+        free(r);
+        return 1;
+    }
     pc_on_event(r->c, on_event, r);
     pc_on_typing(r->c, on_typing, r);
 
@@ -446,6 +463,7 @@ int cli_interactive(cli_ctx *ctx) {
     }
     pc_flush_acks(r->c);
     save_state(r);
+    if (cli_e2e_sync_end(r->e2e) != 0) rc = 1;
     free(r);
     return rc;
 }

@@ -56,7 +56,7 @@ static const char USAGE[] =
     "                             more seconds of changes (default 0)\n"
     "  devices [USER]             USER's (default: own) device ids and change counter, as JSON\n"
     "  remove-device ID           removes another device of this user\n"
-    "  verify USER                safety numbers of USER's devices this device talks to\n"
+    "  verify USER [--mark]       safety numbers of USER's devices this device talks to\n"
     "                             end to end, as JSON: compare them with USER out of band\n"
     "  (no command)               interactive chat; /help inside for its commands\n"
     "\n"
@@ -65,10 +65,12 @@ static const char USAGE[] =
     ")\n"
     "  --tls-ca FILE  wss:// servers: trust the CA certificates (or self-signed\n"
     "                 certificate) in FILE (PEM) instead of the system's\n"
-    "  --e2e          send, sync: end-to-end encrypted (key store in DIR/e2e, made and\n"
-    "                 published on first use); once used, sync with --e2e always, as a\n"
-    "                 plain sync consumes the sender keys; a message that cannot be\n"
-    "                 decrypted is printed with \"undecryptable\": the reason\n"
+    "  --plaintext    send, sync, history: no end-to-end encryption (by default send\n"
+    "                 encrypts, sync decrypts and history shows what this device\n"
+    "                 decrypted or sent, kept in DIR/plaintext, 0600); the key store is\n"
+    "                 DIR/e2e, made and published at register; a message that cannot\n"
+    "                 be decrypted is printed with \"undecryptable\": the reason.\n"
+    "                 --e2e: the default, accepted for older scripts\n"
     "  --help         this text; COMMAND --help: that command's usage\n"
     "\n"
     "Users are named by their user names. Exit status: 0 ok, 1 failure, 2 usage.\n";
@@ -81,7 +83,8 @@ typedef struct cli_args {
     int n_pos;
     bool have_wait, have_limit, have_before, have_watch;
     bool help;                  /* --help: the command's usage (or the global one), exit 0 */
-    bool e2e;                   /* --e2e: send and sync end-to-end encrypted */
+    bool plaintext;             /* --plaintext: send, sync and history without end-to-end encryption */
+    bool mark;                  /* verify --mark: the keys shown are marked verified */
     uint64_t wait_s, limit, before, watch_s;
 } cli_args;
 
@@ -126,8 +129,13 @@ static int parse_args(int argc, char **argv, cli_args *a) {
             a->help = true;
             continue;
         }
-        if (opts && strcmp(s, "--e2e") == 0) {
-            a->e2e = true;
+        if (opts && strcmp(s, "--e2e") == 0) continue;   /* the default now */
+        if (opts && strcmp(s, "--plaintext") == 0) {
+            a->plaintext = true;
+            continue;
+        }
+        if (opts && strcmp(s, "--mark") == 0) {
+            a->mark = true;
             continue;
         }
         if (opts && s[0] == '-' && s[1] == '-') {
@@ -256,6 +264,10 @@ static int cmd_register(cli_ctx *ctx, const cli_args *a, bool device) {
         return 1;
     }
     if (!device) snprintf(id.name, sizeof id.name, "%s", a->pos[1]);
+    /* the key store first: messages sent to this device from now on are
+     * encrypted to it (a failure here leaves it to the first send or sync) */
+    if (cli_e2e_prepare(ctx, c, cmd) < 0)
+        fprintf(stderr, CLI_NAME ": %s: the end-to-end keys are made at the first send or sync instead\n", cmd);
     pc_close(c);
     pc_free(c);
     if (state_save_identity(ctx->state_dir, &id, err, sizeof err) < 0) {
@@ -401,7 +413,7 @@ static int cmd_send(cli_ctx *ctx, const cli_args *a) {
         }
         text = owned;
     }
-    if (a->e2e) {
+    if (!a->plaintext) {
         int rc = cli_e2e_send(ctx, conv, text, len);
         free(owned);
         return rc;
@@ -470,6 +482,12 @@ static int cmd_history(cli_ctx *ctx, const cli_args *a) {
         if (oldest <= 1 || (before && oldest >= before)) break;   /* no progress: stop */
         before = oldest;
     }
+    pt_store kept = {0};
+    char err[512];
+    if (rc == 0 && !a->plaintext && pt_store_load(ctx->state_dir, &kept, err, sizeof err) < 0) {
+        fprintf(stderr, CLI_NAME ": history: %s\n", err);
+        rc = 1;
+    }
     if (rc == 0) {
         /* a page may hold more than asked; print only the newest `want` */
         size_t skip = got > want ? got - want : 0;
@@ -479,10 +497,14 @@ static int cmd_history(cli_ctx *ctx, const cli_args *a) {
                     skip--;
                     continue;
                 }
-                json_print_message(stdout, 0, pages[i]->messages[j]);
+                if (a->plaintext)
+                    json_print_message(stdout, 0, pages[i]->messages[j]);
+                else
+                    cli_e2e_print_history(&kept, pages[i]->messages[j]);
             }
         }
     }
+    pt_store_free(&kept);
     for (size_t i = 0; i < n_pages; i++) parley__v1__history_page__free_unpacked(pages[i], NULL);
     free(pages);
     return rc;
@@ -506,7 +528,7 @@ static void print_typing(void *ud, const Parley__V1__TypingIndicator *t) {
 
 static void print_event(void *ud, uint64_t user_seq, const Parley__V1__Message *m) {
     if (ud)
-        cli_e2e_sync_event(ud, user_seq, m);   /* --e2e: decrypted, or held until its key comes */
+        cli_e2e_sync_event(ud, user_seq, m);   /* decrypted, or held until its key comes */
     else
         json_print_message(stdout, user_seq, m);
     /* each line leaves as it is handed out: the ack (and the saved cursor)
@@ -535,7 +557,7 @@ static int cmd_sync(cli_ctx *ctx, const cli_args *a, pc_client *c) {
     sigaction(SIGTERM, &sa, NULL);
 
     cli_e2e_sync *e2e = NULL;
-    if (a->e2e && !(e2e = cli_e2e_sync_begin(ctx, c))) return 1;
+    if (!(e2e = cli_e2e_sync_begin(ctx, c, a->plaintext))) return 1;
     pc_on_event(c, print_event, e2e);
     pc_on_typing(c, print_typing, NULL);
     int rc = 0;
@@ -604,7 +626,7 @@ static int cmd_realtime(cli_ctx *ctx, const cli_args *a) {
     }
     if (strcmp(cmd, "presence") == 0) return cli_cmd_presence(ctx, a->pos + 1, a->n_pos - 1, a->watch_s);
     if (strcmp(cmd, "devices") == 0) return cli_cmd_devices(ctx, a->n_pos > 1 ? a->pos[1] : NULL);
-    if (strcmp(cmd, "verify") == 0) return cli_e2e_verify(ctx, a->pos[1]);
+    if (strcmp(cmd, "verify") == 0) return cli_e2e_verify(ctx, a->pos[1], a->mark);
     if (cli_parse_u64(a->pos[1], &n) < 0 || n == 0 || n > UINT32_MAX) {
         fprintf(stderr, CLI_NAME ": remove-device: not a device id: %s\n", a->pos[1]);
         return EXIT_USAGE;
@@ -647,7 +669,7 @@ static const command COMMANDS[] = {
     {"typing", NEEDS_CONNECTION, 1, 2, "typing CONV [on|off]"},
     {"presence", NEEDS_CONNECTION, 1, -1, "presence USER... [--watch S]"},
     {"devices", NEEDS_CONNECTION, 0, 1, "devices [USER]"},
-    {"verify", NEEDS_CONNECTION, 1, 1, "verify USER"},
+    {"verify", NEEDS_CONNECTION, 1, 1, "verify USER [--mark]"},
     {"remove-device", NEEDS_CONNECTION, 1, 1, "remove-device ID"},
 };
 
@@ -681,17 +703,23 @@ static const struct command_help {
     {"send",
      "Sends TEXT (\"-\": all of stdin, up to 65536 bytes) to CONV and prints its seq\n"
      "once the server has made it durable.\n"
-     "--e2e: encrypted end to end (at most 65447 bytes): the server stores only\n"
-     "ciphertext; every member's devices get this device's sender key first."},
+     "Encrypted end to end by default (at most 65447 bytes): the server stores only\n"
+     "ciphertext; every member's devices get this device's sender key first; the\n"
+     "text is kept in the state directory (file plaintext, 0600) for history.\n"
+     "--plaintext: sent as it is."},
     {"sync",
      "Prints every new event as a JSON line, oldest first, until caught up, then S\n"
      "more seconds of live events and typing indicators (\"type\":\"typing\"; default\n"
      "0). Advances this device's cursor past what it printed.\n"
-     "--e2e: decrypts end-to-end encrypted messages; one that cannot be decrypted is\n"
-     "printed with \"undecryptable\": the reason."},
+     "Decrypts end-to-end encrypted messages (and keeps the texts for history); one\n"
+     "that cannot be decrypted is printed with \"undecryptable\": the reason.\n"
+     "--plaintext: bodies printed as they are (sender keys are still kept)."},
     {"history",
      "Prints up to N (default 50) messages of CONV before SEQ (default: the newest),\n"
-     "oldest first, as JSON lines."},
+     "oldest first, as JSON lines. A text shows what this device decrypted or sent\n"
+     "(its plaintext store: a message key is used once, so the server's copy cannot\n"
+     "be decrypted again); others are \"undecryptable\" with the reason.\n"
+     "--plaintext: bodies as the server holds them."},
     {"read",
      "Marks CONV read up to SEQ (a read receipt to the other members)."},
     {"receipts",
@@ -704,10 +732,14 @@ static const struct command_help {
      "seconds of changes (default 0)."},
     {"verify",
      "Prints, for each device of USER this device has an end-to-end session with\n"
-     "(after an --e2e message either way), a JSON line {user, device,\n"
-     "safety_number}: 60 digits from both devices' identity keys, the same on both\n"
-     "sides. Compare them with USER in person or over another channel: if they\n"
-     "differ, someone is in the middle."},
+     "(after an encrypted message either way), a JSON line {user, device,\n"
+     "safety_number, verified}: 60 digits from both devices' identity keys, the same\n"
+     "on both sides. Compare them with USER in person or over another channel: if\n"
+     "they differ, someone is in the middle.\n"
+     "--mark: the keys shown are marked verified (state file verified). From then\n"
+     "on send (on stderr) and sync (on stdout) print a JSON line\n"
+     "{\"warning\":\"identity_changed\", user, device, reason} for each device of USER\n"
+     "whose key is not marked, until you verify and mark again."},
     {"devices",
      "USER's (default: your own) device ids and change counter, as one JSON line."},
     {"remove-device",
@@ -743,8 +775,10 @@ int main(int argc, char **argv) {
     if (!cm || strcmp(cm->name, "sync") != 0) {
         if (a.have_wait) return usage_error("--wait is for sync%s", "");
     }
-    if (a.e2e && (!cm || (strcmp(cm->name, "sync") != 0 && strcmp(cm->name, "send") != 0)))
-        return usage_error("--e2e is for send and sync%s", "");
+    if (a.plaintext && (!cm || (strcmp(cm->name, "sync") != 0 && strcmp(cm->name, "send") != 0 &&
+                                strcmp(cm->name, "history") != 0)))
+        return usage_error("--plaintext is for send, sync and history%s", "");
+    if (a.mark && (!cm || strcmp(cm->name, "verify") != 0)) return usage_error("--mark is for verify%s", "");
     if (!cm || strcmp(cm->name, "history") != 0) {
         if (a.have_limit || a.have_before) return usage_error("--limit/--before are for history%s", "");
     }

@@ -8,6 +8,7 @@
  * Every table has a bound (PC_E2E_MAX_*) and one owner: this store. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -44,7 +45,9 @@ pc_e2e *pc_e2e_new(void) {
     e2e_identity_generate(&e->id);
     e2e_prekey_generate(&e->spk, 1);
     e2e_prekey_sign(&e->id, &e->spk, e->spk_sig);
+    e->spk_made_ms = pc_e2e_now_ms();
     for (uint32_t i = 0; i < PC_E2E_ONE_TIME_KEYS; i++) e2e_prekey_generate(&e->otk[i], 1000 + i);
+    e->n_otk = PC_E2E_ONE_TIME_KEYS;
     return e;
 }
 
@@ -61,6 +64,7 @@ void pc_e2e_free(pc_e2e *e) {
     free(e->peers);
     free(e->keys);
     free(e->given);
+    free(e->lists);
     sodium_memzero(e, sizeof *e);
     free(e);
 }
@@ -72,10 +76,81 @@ int pc_e2e_publish(pc_e2e *e, pc_client *c) {
     pc_prekey otk[PC_E2E_ONE_TIME_KEYS];
     size_t n = 0;
     if (!e->published)
-        for (size_t i = 0; i < PC_E2E_ONE_TIME_KEYS; i++) otk[n++] = (pc_prekey){e->otk[i].id, e->otk[i].pk, 32, NULL, 0};
+        for (size_t i = 0; i < PC_E2E_ONE_TIME_KEYS && i < e->n_otk; i++)
+            otk[n++] = (pc_prekey){e->otk[i].id, e->otk[i].pk, 32, NULL, 0};
     if (pc_upload_keys(c, e->id.pk, 32, &spk, otk, n, NULL) != 0) return -1;
     e->published = true;
     return 0;
+}
+
+uint64_t pc_e2e_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int pc_e2e_maintain(pc_e2e *e, pc_client *c, uint64_t now_ms) {
+    if (e->has_prev_spk && now_ms - e->prev_spk_retired_ms >= PC_E2E_SPK_GRACE_MS) {
+        sodium_memzero(&e->prev_spk, sizeof e->prev_spk);
+        e->has_prev_spk = false;
+    }
+    if (e->spk_made_ms && now_ms - e->spk_made_ms < PC_E2E_SPK_ROTATE_MS && e->spk_made_ms <= now_ms) return 0;
+    e2e_prekey old_spk = e->spk, old_prev = e->prev_spk;
+    uint8_t old_sig[64];
+    memcpy(old_sig, e->spk_sig, 64);
+    bool old_has_prev = e->has_prev_spk;
+    uint64_t old_made = e->spk_made_ms, old_retired = e->prev_spk_retired_ms;
+    e->prev_spk = e->spk;
+    e->has_prev_spk = true;
+    e->prev_spk_retired_ms = now_ms;
+    e2e_prekey_generate(&e->spk, e->prev_spk.id + 1);
+    e2e_prekey_sign(&e->id, &e->spk, e->spk_sig);
+    e->spk_made_ms = now_ms;
+    pc_prekey spk = {e->spk.id, e->spk.pk, 32, e->spk_sig, 64};
+    int r = pc_upload_keys(c, e->id.pk, 32, &spk, NULL, 0, NULL) == 0 ? 1 : -1;
+    if (r < 0) {   /* as before: the next call tries again */
+        e->spk = old_spk;
+        e->prev_spk = old_prev;
+        memcpy(e->spk_sig, old_sig, 64);
+        e->has_prev_spk = old_has_prev;
+        e->spk_made_ms = old_made;
+        e->prev_spk_retired_ms = old_retired;
+    }
+    sodium_memzero(&old_spk, sizeof old_spk);
+    sodium_memzero(&old_prev, sizeof old_prev);
+    return r;
+}
+
+/* drops held slot i, keeping the order (oldest first) */
+static void drop_otk(pc_e2e *e, size_t i) {
+    sodium_memzero(&e->otk[i], sizeof e->otk[i]);
+    memmove(&e->otk[i], &e->otk[i + 1], (e->n_otk - i - 1) * sizeof e->otk[0]);
+    memmove(&e->otk_used[i], &e->otk_used[i + 1], (e->n_otk - i - 1) * sizeof e->otk_used[0]);
+    e->n_otk--;
+}
+
+int pc_e2e_refill(pc_e2e *e, pc_client *c) {
+    while (e->n_otk + PC_E2E_ONE_TIME_KEYS > PC_E2E_HELD_ONE_TIME_KEYS) {
+        size_t victim = 0;   /* the oldest used one, else the oldest */
+        for (size_t i = 0; i < e->n_otk; i++)
+            if (e->otk_used[i]) {
+                victim = i;
+                break;
+            }
+        drop_otk(e, victim);
+    }
+    uint32_t next = 1000;
+    for (size_t i = 0; i < e->n_otk; i++)
+        if (e->otk[i].id >= next) next = e->otk[i].id + 1;
+    pc_prekey spk = {e->spk.id, e->spk.pk, 32, e->spk_sig, 64};
+    pc_prekey otk[PC_E2E_ONE_TIME_KEYS];
+    for (size_t i = 0; i < PC_E2E_ONE_TIME_KEYS; i++) {
+        e2e_prekey *k = &e->otk[e->n_otk];
+        e2e_prekey_generate(k, next++);
+        e->otk_used[e->n_otk++] = false;
+        otk[i] = (pc_prekey){k->id, k->pk, 32, NULL, 0};
+    }
+    return pc_upload_keys(c, e->id.pk, 32, &spk, otk, PC_E2E_ONE_TIME_KEYS, NULL);
 }
 
 /* ---------------------------------------------------------------- tables */
@@ -209,9 +284,58 @@ typedef struct target {
     uint32_t device;
 } target;
 
-/* Every device (but this one) of every distinct user in users, from
- * GetDevices: a malloc'd array in *out, or -1 (pc_error says why). */
-static int collect_targets(pc_client *c, const uint64_t *users, size_t n, target **out, size_t *n_out) {
+static device_list *find_list(pc_e2e *e, uint64_t user) {
+    for (size_t i = 0; i < e->n_lists; i++)
+        if (e->lists[i].user == user) return &e->lists[i];
+    return NULL;
+}
+
+void pc_e2e_device_list_changed(pc_e2e *e, uint64_t user) {
+    if (user == 0) {
+        e->n_lists = 0;
+        return;
+    }
+    device_list *l = find_list(e, user);
+    if (l) *l = e->lists[--e->n_lists];
+}
+
+static void on_device_list_changed(void *ud, uint64_t user, uint64_t change_counter) {
+    (void)change_counter;
+    pc_e2e_device_list_changed(ud, user);
+}
+
+void pc_e2e_watch_device_lists(pc_e2e *e, pc_client *c) {
+    pc_on_device_list_changed(c, on_device_list_changed, e);
+    e->watching = true;
+}
+
+uint64_t pc_e2e_device_list_fetches(const pc_e2e *e) { return e->list_fetches; }
+
+/* user's devices: the cached list, or one GetDevices (kept when there is
+ * room). Copied into *out (at most PC_E2E_MAX_DEVICES). 0, or -1. */
+static int devices_of(pc_e2e *e, pc_client *c, uint64_t user, device_list *out) {
+    const device_list *l = find_list(e, user);
+    if (l) {
+        *out = *l;
+        return 0;
+    }
+    Parley__V1__DeviceList *dl = NULL;
+    e->list_fetches++;
+    if (pc_get_devices(c, user, &dl) != 0) return -1;
+    out->user = user;
+    out->n = 0;
+    for (size_t k = 0; k < dl->n_device_ids && k < PC_E2E_MAX_DEVICES; k++) out->ids[out->n++] = dl->device_ids[k];
+    parley__v1__device_list__free_unpacked(dl, NULL);
+    if (e->watching &&
+        pc_e2e_grow((void **)&e->lists, &e->cap_lists, e->n_lists, sizeof *e->lists, PC_E2E_MAX_DEVICE_LISTS) == 0)
+        e->lists[e->n_lists++] = *out;
+    return 0;
+}
+
+/* Every device (but this one) of every distinct user in users (device
+ * lists cached, devices_of): a malloc'd array in *out, or -1 (pc_error
+ * says why). */
+static int collect_targets(pc_e2e *e, pc_client *c, const uint64_t *users, size_t n, target **out, size_t *n_out) {
     target *t = malloc((n ? n : 1) * PC_E2E_MAX_DEVICES * sizeof *t);
     if (!t) return pc_fail(c, PARLEY__V1__STATUS__INTERNAL, "out of memory");
     size_t nt = 0;
@@ -219,16 +343,15 @@ static int collect_targets(pc_client *c, const uint64_t *users, size_t n, target
         bool dup = false;
         for (size_t j = 0; j < i && !dup; j++) dup = users[j] == users[i];
         if (dup) continue;
-        Parley__V1__DeviceList *dl = NULL;
-        if (pc_get_devices(c, users[i], &dl) != 0) {
+        device_list dl;
+        if (devices_of(e, c, users[i], &dl) != 0) {
             free(t);
             return -1;
         }
-        for (size_t k = 0; k < dl->n_device_ids && k < PC_E2E_MAX_DEVICES; k++) {
-            uint32_t d = dl->device_ids[k];
+        for (size_t k = 0; k < dl.n; k++) {
+            uint32_t d = dl.ids[k];
             if (users[i] != c->id.user_id || d != c->id.device_id) t[nt++] = (target){users[i], d};
         }
-        parley__v1__device_list__free_unpacked(dl, NULL);
     }
     *out = t;
     *n_out = nt;
@@ -281,7 +404,7 @@ int pc_e2e_send(pc_e2e *e, pc_client *c, uint64_t conv, const uint64_t *members,
     memcpy(users + 1, members, n * sizeof *members);
     target *t = NULL;
     size_t nt = 0;
-    if (collect_targets(c, users, n + 1, &t, &nt) != 0) return -1;
+    if (collect_targets(e, c, users, n + 1, &t, &nt) != 0) return -1;
     skey *own = find_key(e, conv, c->id.user_id, c->id.device_id);
     if (own && key_reached_outsider(e, conv, e2e_sender_key_id(own->k), t, nt)) {
         pc_e2e_rotate(e, conv);
@@ -332,7 +455,7 @@ void pc_e2e_rotate(pc_e2e *e, uint64_t conv) {
 /* ----------------------------------------------------------- receiving */
 
 static int take_otk(pc_e2e *e, uint32_t id, e2e_prekey **out) {
-    for (size_t i = 0; i < PC_E2E_ONE_TIME_KEYS; i++)
+    for (size_t i = 0; i < e->n_otk; i++)
         if (e->otk[i].id == id && !e->otk_used[i]) {
             *out = &e->otk[i];
             return (int)i;
@@ -370,9 +493,13 @@ int pc_e2e_handle_device_message(pc_e2e *e, const Parley__V1__DeviceMessage *m) 
         e2e_prekey *otk = NULL;
         int slot = -1;
         if (info.has_otk && (slot = take_otk(e, info.otk_id, &otk)) < 0) return E2E_ERR_REPLAY;
-        if (info.spk_id != e->spk.id) return E2E_ERR_WRONG_KEY;
+        /* the current signed pre-key, or the one before while in its grace */
+        const e2e_prekey *spk = info.spk_id == e->spk.id                         ? &e->spk
+                                : e->has_prev_spk && info.spk_id == e->prev_spk.id ? &e->prev_spk
+                                                                                   : NULL;
+        if (!spk) return E2E_ERR_WRONG_KEY;
         e2e_session *s = NULL;
-        st = e2e_session_accept(&s, &e->id, &e->spk, otk, body, len, &pt, &pt_len);
+        st = e2e_session_accept(&s, &e->id, spk, otk, body, len, &pt, &pt_len);
         if (st != E2E_OK) return st;
         if (slot >= 0) {   /* one use only */
             e->otk_used[slot] = true;
@@ -434,5 +561,15 @@ int pc_e2e_safety_number(const pc_e2e *e, uint64_t user, uint32_t device, char o
         return 0;
     }
     out[0] = '\0';
+    return E2E_ERR_WRONG_KEY;
+}
+
+int pc_e2e_peer_identity(const pc_e2e *e, uint64_t user, uint32_t device, uint8_t out[32]) {
+    for (size_t i = 0; i < e->n_peers; i++) {
+        const peer *p = &e->peers[i];
+        if (p->user != user || p->device != device) continue;
+        memcpy(out, e2e_session_peer_identity(p->s), 32);
+        return 0;
+    }
     return E2E_ERR_WRONG_KEY;
 }

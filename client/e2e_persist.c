@@ -3,11 +3,15 @@
  *
  *   0x53 | version 1 | identity pk (32) sk (64) | signed pre-key id (u32)
  *   pk (32) sk (32) signature (64) | published (u8) | one-time pre-keys:
- *   count (u32) x { id (u32) pk (32) sk (32) used (u8) } | peers: count x
+ *   count (u32, at most PC_E2E_HELD_ONE_TIME_KEYS) x { id (u32) pk (32) sk (32) used (u8) } | peers: count x
  *   { user (u64) device (u32) session (u32 length + bytes) has old (u8)
  *   [old session] } | sender keys: count x { conv (u64) user (u64) device
  *   (u32) key (u32 length + bytes) has prev (u8) [prev key] } | hand-outs:
  *   count x { conv (u64) user (u64) device (u32) key id (u32) }
+ * Version 2 adds at the end: signed pre-key made at (u64 ms) | has
+ * previous (u8) [previous signed pre-key id (u32) pk (32) sk (32) |
+ * retired at (u64 ms)]. A version 1 store loads with "made at 0" (rotated
+ * at the next pc_e2e_maintain).
  * Integers big-endian. Sessions and sender keys in their own versioned
  * formats (client/e2e). Every count and length is checked against its
  * bound before use; a store that does not parse to the end is refused. */
@@ -19,7 +23,7 @@
 #include "e2e/bytes.h"
 #include "e2e_store.h"
 
-enum { STORE_TYPE = 0x53, STORE_VERSION = 1 };
+enum { STORE_TYPE = 0x53, STORE_VERSION = 2, STORE_VERSION_1 = 1 };
 
 typedef struct buf {
     uint8_t *p;
@@ -83,8 +87,8 @@ int pc_e2e_save(const pc_e2e *e, uint8_t **out, size_t *out_len) {
     put(&b, e->spk.sk, 32);
     put(&b, e->spk_sig, 64);
     put8(&b, e->published);
-    put32(&b, PC_E2E_ONE_TIME_KEYS);
-    for (size_t i = 0; i < PC_E2E_ONE_TIME_KEYS; i++) {
+    put32(&b, (uint32_t)e->n_otk);
+    for (size_t i = 0; i < e->n_otk; i++) {
         put32(&b, e->otk[i].id);
         put(&b, e->otk[i].pk, 32);
         put(&b, e->otk[i].sk, 32);
@@ -118,6 +122,14 @@ int pc_e2e_save(const pc_e2e *e, uint8_t **out, size_t *out_len) {
         put32(&b, e->given[i].device);
         put32(&b, e->given[i].key_id);
     }
+    put64(&b, e->spk_made_ms);
+    put8(&b, e->has_prev_spk);
+    if (e->has_prev_spk) {
+        put32(&b, e->prev_spk.id);
+        put(&b, e->prev_spk.pk, 32);
+        put(&b, e->prev_spk.sk, 32);
+        put64(&b, e->prev_spk_retired_ms);
+    }
     if (b.bad) {
         if (b.p) sodium_memzero(b.p, b.cap);
         free(b.p);
@@ -147,7 +159,7 @@ static const uint8_t *rd_state(e2e_reader *r, size_t *n) {
     return p;
 }
 
-static int load_into(pc_e2e *e, e2e_reader *r) {
+static int load_into(pc_e2e *e, e2e_reader *r, int version) {
     rd_bytes(r, e->id.pk, 32);
     rd_bytes(r, e->id.sk, 64);
     e->spk.id = rd_u32(r);
@@ -155,8 +167,10 @@ static int load_into(pc_e2e *e, e2e_reader *r) {
     rd_bytes(r, e->spk.sk, 32);
     rd_bytes(r, e->spk_sig, 64);
     e->published = rd_u8(r) != 0;
-    if (rd_u32(r) != PC_E2E_ONE_TIME_KEYS) return E2E_ERR_MALFORMED;
-    for (size_t i = 0; i < PC_E2E_ONE_TIME_KEYS; i++) {
+    uint32_t n_otk = rd_u32(r);
+    if (n_otk > PC_E2E_HELD_ONE_TIME_KEYS) return E2E_ERR_MALFORMED;
+    e->n_otk = n_otk;
+    for (size_t i = 0; i < n_otk; i++) {
         e->otk[i].id = rd_u32(r);
         rd_bytes(r, e->otk[i].pk, 32);
         rd_bytes(r, e->otk[i].sk, 32);
@@ -210,17 +224,27 @@ static int load_into(pc_e2e *e, e2e_reader *r) {
         g->device = rd_u32(r);
         g->key_id = rd_u32(r);
     }
+    if (version >= 2) {
+        e->spk_made_ms = rd_u64(r);
+        e->has_prev_spk = rd_u8(r) != 0;
+        if (e->has_prev_spk) {
+            e->prev_spk.id = rd_u32(r);
+            rd_bytes(r, e->prev_spk.pk, 32);
+            rd_bytes(r, e->prev_spk.sk, 32);
+            e->prev_spk_retired_ms = rd_u64(r);
+        }
+    }
     return r->bad || r->left ? E2E_ERR_MALFORMED : E2E_OK;
 }
 
 int pc_e2e_load(pc_e2e **out, const uint8_t *data, size_t len) {
     *out = NULL;
     if (len < 2 || len > PC_E2E_MAX_STORE_BYTES || data[0] != STORE_TYPE) return E2E_ERR_MALFORMED;
-    if (data[1] != STORE_VERSION) return E2E_ERR_VERSION;
+    if (data[1] != STORE_VERSION && data[1] != STORE_VERSION_1) return E2E_ERR_VERSION;
     pc_e2e *e = calloc(1, sizeof *e);
     if (!e) return E2E_ERR_NOMEM;
     e2e_reader r = {data + 2, len - 2, false};
-    int st = load_into(e, &r);
+    int st = load_into(e, &r, data[1]);
     if (st != E2E_OK) {
         pc_e2e_free(e);
         return st;

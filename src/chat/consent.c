@@ -31,6 +31,39 @@ bool consent_visible(store *s, uint64_t viewer, uint64_t target) {
     return consent_state(s, target, viewer) == CONSENT_ACCEPTED && membership_shared(s, viewer, target) == 1;
 }
 
+/* a's conversations are scanned for a group b is a current member of too;
+ * the scan ends at the first one (bounded by a's conversations) */
+struct group_scan {
+    store *s;
+    uint64_t a, b;
+    int found;
+};
+
+static int check_group(void *ud, uint64_t conv) {
+    struct group_scan *g = ud;
+    if (membership_current(g->s, conv, g->a, NULL) != 1 || membership_current(g->s, conv, g->b, NULL) != 1) return 0;
+    Parley__Store__Conversation *c = NULL;
+    if (store_get_conversation(g->s, conv, &c) != 1) return 0;
+    g->found = c->kind != PARLEY__V1__CONVERSATION_KIND__DIRECT;
+    parley__store__conversation__free_unpacked(c, NULL);
+    return g->found;
+}
+
+bool consent_group_peers(store *s, uint64_t a, uint64_t b) {
+    if (a == b) return true;
+    struct group_scan g = {s, a, b, 0};
+    store_scan_user_conversations(s, a, check_group, &g);
+    return g.found;
+}
+
+bool consent_devices_visible(store *s, uint64_t viewer, uint64_t target) {
+    if (viewer == target) return true;
+    int state = consent_state(s, target, viewer);
+    if (state == CONSENT_BLOCKED) return false;
+    if (state == CONSENT_ACCEPTED) return membership_shared(s, viewer, target) == 1;
+    return consent_group_peers(s, viewer, target);
+}
+
 bool consent_is_request(store *s, uint64_t user, const Parley__Store__Member *m) {
     /* direct conversations from before direct_peer was kept carry no peer:
      * they predate requests and stay ordinary */
@@ -286,6 +319,12 @@ static Parley__Store__Consent *bounded_use(writer *w, uint64_t target, uint64_t 
     if (c->state == CONSENT_BLOCKED) {
         METRIC_INC(blocked_refused_total);
         *status = PARLEY__V1__STATUS__FORBIDDEN;
+        parley__store__consent__free_unpacked(c, NULL);
+        return NULL;
+    }
+    /* members of one group exchange keys and sender keys without having
+     * accepted each other: the bounds are for direct message requests */
+    if (consent_group_peers(w->srv->store, caller, target)) {
         parley__store__consent__free_unpacked(c, NULL);
         return NULL;
     }

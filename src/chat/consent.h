@@ -28,6 +28,16 @@ int consent_state(store *s, uint64_t owner, uint64_t other);
  * conversation and target accepted viewer (oneself always). */
 bool consent_visible(store *s, uint64_t viewer, uint64_t target);
 
+/* Are a and b both current members of some group (not direct)
+ * conversation? Members of one group exchange keys, device lists and device
+ * messages (sender keys) without having accepted each other. */
+bool consent_group_peers(store *s, uint64_t a, uint64_t b);
+
+/* May viewer read target's device list (GetDevices)? Never when target
+ * blocked viewer; else when target accepted viewer and they share a
+ * conversation, or they are members of one group (oneself always). */
+bool consent_devices_visible(store *s, uint64_t viewer, uint64_t target);
+
 /* Is the conversation of member record m a message request for its member
  * user: has user not accepted whoever opened the direct conversation with
  * them or added them to the group? While it is, user's read marks and

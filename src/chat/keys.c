@@ -254,8 +254,8 @@ static int tell_member(void *ud, uint64_t user, const Parley__Store__Member *m) 
     contacts *c = ud;
     if (m->left_seq != 0 || u64map_get(&c->told, user)) return 0;
     u64map_put(&c->told, user, 1);
-    /* only those allowed to read the list (consent_visible: accepted) */
-    if (consent_state(c->w->srv->store, c->changed, user) != CONSENT_ACCEPTED) return 0;
+    /* only those allowed to read the list (consent_devices_visible) */
+    if (!consent_devices_visible(c->w->srv->store, user, c->changed)) return 0;
     writer_push_later(c->w, user, c->frame, 0);
     return c->told.count >= MAX_CONTACTS_TOLD;
 }

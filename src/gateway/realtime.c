@@ -246,10 +246,10 @@ void realtime_get_devices(worker *w, conn *c, const Parley__V1__Frame *f) {
         conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__NOT_FOUND, "no such user");
         return;
     }
-    if (!consent_visible(w->srv->store, c->user_id, user)) {
+    if (!consent_devices_visible(w->srv->store, c->user_id, user)) {
         parley__store__user__free_unpacked(u, NULL);
         conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__FORBIDDEN,
-                        "devices only of users who share a conversation with you and accepted you");
+                        "devices only of users who share a group with you, or a conversation and accepted you");
         return;
     }
     device_ids l = {{0}, 0};

@@ -524,9 +524,19 @@ static void link_devices_remove(void) {
           r.status, r.out, bob_id);
     cli(&r, "bob3", NULL, "register-device", token, NULL);
     CHECK(r.status == 1, "a token used twice: exit %d", r.status);
-    /* the new device's first sync gets bob's inbox, alice's messages too */
+    /* encrypted by default: a linked device reads from its link point on.
+     * Its first sync gets bob's inbox, alice's earlier messages shown as
+     * undecryptable (never dropped, never in the clear); what alice sends
+     * now reaches it and is decrypted */
     cli(&r, "bob2", NULL, "sync", NULL);
-    CHECK(r.status == 0 && strstr(r.out, "\"text\":\"hello bob\""), "bob2's first sync:\n%s",
+    CHECK(r.status == 0 && strstr(r.out, "\"undecryptable\"") && !strstr(r.out, "hello bob"),
+          "bob2's first sync:\n%s", r.out);
+    char ab[32];
+    snprintf(ab, sizeof ab, "%" PRIu64, ab_conv);
+    cli(&r, "alice", NULL, "send", ab, "after bob linked", NULL);
+    CHECK(r.status == 0, "alice sends after the link: exit %d %s", r.status, r.err);
+    cli(&r, "bob2", NULL, "sync", NULL);
+    CHECK(r.status == 0 && strstr(r.out, "\"text\":\"after bob linked\""), "bob2 after the link:\n%s",
           r.out);
     cli(&r, "bob", NULL, "devices", NULL);
     char want[128];

@@ -1,12 +1,16 @@
 /* test_e2e_cli.c -- two parley-cli users exchange end-to-end encrypted
- * messages (send --e2e, sync --e2e) through the real server:
+ * messages (encrypted by default: send, sync, history) through the real server:
  *   - bob's sync prints alice's texts decrypted, in order, as the usual JSON
- *     lines; alice's sync prints bob's reply; a message alice's own device
- *     sent is shown as undecryptable with the reason, not dropped
+ *     lines; alice's sync prints bob's reply and her own texts, from her
+ *     plaintext store; `history` shows the texts on both sides, decrypted,
+ *     `history --plaintext` the server's bytes; the store file is 0600
+ *   - a --plaintext sync still keeps the sender keys it acks
  *   - the key stores persist across runs (every command is a new process)
- *   - `verify` shows the same safety number on both sides
+ *   - `verify` shows the same safety number on both sides; after `verify
+ *     --mark`, a new device of bob makes alice's sync print an
+ *     identity_changed warning until she marks again
  *   - no plaintext sent is anywhere under the server's directory (data and
- *     log), while a control message sent without --e2e is found there. */
+ *     log), while a control message sent --plaintext is found there. */
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
@@ -118,6 +122,18 @@ static uint64_t out_u64(const cli_run *r) {
     return *end == '\n' && end[1] == 0 ? v : 0;
 }
 
+/* WHO's state file NAME */
+static void state_file(char *buf, size_t cap, const char *who, const char *name) {
+    snprintf(buf, cap, "%s/e2e-%s/%s", S.dir, who, name);
+}
+
+/* lines of type text */
+static int count_text_lines(const char *out) {
+    int n = 0;
+    for (const char *p = out; (p = strstr(p, "\"type\":\"text\"")) != NULL; p++) n++;
+    return n;
+}
+
 /* ------------------------------------------------------- plaintext scan */
 
 static const char *scan_needle;
@@ -162,8 +178,8 @@ static void two_users_encrypted(void) {
     snprintf(cs, sizeof cs, "%" PRIu64, conv);
     cli(&r, "bob", "accept", cs, NULL);
     CHECK(r.status == 0, "bob accepts: %d %s", r.status, r.err);
-    /* bob's first --e2e use makes and publishes his keys */
-    cli(&r, "bob", "sync", "--e2e", NULL);
+    /* encrypted by default: register made and published bob's keys */
+    cli(&r, "bob", "sync", NULL);
     CHECK(r.status == 0, "bob's first sync: %d %s", r.status, r.err);
 
     char s1[64], s2[64], s3[64], control[64];
@@ -172,14 +188,14 @@ static void two_users_encrypted(void) {
     snprintf(s2, sizeof s2, "cli-secret-two-%08x", tag);
     snprintf(s3, sizeof s3, "cli-secret-reply-%08x", tag);
     snprintf(control, sizeof control, "cli-control-clear-%08x", tag);
-    cli(&r, "alice", "send", cs, s1, "--e2e", NULL);
+    cli(&r, "alice", "send", cs, s1, NULL);
     uint64_t q1 = out_u64(&r);
     CHECK(r.status == 0 && q1, "alice sends 1: %d %s", r.status, r.err);
-    cli(&r, "alice", "send", cs, s2, "--e2e", NULL);
+    cli(&r, "alice", "send", cs, s2, NULL);
     uint64_t q2 = out_u64(&r);
     CHECK(r.status == 0 && q2 == q1 + 1, "alice sends 2: %d %s", r.status, r.err);
 
-    cli(&r, "bob", "sync", "--e2e", NULL);
+    cli(&r, "bob", "sync", NULL);
     CHECK(r.status == 0, "bob sync: %d %s", r.status, r.err);
     char want1[128], want2[128];
     snprintf(want1, sizeof want1, "\"type\":\"text\",\"text\":\"%s\"", s1);
@@ -188,15 +204,35 @@ static void two_users_encrypted(void) {
     CHECK(l1 && l2 && l1 < l2, "bob's sync, want both texts decrypted in order:\n%s", r.out);
     CHECK(!strstr(r.out, "undecryptable"), "bob's sync has undecryptable lines:\n%s", r.out);
 
-    cli(&r, "bob", "send", cs, s3, "--e2e", NULL);
+    cli(&r, "bob", "send", cs, s3, NULL);
     CHECK(r.status == 0 && out_u64(&r), "bob replies: %d %s", r.status, r.err);
-    cli(&r, "alice", "sync", "--e2e", NULL);
+    cli(&r, "alice", "sync", NULL);
     CHECK(r.status == 0, "alice sync: %d %s", r.status, r.err);
     char want3[128];
     snprintf(want3, sizeof want3, "\"text\":\"%s\"", s3);
     CHECK(strstr(r.out, want3), "alice's sync lacks bob's reply:\n%s", r.out);
-    /* her own messages: shown, with why they are not readable here */
-    CHECK(strstr(r.out, "\"undecryptable\":\"sent from this device"), "alice's own messages:\n%s", r.out);
+    /* her own messages: shown from her plaintext store (a sender cannot
+     * decrypt its own sender-key messages) */
+    CHECK(strstr(r.out, want1) && strstr(r.out, want2) && !strstr(r.out, "undecryptable"),
+          "alice's own messages:\n%s", r.out);
+
+    /* history: what the device read (bob) or sent (alice), decrypted; the
+     * plaintext store is 0600; --plaintext shows the server's bytes */
+    cli(&r, "bob", "history", cs, NULL);
+    l1 = strstr(r.out, want1);
+    l2 = strstr(r.out, want2);
+    const char *l3 = strstr(r.out, want3);
+    CHECK(r.status == 0 && l1 && l2 && l3 && l1 < l2 && l2 < l3 && !strstr(r.out, "undecryptable"),
+          "bob's history:\n%s", r.out);
+    cli(&r, "alice", "history", cs, NULL);
+    CHECK(r.status == 0 && strstr(r.out, want1) && strstr(r.out, want3), "alice's history:\n%s", r.out);
+    cli(&r, "bob", "history", cs, "--plaintext", NULL);
+    CHECK(r.status == 0 && !strstr(r.out, s1) && !strstr(r.out, s3) && count_text_lines(r.out) == 3,
+          "bob's history --plaintext shows texts or not 3 lines:\n%s", r.out);
+    char path[4200];
+    struct stat st;
+    state_file(path, sizeof path, "bob", "plaintext");
+    CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "%s: mode %o", path, (unsigned)(st.st_mode & 0777));
 
     /* safety numbers: the same 60 digits on both sides */
     char na[80] = "", nb[80] = "";
@@ -210,8 +246,54 @@ static void two_users_encrypted(void) {
     snprintf(nb, sizeof nb, "%.71s", pb + 17);
     CHECK(strlen(na) == 71 && strcmp(na, nb) == 0, "safety numbers differ: '%s' / '%s'", na, nb);
 
-    /* a message sent without --e2e is stored as it is: the scan finds it */
-    cli(&r, "alice", "send", cs, control, NULL);
+    /* marked verified; a new device of bob (a key alice has not verified)
+     * makes alice's sync warn, until she marks again */
+    CHECK(strstr(r.out, "\"verified\":false"), "bob's view before marking:\n%s", r.out);
+    cli(&r, "alice", "verify", "bob", "--mark", NULL);
+    CHECK(r.status == 0 && strstr(r.out, "\"verified\":true") && !strstr(r.out, "\"verified\":false"),
+          "verify --mark: %d\n%s", r.status, r.out);
+    cli(&r, "bob", "link", NULL);
+    char token[256];
+    snprintf(token, sizeof token, "%.*s", r.out_len ? (int)r.out_len - 1 : 0, r.out);
+    CHECK(r.status == 0 && token[0], "link: %d %s", r.status, r.err);
+    cli(&r, "bob2", "register-device", token, NULL);
+    CHECK(r.status == 0 && out_u64(&r) == bob, "bob2 registers: %d %s", r.status, r.err);
+    cli(&r, "bob2", "send", cs, "from bob's new device", NULL);
+    CHECK(r.status == 0 && out_u64(&r), "bob2 sends: %d %s", r.status, r.err);
+    cli(&r, "alice", "sync", NULL);
+    char warn[160];
+    snprintf(warn, sizeof warn, "{\"warning\":\"identity_changed\",\"user\":%" PRIu64 ",", bob);
+    CHECK(r.status == 0 && strstr(r.out, warn) && strstr(r.out, "\"text\":\"from bob's new device\""),
+          "alice's sync after bob's new device, want the warning and the text:\n%s", r.out);
+    cli(&r, "alice", "verify", "bob", "--mark", NULL);
+    CHECK(r.status == 0 && !strstr(r.out, "\"verified\":false"), "verify --mark again:\n%s", r.out);
+    cli(&r, "alice", "sync", NULL);
+    CHECK(r.status == 0 && !strstr(r.out, "identity_changed"), "still warned after marking:\n%s", r.out);
+
+    /* a plain sync still keeps the sender keys it acks: alice's first
+     * message in a new group carries her key for it; bob reads that sync
+     * --plaintext, and her second message there still decrypts */
+    cli(&r, "alice", "group", "pair", "bob", NULL);
+    uint64_t grp = out_u64(&r);
+    CHECK(r.status == 0 && grp, "group: %d %s", r.status, r.err);
+    char gs[32], g1[64], g2[64], wantg2[128];
+    snprintf(gs, sizeof gs, "%" PRIu64, grp);
+    snprintf(g1, sizeof g1, "cli-group-one-%08x", tag);
+    snprintf(g2, sizeof g2, "cli-group-two-%08x", tag);
+    snprintf(wantg2, sizeof wantg2, "\"text\":\"%s\"", g2);
+    cli(&r, "alice", "send", gs, g1, NULL);
+    CHECK(r.status == 0 && out_u64(&r), "alice sends in the group: %d %s", r.status, r.err);
+    cli(&r, "bob", "sync", "--plaintext", NULL);
+    CHECK(r.status == 0 && !strstr(r.out, g1), "bob's plain sync: %d\n%s", r.status, r.out);
+    cli(&r, "alice", "send", gs, g2, NULL);
+    CHECK(r.status == 0 && out_u64(&r), "alice sends again: %d %s", r.status, r.err);
+    cli(&r, "bob", "sync", NULL);
+    CHECK(r.status == 0 && strstr(r.out, wantg2), "after a plain sync, bob cannot read alice's group text:\n%s",
+          r.out);
+    const char *secrets_g[2] = {g1, g2};
+
+    /* a message sent --plaintext is stored as it is: the scan finds it */
+    cli(&r, "alice", "send", cs, control, "--plaintext", NULL);
     CHECK(r.status == 0 && out_u64(&r), "control: %d %s", r.status, r.err);
     int found = 0;
     for (int i = 0; i < 50 && !(found = server_files_holding(control)); i++) h_sleep_ms(100);
@@ -219,6 +301,8 @@ static void two_users_encrypted(void) {
     const char *secrets[3] = {s1, s2, s3};
     for (int i = 0; i < 3; i++)
         CHECK(server_files_holding(secrets[i]) == 0, "'%s' is in the server's files", secrets[i]);
+    for (int i = 0; i < 2; i++)
+        CHECK(server_files_holding(secrets_g[i]) == 0, "'%s' is in the server's files", secrets_g[i]);
 }
 
 int main(void) {

@@ -1,0 +1,340 @@
+/* test_e2e_strangers.c -- members of one group who never accepted each
+ * other exchange keys and sender keys (src/chat/consent.c:
+ * consent_group_peers, consent_devices_visible):
+ *   - a group of five made by alice; each invitee accepts the group (which
+ *     accepts alice only), so no two of bob, carol, dave and erin accepted
+ *     each other; each of the five sends an encrypted message and every
+ *     other member decrypts every one of them
+ *   - and with no message-request bound: 4 pre-key claims (3 an hour for
+ *     a stranger), 11 sender keys from one to another (10 device messages)
+ *   - a block still ends it: after erin blocks dave, dave gets neither her
+ *     device list nor her keys (FORBIDDEN)
+ * and device lists kept by a key store that watches them (client/
+ * e2e_client.c devices_of): a second send to a group of 8 asks no
+ * GetDevices; after bob links a device, the next asks bob's list only and
+ * his new device reads it. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "../check.h"
+#include "e2e/e2e.h"
+#include "harness.h"
+#include "parley_e2e.h"
+
+enum { WAIT_MS = 20000, MAX_TEXTS = 32, TEXT_MAX = 96, MAX_DONE = 64, USERS = 5, LIST_USERS_MAX = 250 };
+
+/* group size of device_lists_cached: 8, or PARLEY_E2E_LIST_USERS (2..250)
+ * to measure a larger group (the requests per send are printed) */
+static int LIST_USERS = 8;
+
+static h_server S;
+
+/* One device and what it has decrypted of conversation conv. */
+typedef struct reader {
+    h_dev *d;
+    pc_e2e *e;
+    uint64_t conv;
+    char texts[MAX_TEXTS][TEXT_MAX];
+    size_t n_texts;
+    uint64_t done[MAX_DONE];         /* seqs decrypted or failed for good */
+    size_t n_done;
+    int dm_failures;                 /* device messages that did not apply */
+    int failures;                    /* conversation messages that will never decrypt */
+} reader;
+
+static void on_device_message(void *ud, const Parley__V1__DeviceMessage *m) {
+    reader *r = ud;
+    int st = pc_e2e_handle_device_message(r->e, m);
+    if (st != 0) {
+        fprintf(stderr, "  %s: device message from %llu/%u: %s\n", r->d->name, (unsigned long long)m->sender_user_id,
+                m->sender_device_id, e2e_strerror(st));
+        r->dm_failures++;
+    }
+}
+
+static Parley__V1__Message as_message(const h_event *ev) {
+    Parley__V1__Message m = PARLEY__V1__MESSAGE__INIT;
+    m.conversation_id = ev->conversation_id;
+    m.seq = ev->seq;
+    m.sender_user_id = ev->sender_user_id;
+    m.sender_device_id = ev->sender_device_id;
+    m.body.data = ev->body;
+    m.body.len = ev->body_len;
+    return m;
+}
+
+static int is_done(const reader *r, uint64_t seq) {
+    for (size_t i = 0; i < r->n_done; i++)
+        if (r->done[i] == seq) return 1;
+    return 0;
+}
+
+/* Tries every recorded text message of conv not decrypted yet. A message
+ * whose sender key has not arrived yet (WRONG_KEY) waits for the device
+ * message; any other failure is final. */
+static void read_new(reader *r) {
+    for (size_t i = 0; i < r->d->n_ev; i++) {
+        const h_event *ev = &r->d->ev[i];
+        if (ev->conversation_id != r->conv || ev->type != PARLEY__V1__MESSAGE_TYPE__TEXT || is_done(r, ev->seq))
+            continue;
+        if (ev->sender_user_id == r->d->id.user_id && ev->sender_device_id == r->d->id.device_id) continue;
+        Parley__V1__Message m = as_message(ev);
+        uint8_t *pt = NULL;
+        size_t n = 0;
+        int st = pc_e2e_decrypt(r->e, &m, &pt, &n);
+        if (st == E2E_ERR_WRONG_KEY) continue;
+        if (r->n_done < MAX_DONE) r->done[r->n_done++] = ev->seq;
+        if (st == 0 && r->n_texts < MAX_TEXTS) {
+            snprintf(r->texts[r->n_texts++], TEXT_MAX, "%.*s", (int)(n < TEXT_MAX - 1 ? n : TEXT_MAX - 1),
+                     (const char *)pt);
+        } else if (st != 0) {
+            fprintf(stderr, "  %s: seq %llu: %s\n", r->d->name, (unsigned long long)ev->seq, e2e_strerror(st));
+            r->failures++;
+        }
+        free(pt);
+    }
+}
+
+static int has_text(const reader *r, const char *text) {
+    for (size_t i = 0; i < r->n_texts; i++)
+        if (strcmp(r->texts[i], text) == 0) return 1;
+    return 0;
+}
+
+typedef struct goal {
+    reader **readers;
+    size_t n;
+    const char *text;                /* each reader has decrypted this one */
+} goal;
+
+static int pred_decrypted(void *ud) {
+    goal *g = ud;
+    int all = 1;
+    for (size_t i = 0; i < g->n; i++) {
+        read_new(g->readers[i]);
+        all &= has_text(g->readers[i], g->text);
+    }
+    return all;
+}
+
+static reader *reader_new(h_dev *d, uint64_t conv) {
+    reader *r = h_calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->d = d;
+    r->conv = conv;
+    r->e = pc_e2e_new();
+    if (!r->e || pc_e2e_publish(r->e, d->c) != 0) {
+        fprintf(stderr, "  %s: publish keys: %s\n", d->name, pc_error(d->c));
+        return NULL;
+    }
+    pc_on_device_message(d->c, on_device_message, r);
+    return r;
+}
+
+static void group_of_strangers(void) {
+    h_dev *u[USERS] = {0};
+    for (int i = 0; i < USERS; i++) CHECK((u[i] = h_user_new(&S, NULL)) != NULL, "user %d", i);
+    uint64_t invited[USERS - 1], members[USERS], conv = 0;
+    for (int i = 0; i < USERS; i++) members[i] = u[i]->id.user_id;
+    for (int i = 1; i < USERS; i++) invited[i - 1] = u[i]->id.user_id;
+    CHECK(pc_create_group(u[0]->c, "strangers", invited, USERS - 1, &conv) == 0, "group: %s", pc_error(u[0]->c));
+    for (int i = 1; i < USERS; i++)
+        CHECK(pc_accept_request(u[i]->c, conv) == 0, "accept %d: %s", i, pc_error(u[i]->c));
+
+    reader *r[USERS] = {0};
+    for (int i = 0; i < USERS; i++) CHECK((r[i] = reader_new(u[i], conv)) != NULL, "key store %d", i);
+    for (int i = 0; i < USERS; i++) CHECK(h_dev_sync(u[i], WAIT_MS) == 0, "sync %s", u[i]->name);
+
+    char texts[USERS][64];
+    uint32_t tag = randombytes_random();
+    for (int i = 0; i < USERS; i++) {
+        snprintf(texts[i], sizeof texts[i], "stranger-%d-says-%08x", i, tag);
+        uint64_t seq = 0;
+        CHECK(pc_e2e_send(r[i]->e, u[i]->c, conv, members, USERS, texts[i], strlen(texts[i]), &seq) == 0,
+              "%s sends: %s", u[i]->name, pc_error(u[i]->c));
+        reader *others[USERS - 1];
+        size_t n = 0;
+        for (int j = 0; j < USERS; j++)
+            if (j != i) others[n++] = r[j];
+        goal g = {others, n, texts[i]};
+        CHECK(h_pump(u, USERS, pred_decrypted, &g, WAIT_MS), "message of %s not decrypted by every other member",
+              u[i]->name);
+    }
+    for (int i = 0; i < USERS; i++) {
+        CHECK(r[i]->n_texts == USERS - 1, "%s decrypted %zu messages, not %d", u[i]->name, r[i]->n_texts, USERS - 1);
+        CHECK(r[i]->failures == 0 && r[i]->dm_failures == 0, "%s: failures", u[i]->name);
+    }
+
+    /* no bound of a message request between them: more pre-key claims
+     * than a stranger may make in an hour (REQUEST_KEY_CLAIMS, 3), and more
+     * sender-key hand-outs than a stranger's device messages (10): bob
+     * rotates his key before each of 11 sends; carol reads the last */
+    for (int i = 0; i < 4; i++) {
+        Parley__V1__KeyBundles *claimed = NULL;
+        int ok = pc_fetch_keys(u[2]->c, u[3]->id.user_id, &claimed);
+        if (claimed) parley__v1__key_bundles__free_unpacked(claimed, NULL);
+        CHECK(ok == 0, "carol's claim %d of dave's keys: %s", i + 1, pc_error(u[2]->c));
+    }
+    char last[64];
+    for (int i = 0; i < 11; i++) {
+        snprintf(last, sizeof last, "rotated-%d-%08x", i, tag);
+        pc_e2e_rotate(r[1]->e, conv);
+        uint64_t seq = 0;
+        CHECK(pc_e2e_send(r[1]->e, u[1]->c, conv, members, USERS, last, strlen(last), &seq) == 0,
+              "bob's send %d after a rotation: %s", i + 1, pc_error(u[1]->c));
+    }
+    reader *carol_only[1] = {r[2]};
+    goal gl = {carol_only, 1, last};
+    CHECK(h_pump(u, USERS, pred_decrypted, &gl, WAIT_MS), "carol did not read bob's 11th key");
+
+    /* erin blocks dave: nothing of hers for him any more */
+    h_dev *dave = u[3], *erin = u[4];
+    CHECK(pc_block_user(erin->c, dave->id.user_id, 0) == 0, "block: %s", pc_error(erin->c));
+    Parley__V1__DeviceList *dl = NULL;
+    int got = pc_get_devices(dave->c, erin->id.user_id, &dl);
+    if (dl) parley__v1__device_list__free_unpacked(dl, NULL);
+    CHECK(got != 0 && pc_status(dave->c) == PARLEY__V1__STATUS__FORBIDDEN, "blocked dave got erin's devices");
+    Parley__V1__KeyBundles *kb = NULL;
+    got = pc_fetch_keys(dave->c, erin->id.user_id, &kb);
+    if (kb) parley__v1__key_bundles__free_unpacked(kb, NULL);
+    CHECK(got != 0 && pc_status(dave->c) == PARLEY__V1__STATUS__FORBIDDEN, "blocked dave got erin's keys");
+
+    for (int i = 0; i < USERS; i++) {
+        pc_e2e_free(r[i]->e);
+        h_free(r[i]);
+        h_dev_free(u[i]);
+    }
+}
+
+/* ------------------------------------------------ device lists are kept */
+
+typedef struct list_watch {
+    pc_e2e *e;
+    uint64_t user;          /* whose change is awaited */
+    int heard;
+} list_watch;
+
+static void on_list_changed(void *ud, uint64_t user, uint64_t counter) {
+    (void)counter;
+    list_watch *w = ud;
+    pc_e2e_device_list_changed(w->e, user);
+    if (user == w->user) w->heard++;
+}
+
+static int pred_heard(void *ud) { return ((list_watch *)ud)->heard > 0; }
+
+static double requests_now(void) {
+    double v = -1;
+    h_metric(&S, "parley_requests_total", &v);
+    return v;
+}
+
+static void device_lists_cached(void) {
+    const char *env = getenv("PARLEY_E2E_LIST_USERS");
+    if (env && atoi(env) >= 2 && atoi(env) <= LIST_USERS_MAX) LIST_USERS = atoi(env);
+    h_dev *u[LIST_USERS_MAX] = {0};
+    for (int i = 0; i < LIST_USERS; i++) CHECK((u[i] = h_user_new(&S, NULL)) != NULL, "user %d", i);
+    uint64_t invited[LIST_USERS_MAX], members[LIST_USERS_MAX], conv = 0;
+    for (int i = 0; i < LIST_USERS; i++) members[i] = u[i]->id.user_id;
+    for (int i = 1; i < LIST_USERS; i++) invited[i - 1] = u[i]->id.user_id;
+    CHECK(pc_create_group(u[0]->c, "lists", invited, LIST_USERS - 1, &conv) == 0, "group: %s", pc_error(u[0]->c));
+    reader *r[LIST_USERS_MAX] = {0};
+    for (int i = 0; i < LIST_USERS; i++) CHECK((r[i] = reader_new(u[i], conv)) != NULL, "key store %d", i);
+    for (int i = 0; i < LIST_USERS; i++) CHECK(h_dev_sync(u[i], WAIT_MS) == 0, "sync %s", u[i]->name);
+    pc_e2e_watch_device_lists(r[0]->e, u[0]->c);
+    /* ours forwards to the store and tells us when bob's list changed */
+    list_watch watch = {r[0]->e, u[1]->id.user_id, 0};
+    pc_on_device_list_changed(u[0]->c, on_list_changed, &watch);
+
+    const char *texts[3] = {"lists-one", "lists-two", "lists-three"};
+    uint64_t fetched[4] = {pc_e2e_device_list_fetches(r[0]->e)};
+    double reqs[3] = {0};
+    for (int i = 0; i < 2; i++) {
+        uint64_t seq = 0;
+        double before = requests_now();
+        CHECK(pc_e2e_send(r[0]->e, u[0]->c, conv, members, LIST_USERS, texts[i], strlen(texts[i]), &seq) == 0,
+              "send %d: %s", i + 1, pc_error(u[0]->c));
+        reqs[i] = requests_now() - before;
+        fetched[i + 1] = pc_e2e_device_list_fetches(r[0]->e);
+    }
+    CHECK(fetched[1] - fetched[0] == (uint64_t)LIST_USERS, "first send: %llu GetDevices, not one per user (%d)",
+          (unsigned long long)(fetched[1] - fetched[0]), LIST_USERS);
+    CHECK(fetched[2] == fetched[1], "second send asked GetDevices %llu times again",
+          (unsigned long long)(fetched[2] - fetched[1]));
+    /* for the figure: a send with every list forgotten (as without the cache) */
+    pc_e2e_device_list_changed(r[0]->e, 0);
+    uint64_t seq0 = 0;
+    double before0 = requests_now();
+    CHECK(pc_e2e_send(r[0]->e, u[0]->c, conv, members, LIST_USERS, "lists-uncached", 14, &seq0) == 0,
+          "uncached send: %s", pc_error(u[0]->c));
+    reqs[2] = requests_now() - before0;
+    fetched[2] = pc_e2e_device_list_fetches(r[0]->e);
+    printf("  group of %d: requests on the server: first send %.0f, next send %.0f with the lists kept, %.0f "
+           "without\n", LIST_USERS, reqs[0], reqs[1], reqs[2]);
+
+    /* bob links a device: alice hears it, asks for bob's list only, and the
+     * new device gets her key */
+    h_dev *bob2 = h_device_link(&S, u[1]);
+    CHECK(bob2, "bob's second device");
+    reader *rb2 = reader_new(bob2, conv);
+    CHECK(rb2, "bob2's key store");
+    CHECK(h_dev_sync(bob2, WAIT_MS) == 0, "sync bob2");
+    CHECK(h_pump(u, 1, pred_heard, &watch, WAIT_MS), "alice never heard that bob's devices changed");
+    uint64_t seq = 0;
+    CHECK(pc_e2e_send(r[0]->e, u[0]->c, conv, members, LIST_USERS, texts[2], strlen(texts[2]), &seq) == 0,
+          "send 3: %s", pc_error(u[0]->c));
+    fetched[3] = pc_e2e_device_list_fetches(r[0]->e);
+    CHECK(fetched[3] - fetched[2] == 1, "after bob's change: %llu GetDevices, not 1",
+          (unsigned long long)(fetched[3] - fetched[2]));
+    h_dev *pair[2] = {u[0], bob2};
+    reader *only[1] = {rb2};
+    goal g = {only, 1, texts[2]};
+    CHECK(h_pump(pair, 2, pred_decrypted, &g, WAIT_MS), "bob's new device did not read alice's next message");
+
+    /* key distribution when a member leaves (alice's next send rotates: a
+     * new key to every remaining device) and when one joins (her key to
+     * the new member's device only); figures, and the hand-outs asserted */
+    uint64_t last = members[LIST_USERS - 1];
+    CHECK(pc_remove_member(u[0]->c, conv, last) == 0, "remove: %s", pc_error(u[0]->c));
+    double b1 = requests_now();
+    CHECK(pc_e2e_send(r[0]->e, u[0]->c, conv, members, LIST_USERS - 1, "after-leave", 11, &seq) == 0,
+          "send after the leave: %s", pc_error(u[0]->c));
+    double leave_reqs = requests_now() - b1;
+    CHECK(pc_add_members(u[0]->c, conv, &last, 1) == 0, "add back: %s", pc_error(u[0]->c));
+    pc_e2e_device_list_changed(r[0]->e, last);   /* a member (re)joins: ask its list again */
+    double b2 = requests_now();
+    CHECK(pc_e2e_send(r[0]->e, u[0]->c, conv, members, LIST_USERS, "after-join", 10, &seq) == 0,
+          "send after the join: %s", pc_error(u[0]->c));
+    double join_reqs = requests_now() - b2;
+    printf("  group of %d: requests for alice's next send after a member left %.0f, after one joined %.0f\n",
+           LIST_USERS, leave_reqs, join_reqs);
+    /* leave: one device message per remaining device but hers (the other
+     * members' and bob2) plus the send; join: GetDevices, one device
+     * message (and FetchKeys when no session is left), the send: far fewer */
+    CHECK(leave_reqs >= LIST_USERS - 1 && join_reqs < leave_reqs / 2, "leave %.0f, join %.0f requests", leave_reqs,
+          join_reqs);
+
+    pc_e2e_free(rb2->e);
+    h_free(rb2);
+    h_dev_free(bob2);
+    for (int i = 0; i < LIST_USERS; i++) {
+        pc_e2e_free(r[i]->e);
+        h_free(r[i]);
+        h_dev_free(u[i]);
+    }
+}
+
+int main(void) {
+    if (sodium_init() < 0 || h_server_start(&S, NULL) != 0) {
+        printf("FAIL server_starts\n");
+        return 1;
+    }
+    RUN(group_of_strangers);
+    RUN(device_lists_cached);
+    if (!h_server_survived(&S)) check_failures_total++;
+    h_server_destroy(&S);
+    CHECK_EXIT();
+}
