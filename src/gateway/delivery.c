@@ -52,7 +52,7 @@ static void write_event(worker *w, conn *c, uint64_t user_seq, const uint8_t *ms
     p = put_varint(p, len);
     memcpy(p, msg, len);
     p += len;
-    c->out.end += (size_t)(p - dst);
+    buf_commit(&c->out, (size_t)(p - dst));
     c->sent_upto = user_seq;
     METRIC_INC(frames_out_total);
     METRIC_INC(deliveries_total);

@@ -163,7 +163,7 @@ void conn_send(worker *w, conn *c, uint8_t opcode, const void *data, size_t len)
     }
     size_t h = ws_write_header(dst, opcode, true, len, NULL);
     if (len) memcpy(dst + h, data, len);
-    c->out.end += h + len;
+    buf_commit(&c->out, h + len);
     METRIC_INC(frames_out_total);
     conn_mark_dirty(w, c);
 }
@@ -178,7 +178,7 @@ void conn_send_frame(worker *w, conn *c, const Parley__V1__Frame *f) {
     }
     size_t h = ws_write_header(dst, WS_OP_BINARY, true, n, NULL);
     parley__v1__frame__pack(f, dst + h);
-    c->out.end += h + n;
+    buf_commit(&c->out, h + n);
     METRIC_INC(frames_out_total);
     conn_mark_dirty(w, c);
 }
@@ -278,7 +278,7 @@ static void overflow_close(worker *w, conn *c) {
     METRIC_INC(output_overflow_closes_total);
     log_debug("worker %u: connection %llx queued %zu bytes of output; closing (1008)", w->index,
               (unsigned long long)c->id, buf_len(&c->out));
-    if (c->framed && c->out_unit_left < buf_len(&c->out)) c->out.end = c->out.start + c->out_unit_left;
+    if (c->framed && c->out_unit_left < buf_len(&c->out)) buf_truncate(&c->out, c->out_unit_left);
     if (buf_len(&c->out) == 0) buf_free(&c->out);
     conn_close(w, c, WS_CLOSE_POLICY, "output limit: read your responses");
 }
@@ -416,7 +416,7 @@ static void flush_dirty(worker *w) {
 static const char *ws_error_reason(const conn *c, uint16_t code, char *buf, size_t cap) {
     switch (code) {
     case WS_CLOSE_TOO_BIG:
-        snprintf(buf, cap, "message too big: at most %zu bytes%s", c->reader.max_message,
+        snprintf(buf, cap, "message too big: at most %zu bytes%s", (size_t)c->reader.max_message,
                  c->signed_in ? "" : " before sign-in");
         return buf;
     case WS_CLOSE_INVALID_DATA:
@@ -561,7 +561,7 @@ static bool conn_read_once(worker *w, conn *c) {
         if (buf_len(&c->in) == 0) buf_free(&c->in);
         return false;
     }
-    c->in.end += (size_t)n;
+    buf_commit(&c->in, (size_t)n);
     METRIC_ADD(bytes_in_total, (unsigned long)n);
     if (c->state == CONN_HTTP) {
         /* the head parser rescans from the start: only when a line ended,
@@ -597,7 +597,7 @@ static void conn_readable(worker *w, conn *c) {
 }
 
 void conn_signed_in(worker *w, conn *c) {
-    c->reader.max_message = w->srv->cfg.max_message_bytes;
+    c->reader.max_message = (uint32_t)w->srv->cfg.max_message_bytes;   /* <= 64 MiB (config.c) */
     if (c->addr_counted) address_limit_release(c->peer_addr);
     c->addr_counted = false;
 }
