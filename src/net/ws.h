@@ -65,15 +65,19 @@ typedef struct ws_message {
                             on error: the code to close with */
 } ws_message;
 
+/* 24 bytes: a server holds one per connection, idle or not (lengths are
+ * 32-bit: a message is bounded by max_message, itself at most
+ * WS_MAX_MESSAGE_LIMIT). */
 typedef struct ws_reader {
     bool expect_masked;    /* server: true (clients must mask); client: false */
     uint8_t frag_opcode;   /* 0 when no fragmented message is open */
-    size_t max_message;    /* whole-message limit -> 1009 */
-    /* fragmented message being reassembled (the two bytes above share a
-     * word: one is held per idle connection) */
+    uint32_t max_message;  /* whole-message limit -> 1009 */
+    /* fragmented message being reassembled */
     uint8_t *frag;
-    size_t frag_len, frag_cap;
+    uint32_t frag_len, frag_cap;
 } ws_reader;
+
+enum { WS_MAX_MESSAGE_LIMIT = 0x7fffffff };   /* larger max_message values are clamped to it */
 
 void ws_reader_init(ws_reader *r, bool expect_masked, size_t max_message);
 void ws_reader_free(ws_reader *r);   /* releases the fragment buffer */

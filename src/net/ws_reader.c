@@ -20,7 +20,7 @@ typedef struct frame_head {
 void ws_reader_init(ws_reader *r, bool expect_masked, size_t max_message) {
     memset(r, 0, sizeof *r);
     r->expect_masked = expect_masked;
-    r->max_message = max_message;
+    r->max_message = max_message > WS_MAX_MESSAGE_LIMIT ? WS_MAX_MESSAGE_LIMIT : (uint32_t)max_message;
 }
 
 void ws_reader_free(ws_reader *r) {
@@ -124,11 +124,11 @@ static bool frag_append(ws_reader *r, const uint8_t *p, size_t n) {
         if (!grown)
             return false;
         r->frag = grown;
-        r->frag_cap = cap;
+        r->frag_cap = (uint32_t)cap;
     }
     if (n > 0)
         memcpy(r->frag + r->frag_len, p, n);
-    r->frag_len = need;
+    r->frag_len = (uint32_t)need;
     return true;
 }
 
