@@ -582,7 +582,9 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
         return;
     }
     bool over_budget = false;
-    Parley__V1__Frame *f = request_decode(data, len, &over_budget, &c->decoded_bytes);
+    size_t decoded = 0;
+    Parley__V1__Frame *f = request_decode(data, len, &over_budget, &decoded);
+    c->decoded_bytes = decoded > UINT32_MAX ? UINT32_MAX : (uint32_t)decoded;   /* budget-bounded */
     if (!f && over_budget) {
         METRIC_INC(requests_total);
         METRIC_INC(decode_budget_refusals_total);

@@ -38,6 +38,7 @@
 #include "gateway/address_limit.h"
 #include "gateway/conn.h"
 #include "gateway/conn_auth.h"
+#include "gateway/conn_side.h"
 #include "gateway/http_endpoint.h"
 #include "gateway/in_flight.h"
 #include "net/http.h"
@@ -103,7 +104,7 @@ static conn *conn_new(worker *w, int fd) {
     c->slot = slot;
     c->id = ((uint64_t)w->index << 56) | ((uint64_t)gen << 24) | slot;
     c->state = CONN_HTTP;
-    c->opened_ms = clock_mono_ms();
+    c->phase_ms = conn_clock();
     /* the small limit until sign-in (conn_signed_in raises it) */
     ws_reader_init(&c->reader, true, w->srv->cfg.unauth_max_message);
     w->conns[slot] = c;
@@ -131,6 +132,7 @@ static void conn_free(worker *w, conn *c) {
     buf_free(&c->in);
     buf_free(&c->out);
     ws_reader_free(&c->reader);
+    conn_side_free(c);
     w->conns[c->slot] = NULL;
     w->free_slots[w->n_free++] = c->slot;
     w->n_live--;
@@ -139,7 +141,7 @@ static void conn_free(worker *w, conn *c) {
 }
 
 static void conn_set_closing(conn *c) {
-    if (c->state != CONN_CLOSING) c->closing_ms = clock_mono_ms();
+    if (c->state != CONN_CLOSING) c->phase_ms = conn_clock();
     c->state = CONN_CLOSING;
 }
 
@@ -268,7 +270,7 @@ static void track_units(conn *c, size_t n) {
         pos += take;
         left -= take;
     }
-    c->out_unit_left = left;
+    c->out_unit_left = (uint32_t)left;   /* one frame: under 2^32 (max-message) */
 }
 
 /* The peer keeps asking and does not read the answers: past the hard cap
@@ -324,7 +326,7 @@ bool conn_input_blocked(const worker *w, const conn *c) {
 static void pause_input(worker *w, conn *c) {
     if (c->input_paused) return;
     c->input_paused = true;
-    c->out_moved_ms = clock_mono_ms();
+    c->out_moved_ms = conn_clock();
     METRIC_INC(input_pauses_total);
     set_epollout(w, c, c->epollout);
 }
@@ -349,7 +351,7 @@ static bool finish_closing(worker *w, conn *c) {
     if (!c->write_shut) {
         shutdown(c->fd, SHUT_WR);
         c->write_shut = true;
-        c->closing_ms = c->last_rx_ms = clock_mono_ms();
+        c->phase_ms = c->last_rx_ms = conn_clock();
         buf_free(&c->in);
         buf_free(&c->out);
     }
@@ -363,7 +365,7 @@ static bool conn_flush(worker *w, conn *c) {
         ssize_t n = conn_write_some(c);
         if (n > 0) {
             METRIC_ADD(bytes_out_total, (unsigned long)n);
-            if (c->input_paused) c->out_moved_ms = clock_mono_ms();
+            if (c->input_paused) c->out_moved_ms = conn_clock();
             track_units(c, (size_t)n);
             buf_consume(&c->out, (size_t)n);
             continue;
@@ -450,7 +452,7 @@ static void handle_ws(worker *w, conn *c) {
             return;
         }
         METRIC_INC(frames_in_total);
-        c->last_rx_ms = clock_mono_ms();   /* pings count: they are how idle clients say so */
+        c->last_rx_ms = conn_clock();   /* pings count: they are how idle clients say so */
         switch (m.kind) {
         case WS_MSG_BINARY:
             session_handle(w, c, m.data, m.len);
@@ -542,7 +544,7 @@ static bool conn_read_once(worker *w, conn *c) {
             conn_free(w, c);
             return false;
         }
-        if (n > 0) c->last_rx_ms = clock_mono_ms();
+        if (n > 0) c->last_rx_ms = conn_clock();
         return n > 0 && c->ssl;
     }
     if (c->input_paused) return false;   /* EPOLLIN only for a TLS write */
@@ -759,6 +761,7 @@ static void accept_all(worker *w) {
  * closing connections whose peer does not take the rest of the output. */
 static void sweep(worker *w) {
     uint64_t now = clock_mono_ms();
+    uint32_t now32 = (uint32_t)now;   /* conn_clock() */
     if (now - w->last_sweep_ms < 1000) return;
     w->last_sweep_ms = now;
     w->fd_warned = false;
@@ -767,9 +770,10 @@ static void sweep(worker *w) {
     for (uint32_t i = 0; i < w->n_slots; i++) {
         conn *c = w->conns[i];
         if (!c) continue;
+        conn_side_trim(c, now);   /* rarely used state that no longer matters goes */
         switch (c->state) {
         case CONN_HTTP:
-            if (now - c->opened_ms > cfg->handshake_timeout_ms) {
+            if ((uint32_t)(now32 - c->phase_ms) > cfg->handshake_timeout_ms) {
                 METRIC_INC(handshake_timeouts_total);
                 conn_free(w, c);
             }
@@ -779,17 +783,18 @@ static void sweep(worker *w) {
                 METRIC_INC(signin_timeouts_total);
                 conn_close(w, c, WS_CLOSE_POLICY, "sign-in timeout: sign in right after the upgrade");
             } else if (c->input_paused && buf_len(&c->out) >= cfg->conn_output_cap &&
-                       now - c->out_moved_ms > cfg->output_stall_ms) {
+                       (uint32_t)(now32 - c->out_moved_ms) > cfg->output_stall_ms) {
                 /* asks and does not read: nothing it is owed moves */
                 overflow_close(w, c);
-            } else if (cfg->idle_timeout_ms && now - c->last_rx_ms > cfg->idle_timeout_ms) {
+            } else if (cfg->idle_timeout_ms && (uint32_t)(now32 - c->last_rx_ms) > cfg->idle_timeout_ms) {
                 METRIC_INC(idle_timeouts_total);
                 conn_close(w, c, WS_CLOSE_GOING_AWAY, "idle timeout");
             }
             break;
         case CONN_CLOSING:
-            if (c->write_shut ? now - c->last_rx_ms > CLOSE_DRAIN_MS || now - c->closing_ms > CLOSE_DRAIN_MAX_MS
-                              : now - c->closing_ms > CLOSE_LINGER_MS)
+            if (c->write_shut ? (uint32_t)(now32 - c->last_rx_ms) > CLOSE_DRAIN_MS ||
+                                    (uint32_t)(now32 - c->phase_ms) > CLOSE_DRAIN_MAX_MS
+                              : (uint32_t)(now32 - c->phase_ms) > CLOSE_LINGER_MS)
                 conn_free(w, c);
             break;
         }

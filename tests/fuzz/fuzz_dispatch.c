@@ -67,11 +67,11 @@ static conn *open_conn(void) {
     c->id = (uint64_t)generation << 24;     /* worker 0, slot 0, a new generation */
     c->state = CONN_WS;
     c->framed = true;
-    c->opened_ms = c->last_rx_ms = clock_mono_ms();
+    c->phase_ms = c->last_rx_ms = conn_clock();
     ws_reader_init(&c->reader, true, srv.cfg.max_message_bytes);
     /* the sign-in state an upgrade makes; an empty Host, so the signed
      * bytes are "parley.v1 auth" || nonce (dispatch_input.h) */
-    c->auth = conn_auth_new("", 255, c->opened_ms);
+    c->auth = conn_auth_new("", 255, clock_mono_ms());
     if (!c->auth) die("out of memory");
     memset(c->auth->nonce, DISPATCH_NONCE_BYTE, sizeof c->auth->nonce);
     the_worker.conns[0] = c;
