@@ -18,6 +18,7 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/mpsc.h"
+#include "gateway/conn_table.h"
 #include "gateway/worker_msg.h"
 #include "net/ws.h"
 #include "proto/parley.pb-c.h"
@@ -38,7 +39,9 @@ typedef struct ssl_ctx_st SSL_CTX;
  * bounded far below 2^32 ms; flags are bits. Hot fields go here only with
  * a reason; test_conn_memory fails when the struct grows. */
 typedef struct conn {
+    /* first, and kept while the slot is free (conn_table.h) */
     uint64_t id;
+    struct conn *next_dirty;    /* free slot: the next free one */
     uint64_t user_id;
     uint64_t sent_upto;     /* last user_seq written to the socket */
     uint64_t acked_upto;    /* last user_seq the device acknowledged */
@@ -50,7 +53,6 @@ typedef struct conn {
     struct conn_auth *auth; /* sign-in state (conn_auth.h): owned, from the upgrade
                                until signed in or closed; NULL otherwise */
     struct conn_side *side; /* rarely used state (conn_side.h): owned; NULL when idle */
-    struct conn *next_dirty;
     Parley__V1__Frame *device_ack;  /* newest AckDeviceMessages of this turn, not yet handed
                                        to the writer (owned); session_flush_acks */
     struct in_flight_table *in_flight; /* requests at the writer, not yet answered, and
@@ -110,11 +112,7 @@ typedef struct worker {
     mpsc inbox;             /* worker_msg * from the writer, fan-out, receipts */
     pthread_t thread;
     atomic_bool stopping;
-    conn **conns;           /* by slot */
-    uint32_t *generations;  /* by slot */
-    uint32_t n_slots, cap_slots;
-    uint32_t *free_slots;
-    uint32_t n_free;
+    conn_table table;       /* the connections, by slot (conn_table.h) */
     conn *dirty;            /* connections with output to write this turn */
     uint64_t last_sweep_ms;
     SSL_CTX *tls;           /* shared by the workers; NULL: plain listener */

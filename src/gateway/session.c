@@ -239,8 +239,8 @@ void session_apply_reply(worker *w, conn *c, worker_msg *m) {
 }
 
 void session_close_device(worker *w, uint64_t user, uint32_t device) {
-    for (uint32_t i = 0; i < w->n_slots; i++) {
-        conn *c = w->conns[i];
+    for (uint32_t i = 0; i < w->table.n_slots; i++) {
+        conn *c = conn_table_at(&w->table, i);
         if (c && c->state == CONN_WS && c->signed_in && c->user_id == user && c->device_id == device) {
             METRIC_INC(devices_removed_closed_total);
             conn_close(w, c, WS_CLOSE_POLICY, "device removed");
@@ -249,8 +249,8 @@ void session_close_device(worker *w, uint64_t user, uint32_t device) {
 }
 
 void session_drop_presence(worker *w, uint64_t user, uint64_t about_user) {
-    for (uint32_t i = 0; i < w->n_slots; i++) {
-        conn *c = w->conns[i];
+    for (uint32_t i = 0; i < w->table.n_slots; i++) {
+        conn *c = conn_table_at(&w->table, i);
         if (c && c->signed_in && c->user_id == user &&
             registry_presence_unsubscribe_user(w->srv->registry, c->id, about_user))
             METRIC_INC(presence_subscriptions_dropped_total);

@@ -65,49 +65,14 @@ enum {
 
 /* ------------------------------------------------------------ conn table */
 
-static conn *conn_by_id(worker *w, uint64_t id) {
-    uint32_t slot = (uint32_t)(id & 0xffffff);
-    if (slot >= w->n_slots) return NULL;
-    conn *c = w->conns[slot];
-    return c && c->id == id ? c : NULL;
-}
-
 static conn *conn_new(worker *w, int fd) {
-    uint32_t slot;
-    if (w->n_free) {
-        slot = w->free_slots[--w->n_free];
-    } else {
-        if (w->n_slots == (1u << 24)) return NULL;
-        if (w->n_slots == w->cap_slots) {
-            uint32_t cap = w->cap_slots ? w->cap_slots * 2 : 1024;
-            conn **conns = realloc(w->conns, cap * sizeof *conns);
-            if (!conns) return NULL;
-            w->conns = conns;
-            uint32_t *gens = realloc(w->generations, cap * sizeof *gens);
-            if (!gens) return NULL;
-            w->generations = gens;
-            uint32_t *free_slots = realloc(w->free_slots, cap * sizeof *free_slots);
-            if (!free_slots) return NULL;
-            w->free_slots = free_slots;
-            w->cap_slots = cap;
-        }
-        slot = w->n_slots++;
-        w->generations[slot] = 0;
-    }
-    conn *c = calloc(1, sizeof *c);
-    if (!c) {
-        w->free_slots[w->n_free++] = slot;
-        return NULL;
-    }
-    uint32_t gen = ++w->generations[slot];
+    conn *c = conn_table_alloc(&w->table, w->index);
+    if (!c) return NULL;
     c->fd = fd;
-    c->slot = slot;
-    c->id = ((uint64_t)w->index << 56) | ((uint64_t)gen << 24) | slot;
     c->state = CONN_HTTP;
     c->phase_ms = conn_clock();
     /* the small limit until sign-in (conn_signed_in raises it) */
     ws_reader_init(&c->reader, true, w->srv->cfg.unauth_max_message);
-    w->conns[slot] = c;
     w->n_live++;
     atomic_fetch_add(&g_metrics.sockets_open, 1);
     return c;
@@ -133,11 +98,9 @@ static void conn_free(worker *w, conn *c) {
     buf_free(&c->out);
     ws_reader_free(&c->reader);
     conn_side_free(c);
-    w->conns[c->slot] = NULL;
-    w->free_slots[w->n_free++] = c->slot;
     w->n_live--;
     atomic_fetch_sub(&g_metrics.sockets_open, 1);
-    free(c);
+    conn_table_release(&w->table, c);
 }
 
 static void conn_set_closing(conn *c) {
@@ -586,6 +549,7 @@ static bool conn_read_once(worker *w, conn *c) {
 
 static void conn_readable(worker *w, conn *c) {
     uint32_t slot = c->slot;
+    conn_table *t = &w->table;
     /* a flush that waited for readability goes first */
     if (c->tls_write_wants_read && !conn_flush(w, c)) return;
     /* TLS may hold decrypted bytes the socket no longer signals: keep
@@ -593,7 +557,7 @@ static void conn_readable(worker *w, conn *c) {
      * record, which one READ_CHUNK takes whole, so the bound is never hit */
     for (int i = 0; i < TLS_READS_PER_EVENT; i++) {
         bool more = conn_read_once(w, c);
-        if (w->conns[slot] != c) return;   /* freed */
+        if (conn_table_at(t, slot) != c) return;   /* freed */
         if (!more || !c->ssl || !tls_pending(c->ssl)) return;
     }
 }
@@ -621,7 +585,7 @@ static void handle_inbox(worker *w) {
                 worker_msg_free(m);
                 continue;
             }
-            conn *c = conn_by_id(w, m->conn_id);
+            conn *c = conn_table_by_id(&w->table, m->conn_id);
             if (c && c->state == CONN_WS) {
                 switch (m->kind) {
                 case WM_REPLY:
@@ -767,8 +731,8 @@ static void sweep(worker *w) {
     w->fd_warned = false;
     if (w->spare_fd < 0) w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     const config *cfg = &w->srv->cfg;
-    for (uint32_t i = 0; i < w->n_slots; i++) {
-        conn *c = w->conns[i];
+    for (uint32_t i = 0; i < w->table.n_slots; i++) {
+        conn *c = conn_table_at(&w->table, i);
         if (!c) continue;
         conn_side_trim(c, now);   /* rarely used state that no longer matters goes */
         switch (c->state) {
@@ -813,8 +777,8 @@ static void drain_begin(worker *w) {
         close(w->listen_fd);
         w->listen_fd = -1;
     }
-    for (uint32_t i = 0; i < w->n_slots; i++) {
-        conn *c = w->conns[i];
+    for (uint32_t i = 0; i < w->table.n_slots; i++) {
+        conn *c = conn_table_at(&w->table, i);
         if (!c) continue;
         if (c->state == CONN_WS) w->drain_total++;
         /* not yet a user's connection: it would only get a 503 */
@@ -832,11 +796,11 @@ static bool drain_step(worker *w) {
     uint64_t target = w->drain_total;
     if (window && elapsed < window) target = ((uint64_t)w->drain_total * elapsed + window - 1) / window;
     while (w->drain_closed < target) {
-        if (w->drain_cursor >= w->n_slots) {
+        if (w->drain_cursor >= w->table.n_slots) {
             w->drain_closed = w->drain_total;   /* the rest left by themselves */
             break;
         }
-        conn *c = w->conns[w->drain_cursor++];
+        conn *c = conn_table_at(&w->table, w->drain_cursor++);
         if (!c || c->state != CONN_WS) continue;
         METRIC_INC(drain_closes_total);
         conn_close(w, c, WS_CLOSE_RESTART, "server restarting");
@@ -852,8 +816,10 @@ static bool drain_step(worker *w) {
  * resume from their cursors when they reconnect. */
 static void free_all(worker *w) {
     flush_dirty(w);
-    for (uint32_t i = 0; i < w->n_slots; i++)
-        if (w->conns[i]) conn_free(w, w->conns[i]);
+    for (uint32_t i = 0; i < w->table.n_slots; i++) {
+        conn *c = conn_table_at(&w->table, i);
+        if (c) conn_free(w, c);
+    }
 }
 
 static void *worker_main(void *arg) {
@@ -876,12 +842,12 @@ static void *worker_main(void *arg) {
                 continue;
             }
             if (tag == TAG_INBOX) continue;   /* handled below every turn */
-            conn *c = w->conns[tag - TAG_FIRST_CONN];
+            conn *c = conn_table_at(&w->table, (uint32_t)(tag - TAG_FIRST_CONN));
             if (!c) continue;
             if (events[i].events & EPOLLOUT) {
                 bool read_first = c->tls_read_wants_write;
                 if (read_first) conn_readable(w, c);
-                c = w->conns[tag - TAG_FIRST_CONN];
+                c = conn_table_at(&w->table, (uint32_t)(tag - TAG_FIRST_CONN));
                 if (!c || !conn_flush(w, c)) continue;
                 if (read_first) continue;
             }
@@ -998,9 +964,7 @@ void workers_free(server *srv) {
         if (w->listen_fd >= 0) close(w->listen_fd);
         if (w->spare_fd >= 0) close(w->spare_fd);
         if (i == 0) tls_ctx_free(w->tls);   /* one context, shared */
-        free(w->conns);
-        free(w->generations);
-        free(w->free_slots);
+        conn_table_free(&w->table);
         free(w);
     }
     free(srv->workers);
