@@ -112,6 +112,7 @@ typedef struct worker {
     mpsc inbox;             /* worker_msg * from the writer, fan-out, receipts */
     pthread_t thread;
     atomic_bool stopping;
+    uint8_t *read_buf;      /* WebSocket input is read here first (worker.c READ_CHUNK bytes) */
     conn_table table;       /* the connections, by slot (conn_table.h) */
     conn *dirty;            /* connections with output to write this turn */
     uint64_t last_sweep_ms;

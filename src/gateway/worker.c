@@ -393,26 +393,31 @@ static const char *ws_error_reason(const conn *c, uint16_t code, char *buf, size
     }
 }
 
-static void handle_ws(worker *w, conn *c) {
-    while (c->state == CONN_WS && buf_len(&c->in) > 0) {
+/* Handles the whole messages at the front of data[0..len) (payloads are
+ * unmasked in place) until the input must pause or the connection closes.
+ * Returns the bytes used: the rest is a partial frame, or waits for the
+ * pause to end. */
+static size_t handle_ws_bytes(worker *w, conn *c, uint8_t *data, size_t len) {
+    size_t done = 0;
+    while (c->state == CONN_WS && done < len) {
         /* output is bounded before it is produced: no request is handled
          * while the answers to earlier ones wait for the peer to read */
         if (conn_input_blocked(w, c)) {
             pause_input(w, c);
-            return;
+            break;
         }
         size_t used = 0;
         ws_message m;
-        int r = ws_reader_feed(&c->reader, buf_head(&c->in), buf_len(&c->in), &used, &m);
+        int r = ws_reader_feed(&c->reader, data + done, len - done, &used, &m);
         if (r == WS_ERROR) {
             METRIC_INC(protocol_errors_total);
             char why[96];
             conn_close(w, c, m.close_code, ws_error_reason(c, m.close_code, why, sizeof why));
-            return;
+            break;
         }
         if (r == WS_NEED_MORE) {
-            buf_consume(&c->in, used);
-            return;
+            done += used;
+            break;
         }
         METRIC_INC(frames_in_total);
         c->last_rx_ms = conn_clock();   /* pings count: they are how idle clients say so */
@@ -433,8 +438,36 @@ static void handle_ws(worker *w, conn *c) {
             conn_close(w, c, m.close_code == WS_CLOSE_NO_STATUS ? WS_CLOSE_NORMAL : m.close_code, "");
             break;
         }
-        buf_consume(&c->in, used);
+        done += used;
     }
+    return done;
+}
+
+/* The input held on c (a partial frame, or what waited for a pause). */
+static void handle_ws(worker *w, conn *c) {
+    buf_consume(&c->in, handle_ws_bytes(w, c, buf_head(&c->in), buf_len(&c->in)));
+}
+
+static ssize_t conn_read_some(worker *w, conn *c, uint8_t *dst, size_t cap);
+
+/* A WebSocket connection with no input held reads into the worker's
+ * buffer, and keeps only what is left over (a partial frame, or input that
+ * must wait for a pause to end): at rest a connection holds no input
+ * buffer, and a read costs no allocation. */
+static bool read_ws_direct(worker *w, conn *c) {
+    ssize_t n = conn_read_some(w, c, w->read_buf, READ_CHUNK);
+    if (n < 0) {
+        conn_free(w, c);
+        return false;
+    }
+    if (n == 0) return false;
+    METRIC_ADD(bytes_in_total, (unsigned long)n);
+    size_t used = handle_ws_bytes(w, c, w->read_buf, (size_t)n);
+    if (used < (size_t)n && c->state == CONN_WS && buf_append(&c->in, w->read_buf + used, (size_t)n - used)) {
+        conn_close(w, c, WS_CLOSE_INTERNAL, "out of memory");
+        return false;
+    }
+    return c->ssl != NULL && c->state != CONN_CLOSING;
 }
 
 /* One read into dst. > 0 bytes, 0 nothing for now, -1 the connection is
@@ -512,6 +545,7 @@ static bool conn_read_once(worker *w, conn *c) {
     }
     if (c->input_paused) return false;   /* EPOLLIN only for a TLS write */
     if (c->state == CONN_HTTP && c->shed) return shed_read(w, c);
+    if (c->state == CONN_WS && buf_len(&c->in) == 0) return read_ws_direct(w, c);
     uint8_t *dst = buf_reserve(&c->in, READ_CHUNK);
     if (!dst) {
         conn_close(w, c, WS_CLOSE_INTERNAL, "out of memory");
@@ -896,7 +930,9 @@ static worker *worker_new(server *srv, uint32_t index, SSL_CTX *tls) {
     w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     w->listen_fd = listen_socket(&srv->cfg);
     w->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-    if (w->listen_fd < 0 || w->epoll_fd < 0 || mpsc_init(&w->inbox, INBOX_CAP)) {
+    w->read_buf = malloc(READ_CHUNK);
+    if (w->listen_fd < 0 || w->epoll_fd < 0 || !w->read_buf || mpsc_init(&w->inbox, INBOX_CAP)) {
+        free(w->read_buf);
         if (w->listen_fd >= 0) close(w->listen_fd);
         if (w->epoll_fd >= 0) close(w->epoll_fd);
         if (w->spare_fd >= 0) close(w->spare_fd);
@@ -965,6 +1001,7 @@ void workers_free(server *srv) {
         if (w->spare_fd >= 0) close(w->spare_fd);
         if (i == 0) tls_ctx_free(w->tls);   /* one context, shared */
         conn_table_free(&w->table);
+        free(w->read_buf);
         free(w);
     }
     free(srv->workers);
