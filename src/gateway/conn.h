@@ -46,13 +46,13 @@ typedef struct conn {
     uint64_t sent_upto;     /* last user_seq written to the socket */
     uint64_t acked_upto;    /* last user_seq the device acknowledged */
     /* session.c, realtime.c */
-    uint64_t sync_from;     /* the cursor the latest StartSync came with */
     uint64_t device_acked_upto; /* last AckDeviceMessages handed to the writer */
     uint64_t cursor_submitted_upto; /* last Ack handed to the writer (the next starts after it) */
     buf in, out;
     struct conn_auth *auth; /* sign-in state (conn_auth.h): owned, from the upgrade
                                until signed in or closed; NULL otherwise */
-    struct conn_side *side; /* rarely used state (conn_side.h): owned; NULL when idle */
+    struct conn_side *side; /* rarely used state (conn_side.h): owned; NULL when idle;
+                               set from StartSync until SyncDone is sent */
     Parley__V1__Frame *device_ack;  /* newest AckDeviceMessages of this turn, not yet handed
                                        to the writer (owned); session_flush_acks */
     struct in_flight_table *in_flight; /* requests at the writer, not yet answered, and

@@ -22,6 +22,7 @@
 #include "gateway/admission.h"
 #include "gateway/conn.h"
 #include "gateway/conn_auth.h"
+#include "gateway/conn_side.h"
 #include "gateway/in_flight.h"
 #include "gateway/realtime.h"
 #include "gateway/register_limit.h"
@@ -459,6 +460,11 @@ static void handle_history(worker *w, conn *c, const Parley__V1__Frame *f) {
 
 static void handle_start_sync(worker *w, conn *c, const Parley__V1__Frame *f) {
     session_flush_acks(w, c);   /* acks before it are about the cursor it replaces */
+    conn_side *side = conn_side_get(c);   /* holds sync_from until SyncDone */
+    if (!side) {
+        conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__INTERNAL, "out of memory");
+        return;
+    }
     if (!c->syncing) {
         registry_entry e = {.conn_id = c->id, .device_id = c->device_id, .worker = w->index};
         if (registry_add(w->srv->registry, c->user_id, &e)) {
@@ -467,7 +473,7 @@ static void handle_start_sync(worker *w, conn *c, const Parley__V1__Frame *f) {
         }
         c->syncing = true;
     }
-    c->sent_upto = c->acked_upto = c->sync_from = f->start_sync->after_user_seq;
+    c->sent_upto = c->acked_upto = side->sync_from = f->start_sync->after_user_seq;
     c->cursor_submitted_upto = f->start_sync->after_user_seq;
     c->lagging = true;
     c->sync_done_sent = false;

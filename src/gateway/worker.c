@@ -438,6 +438,9 @@ static size_t handle_ws_bytes(worker *w, conn *c, uint8_t *data, size_t len) {
             conn_close(w, c, m.close_code == WS_CLOSE_NO_STATUS ? WS_CLOSE_NORMAL : m.close_code, "");
             break;
         }
+        /* a reassembled message is handled: its buffer goes now, not at
+         * the next input (which an idle connection may not send for long) */
+        if (c->reader.frag && c->reader.frag_opcode == 0) ws_reader_free(&c->reader);
         done += used;
     }
     return done;
