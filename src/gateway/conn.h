@@ -53,15 +53,12 @@ typedef struct conn {
                                until signed in or closed; NULL otherwise */
     struct conn_side *side; /* rarely used state (conn_side.h): owned; NULL when idle;
                                set from StartSync until SyncDone is sent */
-    Parley__V1__Frame *device_ack;  /* newest AckDeviceMessages of this turn, not yet handed
-                                       to the writer (owned); session_flush_acks */
     struct in_flight_table *in_flight; /* requests at the writer, not yet answered, and
                                their decoded bytes (in_flight.c); NULL: none */
     /* TLS (NULL ssl: plain) */
     SSL *ssl;
     ws_reader reader;
     int fd;
-    uint32_t slot;
     uint32_t device_id;
     uint32_t peer_addr;     /* IPv4, host order: the per-address count */
     /* limits (conn_clock() milliseconds) */
@@ -72,8 +69,6 @@ typedef struct conn {
     uint32_t out_moved_ms;  /* last time output was written (or input paused) */
     uint32_t out_unit_left; /* bytes of the head unit of c->out (the 101 head or a
                                frame) still to write; 0: the head is a boundary */
-    uint32_t decoded_bytes; /* what decoding the current request allocated
-                               (bounded by the request size limits) */
     uint8_t state;          /* conn_state */
     /* flags: one bit each */
     bool epollout : 1;      /* EPOLLOUT is armed */
@@ -99,6 +94,9 @@ typedef struct conn {
     bool ack_pending : 1;   /* an Ack this turn, not yet handed to the writer */
 } conn;
 
+/* c's slot in its worker's conn table: the id's low 24 bits. */
+static inline uint32_t conn_slot(const conn *c) { return (uint32_t)(c->id & 0xffffff); }
+
 /* The clock of the 32-bit times in struct conn: monotonic milliseconds,
  * truncated. Compare two of them only by unsigned difference
  * ((uint32_t)(now - then)), which is right for intervals under 49 days. */
@@ -113,6 +111,8 @@ typedef struct worker {
     pthread_t thread;
     atomic_bool stopping;
     uint8_t *read_buf;      /* WebSocket input is read here first (worker.c READ_CHUNK bytes) */
+    uint32_t decoded_bytes; /* what decoding the request being handled allocated
+                               (session.c: one request at a time per worker) */
     conn_table table;       /* the connections, by slot (conn_table.h) */
     conn *dirty;            /* connections with output to write this turn */
     uint64_t last_sweep_ms;

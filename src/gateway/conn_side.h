@@ -4,7 +4,8 @@
  *   - the cursor a StartSync came with (until SyncDone is sent);
  *   - the token buckets of typing indicators and presence subscriptions
  *     (a bucket that has refilled is the same as no bucket);
- *   - the paging of device messages after a StartSync (until it ends).
+ *   - the paging of device messages after a StartSync (until it ends);
+ *   - the newest AckDeviceMessages of a loop turn (until the turn ends).
  * An idle connection holds one NULL pointer for all of it. */
 #ifndef PARLEY_GATEWAY_CONN_SIDE_H
 #define PARLEY_GATEWAY_CONN_SIDE_H
@@ -23,6 +24,9 @@ typedef struct conn_side {
     float typing_tokens;
     float presence_tokens;
     uint32_t dm_sent;               /* pushed since the latest StartSync */
+    uint32_t device_ack_bytes;      /* what decoding device_ack allocated */
+    Parley__V1__Frame *device_ack;  /* newest AckDeviceMessages of this turn, not yet handed
+                                       to the writer (owned); session_flush_acks */
 } conn_side;
 
 /* c's side state, allocated (zeroed: full buckets, no paging) if it has

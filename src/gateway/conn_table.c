@@ -68,7 +68,6 @@ conn *conn_table_alloc(conn_table *t, uint32_t worker_index) {
     }
     UNPOISON((char *)c, sizeof *c);
     memset(c, 0, sizeof *c);
-    c->slot = slot;
     c->id = ((uint64_t)worker_index << 56) | ((uint64_t)(generation(old_id) + 1) << 24) | slot;
     return c;
 }

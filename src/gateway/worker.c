@@ -196,7 +196,7 @@ static void set_epollout(worker *w, conn *c, bool on) {
     bool in_off = c->input_paused && !c->tls_write_wants_read;
     if (c->epollout == on && c->epollin_off == in_off) return;
     struct epoll_event ev = {.events = (in_off ? 0 : EPOLLIN) | (on ? EPOLLOUT : 0),
-                             .data.u64 = TAG_FIRST_CONN + c->slot};
+                             .data.u64 = TAG_FIRST_CONN + conn_slot(c)};
     epoll_ctl(w->epoll_fd, EPOLL_CTL_MOD, c->fd, &ev);
     c->epollout = on;
     c->epollin_off = in_off;
@@ -585,7 +585,7 @@ static bool conn_read_once(worker *w, conn *c) {
 }
 
 static void conn_readable(worker *w, conn *c) {
-    uint32_t slot = c->slot;
+    uint32_t slot = conn_slot(c);
     conn_table *t = &w->table;
     /* a flush that waited for readability goes first */
     if (c->tls_write_wants_read && !conn_flush(w, c)) return;
@@ -752,7 +752,7 @@ static void accept_all(worker *w) {
                 continue;
             }
         }
-        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_FIRST_CONN + c->slot};
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_FIRST_CONN + conn_slot(c)};
         if (epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, fd, &ev)) conn_free(w, c);
     }
 }

@@ -36,13 +36,13 @@
 
 enum {
     /* struct conn, held in place by the conn table (no malloc header) */
-    CONN_STRUCT_MAX = 168,
+    CONN_STRUCT_MAX = 152,
     /* a user's registry entry and presence record, with their map slots */
     USER_RECORDS_MAX = 128,
     /* what the connection's own state may cost in all: the rest of the
      * 512 B budget is the store's block cache and allocator slack, which
      * only parley-bench connections sees */
-    IDLE_CONN_OWN_MAX = 296,
+    IDLE_CONN_OWN_MAX = 280,
     USERS = 19900,
 };
 
@@ -109,15 +109,14 @@ static void conn_struct_within_bound(void) {
           "carries every field; put rarely used state in conn_side.h", sizeof(conn), CONN_STRUCT_MAX);
 }
 
-/* Bytes c holds beyond its struct: buffers, sign-in state, side state,
- * in-flight table, fragment buffer, a held ack. */
+/* Bytes c holds beyond its struct: buffers, sign-in state, side state
+ * (a held AckDeviceMessages included), in-flight table, fragment buffer. */
 static size_t conn_extra_bytes(const conn *c) {
     size_t n = buf_held(&c->in) + buf_held(&c->out);
     if (c->auth) n += sizeof *c->auth + strlen(c->auth->host) + 1;
     if (c->side) n += sizeof *c->side;
     if (c->in_flight) n += 1;   /* opaque (in_flight.c): any is too much */
     if (c->reader.frag) n += sizeof *c->reader.frag + c->reader.frag->cap;
-    if (c->device_ack) n += 1;
     return n;
 }
 
@@ -193,12 +192,12 @@ static void table_stale_id_finds_nothing(void) {
     conn *a = conn_table_alloc(&t, 3);
     CHECK(a != NULL, "alloc");
     uint64_t old = a->id;
-    uint32_t slot = a->slot;
+    uint32_t slot = conn_slot(a);
     bool found = conn_table_by_id(&t, old) == a && conn_table_at(&t, slot) == a && conn_id_worker(old) == 3;
     conn_table_release(&t, a);
     bool gone = conn_table_by_id(&t, old) == NULL && conn_table_at(&t, slot) == NULL;
     conn *b = conn_table_alloc(&t, 3);
-    bool reused = b && b->slot == slot && b->id != old && conn_id_worker(b->id) == 3;
+    bool reused = b && conn_slot(b) == slot && b->id != old && conn_id_worker(b->id) == 3;
     bool stale = conn_table_by_id(&t, old) == NULL && b && conn_table_by_id(&t, b->id) == b;
     bool zeroed = b && b->user_id == 0 && b->next_dirty == NULL && b->state == 0;
     if (b) conn_table_release(&t, b);
