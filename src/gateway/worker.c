@@ -361,6 +361,7 @@ static bool conn_flush(worker *w, conn *c) {
 static void flush_dirty(worker *w) {
     /* pumping may queue more output on the same connections; bounded by the
      * output cap, so two passes settle it */
+    uint64_t now = w->dirty ? clock_mono_ms() : 0;
     for (int pass = 0; pass < 2 && w->dirty; pass++) {
         conn *c = w->dirty;
         w->dirty = NULL;
@@ -369,6 +370,11 @@ static void flush_dirty(worker *w) {
             c->dirty = false;
             c->next_dirty = NULL;
             session_flush_acks(w, c);
+            /* side state whose use ended this turn (a sync that reached
+             * SyncDone, device messages paged, the held ack handed over) goes
+             * now: freed in the turn it was made, it leaves no hole between
+             * longer-lived allocations (the sweep catches the rest) */
+            conn_side_trim(c, now);
             conn_flush(w, c);
             c = next;
         }
