@@ -33,7 +33,8 @@ typedef struct ssl_ctx_st SSL_CTX;
  * of its own (test_conn_memory asserts the bound), so it is kept small:
  * buffers are one pointer each and allocated only while bytes are in
  * transit; sign-in state (c->auth), requests at the writer (c->in_flight)
- * and rarely used state (c->side: rate buckets, device-message paging) are
+ * and rarely used state (c->side: rate buckets, the StartSync cursor until
+ * SyncDone, device-message paging, a held AckDeviceMessages) are
  * side allocations that exist only while needed; times a sweep compares are
  * 32-bit milliseconds (conn_clock()), since the intervals they measure are
  * bounded far below 2^32 ms; flags are bits. Hot fields go here only with
