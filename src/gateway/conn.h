@@ -16,7 +16,9 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/clock.h"
 #include "core/mpsc.h"
+#include "gateway/conn_table.h"
 #include "gateway/worker_msg.h"
 #include "net/ws.h"
 #include "proto/parley.pb-c.h"
@@ -27,70 +29,79 @@ typedef enum conn_state { CONN_HTTP, CONN_WS, CONN_CLOSING } conn_state;
 typedef struct ssl_st SSL;
 typedef struct ssl_ctx_st SSL_CTX;
 
+/* What an idle signed-in connection holds is this struct and nothing else
+ * of its own (test_conn_memory asserts the bound), so it is kept small:
+ * buffers are one pointer each and allocated only while bytes are in
+ * transit; sign-in state (c->auth), requests at the writer (c->in_flight)
+ * and rarely used state (c->side: rate buckets, the StartSync cursor until
+ * SyncDone, device-message paging, a held AckDeviceMessages) are
+ * side allocations that exist only while needed; times a sweep compares are
+ * 32-bit milliseconds (conn_clock()), since the intervals they measure are
+ * bounded far below 2^32 ms; flags are bits. Hot fields go here only with
+ * a reason; test_conn_memory fails when the struct grows. */
 typedef struct conn {
-    int fd;
-    uint32_t slot;
+    /* first, and kept while the slot is free (conn_table.h) */
     uint64_t id;
-    uint64_t opened_ms;
+    struct conn *next_dirty;    /* free slot: the next free one */
     uint64_t user_id;
     uint64_t sent_upto;     /* last user_seq written to the socket */
     uint64_t acked_upto;    /* last user_seq the device acknowledged */
-    buf in, out;
-    ws_reader reader;
-    struct conn_auth *auth; /* sign-in state (conn_auth.h): owned, from the upgrade
-                               until signed in or closed; NULL otherwise */
-    struct conn *next_dirty;
     /* session.c, realtime.c */
-    uint64_t sync_from;     /* the cursor the latest StartSync came with */
-    uint64_t tokens_refilled_ms;
     uint64_t device_acked_upto; /* last AckDeviceMessages handed to the writer */
     uint64_t cursor_submitted_upto; /* last Ack handed to the writer (the next starts after it) */
-    Parley__V1__Frame *device_ack;  /* newest AckDeviceMessages of this turn, not yet handed
-                                       to the writer (owned); session_flush_acks */
-    /* limits */
-    size_t out_unit_left;   /* bytes of the head unit of c->out (the 101 head or a
-                               frame) still to write; 0: the head is a boundary */
-    uint64_t last_rx_ms;    /* last whole WebSocket message or control frame;
-                               write side shut: last input read and dropped */
-    uint64_t closing_ms;    /* when CLOSING began: a peer that never reads is cut */
-    /* memory and request limits (worker.c, session.c, realtime.c) */
-    uint64_t out_moved_ms;  /* last time output was written (or input paused) */
-    size_t decoded_bytes;   /* what decoding the current request allocated */
+    buf in, out;
+    struct conn_auth *auth; /* sign-in state (conn_auth.h): owned, from the upgrade
+                               until signed in or closed; NULL otherwise */
+    struct conn_side *side; /* rarely used state (conn_side.h): owned; NULL when idle;
+                               set from StartSync until SyncDone is sent */
     struct in_flight_table *in_flight; /* requests at the writer, not yet answered, and
                                their decoded bytes (in_flight.c); NULL: none */
-    uint64_t dm_after;      /* device messages at sync: the last queue_seq pushed */
-    uint32_t dm_sent;       /* pushed since the latest StartSync */
-    float presence_tokens;  /* ids a connection may subscribe to, refilled per second */
-    uint64_t presence_refilled_ms;
     /* TLS (NULL ssl: plain) */
     SSL *ssl;
+    ws_reader reader;
+    int fd;
     uint32_t device_id;
-    conn_state state;
     uint32_t peer_addr;     /* IPv4, host order: the per-address count */
-    float typing_tokens;    /* token bucket (sends: per device, admission.h) */
-    /* flags last, together, so they pack */
-    bool epollout;          /* EPOLLOUT is armed */
-    bool dirty;             /* on the worker's flush list */
-    bool signed_in;
-    bool auth_pending;      /* an auth request is with the writer: no other one */
-    bool nonce_spent;       /* an auth attempt used the nonce: the next needs a new one */
-    bool syncing;           /* StartSync seen: in the registry, receiving events */
-    bool lagging;           /* live pushes held back; catching up from the store */
-    bool sync_done_sent;
-    bool shed;              /* over the accept rate: the upgrade gets 503 */
-    bool framed;            /* c->out holds the 101 head, then WebSocket frames */
-    bool tls_ready;         /* handshake done (counted once) */
-    bool tls_failed;        /* fatal TLS error: no close_notify */
-    bool tls_read_wants_write;  /* a read waits for the socket to be writable */
-    bool tls_write_wants_read;  /* a flush waits for the socket to be readable */
-    bool input_paused;      /* output over its cap or too many requests in flight:
+    /* limits (conn_clock() milliseconds) */
+    uint32_t last_rx_ms;    /* last whole WebSocket message or control frame;
+                               write side shut: last input read and dropped */
+    uint32_t phase_ms;      /* HTTP: when accepted (the handshake timeout);
+                               CLOSING: when closing began (a peer that never reads is cut) */
+    uint32_t out_moved_ms;  /* last time output was written (or input paused) */
+    uint32_t out_unit_left; /* bytes of the head unit of c->out (the 101 head or a
+                               frame) still to write; 0: the head is a boundary */
+    uint8_t state;          /* conn_state */
+    /* flags: one bit each */
+    bool epollout : 1;      /* EPOLLOUT is armed */
+    bool dirty : 1;         /* on the worker's flush list */
+    bool signed_in : 1;
+    bool auth_pending : 1;  /* an auth request is with the writer: no other one */
+    bool nonce_spent : 1;   /* an auth attempt used the nonce: the next needs a new one */
+    bool syncing : 1;       /* StartSync seen: in the registry, receiving events */
+    bool lagging : 1;       /* live pushes held back; catching up from the store */
+    bool sync_done_sent : 1;
+    bool shed : 1;          /* over the accept rate: the upgrade gets 503 */
+    bool framed : 1;        /* c->out holds the 101 head, then WebSocket frames */
+    bool tls_ready : 1;     /* handshake done (counted once) */
+    bool tls_failed : 1;    /* fatal TLS error: no close_notify */
+    bool tls_read_wants_write : 1;  /* a read waits for the socket to be writable */
+    bool tls_write_wants_read : 1;  /* a flush waits for the socket to be readable */
+    bool input_paused : 1;  /* output over its cap or too many requests in flight:
                                the socket is not read (EPOLLIN off) until it drains */
-    bool epollin_off;       /* EPOLLIN is not armed */
-    bool write_shut;        /* CLOSING: output done, SHUT_WR sent; reading until EOF */
-    bool addr_counted;      /* counted as pending (not signed in) for its address */
-    bool dm_pending;        /* device messages left to push after StartSync */
-    bool ack_pending;       /* an Ack this turn, not yet handed to the writer */
+    bool epollin_off : 1;   /* EPOLLIN is not armed */
+    bool write_shut : 1;    /* CLOSING: output done, SHUT_WR sent; reading until EOF */
+    bool addr_counted : 1;  /* counted as pending (not signed in) for its address */
+    bool dm_pending : 1;    /* device messages left to push after StartSync */
+    bool ack_pending : 1;   /* an Ack this turn, not yet handed to the writer */
 } conn;
+
+/* c's slot in its worker's conn table: the id's low 24 bits. */
+static inline uint32_t conn_slot(const conn *c) { return (uint32_t)(c->id & 0xffffff); }
+
+/* The clock of the 32-bit times in struct conn: monotonic milliseconds,
+ * truncated. Compare two of them only by unsigned difference
+ * ((uint32_t)(now - then)), which is right for intervals under 49 days. */
+static inline uint32_t conn_clock(void) { return (uint32_t)clock_mono_ms(); }
 
 typedef struct worker {
     server *srv;
@@ -100,11 +111,10 @@ typedef struct worker {
     mpsc inbox;             /* worker_msg * from the writer, fan-out, receipts */
     pthread_t thread;
     atomic_bool stopping;
-    conn **conns;           /* by slot */
-    uint32_t *generations;  /* by slot */
-    uint32_t n_slots, cap_slots;
-    uint32_t *free_slots;
-    uint32_t n_free;
+    uint8_t *read_buf;      /* WebSocket input is read here first (worker.c READ_CHUNK bytes) */
+    uint32_t decoded_bytes; /* what decoding the request being handled allocated
+                               (session.c: one request at a time per worker) */
+    conn_table table;       /* the connections, by slot (conn_table.h) */
     conn *dirty;            /* connections with output to write this turn */
     uint64_t last_sweep_ms;
     SSL_CTX *tls;           /* shared by the workers; NULL: plain listener */

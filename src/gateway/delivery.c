@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "gateway/conn.h"
+#include "gateway/conn_side.h"
 #include "gateway/realtime.h"
 
 enum { PAGE = 128 };
@@ -52,7 +53,7 @@ static void write_event(worker *w, conn *c, uint64_t user_seq, const uint8_t *ms
     p = put_varint(p, len);
     memcpy(p, msg, len);
     p += len;
-    c->out.end += (size_t)(p - dst);
+    buf_commit(&c->out, (size_t)(p - dst));
     c->sent_upto = user_seq;
     METRIC_INC(frames_out_total);
     METRIC_INC(deliveries_total);
@@ -140,7 +141,8 @@ static void send_sync_done(worker *w, conn *c) {
     sr->self = c->user_id;
     sr->store = w->srv->store;
     sr->n_convs = sr->n = 0;
-    store_scan_inbox(w->srv->store, c->user_id, c->sync_from, c->sent_upto, SYNC_RECEIPT_SCAN, note_conv, sr);
+    /* c->side holds sync_from from StartSync until this SyncDone */
+    store_scan_inbox(w->srv->store, c->user_id, c->side->sync_from, c->sent_upto, SYNC_RECEIPT_SCAN, note_conv, sr);
     for (size_t i = 0; i < sr->n_convs && sr->n < SYNC_RECEIPTS_MAX; i++) {
         sr->conv = sr->convs[i];
         store_scan_members(w->srv->store, sr->conv, note_member, sr);

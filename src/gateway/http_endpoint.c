@@ -134,9 +134,9 @@ static void upgrade(worker *w, conn *c, const http_request *req) {
      * overflowing output at a unit boundary) */
     buf_append(&c->out, head, (size_t)n);
     c->framed = true;
-    c->out_unit_left = (size_t)n;
+    c->out_unit_left = (uint32_t)n;
     c->state = CONN_WS;
-    c->last_rx_ms = auth->since_ms;
+    c->last_rx_ms = (uint32_t)auth->since_ms;   /* conn_clock() */
     c->auth = auth;
     session_challenge(w, c);
 }

@@ -11,6 +11,7 @@
 #include "chat/push.h"
 #include "core/clock.h"
 #include "core/metrics.h"
+#include "gateway/conn_side.h"
 #include "gateway/presence_access.h"
 
 enum {
@@ -43,19 +44,25 @@ static void send_presence(worker *w, conn *c, uint64_t user) {
  * watched), bursts of PRESENCE_IDS_BURST. */
 enum { PRESENCE_IDS_PER_S = 1024, PRESENCE_IDS_BURST = 4096 };
 
+/* The bucket lives in c's side state (conn_side.h), which the worker
+ * drops once it is full again. */
 static bool take_presence_tokens(conn *c, size_t n, uint64_t *retry_after_ms) {
     uint64_t now = clock_mono_ms();
-    if (c->presence_refilled_ms == 0) c->presence_tokens = PRESENCE_IDS_BURST;
-    else c->presence_tokens += (float)(now - c->presence_refilled_ms) * PRESENCE_IDS_PER_S / 1000.0f;
-    if (c->presence_tokens > PRESENCE_IDS_BURST) c->presence_tokens = PRESENCE_IDS_BURST;
-    c->presence_refilled_ms = now;
-    float cost = n ? (float)n : 1.0f;
-    if (c->presence_tokens >= cost) {
-        c->presence_tokens -= cost;
-        return true;
+    conn_side *s = conn_side_get(c);
+    if (!s) {   /* out of memory: try again shortly */
+        *retry_after_ms = 1000;
+        return false;
     }
-    *retry_after_ms = (uint64_t)((cost - c->presence_tokens) * 1000.0f / PRESENCE_IDS_PER_S) + 1;
-    return false;
+    if (s->presence_refilled_ms == 0) s->presence_tokens = PRESENCE_IDS_BURST;
+    else s->presence_tokens += (float)(now - s->presence_refilled_ms) * PRESENCE_IDS_PER_S / 1000.0f;
+    if (s->presence_tokens > PRESENCE_IDS_BURST) s->presence_tokens = PRESENCE_IDS_BURST;
+    s->presence_refilled_ms = now;
+    float cost = n ? (float)n : 1.0f;
+    bool ok = s->presence_tokens >= cost;
+    if (ok) s->presence_tokens -= cost;
+    else *retry_after_ms = (uint64_t)((cost - s->presence_tokens) * 1000.0f / PRESENCE_IDS_PER_S) + 1;
+    conn_side_bucket_until(s, now + (uint64_t)((PRESENCE_IDS_BURST - s->presence_tokens) * 1000.0f / PRESENCE_IDS_PER_S) + 1);
+    return ok;
 }
 
 void realtime_subscribe_presence(worker *w, conn *c, const Parley__V1__Frame *f) {
@@ -101,17 +108,22 @@ void realtime_subscribe_presence(worker *w, conn *c, const Parley__V1__Frame *f)
 
 /* ----------------------------------------------------------------- typing */
 
-static void refill(conn *c) {
+static const float TYPING_CAP = 2.0f * TYPING_RATE;
+
+/* The bucket lives in c's side state (conn_side.h); NULL: out of memory. */
+static conn_side *refill(conn *c) {
     uint64_t now = clock_mono_ms();
-    float typing_cap = 2.0f * TYPING_RATE;
-    if (c->tokens_refilled_ms == 0) {
-        c->typing_tokens = typing_cap;
+    conn_side *s = conn_side_get(c);
+    if (!s) return NULL;
+    if (s->typing_refilled_ms == 0) {
+        s->typing_tokens = TYPING_CAP;
     } else {
-        float dt = (float)(now - c->tokens_refilled_ms) / 1000.0f;
-        c->typing_tokens += dt * TYPING_RATE;
-        if (c->typing_tokens > typing_cap) c->typing_tokens = typing_cap;
+        float dt = (float)(now - s->typing_refilled_ms) / 1000.0f;
+        s->typing_tokens += dt * TYPING_RATE;
+        if (s->typing_tokens > TYPING_CAP) s->typing_tokens = TYPING_CAP;
     }
-    c->tokens_refilled_ms = now;
+    s->typing_refilled_ms = now;
+    return s;
 }
 
 typedef struct typing_fanout {
@@ -132,13 +144,15 @@ static int typing_to_member(void *ud, uint64_t user, const Parley__Store__Member
 
 void realtime_typing(worker *w, conn *c, const Parley__V1__Frame *f) {
     const Parley__V1__Typing *q = f->typing;
-    refill(c);
-    if (c->typing_tokens < 1.0f) {
+    conn_side *s = refill(c);
+    if (!s || s->typing_tokens < 1.0f) {
         conn_send_rate_limited(w, c, f->request_id, "typing indicators are limited to 5 per second",
-                               (uint64_t)((1.0f - c->typing_tokens) * 1000.0f / TYPING_RATE) + 1);
+                               s ? (uint64_t)((1.0f - s->typing_tokens) * 1000.0f / TYPING_RATE) + 1 : 1000);
         return;
     }
-    c->typing_tokens -= 1.0f;
+    s->typing_tokens -= 1.0f;
+    conn_side_bucket_until(s, s->typing_refilled_ms +
+                                  (uint64_t)((TYPING_CAP - s->typing_tokens) * 1000.0f / TYPING_RATE) + 1);
     Parley__Store__Member *me = NULL;
     if (membership_current(w->srv->store, q->conversation_id, c->user_id, &me) != 1) {
         if (me) parley__store__member__free_unpacked(me, NULL);
@@ -282,8 +296,8 @@ static int push_device_message(void *ud, uint64_t queue_seq, const uint8_t *msg,
     dm_page *pg = ud;
     conn *c = pg->c;
     pg->seen++;
-    c->dm_after = queue_seq;
-    c->dm_sent++;
+    c->side->dm_after = queue_seq;   /* held while dm_pending */
+    c->side->dm_sent++;
     Parley__V1__DeviceMessage *dm = parley__v1__device_message__unpack(NULL, len, msg);
     if (dm) {
         Parley__V1__Frame f;
@@ -294,25 +308,28 @@ static int push_device_message(void *ud, uint64_t queue_seq, const uint8_t *msg,
         parley__v1__device_message__free_unpacked(dm, NULL);
     }
     /* the next one waits for room: at most one message past the cap */
-    return !delivery_output_room(pg->w, c) || c->dm_sent >= MAX_DEVICE_MESSAGES_AT_SYNC ||
+    return !delivery_output_room(pg->w, c) || c->side->dm_sent >= MAX_DEVICE_MESSAGES_AT_SYNC ||
            c->state != CONN_WS;
 }
 
+/* The paging lives in c's side state (conn_side.h) while dm_pending. */
 void realtime_push_device_messages(worker *w, conn *c) {
-    c->dm_after = 0;
-    c->dm_sent = 0;
-    c->dm_pending = true;
+    conn_side *s = conn_side_get(c);
+    c->dm_pending = s != NULL;   /* out of memory: at the next StartSync */
+    if (!s) return;
+    s->dm_after = 0;
+    s->dm_sent = 0;
     realtime_pump_device_messages(w, c);
 }
 
 void realtime_pump_device_messages(worker *w, conn *c) {
     while (c->dm_pending && c->state == CONN_WS && delivery_output_room(w, c)) {
-        if (c->dm_sent >= MAX_DEVICE_MESSAGES_AT_SYNC) {
+        if (c->side->dm_sent >= MAX_DEVICE_MESSAGES_AT_SYNC) {
             c->dm_pending = false;   /* the rest at the next StartSync, after acks */
             return;
         }
         dm_page pg = {w, c, 0};
-        if (store_scan_device_messages_after(w->srv->store, c->user_id, c->device_id, c->dm_after,
+        if (store_scan_device_messages_after(w->srv->store, c->user_id, c->device_id, c->side->dm_after,
                                              DEVICE_MESSAGE_PAGE, push_device_message, &pg) < 0 ||
             pg.seen == 0)
             c->dm_pending = false;

@@ -22,6 +22,7 @@
 #include "gateway/admission.h"
 #include "gateway/conn.h"
 #include "gateway/conn_auth.h"
+#include "gateway/conn_side.h"
 #include "gateway/in_flight.h"
 #include "gateway/realtime.h"
 #include "gateway/register_limit.h"
@@ -90,11 +91,10 @@ typedef enum submit_result { SUBMIT_TAKEN, SUBMIT_OVER_SHARE, SUBMIT_WRITER_FULL
  * each bound it too).
  * Requests that get no response (AckDeviceMessages) use this directly:
  * nothing is said when it is not taken, the device acks again later. */
-static submit_result submit_quietly(worker *w, conn *c, Parley__V1__Frame *f) {
+static submit_result submit_quietly(worker *w, conn *c, Parley__V1__Frame *f, size_t bytes) {
     /* the connection's held acks go first: the writer sees its requests in
      * the order the device sent them */
     session_flush_acks(w, c);
-    size_t bytes = c->decoded_bytes;
     long queued = atomic_fetch_add(&g_metrics.writer_queued_bytes, (long)bytes);
     if ((size_t)queued + bytes > w->srv->cfg.writer_queue_bytes) {
         atomic_fetch_sub(&g_metrics.writer_queued_bytes, (long)bytes);
@@ -130,9 +130,9 @@ static submit_result submit_quietly(worker *w, conn *c, Parley__V1__Frame *f) {
  * The writer answers every request it takes: counted in flight until then. */
 static bool submit(worker *w, conn *c, Parley__V1__Frame *f) {
     uint64_t request_id = f->request_id;   /* f is the writer's once taken */
-    submit_result s = submit_quietly(w, c, f);
+    submit_result s = submit_quietly(w, c, f, w->decoded_bytes);
     if (s == SUBMIT_TAKEN) {
-        in_flight_add(c, w->srv->cfg.max_in_flight, request_id, c->decoded_bytes);
+        in_flight_add(c, w->srv->cfg.max_in_flight, request_id, w->decoded_bytes);
         return true;
     }
     if (s == SUBMIT_OVER_SHARE)
@@ -237,7 +237,7 @@ static bool submit_auth(worker *w, conn *c, Parley__V1__Frame *f, const Protobuf
         auth_failed(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "bad key or signature");
         return false;
     }
-    if (submit_quietly(w, c, f) != SUBMIT_TAKEN) {
+    if (submit_quietly(w, c, f, w->decoded_bytes) != SUBMIT_TAKEN) {
         auth_failed(w, c, rid, PARLEY__V1__STATUS__UNAVAILABLE, "server busy; retry shortly");
         return false;
     }
@@ -262,8 +262,8 @@ void session_apply_reply(worker *w, conn *c, worker_msg *m) {
 }
 
 void session_close_device(worker *w, uint64_t user, uint32_t device) {
-    for (uint32_t i = 0; i < w->n_slots; i++) {
-        conn *c = w->conns[i];
+    for (uint32_t i = 0; i < w->table.n_slots; i++) {
+        conn *c = conn_table_at(&w->table, i);
         if (c && c->state == CONN_WS && c->signed_in && c->user_id == user && c->device_id == device) {
             METRIC_INC(devices_removed_closed_total);
             conn_close(w, c, WS_CLOSE_POLICY, "device removed");
@@ -272,8 +272,8 @@ void session_close_device(worker *w, uint64_t user, uint32_t device) {
 }
 
 void session_drop_presence(worker *w, uint64_t user, uint64_t about_user) {
-    for (uint32_t i = 0; i < w->n_slots; i++) {
-        conn *c = w->conns[i];
+    for (uint32_t i = 0; i < w->table.n_slots; i++) {
+        conn *c = conn_table_at(&w->table, i);
         if (c && c->signed_in && c->user_id == user &&
             registry_presence_unsubscribe_user(w->srv->registry, c->id, about_user))
             METRIC_INC(presence_subscriptions_dropped_total);
@@ -482,6 +482,11 @@ static void handle_history(worker *w, conn *c, const Parley__V1__Frame *f) {
 
 static void handle_start_sync(worker *w, conn *c, const Parley__V1__Frame *f) {
     session_flush_acks(w, c);   /* acks before it are about the cursor it replaces */
+    conn_side *side = conn_side_get(c);   /* holds sync_from until SyncDone */
+    if (!side) {
+        conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__INTERNAL, "out of memory");
+        return;
+    }
     if (!c->syncing) {
         registry_entry e = {.conn_id = c->id, .device_id = c->device_id, .worker = w->index};
         if (registry_add(w->srv->registry, c->user_id, &e)) {
@@ -490,7 +495,7 @@ static void handle_start_sync(worker *w, conn *c, const Parley__V1__Frame *f) {
         }
         c->syncing = true;
     }
-    c->sent_upto = c->acked_upto = c->sync_from = f->start_sync->after_user_seq;
+    c->sent_upto = c->acked_upto = side->sync_from = f->start_sync->after_user_seq;
     c->cursor_submitted_upto = f->start_sync->after_user_seq;
     c->lagging = true;
     c->sync_done_sent = false;
@@ -518,16 +523,19 @@ static void handle_ack(worker *w, conn *c, const Parley__V1__Frame *f) {
  * turn; one that does not advance is not written. Returns true when f was kept. */
 static bool hold_device_ack(worker *w, conn *c, Parley__V1__Frame *f) {
     uint64_t up_to = f->ack_device_messages->up_to;
-    uint64_t held = c->device_ack ? c->device_ack->ack_device_messages->up_to : 0;
+    conn_side *s = c->side;   /* the held ack lives in the side state for the turn */
+    uint64_t held = s && s->device_ack ? s->device_ack->ack_device_messages->up_to : 0;
     if (up_to <= c->device_acked_upto || up_to <= held) {
         METRIC_INC(device_acks_coalesced_total);
         return false;
     }
-    if (c->device_ack) {
+    if (!s && !(s = conn_side_get(c))) return false;   /* out of memory: the device acks again later */
+    if (s->device_ack) {
         METRIC_INC(device_acks_coalesced_total);
-        parley__v1__frame__free_unpacked(c->device_ack, NULL);
+        parley__v1__frame__free_unpacked(s->device_ack, NULL);
     }
-    c->device_ack = f;
+    s->device_ack = f;
+    s->device_ack_bytes = w->decoded_bytes;
     conn_mark_dirty(w, c);
     return true;
 }
@@ -554,11 +562,12 @@ void session_flush_acks(worker *w, conn *c) {
             }
         }
     }
-    if (c->device_ack) {
-        Parley__V1__Frame *f = c->device_ack;
-        c->device_ack = NULL;
+    if (c->side && c->side->device_ack) {
+        Parley__V1__Frame *f = c->side->device_ack;
+        size_t bytes = c->side->device_ack_bytes;
+        c->side->device_ack = NULL;
         uint64_t up_to = f->ack_device_messages->up_to;
-        bool taken = admission_take_quietly(w, c, QUOTA_WRITE) && submit_quietly(w, c, f) == SUBMIT_TAKEN;
+        bool taken = admission_take_quietly(w, c, QUOTA_WRITE) && submit_quietly(w, c, f, bytes) == SUBMIT_TAKEN;
         if (taken) c->device_acked_upto = up_to;
         else parley__v1__frame__free_unpacked(f, NULL);
     }
@@ -605,7 +614,9 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
         return;
     }
     bool over_budget = false;
-    Parley__V1__Frame *f = request_decode(data, len, &over_budget, &c->decoded_bytes);
+    size_t decoded = 0;
+    Parley__V1__Frame *f = request_decode(data, len, &over_budget, &decoded);
+    w->decoded_bytes = decoded > UINT32_MAX ? UINT32_MAX : (uint32_t)decoded;   /* budget-bounded */
     if (!f && over_budget) {
         METRIC_INC(requests_total);
         METRIC_INC(decode_budget_refusals_total);

@@ -38,6 +38,7 @@
 #include "gateway/address_limit.h"
 #include "gateway/conn.h"
 #include "gateway/conn_auth.h"
+#include "gateway/conn_side.h"
 #include "gateway/http_endpoint.h"
 #include "gateway/in_flight.h"
 #include "net/http.h"
@@ -64,49 +65,14 @@ enum {
 
 /* ------------------------------------------------------------ conn table */
 
-static conn *conn_by_id(worker *w, uint64_t id) {
-    uint32_t slot = (uint32_t)(id & 0xffffff);
-    if (slot >= w->n_slots) return NULL;
-    conn *c = w->conns[slot];
-    return c && c->id == id ? c : NULL;
-}
-
 static conn *conn_new(worker *w, int fd) {
-    uint32_t slot;
-    if (w->n_free) {
-        slot = w->free_slots[--w->n_free];
-    } else {
-        if (w->n_slots == (1u << 24)) return NULL;
-        if (w->n_slots == w->cap_slots) {
-            uint32_t cap = w->cap_slots ? w->cap_slots * 2 : 1024;
-            conn **conns = realloc(w->conns, cap * sizeof *conns);
-            if (!conns) return NULL;
-            w->conns = conns;
-            uint32_t *gens = realloc(w->generations, cap * sizeof *gens);
-            if (!gens) return NULL;
-            w->generations = gens;
-            uint32_t *free_slots = realloc(w->free_slots, cap * sizeof *free_slots);
-            if (!free_slots) return NULL;
-            w->free_slots = free_slots;
-            w->cap_slots = cap;
-        }
-        slot = w->n_slots++;
-        w->generations[slot] = 0;
-    }
-    conn *c = calloc(1, sizeof *c);
-    if (!c) {
-        w->free_slots[w->n_free++] = slot;
-        return NULL;
-    }
-    uint32_t gen = ++w->generations[slot];
+    conn *c = conn_table_alloc(&w->table, w->index);
+    if (!c) return NULL;
     c->fd = fd;
-    c->slot = slot;
-    c->id = ((uint64_t)w->index << 56) | ((uint64_t)gen << 24) | slot;
     c->state = CONN_HTTP;
-    c->opened_ms = clock_mono_ms();
+    c->phase_ms = conn_clock();
     /* the small limit until sign-in (conn_signed_in raises it) */
     ws_reader_init(&c->reader, true, w->srv->cfg.unauth_max_message);
-    w->conns[slot] = c;
     w->n_live++;
     atomic_fetch_add(&g_metrics.sockets_open, 1);
     return c;
@@ -131,15 +97,14 @@ static void conn_free(worker *w, conn *c) {
     buf_free(&c->in);
     buf_free(&c->out);
     ws_reader_free(&c->reader);
-    w->conns[c->slot] = NULL;
-    w->free_slots[w->n_free++] = c->slot;
+    conn_side_free(c);
     w->n_live--;
     atomic_fetch_sub(&g_metrics.sockets_open, 1);
-    free(c);
+    conn_table_release(&w->table, c);
 }
 
 static void conn_set_closing(conn *c) {
-    if (c->state != CONN_CLOSING) c->closing_ms = clock_mono_ms();
+    if (c->state != CONN_CLOSING) c->phase_ms = conn_clock();
     c->state = CONN_CLOSING;
 }
 
@@ -163,7 +128,7 @@ void conn_send(worker *w, conn *c, uint8_t opcode, const void *data, size_t len)
     }
     size_t h = ws_write_header(dst, opcode, true, len, NULL);
     if (len) memcpy(dst + h, data, len);
-    c->out.end += h + len;
+    buf_commit(&c->out, h + len);
     METRIC_INC(frames_out_total);
     conn_mark_dirty(w, c);
 }
@@ -178,7 +143,7 @@ void conn_send_frame(worker *w, conn *c, const Parley__V1__Frame *f) {
     }
     size_t h = ws_write_header(dst, WS_OP_BINARY, true, n, NULL);
     parley__v1__frame__pack(f, dst + h);
-    c->out.end += h + n;
+    buf_commit(&c->out, h + n);
     METRIC_INC(frames_out_total);
     conn_mark_dirty(w, c);
 }
@@ -231,7 +196,7 @@ static void set_epollout(worker *w, conn *c, bool on) {
     bool in_off = c->input_paused && !c->tls_write_wants_read;
     if (c->epollout == on && c->epollin_off == in_off) return;
     struct epoll_event ev = {.events = (in_off ? 0 : EPOLLIN) | (on ? EPOLLOUT : 0),
-                             .data.u64 = TAG_FIRST_CONN + c->slot};
+                             .data.u64 = TAG_FIRST_CONN + conn_slot(c)};
     epoll_ctl(w->epoll_fd, EPOLL_CTL_MOD, c->fd, &ev);
     c->epollout = on;
     c->epollin_off = in_off;
@@ -268,7 +233,7 @@ static void track_units(conn *c, size_t n) {
         pos += take;
         left -= take;
     }
-    c->out_unit_left = left;
+    c->out_unit_left = (uint32_t)left;   /* one frame: under 2^32 (max-message) */
 }
 
 /* The peer keeps asking and does not read the answers: past the hard cap
@@ -278,7 +243,7 @@ static void overflow_close(worker *w, conn *c) {
     METRIC_INC(output_overflow_closes_total);
     log_debug("worker %u: connection %llx queued %zu bytes of output; closing (1008)", w->index,
               (unsigned long long)c->id, buf_len(&c->out));
-    if (c->framed && c->out_unit_left < buf_len(&c->out)) c->out.end = c->out.start + c->out_unit_left;
+    if (c->framed && c->out_unit_left < buf_len(&c->out)) buf_truncate(&c->out, c->out_unit_left);
     if (buf_len(&c->out) == 0) buf_free(&c->out);
     conn_close(w, c, WS_CLOSE_POLICY, "output limit: read your responses");
 }
@@ -324,7 +289,7 @@ bool conn_input_blocked(const worker *w, const conn *c) {
 static void pause_input(worker *w, conn *c) {
     if (c->input_paused) return;
     c->input_paused = true;
-    c->out_moved_ms = clock_mono_ms();
+    c->out_moved_ms = conn_clock();
     METRIC_INC(input_pauses_total);
     set_epollout(w, c, c->epollout);
 }
@@ -349,7 +314,7 @@ static bool finish_closing(worker *w, conn *c) {
     if (!c->write_shut) {
         shutdown(c->fd, SHUT_WR);
         c->write_shut = true;
-        c->closing_ms = c->last_rx_ms = clock_mono_ms();
+        c->phase_ms = c->last_rx_ms = conn_clock();
         buf_free(&c->in);
         buf_free(&c->out);
     }
@@ -363,7 +328,7 @@ static bool conn_flush(worker *w, conn *c) {
         ssize_t n = conn_write_some(c);
         if (n > 0) {
             METRIC_ADD(bytes_out_total, (unsigned long)n);
-            if (c->input_paused) c->out_moved_ms = clock_mono_ms();
+            if (c->input_paused) c->out_moved_ms = conn_clock();
             track_units(c, (size_t)n);
             buf_consume(&c->out, (size_t)n);
             continue;
@@ -396,6 +361,7 @@ static bool conn_flush(worker *w, conn *c) {
 static void flush_dirty(worker *w) {
     /* pumping may queue more output on the same connections; bounded by the
      * output cap, so two passes settle it */
+    uint64_t now = w->dirty ? clock_mono_ms() : 0;
     for (int pass = 0; pass < 2 && w->dirty; pass++) {
         conn *c = w->dirty;
         w->dirty = NULL;
@@ -404,6 +370,11 @@ static void flush_dirty(worker *w) {
             c->dirty = false;
             c->next_dirty = NULL;
             session_flush_acks(w, c);
+            /* side state whose use ended this turn (a sync that reached
+             * SyncDone, device messages paged, the held ack handed over) goes
+             * now: freed in the turn it was made, it leaves no hole between
+             * longer-lived allocations (the sweep catches the rest) */
+            conn_side_trim(c, now);
             conn_flush(w, c);
             c = next;
         }
@@ -416,7 +387,7 @@ static void flush_dirty(worker *w) {
 static const char *ws_error_reason(const conn *c, uint16_t code, char *buf, size_t cap) {
     switch (code) {
     case WS_CLOSE_TOO_BIG:
-        snprintf(buf, cap, "message too big: at most %zu bytes%s", c->reader.max_message,
+        snprintf(buf, cap, "message too big: at most %zu bytes%s", (size_t)c->reader.max_message,
                  c->signed_in ? "" : " before sign-in");
         return buf;
     case WS_CLOSE_INVALID_DATA:
@@ -428,29 +399,34 @@ static const char *ws_error_reason(const conn *c, uint16_t code, char *buf, size
     }
 }
 
-static void handle_ws(worker *w, conn *c) {
-    while (c->state == CONN_WS && buf_len(&c->in) > 0) {
+/* Handles the whole messages at the front of data[0..len) (payloads are
+ * unmasked in place) until the input must pause or the connection closes.
+ * Returns the bytes used: the rest is a partial frame, or waits for the
+ * pause to end. */
+static size_t handle_ws_bytes(worker *w, conn *c, uint8_t *data, size_t len) {
+    size_t done = 0;
+    while (c->state == CONN_WS && done < len) {
         /* output is bounded before it is produced: no request is handled
          * while the answers to earlier ones wait for the peer to read */
         if (conn_input_blocked(w, c)) {
             pause_input(w, c);
-            return;
+            break;
         }
         size_t used = 0;
         ws_message m;
-        int r = ws_reader_feed(&c->reader, buf_head(&c->in), buf_len(&c->in), &used, &m);
+        int r = ws_reader_feed(&c->reader, data + done, len - done, &used, &m);
         if (r == WS_ERROR) {
             METRIC_INC(protocol_errors_total);
             char why[96];
             conn_close(w, c, m.close_code, ws_error_reason(c, m.close_code, why, sizeof why));
-            return;
+            break;
         }
         if (r == WS_NEED_MORE) {
-            buf_consume(&c->in, used);
-            return;
+            done += used;
+            break;
         }
         METRIC_INC(frames_in_total);
-        c->last_rx_ms = clock_mono_ms();   /* pings count: they are how idle clients say so */
+        c->last_rx_ms = conn_clock();   /* pings count: they are how idle clients say so */
         switch (m.kind) {
         case WS_MSG_BINARY:
             session_handle(w, c, m.data, m.len);
@@ -468,8 +444,39 @@ static void handle_ws(worker *w, conn *c) {
             conn_close(w, c, m.close_code == WS_CLOSE_NO_STATUS ? WS_CLOSE_NORMAL : m.close_code, "");
             break;
         }
-        buf_consume(&c->in, used);
+        /* a reassembled message is handled: its buffer goes now, not at
+         * the next input (which an idle connection may not send for long) */
+        if (c->reader.frag && c->reader.frag_opcode == 0) ws_reader_free(&c->reader);
+        done += used;
     }
+    return done;
+}
+
+/* The input held on c (a partial frame, or what waited for a pause). */
+static void handle_ws(worker *w, conn *c) {
+    buf_consume(&c->in, handle_ws_bytes(w, c, buf_head(&c->in), buf_len(&c->in)));
+}
+
+static ssize_t conn_read_some(worker *w, conn *c, uint8_t *dst, size_t cap);
+
+/* A WebSocket connection with no input held reads into the worker's
+ * buffer, and keeps only what is left over (a partial frame, or input that
+ * must wait for a pause to end): at rest a connection holds no input
+ * buffer, and a read costs no allocation. */
+static bool read_ws_direct(worker *w, conn *c) {
+    ssize_t n = conn_read_some(w, c, w->read_buf, READ_CHUNK);
+    if (n < 0) {
+        conn_free(w, c);
+        return false;
+    }
+    if (n == 0) return false;
+    METRIC_ADD(bytes_in_total, (unsigned long)n);
+    size_t used = handle_ws_bytes(w, c, w->read_buf, (size_t)n);
+    if (used < (size_t)n && c->state == CONN_WS && buf_append(&c->in, w->read_buf + used, (size_t)n - used)) {
+        conn_close(w, c, WS_CLOSE_INTERNAL, "out of memory");
+        return false;
+    }
+    return c->ssl != NULL && c->state != CONN_CLOSING;
 }
 
 /* One read into dst. > 0 bytes, 0 nothing for now, -1 the connection is
@@ -542,11 +549,12 @@ static bool conn_read_once(worker *w, conn *c) {
             conn_free(w, c);
             return false;
         }
-        if (n > 0) c->last_rx_ms = clock_mono_ms();
+        if (n > 0) c->last_rx_ms = conn_clock();
         return n > 0 && c->ssl;
     }
     if (c->input_paused) return false;   /* EPOLLIN only for a TLS write */
     if (c->state == CONN_HTTP && c->shed) return shed_read(w, c);
+    if (c->state == CONN_WS && buf_len(&c->in) == 0) return read_ws_direct(w, c);
     uint8_t *dst = buf_reserve(&c->in, READ_CHUNK);
     if (!dst) {
         conn_close(w, c, WS_CLOSE_INTERNAL, "out of memory");
@@ -561,7 +569,7 @@ static bool conn_read_once(worker *w, conn *c) {
         if (buf_len(&c->in) == 0) buf_free(&c->in);
         return false;
     }
-    c->in.end += (size_t)n;
+    buf_commit(&c->in, (size_t)n);
     METRIC_ADD(bytes_in_total, (unsigned long)n);
     if (c->state == CONN_HTTP) {
         /* the head parser rescans from the start: only when a line ended,
@@ -583,7 +591,8 @@ static bool conn_read_once(worker *w, conn *c) {
 }
 
 static void conn_readable(worker *w, conn *c) {
-    uint32_t slot = c->slot;
+    uint32_t slot = conn_slot(c);
+    conn_table *t = &w->table;
     /* a flush that waited for readability goes first */
     if (c->tls_write_wants_read && !conn_flush(w, c)) return;
     /* TLS may hold decrypted bytes the socket no longer signals: keep
@@ -591,13 +600,13 @@ static void conn_readable(worker *w, conn *c) {
      * record, which one READ_CHUNK takes whole, so the bound is never hit */
     for (int i = 0; i < TLS_READS_PER_EVENT; i++) {
         bool more = conn_read_once(w, c);
-        if (w->conns[slot] != c) return;   /* freed */
+        if (conn_table_at(t, slot) != c) return;   /* freed */
         if (!more || !c->ssl || !tls_pending(c->ssl)) return;
     }
 }
 
 void conn_signed_in(worker *w, conn *c) {
-    c->reader.max_message = w->srv->cfg.max_message_bytes;
+    c->reader.max_message = (uint32_t)w->srv->cfg.max_message_bytes;   /* <= 64 MiB (config.c) */
     if (c->addr_counted) address_limit_release(c->peer_addr);
     c->addr_counted = false;
 }
@@ -619,7 +628,7 @@ static void handle_inbox(worker *w) {
                 worker_msg_free(m);
                 continue;
             }
-            conn *c = conn_by_id(w, m->conn_id);
+            conn *c = conn_table_by_id(&w->table, m->conn_id);
             if (c && c->state == CONN_WS) {
                 switch (m->kind) {
                 case WM_REPLY:
@@ -749,7 +758,7 @@ static void accept_all(worker *w) {
                 continue;
             }
         }
-        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_FIRST_CONN + c->slot};
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_FIRST_CONN + conn_slot(c)};
         if (epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, fd, &ev)) conn_free(w, c);
     }
 }
@@ -759,17 +768,19 @@ static void accept_all(worker *w) {
  * closing connections whose peer does not take the rest of the output. */
 static void sweep(worker *w) {
     uint64_t now = clock_mono_ms();
+    uint32_t now32 = (uint32_t)now;   /* conn_clock() */
     if (now - w->last_sweep_ms < 1000) return;
     w->last_sweep_ms = now;
     w->fd_warned = false;
     if (w->spare_fd < 0) w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     const config *cfg = &w->srv->cfg;
-    for (uint32_t i = 0; i < w->n_slots; i++) {
-        conn *c = w->conns[i];
+    for (uint32_t i = 0; i < w->table.n_slots; i++) {
+        conn *c = conn_table_at(&w->table, i);
         if (!c) continue;
+        conn_side_trim(c, now);   /* rarely used state that no longer matters goes */
         switch (c->state) {
         case CONN_HTTP:
-            if (now - c->opened_ms > cfg->handshake_timeout_ms) {
+            if ((uint32_t)(now32 - c->phase_ms) > cfg->handshake_timeout_ms) {
                 METRIC_INC(handshake_timeouts_total);
                 conn_free(w, c);
             }
@@ -779,17 +790,18 @@ static void sweep(worker *w) {
                 METRIC_INC(signin_timeouts_total);
                 conn_close(w, c, WS_CLOSE_POLICY, "sign-in timeout: sign in right after the upgrade");
             } else if (c->input_paused && buf_len(&c->out) >= cfg->conn_output_cap &&
-                       now - c->out_moved_ms > cfg->output_stall_ms) {
+                       (uint32_t)(now32 - c->out_moved_ms) > cfg->output_stall_ms) {
                 /* asks and does not read: nothing it is owed moves */
                 overflow_close(w, c);
-            } else if (cfg->idle_timeout_ms && now - c->last_rx_ms > cfg->idle_timeout_ms) {
+            } else if (cfg->idle_timeout_ms && (uint32_t)(now32 - c->last_rx_ms) > cfg->idle_timeout_ms) {
                 METRIC_INC(idle_timeouts_total);
                 conn_close(w, c, WS_CLOSE_GOING_AWAY, "idle timeout");
             }
             break;
         case CONN_CLOSING:
-            if (c->write_shut ? now - c->last_rx_ms > CLOSE_DRAIN_MS || now - c->closing_ms > CLOSE_DRAIN_MAX_MS
-                              : now - c->closing_ms > CLOSE_LINGER_MS)
+            if (c->write_shut ? (uint32_t)(now32 - c->last_rx_ms) > CLOSE_DRAIN_MS ||
+                                    (uint32_t)(now32 - c->phase_ms) > CLOSE_DRAIN_MAX_MS
+                              : (uint32_t)(now32 - c->phase_ms) > CLOSE_LINGER_MS)
                 conn_free(w, c);
             break;
         }
@@ -808,8 +820,8 @@ static void drain_begin(worker *w) {
         close(w->listen_fd);
         w->listen_fd = -1;
     }
-    for (uint32_t i = 0; i < w->n_slots; i++) {
-        conn *c = w->conns[i];
+    for (uint32_t i = 0; i < w->table.n_slots; i++) {
+        conn *c = conn_table_at(&w->table, i);
         if (!c) continue;
         if (c->state == CONN_WS) w->drain_total++;
         /* not yet a user's connection: it would only get a 503 */
@@ -827,11 +839,11 @@ static bool drain_step(worker *w) {
     uint64_t target = w->drain_total;
     if (window && elapsed < window) target = ((uint64_t)w->drain_total * elapsed + window - 1) / window;
     while (w->drain_closed < target) {
-        if (w->drain_cursor >= w->n_slots) {
+        if (w->drain_cursor >= w->table.n_slots) {
             w->drain_closed = w->drain_total;   /* the rest left by themselves */
             break;
         }
-        conn *c = w->conns[w->drain_cursor++];
+        conn *c = conn_table_at(&w->table, w->drain_cursor++);
         if (!c || c->state != CONN_WS) continue;
         METRIC_INC(drain_closes_total);
         conn_close(w, c, WS_CLOSE_RESTART, "server restarting");
@@ -847,8 +859,10 @@ static bool drain_step(worker *w) {
  * resume from their cursors when they reconnect. */
 static void free_all(worker *w) {
     flush_dirty(w);
-    for (uint32_t i = 0; i < w->n_slots; i++)
-        if (w->conns[i]) conn_free(w, w->conns[i]);
+    for (uint32_t i = 0; i < w->table.n_slots; i++) {
+        conn *c = conn_table_at(&w->table, i);
+        if (c) conn_free(w, c);
+    }
 }
 
 static void *worker_main(void *arg) {
@@ -871,12 +885,12 @@ static void *worker_main(void *arg) {
                 continue;
             }
             if (tag == TAG_INBOX) continue;   /* handled below every turn */
-            conn *c = w->conns[tag - TAG_FIRST_CONN];
+            conn *c = conn_table_at(&w->table, (uint32_t)(tag - TAG_FIRST_CONN));
             if (!c) continue;
             if (events[i].events & EPOLLOUT) {
                 bool read_first = c->tls_read_wants_write;
                 if (read_first) conn_readable(w, c);
-                c = w->conns[tag - TAG_FIRST_CONN];
+                c = conn_table_at(&w->table, (uint32_t)(tag - TAG_FIRST_CONN));
                 if (!c || !conn_flush(w, c)) continue;
                 if (read_first) continue;
             }
@@ -925,7 +939,9 @@ static worker *worker_new(server *srv, uint32_t index, SSL_CTX *tls) {
     w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     w->listen_fd = listen_socket(&srv->cfg);
     w->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-    if (w->listen_fd < 0 || w->epoll_fd < 0 || mpsc_init(&w->inbox, INBOX_CAP)) {
+    w->read_buf = malloc(READ_CHUNK);
+    if (w->listen_fd < 0 || w->epoll_fd < 0 || !w->read_buf || mpsc_init(&w->inbox, INBOX_CAP)) {
+        free(w->read_buf);
         if (w->listen_fd >= 0) close(w->listen_fd);
         if (w->epoll_fd >= 0) close(w->epoll_fd);
         if (w->spare_fd >= 0) close(w->spare_fd);
@@ -993,9 +1009,8 @@ void workers_free(server *srv) {
         if (w->listen_fd >= 0) close(w->listen_fd);
         if (w->spare_fd >= 0) close(w->spare_fd);
         if (i == 0) tls_ctx_free(w->tls);   /* one context, shared */
-        free(w->conns);
-        free(w->generations);
-        free(w->free_slots);
+        conn_table_free(&w->table);
+        free(w->read_buf);
         free(w);
     }
     free(srv->workers);

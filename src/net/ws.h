@@ -65,15 +65,28 @@ typedef struct ws_message {
                             on error: the code to close with */
 } ws_message;
 
+/* A fragmented message being reassembled: its lengths live with its bytes,
+ * so a reader with none holds one NULL pointer. */
+typedef struct ws_frag {
+    uint32_t len, cap;
+    uint8_t data[];
+} ws_frag;
+
+/* 16 bytes: a server holds one per connection, idle or not (lengths are
+ * 32-bit: a message is bounded by max_message, itself at most
+ * WS_MAX_MESSAGE_LIMIT). */
 typedef struct ws_reader {
+    ws_frag *frag;         /* NULL: no fragment buffer */
+    uint32_t max_message;  /* whole-message limit -> 1009 */
     bool expect_masked;    /* server: true (clients must mask); client: false */
     uint8_t frag_opcode;   /* 0 when no fragmented message is open */
-    size_t max_message;    /* whole-message limit -> 1009 */
-    /* fragmented message being reassembled (the two bytes above share a
-     * word: one is held per idle connection) */
-    uint8_t *frag;
-    size_t frag_len, frag_cap;
 } ws_reader;
+
+/* The fragment buffer's room and length (0 when there is none). */
+static inline uint32_t ws_reader_frag_cap(const ws_reader *r) { return r->frag ? r->frag->cap : 0; }
+static inline uint32_t ws_reader_frag_len(const ws_reader *r) { return r->frag ? r->frag->len : 0; }
+
+enum { WS_MAX_MESSAGE_LIMIT = 0x7fffffff };   /* larger max_message values are clamped to it */
 
 void ws_reader_init(ws_reader *r, bool expect_masked, size_t max_message);
 void ws_reader_free(ws_reader *r);   /* releases the fragment buffer */

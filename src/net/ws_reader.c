@@ -20,13 +20,12 @@ typedef struct frame_head {
 void ws_reader_init(ws_reader *r, bool expect_masked, size_t max_message) {
     memset(r, 0, sizeof *r);
     r->expect_masked = expect_masked;
-    r->max_message = max_message;
+    r->max_message = max_message > WS_MAX_MESSAGE_LIMIT ? WS_MAX_MESSAGE_LIMIT : (uint32_t)max_message;
 }
 
 void ws_reader_free(ws_reader *r) {
     free(r->frag);
     r->frag = NULL;
-    r->frag_len = r->frag_cap = 0;
     r->frag_opcode = 0;
 }
 
@@ -96,7 +95,7 @@ static int parse_head(const ws_reader *r, const uint8_t *buf, size_t len,
      * frames count too: callers size their buffer as max_message +
      * WS_MAX_HEADER, so a 125-byte ping under a smaller limit could never be
      * completed and would stall the connection. */
-    size_t already = h->opcode == WS_OP_CONT ? r->frag_len : 0;
+    size_t already = h->opcode == WS_OP_CONT ? ws_reader_frag_len(r) : 0;
     if (h->payload_len > (uint64_t)(r->max_message - already)) {
         *code = WS_CLOSE_TOO_BIG;
         return -1;
@@ -113,22 +112,25 @@ static int parse_head(const ws_reader *r, const uint8_t *buf, size_t len,
 /* Appends to the fragment buffer, growing it geometrically but never past
  * max_message (the caller has checked frag_len + n <= max_message). */
 static bool frag_append(ws_reader *r, const uint8_t *p, size_t n) {
-    size_t need = r->frag_len + n;
-    if (need > r->frag_cap) {
-        size_t cap = r->frag_cap ? r->frag_cap : FRAG_MIN_CAP;
+    if (n == 0)
+        return true; /* empty fragments allocate nothing */
+    size_t len = ws_reader_frag_len(r), need = len + n;
+    if (need > ws_reader_frag_cap(r)) {
+        size_t cap = r->frag ? r->frag->cap : FRAG_MIN_CAP;
         while (cap < need)
             cap = cap > r->max_message / 2 ? r->max_message : cap * 2;
         if (cap > r->max_message)
             cap = r->max_message;
-        uint8_t *grown = realloc(r->frag, cap);
+        ws_frag *grown = realloc(r->frag, sizeof *grown + cap);
         if (!grown)
             return false;
+        if (!r->frag)
+            grown->len = 0;
+        grown->cap = (uint32_t)cap;
         r->frag = grown;
-        r->frag_cap = cap;
     }
-    if (n > 0)
-        memcpy(r->frag + r->frag_len, p, n);
-    r->frag_len = need;
+    memcpy(r->frag->data + len, p, n);
+    r->frag->len = (uint32_t)need;
     return true;
 }
 
@@ -238,8 +240,8 @@ int ws_reader_feed(ws_reader *r, uint8_t *buf, size_t len, size_t *consumed,
             r->frag_opcode = 0; /* buffer kept until the next feed */
             *consumed = pos;
             /* all fragments empty: nothing was allocated, point anywhere valid */
-            uint8_t *data = r->frag ? r->frag : payload;
-            return data_message(opcode, data, r->frag_len, consumed, out);
+            uint8_t *data = r->frag ? r->frag->data : payload;
+            return data_message(opcode, data, ws_reader_frag_len(r), consumed, out);
         }
     }
 }

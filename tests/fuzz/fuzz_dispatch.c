@@ -28,6 +28,7 @@
 #include "fanout/fanout.h"
 #include "gateway/conn.h"
 #include "gateway/conn_auth.h"
+#include "gateway/conn_side.h"
 #include "gateway/in_flight.h"
 #include "gateway/outbox_local.h"
 #include "dispatch_input.h"
@@ -41,7 +42,6 @@ static server srv;
 static worker the_worker;
 static worker *workers[1];
 static char dir[64];
-static uint32_t generation;
 static int null_fd = -1;        /* every connection's fd: conn_send drops output for fd -1 */
 
 static struct fuzz_user {
@@ -59,22 +59,18 @@ static void die(const char *what) {
 /* ----------------------------------------------------------- connection */
 
 static conn *open_conn(void) {
-    conn *c = calloc(1, sizeof *c);
+    conn *c = conn_table_alloc(&the_worker.table, 0);   /* worker 0, slot 0, a new generation */
     if (!c) die("out of memory");
-    generation++;
     c->fd = null_fd;
-    c->slot = 0;
-    c->id = (uint64_t)generation << 24;     /* worker 0, slot 0, a new generation */
     c->state = CONN_WS;
     c->framed = true;
-    c->opened_ms = c->last_rx_ms = clock_mono_ms();
+    c->phase_ms = c->last_rx_ms = conn_clock();
     ws_reader_init(&c->reader, true, srv.cfg.max_message_bytes);
     /* the sign-in state an upgrade makes; an empty Host, so the signed
      * bytes are "parley.v1 auth" || nonce (dispatch_input.h) */
-    c->auth = conn_auth_new("", 255, c->opened_ms);
+    c->auth = conn_auth_new("", 255, clock_mono_ms());
     if (!c->auth) die("out of memory");
     memset(c->auth->nonce, DISPATCH_NONCE_BYTE, sizeof c->auth->nonce);
-    the_worker.conns[0] = c;
     the_worker.n_live = 1;
     return c;
 }
@@ -94,9 +90,9 @@ static void close_conn(conn *c) {
     discard_output(c);
     buf_free(&c->in);
     ws_reader_free(&c->reader);
-    the_worker.conns[0] = NULL;
+    conn_side_free(c);
     the_worker.n_live = 0;
-    free(c);
+    conn_table_release(&the_worker.table, c);
 }
 
 /* The worker loop's inbox step (worker.c handle_inbox). Returns how many
@@ -277,8 +273,7 @@ static void teardown(void) {
     server_core_stop(&srv);
     pump_inbox(NULL);
     mpsc_destroy(&the_worker.inbox);
-    free(the_worker.conns);
-    free(the_worker.generations);
+    conn_table_free(&the_worker.table);
     server_core_free(&srv);
     store_close(srv.store);
     nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
@@ -332,10 +327,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     the_worker.srv = &srv;
     the_worker.index = 0;
     the_worker.epoll_fd = the_worker.listen_fd = the_worker.spare_fd = -1;
-    the_worker.conns = calloc(1, sizeof *the_worker.conns);
-    the_worker.generations = calloc(1, sizeof *the_worker.generations);
-    the_worker.n_slots = the_worker.cap_slots = 1;
-    if (!the_worker.conns || !the_worker.generations || mpsc_init(&the_worker.inbox, INBOX_CAP))
+    if (mpsc_init(&the_worker.inbox, INBOX_CAP))
         die("worker set-up");
     workers[0] = &the_worker;
     srv.workers = workers;

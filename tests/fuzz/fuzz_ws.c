@@ -34,11 +34,11 @@ static void check_message(const ws_reader *r, const ws_message *m,
     if (m->len > 0) {
         /* data lies in the caller's buffer or in the reader's fragment buffer */
         bool in_buf = m->data >= buf && m->data + m->len <= buf + have;
-        bool in_frag = r->frag && m->data >= r->frag && m->data + m->len <= r->frag + r->frag_cap;
+        bool in_frag = r->frag && m->data >= r->frag->data && m->data + m->len <= r->frag->data + r->frag->cap;
         if (!in_buf && !in_frag)
             abort();
     }
-    if (r->frag_cap > r->max_message)
+    if (ws_reader_frag_cap(r) > r->max_message)
         abort();
     if (m->kind == WS_MSG_TEXT && !ws_utf8_valid(m->data, m->len))
         abort();

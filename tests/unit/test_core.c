@@ -55,7 +55,7 @@ static void buf_grow_consume_release(void) {
     buf_consume(&b, 9995);
     CHECK(buf_len(&b) == 5 && memcmp(buf_head(&b), "56789", 5) == 0, "head after consume");
     buf_consume(&b, 5);
-    CHECK(b.data == NULL && b.cap == 0, "empty buffer keeps memory");
+    CHECK(b.m == NULL && buf_held(&b) == 0, "empty buffer keeps memory");
     buf_free(&b);
 }
 

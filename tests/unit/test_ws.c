@@ -245,7 +245,7 @@ static void reader_oversized_fails_before_payload(void) {
     size_t used;
     ws_message m;
     CHECK(ws_reader_feed(&r, buf, n, &used, &m) == WS_READY && m.len == 100, "exactly 100");
-    CHECK(r.frag_cap <= 100, "fragment buffer %zu past max_message", r.frag_cap);
+    CHECK(ws_reader_frag_cap(&r) <= 100, "fragment buffer %u past max_message", (unsigned)ws_reader_frag_cap(&r));
     ws_reader_free(&r);
 }
 
