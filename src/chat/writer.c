@@ -245,6 +245,7 @@ Parley__Store__Member *writer_member_for_update(writer *w, uint64_t conv, uint64
 }
 
 void writer_flush(writer *w) {
+    writer_send_delivered(w);   /* hints for other owners: they do not wait for this commit */
     writer_put_device_acks(w);
     put_pending_members(w);
     if (store_batch_count(w->batch) == 0 && w->n_sends == 0 && w->n_replies == 0 && w->n_pushes == 0) return;
@@ -1189,7 +1190,7 @@ static bool handle(writer *w, chat_request *r) {
         return false;
     }
     if (r->op == CHAT_DELIVERED) {
-        raise_delivered(w, &r->forward->note);
+        for (size_t i = 0; i < r->forward->n_notes; i++) raise_delivered(w, &r->forward->notes[i]);
         return false;
     }
     if (r->op == CHAT_DEVICE_REMOVED) {
@@ -1275,10 +1276,13 @@ writer *writer_new_owner(server *srv, writer_group *g, bool accounts, uint32_t i
     w->batch = store_batch_new();
     w->last_conv_id = calloc(g->partitions, sizeof *w->last_conv_id);
     w->last_offset = calloc(g->partitions, sizeof *w->last_offset);
-    if (!w->batch || !w->last_conv_id || !w->last_offset || mpsc_init(&w->requests, QUEUE_CAP)) {
+    w->delivered_out = calloc(g->n, sizeof *w->delivered_out);
+    if (!w->batch || !w->last_conv_id || !w->last_offset || !w->delivered_out ||
+        mpsc_init(&w->requests, QUEUE_CAP)) {
         store_batch_free(w->batch);
         free(w->last_conv_id);
         free(w->last_offset);
+        free(w->delivered_out);
         free(w);
         return NULL;
     }
@@ -1310,5 +1314,7 @@ void writer_free_owner(writer *w) {
     free(w->notes_due.items);
     free(w->last_conv_id);
     free(w->last_offset);
+    for (uint32_t i = 0; w->delivered_out && i < w->group->n; i++) chat_request_free(w->delivered_out[i]);
+    free(w->delivered_out);
     free(w);
 }

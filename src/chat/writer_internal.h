@@ -89,7 +89,8 @@ typedef struct chat_forward {
     consent_changes changes;     /* CHAT_CONSENT */
     outbound **then_post;      /* CHAT_CONSENT: answers posted after the changes commit */
     size_t n_then_post, cap_then_post;
-    delivered_note note;         /* CHAT_DELIVERED */
+    delivered_note *notes;       /* CHAT_DELIVERED: a loop turn's raises for one owner */
+    size_t n_notes, cap_notes;
     uint64_t about_user;         /* CHAT_DEVICE_REMOVED */
 } chat_forward;
 
@@ -140,6 +141,8 @@ struct writer {
                                         requests check that the device still exists */
     struct consent_slot *consent_cache; /* consent.c: states read or written here (accounts) */
     consent_changes consent_out;     /* a conversation writer's changes in the open batch */
+    chat_request **delivered_out;    /* per conversation writer: raises waiting for the end
+                                        of the loop turn (writer_route.c) */
     _Atomic long depth;              /* requests waiting (writer_note_depth) */
 };
 
@@ -184,8 +187,12 @@ bool writer_owns_conv(const writer *w, uint64_t conv);
 uint32_t writer_group_partition(const chat_request *r, uint32_t partitions);
 /* the requests waiting for w: sums every owner's into the writer_queue_depth gauge */
 void writer_note_depth(writer *w, size_t depth);
-/* a member's delivered seq went up in a conversation another writer owns */
+/* a member's delivered seq went up in a conversation another writer owns:
+ * kept until writer_send_delivered, which hands each owner its raises in
+ * one request (one wake-up per owner per loop turn, not one per ack) */
+enum { FORWARD_NOTES_MAX = 4096 };
 void writer_forward_delivered(writer *w, const delivered_note *note);
+void writer_send_delivered(writer *w);
 /* after a commit: hands the batch's consent changes and the answers that
  * must wait for them to the accounts owner; false when there were none */
 bool writer_forward_consent(writer *w, outbound **posts, size_t n_posts);
