@@ -1331,40 +1331,9 @@ static int inbox_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t 
     return is->fn(is->ud, user_seq, get_u64(v), get_u64(v + 8), get_u64(v + 16));
 }
 
-/* A short bounded range (a device's ack: usually a few entries just
- * written, still in the memtable) is read by point lookups: an iterator
- * would be built over every memtable and level and seek in each. Same
- * entries, order, limit and expiry as the scan below; a missing user_seq is
- * skipped as the scan skips it. */
-enum { INBOX_GETS_MAX = 16 };
-
-static int inbox_get_range(rdb *s, uint64_t user, uint64_t after, uint64_t through, uint32_t limit,
-                           store_inbox_fn fn, void *ud) {
-    for (uint64_t user_seq = after + 1; user_seq <= through && limit > 0; user_seq++) {
-        key k;
-        key_begin(&k, 'X');
-        key_u64(&k, user);
-        key_u64(&k, user_seq);
-        store_bytes v;
-        int r = get_raw(s, &k, &v);
-        if (r < 0) return -1;
-        if (r == 0) continue;
-        int stop = 0;
-        if (v.len == 32 && !expired(s, get_u64(v.data + 24))) {
-            limit--;
-            stop = fn(ud, user_seq, get_u64(v.data), get_u64(v.data + 8), get_u64(v.data + 16));
-        }
-        store_bytes_free(&v);
-        if (stop) break;
-    }
-    return 0;
-}
-
 static int rdb_scan_inbox(void *impl, uint64_t user, uint64_t after, uint64_t through, uint32_t limit,
                      store_inbox_fn fn, void *ud) {
     rdb *s = impl;
-    if (through > after && through - after <= INBOX_GETS_MAX)
-        return inbox_get_range(s, user, after, through, limit, fn, ud);
     key p, start;
     key_begin(&p, 'X');
     key_u64(&p, user);

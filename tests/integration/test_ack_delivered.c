@@ -137,8 +137,7 @@ static int all_receipts(void *ud) {
 
 /* Bob gets PER_SENDER messages from each of SENDERS users (one direct
  * conversation each); one_ack_each: he acks every entry on its own (ranges
- * of one), else one Ack for all of them (a range longer than the store's
- * point-lookup bound). */
+ * of one), else one Ack for all of them (a range of more than 16). */
 static void acks_raise_delivered(bool one_ack_each) {
     CHECK(h_server_start(&S, writers4) == 0, "server did not start");
     h_dev *bob = h_user_new(&S, NULL);
