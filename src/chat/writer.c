@@ -223,16 +223,30 @@ static void put_pending_members(writer *w) {
     for (size_t i = 0; i < w->n_members; i++) {
         pending_member *pm = &w->members[i];
         store_put_member_update(w->batch, pm->conv, pm->user, &pm->before, pm->record);
+        marks_cache_set(&w->marks, pm->conv, pm->user, pm->record->read_seq, pm->record->delivered_seq);
         parley__store__member__free_unpacked(pm->record, NULL);
     }
     w->n_members = 0;
 }
 
-Parley__Store__Member *writer_member_for_update(writer *w, uint64_t conv, uint64_t user) {
+static pending_member *find_pending(writer *w, uint64_t conv, uint64_t user) {
     for (size_t i = 0; i < w->n_members; i++)
-        if (w->members[i].conv == conv && w->members[i].user == user) return w->members[i].record;
+        if (w->members[i].conv == conv && w->members[i].user == user) return &w->members[i];
+    return NULL;
+}
+
+Parley__Store__Member *writer_member_for_update(writer *w, uint64_t conv, uint64_t user) {
+    pending_member *pending = find_pending(w, conv, user);
+    if (pending) return pending->record;
     Parley__Store__Member *m = NULL;
     if (store_get_member(w->srv->store, conv, user, &m) != 1) return NULL;
+    /* marks raised in the open batch without a read (raise_delivered) are
+     * not in the store yet: the record carries them from here on */
+    marks_slot *known = marks_cache_find(&w->marks, conv, user);
+    if (known) {
+        m->read_seq = known->read_seq;
+        m->delivered_seq = known->delivered_seq;
+    }
     if (w->n_members == w->cap_members) {
         size_t cap = w->cap_members ? w->cap_members * 2 : 64;
         pending_member *grown = realloc(w->members, cap * sizeof *grown);
@@ -307,6 +321,7 @@ void writer_flush(writer *w) {
         }
         store_batch_free(w->batch);
         w->batch = store_batch_new();
+        marks_cache_clear(&w->marks);   /* it remembered writes that did not happen */
         if (load_state(w)) log_error("writer: cannot reload state after a failed commit");
         writer_consent_cache_clear(w);
     }
@@ -1154,6 +1169,19 @@ static int collect_acked(void *ud, uint64_t user_seq, uint64_t conv, uint64_t se
 /* A member's devices received the conversation up to note->seq: on the
  * conversation's owner, the only writer of its member records. */
 static void raise_delivered(writer *w, const delivered_note *note) {
+    marks_slot *known = find_pending(w, note->conv, note->user) ? NULL
+                                                                 : marks_cache_find(&w->marks, note->conv, note->user);
+    if (known) {   /* the marks are known: write them without reading the record */
+        if (known->delivered_seq >= note->seq) return;
+        Parley__Store__Member before = PARLEY__STORE__MEMBER__INIT, after = PARLEY__STORE__MEMBER__INIT;
+        before.read_seq = after.read_seq = known->read_seq;
+        before.delivered_seq = known->delivered_seq;
+        after.delivered_seq = note->seq;
+        store_put_member_update(w->batch, note->conv, note->user, &before, &after);   /* the marks record only */
+        known->delivered_seq = note->seq;
+        if (note->n_senders) note_append(&w->notes_open, note);
+        return;
+    }
     Parley__Store__Member *m = writer_member_for_update(w, note->conv, note->user);
     if (!m || m->delivered_seq >= note->seq) return;   /* another device got there first */
     m->delivered_seq = note->seq;
@@ -1209,8 +1237,10 @@ static bool handle(writer *w, chat_request *r) {
         handle_ack_device_messages(w, r);
         return false;
     }
-    /* everything else commits alone, after what is pending */
+    /* everything else commits alone, after what is pending; it may write
+     * member records without the marks cache, so the cache starts afresh */
     writer_flush(w);
+    marks_cache_clear(&w->marks);
     switch (f->body_case) {
     case PARLEY__V1__FRAME__BODY_REGISTER_USER: handle_register_user(w, r); break;
     case PARLEY__V1__FRAME__BODY_REGISTER_DEVICE: handle_register_device(w, r); break;
@@ -1231,6 +1261,7 @@ static bool handle(writer *w, chat_request *r) {
     default: writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "not a write request"); break;
     }
     writer_flush(w);
+    marks_cache_clear(&w->marks);
     return false;
 }
 
@@ -1308,6 +1339,7 @@ void writer_free_owner(writer *w) {
     free(w->consent_cache);
     free(w->consent_out.items);
     free(w->members);
+    marks_cache_free(&w->marks);
     post_pushes(w, false);
     free(w->pushes);
     free(w->notes_open.items);

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "chat/marks_cache.h"
 #include "chat/reply.h"
 #include "chat/writer.h"
 #include "core/mpsc.h"
@@ -128,6 +129,7 @@ struct writer {
     u64map conv_last_seq;            /* conversation -> last seq assigned */
     pending_member *members;         /* member records changed in the open batch */
     size_t n_members, cap_members;
+    marks_cache marks;               /* read marks as stored or in the open batch (marks_cache.h) */
     note_list notes_open;            /* delivered raises in the open batch */
     note_list notes_due;             /* committed, waiting for the next receipt flush */
     uint64_t notes_flushed_ms;
