@@ -226,18 +226,33 @@ static void put_pending_members(writer *w) {
         pending_member *pm = &w->members[i];
         store_put_member_update(w->batch, pm->conv, pm->user, &pm->before, pm->record);
         if (writer_owns_conv(w, pm->conv)) writer_cache_member_put(&w->cache, pm->conv, pm->user, pm->record);
+        marks_cache_set(&w->marks, pm->conv, pm->user, pm->record->read_seq, pm->record->delivered_seq);
         parley__store__member__free_unpacked(pm->record, NULL);
     }
     w->n_members = 0;
 }
 
-Parley__Store__Member *writer_member_for_update(writer *w, uint64_t conv, uint64_t user) {
+static pending_member *find_pending(writer *w, uint64_t conv, uint64_t user) {
     for (size_t i = 0; i < w->n_members; i++)
-        if (w->members[i].conv == conv && w->members[i].user == user) return w->members[i].record;
+        if (w->members[i].conv == conv && w->members[i].user == user) return &w->members[i];
+    return NULL;
+}
+
+Parley__Store__Member *writer_member_for_update(writer *w, uint64_t conv, uint64_t user) {
+    pending_member *pending = find_pending(w, conv, user);
+    if (pending) return pending->record;
     Parley__Store__Member *m = NULL;
     int found = writer_read_member(w, conv, user, &m);
     w->member_read_failed = found < 0;
     if (found != 1) return NULL;
+    /* marks raised in the open batch without a read (raise_delivered) are
+     * not in the store yet (nor in a record the cache held before): the
+     * record carries them from here on */
+    marks_slot *known = marks_cache_find(&w->marks, conv, user);
+    if (known) {
+        m->read_seq = known->read_seq;
+        m->delivered_seq = known->delivered_seq;
+    }
     if (w->n_members == w->cap_members) {
         size_t cap = w->cap_members ? w->cap_members * 2 : 64;
         pending_member *grown = realloc(w->members, cap * sizeof *grown);
@@ -250,6 +265,7 @@ Parley__Store__Member *writer_member_for_update(writer *w, uint64_t conv, uint64
 }
 
 void writer_flush(writer *w) {
+    writer_send_delivered(w);   /* hints for other owners: they do not wait for this commit */
     writer_put_device_acks(w);
     put_pending_members(w);
     if (store_batch_count(w->batch) == 0 && w->n_sends == 0 && w->n_replies == 0 && w->n_pushes == 0) return;
@@ -312,6 +328,7 @@ void writer_flush(writer *w) {
         }
         store_batch_free(w->batch);
         w->batch = store_batch_new();
+        marks_cache_clear(&w->marks);   /* it remembered writes that did not happen */
         if (load_state(w)) log_error("writer: cannot reload state after a failed commit");
         writer_consent_cache_clear(w);
         writer_cache_clear(w->cache);   /* it may hold what did not commit */
@@ -1175,6 +1192,22 @@ static int collect_acked(void *ud, uint64_t user_seq, uint64_t conv, uint64_t se
 /* A member's devices received the conversation up to note->seq: on the
  * conversation's owner, the only writer of its member records. */
 static void raise_delivered(writer *w, const delivered_note *note) {
+    marks_slot *known = find_pending(w, note->conv, note->user) ? NULL
+                                                                 : marks_cache_find(&w->marks, note->conv, note->user);
+    if (known) {   /* the marks are known: write them without reading the record */
+        if (known->delivered_seq >= note->seq) return;
+        Parley__Store__Member before = PARLEY__STORE__MEMBER__INIT, after = PARLEY__STORE__MEMBER__INIT;
+        before.read_seq = after.read_seq = known->read_seq;
+        before.delivered_seq = known->delivered_seq;
+        after.delivered_seq = note->seq;
+        store_put_member_update(w->batch, note->conv, note->user, &before, &after);   /* the marks record only */
+        known->delivered_seq = note->seq;
+        /* the member record cache (writer_cache.h) must not keep the old
+         * marks: a later send would write them back */
+        writer_cache_member_marks(&w->cache, note->conv, note->user, known->read_seq, known->delivered_seq);
+        if (note->n_senders) note_append(&w->notes_open, note);
+        return;
+    }
     Parley__Store__Member *m = writer_member_for_update(w, note->conv, note->user);
     if (!m || m->delivered_seq >= note->seq) return;   /* another device got there first */
     m->delivered_seq = note->seq;
@@ -1211,7 +1244,7 @@ static bool handle(writer *w, chat_request *r) {
         return false;
     }
     if (r->op == CHAT_DELIVERED) {
-        raise_delivered(w, &r->forward->note);
+        for (size_t i = 0; i < r->forward->n_notes; i++) raise_delivered(w, &r->forward->notes[i]);
         return false;
     }
     if (r->op == CHAT_DEVICE_REMOVED) {
@@ -1230,8 +1263,10 @@ static bool handle(writer *w, chat_request *r) {
         handle_ack_device_messages(w, r);
         return false;
     }
-    /* everything else commits alone, after what is pending */
+    /* everything else commits alone, after what is pending; it may write
+     * member records without the marks cache, so the cache starts afresh */
     writer_flush(w);
+    marks_cache_clear(&w->marks);
     switch (f->body_case) {
     case PARLEY__V1__FRAME__BODY_REGISTER_USER: handle_register_user(w, r); break;
     case PARLEY__V1__FRAME__BODY_REGISTER_DEVICE: handle_register_device(w, r); break;
@@ -1254,6 +1289,7 @@ static bool handle(writer *w, chat_request *r) {
     default: writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "not a write request"); break;
     }
     writer_flush(w);
+    marks_cache_clear(&w->marks);
     return false;
 }
 
@@ -1300,10 +1336,13 @@ writer *writer_new_owner(server *srv, writer_group *g, bool accounts, uint32_t i
     w->batch = store_batch_new();
     w->last_conv_id = calloc(g->partitions, sizeof *w->last_conv_id);
     w->last_offset = calloc(g->partitions, sizeof *w->last_offset);
-    if (!w->batch || !w->last_conv_id || !w->last_offset || mpsc_init(&w->requests, QUEUE_CAP)) {
+    w->delivered_out = calloc(g->n, sizeof *w->delivered_out);
+    if (!w->batch || !w->last_conv_id || !w->last_offset || !w->delivered_out ||
+        mpsc_init(&w->requests, QUEUE_CAP)) {
         store_batch_free(w->batch);
         free(w->last_conv_id);
         free(w->last_offset);
+        free(w->delivered_out);
         free(w);
         return NULL;
     }
@@ -1331,11 +1370,14 @@ void writer_free_owner(writer *w) {
     writer_prefetch_free(w->prefetch);
     free(w->consent_out.items);
     free(w->members);
+    marks_cache_free(&w->marks);
     post_pushes(w, false);
     free(w->pushes);
     free(w->notes_open.items);
     free(w->notes_due.items);
     free(w->last_conv_id);
     free(w->last_offset);
+    for (uint32_t i = 0; w->delivered_out && i < w->group->n; i++) chat_request_free(w->delivered_out[i]);
+    free(w->delivered_out);
     free(w);
 }

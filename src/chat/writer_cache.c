@@ -89,6 +89,19 @@ bool writer_cache_member_get(writer_cache **cp, uint64_t conv, uint64_t user, Pa
     return false;
 }
 
+void writer_cache_member_marks(writer_cache **cp, uint64_t conv, uint64_t user, uint64_t read_seq,
+                               uint64_t delivered_seq) {
+    writer_cache *c = *cp;
+    if (!c || user == 0) return;
+    member_entry *set = member_set(c, conv, user);
+    for (int i = 0; i < WAYS; i++) {
+        if (set[i].user != user || set[i].conv != conv) continue;
+        set[i].record.read_seq = read_seq;
+        set[i].record.delivered_seq = delivered_seq;
+        return;
+    }
+}
+
 void writer_cache_member_put(writer_cache **cp, uint64_t conv, uint64_t user, const Parley__Store__Member *m) {
     writer_cache *c = cache_of(cp);
     if (!c || user == 0) return;

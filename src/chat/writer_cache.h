@@ -35,6 +35,10 @@ void writer_cache_clear(writer_cache *c);
 /* true with a copy of the record in *out (unknown fields not kept) */
 bool writer_cache_member_get(writer_cache **c, uint64_t conv, uint64_t user, Parley__Store__Member *out);
 void writer_cache_member_put(writer_cache **c, uint64_t conv, uint64_t user, const Parley__Store__Member *m);
+/* The read marks of a held record, when a raise wrote only its marks
+ * record (marks_cache.h): nothing when the record is not held. */
+void writer_cache_member_marks(writer_cache **c, uint64_t conv, uint64_t user, uint64_t read_seq,
+                               uint64_t delivered_seq);
 
 /* A send's dedupe record: true with its conv and seq when held and newer
  * than retention_ms (0: no limit), as the store would answer. */

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "chat/marks_cache.h"
 #include "chat/reply.h"
 #include "chat/writer_cache.h"
 #include "chat/writer_prefetch.h"
@@ -91,7 +92,8 @@ typedef struct chat_forward {
     consent_changes changes;     /* CHAT_CONSENT */
     outbound **then_post;      /* CHAT_CONSENT: answers posted after the changes commit */
     size_t n_then_post, cap_then_post;
-    delivered_note note;         /* CHAT_DELIVERED */
+    delivered_note *notes;       /* CHAT_DELIVERED: a loop turn's raises for one owner */
+    size_t n_notes, cap_notes;
     uint64_t about_user;         /* CHAT_DEVICE_REMOVED */
 } chat_forward;
 
@@ -132,6 +134,7 @@ struct writer {
     /* the last writer_member_for_update found nothing because the store's
      * read failed (a network store away), not because there is no member */
     bool member_read_failed;
+    marks_cache marks;               /* read marks as stored or in the open batch (marks_cache.h) */
     note_list notes_open;            /* delivered raises in the open batch */
     note_list notes_due;             /* committed, waiting for the next receipt flush */
     uint64_t notes_flushed_ms;
@@ -149,6 +152,8 @@ struct writer {
     writer_prefetch *prefetch;       /* the dedupe reads of the popped batch, made together */
     uint64_t consent_epoch_seen;     /* unused by the accounts owner */
     bool consent_dirty;              /* the accounts owner: the open batch changes a consent state */
+    chat_request **delivered_out;    /* per conversation writer: raises waiting for the end
+                                        of the loop turn (writer_route.c) */
     _Atomic long depth;              /* requests waiting (writer_note_depth) */
 };
 
@@ -197,8 +202,12 @@ bool writer_owns_conv(const writer *w, uint64_t conv);
 uint32_t writer_group_partition(const chat_request *r, uint32_t partitions);
 /* the requests waiting for w: sums every owner's into the writer_queue_depth gauge */
 void writer_note_depth(writer *w, size_t depth);
-/* a member's delivered seq went up in a conversation another writer owns */
+/* a member's delivered seq went up in a conversation another writer owns:
+ * kept until writer_send_delivered, which hands each owner its raises in
+ * one request (one wake-up per owner per loop turn, not one per ack) */
+enum { FORWARD_NOTES_MAX = 4096 };
 void writer_forward_delivered(writer *w, const delivered_note *note);
+void writer_send_delivered(writer *w);
 /* after a commit: hands the batch's consent changes and the answers that
  * must wait for them to the accounts owner; false when there were none */
 bool writer_forward_consent(writer *w, outbound **posts, size_t n_posts);

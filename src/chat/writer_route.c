@@ -107,6 +107,7 @@ void chat_forward_free(chat_forward *f) {
     for (size_t i = 0; i < f->n_then_post; i++) outbound_free(f->then_post[i]);
     free(f->then_post);
     free(f->changes.items);
+    free(f->notes);
     free(f);
 }
 
@@ -122,11 +123,32 @@ static chat_request *forward_new(chat_op op) {
     return r;
 }
 
+static void push_delivered(writer *w, uint32_t owner) {
+    chat_request *r = w->delivered_out[owner];
+    w->delivered_out[owner] = NULL;
+    if (r && mpsc_try_push(&w->group->convs[owner]->requests, r)) chat_request_free(r);
+}
+
+/* A delivered mark is a hint: dropped when out of memory or when the owner's
+ * queue is full (the next ack raises it). */
 void writer_forward_delivered(writer *w, const delivered_note *note) {
-    chat_request *r = forward_new(CHAT_DELIVERED);
-    if (!r) return;   /* a delivered mark is a hint: the next ack raises it */
-    r->forward->note = *note;
-    if (mpsc_try_push(&writer_owner_of_conv(w->group, note->conv)->requests, r)) chat_request_free(r);
+    uint32_t owner = conv_partition(note->conv, w->group->partitions) % w->group->n;
+    chat_request *r = w->delivered_out[owner];
+    if (!r && !(r = w->delivered_out[owner] = forward_new(CHAT_DELIVERED))) return;
+    chat_forward *f = r->forward;
+    if (f->n_notes == f->cap_notes) {
+        size_t cap = f->cap_notes ? f->cap_notes * 2 : 16;
+        delivered_note *grown = realloc(f->notes, cap * sizeof *grown);
+        if (!grown) return;
+        f->notes = grown;
+        f->cap_notes = cap;
+    }
+    f->notes[f->n_notes++] = *note;
+    if (f->n_notes == FORWARD_NOTES_MAX) push_delivered(w, owner);
+}
+
+void writer_send_delivered(writer *w) {
+    for (uint32_t i = 0; i < w->group->n; i++) push_delivered(w, i);
 }
 
 void writer_tell_device_removed(writer *w, uint64_t user) {
