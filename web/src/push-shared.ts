@@ -26,16 +26,19 @@ export function openNames(): Promise<IDBDatabase> {
 export async function saveConversationNames(names: Map<string, string>): Promise<void> {
   if (typeof indexedDB === 'undefined') return;
   const d = await openNames();
-  await new Promise<void>((resolve, reject) => {
-    const tx = d.transaction(NAMES_STORE, 'readwrite');
-    const st = tx.objectStore(NAMES_STORE);
-    st.clear();
-    let n = 0;
-    for (const [id, name] of names) if (n++ < MAX_CACHED_NAMES) st.put(name.slice(0, MAX_NAME_CHARS), id);
-    tx.oncomplete = () => resolve();
-    tx.onerror = () => reject(tx.error);
-  });
-  d.close();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const tx = d.transaction(NAMES_STORE, 'readwrite');
+      const st = tx.objectStore(NAMES_STORE);
+      st.clear();
+      let n = 0;
+      for (const [id, name] of names) if (n++ < MAX_CACHED_NAMES) st.put(name.slice(0, MAX_NAME_CHARS), id);
+      tx.oncomplete = () => resolve();
+      tx.onerror = () => reject(tx.error);
+    });
+  } finally {
+    d.close();
+  }
 }
 
 export async function conversationName(id: string): Promise<string | null> {
@@ -49,10 +52,6 @@ export async function conversationName(id: string): Promise<string | null> {
   } finally {
     d.close();
   }
-}
-
-export async function forgetConversationNames(): Promise<void> {
-  await saveConversationNames(new Map());
 }
 
 // ------------------------------------------------ notification payload

@@ -4,7 +4,7 @@
 // keys; off = unsubscribe and PushUnregister. What the service worker
 // shares with the page is in push-shared.ts.
 import { create } from '@bufbuild/protobuf';
-export { OPEN_MESSAGE, saveConversationNames, forgetConversationNames, conversationOfHash } from './push-shared';
+export { OPEN_MESSAGE, saveConversationNames, conversationOfHash } from './push-shared';
 import { PushGetKeySchema, PushRegisterSchema, PushUnregisterSchema, type Frame, type Response } from './proto';
 
 export const MAX_ENDPOINT_BYTES = 1024;    // the server's bound (PushRegister)
