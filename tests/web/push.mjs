@@ -6,10 +6,12 @@
 //     sends PushRegister; the server keeps the subscription: with the page
 //     closed, a message from another user makes the server try a push to
 //     its endpoint; off = PushUnregister and unsubscribe.
-//     Headless Chromium has no push service here, so pushManager.subscribe
-//     cannot succeed: the page's PushManager is replaced by a stub that
-//     makes a subscription object with a real P-256 key and an endpoint on
-//     a closed loopback port (web/test/push.test.ts checks the request too);
+//     Headless Chromium has no push service here: pushManager.subscribe
+//     answers "AbortError: Registration failed - permission denied" even
+//     with the permission granted, so the page's PushManager is replaced
+//     by a stub that makes a subscription object with a real P-256 key and
+//     an endpoint on a closed loopback port (web/test/push.test.ts checks
+//     the request too);
 //   - a push delivered to the real service worker with CDP
 //     ServiceWorker.deliverPushMessage shows a notification "New message"
 //     with the conversation's cached name and nothing else of the payload;

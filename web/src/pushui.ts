@@ -52,7 +52,7 @@ export function mountPush(app: App): () => void {
   });
 
   function tick(): void {
-    if (app.signedIn && !wasSignedIn && toggle.checked && !busy) {
+    if (app.signedIn && !wasSignedIn && !busy && push.supported()) {
       void navigator.serviceWorker.ready.then((r) => r.pushManager.getSubscription())
         .then((sub) => (sub ? app.request(push.pushRegisterBody(sub)) : undefined))
         .catch((e) => { status.textContent = e instanceof Error ? e.message : String(e); });
