@@ -5,7 +5,8 @@
 //   - the Notifications toggle subscribes with the server's VAPID key and
 //     sends PushRegister; the server keeps the subscription: with the page
 //     closed, a message from another user makes the server try a push to
-//     its endpoint; off = PushUnregister and unsubscribe.
+//     its endpoint; the page opened again registers it again at sign-in;
+//     off = PushUnregister and unsubscribe.
 //     Headless Chromium has no push service here: pushManager.subscribe
 //     answers "AbortError: Registration failed - permission denied" even
 //     with the permission granted, so the page's PushManager is replaced
@@ -40,23 +41,43 @@ const cliState = mkdtempSync(join(tmpdir(), 'parley-web-push-cli-'));
 const bobCli = (args) => cli(CLI, server, cliState, args);
 let browser, context, page, conv;
 
-/** Replaces the page's PushManager (installed before any page script runs). */
+/** Replaces the page's PushManager (installed before any page script
+ * runs). The subscription is kept in localStorage, as a browser keeps a
+ * real one across visits; PushRegister frames the page sends (they hold
+ * the endpoint's bytes) are counted. */
 function stubPushManager(endpoint) {
-  const state = { keys: [], unsubscribed: 0 };
+  const state = { keys: [], unsubscribed: 0, registersSent: 0 };
   window.__pushStub = state;
-  let sub = null;
+  const SAVED = '__pushStubSubscription';
+  const make = (key, p256dh, auth) => ({ endpoint, options: { userVisibleOnly: true, applicationServerKey: Uint8Array.from(key).buffer },
+    getKey: (n) => (n === 'p256dh' ? Uint8Array.from(p256dh).buffer : n === 'auth' ? Uint8Array.from(auth).buffer : null),
+    unsubscribe: async () => { state.unsubscribed++; localStorage.removeItem(SAVED); return true; } });
   PushManager.prototype.subscribe = async function (o) {
-    const key = new Uint8Array(o.applicationServerKey);
-    state.keys.push(Array.from(key));
+    const key = Array.from(new Uint8Array(o.applicationServerKey));
+    state.keys.push(key);
     const kp = await crypto.subtle.generateKey({ name: 'ECDH', namedCurve: 'P-256' }, true, ['deriveBits']);
-    const p256dh = await crypto.subtle.exportKey('raw', kp.publicKey);
-    const auth = crypto.getRandomValues(new Uint8Array(16)).buffer;
-    sub = { endpoint, options: { userVisibleOnly: true, applicationServerKey: key.buffer },
-      getKey: (n) => (n === 'p256dh' ? p256dh : n === 'auth' ? auth : null),
-      unsubscribe: async () => { state.unsubscribed++; sub = null; return true; } };
-    return sub;
+    const p256dh = Array.from(new Uint8Array(await crypto.subtle.exportKey('raw', kp.publicKey)));
+    const auth = Array.from(crypto.getRandomValues(new Uint8Array(16)));
+    localStorage.setItem(SAVED, JSON.stringify({ key, p256dh, auth }));
+    return make(key, p256dh, auth);
   };
-  PushManager.prototype.getSubscription = async function () { return sub; };
+  PushManager.prototype.getSubscription = async function () {
+    const saved = localStorage.getItem(SAVED);
+    if (!saved) return null;
+    const { key, p256dh, auth } = JSON.parse(saved);
+    return make(key, p256dh, auth);
+  };
+  const ep = new TextEncoder().encode(endpoint);
+  const holdsEndpoint = (b) => {
+    for (let i = 0; i + ep.length <= b.length; i++) if (ep.every((x, j) => b[i + j] === x)) return true;
+    return false;
+  };
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) {
+    const b = data instanceof ArrayBuffer ? new Uint8Array(data) : ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : null;
+    if (b && holdsEndpoint(b)) state.registersSent++;
+    return send.call(this, data);
+  };
 }
 
 async function metric(name) {
@@ -133,13 +154,16 @@ async function main() {
     await bobCli(['send', conv, 'are you there']);
     await waitFor('a push attempted to alice\'s endpoint', async () =>
       (await metric('parley_push_retried_total')) + (await metric('parley_push_failed_total')) > before, 60_000);
-    // the stub's subscription lived in the closed page: the new page starts off
+    // the browser kept the subscription: the page opened again shows the
+    // toggle on and registers it again at sign-in (it may have been renewed)
     await openApp();
     await waitSignedIn();
-    await setToggle(true);
+    await waitFor('the toggle on in the new page', async () => (await toggleState()) === 'on');
+    await waitFor('PushRegister sent again at sign-in', () => page.evaluate(() => window.__pushStub.registersSent === 1));
     await setToggle(false);
     const stub = await page.evaluate(() => window.__pushStub);
-    if (stub.unsubscribed !== 1) throw new Error(`unsubscribed ${stub.unsubscribed} times`);
+    if (stub.unsubscribed !== 1 || stub.registersSent !== 1) throw new Error(`after off: ${JSON.stringify(stub)}`);
+    if (await page.evaluate(() => navigator.serviceWorker.ready.then((r) => r.pushManager.getSubscription()))) throw new Error('still subscribed');
   });
 
   await runCase('a_push_shows_new_message_and_its_click_opens_the_conversation', async () => {
