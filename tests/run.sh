@@ -6,7 +6,8 @@
 #      from the server or the tests fails the run
 #   3. clang build with libFuzzer: every fuzz target for FUZZ_SECONDS each
 # Between 1 and 2, the browser client (web/): npm build, its TypeScript unit
-# tests (test_web_unit) and headless Chromium end to end (test_web_e2e).
+# tests (test_web_unit) and headless Chromium end to end (test_web_e2e,
+# and Web Push: test_web_push).
 # Each test program prints PASS/FAIL lines and a closing line
 # "CASES n passed m failed" (tests/check.h); a program that ran no case,
 # printed no CASES line (crashed, timed out, exited early) or whose binary is
@@ -123,13 +124,15 @@ esac
 # unit tests, then headless Chromium against the release server
 # (tests/web/); chromium missing is a failure, never a skip
 # shellcheck disable=SC2053 # ONLY is a glob on purpose
-if [[ test_web_unit == $ONLY || test_web_e2e == $ONLY ]]; then
+if [[ test_web_unit == $ONLY || test_web_e2e == $ONLY || test_web_push == $ONLY ]]; then
     note "browser client (web/)"
     if ./scripts/install-web-deps.sh && ./scripts/build-web.sh; then
         [[ test_web_unit == $ONLY ]] && run_program test_web_unit tests/web/unit.sh
         [[ test_web_e2e == $ONLY ]] && run_program test_web_e2e tests/web/e2e.sh \
             PARLEY_BIN="$ROOT/build/parley" PARLEY_CLI="$ROOT/build/parley-cli" \
             PARLEY_WEB_TEST_OUT="$ROOT/build/web-test-output"
+        [[ test_web_push == $ONLY ]] && run_program test_web_push tests/web/push.sh \
+            PARLEY_BIN="$ROOT/build/parley" PARLEY_CLI="$ROOT/build/parley-cli"
     else
         fail_stage "web build"
     fi

@@ -1,7 +1,8 @@
 // Builds the browser client into dist/: one bundled, minified script and one
 // stylesheet, each named by a hash of its content (served as immutable), and
-// index.html (served no-cache) pointing at them. Everything the page loads
-// is in dist/: no fonts, CDNs or other origins.
+// index.html (served no-cache) pointing at them; and the service worker,
+// sw.js (no-cache too). Everything the page loads is in dist/: no fonts,
+// CDNs or other origins.
 //   node build.mjs          the app
 //   node build.mjs --unit   the unit tests (test/*.test.ts) for node --test, into dist-test/
 import * as esbuild from 'esbuild';
@@ -30,6 +31,12 @@ async function buildApp() {
     outdir: join(out, 'assets'), entryNames: '[name]-[hash]',
     bundle: true, minify: true, sourcemap: false, format: 'esm', target: 'es2022',
     metafile: true, logLevel: 'warning',
+  });
+  // the service worker: one classic script at /sw.js (its URL is its
+  // identity to the browser, so it is not hashed; served no-cache)
+  await esbuild.build({
+    entryPoints: [join(here, 'src/sw.ts')], outfile: join(out, 'sw.js'),
+    bundle: true, minify: true, sourcemap: false, format: 'iife', target: 'es2022', logLevel: 'warning',
   });
   const outputs = Object.keys(result.metafile.outputs).map((p) => basename(p));
   const js = outputs.find((f) => f.endsWith('.js'));

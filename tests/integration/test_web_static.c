@@ -43,6 +43,7 @@ static void make_site(void) {
     write_file(root, ".hidden", "TOP-SECRET\n");
     write_file(assets, "main-ABC123.js", "console.log('hi')\n");
     write_file(assets, "style-DEF456.css", "body{}\n");
+    write_file(root, "sw.js", "self.addEventListener('push', () => {});\n");
     char target[300], link[340];
     snprintf(target, sizeof target, "%s/secret.txt", site);
     snprintf(link, sizeof link, "%s/link-out.txt", root);
@@ -92,6 +93,15 @@ static void index_html_is_served_no_cache(void) {
     CHECK(has_header("\r\nContent-Security-Policy: default-src 'self'"), "csp:\n%.400s", resp);
     CHECK(strstr(resp, "\r\n\r\n<!doctype html><title>parley</title>\n"), "body:\n%.400s", resp);
     CHECK(raw_get(S.port, "/index.html?v=1") == 200 && has_header("Cache-Control: no-cache"), "/index.html:\n%.400s", resp);
+}
+
+/* The service worker is found by its fixed URL, so it must be revalidated:
+ * cached as immutable, a browser would keep running an old worker. */
+static void the_service_worker_is_served_no_cache_as_javascript(void) {
+    CHECK(raw_get(S.port, "/sw.js") == 200, "GET /sw.js:\n%.400s", resp);
+    CHECK(has_header("\r\nContent-Type: text/javascript; charset=utf-8\r\n"), "type:\n%.400s", resp);
+    CHECK(has_header("\r\nCache-Control: no-cache\r\n"), "cache:\n%.400s", resp);
+    CHECK(strstr(resp, "\r\n\r\nself.addEventListener('push'"), "body:\n%.400s", resp);
 }
 
 static void hashed_assets_are_immutable_with_their_type(void) {
@@ -170,6 +180,7 @@ int main(void) {
     }
     RUN(index_html_is_served_no_cache);
     RUN(hashed_assets_are_immutable_with_their_type);
+    RUN(the_service_worker_is_served_no_cache_as_javascript);
     RUN(nothing_outside_the_root_is_served);
     RUN(healthz_metrics_and_websocket_are_unchanged);
     h_server_destroy(&S);

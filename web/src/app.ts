@@ -7,7 +7,7 @@ import { Connection, RequestError, type ConnState } from './connection';
 import * as keystore from './keystore';
 import { Thread, type Bubble, type Conversation, type MemberReceipt } from './model';
 import {
-  ConversationKind, Membership_Action, MessageType, type Frame, type Message,
+  ConversationKind, Membership_Action, MessageType, type Frame, type FrameBody, type Message,
   AckSchema, CreateGroupSchema, HistorySchema, LookupUserSchema, MarkReadSchema, OpenDirectSchema,
   RegisterDeviceSchema, RegisterUserSchema, RemoveMemberSchema, AddMembersSchema, SendMessageSchema,
   SignInSchema, StartSyncSchema, SubscribePresenceSchema, TypingSchema, GetReceiptsSchema,
@@ -47,6 +47,7 @@ export class App {
   presence = new Map<bigint, Presence>();
   names = new Map<bigint, string>();
   current: bigint | null = null;
+  pushKey: Uint8Array | null = null;   // the server's VAPID key, from the sign-in answer (pushui.ts)
   private conn: Connection;
   private sync = new SyncCursor(0n);
   private ackTimer: ReturnType<typeof setTimeout> | null = null;
@@ -70,6 +71,9 @@ export class App {
     this.conn.start();
   }
 
+  /** A request on the connection, for code beside the app (pushui.ts). */
+  request = (body: FrameBody) => this.conn.request(body);
+
   nameOf(user: bigint): string {
     if (this.identity && user === this.identity.userId) return this.identity.userName || 'me';
     return this.names.get(user) ?? `#${user.toString().slice(-6)}`;
@@ -87,8 +91,9 @@ export class App {
     if (!this.identity) { this.needsLogin = true; this.render(); return; }
     try {
       const sig = await signChallenge(this.identity.privateKey, this.conn.nonce!, this.conn.host);
-      await this.conn.request({ case: 'signIn', value: create(SignInSchema, {
+      const r = await this.conn.request({ case: 'signIn', value: create(SignInSchema, {
         userId: this.identity.userId, deviceId: this.identity.deviceId, signature: sig }) });
+      if (r.result.case === 'registered') this.pushKey = r.result.value.pushVapidPublicKey;
       await this.afterSignIn();
     } catch (e) {
       // 401: the server does not know this device (removed, or a new store):

@@ -2,10 +2,13 @@
 // same host and port (ws:// or wss:// as the page was loaded).
 import { App } from './app';
 import { mount } from './ui';
+import { mountPush } from './pushui';
 
 const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/`;
 let render = () => {};
 const app = new App(url, () => render());
-render = mount(document.getElementById('app')!, app);
+const draw = mount(document.getElementById('app')!, app);
+const pushTick = mountPush(app);
+render = () => { draw(); pushTick(); };
 (window as unknown as { parley: App }).parley = app;   // for the browser tests and the console
 app.start().catch((e) => app.fail(e));
