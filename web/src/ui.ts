@@ -185,7 +185,7 @@ export function mount(root: HTMLElement, app: App): () => void {
         li.textContent = b.text;
       } else {
         const mine = b.sender === me;
-        li.className = mine ? 'bubble mine' : 'bubble theirs';
+        li.className = (mine ? 'bubble mine' : 'bubble theirs') + (b.locked ? ' undecryptable' : '');
         if (b.seq !== null) li.dataset.seq = b.seq.toString();
         if (c.group && !mine) {
           const who = document.createElement('span'); who.className = 'who'; who.textContent = app.nameOf(b.sender);
@@ -194,7 +194,8 @@ export function mount(root: HTMLElement, app: App): () => void {
         const text = document.createElement('span'); text.className = 'text'; text.textContent = b.text;
         li.append(text);
         const meta = document.createElement('span'); meta.className = 'meta';
-        meta.textContent = new Date(b.ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+        meta.textContent = new Date(b.ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) +
+          (b.plain ? ' · not encrypted' : '');
         if (mine) {
           const st = tickFor(b, me, c.members, receipts);
           li.dataset.status = st;

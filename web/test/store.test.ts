@@ -4,7 +4,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { E2EError, E2EStatus } from '../src/e2e/errors';
-import { ready } from '../src/e2e/sodium';
 import { KeyStore, type Net, type RemoteBundle, isEncryptedBody } from '../src/e2e/store';
 
 const enc = new TextEncoder();
@@ -47,7 +46,6 @@ function world() {
 }
 
 test('a sender key reaches every member device (and the sender\'s other device) pairwise; each decrypts', async () => {
-  await ready();
   const w = world();
   const a1 = await w.add(1n, 1), a2 = await w.add(1n, 2), b = await w.add(2n, 1), c = await w.add(3n, 1);
   const conv = 77n;
@@ -73,7 +71,6 @@ test('a sender key reaches every member device (and the sender\'s other device) 
 });
 
 test('a member removed: the next send uses a new key the removed device never gets', async () => {
-  await ready();
   const w = world();
   const a = await w.add(1n, 1), b = await w.add(2n, 1), c = await w.add(3n, 1);
   const me = { user: 1n, device: 1 };
@@ -87,7 +84,6 @@ test('a member removed: the next send uses a new key the removed device never ge
 });
 
 test('a one-time pre-key is used once; KeysLow refills with new ids', async () => {
-  await ready();
   const w = world();
   const a = await w.add(1n, 1);
   assert.equal(w.dir.get('1/1')!.otks.length, 100);

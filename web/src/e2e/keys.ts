@@ -4,7 +4,7 @@
 import { concat } from './bytes';
 import { E2EError, E2EStatus } from './errors';
 import { INFO_X3DH, dh, dhKeypair, hkdf, identityX25519Public, identityX25519Secret, random } from './primitives';
-import { sodium } from './sodium';
+import { ed25519SeedKeypair, ed25519Sign, ed25519Verify } from './curve';
 
 export interface Identity { pk: Uint8Array; sk: Uint8Array /* 64: seed || pk */ }
 export interface PreKey { id: number; pk: Uint8Array; sk: Uint8Array }
@@ -14,7 +14,7 @@ export interface Bundle {
 }
 
 export function identityFromSeed(seed: Uint8Array): Identity {
-  const kp = sodium().crypto_sign_seed_keypair(seed);
+  const kp = ed25519SeedKeypair(seed);
   return { pk: kp.publicKey, sk: kp.privateKey };
 }
 
@@ -26,7 +26,7 @@ export function prekeyGenerate(id: number): PreKey {
 }
 
 export function prekeySign(id: Identity, spk: PreKey): Uint8Array {
-  return sodium().crypto_sign_detached(spk.pk, id.sk);
+  return ed25519Sign(spk.pk, id.sk);
 }
 
 const F = new Uint8Array(32).fill(0xff);
@@ -37,7 +37,7 @@ function kdf(dhs: Uint8Array[]): Uint8Array {
 
 /** The initiator's SK; BAD_BUNDLE if the signed pre-key's signature fails. */
 export function x3dhInitiate(me: Identity, ekSk: Uint8Array, peer: Bundle): Uint8Array {
-  if (!sodium().crypto_sign_verify_detached(peer.spkSig, peer.spk, peer.identity))
+  if (!ed25519Verify(peer.spkSig, peer.spk, peer.identity))
     throw new E2EError(E2EStatus.BAD_BUNDLE);
   const ik = identityX25519Secret(me.sk);
   const peerIk = identityX25519Public(peer.identity);

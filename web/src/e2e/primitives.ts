@@ -1,10 +1,10 @@
 // The building blocks, byte for byte those of libparley's client/e2e/
-// primitives.c (tests/vectors/README.md "Derivations"): X25519, HMAC-SHA256
+// primitives.c (on curve.ts's noble primitives) (tests/vectors/README.md "Derivations"): X25519, HMAC-SHA256
 // and HKDF-SHA256 from it, ChaCha20-Poly1305 IETF with key and nonce from
 // HKDF of the one-use message key.
 import { concat } from './bytes';
 import { E2EError, E2EStatus } from './errors';
-import { sodium } from './sodium';
+import { aeadOpen, aeadSeal, ed25519PkToX25519, ed25519SkToX25519, hmacSha256, randomBytes, x25519Base, x25519Dh } from './curve';
 
 export const INFO_MESSAGE = 'parley.e2e message v1';
 export const INFO_SENDER = 'parley.e2e sender message v1';
@@ -17,25 +17,25 @@ export const MAX_SKIP = 1000;         // keys one message may make us skip in a 
 export const MAX_SKIPPED_KEPT = 1000; // skipped keys kept per session / sender key
 export const MAX_STATE_BYTES = 1 << 20;
 
-// Randomness: libsodium's, or (unit tests only) a fixed sequence, so the
+// Randomness: WebCrypto's, or (unit tests only) a fixed sequence, so the
 // vectors' "random values in the order used" can be replayed.
 let testRng: ((len: number) => Uint8Array) | null = null;
 export function setTestRng(fn: ((len: number) => Uint8Array) | null): void { testRng = fn; }
 export function random(len: number): Uint8Array {
-  return testRng ? testRng(len) : sodium().randombytes_buf(len);
+  return testRng ? testRng(len) : randomBytes(len);
 }
 
 export interface DHPair { pk: Uint8Array; sk: Uint8Array }
 
 export function dhKeypair(): DHPair {
   const sk = random(32);
-  return { pk: sodium().crypto_scalarmult_base(sk), sk };
+  return { pk: x25519Base(sk), sk };
 }
 
 /** X25519; an all-zero (low-order) result is refused, as libsodium does. */
 export function dh(sk: Uint8Array, pk: Uint8Array): Uint8Array {
   try {
-    return sodium().crypto_scalarmult(sk, pk);
+    return x25519Dh(sk, pk);
   } catch {
     throw new E2EError(E2EStatus.BAD_BUNDLE);
   }
@@ -43,21 +43,18 @@ export function dh(sk: Uint8Array, pk: Uint8Array): Uint8Array {
 
 export function identityX25519Public(edPk: Uint8Array): Uint8Array {
   try {
-    return sodium().crypto_sign_ed25519_pk_to_curve25519(edPk);
+    return ed25519PkToX25519(edPk);
   } catch {
     throw new E2EError(E2EStatus.BAD_BUNDLE);
   }
 }
 
 export function identityX25519Secret(edSk: Uint8Array): Uint8Array {
-  return sodium().crypto_sign_ed25519_sk_to_curve25519(edSk);
+  return ed25519SkToX25519(edSk);
 }
 
 export function hmac(key: Uint8Array, msg: Uint8Array): Uint8Array {
-  const s = sodium();
-  const st = s.crypto_auth_hmacsha256_init(key);
-  s.crypto_auth_hmacsha256_update(st, msg);
-  return s.crypto_auth_hmacsha256_final(st);
+  return hmacSha256(key, msg);
 }
 
 const ZERO_SALT = new Uint8Array(32);
@@ -96,14 +93,14 @@ function aeadKeys(mk: Uint8Array, info: string): [Uint8Array, Uint8Array] {
 /** ciphertext || 16-byte tag */
 export function seal(pt: Uint8Array, ad: Uint8Array, mk: Uint8Array, info: string): Uint8Array {
   const [key, nonce] = aeadKeys(mk, info);
-  return sodium().crypto_aead_chacha20poly1305_ietf_encrypt(pt, ad, null, nonce, key);
+  return aeadSeal(key, nonce, pt, ad);
 }
 
 export function open(ct: Uint8Array, ad: Uint8Array, mk: Uint8Array, info: string): Uint8Array {
   if (ct.length < AEAD_TAG) throw new E2EError(E2EStatus.MALFORMED);
   const [key, nonce] = aeadKeys(mk, info);
   try {
-    return sodium().crypto_aead_chacha20poly1305_ietf_decrypt(null, ct, ad, nonce, key);
+    return aeadOpen(key, nonce, ct, ad);
   } catch {
     throw new E2EError(E2EStatus.AUTH);
   }

@@ -11,7 +11,7 @@ import {
   AEAD_TAG, INFO_SENDER, MAX_PLAINTEXT, MAX_SKIP, MAX_SKIPPED_KEPT, MAX_STATE_BYTES, SIG_BYTES,
   kdfCk, open, random, seal,
 } from './primitives';
-import { sodium } from './sodium';
+import { ed25519SeedKeypair, ed25519Sign, ed25519Verify } from './curve';
 
 const TYPE_MESSAGE = 0x03, TYPE_DISTRIBUTION = 0x04, TYPE_STATE = 0x52, VERSION = 1;
 export const DISTRIBUTION_LEN = 73;
@@ -36,7 +36,7 @@ export class SenderKey {
   static create(): SenderKey {
     const id = getU32(random(4), 0);   // the vectors: first 4 bytes of a random value
     const ck = random(32);
-    const kp = sodium().crypto_sign_seed_keypair(random(32));
+    const kp = ed25519SeedKeypair(random(32));
     return new SenderKey(id, 0, ck, kp.publicKey, kp.privateKey);
   }
 
@@ -59,7 +59,7 @@ export class SenderKey {
     this.ck = next;
     this.iteration++;
     const body = new Writer().bytes(header).bytes(seal(pt, header, mk, INFO_SENDER)).done();
-    return new Writer().bytes(body).bytes(sodium().crypto_sign_detached(body, this.sigSk)).done();
+    return new Writer().bytes(body).bytes(ed25519Sign(body, this.sigSk)).done();
   }
 
   /** A failed decryption changes nothing. */
@@ -68,7 +68,7 @@ export class SenderKey {
     if (keyId !== this.keyId) throw new E2EError(E2EStatus.WRONG_KEY);
     if (msg.length - SENDER_OVERHEAD > MAX_PLAINTEXT) throw new E2EError(E2EStatus.TOO_LARGE);
     const signed = msg.subarray(0, msg.length - SIG_BYTES);
-    if (!sodium().crypto_sign_verify_detached(msg.subarray(msg.length - SIG_BYTES), signed, this.sigPk))
+    if (!ed25519Verify(msg.subarray(msg.length - SIG_BYTES), signed, this.sigPk))
       throw new E2EError(E2EStatus.AUTH);
     const scratch = new SenderKey(this.keyId, this.iteration, this.ck, this.sigPk, this.sigSk, this.skipped.slice());
     const mk = scratch.takeMessageKey(getU32(msg, 5));

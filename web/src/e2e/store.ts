@@ -20,6 +20,7 @@ import { DISTRIBUTION_LEN, SENDER_OVERHEAD, SenderKey, senderMessageKeyId } from
 import { Session, prekeyInfo } from './session';
 
 export const ONE_TIME_KEYS = 100;       // per upload (the server takes 200 per request)
+export const UPLOAD_BATCH = 200;
 export const MAX_ONE_TIME_HELD = 1000;  // private one-time keys kept (the server stores 1000)
 export const MAX_SESSIONS = 4096;
 export const MAX_SENDER_KEYS = 4096;
@@ -107,8 +108,9 @@ export class KeyStore {
   async publish(net: Net): Promise<void> {
     const fresh = [...this.otks.values()].filter((k) => k.id >= this.publishedOtkId);
     if (this.identityPublished && fresh.length === 0) return;
-    await net.uploadKeys(this.id.pk, { keyId: this.spk.id, publicKey: this.spk.pk, signature: this.spkSig },
-                         fresh.map((k) => ({ keyId: k.id, publicKey: k.pk })));
+    const spk = { keyId: this.spk.id, publicKey: this.spk.pk, signature: this.spkSig };
+    for (let i = 0; i === 0 || i < fresh.length; i += UPLOAD_BATCH)   // the server takes UPLOAD_BATCH per request
+      await net.uploadKeys(this.id.pk, spk, fresh.slice(i, i + UPLOAD_BATCH).map((k) => ({ keyId: k.id, publicKey: k.pk })));
     this.identityPublished = true;
     this.publishedOtkId = this.nextOtkId;
   }
