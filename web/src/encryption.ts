@@ -12,9 +12,9 @@
 // decrypt itself. Device messages are acked only once the store that
 // applied them is saved.
 import { create } from '@bufbuild/protobuf';
-import type { Connection } from './connection';
+import { RequestError, type Connection } from './connection';
 import { E2EError, E2EStatus } from './e2e/errors';
-import { KeyStore, type Me, type Net, type SavedStore, isEncryptedBody } from './e2e/store';
+import { KeyStore, type Me, type Net, type RemoteBundle, type SavedStore, isEncryptedBody } from './e2e/store';
 import * as keystore from './keystore';
 import {
   AckDeviceMessagesSchema, FetchKeysSchema, GetDevicesSchema, PreKeySchema, SendDeviceMessageSchema,
@@ -23,6 +23,7 @@ import {
 
 export const PLAINTEXTS_KEPT = 10_000;
 export const WAITING_MAX = 4096;
+const FETCHED_KEPT_MAX = 1024;   // users whose bundles wait for the ensuing FetchKeys
 const SAVE_DELAY_MS = 100;
 
 export interface Saved { store: SavedStore; plaintexts: [string, string][]; deviceMessagesSeen: bigint }
@@ -39,6 +40,10 @@ export class Encryption {
   private saveTimer: ReturnType<typeof setTimeout> | null = null;
   private saving: Promise<void> = Promise.resolve();
   private me: Me | null = null;
+  // GetDevices refuses (403) a user who has not accepted us (a message
+  // request), while FetchKeys answers (the server limits the claims): then
+  // the device ids come from the bundles, which serve the FetchKeys that follows
+  private fetched = new Map<bigint, RemoteBundle[]>();
 
   constructor(private conn: Connection, private onChange: (conv: bigint, seq: bigint, shown: Shown) => void) {}
 
@@ -49,13 +54,22 @@ export class Encryption {
         oneTimePreKeys: otks.map((k) => create(PreKeySchema, k)) }) });
     },
     fetchKeys: async (userId) => {
+      const kept = this.fetched.get(userId);
+      if (kept) { this.fetched.delete(userId); return kept; }
       const r = await this.conn.request({ case: 'fetchKeys', value: create(FetchKeysSchema, { userId }) });
       if (r.result.case !== 'keyBundles') throw new Error('no key bundles in the answer');
       return r.result.value.devices.map((d) => ({ deviceId: d.deviceId, identityKey: d.identityKey,
         signedPreKey: d.signedPreKey, oneTimePreKey: d.oneTimePreKey }));
     },
     getDevices: async (userId) => {
-      const r = await this.conn.request({ case: 'getDevices', value: create(GetDevicesSchema, { userId }) });
+      const r = await this.conn.request({ case: 'getDevices', value: create(GetDevicesSchema, { userId }) })
+        .catch((e) => { if (e instanceof RequestError && e.status === 403) return null; throw e; });
+      if (r === null) {
+        const bundles = await this.net.fetchKeys(userId);
+        if (this.fetched.size >= FETCHED_KEPT_MAX) this.fetched.clear();
+        this.fetched.set(userId, bundles);
+        return bundles.map((b) => b.deviceId);
+      }
       if (r.result.case !== 'devices') throw new Error('no device list in the answer');
       return r.result.value.deviceIds;
     },
