@@ -371,6 +371,9 @@ async function main() {
     if (!alice || !direct) throw new Error('needs the first case');
     await alice.click('#link-button');
     const token = await waitFor('a link token', async () => (await alice.textContent('#link-token')).trim() || null);
+    // shown as a QR code too (drawn in the page: no image is loaded)
+    await waitFor('the link token\'s QR code', async () => await alice.isVisible('#link-token svg[role=img] path'));
+    await shot(alice, 'link-token-qr');
     const alice2 = await newPage();
     await alice2.goto(server.base + '/');
     await alice2.waitForSelector('#link-form', { state: 'visible', timeout: 30_000 });
