@@ -142,7 +142,11 @@ export class Encryption {
 
   /** A device message (deduped by queue_seq): a sender key installed, waiting messages retried, acked once saved. */
   async onDeviceMessage(dm: DeviceMessage): Promise<string | null> {
-    if (!this.store || dm.queueSeq <= this.dmSeen) return null;
+    if (!this.store) return null;   // not acked: the server hands it out again after the next StartSync
+    if (dm.queueSeq <= this.dmSeen) {   // handled before; our ack may have been lost with a connection
+      this.conn.post({ case: 'ackDeviceMessages', value: create(AckDeviceMessagesSchema, { upTo: this.dmSeen }) });
+      return null;
+    }
     let problem: string | null = null;
     try {
       const conv = this.store.handleDeviceMessage(dm.senderUserId, dm.senderDeviceId, dm.body);
