@@ -5,6 +5,11 @@
 //     messages; the sender's bubble goes sent -> delivered -> read from the
 //     server's receipts; typing and presence show;
 //   - a parley-cli user and both browsers in one group, both ways;
+//   - end to end encrypted throughout: the browsers always encrypt; the
+//     parley-cli user (carol) sends and syncs with --e2e; a browser user and
+//     carol read each other in a direct conversation; a browser linked later
+//     shows the older messages as undecryptable, with the reason; after the
+//     run neither the server's data dir nor its log holds a plaintext;
 //   - a browser that is closed misses messages (the other sees it last
 //     seen) and, opened again, catches up in order, once each;
 //   - the server is killed (kill -9) and restarted on the same port while
@@ -16,7 +21,7 @@
 // Screenshots of the main views go to $PARLEY_WEB_TEST_OUT
 // (default build/web-test-output). Env: PARLEY_BIN, PARLEY_CLI, CHROMIUM.
 import { createRequire } from 'node:module';
-import { mkdirSync, mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, Server, cli, runCase, finish, waitFor } from './lib.mjs';
@@ -50,6 +55,17 @@ function watchRequests(context) {
     // the page's CSP blocks a load from elsewhere before it is a request: an attempt counts too
     p.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) foreignRequests.push(`blocked by CSP: ${m.text()}`); });
   });
+}
+
+/** Every regular file under dir (bounded: at most 10,000). */
+function listFiles(dir, out = []) {
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    if (out.length >= 10_000) break;
+    const p = join(dir, e.name);
+    if (e.isDirectory()) listFiles(p, out);
+    else if (e.isFile() && statSync(p).size < 512 * 1024 * 1024) out.push(p);
+  }
+  return out;
 }
 
 const openPages = new Set();
@@ -120,7 +136,17 @@ async function openConv(page, conv) {
   });
 }
 
+/** Opens conv and accepts it if it is a message request. */
+async function acceptIfAsked(page, conv) {
+  await openConv(page, conv);
+  if (await page.isVisible('#accept')) {
+    await page.click('#accept');
+    await waitFor('the request accepted', async () => !(await page.isVisible('#accept')));
+  }
+}
+
 async function send(page, text) {
+  said(text);
   await page.focus('#compose');
   await page.keyboard.type(text);
   await page.keyboard.press('Enter');   // keyboard only: the composer is a form
@@ -147,6 +173,14 @@ function assertInOrderOnce(list, texts, who) {
 const shot = (page, name) => page.screenshot({ path: join(OUT, `${name}.png`) });
 
 let alice, bob, direct, group;
+
+// carol is a parley-cli user; she sends and syncs end-to-end encrypted
+const carol = (args) => cli(CLI, server, join(cliState, 'carol'), args);
+const carolSend = (conv, text) => carol(['send', '--e2e', conv, text]);
+const carolSync = (wait = '1') => carol(['sync', '--e2e', '--wait', wait]);
+// every message text sent in this run: none may be found in the server's files
+const plaintexts = new Set();
+const said = (t) => { plaintexts.add(t); return t; };
 
 const runCaseShots = (name, fn) => runCase(name, () => shotsOnFailure(name, fn));
 
@@ -200,22 +234,39 @@ async function main() {
 
   await runCaseShots('a_parley_cli_user_in_a_group_with_two_browsers', async () => {
     if (!alice) throw new Error('needs the first case');
-    await cli(CLI, server, join(cliState, 'carol'), ['register', names.carol]);
+    await carol(['register', names.carol]);
     await alice.fill('#group-form input[name=name]', 'trio');
     await alice.fill('#group-form input[name=members]', `${names.bob}, ${names.carol}`);
     await alice.click('#group-form button[type=submit]');
     group = await waitFor('the group open', async () => { const c = await currentConv(alice); return c !== direct ? c : null; });
-    await cli(CLI, server, join(cliState, 'carol'), ['send', group, 'hello from the terminal']);
-    await waitFor('alice sees carol\'s message', async () => (await bubbles(alice)).some((b) => b.text === 'hello from the terminal'));
+    // carol's parley-cli (libparley) asks GetDevices of every member, which
+    // the server answers only for users who accepted her: bob accepts her
+    // direct request first (alice added her, which is acceptance)
+    const carolBob = (await carol(['direct', names.bob])).trim();
+    await bob.evaluate(() => window.parley.refreshConversations());
+    await acceptIfAsked(bob, carolBob);
     await openConv(bob, group);
+    await carolSend(group, said('hello from the terminal'));
+    await waitFor('alice sees carol\'s message', async () => (await bubbles(alice)).some((b) => b.text === 'hello from the terminal'));
     await waitFor('bob sees carol\'s message', async () => (await bubbles(bob)).some((b) => b.text === 'hello from the terminal'));
     await send(alice, 'hello carol');
     await waitStatus(alice, 'hello carol', ['sent', 'delivered', 'read']);
     const out = await waitFor('carol\'s parley-cli gets alice\'s message', async () => {
-      const o = await cli(CLI, server, join(cliState, 'carol'), ['sync', '--wait', '1']);
+      const o = await carolSync();
       return o.includes('"text":"hello carol"') ? o : null;
     });
     if (out.split('\n').filter((l) => l.includes('"text":"hello carol"')).length !== 1) throw new Error(`carol got it more than once:\n${out}`);
+    if (/undecryptable/.test(out.split('\n').filter((l) => !l.includes('sent from this device')).join('\n')))
+      throw new Error(`carol could not decrypt something:\n${out}`);
+    // the two browsers read each other in the group, and nothing shows as undecryptable
+    await send(bob, 'bob to the trio');
+    await waitFor('alice reads bob in the group', async () => (await bubbles(alice)).some((b) => b.text === 'bob to the trio' && !b.mine));
+    for (const [who, page] of [['alice', alice], ['bob', bob]]) {
+      const locked = await page.$$eval('#messages li.undecryptable', (els) => els.map((e) => e.textContent));
+      if (locked.length) throw new Error(`${who} shows undecryptable bubbles: ${locked}`);
+      const plain = (await bubbles(page)).filter((b) => /not encrypted/.test(b.text));
+      if (plain.length) throw new Error(`${who} shows unencrypted messages: ${JSON.stringify(plain)}`);
+    }
     await shot(alice, 'chat-group');
   });
 
@@ -224,7 +275,7 @@ async function main() {
     const context = bob.context();
     await bob.close();
     const missed = ['missed 1', 'missed 2', 'missed 3', 'missed 4', 'missed 5'];
-    for (const t of missed) await cli(CLI, server, join(cliState, 'carol'), ['send', group, t]);
+    for (const t of missed) await carolSend(group, said(t));
     // bob has no device online now: alice sees when he was last seen
     await openConv(alice, direct);
     await waitFor('bob last seen in alice\'s header', async () => /^last seen /.test(await alice.textContent('#chat-presence')));
@@ -234,7 +285,7 @@ async function main() {
     await waitConnected(bob, 'bob again');
     await openConv(bob, group);
     await waitFor('bob has the five missed messages', async () => (await bubbles(bob)).filter((b) => missed.includes(b.text)).length >= 5);
-    assertInOrderOnce(await bubbles(bob), ['hello from the terminal', 'hello carol', ...missed], 'bob');
+    assertInOrderOnce(await bubbles(bob), ['hello from the terminal', 'hello carol', 'bob to the trio', ...missed], 'bob');
   });
 
   await runCaseShots('kill_9_and_restart_while_open_reconnects_and_catches_up', async () => {
@@ -248,11 +299,11 @@ async function main() {
     const pending = await waitStatus(alice, 'sent while down', ['pending']);
     if (pending.seq !== null) throw new Error('a seq without a server');
     await server.start();
-    for (const t of ['after restart 1', 'after restart 2']) await cli(CLI, server, join(cliState, 'carol'), ['send', group, t]);
+    for (const t of ['after restart 1', 'after restart 2']) await carolSend(group, said(t));
     await waitConnected(alice, 'alice after the restart');
     await waitConnected(bob, 'bob after the restart');
     await waitStatus(alice, 'sent while down', ['sent', 'delivered', 'read']);
-    const want = ['hello from the terminal', 'hello carol', 'missed 1', 'missed 2', 'missed 3', 'missed 4', 'missed 5'];
+    const want = ['hello from the terminal', 'hello carol', 'bob to the trio', 'missed 1', 'missed 2', 'missed 3', 'missed 4', 'missed 5'];
     await waitFor('bob has everything', async () => {
       const t = (await bubbles(bob)).map((b) => b.text);
       return ['sent while down', 'after restart 1', 'after restart 2'].every((x) => t.includes(x));
@@ -293,10 +344,17 @@ async function main() {
 
   await runCaseShots('history_pages_backwards_as_the_user_scrolls_up', async () => {
     if (!alice) throw new Error('needs the first case');
-    const out = await cli(CLI, server, join(cliState, 'carol'), ['group', 'long', names.alice]);
+    const out = await carol(['group', 'long', names.alice]);
     const long = out.trim();
+    // carol's parley-cli asks GetDevices (answered for users who accepted her)
+    await acceptIfAsked(alice, long);
     const texts = Array.from({ length: 70 }, (_, i) => `page ${i + 1}`);
-    for (const t of texts) await cli(CLI, server, join(cliState, 'carol'), ['send', long, t]);
+    for (const t of texts) await carolSend(long, said(t));
+    await waitFor('alice has page 70', async () => (await bubbles(alice)).some((b) => b.text === 'page 70'));
+    // a fresh page: the first page and the older ones come from History, and
+    // read from the plaintexts kept in IndexedDB (a sender key opens a message once)
+    await alice.reload();
+    await waitConnected(alice, 'alice reloaded');
     await openConv(alice, long);
     await waitFor('the newest page', async () => (await bubbles(alice)).some((b) => b.text === 'page 70'));
     const first = (await bubbles(alice)).filter((b) => texts.includes(b.text)).length;
@@ -313,6 +371,9 @@ async function main() {
     if (!alice || !direct) throw new Error('needs the first case');
     await alice.click('#link-button');
     const token = await waitFor('a link token', async () => (await alice.textContent('#link-token')).trim() || null);
+    // shown as a QR code too (drawn in the page: no image is loaded)
+    await waitFor('the link token\'s QR code', async () => await alice.isVisible('#link-token svg[role=img] path'));
+    await shot(alice, 'link-token-qr');
     const alice2 = await newPage();
     await alice2.goto(server.base + '/');
     await alice2.waitForSelector('#link-form', { state: 'visible', timeout: 30_000 });
@@ -324,7 +385,13 @@ async function main() {
     const ids2 = await alice2.evaluate(() => window.parley.identity.userId.toString() + '/' + window.parley.identity.deviceId);
     if (ids.split('/')[0] !== ids2.split('/')[0] || ids === ids2) throw new Error(`not another device of the same user: ${ids} vs ${ids2}`);
     await openConv(alice2, direct);
-    await waitFor('the history on the new device', async () => (await bubbles(alice2)).some((b) => b.text === 'hello bob' && b.mine));
+    // end to end: the new device was given no key for what came before it;
+    // the history is there, each message shown as undecryptable with the reason
+    await openConv(alice, direct);
+    const helloSeq = (await waitStatus(alice, 'hello bob', ['read'])).seq;
+    await waitFor('the history on the new device, undecryptable', async () => (await bubbles(alice2)).some((b) =>
+      b.seq === helloSeq && b.mine && /^🔒 cannot be decrypted: .+/.test(b.text)));
+    await shot(alice2, 'history-undecryptable');
     await openConv(alice, direct);
     await send(alice2, 'from my second browser');
     await waitFor('bob gets it', async () => {
@@ -353,6 +420,41 @@ async function main() {
     await waitFor('the club gone from bob\'s list', async () => !(await bob.isVisible(`#conv-list button.conv[data-conv="${club}"]`)));
     await waitFor('alice sees bob leave', async () => (await alice.textContent('#messages')).includes(`${names.bob} left`));
     await waitFor('two members', async () => (await alice.textContent('#chat-presence')) === '2 members');
+  });
+
+  await runCaseShots('a_browser_and_a_parley_cli_user_read_each_other_encrypted_in_a_direct_conversation', async () => {
+    if (!alice) throw new Error('needs the first case');
+    const dm = (await carol(['direct', names.alice])).trim();
+    await carolSend(dm, said('carol to alice, encrypted'));
+    await openConv(alice, dm);
+    await waitFor('alice reads carol', async () => (await bubbles(alice)).some((b) => b.text === 'carol to alice, encrypted' && !b.mine));
+    await send(alice, 'alice to carol, encrypted');
+    await waitStatus(alice, 'alice to carol, encrypted', ['sent', 'delivered', 'read']);
+    const out = await waitFor('carol reads alice', async () => {
+      const o = await carolSync();
+      return o.includes('"text":"alice to carol, encrypted"') ? o : null;
+    });
+    if (out.split('\n').filter((l) => l.includes('alice to carol, encrypted')).length !== 1) throw new Error(`not once:\n${out}`);
+    // and on: the second message each way rides the established sessions and keys
+    await carolSend(dm, said('carol again'));
+    await waitFor('alice reads carol again', async () => (await bubbles(alice)).some((b) => b.text === 'carol again' && !b.mine));
+    await send(alice, 'alice again');
+    await waitFor('carol reads alice again', async () => (await carolSync()).includes('"text":"alice again"'));
+    await shot(alice, 'chat-encrypted-with-cli');
+  });
+
+  await runCaseShots('the_servers_data_dir_and_log_hold_no_plaintext', async () => {
+    if (plaintexts.size < 10) throw new Error(`only ${plaintexts.size} texts were sent: the earlier cases did not run`);
+    const files = listFiles(server.dir);
+    if (!files.some((f) => f.endsWith('server.log')) || files.length < 2) throw new Error(`no server files found: ${files}`);
+    let scanned = 0;
+    for (const f of files) {
+      const data = readFileSync(f);
+      scanned += data.length;
+      for (const t of plaintexts) if (data.includes(Buffer.from(t))) throw new Error(`"${t}" in plaintext in ${f}`);
+    }
+    // the scan can see: a text the server does store in clear (a group name) is found
+    if (!files.some((f) => readFileSync(f).includes(Buffer.from('trio')))) throw new Error(`the group name "trio" not found in ${scanned} bytes: the scan is blind`);
   });
 
   await runCaseShots('a_device_the_server_forgot_is_offered_a_fresh_start', async () => {

@@ -4,6 +4,9 @@
 import { create } from '@bufbuild/protobuf';
 import { newDeviceKeys, signChallenge } from './auth';
 import { Connection, RequestError, type ConnState } from './connection';
+import { E2EError } from './e2e/errors';
+import { MAX_ENCRYPTED_TEXT } from './e2e/store';
+import { Encryption, type Shown } from './encryption';
 import * as keystore from './keystore';
 import { Thread, type Bubble, type Conversation, type MemberReceipt } from './model';
 import {
@@ -18,7 +21,7 @@ import { SyncCursor } from './sync';
 const HISTORY_PAGE = 30;
 const TYPING_SHOWN_MS = 6_000;
 const TYPING_RESEND_MS = 3_000;
-const MAX_BODY_BYTES = 65_536;
+const MAX_BODY_BYTES = MAX_ENCRYPTED_TEXT;   // a SendMessage body holds the text, encrypted
 const MAX_UNSENT = 500;          // optimistic bubbles kept while offline
 const PREVIEW_FETCH_MAX = 50;
 const PRESENCE_PROBE_MAX = 64;
@@ -26,7 +29,6 @@ const PRESENCE_RETRY_MS = 30_000;
 
 export interface Presence { online: boolean; lastSeen: number }
 
-const enc = new TextEncoder();
 const dec = new TextDecoder();
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 
@@ -55,6 +57,7 @@ export class App {
   private typingStopTimer: ReturnType<typeof setTimeout> | null = null;
   private peers: bigint[] = [];
   private presenceRetriedAt = 0;
+  private e2e: Encryption;
 
   constructor(url: string, private render: () => void) {
     this.conn = new Connection(url, {
@@ -62,6 +65,7 @@ export class App {
       onPush: (f) => this.onPush(f),
       onState: (s, d) => { this.connState = s; this.connDetail = d; if (s !== 'connected') this.signedIn = false; this.render(); },
     });
+    this.e2e = new Encryption(this.conn, (conv, seq, shown) => this.reshow(conv, seq, shown));
   }
 
   async start(): Promise<void> {
@@ -134,6 +138,9 @@ export class App {
     this.signedIn = true;
     this.conn.markSignedIn();
     this.syncing = true;
+    // the key store before any message: what arrives is decrypted as it comes
+    await this.e2e.open({ user: this.identity!.userId, device: this.identity!.deviceId })
+      .catch((e) => this.fail(new Error(`end-to-end keys: ${e instanceof Error ? e.message : String(e)}`)));
     await this.conn.request({ case: 'startSync', value: create(StartSyncSchema, { afterUserSeq: this.sync.delivered }) });
     this.scheduleAck(0);   // events handled but not acked before a loss
     await this.refreshConversations();
@@ -311,8 +318,24 @@ export class App {
   }
 
   private bubbleOf(m: Message): Bubble {
-    return { seq: m.seq, sender: m.senderUserId, ts: Number(m.serverTs), clientId: hex(m.clientMsgId),
-             system: m.type === MessageType.MEMBERSHIP, text: m.type === MessageType.MEMBERSHIP ? this.membershipText(m) : dec.decode(m.body) };
+    const b: Bubble = { seq: m.seq, sender: m.senderUserId, ts: Number(m.serverTs), clientId: hex(m.clientMsgId),
+                        system: m.type === MessageType.MEMBERSHIP, text: '' };
+    if (b.system) { b.text = this.membershipText(m); return b; }
+    if (m.type !== MessageType.TEXT) { b.text = dec.decode(m.body); return b; }
+    const shown = this.e2e.show(m, (cid) => this.thread(m.conversationId).pending.find((p) => p.clientId === hex(cid))?.text);
+    b.text = shown.text;
+    b.locked = shown.locked;
+    b.plain = shown.plain;
+    return b;
+  }
+
+  /** A message decrypted late (its sender key came after it): shown again. */
+  private reshow(conv: bigint, seq: bigint, shown: Shown): void {
+    const b = this.threads.get(conv)?.bySeq.get(seq);
+    if (b) { b.text = shown.text; b.locked = shown.locked; b.plain = shown.plain; }
+    const c = this.convs.get(conv);
+    if (c && b && b.ts >= c.lastTs) c.lastText = `${b.sender === this.identity?.userId ? 'you' : this.nameOf(b.sender)}: ${b.text}`;
+    this.render();
   }
 
   private membershipText(m: Message): string {
@@ -339,7 +362,7 @@ export class App {
   async send(text: string): Promise<void> {
     const id = this.current;
     if (id === null || !this.identity || !text.trim()) return;
-    if (enc.encode(text).length > MAX_BODY_BYTES) { this.error = 'message too long'; this.render(); return; }
+    if (new TextEncoder().encode(text).length > MAX_BODY_BYTES) { this.error = 'message too long'; this.render(); return; }
     let unsent = 0;
     for (const t of this.threads.values()) unsent += t.pending.length;
     if (unsent >= MAX_UNSENT) { this.error = `${unsent} messages are still waiting to be sent`; this.render(); return; }
@@ -357,10 +380,13 @@ export class App {
     if (!this.signedIn || b.seq !== null) return;
     const clientMsgId = new Uint8Array(b.clientId.match(/../g)!.map((x) => parseInt(x, 16)));
     try {
+      // encrypted once: a resend after a reconnect carries the same bytes
+      b.wire ??= await this.e2e.encrypt(conv, this.convs.get(conv)?.members ?? [], b.text);
       const r = await this.conn.request({ case: 'sendMessage', value: create(SendMessageSchema, {
-        conversationId: conv, clientMsgId, type: MessageType.TEXT, body: enc.encode(b.text) }) });
+        conversationId: conv, clientMsgId, type: MessageType.TEXT, body: b.wire }) });
       if (r.result.case !== 'sent') return;
       b.seq = r.result.value.seq;
+      this.e2e.noteSent(conv, b.seq, b.text);
       b.ts = Number(r.result.value.serverTs);
       b.failed = undefined;
       this.thread(conv).add(b);
@@ -371,7 +397,8 @@ export class App {
       }
     } catch (e) {
       // a lost connection leaves it pending: it is sent again after sign-in
-      if (e instanceof RequestError && e.status !== 429 && e.status !== 503 && e.status !== 507) b.failed = e.message;
+      if (e instanceof E2EError) b.failed = `not encrypted: ${e.message}`;
+      else if (e instanceof RequestError && e.status !== 429 && e.status !== 503 && e.status !== 507) b.failed = e.message;
       else if (e instanceof RequestError) setTimeout(() => void this.transmit(conv, b), Math.max(e.retryAfterMs, 500));
     }
     this.render();
@@ -436,8 +463,14 @@ export class App {
         this.presence.set(p.userId, { online: p.online, lastSeen: Number(p.lastSeenTs) });
         break;
       }
+      case 'deviceMessage':
+        void this.e2e.onDeviceMessage(f.body.value).then((problem) => { if (problem) this.fail(new Error(problem)); });
+        return;
+      case 'keysLow':
+        void this.e2e.refill().catch((e) => this.fail(e));
+        return;
       default:
-        return;   // device lists, keys, device messages: for end-to-end encryption, not built here yet
+        return;   // device list changes: the next send asks GetDevices anyway
     }
     this.render();
   }

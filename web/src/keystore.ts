@@ -1,6 +1,6 @@
 // What this browser keeps between visits, in IndexedDB (one small
 // key-value store): the device identity (user and device id, the
-// non-extractable private key), the sync cursor, and the names this user
+// non-extractable private key), the end-to-end key store, the sync cursor, and the names this user
 // has typed for other users (the protocol resolves a name to an id, not
 // back, so a name is known here only once looked up).
 
@@ -55,6 +55,10 @@ export const loadCursor = async () => (await get<bigint>('cursor')) ?? 0n;
 export const saveCursor = (c: bigint) => put('cursor', c);
 export const loadNames = async () => (await get<Map<bigint, string>>('names')) ?? new Map<bigint, string>();
 export const saveNames = (m: Map<bigint, string>) => put('names', m);
+// the end-to-end key store (private keys, sessions, sender keys) and the
+// plaintexts decrypted so far: one object, written whole (encryption.ts)
+export const loadE2E = <T>() => get<T>('e2e');
+export const saveE2E = (v: unknown) => put('e2e', v);
 
 /** Forgets this browser's device: identity, cursor and names. */
 export async function forgetAll(): Promise<void> {

@@ -12,6 +12,9 @@ export interface Bubble {
   clientId: string;         // client_msg_id, hex
   system: boolean;          // a membership line written by the server
   failed?: string;
+  locked?: string;          // end-to-end encrypted and not readable here: why
+  plain?: boolean;          // sent without end-to-end encryption (by a client that does not encrypt)
+  wire?: Uint8Array;        // our own message, encrypted once, for resends
 }
 
 export interface Conversation {

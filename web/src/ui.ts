@@ -3,6 +3,7 @@
 // only (nothing a user sent is ever parsed as HTML). Every control is a
 // button, input or form: Tab moves between them, Enter sends, Escape goes
 // back to the list.
+import { qrSvg } from './qr';
 import type { App } from './app';
 import { tickFor } from './model';
 
@@ -135,7 +136,15 @@ export function mount(root: HTMLElement, app: App): () => void {
     const shell = $('shell');
     shell.hidden = !app.identity;
     shell.dataset.view = app.current === null ? 'list' : 'chat';
-    $('link-token').textContent = app.linkToken;
+    const tokenOut = $('link-token');
+    if (tokenOut.dataset.token !== app.linkToken) {   // redrawn only when it changes
+      tokenOut.dataset.token = app.linkToken;
+      tokenOut.replaceChildren();
+      if (app.linkToken) {
+        const text = document.createElement('span'); text.className = 'token'; text.textContent = app.linkToken;
+        tokenOut.append(text, qrSvg(app.linkToken, 'the link token as a QR code'));
+      }
+    }
 
     const list = $('conv-list');
     list.replaceChildren();
@@ -185,7 +194,7 @@ export function mount(root: HTMLElement, app: App): () => void {
         li.textContent = b.text;
       } else {
         const mine = b.sender === me;
-        li.className = mine ? 'bubble mine' : 'bubble theirs';
+        li.className = (mine ? 'bubble mine' : 'bubble theirs') + (b.locked ? ' undecryptable' : '');
         if (b.seq !== null) li.dataset.seq = b.seq.toString();
         if (c.group && !mine) {
           const who = document.createElement('span'); who.className = 'who'; who.textContent = app.nameOf(b.sender);
@@ -194,7 +203,8 @@ export function mount(root: HTMLElement, app: App): () => void {
         const text = document.createElement('span'); text.className = 'text'; text.textContent = b.text;
         li.append(text);
         const meta = document.createElement('span'); meta.className = 'meta';
-        meta.textContent = new Date(b.ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+        meta.textContent = new Date(b.ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) +
+          (b.plain ? ' · not encrypted' : '');
         if (mine) {
           const st = tickFor(b, me, c.members, receipts);
           li.dataset.status = st;
