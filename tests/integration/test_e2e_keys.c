@@ -19,114 +19,13 @@
 
 #include "../check.h"
 #include "e2e/e2e.h"
+#include "e2e_reader.h"
 #include "harness.h"
 #include "parley_e2e.h"
 
-enum { WAIT_MS = 20000, MAX_TEXTS = 8, TEXT_MAX = 96, MAX_DONE = 64 };
+enum { WAIT_MS = 20000 };
 
 static h_server S;
-
-/* One device and what it has decrypted of conversation conv. */
-typedef struct reader {
-    h_dev *d;
-    pc_e2e *e;
-    uint64_t conv;
-    char texts[MAX_TEXTS][TEXT_MAX];
-    size_t n_texts;
-    uint64_t done[MAX_DONE];         /* seqs decrypted or failed for good */
-    size_t n_done;
-    int dm_failures;                 /* device messages that did not apply */
-    int failures;                    /* conversation messages that will never decrypt */
-} reader;
-
-static void on_device_message(void *ud, const Parley__V1__DeviceMessage *m) {
-    reader *r = ud;
-    int st = pc_e2e_handle_device_message(r->e, m);
-    if (st != 0) {
-        fprintf(stderr, "  %s: device message from %llu/%u: %s\n", r->d->name, (unsigned long long)m->sender_user_id,
-                m->sender_device_id, e2e_strerror(st));
-        r->dm_failures++;
-    }
-}
-
-static Parley__V1__Message as_message(const h_event *ev) {
-    Parley__V1__Message m = PARLEY__V1__MESSAGE__INIT;
-    m.conversation_id = ev->conversation_id;
-    m.seq = ev->seq;
-    m.sender_user_id = ev->sender_user_id;
-    m.sender_device_id = ev->sender_device_id;
-    m.body.data = ev->body;
-    m.body.len = ev->body_len;
-    return m;
-}
-
-static int is_done(const reader *r, uint64_t seq) {
-    for (size_t i = 0; i < r->n_done; i++)
-        if (r->done[i] == seq) return 1;
-    return 0;
-}
-
-/* Tries every recorded text message of conv not decrypted yet. A message
- * whose sender key has not arrived yet (WRONG_KEY) waits for the device
- * message; any other failure is final. */
-static void read_new(reader *r) {
-    for (size_t i = 0; i < r->d->n_ev; i++) {
-        const h_event *ev = &r->d->ev[i];
-        if (ev->conversation_id != r->conv || ev->type != PARLEY__V1__MESSAGE_TYPE__TEXT || is_done(r, ev->seq))
-            continue;
-        if (ev->sender_user_id == r->d->id.user_id && ev->sender_device_id == r->d->id.device_id) continue;
-        Parley__V1__Message m = as_message(ev);
-        uint8_t *pt = NULL;
-        size_t n = 0;
-        int st = pc_e2e_decrypt(r->e, &m, &pt, &n);
-        if (st == E2E_ERR_WRONG_KEY) continue;
-        if (r->n_done < MAX_DONE) r->done[r->n_done++] = ev->seq;
-        if (st == 0 && r->n_texts < MAX_TEXTS) {
-            snprintf(r->texts[r->n_texts++], TEXT_MAX, "%.*s", (int)(n < TEXT_MAX - 1 ? n : TEXT_MAX - 1),
-                     (const char *)pt);
-        } else if (st != 0) {
-            fprintf(stderr, "  %s: seq %llu: %s\n", r->d->name, (unsigned long long)ev->seq, e2e_strerror(st));
-            r->failures++;
-        }
-        free(pt);
-    }
-}
-
-static int has_text(const reader *r, const char *text) {
-    for (size_t i = 0; i < r->n_texts; i++)
-        if (strcmp(r->texts[i], text) == 0) return 1;
-    return 0;
-}
-
-typedef struct goal {
-    reader **readers;
-    size_t n;
-    const char *text;                /* each reader has decrypted this one */
-} goal;
-
-static int pred_decrypted(void *ud) {
-    goal *g = ud;
-    int all = 1;
-    for (size_t i = 0; i < g->n; i++) {
-        read_new(g->readers[i]);
-        all &= has_text(g->readers[i], g->text);
-    }
-    return all;
-}
-
-static reader *reader_new(h_dev *d, uint64_t conv) {
-    reader *r = h_calloc(1, sizeof *r);
-    if (!r) return NULL;
-    r->d = d;
-    r->conv = conv;
-    r->e = pc_e2e_new();
-    if (!r->e || pc_e2e_publish(r->e, d->c) != 0) {
-        fprintf(stderr, "  %s: publish keys: %s\n", d->name, pc_error(d->c));
-        return NULL;
-    }
-    pc_on_device_message(d->c, on_device_message, r);
-    return r;
-}
 
 static int keys_low_heard;
 static void on_keys_low(void *ud, uint32_t left) {
