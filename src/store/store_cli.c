@@ -43,43 +43,26 @@ static const char *target_name(const target *t) {
     return t->kind == STORE_KIND_CASSANDRA ? t->o.cassandra_keyspace : t->data;
 }
 
-static int export_cassandra(const target *t) {
+/* export or import (store_export.h) on the keyspace t names */
+static int copy_cassandra(const target *t, bool import) {
+    const char *verb = import ? "import" : "export";
     char *err = NULL;
     store *s = store_open_kind(STORE_KIND_CASSANDRA, NULL, &t->o, &err);
     if (!s) {
-        fprintf(stderr, "parley store export: cannot open keyspace %s: %s\n", target_name(t), err ? err : "?");
+        fprintf(stderr, "parley store %s: cannot open keyspace %s: %s\n", verb, target_name(t), err ? err : "?");
         free(err);
         return 1;
     }
     uint64_t n = 0;
-    int rc = store_export(s, stdout, &n, &err);
+    int rc = import ? store_import(s, stdin, &n, &err) : store_export(s, stdout, &n, &err);
     store_close(s);
     if (rc != 0) {
-        fprintf(stderr, "parley store export: %s\n", err ? err : "failed");
+        fprintf(stderr, "parley store %s: %s\n", verb, err ? err : "failed");
         free(err);
         return 1;
     }
-    fprintf(stderr, "parley store export: %llu records from keyspace %s\n", (unsigned long long)n, target_name(t));
-    return 0;
-}
-
-static int import_cassandra(const target *t) {
-    char *err = NULL;
-    store *s = store_open_kind(STORE_KIND_CASSANDRA, NULL, &t->o, &err);
-    if (!s) {
-        fprintf(stderr, "parley store import: cannot open keyspace %s: %s\n", target_name(t), err ? err : "?");
-        free(err);
-        return 1;
-    }
-    uint64_t n = 0;
-    int rc = store_import(s, stdin, &n, &err);
-    store_close(s);
-    if (rc != 0) {
-        fprintf(stderr, "parley store import: %s\n", err ? err : "failed");
-        free(err);
-        return 1;
-    }
-    fprintf(stderr, "parley store import: %llu records into keyspace %s\n", (unsigned long long)n, target_name(t));
+    fprintf(stderr, "parley store %s: %llu records %s keyspace %s\n", verb, (unsigned long long)n,
+            import ? "into" : "from", target_name(t));
     return 0;
 }
 
@@ -168,6 +151,6 @@ int store_cli_main(int argc, char **argv) {
         return 2;
     }
     bool out = strcmp(argv[0], "export") == 0;
-    if (t.kind == STORE_KIND_CASSANDRA) return out ? export_cassandra(&t) : import_cassandra(&t);
+    if (t.kind == STORE_KIND_CASSANDRA) return out ? copy_cassandra(&t, false) : copy_cassandra(&t, true);
     return out ? do_export(t.data) : do_import(t.data);
 }

@@ -2,11 +2,12 @@
  * program, so its state is file-static: the signal handlers need to reach it. */
 #include "redis_cluster_node.h"
 
+#include "engine_node.h"
+
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,49 +17,24 @@ static int ports[REDIS_CLUSTER_MASTERS];
 static pid_t pids[REDIS_CLUSTER_MASTERS];
 static int started;
 
-/* scripts/redis-cluster.sh CMD --dir dir [--node N]; its exit status */
+/* scripts/redis-cluster.sh CMD --dir dir [--node N | --masters 3]; its
+ * exit status (its stdout, the ports, is read from DIR/ports, not here) */
 static int run_script(const char *cmd, int node) {
     char n[16];
     snprintf(n, sizeof n, "%d", node);
-    pid_t p = fork();
-    if (p < 0)
-        return -1;
-    if (p == 0) {
-        const char *script = PARLEY_SOURCE_DIR "/scripts/redis-cluster.sh";
-        /* its stdout (the ports) is read from DIR/ports, not here */
-        if (!freopen("/dev/null", "w", stdout))
-            _exit(126);
-        if (node > 0)
-            execl("/bin/sh", "sh", script, cmd, "--dir", dir, "--node", n, (char *)NULL);
-        else
-            execl("/bin/sh", "sh", script, cmd, "--dir", dir, "--masters", "3", (char *)NULL);
-        _exit(127);
-    }
-    int st;
-    while (waitpid(p, &st, 0) < 0) {
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static int read_long(const char *name, long *out) {
-    char path[320];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    int ok = fscanf(f, "%ld", out) == 1;
-    fclose(f);
-    return ok ? 0 : -1;
+    const char *argv[] = {"sh", PARLEY_SOURCE_DIR "/scripts/redis-cluster.sh", cmd, "--dir", dir,
+                          node > 0 ? "--node" : "--masters", node > 0 ? n : "3", NULL};
+    return engine_run(argv, 1);
 }
 
 static int read_node(int i) {
     char name[32];
     long port = 0, pid = 0;
     snprintf(name, sizeof name, "redis-%d.port", i + 1);
-    if (read_long(name, &port) != 0)
+    if (engine_read_long(dir, name, &port) != 0)
         return -1;
     snprintf(name, sizeof name, "redis-%d.pid", i + 1);
-    if (read_long(name, &pid) != 0)
+    if (engine_read_long(dir, name, &pid) != 0)
         return -1;
     ports[i] = (int)port;
     pids[i] = (pid_t)pid;
@@ -79,30 +55,14 @@ void redis_cluster_stop(void) {
     started = 0;
     if (run_script("stop", 0) != 0)
         fprintf(stderr, "  redis-cluster.sh stop failed\n");
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "  could not remove %s\n", dir);
-}
-
-static void on_signal(int sig) {
-    redis_cluster_stop();
-    signal(sig, SIG_DFL);
-    raise(sig);
+    engine_remove_dir(dir);
 }
 
 int redis_cluster_start(const char *tag) {
     snprintf(dir, sizeof dir, "/tmp/parley-%s-XXXXXX", tag);
-    if (!mkdtemp(dir)) {
-        perror("  mkdtemp");
+    if (engine_dir_and_cleanup(dir, redis_cluster_stop) != 0)
         return -1;
-    }
     started = 1; /* from here on, stop (and remove the directory) at exit */
-    atexit(redis_cluster_stop);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGABRT, on_signal);
-    signal(SIGSEGV, on_signal);
     int rc = run_script("start", 0);
     if (rc != 0) {
         for (int i = 0; i < REDIS_CLUSTER_MASTERS; i++)
