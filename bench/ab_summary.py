@@ -26,9 +26,14 @@ def main(d):
             if not runs:
                 continue
             med = [statistics.median([r.get(k) or 0 for r in runs]) for k in KEYS]
+            # --e2e runs (B_ARGS=--e2e): ciphertext size and undecryptable deliveries
+            e2e = ""
+            if any(r.get("e2e") == "on" for r in runs):
+                e2e = (f"  body on wire {runs[0].get('wire_body_bytes', 0):.0f} B"
+                       f"  decrypt errors {sum(r.get('decrypt_errors', 0) for r in runs):.0f}")
             print(f"{s:11s} {v}  acked/s {med[0]:8.0f}  deliveries/s {med[1]:9.0f}  "
                   f"p50 {med[2]:8.1f} ms  p99 {med[3]:8.1f} ms  "
-                  f"valid {','.join(str(r.get('valid')) for r in runs)}  load1 {','.join(r['load'] for r in runs)}")
+                  f"valid {','.join(str(r.get('valid')) for r in runs)}  load1 {','.join(r['load'] for r in runs)}{e2e}")
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:

@@ -47,6 +47,8 @@ typedef struct bench_opts {
     const char *restart_mode;   /* reconnect: "kill" or "drain" */
     int quiet;
     int proc_index;             /* set in worker processes */
+    bool e2e;                   /* --e2e: Sender Keys on every send and delivery (bench_e2e.c) */
+    long e2e_tamper_every;      /* hidden, tests only: corrupt every Nth ciphertext (0: never) */
 } bench_opts;
 
 extern bench_opts g_opt;
@@ -62,6 +64,7 @@ static inline double ns_to_ms(uint64_t ns) { return (double)ns / 1e6; }
 typedef struct counters {
     _Atomic uint64_t sent, acked, delivered, receipts, errors;
     _Atomic uint64_t connected, ready, shed, closed, sync_events, echoes;
+    _Atomic uint64_t decrypt_errors;   /* --e2e: deliveries that did not decrypt */
 } counters;
 
 #define CNT_ADD(l, f, v) atomic_fetch_add_explicit(&(l)->cnt.f, (v), memory_order_relaxed)
@@ -83,6 +86,8 @@ enum setup_op { OP_NONE, OP_REGISTER, OP_SIGNIN, OP_OPEN_DIRECT, OP_CREATE_GROUP
 
 /* request ids of load sends carry the send time: this bit set, the rest ns */
 #define SEND_ID_BIT (1ull << 63)
+
+typedef struct bench_e2e bench_e2e;   /* bench_e2e.c: NULL unless --e2e */
 
 typedef struct bconn {
     int fd;
@@ -108,6 +113,7 @@ typedef struct bconn {
     uint8_t *out;               /* bytes the socket did not take yet */
     uint32_t out_off, out_len, out_cap;
     struct bconn *next_dirty;
+    bench_e2e *e2e;             /* owned; --e2e only */
 } bconn;
 
 /* --------------------------------------------------------------- loop */

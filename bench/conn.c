@@ -16,6 +16,8 @@
 #include <sodium.h>
 
 #include "bench.h"
+#include "bench_e2e.h"
+#include "e2e/e2e.h"
 #include "net/http.h"
 #include "net/ws.h"
 #include "proto/parley.pb-c.h"
@@ -36,6 +38,7 @@ bconn *conn_new(uint32_t index) {
 void conn_free_mem(bconn *c) {
     if (!c) return;
     if (c->fd >= 0) close(c->fd);
+    bench_e2e_free(c);
     free(c->in);
     free(c->out);
     free(c);
@@ -252,6 +255,19 @@ void conn_send_message(bloop *l, bconn *c, uint64_t ts) {
     memcpy(body, &magic, 4);
     memcpy(body + 4, &c->index, 4);
     memcpy(body + 8, &ts, 8);
+    uint8_t *sealed = NULL;   /* --e2e: the body on the wire is the Sender Keys message */
+    if (c->e2e) {
+        size_t slen;
+        if (bench_e2e_seal(c, body, blen, &sealed, &slen) != 0) {
+            CNT_ADD(l, errors, 1);
+            snprintf(l->last_error, sizeof l->last_error, "conn %u: encrypt failed", c->index);
+            return;
+        }
+        if (g_opt.e2e_tamper_every > 0 && CNT_GET(l, sent) % (uint64_t)g_opt.e2e_tamper_every == 0)
+            sealed[slen / 2] ^= 0x01;   /* test-only: the receiver must reject it */
+        atomic_store_explicit(&g_e2e_wire_bytes, slen, memory_order_relaxed);
+        blen = slen;
+    }
     /* the request id carries the real send time (for send->ack); strictly
      * increasing per connection so it doubles as the client_msg_id */
     uint64_t id = now_ns();
@@ -265,11 +281,12 @@ void conn_send_message(bloop *l, bconn *c, uint64_t ts) {
     s.conversation_id = c->conv;
     s.client_msg_id = (ProtobufCBinaryData){8, (uint8_t *)&rid};
     s.type = PARLEY__V1__MESSAGE_TYPE__TEXT;
-    s.body = (ProtobufCBinaryData){blen, body};
+    s.body = (ProtobufCBinaryData){blen, sealed ? sealed : body};
     f.request_id = rid;
     f.body_case = PARLEY__V1__FRAME__BODY_SEND_MESSAGE;
     f.send_message = &s;
     send_frame(l, c, &f);
+    free(sealed);
     c->inflight++;
     CNT_ADD(l, sent, 1);
 }
@@ -346,11 +363,30 @@ static void on_event(bloop *l, bconn *c, pb ev, uint64_t now) {
     if (!c->sync_done) CNT_ADD(l, sync_events, 1);
     while (msg.p && pb_next(&msg, &fld, &v, &sub)) {
         if (fld != 6 || v < 16) continue;
+        uint8_t *pt = NULL;
+        if (c->e2e) {
+            /* decrypted and its signature verified before the timestamp is read */
+            size_t pt_len;
+            int rc = bench_e2e_open(c, sub.p, (size_t)v, &pt, &pt_len);
+            if (rc == BENCH_E2E_OWN) {
+                CNT_ADD(l, echoes, 1);
+                break;
+            }
+            if (rc < 0 || pt_len < 16) {
+                CNT_ADD(l, decrypt_errors, 1);
+                snprintf(l->last_error, sizeof l->last_error, "conn %u: delivery does not decrypt: %s",
+                         c->index, rc < 0 ? e2e_strerror(rc) : "too short");
+                free(pt);
+                break;
+            }
+            sub.p = pt;
+        }
         uint32_t magic, sender;
         uint64_t ts;
         memcpy(&magic, sub.p, 4);
         memcpy(&sender, sub.p + 4, 4);
         memcpy(&ts, sub.p + 8, 8);
+        free(pt);
         if (magic != BODY_MAGIC) break;
         if (sender == c->index) {
             /* the sending device gets its own message too (every device of

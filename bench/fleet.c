@@ -101,7 +101,8 @@ static bool drained(bloop *l) {
     fleet *f = g_drain;
     uint64_t sent = LOOPS_SUM(f->loops, f->n_loops, sent);
     uint64_t acked = LOOPS_SUM(f->loops, f->n_loops, acked) + LOOPS_SUM(f->loops, f->n_loops, errors);
-    uint64_t deliv = LOOPS_SUM(f->loops, f->n_loops, delivered);
+    /* a delivery that did not decrypt still arrived: waiting longer would not help */
+    uint64_t deliv = LOOPS_SUM(f->loops, f->n_loops, delivered) + LOOPS_SUM(f->loops, f->n_loops, decrypt_errors);
     return acked >= sent && deliv >= g_expect_deliveries;
 }
 
@@ -113,7 +114,7 @@ static uint64_t g_fanout;
 static bool fixed_done(bloop *l) {
     uint64_t sent = CNT_GET(l, sent);
     return sent >= l->send_limit && CNT_GET(l, acked) + CNT_GET(l, errors) >= sent &&
-           (g_opt.threads > 1 || CNT_GET(l, delivered) >= sent * g_fanout);
+           (g_opt.threads > 1 || CNT_GET(l, delivered) + CNT_GET(l, decrypt_errors) >= sent * g_fanout);
 }
 
 void fleet_load(fleet *f, bool (*is_sender)(fleet *, uint32_t), double rate, double seconds,
@@ -161,6 +162,7 @@ void fleet_load(fleet *f, bool (*is_sender)(fleet *, uint32_t), double rate, dou
     out->drained_delivered = LOOPS_SUM(f->loops, f->n_loops, delivered);
     out->errors = LOOPS_SUM(f->loops, f->n_loops, errors);
     out->shed = LOOPS_SUM(f->loops, f->n_loops, shed);
+    out->decrypt_errors = LOOPS_SUM(f->loops, f->n_loops, decrypt_errors);
     hist_init(&out->ack);
     hist_init(&out->deliv);
     for (int t = 0; t < f->n_loops; t++) {

@@ -16,6 +16,7 @@ typedef struct load_result {
     uint64_t sent, acked, delivered, receipts, echoes;/* during the timed window */
     uint64_t drained_acked, drained_delivered;        /* after the drain */
     uint64_t errors, shed;
+    uint64_t decrypt_errors;                          /* --e2e: must be 0 for a valid run */
     hist ack, deliv;
 } load_result;
 

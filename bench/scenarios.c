@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_e2e.h"
 #include "fleet.h"
 
 static void server_facts(const server_proc *s) {
@@ -17,6 +18,18 @@ static void server_facts(const server_proc *s) {
     if (s->pid > 0) report_num("server_threads_total", (double)proc_threads(s->pid), "",
                                "server threads in all (/proc)");
     report_num("bench_threads", g_opt.threads, "", "bench loops (threads)");
+}
+
+/* --e2e: how the figures were made, and what a run must show to be valid */
+static void e2e_facts(const load_result *r) {
+    if (!g_opt.e2e) return;   /* without --e2e the report is as it always was */
+    report_str("e2e", "on", "end-to-end encryption (Sender Keys)");
+    report_num("wire_body_bytes", (double)atomic_load(&g_e2e_wire_bytes), "B",
+               "ciphertext per message (on the wire, in the store)");
+    report_num("decrypt_errors", (double)r->decrypt_errors, "", "deliveries that did not decrypt");
+    report_num("bench_rss_kb", (double)proc_rss_kb(getpid()), "kB", "bench RSS (sender-key states)");
+    report_note("--e2e: sender keys handed over in-process at setup; key distribution is measured apart");
+    if (r->decrypt_errors) g_e2e_run_invalid = true;
 }
 
 /* receivers: deliveries each acked message owes to other devices (1 in
@@ -37,8 +50,10 @@ static void load_figures(const load_result *r, double rate, bool receipts, uint6
     report_num("delivered_total", (double)r->drained_delivered, "", "delivered after drain");
     report_num("receivers_per_msg", (double)receivers, "", "deliveries owed per acked message");
     report_num("deliveries_expected", (double)(r->drained_acked * receivers), "", "acked after drain x receivers");
-    bool valid = r->drained_acked > 0 && r->drained_delivered == r->drained_acked * receivers;
-    report_str("valid", valid ? "true" : "false", "deliveries == acked x receivers");
+    bool valid = r->drained_acked > 0 && r->drained_delivered == r->drained_acked * receivers &&
+                 r->decrypt_errors == 0;
+    report_str("valid", valid ? "true" : "false",
+               g_opt.e2e ? "deliveries == acked x receivers, none undecryptable" : "deliveries == acked x receivers");
     report_num("errors", (double)r->errors, "", "errors");
     report_num("shed", (double)r->shed, "", "shed (503/1013/UNAVAILABLE)");
     report_hist("send_ack", &r->ack, "send->ack");
@@ -51,6 +66,8 @@ static bool pair_sender(fleet *f, uint32_t i) {
     (void)f;
     return i % 2 == 0;
 }
+
+static bool pair_sends(uint32_t i) { return pair_sender(NULL, i); }
 
 int scenario_direct(server_proc *s) {
     uint32_t n = (uint32_t)(g_opt.pairs * 2);
@@ -68,6 +85,13 @@ int scenario_direct(server_proc *s) {
         conn_open_direct(fleet_loop_of(&f, i + 1), f.all[i + 1], f.all[i]->user_id);
     fleet_wait_pending(&f, 60, "accept direct");
     for (uint32_t i = 0; i + 1 < n; i += 2) f.all[i + 1]->conv = f.all[i]->conv;
+    for (uint32_t i = 0; g_opt.e2e && i + 1 < n; i += 2)
+        if (bench_e2e_distribute(&f.all[i], 2, pair_sends)) {
+            fprintf(stderr, "parley-bench: --e2e: could not create the sender keys\n");
+            fleet_close_all(&f);
+            fleet_free(&f);
+            return 1;
+        }
     fleet_sync_all(&f, 60);
     load_result r;
     fleet_load(&f, pair_sender, g_opt.rate, g_opt.seconds, 1, &r);
@@ -76,6 +100,7 @@ int scenario_direct(server_proc *s) {
     report_num("pairs", (double)g_opt.pairs, "", "1:1 pairs (one sender each)");
     report_num("window", g_opt.window, "", "sends in flight per sender (max mode)");
     report_num("body_bytes", g_opt.body_bytes, "B", "message body");
+    e2e_facts(&r);
     load_figures(&r, g_opt.rate, false, 1);
     report_plot(g_opt.plot_path, &r.ack, "send->ack", &r.deliv, "send->delivery");
     fleet_close_all(&f);
@@ -90,6 +115,8 @@ static bool group_sender(fleet *f, uint32_t i) {
     long k = (long)(i % (uint32_t)g_opt.group_size);
     return g_opt.senders < 0 || k < g_opt.senders;
 }
+
+static bool group_sends(uint32_t i) { return group_sender(NULL, i); }
 
 int scenario_group(server_proc *s) {
     uint32_t size = (uint32_t)g_opt.group_size, n = size * (uint32_t)g_opt.groups;
@@ -106,6 +133,13 @@ int scenario_group(server_proc *s) {
     free(members);
     fleet_wait_pending(&f, 60, "create groups");
     for (uint32_t i = 0; i < n; i++) f.all[i]->conv = f.all[i - i % size]->conv;
+    for (uint32_t g = 0; g_opt.e2e && g < (uint32_t)g_opt.groups; g++)
+        if (bench_e2e_distribute(&f.all[g * size], size, group_sends)) {
+            fprintf(stderr, "parley-bench: --e2e: could not create the sender keys\n");
+            fleet_close_all(&f);
+            fleet_free(&f);
+            return 1;
+        }
     fleet_sync_all(&f, 60);
     /* the membership events of the new groups arrive first; let them settle */
     run_loops(f.loops, f.n_loops, "settle", NULL, 1.0);
@@ -119,6 +153,7 @@ int scenario_group(server_proc *s) {
     report_num("senders_per_group", (double)senders, "", "senders per group");
     report_num("window", g_opt.window, "", "sends in flight per sender (max mode)");
     report_num("body_bytes", g_opt.body_bytes, "B", "message body");
+    e2e_facts(&r);
     load_figures(&r, g_opt.rate, true, size - 1);
     report_note("every member's device receives every message, the sender's own included");
     report_plot(g_opt.plot_path, &r.deliv, "send->delivery", &r.ack, "send->ack");

@@ -9,7 +9,8 @@
 # /proc/PID/task/*/stat before and after the run, and prints each thread
 # name's CPU seconds and microseconds per stored message
 # (parley_messages_stored_total), then the server's total. The server is
-# stopped by its PID on every path.
+# stopped by its PID on every path. Last line: the parley-bench process's own
+# CPU (with --e2e: the clients' crypto).
 set -u
 [ $# -ge 2 ] || { echo "usage: $0 BUILD parley-bench-args..." >&2; exit 2; }
 B=$1; shift
@@ -27,7 +28,8 @@ ticks() { for t in /proc/"$SP"/task/*; do echo "$(cat "$t/comm") $(awk '{print $
           awk '{a[$1]+=$2} END {for (k in a) print k, a[k]}' | sort; }
 ticks > "$D/before"
 echo "load1 $(cut -d' ' -f1 /proc/loadavg) at start"
-timeout 300 "$B/parley-bench" "$@" --server "ws://127.0.0.1:$PORT" --quiet > "$D/out" 2>&1
+# the bench's own CPU too (setup included): with --e2e it does the clients' crypto
+timeout 300 /usr/bin/time -f "%U %S" -o "$D/bench_time" "$B/parley-bench" "$@" --server "ws://127.0.0.1:$PORT" --quiet > "$D/out" 2>&1
 ticks > "$D/after"
 grep -E 'acknowledged sends/s|deliveries/s \(|send->delivery: p50|send->delivery: p99 |== acked' "$D/out"
 stored=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '$1 == "parley_messages_stored_total" {print $2}')
@@ -35,3 +37,4 @@ hz=$(getconf CLK_TCK)
 join "$D/before" "$D/after" | awk -v m="${stored:-0}" -v hz="$hz" '
   { s = ($3 - $2) / hz; tot += s; printf "%-16s %7.2f s  %7.1f us/msg\n", $1, s, m ? s * 1e6 / m : 0 }
   END { printf "%-16s %7.2f s  %7.1f us/msg  (%d messages stored; %.0f per server CPU-second)\n", "total", tot, m ? tot * 1e6 / m : 0, m, tot ? m / tot : 0 }'
+[ -s "$D/bench_time" ] && awk -v m="${stored:-0}" '{ s = $1 + $2; printf "%-16s %7.2f s  %7.1f us/msg  (parley-bench process, user+sys, setup included)\n", "bench", s, m ? s * 1e6 / m : 0 }' "$D/bench_time"
