@@ -6,6 +6,7 @@
  * for the contract. Everything below "I/O thread" runs only on that thread;
  * the submit side shares only `mu`-protected fields and the atomics. */
 #include "registry/redis_cluster.h"
+#include "core/clock.h"
 #include "registry/redis_cluster_parse.h"
 
 #include <arpa/inet.h>
@@ -865,14 +866,7 @@ fail:
 }
 
 int rc_wait_ready(rc_client *c, int timeout_ms) {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = clock_realtime_deadline(timeout_ms);
     pthread_mutex_lock(&c->mu);
     int rc = 0;
     while (!c->ready && rc == 0)

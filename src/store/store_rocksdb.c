@@ -214,11 +214,7 @@ static void *sweeper_main(void *arg) {
     rdb *s = arg;
     pthread_mutex_lock(&s->sweep_lock);
     while (!s->stopping) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += s->sweep_ms / 1000;
-        until.tv_nsec += (long)(s->sweep_ms % 1000) * 1000000;
-        if (until.tv_nsec >= 1000000000) { until.tv_sec++; until.tv_nsec -= 1000000000; }
+        struct timespec until = clock_realtime_deadline(s->sweep_ms);
         pthread_cond_timedwait(&s->sweep_stop, &s->sweep_lock, &until);
         if (s->stopping) break;
         pthread_mutex_unlock(&s->sweep_lock);
@@ -257,10 +253,7 @@ static void *monitor_main(void *arg) {
     rdb *s = arg;
     pthread_mutex_lock(&s->sweep_lock);
     while (!s->stopping) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += (long)MONITOR_INTERVAL_MS * 1000000;
-        if (until.tv_nsec >= 1000000000) { until.tv_sec++; until.tv_nsec -= 1000000000; }
+        struct timespec until = clock_realtime_deadline(MONITOR_INTERVAL_MS);
         pthread_cond_timedwait(&s->sweep_stop, &s->sweep_lock, &until);
         if (s->stopping) break;
         pthread_mutex_unlock(&s->sweep_lock);

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "../check.h"
+#include "cli_runner.h"
 #include "harness.h"
 
 #define NEED(x) CHECK((x), "%s", #x)
@@ -35,16 +36,6 @@ enum {
 
 static h_server S;
 static char CLI[600];
-
-/* One parley-cli run: its exit status (-1: killed at the deadline or could
- * not start) and what it wrote. */
-typedef struct cli_run {
-    int status;
-    char out[OUT_CAP];
-    size_t out_len;
-    char err[OUT_CAP];
-    size_t err_len;
-} cli_run;
 
 /* A parley-cli running in the background, its stdout read as it comes. */
 typedef struct cli_bg {
@@ -81,82 +72,15 @@ static void child_exec(const char **argv) {
     _exit(127);
 }
 
-/* Appends what fd has to buf (bounded); 0 on EOF/error, 1 if it read. */
-static int drain_into(int fd, char *buf, size_t *len, size_t cap) {
-    char tmp[4096];
-    ssize_t n = read(fd, tmp, sizeof tmp);
-    if (n <= 0) return n < 0 && (errno == EINTR || errno == EAGAIN) ? 1 : 0;
-    size_t room = cap - 1 - *len;
-    size_t take = (size_t)n < room ? (size_t)n : room;
-    memcpy(buf + *len, tmp, take);
-    *len += take;
-    buf[*len] = 0;
-    return 1;
-}
-
 /* Runs `parley-cli --state S.dir/cli-WHO --server URL args... NULL` with
  * stdin_text (NULL: /dev/null) and collects everything. */
 static void cli(cli_run *r, const char *who, const char *stdin_text, const char *first, ...) {
-    memset(r, 0, sizeof *r);
-    r->status = -1;
     const char *argv[MAX_ARGV];
     va_list ap;
     va_start(ap, first);
     build_argv(who, argv, first, ap);
     va_end(ap);
-    int o[2], e[2], in[2];
-    if (pipe(o) || pipe(e) || pipe(in)) return;
-    pid_t pid = fork();
-    if (pid < 0) return;
-    if (pid == 0) {
-        dup2(in[0], 0);
-        dup2(o[1], 1);
-        dup2(e[1], 2);
-        close(in[1]);
-        close(o[0]);
-        close(e[0]);
-        child_exec(argv);
-    }
-    close(in[0]);
-    close(o[1]);
-    close(e[1]);
-    if (stdin_text) {
-        size_t len = strlen(stdin_text);
-        if (write(in[1], stdin_text, len) != (ssize_t)len) fprintf(stderr, "  short stdin write\n");
-    }
-    close(in[1]);
-    uint64_t deadline = h_now_ms() + CLI_TIMEOUT_MS;
-    int open_o = 1, open_e = 1;
-    while ((open_o || open_e) && h_now_ms() < deadline) {
-        struct pollfd p[2] = {{.fd = open_o ? o[0] : -1, .events = POLLIN},
-                              {.fd = open_e ? e[0] : -1, .events = POLLIN}};
-        if (poll(p, 2, 200) <= 0) continue;
-        if (p[0].revents && !drain_into(o[0], r->out, &r->out_len, OUT_CAP)) open_o = 0;
-        if (p[1].revents && !drain_into(e[0], r->err, &r->err_len, OUT_CAP)) open_e = 0;
-    }
-    close(o[0]);
-    close(e[0]);
-    int st = 0;
-    while (h_now_ms() < deadline) {
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-            if (r->err_len) fprintf(stderr, "  [%s stderr] %s", first ? first : "chat", r->err);
-            return;
-        }
-        h_sleep_ms(20);
-    }
-    fprintf(stderr, "  parley-cli %s did not finish within %d ms; killed\n", first ? first : "",
-            CLI_TIMEOUT_MS);
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-}
-
-/* The number parley-cli printed as its only output line, or 0. */
-static uint64_t out_u64(const cli_run *r) {
-    char *end;
-    if (r->out_len == 0 || r->out[r->out_len - 1] != '\n') return 0;
-    unsigned long long v = strtoull(r->out, &end, 10);
-    return *end == '\n' && end[1] == 0 ? v : 0;
+    cli_run_argv(r, argv, stdin_text, CLI_TIMEOUT_MS, first ? first : "chat");
 }
 
 static int count_lines(const char *s) {
@@ -213,7 +137,7 @@ static const char *cli_bg_wait_for(cli_bg *b, size_t from, const char *needle) {
         }
         if (h_now_ms() >= deadline) break;
         struct pollfd p = {.fd = b->out_fd, .events = POLLIN};
-        if (poll(&p, 1, 200) > 0 && !drain_into(b->out_fd, b->out, &b->out_len, OUT_CAP)) {
+        if (poll(&p, 1, 200) > 0 && !cli_drain_into(b->out_fd, b->out, &b->out_len, OUT_CAP)) {
             /* EOF: one last look */
             const char *hit = from <= b->out_len ? strstr(b->out + from, needle) : NULL;
             return hit;
@@ -235,7 +159,7 @@ static int cli_bg_finish(cli_bg *b, int timeout_ms) {
     while (b->pid > 0) {
         /* keep reading so the child never blocks on a full pipe or pty */
         struct pollfd p = {.fd = b->out_fd, .events = POLLIN};
-        if (poll(&p, 1, 50) > 0) drain_into(b->out_fd, b->out, &b->out_len, OUT_CAP);
+        if (poll(&p, 1, 50) > 0) cli_drain_into(b->out_fd, b->out, &b->out_len, OUT_CAP);
         if (waitpid(b->pid, &st, WNOHANG) == b->pid) {
             rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
             b->pid = 0;
@@ -315,15 +239,15 @@ static void register_and_whoami(void) {
     cli_run r;
     cli(&r, "alice", NULL, "register", "alice", NULL);
     CHECK(r.status == 0, "register alice: exit %d", r.status);
-    alice_id = out_u64(&r);
+    alice_id = cli_out_u64(&r);
     CHECK(alice_id != 0, "register printed '%s', want one user id", r.out);
     cli(&r, "bob", NULL, "register", "bob", NULL);
-    bob_id = out_u64(&r);
+    bob_id = cli_out_u64(&r);
     CHECK(r.status == 0 && bob_id != 0 && bob_id != alice_id, "register bob: exit %d, '%s'",
           r.status, r.out);
     snprintf(carol_name, sizeof carol_name, "carol");
     cli(&r, "carol", NULL, "register", carol_name, NULL);
-    carol_id = out_u64(&r);
+    carol_id = cli_out_u64(&r);
     CHECK(r.status == 0 && carol_id != 0, "register carol: exit %d", r.status);
 
     /* the state directory is private */
@@ -356,10 +280,10 @@ static void direct_send_sync_history(void) {
     NEED(alice_id && bob_id);
     cli_run r;
     cli(&r, "alice", NULL, "direct", "bob", NULL);
-    ab_conv = out_u64(&r);
+    ab_conv = cli_out_u64(&r);
     CHECK(r.status == 0 && ab_conv, "direct bob: exit %d '%s'", r.status, r.out);
     cli(&r, "bob", NULL, "direct", "alice", NULL);
-    CHECK(r.status == 0 && out_u64(&r) == ab_conv, "bob's direct alice: '%s', want %" PRIu64,
+    CHECK(r.status == 0 && cli_out_u64(&r) == ab_conv, "bob's direct alice: '%s', want %" PRIu64,
           r.out, ab_conv);
     cli(&r, "alice", NULL, "direct", "nosuchuser", NULL);
     CHECK(r.status == 1 && strstr(r.err, "no user named \"nosuchuser\" (404)"),
@@ -368,16 +292,16 @@ static void direct_send_sync_history(void) {
     char conv[32];
     snprintf(conv, sizeof conv, "%" PRIu64, ab_conv);
     cli(&r, "alice", NULL, "send", conv, "hello bob", NULL);
-    uint64_t s1 = out_u64(&r);
+    uint64_t s1 = cli_out_u64(&r);
     CHECK(r.status == 0 && s1, "send: exit %d '%s'", r.status, r.out);
     /* "-": the text is stdin, without echo's line end; quotes survive JSON */
     cli(&r, "alice", "say \"hi\"\tplease\n", "send", conv, "-", NULL);
-    uint64_t s2 = out_u64(&r);
+    uint64_t s2 = cli_out_u64(&r);
     CHECK(r.status == 0 && s2 == s1 + 1, "send -: exit %d '%s' (first seq %" PRIu64 ")", r.status,
           r.out, s1);
     /* "--" ends the options, so a message may start with -- */
     cli(&r, "alice", NULL, "send", conv, "--", "--not-an-option", NULL);
-    uint64_t s3 = out_u64(&r);
+    uint64_t s3 = cli_out_u64(&r);
     CHECK(r.status == 0 && s3 == s2 + 1, "send -- --text: exit %d '%s'", r.status, r.out);
     ab_last = s3;
 
@@ -476,7 +400,7 @@ static void group_add_remove_leave(void) {
     cli_run r;
     /* the README's walkthrough: group NAME bob carol */
     cli(&r, "alice", NULL, "group", "friends", "bob", carol_name, NULL);
-    uint64_t g = out_u64(&r);
+    uint64_t g = cli_out_u64(&r);
     CHECK(r.status == 0 && g, "group friends bob carol: exit %d '%s'", r.status, r.out);
     char conv[32];
     snprintf(conv, sizeof conv, "%" PRIu64, g);
@@ -492,7 +416,7 @@ static void group_add_remove_leave(void) {
     cli(&r, "alice", NULL, "add", conv, "bob", NULL);
     CHECK(r.status == 0, "add bob back: exit %d", r.status);
     cli(&r, "bob", NULL, "send", conv, "back again", NULL);
-    CHECK(r.status == 0 && out_u64(&r), "re-added bob sends: exit %d, %s", r.status, r.err);
+    CHECK(r.status == 0 && cli_out_u64(&r), "re-added bob sends: exit %d, %s", r.status, r.err);
     cli(&r, "carol", NULL, "leave", conv, NULL);
     CHECK(r.status == 0, "carol leaves: exit %d", r.status);
     cli(&r, "carol", NULL, "history", conv, NULL);
@@ -520,7 +444,7 @@ static void link_devices_remove(void) {
     char token[256];
     snprintf(token, sizeof token, "%.*s", (int)r.out_len - 1, r.out);
     cli(&r, "bob2", NULL, "register-device", token, NULL);
-    CHECK(r.status == 0 && out_u64(&r) == bob_id, "register-device: exit %d '%s', want %" PRIu64,
+    CHECK(r.status == 0 && cli_out_u64(&r) == bob_id, "register-device: exit %d '%s', want %" PRIu64,
           r.status, r.out, bob_id);
     cli(&r, "bob3", NULL, "register-device", token, NULL);
     CHECK(r.status == 1, "a token used twice: exit %d", r.status);

@@ -28,37 +28,17 @@
 #include <sodium.h>
 
 #include "../check.h"
+#include "cli_runner.h"
 #include "harness.h"
 
-enum { OUT_CAP = 1 << 16, MAX_ARGV = 16, CLI_TIMEOUT_MS = 60000, SCAN_FILE_MAX = 256 << 20 };
+enum { MAX_ARGV = 16, CLI_TIMEOUT_MS = 60000, SCAN_FILE_MAX = 256 << 20 };
 
 static h_server S;
 static char CLI[600];
 
-typedef struct cli_run {
-    int status;
-    char out[OUT_CAP];
-    size_t out_len;
-    char err[OUT_CAP];
-    size_t err_len;
-} cli_run;
-
-static int drain_into(int fd, char *buf, size_t *len) {
-    char tmp[4096];
-    ssize_t n = read(fd, tmp, sizeof tmp);
-    if (n <= 0) return 0;
-    size_t room = OUT_CAP - 1 - *len, take = (size_t)n < room ? (size_t)n : room;
-    memcpy(buf + *len, tmp, take);
-    *len += take;
-    buf[*len] = 0;
-    return 1;
-}
-
 /* `parley-cli --state S.dir/e2e-WHO --server URL args...`, stdin /dev/null;
  * killed (by its pid) if it has not finished in CLI_TIMEOUT_MS. */
 static void cli(cli_run *r, const char *who, const char *first, ...) {
-    memset(r, 0, sizeof *r);
-    r->status = -1;
     char state[400];
     snprintf(state, sizeof state, "%s/e2e-%s", S.dir, who);
     const char *argv[MAX_ARGV];
@@ -73,53 +53,7 @@ static void cli(cli_run *r, const char *who, const char *first, ...) {
     for (const char *a = first; a && n < MAX_ARGV - 1; a = va_arg(ap, const char *)) argv[n++] = a;
     va_end(ap);
     argv[n] = NULL;
-    int o[2], e[2];
-    if (pipe(o) || pipe(e)) return;
-    pid_t pid = fork();
-    if (pid < 0) return;
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int devnull = open("/dev/null", O_RDONLY);
-        dup2(devnull, 0);
-        dup2(o[1], 1);
-        dup2(e[1], 2);
-        close(o[0]);
-        close(e[0]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(o[1]);
-    close(e[1]);
-    uint64_t deadline = h_now_ms() + CLI_TIMEOUT_MS;
-    int open_o = 1, open_e = 1;
-    while ((open_o || open_e) && h_now_ms() < deadline) {
-        struct pollfd p[2] = {{.fd = open_o ? o[0] : -1, .events = POLLIN},
-                              {.fd = open_e ? e[0] : -1, .events = POLLIN}};
-        if (poll(p, 2, 200) <= 0) continue;
-        if (p[0].revents && !drain_into(o[0], r->out, &r->out_len)) open_o = 0;
-        if (p[1].revents && !drain_into(e[0], r->err, &r->err_len)) open_e = 0;
-    }
-    close(o[0]);
-    close(e[0]);
-    int st = 0;
-    while (h_now_ms() < deadline) {
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-            if (r->err_len) fprintf(stderr, "  [%s %s stderr] %s", who, first, r->err);
-            return;
-        }
-        h_sleep_ms(20);
-    }
-    fprintf(stderr, "  parley-cli %s did not finish in time; killed\n", first);
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-}
-
-static uint64_t out_u64(const cli_run *r) {
-    char *end;
-    if (r->out_len == 0 || r->out[r->out_len - 1] != '\n') return 0;
-    unsigned long long v = strtoull(r->out, &end, 10);
-    return *end == '\n' && end[1] == 0 ? v : 0;
+    cli_run_argv(r, argv, NULL, CLI_TIMEOUT_MS, first);
 }
 
 /* WHO's state file NAME */
@@ -166,13 +100,13 @@ static int server_files_holding(const char *text) {
 static void two_users_encrypted(void) {
     cli_run r;
     cli(&r, "alice", "register", "alice", NULL);
-    uint64_t alice = out_u64(&r);
+    uint64_t alice = cli_out_u64(&r);
     CHECK(r.status == 0 && alice, "register alice: %d %s", r.status, r.err);
     cli(&r, "bob", "register", "bob", NULL);
-    uint64_t bob = out_u64(&r);
+    uint64_t bob = cli_out_u64(&r);
     CHECK(r.status == 0 && bob, "register bob: %d %s", r.status, r.err);
     cli(&r, "alice", "direct", "bob", NULL);
-    uint64_t conv = out_u64(&r);
+    uint64_t conv = cli_out_u64(&r);
     CHECK(r.status == 0 && conv, "direct: %d %s", r.status, r.err);
     char cs[32];
     snprintf(cs, sizeof cs, "%" PRIu64, conv);
@@ -189,10 +123,10 @@ static void two_users_encrypted(void) {
     snprintf(s3, sizeof s3, "cli-secret-reply-%08x", tag);
     snprintf(control, sizeof control, "cli-control-clear-%08x", tag);
     cli(&r, "alice", "send", cs, s1, NULL);
-    uint64_t q1 = out_u64(&r);
+    uint64_t q1 = cli_out_u64(&r);
     CHECK(r.status == 0 && q1, "alice sends 1: %d %s", r.status, r.err);
     cli(&r, "alice", "send", cs, s2, NULL);
-    uint64_t q2 = out_u64(&r);
+    uint64_t q2 = cli_out_u64(&r);
     CHECK(r.status == 0 && q2 == q1 + 1, "alice sends 2: %d %s", r.status, r.err);
 
     cli(&r, "bob", "sync", NULL);
@@ -205,7 +139,7 @@ static void two_users_encrypted(void) {
     CHECK(!strstr(r.out, "undecryptable"), "bob's sync has undecryptable lines:\n%s", r.out);
 
     cli(&r, "bob", "send", cs, s3, NULL);
-    CHECK(r.status == 0 && out_u64(&r), "bob replies: %d %s", r.status, r.err);
+    CHECK(r.status == 0 && cli_out_u64(&r), "bob replies: %d %s", r.status, r.err);
     cli(&r, "alice", "sync", NULL);
     CHECK(r.status == 0, "alice sync: %d %s", r.status, r.err);
     char want3[128];
@@ -257,9 +191,9 @@ static void two_users_encrypted(void) {
     snprintf(token, sizeof token, "%.*s", r.out_len ? (int)r.out_len - 1 : 0, r.out);
     CHECK(r.status == 0 && token[0], "link: %d %s", r.status, r.err);
     cli(&r, "bob2", "register-device", token, NULL);
-    CHECK(r.status == 0 && out_u64(&r) == bob, "bob2 registers: %d %s", r.status, r.err);
+    CHECK(r.status == 0 && cli_out_u64(&r) == bob, "bob2 registers: %d %s", r.status, r.err);
     cli(&r, "bob2", "send", cs, "from bob's new device", NULL);
-    CHECK(r.status == 0 && out_u64(&r), "bob2 sends: %d %s", r.status, r.err);
+    CHECK(r.status == 0 && cli_out_u64(&r), "bob2 sends: %d %s", r.status, r.err);
     cli(&r, "alice", "sync", NULL);
     char warn[160];
     snprintf(warn, sizeof warn, "{\"warning\":\"identity_changed\",\"user\":%" PRIu64 ",", bob);
@@ -274,7 +208,7 @@ static void two_users_encrypted(void) {
      * message in a new group carries her key for it; bob reads that sync
      * --plaintext, and her second message there still decrypts */
     cli(&r, "alice", "group", "pair", "bob", NULL);
-    uint64_t grp = out_u64(&r);
+    uint64_t grp = cli_out_u64(&r);
     CHECK(r.status == 0 && grp, "group: %d %s", r.status, r.err);
     char gs[32], g1[64], g2[64], wantg2[128];
     snprintf(gs, sizeof gs, "%" PRIu64, grp);
@@ -282,11 +216,11 @@ static void two_users_encrypted(void) {
     snprintf(g2, sizeof g2, "cli-group-two-%08x", tag);
     snprintf(wantg2, sizeof wantg2, "\"text\":\"%s\"", g2);
     cli(&r, "alice", "send", gs, g1, NULL);
-    CHECK(r.status == 0 && out_u64(&r), "alice sends in the group: %d %s", r.status, r.err);
+    CHECK(r.status == 0 && cli_out_u64(&r), "alice sends in the group: %d %s", r.status, r.err);
     cli(&r, "bob", "sync", "--plaintext", NULL);
     CHECK(r.status == 0 && !strstr(r.out, g1), "bob's plain sync: %d\n%s", r.status, r.out);
     cli(&r, "alice", "send", gs, g2, NULL);
-    CHECK(r.status == 0 && out_u64(&r), "alice sends again: %d %s", r.status, r.err);
+    CHECK(r.status == 0 && cli_out_u64(&r), "alice sends again: %d %s", r.status, r.err);
     cli(&r, "bob", "sync", NULL);
     CHECK(r.status == 0 && strstr(r.out, wantg2), "after a plain sync, bob cannot read alice's group text:\n%s",
           r.out);
@@ -294,7 +228,7 @@ static void two_users_encrypted(void) {
 
     /* a message sent --plaintext is stored as it is: the scan finds it */
     cli(&r, "alice", "send", cs, control, "--plaintext", NULL);
-    CHECK(r.status == 0 && out_u64(&r), "control: %d %s", r.status, r.err);
+    CHECK(r.status == 0 && cli_out_u64(&r), "control: %d %s", r.status, r.err);
     int found = 0;
     for (int i = 0; i < 50 && !(found = server_files_holding(control)); i++) h_sleep_ms(100);
     CHECK(found, "the clear control message is nowhere under %s: the scan proves nothing", S.dir);

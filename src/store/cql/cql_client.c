@@ -5,6 +5,7 @@
  * See cql.h for the contract. Everything below "I/O thread" runs only on
  * that thread; the submit side shares only `mu`-protected fields. */
 #include "store/cql/cql.h"
+#include "core/clock.h"
 #include "store/cql/cql_result_internal.h"
 #include "store/cql/cql_wire.h"
 
@@ -763,14 +764,7 @@ fail:
 }
 
 int cql_wait_ready(cql_client *c, int timeout_ms) {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = clock_realtime_deadline(timeout_ms);
     pthread_mutex_lock(&c->mu);
     int rc = 0;
     while (c->ready_conns == 0 && rc == 0)
