@@ -135,3 +135,25 @@ export function finish() {
   console.log(`CASES ${passed} passed ${failed} failed`);
   return failed === 0 && passed > 0 ? 0 : 1;
 }
+
+// Runs a browser test's main(), then always: closes the browser (getBrowser()
+// may give undefined when it never started), shows the server's log tail when
+// something failed, stops the server, removes the parley-cli state directory,
+// prints the summary and exits with its code.
+export async function runBrowserTest(main, { server, cliState, getBrowser }) {
+  let code = 1;
+  try {
+    await main();
+  } catch (e) {
+    console.error(`  setup: ${e && e.stack ? e.stack : e}`);
+    console.log('FAIL setup');
+  } finally {
+    const browser = getBrowser();
+    if (browser) await browser.close().catch(() => undefined);
+    if (process.exitCode) console.error(server.logTail());
+    await server.destroy();
+    rmSync(cliState, { recursive: true, force: true });
+    code = finish();
+  }
+  process.exit(code);
+}

@@ -21,10 +21,10 @@
 //     open page; /#c=ID, the URL the worker opens when no page is, opens it too.
 // Env: PARLEY_BIN, PARLEY_CLI, CHROMIUM.
 import { createRequire } from 'node:module';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ROOT, Server, cli, freePort, runCase, finish, waitFor } from './lib.mjs';
+import { ROOT, Server, cli, freePort, runBrowserTest, runCase, waitFor } from './lib.mjs';
 
 const require = createRequire(join(ROOT, 'web/package.json'));
 const { chromium } = require('playwright-core');
@@ -202,17 +202,4 @@ async function main() {
   });
 }
 
-let code = 1;
-try {
-  await main();
-} catch (e) {
-  console.error(`  setup: ${e && e.stack ? e.stack : e}`);
-  console.log('FAIL setup');
-} finally {
-  if (browser) await browser.close().catch(() => undefined);
-  if (process.exitCode) console.error(server.logTail());
-  await server.destroy();
-  rmSync(cliState, { recursive: true, force: true });
-  code = finish();
-}
-process.exit(code);
+await runBrowserTest(main, { server, cliState, getBrowser: () => browser });
