@@ -42,7 +42,7 @@ static void remaining_length_spec_table(void) {
 }
 
 static void remaining_length_malformed(void) {
-    uint8_t first;
+    uint8_t first = 0;
     uint32_t rem;
     size_t hl;
     const uint8_t five[] = {0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F};   /* a fifth length byte */
@@ -68,9 +68,9 @@ static const uint8_t CONNECT_V4[] = {
 };
 
 static void connect_v4(void) {
-    uint8_t first;
-    const uint8_t *body;
-    size_t len;
+    uint8_t first = 0;
+    const uint8_t *body = NULL;
+    size_t len = 0;
     CHECK(split(CONNECT_V4, sizeof CONNECT_V4, &first, &body, &len) == 0, "framing");
     mqtt_connect c;
     CHECK(mqtt_decode_connect(first, body, len, &c) == MQTT_OK, "decode");
@@ -90,9 +90,9 @@ static void connect_v4(void) {
 
 static void connect_malformed(void) {
     uint8_t p[sizeof CONNECT_V4];
-    uint8_t first;
-    const uint8_t *body;
-    size_t len;
+    uint8_t first = 0;
+    const uint8_t *body = NULL;
+    size_t len = 0;
     mqtt_connect c;
     memcpy(p, CONNECT_V4, sizeof p);
     p[9] |= 0x01;   /* reserved flag */
@@ -144,9 +144,9 @@ static const uint8_t CONNECT_V5[] = {
 };
 
 static void connect_v5_properties(void) {
-    uint8_t first;
-    const uint8_t *body;
-    size_t len;
+    uint8_t first = 0;
+    const uint8_t *body = NULL;
+    size_t len = 0;
     CHECK(split(CONNECT_V5, sizeof CONNECT_V5, &first, &body, &len) == 0, "framing");
     mqtt_connect c;
     CHECK(mqtt_decode_connect(first, body, len, &c) == MQTT_OK, "decode");
@@ -190,9 +190,9 @@ static void properties_checked(void) {
 static void publish_both_levels(void) {
     /* 3.1.1 PUBLISH QoS 1 to "a/b", packet id 10, payload "hi" */
     const uint8_t v4[] = {0x32, 0x09, 0x00, 0x03, 'a', '/', 'b', 0x00, 0x0A, 'h', 'i'};
-    uint8_t first;
-    const uint8_t *body;
-    size_t len;
+    uint8_t first = 0;
+    const uint8_t *body = NULL;
+    size_t len = 0;
     mqtt_publish p;
     CHECK(split(v4, sizeof v4, &first, &body, &len) == 0, "framing");
     CHECK(mqtt_decode_publish(4, first, body, len, &p) == MQTT_OK, "decode v4");
@@ -212,9 +212,9 @@ static void publish_both_levels(void) {
 }
 
 static void publish_malformed(void) {
-    uint8_t first;
-    const uint8_t *body;
-    size_t len;
+    uint8_t first = 0;
+    const uint8_t *body = NULL;
+    size_t len = 0;
     mqtt_publish p;
     const uint8_t qos3[] = {0x36, 0x07, 0x00, 0x03, 'a', '/', 'b', 0x00, 0x0A};
     split(qos3, sizeof qos3, &first, &body, &len);
@@ -243,9 +243,9 @@ static void subscribe_and_acks(void) {
     /* 3.1.1 SUBSCRIBE id 1: "p/12.1/ev" QoS 1, "#" QoS 0 */
     const uint8_t sub[] = {0x82, 0x12, 0x00, 0x01, 0x00, 0x09, 'p', '/', '1', '2', '.', '1', '/', 'e', 'v', 0x01,
                            0x00, 0x01, '#', 0x00};
-    uint8_t first;
-    const uint8_t *body;
-    size_t len;
+    uint8_t first = 0;
+    const uint8_t *body = NULL;
+    size_t len = 0;
     mqtt_subscribe s;
     CHECK(split(sub, sizeof sub, &first, &body, &len) == 0, "framing");
     CHECK(mqtt_decode_subscribe(4, first, body, len, &s) == MQTT_OK && s.n_filters == 2 && s.packet_id == 1,

@@ -1,0 +1,652 @@
+/* test_mqtt.c -- parley over MQTT (README "MQTT"), with a minimal MQTT
+ * client written here over a socket (the codec's encoders, or raw bytes):
+ * both sign-in schemes and their refusals, requests on T/req answered on
+ * T/res, events on T/ev at QoS 1 whose PUBACK is the Ack, a persistent
+ * session that resumes after what was PUBACKed, MQTT and WebSocket devices
+ * talking to each other, subscriptions limited to the device's own topics,
+ * and malformed packets refused with the right reason code or a close while
+ * another connection on the server keeps working. */
+#include <errno.h>
+#include <poll.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../check.h"
+#include "harness.h"
+#include "net/mqtt_codec.h"
+
+static h_server S;
+static int MQTT_PORT;
+
+enum { MQ_BUF = 1 << 17, IO_MS = 10000, MAX_EVENTS = 256 };
+
+typedef struct mq {
+    int fd;
+    uint8_t level;
+    char topic[48];            /* "p/U.D" */
+    uint8_t buf[MQ_BUF];
+    size_t len;
+    /* events seen on T/ev (QoS 1), in arrival order */
+    uint64_t ev_seq[MAX_EVENTS];
+    uint16_t ev_pid[MAX_EVENTS];
+    size_t n_ev;
+    bool sync_done;
+    uint16_t next_pid;
+    uint64_t next_rid;
+} mq;
+
+static mq *mq_new(uint8_t level, const pc_identity *id) {
+    mq *m = h_calloc(1, sizeof *m);
+    m->fd = -1;
+    m->level = level;
+    m->next_pid = 1;
+    m->next_rid = 1;
+    snprintf(m->topic, sizeof m->topic, "p/%llu.%u", (unsigned long long)id->user_id, id->device_id);
+    return m;
+}
+
+static void mq_close(mq *m) {
+    if (m->fd >= 0) close(m->fd);
+    m->fd = -1;
+    m->len = 0;
+}
+
+static void mq_free(mq *m) {
+    if (!m) return;
+    mq_close(m);
+    h_free(m);
+}
+
+static int mq_write(mq *m, const void *p, size_t n) {
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t w = send(m->fd, b, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* The next whole packet: 1 (first, body copied to out, *len), 0 timeout,
+ * -1 the server closed the connection. */
+static int mq_next(mq *m, uint8_t *first, uint8_t *out, size_t cap, size_t *len, int timeout_ms) {
+    uint64_t deadline = h_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        uint32_t rem = 0;
+        size_t hl = 0;
+        int r = mqtt_fixed_header(m->buf, m->len, first, &rem, &hl);
+        if (r == MQTT_OK && hl + rem <= m->len) {
+            if (rem > cap) return -1;
+            memcpy(out, m->buf + hl, rem);
+            *len = rem;
+            memmove(m->buf, m->buf + hl + rem, m->len - hl - rem);
+            m->len -= hl + rem;
+            return 1;
+        }
+        if (r != MQTT_OK && r != MQTT_NEED_MORE) return -1;
+        uint64_t now = h_now_ms();
+        if (now >= deadline) return 0;
+        struct pollfd pfd = {.fd = m->fd, .events = POLLIN};
+        int pr = poll(&pfd, 1, (int)(deadline - now));
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr <= 0) return 0;
+        if (m->len == MQ_BUF) return -1;
+        ssize_t n = recv(m->fd, m->buf + m->len, MQ_BUF - m->len, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        m->len += (size_t)n;
+    }
+}
+
+/* Waits until the server closes the connection, skipping packets; true when
+ * it did. *disconnect: the reason code of a DISCONNECT seen on the way (-1: none). */
+static bool mq_closed(mq *m, int *disconnect) {
+    static uint8_t body[MQ_BUF];
+    *disconnect = -1;
+    for (int i = 0; i < 1000; i++) {
+        uint8_t first;
+        size_t len;
+        int r = mq_next(m, &first, body, sizeof body, &len, IO_MS);
+        if (r < 0) return true;
+        if (r == 0) return false;
+        if (first >> 4 == MQTT_DISCONNECT) *disconnect = len > 0 ? body[0] : 0;
+    }
+    return false;
+}
+
+static void make_password(const pc_identity *id, const char *client_id, uint64_t ts, char *out, size_t cap) {
+    /* the spec, written out again here: "parley.v1 mqtt password" || TS (8 bytes BE) || client id */
+    uint8_t msg[23 + 8 + 64];
+    memcpy(msg, "parley.v1 mqtt password", 23);
+    for (int i = 0; i < 8; i++) msg[23 + i] = (uint8_t)(ts >> (56 - 8 * i));
+    size_t idl = strlen(client_id);
+    memcpy(msg + 31, client_id, idl);
+    uint8_t sig[64];
+    crypto_sign_detached(sig, NULL, msg, 31 + idl, id->secret_key);
+    char b64[100];
+    sodium_bin2base64(b64, sizeof b64, sig, sizeof sig, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    snprintf(out, cap, "%llu.%s", (unsigned long long)ts, b64);
+}
+
+static uint64_t wall_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+/* TCP connect and CONNECT with the password scheme: client id `client_id`
+ * (NULL: id's own), password signed by id at ts. Returns the CONNACK reason
+ * (level 4: return code), -1 when none came. */
+static int mq_connect_password(mq *m, const pc_identity *id, const char *client_id, uint64_t ts, bool clean,
+                               bool *present) {
+    char cid[48], pw[160];
+    if (!client_id) {
+        snprintf(cid, sizeof cid, "%llu.%u", (unsigned long long)id->user_id, id->device_id);
+        client_id = cid;
+    }
+    make_password(id, client_id, ts, pw, sizeof pw);
+    mq_close(m);
+    m->fd = h_tcp_connect(MQTT_PORT, IO_MS);
+    if (m->fd < 0) return -1;
+    uint8_t p[512];
+    mqtt_connect_args a = {.level = m->level, .clean_start = clean, .keep_alive = 30, .client_id = client_id,
+                           .username = client_id, .password = (const uint8_t *)pw, .password_len = strlen(pw)};
+    size_t n = mqtt_encode_connect(p, sizeof p, &a);
+    if (!n || mq_write(m, p, n)) return -1;
+    uint8_t first, body[256];
+    size_t len;
+    if (mq_next(m, &first, body, sizeof body, &len, IO_MS) != 1 || first >> 4 != MQTT_CONNACK) return -1;
+    mqtt_connack ca;
+    if (mqtt_decode_connack(m->level, first, body, len, &ca) != MQTT_OK) return -1;
+    if (present) *present = ca.session_present;
+    return ca.reason;
+}
+
+/* A password's TS must be after the device's last one: two logins in one
+ * millisecond take the next millisecond, as a real client would. */
+static uint64_t fresh_ts(void) {
+    static uint64_t last;
+    uint64_t now = wall_ms();
+    last = now > last ? now : last + 1;
+    return last;
+}
+
+static int mq_login(mq *m, const pc_identity *id, bool clean, bool *present) {
+    return mq_connect_password(m, id, NULL, fresh_ts(), clean, present);
+}
+
+/* SUBSCRIBE to filters (suffixes of T when they start with '/', else as
+ * given) at QoS 1; the SUBACK's codes into codes. Returns how many, -1. */
+static int mq_subscribe(mq *m, const char *const *filters, size_t n, uint8_t *codes) {
+    char full[8][64];
+    const char *f[8];
+    for (size_t i = 0; i < n && i < 8; i++) {
+        if (filters[i][0] == '/') snprintf(full[i], sizeof full[i], "%s%s", m->topic, filters[i]);
+        else snprintf(full[i], sizeof full[i], "%s", filters[i]);
+        f[i] = full[i];
+    }
+    uint8_t opts[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    uint8_t p[1024];
+    uint16_t pid = m->next_pid++;
+    size_t len = mqtt_encode_subscribe(p, sizeof p, m->level, false, pid, f, opts, n);
+    if (!len || mq_write(m, p, len)) return -1;
+    uint8_t first, body[512];
+    if (mq_next(m, &first, body, sizeof body, &len, IO_MS) != 1 || first >> 4 != MQTT_SUBACK) return -1;
+    mqtt_suback sa;
+    if (mqtt_decode_suback(m->level, first, body, len, &sa) != MQTT_OK || sa.packet_id != pid) return -1;
+    memcpy(codes, sa.codes.p, sa.codes.len);
+    return (int)sa.codes.len;
+}
+
+static int mq_subscribe_own(mq *m) {
+    const char *f[] = {"/res", "/ev"};
+    uint8_t codes[2];
+    return mq_subscribe(m, f, 2, codes) == 2 && codes[0] == 1 && codes[1] == 1 ? 0 : -1;
+}
+
+/* PUBLISHes f (request_id set here) to T/req at QoS qos; returns the request id. */
+static uint64_t mq_request(mq *m, Parley__V1__Frame *f, uint8_t qos) {
+    f->request_id = m->next_rid++;
+    size_t n = parley__v1__frame__get_packed_size(f);
+    uint8_t *p = malloc(n + 128);
+    char topic[64];
+    snprintf(topic, sizeof topic, "%s/req", m->topic);
+    size_t h = mqtt_encode_publish_head(p, n + 128, m->level, topic, strlen(topic), qos, false,
+                                        qos ? m->next_pid++ : 0, n);
+    parley__v1__frame__pack(f, p + h);
+    int r = mq_write(m, p, h + n);
+    free(p);
+    return r ? 0 : f->request_id;
+}
+
+static int mq_puback(mq *m, uint16_t pid) {
+    uint8_t p[8];
+    size_t n = mqtt_encode_ack(p, sizeof p, m->level, MQTT_PUBACK, pid, 0);
+    return mq_write(m, p, n);
+}
+
+/* Reads packets until the Response to rid (returned, or NULL), recording
+ * events and SyncDone on the way; PUBACKs of our QoS 1 requests skipped.
+ * rid 0: until SyncDone. Every PUBLISH must be on one of our topics. */
+static Parley__V1__Frame *mq_until(mq *m, uint64_t rid, bool *foreign) {
+    static uint8_t body[MQ_BUF];
+    for (int i = 0; i < 4096; i++) {
+        uint8_t first;
+        size_t len;
+        if (mq_next(m, &first, body, sizeof body, &len, IO_MS) != 1) return NULL;
+        if (first >> 4 != MQTT_PUBLISH) continue;
+        mqtt_publish p;
+        if (mqtt_decode_publish(m->level, first, body, len, &p) != MQTT_OK) return NULL;
+        size_t tl = strlen(m->topic);
+        if (p.topic.len <= tl || memcmp(p.topic.p, m->topic, tl) != 0) {
+            if (foreign) *foreign = true;
+            continue;
+        }
+        Parley__V1__Frame *f = parley__v1__frame__unpack(NULL, p.payload.len, p.payload.p);
+        if (!f) return NULL;
+        if (f->body_case == PARLEY__V1__FRAME__BODY_EVENT && p.qos == 1 && m->n_ev < MAX_EVENTS) {
+            m->ev_seq[m->n_ev] = f->event->user_seq;
+            m->ev_pid[m->n_ev++] = p.packet_id;
+        }
+        if (f->body_case == PARLEY__V1__FRAME__BODY_SYNC_DONE) m->sync_done = true;
+        if ((rid && f->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && f->request_id == rid) ||
+            (!rid && f->body_case == PARLEY__V1__FRAME__BODY_SYNC_DONE))
+            return f;
+        parley__v1__frame__free_unpacked(f, NULL);
+    }
+    return NULL;
+}
+
+static int mq_send_text(mq *m, uint64_t conv, const char *text, uint64_t *seq) {
+    Parley__V1__Frame f;
+    Parley__V1__SendMessage sm;
+    parley__v1__frame__init(&f);
+    parley__v1__send_message__init(&sm);
+    uint8_t cmid[16];
+    randombytes_buf(cmid, sizeof cmid);
+    sm.conversation_id = conv;
+    sm.client_msg_id.data = cmid;
+    sm.client_msg_id.len = sizeof cmid;
+    sm.type = PARLEY__V1__MESSAGE_TYPE__TEXT;
+    sm.body.data = (uint8_t *)text;
+    sm.body.len = strlen(text);
+    f.body_case = PARLEY__V1__FRAME__BODY_SEND_MESSAGE;
+    f.send_message = &sm;
+    uint64_t rid = mq_request(m, &f, 1);
+    Parley__V1__Frame *r = rid ? mq_until(m, rid, NULL) : NULL;
+    int ok = r && r->response->status == PARLEY__V1__STATUS__OK && r->response->result_case ==
+             PARLEY__V1__RESPONSE__RESULT_SENT;
+    if (ok && seq) *seq = r->response->sent->seq;
+    if (r) parley__v1__frame__free_unpacked(r, NULL);
+    return ok ? 0 : -1;
+}
+
+/* ------------------------------------------------------------ fixtures */
+
+/* A user on WebSocket (owner) with a second device to be used over MQTT
+ * (its WebSocket client is closed: only its identity is kept). */
+static h_dev *OWNER, *PEER;
+static pc_identity MQ_ID;       /* OWNER's second device */
+static uint64_t CONV;           /* OWNER <-> PEER, both accepted */
+
+static int fixtures(void) {
+    OWNER = h_user_new(&S, NULL);
+    PEER = h_user_new(&S, NULL);
+    if (!OWNER || !PEER) return -1;
+    h_dev *second = h_device_link(&S, OWNER);
+    if (!second) return -1;
+    MQ_ID = second->id;
+    h_dev_free(second);
+    if (pc_open_direct(OWNER->c, PEER->id.user_id, &CONV) != 0) return -1;
+    if (h_send(OWNER, CONV, "hello") == 0) return -1;
+    return h_accept(PEER, CONV);
+}
+
+/* ------------------------------------------------------------ cases */
+
+static void password_scheme(void) {
+    mq *m = mq_new(4, &MQ_ID);
+    double fails0 = 0, fails1 = 0;
+    CHECK(h_metric(&S, "parley_mqtt_auth_failures_total", &fails0) == 0, "metric missing");
+    uint64_t ts = fresh_ts();
+    int rc = mq_connect_password(m, &MQ_ID, NULL, ts, true, NULL);
+    CHECK(rc == MQTT_V4_ACCEPTED, "good password: CONNACK %d", rc);
+    CHECK(mq_subscribe_own(m) == 0, "subscribe");
+    Parley__V1__Frame f;
+    Parley__V1__ListConversations lc;
+    parley__v1__frame__init(&f);
+    parley__v1__list_conversations__init(&lc);
+    f.body_case = PARLEY__V1__FRAME__BODY_LIST_CONVERSATIONS;
+    f.list_conversations = &lc;
+    uint64_t rid = mq_request(m, &f, 0);
+    Parley__V1__Frame *r = mq_until(m, rid, NULL);
+    CHECK(r && r->response->status == PARLEY__V1__STATUS__OK, "ListConversations over MQTT not answered");
+    size_t n = r->response->conversations->n_conversations;
+    parley__v1__frame__free_unpacked(r, NULL);
+    CHECK(n == 1, "the device sees %zu conversations", n);
+
+    /* the same password again: a replay */
+    rc = mq_connect_password(m, &MQ_ID, NULL, ts, true, NULL);
+    CHECK(rc == MQTT_V4_NOT_AUTHORIZED, "replayed password: CONNACK %d", rc);
+    /* an older TS than the last accepted, though within the window */
+    rc = mq_connect_password(m, &MQ_ID, NULL, ts - 1000, true, NULL);
+    CHECK(rc == MQTT_V4_NOT_AUTHORIZED, "earlier TS: CONNACK %d", rc);
+    /* stale: two minutes old */
+    rc = mq_connect_password(m, &MQ_ID, NULL, wall_ms() - 120000, true, NULL);
+    CHECK(rc == MQTT_V4_NOT_AUTHORIZED, "stale TS: CONNACK %d", rc);
+    /* another device's client id, signed with this key */
+    char other[48];
+    snprintf(other, sizeof other, "%llu.%u", (unsigned long long)OWNER->id.user_id, OWNER->id.device_id);
+    rc = mq_connect_password(m, &MQ_ID, other, fresh_ts(), true, NULL);
+    CHECK(rc == MQTT_V4_BAD_USER_PASS, "wrong device: CONNACK %d", rc);
+    /* not USER.DEVICE */
+    rc = mq_connect_password(m, &MQ_ID, "012.1", fresh_ts(), true, NULL);
+    CHECK(rc == MQTT_V4_ID_REJECTED, "bad client id: CONNACK %d", rc);
+    /* and a fresh one still works at level 5 */
+    m->level = 5;
+    rc = mq_connect_password(m, &MQ_ID, NULL, fresh_ts(), true, NULL);
+    CHECK(rc == MQTT_RC_SUCCESS, "level 5 password: CONNACK 0x%02x", rc);
+    CHECK(h_metric(&S, "parley_mqtt_auth_failures_total", &fails1) == 0, "metric missing");
+    CHECK(fails1 >= fails0 + 5, "auth failures counted %.0f -> %.0f", fails0, fails1);
+    mq_free(m);
+}
+
+/* MQTT 5 AUTH exchange: CONNECT with the method, AUTH 0x18 with a nonce,
+ * AUTH 0x18 with the signature, CONNACK. */
+static int mq_connect_enhanced(mq *m, const pc_identity *id, bool corrupt) {
+    mq_close(m);
+    m->fd = h_tcp_connect(MQTT_PORT, IO_MS);
+    if (m->fd < 0) return -1;
+    char cid[48];
+    snprintf(cid, sizeof cid, "%llu.%u", (unsigned long long)id->user_id, id->device_id);
+    uint8_t p[512], first, body[512];
+    size_t len;
+    mqtt_connect_args a = {.level = 5, .clean_start = true, .keep_alive = 30, .client_id = cid,
+                           .auth_method = "parley-ed25519"};
+    size_t n = mqtt_encode_connect(p, sizeof p, &a);
+    if (mq_write(m, p, n)) return -1;
+    if (mq_next(m, &first, body, sizeof body, &len, IO_MS) != 1 || first >> 4 != MQTT_AUTH) return -1;
+    mqtt_reason_packet au;
+    if (mqtt_decode_auth(first, body, len, &au) != MQTT_OK || au.reason != MQTT_RC_CONTINUE_AUTH ||
+        au.props.auth_data.len != 32)
+        return -1;
+    uint8_t msg[19 + 32], sig[64];
+    memcpy(msg, "parley.v1 mqtt auth", 19);
+    memcpy(msg + 19, au.props.auth_data.p, 32);
+    crypto_sign_detached(sig, NULL, msg, sizeof msg, id->secret_key);
+    if (corrupt) sig[0] ^= 1;
+    n = mqtt_encode_auth(p, sizeof p, MQTT_RC_CONTINUE_AUTH, "parley-ed25519", sig, sizeof sig);
+    if (mq_write(m, p, n)) return -1;
+    if (mq_next(m, &first, body, sizeof body, &len, IO_MS) != 1 || first >> 4 != MQTT_CONNACK) return -1;
+    mqtt_connack ca;
+    if (mqtt_decode_connack(5, first, body, len, &ca) != MQTT_OK) return -1;
+    return ca.reason;
+}
+
+static void enhanced_auth(void) {
+    mq *m = mq_new(5, &MQ_ID);
+    int rc = mq_connect_enhanced(m, &MQ_ID, false);
+    CHECK(rc == MQTT_RC_SUCCESS, "parley-ed25519: CONNACK 0x%02x", rc);
+    CHECK(mq_subscribe_own(m) == 0, "subscribe");
+    uint64_t seq = 0;
+    CHECK(mq_send_text(m, CONV, "via mqtt 5 auth", &seq) == 0 && seq > 0, "send after AUTH sign-in");
+    rc = mq_connect_enhanced(m, &MQ_ID, true);
+    CHECK(rc == MQTT_RC_NOT_AUTHORIZED, "bad signature: CONNACK 0x%02x, want 0x87", rc);
+    mq_free(m);
+}
+
+/* MQTT -> WebSocket and WebSocket -> MQTT in one conversation. */
+static void talks_to_websocket(void) {
+    mq *m = mq_new(4, &MQ_ID);
+    CHECK(mq_login(m, &MQ_ID, true, NULL) == 0, "connect");
+    CHECK(mq_subscribe_own(m) == 0, "subscribe");
+    /* catch up (clean start: the device asks, as over WebSocket) */
+    Parley__V1__Frame f;
+    Parley__V1__StartSync ss;
+    parley__v1__frame__init(&f);
+    parley__v1__start_sync__init(&ss);
+    f.body_case = PARLEY__V1__FRAME__BODY_START_SYNC;
+    f.start_sync = &ss;
+    uint64_t rid = mq_request(m, &f, 1);
+    Parley__V1__Frame *r = mq_until(m, rid, NULL);
+    CHECK(r && r->response->status == PARLEY__V1__STATUS__OK, "StartSync over MQTT");
+    parley__v1__frame__free_unpacked(r, NULL);
+    r = mq_until(m, 0, NULL);
+    CHECK(r, "no SyncDone over MQTT");
+    parley__v1__frame__free_unpacked(r, NULL);
+
+    uint64_t seq = 0;
+    CHECK(mq_send_text(m, CONV, "from mqtt", &seq) == 0, "send over MQTT");
+    CHECK(h_dev_sync(PEER, 10000) == 0, "peer sync");
+    h_dev *peer[] = {PEER};
+    uint64_t until = h_now_ms() + IO_MS;
+    while (!h_dev_has(PEER, CONV, seq) && h_now_ms() < until) {
+        h_count_goal g = {.devs = peer, .n = 1, .conv = CONV, .want = h_dev_count(PEER, CONV) + 1};
+        h_pump(peer, 1, h_pred_count, &g, 200);
+    }
+    CHECK(h_dev_has(PEER, CONV, seq), "the WebSocket peer did not get seq %llu sent over MQTT", (unsigned long long)seq);
+
+    uint64_t back = h_send(PEER, CONV, "from websocket");
+    CHECK(back > 0, "send over WebSocket");
+    /* the MQTT device gets it as a QoS 1 event on T/ev */
+    bool got = false;
+    for (int i = 0; i < 64 && !got; i++) {
+        size_t had = m->n_ev;
+        Parley__V1__Frame ping;
+        Parley__V1__ListConversations lc;
+        parley__v1__frame__init(&ping);
+        parley__v1__list_conversations__init(&lc);
+        ping.body_case = PARLEY__V1__FRAME__BODY_LIST_CONVERSATIONS;
+        ping.list_conversations = &lc;
+        r = mq_until(m, mq_request(m, &ping, 0), NULL);
+        CHECK(r, "connection lost");
+        parley__v1__frame__free_unpacked(r, NULL);
+        got = m->n_ev > had;
+        if (!got) h_sleep_ms(100);
+    }
+    CHECK(got, "no event over MQTT for the WebSocket peer's message");
+    mq_free(m);
+}
+
+/* Events at QoS 1; PUBACK = Ack; a persistent session resumes after the
+ * last PUBACKed event and sends each unacknowledged one once. */
+static void puback_advances_cursor(void) {
+    /* a fresh device, so its inbox cursor starts at 0 */
+    h_dev *third = h_device_link(&S, OWNER);
+    CHECK(third, "third device");
+    pc_identity id = third->id;
+    for (int i = 0; i < 6; i++) CHECK(h_send(PEER, CONV, "backlog") > 0, "send %d", i);
+
+    h_dev_free(third);
+    mq *m = mq_new(4, &id);
+    bool present = false;
+    CHECK(mq_login(m, &id, false, &present) == 0, "connect");
+    CHECK(mq_subscribe_own(m) == 0, "subscribe");
+    /* persistent session: sync starts by itself at SUBSCRIBE */
+    Parley__V1__Frame *r = mq_until(m, 0, NULL);
+    CHECK(r, "no SyncDone after SUBSCRIBE");
+    parley__v1__frame__free_unpacked(r, NULL);
+    size_t total = m->n_ev;
+    CHECK(total >= 6, "%zu events", total);
+    for (size_t i = 1; i < total; i++) CHECK(m->ev_seq[i] > m->ev_seq[i - 1], "events out of order");
+    uint64_t last = m->ev_seq[total - 1];
+    /* PUBACK the first half */
+    size_t half = total / 2;
+    for (size_t i = 0; i < half; i++) CHECK(mq_puback(m, m->ev_pid[i]) == 0, "puback");
+    uint64_t acked = m->ev_seq[half - 1];
+    /* a request through the writer after the PUBACKs: it sees the Ack first
+     * (acks are handed over before the connection's next request), so once
+     * it is answered the cursor is stored */
+    Parley__V1__Frame f;
+    Parley__V1__MarkRead mr;
+    parley__v1__frame__init(&f);
+    parley__v1__mark_read__init(&mr);
+    mr.conversation_id = CONV;
+    mr.seq = 1;
+    f.body_case = PARLEY__V1__FRAME__BODY_MARK_READ;
+    f.mark_read = &mr;
+    r = mq_until(m, mq_request(m, &f, 0), NULL);
+    CHECK(r, "MarkRead not answered");
+    parley__v1__frame__free_unpacked(r, NULL);
+    mq_close(m);   /* dropped without DISCONNECT */
+
+    m->n_ev = 0;
+    m->sync_done = false;
+    CHECK(mq_login(m, &id, false, &present) == 0, "reconnect");
+    CHECK(present, "CONNACK session present = 0 with a stored cursor");
+    CHECK(mq_subscribe_own(m) == 0, "subscribe again");
+    r = mq_until(m, 0, NULL);
+    CHECK(r, "no SyncDone after the reconnect");
+    parley__v1__frame__free_unpacked(r, NULL);
+    /* exactly the events after the PUBACKed one, each once, in order */
+    CHECK(m->n_ev > 0 && m->ev_seq[0] == acked + 1, "resumed at %llu, want %llu",
+          (unsigned long long)(m->n_ev ? m->ev_seq[0] : 0), (unsigned long long)(acked + 1));
+    for (size_t i = 1; i < m->n_ev; i++) CHECK(m->ev_seq[i] == m->ev_seq[i - 1] + 1, "gap or duplicate");
+    CHECK(m->ev_seq[m->n_ev - 1] >= last, "ended at %llu before %llu", (unsigned long long)m->ev_seq[m->n_ev - 1],
+          (unsigned long long)last);
+    mq_free(m);
+}
+
+static void subscriptions_limited(void) {
+    mq *m = mq_new(4, &MQ_ID);
+    CHECK(mq_login(m, &MQ_ID, true, NULL) == 0, "connect");
+    char other[64];
+    snprintf(other, sizeof other, "p/%llu.%u/ev", (unsigned long long)PEER->id.user_id, PEER->id.device_id);
+    const char *bad[] = {other, "#", "p/#", "+/+/ev", "/req"};
+    uint8_t codes[8];
+    CHECK(mq_subscribe(m, bad, 5, codes) == 5, "SUBACK");
+    for (int i = 0; i < 5; i++) CHECK(codes[i] == 0x80, "filter %d granted 0x%02x (3.1.1 wants 0x80)", i, codes[i]);
+    /* level 5 says 0x87 */
+    mq *m5 = mq_new(5, &MQ_ID);
+    CHECK(mq_login(m5, &MQ_ID, true, NULL) == 0, "connect 5");
+    CHECK(mq_subscribe(m5, bad, 3, codes) == 3, "SUBACK 5");
+    for (int i = 0; i < 3; i++) CHECK(codes[i] == 0x87, "filter %d: 0x%02x, want 0x87", i, codes[i]);
+    /* traffic for the peer goes on; nothing of it reaches these connections */
+    CHECK(h_send(OWNER, CONV, "not for mqtt eyes") > 0, "send");
+    const char *own[] = {"/res"};
+    CHECK(mq_subscribe(m, own, 1, codes) == 1 && codes[0] == 1, "own topic");
+    Parley__V1__Frame f;
+    Parley__V1__ListConversations lc;
+    parley__v1__frame__init(&f);
+    parley__v1__list_conversations__init(&lc);
+    f.body_case = PARLEY__V1__FRAME__BODY_LIST_CONVERSATIONS;
+    f.list_conversations = &lc;
+    bool foreign = false;
+    Parley__V1__Frame *r = mq_until(m, mq_request(m, &f, 0), &foreign);
+    CHECK(r, "request after refused subscriptions");
+    parley__v1__frame__free_unpacked(r, NULL);
+    CHECK(!foreign, "a PUBLISH outside the device's topics arrived");
+    CHECK(m->n_ev == 0, "events arrived without a T/ev subscription");
+    mq_free(m);
+    mq_free(m5);
+}
+
+/* One bad input on a fresh connection; returns the DISCONNECT reason (-1:
+ * closed without one; -2: not closed). signed_in: CONNACK first. */
+static int bad_input(uint8_t level, bool signed_in, const uint8_t *bytes, size_t n) {
+    mq *m = mq_new(level, &MQ_ID);
+    int result = -2;
+    if (signed_in) {
+        if (mq_login(m, &MQ_ID, true, NULL) != 0) {
+            mq_free(m);
+            return -3;
+        }
+    } else {
+        m->fd = h_tcp_connect(MQTT_PORT, IO_MS);
+    }
+    int reason = -1;
+    if (m->fd >= 0 && mq_write(m, bytes, n) == 0 && mq_closed(m, &reason)) result = reason;
+    mq_free(m);
+    return result;
+}
+
+static void malformed_packets(void) {
+    /* a healthy connection that must keep working throughout */
+    mq *ok = mq_new(5, &MQ_ID);
+    CHECK(mq_login(ok, &MQ_ID, true, NULL) == 0, "connect");
+    char t[64];
+    snprintf(t, sizeof t, "%s/req", ok->topic);
+    size_t tl = strlen(t);
+
+    const uint8_t five_byte_len[] = {0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F};
+    CHECK(bad_input(5, true, five_byte_len, sizeof five_byte_len) == MQTT_RC_MALFORMED, "5-byte length: want 0x81");
+    const uint8_t non_minimal[] = {0xC0, 0x80, 0x00};
+    CHECK(bad_input(5, true, non_minimal, sizeof non_minimal) == MQTT_RC_MALFORMED, "non-minimal length: want 0x81");
+    CHECK(bad_input(4, true, five_byte_len, sizeof five_byte_len) == -1, "3.1.1 bad length: want a plain close");
+    const uint8_t ping_first[] = {0xC0, 0x00};
+    CHECK(bad_input(5, false, ping_first, sizeof ping_first) == -1, "PINGREQ before CONNECT: want a close");
+    /* a second CONNECT */
+    uint8_t p[600];
+    mqtt_connect_args a = {.level = 5, .clean_start = true, .client_id = "1.1"};
+    size_t n = mqtt_encode_connect(p, sizeof p, &a);
+    CHECK(bad_input(5, true, p, n) == MQTT_RC_PROTOCOL_ERROR, "second CONNECT: want 0x82");
+    /* oversize: a declared length over --max-message (1 MiB here) */
+    const uint8_t huge[] = {0x30, 0xFF, 0xFF, 0x7F};   /* 2 MiB */
+    CHECK(bad_input(5, true, huge, sizeof huge) == MQTT_RC_PACKET_TOO_LARGE, "oversize: want 0x95");
+    /* QoS 2 to T/req */
+    n = mqtt_encode_publish_head(p, sizeof p, 5, t, tl, 2, false, 7, 0);
+    CHECK(bad_input(5, true, p, n) == MQTT_RC_QOS_NOT_SUPPORTED, "QoS 2: want 0x9B");
+    n = mqtt_encode_publish_head(p, sizeof p, 4, t, tl, 2, false, 7, 0);
+    CHECK(bad_input(4, true, p, n) == -1, "3.1.1 QoS 2: want a close");
+    /* retained */
+    n = mqtt_encode_publish_head(p, sizeof p, 5, t, tl, 0, true, 0, 0);
+    CHECK(bad_input(5, true, p, n) == MQTT_RC_RETAIN_NOT_SUPPORTED, "retain: want 0x9A");
+    /* a topic that is not UTF-8 */
+    const uint8_t bad_topic[] = {0x30, 0x06, 0x00, 0x03, 'p', 0xC0, 0xAF, 0x00};
+    CHECK(bad_input(5, true, bad_topic, sizeof bad_topic) == MQTT_RC_MALFORMED, "bad UTF-8 topic: want 0x81");
+    /* QoS 0 PUBLISH to another topic */
+    n = mqtt_encode_publish_head(p, sizeof p, 5, "p/1.1/req", 9, 0, false, 0, 0);
+    CHECK(bad_input(5, true, p, n) == MQTT_RC_TOPIC_NAME_INVALID, "foreign topic: want 0x90");
+    /* a property given twice: Payload Format Indicator in a PUBLISH */
+    uint8_t dup[128];
+    size_t k = 0;
+    dup[k++] = 0x30;
+    dup[k++] = (uint8_t)(2 + tl + 5);
+    dup[k++] = 0;
+    dup[k++] = (uint8_t)tl;
+    memcpy(dup + k, t, tl);
+    k += tl;
+    dup[k++] = 0x04;
+    dup[k++] = 0x01; dup[k++] = 0x00; dup[k++] = 0x01; dup[k++] = 0x00;
+    CHECK(bad_input(5, true, dup, k) == MQTT_RC_PROTOCOL_ERROR, "duplicate property: want 0x82");
+
+    /* the healthy connection still answers */
+    uint8_t ping[2] = {0xC0, 0x00}, first, body[64];
+    size_t len;
+    CHECK(mq_write(ok, ping, 2) == 0, "ping");
+    CHECK(mq_next(ok, &first, body, sizeof body, &len, IO_MS) == 1 && first == 0xD0, "no PINGRESP after the bad inputs");
+    double malformed = 0;
+    CHECK(h_metric(&S, "parley_mqtt_malformed_total", &malformed) == 0 && malformed >= 10,
+          "malformed counted %.0f", malformed);
+    mq_free(ok);
+}
+
+int main(void) {
+    MQTT_PORT = h_free_port();
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", MQTT_PORT);
+    const char *args[] = {"--mqtt-listen", listen, NULL};
+    if (h_server_start(&S, args) != 0 || fixtures() != 0) {
+        printf("FAIL setup\n");
+        h_server_destroy(&S);
+        return 1;
+    }
+    RUN(password_scheme);
+    RUN(enhanced_auth);
+    RUN(talks_to_websocket);
+    RUN(puback_advances_cursor);
+    RUN(subscriptions_limited);
+    RUN(malformed_packets);
+    h_dev_free(OWNER);
+    h_dev_free(PEER);
+    if (h_server_stop(&S) != 0) printf("FAIL server exit\n");
+    h_server_destroy(&S);
+    CHECK_EXIT();
+}
