@@ -28,14 +28,16 @@ enum {
     MQTT_RC_PAYLOAD_FORMAT_INVALID = 0x99,
 };
 
-/* What an MQTT connection holds beyond struct conn: 24 bytes. */
+/* What an MQTT connection holds beyond struct conn: 32 bytes. */
 typedef struct mqtt_link {
+    buf ws_in;              /* MQTT over WebSocket: a packet not yet whole across messages */
     uint64_t user;          /* from the client id (the connection's once signed in) */
     uint32_t device;
     uint16_t keep_alive_s;  /* agreed keep-alive (the server's, when it lowered it); 0: none */
     uint16_t receive_max;   /* the device's Receive Maximum (level 5); 0: not given */
     uint8_t level;          /* 4 or 5; 0 before a CONNECT was understood */
     uint8_t close_reason;   /* level 5 DISCONNECT reason when the server closes; 0: from the close code */
+    bool connected : 1;     /* CONNACK sent: a signed-in device */
     bool clean_start : 1;
     bool auth_wait : 1;     /* level-5 AUTH exchange: nonce sent (c->auth), signature awaited */
     bool sub_res : 1;       /* subscribed to T/res */
@@ -62,14 +64,28 @@ bool mqtt_conn_accepted(worker *w, conn *c) {
 
 void mqtt_conn_free(worker *w, conn *c) {
     uint64_t v = 0;
-    if (w->mqtt_links && u64map_remove(w->mqtt_links, c->id, &v)) free((mqtt_link *)(uintptr_t)v);
-    if (c->state == CONN_WS) atomic_fetch_sub(&g_metrics.mqtt_connections, 1);
+    if (!w->mqtt_links || !u64map_remove(w->mqtt_links, c->id, &v)) return;
+    mqtt_link *l = (mqtt_link *)(uintptr_t)v;
+    if (l->connected && c->state == CONN_WS) atomic_fetch_sub(&g_metrics.mqtt_connections, 1);
+    buf_free(&l->ws_in);
+    free(l);
 }
 
 /* ---------------------------------------------------------------- output */
 
+/* Over WebSocket each MQTT packet is one binary message (the WebSocket
+ * header goes first); over TCP the packets follow each other. */
+static size_t ws_head(const conn *c, uint8_t *dst, size_t mqtt_len) {
+    return c->framed ? ws_write_header(dst, WS_OP_BINARY, true, mqtt_len, NULL) : 0;
+}
+
 static void out_packet(worker *w, conn *c, const uint8_t *p, size_t n) {
-    if (n == 0 || buf_append(&c->out, p, n)) return;   /* out of memory: the close follows anyway */
+    if (n == 0) return;
+    uint8_t *dst = buf_reserve(&c->out, WS_MAX_HEADER + n);
+    if (!dst) return;   /* out of memory: the close follows anyway */
+    size_t h = ws_head(c, dst, n);
+    memcpy(dst + h, p, n);
+    buf_commit(&c->out, h + n);
     METRIC_INC(frames_out_total);
     conn_mark_dirty(w, c);
 }
@@ -79,21 +95,26 @@ static size_t topic_of(char *out, const conn *c, const char *suffix) {
     return n > 0 && n < TOPIC_MAX ? (size_t)n : 0;
 }
 
-/* Room for a QoS 0 PUBLISH of payload_len bytes to T/suffix, its head
- * written; NULL when the device does not take it (or memory ran out). */
+/* Room for a QoS 0 PUBLISH of payload_len bytes to T/res or T/ev, its
+ * head written (*head: the bytes before the payload); NULL when the device
+ * does not take it (or memory ran out). */
 static uint8_t *publish_start(worker *w, conn *c, bool response, size_t payload_len, size_t *head) {
     mqtt_link *l = link_of(w, c);
-    if (!l || c->state != CONN_WS || !(response ? l->sub_res : l->sub_ev)) return NULL;
+    if (!l || !l->connected || !(response ? l->sub_res : l->sub_ev)) return NULL;
     char t[TOPIC_MAX];
     size_t tl = topic_of(t, c, response ? "res" : "ev");
-    size_t room = MQTT_PUBLISH_HEAD_MAX + tl + payload_len;
-    uint8_t *dst = buf_reserve(&c->out, room);
+    uint8_t mh[MQTT_PUBLISH_HEAD_MAX + TOPIC_MAX];
+    size_t mhl = mqtt_encode_publish_head(mh, sizeof mh, l->level, t, tl, 0, false, 0, payload_len);
+    if (!mhl) return NULL;
+    uint8_t *dst = buf_reserve(&c->out, WS_MAX_HEADER + mhl + payload_len);
     if (!dst) {
         conn_close(w, c, WS_CLOSE_INTERNAL, "out of memory");
         return NULL;
     }
-    *head = mqtt_encode_publish_head(dst, room, l->level, t, tl, 0, false, 0, payload_len);
-    return *head ? dst : NULL;
+    size_t h = ws_head(c, dst, mhl + payload_len);
+    memcpy(dst + h, mh, mhl);
+    *head = h + mhl;
+    return dst;
 }
 
 static void publish_done(worker *w, conn *c, size_t n) {
@@ -127,8 +148,13 @@ size_t mqtt_conn_event_head(worker *w, conn *c, uint8_t *dst, uint64_t user_seq,
     if (!l || !l->sub_ev) return 0;
     char t[TOPIC_MAX];
     size_t tl = topic_of(t, c, "ev");
-    return mqtt_encode_publish_head(dst, MQTT_EVENT_HEAD_MAX, l->level, t, tl, 1, false, packet_id_of(user_seq),
-                                    payload_len);
+    uint8_t mh[MQTT_PUBLISH_HEAD_MAX + TOPIC_MAX];
+    size_t mhl = mqtt_encode_publish_head(mh, sizeof mh, l->level, t, tl, 1, false, packet_id_of(user_seq),
+                                          payload_len);
+    if (!mhl) return 0;
+    size_t h = ws_head(c, dst, mhl + payload_len);
+    memcpy(dst + h, mh, mhl);
+    return h + mhl;
 }
 
 uint32_t mqtt_conn_window(const worker *w, const conn *c) {
@@ -159,9 +185,10 @@ static uint8_t reason_for_close(uint16_t ws_code) {
 }
 
 void mqtt_conn_disconnect(worker *w, conn *c, uint16_t ws_code) {
-    atomic_fetch_sub(&g_metrics.mqtt_connections, 1);
     mqtt_link *l = link_of(w, c);
-    if (!l || l->level != 5 || l->close_reason == NO_DISCONNECT) return;
+    if (!l || !l->connected) return;   /* before CONNACK: a refusing CONNACK, if any, was sent */
+    atomic_fetch_sub(&g_metrics.mqtt_connections, 1);
+    if (l->level != 5 || l->close_reason == NO_DISCONNECT) return;
     uint8_t p[16];
     out_packet(w, c, p, mqtt_encode_disconnect(p, sizeof p, l->close_reason ? l->close_reason : reason_for_close(ws_code), NULL));
 }
@@ -175,7 +202,7 @@ static void refuse(worker *w, conn *c, mqtt_link *l, uint8_t reason, const char 
     else METRIC_INC(mqtt_malformed_total);
     METRIC_INC(protocol_errors_total);
     log_debug("mqtt: connection %llx: %s (0x%02x)", (unsigned long long)c->id, why, reason);
-    if (c->state == CONN_HTTP && l->level == 5) {
+    if (!l->connected && l->level == 5) {
         uint8_t p[64];
         out_packet(w, c, p, mqtt_encode_connack(p, sizeof p, 5, false, reason, NULL));
     }
@@ -228,12 +255,24 @@ static void accept_device(worker *w, conn *c, mqtt_link *l, bool enhanced) {
             info.server_keep_alive = l->keep_alive_s;
         }
     }
+    if (!c->framed) {
+        /* counted like an upgraded WebSocket (over WebSocket it was, at the upgrade) */
+        if ((unsigned long)atomic_fetch_add(&g_metrics.connections, 1) >= cfg->max_connections) {
+            atomic_fetch_sub(&g_metrics.connections, 1);
+            METRIC_INC(upgrades_rejected_total);
+            uint8_t p[16];
+            out_packet(w, c, p, mqtt_encode_connack(p, sizeof p, l->level, false,
+                                                    l->level == 5 ? MQTT_RC_SERVER_BUSY : MQTT_V4_UNAVAILABLE, NULL));
+            conn_close(w, c, WS_CLOSE_TRY_AGAIN, "too many connections");
+            return;
+        }
+        c->state = CONN_WS;
+    }
     uint8_t p[128];
     out_packet(w, c, p, mqtt_encode_connack(p, sizeof p, l->level, present, MQTT_RC_SUCCESS, &info));
     l->auth_wait = false;
-    c->state = CONN_WS;
+    l->connected = true;
     c->last_rx_ms = conn_clock();
-    atomic_fetch_add(&g_metrics.connections, 1);
     atomic_fetch_add(&g_metrics.mqtt_connections, 1);
     METRIC_INC(mqtt_connects_total);
 }
@@ -268,7 +307,8 @@ static void handle_connect(worker *w, conn *c, mqtt_link *l, uint8_t first, cons
             connack_refuse(w, c, l, MQTT_RC_BAD_AUTH_METHOD, 0);
             return;
         }
-        c->auth = conn_auth_new("", 0, clock_mono_ms());
+        /* over WebSocket the upgrade made it (its deadline counts from there) */
+        if (!c->auth) c->auth = conn_auth_new("", 0, clock_mono_ms());
         if (!c->auth) {
             connack_refuse(w, c, l, MQTT_RC_SERVER_UNAVAILABLE, 0);
             return;
@@ -444,7 +484,7 @@ static void handle_subscribe(worker *w, conn *c, mqtt_link *l, uint8_t first, co
 
 static void handle_packet(worker *w, conn *c, mqtt_link *l, uint8_t first, const uint8_t *body, size_t len) {
     uint8_t type = first >> 4;
-    if (c->state != CONN_WS) {   /* before CONNACK */
+    if (!l->connected) {   /* before CONNACK */
         if (l->auth_wait && type == MQTT_AUTH) handle_auth_reply(w, c, l, first, body, len);
         else if (l->auth_wait) refuse(w, c, l, MQTT_RC_PROTOCOL_ERROR, "AUTH expected");
         else if (type == MQTT_CONNECT) handle_connect(w, c, l, first, body, len);
@@ -496,6 +536,7 @@ static void handle_packet(worker *w, conn *c, mqtt_link *l, uint8_t first, const
 }
 
 size_t mqtt_conn_input(worker *w, conn *c, const uint8_t *data, size_t len, bool *blocked) {
+    if (blocked) *blocked = false;
     mqtt_link *l = link_of(w, c);
     if (!l) {
         conn_close(w, c, WS_CLOSE_INTERNAL, "no MQTT state");
@@ -505,7 +546,7 @@ size_t mqtt_conn_input(worker *w, conn *c, const uint8_t *data, size_t len, bool
     size_t done = 0;
     while (done < len && c->state != CONN_CLOSING) {
         /* output is bounded before it is produced (worker.c conn_input_blocked) */
-        if (c->state == CONN_WS && conn_input_blocked(w, c)) {
+        if (blocked && l->connected && conn_input_blocked(w, c)) {
             *blocked = true;
             break;
         }
@@ -519,7 +560,7 @@ size_t mqtt_conn_input(worker *w, conn *c, const uint8_t *data, size_t len, bool
             break;
         }
         /* the packet limit is known from the header: nothing larger is buffered */
-        size_t limit = c->state == CONN_WS ? cfg->max_message_bytes : cfg->unauth_max_message;
+        size_t limit = l->connected ? cfg->max_message_bytes : cfg->unauth_max_message;
         if ((size_t)rem + hl > limit) {
             refuse(w, c, l, MQTT_RC_PACKET_TOO_LARGE, "packet too large");
             break;
@@ -531,4 +572,25 @@ size_t mqtt_conn_input(worker *w, conn *c, const uint8_t *data, size_t len, bool
         done += hl + rem;
     }
     return done;
+}
+
+void mqtt_conn_ws_message(worker *w, conn *c, const uint8_t *data, size_t len) {
+    mqtt_link *l = link_of(w, c);
+    if (!l) {
+        conn_close(w, c, WS_CLOSE_INTERNAL, "no MQTT state");
+        return;
+    }
+    /* the WebSocket loop bounds output before each message; the packets of
+     * one message are all handled (what is held here waits for no event) */
+    if (buf_len(&l->ws_in) == 0) {
+        size_t used = mqtt_conn_input(w, c, data, len, NULL);
+        if (used < len && c->state != CONN_CLOSING && buf_append(&l->ws_in, data + used, len - used))
+            conn_close(w, c, WS_CLOSE_INTERNAL, "out of memory");
+    } else if (buf_append(&l->ws_in, data, len)) {
+        conn_close(w, c, WS_CLOSE_INTERNAL, "out of memory");
+    } else {
+        /* at most a packet under the limit (refused past it from its header) plus one message */
+        buf_consume(&l->ws_in, mqtt_conn_input(w, c, buf_head(&l->ws_in), buf_len(&l->ws_in), NULL));
+    }
+    if (buf_len(&l->ws_in) == 0) buf_free(&l->ws_in);
 }

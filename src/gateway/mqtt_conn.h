@@ -10,8 +10,10 @@
  *
  * A connection's MQTT state (struct mqtt_link) is kept in its worker's
  * mqtt_links map, not in struct conn, so a WebSocket connection pays nothing
- * for MQTT (c->mqtt is one bit). State: CONN_HTTP until CONNACK (the
- * handshake timeout applies), then CONN_WS like a signed-in WebSocket. */
+ * for MQTT (c->mqtt is one bit). Over TCP the state is CONN_HTTP until
+ * CONNACK (the handshake timeout applies), then CONN_WS like a signed-in
+ * WebSocket; over WebSocket (c->framed) it is CONN_WS from the upgrade (the
+ * sign-in timeout applies) and every packet is one binary message. */
 #ifndef PARLEY_GATEWAY_MQTT_CONN_H
 #define PARLEY_GATEWAY_MQTT_CONN_H
 
@@ -27,8 +29,11 @@ void mqtt_conn_free(worker *w, conn *c);
 
 /* Handles the whole packets at the front of data[0..len); returns the bytes
  * used (the rest is a partial packet, or waits while *blocked: the input
- * must pause until the output drains). */
+ * must pause until the output drains; NULL blocked: never stops for that). */
 size_t mqtt_conn_input(worker *w, conn *c, const uint8_t *data, size_t len, bool *blocked);
+/* MQTT over WebSocket (subprotocol "mqtt"): one binary message's bytes; a
+ * packet may span messages. */
+void mqtt_conn_ws_message(worker *w, conn *c, const uint8_t *data, size_t len);
 
 /* A protobuf Frame (its bytes, or unpacked) to the device: a Response to
  * T/res, anything else to T/ev, at QoS 0; dropped when the device has not
@@ -41,7 +46,7 @@ void mqtt_conn_send_frame(worker *w, conn *c, const Parley__V1__Frame *f);
  * Returns its size, or 0 when the device does not take events (not
  * subscribed to T/ev): the event counts as sent, not acknowledged, and
  * comes again in the device's next session. */
-enum { MQTT_EVENT_HEAD_MAX = 64 };
+enum { MQTT_EVENT_HEAD_MAX = 64 + WS_MAX_HEADER };
 size_t mqtt_conn_event_head(worker *w, conn *c, uint8_t *dst, uint64_t user_seq, size_t payload_len);
 
 /* Events in flight to the device: --sync-window, at most the device's

@@ -123,10 +123,11 @@ void conn_mark_dirty(worker *w, conn *c) {
 
 void conn_send(worker *w, conn *c, uint8_t opcode, const void *data, size_t len) {
     if (c->fd < 0) return;
-    if (c->mqtt) {   /* a frame becomes a PUBLISH; WebSocket control frames have no MQTT form */
-        if (opcode == WS_OP_BINARY) mqtt_conn_send_bytes(w, c, data, len);
+    if (c->mqtt && opcode == WS_OP_BINARY) {   /* a frame becomes a PUBLISH */
+        mqtt_conn_send_bytes(w, c, data, len);
         return;
     }
+    if (c->mqtt && !c->framed) return;   /* WebSocket control frames have no MQTT form */
     uint8_t *dst = buf_reserve(&c->out, WS_MAX_HEADER + len);
     if (!dst) {
         log_error("worker: out of memory for output; closing connection");
@@ -196,7 +197,7 @@ void conn_close(worker *w, conn *c, uint16_t code, const char *reason) {
         uint8_t payload[125];
         size_t n = ws_close_payload(payload, code, reason);
         if (c->mqtt) mqtt_conn_disconnect(w, c, code);
-        else conn_send(w, c, WS_OP_CLOSE, payload, n);
+        conn_send(w, c, WS_OP_CLOSE, payload, n);   /* MQTT over TCP: nothing */
         atomic_fetch_sub(&g_metrics.connections, 1);
     }
     conn_set_closing(c);
@@ -417,7 +418,7 @@ static const char *ws_error_reason(const conn *c, uint16_t code, char *buf, size
  * Returns the bytes used: the rest is a partial frame, or waits for the
  * pause to end. */
 static size_t handle_ws_bytes(worker *w, conn *c, uint8_t *data, size_t len) {
-    if (c->mqtt) {
+    if (c->mqtt && !c->framed) {   /* MQTT over TCP: the bytes are MQTT packets */
         bool blocked = false;
         size_t used = mqtt_conn_input(w, c, data, len, &blocked);
         if (blocked) pause_input(w, c);
@@ -448,7 +449,8 @@ static size_t handle_ws_bytes(worker *w, conn *c, uint8_t *data, size_t len) {
         c->last_rx_ms = conn_clock();   /* pings count: they are how idle clients say so */
         switch (m.kind) {
         case WS_MSG_BINARY:
-            session_handle(w, c, m.data, m.len);
+            if (c->mqtt) mqtt_conn_ws_message(w, c, m.data, m.len);
+            else session_handle(w, c, m.data, m.len);
             break;
         case WS_MSG_TEXT:
             METRIC_INC(protocol_errors_total);

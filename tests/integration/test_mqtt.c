@@ -19,6 +19,7 @@
 #include "../check.h"
 #include "harness.h"
 #include "net/mqtt_codec.h"
+#include "net/ws.h"
 
 static h_server S;
 static int MQTT_PORT;
@@ -27,6 +28,9 @@ enum { MQ_BUF = 1 << 17, IO_MS = 10000, MAX_EVENTS = 256 };
 
 typedef struct mq {
     int fd;
+    bool ws;                   /* MQTT over WebSocket on the main port (subprotocol mqtt) */
+    uint8_t raw[MQ_BUF];       /* ws: WebSocket bytes not yet a whole frame */
+    size_t raw_len;
     uint8_t level;
     char topic[48];            /* "p/U.D" */
     uint8_t buf[MQ_BUF];
@@ -53,7 +57,7 @@ static mq *mq_new(uint8_t level, const pc_identity *id) {
 static void mq_close(mq *m) {
     if (m->fd >= 0) close(m->fd);
     m->fd = -1;
-    m->len = 0;
+    m->len = m->raw_len = 0;
 }
 
 static void mq_free(mq *m) {
@@ -62,7 +66,79 @@ static void mq_free(mq *m) {
     h_free(m);
 }
 
+static int write_all(int fd, const void *p, size_t n) {
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* ws: p[0..n) as one masked binary WebSocket message */
+static int ws_send(mq *m, const void *p, size_t n) {
+    static uint8_t frame[MQ_BUF + 16];
+    if (n > MQ_BUF) return -1;
+    const uint8_t mask[4] = {0x12, 0x34, 0x56, 0x78};
+    size_t h = ws_write_header(frame, WS_OP_BINARY, true, n, mask);
+    memcpy(frame + h, p, n);
+    ws_mask(frame + h, n, mask, 0);
+    return write_all(m->fd, frame, h + n);
+}
+
+/* ws: moves the payloads of the whole frames in raw to buf; -1 on a close frame */
+static int ws_unwrap(mq *m) {
+    for (;;) {
+        if (m->raw_len < 2) return 0;
+        size_t len = m->raw[1] & 0x7f, head = 2;
+        if (len == 126) {
+            if (m->raw_len < 4) return 0;
+            len = (size_t)m->raw[2] << 8 | m->raw[3];
+            head = 4;
+        } else if (len == 127) {
+            if (m->raw_len < 10) return 0;
+            len = 0;
+            for (int i = 0; i < 8; i++) len = len << 8 | m->raw[2 + i];
+            head = 10;
+        }
+        if (m->raw_len < head + len) return 0;
+        if ((m->raw[0] & 0x0f) == WS_OP_CLOSE) return -1;
+        if ((m->raw[0] & 0x0f) == WS_OP_BINARY || (m->raw[0] & 0x0f) == 0) {
+            if (m->len + len > MQ_BUF) return -1;
+            memcpy(m->buf + m->len, m->raw + head, len);
+            m->len += len;
+        }
+        memmove(m->raw, m->raw + head + len, m->raw_len - head - len);
+        m->raw_len -= head + len;
+    }
+}
+
+/* ws: TCP connect to the main port and upgrade with subprotocol mqtt. */
+static int ws_open(mq *m) {
+    m->fd = h_tcp_connect(S.port, IO_MS);
+    if (m->fd < 0) return -1;
+    const char req[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                       "Sec-WebSocket-Protocol: mqtt\r\n\r\n";
+    if (write_all(m->fd, req, sizeof req - 1)) return -1;
+    char head[1024];
+    size_t n = 0;
+    uint64_t deadline = h_now_ms() + IO_MS;
+    while (n < sizeof head - 1 && h_now_ms() < deadline) {
+        ssize_t r = recv(m->fd, head + n, 1, 0);   /* byte by byte: nothing after the head is taken */
+        if (r <= 0) return -1;
+        n++;
+        head[n] = 0;
+        if (n >= 4 && memcmp(head + n - 4, "\r\n\r\n", 4) == 0) break;
+    }
+    return strstr(head, " 101 ") && strstr(head, "Sec-WebSocket-Protocol: mqtt\r\n") ? 0 : -1;
+}
+
 static int mq_write(mq *m, const void *p, size_t n) {
+    if (m->ws) return ws_send(m, p, n);
     const uint8_t *b = p;
     while (n > 0) {
         ssize_t w = send(m->fd, b, n, MSG_NOSIGNAL);
@@ -97,11 +173,18 @@ static int mq_next(mq *m, uint8_t *first, uint8_t *out, size_t cap, size_t *len,
         int pr = poll(&pfd, 1, (int)(deadline - now));
         if (pr < 0 && errno == EINTR) continue;
         if (pr <= 0) return 0;
-        if (m->len == MQ_BUF) return -1;
-        ssize_t n = recv(m->fd, m->buf + m->len, MQ_BUF - m->len, 0);
+        uint8_t *dst = m->ws ? m->raw + m->raw_len : m->buf + m->len;
+        size_t room = m->ws ? MQ_BUF - m->raw_len : MQ_BUF - m->len;
+        if (room == 0) return -1;
+        ssize_t n = recv(m->fd, dst, room, 0);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) return -1;
-        m->len += (size_t)n;
+        if (!m->ws) {
+            m->len += (size_t)n;
+        } else {
+            m->raw_len += (size_t)n;
+            if (ws_unwrap(m)) return -1;
+        }
     }
 }
 
@@ -153,13 +236,13 @@ static int mq_connect_password(mq *m, const pc_identity *id, const char *client_
     }
     make_password(id, client_id, ts, pw, sizeof pw);
     mq_close(m);
-    m->fd = h_tcp_connect(MQTT_PORT, IO_MS);
-    if (m->fd < 0) return -1;
+    if (m->ws ? ws_open(m) : (m->fd = h_tcp_connect(MQTT_PORT, IO_MS)) < 0) return -1;
     uint8_t p[512];
     mqtt_connect_args a = {.level = m->level, .clean_start = clean, .keep_alive = 30, .client_id = client_id,
                            .username = client_id, .password = (const uint8_t *)pw, .password_len = strlen(pw)};
     size_t n = mqtt_encode_connect(p, sizeof p, &a);
-    if (!n || mq_write(m, p, n)) return -1;
+    /* over WebSocket the CONNECT spans two messages (a packet may) */
+    if (!n || (m->ws ? mq_write(m, p, 7) || mq_write(m, p + 7, n - 7) : mq_write(m, p, n))) return -1;
     uint8_t first, body[256];
     size_t len;
     if (mq_next(m, &first, body, sizeof body, &len, IO_MS) != 1 || first >> 4 != MQTT_CONNACK) return -1;
@@ -626,6 +709,24 @@ static void malformed_packets(void) {
     mq_free(ok);
 }
 
+/* The same over WebSocket on the main port (subprotocol mqtt): sign-in,
+ * subscribe, a send answered on T/res, every packet in binary messages. */
+static void over_websocket(void) {
+    mq *m = mq_new(5, &MQ_ID);
+    m->ws = true;
+    int rc = mq_login(m, &MQ_ID, true, NULL);
+    CHECK(rc == MQTT_RC_SUCCESS, "CONNECT over WebSocket: CONNACK %d", rc);
+    CHECK(mq_subscribe_own(m) == 0, "subscribe over WebSocket");
+    uint64_t seq = 0;
+    CHECK(mq_send_text(m, CONV, "over websocket", &seq) == 0 && seq > 0, "send over MQTT over WebSocket");
+    /* a PINGREQ split across two messages still gets its PINGRESP */
+    uint8_t ping[2] = {0xC0, 0x00}, first, body[16];
+    size_t len;
+    CHECK(mq_write(m, ping, 1) == 0 && mq_write(m, ping + 1, 1) == 0, "ping");
+    CHECK(mq_next(m, &first, body, sizeof body, &len, IO_MS) == 1 && first == 0xD0, "no PINGRESP");
+    mq_free(m);
+}
+
 int main(void) {
     MQTT_PORT = h_free_port();
     char listen[64];
@@ -642,6 +743,7 @@ int main(void) {
     RUN(puback_advances_cursor);
     RUN(subscriptions_limited);
     RUN(malformed_packets);
+    RUN(over_websocket);
     h_dev_free(OWNER);
     h_dev_free(PEER);
     if (h_server_stop(&S) != 0) printf("FAIL server exit\n");
