@@ -727,6 +727,136 @@ static void over_websocket(void) {
     mq_free(m);
 }
 
+/* Keep-alive: a device silent for 1.5 x its keep-alive is disconnected
+ * (MQTT 5: DISCONNECT 0x8D) and shown offline. */
+static void keep_alive_expires(void) {
+    mq *m = mq_new(5, &MQ_ID);
+    char cid[48], pw[160];
+    snprintf(cid, sizeof cid, "%llu.%u", (unsigned long long)MQ_ID.user_id, MQ_ID.device_id);
+    make_password(&MQ_ID, cid, fresh_ts(), pw, sizeof pw);
+    m->fd = h_tcp_connect(MQTT_PORT, IO_MS);
+    CHECK(m->fd >= 0, "connect");
+    uint8_t p[512];
+    mqtt_connect_args a = {.level = 5, .clean_start = true, .keep_alive = 1, .client_id = cid, .username = cid,
+                           .password = (const uint8_t *)pw, .password_len = strlen(pw)};
+    size_t n = mqtt_encode_connect(p, sizeof p, &a);
+    CHECK(mq_write(m, p, n) == 0, "write");
+    double idle0 = 0, idle1 = 0;
+    CHECK(h_metric(&S, "parley_idle_timeouts_total", &idle0) == 0, "metric missing");
+    int reason = -1;
+    CHECK(mq_closed(m, &reason), "still open after 1.5 x a 1 s keep-alive and then some");
+    CHECK(reason == MQTT_RC_KEEP_ALIVE_TIMEOUT, "DISCONNECT 0x%02x, want 0x8D", reason);
+    CHECK(h_metric(&S, "parley_idle_timeouts_total", &idle1) == 0 && idle1 >= idle0 + 1, "idle timeout not counted");
+    mq_free(m);
+}
+
+/* Reads from fd until a packet of type `type` arrived whole (anything
+ * before it is skipped); 0 or -1. */
+static int await_packet(int fd, uint8_t type) {
+    uint8_t b[4096];
+    size_t have = 0;
+    uint64_t deadline = h_now_ms() + IO_MS;
+    while (h_now_ms() < deadline) {
+        uint8_t first;
+        uint32_t rem;
+        size_t hl;
+        while (mqtt_fixed_header(b, have, &first, &rem, &hl) == MQTT_OK && hl + rem <= have) {
+            if (first >> 4 == type) return 0;
+            memmove(b, b + hl + rem, have - hl - rem);
+            have -= hl + rem;
+        }
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, 1000) <= 0) continue;
+        if (have == sizeof b) return -1;
+        ssize_t r = recv(fd, b + have, sizeof b - have, 0);
+        if (r <= 0) return -1;
+        have += (size_t)r;
+    }
+    return -1;
+}
+
+/* One signed-in, idle MQTT 3.1.1 connection: its fd. synced: a persistent
+ * session subscribed to T/ev that has had its SyncDone (in the registry,
+ * receiving live events), as a WebSocket device after StartSync. */
+static int open_idle(const pc_identity *id, bool synced) {
+    char cid[48], pw[160];
+    snprintf(cid, sizeof cid, "%llu.%u", (unsigned long long)id->user_id, id->device_id);
+    make_password(id, cid, fresh_ts(), pw, sizeof pw);
+    int fd = h_tcp_connect(MQTT_PORT, IO_MS);
+    if (fd < 0) return -1;
+    uint8_t p[512];
+    mqtt_connect_args a = {.level = 4, .clean_start = !synced, .keep_alive = 600, .client_id = cid,
+                           .username = cid, .password = (const uint8_t *)pw, .password_len = strlen(pw)};
+    size_t n = mqtt_encode_connect(p, sizeof p, &a);
+    uint8_t ack[4];
+    size_t got = 0;
+    if (write_all(fd, p, n) == 0) {
+        uint64_t deadline = h_now_ms() + IO_MS;
+        while (got < 4 && h_now_ms() < deadline) {
+            struct pollfd pfd = {.fd = fd, .events = POLLIN};
+            if (poll(&pfd, 1, 1000) <= 0) continue;
+            ssize_t r = recv(fd, ack + got, 4 - got, 0);
+            if (r <= 0) break;
+            got += (size_t)r;
+        }
+    }
+    if (got != 4 || ack[0] != 0x20 || ack[3] != 0) {
+        close(fd);
+        return -1;
+    }
+    if (synced) {
+        char ev[64];
+        snprintf(ev, sizeof ev, "p/%s/ev", cid);
+        const char *f[] = {ev};
+        const uint8_t q[] = {1};
+        n = mqtt_encode_subscribe(p, sizeof p, 4, false, 1, f, q, 1);
+        /* SUBACK, then SyncDone (a QoS 0 PUBLISH: the inbox is empty) */
+        if (write_all(fd, p, n) || await_packet(fd, MQTT_PUBLISH)) {
+            close(fd);
+            return -1;
+        }
+    }
+    return fd;
+}
+
+/* Memory per idle MQTT connection: the server's RSS growth over N idle
+ * signed-in connections, divided by N (printed; bounded loosely so that a
+ * buffer kept per idle connection would fail it). The connections stay
+ * open (into *fds) so that the next measurement does not reuse their memory. */
+enum { IDLE_N = 4000, IDLE_WARM = 200 };
+
+static void measure_idle(const pc_identity *id, bool synced, int *fds) {
+    double open0 = 0, open = 0;
+    CHECK(h_metric(&S, "parley_mqtt_connections", &open0) == 0, "metric missing");
+    for (int i = 0; i < IDLE_WARM; i++) CHECK((fds[i] = open_idle(id, synced)) >= 0, "warm-up connection %d", i);
+    long before = h_rss_kb(&S);
+    for (int i = IDLE_WARM; i < IDLE_N + IDLE_WARM; i++)
+        CHECK((fds[i] = open_idle(id, synced)) >= 0, "connection %d not accepted", i);
+    CHECK(h_metric(&S, "parley_mqtt_connections", &open) == 0, "metric missing");
+    long after = h_rss_kb(&S);
+    CHECK(open >= open0 + IDLE_N + IDLE_WARM, "%.0f MQTT connections more, want %d", open - open0,
+          IDLE_N + IDLE_WARM);
+    double per = (double)(after - before) * 1024.0 / IDLE_N;
+    check_note("mqtt: %.0f bytes of server RSS per idle MQTT connection, %s (%d connections, RSS %ld -> %ld KiB)",
+               per, synced ? "subscribed to T/ev and synced" : "signed in only", IDLE_N, before, after);
+    CHECK(per < 2048, "%.0f bytes per idle MQTT connection", per);
+}
+
+static void idle_connection_memory(void) {
+    int *fds = h_calloc(2 * (IDLE_N + IDLE_WARM), sizeof *fds);
+    for (int i = 0; i < 2 * (IDLE_N + IDLE_WARM); i++) fds[i] = -1;
+    /* a user with an empty inbox: the sync of each connection is just SyncDone */
+    h_dev *lone = h_user_new(&S, NULL);
+    pc_identity id = lone ? lone->id : MQ_ID;
+    if (lone) h_dev_free(lone);
+    measure_idle(&MQ_ID, false, fds);
+    if (!check_case_failed) measure_idle(&id, true, fds + IDLE_N + IDLE_WARM);
+    for (int i = 0; i < 2 * (IDLE_N + IDLE_WARM); i++)
+        if (fds[i] >= 0) close(fds[i]);
+    h_free(fds);
+    CHECK(lone, "user");
+}
+
 int main(void) {
     MQTT_PORT = h_free_port();
     char listen[64];
@@ -744,6 +874,8 @@ int main(void) {
     RUN(subscriptions_limited);
     RUN(malformed_packets);
     RUN(over_websocket);
+    RUN(keep_alive_expires);
+    RUN(idle_connection_memory);
     h_dev_free(OWNER);
     h_dev_free(PEER);
     if (h_server_stop(&S) != 0) printf("FAIL server exit\n");
