@@ -7,6 +7,7 @@
  * and malformed packets refused with the right reason code or a close while
  * another connection on the server keeps working. */
 #include <errno.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -861,6 +862,64 @@ static void idle_connection_memory(void) {
     CHECK(lone, "user");
 }
 
+/* --mqtt-listen speaks TLS when --tls-cert is given: a TLS client that
+ * trusts the server's certificate signs in with the password scheme. */
+static void over_tls(void) {
+    char dir[] = "/tmp/parley-mqtt-tls-XXXXXX", cert[512], key[512];
+    CHECK(mkdtemp(dir), "temp dir");
+    CHECK(h_make_cert(dir, cert, key, sizeof cert) == 0, "certificate");
+    int port = h_free_port();
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    const char *args[] = {"--tls-cert", cert, "--tls-key", key, "--mqtt-listen", listen, NULL};
+    h_server T;
+    int started = h_server_start_tls(&T, args);
+    pc_identity id;
+    pc_identity_generate(&id);
+    pc_options o;
+    h_client_options(&T, &o);
+    o.tls_ca_file = cert;
+    pc_client *c = started == 0 ? pc_new(&o) : NULL;
+    int registered = c && pc_connect(c) == 0 && pc_register_user(c, "mqtt_over_tls", &id) == 0;
+    if (c) pc_free(c);
+    int connack = -1;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl = NULL;
+    int fd = registered ? h_tcp_connect(port, IO_MS) : -1;
+    if (fd >= 0 && ctx && SSL_CTX_load_verify_locations(ctx, cert, NULL) == 1) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        ssl = SSL_new(ctx);
+        SSL_set_fd(ssl, fd);
+        char cid[48], pw[160];
+        snprintf(cid, sizeof cid, "%llu.%u", (unsigned long long)id.user_id, id.device_id);
+        make_password(&id, cid, fresh_ts(), pw, sizeof pw);
+        uint8_t p[512], ack[4];
+        mqtt_connect_args a = {.level = 4, .clean_start = true, .keep_alive = 30, .client_id = cid,
+                               .username = cid, .password = (const uint8_t *)pw, .password_len = strlen(pw)};
+        size_t n = mqtt_encode_connect(p, sizeof p, &a);
+        int got = 0;
+        if (SSL_connect(ssl) == 1 && SSL_write(ssl, p, (int)n) == (int)n)
+            while (got < 4) {
+                int r = SSL_read(ssl, ack + got, 4 - got);
+                if (r <= 0) break;
+                got += r;
+            }
+        if (got == 4 && ack[0] == 0x20) connack = ack[3];
+    }
+    if (ssl) SSL_free(ssl);
+    if (ctx) SSL_CTX_free(ctx);
+    if (fd >= 0) close(fd);
+    int stopped = started == 0 ? h_server_stop(&T) : 0;
+    h_server_destroy(&T);
+    unlink(cert);
+    unlink(key);
+    rmdir(dir);
+    CHECK(started == 0, "TLS server did not start");
+    CHECK(registered, "registration over wss");
+    CHECK(connack == MQTT_V4_ACCEPTED, "CONNACK over TLS: %d", connack);
+    CHECK(stopped == 0, "TLS server exit");
+}
+
 int main(void) {
     MQTT_PORT = h_free_port();
     char listen[64];
@@ -879,6 +938,7 @@ int main(void) {
     RUN(malformed_packets);
     RUN(over_websocket);
     RUN(keep_alive_expires);
+    RUN(over_tls);
     RUN(idle_connection_memory);
     h_dev_free(OWNER);
     h_dev_free(PEER);
