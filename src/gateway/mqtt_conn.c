@@ -28,11 +28,12 @@ enum {
     MQTT_RC_PAYLOAD_FORMAT_INVALID = 0x99,
 };
 
-/* What an MQTT connection holds beyond struct conn: 32 bytes. */
+/* What an MQTT connection holds beyond struct conn: 40 bytes. */
 typedef struct mqtt_link {
     buf ws_in;              /* MQTT over WebSocket: a packet not yet whole across messages */
     uint64_t user;          /* from the client id (the connection's once signed in) */
     uint32_t device;
+    uint32_t max_packet;    /* the device's Maximum Packet Size (level 5); 0: none */
     uint16_t keep_alive_s;  /* agreed keep-alive (the server's, when it lowered it); 0: none */
     uint16_t receive_max;   /* the device's Receive Maximum (level 5); 0: not given */
     uint8_t level;          /* 4 or 5; 0 before a CONNECT was understood */
@@ -105,7 +106,8 @@ static uint8_t *publish_start(worker *w, conn *c, bool response, size_t payload_
     size_t tl = topic_of(t, c, response ? "res" : "ev");
     uint8_t mh[MQTT_PUBLISH_HEAD_MAX + TOPIC_MAX];
     size_t mhl = mqtt_encode_publish_head(mh, sizeof mh, l->level, t, tl, 0, false, 0, payload_len);
-    if (!mhl) return NULL;
+    /* 3.1.2.11.4: larger than the device takes: discarded as if sent */
+    if (!mhl || (l->max_packet && mhl + payload_len > l->max_packet)) return NULL;
     uint8_t *dst = buf_reserve(&c->out, WS_MAX_HEADER + mhl + payload_len);
     if (!dst) {
         conn_close(w, c, WS_CLOSE_INTERNAL, "out of memory");
@@ -151,7 +153,9 @@ size_t mqtt_conn_event_head(worker *w, conn *c, uint8_t *dst, uint64_t user_seq,
     uint8_t mh[MQTT_PUBLISH_HEAD_MAX + TOPIC_MAX];
     size_t mhl = mqtt_encode_publish_head(mh, sizeof mh, l->level, t, tl, 1, false, packet_id_of(user_seq),
                                           payload_len);
-    if (!mhl) return 0;
+    /* larger than the device takes (3.1.2.11.4): discarded as if sent; the
+     * device's PUBACKs of later events move its cursor past it */
+    if (!mhl || (l->max_packet && mhl + payload_len > l->max_packet)) return 0;
     size_t h = ws_head(c, dst, mhl + payload_len);
     memcpy(dst + h, mh, mhl);
     return h + mhl;
@@ -297,6 +301,7 @@ static void handle_connect(worker *w, conn *c, mqtt_link *l, uint8_t first, cons
     l->clean_start = k.clean_start;
     l->keep_alive_s = k.keep_alive;
     l->receive_max = k.props.receive_maximum;
+    l->max_packet = k.props.max_packet_size;
     if (!mqtt_parse_client_id(k.client_id.p, k.client_id.len, &l->user, &l->device)) {
         connack_refuse(w, c, l, MQTT_RC_CLIENT_ID_INVALID, MQTT_V4_ID_REJECTED);
         return;

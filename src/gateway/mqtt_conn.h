@@ -43,9 +43,10 @@ void mqtt_conn_send_frame(worker *w, conn *c, const Parley__V1__Frame *f);
 
 /* The head of an event PUBLISH (QoS 1, packet id from user_seq) for a
  * payload of payload_len bytes, written at dst (room: MQTT_EVENT_HEAD_MAX).
- * Returns its size, or 0 when the device does not take events (not
- * subscribed to T/ev): the event counts as sent, not acknowledged, and
- * comes again in the device's next session. */
+ * Returns its size, or 0 when the device does not take it: not subscribed
+ * to T/ev (the event counts as sent, not acknowledged, and comes again in
+ * the device's next session), or larger than the device's Maximum Packet
+ * Size (discarded as if sent, as MQTT 5 says). */
 enum { MQTT_EVENT_HEAD_MAX = 64 + WS_MAX_HEADER };
 size_t mqtt_conn_event_head(worker *w, conn *c, uint8_t *dst, uint64_t user_seq, size_t payload_len);
 

@@ -425,6 +425,7 @@ size_t mqtt_encode_connect(uint8_t *dst, size_t cap, const mqtt_connect_args *a)
         uint8_t pbuf[300];
         wr p = {pbuf, sizeof pbuf, 0, false};
         if (a->session_expiry) { w_u8(&p, MQTT_PROP_SESSION_EXPIRY); w_u32(&p, a->session_expiry); }
+        if (a->max_packet_size) { w_u8(&p, MQTT_PROP_MAX_PACKET_SIZE); w_u32(&p, a->max_packet_size); }
         if (a->auth_method) { w_u8(&p, MQTT_PROP_AUTH_METHOD); w_str(&p, a->auth_method, strlen(a->auth_method)); }
         if (p.over) return 0;
         w_props(&w, pbuf, p.len);

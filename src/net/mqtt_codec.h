@@ -273,6 +273,7 @@ typedef struct mqtt_connect_args {
     size_t password_len;
     const char *auth_method;        /* level 5; NULL: none */
     uint32_t session_expiry;        /* level 5; 0: not sent */
+    uint32_t max_packet_size;       /* level 5; 0: not sent */
 } mqtt_connect_args;
 size_t mqtt_encode_connect(uint8_t *dst, size_t cap, const mqtt_connect_args *a);
 /* SUBSCRIBE (options = requested QoS) or UNSUBSCRIBE of n filters. */

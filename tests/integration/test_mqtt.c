@@ -920,6 +920,45 @@ static void over_tls(void) {
     CHECK(stopped == 0, "TLS server exit");
 }
 
+/* MQTT 5 Maximum Packet Size of the device: a larger PUBLISH is not sent
+ * (the Response to ListConversations here), smaller packets still are. */
+static void device_max_packet_size(void) {
+    mq *m = mq_new(5, &MQ_ID);
+    char cid[48], pw[160];
+    snprintf(cid, sizeof cid, "%llu.%u", (unsigned long long)MQ_ID.user_id, MQ_ID.device_id);
+    make_password(&MQ_ID, cid, fresh_ts(), pw, sizeof pw);
+    m->fd = h_tcp_connect(MQTT_PORT, IO_MS);
+    CHECK(m->fd >= 0, "connect");
+    uint8_t p[512], first, body[4096];
+    size_t len;
+    mqtt_connect_args a = {.level = 5, .clean_start = true, .keep_alive = 30, .client_id = cid, .username = cid,
+                           .password = (const uint8_t *)pw, .password_len = strlen(pw), .max_packet_size = 48};
+    size_t n = mqtt_encode_connect(p, sizeof p, &a);
+    CHECK(mq_write(m, p, n) == 0, "write");
+    CHECK(mq_next(m, &first, body, sizeof body, &len, IO_MS) == 1 && first == 0x20 && len >= 2 && body[1] == 0,
+          "CONNACK");
+    CHECK(mq_subscribe_own(m) == 0, "subscribe");
+    Parley__V1__Frame f;
+    Parley__V1__ListConversations lc;
+    parley__v1__frame__init(&f);
+    parley__v1__list_conversations__init(&lc);
+    f.body_case = PARLEY__V1__FRAME__BODY_LIST_CONVERSATIONS;
+    f.list_conversations = &lc;
+    CHECK(mq_request(m, &f, 0) != 0, "request");
+    uint8_t ping[2] = {0xC0, 0x00};
+    CHECK(mq_write(m, ping, 2) == 0, "ping");
+    /* the answer to the request comes before the PINGRESP, or not at all */
+    bool oversize = false, pong = false;
+    for (int i = 0; i < 16 && !pong; i++) {
+        if (mq_next(m, &first, body, sizeof body, &len, IO_MS) != 1) break;
+        if (first >> 4 == MQTT_PUBLISH && 1 + mqtt_varint_size((uint32_t)len) + len > 48) oversize = true;
+        pong = first == 0xD0;
+    }
+    CHECK(pong, "no PINGRESP");
+    CHECK(!oversize, "a PUBLISH over the device's Maximum Packet Size of 48 was sent");
+    mq_free(m);
+}
+
 int main(void) {
     MQTT_PORT = h_free_port();
     char listen[64];
@@ -939,6 +978,7 @@ int main(void) {
     RUN(over_websocket);
     RUN(keep_alive_expires);
     RUN(over_tls);
+    RUN(device_max_packet_size);
     RUN(idle_connection_memory);
     h_dev_free(OWNER);
     h_dev_free(PEER);
