@@ -5,10 +5,14 @@
  * of its type. Checked: no crash or read outside the input (ASan), every
  * decoded string and byte field lies inside its packet, every string is
  * valid MQTT UTF-8, refusals are reason codes >= 0x80, and whatever decodes
- * as a SUBSCRIBE iterates over exactly the filters it counted. */
+ * as a SUBSCRIBE iterates over exactly the filters it counted; a client id
+ * the gateway takes as USER.DEVICE prints back to the same bytes (one
+ * device, one name: its topics cannot be reached under another spelling). */
+#include "gateway/mqtt_auth.h"
 #include "net/mqtt_codec.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,6 +45,13 @@ static void one_packet(uint8_t level, uint8_t first, const uint8_t *body, size_t
             inside(&c.props.auth_method, body, len);
             inside(&c.props.auth_data, body, len);
             utf8(&c.props.auth_method);
+            uint64_t user = 0;
+            uint32_t device = 0;
+            if (mqtt_parse_client_id(c.client_id.p, c.client_id.len, &user, &device)) {
+                char back[48];
+                int n = snprintf(back, sizeof back, "%llu.%u", (unsigned long long)user, device);
+                if (n < 0 || (size_t)n != c.client_id.len || memcmp(back, c.client_id.p, (size_t)n) != 0) abort();
+            }
         }
         break;
     }
