@@ -476,6 +476,13 @@ static void handle_subscribe(worker *w, conn *c, mqtt_link *l, uint8_t first, co
                                                   s.packet_id, codes, i));
     free(p);
     free(codes);
+    /* T/ev again in a session that syncs: events passed over while it was
+     * not subscribed are sent again from the device's last PUBACK, before a
+     * later PUBACK could move the cursor past them */
+    if (!ev_before && l->sub_ev && c->syncing) {
+        session_start_sync(w, c, 0, c->acked_upto, false);
+        return;
+    }
     /* a persistent session resumes from the stored cursor once events have somewhere to go */
     if (!ev_before && l->sub_ev && !l->clean_start && !c->syncing) {
         uint64_t cursor = 0;
