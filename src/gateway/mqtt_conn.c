@@ -241,6 +241,19 @@ static void connack_auth_result(worker *w, conn *c, mqtt_link *l, mqtt_auth_resu
 
 static void accept_device(worker *w, conn *c, mqtt_link *l, bool enhanced) {
     const config *cfg = &w->srv->cfg;
+    if (!c->framed) {
+        /* counted like an upgraded WebSocket (over WebSocket it was, at the upgrade) */
+        if ((unsigned long)atomic_fetch_add(&g_metrics.connections, 1) >= cfg->max_connections) {
+            atomic_fetch_sub(&g_metrics.connections, 1);
+            METRIC_INC(upgrades_rejected_total);
+            uint8_t p[16];
+            out_packet(w, c, p, mqtt_encode_connack(p, sizeof p, l->level, false,
+                                                    l->level == 5 ? MQTT_RC_SERVER_BUSY : MQTT_V4_UNAVAILABLE, NULL));
+            conn_close(w, c, WS_CLOSE_TRY_AGAIN, "too many connections");
+            return;
+        }
+        c->state = CONN_WS;
+    }
     session_sign_in_device(w, c, l->user, l->device);
     uint64_t cursor = 0;
     bool present = !l->clean_start && store_get_cursor(w->srv->store, l->user, l->device, &cursor) >= 0 && cursor > 0;
@@ -258,19 +271,6 @@ static void accept_device(worker *w, conn *c, mqtt_link *l, bool enhanced) {
             l->keep_alive_s = (uint16_t)(ka == 0 ? 1 : ka > 65535 ? 65535 : ka);
             info.server_keep_alive = l->keep_alive_s;
         }
-    }
-    if (!c->framed) {
-        /* counted like an upgraded WebSocket (over WebSocket it was, at the upgrade) */
-        if ((unsigned long)atomic_fetch_add(&g_metrics.connections, 1) >= cfg->max_connections) {
-            atomic_fetch_sub(&g_metrics.connections, 1);
-            METRIC_INC(upgrades_rejected_total);
-            uint8_t p[16];
-            out_packet(w, c, p, mqtt_encode_connack(p, sizeof p, l->level, false,
-                                                    l->level == 5 ? MQTT_RC_SERVER_BUSY : MQTT_V4_UNAVAILABLE, NULL));
-            conn_close(w, c, WS_CLOSE_TRY_AGAIN, "too many connections");
-            return;
-        }
-        c->state = CONN_WS;
     }
     uint8_t p[128];
     out_packet(w, c, p, mqtt_encode_connack(p, sizeof p, l->level, present, MQTT_RC_SUCCESS, &info));

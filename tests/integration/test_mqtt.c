@@ -1030,6 +1030,39 @@ static void resubscribe_gets_skipped(void) {
     mq_free(m);
 }
 
+/* MQTT connections count against --max-connections like WebSocket ones:
+ * at the cap CONNACK says return code 3 (server unavailable). */
+static void connection_cap(void) {
+    int port = h_free_port();
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    const char *args[] = {"--mqtt-listen", listen, "--max-connections", "1", NULL};
+    h_server T;
+    CHECK(h_server_start(&T, args) == 0, "server with --max-connections 1");
+    h_dev *ws = h_user_new(&T, NULL);   /* the one connection */
+    pc_identity id = ws ? ws->id : MQ_ID;
+    int saved = MQTT_PORT;
+    MQTT_PORT = port;
+    mq *m = mq_new(4, &id);
+    int at_cap = ws ? mq_login(m, &id, true, NULL) : -2;
+    if (ws) h_dev_free(ws);
+    /* the WebSocket connection gone, the place is free */
+    double open = 1;
+    uint64_t until = h_now_ms() + 20000;
+    while (h_now_ms() < until && h_metric(&T, "parley_connections", &open) == 0 && open > 0) h_sleep_ms(50);
+    int below = mq_login(m, &id, true, NULL);
+    double rejected = 0;
+    h_metric(&T, "parley_upgrades_rejected_total", &rejected);
+    mq_free(m);
+    MQTT_PORT = saved;
+    int stopped = h_server_stop(&T);
+    h_server_destroy(&T);
+    CHECK(at_cap == MQTT_V4_UNAVAILABLE, "CONNACK at the cap: %d, want 3", at_cap);
+    CHECK(below == MQTT_V4_ACCEPTED, "CONNACK below the cap: %d", below);
+    CHECK(rejected >= 1, "refusal not counted in parley_upgrades_rejected_total");
+    CHECK(stopped == 0, "server exit");
+}
+
 int main(void) {
     MQTT_PORT = h_free_port();
     char listen[64];
@@ -1051,6 +1084,7 @@ int main(void) {
     RUN(over_tls);
     RUN(device_max_packet_size);
     RUN(resubscribe_gets_skipped);
+    RUN(connection_cap);
     RUN(idle_connection_memory);
     h_dev_free(OWNER);
     h_dev_free(PEER);
