@@ -143,6 +143,8 @@ void config_usage(FILE *out) {
         "                            write-ahead log is damaged before its end: the writes after\n"
         "                            the damage are DROPPED and logged. Without it parley refuses\n"
         "                            to start on such a log\n"
+        "  --mqtt-listen HOST:PORT   also accept MQTT 3.1.1 and 5.0 devices there (TLS with\n"
+        "                            --tls-cert); see README \"MQTT\" (default: off)\n"
         "  --metrics-listen HOST:PORT|off  serve /metrics (and /healthz) on a separate plain-HTTP\n"
         "                            listener, not on the public port; off: no /metrics at all\n"
         "                            (default: /metrics on the public port)\n"
@@ -380,6 +382,16 @@ static int config_set(config *c, const char *key, const char *v) {
         c->retention_sweep_ms = (uint32_t)n;
     } else if (strcmp(key, "min-free-disk") == 0) {
         if (parse_size(key, v, &c->min_free_disk)) return -1;
+    } else if (strcmp(key, "mqtt-listen") == 0) {
+        const char *colon = strrchr(v, ':');
+        if (!colon || colon == v || (size_t)(colon - v) >= sizeof c->mqtt_host) {
+            fprintf(stderr, "parley: mqtt-listen: expected HOST:PORT, got '%s'\n", v);
+            return -1;
+        }
+        if (parse_u64(key, colon + 1, 1, 65535, &n)) return -1;
+        memcpy(c->mqtt_host, v, (size_t)(colon - v));
+        c->mqtt_host[colon - v] = 0;
+        c->mqtt_port = (int)n;
     } else if (strcmp(key, "metrics-listen") == 0) {
         if (strcmp(v, "off") == 0) {
             c->metrics_mode = METRICS_OFF;

@@ -69,6 +69,8 @@ typedef struct config {
     uint32_t output_stall_ms;       /* input paused and no output taken this long: 1008 */
     char web_root[1024];            /* browser client files; "" = the build's web/dist if built, "off" = none */
     push_config push;               /* --push-*: Web Push to offline devices */
+    char mqtt_host[256];            /* --mqtt-listen; "" = no MQTT listener */
+    int mqtt_port;
 } config;
 
 enum { METRICS_PUBLIC = 0, METRICS_SEPARATE = 1, METRICS_OFF = 2 };

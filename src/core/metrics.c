@@ -85,6 +85,12 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_writer_dedupe_cache_hits_total", "counter", "Send retries answered from the write path's recent-ids cache.", &g_metrics.writer_dedupe_cache_hits_total, 0},
         {"parley_writer_consent_cache_hits_total", "counter", "Consent states the write path found in its cache.", &g_metrics.writer_consent_cache_hits_total, 0},
         {"parley_writer_dedupe_prefetched_total", "counter", "Dedupe reads made together for a batch of sends (network stores).", &g_metrics.writer_dedupe_prefetched_total, 0},
+        {"parley_mqtt_connections", "gauge", "MQTT connections signed in (past CONNACK).", &g_metrics.mqtt_connections, 1},
+        {"parley_mqtt_connects_total", "counter", "MQTT CONNECTs accepted (CONNACK success).", &g_metrics.mqtt_connects_total, 0},
+        {"parley_mqtt_auth_failures_total", "counter", "MQTT CONNECTs refused: client id, user name or password, signature, stale or replayed password.", &g_metrics.mqtt_auth_failures_total, 0},
+        {"parley_mqtt_malformed_total", "counter", "MQTT connections ended for a malformed or forbidden packet (reason code or close).", &g_metrics.mqtt_malformed_total, 0},
+        {"parley_mqtt_too_large_total", "counter", "MQTT packets over --max-message (DISCONNECT 0x95 or close).", &g_metrics.mqtt_too_large_total, 0},
+        {"parley_mqtt_subscribe_refused_total", "counter", "MQTT topic filters refused in SUBACK: not the device's own topics.", &g_metrics.mqtt_subscribe_refused_total, 0},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

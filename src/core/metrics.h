@@ -87,6 +87,13 @@ typedef struct metrics {
     atomic_ulong writer_dedupe_cache_hits_total;
     atomic_ulong writer_consent_cache_hits_total;
     atomic_ulong writer_dedupe_prefetched_total; /* of the dedupe reads: made together (writer_prefetch.h) */
+    /* MQTT (gateway/mqtt_conn.c) */
+    atomic_long mqtt_connections;         /* gauge: MQTT connections past CONNACK */
+    atomic_ulong mqtt_connects_total;     /* CONNACK accepted */
+    atomic_ulong mqtt_auth_failures_total;/* CONNACK refused: bad id, credentials, signature, stale or replayed */
+    atomic_ulong mqtt_malformed_total;    /* connections ended for a malformed or forbidden packet */
+    atomic_ulong mqtt_too_large_total;    /* packets over --max-message (0x95 / close) */
+    atomic_ulong mqtt_subscribe_refused_total; /* topic filters refused: not the device's own */
 } metrics;
 
 extern metrics g_metrics;

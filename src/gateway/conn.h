@@ -93,6 +93,8 @@ typedef struct conn {
     bool addr_counted : 1;  /* counted as pending (not signed in) for its address */
     bool dm_pending : 1;    /* device messages left to push after StartSync */
     bool ack_pending : 1;   /* an Ack this turn, not yet handed to the writer */
+    bool mqtt : 1;          /* speaks MQTT (gateway/mqtt_conn.c): its state is in the
+                               worker's mqtt_links, not here; HTTP state = before CONNACK */
 } conn;
 
 /* c's slot in its worker's conn table: the id's low 24 bits. */
@@ -127,6 +129,8 @@ typedef struct worker {
     uint32_t drain_total;   /* WebSocket connections when the drain began */
     uint32_t drain_closed;
     uint32_t drain_cursor;  /* next slot to look at */
+    int mqtt_listen_fd;     /* --mqtt-listen; -1: none */
+    struct u64map *mqtt_links; /* conn id -> struct mqtt_link * (mqtt_conn.c); NULL until the first */
 } worker;
 
 /* worker.c: output. Everything is queued on c->out and written once per
@@ -169,6 +173,13 @@ void session_drop_presence(worker *w, uint64_t user, uint64_t about_user);
 /* A new sign-in challenge (nonce) to the device: after the upgrade and after
  * each failed auth attempt, since a nonce is good for one attempt. */
 void session_challenge(worker *w, conn *c);
+/* Sign-in by another route than SignIn (MQTT CONNECT): the same registry
+ * presence and limits, no response. */
+void session_sign_in_device(worker *w, conn *c, uint64_t user, uint32_t device);
+/* StartSync from after (respond: answer request_id as over WebSocket). */
+void session_start_sync(worker *w, conn *c, uint64_t request_id, uint64_t after, bool respond);
+/* Ack up to user_seq (an MQTT PUBACK), coalesced like WebSocket Acks. */
+void session_ack_upto(worker *w, conn *c, uint64_t user_seq);
 
 /* delivery.c: events to a device */
 void delivery_live(worker *w, conn *c, uint64_t user_seq, const blob *message);

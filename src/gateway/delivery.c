@@ -16,6 +16,7 @@
 #include "core/metrics.h"
 #include "gateway/conn.h"
 #include "gateway/conn_side.h"
+#include "gateway/mqtt_conn.h"
 #include "gateway/realtime.h"
 
 enum { PAGE = 128 };
@@ -39,12 +40,19 @@ static void write_event(worker *w, conn *c, uint64_t user_seq, const uint8_t *ms
     const uint64_t event_tag = (42u << 3) | 2;  /* Frame.event, length-delimited */
     size_t inner = 1 + varint_len(user_seq) + 1 + varint_len(len) + len;
     size_t outer = varint_len(event_tag) + varint_len(inner) + inner;
-    uint8_t *dst = buf_reserve(&c->out, WS_MAX_HEADER + outer);
+    uint8_t *dst = buf_reserve(&c->out, (c->mqtt ? MQTT_EVENT_HEAD_MAX : WS_MAX_HEADER) + outer);
     if (!dst) {
         conn_close(w, c, WS_CLOSE_INTERNAL, "out of memory");
         return;
     }
-    uint8_t *p = dst + ws_write_header(dst, WS_OP_BINARY, true, outer, NULL);
+    /* MQTT: a QoS 1 PUBLISH to T/ev whose packet id stands for user_seq */
+    size_t head = c->mqtt ? mqtt_conn_event_head(w, c, dst, user_seq, outer)
+                          : ws_write_header(dst, WS_OP_BINARY, true, outer, NULL);
+    if (head == 0) {   /* not subscribed to T/ev: sent, unacknowledged, comes again next session */
+        c->sent_upto = user_seq;
+        return;
+    }
+    uint8_t *p = dst + head;
     p = put_varint(p, event_tag);
     p = put_varint(p, inner);
     *p++ = (1u << 3) | 0;               /* Event.user_seq, varint */
@@ -60,9 +68,14 @@ static void write_event(worker *w, conn *c, uint64_t user_seq, const uint8_t *ms
     conn_mark_dirty(w, c);
 }
 
+/* Events in flight before the device must ack (MQTT: also its Receive Maximum). */
+static uint32_t window_of(const worker *w, const conn *c) {
+    return c->mqtt ? mqtt_conn_window(w, c) : w->srv->cfg.sync_window;
+}
+
 static bool has_room(const worker *w, const conn *c) {
     return buf_len(&c->out) < w->srv->cfg.conn_output_cap &&
-           c->sent_upto - c->acked_upto < w->srv->cfg.sync_window;
+           c->sent_upto - c->acked_upto < window_of(w, c);
 }
 
 void delivery_live(worker *w, conn *c, uint64_t user_seq, const blob *message) {
@@ -174,7 +187,7 @@ void delivery_pump(worker *w, conn *c) {
         if (c->dm_pending) return;
     }
     while (c->lagging && has_room(w, c)) {
-        uint64_t room = w->srv->cfg.sync_window - (c->sent_upto - c->acked_upto);
+        uint64_t room = window_of(w, c) - (c->sent_upto - c->acked_upto);
         page pg;
         pg.n = 0;
         if (store_scan_inbox(w->srv->store, c->user_id, c->sent_upto, 0,

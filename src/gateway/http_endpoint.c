@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "gateway/conn_auth.h"
+#include "gateway/mqtt_conn.h"
 #include "gateway/ops_http.h"
 #include "gateway/static_files.h"
 #include "net/http.h"
@@ -85,7 +86,9 @@ static void upgrade(worker *w, conn *c, const http_request *req) {
         respond(w, c, "426 Upgrade Required", "Sec-WebSocket-Version: 13\r\n", "text/plain", "", 0);
         return;
     }
-    if (!protocol_offered(req->ws_protocol)) {
+    /* MQTT over WebSocket (README "MQTT"), when MQTT is on and parley.v1 is not offered */
+    bool mqtt = !protocol_offered(req->ws_protocol) && cfg->mqtt_host[0] && http_has_token(req->ws_protocol, "mqtt");
+    if (!protocol_offered(req->ws_protocol) && !mqtt) {
         respond_text(w, c, "400 Bad Request", "the subprotocol parley.v1 is required\n");
         return;
     }
@@ -128,7 +131,7 @@ static void upgrade(worker *w, conn *c, const http_request *req) {
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Accept: %s\r\nSec-WebSocket-Protocol: %s\r\n\r\n",
-                     accept, SUBPROTOCOL);
+                     accept, mqtt ? "mqtt" : SUBPROTOCOL);
     /* nothing is queued before the upgrade answer: the 101 head is the
      * first unit of the output, WebSocket frames follow (worker.c cuts an
      * overflowing output at a unit boundary) */
@@ -138,6 +141,11 @@ static void upgrade(worker *w, conn *c, const http_request *req) {
     c->state = CONN_WS;
     c->last_rx_ms = (uint32_t)auth->since_ms;   /* conn_clock() */
     c->auth = auth;
+    if (mqtt) {   /* no Challenge: MQTT signs in with CONNECT (mqtt_conn.c) */
+        if (!mqtt_conn_accepted(w, c)) conn_close(w, c, WS_CLOSE_INTERNAL, "out of memory");
+        conn_mark_dirty(w, c);   /* the 101 head goes out this turn */
+        return;
+    }
     session_challenge(w, c);
 }
 

@@ -187,6 +187,10 @@ static void signed_in(worker *w, conn *c, uint64_t request_id, uint64_t user, ui
     conn_respond(w, c, request_id, &r);
 }
 
+void session_sign_in_device(worker *w, conn *c, uint64_t user, uint32_t device) {
+    signed_in(w, c, 0, user, device);
+}
+
 /* Whether an auth request may be tried now; answers when not. One at a time
  * per connection, each on a fresh nonce, none once signed in. */
 static bool auth_allowed(worker *w, conn *c, uint64_t rid) {
@@ -480,43 +484,51 @@ static void handle_history(worker *w, conn *c, const Parley__V1__Frame *f) {
 
 /* ------------------------------------------------------------------ sync */
 
-static void handle_start_sync(worker *w, conn *c, const Parley__V1__Frame *f) {
+void session_start_sync(worker *w, conn *c, uint64_t request_id, uint64_t after, bool respond) {
     session_flush_acks(w, c);   /* acks before it are about the cursor it replaces */
     conn_side *side = conn_side_get(c);   /* holds sync_from until SyncDone */
     if (!side) {
-        conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__INTERNAL, "out of memory");
+        conn_send_error(w, c, request_id, PARLEY__V1__STATUS__INTERNAL, "out of memory");
         return;
     }
     if (!c->syncing) {
         registry_entry e = {.conn_id = c->id, .device_id = c->device_id, .worker = w->index};
         if (registry_add(w->srv->registry, c->user_id, &e)) {
-            conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__INTERNAL, "out of memory");
+            conn_send_error(w, c, request_id, PARLEY__V1__STATUS__INTERNAL, "out of memory");
             return;
         }
         c->syncing = true;
     }
-    c->sent_upto = c->acked_upto = side->sync_from = f->start_sync->after_user_seq;
-    c->cursor_submitted_upto = f->start_sync->after_user_seq;
+    c->sent_upto = c->acked_upto = side->sync_from = after;
+    c->cursor_submitted_upto = after;
     c->lagging = true;
     c->sync_done_sent = false;
-    respond_ok(w, c, f->request_id);
+    if (respond) respond_ok(w, c, request_id);
     realtime_push_device_messages(w, c);
     delivery_pump(w, c);
+}
+
+static void handle_start_sync(worker *w, conn *c, const Parley__V1__Frame *f) {
+    session_start_sync(w, c, f->request_id, f->start_sync->after_user_seq, true);
 }
 
 /* Records the device's newest Ack; the writer gets one request per
  * connection per loop turn (session_flush_acks), however many arrived. The
  * window moves at once, so catch-up does not wait for the flush. */
-static void handle_ack(worker *w, conn *c, const Parley__V1__Frame *f) {
+void session_ack_upto(worker *w, conn *c, uint64_t user_seq) {
     if (!c->syncing) return;
     /* a device cannot acknowledge what it was not sent */
-    uint64_t to = f->ack->user_seq < c->sent_upto ? f->ack->user_seq : c->sent_upto;
+    uint64_t to = user_seq < c->sent_upto ? user_seq : c->sent_upto;
     if (to <= c->acked_upto) return;
     if (c->ack_pending) METRIC_INC(acks_coalesced_total);   /* the earlier one folds into this */
     c->ack_pending = true;
     conn_mark_dirty(w, c);
     c->acked_upto = to;
     if (c->lagging) delivery_pump(w, c);
+}
+
+static void handle_ack(worker *w, conn *c, const Parley__V1__Frame *f) {
+    session_ack_upto(w, c, f->ack->user_seq);
 }
 
 /* The newest AckDeviceMessages waits on the connection until the end of the

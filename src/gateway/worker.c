@@ -35,12 +35,14 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/u64map.h"
 #include "gateway/address_limit.h"
 #include "gateway/conn.h"
 #include "gateway/conn_auth.h"
 #include "gateway/conn_side.h"
 #include "gateway/http_endpoint.h"
 #include "gateway/in_flight.h"
+#include "gateway/mqtt_conn.h"
 #include "net/http.h"
 #include "net/tls.h"
 
@@ -51,6 +53,7 @@ enum {
     TAG_LISTEN = 0,
     TAG_INBOX = 1,
     TAG_FIRST_CONN = 2,
+    TAG_MQTT_LISTEN = UINT32_MAX,   /* above every TAG_FIRST_CONN + slot (slots < 2^24) */
     MSGS_PER_TURN = 4096,
     CLOSE_LINGER_MS = 5000, /* a closing connection gets this long to take its output */
     CLOSE_DRAIN_MS = 2000,  /* then, write side shut, this long of silence ends it */
@@ -91,6 +94,7 @@ static void conn_free(worker *w, conn *c) {
     if (c->state == CONN_WS) atomic_fetch_sub(&g_metrics.connections, 1);
     if (c->addr_counted) address_limit_release(c->peer_addr);
     session_closed(w, c);
+    if (c->mqtt) mqtt_conn_free(w, c);
     in_flight_free(c);
     if (c->ssl) tls_free(c->ssl, c->tls_ready && !c->tls_failed);
     close(c->fd);
@@ -119,6 +123,11 @@ void conn_mark_dirty(worker *w, conn *c) {
 
 void conn_send(worker *w, conn *c, uint8_t opcode, const void *data, size_t len) {
     if (c->fd < 0) return;
+    if (c->mqtt && opcode == WS_OP_BINARY) {   /* a frame becomes a PUBLISH */
+        mqtt_conn_send_bytes(w, c, data, len);
+        return;
+    }
+    if (c->mqtt && !c->framed) return;   /* WebSocket control frames have no MQTT form */
     uint8_t *dst = buf_reserve(&c->out, WS_MAX_HEADER + len);
     if (!dst) {
         log_error("worker: out of memory for output; closing connection");
@@ -134,6 +143,10 @@ void conn_send(worker *w, conn *c, uint8_t opcode, const void *data, size_t len)
 }
 
 void conn_send_frame(worker *w, conn *c, const Parley__V1__Frame *f) {
+    if (c->mqtt) {
+        mqtt_conn_send_frame(w, c, f);
+        return;
+    }
     size_t n = parley__v1__frame__get_packed_size(f);
     uint8_t *dst = buf_reserve(&c->out, WS_MAX_HEADER + n);
     if (!dst) {
@@ -183,7 +196,8 @@ void conn_close(worker *w, conn *c, uint16_t code, const char *reason) {
     if (c->state == CONN_WS) {
         uint8_t payload[125];
         size_t n = ws_close_payload(payload, code, reason);
-        conn_send(w, c, WS_OP_CLOSE, payload, n);
+        if (c->mqtt) mqtt_conn_disconnect(w, c, code);
+        conn_send(w, c, WS_OP_CLOSE, payload, n);   /* MQTT over TCP: nothing */
         atomic_fetch_sub(&g_metrics.connections, 1);
     }
     conn_set_closing(c);
@@ -404,6 +418,12 @@ static const char *ws_error_reason(const conn *c, uint16_t code, char *buf, size
  * Returns the bytes used: the rest is a partial frame, or waits for the
  * pause to end. */
 static size_t handle_ws_bytes(worker *w, conn *c, uint8_t *data, size_t len) {
+    if (c->mqtt && !c->framed) {   /* MQTT over TCP: the bytes are MQTT packets */
+        bool blocked = false;
+        size_t used = mqtt_conn_input(w, c, data, len, &blocked);
+        if (blocked) pause_input(w, c);
+        return used;
+    }
     size_t done = 0;
     while (c->state == CONN_WS && done < len) {
         /* output is bounded before it is produced: no request is handled
@@ -429,7 +449,8 @@ static size_t handle_ws_bytes(worker *w, conn *c, uint8_t *data, size_t len) {
         c->last_rx_ms = conn_clock();   /* pings count: they are how idle clients say so */
         switch (m.kind) {
         case WS_MSG_BINARY:
-            session_handle(w, c, m.data, m.len);
+            if (c->mqtt) mqtt_conn_ws_message(w, c, m.data, m.len);
+            else session_handle(w, c, m.data, m.len);
             break;
         case WS_MSG_TEXT:
             METRIC_INC(protocol_errors_total);
@@ -472,7 +493,7 @@ static bool read_ws_direct(worker *w, conn *c) {
     if (n == 0) return false;
     METRIC_ADD(bytes_in_total, (unsigned long)n);
     size_t used = handle_ws_bytes(w, c, w->read_buf, (size_t)n);
-    if (used < (size_t)n && c->state == CONN_WS && buf_append(&c->in, w->read_buf + used, (size_t)n - used)) {
+    if (used < (size_t)n && c->state != CONN_CLOSING && buf_append(&c->in, w->read_buf + used, (size_t)n - used)) {
         conn_close(w, c, WS_CLOSE_INTERNAL, "out of memory");
         return false;
     }
@@ -554,7 +575,7 @@ static bool conn_read_once(worker *w, conn *c) {
     }
     if (c->input_paused) return false;   /* EPOLLIN only for a TLS write */
     if (c->state == CONN_HTTP && c->shed) return shed_read(w, c);
-    if (c->state == CONN_WS && buf_len(&c->in) == 0) return read_ws_direct(w, c);
+    if ((c->state == CONN_WS || c->mqtt) && buf_len(&c->in) == 0) return read_ws_direct(w, c);
     uint8_t *dst = buf_reserve(&c->in, READ_CHUNK);
     if (!dst) {
         conn_close(w, c, WS_CLOSE_INTERNAL, "out of memory");
@@ -571,7 +592,7 @@ static bool conn_read_once(worker *w, conn *c) {
     }
     buf_commit(&c->in, (size_t)n);
     METRIC_ADD(bytes_in_total, (unsigned long)n);
-    if (c->state == CONN_HTTP) {
+    if (c->state == CONN_HTTP && !c->mqtt) {
         /* the head parser rescans from the start: only when a line ended,
          * so a client trickling bytes costs one scan per line, not per byte */
         if (!memchr(dst, '\n', (size_t)n)) {
@@ -583,7 +604,7 @@ static bool conn_read_once(worker *w, conn *c) {
         }
         if (!http_endpoint_handle(w, c)) return false;
     }
-    if (c->state == CONN_WS) handle_ws(w, c);
+    if (c->state == CONN_WS || c->mqtt) handle_ws(w, c);
     /* a WebSocket message can be at most max_message plus a header; the
      * reader refuses larger declared lengths, so this holds the buffer bound */
     if (buf_len(&c->in) == 0) buf_free(&c->in);
@@ -688,7 +709,7 @@ static bool accept_bucket_take(const config *cfg) {
 /* Out of file descriptors, the listener stays readable and a level-
  * triggered loop would spin on it: give up the spare descriptor, accept the
  * oldest waiting connection and close it at once, then take the spare back. */
-static void shed_one_without_fds(worker *w) {
+static void shed_one_without_fds(worker *w, int listen_fd) {
     if (!w->fd_warned) {
         log_warn("worker %u: out of file descriptors; refusing connections", w->index);
         w->fd_warned = true;
@@ -697,7 +718,7 @@ static void shed_one_without_fds(worker *w) {
         close(w->spare_fd);
         w->spare_fd = -1;
     }
-    int fd = accept4(w->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
     if (fd >= 0) {
         METRIC_INC(upgrades_rejected_total);
         close(fd);
@@ -705,19 +726,20 @@ static void shed_one_without_fds(worker *w) {
     w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
-static void accept_all(worker *w) {
+/* mqtt: listen_fd is the MQTT listener (no HTTP: over the rate is a close). */
+static void accept_all(worker *w, int listen_fd, bool mqtt) {
     const config *cfg = &w->srv->cfg;
     /* WebSocket connections are capped at upgrade (503); sockets still in
      * the handshake get some room on top, and past that are closed at once */
     long slack = cfg->max_connections / 8 > HANDSHAKE_SLACK_MIN ? (long)cfg->max_connections / 8
                                                                  : HANDSHAKE_SLACK_MIN;
     long max_sockets = (long)cfg->max_connections + slack;
-    for (int i = 0; i < 256 && w->listen_fd >= 0; i++) {
+    for (int i = 0; i < 256 && listen_fd >= 0; i++) {
         struct sockaddr_in peer;
         socklen_t peer_len = sizeof peer;
-        int fd = accept4(w->listen_fd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(listen_fd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE) shed_one_without_fds(w);
+            if (errno == EMFILE || errno == ENFILE) shed_one_without_fds(w, listen_fd);
             return;
         }
         METRIC_INC(connections_accepted_total);
@@ -734,7 +756,7 @@ static void accept_all(worker *w) {
         /* a TLS handshake is the expensive part the bucket protects, so a
          * TLS connection over the rate is closed before it; a plain one
          * gets a 503 with Retry-After at its first read (shed_read) */
-        if (atomic_load(&g_metrics.sockets_open) >= max_sockets || (over_rate && w->tls)) {
+        if (atomic_load(&g_metrics.sockets_open) >= max_sockets || (over_rate && (w->tls || mqtt))) {
             if (!over_rate) METRIC_INC(upgrades_rejected_total);
             address_limit_release(addr);
             close(fd);
@@ -751,6 +773,10 @@ static void accept_all(worker *w) {
         c->peer_addr = addr;
         c->addr_counted = true;
         c->shed = over_rate;
+        if (mqtt && !mqtt_conn_accepted(w, c)) {
+            conn_free(w, c);
+            continue;
+        }
         if (w->tls) {
             c->ssl = tls_server_new(w->tls, fd);
             if (!c->ssl) {
@@ -778,6 +804,7 @@ static void sweep(worker *w) {
         conn *c = conn_table_at(&w->table, i);
         if (!c) continue;
         conn_side_trim(c, now);   /* rarely used state that no longer matters goes */
+        uint32_t idle_ms;   /* MQTT: from the keep-alive */
         switch (c->state) {
         case CONN_HTTP:
             if ((uint32_t)(now32 - c->phase_ms) > cfg->handshake_timeout_ms) {
@@ -793,7 +820,8 @@ static void sweep(worker *w) {
                        (uint32_t)(now32 - c->out_moved_ms) > cfg->output_stall_ms) {
                 /* asks and does not read: nothing it is owed moves */
                 overflow_close(w, c);
-            } else if (cfg->idle_timeout_ms && (uint32_t)(now32 - c->last_rx_ms) > cfg->idle_timeout_ms) {
+            } else if ((idle_ms = c->mqtt ? mqtt_conn_idle_ms(w, c) : cfg->idle_timeout_ms) &&
+                       (uint32_t)(now32 - c->last_rx_ms) > idle_ms) {
                 METRIC_INC(idle_timeouts_total);
                 conn_close(w, c, WS_CLOSE_GOING_AWAY, "idle timeout");
             }
@@ -819,6 +847,11 @@ static void drain_begin(worker *w) {
         epoll_ctl(w->epoll_fd, EPOLL_CTL_DEL, w->listen_fd, NULL);
         close(w->listen_fd);
         w->listen_fd = -1;
+    }
+    if (w->mqtt_listen_fd >= 0) {
+        epoll_ctl(w->epoll_fd, EPOLL_CTL_DEL, w->mqtt_listen_fd, NULL);
+        close(w->mqtt_listen_fd);
+        w->mqtt_listen_fd = -1;
     }
     for (uint32_t i = 0; i < w->table.n_slots; i++) {
         conn *c = conn_table_at(&w->table, i);
@@ -880,8 +913,8 @@ static void *worker_main(void *arg) {
         int n = epoll_wait(w->epoll_fd, events, EVENTS_PER_WAIT, timeout);
         for (int i = 0; i < n; i++) {
             uint64_t tag = events[i].data.u64;
-            if (tag == TAG_LISTEN) {
-                accept_all(w);
+            if (tag == TAG_LISTEN || tag == TAG_MQTT_LISTEN) {
+                accept_all(w, tag == TAG_LISTEN ? w->listen_fd : w->mqtt_listen_fd, tag == TAG_MQTT_LISTEN);
                 continue;
             }
             if (tag == TAG_INBOX) continue;   /* handled below every turn */
@@ -908,12 +941,12 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-static int listen_socket(const config *cfg) {
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cfg->listen_port)};
-    if (inet_pton(AF_INET, cfg->listen_host, &addr.sin_addr) != 1) {
-        if (strcmp(cfg->listen_host, "localhost") == 0) addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+static int listen_socket(const char *host, int port) {
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
+        if (strcmp(host, "localhost") == 0) addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         else {
-            log_error("listen: '%s' is not an IPv4 address", cfg->listen_host);
+            log_error("listen: '%s' is not an IPv4 address", host);
             return -1;
         }
     }
@@ -923,7 +956,7 @@ static int listen_socket(const config *cfg) {
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (bind(fd, (struct sockaddr *)&addr, sizeof addr) || listen(fd, 4096)) {
-        log_error("listen on %s:%d: %s", cfg->listen_host, cfg->listen_port, strerror(errno));
+        log_error("listen on %s:%d: %s", host, port, strerror(errno));
         close(fd);
         return -1;
     }
@@ -937,12 +970,15 @@ static worker *worker_new(server *srv, uint32_t index, SSL_CTX *tls) {
     w->index = index;
     w->tls = tls;
     w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    w->listen_fd = listen_socket(&srv->cfg);
+    w->listen_fd = listen_socket(srv->cfg.listen_host, srv->cfg.listen_port);
+    w->mqtt_listen_fd = srv->cfg.mqtt_host[0] ? listen_socket(srv->cfg.mqtt_host, srv->cfg.mqtt_port) : -1;
     w->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     w->read_buf = malloc(READ_CHUNK);
-    if (w->listen_fd < 0 || w->epoll_fd < 0 || !w->read_buf || mpsc_init(&w->inbox, INBOX_CAP)) {
+    if (w->listen_fd < 0 || w->epoll_fd < 0 || !w->read_buf || mpsc_init(&w->inbox, INBOX_CAP) ||
+        (srv->cfg.mqtt_host[0] && w->mqtt_listen_fd < 0)) {
         free(w->read_buf);
         if (w->listen_fd >= 0) close(w->listen_fd);
+        if (w->mqtt_listen_fd >= 0) close(w->mqtt_listen_fd);
         if (w->epoll_fd >= 0) close(w->epoll_fd);
         if (w->spare_fd >= 0) close(w->spare_fd);
         free(w);
@@ -952,6 +988,10 @@ static worker *worker_new(server *srv, uint32_t index, SSL_CTX *tls) {
     epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, w->listen_fd, &ev);
     ev.data.u64 = TAG_INBOX;
     epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, w->inbox.wake_fd, &ev);
+    if (w->mqtt_listen_fd >= 0) {
+        ev.data.u64 = TAG_MQTT_LISTEN;
+        epoll_ctl(w->epoll_fd, EPOLL_CTL_ADD, w->mqtt_listen_fd, &ev);
+    }
     return w;
 }
 
@@ -1007,6 +1047,11 @@ void workers_free(server *srv) {
         mpsc_destroy(&w->inbox);
         close(w->epoll_fd);
         if (w->listen_fd >= 0) close(w->listen_fd);
+        if (w->mqtt_listen_fd >= 0) close(w->mqtt_listen_fd);
+        if (w->mqtt_links) {
+            u64map_free(w->mqtt_links);   /* empty: every connection was freed */
+            free(w->mqtt_links);
+        }
         if (w->spare_fd >= 0) close(w->spare_fd);
         if (i == 0) tls_ctx_free(w->tls);   /* one context, shared */
         conn_table_free(&w->table);
