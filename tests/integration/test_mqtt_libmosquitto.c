@@ -124,7 +124,7 @@ static void on_event(mq_dev *d, const Parley__V1__Event *e) {
     s->seq = e->message->seq;
     s->type = e->message->type;
     size_t len = e->message->body.len < sizeof s->text - 1 ? e->message->body.len : sizeof s->text - 1;
-    memcpy(s->text, e->message->body.data, len);
+    if (len) memcpy(s->text, e->message->body.data, len);   /* a membership event has no body */
     s->text[len] = '\0';
 }
 
