@@ -11,9 +11,10 @@ listener (README "MQTT") with the password scheme, at MQTT 3.1.1 and 5.0:
     p/USER.DEVICE/req at QoS 1; the WebSocket user's `parley-cli sync` shows it.
   rr_v5_request_answered_on_res: mosquitto_rr publishes a SendMessage to
     /req and gets the Response (OK, Sent with a seq) on /res.
-  password_replay_and_other_device_refused: a password already used, and a
-    device's password under another device's client id, are refused at
-    CONNACK (mosquitto_sub exits non-zero and receives nothing).
+  password_replay_and_other_device_refused: the password of the connection
+    just made (the newest the server took), an older one, and a device's
+    password under another device's client id are refused at CONNACK
+    (mosquitto_sub exits non-zero and receives nothing).
 
 Every client runs with a bounded timeout (-W, subprocess timeouts); the
 server is stopped by its PID on every path (mqtt_env.Server).
@@ -153,22 +154,31 @@ def rr_v5_request_answered_on_res():
           "did not reach the WebSocket user")
 
 
-def refused(version, creds, topic):
+def refused(version, creds, topic, extra=()):
+    """mosquitto_sub with creds for up to 10 s (its output and exit status)."""
     cid, pw = creds
     r = subprocess.run(["mosquitto_sub", "-V", version, "-h", "127.0.0.1", "-p", str(S.mqtt_port), "-i", cid, "-u", cid,
-                        "-P", pw, "-c", "-q", "1", "-t", topic, "-W", "10"],
+                        "-P", pw, "-c", "-q", "1", "-t", topic, "-W", "10", *extra],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=WAIT_S)
     return r
 
 
 def password_replay_and_other_device_refused():
-    check(USED_PASSWORD is not None, "no earlier connection to replay")
     for version in ("mqttv311", "mqttv5"):
-        r = refused(version, USED_PASSWORD, BOB.topic + "/ev")
+        # a connection that succeeds (-E: exit once subscribed), then the same
+        # password again: the newest one the server took, and still refused
+        creds = BOB.mqtt_password()
+        r = refused(version, creds, BOB.topic + "/ev", extra=["-E"])
+        check(r.returncode == 0, "%s: the fresh password was not taken: %s" % (version, r.stderr.decode()))
+        r = refused(version, creds, BOB.topic + "/ev")
         check(r.returncode != 0 and r.stdout == b"", "%s: a replayed password was taken (exit %d, %r)" % (
             version, r.returncode, r.stdout[:80]))
         check(b"not authori" in r.stderr.lower() or b"bad user name or password" in r.stderr.lower(),
               "%s: refused, but not at CONNACK: %s" % (version, r.stderr.decode()))
+    # an older password, already superseded
+    check(USED_PASSWORD is not None, "no earlier connection")
+    r = refused("mqttv311", USED_PASSWORD, BOB.topic + "/ev")
+    check(r.returncode != 0 and r.stdout == b"", "an older password was taken")
     # carol's fresh password presented as bob's device
     _, pw = CAROL.mqtt_password()
     r = refused("mqttv311", (BOB.client_id, pw), BOB.topic + "/ev")
