@@ -13,6 +13,7 @@
 #include <sodium.h>
 
 #include "cli.h"
+#include "parley_mqtt.h"
 
 enum {
     EXIT_USAGE = 2,
@@ -31,6 +32,7 @@ static const char USAGE[] =
     "  register-device TOKEN      add this device to the user who made TOKEN; prints the user id\n"
     "  link                       prints a short-lived token for register-device\n"
     "  whoami                     prints this device's identity as JSON\n"
+    "  mqtt-password              prints this device's MQTT client id and a fresh password\n"
     "  direct USER                prints the 1:1 conversation id with USER\n"
     "  group NAME [USER...]       creates a group; prints its conversation id\n"
     "  add CONV USER...           adds members to a group (admins only)\n"
@@ -287,6 +289,18 @@ static int cmd_whoami(cli_ctx *ctx) {
     fputs(",\"server\":", stdout);
     json_print_string(stdout, ctx->server, strlen(ctx->server));
     fputs("}\n", stdout);
+    return 0;
+}
+
+/* mqtt-password: the client id and a password signed now (parley_mqtt.h) */
+static int cmd_mqtt_password(cli_ctx *ctx) {
+    char client_id[PC_MQTT_CLIENT_ID_MAX], password[PC_MQTT_PASSWORD_MAX];
+    if (pc_mqtt_client_id(&ctx->ident.id, client_id, sizeof client_id) < 0 ||
+        pc_mqtt_password(&ctx->ident.id, pc_mqtt_now_ms(), password, sizeof password) < 0) {
+        fprintf(stderr, CLI_NAME ": mqtt-password: cannot format the password\n");
+        return 1;
+    }
+    printf("%s\n%s\n", client_id, password);
     return 0;
 }
 
@@ -649,6 +663,7 @@ static const command COMMANDS[] = {
     {"register", NEEDS_NOTHING, 1, 1, "register NAME"},
     {"register-device", NEEDS_NOTHING, 1, 1, "register-device TOKEN"},
     {"whoami", NEEDS_IDENTITY, 0, 0, "whoami"},
+    {"mqtt-password", NEEDS_IDENTITY, 0, 0, "mqtt-password"},
     {"link", NEEDS_CONNECTION, 0, 0, "link"},
     {"direct", NEEDS_CONNECTION, 1, 1, "direct USER"},
     {"group", NEEDS_CONNECTION, 1, -1, "group NAME [USER...]"},
@@ -686,6 +701,14 @@ static const struct command_help {
      "made TOKEN (with `link`), and prints the user id."},
     {"whoami",
      "Prints this device's identity as one JSON line (no server needed)."},
+    {"mqtt-password",
+     "Prints two lines for an MQTT client of this device (no server needed): the\n"
+     "client id \"USER.DEVICE\" (also the user name) and a password \"TS.SIG\": TS the\n"
+     "time now in ms since the epoch, SIG the device key's Ed25519 signature over\n"
+     "\"parley.v1 mqtt password\", TS (8 bytes big-endian) and the client id, in\n"
+     "unpadded base64url. The server takes a password within 60 s of its clock and\n"
+     "only once: make a fresh one for each connection. For example\n"
+     "  mosquitto_sub -V mqttv311 -i USER.DEVICE -u USER.DEVICE -P TS.SIG -c -q 1 -t p/USER.DEVICE/ev"},
     {"link",
      "Prints a short-lived single-use token for `register-device` on a new device."},
     {"direct",
@@ -825,7 +848,11 @@ int main(int argc, char **argv) {
                 what, ctx.state_dir, ctx.state_dir);
         return 1;
     }
-    if (cm && cm->need == NEEDS_IDENTITY) return cmd_whoami(&ctx);
+    if (cm && cm->need == NEEDS_IDENTITY) {
+        rc = strcmp(cm->name, "mqtt-password") == 0 ? cmd_mqtt_password(&ctx) : cmd_whoami(&ctx);
+        sodium_memzero(&ctx.ident, sizeof ctx.ident);
+        return rc;
+    }
 
     bool locks = !cm || strcmp(cm->name, "sync") == 0;
     if (locks && state_lock(ctx.state_dir, err, sizeof err) < 0) {

@@ -4,7 +4,9 @@
 # summary table and leaves every run's JSON in $OUT (default build/bench-out).
 # Benchmarks are not tests: this never fails the build over a figure.
 #
-# Peers: in memory (mosquitto, nats-server, Redis pub/sub) and durable (NATS
+# Peers: parley itself over MQTT (parley-mqtt: its --mqtt-listen, driven by
+# the mosquitto driver's client stack, bench/peer_parley_mqtt.c), in memory
+# (mosquitto, nats-server, Redis pub/sub) and durable (NATS
 # JetStream on file storage, Redis Streams with appendfsync always and
 # everysec, Apache Kafka with acks=all). scripts/install-bench-deps.sh installs
 # them; their drivers (bench/peer_*.c) are built here (PARLEY_BENCH_PEERS=ON,
@@ -59,7 +61,7 @@ fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 driver_of() {
   case $1 in
-    mosquitto|nats|redis) echo "$BUILD/bench-peer-$1" ;;
+    mosquitto|nats|redis|parley-mqtt) echo "$BUILD/bench-peer-$1" ;;
     nats-js) echo "$BUILD/bench-peer-nats" ;;
     redis-aof-*) echo "$BUILD/bench-peer-redis-streams" ;;
     kafka) echo "$BUILD/bench-peer-kafka" ;;
@@ -69,6 +71,7 @@ driver_of() {
 driver_args() {   # what tells a driver which durability it is measuring
   case $1 in
     nats-js) echo "--jetstream 1" ;;
+    parley-mqtt) echo "--ws-port $peer_ws_port" ;;   # users are registered over WebSocket
     *) echo "" ;;
   esac
 }
@@ -79,7 +82,7 @@ peer_run() {   # system driver port server_pid run
   # each driver bounds itself (60 s to connect, the load seconds, 10 s to
   # drain); timeout is a backstop. Idle connections only for the in-memory
   # peers: a durable one's memory per idle connection is the same server's.
-  case $sys in mosquitto|nats|redis)
+  case $sys in mosquitto|nats|redis|parley-mqtt)
     timeout 300 "$drv" idle --port "$port" --n 19900 --pid "$spid" "$@" >"$OUT/$sys.connections.$i.json" 2>>"$OUT/$sys.log" ;;
   esac
   timeout 300 "$drv" direct --port "$port" --pairs 1000 --window 8 --seconds "$SECONDS_LOAD" "$@" >"$OUT/$sys.direct_max.$i.json" 2>>"$OUT/$sys.log"
@@ -88,7 +91,7 @@ peer_run() {   # system driver port server_pid run
   timeout 300 "$drv" group  --port "$port" --size 250 --senders 4 --window 8 --seconds "$SECONDS_LOAD" "$@" >"$OUT/$sys.group_4pub.$i.json" 2>>"$OUT/$sys.log"
   timeout 300 "$drv" live   --port "$port" --size 250 --rate 1000 --seconds "$SECONDS_LOAD" "$@" >"$OUT/$sys.live.$i.json" 2>>"$OUT/$sys.log"
 }
-PEERS=${PEERS:-mosquitto nats redis nats-js redis-aof-always redis-aof-everysec kafka}
+PEERS=${PEERS:-parley-mqtt mosquitto nats redis nats-js redis-aof-always redis-aof-everysec kafka}
 PEER_TMP=$(mktemp -d)
 spid=""
 kafka_dir=""
@@ -157,6 +160,26 @@ CONF
       spid=$(cat "$data/kafka.pid")
       return 0
       ;;
+    parley-mqtt)
+      # the server parley-bench starts (bench/server.c: same limits lifted),
+      # with its MQTT listener on the peer's port and WebSocket on another
+      bin=${PARLEY:-$BUILD/parley}
+      peer_ws_port=$(free_port)
+      (ulimit -n "$(ulimit -Hn)"; exec "$bin" serve --listen "127.0.0.1:$peer_ws_port" --mqtt-listen "127.0.0.1:$2" \
+         --data "$data" --fsync batch --log-level warn --send-rate 1000000 --write-rate 1000000 \
+         --user-writer-share 65536) >>"$OUT/parley-mqtt-server.log" 2>&1 &
+      spid=$!
+      python3 - "$peer_ws_port" <<'PY' || { echo "bench: parley-mqtt did not become healthy (see $OUT/parley-mqtt-server.log)" >&2; stop_peer; return 1; }
+import sys, time, urllib.request
+for _ in range(100):   # 20 s at most
+    try:
+        if urllib.request.urlopen("http://127.0.0.1:%s/healthz" % sys.argv[1], timeout=1).status == 200: sys.exit(0)
+    except OSError: pass
+    time.sleep(0.2)
+sys.exit(1)
+PY
+      return 0
+      ;;
     *) echo "bench: unknown peer $1" >&2; return 1 ;;
   esac
   spid=$!
@@ -175,7 +198,7 @@ for p in $PEERS; do
   while [ "$i" -le "$RUNS" ]; do
     port=$(free_port)
     start_peer "$p" "$port" || break
-    echo "bench: $p run $i/$RUNS ($bin, pid $spid, 127.0.0.1:$port)" >&2
+    echo "bench: $p run $i/$RUNS ($bin, pid $spid, 127.0.0.1:$port, load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
     peer_run "$p" "$drv" "$port" "$spid" "$i"
     stop_peer
     i=$((i + 1))
@@ -221,7 +244,7 @@ def load(name, pattern):
     return docs
 def nums(docs, k):
     return [d[k] for d in docs if isinstance(d.get(k), (int, float))]
-peers = ("mosquitto", "nats", "redis", "nats-js", "redis-aof-always", "redis-aof-everysec", "kafka")
+peers = ("parley-mqtt", "mosquitto", "nats", "redis", "nats-js", "redis-aof-always", "redis-aof-everysec", "kafka")
 durability = {}
 for name, keys in show.items():
     docs = load(name, name + ".*.json")
@@ -266,7 +289,10 @@ shown) before acking it, appends an inbox entry per member, keeps a cursor per
 device, and pushes the sender's own message back to its device; the in-memory
 peers (mosquitto, nats, redis) persist nothing and keep no cursors; the
 durable ones (nats-js, redis-aof-*, kafka) store each message before their
-ack, with the durability listed above. mosquitto: QoS 1, ack = the
+ack, with the durability listed above. parley-mqtt: parley with all of the
+above, over its MQTT listener on the mosquitto driver's client stack; QoS 1
+both ways, ack = the Sent response on T/res (stored), each event PUBACKed by
+the device (its Ack). mosquitto: QoS 1, ack = the
 broker's PUBACK, clean sessions, persistence false. nats-server: core NATS, no
 JetStream; NATS has no publish ack, so "ack" is the delivery to the peer
 (direct) or the sender's own copy back (group). Redis pub/sub: fire-and-forget,

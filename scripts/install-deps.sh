@@ -5,7 +5,8 @@ set -e
 PACKAGES="build-essential cmake pkg-config clang libclang-rt-14-dev
   librocksdb-dev librdkafka-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libssl-dev
   openssl libcurl4-openssl-dev python3-cryptography openjdk-17-jre-headless maven redis-server redis-tools
-  libhiredis-dev"
+  libhiredis-dev
+  libmosquitto-dev mosquitto-clients python3-paho-mqtt python3-protobuf protobuf-compiler python3-nacl"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -5,6 +5,8 @@
 #   2. ASan + UBSan build (gcc): the same tests again; any sanitizer report
 #      from the server or the tests fails the run
 #   3. clang build with libFuzzer: every fuzz target for FUZZ_SECONDS each
+# In 1 and 2, after the C tests, tests/mqtt/test_*.py: standard MQTT clients
+# (mosquitto-clients, paho-mqtt) against that build's server.
 # Between 1 and 2, the browser client (web/): npm build, its TypeScript unit
 # tests (test_web_unit) and headless Chromium end to end (test_web_e2e,
 # and Web Push: test_web_push).
@@ -104,9 +106,25 @@ run_suite() { # build dir, label prefix, env...
 
 fail_stage() { failed=$((failed + 1)); failed_names+=("$1"); }
 
+# standard MQTT clients against the server of a build (tests/mqtt/test_*.py:
+# mosquitto_sub/_pub/_rr, paho-mqtt; Debian's python3, packages from
+# scripts/install-deps.sh)
+run_mqtt_clients() { # build dir, label prefix, env...
+    local dir=$1 tag=$2; shift 2
+    local src name
+    for src in tests/mqtt/test_*.py; do
+        [ -e "$src" ] || continue
+        name=$(basename "$src" .py)
+        # shellcheck disable=SC2053 # ONLY is a glob on purpose
+        [[ $name == $ONLY ]] || continue
+        run_program "${tag}mqtt:$name" "$src" PARLEY_BIN="$dir/parley" PARLEY_CLI="$dir/parley-cli" "$@"
+    done
+}
+
 note "release build"
 if build build -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
     run_suite build ""
+    run_mqtt_clients build ""
 else
     fail_stage "release build"
 fi
@@ -199,6 +217,9 @@ if [ "${SKIP_SANITIZE:-0}" != 1 ]; then
     san_logs=$(mktemp -d /tmp/parley-san-XXXXXX)
     if build build-asan -DCMAKE_BUILD_TYPE=Debug -DPARLEY_SANITIZE=ON; then
         run_suite build-asan "asan:" \
+            ASAN_OPTIONS="log_path=$san_logs/asan:abort_on_error=1:detect_leaks=1" \
+            UBSAN_OPTIONS="log_path=$san_logs/ubsan:halt_on_error=1:print_stacktrace=1"
+        run_mqtt_clients build-asan "asan:" \
             ASAN_OPTIONS="log_path=$san_logs/asan:abort_on_error=1:detect_leaks=1" \
             UBSAN_OPTIONS="log_path=$san_logs/ubsan:halt_on_error=1:print_stacktrace=1"
         reports=$(ls "$san_logs" 2>/dev/null | wc -l)
