@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "cluster/cluster_config.h"
 #include "push/push_config.h"
 
 enum fsync_policy { FSYNC_ALWAYS, FSYNC_BATCH, FSYNC_OFF };
@@ -69,6 +70,7 @@ typedef struct config {
     uint32_t output_stall_ms;       /* input paused and no output taken this long: 1008 */
     char web_root[1024];            /* browser client files; "" = the build's web/dist if built, "off" = none */
     push_config push;               /* --push-*: Web Push to offline devices */
+    cluster_config cluster;         /* --node, --roles, --internal-listen, --redis */
 } config;
 
 enum { METRICS_PUBLIC = 0, METRICS_SEPARATE = 1, METRICS_OFF = 2 };
