@@ -1,0 +1,147 @@
+/* test_node_directory.c -- `parley serve --node --internal-listen --redis`
+ * on a real three-master Redis Cluster (redis_cluster_node.c): the node is
+ * in the node directory under its name with "HOST:PORT/ROLES" once it
+ * answers /healthz; the heartbeat keeps the entry alive past its TTL; its
+ * internal address takes a node link connection; a clean stop (SIGTERM)
+ * removes the entry at once; a node killed with SIGKILL leaves the
+ * directory when its entry expires. Every wait is on the directory's state
+ * with a generous bound; nothing is timed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../check.h"
+#include "cluster/link.h"
+#include "harness.h"
+#include "redis_cluster_node.h"
+#include "registry/redis_cluster.h"
+#include "registry/registry_redis.h"
+
+enum { WAIT_MS = 60000, NODE_TTL_MS = 3000 };
+
+static rc_client *rc;
+static registry_redis *reg;
+
+static void start_redis(void) {
+    CHECK(redis_cluster_start("node-directory") == 0, "the Redis Cluster did not start");
+    rc_options o = {.seeds = redis_cluster_seeds(), .timeout_ms = 10000};
+    char err[200];
+    rc = rc_new(&o, err, sizeof err);
+    CHECK(rc, "rc_new: %s", err);
+    CHECK(rc_wait_ready(rc, WAIT_MS) == 0, "no slot map");
+    reg = registry_redis_new(rc, &(rr_options){0});
+    CHECK(reg, "registry");
+}
+
+typedef struct lookup {
+    int done, has_addr, failed;
+    char addr[RR_ADDR_MAX];
+} lookup;
+
+static void lookup_cb(void *ud, const char *addr, const char *error) {
+    lookup *l = ud;
+    if (addr) snprintf(l->addr, sizeof l->addr, "%s", addr);
+    l->has_addr = addr != NULL;
+    l->failed = error != NULL;
+    __atomic_store_n(&l->done, 1, __ATOMIC_RELEASE);
+}
+
+/* 1: name is live in the directory (its address in addr), 0: absent or
+ * expired, -1: Redis did not answer */
+static int directory_has(const char *name, char *addr, size_t cap) {
+    lookup l = {0};
+    if (registry_redis_node_lookup(reg, name, lookup_cb, &l) != 0) return -1;
+    for (int i = 0; i < WAIT_MS / 5 && !__atomic_load_n(&l.done, __ATOMIC_ACQUIRE); i++) h_sleep_ms(5);
+    if (!__atomic_load_n(&l.done, __ATOMIC_ACQUIRE) || l.failed) return -1;
+    if (addr) snprintf(addr, cap, "%s", l.addr);
+    return l.has_addr;
+}
+
+/* The raw entry, "EXPIRES ADDRESS": its expiry (Redis clock), 0 if absent. */
+static unsigned long long entry_expiry(const char *name) {
+    const char *argv[] = {"HGET", "{nodes}", name};
+    char err[128];
+    redisReply *r = rc_command_sync(rc, "{nodes}", 7, 3, argv, NULL, err, sizeof err);
+    unsigned long long expires = 0;
+    if (r && r->type == REDIS_REPLY_STRING) expires = strtoull(r->str, NULL, 10);
+    if (r) freeReplyObject(r);
+    return expires;
+}
+
+static int start_node(h_server *s, const char *name, int internal_port) {
+    char internal[64], ttl[16];
+    snprintf(internal, sizeof internal, "127.0.0.1:%d", internal_port);
+    snprintf(ttl, sizeof ttl, "%d", NODE_TTL_MS);
+    const char *args[] = {"--node", name, "--internal-listen", internal, "--redis", redis_cluster_seeds(),
+                          "--node-ttl-ms", ttl, NULL};
+    return h_server_start(s, args);
+}
+
+static void node_is_in_the_directory_and_refreshed(void) {
+    h_server s = {0};
+    int port = h_free_port();
+    CHECK(start_node(&s, "chat-1", port) == 0, "the node did not start");
+    char addr[RR_ADDR_MAX], want[RR_ADDR_MAX];
+    int has = directory_has("chat-1", addr, sizeof addr);
+    snprintf(want, sizeof want, "127.0.0.1:%d/gateway,chat,fanout", port);
+    /* the heartbeat moves the expiry forward (a third of the TTL) */
+    unsigned long long first = entry_expiry("chat-1"), later = first;
+    for (int i = 0; i < WAIT_MS / 50 && later <= first; i++) {
+        h_sleep_ms(50);
+        later = entry_expiry("chat-1");
+    }
+    /* its internal address takes a node link connection */
+    char err[128];
+    link_options lo = {.name = "probe", .roles = 1};
+    node_link *probe = link_start(&lo, err, sizeof err);
+    char internal[64];
+    snprintf(internal, sizeof internal, "127.0.0.1:%d", port);
+    bool up = false;
+    if (probe) {
+        link_connect(probe, internal);
+        for (int i = 0; i < WAIT_MS / 10 && !(up = link_peer_up(probe, internal)); i++) h_sleep_ms(10);
+        link_stop(probe);
+    }
+    int stopped = h_server_stop(&s);
+    int after_stop = directory_has("chat-1", NULL, 0);
+    h_server_destroy(&s);
+    CHECK(has == 1, "chat-1 not in the directory (%d)", has);
+    CHECK(strcmp(addr, want) == 0, "chat-1 -> '%s', expected '%s'", addr, want);
+    CHECK(later > first, "the entry's expiry never moved (%llu)", first);
+    CHECK(up, "no node link connection to %s", internal);
+    CHECK(stopped == 0, "the node did not stop cleanly (%d)", stopped);
+    CHECK(after_stop == 0, "chat-1 is still in the directory after a clean stop (%d)", after_stop);
+}
+
+static void killed_node_expires(void) {
+    h_server s = {0};
+    CHECK(start_node(&s, "gw-killed", h_free_port()) == 0, "the node did not start");
+    int has = directory_has("gw-killed", NULL, 0);
+    h_server_kill9(&s);
+    int gone = -1;
+    for (int i = 0; i < WAIT_MS / 100 && (gone = directory_has("gw-killed", NULL, 0)) != 0; i++) h_sleep_ms(100);
+    h_server_destroy(&s);
+    CHECK(has == 1, "gw-killed not in the directory before the kill (%d)", has);
+    CHECK(gone == 0, "gw-killed still in the directory %d ms after SIGKILL (TTL %d ms)", WAIT_MS, NODE_TTL_MS);
+}
+
+static void unreachable_redis_fails_the_start(void) {
+    h_server s = {0};
+    char seeds[64];
+    snprintf(seeds, sizeof seeds, "127.0.0.1:%d", h_free_port());   /* nothing listens */
+    const char *args[] = {"--redis", seeds, NULL};
+    int started = h_server_start(&s, args);
+    h_server_destroy(&s);
+    CHECK(started == -1, "a node whose Redis is unreachable reported healthy");
+}
+
+int main(void) {
+    RUN(start_redis);
+    RUN(node_is_in_the_directory_and_refreshed);
+    RUN(killed_node_expires);
+    RUN(unreachable_redis_fails_the_start);
+    if (reg) registry_redis_free(reg);
+    if (rc) rc_free(rc);
+    redis_cluster_stop();
+    CHECK_EXIT();
+}
