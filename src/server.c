@@ -27,11 +27,19 @@ int server_core_start(server *srv) {
             log_error("node %s: %s", cc->node, err);
             return -1;
         }
+        session_registry *sessions = cluster_node_sessions(srv->cluster);
+        if (sessions) {   /* this node's sessions go to Redis too */
+            registry_mirror m;
+            session_registry_mirror(sessions, &m);
+            registry_set_mirror(srv->registry, &m);
+        }
     }
     return 0;
 }
 
 void server_core_stop(server *srv) {
+    /* the workers have stopped: nothing adds to the registry now */
+    if (srv->registry) registry_set_mirror(srv->registry, NULL);
     cluster_node_stop(srv->cluster);   /* first: peers stop finding this node */
     srv->cluster = NULL;
     if (srv->writer) writer_stop(srv->writer);   /* finishes what was queued */

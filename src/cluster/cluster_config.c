@@ -20,6 +20,7 @@ void cluster_config_defaults(cluster_config *c) {
     memset(c, 0, sizeof *c);
     c->roles = CLUSTER_ROLES_ALL;
     c->node_ttl_ms = 30000;
+    c->session_ttl_ms = 45000;
 }
 
 void cluster_config_usage(FILE *out) {
@@ -38,7 +39,11 @@ void cluster_config_usage(FILE *out) {
         "                            itself in the node directory with its internal address\n"
         "                            and roles, refreshed by a heartbeat (default: no Redis)\n"
         "  --node-ttl-ms MS          lifetime of this node's directory entry; refreshed every\n"
-        "                            third of it (default 30000)\n");
+        "                            third of it (default 30000)\n"
+        "  --session-ttl-ms MS       with --redis, each device session (user, device) -> (node,\n"
+        "                            connection, since) is written to the Redis session\n"
+        "                            registry at StartSync and deleted at close; this is its\n"
+        "                            lifetime, refreshed every third of it (default 45000)\n");
 }
 
 static int name_ok(const char *v) {
@@ -109,15 +114,16 @@ int cluster_config_set(cluster_config *c, const char *key, const char *v) {
             return -1;
         }
         strcpy(c->redis_seeds, v);
-    } else if (strcmp(key, "node-ttl-ms") == 0) {
+    } else if (strcmp(key, "node-ttl-ms") == 0 || strcmp(key, "session-ttl-ms") == 0) {
         char *end;
         errno = 0;
         unsigned long long n = strtoull(v, &end, 10);
         if (errno || end == v || *end || v[0] == '-' || n < 3000 || n > 600000) {
-            fprintf(stderr, "parley: node-ttl-ms: expected a number from 3000 to 600000, got '%s'\n", v);
+            fprintf(stderr, "parley: %s: expected a number from 3000 to 600000, got '%s'\n", key, v);
             return -1;
         }
-        c->node_ttl_ms = (uint32_t)n;
+        if (key[0] == 'n') c->node_ttl_ms = (uint32_t)n;
+        else c->session_ttl_ms = (uint32_t)n;
     } else {
         return 1;
     }

@@ -27,6 +27,7 @@ typedef struct cluster_config {
     int internal_port;
     char redis_seeds[512];         /* --redis HOST:PORT[,...]; "": no Redis */
     uint32_t node_ttl_ms;          /* --node-ttl-ms: directory entry lifetime (heartbeat at a third) */
+    uint32_t session_ttl_ms;       /* --session-ttl-ms: a session entry's lifetime in Redis (the same) */
 } cluster_config;
 
 void cluster_config_defaults(cluster_config *c);

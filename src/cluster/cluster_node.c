@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "registry/redis_cluster.h"
 #include "registry/registry_redis.h"
+#include "cluster/session_registry.h"
 
 enum { REDIS_READY_MS = 5000 };
 
@@ -20,6 +21,7 @@ struct cluster_node {
     node_link *link;
     rc_client *rc;
     registry_redis *rr;
+    session_registry *sessions;
     char entry[RR_ADDR_MAX];
     pthread_t heartbeat;
     bool heartbeat_running;
@@ -109,8 +111,11 @@ static void *heartbeat_thread(void *arg) {
 }
 
 static void node_free(cluster_node *n) {
-    /* rc_free completes what is pending (callbacks that use rr and n): first */
+    session_registry_stop(n->sessions);
+    /* rc_free completes what is pending (callbacks that use rr, the
+     * session registry and n): first */
     if (n->rc) rc_free(n->rc);
+    session_registry_free(n->sessions);
     if (n->rr) registry_redis_free(n->rr);
     link_stop(n->link);
     pthread_mutex_destroy(&n->mu);
@@ -148,10 +153,16 @@ cluster_node *cluster_node_start(const cluster_config *c, char *err, size_t errl
             node_free(n);
             return NULL;
         }
-        rr_options rro = {.node_ttl_ms = c->node_ttl_ms};
+        rr_options rro = {.node_ttl_ms = c->node_ttl_ms, .session_ttl_ms = c->session_ttl_ms};
         n->rr = registry_redis_new(n->rc, &rro);
         if (!n->rr || rc_wait_ready(n->rc, REDIS_READY_MS) != 0) {
             snprintf(err, errlen, "Redis Cluster %s: no slot map within %d ms", c->redis_seeds, REDIS_READY_MS);
+            node_free(n);
+            return NULL;
+        }
+        n->sessions = session_registry_start(n->rr, c->node, c->session_ttl_ms);
+        if (!n->sessions) {
+            snprintf(err, errlen, "cannot start the session registry");
             node_free(n);
             return NULL;
         }
@@ -186,6 +197,7 @@ void cluster_node_stop(cluster_node *n) {
 }
 
 node_link *cluster_node_link(cluster_node *n) { return n ? n->link : NULL; }
+session_registry *cluster_node_sessions(cluster_node *n) { return n ? n->sessions : NULL; }
 const char *cluster_node_entry(const cluster_node *n) { return n->entry; }
 unsigned long cluster_node_heartbeat_failures(const cluster_node *n) {
     return atomic_load(&n->heartbeat_failures);

@@ -3,7 +3,8 @@
  * --redis is given:
  *   - the node link's listener on --internal-listen (link.h), so peers
  *     can reach this node;
- *   - with --redis, the node directory entry in the Redis Cluster
+ *   - with --redis, the session registry (session_registry.h) and the
+ *     node directory entry in the Redis Cluster
  *     (registry_redis.h, {nodes}): NAME -> "HOST:PORT/ROLES" ("-" for the
  *     address when there is no --internal-listen), written at start,
  *     refreshed every third of --node-ttl-ms by a heartbeat so a node that
@@ -17,6 +18,7 @@
 
 #include "cluster/cluster_config.h"
 #include "cluster/link.h"
+#include "cluster/session_registry.h"
 
 typedef struct cluster_node cluster_node;
 
@@ -27,6 +29,9 @@ cluster_node *cluster_node_start(const cluster_config *c, char *err, size_t errl
 void cluster_node_stop(cluster_node *n);
 /* The link, NULL without --internal-listen. */
 node_link *cluster_node_link(cluster_node *n);
+/* The sessions written to Redis, NULL without --redis (server.c makes it
+ * follow the local registry). */
+session_registry *cluster_node_sessions(cluster_node *n);
 /* The directory entry's value: "HOST:PORT/ROLES". */
 const char *cluster_node_entry(const cluster_node *n);
 

@@ -4,8 +4,12 @@
  * answers /healthz; the heartbeat keeps the entry alive past its TTL; its
  * internal address takes a node link connection; a clean stop (SIGTERM)
  * removes the entry at once; a node killed with SIGKILL leaves the
- * directory when its entry expires. Every wait is on the directory's state
- * with a generous bound; nothing is timed. */
+ * directory when its entry expires. With --redis the node's sessions follow
+ * its connections: a device that starts sync is in the Redis session
+ * registry under (node, connection), refreshed by the heartbeat, deleted
+ * when it disconnects, and expired when its node is killed. Every wait is
+ * on Redis's state with a generous bound; nothing is timed. Also prints
+ * (NOTE) Redis's bytes for one user's key with one session. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,10 +139,86 @@ static void unreachable_redis_fails_the_start(void) {
     CHECK(started == -1, "a node whose Redis is unreachable reported healthy");
 }
 
+typedef struct devices {
+    int done, failed;
+    size_t n;
+    rr_device d[RR_MAX_DEVICES];
+} devices;
+
+static void devices_cb(void *ud, const rr_device *devs, size_t n, const char *error) {
+    devices *x = ud;
+    x->n = n;
+    memcpy(x->d, devs, (n < RR_MAX_DEVICES ? n : RR_MAX_DEVICES) * sizeof *devs);
+    x->failed = error != NULL;
+    __atomic_store_n(&x->done, 1, __ATOMIC_RELEASE);
+}
+
+/* The user's live sessions into *x; 0, or -1 when Redis did not answer. */
+static int sessions_of(uint64_t user, devices *x) {
+    memset(x, 0, sizeof *x);
+    if (registry_redis_lookup(reg, user, devices_cb, x) != 0) return -1;
+    for (int i = 0; i < WAIT_MS / 5 && !__atomic_load_n(&x->done, __ATOMIC_ACQUIRE); i++) h_sleep_ms(5);
+    return __atomic_load_n(&x->done, __ATOMIC_ACQUIRE) && !x->failed ? 0 : -1;
+}
+
+/* Polls until the user has `want` live sessions; the last count seen. */
+static size_t wait_sessions(uint64_t user, size_t want, devices *x) {
+    for (int i = 0; i < WAIT_MS / 50; i++) {
+        if (sessions_of(user, x) == 0 && x->n == want) return want;
+        h_sleep_ms(50);
+    }
+    return x->n;
+}
+
+static void sessions_follow_connections(void) {
+    h_server s = {0};
+    char internal[64];
+    snprintf(internal, sizeof internal, "127.0.0.1:%d", h_free_port());
+    const char *args[] = {"--node", "gw-s", "--internal-listen", internal, "--redis", redis_cluster_seeds(),
+                          "--session-ttl-ms", "3000", NULL};
+    CHECK(h_server_start(&s, args) == 0, "the node did not start");
+    h_dev *d = h_user_new(&s, NULL);
+    CHECK(d && h_dev_sync(d, WAIT_MS) == 0, "the device did not sign in and sync");
+    uint64_t user = d->id.user_id;
+    devices x;
+    size_t live = wait_sessions(user, 1, &x);
+    int right_node = live == 1 && strcmp(x.d[0].node, "gw-s") == 0 && x.d[0].device == d->id.device_id;
+    uint64_t first_expiry = live == 1 ? x.d[0].expires_ms : 0, later = first_expiry;
+    for (int i = 0; i < WAIT_MS / 50 && later <= first_expiry; i++) {
+        h_sleep_ms(50);
+        if (sessions_of(user, &x) == 0 && x.n == 1) later = x.d[0].expires_ms;
+    }
+    /* Redis's memory for this user's key: one session entry and last-seen */
+    char key[40];
+    snprintf(key, sizeof key, "{u:%llu}", (unsigned long long)user);
+    const char *argv[] = {"MEMORY", "USAGE", key};
+    char err[128];
+    redisReply *r = rc_command_sync(rc, key, strlen(key), 3, argv, NULL, err, sizeof err);
+    if (r && r->type == REDIS_REPLY_INTEGER)
+        check_note("Redis bytes for one user's session key with one device (MEMORY USAGE %s): %lld", key,
+                   r->integer);
+    if (r) freeReplyObject(r);
+    h_dev_disconnect(d);
+    size_t after_close = wait_sessions(user, 0, &x);
+    /* again, and the node dies: the entry expires (--session-ttl-ms 3000) */
+    int again = h_dev_reconnect(&s, d, 0) == 0 && h_dev_sync(d, WAIT_MS) == 0;
+    size_t live_again = again ? wait_sessions(user, 1, &x) : 0;
+    h_server_kill9(&s);
+    size_t after_kill = wait_sessions(user, 0, &x);
+    h_dev_free(d);
+    h_server_destroy(&s);
+    CHECK(live == 1 && right_node, "sessions %zu, node '%s'", live, live ? x.d[0].node : "");
+    CHECK(later > first_expiry, "the session's expiry never moved (%llu)", (unsigned long long)first_expiry);
+    CHECK(after_close == 0, "%zu sessions left after the device closed", after_close);
+    CHECK(again && live_again == 1, "the reconnected device is not in the registry (%zu)", live_again);
+    CHECK(after_kill == 0, "%zu sessions left %d ms after the node was killed", after_kill, WAIT_MS);
+}
+
 int main(void) {
     RUN(start_redis);
     RUN(node_is_in_the_directory_and_refreshed);
     RUN(killed_node_expires);
+    RUN(sessions_follow_connections);
     RUN(unreachable_redis_fails_the_start);
     if (reg) registry_redis_free(reg);
     if (rc) rc_free(rc);
