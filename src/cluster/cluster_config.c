@@ -147,7 +147,7 @@ int cluster_config_finish(cluster_config *c) {
             if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", host[i]))
                 host[n++] = host[i];
         host[n] = 0;
-        snprintf(c->node, sizeof c->node, "%s-%ld", n ? host : "parley", (long)getpid());
+        snprintf(c->node, sizeof c->node, "%.40s-%ld", n ? host : "parley", (long)getpid());
     }
     return 0;
 }

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "registry/redis_cluster.h"
 #include "registry/registry_redis.h"
 #include "cluster/session_registry.h"
@@ -86,6 +87,7 @@ static void heartbeat_answered(void *ud, int applied, const char *error) {
     cluster_node *n = ud;
     if (error || applied < 0) {
         atomic_fetch_add(&n->heartbeat_failures, 1);
+        METRIC_INC(cluster_node_heartbeat_failures_total);
         log_warn("node directory: refreshing %s failed: %s", n->cfg.node, error ? error : "refused");
     }
 }
@@ -102,8 +104,10 @@ static void *heartbeat_thread(void *arg) {
         }
         if (n->stopping) break;
         pthread_mutex_unlock(&n->mu);
-        if (registry_redis_node_register(n->rr, n->cfg.node, n->entry, heartbeat_answered, n) != 0)
+        if (registry_redis_node_register(n->rr, n->cfg.node, n->entry, heartbeat_answered, n) != 0) {
             atomic_fetch_add(&n->heartbeat_failures, 1);
+            METRIC_INC(cluster_node_heartbeat_failures_total);
+        }
         pthread_mutex_lock(&n->mu);
     }
     pthread_mutex_unlock(&n->mu);

@@ -19,6 +19,7 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/metrics.h"
 
 enum {
     BACKOFF_MIN_MS = 50,
@@ -398,6 +399,7 @@ static void in_event(node_link *l, peer_in *p) {
         buf_commit(&p->in, (size_t)n);
         if (in_frames(l, p)) {
             atomic_fetch_add(&l->st.malformed, 1);
+            METRIC_INC(cluster_link_malformed_total);
             log_warn("node link: malformed frame from %s: connection closed",
                      p->hello ? p->name : "a peer before its HELLO");
             in_close(l, i);

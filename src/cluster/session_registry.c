@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "core/clock.h"
+#include "core/metrics.h"
 #include "core/u64map.h"
 
 enum { HEARTBEAT_BATCH = 1024 };   /* sessions refreshed by one pipelined call */
@@ -32,23 +33,28 @@ struct session_registry {
     atomic_uint_fast64_t write_failures, refused, heartbeat_gone, heartbeats;
 };
 
+static void count_failures(session_registry *s, uint64_t n) {
+    atomic_fetch_add(&s->write_failures, n);
+    METRIC_ADD(cluster_session_write_failures_total, n);
+}
+
 static void write_done(void *ud, int applied, const char *error) {
     session_registry *s = ud;
-    if (error || applied < 0) atomic_fetch_add(&s->write_failures, 1);
+    if (error || applied < 0) count_failures(s, 1);
     else if (applied == 0) atomic_fetch_add(&s->refused, 1);
 }
 
 static void disconnect_done(void *ud, int applied, const char *error) {
     session_registry *s = ud;
     (void)applied;   /* 0: someone newer holds the entry, which is right */
-    if (error) atomic_fetch_add(&s->write_failures, 1);
+    if (error) count_failures(s, 1);
 }
 
 static void on_added(void *ud, uint64_t user, const registry_entry *e) {
     session_registry *s = ud;
     session *x = malloc(sizeof *x);
     if (!x) {
-        atomic_fetch_add(&s->write_failures, 1);
+        count_failures(s, 1);
         return;
     }
     x->user = user;
@@ -62,12 +68,13 @@ static void on_added(void *ud, uint64_t user, const registry_entry *e) {
     if (had) free((void *)(uintptr_t)old);
     if (put) {
         free(x);
-        atomic_fetch_add(&s->write_failures, 1);
+        count_failures(s, 1);
         return;
     }
+    if (!had) METRIC_ADD(cluster_sessions, 1);
     rr_session rs = {.user = user, .device = e->device_id, .conn_id = e->conn_id, .since_ms = x->since_ms,
                      .node = s->node};
-    if (registry_redis_connect(s->rr, &rs, write_done, s) != 0) atomic_fetch_add(&s->write_failures, 1);
+    if (registry_redis_connect(s->rr, &rs, write_done, s) != 0) count_failures(s, 1);
 }
 
 static void on_removed(void *ud, uint64_t user, const registry_entry *e) {
@@ -77,11 +84,12 @@ static void on_removed(void *ud, uint64_t user, const registry_entry *e) {
     bool had = u64map_remove(&s->table, e->conn_id + 1, &v);
     pthread_mutex_unlock(&s->mu);
     if (!had) return;
+    METRIC_ADD(cluster_sessions, -1);
     session *x = (session *)(uintptr_t)v;
     rr_session rs = {.user = user, .device = e->device_id, .conn_id = e->conn_id, .since_ms = x->since_ms,
                      .node = s->node};
     free(x);
-    if (registry_redis_disconnect(s->rr, &rs, disconnect_done, s) != 0) atomic_fetch_add(&s->write_failures, 1);
+    if (registry_redis_disconnect(s->rr, &rs, disconnect_done, s) != 0) count_failures(s, 1);
 }
 
 void session_registry_mirror(session_registry *s, registry_mirror *m) {
@@ -94,7 +102,8 @@ static void heartbeat_done(void *ud, size_t refreshed, size_t gone, size_t faile
     session_registry *s = ud;
     (void)refreshed;
     atomic_fetch_add(&s->heartbeat_gone, gone);
-    atomic_fetch_add(&s->write_failures, failed);
+    METRIC_ADD(cluster_sessions_gone_total, gone);
+    count_failures(s, failed);
 }
 
 /* One round: the table in batches of HEARTBEAT_BATCH, each copied under the
@@ -117,7 +126,7 @@ static void heartbeat_round(session_registry *s) {
         pthread_mutex_unlock(&s->mu);
         /* a table that grew between two batches is covered next round */
         if (n && registry_redis_heartbeat(s->rr, batch, n, heartbeat_done, s) != 0)
-            atomic_fetch_add(&s->write_failures, n);
+            count_failures(s, n);
         if (!more) break;
     }
     free(batch);
@@ -175,6 +184,7 @@ void session_registry_stop(session_registry *s) {
 
 void session_registry_free(session_registry *s) {
     if (!s) return;
+    METRIC_ADD(cluster_sessions, -(long)s->table.count);
     for (size_t i = 0; i < s->table.cap; i++)
         if (s->table.slots[i].key) free((void *)(uintptr_t)s->table.slots[i].value);
     u64map_free(&s->table);

@@ -87,6 +87,12 @@ typedef struct metrics {
     atomic_ulong writer_dedupe_cache_hits_total;
     atomic_ulong writer_consent_cache_hits_total;
     atomic_ulong writer_dedupe_prefetched_total; /* of the dedupe reads: made together (writer_prefetch.h) */
+    /* many nodes (src/cluster/) */
+    atomic_long cluster_sessions;                  /* gauge: this node's sessions in the Redis registry */
+    atomic_ulong cluster_session_write_failures_total; /* session writes not queued or not answered */
+    atomic_ulong cluster_sessions_gone_total;      /* heartbeats that found a session expired or replaced */
+    atomic_ulong cluster_node_heartbeat_failures_total; /* node directory refreshes that failed */
+    atomic_ulong cluster_link_malformed_total;     /* node link connections closed for a malformed frame */
 } metrics;
 
 extern metrics g_metrics;

@@ -7,7 +7,8 @@
  * directory when its entry expires. With --redis the node's sessions follow
  * its connections: a device that starts sync is in the Redis session
  * registry under (node, connection), refreshed by the heartbeat, deleted
- * when it disconnects, and expired when its node is killed. Every wait is
+ * when it disconnects, and expired when its node is killed; /metrics
+ * counts it (parley_cluster_sessions). Every wait is
  * on Redis's state with a generous bound; nothing is timed. Also prints
  * (NOTE) Redis's bytes for one user's key with one session. */
 #include <stdio.h>
@@ -188,6 +189,8 @@ static void sessions_follow_connections(void) {
         h_sleep_ms(50);
         if (sessions_of(user, &x) == 0 && x.n == 1) later = x.d[0].expires_ms;
     }
+    double gauge = -1;
+    h_metric(&s, "parley_cluster_sessions", &gauge);
     /* Redis's memory for this user's key: one session entry and last-seen */
     char key[40];
     snprintf(key, sizeof key, "{u:%llu}", (unsigned long long)user);
@@ -208,6 +211,7 @@ static void sessions_follow_connections(void) {
     h_dev_free(d);
     h_server_destroy(&s);
     CHECK(live == 1 && right_node, "sessions %zu, node '%s'", live, live ? x.d[0].node : "");
+    CHECK(gauge == 1, "/metrics parley_cluster_sessions %.0f while one device was connected", gauge);
     CHECK(later > first_expiry, "the session's expiry never moved (%llu)", (unsigned long long)first_expiry);
     CHECK(after_close == 0, "%zu sessions left after the device closed", after_close);
     CHECK(again && live_again == 1, "the reconnected device is not in the registry (%zu)", live_again);
