@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <hiredis/hiredis.h>
+
 #include "../check.h"
 #include "cluster/link.h"
 #include "harness.h"
@@ -171,6 +173,21 @@ static size_t wait_sessions(uint64_t user, size_t want, devices *x) {
     return x->n;
 }
 
+static long long key_bytes(const char *key) {
+    const char *argv[] = {"MEMORY", "USAGE", key};
+    char err[128];
+    redisReply *r = rc_command_sync(rc, key, strlen(key), 3, argv, NULL, err, sizeof err);
+    long long n = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    if (r) freeReplyObject(r);
+    return n;
+}
+
+static void put_cb(void *ud, int applied, const char *error) {
+    (void)applied;
+    (void)error;
+    __atomic_store_n((int *)ud, 1, __ATOMIC_RELEASE);
+}
+
 static void sessions_follow_connections(void) {
     h_server s = {0};
     char internal[64];
@@ -194,13 +211,20 @@ static void sessions_follow_connections(void) {
     /* Redis's memory for this user's key: one session entry and last-seen */
     char key[40];
     snprintf(key, sizeof key, "{u:%llu}", (unsigned long long)user);
-    const char *argv[] = {"MEMORY", "USAGE", key};
-    char err[128];
-    redisReply *r = rc_command_sync(rc, key, strlen(key), 3, argv, NULL, err, sizeof err);
-    if (r && r->type == REDIS_REPLY_INTEGER)
-        check_note("Redis bytes for one user's session key with one device (MEMORY USAGE %s): %lld", key,
-                   r->integer);
-    if (r) freeReplyObject(r);
+    long long one = key_bytes(key);
+    /* and with a second device's entry (written directly, as another node would) */
+    rr_session other = {.user = user, .device = d->id.device_id + 1, .conn_id = 77, .since_ms = 1,
+                        .node = "gw-other"};
+    int put = 0;
+    registry_redis_connect(reg, &other, put_cb, &put);
+    for (int i = 0; i < WAIT_MS / 5 && !__atomic_load_n(&put, __ATOMIC_ACQUIRE); i++) h_sleep_ms(5);
+    long long two = key_bytes(key);
+    int removed = 0;
+    registry_redis_disconnect(reg, &other, put_cb, &removed);
+    for (int i = 0; i < WAIT_MS / 5 && !__atomic_load_n(&removed, __ATOMIC_ACQUIRE); i++) h_sleep_ms(5);
+    if (one > 0 && two > 0)
+        check_note("Redis session registry: MEMORY USAGE of a user's key with one device %lld bytes, "
+                   "with two %lld (+%lld per further device entry)", one, two, two - one);
     h_dev_disconnect(d);
     size_t after_close = wait_sessions(user, 0, &x);
     /* again, and the node dies: the entry expires (--session-ttl-ms 3000) */
@@ -218,11 +242,59 @@ static void sessions_follow_connections(void) {
     CHECK(after_kill == 0, "%zu sessions left %d ms after the node was killed", after_kill, WAIT_MS);
 }
 
+/* used_memory summed over the masters */
+static long long cluster_used_memory(void) {
+    long long sum = 0;
+    for (int i = 0; i < REDIS_CLUSTER_MASTERS; i++) {
+        struct timeval tv = {10, 0};
+        redisContext *c = redisConnectWithTimeout("127.0.0.1", redis_cluster_port(i), tv);
+        redisReply *r = c && !c->err ? redisCommand(c, "INFO memory") : NULL;
+        const char *at = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, "used_memory:") : NULL;
+        if (!at) sum = -1;
+        else if (sum >= 0) sum += strtoll(at + strlen("used_memory:"), NULL, 10);
+        if (r) freeReplyObject(r);
+        if (c) redisFree(c);
+    }
+    return sum;
+}
+
+typedef struct counter {
+    int done, applied;
+} counter;
+
+static void count_cb(void *ud, int applied, const char *error) {
+    counter *c = ud;
+    if (!error && applied == 1) __atomic_add_fetch(&c->applied, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&c->done, 1, __ATOMIC_RELEASE);
+}
+
+/* A figure, not an assertion beyond "the writes were applied": Redis's
+ * memory per session entry, over many users with one device each, as
+ * gateways write them (a 6-character node name, 7-digit connection ids). */
+static void session_entry_bytes(void) {
+    enum { USERS = 5000 };
+    long long before = cluster_used_memory();
+    counter c = {0};
+    uint64_t base = 9000000000000000000ull;
+    for (int i = 0; i < USERS; i++) {
+        rr_session s = {.user = base + (uint64_t)i, .device = 1, .conn_id = 1000000 + (uint64_t)i,
+                        .since_ms = 1796000000000ull + (uint64_t)i, .node = "gw-001"};
+        CHECK(registry_redis_connect(reg, &s, count_cb, &c) == 0, "connect %d not queued", i);
+    }
+    for (int i = 0; i < WAIT_MS / 10 && __atomic_load_n(&c.done, __ATOMIC_ACQUIRE) < USERS; i++) h_sleep_ms(10);
+    long long after = cluster_used_memory();
+    CHECK(c.applied == USERS, "%d of %d session writes applied", c.applied, USERS);
+    CHECK(before > 0 && after > 0, "INFO memory unreadable");
+    check_note("Redis session registry: %lld bytes of used_memory per user with one session entry "
+               "(%d users, three masters)", (after - before) / USERS, USERS);
+}
+
 int main(void) {
     RUN(start_redis);
     RUN(node_is_in_the_directory_and_refreshed);
     RUN(killed_node_expires);
     RUN(sessions_follow_connections);
+    RUN(session_entry_bytes);
     RUN(unreachable_redis_fails_the_start);
     if (reg) registry_redis_free(reg);
     if (rc) rc_free(rc);
