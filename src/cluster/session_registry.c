@@ -30,7 +30,7 @@ struct session_registry {
     pthread_cond_t cv;
     bool stopping;
     pthread_t thread;
-    atomic_uint_fast64_t write_failures, refused, heartbeat_gone, heartbeats;
+    atomic_uint_fast64_t write_failures, refused, heartbeat_gone, heartbeats, rewritten;
 };
 
 static void count_failures(session_registry *s, uint64_t n) {
@@ -98,38 +98,66 @@ void session_registry_mirror(session_registry *s, registry_mirror *m) {
     m->ud = s;
 }
 
+/* One heartbeat batch, kept until its answer: when some of its entries are
+ * gone (expired while Redis was away, or deleted), the batch's sessions
+ * that are still open here are connected again. The connect is the
+ * compare-and-set one: it restores an expired or missing entry and leaves
+ * one that a newer connect of the device (on another node) replaced. */
+typedef struct hb_batch {
+    session_registry *s;
+    size_t n;
+    rr_session sessions[];
+} hb_batch;
+
 static void heartbeat_done(void *ud, size_t refreshed, size_t gone, size_t failed) {
-    session_registry *s = ud;
+    hb_batch *b = ud;
+    session_registry *s = b->s;
     (void)refreshed;
     atomic_fetch_add(&s->heartbeat_gone, gone);
     METRIC_ADD(cluster_sessions_gone_total, gone);
     count_failures(s, failed);
+    for (size_t i = 0; gone && i < b->n; i++) {
+        pthread_mutex_lock(&s->mu);
+        bool open = u64map_get(&s->table, b->sessions[i].conn_id + 1) != NULL;
+        pthread_mutex_unlock(&s->mu);
+        /* a close between this check and the connect can leave an entry
+         * nobody refreshes: it expires within the TTL, and a frame sent to
+         * it meanwhile is dropped here (the device syncs when it returns) */
+        if (!open) continue;
+        atomic_fetch_add(&s->rewritten, 1);
+        if (registry_redis_connect(s->rr, &b->sessions[i], write_done, s) != 0) count_failures(s, 1);
+    }
+    free(b);
 }
 
 /* One round: the table in batches of HEARTBEAT_BATCH, each copied under the
- * lock and sent after it (registry_redis_heartbeat copies them). */
+ * lock and sent after it. */
 static void heartbeat_round(session_registry *s) {
-    rr_session *batch = malloc(HEARTBEAT_BATCH * sizeof *batch);
-    if (!batch) return;
     size_t next = 0;
     for (;;) {
-        size_t n = 0;
+        hb_batch *b = malloc(sizeof *b + HEARTBEAT_BATCH * sizeof b->sessions[0]);
+        if (!b) break;
+        b->s = s;
+        b->n = 0;
         pthread_mutex_lock(&s->mu);
-        for (; next < s->table.cap && n < HEARTBEAT_BATCH; next++) {
+        for (; next < s->table.cap && b->n < HEARTBEAT_BATCH; next++) {
             u64map_slot *slot = &s->table.slots[next];
             if (!slot->key) continue;
             const session *x = (const session *)(uintptr_t)slot->value;
-            batch[n++] = (rr_session){.user = x->user, .device = x->device, .conn_id = slot->key - 1,
-                                      .since_ms = x->since_ms, .node = s->node};
+            b->sessions[b->n++] = (rr_session){.user = x->user, .device = x->device, .conn_id = slot->key - 1,
+                                               .since_ms = x->since_ms, .node = s->node};
         }
         bool more = next < s->table.cap;
         pthread_mutex_unlock(&s->mu);
         /* a table that grew between two batches is covered next round */
-        if (n && registry_redis_heartbeat(s->rr, batch, n, heartbeat_done, s) != 0)
+        size_t n = b->n;
+        if (n == 0) free(b);
+        else if (registry_redis_heartbeat(s->rr, b->sessions, n, heartbeat_done, b) != 0) {
+            free(b);
             count_failures(s, n);
+        }
         if (!more) break;
     }
-    free(batch);
     atomic_fetch_add(&s->heartbeats, 1);
 }
 
@@ -203,6 +231,7 @@ session_registry_stats session_registry_get_stats(session_registry *s) {
         .refused = atomic_load(&s->refused),
         .heartbeat_gone = atomic_load(&s->heartbeat_gone),
         .heartbeats = atomic_load(&s->heartbeats),
+        .rewritten = atomic_load(&s->rewritten),
     };
     return st;
 }

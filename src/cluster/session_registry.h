@@ -8,7 +8,10 @@
  * compare-and-set connect (a reconnect elsewhere that is newer wins), a
  * remove a disconnect that only deletes this connection's own entry. A
  * heartbeat refreshes every live entry, pipelined, every third of the
- * session TTL, so the entries of a node that dies expire. Nothing here
+ * session TTL, so the entries of a node that dies expire; a refresh that
+ * finds entries gone (expired while Redis was unreachable, or deleted)
+ * connects the batch's open sessions again (compare-and-set, so a newer
+ * connect of the device elsewhere is left alone). Nothing here
  * waits on Redis: a write that could not be queued or failed is counted;
  * the next heartbeat reports it gone. */
 #ifndef PARLEY_CLUSTER_SESSION_REGISTRY_H
@@ -40,6 +43,7 @@ typedef struct session_registry_stats {
     uint64_t refused;          /* connects refused: a newer entry of the device exists */
     uint64_t heartbeat_gone;   /* refreshes that found the entry expired or replaced */
     uint64_t heartbeats;       /* heartbeat rounds done */
+    uint64_t rewritten;        /* open sessions connected again after a refresh found them gone */
 } session_registry_stats;
 session_registry_stats session_registry_get_stats(session_registry *s);
 

@@ -7,7 +7,8 @@
  * directory when its entry expires. With --redis the node's sessions follow
  * its connections: a device that starts sync is in the Redis session
  * registry under (node, connection), refreshed by the heartbeat, deleted
- * when it disconnects, and expired when its node is killed; /metrics
+ * when it disconnects, written again by the heartbeat when it was lost
+ * from Redis, and expired when its node is killed; /metrics
  * counts it (parley_cluster_sessions). Every wait is
  * on Redis's state with a generous bound; nothing is timed. Also prints
  * (NOTE) Redis's bytes for one user's key with one session. */
@@ -206,6 +207,18 @@ static void sessions_follow_connections(void) {
         h_sleep_ms(50);
         if (sessions_of(user, &x) == 0 && x.n == 1) later = x.d[0].expires_ms;
     }
+    /* the entry is lost from Redis (as when it expired during an outage):
+     * the next heartbeat finds it gone and writes it again */
+    char field[16];
+    snprintf(field, sizeof field, "%u", d->id.device_id);
+    char ukey[40];
+    snprintf(ukey, sizeof ukey, "{u:%llu}", (unsigned long long)user);
+    const char *hdel[] = {"HDEL", ukey, field};
+    char herr[128];
+    redisReply *hr = rc_command_sync(rc, ukey, strlen(ukey), 3, hdel, NULL, herr, sizeof herr);
+    int deleted = hr && hr->type == REDIS_REPLY_INTEGER && hr->integer == 1;
+    if (hr) freeReplyObject(hr);
+    size_t restored = deleted ? wait_sessions(user, 1, &x) : 0;
     double gauge = -1;
     h_metric(&s, "parley_cluster_sessions", &gauge);
     /* Redis's memory for this user's key: one session entry and last-seen */
@@ -235,6 +248,8 @@ static void sessions_follow_connections(void) {
     h_dev_free(d);
     h_server_destroy(&s);
     CHECK(live == 1 && right_node, "sessions %zu, node '%s'", live, live ? x.d[0].node : "");
+    CHECK(deleted && restored == 1, "the deleted entry was not written again by the heartbeat (%d, %zu)", deleted,
+          restored);
     CHECK(gauge == 1, "/metrics parley_cluster_sessions %.0f while one device was connected", gauge);
     CHECK(later > first_expiry, "the session's expiry never moved (%llu)", (unsigned long long)first_expiry);
     CHECK(after_close == 0, "%zu sessions left after the device closed", after_close);
