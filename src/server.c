@@ -4,6 +4,8 @@
 #include "server.h"
 
 #include "chat/writer.h"
+#include "cluster/cluster_node.h"
+#include "core/log.h"
 #include "core/quota.h"
 #include "fanout/fanout.h"
 
@@ -15,10 +17,31 @@ int server_core_start(server *srv) {
     if (!srv->queue || !srv->registry || !srv->quota) return -1;
     srv->writer = writer_start(srv);
     srv->fanout = srv->writer ? fanout_start(srv) : NULL;
-    return srv->fanout ? 0 : -1;
+    if (!srv->fanout) return -1;
+    /* last: a node is in the directory only once it can serve */
+    const cluster_config *cc = &srv->cfg.cluster;
+    if (cc->internal_port || cc->redis_seeds[0]) {
+        char err[256];
+        srv->cluster = cluster_node_start(cc, err, sizeof err);
+        if (!srv->cluster) {
+            log_error("node %s: %s", cc->node, err);
+            return -1;
+        }
+        session_registry *sessions = cluster_node_sessions(srv->cluster);
+        if (sessions) {   /* this node's sessions go to Redis too */
+            registry_mirror m;
+            session_registry_mirror(sessions, &m);
+            registry_set_mirror(srv->registry, &m);
+        }
+    }
+    return 0;
 }
 
 void server_core_stop(server *srv) {
+    /* the workers have stopped: nothing adds to the registry now */
+    if (srv->registry) registry_set_mirror(srv->registry, NULL);
+    cluster_node_stop(srv->cluster);   /* first: peers stop finding this node */
+    srv->cluster = NULL;
     if (srv->writer) writer_stop(srv->writer);   /* finishes what was queued */
     if (srv->fanout) fanout_stop(srv->fanout);   /* fans out what the writer published */
     srv->writer = NULL;

@@ -55,6 +55,7 @@ void config_defaults(config *c) {
     c->history_page_bytes = 1000000;   /* a page frame stays under a client's 1 MiB limit */
     c->output_stall_ms = 5000;
     push_config_defaults(&c->push);
+    cluster_config_defaults(&c->cluster);
 }
 
 const char *config_fsync_name(enum fsync_policy p) {
@@ -169,6 +170,7 @@ void config_usage(FILE *out) {
         "  --config FILE             key = value lines, keys as the flags above without --\n"
         "  --help                    this text\n");
     push_config_usage(out);
+    cluster_config_usage(out);
 }
 
 static int parse_u64(const char *key, const char *v, uint64_t min, uint64_t max, uint64_t *out) {
@@ -449,8 +451,9 @@ static int config_set(config *c, const char *key, const char *v) {
         if (rc > 0) fprintf(stderr, "parley: unknown setting '%s' (see parley serve --help)\n", key);
         if (rc) return -1;
     } else {
-        fprintf(stderr, "parley: unknown setting '%s' (see parley serve --help)\n", key);
-        return -1;
+        int rc = cluster_config_set(&c->cluster, key, v);   /* cluster/cluster_config.c */
+        if (rc > 0) fprintf(stderr, "parley: unknown setting '%s' (see parley serve --help)\n", key);
+        if (rc) return -1;
     }
     return 0;
 }
@@ -526,6 +529,7 @@ int config_from_args(config *c, int argc, char **argv) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c->workers = n > 0 ? (int)n : 1;
     }
+    if (cluster_config_finish(&c->cluster)) return -1;
     if (!c->tls_cert[0] != !c->tls_key[0]) {
         fprintf(stderr, "parley: --tls-cert and --tls-key go together\n");
         return -1;

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "cluster/cluster_config.h"
 #include "push/push_config.h"
 
 enum fsync_policy { FSYNC_ALWAYS, FSYNC_BATCH, FSYNC_OFF };
@@ -71,6 +72,7 @@ typedef struct config {
     push_config push;               /* --push-*: Web Push to offline devices */
     char mqtt_host[256];            /* --mqtt-listen; "" = no MQTT listener */
     int mqtt_port;
+    cluster_config cluster;         /* --node, --roles, --internal-listen, --redis */
 } config;
 
 enum { METRICS_PUBLIC = 0, METRICS_SEPARATE = 1, METRICS_OFF = 2 };

@@ -91,6 +91,11 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_mqtt_malformed_total", "counter", "MQTT connections ended for a malformed or forbidden packet (reason code or close).", &g_metrics.mqtt_malformed_total, 0},
         {"parley_mqtt_too_large_total", "counter", "MQTT packets over --max-message (DISCONNECT 0x95 or close).", &g_metrics.mqtt_too_large_total, 0},
         {"parley_mqtt_subscribe_refused_total", "counter", "MQTT topic filters refused in SUBACK: not the device's own topics.", &g_metrics.mqtt_subscribe_refused_total, 0},
+        {"parley_cluster_sessions", "gauge", "This node's sessions written to the Redis session registry (--redis).", &g_metrics.cluster_sessions, 1},
+        {"parley_cluster_session_write_failures_total", "counter", "Session registry writes that could not be queued or got no answer from Redis.", &g_metrics.cluster_session_write_failures_total, 0},
+        {"parley_cluster_sessions_gone_total", "counter", "Session refreshes that found the entry expired or replaced by a newer connect.", &g_metrics.cluster_sessions_gone_total, 0},
+        {"parley_cluster_node_heartbeat_failures_total", "counter", "Node directory refreshes that failed (the entry expires after --node-ttl-ms).", &g_metrics.cluster_node_heartbeat_failures_total, 0},
+        {"parley_cluster_link_malformed_total", "counter", "Node link connections closed for a malformed frame.", &g_metrics.cluster_link_malformed_total, 0},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

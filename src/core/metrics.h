@@ -94,6 +94,12 @@ typedef struct metrics {
     atomic_ulong mqtt_malformed_total;    /* connections ended for a malformed or forbidden packet */
     atomic_ulong mqtt_too_large_total;    /* packets over --max-message (0x95 / close) */
     atomic_ulong mqtt_subscribe_refused_total; /* topic filters refused: not the device's own */
+    /* many nodes (src/cluster/) */
+    atomic_long cluster_sessions;                  /* gauge: this node's sessions in the Redis registry */
+    atomic_ulong cluster_session_write_failures_total; /* session writes not queued or not answered */
+    atomic_ulong cluster_sessions_gone_total;      /* heartbeats that found a session expired or replaced */
+    atomic_ulong cluster_node_heartbeat_failures_total; /* node directory refreshes that failed */
+    atomic_ulong cluster_link_malformed_total;     /* node link connections closed for a malformed frame */
 } metrics;
 
 extern metrics g_metrics;

@@ -28,6 +28,18 @@ void registry_remove(registry *r, uint64_t user, uint64_t conn_id);
  * (which may exceed max). */
 size_t registry_lookup(registry *r, uint64_t user, registry_entry *out, size_t max);
 
+/* A second registry that follows this one (the scale-out session registry,
+ * cluster/session_registry.c): told of every add that succeeded and every
+ * remove that found its entry, on the caller's thread, after the table's
+ * lock is released; it must not block. Set it before the workers start
+ * and clear it (NULL) after they stopped: the pointer is not locked. */
+typedef struct registry_mirror {
+    void (*added)(void *ud, uint64_t user, const registry_entry *e);
+    void (*removed)(void *ud, uint64_t user, const registry_entry *e);
+    void *ud;
+} registry_mirror;
+void registry_set_mirror(registry *r, const registry_mirror *m);
+
 /* Presence: a user is online while at least one of their devices has a
  * signed-in connection. Devices subscribe (by connection) to users; a change
  * reaches subscribers through registry_presence_flush, at most once per user

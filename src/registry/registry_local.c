@@ -28,7 +28,13 @@ void presence_free(struct presence *p);
 struct registry {
     shard shards[SHARDS];
     struct presence *presence;   /* presence_local.c */
+    registry_mirror mirror;      /* registry.h: no callbacks when unset */
 };
+
+void registry_set_mirror(registry *r, const registry_mirror *m) {
+    if (m) r->mirror = *m;
+    else memset(&r->mirror, 0, sizeof r->mirror);
+}
 
 struct presence *registry_presence(registry *r) { return r->presence; }
 
@@ -82,17 +88,22 @@ int registry_add(registry *r, uint64_t user, const registry_entry *e) {
     uc->entries[uc->count++] = *e;
 out:
     pthread_rwlock_unlock(&s->lock);
+    if (rc == 0 && r->mirror.added) r->mirror.added(r->mirror.ud, user, e);
     return rc;
 }
 
 void registry_remove(registry *r, uint64_t user, uint64_t conn_id) {
     shard *s = shard_of(r, user);
+    registry_entry removed = {0};
+    bool found = false;
     pthread_rwlock_wrlock(&s->lock);
     uint64_t *slot = u64map_get(&s->users, user);
     if (slot) {
         user_conns *uc = (user_conns *)(uintptr_t)*slot;
         for (uint32_t i = 0; i < uc->count; i++) {
             if (uc->entries[i].conn_id != conn_id) continue;
+            removed = uc->entries[i];
+            found = true;
             uc->entries[i] = uc->entries[--uc->count];
             break;
         }
@@ -102,6 +113,7 @@ void registry_remove(registry *r, uint64_t user, uint64_t conn_id) {
         }
     }
     pthread_rwlock_unlock(&s->lock);
+    if (found && r->mirror.removed) r->mirror.removed(r->mirror.ud, user, &removed);
 }
 
 size_t registry_lookup(registry *r, uint64_t user, registry_entry *out, size_t max) {

@@ -1,0 +1,153 @@
+/* cluster_config.c -- see cluster_config.h. */
+#include "cluster/cluster_config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} ROLE_NAMES[] = {
+    {"gateway", CLUSTER_ROLE_GATEWAY},
+    {"chat", CLUSTER_ROLE_CHAT},
+    {"fanout", CLUSTER_ROLE_FANOUT},
+};
+enum { N_ROLES = sizeof ROLE_NAMES / sizeof ROLE_NAMES[0] };
+
+void cluster_config_defaults(cluster_config *c) {
+    memset(c, 0, sizeof *c);
+    c->roles = CLUSTER_ROLES_ALL;
+    c->node_ttl_ms = 30000;
+    c->session_ttl_ms = 45000;
+}
+
+void cluster_config_usage(FILE *out) {
+    fprintf(out,
+        "  --node NAME               this node's name in the node directory and the session\n"
+        "                            registry: letters, digits, . _ - (1 to 63; default\n"
+        "                            HOSTNAME-PID)\n"
+        "  --roles LIST              what this node runs, a comma list of gateway, chat,\n"
+        "                            fanout (default all three; the only set this build\n"
+        "                            serves: a node without chat,fanout needs the node link's\n"
+        "                            request forwarding, which is not built yet)\n"
+        "  --internal-listen HOST:PORT\n"
+        "                            where other nodes reach this one (the node link; default:\n"
+        "                            none). Published in the node directory with --redis\n"
+        "  --redis HOST:PORT[,...]   Redis Cluster seeds (IP literals): the node registers\n"
+        "                            itself in the node directory with its internal address\n"
+        "                            and roles, refreshed by a heartbeat (default: no Redis)\n"
+        "  --node-ttl-ms MS          lifetime of this node's directory entry; refreshed every\n"
+        "                            third of it (default 30000)\n"
+        "  --session-ttl-ms MS       with --redis, each device session (user, device) -> (node,\n"
+        "                            connection, since) is written to the Redis session\n"
+        "                            registry at StartSync and deleted at close; this is its\n"
+        "                            lifetime, refreshed every third of it (default 45000)\n");
+}
+
+static int name_ok(const char *v) {
+    size_t n = strnlen(v, CLUSTER_NODE_MAX);
+    if (n == 0 || n >= CLUSTER_NODE_MAX) return 0;
+    return strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
+int cluster_roles_parse(const char *text, unsigned *roles) {
+    unsigned got = 0;
+    const char *p = text;
+    for (int words = 0; words <= N_ROLES; words++) {   /* one word more than roles: a repeat */
+        size_t len = strcspn(p, ",");
+        unsigned bit = 0;
+        for (int i = 0; i < N_ROLES; i++)
+            if (strlen(ROLE_NAMES[i].name) == len && strncmp(p, ROLE_NAMES[i].name, len) == 0)
+                bit = ROLE_NAMES[i].bit;
+        if (!bit || (got & bit)) return -1;
+        got |= bit;
+        if (p[len] == 0) {
+            *roles = got;
+            return 0;
+        }
+        p += len + 1;
+    }
+    return -1;
+}
+
+void cluster_roles_text(unsigned roles, char out[CLUSTER_ROLES_TEXT]) {
+    out[0] = 0;
+    for (int i = 0; i < N_ROLES; i++) {
+        if (!(roles & ROLE_NAMES[i].bit)) continue;
+        if (out[0]) strcat(out, ",");
+        strcat(out, ROLE_NAMES[i].name);   /* all three and two commas fit CLUSTER_ROLES_TEXT */
+    }
+}
+
+int cluster_config_set(cluster_config *c, const char *key, const char *v) {
+    if (strcmp(key, "node") == 0) {
+        if (!name_ok(v)) {
+            fprintf(stderr, "parley: node: letters, digits, '.', '_' and '-' only, 1 to %d, got '%s'\n",
+                    CLUSTER_NODE_MAX - 1, v);
+            return -1;
+        }
+        strcpy(c->node, v);
+    } else if (strcmp(key, "roles") == 0) {
+        if (cluster_roles_parse(v, &c->roles)) {
+            fprintf(stderr, "parley: roles: expected a comma list of gateway, chat, fanout, got '%s'\n", v);
+            return -1;
+        }
+    } else if (strcmp(key, "internal-listen") == 0) {
+        const char *colon = strrchr(v, ':');
+        char *end;
+        errno = 0;
+        long port = colon ? strtol(colon + 1, &end, 10) : -1;
+        if (!colon || colon == v || (size_t)(colon - v) >= sizeof c->internal_host || errno ||
+            end == colon + 1 || *end || port < 1 || port > 65535) {
+            fprintf(stderr, "parley: internal-listen: expected HOST:PORT (port 1 to 65535), got '%s'\n", v);
+            return -1;
+        }
+        memcpy(c->internal_host, v, (size_t)(colon - v));
+        c->internal_host[colon - v] = 0;
+        c->internal_port = (int)port;
+    } else if (strcmp(key, "redis") == 0) {
+        if (!*v || strlen(v) >= sizeof c->redis_seeds || strchr(v, ' ')) {
+            fprintf(stderr, "parley: redis: expected HOST:PORT[,HOST:PORT...] under %zu bytes\n",
+                    sizeof c->redis_seeds);
+            return -1;
+        }
+        strcpy(c->redis_seeds, v);
+    } else if (strcmp(key, "node-ttl-ms") == 0 || strcmp(key, "session-ttl-ms") == 0) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(v, &end, 10);
+        if (errno || end == v || *end || v[0] == '-' || n < 3000 || n > 600000) {
+            fprintf(stderr, "parley: %s: expected a number from 3000 to 600000, got '%s'\n", key, v);
+            return -1;
+        }
+        if (key[0] == 'n') c->node_ttl_ms = (uint32_t)n;
+        else c->session_ttl_ms = (uint32_t)n;
+    } else {
+        return 1;
+    }
+    return 0;
+}
+
+int cluster_config_finish(cluster_config *c) {
+    if (c->roles != CLUSTER_ROLES_ALL) {
+        /* a gateway-only node would have to forward every request and read
+         * to a chat node over the link: not built yet, so not accepted */
+        fprintf(stderr, "parley: roles: this build serves only gateway,chat,fanout (the default)\n");
+        return -1;
+    }
+    if (!c->node[0]) {
+        char host[CLUSTER_NODE_MAX];
+        if (gethostname(host, sizeof host) != 0) strcpy(host, "parley");
+        host[sizeof host - 1] = 0;
+        /* the directory's names are tokens: keep what name_ok allows */
+        size_t n = 0;
+        for (size_t i = 0; host[i] && n < 40; i++)
+            if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", host[i]))
+                host[n++] = host[i];
+        host[n] = 0;
+        snprintf(c->node, sizeof c->node, "%.40s-%ld", n ? host : "parley", (long)getpid());
+    }
+    return 0;
+}

@@ -1,0 +1,237 @@
+/* session_registry.c -- see session_registry.h. */
+#include "cluster/session_registry.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/clock.h"
+#include "core/metrics.h"
+#include "core/u64map.h"
+
+enum { HEARTBEAT_BATCH = 1024 };   /* sessions refreshed by one pipelined call */
+
+typedef struct session {
+    uint64_t user;
+    uint32_t device;
+    uint64_t since_ms;
+} session;
+
+struct session_registry {
+    registry_redis *rr;
+    char node[RR_NODE_MAX];
+    uint32_t ttl_ms;
+    pthread_mutex_t mu;        /* table */
+    u64map table;              /* conn_id + 1 -> session * (bounded by the connections) */
+    pthread_cond_t cv;
+    bool stopping;
+    pthread_t thread;
+    atomic_uint_fast64_t write_failures, refused, heartbeat_gone, heartbeats, rewritten;
+};
+
+static void count_failures(session_registry *s, uint64_t n) {
+    atomic_fetch_add(&s->write_failures, n);
+    METRIC_ADD(cluster_session_write_failures_total, n);
+}
+
+static void write_done(void *ud, int applied, const char *error) {
+    session_registry *s = ud;
+    if (error || applied < 0) count_failures(s, 1);
+    else if (applied == 0) atomic_fetch_add(&s->refused, 1);
+}
+
+static void disconnect_done(void *ud, int applied, const char *error) {
+    session_registry *s = ud;
+    (void)applied;   /* 0: someone newer holds the entry, which is right */
+    if (error) count_failures(s, 1);
+}
+
+static void on_added(void *ud, uint64_t user, const registry_entry *e) {
+    session_registry *s = ud;
+    session *x = malloc(sizeof *x);
+    if (!x) {
+        count_failures(s, 1);
+        return;
+    }
+    x->user = user;
+    x->device = e->device_id;
+    x->since_ms = clock_wall_ms();
+    pthread_mutex_lock(&s->mu);
+    uint64_t old = 0;
+    bool had = u64map_remove(&s->table, e->conn_id + 1, &old);
+    int put = u64map_put(&s->table, e->conn_id + 1, (uint64_t)(uintptr_t)x);
+    pthread_mutex_unlock(&s->mu);
+    if (had) free((void *)(uintptr_t)old);
+    if (put) {
+        free(x);
+        count_failures(s, 1);
+        return;
+    }
+    if (!had) METRIC_ADD(cluster_sessions, 1);
+    rr_session rs = {.user = user, .device = e->device_id, .conn_id = e->conn_id, .since_ms = x->since_ms,
+                     .node = s->node};
+    if (registry_redis_connect(s->rr, &rs, write_done, s) != 0) count_failures(s, 1);
+}
+
+static void on_removed(void *ud, uint64_t user, const registry_entry *e) {
+    session_registry *s = ud;
+    uint64_t v = 0;
+    pthread_mutex_lock(&s->mu);
+    bool had = u64map_remove(&s->table, e->conn_id + 1, &v);
+    pthread_mutex_unlock(&s->mu);
+    if (!had) return;
+    METRIC_ADD(cluster_sessions, -1);
+    session *x = (session *)(uintptr_t)v;
+    rr_session rs = {.user = user, .device = e->device_id, .conn_id = e->conn_id, .since_ms = x->since_ms,
+                     .node = s->node};
+    free(x);
+    if (registry_redis_disconnect(s->rr, &rs, disconnect_done, s) != 0) count_failures(s, 1);
+}
+
+void session_registry_mirror(session_registry *s, registry_mirror *m) {
+    m->added = on_added;
+    m->removed = on_removed;
+    m->ud = s;
+}
+
+/* One heartbeat batch, kept until its answer: when some of its entries are
+ * gone (expired while Redis was away, or deleted), the batch's sessions
+ * that are still open here are connected again. The connect is the
+ * compare-and-set one: it restores an expired or missing entry and leaves
+ * one that a newer connect of the device (on another node) replaced. */
+typedef struct hb_batch {
+    session_registry *s;
+    size_t n;
+    rr_session sessions[];
+} hb_batch;
+
+static void heartbeat_done(void *ud, size_t refreshed, size_t gone, size_t failed) {
+    hb_batch *b = ud;
+    session_registry *s = b->s;
+    (void)refreshed;
+    atomic_fetch_add(&s->heartbeat_gone, gone);
+    METRIC_ADD(cluster_sessions_gone_total, gone);
+    count_failures(s, failed);
+    for (size_t i = 0; gone && i < b->n; i++) {
+        pthread_mutex_lock(&s->mu);
+        bool open = u64map_get(&s->table, b->sessions[i].conn_id + 1) != NULL;
+        pthread_mutex_unlock(&s->mu);
+        /* a close between this check and the connect can leave an entry
+         * nobody refreshes: it expires within the TTL, and a frame sent to
+         * it meanwhile is dropped here (the device syncs when it returns) */
+        if (!open) continue;
+        atomic_fetch_add(&s->rewritten, 1);
+        if (registry_redis_connect(s->rr, &b->sessions[i], write_done, s) != 0) count_failures(s, 1);
+    }
+    free(b);
+}
+
+/* One round: the table in batches of HEARTBEAT_BATCH, each copied under the
+ * lock and sent after it. */
+static void heartbeat_round(session_registry *s) {
+    size_t next = 0;
+    for (;;) {
+        hb_batch *b = malloc(sizeof *b + HEARTBEAT_BATCH * sizeof b->sessions[0]);
+        if (!b) break;
+        b->s = s;
+        b->n = 0;
+        pthread_mutex_lock(&s->mu);
+        for (; next < s->table.cap && b->n < HEARTBEAT_BATCH; next++) {
+            u64map_slot *slot = &s->table.slots[next];
+            if (!slot->key) continue;
+            const session *x = (const session *)(uintptr_t)slot->value;
+            b->sessions[b->n++] = (rr_session){.user = x->user, .device = x->device, .conn_id = slot->key - 1,
+                                               .since_ms = x->since_ms, .node = s->node};
+        }
+        bool more = next < s->table.cap;
+        pthread_mutex_unlock(&s->mu);
+        /* a table that grew between two batches is covered next round */
+        size_t n = b->n;
+        if (n == 0) free(b);
+        else if (registry_redis_heartbeat(s->rr, b->sessions, n, heartbeat_done, b) != 0) {
+            free(b);
+            count_failures(s, n);
+        }
+        if (!more) break;
+    }
+    atomic_fetch_add(&s->heartbeats, 1);
+}
+
+static void *heartbeat_thread(void *arg) {
+    session_registry *s = arg;
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        uint64_t ns = (uint64_t)until.tv_nsec + (uint64_t)(s->ttl_ms / 3) * 1000000ull;
+        until.tv_sec += (time_t)(ns / 1000000000ull);
+        until.tv_nsec = (long)(ns % 1000000000ull);
+        while (!s->stopping && pthread_cond_timedwait(&s->cv, &s->mu, &until) != ETIMEDOUT) {
+        }
+        if (s->stopping) break;
+        pthread_mutex_unlock(&s->mu);
+        heartbeat_round(s);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+session_registry *session_registry_start(registry_redis *rr, const char *node, uint32_t session_ttl_ms) {
+    session_registry *s = calloc(1, sizeof *s);
+    if (!s || strlen(node) >= sizeof s->node) {
+        free(s);
+        return NULL;
+    }
+    s->rr = rr;
+    strcpy(s->node, node);
+    s->ttl_ms = session_ttl_ms;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if (pthread_create(&s->thread, NULL, heartbeat_thread, s) != 0) {
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->cv);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void session_registry_stop(session_registry *s) {
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+}
+
+void session_registry_free(session_registry *s) {
+    if (!s) return;
+    METRIC_ADD(cluster_sessions, -(long)s->table.count);
+    for (size_t i = 0; i < s->table.cap; i++)
+        if (s->table.slots[i].key) free((void *)(uintptr_t)s->table.slots[i].value);
+    u64map_free(&s->table);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+session_registry_stats session_registry_get_stats(session_registry *s) {
+    pthread_mutex_lock(&s->mu);
+    uint64_t live = s->table.count;
+    pthread_mutex_unlock(&s->mu);
+    session_registry_stats st = {
+        .live = live,
+        .write_failures = atomic_load(&s->write_failures),
+        .refused = atomic_load(&s->refused),
+        .heartbeat_gone = atomic_load(&s->heartbeat_gone),
+        .heartbeats = atomic_load(&s->heartbeats),
+        .rewritten = atomic_load(&s->rewritten),
+    };
+    return st;
+}

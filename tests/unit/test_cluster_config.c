@@ -1,0 +1,95 @@
+/* test_cluster_config.c -- the node options (src/cluster/cluster_config.c)
+ * through the server's own parser (config_from_args): --node names are
+ * tokens of 1 to 63 and default to HOSTNAME-PID; --roles parses a comma
+ * list without repeats or unknown words, prints back in one spelling, and
+ * the server accepts only all three roles (forwarding is not built);
+ * --internal-listen needs HOST:PORT with a port of 1 to 65535; the TTLs
+ * stay within 3000..600000 ms. */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../check.h"
+#include "core/config.h"
+
+/* config_from_args on a NULL-terminated list; 0 or -1 */
+static int parse(config *c, const char *const *args) {
+    config_defaults(c);
+    int n = 0;
+    while (args[n]) n++;
+    char *argv[32];
+    for (int i = 0; i < n; i++) argv[i] = (char *)args[i];
+    /* errors are printed on stderr: expected here */
+    return config_from_args(c, n, argv);
+}
+
+static void defaults_are_one_full_node(void) {
+    config c;
+    CHECK(parse(&c, (const char *[]){NULL}) == 0, "no options refused");
+    CHECK(c.cluster.roles == CLUSTER_ROLES_ALL, "roles %u", c.cluster.roles);
+    CHECK(c.cluster.internal_port == 0 && c.cluster.redis_seeds[0] == 0, "listener or Redis by default");
+    CHECK(c.cluster.node_ttl_ms == 30000 && c.cluster.session_ttl_ms == 45000, "ttls %u %u",
+          c.cluster.node_ttl_ms, c.cluster.session_ttl_ms);
+    char suffix[32];
+    snprintf(suffix, sizeof suffix, "-%ld", (long)getpid());
+    size_t n = strlen(c.cluster.node), s = strlen(suffix);
+    CHECK(n > s && strcmp(c.cluster.node + n - s, suffix) == 0, "default name '%s' does not end in %s",
+          c.cluster.node, suffix);
+}
+
+static void node_names_are_tokens(void) {
+    config c;
+    CHECK(parse(&c, (const char *[]){"--node", "gw-1.eu_west", NULL}) == 0 && strcmp(c.cluster.node, "gw-1.eu_west") == 0,
+          "a good name refused");
+    CHECK(parse(&c, (const char *[]){"--node", "a b", NULL}) == -1, "a space accepted");
+    CHECK(parse(&c, (const char *[]){"--node", "", NULL}) == -1, "an empty name accepted");
+    char long_name[80];
+    memset(long_name, 'n', 63);
+    long_name[63] = 0;
+    CHECK(parse(&c, (const char *[]){"--node", long_name, NULL}) == 0, "63 bytes refused");
+    long_name[63] = 'n';
+    long_name[64] = 0;
+    CHECK(parse(&c, (const char *[]){"--node", long_name, NULL}) == -1, "64 bytes accepted");
+}
+
+static void roles_parse_and_only_all_three_serve(void) {
+    unsigned r = 0;
+    char text[CLUSTER_ROLES_TEXT];
+    CHECK(cluster_roles_parse("fanout,gateway,chat", &r) == 0 && r == CLUSTER_ROLES_ALL, "all three, any order");
+    cluster_roles_text(r, text);
+    CHECK(strcmp(text, "gateway,chat,fanout") == 0, "spelled '%s'", text);
+    CHECK(cluster_roles_parse("gateway", &r) == 0 && r == CLUSTER_ROLE_GATEWAY, "gateway alone");
+    CHECK(cluster_roles_parse("chat,fanout", &r) == 0 && r == (CLUSTER_ROLE_CHAT | CLUSTER_ROLE_FANOUT), "chat,fanout");
+    const char *bad[] = {"", "gateway,", ",chat", "chat,chat", "gateway,chat,fanout,chat", "push", "Gateway", NULL};
+    for (int i = 0; bad[i]; i++) CHECK(cluster_roles_parse(bad[i], &r) == -1, "'%s' accepted", bad[i]);
+    config c;
+    CHECK(parse(&c, (const char *[]){"--roles", "chat,fanout,gateway", NULL}) == 0, "all three refused");
+    CHECK(parse(&c, (const char *[]){"--roles", "gateway", NULL}) == -1, "a gateway-only node accepted");
+    CHECK(parse(&c, (const char *[]){"--roles", "chat,fanout", NULL}) == -1, "a node without gateway accepted");
+}
+
+static void internal_listen_and_ttls_are_bounded(void) {
+    config c;
+    CHECK(parse(&c, (const char *[]){"--internal-listen", "127.0.0.1:7100", NULL}) == 0 &&
+              strcmp(c.cluster.internal_host, "127.0.0.1") == 0 && c.cluster.internal_port == 7100,
+          "a good address refused");
+    const char *bad[] = {"127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", ":7100", "127.0.0.1:71x", NULL};
+    for (int i = 0; bad[i]; i++)
+        CHECK(parse(&c, (const char *[]){"--internal-listen", bad[i], NULL}) == -1, "'%s' accepted", bad[i]);
+    CHECK(parse(&c, (const char *[]){"--node-ttl-ms", "2999", NULL}) == -1, "node ttl 2999 accepted");
+    CHECK(parse(&c, (const char *[]){"--session-ttl-ms", "600001", NULL}) == -1, "session ttl 600001 accepted");
+    CHECK(parse(&c, (const char *[]){"--session-ttl-ms", "3000", "--node-ttl-ms", "600000", NULL}) == 0 &&
+              c.cluster.session_ttl_ms == 3000 && c.cluster.node_ttl_ms == 600000,
+          "bounds themselves refused");
+    CHECK(parse(&c, (const char *[]){"--redis", "127.0.0.1:7000,127.0.0.1:7001", NULL}) == 0 &&
+              strcmp(c.cluster.redis_seeds, "127.0.0.1:7000,127.0.0.1:7001") == 0,
+          "seeds refused");
+}
+
+int main(void) {
+    RUN(defaults_are_one_full_node);
+    RUN(node_names_are_tokens);
+    RUN(roles_parse_and_only_all_three_serve);
+    RUN(internal_listen_and_ttls_are_bounded);
+    CHECK_EXIT();
+}
