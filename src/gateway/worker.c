@@ -3,7 +3,10 @@
  * A loop turn: wait for socket events and the inbox's eventfd; read and
  * handle what arrived; take every posted worker_msg (replies, deliveries,
  * pushes); then write each connection that has output once (so a burst of
- * deliveries to one socket is one write). Sockets are level-triggered;
+ * deliveries to one socket is one write). Posts from other threads wake
+ * the loop only when it is about to wait with an empty inbox (core/mpsc.h):
+ * while it works, a burst of posts costs no eventfd write and no wake-up.
+ * Sockets are level-triggered;
  * EPOLLOUT is armed only while output is waiting (or a TLS read needs it).
  *
  * Limits live here: the accept-rate bucket and a cap on open sockets at
@@ -613,12 +616,17 @@ void conn_signed_in(worker *w, conn *c) {
 
 /* ------------------------------------------------------------------ inbox */
 
+/* The eventfd is read only in a turn whose epoll_wait reported it (worker_main):
+ * posts to a busy worker do not write it (core/mpsc.h). */
 static void handle_inbox(worker *w) {
-    mpsc_drain_wakeup(&w->inbox);
     worker_msg *msgs[256];
-    size_t total = 0, n;
-    /* bounded per turn so sockets are served between bursts */
-    while (total < MSGS_PER_TURN && (n = mpsc_pop_many(&w->inbox, (void **)msgs, 256)) > 0) {
+    size_t total = 0, n = 256;
+    /* bounded per turn so sockets are served between bursts. A short pop
+     * ends it: popping again to see the queue empty would mark the worker
+     * as maybe asleep while it still has this turn's writes to do, and
+     * every post meanwhile would wake it; worker_main looks once more
+     * (mpsc_prepare_sleep) right before it waits */
+    while (total < MSGS_PER_TURN && n == 256 && (n = mpsc_pop_many(&w->inbox, (void **)msgs, 256)) > 0) {
         total += n;
         for (size_t i = 0; i < n; i++) {
             worker_msg *m = msgs[i];
@@ -648,10 +656,8 @@ static void handle_inbox(worker *w) {
             worker_msg_free(m);
         }
     }
-    if (total >= MSGS_PER_TURN) {
-        /* more may be waiting without a new wake-up: wake ourselves */
-        mpsc_wake(&w->inbox);
-    }
+    /* more may be waiting without a new wake-up: worker_main's
+     * mpsc_prepare_sleep sees them and does not block */
 }
 
 /* ------------------------------------------------------------------ accept */
@@ -877,6 +883,9 @@ static void *worker_main(void *arg) {
             timeout = DRAIN_TICK_MS;
         }
         if (w->dirty) timeout = 0;   /* output queued by resumed input: write it now */
+        /* posts wake this thread only from here on, and only if the inbox
+         * is empty now; if it is not, no wait */
+        if (timeout != 0 && !mpsc_prepare_sleep(&w->inbox)) timeout = 0;
         int n = epoll_wait(w->epoll_fd, events, EVENTS_PER_WAIT, timeout);
         for (int i = 0; i < n; i++) {
             uint64_t tag = events[i].data.u64;
@@ -884,7 +893,12 @@ static void *worker_main(void *arg) {
                 accept_all(w);
                 continue;
             }
-            if (tag == TAG_INBOX) continue;   /* handled below every turn */
+            if (tag == TAG_INBOX) {
+                /* cleared before handle_inbox pops: a post after the pops
+                 * leaves it readable for the next turn */
+                mpsc_drain_wakeup(&w->inbox);
+                continue;   /* handled below every turn */
+            }
             conn *c = conn_table_at(&w->table, (uint32_t)(tag - TAG_FIRST_CONN));
             if (!c) continue;
             if (events[i].events & EPOLLOUT) {
