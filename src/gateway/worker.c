@@ -330,6 +330,7 @@ static bool conn_flush(worker *w, conn *c) {
     while (buf_len(&c->out) > 0) {
         ssize_t n = conn_write_some(c);
         if (n > 0) {
+            METRIC_INC(socket_writes_total);
             METRIC_ADD(bytes_out_total, (unsigned long)n);
             if (c->input_paused) c->out_moved_ms = conn_clock();
             track_units(c, (size_t)n);
@@ -487,7 +488,10 @@ static bool read_ws_direct(worker *w, conn *c) {
 static ssize_t conn_read_some(worker *w, conn *c, uint8_t *dst, size_t cap) {
     if (!c->ssl) {
         ssize_t n = recv(c->fd, dst, cap, 0);
-        if (n > 0) return n;
+        if (n > 0) {
+            METRIC_INC(socket_reads_total);
+            return n;
+        }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
         return -1;
     }
@@ -500,6 +504,7 @@ static ssize_t conn_read_some(worker *w, conn *c, uint8_t *dst, size_t cap) {
     }
     switch (r) {
     case TLS_OK:
+        METRIC_INC(socket_reads_total);
         return (ssize_t)n;
     case TLS_WANT_READ:
         return 0;
