@@ -21,6 +21,8 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_frames_out_total", "counter", "WebSocket messages sent.", &g_metrics.frames_out_total, 0},
         {"parley_bytes_in_total", "counter", "Bytes read from sockets.", &g_metrics.bytes_in_total, 0},
         {"parley_bytes_out_total", "counter", "Bytes written to sockets.", &g_metrics.bytes_out_total, 0},
+        {"parley_socket_reads_total", "counter", "Socket reads that returned bytes.", &g_metrics.socket_reads_total, 0},
+        {"parley_socket_writes_total", "counter", "Socket writes that sent bytes (one per connection per loop turn).", &g_metrics.socket_writes_total, 0},
         {"parley_protocol_errors_total", "counter", "Connections closed for malformed input.", &g_metrics.protocol_errors_total, 0},
         {"parley_requests_total", "counter", "Protocol requests handled.", &g_metrics.requests_total, 0},
         {"parley_request_errors_total", "counter", "Requests answered with an error status.", &g_metrics.request_errors_total, 0},

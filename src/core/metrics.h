@@ -16,6 +16,9 @@ typedef struct metrics {
     atomic_ulong frames_out_total;
     atomic_ulong bytes_in_total;
     atomic_ulong bytes_out_total;
+    atomic_ulong socket_reads_total;      /* WebSocket/HTTP reads that returned bytes */
+    atomic_ulong socket_writes_total;     /* writes that sent bytes: one per connection
+                                             per loop turn, however many frames */
     atomic_ulong protocol_errors_total;   /* connections closed for bad input */
     atomic_ulong requests_total;
     atomic_ulong request_errors_total;    /* responses with status != OK */

@@ -17,6 +17,7 @@ int mpsc_init(mpsc *q, size_t cap) {
     q->cap = cap;
     q->head = q->count = 0;
     q->closed = false;
+    q->consumer_busy = false;
     return 0;
 }
 
@@ -43,10 +44,11 @@ static int push(mpsc *q, void *item, bool block) {
         return -1;
     }
     q->items[(q->head + q->count) % q->cap] = item;
-    bool was_empty = q->count++ == 0;
+    /* only the push that makes the queue non-empty needs to wake, and only
+     * if the consumer may be asleep (mpsc.h) */
+    bool wake = q->count++ == 0 && !q->consumer_busy;
     pthread_mutex_unlock(&q->lock);
-    /* only the push that makes the queue non-empty needs to wake */
-    if (was_empty) mpsc_wake(q);
+    if (wake) mpsc_wake(q);
     return 0;
 }
 
@@ -71,7 +73,7 @@ size_t mpsc_push_many(mpsc *q, void *const *items, size_t n) {
         if (q->closed) break;
         while (done < n && q->count < q->cap) {
             q->items[(q->head + q->count) % q->cap] = items[done++];
-            if (q->count++ == 0) wake_needed = true;
+            if (q->count++ == 0 && !q->consumer_busy) wake_needed = true;
         }
     }
     pthread_mutex_unlock(&q->lock);
@@ -86,6 +88,9 @@ size_t mpsc_pop_many(mpsc *q, void **out, size_t max) {
     for (size_t i = 0; i < n; i++) out[i] = q->items[(q->head + i) % q->cap];
     q->head = (q->head + n) % q->cap;
     q->count -= n;
+    /* items taken: the consumer will look again before it sleeps; none: it
+     * saw the queue empty and may sleep next */
+    q->consumer_busy = n > 0;
     if (n) pthread_cond_broadcast(&q->not_full);
     pthread_mutex_unlock(&q->lock);
     return n;
@@ -100,12 +105,21 @@ void mpsc_drain_wakeup(mpsc *q) {
 void mpsc_wait(mpsc *q, int timeout_ms) {
     pthread_mutex_lock(&q->lock);
     bool ready = q->count > 0 || q->closed;
+    if (!ready) q->consumer_busy = false;   /* from here a push wakes it */
     pthread_mutex_unlock(&q->lock);
     if (!ready) {
         struct pollfd p = {.fd = q->wake_fd, .events = POLLIN};
         while (poll(&p, 1, timeout_ms) < 0 && errno == EINTR) {}
     }
     mpsc_drain_wakeup(q);
+}
+
+bool mpsc_prepare_sleep(mpsc *q) {
+    pthread_mutex_lock(&q->lock);
+    bool empty = q->count == 0;
+    if (empty) q->consumer_busy = false;   /* from here a push wakes it */
+    pthread_mutex_unlock(&q->lock);
+    return empty;
 }
 
 void mpsc_close(mpsc *q) {

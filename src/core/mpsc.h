@@ -4,7 +4,19 @@
  *
  * Bounded: mpsc_push blocks while the queue is full (backpressure onto the
  * producer, which is never a loop thread waiting on its own queue);
- * mpsc_try_push fails instead. */
+ * mpsc_try_push fails instead.
+ *
+ * Wake-ups are coalesced: a push writes the eventfd only when it makes the
+ * queue non-empty AND the consumer may be asleep. The consumer counts as
+ * busy (will look at the queue again before it sleeps, so needs no wake-up)
+ * from a pop that took items until it next sees the queue empty under the
+ * lock: a pop that takes nothing, mpsc_wait, or mpsc_prepare_sleep. Every
+ * consumer looks at the queue that way before it blocks on wake_fd, so a
+ * burst of N posts to a busy consumer costs no eventfd write at all, and to
+ * a sleeping one a single write and a single wake-up. The flag is read and
+ * written only under the lock, which orders it against the items: a push
+ * after the consumer's last look sees the flag clear; a push before it is
+ * seen by that look. */
 #ifndef PARLEY_CORE_MPSC_H
 #define PARLEY_CORE_MPSC_H
 
@@ -19,6 +31,8 @@ typedef struct mpsc {
     size_t cap, head, count;
     int wake_fd;           /* eventfd: readable when items were pushed */
     bool closed;
+    bool consumer_busy;    /* the consumer took items and has not seen the queue
+                              empty since: it needs no wake-up (under lock) */
 } mpsc;
 
 int mpsc_init(mpsc *q, size_t cap);
@@ -30,11 +44,16 @@ int mpsc_try_push(mpsc *q, void *item);
 /* Pushes items[0..n) in order under one lock (blocking while full); returns
  * how many were queued (fewer only if the queue was closed). */
 size_t mpsc_push_many(mpsc *q, void *const *items, size_t n);
-/* Takes up to max items; returns how many. Never blocks. */
+/* Takes up to max items; returns how many. Never blocks. Taking items marks
+ * the consumer busy; taking none marks it as maybe asleep. */
 size_t mpsc_pop_many(mpsc *q, void **out, size_t max);
 /* Blocks until an item is queued, the queue is closed or timeout_ms passes
  * (-1: no timeout). Clears the wake-up. */
 void mpsc_wait(mpsc *q, int timeout_ms);
+/* The consumer is about to block on wake_fd (in its own epoll_wait): true
+ * if the queue is empty, and from now on a push wakes it; false if items
+ * are waiting (it must not block; it stays busy). */
+bool mpsc_prepare_sleep(mpsc *q);
 /* Wakes the consumer without pushing (e.g. it left items for its next turn,
  * or must look at a flag). */
 void mpsc_wake(mpsc *q);

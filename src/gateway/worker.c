@@ -3,7 +3,10 @@
  * A loop turn: wait for socket events and the inbox's eventfd; read and
  * handle what arrived; take every posted worker_msg (replies, deliveries,
  * pushes); then write each connection that has output once (so a burst of
- * deliveries to one socket is one write). Sockets are level-triggered;
+ * deliveries to one socket is one write). Posts from other threads wake
+ * the loop only when it is about to wait with an empty inbox (core/mpsc.h):
+ * while it works, a burst of posts costs no eventfd write and no wake-up.
+ * Sockets are level-triggered;
  * EPOLLOUT is armed only while output is waiting (or a TLS read needs it).
  *
  * Limits live here: the accept-rate bucket and a cap on open sockets at
@@ -341,6 +344,7 @@ static bool conn_flush(worker *w, conn *c) {
     while (buf_len(&c->out) > 0) {
         ssize_t n = conn_write_some(c);
         if (n > 0) {
+            METRIC_INC(socket_writes_total);
             METRIC_ADD(bytes_out_total, (unsigned long)n);
             if (c->input_paused) c->out_moved_ms = conn_clock();
             track_units(c, (size_t)n);
@@ -505,7 +509,10 @@ static bool read_ws_direct(worker *w, conn *c) {
 static ssize_t conn_read_some(worker *w, conn *c, uint8_t *dst, size_t cap) {
     if (!c->ssl) {
         ssize_t n = recv(c->fd, dst, cap, 0);
-        if (n > 0) return n;
+        if (n > 0) {
+            METRIC_INC(socket_reads_total);
+            return n;
+        }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
         return -1;
     }
@@ -518,6 +525,7 @@ static ssize_t conn_read_some(worker *w, conn *c, uint8_t *dst, size_t cap) {
     }
     switch (r) {
     case TLS_OK:
+        METRIC_INC(socket_reads_total);
         return (ssize_t)n;
     case TLS_WANT_READ:
         return 0;
@@ -634,12 +642,17 @@ void conn_signed_in(worker *w, conn *c) {
 
 /* ------------------------------------------------------------------ inbox */
 
+/* The eventfd is read only in a turn whose epoll_wait reported it (worker_main):
+ * posts to a busy worker do not write it (core/mpsc.h). */
 static void handle_inbox(worker *w) {
-    mpsc_drain_wakeup(&w->inbox);
     worker_msg *msgs[256];
-    size_t total = 0, n;
-    /* bounded per turn so sockets are served between bursts */
-    while (total < MSGS_PER_TURN && (n = mpsc_pop_many(&w->inbox, (void **)msgs, 256)) > 0) {
+    size_t total = 0, n = 256;
+    /* bounded per turn so sockets are served between bursts. A short pop
+     * ends it: popping again to see the queue empty would mark the worker
+     * as maybe asleep while it still has this turn's writes to do, and
+     * every post meanwhile would wake it; worker_main looks once more
+     * (mpsc_prepare_sleep) right before it waits */
+    while (total < MSGS_PER_TURN && n == 256 && (n = mpsc_pop_many(&w->inbox, (void **)msgs, 256)) > 0) {
         total += n;
         for (size_t i = 0; i < n; i++) {
             worker_msg *m = msgs[i];
@@ -669,10 +682,8 @@ static void handle_inbox(worker *w) {
             worker_msg_free(m);
         }
     }
-    if (total >= MSGS_PER_TURN) {
-        /* more may be waiting without a new wake-up: wake ourselves */
-        mpsc_wake(&w->inbox);
-    }
+    /* more may be waiting without a new wake-up: worker_main's
+     * mpsc_prepare_sleep sees them and does not block */
 }
 
 /* ------------------------------------------------------------------ accept */
@@ -910,6 +921,9 @@ static void *worker_main(void *arg) {
             timeout = DRAIN_TICK_MS;
         }
         if (w->dirty) timeout = 0;   /* output queued by resumed input: write it now */
+        /* posts wake this thread only from here on, and only if the inbox
+         * is empty now; if it is not, no wait */
+        if (timeout != 0 && !mpsc_prepare_sleep(&w->inbox)) timeout = 0;
         int n = epoll_wait(w->epoll_fd, events, EVENTS_PER_WAIT, timeout);
         for (int i = 0; i < n; i++) {
             uint64_t tag = events[i].data.u64;
@@ -917,7 +931,12 @@ static void *worker_main(void *arg) {
                 accept_all(w, tag == TAG_LISTEN ? w->listen_fd : w->mqtt_listen_fd, tag == TAG_MQTT_LISTEN);
                 continue;
             }
-            if (tag == TAG_INBOX) continue;   /* handled below every turn */
+            if (tag == TAG_INBOX) {
+                /* cleared before handle_inbox pops: a post after the pops
+                 * leaves it readable for the next turn */
+                mpsc_drain_wakeup(&w->inbox);
+                continue;   /* handled below every turn */
+            }
             conn *c = conn_table_at(&w->table, (uint32_t)(tag - TAG_FIRST_CONN));
             if (!c) continue;
             if (events[i].events & EPOLLOUT) {
