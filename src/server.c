@@ -6,13 +6,15 @@
 #include "chat/writer.h"
 #include "core/quota.h"
 #include "fanout/fanout.h"
+#include "chat/recent_inbox.h"
 
 int server_core_start(server *srv) {
     /* one queue consumer per fan-out thread */
     srv->queue = queue_local_new(65536, fanout_threads(srv));
     srv->registry = registry_local_new();
     srv->quota = quota_new_for_config(&srv->cfg);
-    if (!srv->queue || !srv->registry || !srv->quota) return -1;
+    srv->recent_inbox = recent_inbox_new();
+    if (!srv->queue || !srv->registry || !srv->quota || !srv->recent_inbox) return -1;
     srv->writer = writer_start(srv);
     srv->fanout = srv->writer ? fanout_start(srv) : NULL;
     return srv->fanout ? 0 : -1;
@@ -29,6 +31,8 @@ void server_core_free(server *srv) {
     if (srv->registry) registry_free(srv->registry);
     if (srv->queue) queue_free(srv->queue);
     if (srv->quota) quota_free(srv->quota);
+    recent_inbox_free(srv->recent_inbox);
+    srv->recent_inbox = NULL;
     srv->registry = NULL;
     srv->queue = NULL;
     srv->quota = NULL;

@@ -17,6 +17,7 @@ struct worker;
 struct quota;
 struct outbox;
 struct push_gateway;
+struct recent_inbox;
 
 typedef struct server {
     config cfg;
@@ -28,6 +29,7 @@ typedef struct server {
     struct quota *quota;       /* per-device and per-user buckets, writer shares */
     const struct outbox *outbox; /* the write path's way out to devices (chat/outbox.h) */
     struct push_gateway *push; /* Web Push to offline devices; NULL when off (push/push_gateway.h) */
+    struct recent_inbox *recent_inbox; /* fan-out's last inbox entries, read by Acks (chat/recent_inbox.h) */
     struct worker **workers;
     int n_workers;
 } server;

@@ -62,6 +62,7 @@
 #include "core/metrics.h"
 #include "core/mpsc.h"
 #include "core/u64map.h"
+#include "chat/recent_inbox.h"
 #include "push/push_gateway.h"
 
 enum {
@@ -236,8 +237,8 @@ size_t fanout_metrics_render(char *out, size_t cap) {
         "# HELP parley_fanout_stalled 1 while fan-out waits for a failing commit to succeed.\n"
         "# TYPE parley_fanout_stalled gauge\nparley_fanout_stalled %ld\n",
         atomic_load(&commit_failures_total), atomic_load(&commit_stalled));
-    if (n < 0) return 0;
-    return (size_t)n < cap ? (size_t)n : 0;
+    if (n < 0 || (size_t)n >= cap) return 0;
+    return (size_t)n + recent_inbox_metrics_render(out + n, cap - (size_t)n);
 }
 
 /* Nothing after this batch may be numbered on top of entries that are not
@@ -322,6 +323,11 @@ static void route(fanout *f) {
         append *a = &f->appends[i];
         size_t n = registry_lookup(f->srv->registry, a->user, entries, MAX_DEVICES_PER_USER);
         if (n > MAX_DEVICES_PER_USER) n = MAX_DEVICES_PER_USER;
+        /* committed: the Acks of the devices it goes to find it in memory
+         * (recent_inbox.h), before they can have received it */
+        if (n > 0 && f->srv->recent_inbox)
+            recent_inbox_note(f->srv->recent_inbox, a->user, a->user_seq, a->g->conversation_id, a->g->seq,
+                              a->g->sender_user_id);
         /* the user's devices with no live session get a push (push_gateway.h
          * finds them); not for the sender's own message or a membership change */
         if (f->srv->push && !a->g->membership && a->user != a->g->sender_user_id)
