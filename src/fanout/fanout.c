@@ -238,7 +238,8 @@ size_t fanout_metrics_render(char *out, size_t cap) {
         "# TYPE parley_fanout_stalled gauge\nparley_fanout_stalled %ld\n",
         atomic_load(&commit_failures_total), atomic_load(&commit_stalled));
     if (n < 0 || (size_t)n >= cap) return 0;
-    return (size_t)n + recent_inbox_metrics_render(out + n, cap - (size_t)n);
+    size_t len = (size_t)n + recent_inbox_metrics_render(out + n, cap - (size_t)n);
+    return len + queue_metrics_render(out + len, cap - len);
 }
 
 /* Nothing after this batch may be numbered on top of entries that are not
@@ -403,6 +404,7 @@ static void run_free(run *r) {
  * waits for that). */
 static void run_release(run *r) {
     fanout *reader = r->from;
+    if (!reader->replaying) queue_deliveries_done(reader->srv->queue, r->n);   /* room for the writers */
     run_free(r);
     atomic_fetch_sub(&reader->runs_out, 1);
     if (atomic_exchange(&reader->starved, false)) mpsc_wake(&reader->mailbox);
@@ -534,13 +536,17 @@ static void read_items(fanout *f, queue_item *const *items, size_t n) {
             f->marks[f->mark_of[p]].offset = it->offset;
         }
         const member_list *ml = members_of(f, it->conversation_id, it->membership);
+        uint32_t receivers = 0;
         for (size_t k = 0; k < ml->n; k++) {
             const member *m = &ml->m[k];
             if (!receives(m, it->seq)) continue;
             uint32_t owner = owner_of(f->set, user_partition(m->user, f->user_partitions));
             add_grant(f, owner, (grant){m->user, it->offset, it->conversation_id, it->seq, it->sender_user_id,
                                         it->ts, p, it->membership, it->message});
+            receivers++;
         }
+        /* its deliveries now count exactly, until their run is routed (run_release) */
+        if (!f->replaying) queue_deliveries_counted(f->srv->queue, it, receivers);
         METRIC_INC(fanout_messages_total);
     }
     hand_off(f);
@@ -825,6 +831,8 @@ static void *fanout_main(void *arg) {
 fanout *fanout_start(server *srv) {
     fanout_set *set = set_new(srv, fanout_threads(srv));
     if (!set) return NULL;
+    /* before any send can be published: workers start after this */
+    queue_bound_deliveries(srv->queue, srv->cfg.fanout_pending_max, srv->cfg.max_group_members);
     uint32_t started = 0;
     while (started < set->n && pthread_create(&set->threads[started]->thread, NULL, fanout_main,
                                               set->threads[started]) == 0)
