@@ -60,7 +60,9 @@ void queue_item_free(queue_item *item);
  * seen, each capped at max; a publish whose reservation would take the
  * pending deliveries past max waits (in order, in as few waits as fit) until
  * fan-out has routed enough. max 0: no bound. Set before anything is
- * published. */
+ * published. An estimate short of the count (a group that grew since fan-out
+ * last read it) is corrected when fan-out reads the message: by that much
+ * the count can pass the bound. */
 void queue_bound_deliveries(queue *q, uint64_t max, uint32_t unknown_weight);
 /* fan-out read item and found receivers for it: they replace its
  * reservation in the pending count, and are the conversation's next estimate */
