@@ -3,10 +3,10 @@
  * that run the write path without sockets all assemble the same thing. */
 #include "server.h"
 
+#include "chat/recent_inbox.h"
 #include "chat/writer.h"
 #include "core/quota.h"
 #include "fanout/fanout.h"
-#include "chat/recent_inbox.h"
 
 int server_core_start(server *srv) {
     /* one queue consumer per fan-out thread */

@@ -56,13 +56,13 @@
 #include "chat/outbox.h"
 #include "chat/partition.h"
 #include "chat/push.h"
+#include "chat/recent_inbox.h"
 #include "chat/reply.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/mpsc.h"
 #include "core/u64map.h"
-#include "chat/recent_inbox.h"
 #include "push/push_gateway.h"
 
 enum {
