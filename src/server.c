@@ -3,6 +3,7 @@
  * that run the write path without sockets all assemble the same thing. */
 #include "server.h"
 
+#include "chat/recent_inbox.h"
 #include "chat/writer.h"
 #include "cluster/cluster_node.h"
 #include "core/log.h"
@@ -14,7 +15,8 @@ int server_core_start(server *srv) {
     srv->queue = queue_local_new(65536, fanout_threads(srv));
     srv->registry = registry_local_new();
     srv->quota = quota_new_for_config(&srv->cfg);
-    if (!srv->queue || !srv->registry || !srv->quota) return -1;
+    srv->recent_inbox = recent_inbox_new();
+    if (!srv->queue || !srv->registry || !srv->quota || !srv->recent_inbox) return -1;
     srv->writer = writer_start(srv);
     srv->fanout = srv->writer ? fanout_start(srv) : NULL;
     if (!srv->fanout) return -1;
@@ -52,6 +54,8 @@ void server_core_free(server *srv) {
     if (srv->registry) registry_free(srv->registry);
     if (srv->queue) queue_free(srv->queue);
     if (srv->quota) quota_free(srv->quota);
+    recent_inbox_free(srv->recent_inbox);
+    srv->recent_inbox = NULL;
     srv->registry = NULL;
     srv->queue = NULL;
     srv->quota = NULL;

@@ -18,6 +18,7 @@ struct quota;
 struct outbox;
 struct push_gateway;
 struct cluster_node;
+struct recent_inbox;
 
 typedef struct server {
     config cfg;
@@ -30,6 +31,7 @@ typedef struct server {
     const struct outbox *outbox; /* the write path's way out to devices (chat/outbox.h) */
     struct push_gateway *push; /* Web Push to offline devices; NULL when off (push/push_gateway.h) */
     struct cluster_node *cluster; /* node link and directory (cluster/cluster_node.h); NULL: one node */
+    struct recent_inbox *recent_inbox; /* fan-out's last inbox entries, read by Acks (chat/recent_inbox.h) */
     struct worker **workers;
     int n_workers;
 } server;

@@ -21,6 +21,7 @@
 #include "chat/membership.h"
 #include "chat/partition.h"
 #include "chat/push.h"
+#include "chat/recent_inbox.h"
 #include "chat/reply.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -1222,7 +1223,11 @@ static void handle_ack(writer *w, chat_request *r) {
     scan->n = 0;
     uint64_t from = r->ack_from;
     if (r->ack_to - from > ACK_SCAN_MAX) from = r->ack_to - ACK_SCAN_MAX;
-    store_scan_inbox(w->srv->store, r->user_id, from, r->ack_to, ACK_SCAN_MAX, collect_acked, scan);
+    /* fan-out's memory of the entries it just routed, else the store (after
+     * a restart, or a range it no longer holds): the same entries either way */
+    if (!w->srv->recent_inbox ||
+        !recent_inbox_scan(w->srv->recent_inbox, r->user_id, from, r->ack_to, collect_acked, scan))
+        store_scan_inbox(w->srv->store, r->user_id, from, r->ack_to, ACK_SCAN_MAX, collect_acked, scan);
     for (size_t i = 0; i < scan->n; i++) {
         acked_conv *c = &scan->convs[i];
         delivered_note note = {.conv = c->conv, .user = r->user_id, .seq = c->seq};

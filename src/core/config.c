@@ -18,6 +18,7 @@ void config_defaults(config *c) {
     c->workers = 0;
     c->writers = 2;
     c->fanouts = 2;
+    c->fanout_pending_max = 262144;
     c->fsync = FSYNC_BATCH;
     c->log_level = LOG_INFO;
     c->max_group_members = 1024;
@@ -74,7 +75,10 @@ void config_usage(FILE *out) {
         "                            thread owns accounts, devices, keys and consent\n"
         "  --fanouts N               fan-out threads, each the single owner of a share of the\n"
         "                            user partitions (inbox appends; default 2; at most the\n"
-        "                            store's user partitions, 8 for a new store)\n"        "  --fsync always|batch|off  durability of acknowledged messages (default batch:\n"
+        "                            store's user partitions, 8 for a new store)\n"
+        "  --fanout-pending-max N    deliveries (receivers x messages) the writers may hand\n"
+        "                            fan-out ahead of its routing; a send past it waits\n"
+        "                            (default 262144; 0: no bound)\n"        "  --fsync always|batch|off  durability of acknowledged messages (default batch:\n"
         "                            one fsync per group of concurrent writes)\n"
         "  --max-group-members N     (default 1024)\n"
         "  --conn-output-cap BYTES   output queued per connection before live pushes\n"
@@ -272,6 +276,9 @@ static int config_set(config *c, const char *key, const char *v) {
     } else if (strcmp(key, "fanouts") == 0) {
         if (parse_u64(key, v, 1, 64, &n)) return -1;
         c->fanouts = (uint32_t)n;
+    } else if (strcmp(key, "fanout-pending-max") == 0) {
+        if (parse_u64(key, v, 0, 1ull << 32, &n)) return -1;
+        c->fanout_pending_max = n;
     } else if (strcmp(key, "workers") == 0) {
         if (parse_u64(key, v, 0, 256, &n)) return -1;
         c->workers = (int)n;

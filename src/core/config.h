@@ -23,6 +23,7 @@ typedef struct config {
     int workers;                    /* loop threads; 0 = one per core */
     uint32_t writers;               /* conversation writer threads (chat/partition.h) */
     uint32_t fanouts;               /* fan-out threads (user partitions' owners) */
+    uint64_t fanout_pending_max;    /* deliveries published and not yet routed, at most (0: no bound) */
     enum fsync_policy fsync;
     int log_level;
     uint32_t max_group_members;

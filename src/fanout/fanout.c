@@ -56,6 +56,7 @@
 #include "chat/outbox.h"
 #include "chat/partition.h"
 #include "chat/push.h"
+#include "chat/recent_inbox.h"
 #include "chat/reply.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -236,8 +237,9 @@ size_t fanout_metrics_render(char *out, size_t cap) {
         "# HELP parley_fanout_stalled 1 while fan-out waits for a failing commit to succeed.\n"
         "# TYPE parley_fanout_stalled gauge\nparley_fanout_stalled %ld\n",
         atomic_load(&commit_failures_total), atomic_load(&commit_stalled));
-    if (n < 0) return 0;
-    return (size_t)n < cap ? (size_t)n : 0;
+    if (n < 0 || (size_t)n >= cap) return 0;
+    size_t len = (size_t)n + recent_inbox_metrics_render(out + n, cap - (size_t)n);
+    return len + queue_metrics_render(out + len, cap - len);
 }
 
 /* Nothing after this batch may be numbered on top of entries that are not
@@ -322,6 +324,11 @@ static void route(fanout *f) {
         append *a = &f->appends[i];
         size_t n = registry_lookup(f->srv->registry, a->user, entries, MAX_DEVICES_PER_USER);
         if (n > MAX_DEVICES_PER_USER) n = MAX_DEVICES_PER_USER;
+        /* committed: the Acks of the devices it goes to find it in memory
+         * (recent_inbox.h), before they can have received it */
+        if (n > 0 && f->srv->recent_inbox)
+            recent_inbox_note(f->srv->recent_inbox, a->user, a->user_seq, a->g->conversation_id, a->g->seq,
+                              a->g->sender_user_id);
         /* the user's devices with no live session get a push (push_gateway.h
          * finds them); not for the sender's own message or a membership change */
         if (f->srv->push && !a->g->membership && a->user != a->g->sender_user_id)
@@ -397,6 +404,7 @@ static void run_free(run *r) {
  * waits for that). */
 static void run_release(run *r) {
     fanout *reader = r->from;
+    if (!reader->replaying) queue_deliveries_done(reader->srv->queue, r->n);   /* room for the writers */
     run_free(r);
     atomic_fetch_sub(&reader->runs_out, 1);
     if (atomic_exchange(&reader->starved, false)) mpsc_wake(&reader->mailbox);
@@ -528,13 +536,17 @@ static void read_items(fanout *f, queue_item *const *items, size_t n) {
             f->marks[f->mark_of[p]].offset = it->offset;
         }
         const member_list *ml = members_of(f, it->conversation_id, it->membership);
+        uint32_t receivers = 0;
         for (size_t k = 0; k < ml->n; k++) {
             const member *m = &ml->m[k];
             if (!receives(m, it->seq)) continue;
             uint32_t owner = owner_of(f->set, user_partition(m->user, f->user_partitions));
             add_grant(f, owner, (grant){m->user, it->offset, it->conversation_id, it->seq, it->sender_user_id,
                                         it->ts, p, it->membership, it->message});
+            receivers++;
         }
+        /* its deliveries now count exactly, until their run is routed (run_release) */
+        if (!f->replaying) queue_deliveries_counted(f->srv->queue, it, receivers);
         METRIC_INC(fanout_messages_total);
     }
     hand_off(f);
@@ -819,6 +831,8 @@ static void *fanout_main(void *arg) {
 fanout *fanout_start(server *srv) {
     fanout_set *set = set_new(srv, fanout_threads(srv));
     if (!set) return NULL;
+    /* before any send can be published: workers start after this */
+    queue_bound_deliveries(srv->queue, srv->cfg.fanout_pending_max, srv->cfg.max_group_members);
     uint32_t started = 0;
     while (started < set->n && pthread_create(&set->threads[started]->thread, NULL, fanout_main,
                                               set->threads[started]) == 0)

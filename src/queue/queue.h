@@ -22,6 +22,7 @@ typedef struct queue_item {
     uint64_t sender_user_id;
     uint64_t ts;          /* the message's server_ts */
     bool membership;      /* a MEMBERSHIP message: who is a member changed */
+    uint32_t deliveries;  /* set by the queue at publish: the deliveries reserved for it (below) */
     blob *message;        /* encoded parley.v1.Message; the item holds one reference */
 } queue_item;
 
@@ -50,5 +51,26 @@ int queue_closed(queue *q);
 void queue_close(queue *q);
 size_t queue_depth(queue *q);   /* the deepest consumer's */
 void queue_item_free(queue_item *item);
+
+/* The bound in deliveries (receivers x messages), not items: a group of 250
+ * makes 250 inbox appends and deliveries per message, so a bound in items
+ * lets writers run a million deliveries ahead of fan-out. Each published
+ * item reserves its conversation's receivers as fan-out last counted them
+ * (queue_note_receivers), or unknown_weight for a conversation not yet
+ * seen, each capped at max; a publish whose reservation would take the
+ * pending deliveries past max waits (in order, in as few waits as fit) until
+ * fan-out has routed enough. max 0: no bound. Set before anything is
+ * published. An estimate short of the count (a group that grew since fan-out
+ * last read it) is corrected when fan-out reads the message: by that much
+ * the count can pass the bound. */
+void queue_bound_deliveries(queue *q, uint64_t max, uint32_t unknown_weight);
+/* fan-out read item and found receivers for it: they replace its
+ * reservation in the pending count, and are the conversation's next estimate */
+void queue_deliveries_counted(queue *q, const queue_item *item, uint32_t receivers);
+/* fan-out routed n deliveries it had counted: room for the writers */
+void queue_deliveries_done(queue *q, uint64_t n);
+/* the pending deliveries, their bound, highest count and hand-offs that
+ * waited (Prometheus text, process-wide); returns the length */
+size_t queue_metrics_render(char *out, size_t cap);
 
 #endif
