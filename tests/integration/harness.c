@@ -1769,3 +1769,21 @@ const char *h_server_keyspace(const h_server *s) {
         if (strcmp(s->extra[i], "--keyspace") == 0) return s->extra[i + 1];
     return "";
 }
+
+int h_member_marks(h_dev *viewer, uint64_t conv, uint64_t user, uint64_t *delivered, uint64_t *read) {
+    *delivered = *read = 0;
+    Parley__V1__ReceiptList *l = NULL;
+    if (pc_get_receipts(viewer->c, conv, &l) != 0) {
+        fprintf(stderr, "  GetReceipts: %s (status %d)\n", pc_error(viewer->c), pc_status(viewer->c));
+        return -1;
+    }
+    int rc = 1;
+    for (size_t i = 0; i < l->n_members; i++) {
+        if (l->members[i]->user_id != user) continue;
+        *delivered = l->members[i]->delivered_seq;
+        *read = l->members[i]->read_seq;
+        rc = 0;
+    }
+    parley__v1__receipt_list__free_unpacked(l, NULL);
+    return rc;
+}

@@ -395,4 +395,8 @@ const char *h_server_keyspace(const h_server *s);
  * itself (at h_server_destroy, and at exit). */
 int h_cassandra_drop_keyspace(const char *hosts, const char *keyspace);
 
+/* user's delivered and read marks in conv, as viewer's GetReceipts shows
+ * them: 0 found, 1 no such member (both 0), -1 the request failed. */
+int h_member_marks(h_dev *viewer, uint64_t conv, uint64_t user, uint64_t *delivered, uint64_t *read);
+
 #endif

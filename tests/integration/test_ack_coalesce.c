@@ -89,16 +89,8 @@ static int raw_ack_burst(h_raw *w, uint64_t head) {
 
 /* delivered_seq of user in conv, as GetReceipts says (0 if absent), or -1 */
 static int64_t delivered_seq_of(h_dev *d, uint64_t conv, uint64_t user) {
-    Parley__V1__ReceiptList *l = NULL;
-    if (pc_get_receipts(d->c, conv, &l) != 0) {
-        fprintf(stderr, "  pc_get_receipts: %s (status %d)\n", pc_error(d->c), pc_status(d->c));
-        return -1;
-    }
-    int64_t seq = 0;
-    for (size_t i = 0; i < l->n_members; i++)
-        if (l->members[i]->user_id == user) seq = (int64_t)l->members[i]->delivered_seq;
-    parley__v1__receipt_list__free_unpacked(l, NULL);
-    return seq;
+    uint64_t delivered, read;
+    return h_member_marks(d, conv, user, &delivered, &read) < 0 ? -1 : (int64_t)delivered;
 }
 
 /* Bob catches up on 100 messages from Alice and acks every event in one

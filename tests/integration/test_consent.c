@@ -230,13 +230,8 @@ static void count_typing(void *ud, const Parley__V1__TypingIndicator *t) {
 
 /* member's read_seq as viewer's GetReceipts shows it; UINT64_MAX on error */
 static uint64_t read_seq_shown(h_dev *viewer, uint64_t conv, uint64_t member) {
-    Parley__V1__ReceiptList *rl = NULL;
-    if (pc_get_receipts(viewer->c, conv, &rl) != 0) return UINT64_MAX;
-    uint64_t seq = UINT64_MAX;
-    for (size_t i = 0; i < rl->n_members; i++)
-        if (rl->members[i]->user_id == member) seq = rl->members[i]->read_seq;
-    parley__v1__receipt_list__free_unpacked(rl, NULL);
-    return seq;
+    uint64_t delivered, read;
+    return h_member_marks(viewer, conv, member, &delivered, &read) == 0 ? read : UINT64_MAX;
 }
 
 static size_t read_receipts_from(const h_dev *d, uint64_t conv, uint64_t user) {

@@ -454,13 +454,8 @@ static int reaction_raw(h_raw *w, uint64_t conv, uint64_t ref) {
 }
 
 static uint64_t read_seq_of(h_dev *viewer, uint64_t conv, uint64_t user) {
-    Parley__V1__ReceiptList *l = NULL;
-    if (pc_get_receipts(viewer->c, conv, &l) != 0) return UINT64_MAX;
-    uint64_t s = UINT64_MAX;
-    for (size_t i = 0; i < l->n_members; i++)
-        if (l->members[i]->user_id == user) s = l->members[i]->read_seq;
-    parley__v1__receipt_list__free_unpacked(l, NULL);
-    return s;
+    uint64_t delivered, read;
+    return h_member_marks(viewer, conv, user, &delivered, &read) == 0 ? read : UINT64_MAX;
 }
 
 static void seq_zero_and_backwards(void) {
