@@ -60,7 +60,17 @@ done
 [ $# -eq 0 ] && [ -n "$DIR" ] || usage
 case $NODES in ''|*[!0-9]*) usage ;; esac
 [ "$NODES" -ge 1 ] && [ "$NODES" -le $MAX_NODES ] || die "--nodes must be 1..$MAX_NODES"
-[ "$cmd" = up ] && mkdir -p "$DIR"
+# the options of `parley serve` this binary has
+has_option() { printf '%s\n' "$HELP" | grep -q -- "^ *$1 "; }
+if [ "$cmd" = up ]; then
+  # before anything is created or started
+  [ -x "$PARLEY" ] || die "no parley binary at $PARLEY (make build, or set PARLEY_BIN)"
+  HELP=$("$PARLEY" serve --help 2>&1 || true)
+  if [ "$NODES" -gt 1 ] && ! has_option --roles; then
+    die "--nodes $NODES needs gateway-only nodes, and $PARLEY serve has no --roles yet: several full nodes on one store would each own every conversation (two owners of a seq); use --nodes 1"
+  fi
+  mkdir -p "$DIR"
+fi
 [ -d "$DIR" ] || die "no directory $DIR"
 # one spelling of DIR: the PID checks below match it in command lines
 DIR=$(cd "$DIR" && pwd)
@@ -108,10 +118,6 @@ node_pid() {
   tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- " --data $DIR/node-$1/data " && echo "$pid"
   return 0
 }
-
-# the options of `parley serve` this binary has
-serve_help() { "$PARLEY" serve --help 2>&1 || true; }
-has_option() { printf '%s\n' "$HELP" | grep -q -- "^ *$1 "; }
 
 start_node() { # I
   i=$1
@@ -211,11 +217,6 @@ stop_all() {
 # ------------------------------------------------------------ commands
 
 up() {
-  [ -x "$PARLEY" ] || die "no parley binary at $PARLEY (make build, or set PARLEY_BIN)"
-  HELP=$(serve_help)
-  if [ "$NODES" -gt 1 ] && ! has_option --roles; then
-    die "--nodes $NODES needs gateway-only nodes, and $PARLEY serve has no --roles yet: several full nodes on one store would each own every conversation (two owners of a seq); use --nodes 1"
-  fi
   running=$(node_count)
   if [ "$running" -gt "$NODES" ] && [ -n "$(node_pid "$running")" ]; then
     die "$DIR runs $running nodes; down first to start $NODES"
