@@ -27,8 +27,9 @@
 #           one gateway URL per node, `ws://127.0.0.1:PORT`, a line each, on
 #           stdout and nothing else there. Each node's PID is in
 #           DIR/node-I.pid, its log in DIR/node-I.log, the engines' output in
-#           DIR/up.log. If anything fails, everything is stopped again and
-#           the exit status is 1.
+#           DIR/up.log. If anything fails, what this `up` started is
+#           stopped again (what ran before is left running) and the exit
+#           status is 1.
 #   down    stops the parley nodes (SIGTERM, then SIGKILL after
 #           CLUSTER_STOP_TIMEOUT s, default 20), then Cassandra, Redis and
 #           Kafka, each by the PID its start recorded (checked against the
@@ -141,6 +142,7 @@ start_node() { # I
   fi
   echo "$port" >"$DIR/node-$i.port"
   echo "$iport" >"$DIR/node-$i.internal-port"
+  STARTED_NODES="$i $STARTED_NODES"   # stopped in reverse
   echo "node-$i: $PARLEY $*" >>"$DIR/up.log"
   setsid nohup "$PARLEY" "$@" >>"$DIR/node-$i.log" 2>&1 </dev/null 9>&- &
   echo $! >"$DIR/node-$i.pid"
@@ -184,8 +186,11 @@ engine_running() { "$ROOT/scripts/$1" status --dir "$DIR/$2" >/dev/null 2>&1; }
 
 start_engines() {
   if [ -n "$WANT_KAFKA" ]; then
-    engine_running kafka.sh kafka || "$ROOT/scripts/kafka.sh" start --dir "$DIR/kafka" >>"$DIR/up.log" 2>&1 9>&- \
-      || { tail -n 5 "$DIR/up.log" >&2; return 1; }
+    if ! engine_running kafka.sh kafka; then
+      STARTED="$STARTED kafka"
+      "$ROOT/scripts/kafka.sh" start --dir "$DIR/kafka" >>"$DIR/up.log" 2>&1 9>&- \
+        || { tail -n 5 "$DIR/up.log" >&2; return 1; }
+    fi
     KAFKA_ADDR="127.0.0.1:$(cat "$DIR/kafka/port")"
   fi
   if ! engine_running redis-cluster.sh redis; then
@@ -195,12 +200,16 @@ start_engines() {
       "$ROOT/scripts/redis-cluster.sh" stop --dir "$DIR/redis" >>"$DIR/up.log" 2>&1 || true
       rm -rf "$DIR/redis"
     fi
+    STARTED="$STARTED redis"
     "$ROOT/scripts/redis-cluster.sh" start --dir "$DIR/redis" >>"$DIR/up.log" 2>&1 9>&- \
       || { tail -n 5 "$DIR/up.log" >&2; return 1; }
   fi
   REDIS_SEEDS=$(sed 's/^/127.0.0.1:/' "$DIR/redis/ports" | paste -sd, -)
-  engine_running cassandra.sh cassandra || "$ROOT/scripts/cassandra.sh" start --dir "$DIR/cassandra" >>"$DIR/up.log" 2>&1 9>&- \
-    || { tail -n 5 "$DIR/up.log" >&2; return 1; }
+  if ! engine_running cassandra.sh cassandra; then
+    STARTED="$STARTED cassandra"
+    "$ROOT/scripts/cassandra.sh" start --dir "$DIR/cassandra" >>"$DIR/up.log" 2>&1 9>&- \
+      || { tail -n 5 "$DIR/up.log" >&2; return 1; }
+  fi
   CASSANDRA_ADDR="127.0.0.1:$(cat "$DIR/cassandra/port")"
 }
 
@@ -211,6 +220,20 @@ stop_all() {
   [ -d "$DIR/cassandra" ] && "$ROOT/scripts/cassandra.sh" stop --dir "$DIR/cassandra" >>"$DIR/down.log" 2>&1
   [ -d "$DIR/redis" ] && "$ROOT/scripts/redis-cluster.sh" stop --dir "$DIR/redis" >>"$DIR/down.log" 2>&1
   [ -d "$DIR/kafka" ] && "$ROOT/scripts/kafka.sh" stop --dir "$DIR/kafka" >>"$DIR/down.log" 2>&1
+  return 0
+}
+
+# a failed `up`: stops what this `up` started (nodes, then engines), and
+# leaves what was running before it
+stop_started() {
+  for i in $STARTED_NODES; do stop_node "$i"; done
+  for e in $STARTED; do
+    case $e in
+      kafka) "$ROOT/scripts/kafka.sh" stop --dir "$DIR/kafka" >>"$DIR/down.log" 2>&1 ;;
+      redis) "$ROOT/scripts/redis-cluster.sh" stop --dir "$DIR/redis" >>"$DIR/down.log" 2>&1 ;;
+      cassandra) "$ROOT/scripts/cassandra.sh" stop --dir "$DIR/cassandra" >>"$DIR/down.log" 2>&1 ;;
+    esac
+  done
   return 0
 }
 
@@ -232,7 +255,8 @@ up() {
   # a smaller cluster than last time: the nodes past N are not part of it
   i=$((NODES + 1))
   while [ -f "$DIR/node-$i.port" ]; do rm -f "$DIR/node-$i.port" "$DIR/node-$i.internal-port"; i=$((i + 1)); done
-  trap 'stop_all' EXIT
+  STARTED=""; STARTED_NODES=""
+  trap 'stop_started' EXIT
   start_engines
   # the chat node first: the gateways find it through the node directory
   start_node 1
