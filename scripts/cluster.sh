@@ -116,7 +116,7 @@ node_pid() {
   case $st in ''|Z*) return 0 ;; esac
   # its data directory is on its command line and is this node's alone (the
   # space after it keeps node-1 from matching node-10's)
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- " --data $DIR/node-$1/data " && echo "$pid"
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- " --data $DIR/node-$1/data " && echo "$pid"
   return 0
 }
 
