@@ -21,6 +21,9 @@
 #      end; each server gets its own keyspace (tests/integration/harness.h).
 #      Labelled cass:NAME and counted like the others; the tests that are
 #      about RocksDB itself are listed with the reason they are not run.
+#   1c. scripts/cluster.sh on the real engines (tests/cluster/
+#      test_cluster_script.sh, release build): SKIP without Java, Maven or
+#      redis-server.
 # Environment: FUZZ_SECONDS (default 20), SKIP_SANITIZE=1, SKIP_FUZZ=1,
 # SKIP_CASSANDRA=1 (no pass 1b; the tests that start their own node still run),
 # ONLY=GLOB (run only the programs whose name matches, e.g. ONLY='test_ws'
