@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 # prints make's "Entering directory" lines
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build web run test bench clean
+.PHONY: all deps build web run test bench cluster clean
 
 all: build
 
@@ -30,6 +30,12 @@ web:
 run: build web
 	@echo "parley serve --listen 127.0.0.1:8080 --data ./var   (Ctrl-C stops it)"
 	@$(BUILD)/parley serve --listen 127.0.0.1:8080 --data ./var
+
+# Three nodes on the real engines (Kafka, a Redis Cluster, Cassandra) in
+# $(BUILD)/cluster: scripts/cluster.sh prints one ws:// URL per node.
+cluster: build
+	@PARLEY_BIN=$(BUILD)/parley ./scripts/cluster.sh up --nodes $${NODES:-3} --dir $(BUILD)/cluster
+	@echo "stop it: scripts/cluster.sh down --dir $(BUILD)/cluster   (state: scripts/cluster.sh status --dir $(BUILD)/cluster)" >&2
 
 test: deps
 	@./tests/run.sh

@@ -19,11 +19,18 @@
 
 /* ------------------------------------------------------------- options */
 
+enum { BENCH_MAX_SERVERS = 16 };   /* URLs in --server */
+
 typedef struct bench_opts {
     const char *scenario;
-    char server_url[256];       /* "" -> start build/parley ourselves */
-    char host[64];
+    char server_url[1024];      /* "" -> start build/parley ourselves */
+    char host[64];              /* the (first) server: where /metrics and the like are read */
     int port;
+    /* --server URL1,URL2,...: every connection picks one at random and
+     * another after each loss (conn.c); one entry when there is one server */
+    int n_servers;
+    char hosts[BENCH_MAX_SERVERS][64];
+    int ports[BENCH_MAX_SERVERS];
     const char *parley_bin;     /* server binary when the bench starts it */
     const char *fsync;          /* policy given to (or claimed for) the server */
     int server_workers;         /* 0: the server's default (one per core) */
@@ -97,6 +104,8 @@ typedef struct bconn {
     uint32_t index;             /* global, for source address and peers */
     uint32_t inflight;          /* load sends not yet acknowledged */
     uint32_t attempts;          /* reconnect attempts since the last success */
+    uint8_t server;             /* index into g_opt.hosts/ports of its server */
+    bool placed;                /* server picked (at the first connect) */
     uint32_t device_id;
     uint64_t user_id;
     uint64_t conv;              /* the conversation this connection sends to */
@@ -132,7 +141,7 @@ typedef struct bloop {
     bool register_new;          /* unregistered conns RegisterUser (else stay challenged) */
     bool count_deliveries;      /* measure bench messages in events */
     bool close_after_auth;      /* registration only: close once registered */
-    struct sockaddr_in server;
+    struct sockaddr_in server[BENCH_MAX_SERVERS];   /* g_opt.hosts/ports */
     bconn *dirty;
     uint8_t *rbuf;
     size_t rcap;

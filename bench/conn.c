@@ -171,7 +171,8 @@ static void send_auth(bloop *l, bconn *c) {
     memcpy(msg, AUTH_CONTEXT, sizeof AUTH_CONTEXT - 1);
     memcpy(msg + sizeof AUTH_CONTEXT - 1, c->nonce, 32);
     /* then the Host header of the upgrade (conn_start), as the server checks */
-    int host_len = snprintf((char *)msg + sizeof AUTH_CONTEXT - 1 + 32, 300, "%s:%d", g_opt.host, g_opt.port);
+    int host_len = snprintf((char *)msg + sizeof AUTH_CONTEXT - 1 + 32, 300, "%s:%d", g_opt.hosts[c->server],
+                            g_opt.ports[c->server]);
     if (host_len < 0 || host_len >= 300) host_len = 0;
     crypto_sign_detached(sig, NULL, msg, sizeof AUTH_CONTEXT - 1 + 32 + (size_t)host_len, c->sk);
     Parley__V1__Frame f;
@@ -533,11 +534,20 @@ static void close_fd(bloop *l, bconn *c) {
 }
 
 /* The connection is gone: reconnect later with exponential backoff and full
- * jitter (base 100 ms, cap 5 s), as libparley does. */
+ * jitter (base 100 ms, cap 5 s), as libparley does, and with several
+ * servers to another one, at random among the others. A connect that
+ * failed moves to another server even in scenarios that do not reconnect,
+ * up to one attempt per server, so one dead URL in --server does not leave
+ * its share of the connections unopened. */
 static void lost(bloop *l, bconn *c, const char *why) {
-    (void)why;
     close_fd(l, c);
-    if (!l->reconnect) return;
+    bool failover = g_opt.n_servers > 1 && strcmp(why, "connect") == 0 &&
+                    c->attempts + 1 < (uint32_t)g_opt.n_servers;
+    if (!l->reconnect && !failover) return;
+    if (g_opt.n_servers > 1) {
+        uint32_t r = next_rand(l) % (uint32_t)(g_opt.n_servers - 1);
+        c->server = (uint8_t)(r >= c->server ? r + 1 : r);
+    }
     uint32_t a = c->attempts < 16 ? c->attempts : 16;
     uint64_t cap = 100ull * 1000000 << a;
     if (cap > 5000ull * 1000000) cap = 5000ull * 1000000;
@@ -563,6 +573,10 @@ static void source_addr(uint32_t index, struct sockaddr_in *a) {
 void conn_open(bloop *l, bconn *c) {
     if (c->fd >= 0) close_fd(l, c);
     c->reconnect_at = 0;
+    if (!c->placed) {   /* several servers: spread the connections at random */
+        c->server = (uint8_t)(g_opt.n_servers > 1 ? next_rand(l) % (uint32_t)g_opt.n_servers : 0);
+        c->placed = true;
+    }
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(l->last_error, sizeof l->last_error, "socket: %s", strerror(errno));
@@ -576,7 +590,8 @@ void conn_open(bloop *l, bconn *c) {
     struct sockaddr_in src;
     source_addr(c->index, &src);
     if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0 ||
-        (connect(fd, (struct sockaddr *)&l->server, sizeof l->server) < 0 && errno != EINPROGRESS)) {
+        (connect(fd, (struct sockaddr *)&l->server[c->server], sizeof l->server[c->server]) < 0 &&
+         errno != EINPROGRESS)) {
         snprintf(l->last_error, sizeof l->last_error, "connect: %s", strerror(errno));
         CNT_ADD(l, errors, 1);
         close(fd);
@@ -607,7 +622,7 @@ static void on_connected(bloop *l, bconn *c) {
                      "GET / HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
                      "Sec-WebSocket-Protocol: parley.v1\r\n\r\n",
-                     g_opt.host, g_opt.port, key);
+                     g_opt.hosts[c->server], g_opt.ports[c->server], key);
     uint8_t *p = out_reserve(c, (size_t)n);
     if (!p) return;
     memcpy(p, req, (size_t)n);

@@ -33,9 +33,11 @@ int loop_init(bloop *l, int id, bconn **conns, uint32_t n) {
     l->rcap = RBUF_BYTES;
     l->rbuf = malloc(l->rcap);
     l->rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)id << 32) ^ now_ns();
-    l->server.sin_family = AF_INET;
-    l->server.sin_port = htons((uint16_t)g_opt.port);
-    inet_pton(AF_INET, g_opt.host, &l->server.sin_addr);
+    for (int i = 0; i < g_opt.n_servers; i++) {
+        l->server[i].sin_family = AF_INET;
+        l->server[i].sin_port = htons((uint16_t)g_opt.ports[i]);
+        inet_pton(AF_INET, g_opt.hosts[i], &l->server[i].sin_addr);
+    }
     hist_init(&l->ack_lat);
     hist_init(&l->deliv_lat);
     return l->epfd >= 0 && l->rbuf ? 0 : -1;

@@ -33,7 +33,10 @@ static void usage(FILE *out) {
         "  reconnect --n N [--restart drain|kill]   server restarted under N clients: time until back, shed\n"
         "  sync --backlog M                   an offline device returns to M messages: catch-up rate\n"
         "options:\n"
-        "  --server ws://HOST:PORT   server under test (default: start build/parley on a free port)\n"
+        "  --server ws://HOST:PORT   server under test (default: start build/parley on a free port);\n"
+        "                            or several, URL1,URL2,... (at most 16): each connection picks\n"
+        "                            one at random and another after each loss; /metrics and the\n"
+        "                            like are read from the first\n"
         "  --parley PATH             server binary to start (default: parley next to parley-bench)\n"
         "  --fsync always|batch|off  fsync policy of the started server (or the one --server runs with)\n"
         "  --server-workers N        worker threads of the started server (or of --server's)\n"
@@ -56,19 +59,44 @@ static void usage(FILE *out) {
         "  --quiet                   no progress line\n");
 }
 
-static int parse_server(const char *url) {
-    if (strncmp(url, "ws://", 5) != 0) return -1;
-    const char *h = url + 5, *colon = strrchr(h, ':');
-    if (!colon || (size_t)(colon - h) >= sizeof g_opt.host) return -1;
-    memcpy(g_opt.host, h, (size_t)(colon - h));
-    g_opt.host[colon - h] = 0;
-    if (strcmp(g_opt.host, "localhost") == 0) strcpy(g_opt.host, "127.0.0.1");
-    g_opt.port = atoi(colon + 1);
-    if (strncmp(g_opt.host, "127.", 4) != 0) {
+/* One "ws://HOST:PORT" into hosts[i], ports[i]. */
+static int parse_one_server(const char *url, size_t len, int i) {
+    if (len < 5 || strncmp(url, "ws://", 5) != 0) return -1;
+    const char *h = url + 5, *end = url + len, *colon = NULL;
+    for (const char *p = h; p < end; p++)
+        if (*p == ':') colon = p;
+    if (!colon || (size_t)(colon - h) >= sizeof g_opt.hosts[i]) return -1;
+    memcpy(g_opt.hosts[i], h, (size_t)(colon - h));
+    g_opt.hosts[i][colon - h] = 0;
+    if (strcmp(g_opt.hosts[i], "localhost") == 0) strcpy(g_opt.hosts[i], "127.0.0.1");
+    char digits[8];
+    size_t dl = (size_t)(end - colon - 1);
+    if (dl == 0 || dl >= sizeof digits || strspn(colon + 1, "0123456789") < dl) return -1;
+    memcpy(digits, colon + 1, dl);
+    digits[dl] = 0;
+    g_opt.ports[i] = atoi(digits);
+    if (strncmp(g_opt.hosts[i], "127.", 4) != 0) {
         fprintf(stderr, "parley-bench: the bench only drives servers on 127.0.0.0/8\n");
         return -1;
     }
-    return g_opt.port > 0 ? 0 : -1;
+    return g_opt.ports[i] > 0 && g_opt.ports[i] < 65536 ? 0 : -1;
+}
+
+/* --server URL or URL1,URL2,... (at most BENCH_MAX_SERVERS); the first is
+ * also g_opt.host/port. */
+static int parse_server(const char *list) {
+    if (strlen(list) >= sizeof g_opt.server_url) return -1;
+    g_opt.n_servers = 0;
+    for (const char *p = list;; p++) {
+        size_t len = strcspn(p, ",");
+        if (g_opt.n_servers == BENCH_MAX_SERVERS || parse_one_server(p, len, g_opt.n_servers)) return -1;
+        g_opt.n_servers++;
+        p += len;
+        if (*p == 0) break;
+    }
+    strcpy(g_opt.host, g_opt.hosts[0]);
+    g_opt.port = g_opt.ports[0];
+    return 0;
 }
 
 /* The bench and the server it starts get the hard limit of open files. */
@@ -197,6 +225,9 @@ int main(int argc, char **argv) {
         }
         strcpy(g_opt.host, "127.0.0.1");
         g_opt.port = srv.port;
+        g_opt.n_servers = 1;
+        strcpy(g_opt.hosts[0], g_opt.host);
+        g_opt.ports[0] = srv.port;
         fprintf(stderr, "parley-bench: started %s on 127.0.0.1:%d (fsync %s, %d workers, data %s)\n",
                 g_opt.parley_bin, srv.port, srv.fsync, srv.workers, srv.data_dir);
     } else if (srv.workers <= 0) {

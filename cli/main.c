@@ -26,7 +26,7 @@ enum {
 };
 
 static const char USAGE[] =
-    "usage: " CLI_NAME " [--state DIR] [--server ws[s]://HOST:PORT] [--tls-ca FILE] [COMMAND ARGS...]\n"
+    "usage: " CLI_NAME " [--state DIR] [--server ws[s]://HOST:PORT[,...]] [--tls-ca FILE] [COMMAND ARGS...]\n"
     "\n"
     "  register NAME              new user and its first device; prints the user id\n"
     "  register-device TOKEN      add this device to the user who made TOKEN; prints the user id\n"
@@ -64,7 +64,9 @@ static const char USAGE[] =
     "\n"
     "  --state DIR    device identity and sync position (default $HOME/.parley; created 0700)\n"
     "  --server URL   server to use (default: the one registered with, else " CLI_DEFAULT_SERVER
-    ")\n"
+    ");\n"
+    "                 or several, URL1,URL2,... (at most 16 and 511 bytes): one picked at\n"
+    "                 random, another after a failure or a lost connection\n"
     "  --tls-ca FILE  wss:// servers: trust the CA certificates (or self-signed\n"
     "                 certificate) in FILE (PEM) instead of the system's\n"
     "  --plaintext    send, sync, history: no end-to-end encryption (by default send\n"

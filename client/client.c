@@ -11,7 +11,7 @@
 
 /* Splits "ws[s]://host[:port][/path]" (scheme optional: ws; "[v6]" hosts
  * allowed). Returns 0, or -1 with the reason in c->error. */
-static int parse_url(pc_client *c, const char *url) {
+int pc_parse_url(pc_client *c, const char *url) {
     const char *p = url;
     c->use_tls = false;
     if (strncmp(p, "ws://", 5) == 0) {
@@ -82,7 +82,7 @@ pc_client *pc_new(const pc_options *opt) {
     c->status = 0;
     ws_reader_init(&c->reader, false, PC_MAX_SERVER_MESSAGE);
     snprintf(c->tls_ca_file, sizeof c->tls_ca_file, "%s", o.tls_ca_file ? o.tls_ca_file : "");
-    if (parse_url(c, o.server_url && o.server_url[0] ? o.server_url : "ws://127.0.0.1:8080") < 0)
+    if (pc_servers_init(c, o.server_url && o.server_url[0] ? o.server_url : "ws://127.0.0.1:8080") < 0)
         c->host[0] = '\0';   /* pc_connect reports c->error */
     else if (o.tls_ca_file && strlen(o.tls_ca_file) >= sizeof c->tls_ca_file) {
         pc_fail(c, -1, "tls_ca_file: path too long");
@@ -97,6 +97,7 @@ void pc_free(pc_client *c) {
     ws_reader_free(&c->reader);
     free(c->rbuf);
     tls_ctx_free(c->tls_ctx);
+    pc_servers_free(c);
     pc_seen_free(&c->seen);
     sodium_memzero(&c->id, sizeof c->id);
     free(c);
@@ -104,14 +105,21 @@ void pc_free(pc_client *c) {
 
 int pc_connect(pc_client *c) {
     if (c->host[0] == '\0') return -1;   /* bad URL, error kept from pc_new */
+    if (!c->server_picked) pc_servers_pick_first(c);
     /* Only overload is retried here: a refused or unreachable server on the
-     * first connect is a configuration problem the caller should see now. */
-    for (int attempt = 0;; attempt++) {
+     * first connect is a configuration problem the caller should see now,
+     * once every server of a list has been tried. */
+    for (int unreachable = 0, overloaded = 0;;) {
         if (pc_conn_open(c) == 0) break;
-        if (c->status != PARLEY__V1__STATUS__UNAVAILABLE || attempt >= c->max_reconnects)
+        if (c->status != PARLEY__V1__STATUS__UNAVAILABLE) {
+            if (++unreachable >= c->server_count) return -1;
+        } else if (++overloaded > c->max_reconnects) {
             return -1;
+        }
         pc_sleep_ms(pc_backoff_delay_ms(c));
+        pc_servers_next(c);
     }
+    pc_servers_connected(c);
     c->want_connected = true;
     c->backoff_attempt = 0;
     return 0;

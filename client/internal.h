@@ -27,6 +27,8 @@ enum {
     PC_HOST_MAX = 256,
     PC_PATH_MAX = 1024,                /* tls_ca_file */
     PC_PING_DEFAULT_MS = 30000,
+    PC_MAX_SERVERS = 16,               /* URLs in a server list */
+    PC_SERVER_LIST_MAX = 4096,         /* bytes of a server list */
 };
 
 typedef struct ssl_st SSL;
@@ -57,6 +59,12 @@ struct pc_client {
     int ping_interval_ms;     /* 0: no pings */
     bool use_tls;             /* wss:// */
     char tls_ca_file[PC_PATH_MAX];
+    /* servers.c: the server list, when server_url names more than one */
+    char *server_list;        /* the list as given (owned); NULL: one server */
+    int server_count;         /* URLs in it; 1 with one server */
+    int server_index;         /* the one host/port/path above are from */
+    bool server_picked;       /* the first connect's random pick is made */
+    uint32_t servers_tried;   /* bit i: server i failed since the last success */
 
     /* transport */
     int fd;                   /* -1 when not connected */
@@ -123,6 +131,24 @@ struct pc_client {
 /* Records a failure: status is a PARLEY__V1__STATUS__* or -1. Returns -1. */
 int pc_fail(pc_client *c, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* ---- the server URL (client.c) and the server list (servers.c) */
+/* Parses one "ws[s]://host[:port][/path]" into host, port, path, use_tls.
+ * 0, or -1 with the reason in c->error. */
+int pc_parse_url(pc_client *c, const char *url);
+/* Takes server_url (one URL or "URL1,URL2,..."): checks every URL and the
+ * bounds, keeps a list of several. Leaves host/port/path on the first URL.
+ * 0 or -1 (pc_fail set). */
+int pc_servers_init(pc_client *c, const char *server_url);
+/* Before the first connect: a server picked at random from the list. */
+void pc_servers_pick_first(pc_client *c);
+/* After a failed attempt or a lost connection: another server, picked at
+ * random among those not tried since the last success (all but the current
+ * one when every one was); a no-op with one server. */
+void pc_servers_next(pc_client *c);
+/* A connection succeeded: every server may be tried again. */
+void pc_servers_connected(pc_client *c);
+void pc_servers_free(pc_client *c);
 
 /* ---- time (conn.c) */
 int64_t pc_now_ms(void);

@@ -27,7 +27,12 @@ typedef struct pc_client pc_client;
 
 typedef struct pc_options {
     const char *server_url;     /* "ws://host:port" or "wss://host:port" (TLS)
-                                   (default ws://127.0.0.1:8080) */
+                                   (default ws://127.0.0.1:8080); or several,
+                                   "URL1,URL2,..." (at most 16, 4096 bytes): the
+                                   first connect picks one at random, and each
+                                   attempt after a failure or a lost connection
+                                   goes to another, picked at random among the
+                                   others, after the usual backoff */
     int connect_timeout_ms;     /* TCP connect + upgrade + challenge; default 5000 */
     int request_timeout_ms;     /* per request attempt; default 10000 */
     int reconnect_base_ms;      /* backoff base; default 100 */

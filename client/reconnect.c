@@ -1,7 +1,8 @@
 /* reconnect.c -- getting back to a usable connection after a loss:
  * exponential backoff with full jitter (so a fleet of clients that lost the
  * same server does not come back in one wave), Retry-After and close 1013
- * honoured, then sign in again and restart sync from the last acked event. */
+ * honoured, then sign in again and restart sync from the last acked event.
+ * With several servers each attempt goes to another one (servers.c). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -58,9 +59,11 @@ int pc_backoff_delay_ms(pc_client *c) {
 /* One attempt: connect, sign in again, restart sync. 0 connected; 1 failed
  * (lost: another attempt may work); -1 refused (retrying will not help). */
 static int reconnect_once(pc_client *c) {
+    pc_servers_next(c);   /* with several servers: another one than the last */
     if (pc_conn_open(c) < 0) return 1;
     if (c->have_identity && pc_sign_in_once(c) < 0) return c->fd >= 0 ? -1 : 1;
     if (c->sync_started && pc_start_sync_once(c) < 0) return c->fd >= 0 ? -1 : 1;
+    pc_servers_connected(c);
     c->stats.reconnects++;
     return 0;
 }

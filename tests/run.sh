@@ -23,6 +23,9 @@
 #      end; each server gets its own keyspace (tests/integration/harness.h).
 #      Labelled cass:NAME and counted like the others; the tests that are
 #      about RocksDB itself are listed with the reason they are not run.
+#   1c. scripts/cluster.sh on the real engines (tests/cluster/
+#      test_cluster_script.sh, release build): SKIP without Java, Maven or
+#      redis-server.
 # Environment: FUZZ_SECONDS (default 20), SKIP_SANITIZE=1, SKIP_FUZZ=1,
 # SKIP_CASSANDRA=1 (no pass 1b; the tests that start their own node still run),
 # ONLY=GLOB (run only the programs whose name matches, e.g. ONLY='test_ws'
@@ -49,7 +52,7 @@ build() { # dir, extra cmake args...
 run_program() { # label, program, env...
     local label=$1 prog=$2; shift 2
     local out rc p f cases cp=0 cf=0 why=""
-    out=$(env "$@" timeout 300 "$prog" 2>&1)
+    out=$(env "$@" timeout "${program_timeout:-300}" "$prog" 2>&1)
     rc=$?
     p=$(grep -c '^PASS ' <<<"$out")
     f=$(grep -c '^FAIL ' <<<"$out")
@@ -210,6 +213,22 @@ cassandra_pass() {
 if [ "${SKIP_CASSANDRA:-0}" != 1 ] && [ -x build/parley ]; then
     note "release build, on Cassandra (PARLEY_TEST_STORE=cassandra)"
     cassandra_pass
+fi
+
+# --- 1c: scripts/cluster.sh on the real engines (tests/cluster/): its
+# own Redis Cluster, Cassandra and parley nodes, stopped by PID. Needs Java,
+# Maven and redis-server; without them (scripts/install-deps.sh installs
+# them) a SKIP line, not a failure. Up to 15 minutes: the engines start
+# slowly on a loaded machine.
+# shellcheck disable=SC2053 # ONLY is a glob on purpose
+if [[ test_cluster_script == $ONLY ]] && [ -x build/parley ]; then
+    note "cluster (scripts/cluster.sh)"
+    if command -v java >/dev/null && command -v mvn >/dev/null && command -v redis-server >/dev/null; then
+        program_timeout=900 run_program test_cluster_script tests/cluster/test_cluster_script.sh \
+            PARLEY_BIN="$ROOT/build/parley" PARLEY_CLI="$ROOT/build/parley-cli"
+    else
+        printf '  %-40s SKIP: no java, mvn or redis-server (scripts/install-deps.sh)\n' test_cluster_script
+    fi
 fi
 
 if [ "${SKIP_SANITIZE:-0}" != 1 ]; then

@@ -170,7 +170,7 @@ bool http_endpoint_handle(worker *w, conn *c) {
     if (q) *q = 0;
     if (strcmp(path, "/healthz") == 0) {
         int code;
-        char body[64];
+        char body[OPS_HEALTH_TEXT_MAX + 1];
         snprintf(body, sizeof body, "%s\n", ops_health(w->srv, &code));
         respond_text(w, c, code == 200 ? "200 OK" : "503 Service Unavailable", body);
         return false;

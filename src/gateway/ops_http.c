@@ -20,10 +20,59 @@
 #include "net/http.h"
 #include "push/push_gateway.h"
 
+/* what the node waits for besides its store (ops_http.h); registered at
+ * start, read by every /healthz, so a lock is cheap enough */
+static struct {
+    char name[OPS_HEALTH_NAME_MAX];
+    bool (*waiting)(void *ctx);
+    void *ctx;
+} health_waits[OPS_HEALTH_WAITS];
+static int n_health_waits;
+static pthread_mutex_t health_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int ops_health_wait_on(const char *name, bool (*waiting)(void *ctx), void *ctx) {
+    size_t len = strnlen(name, OPS_HEALTH_NAME_MAX);
+    if (len == 0 || len >= OPS_HEALTH_NAME_MAX || !waiting) return -1;
+    pthread_mutex_lock(&health_lock);
+    int rc = -1;
+    if (n_health_waits < OPS_HEALTH_WAITS) {
+        memcpy(health_waits[n_health_waits].name, name, len + 1);
+        health_waits[n_health_waits].waiting = waiting;
+        health_waits[n_health_waits].ctx = ctx;
+        n_health_waits++;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&health_lock);
+    return rc;
+}
+
+void ops_health_wait_off(void *ctx) {
+    pthread_mutex_lock(&health_lock);
+    int kept = 0;
+    for (int i = 0; i < n_health_waits; i++)
+        if (health_waits[i].ctx != ctx) health_waits[kept++] = health_waits[i];
+    n_health_waits = kept;
+    pthread_mutex_unlock(&health_lock);
+}
+
 const char *ops_health(server *srv, int *http_status) {
+    static _Thread_local char text[OPS_HEALTH_TEXT_MAX];
     store_health h = srv->store ? store_get_health(srv->store) : STORE_HEALTHY;
-    *http_status = h == STORE_HEALTHY ? 200 : 503;
-    return store_health_name(h);
+    /* "store failing; waiting for redis, chat link" (names are bounded, so
+     * all of them fit: 8 x 24 + the store's name) */
+    size_t n = 0;
+    if (h != STORE_HEALTHY) n = (size_t)snprintf(text, sizeof text, "%s", store_health_name(h));
+    int waiting = 0;
+    pthread_mutex_lock(&health_lock);
+    for (int i = 0; i < n_health_waits && n < sizeof text; i++) {
+        if (!health_waits[i].waiting(health_waits[i].ctx)) continue;
+        const char *sep = waiting ? ", " : n ? "; waiting for " : "waiting for ";
+        n += (size_t)snprintf(text + n, sizeof text - n, "%s%s", sep, health_waits[i].name);
+        waiting++;
+    }
+    pthread_mutex_unlock(&health_lock);
+    *http_status = h == STORE_HEALTHY && !waiting ? 200 : 503;
+    return *http_status == 200 ? "ok" : text;
 }
 
 size_t ops_metrics_text(server *srv, char *out, size_t cap) {
@@ -98,7 +147,7 @@ static void serve_one(ops_listener *l, int fd, char *text) {
     } else if (strcmp(req.path, "/healthz") == 0) {
         int code;
         const char *h = ops_health(l->srv, &code);
-        char body[64];
+        char body[OPS_HEALTH_TEXT_MAX + 1];
         int n = snprintf(body, sizeof body, "%s\n", h);
         answer(fd, code == 200 ? "200 OK" : "503 Service Unavailable", "text/plain", body, (size_t)n);
     } else {
