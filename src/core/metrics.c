@@ -90,10 +90,10 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_mqtt_auth_failures_total", "counter", "MQTT CONNECTs refused: client id, user name or password, signature, stale or replayed password.", &g_metrics.mqtt_auth_failures_total, 0},
         {"parley_mqtt_malformed_total", "counter", "MQTT connections ended for a malformed or forbidden packet (reason code or close).", &g_metrics.mqtt_malformed_total, 0},
         {"parley_mqtt_too_large_total", "counter", "MQTT packets over --max-message (DISCONNECT 0x95 or close).", &g_metrics.mqtt_too_large_total, 0},
-        {"parley_mqtt_subscribe_refused_total", "counter", "MQTT topic filters refused in SUBACK: not the device's own topics.", &g_metrics.mqtt_subscribe_refused_total, 0},
         {"parley_mqtt_takeovers_total", "counter", "Older MQTT connections of a client id closed by a newer CONNECT (MQTT 5 DISCONNECT 0x8E).", &g_metrics.mqtt_takeovers_total, 0},
         {"parley_mqtt_takeovers_refused_total", "counter", "MQTT CONNECTs refused as busy: the worker of the client id's older connection had a full inbox.", &g_metrics.mqtt_takeovers_refused_total, 0},
         {"parley_mqtt_puback_errors_total", "counter", "Event PUBACKs with a reason code of 0x80 or more: not taken as Acks.", &g_metrics.mqtt_puback_errors_total, 0},
+        {"parley_mqtt_subscribe_refused_total", "counter", "MQTT topic filters refused in SUBACK: not the device's own topics.", &g_metrics.mqtt_subscribe_refused_total, 0},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {
