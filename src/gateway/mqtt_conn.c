@@ -447,7 +447,7 @@ static void handle_puback(worker *w, conn *c, mqtt_link *l, uint8_t first, const
         refuse(w, c, l, (uint8_t)r, "malformed PUBACK");
         return;
     }
-    /* MQTT 5 4.13.2: a reason code of 0x80 or more says the device failed to
+    /* MQTT 5 3.4.2.1: a reason code of 0x80 or more says the device failed to
      * handle the event: not an Ack, the event stays unacknowledged and comes
      * again in its next session (unless a later PUBACK acknowledges past it:
      * acknowledgements are in order) */
