@@ -15,6 +15,7 @@
 #include "core/u64map.h"
 #include "gateway/conn_auth.h"
 #include "gateway/mqtt_auth.h"
+#include "gateway/mqtt_takeover.h"
 #include "gateway/request_limits.h"
 #include "net/mqtt_codec.h"
 
@@ -26,6 +27,7 @@ enum {
     MQTT_RC_NO_SUBSCRIPTION = 0x11,
     MQTT_RC_ADMIN_ACTION = 0x98,
     MQTT_RC_PAYLOAD_FORMAT_INVALID = 0x99,
+    MQTT_RC_SESSION_TAKEN_OVER = 0x8E,
 };
 
 /* What an MQTT connection holds beyond struct conn: 40 bytes. */
@@ -68,6 +70,7 @@ void mqtt_conn_free(worker *w, conn *c) {
     if (!w->mqtt_links || !u64map_remove(w->mqtt_links, c->id, &v)) return;
     mqtt_link *l = (mqtt_link *)(uintptr_t)v;
     if (l->connected && c->state == CONN_WS) atomic_fetch_sub(&g_metrics.mqtt_connections, 1);
+    if (l->connected) mqtt_takeover_release(w, c, l->user, l->device);
     buf_free(&l->ws_in);
     free(l);
 }
@@ -197,6 +200,15 @@ void mqtt_conn_disconnect(worker *w, conn *c, uint16_t ws_code) {
     out_packet(w, c, p, mqtt_encode_disconnect(p, sizeof p, l->close_reason ? l->close_reason : reason_for_close(ws_code), NULL));
 }
 
+void mqtt_conn_taken_over(worker *w, conn *c, uint64_t user, uint32_t device) {
+    mqtt_link *l = c->mqtt ? link_of(w, c) : NULL;
+    /* the table's key is a hash: check that this is the device's connection */
+    if (!l || !l->connected || c->state != CONN_WS || l->user != user || l->device != device) return;
+    METRIC_INC(mqtt_takeovers_total);
+    l->close_reason = MQTT_RC_SESSION_TAKEN_OVER;
+    conn_close(w, c, WS_CLOSE_POLICY, "session taken over");
+}
+
 /* ---------------------------------------------------------------- refusals */
 
 /* A packet the connection cannot go on after: level 5 gets DISCONNECT with
@@ -253,6 +265,15 @@ static void accept_device(worker *w, conn *c, mqtt_link *l, bool enhanced) {
             return;
         }
         c->state = CONN_WS;
+    }
+    /* the device's older MQTT connection is closed before or as this one
+     * gets its CONNACK (3.1.4-2 / 3.1.4-3) */
+    if (!mqtt_takeover_claim(w, c, l->user, l->device)) {
+        uint8_t p[16];
+        out_packet(w, c, p, mqtt_encode_connack(p, sizeof p, l->level, false,
+                                                l->level == 5 ? MQTT_RC_SERVER_BUSY : MQTT_V4_UNAVAILABLE, NULL));
+        conn_close(w, c, WS_CLOSE_TRY_AGAIN, "the older connection's worker is busy");
+        return;
     }
     session_sign_in_device(w, c, l->user, l->device);
     uint64_t cursor = 0;
@@ -424,6 +445,14 @@ static void handle_puback(worker *w, conn *c, mqtt_link *l, uint8_t first, const
     int r = mqtt_decode_ack(l->level, first, body, len, &a);
     if (r != MQTT_OK) {
         refuse(w, c, l, (uint8_t)r, "malformed PUBACK");
+        return;
+    }
+    /* MQTT 5 3.4.2.1: a reason code of 0x80 or more says the device failed to
+     * handle the event: not an Ack, the event stays unacknowledged and comes
+     * again in its next session (unless a later PUBACK acknowledges past it:
+     * acknowledgements are in order) */
+    if (a.reason >= MQTT_RC_UNSPECIFIED) {
+        METRIC_INC(mqtt_puback_errors_total);
         return;
     }
     uint64_t acked = c->acked_upto;

@@ -63,4 +63,10 @@ uint32_t mqtt_conn_idle_ms(const worker *w, const conn *c);
  * code, 3.1.1 just the close. */
 void mqtt_conn_disconnect(worker *w, conn *c, uint16_t ws_code);
 
+/* Another MQTT connection of (user, device) got its CONNACK: c, if it is
+ * still that device's signed-in MQTT connection, is closed (MQTT 5:
+ * DISCONNECT 0x8E Session taken over). From the worker inbox (worker.c,
+ * WM_MQTT_TAKEOVER) or mqtt_takeover.c on the same worker. */
+void mqtt_conn_taken_over(worker *w, conn *c, uint64_t user, uint32_t device);
+
 #endif

@@ -674,6 +674,9 @@ static void handle_inbox(worker *w) {
                 case WM_DELIVER:
                     delivery_live(w, c, m->user_seq, m->message);
                     break;
+                case WM_MQTT_TAKEOVER:
+                    mqtt_conn_taken_over(w, c, m->user_id, m->device_id);
+                    break;
                 case WM_CLOSE_DEVICE:
                 case WM_DROP_PRESENCE:
                     break;

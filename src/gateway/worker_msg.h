@@ -23,6 +23,8 @@ typedef enum worker_msg_kind {
                         connections signed in as (user_id, device_id), which was removed */
     WM_DROP_PRESENCE, /* to every worker: connections of user_id stop receiving the
                          presence of about_user, who blocked user_id */
+    WM_MQTT_TAKEOVER, /* close conn_id if it is still the MQTT connection of (user_id, device_id):
+                         a newer one took its client id (mqtt_takeover.c) */
 } worker_msg_kind;
 
 typedef struct worker_msg {

@@ -316,6 +316,27 @@ static int mq_puback(mq *m, uint16_t pid) {
     return mq_write(m, p, n);
 }
 
+/* PUBACK with a reason code (level 5). */
+static int mq_puback_reason(mq *m, uint16_t pid, uint8_t reason) {
+    uint8_t p[8];
+    size_t n = mqtt_encode_ack(p, sizeof p, m->level, MQTT_PUBACK, pid, reason);
+    return n ? mq_write(m, p, n) : -1;
+}
+
+/* PINGREQ, and packets read until its PINGRESP: everything the server did
+ * for the packets sent before it on this connection is done. 0 or -1. */
+static int mq_ping(mq *m) {
+    static uint8_t body[MQ_BUF];
+    uint8_t ping[2] = {0xC0, 0x00}, first;
+    size_t len;
+    if (mq_write(m, ping, 2)) return -1;
+    for (int i = 0; i < 4096; i++) {
+        if (mq_next(m, &first, body, sizeof body, &len, IO_MS) != 1) return -1;
+        if (first == 0xD0) return 0;
+    }
+    return -1;
+}
+
 /* Reads packets until the Response to rid (returned, or NULL), recording
  * events and SyncDone on the way; PUBACKs of our QoS 1 requests skipped.
  * rid 0: until SyncDone. Every PUBLISH must be on one of our topics. */
@@ -378,16 +399,25 @@ static int mq_send_text(mq *m, uint64_t conv, const char *text, uint64_t *seq) {
  * (its WebSocket client is closed: only its identity is kept). */
 static h_dev *OWNER, *PEER;
 static pc_identity MQ_ID;       /* OWNER's second device */
+static pc_identity MQ_ID2;      /* OWNER's third: a second MQTT client id open at the same time
+                                   (a newer connection with the same client id takes over) */
 static uint64_t CONV;           /* OWNER <-> PEER, both accepted */
+
+/* A new device of owner, registered over WebSocket (link token) and
+ * closed there: its identity, to use over MQTT. */
+static int link_identity(h_dev *owner, pc_identity *out) {
+    h_dev *d = h_device_link(&S, owner);
+    if (!d) return -1;
+    *out = d->id;
+    h_dev_free(d);
+    return 0;
+}
 
 static int fixtures(void) {
     OWNER = h_user_new(&S, NULL);
     PEER = h_user_new(&S, NULL);
     if (!OWNER || !PEER) return -1;
-    h_dev *second = h_device_link(&S, OWNER);
-    if (!second) return -1;
-    MQ_ID = second->id;
-    h_dev_free(second);
+    if (link_identity(OWNER, &MQ_ID) || link_identity(OWNER, &MQ_ID2)) return -1;
     if (pc_open_direct(OWNER->c, PEER->id.user_id, &CONV) != 0) return -1;
     if (h_send(OWNER, CONV, "hello") == 0) return -1;
     return h_accept(PEER, CONV);
@@ -606,8 +636,8 @@ static void subscriptions_limited(void) {
     CHECK(mq_subscribe(m, bad, 5, codes) == 5, "SUBACK");
     for (int i = 0; i < 5; i++) CHECK(codes[i] == 0x80, "filter %d granted 0x%02x (3.1.1 wants 0x80)", i, codes[i]);
     /* level 5 says 0x87 */
-    mq *m5 = mq_new(5, &MQ_ID);
-    CHECK(mq_login(m5, &MQ_ID, true, NULL) == 0, "connect 5");
+    mq *m5 = mq_new(5, &MQ_ID2);   /* another client id: the same one would take m over */
+    CHECK(mq_login(m5, &MQ_ID2, true, NULL) == 0, "connect 5");
     CHECK(mq_subscribe(m5, bad, 3, codes) == 3, "SUBACK 5");
     for (int i = 0; i < 3; i++) CHECK(codes[i] == 0x87, "filter %d: 0x%02x, want 0x87", i, codes[i]);
     /* traffic for the peer goes on; nothing of it reaches these connections */
@@ -650,11 +680,13 @@ static int bad_input(uint8_t level, bool signed_in, const uint8_t *bytes, size_t
 }
 
 static void malformed_packets(void) {
-    /* a healthy connection that must keep working throughout */
-    mq *ok = mq_new(5, &MQ_ID);
-    CHECK(mq_login(ok, &MQ_ID, true, NULL) == 0, "connect");
+    /* a healthy connection that must keep working throughout (another
+     * client id than the bad inputs', which would take it over) */
+    mq *ok = mq_new(5, &MQ_ID2);
+    CHECK(mq_login(ok, &MQ_ID2, true, NULL) == 0, "connect");
     char t[64];
-    snprintf(t, sizeof t, "%s/req", ok->topic);
+    /* the bad inputs' own T/req (they sign in as MQ_ID) */
+    snprintf(t, sizeof t, "p/%llu.%u/req", (unsigned long long)MQ_ID.user_id, MQ_ID.device_id);
     size_t tl = strlen(t);
 
     const uint8_t five_byte_len[] = {0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F};
@@ -826,13 +858,16 @@ static int open_idle(const pc_identity *id, bool synced) {
  * open (into *fds) so that the next measurement does not reuse their memory. */
 enum { IDLE_N = 4000, IDLE_WARM = 200 };
 
-static void measure_idle(const pc_identity *id, bool synced, int *fds) {
+/* ids: one client id per connection (a second connection with the same
+ * client id would take the first over). */
+static void measure_idle(const pc_identity *ids, bool synced, int *fds) {
     double open0 = 0, open = 0;
     CHECK(h_metric(&S, "parley_mqtt_connections", &open0) == 0, "metric missing");
-    for (int i = 0; i < IDLE_WARM; i++) CHECK((fds[i] = open_idle(id, synced)) >= 0, "warm-up connection %d", i);
+    for (int i = 0; i < IDLE_WARM; i++)
+        CHECK((fds[i] = open_idle(&ids[i], synced)) >= 0, "warm-up connection %d", i);
     long before = h_rss_kb(&S);
     for (int i = IDLE_WARM; i < IDLE_N + IDLE_WARM; i++)
-        CHECK((fds[i] = open_idle(id, synced)) >= 0, "connection %d not accepted", i);
+        CHECK((fds[i] = open_idle(&ids[i], synced)) >= 0, "connection %d not accepted", i);
     CHECK(h_metric(&S, "parley_mqtt_connections", &open) == 0, "metric missing");
     long after = h_rss_kb(&S);
     CHECK(open >= open0 + IDLE_N + IDLE_WARM, "%.0f MQTT connections more, want %d", open - open0,
@@ -854,18 +889,31 @@ static void idle_connection_memory(void) {
     uint64_t until = h_now_ms() + 20000;
     while (h_now_ms() < until && h_metric(&S, "parley_mqtt_connections", &open) == 0 && open > 0) h_sleep_ms(50);
     CHECK(open == 0, "%.0f MQTT connections still open", open);
-    int *fds = h_calloc(2 * (IDLE_N + IDLE_WARM), sizeof *fds);
-    for (int i = 0; i < 2 * (IDLE_N + IDLE_WARM); i++) fds[i] = -1;
-    /* a user with an empty inbox: the sync of each connection is just SyncDone */
-    h_dev *lone = h_user_new(&S, NULL);
-    pc_identity id = lone ? lone->id : MQ_ID;
-    if (lone) h_dev_free(lone);
-    measure_idle(&MQ_ID, false, fds);
-    if (!check_case_failed) measure_idle(&id, true, fds + IDLE_N + IDLE_WARM);
-    for (int i = 0; i < 2 * (IDLE_N + IDLE_WARM); i++)
+    enum { ALL = 2 * (IDLE_N + IDLE_WARM) };
+    int *fds = h_calloc(ALL, sizeof *fds);
+    for (int i = 0; i < ALL; i++) fds[i] = -1;
+    /* a user per connection, all registered before the measurements (their
+     * inboxes are empty: the sync of each synced connection is just SyncDone) */
+    pc_identity *ids = h_calloc(ALL, sizeof *ids);
+    uint64_t t0 = h_now_ms();
+    int registered = 0;
+    for (; registered < ALL; registered++) {
+        h_dev *u = h_user_new(&S, NULL);
+        if (!u) break;
+        ids[registered] = u->id;
+        h_dev_free(u);
+    }
+    check_note("mqtt: %d users registered for the idle connections in %llu ms", registered,
+               (unsigned long long)(h_now_ms() - t0));
+    if (registered == ALL) {
+        measure_idle(ids, false, fds);
+        if (!check_case_failed) measure_idle(ids + IDLE_N + IDLE_WARM, true, fds + IDLE_N + IDLE_WARM);
+    }
+    for (int i = 0; i < ALL; i++)
         if (fds[i] >= 0) close(fds[i]);
     h_free(fds);
-    CHECK(lone, "user");
+    h_free(ids);
+    CHECK(registered == ALL, "registered %d of %d users", registered, ALL);
 }
 
 /* --mqtt-listen speaks TLS when --tls-cert is given: a TLS client that
@@ -1030,6 +1078,138 @@ static void resubscribe_gets_skipped(void) {
     mq_free(m);
 }
 
+/* Reads until SyncDone; returns the events recorded so far (0: none, or
+ * no SyncDone). */
+static size_t mq_sync_events(mq *m) {
+    Parley__V1__Frame *r = mq_until(m, 0, NULL);
+    if (!r) return 0;
+    parley__v1__frame__free_unpacked(r, NULL);
+    return m->n_ev;
+}
+
+/* Session takeover (MQTT 3.1.1 3.1.4-2, MQTT 5 3.1.4-3): a CONNECT with the
+ * client id of an open MQTT connection closes that one (MQTT 5: DISCONNECT
+ * 0x8E) as the new one gets its CONNACK; the new session resumes from the
+ * cursor and sends again, in order and without gaps, the events the old
+ * one got but did not PUBACK (the device dedupes by user_seq); the
+ * device's WebSocket connection stays open. Then at 3.1.1: the older
+ * connection is closed without a DISCONNECT. */
+static void session_takeover(void) {
+    h_dev *ws = h_device_link(&S, OWNER);   /* the device, also on WebSocket throughout */
+    CHECK(ws, "device");
+    pc_identity id = ws->id;
+    for (int i = 0; i < 6; i++) CHECK(h_send(PEER, CONV, "before the takeover") > 0, "send %d", i);
+    double taken0 = 0, taken1 = 0;
+    CHECK(h_metric(&S, "parley_mqtt_takeovers_total", &taken0) == 0, "metric missing");
+
+    mq *a = mq_new(5, &id), *b = mq_new(5, &id), *c = mq_new(4, &id), *d = mq_new(4, &id);
+    CHECK(mq_login(a, &id, false, NULL) == MQTT_RC_SUCCESS, "first connection");
+    CHECK(mq_subscribe_own(a) == 0, "subscribe");
+    size_t total = mq_sync_events(a);
+    CHECK(total >= 6, "%zu events before the takeover", total);
+    size_t half = total / 2;
+    for (size_t i = 0; i < half; i++) CHECK(mq_puback(a, a->ev_pid[i]) == 0, "puback");
+    uint64_t acked = a->ev_seq[half - 1], last = a->ev_seq[total - 1];
+    CHECK(mq_ping(a) == 0, "the first connection answers");   /* its PUBACKs were handled */
+
+    bool present = false;
+    int rc = mq_login(b, &id, false, &present);
+    CHECK(rc == MQTT_RC_SUCCESS, "the same client id again: CONNACK 0x%02x", rc);
+    int reason = -2;
+    CHECK(mq_closed(a, &reason), "the older connection is still open after the takeover");
+    CHECK(reason == 0x8E, "the older connection got DISCONNECT %d, want 0x8E Session taken over", reason);
+    CHECK(h_metric(&S, "parley_mqtt_takeovers_total", &taken1) == 0 && taken1 >= taken0 + 1,
+          "takeover not counted (%.0f -> %.0f)", taken0, taken1);
+
+    CHECK(mq_subscribe_own(b) == 0, "subscribe on the new connection");
+    CHECK(mq_sync_events(b) > 0, "no events on the new connection");
+    CHECK(b->ev_seq[0] <= acked + 1, "the new session starts at %llu: the events after the PUBACKed %llu were lost",
+          (unsigned long long)b->ev_seq[0], (unsigned long long)acked);
+    for (size_t i = 1; i < b->n_ev; i++) CHECK(b->ev_seq[i] == b->ev_seq[i - 1] + 1, "gap or duplicate");
+    CHECK(b->ev_seq[b->n_ev - 1] >= last, "the new session ended at %llu before %llu",
+          (unsigned long long)b->ev_seq[b->n_ev - 1], (unsigned long long)last);
+
+    /* the device's WebSocket connection was not touched */
+    CHECK(h_dev_sync(ws, IO_MS) == 0, "the device's WebSocket connection no longer answers");
+
+    /* MQTT 3.1.1 takes over the MQTT 5 connection, and is taken over with a plain close */
+    CHECK(mq_login(c, &id, false, NULL) == MQTT_V4_ACCEPTED, "3.1.1 connection");
+    CHECK(mq_closed(b, &reason) && reason == 0x8E, "the MQTT 5 connection was not taken over (%d)", reason);
+    CHECK(mq_login(d, &id, false, NULL) == MQTT_V4_ACCEPTED, "second 3.1.1 connection");
+    CHECK(mq_closed(c, &reason), "the older 3.1.1 connection is still open");
+    CHECK(reason == -1, "3.1.1 got a DISCONNECT (0x%02x)", reason);
+    CHECK(mq_ping(d) == 0, "the newest connection answers");
+    CHECK(h_dev_sync(ws, IO_MS) == 0, "the device's WebSocket connection no longer answers");
+    mq_free(a);
+    mq_free(b);
+    mq_free(c);
+    mq_free(d);
+    h_dev_free(ws);
+}
+
+/* Takeovers in a row: each new connection closes the one before it with
+ * 0x8E, and only the newest stays. The server has one worker per core and
+ * the kernel spreads the connections over the workers' listeners, so both
+ * the same-worker close and the post to another worker's inbox are taken
+ * (all CHAIN_N on one worker: 1 in 2^(CHAIN_N-1) on two cores). */
+enum { CHAIN_N = 12 };
+
+static void takeover_chain(void) {
+    pc_identity id;
+    CHECK(link_identity(OWNER, &id) == 0, "device");
+    mq *m[CHAIN_N];
+    for (int i = 0; i < CHAIN_N; i++) m[i] = mq_new(i % 2 ? 4 : 5, &id);
+    for (int i = 0; i < CHAIN_N; i++) {
+        int rc = mq_login(m[i], &id, true, NULL);
+        CHECK(rc == 0, "connection %d: CONNACK %d", i, rc);
+        if (i == 0) continue;
+        int reason = -2;
+        CHECK(mq_closed(m[i - 1], &reason), "connection %d still open after connection %d took over", i - 1, i);
+        CHECK(reason == (m[i - 1]->level == 5 ? 0x8E : -1), "connection %d closed with %d", i - 1, reason);
+    }
+    CHECK(mq_ping(m[CHAIN_N - 1]) == 0, "the newest connection answers");
+    for (int i = 0; i < CHAIN_N; i++) mq_free(m[i]);
+}
+
+/* MQTT 5 PUBACK with a reason code of 0x80 or more: the device failed to
+ * handle the event, so it is no Ack (no cursor advance is handed to the
+ * writer: parley_acks_submitted_total stays) and the event comes again in
+ * the next session. */
+static void puback_error_not_ack(void) {
+    pc_identity id;
+    CHECK(link_identity(OWNER, &id) == 0, "device");
+    CHECK(h_send(PEER, CONV, "refused by the device") > 0, "send");
+    mq *m = mq_new(5, &id);
+    CHECK(mq_login(m, &id, false, NULL) == MQTT_RC_SUCCESS, "connect");
+    CHECK(mq_subscribe_own(m) == 0, "subscribe");
+    size_t n = mq_sync_events(m);
+    CHECK(n >= 1, "no event");
+    uint64_t refused = m->ev_seq[n - 1];
+    for (size_t i = 0; i + 1 < n; i++) CHECK(mq_puback(m, m->ev_pid[i]) == 0, "puback");
+    CHECK(mq_ping(m) == 0, "ping");   /* the good PUBACKs' cursor advance is submitted by now */
+    double acks0 = 0, acks1 = 0, errs0 = 0, errs1 = 0;
+    CHECK(h_metric(&S, "parley_acks_submitted_total", &acks0) == 0, "metric missing");
+    CHECK(h_metric(&S, "parley_mqtt_puback_errors_total", &errs0) == 0, "metric missing");
+    CHECK(mq_puback_reason(m, m->ev_pid[n - 1], 0x80) == 0, "PUBACK 0x80");
+    /* an Ack is submitted at the end of the loop turn that read it, before
+     * that turn's output: after the PINGRESP it would be counted */
+    CHECK(mq_ping(m) == 0, "ping");
+    CHECK(h_metric(&S, "parley_acks_submitted_total", &acks1) == 0, "metric missing");
+    CHECK(h_metric(&S, "parley_mqtt_puback_errors_total", &errs1) == 0, "metric missing");
+    CHECK(acks1 == acks0, "PUBACK 0x80 taken as an Ack: acks submitted %.0f -> %.0f", acks0, acks1);
+    CHECK(errs1 == errs0 + 1, "PUBACK 0x80 not counted (%.0f -> %.0f)", errs0, errs1);
+
+    m->n_ev = 0;
+    CHECK(mq_login(m, &id, false, NULL) == MQTT_RC_SUCCESS, "reconnect");
+    CHECK(mq_subscribe_own(m) == 0, "subscribe again");
+    CHECK(mq_sync_events(m) >= 1, "no events in the next session");
+    bool again = false;
+    for (size_t i = 0; i < m->n_ev; i++) again = again || m->ev_seq[i] == refused;
+    CHECK(again, "the event refused with PUBACK 0x80 (user_seq %llu) did not come again",
+          (unsigned long long)refused);
+    mq_free(m);
+}
+
 /* MQTT connections count against --max-connections like WebSocket ones:
  * at the cap CONNACK says return code 3 (server unavailable). */
 static void connection_cap(void) {
@@ -1085,6 +1265,9 @@ int main(void) {
     RUN(device_max_packet_size);
     RUN(resubscribe_gets_skipped);
     RUN(connection_cap);
+    RUN(session_takeover);
+    RUN(takeover_chain);
+    RUN(puback_error_not_ack);
     RUN(idle_connection_memory);
     h_dev_free(OWNER);
     h_dev_free(PEER);
