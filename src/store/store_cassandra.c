@@ -4,8 +4,36 @@
  * store_rocksdb.c) to the rows of store_cassandra_schema.c.
  *
  * Writes: store_cassandra_write.c (one LOGGED BATCH per commit); reads:
- * store_cassandra_read.c. Every statement runs at LOCAL_QUORUM (why: see
- * store_cassandra_schema.c). */
+ * store_cassandra_read.c; claims: store_cassandra_claim.c.
+ *
+ * Consistency, per statement (replication is per data centre; LOCAL_ keeps
+ * a request inside the coordinator's):
+ *
+ *   statement                                  consistency    why
+ *   ----------------------------------------   ------------   ------------------------------
+ *   commit: the LOGGED BATCH of a group        LOCAL_QUORUM   an ack means durable on a
+ *     commit (every put and delete)                           majority of the local replicas
+ *   claim: user name, link token, one-time     LOCAL_SERIAL   the one compare-and-set (LWT):
+ *     key (INSERT ... IF NOT EXISTS)           + LOCAL_QUORUM Paxos round, then its commit
+ *   claim of unknown outcome: read the owner   LOCAL_SERIAL   finishes a half-done round and
+ *                                                             says won or lost, never assumed
+ *   reads the write path decides on: counters, LOCAL_QUORUM   read quorum + write quorum >
+ *     users, names, devices, conversations,                   replicas, so the read sees
+ *     last seq, members and marks, dedupe,                    every acknowledged write (a
+ *     fan-out log and checkpoints, inbox heads,               stale one would reuse a seq or
+ *     cursors, device keys and one-time keys,                 store a message twice)
+ *     device messages, consent
+ *   history pages, inbox pages (sync)          LOCAL_QUORUM   read-your-writes: a client that
+ *                                                             was acked must find its message
+ *   link token scans (expiry sweep, the        LOCAL_ONE      a token missed now is seen by
+ *     per-user cap)                                           the next sweep or the next make
+ *   Web Push subscription                      LOCAL_ONE      a push is a hint; a missed one
+ *                                                             is made up by the next sync
+ *   export (scan_all)                          LOCAL_QUORUM   a copy must be complete
+ *   schema (CREATE ... IF NOT EXISTS)          LOCAL_QUORUM   its own acknowledgement only
+ *
+ * Nothing else is a compare-and-set: every other write puts or deletes a
+ * fixed row, so re-executing a batch after an unknown outcome is safe. */
 #include "store/store_cassandra.h"
 
 #include <stdarg.h>
@@ -227,6 +255,12 @@ static size_t cass_metrics_render(void *impl, char *out, size_t cap) {
         "# TYPE parley_store_cql_commit_retries_total counter\nparley_store_cql_commit_retries_total %lu\n"
         "# HELP parley_store_cql_read_failures_total Reads Cassandra failed.\n"
         "# TYPE parley_store_cql_read_failures_total counter\nparley_store_cql_read_failures_total %lu\n"
+        "# HELP parley_store_cql_claims_total Lightweight transactions sent (name, link token, one-time key claims).\n"
+        "# TYPE parley_store_cql_claims_total counter\nparley_store_cql_claims_total %lu\n"
+        "# HELP parley_store_cql_claims_lost_total Claims another writer had won.\n"
+        "# TYPE parley_store_cql_claims_lost_total counter\nparley_store_cql_claims_lost_total %lu\n"
+        "# HELP parley_store_cql_claims_unknown_total Claims of unknown outcome, resolved by a read at LOCAL_SERIAL.\n"
+        "# TYPE parley_store_cql_claims_unknown_total counter\nparley_store_cql_claims_unknown_total %lu\n"
         "# HELP parley_store_commits_total Commits finished (either way).\n"
         "# TYPE parley_store_commits_total counter\nparley_store_commits_total %lu\n"
         "# HELP parley_store_commit_failures_total Commits the store failed.\n"
@@ -236,7 +270,8 @@ static size_t cass_metrics_render(void *impl, char *out, size_t cap) {
         (unsigned long long)st.requests, (unsigned long long)st.timeouts, (unsigned long long)st.reprepares,
         (unsigned long long)st.reconnects, (unsigned long long)st.connection_failures, st.ready_connections,
         st.peak_in_flight, atomic_load(&s->batch_chunks_total), atomic_load(&s->commit_retries_total),
-        atomic_load(&s->read_failures_total), atomic_load(&s->commits_total),
+        atomic_load(&s->read_failures_total), atomic_load(&s->claims_total), atomic_load(&s->claims_lost_total),
+        atomic_load(&s->claims_unknown_total), atomic_load(&s->commits_total),
         atomic_load(&s->commit_failures_total), cass_get_health(s) == STORE_FAILING ? 1 : 0);
     if (n < 0) return 0;
     return (size_t)n < cap ? (size_t)n : 0;
@@ -299,6 +334,9 @@ static const store_ops cassandra_ops = {
     .commit_async = cass_commit_async,
     .scan_all = cass_scan_all,
     .get_push_subscription = cass_get_push_subscription,
+    .claim_user_name = cass_claim_user_name,
+    .claim_link_token = cass_claim_link_token,
+    .claim_one_time_key = cass_claim_one_time_key,
 };
 
 store *store_cassandra_open(const store_options *o, char **err) {
@@ -340,6 +378,12 @@ store *store_cassandra_open(const store_options *o, char **err) {
             cql_result_free(res);
             goto fail;
         }
+    }
+    char *claim_err = NULL;
+    if (cass_claims_prepare(s, &claim_err) != 0) {
+        *err = errorf("cassandra: %s", claim_err);
+        free(claim_err);
+        goto fail;
     }
     atomic_store(&s->last_ts_us, 0);
     st->ops = &cassandra_ops;

@@ -55,7 +55,7 @@ static void cass_discard(void) {
     cql_result_free(r);
 }
 
-static const backend cassandra_backend = {"cassandra", cass_open_fresh, cass_reopen, cass_discard};
+static const backend cassandra_backend = {"cassandra", cass_open_fresh, cass_reopen, cass_discard, cass_reopen};
 
 static void start_cassandra(void) {
     CHECK(cassandra_node_start("test-store-cass") == 0, "no Cassandra");

@@ -156,6 +156,14 @@ cql_status cql_execute(cql_client *c, const cql_prepared *stmt, const cql_values
                        cql_consistency cl, int32_t page_size,
                        const uint8_t *paging_state, size_t paging_len,
                        cql_callback cb, void *ud);
+/* A lightweight transaction (a statement with IF ...): cl is the
+ * consistency of its commit (CQL_LOCAL_QUORUM), serial that of its Paxos
+ * round (CQL_SERIAL or CQL_LOCAL_SERIAL). The result's "[applied]" column
+ * (cql_result_applied) says whether the condition held. A timeout
+ * (CQL_ERR_WRITE_TIMEOUT, CQL_ERR_TIMEOUT, CQL_ERR_CONNECTION) leaves the
+ * outcome unknown: the caller resolves it by reading the row at serial. */
+cql_status cql_execute_lwt(cql_client *c, const cql_prepared *stmt, const cql_values *values,
+                           cql_consistency cl, cql_consistency serial, cql_callback cb, void *ud);
 cql_status cql_query(cql_client *c, const char *query, const cql_values *values,
                      cql_consistency cl, cql_callback cb, void *ud);
 
@@ -185,6 +193,8 @@ cql_status cql_execute_batch(cql_client *c, const cql_batch *b, cql_consistency 
 cql_result *cql_execute_sync(cql_client *c, const cql_prepared *stmt, const cql_values *values,
                              cql_consistency cl, int32_t page_size,
                              const uint8_t *paging_state, size_t paging_len);
+cql_result *cql_execute_lwt_sync(cql_client *c, const cql_prepared *stmt, const cql_values *values,
+                                 cql_consistency cl, cql_consistency serial);
 cql_result *cql_query_sync(cql_client *c, const char *query, cql_consistency cl);
 
 /* Counters, for tests and /metrics. */

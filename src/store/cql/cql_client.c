@@ -874,6 +874,22 @@ cql_status cql_execute(cql_client *c, const cql_prepared *stmt, const cql_values
     return submit(c, r);
 }
 
+cql_status cql_execute_lwt(cql_client *c, const cql_prepared *stmt, const cql_values *values,
+                           cql_consistency cl, cql_consistency serial, cql_callback cb, void *ud) {
+    if (!stmt || (serial != CQL_SERIAL && serial != CQL_LOCAL_SERIAL) || (values && values->error))
+        return CQL_ERR_ARG;
+    request *r = new_request(CQL_OP_EXECUTE, cb, ud);
+    if (!r)
+        return CQL_ERR_NOMEM;
+    r->stmt = (cql_prepared *)stmt;
+    cql_body_params_serial(&r->params, cl, serial, values, 0, NULL, 0);
+    if (r->params.oom) {
+        req_free(r);
+        return CQL_ERR_NOMEM;
+    }
+    return submit(c, r);
+}
+
 cql_status cql_query(cql_client *c, const char *query, const cql_values *values,
                      cql_consistency cl, cql_callback cb, void *ud) {
     if (!query || strlen(query) > MAX_QUERY_LEN)
@@ -949,6 +965,14 @@ cql_result *cql_execute_sync(cql_client *c, const cql_prepared *stmt, const cql_
     sync_init(&w);
     cql_status st = cql_execute(c, stmt, values, cl, page_size, paging_state, paging_len,
                                 sync_done, &w);
+    return sync_finish(&w, st);
+}
+
+cql_result *cql_execute_lwt_sync(cql_client *c, const cql_prepared *stmt, const cql_values *values,
+                                 cql_consistency cl, cql_consistency serial) {
+    sync_wait w;
+    sync_init(&w);
+    cql_status st = cql_execute_lwt(c, stmt, values, cl, serial, sync_done, &w);
     return sync_finish(&w, st);
 }
 

@@ -80,6 +80,12 @@ void cql_body_startup(cql_buf *b);
  * then n [bytes], as cql_values holds them) */
 void cql_body_params(cql_buf *b, cql_consistency cl, const cql_values *values,
                      int32_t page_size, const uint8_t *paging_state, size_t paging_len);
+/* the same with the serial consistency of a lightweight transaction
+ * (CQL_SERIAL or CQL_LOCAL_SERIAL; any other value: none, the server's
+ * default SERIAL) */
+void cql_body_params_serial(cql_buf *b, cql_consistency cl, cql_consistency serial,
+                            const cql_values *values, int32_t page_size,
+                            const uint8_t *paging_state, size_t paging_len);
 
 /* The body of a BATCH request of b (LOGGED, no flags) into out. CQL_OK,
  * CQL_ERR_ARG for an empty or failed batch, CQL_ERR_NOMEM. */
