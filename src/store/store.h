@@ -293,6 +293,18 @@ int store_claim_link_token(store *s, const char *token);
  * out, store_bytes_free it), 0 when none is left */
 int store_claim_one_time_key(store *s, uint64_t user, uint32_t device, uint32_t *key_id, store_bytes *out);
 
+/* The server is stopping: whatever the store has not finished ms from now
+ * fails then (a commit: -1, not acknowledged; its outcome unknown, as on a
+ * timeout), and every call after that fails at once, so a stop never
+ * waits out a network timeout on a backend that does not answer (a frozen
+ * Cassandra). A backend whose calls do not wait on a network (RocksDB)
+ * does nothing. Any thread; before store_close. */
+void store_stop_within(store *s, uint32_t ms);
+/* true once that time has passed (every call fails at once from then on):
+ * a loop that retries failed commits until they land stops retrying, and
+ * leaves them to the replay at the next start */
+bool store_stopped(store *s);
+
 /* Every record, for export and import (store_export.h): each as its tagged
  * key (the record kind, then its identifiers, as a batch names it) and its
  * value, in an order of the backend's choosing; fn returns non-zero to

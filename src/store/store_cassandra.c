@@ -287,6 +287,46 @@ static void cass_close(void *impl) {
     free(s);
 }
 
+/* The newest write time of two small tables that every running server
+ * writes (the id counters at each new user and conversation, the fan-out
+ * checkpoints as fan-out moves on): the floor of this process's write
+ * timestamps, so a wall clock that stepped back across a restart does not
+ * let new writes lose to the old ones by timestamp. 0 when unknown. */
+static uint64_t newest_write_us(cass *s) {
+    static const char *const texts[] = {
+        "SELECT WRITETIME(value) FROM %s.counters LIMIT 10000",
+        "SELECT WRITETIME(log_offset) FROM %s.checkpoints LIMIT 10000",
+    };
+    uint64_t newest = 0;
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        char q[256];
+        snprintf(q, sizeof q, texts[i], s->keyspace);
+        cql_result *r = cql_query_sync(s->cql, q, CASS_CL);
+        if (r && cql_result_status(r) == CQL_OK) {
+            for (size_t row = 0; row < cql_result_rows(r); row++) {
+                int64_t us;
+                if (cql_get_bigint(r, row, 0, &us) == 0 && us > 0 && (uint64_t)us > newest) newest = (uint64_t)us;
+            }
+        } else {
+            log_warn("store: cassandra: newest write time unknown (%s): timestamps start at the wall clock",
+                     r ? cql_result_message(r) : "out of memory");
+        }
+        cql_result_free(r);
+    }
+    return newest;
+}
+
+/* a stop: nothing waits on a node that does not answer past ms from now */
+static void cass_stop_within(void *impl, uint32_t ms) {
+    cass *s = impl;
+    cql_cancel_after(s->cql, ms > INT32_MAX ? INT32_MAX : (int)ms);
+}
+
+static bool cass_stopped(void *impl) {
+    cass *s = impl;
+    return cql_cancelled(s->cql);
+}
+
 static char *errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static char *errorf(const char *fmt, ...) {
     va_list ap;
@@ -337,6 +377,8 @@ static const store_ops cassandra_ops = {
     .claim_user_name = cass_claim_user_name,
     .claim_link_token = cass_claim_link_token,
     .claim_one_time_key = cass_claim_one_time_key,
+    .stop_within = cass_stop_within,
+    .stopped = cass_stopped,
 };
 
 store *store_cassandra_open(const store_options *o, char **err) {
@@ -385,7 +427,12 @@ store *store_cassandra_open(const store_options *o, char **err) {
         free(claim_err);
         goto fail;
     }
-    atomic_store(&s->last_ts_us, 0);
+    uint64_t newest = newest_write_us(s);
+    uint64_t wall_us = cass_wall_ms() * 1000;
+    if (newest > wall_us)
+        log_warn("store: cassandra: the newest write is %llu ms ahead of this clock: timestamps continue from it",
+                 (unsigned long long)((newest - wall_us) / 1000));
+    atomic_store(&s->last_ts_us, newest);
     st->ops = &cassandra_ops;
     st->impl = s;
     log_info("store: cassandra at %s, keyspace %s", o->cassandra_hosts, s->keyspace);

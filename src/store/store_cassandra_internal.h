@@ -52,6 +52,9 @@ typedef struct cass_texts {
     char *del_prefix;   /* DELETE FROM ... USING TIMESTAMP ? WHERE every key col but the last */
     char *del_range;    /* ... WHERE every key col but the last AND last >= ? AND last < ? */
     char *select_all;   /* SELECT key cols, val cols FROM ... (scan_all) */
+    /* the four writes above prepared, in that order, at their first use
+     * (store_cassandra_write.c); NULL until then */
+    cql_prepared *_Atomic prepared[4];
 } cass_texts;
 
 /* the prepared reads (store_cassandra_read.c) */

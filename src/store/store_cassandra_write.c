@@ -1,7 +1,8 @@
 /* store_cassandra_write.c -- a commit of the Cassandra backend: each write
  * of the batch (store_batch_each: tagged key and value, in call order)
  * becomes one CQL statement on its row, and the statements go to Cassandra
- * as one LOGGED BATCH.
+ * as one LOGGED BATCH, each by its prepared id (prepared at its first use;
+ * after UNPREPARED the client prepares it again and re-sends the batch).
  *
  * Why a LOGGED BATCH and not the statements concurrently: store.h promises
  * an atomic commit, and parley leans on it. A group commit holds a
@@ -201,6 +202,26 @@ static cql_batch *current_chunk(build *bd) {
     return c;
 }
 
+/* The prepared statement of a write text of t (which: its index in
+ * t->prepared), prepared at its first use: a commit's statements go to
+ * Cassandra as ids, not as text it parses each time. NULL when it cannot
+ * be prepared now: the statement goes as text (and preparing is tried
+ * again next time). The client re-prepares it after UNPREPARED. */
+static const cql_prepared *prepared_write(cass *s, cass_texts *t, const char *text) {
+    int which = text == t->put ? 0 : text == t->del ? 1 : text == t->del_prefix ? 2 : 3;
+    cql_prepared *st = atomic_load(&t->prepared[which]);
+    if (st) return st;
+    cql_result *err = NULL;
+    st = cql_prepare(s->cql, text, &err);   /* the client's cache: racing threads get the same handle */
+    if (!st) {
+        log_warn("store: cassandra: prepare %s: %s (sent as text)", text, err ? cql_result_message(err) : "");
+        cql_result_free(err);
+        return NULL;
+    }
+    atomic_store(&t->prepared[which], st);
+    return st;
+}
+
 static int add_write(void *ud, enum store_write_kind kind, const uint8_t *key, size_t klen, const uint8_t *value,
                      size_t vlen) {
     build *bd = ud;
@@ -208,7 +229,7 @@ static int add_write(void *ud, enum store_write_kind kind, const uint8_t *key, s
     field f[FIELDS_MAX], g[FIELDS_MAX];
     int nf = k ? parse_key(k, key, klen, f) : -1;
     int nk = k ? key_columns(k) : 0;
-    const cass_texts *t = k ? &bd->s->texts[k - cass_kinds] : NULL;
+    cass_texts *t = k ? &bd->s->texts[k - cass_kinds] : NULL;
     int64_t ts = (int64_t)bd->ts++;
     cql_values v;
     cql_values_init(&v);
@@ -260,7 +281,9 @@ static int add_write(void *ud, enum store_write_kind kind, const uint8_t *key, s
         cql_values_free(&v);
         return 1;
     }
-    cql_batch_add(current_chunk(bd), text, &v);
+    const cql_prepared *st = prepared_write(bd->s, t, text);
+    if (st) cql_batch_add_prepared(current_chunk(bd), st, &v);
+    else cql_batch_add(current_chunk(bd), text, &v);
     cql_values_free(&v);
     return 0;
 }
@@ -271,7 +294,10 @@ static uint64_t now_us(void) {
     return (uint64_t)t.tv_sec * 1000000 + (uint64_t)t.tv_nsec / 1000;
 }
 
-/* n consecutive timestamps, after every one handed out before */
+/* n consecutive timestamps, after every one handed out before: max(last +
+ * 1, wall clock), so they never go back within the process; at open, last
+ * is the newest write time found in the store (store_cassandra.c), which
+ * covers a clock stepped back across a restart as far as that write */
 static uint64_t reserve_timestamps(cass *s, size_t n) {
     unsigned long long last = atomic_load(&s->last_ts_us);
     unsigned long long base;

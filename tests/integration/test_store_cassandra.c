@@ -17,6 +17,7 @@
 #include "../store_conformance.h"
 #include "cassandra_node.h"
 #include "store/cql/cql.h"
+#include "store/store_cassandra_schema.h"
 
 #include <signal.h>
 #include <stdatomic.h>
@@ -127,6 +128,51 @@ static void a_commit_to_a_frozen_node_fails_with_its_batch_intact(void) {
     cass_discard();
 }
 
+/* ------------------------------------- prepared ids in a commit's batch */
+
+static unsigned long metric(store *s, const char *name) {
+    char text[8192], key[128];
+    size_t len = store_metrics_render(s, text, sizeof text);
+    text[len < sizeof text ? len : sizeof text - 1] = 0;
+    snprintf(key, sizeof key, "\n%s ", name);
+    const char *at = strstr(text, key);
+    return at ? strtoul(at + strlen(key), NULL, 10) : 0;
+}
+
+/* Cassandra forgets the prepared ids a running store sends its commits by
+ * (its keyspace dropped, which evicts them, and made again): the next
+ * commit's LOGGED BATCH is answered UNPREPARED, the client prepares the
+ * statement it names again and re-sends the batch, and the commit lands.
+ * Seen failing: with the batch's UNPREPARED left to the caller
+ * (unprepared_statement in cql_client.c answering NULL for a batch), the
+ * commit after the drop fails ("rc -1"). */
+static void commits_land_after_cassandra_forgets_prepared_ids(void) {
+    snprintf(keyspace, sizeof keyspace, "conformance_%d", ++keyspace_n);
+    store *s = open_keyspace(0);
+    CHECK(s, "open");
+    store_batch *b = store_batch_new();
+    store_put_cursor(b, 9, 1, 1);
+    store_put_message(b, 4, 1, (const uint8_t *)"a", 1);
+    CHECK(store_commit(s, b, true) == 0, "the first commit (its statements prepared)");
+    unsigned long before = metric(s, "parley_store_cql_reprepares_total");
+    cass_discard();   /* DROP KEYSPACE: Cassandra evicts its prepared statements */
+    char why[256];
+    CHECK(store_cql_schema_create(admin, keyspace, 1, why, sizeof why) == 0, "schema again: %s", why);
+    store_put_cursor(b, 9, 1, 2);
+    store_put_message(b, 4, 2, (const uint8_t *)"b", 1);
+    int rc = store_commit(s, b, true);
+    CHECK(rc == 0, "the commit after the ids were forgotten: rc %d", rc);
+    unsigned long after = metric(s, "parley_store_cql_reprepares_total");
+    CHECK(after > before, "no statement was prepared again (%lu, before %lu): the ids were not forgotten?", after,
+          before);
+    uint64_t x = 0;
+    CHECK(store_get_cursor(s, 9, 1, &x) == 1 && x == 2, "cursor %lu, want 2", (unsigned long)x);
+    CHECK(store_last_seq(s, 4, &x) == 1 && x == 2, "last seq %lu, want 2", (unsigned long)x);
+    store_batch_free(b);
+    store_close(s);
+    cass_discard();
+}
+
 int main(void) {
     RUN(start_cassandra);
     if (check_failures_total == 0) {
@@ -138,6 +184,7 @@ int main(void) {
         }
         be = NULL;
         RUN(a_commit_to_a_frozen_node_fails_with_its_batch_intact);
+        RUN(commits_land_after_cassandra_forgets_prepared_ids);
     }
     if (admin) cql_close(admin);
     cassandra_node_stop();

@@ -171,8 +171,12 @@ cql_status cql_query(cql_client *c, const char *query, const cql_values *values,
  * they are added, executed as one request. Cassandra writes a logged batch
  * to its batch log first, so its statements are applied all or (after a
  * coordinator failure, once the batch log replays) eventually all: never
- * a part for good. Statements are sent as text (kind 0), not prepared ids,
- * so an UNPREPARED answer cannot happen. At most CQL_MAX_BATCH statements. */
+ * a part for good. A statement goes as text (kind 0, cql_batch_add: the
+ * server parses it each time) or as a prepared id (kind 1,
+ * cql_batch_add_prepared); a server that answers UNPREPARED to a batch
+ * gets the statement it names prepared again on that connection and the
+ * whole batch re-sent (nothing of a batch is applied when one of its ids
+ * is unknown). At most CQL_MAX_BATCH statements. */
 #define CQL_MAX_BATCH 65535
 typedef struct cql_batch cql_batch;
 cql_batch *cql_batch_new(void);
@@ -181,6 +185,9 @@ void cql_batch_free(cql_batch *b);
  * added (out of memory, too many, a values error) marks the batch failed:
  * executing it then answers CQL_ERR_ARG or CQL_ERR_NOMEM. */
 void cql_batch_add(cql_batch *b, const char *query, const cql_values *values);
+/* Appends one prepared statement (of cql_prepare on the client that will
+ * execute the batch); values may be NULL. */
+void cql_batch_add_prepared(cql_batch *b, const cql_prepared *stmt, const cql_values *values);
 size_t cql_batch_count(const cql_batch *b);
 size_t cql_batch_bytes(const cql_batch *b);   /* encoded size so far */
 /* Asynchronous, like cql_execute; the batch is copied, so the caller may
@@ -196,6 +203,15 @@ cql_result *cql_execute_sync(cql_client *c, const cql_prepared *stmt, const cql_
 cql_result *cql_execute_lwt_sync(cql_client *c, const cql_prepared *stmt, const cql_values *values,
                                  cql_consistency cl, cql_consistency serial);
 cql_result *cql_query_sync(cql_client *c, const char *query, cql_consistency cl);
+
+/* Shutdown: every request still unanswered ms from now fails then (as at
+ * its deadline: CQL_ERR_TIMEOUT, outcome unknown), and every request made
+ * from then on fails at once (CQL_ERR_CLOSED, not sent), so a process that
+ * is stopping never waits out request_timeout_ms on a node that does not
+ * answer. Callable from any thread, more than once (the earliest wins). */
+void cql_cancel_after(cql_client *c, int ms);
+/* 1 once that moment has passed, else 0 */
+int cql_cancelled(cql_client *c);
 
 /* Counters, for tests and /metrics. */
 typedef struct cql_stats {

@@ -52,8 +52,11 @@ typedef struct request {
     cql_prepared *stmt;  /* EXECUTE, PREPARE */
     char *query;         /* QUERY (owned); PREPARE uses stmt->query */
     cql_buf params;      /* encoded query parameters (owned) */
+    cql_batch *batch;    /* BATCH: its statements (owned), framed at each send */
+    cql_consistency cl;  /* BATCH: its consistency */
     int64_t deadline_ms;
-    int reprepared;      /* a user request is re-prepared at most once */
+    int reprepared;      /* a user request is re-prepared at most once (a batch:
+                            at most once per prepared statement in it) */
     struct request *parked; /* REQ_REPREPARE: the user request waiting on it */
 } request;
 
@@ -97,6 +100,7 @@ struct cql_client {
     size_t nstmts;
     _Atomic uint64_t n_requests, n_timeouts, n_reprepares, n_reconnects, n_conn_failures;
     _Atomic int peak_in_flight; /* written by the I/O thread */
+    _Atomic int64_t cancel_at_ms; /* cql_cancel_after: 0, or when every request fails */
     /* I/O thread only */
     request *wait_head, *wait_tail;
 };
@@ -112,6 +116,7 @@ static void req_free(request *r) {
         return;
     free(r->query);
     cql_buf_free(&r->params);
+    cql_batch_free(r->batch);
     free(r);
 }
 
@@ -251,8 +256,9 @@ static int conn_send(cql_client *c, conn *k, request *r) {
         cql_put_short_bytes(b, r->stmt->id, r->stmt->id_len);
         cql_put_raw(b, r->params.data, r->params.len);
         break;
-    case CQL_OP_BATCH: /* the whole body, built by cql_execute_batch */
-        cql_put_raw(b, r->params.data, r->params.len);
+    case CQL_OP_BATCH: /* framed here: a re-prepared statement's id is new */
+        if (cql_batch_body(r->batch, r->cl, b) != CQL_OK)
+            b->oom = 1;
         break;
     }
     cql_frame_end(b, start);
@@ -387,6 +393,35 @@ static int set_stmt_id(cql_prepared *st, const cql_result *res) {
     return 0;
 }
 
+/* the statement an UNPREPARED answer to r names, if r may re-prepare it:
+ * an EXECUTE's own (once), or the batch statement whose id it names (at
+ * most once per prepared statement of the batch) */
+static cql_prepared *unprepared_statement(request *r, const cql_result *res) {
+    if (r->kind != REQ_USER)
+        return NULL;
+    if (r->opcode == CQL_OP_EXECUTE)
+        return r->stmt && !r->reprepared ? r->stmt : NULL;
+    if (r->opcode != CQL_OP_BATCH || !r->batch)
+        return NULL;
+    const uint8_t *id;
+    size_t len;
+    if (cql_result_unprepared_id(res, &id, &len) != 0)
+        return NULL;
+    size_t n = 0;
+    const cql_prepared *named = NULL, *st;
+    for (size_t i = 0; (st = cql_batch_statement(r->batch, i)); i++) {
+        n++;
+        if (!named && st->id_len == len && st->id && memcmp(st->id, id, len) == 0)
+            named = st;
+    }
+    if (!named || (size_t)r->reprepared >= n)
+        return NULL;
+    return (cql_prepared *)named; /* the client owns it; only this thread changes its id */
+}
+
+const uint8_t *cql_prepared_id(const cql_prepared *st) { return st->id; }
+size_t cql_prepared_id_len(const cql_prepared *st) { return st->id_len; }
+
 /* a response for stream s of k */
 static void on_response(cql_client *c, conn *k, int s, cql_result *res) {
     request *r = k->streams[s];
@@ -433,22 +468,23 @@ static void on_response(cql_client *c, conn *k, int s, cql_result *res) {
     case REQ_USER:
         break;
     }
-    if (res && res->status == CQL_ERR_UNPREPARED && r->stmt && !r->reprepared) {
+    cql_prepared *lost = res && res->status == CQL_ERR_UNPREPARED ? unprepared_statement(r, res) : NULL;
+    if (lost) {
         /* the server lost the id: prepare again on this connection, then re-send */
         request *p = calloc(1, sizeof *p);
         if (p) {
             p->kind = REQ_REPREPARE;
             p->opcode = CQL_OP_PREPARE;
-            p->stmt = r->stmt;
+            p->stmt = lost;
             p->parked = r;
             p->deadline_ms = r->deadline_ms;
-            r->reprepared = 1;
+            r->reprepared++;
             if (conn_send(c, k, p) == 0) {
                 atomic_fetch_add(&c->n_reprepares, 1);
                 cql_result_free(res);
                 return;
             }
-            r->reprepared = 0;
+            r->reprepared--;
             free(p);
         }
     }
@@ -553,6 +589,10 @@ static void conn_event(cql_client *c, conn *k, uint32_t events) {
 /* deadlines: waiting requests and streams in flight; connects and reconnects */
 static void tick(cql_client *c) {
     int64_t now = now_ms();
+    /* past cql_cancel_after's moment every request is due */
+    int64_t cancel_at = atomic_load(&c->cancel_at_ms);
+    if (cancel_at && now >= cancel_at)
+        now = INT64_MAX;
     request **pp = &c->wait_head;
     c->wait_tail = NULL;
     while (*pp) {
@@ -571,7 +611,7 @@ static void tick(cql_client *c) {
     for (int i = 0; i < c->nconns; i++) {
         conn *k = &c->conns[i];
         if (k->state == C_DOWN) {
-            if (now >= k->next_attempt_ms)
+            if (now >= k->next_attempt_ms && now != INT64_MAX)
                 conn_start(c, k);
             continue;
         }
@@ -811,10 +851,14 @@ void cql_close(cql_client *c) {
 
 /* queues r for the I/O thread; on failure r is freed and the status given */
 static cql_status submit(cql_client *c, request *r) {
-    r->deadline_ms = now_ms() + c->opts.request_timeout_ms;
+    int64_t now = now_ms();
+    r->deadline_ms = now + c->opts.request_timeout_ms;
+    int64_t cancel_at = atomic_load(&c->cancel_at_ms);
+    if (cancel_at && cancel_at < r->deadline_ms)
+        r->deadline_ms = cancel_at;
     pthread_mutex_lock(&c->mu);
     cql_status st = CQL_OK;
-    if (c->closing)
+    if (c->closing || (cancel_at && now >= cancel_at))
         st = CQL_ERR_CLOSED;
     else if (c->queued >= (size_t)c->opts.max_queued)
         st = CQL_ERR_BUSY;
@@ -908,13 +952,18 @@ cql_status cql_query(cql_client *c, const char *query, const cql_values *values,
 
 cql_status cql_execute_batch(cql_client *c, const cql_batch *b, cql_consistency cl, cql_callback cb,
                              void *ud) {
+    /* what cql_batch_body would refuse, refused now, not at framing */
+    cql_status st = cql_batch_check(b);
+    if (st != CQL_OK)
+        return st;
     request *r = new_request(CQL_OP_BATCH, cb, ud);
     if (!r)
         return CQL_ERR_NOMEM;
-    cql_status st = cql_batch_body(b, cl, &r->params);
-    if (st != CQL_OK) {
+    r->batch = cql_batch_copy(b);
+    r->cl = cl;
+    if (!r->batch) {
         req_free(r);
-        return st;
+        return CQL_ERR_NOMEM;
     }
     return submit(c, r);
 }
@@ -1034,6 +1083,22 @@ cql_prepared *cql_prepare(cql_client *c, const char *query, cql_result **err) {
     else
         cql_result_free(res);
     return NULL;
+}
+
+void cql_cancel_after(cql_client *c, int ms) {
+    int64_t at = now_ms() + (ms > 0 ? ms : 0);
+    if (at == 0)
+        at = 1;
+    int64_t cur = atomic_load(&c->cancel_at_ms);
+    while ((cur == 0 || at < cur) && !atomic_compare_exchange_weak(&c->cancel_at_ms, &cur, at)) {
+    }
+    uint64_t one = 1;
+    if (write(c->evfd, &one, sizeof one) < 0) { /* the tick sees it anyway */ }
+}
+
+int cql_cancelled(cql_client *c) {
+    int64_t at = atomic_load(&c->cancel_at_ms);
+    return at && now_ms() >= at;
 }
 
 void cql_get_stats(cql_client *c, cql_stats *out) {
