@@ -255,6 +255,10 @@ static size_t cass_metrics_render(void *impl, char *out, size_t cap) {
         "# TYPE parley_store_cql_commit_retries_total counter\nparley_store_cql_commit_retries_total %lu\n"
         "# HELP parley_store_cql_read_failures_total Reads Cassandra failed.\n"
         "# TYPE parley_store_cql_read_failures_total counter\nparley_store_cql_read_failures_total %lu\n"
+        "# HELP parley_store_cql_statements_prepared_total Commit statements sent by prepared id.\n"
+        "# TYPE parley_store_cql_statements_prepared_total counter\nparley_store_cql_statements_prepared_total %lu\n"
+        "# HELP parley_store_cql_statements_text_total Commit statements sent as text (their id not yet known).\n"
+        "# TYPE parley_store_cql_statements_text_total counter\nparley_store_cql_statements_text_total %lu\n"
         "# HELP parley_store_cql_claims_total Lightweight transactions sent (name, link token, one-time key claims).\n"
         "# TYPE parley_store_cql_claims_total counter\nparley_store_cql_claims_total %lu\n"
         "# HELP parley_store_cql_claims_lost_total Claims another writer had won.\n"
@@ -270,7 +274,8 @@ static size_t cass_metrics_render(void *impl, char *out, size_t cap) {
         (unsigned long long)st.requests, (unsigned long long)st.timeouts, (unsigned long long)st.reprepares,
         (unsigned long long)st.reconnects, (unsigned long long)st.connection_failures, st.ready_connections,
         st.peak_in_flight, atomic_load(&s->batch_chunks_total), atomic_load(&s->commit_retries_total),
-        atomic_load(&s->read_failures_total), atomic_load(&s->claims_total), atomic_load(&s->claims_lost_total),
+        atomic_load(&s->read_failures_total), atomic_load(&s->statements_by_id_total),
+        atomic_load(&s->statements_as_text_total), atomic_load(&s->claims_total), atomic_load(&s->claims_lost_total),
         atomic_load(&s->claims_unknown_total), atomic_load(&s->commits_total),
         atomic_load(&s->commit_failures_total), cass_get_health(s) == STORE_FAILING ? 1 : 0);
     if (n < 0) return 0;

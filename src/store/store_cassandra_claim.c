@@ -49,8 +49,8 @@ const char *const cass_claim_texts[CL_COUNT] = {
     [CL_NAME_READ] = "SELECT user_id FROM %s.user_names WHERE name = ?",
     [CL_CLAIM] = "INSERT INTO %s.claims (claim, claimer) VALUES (?, ?) IF NOT EXISTS USING TTL 2592000",
     [CL_CLAIM_READ] = "SELECT claimer FROM %s.claims WHERE claim = ?",
-    [CL_OTKS] = "SELECT key_id, public_key FROM %s.one_time_keys WHERE user_id = ? AND device_id = ? AND "
-                "key_id >= ? LIMIT 16",
+    [CL_OTKS] = ("SELECT key_id, public_key FROM %s.one_time_keys WHERE user_id = ? AND device_id = ? AND "
+                 "key_id >= ? LIMIT 16"),
 };
 _Static_assert(CLAIM_TTL_S == 2592000 && OTK_PAGE == 16, "the texts above spell these out");
 

@@ -87,6 +87,8 @@ typedef struct cass {
     atomic_ulong commit_retries_total;   /* re-executions after an unknown outcome */
     atomic_ulong batch_chunks_total;     /* LOGGED BATCH requests sent (first tries) */
     atomic_ulong read_failures_total;
+    atomic_ulong statements_by_id_total;   /* commit statements sent as prepared ids */
+    atomic_ulong statements_as_text_total; /* ... as text (before their id came) */
     atomic_ulong claims_total;           /* lightweight transactions sent */
     atomic_ulong claims_lost_total;      /* claims another had won */
     atomic_ulong claims_unknown_total;   /* claims resolved by a read at LOCAL_SERIAL */

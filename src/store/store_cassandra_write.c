@@ -1,8 +1,9 @@
 /* store_cassandra_write.c -- a commit of the Cassandra backend: each write
  * of the batch (store_batch_each: tagged key and value, in call order)
  * becomes one CQL statement on its row, and the statements go to Cassandra
- * as one LOGGED BATCH, each by its prepared id (prepared at its first use;
- * after UNPREPARED the client prepares it again and re-sends the batch).
+ * as one LOGGED BATCH, each by its prepared id (prepared from its first
+ * use on, as text until then; after UNPREPARED the client prepares it
+ * again and re-sends the batch).
  *
  * Why a LOGGED BATCH and not the statements concurrently: store.h promises
  * an atomic commit, and parley leans on it. A group commit holds a
@@ -202,24 +203,19 @@ static cql_batch *current_chunk(build *bd) {
     return c;
 }
 
-/* The prepared statement of a write text of t (which: its index in
- * t->prepared), prepared at its first use: a commit's statements go to
- * Cassandra as ids, not as text it parses each time. NULL when it cannot
- * be prepared now: the statement goes as text (and preparing is tried
- * again next time). The client re-prepares it after UNPREPARED. */
+/* The prepared statement of a write text of t, once it is prepared: a
+ * commit's statements go to Cassandra as ids, not as text it parses each
+ * time. The first use sends the PREPARE without waiting for it (a commit
+ * never blocks on it, even with the node frozen); until the id has come
+ * the statement goes as text (NULL here). The client re-prepares it after
+ * UNPREPARED. */
 static const cql_prepared *prepared_write(cass *s, cass_texts *t, const char *text) {
     int which = text == t->put ? 0 : text == t->del ? 1 : text == t->del_prefix ? 2 : 3;
     cql_prepared *st = atomic_load(&t->prepared[which]);
-    if (st) return st;
-    cql_result *err = NULL;
-    st = cql_prepare(s->cql, text, &err);   /* the client's cache: racing threads get the same handle */
-    if (!st) {
-        log_warn("store: cassandra: prepare %s: %s (sent as text)", text, err ? cql_result_message(err) : "");
-        cql_result_free(err);
-        return NULL;
-    }
-    atomic_store(&t->prepared[which], st);
-    return st;
+    if (st && cql_prepared_ready(st)) return st;
+    st = cql_prepare_async(s->cql, text);   /* the client's cache: racing threads get the same handle */
+    if (st) atomic_store(&t->prepared[which], st);
+    return st && cql_prepared_ready(st) ? st : NULL;
 }
 
 static int add_write(void *ud, enum store_write_kind kind, const uint8_t *key, size_t klen, const uint8_t *value,
@@ -284,6 +280,7 @@ static int add_write(void *ud, enum store_write_kind kind, const uint8_t *key, s
     const cql_prepared *st = prepared_write(bd->s, t, text);
     if (st) cql_batch_add_prepared(current_chunk(bd), st, &v);
     else cql_batch_add(current_chunk(bd), text, &v);
+    atomic_fetch_add(st ? &bd->s->statements_by_id_total : &bd->s->statements_as_text_total, 1);
     cql_values_free(&v);
     return 0;
 }

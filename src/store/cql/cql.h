@@ -148,6 +148,13 @@ void cql_close(cql_client *c);
  * is refreshed on UNPREPARED. Synchronous; NULL with *err set on failure. */
 cql_prepared *cql_prepare(cql_client *c, const char *query, cql_result **err);
 
+/* The same without waiting: the handle at once (NULL: cache full, out of
+ * memory, query too long), its PREPARE sent if it has no id yet (at most
+ * one in flight per statement); cql_prepared_ready says when the id has
+ * come. For a caller that must not block on a round trip (a commit). */
+cql_prepared *cql_prepare_async(cql_client *c, const char *query);
+int cql_prepared_ready(const cql_prepared *st);
+
 /* Asynchronous: the callback runs once, on the I/O thread, with the result.
  * query: a plain QUERY when stmt is NULL. values may be NULL; they are copied.
  * page_size <= 0: no paging. paging_state from a previous page's result or

@@ -41,6 +41,8 @@ struct cql_prepared {
     size_t query_len;
     uint8_t *id; /* server id; read and written on the I/O thread only */
     size_t id_len;
+    _Atomic int ready;              /* an id has come (set on the I/O thread) */
+    _Atomic int64_t async_sent_ms;  /* cql_prepare_async's last PREPARE, 0 none */
 };
 
 typedef struct request {
@@ -390,6 +392,7 @@ static int set_stmt_id(cql_prepared *st, const cql_result *res) {
     free(st->id);
     st->id = copy;
     st->id_len = len;
+    atomic_store(&st->ready, 1);
     return 0;
 }
 
@@ -454,8 +457,9 @@ static void on_response(cql_client *c, conn *k, int s, cql_result *res) {
     }
     case REQ_REPREPARE: {
         request *user = r->parked;
+        cql_prepared *st = r->stmt; /* the statement prepared again (a batch has many) */
         req_free(r);
-        if (res && res->status == CQL_OK && set_stmt_id(user->stmt, res) == 0) {
+        if (res && res->status == CQL_OK && set_stmt_id(st, res) == 0) {
             cql_result_free(res);
             wait_push_front(c, user); /* re-sent with the new id */
             return;
@@ -1032,15 +1036,9 @@ cql_result *cql_query_sync(cql_client *c, const char *query, cql_consistency cl)
     return sync_finish(&w, st);
 }
 
-cql_prepared *cql_prepare(cql_client *c, const char *query, cql_result **err) {
-    if (err)
-        *err = NULL;
-    size_t qlen = query ? strlen(query) : 0;
-    if (!query || qlen > MAX_QUERY_LEN) {
-        if (err)
-            *err = cql_result_error(CQL_ERR_ARG, "query missing or too long");
-        return NULL;
-    }
+/* the cache's handle of query (made if new); NULL when the cache is full
+ * or out of memory */
+static cql_prepared *cached_statement(cql_client *c, const char *query, size_t qlen) {
     pthread_mutex_lock(&c->mu);
     cql_prepared *st = c->stmts;
     while (st && strcmp(st->query, query) != 0)
@@ -1059,6 +1057,41 @@ cql_prepared *cql_prepare(cql_client *c, const char *query, cql_result **err) {
         }
     }
     pthread_mutex_unlock(&c->mu);
+    return st;
+}
+
+cql_prepared *cql_prepare_async(cql_client *c, const char *query) {
+    size_t qlen = query ? strlen(query) : 0;
+    if (!query || qlen > MAX_QUERY_LEN)
+        return NULL;
+    cql_prepared *st = cached_statement(c, query, qlen);
+    if (!st || atomic_load(&st->ready))
+        return st;
+    /* one PREPARE in flight at a time; again once the last could have timed out */
+    int64_t now = now_ms(), sent = atomic_load(&st->async_sent_ms);
+    if ((sent == 0 || now - sent > c->opts.request_timeout_ms) &&
+        atomic_compare_exchange_strong(&st->async_sent_ms, &sent, now)) {
+        request *r = new_request(CQL_OP_PREPARE, NULL, NULL); /* the answer sets the id */
+        if (r) {
+            r->stmt = st;
+            submit(c, r);
+        }
+    }
+    return st;
+}
+
+int cql_prepared_ready(const cql_prepared *st) { return atomic_load(&st->ready); }
+
+cql_prepared *cql_prepare(cql_client *c, const char *query, cql_result **err) {
+    if (err)
+        *err = NULL;
+    size_t qlen = query ? strlen(query) : 0;
+    if (!query || qlen > MAX_QUERY_LEN) {
+        if (err)
+            *err = cql_result_error(CQL_ERR_ARG, "query missing or too long");
+        return NULL;
+    }
+    cql_prepared *st = cached_statement(c, query, qlen);
     if (!st) {
         if (err)
             *err = cql_result_error(CQL_ERR_NOMEM, "statement cache full or out of memory");
