@@ -490,7 +490,8 @@ static void handle_register_device(writer *w, chat_request *r) {
     /* used once however many race for it: a compare-and-set before the batch */
     int claimed = store_claim_link_token(w->srv->store, q->token);
     if (claimed != 1) {
-        if (claimed == 0) writer_fail(w, r, PARLEY__V1__STATUS__UNAUTHENTICATED, "link token is unknown, used or expired");
+        if (claimed == 0)
+            writer_fail(w, r, PARLEY__V1__STATUS__UNAUTHENTICATED, "link token is unknown, used or expired");
         else writer_fail(w, r, PARLEY__V1__STATUS__INTERNAL, "store claim failed");
         return;
     }
