@@ -128,6 +128,42 @@ static void a_commit_to_a_frozen_node_fails_with_its_batch_intact(void) {
     cass_discard();
 }
 
+/* ------------------------------------------- a claim of unknown outcome */
+
+/* A claim sent to a frozen node times out: its outcome is unknown (the
+ * node may apply it when it wakes), so the claim answers -1, never "won"
+ * or "lost" by assumption; once the node is back, the same claimer's claim
+ * is answered won (its own row, or a new one), another's lost, and the name
+ * names the first claimer.
+ * Seen failing: with claim() in store_cassandra_claim.c taking an unknown
+ * outcome as won ("return 1" where it reads the owner at LOCAL_SERIAL),
+ * the claim to the frozen node answered 1. */
+static void a_claim_of_unknown_outcome_is_never_assumed(void) {
+    snprintf(keyspace, sizeof keyspace, "conformance_%d", ++keyspace_n);
+    store *s = open_keyspace(2000);   /* each try gives up after 2 s */
+    CHECK(s, "open");
+    CHECK(cassandra_node_freeze(30000) == 0, "freeze");
+    int frozen = store_claim_user_name(s, "frozen_name", 501);
+    thaw();
+    CHECK(frozen == -1, "a claim to a frozen node answered %d, want -1 (unknown)", frozen);
+    int again = -1;
+    for (int i = 0; i < 20 && again == -1; i++) {   /* bounded, while the node catches up */
+        if (i) usleep(500000);
+        again = store_claim_user_name(s, "frozen_name", 501);
+    }
+    CHECK(again == 1, "the same claimer's claim after the thaw answered %d, want 1", again);
+    CHECK(store_claim_user_name(s, "frozen_name", 502) == 0, "another claimer took the name");
+    uint64_t owner = 0;
+    CHECK(store_get_user_id(s, "frozen_name", &owner) == 1 && owner == 501, "the name names %llu, want 501",
+          (unsigned long long)owner);
+    char text[8192];
+    size_t len = store_metrics_render(s, text, sizeof text);
+    text[len < sizeof text ? len : sizeof text - 1] = 0;
+    CHECK(!strstr(text, "parley_store_cql_claims_unknown_total 0\n"), "no claim was counted unknown");
+    store_close(s);
+    cass_discard();
+}
+
 /* ------------------------------------- prepared ids in a commit's batch */
 
 static unsigned long metric(store *s, const char *name) {
@@ -192,6 +228,7 @@ int main(void) {
         be = NULL;
         RUN(a_commit_to_a_frozen_node_fails_with_its_batch_intact);
         RUN(commits_land_after_cassandra_forgets_prepared_ids);
+        RUN(a_claim_of_unknown_outcome_is_never_assumed);
     }
     if (admin) cql_close(admin);
     cassandra_node_stop();
