@@ -60,6 +60,9 @@ static void raise_fd_limit(const config *cfg) {
                  "are refused at accept", (unsigned long long)rl.rlim_cur, cfg->max_connections);
 }
 
+/* after the drain window, what the store may still take to finish */
+enum { STORE_STOP_GRACE_MS = 2000 };
+
 /* The second SIGTERM/SIGINT, while draining: leave now. Only
  * async-signal-safe calls here. Exit status 0: the operator asked for the
  * stop and got it, and nothing acknowledged is lost (it is in the store;
@@ -173,6 +176,10 @@ static int serve(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     pthread_sigmask(SIG_UNBLOCK, &signals, NULL);
 
+    /* the store gets the drain and a little more to finish; then what it
+     * has not (a frozen Cassandra) fails, unacknowledged, instead of
+     * holding the stop for a network timeout per request */
+    store_stop_within(srv.store, srv.cfg.drain_window_ms + STORE_STOP_GRACE_MS);
     workers_stop(&srv);       /* drain: no new connections; 1012 spread over the window */
     server_core_stop(&srv);   /* the writer finishes what was queued, then fan-out */
     push_gateway_stop(srv.push);   /* after the fan-out that hands it work */

@@ -172,7 +172,8 @@ static int add_bundle(void *ud, uint32_t device, const Parley__Store__Device *d)
     bs->keys[bs->n_keys++] = spk;
 
     uint32_t key_id = 0;
-    int has = store_first_one_time_key(bs->w->srv->store, bs->user, device, &key_id, &bs->claimed[i]);
+    /* handed out once however many fetch at once: a compare-and-set */
+    int has = store_claim_one_time_key(bs->w->srv->store, bs->user, device, &key_id, &bs->claimed[i]);
     if (has == 1) {
         Parley__V1__PreKey *otk = calloc(1, sizeof *otk);
         if (!otk) abort();

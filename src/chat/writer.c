@@ -447,6 +447,15 @@ static void handle_register_user(writer *w, chat_request *r) {
         writer_fail(w, r, PARLEY__V1__STATUS__INTERNAL, "could not pick a user id");
         return;
     }
+    /* the read above spares the common conflict a round trip; the claim
+     * decides a race (a compare-and-set: a lightweight transaction on
+     * Cassandra), before the batch */
+    int claimed = store_claim_user_name(w->srv->store, q->name, user);
+    if (claimed != 1) {
+        if (claimed == 0) writer_fail(w, r, PARLEY__V1__STATUS__CONFLICT, "user name '%s' is taken", q->name);
+        else writer_fail(w, r, PARLEY__V1__STATUS__INTERNAL, "store claim failed");
+        return;
+    }
     Parley__Store__User u;
     parley__store__user__init(&u);
     u.name = q->name;
@@ -477,6 +486,14 @@ static void handle_register_device(writer *w, chat_request *r) {
     if (issuer_found != 1) {
         store_delete_link_token(w->batch, q->token);
         writer_fail(w, r, PARLEY__V1__STATUS__UNAUTHENTICATED, "link token revoked: its device was removed");
+        return;
+    }
+    /* used once however many race for it: a compare-and-set before the batch */
+    int claimed = store_claim_link_token(w->srv->store, q->token);
+    if (claimed != 1) {
+        if (claimed == 0)
+            writer_fail(w, r, PARLEY__V1__STATUS__UNAUTHENTICATED, "link token is unknown, used or expired");
+        else writer_fail(w, r, PARLEY__V1__STATUS__INTERNAL, "store claim failed");
         return;
     }
     Parley__Store__User *u = NULL;

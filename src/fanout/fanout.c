@@ -247,6 +247,10 @@ size_t fanout_metrics_render(char *out, size_t cap) {
 static void commit_until_done(fanout *f) {
     for (uint32_t attempt = 1; store_commit(f->srv->store, f->batch, false) != 0; attempt++) {
         atomic_fetch_add(&commit_failures_total, 1);
+        if (store_stopped(f->srv->store)) {   /* the server stops: the replay at the next start redoes it */
+            log_warn("fanout: commit failed while the store stops; left to the replay at the next start");
+            break;
+        }
         atomic_store(&commit_stalled, 1);
         uint32_t delay = fanout_retry_delay_ms(attempt);
         if (delay < RETRY_MAX_MS || attempt % 12 == 0)

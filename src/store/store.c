@@ -189,3 +189,9 @@ int store_get_consent(store *s, uint64_t owner, uint64_t other, Parley__Store__C
 }
 
 int store_scan_all(store *s, store_record_fn fn, void *ud) { return s->ops->scan_all(s->impl, fn, ud); }
+
+void store_stop_within(store *s, uint32_t ms) {
+    if (s->ops->stop_within) s->ops->stop_within(s->impl, ms);
+}
+
+bool store_stopped(store *s) { return s->ops->stopped ? s->ops->stopped(s->impl) : false; }

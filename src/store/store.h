@@ -271,6 +271,40 @@ void store_put_push_subscription(store_batch *b, uint64_t user, uint32_t device,
                                  const Parley__Store__PushSubscription *p);
 void store_delete_push_subscription(store_batch *b, uint64_t user, uint32_t device);
 
+/* Claims: the three writes that must happen at most once however many
+ * writers race -- a user name taken by one user, a link token used once, a
+ * one-time pre-key handed out once. Each is a compare-and-set of its own,
+ * executed at once and apart from any batch (a Cassandra lightweight
+ * transaction cannot be part of a multi-partition batch); the caller then
+ * puts the same writes in its batch as before (store_put_user_name,
+ * store_delete_link_token, store_delete_one_time_key), which repeat what the
+ * claim did. A claim whose batch then fails stays claimed: the token or key
+ * is burnt, never handed out twice, and the name stays taken (by an id with
+ * no user record).
+ * Each returns 1 when this caller won, 0 when another has it (or there is
+ * nothing to claim), -1 on a store error (the outcome could not be
+ * established: the caller must not go on as if it had won). */
+/* name -> user_id unless the name is taken; 1 also when it already names
+ * user_id (a claim repeated) */
+int store_claim_user_name(store *s, const char *name, uint64_t user_id);
+/* the token is used by this caller: 0 when unknown or already used */
+int store_claim_link_token(store *s, const char *token);
+/* hands out the device's lowest unclaimed one-time key (1 with *key_id and
+ * out, store_bytes_free it), 0 when none is left */
+int store_claim_one_time_key(store *s, uint64_t user, uint32_t device, uint32_t *key_id, store_bytes *out);
+
+/* The server is stopping: whatever the store has not finished ms from now
+ * fails then (a commit: -1, not acknowledged; its outcome unknown, as on a
+ * timeout), and every call after that fails at once, so a stop never
+ * waits out a network timeout on a backend that does not answer (a frozen
+ * Cassandra). A backend whose calls do not wait on a network (RocksDB)
+ * does nothing. Any thread; before store_close. */
+void store_stop_within(store *s, uint32_t ms);
+/* true once that time has passed (every call fails at once from then on):
+ * a loop that retries failed commits until they land stops retrying, and
+ * leaves them to the replay at the next start */
+bool store_stopped(store *s);
+
 /* Every record, for export and import (store_export.h): each as its tagged
  * key (the record kind, then its identifiers, as a batch names it) and its
  * value, in an order of the backend's choosing; fn returns non-zero to

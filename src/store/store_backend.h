@@ -56,6 +56,15 @@ typedef struct store_ops {
     /* NULL in a backend without Web Push subscriptions: none are found */
     int (*get_push_subscription)(void *impl, uint64_t user, uint32_t device,
                                  Parley__Store__PushSubscription **out);
+    /* compare-and-set claims (store.h); NULL in a backend with one writer
+     * per store, whose claims are a get and a commit under a process-wide
+     * lock (store_claim.c) */
+    int (*claim_user_name)(void *impl, const char *name, uint64_t user_id);
+    int (*claim_link_token)(void *impl, const char *token);
+    int (*claim_one_time_key)(void *impl, uint64_t user, uint32_t device, uint32_t *key_id, store_bytes *out);
+    /* store_stop_within; NULL: nothing to cut short */
+    void (*stop_within)(void *impl, uint32_t ms);
+    bool (*stopped)(void *impl);
 } store_ops;
 
 /* A batch's writes as a backend translates them (a network backend into

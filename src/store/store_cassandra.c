@@ -4,8 +4,36 @@
  * store_rocksdb.c) to the rows of store_cassandra_schema.c.
  *
  * Writes: store_cassandra_write.c (one LOGGED BATCH per commit); reads:
- * store_cassandra_read.c. Every statement runs at LOCAL_QUORUM (why: see
- * store_cassandra_schema.c). */
+ * store_cassandra_read.c; claims: store_cassandra_claim.c.
+ *
+ * Consistency, per statement (replication is per data centre; LOCAL_ keeps
+ * a request inside the coordinator's):
+ *
+ *   statement                                  consistency    why
+ *   ----------------------------------------   ------------   ------------------------------
+ *   commit: the LOGGED BATCH of a group        LOCAL_QUORUM   an ack means durable on a
+ *     commit (every put and delete)                           majority of the local replicas
+ *   claim: user name, link token, one-time     LOCAL_SERIAL   the one compare-and-set (LWT):
+ *     key (INSERT ... IF NOT EXISTS)           + LOCAL_QUORUM Paxos round, then its commit
+ *   claim of unknown outcome: read the owner   LOCAL_SERIAL   finishes a half-done round and
+ *                                                             says won or lost, never assumed
+ *   reads the write path decides on: counters, LOCAL_QUORUM   read quorum + write quorum >
+ *     users, names, devices, conversations,                   replicas, so the read sees
+ *     last seq, members and marks, dedupe,                    every acknowledged write (a
+ *     fan-out log and checkpoints, inbox heads,               stale one would reuse a seq or
+ *     cursors, device keys and one-time keys,                 store a message twice)
+ *     device messages, consent
+ *   history pages, inbox pages (sync)          LOCAL_QUORUM   read-your-writes: a client that
+ *                                                             was acked must find its message
+ *   link token scans (expiry sweep, the        LOCAL_ONE      a token missed now is seen by
+ *     per-user cap)                                           the next sweep or the next make
+ *   Web Push subscription                      LOCAL_ONE      a push is a hint; a missed one
+ *                                                             is made up by the next sync
+ *   export (scan_all)                          LOCAL_QUORUM   a copy must be complete
+ *   schema (CREATE ... IF NOT EXISTS)          LOCAL_QUORUM   its own acknowledgement only
+ *
+ * Nothing else is a compare-and-set: every other write puts or deletes a
+ * fixed row, so re-executing a batch after an unknown outcome is safe. */
 #include "store/store_cassandra.h"
 
 #include <stdarg.h>
@@ -227,6 +255,16 @@ static size_t cass_metrics_render(void *impl, char *out, size_t cap) {
         "# TYPE parley_store_cql_commit_retries_total counter\nparley_store_cql_commit_retries_total %lu\n"
         "# HELP parley_store_cql_read_failures_total Reads Cassandra failed.\n"
         "# TYPE parley_store_cql_read_failures_total counter\nparley_store_cql_read_failures_total %lu\n"
+        "# HELP parley_store_cql_statements_prepared_total Commit statements sent by prepared id.\n"
+        "# TYPE parley_store_cql_statements_prepared_total counter\nparley_store_cql_statements_prepared_total %lu\n"
+        "# HELP parley_store_cql_statements_text_total Commit statements sent as text (their id not yet known).\n"
+        "# TYPE parley_store_cql_statements_text_total counter\nparley_store_cql_statements_text_total %lu\n"
+        "# HELP parley_store_cql_claims_total Lightweight transactions sent (name, link token, one-time key claims).\n"
+        "# TYPE parley_store_cql_claims_total counter\nparley_store_cql_claims_total %lu\n"
+        "# HELP parley_store_cql_claims_lost_total Claims another writer had won.\n"
+        "# TYPE parley_store_cql_claims_lost_total counter\nparley_store_cql_claims_lost_total %lu\n"
+        "# HELP parley_store_cql_claims_unknown_total Claims of unknown outcome, resolved by a read at LOCAL_SERIAL.\n"
+        "# TYPE parley_store_cql_claims_unknown_total counter\nparley_store_cql_claims_unknown_total %lu\n"
         "# HELP parley_store_commits_total Commits finished (either way).\n"
         "# TYPE parley_store_commits_total counter\nparley_store_commits_total %lu\n"
         "# HELP parley_store_commit_failures_total Commits the store failed.\n"
@@ -236,7 +274,9 @@ static size_t cass_metrics_render(void *impl, char *out, size_t cap) {
         (unsigned long long)st.requests, (unsigned long long)st.timeouts, (unsigned long long)st.reprepares,
         (unsigned long long)st.reconnects, (unsigned long long)st.connection_failures, st.ready_connections,
         st.peak_in_flight, atomic_load(&s->batch_chunks_total), atomic_load(&s->commit_retries_total),
-        atomic_load(&s->read_failures_total), atomic_load(&s->commits_total),
+        atomic_load(&s->read_failures_total), atomic_load(&s->statements_by_id_total),
+        atomic_load(&s->statements_as_text_total), atomic_load(&s->claims_total), atomic_load(&s->claims_lost_total),
+        atomic_load(&s->claims_unknown_total), atomic_load(&s->commits_total),
         atomic_load(&s->commit_failures_total), cass_get_health(s) == STORE_FAILING ? 1 : 0);
     if (n < 0) return 0;
     return (size_t)n < cap ? (size_t)n : 0;
@@ -250,6 +290,46 @@ static void cass_close(void *impl) {
     if (s->cql) cql_close(s->cql);   /* frees the prepared statements too */
     texts_free(s);
     free(s);
+}
+
+/* The newest write time of two small tables that every running server
+ * writes (the id counters at each new user and conversation, the fan-out
+ * checkpoints as fan-out moves on): the floor of this process's write
+ * timestamps, so a wall clock that stepped back across a restart does not
+ * let new writes lose to the old ones by timestamp. 0 when unknown. */
+static uint64_t newest_write_us(cass *s) {
+    static const char *const texts[] = {
+        "SELECT WRITETIME(value) FROM %s.counters LIMIT 10000",
+        "SELECT WRITETIME(log_offset) FROM %s.checkpoints LIMIT 10000",
+    };
+    uint64_t newest = 0;
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        char q[256];
+        snprintf(q, sizeof q, texts[i], s->keyspace);
+        cql_result *r = cql_query_sync(s->cql, q, CASS_CL);
+        if (r && cql_result_status(r) == CQL_OK) {
+            for (size_t row = 0; row < cql_result_rows(r); row++) {
+                int64_t us;
+                if (cql_get_bigint(r, row, 0, &us) == 0 && us > 0 && (uint64_t)us > newest) newest = (uint64_t)us;
+            }
+        } else {
+            log_warn("store: cassandra: newest write time unknown (%s): timestamps start at the wall clock",
+                     r ? cql_result_message(r) : "out of memory");
+        }
+        cql_result_free(r);
+    }
+    return newest;
+}
+
+/* a stop: nothing waits on a node that does not answer past ms from now */
+static void cass_stop_within(void *impl, uint32_t ms) {
+    cass *s = impl;
+    cql_cancel_after(s->cql, ms > INT32_MAX ? INT32_MAX : (int)ms);
+}
+
+static bool cass_stopped(void *impl) {
+    cass *s = impl;
+    return cql_cancelled(s->cql);
 }
 
 static char *errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -299,6 +379,11 @@ static const store_ops cassandra_ops = {
     .commit_async = cass_commit_async,
     .scan_all = cass_scan_all,
     .get_push_subscription = cass_get_push_subscription,
+    .claim_user_name = cass_claim_user_name,
+    .claim_link_token = cass_claim_link_token,
+    .claim_one_time_key = cass_claim_one_time_key,
+    .stop_within = cass_stop_within,
+    .stopped = cass_stopped,
 };
 
 store *store_cassandra_open(const store_options *o, char **err) {
@@ -341,7 +426,18 @@ store *store_cassandra_open(const store_options *o, char **err) {
             goto fail;
         }
     }
-    atomic_store(&s->last_ts_us, 0);
+    char *claim_err = NULL;
+    if (cass_claims_prepare(s, &claim_err) != 0) {
+        *err = errorf("cassandra: %s", claim_err);
+        free(claim_err);
+        goto fail;
+    }
+    uint64_t newest = newest_write_us(s);
+    uint64_t wall_us = cass_wall_ms() * 1000;
+    if (newest > wall_us)
+        log_warn("store: cassandra: the newest write is %llu ms ahead of this clock: timestamps continue from it",
+                 (unsigned long long)((newest - wall_us) / 1000));
+    atomic_store(&s->last_ts_us, newest);
     st->ops = &cassandra_ops;
     st->impl = s;
     log_info("store: cassandra at %s, keyspace %s", o->cassandra_hosts, s->keyspace);

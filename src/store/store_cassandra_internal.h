@@ -52,6 +52,9 @@ typedef struct cass_texts {
     char *del_prefix;   /* DELETE FROM ... USING TIMESTAMP ? WHERE every key col but the last */
     char *del_range;    /* ... WHERE every key col but the last AND last >= ? AND last < ? */
     char *select_all;   /* SELECT key cols, val cols FROM ... (scan_all) */
+    /* the four writes above prepared, in that order, at their first use
+     * (store_cassandra_write.c); NULL until then */
+    cql_prepared *_Atomic prepared[4];
 } cass_texts;
 
 /* the prepared reads (store_cassandra_read.c) */
@@ -64,12 +67,17 @@ enum cass_read {
 };
 extern const char *const cass_read_texts[R_COUNT];   /* "%s": the keyspace */
 
+/* the prepared statements of the claims (store_cassandra_claim.c) */
+enum cass_claim { CL_NAME, CL_NAME_READ, CL_CLAIM, CL_CLAIM_READ, CL_OTKS, CL_COUNT };
+extern const char *const cass_claim_texts[CL_COUNT];   /* "%s": the keyspace */
+
 typedef struct cass {
     cql_client *cql;
     char keyspace[64];
     uint64_t retention_ms;           /* 0: keep everything */
     cass_texts *texts;               /* one per cass_kinds entry */
     cql_prepared *reads[R_COUNT];
+    cql_prepared *claims[CL_COUNT];
     atomic_bool commit_failing;
     atomic_bool read_failing;        /* the last read failed (a frozen node times reads
                                         out while its connections stay up) */
@@ -79,9 +87,15 @@ typedef struct cass {
     atomic_ulong commit_retries_total;   /* re-executions after an unknown outcome */
     atomic_ulong batch_chunks_total;     /* LOGGED BATCH requests sent (first tries) */
     atomic_ulong read_failures_total;
+    atomic_ulong statements_by_id_total;   /* commit statements sent as prepared ids */
+    atomic_ulong statements_as_text_total; /* ... as text (before their id came) */
+    atomic_ulong claims_total;           /* lightweight transactions sent */
+    atomic_ulong claims_lost_total;      /* claims another had won */
+    atomic_ulong claims_unknown_total;   /* claims resolved by a read at LOCAL_SERIAL */
 } cass;
 
-/* the consistency of every write and every read (see store_cassandra_schema.c) */
+/* the consistency of every write and of every read but those read_cl
+ * names (the table at the top of store_cassandra.c) */
 #define CASS_CL CQL_LOCAL_QUORUM
 
 int cass_commit(void *impl, store_batch *b, bool sync);
@@ -101,6 +115,9 @@ typedef int (*cass_row_fn)(void *ud, const cql_result *r, size_t row);
  * and calls fn per row. 0, or -1 on a store error (logged). */
 int cass_rows(cass *s, const cql_prepared *stmt, const cql_values *v, int32_t page_rows, cass_row_fn fn,
               void *ud);
+/* the same at consistency cl (cass_rows: LOCAL_QUORUM) */
+int cass_rows_at(cass *s, const cql_prepared *stmt, const cql_values *v, cql_consistency cl, int32_t page_rows,
+                 cass_row_fn fn, void *ud);
 
 /* reads */
 int cass_get_counter(void *impl, const char *name, uint64_t *value);
@@ -137,5 +154,11 @@ int cass_scan_device_messages_after(void *impl, uint64_t user, uint32_t device, 
 int cass_get_consent(void *impl, uint64_t owner, uint64_t other, Parley__Store__Consent **out);
 int cass_get_push_subscription(void *impl, uint64_t user, uint32_t device, Parley__Store__PushSubscription **out);
 int cass_scan_all(void *impl, store_record_fn fn, void *ud);
+
+/* claims (store.h), as lightweight transactions */
+int cass_claims_prepare(cass *s, char **why);   /* 0, or -1 with *why (free() it) */
+int cass_claim_user_name(void *impl, const char *name, uint64_t user_id);
+int cass_claim_link_token(void *impl, const char *token);
+int cass_claim_one_time_key(void *impl, uint64_t user, uint32_t device, uint32_t *key_id, store_bytes *out);
 
 #endif

@@ -57,11 +57,29 @@ typedef cass_row_fn row_fn;
 
 int cass_rows(cass *s, const cql_prepared *stmt, const cql_values *v, int32_t page_rows, cass_row_fn fn,
               void *ud) {
+    return cass_rows_at(s, stmt, v, CASS_CL, page_rows, fn, ud);
+}
+
+/* The consistency of each prepared read (the table at the top of
+ * store_cassandra.c): LOCAL_QUORUM but for the two reads whose miss
+ * costs nothing that is not put right at once or by the next one. */
+static cql_consistency read_cl(enum cass_read q) {
+    switch (q) {
+    case R_TOKENS:              /* the expiry sweep and the per-user cap: a token missed now is seen next time */
+    case R_PUSH_SUBSCRIPTION:   /* a push is a hint; the client syncs when it connects */
+        return CQL_LOCAL_ONE;
+    default:
+        return CASS_CL;
+    }
+}
+
+int cass_rows_at(cass *s, const cql_prepared *stmt, const cql_values *v, cql_consistency cl, int32_t page_rows,
+                 cass_row_fn fn, void *ud) {
     uint8_t *ps = NULL;
     size_t ps_len = 0;
     int rc = 0;
     for (int page = 0; page < PAGES_MAX; page++) {
-        cql_result *res = cql_execute_sync(s->cql, stmt, v, CASS_CL, page_rows, ps, ps_len);
+        cql_result *res = cql_execute_sync(s->cql, stmt, v, cl, page_rows, ps, ps_len);
         free(ps);
         ps = NULL;
         if (!res || cql_result_status(res) != CQL_OK) {
@@ -91,7 +109,7 @@ int cass_rows(cass *s, const cql_prepared *stmt, const cql_values *v, int32_t pa
 }
 
 static int rows(cass *s, enum cass_read q, const cql_values *v, int32_t page_rows, row_fn fn, void *ud) {
-    return cass_rows(s, s->reads[q], v, page_rows, fn, ud);
+    return cass_rows_at(s, s->reads[q], v, read_cl(q), page_rows, fn, ud);
 }
 
 /* ------------------------------------------------------- single values */

@@ -1,20 +1,10 @@
 /* store_cassandra_schema.c -- the Cassandra store's tables (see the header
  * for the bucket rules).
  *
- * Consistency, per statement of the backend (store_cassandra*.c): every write at
- * LOCAL_QUORUM (an ack means durable on a majority of the local replicas);
- * reads that must see a write just acknowledged (messages, members, dedupe,
- * the fan-out log and checkpoints, inbox heads, cursors, keys, link tokens,
- * names, counters) at LOCAL_QUORUM, so a read quorum overlaps the write
- * quorum; only presence-like hints (the device list read to pick fan-out
- * targets, which the next sync corrects) may read at ONE -- the backend
- * reads those at LOCAL_QUORUM too for now (one rule, measured before it
- * is relaxed). LWT: none is
- * needed by this schema while a single owner (the write path's partition
- * owner) serialises names, link tokens and one-time keys, as the embedded
- * design does; the tables are shaped so that a claim can become
- * INSERT ... IF NOT EXISTS / DELETE ... IF EXISTS on exactly one row when
- * owners become many.
+ * Consistency, per statement of the backend: the table at the top of
+ * store_cassandra.c. Lightweight transactions (the only compare-and-set)
+ * claim a user name (its user_names row), a link token and a one-time key
+ * (a row of claims): store_cassandra_claim.c.
  *
  * Every write is an INSERT or DELETE of a fixed primary key, so replaying
  * a batch after an unknown outcome leaves the same rows (idempotent).
@@ -79,6 +69,9 @@ const char *const store_cql_schema[] = {
     "body blob, PRIMARY KEY ((user_id, device_id), queue_seq))",
     "CREATE TABLE IF NOT EXISTS %s.consent (owner bigint, other bigint, record blob, "
     "PRIMARY KEY (owner, other))",
+    /* claims of link tokens and one-time keys (store_cassandra_claim.c):
+     * written only by lightweight transactions, never exported */
+    "CREATE TABLE IF NOT EXISTS %s.claims (claim blob PRIMARY KEY, claimer bigint)",
     /* a device's Web Push subscription (src/push/) */
     "CREATE TABLE IF NOT EXISTS %s.push_subscriptions (user_id bigint, device_id int, record blob, "
     "PRIMARY KEY ((user_id, device_id)))",

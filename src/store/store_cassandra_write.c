@@ -1,7 +1,9 @@
 /* store_cassandra_write.c -- a commit of the Cassandra backend: each write
  * of the batch (store_batch_each: tagged key and value, in call order)
  * becomes one CQL statement on its row, and the statements go to Cassandra
- * as one LOGGED BATCH.
+ * as one LOGGED BATCH, each by its prepared id (prepared from its first
+ * use on, as text until then; after UNPREPARED the client prepares it
+ * again and re-sends the batch).
  *
  * Why a LOGGED BATCH and not the statements concurrently: store.h promises
  * an atomic commit, and parley leans on it. A group commit holds a
@@ -201,6 +203,21 @@ static cql_batch *current_chunk(build *bd) {
     return c;
 }
 
+/* The prepared statement of a write text of t, once it is prepared: a
+ * commit's statements go to Cassandra as ids, not as text it parses each
+ * time. The first use sends the PREPARE without waiting for it (a commit
+ * never blocks on it, even with the node frozen); until the id has come
+ * the statement goes as text (NULL here). The client re-prepares it after
+ * UNPREPARED. */
+static const cql_prepared *prepared_write(cass *s, cass_texts *t, const char *text) {
+    int which = text == t->put ? 0 : text == t->del ? 1 : text == t->del_prefix ? 2 : 3;
+    cql_prepared *st = atomic_load(&t->prepared[which]);
+    if (st && cql_prepared_ready(st)) return st;
+    st = cql_prepare_async(s->cql, text);   /* the client's cache: racing threads get the same handle */
+    if (st) atomic_store(&t->prepared[which], st);
+    return st && cql_prepared_ready(st) ? st : NULL;
+}
+
 static int add_write(void *ud, enum store_write_kind kind, const uint8_t *key, size_t klen, const uint8_t *value,
                      size_t vlen) {
     build *bd = ud;
@@ -208,7 +225,7 @@ static int add_write(void *ud, enum store_write_kind kind, const uint8_t *key, s
     field f[FIELDS_MAX], g[FIELDS_MAX];
     int nf = k ? parse_key(k, key, klen, f) : -1;
     int nk = k ? key_columns(k) : 0;
-    const cass_texts *t = k ? &bd->s->texts[k - cass_kinds] : NULL;
+    cass_texts *t = k ? &bd->s->texts[k - cass_kinds] : NULL;
     int64_t ts = (int64_t)bd->ts++;
     cql_values v;
     cql_values_init(&v);
@@ -260,7 +277,10 @@ static int add_write(void *ud, enum store_write_kind kind, const uint8_t *key, s
         cql_values_free(&v);
         return 1;
     }
-    cql_batch_add(current_chunk(bd), text, &v);
+    const cql_prepared *st = prepared_write(bd->s, t, text);
+    if (st) cql_batch_add_prepared(current_chunk(bd), st, &v);
+    else cql_batch_add(current_chunk(bd), text, &v);
+    atomic_fetch_add(st ? &bd->s->statements_by_id_total : &bd->s->statements_as_text_total, 1);
     cql_values_free(&v);
     return 0;
 }
@@ -271,7 +291,10 @@ static uint64_t now_us(void) {
     return (uint64_t)t.tv_sec * 1000000 + (uint64_t)t.tv_nsec / 1000;
 }
 
-/* n consecutive timestamps, after every one handed out before */
+/* n consecutive timestamps, after every one handed out before: max(last +
+ * 1, wall clock), so they never go back within the process; at open, last
+ * is the newest write time found in the store (store_cassandra.c), which
+ * covers a clock stepped back across a restart as far as that write */
 static uint64_t reserve_timestamps(cass *s, size_t n) {
     unsigned long long last = atomic_load(&s->last_ts_us);
     unsigned long long base;

@@ -58,7 +58,7 @@ static store *reopen_dir(void) {
  * Cassandra's row is in tests/integration/test_store_cassandra.c (it needs
  * a running node). */
 static const backend backends[] = {
-    {"rocksdb", open_fresh, reopen_dir, remove_dir},
+    {"rocksdb", open_fresh, reopen_dir, remove_dir, NULL},
 };
 
 

@@ -148,6 +148,13 @@ void cql_close(cql_client *c);
  * is refreshed on UNPREPARED. Synchronous; NULL with *err set on failure. */
 cql_prepared *cql_prepare(cql_client *c, const char *query, cql_result **err);
 
+/* The same without waiting: the handle at once (NULL: cache full, out of
+ * memory, query too long), its PREPARE sent if it has no id yet (at most
+ * one in flight per statement); cql_prepared_ready says when the id has
+ * come. For a caller that must not block on a round trip (a commit). */
+cql_prepared *cql_prepare_async(cql_client *c, const char *query);
+int cql_prepared_ready(const cql_prepared *st);
+
 /* Asynchronous: the callback runs once, on the I/O thread, with the result.
  * query: a plain QUERY when stmt is NULL. values may be NULL; they are copied.
  * page_size <= 0: no paging. paging_state from a previous page's result or
@@ -156,6 +163,14 @@ cql_status cql_execute(cql_client *c, const cql_prepared *stmt, const cql_values
                        cql_consistency cl, int32_t page_size,
                        const uint8_t *paging_state, size_t paging_len,
                        cql_callback cb, void *ud);
+/* A lightweight transaction (a statement with IF ...): cl is the
+ * consistency of its commit (CQL_LOCAL_QUORUM), serial that of its Paxos
+ * round (CQL_SERIAL or CQL_LOCAL_SERIAL). The result's "[applied]" column
+ * (cql_result_applied) says whether the condition held. A timeout
+ * (CQL_ERR_WRITE_TIMEOUT, CQL_ERR_TIMEOUT, CQL_ERR_CONNECTION) leaves the
+ * outcome unknown: the caller resolves it by reading the row at serial. */
+cql_status cql_execute_lwt(cql_client *c, const cql_prepared *stmt, const cql_values *values,
+                           cql_consistency cl, cql_consistency serial, cql_callback cb, void *ud);
 cql_status cql_query(cql_client *c, const char *query, const cql_values *values,
                      cql_consistency cl, cql_callback cb, void *ud);
 
@@ -163,8 +178,12 @@ cql_status cql_query(cql_client *c, const char *query, const cql_values *values,
  * they are added, executed as one request. Cassandra writes a logged batch
  * to its batch log first, so its statements are applied all or (after a
  * coordinator failure, once the batch log replays) eventually all: never
- * a part for good. Statements are sent as text (kind 0), not prepared ids,
- * so an UNPREPARED answer cannot happen. At most CQL_MAX_BATCH statements. */
+ * a part for good. A statement goes as text (kind 0, cql_batch_add: the
+ * server parses it each time) or as a prepared id (kind 1,
+ * cql_batch_add_prepared); a server that answers UNPREPARED to a batch
+ * gets the statement it names prepared again on that connection and the
+ * whole batch re-sent (nothing of a batch is applied when one of its ids
+ * is unknown). At most CQL_MAX_BATCH statements. */
 #define CQL_MAX_BATCH 65535
 typedef struct cql_batch cql_batch;
 cql_batch *cql_batch_new(void);
@@ -173,6 +192,9 @@ void cql_batch_free(cql_batch *b);
  * added (out of memory, too many, a values error) marks the batch failed:
  * executing it then answers CQL_ERR_ARG or CQL_ERR_NOMEM. */
 void cql_batch_add(cql_batch *b, const char *query, const cql_values *values);
+/* Appends one prepared statement (of cql_prepare on the client that will
+ * execute the batch); values may be NULL. */
+void cql_batch_add_prepared(cql_batch *b, const cql_prepared *stmt, const cql_values *values);
 size_t cql_batch_count(const cql_batch *b);
 size_t cql_batch_bytes(const cql_batch *b);   /* encoded size so far */
 /* Asynchronous, like cql_execute; the batch is copied, so the caller may
@@ -185,7 +207,18 @@ cql_status cql_execute_batch(cql_client *c, const cql_batch *b, cql_consistency 
 cql_result *cql_execute_sync(cql_client *c, const cql_prepared *stmt, const cql_values *values,
                              cql_consistency cl, int32_t page_size,
                              const uint8_t *paging_state, size_t paging_len);
+cql_result *cql_execute_lwt_sync(cql_client *c, const cql_prepared *stmt, const cql_values *values,
+                                 cql_consistency cl, cql_consistency serial);
 cql_result *cql_query_sync(cql_client *c, const char *query, cql_consistency cl);
+
+/* Shutdown: every request still unanswered ms from now fails then (as at
+ * its deadline: CQL_ERR_TIMEOUT, outcome unknown), and every request made
+ * from then on fails at once (CQL_ERR_CLOSED, not sent), so a process that
+ * is stopping never waits out request_timeout_ms on a node that does not
+ * answer. Callable from any thread, more than once (the earliest wins). */
+void cql_cancel_after(cql_client *c, int ms);
+/* 1 once that moment has passed, else 0 */
+int cql_cancelled(cql_client *c);
 
 /* Counters, for tests and /metrics. */
 typedef struct cql_stats {

@@ -42,6 +42,8 @@ struct cql_prepared {
     size_t query_len;
     uint8_t *id; /* server id; read and written on the I/O thread only */
     size_t id_len;
+    _Atomic int ready;              /* an id has come (set on the I/O thread) */
+    _Atomic int64_t async_sent_ms;  /* cql_prepare_async's last PREPARE, 0 none */
 };
 
 typedef struct request {
@@ -53,8 +55,11 @@ typedef struct request {
     cql_prepared *stmt;  /* EXECUTE, PREPARE */
     char *query;         /* QUERY (owned); PREPARE uses stmt->query */
     cql_buf params;      /* encoded query parameters (owned) */
+    cql_batch *batch;    /* BATCH: its statements (owned), framed at each send */
+    cql_consistency cl;  /* BATCH: its consistency */
     int64_t deadline_ms;
-    int reprepared;      /* a user request is re-prepared at most once */
+    int reprepared;      /* a user request is re-prepared at most once (a batch:
+                            at most once per prepared statement in it) */
     struct request *parked; /* REQ_REPREPARE: the user request waiting on it */
 } request;
 
@@ -98,6 +103,7 @@ struct cql_client {
     size_t nstmts;
     _Atomic uint64_t n_requests, n_timeouts, n_reprepares, n_reconnects, n_conn_failures;
     _Atomic int peak_in_flight; /* written by the I/O thread */
+    _Atomic int64_t cancel_at_ms; /* cql_cancel_after: 0, or when every request fails */
     /* I/O thread only */
     request *wait_head, *wait_tail;
 };
@@ -113,6 +119,7 @@ static void req_free(request *r) {
         return;
     free(r->query);
     cql_buf_free(&r->params);
+    cql_batch_free(r->batch);
     free(r);
 }
 
@@ -252,8 +259,9 @@ static int conn_send(cql_client *c, conn *k, request *r) {
         cql_put_short_bytes(b, r->stmt->id, r->stmt->id_len);
         cql_put_raw(b, r->params.data, r->params.len);
         break;
-    case CQL_OP_BATCH: /* the whole body, built by cql_execute_batch */
-        cql_put_raw(b, r->params.data, r->params.len);
+    case CQL_OP_BATCH: /* framed here: a re-prepared statement's id is new */
+        if (cql_batch_body(r->batch, r->cl, b) != CQL_OK)
+            b->oom = 1;
         break;
     }
     cql_frame_end(b, start);
@@ -385,8 +393,38 @@ static int set_stmt_id(cql_prepared *st, const cql_result *res) {
     free(st->id);
     st->id = copy;
     st->id_len = len;
+    atomic_store(&st->ready, 1);
     return 0;
 }
+
+/* the statement an UNPREPARED answer to r names, if r may re-prepare it:
+ * an EXECUTE's own (once), or the batch statement whose id it names (at
+ * most once per prepared statement of the batch) */
+static cql_prepared *unprepared_statement(request *r, const cql_result *res) {
+    if (r->kind != REQ_USER)
+        return NULL;
+    if (r->opcode == CQL_OP_EXECUTE)
+        return r->stmt && !r->reprepared ? r->stmt : NULL;
+    if (r->opcode != CQL_OP_BATCH || !r->batch)
+        return NULL;
+    const uint8_t *id;
+    size_t len;
+    if (cql_result_unprepared_id(res, &id, &len) != 0)
+        return NULL;
+    size_t n = 0;
+    const cql_prepared *named = NULL, *st;
+    for (size_t i = 0; (st = cql_batch_statement(r->batch, i)); i++) {
+        n++;
+        if (!named && st->id_len == len && st->id && memcmp(st->id, id, len) == 0)
+            named = st;
+    }
+    if (!named || (size_t)r->reprepared >= n)
+        return NULL;
+    return (cql_prepared *)named; /* the client owns it; only this thread changes its id */
+}
+
+const uint8_t *cql_prepared_id(const cql_prepared *st) { return st->id; }
+size_t cql_prepared_id_len(const cql_prepared *st) { return st->id_len; }
 
 /* a response for stream s of k */
 static void on_response(cql_client *c, conn *k, int s, cql_result *res) {
@@ -420,8 +458,9 @@ static void on_response(cql_client *c, conn *k, int s, cql_result *res) {
     }
     case REQ_REPREPARE: {
         request *user = r->parked;
+        cql_prepared *st = r->stmt; /* the statement prepared again (a batch has many) */
         req_free(r);
-        if (res && res->status == CQL_OK && set_stmt_id(user->stmt, res) == 0) {
+        if (res && res->status == CQL_OK && set_stmt_id(st, res) == 0) {
             cql_result_free(res);
             wait_push_front(c, user); /* re-sent with the new id */
             return;
@@ -434,22 +473,23 @@ static void on_response(cql_client *c, conn *k, int s, cql_result *res) {
     case REQ_USER:
         break;
     }
-    if (res && res->status == CQL_ERR_UNPREPARED && r->stmt && !r->reprepared) {
+    cql_prepared *lost = res && res->status == CQL_ERR_UNPREPARED ? unprepared_statement(r, res) : NULL;
+    if (lost) {
         /* the server lost the id: prepare again on this connection, then re-send */
         request *p = calloc(1, sizeof *p);
         if (p) {
             p->kind = REQ_REPREPARE;
             p->opcode = CQL_OP_PREPARE;
-            p->stmt = r->stmt;
+            p->stmt = lost;
             p->parked = r;
             p->deadline_ms = r->deadline_ms;
-            r->reprepared = 1;
+            r->reprepared++;
             if (conn_send(c, k, p) == 0) {
                 atomic_fetch_add(&c->n_reprepares, 1);
                 cql_result_free(res);
                 return;
             }
-            r->reprepared = 0;
+            r->reprepared--;
             free(p);
         }
     }
@@ -554,6 +594,10 @@ static void conn_event(cql_client *c, conn *k, uint32_t events) {
 /* deadlines: waiting requests and streams in flight; connects and reconnects */
 static void tick(cql_client *c) {
     int64_t now = now_ms();
+    /* past cql_cancel_after's moment every request is due */
+    int64_t cancel_at = atomic_load(&c->cancel_at_ms);
+    if (cancel_at && now >= cancel_at)
+        now = INT64_MAX;
     request **pp = &c->wait_head;
     c->wait_tail = NULL;
     while (*pp) {
@@ -572,7 +616,7 @@ static void tick(cql_client *c) {
     for (int i = 0; i < c->nconns; i++) {
         conn *k = &c->conns[i];
         if (k->state == C_DOWN) {
-            if (now >= k->next_attempt_ms)
+            if (now >= k->next_attempt_ms && now != INT64_MAX)
                 conn_start(c, k);
             continue;
         }
@@ -805,10 +849,14 @@ void cql_close(cql_client *c) {
 
 /* queues r for the I/O thread; on failure r is freed and the status given */
 static cql_status submit(cql_client *c, request *r) {
-    r->deadline_ms = now_ms() + c->opts.request_timeout_ms;
+    int64_t now = now_ms();
+    r->deadline_ms = now + c->opts.request_timeout_ms;
+    int64_t cancel_at = atomic_load(&c->cancel_at_ms);
+    if (cancel_at && cancel_at < r->deadline_ms)
+        r->deadline_ms = cancel_at;
     pthread_mutex_lock(&c->mu);
     cql_status st = CQL_OK;
-    if (c->closing)
+    if (c->closing || (cancel_at && now >= cancel_at))
         st = CQL_ERR_CLOSED;
     else if (c->queued >= (size_t)c->opts.max_queued)
         st = CQL_ERR_BUSY;
@@ -868,6 +916,22 @@ cql_status cql_execute(cql_client *c, const cql_prepared *stmt, const cql_values
     return submit(c, r);
 }
 
+cql_status cql_execute_lwt(cql_client *c, const cql_prepared *stmt, const cql_values *values,
+                           cql_consistency cl, cql_consistency serial, cql_callback cb, void *ud) {
+    if (!stmt || (serial != CQL_SERIAL && serial != CQL_LOCAL_SERIAL) || (values && values->error))
+        return CQL_ERR_ARG;
+    request *r = new_request(CQL_OP_EXECUTE, cb, ud);
+    if (!r)
+        return CQL_ERR_NOMEM;
+    r->stmt = (cql_prepared *)stmt;
+    cql_body_params_serial(&r->params, cl, serial, values, 0, NULL, 0);
+    if (r->params.oom) {
+        req_free(r);
+        return CQL_ERR_NOMEM;
+    }
+    return submit(c, r);
+}
+
 cql_status cql_query(cql_client *c, const char *query, const cql_values *values,
                      cql_consistency cl, cql_callback cb, void *ud) {
     if (!query || strlen(query) > MAX_QUERY_LEN)
@@ -886,13 +950,18 @@ cql_status cql_query(cql_client *c, const char *query, const cql_values *values,
 
 cql_status cql_execute_batch(cql_client *c, const cql_batch *b, cql_consistency cl, cql_callback cb,
                              void *ud) {
+    /* what cql_batch_body would refuse, refused now, not at framing */
+    cql_status st = cql_batch_check(b);
+    if (st != CQL_OK)
+        return st;
     request *r = new_request(CQL_OP_BATCH, cb, ud);
     if (!r)
         return CQL_ERR_NOMEM;
-    cql_status st = cql_batch_body(b, cl, &r->params);
-    if (st != CQL_OK) {
+    r->batch = cql_batch_copy(b);
+    r->cl = cl;
+    if (!r->batch) {
         req_free(r);
-        return st;
+        return CQL_ERR_NOMEM;
     }
     return submit(c, r);
 }
@@ -946,6 +1015,14 @@ cql_result *cql_execute_sync(cql_client *c, const cql_prepared *stmt, const cql_
     return sync_finish(&w, st);
 }
 
+cql_result *cql_execute_lwt_sync(cql_client *c, const cql_prepared *stmt, const cql_values *values,
+                                 cql_consistency cl, cql_consistency serial) {
+    sync_wait w;
+    sync_init(&w);
+    cql_status st = cql_execute_lwt(c, stmt, values, cl, serial, sync_done, &w);
+    return sync_finish(&w, st);
+}
+
 cql_result *cql_query_sync(cql_client *c, const char *query, cql_consistency cl) {
     sync_wait w;
     sync_init(&w);
@@ -953,15 +1030,9 @@ cql_result *cql_query_sync(cql_client *c, const char *query, cql_consistency cl)
     return sync_finish(&w, st);
 }
 
-cql_prepared *cql_prepare(cql_client *c, const char *query, cql_result **err) {
-    if (err)
-        *err = NULL;
-    size_t qlen = query ? strlen(query) : 0;
-    if (!query || qlen > MAX_QUERY_LEN) {
-        if (err)
-            *err = cql_result_error(CQL_ERR_ARG, "query missing or too long");
-        return NULL;
-    }
+/* the cache's handle of query (made if new); NULL when the cache is full
+ * or out of memory */
+static cql_prepared *cached_statement(cql_client *c, const char *query, size_t qlen) {
     pthread_mutex_lock(&c->mu);
     cql_prepared *st = c->stmts;
     while (st && strcmp(st->query, query) != 0)
@@ -980,6 +1051,41 @@ cql_prepared *cql_prepare(cql_client *c, const char *query, cql_result **err) {
         }
     }
     pthread_mutex_unlock(&c->mu);
+    return st;
+}
+
+cql_prepared *cql_prepare_async(cql_client *c, const char *query) {
+    size_t qlen = query ? strlen(query) : 0;
+    if (!query || qlen > MAX_QUERY_LEN)
+        return NULL;
+    cql_prepared *st = cached_statement(c, query, qlen);
+    if (!st || atomic_load(&st->ready))
+        return st;
+    /* one PREPARE in flight at a time; again once the last could have timed out */
+    int64_t now = now_ms(), sent = atomic_load(&st->async_sent_ms);
+    if ((sent == 0 || now - sent > c->opts.request_timeout_ms) &&
+        atomic_compare_exchange_strong(&st->async_sent_ms, &sent, now)) {
+        request *r = new_request(CQL_OP_PREPARE, NULL, NULL); /* the answer sets the id */
+        if (r) {
+            r->stmt = st;
+            submit(c, r);
+        }
+    }
+    return st;
+}
+
+int cql_prepared_ready(const cql_prepared *st) { return atomic_load(&st->ready); }
+
+cql_prepared *cql_prepare(cql_client *c, const char *query, cql_result **err) {
+    if (err)
+        *err = NULL;
+    size_t qlen = query ? strlen(query) : 0;
+    if (!query || qlen > MAX_QUERY_LEN) {
+        if (err)
+            *err = cql_result_error(CQL_ERR_ARG, "query missing or too long");
+        return NULL;
+    }
+    cql_prepared *st = cached_statement(c, query, qlen);
     if (!st) {
         if (err)
             *err = cql_result_error(CQL_ERR_NOMEM, "statement cache full or out of memory");
@@ -1004,6 +1110,22 @@ cql_prepared *cql_prepare(cql_client *c, const char *query, cql_result **err) {
     else
         cql_result_free(res);
     return NULL;
+}
+
+void cql_cancel_after(cql_client *c, int ms) {
+    int64_t at = now_ms() + (ms > 0 ? ms : 0);
+    if (at == 0)
+        at = 1;
+    int64_t cur = atomic_load(&c->cancel_at_ms);
+    while ((cur == 0 || at < cur) && !atomic_compare_exchange_weak(&c->cancel_at_ms, &cur, at)) {
+    }
+    uint64_t one = 1;
+    if (write(c->evfd, &one, sizeof one) < 0) { /* the tick sees it anyway */ }
+}
+
+int cql_cancelled(cql_client *c) {
+    int64_t at = atomic_load(&c->cancel_at_ms);
+    return at && now_ms() >= at;
 }
 
 void cql_get_stats(cql_client *c, cql_stats *out) {

@@ -141,12 +141,20 @@ void cql_body_startup(cql_buf *b) {
 }
 
 enum { /* query flags */
-    QF_VALUES = 0x01, QF_PAGE_SIZE = 0x04, QF_PAGING_STATE = 0x08,
+    QF_VALUES = 0x01, QF_PAGE_SIZE = 0x04, QF_PAGING_STATE = 0x08, QF_SERIAL = 0x10,
 };
 
 void cql_body_params(cql_buf *b, cql_consistency cl, const cql_values *values,
                      int32_t page_size, const uint8_t *paging_state, size_t paging_len) {
+    cql_body_params_serial(b, cl, 0, values, page_size, paging_state, paging_len);
+}
+
+void cql_body_params_serial(cql_buf *b, cql_consistency cl, cql_consistency serial,
+                            const cql_values *values, int32_t page_size,
+                            const uint8_t *paging_state, size_t paging_len) {
     uint8_t flags = 0;
+    if (serial == CQL_SERIAL || serial == CQL_LOCAL_SERIAL)
+        flags |= QF_SERIAL;
     if (values && values->count > 0)
         flags |= QF_VALUES;
     if (page_size > 0)
@@ -168,4 +176,6 @@ void cql_body_params(cql_buf *b, cql_consistency cl, const cql_values *values,
         }
         cql_put_bytes(b, paging_state, (int32_t)paging_len);
     }
+    if (flags & QF_SERIAL)
+        cql_put_u16(b, (uint16_t)serial);
 }

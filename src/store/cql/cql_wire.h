@@ -80,10 +80,29 @@ void cql_body_startup(cql_buf *b);
  * then n [bytes], as cql_values holds them) */
 void cql_body_params(cql_buf *b, cql_consistency cl, const cql_values *values,
                      int32_t page_size, const uint8_t *paging_state, size_t paging_len);
+/* the same with the serial consistency of a lightweight transaction
+ * (CQL_SERIAL or CQL_LOCAL_SERIAL; any other value: none, the server's
+ * default SERIAL) */
+void cql_body_params_serial(cql_buf *b, cql_consistency cl, cql_consistency serial,
+                            const cql_values *values, int32_t page_size,
+                            const uint8_t *paging_state, size_t paging_len);
 
-/* The body of a BATCH request of b (LOGGED, no flags) into out. CQL_OK,
- * CQL_ERR_ARG for an empty or failed batch, CQL_ERR_NOMEM. */
+/* The body of a BATCH request of b (LOGGED, no flags) into out, with the
+ * current id of each prepared statement (so only on the I/O thread, or
+ * where no id can change). CQL_OK, CQL_ERR_ARG for an empty or failed
+ * batch, CQL_ERR_NOMEM. */
 cql_status cql_batch_body(const cql_batch *b, cql_consistency cl, cql_buf *out);
+/* what cql_batch_body would answer but for memory: CQL_OK, or the
+ * batch's error (CQL_ERR_ARG also for an empty batch) */
+cql_status cql_batch_check(const cql_batch *b);
+/* a copy of b (a request's own), NULL out of memory */
+cql_batch *cql_batch_copy(const cql_batch *b);
+/* the i-th prepared statement of b, NULL past the last */
+const cql_prepared *cql_batch_statement(const cql_batch *b, size_t i);
+/* a prepared statement's server id (I/O thread only; empty before the
+ * first PREPARE answered) */
+const uint8_t *cql_prepared_id(const cql_prepared *st);
+size_t cql_prepared_id_len(const cql_prepared *st);
 
 /* Parses a response body of the given header flags and opcode into a new
  * result; the tracing id, warnings and custom payload that the flags announce
