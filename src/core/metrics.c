@@ -85,6 +85,10 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_writer_dedupe_cache_hits_total", "counter", "Send retries answered from the write path's recent-ids cache.", &g_metrics.writer_dedupe_cache_hits_total, 0},
         {"parley_writer_consent_cache_hits_total", "counter", "Consent states the write path found in its cache.", &g_metrics.writer_consent_cache_hits_total, 0},
         {"parley_writer_dedupe_prefetched_total", "counter", "Dedupe reads made together for a batch of sends (network stores).", &g_metrics.writer_dedupe_prefetched_total, 0},
+        {"parley_writer_commits_in_flight", "gauge", "Conversation writers' commits sent to a network store and not yet completed.", &g_metrics.writer_commits_in_flight, 1},
+        {"parley_writer_commits_in_flight_peak", "gauge", "The most conversation writer commits in flight at once since start.", &g_metrics.writer_commits_in_flight_peak, 1},
+        {"parley_writer_commits_async_total", "counter", "Conversation writer commits sent to a network store without waiting for them.", &g_metrics.writer_commits_async_total, 0},
+        {"parley_writer_commit_waits_total", "counter", "Batches that waited for a commit in flight of one of their conversations.", &g_metrics.writer_commit_waits_total, 0},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

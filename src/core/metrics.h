@@ -87,6 +87,11 @@ typedef struct metrics {
     atomic_ulong writer_dedupe_cache_hits_total;
     atomic_ulong writer_consent_cache_hits_total;
     atomic_ulong writer_dedupe_prefetched_total; /* of the dedupe reads: made together (writer_prefetch.h) */
+    /* conversation writers' commits in flight on a network store (chat/writer_commit.c) */
+    atomic_long writer_commits_in_flight;       /* gauge */
+    atomic_long writer_commits_in_flight_peak;  /* gauge: the most at once since start */
+    atomic_ulong writer_commits_async_total;    /* commits sent without waiting */
+    atomic_ulong writer_commit_waits_total;     /* batches that waited for their conversation's commit */
 } metrics;
 
 extern metrics g_metrics;
