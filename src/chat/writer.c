@@ -1267,6 +1267,7 @@ static int collect_acked(void *ud, uint64_t user_seq, uint64_t conv, uint64_t se
 /* A member's devices received the conversation up to note->seq: on the
  * conversation's owner, the only writer of its member records. */
 static void raise_delivered(writer *w, const delivered_note *note) {
+    if (writer_commit_defer_raise(w, note)) return;   /* its conversation has a commit in flight */
     marks_slot *known = find_pending(w, note->conv, note->user) ? NULL
                                                                  : marks_cache_find(&w->marks, note->conv, note->user);
     if (known) {   /* the marks are known: write them without reading the record */
@@ -1369,29 +1370,61 @@ static bool handle(writer *w, chat_request *r) {
     return false;
 }
 
+static void handle_one(writer *w, chat_request *r) {
+    if (handle(w, r)) w->held[w->n_held++] = r;
+    else chat_request_free(r);
+    /* fsync=always: one commit, and one fsync, per request */
+    if (w->srv->cfg.fsync == FSYNC_ALWAYS) writer_flush_turn(w);
+}
+
+/* A request other than a send (or a device ack) must not overtake sends
+ * held back (writer_commit.c): they are committed first, in order. */
+static void handle_held_back_first(writer *w, const chat_request *r) {
+    if (writer_commit_parked(w) == 0 || r->op != CHAT_FRAME ||
+        r->frame->body_case == PARLEY__V1__FRAME__BODY_SEND_MESSAGE ||
+        r->frame->body_case == PARLEY__V1__FRAME__BODY_ACK_DEVICE_MESSAGES)
+        return;
+    writer_flush(w);   /* nothing in flight after it: every held-back send may go */
+    chat_request *free_now[PARKED_MAX];
+    size_t n = writer_commit_unpark(w, free_now, PARKED_MAX);
+    for (size_t i = 0; i < n; i++) handle_one(w, free_now[i]);
+}
+
 static void *writer_main(void *arg) {
     writer *w = arg;
     pthread_setname_np(pthread_self(), w->name);   /* seen in top -H, perf */
     chat_request *batch[BATCH_MAX];
     for (;;) {
         writer_commit_reap(w);   /* commits that completed since: answered and published */
+        writer_commit_replay_raises(w, raise_delivered);
         uint64_t now = clock_mono_ms();
         if (now - w->notes_flushed_ms >= RECEIPT_COALESCE_MS || w->notes_due.n >= NOTES_MAX)
             flush_notes(w, now);
         if (w->accounts) link_tokens_sweep(w, now);   /* link tokens are the accounts owner's */
-        size_t n = mpsc_pop_many(&w->requests, (void **)batch, BATCH_MAX);
+        /* sends held back whose conversation's commit is over go first, in order */
+        size_t unparked = writer_commit_unpark(w, batch, BATCH_MAX);
+        size_t n = unparked;
+        if (writer_commit_room(w)) n += mpsc_pop_many(&w->requests, (void **)batch + n, BATCH_MAX - n);
         writer_prefetch_dedupe(w, batch, n);   /* the sends' dedupe reads, all in flight at once */
-        writer_note_depth(w, mpsc_depth(&w->requests));
+        writer_note_depth(w, mpsc_depth(&w->requests) + writer_commit_parked(w));
         if (n == 0) {
-            if (w->requests.closed) break;
+            writer_flush_turn(w);   /* raises replayed above */
+            if (!writer_commit_room(w)) {   /* every held-back send waits for a commit in flight */
+                writer_commit_wait(w);
+                continue;
+            }
+            if (w->requests.closed) {
+                if (!writer_commit_busy(w)) break;
+                writer_commit_drain(w);   /* then what was held back goes */
+                continue;
+            }
             mpsc_wait(&w->requests, RECEIPT_COALESCE_MS);
             continue;
         }
         for (size_t i = 0; i < n; i++) {
-            if (handle(w, batch[i])) w->held[w->n_held++] = batch[i];
-            else chat_request_free(batch[i]);
-            /* fsync=always: one commit, and one fsync, per request */
-            if (w->srv->cfg.fsync == FSYNC_ALWAYS) writer_flush_turn(w);
+            if (i >= unparked && writer_commit_park(w, batch[i])) continue;   /* its conversation is in flight */
+            handle_held_back_first(w, batch[i]);
+            handle_one(w, batch[i]);
         }
         writer_flush_turn(w);
     }

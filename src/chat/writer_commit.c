@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/mpsc.h"
@@ -71,6 +72,11 @@ struct writer_pipeline {
     size_t head, count;               /* in flight, oldest first (a ring) */
     u64map in_flight;                 /* conversation -> 1 while its commit is in flight */
     u64map open;                      /* conversations the open batch writes */
+    chat_request **parked;            /* [PARKED_MAX] sends held back, in arrival order */
+    size_t n_parked;
+    u64map parked_convs;              /* conversation -> its parked sends */
+    delivered_note *raises;           /* delivered raises held back, in arrival order */
+    size_t n_raises, cap_raises;
 };
 
 static bool network_store(const writer *w) {
@@ -84,6 +90,10 @@ int writer_pipeline_init(writer *w) {
     struct writer_pipeline *p = calloc(1, sizeof *p);
     if (!p) return -1;
     p->wake = &w->requests;
+    if (!(p->parked = calloc(PARKED_MAX, sizeof *p->parked))) {
+        free(p);
+        return -1;
+    }
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cond, NULL);
     for (size_t i = 0; i < COMMITS_IN_FLIGHT; i++) {
@@ -113,6 +123,10 @@ void writer_pipeline_free(struct writer_pipeline *p) {
     }
     u64map_free(&p->in_flight);
     u64map_free(&p->open);
+    for (size_t i = 0; i < p->n_parked; i++) chat_request_free(p->parked[i]);
+    free(p->parked);
+    u64map_free(&p->parked_convs);
+    free(p->raises);
     free(p);
 }
 
@@ -268,4 +282,95 @@ int writer_commit_submit(writer *w) {
         pthread_mutex_unlock(&p->mu);
     }
     return 1;
+}
+
+/* ------------------------------------------------------------- held back */
+
+static uint64_t send_conv(const chat_request *r) {
+    if (r->op != CHAT_FRAME || r->frame->body_case != PARLEY__V1__FRAME__BODY_SEND_MESSAGE) return 0;
+    return r->frame->send_message->conversation_id;
+}
+
+bool writer_commit_park(writer *w, chat_request *r) {
+    struct writer_pipeline *p = w->pipe;
+    uint64_t conv = p ? send_conv(r) : 0;
+    if (!conv || (!u64map_get(&p->in_flight, conv) && !u64map_get(&p->parked_convs, conv))) return false;
+    if (p->n_parked == PARKED_MAX) abort();   /* the loop pops only while there is room (writer_commit_room) */
+    uint64_t *count = u64map_get(&p->parked_convs, conv);
+    if (u64map_put(&p->parked_convs, conv, count ? *count + 1 : 1)) abort();
+    p->parked[p->n_parked++] = r;
+    METRIC_INC(writer_commit_waits_total);
+    /* a retry whose first attempt is in flight: answered after it (a duplicate, from the cache) */
+    const ProtobufCBinaryData *id = &r->frame->send_message->client_msg_id;
+    uint64_t first_conv = 0, first_seq = 0;
+    if (writer_cache_dedupe_get(&w->cache, r->user_id, r->device_id, id->data, id->len, clock_wall_ms(),
+                                w->srv->cfg.retention_ms, &first_conv, &first_seq) &&
+        u64map_get(&p->in_flight, first_conv))
+        METRIC_INC(writer_retries_in_flight_total);
+    return true;
+}
+
+void writer_commit_wait(writer *w) {
+    bool failed = false;
+    if (w->pipe && w->pipe->count > 0) finish_oldest(w, true, &failed);
+}
+
+size_t writer_commit_unpark(writer *w, chat_request **out, size_t max) {
+    struct writer_pipeline *p = w->pipe;
+    if (!p || p->n_parked == 0) return 0;
+    size_t n = 0, kept = 0;
+    for (size_t i = 0; i < p->n_parked; i++) {
+        chat_request *r = p->parked[i];
+        uint64_t conv = send_conv(r);
+        /* once out is full everything after stays, so each conversation keeps its order */
+        if (n == max || u64map_get(&p->in_flight, conv)) {
+            p->parked[kept++] = r;
+            continue;
+        }
+        uint64_t *count = u64map_get(&p->parked_convs, conv);
+        if (count && *count > 1) (*count)--;
+        else u64map_remove(&p->parked_convs, conv, NULL);
+        out[n++] = r;
+    }
+    p->n_parked = kept;
+    return n;
+}
+
+bool writer_commit_room(const writer *w) {
+    return !w->pipe || w->pipe->n_parked + BATCH_MAX <= PARKED_MAX;
+}
+
+size_t writer_commit_parked(const writer *w) {
+    return w->pipe ? w->pipe->n_parked : 0;
+}
+
+bool writer_commit_busy(const writer *w) {
+    return w->pipe && (w->pipe->count > 0 || w->pipe->n_parked > 0 || w->pipe->n_raises > 0);
+}
+
+bool writer_commit_defer_raise(writer *w, const delivered_note *note) {
+    struct writer_pipeline *p = w->pipe;
+    if (!p || !u64map_get(&p->in_flight, note->conv)) return false;
+    if (p->n_raises == p->cap_raises) {
+        size_t cap = p->cap_raises ? p->cap_raises * 2 : 64;
+        delivered_note *grown = cap <= RAISES_HELD_MAX ? realloc(p->raises, cap * sizeof *grown) : NULL;
+        if (!grown) return false;   /* written now: its batch then waits for the commit in flight */
+        p->raises = grown;
+        p->cap_raises = cap;
+    }
+    p->raises[p->n_raises++] = *note;
+    return true;
+}
+
+void writer_commit_replay_raises(writer *w, void (*raise)(writer *, const delivered_note *)) {
+    struct writer_pipeline *p = w->pipe;
+    if (!p || p->n_raises == 0) return;
+    size_t kept = 0, n = p->n_raises;
+    p->n_raises = 0;   /* raise does not hold a note back: its conversation is not in flight */
+    for (size_t i = 0; i < n; i++) {
+        delivered_note note = p->raises[i];
+        if (u64map_get(&p->in_flight, note.conv)) p->raises[kept++] = note;
+        else raise(w, &note);
+    }
+    p->n_raises = kept;
 }

@@ -216,6 +216,24 @@ int writer_commit_submit(writer *w);
 bool writer_commit_reap(writer *w);
 /* Waits for and finishes every commit in flight; true when one failed. */
 bool writer_commit_drain(writer *w);
+/* Sends whose conversation has a commit in flight (or sends of it held
+ * back already) are held back and handled, in arrival order, once it is
+ * over, so the open batch need not wait. At most PARKED_MAX; the loop pops
+ * new requests only while writer_commit_room. */
+enum { PARKED_MAX = 4 * BATCH_MAX, RAISES_HELD_MAX = 65536 };
+bool writer_commit_park(writer *w, chat_request *r);
+/* the held-back sends that may go now, in order, at most max, into out */
+size_t writer_commit_unpark(writer *w, chat_request **out, size_t max);
+bool writer_commit_room(const writer *w);
+/* waits for the oldest commit in flight and finishes it (no room to pop) */
+void writer_commit_wait(writer *w);
+size_t writer_commit_parked(const writer *w);
+/* commits in flight, or requests or raises held back */
+bool writer_commit_busy(const writer *w);
+/* A delivered raise in a conversation with a commit in flight: held back
+ * (true) and replayed through raise once it is over. */
+bool writer_commit_defer_raise(writer *w, const delivered_note *note);
+void writer_commit_replay_raises(writer *w, void (*raise)(writer *, const delivered_note *));
 void writer_reply_later(writer *w, outbound *m);
 /* Pushes that report a change of the open batch (receipts, device lists,
  * keys) go out after its commit, like answers, so a device told of a change

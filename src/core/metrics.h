@@ -92,6 +92,7 @@ typedef struct metrics {
     atomic_long writer_commits_in_flight_peak;  /* gauge: the most at once since start */
     atomic_ulong writer_commits_async_total;    /* commits sent without waiting */
     atomic_ulong writer_commit_waits_total;     /* batches that waited for their conversation's commit */
+    atomic_ulong writer_retries_in_flight_total; /* send retries whose first attempt was in flight */
 } metrics;
 
 extern metrics g_metrics;
