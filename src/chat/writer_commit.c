@@ -4,27 +4,29 @@
  * group commit and fsync), and so does the accounts owner.
  *
  * The rule that keeps the guarantees of writer_flush: a conversation has at
- * most one commit in flight. The open batch is built on top of what is in
- * flight (seqs, member records and dedupe records, through the writer's
- * write-through caches) and is sent only once none of the conversations it
- * writes has a commit in flight; until then the writer finishes commits.
- * So:
+ * most one commit in flight. A send whose conversation has a commit in
+ * flight (or sends of it already held back) is held back ("parked") and
+ * handled, in arrival order, in the first loop turn after that commit is
+ * over; a delivered raise likewise. So the open batch writes only
+ * conversations with nothing in flight and is sent at the end of the turn
+ * without waiting (a write that slipped through, e.g. a raise past
+ * RAISES_HELD_MAX, makes the submit wait for that commit instead). Then:
  * - a conversation's batches commit one after the other, in seq order;
  * - a commit fails: the writer waits for every other commit in flight,
  *   answers the failed one's senders INTERNAL, reloads its counters and
  *   drops its caches (writer_commit_finish), and fails the open batch
- *   without sending it (it was built on what the failed one assumed).
- *   Nothing later in the failed commit's conversations was sent, so its
- *   seqs are given again and no gap is left;
+ *   without sending it (it may have been built on what the failed one
+ *   assumed). Nothing later in the failed commit's conversations was sent,
+ *   so their seqs are given again and no gap is left;
  * - answers and the hand-off to fan-out happen on the writer's thread when
  *   a commit is finished, in the order the commits were sent (a
  *   partition's fan-out log offsets must reach fan-out in increasing
  *   order: its checkpoints are the highest offset read), so in commit
  *   order per conversation;
- * - a retry of a client_msg_id whose first send is in flight finds it in
- *   the dedupe cache (written when the first was handled): a duplicate in
- *   the open batch, which then writes that conversation, so it is answered
- *   after the first commit, with its seq, or fails with it.
+ * - a retry of a client_msg_id whose first send is in flight is held back
+ *   with its conversation, then finds the first in the dedupe cache
+ *   (written when the first was handled, dropped if it failed): answered
+ *   after the first, with its seq, or, if the first failed, stored anew.
  * Completions come on the CQL client's I/O thread: the callback only marks
  * its slot done under the pipeline's lock and wakes the writer (its
  * queue's eventfd, and a condition variable when it waits for a slot); the
@@ -32,7 +34,8 @@
  *
  * Requests that are not sends or acks (membership, mark-read, keys...)
  * still commit with writer_flush, which first finishes every commit in
- * flight: they read what they write, and they are rare next to sends. */
+ * flight (they read what they write, and are rare next to sends); the
+ * sends held back are handled before them, so none is overtaken. */
 #include "chat/writer_internal.h"
 
 #include <pthread.h>
