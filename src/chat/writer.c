@@ -1124,7 +1124,13 @@ static bool handle_send(writer *w, chat_request *r) {
         return true;
     }
     uint64_t last = 0;
-    if (conv_last_seq(w, q->conversation_id, &last) < 0) abort();
+    if (conv_last_seq(w, q->conversation_id, &last) < 0) {
+        /* a network store away (the counter is read again after a failed
+         * commit): nothing was stored */
+        w->n_sends--;
+        writer_fail(w, r, PARLEY__V1__STATUS__UNAVAILABLE, "the store is unavailable: not stored, retry");
+        return false;
+    }
     if (q->type == PARLEY__V1__MESSAGE_TYPE__REACTION && (q->ref_seq == 0 || q->ref_seq > last)) {
         w->n_sends--;
         writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "a reaction must refer to an existing seq");

@@ -18,6 +18,13 @@
  *     (parley_writer_retries_in_flight_total): both answered with the one
  *     seq, the first not a duplicate and answered first, the retry a
  *     duplicate; seqs consecutive; history holds each id once.
+ *   frozen_then_resumed_no_gap: a burst into F_CONVS groups pipelined
+ *     right before Cassandra is frozen (SIGSTOP), kept frozen until the
+ *     store failed a commit or timed a read out, then SIGCONT: every send is
+ *     answered once; after /healthz 200 every send is retried with its id
+ *     until OK: an acknowledged one gets its seq back as a duplicate; then
+ *     each group's history is 1..last with no gap and every id exactly once
+ *     at the seq it was acknowledged with.
  *
  * One node for the program (cassandra_node.h), stopped by PID on every
  * exit path; each server is stopped by PID (harness). Waits are bounded
@@ -26,6 +33,7 @@
 #include "cassandra_node.h"
 #include "harness.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +64,9 @@ static void start_cassandra(void) {
 
 static void start_server(const char *keyspace) {
     const char *flags[] = {"--store", "cassandra", "--cassandra", cassandra_node_hosts(), "--keyspace", keyspace,
-                           "--send-rate", "1000000", "--writers", "2", NULL};
+                           "--send-rate", "1000000", "--writers", "2",
+                           /* the raw connections wait silently while Cassandra is frozen */
+                           "--idle-timeout", "600000", NULL};
     CHECK(h_server_start(&S, flags) == 0, "serve --store cassandra did not start");
 }
 
@@ -311,10 +321,188 @@ static void retry_of_a_send_in_flight(void) {
     h_server_destroy(&S);
 }
 
+/* ------------------------------------------------------------- frozen */
+
+enum { F_USERS = 4, F_CONVS = 8, F_BURST0 = 8, F_BURST1 = 48, F_ROUNDS = 2, F_SENDS = F_USERS * (F_BURST0 + F_BURST1),
+       F_WAIT_MS = 240000, F_RETRIES = 6 };
+
+typedef struct outcome {
+    int answered, status, duplicate;
+    uint64_t seq;
+} outcome;
+
+/* reads frames on every connection until each rec in [from, from+n) of
+ * each user has an answer (any status), bounded by F_WAIT_MS; 0 or -1 */
+static int read_outcomes(h_raw *w, const int *from, int n, outcome *out) {
+    uint64_t until = h_now_ms() + F_WAIT_MS;
+    for (int i = 0; i < F_USERS; i++) {
+        int left = 0;
+        for (int k = from[i]; k < from[i] + n; k++) left += !out[k].answered;
+        while (left > 0) {
+            if (h_now_ms() > until) return -1;
+            int close_code = 0;
+            Parley__V1__Frame *f = h_raw_next_frame(&w[i], &close_code);
+            if (!f) {
+                if (w[i].eof || close_code) return -1;
+                continue;   /* quiet for a read's bound: a commit may wait for its timeout */
+            }
+            for (int k = from[i]; k < from[i] + n && f->body_case == PARLEY__V1__FRAME__BODY_RESPONSE; k++) {
+                if (recs[k].rid != f->request_id) continue;
+                if (out[k].answered) {
+                    fprintf(stderr, "request %llu answered twice\n", (unsigned long long)f->request_id);
+                    parley__v1__frame__free_unpacked(f, NULL);
+                    return -1;
+                }
+                out[k].answered = 1;
+                out[k].status = f->response->status;
+                if (f->response->status == PARLEY__V1__STATUS__OK &&
+                    f->response->result_case == PARLEY__V1__RESPONSE__RESULT_SENT) {
+                    out[k].seq = f->response->sent->seq;
+                    out[k].duplicate = f->response->sent->duplicate;
+                }
+                left--;
+            }
+            parley__v1__frame__free_unpacked(f, NULL);
+        }
+    }
+    return 0;
+}
+
+static void frozen_then_resumed_no_gap(void) {
+    start_server("wpipe_frozen");
+    h_dev *u[F_USERS] = {0};
+    uint64_t ids[F_USERS];
+    for (int i = 0; i < F_USERS; i++) {
+        u[i] = h_user_new(&S, NULL);
+        NEED(u[i]);
+        ids[i] = u[i]->id.user_id;
+    }
+    uint64_t conv[F_CONVS];
+    for (int c = 0; c < F_CONVS; c++) {
+        char name[16];
+        snprintf(name, sizeof name, "f%d", c);
+        NEED(pc_create_group(u[c % F_USERS]->c, name, ids, F_USERS, &conv[c]) == 0);
+    }
+    for (int i = 0; i < F_USERS; i++) NEED(h_accept_all(u[i]) == 0);
+    recs = h_calloc(F_SENDS, sizeof *recs);
+    outcome *out = h_calloc(F_SENDS, sizeof *out);
+    static h_raw w[F_USERS];
+    for (int i = 0; i < F_USERS; i++) {
+        NEED(h_raw_open(&S, &w[i]) == 0);
+        NEED(h_raw_sign_in(&w[i], &u[i]->id) == 0);
+    }
+    /* round 0 before, round 1 pipelined right before the freeze (some of it
+     * in commits in flight when it comes, the rest waiting for reads) */
+    int n = 0, from[F_ROUNDS][F_USERS];
+    for (int round = 0; round < F_ROUNDS; round++) {
+        for (int i = 0; i < F_USERS; i++) {
+            from[round][i] = n;
+            for (int b = 0; b < (round ? F_BURST1 : F_BURST0); b++, n++) {
+                sent_rec *r = &recs[n];
+                r->conv = conv[(3 * i + b) % F_CONVS];
+                r->rid = 500000 + (uint64_t)n;
+                snprintf(r->id, sizeof r->id, "f%d-u%d-n%d", round, i, n);
+                CHECK(send_frame(&w[i], r->rid, r->conv, r->id) == 0, "send %d", n);
+            }
+        }
+        if (round == 0) {
+            CHECK(read_outcomes(w, from[0], F_BURST0, out) == 0, "answers before the freeze");
+            for (int k = 0; k < n; k++)
+                CHECK(out[k].status == PARLEY__V1__STATUS__OK && !out[k].duplicate, "send %d before the freeze", k);
+        }
+    }
+    CHECK(cassandra_node_freeze(30000) == 0, "cassandra_node_freeze");
+    /* frozen until the store has failed a commit (one in flight fails after
+     * its attempts, 12 s each), at most 450 polls (not an expectation: if
+     * no commit was in flight, reads timed out instead) */
+    double failed_commits = 0, timeouts = 0;
+    for (int t = 0; t < 450 && failed_commits <= 0; t++) {
+        h_sleep_ms(200);
+        h_metric(&S, "parley_store_commit_failures_total", &failed_commits);
+        h_metric(&S, "parley_store_cql_timeouts_total", &timeouts);
+    }
+    CHECK(kill(cassandra_node_pid(), SIGCONT) == 0, "SIGCONT");
+    CHECK(failed_commits > 0 || timeouts > 0, "the store never noticed the freeze");
+    /* every send is answered once */
+    CHECK(read_outcomes(w, from[1], F_BURST1, out) == 0, "answers of the burst around the freeze");
+    h_metric(&S, "parley_store_commit_failures_total", &failed_commits);
+    int healthy = 0;
+    for (int t = 0; t < 1200 && !healthy; t++) {
+        int status = 0;
+        char body[256];
+        healthy = h_http_get(S.port, "/healthz", &status, body, sizeof body) == 0 && status == 200;
+        if (!healthy) h_sleep_ms(200);
+    }
+    CHECK(healthy, "/healthz not 200 after SIGCONT");
+    /* every send again with its id (the acknowledged ones too): a retry of a
+     * stored one gets its seq, the rest are stored now, once */
+    for (int attempt = 0; attempt < F_RETRIES; attempt++) {
+        int pending = 0;
+        for (int k = 0; k < n; k++) {
+            int is_ok = out[k].status == PARLEY__V1__STATUS__OK;
+            if (attempt > 0 && is_ok) continue;
+            if (attempt == 0 && is_ok) recs[k].seq = out[k].seq;   /* acknowledged: must keep it */
+            int user = 0;
+            for (int i = 0; i < F_USERS; i++)
+                for (int round = 0; round < F_ROUNDS; round++)
+                    if (k >= from[round][i] && k < from[round][i] + (round ? F_BURST1 : F_BURST0)) user = i;
+            out[k].answered = 0;
+            recs[k].rid += 1000000;
+            CHECK(send_frame(&w[user], recs[k].rid, recs[k].conv, recs[k].id) == 0, "retry %d", k);
+            pending++;
+        }
+        if (pending == 0) break;
+        /* read every connection's answers (recs of all rounds) */
+        for (int i = 0; i < F_USERS; i++) {
+            uint64_t until = h_now_ms() + F_WAIT_MS;
+            for (;;) {
+                int left = 0;
+                for (int round = 0; round < F_ROUNDS; round++)
+                    for (int k = from[round][i]; k < from[round][i] + (round ? F_BURST1 : F_BURST0); k++)
+                        left += !out[k].answered;
+                if (left == 0) break;
+                CHECK(h_now_ms() < until, "retries of user %d not answered", i);
+                int close_code = 0;
+                Parley__V1__Frame *f = h_raw_next_frame(&w[i], &close_code);
+                CHECK(f || (!w[i].eof && !close_code), "user %d's connection closed", i);
+                if (!f) continue;
+                for (int k = 0; k < n && f->body_case == PARLEY__V1__FRAME__BODY_RESPONSE; k++) {
+                    if (recs[k].rid != f->request_id || out[k].answered) continue;
+                    out[k].answered = 1;
+                    uint64_t prev_seq = recs[k].seq;
+                    out[k].status = f->response->status;
+                    if (f->response->status == PARLEY__V1__STATUS__OK &&
+                        f->response->result_case == PARLEY__V1__RESPONSE__RESULT_SENT) {
+                        out[k].seq = f->response->sent->seq;
+                        CHECK(!prev_seq || prev_seq == out[k].seq, "%s: acknowledged seq %llu, retry got %llu",
+                              recs[k].id, (unsigned long long)prev_seq, (unsigned long long)out[k].seq);
+                        CHECK(!prev_seq || f->response->sent->duplicate, "%s: retry of a stored send not a duplicate",
+                              recs[k].id);
+                        recs[k].seq = out[k].seq;
+                    }
+                }
+                parley__v1__frame__free_unpacked(f, NULL);
+            }
+        }
+    }
+    for (int k = 0; k < n; k++) CHECK(out[k].status == PARLEY__V1__STATUS__OK, "%s never stored", recs[k].id);
+    fprintf(stderr, "frozen_then_resumed_no_gap: %.0f commits failed while frozen, peak %.0f in flight\n",
+            failed_commits, metric("parley_writer_commits_in_flight_peak"));
+    for (int i = 0; i < F_USERS; i++) h_raw_close(&w[i]);
+    /* no gap, each id once, at the seq it was acknowledged with */
+    for (int c = 0; c < F_CONVS; c++) CHECK(history_exact(u[0], conv[c], n) > 0, "history of group %d", c);
+    for (int i = 0; i < F_USERS; i++) h_dev_free(u[i]);
+    h_free(out);
+    h_free(recs);
+    recs = NULL;
+    h_server_destroy(&S);
+}
+
 int main(void) {
     RUN(start_cassandra);
     RUN(many_senders_many_conversations);
     RUN(retry_of_a_send_in_flight);
+    RUN(frozen_then_resumed_no_gap);
     cassandra_node_stop();
     CHECK_EXIT();
 }
