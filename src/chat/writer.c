@@ -385,6 +385,7 @@ void writer_commit_finish(writer *w, const commit_parts *c, int rc) {
 void writer_flush(writer *w) {
     bool in_flight_failed = writer_commit_drain(w);
     flush_prepare(w);
+    writer_commit_open_done(w);   /* committed here, not in flight */
     if (open_batch_empty(w)) return;
     int rc = in_flight_failed ? -1 : 0;
     if (rc == 0 && store_batch_count(w->batch) > 0) rc = store_commit(w->srv->store, w->batch, sync_commits(w));

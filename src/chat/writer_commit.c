@@ -138,6 +138,10 @@ static void map_clear(u64map *m) {
     m->count = 0;
 }
 
+void writer_commit_open_done(writer *w) {
+    if (w->pipe) map_clear(&w->pipe->open);
+}
+
 void writer_commit_touch(writer *w, uint64_t conv) {
     if (!w->pipe || conv == 0) return;
     if (u64map_put(&w->pipe->open, conv, 1)) abort();   /* bounded by the batch's writes */

@@ -205,6 +205,8 @@ int writer_pipeline_init(writer *w);
 void writer_pipeline_free(struct writer_pipeline *p);
 /* conv is written by the open batch (its sends are found by the submit) */
 void writer_commit_touch(writer *w, uint64_t conv);
+/* the open batch was committed by writer_flush: what it wrote is forgotten */
+void writer_commit_open_done(writer *w);
 /* Sends the open batch (flush_prepare done) without waiting for it, once
  * none of its conversations has a commit in flight and a slot is free:
  * 1, the open batch handed over and empty again; 0, it has no writes and

@@ -11,7 +11,8 @@
  *     exactly those messages (each client_msg_id once, at its acknowledged
  *     seq); a fresh device of every user syncs each conversation exactly,
  *     in seq order; and commits were in flight together
- *     (parley_writer_commits_in_flight_peak >= 2).
+ *     (parley_writer_commits_in_flight_peak >= 2; rounds go on until they
+ *     were, at most ROUNDS_MAX: the server decides what is in which batch).
  *   retry_of_a_send_in_flight: a send and, right behind it, its retry (same
  *     client_msg_id, a second frame), round after round until a retry found
  *     its first attempt's commit in flight
@@ -44,8 +45,9 @@ enum {
     N_USERS = 6,
     N_CONVS = 12,
     BURST = 12,          /* sends per user per round, spread over the conversations */
-    ROUNDS = 6,
-    N_SENDS = N_USERS * BURST * ROUNDS,
+    ROUNDS = 6,          /* at least; then on until commits were in flight together */
+    ROUNDS_MAX = 30,
+    N_SENDS = N_USERS * BURST * ROUNDS_MAX,
     RETRY_ROUNDS_MAX = 300,
     MAX_FRAMES = 4096,   /* frames read for one burst's answers: a bound */
 };
@@ -198,7 +200,9 @@ static void many_senders_many_conversations(void) {
         NEED(h_raw_sign_in(&w[i], &u[i]->id) == 0);
     }
     int n = 0;
-    for (int round = 0; round < ROUNDS; round++) {
+    for (int round = 0; round < ROUNDS_MAX &&
+                        (round < ROUNDS || metric("parley_writer_commits_in_flight_peak") < 2);
+         round++) {
         int first[N_USERS];
         /* every user's burst on the wire before any answer is read */
         for (int i = 0; i < N_USERS; i++) {
