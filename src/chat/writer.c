@@ -136,9 +136,9 @@ static bool note_append(note_list *l, const delivered_note *n) {
     return true;
 }
 
-static void notes_committed(writer *w) {
-    for (size_t i = 0; i < w->notes_open.n; i++) note_append(&w->notes_due, &w->notes_open.items[i]);
-    w->notes_open.n = 0;
+static void notes_committed(writer *w, note_list *committed) {
+    for (size_t i = 0; i < committed->n; i++) note_append(&w->notes_due, &committed->items[i]);
+    committed->n = 0;
 }
 
 static int note_order(const void *x, const void *y) {
@@ -177,11 +177,15 @@ static void flush_notes(writer *w, uint64_t now_ms) {
     l->n = 0;
 }
 
-static void post_pushes(writer *w, bool committed) {
-    for (size_t i = 0; i < w->n_pushes; i++) {
-        if (committed) outbound_send(w->srv->outbox, w->pushes[i]);
-        else outbound_free(w->pushes[i]);
+static void send_pushes(writer *w, outbound **pushes, size_t n, bool committed) {
+    for (size_t i = 0; i < n; i++) {
+        if (committed) outbound_send(w->srv->outbox, pushes[i]);
+        else outbound_free(pushes[i]);
     }
+}
+
+static void post_pushes(writer *w, bool committed) {
+    send_pushes(w, w->pushes, w->n_pushes, committed);
     w->n_pushes = 0;
 }
 
@@ -226,6 +230,7 @@ static void put_pending_members(writer *w) {
     for (size_t i = 0; i < w->n_members; i++) {
         pending_member *pm = &w->members[i];
         store_put_member_update(w->batch, pm->conv, pm->user, &pm->before, pm->record);
+        writer_commit_touch(w, pm->conv);
         if (writer_owns_conv(w, pm->conv)) writer_cache_member_put(&w->cache, pm->conv, pm->user, pm->record);
         marks_cache_set(&w->marks, pm->conv, pm->user, pm->record->read_seq, pm->record->delivered_seq);
         parley__store__member__free_unpacked(pm->record, NULL);
@@ -265,23 +270,64 @@ Parley__Store__Member *writer_member_for_update(writer *w, uint64_t conv, uint64
     return m;
 }
 
-void writer_flush(writer *w) {
-    writer_send_delivered(w);   /* hints for other owners: they do not wait for this commit */
+/* The open batch's writes that wait for the flush: hints to other owners
+ * (they do not wait for this commit), folded device acks, member records. */
+static void flush_prepare(writer *w) {
+    writer_send_delivered(w);
     writer_put_device_acks(w);
     put_pending_members(w);
-    if (store_batch_count(w->batch) == 0 && w->n_sends == 0 && w->n_replies == 0 && w->n_pushes == 0) return;
-    int rc = 0;
-    if (store_batch_count(w->batch) > 0) rc = store_commit(w->srv->store, w->batch, sync_commits(w));
+}
+
+static bool open_batch_empty(const writer *w) {
+    return store_batch_count(w->batch) == 0 && w->n_sends == 0 && w->n_replies == 0 && w->n_pushes == 0;
+}
+
+/* The open batch as a commit_parts; its lists are emptied by
+ * writer_commit_finish (the caller resets the counts). */
+static commit_parts open_parts(writer *w) {
+    return (commit_parts){w->sends, w->n_sends, w->held, w->n_held, w->replies, w->n_replies,
+                          w->pushes, w->n_pushes, &w->notes_open, w->consent_out.n > 0 || w->consent_dirty};
+}
+
+static void open_parts_done(writer *w, int rc) {
+    if (rc != 0) {   /* the failed batch keeps its writes: start afresh */
+        store_batch_free(w->batch);
+        w->batch = store_batch_new();
+    }
+    w->n_sends = 0;
+    w->n_replies = 0;
+    w->n_pushes = 0;
+    w->n_held = 0;
+}
+
+/* After a failed commit: forget the in-memory state that assumed it. With
+ * commits in flight (writer_commit.c) the caller first waits for all of
+ * them, so what is reloaded from the store is what they left. */
+static void forget_after_failure(writer *w) {
+    marks_cache_clear(&w->marks);   /* it remembered writes that did not happen */
+    /* the seq counters first: load_state stops at its first failed read, and
+     * a counter that kept a failed seq would leave a gap */
+    u64map_free(&w->conv_last_seq);
+    if (load_state(w)) log_error("writer: cannot reload state after a failed commit");
+    writer_consent_cache_clear(w);
+    writer_cache_clear(w->cache);   /* it may hold what did not commit */
+    writer_prefetch_forget(w->prefetch);
+}
+
+/* A commit is over (rc 0: stored): answers and publishes it, or answers
+ * INTERNAL and forgets the in-memory state that assumed it. Consumes c's
+ * sends, held requests, replies, pushes and notes; not its batch. */
+void writer_commit_finish(writer *w, const commit_parts *c, int rc) {
     if (rc == 0) {
-        if (w->consent_dirty) writer_consent_committed(w);   /* before any answer goes out */
+        if (c->consent && w->consent_dirty) writer_consent_committed(w);   /* before any answer goes out */
         outbound *posts[2 * BATCH_MAX];     /* the answers that wait for consent changes */
         size_t n_posts = 0;
         queue_item *items[BATCH_MAX];        /* the new messages, in seq order */
         size_t n_items = 0;
-        bool forward = w->consent_out.n > 0;  /* answers wait for the accounts owner */
+        bool forward = c->consent && w->consent_out.n > 0;  /* answers wait for the accounts owner */
         outbound *held;
-        for (size_t i = 0; i < w->n_sends; i++) {
-            pending_send *p = &w->sends[i];
+        for (size_t i = 0; i < c->n_sends; i++) {
+            pending_send *p = &c->sends[i];
             if (!p->silent && (held = answer_sent(w, p, forward))) posts[n_posts++] = held;
             if (!p->duplicate) {
                 METRIC_INC(messages_stored_total);
@@ -293,13 +339,13 @@ void writer_flush(writer *w) {
         /* one hand-off per commit: the fan-out queues are shared by every
          * writer, so their locks are taken once per batch, not per message */
         queue_publish_many(w->srv->queue, items, n_items);
-        for (size_t i = 0; i < w->n_replies; i++) posts[n_posts++] = w->replies[i];
+        for (size_t i = 0; i < c->n_replies; i++) posts[n_posts++] = c->replies[i];
         /* consent changes commit on the accounts owner; answers that may
          * depend on them are posted by it after that commit */
-        if (!writer_forward_consent(w, posts, n_posts))
+        if (!(c->consent && writer_forward_consent(w, posts, n_posts)))
             for (size_t i = 0; i < n_posts; i++) outbound_send(w->srv->outbox, posts[i]);
-        post_pushes(w, true);
-        notes_committed(w);
+        send_pushes(w, c->pushes, c->n_pushes, true);
+        notes_committed(w, c->notes);
     } else {
         /* refused for space: the sender may retry once space returns */
         bool no_space = store_get_health(w->srv->store) == STORE_DISK_FULL;
@@ -307,17 +353,17 @@ void writer_flush(writer *w) {
                                                   : PARLEY__V1__STATUS__INTERNAL;
         const char *fail_text = no_space ? "insufficient storage: the server's disk is full, retry later"
                                          : "store write failed";
-        post_pushes(w, false);
-        w->notes_open.n = 0;   /* the raises they report did not happen */
-        w->consent_out.n = 0;  /* nor the accepts those actions implied */
-        for (size_t i = 0; i < w->n_sends; i++) {
-            if (!w->sends[i].silent)
-                outbound_send(w->srv->outbox, reply_error(w->sends[i].conn_id, w->sends[i].request_id,
+        send_pushes(w, c->pushes, c->n_pushes, false);
+        c->notes->n = 0;   /* the raises they report did not happen */
+        if (c->consent) w->consent_out.n = 0;  /* nor the accepts those actions implied */
+        for (size_t i = 0; i < c->n_sends; i++) {
+            if (!c->sends[i].silent)
+                outbound_send(w->srv->outbox, reply_error(c->sends[i].conn_id, c->sends[i].request_id,
                                                           fail_status, fail_text));
-            blob_unref(w->sends[i].message);
+            blob_unref(c->sends[i].message);
         }
-        for (size_t i = 0; i < w->n_replies; i++) {
-            outbound *m = w->replies[i];
+        for (size_t i = 0; i < c->n_replies; i++) {
+            outbound *m = c->replies[i];
             /* the reply said OK; the caller must learn it did not happen */
             Parley__V1__Frame *f = parley__v1__frame__unpack(NULL, m->len, m->data);
             uint64_t rid = f ? f->request_id : 0;
@@ -327,18 +373,48 @@ void writer_flush(writer *w) {
             if (rid) outbound_send(w->srv->outbox, err);
             else outbound_free(err);
         }
-        store_batch_free(w->batch);
-        w->batch = store_batch_new();
-        marks_cache_clear(&w->marks);   /* it remembered writes that did not happen */
-        if (load_state(w)) log_error("writer: cannot reload state after a failed commit");
-        writer_consent_cache_clear(w);
-        writer_cache_clear(w->cache);   /* it may hold what did not commit */
-        writer_prefetch_forget(w->prefetch);
+        forget_after_failure(w);
     }
-    w->n_sends = 0;
-    w->n_replies = 0;
-    for (size_t i = 0; i < w->n_held; i++) chat_request_free(w->held[i]);
-    w->n_held = 0;
+    for (size_t i = 0; i < c->n_held; i++) chat_request_free(c->held[i]);
+}
+
+/* Commits the open batch and returns once it is committed (handlers that
+ * read what they wrote rely on it); then answers and publishes, or on
+ * failure answers INTERNAL. Commits in flight (writer_commit.c) are
+ * waited for first; if one of them failed, the open batch was built on
+ * what it assumed, so it fails too without being sent. */
+void writer_flush(writer *w) {
+    bool in_flight_failed = writer_commit_drain(w);
+    flush_prepare(w);
+    writer_commit_open_done(w);   /* committed here, not in flight */
+    if (open_batch_empty(w)) return;
+    int rc = in_flight_failed ? -1 : 0;
+    if (rc == 0 && store_batch_count(w->batch) > 0) rc = store_commit(w->srv->store, w->batch, sync_commits(w));
+    commit_parts c = open_parts(w);
+    writer_commit_finish(w, &c, rc);
+    open_parts_done(w, rc);
+}
+
+/* The end of a loop turn: on a network store a conversation writer sends
+ * the open batch without waiting for it (writer_commit.c); otherwise, and
+ * when the batch carries consent changes, writer_flush. */
+static void writer_flush_turn(writer *w) {
+    if (!w->pipe) {
+        writer_flush(w);
+        return;
+    }
+    flush_prepare(w);
+    if (open_batch_empty(w)) return;
+    if (w->consent_out.n > 0 || w->consent_dirty) {
+        writer_flush(w);
+        return;
+    }
+    int rc = writer_commit_submit(w);
+    if (rc == 1) return;   /* handed over: the open batch is empty again */
+    /* finished here: no writes to wait for (0), or a commit in flight failed (-1) */
+    commit_parts c = open_parts(w);
+    writer_commit_finish(w, &c, rc);
+    open_parts_done(w, rc);
 }
 
 /* ------------------------------------------------------------- responses */
@@ -1028,7 +1104,7 @@ static bool handle_send(writer *w, chat_request *r) {
         writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "mime type over 255 bytes");
         return false;
     }
-    if (w->n_sends == BATCH_MAX) writer_flush(w);
+    if (w->n_sends == BATCH_MAX) writer_flush_turn(w);
     w->member_read_failed = false;
     Parley__Store__Member *member = writer_member_for_update(w, q->conversation_id, r->user_id);
     if (!member && w->member_read_failed) {
@@ -1067,7 +1143,13 @@ static bool handle_send(writer *w, chat_request *r) {
         return true;
     }
     uint64_t last = 0;
-    if (conv_last_seq(w, q->conversation_id, &last) < 0) abort();
+    if (conv_last_seq(w, q->conversation_id, &last) < 0) {
+        /* a network store away (the counter is read again after a failed
+         * commit): nothing was stored */
+        w->n_sends--;
+        writer_fail(w, r, PARLEY__V1__STATUS__UNAVAILABLE, "the store is unavailable: not stored, retry");
+        return false;
+    }
     if (q->type == PARLEY__V1__MESSAGE_TYPE__REACTION && (q->ref_seq == 0 || q->ref_seq > last)) {
         w->n_sends--;
         writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "a reaction must refer to an existing seq");
@@ -1210,6 +1292,7 @@ static int collect_acked(void *ud, uint64_t user_seq, uint64_t conv, uint64_t se
 /* A member's devices received the conversation up to note->seq: on the
  * conversation's owner, the only writer of its member records. */
 static void raise_delivered(writer *w, const delivered_note *note) {
+    if (writer_commit_defer_raise(w, note)) return;   /* its conversation has a commit in flight */
     marks_slot *known = find_pending(w, note->conv, note->user) ? NULL
                                                                  : marks_cache_find(&w->marks, note->conv, note->user);
     if (known) {   /* the marks are known: write them without reading the record */
@@ -1219,6 +1302,7 @@ static void raise_delivered(writer *w, const delivered_note *note) {
         before.delivered_seq = known->delivered_seq;
         after.delivered_seq = note->seq;
         store_put_member_update(w->batch, note->conv, note->user, &before, &after);   /* the marks record only */
+        writer_commit_touch(w, note->conv);
         known->delivered_seq = note->seq;
         /* the member record cache (writer_cache.h) must not keep the old
          * marks: a later send would write them back */
@@ -1315,31 +1399,65 @@ static bool handle(writer *w, chat_request *r) {
     return false;
 }
 
+static void handle_one(writer *w, chat_request *r) {
+    if (handle(w, r)) w->held[w->n_held++] = r;
+    else chat_request_free(r);
+    /* fsync=always: one commit, and one fsync, per request */
+    if (w->srv->cfg.fsync == FSYNC_ALWAYS) writer_flush_turn(w);
+}
+
+/* A request other than a send (or a device ack) must not overtake sends
+ * held back (writer_commit.c): they are committed first, in order. */
+static void handle_held_back_first(writer *w, const chat_request *r) {
+    if (writer_commit_parked(w) == 0 || r->op != CHAT_FRAME ||
+        r->frame->body_case == PARLEY__V1__FRAME__BODY_SEND_MESSAGE ||
+        r->frame->body_case == PARLEY__V1__FRAME__BODY_ACK_DEVICE_MESSAGES)
+        return;
+    writer_flush(w);   /* nothing in flight after it: every held-back send may go */
+    chat_request *free_now[PARKED_MAX];
+    size_t n = writer_commit_unpark(w, free_now, PARKED_MAX);
+    for (size_t i = 0; i < n; i++) handle_one(w, free_now[i]);
+}
+
 static void *writer_main(void *arg) {
     writer *w = arg;
     pthread_setname_np(pthread_self(), w->name);   /* seen in top -H, perf */
     chat_request *batch[BATCH_MAX];
     for (;;) {
+        writer_commit_reap(w);   /* commits that completed since: answered and published */
+        writer_commit_replay_raises(w, raise_delivered);
         uint64_t now = clock_mono_ms();
         if (now - w->notes_flushed_ms >= RECEIPT_COALESCE_MS || w->notes_due.n >= NOTES_MAX)
             flush_notes(w, now);
         if (w->accounts) link_tokens_sweep(w, now);   /* link tokens are the accounts owner's */
-        size_t n = mpsc_pop_many(&w->requests, (void **)batch, BATCH_MAX);
+        /* sends held back whose conversation's commit is over go first, in order */
+        size_t unparked = writer_commit_unpark(w, batch, BATCH_MAX);
+        size_t n = unparked;
+        if (writer_commit_room(w)) n += mpsc_pop_many(&w->requests, (void **)batch + n, BATCH_MAX - n);
         writer_prefetch_dedupe(w, batch, n);   /* the sends' dedupe reads, all in flight at once */
-        writer_note_depth(w, mpsc_depth(&w->requests));
+        writer_note_depth(w, mpsc_depth(&w->requests) + writer_commit_parked(w));
         if (n == 0) {
-            if (w->requests.closed) break;
+            writer_flush_turn(w);   /* raises replayed above */
+            if (!writer_commit_room(w)) {   /* every held-back send waits for a commit in flight */
+                writer_commit_wait(w);
+                continue;
+            }
+            if (w->requests.closed) {
+                if (!writer_commit_busy(w)) break;
+                writer_commit_drain(w);   /* then what was held back goes */
+                continue;
+            }
             mpsc_wait(&w->requests, RECEIPT_COALESCE_MS);
             continue;
         }
         for (size_t i = 0; i < n; i++) {
-            if (handle(w, batch[i])) w->held[w->n_held++] = batch[i];
-            else chat_request_free(batch[i]);
-            /* fsync=always: one commit, and one fsync, per request */
-            if (w->srv->cfg.fsync == FSYNC_ALWAYS) writer_flush(w);
+            if (i >= unparked && writer_commit_park(w, batch[i])) continue;   /* its conversation is in flight */
+            handle_held_back_first(w, batch[i]);
+            handle_one(w, batch[i]);
         }
-        writer_flush(w);
+        writer_flush_turn(w);
     }
+    writer_commit_drain(w);   /* what is in flight is answered before the thread ends */
     flush_notes(w, clock_mono_ms());
     return NULL;
 }
@@ -1373,6 +1491,10 @@ writer *writer_new_owner(server *srv, writer_group *g, bool accounts, uint32_t i
         writer_free_owner(w);
         return NULL;
     }
+    if (writer_pipeline_init(w)) {
+        writer_free_owner(w);
+        return NULL;
+    }
     return w;
 }
 
@@ -1390,6 +1512,7 @@ void writer_free_owner(writer *w) {
     free(w->consent_cache);
     writer_cache_free(w->cache);
     writer_prefetch_free(w->prefetch);
+    writer_pipeline_free(w->pipe);
     free(w->consent_out.items);
     free(w->members);
     marks_cache_free(&w->marks);

@@ -202,6 +202,7 @@ int writer_read_member(writer *w, uint64_t conv, uint64_t user, Parley__Store__M
 
 void writer_put_member(writer *w, uint64_t conv, uint64_t user, const Parley__Store__Member *m) {
     store_put_member(w->batch, conv, user, m);
+    writer_commit_touch(w, conv);
     if (writer_owns_conv(w, conv)) writer_cache_member_put(&w->cache, conv, user, m);
 }
 

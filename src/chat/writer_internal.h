@@ -155,6 +155,8 @@ struct writer {
     chat_request **delivered_out;    /* per conversation writer: raises waiting for the end
                                         of the loop turn (writer_route.c) */
     _Atomic long depth;              /* requests waiting (writer_note_depth) */
+    struct writer_pipeline *pipe;    /* commits in flight (writer_commit.c); NULL: each
+                                        commit waited for (RocksDB, the accounts owner) */
 };
 
 struct writer_group {
@@ -171,8 +173,69 @@ struct writer_group {
 };
 
 
-/* Commits the open batch, then answers and publishes (writer.c). */
+/* Commits the open batch, then answers and publishes (writer.c). Returns
+ * once it is committed, after every commit in flight (writer_commit.c). */
 void writer_flush(writer *w);
+
+/* What a commit answers, publishes and frees once it is over: the open
+ * batch's (writer_flush) or an in-flight commit's (writer_commit.c). */
+typedef struct commit_parts {
+    pending_send *sends;
+    size_t n_sends;
+    chat_request **held;             /* requests whose frames sends point into */
+    size_t n_held;
+    outbound **replies;
+    size_t n_replies;
+    outbound **pushes;
+    size_t n_pushes;
+    note_list *notes;                /* delivered raises it commits */
+    bool consent;                    /* the open batch's consent changes go with it (writer_flush) */
+} commit_parts;
+/* rc 0: answers, publishes, posts pushes and notes; else answers each send
+ * and reply INTERNAL (or INSUFFICIENT_STORAGE) and forgets the in-memory
+ * state that assumed the commit (no commit may be in flight then).
+ * Consumes c's lists, not their arrays (writer.c). */
+void writer_commit_finish(writer *w, const commit_parts *c, int rc);
+
+/* writer_commit.c: a conversation writer's commits on a network store,
+ * up to COMMITS_IN_FLIGHT at once, one per conversation. */
+enum { COMMITS_IN_FLIGHT = 8 };
+/* w->pipe for a conversation writer on a network store (else NULL); 0 or -1 */
+int writer_pipeline_init(writer *w);
+void writer_pipeline_free(struct writer_pipeline *p);
+/* conv is written by the open batch (its sends are found by the submit) */
+void writer_commit_touch(writer *w, uint64_t conv);
+/* the open batch was committed by writer_flush: what it wrote is forgotten */
+void writer_commit_open_done(writer *w);
+/* Sends the open batch (flush_prepare done) without waiting for it, once
+ * none of its conversations has a commit in flight and a slot is free:
+ * 1, the open batch handed over and empty again; 0, it has no writes and
+ * its answers may go now; -1, a commit in flight failed meanwhile, so the
+ * open batch (built on what that one assumed) must fail too. */
+int writer_commit_submit(writer *w);
+/* Finishes the commits that completed, in the order they were sent.
+ * true when one of them failed. */
+bool writer_commit_reap(writer *w);
+/* Waits for and finishes every commit in flight; true when one failed. */
+bool writer_commit_drain(writer *w);
+/* Sends whose conversation has a commit in flight (or sends of it held
+ * back already) are held back and handled, in arrival order, once it is
+ * over, so the open batch need not wait. At most PARKED_MAX; the loop pops
+ * new requests only while writer_commit_room. */
+enum { PARKED_MAX = 4 * BATCH_MAX, RAISES_HELD_MAX = 65536 };
+bool writer_commit_park(writer *w, chat_request *r);
+/* the held-back sends that may go now, in order, at most max, into out */
+size_t writer_commit_unpark(writer *w, chat_request **out, size_t max);
+bool writer_commit_room(const writer *w);
+/* waits for the oldest commit in flight and finishes it (no room to pop) */
+void writer_commit_wait(writer *w);
+size_t writer_commit_parked(const writer *w);
+/* commits in flight, or requests or raises held back */
+bool writer_commit_busy(const writer *w);
+/* A delivered raise in a conversation with a commit in flight: held back
+ * (true) and replayed through raise once it is over. */
+bool writer_commit_defer_raise(writer *w, const delivered_note *note);
+void writer_commit_replay_raises(writer *w, void (*raise)(writer *, const delivered_note *));
 void writer_reply_later(writer *w, outbound *m);
 /* Pushes that report a change of the open batch (receipts, device lists,
  * keys) go out after its commit, like answers, so a device told of a change

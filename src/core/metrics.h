@@ -106,6 +106,12 @@ typedef struct metrics {
     atomic_ulong cluster_sessions_gone_total;      /* heartbeats that found a session expired or replaced */
     atomic_ulong cluster_node_heartbeat_failures_total; /* node directory refreshes that failed */
     atomic_ulong cluster_link_malformed_total;     /* node link connections closed for a malformed frame */
+    /* conversation writers' commits in flight on a network store (chat/writer_commit.c) */
+    atomic_long writer_commits_in_flight;       /* gauge */
+    atomic_long writer_commits_in_flight_peak;  /* gauge: the most at once since start */
+    atomic_ulong writer_commits_async_total;    /* commits sent without waiting */
+    atomic_ulong writer_commit_waits_total;     /* batches that waited for their conversation's commit */
+    atomic_ulong writer_retries_in_flight_total; /* send retries whose first attempt was in flight */
 } metrics;
 
 extern metrics g_metrics;
