@@ -96,6 +96,12 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_cluster_sessions_gone_total", "counter", "Session refreshes that found the entry expired or replaced by a newer connect.", &g_metrics.cluster_sessions_gone_total, 0},
         {"parley_cluster_node_heartbeat_failures_total", "counter", "Node directory refreshes that failed (the entry expires after --node-ttl-ms).", &g_metrics.cluster_node_heartbeat_failures_total, 0},
         {"parley_cluster_link_malformed_total", "counter", "Node link connections closed for a malformed frame.", &g_metrics.cluster_link_malformed_total, 0},
+        {"parley_cluster_requests_forwarded_total", "counter", "Gateway node: requests and acks sent to a chat node over the link.", &g_metrics.cluster_requests_forwarded_total, 0},
+        {"parley_cluster_requests_refused_total", "counter", "Gateway node: requests answered UNAVAILABLE (retry) for want of a chat node link.", &g_metrics.cluster_requests_refused_total, 0},
+        {"parley_cluster_remote_requests_total", "counter", "Chat node: requests taken from gateway nodes.", &g_metrics.cluster_remote_requests_total, 0},
+        {"parley_cluster_remote_deliveries_total", "counter", "Chat node: inbox events sent to gateway nodes (DELIVER frames).", &g_metrics.cluster_remote_deliveries_total, 0},
+        {"parley_cluster_frames_dropped_total", "counter", "Frames for another node dropped (no link, unknown node, full queue); devices catch up by sync or retry.", &g_metrics.cluster_frames_dropped_total, 0},
+        {"parley_cluster_lookup_failures_total", "counter", "Redis session lookups that failed (that user's devices on other nodes missed the event until sync).", &g_metrics.cluster_lookup_failures_total, 0},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

@@ -100,6 +100,12 @@ typedef struct metrics {
     atomic_ulong cluster_sessions_gone_total;      /* heartbeats that found a session expired or replaced */
     atomic_ulong cluster_node_heartbeat_failures_total; /* node directory refreshes that failed */
     atomic_ulong cluster_link_malformed_total;     /* node link connections closed for a malformed frame */
+    atomic_ulong cluster_requests_forwarded_total; /* gateway node: requests and acks sent to a chat node */
+    atomic_ulong cluster_requests_refused_total;   /* gateway node: answered 503 "retry" (no chat node link) */
+    atomic_ulong cluster_remote_requests_total;    /* chat node: requests taken from gateway nodes */
+    atomic_ulong cluster_remote_deliveries_total;  /* chat node: DELIVER frames sent to gateway nodes */
+    atomic_ulong cluster_frames_dropped_total;     /* frames for another node dropped: no link, unknown node */
+    atomic_ulong cluster_lookup_failures_total;    /* Redis session lookups that failed (local devices only) */
 } metrics;
 
 extern metrics g_metrics;

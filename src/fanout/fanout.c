@@ -44,6 +44,7 @@
  * threads never wait for each other); a run and a commit hold at most
  * MAX_APPENDS_PER_BATCH entries (one message of a larger group alone). */
 #include "fanout/fanout.h"
+#include "cluster/node_forward.h"
 
 #include <poll.h>
 #include <pthread.h>
@@ -320,7 +321,7 @@ static void route(fanout *f) {
     size_t len = 0;
     for (size_t i = 0; i < f->n_appends; i++) {
         append *a = &f->appends[i];
-        size_t n = registry_lookup(f->srv->registry, a->user, entries, MAX_DEVICES_PER_USER);
+        size_t n = node_sessions_lookup(f->srv, a->user, entries, MAX_DEVICES_PER_USER);   /* this node's and others' */
         if (n > MAX_DEVICES_PER_USER) n = MAX_DEVICES_PER_USER;
         /* the user's devices with no live session get a push (push_gateway.h
          * finds them); not for the sender's own message or a membership change */
