@@ -118,6 +118,8 @@ static void send_to(node_forward *nf, const char *addr, const link_frame *f) {
     if (rc) METRIC_INC(cluster_frames_dropped_total);
 }
 
+static bool chat_addr(node_forward *nf, char addr[RR_ADDR_MAX]);
+
 /* ------------------------------------------------------------- discovery */
 
 typedef struct listing {
@@ -194,6 +196,13 @@ static void *discover_main(void *arg) {
         nf->wake = false;
         pthread_mutex_unlock(&nf->mu);
         discover_once(nf);
+        if (!nf->chat) {   /* what /metrics says a gateway node can do now */
+            char addr[RR_ADDR_MAX];
+            pthread_rwlock_rdlock(&nf->use);
+            long up = nf->link && chat_addr(nf, addr);
+            pthread_rwlock_unlock(&nf->use);
+            atomic_store(&g_metrics.cluster_chat_link_up, up);
+        }
         pthread_mutex_lock(&nf->mu);
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
@@ -312,10 +321,11 @@ void node_forward_receive(void *ud, const char *peer_name, const link_frame *f) 
     node_forward *nf = ud;
     pthread_mutex_lock(&nf->mu);
     int peer_i = peer_index(nf, peer_name);
-    bool unknown = peer_i != NO_PEER && !nf->peers[peer_i].addr[0];
+    /* a new node (find its address now), or a (re)connected one */
+    bool unknown = peer_i != NO_PEER && (!nf->peers[peer_i].addr[0] || f->type == LINK_HELLO);
     if (peer_i != NO_PEER && f->type == LINK_HELLO) nf->peers[peer_i].hello = true;
     pthread_mutex_unlock(&nf->mu);
-    if (unknown) wake_discovery(nf);   /* a new node: find its address now */
+    if (unknown) wake_discovery(nf);
     if (peer_i == NO_PEER) {
         METRIC_INC(cluster_frames_dropped_total);
         return;

@@ -96,6 +96,7 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_cluster_sessions_gone_total", "counter", "Session refreshes that found the entry expired or replaced by a newer connect.", &g_metrics.cluster_sessions_gone_total, 0},
         {"parley_cluster_node_heartbeat_failures_total", "counter", "Node directory refreshes that failed (the entry expires after --node-ttl-ms).", &g_metrics.cluster_node_heartbeat_failures_total, 0},
         {"parley_cluster_link_malformed_total", "counter", "Node link connections closed for a malformed frame.", &g_metrics.cluster_link_malformed_total, 0},
+        {"parley_cluster_chat_link_up", "gauge", "Gateway node: 1 while a chat node is linked both ways (requests are forwarded), else 0 (they are answered UNAVAILABLE).", &g_metrics.cluster_chat_link_up, 1},
         {"parley_cluster_requests_forwarded_total", "counter", "Gateway node: requests and acks sent to a chat node over the link.", &g_metrics.cluster_requests_forwarded_total, 0},
         {"parley_cluster_requests_refused_total", "counter", "Gateway node: requests answered UNAVAILABLE (retry) for want of a chat node link.", &g_metrics.cluster_requests_refused_total, 0},
         {"parley_cluster_remote_requests_total", "counter", "Chat node: requests taken from gateway nodes.", &g_metrics.cluster_remote_requests_total, 0},

@@ -100,6 +100,7 @@ typedef struct metrics {
     atomic_ulong cluster_sessions_gone_total;      /* heartbeats that found a session expired or replaced */
     atomic_ulong cluster_node_heartbeat_failures_total; /* node directory refreshes that failed */
     atomic_ulong cluster_link_malformed_total;     /* node link connections closed for a malformed frame */
+    atomic_long cluster_chat_link_up;              /* gauge, gateway node: 1 while a chat node is linked both ways */
     atomic_ulong cluster_requests_forwarded_total; /* gateway node: requests and acks sent to a chat node */
     atomic_ulong cluster_requests_refused_total;   /* gateway node: answered 503 "retry" (no chat node link) */
     atomic_ulong cluster_remote_requests_total;    /* chat node: requests taken from gateway nodes */
