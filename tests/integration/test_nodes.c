@@ -138,7 +138,7 @@ static void gateway_killed_while_sending(void) {
     uint64_t direct = 0;
     NEED(pc_open_direct(cid->c, bob->id.user_id, &direct) == 0);
     NEED(h_accept(bob, direct) == 0);
-    h_sent *exp = h_calloc(KEEP_SENDING, sizeof *exp);
+    h_sent *exp = h_calloc(KEEP_SENDING + 1, sizeof *exp);   /* and one after the move */
     NEED(exp);
     size_t n = 0;
     h_dev *both[] = {bob, cid};
