@@ -20,6 +20,7 @@ enum {
     REMOTE_IDS = 1 << 16,     /* remote ids per ring */
     DISCOVER_MS = 1000,       /* the node directory is listed this often */
     LOCAL_RUN = 256,          /* local deliveries handed on at once */
+    PREFETCH_MAX = 4096,      /* users looked up together for one fan-out run */
     NO_PEER = -1,
 };
 #define REMOTE_BIT (1ull << 63)   /* conn ids of other nodes' connections */
@@ -460,74 +461,156 @@ static const outbox_ops forward_ops = {
 
 /* ------------------------------------------------------------- session lookups */
 
+/* One user's devices as Redis answered; done under the batch's mu. */
 typedef struct lookup {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
+    uint64_t user;
     bool failed;
     size_t n;
-    rr_device devs[RR_MAX_DEVICES];
+    rr_device *devs;   /* malloc'd, n of them */
+    struct lookups *batch;
 } lookup;
+
+/* Lookups waited for together: one pipelined round of Redis commands. */
+typedef struct lookups {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    size_t pending;
+    size_t n;
+    lookup *items;     /* sorted by user */
+    const server *srv;
+} lookups;
 
 static void looked_up(void *ud, const rr_device *devs, size_t n, const char *error) {
     lookup *l = ud;
-    pthread_mutex_lock(&l->mu);
-    if (error) {
-        l->failed = true;
-    } else {
-        l->n = n < RR_MAX_DEVICES ? n : RR_MAX_DEVICES;
-        memcpy(l->devs, devs, l->n * sizeof *devs);
+    lookups *b = l->batch;
+    if (n > RR_MAX_DEVICES) n = RR_MAX_DEVICES;
+    rr_device *copy = !error && n ? malloc(n * sizeof *devs) : NULL;
+    if (copy) memcpy(copy, devs, n * sizeof *devs);
+    pthread_mutex_lock(&b->mu);
+    l->failed = error || (n && !copy);
+    l->devs = copy;
+    l->n = copy ? n : 0;
+    b->pending--;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Asks Redis for every item of b at once and waits for all the answers
+ * (the Redis client's own timeout bounds the wait). */
+static void lookups_run(node_forward *nf, lookups *b) {
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, NULL);
+    pthread_rwlock_rdlock(&nf->use);
+    pthread_mutex_lock(&b->mu);
+    for (size_t i = 0; i < b->n; i++) {
+        lookup *l = &b->items[i];
+        l->batch = b;
+        b->pending++;
+        pthread_mutex_unlock(&b->mu);   /* the answer may come on this thread */
+        int q = nf->rr ? registry_redis_lookup(nf->rr, l->user, looked_up, l) : -1;
+        pthread_mutex_lock(&b->mu);
+        if (q) {
+            b->pending--;
+            l->failed = true;
+        }
     }
-    l->done = true;
-    pthread_cond_signal(&l->cv);
-    pthread_mutex_unlock(&l->mu);
+    while (b->pending) pthread_cond_wait(&b->cv, &b->mu);
+    pthread_mutex_unlock(&b->mu);
+    pthread_rwlock_unlock(&nf->use);
+}
+
+static void lookups_free(lookups *b) {
+    for (size_t i = 0; i < b->n; i++) free(b->items[i].devs);
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->cv);
+}
+
+/* Adds l's devices on other nodes to out (remote ids) from have on; the
+ * new count of entries there are. */
+static size_t add_remote(node_forward *nf, const lookup *l, registry_entry *out, size_t max, size_t n) {
+    if (l->failed) {
+        /* those devices miss this event live and get it at their next sync */
+        METRIC_INC(cluster_lookup_failures_total);
+        return n;
+    }
+    size_t have = n < max ? n : max;
+    bool unknown = false;
+    pthread_mutex_lock(&nf->mu);
+    for (size_t i = 0; i < l->n; i++) {
+        const rr_device *d = &l->devs[i];
+        if (strcmp(d->node, nf->self) == 0) continue;   /* the local registry has it */
+        int p = peer_index(nf, d->node);
+        if (p == NO_PEER || !nf->peers[p].addr[0]) {
+            /* a node not (yet) in our directory listing: that device
+             * catches up by sync */
+            unknown = true;
+            METRIC_INC(cluster_frames_dropped_total);
+            continue;
+        }
+        if (have < max)
+            out[have++] = (registry_entry){remember(&nf->lookups, LOOKUP_BIT, p, d->conn_id), d->device, REMOTE_WORKER};
+        n++;
+    }
+    pthread_mutex_unlock(&nf->mu);
+    if (unknown) wake_discovery(nf);
+    return n;
+}
+
+/* The fan-out thread's prefetched lookups (node_sessions_prefetch). */
+static _Thread_local lookups *prefetched;
+
+static int lookup_order(const void *x, const void *y) {
+    const lookup *a = x, *b = y;
+    return a->user < b->user ? -1 : a->user > b->user;
+}
+
+void node_sessions_prefetch(server *srv, const uint64_t *first_user, size_t n, size_t stride) {
+    node_forward *nf = srv->forward;
+    node_sessions_prefetch_end();
+    if (!nf || !nf->chat || n == 0) return;
+    if (n > PREFETCH_MAX) n = PREFETCH_MAX;   /* the rest are looked up one by one */
+    lookups *b = calloc(1, sizeof *b);
+    lookup *items = b ? calloc(n, sizeof *items) : NULL;
+    if (!items) {
+        free(b);
+        return;
+    }
+    size_t distinct = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t user = *(const uint64_t *)((const char *)first_user + i * stride);
+        if (distinct && items[distinct - 1].user == user) continue;
+        items[distinct++].user = user;
+    }
+    qsort(items, distinct, sizeof *items, lookup_order);
+    b->items = items;
+    b->n = distinct;
+    b->srv = srv;
+    lookups_run(nf, b);
+    prefetched = b;
+}
+
+void node_sessions_prefetch_end(void) {
+    lookups *b = prefetched;
+    if (!b) return;
+    prefetched = NULL;
+    lookups_free(b);
+    free(b->items);
+    free(b);
 }
 
 size_t node_sessions_lookup(server *srv, uint64_t user, registry_entry *out, size_t max) {
     size_t n = registry_lookup(srv->registry, user, out, max);
     node_forward *nf = srv->forward;
     if (!nf || !nf->chat) return n;
-    lookup *l = calloc(1, sizeof *l);
-    if (!l) return n;
-    pthread_mutex_init(&l->mu, NULL);
-    pthread_cond_init(&l->cv, NULL);
-    pthread_rwlock_rdlock(&nf->use);
-    int q = nf->rr ? registry_redis_lookup(nf->rr, user, looked_up, l) : -1;
-    if (q == 0) {
-        /* bounded by the Redis client's own timeout */
-        pthread_mutex_lock(&l->mu);
-        while (!l->done) pthread_cond_wait(&l->cv, &l->mu);
-        pthread_mutex_unlock(&l->mu);
+    if (prefetched && prefetched->srv == srv) {
+        lookup key = {.user = user};
+        const lookup *l = bsearch(&key, prefetched->items, prefetched->n, sizeof key, lookup_order);
+        if (l) return add_remote(nf, l, out, max, n);
     }
-    pthread_rwlock_unlock(&nf->use);
-    if (q || l->failed) {
-        /* those devices miss this event live and get it at their next sync */
-        METRIC_INC(cluster_lookup_failures_total);
-    } else {
-        size_t have = n < max ? n : max;
-        bool unknown = false;
-        pthread_mutex_lock(&nf->mu);
-        for (size_t i = 0; i < l->n; i++) {
-            const rr_device *d = &l->devs[i];
-            if (strcmp(d->node, nf->self) == 0) continue;   /* the local registry has it */
-            int p = peer_index(nf, d->node);
-            if (p == NO_PEER || !nf->peers[p].addr[0]) {
-                /* a node not (yet) in our directory listing: that device
-                 * catches up by sync */
-                unknown = true;
-                METRIC_INC(cluster_frames_dropped_total);
-                continue;
-            }
-            if (have < max)
-                out[have++] = (registry_entry){remember(&nf->lookups, LOOKUP_BIT, p, d->conn_id), d->device, REMOTE_WORKER};
-            n++;
-        }
-        pthread_mutex_unlock(&nf->mu);
-        if (unknown) wake_discovery(nf);
-    }
-    pthread_mutex_destroy(&l->mu);
-    pthread_cond_destroy(&l->cv);
-    free(l);
+    lookups b = {.n = 1, .items = &(lookup){.user = user}, .srv = srv};
+    lookups_run(nf, &b);
+    n = add_remote(nf, &b.items[0], out, max, n);
+    lookups_free(&b);
     return n;
 }
 

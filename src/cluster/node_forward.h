@@ -63,4 +63,13 @@ int node_forward_submit(node_forward *nf, chat_request *r);
  * bounds it). */
 size_t node_sessions_lookup(server *srv, uint64_t user, registry_entry *out, size_t max);
 
+/* Fan-out: looks the users first_user[0], first_user[stride bytes on],
+ * ... (n of them, consecutive repeats once) up in Redis at once, pipelined
+ * (one wait for all rather than one round trip each); node_sessions_lookup
+ * on this thread answers from that until node_sessions_prefetch_end. Only
+ * the first PREFETCH_MAX users (4096) are taken; the rest are looked up one
+ * by one. */
+void node_sessions_prefetch(server *srv, const uint64_t *first_user, size_t n, size_t stride);
+void node_sessions_prefetch_end(void);
+
 #endif

@@ -319,6 +319,8 @@ enum { DELIVERY_RUN = 1024 };
 static void route(fanout *f) {
     registry_entry entries[MAX_DEVICES_PER_USER];
     size_t len = 0;
+    /* the users' devices on other nodes, looked up in Redis all at once */
+    if (f->n_appends) node_sessions_prefetch(f->srv, &f->appends[0].user, f->n_appends, sizeof *f->appends);
     for (size_t i = 0; i < f->n_appends; i++) {
         append *a = &f->appends[i];
         size_t n = node_sessions_lookup(f->srv, a->user, entries, MAX_DEVICES_PER_USER);   /* this node's and others' */
@@ -336,6 +338,7 @@ static void route(fanout *f) {
         }
     }
     outbox_deliver(f->srv->outbox, f->deliveries, len);
+    node_sessions_prefetch_end();
 }
 
 static int append_order(const void *x, const void *y) {
