@@ -122,7 +122,8 @@ static int serve(int argc, char **argv) {
     char *err = NULL;
     store_options so = {
         .retention_ms = srv.cfg.retention_ms,
-        .sweep_ms = srv.cfg.retention_sweep_ms,
+        /* a gateway node only reads: the chat node sweeps */
+        .sweep_ms = (srv.cfg.cluster.roles & CLUSTER_ROLE_CHAT) ? srv.cfg.retention_sweep_ms : 0,
         .min_free_bytes = srv.cfg.min_free_disk,
         .recover_truncate_corrupt_wal = srv.cfg.recover_truncate_corrupt_wal != 0,
         .cassandra_hosts = srv.cfg.cassandra_hosts,
@@ -136,7 +137,7 @@ static int serve(int argc, char **argv) {
         free(err);
         return 1;
     }
-    if (fanout_replay(&srv)) {
+    if ((srv.cfg.cluster.roles & CLUSTER_ROLE_FANOUT) && fanout_replay(&srv)) {
         fprintf(stderr, "parley: fan-out replay failed; see the log above\n");
         store_close(srv.store);
         return 1;

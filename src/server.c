@@ -6,6 +6,7 @@
 #include "chat/recent_inbox.h"
 #include "chat/writer.h"
 #include "cluster/cluster_node.h"
+#include "cluster/node_forward.h"
 #include "core/log.h"
 #include "core/quota.h"
 #include "fanout/fanout.h"
@@ -17,16 +18,27 @@ int server_core_start(server *srv) {
     srv->quota = quota_new_for_config(&srv->cfg);
     srv->recent_inbox = recent_inbox_new();
     if (!srv->queue || !srv->registry || !srv->quota || !srv->recent_inbox) return -1;
-    srv->writer = writer_start(srv);
-    srv->fanout = srv->writer ? fanout_start(srv) : NULL;
-    if (!srv->fanout) return -1;
-    /* last: a node is in the directory only once it can serve */
     const cluster_config *cc = &srv->cfg.cluster;
+    /* with a link and a directory, writes and deliveries cross nodes: the
+     * write path's outbox is wrapped before the writer starts */
+    if (cc->internal_port && cc->redis_seeds[0] && !(srv->forward = node_forward_new(srv))) return -1;
+    /* a gateway node runs no write path: its requests go to a chat node */
+    if (cc->roles & CLUSTER_ROLE_CHAT) {
+        srv->writer = writer_start(srv);
+        srv->fanout = srv->writer ? fanout_start(srv) : NULL;
+        if (!srv->fanout) return -1;
+    }
+    /* last: a node is in the directory only once it can serve */
     if (cc->internal_port || cc->redis_seeds[0]) {
         char err[256];
-        srv->cluster = cluster_node_start(cc, err, sizeof err);
+        srv->cluster = srv->forward ? cluster_node_start_receiving(cc, node_forward_receive, srv->forward, err, sizeof err)
+                                    : cluster_node_start(cc, err, sizeof err);
         if (!srv->cluster) {
             log_error("node %s: %s", cc->node, err);
+            return -1;
+        }
+        if (srv->forward && node_forward_start(srv->forward, srv->cluster)) {
+            log_error("node %s: cannot start finding peers", cc->node);
             return -1;
         }
         session_registry *sessions = cluster_node_sessions(srv->cluster);
@@ -42,6 +54,7 @@ int server_core_start(server *srv) {
 void server_core_stop(server *srv) {
     /* the workers have stopped: nothing adds to the registry now */
     if (srv->registry) registry_set_mirror(srv->registry, NULL);
+    node_forward_stop(srv->forward);   /* lets go of the link before it stops */
     cluster_node_stop(srv->cluster);   /* first: peers stop finding this node */
     srv->cluster = NULL;
     if (srv->writer) writer_stop(srv->writer);   /* finishes what was queued */
@@ -51,6 +64,8 @@ void server_core_stop(server *srv) {
 }
 
 void server_core_free(server *srv) {
+    node_forward_free(srv->forward);   /* the writer and fan-out that used its outbox have stopped */
+    srv->forward = NULL;
     if (srv->registry) registry_free(srv->registry);
     if (srv->queue) queue_free(srv->queue);
     if (srv->quota) quota_free(srv->quota);
@@ -59,4 +74,9 @@ void server_core_free(server *srv) {
     srv->registry = NULL;
     srv->queue = NULL;
     srv->quota = NULL;
+}
+
+int server_submit(server *srv, chat_request *r) {
+    if (srv->writer) return writer_submit(srv->writer, r);
+    return srv->forward ? node_forward_submit(srv->forward, r) : -1;
 }

@@ -19,6 +19,8 @@ struct outbox;
 struct push_gateway;
 struct cluster_node;
 struct recent_inbox;
+struct node_forward;
+struct chat_request;
 
 typedef struct server {
     config cfg;
@@ -32,6 +34,7 @@ typedef struct server {
     struct push_gateway *push; /* Web Push to offline devices; NULL when off (push/push_gateway.h) */
     struct cluster_node *cluster; /* node link and directory (cluster/cluster_node.h); NULL: one node */
     struct recent_inbox *recent_inbox; /* fan-out's last inbox entries, read by Acks (chat/recent_inbox.h) */
+    struct node_forward *forward; /* requests and deliveries across nodes (cluster/node_forward.h); NULL: one node */
     struct worker **workers;
     int n_workers;
 } server;
@@ -43,6 +46,11 @@ typedef struct server {
 int server_core_start(server *srv);
 /* Stops the writer (it finishes what was queued) and then fan-out. */
 void server_core_stop(server *srv);
+/* Hands a device's request to the write path: this node's writer, or on a
+ * gateway node (--roles gateway) a chat node over the link. Never blocks;
+ * 0 when taken (r is no longer the caller's), -1 when the device is to be
+ * told to retry. */
+int server_submit(server *srv, struct chat_request *r);
 /* Frees the registry, queue and quotas: after the workers are freed (a
  * closing connection leaves the registry). */
 void server_core_free(server *srv);

@@ -1,4 +1,5 @@
 #include "chat/push.h"
+#include "cluster/node_forward.h"
 
 #include "chat/reply.h"
 #include "core/metrics.h"
@@ -7,7 +8,7 @@ enum { MAX_DEVICES_PER_USER = 64 };
 
 void push_to_user(server *srv, uint64_t user, const Parley__V1__Frame *frame, uint64_t skip_conn) {
     registry_entry entries[MAX_DEVICES_PER_USER];
-    size_t n = registry_lookup(srv->registry, user, entries, MAX_DEVICES_PER_USER);
+    size_t n = node_sessions_lookup(srv, user, entries, MAX_DEVICES_PER_USER);   /* this node's and others' */
     if (n > MAX_DEVICES_PER_USER) n = MAX_DEVICES_PER_USER;
     outbound *packed = NULL;   /* packed once for all the user's connections */
     for (size_t i = 0; i < n; i++) {

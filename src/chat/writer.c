@@ -9,6 +9,7 @@
  * Consent changes a conversation writer makes are applied by the accounts
  * owner, which also posts that batch's answers after its commit. */
 #include "chat/writer.h"
+#include "cluster/node_forward.h"
 #include "chat/writer_internal.h"
 
 #include <pthread.h>
@@ -118,7 +119,7 @@ void writer_post_later(writer *w, outbound *m) {
 
 void writer_push_later(writer *w, uint64_t user, const Parley__V1__Frame *frame, uint64_t skip_conn) {
     registry_entry entries[MAX_DEVICES_PER_PUSH];
-    size_t n = registry_lookup(w->srv->registry, user, entries, MAX_DEVICES_PER_PUSH);
+    size_t n = node_sessions_lookup(w->srv, user, entries, MAX_DEVICES_PER_PUSH);   /* this node's and others' */
     if (n > MAX_DEVICES_PER_PUSH) n = MAX_DEVICES_PER_PUSH;
     for (size_t i = 0; i < n; i++)
         if (entries[i].conn_id != skip_conn) writer_post_later(w, reply_pack(OUT_PUSH, entries[i].conn_id, frame));

@@ -29,9 +29,14 @@ void cluster_config_usage(FILE *out) {
         "                            registry: letters, digits, . _ - (1 to 63; default\n"
         "                            HOSTNAME-PID)\n"
         "  --roles LIST              what this node runs, a comma list of gateway, chat,\n"
-        "                            fanout (default all three; the only set this build\n"
-        "                            serves: a node without chat,fanout needs the node link's\n"
-        "                            request forwarding, which is not built yet)\n"
+        "                            fanout: all three (the default) or gateway alone. A\n"
+        "                            gateway node holds device sockets only: it needs --redis,\n"
+        "                            --internal-listen and --store cassandra (the chat node's\n"
+        "                            keyspace, read directly), runs no writers, fan-out or\n"
+        "                            retention sweep, and forwards every write to a chat node\n"
+        "                            from the node directory (UNAVAILABLE, retry, while it\n"
+        "                            has none).\n"
+        "                            With --store rocksdb only all three are allowed\n"
         "  --internal-listen HOST:PORT\n"
         "                            where other nodes reach this one (the node link; default:\n"
         "                            none). Published in the node directory with --redis\n"
@@ -131,10 +136,15 @@ int cluster_config_set(cluster_config *c, const char *key, const char *v) {
 }
 
 int cluster_config_finish(cluster_config *c) {
-    if (c->roles != CLUSTER_ROLES_ALL) {
-        /* a gateway-only node would have to forward every request and read
-         * to a chat node over the link: not built yet, so not accepted */
-        fprintf(stderr, "parley: roles: this build serves only gateway,chat,fanout (the default)\n");
+    if (c->roles != CLUSTER_ROLES_ALL && c->roles != CLUSTER_ROLE_GATEWAY) {
+        /* chat without fan-out (or the reverse) would split the write
+         * path's commit from its delivery: not built */
+        fprintf(stderr, "parley: roles: gateway,chat,fanout (the default) or gateway alone\n");
+        return -1;
+    }
+    if (c->roles == CLUSTER_ROLE_GATEWAY && (!c->redis_seeds[0] || !c->internal_port)) {
+        /* it finds a chat node in the directory and hears back on its link */
+        fprintf(stderr, "parley: roles: a gateway node needs --redis and --internal-listen\n");
         return -1;
     }
     if (!c->node[0]) {
@@ -150,4 +160,11 @@ int cluster_config_finish(cluster_config *c) {
         snprintf(c->node, sizeof c->node, "%.40s-%ld", n ? host : "parley", (long)getpid());
     }
     return 0;
+}
+
+int cluster_config_check_store(const cluster_config *c, const char *store) {
+    if (c->roles == CLUSTER_ROLES_ALL || strcmp(store, "cassandra") == 0) return 0;
+    /* a gateway node reads the chat node's store: RocksDB is one process's */
+    fprintf(stderr, "parley: roles: a node without every role needs --store cassandra (the chat node's keyspace)\n");
+    return -1;
 }

@@ -38,6 +38,9 @@ int cluster_config_set(cluster_config *c, const char *key, const char *value);
  * printing an error (an option needs another). */
 int cluster_config_finish(cluster_config *c);
 void cluster_config_usage(FILE *out);
+/* After config: a node without every role reads the shared store, so
+ * only --store cassandra is allowed there. 0, or -1 after printing why. */
+int cluster_config_check_store(const cluster_config *c, const char *store);
 /* "gateway,chat,fanout" for roles (the node directory's spelling). */
 void cluster_roles_text(unsigned roles, char out[CLUSTER_ROLES_TEXT]);
 /* Parses that spelling; 0, or -1 (empty, unknown or repeated word). */

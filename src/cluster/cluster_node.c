@@ -128,6 +128,11 @@ static void node_free(cluster_node *n) {
 }
 
 cluster_node *cluster_node_start(const cluster_config *c, char *err, size_t errlen) {
+    return cluster_node_start_receiving(c, NULL, NULL, err, errlen);
+}
+
+cluster_node *cluster_node_start_receiving(const cluster_config *c, link_receive_fn on_frame, void *ud, char *err,
+                                           size_t errlen) {
     cluster_node *n = calloc(1, sizeof *n);
     if (!n) {
         snprintf(err, errlen, "out of memory");
@@ -140,7 +145,7 @@ cluster_node *cluster_node_start(const cluster_config *c, char *err, size_t errl
     cluster_roles_text(c->roles, roles);
     if (c->internal_port) {
         link_options lo = {.name = c->node, .roles = c->roles, .listen_host = c->internal_host,
-                           .listen_port = c->internal_port};
+                           .listen_port = c->internal_port, .on_frame = on_frame, .ud = ud};
         n->link = link_start(&lo, err, errlen);
         if (!n->link) {
             node_free(n);
@@ -202,6 +207,7 @@ void cluster_node_stop(cluster_node *n) {
 
 node_link *cluster_node_link(cluster_node *n) { return n ? n->link : NULL; }
 session_registry *cluster_node_sessions(cluster_node *n) { return n ? n->sessions : NULL; }
+registry_redis *cluster_node_redis(cluster_node *n) { return n ? n->rr : NULL; }
 const char *cluster_node_entry(const cluster_node *n) { return n->entry; }
 unsigned long cluster_node_heartbeat_failures(const cluster_node *n) {
     return atomic_load(&n->heartbeat_failures);

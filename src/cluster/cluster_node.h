@@ -25,6 +25,10 @@ typedef struct cluster_node cluster_node;
 /* NULL with the reason in err: the listener could not be opened, Redis
  * did not answer within its timeout, or the registration failed. */
 cluster_node *cluster_node_start(const cluster_config *c, char *err, size_t errlen);
+/* The same, with the link's frames handed to on_frame(ud, ...) on the
+ * link thread (node_forward.h). */
+cluster_node *cluster_node_start_receiving(const cluster_config *c, link_receive_fn on_frame, void *ud, char *err,
+                                           size_t errlen);
 /* Unregisters (bounded wait), stops the heartbeat, the link and Redis. */
 void cluster_node_stop(cluster_node *n);
 /* The link, NULL without --internal-listen. */
@@ -32,6 +36,8 @@ node_link *cluster_node_link(cluster_node *n);
 /* The sessions written to Redis, NULL without --redis (server.c makes it
  * follow the local registry). */
 session_registry *cluster_node_sessions(cluster_node *n);
+/* The Redis registry (sessions, node directory), NULL without --redis. */
+registry_redis *cluster_node_redis(cluster_node *n);
 /* The directory entry's value: "HOST:PORT/ROLES". */
 const char *cluster_node_entry(const cluster_node *n);
 

@@ -536,7 +536,7 @@ int config_from_args(config *c, int argc, char **argv) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c->workers = n > 0 ? (int)n : 1;
     }
-    if (cluster_config_finish(&c->cluster)) return -1;
+    if (cluster_config_finish(&c->cluster) || cluster_config_check_store(&c->cluster, c->store)) return -1;
     if (!c->tls_cert[0] != !c->tls_key[0]) {
         fprintf(stderr, "parley: --tls-cert and --tls-key go together\n");
         return -1;

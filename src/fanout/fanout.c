@@ -44,6 +44,7 @@
  * threads never wait for each other); a run and a commit hold at most
  * MAX_APPENDS_PER_BATCH entries (one message of a larger group alone). */
 #include "fanout/fanout.h"
+#include "cluster/node_forward.h"
 
 #include <poll.h>
 #include <pthread.h>
@@ -324,9 +325,11 @@ enum { DELIVERY_RUN = 1024 };
 static void route(fanout *f) {
     registry_entry entries[MAX_DEVICES_PER_USER];
     size_t len = 0;
+    /* the users' devices on other nodes, looked up in Redis all at once */
+    if (f->n_appends) node_sessions_prefetch(f->srv, &f->appends[0].user, f->n_appends, sizeof *f->appends);
     for (size_t i = 0; i < f->n_appends; i++) {
         append *a = &f->appends[i];
-        size_t n = registry_lookup(f->srv->registry, a->user, entries, MAX_DEVICES_PER_USER);
+        size_t n = node_sessions_lookup(f->srv, a->user, entries, MAX_DEVICES_PER_USER);   /* this node's and others' */
         if (n > MAX_DEVICES_PER_USER) n = MAX_DEVICES_PER_USER;
         /* committed: the Acks of the devices it goes to find it in memory
          * (recent_inbox.h), before they can have received it */
@@ -346,6 +349,7 @@ static void route(fanout *f) {
         }
     }
     outbox_deliver(f->srv->outbox, f->deliveries, len);
+    node_sessions_prefetch_end();
 }
 
 static int append_order(const void *x, const void *y) {

@@ -120,7 +120,7 @@ static submit_result submit_quietly(worker *w, conn *c, Parley__V1__Frame *f, si
     r->frame = f;
     r->share = counted ? w->srv->quota : NULL;
     r->queued_bytes = bytes;
-    if (writer_submit(w->srv->writer, r) == 0) return SUBMIT_TAKEN;
+    if (server_submit(w->srv, r) == 0) return SUBMIT_TAKEN;
     r->frame = NULL;   /* the caller still owns f */
     chat_request_free(r);   /* leaves the share, uncounts the bytes */
     return SUBMIT_WRITER_FULL;
@@ -566,7 +566,7 @@ void session_flush_acks(worker *w, conn *c) {
             /* when the writer is saturated the cursor is not stored this time:
              * the next ack covers the whole range, and a device dedupes what
              * it sees again */
-            if (writer_submit(w->srv->writer, r) == 0) {
+            if (server_submit(w->srv, r) == 0) {
                 METRIC_INC(acks_submitted_total);
                 c->cursor_submitted_upto = c->acked_upto;
             } else {

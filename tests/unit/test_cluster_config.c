@@ -2,7 +2,8 @@
  * through the server's own parser (config_from_args): --node names are
  * tokens of 1 to 63 and default to HOSTNAME-PID; --roles parses a comma
  * list without repeats or unknown words, prints back in one spelling, and
- * the server accepts only all three roles (forwarding is not built);
+ * the server accepts all three roles, or gateway alone with --redis,
+ * --internal-listen and --store cassandra (never on RocksDB);
  * --internal-listen needs HOST:PORT with a port of 1 to 65535; the TTLs
  * stay within 3000..600000 ms. */
 #include <stdio.h>
@@ -52,7 +53,7 @@ static void node_names_are_tokens(void) {
     CHECK(parse(&c, (const char *[]){"--node", long_name, NULL}) == -1, "64 bytes accepted");
 }
 
-static void roles_parse_and_only_all_three_serve(void) {
+static void roles_parse_and_which_sets_serve(void) {
     unsigned r = 0;
     char text[CLUSTER_ROLES_TEXT];
     CHECK(cluster_roles_parse("fanout,gateway,chat", &r) == 0 && r == CLUSTER_ROLES_ALL, "all three, any order");
@@ -66,6 +67,16 @@ static void roles_parse_and_only_all_three_serve(void) {
     CHECK(parse(&c, (const char *[]){"--roles", "chat,fanout,gateway", NULL}) == 0, "all three refused");
     CHECK(parse(&c, (const char *[]){"--roles", "gateway", NULL}) == -1, "a gateway-only node accepted");
     CHECK(parse(&c, (const char *[]){"--roles", "chat,fanout", NULL}) == -1, "a node without gateway accepted");
+    const char *gw[] = {"--roles", "gateway", "--redis", "127.0.0.1:7000", "--internal-listen", "127.0.0.1:9000",
+                        "--store", "cassandra", NULL};
+    CHECK(parse(&c, gw) == 0 && c.cluster.roles == CLUSTER_ROLE_GATEWAY, "a gateway node on Cassandra refused");
+    gw[6] = NULL;   /* the default store: RocksDB, one process's */
+    CHECK(parse(&c, gw) == -1, "a gateway node on RocksDB accepted");
+    gw[2] = "--store";
+    gw[3] = "cassandra";
+    CHECK(parse(&c, gw) == -1, "a gateway node without --redis accepted");
+    CHECK(parse(&c, (const char *[]){"--store", "cassandra", "--roles", "chat,fanout,gateway", NULL}) == 0,
+          "a full node on Cassandra refused");
 }
 
 static void internal_listen_and_ttls_are_bounded(void) {
@@ -89,7 +100,7 @@ static void internal_listen_and_ttls_are_bounded(void) {
 int main(void) {
     RUN(defaults_are_one_full_node);
     RUN(node_names_are_tokens);
-    RUN(roles_parse_and_only_all_three_serve);
+    RUN(roles_parse_and_which_sets_serve);
     RUN(internal_listen_and_ttls_are_bounded);
     CHECK_EXIT();
 }

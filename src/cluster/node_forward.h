@@ -1,0 +1,75 @@
+/* node_forward.h -- requests and deliveries across nodes (DESIGN.md §6):
+ * gateway nodes (--roles gateway) in front of one chat node (all roles),
+ * on a shared Cassandra store that gateway nodes read directly. Only what
+ * goes to the write path, and what comes out of it, crosses the link:
+ *
+ *   gateway node: every chat_request its sessions would hand to the writer
+ *     goes to a chat node as a REQUEST (or ACK) frame (node_forward_submit);
+ *     with no link to a chat node it is refused, and the device is answered
+ *     UNAVAILABLE "retry" (it retries with the same client_msg_id; dedupe
+ *     makes it once). ANSWER, PUSH, DELIVER, CLOSE_DEVICE and DROP_PRESENCE
+ *     frames from the chat node go to this node's workers (outbox_local).
+ *   chat node: REQUEST/ACK frames become chat_requests whose conn_id is a
+ *     remote id (top bit set) remembered with its origin node; the write
+ *     path's outbox (chat/outbox.h) is wrapped so a remote id goes back over
+ *     the link and a local one to the workers. Lookups of a user's sessions
+ *     (node_sessions_lookup: fan-out, receipts, pushes) add the devices the
+ *     Redis session registry holds on other nodes, also as remote ids.
+ *
+ * Remote ids live in two rings of REMOTE_IDS each (requests; session
+ * lookups): an id is good until that many newer ones were taken, far past
+ * any request in flight or lookup being delivered; an older one is dropped
+ * like any frame to a node that is gone. The link is lossy by design: a
+ * lost request is retried by the device, a lost delivery is caught up by
+ * sync (the device's inbox and cursor in the store are the truth).
+ *
+ * Peers are found in the node directory ({nodes} in Redis), listed every
+ * second (and at once when an unknown node says HELLO). */
+#ifndef PARLEY_CLUSTER_NODE_FORWARD_H
+#define PARLEY_CLUSTER_NODE_FORWARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chat/writer.h"
+#include "cluster/cluster_node.h"
+#include "server.h"
+
+typedef struct node_forward node_forward;
+
+/* Before the writer starts: on a node with the chat role srv->outbox is
+ * wrapped (the previous one takes the local connections). NULL out of
+ * memory. */
+node_forward *node_forward_new(server *srv);
+/* The link's frame handler (cluster_node_start_receiving, ud = the
+ * node_forward). */
+void node_forward_receive(void *ud, const char *peer, const link_frame *f);
+/* After the cluster node started: starts finding peers. 0, or -1. */
+int node_forward_start(node_forward *nf, cluster_node *cn);
+/* Stops finding peers and lets go of the link and Redis (before
+ * cluster_node_stop); frames for other nodes are dropped from now on. */
+void node_forward_stop(node_forward *nf);
+/* After the writer and fan-out stopped: puts srv->outbox back, frees. */
+void node_forward_free(node_forward *nf);
+
+/* Gateway node: sends r (CHAT_FRAME or CHAT_ACK) to a chat node and frees
+ * it: 0. -1 when there is no link to a chat node now (r is still the
+ * caller's). */
+int node_forward_submit(node_forward *nf, chat_request *r);
+
+/* The user's sessions: this node's (registry_lookup) and, on a chat node
+ * with --redis, the ones on other nodes (remote ids). Copies up to max into
+ * out; returns how many there are. Waits for Redis (its client's timeout
+ * bounds it). */
+size_t node_sessions_lookup(server *srv, uint64_t user, registry_entry *out, size_t max);
+
+/* Fan-out: looks the users first_user[0], first_user[stride bytes on],
+ * ... (n of them, consecutive repeats once) up in Redis at once, pipelined
+ * (one wait for all rather than one round trip each); node_sessions_lookup
+ * on this thread answers from that until node_sessions_prefetch_end. Only
+ * the first PREFETCH_MAX users (4096) are taken; the rest are looked up one
+ * by one. */
+void node_sessions_prefetch(server *srv, const uint64_t *first_user, size_t n, size_t stride);
+void node_sessions_prefetch_end(void);
+
+#endif
