@@ -13,9 +13,10 @@
 #             - a three-master Redis Cluster (scripts/redis-cluster.sh,
 #               DIR/redis);
 #             - one Cassandra node (scripts/cassandra.sh, DIR/cassandra);
-#             - N parley nodes (default 1): node 1 has every role (the chat
-#               and fan-out owner) on `--store cassandra`; nodes 2..N are
-#               `--roles gateway` in front of it. Every node gets
+#             - N parley nodes (default 1), all on `--store cassandra`
+#               (one keyspace): node 1 has every role (the chat and fan-out
+#               owner); nodes 2..N are `--roles gateway` in front of it
+#               (they read the store, and forward writes to node 1). Every node gets
 #               `--node node-I --internal-listen 127.0.0.1:PORT --redis
 #               SEEDS`, each option only when `parley serve --help` lists it.
 #               N > 1 needs --roles (several full nodes on one store would
@@ -135,11 +136,9 @@ start_node() { # I
   if has_option --internal-listen; then set -- "$@" --internal-listen "127.0.0.1:$iport"; fi
   if has_option --redis; then set -- "$@" --redis "$REDIS_SEEDS"; fi
   if [ -n "$KAFKA_ADDR" ]; then set -- "$@" --kafka "$KAFKA_ADDR"; fi
-  if [ "$i" = 1 ]; then
-    set -- "$@" --store cassandra --cassandra "$CASSANDRA_ADDR"
-  else
-    set -- "$@" --roles gateway
-  fi
+  # every node on the one keyspace: node 1 writes it, gateways read it
+  set -- "$@" --store cassandra --cassandra "$CASSANDRA_ADDR"
+  if [ "$i" != 1 ]; then set -- "$@" --roles gateway; fi
   echo "$port" >"$DIR/node-$i.port"
   echo "$iport" >"$DIR/node-$i.internal-port"
   STARTED_NODES="$i $STARTED_NODES"   # stopped in reverse
