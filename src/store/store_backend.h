@@ -56,6 +56,8 @@ typedef struct store_ops {
     /* NULL in a backend without Web Push subscriptions: none are found */
     int (*get_push_subscription)(void *impl, uint64_t user, uint32_t device,
                                  Parley__Store__PushSubscription **out);
+    /* NULL in a backend that cannot list them: the caller assumes anyone may have one */
+    int (*scan_push_subscriptions)(void *impl, store_push_subscription_fn fn, void *ud);
 } store_ops;
 
 /* A batch's writes as a backend translates them (a network backend into
