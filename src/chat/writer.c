@@ -1322,6 +1322,7 @@ static void *writer_main(void *arg) {
             if (w->srv->cfg.fsync == FSYNC_ALWAYS) writer_flush(w);
         }
         writer_flush(w);
+        writer_turn_done(w, n);   /* after the flush: it handed on their raises */
     }
     flush_notes(w, clock_mono_ms());
     return NULL;
