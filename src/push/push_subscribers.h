@@ -11,9 +11,10 @@
  * it leaves a subscription out until the next start). Past its bound, or when the store cannot list the
  * subscriptions, it answers "maybe" for everyone (hints as before).
  *
- * Sharded by user, each shard under a reader-writer lock: the fan-out
- * threads only read, and never wait on the push thread; writers (the
- * accounts owner, the push thread) are rare. */
+ * The fan-out's read is one relaxed load of a counter (no lock, no write:
+ * fan-out threads never wait on anyone); the pairs behind it are sharded
+ * by user, each shard under a lock that only the rare writers (the
+ * accounts owner, the push thread) take. */
 #ifndef PARLEY_PUSH_SUBSCRIBERS_H
 #define PARLEY_PUSH_SUBSCRIBERS_H
 
