@@ -14,6 +14,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "push/push_gateway.h"
 
 enum {
     KEY_BYTES = 32,              /* X25519 / Ed25519 public keys, nothing else */
@@ -305,6 +306,7 @@ void handle_remove_device(writer *w, chat_request *r) {
     store_delete_device_keys(w->batch, r->user_id, device);   /* and its device messages */
     store_delete_cursor(w->batch, r->user_id, device);
     store_delete_push_subscription(w->batch, r->user_id, device);
+    push_gateway_unsubscribed(w->srv->push, r->user_id, device);
     writer_device_list_changed(w, r->user_id, u);
     parley__store__user__free_unpacked(u, NULL);
     /* Its sessions end at once: requests already queued here are refused

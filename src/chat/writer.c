@@ -1457,6 +1457,9 @@ static void *writer_main(void *arg) {
             handle_one(w, batch[i]);
         }
         writer_flush_turn(w);
+        /* after the flush: it handed on their raises; sends held back were
+         * counted done in the turn that popped them */
+        writer_turn_done(w, n - unparked);
     }
     writer_commit_drain(w);   /* what is in flight is answered before the thread ends */
     flush_notes(w, clock_mono_ms());

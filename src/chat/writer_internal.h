@@ -170,6 +170,10 @@ struct writer_group {
      * state, before its answers go out: conversation writers hold the
      * states they read only while it stays the same (consent.c) */
     _Atomic uint64_t consent_epoch;
+    /* requests queued at any owner or in its current loop turn (until the
+     * turn's flush, which hands on what they raised): writer_stop waits for
+     * 0 before closing any queue, so no hand-off meets a closed owner */
+    _Atomic long in_flight;
 };
 
 
@@ -276,6 +280,8 @@ void writer_send_delivered(writer *w);
 bool writer_forward_consent(writer *w, outbound **posts, size_t n_posts);
 /* the accounts owner tells every conversation writer (writer_refuse_removed_device) */
 void writer_tell_device_removed(writer *w, uint64_t user);
+/* the end of a loop turn that took n requests, after its flush (writer.c) */
+void writer_turn_done(writer *w, size_t n);
 void chat_forward_free(chat_forward *f);
 /* CHAT_CONSENT on the accounts owner (consent.c) */
 void handle_consent_forward(writer *w, chat_request *r);

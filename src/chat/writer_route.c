@@ -102,6 +102,19 @@ void writer_note_depth(writer *w, size_t depth) {
 
 /* ------------------------------------------------------------- forwards */
 
+/* Every request into an owner's queue goes through here: counted in
+ * in_flight until the turn that handles it is done (writer_turn_done). */
+static int owner_push(writer *to, chat_request *r, bool block) {
+    atomic_fetch_add(&to->group->in_flight, 1);
+    int rc = block ? mpsc_push(&to->requests, r) : mpsc_try_push(&to->requests, r);
+    if (rc) atomic_fetch_sub(&to->group->in_flight, 1);
+    return rc;
+}
+
+void writer_turn_done(writer *w, size_t n) {
+    if (n) atomic_fetch_sub(&w->group->in_flight, (long)n);
+}
+
 void chat_forward_free(chat_forward *f) {
     if (!f) return;
     for (size_t i = 0; i < f->n_then_post; i++) outbound_free(f->then_post[i]);
@@ -126,7 +139,7 @@ static chat_request *forward_new(chat_op op) {
 static void push_delivered(writer *w, uint32_t owner) {
     chat_request *r = w->delivered_out[owner];
     w->delivered_out[owner] = NULL;
-    if (r && mpsc_try_push(&w->group->convs[owner]->requests, r)) chat_request_free(r);
+    if (r && owner_push(w->group->convs[owner], r, false)) chat_request_free(r);
 }
 
 /* A delivered mark is a hint: dropped when out of memory or when the owner's
@@ -159,7 +172,7 @@ void writer_tell_device_removed(writer *w, uint64_t user) {
         r->forward->about_user = user;
         /* full: its queued requests from the device are not refused, but the
          * device's connections are closed all the same (handle_remove_device) */
-        if (mpsc_try_push(&g->convs[i]->requests, r)) chat_request_free(r);
+        if (owner_push(g->convs[i], r, false)) chat_request_free(r);
     }
 }
 
@@ -176,7 +189,7 @@ bool writer_forward_consent(writer *w, outbound **posts, size_t n_posts) {
     f->n_then_post = f->cap_then_post = n_posts;
     /* blocks while the accounts owner's queue is full: it never waits for a
      * conversation writer, so this cannot deadlock */
-    if (mpsc_push(&w->group->accounts->requests, r)) {
+    if (owner_push(w->group->accounts, r, true)) {
         /* stopping: the accounts owner is gone; what committed is answered */
         log_error("%s: consent changes dropped at stop", w->name);
         for (size_t i = 0; i < f->n_then_post; i++) outbound_send(w->srv->outbox, f->then_post[i]);
@@ -227,12 +240,27 @@ writer *writer_start(server *srv) {
 }
 
 int writer_submit(writer *w, chat_request *r) {
-    return mpsc_try_push(&route(w->group, r)->requests, r);
+    return owner_push(route(w->group, r), r, false);
+}
+
+/* Until no request is queued or being handled anywhere (bounded): the
+ * gateway has stopped submitting, and what is left may still hand delivered
+ * raises, consent changes or device removals to another owner, which must
+ * then still take them. */
+static void wait_until_quiet(writer_group *g) {
+    enum { QUIET_WAIT_MS = 30000, POLL_US = 1000 };
+    for (int i = 0; i < QUIET_WAIT_MS * 1000 / POLL_US; i++) {
+        if (atomic_load(&g->in_flight) <= 0) return;
+        usleep(POLL_US);
+    }
+    log_warn("writer: %ld requests still in flight after %d ms; stopping anyway (a delivered mark they raise may be lost)",
+             atomic_load(&g->in_flight), (int)QUIET_WAIT_MS);
 }
 
 void writer_stop(writer *w) {
     if (!w) return;
     writer_group *g = w->group;
+    wait_until_quiet(g);
     /* conversation writers first: while they finish they may hand consent
      * changes to the accounts owner, which is still running */
     for (uint32_t i = 0; i < g->n; i++) mpsc_close(&g->convs[i]->requests);

@@ -322,11 +322,47 @@ static void append_run(fanout *f, const run *r) {
  * hand-over per owner per run rather than one per delivery. */
 enum { DELIVERY_RUN = 1024 };
 
+/* One push hint per (user, conversation) per commit, not per message: a
+ * notification says only "something in this conversation". The appends are
+ * sorted by user, so the pending hints are the current user's, a few
+ * conversations; past HINTED_CONVS a hint goes out at once. */
+enum { HINTED_CONVS = 8 };
+typedef struct hinted {
+    uint64_t user;
+    struct { uint64_t conv; uint32_t messages; } c[HINTED_CONVS];
+    size_t n;
+} hinted;
+
+static void hints_send(fanout *f, hinted *h) {
+    for (size_t i = 0; i < h->n; i++) push_gateway_hint(f->srv->push, h->user, h->c[i].conv, h->c[i].messages);
+    h->n = 0;
+}
+
+static void hint_once(fanout *f, hinted *h, uint64_t user, uint64_t conv) {
+    if (h->user != user) {
+        hints_send(f, h);
+        h->user = user;
+    }
+    for (size_t i = 0; i < h->n; i++)
+        if (h->c[i].conv == conv) {
+            h->c[i].messages++;
+            return;
+        }
+    if (h->n == HINTED_CONVS) {
+        push_gateway_hint(f->srv->push, user, conv, 1);
+        return;
+    }
+    h->c[h->n].conv = conv;
+    h->c[h->n].messages = 1;
+    h->n++;
+}
+
 static void route(fanout *f) {
     registry_entry entries[MAX_DEVICES_PER_USER];
     size_t len = 0;
     /* the users' devices on other nodes, looked up in Redis all at once */
     if (f->n_appends) node_sessions_prefetch(f->srv, &f->appends[0].user, f->n_appends, sizeof *f->appends);
+    hinted hints = {.user = 0, .n = 0};
     for (size_t i = 0; i < f->n_appends; i++) {
         append *a = &f->appends[i];
         size_t n = node_sessions_lookup(f->srv, a->user, entries, MAX_DEVICES_PER_USER);   /* this node's and others' */
@@ -339,7 +375,7 @@ static void route(fanout *f) {
         /* the user's devices with no live session get a push (push_gateway.h
          * finds them); not for the sender's own message or a membership change */
         if (f->srv->push && !a->g->membership && a->user != a->g->sender_user_id)
-            push_gateway_hint(f->srv->push, a->user, a->g->conversation_id);
+            hint_once(f, &hints, a->user, a->g->conversation_id);
         for (size_t j = 0; j < n; j++) {
             f->deliveries[len++] = (outbox_delivery){entries[j].conn_id, a->user, a->user_seq, a->g->message};
             if (len == DELIVERY_RUN) {
@@ -350,6 +386,7 @@ static void route(fanout *f) {
     }
     outbox_deliver(f->srv->outbox, f->deliveries, len);
     node_sessions_prefetch_end();
+    hints_send(f, &hints);
 }
 
 static int append_order(const void *x, const void *y) {

@@ -12,6 +12,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "push/push_subscribers.h"
 #include "push/vapid.h"
 #include "push/webpush_provider.h"
 
@@ -28,11 +29,14 @@ enum {
 };
 
 static atomic_ulong sent_total, failed_total, coalesced_total, gone_total, retried_total, rate_limited_total,
-    hints_dropped_total, skipped_online_total, hints_total;
+    hints_dropped_total, skipped_online_total, hints_total, hints_unsubscribed_total, hints_handled_total;
 static atomic_long in_flight_now;
+/* the running gateway's set, for the gauge (push_metrics_render has no gateway) */
+static push_subscribers *_Atomic g_subs_for_metrics;
 
 typedef struct hint {
     uint64_t user, conv;
+    uint32_t messages;              /* the fan-out's commit had this many for (user, conv) */
 } hint;
 
 typedef struct device_state {
@@ -59,6 +63,7 @@ struct push_gateway {
     push_config cfg;
     vapid_key *vapid;
     push_provider *provider;
+    push_subscribers *subs;         /* who has a subscription: any thread reads it */
     pthread_t thread;
     pthread_mutex_t lock;           /* the ring and stopping */
     hint *ring;
@@ -156,7 +161,16 @@ static void forget_subscription(push_gateway *g, const job *j) {
     store_batch *b = store_batch_new();
     if (!b) return;
     store_delete_push_subscription(b, j->user, j->device);
-    if (store_commit(g->srv->store, b, false) != 0) log_warn("push: cannot remove a gone subscription");
+    if (store_commit(g->srv->store, b, false) != 0) {
+        log_warn("push: cannot remove a gone subscription");
+    } else {
+        push_subscribers_remove(g->subs, j->user, j->device);
+        /* a registration that committed in between keeps its device in the set */
+        if (store_get_push_subscription(g->srv->store, j->user, j->device, &sub) == 1) {
+            push_subscribers_add(g->subs, j->user, j->device);
+            parley__store__push_subscription__free_unpacked(sub, NULL);
+        }
+    }
     store_batch_free(b);
 }
 
@@ -175,8 +189,8 @@ static void job_done(void *ud, push_outcome outcome, int status, uint64_t retry_
         atomic_fetch_add(&sent_total, 1);
         break;
     case PUSH_GONE: {
-        atomic_fetch_add(&gone_total, 1);
         forget_subscription(g, j);
+        atomic_fetch_add(&gone_total, 1);   /* after: whoever sees it finds the subscription gone */
         /* a new subscription of the device is not held back by the old one's window */
         device_state *s = state_find(g, j->user, j->device, false);
         if (s) s->last_sent_ms = 0;
@@ -292,7 +306,7 @@ static void take_hint(push_gateway *g, const hint *h) {
             continue;
         }
         if (s->busy || (s->last_sent_ms && now - s->last_sent_ms < g->cfg.coalesce_ms)) {
-            atomic_fetch_add(&coalesced_total, 1);
+            atomic_fetch_add(&coalesced_total, h->messages);
             continue;
         }
         if (now - s->hour_start_ms >= HOUR_MS || !s->hour_start_ms) {
@@ -303,6 +317,7 @@ static void take_hint(push_gateway *g, const hint *h) {
             atomic_fetch_add(&rate_limited_total, 1);
             continue;
         }
+        atomic_fetch_add(&coalesced_total, h->messages - 1);   /* the others this one stands for */
         job *j = calloc(1, sizeof *j);
         if (!j) abort();
         *j = (job){.g = g, .user = h->user, .conv = h->conv, .device = device};
@@ -317,17 +332,31 @@ static void take_hint(push_gateway *g, const hint *h) {
     }
 }
 
-void push_gateway_hint(push_gateway *g, uint64_t user, uint64_t conversation) {
+void push_gateway_hint(push_gateway *g, uint64_t user, uint64_t conversation, uint32_t messages) {
+    if (messages == 0) return;
+    /* nobody to notify: not queued, the push thread never sees it */
+    if (!push_subscribers_any(g->subs, user)) {
+        atomic_fetch_add_explicit(&hints_unsubscribed_total, messages, memory_order_relaxed);
+        return;
+    }
     pthread_mutex_lock(&g->lock);
     bool was_empty = g->n == 0;
     if (g->n < HINT_MAX) {
-        g->ring[(g->head + g->n) % HINT_MAX] = (hint){user, conversation};
+        g->ring[(g->head + g->n) % HINT_MAX] = (hint){user, conversation, messages};
         g->n++;
     } else {
-        atomic_fetch_add(&hints_dropped_total, 1);
+        atomic_fetch_add(&hints_dropped_total, messages);
     }
     pthread_mutex_unlock(&g->lock);
     if (was_empty) g->provider->wakeup(g->provider->impl);
+}
+
+void push_gateway_subscribed(push_gateway *g, uint64_t user, uint32_t device) {
+    if (g) push_subscribers_add(g->subs, user, device);
+}
+
+void push_gateway_unsubscribed(push_gateway *g, uint64_t user, uint32_t device) {
+    if (g) push_subscribers_remove(g->subs, user, device);
 }
 
 /* -------------------------------------------------------------- the thread */
@@ -354,7 +383,9 @@ static void *push_main(void *arg) {
         pthread_mutex_unlock(&g->lock);
         for (size_t i = 0; i < n; i++) {
             take_hint(g, &batch[i]);
-            atomic_fetch_add(&hints_total, 1);   /* after: a test waits on it to know a hint was handled */
+            /* after: a test waits on it to know a hint was handled */
+            atomic_fetch_add(&hints_total, batch[i].messages);
+            atomic_fetch_add(&hints_handled_total, 1);
         }
         uint64_t now = clock_mono_ms();
         retry_due(g, now);
@@ -383,26 +414,31 @@ push_gateway *push_gateway_start(server *srv) {
     g->provider = g->vapid ? webpush_provider_new(&g->cfg, g->vapid) : NULL;
     g->ring = malloc(HINT_MAX * sizeof *g->ring);
     g->devices = calloc(DEVICE_TABLE, sizeof *g->devices);
+    g->subs = push_subscribers_new();
+    if (g->subs) push_subscribers_load(g->subs, srv->store);   /* on failure it says "maybe" for all */
     g->tokens = g->cfg.rate;
     g->tokens_ms = clock_mono_ms();
     pthread_mutex_init(&g->lock, NULL);
-    if (!g->provider || !g->ring || !g->devices || pthread_create(&g->thread, NULL, push_main, g) != 0) {
+    if (!g->provider || !g->ring || !g->devices || !g->subs || pthread_create(&g->thread, NULL, push_main, g) != 0) {
         log_error("push: cannot start the push gateway");
         webpush_provider_free(g->provider);
         vapid_free(g->vapid);
         pthread_mutex_destroy(&g->lock);
         free(g->ring);
         free(g->devices);
+        push_subscribers_free(g->subs);
         free(g);
         return NULL;
     }
-    log_info("push: Web Push on, VAPID key %s, one notification per device per %llu ms",
-             vapid_public_key_b64(g->vapid), (unsigned long long)g->cfg.coalesce_ms);
+    g_subs_for_metrics = g->subs;
+    log_info("push: Web Push on, VAPID key %s, one notification per device per %llu ms, %zu subscriptions",
+             vapid_public_key_b64(g->vapid), (unsigned long long)g->cfg.coalesce_ms, push_subscribers_count(g->subs));
     return g;
 }
 
 void push_gateway_stop(push_gateway *g) {
     if (!g) return;
+    g_subs_for_metrics = NULL;
     pthread_mutex_lock(&g->lock);
     g->stopping = true;
     pthread_mutex_unlock(&g->lock);
@@ -419,6 +455,7 @@ void push_gateway_stop(push_gateway *g) {
     pthread_mutex_destroy(&g->lock);
     free(g->ring);
     free(g->devices);
+    push_subscribers_free(g->subs);
     free(g);
 }
 
@@ -443,13 +480,21 @@ size_t push_metrics_render(char *out, size_t cap) {
         "# TYPE parley_push_hints_total counter\nparley_push_hints_total %lu\n"
         "# HELP parley_push_hints_dropped_total Messages the push gateway could not take (its queue or device table full).\n"
         "# TYPE parley_push_hints_dropped_total counter\nparley_push_hints_dropped_total %lu\n"
+        "# HELP parley_push_hints_unsubscribed_total Messages for a user with no push subscription: dropped before the push thread.\n"
+        "# TYPE parley_push_hints_unsubscribed_total counter\nparley_push_hints_unsubscribed_total %lu\n"
+        "# HELP parley_push_hints_handled_total Hints the push thread handled: one per (user, conversation) per fan-out commit.\n"
+        "# TYPE parley_push_hints_handled_total counter\nparley_push_hints_handled_total %lu\n"
+        "# HELP parley_push_subscribers Push subscriptions (user, device) the fan-out checks hints against.\n"
+        "# TYPE parley_push_subscribers gauge\nparley_push_subscribers %zu\n"
         "# HELP parley_push_skipped_online_total Notifications not sent (or retried) because the device came online.\n"
         "# TYPE parley_push_skipped_online_total counter\nparley_push_skipped_online_total %lu\n"
         "# HELP parley_push_in_flight Push requests in flight.\n"
         "# TYPE parley_push_in_flight gauge\nparley_push_in_flight %ld\n",
         atomic_load(&sent_total), atomic_load(&failed_total), atomic_load(&coalesced_total),
         atomic_load(&gone_total), atomic_load(&retried_total), atomic_load(&rate_limited_total),
-        atomic_load(&hints_total), atomic_load(&hints_dropped_total), atomic_load(&skipped_online_total), atomic_load(&in_flight_now));
+        atomic_load(&hints_total), atomic_load(&hints_dropped_total), atomic_load(&hints_unsubscribed_total),
+        atomic_load(&hints_handled_total),
+        push_subscribers_count(g_subs_for_metrics), atomic_load(&skipped_online_total), atomic_load(&in_flight_now));
     if (n < 0) return 0;
     return (size_t)n < cap ? (size_t)n : 0;
 }

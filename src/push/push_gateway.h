@@ -1,8 +1,8 @@
 /* push_gateway.h -- notifications to devices that have no live session.
  *
- * The fan-out hands over (user, conversation) for every message it
- * appends to a user's inbox (push_gateway_hint: a bounded queue, never
- * blocks). The push thread then, for each device of that user that is
+ * The fan-out hands over (user, conversation) once per commit for the
+ * messages it appends to a user's inbox (push_gateway_hint: a bounded
+ * queue, never blocks; nothing for a user with no subscription). The push thread then, for each device of that user that is
  * not online (the registry, asked again right before sending) and has a
  * subscription: sends at most one notification per --push-coalesce-ms
  * (the rest are counted as coalesced: a woken device syncs everything),
@@ -26,8 +26,15 @@ push_gateway *push_gateway_start(server *srv);
 /* Stops the thread (what is in flight is abandoned) and frees. */
 void push_gateway_stop(push_gateway *g);
 
-/* Any thread (the fan-out): something for user in conversation. */
-void push_gateway_hint(push_gateway *g, uint64_t user, uint64_t conversation);
+/* Any thread (the fan-out): messages (one or more, of one fan-out commit)
+ * for user in conversation: one hint, one look at the user's devices.
+ * Dropped at once (parley_push_hints_unsubscribed_total) when the user has
+ * no subscription (push_subscribers.h). */
+void push_gateway_hint(push_gateway *g, uint64_t user, uint64_t conversation, uint32_t messages);
+/* The write path registered (before its commit) or removed (after the
+ * request) a device's subscription. g may be NULL (push off). */
+void push_gateway_subscribed(push_gateway *g, uint64_t user, uint32_t device);
+void push_gateway_unsubscribed(push_gateway *g, uint64_t user, uint32_t device);
 
 /* The VAPID public key: 65 bytes, and in base64url. */
 const uint8_t *push_gateway_vapid_key(const push_gateway *g);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "push/push_gateway.h"
 #include "push/webpush_crypto.h"
 #include "push/webpush_provider.h"
 
@@ -32,10 +33,12 @@ void handle_push_register(writer *w, chat_request *r) {
     sub.auth = q->auth;
     sub.created_ts = clock_wall_ms();
     store_put_push_subscription(w->batch, r->user_id, r->device_id, &sub);   /* replaces the last one */
+    push_gateway_subscribed(w->srv->push, r->user_id, r->device_id);   /* before the commit: hints are not missed */
     writer_answer_ok(w, r);
 }
 
 void handle_push_unregister(writer *w, chat_request *r) {
     store_delete_push_subscription(w->batch, r->user_id, r->device_id);
+    push_gateway_unsubscribed(w->srv->push, r->user_id, r->device_id);
     writer_answer_ok(w, r);
 }

@@ -166,6 +166,11 @@ int store_get_push_subscription(store *s, uint64_t user, uint32_t device, Parley
     return s->ops->get_push_subscription(s->impl, user, device, out);
 }
 
+int store_scan_push_subscriptions(store *s, store_push_subscription_fn fn, void *ud) {
+    if (!s->ops->scan_push_subscriptions) return 1;
+    return s->ops->scan_push_subscriptions(s->impl, fn, ud);
+}
+
 int store_get_device_keys(store *s, uint64_t user, uint32_t device, Parley__Store__DeviceKeys **out) {
     return s->ops->get_device_keys(s->impl, user, device, out);
 }

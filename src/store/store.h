@@ -270,6 +270,10 @@ int store_get_push_subscription(store *s, uint64_t user, uint32_t device, Parley
 void store_put_push_subscription(store_batch *b, uint64_t user, uint32_t device,
                                  const Parley__Store__PushSubscription *p);
 void store_delete_push_subscription(store_batch *b, uint64_t user, uint32_t device);
+/* Every subscription's (user, device), in key order (fn returns non-zero to
+ * stop): 0, -1 on error, 1 when the backend cannot list them. */
+typedef int (*store_push_subscription_fn)(void *ud, uint64_t user, uint32_t device);
+int store_scan_push_subscriptions(store *s, store_push_subscription_fn fn, void *ud);
 
 /* Claims: the three writes that must happen at most once however many
  * writers race -- a user name taken by one user, a link token used once, a

@@ -65,6 +65,8 @@ typedef struct store_ops {
     /* store_stop_within; NULL: nothing to cut short */
     void (*stop_within)(void *impl, uint32_t ms);
     bool (*stopped)(void *impl);
+    /* NULL in a backend that cannot list them: the caller assumes anyone may have one */
+    int (*scan_push_subscriptions)(void *impl, store_push_subscription_fn fn, void *ud);
 } store_ops;
 
 /* A batch's writes as a backend translates them (a network backend into

@@ -1468,6 +1468,28 @@ static int rdb_get_push_subscription(void *impl, uint64_t user, uint32_t device,
     return get_unpacked(s, &k, &parley__store__push_subscription__descriptor, (void **)out);
 }
 
+struct push_subscription_scan {
+    store_push_subscription_fn fn;
+    void *ud;
+};
+
+static int push_subscription_scan_cb(void *ud, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen) {
+    (void)v;
+    (void)vlen;
+    struct push_subscription_scan *ps = ud;
+    if (klen != 13) return 0;
+    uint32_t device = (uint32_t)k[9] << 24 | (uint32_t)k[10] << 16 | (uint32_t)k[11] << 8 | k[12];
+    return ps->fn(ps->ud, get_u64(k + 1), device);
+}
+
+static int rdb_scan_push_subscriptions(void *impl, store_push_subscription_fn fn, void *ud) {
+    rdb *s = impl;
+    key p;
+    key_begin(&p, 'w');
+    struct push_subscription_scan ps = {fn, ud};
+    return scan(s, &p, &p, false, push_subscription_scan_cb, &ps);
+}
+
 void store_put_push_subscription(store_batch *b, uint64_t user, uint32_t device,
                                  const Parley__Store__PushSubscription *p) {
     key k;
@@ -1654,6 +1676,7 @@ static const store_ops rocksdb_ops = {
     .commit_async = rdb_commit_async,
     .scan_all = rdb_scan_all,
     .get_push_subscription = rdb_get_push_subscription,
+    .scan_push_subscriptions = rdb_scan_push_subscriptions,
 };
 
 store *store_rocksdb_open(const char *dir, const store_options *o, char **err) {

@@ -158,6 +158,24 @@ static int push_register_raw(h_dev *d, const char *endpoint, const uint8_t *p256
     return st;
 }
 
+/* PushUnregister for the device d, like push_register_raw. */
+static int push_unregister_raw(h_dev *d) {
+    h_raw w;
+    memset(&w, 0, sizeof w);
+    if (h_raw_open(&srv, &w) != 0) return -1;
+    if (h_raw_sign_in(&w, &d->id) != 0) {
+        h_raw_close(&w);
+        return -1;
+    }
+    Parley__V1__PushUnregister pu = PARLEY__V1__PUSH_UNREGISTER__INIT;
+    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+    f.body_case = PARLEY__V1__FRAME__BODY_PUSH_UNREGISTER;
+    f.push_unregister = &pu;
+    int st = h_raw_request(&w, &f, NULL, NULL);
+    h_raw_close(&w);
+    return st;
+}
+
 static int subscribe(h_dev *d, int i) {
     return push_register_raw(d, subs[i].endpoint, subs[i].p256dh, 65, subs[i].auth, 16);
 }
@@ -396,8 +414,9 @@ static void online_device_gets_none_until_it_goes_offline(void) {
     CHECK(wait_connections(0) == 0, "closed");
 }
 
-/* 410: the subscription is removed; a later message sends nothing to it,
- * and a new registration is woken again. */
+/* 410: the subscription is removed; a later message sends nothing to it
+ * (it does not even reach the push thread: the user has no subscription
+ * left), and a new registration is woken again. */
 static void gone_removes_the_subscription(void) {
     h_dev *erin = NULL, *frank = NULL;
     uint64_t conv = 0;
@@ -407,10 +426,13 @@ static void gone_removes_the_subscription(void) {
     h_dev_disconnect(erin);
     CHECK(wait_connections(1) == 0, "erin gone");
     double gone0 = metric("parley_push_gone_total"), hints0 = metric("parley_push_hints_total");
+    double unsub0 = metric("parley_push_hints_unsubscribed_total");
     CHECK(h_send(frank, conv, "one") > 0, "send");
     CHECK(wait_metric("parley_push_gone_total", gone0 + 1) == 0, "410 seen");
     CHECK(h_send(frank, conv, "two") > 0, "send");
-    CHECK(wait_metric("parley_push_hints_total", hints0 + 2) == 0, "push looked at both");
+    CHECK(wait_metric("parley_push_hints_unsubscribed_total", unsub0 + 1) == 0, "the second dropped at the fan-out");
+    CHECK(metric("parley_push_hints_total") - hints0 == 1, "push looked at the first only: %g",
+          metric("parley_push_hints_total") - hints0);
     seen s = double_log(subs[3].id, 410);
     CHECK(s.requests == 1 && s.with_status == 1, "one request, answered 410: %d", s.requests);
     /* registered again (the double answers 201 now): woken again */
@@ -472,6 +494,60 @@ static void server_errors_are_retried(void) {
     CHECK(wait_connections(0) == 0, "closed");
 }
 
+/* A user with no subscription costs the push thread nothing: the fan-out
+ * drops every hint for them (counted), before and after a PushRegister
+ * that PushUnregister took back; nothing is sent. */
+static void no_subscription_no_push_work(void) {
+    h_dev *kate = NULL, *leo = NULL;
+    uint64_t conv = 0;
+    CHECK(pair("kate", "leo", &kate, &leo, &conv) == 0, "pair");
+    h_dev_disconnect(leo);
+    CHECK(wait_connections(1) == 0, "leo gone");
+    double hints0 = metric("parley_push_hints_total"), handled0 = metric("parley_push_hints_handled_total");
+    double unsub0 = metric("parley_push_hints_unsubscribed_total");
+    for (int i = 0; i < 10; i++) CHECK(h_send(kate, conv, "to nobody's phone") > 0, "send %d", i);
+    CHECK(wait_metric("parley_push_hints_unsubscribed_total", unsub0 + 10) == 0, "all 10 dropped at the fan-out");
+    CHECK(metric("parley_push_hints_unsubscribed_total") - unsub0 == 10, "exactly 10: %g",
+          metric("parley_push_hints_unsubscribed_total") - unsub0);
+    CHECK(metric("parley_push_hints_total") == hints0 && metric("parley_push_hints_handled_total") == handled0,
+          "the push thread saw none: %g %g", metric("parley_push_hints_total") - hints0,
+          metric("parley_push_hints_handled_total") - handled0);
+    CHECK(subscribe(leo, 6) == 0, "leo subscribes");
+    CHECK(push_unregister_raw(leo) == 0, "and unsubscribes");
+    CHECK(wait_connections(1) == 0, "leo gone again");
+    for (int i = 0; i < 5; i++) CHECK(h_send(kate, conv, "still nobody") > 0, "send %d", i);
+    CHECK(wait_metric("parley_push_hints_unsubscribed_total", unsub0 + 15) == 0, "5 more dropped");
+    CHECK(metric("parley_push_hints_total") == hints0, "the push thread saw none: %g",
+          metric("parley_push_hints_total") - hints0);
+    CHECK(double_log(subs[6].id, 201).requests == 0, "nothing sent");
+    h_dev_free(kate);
+    h_dev_free(leo);
+    CHECK(wait_connections(0) == 0, "closed");
+}
+
+/* The set of subscribed users is loaded from the store at start: after a
+ * restart an offline subscriber is still woken. */
+static void subscriptions_are_known_after_a_restart(void) {
+    h_dev *mia = NULL, *ned = NULL;
+    uint64_t conv = 0;
+    CHECK(pair("mia", "ned", &mia, &ned, &conv) == 0, "pair");
+    CHECK(subscribe(ned, 7) == 0, "ned subscribes");
+    h_dev_disconnect(ned);
+    h_dev_disconnect(mia);
+    CHECK(wait_connections(0) == 0, "both gone");
+    CHECK(h_server_restart(&srv) == 0, "restart");
+    CHECK(h_dev_reconnect(&srv, mia, 0) == 0, "mia back");
+    double sent0 = metric("parley_push_sent_total");
+    CHECK(metric("parley_push_subscribers") >= 1, "subscriptions loaded: %g", metric("parley_push_subscribers"));
+    CHECK(h_send(mia, conv, "after the restart") > 0, "send");
+    CHECK(wait_metric("parley_push_sent_total", sent0 + 1) == 0, "sent");
+    seen s = double_log(subs[7].id, 201);
+    CHECK(s.requests == 1 && s.valid == 1, "one push (%d requests, %d valid)", s.requests, s.valid);
+    h_dev_free(mia);
+    h_dev_free(ned);
+    CHECK(wait_connections(0) == 0, "closed");
+}
+
 int main(void) {
     if (sodium_init() < 0) return 1;
     signal(SIGPIPE, SIG_IGN);
@@ -494,6 +570,8 @@ int main(void) {
     RUN(gone_removes_the_subscription);
     RUN(storm_of_429_backs_off_and_loses_nothing);
     RUN(server_errors_are_retried);
+    RUN(no_subscription_no_push_work);
+    RUN(subscriptions_are_known_after_a_restart);   /* last: restarts the server */
     h_server_destroy(&srv);
     stop_double();
     CHECK_EXIT();
