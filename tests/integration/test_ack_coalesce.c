@@ -31,7 +31,10 @@ enum { MESSAGES = 100 };
 
 /* Catches up from the start: StartSync, then frames until SyncDone. *head:
  * the highest user_seq of an Event seen. 0 or -1. */
-static int raw_sync_all(h_raw *w, uint64_t *head, size_t *events) {
+/* StartSync, then events until SyncDone and until conv's message want_seq
+ * has come (fan-out may append the last messages after the catch-up
+ * ended: they come live). 0 or -1. */
+static int raw_sync_all(h_raw *w, uint64_t conv, uint64_t want_seq, uint64_t *head, size_t *events) {
     Parley__V1__StartSync ss = PARLEY__V1__START_SYNC__INIT;
     Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
     f.request_id = 2;
@@ -40,16 +43,20 @@ static int raw_sync_all(h_raw *w, uint64_t *head, size_t *events) {
     if (h_raw_send_frame(w, &f) != 0) return -1;
     *head = 0;
     *events = 0;
+    int sync_done = 0;
+    uint64_t seen_seq = 0;
     for (int i = 0; i < 10000; i++) {
         Parley__V1__Frame *r = h_raw_next_frame(w, NULL);
         if (!r) return -1;
-        int done = r->body_case == PARLEY__V1__FRAME__BODY_SYNC_DONE;
+        sync_done |= r->body_case == PARLEY__V1__FRAME__BODY_SYNC_DONE;
         if (r->body_case == PARLEY__V1__FRAME__BODY_EVENT) {
             (*events)++;
             if (r->event->user_seq > *head) *head = r->event->user_seq;
+            const Parley__V1__Message *m = r->event->message;
+            if (m && m->conversation_id == conv && m->seq > seen_seq) seen_seq = m->seq;
         }
         parley__v1__frame__free_unpacked(r, NULL);
-        if (done) return 0;
+        if (sync_done && seen_seq >= want_seq) return 0;
     }
     return -1;
 }
@@ -117,7 +124,7 @@ static void ack_burst_is_one_writer_request(void) {
     CHECK(w && raw_sign_in(w, &bob->id) == 0, "raw sign-in");
     uint64_t head = 0;
     size_t events = 0;
-    CHECK(raw_sync_all(w, &head, &events) == 0, "sync to SyncDone");
+    CHECK(raw_sync_all(w, conv, last, &head, &events) == 0, "sync to SyncDone and the last message");
     CHECK(events >= MESSAGES && head >= MESSAGES, "bob caught up on %zu events (head %llu), want >= %d",
           events, (unsigned long long)head, MESSAGES);
     double sub0 = 0, fold0 = 0, sub1 = 0, fold1 = 0;
