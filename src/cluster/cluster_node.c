@@ -145,7 +145,8 @@ cluster_node *cluster_node_start_receiving(const cluster_config *c, link_receive
     cluster_roles_text(c->roles, roles);
     if (c->internal_port) {
         link_options lo = {.name = c->node, .roles = c->roles, .listen_host = c->internal_host,
-                           .listen_port = c->internal_port, .on_frame = on_frame, .ud = ud};
+                           .listen_port = c->internal_port, .on_frame = on_frame, .ud = ud,
+                           .key = c->has_link_key ? c->link_key : NULL};
         n->link = link_start(&lo, err, errlen);
         if (!n->link) {
             node_free(n);
