@@ -7,8 +7,11 @@
  * with different secrets refuse each other, both ways; a frame after a
  * HELLO but before its PROOF is refused; a PROOF recorded on one
  * connection and replayed on another, or the acceptor's own PROOF
- * reflected back, is refused. Waits are on observable state with generous
- * bounds; nothing is timed. */
+ * reflected back, is refused. Each handshake case fails when the check it
+ * guards is removed from link.c or link_auth.c (the acceptor's or the
+ * connector's verify, proof only after HELLO, a fresh acceptor nonce, the
+ * direction label). Waits are on observable state with generous bounds;
+ * nothing is timed. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
