@@ -18,7 +18,9 @@
 #               owner); nodes 2..N are `--roles gateway` in front of it
 #               (they read the store, and forward writes to node 1). Every node gets
 #               `--node node-I --internal-listen 127.0.0.1:PORT --redis
-#               SEEDS`, each option only when `parley serve --help` lists it.
+#               SEEDS --cluster-secret DIR/cluster-secret`, each option only
+#               when `parley serve --help` lists it. The secret (32 random
+#               bytes, mode 0600) is made once and kept across down and up.
 #               N > 1 needs --roles (several full nodes on one store would
 #               each own every conversation: two owners of a seq), so
 #               without it N > 1 is refused before anything starts.
@@ -121,6 +123,16 @@ node_pid() {
   return 0
 }
 
+# The node link's shared secret, made once (0600 from the start: umask in
+# a subshell, so it is never readable by others, even briefly); its path.
+cluster_secret() {
+  f="$DIR/cluster-secret"
+  if [ ! -s "$f" ]; then
+    (umask 077 && head -c 32 /dev/urandom >"$f.tmp" && mv "$f.tmp" "$f") || die "cannot write $f"
+  fi
+  echo "$f"
+}
+
 start_node() { # I
   i=$1
   if [ -n "$(node_pid "$i")" ]; then return 0; fi
@@ -135,6 +147,7 @@ start_node() { # I
   if has_option --node; then set -- "$@" --node "node-$i"; fi
   if has_option --internal-listen; then set -- "$@" --internal-listen "127.0.0.1:$iport"; fi
   if has_option --redis; then set -- "$@" --redis "$REDIS_SEEDS"; fi
+  if has_option --cluster-secret; then set -- "$@" --cluster-secret "$(cluster_secret)"; fi
   if [ -n "$KAFKA_ADDR" ]; then set -- "$@" --kafka "$KAFKA_ADDR"; fi
   # every node on the one keyspace: node 1 writes it, gateways read it
   set -- "$@" --store cassandra --cassandra "$CASSANDRA_ADDR"

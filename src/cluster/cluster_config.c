@@ -1,10 +1,13 @@
 /* cluster_config.c -- see cluster_config.h. */
 #include "cluster/cluster_config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "cluster/link_auth.h"
 
 static const struct {
     const char *name;
@@ -39,7 +42,14 @@ void cluster_config_usage(FILE *out) {
         "                            With --store rocksdb only all three are allowed\n"
         "  --internal-listen HOST:PORT\n"
         "                            where other nodes reach this one (the node link; default:\n"
-        "                            none). Published in the node directory with --redis\n"
+        "                            none). Published in the node directory with --redis.\n"
+        "                            Off loopback (127.0.0.0/8) it needs --cluster-secret\n"
+        "  --cluster-secret FILE     the node link's shared secret: 32 to 4096 random bytes,\n"
+        "                            mode 0600 or 0400, the same file on every node (e.g.\n"
+        "                            head -c 32 /dev/urandom > FILE; chmod 600 FILE). Nodes\n"
+        "                            prove they hold it to each other (HMAC-SHA256 challenge-\n"
+        "                            response) before any frame is taken (default: none,\n"
+        "                            allowed only with a loopback --internal-listen)\n"
         "  --redis HOST:PORT[,...]   Redis Cluster seeds (IP literals): the node registers\n"
         "                            itself in the node directory with its internal address\n"
         "                            and roles, refreshed by a heartbeat (default: no Redis)\n"
@@ -112,6 +122,12 @@ int cluster_config_set(cluster_config *c, const char *key, const char *v) {
         memcpy(c->internal_host, v, (size_t)(colon - v));
         c->internal_host[colon - v] = 0;
         c->internal_port = (int)port;
+    } else if (strcmp(key, "cluster-secret") == 0) {
+        if (!*v || strlen(v) >= sizeof c->secret_path) {
+            fprintf(stderr, "parley: cluster-secret: expected a file path under %zu bytes\n", sizeof c->secret_path);
+            return -1;
+        }
+        strcpy(c->secret_path, v);
     } else if (strcmp(key, "redis") == 0) {
         if (!*v || strlen(v) >= sizeof c->redis_seeds || strchr(v, ' ')) {
             fprintf(stderr, "parley: redis: expected HOST:PORT[,HOST:PORT...] under %zu bytes\n",
@@ -146,6 +162,23 @@ int cluster_config_finish(cluster_config *c) {
         /* it finds a chat node in the directory and hears back on its link */
         fprintf(stderr, "parley: roles: a gateway node needs --redis and --internal-listen\n");
         return -1;
+    }
+    if (c->secret_path[0]) {
+        char err[384];
+        if (link_auth_load(c->secret_path, c->link_key, err, sizeof err)) {
+            fprintf(stderr, "parley: %s\n", err);
+            return -1;
+        }
+        c->has_link_key = true;
+    } else if (c->internal_port) {
+        /* without a secret anyone who reaches the listener could speak for
+         * any user: only this machine may */
+        struct in_addr a;
+        if (inet_pton(AF_INET, c->internal_host, &a) != 1 || (ntohl(a.s_addr) >> 24) != 127) {
+            fprintf(stderr, "parley: internal-listen %s is not loopback: it needs --cluster-secret FILE\n",
+                    c->internal_host);
+            return -1;
+        }
     }
     if (!c->node[0]) {
         char host[CLUSTER_NODE_MAX];

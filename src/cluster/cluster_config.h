@@ -5,6 +5,7 @@
 #ifndef PARLEY_CLUSTER_CONFIG_H
 #define PARLEY_CLUSTER_CONFIG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -28,14 +29,19 @@ typedef struct cluster_config {
     char redis_seeds[512];         /* --redis HOST:PORT[,...]; "": no Redis */
     uint32_t node_ttl_ms;          /* --node-ttl-ms: directory entry lifetime (heartbeat at a third) */
     uint32_t session_ttl_ms;       /* --session-ttl-ms: a session entry's lifetime in Redis (the same) */
+    char secret_path[256];         /* --cluster-secret FILE; "": none (loopback only) */
+    bool has_link_key;             /* set by cluster_config_finish from secret_path */
+    uint8_t link_key[32];          /* link_auth.h LINK_AUTH_BYTES: the node link's HMAC key */
 } cluster_config;
 
 void cluster_config_defaults(cluster_config *c);
 /* key without "--"; 1 when the key is not a cluster option, 0 when
  * applied, -1 after printing an error */
 int cluster_config_set(cluster_config *c, const char *key, const char *value);
-/* After every option: fills the default node name. 0, or -1 after
- * printing an error (an option needs another). */
+/* After every option: fills the default node name, reads the
+ * --cluster-secret file. 0, or -1 after printing an error (an option needs
+ * another, the secret is unreadable, short or readable by others, or
+ * --internal-listen is off loopback without a secret). */
 int cluster_config_finish(cluster_config *c);
 void cluster_config_usage(FILE *out);
 /* After config: a node without every role reads the shared store, so

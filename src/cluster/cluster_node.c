@@ -11,6 +11,7 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
+#include "gateway/ops_http.h"
 #include "registry/redis_cluster.h"
 #include "registry/registry_redis.h"
 #include "cluster/session_registry.h"
@@ -30,6 +31,7 @@ struct cluster_node {
     pthread_cond_t cv;
     bool stopping;
     atomic_ulong heartbeat_failures;
+    atomic_bool heartbeat_failing;   /* the last refresh failed: /healthz waits for "redis" */
 };
 
 /* A registration's answer, waited for by the caller (start, stop). */
@@ -85,6 +87,7 @@ static int registration(cluster_node *n, bool add, char *err, size_t errlen) {
 
 static void heartbeat_answered(void *ud, int applied, const char *error) {
     cluster_node *n = ud;
+    atomic_store(&n->heartbeat_failing, error || applied < 0);
     if (error || applied < 0) {
         atomic_fetch_add(&n->heartbeat_failures, 1);
         METRIC_INC(cluster_node_heartbeat_failures_total);
@@ -105,6 +108,7 @@ static void *heartbeat_thread(void *arg) {
         if (n->stopping) break;
         pthread_mutex_unlock(&n->mu);
         if (registry_redis_node_register(n->rr, n->cfg.node, n->entry, heartbeat_answered, n) != 0) {
+            atomic_store(&n->heartbeat_failing, true);
             atomic_fetch_add(&n->heartbeat_failures, 1);
             METRIC_INC(cluster_node_heartbeat_failures_total);
         }
@@ -114,7 +118,12 @@ static void *heartbeat_thread(void *arg) {
     return NULL;
 }
 
+/* /healthz: the directory entry is not being refreshed (it expires, and
+ * with it the sessions this node holds) */
+static bool redis_waiting(void *ctx) { return atomic_load(&((cluster_node *)ctx)->heartbeat_failing); }
+
 static void node_free(cluster_node *n) {
+    ops_health_wait_off(n);
     session_registry_stop(n->sessions);
     /* rc_free completes what is pending (callbacks that use rr, the
      * session registry and n): first */
@@ -145,7 +154,8 @@ cluster_node *cluster_node_start_receiving(const cluster_config *c, link_receive
     cluster_roles_text(c->roles, roles);
     if (c->internal_port) {
         link_options lo = {.name = c->node, .roles = c->roles, .listen_host = c->internal_host,
-                           .listen_port = c->internal_port, .on_frame = on_frame, .ud = ud};
+                           .listen_port = c->internal_port, .on_frame = on_frame, .ud = ud,
+                           .key = c->has_link_key ? c->link_key : NULL};
         n->link = link_start(&lo, err, errlen);
         if (!n->link) {
             node_free(n);
@@ -185,6 +195,7 @@ cluster_node *cluster_node_start_receiving(const cluster_config *c, link_receive
             return NULL;
         }
         n->heartbeat_running = true;
+        ops_health_wait_on("redis", redis_waiting, n);
         log_info("node %s registered in the node directory as %s", c->node, n->entry);
     }
     return n;

@@ -20,6 +20,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "cluster/link_auth.h"
 
 enum {
     BACKOFF_MIN_MS = 50,
@@ -28,6 +29,8 @@ enum {
     READS_PER_EVENT = 16,      /* a busy peer yields to the others after this many chunks */
     MAX_EVENTS = 64,
     ADDR_MAX = 64,
+    HANDSHAKE_MS = 10000,      /* HELLO and PROOF both ways, or the connection is closed */
+    HANDSHAKE_BYTES_MAX = 4096,/* unproven input buffered: past a HELLO and a PROOF */
 };
 
 enum endpoint_kind { EP_LISTEN, EP_WAKE, EP_OUT, EP_IN };
@@ -36,7 +39,8 @@ typedef struct endpoint {
     enum endpoint_kind kind;   /* first: epoll data points at an endpoint */
 } endpoint;
 
-enum out_state { OUT_DOWN, OUT_CONNECTING, OUT_UP };
+/* HANDSHAKE: our HELLO is out; up once the acceptor's PROOF verifies */
+enum out_state { OUT_DOWN, OUT_CONNECTING, OUT_HANDSHAKE, OUT_UP };
 
 typedef struct peer_out {
     endpoint ep;
@@ -49,19 +53,31 @@ typedef struct peer_out {
     bool epollout;
     uint32_t backoff_ms;
     uint64_t next_attempt_ms; /* OUT_DOWN: when to try again */
+    uint64_t deadline_ms;     /* OUT_HANDSHAKE: closed if not up by then */
+    buf in;                   /* the thread's: the acceptor's HELLO and PROOF */
+    bool peer_hello;          /* its HELLO arrived: peer_name, peer_nonce set */
+    uint8_t nonce[LINK_AUTH_BYTES];       /* ours, this connection's */
+    uint8_t peer_nonce[LINK_AUTH_BYTES];
+    char peer_name[LINK_NAME_MAX + 1];
 } peer_out;
 
 typedef struct peer_in {
     endpoint ep;
     int fd;
-    bool hello;               /* its HELLO arrived: name is set */
+    bool hello;               /* its HELLO arrived: name, roles, peer_nonce set */
+    bool proven;              /* its PROOF verified: its frames are accepted */
+    uint8_t roles;
     char name[LINK_NAME_MAX + 1];
+    uint8_t nonce[LINK_AUTH_BYTES];       /* ours, sent in our HELLO */
+    uint8_t peer_nonce[LINK_AUTH_BYTES];
+    uint64_t deadline_ms;     /* not proven by then: closed */
     buf in;
 } peer_in;
 
 struct node_link {
     link_options o;
     char name[LINK_NAME_MAX + 1];
+    uint8_t key[LINK_AUTH_BYTES];   /* link_auth.h: from --cluster-secret, or zero */
     int epfd, listen_fd, wake_fd, port;
     endpoint listen_ep, wake_ep;
     pthread_t thread;
@@ -74,7 +90,7 @@ struct node_link {
     uint8_t *read_buf;        /* the thread's: outgoing connections' input is read and dropped */
     struct {
         atomic_uint_fast64_t frames_sent, frames_refused, frames_received, malformed, connects,
-            disconnects, bytes_dropped;
+            disconnects, bytes_dropped, auth_failed;
     } st;
 };
 
@@ -123,12 +139,23 @@ static void out_down(node_link *l, peer_out *p) {
     buf_free(&p->pending);
     pthread_mutex_unlock(&l->mu);
     buf_free(&p->writing);
+    buf_free(&p->in);
+    p->peer_hello = false;
     atomic_fetch_add(&l->st.bytes_dropped, dropped);
     atomic_fetch_add(&l->st.disconnects, 1);
     p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : BACKOFF_MIN_MS;
     if (p->backoff_ms > BACKOFF_MAX_MS) p->backoff_ms = BACKOFF_MAX_MS;
     /* full jitter: peers that lost one node together do not return together */
     p->next_attempt_ms = clock_mono_ms() + (uint64_t)(random() % (p->backoff_ms + 1));
+}
+
+/* Appends f to what the thread writes next on p (handshake frames). */
+static int out_queue(peer_out *p, const link_frame *f) {
+    size_t n = link_frame_size(f);
+    uint8_t *dst = n ? buf_reserve(&p->writing, n) : NULL;
+    if (!dst) return -1;
+    buf_commit(&p->writing, link_frame_encode(f, dst, n));
+    return 0;
 }
 
 static int out_flush(node_link *l, peer_out *p) {
@@ -158,19 +185,93 @@ static void out_connected(node_link *l, peer_out *p) {
     }
     link_frame hello = {.type = LINK_HELLO, .version = LINK_VERSION, .roles = (uint8_t)l->o.roles,
                         .body = (const uint8_t *)l->name, .body_len = strlen(l->name)};
-    size_t n = link_frame_size(&hello);
-    uint8_t *dst = buf_reserve(&p->writing, n);
-    if (!dst) {
+    link_auth_nonce(p->nonce);
+    memcpy(hello.auth, p->nonce, LINK_AUTH_BYTES);
+    if (out_queue(p, &hello)) {
         out_down(l, p);
         return;
     }
-    buf_commit(&p->writing, link_frame_encode(&hello, dst, n));
     pthread_mutex_lock(&l->mu);
-    p->state = OUT_UP;
+    p->state = OUT_HANDSHAKE;   /* link_send refuses until the acceptor proves itself */
     pthread_mutex_unlock(&l->mu);
-    p->backoff_ms = 0;
-    atomic_fetch_add(&l->st.connects, 1);
+    p->deadline_ms = clock_mono_ms() + HANDSHAKE_MS;
     if (out_flush(l, p)) out_down(l, p);
+}
+
+/* A handshake that failed: counted apart from a plain disconnect. */
+static void out_refuse(node_link *l, peer_out *p, bool auth, const char *why) {
+    if (auth) {
+        atomic_fetch_add(&l->st.auth_failed, 1);
+        METRIC_INC(cluster_link_auth_failed_total);
+    } else {
+        atomic_fetch_add(&l->st.malformed, 1);
+        METRIC_INC(cluster_link_malformed_total);
+    }
+    log_warn("node link: %s: %s; connection closed", p->addr, why);
+    out_down(l, p);
+}
+
+/* The acceptor's HELLO, then its PROOF; after our PROOF answers its HELLO.
+ * Up when its PROOF verifies; anything else closes the connection. */
+static void out_handshake_read(node_link *l, peer_out *p) {
+    for (int k = 0; k < READS_PER_EVENT; k++) {
+        uint8_t *dst = buf_reserve(&p->in, HANDSHAKE_BYTES_MAX);
+        if (!dst) {
+            out_down(l, p);
+            return;
+        }
+        ssize_t n = recv(p->fd, dst, HANDSHAKE_BYTES_MAX, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            out_down(l, p);
+            return;
+        }
+        buf_commit(&p->in, (size_t)n);
+        for (;;) {
+            size_t payload = 0;
+            int r = link_frame_split(buf_head(&p->in), buf_len(&p->in), &payload);
+            if (r == 0 && buf_len(&p->in) <= HANDSHAKE_BYTES_MAX) break;
+            link_frame f;
+            if (r <= 0 || link_frame_decode(buf_head(&p->in) + LINK_LENGTH_BYTES, payload, &f)) {
+                out_refuse(l, p, false, "malformed handshake");
+                return;
+            }
+            if (!p->peer_hello) {
+                if (f.type != LINK_HELLO) {
+                    out_refuse(l, p, false, "a frame before the peer's HELLO");
+                    return;
+                }
+                memcpy(p->peer_name, f.body, f.body_len);
+                p->peer_name[f.body_len] = 0;
+                memcpy(p->peer_nonce, f.auth, LINK_AUTH_BYTES);
+                p->peer_hello = true;
+                link_frame proof = {.type = LINK_PROOF};
+                link_auth_proof(l->key, LINK_AUTH_CONNECTOR, p->nonce, p->peer_nonce, l->name, p->peer_name,
+                                proof.auth);
+                if (out_queue(p, &proof) || out_flush(l, p)) {
+                    out_down(l, p);
+                    return;
+                }
+            } else if (f.type != LINK_PROOF) {
+                out_refuse(l, p, false, "a frame before the peer's PROOF");
+                return;
+            } else if (!link_auth_verify(l->key, LINK_AUTH_ACCEPTOR, p->nonce, p->peer_nonce, l->name,
+                                         p->peer_name, f.auth)) {
+                out_refuse(l, p, true, "the peer's PROOF does not verify (another --cluster-secret?)");
+                return;
+            } else {
+                buf_free(&p->in);   /* the acceptor writes nothing after its PROOF */
+                pthread_mutex_lock(&l->mu);
+                p->state = OUT_UP;
+                pthread_mutex_unlock(&l->mu);
+                p->backoff_ms = 0;
+                atomic_fetch_add(&l->st.connects, 1);
+                return;
+            }
+            buf_consume(&p->in, LINK_LENGTH_BYTES + payload);
+        }
+    }
 }
 
 static void out_start_connect(node_link *l, peer_out *p) {
@@ -199,6 +300,14 @@ static void out_start_connect(node_link *l, peer_out *p) {
 static void out_event(node_link *l, peer_out *p, uint32_t events) {
     if (p->state == OUT_CONNECTING) {
         if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) out_connected(l, p);
+        return;
+    }
+    if (p->state == OUT_HANDSHAKE) {
+        if ((events & EPOLLOUT) && out_flush(l, p)) {
+            out_down(l, p);
+            return;
+        }
+        if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) out_handshake_read(l, p);
         return;
     }
     if (p->state != OUT_UP) return;
@@ -244,6 +353,14 @@ static int out_turn(node_link *l) {
             continue;
         }
         if (state == OUT_UP && buf_len(&p->writing) && !p->epollout && out_flush(l, p)) out_down(l, p);
+        if (p->state == OUT_HANDSHAKE) {
+            if (now >= p->deadline_ms) {
+                log_warn("node link: %s: no handshake within %d ms; connection closed", p->addr, HANDSHAKE_MS);
+                out_down(l, p);
+            } else if ((int)(p->deadline_ms - now) < timeout) {
+                timeout = (int)(p->deadline_ms - now);
+            }
+        }
         if (p->state == OUT_DOWN) {
             if (now >= p->next_attempt_ms) {
                 out_start_connect(l, p);
@@ -333,6 +450,15 @@ static void in_close(node_link *l, size_t i) {
     l->ins[i] = l->ins[--l->n_ins];
 }
 
+/* One handshake frame (HELLO, PROOF) to a connecting peer, in one send:
+ * a fresh connection's socket buffer holds these hundred bytes, so a short
+ * write means the peer reads nothing and is no node. 0 or -1. */
+static int in_send(peer_in *p, const link_frame *f) {
+    uint8_t out[LINK_LENGTH_BYTES + LINK_FIXED_MAX + LINK_NAME_MAX];
+    size_t n = link_frame_encode(f, out, sizeof out);
+    return n && send(p->fd, out, n, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)n ? 0 : -1;
+}
+
 static void in_accept(node_link *l) {
     for (int k = 0; k < 64; k++) {
         int fd = accept4(l->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -348,8 +474,13 @@ static void in_accept(node_link *l) {
         set_nodelay(fd);
         p->ep.kind = EP_IN;
         p->fd = fd;
+        p->deadline_ms = clock_mono_ms() + HANDSHAKE_MS;
+        link_auth_nonce(p->nonce);
+        link_frame hello = {.type = LINK_HELLO, .version = LINK_VERSION, .roles = (uint8_t)l->o.roles,
+                            .body = (const uint8_t *)l->name, .body_len = strlen(l->name)};
+        memcpy(hello.auth, p->nonce, LINK_AUTH_BYTES);
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &p->ep};
-        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        if (in_send(p, &hello) || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
             close(fd);
             free(p);
             continue;
@@ -358,25 +489,66 @@ static void in_accept(node_link *l) {
     }
 }
 
-/* Hands every whole frame in p->in to on_frame. -1: malformed. */
+enum { IN_MALFORMED = -1, IN_UNPROVEN = -2 };
+
+/* The peer's HELLO (answered with our PROOF), then its PROOF, then its
+ * frames: each whole one is handed to on_frame, its HELLO once its PROOF
+ * verified. 0, IN_MALFORMED, or IN_UNPROVEN (the PROOF does not verify). */
 static int in_frames(node_link *l, peer_in *p) {
     for (;;) {
         size_t payload = 0;
         int r = link_frame_split(buf_head(&p->in), buf_len(&p->in), &payload);
-        if (r == 0) return 0;
+        /* before its proof a peer gets room for a HELLO and a PROOF, no more */
+        if (r == 0) return !p->proven && buf_len(&p->in) > HANDSHAKE_BYTES_MAX ? IN_MALFORMED : 0;
         link_frame f;
-        if (r < 0 || link_frame_decode(buf_head(&p->in) + LINK_LENGTH_BYTES, payload, &f)) return -1;
-        /* HELLO first and only first: every later frame is that node's */
-        if ((f.type == LINK_HELLO) == p->hello) return -1;
-        if (f.type == LINK_HELLO) {
+        if (r < 0 || link_frame_decode(buf_head(&p->in) + LINK_LENGTH_BYTES, payload, &f)) return IN_MALFORMED;
+        if (!p->hello) {
+            if (f.type != LINK_HELLO) return IN_MALFORMED;
             memcpy(p->name, f.body, f.body_len);
             p->name[f.body_len] = 0;
+            p->roles = f.roles;
+            memcpy(p->peer_nonce, f.auth, LINK_AUTH_BYTES);
             p->hello = true;
+            link_frame proof = {.type = LINK_PROOF};
+            link_auth_proof(l->key, LINK_AUTH_ACCEPTOR, p->peer_nonce, p->nonce, p->name, l->name, proof.auth);
+            if (in_send(p, &proof)) return IN_MALFORMED;
+        } else if (!p->proven) {
+            if (f.type != LINK_PROOF) return IN_MALFORMED;
+            if (!link_auth_verify(l->key, LINK_AUTH_CONNECTOR, p->peer_nonce, p->nonce, p->name, l->name, f.auth))
+                return IN_UNPROVEN;
+            p->proven = true;
+            /* the peer is known now: its HELLO is what says so */
+            link_frame hello = {.type = LINK_HELLO, .version = LINK_VERSION, .roles = p->roles,
+                                .body = (const uint8_t *)p->name, .body_len = strlen(p->name)};
+            atomic_fetch_add(&l->st.frames_received, 1);
+            if (l->o.on_frame) l->o.on_frame(l->o.ud, p->name, &hello);
+        } else {
+            if (f.type == LINK_HELLO || f.type == LINK_PROOF) return IN_MALFORMED;
+            atomic_fetch_add(&l->st.frames_received, 1);
+            if (l->o.on_frame) l->o.on_frame(l->o.ud, p->name, &f);
         }
-        atomic_fetch_add(&l->st.frames_received, 1);
-        if (l->o.on_frame) l->o.on_frame(l->o.ud, p->name, &f);
         buf_consume(&p->in, LINK_LENGTH_BYTES + payload);
     }
+}
+
+/* Closes connections still unproven at their deadline; the wait until the
+ * next one, at most timeout. */
+static int in_turn(node_link *l, int timeout) {
+    uint64_t now = clock_mono_ms();
+    for (size_t i = 0; i < l->n_ins;) {
+        peer_in *p = l->ins[i];
+        if (p->proven) {
+            i++;
+        } else if (now >= p->deadline_ms) {
+            log_warn("node link: %s: no PROOF within %d ms; connection closed",
+                     p->hello ? p->name : "a peer before its HELLO", HANDSHAKE_MS);
+            in_close(l, i);
+        } else {
+            if ((int)(p->deadline_ms - now) < timeout) timeout = (int)(p->deadline_ms - now);
+            i++;
+        }
+    }
+    return timeout;
 }
 
 static void in_event(node_link *l, peer_in *p) {
@@ -397,7 +569,16 @@ static void in_event(node_link *l, peer_in *p) {
             return;
         }
         buf_commit(&p->in, (size_t)n);
-        if (in_frames(l, p)) {
+        int r = in_frames(l, p);
+        if (r == IN_UNPROVEN) {
+            atomic_fetch_add(&l->st.auth_failed, 1);
+            METRIC_INC(cluster_link_auth_failed_total);
+            log_warn("node link: %s's PROOF does not verify (another --cluster-secret?): connection closed",
+                     p->name);
+            in_close(l, i);
+            return;
+        }
+        if (r) {
             atomic_fetch_add(&l->st.malformed, 1);
             METRIC_INC(cluster_link_malformed_total);
             log_warn("node link: malformed frame from %s: connection closed",
@@ -414,7 +595,7 @@ static void *link_thread(void *arg) {
     node_link *l = arg;
     struct epoll_event evs[MAX_EVENTS];
     while (!atomic_load(&l->stopping)) {
-        int timeout = out_turn(l);
+        int timeout = in_turn(l, out_turn(l));
         int n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout);
         for (int i = 0; i < n; i++) {
             endpoint *ep = evs[i].data.ptr;
@@ -462,6 +643,7 @@ static void link_free(node_link *l) {
         if (l->outs[i]->fd >= 0) close(l->outs[i]->fd);
         buf_free(&l->outs[i]->pending);
         buf_free(&l->outs[i]->writing);
+        buf_free(&l->outs[i]->in);
         free(l->outs[i]);
     }
     while (l->n_ins) in_close(l, 0);
@@ -493,6 +675,8 @@ node_link *link_start(const link_options *o, char *err, size_t errlen) {
     if (!l->o.max_peers) l->o.max_peers = 1024;
     memcpy(l->name, o->name, name_len + 1);
     l->o.name = l->name;
+    if (o->key) memcpy(l->key, o->key, LINK_AUTH_BYTES);
+    l->o.key = NULL;   /* the caller's: only our copy is kept */
     l->listen_fd = l->wake_fd = -1;
     l->listen_ep.kind = EP_LISTEN;
     l->wake_ep.kind = EP_WAKE;
@@ -537,6 +721,7 @@ link_stats link_get_stats(node_link *l) {
         .connects = atomic_load(&l->st.connects),
         .disconnects = atomic_load(&l->st.disconnects),
         .bytes_dropped = atomic_load(&l->st.bytes_dropped),
+        .auth_failed = atomic_load(&l->st.auth_failed),
     };
     return s;
 }

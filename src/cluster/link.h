@@ -4,9 +4,12 @@
  * Each direction uses the sender's own connection: a node connects out to
  * every peer it sends to (by the peer's internal address, from the node
  * directory) and only writes there; connections it accepts on
- * --internal-listen it only reads. The first frame of a connection is the
- * sender's HELLO (its name and roles), so a receiver knows whose frames
- * follow.
+ * --internal-listen it only reads, after the handshake: each side sends a
+ * HELLO (its name, roles and a fresh nonce), then a PROOF that it holds
+ * the cluster secret (link_auth.h); the connector's peer counts as up, and
+ * the acceptor takes its frames, only once the other's PROOF verifies. A
+ * PROOF that does not verify closes the connection (counted in
+ * auth_failed), as does a handshake unfinished within 10 s.
  *
  * One thread with its own epoll loop owns every socket. link_send may be
  * called from any thread: the frame is encoded into the peer's pending
@@ -45,6 +48,7 @@ typedef struct link_options {
     int listen_port;           /* 0: any free port (link_listen_port says which) */
     size_t queue_bytes;        /* pending bytes per peer before link_send refuses (default 64 MiB) */
     size_t max_peers;          /* peers connected out to, and accepted (default 1024 each) */
+    const uint8_t *key;        /* LINK_AUTH_BYTES (link_auth.h link_auth_key); NULL: all zero (loopback) */
     link_receive_fn on_frame;  /* may be NULL (frames are then counted and dropped) */
     void *ud;
 } link_options;
@@ -57,6 +61,7 @@ typedef struct link_stats {
     uint64_t connects;         /* outgoing connections established */
     uint64_t disconnects;      /* outgoing connections lost or refused */
     uint64_t bytes_dropped;    /* pending or half-written bytes dropped with a connection */
+    uint64_t auth_failed;      /* connections closed for a PROOF that did not verify */
 } link_stats;
 
 /* Starts the thread (and the listener). NULL with the reason in err. */
@@ -68,7 +73,7 @@ int link_listen_port(const node_link *l);
 /* Starts connecting to the peer at addr ("IPv4:PORT") if not yet known;
  * idempotent. 0, or -1 (bad address, too many peers). */
 int link_connect(node_link *l, const char *addr);
-/* Whether the connection to addr is up (its HELLO queued). */
+/* Whether the connection to addr is up (the peer's PROOF verified). */
 bool link_peer_up(node_link *l, const char *addr);
 /* Queues f for the peer at addr (connecting to it if unknown). 0, or -1
  * when refused: not connected now, its queue is full, or f is invalid. */

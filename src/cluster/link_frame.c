@@ -15,6 +15,7 @@ enum field {
     F_ACK_FROM = 1u << 7,
     F_ACK_TO = 1u << 8,
     F_ABOUT = 1u << 9,
+    F_AUTH = 1u << 10,
 };
 
 enum body_rule { BODY_NONE, BODY_REQUIRED, BODY_NAME };
@@ -25,7 +26,7 @@ typedef struct layout {
 } layout;
 
 static const layout LAYOUTS[] = {
-    [LINK_HELLO] = {F_VERSION | F_ROLES, BODY_NAME},
+    [LINK_HELLO] = {F_VERSION | F_ROLES | F_AUTH, BODY_NAME},
     [LINK_REQUEST] = {F_CONN | F_USER | F_DEVICE | F_REQUEST, BODY_REQUIRED},
     [LINK_ACK] = {F_CONN | F_USER | F_DEVICE | F_ACK_FROM | F_ACK_TO, BODY_NONE},
     [LINK_ANSWER] = {F_CONN | F_USER | F_DEVICE, BODY_REQUIRED},
@@ -33,10 +34,11 @@ static const layout LAYOUTS[] = {
     [LINK_DELIVER] = {F_CONN | F_USER | F_USER_SEQ, BODY_REQUIRED},
     [LINK_CLOSE_DEVICE] = {F_USER | F_DEVICE, BODY_NONE},
     [LINK_DROP_PRESENCE] = {F_USER | F_ABOUT, BODY_NONE},
+    [LINK_PROOF] = {F_AUTH, BODY_NONE},
 };
 
 static const layout *layout_of(uint8_t type) {
-    if (type < LINK_HELLO || type > LINK_DROP_PRESENCE) return NULL;
+    if (type < LINK_HELLO || type > LINK_PROOF) return NULL;
     return &LAYOUTS[type];
 }
 
@@ -45,6 +47,7 @@ static size_t fixed_bytes(unsigned fields) {
     if (fields & F_VERSION) n += 1;
     if (fields & F_ROLES) n += 1;
     if (fields & F_DEVICE) n += 4;
+    if (fields & F_AUTH) n += LINK_AUTH_FIELD;
     unsigned wide = fields & (F_CONN | F_USER | F_REQUEST | F_USER_SEQ | F_ACK_FROM | F_ACK_TO | F_ABOUT);
     n += 8 * (size_t)__builtin_popcount(wide);
     return n;
@@ -106,6 +109,7 @@ size_t link_frame_encode(const link_frame *f, uint8_t *out, size_t cap) {
     if (fl & F_ACK_FROM) p = put_u64(p, f->ack_from);
     if (fl & F_ACK_TO) p = put_u64(p, f->ack_to);
     if (fl & F_ABOUT) p = put_u64(p, f->about_user);
+    if (fl & F_AUTH) memcpy(p, f->auth, LINK_AUTH_FIELD), p += LINK_AUTH_FIELD;
     if (f->body_len) memcpy(p, f->body, f->body_len);
     return size;
 }
@@ -139,6 +143,7 @@ int link_frame_decode(const uint8_t *payload, size_t len, link_frame *f) {
     if (fl & F_ACK_FROM) f->ack_from = get_u64(p), p += 8;
     if (fl & F_ACK_TO) f->ack_to = get_u64(p), p += 8;
     if (fl & F_ABOUT) f->about_user = get_u64(p), p += 8;
+    if (fl & F_AUTH) memcpy(f->auth, p, LINK_AUTH_FIELD), p += LINK_AUTH_FIELD;
     f->body = len > fixed ? p : NULL;
     f->body_len = len - fixed;
     if (!body_ok(l->body, f->body, f->body_len)) {

@@ -9,8 +9,12 @@
  * struct link_frame (only the fields the type has, see link_frame.c), then
  * the body to the end of the payload.
  *
- *   HELLO          first frame of a connection: version, roles, body = the
- *                  sender's node name (1 to 63 token bytes)
+ *   HELLO          first frame each side sends on a connection: version,
+ *                  roles, auth = a fresh random nonce, body = the sender's
+ *                  node name (1 to 63 token bytes)
+ *   PROOF          second frame each side sends: auth = its HMAC over
+ *                  both nonces and names (link_auth.h); nothing else is
+ *                  accepted before the peer's PROOF verifies
  *   REQUEST        gateway -> chat: a device's request (chat_request
  *                  CHAT_FRAME): conn_id (the gateway's), user_id,
  *                  device_id, request_id, body = the encoded Frame
@@ -42,14 +46,16 @@ enum link_frame_type {
     LINK_DELIVER = 6,
     LINK_CLOSE_DEVICE = 7,
     LINK_DROP_PRESENCE = 8,
+    LINK_PROOF = 9,
 };
 
 enum {
-    LINK_VERSION = 1,
+    LINK_VERSION = 2,                /* 2: HELLO carries a nonce, PROOF follows */
     LINK_LENGTH_BYTES = 4,
     LINK_NAME_MAX = 63,              /* node name bytes in HELLO */
     LINK_BODY_MAX = 8u << 20,        /* one body: a frame or a message, past any --max-message */
-    LINK_FIXED_MAX = 1 + 2 + 8 * 7 + 4,  /* type and every fixed field */
+    LINK_AUTH_FIELD = 32,            /* HELLO's nonce, PROOF's HMAC (link_auth.h LINK_AUTH_BYTES) */
+    LINK_FIXED_MAX = 1 + 2 + 8 * 7 + 4 + LINK_AUTH_FIELD,  /* type and every fixed field */
     LINK_PAYLOAD_MAX = LINK_FIXED_MAX + LINK_BODY_MAX,
 };
 
@@ -65,6 +71,7 @@ typedef struct link_frame {
     uint64_t ack_from;    /* ACK */
     uint64_t ack_to;      /* ACK */
     uint64_t about_user;  /* DROP_PRESENCE */
+    uint8_t auth[LINK_AUTH_FIELD];  /* HELLO: nonce; PROOF: HMAC */
     const uint8_t *body;  /* not owned: the caller's bytes, or the decoded payload's */
     size_t body_len;
 } link_frame;

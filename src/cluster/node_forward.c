@@ -13,6 +13,7 @@
 #include "chat/reply.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "gateway/ops_http.h"
 #include "registry/registry_redis.h"
 
 enum {
@@ -64,6 +65,7 @@ struct node_forward {
     ring requests, lookups;
     bool wake, stopping, running;
     pthread_t discover;
+    atomic_bool chat_up;      /* gateway node: a chat node linked both ways (read by /healthz) */
 };
 
 /* ------------------------------------------------------------- peers */
@@ -203,6 +205,7 @@ static void *discover_main(void *arg) {
             long up = nf->link && chat_addr(nf, addr);
             pthread_rwlock_unlock(&nf->use);
             atomic_store(&g_metrics.cluster_chat_link_up, up);
+            atomic_store(&nf->chat_up, up != 0);
         }
         pthread_mutex_lock(&nf->mu);
         struct timespec until;
@@ -631,11 +634,16 @@ node_forward *node_forward_new(server *srv) {
     return nf;
 }
 
+/* /healthz of a gateway node: no chat node linked, so every write is
+ * answered UNAVAILABLE */
+static bool chat_link_waiting(void *ctx) { return !atomic_load(&((node_forward *)ctx)->chat_up); }
+
 int node_forward_start(node_forward *nf, cluster_node *cn) {
     pthread_rwlock_wrlock(&nf->use);
     nf->link = cluster_node_link(cn);
     nf->rr = cluster_node_redis(cn);
     pthread_rwlock_unlock(&nf->use);
+    if (!nf->chat) ops_health_wait_on("chat link", chat_link_waiting, nf);
     if (pthread_create(&nf->discover, NULL, discover_main, nf) != 0) return -1;
     nf->running = true;
     return 0;
@@ -643,6 +651,7 @@ int node_forward_start(node_forward *nf, cluster_node *cn) {
 
 void node_forward_stop(node_forward *nf) {
     if (!nf) return;
+    ops_health_wait_off(nf);
     if (nf->running) {
         pthread_mutex_lock(&nf->mu);
         nf->stopping = true;

@@ -101,6 +101,7 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_cluster_sessions_gone_total", "counter", "Session refreshes that found the entry expired or replaced by a newer connect.", &g_metrics.cluster_sessions_gone_total, 0},
         {"parley_cluster_node_heartbeat_failures_total", "counter", "Node directory refreshes that failed (the entry expires after --node-ttl-ms).", &g_metrics.cluster_node_heartbeat_failures_total, 0},
         {"parley_cluster_link_malformed_total", "counter", "Node link connections closed for a malformed frame.", &g_metrics.cluster_link_malformed_total, 0},
+        {"parley_cluster_link_auth_failed_total", "counter", "Node link connections closed for a PROOF that did not verify (another --cluster-secret).", &g_metrics.cluster_link_auth_failed_total, 0},
         {"parley_writer_commits_in_flight", "gauge", "Conversation writers' commits sent to a network store and not yet completed.", &g_metrics.writer_commits_in_flight, 1},
         {"parley_writer_commits_in_flight_peak", "gauge", "The most conversation writer commits in flight at once since start.", &g_metrics.writer_commits_in_flight_peak, 1},
         {"parley_writer_commits_async_total", "counter", "Conversation writer commits sent to a network store without waiting for them.", &g_metrics.writer_commits_async_total, 0},

@@ -1,7 +1,9 @@
 #!/bin/sh
 # tests/cluster/test_cluster_script.sh -- scripts/cluster.sh on the real
 # engines: `up --nodes 2` prints one ws:// URL per node and nothing else,
-# each node's /healthz is 200, a parley-cli user on URL 1 and another on
+# each node's /healthz is 200, the node link's secret DIR/cluster-secret is
+# made 0600 and passed to every node (when --help lists --cluster-secret),
+# a parley-cli user on URL 1 and another on
 # URL 2 exchange a message both ways, a second `up` changes nothing, and
 # `down` (twice) leaves no process of the recorded PIDs alive and no port
 # listening. PASS/FAIL lines and a CASES line, as tests/check.h prints.
@@ -109,6 +111,23 @@ except Exception as e: print(getattr(e, "code", 0))' "http://127.0.0.1:$port/hea
   [ "$code" = 200 ] || { health_ok=0; why="$why $port:$code"; }
 done
 if [ $health_ok = 1 ]; then pass every_node_healthy; else fail every_node_healthy "/healthz:$why"; fi
+
+# ---- the node link's secret: made by up, owner-only, passed to every node
+if "$PARLEY_BIN" serve --help 2>&1 | grep -q -- '--cluster-secret'; then
+  secret_ok=1; why=""
+  f="$DIR/cluster-secret"
+  if [ ! -f "$f" ]; then secret_ok=0; why="no $f"
+  elif [ "$(stat -c %a "$f")" != 600 ]; then secret_ok=0; why="mode $(stat -c %a "$f")"
+  elif [ "$(stat -c %s "$f")" -lt 32 ]; then secret_ok=0; why="$(stat -c %s "$f") bytes"
+  else
+    for i in $(seq 1 "$NODES"); do
+      pid=$(cat "$DIR/node-$i.pid" 2>/dev/null)
+      tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--cluster-secret $f " ||
+        { secret_ok=0; why="node-$i (pid $pid) runs without --cluster-secret $f"; }
+    done
+  fi
+  if [ $secret_ok = 1 ]; then pass link_secret_made_private_and_passed; else fail link_secret_made_private_and_passed "$why"; fi
+fi
 
 # ---- two users, one per node, a message each way
 cli() { timeout 60 "$PARLEY_CLI" "$@"; }

@@ -11,7 +11,11 @@
  * from Redis, and expired when its node is killed; /metrics
  * counts it (parley_cluster_sessions). Every wait is
  * on Redis's state with a generous bound; nothing is timed. Also prints
- * (NOTE) Redis's bytes for one user's key with one session. */
+ * (NOTE) Redis's bytes for one user's key with one session. While every
+ * Redis master is stopped (SIGSTOP) the node's /healthz answers 503
+ * "waiting for redis" (its directory heartbeat fails), and 200 again once
+ * they continue. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +135,34 @@ static void killed_node_expires(void) {
     h_server_destroy(&s);
     CHECK(has == 1, "gw-killed not in the directory before the kill (%d)", has);
     CHECK(gone == 0, "gw-killed still in the directory %d ms after SIGKILL (TTL %d ms)", WAIT_MS, NODE_TTL_MS);
+}
+
+/* s's /healthz answers want_status with want_text in its body (bounded) */
+static int health_becomes(h_server *s, int want_status, const char *want_text, char *body, size_t cap) {
+    for (int i = 0; i < WAIT_MS / 100; i++) {
+        int status = 0;
+        if (h_http_get(s->port, "/healthz", &status, body, cap) == 0 && status == want_status &&
+            strstr(body, want_text))
+            return 1;
+        h_sleep_ms(100);
+    }
+    return 0;
+}
+
+static void healthz_waits_for_redis(void) {
+    h_server s = {0};
+    CHECK(start_node(&s, "chat-h", h_free_port()) == 0, "the node did not start");
+    char before[256] = "", during[256] = "", after[256] = "";
+    int ok_before = health_becomes(&s, 200, "ok", before, sizeof before);
+    for (int i = 0; i < REDIS_CLUSTER_MASTERS; i++) kill(redis_cluster_pid(i), SIGSTOP);
+    int waited = health_becomes(&s, 503, "waiting for redis", during, sizeof during);
+    /* continued on every path, before any check */
+    for (int i = 0; i < REDIS_CLUSTER_MASTERS; i++) kill(redis_cluster_pid(i), SIGCONT);
+    int ok_after = health_becomes(&s, 200, "ok", after, sizeof after);
+    h_server_destroy(&s);
+    CHECK(ok_before, "not healthy before: '%s'", before);
+    CHECK(waited, "/healthz never said it waits for redis while Redis was stopped: '%s'", during);
+    CHECK(ok_after, "not healthy again after Redis continued: '%s'", after);
 }
 
 static void unreachable_redis_fails_the_start(void) {
@@ -310,6 +342,7 @@ int main(void) {
     RUN(killed_node_expires);
     RUN(sessions_follow_connections);
     RUN(session_entry_bytes);
+    RUN(healthz_waits_for_redis);
     RUN(unreachable_redis_fails_the_start);
     if (reg) registry_redis_free(reg);
     if (rc) rc_free(rc);

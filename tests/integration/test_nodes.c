@@ -11,7 +11,11 @@
  *     (pushes routed the same way);
  *   - kill -9 of a gateway node while a sender keeps sending: its user
  *     reconnects to the other gateway and, after sync, has every
- *     acknowledged message exactly once, in order.
+ *     acknowledged message exactly once, in order;
+ *   - kill -9 of the chat node: a gateway node's /healthz answers 503
+ *     "waiting for chat link" and a device's send there is answered
+ *     UNAVAILABLE; once the chat node is back, /healthz answers 200 and the
+ *     same device's send is stored and delivered.
  * Every wait is on observable state (events, receipts, /metrics) with a
  * generous bound; nothing is timed. */
 #include <stdio.h>
@@ -168,10 +172,63 @@ static void gateway_killed_while_sending(void) {
     CHECK(h_expect_exact(bob, direct, exp, n, why, sizeof why) == 0, "bob after the move: %s", why);
 }
 
+typedef struct has_seq_goal {
+    h_dev *const *devs;
+    size_t n;
+    uint64_t conv, seq;
+} has_seq_goal;
+
+static int both_have_seq(void *ud) {
+    const has_seq_goal *g = ud;
+    for (size_t i = 0; i < g->n; i++)
+        if (!h_dev_has(g->devs[i], g->conv, g->seq)) return 0;
+    return 1;
+}
+
+/* gw's /healthz answers want_status with want_text in its body (bounded) */
+static int health_becomes(h_server *gw, int want_status, const char *want_text, char *body, size_t cap) {
+    for (int i = 0; i < WAIT_MS / 100; i++) {
+        int status = 0;
+        if (h_http_get(gw->port, "/healthz", &status, body, cap) == 0 && status == want_status &&
+            strstr(body, want_text))
+            return 1;
+        h_sleep_ms(100);
+    }
+    return 0;
+}
+
+/* ann and bob are on gateway 1 now (gateway 2 was killed) */
+static void chat_node_killed_then_back(void) {
+    NEED(started && ann && bob);
+    char body[512];
+    CHECK(health_becomes(&gw1, 200, "ok", body, sizeof body), "gateway 1 not healthy before: '%s'", body);
+    uint64_t direct = 0;
+    NEED(pc_open_direct(ann->c, bob->id.user_id, &direct) == 0);
+    h_server_kill9(&chat);
+    CHECK(health_becomes(&gw1, 503, "waiting for chat link", body, sizeof body),
+          "gateway 1's /healthz never said it waits for the chat link: '%s'", body);
+    uint64_t seq = 0;
+    int rc = pc_send_text(ann->c, direct, "while the chat node is away", &seq);
+    int status = pc_status(ann->c);
+    CHECK(rc != 0 && status == PARLEY__V1__STATUS__UNAVAILABLE, "a send without a chat node: rc %d, status %d", rc,
+          status);
+    CHECK(h_server_restart(&chat) == 0, "the chat node did not come back");
+    CHECK(health_becomes(&gw1, 200, "ok", body, sizeof body), "gateway 1 did not recover: '%s'", body);
+    CHECK(chat_linked(&gw1), "gateway 1 never linked to the chat node again");
+    h_sent exp[2];
+    size_t n = 0;
+    CHECK(h_send_rec(ann, direct, "after the chat node is back", exp, &n) == 0, "the send after recovery failed");
+    h_dev *both[] = {ann, bob};
+    has_seq_goal g = {both, 2, direct, exp[0].seq};
+    CHECK(h_pump(both, 2, both_have_seq, &g, WAIT_MS), "seq %llu after recovery did not reach both",
+          (unsigned long long)exp[0].seq);
+}
+
 int main(void) {
     RUN(start_nodes);
     RUN(chat_across_nodes);
     RUN(gateway_killed_while_sending);
+    RUN(chat_node_killed_then_back);
     h_server_destroy(&gw1);
     h_server_destroy(&gw2);   /* killed: only its directory goes */
     h_server_destroy(&chat);

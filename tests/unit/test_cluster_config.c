@@ -5,7 +5,13 @@
  * the server accepts all three roles, or gateway alone with --redis,
  * --internal-listen and --store cassandra (never on RocksDB);
  * --internal-listen needs HOST:PORT with a port of 1 to 65535; the TTLs
- * stay within 3000..600000 ms. */
+ * stay within 3000..600000 ms; --internal-listen off loopback needs
+ * --cluster-secret, whose file must hold 32 to 4096 bytes and be readable
+ * by its owner only, and gives the link key (the same file, the same key;
+ * another file, another key). */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -97,10 +103,58 @@ static void internal_listen_and_ttls_are_bounded(void) {
           "seeds refused");
 }
 
+/* a secret file of len random-ish bytes at mode; its path in path */
+static void write_secret(char *path, size_t cap, const char *tag, size_t len, mode_t mode) {
+    snprintf(path, cap, "/tmp/parley-secret-%ld-%s", (long)getpid(), tag);
+    unlink(path);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    uint8_t b[64];
+    for (size_t i = 0; i < sizeof b; i++) b[i] = (uint8_t)(i * 7 + tag[0]);
+    if (fd >= 0) {
+        ssize_t w = write(fd, b, len);
+        (void)w;
+        fchmod(fd, mode);
+        close(fd);
+    }
+}
+
+static void cluster_secret_is_checked_and_needed_off_loopback(void) {
+    config c;
+    char good[128], good2[128], open_mode[128], shorty[128];
+    write_secret(good, sizeof good, "a", 32, 0600);
+    write_secret(good2, sizeof good2, "b", 64, 0400);
+    write_secret(open_mode, sizeof open_mode, "c", 32, 0644);
+    write_secret(shorty, sizeof shorty, "d", 31, 0600);
+    CHECK(parse(&c, (const char *[]){"--internal-listen", "10.1.2.3:7100", NULL}) == -1,
+          "a non-loopback --internal-listen without --cluster-secret accepted");
+    CHECK(parse(&c, (const char *[]){"--internal-listen", "127.0.0.2:7100", NULL}) == 0 && !c.cluster.has_link_key,
+          "a loopback --internal-listen without a secret refused");
+    CHECK(parse(&c, (const char *[]){"--internal-listen", "10.1.2.3:7100", "--cluster-secret", good, NULL}) == 0 &&
+              c.cluster.has_link_key,
+          "a 0600 secret of 32 bytes refused");
+    uint8_t key1[sizeof c.cluster.link_key];
+    memcpy(key1, c.cluster.link_key, sizeof key1);
+    CHECK(parse(&c, (const char *[]){"--cluster-secret", good, NULL}) == 0 &&
+              memcmp(key1, c.cluster.link_key, sizeof key1) == 0,
+          "the same file gave another key");
+    CHECK(parse(&c, (const char *[]){"--cluster-secret", good2, NULL}) == 0 &&
+              memcmp(key1, c.cluster.link_key, sizeof key1) != 0,
+          "another file (0400, 64 bytes) refused or gave the same key");
+    CHECK(parse(&c, (const char *[]){"--cluster-secret", open_mode, NULL}) == -1, "a 0644 secret accepted");
+    CHECK(parse(&c, (const char *[]){"--cluster-secret", shorty, NULL}) == -1, "a 31-byte secret accepted");
+    CHECK(parse(&c, (const char *[]){"--cluster-secret", "/nonexistent/parley-secret", NULL}) == -1,
+          "a missing secret file accepted");
+    unlink(good);
+    unlink(good2);
+    unlink(open_mode);
+    unlink(shorty);
+}
+
 int main(void) {
     RUN(defaults_are_one_full_node);
     RUN(node_names_are_tokens);
     RUN(roles_parse_and_which_sets_serve);
     RUN(internal_listen_and_ttls_are_bounded);
+    RUN(cluster_secret_is_checked_and_needed_off_loopback);
     CHECK_EXIT();
 }

@@ -22,6 +22,7 @@ static link_frame sample(uint8_t type) {
         f.roles = 7;
         f.body = (const uint8_t *)"chat-1";
         f.body_len = 6;
+        for (int i = 0; i < LINK_AUTH_FIELD; i++) f.auth[i] = (uint8_t)(i + 1);
         break;
     case LINK_REQUEST:
         f.conn_id = 0x0102030405060708ull, f.user_id = 42, f.device_id = 3, f.request_id = 99;
@@ -45,6 +46,9 @@ static link_frame sample(uint8_t type) {
     case LINK_DROP_PRESENCE:
         f.user_id = 42, f.about_user = 43;
         break;
+    case LINK_PROOF:
+        for (int i = 0; i < LINK_AUTH_FIELD; i++) f.auth[i] = (uint8_t)(0xa0 + i);
+        break;
     }
     return f;
 }
@@ -53,21 +57,22 @@ static int same(const link_frame *a, const link_frame *b) {
     return a->type == b->type && a->version == b->version && a->roles == b->roles && a->conn_id == b->conn_id &&
            a->user_id == b->user_id && a->device_id == b->device_id && a->request_id == b->request_id &&
            a->user_seq == b->user_seq && a->ack_from == b->ack_from && a->ack_to == b->ack_to &&
-           a->about_user == b->about_user && a->body_len == b->body_len &&
+           a->about_user == b->about_user && memcmp(a->auth, b->auth, sizeof a->auth) == 0 &&
+           a->body_len == b->body_len &&
            (a->body_len == 0 || memcmp(a->body, b->body, a->body_len) == 0);
 }
 
 static void every_type_round_trips_in_one_batch(void) {
     uint8_t stream[1024];
     size_t len = 0;
-    for (uint8_t t = LINK_HELLO; t <= LINK_DROP_PRESENCE; t++) {
+    for (uint8_t t = LINK_HELLO; t <= LINK_PROOF; t++) {
         link_frame f = sample(t);
         size_t n = link_frame_encode(&f, stream + len, sizeof stream - len);
         CHECK(n > 0 && n == link_frame_size(&f), "type %u encoded %zu", t, n);
         len += n;
     }
     size_t off = 0;
-    for (uint8_t t = LINK_HELLO; t <= LINK_DROP_PRESENCE; t++) {
+    for (uint8_t t = LINK_HELLO; t <= LINK_PROOF; t++) {
         size_t payload = 0;
         CHECK(link_frame_split(stream + off, len - off, &payload) == 1, "frame %u not whole", t);
         link_frame got, want = sample(t);
@@ -105,11 +110,11 @@ static void malformed_payloads_are_refused(void) {
     link_frame f;
     uint8_t buf[256];
     /* unknown types */
-    uint8_t t0[1] = {0}, t9[1] = {9};
+    uint8_t t0[1] = {0}, t9[1] = {LINK_PROOF + 1};
     CHECK(link_frame_decode(t0, 1, &f) == -1 && link_frame_decode(t9, 1, &f) == -1, "unknown type accepted");
     CHECK(link_frame_decode(buf, 0, &f) == -1, "empty payload accepted");
     /* every prefix of each type's fixed part is short */
-    for (uint8_t t = LINK_HELLO; t <= LINK_DROP_PRESENCE; t++) {
+    for (uint8_t t = LINK_HELLO; t <= LINK_PROOF; t++) {
         link_frame s = sample(t);
         size_t n = link_frame_encode(&s, buf, sizeof buf);
         size_t fixed = n - LINK_LENGTH_BYTES - s.body_len;
