@@ -1787,3 +1787,24 @@ int h_member_marks(h_dev *viewer, uint64_t conv, uint64_t user, uint64_t *delive
     parley__v1__receipt_list__free_unpacked(l, NULL);
     return rc;
 }
+
+int h_raw_barrier(h_raw *w, uint64_t request_id, int max_frames) {
+    Parley__V1__LookupUser lu = PARLEY__V1__LOOKUP_USER__INIT;
+    lu.name = "nobody-by-this-name";
+    Parley__V1__Frame q = PARLEY__V1__FRAME__INIT;
+    q.request_id = request_id;
+    q.body_case = PARLEY__V1__FRAME__BODY_LOOKUP_USER;
+    q.lookup_user = &lu;
+    if (h_raw_send_frame(w, &q) != 0) return -1;
+    return h_raw_await_response(w, request_id, max_frames, NULL) >= 0 ? 0 : -1;
+}
+
+int h_raw_ack_barrier(h_raw *w, uint64_t user_seq, uint64_t request_id, int max_frames) {
+    Parley__V1__Ack ack = PARLEY__V1__ACK__INIT;
+    ack.user_seq = user_seq;
+    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+    f.body_case = PARLEY__V1__FRAME__BODY_ACK;
+    f.ack = &ack;
+    if (h_raw_send_frame(w, &f) != 0) return -1;
+    return h_raw_barrier(w, request_id, max_frames);
+}

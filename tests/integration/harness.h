@@ -399,4 +399,13 @@ int h_cassandra_drop_keyspace(const char *hosts, const char *keyspace);
  * them: 0 found, 1 no such member (both 0), -1 the request failed. */
 int h_member_marks(h_dev *viewer, uint64_t conv, uint64_t user, uint64_t *delivered, uint64_t *read);
 
+/* A barrier on a raw connection: a LookupUser of a name nobody has, sent
+ * after whatever came before it; its answer says the worker handled all
+ * that and ended the turn. Frames read meanwhile (at most max_frames) are
+ * dropped. 0 or -1. */
+int h_raw_barrier(h_raw *w, uint64_t request_id, int max_frames);
+/* One Ack of user_seq, then h_raw_barrier: the Ack went to the writer
+ * alone, with exactly this range. 0 or -1. */
+int h_raw_ack_barrier(h_raw *w, uint64_t user_seq, uint64_t request_id, int max_frames);
+
 #endif

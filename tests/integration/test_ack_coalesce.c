@@ -29,11 +29,10 @@ static int raw_sign_in(h_raw *w, const pc_identity *id) {
 
 enum { MESSAGES = 100 };
 
-/* Catches up from the start: StartSync, then frames until SyncDone. *head:
- * the highest user_seq of an Event seen. 0 or -1. */
-/* StartSync, then events until SyncDone and until conv's message want_seq
- * has come (fan-out may append the last messages after the catch-up
- * ended: they come live). 0 or -1. */
+/* Catches up from the start: StartSync, then events until SyncDone and
+ * until conv's message want_seq has come (fan-out may append the last
+ * messages after the catch-up ended: they come live). *head: the highest
+ * user_seq of an Event seen. 0 or -1. */
 static int raw_sync_all(h_raw *w, uint64_t conv, uint64_t want_seq, uint64_t *head, size_t *events) {
     Parley__V1__StartSync ss = PARLEY__V1__START_SYNC__INIT;
     Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
@@ -84,14 +83,7 @@ static int raw_ack_burst(h_raw *w, uint64_t head) {
     int r = h_raw_send_bytes(w, b, len);
     free(b);
     if (r != 0) return -1;
-    Parley__V1__LookupUser lu = PARLEY__V1__LOOKUP_USER__INIT;
-    lu.name = "nobody-by-this-name";
-    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-    f.request_id = 3;
-    f.body_case = PARLEY__V1__FRAME__BODY_LOOKUP_USER;
-    f.lookup_user = &lu;
-    if (h_raw_send_frame(w, &f) != 0) return -1;
-    return h_raw_await_response(w, 3, RESPONSE_MAX_FRAMES, NULL) >= 0 ? 0 : -1;
+    return h_raw_barrier(w, 3, RESPONSE_MAX_FRAMES);
 }
 
 /* delivered_seq of user in conv, as GetReceipts says (0 if absent), or -1 */

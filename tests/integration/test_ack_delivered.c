@@ -78,23 +78,8 @@ static int raw_sync_until(h_raw *w, const uint64_t *convs, const uint64_t *lasts
     return -1;
 }
 
-/* One Ack of user_seq, then a LookupUser whose answer says the worker
- * handled the Ack and ended its turn (so the Ack went to the writer alone). */
 static int raw_ack(h_raw *w, uint64_t user_seq, uint64_t request_id) {
-    Parley__V1__Ack ack = PARLEY__V1__ACK__INIT;
-    ack.user_seq = user_seq;
-    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-    f.body_case = PARLEY__V1__FRAME__BODY_ACK;
-    f.ack = &ack;
-    if (h_raw_send_frame(w, &f) != 0) return -1;
-    Parley__V1__LookupUser lu = PARLEY__V1__LOOKUP_USER__INIT;
-    lu.name = "nobody-by-this-name";
-    Parley__V1__Frame q = PARLEY__V1__FRAME__INIT;
-    q.request_id = request_id;
-    q.body_case = PARLEY__V1__FRAME__BODY_LOOKUP_USER;
-    q.lookup_user = &lu;
-    if (h_raw_send_frame(w, &q) != 0) return -1;
-    return h_raw_await_response(w, request_id, RESPONSE_MAX_FRAMES, NULL) >= 0 ? 0 : -1;
+    return h_raw_ack_barrier(w, user_seq, request_id, RESPONSE_MAX_FRAMES);
 }
 
 /* delivered_seq of user in conv, as GetReceipts says (0 if absent), or -1 */
