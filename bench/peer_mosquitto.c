@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -178,6 +179,23 @@ static void connect_one(client *c, int port, uint32_t k) {
     g_pending++;
 }
 
+/* libmosquitto's loop_read reads at most as many packets as the client has
+ * QoS 1 messages in flight (at least one), so a client that only receives
+ * got one packet per epoll turn however many the server had queued for it:
+ * its deliveries fell behind the senders' acks. Read on while the socket
+ * has bytes waiting, at most READS_PER_TURN times (one busy client does not
+ * hold the loop). */
+enum { READS_PER_TURN = 64 };
+static int read_waiting(client *c) {
+    int rc = MOSQ_ERR_SUCCESS;
+    for (int i = 0; i < READS_PER_TURN; i++) {
+        rc = mosquitto_loop_read(c->m, 1);
+        int waiting = 0;
+        if (rc != MOSQ_ERR_SUCCESS || ioctl(c->fd, FIONREAD, &waiting) != 0 || waiting <= 0) break;
+    }
+    return rc;
+}
+
 static void poll_once(int timeout_ms) {
     struct epoll_event evs[512];
     int n = epoll_wait(g_ep, evs, 512, timeout_ms);
@@ -185,7 +203,7 @@ static void poll_once(int timeout_ms) {
         client *c = evs[i].data.ptr;
         if (c->dead) continue;
         if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-            int rc = mosquitto_loop_read(c->m, 1);
+            int rc = read_waiting(c);
             if (rc != MOSQ_ERR_SUCCESS) {
                 mark_dead(c, rc, "read");
                 continue;

@@ -95,6 +95,7 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_mqtt_takeovers_total", "counter", "Older MQTT connections of a client id closed by a newer CONNECT (MQTT 5 DISCONNECT 0x8E).", &g_metrics.mqtt_takeovers_total, 0},
         {"parley_mqtt_takeovers_refused_total", "counter", "MQTT CONNECTs refused as busy: the worker of the client id's older connection had a full inbox.", &g_metrics.mqtt_takeovers_refused_total, 0},
         {"parley_mqtt_puback_errors_total", "counter", "Event PUBACKs with a reason code of 0x80 or more: not taken as Acks.", &g_metrics.mqtt_puback_errors_total, 0},
+        {"parley_mqtt_acks_held_total", "counter", "Event PUBACKs whose cursor write waited to be folded into a later one.", &g_metrics.mqtt_acks_held_total, 0},
         {"parley_mqtt_subscribe_refused_total", "counter", "MQTT topic filters refused in SUBACK: not the device's own topics.", &g_metrics.mqtt_subscribe_refused_total, 0},
         {"parley_cluster_sessions", "gauge", "This node's sessions written to the Redis session registry (--redis).", &g_metrics.cluster_sessions, 1},
         {"parley_cluster_session_write_failures_total", "counter", "Session registry writes that could not be queued or got no answer from Redis.", &g_metrics.cluster_session_write_failures_total, 0},

@@ -99,6 +99,7 @@ typedef struct metrics {
     atomic_ulong mqtt_takeovers_total;    /* older MQTT connections of a device closed by a newer CONNECT (0x8E) */
     atomic_ulong mqtt_takeovers_refused_total; /* CONNECTs refused busy: the older one's worker inbox was full */
     atomic_ulong mqtt_puback_errors_total; /* event PUBACKs with a reason >= 0x80: not taken as Acks */
+    atomic_ulong mqtt_acks_held_total;     /* event PUBACKs whose cursor write waits for later ones (mqtt_conn.c) */
     atomic_ulong mqtt_subscribe_refused_total; /* topic filters refused: not the device's own */
     /* many nodes (src/cluster/) */
     atomic_long cluster_sessions;                  /* gauge: this node's sessions in the Redis registry */

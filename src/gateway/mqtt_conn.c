@@ -28,6 +28,7 @@ enum {
     MQTT_RC_ADMIN_ACTION = 0x98,
     MQTT_RC_PAYLOAD_FORMAT_INVALID = 0x99,
     MQTT_RC_SESSION_TAKEN_OVER = 0x8E,
+    ACK_HOLD_MAX = 32,          /* acknowledged events the cursor write may wait for (handle_puback) */
 };
 
 /* What an MQTT connection holds beyond struct conn: 40 bytes. */
@@ -458,7 +459,18 @@ static void handle_puback(worker *w, conn *c, mqtt_link *l, uint8_t first, const
     uint64_t acked = c->acked_upto;
     uint64_t k = ((uint64_t)a.packet_id - 1 + PACKET_ID_SPAN - acked % PACKET_ID_SPAN) % PACKET_ID_SPAN;
     uint64_t user_seq = acked + 1 + k;
-    if (user_seq <= c->sent_upto) session_ack_upto(w, c, user_seq);
+    if (user_seq > c->sent_upto) return;
+    session_ack_upto(w, c, user_seq);
+    /* A device PUBACKs every event in its own packet, so most PUBACKs
+     * arrive alone in a loop turn and would each become a cursor write
+     * (CHAT_ACK: a store write and an inbox scan in the writer). The window
+     * moves at once; the cursor is handed to the writer once ACK_HOLD_MAX
+     * events are acknowledged past it, or when the device has acknowledged
+     * all it was sent, and at the close (session_closed). */
+    if (c->ack_pending && c->acked_upto < c->sent_upto && c->acked_upto - c->cursor_submitted_upto < ACK_HOLD_MAX) {
+        c->ack_pending = false;
+        METRIC_INC(mqtt_acks_held_total);
+    }
 }
 
 static void handle_subscribe(worker *w, conn *c, mqtt_link *l, uint8_t first, const uint8_t *body, size_t len,

@@ -586,7 +586,9 @@ void session_flush_acks(worker *w, conn *c) {
 }
 
 void session_closed(worker *w, conn *c) {
-    session_flush_acks(w, c);   /* a device's last acks count */
+    /* a device's last acks count, also those held back (mqtt_conn.c handle_puback) */
+    if (c->acked_upto > c->cursor_submitted_upto) c->ack_pending = true;
+    session_flush_acks(w, c);
     if (c->syncing) registry_remove(w->srv->registry, c->user_id, c->id);
     if (c->signed_in) {
         registry_presence_disconnected(w->srv->registry, c->user_id, clock_wall_ms());

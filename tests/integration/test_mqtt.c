@@ -1210,6 +1210,59 @@ static void puback_error_not_ack(void) {
     mq_free(m);
 }
 
+/* PUBACKs each in their own packet and loop turn are folded into one cursor
+ * write (CHAT_ACK) per ACK_HOLD_MAX (32) acknowledged events while some of
+ * the events sent are unacknowledged; the PUBACK of the last event sent
+ * writes the cursor at once, and the next session resumes after it. */
+static void pubacks_folded(void) {
+    enum { HOLD = 32 };
+    pc_identity id;
+    CHECK(link_identity(OWNER, &id) == 0, "device");
+    for (int i = 0; i < HOLD + 2; i++) CHECK(h_send(PEER, CONV, "folded") > 0, "send %d", i);
+    mq *m = mq_new(4, &id);
+    CHECK(mq_login(m, &id, false, NULL) == MQTT_V4_ACCEPTED, "connect");
+    CHECK(mq_subscribe_own(m) == 0, "subscribe");
+    size_t n = mq_sync_events(m);
+    CHECK(n >= HOLD + 2, "%zu events", n);
+    double acks0 = 0, acks1 = 0, acks2 = 0, held0 = 0, held1 = 0;
+    CHECK(h_metric(&S, "parley_acks_submitted_total", &acks0) == 0, "metric missing");
+    CHECK(h_metric(&S, "parley_mqtt_acks_held_total", &held0) == 0, "metric missing");
+    /* each PUBACK alone in a loop turn: the ping answers after it was handled */
+    for (size_t i = 0; i + 1 < n; i++) {
+        CHECK(mq_puback(m, m->ev_pid[i]) == 0, "puback %zu", i);
+        CHECK(mq_ping(m) == 0, "ping");
+    }
+    CHECK(h_metric(&S, "parley_acks_submitted_total", &acks1) == 0, "metric missing");
+    CHECK(h_metric(&S, "parley_mqtt_acks_held_total", &held1) == 0, "metric missing");
+    double writes = (double)((n - 1) / HOLD);
+    CHECK(acks1 - acks0 == writes, "%zu PUBACKs made %.0f cursor writes, want %.0f", n - 1, acks1 - acks0, writes);
+    CHECK(held1 - held0 == (double)(n - 1) - writes, "held %.0f", held1 - held0);
+    uint64_t last = m->ev_seq[n - 1];
+    CHECK(mq_puback(m, m->ev_pid[n - 1]) == 0, "last puback");
+    CHECK(mq_ping(m) == 0, "ping");
+    CHECK(h_metric(&S, "parley_acks_submitted_total", &acks2) == 0, "metric missing");
+    CHECK(acks2 - acks1 == 1, "the PUBACK of the last event sent made %.0f cursor writes", acks2 - acks1);
+    mq_close(m);
+    /* the stored cursor is the last event: a new event is all the next session gets */
+    CHECK(h_send(PEER, CONV, "after") > 0, "send after");
+    /* the writer stores it asynchronously: sessions until one resumes there */
+    bool resumed = false;
+    uint64_t until = h_now_ms() + 20000;
+    for (int attempt = 0; !resumed && attempt < 100 && h_now_ms() < until; attempt++) {
+        m->n_ev = 0;
+        m->sync_done = false;
+        CHECK(mq_login(m, &id, false, NULL) == 0, "reconnect");
+        CHECK(mq_subscribe_own(m) == 0, "subscribe again");
+        CHECK(mq_sync_events(m) >= 1, "no event in the next session");
+        CHECK(m->ev_seq[0] <= last + 1, "resumed at %llu: skipped events", (unsigned long long)m->ev_seq[0]);
+        resumed = m->ev_seq[0] == last + 1;
+        mq_close(m);
+        if (!resumed) h_sleep_ms(200);
+    }
+    CHECK(resumed, "never resumed after the last PUBACKed user_seq %llu", (unsigned long long)last);
+    mq_free(m);
+}
+
 /* MQTT connections count against --max-connections like WebSocket ones:
  * at the cap CONNACK says return code 3 (server unavailable). */
 static void connection_cap(void) {
@@ -1268,6 +1321,7 @@ int main(void) {
     RUN(session_takeover);
     RUN(takeover_chain);
     RUN(puback_error_not_ack);
+    RUN(pubacks_folded);
     RUN(idle_connection_memory);
     h_dev_free(OWNER);
     h_dev_free(PEER);
