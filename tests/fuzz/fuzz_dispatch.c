@@ -111,7 +111,8 @@ static size_t pump_inbox(conn *c) {
                 case WM_PUSH: conn_send(&the_worker, c, WS_OP_BINARY, m->data, m->len); break;
                 case WM_DELIVER: delivery_live(&the_worker, c, m->user_seq, m->message); break;
                 case WM_CLOSE_DEVICE:    /* orders name no connection (worker.c scans for them) */
-                case WM_DROP_PRESENCE: break;
+                case WM_DROP_PRESENCE:
+                case WM_MQTT_TAKEOVER: break;   /* MQTT connections only; this target speaks WebSocket */
                 }
             }
             worker_msg_free(m);
