@@ -31,6 +31,7 @@ enum {
     BURST = 1000,                /* Bob's own messages ahead of his Ack */
     IO_TIMEOUT_MS = 30000,
     RESPONSE_MAX_FRAMES = 200000,
+    SYNC_ACK_EVERY = 256,        /* well inside the server's sync window */
 };
 
 static h_server S;
@@ -40,8 +41,21 @@ static int raw_sign_in(h_raw *w, const pc_identity *id) {
     return h_raw_open_port(S.port, &o, w) == 0 && h_raw_sign_in(w, id) == 0 ? 0 : -1;
 }
 
+/* Acks user_seq without waiting for an answer (an Ack has none). */
+static int raw_ack(h_raw *w, uint64_t user_seq) {
+    Parley__V1__Ack ack = PARLEY__V1__ACK__INIT;
+    ack.user_seq = user_seq;
+    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+    f.body_case = PARLEY__V1__FRAME__BODY_ACK;
+    f.ack = &ack;
+    return h_raw_send_frame(w, &f);
+}
+
 /* StartSync from the start, frames until SyncDone: *head, the highest
- * user_seq, and for each conversation of convs the highest seq seen. */
+ * user_seq, and for each conversation of convs the highest seq seen.
+ * It acks as it reads, as a device does: the server sends at most
+ * --sync-window (1024) events past the last Ack, and Bob's inbox grows
+ * past that by the bursts of earlier rounds. */
 static int raw_sync_all(h_raw *w, uint64_t *head, const uint64_t *convs, uint64_t *seqs) {
     Parley__V1__StartSync ss = PARLEY__V1__START_SYNC__INIT;
     Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
@@ -50,6 +64,7 @@ static int raw_sync_all(h_raw *w, uint64_t *head, const uint64_t *convs, uint64_
     f.start_sync = &ss;
     if (h_raw_send_frame(w, &f) != 0) return -1;
     *head = 0;
+    uint64_t acked_to = 0;
     for (int i = 0; i < 1000000; i++) {
         Parley__V1__Frame *r = h_raw_next_frame(w, NULL);
         if (!r) return -1;
@@ -62,6 +77,10 @@ static int raw_sync_all(h_raw *w, uint64_t *head, const uint64_t *convs, uint64_
         }
         parley__v1__frame__free_unpacked(r, NULL);
         if (done) return 0;
+        if (*head >= acked_to + SYNC_ACK_EVERY) {
+            if (raw_ack(w, *head) != 0) return -1;
+            acked_to = *head;
+        }
     }
     return -1;
 }
