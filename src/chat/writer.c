@@ -391,6 +391,7 @@ void writer_flush(writer *w) {
     if (open_batch_empty(w)) return;
     int rc = in_flight_failed ? -1 : 0;
     if (rc == 0 && store_batch_count(w->batch) > 0) rc = store_commit(w->srv->store, w->batch, sync_commits(w));
+    accounts_names_settle(&w->claimed_names, w->srv->store, rc);   /* before the answers go out */
     commit_parts c = open_parts(w);
     writer_commit_finish(w, &c, rc);
     open_parts_done(w, rc);
@@ -505,6 +506,8 @@ static void handle_register_user(writer *w, chat_request *r) {
     }
     uint64_t existing;
     int found = store_get_user_id(w->srv->store, q->name, &existing);
+    /* a name that names no user is an orphaned claim: the claim below decides */
+    if (found > 0 && writer_user_exists(w, existing) == 0) found = 0;
     if (found != 0) {
         if (found > 0) writer_fail(w, r, PARLEY__V1__STATUS__CONFLICT, "user name '%s' is taken", q->name);
         else writer_fail(w, r, PARLEY__V1__STATUS__INTERNAL, "store read failed");
@@ -533,6 +536,7 @@ static void handle_register_user(writer *w, chat_request *r) {
         else writer_fail(w, r, PARLEY__V1__STATUS__INTERNAL, "store claim failed");
         return;
     }
+    accounts_names_claimed(&w->claimed_names, q->name, user);   /* given back if the batch fails */
     Parley__Store__User u;
     parley__store__user__init(&u);
     u.name = q->name;

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "chat/accounts_names.h"
 #include "chat/marks_cache.h"
 #include "chat/reply.h"
 #include "chat/writer_cache.h"
@@ -157,6 +158,7 @@ struct writer {
     _Atomic long depth;              /* requests waiting (writer_note_depth) */
     struct writer_pipeline *pipe;    /* commits in flight (writer_commit.c); NULL: each
                                         commit waited for (RocksDB, the accounts owner) */
+    accounts_names claimed_names;    /* the accounts owner: names claimed for the open batch */
 };
 
 struct writer_group {

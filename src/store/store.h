@@ -283,8 +283,8 @@ int store_scan_push_subscriptions(store *s, store_push_subscription_fn fn, void 
  * puts the same writes in its batch as before (store_put_user_name,
  * store_delete_link_token, store_delete_one_time_key), which repeat what the
  * claim did. A claim whose batch then fails stays claimed: the token or key
- * is burnt, never handed out twice, and the name stays taken (by an id with
- * no user record).
+ * is burnt, never handed out twice; a name is given back
+ * (store_release_user_name) so that the client's retry can have it.
  * Each returns 1 when this caller won, 0 when another has it (or there is
  * nothing to claim), -1 on a store error (the outcome could not be
  * established: the caller must not go on as if it had won). */
@@ -296,6 +296,14 @@ int store_claim_link_token(store *s, const char *token);
 /* hands out the device's lowest unclaimed one-time key (1 with *key_id and
  * out, store_bytes_free it), 0 when none is left */
 int store_claim_one_time_key(store *s, uint64_t user, uint32_t device, uint32_t *key_id, store_bytes *out);
+/* Gives back a user name claimed for user_id whose batch then failed, so
+ * the client's retry can have it: a compare-and-set too (it deletes the
+ * name only while it still names user_id). 1 released, 0 it named another
+ * or nothing, -1 on a store error (the name stays claimed: a claim of it
+ * takes it over once it is old and names no user, store_cassandra_claim.c). */
+int store_release_user_name(store *s, const char *name, uint64_t user_id);
+/* deletes name's row (store_release_user_name of a backend without compare-and-set) */
+void store_delete_user_name(store_batch *b, const char *name);
 
 /* The server is stopping: whatever the store has not finished ms from now
  * fails then (a commit: -1, not acknowledged; its outcome unknown, as on a

@@ -265,6 +265,10 @@ static size_t cass_metrics_render(void *impl, char *out, size_t cap) {
         "# TYPE parley_store_cql_claims_lost_total counter\nparley_store_cql_claims_lost_total %lu\n"
         "# HELP parley_store_cql_claims_unknown_total Claims of unknown outcome, resolved by a read at LOCAL_SERIAL.\n"
         "# TYPE parley_store_cql_claims_unknown_total counter\nparley_store_cql_claims_unknown_total %lu\n"
+        "# HELP parley_store_cql_names_released_total User names given back after their registration failed.\n"
+        "# TYPE parley_store_cql_names_released_total counter\nparley_store_cql_names_released_total %lu\n"
+        "# HELP parley_store_cql_names_taken_over_total Orphaned user names (claimed, no user) claimed anew.\n"
+        "# TYPE parley_store_cql_names_taken_over_total counter\nparley_store_cql_names_taken_over_total %lu\n"
         "# HELP parley_store_commits_total Commits finished (either way).\n"
         "# TYPE parley_store_commits_total counter\nparley_store_commits_total %lu\n"
         "# HELP parley_store_commit_failures_total Commits the store failed.\n"
@@ -276,7 +280,8 @@ static size_t cass_metrics_render(void *impl, char *out, size_t cap) {
         st.peak_in_flight, atomic_load(&s->batch_chunks_total), atomic_load(&s->commit_retries_total),
         atomic_load(&s->read_failures_total), atomic_load(&s->statements_by_id_total),
         atomic_load(&s->statements_as_text_total), atomic_load(&s->claims_total), atomic_load(&s->claims_lost_total),
-        atomic_load(&s->claims_unknown_total), atomic_load(&s->commits_total),
+        atomic_load(&s->claims_unknown_total), atomic_load(&s->names_released_total),
+        atomic_load(&s->names_taken_over_total), atomic_load(&s->commits_total),
         atomic_load(&s->commit_failures_total), cass_get_health(s) == STORE_FAILING ? 1 : 0);
     if (n < 0) return 0;
     return (size_t)n < cap ? (size_t)n : 0;
@@ -382,6 +387,7 @@ static const store_ops cassandra_ops = {
     .claim_user_name = cass_claim_user_name,
     .claim_link_token = cass_claim_link_token,
     .claim_one_time_key = cass_claim_one_time_key,
+    .release_user_name = cass_release_user_name,
     .stop_within = cass_stop_within,
     .stopped = cass_stopped,
 };

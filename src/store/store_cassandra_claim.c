@@ -22,6 +22,15 @@
  * the same id and the same public key is the same one-time key, so it is
  * never handed out again within that time either.
  *
+ * A name whose registration batch then failed is given back with
+ * DELETE ... IF user_id = <mine> (cass_release_user_name), so the client's
+ * retry can have it. If that fails too (the store away), the name is left
+ * naming a user id with no user row: an orphan. A claim that finds one
+ * older than NAME_ORPHAN_AGE_S takes it over with UPDATE ... IF user_id =
+ * <the orphan's> (take_over_orphan); younger, its registration may still
+ * be committing (or be replayed from Cassandra's batchlog), so it is
+ * another's.
+ *
  * Nothing else in the backend is a compare-and-set: every other write is a
  * put or delete of a fixed row (store_cassandra_write.c). */
 #include <stdio.h>
@@ -29,6 +38,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "store/store_cassandra_internal.h"
 
@@ -41,6 +51,10 @@
  * most looked at (keys.c stores at most 1000 per device) */
 #define OTK_PAGE 16
 #define OTK_MAX_LOOKED 4096
+/* a name claim naming no user is an orphan, taken over, once it is this
+ * old: far past any registration's batch (the CQL request timeouts are
+ * seconds) and its batchlog replay */
+#define NAME_ORPHAN_AGE_S 60
 /* a claim key: tag, ids, and a public key of at most this many bytes */
 #define CLAIM_KEY_MAX 1024
 
@@ -51,6 +65,9 @@ const char *const cass_claim_texts[CL_COUNT] = {
     [CL_CLAIM_READ] = "SELECT claimer FROM %s.claims WHERE claim = ?",
     [CL_OTKS] = ("SELECT key_id, public_key FROM %s.one_time_keys WHERE user_id = ? AND device_id = ? AND "
                  "key_id >= ? LIMIT 16"),
+    [CL_NAME_RELEASE] = "DELETE FROM %s.user_names WHERE name = ? IF user_id = ?",
+    [CL_NAME_AGE] = "SELECT user_id, WRITETIME(user_id) FROM %s.user_names WHERE name = ?",
+    [CL_NAME_TAKE_OVER] = "UPDATE %s.user_names SET user_id = ? WHERE name = ? IF user_id = ?",
 };
 _Static_assert(CLAIM_TTL_S == 2592000 && OTK_PAGE == 16, "the texts above spell these out");
 
@@ -111,6 +128,73 @@ static int claim(cass *s, enum cass_claim insert, enum cass_claim read, const cq
     return -1;
 }
 
+/* One conditional write on a name row (release or take-over): 1 applied,
+ * 0 the condition did not hold, -1 failed; *unknown when its outcome is
+ * not known (a timeout after it went out). */
+static int name_lwt(cass *s, enum cass_claim stmt, const cql_values *v, bool *unknown) {
+    *unknown = false;
+    atomic_fetch_add(&s->claims_total, 1);
+    cql_result *r = cql_execute_lwt_sync(s->cql, s->claims[stmt], v, CQL_LOCAL_QUORUM, CQL_LOCAL_SERIAL);
+    cql_status st = r ? cql_result_status(r) : CQL_ERR_NOMEM;
+    int rc = -1;
+    if (st == CQL_OK) {
+        int applied = cql_result_applied(r);
+        rc = applied == 1 ? 1 : applied == 0 ? 0 : -1;
+    } else {
+        log_warn("store: cassandra: name claim: %s %s", cql_status_name(st), r ? cql_result_message(r) : "");
+        *unknown = cql_status_outcome_unknown(st);
+        if (*unknown) atomic_fetch_add(&s->claims_unknown_total, 1);
+    }
+    cql_result_free(r);
+    return rc;
+}
+
+/* The id a name row names and when it was written (µs), read at
+ * LOCAL_SERIAL: 1, 0 no row, -1 the read failed. */
+static int name_owner_age(cass *s, const cql_values *key, int64_t *owner, int64_t *written_us) {
+    cql_result *r = cql_execute_sync(s->cql, s->claims[CL_NAME_AGE], key, CQL_LOCAL_SERIAL, 0, NULL, 0);
+    int rc = -1;
+    if (r && cql_result_status(r) == CQL_OK)
+        rc = cql_result_rows(r) == 0 ? 0
+             : cql_get_bigint(r, 0, 0, owner) == 0 && cql_get_bigint(r, 0, 1, written_us) == 0 ? 1 : -1;
+    cql_result_free(r);
+    return rc;
+}
+
+/* The name is another's: takes it over if that is an orphan (the id it
+ * names has no user row) at least NAME_ORPHAN_AGE_S old. 1 taken (or
+ * mine), 0 not an orphan (or too young, or another took it first), -1 not
+ * known. */
+static int take_over_orphan(cass *s, const char *name, const cql_values *key, int64_t mine) {
+    int64_t owner = 0, written_us = 0;
+    int found = name_owner_age(s, key, &owner, &written_us);
+    if (found <= 0) return found;   /* gone since (released): the client may try again */
+    if (owner == mine) return 1;
+    if ((int64_t)clock_wall_ms() * 1000 - written_us < (int64_t)NAME_ORPHAN_AGE_S * 1000000) return 0;
+    Parley__Store__User *u = NULL;
+    int has_user = cass_get_user(s, (uint64_t)owner, &u);
+    if (u) parley__store__user__free_unpacked(u, NULL);
+    if (has_user != 0) return has_user < 0 ? -1 : 0;
+    cql_values v;
+    cql_values_init(&v);
+    cql_values_bigint(&v, mine);
+    cql_values_text(&v, name, strlen(name));
+    cql_values_bigint(&v, owner);
+    bool unknown = false;
+    int rc = v.error ? -1 : name_lwt(s, CL_NAME_TAKE_OVER, &v, &unknown);
+    cql_values_free(&v);
+    if (unknown) {
+        rc = owner_serial(s, CL_NAME_READ, key, mine);
+        if (rc == 2) rc = 0;   /* no owner: not taken (released meanwhile) */
+    }
+    if (rc == 1) {
+        atomic_fetch_add(&s->names_taken_over_total, 1);
+        log_info("store: cassandra: user name '%s' taken over from %lld, which has no user", name,
+                 (long long)owner);
+    }
+    return rc;
+}
+
 int cass_claim_user_name(void *impl, const char *name, uint64_t user_id) {
     cass *s = impl;
     cql_values key, row;
@@ -120,8 +204,29 @@ int cass_claim_user_name(void *impl, const char *name, uint64_t user_id) {
     cql_values_text(&row, name, strlen(name));
     cql_values_bigint(&row, (int64_t)user_id);
     int rc = key.error || row.error ? -1 : claim(s, CL_NAME, CL_NAME_READ, &key, &row, (int64_t)user_id);
+    if (rc == 0) rc = take_over_orphan(s, name, &key, (int64_t)user_id);
     cql_values_free(&key);
     cql_values_free(&row);
+    return rc;
+}
+
+int cass_release_user_name(void *impl, const char *name, uint64_t user_id) {
+    cass *s = impl;
+    cql_values key, v;
+    cql_values_init(&key);
+    cql_values_init(&v);
+    cql_values_text(&key, name, strlen(name));
+    cql_values_text(&v, name, strlen(name));
+    cql_values_bigint(&v, (int64_t)user_id);
+    bool unknown = false;
+    int rc = key.error || v.error ? -1 : name_lwt(s, CL_NAME_RELEASE, &v, &unknown);
+    if (unknown) {   /* who owns the row now says what happened */
+        int owner = owner_serial(s, CL_NAME_READ, &key, (int64_t)user_id);
+        rc = owner == 2 ? 1 : owner == 0 ? 0 : -1;
+    }
+    cql_values_free(&key);
+    cql_values_free(&v);
+    if (rc == 1) atomic_fetch_add(&s->names_released_total, 1);
     return rc;
 }
 

@@ -68,7 +68,10 @@ enum cass_read {
 extern const char *const cass_read_texts[R_COUNT];   /* "%s": the keyspace */
 
 /* the prepared statements of the claims (store_cassandra_claim.c) */
-enum cass_claim { CL_NAME, CL_NAME_READ, CL_CLAIM, CL_CLAIM_READ, CL_OTKS, CL_COUNT };
+enum cass_claim {
+    CL_NAME, CL_NAME_READ, CL_CLAIM, CL_CLAIM_READ, CL_OTKS, CL_NAME_RELEASE, CL_NAME_AGE, CL_NAME_TAKE_OVER,
+    CL_COUNT
+};
 extern const char *const cass_claim_texts[CL_COUNT];   /* "%s": the keyspace */
 
 typedef struct cass {
@@ -92,6 +95,8 @@ typedef struct cass {
     atomic_ulong claims_total;           /* lightweight transactions sent */
     atomic_ulong claims_lost_total;      /* claims another had won */
     atomic_ulong claims_unknown_total;   /* claims resolved by a read at LOCAL_SERIAL */
+    atomic_ulong names_released_total;   /* names given back after their batch failed */
+    atomic_ulong names_taken_over_total; /* orphaned names (no user) claimed anew */
 } cass;
 
 /* the consistency of every write and of every read but those read_cl
@@ -158,6 +163,7 @@ int cass_scan_all(void *impl, store_record_fn fn, void *ud);
 /* claims (store.h), as lightweight transactions */
 int cass_claims_prepare(cass *s, char **why);   /* 0, or -1 with *why (free() it) */
 int cass_claim_user_name(void *impl, const char *name, uint64_t user_id);
+int cass_release_user_name(void *impl, const char *name, uint64_t user_id);
 int cass_claim_link_token(void *impl, const char *token);
 int cass_claim_one_time_key(void *impl, uint64_t user, uint32_t device, uint32_t *key_id, store_bytes *out);
 

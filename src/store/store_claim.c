@@ -83,3 +83,21 @@ int store_claim_one_time_key(store *s, uint64_t user, uint32_t device, uint32_t 
     pthread_mutex_unlock(&claim_lock);
     return rc;
 }
+
+static int locked_release_user_name(store *s, const char *name, uint64_t user_id) {
+    uint64_t owner = 0;
+    int found = store_get_user_id(s, name, &owner);
+    if (found <= 0 || owner != user_id) return found < 0 ? -1 : 0;
+    store_batch *b = store_batch_new();
+    if (!b) return -1;
+    store_delete_user_name(b, name);
+    return commit_claim(s, b) == 0 ? 1 : -1;
+}
+
+int store_release_user_name(store *s, const char *name, uint64_t user_id) {
+    if (s->ops->release_user_name) return s->ops->release_user_name(s->impl, name, user_id);
+    pthread_mutex_lock(&claim_lock);
+    int rc = locked_release_user_name(s, name, user_id);
+    pthread_mutex_unlock(&claim_lock);
+    return rc;
+}

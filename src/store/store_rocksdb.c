@@ -844,6 +844,12 @@ void store_put_user_name(store_batch *b, const char *name, uint64_t user_id) {
     batch_put_u64(b, &k, user_id);
 }
 
+void store_delete_user_name(store_batch *b, const char *name) {
+    key k;
+    user_name_key(&k, name);
+    batch_delete(b, &k);
+}
+
 static void device_key(key *k, uint64_t user, uint32_t device) {
     key_begin(k, 'd');
     key_u64(k, user);
