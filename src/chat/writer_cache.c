@@ -10,7 +10,7 @@
 #include "core/clock.h"
 #include "core/metrics.h"
 
-enum { WAYS = 4 };
+enum { WAYS = WCACHE_WAYS };
 
 typedef struct member_entry {
     uint64_t conv, user;   /* user 0: empty (user ids start at 1) */
@@ -124,11 +124,15 @@ void writer_cache_member_put(writer_cache **cp, uint64_t conv, uint64_t user, co
 
 /* ------------------------------------------------------------- dedupe */
 
-static dedupe_entry *dedupe_set(writer_cache *c, uint64_t user, uint32_t device, const uint8_t *id, size_t len) {
+size_t writer_cache_dedupe_set_of(uint64_t user, uint32_t device, const uint8_t *id, size_t len) {
     uint64_t h = 1469598103934665603ull;   /* FNV-1a over the id, then mixed with who sent it */
     for (size_t i = 0; i < len; i++) h = (h ^ id[i]) * 1099511628211ull;
     h = mix(h ^ user * 0x9E3779B97F4A7C15ull ^ (uint64_t)device << 17);
-    return &c->dedupe[(h % (WCACHE_DEDUPE_ENTRIES / WAYS)) * WAYS];
+    return (size_t)(h % (WCACHE_DEDUPE_ENTRIES / WAYS));
+}
+
+static dedupe_entry *dedupe_set(writer_cache *c, uint64_t user, uint32_t device, const uint8_t *id, size_t len) {
+    return &c->dedupe[writer_cache_dedupe_set_of(user, device, id, len) * WAYS];
 }
 
 static bool same_id(const dedupe_entry *e, uint64_t user, uint32_t device, const uint8_t *id, size_t len) {

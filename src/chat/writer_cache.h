@@ -26,6 +26,7 @@ enum {
     WCACHE_MEMBER_ENTRIES = 32768,   /* member records held per writer */
     WCACHE_DEDUPE_ENTRIES = 16384,   /* recent client_msg_ids held per writer */
     WCACHE_MSG_ID_MAX = 64,          /* = MAX_CLIENT_MSG_ID: longer ids are never held */
+    WCACHE_WAYS = 4,                 /* entries a set: the least recently used of them goes */
 };
 
 void writer_cache_free(writer_cache *c);
@@ -48,5 +49,7 @@ bool writer_cache_dedupe_get(writer_cache **c, uint64_t user, uint32_t device, c
  * the store are not held: when they were written (their expiry) is unknown. */
 void writer_cache_dedupe_put(writer_cache **c, uint64_t user, uint32_t device, const uint8_t *id, size_t len,
                              uint64_t conv, uint64_t seq, uint64_t stored_ms);
+/* the set of WCACHE_WAYS entries a dedupe record goes to (tests fill one) */
+size_t writer_cache_dedupe_set_of(uint64_t user, uint32_t device, const uint8_t *id, size_t len);
 
 #endif
