@@ -27,22 +27,18 @@
 #include <unistd.h>
 
 #include "peer_common.h"
+#include "peer_mosq.h"
 
 enum { RING = 1024 };   /* send times by message id; in-flight is kept below this */
 
 typedef struct client {
-    struct mosquitto *m;
-    int fd;
-    bool out_armed, dead, ready;
-    uint32_t index, inflight;
+    mosq_conn mc;       /* first: the loop's part (peer_mosq.h) */
     char topic[24];     /* publishes to */
     char sub[24];       /* subscribes to ("" = none) */
     uint64_t *sent_at;  /* RING entries, senders only */
 } client;
 
-static int g_ep;
 static peer_tally g_t;
-static uint64_t g_pending;   /* connects begun */
 static peer_args g_a;
 static bool g_group;
 /* every client, for the send loop's turn(): keepalives go out once a second
@@ -52,43 +48,15 @@ static client *g_cs;
 static long g_ncs;
 static uint64_t g_next_misc;
 
-static void set_out(client *c, bool want) {
-    if (c->dead || c->fd < 0 || want == c->out_armed) return;
-    c->out_armed = want;
-    struct epoll_event x = {.events = EPOLLIN | (want ? EPOLLOUT : 0u), .data.ptr = c};
-    epoll_ctl(g_ep, EPOLL_CTL_MOD, c->fd, &x);
-}
-
-static void mark_dead(client *c, int rc, const char *where) {
-    if (c->dead) return;
-    c->dead = true;
-    g_t.errors++;
-    if (g_t.errors <= 5)
-        fprintf(stderr, "peer-mosquitto: client %u: %s: %s\n", c->index, where, mosquitto_strerror(rc));
-}
-
-/* write what libmosquitto has queued; arm EPOLLOUT only if the socket is full */
-static void flush(client *c) {
-    if (c->dead) return;
-    if (mosquitto_want_write(c->m)) {
-        int rc = mosquitto_loop_write(c->m, 1);
-        if (rc != MOSQ_ERR_SUCCESS) {
-            mark_dead(c, rc, "write");
-            return;
-        }
-    }
-    set_out(c, mosquitto_want_write(c->m));
-}
-
 static void on_connect(struct mosquitto *m, void *obj, int rc) {
     client *c = obj;
     if (rc != 0) {
-        mark_dead(c, MOSQ_ERR_CONN_REFUSED, mosquitto_connack_string(rc));
+        mosq_mark_dead(&c->mc, MOSQ_ERR_CONN_REFUSED, mosquitto_connack_string(rc));
         return;
     }
     if (c->sub[0]) mosquitto_subscribe(m, NULL, c->sub, 1);
     else {
-        c->ready = true;
+        c->mc.ready = true;
         g_t.ready++;
     }
 }
@@ -97,11 +65,11 @@ static void on_subscribe(struct mosquitto *m, void *obj, int mid, int n, const i
     (void)m; (void)mid;
     client *c = obj;
     if (n < 1 || granted[0] > 2) {
-        mark_dead(c, MOSQ_ERR_PROTOCOL, "subscribe refused");
+        mosq_mark_dead(&c->mc, MOSQ_ERR_PROTOCOL, "subscribe refused");
         return;
     }
-    if (!c->ready) {
-        c->ready = true;
+    if (!c->mc.ready) {
+        c->mc.ready = true;
         g_t.ready++;
     }
 }
@@ -114,7 +82,7 @@ static void on_message(struct mosquitto *m, void *obj, const struct mosquitto_me
     uint64_t ts;
     memcpy(&sender, (const char *)msg->payload + 4, 4);
     memcpy(&ts, (const char *)msg->payload + 8, 8);
-    if (sender == c->index) return;   /* own message (group): not a delivery to another member */
+    if (sender == c->mc.index) return;   /* own message (group): not a delivery to another member */
     g_t.delivered++;
     uint64_t now = peer_now_ns();
     if (now > ts) hist_record(&g_t.deliv, now - ts);
@@ -125,130 +93,56 @@ static void on_publish(struct mosquitto *m, void *obj, int mid) {   /* PUBACK */
     client *c = obj;
     g_t.acked++;
     if (c->sent_at) hist_record(&g_t.ack, peer_now_ns() - c->sent_at[(unsigned)mid % RING]);
-    if (c->inflight) c->inflight--;
+    if (c->mc.inflight) c->mc.inflight--;
 }
 
 static void on_disconnect(struct mosquitto *m, void *obj, int rc) {
     (void)m;
     client *c = obj;
-    if (rc != 0) mark_dead(c, rc, "disconnected");
+    if (rc != 0) mosq_mark_dead(&c->mc, rc, "disconnected");
 }
 
-/* libmosquitto opens a socketpair per client (to wake its own select loop);
- * we never use that loop, and 19,900 clients x 3 descriptors would not fit in
- * the 20,000 open-file limit. Creating the client while no descriptor can be
- * opened makes libmosquitto go without it (it only warns). */
 static struct mosquitto *new_client(client *c) {
-    struct rlimit rl, zero;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    zero = rl;
-    zero.rlim_cur = 0;
-    setrlimit(RLIMIT_NOFILE, &zero);
     char id[48];
-    snprintf(id, sizeof id, "pb-%d-%u", (int)getpid(), c->index);
-    struct mosquitto *m = mosquitto_new(id, true, c);
-    setrlimit(RLIMIT_NOFILE, &rl);
-    return m;
+    snprintf(id, sizeof id, "pb-%d-%u", (int)getpid(), c->mc.index);
+    return mosq_new_quiet(id, true, c);
 }
 
 static void connect_one(client *c, int port, uint32_t k) {
-    char src[32];
-    peer_src_str(src, sizeof src, k);
-    c->fd = -1;
-    c->m = new_client(c);
-    if (!c->m) {
+    c->mc.fd = -1;
+    c->mc.m = new_client(c);
+    if (!c->mc.m) {
         fprintf(stderr, "peer-mosquitto: mosquitto_new failed\n");
         exit(1);
     }
-    mosquitto_int_option(c->m, MOSQ_OPT_TCP_NODELAY, 1);
-    mosquitto_max_inflight_messages_set(c->m, 0);   /* our window governs, not the library's queue */
-    mosquitto_connect_callback_set(c->m, on_connect);
-    mosquitto_subscribe_callback_set(c->m, on_subscribe);
-    mosquitto_message_callback_set(c->m, on_message);
-    mosquitto_publish_callback_set(c->m, on_publish);
-    mosquitto_disconnect_callback_set(c->m, on_disconnect);
-    int rc = mosquitto_connect_bind_async(c->m, "127.0.0.1", port, 60, src);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        fprintf(stderr, "peer-mosquitto: connect from %s: %s (%s)\n", src, mosquitto_strerror(rc), strerror(errno));
-        exit(1);
-    }
-    c->fd = mosquitto_socket(c->m);
-    c->out_armed = true;   /* until the TCP connect completes and CONNECT is written */
-    struct epoll_event x = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-    epoll_ctl(g_ep, EPOLL_CTL_ADD, c->fd, &x);
-    g_pending++;
-}
-
-/* libmosquitto's loop_read reads at most as many packets as the client has
- * QoS 1 messages in flight (at least one), so a client that only receives
- * got one packet per epoll turn however many the server had queued for it:
- * its deliveries fell behind the senders' acks. Read on while the socket
- * has bytes waiting, at most READS_PER_TURN times (one busy client does not
- * hold the loop). */
-enum { READS_PER_TURN = 64 };
-static int read_waiting(client *c) {
-    int rc = MOSQ_ERR_SUCCESS;
-    for (int i = 0; i < READS_PER_TURN; i++) {
-        rc = mosquitto_loop_read(c->m, 1);
-        int waiting = 0;
-        if (rc != MOSQ_ERR_SUCCESS || ioctl(c->fd, FIONREAD, &waiting) != 0 || waiting <= 0) break;
-    }
-    return rc;
-}
-
-static void poll_once(int timeout_ms) {
-    struct epoll_event evs[512];
-    int n = epoll_wait(g_ep, evs, 512, timeout_ms);
-    for (int i = 0; i < n; i++) {
-        client *c = evs[i].data.ptr;
-        if (c->dead) continue;
-        if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-            int rc = read_waiting(c);
-            if (rc != MOSQ_ERR_SUCCESS) {
-                mark_dead(c, rc, "read");
-                continue;
-            }
-        }
-        flush(c);   /* what the callbacks queued (SUBSCRIBE, PUBACKs), or EPOLLOUT */
-    }
-}
-
-static void misc_all(client *cs, long n) {   /* keepalive pings */
-    for (long i = 0; i < n; i++)
-        if (!cs[i].dead && cs[i].m) {
-            mosquitto_loop_misc(cs[i].m);
-            flush(&cs[i]);
-        }
+    mosquitto_int_option(c->mc.m, MOSQ_OPT_TCP_NODELAY, 1);
+    mosquitto_max_inflight_messages_set(c->mc.m, 0);   /* our window governs, not the library's queue */
+    mosquitto_connect_callback_set(c->mc.m, on_connect);
+    mosquitto_subscribe_callback_set(c->mc.m, on_subscribe);
+    mosquitto_message_callback_set(c->mc.m, on_message);
+    mosquitto_publish_callback_set(c->mc.m, on_publish);
+    mosquitto_disconnect_callback_set(c->mc.m, on_disconnect);
+    mosq_connect_from(&c->mc, port, k);
 }
 
 static void publish(client *c, uint64_t ts) {
     char body[4096];
     memset(body, 'x', (size_t)g_a.body);
-    memcpy(body + 4, &c->index, 4);
+    memcpy(body + 4, &c->mc.index, 4);
     memcpy(body + 8, &ts, 8);
     int mid = 0;
     uint64_t t = peer_now_ns();
-    int rc = mosquitto_publish(c->m, &mid, c->topic, g_a.body, body, 1, false);
+    int rc = mosquitto_publish(c->mc.m, &mid, c->topic, g_a.body, body, 1, false);
     if (rc != MOSQ_ERR_SUCCESS) {
-        mark_dead(c, rc, "publish");
+        mosq_mark_dead(&c->mc, rc, "publish");
         return;
     }
     c->sent_at[(unsigned)mid % RING] = t;
-    c->inflight++;
+    c->mc.inflight++;
     g_t.sent++;
     /* mosquitto_publish already tried to write it (non-threaded client, not in
      * a callback); arm EPOLLOUT if that hit a full socket */
-    set_out(c, mosquitto_want_write(c->m));
-}
-
-/* at exit: reset instead of FIN, so that the 19,900 ports bound to 127.x.y.z
- * sources do not sit in TIME_WAIT for a minute (a bound port in TIME_WAIT is
- * skipped by every other process's automatic port choice) */
-static void reset_all(client *cs, long n) {
-    struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    for (long i = 0; i < n; i++)
-        if (cs[i].m && mosquitto_socket(cs[i].m) >= 0)
-            setsockopt(mosquitto_socket(cs[i].m), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    mosq_set_out(&c->mc, mosquitto_want_write(c->mc.m));
 }
 
 static void print_json(const char *shape, double secs, long n_senders) {
@@ -261,13 +155,13 @@ static void print_json(const char *shape, double secs, long n_senders) {
 /* the send loop's hooks (peer_send_for) */
 static bool room(void *p, uint32_t cap) {
     client *c = p;
-    return !c->dead && c->inflight < cap;
+    return !c->mc.dead && c->mc.inflight < cap;
 }
 static void send_one(void *p, uint64_t due) { publish(p, due); }
 static void turn(uint64_t now, int timeout_ms) {
-    poll_once(timeout_ms);
+    mosq_poll_once(timeout_ms);
     if (now > g_next_misc) {
-        misc_all(g_cs, g_ncs);
+        mosq_misc_all(g_cs, g_ncs, sizeof *g_cs);
         g_next_misc = now + 1000000000ull;
     }
 }
@@ -277,11 +171,11 @@ static void connect_all(client *cs, long n, int port, uint32_t stride) {
     uint64_t end = peer_now_ns() + 60000000000ull;
     long next = 0;
     while ((g_t.ready + g_t.errors < (uint64_t)n) && peer_now_ns() < end) {
-        while (next < n && g_pending - g_t.ready - g_t.errors < 256) {
+        while (next < n && mosq_loop_pending() - g_t.ready - g_t.errors < 256) {
             connect_one(&cs[next], port, (uint32_t)next * stride);
             next++;
         }
-        poll_once(10);
+        mosq_poll_once(10);
     }
 }
 
@@ -292,27 +186,26 @@ int main(int argc, char **argv) {
     const char *shape = g_a.shape;
     long n = g_a.n;
     peer_raise_nofile("peer-mosquitto", n);
-    mosquitto_lib_init();
-    g_ep = epoll_create1(0);
     peer_tally_init(&g_t);
+    mosq_loop_init("peer-mosquitto", &g_t);
 
     if (!strcmp(shape, "idle")) {   /* N idle subscribed connections: broker memory per connection */
         long before = g_a.pid ? peer_status_kb(g_a.pid, "VmRSS") : -1;
         client *cs = calloc((size_t)n, sizeof *cs);
         for (long i = 0; i < n; i++) {
-            cs[i].index = (uint32_t)i;
+            cs[i].mc.index = (uint32_t)i;
             snprintf(cs[i].sub, sizeof cs[i].sub, "i%ld", i);
         }
         uint64_t t0 = peer_now_ns();
         connect_all(cs, n, g_a.port, 1);
         double connect_s = (double)(peer_now_ns() - t0) / 1e9;
         uint64_t settle = peer_now_ns() + 3000000000ull;
-        while (peer_now_ns() < settle) poll_once(100);
-        misc_all(cs, n);
+        while (peer_now_ns() < settle) mosq_poll_once(100);
+        mosq_misc_all(cs, n, sizeof *cs);
         long after = g_a.pid ? peer_status_kb(g_a.pid, "VmRSS") : -1;
         peer_print_held("mosquitto", g_t.ready, connect_s, before, after, g_t.errors);
         fflush(stdout);
-        reset_all(cs, n);
+        mosq_reset_all(cs, n, sizeof *cs);
         return 0;
     }
 
@@ -322,7 +215,7 @@ int main(int argc, char **argv) {
     client *cs = calloc((size_t)nclients, sizeof *cs);
     for (long i = 0; i < nclients; i++) {
         client *c = &cs[i];
-        c->index = (uint32_t)i;
+        c->mc.index = (uint32_t)i;
         if (g_group) {
             snprintf(c->topic, sizeof c->topic, "g0");
             snprintf(c->sub, sizeof c->sub, "g0");
@@ -338,7 +231,7 @@ int main(int argc, char **argv) {
     void **sendv = calloc((size_t)nclients, sizeof *sendv);
     for (long i = 0; i < nclients; i++) {
         bool s = g_group ? (g_a.senders < 0 || i < g_a.senders) : i % 2 == 0;
-        if (s && !cs[i].dead) {
+        if (s && !cs[i].mc.dead) {
             sendv[nsend++] = &cs[i];
             cs[i].sent_at = calloc(RING, sizeof(uint64_t));
         }
@@ -351,9 +244,9 @@ int main(int argc, char **argv) {
     g_ncs = nclients;
     g_next_misc = peer_now_ns() + 1000000000ull;
     double secs = peer_send_for(sendv, nsend, &g_a, RING - 24, &(peer_sender){room, send_one, turn});
-    peer_drain(&g_t, poll_once);   /* let the acks in flight land, bounded */
+    peer_drain(&g_t, mosq_poll_once);   /* let the acks in flight land, bounded */
     print_json(g_group ? "group" : "direct", secs, nsend);
     fflush(stdout);
-    reset_all(cs, nclients);
+    mosq_reset_all(cs, nclients, sizeof *cs);
     return 0;
 }

@@ -43,6 +43,7 @@
 #include "parley.h"
 #include "parley_mqtt.h"
 #include "peer_common.h"
+#include "peer_mosq.h"
 #include "proto/parley.pb-c.h"
 
 enum {
@@ -53,10 +54,7 @@ enum {
 };
 
 typedef struct client {
-    struct mosquitto *m;
-    int fd;
-    bool out_armed, dead, ready;
-    uint32_t index, inflight;
+    mosq_conn mc;           /* first: the loop's part (peer_mosq.h) */
     pc_identity id;
     uint64_t conv;          /* publishes to (0: only receives) */
     uint64_t next_request, last_user_seq;
@@ -64,9 +62,8 @@ typedef struct client {
     uint64_t *sent_at;      /* RING entries, senders only */
 } client;
 
-static int g_ep;
 static peer_tally g_t;
-static uint64_t g_pending, g_duplicates, g_refused;
+static uint64_t g_duplicates, g_refused;
 static peer_args g_a;
 static bool g_group;
 static int g_ws_port;
@@ -112,7 +109,7 @@ static void *setup_run(void *arg) {
                 if (j->failures++ < 3)
                     fprintf(stderr, "peer-parley-mqtt: register %s: %s\n", name, p ? pc_error(p) : "no connection");
                 if (p) pc_free(p);
-                c->dead = true;
+                c->mc.dead = true;
                 continue;
             }
             if (j->keep) {
@@ -128,7 +125,7 @@ static void *setup_run(void *arg) {
             if (!a || !b || pc_open_direct(a, peer->id.user_id, &conv) < 0 ||
                 pc_open_direct(b, c->id.user_id, &again) < 0 || conv != again) {
                 if (j->failures++ < 3) fprintf(stderr, "peer-parley-mqtt: open direct %ld\n", i);
-                c->dead = peer->dead = true;
+                c->mc.dead = peer->mc.dead = true;
                 continue;
             }
             c->conv = conv;
@@ -197,38 +194,11 @@ static int setup_users(client *cs, long n, bool pairs, bool group) {
 
 /* ------------------------------------------------------------- MQTT loop */
 
-static void set_out(client *c, bool want) {
-    if (c->dead || c->fd < 0 || want == c->out_armed) return;
-    c->out_armed = want;
-    struct epoll_event x = {.events = EPOLLIN | (want ? EPOLLOUT : 0u), .data.ptr = c};
-    epoll_ctl(g_ep, EPOLL_CTL_MOD, c->fd, &x);
-}
-
-static void mark_dead(client *c, int rc, const char *where) {
-    if (c->dead) return;
-    c->dead = true;
-    g_t.errors++;
-    if (g_t.errors <= 5)
-        fprintf(stderr, "peer-parley-mqtt: client %u: %s: %s\n", c->index, where, mosquitto_strerror(rc));
-}
-
-static void flush(client *c) {
-    if (c->dead) return;
-    if (mosquitto_want_write(c->m)) {
-        int rc = mosquitto_loop_write(c->m, 1);
-        if (rc != MOSQ_ERR_SUCCESS) {
-            mark_dead(c, rc, "write");
-            return;
-        }
-    }
-    set_out(c, mosquitto_want_write(c->m));
-}
-
 static void on_connect(struct mosquitto *m, void *obj, int rc) {
     client *c = obj;
     if (rc != 0) {
         g_refused++;
-        mark_dead(c, MOSQ_ERR_CONN_REFUSED, mosquitto_connack_string(rc));
+        mosq_mark_dead(&c->mc, MOSQ_ERR_CONN_REFUSED, mosquitto_connack_string(rc));
         return;
     }
     char *subs[2] = {c->t_ev, c->t_res};
@@ -240,11 +210,11 @@ static void on_subscribe(struct mosquitto *m, void *obj, int mid, int n, const i
     client *c = obj;
     for (int i = 0; i < n; i++)
         if (granted[i] > 1) {
-            mark_dead(c, MOSQ_ERR_PROTOCOL, "subscribe refused");
+            mosq_mark_dead(&c->mc, MOSQ_ERR_PROTOCOL, "subscribe refused");
             return;
         }
-    if (!c->ready) {
-        c->ready = true;
+    if (!c->mc.ready) {
+        c->mc.ready = true;
         g_t.ready++;
     }
 }
@@ -270,13 +240,13 @@ static void on_response(client *c, const Parley__V1__Response *r, uint64_t reque
     if (r->status != PARLEY__V1__STATUS__OK || r->result_case != PARLEY__V1__RESPONSE__RESULT_SENT) {
         g_t.errors++;
         if (g_t.errors <= 5)
-            fprintf(stderr, "peer-parley-mqtt: client %u: send refused: %d %s\n", c->index, r->status,
+            fprintf(stderr, "peer-parley-mqtt: client %u: send refused: %d %s\n", c->mc.index, r->status,
                     r->error ? r->error : "");
     } else {
         g_t.acked++;
         if (c->sent_at) hist_record(&g_t.ack, peer_now_ns() - c->sent_at[request_id % RING]);
     }
-    if (c->inflight) c->inflight--;
+    if (c->mc.inflight) c->mc.inflight--;
 }
 
 static void on_event(client *c, const Parley__V1__Event *e) {
@@ -289,7 +259,7 @@ static void on_event(client *c, const Parley__V1__Event *e) {
     uint32_t sender;
     uint64_t ts;
     if (!msg || msg->type != PARLEY__V1__MESSAGE_TYPE__TEXT || !body_parse(&msg->body, &sender, &ts)) return;
-    if (sender == c->index) return;   /* its own message, back to its device: not a delivery to another member */
+    if (sender == c->mc.index) return;   /* its own message, back to its device: not a delivery to another member */
     g_t.delivered++;
     uint64_t now = peer_now_ns();
     if (now > ts) hist_record(&g_t.deliv, now - ts);
@@ -313,105 +283,41 @@ static void on_message(struct mosquitto *m, void *obj, const struct mosquitto_me
 static void on_disconnect(struct mosquitto *m, void *obj, int rc) {
     (void)m;
     client *c = obj;
-    if (rc != 0) mark_dead(c, rc, "disconnected");
-}
-
-/* without the socketpair libmosquitto would open per client (see peer_mosquitto.c) */
-static struct mosquitto *new_client(client *c, const char *id) {
-    struct rlimit rl, zero;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    zero = rl;
-    zero.rlim_cur = 0;
-    setrlimit(RLIMIT_NOFILE, &zero);
-    struct mosquitto *m = mosquitto_new(id, false, c);   /* persistent session: sync starts at SUBSCRIBE */
-    setrlimit(RLIMIT_NOFILE, &rl);
-    return m;
+    if (rc != 0) mosq_mark_dead(&c->mc, rc, "disconnected");
 }
 
 static void connect_one(client *c, int port, uint32_t k) {
-    char src[32], id[PC_MQTT_CLIENT_ID_MAX], pw[PC_MQTT_PASSWORD_MAX];
-    peer_src_str(src, sizeof src, k);
-    c->fd = -1;
+    char id[PC_MQTT_CLIENT_ID_MAX], pw[PC_MQTT_PASSWORD_MAX];
+    c->mc.fd = -1;
     pc_mqtt_client_id(&c->id, id, sizeof id);
     pc_mqtt_password(&c->id, pc_mqtt_now_ms(), pw, sizeof pw);
     snprintf(c->t_req, sizeof c->t_req, "p/%s/req", id);
     snprintf(c->t_ev, sizeof c->t_ev, "p/%s/ev", id);
     snprintf(c->t_res, sizeof c->t_res, "p/%s/res", id);
-    c->m = new_client(c, id);
-    if (!c->m) {
+    c->mc.m = mosq_new_quiet(id, false, c);   /* persistent session: sync starts at SUBSCRIBE */
+    if (!c->mc.m) {
         fprintf(stderr, "peer-parley-mqtt: mosquitto_new failed\n");
         exit(1);
     }
-    mosquitto_int_option(c->m, MOSQ_OPT_TCP_NODELAY, 1);
-    mosquitto_max_inflight_messages_set(c->m, 0);
-    mosquitto_username_pw_set(c->m, id, pw);
-    mosquitto_connect_callback_set(c->m, on_connect);
-    mosquitto_subscribe_callback_set(c->m, on_subscribe);
-    mosquitto_message_callback_set(c->m, on_message);
-    mosquitto_disconnect_callback_set(c->m, on_disconnect);
-    int rc = mosquitto_connect_bind_async(c->m, "127.0.0.1", port, 60, src);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        fprintf(stderr, "peer-parley-mqtt: connect from %s: %s (%s)\n", src, mosquitto_strerror(rc), strerror(errno));
-        exit(1);
-    }
-    c->fd = mosquitto_socket(c->m);
-    c->out_armed = true;
-    struct epoll_event x = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-    epoll_ctl(g_ep, EPOLL_CTL_ADD, c->fd, &x);
-    g_pending++;
-}
-
-/* libmosquitto's loop_read reads at most as many packets as the client has
- * QoS 1 messages in flight (at least one), so a client that only receives
- * got one packet per epoll turn however many the server had queued for it:
- * its deliveries fell behind the senders' acks. Read on while the socket
- * has bytes waiting, at most READS_PER_TURN times (one busy client does not
- * hold the loop). */
-enum { READS_PER_TURN = 64 };
-static int read_waiting(client *c) {
-    int rc = MOSQ_ERR_SUCCESS;
-    for (int i = 0; i < READS_PER_TURN; i++) {
-        rc = mosquitto_loop_read(c->m, 1);
-        int waiting = 0;
-        if (rc != MOSQ_ERR_SUCCESS || ioctl(c->fd, FIONREAD, &waiting) != 0 || waiting <= 0) break;
-    }
-    return rc;
-}
-
-static void poll_once(int timeout_ms) {
-    struct epoll_event evs[512];
-    int n = epoll_wait(g_ep, evs, 512, timeout_ms);
-    for (int i = 0; i < n; i++) {
-        client *c = evs[i].data.ptr;
-        if (c->dead) continue;
-        if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-            int rc = read_waiting(c);
-            if (rc != MOSQ_ERR_SUCCESS) {
-                mark_dead(c, rc, "read");
-                continue;
-            }
-        }
-        flush(c);
-    }
-}
-
-static void misc_all(client *cs, long n) {   /* keepalive pings */
-    for (long i = 0; i < n; i++)
-        if (!cs[i].dead && cs[i].m) {
-            mosquitto_loop_misc(cs[i].m);
-            flush(&cs[i]);
-        }
+    mosquitto_int_option(c->mc.m, MOSQ_OPT_TCP_NODELAY, 1);
+    mosquitto_max_inflight_messages_set(c->mc.m, 0);
+    mosquitto_username_pw_set(c->mc.m, id, pw);
+    mosquitto_connect_callback_set(c->mc.m, on_connect);
+    mosquitto_subscribe_callback_set(c->mc.m, on_subscribe);
+    mosquitto_message_callback_set(c->mc.m, on_message);
+    mosquitto_disconnect_callback_set(c->mc.m, on_disconnect);
+    mosq_connect_from(&c->mc, port, k);
 }
 
 static void publish(client *c, uint64_t ts) {
     char body[4096];
     memset(body, 'x', (size_t)g_a.body);
     char head[BODY_HEAD + 1];
-    snprintf(head, sizeof head, "s%08x t%016" PRIx64, c->index, ts);
+    snprintf(head, sizeof head, "s%08x t%016" PRIx64, c->mc.index, ts);
     memcpy(body, head, BODY_HEAD);
     uint64_t rid = ++c->next_request;
     char cmid[32];
-    int cmid_len = snprintf(cmid, sizeof cmid, "b%u.%" PRIu64, c->index, rid);
+    int cmid_len = snprintf(cmid, sizeof cmid, "b%u.%" PRIu64, c->mc.index, rid);
     Parley__V1__SendMessage sm = PARLEY__V1__SEND_MESSAGE__INIT;
     sm.conversation_id = c->conv;
     sm.client_msg_id = (ProtobufCBinaryData){.len = (size_t)cmid_len, .data = (uint8_t *)cmid};
@@ -424,22 +330,15 @@ static void publish(client *c, uint64_t ts) {
     uint8_t out[4096 + 128];
     size_t len = parley__v1__frame__pack(&f, out);
     uint64_t t = peer_now_ns();
-    int rc = mosquitto_publish(c->m, NULL, c->t_req, (int)len, out, 1, false);
+    int rc = mosquitto_publish(c->mc.m, NULL, c->t_req, (int)len, out, 1, false);
     if (rc != MOSQ_ERR_SUCCESS) {
-        mark_dead(c, rc, "publish");
+        mosq_mark_dead(&c->mc, rc, "publish");
         return;
     }
     c->sent_at[rid % RING] = t;
-    c->inflight++;
+    c->mc.inflight++;
     g_t.sent++;
-    set_out(c, mosquitto_want_write(c->m));
-}
-
-static void reset_all(client *cs, long n) {   /* RST at exit: no TIME_WAIT on the bound sources */
-    struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    for (long i = 0; i < n; i++)
-        if (cs[i].m && mosquitto_socket(cs[i].m) >= 0)
-            setsockopt(mosquitto_socket(cs[i].m), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    mosq_set_out(&c->mc, mosquitto_want_write(c->mc.m));
 }
 
 static void print_json(const char *shape, double secs, long n_senders) {
@@ -453,13 +352,13 @@ static void print_json(const char *shape, double secs, long n_senders) {
 
 static bool room(void *p, uint32_t cap) {
     client *c = p;
-    return !c->dead && c->inflight < cap;
+    return !c->mc.dead && c->mc.inflight < cap;
 }
 static void send_one(void *p, uint64_t due) { publish(p, due); }
 static void turn(uint64_t now, int timeout_ms) {
-    poll_once(timeout_ms);
+    mosq_poll_once(timeout_ms);
     if (now > g_next_misc) {
-        misc_all(g_cs, g_ncs);
+        mosq_misc_all(g_cs, g_ncs, sizeof *g_cs);
         g_next_misc = now + 1000000000ull;
     }
 }
@@ -468,15 +367,15 @@ static void connect_all(client *cs, long n, int port) {
     uint64_t end = peer_now_ns() + 60000000000ull;
     long next = 0;
     while ((g_t.ready + g_t.errors < (uint64_t)n) && peer_now_ns() < end) {
-        while (next < n && g_pending - g_t.ready - g_t.errors < 256) {
-            if (cs[next].dead) {   /* its registration failed */
+        while (next < n && mosq_loop_pending() - g_t.ready - g_t.errors < 256) {
+            if (cs[next].mc.dead) {   /* its registration failed */
                 g_t.errors++;
             } else {
                 connect_one(&cs[next], port, (uint32_t)next);
             }
             next++;
         }
-        poll_once(10);
+        mosq_poll_once(10);
     }
 }
 
@@ -496,31 +395,30 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *shape = g_a.shape;
-    mosquitto_lib_init();
-    g_ep = epoll_create1(0);
     peer_tally_init(&g_t);
+    mosq_loop_init("peer-parley-mqtt", &g_t);
 
     if (!strcmp(shape, "idle")) {
         long n = g_a.n;
         peer_raise_nofile("peer-parley-mqtt", n);
         client *cs = calloc((size_t)n, sizeof *cs);
-        for (long i = 0; i < n; i++) cs[i].index = (uint32_t)i;
+        for (long i = 0; i < n; i++) cs[i].mc.index = (uint32_t)i;
         g_cs = cs;
         g_ncs = n;
         if (setup_users(cs, n, false, false) < 0) fprintf(stderr, "peer-parley-mqtt: some registrations failed\n");
         uint64_t settle = peer_now_ns() + 2000000000ull;   /* the WebSocket closes land */
-        while (peer_now_ns() < settle) poll_once(100);
+        while (peer_now_ns() < settle) mosq_poll_once(100);
         long before = g_a.pid ? peer_status_kb(g_a.pid, "VmRSS") : -1;
         uint64_t t0 = peer_now_ns();
         connect_all(cs, n, g_a.port);
         double connect_s = (double)(peer_now_ns() - t0) / 1e9;
         settle = peer_now_ns() + 3000000000ull;
-        while (peer_now_ns() < settle) poll_once(100);
-        misc_all(cs, n);
+        while (peer_now_ns() < settle) mosq_poll_once(100);
+        mosq_misc_all(cs, n, sizeof *cs);
         long after = g_a.pid ? peer_status_kb(g_a.pid, "VmRSS") : -1;
         peer_print_held("parley-mqtt", g_t.ready, connect_s, before, after, g_t.errors);
         fflush(stdout);
-        reset_all(cs, n);
+        mosq_reset_all(cs, n, sizeof *cs);
         return 0;
     }
 
@@ -530,7 +428,7 @@ int main(int argc, char **argv) {
     long nclients = g_group ? g_a.size : g_a.pairs * 2;
     peer_raise_nofile("peer-parley-mqtt", nclients);
     client *cs = calloc((size_t)nclients, sizeof *cs);
-    for (long i = 0; i < nclients; i++) cs[i].index = (uint32_t)i;
+    for (long i = 0; i < nclients; i++) cs[i].mc.index = (uint32_t)i;
     g_cs = cs;
     g_ncs = nclients;
     if (setup_users(cs, nclients, !g_group, g_group) < 0) {
@@ -542,12 +440,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "peer-parley-mqtt: only %llu of %ld clients ready\n", (unsigned long long)g_t.ready, nclients);
     /* the catch-up of each new session (membership events) lands first */
     uint64_t settle = peer_now_ns() + 2000000000ull;
-    while (peer_now_ns() < settle) poll_once(50);
+    while (peer_now_ns() < settle) mosq_poll_once(50);
     long nsend = 0;
     void **sendv = calloc((size_t)nclients, sizeof *sendv);
     for (long i = 0; i < nclients; i++) {
         bool s = g_group ? (g_a.senders < 0 || i < g_a.senders) : i % 2 == 0;
-        if (s && !cs[i].dead && cs[i].conv) {
+        if (s && !cs[i].mc.dead && cs[i].conv) {
             sendv[nsend++] = &cs[i];
             cs[i].sent_at = calloc(RING, sizeof(uint64_t));
         }
@@ -558,9 +456,9 @@ int main(int argc, char **argv) {
     }
     g_next_misc = peer_now_ns() + 1000000000ull;
     double secs = peer_send_for(sendv, nsend, &g_a, RING - 24, &(peer_sender){room, send_one, turn});
-    peer_drain(&g_t, poll_once);
+    peer_drain(&g_t, mosq_poll_once);
     print_json(g_group ? "group" : "direct", secs, nsend);
     fflush(stdout);
-    reset_all(cs, nclients);
+    mosq_reset_all(cs, nclients, sizeof *cs);
     return 0;
 }
