@@ -1808,3 +1808,50 @@ int h_raw_ack_barrier(h_raw *w, uint64_t user_seq, uint64_t request_id, int max_
     if (h_raw_send_frame(w, &f) != 0) return -1;
     return h_raw_barrier(w, request_id, max_frames);
 }
+
+/* ------------------------------------------------------- bursts of frames */
+
+int h_raw_send_frames(h_raw *w, size_t n, h_frame_maker make, void *ud) {
+    size_t cap = 0, len = 0;
+    uint8_t *b = NULL;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+        if (make(ud, i, &f) != 0) {
+            rc = -1;
+            break;
+        }
+        size_t need = WS_MAX_HEADER + parley__v1__frame__get_packed_size(&f);
+        if (cap - len < need) {
+            size_t grown_cap = (cap + need) * 2;
+            uint8_t *grown = realloc(b, grown_cap);
+            if (!grown) {
+                rc = -1;
+                break;
+            }
+            b = grown;
+            cap = grown_cap;
+        }
+        size_t k = h_raw_pack_frame(&f, b + len, cap - len);
+        if (k == 0) rc = -1;
+        len += k;
+    }
+    if (rc == 0 && len > 0) rc = h_raw_send_bytes(w, b, len);
+    free(b);
+    return rc;
+}
+
+void h_frame_send_text(Parley__V1__Frame *f, Parley__V1__SendMessage *sm, uint64_t request_id, uint64_t conv,
+                       const char *client_msg_id, const char *text) {
+    parley__v1__send_message__init(sm);
+    sm->conversation_id = conv;
+    sm->client_msg_id.data = (uint8_t *)client_msg_id;
+    sm->client_msg_id.len = strlen(client_msg_id);
+    sm->type = PARLEY__V1__MESSAGE_TYPE__TEXT;
+    sm->body.data = (uint8_t *)text;
+    sm->body.len = strlen(text);
+    parley__v1__frame__init(f);
+    f->request_id = request_id;
+    f->body_case = PARLEY__V1__FRAME__BODY_SEND_MESSAGE;
+    f->send_message = sm;
+}

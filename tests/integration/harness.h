@@ -408,4 +408,16 @@ int h_raw_barrier(h_raw *w, uint64_t request_id, int max_frames);
  * alone, with exactly this range. 0 or -1. */
 int h_raw_ack_barrier(h_raw *w, uint64_t user_seq, uint64_t request_id, int max_frames);
 
+/* A burst: n frames packed back to back and sent with one write, so the
+ * server reads them in one turn. make(ud, i, f) fills frame i (f starts as
+ * an empty Frame); it may point f into storage of its own that stays valid
+ * until its next call. 0, or -1 (make returned non-zero, out of memory, or
+ * the send failed). */
+typedef int (*h_frame_maker)(void *ud, size_t i, Parley__V1__Frame *f);
+int h_raw_send_frames(h_raw *w, size_t n, h_frame_maker make, void *ud);
+/* Fills f (and sm, which f points to) as a text SendMessage of request_id
+ * to conv with client_msg_id; the strings are borrowed. */
+void h_frame_send_text(Parley__V1__Frame *f, Parley__V1__SendMessage *sm, uint64_t request_id, uint64_t conv,
+                       const char *client_msg_id, const char *text);
+
 #endif

@@ -60,29 +60,21 @@ static int raw_sync_all(h_raw *w, uint64_t conv, uint64_t want_seq, uint64_t *he
     return -1;
 }
 
+static int make_ack(void *ud, size_t i, Parley__V1__Frame *f) {
+    Parley__V1__Ack *ack = ud;
+    parley__v1__ack__init(ack);
+    ack->user_seq = i + 1;
+    f->body_case = PARLEY__V1__FRAME__BODY_ACK;
+    f->ack = ack;
+    return 0;
+}
+
 /* One Ack per user_seq 1..head, packed back to back and sent with one
  * write, then a LookupUser: its answer comes after the worker handled
  * every Ack before it (and the turn that handled them ended). 0 or -1. */
 static int raw_ack_burst(h_raw *w, uint64_t head) {
-    size_t cap = (size_t)head * 32 + 64, len = 0;
-    uint8_t *b = malloc(cap);
-    if (!b) return -1;
-    for (uint64_t s = 1; s <= head; s++) {
-        Parley__V1__Ack ack = PARLEY__V1__ACK__INIT;
-        ack.user_seq = s;
-        Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-        f.body_case = PARLEY__V1__FRAME__BODY_ACK;
-        f.ack = &ack;
-        size_t n = h_raw_pack_frame(&f, b + len, cap - len);
-        if (n == 0) {
-            free(b);
-            return -1;
-        }
-        len += n;
-    }
-    int r = h_raw_send_bytes(w, b, len);
-    free(b);
-    if (r != 0) return -1;
+    Parley__V1__Ack ack;
+    if (h_raw_send_frames(w, (size_t)head, make_ack, &ack) != 0) return -1;
     return h_raw_barrier(w, 3, RESPONSE_MAX_FRAMES);
 }
 

@@ -39,38 +39,26 @@ static double metric(const char *name) {
     return h_metric(&S, name, &v) == 0 ? v : -1;
 }
 
-/* PER_SENDER sends packed back to back in one write, then their answers:
- * the number acknowledged OK (each seq into seqs) */
+/* the k-th send of a sender's burst: request 1000 + k */
+typedef struct burst_sends {
+    uint64_t conv;
+    int burst, sender;
+    char id[32], body[32];
+    Parley__V1__SendMessage sm;
+} burst_sends;
+
+static int make_send(void *ud, size_t k, Parley__V1__Frame *f) {
+    burst_sends *s = ud;
+    snprintf(s->id, sizeof s->id, "b%d-s%d-%zu", s->burst, s->sender, k);
+    snprintf(s->body, sizeof s->body, "m%zu", k);
+    h_frame_send_text(f, &s->sm, 1000 + (uint64_t)k, s->conv, s->id, s->body);
+    return 0;
+}
+
+/* PER_SENDER sends packed back to back in one write */
 static int pipeline_sends(h_raw *w, uint64_t conv, int burst, int sender) {
-    enum { CAP = PER_SENDER * 128 };
-    uint8_t *b = malloc(CAP);
-    if (!b) return -1;
-    size_t len = 0;
-    for (int k = 0; k < PER_SENDER; k++) {
-        char id[32], body[32];
-        snprintf(id, sizeof id, "b%d-s%d-%d", burst, sender, k);
-        snprintf(body, sizeof body, "m%d", k);
-        Parley__V1__SendMessage sm = PARLEY__V1__SEND_MESSAGE__INIT;
-        sm.conversation_id = conv;
-        sm.client_msg_id.data = (uint8_t *)id;
-        sm.client_msg_id.len = strlen(id);
-        sm.type = PARLEY__V1__MESSAGE_TYPE__TEXT;
-        sm.body.data = (uint8_t *)body;
-        sm.body.len = strlen(body);
-        Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-        f.request_id = 1000 + (uint64_t)k;
-        f.body_case = PARLEY__V1__FRAME__BODY_SEND_MESSAGE;
-        f.send_message = &sm;
-        size_t n = h_raw_pack_frame(&f, b + len, CAP - len);
-        if (n == 0) {
-            free(b);
-            return -1;
-        }
-        len += n;
-    }
-    int rc = h_raw_send_bytes(w, b, len);
-    free(b);
-    return rc;
+    burst_sends s = {.conv = conv, .burst = burst, .sender = sender};
+    return h_raw_send_frames(w, PER_SENDER, make_send, &s);
 }
 
 /* the answers to requests 1000 .. 1000+PER_SENDER-1, in any order: how many were OK */

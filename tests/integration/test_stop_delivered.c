@@ -85,55 +85,44 @@ static int raw_sync_all(h_raw *w, uint64_t *head, const uint64_t *convs, uint64_
     return -1;
 }
 
+/* the frames of one round's write: BURST sends, the Ack, the LookupUser */
+typedef struct round_frames {
+    int round;
+    uint64_t head;
+    const uint64_t *convs;
+    char id[32];
+    Parley__V1__SendMessage sm;
+    Parley__V1__Ack ack;
+    Parley__V1__LookupUser lu;
+} round_frames;
+
+static int make_round_frame(void *ud, size_t i, Parley__V1__Frame *f) {
+    round_frames *r = ud;
+    if (i < BURST) {
+        snprintf(r->id, sizeof r->id, "r%d-%zu", r->round, i);
+        h_frame_send_text(f, &r->sm, 100 + (uint64_t)i, r->convs[i % SENDERS], r->id, "x");
+    } else if (i == BURST) {
+        parley__v1__ack__init(&r->ack);
+        r->ack.user_seq = r->head;
+        f->body_case = PARLEY__V1__FRAME__BODY_ACK;
+        f->ack = &r->ack;
+    } else {
+        parley__v1__lookup_user__init(&r->lu);
+        r->lu.name = "nobody-by-this-name";
+        f->request_id = 3;
+        f->body_case = PARLEY__V1__FRAME__BODY_LOOKUP_USER;
+        f->lookup_user = &r->lu;
+    }
+    return 0;
+}
+
 /* One write: BURST SendMessages over the conversations, an Ack of head,
  * a LookupUser; then waits for the LookupUser's answer (the worker handed
  * the Ack on at the end of the turn that read it, before answering). */
 static int raw_burst_then_ack(h_raw *w, int round, uint64_t head, const uint64_t *convs) {
-    size_t cap = (size_t)BURST * 128 + 256, len = 0;
-    uint8_t *b = malloc(cap);
-    if (!b) return -1;
-    for (int i = 0; i < BURST; i++) {
-        char id[32];
-        int id_len = snprintf(id, sizeof id, "r%d-%d", round, i);
-        Parley__V1__SendMessage sm = PARLEY__V1__SEND_MESSAGE__INIT;
-        sm.conversation_id = convs[i % SENDERS];
-        sm.client_msg_id.data = (uint8_t *)id;
-        sm.client_msg_id.len = (size_t)id_len;
-        sm.type = PARLEY__V1__MESSAGE_TYPE__TEXT;
-        sm.body.data = (uint8_t *)"x";
-        sm.body.len = 1;
-        Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-        f.request_id = 100 + (uint64_t)i;
-        f.body_case = PARLEY__V1__FRAME__BODY_SEND_MESSAGE;
-        f.send_message = &sm;
-        size_t n = h_raw_pack_frame(&f, b + len, cap - len);
-        if (n == 0) goto fail;
-        len += n;
-    }
-    Parley__V1__Ack ack = PARLEY__V1__ACK__INIT;
-    ack.user_seq = head;
-    Parley__V1__Frame fa = PARLEY__V1__FRAME__INIT;
-    fa.body_case = PARLEY__V1__FRAME__BODY_ACK;
-    fa.ack = &ack;
-    size_t n = h_raw_pack_frame(&fa, b + len, cap - len);
-    if (n == 0) goto fail;
-    len += n;
-    Parley__V1__LookupUser lu = PARLEY__V1__LOOKUP_USER__INIT;
-    lu.name = "nobody-by-this-name";
-    Parley__V1__Frame fl = PARLEY__V1__FRAME__INIT;
-    fl.request_id = 3;
-    fl.body_case = PARLEY__V1__FRAME__BODY_LOOKUP_USER;
-    fl.lookup_user = &lu;
-    n = h_raw_pack_frame(&fl, b + len, cap - len);
-    if (n == 0) goto fail;
-    len += n;
-    int r = h_raw_send_bytes(w, b, len);
-    free(b);
-    if (r != 0) return -1;
+    round_frames r = {.round = round, .head = head, .convs = convs};
+    if (h_raw_send_frames(w, BURST + 2, make_round_frame, &r) != 0) return -1;
     return h_raw_await_response(w, 3, RESPONSE_MAX_FRAMES, NULL) >= 0 ? 0 : -1;
-fail:
-    free(b);
-    return -1;
 }
 
 /* Bob's delivered seq in conv as d's GetReceipts says (0 if absent), or -1 */
