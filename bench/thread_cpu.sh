@@ -14,16 +14,8 @@
 set -u
 [ $# -ge 2 ] || { echo "usage: $0 BUILD parley-bench-args..." >&2; exit 2; }
 B=$1; shift
-D=$(mktemp -d /tmp/parley-threadcpu-XXXXXX)
-SP=""
-cleanup() { [ -n "$SP" ] && kill "$SP" 2>/dev/null && wait "$SP" 2>/dev/null; rm -rf "$D"; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$B/parley" serve --listen "127.0.0.1:$PORT" --data "$D/data" --fsync batch --log-level warn --send-rate 1000000 \
-  --write-rate 1000000 --user-writer-share 65536 > "$D/server.log" 2>&1 &
-SP=$!
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.2; done
+. "$(dirname "$0")/bench_server.sh"
+bench_server_start "$B" threadcpu
 ticks() { for t in /proc/"$SP"/task/*; do echo "$(cat "$t/comm") $(awk '{print $14+$15}' "$t/stat")"; done |
           awk '{a[$1]+=$2} END {for (k in a) print k, a[k]}' | sort; }
 ticks > "$D/before"
@@ -31,8 +23,8 @@ echo "load1 $(cut -d' ' -f1 /proc/loadavg) at start"
 # the bench's own CPU too (setup included): with --e2e it does the clients' crypto
 timeout 300 /usr/bin/time -f "%U %S" -o "$D/bench_time" "$B/parley-bench" "$@" --server "ws://127.0.0.1:$PORT" --quiet > "$D/out" 2>&1
 ticks > "$D/after"
-grep -E 'acknowledged sends/s|deliveries/s \(|send->delivery: p50|send->delivery: p99 |== acked' "$D/out"
-stored=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '$1 == "parley_messages_stored_total" {print $2}')
+bench_summary
+stored=$(bench_metric parley_messages_stored_total)
 hz=$(getconf CLK_TCK)
 join "$D/before" "$D/after" | awk -v m="${stored:-0}" -v hz="$hz" '
   { s = ($3 - $2) / hz; tot += s; printf "%-16s %7.2f s  %7.1f us/msg\n", $1, s, m ? s * 1e6 / m : 0 }

@@ -17,28 +17,19 @@
 set -u
 [ $# -ge 2 ] || { echo "usage: $0 BUILD parley-bench-args..." >&2; exit 2; }
 B=$1; shift
-D=$(mktemp -d /tmp/parley-switches-XXXXXX)
-SP=""
-cleanup() { [ -n "$SP" ] && kill "$SP" 2>/dev/null && wait "$SP" 2>/dev/null; rm -rf "$D"; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$B/parley" serve --listen "127.0.0.1:$PORT" --data "$D/data" --fsync batch --log-level warn --send-rate 1000000 \
-  --write-rate 1000000 --user-writer-share 65536 > "$D/server.log" 2>&1 &
-SP=$!
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.2; done
+. "$(dirname "$0")/bench_server.sh"
+bench_server_start "$B" switches
 switches() { for t in /proc/"$SP"/task/*; do
                echo "$(cat "$t/comm") $(awk '/^voluntary_ctxt_switches/ {v=$2} /^nonvoluntary_ctxt_switches/ {n=$2} END {print v, n}' "$t/status")"
              done | awk '{v[$1]+=$2; n[$1]+=$3} END {for (k in v) print k, v[k], n[k]}' | sort; }
-metric() { curl -s "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 switches > "$D/before"
-r0=$(metric parley_socket_reads_total); w0=$(metric parley_socket_writes_total); f0=$(metric parley_frames_out_total)
+r0=$(bench_metric parley_socket_reads_total); w0=$(bench_metric parley_socket_writes_total); f0=$(bench_metric parley_frames_out_total)
 echo "load1 $(cut -d' ' -f1 /proc/loadavg) at start"
-timeout 300 "$B/parley-bench" "$@" --server "ws://127.0.0.1:$PORT" --quiet > "$D/out" 2>&1
+bench_run "$B" "$@"
 switches > "$D/after"
-r1=$(metric parley_socket_reads_total); w1=$(metric parley_socket_writes_total); f1=$(metric parley_frames_out_total)
-grep -E 'acknowledged sends/s|deliveries/s \(|send->delivery: p50|send->delivery: p99 |== acked' "$D/out"
-stored=$(metric parley_messages_stored_total)
+r1=$(bench_metric parley_socket_reads_total); w1=$(bench_metric parley_socket_writes_total); f1=$(bench_metric parley_frames_out_total)
+bench_summary
+stored=$(bench_metric parley_messages_stored_total)
 join "$D/before" "$D/after" | awk -v m="${stored:-0}" '
   { v = $4 - $2; n = $5 - $3; tv += v; tn += n
     printf "%-16s %9d voluntary %6.2f/msg  %9d involuntary %6.2f/msg\n", $1, v, m ? v / m : 0, n, m ? n / m : 0 }
