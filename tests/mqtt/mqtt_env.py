@@ -244,3 +244,19 @@ class Device:
             if d.get("text") is not None:
                 texts.append(d["text"])
         return texts
+
+
+def start_with_devices(*names):
+    """The set-up of a program's cases: a Server, a Device per name (in that
+    order), and the direct conversation of the first two, accepted by the
+    second, with the first's sync caught up past its creation. Returns
+    (server, [devices], conv); on any failure, setup_failed (exits)."""
+    server = None
+    try:
+        server = Server()
+        devices = [Device(server, n) for n in names]
+        conv = devices[0].direct(devices[1])
+        devices[0].sync_texts()
+    except Exception as e:
+        setup_failed(e, server)
+    return server, devices, conv

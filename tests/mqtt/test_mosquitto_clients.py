@@ -25,8 +25,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mqtt_env import (WAIT_S, Device, Server, check, exit_with_cases, parse_frame, pb,  # noqa: E402
-                      run_case, send_frame, setup_failed, wait_until)
+from mqtt_env import (WAIT_S, check, exit_with_cases, parse_frame, pb, run_case, send_frame,  # noqa: E402
+                      start_with_devices, wait_until)
 
 S = None
 ALICE = BOB = CAROL = None
@@ -187,15 +187,7 @@ def password_replay_and_other_device_refused():
 
 def main():
     global S, ALICE, BOB, CAROL, CONV
-    try:
-        S = Server()
-        ALICE = Device(S, "alice")
-        BOB = Device(S, "bob")
-        CAROL = Device(S, "carol")
-        CONV = ALICE.direct(BOB)
-        ALICE.sync_texts()
-    except Exception as e:
-        setup_failed(e, S)
+    S, (ALICE, BOB, CAROL), CONV = start_with_devices("alice", "bob", "carol")
     for case in (sub_v311_receives_from_websocket, sub_v5_receives_from_websocket, pub_v311_reaches_websocket,
                  pub_v5_reaches_websocket, rr_v5_request_answered_on_res, password_replay_and_other_device_refused):
         run_case(case)

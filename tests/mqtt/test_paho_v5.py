@@ -37,8 +37,8 @@ from paho.mqtt.properties import Properties  # noqa: F401  (paho's MQTT 5 suppor
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mqtt_env import (WAIT_S, CheckFailed, Device, Server, check, exit_with_cases, parse_frame, pb,  # noqa: E402
-                      run_case, send_frame, setup_failed, wait_until)
+from mqtt_env import (WAIT_S, CheckFailed, check, exit_with_cases, parse_frame, pb, run_case,  # noqa: E402
+                      send_frame, start_with_devices, wait_until)
 
 S = None
 ALICE = BOB = DAVE = None
@@ -360,15 +360,7 @@ def raw_enhanced_auth_parley_ed25519():
 
 def main():
     global S, ALICE, BOB, DAVE, CONV
-    try:
-        S = Server()
-        ALICE = Device(S, "alice")
-        BOB = Device(S, "bob")
-        DAVE = Device(S, "dave")
-        CONV = ALICE.direct(BOB)
-        ALICE.sync_texts()
-    except Exception as e:
-        setup_failed(e, S)
+    S, (ALICE, BOB, DAVE), CONV = start_with_devices("alice", "bob", "dave")
     for case in (paho_password_send_and_receive, paho_reconnect_catches_up, paho_subscribe_elsewhere_refused,
                  raw_enhanced_auth_parley_ed25519):
         run_case(case)
