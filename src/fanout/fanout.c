@@ -268,11 +268,22 @@ static bool owns_user_partition(const fanout *f, uint32_t u) { return owner_of(f
 
 /* ------------------------------------------------------------- the owner */
 
+/* The user's next user_seq: its inbox head is read once, then counted
+ * here. A failed read is tried again after a growing pause (nothing may be
+ * numbered on a guess); 0 when the store stops meanwhile: the commit that
+ * entry was for fails then too, and the replay at the next start numbers
+ * it. */
 static uint64_t next_user_seq(fanout *f, uint64_t user) {
     uint64_t *head = u64map_get(&f->heads, user);
     if (!head) {
         uint64_t h = 0;
-        if (store_inbox_head(f->srv->store, user, &h) < 0) abort(); /* cannot number safely */
+        for (uint32_t attempt = 1; store_inbox_head(f->srv->store, user, &h) < 0; attempt++) {
+            if (store_stopped(f->srv->store)) return 0;
+            uint32_t delay = fanout_retry_delay_ms(attempt);
+            if (delay < RETRY_MAX_MS || attempt % 12 == 0)
+                log_error("fanout: inbox head read failed (attempt %u); retrying in %u ms", attempt, delay);
+            usleep(delay * 1000u);
+        }
         if (f->heads.count >= HEAD_CACHE_MAX) u64map_free(&f->heads);
         u64map_put(&f->heads, user, h);
         head = u64map_get(&f->heads, user);
@@ -303,7 +314,9 @@ static void append_run(fanout *f, const run *r) {
         uint32_t id = checkpoint_id(g->partition, u, f->user_partitions);
         if (g->offset <= f->checkpoint[id]) continue;
         if (f->n_appends == f->cap_appends) abort();   /* bounded by the caller */
-        f->appends[f->n_appends++] = (append){g->user, next_user_seq(f, g->user), g};
+        uint64_t user_seq = next_user_seq(f, g->user);
+        if (user_seq == 0) continue;   /* the store stopped: left to the replay */
+        f->appends[f->n_appends++] = (append){g->user, user_seq, g};
         mark_dirty(f, id);
     }
     for (size_t k = 0; k < r->n_marks; k++) {

@@ -35,7 +35,8 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static uint8_t batch_needle[NEEDLE_MAX];
 static size_t batch_needle_len;          /* 0: disarmed */
 static char hold_query[256];             /* the watched query; "": none */
-static int holding;                      /* executes of it are held */
+static uint8_t hold_needle[NEEDLE_MAX];  /* executes of it carrying this are held */
+static size_t hold_needle_len;           /* 0: none held */
 static uint8_t hold_id[ID_MAX];          /* the prepared id of a query containing hold_query */
 static size_t hold_id_len;
 static atomic_int batches_failed, executes_held, stopping;
@@ -135,8 +136,9 @@ static int judge_request(conn *c, const uint8_t *f, size_t n) {
         size_t qn = be32(body);
         stream_mark(c, be16(f + 2), qn <= len - 4 && contains(body + 4, qn, hold_query, strlen(hold_query)));
     }
-    if (f[4] == OP_EXECUTE && holding && hold_id_len && len >= 2 + hold_id_len &&
-        be16(body) == hold_id_len && memcmp(body + 2, hold_id, hold_id_len) == 0)
+    if (f[4] == OP_EXECUTE && hold_needle_len && hold_id_len && len >= 2 + hold_id_len &&
+        be16(body) == hold_id_len && memcmp(body + 2, hold_id, hold_id_len) == 0 &&
+        contains(body + 2 + hold_id_len, len - 2 - hold_id_len, hold_needle, hold_needle_len))
         verdict = 2;
     pthread_mutex_unlock(&mu);
     return verdict;
@@ -270,9 +272,10 @@ void cql_proxy_watch_query(const char *query_part) {
     pthread_mutex_unlock(&mu);
 }
 
-void cql_proxy_hold_executes(int on) {
+void cql_proxy_hold_executes(const void *needle, size_t n) {
     pthread_mutex_lock(&mu);
-    holding = on;
+    hold_needle_len = needle && n <= NEEDLE_MAX ? n : 0;
+    if (hold_needle_len) memcpy(hold_needle, needle, n);
     pthread_mutex_unlock(&mu);
 }
 

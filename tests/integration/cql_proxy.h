@@ -7,8 +7,9 @@
  *                  Invalid (0x2200) and never reaches Cassandra: a commit
  *                  that fails after what came before it succeeded;
  *   hold executes  while on, every EXECUTE of the statement prepared
- *                  from a watched query (one containing a given text) is
- *                  never forwarded nor answered: a read that hangs until
+ *                  from a watched query (one containing a given text)
+ *                  whose values carry a needle (an id's bytes) is never
+ *                  forwarded nor answered: a read that hangs until
  *                  the client's timeout or its stop cuts it short.
  *
  * Whole frames are moved in both directions on one thread per connection,
@@ -30,8 +31,9 @@ void cql_proxy_fail_batches(const void *needle, size_t n);
 /* the query whose prepared id is learnt from the PREPAREs that follow
  * (call it before the server under test starts and prepares it) */
 void cql_proxy_watch_query(const char *query_part);
-/* holds (1) or forwards again (0) the executes of the watched query */
-void cql_proxy_hold_executes(int on);
+/* holds the executes of the watched query whose body (its bound values)
+ * carries needle (n bytes, at most 64), or forwards them all again (NULL) */
+void cql_proxy_hold_executes(const void *needle, size_t n);
 /* batches failed and executes held so far */
 int cql_proxy_batches_failed(void);
 int cql_proxy_executes_held(void);
