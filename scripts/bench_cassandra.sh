@@ -26,60 +26,16 @@ HISTORY_MESSAGES=${HISTORY_MESSAGES:-1000000}
 BODY=${BODY:-32}
 OUT=${OUT:-$(mktemp -d /tmp/parley-bench-cass-XXXXXX)}
 mkdir -p "$OUT"
-NODE=$(mktemp -d /tmp/parley-bench-node-XXXXXX)
-SERVER_PID=""
-
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null
-    for _ in $(seq 1 200); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVER_PID" 2>/dev/null
-    wait "$SERVER_PID" 2>/dev/null
-    SERVER_PID=""
-}
-cleanup() {
-    stop_server
-    scripts/cassandra.sh stop --dir "$NODE" >/dev/null 2>&1
-    rm -rf "$NODE"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-# a loopback port nobody listens on (bounded tries); the server's bind
-# fails loudly if one is taken in between
-free_port() {
-    local p
-    for _ in $(seq 1 100); do
-        p=$(( 20000 + RANDOM % 40000 ))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-    done
-    echo "no free port found" >&2
-    return 1
-}
+. scripts/bench_lib.sh
 
 # start_server STORE DATA_DIR KEYSPACE: sets PORT and SERVER_PID, waits for /healthz 200
 start_server() {
     local store=$1 data=$2 ks=$3 args=()
-    PORT=$(free_port)
     [ "$store" = cassandra ] && args=(--store cassandra --cassandra "$CASS" --keyspace "$ks")
-    "$BUILD/parley" serve --listen "127.0.0.1:$PORT" --data "$data" --fsync batch --workers 2 \
-        --log-level warn --send-rate 1000000 --write-rate 1000000 --user-writer-share 65536 \
-        "${args[@]}" >>"$OUT/server-$store.log" 2>&1 &
-    SERVER_PID=$!
-    for _ in $(seq 1 900); do   # 90 s: a new keyspace's schema takes a while
-        if curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then return 0; fi
-        kill -0 "$SERVER_PID" 2>/dev/null || { echo "server ($store) exited; $OUT/server-$store.log"; SERVER_PID=""; return 1; }
-        sleep 0.1
-    done
-    echo "server ($store) not healthy in 90 s"
-    return 1
+    bench_start_server "$store" "$data" "$BUILD/parley" "${args[@]}"
 }
 
-load() { cut -d' ' -f1 /proc/loadavg; }
-
-echo "start Cassandra ($(date -u +%H:%M:%S), load $(load))"
-scripts/cassandra.sh start --dir "$NODE" >"$OUT/cassandra-start.log" 2>&1 || { cat "$OUT/cassandra-start.log"; exit 1; }
-CASS="127.0.0.1:$(cat "$NODE/port")"
+bench_node_start
 
 if [ "${SKIP_LOAD:-0}" != 1 ]; then
     for r in $(seq 1 "$RUNS"); do
@@ -87,13 +43,9 @@ if [ "${SKIP_LOAD:-0}" != 1 ]; then
             data=$(mktemp -d /tmp/parley-bench-data-XXXXXX)
             if start_server "$store" "$data" "bench_${r}_$$"; then
                 echo "run $r $store: direct (load $(load))"
-                "$BUILD/parley-bench" direct --server "ws://127.0.0.1:$PORT" --fsync batch --server-workers 2 \
-                    --pairs "$PAIRS" --rate max --window 8 --seconds "$SECONDS_LOAD" --quiet \
-                    --json "$OUT/direct.$store.$r.json" >"$OUT/direct.$store.$r.txt" 2>&1
+                bench_direct "$BUILD/parley-bench" "direct.$store.$r"
                 echo "run $r $store: group (load $(load))"
-                "$BUILD/parley-bench" group --server "ws://127.0.0.1:$PORT" --fsync batch --server-workers 2 \
-                    --size "$GROUP_SIZE" --groups 1 --senders 4 --window 8 --seconds "$SECONDS_LOAD" --quiet \
-                    --json "$OUT/group.$store.$r.json" >"$OUT/group.$store.$r.txt" 2>&1
+                bench_group "$BUILD/parley-bench" "group.$store.$r"
             fi
             stop_server
             rm -rf "$data"
@@ -103,14 +55,8 @@ if [ "${SKIP_LOAD:-0}" != 1 ]; then
     echo "medians of $RUNS (min..max):"
     for scen in direct group; do
         for store in rocksdb cassandra; do
-            for key in acked_per_s deliveries_per_s send_ack_p50_ms send_ack_p99_ms send_delivery_p99_ms errors; do
-                vals=$(for f in "$OUT/$scen.$store".*.json; do [ -s "$f" ] && jq -r ".$key" "$f"; done | sort -g)
-                n=$(printf '%s\n' "$vals" | grep -c .)
-                [ "$n" -gt 0 ] || { printf '  %-7s %-9s %-22s no run\n' "$scen" "$store" "$key"; continue; }
-                med=$(printf '%s\n' "$vals" | sed -n "$(( (n + 1) / 2 ))p")
-                printf '  %-7s %-9s %-22s %10s   (%s..%s, %d runs)\n' "$scen" "$store" "$key" "$med" \
-                    "$(printf '%s\n' "$vals" | head -n1)" "$(printf '%s\n' "$vals" | tail -n1)" "$n"
-            done
+            bench_medians "$scen" "$store" acked_per_s deliveries_per_s send_ack_p50_ms send_ack_p99_ms \
+                send_delivery_p99_ms errors
         done
     done
 fi
