@@ -573,8 +573,15 @@ static void source_addr(uint32_t index, struct sockaddr_in *a) {
 void conn_open(bloop *l, bconn *c) {
     if (c->fd >= 0) close_fd(l, c);
     c->reconnect_at = 0;
-    if (!c->placed) {   /* several servers: spread the connections at random */
-        c->server = (uint8_t)(g_opt.n_servers > 1 ? next_rand(l) % (uint32_t)g_opt.n_servers : 0);
+    if (l->register_new && c->user_id == 0 && g_opt.register_server) {
+        /* --register-server: the user is made there (its host:port is in
+         * the signed auth context), its connections go to --server after */
+        c->server = BENCH_REGISTER_SERVER;
+        c->placed = false;
+    } else if (!c->placed) {   /* several servers: spread the connections (at random by default) */
+        if (g_opt.n_servers <= 1) c->server = 0;
+        else if (g_opt.spread_even) c->server = (uint8_t)(c->index % (uint32_t)g_opt.n_servers);
+        else c->server = (uint8_t)(next_rand(l) % (uint32_t)g_opt.n_servers);
         c->placed = true;
     }
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
