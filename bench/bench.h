@@ -148,6 +148,9 @@ typedef struct bloop {
     bool register_new;          /* unregistered conns RegisterUser (else stay challenged) */
     bool count_deliveries;      /* measure bench messages in events */
     bool close_after_auth;      /* registration only: close once registered */
+    bool count_auth;            /* a connection counts in `connecting` until signed in, not only
+                                 * until challenged: bounds registrations / sign-ins in flight
+                                 * where the server does them slowly (one accounts thread) */
     struct sockaddr_in server[BENCH_MAX_SERVERS + 1];   /* g_opt.hosts/ports */
     bconn *dirty;
     uint8_t *rbuf;

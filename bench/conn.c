@@ -425,6 +425,7 @@ static void on_setup_response(bloop *l, bconn *c, uint64_t rid, const uint8_t *d
             c->device_id = r->registered->device_id;
             c->state = BC_SIGNED;
             c->attempts = 0;
+            if (l->count_auth && l->connecting) l->connecting--;   /* state is BC_SIGNED now */
             if (l->close_after_auth) {
                 CNT_ADD(l, ready, 1);
                 conn_shutdown(l, c);
@@ -482,7 +483,7 @@ static void on_frame(bloop *l, bconn *c, const uint8_t *data, size_t len, uint64
                 if (fld == 1 && v == 32) memcpy(c->nonce, sub.p, 32);
         }
         if (c->state == BC_CHALLENGE) {
-            if (l->connecting) l->connecting--;
+            if (l->connecting && !l->count_auth) l->connecting--;
             if (c->user_id != 0 || l->register_new) send_auth(l, c);
             else {
                 c->state = BC_SIGNED;   /* challenged only, kept for later */
@@ -520,7 +521,9 @@ static void on_frame(bloop *l, bconn *c, const uint8_t *data, size_t len, uint64
 
 static void close_fd(bloop *l, bconn *c) {
     if (c->fd < 0) return;
-    if (c->state >= BC_CONNECTING && c->state <= BC_CHALLENGE && l->connecting) l->connecting--;
+    if (((c->state >= BC_CONNECTING && c->state <= BC_CHALLENGE) || (c->state == BC_AUTH && l->count_auth)) &&
+        l->connecting)
+        l->connecting--;
     epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;

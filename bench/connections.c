@@ -73,6 +73,7 @@ static uint64_t register_slice(fleet *f, uint64_t offset, int procs, bool *loade
     *loaded = false;
     if (g_opt.identities && identities_load(g_opt.identities, offset, f) == 0) {
         *loaded = true;
+        for (int k = 0; k < f->n_loops; k++) f->loops[k].count_auth = true;   /* as below */
         return f->n;
     }
     /* the chat node registers one user at a time (on Cassandra ~100/s
@@ -82,13 +83,19 @@ static uint64_t register_slice(fleet *f, uint64_t offset, int procs, bool *loade
     if (per_loop < 4) per_loop = 4;
     for (int k = 0; k < f->n_loops; k++) {
         f->loops[k].close_after_auth = true;
+        f->loops[k].count_auth = true;
         f->loops[k].max_connecting = per_loop;
     }
     /* bounded, and long enough for a slice at that rate */
     uint64_t got = fleet_bring_up(f, true, false, 300.0 + f->n / 10.0, "register");
+    fleet_close_all(f);
     for (int k = 0; k < f->n_loops; k++) {
         f->loops[k].close_after_auth = false;
         f->loops[k].max_connecting = 256;
+        f->loops[k].connecting = 0;   /* every socket is closed */
+        /* with --identities (servers on a shared, remote store) the
+         * sign-ins are bounded the same way: 256 in flight per loop */
+        f->loops[k].count_auth = g_opt.identities != NULL;
     }
     if (g_opt.identities && identities_save(g_opt.identities, offset, f))
         fprintf(stderr, "parley-bench: could not write the users to %s\n", g_opt.identities);
