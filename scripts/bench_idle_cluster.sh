@@ -47,7 +47,7 @@
 # build/idle-cluster, --out bench/results/idle-cluster-COMMIT, --hold 20,
 # --max-connections 19500. Bounds: at most 15 gateways (parley-bench takes
 # 16 URLs), at most 8 steps of at most 290,000 connections, each bench run
-# killed after IDLE_STEP_TIMEOUT s (default 1200), the registration after
+# killed after IDLE_STEP_TIMEOUT s (default 1800), the registration after
 # IDLE_REGISTER_TIMEOUT s (default 3600); every process it starts
 # (the bench's process group, the cluster by cluster.sh's PIDs) is stopped on
 # every path, Ctrl-C included.
@@ -58,7 +58,7 @@ set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PARLEY=${PARLEY_BIN:-$ROOT/build/parley}
 BENCH=${PARLEY_BENCH:-$ROOT/build/parley-bench}
-STEP_TIMEOUT=${IDLE_STEP_TIMEOUT:-1200}
+STEP_TIMEOUT=${IDLE_STEP_TIMEOUT:-1800}
 REGISTER_TIMEOUT=${IDLE_REGISTER_TIMEOUT:-3600}
 GATEWAYS=10; STEPS=20000,50000,100000,190000; DIR=$ROOT/build/idle-cluster
 OUT=""; HOLD=20; MAXCONN=19500; KEEP=""
