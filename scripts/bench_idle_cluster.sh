@@ -21,6 +21,9 @@
 #      - restarts the K gateways (SIGTERM by PID, then `cluster.sh up`,
 #        which starts only what is not running), so every gateway's RSS
 #        baseline is a fresh process;
+#      - deletes the users' keys ({u:*}) left in Redis by earlier steps (a
+#        key outlives its sessions: last seen), so that every session of
+#        the step makes its key, as a user's first device does;
 #      - runs `parley-bench connections --n C --server GW1,...,GWK
 #        --spread even --identities DIR/identities.bin --hook ...`: the
 #        first C users sign in and start sync, C/K on each gateway, from
@@ -29,13 +32,15 @@
 #      - the hook records, once the users are registered and nothing is
 #        connected ("base") and again while everything is held ("held"):
 #        each gateway's VmRSS, its parley_connections and
-#        parley_cluster_sessions (/metrics), and each Redis master's
-#        used_memory and DBSIZE;
+#        parley_cluster_sessions (/metrics), each Redis master's
+#        used_memory and DBSIZE, and the kernel's TCP sockets in use
+#        (/proc/net/sockstat) and Slab (/proc/meminfo), machine-wide;
 #      - writes OUT/step-C.json: the bench's figures, the rows above, and
 #        per gateway (RSS held - RSS base) / connections held (the way
 #        parley-bench connections measures one server: user space, kernel
 #        socket memory not included), their median, and the Redis
-#        used_memory delta / sessions written (bytes per session entry);
+#        used_memory delta / sessions written (bytes per session entry),
+#        and the Slab delta / TCP sockets opened (kernel bytes per socket);
 #      - stops at the first step that does not hold every connection, that
 #        sheds or fails any, or before a step when MemAvailable is under
 #        2 GiB + 8 KiB per connection of the step (two kernel sockets and
@@ -84,6 +89,11 @@ if [ "${1:-}" = measure ]; then
     echo "gateway node-$i $pid ${rss:--1} ${conns:--1} ${sess:--1}" >>"$out"
     i=$((i + 1))
   done
+  # the kernel's side, machine-wide (other processes are in it): TCP
+  # sockets in use and slab memory (struct sock, inode, file, epoll entry)
+  tcp=$(awk '$1 == "TCP:" {print $3}' /proc/net/sockstat)
+  slab=$(awk '$1 == "Slab:" {print $2}' /proc/meminfo)
+  echo "kernel tcp_sockets ${tcp:--1} slab_kb ${slab:--1}" >>"$out"
   k=1
   for port in $(cat "$MDIR/redis/ports"); do
     used=$(redis-cli -p "$port" info memory | tr -d '\r' | awk -F: '$1 == "used_memory" {print $2}')
@@ -245,6 +255,15 @@ for C in $STEPS; do
   fi
   say "step $C: restarting the gateways (fresh RSS baselines)"
   restart_gateways
+  # A user's key outlives its sessions (last seen, 30 days): without this a
+  # step's sessions would land in keys the earlier steps made, and the
+  # figure would be a further device's (~32 B), not a session's with its
+  # key. The bench users' keys go, each from the master that holds it (one
+  # key per UNLINK: keys of different slots cannot share a command; the
+  # node directory {nodes} stays).
+  for port in $(cat "$DIR/redis/ports"); do
+    redis-cli -p "$port" --scan --pattern '{u:*' | sed 's/^/UNLINK /' | redis-cli -p "$port" >/dev/null
+  done
   GW_URLS=$(sed -n "2,${NODES}p" "$DIR/urls" | paste -sd, -)
   SD=$OUT/step-$C
   mkdir -p "$SD"
@@ -279,9 +298,12 @@ def rows(phase):
             g[f[1]] = dict(pid=int(f[2]), rss_kb=int(f[3]), connections=int(f[4]), sessions=int(f[5]))
         elif f[0] == "redis":
             r[f[1]] = dict(port=int(f[2]), used_memory=int(f[3]), keys=int(f[4]))
-    return g, r
-gb, rb = rows("base")
-gh, rh = rows("held")
+        elif f[0] == "kernel":
+            r["kernel"] = dict(tcp_sockets=int(f[2]), slab_kb=int(f[4]))
+    kern = r.pop("kernel", None)
+    return g, r, kern
+gb, rb, kb = rows("base")
+gh, rh, kh = rows("held")
 bench = json.load(open(f"{sd}/bench.json"))
 gws = []
 for name in sorted(gh, key=lambda s: int(s.split("-")[1])):
@@ -309,17 +331,24 @@ res = dict(system="parley", scenario="idle_cluster", asked=asked, gateways=k,
            redis_used_memory_base=used0, redis_used_memory_held=used1,
            redis_keys_base=keys0, redis_keys_held=keys1,
            redis_bytes_per_session=round((used1 - used0) / sessions, 1) if sessions else None,
+           kernel_tcp_sockets_base=kb and kb["tcp_sockets"], kernel_tcp_sockets_held=kh and kh["tcp_sockets"],
+           kernel_slab_kb_base=kb and kb["slab_kb"], kernel_slab_kb_held=kh and kh["slab_kb"],
+           kernel_slab_bytes_per_socket=round((kh["slab_kb"] - kb["slab_kb"]) * 1024 / (kh["tcp_sockets"] - kb["tcp_sockets"]), 1)
+               if kb and kh and kh["tcp_sockets"] > kb["tcp_sockets"] else None,
            step_seconds=int(secs), load_avg_1m_start=float(load0), load_avg_1m_end=float(load1),
            gateways_detail=gws, redis_base=rb, redis_held=rh,
            notes=["bytes per connection: gateway VmRSS held - VmRSS of the fresh gateway with nothing "
                   "connected, over its parley_connections; kernel socket memory not included",
                   "redis bytes per session: sum over masters of used_memory held - base, over the sum "
-                  "of the gateways' parley_cluster_sessions"])
+                  "of the gateways' parley_cluster_sessions",
+                  "kernel slab bytes per socket: machine-wide /proc/meminfo Slab held - base, over the "
+                  "TCP sockets in use (both ends of each connection are on this host); other processes are in it"])
 json.dump(res, open(out, "w"), indent=2)
 ok = bench.get("held") == asked and conns == asked and sessions == asked and not bench.get("shed") and not bench.get("errors")
 print(("ok " if ok else "short ") + f"held={bench.get('held')} gateway_conns={conns} sessions={sessions} "
       f"shed={bench.get('shed')} errors={bench.get('errors')} "
       f"B/conn median={res['gateway_bytes_per_conn_median']} redis B/session={res['redis_bytes_per_session']} "
+      f"kernel slab B/socket={res['kernel_slab_bytes_per_socket']} "
       f"register/s={bench.get('register_rate')} connect/s={bench.get('connect_rate')} {secs}s load {load0}->{load1}")
 PY
   )
