@@ -20,6 +20,8 @@
 /* ------------------------------------------------------------- options */
 
 enum { BENCH_MAX_SERVERS = 16 };   /* URLs in --server */
+/* the slot after them: --register-server, where users are registered */
+enum { BENCH_REGISTER_SERVER = BENCH_MAX_SERVERS };
 
 typedef struct bench_opts {
     const char *scenario;
@@ -29,8 +31,13 @@ typedef struct bench_opts {
     /* --server URL1,URL2,...: every connection picks one at random and
      * another after each loss (conn.c); one entry when there is one server */
     int n_servers;
-    char hosts[BENCH_MAX_SERVERS][64];
-    int ports[BENCH_MAX_SERVERS];
+    char hosts[BENCH_MAX_SERVERS + 1][64];   /* + the --register-server slot */
+    int ports[BENCH_MAX_SERVERS + 1];
+    bool register_server;       /* --register-server: new users registered there, not on --server */
+    bool spread_even;           /* --spread even: connection i on server i mod n_servers */
+    const char *hook;           /* connections --hook CMD: run at "base" and "held" (PARLEY_BENCH_PHASE) */
+    const char *identities;     /* connections --identities FILE: users kept across runs (identities.h) */
+    bool register_only;         /* connections --register-only: register (or find) the users, no more */
     const char *parley_bin;     /* server binary when the bench starts it */
     const char *fsync;          /* policy given to (or claimed for) the server */
     int server_workers;         /* 0: the server's default (one per core) */
@@ -141,7 +148,10 @@ typedef struct bloop {
     bool register_new;          /* unregistered conns RegisterUser (else stay challenged) */
     bool count_deliveries;      /* measure bench messages in events */
     bool close_after_auth;      /* registration only: close once registered */
-    struct sockaddr_in server[BENCH_MAX_SERVERS];   /* g_opt.hosts/ports */
+    bool count_auth;            /* a connection counts in `connecting` until signed in, not only
+                                 * until challenged: bounds registrations / sign-ins in flight
+                                 * where the server does them slowly (one accounts thread) */
+    struct sockaddr_in server[BENCH_MAX_SERVERS + 1];   /* g_opt.hosts/ports */
     bconn *dirty;
     uint8_t *rbuf;
     size_t rcap;

@@ -425,6 +425,7 @@ static void on_setup_response(bloop *l, bconn *c, uint64_t rid, const uint8_t *d
             c->device_id = r->registered->device_id;
             c->state = BC_SIGNED;
             c->attempts = 0;
+            if (l->count_auth && l->connecting) l->connecting--;   /* state is BC_SIGNED now */
             if (l->close_after_auth) {
                 CNT_ADD(l, ready, 1);
                 conn_shutdown(l, c);
@@ -482,7 +483,7 @@ static void on_frame(bloop *l, bconn *c, const uint8_t *data, size_t len, uint64
                 if (fld == 1 && v == 32) memcpy(c->nonce, sub.p, 32);
         }
         if (c->state == BC_CHALLENGE) {
-            if (l->connecting) l->connecting--;
+            if (l->connecting && !l->count_auth) l->connecting--;
             if (c->user_id != 0 || l->register_new) send_auth(l, c);
             else {
                 c->state = BC_SIGNED;   /* challenged only, kept for later */
@@ -520,7 +521,9 @@ static void on_frame(bloop *l, bconn *c, const uint8_t *data, size_t len, uint64
 
 static void close_fd(bloop *l, bconn *c) {
     if (c->fd < 0) return;
-    if (c->state >= BC_CONNECTING && c->state <= BC_CHALLENGE && l->connecting) l->connecting--;
+    if (((c->state >= BC_CONNECTING && c->state <= BC_CHALLENGE) || (c->state == BC_AUTH && l->count_auth)) &&
+        l->connecting)
+        l->connecting--;
     epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
@@ -573,8 +576,15 @@ static void source_addr(uint32_t index, struct sockaddr_in *a) {
 void conn_open(bloop *l, bconn *c) {
     if (c->fd >= 0) close_fd(l, c);
     c->reconnect_at = 0;
-    if (!c->placed) {   /* several servers: spread the connections at random */
-        c->server = (uint8_t)(g_opt.n_servers > 1 ? next_rand(l) % (uint32_t)g_opt.n_servers : 0);
+    if (l->register_new && c->user_id == 0 && g_opt.register_server) {
+        /* --register-server: the user is made there (its host:port is in
+         * the signed auth context), its connections go to --server after */
+        c->server = BENCH_REGISTER_SERVER;
+        c->placed = false;
+    } else if (!c->placed) {   /* several servers: spread the connections (at random by default) */
+        if (g_opt.n_servers <= 1) c->server = 0;
+        else if (g_opt.spread_even) c->server = (uint8_t)(c->index % (uint32_t)g_opt.n_servers);
+        else c->server = (uint8_t)(next_rand(l) % (uint32_t)g_opt.n_servers);
         c->placed = true;
     }
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -23,9 +23,10 @@
 #include <unistd.h>
 
 #include "fleet.h"
+#include "identities.h"
 
 typedef struct phase_result {
-    uint64_t registered, ready, shed, errors;
+    uint64_t registered, loaded, ready, shed, errors;   /* loaded: of registered, from --identities */
     double register_s, connect_s;
     long rss_before_kb, rss_after_kb;   /* this bench process */
 } phase_result;
@@ -53,18 +54,72 @@ static int write_full(int fd, const void *p, size_t n) {
     return write(fd, p, n) == (ssize_t)n ? 0 : -1;
 }
 
+/* --hook CMD at PHASE ("base": users registered, nothing connected;
+ * "held": every connection held): measures servers the bench did not
+ * start. Bounded by the hook itself; the connections are not pinged
+ * meanwhile, so it should take seconds, not the server's idle timeout. */
+static void run_hook(const char *phase) {
+    if (!g_opt.hook) return;
+    setenv("PARLEY_BENCH_PHASE", phase, 1);
+    fflush(NULL);
+    int rc = system(g_opt.hook);
+    if (rc != 0) fprintf(stderr, "parley-bench: --hook at %s exited with status %d\n", phase, rc);
+}
+
+/* Phase 1 of one process: registers its slice's users (connections
+ * [offset, offset + f->n) of all), or with --identities takes them from
+ * the file when it has every one. *loaded says which. */
+static uint64_t register_slice(fleet *f, uint64_t offset, int procs, bool *loaded) {
+    *loaded = false;
+    if (g_opt.identities && identities_load(g_opt.identities, offset, f) == 0) {
+        *loaded = true;
+        for (int k = 0; k < f->n_loops; k++) f->loops[k].count_auth = true;   /* as below */
+        return f->n;
+    }
+    /* the chat node registers one user at a time (on Cassandra ~100/s
+     * here): what waits there must stay under its sign-in timeout, so at
+     * most ~256 registrations in flight over every loop and process */
+    uint32_t per_loop = 256u / (uint32_t)(procs * f->n_loops);
+    if (per_loop < 4) per_loop = 4;
+    for (int k = 0; k < f->n_loops; k++) {
+        f->loops[k].close_after_auth = true;
+        f->loops[k].count_auth = true;
+        f->loops[k].max_connecting = per_loop;
+    }
+    /* bounded, and long enough for a slice at that rate */
+    uint64_t got = fleet_bring_up(f, true, false, 300.0 + f->n / 10.0, "register");
+    fleet_close_all(f);
+    for (int k = 0; k < f->n_loops; k++) {
+        f->loops[k].close_after_auth = false;
+        f->loops[k].max_connecting = 256;
+        f->loops[k].connecting = 0;   /* every socket is closed */
+        /* with --identities (servers on a shared, remote store) the
+         * sign-ins are bounded the same way: 256 in flight per loop */
+        f->loops[k].count_auth = g_opt.identities != NULL;
+    }
+    if (g_opt.identities && identities_save(g_opt.identities, offset, f))
+        fprintf(stderr, "parley-bench: could not write the users to %s\n", g_opt.identities);
+    return got;
+}
+
+/* where the slice of process p (of procs) starts among n connections */
+static uint64_t slice_offset(long n, int procs, int p) {
+    return (uint64_t)p * (uint64_t)(n / procs) + (uint64_t)(p < n % procs ? p : n % procs);
+}
+
 /* The work of one process over n connections; talks to the parent over
  * to_parent/from_parent (both -1 when it is the only process). */
-static int run_slice(uint32_t n, int to_parent, int from_parent, phase_result *pr) {
+static int run_slice(uint32_t n, uint64_t offset, int procs, int to_parent, int from_parent, phase_result *pr) {
     fleet f;
     if (fleet_init(&f, n, g_opt.threads)) return 1;
     uint64_t t = now_ns();
-    for (int k = 0; k < f.n_loops; k++) f.loops[k].close_after_auth = true;
-    pr->registered = fleet_bring_up(&f, true, false, 300, "register");
-    for (int k = 0; k < f.n_loops; k++) f.loops[k].close_after_auth = false;
+    bool loaded;
+    pr->registered = register_slice(&f, offset, procs, &loaded);
+    pr->loaded = loaded ? pr->registered : 0;
     pr->register_s = (double)(now_ns() - t) / 1e9;
     fleet_close_all(&f);
     char go = 0;
+    if (to_parent >= 0 && g_opt.register_only) return write_full(to_parent, pr, sizeof *pr) ? 1 : 0;
     if (to_parent >= 0 && (write_full(to_parent, pr, sizeof *pr) || read_full(from_parent, &go, 1)))
         return 1;
     if (to_parent < 0) {
@@ -73,7 +128,10 @@ static int run_slice(uint32_t n, int to_parent, int from_parent, phase_result *p
     }
     pr->rss_before_kb = proc_rss_kb(getpid());
     t = now_ns();
-    pr->ready = fleet_bring_up(&f, false, true, 300, "connect");
+    /* bounded; sign-ins through gateway nodes that read Cassandra ran at
+     * ~300/s in all on this machine, so a slice of 19,000 of 190,000
+     * needs longer than the 300 s that suit one local server */
+    pr->ready = fleet_bring_up(&f, false, true, 300.0 + n / 20.0, "connect");
     pr->connect_s = (double)(now_ns() - t) / 1e9;
     pr->shed = LOOPS_SUM(f.loops, f.n_loops, shed);
     pr->errors = LOOPS_SUM(f.loops, f.n_loops, errors);
@@ -118,11 +176,16 @@ int scenario_connections(server_proc *s) {
         fleet f;
         if (fleet_init(&f, (uint32_t)n, g_opt.threads)) return 1;
         uint64_t t = now_ns();
-        for (int k = 0; k < f.n_loops; k++) f.loops[k].close_after_auth = true;
-        pr.registered = fleet_bring_up(&f, true, false, 300, "register");
-        for (int k = 0; k < f.n_loops; k++) f.loops[k].close_after_auth = false;
+        bool loaded;
+        pr.registered = register_slice(&f, 0, 1, &loaded);
+        pr.loaded = loaded ? pr.registered : 0;
         register_s = (double)(now_ns() - t) / 1e9;
         fleet_close_all(&f);
+        if (g_opt.register_only) {
+            total = pr;
+            fleet_free(&f);
+            goto report;
+        }
         if (s->pid > 0) {
             /* restart the server so that the transient memory of registering
              * N users (freed, but kept by its allocator) is not reused by the
@@ -133,6 +196,7 @@ int scenario_connections(server_proc *s) {
         struct timespec ts = {1, 0};
         nanosleep(&ts, NULL);
         server_base = s->pid > 0 ? proc_rss_kb(s->pid) : -1;
+        run_hook("base");
         bench_before = proc_rss_kb(getpid());
         t = now_ns();
         /* in two halves: memory the allocator kept from registration is
@@ -149,6 +213,7 @@ int scenario_connections(server_proc *s) {
         for (uint32_t i = 0; i < f.n; i++) conn_trim(f.all[i]);
         run_loops(f.loops, f.n_loops, "hold", NULL, g_opt.hold);
         server_after = s->pid > 0 ? proc_rss_kb(s->pid) : -1;
+        run_hook("held");
         bench_after = proc_rss_kb(getpid());
         total = pr;
         fleet_close_all(&f);
@@ -166,7 +231,7 @@ int scenario_connections(server_proc *s) {
                 close(up[p][0]);
                 close(down[p][1]);
                 phase_result pr = {0};
-                int rc = run_slice((uint32_t)share, up[p][1], down[p][0], &pr);
+                int rc = run_slice((uint32_t)share, slice_offset(n, procs, p), procs, up[p][1], down[p][0], &pr);
                 _exit(rc);
             }
             close(up[p][1]);
@@ -176,7 +241,12 @@ int scenario_connections(server_proc *s) {
         for (int p = 0; p < procs; p++) {   /* all registered */
             if (read_full(up[p][0], &pr[p], sizeof pr[p])) return 1;
             total.registered += pr[p].registered;
+            total.loaded += pr[p].loaded;
             if (pr[p].register_s > register_s) register_s = pr[p].register_s;
+        }
+        if (g_opt.register_only) {
+            for (int p = 0; p < procs; p++) waitpid(kids[p], NULL, 0);
+            goto report;
         }
         if (s->pid > 0) {   /* as above: a baseline without registration garbage */
             server_stop(s, SIGTERM);
@@ -185,6 +255,7 @@ int scenario_connections(server_proc *s) {
         struct timespec ts = {1, 0};
         nanosleep(&ts, NULL);
         server_base = s->pid > 0 ? proc_rss_kb(s->pid) : -1;
+        run_hook("base");
         char go = 1;
         for (int p = 0; p < procs; p++) write_full(down[p][1], &go, 1);
         for (int p = 0; p < procs; p++) {   /* all connected and held */
@@ -197,18 +268,24 @@ int scenario_connections(server_proc *s) {
             bench_after += pr[p].rss_after_kb;
         }
         server_after = s->pid > 0 ? proc_rss_kb(s->pid) : -1;
+        run_hook("held");
         for (int p = 0; p < procs; p++) {
             write_full(down[p][1], &go, 1);
             waitpid(kids[p], NULL, 0);
         }
     }
+report:
     report_begin("connections");
     report_str("server_fsync", s->fsync, "server fsync policy");
     report_num("server_workers", s->workers, "", "server worker threads");
     report_num("asked", (double)n, "", "connections asked");
     report_num("bench_processes", procs, "", "bench processes");
     report_num("registered", (double)total.registered, "", "users registered (phase 1)");
-    report_num("register_rate", (double)total.registered / register_s, "/s", "register rate");
+    if (g_opt.identities)
+        report_num("registered_from_file", (double)total.loaded, "", "of them taken from --identities");
+    if (total.registered > total.loaded)
+        report_num("register_rate", (double)(total.registered - total.loaded) / register_s, "/s", "register rate");
+    if (g_opt.register_only) return 0;
     report_num("held", (double)total.ready, "", "connections held (signed in + syncing)");
     report_num("connect_rate", (double)total.ready / connect_s, "/s",
                "connect rate (TCP+upgrade+sign-in+sync)");

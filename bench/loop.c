@@ -33,7 +33,8 @@ int loop_init(bloop *l, int id, bconn **conns, uint32_t n) {
     l->rcap = RBUF_BYTES;
     l->rbuf = malloc(l->rcap);
     l->rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)id << 32) ^ now_ns();
-    for (int i = 0; i < g_opt.n_servers; i++) {
+    for (int i = 0; i <= BENCH_MAX_SERVERS; i++) {
+        if (i >= g_opt.n_servers && !(i == BENCH_REGISTER_SERVER && g_opt.register_server)) continue;
         l->server[i].sin_family = AF_INET;
         l->server[i].sin_port = htons((uint16_t)g_opt.ports[i]);
         inet_pton(AF_INET, g_opt.hosts[i], &l->server[i].sin_addr);

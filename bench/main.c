@@ -37,6 +37,20 @@ static void usage(FILE *out) {
         "                            or several, URL1,URL2,... (at most 16): each connection picks\n"
         "                            one at random and another after each loss; /metrics and the\n"
         "                            like are read from the first\n"
+        "  --register-server URL     new users are registered there (one ws://HOST:PORT), and\n"
+        "                            their connections made to --server after (connections: so the\n"
+        "                            servers measured never did the registering)\n"
+        "  --spread random|even      several --server URLs: each connection at random (default), or\n"
+        "                            connection i of each bench process on URL i mod their count\n"
+        "  --hook CMD                connections: run CMD (sh -c) with PARLEY_BENCH_PHASE=base once\n"
+        "                            the users are registered and before any connection opens, and\n"
+        "                            =held while every connection is held (a server elsewhere is\n"
+        "                            measured by it); its exit status is not looked at\n"
+        "  --identities FILE         connections: take the users from FILE when it has all of them\n"
+        "                            (a run that registered them there), else register them and\n"
+        "                            write them there (0600; secret keys of bench users: keep it\n"
+        "                            out of git). Needs --server\n"
+        "  --register-only           connections: register (or find in --identities) the users, then end\n"
         "  --parley PATH             server binary to start (default: parley next to parley-bench)\n"
         "  --fsync always|batch|off  fsync policy of the started server (or the one --server runs with)\n"
         "  --server-workers N        worker threads of the started server (or of --server's)\n"
@@ -151,13 +165,29 @@ int main(int argc, char **argv) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--quiet") == 0) { g_opt.quiet = 1; continue; }
         if (strcmp(a, "--e2e") == 0) { g_opt.e2e = true; continue; }
+        if (strcmp(a, "--register-only") == 0) { g_opt.register_only = true; continue; }
         if (strcmp(a, "--help") == 0) { usage(stdout); return 0; }
         if (!v) { fprintf(stderr, "parley-bench: %s needs a value\n", a); return 2; }
         i++;
         if (strcmp(a, "--server") == 0) {
             snprintf(g_opt.server_url, sizeof g_opt.server_url, "%s", v);
             if (parse_server(v)) { fprintf(stderr, "parley-bench: bad --server %s\n", v); return 2; }
-        } else if (strcmp(a, "--parley") == 0) g_opt.parley_bin = v;
+        } else if (strcmp(a, "--register-server") == 0) {
+            size_t len = strlen(v);
+            if (strchr(v, ',') || parse_one_server(v, len, BENCH_REGISTER_SERVER)) {
+                fprintf(stderr, "parley-bench: bad --register-server %s (one ws://127.x.x.x:PORT)\n", v);
+                return 2;
+            }
+            g_opt.register_server = true;
+        } else if (strcmp(a, "--spread") == 0) {
+            if (strcmp(v, "even") != 0 && strcmp(v, "random") != 0) {
+                fprintf(stderr, "parley-bench: --spread random|even\n");
+                return 2;
+            }
+            g_opt.spread_even = strcmp(v, "even") == 0;
+        } else if (strcmp(a, "--hook") == 0) g_opt.hook = v;
+        else if (strcmp(a, "--identities") == 0) g_opt.identities = v;
+        else if (strcmp(a, "--parley") == 0) g_opt.parley_bin = v;
         else if (strcmp(a, "--fsync") == 0) g_opt.fsync = v;
         else if (strcmp(a, "--server-workers") == 0) g_opt.server_workers = atoi(v);
         else if (strcmp(a, "--threads") == 0) g_opt.threads = atoi(v);
@@ -183,6 +213,10 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--e2e-tamper-every") == 0) g_opt.e2e_tamper_every = atol(v);
         else if (strcmp(a, "--plot") == 0) g_opt.plot_path = v;
         else { fprintf(stderr, "parley-bench: unknown option %s\n", a); return 2; }
+    }
+    if ((g_opt.register_server || g_opt.identities) && !g_opt.server_url[0]) {
+        fprintf(stderr, "parley-bench: --register-server and --identities need --server\n");
+        return 2;
     }
     /* every load is bounded: clamp what could make a run unbounded */
     if (g_opt.seconds <= 0 || g_opt.seconds > 3600) g_opt.seconds = 10;
