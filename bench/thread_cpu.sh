@@ -48,6 +48,6 @@ join "$D/sw_before" "$D/sw_after" | awk -v m="${stored:-0}" '
   { v = $3 - $2; tv += v; printf "%-16s %9d wake-ups  %6.2f/msg\n", $1, v, m ? v / m : 0 }
   END { printf "%-16s %9d wake-ups  %6.2f/msg\n", "total", tv, m ? tv / m : 0 }'
 c1=$(metric parley_store_commits_total)
-awk -v c="$(( ${c1%.*} - ${c0%.*} ))" -v m="${stored:-0}" -v wg="$(metric parley_writer_gathers_total)" -v fg="$(metric parley_fanout_gathers_total)" \
-  'BEGIN { printf "store commits %d: %.1f messages per commit; gathers: writer %s, fan-out %s\n", c, c ? m / c : 0, wg == "" ? "-" : wg, fg == "" ? "-" : fg }'
+awk -v c="$(( ${c1%.*} - ${c0%.*} ))" -v m="${stored:-0}" -v wg="$(metric parley_writer_gathers_total)" \
+  'BEGIN { printf "store commits %d: %.1f messages per commit; writer gathers %s\n", c, c ? m / c : 0, wg == "" ? "-" : wg }'
 [ -s "$D/bench_time" ] && awk -v m="${stored:-0}" '{ s = $1 + $2; printf "%-16s %7.2f s  %7.1f us/msg  (parley-bench process, user+sys, setup included)\n", "bench", s, m ? s * 1e6 / m : 0 }' "$D/bench_time"

@@ -123,7 +123,6 @@ typedef struct metrics {
     atomic_ulong cluster_lookup_failures_total;    /* Redis session lookups that failed (local devices only) */
     /* steady-rate batching: pops that waited for a short queue to grow (core/mpsc.h mpsc_pop_gather) */
     atomic_ulong writer_gathers_total;
-    atomic_ulong fanout_gathers_total;
 } metrics;
 
 extern metrics g_metrics;
