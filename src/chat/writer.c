@@ -1421,9 +1421,10 @@ static void handle_held_back_first(writer *w, const chat_request *r) {
 }
 
 /* Takes the queued requests. With fsync=batch on a local store (group
- * commit on this thread), a short queue is first given GATHER_US to grow
- * (mpsc_pop_gather): at a steady rate one commit and one fsync then carry
- * several requests, at the cost of at most GATHER_US of ack latency. Not on
+ * commit on this thread), a short queue found while busy is first given
+ * GATHER_US to grow (mpsc_pop_gather; not after the writer went idle): at a
+ * steady rate one commit and one fsync then carry several requests, at the
+ * cost of at most GATHER_US of ack latency. Not on
  * a network store (its commits are in flight, writer_commit.c) nor with
  * fsync=always (a commit per request anyway) or off (no fsync to share). */
 static size_t writer_pop(writer *w, chat_request **out, size_t max) {

@@ -117,7 +117,11 @@ size_t mpsc_pop_gather(mpsc *q, void **out, size_t max, size_t want, unsigned li
     if (want > max) want = max;
     if (want > q->cap) want = q->cap;
     pthread_mutex_lock(&q->lock);
-    bool wait = linger_us > 0 && q->count > 0 && q->count < want && !q->closed;
+    /* only a busy consumer gathers: its last pop took items, so requests are
+     * arriving faster than it finishes them. One that went idle (an empty
+     * pop, mpsc_wait) takes a lone item at once: nothing is coming to wait
+     * for, and a short sleep would only add a wake-up to that item. */
+    bool wait = linger_us > 0 && q->consumer_busy && q->count > 0 && q->count < want && !q->closed;
     if (wait) {
         struct timespec deadline;
         clock_gettime(CLOCK_MONOTONIC, &deadline);

@@ -1,8 +1,9 @@
-/* test_mpsc_gather.c -- mpsc_pop_gather (core/mpsc.h): a consumer that
- * finds a short queue waits, bounded, for it to grow, and takes everything
- * that arrived in one pop; the push that brings the queue to the wanted
- * count ends the wait; pushes during the wait write no eventfd; it never
- * waits on an empty queue or on one that already holds enough. */
+/* test_mpsc_gather.c -- mpsc_pop_gather (core/mpsc.h): a busy consumer
+ * (its last pop took items) that finds a short queue waits, bounded, for
+ * it to grow, and takes everything that arrived in one pop; the push that
+ * brings the queue to the wanted count ends the wait; pushes during the
+ * wait write no eventfd; it never waits on an empty queue, on one that
+ * already holds enough, or after the consumer went idle. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -66,6 +67,17 @@ static void mpsc_gather_waits_only_for_a_short_queue(void) {
     bool waited = true;
     CHECK(mpsc_pop_gather(&q, out, 64, WANT, LONG_LINGER_US, &waited) == 0, "an empty queue gave items");
     CHECK(!waited, "it waited on an empty queue");
+    /* idle (it saw the queue empty): a lone item is taken at once */
+    mpsc_push(&q, (void *)1);
+    CHECK(mpsc_pop_gather(&q, out, 64, WANT, LONG_LINGER_US, &waited) == 1, "the lone item not taken");
+    CHECK(!waited, "an idle consumer waited for more (a lone item delayed)");
+    /* mpsc_wait also makes it idle */
+    CHECK(mpsc_pop_many(&q, out, 64) == 0, "pop of an empty queue");
+    mpsc_push(&q, (void *)1);
+    mpsc_wait(&q, 0);
+    CHECK(mpsc_pop_gather(&q, out, 64, WANT, LONG_LINGER_US, &waited) == 1, "the item not taken");
+    CHECK(!waited, "a consumer woken from mpsc_wait waited for more");
+    /* busy from here (its last pop took items) */
     for (uintptr_t i = 1; i <= WANT; i++) mpsc_push(&q, (void *)i);
     CHECK(mpsc_pop_gather(&q, out, 64, WANT, LONG_LINGER_US, &waited) == WANT, "a full want not taken at once");
     CHECK(!waited, "it waited although the queue held the wanted count");
@@ -82,12 +94,15 @@ static void mpsc_gather_waits_only_for_a_short_queue(void) {
     mpsc_destroy(&q);
 }
 
-/* Two threads: items pushed while the consumer gathers come in the same
- * pop; the WANT-th push ends the wait long before its 60 s linger; those
+/* Two threads, the consumer busy: items pushed while it gathers come in
+ * the same pop; the WANT-th push ends the wait long before its 60 s linger; those
  * pushes wrote no eventfd (the consumer is busy). */
 static void mpsc_gather_takes_what_arrives_during_the_wait(void) {
     mpsc q;
     CHECK(mpsc_init(&q, 64) == 0, "init");
+    void *first[1];
+    mpsc_push(&q, (void *)7);
+    CHECK(mpsc_pop_many(&q, first, 1) == 1, "pop");   /* busy: items keep coming */
     mpsc_push(&q, (void *)1);
     wakes(&q);   /* the first push woke a consumer that may have slept */
     struct producer p = {.q = &q, .pushes = WANT - 1};
@@ -113,6 +128,9 @@ static void mpsc_gather_takes_what_arrives_during_the_wait(void) {
 static void mpsc_gather_ends_at_close(void) {
     mpsc q;
     CHECK(mpsc_init(&q, 64) == 0, "init");
+    void *first[1];
+    mpsc_push(&q, (void *)7);
+    CHECK(mpsc_pop_many(&q, first, 1) == 1, "pop");   /* busy */
     mpsc_push(&q, (void *)1);
     struct producer p = {.q = &q, .close_instead = true};
     pthread_t t;
