@@ -35,6 +35,14 @@ enum {
     MAX_CLIENT_MSG_ID = 64,
     CONV_CACHE_MAX = 1 << 20,
     ACK_SCAN_MAX = 4096,
+    /* steady-rate batching (fsync=batch on a local store): a busy writer (its
+     * last pop took requests) that finds fewer than GATHER_WANT queued waits
+     * up to GATHER_US for more
+     * before it handles and commits them, so a steady trickle pays the
+     * per-commit costs (WriteBatch, fsync, wake-up, hand-off to fan-out)
+     * once per few requests. A queue of GATHER_WANT or more is taken at once. */
+    GATHER_WANT = 32,
+    GATHER_US = 500,
 };
 
 /* a message committed in the open batch, answered and published after */

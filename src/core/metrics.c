@@ -115,6 +115,7 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_cluster_remote_deliveries_total", "counter", "Chat node: inbox events sent to gateway nodes (DELIVER frames).", &g_metrics.cluster_remote_deliveries_total, 0},
         {"parley_cluster_frames_dropped_total", "counter", "Frames for another node dropped (no link, unknown node, full queue); devices catch up by sync or retry.", &g_metrics.cluster_frames_dropped_total, 0},
         {"parley_cluster_lookup_failures_total", "counter", "Redis session lookups that failed (that user's devices on other nodes missed the event until sync).", &g_metrics.cluster_lookup_failures_total, 0},
+        {"parley_writer_gathers_total", "counter", "Writer pops that found a short queue and waited up to the gather time for more requests before committing.", &g_metrics.writer_gathers_total, 0},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

@@ -121,6 +121,8 @@ typedef struct metrics {
     atomic_ulong cluster_remote_deliveries_total;  /* chat node: DELIVER frames sent to gateway nodes */
     atomic_ulong cluster_frames_dropped_total;     /* frames for another node dropped: no link, unknown node */
     atomic_ulong cluster_lookup_failures_total;    /* Redis session lookups that failed (local devices only) */
+    /* steady-rate batching: pops that waited for a short queue to grow (core/mpsc.h mpsc_pop_gather) */
+    atomic_ulong writer_gathers_total;
 } metrics;
 
 extern metrics g_metrics;

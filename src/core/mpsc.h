@@ -33,6 +33,8 @@ typedef struct mpsc {
     bool closed;
     bool consumer_busy;    /* the consumer took items and has not seen the queue
                               empty since: it needs no wake-up (under lock) */
+    pthread_cond_t gathered;  /* a gathering consumer has its items (mpsc_pop_gather) */
+    size_t gather_want;       /* while it gathers: the count that ends the wait; else 0 */
 } mpsc;
 
 int mpsc_init(mpsc *q, size_t cap);
@@ -47,6 +49,20 @@ size_t mpsc_push_many(mpsc *q, void *const *items, size_t n);
 /* Takes up to max items; returns how many. Never blocks. Taking items marks
  * the consumer busy; taking none marks it as maybe asleep. */
 size_t mpsc_pop_many(mpsc *q, void **out, size_t max);
+/* Like mpsc_pop_many, but when the consumer is busy (its last pop took
+ * items: it has not seen the queue empty since) and fewer than want items
+ * (at least one) are queued, first waits up to linger_us for more: until
+ * want are queued, the queue is closed, or the time passes. Then takes up
+ * to max. It never waits on an empty queue (that is mpsc_wait's job), nor
+ * after the consumer went idle, so a lone item after a quiet spell is not
+ * delayed; it waits when items keep arriving while the consumer works
+ * (a steady rate). For a consumer whose
+ * cost is per pop (a commit, an fsync), so that a steady trickle of items
+ * is taken a few at a time rather than one by one. The consumer stays busy
+ * while it gathers, so pushes write no eventfd; only the push that brings
+ * the count to want signals it (a condition variable), so a gather costs
+ * at most one wake-up. *waited (may be NULL): whether it waited. */
+size_t mpsc_pop_gather(mpsc *q, void **out, size_t max, size_t want, unsigned linger_us, bool *waited);
 /* Blocks until an item is queued, the queue is closed or timeout_ms passes
  * (-1: no timeout). Clears the wake-up. */
 void mpsc_wait(mpsc *q, int timeout_ms);
