@@ -77,6 +77,11 @@ int registry_redis_disconnect(registry_redis *r, const rr_session *s, rr_done_fn
  * arrived before this returned. s is copied. 0, or -1 (n == 0 or no memory). */
 typedef void (*rr_batch_fn)(void *ud, size_t refreshed, size_t gone, size_t failed);
 int registry_redis_heartbeat(registry_redis *r, const rr_session *s, size_t n, rr_batch_fn cb, void *ud);
+/* The same, with each(ud, i, result) for s[i] as its answer comes (1
+ * refreshed, 0 gone, -1 failed; on the I/O thread), before cb. */
+typedef void (*rr_each_fn)(void *ud, size_t i, int result);
+int registry_redis_heartbeat_each(registry_redis *r, const rr_session *s, size_t n, rr_each_fn each, rr_batch_fn cb,
+                                  void *ud);
 
 typedef struct rr_device {
     uint32_t device;
