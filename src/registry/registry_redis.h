@@ -6,7 +6,10 @@
  * entries in one slot, so every call is one round trip):
  *   field DEVICE -> "SINCE EXPIRES CONN NODE" (decimal ms, the connection
  *                   id, the node name)
- *   field "l"    -> last seen (ms)
+ *   field "l"    -> last seen (ms): written by a disconnect and when an
+ *                   expired entry is dropped, not by a connect (a live
+ *                   entry means online), so a user with one session has
+ *                   a one-field hash
  * and the key's TTL is last_seen_ttl, pushed forward by every write.
  * Redis 7.0 has no per-field expiry (HPEXPIRE is 7.4), so an entry's expiry
  * is in its value: scripts compare it with the server's TIME and treat an
@@ -97,7 +100,7 @@ typedef void (*rr_lookup_fn)(void *ud, const rr_device *devs, size_t n, const ch
 int registry_redis_lookup(registry_redis *r, uint64_t user, rr_lookup_fn cb, void *ud);
 
 /* online while a live entry exists (last_seen then is Redis's now); else
- * the latest connect, disconnect or last refresh of an expired entry (0:
+ * the latest disconnect or last refresh of an expired entry (0:
  * never, or longer ago than last_seen_ttl) */
 typedef void (*rr_presence_fn)(void *ud, int online, uint64_t last_seen_ms, const char *error);
 int registry_redis_presence(registry_redis *r, uint64_t user, rr_presence_fn cb, void *ud);
