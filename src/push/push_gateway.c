@@ -391,12 +391,17 @@ static void *push_main(void *arg) {
         }
         left = g->n;
         pthread_mutex_unlock(&g->lock);
+        /* many nodes: the batch's users are looked up in Redis at once
+         * (pipelined, one wait), not one round trip per hint; the first
+         * try of each job below answers from it too */
+        if (g->srv->forward && n) node_sessions_prefetch(g->srv, &batch[0].user, n, sizeof batch[0]);
         for (size_t i = 0; i < n; i++) {
             take_hint(g, &batch[i]);
             /* after: a test waits on it to know a hint was handled */
             atomic_fetch_add(&hints_total, batch[i].messages);
             atomic_fetch_add(&hints_handled_total, 1);
         }
+        node_sessions_prefetch_end();
         uint64_t now = clock_mono_ms();
         retry_due(g, now);
         int timeout = POLL_MAX_MS;
