@@ -10,9 +10,9 @@
 #include "cluster/presence_bus.h"
 #include "core/log.h"
 #include "core/quota.h"
+#include "fanout/fanout.h"
 #include "gateway/conn.h"
 #include "gateway/worker_msg.h"
-#include "fanout/fanout.h"
 
 /* A session entry is live in Redis (cluster/session_registry.h): the
  * connection catches up on what a lookup before it missed. On the Redis
