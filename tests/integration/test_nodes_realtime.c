@@ -20,7 +20,17 @@
  *     gets one valid push, dan's (online on another node than the chat
  *     node's) and eve's (the sender) none. SKIP without the double.
  * Every wait is on observable state (frames, /metrics) with a generous
- * bound; nothing is timed. */
+ * bound; nothing is timed.
+ *
+ * What each case guards (each broken in a scratch build, seen to FAIL):
+ *   presence_across_nodes  no 'P' published on a session write and no
+ *                          sweep -> "ann was never told bob left gateway 2"
+ *   typing_across_nodes    presence_bus_typing publishing nothing ->
+ *                          "typing did not reach the other nodes (bob 0, cid 0)"
+ *   connect_race           session_registry's live callback not called ->
+ *                          "bob never got seq 2 once his entry was written again"
+ *   push_by_inbox_owner    push_gateway asking the local registry only ->
+ *                          "dan (online on gateway 1) got 1 pushes" */
 #include <ftw.h>
 #include <signal.h>
 #include <sodium.h>
