@@ -43,6 +43,7 @@
 
 #include "../check.h"
 #include "cassandra_node.h"
+#include "engine_node.h"
 #include "harness.h"
 #include "redis_cluster_node.h"
 
@@ -72,11 +73,14 @@ static size_t unb64(const char *s, uint8_t *out, size_t cap) {
     return n;
 }
 
+static void stop_double(void);
+
 /* as test_push: python3 tests/push/push_double.py over https with a
  * certificate made now; subscriptions s1..sN in DIR/subs.txt */
 static int start_double(void) {
     snprintf(ddir, sizeof ddir, "/tmp/parley-push-rt-XXXXXX");
-    if (!mkdtemp(ddir) || h_make_cert(ddir, cert, key, sizeof cert) != 0) return -1;
+    /* stopped at exit and on fatal signals, as the engines are */
+    if (engine_dir_and_cleanup(ddir, stop_double) || h_make_cert(ddir, cert, key, sizeof cert) != 0) return -1;
     char port[16], n[16], script[512], logp[256];
     snprintf(port, sizeof port, "%d", h_free_port());
     snprintf(n, sizeof n, "%d", SUBS);
