@@ -7,9 +7,24 @@
 #include "chat/writer.h"
 #include "cluster/cluster_node.h"
 #include "cluster/node_forward.h"
+#include "cluster/presence_bus.h"
 #include "core/log.h"
 #include "core/quota.h"
 #include "fanout/fanout.h"
+#include "gateway/conn.h"
+#include "gateway/worker_msg.h"
+
+/* A session entry is live in Redis (cluster/session_registry.h): the
+ * connection catches up on what a lookup before it missed. On the Redis
+ * client's thread: never blocks; a full worker queue drops it (the device
+ * gets the event at its next sync or next live event). */
+static void session_live(void *ud, uint64_t conn_id) {
+    server *srv = ud;
+    uint32_t index = conn_id_worker(conn_id);
+    if (!srv->workers || index >= (uint32_t)srv->n_workers) return;
+    worker_msg *m = worker_msg_new(WM_RESYNC, conn_id, 0);
+    if (m && mpsc_try_push(&srv->workers[index]->inbox, m)) worker_msg_free(m);
+}
 
 int server_core_start(server *srv) {
     /* one queue consumer per fan-out thread */
@@ -42,7 +57,15 @@ int server_core_start(server *srv) {
             return -1;
         }
         session_registry *sessions = cluster_node_sessions(srv->cluster);
-        if (sessions) {   /* this node's sessions go to Redis too */
+        if (sessions) {   /* this node's sessions go to Redis too, presence and typing over its pub/sub */
+            presence_bus_options po = {.srv = srv, .rc = cluster_node_rc(srv->cluster),
+                                       .rr = cluster_node_redis(srv->cluster), .node = cc->node};
+            if (!(srv->presence_bus = presence_bus_start(&po))) {
+                log_error("node %s: cannot start the presence bus", cc->node);
+                return -1;
+            }
+            session_registry_set_bus(sessions, srv->presence_bus);
+            session_registry_set_live(sessions, session_live, srv);
             registry_mirror m;
             session_registry_mirror(sessions, &m);
             registry_set_mirror(srv->registry, &m);
@@ -55,8 +78,11 @@ void server_core_stop(server *srv) {
     /* the workers have stopped: nothing adds to the registry now */
     if (srv->registry) registry_set_mirror(srv->registry, NULL);
     node_forward_stop(srv->forward);   /* lets go of the link before it stops */
+    presence_bus_stop(srv->presence_bus);
     cluster_node_stop(srv->cluster);   /* first: peers stop finding this node */
     srv->cluster = NULL;
+    presence_bus_free(srv->presence_bus);   /* the Redis client that called it back is gone */
+    srv->presence_bus = NULL;
     if (srv->writer) writer_stop(srv->writer);   /* finishes what was queued */
     if (srv->fanout) fanout_stop(srv->fanout);   /* fans out what the writer published */
     srv->writer = NULL;

@@ -20,6 +20,7 @@ struct push_gateway;
 struct cluster_node;
 struct recent_inbox;
 struct node_forward;
+struct presence_bus;
 struct chat_request;
 
 typedef struct server {
@@ -35,6 +36,7 @@ typedef struct server {
     struct cluster_node *cluster; /* node link and directory (cluster/cluster_node.h); NULL: one node */
     struct recent_inbox *recent_inbox; /* fan-out's last inbox entries, read by Acks (chat/recent_inbox.h) */
     struct node_forward *forward; /* requests and deliveries across nodes (cluster/node_forward.h); NULL: one node */
+    struct presence_bus *presence_bus; /* presence and typing across nodes (cluster/presence_bus.h); NULL: one node */
     struct worker **workers;
     int n_workers;
 } server;

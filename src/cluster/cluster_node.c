@@ -219,6 +219,7 @@ void cluster_node_stop(cluster_node *n) {
 node_link *cluster_node_link(cluster_node *n) { return n ? n->link : NULL; }
 session_registry *cluster_node_sessions(cluster_node *n) { return n ? n->sessions : NULL; }
 registry_redis *cluster_node_redis(cluster_node *n) { return n ? n->rr : NULL; }
+rc_client *cluster_node_rc(cluster_node *n) { return n ? n->rc : NULL; }
 const char *cluster_node_entry(const cluster_node *n) { return n->entry; }
 unsigned long cluster_node_heartbeat_failures(const cluster_node *n) {
     return atomic_load(&n->heartbeat_failures);

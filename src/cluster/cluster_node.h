@@ -38,6 +38,8 @@ node_link *cluster_node_link(cluster_node *n);
 session_registry *cluster_node_sessions(cluster_node *n);
 /* The Redis registry (sessions, node directory), NULL without --redis. */
 registry_redis *cluster_node_redis(cluster_node *n);
+/* The Redis Cluster client, NULL without --redis. */
+rc_client *cluster_node_rc(cluster_node *n);
 /* The directory entry's value: "HOST:PORT/ROLES". */
 const char *cluster_node_entry(const cluster_node *n);
 

@@ -12,17 +12,22 @@
 #include "core/clock.h"
 #include "core/metrics.h"
 #include "core/u64map.h"
+#include "cluster/presence_bus.h"
 
 enum { HEARTBEAT_BATCH = 1024 };   /* sessions refreshed by one pipelined call */
 
 typedef struct session {
     uint64_t user;
     uint32_t device;
+    bool live;          /* Redis said the entry is written: the connection was told (live_fn) */
     uint64_t since_ms;
 } session;
 
 struct session_registry {
     registry_redis *rr;
+    presence_bus *bus;         /* NULL: presence and typing stay on this node */
+    session_live_fn live;      /* NULL: nothing to tell */
+    void *live_ud;
     char node[RR_NODE_MAX];
     uint32_t ttl_ms;
     pthread_mutex_t mu;        /* table */
@@ -38,10 +43,43 @@ static void count_failures(session_registry *s, uint64_t n) {
     METRIC_ADD(cluster_session_write_failures_total, n);
 }
 
+/* The entry of conn_id is in Redis: the connection is told once (always
+ * after a connect that applied; after a refresh only when no connect
+ * answer said so: one that timed out may still have run). */
+static void tell_live(session_registry *s, uint64_t conn_id, bool always) {
+    pthread_mutex_lock(&s->mu);
+    uint64_t *v = u64map_get(&s->table, conn_id + 1);
+    session *x = v ? (session *)(uintptr_t)*v : NULL;
+    bool tell = x && (always || !x->live);
+    if (x) x->live = true;
+    pthread_mutex_unlock(&s->mu);
+    if (tell && s->live) s->live(s->live_ud, conn_id);
+}
+
+/* One connect's context until its answer (the connection to tell). */
+typedef struct connect_ctx {
+    session_registry *s;
+    uint64_t conn_id;
+} connect_ctx;
+
 static void write_done(void *ud, int applied, const char *error) {
-    session_registry *s = ud;
+    connect_ctx *x = ud;
+    session_registry *s = x->s;
+    uint64_t conn_id = x->conn_id;
+    free(x);
     if (error || applied < 0) count_failures(s, 1);
     else if (applied == 0) atomic_fetch_add(&s->refused, 1);
+    else tell_live(s, conn_id, true);
+}
+
+/* A compare-and-set connect of rs; its answer goes to write_done. */
+static void connect_session(session_registry *s, const rr_session *rs) {
+    connect_ctx *x = malloc(sizeof *x);
+    if (x) *x = (connect_ctx){s, rs->conn_id};
+    if (!x || registry_redis_connect(s->rr, rs, write_done, x) != 0) {
+        free(x);
+        count_failures(s, 1);
+    }
 }
 
 static void disconnect_done(void *ud, int applied, const char *error) {
@@ -59,6 +97,7 @@ static void on_added(void *ud, uint64_t user, const registry_entry *e) {
     }
     x->user = user;
     x->device = e->device_id;
+    x->live = false;
     x->since_ms = clock_wall_ms();
     pthread_mutex_lock(&s->mu);
     uint64_t old = 0;
@@ -74,7 +113,9 @@ static void on_added(void *ud, uint64_t user, const registry_entry *e) {
     if (!had) METRIC_ADD(cluster_sessions, 1);
     rr_session rs = {.user = user, .device = e->device_id, .conn_id = e->conn_id, .since_ms = x->since_ms,
                      .node = s->node};
-    if (registry_redis_connect(s->rr, &rs, write_done, s) != 0) count_failures(s, 1);
+    connect_session(s, &rs);
+    /* after the write, on the same connection: a watcher's read sees it */
+    if (s->bus) presence_bus_device_up(s->bus, user);
 }
 
 static void on_removed(void *ud, uint64_t user, const registry_entry *e) {
@@ -90,6 +131,14 @@ static void on_removed(void *ud, uint64_t user, const registry_entry *e) {
                      .node = s->node};
     free(x);
     if (registry_redis_disconnect(s->rr, &rs, disconnect_done, s) != 0) count_failures(s, 1);
+    if (s->bus) presence_bus_device_down(s->bus, user);
+}
+
+void session_registry_set_bus(session_registry *s, presence_bus *bus) { s->bus = bus; }
+
+void session_registry_set_live(session_registry *s, session_live_fn live, void *ud) {
+    s->live = live;
+    s->live_ud = ud;
 }
 
 void session_registry_mirror(session_registry *s, registry_mirror *m) {
@@ -109,6 +158,11 @@ typedef struct hb_batch {
     rr_session sessions[];
 } hb_batch;
 
+static void heartbeat_each(void *ud, size_t i, int result) {
+    hb_batch *b = ud;
+    if (result == 1) tell_live(b->s, b->sessions[i].conn_id, false);
+}
+
 static void heartbeat_done(void *ud, size_t refreshed, size_t gone, size_t failed) {
     hb_batch *b = ud;
     session_registry *s = b->s;
@@ -125,7 +179,7 @@ static void heartbeat_done(void *ud, size_t refreshed, size_t gone, size_t faile
          * it meanwhile is dropped here (the device syncs when it returns) */
         if (!open) continue;
         atomic_fetch_add(&s->rewritten, 1);
-        if (registry_redis_connect(s->rr, &b->sessions[i], write_done, s) != 0) count_failures(s, 1);
+        connect_session(s, &b->sessions[i]);
     }
     free(b);
 }
@@ -152,7 +206,7 @@ static void heartbeat_round(session_registry *s) {
         /* a table that grew between two batches is covered next round */
         size_t n = b->n;
         if (n == 0) free(b);
-        else if (registry_redis_heartbeat(s->rr, b->sessions, n, heartbeat_done, b) != 0) {
+        else if (registry_redis_heartbeat_each(s->rr, b->sessions, n, heartbeat_each, heartbeat_done, b) != 0) {
             free(b);
             count_failures(s, n);
         }

@@ -37,6 +37,22 @@ void session_registry_free(session_registry *s);
 /* Fills m to follow a local registry with (registry_set_mirror). */
 void session_registry_mirror(session_registry *s, registry_mirror *m);
 
+/* Tells bus (presence_bus.h) of every session written or deleted: set
+ * before the workers start (the pointer is not locked). */
+struct presence_bus;
+void session_registry_set_bus(session_registry *s, struct presence_bus *bus);
+
+/* The connect race: a device's sync reads its inbox, then its entry is
+ * written to Redis; an event whose lookup ran between the two found no
+ * entry and was not sent live. So once Redis answers a connect as applied
+ * (the first one, or one the heartbeat wrote again), live(ud, conn_id) is
+ * called (on the Redis client's thread; it must not block) and the
+ * connection reads its inbox past what it has sent: anything a lookup
+ * missed was stored before that lookup, hence before this answer. Set
+ * before the workers start. */
+typedef void (*session_live_fn)(void *ud, uint64_t conn_id);
+void session_registry_set_live(session_registry *s, session_live_fn live, void *ud);
+
 typedef struct session_registry_stats {
     uint64_t live;             /* sessions of this node in the table */
     uint64_t write_failures;   /* connects/disconnects not queued or not answered */

@@ -123,6 +123,13 @@ typedef struct metrics {
     atomic_ulong cluster_lookup_failures_total;    /* Redis session lookups that failed (local devices only) */
     /* steady-rate batching: pops that waited for a short queue to grow (core/mpsc.h mpsc_pop_gather) */
     atomic_ulong writer_gathers_total;
+    /* presence and typing across nodes (cluster/presence_bus.c) */
+    atomic_long cluster_bus_channels;              /* gauge: users whose sharded channel this node wants */
+    atomic_ulong cluster_bus_refused_total;        /* users not subscribed: the per-node channel cap */
+    atomic_ulong cluster_bus_published_total;      /* SPUBLISH queued (presence changes, typing) */
+    atomic_ulong cluster_bus_received_total;       /* messages taken from subscribed channels */
+    atomic_ulong cluster_bus_failures_total;       /* publishes, presence reads or subscriptions that failed */
+    atomic_ulong cluster_bus_dropped_total;        /* frames for local connections dropped: worker queue full */
 } metrics;
 
 extern metrics g_metrics;

@@ -9,6 +9,7 @@
 #include "chat/consent.h"
 #include "chat/membership.h"
 #include "chat/push.h"
+#include "cluster/presence_bus.h"
 #include "core/clock.h"
 #include "core/metrics.h"
 #include "gateway/conn_side.h"
@@ -32,7 +33,13 @@ static void try_post(worker *w, worker_msg *m) {
 static void send_presence(worker *w, conn *c, uint64_t user) {
     int online = 0;
     uint64_t last_seen = 0;
-    registry_presence_state(w->srv->registry, user, &online, &last_seen);
+    /* many nodes: what the presence bus last read from Redis; not known
+     * yet, the bus tells every subscriber once its read is answered */
+    if (w->srv->presence_bus) {
+        if (!presence_bus_state(w->srv->presence_bus, user, &online, &last_seen)) return;
+    } else {
+        registry_presence_state(w->srv->registry, user, &online, &last_seen);
+    }
     Parley__V1__Frame f;
     Parley__V1__Presence p;
     push_frame_presence(&f, &p, user, online, last_seen);
@@ -139,6 +146,8 @@ static int typing_to_member(void *ud, uint64_t user, const Parley__Store__Member
     registry_entry e[MAX_DEVICES];
     size_t n = registry_lookup(t->w->srv->registry, user, e, MAX_DEVICES);
     for (size_t i = 0; i < n && i < MAX_DEVICES; i++) try_post(t->w, worker_msg_pack(WM_PUSH, e[i].conn_id, t->frame));
+    /* the member's devices on other nodes */
+    if (t->w->srv->presence_bus) presence_bus_typing(t->w->srv->presence_bus, user, t->frame->typing_indicator);
     return 0;
 }
 

@@ -677,6 +677,12 @@ static void handle_inbox(worker *w) {
                 case WM_MQTT_TAKEOVER:
                     mqtt_conn_taken_over(w, c, m->user_id, m->device_id);
                     break;
+                case WM_RESYNC:   /* no gap, no duplicate: the pump reads past sent_upto */
+                    if (c->syncing) {
+                        c->lagging = true;
+                        delivery_pump(w, c);
+                    }
+                    break;
                 case WM_CLOSE_DEVICE:
                 case WM_DROP_PRESENCE:
                     break;

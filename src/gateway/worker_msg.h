@@ -25,6 +25,9 @@ typedef enum worker_msg_kind {
                          presence of about_user, who blocked user_id */
     WM_MQTT_TAKEOVER, /* close conn_id if it is still the MQTT connection of (user_id, device_id):
                          a newer one took its client id (mqtt_takeover.c) */
+    WM_RESYNC,    /* many nodes: the connection's session entry is now live in Redis;
+                     catch up from the store on what a lookup before it missed
+                     (cluster/session_registry.h) */
 } worker_msg_kind;
 
 typedef struct worker_msg {

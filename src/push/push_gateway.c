@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/node_forward.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "push/push_subscribers.h"
@@ -141,9 +142,18 @@ static void job_finish(job *j) {
     free(j);
 }
 
+/* The user's live sessions: this node's, and with many nodes those the
+ * Redis session registry holds on the others (the inbox owner decides
+ * push for every device wherever it is connected; a failed Redis lookup
+ * leaves this node's only, and a device online elsewhere may get a
+ * notification it did not need). */
+static size_t sessions_of(push_gateway *g, uint64_t user, registry_entry *out, size_t max) {
+    return g->srv->forward ? node_sessions_lookup(g->srv, user, out, max) : registry_lookup(g->srv->registry, user, out, max);
+}
+
 static bool device_online(push_gateway *g, uint64_t user, uint32_t device) {
     registry_entry entries[MAX_DEVICES_PER_USER];
-    size_t n = registry_lookup(g->srv->registry, user, entries, MAX_DEVICES_PER_USER);
+    size_t n = sessions_of(g, user, entries, MAX_DEVICES_PER_USER);
     if (n > MAX_DEVICES_PER_USER) n = MAX_DEVICES_PER_USER;
     for (size_t i = 0; i < n; i++)
         if (entries[i].device_id == device) return true;
@@ -286,7 +296,7 @@ static bool has_subscription(push_gateway *g, uint64_t user, uint32_t device) {
 
 static void take_hint(push_gateway *g, const hint *h) {
     registry_entry online[MAX_DEVICES_PER_USER];
-    size_t n_online = registry_lookup(g->srv->registry, h->user, online, MAX_DEVICES_PER_USER);
+    size_t n_online = sessions_of(g, h->user, online, MAX_DEVICES_PER_USER);
     if (n_online > MAX_DEVICES_PER_USER) n_online = MAX_DEVICES_PER_USER;
     struct device_list devices = {.n = 0};
     if (store_scan_devices(g->srv->store, h->user, collect_device, &devices) < 0) return;
@@ -381,12 +391,17 @@ static void *push_main(void *arg) {
         }
         left = g->n;
         pthread_mutex_unlock(&g->lock);
+        /* many nodes: the batch's users are looked up in Redis at once
+         * (pipelined, one wait), not one round trip per hint; the first
+         * try of each job below answers from it too */
+        if (g->srv->forward && n) node_sessions_prefetch(g->srv, &batch[0].user, n, sizeof batch[0]);
         for (size_t i = 0; i < n; i++) {
             take_hint(g, &batch[i]);
             /* after: a test waits on it to know a hint was handled */
             atomic_fetch_add(&hints_total, batch[i].messages);
             atomic_fetch_add(&hints_handled_total, 1);
         }
+        node_sessions_prefetch_end();
         uint64_t now = clock_mono_ms();
         retry_due(g, now);
         int timeout = POLL_MAX_MS;

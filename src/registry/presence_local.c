@@ -37,6 +37,8 @@ struct presence {
     u64map subs;        /* conn id -> subscription * */
     uint64_t *dirty;    /* users changed since the last flush */
     size_t n_dirty, cap_dirty;
+    presence_watch watch;   /* set: changes cross nodes (cluster/presence_bus.c), none are flushed here */
+    bool has_watch;
 };
 
 struct presence *registry_presence(registry *r);
@@ -78,7 +80,7 @@ static user_presence *user_get(struct presence *p, uint64_t user, bool create) {
 }
 
 static void mark_dirty(struct presence *p, uint64_t user, user_presence *u) {
-    if (u->dirty || u->n_subscribers == 0) return;
+    if (u->dirty || u->n_subscribers == 0 || p->has_watch) return;
     if (p->n_dirty == p->cap_dirty) {
         size_t cap = p->cap_dirty ? p->cap_dirty * 2 : 64;
         uint64_t *grown = realloc(p->dirty, cap * sizeof *grown);
@@ -119,10 +121,17 @@ void registry_presence_state(registry *r, uint64_t user, int *online, uint64_t *
     pthread_mutex_unlock(&p->lock);
 }
 
-static void remove_subscriber(user_presence *u, uint64_t conn_id) {
+/* The watcher hears of a user's first subscriber and of its last leaving,
+ * under the lock (it must not block or call back in here). */
+static void tell_watch(struct presence *p, uint64_t user, bool watched) {
+    if (p->has_watch) p->watch.changed(p->watch.ud, user, watched);
+}
+
+static void remove_subscriber(struct presence *p, uint64_t user, user_presence *u, uint64_t conn_id) {
     for (uint32_t i = 0; i < u->n_subscribers; i++) {
         if (u->subscribers[i] != conn_id) continue;
         u->subscribers[i] = u->subscribers[--u->n_subscribers];
+        if (u->n_subscribers == 0) tell_watch(p, user, false);
         return;
     }
 }
@@ -133,7 +142,7 @@ static void unsubscribe_locked(struct presence *p, uint64_t conn_id) {
     subscription *s = (subscription *)(uintptr_t)value;
     for (size_t i = 0; i < s->n; i++) {
         user_presence *u = user_get(p, s->users[i], false);
-        if (u) remove_subscriber(u, conn_id);
+        if (u) remove_subscriber(p, s->users[i], u, conn_id);
     }
     free(s);
 }
@@ -163,6 +172,7 @@ int registry_presence_subscribe(registry *r, uint64_t conn_id, const uint64_t *u
         }
         if (u->n_subscribers == 0) u->told_online = u->conns > 0;   /* the subscriber is told at once */
         u->subscribers[u->n_subscribers++] = conn_id;
+        if (u->n_subscribers == 1) tell_watch(p, users[i], true);
         s->users[s->n++] = users[i];
     }
 out:
@@ -189,9 +199,27 @@ bool registry_presence_unsubscribe_user(registry *r, uint64_t conn_id, uint64_t 
         found = true;
     }
     user_presence *u = found ? user_get(p, user, false) : NULL;
-    if (u) remove_subscriber(u, conn_id);
+    if (u) remove_subscriber(p, user, u, conn_id);
     pthread_mutex_unlock(&p->lock);
     return found;
+}
+
+void registry_set_presence_watch(registry *r, const presence_watch *w) {
+    struct presence *p = registry_presence(r);
+    pthread_mutex_lock(&p->lock);
+    p->has_watch = w != NULL;
+    if (w) p->watch = *w;
+    pthread_mutex_unlock(&p->lock);
+}
+
+size_t registry_presence_subscribers(registry *r, uint64_t user, uint64_t *out, size_t max) {
+    struct presence *p = registry_presence(r);
+    pthread_mutex_lock(&p->lock);
+    user_presence *u = user_get(p, user, false);
+    size_t n = u ? u->n_subscribers : 0;
+    for (size_t i = 0; i < n && i < max; i++) out[i] = u->subscribers[i];
+    pthread_mutex_unlock(&p->lock);
+    return n;
 }
 
 typedef struct emission {

@@ -57,4 +57,20 @@ typedef void (*presence_emit_fn)(void *ud, uint64_t conn_id, uint64_t user, int 
  * user's previous emission wait for a later flush). */
 void registry_presence_flush(registry *r, uint64_t now_ms, uint64_t coalesce_ms, presence_emit_fn emit, void *ud);
 
+/* Many nodes (cluster/presence_bus.c): changed(ud, user, true) when user
+ * gets its first subscriber on this node, (.., false) when the last one
+ * leaves; called under the presence lock (must not block or call any
+ * registry_presence_* function). While a watch is set, this node's own
+ * connects and disconnects are not flushed by registry_presence_flush:
+ * every subscriber hears the cluster-wide state from the watcher. NULL
+ * clears it. */
+typedef struct presence_watch {
+    void (*changed)(void *ud, uint64_t user, bool watched);
+    void *ud;
+} presence_watch;
+void registry_set_presence_watch(registry *r, const presence_watch *w);
+/* Copies up to max connections subscribed to user into out; returns how
+ * many there are (which may exceed max). */
+size_t registry_presence_subscribers(registry *r, uint64_t user, uint64_t *out, size_t max);
+
 #endif

@@ -40,6 +40,7 @@ enum op_kind { OP_DONE, OP_BATCH, OP_LOOKUP, OP_PRESENCE, OP_NODE, OP_NODES, OP_
 typedef struct hb_batch {
     atomic_size_t remaining, refreshed, gone, failed;
     rr_batch_fn cb;
+    rr_each_fn each;   /* NULL, or told of every entry's answer */
     void *ud;
 } hb_batch;
 
@@ -56,6 +57,7 @@ typedef struct op {
     } cb;
     void *ud;
     hb_batch *batch;
+    size_t index;      /* OP_BATCH: the entry's place in its batch */
     int argc;
     const char *argv[MAX_ARGS];
     size_t argvlen[MAX_ARGS];
@@ -191,15 +193,19 @@ static void deliver(op *o, redisReply *rep, const char *error) {
                 o->cb.done(o->ud, -1, "unexpected reply");
         }
         break;
-    case OP_BATCH:
-        if (is_err || rep->type != REDIS_REPLY_INTEGER)
+    case OP_BATCH: {
+        int result = is_err || rep->type != REDIS_REPLY_INTEGER ? -1 : rep->integer == 1 ? 1 : 0;
+        if (result < 0)
             atomic_fetch_add(&o->batch->failed, 1);
-        else if (rep->integer == 1)
+        else if (result == 1)
             atomic_fetch_add(&o->batch->refreshed, 1);
         else
             atomic_fetch_add(&o->batch->gone, 1);
+        if (o->batch->each)
+            o->batch->each(o->batch->ud, o->index, result);
         batch_release(o->batch);
         break;
+    }
     case OP_LOOKUP: {
         rr_device devs[RR_MAX_DEVICES];
         size_t n = 0;
@@ -345,6 +351,11 @@ int registry_redis_disconnect(registry_redis *r, const rr_session *s, rr_done_fn
 }
 
 int registry_redis_heartbeat(registry_redis *r, const rr_session *s, size_t n, rr_batch_fn cb, void *ud) {
+    return registry_redis_heartbeat_each(r, s, n, NULL, cb, ud);
+}
+
+int registry_redis_heartbeat_each(registry_redis *r, const rr_session *s, size_t n, rr_each_fn each, rr_batch_fn cb,
+                                  void *ud) {
     if (n == 0)
         return -1;
     hb_batch *b = calloc(1, sizeof *b);
@@ -352,11 +363,14 @@ int registry_redis_heartbeat(registry_redis *r, const rr_session *s, size_t n, r
         return -1;
     atomic_init(&b->remaining, n + 1); /* +1: ours, until every op is submitted */
     b->cb = cb;
+    b->each = each;
     b->ud = ud;
     for (size_t i = 0; i < n; i++) {
         op *o = session_op(r, S_REFRESH, OP_BATCH, &s[i], NULL);
-        if (o)
+        if (o) {
             o->batch = b;
+            o->index = i;
+        }
         if (submit(o) != 0) {
             atomic_fetch_add(&b->failed, 1);
             atomic_fetch_sub(&b->remaining, 1);

@@ -6,7 +6,10 @@
  * entries in one slot, so every call is one round trip):
  *   field DEVICE -> "SINCE EXPIRES CONN NODE" (decimal ms, the connection
  *                   id, the node name)
- *   field "l"    -> last seen (ms)
+ *   field "l"    -> last seen (ms): written by a disconnect and when an
+ *                   expired entry is dropped, not by a connect (a live
+ *                   entry means online), so a user with one session has
+ *                   a one-field hash
  * and the key's TTL is last_seen_ttl, pushed forward by every write.
  * Redis 7.0 has no per-field expiry (HPEXPIRE is 7.4), so an entry's expiry
  * is in its value: scripts compare it with the server's TIME and treat an
@@ -77,6 +80,11 @@ int registry_redis_disconnect(registry_redis *r, const rr_session *s, rr_done_fn
  * arrived before this returned. s is copied. 0, or -1 (n == 0 or no memory). */
 typedef void (*rr_batch_fn)(void *ud, size_t refreshed, size_t gone, size_t failed);
 int registry_redis_heartbeat(registry_redis *r, const rr_session *s, size_t n, rr_batch_fn cb, void *ud);
+/* The same, with each(ud, i, result) for s[i] as its answer comes (1
+ * refreshed, 0 gone, -1 failed; on the I/O thread), before cb. */
+typedef void (*rr_each_fn)(void *ud, size_t i, int result);
+int registry_redis_heartbeat_each(registry_redis *r, const rr_session *s, size_t n, rr_each_fn each, rr_batch_fn cb,
+                                  void *ud);
 
 typedef struct rr_device {
     uint32_t device;
@@ -92,7 +100,7 @@ typedef void (*rr_lookup_fn)(void *ud, const rr_device *devs, size_t n, const ch
 int registry_redis_lookup(registry_redis *r, uint64_t user, rr_lookup_fn cb, void *ud);
 
 /* online while a live entry exists (last_seen then is Redis's now); else
- * the latest connect, disconnect or last refresh of an expired entry (0:
+ * the latest disconnect or last refresh of an expired entry (0:
  * never, or longer ago than last_seen_ttl) */
 typedef void (*rr_presence_fn)(void *ud, int online, uint64_t last_seen_ms, const char *error);
 int registry_redis_presence(registry_redis *r, uint64_t user, rr_presence_fn cb, void *ud);

@@ -113,6 +113,7 @@ static size_t pump_inbox(conn *c) {
                 case WM_CLOSE_DEVICE:    /* orders name no connection (worker.c scans for them) */
                 case WM_DROP_PRESENCE:
                 case WM_MQTT_TAKEOVER: break;   /* MQTT connections only; this target speaks WebSocket */
+                case WM_RESYNC: break;          /* many nodes only */
                 }
             }
             worker_msg_free(m);

@@ -319,7 +319,7 @@ static void count_cb(void *ud, int applied, const char *error) {
  * memory per session entry, over many users with one device each, as
  * gateways write them (a 6-character node name, 7-digit connection ids). */
 static void session_entry_bytes(void) {
-    enum { USERS = 5000 };
+    enum { USERS = 10000 };
     long long before = cluster_used_memory();
     counter c = {0};
     uint64_t base = 9000000000000000000ull;
