@@ -38,7 +38,24 @@
  *
  * Every wait is on observable state (events, /metrics, the registry) with a
  * generous bound; nothing is timed. Servers, the push double and the
- * engines are stopped by PID on every path (harness, engine helpers). */
+ * engines are stopped by PID on every path (harness, engine helpers).
+ *
+ * What the checks were seen to catch (scratch edits, reverted):
+ *   - the --max-connections check in gateway/http_endpoint.c disabled:
+ *     gateway_crash FAILs "gw-2 shed nothing";
+ *   - the coalescing window in push/push_gateway.c ignored: live_event
+ *     FAILs "21 notifications for 480 messages";
+ *   - every fifth DELIVER frame dropped (cluster/node_forward.c) together
+ *     with a live event written past a gap (gateway/delivery.c):
+ *     gateway_crash FAILs "the first round was not delivered".
+ * And what did not make them fail: dropping the DELIVER frames alone (the
+ * gateway writes a live event only when it is the next user_seq and
+ * otherwise catches up from the store, as DESIGN.md says: the drill shows
+ * it works); libparley's own dedupe turned off (no event reached a device
+ * twice); a connect that never replaces another node's live entry (the
+ * dead node's entries expire in --session-ttl-ms and the survivors'
+ * heartbeats write their own again: the outcome asserted, "gone", holds).
+ */
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
