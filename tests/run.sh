@@ -234,11 +234,13 @@ if [[ test_cluster_script == $ONLY ]] && [ -x build/parley ]; then
 fi
 # the failure drills of issue 13 on three nodes (each program starts its own
 # Redis Cluster, Cassandra and nodes; up to 25 minutes on a loaded machine)
+drill_note=""
 for src in tests/integration/test_drill_*.c; do
     [ -e "$src" ] && [ -x build/parley ] || continue
     name=$(basename "$src" .c)
     # shellcheck disable=SC2053 # ONLY is a glob on purpose
     [[ $name == $ONLY ]] || continue
+    [ -n "$drill_note" ] || { drill_note=1; note "failure drills on three nodes (release build)"; }
     if ! { command -v java >/dev/null && command -v mvn >/dev/null && command -v redis-server >/dev/null; }; then
         printf '  %-40s SKIP: no java, mvn or redis-server (scripts/install-deps.sh)\n' "$name"
     elif [ -x "build/tests/integration/$name" ]; then
