@@ -47,7 +47,12 @@
  *     FAILs "21 notifications for 480 messages";
  *   - every fifth DELIVER frame dropped (cluster/node_forward.c) together
  *     with a live event written past a gap (gateway/delivery.c):
- *     gateway_crash FAILs "the first round was not delivered".
+ *     gateway_crash FAILs "the first round was not delivered", live_event
+ *     "sender thread 0: not all received";
+ *   - the registry's connect never replacing another node's live entry,
+ *     and every entry written (connect, refresh) to live 1000x its TTL
+ *     (registry/registry_redis_scripts.h): gateway_crash FAILs "registry:
+ *     1022 live entries on gw-3".
  * And what did not make them fail: dropping the DELIVER frames alone (the
  * gateway writes a live event only when it is the next user_seq and
  * otherwise catches up from the store, as DESIGN.md says: the drill shows
