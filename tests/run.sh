@@ -24,8 +24,9 @@
 #      Labelled cass:NAME and counted like the others; the tests that are
 #      about RocksDB itself are listed with the reason they are not run.
 #   1c. scripts/cluster.sh on the real engines (tests/cluster/
-#      test_cluster_script.sh, release build): SKIP without Java, Maven or
-#      redis-server.
+#      test_cluster_script.sh, release build), then the failure drills on
+#      three nodes (tests/integration/test_drill_*.c, release build; not in
+#      passes 1 and 2): SKIP without Java, Maven or redis-server.
 # Environment: FUZZ_SECONDS (default 20), SKIP_SANITIZE=1, SKIP_FUZZ=1,
 # SKIP_CASSANDRA=1 (no pass 1b; the tests that start their own node still run),
 # ONLY=GLOB (run only the programs whose name matches, e.g. ONLY='test_ws'
@@ -99,6 +100,7 @@ run_suite() { # build dir, label prefix, env...
         name=$(basename "$src" .c)
         # shellcheck disable=SC2053 # ONLY is a glob on purpose
         [[ $name == $ONLY ]] || continue
+        case $name in test_drill_*) continue ;; esac   # on three nodes: stage 1c
         if [ -x "$dir/tests/$kind/$name" ]; then
             run_program "$tag$name" "$dir/tests/$kind/$name" PARLEY_BIN="$dir/parley" "$@"
         else
@@ -230,6 +232,23 @@ if [[ test_cluster_script == $ONLY ]] && [ -x build/parley ]; then
         printf '  %-40s SKIP: no java, mvn or redis-server (scripts/install-deps.sh)\n' test_cluster_script
     fi
 fi
+# the failure drills of issue 13 on three nodes (each program starts its own
+# Redis Cluster, Cassandra and nodes; up to 25 minutes on a loaded machine)
+drill_note=""
+for src in tests/integration/test_drill_*.c; do
+    [ -e "$src" ] && [ -x build/parley ] || continue
+    name=$(basename "$src" .c)
+    # shellcheck disable=SC2053 # ONLY is a glob on purpose
+    [[ $name == $ONLY ]] || continue
+    [ -n "$drill_note" ] || { drill_note=1; note "failure drills on three nodes (release build)"; }
+    if ! { command -v java >/dev/null && command -v mvn >/dev/null && command -v redis-server >/dev/null; }; then
+        printf '  %-40s SKIP: no java, mvn or redis-server (scripts/install-deps.sh)\n' "$name"
+    elif [ -x "build/tests/integration/$name" ]; then
+        program_timeout=1500 run_program "$name" "build/tests/integration/$name" PARLEY_BIN="$ROOT/build/parley"
+    else
+        missing_program "$name"
+    fi
+done
 
 if [ "${SKIP_SANITIZE:-0}" != 1 ]; then
     note "ASan + UBSan build"
