@@ -21,6 +21,8 @@ struct cluster_node;
 struct recent_inbox;
 struct node_forward;
 struct chat_request;
+struct send_log;
+struct chat_owner;
 
 typedef struct server {
     config cfg;
@@ -35,6 +37,8 @@ typedef struct server {
     struct cluster_node *cluster; /* node link and directory (cluster/cluster_node.h); NULL: one node */
     struct recent_inbox *recent_inbox; /* fan-out's last inbox entries, read by Acks (chat/recent_inbox.h) */
     struct node_forward *forward; /* requests and deliveries across nodes (cluster/node_forward.h); NULL: one node */
+    struct send_log *send_log;    /* --kafka: sends go to the 'sends' topic (cluster/send_log.h); NULL: no Kafka */
+    struct chat_owner *chat_owner; /* --kafka chat node: owner of 'sends' partitions (cluster/chat_owner.h) */
     struct worker **workers;
     int n_workers;
 } server;
