@@ -24,7 +24,10 @@ enum {
     POLL_MS = 200,
     BACKOFF_MIN_MS = 200,
     BACKOFF_MAX_MS = 2000,
-    TXN_TIMEOUT_MS = 30000,
+    TXN_TIMEOUT_MS = 30000,     /* a commit or rewind call's bound */
+    TXN_LIFETIME_MS = 10000,    /* the coordinator aborts an owner's transaction older than this
+                                 * (one that died inside a commit holds its partitions' offsets
+                                 * unstable until then) */
     SLOT_BITS = 16,             /* an owned id: batch number above, slot below */
 };
 #define OWNER_GROUP "parley-chat"
@@ -175,11 +178,17 @@ static void *owner_main(void *arg) {
             continue;
         }
         if (n == 0) continue;
-        kafka_result kr = kafka_txn_begin(co->txn, co->in);
-        bool done = kr == KAFKA_OK && run_batch(co, recs, (size_t)n);
+        bool done = run_batch(co, recs, (size_t)n);
         kafka_records_release(recs, (size_t)n);
-        if (kr == KAFKA_OK && done) kr = kafka_txn_commit(co->txn, co->in, TXN_TIMEOUT_MS);
-        else if (kr == KAFKA_OK) kr = kafka_txn_abort(co->txn, co->in, TXN_TIMEOUT_MS) == KAFKA_FENCED ? KAFKA_FENCED : KAFKA_ABORTED;
+        /* the transaction holds only the input offsets: it is opened once
+         * the batch is stored, so no store outage keeps it open */
+        kafka_result kr = KAFKA_ABORTED;
+        if (done) {
+            kr = kafka_txn_begin(co->txn, co->in);
+            if (kr == KAFKA_OK) kr = kafka_txn_commit(co->txn, co->in, TXN_TIMEOUT_MS);
+        } else if (kafka_consumer_rewind(co->in, TXN_TIMEOUT_MS)) {
+            kr = KAFKA_ERROR;
+        }
         if (kr == KAFKA_OK) {
             METRIC_INC(kafka_owner_commits_total);
             atomic_store(&g_metrics.kafka_owner_store_waiting, 0);
@@ -195,7 +204,7 @@ static void *owner_main(void *arg) {
             log_error("kafka: this chat node's producer was fenced; it takes no more %s records", SEND_LOG_TOPIC);
             break;
         }
-        if (kr != KAFKA_ABORTED) kafka_consumer_rewind(co->in, TXN_TIMEOUT_MS);
+        if (kr == KAFKA_ERROR) kafka_consumer_rewind(co->in, TXN_TIMEOUT_MS);
         /* the records wait in Kafka; read again after a pause */
         backoff = backoff ? (backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2) : BACKOFF_MIN_MS;
         sleep_ms(backoff);
@@ -223,7 +232,7 @@ chat_owner *chat_owner_start(server *srv, const char *brokers, char *err, size_t
     char txn_id[128];
     snprintf(txn_id, sizeof txn_id, "parley-chat/%s", co->self);
     kafka_producer_config pc = {.brokers = brokers, .transactional_id = txn_id,
-                                .transaction_timeout_ms = TXN_TIMEOUT_MS * 2};
+                                .transaction_timeout_ms = TXN_LIFETIME_MS};
     co->txn = kafka_producer_new(&pc, TXN_TIMEOUT_MS, why);
     if (!co->txn) {
         snprintf(err, errlen, "kafka transactional producer: %s", why);

@@ -7,13 +7,12 @@
  * worker).
  *
  * One thread, one batch at a time (at most OWNER_BATCH records):
- *   poll -> begin transaction -> submit each record -> wait until the writer
- *   answered every one (an answer means its store commit is over) ->
- *   commit the input offsets with the group metadata in the transaction.
+ *   poll -> submit each record -> wait until the writer answered every one
+ *   (an answer means its store commit is over) -> begin a transaction and
+ *   commit the input offsets with the group metadata in it.
  * A record answered UNAVAILABLE, INTERNAL or INSUFFICIENT_STORAGE (the
  * store failed or the writer was busy) is not answered to its origin: the
- * transaction is aborted, the consumer rewound to the committed offsets and
- * the batch read again after a back-off; meanwhile /healthz says "waiting
+ * consumer is rewound to the committed offsets and the batch read again after a back-off; meanwhile /healthz says "waiting
  * for the store" and the origin answers ACCEPTED (send_log.h).
  *
  * Why a retried or reprocessed record never takes a second seq: the writer
