@@ -23,7 +23,15 @@
  *     store"; after SIGCONT every one is SENT with its seq, stored once in
  *     conversation order and delivered to every member (live or by its next
  *     sync: the inbox is the truth).
- * Every wait is on observable state with a generous bound; nothing is timed. */
+ * Every wait is on observable state with a generous bound; nothing is timed.
+ *
+ * What each case guards (seen failing on a scratch edit): a per-node
+ * consumer group -> owners_share_partitions "A 64, B 64"; the writers not
+ * reloading their caches when given partitions (writer_forget_cached not
+ * called) -> chat_node_killed_mid_traffic "acknowledged 'r0 u0 c0' is not
+ * at seq 2"; the owner passing INTERNAL to the sender instead of reading
+ * the batch again -> store_frozen_sends_accepted "store read failed (status
+ * 500)". */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
