@@ -164,6 +164,7 @@ typedef struct pc_stats {
     uint64_t events;            /* handed to the callback */
     uint64_t duplicates_dropped;/* events dropped by dedupe */
     uint64_t retries;           /* requests re-sent after a reconnect */
+    uint64_t accepted;          /* sends answered ACCEPTED first (durable, stored later; SENT followed) */
 } pc_stats;
 void pc_get_stats(const pc_client *c, pc_stats *out);
 

@@ -30,7 +30,13 @@ static const char *status_text(int status) {
     }
 }
 
-enum { MAX_RATE_WAITS = 50, MAX_RATE_WAIT_MS = 5000 };
+enum {
+    MAX_RATE_WAITS = 50,
+    MAX_RATE_WAIT_MS = 5000,
+    /* after ACCEPTED (the send is durable in the server's log while its
+     * store is away) the SENT with the seq comes when the store is back */
+    ACCEPTED_WAIT_MS = 300000,
+};
 
 int pc_request_once(pc_client *c, pc_request *req, Parley__V1__Frame **out) {
     *out = NULL;
@@ -57,6 +63,20 @@ int pc_request_once(pc_client *c, pc_request *req, Parley__V1__Frame **out) {
         return pc_fail(c, -1, "no response within %d ms", c->request_timeout_ms);
     }
     const Parley__V1__Response *rs = resp->response;
+    while (rs->status == PARLEY__V1__STATUS__ACCEPTED) {
+        /* not a failure: durable, not stored yet; the same request id gets
+         * a second answer (SENT) once it is stored */
+        c->stats.accepted++;
+        parley__v1__frame__free_unpacked(resp, NULL);
+        resp = NULL;
+        r = pc_conn_pump(c, req->frame->request_id, pc_now_ms() + ACCEPTED_WAIT_MS, false, &resp, NULL);
+        if (r < 0) return -1;
+        if (r == 0) {
+            pc_conn_drop(c);   /* a retry carries the same client_msg_id: stored once */
+            return pc_fail(c, -1, "accepted, but not stored within %d ms", ACCEPTED_WAIT_MS);
+        }
+        rs = resp->response;
+    }
     if (rs->status != PARLEY__V1__STATUS__OK) {
         int st = (int)rs->status;
         c->retry_after_ms = rs->retry_after_ms;

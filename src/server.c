@@ -5,9 +5,12 @@
 
 #include "chat/recent_inbox.h"
 #include "chat/writer.h"
+#include "chat/partition.h"
+#include "cluster/chat_owner.h"
 #include "cluster/cluster_node.h"
 #include "cluster/node_forward.h"
 #include "cluster/presence_bus.h"
+#include "cluster/send_log.h"
 #include "core/log.h"
 #include "core/quota.h"
 #include "fanout/fanout.h"
@@ -24,6 +27,30 @@ static void session_live(void *ud, uint64_t conn_id) {
     if (!srv->workers || index >= (uint32_t)srv->n_workers) return;
     worker_msg *m = worker_msg_new(WM_RESYNC, conn_id, 0);
     if (m && mpsc_try_push(&srv->workers[index]->inbox, m)) worker_msg_free(m);
+}
+
+/* --kafka: sends go to the 'sends' topic (every node); a chat node owns
+ * some of its partitions (cluster/send_log.h, chat_owner.h). */
+static int server_kafka_start(server *srv) {
+    const cluster_config *cc = &srv->cfg.cluster;
+    uint32_t partitions = 0, user_partitions = 0;
+    char err[512];
+    if (!srv->forward || partitions_load(srv->store, &partitions, &user_partitions)) {
+        log_error("node %s: --kafka needs the node link and the store's partition count", cc->node);
+        return -1;
+    }
+    srv->send_log = send_log_start(cc->kafka_brokers, cc->node, partitions, srv->outbox, err, sizeof err);
+    if (!srv->send_log) {
+        log_error("node %s: %s", cc->node, err);
+        return -1;
+    }
+    if ((cc->roles & CLUSTER_ROLE_CHAT) && !(srv->chat_owner = chat_owner_start(srv, cc->kafka_brokers, err, sizeof err))) {
+        log_error("node %s: %s", cc->node, err);
+        return -1;
+    }
+    log_info("node %s: sends through kafka %s (topic %s, %u partitions)%s", cc->node, cc->kafka_brokers,
+             SEND_LOG_TOPIC, partitions, srv->chat_owner ? "; owner in group parley-chat" : "");
+    return 0;
 }
 
 int server_core_start(server *srv) {
@@ -71,12 +98,16 @@ int server_core_start(server *srv) {
             registry_set_mirror(srv->registry, &m);
         }
     }
+    if (cc->kafka_brokers[0] && server_kafka_start(srv)) return -1;
     return 0;
 }
 
 void server_core_stop(server *srv) {
     /* the workers have stopped: nothing adds to the registry now */
     if (srv->registry) registry_set_mirror(srv->registry, NULL);
+    chat_owner_stop(srv->chat_owner);   /* leaves the group: its partitions move now */
+    send_log_free(srv->send_log);   /* flushes what the workers logged; answers reach them still */
+    srv->send_log = NULL;
     node_forward_stop(srv->forward);   /* lets go of the link before it stops */
     presence_bus_stop(srv->presence_bus);
     cluster_node_stop(srv->cluster);   /* first: peers stop finding this node */
@@ -90,6 +121,8 @@ void server_core_stop(server *srv) {
 }
 
 void server_core_free(server *srv) {
+    chat_owner_free(srv->chat_owner);   /* the writer that answered into it has stopped */
+    srv->chat_owner = NULL;
     node_forward_free(srv->forward);   /* the writer and fan-out that used its outbox have stopped */
     srv->forward = NULL;
     if (srv->registry) registry_free(srv->registry);
@@ -103,6 +136,7 @@ void server_core_free(server *srv) {
 }
 
 int server_submit(server *srv, chat_request *r) {
+    if (srv->send_log && send_log_takes(r)) return send_log_submit(srv->send_log, r);
     if (srv->writer) return writer_submit(srv->writer, r);
     return srv->forward ? node_forward_submit(srv->forward, r) : -1;
 }

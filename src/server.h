@@ -22,6 +22,8 @@ struct recent_inbox;
 struct node_forward;
 struct presence_bus;
 struct chat_request;
+struct send_log;
+struct chat_owner;
 
 typedef struct server {
     config cfg;
@@ -37,6 +39,8 @@ typedef struct server {
     struct recent_inbox *recent_inbox; /* fan-out's last inbox entries, read by Acks (chat/recent_inbox.h) */
     struct node_forward *forward; /* requests and deliveries across nodes (cluster/node_forward.h); NULL: one node */
     struct presence_bus *presence_bus; /* presence and typing across nodes (cluster/presence_bus.h); NULL: one node */
+    struct send_log *send_log;    /* --kafka: sends go to the 'sends' topic (cluster/send_log.h); NULL: no Kafka */
+    struct chat_owner *chat_owner; /* --kafka chat node: owner of 'sends' partitions (cluster/chat_owner.h) */
     struct worker **workers;
     int n_workers;
 } server;

@@ -1444,6 +1444,12 @@ static void *writer_main(void *arg) {
     pthread_setname_np(pthread_self(), w->name);   /* seen in top -H, perf */
     chat_request *batch[BATCH_MAX];
     for (;;) {
+        uint64_t forget = atomic_load(&w->group->forget_epoch);
+        if (forget != w->forget_seen && !w->accounts) {   /* --kafka: partitions came from another node */
+            writer_commit_drain(w);
+            forget_after_failure(w);
+            w->forget_seen = forget;
+        }
         writer_commit_reap(w);   /* commits that completed since: answered and published */
         writer_commit_replay_raises(w, raise_delivered);
         uint64_t now = clock_mono_ms();

@@ -53,6 +53,13 @@ writer *writer_start(server *srv);
 /* Never blocks: -1 when the owner's queue is full (answer UNAVAILABLE).
  * Takes ownership of r on success. */
 int writer_submit(writer *w, chat_request *r);
+/* --kafka (cluster/chat_owner.c): this node was just given conversation
+ * partitions another node may have written since this one last did: every
+ * conversation writer, before the next request it takes, finishes its
+ * commits in flight and reloads what it cached (seqs, conversation ids,
+ * fan-out log offsets, dedupe and member records) from the store. Any
+ * thread; requests submitted after this call see the reload. */
+void writer_forget_cached(writer *w);
 /* Finishes every queued request, then stops the threads. */
 void writer_stop(writer *w);
 void chat_request_free(chat_request *r);

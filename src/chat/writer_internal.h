@@ -138,6 +138,7 @@ struct writer {
     uint64_t *last_offset;           /* per partition owned: its fan-out log's last offset */
     uint64_t last_link_expiry;       /* expires_ts of the newest link token made */
     u64map conv_last_seq;            /* conversation -> last seq assigned */
+    uint64_t forget_seen;            /* the group's forget_epoch last reloaded for */
     pending_member *members;         /* member records changed in the open batch */
     size_t n_members, cap_members;
     /* the last writer_member_for_update found nothing because the store's
@@ -180,6 +181,9 @@ struct writer_group {
      * state, before its answers go out: conversation writers hold the
      * states they read only while it stays the same (consent.c) */
     _Atomic uint64_t consent_epoch;
+    /* bumped by writer_forget_cached: a conversation writer that has not
+     * seen it yet reloads its cached state first */
+    _Atomic uint64_t forget_epoch;
     /* requests queued at any owner or in its current loop turn (until the
      * turn's flush, which hands on what they raised): writer_stop waits for
      * 0 before closing any queue, so no hand-off meets a closed owner */

@@ -243,6 +243,8 @@ int writer_submit(writer *w, chat_request *r) {
     return owner_push(route(w->group, r), r, false);
 }
 
+void writer_forget_cached(writer *w) { atomic_fetch_add(&w->group->forget_epoch, 1); }
+
 /* Until no request is queued or being handled anywhere (bounded): the
  * gateway has stopped submitting, and what is left may still hand delivered
  * raises, consent changes or device removals to another owner, which must

@@ -53,6 +53,16 @@ void cluster_config_usage(FILE *out) {
         "  --redis HOST:PORT[,...]   Redis Cluster seeds (IP literals): the node registers\n"
         "                            itself in the node directory with its internal address\n"
         "                            and roles, refreshed by a heartbeat (default: no Redis)\n"
+        "  --kafka HOST:PORT[,...]   Kafka brokers: every node's sessions hand each\n"
+        "                            SendMessage to the 'sends' topic keyed by conversation\n"
+        "                            (made with the store's conversation partition count;\n"
+        "                            a different existing count refuses to start); the chat\n"
+        "                            nodes share its partitions in the consumer group\n"
+        "                            'parley-chat' and store each in order, once. Needs\n"
+        "                            --redis and --internal-listen (answers go back over the\n"
+        "                            node link). While the store fails a send is answered\n"
+        "                            ACCEPTED (durable in Kafka) and SENT once stored\n"
+        "                            (default: no Kafka)\n"
         "  --node-ttl-ms MS          lifetime of this node's directory entry; refreshed every\n"
         "                            third of it (default 30000)\n"
         "  --session-ttl-ms MS       with --redis, each device session (user, device) -> (node,\n"
@@ -135,6 +145,13 @@ int cluster_config_set(cluster_config *c, const char *key, const char *v) {
             return -1;
         }
         strcpy(c->redis_seeds, v);
+    } else if (strcmp(key, "kafka") == 0) {
+        if (!*v || strlen(v) >= sizeof c->kafka_brokers || strchr(v, ' ')) {
+            fprintf(stderr, "parley: kafka: expected HOST:PORT[,HOST:PORT...] under %zu bytes\n",
+                    sizeof c->kafka_brokers);
+            return -1;
+        }
+        strcpy(c->kafka_brokers, v);
     } else if (strcmp(key, "node-ttl-ms") == 0 || strcmp(key, "session-ttl-ms") == 0) {
         char *end;
         errno = 0;
@@ -161,6 +178,11 @@ int cluster_config_finish(cluster_config *c) {
     if (c->roles == CLUSTER_ROLE_GATEWAY && (!c->redis_seeds[0] || !c->internal_port)) {
         /* it finds a chat node in the directory and hears back on its link */
         fprintf(stderr, "parley: roles: a gateway node needs --redis and --internal-listen\n");
+        return -1;
+    }
+    if (c->kafka_brokers[0] && (!c->redis_seeds[0] || !c->internal_port)) {
+        /* an answer goes back to the sender's node over the link */
+        fprintf(stderr, "parley: kafka: needs --redis and --internal-listen\n");
         return -1;
     }
     if (c->secret_path[0]) {

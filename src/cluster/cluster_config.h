@@ -27,6 +27,7 @@ typedef struct cluster_config {
     char internal_host[64];        /* --internal-listen HOST:PORT; port 0: no listener */
     int internal_port;
     char redis_seeds[512];         /* --redis HOST:PORT[,...]; "": no Redis */
+    char kafka_brokers[512];       /* --kafka HOST:PORT[,...]; "": sends go over the link */
     uint32_t node_ttl_ms;          /* --node-ttl-ms: directory entry lifetime (heartbeat at a third) */
     uint32_t session_ttl_ms;       /* --session-ttl-ms: a session entry's lifetime in Redis (the same) */
     char secret_path[256];         /* --cluster-secret FILE; "": none (loopback only) */

@@ -11,6 +11,8 @@
 #include <time.h>
 
 #include "chat/reply.h"
+#include "cluster/chat_owner.h"
+#include "cluster/send_log.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "gateway/ops_http.h"
@@ -272,40 +274,76 @@ done:
 
 /* ------------------------------------------------------------- chat node: requests in */
 
-static void take_request(node_forward *nf, int peer_i, const link_frame *f) {
+/* Feeds an encoded request into the writers under conn id id: 0, or -1
+ * when it was not taken (malformed: counted; or over the bound / queue
+ * full: counted as a bytes refusal). */
+static int submit_frame(node_forward *nf, uint64_t id, uint64_t request_id, uint64_t user, uint32_t device,
+                        const uint8_t *body, size_t len) {
     server *srv = nf->srv;
-    Parley__V1__Frame *frame = parley__v1__frame__unpack(NULL, f->body_len, f->body);
+    Parley__V1__Frame *frame = parley__v1__frame__unpack(NULL, len, body);
     if (!frame) {
         METRIC_INC(cluster_link_malformed_total);
-        return;
+        return -1;
     }
-    pthread_mutex_lock(&nf->mu);
-    uint64_t id = remember(&nf->requests, 0, peer_i, f->conn_id);
-    pthread_mutex_unlock(&nf->mu);
     /* the same process-wide bound as a local request's decoded bytes */
-    size_t bytes = f->body_len;
+    size_t bytes = len;
     long queued = atomic_fetch_add(&g_metrics.writer_queued_bytes, (long)bytes);
     chat_request *r = (size_t)queued + bytes <= srv->cfg.writer_queue_bytes ? calloc(1, sizeof *r) : NULL;
     if (r) {
         r->op = CHAT_FRAME;
         r->conn_id = id;
-        r->request_id = f->request_id;
-        r->user_id = f->user_id;
-        r->device_id = f->device_id;
+        r->request_id = request_id;
+        r->user_id = user;
+        r->device_id = device;
         r->frame = frame;
         r->queued_bytes = bytes;
-        if (writer_submit(srv->writer, r) == 0) {
-            METRIC_INC(cluster_remote_requests_total);
-            return;
-        }
+        if (writer_submit(srv->writer, r) == 0) return 0;
         chat_request_free(r);   /* frees frame, uncounts the bytes */
     } else {
         atomic_fetch_sub(&g_metrics.writer_queued_bytes, (long)bytes);
         parley__v1__frame__free_unpacked(frame, NULL);
     }
     METRIC_INC(writer_bytes_refusals_total);
+    return -1;
+}
+
+static void take_request(node_forward *nf, int peer_i, const link_frame *f) {
+    pthread_mutex_lock(&nf->mu);
+    uint64_t id = remember(&nf->requests, 0, peer_i, f->conn_id);
+    pthread_mutex_unlock(&nf->mu);
+    if (submit_frame(nf, id, f->request_id, f->user_id, f->device_id, f->body, f->body_len) == 0) {
+        METRIC_INC(cluster_remote_requests_total);
+        return;
+    }
     outbound_send(&nf->port, reply_error(id, f->request_id, PARLEY__V1__STATUS__UNAVAILABLE,
                                          "server busy; retry shortly"));
+}
+
+int node_forward_submit_owned(node_forward *nf, uint64_t id, uint64_t request_id, uint64_t user, uint32_t device,
+                              const uint8_t *body, size_t len) {
+    return nf && nf->chat ? submit_frame(nf, id, request_id, user, device, body, len) : -1;
+}
+
+void node_forward_answer_origin(node_forward *nf, const char *origin, uint64_t conn_id, const uint8_t *frame,
+                                size_t len, uint64_t user, uint32_t device) {
+    if (strcmp(origin, nf->self) == 0) {
+        send_log_answered(nf->srv->send_log, conn_id, frame, len);
+        outbox_answer(nf->local, conn_id, frame, len, user, device);
+        return;
+    }
+    char addr[RR_ADDR_MAX] = "";
+    pthread_mutex_lock(&nf->mu);
+    int p = peer_index(nf, origin);
+    if (p != NO_PEER) strcpy(addr, nf->peers[p].addr);
+    pthread_mutex_unlock(&nf->mu);
+    if (!addr[0]) {   /* not in our directory listing yet: the device retries */
+        wake_discovery(nf);
+        METRIC_INC(cluster_frames_dropped_total);
+        return;
+    }
+    link_frame f = {.type = LINK_ANSWER, .conn_id = conn_id, .user_id = user, .device_id = device,
+                    .body = frame, .body_len = len};
+    send_to(nf, addr, &f);
 }
 
 static void take_ack(node_forward *nf, const link_frame *f) {
@@ -343,6 +381,7 @@ void node_forward_receive(void *ud, const char *peer_name, const link_frame *f) 
         break;
     /* from the chat node to this node's connections */
     case LINK_ANSWER:
+        send_log_answered(nf->srv->send_log, f->conn_id, f->body, f->body_len);   /* no ACCEPTED now */
         outbox_answer(nf->local, f->conn_id, f->body, f->body_len, f->user_id, f->device_id);
         break;
     case LINK_PUSH:
@@ -385,6 +424,10 @@ static void fw_answer(void *impl, uint64_t conn_id, const uint8_t *frame, size_t
     node_forward *nf = impl;
     if (!(conn_id & REMOTE_BIT)) {
         outbox_answer(nf->local, conn_id, frame, len, user, device);
+        return;
+    }
+    if ((conn_id & CHAT_OWNER_ID_BITS) == CHAT_OWNER_ID_BITS) {   /* a 'sends' record's (--kafka) */
+        if (nf->srv->chat_owner) chat_owner_answered(nf->srv->chat_owner, conn_id, frame, len, user, device);
         return;
     }
     link_frame f = {.type = LINK_ANSWER, .conn_id = conn_id, .user_id = user, .device_id = device,

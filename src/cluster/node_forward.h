@@ -57,6 +57,19 @@ void node_forward_free(node_forward *nf);
  * caller's). */
 int node_forward_submit(node_forward *nf, chat_request *r);
 
+/* --kafka chat node (cluster/chat_owner.c): feeds one 'sends' record's
+ * request (an encoded Frame) into the writers as a REQUEST frame from
+ * another node is fed, under id (CHAT_OWNER_ID_BITS set: its answer goes to
+ * chat_owner_answered). 0 when the writer took it; -1 when it did not
+ * (malformed, over the queued-bytes bound, queue full). */
+int node_forward_submit_owned(node_forward *nf, uint64_t id, uint64_t request_id, uint64_t user, uint32_t device,
+                              const uint8_t *body, size_t len);
+/* Hands an answer to connection conn_id of node origin: a local worker
+ * when origin is this node, else an ANSWER frame over the link (dropped
+ * and counted when that node is unknown or unreachable: the device retries). */
+void node_forward_answer_origin(node_forward *nf, const char *origin, uint64_t conn_id, const uint8_t *frame,
+                                size_t len, uint64_t user, uint32_t device);
+
 /* The user's sessions: this node's (registry_lookup) and, on a chat node
  * with --redis, the ones on other nodes (remote ids). Copies up to max into
  * out; returns how many there are. Waits for Redis (its client's timeout

@@ -122,6 +122,14 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_cluster_frames_dropped_total", "counter", "Frames for another node dropped (no link, unknown node, full queue); devices catch up by sync or retry.", &g_metrics.cluster_frames_dropped_total, 0},
         {"parley_cluster_lookup_failures_total", "counter", "Redis session lookups that failed (that user's devices on other nodes missed the event until sync).", &g_metrics.cluster_lookup_failures_total, 0},
         {"parley_writer_gathers_total", "counter", "Writer pops that found a short queue and waited up to the gather time for more requests before committing.", &g_metrics.writer_gathers_total, 0},
+        {"parley_kafka_sends_logged_total", "counter", "--kafka: sends handed to the 'sends' topic.", &g_metrics.kafka_sends_logged_total, 0},
+        {"parley_kafka_sends_failed_total", "counter", "--kafka: sends Kafka refused or failed to store (answered UNAVAILABLE, retry).", &g_metrics.kafka_sends_failed_total, 0},
+        {"parley_kafka_sends_accepted_total", "counter", "--kafka: sends answered ACCEPTED (durable in Kafka, not stored yet; SENT follows).", &g_metrics.kafka_sends_accepted_total, 0},
+        {"parley_kafka_owner_records_total", "counter", "--kafka chat node: 'sends' records fed to its writers (reprocessed ones again).", &g_metrics.kafka_owner_records_total, 0},
+        {"parley_kafka_owner_commits_total", "counter", "--kafka chat node: input offsets committed in a transaction after the store commit.", &g_metrics.kafka_owner_commits_total, 0},
+        {"parley_kafka_owner_retries_total", "counter", "--kafka chat node: batches aborted and read again (store failing, writer busy, partitions moved).", &g_metrics.kafka_owner_retries_total, 0},
+        {"parley_kafka_owner_partitions", "gauge", "--kafka chat node: 'sends' partitions this node owns now.", &g_metrics.kafka_owner_partitions, 1},
+        {"parley_kafka_owner_store_waiting", "gauge", "--kafka chat node: 1 while the owner waits for the store (records wait in Kafka).", &g_metrics.kafka_owner_store_waiting, 1},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

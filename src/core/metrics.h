@@ -130,6 +130,15 @@ typedef struct metrics {
     atomic_ulong cluster_bus_received_total;       /* messages taken from subscribed channels */
     atomic_ulong cluster_bus_failures_total;       /* publishes, presence reads or subscriptions that failed */
     atomic_ulong cluster_bus_dropped_total;        /* frames for local connections dropped: worker queue full */
+    /* --kafka (cluster/send_log.c, cluster/chat_owner.c) */
+    atomic_ulong kafka_sends_logged_total;     /* sends handed to the 'sends' topic */
+    atomic_ulong kafka_sends_failed_total;     /* sends Kafka refused: answered UNAVAILABLE (retry) */
+    atomic_ulong kafka_sends_accepted_total;   /* sends answered ACCEPTED (durable, not yet stored) */
+    atomic_ulong kafka_owner_records_total;    /* 'sends' records fed to this chat node's writers */
+    atomic_ulong kafka_owner_commits_total;    /* input offsets committed (in a transaction) */
+    atomic_ulong kafka_owner_retries_total;    /* batches aborted and read again (store failing, busy, rebalance) */
+    atomic_long kafka_owner_partitions;        /* gauge: 'sends' partitions this node owns */
+    atomic_long kafka_owner_store_waiting;     /* gauge: 1 while the owner waits for the store */
 } metrics;
 
 extern metrics g_metrics;

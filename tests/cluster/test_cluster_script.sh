@@ -155,6 +155,25 @@ grep -q "^server $URL1\$" "$A/identity" 2>/dev/null || [ $msg_ok = 0 ] || { msg_
 if [ $msg_ok = 1 ]; then pass messages_both_ways_across_nodes
 else tail -n 5 "$WORK/cli.err" | sed 's/^/  /'; fail messages_both_ways_across_nodes "$why"; fi
 
+# ---- --kafka: every node runs with the broker, and the two sends above went
+# through the 'sends' topic to the chat owner (node 1), which committed them
+if "$PARLEY_BIN" serve --help 2>&1 | grep -q -- '--kafka'; then
+  kafka_ok=1; why=""
+  for i in $(seq 1 "$NODES"); do
+    pid=$(cat "$DIR/node-$i.pid" 2>/dev/null)
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "--kafka 127.0.0.1:[0-9]" ||
+      { kafka_ok=0; why="node-$i (pid $pid) runs without --kafka"; }
+  done
+  port1=${URL1##*:}
+  commits=$(python3 -c 'import sys,urllib.request
+try:
+    for l in urllib.request.urlopen(sys.argv[1], timeout=10).read().decode().splitlines():
+        if l.startswith("parley_kafka_owner_commits_total "): print(int(float(l.split()[1])))
+except Exception: print(0)' "http://127.0.0.1:$port1/metrics")
+  [ $kafka_ok = 0 ] || [ "${commits:-0}" -gt 0 ] || { kafka_ok=0; why="node 1 committed no 'sends' offsets (${commits:-none})"; }
+  if [ $kafka_ok = 1 ]; then pass sends_through_kafka; else fail sends_through_kafka "$why"; fi
+fi
+
 # ---- up again: nothing new
 pids_before=$(cat "$DIR"/node-*.pid | tr '\n' ' ')
 "$CLUSTER" up --nodes "$NODES" --dir "$DIR" >"$WORK/up2.out" 2>"$WORK/up2.err"

@@ -15,6 +15,11 @@ export class RequestError extends Error {
 }
 
 const REQUEST_TIMEOUT_MS = 15_000;
+/** Status ACCEPTED (202, parley.proto): with --kafka a send is durable in the
+ * server's log while its store is away; the SENT for the same request id
+ * follows once it is stored. Not a failure: wait, do not retry. */
+const STATUS_ACCEPTED = 202;
+const ACCEPTED_WAIT_MS = 300_000;
 const MAX_PENDING_REQUESTS = 256;
 
 interface Pending {
@@ -111,6 +116,15 @@ export class Connection {
     if (f.requestId !== 0n && f.body.case === 'response') {
       const p = this.pending.get(f.requestId);
       if (!p) return;
+      if ((f.body.value.status as number) === STATUS_ACCEPTED) {
+        const id = f.requestId;
+        clearTimeout(p.timer);
+        p.timer = setTimeout(() => {
+          this.pending.delete(id);
+          p.reject(new Error('accepted, but not stored in time'));
+        }, ACCEPTED_WAIT_MS);
+        return;
+      }
       this.pending.delete(f.requestId);
       clearTimeout(p.timer);
       p.resolve(f.body.value);

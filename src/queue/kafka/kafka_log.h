@@ -96,6 +96,9 @@ typedef struct kafka_producer_config {
     /* non-transactional producers: called (on the caller's thread, inside
      * kafka_producer_poll/flush) once per record with its outcome */
     void (*on_delivery)(void *opaque, int ok, int32_t partition, int64_t offset);
+    /* the same, with the tag given to kafka_produce_tagged (0 for
+     * kafka_produce): which of the caller's records this is */
+    void (*on_tagged)(void *opaque, uint64_t tag, int ok);
     void *opaque;
 } kafka_producer_config;
 
@@ -113,6 +116,11 @@ int kafka_producer_poll(kafka_producer *p, int timeout_ms);
  * (a fatal fence was seen earlier) or KAFKA_ERROR. */
 kafka_result kafka_produce(kafka_producer *p, const char *topic, uint64_t key,
                            const void *value, size_t len);
+/* kafka_produce to partition (-1: the key's, murmur2), and on_tagged will
+ * name this record by tag (it must fit a pointer: uintptr_t). A caller that
+ * picks the partition must pick the same one for a key every time. */
+kafka_result kafka_produce_tagged(kafka_producer *p, const char *topic, int32_t partition, uint64_t key,
+                                  const void *value, size_t len, uint64_t tag);
 /* Waits until every queued record is delivered or failed: 0, or -1 on timeout. */
 int kafka_producer_flush(kafka_producer *p, int timeout_ms);
 

@@ -17,6 +17,7 @@ struct kafka_producer {
     uint64_t revocations_at_begin;   /* the input consumer's count when the transaction began */
     kafka_consumer *txn_input;       /* the consumer named at begin, or NULL */
     void (*on_delivery)(void *opaque, int ok, int32_t partition, int64_t offset);
+    void (*on_tagged)(void *opaque, uint64_t tag, int ok);
     void *opaque;
 };
 
@@ -29,7 +30,9 @@ static bool is_fence(rd_kafka_resp_err_t e) {
 static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     kafka_producer *p = opaque;
-    if (p->on_delivery) p->on_delivery(p->opaque, m->err == RD_KAFKA_RESP_ERR_NO_ERROR, m->partition, m->offset);
+    int ok = m->err == RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (p->on_delivery) p->on_delivery(p->opaque, ok, m->partition, m->offset);
+    if (p->on_tagged) p->on_tagged(p->opaque, (uint64_t)(uintptr_t)m->_private, ok);
 }
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
@@ -55,6 +58,7 @@ kafka_producer *kafka_producer_new(const kafka_producer_config *cfg, int timeout
     p->fd = -1;
     p->transactional = cfg->transactional_id != NULL;
     p->on_delivery = cfg->on_delivery;
+    p->on_tagged = cfg->on_tagged;
     p->opaque = cfg->opaque;
     char queued[24], txn_timeout[24], linger[24];
     snprintf(queued, sizeof queued, "%zu", cfg->max_queued ? cfg->max_queued : 100000);
@@ -116,14 +120,18 @@ int kafka_producer_poll(kafka_producer *p, int timeout_ms) {
     return rd_kafka_poll(p->rk, timeout_ms);
 }
 
-kafka_result kafka_produce(kafka_producer *p, const char *topic, uint64_t key, const void *value, size_t len) {
+static kafka_result produce(kafka_producer *p, const char *topic, int32_t partition, uint64_t key,
+                            const void *value, size_t len, uint64_t tag) {
     if (p->fenced) return KAFKA_FENCED;
     if (len > KAFKA_LOG_MAX_VALUE || (p->transactional && !p->txn_open)) return KAFKA_ERROR;
     uint8_t k[8];
     kafka_key_encode(key, k);
     rd_kafka_resp_err_t e = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(k, sizeof k),
                                               RD_KAFKA_V_VALUE((void *)value, len),
-                                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+                                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                              RD_KAFKA_V_OPAQUE((void *)(uintptr_t)tag),
+                                              RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
+                                              RD_KAFKA_V_END);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR) return KAFKA_OK;
     if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) return KAFKA_FULL;
     if (is_fence(e) || (e == RD_KAFKA_RESP_ERR__FATAL && p->fenced)) {
@@ -131,6 +139,15 @@ kafka_result kafka_produce(kafka_producer *p, const char *topic, uint64_t key, c
         return KAFKA_FENCED;
     }
     return KAFKA_ERROR;
+}
+
+kafka_result kafka_produce(kafka_producer *p, const char *topic, uint64_t key, const void *value, size_t len) {
+    return produce(p, topic, -1, key, value, len, 0);
+}
+
+kafka_result kafka_produce_tagged(kafka_producer *p, const char *topic, int32_t partition, uint64_t key,
+                                  const void *value, size_t len, uint64_t tag) {
+    return produce(p, topic, partition, key, value, len, tag);
 }
 
 int kafka_producer_flush(kafka_producer *p, int timeout_ms) {

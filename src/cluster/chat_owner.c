@@ -1,0 +1,286 @@
+/* chat_owner.c -- see chat_owner.h. */
+#include "cluster/chat_owner.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "chat/writer.h"
+#include "cluster/node_forward.h"
+#include "cluster/send_log.h"
+#include "cluster/send_record.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "gateway/ops_http.h"
+#include "queue/kafka/kafka_log.h"
+
+enum {
+    POLL_MS = 200,
+    BACKOFF_MIN_MS = 200,
+    BACKOFF_MAX_MS = 2000,
+    TXN_TIMEOUT_MS = 30000,     /* a commit or rewind call's bound */
+    TXN_LIFETIME_MS = 10000,    /* the coordinator aborts an owner's transaction older than this
+                                 * (one that died inside a commit holds its partitions' offsets
+                                 * unstable until then) */
+    SLOT_BITS = 16,             /* an owned id: batch number above, slot below */
+};
+#define OWNER_GROUP "parley-chat"
+
+typedef struct owned {
+    bool answered, retry;
+    char origin[SEND_RECORD_NAME_MAX + 1];
+    uint64_t conn_id;          /* on the origin */
+} owned;
+
+struct chat_owner {
+    server *srv;
+    char brokers[512];
+    char self[SEND_RECORD_NAME_MAX + 1];
+    kafka_consumer *in;
+    kafka_producer *txn;
+
+    pthread_mutex_t mu;        /* batch, slots, unanswered */
+    pthread_cond_t cv;
+    uint64_t batch;            /* the batch whose answers are awaited (0: none) */
+    owned slots[OWNER_BATCH];
+    size_t unanswered;
+    bool store_failed;         /* this batch had an answer saying the store failed */
+
+    atomic_bool stop, store_waiting;
+    pthread_t thread;
+    bool running;
+};
+
+static Parley__V1__Status answer_status(const uint8_t *frame, size_t len) {
+    Parley__V1__Frame *f = parley__v1__frame__unpack(NULL, len, frame);
+    Parley__V1__Status st = PARLEY__V1__STATUS__OK;
+    if (f && f->body_case == PARLEY__V1__FRAME__BODY_RESPONSE && f->response) st = f->response->status;
+    if (f) parley__v1__frame__free_unpacked(f, NULL);
+    return st;
+}
+
+void chat_owner_answered(chat_owner *co, uint64_t conn_id, const uint8_t *frame, size_t len, uint64_t user,
+                         uint32_t device) {
+    uint64_t batch = (conn_id & ~CHAT_OWNER_ID_BITS) >> SLOT_BITS;
+    size_t slot = conn_id & ((1u << SLOT_BITS) - 1);
+    Parley__V1__Status st = answer_status(frame, len);
+    bool retry = st == PARLEY__V1__STATUS__UNAVAILABLE || st == PARLEY__V1__STATUS__INTERNAL ||
+                 st == PARLEY__V1__STATUS__INSUFFICIENT_STORAGE;
+    char origin[SEND_RECORD_NAME_MAX + 1] = "";
+    uint64_t origin_conn = 0;
+    pthread_mutex_lock(&co->mu);
+    if (co->batch && batch == co->batch && slot < OWNER_BATCH && !co->slots[slot].answered) {
+        owned *o = &co->slots[slot];
+        o->answered = true;
+        o->retry = retry;
+        if (st != PARLEY__V1__STATUS__UNAVAILABLE && retry) co->store_failed = true;
+        if (!retry) {
+            strcpy(origin, o->origin);
+            origin_conn = o->conn_id;
+        }
+        if (--co->unanswered == 0) pthread_cond_signal(&co->cv);
+    }
+    pthread_mutex_unlock(&co->mu);
+    /* a stale batch's answer (it was read again) is dropped: the new one answers */
+    if (origin[0]) node_forward_answer_origin(co->srv->forward, origin, origin_conn, frame, len, user, device);
+}
+
+static void on_rebalance(void *ud, kafka_rebalance what, const kafka_partition *parts, size_t n) {
+    chat_owner *co = ud;
+    (void)parts;
+    if (what == KAFKA_ASSIGNED) {
+        /* another node may have written these partitions since this one did */
+        writer_forget_cached(co->srv->writer);
+        METRIC_ADD(kafka_owner_partitions, (long)n);
+    } else {
+        /* no batch is in the writers now: records are polled between batches */
+        METRIC_ADD(kafka_owner_partitions, -(long)n);
+    }
+    log_info("kafka: %s %zu partition(s) of %s", what == KAFKA_ASSIGNED ? "given" : "lost", n, SEND_LOG_TOPIC);
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) && errno == EINTR) {
+    }
+}
+
+/* Feeds recs into the writers and waits for every answer (bounded). true
+ * when every record was answered with a final status. */
+static bool run_batch(chat_owner *co, kafka_record *recs, size_t n) {
+    pthread_mutex_lock(&co->mu);
+    uint64_t batch = ++co->batch;
+    co->unanswered = 0;
+    co->store_failed = false;
+    memset(co->slots, 0, sizeof co->slots);
+    pthread_mutex_unlock(&co->mu);
+    bool all_taken = true;
+    for (size_t i = 0; i < n; i++) {
+        send_record r;
+        if (send_record_parse(recs[i].value, recs[i].len, &r)) {
+            log_warn("kafka: malformed %s record at %d/%lld skipped", SEND_LOG_TOPIC, (int)recs[i].partition,
+                     (long long)recs[i].offset);
+            continue;
+        }
+        pthread_mutex_lock(&co->mu);
+        owned *o = &co->slots[i];
+        strcpy(o->origin, r.origin);
+        o->conn_id = r.conn_id;
+        co->unanswered++;
+        pthread_mutex_unlock(&co->mu);
+        uint64_t id = CHAT_OWNER_ID_BITS | batch << SLOT_BITS | i;
+        if (node_forward_submit_owned(co->srv->forward, id, r.request_id, r.user_id, r.device_id, r.frame,
+                                      r.frame_len)) {
+            pthread_mutex_lock(&co->mu);
+            o->answered = o->retry = true;
+            co->unanswered--;
+            pthread_mutex_unlock(&co->mu);
+            all_taken = false;
+            continue;
+        }
+        METRIC_INC(kafka_owner_records_total);
+    }
+    uint64_t until = clock_mono_ms() + OWNER_ANSWER_WAIT_MS;
+    pthread_mutex_lock(&co->mu);
+    while (co->unanswered && clock_mono_ms() < until && !atomic_load(&co->stop)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&co->cv, &co->mu, &ts);
+    }
+    bool done = all_taken && co->unanswered == 0;
+    for (size_t i = 0; done && i < n; i++) done = !co->slots[i].retry;
+    atomic_store(&co->store_waiting, co->store_failed || co->unanswered != 0);
+    co->batch = 0;   /* answers from now on are stale */
+    pthread_mutex_unlock(&co->mu);
+    return done;
+}
+
+static void *owner_main(void *arg) {
+    chat_owner *co = arg;
+    kafka_record recs[OWNER_BATCH];
+    int backoff = 0;
+    while (!atomic_load(&co->stop)) {
+        int n = kafka_consumer_poll(co->in, recs, OWNER_BATCH, POLL_MS);
+        if (n < 0) {
+            log_error("kafka: the %s consumer failed", SEND_LOG_TOPIC);
+            sleep_ms(BACKOFF_MAX_MS);
+            continue;
+        }
+        if (n == 0) continue;
+        bool done = run_batch(co, recs, (size_t)n);
+        kafka_records_release(recs, (size_t)n);
+        /* the transaction holds only the input offsets: it is opened once
+         * the batch is stored, so no store outage keeps it open */
+        kafka_result kr = KAFKA_ABORTED;
+        if (done) {
+            kr = kafka_txn_begin(co->txn, co->in);
+            if (kr == KAFKA_OK) kr = kafka_txn_commit(co->txn, co->in, TXN_TIMEOUT_MS);
+        } else if (kafka_consumer_rewind(co->in, TXN_TIMEOUT_MS)) {
+            kr = KAFKA_ERROR;
+        }
+        if (kr == KAFKA_OK) {
+            METRIC_INC(kafka_owner_commits_total);
+            atomic_store(&g_metrics.kafka_owner_store_waiting, 0);
+            atomic_store(&co->store_waiting, false);
+            backoff = 0;
+            continue;
+        }
+        METRIC_INC(kafka_owner_retries_total);
+        atomic_store(&g_metrics.kafka_owner_store_waiting, atomic_load(&co->store_waiting) ? 1 : 0);
+        if (kr == KAFKA_FENCED) {
+            /* another incarnation of this node took the transactional id: it
+             * owns what this one had */
+            log_error("kafka: this chat node's producer was fenced; it takes no more %s records", SEND_LOG_TOPIC);
+            break;
+        }
+        if (kr == KAFKA_ERROR) kafka_consumer_rewind(co->in, TXN_TIMEOUT_MS);
+        /* the records wait in Kafka; read again after a pause */
+        backoff = backoff ? (backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2) : BACKOFF_MIN_MS;
+        sleep_ms(backoff);
+    }
+    return NULL;
+}
+
+static bool waiting_for_store(void *ctx) { return atomic_load(&((chat_owner *)ctx)->store_waiting); }
+
+chat_owner *chat_owner_start(server *srv, const char *brokers, char *err, size_t errlen) {
+    chat_owner *co = calloc(1, sizeof *co);
+    if (!co) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    co->srv = srv;
+    snprintf(co->brokers, sizeof co->brokers, "%s", brokers);
+    snprintf(co->self, sizeof co->self, "%s", srv->cfg.cluster.node);
+    pthread_mutex_init(&co->mu, NULL);
+    pthread_cond_init(&co->cv, NULL);
+    char why[KAFKA_LOG_ERRLEN] = "";
+    /* one transactional id per node name: a restarted node fences its
+     * previous incarnation; the group metadata in each commit fences an
+     * owner the group has moved on from (KIP-447) */
+    char txn_id[128];
+    snprintf(txn_id, sizeof txn_id, "parley-chat/%s", co->self);
+    kafka_producer_config pc = {.brokers = brokers, .transactional_id = txn_id,
+                                .transaction_timeout_ms = TXN_LIFETIME_MS};
+    co->txn = kafka_producer_new(&pc, TXN_TIMEOUT_MS, why);
+    if (!co->txn) {
+        snprintf(err, errlen, "kafka transactional producer: %s", why);
+        chat_owner_free(co);
+        return NULL;
+    }
+    const char *topics[] = {SEND_LOG_TOPIC};
+    kafka_consumer_config cc = {.brokers = brokers, .group = OWNER_GROUP, .topics = topics, .ntopics = 1,
+                                .session_timeout_ms = OWNER_SESSION_MS, .on_rebalance = on_rebalance,
+                                .owner = co};
+    co->in = kafka_consumer_new(&cc, why);
+    if (!co->in) {
+        snprintf(err, errlen, "kafka consumer: %s", why);
+        chat_owner_free(co);
+        return NULL;
+    }
+    if (pthread_create(&co->thread, NULL, owner_main, co) != 0) {
+        snprintf(err, errlen, "cannot start the chat owner thread");
+        chat_owner_free(co);
+        return NULL;
+    }
+    co->running = true;
+    ops_health_wait_on("the store", waiting_for_store, co);
+    return co;
+}
+
+void chat_owner_stop(chat_owner *co) {
+    if (!co) return;
+    ops_health_wait_off(co);
+    if (co->running) {
+        atomic_store(&co->stop, true);
+        pthread_mutex_lock(&co->mu);
+        pthread_cond_signal(&co->cv);
+        pthread_mutex_unlock(&co->mu);
+        pthread_join(co->thread, NULL);
+        co->running = false;
+    }
+    /* leaves the group: the partitions go to the other chat nodes now */
+    kafka_consumer_free(co->in);
+    co->in = NULL;
+    kafka_producer_free(co->txn, 5000);
+    co->txn = NULL;
+}
+
+void chat_owner_free(chat_owner *co) {
+    if (!co) return;
+    chat_owner_stop(co);
+    pthread_mutex_destroy(&co->mu);
+    pthread_cond_destroy(&co->cv);
+    free(co);
+}

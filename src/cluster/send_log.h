@@ -1,0 +1,61 @@
+/* send_log.h -- the origin side of --kafka (DESIGN.md §6): a node's gateway
+ * sessions hand each SendMessage to the 'sends' topic, keyed by its
+ * conversation id, instead of to a writer. The topic has the store's P
+ * partitions and a conversation's records go to Kafka partition conv mod P,
+ * its store partition (chat/partition.h): so the owner of a Kafka
+ * partition is the only node that writes that store partition's seqs,
+ * conversation ids and fan-out log. The chat node that owns the
+ * record's partition (chat_owner.h) stores it and answers over the node
+ * link; this side only remembers, per request, whether it is durable in
+ * Kafka and whether an answer came:
+ *
+ *   - the producer is idempotent (no duplicates from its own retries) and
+ *     acks=all; a record Kafka refused is answered UNAVAILABLE "retry"
+ *     (the device retries with the same client_msg_id);
+ *   - a record durable in Kafka with no answer after SEND_LOG_ACCEPTED_MS
+ *     (the owner is waiting for the store, or a failover is under way) is
+ *     answered ACCEPTED: durable, not stored yet. The SENT (with its seq)
+ *     that the owner sends once it stored it is a second answer to the same
+ *     request id.
+ *
+ * Pending requests are remembered in a ring of SEND_LOG_PENDING slots; an
+ * older one is forgotten (its ACCEPTED is not sent; its SENT still is).
+ * One thread serves the producer's delivery reports and the ACCEPTED
+ * deadlines. */
+#ifndef PARLEY_CLUSTER_SEND_LOG_H
+#define PARLEY_CLUSTER_SEND_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chat/outbox.h"
+#include "chat/writer.h"
+
+enum {
+    SEND_LOG_PENDING = 16384,       /* requests remembered for ACCEPTED */
+    SEND_LOG_ACCEPTED_MS = 1500,    /* durable and unanswered this long: ACCEPTED */
+};
+
+#define SEND_LOG_TOPIC "sends"
+
+typedef struct send_log send_log;
+
+/* Makes the 'sends' topic with partitions partitions (or finds it with
+ * exactly that many), starts the producer and its thread. local: this
+ * node's connections (answers ACCEPTED and UNAVAILABLE go there). NULL
+ * with the reason in err. */
+send_log *send_log_start(const char *brokers, const char *self, uint32_t partitions, const outbox *local,
+                         char *err, size_t errlen);
+/* Whether r goes to Kafka (a SendMessage with a conversation id). */
+bool send_log_takes(const chat_request *r);
+/* Queues r as a 'sends' record and frees it: 0. -1 when it cannot be queued
+ * now (r is still the caller's: the device is told to retry). */
+int send_log_submit(send_log *sl, chat_request *r);
+/* An answer is going to this node's connection conn_id: no ACCEPTED for
+ * that request from now on. Any thread. */
+void send_log_answered(send_log *sl, uint64_t conn_id, const uint8_t *frame, size_t len);
+/* Stops the thread and flushes what is queued (bounded), frees. NULL is fine. */
+void send_log_free(send_log *sl);
+
+#endif
