@@ -9,8 +9,8 @@ int store_memtable_hint_prefix(enum store_cf cf) {
     case CF_INBOX: return 1 + 8;      /* 'X' user | user_seq, 'H' user */
     case CF_MEMBERS: return 1 + 8 + 8; /* 'm' conv user | ['r'], 'v' user conv */
     case CF_CURSORS: return 1 + 8 + 4; /* 'r' user device */
-    case CF_LOG: return 1 + 4 + 1;    /* 'L' partition offset's top byte | rest; see below */
     case CF_DEDUPE:                   /* a new client_msg_id lands anywhere */
+    case CF_LOG:                      /* trimmed by range deletions: see below */
     case CF_DEFAULT:
     case CF_COUNT:
         break;
@@ -25,15 +25,11 @@ void store_memtable_tune_db(rocksdb_options_t *db) {
     rocksdb_options_set_allow_concurrent_memtable_write(db, 0);
 }
 
-/* Range deletions: RocksDB 7.8's MemTable::Add looks a hint up by prefix
- * alone, in one map for a memtable's point and range-deletion lists, so a
- * range deletion whose start key has a hint prefix would start from a point
- * list's splice (its debug build asserts on it: test_store's
- * log_checkpoint_and_trim). The log is trimmed by range deletions, so its
- * hint prefix is 6 bytes and a trim starts at the 5-byte 'L' partition,
- * outside the prefix's domain (store_delete_log_through). The checkpoints
- * ('f' partition, 5 bytes) get no hint. No other hinted family takes range
- * deletions. */
+/* Not on a family that takes range deletions (the log is trimmed by them):
+ * RocksDB 7.8's MemTable::Add looks a hint up by prefix alone, in one map
+ * for the point and the range-deletion skip lists, so a range deletion
+ * would start from a point list's splice (its debug build asserts on it in
+ * test_store's log_checkpoint_and_trim). */
 int store_memtable_tune_cf(rocksdb_options_t **o, enum store_cf cf, char **err) {
     int prefix = store_memtable_hint_prefix(cf);
     if (prefix == 0) return 0;

@@ -1273,12 +1273,7 @@ static int rdb_last_log_offset(void *impl, uint32_t partition, uint64_t *offset)
 
 void store_delete_log_through(store_batch *b, uint32_t partition, uint64_t offset) {
     key from, to;
-    /* from the partition's bare prefix ('L' partition, 5 bytes): the same
-     * range as from offset 0 (no log key is shorter than 13 bytes), and too
-     * short for the log's memtable insert hint (store_memtable.c), which
-     * RocksDB must not use for a range deletion */
-    key_begin(&from, 'L');
-    key_u32(&from, partition);
+    log_key(&from, partition, 0);
     log_key(&to, partition, offset + 1);
     batch_delete_range(b, &from, &to);
 }
