@@ -25,18 +25,18 @@ static int read_newest_options(void) {
     DIR *d = opendir(dir);
     if (!d) return -1;
     unsigned long best = 0;
-    char name[128] = "";
+    char name[sizeof ((struct dirent *)0)->d_name] = "";
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         unsigned long n;
-        if (sscanf(e->d_name, "OPTIONS-%lu", &n) == 1 && n >= best && strlen(e->d_name) < sizeof name) {
+        if (sscanf(e->d_name, "OPTIONS-%lu", &n) == 1 && n >= best) {
             best = n;
-            snprintf(name, sizeof name, "%s", e->d_name);
+            memcpy(name, e->d_name, sizeof name);
         }
     }
     closedir(d);
     if (!name[0]) return -1;
-    char path[256];
+    char path[sizeof dir + sizeof name + 1];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "r");
     if (!f) return -1;
