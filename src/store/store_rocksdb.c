@@ -57,6 +57,7 @@
 #include "store/store_batch_ops.h"
 #include "store/store_dir.h"
 #include "store/store_layout.h"
+#include "store/store_memtable.h"
 
 /* column families found in a store that parley did not make: opened
  * (RocksDB requires it), never used */
@@ -537,8 +538,14 @@ static rdb *rdb_open(const char *dir, const store_options *o, char **err) {
     if (s->retention_ms)
         s->filter = rocksdb_compactionfilter_create(s, retention_filter_destroy, retention_filter,
                                                     retention_filter_name);
-    for (int i = 0; i < CF_COUNT; i++)
+    store_memtable_tune_db(s->options);
+    for (int i = 0; i < CF_COUNT; i++) {
         s->cf_options[i] = i == CF_DEFAULT ? s->options : store_cf_options(s->options, i, s->filter);
+        if (i != CF_DEFAULT && store_memtable_tune_cf(&s->cf_options[i], i, err) < 0) {
+            rdb_close(s);
+            return NULL;
+        }
+    }
     s->read = rocksdb_readoptions_create();
     s->write_sync = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(s->write_sync, 1);
