@@ -306,13 +306,14 @@ static void zombie_owner(void) {
     printf("acknowledged: %d before A owned everything, %d when B resumed, %d in all; A replayed %g on hand-over\n",
            at_takeover, at_resume, atomic_load(&acked),
            metric_or_zero(&chat_a, "parley_kafka_handover_replayed_total"));
+    fflush(stdout);   /* before any child is forked */
 
     CHECK(fanout_idle(&chat_a) && fanout_idle(&chat_b), "the chat nodes' fan-out never drained");
     char why[512];
     static uint64_t seqs[CONVS][HISTORY_MAX];
     size_t n_seqs[CONVS];
     for (int k = 0; k < CONVS; k++)
-        CHECK(history_exact(users[k], k, seqs[k], &n_seqs[k], why, sizeof why) == 0, "%s", why);
+        CHECK(history_exact(users[k % USERS], k, seqs[k], &n_seqs[k], why, sizeof why) == 0, "%s", why);
     for (int i = 0; i < USERS; i++) {
         char name[24];
         snprintf(name, sizeof name, "z%d-fresh", i);

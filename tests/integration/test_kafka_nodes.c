@@ -59,6 +59,8 @@ enum {
     PARTITIONS = 64,        /* a new store's conversation partitions (chat/partition.h) */
     USERS = 6,              /* two per node: chat A, chat B, gateway */
     CONVS = USERS + 1,      /* direct i -> i+1, and one group of all */
+    PAIRS = 6,              /* further direct conversations, each its two users' only one */
+    ALL_CONVS = CONVS + PAIRS,
     ROUNDS = 10,
     KILL_ROUND = 4,         /* B is killed in the middle of this round */
     BURST = 12,             /* sends per user not on B in the kill round */
@@ -119,9 +121,10 @@ static void owners_share_partitions(void) {
 }
 
 static h_dev *users[USERS];
-static uint64_t convs[CONVS];
-static h_sent *exp_sent[CONVS];
-static size_t n_exp[CONVS];
+static uint64_t convs[ALL_CONVS];
+static h_sent *exp_sent[ALL_CONVS];
+static size_t n_exp[ALL_CONVS];
+static h_dev *pair_dev[PAIRS][2];   /* conversation CONVS + j: pair j's, and all they have */
 
 static h_server *node_of(int i) { return i < 2 ? &chat_a : i < 4 ? &chat_b : &gw; }
 static int on_b(int i) { return i == 2 || i == 3; }
@@ -221,10 +224,12 @@ static int member_has_history(h_dev *reader, h_dev *d, int k, char *why, size_t 
     return 0;
 }
 
-/* one sender of the kill round: alternately its direct conversation and
- * the group; what was acknowledged is recorded in its own tables */
+/* one sender of the kill round: alternately conversations conv[0] and
+ * conv[1] (the same for a pair); what was acknowledged is recorded in its
+ * own tables */
 typedef struct burst_sender {
-    int user;
+    h_dev *d;
+    int conv[2];
     h_sent sent[2][BURST];
     size_t n[2];
     atomic_int *acked;
@@ -233,27 +238,31 @@ typedef struct burst_sender {
 static void *burst_main(void *arg) {
     burst_sender *b = arg;
     for (int j = 0; j < BURST; j++) {
-        int t = j % 2, k = t ? USERS : b->user;
-        char text[48];
-        snprintf(text, sizeof text, "r%d u%d c%d #%d", KILL_ROUND, b->user, k, j);
-        if (h_send_rec(users[b->user], convs[k], text, b->sent[t], &b->n[t]) == 0) atomic_fetch_add(b->acked, 1);
+        int t = j % 2, k = b->conv[t];
+        char text[96];
+        snprintf(text, sizeof text, "r%d %.16s c%d #%d", KILL_ROUND, b->d->name, k, j);
+        if (h_send_rec(b->d, convs[k], text, b->sent[t], &b->n[t]) == 0) atomic_fetch_add(b->acked, 1);
     }
     return NULL;
 }
 
-/* The users not on B send at once; B is killed once half of their sends
- * are acknowledged (or all senders are done), while the rest flow. The
- * acknowledged sends join exp_sent. 0, or -1 if a thread did not start. */
+/* The users not on B, and the first of each pair, send at once; B is
+ * killed once half of their sends are acknowledged, while the rest flow.
+ * The acknowledged sends join exp_sent. 0, or -1 if a thread did not
+ * start. */
 static int burst_and_kill_b(void) {
-    static burst_sender b[USERS];
-    pthread_t th[USERS];
-    int started_th[USERS] = {0};
+    enum { SENDERS = USERS + PAIRS };
+    static burst_sender b[SENDERS];
+    pthread_t th[SENDERS];
+    int started_th[SENDERS] = {0};
     atomic_int acked = 0;
     int senders = 0, rc = 0;
-    for (int i = 0; i < USERS; i++) {
-        if (on_b(i)) continue;
+    for (int i = 0; i < SENDERS; i++) {
+        if (i < USERS && on_b(i)) continue;
         memset(&b[i], 0, sizeof b[i]);
-        b[i].user = i;
+        b[i].d = i < USERS ? users[i] : pair_dev[i - USERS][0];
+        b[i].conv[0] = i < USERS ? i : CONVS + (i - USERS);
+        b[i].conv[1] = i < USERS ? USERS : CONVS + (i - USERS);
         b[i].acked = &acked;
         if (pthread_create(&th[i], NULL, burst_main, &b[i]) != 0) {
             rc = -1;
@@ -264,11 +273,11 @@ static int burst_and_kill_b(void) {
     }
     for (int i = 0; i < WAIT_MS / 10 && atomic_load(&acked) < senders * BURST / 2; i++) h_sleep_ms(10);
     h_server_kill9(&chat_b);
-    for (int i = 0; i < USERS; i++) {
+    for (int i = 0; i < SENDERS; i++) {
         if (!started_th[i]) continue;
         pthread_join(th[i], NULL);
         for (int t = 0; t < 2; t++) {
-            int k = t ? USERS : i;
+            int k = b[i].conv[t];
             for (size_t e = 0; e < b[i].n[t] && n_exp[k] < EXP_MAX; e++) exp_sent[k][n_exp[k]++] = b[i].sent[t][e];
         }
     }
@@ -316,7 +325,19 @@ static void chat_node_killed_mid_traffic(void) {
     for (int i = 1; i < USERS; i++) others[i - 1] = users[i]->id.user_id;
     NEED(pc_create_group(users[0]->c, "kafka-six", others, USERS - 1, &convs[USERS]) == 0);
     for (int i = 1; i < USERS; i++) NEED(h_accept(users[i], convs[USERS]) == 0);
-    for (int k = 0; k < CONVS; k++) NEED(exp_sent[k] = h_calloc(EXP_MAX, sizeof(h_sent)));
+    /* pairs on A and the gateway node: their inboxes hold one conversation,
+     * fanned out by its owner alone (B, until it dies, for about half) */
+    for (int j = 0; j < PAIRS; j++) {
+        for (int e = 0; e < 2; e++) {
+            char name[16];
+            snprintf(name, sizeof name, "p%d%c", j, "xy"[e]);
+            pair_dev[j][e] = h_user_new((j + e) % 2 ? &chat_a : &gw, name);
+            CHECK(pair_dev[j][e], "sign-up of %s failed", name);
+        }
+        NEED(pc_open_direct(pair_dev[j][0]->c, pair_dev[j][1]->id.user_id, &convs[CONVS + j]) == 0);
+        NEED(h_accept(pair_dev[j][1], convs[CONVS + j]) == 0);
+    }
+    for (int k = 0; k < ALL_CONVS; k++) NEED(exp_sent[k] = h_calloc(EXP_MAX, sizeof(h_sent)));
 
     int killed = 0;
     for (int r = 0; r < ROUNDS; r++) {
@@ -346,6 +367,7 @@ static void chat_node_killed_mid_traffic(void) {
     }
     char why[512];
     for (int k = 0; k < CONVS; k++) CHECK(history_exact(users[k % USERS], k, why, sizeof why) == 0, "%s", why);
+    for (int j = 0; j < PAIRS; j++) CHECK(history_exact(pair_dev[j][0], CONVS + j, why, sizeof why) == 0, "%s", why);
     double replayed = metric_or_zero(&chat_a, "parley_kafka_handover_replayed_total");
     printf("chat node A fanned out %g message(s) B had stored and not fanned out\n", replayed);
     /* every member's inbox, read from zero on a fresh device: each
@@ -356,6 +378,26 @@ static void chat_node_killed_mid_traffic(void) {
      * is then a double in the inbox itself. */
     CHECK(fanout_idle(&chat_a), "chat node A's fan-out never drained (parley_fanout_pending_deliveries %g)",
           metric_or_zero(&chat_a, "parley_fanout_pending_deliveries"));
+    /* first the pairs: one fan-out node at a time writes their inboxes, so
+     * a message missing here was lost in the hand-over */
+    for (int j = 0; j < PAIRS; j++) {
+        for (int e = 0; e < 2; e++) {
+            char name[16];
+            snprintf(name, sizeof name, "p%d%c-fresh", j, "xy"[e]);
+            h_dev *f = h_dev_for_identity(&gw, &pair_dev[j][e]->id, name, 0);
+            CHECK(f, "%s could not sign in again", name);
+            char why2[512] = "";
+            int rc = member_has_history(f, f, CONVS + j, why, sizeof why);
+            pc_stats st;
+            pc_get_stats(f->c, &st);
+            int unique = inbox_unique(f, why2, sizeof why2);
+            h_dev_free(f);
+            CHECK(rc == 0, "pair %d: %s", j, why);
+            CHECK(st.duplicates_dropped == 0, "%s: %llu message(s) twice or out of order", name,
+                  (unsigned long long)st.duplicates_dropped);
+            CHECK(unique == 0, "%s", why2);
+        }
+    }
     h_dev *fresh[USERS];
     for (int i = 0; i < USERS; i++) {
         char name[16];
