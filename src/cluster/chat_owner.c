@@ -26,9 +26,14 @@
  * - Failure: a replay that cannot read the store rewinds the consumer and
  *   is tried again after a back-off, like a batch the store failed; the
  *   partitions' records wait in Kafka meanwhile.
- * Not covered: the previous owner still running (a zombie) and fanning out
- * the same entries at the same time; both append (the inbox race of two
- * fan-out nodes, see README). */
+ * - The previous owner alive: an orderly revoke waits (HANDOFF_WAIT_MS at
+ *   most) until this node's fan-out has routed everything published to it
+ *   before it returns, and the group gives the partitions to the next
+ *   owner only after that, so the two do not fan out the same entries.
+ * Not covered: a previous owner that stalled (a zombie: its assignment is
+ * lost, not revoked) and resumes fanning out its queue while the new owner
+ * replays the same entries; both append (the inbox race of two fan-out
+ * nodes, see README; test_drill_zombie). */
 #include "cluster/chat_owner.h"
 
 #include <errno.h>
@@ -56,6 +61,7 @@ enum {
     BACKOFF_MIN_MS = 200,
     BACKOFF_MAX_MS = 2000,
     MAX_HANDED = 4096,          /* 'sends' partitions (chat/partition.h PARTITIONS_MAX) */
+    HANDOFF_WAIT_MS = 10000,    /* an orderly revoke waits this long at most for this node's fan-out */
     TXN_TIMEOUT_MS = 30000,     /* a commit or rewind call's bound */
     TXN_LIFETIME_MS = 10000,    /* the coordinator aborts an owner's transaction older than this
                                  * (one that died inside a commit holds its partitions' offsets
@@ -128,6 +134,8 @@ void chat_owner_answered(chat_owner *co, uint64_t conn_id, const uint8_t *frame,
     if (origin[0]) node_forward_answer_origin(co->srv->forward, origin, origin_conn, frame, len, user, device);
 }
 
+static void sleep_ms(int ms);
+
 static void on_rebalance(void *ud, kafka_rebalance what, const kafka_partition *parts, size_t n) {
     chat_owner *co = ud;
     for (size_t i = 0; i < n; i++) {
@@ -144,6 +152,14 @@ static void on_rebalance(void *ud, kafka_rebalance what, const kafka_partition *
     } else {
         /* no batch is in the writers now: records are polled between batches */
         METRIC_ADD(kafka_owner_partitions, -(long)n);
+        /* An orderly revoke: the next owner is given the partitions only
+         * once this returns, and replays their log past the checkpoints;
+         * what this node stored and has not fanned out yet would be fanned
+         * out by both. So its fan-out finishes first (bounded). A lost
+         * assignment (this node stalled) has moved on already. */
+        uint64_t until = clock_mono_ms() + HANDOFF_WAIT_MS;
+        while (what == KAFKA_REVOKED && queue_pending_deliveries(co->srv->queue) > 0 && clock_mono_ms() < until)
+            sleep_ms(10);
     }
     log_info("kafka: %s %zu partition(s) of %s", what == KAFKA_ASSIGNED ? "given" : "lost", n, SEND_LOG_TOPIC);
 }
