@@ -22,5 +22,19 @@ int node_start(h_server *s, const char *name, int gateway, const node_opts *o);
 /* The gateway node s has a chat node linked both ways (its requests go
  * out): /metrics parley_cluster_chat_link_up 1 within wait_ms. 1 or 0. */
 int node_chat_linked(const h_server *s, int wait_ms);
+/* The /metrics value of name on s; 0 when s is not running or has none. */
+double node_metric_or_zero(const h_server *s, const char *name);
+/* Everything published to s's fan-out is routed
+ * (parley_fanout_pending_deliveries 0) within wait_ms. 1 or 0. */
+int node_fanout_idle(const h_server *s, int wait_ms);
+/* n users (3 or more) in a ring: user i signs up on where[i] as
+ * "<prefix><i>" and syncs; direct conversation i -> i+1 (mod n) in convs[i],
+ * accepted; a group of all named group, made by user 0 and accepted, in
+ * convs[n]. 0, or -1 (said on stderr). */
+int node_ring_start(h_dev **users, int n, h_server *const *where, const char *prefix, const char *group,
+                    uint64_t *convs, int wait_ms);
+/* d's record: no (conversation, seq) twice and, with user_seqs, no
+ * user_seq twice. 0, or -1 naming the first double in why. */
+int node_record_unique(const h_dev *d, int user_seqs, char *why, size_t cap);
 
 #endif

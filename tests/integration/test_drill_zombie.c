@@ -75,11 +75,7 @@ static void resume_b(void) {
     if (atomic_exchange(&b_stopped, 0) && b_pid > 0) kill(b_pid, SIGCONT);
 }
 
-static double metric_or_zero(const h_server *s, const char *name) {
-    double v = 0;
-    if (s->pid == 0 || h_metric(s, name, &v)) return 0;
-    return v;
-}
+static double metric_or_zero(const h_server *s, const char *name) { return node_metric_or_zero(s, name); }
 
 /* A owns want_a partitions and B the rest (want_a PARTITIONS: B none) */
 static int owners_are(double want_a) {
@@ -87,15 +83,6 @@ static int owners_are(double want_a) {
         double a = metric_or_zero(&chat_a, "parley_kafka_owner_partitions");
         double b = metric_or_zero(&chat_b, "parley_kafka_owner_partitions");
         if (want_a == PARTITIONS ? a == PARTITIONS : (a + b == PARTITIONS && a > 0 && b > 0)) return 1;
-        h_sleep_ms(200);
-    }
-    return 0;
-}
-
-static int fanout_idle(const h_server *s) {
-    for (int i = 0; i < WAIT_MS / 200; i++) {
-        double pending = -1;
-        if (h_metric(s, "parley_fanout_pending_deliveries", &pending) == 0 && pending == 0) return 1;
         h_sleep_ms(200);
     }
     return 0;
@@ -216,29 +203,6 @@ static int history_exact(h_dev *reader, int k, uint64_t *seqs, size_t *n_seqs, c
     return rc;
 }
 
-/* d's record: no user_seq twice, no (conv, seq) twice. 0, or -1 naming the
- * first double. */
-static int record_unique(const h_dev *d, int user_seqs_too, char *why, size_t cap) {
-    for (size_t i = 0; i < d->n_ev; i++) {
-        for (size_t j = 0; j < i; j++) {
-            const h_event *a = &d->ev[j], *e = &d->ev[i];
-            if (user_seqs_too && e->user_seq && a->user_seq == e->user_seq) {
-                snprintf(why, cap, "%s: user_seq %llu twice (conv %llu seq %llu and conv %llu seq %llu)", d->name,
-                         (unsigned long long)e->user_seq, (unsigned long long)a->conversation_id,
-                         (unsigned long long)a->seq, (unsigned long long)e->conversation_id,
-                         (unsigned long long)e->seq);
-                return -1;
-            }
-            if (a->conversation_id == e->conversation_id && a->seq == e->seq) {
-                snprintf(why, cap, "%s: conv %llu seq %llu received twice", d->name,
-                         (unsigned long long)e->conversation_id, (unsigned long long)e->seq);
-                return -1;
-            }
-        }
-    }
-    return 0;
-}
-
 /* d (a fresh device, synced from zero) holds conv k's messages seqs[0..n)
  * exactly, in that order */
 static int inbox_holds(const h_dev *d, int k, const uint64_t *seqs, size_t n, char *why, size_t cap) {
@@ -262,21 +226,9 @@ static int member(int k, int i) { return k == USERS || i == k || i == (k + 1) % 
 
 static void zombie_owner(void) {
     NEED(started);
-    for (int i = 0; i < USERS; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "z%d", i);
-        users[i] = h_user_new(node_of(i), name);
-        CHECK(users[i], "sign-up of %s failed", name);
-        NEED(h_dev_sync(users[i], WAIT_MS) == 0);
-    }
-    for (int k = 0; k < USERS; k++) {
-        NEED(pc_open_direct(users[k]->c, users[(k + 1) % USERS]->id.user_id, &convs[k]) == 0);
-        NEED(h_accept(users[(k + 1) % USERS], convs[k]) == 0);
-    }
-    uint64_t others[USERS - 1];
-    for (int i = 1; i < USERS; i++) others[i - 1] = users[i]->id.user_id;
-    NEED(pc_create_group(users[0]->c, "zombie-six", others, USERS - 1, &convs[USERS]) == 0);
-    for (int i = 1; i < USERS; i++) NEED(h_accept(users[i], convs[USERS]) == 0);
+    h_server *where[USERS];
+    for (int i = 0; i < USERS; i++) where[i] = node_of(i);
+    CHECK(node_ring_start(users, USERS, where, "z", "zombie-six", convs, WAIT_MS) == 0, "the users' set-up failed");
 
     pthread_t th[USERS];
     int running = 0;
@@ -308,7 +260,7 @@ static void zombie_owner(void) {
            metric_or_zero(&chat_a, "parley_kafka_handover_replayed_total"));
     fflush(stdout);   /* before any child is forked */
 
-    CHECK(fanout_idle(&chat_a) && fanout_idle(&chat_b), "the chat nodes' fan-out never drained");
+    CHECK(node_fanout_idle(&chat_a, WAIT_MS) && node_fanout_idle(&chat_b, WAIT_MS), "the chat nodes' fan-out never drained");
     char why[512];
     static uint64_t seqs[CONVS][HISTORY_MAX];
     size_t n_seqs[CONVS];
@@ -324,7 +276,7 @@ static void zombie_owner(void) {
         pc_get_stats(fresh->c, &st);
         CHECK(st.duplicates_dropped == 0, "z%d's inbox holds %llu message(s) twice or out of order", i,
               (unsigned long long)st.duplicates_dropped);
-        CHECK(record_unique(fresh, 1, why, sizeof why) == 0, "%s", why);
+        CHECK(node_record_unique(fresh, 1, why, sizeof why) == 0, "%s", why);
         for (int k = 0; k < CONVS; k++)
             if (member(k, i)) CHECK(inbox_holds(fresh, k, seqs[k], n_seqs[k], why, sizeof why) == 0, "%s", why);
         h_dev_free(fresh);
@@ -335,7 +287,7 @@ static void zombie_owner(void) {
             CHECK(h_dev_reconnect(&gw, users[i], pc_cursor(users[i]->c)) == 0, "z%d could not sign in again", i);
             NEED(h_dev_sync(users[i], WAIT_MS) == 0);
         }
-        CHECK(record_unique(users[i], 0, why, sizeof why) == 0, "%s", why);
+        CHECK(node_record_unique(users[i], 0, why, sizeof why) == 0, "%s", why);
     }
 }
 

@@ -76,11 +76,7 @@ static int start_node(h_server *s, const char *name, int gateway) {
     return node_start(s, name, gateway, &o);
 }
 
-static double metric_or_zero(const h_server *s, const char *name) {
-    double v = 0;
-    if (s->pid == 0 || h_metric(s, name, &v)) return 0;
-    return v;
-}
+static double metric_or_zero(const h_server *s, const char *name) { return node_metric_or_zero(s, name); }
 
 /* the owned partitions add up to all of them; with both chat nodes up,
  * each owns some */
@@ -89,16 +85,6 @@ static int owners_settled(int both) {
         double a = metric_or_zero(&chat_a, "parley_kafka_owner_partitions");
         double b = both ? metric_or_zero(&chat_b, "parley_kafka_owner_partitions") : 0;
         if (a + b == PARTITIONS && a > 0 && (!both || b > 0)) return 1;
-        h_sleep_ms(200);
-    }
-    return 0;
-}
-
-/* everything published to s's fan-out is routed (bounded wait) */
-static int fanout_idle(const h_server *s) {
-    for (int i = 0; i < WAIT_MS / 200; i++) {
-        double pending = -1;
-        if (h_metric(s, "parley_fanout_pending_deliveries", &pending) == 0 && pending == 0) return 1;
         h_sleep_ms(200);
     }
     return 0;
@@ -284,47 +270,15 @@ static int burst_and_kill_b(void) {
     return rc;
 }
 
-/* No user_seq twice in d's record (a fresh device synced from zero: its
- * inbox), and no (conversation, seq) twice. 0, or -1 with the first double. */
-static int inbox_unique(const h_dev *d, char *why, size_t cap) {
-    for (size_t i = 0; i < d->n_ev; i++) {
-        for (size_t j = 0; j < i; j++) {
-            const h_event *a = &d->ev[j], *e = &d->ev[i];
-            if (e->user_seq && a->user_seq == e->user_seq) {
-                snprintf(why, cap, "%s: user_seq %llu twice (conv %llu seq %llu and conv %llu seq %llu)", d->name,
-                         (unsigned long long)e->user_seq, (unsigned long long)a->conversation_id,
-                         (unsigned long long)a->seq, (unsigned long long)e->conversation_id,
-                         (unsigned long long)e->seq);
-                return -1;
-            }
-            if (a->conversation_id == e->conversation_id && a->seq == e->seq) {
-                snprintf(why, cap, "%s: conv %llu seq %llu twice (user_seq %llu and %llu)", d->name,
-                         (unsigned long long)e->conversation_id, (unsigned long long)e->seq,
-                         (unsigned long long)a->user_seq, (unsigned long long)e->user_seq);
-                return -1;
-            }
-        }
-    }
-    return 0;
-}
+/* d (a fresh device synced from zero: its inbox): no user_seq twice, no
+ * (conversation, seq) twice. 0, or -1 with the first double. */
+static int inbox_unique(const h_dev *d, char *why, size_t cap) { return node_record_unique(d, 1, why, cap); }
 
 static void chat_node_killed_mid_traffic(void) {
     NEED(started);
-    for (int i = 0; i < USERS; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "u%d", i);
-        users[i] = h_user_new(node_of(i), name);
-        CHECK(users[i], "sign-up of %s failed", name);
-        NEED(h_dev_sync(users[i], WAIT_MS) == 0);
-    }
-    for (int k = 0; k < USERS; k++) {
-        NEED(pc_open_direct(users[k]->c, users[(k + 1) % USERS]->id.user_id, &convs[k]) == 0);
-        NEED(h_accept(users[(k + 1) % USERS], convs[k]) == 0);
-    }
-    uint64_t others[USERS - 1];
-    for (int i = 1; i < USERS; i++) others[i - 1] = users[i]->id.user_id;
-    NEED(pc_create_group(users[0]->c, "kafka-six", others, USERS - 1, &convs[USERS]) == 0);
-    for (int i = 1; i < USERS; i++) NEED(h_accept(users[i], convs[USERS]) == 0);
+    h_server *where[USERS];
+    for (int i = 0; i < USERS; i++) where[i] = node_of(i);
+    CHECK(node_ring_start(users, USERS, where, "u", "kafka-six", convs, WAIT_MS) == 0, "the users' set-up failed");
     /* pairs on A and the gateway node: their inboxes hold one conversation,
      * fanned out by its owner alone (B, until it dies, for about half) */
     for (int j = 0; j < PAIRS; j++) {
@@ -376,7 +330,7 @@ static void chat_node_killed_mid_traffic(void) {
      * once A's fan-out has routed everything published to it, so nothing
      * arrives live during the sync: a (conv, seq) the client drops as seen
      * is then a double in the inbox itself. */
-    CHECK(fanout_idle(&chat_a), "chat node A's fan-out never drained (parley_fanout_pending_deliveries %g)",
+    CHECK(node_fanout_idle(&chat_a, WAIT_MS), "chat node A's fan-out never drained (parley_fanout_pending_deliveries %g)",
           metric_or_zero(&chat_a, "parley_fanout_pending_deliveries"));
     /* first the pairs: one fan-out node at a time writes their inboxes, so
      * a message missing here was lost in the hand-over */
