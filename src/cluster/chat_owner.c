@@ -238,8 +238,9 @@ static int replay_handed(chat_owner *co) {
         return -1;
     }
     METRIC_ADD(kafka_handover_replayed_total, replayed);
-    if (replayed) log_info("kafka: %llu message(s) the previous owner had not fanned out, fanned out",
-                           (unsigned long long)replayed);
+    if (replayed)
+        log_info("kafka: %llu fan-out log entries of the partitions given read again (those an inbox has are "
+                 "skipped)", (unsigned long long)replayed);
     memset(co->handed, 0, sizeof co->handed);
     co->n_handed = 0;
     return 0;

@@ -255,7 +255,7 @@ static void zombie_owner(void) {
     CHECK(ok_stalled, "no %d more sends acknowledged while B was stopped (%d at the take-over)", ACKS_STALLED,
           at_takeover);
     CHECK(ok_after, "no %d more sends acknowledged after B resumed (%d at the resume)", ACKS_AFTER, at_resume);
-    printf("acknowledged: %d before A owned everything, %d when B resumed, %d in all; A replayed %g on hand-over\n",
+    printf("acknowledged: %d before A owned everything, %d when B resumed, %d in all; A read %g log entries again on hand-over\n",
            at_takeover, at_resume, atomic_load(&acked),
            metric_or_zero(&chat_a, "parley_kafka_handover_replayed_total"));
     fflush(stdout);   /* before any child is forked */

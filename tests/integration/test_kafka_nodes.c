@@ -323,7 +323,7 @@ static void chat_node_killed_mid_traffic(void) {
     for (int k = 0; k < CONVS; k++) CHECK(history_exact(users[k % USERS], k, why, sizeof why) == 0, "%s", why);
     for (int j = 0; j < PAIRS; j++) CHECK(history_exact(pair_dev[j][0], CONVS + j, why, sizeof why) == 0, "%s", why);
     double replayed = metric_or_zero(&chat_a, "parley_kafka_handover_replayed_total");
-    printf("chat node A fanned out %g message(s) B had stored and not fanned out\n", replayed);
+    printf("chat node A read %g fan-out log entries again when given B's partitions\n", replayed);
     /* every member's inbox, read from zero on a fresh device: each
      * conversation's messages exactly once, in seq order (what B stored and
      * acknowledged but did not fan out, A did: the hand-over replay). Read
