@@ -35,7 +35,11 @@
  * consumer group -> owners_share_partitions "A 64, B 64"; the writers not
  * reloading their caches when given partitions (writer_forget_cached not
  * called) -> chat_node_killed_mid_traffic "acknowledged 'r0 u0 c0' is not
- * at seq 2"; the owner passing INTERNAL to the sender instead of reading
+ * at seq 2"; the hand-over replay not run (chat_owner.c replay_handed
+ * skipping fanout_replay) -> chat_node_killed_mid_traffic "pair 2:
+ * p2x-fresh has 7 events of conv 9, want 12" (with it: the pairs pass, and
+ * the ring users fail only on the two-node inbox race, e.g. "u2-fresh has
+ * 14 events of conv 1, want 15"); the owner passing INTERNAL to the sender instead of reading
  * the batch again -> store_frozen_sends_accepted "store read failed (status
  * 500)". */
 #include <pthread.h>
