@@ -71,7 +71,8 @@ int node_ring_start(h_dev **users, int n, h_server *const *where, const char *pr
     for (int k = 0; k < n; k++) {
         if (pc_open_direct(users[k]->c, users[(k + 1) % n]->id.user_id, &convs[k]) != 0 ||
             h_accept(users[(k + 1) % n], convs[k]) != 0) {
-            fprintf(stderr, "  direct conversation %s%d -> %s%d failed\n", prefix, k, prefix, (k + 1) % n);
+            fprintf(stderr, "  direct conversation %s%d -> %s%d failed: %s / %s\n", prefix, k, prefix, (k + 1) % n,
+                    pc_error(users[k]->c), pc_error(users[(k + 1) % n]->c));
             return -1;
         }
     }
@@ -81,7 +82,7 @@ int node_ring_start(h_dev **users, int n, h_server *const *where, const char *pr
     int rc = pc_create_group(users[0]->c, group, others, (size_t)n - 1, &convs[n]);
     free(others);
     for (int i = 1; rc == 0 && i < n; i++) rc = h_accept(users[i], convs[n]);
-    if (rc) fprintf(stderr, "  group %s failed\n", group);
+    if (rc) fprintf(stderr, "  group %s failed: %s\n", group, pc_error(users[0]->c));
     return rc ? -1 : 0;
 }
 

@@ -448,6 +448,7 @@ static void store_frozen_sends_accepted(void) {
     for (int k = 0; k < 3; k++) {   /* history_exact reads these tables */
         convs[k] = conv[k];
         n_exp[k] = 0;
+        if (!exp_sent[k]) NEED(exp_sent[k] = h_calloc(EXP_MAX, sizeof(h_sent)));   /* the case before stopped early */
     }
     /* the sender of each conversation: v0 on A, v1 and v2 on the gateway node */
     frozen_sender s[3] = {{.d = v[0], .user = 0, .conv = 0}, {.d = v[1], .user = 1, .conv = 1},
