@@ -27,9 +27,13 @@
  *
  * What it guards and what it shows: a stalled owner that resumes with a
  * store commit in flight can write seqs the new owner gave too (the store
- * commit is not fenced: chat_owner.h), and two chat nodes number the same
- * users' inboxes (branch s6-fence fences both); until that lands this
- * drill is expected to FAIL on a double. Nothing is timed: every wait is on
+ * commit is not fenced: chat_owner.h), two chat nodes number the same
+ * users' inboxes (branch s6-fence fences both), and a resumed owner's
+ * fan-out appends what the new owner's hand-over replay appended already
+ * (the fan-out commit is not fenced). Seen: on main "z1-fresh: inbox entry
+ * 0 of conv 1 has seq 3, want 2 (lost or overwritten)"; merged with
+ * s6-fence "z0's inbox holds 3 message(s) twice or out of order". Expected
+ * to FAIL on a double until all three are fenced. Nothing is timed: every wait is on
  * observable state (acks, /metrics) with a generous bound. Every process
  * is stopped by PID on every path; B is resumed before it is stopped (at
  * exit and on fatal signals too), and the harness's servers die with the
