@@ -32,8 +32,10 @@
  * fan-out appends what the new owner's hand-over replay appended already
  * (the fan-out commit is not fenced). Seen: on main "z1-fresh: inbox entry
  * 0 of conv 1 has seq 3, want 2 (lost or overwritten)"; merged with
- * s6-fence "z0's inbox holds 3 message(s) twice or out of order". Expected
- * to FAIL on a double until all three are fenced. Nothing is timed: every wait is on
+ * s6-fence 6ef8e25 "z0's inbox holds 3 message(s) twice or out of order";
+ * merged with s6-fence 394989b "conv 4: 'z u4 c4 #4' stored twice (seqs 4,
+ * 5)" (one send stored under two seqs). Expected to FAIL on a double until
+ * all three are fenced. Nothing is timed: every wait is on
  * observable state (acks, /metrics) with a generous bound. Every process
  * is stopped by PID on every path; B is resumed before it is stopped (at
  * exit and on fatal signals too), and the harness's servers die with the
