@@ -137,7 +137,7 @@ static int serve(int argc, char **argv) {
         free(err);
         return 1;
     }
-    if ((srv.cfg.cluster.roles & CLUSTER_ROLE_FANOUT) && fanout_replay(&srv)) {
+    if ((srv.cfg.cluster.roles & CLUSTER_ROLE_FANOUT) && fanout_replay(&srv, NULL, 0, NULL)) {
         fprintf(stderr, "parley: fan-out replay failed; see the log above\n");
         store_close(srv.store);
         return 1;

@@ -1,4 +1,39 @@
-/* chat_owner.c -- see chat_owner.h. */
+/* chat_owner.c -- see chat_owner.h.
+ *
+ * Hand-over (DESIGN note). A chat node given partitions fans out, before
+ * it feeds any record of them to its writers, what the store's fan-out log
+ * of those conversation partitions holds past their checkpoints
+ * (fanout_replay with the partitions, through this node's running fan-out
+ * threads): the messages the previous owner stored and acknowledged but
+ * did not fan out before it died or stalled. Nobody else would: that node's
+ * own replay runs only when it starts again.
+ * - Exactly once: a checkpoint (conversation partition, user partition) is
+ *   committed in the same store batch as the inbox entries it covers, so
+ *   the store's checkpoint says exactly which log entries those users'
+ *   inboxes hold. The replay raises this node's in-memory checkpoints to
+ *   the store's before it publishes anything, and fan-out appends an entry
+ *   to an inbox only past its checkpoint; an entry this node already has in
+ *   its queue (published twice) is skipped the second time for the same
+ *   reason. The fan-out threads also drop their cached inbox heads (between
+ *   commits) and members: the other node appended and may have changed
+ *   membership.
+ * - Order: the entries are published to the fan-out queue in log order
+ *   (the writer numbers the log in commit order, so in seq order per
+ *   conversation), to the one reader of their partition, before any record
+ *   of the partition reaches a writer (the replay runs on this thread,
+ *   between polls, ahead of run_batch); what the writers store after it is
+ *   published behind it.
+ * - Failure: a replay that cannot read the store rewinds the consumer and
+ *   is tried again after a back-off, like a batch the store failed; the
+ *   partitions' records wait in Kafka meanwhile.
+ * - The previous owner alive: an orderly revoke waits (HANDOFF_WAIT_MS at
+ *   most) until this node's fan-out has routed everything published to it
+ *   before it returns, and the group gives the partitions to the next
+ *   owner only after that, so the two do not fan out the same entries.
+ * Not covered: a previous owner that stalled (a zombie: its assignment is
+ * lost, not revoked) and resumes fanning out its queue while the new owner
+ * replays the same entries; both append (the inbox race of two fan-out
+ * nodes, see README; test_drill_zombie). */
 #include "cluster/chat_owner.h"
 
 #include <errno.h>
@@ -17,6 +52,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "fanout/fanout.h"
 #include "gateway/ops_http.h"
 #include "queue/kafka/kafka_log.h"
 
@@ -24,6 +60,8 @@ enum {
     POLL_MS = 200,
     BACKOFF_MIN_MS = 200,
     BACKOFF_MAX_MS = 2000,
+    MAX_HANDED = 4096,          /* 'sends' partitions (chat/partition.h PARTITIONS_MAX) */
+    HANDOFF_WAIT_MS = 10000,    /* an orderly revoke waits this long at most for this node's fan-out */
     TXN_TIMEOUT_MS = 30000,     /* a commit or rewind call's bound */
     TXN_LIFETIME_MS = 10000,    /* the coordinator aborts an owner's transaction older than this
                                  * (one that died inside a commit holds its partitions' offsets
@@ -51,6 +89,11 @@ struct chat_owner {
     owned slots[OWNER_BATCH];
     size_t unanswered;
     bool store_failed;         /* this batch had an answer saying the store failed */
+
+    /* given and not yet replayed (on_rebalance and owner_main: the owner's
+     * thread only, inside and between polls) */
+    bool handed[MAX_HANDED];
+    size_t n_handed;
 
     atomic_bool stop, store_waiting;
     pthread_t thread;
@@ -91,9 +134,17 @@ void chat_owner_answered(chat_owner *co, uint64_t conn_id, const uint8_t *frame,
     if (origin[0]) node_forward_answer_origin(co->srv->forward, origin, origin_conn, frame, len, user, device);
 }
 
+static void sleep_ms(int ms);
+
 static void on_rebalance(void *ud, kafka_rebalance what, const kafka_partition *parts, size_t n) {
     chat_owner *co = ud;
-    (void)parts;
+    for (size_t i = 0; i < n; i++) {
+        if (parts[i].partition < 0 || parts[i].partition >= MAX_HANDED) continue;
+        bool *h = &co->handed[parts[i].partition];
+        /* given: replayed before its records are fed; taken: not ours to replay */
+        if (*h != (what == KAFKA_ASSIGNED)) co->n_handed += what == KAFKA_ASSIGNED ? 1 : (size_t)-1;
+        *h = what == KAFKA_ASSIGNED;
+    }
     if (what == KAFKA_ASSIGNED) {
         /* another node may have written these partitions since this one did */
         writer_forget_cached(co->srv->writer);
@@ -101,6 +152,14 @@ static void on_rebalance(void *ud, kafka_rebalance what, const kafka_partition *
     } else {
         /* no batch is in the writers now: records are polled between batches */
         METRIC_ADD(kafka_owner_partitions, -(long)n);
+        /* An orderly revoke: the next owner is given the partitions only
+         * once this returns, and replays their log past the checkpoints;
+         * what this node stored and has not fanned out yet would be fanned
+         * out by both. So its fan-out finishes first (bounded). A lost
+         * assignment (this node stalled) has moved on already. */
+        uint64_t until = clock_mono_ms() + HANDOFF_WAIT_MS;
+        while (what == KAFKA_REVOKED && queue_pending_deliveries(co->srv->queue) > 0 && clock_mono_ms() < until)
+            sleep_ms(10);
     }
     log_info("kafka: %s %zu partition(s) of %s", what == KAFKA_ASSIGNED ? "given" : "lost", n, SEND_LOG_TOPIC);
 }
@@ -166,6 +225,27 @@ static bool run_batch(chat_owner *co, kafka_record *recs, size_t n) {
     return done;
 }
 
+/* The partitions given since the last replay, fanned out past their
+ * checkpoints (the note at the top). 0, or -1: try again later. */
+static int replay_handed(chat_owner *co) {
+    uint32_t parts[MAX_HANDED];
+    size_t n = 0;
+    for (uint32_t p = 0; p < MAX_HANDED && n < co->n_handed; p++)
+        if (co->handed[p]) parts[n++] = p;
+    uint64_t replayed = 0;
+    if (fanout_replay(co->srv, parts, n, &replayed)) {
+        log_error("kafka: the fan-out replay of %zu given partition(s) failed; retried", n);
+        return -1;
+    }
+    METRIC_ADD(kafka_handover_replayed_total, replayed);
+    if (replayed)
+        log_info("kafka: %llu fan-out log entries of the partitions given read again (those an inbox has are "
+                 "skipped)", (unsigned long long)replayed);
+    memset(co->handed, 0, sizeof co->handed);
+    co->n_handed = 0;
+    return 0;
+}
+
 static void *owner_main(void *arg) {
     chat_owner *co = arg;
     kafka_record recs[OWNER_BATCH];
@@ -175,6 +255,15 @@ static void *owner_main(void *arg) {
         if (n < 0) {
             log_error("kafka: the %s consumer failed", SEND_LOG_TOPIC);
             sleep_ms(BACKOFF_MAX_MS);
+            continue;
+        }
+        if (co->n_handed && co->srv->fanout && replay_handed(co)) {
+            /* no record of them may reach a writer first: read again later */
+            if (n > 0) kafka_records_release(recs, (size_t)n);
+            kafka_consumer_rewind(co->in, TXN_TIMEOUT_MS);
+            METRIC_INC(kafka_owner_retries_total);
+            backoff = backoff ? (backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2) : BACKOFF_MIN_MS;
+            sleep_ms(backoff);
             continue;
         }
         if (n == 0) continue;

@@ -130,6 +130,7 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_kafka_owner_retries_total", "counter", "--kafka chat node: batches aborted and read again (store failing, writer busy, partitions moved).", &g_metrics.kafka_owner_retries_total, 0},
         {"parley_kafka_owner_partitions", "gauge", "--kafka chat node: 'sends' partitions this node owns now.", &g_metrics.kafka_owner_partitions, 1},
         {"parley_kafka_owner_store_waiting", "gauge", "--kafka chat node: 1 while the owner waits for the store (records wait in Kafka).", &g_metrics.kafka_owner_store_waiting, 1},
+        {"parley_kafka_handover_replayed_total", "counter", "--kafka chat node: fan-out log entries read again when given partitions (from each one's least checkpoint; what the previous owner stored and had not fanned out is fanned out, what an inbox has is skipped).", &g_metrics.kafka_handover_replayed_total, 0},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

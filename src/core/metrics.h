@@ -139,6 +139,7 @@ typedef struct metrics {
     atomic_ulong kafka_owner_retries_total;    /* batches aborted and read again (store failing, busy, rebalance) */
     atomic_long kafka_owner_partitions;        /* gauge: 'sends' partitions this node owns */
     atomic_long kafka_owner_store_waiting;     /* gauge: 1 while the owner waits for the store */
+    atomic_ulong kafka_handover_replayed_total; /* log entries read again when given partitions */
 } metrics;
 
 extern metrics g_metrics;

@@ -126,6 +126,7 @@ typedef struct fanout_set {
     fanout **threads;
     _Atomic uint64_t *done;     /* [checkpoint_id(p, u)]: committed; the log is trimmed below their least */
     atomic_uint readers_done;   /* readers whose closed queue is empty: none will hand off again */
+    atomic_uint handovers;      /* fanout_replay while running: cached heads and members are stale */
 } fanout_set;
 
 struct fanout {
@@ -145,10 +146,12 @@ struct fanout {
     atomic_long runs_out;   /* handed off and not yet appended */
     atomic_bool starved;    /* waiting for runs_out to drop: the owner that frees one wakes it */
     bool reading_done;
+    unsigned members_handover;   /* set->handovers its member cache is from */
     /* the owner */
     mpsc mailbox;           /* runs handed to this owner */
     store_batch *batch;
     u64map heads;           /* user -> last user_seq given */
+    unsigned heads_handover;    /* set->handovers its heads are from */
     append *appends;
     size_t n_appends, cap_appends;
     run *held[RUNS_PER_TURN];   /* runs of the open commit */
@@ -303,6 +306,23 @@ static void touch(fanout *f, uint32_t p) {
     f->touched_list[f->n_touched++] = p;
 }
 
+/* Raises *done to at least v (a hand-over replay may raise it from another
+ * thread while its owner commits). */
+static void raise_done(_Atomic uint64_t *done, uint64_t v) {
+    uint64_t cur = atomic_load(done);
+    while (cur < v && !atomic_compare_exchange_weak(done, &cur, v)) {
+    }
+}
+
+/* A hand-over replay (fanout_replay while running) raised this checkpoint
+ * to what another node committed: from now on this owner's is that one. */
+static void adopt_done(fanout *f, uint32_t id) {
+    uint64_t done = atomic_load(&f->set->done[id]);
+    if (done <= f->checkpoint[id]) return;
+    f->checkpoint[id] = done;
+    if (done > f->recorded[id]) f->recorded[id] = done;
+}
+
 /* The run's entries in its users' inboxes; an inbox whose user partition's
  * checkpoint already covers an entry has it (a replay after a crash between
  * two owners' commits). Then its marks advance the checkpoints. */
@@ -312,6 +332,7 @@ static void append_run(fanout *f, const run *r) {
         uint32_t u = user_partition(g->user, f->user_partitions);
         if (!owns_user_partition(f, u)) abort();   /* a reader routed it here: a bug, and no safe way on */
         uint32_t id = checkpoint_id(g->partition, u, f->user_partitions);
+        adopt_done(f, id);
         if (g->offset <= f->checkpoint[id]) continue;
         if (f->n_appends == f->cap_appends) abort();   /* bounded by the caller */
         uint64_t user_seq = next_user_seq(f, g->user);
@@ -324,6 +345,7 @@ static void append_run(fanout *f, const run *r) {
         touch(f, p);
         for (uint32_t u = f->index; u < f->user_partitions; u += f->set->n) {
             uint32_t id = checkpoint_id(p, u, f->user_partitions);
+            adopt_done(f, id);
             if (r->marks[k].offset > f->checkpoint[id]) f->checkpoint[id] = r->marks[k].offset;
             if (f->checkpoint[id] - f->recorded[id] >= CHECKPOINT_LAG) mark_dirty(f, id);
         }
@@ -495,7 +517,7 @@ static void commit_open(fanout *f) {
         f->touched[p] = false;
         for (uint32_t u = f->index; u < f->user_partitions; u += f->set->n) {
             uint32_t id = checkpoint_id(p, u, f->user_partitions);
-            atomic_store(&f->set->done[id], f->checkpoint[id]);
+            raise_done(&f->set->done[id], f->checkpoint[id]);
         }
     }
     f->n_touched = 0;
@@ -510,6 +532,11 @@ static void commit_open(fanout *f) {
  * one commit, or more when the entries pass MAX_APPENDS_PER_BATCH. Returns
  * the runs taken. */
 static size_t drain_mailbox(fanout *f) {
+    unsigned handovers = atomic_load(&f->set->handovers);
+    if (handovers != f->heads_handover) {   /* between commits: nothing numbered is uncommitted */
+        u64map_free(&f->heads);             /* another node appended to these inboxes */
+        f->heads_handover = handovers;
+    }
     run *runs[RUNS_PER_TURN];
     size_t n = mpsc_pop_many(&f->mailbox, (void **)runs, RUNS_PER_TURN);
     for (size_t i = 0; i < n; i++) {
@@ -583,6 +610,11 @@ static void add_grant(fanout *f, uint32_t owner, grant g) {
  * MAX_APPENDS_PER_BATCH entries. */
 static void read_items(fanout *f, queue_item *const *items, size_t n) {
     size_t group_max = f->srv->cfg.max_group_members;
+    unsigned handovers = atomic_load(&f->set->handovers);
+    if (handovers != f->members_handover) {   /* another node may have changed who is a member */
+        forget_members(f);
+        f->members_handover = handovers;
+    }
     for (size_t i = 0; i < n; i++) {
         const queue_item *it = items[i];
         if (f->building_grants && f->building_grants + group_max > MAX_APPENDS_PER_BATCH) hand_off(f);
@@ -613,16 +645,27 @@ static void read_items(fanout *f, queue_item *const *items, size_t n) {
 /* ----------------------------------------------------------------- replay */
 
 struct replay {
-    fanout *f;
+    server *srv;
+    fanout *f;          /* at start: the private thread that reads and owns everything */
+    queue *to;          /* running (a hand-over): the items go to the running threads' queue */
     uint32_t partition;
     queue_item *items[ITEMS_PER_BATCH];
     size_t n;
+    uint64_t entries;   /* replayed */
     uint64_t expired;   /* entries whose message retention removed: skipped */
     int failed;
 };
 
-/* one thread reads and owns everything: what it hands off, it appends */
 static void replay_flush(struct replay *r) {
+    if (r->to) {
+        /* behind whatever the queue holds of the partition, ahead of what
+         * the writers publish after this returns; a closed queue (the
+         * server stops) frees them: the next start replays them */
+        if (queue_publish_many(r->to, r->items, r->n)) r->failed = 1;
+        r->n = 0;
+        return;
+    }
+    /* one thread reads and owns everything: what it hands off, it appends */
     read_items(r->f, r->items, r->n);
     for (size_t i = 0; i < r->n; i++) queue_item_free(r->items[i]);
     r->n = 0;
@@ -632,8 +675,8 @@ static void replay_flush(struct replay *r) {
 static int replay_entry(void *ud, uint64_t offset, uint64_t conv, uint64_t seq) {
     struct replay *r = ud;
     store_bytes raw;
-    int found = store_get_message(r->f->srv->store, conv, seq, &raw);
-    if (found == 0 && r->f->srv->cfg.retention_ms > 0) {
+    int found = store_get_message(r->srv->store, conv, seq, &raw);
+    if (found == 0 && r->srv->cfg.retention_ms > 0) {
         /* expired: retention removed it. A checkpoint may lag the entries
          * its owner fanned out (up to CHECKPOINT_LAG offsets, see the top),
          * so replay reads entries fanned out long ago; and one that expired
@@ -661,8 +704,24 @@ static int replay_entry(void *ud, uint64_t offset, uint64_t conv, uint64_t seq) 
     parley__v1__message__free_unpacked(m, NULL);
     store_bytes_free(&raw);
     r->items[r->n++] = it;
-    METRIC_INC(fanout_replayed_total);
+    r->entries++;
     if (r->n == ITEMS_PER_BATCH) replay_flush(r);
+    return r->failed;
+}
+
+/* The least of partition p's checkpoints in set, each first raised to what
+ * the store holds when raise is set (another node fanned out p meanwhile).
+ * -1 when the store cannot be read. */
+static int least_checkpoint(server *srv, fanout_set *set, uint32_t p, bool raise, uint64_t *least) {
+    *least = UINT64_MAX;
+    for (uint32_t u = 0; u < set->user_partitions; u++) {
+        uint32_t id = checkpoint_id(p, u, set->user_partitions);
+        uint64_t stored = 0;
+        if (raise && store_get_checkpoint(srv->store, id, &stored) < 0) return -1;
+        if (raise) raise_done(&set->done[id], stored);
+        uint64_t c = atomic_load(&set->done[id]);
+        if (c < *least) *least = c;
+    }
     return 0;
 }
 
@@ -785,37 +844,54 @@ uint32_t fanout_threads(server *srv) {
     return n > u ? u : n;
 }
 
-/* Every partition's log past the least checkpoint of its user partitions,
- * partition 0 first: a store from before partitions has its whole log
- * there, and those entries are older than any in the other partitions'
- * logs (which only a start that finished this replay can have written).
- * One thread that reads and owns everything does it all; append_run skips
- * the inboxes whose checkpoint already covers an entry. */
-int fanout_replay(server *srv) {
-    fanout_set *set = set_new(srv, 1);
+/* Each partition's log past the least checkpoint of its user partitions,
+ * in the order given (all: partition 0 first: a store from before
+ * partitions has its whole log there, and those entries are older than any
+ * in the other partitions' logs, which only a start that finished this
+ * replay can have written). append_run skips the inboxes whose checkpoint
+ * already covers an entry, so reading from the least is exact. */
+int fanout_replay(server *srv, const uint32_t *parts, size_t n, uint64_t *replayed) {
+    bool running = srv->fanout != NULL;
+    fanout_set *set = running ? srv->fanout->set : set_new(srv, 1);
     if (!set) return -1;
-    fanout *f = set->threads[0];
-    f->replaying = true;
     struct replay *r = calloc(1, sizeof *r);
     if (!r) abort();
-    r->f = f;
+    r->srv = srv;
+    if (running) {
+        r->to = srv->queue;
+        atomic_fetch_add(&set->handovers, 1);   /* before any item: readers and owners reload */
+    } else {
+        r->f = set->threads[0];
+        r->f->replaying = true;
+    }
+    size_t count = parts ? n : set->partitions;
     int rc = 0;
-    for (uint32_t p = 0; p < f->partitions && rc == 0; p++) {
-        uint64_t from = f->trimmed_through[p];   /* the least checkpoint of p */
+    for (size_t i = 0; i < count && rc == 0; i++) {
+        uint32_t p = parts ? parts[i] : (uint32_t)i;
+        uint64_t from = 0;
+        if (p >= set->partitions) continue;
+        if (least_checkpoint(srv, set, p, running, &from)) {
+            rc = -1;
+            break;
+        }
+        uint64_t before = r->entries;
         r->partition = p;
         rc = store_scan_log(srv->store, p, from, replay_entry, r);
         if (r->n) replay_flush(r);
         rc = rc || r->failed ? -1 : 0;
-        uint64_t after = f->checkpoint[checkpoint_id(p, 0, f->user_partitions)];
-        if (after > from)
-            log_info("fanout: replayed partition %u log offsets %llu..%llu", p, (unsigned long long)from + 1,
-                     (unsigned long long)after);
+        if (r->entries > before)
+            log_info("fanout: replayed %llu entries of partition %u past log offset %llu%s",
+                     (unsigned long long)(r->entries - before), p, (unsigned long long)from,
+                     running ? " (handed over)" : "");
     }
+    for (size_t i = 0; i < r->n; i++) queue_item_free(r->items[i]);   /* a scan that failed midway */
     if (r->expired)
         log_info("fanout: replay skipped %llu log entries whose messages retention removed",
                  (unsigned long long)r->expired);
+    if (!running) METRIC_ADD(fanout_replayed_total, r->entries);
+    if (replayed) *replayed = r->entries;
     free(r);
-    set_free(set);
+    if (!running) set_free(set);
     return rc;
 }
 

@@ -23,10 +23,22 @@
 
 typedef struct fanout fanout;
 
-/* Fans out, synchronously, everything in the store's log past the
- * checkpoint: what was acknowledged before a crash but not yet fanned out.
- * Run before the writer and the workers start. 0 or -1. */
-int fanout_replay(server *srv);
+/* Fans out what the store's log of the conversation partitions
+ * parts[0..n) (every partition when parts is NULL) holds past their
+ * checkpoints: acknowledged, not yet fanned out (a crash, or another chat
+ * node that stored and died or stalled before fanning out).
+ * - Before fanout_start (process start, srv->fanout NULL): synchronously,
+ *   by one private thread that routes nothing; before the writer and the
+ *   workers start.
+ * - With fan-out running (--kafka: partitions handed over by the group,
+ *   cluster/chat_owner.c): the running threads' checkpoints of those
+ *   partitions are first raised to the store's, their cached inbox heads
+ *   and members dropped; then the entries are published to the queue, so
+ *   the running threads fan them out (and route them) behind what the
+ *   queue holds and ahead of anything the writers publish after this
+ *   returns. Blocks while the queue is full.
+ * *replayed (may be NULL): the entries read. 0 or -1 (the store failed). */
+int fanout_replay(server *srv, const uint32_t *parts, size_t n, uint64_t *replayed);
 /* How many fan-out threads fanout_start runs (--fanouts, at most the
  * store's user partitions): the number of consumers the queue needs. */
 uint32_t fanout_threads(server *srv);

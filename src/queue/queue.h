@@ -69,6 +69,9 @@ void queue_bound_deliveries(queue *q, uint64_t max, uint32_t unknown_weight);
 void queue_deliveries_counted(queue *q, const queue_item *item, uint32_t receivers);
 /* fan-out routed n deliveries it had counted: room for the writers */
 void queue_deliveries_done(queue *q, uint64_t n);
+/* deliveries published and not yet routed (0: fan-out has committed and
+ * routed everything published that had a receiver) */
+long queue_pending_deliveries(queue *q);
 /* the pending deliveries, their bound, highest count and hand-offs that
  * waited (Prometheus text, process-wide); returns the length */
 size_t queue_metrics_render(char *out, size_t cap);

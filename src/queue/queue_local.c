@@ -163,6 +163,8 @@ void queue_deliveries_done(queue *q, uint64_t n) {
     }
 }
 
+long queue_pending_deliveries(queue *q) { return atomic_load(&q->pending); }
+
 size_t queue_metrics_render(char *out, size_t cap) {
     int n = snprintf(out, cap,
         "# HELP parley_fanout_pending_deliveries Deliveries (receivers x messages) published to fan-out and not yet routed.\n"

@@ -77,6 +77,7 @@
 #include "../check.h"
 #include "cassandra_node.h"
 #include "harness.h"
+#include "push_double.h"
 #include "redis_cluster_node.h"
 
 #define NEED(x) CHECK((x), "%s", #x)
@@ -276,72 +277,24 @@ static int chat_linked(int node) {
     return 0;
 }
 
-/* the push service double (tests/push/push_double.py, as test_push runs it) */
-static char ddir[192], cert[256], key_path[256];
-static pid_t dpid;
-static char sub_id[16], sub_endpoint[256];
-static uint8_t sub_p256dh[65], sub_auth[16];
-
-static size_t unb64(const char *s, uint8_t *out, size_t cap) {
-    size_t n = 0;
-    if (sodium_base642bin(out, cap, s, strlen(s), NULL, &n, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
-        return 0;
-    return n;
-}
+/* the push service double (tests/push/push_double.py, as test_push runs it):
+ * one subscription, dbl.subs[1] */
+static char ddir[192];
+static push_double dbl;
 
 static int start_double(void) {
     snprintf(ddir, sizeof ddir, "%s/push", work_dir);
-    if (mkdir(ddir, 0700) != 0 || h_make_cert(ddir, cert, key_path, sizeof cert) != 0) return -1;
-    char port[16], script[512], logp[256];
-    snprintf(port, sizeof port, "%d", h_free_port());
-    snprintf(script, sizeof script, "%s/tests/push/push_double.py", PARLEY_SOURCE_DIR);
-    snprintf(logp, sizeof logp, "%s/double.log", ddir);
-    dpid = fork();
-    if (dpid < 0) return -1;
-    if (dpid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);   /* gone with the test, however it ends */
-        if (!freopen(logp, "w", stdout) || !freopen(logp, "a", stderr)) _exit(127);
-        execlp("python3", "python3", script, "--dir", ddir, "--port", port, "--cert", cert, "--key", key_path,
-               "--subs", "1", (char *)NULL);
-        _exit(127);
-    }
-    char ready[256], subs_path[256];
-    snprintf(ready, sizeof ready, "%s/ready", ddir);
-    uint64_t end = h_now_ms() + 60000;
-    struct stat st;
-    while (stat(ready, &st) != 0) {
-        int status;
-        if (waitpid(dpid, &status, WNOHANG) == dpid || h_now_ms() > end) {
-            fprintf(stderr, "  the push double did not start (python3 with cryptography?); see %s\n", logp);
-            dpid = 0;
-            return -1;
-        }
-        h_sleep_ms(50);
-    }
-    snprintf(subs_path, sizeof subs_path, "%s/subs.txt", ddir);
-    FILE *f = fopen(subs_path, "r");
-    if (!f) return -1;
-    char p[128], a[64];
-    int ok = fscanf(f, "%15s %255s %127s %63s", sub_id, sub_endpoint, p, a) == 4 && unb64(p, sub_p256dh, 65) == 65 &&
-             unb64(a, sub_auth, 16) == 16;
-    fclose(f);
-    return ok ? 0 : -1;
+    if (mkdir(ddir, 0700) != 0) return -1;
+    return push_double_start(&dbl, ddir, 1, 60000);
 }
 
-static void stop_double(void) {
-    if (dpid > 0) {
-        char logp[256];
-        snprintf(logp, sizeof logp, "%s/double.log", ddir);
-        h_pid_stop_checked(dpid, logp, "push double");
-        dpid = 0;
-    }
-}
+static void stop_double(void) { push_double_stop(&dbl); }
 
 /* valid notifications the double logged for our subscription */
 static int pushes_received(void) {
     char path[256], line[16384], want[64];
     snprintf(path, sizeof path, "%s/log.jsonl", ddir);
-    snprintf(want, sizeof want, "\"sub\": \"%s\"", sub_id);
+    snprintf(want, sizeof want, "\"sub\": \"%s\"", dbl.subs[1].id);
     FILE *f = fopen(path, "r");
     if (!f) return 0;
     int n = 0;
@@ -364,20 +317,18 @@ static void start_cluster(void) {
     CHECK(cassandra_node_start("test-drill") == 0, "no Cassandra");
     char chat_extra[512], gw2_extra[64];
     snprintf(chat_extra, sizeof chat_extra, "max-connections = %d\npush-ca = %s\npush-coalesce-ms = 600000\n",
-             CHAT_MAX_CONNECTIONS, cert);
+             CHAT_MAX_CONNECTIONS, dbl.cert);
     snprintf(gw2_extra, sizeof gw2_extra, "max-connections = %d\n", GW2_MAX_CONNECTIONS);
     NEED(write_config(0, chat_extra) == 0 && write_config(1, gw2_extra) == 0 && write_config(2, "") == 0);
     for (int i = 0; i < 3; i++) CHECK(start_node(i) == 0, "%s did not start", NODE_NAMES[i]);
     /* the double checks each request's VAPID key against the chat node's
      * (the node that sends the pushes) */
-    char vapid[256], path[256];
+    char vapid[256];
     int st = 0;
     CHECK(h_http_get(nodes[0].port, "/push/vapid-public-key", &st, vapid, sizeof vapid) == 0 && st == 200,
           "GET /push/vapid-public-key: %d", st);
     vapid[strcspn(vapid, "\r\n")] = 0;
-    snprintf(path, sizeof path, "%s/vapid-key", ddir);
-    FILE *kf = fopen(path, "w");
-    CHECK(kf && fputs(vapid, kf) >= 0 && fclose(kf) == 0, "cannot tell the double the VAPID key");
+    CHECK(push_double_set_vapid_key(&dbl, vapid) == 0, "cannot tell the double the VAPID key");
     CHECK(chat_linked(1) && chat_linked(2), "a gateway node never linked to the chat node");
     snprintf(server_list, sizeof server_list, "%s,%s,%s", nodes[0].url, nodes[1].url, nodes[2].url);
     started = 1;
@@ -818,9 +769,9 @@ static void live_event(void) {
     memset(&w, 0, sizeof w);
     CHECK(h_raw_open(&nodes[0], &w) == 0 && h_raw_sign_in(&w, &away[0]->id) == 0, "raw sign-in for PushRegister");
     Parley__V1__PushRegister pr = PARLEY__V1__PUSH_REGISTER__INIT;
-    pr.endpoint = sub_endpoint;
-    pr.p256dh = (ProtobufCBinaryData){sizeof sub_p256dh, sub_p256dh};
-    pr.auth = (ProtobufCBinaryData){sizeof sub_auth, sub_auth};
+    pr.endpoint = dbl.subs[1].endpoint;
+    pr.p256dh = (ProtobufCBinaryData){sizeof dbl.subs[1].p256dh, dbl.subs[1].p256dh};
+    pr.auth = (ProtobufCBinaryData){sizeof dbl.subs[1].auth, dbl.subs[1].auth};
     Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
     f.body_case = PARLEY__V1__FRAME__BODY_PUSH_REGISTER;
     f.push_register = &pr;

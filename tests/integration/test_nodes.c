@@ -25,6 +25,7 @@
 #include "../check.h"
 #include "cassandra_node.h"
 #include "harness.h"
+#include "node_pair.h"
 #include "redis_cluster_node.h"
 
 #define NEED(x) CHECK((x), "%s", #x)
@@ -35,24 +36,12 @@ static h_server chat, gw1, gw2;
 static int started;
 
 static int start_node(h_server *s, const char *name, int gateway) {
-    char internal[64];
-    snprintf(internal, sizeof internal, "127.0.0.1:%d", h_free_port());
-    const char *args[] = {"--store", "cassandra", "--cassandra", cassandra_node_hosts(), "--keyspace", "nodes",
-                          "--node", name, "--internal-listen", internal, "--redis", redis_cluster_seeds(),
-                          "--node-ttl-ms", "3000", "--session-ttl-ms", "6000",
-                          gateway ? "--roles" : NULL, "gateway", NULL};
-    return h_server_start(s, args);
+    node_opts o = {.keyspace = "nodes"};
+    return node_start(s, name, gateway, &o);
 }
 
 /* the gateway node has a chat node linked both ways (its requests go out) */
-static int chat_linked(h_server *s) {
-    double up = 0;
-    for (int i = 0; i < WAIT_MS / 100; i++) {
-        if (h_metric(s, "parley_cluster_chat_link_up", &up) == 0 && up == 1) return 1;
-        h_sleep_ms(100);
-    }
-    return 0;
-}
+static int chat_linked(h_server *s) { return node_chat_linked(s, WAIT_MS); }
 
 static void start_nodes(void) {
     CHECK(redis_cluster_start("nodes") == 0, "the Redis Cluster did not start");

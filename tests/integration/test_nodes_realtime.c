@@ -45,6 +45,8 @@
 #include "cassandra_node.h"
 #include "engine_node.h"
 #include "harness.h"
+#include "node_pair.h"
+#include "push_double.h"
 #include "redis_cluster_node.h"
 
 #define NEED(x) CHECK((x), "%s", #x)
@@ -57,68 +59,18 @@ static int started;
 /* ------------------------------------------- the push service double */
 
 enum { SUBS = 3 };
-static char ddir[128], cert[192], key[192];
-static pid_t dpid;
+static char ddir[128];
+static push_double dbl;   /* subscriptions dbl.subs[1..SUBS] */
 static int have_double;
-typedef struct sub {
-    char id[16], endpoint[256];
-    uint8_t p256dh[65], auth[16];
-} sub;
-static sub subs[SUBS + 1];
-
-static size_t unb64(const char *s, uint8_t *out, size_t cap) {
-    size_t n = 0;
-    if (sodium_base642bin(out, cap, s, strlen(s), NULL, &n, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
-        return 0;
-    return n;
-}
 
 static void stop_double(void);
 
-/* as test_push: python3 tests/push/push_double.py over https with a
- * certificate made now; subscriptions s1..sN in DIR/subs.txt */
+/* as test_push, in a directory of its own that goes at exit */
 static int start_double(void) {
     snprintf(ddir, sizeof ddir, "/tmp/parley-push-rt-XXXXXX");
     /* stopped at exit and on fatal signals, as the engines are */
-    if (engine_dir_and_cleanup(ddir, stop_double) || h_make_cert(ddir, cert, key, sizeof cert) != 0) return -1;
-    char port[16], n[16], script[512], logp[256];
-    snprintf(port, sizeof port, "%d", h_free_port());
-    snprintf(n, sizeof n, "%d", SUBS);
-    snprintf(script, sizeof script, "%s/tests/push/push_double.py", PARLEY_SOURCE_DIR);
-    snprintf(logp, sizeof logp, "%s/double.log", ddir);
-    dpid = fork();
-    if (dpid < 0) return -1;
-    if (dpid == 0) {
-        if (!freopen(logp, "w", stdout) || !freopen(logp, "a", stderr)) _exit(127);
-        execlp("python3", "python3", script, "--dir", ddir, "--port", port, "--cert", cert, "--key", key,
-               "--subs", n, (char *)NULL);
-        _exit(127);
-    }
-    char ready[256], subs_path[256];
-    snprintf(ready, sizeof ready, "%s/ready", ddir);
-    uint64_t end = h_now_ms() + WAIT_MS;
-    struct stat st;
-    while (stat(ready, &st) != 0) {
-        int status;
-        if (waitpid(dpid, &status, WNOHANG) == dpid || h_now_ms() > end) {
-            dpid = 0;
-            return -1;
-        }
-        h_sleep_ms(50);
-    }
-    snprintf(subs_path, sizeof subs_path, "%s/subs.txt", ddir);
-    FILE *f = fopen(subs_path, "r");
-    if (!f) return -1;
-    for (int i = 1; i <= SUBS; i++) {
-        char p[128], a[64];
-        if (fscanf(f, "%15s %255s %127s %63s", subs[i].id, subs[i].endpoint, p, a) != 4 ||
-            unb64(p, subs[i].p256dh, 65) != 65 || unb64(a, subs[i].auth, 16) != 16) {
-            fclose(f);
-            return -1;
-        }
-    }
-    fclose(f);
-    return 0;
+    if (engine_dir_and_cleanup(ddir, stop_double)) return -1;
+    return push_double_start(&dbl, ddir, SUBS, WAIT_MS);
 }
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -129,12 +81,7 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 }
 
 static void stop_double(void) {
-    if (dpid > 0) {
-        char logp[256];
-        snprintf(logp, sizeof logp, "%s/double.log", ddir);
-        h_pid_stop_checked(dpid, logp, "push double");
-        dpid = 0;
-    }
+    push_double_stop(&dbl);
     if (ddir[0] && !getenv("PARLEY_KEEP_DATA")) nftw(ddir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     ddir[0] = 0;
 }
@@ -158,26 +105,14 @@ static int double_requests(const char *id, int *valid) {
 }
 
 static int start_node(h_server *s, const char *name, int gateway) {
-    char internal[64];
-    snprintf(internal, sizeof internal, "127.0.0.1:%d", h_free_port());
     /* the chat node owns the inboxes and decides push; a long coalescing
      * window so one push per device does not depend on speed */
-    const char *args[] = {"--store", "cassandra", "--cassandra", cassandra_node_hosts(), "--keyspace", "nodes_rt",
-                          "--node", name, "--internal-listen", internal, "--redis", redis_cluster_seeds(),
-                          "--node-ttl-ms", "30000", "--session-ttl-ms", "30000",
-                          "--push-coalesce-ms", "600000",
-                          gateway ? "--roles" : have_double ? "--push-ca" : NULL, gateway ? "gateway" : cert, NULL};
-    return h_server_start(s, args);
+    const char *extra[] = {"--push-coalesce-ms", "600000", !gateway && have_double ? "--push-ca" : NULL, dbl.cert, NULL};
+    node_opts o = {.keyspace = "nodes_rt", .node_ttl_ms = "30000", .session_ttl_ms = "30000", .extra = extra};
+    return node_start(s, name, gateway, &o);
 }
 
-static int chat_linked(h_server *s) {
-    double up = 0;
-    for (int i = 0; i < WAIT_MS / 100; i++) {
-        if (h_metric(s, "parley_cluster_chat_link_up", &up) == 0 && up == 1) return 1;
-        h_sleep_ms(100);
-    }
-    return 0;
-}
+static int chat_linked(h_server *s) { return node_chat_linked(s, WAIT_MS); }
 
 static void start_nodes(void) {
     have_double = start_double() == 0;
@@ -377,7 +312,7 @@ static void connect_race(void) {
 }
 
 /* PushRegister for d on a raw connection to s (closed again): the status */
-static int push_register(const h_server *s, h_dev *d, const sub *x) {
+static int push_register(const h_server *s, h_dev *d, const push_sub *x) {
     h_raw w;
     memset(&w, 0, sizeof w);
     if (h_raw_open(s, &w) != 0) return -1;
@@ -415,14 +350,12 @@ static void push_by_inbox_owner(void) {
     }
     NEED(started);
     /* the double checks each request's VAPID key against the chat node's */
-    char vapid[256], path[256];
+    char vapid[256];
     int st = 0;
     CHECK(h_http_get(chat.port, "/push/vapid-public-key", &st, vapid, sizeof vapid) == 0 && st == 200,
           "GET /push/vapid-public-key: %d", st);
     vapid[strcspn(vapid, "\r\n")] = 0;
-    snprintf(path, sizeof path, "%s/vapid-key", ddir);
-    FILE *kf = fopen(path, "w");
-    CHECK(kf && fputs(vapid, kf) >= 0 && fclose(kf) == 0, "tell the double the VAPID key");
+    CHECK(push_double_set_vapid_key(&dbl, vapid) == 0, "tell the double the VAPID key");
     h_dev *dan = h_user_new(&gw1, "dan"), *fay = h_user_new(&gw1, "fay"), *eve = h_user_new(&gw2, "eve");
     CHECK(dan && fay && eve, "sign-up failed");
     NEED(h_dev_sync(dan, WAIT_MS) == 0 && h_dev_sync(eve, WAIT_MS) == 0);
@@ -430,9 +363,9 @@ static void push_by_inbox_owner(void) {
     NEED(pc_create_group(eve->c, "push-rt", members, 2, &group) == 0);
     NEED(h_accept(dan, group) == 0 && h_accept(fay, group) == 0);
     /* subscriptions: s1 fay (offline), s2 dan (online on gateway 1), s3 eve (the sender) */
-    CHECK(push_register(&chat, fay, &subs[1]) == 0, "fay's PushRegister");
-    CHECK(push_register(&chat, dan, &subs[2]) == 0, "dan's PushRegister");
-    CHECK(push_register(&chat, eve, &subs[3]) == 0, "eve's PushRegister");
+    CHECK(push_register(&chat, fay, &dbl.subs[1]) == 0, "fay's PushRegister");
+    CHECK(push_register(&chat, dan, &dbl.subs[2]) == 0, "dan's PushRegister");
+    CHECK(push_register(&chat, eve, &dbl.subs[3]) == 0, "eve's PushRegister");
     h_dev_disconnect(fay);
     double sent = 0, handled = 0;
     NEED(h_metric(&chat, "parley_push_sent_total", &sent) == 0);
@@ -456,11 +389,11 @@ static void push_by_inbox_owner(void) {
         CHECK(0, "no push was sent");
     }
     int valid = 0;
-    int fay_n = double_requests(subs[1].id, &valid);
+    int fay_n = double_requests(dbl.subs[1].id, &valid);
     CHECK(fay_n == 1 && valid == 1, "fay (offline): %d pushes, %d valid; want 1", fay_n, valid);
-    int dan_n = double_requests(subs[2].id, &valid);
+    int dan_n = double_requests(dbl.subs[2].id, &valid);
     CHECK(dan_n == 0, "dan (online on gateway 1) got %d pushes", dan_n);
-    int eve_n = double_requests(subs[3].id, &valid);
+    int eve_n = double_requests(dbl.subs[3].id, &valid);
     CHECK(eve_n == 0, "eve (the sender) got %d pushes", eve_n);
     double now = 0;
     CHECK(h_metric(&chat, "parley_push_sent_total", &now) == 0 && now == sent + 1, "%g pushes sent, want 1",

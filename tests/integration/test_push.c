@@ -22,29 +22,16 @@
 
 #include "../check.h"
 #include "harness.h"
+#include "push_double.h"
 
 enum { WAIT_MS = 60000, SUBS = 8, BURST = 250 };
 
 static h_server srv;
-static char ddir[128], cert[192], key[192];
-static int dport;
-static pid_t dpid;
+static char ddir[128];
+static push_double dbl;   /* subscriptions dbl.subs[1..SUBS] */
 static char vapid_b64[256];
 
-typedef struct sub {
-    char id[16], endpoint[256];
-    uint8_t p256dh[65], auth[16];
-} sub;
-static sub subs[SUBS + 1];
-
 /* ------------------------------------------------------------- helpers */
-
-static size_t unb64(const char *s, uint8_t *out, size_t cap) {
-    size_t n = 0;
-    if (sodium_base642bin(out, cap, s, strlen(s), NULL, &n, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
-        return 0;
-    return n;
-}
 
 static double metric(const char *name) {
     double v = -1;
@@ -177,7 +164,7 @@ static int push_unregister_raw(h_dev *d) {
 }
 
 static int subscribe(h_dev *d, int i) {
-    return push_register_raw(d, subs[i].endpoint, subs[i].p256dh, 65, subs[i].auth, 16);
+    return push_register_raw(d, dbl.subs[i].endpoint, dbl.subs[i].p256dh, 65, dbl.subs[i].auth, 16);
 }
 
 /* two users in an accepted direct conversation */
@@ -193,48 +180,8 @@ static int pair(const char *a_name, const char *b_name, h_dev **a, h_dev **b, ui
 
 static int start_double(void) {
     snprintf(ddir, sizeof ddir, "/tmp/parley-push-XXXXXX");
-    if (!mkdtemp(ddir) || h_make_cert(ddir, cert, key, sizeof cert) != 0) return -1;
-    dport = h_free_port();
-    char port[16], n[16], script[512], logp[256];
-    snprintf(port, sizeof port, "%d", dport);
-    snprintf(n, sizeof n, "%d", SUBS);
-    snprintf(script, sizeof script, "%s/tests/push/push_double.py", PARLEY_SOURCE_DIR);
-    snprintf(logp, sizeof logp, "%s/double.log", ddir);
-    dpid = fork();
-    if (dpid < 0) return -1;
-    if (dpid == 0) {
-        freopen(logp, "w", stdout);
-        freopen(logp, "a", stderr);
-        execlp("python3", "python3", script, "--dir", ddir, "--port", port, "--cert", cert, "--key", key,
-               "--subs", n, (char *)NULL);
-        _exit(127);
-    }
-    char ready[256], subs_path[256];
-    snprintf(ready, sizeof ready, "%s/ready", ddir);
-    uint64_t end = h_now_ms() + WAIT_MS;
-    struct stat st;
-    while (stat(ready, &st) != 0) {
-        int status;
-        if (waitpid(dpid, &status, WNOHANG) == dpid || h_now_ms() > end) {
-            fprintf(stderr, "  the push double did not start (python3 with cryptography?); see %s\n", logp);
-            dpid = 0;
-            return -1;
-        }
-        h_sleep_ms(50);
-    }
-    snprintf(subs_path, sizeof subs_path, "%s/subs.txt", ddir);
-    FILE *f = fopen(subs_path, "r");
-    if (!f) return -1;
-    for (int i = 1; i <= SUBS; i++) {
-        char p[128], a[64];
-        if (fscanf(f, "%15s %255s %127s %63s", subs[i].id, subs[i].endpoint, p, a) != 4 ||
-            unb64(p, subs[i].p256dh, 65) != 65 || unb64(a, subs[i].auth, 16) != 16) {
-            fclose(f);
-            return -1;
-        }
-    }
-    fclose(f);
-    return 0;
+    if (!mkdtemp(ddir)) return -1;
+    return push_double_start(&dbl, ddir, SUBS, WAIT_MS);
 }
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -243,12 +190,7 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 }
 
 static void stop_double(void) {
-    if (dpid > 0) {
-        char logp[256];
-        snprintf(logp, sizeof logp, "%s/double.log", ddir);
-        h_pid_stop_checked(dpid, logp, "push double");
-        dpid = 0;
-    }
+    push_double_stop(&dbl);
     if (ddir[0] && !getenv("PARLEY_KEEP_DATA")) nftw(ddir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
@@ -262,7 +204,7 @@ static void vapid_key_served_and_kept_private(void) {
     CHECK(h_http_get(srv.port, "/push/vapid-public-key", &st, body, sizeof body) == 0 && st == 200, "GET %d", st);
     body[strcspn(body, "\r\n")] = 0;
     uint8_t k[80];
-    CHECK(unb64(body, k, sizeof k) == 65 && k[0] == 0x04, "65-byte uncompressed point, base64url: '%s'", body);
+    CHECK(push_unb64(body, k, sizeof k) == 65 && k[0] == 0x04, "65-byte uncompressed point, base64url: '%s'", body);
     snprintf(vapid_b64, sizeof vapid_b64, "%s", body);
     char path[512];
     struct stat sb;
@@ -311,9 +253,7 @@ static void vapid_key_served_and_kept_private(void) {
     CHECK(st == 0 && same_signin, "SignIn answer carries the same key (status %d)", st);
     CHECK(st2 == 0 && same_get, "PushGetKey answers the same key (status %d)", st2);
 
-    snprintf(path, sizeof path, "%s/vapid-key", ddir);
-    FILE *kf = fopen(path, "w");
-    CHECK(kf && fputs(vapid_b64, kf) >= 0 && fclose(kf) == 0, "tell the double");
+    CHECK(push_double_set_vapid_key(&dbl, vapid_b64) == 0, "tell the double");
 }
 
 /* Endpoint https only and at most 1024 bytes, keys of exactly 65 (on the
@@ -321,7 +261,7 @@ static void vapid_key_served_and_kept_private(void) {
 static void register_checks_its_input(void) {
     h_dev *d = h_user_new(&srv, NULL);
     CHECK(d, "user");
-    const sub *s = &subs[SUBS];
+    const push_sub *s = &dbl.subs[SUBS];
     char longest[1100];
     snprintf(longest, sizeof longest, "https://127.0.0.1/");
     memset(longest + 18, 'a', 1024 - 18);
@@ -367,7 +307,7 @@ static void offline_device_gets_one_push_per_burst(void) {
     for (int i = 0; i < BURST; i++) CHECK(h_send(alice, conv, SECRET) > 0, "send %d", i);
     CHECK(wait_metric("parley_push_hints_total", hints0 + BURST) == 0, "every message seen by push");
     CHECK(wait_metric("parley_push_sent_total", sent0 + 1) == 0, "one sent");
-    seen s = double_log(subs[1].id, 201);
+    seen s = double_log(dbl.subs[1].id, 201);
     CHECK(s.requests == 1 && s.valid == 1, "exactly one request, valid: %d requests, %d valid (%s)", s.requests,
           s.valid, s.error);
     CHECK(metric("parley_push_coalesced_total") - coal0 == BURST - 1, "the rest coalesced: %g",
@@ -400,14 +340,14 @@ static void online_device_gets_none_until_it_goes_offline(void) {
     h_dev *one[1] = {carol};
     h_count_goal goal = {one, 1, conv, 20, 1};
     CHECK(h_pump(one, 1, h_pred_count, &goal, WAIT_MS), "carol got the 20 live");
-    seen s = double_log(subs[2].id, 201);
+    seen s = double_log(dbl.subs[2].id, 201);
     CHECK(s.requests == 0, "online: no push (%d)", s.requests);
     h_dev_disconnect(carol);
     CHECK(wait_connections(1) == 0, "carol gone");
     double sent0 = metric("parley_push_sent_total");
     CHECK(h_send(dave, conv, "now offline") > 0, "send");
     CHECK(wait_metric("parley_push_sent_total", sent0 + 1) == 0, "sent");
-    s = double_log(subs[2].id, 201);
+    s = double_log(dbl.subs[2].id, 201);
     CHECK(s.requests == 1 && s.valid == 1, "offline: one push (%d requests, %d valid)", s.requests, s.valid);
     h_dev_free(carol);
     h_dev_free(dave);
@@ -422,7 +362,7 @@ static void gone_removes_the_subscription(void) {
     uint64_t conv = 0;
     CHECK(pair("erin", "frank", &erin, &frank, &conv) == 0, "pair");
     CHECK(subscribe(erin, 3) == 0, "erin subscribes");
-    CHECK(set_mode(subs[3].id, "410 0 1") == 0, "mode");
+    CHECK(set_mode(dbl.subs[3].id, "410 0 1") == 0, "mode");
     h_dev_disconnect(erin);
     CHECK(wait_connections(1) == 0, "erin gone");
     double gone0 = metric("parley_push_gone_total"), hints0 = metric("parley_push_hints_total");
@@ -433,7 +373,7 @@ static void gone_removes_the_subscription(void) {
     CHECK(wait_metric("parley_push_hints_unsubscribed_total", unsub0 + 1) == 0, "the second dropped at the fan-out");
     CHECK(metric("parley_push_hints_total") - hints0 == 1, "push looked at the first only: %g",
           metric("parley_push_hints_total") - hints0);
-    seen s = double_log(subs[3].id, 410);
+    seen s = double_log(dbl.subs[3].id, 410);
     CHECK(s.requests == 1 && s.with_status == 1, "one request, answered 410: %d", s.requests);
     /* registered again (the double answers 201 now): woken again */
     double sent0 = metric("parley_push_sent_total");
@@ -441,7 +381,7 @@ static void gone_removes_the_subscription(void) {
     CHECK(wait_connections(1) == 0, "erin gone again");
     CHECK(h_send(frank, conv, "three") > 0, "send");
     CHECK(wait_metric("parley_push_sent_total", sent0 + 1) == 0, "sent to the new subscription");
-    s = double_log(subs[3].id, 201);
+    s = double_log(dbl.subs[3].id, 201);
     CHECK(s.requests == 2 && s.with_status == 1, "then one 201: %d requests", s.requests);
     h_dev_free(erin);
     h_dev_free(frank);
@@ -455,13 +395,13 @@ static void storm_of_429_backs_off_and_loses_nothing(void) {
     uint64_t conv = 0;
     CHECK(pair("gina", "hank", &gina, &hank, &conv) == 0, "pair");
     CHECK(subscribe(gina, 4) == 0, "gina subscribes");
-    CHECK(set_mode(subs[4].id, "429 1 3") == 0, "mode");
+    CHECK(set_mode(dbl.subs[4].id, "429 1 3") == 0, "mode");
     h_dev_disconnect(gina);
     CHECK(wait_connections(1) == 0, "gina gone");
     double sent0 = metric("parley_push_sent_total"), retried0 = metric("parley_push_retried_total");
     for (int i = 0; i < 30; i++) CHECK(h_send(hank, conv, "storm") > 0, "send");
     CHECK(wait_metric("parley_push_sent_total", sent0 + 1) == 0, "got through");
-    seen s429 = double_log(subs[4].id, 429), s201 = double_log(subs[4].id, 201);
+    seen s429 = double_log(dbl.subs[4].id, 429), s201 = double_log(dbl.subs[4].id, 201);
     CHECK(s429.with_status == 3 && s201.with_status == 1 && s429.valid == 4, "three 429, then 201: %d %d %d",
           s429.with_status, s201.with_status, s429.valid);
     CHECK(metric("parley_push_retried_total") - retried0 == 3, "three retries");
@@ -479,13 +419,13 @@ static void server_errors_are_retried(void) {
     uint64_t conv = 0;
     CHECK(pair("ivan", "judy", &ivan, &judy, &conv) == 0, "pair");
     CHECK(subscribe(ivan, 5) == 0, "ivan subscribes");
-    CHECK(set_mode(subs[5].id, "503 0 2") == 0, "mode");
+    CHECK(set_mode(dbl.subs[5].id, "503 0 2") == 0, "mode");
     h_dev_disconnect(ivan);
     CHECK(wait_connections(1) == 0, "ivan gone");
     double sent0 = metric("parley_push_sent_total"), retried0 = metric("parley_push_retried_total");
     CHECK(h_send(judy, conv, "hello") > 0, "send");
     CHECK(wait_metric("parley_push_sent_total", sent0 + 1) == 0, "got through");
-    seen s503 = double_log(subs[5].id, 503), s201 = double_log(subs[5].id, 201);
+    seen s503 = double_log(dbl.subs[5].id, 503), s201 = double_log(dbl.subs[5].id, 201);
     CHECK(s503.with_status == 2 && s201.with_status == 1 && s503.valid == 3, "two 503, then 201: %d %d %d",
           s503.with_status, s201.with_status, s503.valid);
     CHECK(metric("parley_push_retried_total") - retried0 == 2, "two retries");
@@ -519,7 +459,7 @@ static void no_subscription_no_push_work(void) {
     CHECK(wait_metric("parley_push_hints_unsubscribed_total", unsub0 + 15) == 0, "5 more dropped");
     CHECK(metric("parley_push_hints_total") == hints0, "the push thread saw none: %g",
           metric("parley_push_hints_total") - hints0);
-    CHECK(double_log(subs[6].id, 201).requests == 0, "nothing sent");
+    CHECK(double_log(dbl.subs[6].id, 201).requests == 0, "nothing sent");
     h_dev_free(kate);
     h_dev_free(leo);
     CHECK(wait_connections(0) == 0, "closed");
@@ -541,7 +481,7 @@ static void subscriptions_are_known_after_a_restart(void) {
     CHECK(metric("parley_push_subscribers") >= 1, "subscriptions loaded: %g", metric("parley_push_subscribers"));
     CHECK(h_send(mia, conv, "after the restart") > 0, "send");
     CHECK(wait_metric("parley_push_sent_total", sent0 + 1) == 0, "sent");
-    seen s = double_log(subs[7].id, 201);
+    seen s = double_log(dbl.subs[7].id, 201);
     CHECK(s.requests == 1 && s.valid == 1, "one push (%d requests, %d valid)", s.requests, s.valid);
     h_dev_free(mia);
     h_dev_free(ned);
@@ -556,7 +496,7 @@ int main(void) {
         stop_double();
         return 1;
     }
-    const char *args[] = {"--push-ca", cert, "--push-coalesce-ms", "600000", "--send-rate", "100000",
+    const char *args[] = {"--push-ca", dbl.cert, "--push-coalesce-ms", "600000", "--send-rate", "100000",
                           "--user-send-rate", "100000", NULL};
     if (h_server_start(&srv, args) != 0) {
         printf("FAIL server: cannot start\n");
