@@ -43,15 +43,19 @@ enum {
     MAX_SUBSCRIBERS = 4096,     /* local subscribers told per change (the rest at the next) */
 };
 
+/* One per user with a device session here: 24 B, so malloc's 32-byte
+ * chunk (fields ordered by size; `on` < MAX_MASTERS fits a byte). */
 typedef struct bus_user {
-    bool watched;        /* a local presence subscription */
-    uint32_t devices;    /* local device sessions */
-    bool queued;         /* on todo */
-    int on;              /* master index subscribed on, -1 none */
-    bool told_valid, told_online;
     uint64_t told_last_seen;
+    uint32_t devices;    /* local device sessions */
+    int8_t on;           /* master index subscribed on, -1 none */
+    bool watched;        /* a local presence subscription */
+    bool queued;         /* on todo */
+    bool told_valid, told_online;
     bool reading, reread;
 } bus_user;
+_Static_assert(sizeof(bus_user) <= 24, "bus_user past malloc's 32-byte chunk");
+_Static_assert(MAX_MASTERS <= 127, "bus_user.on is a byte");
 
 typedef struct master {
     char host[RC_HOST_MAX];
@@ -434,7 +438,7 @@ static void reconsider(presence_bus *b, uint64_t user) {
         return;
     }
     pthread_mutex_lock(&b->mu);
-    if ((u = entry(b, user, false))) u->on = at;
+    if ((u = entry(b, user, false))) u->on = (int8_t)at;
     atomic_store(&g_metrics.cluster_bus_channels, (long)b->users.count);
     pthread_mutex_unlock(&b->mu);
 }

@@ -14,7 +14,21 @@
 #include "core/u64map.h"
 #include "cluster/presence_bus.h"
 
-enum { HEARTBEAT_BATCH = 1024 };   /* sessions refreshed by one pipelined call */
+/* Sessions refreshed by one pipelined call. A batch is sent once the one
+ * before is answered, so what a refresh holds until its answer (the op,
+ * its encoded command, the reply) is one batch's, whatever the number of
+ * connections. Sent all at once, a round held ~1.1 KB per session at its
+ * peak, which glibc kept as RSS (bench/RESULTS.md "Idle connections on a
+ * cluster gateway (session 6)"). But a batch not answered within
+ * BATCH_PATIENCE_MS is not waited for any longer than it takes to make room
+ * under REFRESHES_IN_FLIGHT_MAX: while one master of three stalls, a third
+ * of each batch waits for the client's timeout (2 s), and the refreshes on
+ * the others must still go on: four batches a second, 4,096 refreshes in
+ * flight at most (~4 MB), 20,000 sessions in ~20 s, each refreshed within
+ * ~35 s at the default 45 s TTL. (Seen with kill -STOP at 6,000 sessions:
+ * while one master was stopped, the Redis client, redis_cluster.c, failed
+ * the refreshes on the other masters too; not looked into.) */
+enum { HEARTBEAT_BATCH = 256, REFRESHES_IN_FLIGHT_MAX = 16 * HEARTBEAT_BATCH, BATCH_PATIENCE_MS = 250 };
 
 typedef struct session {
     uint64_t user;
@@ -33,6 +47,8 @@ struct session_registry {
     pthread_mutex_t mu;        /* table */
     u64map table;              /* conn_id + 1 -> session * (bounded by the connections) */
     pthread_cond_t cv;
+    pthread_cond_t batch_cv;   /* a heartbeat batch was answered */
+    size_t refreshes_in_flight; /* under mu: sent, not answered (<= REFRESHES_IN_FLIGHT_MAX but after a timeout) */
     bool stopping;
     pthread_t thread;
     atomic_uint_fast64_t write_failures, refused, heartbeat_gone, heartbeats, rewritten;
@@ -181,11 +197,50 @@ static void heartbeat_done(void *ud, size_t refreshed, size_t gone, size_t faile
         atomic_fetch_add(&s->rewritten, 1);
         connect_session(s, &b->sessions[i]);
     }
+    size_t n = b->n;
     free(b);
+    pthread_mutex_lock(&s->mu);
+    s->refreshes_in_flight -= n;
+    pthread_cond_signal(&s->batch_cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static struct timespec deadline_in(uint64_t ms) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    uint64_t ns = (uint64_t)until.tv_nsec + ms * 1000000ull;
+    until.tv_sec += (time_t)(ns / 1000000000ull);
+    until.tv_nsec = (long)(ns % 1000000000ull);
+    return until;
+}
+
+/* Under s->mu: waits until the batches sent are answered, or, after
+ * BATCH_PATIENCE_MS, until another batch fits under
+ * REFRESHES_IN_FLIGHT_MAX; that at most a TTL (the Redis client answers
+ * every command by its deadline, far sooner). false when stopping or the
+ * answers are that late (the round ends; the next one waits again first). */
+static bool wait_room_for_batch(session_registry *s) {
+    struct timespec patience = deadline_in(BATCH_PATIENCE_MS);
+    while (s->refreshes_in_flight && !s->stopping)
+        if (pthread_cond_timedwait(&s->batch_cv, &s->mu, &patience) == ETIMEDOUT) break;
+    struct timespec until = deadline_in(s->ttl_ms);
+    while (s->refreshes_in_flight + HEARTBEAT_BATCH > REFRESHES_IN_FLIGHT_MAX && !s->stopping)
+        if (pthread_cond_timedwait(&s->batch_cv, &s->mu, &until) == ETIMEDOUT) break;
+    return s->refreshes_in_flight + HEARTBEAT_BATCH <= REFRESHES_IN_FLIGHT_MAX && !s->stopping;
+}
+
+/* parley_cluster_session_refreshes_in_flight_peak: what a heartbeat holds
+ * at once (REFRESHES_IN_FLIGHT_MAX at most), whatever the number of sessions. */
+static void note_in_flight_peak(size_t now) {
+    long peak = atomic_load(&g_metrics.cluster_session_refreshes_in_flight_peak);
+    while ((long)now > peak &&
+           !atomic_compare_exchange_weak(&g_metrics.cluster_session_refreshes_in_flight_peak, &peak, (long)now)) {
+    }
 }
 
 /* One round: the table in batches of HEARTBEAT_BATCH, each copied under the
- * lock and sent after it. */
+ * lock and sent after it, once the batch before is answered (or, past
+ * BATCH_PATIENCE_MS, leaves room for it). */
 static void heartbeat_round(session_registry *s) {
     size_t next = 0;
     for (;;) {
@@ -194,6 +249,11 @@ static void heartbeat_round(session_registry *s) {
         b->s = s;
         b->n = 0;
         pthread_mutex_lock(&s->mu);
+        if (!wait_room_for_batch(s)) {
+            pthread_mutex_unlock(&s->mu);
+            free(b);
+            break;
+        }
         for (; next < s->table.cap && b->n < HEARTBEAT_BATCH; next++) {
             u64map_slot *slot = &s->table.slots[next];
             if (!slot->key) continue;
@@ -202,6 +262,8 @@ static void heartbeat_round(session_registry *s) {
                                                .since_ms = x->since_ms, .node = s->node};
         }
         bool more = next < s->table.cap;
+        s->refreshes_in_flight += b->n;   /* heartbeat_done takes them back, also when called in the call */
+        note_in_flight_peak(s->refreshes_in_flight);
         pthread_mutex_unlock(&s->mu);
         /* a table that grew between two batches is covered next round */
         size_t n = b->n;
@@ -209,8 +271,14 @@ static void heartbeat_round(session_registry *s) {
         else if (registry_redis_heartbeat_each(s->rr, b->sessions, n, heartbeat_each, heartbeat_done, b) != 0) {
             free(b);
             count_failures(s, n);
+            pthread_mutex_lock(&s->mu);
+            s->refreshes_in_flight -= n;
+            pthread_mutex_unlock(&s->mu);
         }
-        if (!more) break;
+        if (!more) {
+            METRIC_INC(cluster_session_heartbeats_total);
+            break;
+        }
     }
     atomic_fetch_add(&s->heartbeats, 1);
 }
@@ -246,9 +314,11 @@ session_registry *session_registry_start(registry_redis *rr, const char *node, u
     s->ttl_ms = session_ttl_ms;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
+    pthread_cond_init(&s->batch_cv, NULL);
     if (pthread_create(&s->thread, NULL, heartbeat_thread, s) != 0) {
         pthread_mutex_destroy(&s->mu);
         pthread_cond_destroy(&s->cv);
+        pthread_cond_destroy(&s->batch_cv);
         free(s);
         return NULL;
     }
@@ -260,6 +330,7 @@ void session_registry_stop(session_registry *s) {
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
     pthread_cond_signal(&s->cv);
+    pthread_cond_signal(&s->batch_cv);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->thread, NULL);
 }
@@ -272,6 +343,7 @@ void session_registry_free(session_registry *s) {
     u64map_free(&s->table);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
+    pthread_cond_destroy(&s->batch_cv);
     free(s);
 }
 

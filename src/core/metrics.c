@@ -109,6 +109,8 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_cluster_node_heartbeat_failures_total", "counter", "Node directory refreshes that failed (the entry expires after --node-ttl-ms).", &g_metrics.cluster_node_heartbeat_failures_total, 0},
         {"parley_cluster_link_malformed_total", "counter", "Node link connections closed for a malformed frame.", &g_metrics.cluster_link_malformed_total, 0},
         {"parley_cluster_link_auth_failed_total", "counter", "Node link connections closed for a PROOF that did not verify (another --cluster-secret).", &g_metrics.cluster_link_auth_failed_total, 0},
+        {"parley_cluster_session_heartbeats_total", "counter", "Session heartbeat rounds done: every session of this node refreshed in Redis once.", &g_metrics.cluster_session_heartbeats_total, 0},
+        {"parley_cluster_session_refreshes_in_flight_peak", "gauge", "The most session refreshes sent to Redis and not yet answered at once since start (one heartbeat batch at most).", &g_metrics.cluster_session_refreshes_in_flight_peak, 1},
         {"parley_writer_commits_in_flight", "gauge", "Conversation writers' commits sent to a network store and not yet completed.", &g_metrics.writer_commits_in_flight, 1},
         {"parley_writer_commits_in_flight_peak", "gauge", "The most conversation writer commits in flight at once since start.", &g_metrics.writer_commits_in_flight_peak, 1},
         {"parley_writer_commits_async_total", "counter", "Conversation writer commits sent to a network store without waiting for them.", &g_metrics.writer_commits_async_total, 0},

@@ -108,6 +108,8 @@ typedef struct metrics {
     atomic_ulong cluster_node_heartbeat_failures_total; /* node directory refreshes that failed */
     atomic_ulong cluster_link_malformed_total;     /* node link connections closed for a malformed frame */
     atomic_ulong cluster_link_auth_failed_total;   /* node link connections closed for a PROOF that did not verify */
+    atomic_ulong cluster_session_heartbeats_total; /* session heartbeat rounds done (session_registry.c) */
+    atomic_long cluster_session_refreshes_in_flight_peak; /* gauge: most session refreshes awaiting Redis at once */
     /* conversation writers' commits in flight on a network store (chat/writer_commit.c) */
     atomic_long writer_commits_in_flight;       /* gauge */
     atomic_long writer_commits_in_flight_peak;  /* gauge: the most at once since start */

@@ -26,7 +26,12 @@ static const char *const script_text[S_COUNT] = {
 
 #define NODES_KEY "{nodes}"
 #define MAX_ARGS 12
-#define ARG_SPACE 512
+/* An op's argument space, sized by what it formats (an op lives until its
+ * answer, and a heartbeat has a batch of them in flight): a session
+ * script's "1", key, device, since, conn id, node, TTL and last-seen TTL;
+ * a node script's "1", key, name, address and TTL. */
+#define SESSION_ARG_SPACE (2 + 26 + 11 + 21 + 21 + RR_NODE_MAX + 11 + 21)
+#define NODE_ARG_SPACE (2 + sizeof NODES_KEY + RR_NODE_MAX + RR_ADDR_MAX + 11)
 
 struct registry_redis {
     rc_client *rc;
@@ -63,8 +68,8 @@ typedef struct op {
     size_t argvlen[MAX_ARGS];
     char key[48]; /* the key whose slot the command goes to */
     size_t keylen;
-    char space[ARG_SPACE];
-    size_t used;
+    size_t used, cap;
+    char space[]; /* cap bytes */
 } op;
 
 static void sha1_hex(const char *text, char out[41]) {
@@ -106,10 +111,11 @@ static int token_ok(const char *s, size_t max) {
     return 1;
 }
 
-static op *op_new(registry_redis *r, enum script_id script, enum op_kind kind, void *ud) {
-    op *o = calloc(1, sizeof *o);
+static op *op_new(registry_redis *r, enum script_id script, enum op_kind kind, void *ud, size_t space) {
+    op *o = calloc(1, sizeof *o + space);
     if (!o)
         return NULL;
+    o->cap = space;
     o->r = r;
     o->script = script;
     o->kind = kind;
@@ -129,9 +135,9 @@ __attribute__((format(printf, 2, 3))) static int op_arg(op *o, const char *fmt, 
         return -1;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(o->space + o->used, sizeof o->space - o->used, fmt, ap);
+    int n = vsnprintf(o->space + o->used, o->cap - o->used, fmt, ap);
     va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof o->space - o->used)
+    if (n < 0 || (size_t)n >= o->cap - o->used)
         return -1;
     o->argv[o->argc] = o->space + o->used;
     o->argvlen[o->argc] = (size_t)n;
@@ -307,7 +313,7 @@ static uint64_t last_seen_ttl_ms(const registry_redis *r) { return (uint64_t)r->
 static op *session_op(registry_redis *r, enum script_id script, enum op_kind kind, const rr_session *s, void *ud) {
     if (!token_ok(s->node, RR_NODE_MAX))
         return NULL;
-    op *o = op_new(r, script, kind, ud);
+    op *o = op_new(r, script, kind, ud, SESSION_ARG_SPACE);
     if (!o)
         return NULL;
     user_key(o, s->user);
@@ -381,7 +387,7 @@ int registry_redis_heartbeat_each(registry_redis *r, const rr_session *s, size_t
 }
 
 int registry_redis_lookup(registry_redis *r, uint64_t user, rr_lookup_fn cb, void *ud) {
-    op *o = op_new(r, S_LOOKUP, OP_LOOKUP, ud);
+    op *o = op_new(r, S_LOOKUP, OP_LOOKUP, ud, SESSION_ARG_SPACE);
     if (!o)
         return -1;
     o->cb.lookup = cb;
@@ -394,7 +400,7 @@ int registry_redis_lookup(registry_redis *r, uint64_t user, rr_lookup_fn cb, voi
 }
 
 int registry_redis_presence(registry_redis *r, uint64_t user, rr_presence_fn cb, void *ud) {
-    op *o = op_new(r, S_PRESENCE, OP_PRESENCE, ud);
+    op *o = op_new(r, S_PRESENCE, OP_PRESENCE, ud, SESSION_ARG_SPACE);
     if (!o)
         return -1;
     o->cb.presence = cb;
@@ -407,7 +413,7 @@ int registry_redis_presence(registry_redis *r, uint64_t user, rr_presence_fn cb,
 }
 
 static op *node_op(registry_redis *r, enum script_id script, enum op_kind kind, void *ud) {
-    op *o = op_new(r, script, kind, ud);
+    op *o = op_new(r, script, kind, ud, NODE_ARG_SPACE);
     if (!o)
         return NULL;
     o->keylen = strlen(NODES_KEY);
@@ -435,9 +441,10 @@ int registry_redis_node_unregister(registry_redis *r, const char *name, rr_done_
     if (!token_ok(name, RR_NODE_MAX))
         return -1;
     /* a plain HDEL: nothing to compare */
-    op *o = calloc(1, sizeof *o);
+    op *o = calloc(1, sizeof *o + NODE_ARG_SPACE);
     if (!o)
         return -1;
+    o->cap = NODE_ARG_SPACE;
     o->r = r;
     o->kind = OP_PLAIN_DONE;
     o->cb.done = cb;
