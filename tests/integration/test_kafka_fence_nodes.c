@@ -18,7 +18,13 @@
  *     no (conv, seq) twice, user_seqs strictly increasing.
  * Waits are on observable state (the inbox rows) with a generous bound.
  * Cassandra: PARLEY_TEST_CASSANDRA when set (a fresh keyspace, dropped
- * after), else a node of this program's own. */
+ * after), else a node of this program's own.
+ *
+ * Seen failing on a scratch edit: the head UPDATE without its IF (every
+ * conditional batch applies) -> FAIL concurrent_senders_fenced "u1:
+ * acknowledged 'r0 u1 c3' (conv 3, seq 2) 0 times in the inbox, want once"
+ * (the other node's fan-out wrote its entry over that user_seq). With the
+ * fence: PASS, release and ASan, 16 and 35 fan-out commits renumbered. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
