@@ -128,6 +128,11 @@ static int serve(int argc, char **argv) {
         .recover_truncate_corrupt_wal = srv.cfg.recover_truncate_corrupt_wal != 0,
         .cassandra_hosts = srv.cfg.cassandra_hosts,
         .cassandra_keyspace = srv.cfg.cassandra_keyspace,
+        /* several nodes: two writers of one seq or user_seq can exist
+         * (a stalled owner, store_cassandra_fence.c) */
+        .cassandra_fence = srv.cfg.cassandra_fence >= 0
+                               ? srv.cfg.cassandra_fence == 1
+                               : srv.cfg.cluster.kafka_brokers[0] || srv.cfg.cluster.redis_seeds[0],
     };
     srv.store = store_open_kind(kind, srv.cfg.data_dir, &so, &err);
     if (!srv.store) {

@@ -50,12 +50,9 @@ static int server_kafka_start(server *srv) {
     }
     log_info("node %s: sends through kafka %s (topic %s, %u partitions)%s", cc->node, cc->kafka_brokers,
              SEND_LOG_TOPIC, partitions, srv->chat_owner ? "; owner in group parley-chat" : "");
-    /* the inbox topic (one owner per user partition) is not built: two
-     * chat nodes would each fan out and number users' inboxes from their
-     * own caches (README, "--kafka") */
-    if (srv->chat_owner)
-        log_warn("node %s: run ONE chat node: a second one shares the sends' partitions safely, but both would fan "
-                 "out and overwrite each other's inbox entries (no inbox topic yet)", cc->node);
+    /* several chat nodes fan out to shared users: the store's conditional
+     * heads give each user_seq once (store_cassandra_fence.c, README "Two
+     * writers: conditional heads") */
     return 0;
 }
 

@@ -84,7 +84,7 @@ int conv_last_seq(writer *w, uint64_t conv, uint64_t *seq) {
         return 1;
     }
     METRIC_INC(writer_last_seq_reads_total);
-    if (store_last_seq(w->srv->store, conv, seq) < 0) return -1;
+    if (writer_fence_last_seq(w, conv, seq) < 0) return -1;
     if (w->conv_last_seq.count >= CONV_CACHE_MAX) u64map_free(&w->conv_last_seq);
     u64map_put(&w->conv_last_seq, conv, *seq);
     return *seq ? 1 : 0;

@@ -271,6 +271,9 @@ int writer_active_member(writer *w, uint64_t conv, uint64_t user, Parley__Store_
 int writer_user_exists(writer *w, uint64_t user);
 /* 1 with *seq, 0 when the conversation has no messages, -1 on error */
 int conv_last_seq(writer *w, uint64_t conv, uint64_t *seq);
+/* writer_fence.c: the store's last seq of conv (its head on a fenced
+ * store), the messages past the hint taken into the dedupe. 0 or -1 */
+int writer_fence_last_seq(writer *w, uint64_t conv, uint64_t *seq);
 /* The member record of (conv, user) as this batch will write it, loaded on
  * first use; NULL when there is none. The writer owns it; changes are
  * written at the next flush. */

@@ -15,6 +15,7 @@ void config_defaults(config *c) {
     strcpy(c->data_dir, "./var");
     strcpy(c->store, "rocksdb");
     strcpy(c->cassandra_keyspace, "parley");
+    c->cassandra_fence = -1;
     c->workers = 0;
     c->writers = 2;
     c->fanouts = 2;
@@ -135,6 +136,8 @@ void config_usage(FILE *out) {
         "                            the Cassandra nodes of --store cassandra (CQL port)\n"
         "  --keyspace NAME           its keyspace, created with its tables if absent\n"
         "                            (replication factor 1; default parley)\n"
+        "  --cassandra-fence on|off|auto  conditional heads on seq and user_seq, for several\n"
+        "                            writers (default auto: on with --kafka or --redis)\n"
         "  --retention DURATION      keep messages this long, e.g. 30d, 12h, 90s (default 30d)\n"
         "  --retention-sweep MS      how often expired messages are removed (default 3600000)\n"
         "  --allowed-origin ORIGIN   refuse browser upgrades from other origins (default: any)\n"
@@ -270,6 +273,12 @@ static int config_set(config *c, const char *key, const char *v) {
             return -1;
         }
         strcpy(c->cassandra_keyspace, v);
+    } else if (strcmp(key, "cassandra-fence") == 0) {
+        if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0 && strcmp(v, "auto") != 0) {
+            fprintf(stderr, "parley: cassandra-fence: expected on, off or auto, got '%s'\n", v);
+            return -1;
+        }
+        c->cassandra_fence = strcmp(v, "on") == 0 ? 1 : strcmp(v, "off") == 0 ? 0 : -1;
     } else if (strcmp(key, "writers") == 0) {
         if (parse_u64(key, v, 1, 64, &n)) return -1;
         c->writers = (uint32_t)n;

@@ -20,6 +20,7 @@ typedef struct config {
     char store[16];                 /* the store backend: "rocksdb" (default) or "cassandra" */
     char cassandra_hosts[512];      /* --store cassandra: "HOST:PORT[,HOST:PORT...]" */
     char cassandra_keyspace[64];    /* its keyspace (default "parley") */
+    int cassandra_fence;            /* --cassandra-fence: 1 on, 0 off, -1 auto (on with --kafka or --redis) */
     int workers;                    /* loop threads; 0 = one per core */
     uint32_t writers;               /* conversation writer threads (chat/partition.h) */
     uint32_t fanouts;               /* fan-out threads (user partitions' owners) */

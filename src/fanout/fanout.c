@@ -45,6 +45,7 @@
  * MAX_APPENDS_PER_BATCH entries (one message of a larger group alone). */
 #include "fanout/fanout.h"
 #include "cluster/node_forward.h"
+#include "fanout/inbox_fence.h"
 
 #include <poll.h>
 #include <pthread.h>
@@ -118,6 +119,7 @@ typedef struct run {
 typedef struct append {
     uint64_t user, user_seq;
     const grant *g;   /* borrowed: the run is freed after the commit and routing */
+    bool present;     /* already in the inbox at user_seq (inbox_fence.h): routed, not written */
 } append;
 
 typedef struct fanout_set {
@@ -152,6 +154,7 @@ struct fanout {
     store_batch *batch;
     u64map heads;           /* user -> last user_seq given */
     unsigned heads_handover;    /* set->handovers its heads are from */
+    bool fence_check;       /* a user touched cold had entries past its hint (inbox_fence.h) */
     append *appends;
     size_t n_appends, cap_appends;
     run *held[RUNS_PER_TURN];   /* runs of the open commit */
@@ -225,6 +228,7 @@ static bool receives(const member *m, uint64_t seq) {
  * faster for being asked). */
 static atomic_ulong commit_failures_total;
 static atomic_long commit_stalled;   /* 1 while a commit keeps failing */
+static atomic_ulong inbox_conflicts_total;   /* commits another writer's user_seqs refused */
 
 enum { RETRY_FIRST_MS = 100, RETRY_MAX_MS = 5000 };
 
@@ -239,17 +243,55 @@ size_t fanout_metrics_render(char *out, size_t cap) {
         "# HELP parley_fanout_commit_failures_total Fan-out commits that failed (each retried after a growing pause).\n"
         "# TYPE parley_fanout_commit_failures_total counter\nparley_fanout_commit_failures_total %lu\n"
         "# HELP parley_fanout_stalled 1 while fan-out waits for a failing commit to succeed.\n"
-        "# TYPE parley_fanout_stalled gauge\nparley_fanout_stalled %ld\n",
-        atomic_load(&commit_failures_total), atomic_load(&commit_stalled));
+        "# TYPE parley_fanout_stalled gauge\nparley_fanout_stalled %ld\n"
+        "# HELP parley_fanout_inbox_conflicts_total Fan-out commits whose user_seqs another writer had taken (renumbered).\n"
+        "# TYPE parley_fanout_inbox_conflicts_total counter\nparley_fanout_inbox_conflicts_total %lu\n",
+        atomic_load(&commit_failures_total), atomic_load(&commit_stalled), atomic_load(&inbox_conflicts_total));
     if (n < 0 || (size_t)n >= cap) return 0;
     size_t len = (size_t)n + recent_inbox_metrics_render(out + n, cap - (size_t)n);
     return len + queue_metrics_render(out + len, cap - len);
 }
 
+static void put_sorted(fanout *f);
+static int append_order(const void *x, const void *y);
+
+/* The open commit's entries checked against the inboxes and renumbered
+ * after their heads (inbox_fence.h); retried while the store fails. */
+static void renumber(fanout *f) {
+    qsort(f->appends, f->n_appends, sizeof *f->appends, append_order);
+    inbox_claim *c = malloc((f->n_appends ? f->n_appends : 1) * sizeof *c);
+    if (!c) abort();
+    for (size_t i = 0; i < f->n_appends; i++)
+        c[i] = (inbox_claim){f->appends[i].user, f->appends[i].user_seq, f->appends[i].g->conversation_id,
+                             f->appends[i].g->seq, false};
+    for (uint32_t attempt = 1; inbox_fence_renumber(f->srv->store, c, f->n_appends, &f->heads) != 0; attempt++) {
+        if (store_stopped(f->srv->store)) break;   /* the commit fails too: left to the replay */
+        usleep(fanout_retry_delay_ms(attempt) * 1000u);
+    }
+    for (size_t i = 0; i < f->n_appends; i++) {
+        f->appends[i].user_seq = c[i].user_seq;
+        f->appends[i].present = c[i].present;
+    }
+    free(c);
+}
+
 /* Nothing after this batch may be numbered on top of entries that are not
- * there, so it is retried until it lands; the log says so once per doubling. */
+ * there, so it is retried until it lands; the log says so once per doubling.
+ * A conflict (another writer took some of its user_seqs) renumbers the
+ * entries and builds the batch again. */
 static void commit_until_done(fanout *f) {
-    for (uint32_t attempt = 1; store_commit(f->srv->store, f->batch, false) != 0; attempt++) {
+    int rc;
+    for (uint32_t attempt = 1; (rc = store_commit(f->srv->store, f->batch, false)) != 0; attempt++) {
+        if (rc == STORE_CONFLICT) {
+            atomic_fetch_add(&inbox_conflicts_total, 1);
+            renumber(f);
+            store_batch_free(f->batch);
+            if (!(f->batch = store_batch_new())) abort();
+            put_sorted(f);
+            /* two live writers keep taking turns: paced after a few rounds */
+            if (attempt > 4) usleep(fanout_retry_delay_ms(attempt - 4) * 1000u);
+            continue;
+        }
         atomic_fetch_add(&commit_failures_total, 1);
         if (store_stopped(f->srv->store)) {   /* the server stops: the replay at the next start redoes it */
             log_warn("fanout: commit failed while the store stops; left to the replay at the next start");
@@ -279,14 +321,15 @@ static bool owns_user_partition(const fanout *f, uint32_t u) { return owner_of(f
 static uint64_t next_user_seq(fanout *f, uint64_t user) {
     uint64_t *head = u64map_get(&f->heads, user);
     if (!head) {
-        uint64_t h = 0;
-        for (uint32_t attempt = 1; store_inbox_head(f->srv->store, user, &h) < 0; attempt++) {
+        uint64_t h = 0, hint = 0;
+        for (uint32_t attempt = 1; store_inbox_heads(f->srv->store, user, &hint, &h) < 0; attempt++) {
             if (store_stopped(f->srv->store)) return 0;
             uint32_t delay = fanout_retry_delay_ms(attempt);
             if (delay < RETRY_MAX_MS || attempt % 12 == 0)
                 log_error("fanout: inbox head read failed (attempt %u); retrying in %u ms", attempt, delay);
             usleep(delay * 1000u);
         }
+        if (h > hint) f->fence_check = true;   /* entries whose logged batch never landed */
         if (f->heads.count >= HEAD_CACHE_MAX) u64map_free(&f->heads);
         u64map_put(&f->heads, user, h);
         head = u64map_get(&f->heads, user);
@@ -337,7 +380,7 @@ static void append_run(fanout *f, const run *r) {
         if (f->n_appends == f->cap_appends) abort();   /* bounded by the caller */
         uint64_t user_seq = next_user_seq(f, g->user);
         if (user_seq == 0) continue;   /* the store stopped: left to the replay */
-        f->appends[f->n_appends++] = (append){g->user, user_seq, g};
+        f->appends[f->n_appends++] = (append){g->user, user_seq, g, false};
         mark_dirty(f, id);
     }
     for (size_t k = 0; k < r->n_marks; k++) {
@@ -466,6 +509,7 @@ static void put_sorted(fanout *f) {
     for (size_t i = 0; i < f->n_appends; i++) {
         const append *a = &f->appends[i];
         const grant *g = a->g;
+        if (a->present) continue;
         store_put_inbox(f->batch, a->user, a->user_seq, g->conversation_id, g->seq, g->sender_user_id, g->ts);
     }
     qsort(f->dirty_ids, f->n_dirty, sizeof *f->dirty_ids, id_order);
@@ -498,6 +542,10 @@ static void commit_open(fanout *f) {
     for (size_t k = 0; k < f->n_touched; k++) {
         uint32_t p = f->touched_list[k];
         f->trim_now[p] = trim_due(f, p);
+    }
+    if (f->fence_check) {   /* a cold user had entries past its hint: some may be these */
+        renumber(f);
+        f->fence_check = false;
     }
     put_sorted(f);
     /* Not fsynced: the writer's next fsync covers this too (one write-ahead

@@ -121,6 +121,13 @@ int store_get_message(store *s, uint64_t conv, uint64_t seq, store_bytes *out) {
 
 int store_last_seq(store *s, uint64_t conv, uint64_t *seq) { return s->ops->last_seq(s->impl, conv, seq); }
 
+int store_last_seq_heads(store *s, uint64_t conv, uint64_t *hint, uint64_t *head) {
+    if (s->ops->last_seq_heads) return s->ops->last_seq_heads(s->impl, conv, hint, head);
+    int rc = s->ops->last_seq(s->impl, conv, head);
+    *hint = *head;
+    return rc;
+}
+
 int store_scan_messages_back(store *s, uint64_t conv, uint64_t before_seq, uint32_t limit,
                              store_message_fn fn, void *ud) {
     return s->ops->scan_messages_back(s->impl, conv, before_seq, limit, fn, ud);
@@ -145,6 +152,13 @@ int store_get_checkpoint(store *s, uint32_t partition, uint64_t *offset) {
 
 int store_inbox_head(store *s, uint64_t user, uint64_t *user_seq) {
     return s->ops->inbox_head(s->impl, user, user_seq);
+}
+
+int store_inbox_heads(store *s, uint64_t user, uint64_t *hint, uint64_t *head) {
+    if (s->ops->inbox_heads) return s->ops->inbox_heads(s->impl, user, hint, head);
+    int rc = s->ops->inbox_head(s->impl, user, head);
+    *hint = *head;
+    return rc;
 }
 
 int store_scan_inbox(store *s, uint64_t user, uint64_t after, uint64_t through, uint32_t limit,

@@ -74,6 +74,8 @@ typedef struct store_options {
     const char *cassandra_hosts;        /* "HOST:PORT[,HOST:PORT...]" */
     const char *cassandra_keyspace;     /* NULL or "": "parley" */
     int cassandra_timeout_ms;           /* per CQL request; 0: the client's 12000 */
+    bool cassandra_fence;               /* conditional heads on seq and user_seq
+                                           (store_cassandra_fence.c): for several writers */
 } store_options;
 store *store_open_ex(const char *dir, const store_options *o, char **err); /* *err: free() it */
 /* Creates an empty store in dir, which must be absent or empty. 0, or -1
@@ -125,6 +127,15 @@ int store_commit(store *s, store_batch *b, bool sync);
  *   up reports -1 and leaves the batch intact, and committing it again is
  *   safe: the same rows, never a second message. */
 typedef void (*store_commit_cb)(void *ud, int result);
+/* The result of a commit (store_commit, store_commit_async) on a fenced
+ * store (store_options.cassandra_fence) whose messages or inbox entries
+ * were not written because another writer had already given one of their
+ * seqs or user_seqs: a conflict, not a failure of the store. The batch is
+ * intact; rows of other partitions of it may have been written (each
+ * partition is its own compare-and-set); nothing else of it was. The
+ * caller reads the heads again (store_last_seq_heads, store_inbox_heads),
+ * keeps what is already there and numbers the rest after the head. */
+#define STORE_CONFLICT (-2)
 int store_commit_async(store *s, store_batch *b, bool sync, store_commit_cb cb, void *ud);
 
 /* The backends parley knows, by the name --store takes. */
@@ -193,6 +204,12 @@ int store_scan_user_conversations(store *s, uint64_t user, store_id_fn fn, void 
 void store_put_message(store_batch *b, uint64_t conv, uint64_t seq, const uint8_t *msg, size_t len);
 int store_get_message(store *s, uint64_t conv, uint64_t seq, store_bytes *out);
 int store_last_seq(store *s, uint64_t conv, uint64_t *seq);   /* 0 when empty */
+/* On a fenced store the last seq recorded with the dedupe records (*hint,
+ * written after the messages) and the last seq any writer has stored
+ * (*head, >= *hint): the messages in (hint, head] may lack their dedupe
+ * record and fan-out log entry (their writer stalled or died between the
+ * two writes). Elsewhere both are store_last_seq. 0 or -1. */
+int store_last_seq_heads(store *s, uint64_t conv, uint64_t *hint, uint64_t *head);
 /* Messages with seq < before_seq (0: all), newest first, at most limit. */
 typedef int (*store_message_fn)(void *ud, uint64_t seq, const uint8_t *msg, size_t len);
 int store_scan_messages_back(store *s, uint64_t conv, uint64_t before_seq, uint32_t limit,
@@ -220,6 +237,8 @@ void store_put_inbox(store_batch *b, uint64_t user, uint64_t user_seq, uint64_t 
                      uint64_t sender, uint64_t ts);
 void store_put_inbox_head(store_batch *b, uint64_t user, uint64_t user_seq);
 int store_inbox_head(store *s, uint64_t user, uint64_t *user_seq);   /* 0 when empty */
+/* the same two for an inbox (see store_last_seq_heads) */
+int store_inbox_heads(store *s, uint64_t user, uint64_t *hint, uint64_t *head);
 typedef int (*store_inbox_fn)(void *ud, uint64_t user_seq, uint64_t conv, uint64_t seq,
                               uint64_t sender);
 /* entries with user_seq > after (and <= through, 0 = no upper bound), at most limit */

@@ -68,6 +68,9 @@ typedef struct store_ops {
     bool (*stopped)(void *impl);
     /* NULL in a backend that cannot list them: the caller assumes anyone may have one */
     int (*scan_push_subscriptions)(void *impl, store_push_subscription_fn fn, void *ud);
+    /* NULL in a backend with one writer: hint and head are last_seq, inbox_head */
+    int (*last_seq_heads)(void *impl, uint64_t conv, uint64_t *hint, uint64_t *head);
+    int (*inbox_heads)(void *impl, uint64_t user, uint64_t *hint, uint64_t *head);
 } store_ops;
 
 /* A batch's writes as a backend translates them (a network backend into

@@ -269,6 +269,10 @@ static size_t cass_metrics_render(void *impl, char *out, size_t cap) {
         "# TYPE parley_store_cql_names_released_total counter\nparley_store_cql_names_released_total %lu\n"
         "# HELP parley_store_cql_names_taken_over_total Orphaned user names (claimed, no user) claimed anew.\n"
         "# TYPE parley_store_cql_names_taken_over_total counter\nparley_store_cql_names_taken_over_total %lu\n"
+        "# HELP parley_store_cql_fence_batches_total Conditional batches sent (messages and inbox entries, --kafka/--node).\n"
+        "# TYPE parley_store_cql_fence_batches_total counter\nparley_store_cql_fence_batches_total %lu\n"
+        "# HELP parley_store_cql_fence_conflicts_total Conditional batches another writer had won (seq or user_seq taken).\n"
+        "# TYPE parley_store_cql_fence_conflicts_total counter\nparley_store_cql_fence_conflicts_total %lu\n"
         "# HELP parley_store_commits_total Commits finished (either way).\n"
         "# TYPE parley_store_commits_total counter\nparley_store_commits_total %lu\n"
         "# HELP parley_store_commit_failures_total Commits the store failed.\n"
@@ -281,7 +285,8 @@ static size_t cass_metrics_render(void *impl, char *out, size_t cap) {
         atomic_load(&s->read_failures_total), atomic_load(&s->statements_by_id_total),
         atomic_load(&s->statements_as_text_total), atomic_load(&s->claims_total), atomic_load(&s->claims_lost_total),
         atomic_load(&s->claims_unknown_total), atomic_load(&s->names_released_total),
-        atomic_load(&s->names_taken_over_total), atomic_load(&s->commits_total),
+        atomic_load(&s->names_taken_over_total), atomic_load(&s->fence_batches_total),
+        atomic_load(&s->fence_conflicts_total), atomic_load(&s->commits_total),
         atomic_load(&s->commit_failures_total), cass_get_health(s) == STORE_FAILING ? 1 : 0);
     if (n < 0) return 0;
     return (size_t)n < cap ? (size_t)n : 0;
@@ -294,6 +299,7 @@ static void cass_close(void *impl) {
     if (!s) return;
     if (s->cql) cql_close(s->cql);   /* frees the prepared statements too */
     texts_free(s);
+    cass_fence_free(s);
     free(s);
 }
 
@@ -366,13 +372,13 @@ static const store_ops cassandra_ops = {
     .scan_members = cass_scan_members,
     .scan_user_conversations = cass_scan_user_conversations,
     .get_message = cass_get_message,
-    .last_seq = cass_last_seq,
+    .last_seq = cass_last_seq_fenced,
     .scan_messages_back = cass_scan_messages_back,
     .get_client_msg = cass_get_client_msg,
     .scan_log = cass_scan_log,
     .last_log_offset = cass_last_log_offset,
     .get_checkpoint = cass_get_checkpoint,
-    .inbox_head = cass_inbox_head,
+    .inbox_head = cass_inbox_head_fenced,
     .scan_inbox = cass_scan_inbox,
     .get_cursor = cass_get_cursor,
     .scan_devices = cass_scan_devices,
@@ -390,6 +396,8 @@ static const store_ops cassandra_ops = {
     .release_user_name = cass_release_user_name,
     .stop_within = cass_stop_within,
     .stopped = cass_stopped,
+    .last_seq_heads = cass_last_seq_heads,
+    .inbox_heads = cass_inbox_heads,
 };
 
 store *store_cassandra_open(const store_options *o, char **err) {
@@ -436,6 +444,12 @@ store *store_cassandra_open(const store_options *o, char **err) {
     if (cass_claims_prepare(s, &claim_err) != 0) {
         *err = errorf("cassandra: %s", claim_err);
         free(claim_err);
+        goto fail;
+    }
+    char *fence_err = NULL;
+    if (o->cassandra_fence && cass_fence_open(s, &fence_err) != 0) {
+        *err = errorf("cassandra: fence: %s", fence_err);
+        free(fence_err);
         goto fail;
     }
     uint64_t newest = newest_write_us(s);

@@ -4,7 +4,8 @@
  *
  *   store_cassandra.c        open, close, health, metrics, the ops table
  *   store_cassandra_write.c  commit: a batch's writes as one LOGGED BATCH
- *   store_cassandra_read.c   gets, scans and scan_all */
+ *   store_cassandra_read.c   gets, scans and scan_all
+ *   store_cassandra_fence.c  conditional heads on seq and user_seq (several writers) */
 #ifndef PARLEY_STORE_CASSANDRA_INTERNAL_H
 #define PARLEY_STORE_CASSANDRA_INTERNAL_H
 
@@ -97,6 +98,12 @@ typedef struct cass {
     atomic_ulong claims_unknown_total;   /* claims resolved by a read at LOCAL_SERIAL */
     atomic_ulong names_released_total;   /* names given back after their batch failed */
     atomic_ulong names_taken_over_total; /* orphaned names (no user) claimed anew */
+    /* the fence (store_cassandra_fence.c); [0] messages, [1] inboxes */
+    bool fence;
+    char *fence_put[2], *fence_head[2], *fence_head_null[2];
+    cql_prepared *fence_read[2];
+    atomic_ulong fence_batches_total;    /* conditional batches sent */
+    atomic_ulong fence_conflicts_total;  /* conditional batches another writer had won */
 } cass;
 
 /* the consistency of every write and of every read but those read_cl
@@ -159,6 +166,36 @@ int cass_scan_device_messages_after(void *impl, uint64_t user, uint32_t device, 
 int cass_get_consent(void *impl, uint64_t owner, uint64_t other, Parley__Store__Consent **out);
 int cass_get_push_subscription(void *impl, uint64_t user, uint32_t device, Parley__Store__PushSubscription **out);
 int cass_scan_all(void *impl, store_record_fn fn, void *ud);
+
+/* the fence (store_cassandra_fence.c) */
+int cass_fence_open(cass *s, char **why);   /* 0, or -1 with *why (free() it) */
+void cass_fence_free(cass *s);
+typedef struct cass_fence_row {
+    int table;              /* 0 messages, 1 inboxes */
+    uint64_t key, seq;
+    const uint8_t *val;     /* borrowed from the batch */
+    size_t vlen;
+    int32_t ttl;
+    size_t order;           /* call order: the later write of one row wins */
+} cass_fence_row;
+typedef struct cass_fence_rows {
+    cass_fence_row *r;
+    size_t n, cap;
+} cass_fence_rows;
+/* a put of this kind goes in a conditional batch */
+bool cass_fence_takes(const cass *s, char tag);
+void cass_fence_add(cass_fence_rows *fr, char tag, uint64_t key, uint64_t seq, const uint8_t *val, size_t vlen,
+                    int64_t ttl);
+void cass_fence_rows_free(cass_fence_rows *fr);
+/* Sends the rows as conditional batches; done(ud, 0 | STORE_CONFLICT | -1)
+ * once all are over, on the client's I/O thread (or inline). fr is used up
+ * (sorted) but stays the caller's. 0. */
+int cass_fence_run(cass *s, cass_fence_rows *fr, void (*done)(void *ud, int rc), void *ud);
+int cass_last_seq_heads(void *impl, uint64_t conv, uint64_t *hint, uint64_t *head);
+int cass_inbox_heads(void *impl, uint64_t user, uint64_t *hint, uint64_t *head);
+/* last_seq and inbox_head of the ops table: the head when fenced, else the hint */
+int cass_last_seq_fenced(void *impl, uint64_t conv, uint64_t *seq);
+int cass_inbox_head_fenced(void *impl, uint64_t user, uint64_t *user_seq);
 
 /* claims (store.h), as lightweight transactions */
 int cass_claims_prepare(cass *s, char **why);   /* 0, or -1 with *why (free() it) */

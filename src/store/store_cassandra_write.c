@@ -43,7 +43,13 @@
  *
  * Retention: messages, inbox entries and dedupe records are written with a
  * TTL of what is left of the retention at their time (ts + retention -
- * now); one already past it is written as a delete of its row. */
+ * now); one already past it is written as a delete of its row.
+ *
+ * Fenced (store_options.cassandra_fence, store_cassandra_fence.c): the puts
+ * of messages and inbox entries are taken out of the statements and sent
+ * first, as conditional batches on their partitions; the LOGGED BATCH of
+ * the rest goes only once all of them applied, and a lost condition ends
+ * the commit with STORE_CONFLICT, the batch intact. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -185,6 +191,7 @@ typedef struct build {
     size_t n_chunks, cap_chunks;
     uint64_t ts;            /* the next statement's timestamp */
     int failed;
+    cass_fence_rows fenced; /* messages and inbox entries, when fenced */
 } build;
 
 static cql_batch *current_chunk(build *bd) {
@@ -233,6 +240,11 @@ static int add_write(void *ud, enum store_write_kind kind, const uint8_t *key, s
     if (!k || nf < 0) {
         log_error("store: cassandra: a write of a key of no known kind (tag 0x%02x, %zu bytes)", klen ? key[0] : 0,
                   klen);
+    } else if (kind == STORE_WRITE_PUT && nf == nk && k->bucket && cass_fence_takes(bd->s, k->tag)) {
+        /* key fields: the conversation or user, its bucket, the seq */
+        cass_fence_add(&bd->fenced, k->tag, f[0].u, f[2].u, value, vlen, ttl_left(bd->s, k, value, vlen));
+        cql_values_free(&v);
+        return 0;
     } else if (kind == STORE_WRITE_PUT && nf == nk) {
         int64_t ttl = ttl_left(bd->s, k, value, vlen);
         if (ttl < 0) {   /* past the retention already: invisible at once, as in RocksDB */
@@ -329,6 +341,9 @@ static void job_finish(job *j, int rc) {
     if (rc == 0) {
         batch_ops_clear(j->b);
         atomic_store(&s->commit_failing, false);
+    } else if (rc == STORE_CONFLICT) {
+        /* the store answered: healthy; the batch stays for the caller */
+        atomic_store(&s->commit_failing, false);
     } else {
         atomic_fetch_add(&s->commit_failures_total, 1);
         atomic_store(&s->commit_failing, true);
@@ -381,6 +396,22 @@ static void chunk_done(cql_result *res, void *ud) {
     if (job_send(j) != 0) job_finish(j, -1);
 }
 
+/* the conditional batches are over (store_cassandra_fence.c): the logged
+ * batch of the rest, only if all of them applied */
+static void fenced_done(void *ud, int rc) {
+    job *j = ud;
+    if (rc != 0) {
+        job_finish(j, rc);
+        return;
+    }
+    if (j->n_chunks == 0) {
+        job_finish(j, 0);
+        return;
+    }
+    atomic_fetch_add(&j->s->batch_chunks_total, 1);
+    if (job_send(j) != 0) job_finish(j, -1);
+}
+
 int cass_commit_async(void *impl, store_batch *b, bool sync, store_commit_cb cb, void *ud) {
     (void)sync;   /* acknowledged by a quorum of replicas, each with its commit log */
     cass *s = impl;
@@ -391,15 +422,21 @@ int cass_commit_async(void *impl, store_batch *b, bool sync, store_commit_cb cb,
     }
     build bd = {.s = s, .ts = reserve_timestamps(s, n)};
     store_batch_each(b, add_write, &bd);
-    if (bd.failed || bd.n_chunks == 0) {
+    if (bd.failed || (bd.n_chunks == 0 && bd.fenced.n == 0)) {
         for (size_t i = 0; i < bd.n_chunks; i++) cql_batch_free(bd.chunks[i]);
         free(bd.chunks);
+        cass_fence_rows_free(&bd.fenced);
         atomic_fetch_add(&s->commit_failures_total, 1);
         return -1;
     }
     job *j = calloc(1, sizeof *j);
     if (!j) abort();
     *j = (job){s, b, cb, ud, bd.chunks, bd.n_chunks, 0, 0};
+    if (bd.fenced.n > 0) {   /* the conditional batches first; fenced_done sends the rest */
+        cass_fence_run(s, &bd.fenced, fenced_done, j);
+        cass_fence_rows_free(&bd.fenced);
+        return 0;
+    }
     atomic_fetch_add(&s->batch_chunks_total, 1);
     if (job_send(j) != 0) {
         j->cb = NULL;
