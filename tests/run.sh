@@ -41,20 +41,32 @@ passed=0
 failed=0
 failed_names=()
 
-note() { printf '\n== %s\n' "$*"; }
+# per-stage wall seconds: note() closes the stage before it; the list is
+# printed before the total
+stage_name=""
+stage_t0=$SECONDS
+stage_times=()
+stage_end() {
+    [ -n "$stage_name" ] && stage_times+=("$(printf '%6d s  %s' $((SECONDS - stage_t0)) "$stage_name")")
+    stage_name=""
+}
+note() { stage_end; stage_name=$*; stage_t0=$SECONDS; printf '\n== %s\n' "$*"; }
 
 build() { # dir, extra cmake args...
-    local dir=$1; shift
+    local dir=$1 t0=$SECONDS rc; shift
     cmake -S . -B "$dir" "$@" >/dev/null || return 1
-    cmake --build "$dir" -j "$JOBS" 2>&1 | grep -E "error|warning|Error" ; return "${PIPESTATUS[0]}"
+    cmake --build "$dir" -j "$JOBS" 2>&1 | grep -E "error|warning|Error" ; rc=${PIPESTATUS[0]}
+    echo "  built $dir in $((SECONDS - t0)) s"
+    return "$rc"
 }
 
 # run one test program; count its PASS/FAIL lines and check its CASES line
 run_program() { # label, program, env...
     local label=$1 prog=$2; shift 2
-    local out rc p f cases cp=0 cf=0 why=""
+    local out rc p f cases cp=0 cf=0 why="" t0=$SECONDS
     out=$(env "$@" timeout "${program_timeout:-300}" "$prog" 2>&1)
     rc=$?
+    program_seconds=$((SECONDS - t0))
     p=$(grep -c '^PASS ' <<<"$out")
     f=$(grep -c '^FAIL ' <<<"$out")
     cases=$(grep -E '^CASES [0-9]+ passed [0-9]+ failed$' <<<"$out" | tail -n 1)
@@ -77,7 +89,7 @@ run_program() { # label, program, env...
     fi
     passed=$((passed + p))
     failed=$((failed + f))
-    printf '  %-40s %3d passed, %d failed%s\n' "$label" "$p" "$f" "${why:+ ($why)}"
+    printf '  %-40s %3d passed, %d failed%s (%d s)\n' "$label" "$p" "$f" "${why:+ ($why)}" "$program_seconds"
     if [ "$f" -eq 0 ]; then   # on failure the whole output is above already
         grep '^NOTE ' <<<"$out" | sed "s/^NOTE /    NOTE $label: /"
     fi
@@ -318,6 +330,10 @@ if [ "${SKIP_FUZZ:-0}" != 1 ]; then
     fi
 fi
 
+stage_end
+echo
+echo "stage wall times (total $SECONDS s, load average $(cut -d' ' -f1-3 /proc/loadavg)):"
+printf '%s\n' "${stage_times[@]}"
 echo
 [ "$failed" -ne 0 ] && printf 'failed: %s\n' "${failed_names[*]}"
 echo "$passed passed, $failed failed"
