@@ -15,8 +15,8 @@
 # kafka_node_start or redis_cluster_start) run once, in pass 2 (in pass 1
 # with SKIP_SANITIZE=1; pass 1 lists them as run there): the server code
 # they exercise is the same in both builds, and ASan checks it.
-# Shared engines: one Cassandra node (for 1b and the engine tests) and one
-# Redis Cluster (for the engine tests), started in the background before the
+# Shared engines: one Cassandra node (for 1b, the engine tests and the
+# drills) and one Redis Cluster (for the engine tests and drills), started in the background before the
 # release build and stopped by PID at exit (trap, whatever happens). An
 # engine test gets PARLEY_TEST_CASSANDRA / PARLEY_TEST_REDIS_CLUSTER unless
 # its source names cassandra_node_freeze/_restart/_pid (redis_cluster_kill/
@@ -42,8 +42,8 @@
 #   1c. scripts/cluster.sh on the real engines (tests/cluster/
 #      test_cluster_script.sh, release build), then the failure drills on
 #      three nodes (tests/integration/test_drill_*.c, release build; not in
-#      passes 1 and 2; their own engines): SKIP without Java, Maven or
-#      redis-server.
+#      passes 1 and 2; on the shared engines by the same rule as the engine
+#      tests): SKIP without Java, Maven or redis-server.
 # Environment: FUZZ_SECONDS (default 20), SKIP_SANITIZE=1, SKIP_FUZZ=1,
 # SKIP_CASSANDRA=1 (no pass 1b; the engine tests still run),
 # ONLY=GLOB (run only the programs whose name matches, e.g. ONLY='test_ws'
@@ -78,6 +78,34 @@ build() { # dir, extra cmake args... (build_targets: only these targets, else al
         grep -E "error|warning|Error" ; rc=${PIPESTATUS[0]}
     echo "  built $dir in $((SECONDS - t0)) s"
     return "$rc"
+}
+
+# A build in the background while tests run (they mostly wait on servers and
+# engines; the build is CPU): in its own session, so that the EXIT trap stops
+# all of it by its PID; build_wait prints what build() would have and
+# returns its status.
+export JOBS
+export -f build
+bg_dir=$(mktemp -d /tmp/parley-bg-build-XXXXXX)
+declare -A bg_pids=()
+build_bg() { # dir, extra cmake args... (build_targets as for build)
+    local dir=$1
+    build_targets="${build_targets:-}" setsid bash -c 'build "$@"' build "$@" >"$bg_dir/$dir.out" 2>&1 &
+    bg_pids[$dir]=$!
+}
+build_wait() { # dir, extra cmake args...: the background build, or a build now if none was started
+    local dir=$1 rc
+    [ -n "${bg_pids[$dir]:-}" ] || { build "$@"; return; }
+    wait "${bg_pids[$dir]}"
+    rc=$?
+    unset "bg_pids[$dir]"
+    sed 's/built \(.*\) in/built \1 (in the background) in/' "$bg_dir/$dir.out"
+    return "$rc"
+}
+bg_builds_stop() {
+    local p
+    for p in "${bg_pids[@]}"; do kill -- "-$p" 2>/dev/null; done
+    rm -rf "$bg_dir"
 }
 
 # run one test program; count its PASS/FAIL lines and check its CASES line
@@ -144,7 +172,7 @@ shared_engines_stop() {
     rm -rf "$shared_dir"
     shared_dir=""
 }
-trap shared_engines_stop EXIT
+trap 'shared_engines_stop; bg_builds_stop' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -292,7 +320,7 @@ fi
 for src in tests/integration/test_*.c; do
     name=$(basename "$src" .c)
     # shellcheck disable=SC2053 # ONLY is a glob on purpose
-    [[ $name == $ONLY ]] && [[ $name != test_drill_* ]] || continue
+    [[ $name == $ONLY ]] || continue
     shares_cassandra "$src" && want_cass=1
     shares_redis "$src" && want_redis=1
 done
@@ -300,8 +328,34 @@ if [ "$want_cass" = 1 ] || [ "$want_redis" = 1 ]; then
     shared_engines_start "$want_cass" "$want_redis"
 fi
 
+# the builds of passes 2 and 3, each in the background while the tests of
+# the pass before it run (one build at a time)
+asan_args=(-DCMAKE_BUILD_TYPE=Debug -DPARLEY_SANITIZE=ON)
+fuzz_args=(-DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DPARLEY_FUZZ=ON)
+# the fuzz targets the run picked: only they are built in build-fuzz (the
+# tests there would be a third build of every program, never run)
+fuzz_targets=""
+for src in tests/fuzz/fuzz_*.c; do
+    [ -e "$src" ] || continue
+    name=$(basename "$src" .c)
+    # shellcheck disable=SC2053 # ONLY is a glob on purpose
+    [[ $name == $ONLY ]] && fuzz_targets="$fuzz_targets $name"
+done
+fuzz_targets=${fuzz_targets# }
+fuzz_build_bg() {
+    [ "${SKIP_FUZZ:-0}" != 1 ] && [ -n "$fuzz_targets" ] || return 0
+    build_targets=$fuzz_targets build_bg build-fuzz "${fuzz_args[@]}"
+}
+
 note "release build"
-if build build -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
+release_built=0
+build build -DCMAKE_BUILD_TYPE=RelWithDebInfo && release_built=1
+if [ "${SKIP_SANITIZE:-0}" != 1 ]; then
+    build_bg build-asan "${asan_args[@]}"
+else
+    fuzz_build_bg
+fi
+if [ "$release_built" = 1 ]; then
     run_suite build ""
     run_mqtt_clients build ""
 else
@@ -404,7 +458,9 @@ for src in tests/integration/test_drill_*.c; do
     if ! { command -v java >/dev/null && command -v mvn >/dev/null && command -v redis-server >/dev/null; }; then
         printf '  %-40s SKIP: no java, mvn or redis-server (scripts/install-deps.sh)\n' "$name"
     elif [ -x "build/tests/integration/$name" ]; then
-        program_timeout=1500 run_program "$name" "build/tests/integration/$name" PARLEY_BIN="$ROOT/build/parley"
+        shared_engine_env "$src"   # a drill that kills only parley nodes shares the engines
+        program_timeout=1500 run_program "$name" "build/tests/integration/$name" PARLEY_BIN="$ROOT/build/parley" \
+            "${engine_env[@]}"
     else
         missing_program "$name"
     fi
@@ -413,7 +469,10 @@ done
 if [ "${SKIP_SANITIZE:-0}" != 1 ]; then
     note "ASan + UBSan build"
     san_logs=$(mktemp -d /tmp/parley-san-XXXXXX)
-    if build build-asan -DCMAKE_BUILD_TYPE=Debug -DPARLEY_SANITIZE=ON; then
+    asan_built=0
+    build_wait build-asan "${asan_args[@]}" && asan_built=1
+    fuzz_build_bg
+    if [ "$asan_built" = 1 ]; then
         run_suite build-asan "asan:" \
             ASAN_OPTIONS="log_path=$san_logs/asan:abort_on_error=1:detect_leaks=1" \
             UBSAN_OPTIONS="log_path=$san_logs/ubsan:halt_on_error=1:print_stacktrace=1"
@@ -435,18 +494,9 @@ if [ "${SKIP_SANITIZE:-0}" != 1 ]; then
     rm -rf "$san_logs"
 fi
 
-# the fuzz targets the run picked: only they are built in build-fuzz (the
-# tests there would be a third build of every program, never run)
-fuzz_targets=""
-for src in tests/fuzz/fuzz_*.c; do
-    [ -e "$src" ] || continue
-    name=$(basename "$src" .c)
-    # shellcheck disable=SC2053 # ONLY is a glob on purpose
-    [[ $name == $ONLY ]] && fuzz_targets="$fuzz_targets $name"
-done
 if [ "${SKIP_FUZZ:-0}" != 1 ] && [ -n "$fuzz_targets" ]; then
     note "fuzzing (${FUZZ_SECONDS}s per target, clang + libFuzzer + ASan/UBSan)"
-    if build_targets=${fuzz_targets# } build build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DPARLEY_FUZZ=ON; then
+    if build_targets=$fuzz_targets build_wait build-fuzz "${fuzz_args[@]}"; then
         for src in tests/fuzz/fuzz_*.c; do
             [ -e "$src" ] || continue
             name=$(basename "$src" .c)
