@@ -274,8 +274,14 @@ run_suite() { # build dir, label prefix, env...
         fi
         if [ -x "$dir/tests/$kind/$name" ]; then
             engine_env=()
-            starts_engine "$src" && shared_engine_env "$src"
-            run_program "$tag$name" "$dir/tests/$kind/$name" PARLEY_BIN="$dir/parley" "$@" "${engine_env[@]}"
+            if starts_engine "$src"; then
+                # a JVM of its own under ASan on a loaded machine has been seen near 300 s
+                shared_engine_env "$src"
+                program_timeout=600 run_program "$tag$name" "$dir/tests/$kind/$name" PARLEY_BIN="$dir/parley" "$@" \
+                    "${engine_env[@]}"
+            else
+                run_program "$tag$name" "$dir/tests/$kind/$name" PARLEY_BIN="$dir/parley" "$@"
+            fi
         else
             missing_program "$tag$name"
         fi
