@@ -70,6 +70,20 @@ stage_end() {
 }
 note() { stage_end; stage_name=$*; stage_t0=$SECONDS; printf '\n== %s\n' "$*"; }
 
+# A background job writes its exit status to a file, and its waiter reads
+# that: `wait PID` cannot be trusted minutes later (bash forgets a finished
+# child once its PID is reused, "not a child of this shell"; pid_max is
+# 32768 on a busy machine). The PID is only signalled while the file is
+# missing (the job still runs, so the PID is still its own).
+bg_wait_rc() { # rc file, bound in seconds: the status written there, or 124 past the bound
+    local t0=$SECONDS
+    while [ ! -s "$1" ]; do
+        [ $((SECONDS - t0)) -lt "$2" ] || return 124
+        sleep 1
+    done
+    return "$(cat "$1")"
+}
+
 build() { # dir, extra cmake args... (build_targets: only these targets, else all)
     local dir=$1 t0=$SECONDS rc; shift
     cmake -S . -B "$dir" "$@" >/dev/null || return 1
@@ -90,21 +104,25 @@ bg_dir=$(mktemp -d /tmp/parley-bg-build-XXXXXX)
 declare -A bg_pids=()
 build_bg() { # dir, extra cmake args... (build_targets as for build)
     local dir=$1
-    build_targets="${build_targets:-}" setsid bash -c 'build "$@"' build "$@" >"$bg_dir/$dir.out" 2>&1 &
+    build_targets="${build_targets:-}" setsid bash -c 'build "$@"; echo $? >"$0.rc"' "$bg_dir/$dir" "$@" \
+        >"$bg_dir/$dir.out" 2>&1 &
     bg_pids[$dir]=$!
 }
 build_wait() { # dir, extra cmake args...: the background build, or a build now if none was started
     local dir=$1 rc
     [ -n "${bg_pids[$dir]:-}" ] || { build "$@"; return; }
-    wait "${bg_pids[$dir]}"
+    bg_wait_rc "$bg_dir/$dir.rc" 7200
     rc=$?
+    [ "$rc" = 124 ] && echo "  the build of $dir did not end in 7200 s"
     unset "bg_pids[$dir]"
     sed 's/built \(.*\) in/built \1 (in the background) in/' "$bg_dir/$dir.out"
     return "$rc"
 }
 bg_builds_stop() {
     local p
-    for p in "${bg_pids[@]}"; do kill -- "-$p" 2>/dev/null; done
+    for p in "${!bg_pids[@]}"; do
+        [ -s "$bg_dir/$p.rc" ] || kill -- "-${bg_pids[$p]}" 2>/dev/null
+    done
     rm -rf "$bg_dir"
 }
 
@@ -162,11 +180,8 @@ shared_cassandra="" shared_redis=""           # the addresses, once up
 
 shared_engines_stop() {
     [ -n "$shared_dir" ] || return 0
-    local p
-    for p in $shared_cass_start $shared_redis_start; do
-        kill "$p" 2>/dev/null
-        wait "$p" 2>/dev/null
-    done
+    [ -n "$shared_cass_start" ] && [ ! -s "$shared_dir/cassandra-start.rc" ] && kill "$shared_cass_start" 2>/dev/null
+    [ -n "$shared_redis_start" ] && [ ! -s "$shared_dir/redis-start.rc" ] && kill "$shared_redis_start" 2>/dev/null
     [ -d "$shared_dir/cassandra" ] && scripts/cassandra.sh stop --dir "$shared_dir/cassandra" >/dev/null 2>&1
     [ -d "$shared_dir/redis" ] && scripts/redis-cluster.sh stop --dir "$shared_dir/redis" >/dev/null 2>&1
     rm -rf "$shared_dir"
@@ -180,12 +195,18 @@ shared_engines_start() { # cassandra(0/1) redis(0/1)
     shared_dir=$(mktemp -d /tmp/parley-shared-XXXXXX)
     if [ "$1" = 1 ]; then
         # a generous bound: it starts while the build runs on a loaded machine
-        CASSANDRA_START_TIMEOUT=${CASSANDRA_START_TIMEOUT:-300} \
-            scripts/cassandra.sh start --dir "$shared_dir/cassandra" >"$shared_dir/cassandra-start.log" 2>&1 &
+        {
+            CASSANDRA_START_TIMEOUT=${CASSANDRA_START_TIMEOUT:-300} \
+                scripts/cassandra.sh start --dir "$shared_dir/cassandra" >"$shared_dir/cassandra-start.log" 2>&1
+            echo $? >"$shared_dir/cassandra-start.rc"
+        } &
         shared_cass_start=$!
     fi
     if [ "$2" = 1 ] && command -v redis-server >/dev/null; then
-        scripts/redis-cluster.sh start --dir "$shared_dir/redis" >"$shared_dir/redis-start.log" 2>&1 &
+        {
+            scripts/redis-cluster.sh start --dir "$shared_dir/redis" >"$shared_dir/redis-start.log" 2>&1
+            echo $? >"$shared_dir/redis-start.rc"
+        } &
         shared_redis_start=$!
     fi
 }
@@ -194,13 +215,14 @@ shared_engines_start() { # cassandra(0/1) redis(0/1)
 # is up (shared_cassandra is its address), else its log and 1 (once)
 shared_cassandra_up() {
     if [ -n "$shared_cass_start" ]; then
-        wait "$shared_cass_start"
+        bg_wait_rc "$shared_dir/cassandra-start.rc" $((${CASSANDRA_START_TIMEOUT:-300} + 120))
         shared_cass_rc=$?
         shared_cass_start=""
         if [ "$shared_cass_rc" != 0 ]; then
             # the engine, not the code under test: one more try, in the open
             { cat "$shared_dir/cassandra-start.log"; tail -n 20 "$shared_dir/cassandra/cassandra.log"; } 2>/dev/null |
                 sed 's/^/    NOTE shared cassandra start failed, once more: /'
+            scripts/cassandra.sh stop --dir "$shared_dir/cassandra" >/dev/null 2>&1   # whatever it left
             rm -rf "$shared_dir/cassandra"
             CASSANDRA_START_TIMEOUT=${CASSANDRA_START_TIMEOUT:-300} \
                 scripts/cassandra.sh start --dir "$shared_dir/cassandra" >"$shared_dir/cassandra-start.log" 2>&1
@@ -218,7 +240,7 @@ shared_cassandra_up() {
 }
 shared_redis_up() {
     if [ -n "$shared_redis_start" ]; then
-        wait "$shared_redis_start"
+        bg_wait_rc "$shared_dir/redis-start.rc" 300
         shared_redis_rc=$?
         shared_redis_start=""
         if [ "$shared_redis_rc" = 0 ]; then
