@@ -150,7 +150,7 @@ start() {
   echo $! >"$DIR/cassandra.pid"
   i=0
   while [ $i -lt $((TIMEOUT * 10)) ]; do
-    if [ -z "$(live_pid)" ]; then echo "cassandra.sh: node exited (see $DIR/cassandra.log)" >&2; rm -f "$DIR/cassandra.pid"; return 1; fi
+    if jvm_gone "$(cat "$DIR/cassandra.pid")"; then echo "cassandra.sh: node exited (see $DIR/cassandra.log)" >&2; rm -f "$DIR/cassandra.pid"; return 1; fi
     if grep -q "Startup complete" "$DIR/cassandra.log" &&
        python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',int(sys.argv[1])),1)" "$PORT" 2>/dev/null; then
       echo "cassandra.sh: ready on 127.0.0.1:$PORT (pid $(cat "$DIR/cassandra.pid"), data $DIR/data)" >&2

@@ -131,7 +131,7 @@ L4J
   echo $! >"$DIR/kafka.pid"
   i=0
   while [ $i -lt $((TIMEOUT * 10)) ]; do
-    if [ -z "$(live_pid)" ]; then echo "kafka.sh: broker exited (see $DIR/kafka.log)" >&2; rm -f "$DIR/kafka.pid"; return 1; fi
+    if jvm_gone "$(cat "$DIR/kafka.pid")"; then echo "kafka.sh: broker exited (see $DIR/kafka.log)" >&2; rm -f "$DIR/kafka.pid"; return 1; fi
     if grep -q "Kafka Server started" "$DIR/kafka.log" &&
        python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',int(sys.argv[1])),1)" "$PORT" 2>/dev/null; then
       echo "kafka.sh: ready on 127.0.0.1:$PORT (pid $(cat "$DIR/kafka.pid"), data $DIR/data)" >&2

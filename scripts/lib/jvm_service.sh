@@ -46,6 +46,17 @@ jvm_live_pid() {
   return 0
 }
 
+# jvm_gone PID: true when PID has exited (or is a zombie). A start waits on
+# this, not on jvm_live_pid: right after `setsid nohup java ... &` the PID
+# may not have exec'd java yet, so its command line is not the JVM's (seen
+# on a loaded machine: a node taken for dead, its PID file removed, and the
+# JVM left running with nothing to stop it by)
+jvm_gone() {
+  st=$(ps -o stat= -p "$1" 2>/dev/null || true)
+  case $st in ''|Z*) return 0 ;; esac
+  return 1
+}
+
 # jvm_stop WHO PIDFILE PATTERN: SIGTERM to the live PID (after SIGCONT: a
 # stopped JVM cannot act on SIGTERM), up to 30 s, then SIGKILL; the PID
 # file goes

@@ -2,7 +2,15 @@
  * scripts/cassandra.sh in a temporary directory, stopped by the PID the
  * script recorded at exit and on a fatal signal, and the directory removed.
  * If Java, Maven or the jars are not available the start fails, and so does
- * the test: it never skips. Linked into the tests that need it (CMake). */
+ * the test: it never skips. Linked into the tests that need it (CMake).
+ *
+ * With PARLEY_TEST_CASSANDRA=HOST:PORT (tests/run.sh starts one node for a
+ * pass) no node is started: the program uses that one, and at stop drops
+ * the keyspaces it made there (those the node did not have at its start).
+ * A test that stops, freezes, restarts or signals its node cannot share
+ * one: on a shared node cassandra_node_restart and _freeze fail and
+ * cassandra_node_pid aborts, and run.sh gives the variable only to the
+ * tests whose source names none of them. */
 #ifndef PARLEY_TESTS_CASSANDRA_NODE_H
 #define PARLEY_TESTS_CASSANDRA_NODE_H
 

@@ -42,7 +42,12 @@ static void stop_all(void) {
     for (int i = n_stops - 1; i >= 0; i--) stops[i]();
 }
 
+static volatile sig_atomic_t on_signal_now;
+
+int engine_stopping_on_signal(void) { return on_signal_now; }
+
 static void on_signal(int sig) {
+    on_signal_now = 1;
     stop_all();
     signal(sig, SIG_DFL);
     raise(sig);
@@ -53,6 +58,10 @@ int engine_dir_and_cleanup(char *dir, void (*stop)(void)) {
         perror("  mkdtemp");
         return -1;
     }
+    return engine_cleanup(stop);
+}
+
+int engine_cleanup(void (*stop)(void)) {
     if (n_stops == MAX_ENGINES) return -1;
     if (n_stops == 0) {
         atexit(stop_all);
@@ -65,6 +74,18 @@ int engine_dir_and_cleanup(char *dir, void (*stop)(void)) {
         if (stops[i] == stop) return 0;   /* a second start of the same engine */
     stops[n_stops++] = stop;
     return 0;
+}
+
+const char *engine_shared(const char *name, size_t max, int *bad) {
+    const char *v = getenv(name);
+    *bad = 0;
+    if (!v || !*v) return NULL;
+    if (strlen(v) >= max) {
+        fprintf(stderr, "  %s is longer than %zu bytes\n", name, max - 1);
+        *bad = 1;
+        return NULL;
+    }
+    return v;
 }
 
 void engine_remove_dir(const char *dir) {

@@ -21,6 +21,16 @@ int engine_read_long(const char *dir, const char *name, long *out);
  * that stop runs at exit and on SIGINT, SIGTERM, SIGABRT and SIGSEGV (at
  * most 4 engines per program). 0, or -1. */
 int engine_dir_and_cleanup(char *dir, void (*stop)(void));
+/* The same arrangement for an engine with no directory of ours (one
+ * shared by the run: PARLEY_TEST_CASSANDRA and the like). 0, or -1. */
+int engine_cleanup(void (*stop)(void));
+/* 1 while the stops run from a fatal signal: a stop then does only what is
+ * needed to end processes, not talk to a shared engine (which may hang). */
+int engine_stopping_on_signal(void);
+/* The shared engine's address from environment variable name ("" or unset:
+ * none, NULL); too long to be one is a failure said on stderr, and NULL
+ * too, with *bad set. */
+const char *engine_shared(const char *name, size_t max, int *bad);
 /* rm -rf dir, saying so on stderr when it fails. */
 void engine_remove_dir(const char *dir);
 /* SIGSTOP to pid and wait (up to timeout_ms) until each of its threads is

@@ -4,6 +4,8 @@
 
 #include "engine_node.h"
 
+#include <hiredis/hiredis.h>
+
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,8 @@ static char seeds[128];
 static int ports[REDIS_CLUSTER_MASTERS];
 static pid_t pids[REDIS_CLUSTER_MASTERS];
 static int started;
+/* on the cluster of PARLEY_TEST_REDIS_CLUSTER, emptied at start and stop */
+static int shared;
 
 /* scripts/redis-cluster.sh CMD --dir dir [--node N | --masters 3]; its
  * exit status (its stdout, the ports, is read from DIR/ports, not here) */
@@ -49,16 +53,83 @@ static void show_log(int i) {
         fprintf(stderr, "  (no log)\n");
 }
 
+/* FLUSHALL on every master of the shared cluster: the program finds it
+ * empty and leaves it so. 0, or -1 with the reason on stderr. */
+static int flush_shared(void) {
+    int rc = 0;
+    for (int i = 0; i < REDIS_CLUSTER_MASTERS; i++) {
+        struct timeval tv = {10, 0};
+        redisContext *c = redisConnectWithTimeout("127.0.0.1", ports[i], tv);
+        redisReply *r = NULL;
+        if (c && !c->err && redisSetTimeout(c, tv) == REDIS_OK)
+            r = redisCommand(c, "FLUSHALL");
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            fprintf(stderr, "  FLUSHALL on 127.0.0.1:%d of PARLEY_TEST_REDIS_CLUSTER failed: %s\n", ports[i],
+                    r ? r->str : c && c->err ? c->errstr : "no reply");
+            rc = -1;
+        }
+        if (r)
+            freeReplyObject(r);
+        if (c)
+            redisFree(c);
+    }
+    return rc;
+}
+
+/* "127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3" of PARLEY_TEST_REDIS_CLUSTER
+ * instead of a cluster of our own */
+static int start_shared(const char *env) {
+    const char *p = env;
+    for (int i = 0; i < REDIS_CLUSTER_MASTERS; i++) {
+        char *end;
+        if (strncmp(p, "127.0.0.1:", 10) != 0)
+            break;
+        long port = strtol(p + 10, &end, 10);
+        if (port <= 0 || port > 65535 || *end != (i + 1 < REDIS_CLUSTER_MASTERS ? ',' : '\0'))
+            break;
+        ports[i] = (int)port;
+        pids[i] = 0;
+        p = end + 1;
+        if (i + 1 == REDIS_CLUSTER_MASTERS) {
+            snprintf(seeds, sizeof seeds, "%s", env);
+            if (engine_cleanup(redis_cluster_stop) != 0 || flush_shared() != 0)
+                return -1;
+            shared = started = 1;
+            return 0;
+        }
+    }
+    fprintf(stderr, "  PARLEY_TEST_REDIS_CLUSTER=%s: expected 127.0.0.1:PORT,127.0.0.1:PORT,127.0.0.1:PORT\n", env);
+    return -1;
+}
+
+/* a test that kills or signals a node must have a cluster of its own:
+ * tests/run.sh gives PARLEY_TEST_REDIS_CLUSTER only to the tests that do not */
+static void refuse_shared(const char *what) {
+    fprintf(stderr, "  %s: the cluster is shared (PARLEY_TEST_REDIS_CLUSTER=%s); a test that stops or signals a "
+                    "node starts its own (tests/run.sh)\n", what, seeds);
+}
+
 void redis_cluster_stop(void) {
     if (!started)
         return;
     started = 0;
+    if (shared) {
+        if (!engine_stopping_on_signal())
+            flush_shared();
+        return;
+    }
     if (run_script("stop", 0) != 0)
         fprintf(stderr, "  redis-cluster.sh stop failed\n");
     engine_remove_dir(dir);
 }
 
 int redis_cluster_start(const char *tag) {
+    int bad;
+    const char *env = engine_shared("PARLEY_TEST_REDIS_CLUSTER", sizeof seeds, &bad);
+    if (bad)
+        return -1;
+    if (env)
+        return start_shared(env);
     snprintf(dir, sizeof dir, "/tmp/parley-%s-XXXXXX", tag);
     if (engine_dir_and_cleanup(dir, redis_cluster_stop) != 0)
         return -1;
@@ -96,6 +167,10 @@ static int alive(pid_t pid) {
 }
 
 int redis_cluster_kill(int i) {
+    if (shared) {
+        refuse_shared("redis_cluster_kill");
+        return -1;
+    }
     if (i < 0 || i >= REDIS_CLUSTER_MASTERS || pids[i] <= 0 || kill(pids[i], SIGKILL) != 0)
         return -1;
     for (int waited = 0; waited < 10000; waited += 10) {
@@ -108,6 +183,10 @@ int redis_cluster_kill(int i) {
 }
 
 int redis_cluster_restart(int i) {
+    if (shared) {
+        refuse_shared("redis_cluster_restart");
+        return -1;
+    }
     if (i < 0 || i >= REDIS_CLUSTER_MASTERS)
         return -1;
     if (run_script("start-node", i + 1) != 0) {
@@ -119,4 +198,10 @@ int redis_cluster_restart(int i) {
 
 const char *redis_cluster_seeds(void) { return seeds; }
 int redis_cluster_port(int i) { return ports[i]; }
-pid_t redis_cluster_pid(int i) { return pids[i]; }
+pid_t redis_cluster_pid(int i) {
+    if (shared) { /* no PID to give: kill(0, ...) would signal our own group */
+        refuse_shared("redis_cluster_pid");
+        abort();
+    }
+    return pids[i];
+}

@@ -2,7 +2,16 @@
  * program: scripts/redis-cluster.sh in a temporary directory, stopped by
  * the PIDs the script recorded at exit and on a fatal signal, and the
  * directory removed. If redis-server is missing the start fails, and so
- * does the test: it never skips. Linked into the tests that need it (CMake). */
+ * does the test: it never skips. Linked into the tests that need it (CMake).
+ *
+ * With PARLEY_TEST_REDIS_CLUSTER=127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3
+ * (tests/run.sh starts one cluster for a pass) none is started: the
+ * program uses that one, emptied (FLUSHALL on each master) at its start
+ * and at its stop; programs sharing it run one at a time. A test that
+ * kills, restarts or signals a node cannot share: on a shared cluster
+ * redis_cluster_kill and _restart fail and redis_cluster_pid aborts, and
+ * run.sh gives the variable only to the tests whose source names none of
+ * them. */
 #ifndef PARLEY_TESTS_REDIS_CLUSTER_NODE_H
 #define PARLEY_TESTS_REDIS_CLUSTER_NODE_H
 
