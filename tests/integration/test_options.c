@@ -144,7 +144,7 @@ static void config_file_and_flags(void) {
     CHECK(m3 == 5, "--max-group-members 5 after --config: largest group %d", m3);
 
     /* a bad file: no server, exit 2, the line named */
-    char err[8192];
+    char err[32768];   /* serve --help is over 12 KB */
     char listen[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", h_free_port());
     const char *b1[] = {"--listen", listen, "--data", tmpdir, "--config", bad, NULL};
