@@ -392,6 +392,7 @@ static const store_ops cassandra_ops = {
     .get_push_subscription = cass_get_push_subscription,
     .claim_user_name = cass_claim_user_name,
     .claim_link_token = cass_claim_link_token,
+    .claim_conversation_id = cass_claim_conversation_id,
     .claim_one_time_key = cass_claim_one_time_key,
     .release_user_name = cass_release_user_name,
     .stop_within = cass_stop_within,

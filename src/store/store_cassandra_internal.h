@@ -202,6 +202,7 @@ int cass_claims_prepare(cass *s, char **why);   /* 0, or -1 with *why (free() it
 int cass_claim_user_name(void *impl, const char *name, uint64_t user_id);
 int cass_release_user_name(void *impl, const char *name, uint64_t user_id);
 int cass_claim_link_token(void *impl, const char *token);
+int cass_claim_conversation_id(void *impl, uint64_t conv);
 int cass_claim_one_time_key(void *impl, uint64_t user, uint32_t device, uint32_t *key_id, store_bytes *out);
 
 #endif
