@@ -102,8 +102,10 @@ typedef struct cass {
     bool fence;
     char *fence_put[2], *fence_head[2], *fence_head_null[2];
     cql_prepared *fence_read[2];
+    cql_prepared *fence_adopt[2];      /* a pre-fence partition's head set from its hint, IF head = null */
     atomic_ulong fence_batches_total;    /* conditional batches sent */
     atomic_ulong fence_conflicts_total;  /* conditional batches another writer had won */
+    atomic_ulong fence_heads_adopted_total; /* pre-fence partitions given their head (store_cassandra_fence.c) */
 } cass;
 
 /* the consistency of every write and of every read but those read_cl

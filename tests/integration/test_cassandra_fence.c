@@ -33,6 +33,11 @@
  *                                 the other's last): every creation is
  *                                 answered OK with an id never given
  *                                 before (store_claim_conversation_id)
+ *   a partition from before the fence  rows and hints written by an
+ *                                 unfenced handle (no head): a fenced
+ *                                 handle's head read sets the head from
+ *                                 the hint (IF head = null), its next
+ *                                 commit applies, a stale one conflicts
  *
  * Cassandra: PARLEY_TEST_CASSANDRA when set, else a node of this program's
  * own (cassandra_node.h, stopped by PID on every exit path). Each case in a
@@ -463,6 +468,54 @@ static void conversation_ids_on_two_servers(void) {
     close_pair();
 }
 
+/* ------------------------------------------------- an upgraded keyspace */
+
+static void a_partition_from_before_the_fence(void) {
+    CHECK(open_pair() == 0, "open two handles");
+    const uint64_t conv = 13, user = 6;
+    /* written by an unfenced handle: rows and hints, no head */
+    char *err = NULL;
+    store_options o = {.cassandra_hosts = hosts, .cassandra_keyspace = keyspace, .cassandra_fence = false};
+    store *old = store_open_kind(STORE_KIND_CASSANDRA, NULL, &o, &err);
+    CHECK(old, "unfenced open: %s", err ? err : "?");
+    free(err);
+    if (!old) return;
+    store_batch *b = store_batch_new();
+    char id[32];
+    for (uint64_t s = 1; s <= 5; s++) {
+        snprintf(id, sizeof id, "old-%llu", (unsigned long long)s);
+        put_send(b, conv, s, 100, id, "old");
+    }
+    for (uint64_t us = 1; us <= 3; us++) store_put_inbox(b, user, us, conv, us, 100, 1);
+    store_put_inbox_head(b, user, 3);
+    CHECK(store_commit(old, b, true) == 0, "the unfenced commit");
+    store_batch_free(b);
+    store_close(old);
+    /* fenced: the head reads take the hints, and the next writes apply */
+    uint64_t hint = 0, head = 0;
+    CHECK(store_last_seq_heads(B, conv, &hint, &head) == 0 && hint == 5 && head == 5,
+          "conversation: hint %llu head %llu, want 5 and 5", (unsigned long long)hint, (unsigned long long)head);
+    CHECK(store_inbox_heads(B, user, &hint, &head) == 0 && hint == 3 && head == 3,
+          "inbox: hint %llu head %llu, want 3 and 3", (unsigned long long)hint, (unsigned long long)head);
+    b = store_batch_new();
+    put_send(b, conv, 6, 200, "new-6", "new");
+    store_put_inbox(b, user, 4, conv, 6, 200, 1);
+    store_put_inbox_head(b, user, 4);
+    int rc = store_commit(B, b, true);
+    CHECK(rc == 0, "the first fenced commit after the upgrade: %d, want 0", rc);
+    store_batch_free(b);
+    /* and a writer still believing the old head loses, as on any fenced partition */
+    b = store_batch_new();
+    put_send(b, conv, 6, 300, "late-6", "late");
+    rc = store_commit(A, b, true);
+    CHECK(rc == STORE_CONFLICT, "seq 6 again: %d, want STORE_CONFLICT", rc);
+    store_batch_free(b);
+    char body[16];
+    body_of(A, conv, 6, body, sizeof body);
+    CHECK(strcmp(body, "new") == 0, "seq 6 holds '%s'", body);
+    close_pair();
+}
+
 static void start(void) {
     const char *env = getenv("PARLEY_TEST_CASSANDRA");
     if (env && *env) {
@@ -485,6 +538,7 @@ int main(void) {
         RUN(a_head_read_after_a_stale_hint);
         RUN(a_retry_of_a_row_without_its_dedupe_record);
         RUN(conversation_ids_on_two_servers);
+        RUN(a_partition_from_before_the_fence);
     }
     close_pair();
     if (admin) cql_close(admin);
