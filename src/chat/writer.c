@@ -200,7 +200,7 @@ static queue_item *publish_item(writer *w, pending_send *p) {
     item->seq = p->seq;
     item->sender_user_id = p->user_id;
     item->ts = p->ts;
-    item->membership = p->silent;
+    item->membership = p->silent && !p->not_membership;
     item->message = p->message;
     p->message = NULL;
     return item;

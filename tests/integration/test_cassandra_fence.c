@@ -26,7 +26,9 @@
  *                                 (the cold head load, which takes the
  *                                 rows in (hint, head] into the dedupe
  *                                 cache, comes before the send is judged
- *                                 new: writer.c handle_send)
+ *                                 new: writer.c handle_send), and the
+ *                                 peer's inbox holds it once (the
+ *                                 cold load publishes it to fan-out)
  *   conversation ids on two servers  two fenced servers on one keyspace
  *                                 with one conversation partition create
  *                                 groups in turn (each one's floor behind
@@ -418,6 +420,17 @@ static void a_retry_of_a_row_without_its_dedupe_record(void) {
     CHECK(send_id(&w, conv, 7002, &got, &dup) == 0 && dup == 0 && got == first + 2,
           "a new id after it: seq %llu dup %d, want %llu", (unsigned long long)got, dup,
           (unsigned long long)(first + 2));
+    /* the peer's inbox, from zero, once the last is there: the stalled
+     * writer's message once (its fan-out log entry was in the logged batch
+     * that never ran: the cold load publishes it) */
+    for (int i = 0; i < 120 && !h_dev_has(b, conv, first + 2); i++) {
+        if (i) h_sleep_ms(250);
+        h_dev_clear(b);
+        if (h_dev_reconnect(&S, b, 0) != 0 || h_dev_sync(b, 30000) != 0) continue;
+    }
+    CHECK(h_dev_has(b, conv, first + 2) == 1, "the peer never received seq %llu", (unsigned long long)(first + 2));
+    CHECK(h_dev_has(b, conv, first + 1) == 1, "the peer received the stalled writer's seq %llu %d time(s), want 1",
+          (unsigned long long)(first + 1), h_dev_has(b, conv, first + 1));
 out:
     if (open) h_raw_close(&w);
     if (a) h_dev_free(a);
