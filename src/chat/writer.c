@@ -200,7 +200,7 @@ static queue_item *publish_item(writer *w, pending_send *p) {
     item->seq = p->seq;
     item->sender_user_id = p->user_id;
     item->ts = p->ts;
-    item->membership = p->silent;
+    item->membership = p->silent && !p->not_membership;
     item->message = p->message;
     p->message = NULL;
     return item;
@@ -790,14 +790,43 @@ int writer_user_exists(writer *w, uint64_t user) {
     return found;
 }
 
+/* ids of one partition tried for one new conversation, at most: each one
+ * lost was created by another writer, and the floor is read again after
+ * each loss, so more than a few means a store that keeps refusing */
+enum { CONV_ID_CLAIMS_MAX = 16 };
+
+/* The next id of partition that is this writer's alone: with several
+ * writers (fenced chat nodes: a stalled owner resumed, a hand-over) two
+ * floors can name the same next id, and the second creation would lose
+ * its seq 1 (STORE_CONFLICT, answered INTERNAL). So the id is claimed
+ * first (store_claim_conversation_id; free on one writer's store); a lost
+ * claim reads the partition's counter again and goes on above it. 0 when
+ * none could be claimed (a store error). */
+static uint64_t claim_conv_id(writer *w, uint32_t partition, const char *counter) {
+    for (int attempt = 0; attempt < CONV_ID_CLAIMS_MAX; attempt++) {
+        uint64_t conv = partition_next_conv_id(w->last_conv_id[partition], partition, w->group->partitions);
+        w->last_conv_id[partition] = conv;   /* never offered again, won or lost */
+        int rc = store_claim_conversation_id(w->srv->store, conv);
+        if (rc == 1) return conv;
+        if (rc < 0) return 0;
+        uint64_t stored = 0;
+        if (store_get_counter(w->srv->store, counter, &stored) < 0) return 0;
+        if (stored > w->last_conv_id[partition]) w->last_conv_id[partition] = stored;
+        log_info("%s: conversation id %llu was claimed by another writer: the next", w->name,
+                 (unsigned long long)conv);
+    }
+    return 0;
+}
+
 /* A new conversation in partition (one this writer owns: the request was
- * routed here by that partition), with the next id of that partition. */
+ * routed here by that partition), with the next id of that partition; 0
+ * when no id could be claimed (nothing was put in the batch). */
 static uint64_t new_conversation(writer *w, chat_request *r, uint32_t partition, Parley__V1__ConversationKind kind,
                                  const char *name, const uint64_t *members, size_t n) {
-    uint64_t conv = partition_next_conv_id(w->last_conv_id[partition], partition, w->group->partitions);
-    w->last_conv_id[partition] = conv;
     char counter[32];
     conv_counter_name(counter, sizeof counter, partition);
+    uint64_t conv = claim_conv_id(w, partition, counter);
+    if (!conv) return 0;
     store_put_counter(w->batch, counter, conv);
     Parley__Store__Conversation c;
     parley__store__conversation__init(&c);
@@ -837,6 +866,10 @@ static void handle_open_direct(writer *w, chat_request *r) {
         uint64_t members[2] = {r->user_id < peer ? r->user_id : peer, r->user_id < peer ? peer : r->user_id};
         conv = new_conversation(w, r, pair_partition(r->user_id, peer, w->group->partitions),
                                 PARLEY__V1__CONVERSATION_KIND__DIRECT, "", members, 2);
+        if (!conv) {
+            writer_fail(w, r, PARLEY__V1__STATUS__UNAVAILABLE, "no conversation id could be claimed: retry");
+            return;
+        }
         store_put_direct(w->batch, r->user_id, peer, conv);
     } else {
         consent_accept_added(w, r->user_id, &peer, 1);   /* opening it accepts the peer */
@@ -893,6 +926,10 @@ static void handle_create_group(writer *w, chat_request *r) {
     uint64_t conv = new_conversation(w, r, writer_group_partition(r, w->group->partitions),
                                      PARLEY__V1__CONVERSATION_KIND__GROUP, q->name, ids, n);
     free(ids);
+    if (!conv) {
+        writer_fail(w, r, PARLEY__V1__STATUS__UNAVAILABLE, "no conversation id could be claimed: retry");
+        return;
+    }
     answer_conversation(w, r, conv);
 }
 
@@ -1131,6 +1168,23 @@ static bool handle_send(writer *w, chat_request *r) {
     if (found < 0) {
         writer_fail(w, r, PARLEY__V1__STATUS__INTERNAL, "store read failed");
         return false;
+    }
+    /* not found, and the conversation cold here: its head is loaded first,
+     * which takes the rows in (hint, head] (stored by a writer that stopped
+     * before their dedupe records) into the dedupe cache; then look again,
+     * or this retry of one of them would be stored a second time
+     * (writer_fence.c) */
+    if (!found && !u64map_get(&w->conv_last_seq, q->conversation_id)) {
+        uint64_t head = 0;
+        if (conv_last_seq(w, q->conversation_id, &head) < 0) {
+            writer_fail(w, r, PARLEY__V1__STATUS__UNAVAILABLE, "the store is unavailable: not stored, retry");
+            return false;
+        }
+        found = writer_cache_dedupe_get(&w->cache, r->user_id, r->device_id, q->client_msg_id.data,
+                                        q->client_msg_id.len, clock_wall_ms(), w->srv->cfg.retention_ms, &conv,
+                                        &seq)
+                    ? 1
+                    : 0;
     }
     p = &w->sends[w->n_sends++];
     memset(p, 0, sizeof *p);

@@ -12,13 +12,23 @@
  * cache, and their dedupe records into its open batch (idempotent puts:
  * a later retry, on any node, finds them in the store).
  *
+ * Their fan-out log entries were in that logged batch too, so no replay
+ * would ever fan them out: each is given a log entry (the next offset of
+ * its partition) in the open batch and published with it, as a silent
+ * pending send (answered by no one), like a membership message. They take
+ * room in the writer's sends: with less room than messages the load fails
+ * (-1, nothing cached; the caller answers retry and the next turn starts
+ * with an empty batch). A stalled writer that resumes also publishes them:
+ * an inbox may then hold one twice (see test_drill_zombie).
+ *
  * On a single-writer store hint and head are equal and this is the read
- * it always was. Not done here: publishing those messages to fan-out (the
- * partition hand-over replay re-reads them from the log). */
+ * it always was. */
 #include "chat/writer_internal.h"
 
 #include <stdlib.h>
+#include <string.h>
 
+#include "chat/partition.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "store/store.h"
@@ -30,13 +40,30 @@ enum { TAKE_IN_MAX = 4096 };
 typedef struct take_in {
     writer *w;
     uint64_t conv;
-    size_t n;
+    size_t n, published;
 } take_in;
 
 static int take_one(void *ud, uint64_t seq, const uint8_t *msg, size_t len) {
     take_in *t = ud;
     Parley__V1__Message *m = parley__v1__message__unpack(NULL, len, msg);
     if (!m) return 0;
+    writer *w = t->w;
+    if (w->n_sends < BATCH_MAX) {   /* room checked before the scan */
+        uint32_t partition = conv_partition(t->conv, w->group->partitions);
+        pending_send *p = &w->sends[w->n_sends++];
+        memset(p, 0, sizeof *p);
+        p->conv = t->conv;
+        p->seq = seq;
+        p->user_id = m->sender_user_id;
+        p->ts = m->server_ts;
+        p->silent = true;
+        p->not_membership = m->type != PARLEY__V1__MESSAGE_TYPE__MEMBERSHIP;
+        p->message = blob_new(msg, len);
+        if (!p->message) abort();
+        p->offset = ++w->last_offset[partition];
+        store_put_log(w->batch, partition, p->offset, t->conv, seq);
+        t->published++;
+    }
     if (m->client_msg_id.len > 0 && m->sender_user_id) {
         writer_cache_dedupe_put(&t->w->cache, m->sender_user_id, m->sender_device_id, m->client_msg_id.data,
                                 m->client_msg_id.len, t->conv, seq, m->server_ts);
@@ -54,12 +81,20 @@ int writer_fence_last_seq(writer *w, uint64_t conv, uint64_t *seq) {
     *seq = head;
     if (head <= hint) return 0;
     uint64_t span = head - hint;
-    take_in t = {w, conv, 0};
+    /* one slot left over for the request that asked */
+    if (span >= TAKE_IN_MAX || w->n_sends + span >= BATCH_MAX) {
+        log_warn("writer: conversation %llu: %llu message(s) in (%llu, %llu] to take in, room for %zu: not now",
+                 (unsigned long long)conv, (unsigned long long)span, (unsigned long long)hint,
+                 (unsigned long long)head, (size_t)(BATCH_MAX - 1 - w->n_sends));
+        return -1;
+    }
+    take_in t = {w, conv, 0, 0};
     if (store_scan_messages_back(w->srv->store, conv, head + 1, span > TAKE_IN_MAX ? TAKE_IN_MAX : (uint32_t)span,
                                  take_one, &t) < 0)
         return -1;
     writer_commit_touch(w, conv);
-    log_info("writer: conversation %llu: %zu message(s) in (%llu, %llu] stored without their dedupe records: taken in",
-             (unsigned long long)conv, t.n, (unsigned long long)hint, (unsigned long long)head);
+    log_info("writer: conversation %llu: %zu message(s) in (%llu, %llu] stored without their dedupe records: taken in, "
+             "%zu published to fan-out", (unsigned long long)conv, t.n, (unsigned long long)hint,
+             (unsigned long long)head, t.published);
     return 0;
 }

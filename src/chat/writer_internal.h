@@ -53,6 +53,7 @@ typedef struct pending_send {
     uint64_t conv, seq, ts;
     bool duplicate;
     bool silent;             /* a membership message: published, not answered */
+    bool not_membership;     /* silent, yet not a membership message: taken in at a cold load (writer_fence.c) */
     blob *message;           /* NULL for a duplicate */
     uint64_t offset;
     const uint8_t *client_msg_id; /* points into the request frame (kept alive) */

@@ -321,6 +321,13 @@ int store_claim_one_time_key(store *s, uint64_t user, uint32_t device, uint32_t 
  * or nothing, -1 on a store error (the name stays claimed: a claim of it
  * takes it over once it is old and names no user, store_cassandra_claim.c). */
 int store_release_user_name(store *s, const char *name, uint64_t user_id);
+/* A new conversation id for this caller alone: with several writers on one
+ * keyspace (fenced chat nodes: a partition's old owner still creating, or
+ * a hand-over) two may pick the same next id of a partition from their own
+ * floors. 1 won, 0 another writer has it (take the next id, after reading
+ * the partition's counter again), -1 a store error. Always 1 on a store
+ * one writer owns (RocksDB) or an unfenced Cassandra store. */
+int store_claim_conversation_id(store *s, uint64_t conv);
 /* deletes name's row (store_release_user_name of a backend without compare-and-set) */
 void store_delete_user_name(store_batch *b, const char *name);
 

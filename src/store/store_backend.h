@@ -63,6 +63,8 @@ typedef struct store_ops {
     int (*claim_link_token)(void *impl, const char *token);
     int (*claim_one_time_key)(void *impl, uint64_t user, uint32_t device, uint32_t *key_id, store_bytes *out);
     int (*release_user_name)(void *impl, const char *name, uint64_t user_id);
+    /* store_claim_conversation_id; NULL: one writer per store, every id is its own */
+    int (*claim_conversation_id)(void *impl, uint64_t conv);
     /* store_stop_within; NULL: nothing to cut short */
     void (*stop_within)(void *impl, uint32_t ms);
     bool (*stopped)(void *impl);

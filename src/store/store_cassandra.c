@@ -273,6 +273,8 @@ static size_t cass_metrics_render(void *impl, char *out, size_t cap) {
         "# TYPE parley_store_cql_fence_batches_total counter\nparley_store_cql_fence_batches_total %lu\n"
         "# HELP parley_store_cql_fence_conflicts_total Conditional batches another writer had won (seq or user_seq taken).\n"
         "# TYPE parley_store_cql_fence_conflicts_total counter\nparley_store_cql_fence_conflicts_total %lu\n"
+        "# HELP parley_store_cql_fence_heads_adopted_total Partitions written before the fence given their head from the hint.\n"
+        "# TYPE parley_store_cql_fence_heads_adopted_total counter\nparley_store_cql_fence_heads_adopted_total %lu\n"
         "# HELP parley_store_commits_total Commits finished (either way).\n"
         "# TYPE parley_store_commits_total counter\nparley_store_commits_total %lu\n"
         "# HELP parley_store_commit_failures_total Commits the store failed.\n"
@@ -286,7 +288,8 @@ static size_t cass_metrics_render(void *impl, char *out, size_t cap) {
         atomic_load(&s->statements_as_text_total), atomic_load(&s->claims_total), atomic_load(&s->claims_lost_total),
         atomic_load(&s->claims_unknown_total), atomic_load(&s->names_released_total),
         atomic_load(&s->names_taken_over_total), atomic_load(&s->fence_batches_total),
-        atomic_load(&s->fence_conflicts_total), atomic_load(&s->commits_total),
+        atomic_load(&s->fence_conflicts_total), atomic_load(&s->fence_heads_adopted_total),
+        atomic_load(&s->commits_total),
         atomic_load(&s->commit_failures_total), cass_get_health(s) == STORE_FAILING ? 1 : 0);
     if (n < 0) return 0;
     return (size_t)n < cap ? (size_t)n : 0;
@@ -392,6 +395,7 @@ static const store_ops cassandra_ops = {
     .get_push_subscription = cass_get_push_subscription,
     .claim_user_name = cass_claim_user_name,
     .claim_link_token = cass_claim_link_token,
+    .claim_conversation_id = cass_claim_conversation_id,
     .claim_one_time_key = cass_claim_one_time_key,
     .release_user_name = cass_release_user_name,
     .stop_within = cass_stop_within,

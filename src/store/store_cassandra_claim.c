@@ -4,6 +4,7 @@
  *   a user name      INSERT INTO user_names ... IF NOT EXISTS (the row itself)
  *   a link token     INSERT INTO claims ('t' token) ... IF NOT EXISTS
  *   a one-time key   INSERT INTO claims ('o' user device key_id public_key) ... IF NOT EXISTS
+ *   a conversation id  INSERT INTO claims ('c' conv) ... IF NOT EXISTS (fenced stores only)
  *
  * Each is one statement of its own, sent before the commit's LOGGED BATCH
  * (an LWT cannot be part of a batch over several partitions), at
@@ -261,6 +262,19 @@ int cass_claim_link_token(void *impl, const char *token) {
 
 static void put_be(uint8_t *p, uint64_t v, int bytes) {
     for (int i = bytes - 1; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
+}
+
+/* A conversation id: INSERT INTO claims ('c' conv) IF NOT EXISTS. Only on
+ * a fenced store (several writers); unfenced, one writer's floor is
+ * enough. The claim row outlives any writer's stale floor by far (30
+ * days), and past it the conversation's seq 1 is fenced by its head. */
+int cass_claim_conversation_id(void *impl, uint64_t conv) {
+    cass *s = impl;
+    if (!s->fence) return 1;
+    uint8_t k[9];
+    k[0] = 'c';
+    put_be(k + 1, conv, 8);
+    return claim_key(s, k, sizeof k);
 }
 
 typedef struct otk_scan {

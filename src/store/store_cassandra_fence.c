@@ -37,10 +37,11 @@
  * exactly as before, one LOGGED BATCH. RocksDB never has this: one process.
  *
  * Upgrade: opening adds the head columns (ALTER TABLE ... ADD, "already
- * exists" tolerated). A partition written before had no head: its next
- * write expects a head it does not have and conflicts; set the heads once
- * (UPDATE ... SET head = last_seq) before turning the fence on for an old
- * keyspace (see README "Two writers: conditional heads"). */
+ * exists" tolerated). A partition written before has rows and a hint but
+ * no head: its next write would expect a head it does not have and
+ * conflict for ever, so a head read that finds the hint's bucket without
+ * a head (the next seq going into it) sets it from the hint, IF head =
+ * null, and reads it again (adopt_head). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +111,15 @@ int cass_fence_open(cass *s, char **why) {
         cql_result *res = NULL;
         s->fence_read[i] = cql_prepare(s->cql, q, &res);
         if (!s->fence_read[i]) {
+            *why = textf("prepare %s: %s", q, res ? cql_result_message(res) : "out of memory");
+            cql_result_free(res);
+            return -1;
+        }
+        cql_result_free(res);
+        snprintf(q, sizeof q, "UPDATE %s.%s SET head = ? WHERE %s = ? AND bucket = ? IF head = null", s->keyspace,
+                 tables[i].table, tables[i].key_col);
+        s->fence_adopt[i] = cql_prepare(s->cql, q, &res);
+        if (!s->fence_adopt[i]) {
             *why = textf("prepare %s: %s", q, res ? cql_result_message(res) : "out of memory");
             cql_result_free(res);
             return -1;
@@ -342,9 +352,37 @@ static int head_cb(void *ud, const cql_result *r, size_t row) {
     return 1;
 }
 
+/* A partition written before the fence: rows up to the hint in bucket b,
+ * no head. Its next write (hint + 1, same bucket) expects head = hint and
+ * would conflict for ever, so the head is set from the hint, IF head =
+ * null (only a pre-fence writer leaves rows without a head: a fenced
+ * writer sets it in the rows' own batch; two readers adopting at once set
+ * the same value). 0 or -1; the caller reads the head again. */
+static int adopt_head(cass *s, int i, uint64_t key, uint64_t b, uint64_t hint) {
+    cql_values v;
+    cql_values_init(&v);
+    cql_values_bigint(&v, (int64_t)hint);
+    cql_values_bigint(&v, (int64_t)key);
+    cql_values_bigint(&v, (int64_t)b);
+    cql_result *r = v.error ? NULL : cql_execute_lwt_sync(s->cql, s->fence_adopt[i], &v, CASS_CL, CQL_LOCAL_SERIAL);
+    cql_values_free(&v);
+    cql_status st = r ? cql_result_status(r) : CQL_ERR_NOMEM;
+    if (st == CQL_OK) {
+        atomic_fetch_add(&s->fence_heads_adopted_total, 1);
+        log_info("store: cassandra: %s %llu bucket %llu had no head (written before the fence): set to %llu",
+                 tables[i].table, (unsigned long long)key, (unsigned long long)b, (unsigned long long)hint);
+    } else {
+        log_warn("store: cassandra: setting the head of %s %llu bucket %llu: %s %s", tables[i].table,
+                 (unsigned long long)key, (unsigned long long)b, cql_status_name(st), r ? cql_result_message(r) : "");
+    }
+    cql_result_free(r);
+    return st == CQL_OK ? 0 : -1;
+}
+
 /* the head of table i's partitions of key, from the hint on */
 static int fenced_head(cass *s, int i, uint64_t key, uint64_t hint, uint64_t *head) {
     uint64_t cur = hint, b = hint / tables[i].bucket;
+    bool adopted = false;
     for (int walk = 0; walk < HEAD_WALK_MAX; walk++) {
         cql_values v;
         cql_values_init(&v);
@@ -354,6 +392,14 @@ static int fenced_head(cass *s, int i, uint64_t key, uint64_t hint, uint64_t *he
         int rc = cass_rows(s, s->fence_read[i], &v, 0, head_cb, &h);
         cql_values_free(&v);
         if (rc != 0) return -1;
+        /* the hint's own bucket has no head, though rows up to the hint are
+         * there and the next seq goes into it: written before the fence */
+        if (h < 0 && !adopted && hint > 0 && b == hint / tables[i].bucket && (hint + 1) / tables[i].bucket == b) {
+            if (adopt_head(s, i, key, b, hint) != 0) return -1;
+            adopted = true;
+            walk--;   /* read this bucket again: the head is set now (by this reader or another) */
+            continue;
+        }
         if (h > 0 && (uint64_t)h > cur) cur = (uint64_t)h;
         uint64_t nb = (cur + 1) / tables[i].bucket;   /* where the next seq goes */
         if (nb == b) break;

@@ -102,8 +102,10 @@ typedef struct cass {
     bool fence;
     char *fence_put[2], *fence_head[2], *fence_head_null[2];
     cql_prepared *fence_read[2];
+    cql_prepared *fence_adopt[2];      /* a pre-fence partition's head set from its hint, IF head = null */
     atomic_ulong fence_batches_total;    /* conditional batches sent */
     atomic_ulong fence_conflicts_total;  /* conditional batches another writer had won */
+    atomic_ulong fence_heads_adopted_total; /* pre-fence partitions given their head (store_cassandra_fence.c) */
 } cass;
 
 /* the consistency of every write and of every read but those read_cl
@@ -202,6 +204,7 @@ int cass_claims_prepare(cass *s, char **why);   /* 0, or -1 with *why (free() it
 int cass_claim_user_name(void *impl, const char *name, uint64_t user_id);
 int cass_release_user_name(void *impl, const char *name, uint64_t user_id);
 int cass_claim_link_token(void *impl, const char *token);
+int cass_claim_conversation_id(void *impl, uint64_t conv);
 int cass_claim_one_time_key(void *impl, uint64_t user, uint32_t device, uint32_t *key_id, store_bytes *out);
 
 #endif

@@ -66,6 +66,11 @@ int store_claim_user_name(store *s, const char *name, uint64_t user_id) {
     return rc;
 }
 
+int store_claim_conversation_id(store *s, uint64_t conv) {
+    /* one writer: its floor (the partition's counter) already makes ids unique */
+    return s->ops->claim_conversation_id ? s->ops->claim_conversation_id(s->impl, conv) : 1;
+}
+
 int store_claim_link_token(store *s, const char *token) {
     if (s->ops->claim_link_token) return s->ops->claim_link_token(s->impl, token);
     pthread_mutex_lock(&claim_lock);

@@ -16,12 +16,37 @@
  *                                 inbox_heads) set back, as a stalled
  *                                 writer leaves it: the head read still
  *                                 finds the last seq, across buckets
+ *   a retry of a row without its dedupe record  a server (--cassandra-fence
+ *                                 on) restarted after another writer
+ *                                 stored seq s and stopped before its
+ *                                 logged batch (row and head, no dedupe
+ *                                 record, the hint at s - 1): the retry
+ *                                 of that send is answered as a
+ *                                 duplicate with s, not stored again
+ *                                 (the cold head load, which takes the
+ *                                 rows in (hint, head] into the dedupe
+ *                                 cache, comes before the send is judged
+ *                                 new: writer.c handle_send), and the
+ *                                 peer's inbox holds it once (the
+ *                                 cold load publishes it to fan-out)
+ *   conversation ids on two servers  two fenced servers on one keyspace
+ *                                 with one conversation partition create
+ *                                 groups in turn (each one's floor behind
+ *                                 the other's last): every creation is
+ *                                 answered OK with an id never given
+ *                                 before (store_claim_conversation_id)
+ *   a partition from before the fence  rows and hints written by an
+ *                                 unfenced handle (no head): a fenced
+ *                                 handle's head read sets the head from
+ *                                 the hint (IF head = null), its next
+ *                                 commit applies, a stale one conflicts
  *
  * Cassandra: PARLEY_TEST_CASSANDRA when set, else a node of this program's
  * own (cassandra_node.h, stopped by PID on every exit path). Each case in a
  * fresh keyspace, dropped after it. */
 #include "../check.h"
 #include "cassandra_node.h"
+#include "harness.h"
 #include "store/cql/cql.h"
 #include "store/store.h"
 #include "store/store_cassandra_schema.h"
@@ -30,6 +55,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static char hosts[128];
@@ -295,6 +321,214 @@ static void a_head_read_after_a_stale_hint(void) {
     close_pair();
 }
 
+/* ------------------------------------------------- a server's retry */
+
+#define NEED(x) CHECK((x), "%s", #x)
+
+static void make_id(uint8_t id[16], int n) {
+    for (int i = 0; i < 16; i++) id[i] = (uint8_t)(0x50 + i);
+    id[0] = (uint8_t)n;
+    id[1] = (uint8_t)(n >> 8);
+}
+
+/* one send of client id n on w: 0 with *seq and *dup, or -1 */
+static int send_id(h_raw *w, uint64_t conv, int n, uint64_t *seq, int *dup) {
+    static uint64_t rid = 1000;
+    uint8_t id[16];
+    make_id(id, n);
+    Parley__V1__SendMessage m = PARLEY__V1__SEND_MESSAGE__INIT;
+    m.conversation_id = conv;
+    m.type = PARLEY__V1__MESSAGE_TYPE__TEXT;
+    m.body.data = (uint8_t *)"send";
+    m.body.len = 4;
+    m.client_msg_id.data = id;
+    m.client_msg_id.len = sizeof id;
+    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+    f.request_id = ++rid;
+    f.body_case = PARLEY__V1__FRAME__BODY_SEND_MESSAGE;
+    f.send_message = &m;
+    if (h_raw_send_frame(w, &f) != 0) return -1;
+    Parley__V1__Frame *r = NULL;
+    int st = h_raw_await_response(w, f.request_id, 4096, &r);
+    int ok = st == 0 && r && r->response && r->response->result_case == PARLEY__V1__RESPONSE__RESULT_SENT;
+    if (ok) {
+        *seq = r->response->sent->seq;
+        *dup = r->response->sent->duplicate;
+    } else if (r && r->response) {
+        fprintf(stderr, "  send %d: status %d %s\n", n, (int)r->response->status,
+                r->response->error ? r->response->error : "");
+    }
+    if (r) parley__v1__frame__free_unpacked(r, NULL);
+    return ok ? 0 : -1;
+}
+
+/* (conv, seq) from `from` with client id n, as a writer stopped after its
+ * conditional batch leaves it: the row and the head, no dedupe record, the
+ * hint one behind */
+static int store_row_only(uint64_t conv, uint64_t seq, const pc_identity *from, int n) {
+    uint8_t id[16];
+    make_id(id, n);
+    Parley__V1__Message m;
+    parley__v1__message__init(&m);
+    m.conversation_id = conv;
+    m.seq = seq;
+    m.sender_user_id = from->user_id;
+    m.sender_device_id = from->device_id;
+    m.type = PARLEY__V1__MESSAGE_TYPE__TEXT;
+    m.body.data = (uint8_t *)"stalled";
+    m.body.len = 7;
+    m.client_msg_id.data = id;
+    m.client_msg_id.len = sizeof id;
+    m.server_ts = (uint64_t)time(NULL) * 1000;
+    uint8_t buf[256];
+    size_t len = parley__v1__message__pack(&m, buf);
+    store_batch *b = store_batch_new();
+    store_put_message(b, conv, seq, buf, len);
+    int rc = store_commit(A, b, true);
+    store_batch_free(b);
+    if (rc != 0) fprintf(stderr, "  commit of seq %llu: %d\n", (unsigned long long)seq, rc);
+    return rc == 0 ? raw("UPDATE %s.conversations SET last_seq = %llu WHERE conv = %llu", seq - 1, conv) : -1;
+}
+
+static void a_retry_of_a_row_without_its_dedupe_record(void) {
+    CHECK(open_pair() == 0, "open two handles");   /* the keyspace and its tables */
+    h_server S;
+    memset(&S, 0, sizeof S);
+    const char *flags[] = {"--store", "cassandra", "--cassandra", hosts, "--keyspace", keyspace,
+                           "--cassandra-fence", "on", NULL};
+    CHECK(h_server_start(&S, flags) == 0, "serve --cassandra-fence on did not start");
+    h_dev *a = h_user_new(&S, NULL), *b = h_user_new(&S, NULL);
+    uint64_t conv = 0, first = 0, got = 0;
+    int dup = -1;
+    h_raw w;
+    bool open = false;
+    if (!a || !b || pc_open_direct(a->c, b->id.user_id, &conv) != 0 || h_accept(b, conv) != 0) {
+        CHECK(0, "users and their conversation");
+        goto out;
+    }
+    NEED((open = h_raw_open(&S, &w) == 0) && h_raw_sign_in(&w, &a->id) == 0);
+    CHECK(send_id(&w, conv, 7000, &first, &dup) == 0 && dup == 0, "the first send not stored");
+    h_raw_close(&w);
+    open = false;
+    h_server_kill9(&S);
+    CHECK(store_row_only(conv, first + 1, &a->id, 7001) == 0, "the stalled writer's row");
+    CHECK(h_server_restart(&S) == 0, "restart failed");
+    NEED((open = h_raw_open(&S, &w) == 0) && h_raw_sign_in(&w, &a->id) == 0);
+    CHECK(send_id(&w, conv, 7001, &got, &dup) == 0, "the retry not answered");
+    CHECK(dup == 1 && got == first + 1, "the retry of the stalled writer's message: seq %llu dup %d, want %llu dup 1",
+          (unsigned long long)got, dup, (unsigned long long)(first + 1));
+    CHECK(send_id(&w, conv, 7002, &got, &dup) == 0 && dup == 0 && got == first + 2,
+          "a new id after it: seq %llu dup %d, want %llu", (unsigned long long)got, dup,
+          (unsigned long long)(first + 2));
+    /* the peer's inbox, from zero, once the last is there: the stalled
+     * writer's message once (its fan-out log entry was in the logged batch
+     * that never ran: the cold load publishes it) */
+    for (int i = 0; i < 120 && !h_dev_has(b, conv, first + 2); i++) {
+        if (i) h_sleep_ms(250);
+        h_dev_clear(b);
+        if (h_dev_reconnect(&S, b, 0) != 0 || h_dev_sync(b, 30000) != 0) continue;
+    }
+    CHECK(h_dev_has(b, conv, first + 2) == 1, "the peer never received seq %llu", (unsigned long long)(first + 2));
+    CHECK(h_dev_has(b, conv, first + 1) == 1, "the peer received the stalled writer's seq %llu %d time(s), want 1",
+          (unsigned long long)(first + 1), h_dev_has(b, conv, first + 1));
+out:
+    if (open) h_raw_close(&w);
+    if (a) h_dev_free(a);
+    if (b) h_dev_free(b);
+    h_server_destroy(&S);
+    close_pair();
+}
+
+/* ------------------------------------------------- conversation ids */
+
+enum { GROUPS_EACH = 4 };
+
+static void conversation_ids_on_two_servers(void) {
+    CHECK(open_pair() == 0, "open two handles");
+    /* one conversation partition: both servers' next id is the same one */
+    CHECK(raw("INSERT INTO %s.counters (name, value) VALUES ('partitions', %llu)%.0llu", 1, 0) == 0, "P = 1");
+    CHECK(raw("INSERT INTO %s.counters (name, value) VALUES ('user_partitions', %llu)%.0llu", 8, 0) == 0, "U = 8");
+    h_server S1, S2;
+    memset(&S1, 0, sizeof S1);
+    memset(&S2, 0, sizeof S2);
+    const char *flags[] = {"--store", "cassandra", "--cassandra", hosts, "--keyspace", keyspace,
+                           "--cassandra-fence", "on", NULL};
+    CHECK(h_server_start(&S1, flags) == 0, "server 1 did not start");
+    CHECK(h_server_start(&S2, flags) == 0, "server 2 did not start");
+    h_dev *u1 = h_user_new(&S1, NULL), *u2 = h_user_new(&S1, NULL);
+    h_dev *u1_on_2 = u1 ? h_dev_for_identity(&S2, &u1->id, "u1-on-2", 0) : NULL;
+    CHECK(u1 && u2 && u1_on_2, "users on the servers");
+    uint64_t ids[2 * GROUPS_EACH] = {0};
+    size_t n = 0;
+    for (int i = 0; u1 && u2 && u1_on_2 && i < GROUPS_EACH; i++) {
+        /* one after the other: each server's floor is behind the other's creation */
+        for (int side = 0; side < 2; side++) {
+            uint64_t conv = 0;
+            int rc = pc_create_group(side ? u1_on_2->c : u1->c, "g", &u2->id.user_id, 1, &conv);
+            CHECK(rc == 0 && conv != 0, "group %d on server %d: rc %d, conversation %llu", i, side + 1, rc,
+                  (unsigned long long)conv);
+            for (size_t k = 0; k < n; k++)
+                CHECK(ids[k] != conv, "conversation id %llu given twice", (unsigned long long)conv);
+            ids[n++] = conv;
+        }
+    }
+    CHECK(n == 2 * GROUPS_EACH, "%zu groups made, want %d", n, 2 * GROUPS_EACH);
+    if (u1) h_dev_free(u1);
+    if (u2) h_dev_free(u2);
+    if (u1_on_2) h_dev_free(u1_on_2);
+    h_server_destroy(&S2);
+    h_server_destroy(&S1);
+    close_pair();
+}
+
+/* ------------------------------------------------- an upgraded keyspace */
+
+static void a_partition_from_before_the_fence(void) {
+    CHECK(open_pair() == 0, "open two handles");
+    const uint64_t conv = 13, user = 6;
+    /* written by an unfenced handle: rows and hints, no head */
+    char *err = NULL;
+    store_options o = {.cassandra_hosts = hosts, .cassandra_keyspace = keyspace, .cassandra_fence = false};
+    store *old = store_open_kind(STORE_KIND_CASSANDRA, NULL, &o, &err);
+    CHECK(old, "unfenced open: %s", err ? err : "?");
+    free(err);
+    if (!old) return;
+    store_batch *b = store_batch_new();
+    char id[32];
+    for (uint64_t s = 1; s <= 5; s++) {
+        snprintf(id, sizeof id, "old-%llu", (unsigned long long)s);
+        put_send(b, conv, s, 100, id, "old");
+    }
+    for (uint64_t us = 1; us <= 3; us++) store_put_inbox(b, user, us, conv, us, 100, 1);
+    store_put_inbox_head(b, user, 3);
+    CHECK(store_commit(old, b, true) == 0, "the unfenced commit");
+    store_batch_free(b);
+    store_close(old);
+    /* fenced: the head reads take the hints, and the next writes apply */
+    uint64_t hint = 0, head = 0;
+    CHECK(store_last_seq_heads(B, conv, &hint, &head) == 0 && hint == 5 && head == 5,
+          "conversation: hint %llu head %llu, want 5 and 5", (unsigned long long)hint, (unsigned long long)head);
+    CHECK(store_inbox_heads(B, user, &hint, &head) == 0 && hint == 3 && head == 3,
+          "inbox: hint %llu head %llu, want 3 and 3", (unsigned long long)hint, (unsigned long long)head);
+    b = store_batch_new();
+    put_send(b, conv, 6, 200, "new-6", "new");
+    store_put_inbox(b, user, 4, conv, 6, 200, 1);
+    store_put_inbox_head(b, user, 4);
+    int rc = store_commit(B, b, true);
+    CHECK(rc == 0, "the first fenced commit after the upgrade: %d, want 0", rc);
+    store_batch_free(b);
+    /* and a writer still believing the old head loses, as on any fenced partition */
+    b = store_batch_new();
+    put_send(b, conv, 6, 300, "late-6", "late");
+    rc = store_commit(A, b, true);
+    CHECK(rc == STORE_CONFLICT, "seq 6 again: %d, want STORE_CONFLICT", rc);
+    store_batch_free(b);
+    char body[16];
+    body_of(A, conv, 6, body, sizeof body);
+    CHECK(strcmp(body, "new") == 0, "seq 6 holds '%s'", body);
+    close_pair();
+}
+
 static void start(void) {
     const char *env = getenv("PARLEY_TEST_CASSANDRA");
     if (env && *env) {
@@ -315,6 +549,9 @@ int main(void) {
         RUN(one_user_seq_two_writers);
         RUN(a_bucket_boundary);
         RUN(a_head_read_after_a_stale_hint);
+        RUN(a_retry_of_a_row_without_its_dedupe_record);
+        RUN(conversation_ids_on_two_servers);
+        RUN(a_partition_from_before_the_fence);
     }
     close_pair();
     if (admin) cql_close(admin);
