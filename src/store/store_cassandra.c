@@ -91,8 +91,7 @@ const cass_kind *cass_kind_of(const uint8_t *key, size_t klen) {
 
 /* ------------------------------------------------------------- texts */
 
-static char *textf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *textf(const char *fmt, ...) {
+char *cass_textf(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     char *p = NULL;
@@ -148,14 +147,14 @@ static void texts_make(cass *s) {
         where_eq(all, sizeof all, k->key_cols, nk);
         where_eq(prefix, sizeof prefix, k->key_cols, nk - 1);
         nth_col(last, sizeof last, k->key_cols, nk - 1);
-        t->put = textf("INSERT INTO %s.%s (%s%s%s) VALUES (%s) USING TTL ? AND TIMESTAMP ?", ks, k->table,
+        t->put = cass_textf("INSERT INTO %s.%s (%s%s%s) VALUES (%s) USING TTL ? AND TIMESTAMP ?", ks, k->table,
                        k->key_cols, nv ? "," : "", k->val_cols, marks);
-        t->del = textf("DELETE %s FROM %s.%s USING TIMESTAMP ? WHERE %s", k->shares_row ? k->val_cols : "", ks,
+        t->del = cass_textf("DELETE %s FROM %s.%s USING TIMESTAMP ? WHERE %s", k->shares_row ? k->val_cols : "", ks,
                        k->table, all);
-        t->del_prefix = textf("DELETE FROM %s.%s USING TIMESTAMP ? WHERE %s", ks, k->table, prefix);
-        t->del_range = textf("DELETE FROM %s.%s USING TIMESTAMP ? WHERE %s%s%s >= ? AND %s < ?", ks, k->table,
+        t->del_prefix = cass_textf("DELETE FROM %s.%s USING TIMESTAMP ? WHERE %s", ks, k->table, prefix);
+        t->del_range = cass_textf("DELETE FROM %s.%s USING TIMESTAMP ? WHERE %s%s%s >= ? AND %s < ?", ks, k->table,
                              prefix, nk > 1 ? " AND " : "", last, last);
-        t->select_all = textf("SELECT %s%s%s FROM %s.%s", k->key_cols, nv ? "," : "", k->val_cols, ks, k->table);
+        t->select_all = cass_textf("SELECT %s%s%s FROM %s.%s", k->key_cols, nv ? "," : "", k->val_cols, ks, k->table);
     }
 }
 

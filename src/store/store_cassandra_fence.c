@@ -42,7 +42,6 @@
  * conflict for ever, so a head read that finds the hint's bucket without
  * a head (the next seq going into it) sets it from the hint, IF head =
  * null, and reads it again (adopt_head). */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,17 +65,6 @@ static const struct {
     {'X', "inboxes", "user_id", "user_seq", "conv,seq,sender,ts", STORE_CQL_INBOX_BUCKET},
 };
 
-static char *textf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *textf(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    char *p = NULL;
-    int n = vasprintf(&p, fmt, ap);
-    va_end(ap);
-    if (n < 0) abort();   /* out of memory at open */
-    return p;
-}
-
 /* an ALTER that may have run before (another node, an earlier open) */
 static int add_head(cass *s, const char *table, char **why) {
     char q[256];
@@ -86,7 +74,7 @@ static int add_head(cass *s, const char *table, char **why) {
     cql_status st = cql_result_status(r);
     const char *msg = cql_result_message(r);
     int ok = st == CQL_OK || strstr(msg, "already exist") || strstr(msg, "conflicts with an existing column");
-    if (!ok) *why = textf("%s: %s %s", q, cql_status_name(st), msg);
+    if (!ok) *why = cass_textf("%s: %s %s", q, cql_status_name(st), msg);
     cql_result_free(r);
     return ok ? 0 : -1;
 }
@@ -99,11 +87,11 @@ int cass_fence_open(cass *s, char **why) {
         for (const char *p = tables[i].val_cols; *p; p++) nv += *p == ',';
         char marks[64] = "?,?,?";
         for (size_t j = 0; j < nv; j++) strcat(marks, ",?");
-        s->fence_put[i] = textf("INSERT INTO %s.%s (%s,bucket,%s,%s) VALUES (%s) USING TTL ?", s->keyspace,
+        s->fence_put[i] = cass_textf("INSERT INTO %s.%s (%s,bucket,%s,%s) VALUES (%s) USING TTL ?", s->keyspace,
                                 tables[i].table, tables[i].key_col, tables[i].seq_col, tables[i].val_cols, marks);
-        s->fence_head[i] = textf("UPDATE %s.%s SET head = ? WHERE %s = ? AND bucket = ? IF head = ?", s->keyspace,
+        s->fence_head[i] = cass_textf("UPDATE %s.%s SET head = ? WHERE %s = ? AND bucket = ? IF head = ?", s->keyspace,
                                  tables[i].table, tables[i].key_col);
-        s->fence_head_null[i] = textf("UPDATE %s.%s SET head = ? WHERE %s = ? AND bucket = ? IF head = null",
+        s->fence_head_null[i] = cass_textf("UPDATE %s.%s SET head = ? WHERE %s = ? AND bucket = ? IF head = null",
                                       s->keyspace, tables[i].table, tables[i].key_col);
         char q[256];
         snprintf(q, sizeof q, "SELECT head FROM %s.%s WHERE %s = ? AND bucket = ? LIMIT 1", s->keyspace,
@@ -111,7 +99,7 @@ int cass_fence_open(cass *s, char **why) {
         cql_result *res = NULL;
         s->fence_read[i] = cql_prepare(s->cql, q, &res);
         if (!s->fence_read[i]) {
-            *why = textf("prepare %s: %s", q, res ? cql_result_message(res) : "out of memory");
+            *why = cass_textf("prepare %s: %s", q, res ? cql_result_message(res) : "out of memory");
             cql_result_free(res);
             return -1;
         }
@@ -120,7 +108,7 @@ int cass_fence_open(cass *s, char **why) {
                  tables[i].table, tables[i].key_col);
         s->fence_adopt[i] = cql_prepare(s->cql, q, &res);
         if (!s->fence_adopt[i]) {
-            *why = textf("prepare %s: %s", q, res ? cql_result_message(res) : "out of memory");
+            *why = cass_textf("prepare %s: %s", q, res ? cql_result_message(res) : "out of memory");
             cql_result_free(res);
             return -1;
         }

@@ -118,6 +118,10 @@ int cass_commit_async(void *impl, store_batch *b, bool sync, store_commit_cb cb,
 /* server_ts (field 10) of an encoded parley.v1.Message; 0 if absent */
 uint64_t cass_message_ts(const uint8_t *p, size_t len);
 uint64_t cass_wall_ms(void);
+/* a malloc'd printf: the backend's CQL texts and error strings at open
+ * (aborts when out of memory: nothing runs without them) */
+char *cass_textf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* a record of time ts is past the retention */
 bool cass_expired(const cass *s, uint64_t ts);
 
