@@ -1855,3 +1855,20 @@ void h_frame_send_text(Parley__V1__Frame *f, Parley__V1__SendMessage *sm, uint64
     f->body_case = PARLEY__V1__FRAME__BODY_SEND_MESSAGE;
     f->send_message = sm;
 }
+
+pid_t h_spawn_logged(const char *prog, const char *const *args, const char *log) {
+    pid_t pid = fork();
+    if (pid != 0) return pid;   /* the parent: the child's pid, or -1 */
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (fd >= 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+    }
+    const char *argv[H_SPAWN_ARGS_MAX + 2];
+    int n = 0;
+    argv[n++] = prog;
+    for (int i = 0; args[i] && i < H_SPAWN_ARGS_MAX; i++) argv[n++] = args[i];
+    argv[n] = NULL;
+    execv(prog, (char *const *)argv);
+    _exit(127);
+}

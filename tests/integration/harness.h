@@ -420,4 +420,10 @@ int h_raw_send_frames(h_raw *w, size_t n, h_frame_maker make, void *ud);
 void h_frame_send_text(Parley__V1__Frame *f, Parley__V1__SendMessage *sm, uint64_t request_id, uint64_t conv,
                        const char *client_msg_id, const char *text);
 
+/* Starts prog with args (NULL-terminated, at most H_SPAWN_ARGS_MAX are
+ * passed), its stdout and stderr appended to log; the child's pid, or -1.
+ * The caller waits for it and stops it by that pid. */
+enum { H_SPAWN_ARGS_MAX = 38 };
+pid_t h_spawn_logged(const char *prog, const char *const *args, const char *log);
+
 #endif

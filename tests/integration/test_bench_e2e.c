@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "../check.h"
+#include "harness.h"
 
 static char SERVER[512], BENCH[512], DIR_[64];
 
@@ -27,27 +28,17 @@ static char SERVER[512], BENCH[512], DIR_[64];
 static int run_bench(const char *json, const char *const *args) {
     char log[128];
     snprintf(log, sizeof log, "%s/bench.log", DIR_);
-    pid_t pid = fork();
+    const char *all[H_SPAWN_ARGS_MAX + 1];
+    int n = 0;
+    for (int i = 0; args[i] && n < H_SPAWN_ARGS_MAX - 5; i++) all[n++] = args[i];
+    all[n++] = "--parley";
+    all[n++] = SERVER;
+    all[n++] = "--quiet";
+    all[n++] = "--json";
+    all[n++] = json;
+    all[n] = NULL;
+    pid_t pid = h_spawn_logged(BENCH, all, log);
     if (pid < 0) return -1;
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        const char *argv[40];
-        int n = 0;
-        argv[n++] = BENCH;
-        for (int i = 0; args[i] && n < 32; i++) argv[n++] = args[i];
-        argv[n++] = "--parley";
-        argv[n++] = SERVER;
-        argv[n++] = "--quiet";
-        argv[n++] = "--json";
-        argv[n++] = json;
-        argv[n] = NULL;
-        execv(BENCH, (char *const *)argv);
-        _exit(127);
-    }
     int status = 0;
     for (int i = 0; i < 2400; i++) {   /* 240 s in 100 ms steps */
         pid_t r = waitpid(pid, &status, WNOHANG);

@@ -38,22 +38,8 @@ static h_server S;
 static int run_bench(const char *const *args) {
     char log[128];
     snprintf(log, sizeof log, "%s/bench.log", DIR_);
-    pid_t pid = fork();
+    pid_t pid = h_spawn_logged(BENCH, args, log);
     if (pid < 0) return -1;
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        const char *argv[40];
-        int n = 0;
-        argv[n++] = BENCH;
-        for (int i = 0; args[i] && n < 38; i++) argv[n++] = args[i];
-        argv[n] = NULL;
-        execv(BENCH, (char *const *)argv);
-        _exit(127);
-    }
     int status = 0;
     for (int i = 0; i < 1200; i++) {   /* 120 s in 100 ms steps */
         pid_t r = waitpid(pid, &status, WNOHANG);

@@ -92,22 +92,8 @@ static void path_in_dir(char *out, size_t cap, const char *name) { snprintf(out,
 static int start_bench(const char *const *args) {
     char log[128];
     path_in_dir(log, sizeof log, "bench.log");
-    pid_t pid = fork();
+    pid_t pid = h_spawn_logged(BENCH, args, log);
     if (pid < 0) return -1;
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        const char *argv[40];
-        int n = 0;
-        argv[n++] = BENCH;
-        for (int i = 0; args[i] && n < 38; i++) argv[n++] = args[i];
-        argv[n] = NULL;
-        execv(BENCH, (char *const *)argv);
-        _exit(127);
-    }
     bench_pid = pid;
     return 0;
 }
