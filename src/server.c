@@ -139,7 +139,7 @@ void server_core_free(server *srv) {
 }
 
 int server_submit(server *srv, chat_request *r) {
-    if (srv->send_log && send_log_takes(r)) return send_log_submit(srv->send_log, r);
+    if (srv->send_log && send_log_takes(srv->send_log, r)) return send_log_submit(srv->send_log, r);
     if (srv->writer) return writer_submit(srv->writer, r);
     return srv->forward ? node_forward_submit(srv->forward, r) : -1;
 }

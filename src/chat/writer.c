@@ -1493,17 +1493,21 @@ static size_t writer_pop(writer *w, chat_request **out, size_t max) {
     return n;
 }
 
+/* --kafka: partitions came from another node (writer_forget_cached) */
+static void forget_if_asked(writer *w) {
+    uint64_t forget = atomic_load(&w->group->forget_epoch);
+    if (forget == w->forget_seen || w->accounts) return;
+    writer_commit_drain(w);
+    forget_after_failure(w);
+    w->forget_seen = forget;
+}
+
 static void *writer_main(void *arg) {
     writer *w = arg;
     pthread_setname_np(pthread_self(), w->name);   /* seen in top -H, perf */
     chat_request *batch[BATCH_MAX];
     for (;;) {
-        uint64_t forget = atomic_load(&w->group->forget_epoch);
-        if (forget != w->forget_seen && !w->accounts) {   /* --kafka: partitions came from another node */
-            writer_commit_drain(w);
-            forget_after_failure(w);
-            w->forget_seen = forget;
-        }
+        forget_if_asked(w);
         writer_commit_reap(w);   /* commits that completed since: answered and published */
         writer_commit_replay_raises(w, raise_delivered);
         uint64_t now = clock_mono_ms();
@@ -1514,6 +1518,9 @@ static void *writer_main(void *arg) {
         size_t unparked = writer_commit_unpark(w, batch, BATCH_MAX);
         size_t n = unparked;
         if (writer_commit_room(w)) n += writer_pop(w, batch + n, BATCH_MAX - n);
+        /* again: a request just taken may have been submitted right after
+         * writer_forget_cached, and must see the reload */
+        forget_if_asked(w);
         writer_prefetch_dedupe(w, batch, n);   /* the sends' dedupe reads, all in flight at once */
         writer_note_depth(w, mpsc_depth(&w->requests) + writer_commit_parked(w));
         if (n == 0) {

@@ -60,6 +60,14 @@ int writer_submit(writer *w, chat_request *r);
  * fan-out log offsets, dedupe and member records) from the store. Any
  * thread; requests submitted after this call see the reload. */
 void writer_forget_cached(writer *w);
+/* The conversation partition (chat/partition.h) whose writer owns request
+ * r: the partition of the conversation it names, of the direct pair it
+ * opens, or the one a CreateGroup is created in (the same on every node
+ * for the same user and request id). false for requests of the accounts
+ * owner (registration, devices, keys, blocks...) and for acks. --kafka
+ * (server_submit) sends every request with a partition through the owner
+ * of that partition, so one node at a time writes a partition. */
+bool writer_request_partition(const chat_request *r, uint32_t partitions, uint32_t *p);
 /* Finishes every queued request, then stops the threads. */
 void writer_stop(writer *w);
 void chat_request_free(chat_request *r);

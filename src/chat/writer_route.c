@@ -56,40 +56,70 @@ bool writer_owns_conv(const writer *w, uint64_t conv) {
 
 uint32_t writer_group_partition(const chat_request *r, uint32_t partitions) {
     /* any partition will do; spreading by who asks and which request keeps
-     * every owner's share of new groups even */
-    return hash_partition(r->user_id ^ (r->request_id * 0x9E3779B97F4A7C15ull) ^ r->conn_id, partitions);
+     * every owner's share of new groups even. Not by connection: with
+     * --kafka the origin node picks the partition (writer_request_partition)
+     * and the owner that stores it must pick the same one. */
+    return hash_partition(r->user_id ^ (r->request_id * 0x9E3779B97F4A7C15ull), partitions);
+}
+
+/* The conversation a conversation writer's request names: false when the
+ * frame is of another kind or lacks its body. (0 is a conversation id too
+ * here: its partition's owner answers that it does not exist.) */
+static bool conversation_of(const Parley__V1__Frame *f, uint64_t *conv) {
+    bool has = false;
+    switch (f->body_case) {
+    case PARLEY__V1__FRAME__BODY_SEND_MESSAGE:
+        if ((has = f->send_message != NULL)) *conv = f->send_message->conversation_id;
+        break;
+    case PARLEY__V1__FRAME__BODY_MARK_READ:
+        if ((has = f->mark_read != NULL)) *conv = f->mark_read->conversation_id;
+        break;
+    case PARLEY__V1__FRAME__BODY_ADD_MEMBERS:
+        if ((has = f->add_members != NULL)) *conv = f->add_members->conversation_id;
+        break;
+    case PARLEY__V1__FRAME__BODY_REMOVE_MEMBER:
+        if ((has = f->remove_member != NULL)) *conv = f->remove_member->conversation_id;
+        break;
+    case PARLEY__V1__FRAME__BODY_RENAME_GROUP:
+        if ((has = f->rename_group != NULL)) *conv = f->rename_group->conversation_id;
+        break;
+    case PARLEY__V1__FRAME__BODY_ACCEPT_REQUEST:
+        if ((has = f->accept_request != NULL)) *conv = f->accept_request->conversation_id;
+        break;
+    case PARLEY__V1__FRAME__BODY_DECLINE_REQUEST:
+        if ((has = f->decline_request != NULL)) *conv = f->decline_request->conversation_id;
+        break;
+    default:
+        break;
+    }
+    return has;
+}
+
+bool writer_request_partition(const chat_request *r, uint32_t partitions, uint32_t *p) {
+    const Parley__V1__Frame *f = r->frame;
+    if (r->op != CHAT_FRAME || !f || partitions == 0) return false;
+    if (f->body_case == PARLEY__V1__FRAME__BODY_OPEN_DIRECT) {
+        if (!f->open_direct) return false;
+        *p = pair_partition(r->user_id, f->open_direct->peer_user_id, partitions);
+        return true;
+    }
+    if (f->body_case == PARLEY__V1__FRAME__BODY_CREATE_GROUP) {
+        *p = writer_group_partition(r, partitions);
+        return true;
+    }
+    uint64_t conv;
+    if (!conversation_of(f, &conv)) return false;
+    *p = conv_partition(conv, partitions);
+    return true;
 }
 
 static writer *owner_of_partition(const writer_group *g, uint32_t p) { return g->convs[p % g->n]; }
 
 static writer *route(writer_group *g, const chat_request *r) {
     if (r->op == CHAT_ACK) return owner_of_partition(g, hash_partition(r->user_id, g->partitions));
-    const Parley__V1__Frame *f = r->frame;
-    if (r->op != CHAT_FRAME || !f) return g->accounts;
-    switch (f->body_case) {
-    case PARLEY__V1__FRAME__BODY_SEND_MESSAGE:
-        return f->send_message ? writer_owner_of_conv(g, f->send_message->conversation_id) : g->accounts;
-    case PARLEY__V1__FRAME__BODY_MARK_READ:
-        return f->mark_read ? writer_owner_of_conv(g, f->mark_read->conversation_id) : g->accounts;
-    case PARLEY__V1__FRAME__BODY_ADD_MEMBERS:
-        return f->add_members ? writer_owner_of_conv(g, f->add_members->conversation_id) : g->accounts;
-    case PARLEY__V1__FRAME__BODY_REMOVE_MEMBER:
-        return f->remove_member ? writer_owner_of_conv(g, f->remove_member->conversation_id) : g->accounts;
-    case PARLEY__V1__FRAME__BODY_RENAME_GROUP:
-        return f->rename_group ? writer_owner_of_conv(g, f->rename_group->conversation_id) : g->accounts;
-    case PARLEY__V1__FRAME__BODY_ACCEPT_REQUEST:
-        return f->accept_request ? writer_owner_of_conv(g, f->accept_request->conversation_id) : g->accounts;
-    case PARLEY__V1__FRAME__BODY_DECLINE_REQUEST:
-        return f->decline_request ? writer_owner_of_conv(g, f->decline_request->conversation_id) : g->accounts;
-    case PARLEY__V1__FRAME__BODY_OPEN_DIRECT:
-        return f->open_direct
-                   ? owner_of_partition(g, pair_partition(r->user_id, f->open_direct->peer_user_id, g->partitions))
-                   : g->accounts;
-    case PARLEY__V1__FRAME__BODY_CREATE_GROUP:
-        return owner_of_partition(g, writer_group_partition(r, g->partitions));
-    default:
-        return g->accounts;   /* registration, devices, keys, link tokens, blocks */
-    }
+    uint32_t p;
+    /* registration, devices, keys, link tokens, blocks: the accounts owner */
+    return writer_request_partition(r, g->partitions, &p) ? owner_of_partition(g, p) : g->accounts;
 }
 
 void writer_note_depth(writer *w, size_t depth) {

@@ -52,6 +52,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/u64map.h"
 #include "fanout/fanout.h"
 #include "gateway/ops_http.h"
 #include "queue/kafka/kafka_log.h"
@@ -90,6 +91,13 @@ struct chat_owner {
     size_t unanswered;
     bool store_failed;         /* this batch had an answer saying the store failed */
 
+    /* records read since the last commit of the input offsets whose answer
+     * was final (key: record_key): a batch read again after a retry or a
+     * failed commit does not feed them to the writers a second time. Sends
+     * would be found by their dedupe records, but a CreateGroup stored twice
+     * would make two groups. Owner's thread only. */
+    u64map finished;
+
     /* given and not yet replayed (on_rebalance and owner_main: the owner's
      * thread only, inside and between polls) */
     bool handed[MAX_HANDED];
@@ -99,6 +107,12 @@ struct chat_owner {
     pthread_t thread;
     bool running;
 };
+
+enum { FINISHED_MAX = 1 << 16 };   /* more are forgotten (a store that fails a long time) */
+
+static uint64_t record_key(const kafka_record *r) {
+    return ((uint64_t)(uint32_t)r->partition << 48 | ((uint64_t)r->offset & 0xffffffffffffull)) + 1;
+}
 
 static Parley__V1__Status answer_status(const uint8_t *frame, size_t len) {
     Parley__V1__Frame *f = parley__v1__frame__unpack(NULL, len, frame);
@@ -181,6 +195,7 @@ static bool run_batch(chat_owner *co, kafka_record *recs, size_t n) {
     pthread_mutex_unlock(&co->mu);
     bool all_taken = true;
     for (size_t i = 0; i < n; i++) {
+        if (u64map_get(&co->finished, record_key(&recs[i]))) continue;   /* answered when read before */
         send_record r;
         if (send_record_parse(recs[i].value, recs[i].len, &r)) {
             log_warn("kafka: malformed %s record at %d/%lld skipped", SEND_LOG_TOPIC, (int)recs[i].partition,
@@ -219,6 +234,10 @@ static bool run_batch(chat_owner *co, kafka_record *recs, size_t n) {
     }
     bool done = all_taken && co->unanswered == 0;
     for (size_t i = 0; done && i < n; i++) done = !co->slots[i].retry;
+    if (co->finished.count > FINISHED_MAX) u64map_free(&co->finished);
+    for (size_t i = 0; i < n; i++)
+        if (co->slots[i].answered && !co->slots[i].retry && u64map_put(&co->finished, record_key(&recs[i]), 1))
+            abort();
     atomic_store(&co->store_waiting, co->store_failed || co->unanswered != 0);
     co->batch = 0;   /* answers from now on are stale */
     pthread_mutex_unlock(&co->mu);
@@ -279,6 +298,7 @@ static void *owner_main(void *arg) {
             kr = KAFKA_ERROR;
         }
         if (kr == KAFKA_OK) {
+            u64map_free(&co->finished);   /* their offsets are committed: never read again */
             METRIC_INC(kafka_owner_commits_total);
             atomic_store(&g_metrics.kafka_owner_store_waiting, 0);
             atomic_store(&co->store_waiting, false);
@@ -371,5 +391,6 @@ void chat_owner_free(chat_owner *co) {
     chat_owner_stop(co);
     pthread_mutex_destroy(&co->mu);
     pthread_cond_destroy(&co->cv);
+    u64map_free(&co->finished);
     free(co);
 }

@@ -31,6 +31,7 @@ typedef struct pending {
     pending_state state;
     uint64_t conn_id, request_id;
     uint64_t durable_ms;   /* when Kafka acknowledged it */
+    bool send;             /* a SendMessage: answered ACCEPTED when its answer is late */
 } pending;
 
 struct send_log {
@@ -86,7 +87,7 @@ static void accept_due(send_log *sl, uint64_t now) {
     if (sl->by_request.count == 0) return;
     for (size_t i = 0; i < SEND_LOG_PENDING; i++) {
         pending *p = &sl->ring[i];
-        if (p->tag == 0 || p->state != P_DURABLE || now - p->durable_ms < SEND_LOG_ACCEPTED_MS) continue;
+        if (p->tag == 0 || p->state != P_DURABLE || !p->send || now - p->durable_ms < SEND_LOG_ACCEPTED_MS) continue;
         uint64_t conn = p->conn_id, req = p->request_id;
         forget(sl, p);
         METRIC_INC(kafka_sends_accepted_total);
@@ -112,13 +113,14 @@ static void *send_log_main(void *arg) {
     return NULL;
 }
 
-bool send_log_takes(const chat_request *r) {
-    return r->op == CHAT_FRAME && r->frame && r->frame->body_case == PARLEY__V1__FRAME__BODY_SEND_MESSAGE &&
-           r->frame->send_message && r->frame->send_message->conversation_id != 0;
+bool send_log_takes(const send_log *sl, const chat_request *r) {
+    uint32_t p;
+    return writer_request_partition(r, sl->partitions, &p);
 }
 
 int send_log_submit(send_log *sl, chat_request *r) {
-    if (!send_log_takes(r)) return -1;
+    uint32_t partition;
+    if (!writer_request_partition(r, sl->partitions, &partition)) return -1;
     send_record rec = {.conn_id = r->conn_id, .request_id = r->request_id, .user_id = r->user_id,
                        .device_id = r->device_id};
     snprintf(rec.origin, sizeof rec.origin, "%s", sl->self);
@@ -130,15 +132,17 @@ int send_log_submit(send_log *sl, chat_request *r) {
     if (!value) return -1;
     memcpy(value, head, head_len);
     parley__v1__frame__pack(r->frame, value + head_len);
-    uint64_t conv = r->frame->send_message->conversation_id;
+    bool send = r->frame->body_case == PARLEY__V1__FRAME__BODY_SEND_MESSAGE;
 
     pthread_mutex_lock(&sl->mu);
     uint64_t tag = ++sl->next_tag;
     pending *p = &sl->ring[tag % SEND_LOG_PENDING];
     if (p->tag) forget(sl, p);   /* the oldest: no ACCEPTED for it */
-    kafka_result kr = kafka_produce_tagged(sl->producer, SEND_LOG_TOPIC, (int32_t)conv_partition(conv, sl->partitions), conv, value, head_len + frame_len, tag);
+    kafka_result kr = kafka_produce_tagged(sl->producer, SEND_LOG_TOPIC, (int32_t)partition, partition, value,
+                                           head_len + frame_len, tag);
     if (kr == KAFKA_OK) {
-        *p = (pending){.tag = tag, .state = P_QUEUED, .conn_id = r->conn_id, .request_id = r->request_id};
+        *p = (pending){.tag = tag, .state = P_QUEUED, .conn_id = r->conn_id, .request_id = r->request_id,
+                       .send = send};
         u64map_put(&sl->by_request, request_key(r->conn_id, r->request_id), tag);
     }
     pthread_mutex_unlock(&sl->mu);

@@ -1,10 +1,15 @@
 /* send_log.h -- the origin side of --kafka (DESIGN.md §6): a node's gateway
- * sessions hand each SendMessage to the 'sends' topic, keyed by its
- * conversation id, instead of to a writer. The topic has the store's P
- * partitions and a conversation's records go to Kafka partition conv mod P,
- * its store partition (chat/partition.h): so the owner of a Kafka
- * partition is the only node that writes that store partition's seqs,
- * conversation ids and fan-out log. The chat node that owns the
+ * sessions hand every request a conversation writer owns (sends, read
+ * marks, membership, renames, accept/decline, OpenDirect, CreateGroup:
+ * chat/writer.h writer_request_partition) to the 'sends' topic instead of
+ * to a writer. The topic has the store's P partitions and a request goes
+ * to the Kafka partition of its store partition (conv mod P for a
+ * conversation's, chat/partition.h): so the owner of a Kafka partition is
+ * the only node that writes that store partition's seqs, member records,
+ * conversation ids and fan-out log (before, requests other than sends were
+ * stored by whichever chat node took them, and two nodes numbered one
+ * partition's fan-out log from their own counters: an acknowledged
+ * message could be skipped by fan-out or fanned out twice). The chat node that owns the
  * record's partition (chat_owner.h) stores it and answers over the node
  * link; this side only remembers, per request, whether it is durable in
  * Kafka and whether an answer came:
@@ -12,7 +17,7 @@
  *   - the producer is idempotent (no duplicates from its own retries) and
  *     acks=all; a record Kafka refused is answered UNAVAILABLE "retry"
  *     (the device retries with the same client_msg_id);
- *   - a record durable in Kafka with no answer after SEND_LOG_ACCEPTED_MS
+ *   - a SendMessage durable in Kafka with no answer after SEND_LOG_ACCEPTED_MS
  *     (the owner is waiting for the store, or a failover is under way) is
  *     answered ACCEPTED: durable, not stored yet. The SENT (with its seq)
  *     that the owner sends once it stored it is a second answer to the same
@@ -47,8 +52,9 @@ typedef struct send_log send_log;
  * with the reason in err. */
 send_log *send_log_start(const char *brokers, const char *self, uint32_t partitions, const outbox *local,
                          char *err, size_t errlen);
-/* Whether r goes to Kafka (a SendMessage with a conversation id). */
-bool send_log_takes(const chat_request *r);
+/* Whether r goes to Kafka: a request a conversation writer owns
+ * (writer_request_partition), to the record partition of that partition. */
+bool send_log_takes(const send_log *sl, const chat_request *r);
 /* Queues r as a 'sends' record and frees it: 0. -1 when it cannot be queued
  * now (r is still the caller's: the device is told to retry). */
 int send_log_submit(send_log *sl, chat_request *r);
