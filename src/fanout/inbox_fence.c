@@ -63,6 +63,10 @@ int inbox_fence_renumber(store *s, inbox_claim *c, size_t n, u64map *heads) {
             break;
         }
         uint64_t after = hint < first ? hint : first;
+        bool deep = false;
+        for (size_t k = i; k < end; k++) deep = deep || c[k].deep;
+        uint64_t back = head > INBOX_FENCE_DEEP ? head - INBOX_FENCE_DEEP : 0;
+        if (deep && back < after) after = back;
         sc.n = 0;
         if (head > after) {
             uint64_t span = head - after;

@@ -22,6 +22,7 @@ typedef struct queue_item {
     uint64_t sender_user_id;
     uint64_t ts;          /* the message's server_ts */
     bool membership;      /* a MEMBERSHIP message: who is a member changed */
+    bool replayed;        /* read again from the fan-out log (fanout_replay): some inboxes may hold it */
     uint32_t deliveries;  /* set by the queue at publish: the deliveries reserved for it (below) */
     blob *message;        /* encoded parley.v1.Message; the item holds one reference */
 } queue_item;
