@@ -61,7 +61,12 @@ int pc_backoff_delay_ms(pc_client *c) {
 static int reconnect_once(pc_client *c) {
     pc_servers_next(c);   /* with several servers: another one than the last */
     if (pc_conn_open(c) < 0) return 1;
-    if (c->have_identity && pc_sign_in_once(c) < 0) return c->fd >= 0 ? -1 : 1;
+    if (c->have_identity && pc_sign_in_once(c) < 0) {
+        /* the server could not check the key now (its store is away): a
+         * lost attempt, tried again after the backoff on a new connection */
+        if (c->fd >= 0 && c->status == PARLEY__V1__STATUS__UNAVAILABLE) pc_conn_drop(c);
+        return c->fd >= 0 ? -1 : 1;
+    }
     if (c->sync_started && pc_start_sync_once(c) < 0) return c->fd >= 0 ? -1 : 1;
     pc_servers_connected(c);
     c->stats.reconnects++;

@@ -15,6 +15,7 @@
 #include "core/quota.h"
 #include "fanout/fanout.h"
 #include "gateway/conn.h"
+#include "gateway/store_watch.h"
 #include "gateway/worker_msg.h"
 
 /* A session entry is live in Redis (cluster/session_registry.h): the
@@ -62,6 +63,7 @@ int server_core_start(server *srv) {
     srv->registry = registry_local_new();
     srv->quota = quota_new_for_config(&srv->cfg);
     srv->recent_inbox = recent_inbox_new();
+    srv->store_watch = store_watch_start(srv);
     if (!srv->queue || !srv->registry || !srv->quota || !srv->recent_inbox) return -1;
     const cluster_config *cc = &srv->cfg.cluster;
     /* with a link and a directory, writes and deliveries cross nodes: the
@@ -133,6 +135,8 @@ void server_core_free(server *srv) {
     if (srv->quota) quota_free(srv->quota);
     recent_inbox_free(srv->recent_inbox);
     srv->recent_inbox = NULL;
+    store_watch_stop(srv->store_watch);   /* the workers that asked it have stopped */
+    srv->store_watch = NULL;
     srv->registry = NULL;
     srv->queue = NULL;
     srv->quota = NULL;

@@ -37,6 +37,8 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_deliveries_total", "counter", "Events written to devices (live and sync).", &g_metrics.deliveries_total, 0},
         {"parley_live_pushes_skipped_total", "counter", "Live pushes held back (window, output cap); the device catches up by sync.", &g_metrics.live_pushes_skipped_total, 0},
         {"parley_sync_events_total", "counter", "Events sent by catch-up from the store.", &g_metrics.sync_events_total, 0},
+        {"parley_store_watch_probes_total", "counter", "Reads the store watch made while the store failed (workers hold theirs meanwhile: sign-ins answered UNAVAILABLE, catch-up waits).", &g_metrics.store_watch_probes_total, 0},
+        {"parley_sync_read_failures_total", "counter", "Catch-up reads of a device's inbox the store failed (the device stays behind; retried each second).", &g_metrics.sync_read_failures_total, 0},
         {"parley_receipts_total", "counter", "Receipts pushed to devices.", &g_metrics.receipts_total, 0},
         {"parley_rate_limited_total", "counter", "Requests refused with RATE_LIMITED (send, write and typing buckets, writer share).", &g_metrics.rate_limited_total, 0},
         {"parley_retention_removed_total", "counter", "Records older than the retention removed by compaction.", &g_metrics.retention_removed_total, 0},

@@ -34,6 +34,8 @@ typedef struct metrics {
     atomic_ulong live_pushes_skipped_total; /* live pushes not sent: window full,
                                                output cap, or gap; caught up by sync */
     atomic_ulong sync_events_total;       /* events sent by catch-up from the store */
+    atomic_ulong sync_read_failures_total; /* catch-up reads the store failed (retried by the sweep) */
+    atomic_ulong store_watch_probes_total; /* reads by the store watch while the store failed */
     atomic_ulong receipts_total;
     atomic_ulong retention_removed_total;
     atomic_ulong rate_limited_total;      /* sends and typing refused with RATE_LIMITED */ /* records dropped by retention at compaction */

@@ -18,6 +18,7 @@
 #include "gateway/conn_side.h"
 #include "gateway/mqtt_conn.h"
 #include "gateway/realtime.h"
+#include "gateway/store_watch.h"
 
 enum { PAGE = 128 };
 
@@ -178,8 +179,15 @@ bool delivery_output_room(const worker *w, const conn *c) {
     return buf_len(&c->out) < w->srv->cfg.conn_output_cap;
 }
 
+void delivery_sweep(worker *w, conn *c) {
+    if (c->syncing && c->state == CONN_WS && (c->lagging || c->dm_pending)) delivery_pump(w, c);
+}
+
 void delivery_pump(worker *w, conn *c) {
     if (!c->syncing || c->state != CONN_WS) return;
+    /* a failing store is not read from here (gateway/store_watch.h): the
+     * device stays lagging and the sweep pumps it again */
+    if ((c->lagging || c->dm_pending) && store_watch_reads_held(w->srv)) return;
     /* device messages (key hand-outs) before the events they may unlock,
      * under the same output cap */
     if (c->dm_pending) {
@@ -192,7 +200,9 @@ void delivery_pump(worker *w, conn *c) {
         pg.n = 0;
         if (store_scan_inbox(w->srv->store, c->user_id, c->sent_upto, 0,
                              (uint32_t)(room < PAGE ? room : PAGE), page_add, &pg) < 0) {
-            conn_close(w, c, WS_CLOSE_INTERNAL, "store read failed");
+            /* still lagging: the sweep tries again (closing would only bring
+             * the device back to sign in, another read of the same store) */
+            METRIC_INC(sync_read_failures_total);
             return;
         }
         if (pg.n == 0) {
@@ -204,6 +214,10 @@ void delivery_pump(worker *w, conn *c) {
         for (size_t i = 0; i < pg.n; i++) {
             store_bytes msg;
             int found = store_get_message(w->srv->store, pg.e[i].conv, pg.e[i].seq, &msg);
+            if (found < 0) {   /* not gone, unreadable now: from this entry on, later */
+                METRIC_INC(sync_read_failures_total);
+                return;
+            }
             if (found == 1) {
                 write_event(w, c, pg.e[i].user_seq, msg.data, msg.len);
                 store_bytes_free(&msg);

@@ -27,6 +27,7 @@
 #include "gateway/realtime.h"
 #include "gateway/register_limit.h"
 #include "gateway/request_limits.h"
+#include "gateway/store_watch.h"
 #include "push/push_gateway.h"
 #include "push/webpush_crypto.h"
 
@@ -218,13 +219,19 @@ static void auth_failed(worker *w, conn *c, uint64_t rid, Parley__V1__Status sta
 static void handle_sign_in(worker *w, conn *c, const Parley__V1__Frame *f) {
     const Parley__V1__SignIn *q = f->sign_in;
     c->nonce_spent = true;
+    if (store_watch_reads_held(w->srv)) {   /* not read while it fails: gateway/store_watch.h */
+        auth_failed(w, c, f->request_id, PARLEY__V1__STATUS__UNAVAILABLE, "the store is not answering; retry");
+        return;
+    }
     Parley__Store__Device *d = NULL;
     int found = store_get_device(w->srv->store, q->user_id, q->device_id, &d);
     bool ok = found == 1 && signature_valid(c, &d->public_key, &q->signature);
     if (d) parley__store__device__free_unpacked(d, NULL);
     if (!ok) {
-        auth_failed(w, c, f->request_id, PARLEY__V1__STATUS__UNAUTHENTICATED,
-                    found < 0 ? "store read failed" : "unknown device or bad signature");
+        /* a read that failed is not a refusal: the device tries again */
+        auth_failed(w, c, f->request_id,
+                    found < 0 ? PARLEY__V1__STATUS__UNAVAILABLE : PARLEY__V1__STATUS__UNAUTHENTICATED,
+                    found < 0 ? "store read failed; retry" : "unknown device or bad signature");
         return;
     }
     signed_in(w, c, f->request_id, q->user_id, q->device_id);
