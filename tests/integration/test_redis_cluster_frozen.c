@@ -1,0 +1,451 @@
+/* test_redis_cluster_frozen.c -- one master of a real three-master Redis
+ * Cluster SIGSTOPped (alive, its TCP port open, never answering): the users
+ * whose keys live on the two healthy masters keep working through the
+ * session registry (src/registry/registry_redis.c on redis_cluster.c):
+ * sessions registered and refreshed, lookups answered; the frozen master's
+ * users get errors, each command completed (not left hanging); the client
+ * reads the slot map from the healthy masters meanwhile; after SIGCONT the
+ * frozen master's users work again by themselves.
+ *
+ * The cluster is the program's own (scripts/redis-cluster.sh, stopped by
+ * PID at exit and on a fatal signal; its stop sends SIGCONT first). The
+ * frozen master is sent SIGCONT on every path of the case. Waits are on
+ * observable state (a completion, the cluster's own view of the frozen
+ * node, a client counter) with generous bounds; nothing asserts a duration. */
+#include "../check.h"
+#include "redis_cluster_node.h"
+#include "registry/redis_cluster.h"
+#include "registry/redis_cluster_parse.h"
+#include "registry/registry_redis.h"
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WAIT_MS 60000
+#define USERS_PER_MASTER 4
+#define ROUNDS 3
+
+static int cluster_up;
+static rc_client *rc;
+static registry_redis *reg;
+static int victim = -1;   /* the master that is frozen */
+static pid_t frozen_pid;  /* > 0 while it is SIGSTOPped */
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void thaw(void) {
+    if (frozen_pid > 0)
+        kill(frozen_pid, SIGCONT);
+    frozen_pid = 0;
+}
+
+/* ---- the registry's callbacks fill a result; the test waits on it ---- */
+
+typedef struct result {
+    atomic_int done;
+    int applied;
+    size_t n;
+    size_t refreshed, gone, failed;
+    char error[128];
+} result;
+
+static int wait_result(result *res) {
+    uint64_t until = now_ms() + WAIT_MS;
+    while (!atomic_load(&res->done) && now_ms() < until)
+        sleep_ms(2);
+    return atomic_load(&res->done);
+}
+
+static void done_cb(void *ud, int applied, const char *error) {
+    result *res = ud;
+    res->applied = applied;
+    if (error)
+        snprintf(res->error, sizeof res->error, "%s", error);
+    atomic_store(&res->done, 1);
+}
+
+static void lookup_cb(void *ud, const rr_device *devs, size_t n, const char *error) {
+    (void)devs;
+    result *res = ud;
+    res->n = n;
+    if (error)
+        snprintf(res->error, sizeof res->error, "%s", error);
+    atomic_store(&res->done, 1);
+}
+
+static void batch_cb(void *ud, size_t refreshed, size_t gone, size_t failed) {
+    result *res = ud;
+    res->refreshed = refreshed;
+    res->gone = gone;
+    res->failed = failed;
+    atomic_store(&res->done, 1);
+}
+
+/* 1 applied, 0 refused, -1 failed (error in res), -2 never completed */
+static int do_connect(const rr_session *s, result *res) {
+    memset(res, 0, sizeof *res);
+    if (registry_redis_connect(reg, s, done_cb, res) != 0)
+        return -1;
+    return wait_result(res) ? res->applied : -2;
+}
+
+/* devices found, -1 failed (error in res), -2 never completed */
+static int do_lookup(uint64_t user, result *res) {
+    memset(res, 0, sizeof *res);
+    if (registry_redis_lookup(reg, user, lookup_cb, res) != 0)
+        return -1;
+    if (!wait_result(res))
+        return -2;
+    return res->error[0] ? -1 : (int)res->n;
+}
+
+/* refreshed (1), gone (0), failed (-1), never completed (-2) */
+static int do_heartbeat(const rr_session *s, result *res) {
+    memset(res, 0, sizeof *res);
+    if (registry_redis_heartbeat(reg, s, 1, batch_cb, res) != 0)
+        return -1;
+    if (!wait_result(res))
+        return -2;
+    return res->refreshed == 1 ? 1 : res->gone == 1 ? 0 : -1;
+}
+
+/* ---- the cluster as Redis sees it ---- */
+
+static redisContext *direct(int i) {
+    struct timeval tv = {10, 0};
+    redisContext *d = redisConnectWithTimeout("127.0.0.1", redis_cluster_port(i), tv);
+    if (d && !d->err)
+        redisSetTimeout(d, tv);
+    return d;
+}
+
+/* the master index (0..2) owning each slot, from CLUSTER SLOTS of node 0 */
+static int owner_map(int owners[RC_SLOTS]) {
+    for (int s = 0; s < RC_SLOTS; s++)
+        owners[s] = -1;
+    redisContext *d = direct(0);
+    redisReply *r = d && !d->err ? redisCommand(d, "CLUSTER SLOTS") : NULL;
+    rc_slot_range rg[64];
+    int n = r ? rc_parse_slots(r, "127.0.0.1", rg, 64) : -1;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < REDIS_CLUSTER_MASTERS; j++)
+            if (redis_cluster_port(j) == rg[i].port)
+                for (int s = rg[i].start; s <= rg[i].end; s++)
+                    owners[s] = j;
+    if (r)
+        freeReplyObject(r);
+    if (d)
+        redisFree(d);
+    return n < 0 ? -1 : 0;
+}
+
+/* 1 when healthy master i's CLUSTER NODES flags the master on port as
+ * failed ("fail", agreed by the majority; not just "fail?") */
+static int sees_failed(int i, int port) {
+    redisContext *d = direct(i);
+    redisReply *r = d && !d->err ? redisCommand(d, "CLUSTER NODES") : NULL;
+    int failed = 0;
+    if (r && r->type == REDIS_REPLY_STRING) {
+        char addr[32];
+        snprintf(addr, sizeof addr, " 127.0.0.1:%d@", port);
+        const char *line = strstr(r->str, addr);
+        if (line) {
+            const char *flags = line + strlen(addr);
+            flags = strchr(flags, ' '); /* past the bus port */
+            const char *end = flags ? strchr(flags + 1, ' ') : NULL;
+            if (end) {
+                char f[128];
+                size_t len = (size_t)(end - flags - 1) < sizeof f - 1 ? (size_t)(end - flags - 1) : sizeof f - 1;
+                memcpy(f, flags + 1, len);
+                f[len] = '\0';
+                /* comma-separated: "master,fail" */
+                char *save = NULL;
+                for (char *t = strtok_r(f, ",", &save); t; t = strtok_r(NULL, ",", &save))
+                    failed |= strcmp(t, "fail") == 0;
+            }
+        }
+    }
+    if (r)
+        freeReplyObject(r);
+    if (d)
+        redisFree(d);
+    return failed;
+}
+
+/* CONFIG SET on every master; 0 or -1 */
+static int config_set_all(const char *name, const char *value) {
+    int rc = 0;
+    for (int i = 0; i < REDIS_CLUSTER_MASTERS; i++) {
+        redisContext *d = direct(i);
+        redisReply *r = d && !d->err ? redisCommand(d, "CONFIG SET %s %s", name, value) : NULL;
+        if (!r || r->type != REDIS_REPLY_STATUS)
+            rc = -1;
+        if (r)
+            freeReplyObject(r);
+        if (d)
+            redisFree(d);
+    }
+    return rc;
+}
+
+/* ---- users placed on masters ---- */
+
+static uint64_t users[REDIS_CLUSTER_MASTERS][USERS_PER_MASTER];
+static int owners[RC_SLOTS];
+
+static int master_of_user(uint64_t u) {
+    char key[32];
+    int len = snprintf(key, sizeof key, "{u:%llu}", (unsigned long long)u);
+    return owners[rc_key_slot(key, (size_t)len)];
+}
+
+static int place_users(void) {
+    if (owner_map(owners) != 0)
+        return -1;
+    int have[REDIS_CLUSTER_MASTERS] = {0};
+    for (uint64_t u = 1; u < 100000; u++) {
+        int at = master_of_user(u);
+        if (at >= 0 && have[at] < USERS_PER_MASTER)
+            users[at][have[at]++] = u;
+        int all = 1;
+        for (int j = 0; j < REDIS_CLUSTER_MASTERS; j++)
+            all &= have[j] == USERS_PER_MASTER;
+        if (all)
+            return 0;
+    }
+    return -1;
+}
+
+static rr_session session_of(uint64_t user, uint32_t device) {
+    rr_session s = {.user = user, .device = device, .conn_id = user * 100 + device, .since_ms = wall_ms(),
+                    .node = "gw-frozen-test"};
+    return s;
+}
+
+/* ---- cases ---- */
+
+static void start_cluster(void) {
+    CHECK(redis_cluster_start("redis-frozen") == 0, "cluster did not start");
+    cluster_up = 1;
+    /* Redis's own rule first: with cluster-require-full-coverage yes (its
+     * default) every master answers CLUSTERDOWN to every key once one
+     * master is flagged failed, whatever the client does. A chat system
+     * wants the healthy masters' users served, so its cluster runs with
+     * "no" (README, "Redis Cluster: a master that stops answering"). */
+    CHECK(config_set_all("cluster-require-full-coverage", "no") == 0, "CONFIG SET cluster-require-full-coverage no");
+    /* as the product makes it (src/cluster/cluster_node.c): the defaults, 2 s per command */
+    rc_options o = {.seeds = redis_cluster_seeds(), .timeout_ms = 2000};
+    char err[200];
+    rc = rc_new(&o, err, sizeof err);
+    CHECK(rc, "rc_new: %s", err);
+    CHECK(rc_wait_ready(rc, WAIT_MS) == 0, "slot map");
+    rr_options ro = {.session_ttl_ms = 600000};
+    reg = registry_redis_new(rc, &ro);
+    CHECK(reg, "registry");
+    CHECK(place_users() == 0, "no users found on every master");
+    victim = 0;
+    result res;
+    for (int j = 0; j < REDIS_CLUSTER_MASTERS; j++)
+        for (int k = 0; k < USERS_PER_MASTER; k++) {
+            rr_session s = session_of(users[j][k], 1);
+            CHECK(do_connect(&s, &res) == 1, "connect user %llu before the freeze: %s",
+                  (unsigned long long)users[j][k], res.error);
+        }
+}
+
+/* a gateway's heartbeat of BIG sessions of users on every master, as
+ * session_registry.c sends it (pipelined, one batch): the sessions were
+ * never registered, so a healthy master answers "gone" (an answer) and the
+ * frozen one none ("failed") */
+enum { BIG = 6000 };
+static atomic_int big_result[BIG];
+
+static void big_each(void *ud, size_t i, int result) {
+    (void)ud;
+    atomic_store(&big_result[i], result);
+}
+
+static void big_heartbeat(uint32_t round) {
+    static rr_session s[BIG];
+    for (size_t i = 0; i < BIG; i++) {
+        s[i] = session_of(5000000 + round * BIG + i, 1);
+        atomic_store(&big_result[i], -2);
+    }
+    result res = {0};
+    CHECK(registry_redis_heartbeat_each(reg, s, BIG, big_each, batch_cb, &res) == 0, "heartbeat refused");
+    CHECK(wait_result(&res), "round %u: the heartbeat of %d sessions never completed", round, BIG);
+    size_t healthy = 0, healthy_answered = 0, frozen = 0, frozen_failed = 0;
+    for (size_t i = 0; i < BIG; i++) {
+        int at = master_of_user(s[i].user), r = atomic_load(&big_result[i]);
+        if (at == victim) {
+            frozen++;
+            frozen_failed += r == -1;
+        } else {
+            healthy++;
+            healthy_answered += r == 0 || r == 1;
+        }
+    }
+    CHECK(healthy_answered == healthy, "round %u: %zu of %zu refreshes on the healthy masters answered", round,
+          healthy_answered, healthy);
+    CHECK(frozen > 0 && frozen_failed == frozen, "round %u: %zu of %zu refreshes on the frozen master failed", round,
+          frozen_failed, frozen);
+}
+
+/* every healthy master's user: refreshed, looked up (its devices found), a
+ * new device registered; every frozen master's user: the lookup completes
+ * with an error. round names the device registered. */
+static void one_round(uint32_t round) {
+    result res;
+    for (int j = 0; j < REDIS_CLUSTER_MASTERS; j++) {
+        if (j == victim)
+            continue;
+        for (int k = 0; k < USERS_PER_MASTER; k++) {
+            uint64_t u = users[j][k];
+            rr_session s1 = session_of(u, 1);
+            int hb = do_heartbeat(&s1, &res);
+            CHECK(hb == 1, "round %u: heartbeat of user %llu on healthy master %d: %d (failed %zu)", round,
+                  (unsigned long long)u, j, hb, res.failed);
+            rr_session s = session_of(u, 100 + round);
+            int applied = do_connect(&s, &res);
+            CHECK(applied == 1, "round %u: connect of user %llu on healthy master %d: %d %s", round,
+                  (unsigned long long)u, j, applied, res.error);
+            int n = do_lookup(u, &res);
+            CHECK(n == 2 + (int)round, "round %u: lookup of user %llu on healthy master %d: %d devices, %s", round,
+                  (unsigned long long)u, j, n, res.error);
+        }
+    }
+    big_heartbeat(round);
+    if (check_case_failed)
+        return;
+    for (int k = 0; k < USERS_PER_MASTER; k++) {
+        uint64_t u = users[victim][k];
+        int n = do_lookup(u, &res);
+        CHECK(n != -2, "round %u: lookup of user %llu on the frozen master never completed", round,
+              (unsigned long long)u);
+        CHECK(n == -1, "round %u: lookup of user %llu on the frozen master answered %d devices", round,
+              (unsigned long long)u, n);
+    }
+}
+
+static void while_frozen(void) {
+    rc_stats st0, st1;
+    rc_get_stats(rc, &st0);
+    pid_t pid = redis_cluster_pid(victim);
+    CHECK(pid > 0 && kill(pid, SIGSTOP) == 0, "SIGSTOP master %d", victim);
+    frozen_pid = pid;
+    int port = redis_cluster_port(victim);
+
+    /* at once: the healthy masters still count the frozen one as up */
+    one_round(0);
+    if (check_case_failed)
+        return;
+
+    /* then: the healthy masters agree it has failed (cluster-node-timeout) */
+    int h1 = (victim + 1) % REDIS_CLUSTER_MASTERS, h2 = (victim + 2) % REDIS_CLUSTER_MASTERS;
+    uint64_t until = now_ms() + WAIT_MS;
+    int seen = 0;
+    while (!seen && now_ms() < until) {
+        seen = sees_failed(h1, port) && sees_failed(h2, port);
+        if (!seen)
+            sleep_ms(200);
+    }
+    CHECK(seen, "the healthy masters never flagged the frozen master as failed");
+    for (uint32_t round = 1; round < ROUNDS; round++) {
+        one_round(round);
+        if (check_case_failed)
+            return;
+    }
+
+    /* the client read the map meanwhile, from a healthy master (the frozen
+     * one answers nothing, so every refresh applied came from another) */
+    until = now_ms() + WAIT_MS;
+    rc_get_stats(rc, &st1);
+    while (st1.slot_refreshes <= st0.slot_refreshes && now_ms() < until) {
+        sleep_ms(50);
+        rc_get_stats(rc, &st1);
+    }
+    CHECK(st1.slot_refreshes > st0.slot_refreshes, "no slot map read while frozen (%llu)",
+          (unsigned long long)st1.slot_refreshes);
+    CHECK(st1.timeouts > st0.timeouts || st1.conn_failures > st0.conn_failures,
+          "the frozen master's commands failed without a timeout or a lost connection");
+    check_note("while frozen: %llu slot map reads applied, %llu command timeouts, %llu connection failures, "
+               "%llu CLUSTERDOWN",
+               (unsigned long long)(st1.slot_refreshes - st0.slot_refreshes),
+               (unsigned long long)(st1.timeouts - st0.timeouts),
+               (unsigned long long)(st1.conn_failures - st0.conn_failures),
+               (unsigned long long)(st1.clusterdown - st0.clusterdown));
+}
+
+/* the frozen master's users, and after SIGCONT the same users again */
+static void after_thaw(void) {
+    result res;
+    for (int k = 0; k < USERS_PER_MASTER; k++) {
+        uint64_t u = users[victim][k];
+        uint64_t until = now_ms() + WAIT_MS;
+        int n = -1;
+        while (n < 0 && now_ms() < until) {
+            n = do_lookup(u, &res);
+            if (n < 0)
+                sleep_ms(100);
+        }
+        CHECK(n == 1, "user %llu of the thawed master: lookup %d %s", (unsigned long long)u, n, res.error);
+        rr_session s = session_of(u, 2);
+        int applied = do_connect(&s, &res);
+        CHECK(applied == 1, "user %llu of the thawed master: connect %d %s", (unsigned long long)u, applied,
+              res.error);
+    }
+    for (int j = 0; j < REDIS_CLUSTER_MASTERS; j++)
+        for (int k = 0; k < USERS_PER_MASTER; k++) {
+            int n = do_lookup(users[j][k], &res);
+            CHECK(n > 0, "user %llu on master %d after the thaw: %d %s", (unsigned long long)users[j][k], j, n,
+                  res.error);
+        }
+}
+
+static void healthy_masters_serve_while_one_is_frozen(void) {
+    while_frozen();
+    thaw(); /* on every path: the case may have returned early */
+}
+
+static void the_frozen_masters_users_recover_after_sigcont(void) {
+    thaw();
+    after_thaw();
+}
+
+int main(void) {
+    signal(SIGPIPE, SIG_IGN);
+    RUN(start_cluster);
+    if (cluster_up && reg) {
+        RUN(healthy_masters_serve_while_one_is_frozen);
+        RUN(the_frozen_masters_users_recover_after_sigcont);
+    }
+    thaw();
+    if (reg)
+        registry_redis_free(reg);
+    if (rc)
+        rc_free(rc);
+    redis_cluster_stop();
+    CHECK_EXIT();
+}
