@@ -31,6 +31,11 @@
 #define BACKOFF_MAX_MS 1000
 #define RETRY_BACKOFF_MIN_MS 10
 #define RETRY_BACKOFF_MAX_MS 400
+/* a slot map read unanswered this long goes to another node as well: a
+ * master that is stopped (SIGSTOP, a long GC-like stall) keeps its TCP
+ * connection open and answers nothing, and waiting timeout_ms for it held
+ * up every map read (at start: every command) while the others were fine */
+#define REFRESH_PATIENCE_MS 500
 #define READ_CHUNK 65536
 
 static const char ASKING_CMD[] = "*1\r\n$6\r\nASKING\r\n";
@@ -80,6 +85,8 @@ typedef struct node {
     size_t since_reply; /* bytes received towards the reply being read */
     int64_t next_attempt_ms, connect_deadline_ms;
     int backoff_ms;
+    int slots_pending;       /* a CLUSTER SLOTS of ours is queued or written here, unanswered */
+    int64_t last_reply_ms;   /* the last reply read from this connection */
 } node;
 
 struct rc_client {
@@ -100,7 +107,7 @@ struct rc_client {
     int nnodes;
     int8_t owner[RC_SLOTS]; /* node index, -1 unknown */
     cmd_list waiting;       /* no owner known yet, or backing off */
-    int want_refresh, refresh_in_flight, refresh_rr;
+    int want_refresh, refresh_in_flight, refresh_rr; /* in flight: CLUSTER SLOTS unanswered, <= nnodes */
     int64_t last_refresh_ms, last_tick_ms;
 };
 
@@ -162,7 +169,8 @@ static void complete(rc_client *c, cmd *k, redisReply *reply, const char *error,
         k->answered = 1;
         if (reply)
             freeReplyObject(reply);
-        c->refresh_in_flight = 0;
+        c->refresh_in_flight--;
+        c->nodes[k->to_node].slots_pending = 0;
         if (error)
             request_refresh(c);
     } else {
@@ -441,6 +449,7 @@ static void apply_slots(rc_client *c, redisReply *r, node *asked) {
         }
     }
     memcpy(c->owner, owner, sizeof owner);
+    c->want_refresh = 0;
     atomic_fetch_add(&c->n_refreshes, 1);
     set_ready(c, covered == RC_SLOTS);
     reroute_queued(c);
@@ -557,6 +566,7 @@ static void node_read(rc_client *c, node *n) {
                 continue;
             }
             n->user_in_flight--;
+            n->last_reply_ms = now_ms();
             if (size > c->o.max_reply_bytes) { /* whole, but over the bound */
                 freeReplyObject(reply);
                 complete(c, k, NULL, "reply too large", 0);
@@ -623,22 +633,43 @@ static void expire_list(rc_client *c, cmd_list *l, int64_t now) {
     *l = keep;
 }
 
+/* 1 when n has a command written and unanswered for REFRESH_PATIENCE_MS
+ * and nothing was read from it meanwhile: stopped or very slow */
+static int node_stalled(const rc_client *c, const node *n, int64_t now) {
+    size_t cap = 2 * c->o.max_in_flight_per_node;
+    for (size_t j = 0; j < n->rcount; j++) { /* the oldest command; an ASKING has none */
+        const cmd *k = n->ring[(n->rhead + j) % cap].c;
+        if (!k)
+            continue;
+        int64_t sent = k->deadline_ms - c->o.timeout_ms; /* submitted: written then or later */
+        return now - sent >= REFRESH_PATIENCE_MS && now - n->last_reply_ms >= REFRESH_PATIENCE_MS;
+    }
+    return 0;
+}
+
+/* A map read is wanted until one is applied (apply_slots). One is asked at
+ * a time, but one left unanswered past REFRESH_PATIENCE_MS does not hold
+ * up the next: another node is asked too (one read per node at most, so
+ * at most nnodes in flight), and a node that looks stalled is asked last. */
 static void start_refresh(rc_client *c, int64_t now) {
-    if (!c->want_refresh || c->refresh_in_flight || now - c->last_refresh_ms < c->o.refresh_min_interval_ms ||
-        c->nnodes == 0)
+    if (!c->want_refresh || now - c->last_refresh_ms < c->o.refresh_min_interval_ms || c->nnodes == 0)
         return;
-    /* ask a connected node first; else the next one that may be retried */
+    if (c->refresh_in_flight > 0 && now - c->last_refresh_ms < REFRESH_PATIENCE_MS)
+        return;
+    /* a connected node that answers; else the next one that may be
+     * (re)connected; else a connected one that looks stalled */
     int pick = -1;
-    for (int i = 0; i < c->nnodes && pick < 0; i++) {
-        int j = (c->refresh_rr + i) % c->nnodes;
-        if (c->nodes[j].state == N_UP)
-            pick = j;
-    }
-    for (int i = 0; i < c->nnodes && pick < 0; i++) {
-        int j = (c->refresh_rr + i) % c->nnodes;
-        if (c->nodes[j].state == N_DOWN && now >= c->nodes[j].next_attempt_ms)
-            pick = j;
-    }
+    for (int pass = 0; pass < 3 && pick < 0; pass++)
+        for (int i = 0; i < c->nnodes && pick < 0; i++) {
+            int j = (c->refresh_rr + i) % c->nnodes;
+            const node *n = &c->nodes[j];
+            if (n->slots_pending)
+                continue;
+            if (pass == 0 ? n->state == N_UP && !node_stalled(c, n, now)
+                : pass == 1 ? n->state == N_DOWN && now >= n->next_attempt_ms
+                            : n->state == N_UP)
+                pick = j;
+        }
     if (pick < 0)
         return;
     c->refresh_rr = pick + 1;
@@ -654,8 +685,8 @@ static void start_refresh(rc_client *c, int64_t now) {
     k->to_node = pick;
     k->ask_node = -1;
     k->deadline_ms = now + c->o.timeout_ms;
-    c->want_refresh = 0;
-    c->refresh_in_flight = 1;
+    c->refresh_in_flight++;
+    c->nodes[pick].slots_pending = 1;
     c->last_refresh_ms = now;
     route(c, k);
 }

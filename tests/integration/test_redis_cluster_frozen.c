@@ -349,6 +349,63 @@ static void one_round(uint32_t round) {
     }
 }
 
+/* async completions of plain commands */
+typedef struct batch {
+    atomic_int done, ok;
+    char error[128];
+} batch;
+
+static void batch_done(void *ud, redisReply *r, const char *error) {
+    batch *b = ud;
+    if (!error && r && r->type != REDIS_REPLY_ERROR)
+        atomic_fetch_add(&b->ok, 1);
+    else if (error)
+        snprintf(b->error, sizeof b->error, "%s", error);
+    else if (r && r->type == REDIS_REPLY_ERROR)
+        snprintf(b->error, sizeof b->error, "%s", r->str);
+    if (r)
+        freeReplyObject(r);
+    atomic_fetch_add(&b->done, 1);
+}
+
+/* A client started while the master named first among its seeds is frozen
+ * (a parley node starting or restarting now): its commands for the healthy
+ * masters' users, sent at once, are answered within their timeout (10 s,
+ * far above a slot map read from a healthy master); the map is read from
+ * one of the others rather than waited for from the frozen one. */
+static void a_new_client_reads_the_map_past_the_frozen_seed(void) {
+    char seeds[128];
+    int h1 = (victim + 1) % REDIS_CLUSTER_MASTERS, h2 = (victim + 2) % REDIS_CLUSTER_MASTERS;
+    snprintf(seeds, sizeof seeds, "127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", redis_cluster_port(victim),
+             redis_cluster_port(h1), redis_cluster_port(h2));
+    rc_options o = {.seeds = seeds, .timeout_ms = 10000};
+    char err[200];
+    rc_client *c = rc_new(&o, err, sizeof err);
+    CHECK(c, "rc_new: %s", err);
+    batch b = {0};
+    int sent = 0;
+    for (int j = 0; j < REDIS_CLUSTER_MASTERS; j++) {
+        if (j == victim)
+            continue;
+        for (int k = 0; k < USERS_PER_MASTER; k++) {
+            char key[32];
+            int len = snprintf(key, sizeof key, "{u:%llu}", (unsigned long long)users[j][k]);
+            const char *argv[] = {"HLEN", key};
+            if (rc_command(c, key, (size_t)len, 2, argv, NULL, batch_done, &b) == 0)
+                sent++;
+        }
+    }
+    uint64_t until = now_ms() + WAIT_MS;
+    while (atomic_load(&b.done) < sent && now_ms() < until)
+        sleep_ms(5);
+    int done = atomic_load(&b.done), ok = atomic_load(&b.ok);
+    rc_free(c);
+    CHECK(sent == 2 * USERS_PER_MASTER, "%d of %d commands refused", 2 * USERS_PER_MASTER - sent,
+          2 * USERS_PER_MASTER);
+    CHECK(done == sent, "%d of %d commands never completed", sent - done, sent);
+    CHECK(ok == sent, "%d of %d commands for the healthy masters failed, the last: %s", sent - ok, sent, b.error);
+}
+
 static void while_frozen(void) {
     rc_stats st0, st1;
     rc_get_stats(rc, &st0);
@@ -377,6 +434,9 @@ static void while_frozen(void) {
         if (check_case_failed)
             return;
     }
+    a_new_client_reads_the_map_past_the_frozen_seed();
+    if (check_case_failed)
+        return;
 
     /* the client read the map meanwhile, from a healthy master (the frozen
      * one answers nothing, so every refresh applied came from another) */
