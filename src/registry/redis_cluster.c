@@ -100,6 +100,9 @@ struct rc_client {
     size_t queued; /* accepted, not completed; bounded by max_queued */
     int closing;
     int ready;     /* the slot map covers every slot */
+    int8_t shared_owner[RC_SLOTS]; /* owner as last applied, for rc_slot_map; -1 unknown */
+    int have_map;
+    _Atomic int refresh_asked;     /* rc_refresh */
     _Atomic uint64_t n_commands, n_rejected, n_moved, n_ask, n_tryagain, n_clusterdown, n_refreshes, n_connects,
         n_conn_failures, n_timeouts, n_peak;
     /* I/O thread only */
@@ -449,6 +452,11 @@ static void apply_slots(rc_client *c, redisReply *r, node *asked) {
         }
     }
     memcpy(c->owner, owner, sizeof owner);
+    /* nodes below nnodes never change address, so the indices suffice */
+    pthread_mutex_lock(&c->mu);
+    memcpy(c->shared_owner, owner, sizeof owner);
+    c->have_map = 1;
+    pthread_mutex_unlock(&c->mu);
     c->want_refresh = 0;
     atomic_fetch_add(&c->n_refreshes, 1);
     set_ready(c, covered == RC_SLOTS);
@@ -693,6 +701,8 @@ static void start_refresh(rc_client *c, int64_t now) {
 
 static void tick(rc_client *c) {
     int64_t now = now_ms();
+    if (atomic_exchange(&c->refresh_asked, 0))
+        request_refresh(c);
     for (int i = 0; i < c->nnodes; i++) {
         node *n = &c->nodes[i];
         if (n->state == N_CONNECTING && now >= n->connect_deadline_ms)
@@ -866,6 +876,7 @@ rc_client *rc_new(const rc_options *opts, char *err, size_t errlen) {
     defaults(&c->o);
     c->o.seeds = NULL; /* not kept: the caller owns the string */
     memset(c->owner, -1, sizeof c->owner);
+    memset(c->shared_owner, -1, sizeof c->shared_owner);
     c->epfd = c->evfd = -1;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cond, NULL);
@@ -994,6 +1005,33 @@ redisReply *rc_command_sync(rc_client *c, const char *key, size_t keylen, int ar
     if (!w.reply)
         snprintf(err, errlen, "%s", w.error);
     return w.reply;
+}
+
+int rc_slot_map(rc_client *c, rc_slot_range *out, int max) {
+    int n = 0;
+    pthread_mutex_lock(&c->mu);
+    for (int s = 0; c->have_map && s < RC_SLOTS;) {
+        int idx = c->shared_owner[s], e = s;
+        while (e + 1 < RC_SLOTS && c->shared_owner[e + 1] == idx)
+            e++;
+        if (idx >= 0) {
+            if (n < max) {
+                out[n].start = (uint16_t)s;
+                out[n].end = (uint16_t)e;
+                snprintf(out[n].host, sizeof out[n].host, "%s", c->nodes[idx].host);
+                out[n].port = c->nodes[idx].port;
+            }
+            n++;
+        }
+        s = e + 1;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+void rc_refresh(rc_client *c) {
+    atomic_store(&c->refresh_asked, 1);
+    wake(c);
 }
 
 void rc_get_stats(rc_client *c, rc_stats *out) {

@@ -406,6 +406,34 @@ static void a_new_client_reads_the_map_past_the_frozen_seed(void) {
     CHECK(ok == sent, "%d of %d commands for the healthy masters failed, the last: %s", sent - ok, sent, b.error);
 }
 
+/* The map as the client holds it (what the presence bus subscribes by,
+ * cluster/presence_bus.c): every slot, the frozen master's included, with
+ * the master Redis names; and map reads asked for (rc_refresh) are applied
+ * one after another, read from the healthy masters. */
+static void the_map_is_read_from_the_healthy_masters(void) {
+    rc_slot_range map[64];
+    int n = rc_slot_map(rc, map, 64);
+    CHECK(n > 0 && n <= 64, "rc_slot_map: %d ranges", n);
+    int covered = 0, wrong = 0;
+    for (int i = 0; i < n; i++)
+        for (int s = map[i].start; s <= map[i].end; s++) {
+            covered++;
+            wrong += owners[s] < 0 || redis_cluster_port(owners[s]) != map[i].port;
+        }
+    CHECK(covered == RC_SLOTS && wrong == 0, "rc_slot_map: %d slots covered, %d with another master", covered, wrong);
+    for (int i = 0; i < 6; i++) {
+        rc_stats before, after;
+        rc_get_stats(rc, &before);
+        rc_refresh(rc);
+        uint64_t until = now_ms() + WAIT_MS;
+        do {
+            sleep_ms(10);
+            rc_get_stats(rc, &after);
+        } while (after.slot_refreshes <= before.slot_refreshes && now_ms() < until);
+        CHECK(after.slot_refreshes > before.slot_refreshes, "map read %d asked while frozen never applied", i + 1);
+    }
+}
+
 static void while_frozen(void) {
     rc_stats st0, st1;
     rc_get_stats(rc, &st0);
@@ -435,6 +463,9 @@ static void while_frozen(void) {
             return;
     }
     a_new_client_reads_the_map_past_the_frozen_seed();
+    if (check_case_failed)
+        return;
+    the_map_is_read_from_the_healthy_masters();
     if (check_case_failed)
         return;
 
