@@ -13,6 +13,7 @@
  * observable state (a completion, the cluster's own view of the frozen
  * node, a client counter) with generous bounds; nothing asserts a duration. */
 #include "../check.h"
+#include "harness.h"
 #include "redis_cluster_node.h"
 #include "registry/redis_cluster.h"
 #include "registry/redis_cluster_parse.h"
@@ -515,6 +516,142 @@ static void after_thaw(void) {
         }
 }
 
+/* ---- a parley node (serve --node --redis) with one master frozen ---- */
+
+typedef struct sessions {
+    atomic_int done;
+    int failed;
+    size_t n;
+    uint64_t expires; /* the first entry's, Redis clock */
+} sessions;
+
+static void sessions_cb(void *ud, const rr_device *devs, size_t n, const char *error) {
+    sessions *x = ud;
+    x->n = n;
+    x->expires = n > 0 ? devs[0].expires_ms : 0;
+    x->failed = error != NULL;
+    atomic_store(&x->done, 1);
+}
+
+/* the user's live sessions in Redis (through the test's own client): 0, or
+ * -1 when Redis did not answer */
+static int sessions_of(uint64_t user, sessions *x) {
+    memset(x, 0, sizeof *x);
+    if (registry_redis_lookup(reg, user, sessions_cb, x) != 0)
+        return -1;
+    for (int i = 0; i < WAIT_MS / 5 && !atomic_load(&x->done); i++)
+        sleep_ms(5);
+    return atomic_load(&x->done) && !x->failed ? 0 : -1;
+}
+
+/* polls until the user has one live session whose expiry is past after
+ * (0: any); 1 when seen */
+static int session_refreshed_past(uint64_t user, uint64_t after, sessions *x) {
+    for (int i = 0; i < WAIT_MS / 100; i++) {
+        if (sessions_of(user, x) == 0 && x->n == 1 && x->expires > after)
+            return 1;
+        sleep_ms(100);
+    }
+    return 0;
+}
+
+enum { NODE_USERS_MAX = 48 };
+
+/* A node started on the cluster: users sign in and sync until each master
+ * holds at least one (user ids are the server's); one master (not the one
+ * holding the node directory, {nodes}: that one key stopping is another
+ * matter, see the README) is then frozen. The healthy masters' users'
+ * sessions keep being refreshed by the node's heartbeat (--session-ttl-ms
+ * 6000: every 2 s) and a user signing in meanwhile on a healthy master is
+ * registered; the node stays healthy. After SIGCONT the frozen master's
+ * users have a live session again (the heartbeat writes what expired). */
+static void a_node_serves_the_healthy_masters_users(void) {
+    int dir_master = owners[rc_key_slot("{nodes}", 7)];
+    int nv = -1;
+    for (int j = 0; j < REDIS_CLUSTER_MASTERS && nv < 0; j++)
+        if (j != dir_master)
+            nv = j;
+    CHECK(dir_master >= 0 && nv >= 0, "no master to freeze apart from {nodes}'s");
+    h_server srv = {0};
+    char internal[64];
+    snprintf(internal, sizeof internal, "127.0.0.1:%d", h_free_port());
+    const char *args[] = {"--node", "gw-frozen", "--internal-listen", internal, "--redis", redis_cluster_seeds(),
+                          "--session-ttl-ms", "6000", NULL};
+    CHECK(h_server_start(&srv, args) == 0, "the node did not start");
+    h_dev *devs[NODE_USERS_MAX] = {0};
+    int master[NODE_USERS_MAX], n = 0, per[REDIS_CLUSTER_MASTERS] = {0};
+    int all = 0;
+    while (!all && n < NODE_USERS_MAX) {
+        devs[n] = h_user_new(&srv, NULL);
+        if (!devs[n] || h_dev_sync(devs[n], WAIT_MS) != 0)
+            break;
+        master[n] = master_of_user(devs[n]->id.user_id);
+        if (master[n] >= 0)
+            per[master[n]]++;
+        n++;
+        all = per[0] > 0 && per[1] > 0 && per[2] > 0;
+    }
+    /* every user's session written before the freeze */
+    int before = all;
+    sessions x;
+    for (int i = 0; i < n && before; i++)
+        before = session_refreshed_past(devs[i]->id.user_id, 0, &x);
+
+    pid_t pid = before ? redis_cluster_pid(nv) : 0;
+    if (pid > 0 && kill(pid, SIGSTOP) == 0)
+        frozen_pid = pid;
+    int healthy_refreshed = frozen_pid > 0, frozen_failed = frozen_pid > 0, newcomer = 0;
+    /* a healthy master's user: its expiry moves on while the other is frozen */
+    for (int i = 0; i < n && healthy_refreshed; i++) {
+        if (master[i] == nv)
+            continue;
+        uint64_t u = devs[i]->id.user_id;
+        healthy_refreshed = sessions_of(u, &x) == 0 && x.n == 1 && session_refreshed_past(u, x.expires, &x);
+        if (!healthy_refreshed)
+            fprintf(stderr, "  user %llu (master %d) not refreshed while master %d was frozen\n",
+                    (unsigned long long)u, master[i], nv);
+    }
+    /* the frozen master's users cannot be read: an error, not a hang */
+    for (int i = 0; i < n && frozen_failed; i++)
+        if (master[i] == nv)
+            frozen_failed = sessions_of(devs[i]->id.user_id, &x) == -1 && atomic_load(&x.done);
+    /* a user who signs in now, on a healthy master, is registered */
+    h_dev *late[8] = {0};
+    for (int i = 0; i < 8 && frozen_pid > 0 && !newcomer; i++) {
+        late[i] = h_user_new(&srv, NULL);
+        if (!late[i] || h_dev_sync(late[i], WAIT_MS) != 0)
+            break;
+        uint64_t u = late[i]->id.user_id;
+        if (master_of_user(u) != nv)
+            newcomer = session_refreshed_past(u, 0, &x);
+    }
+    int status = 0;
+    char body[256] = "";
+    int healthz = frozen_pid > 0 && h_http_get(srv.port, "/healthz", &status, body, sizeof body) == 0;
+    int was_frozen = frozen_pid > 0;
+    thaw(); /* before any check */
+    int recovered = was_frozen;
+    for (int i = 0; i < n && recovered; i++)
+        if (master[i] == nv)
+            recovered = session_refreshed_past(devs[i]->id.user_id, 0, &x);
+    for (int i = 0; i < 8; i++)
+        if (late[i])
+            h_dev_free(late[i]);
+    for (int i = 0; i < n; i++)
+        h_dev_free(devs[i]);
+    int stopped = h_server_stop(&srv);
+    h_server_destroy(&srv);
+    CHECK(all, "%d users signed in, masters %d/%d/%d", n, per[0], per[1], per[2]);
+    CHECK(before, "a session was not in Redis before the freeze");
+    CHECK(was_frozen, "SIGSTOP master %d", nv);
+    CHECK(healthy_refreshed, "a healthy master's user was not refreshed while master %d was frozen", nv);
+    CHECK(frozen_failed, "a lookup on the frozen master did not fail");
+    CHECK(newcomer, "no user signing in on a healthy master while frozen was registered");
+    CHECK(healthz && status == 200, "/healthz %d '%s' while a master (not the directory's) was frozen", status, body);
+    CHECK(recovered, "the frozen master's users had no live session after SIGCONT");
+    CHECK(stopped == 0, "the node did not stop cleanly");
+}
+
 static void healthy_masters_serve_while_one_is_frozen(void) {
     while_frozen();
     thaw(); /* on every path: the case may have returned early */
@@ -531,6 +668,7 @@ int main(void) {
     if (cluster_up && reg) {
         RUN(healthy_masters_serve_while_one_is_frozen);
         RUN(the_frozen_masters_users_recover_after_sigcont);
+        RUN(a_node_serves_the_healthy_masters_users);
     }
     thaw();
     if (reg)
