@@ -11,7 +11,23 @@
  * PID at exit and on a fatal signal; its stop sends SIGCONT first). The
  * frozen master is sent SIGCONT on every path of the case. Waits are on
  * observable state (a completion, the cluster's own view of the frozen
- * node, a client counter) with generous bounds; nothing asserts a duration. */
+ * node, a client counter) with generous bounds; nothing asserts a duration.
+ * The masters run with cluster-require-full-coverage no (set here): with
+ * Redis's default every master answers CLUSTERDOWN once the frozen one is
+ * flagged failed (README, "Redis Cluster: a master that stops answering").
+ *
+ * What each check guards (each broken in a scratch build, seen to FAIL):
+ *   a new client seeded with the frozen master first   the old start_refresh
+ *       (one map read at a time, to the connected node) -> "8 of 8 commands
+ *       for the healthy masters failed, the last: timeout"
+ *   map reads asked while frozen are applied            rc_refresh a no-op ->
+ *       "map read 2 asked while frozen never applied"
+ *   the frozen master's commands complete               tick not timing out
+ *       written commands -> "round 0: the heartbeat of 6000 sessions never
+ *       completed"; on the node: "a lookup on the frozen master did not fail"
+ *   the healthy masters' users served                   the cluster left at
+ *       cluster-require-full-coverage yes -> "round 1: heartbeat of user 3
+ *       on healthy master 1: -1" (CLUSTERDOWN) */
 #include "../check.h"
 #include "harness.h"
 #include "redis_cluster_node.h"
