@@ -112,6 +112,7 @@ struct rc_client {
     cmd_list waiting;       /* no owner known yet, or backing off */
     int want_refresh, refresh_in_flight, refresh_rr; /* in flight: CLUSTER SLOTS unanswered, <= nnodes */
     int64_t last_refresh_ms, last_tick_ms;
+    int64_t wanted_ms; /* the last request_refresh: a read sent before it does not satisfy it */
 };
 
 static int64_t now_ms(void) {
@@ -158,7 +159,10 @@ static void set_ready(rc_client *c, int ready) {
     pthread_mutex_unlock(&c->mu);
 }
 
-static void request_refresh(rc_client *c) { c->want_refresh = 1; }
+static void request_refresh(rc_client *c) {
+    c->want_refresh = 1;
+    c->wanted_ms = now_ms();
+}
 
 /* hands cmd's outcome to its owner; frees cmd unless it is still in a ring
  * (keep: the reply is due and must be read past) */
@@ -457,7 +461,6 @@ static void apply_slots(rc_client *c, redisReply *r, node *asked) {
     memcpy(c->shared_owner, owner, sizeof owner);
     c->have_map = 1;
     pthread_mutex_unlock(&c->mu);
-    c->want_refresh = 0;
     atomic_fetch_add(&c->n_refreshes, 1);
     set_ready(c, covered == RC_SLOTS);
     reroute_queued(c);
@@ -479,6 +482,9 @@ static void handle_reply(rc_client *c, node *n, cmd *k, redisReply *r) {
     if (k->kind == CMD_SLOTS) {
         if (r->type == REDIS_REPLY_ARRAY) {
             c->last_refresh_ms = now_ms();
+            /* a read sent after the last request for one answers it */
+            if (k->deadline_ms - c->o.timeout_ms >= c->wanted_ms)
+                c->want_refresh = 0;
             apply_slots(c, r, n);
             complete(c, k, r, NULL, 0);
         } else {
