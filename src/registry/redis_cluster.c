@@ -661,8 +661,8 @@ static int node_stalled(const rc_client *c, const node *n, int64_t now) {
     return 0;
 }
 
-/* A map read is wanted until one is applied (apply_slots). One is asked at
- * a time, but one left unanswered past REFRESH_PATIENCE_MS does not hold
+/* A map read is wanted until one sent after the last request for it is
+ * applied (handle_reply). One is asked at a time, but one left unanswered past REFRESH_PATIENCE_MS does not hold
  * up the next: another node is asked too (one read per node at most, so
  * at most nnodes in flight), and a node that looks stalled is asked last. */
 static void start_refresh(rc_client *c, int64_t now) {

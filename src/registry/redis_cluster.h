@@ -22,7 +22,9 @@
  * "out of memory", "closed" (rc_free). After max_redirects MOVED/ASK or
  * max_retries TRYAGAIN/CLUSTERDOWN the last such error reply is handed
  * back as the reply. A lost connection is retried with backoff and the
- * slot map read again (rate-limited). Nothing waits without a deadline.
+ * slot map read again (rate-limited); a map read a node leaves unanswered
+ * for 500 ms is asked of another node too, so one stopped master (TCP open,
+ * silent) costs only its own slots. Nothing waits without a deadline.
  * Order: commands to one node are written in submission order until a
  * redirect or retry sends one of them round again. */
 #ifndef PARLEY_REGISTRY_REDIS_CLUSTER_H
