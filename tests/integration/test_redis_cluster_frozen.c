@@ -266,12 +266,6 @@ static rr_session session_of(uint64_t user, uint32_t device) {
 static void start_cluster(void) {
     CHECK(redis_cluster_start("redis-frozen") == 0, "cluster did not start");
     cluster_up = 1;
-    /* Redis's own rule first: with cluster-require-full-coverage yes (its
-     * default) every master answers CLUSTERDOWN to every key once one
-     * master is flagged failed, whatever the client does. A chat system
-     * wants the healthy masters' users served, so its cluster runs with
-     * "no" (README, "Redis Cluster: a master that stops answering"). */
-    CHECK(config_set_all("cluster-require-full-coverage", "no") == 0, "CONFIG SET cluster-require-full-coverage no");
     /* as the product makes it (src/cluster/cluster_node.c): the defaults, 2 s per command */
     rc_options o = {.seeds = redis_cluster_seeds(), .timeout_ms = 2000};
     char err[200];
@@ -668,6 +662,64 @@ static void a_node_serves_the_healthy_masters_users(void) {
     CHECK(stopped == 0, "the node did not stop cleanly");
 }
 
+/* lines of the file at path that contain needle; -1 when unreadable */
+static int lines_with(const char *path, const char *needle) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char line[1024];
+    int n = 0;
+    for (int i = 0; i < 1000000 && fgets(line, sizeof line, f); i++)
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* A node started on the cluster logs, per master, its
+ * cluster-require-full-coverage: want is "yes" (a warning) or "no". 1
+ * when each master's line came and none with the other value. */
+static int node_logs_coverage(const char *want, int *seen, int *other) {
+    h_server srv = {0};
+    char internal[64];
+    snprintf(internal, sizeof internal, "127.0.0.1:%d", h_free_port());
+    const char *args[] = {"--node", "gw-coverage", "--internal-listen", internal, "--redis", redis_cluster_seeds(),
+                          NULL};
+    *seen = *other = -1;
+    if (h_server_start(&srv, args) != 0)
+        return 0;
+    char line[80], not[80];
+    snprintf(line, sizeof line, "cluster-require-full-coverage %s", want);
+    snprintf(not, sizeof not, "cluster-require-full-coverage %s", strcmp(want, "yes") == 0 ? "no" : "yes");
+    for (int i = 0; i < WAIT_MS / 100 && (*seen = lines_with(srv.log, line)) < REDIS_CLUSTER_MASTERS; i++)
+        sleep_ms(100);
+    *other = lines_with(srv.log, not);
+    int stopped = h_server_stop(&srv);
+    h_server_destroy(&srv);
+    return stopped == 0 && *seen == REDIS_CLUSTER_MASTERS && *other == 0;
+}
+
+/* Redis's own rule first: with cluster-require-full-coverage yes (its
+ * default) every master answers CLUSTERDOWN to every key once one master is
+ * flagged failed, whatever the client does. A node says so at its start
+ * (cluster/redis_coverage.c): a warning per master. */
+static void a_node_warns_while_full_coverage_is_required(void) {
+    int seen, other;
+    int ok = node_logs_coverage("yes", &seen, &other);
+    CHECK(ok, "the node logged %d of %d 'cluster-require-full-coverage yes' warnings (%d 'no')", seen,
+          REDIS_CLUSTER_MASTERS, other);
+}
+
+/* A chat system wants the healthy masters' users served, so its cluster
+ * runs with "no" (README, "Redis Cluster: a master that stops answering"):
+ * set here for the cases that follow, and a node then logs "no" for each. */
+static void masters_set_to_serve_their_slots_alone(void) {
+    CHECK(config_set_all("cluster-require-full-coverage", "no") == 0, "CONFIG SET cluster-require-full-coverage no");
+    int seen, other;
+    int ok = node_logs_coverage("no", &seen, &other);
+    CHECK(ok, "the node logged %d of %d 'cluster-require-full-coverage no' (%d 'yes')", seen, REDIS_CLUSTER_MASTERS,
+          other);
+}
+
 static void healthy_masters_serve_while_one_is_frozen(void) {
     while_frozen();
     thaw(); /* on every path: the case may have returned early */
@@ -682,6 +734,8 @@ int main(void) {
     signal(SIGPIPE, SIG_IGN);
     RUN(start_cluster);
     if (cluster_up && reg) {
+        RUN(a_node_warns_while_full_coverage_is_required);
+        RUN(masters_set_to_serve_their_slots_alone);
         RUN(healthy_masters_serve_while_one_is_frozen);
         RUN(the_frozen_masters_users_recover_after_sigcont);
         RUN(a_node_serves_the_healthy_masters_users);
