@@ -25,6 +25,9 @@
  *   the frozen master's commands complete               tick not timing out
  *       written commands -> "round 0: the heartbeat of 6000 sessions never
  *       completed"; on the node: "a lookup on the frozen master did not fail"
+ *   a node warns of cluster-require-full-coverage yes   the call in
+ *       cluster_node.c left out -> "the node logged 0 of 3
+ *       'cluster-require-full-coverage yes' warnings (0 'no')"
  *   the healthy masters' users served                   the cluster left at
  *       cluster-require-full-coverage yes -> "round 1: heartbeat of user 3
  *       on healthy master 1: -1" (CLUSTERDOWN) */
