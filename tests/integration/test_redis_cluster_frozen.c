@@ -691,8 +691,9 @@ static int node_logs_coverage(const char *want, int *seen, int *other) {
     h_server srv = {0};
     char internal[64];
     snprintf(internal, sizeof internal, "127.0.0.1:%d", h_free_port());
-    const char *args[] = {"--node", "gw-coverage", "--internal-listen", internal, "--redis", redis_cluster_seeds(),
-                          NULL};
+    char name[32]; /* one name per start: the other start's directory entry is no concern */
+    snprintf(name, sizeof name, "gw-coverage-%s", want);
+    const char *args[] = {"--node", name, "--internal-listen", internal, "--redis", redis_cluster_seeds(), NULL};
     *seen = *other = -1;
     if (h_server_start(&srv, args) != 0)
         return 0;
