@@ -197,6 +197,19 @@ static void read_receipts_across_nodes(void) {
     expect_receipts(&before, SENDERS);
 }
 
+/* both nodes stop on SIGTERM and exit 0 (an ASan build's report would not) */
+static void nodes_exit_cleanly(void) {
+    NEED(started);
+    for (int i = 0; i < SENDERS; i++) h_dev_free(member[i]);
+    h_dev_free(rob);
+    memset(member, 0, sizeof member);
+    rob = NULL;
+    int gw_status = h_server_stop(&gw), chat_status = h_server_stop(&chat);
+    if (gw_status) h_server_log_tail(&gw, 40);
+    if (chat_status) h_server_log_tail(&chat, 40);
+    CHECK(gw_status == 0 && chat_status == 0, "exit status: gateway %d, chat node %d", gw_status, chat_status);
+}
+
 int main(void) {
     if (sodium_init() < 0) return 1;
     signal(SIGPIPE, SIG_IGN);
@@ -204,6 +217,7 @@ int main(void) {
     RUN(group_on_two_nodes);
     RUN(delivered_receipts_across_nodes);
     RUN(read_receipts_across_nodes);
+    RUN(nodes_exit_cleanly);
     for (int i = 0; i < SENDERS; i++) h_dev_free(member[i]);
     h_dev_free(rob);
     h_server_destroy(&gw);
