@@ -18,6 +18,11 @@
  * Every wait is on observable state (receipts, /metrics) with a generous
  * bound; nothing is timed.
  *
+ * A figure, not a check: PARLEY_RECEIPTS_EXTRA=N (at most 1000) adds N
+ * more members to the group who sign up and go offline (the chat node
+ * looks them up all the same); each receipt case prints the chat node's
+ * single lookups and prefetched users and rounds it caused.
+ *
  * What each case guards (each broken in a scratch build, seen to FAIL):
  *   push_batch_lookup not calling node_sessions_prefetch ->
  *     delivered_receipts_across_nodes "single lookups grew by 9 on the
@@ -43,6 +48,7 @@
 enum {
     WAIT_MS = 120000,
     SENDERS = 8,               /* an Ack names at most 8 senders per conversation (writer.c ACK_SENDERS) */
+    EXTRA_MAX = 1000,          /* PARLEY_RECEIPTS_EXTRA: the group's cap is 1024 (--max-group-members) */
     RESPONSE_MAX_FRAMES = 10000,
 };
 
@@ -81,11 +87,23 @@ static void group_on_two_nodes(void) {
     }
     rob = h_user_new(&gw, "rob");
     CHECK(rob, "sign-up of rob");
-    uint64_t others[SENDERS];
+    const char *env = getenv("PARLEY_RECEIPTS_EXTRA");
+    long extra = env ? strtol(env, NULL, 10) : 0;
+    CHECK(extra >= 0 && extra <= EXTRA_MAX, "PARLEY_RECEIPTS_EXTRA=%s: 0 to %d", env, EXTRA_MAX);
+    uint64_t *others = h_calloc(SENDERS + (size_t)extra, sizeof *others);
+    NEED(others);
     for (int i = 1; i < SENDERS; i++) others[i - 1] = member[i]->id.user_id;
     others[SENDERS - 1] = rob->id.user_id;
-    CHECK(pc_create_group(member[0]->c, "receipts", others, SENDERS, &group) == 0, "create group: %s",
-          pc_error(member[0]->c));
+    for (long i = 0; i < extra; i++) {   /* offline members, half of them signed up on each node */
+        h_dev *x = h_user_new(home((int)i), NULL);
+        if (x) others[SENDERS + i] = x->id.user_id;
+        h_dev_free(x);
+        if (!x) h_free(others);
+        CHECK(x, "sign-up of extra member %ld", i);
+    }
+    int created = pc_create_group(member[0]->c, "receipts", others, SENDERS + (size_t)extra, &group);
+    h_free(others);
+    CHECK(created == 0, "create group: %s", pc_error(member[0]->c));
     for (int i = 1; i < SENDERS; i++) CHECK(h_accept(member[i], group) == 0, "m%d accepts", i);
     CHECK(h_accept(rob, group) == 0, "rob accepts");
     for (int i = 0; i < SENDERS; i++) CHECK(h_dev_sync(member[i], WAIT_MS) == 0, "m%d syncs", i);
