@@ -14,7 +14,10 @@
  *     more) and its single lookups did not grow by SENDERS;
  *   - read_receipts_across_nodes: rob marks the group read up to the last
  *     seq: every member gets READ about rob with that seq; the same
- *     counters say one round, not a round trip per member.
+ *     counters say one round, not a round trip per member;
+ *   - device_list_across_nodes: rob links a second device on the chat
+ *     node: every member is told his device list changed; the same
+ *     counters again.
  * Every wait is on observable state (receipts, /metrics) with a generous
  * bound; nothing is timed.
  *
@@ -27,10 +30,13 @@
  *   push_batch_lookup not calling node_sessions_prefetch ->
  *     delivered_receipts_across_nodes "single lookups grew by 9 on the
  *     chat node for 8 receivers", read_receipts_across_nodes "0 users
- *     looked up in prefetch rounds for 8 receivers";
- *   push_to_user (chat/push.c) asking the local registry only -> both:
- *     "not every member got the receipt" (m1, m3, m5, m7 on the gateway
- *     node without it). */
+ *     looked up in prefetch rounds for 8 receivers" (the receipt cases);
+ *   writer_device_list_changed (keys.c) without push_batch_lookup ->
+ *     device_list_across_nodes "0 users looked up in prefetch rounds for
+ *     8 contacts" (9 single lookups);
+ *   push_to_user (chat/push.c) asking the local registry only -> both
+ *     receipt cases: "not every member got the receipt" (m1, m3, m5, m7
+ *     on the gateway node without it). */
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -215,6 +221,48 @@ static void read_receipts_across_nodes(void) {
     expect_receipts(&before, SENDERS);
 }
 
+/* DeviceListChanged about rob, per member: the highest change counter */
+static uint64_t rob_devices_changed[SENDERS];
+
+static void on_device_list(void *ud, uint64_t user, uint64_t counter) {
+    uint64_t *seen = ud;
+    if (rob && user == rob->id.user_id && counter > *seen) *seen = counter;
+}
+
+static int all_members_saw_link(void *ud) {
+    (void)ud;
+    for (int i = 0; i < SENDERS; i++)
+        if (!rob_devices_changed[i]) return 0;
+    return 1;
+}
+
+/* rob links a second device (on the chat node): every member, on either
+ * node, is told his device list changed, all looked up in one round */
+static void device_list_across_nodes(void) {
+    NEED(rob && rob->c);
+    for (int i = 0; i < SENDERS; i++) {
+        NEED(member[i] && member[i]->c);
+        pc_on_device_list_changed(member[i]->c, on_device_list, &rob_devices_changed[i]);
+    }
+    lookup_counts before;
+    CHECK(read_counts(&before) == 0, "the chat node's /metrics has no session lookup counters");
+    h_dev *second = h_device_link(&chat, rob);
+    CHECK(second, "rob's second device (linked on the chat node)");
+    int got = h_pump(member, SENDERS, all_members_saw_link, NULL, WAIT_MS);
+    h_dev_free(second);
+    for (int i = 0; !got && i < SENDERS; i++)
+        fprintf(stderr, "  m%d (%s): change counter %llu\n", i, home_name(i),
+                (unsigned long long)rob_devices_changed[i]);
+    CHECK(got, "not every member was told rob's device list changed within %d ms", WAIT_MS);
+    lookup_counts after;
+    CHECK(read_counts(&after) == 0, "the chat node's /metrics has no session lookup counters");
+    double single = after.single - before.single, prefetched = after.prefetched - before.prefetched;
+    fprintf(stderr, "  chat node: %g single lookups, %g users in %g prefetch rounds\n", single, prefetched,
+            after.rounds - before.rounds);
+    CHECK(prefetched >= SENDERS, "%g users looked up in prefetch rounds for %d contacts", prefetched, SENDERS);
+    CHECK(single < SENDERS, "single lookups grew by %g on the chat node for %d contacts", single, SENDERS);
+}
+
 /* both nodes stop on SIGTERM and exit 0 (an ASan build's report would not) */
 static void nodes_exit_cleanly(void) {
     NEED(started);
@@ -235,6 +283,7 @@ int main(void) {
     RUN(group_on_two_nodes);
     RUN(delivered_receipts_across_nodes);
     RUN(read_receipts_across_nodes);
+    RUN(device_list_across_nodes);
     RUN(nodes_exit_cleanly);
     for (int i = 0; i < SENDERS; i++) h_dev_free(member[i]);
     h_dev_free(rob);
