@@ -10,6 +10,7 @@
 
 #include "chat/consent.h"
 #include "chat/membership.h"
+#include "chat/push_batch.h"
 #include "chat/writer_internal.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -250,7 +251,12 @@ typedef struct contacts {
     u64map told;
     Parley__V1__Frame *frame;
     uint64_t changed;        /* whose device list changed */
+    push_batch batch;        /* --redis: told after the scans, looked up in one round */
 } contacts;
+
+static void tell(contacts *c, uint64_t user) {
+    if (!push_batch_add(&c->batch, user)) writer_push_later(c->w, user, c->frame, 0);
+}
 
 static int tell_member(void *ud, uint64_t user, const Parley__Store__Member *m) {
     contacts *c = ud;
@@ -258,7 +264,7 @@ static int tell_member(void *ud, uint64_t user, const Parley__Store__Member *m) 
     u64map_put(&c->told, user, 1);
     /* only those allowed to read the list (consent_devices_visible) */
     if (!consent_devices_visible(c->w->srv->store, user, c->changed)) return 0;
-    writer_push_later(c->w, user, c->frame, 0);
+    tell(c, user);
     return c->told.count >= MAX_CONTACTS_TOLD;
 }
 
@@ -280,11 +286,15 @@ void writer_device_list_changed(writer *w, uint64_t user, Parley__Store__User *u
     f.body_case = PARLEY__V1__FRAME__BODY_DEVICE_LIST_CHANGED;
     f.device_list_changed = &changed;
     /* the user's own devices, and everyone they share a conversation with */
-    contacts c = {w, {0}, &f, user};
+    contacts c = {w, {0}, &f, user, {0}};
+    push_batch_init(&c.batch, w->srv);
     u64map_put(&c.told, user, 1);
-    writer_push_later(w, user, &f, 0);
+    tell(&c, user);
     store_scan_user_conversations(w->srv->store, user, tell_conversation, &c);
     u64map_free(&c.told);
+    push_batch_lookup(&c.batch);
+    for (size_t i = 0; i < c.batch.n; i++) writer_push_later(w, c.batch.users[i], &f, 0);
+    push_batch_end(&c.batch);
 }
 
 void handle_remove_device(writer *w, chat_request *r) {

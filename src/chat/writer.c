@@ -22,6 +22,7 @@
 #include "chat/membership.h"
 #include "chat/partition.h"
 #include "chat/push.h"
+#include "chat/push_batch.h"
 #include "chat/recent_inbox.h"
 #include "chat/reply.h"
 #include "core/clock.h"
@@ -156,6 +157,11 @@ static void flush_notes(writer *w, uint64_t now_ms) {
     w->notes_flushed_ms = now_ms;
     if (l->n == 0) return;
     qsort(l->items, l->n, sizeof *l->items, note_order);
+    push_batch senders;   /* every sender's sessions in one Redis round (--redis) */
+    push_batch_init(&senders, w->srv);
+    for (size_t i = 0; i < l->n; i++)
+        for (uint32_t s = 0; s < l->items[i].n_senders; s++) push_batch_add(&senders, l->items[i].senders[s]);
+    push_batch_lookup(&senders);
     for (size_t i = 0; i < l->n;) {
         size_t j = i;
         while (j < l->n && l->items[j].conv == l->items[i].conv && l->items[j].user == l->items[i].user) j++;
@@ -175,6 +181,7 @@ static void flush_notes(writer *w, uint64_t now_ms) {
         }
         i = j;
     }
+    push_batch_end(&senders);
     l->n = 0;
 }
 
@@ -1267,14 +1274,19 @@ struct read_notice {
     const chat_request *reader;
     uint64_t conv, seq;
     bool only_own;           /* the reader's own devices only (a request) */
+    push_batch members;      /* --redis: told after the scan, looked up in one round */
 };
+
+static void push_read(const struct read_notice *n, uint64_t user) {
+    push_receipt(n->srv, user, n->conv, n->reader->user_id, PARLEY__V1__RECEIPT_KIND__READ, n->seq,
+                 n->reader->conn_id);
+}
 
 static int notify_read(void *ud, uint64_t user, const Parley__Store__Member *m) {
     struct read_notice *n = ud;
     if (m->left_seq != 0) return 0;
     if (n->only_own && user != n->reader->user_id) return 0;
-    push_receipt(n->srv, user, n->conv, n->reader->user_id, PARLEY__V1__RECEIPT_KIND__READ, n->seq,
-                 n->reader->conn_id);
+    if (!push_batch_add(&n->members, user)) push_read(n, user);
     return 0;
 }
 
@@ -1303,8 +1315,12 @@ static void handle_mark_read(writer *w, chat_request *r) {
     writer_flush(w);
     if (!advanced) return;
     /* tell the other members, and the reader's other devices */
-    struct read_notice notice = {w->srv, r, q->conversation_id, seq, only_own};
+    struct read_notice notice = {w->srv, r, q->conversation_id, seq, only_own, {0}};
+    push_batch_init(&notice.members, w->srv);
     store_scan_members(w->srv->store, q->conversation_id, notify_read, &notice);
+    push_batch_lookup(&notice.members);
+    for (size_t i = 0; i < notice.members.n; i++) push_read(&notice, notice.members.users[i]);
+    push_batch_end(&notice.members);
 }
 
 /* A device acknowledged inbox entries (ack_from, ack_to]: store its cursor,

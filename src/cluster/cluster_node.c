@@ -14,6 +14,7 @@
 #include "gateway/ops_http.h"
 #include "registry/redis_cluster.h"
 #include "registry/registry_redis.h"
+#include "cluster/redis_coverage.h"
 #include "cluster/session_registry.h"
 
 enum { REDIS_READY_MS = 5000 };
@@ -179,6 +180,7 @@ cluster_node *cluster_node_start_receiving(const cluster_config *c, link_receive
             node_free(n);
             return NULL;
         }
+        redis_coverage_check(n->rc);
         n->sessions = session_registry_start(n->rr, c->node, c->session_ttl_ms);
         if (!n->sessions) {
             snprintf(err, errlen, "cannot start the session registry");

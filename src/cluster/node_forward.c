@@ -632,6 +632,8 @@ void node_sessions_prefetch(server *srv, const uint64_t *first_user, size_t n, s
     b->n = distinct;
     b->srv = srv;
     lookups_run(nf, b);
+    METRIC_INC(cluster_session_prefetches_total);
+    METRIC_ADD(cluster_session_lookups_prefetched_total, distinct);
     prefetched = b;
 }
 
@@ -655,6 +657,7 @@ size_t node_sessions_lookup(server *srv, uint64_t user, registry_entry *out, siz
     }
     lookups b = {.n = 1, .items = &(lookup){.user = user}, .srv = srv};
     lookups_run(nf, &b);
+    METRIC_INC(cluster_session_lookups_single_total);
     n = add_remote(nf, &b.items[0], out, max, n);
     lookups_free(&b);
     return n;

@@ -76,12 +76,15 @@ void node_forward_answer_origin(node_forward *nf, const char *origin, uint64_t c
  * bounds it). */
 size_t node_sessions_lookup(server *srv, uint64_t user, registry_entry *out, size_t max);
 
-/* Fan-out: looks the users first_user[0], first_user[stride bytes on],
+/* Fan-out, push, the writer's receipts (chat/push_batch.h): looks the
+ * users first_user[0], first_user[stride bytes on],
  * ... (n of them, consecutive repeats once) up in Redis at once, pipelined
  * (one wait for all rather than one round trip each); node_sessions_lookup
  * on this thread answers from that until node_sessions_prefetch_end. Only
  * the first PREFETCH_MAX users (4096) are taken; the rest are looked up one
- * by one. */
+ * by one. /metrics: parley_cluster_session_prefetches_total (rounds),
+ * parley_cluster_session_lookups_prefetched_total (users in them),
+ * parley_cluster_session_lookups_single_total (round trips of one user). */
 void node_sessions_prefetch(server *srv, const uint64_t *first_user, size_t n, size_t stride);
 void node_sessions_prefetch_end(void);
 

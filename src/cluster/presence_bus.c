@@ -325,14 +325,16 @@ static void message_arrived(presence_bus *b, const redisReply *ch, const redisRe
 
 /* ------------------------------------------------- the subscriber thread */
 
+/* The client's own map, kept from whichever master answers. A CLUSTER
+ * SLOTS sent from here went to the master of the key "slots": while that
+ * one master was stopped, each read blocked this thread for the client's
+ * timeout and failed, and a bus started meanwhile had no map at all, so it
+ * subscribed no channel on the healthy masters either. */
 static void refresh_map(presence_bus *b) {
-    char err[128];
-    const char *argv[] = {"CLUSTER", "SLOTS"};
-    redisReply *r = rc_command_sync(b->rc, "slots", 5, 2, argv, NULL, err, sizeof err);
-    if (!r) return;
-    int n = rc_parse_slots(r, "127.0.0.1", b->map, sizeof b->map / sizeof b->map[0]);
-    freeReplyObject(r);
-    if (n > 0) {
+    rc_refresh(b->rc);   /* it was found wrong (or missing): read it again soon */
+    int max = (int)(sizeof b->map / sizeof b->map[0]);
+    int n = rc_slot_map(b->rc, b->map, max);
+    if (n > 0 && n <= max) {
         b->n_map = n;
         b->map_stale = false;
     }

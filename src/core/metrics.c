@@ -135,6 +135,9 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_kafka_owner_partitions", "gauge", "--kafka chat node: 'sends' partitions this node owns now.", &g_metrics.kafka_owner_partitions, 1},
         {"parley_kafka_owner_store_waiting", "gauge", "--kafka chat node: 1 while the owner waits for the store (records wait in Kafka).", &g_metrics.kafka_owner_store_waiting, 1},
         {"parley_kafka_handover_replayed_total", "counter", "--kafka chat node: fan-out log entries read again when given partitions (from each one's least checkpoint; what the previous owner stored and had not fanned out is fanned out, what an inbox has is skipped).", &g_metrics.kafka_handover_replayed_total, 0},
+        {"parley_cluster_session_lookups_single_total", "counter", "Chat node: Redis session lookups of one user in a round trip of its own (not answered from a prefetch).", &g_metrics.cluster_session_lookups_single_total, 0},
+        {"parley_cluster_session_prefetches_total", "counter", "Chat node: pipelined Redis rounds that looked up many users' sessions at once (fan-out, push, the writer's receipts).", &g_metrics.cluster_session_prefetches_total, 0},
+        {"parley_cluster_session_lookups_prefetched_total", "counter", "Chat node: users looked up in those pipelined rounds.", &g_metrics.cluster_session_lookups_prefetched_total, 0},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0] && n < cap; i++) {

@@ -31,6 +31,11 @@
 #define BACKOFF_MAX_MS 1000
 #define RETRY_BACKOFF_MIN_MS 10
 #define RETRY_BACKOFF_MAX_MS 400
+/* a slot map read unanswered this long goes to another node as well: a
+ * master that is stopped (SIGSTOP, a long GC-like stall) keeps its TCP
+ * connection open and answers nothing, and waiting timeout_ms for it held
+ * up every map read (at start: every command) while the others were fine */
+#define REFRESH_PATIENCE_MS 500
 #define READ_CHUNK 65536
 
 static const char ASKING_CMD[] = "*1\r\n$6\r\nASKING\r\n";
@@ -80,6 +85,8 @@ typedef struct node {
     size_t since_reply; /* bytes received towards the reply being read */
     int64_t next_attempt_ms, connect_deadline_ms;
     int backoff_ms;
+    int slots_pending;       /* a CLUSTER SLOTS of ours is queued or written here, unanswered */
+    int64_t last_reply_ms;   /* the last reply read from this connection */
 } node;
 
 struct rc_client {
@@ -93,6 +100,9 @@ struct rc_client {
     size_t queued; /* accepted, not completed; bounded by max_queued */
     int closing;
     int ready;     /* the slot map covers every slot */
+    int8_t shared_owner[RC_SLOTS]; /* owner as last applied, for rc_slot_map; -1 unknown */
+    int have_map;
+    _Atomic int refresh_asked;     /* rc_refresh */
     _Atomic uint64_t n_commands, n_rejected, n_moved, n_ask, n_tryagain, n_clusterdown, n_refreshes, n_connects,
         n_conn_failures, n_timeouts, n_peak;
     /* I/O thread only */
@@ -100,8 +110,9 @@ struct rc_client {
     int nnodes;
     int8_t owner[RC_SLOTS]; /* node index, -1 unknown */
     cmd_list waiting;       /* no owner known yet, or backing off */
-    int want_refresh, refresh_in_flight, refresh_rr;
+    int want_refresh, refresh_in_flight, refresh_rr; /* in flight: CLUSTER SLOTS unanswered, <= nnodes */
     int64_t last_refresh_ms, last_tick_ms;
+    int64_t wanted_ms; /* the last request_refresh: a read sent before it does not satisfy it */
 };
 
 static int64_t now_ms(void) {
@@ -148,7 +159,10 @@ static void set_ready(rc_client *c, int ready) {
     pthread_mutex_unlock(&c->mu);
 }
 
-static void request_refresh(rc_client *c) { c->want_refresh = 1; }
+static void request_refresh(rc_client *c) {
+    c->want_refresh = 1;
+    c->wanted_ms = now_ms();
+}
 
 /* hands cmd's outcome to its owner; frees cmd unless it is still in a ring
  * (keep: the reply is due and must be read past) */
@@ -162,7 +176,8 @@ static void complete(rc_client *c, cmd *k, redisReply *reply, const char *error,
         k->answered = 1;
         if (reply)
             freeReplyObject(reply);
-        c->refresh_in_flight = 0;
+        c->refresh_in_flight--;
+        c->nodes[k->to_node].slots_pending = 0;
         if (error)
             request_refresh(c);
     } else {
@@ -441,6 +456,11 @@ static void apply_slots(rc_client *c, redisReply *r, node *asked) {
         }
     }
     memcpy(c->owner, owner, sizeof owner);
+    /* nodes below nnodes never change address, so the indices suffice */
+    pthread_mutex_lock(&c->mu);
+    memcpy(c->shared_owner, owner, sizeof owner);
+    c->have_map = 1;
+    pthread_mutex_unlock(&c->mu);
     atomic_fetch_add(&c->n_refreshes, 1);
     set_ready(c, covered == RC_SLOTS);
     reroute_queued(c);
@@ -462,6 +482,9 @@ static void handle_reply(rc_client *c, node *n, cmd *k, redisReply *r) {
     if (k->kind == CMD_SLOTS) {
         if (r->type == REDIS_REPLY_ARRAY) {
             c->last_refresh_ms = now_ms();
+            /* a read sent after the last request for one answers it */
+            if (k->deadline_ms - c->o.timeout_ms >= c->wanted_ms)
+                c->want_refresh = 0;
             apply_slots(c, r, n);
             complete(c, k, r, NULL, 0);
         } else {
@@ -557,6 +580,7 @@ static void node_read(rc_client *c, node *n) {
                 continue;
             }
             n->user_in_flight--;
+            n->last_reply_ms = now_ms();
             if (size > c->o.max_reply_bytes) { /* whole, but over the bound */
                 freeReplyObject(reply);
                 complete(c, k, NULL, "reply too large", 0);
@@ -623,22 +647,43 @@ static void expire_list(rc_client *c, cmd_list *l, int64_t now) {
     *l = keep;
 }
 
+/* 1 when n has a command written and unanswered for REFRESH_PATIENCE_MS
+ * and nothing was read from it meanwhile: stopped or very slow */
+static int node_stalled(const rc_client *c, const node *n, int64_t now) {
+    size_t cap = 2 * c->o.max_in_flight_per_node;
+    for (size_t j = 0; j < n->rcount; j++) { /* the oldest command; an ASKING has none */
+        const cmd *k = n->ring[(n->rhead + j) % cap].c;
+        if (!k)
+            continue;
+        int64_t sent = k->deadline_ms - c->o.timeout_ms; /* submitted: written then or later */
+        return now - sent >= REFRESH_PATIENCE_MS && now - n->last_reply_ms >= REFRESH_PATIENCE_MS;
+    }
+    return 0;
+}
+
+/* A map read is wanted until one sent after the last request for it is
+ * applied (handle_reply). One is asked at a time, but one left unanswered past REFRESH_PATIENCE_MS does not hold
+ * up the next: another node is asked too (one read per node at most, so
+ * at most nnodes in flight), and a node that looks stalled is asked last. */
 static void start_refresh(rc_client *c, int64_t now) {
-    if (!c->want_refresh || c->refresh_in_flight || now - c->last_refresh_ms < c->o.refresh_min_interval_ms ||
-        c->nnodes == 0)
+    if (!c->want_refresh || now - c->last_refresh_ms < c->o.refresh_min_interval_ms || c->nnodes == 0)
         return;
-    /* ask a connected node first; else the next one that may be retried */
+    if (c->refresh_in_flight > 0 && now - c->last_refresh_ms < REFRESH_PATIENCE_MS)
+        return;
+    /* a connected node that answers; else the next one that may be
+     * (re)connected; else a connected one that looks stalled */
     int pick = -1;
-    for (int i = 0; i < c->nnodes && pick < 0; i++) {
-        int j = (c->refresh_rr + i) % c->nnodes;
-        if (c->nodes[j].state == N_UP)
-            pick = j;
-    }
-    for (int i = 0; i < c->nnodes && pick < 0; i++) {
-        int j = (c->refresh_rr + i) % c->nnodes;
-        if (c->nodes[j].state == N_DOWN && now >= c->nodes[j].next_attempt_ms)
-            pick = j;
-    }
+    for (int pass = 0; pass < 3 && pick < 0; pass++)
+        for (int i = 0; i < c->nnodes && pick < 0; i++) {
+            int j = (c->refresh_rr + i) % c->nnodes;
+            const node *n = &c->nodes[j];
+            if (n->slots_pending)
+                continue;
+            if (pass == 0 ? n->state == N_UP && !node_stalled(c, n, now)
+                : pass == 1 ? n->state == N_DOWN && now >= n->next_attempt_ms
+                            : n->state == N_UP)
+                pick = j;
+        }
     if (pick < 0)
         return;
     c->refresh_rr = pick + 1;
@@ -654,14 +699,16 @@ static void start_refresh(rc_client *c, int64_t now) {
     k->to_node = pick;
     k->ask_node = -1;
     k->deadline_ms = now + c->o.timeout_ms;
-    c->want_refresh = 0;
-    c->refresh_in_flight = 1;
+    c->refresh_in_flight++;
+    c->nodes[pick].slots_pending = 1;
     c->last_refresh_ms = now;
     route(c, k);
 }
 
 static void tick(rc_client *c) {
     int64_t now = now_ms();
+    if (atomic_exchange(&c->refresh_asked, 0))
+        request_refresh(c);
     for (int i = 0; i < c->nnodes; i++) {
         node *n = &c->nodes[i];
         if (n->state == N_CONNECTING && now >= n->connect_deadline_ms)
@@ -835,6 +882,7 @@ rc_client *rc_new(const rc_options *opts, char *err, size_t errlen) {
     defaults(&c->o);
     c->o.seeds = NULL; /* not kept: the caller owns the string */
     memset(c->owner, -1, sizeof c->owner);
+    memset(c->shared_owner, -1, sizeof c->shared_owner);
     c->epfd = c->evfd = -1;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cond, NULL);
@@ -963,6 +1011,33 @@ redisReply *rc_command_sync(rc_client *c, const char *key, size_t keylen, int ar
     if (!w.reply)
         snprintf(err, errlen, "%s", w.error);
     return w.reply;
+}
+
+int rc_slot_map(rc_client *c, rc_slot_range *out, int max) {
+    int n = 0;
+    pthread_mutex_lock(&c->mu);
+    for (int s = 0; c->have_map && s < RC_SLOTS;) {
+        int idx = c->shared_owner[s], e = s;
+        while (e + 1 < RC_SLOTS && c->shared_owner[e + 1] == idx)
+            e++;
+        if (idx >= 0) {
+            if (n < max) {
+                out[n].start = (uint16_t)s;
+                out[n].end = (uint16_t)e;
+                snprintf(out[n].host, sizeof out[n].host, "%s", c->nodes[idx].host);
+                out[n].port = c->nodes[idx].port;
+            }
+            n++;
+        }
+        s = e + 1;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+void rc_refresh(rc_client *c) {
+    atomic_store(&c->refresh_asked, 1);
+    wake(c);
 }
 
 void rc_get_stats(rc_client *c, rc_stats *out) {

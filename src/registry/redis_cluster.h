@@ -22,11 +22,15 @@
  * "out of memory", "closed" (rc_free). After max_redirects MOVED/ASK or
  * max_retries TRYAGAIN/CLUSTERDOWN the last such error reply is handed
  * back as the reply. A lost connection is retried with backoff and the
- * slot map read again (rate-limited). Nothing waits without a deadline.
+ * slot map read again (rate-limited); a map read a node leaves unanswered
+ * for 500 ms is asked of another node too, so one stopped master (TCP open,
+ * silent) costs only its own slots. Nothing waits without a deadline.
  * Order: commands to one node are written in submission order until a
  * redirect or retry sends one of them round again. */
 #ifndef PARLEY_REGISTRY_REDIS_CLUSTER_H
 #define PARLEY_REGISTRY_REDIS_CLUSTER_H
+
+#include "registry/redis_cluster_parse.h"
 
 #include <hiredis/hiredis.h>
 #include <stddef.h>
@@ -80,6 +84,16 @@ int rc_command(rc_client *c, const char *key, size_t keylen, int argc, const cha
  * (caller frees), or NULL with the error copied into err. */
 redisReply *rc_command_sync(rc_client *c, const char *key, size_t keylen, int argc, const char **argv,
                             const size_t *argvlen, char *err, size_t errlen);
+
+/* The slot map as the client last applied it, from whichever node answered
+ * (no round trip: a map read asked of one key's master fails while that
+ * master is stopped): ranges of consecutive slots with their master's
+ * address into out[0..max). How many there are (more than max: only max
+ * written), 0 before the first map. Any thread. */
+int rc_slot_map(rc_client *c, rc_slot_range *out, int max);
+/* Asks for a map read soon (a caller found the map wrong: MOVED on a
+ * connection of its own); rate-limited like every read. Any thread. */
+void rc_refresh(rc_client *c);
 
 typedef struct rc_stats {
     uint64_t commands;     /* accepted by rc_command */

@@ -1,0 +1,44 @@
+/* push_batch.c -- see push_batch.h. */
+#include "chat/push_batch.h"
+
+#include <stdlib.h>
+
+#include "cluster/node_forward.h"
+
+void push_batch_init(push_batch *b, server *srv) { *b = (push_batch){.srv = srv}; }
+
+bool push_batch_add(push_batch *b, uint64_t user) {
+    if (!b->srv->forward) return false;   /* single node: the local registry, no round trip */
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 64;
+        if (cap > PUSH_BATCH_MAX) cap = PUSH_BATCH_MAX;
+        uint64_t *grown = cap > b->cap ? realloc(b->users, cap * sizeof *grown) : NULL;
+        if (!grown) return false;
+        b->users = grown;
+        b->cap = cap;
+    }
+    b->users[b->n++] = user;
+    return true;
+}
+
+static int user_order(const void *x, const void *y) {
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+void push_batch_lookup(push_batch *b) {
+    if (b->n == 0) return;
+    /* a sender of many notes is gathered many times: asked once */
+    qsort(b->users, b->n, sizeof *b->users, user_order);
+    size_t distinct = 1;
+    for (size_t i = 1; i < b->n; i++)
+        if (b->users[i] != b->users[distinct - 1]) b->users[distinct++] = b->users[i];
+    b->n = distinct;
+    node_sessions_prefetch(b->srv, b->users, b->n, sizeof *b->users);
+}
+
+void push_batch_end(push_batch *b) {
+    if (b->n) node_sessions_prefetch_end();
+    free(b->users);
+    *b = (push_batch){.srv = b->srv};
+}
