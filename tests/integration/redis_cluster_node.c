@@ -6,6 +6,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include "registry/redis_cluster_parse.h"
+
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -204,4 +206,26 @@ pid_t redis_cluster_pid(int i) {
         abort();
     }
     return pids[i];
+}
+
+redisContext *redis_cluster_direct(int i) {
+    struct timeval tv = {10, 0};
+    redisContext *d = redisConnectWithTimeout("127.0.0.1", redis_cluster_port(i), tv);
+    if (d && !d->err) redisSetTimeout(d, tv);
+    return d;
+}
+
+int redis_cluster_owner_map(int owners[RC_SLOTS]) {
+    for (int s = 0; s < RC_SLOTS; s++) owners[s] = -1;
+    redisContext *d = redis_cluster_direct(0);
+    redisReply *r = d && !d->err ? redisCommand(d, "CLUSTER SLOTS") : NULL;
+    rc_slot_range rg[64];
+    int n = r ? rc_parse_slots(r, "127.0.0.1", rg, 64) : -1;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < REDIS_CLUSTER_MASTERS; j++)
+            if (redis_cluster_port(j) == rg[i].port)
+                for (int s = rg[i].start; s <= rg[i].end; s++) owners[s] = j;
+    if (r) freeReplyObject(r);
+    if (d) redisFree(d);
+    return n < 0 ? -1 : 0;
 }

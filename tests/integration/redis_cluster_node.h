@@ -31,6 +31,14 @@ int redis_cluster_kill(int i);
 /* Starts node i again on its port with its nodes.conf (same identity). 0 or -1. */
 int redis_cluster_restart(int i);
 
+/* A plain (not cluster-aware) hiredis connection to node i with 10 s
+ * timeouts, for checks and admin; NULL, or one with ->err set. */
+struct redisContext *redis_cluster_direct(int i);
+/* owners[slot]: the node index (0..2) serving each of the 16384 slots,
+ * from node 0's CLUSTER SLOTS (-1: unknown). 0, or -1 when it did not
+ * answer or parse. */
+int redis_cluster_owner_map(int owners[16384]);
+
 /* "127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3" */
 const char *redis_cluster_seeds(void);
 int redis_cluster_port(int i);

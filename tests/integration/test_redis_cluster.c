@@ -73,45 +73,15 @@ static rc_client *client(int timeout_ms, size_t max_in_flight) {
     return c;
 }
 
-/* a direct (non-cluster) connection to node i, for checks and admin */
-static redisContext *direct(int i) {
-    struct timeval tv = {10, 0};
-    redisContext *d = redisConnectWithTimeout("127.0.0.1", redis_cluster_port(i), tv);
-    if (d && !d->err)
-        redisSetTimeout(d, tv);
-    return d;
-}
-
-/* the node index (0..2) owning each slot, from CLUSTER SLOTS of node 0
- * (-1: unknown); 0, or -1 when the reply did not parse */
-static int owner_map(int owners[RC_SLOTS]) {
-    for (int s = 0; s < RC_SLOTS; s++)
-        owners[s] = -1;
-    redisContext *d = direct(0);
-    redisReply *r = d ? redisCommand(d, "CLUSTER SLOTS") : NULL;
-    rc_slot_range rg[64];
-    int n = r ? rc_parse_slots(r, "127.0.0.1", rg, 64) : -1;
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < REDIS_CLUSTER_MASTERS; j++)
-            if (redis_cluster_port(j) == rg[i].port)
-                for (int s = rg[i].start; s <= rg[i].end; s++)
-                    owners[s] = j;
-    if (r)
-        freeReplyObject(r);
-    if (d)
-        redisFree(d);
-    return n < 0 ? -1 : 0;
-}
-
 static int owner_of(int slot) {
     static int owners[RC_SLOTS];
-    if (owner_map(owners) != 0)
+    if (redis_cluster_owner_map(owners) != 0)
         return -1;
     return owners[slot];
 }
 
 static long long direct_int(int i, const char *command) {
-    redisContext *d = direct(i);
+    redisContext *d = redis_cluster_direct(i);
     redisReply *r = d ? redisCommand(d, command) : NULL;
     long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
     if (r)
@@ -164,7 +134,7 @@ static void routes_a_key_of_every_slot_to_its_owner(void) {
     CHECK(st.moved == 0 && st.ask == 0, "redirected: moved %llu ask %llu", (unsigned long long)st.moved,
           (unsigned long long)st.ask);
     static int owners[RC_SLOTS];
-    CHECK(owner_map(owners) == 0, "CLUSTER SLOTS");
+    CHECK(redis_cluster_owner_map(owners) == 0, "CLUSTER SLOTS");
     long long total = 0;
     for (int i = 0; i < REDIS_CLUSTER_MASTERS; i++) {
         long long keys_here = direct_int(i, "DBSIZE");
@@ -222,7 +192,7 @@ static void pipelines_up_to_the_in_flight_bound(void) {
 }
 
 static int node_id(int i, char *out, size_t len) {
-    redisContext *d = direct(i);
+    redisContext *d = redis_cluster_direct(i);
     redisReply *r = d ? redisCommand(d, "CLUSTER MYID") : NULL;
     int ok = r && r->type == REDIS_REPLY_STRING && r->len < len;
     if (ok)
@@ -235,7 +205,7 @@ static int node_id(int i, char *out, size_t len) {
 }
 
 static int admin_ok(int i, const char *fmt, ...) {
-    redisContext *d = direct(i);
+    redisContext *d = redis_cluster_direct(i);
     if (!d)
         return -1;
     va_list ap;
@@ -340,7 +310,7 @@ static void follows_a_slot_migration_through_ask_and_moved(void) {
     for (int i = N / 2; i < N; i++)
         CHECK(admin_ok(from, "MIGRATE 127.0.0.1 %d {mig}:%d 0 10000", redis_cluster_port(to), i) == 0, "migrate %d", i);
     /* and whatever else the slot holds (an earlier case wrote a key in every slot) */
-    redisContext *d = direct(from);
+    redisContext *d = redis_cluster_direct(from);
     redisReply *left = d ? redisCommand(d, "CLUSTER GETKEYSINSLOT %d 1000", slot) : NULL;
     int moved_rest = left && left->type == REDIS_REPLY_ARRAY;
     for (size_t i = 0; moved_rest && i < left->elements; i++)

@@ -153,38 +153,10 @@ static int do_heartbeat(const rr_session *s, result *res) {
 
 /* ---- the cluster as Redis sees it ---- */
 
-static redisContext *direct(int i) {
-    struct timeval tv = {10, 0};
-    redisContext *d = redisConnectWithTimeout("127.0.0.1", redis_cluster_port(i), tv);
-    if (d && !d->err)
-        redisSetTimeout(d, tv);
-    return d;
-}
-
-/* the master index (0..2) owning each slot, from CLUSTER SLOTS of node 0 */
-static int owner_map(int owners[RC_SLOTS]) {
-    for (int s = 0; s < RC_SLOTS; s++)
-        owners[s] = -1;
-    redisContext *d = direct(0);
-    redisReply *r = d && !d->err ? redisCommand(d, "CLUSTER SLOTS") : NULL;
-    rc_slot_range rg[64];
-    int n = r ? rc_parse_slots(r, "127.0.0.1", rg, 64) : -1;
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < REDIS_CLUSTER_MASTERS; j++)
-            if (redis_cluster_port(j) == rg[i].port)
-                for (int s = rg[i].start; s <= rg[i].end; s++)
-                    owners[s] = j;
-    if (r)
-        freeReplyObject(r);
-    if (d)
-        redisFree(d);
-    return n < 0 ? -1 : 0;
-}
-
 /* 1 when healthy master i's CLUSTER NODES flags the master on port as
  * failed ("fail", agreed by the majority; not just "fail?") */
 static int sees_failed(int i, int port) {
-    redisContext *d = direct(i);
+    redisContext *d = redis_cluster_direct(i);
     redisReply *r = d && !d->err ? redisCommand(d, "CLUSTER NODES") : NULL;
     int failed = 0;
     if (r && r->type == REDIS_REPLY_STRING) {
@@ -218,7 +190,7 @@ static int sees_failed(int i, int port) {
 static int config_set_all(const char *name, const char *value) {
     int rc = 0;
     for (int i = 0; i < REDIS_CLUSTER_MASTERS; i++) {
-        redisContext *d = direct(i);
+        redisContext *d = redis_cluster_direct(i);
         redisReply *r = d && !d->err ? redisCommand(d, "CONFIG SET %s %s", name, value) : NULL;
         if (!r || r->type != REDIS_REPLY_STATUS)
             rc = -1;
@@ -242,7 +214,7 @@ static int master_of_user(uint64_t u) {
 }
 
 static int place_users(void) {
-    if (owner_map(owners) != 0)
+    if (redis_cluster_owner_map(owners) != 0)
         return -1;
     int have[REDIS_CLUSTER_MASTERS] = {0};
     for (uint64_t u = 1; u < 100000; u++) {
