@@ -15,7 +15,11 @@
  *     history is seqs 1..n once, every acknowledged send at its seq; and in
  *     the store every member's inbox (read over CQL: the truth sync serves)
  *     has every acknowledged message of its conversations exactly once,
- *     no (conv, seq) twice, user_seqs strictly increasing.
+ *     no (conv, seq) twice, user_seqs strictly increasing;
+ *   direct_opened_from_both_nodes: six pairs, one user on each node; both
+ *     open their direct conversation at the same moment: both succeed with
+ *     the same conversation id (issue 13: two nodes opening one pair made
+ *     two conversations, each node's writer creating its own).
  * Waits are on observable state (the inbox rows) with a generous bound.
  * Cassandra: PARLEY_TEST_CASSANDRA when set (a fresh keyspace, dropped
  * after), else a node of this program's own.
@@ -24,7 +28,10 @@
  * conditional batch applies) -> FAIL concurrent_senders_fenced "u1:
  * acknowledged 'r0 u1 c3' (conv 3, seq 2) 0 times in the inbox, want once"
  * (the other node's fan-out wrote its entry over that user_seq). With the
- * fence: PASS, release and ASan, 16 and 35 fan-out commits renumbered. */
+ * fence: PASS, release and ASan, 16 and 35 fan-out commits renumbered.
+ * Only sends through the owner (send_log_takes taking SendMessage alone,
+ * as before) -> FAIL direct_opened_from_both_nodes "pair 0: two
+ * conversations for one pair (47 from A, 111 from B)". */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +55,7 @@ enum {
     ROUNDS = 10,
     EXP_MAX = 2 * ROUNDS * USERS + 16,
     INBOX_MAX = 1024,
+    OPEN_PAIRS = 6,      /* direct_opened_from_both_nodes */
 };
 
 static h_server chat_a, chat_b;
@@ -285,9 +293,61 @@ static void concurrent_senders_fenced(void) {
     printf("NOTE fan-out commits renumbered after a conflict: %g\n", conflicts);
 }
 
+/* one side of a direct pair opening it, released with the other side */
+typedef struct opener {
+    h_dev *d;
+    uint64_t peer, conv;
+    int rc;
+    pthread_barrier_t *go;
+} opener;
+
+static void *open_side(void *arg) {
+    opener *o = arg;
+    pthread_barrier_wait(o->go);
+    o->rc = pc_open_direct(o->d->c, o->peer, &o->conv);
+    return NULL;
+}
+
+/* Both users of a pair open their direct conversation at the same moment,
+ * one on each node: one conversation (both requests go to the owner of the
+ * pair's partition, which takes them one after the other). */
+static void direct_opened_from_both_nodes(void) {
+    NEED(started);
+    for (int j = 0; j < OPEN_PAIRS; j++) {
+        char nx[16], ny[16];
+        snprintf(nx, sizeof nx, "ox%d", j);
+        snprintf(ny, sizeof ny, "oy%d", j);
+        h_dev *x = h_user_new(&chat_a, nx), *y = h_user_new(&chat_b, ny);
+        CHECK(x && y, "pair %d: sign-up failed", j);
+        if (!x || !y) {
+            h_dev_free(x);
+            h_dev_free(y);
+            return;
+        }
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, 2);
+        opener o[2] = {{x, y->id.user_id, 0, -1, &go}, {y, x->id.user_id, 0, -1, &go}};
+        pthread_t th;
+        int threaded = pthread_create(&th, NULL, open_side, &o[1]) == 0;
+        CHECK(threaded, "pair %d: no thread", j);
+        if (threaded) {
+            open_side(&o[0]);
+            pthread_join(th, NULL);
+            CHECK(o[0].rc == 0 && o[1].rc == 0, "pair %d: opening failed (A: %s; B: %s)", j,
+                  o[0].rc ? pc_error(x->c) : "ok", o[1].rc ? pc_error(y->c) : "ok");
+            CHECK(o[0].conv == o[1].conv, "pair %d: two conversations for one pair (%llu from A, %llu from B)", j,
+                  (unsigned long long)o[0].conv, (unsigned long long)o[1].conv);
+        }
+        pthread_barrier_destroy(&go);
+        h_dev_free(x);
+        h_dev_free(y);
+    }
+}
+
 int main(void) {
     RUN(two_chat_nodes_start);
     RUN(concurrent_senders_fenced);
+    RUN(direct_opened_from_both_nodes);
     for (int i = 0; i < USERS; i++)
         if (users[i]) h_dev_free(users[i]);
     h_server_destroy(&chat_b);
