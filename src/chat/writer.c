@@ -199,7 +199,7 @@ static void post_pushes(writer *w, bool committed) {
 
 /* the queue item of a committed message; the item takes its reference */
 static queue_item *publish_item(writer *w, pending_send *p) {
-    queue_item *item = malloc(sizeof *item);
+    queue_item *item = calloc(1, sizeof *item);   /* replayed, deliveries: 0 */
     if (!item) abort();
     item->partition = conv_partition(p->conv, w->group->partitions);
     item->offset = p->offset;
