@@ -10,7 +10,10 @@
  * - Exactly once: a checkpoint (conversation partition, user partition) is
  *   committed in the same store batch as the inbox entries it covers, so
  *   the store's checkpoint says exactly which log entries those users'
- *   inboxes hold. The replay raises this node's in-memory checkpoints to
+ *   inboxes hold. (On Cassandra the entries' conditional batches land
+ *   before the logged batch with the checkpoint: a node that died between
+ *   them left entries past its checkpoint, so a replayed entry is looked
+ *   for in the inbox before it is appended: fanout/inbox_fence.h, deep.) The replay raises this node's in-memory checkpoints to
  *   the store's before it publishes anything, and fan-out appends an entry
  *   to an inbox only past its checkpoint; an entry this node already has in
  *   its queue (published twice) is skipped the second time for the same
