@@ -186,9 +186,6 @@ void delivery_live(worker *w, conn *c, uint64_t user_seq, const blob *message);
 /* Sends stored events after c->sent_upto while the window and the output
  * cap allow; sends SyncDone once the first catch-up ends. */
 void delivery_pump(worker *w, conn *c);
-/* Once a second per connection (the worker's sweep): a device still
- * lagging (its pump waited for a failing store) is pumped again. */
-void delivery_sweep(worker *w, conn *c);
 /* True while the output is under its cap (pushes may be added). */
 bool delivery_output_room(const worker *w, const conn *c);
 

@@ -179,10 +179,6 @@ bool delivery_output_room(const worker *w, const conn *c) {
     return buf_len(&c->out) < w->srv->cfg.conn_output_cap;
 }
 
-void delivery_sweep(worker *w, conn *c) {
-    if (c->syncing && c->state == CONN_WS && (c->lagging || c->dm_pending)) delivery_pump(w, c);
-}
-
 void delivery_pump(worker *w, conn *c) {
     if (!c->syncing || c->state != CONN_WS) return;
     /* a failing store is not read from here (gateway/store_watch.h): the

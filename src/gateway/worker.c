@@ -844,8 +844,8 @@ static void sweep(worker *w) {
                        (uint32_t)(now32 - c->last_rx_ms) > idle_ms) {
                 METRIC_INC(idle_timeouts_total);
                 conn_close(w, c, WS_CLOSE_GOING_AWAY, "idle timeout");
-            } else {
-                delivery_sweep(w, c);
+            } else if (c->lagging || c->dm_pending) {
+                delivery_pump(w, c);   /* again: its last pump may have waited for a failing store */
             }
             break;
         case CONN_CLOSING:
