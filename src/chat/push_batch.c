@@ -21,20 +21,9 @@ bool push_batch_add(push_batch *b, uint64_t user) {
     return true;
 }
 
-static int user_order(const void *x, const void *y) {
-    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
-    return a < b ? -1 : a > b;
-}
-
 void push_batch_lookup(push_batch *b) {
-    if (b->n == 0) return;
-    /* a sender of many notes is gathered many times: asked once */
-    qsort(b->users, b->n, sizeof *b->users, user_order);
-    size_t distinct = 1;
-    for (size_t i = 1; i < b->n; i++)
-        if (b->users[i] != b->users[distinct - 1]) b->users[distinct++] = b->users[i];
-    b->n = distinct;
-    node_sessions_prefetch(b->srv, b->users, b->n, sizeof *b->users);
+    /* a sender of many notes is gathered many times: the prefetch asks once */
+    if (b->n) node_sessions_prefetch(b->srv, b->users, b->n, sizeof *b->users);
 }
 
 void push_batch_end(push_batch *b) {

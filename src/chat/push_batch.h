@@ -25,7 +25,7 @@ enum { PUSH_BATCH_MAX = 4096 };   /* users gathered (node_forward.c looks up as 
 
 typedef struct push_batch {
     server *srv;
-    uint64_t *users;   /* malloc'd; after push_batch_lookup sorted, each once */
+    uint64_t *users;   /* malloc'd, in the order added (the paths that iterate it add each user once) */
     size_t n, cap;
 } push_batch;
 

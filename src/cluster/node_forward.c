@@ -614,20 +614,19 @@ void node_sessions_prefetch(server *srv, const uint64_t *first_user, size_t n, s
     node_forward *nf = srv->forward;
     node_sessions_prefetch_end();
     if (!nf || !nf->chat || n == 0) return;
-    if (n > PREFETCH_MAX) n = PREFETCH_MAX;   /* the rest are looked up one by one */
     lookups *b = calloc(1, sizeof *b);
     lookup *items = b ? calloc(n, sizeof *items) : NULL;
     if (!items) {
         free(b);
         return;
     }
+    for (size_t i = 0; i < n; i++) items[i].user = *(const uint64_t *)((const char *)first_user + i * stride);
+    /* in any order, with repeats (a sender of many receipts): each user once */
+    qsort(items, n, sizeof *items, lookup_order);
     size_t distinct = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t user = *(const uint64_t *)((const char *)first_user + i * stride);
-        if (distinct && items[distinct - 1].user == user) continue;
-        items[distinct++].user = user;
-    }
-    qsort(items, distinct, sizeof *items, lookup_order);
+    for (size_t i = 0; i < n; i++)
+        if (!distinct || items[distinct - 1].user != items[i].user) items[distinct++] = items[i];
+    if (distinct > PREFETCH_MAX) distinct = PREFETCH_MAX;   /* the rest are looked up one by one */
     b->items = items;
     b->n = distinct;
     b->srv = srv;

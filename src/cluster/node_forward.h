@@ -78,7 +78,7 @@ size_t node_sessions_lookup(server *srv, uint64_t user, registry_entry *out, siz
 
 /* Fan-out, push, the writer's receipts (chat/push_batch.h): looks the
  * users first_user[0], first_user[stride bytes on],
- * ... (n of them, consecutive repeats once) up in Redis at once, pipelined
+ * ... (n of them, in any order, each once) up in Redis at once, pipelined
  * (one wait for all rather than one round trip each); node_sessions_lookup
  * on this thread answers from that until node_sessions_prefetch_end. Only
  * the first PREFETCH_MAX users (4096) are taken; the rest are looked up one
