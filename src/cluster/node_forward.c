@@ -621,8 +621,11 @@ void node_sessions_prefetch(server *srv, const uint64_t *first_user, size_t n, s
         return;
     }
     for (size_t i = 0; i < n; i++) items[i].user = *(const uint64_t *)((const char *)first_user + i * stride);
-    /* in any order, with repeats (a sender of many receipts): each user once */
-    qsort(items, n, sizeof *items, lookup_order);
+    /* in any order, with repeats (a sender of many receipts): each user
+     * once. Fan-out's runs come sorted already: not sorted again. */
+    bool sorted = true;
+    for (size_t i = 1; i < n && sorted; i++) sorted = items[i - 1].user <= items[i].user;
+    if (!sorted) qsort(items, n, sizeof *items, lookup_order);
     size_t distinct = 0;
     for (size_t i = 0; i < n; i++)
         if (!distinct || items[distinct - 1].user != items[i].user) items[distinct++] = items[i];
