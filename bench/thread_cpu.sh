@@ -8,7 +8,8 @@
 # gives a server it starts itself), reads utime+stime of every thread from
 # /proc/PID/task/*/stat before and after the run, and prints each thread
 # name's CPU seconds and microseconds per stored message
-# (parley_messages_stored_total), then the server's total. The server is
+# (parley_messages_stored_total), with the part spent in the kernel (sys:
+# system calls, TCP, fsync), then the server's total. The server is
 # stopped by its PID on every path. Last line: the parley-bench process's own
 # CPU (with --e2e: the clients' crypto).
 set -u
@@ -16,8 +17,9 @@ set -u
 B=$1; shift
 . "$(dirname "$0")/bench_server.sh"
 bench_server_start "$B" threadcpu
-ticks() { for t in /proc/"$SP"/task/*; do echo "$(cat "$t/comm") $(awk '{print $14+$15}' "$t/stat")"; done |
-          awk '{a[$1]+=$2} END {for (k in a) print k, a[k]}' | sort; }
+# per thread name: utime+stime and stime, in ticks
+ticks() { for t in /proc/"$SP"/task/*; do echo "$(cat "$t/comm") $(awk '{print $14+$15, $15}' "$t/stat")"; done |
+          awk '{a[$1]+=$2; s[$1]+=$3} END {for (k in a) print k, a[k], s[k]}' | sort; }
 # voluntary context switches (wake-ups) per thread name
 switches() { for t in /proc/"$SP"/task/*; do echo "$(cat "$t/comm") $(awk '/^voluntary_ctxt_switches/ {print $2}' "$t/status")"; done |
              awk '{a[$1]+=$2} END {for (k in a) print k, a[k]}' | sort; }
@@ -33,8 +35,9 @@ bench_summary
 stored=$(bench_metric parley_messages_stored_total)
 hz=$(getconf CLK_TCK)
 join "$D/before" "$D/after" | awk -v m="${stored:-0}" -v hz="$hz" '
-  { s = ($3 - $2) / hz; tot += s; printf "%-16s %7.2f s  %7.1f us/msg\n", $1, s, m ? s * 1e6 / m : 0 }
-  END { printf "%-16s %7.2f s  %7.1f us/msg  (%d messages stored; %.0f per server CPU-second)\n", "total", tot, m ? tot * 1e6 / m : 0, m, tot ? m / tot : 0 }'
+  { s = ($4 - $2) / hz; k = ($5 - $3) / hz; tot += s; ktot += k
+    printf "%-16s %7.2f s  %7.1f us/msg  sys %5.1f\n", $1, s, m ? s * 1e6 / m : 0, m ? k * 1e6 / m : 0 }
+  END { printf "%-16s %7.2f s  %7.1f us/msg  sys %5.1f  (%d messages stored; %.0f per server CPU-second)\n", "total", tot, m ? tot * 1e6 / m : 0, m ? ktot * 1e6 / m : 0, m, tot ? m / tot : 0 }'
 join "$D/sw_before" "$D/sw_after" | awk -v m="${stored:-0}" '
   { v = $3 - $2; tv += v; printf "%-16s %9d wake-ups  %6.2f/msg\n", $1, v, m ? v / m : 0 }
   END { printf "%-16s %9d wake-ups  %6.2f/msg\n", "total", tv, m ? tv / m : 0 }'
