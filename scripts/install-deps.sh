@@ -1,5 +1,7 @@
 #!/bin/sh
-# Installs the Debian packages parley needs to build, test and run.
+# Installs the Debian packages parley needs to build, test and run, then
+# fetches the release build of RocksDB that parley links
+# (scripts/rocksdb-release.sh: Debian's runs its debug assertions).
 # Idempotent: prints nothing and changes nothing when all are present.
 set -e
 PACKAGES="build-essential cmake pkg-config clang libclang-rt-14-dev
@@ -11,11 +13,13 @@ missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
-[ -z "$missing" ] && exit 0
-echo "install-deps: installing$missing"
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO=sudo
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-# shellcheck disable=SC2086
-$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+if [ -n "$missing" ]; then
+  echo "install-deps: installing$missing"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2086
+  $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+"$(dirname "$0")/rocksdb-release.sh"

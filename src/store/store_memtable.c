@@ -26,10 +26,12 @@ void store_memtable_tune_db(rocksdb_options_t *db) {
 }
 
 /* Not on a family that takes range deletions (the log is trimmed by them):
- * RocksDB 7.8's MemTable::Add looks a hint up by prefix alone, in one map
+ * RocksDB 7.8's MemTable::Add looked a hint up by prefix alone, in one map
  * for the point and the range-deletion skip lists, so a range deletion
- * would start from a point list's splice (its debug build asserts on it in
- * test_store's log_checkpoint_and_trim). */
+ * would start from a point list's splice (Debian's debug build asserted on
+ * it in test_store's log_checkpoint_and_trim). The release parley links
+ * now (10.10, scripts/rocksdb-release.sh) keeps hints to the point list;
+ * the log stays without one so that either library is safe. */
 int store_memtable_tune_cf(rocksdb_options_t **o, enum store_cf cf, char **err) {
     int prefix = store_memtable_hint_prefix(cf);
     if (prefix == 0) return 0;
