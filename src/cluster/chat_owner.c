@@ -213,7 +213,7 @@ static bool run_batch(chat_owner *co, kafka_record *recs, size_t n) {
         pthread_mutex_unlock(&co->mu);
         uint64_t id = CHAT_OWNER_ID_BITS | batch << SLOT_BITS | i;
         if (node_forward_submit_owned(co->srv->forward, id, r.request_id, r.user_id, r.device_id, r.frame,
-                                      r.frame_len)) {
+                                      r.frame_len, (uint32_t)recs[i].partition, (uint64_t)recs[i].offset)) {
             pthread_mutex_lock(&co->mu);
             o->answered = o->retry = true;
             co->unanswered--;
