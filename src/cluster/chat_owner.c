@@ -109,6 +109,10 @@ struct chat_owner {
     atomic_bool stop, store_waiting;
     pthread_t thread;
     bool running;
+
+    /* the test hook of chat_owner.h: hold the offsets of a batch with a
+     * CreateGroup (owner's thread only, after start) */
+    bool hold_create_group, batch_has_create_group;
 };
 
 enum { FINISHED_MAX = 1 << 16 };   /* more are forgotten (a store that fails a long time) */
@@ -152,6 +156,14 @@ void chat_owner_answered(chat_owner *co, uint64_t conn_id, const uint8_t *frame,
 }
 
 static void sleep_ms(int ms);
+
+/* the hook's test: r's request is a CreateGroup */
+static bool is_create_group(const send_record *r) {
+    Parley__V1__Frame *f = parley__v1__frame__unpack(NULL, r->frame_len, r->frame);
+    bool yes = f && f->body_case == PARLEY__V1__FRAME__BODY_CREATE_GROUP;
+    if (f) parley__v1__frame__free_unpacked(f, NULL);
+    return yes;
+}
 
 static void on_rebalance(void *ud, kafka_rebalance what, const kafka_partition *parts, size_t n) {
     chat_owner *co = ud;
@@ -205,6 +217,7 @@ static bool run_batch(chat_owner *co, kafka_record *recs, size_t n) {
                      (long long)recs[i].offset);
             continue;
         }
+        if (co->hold_create_group && is_create_group(&r)) co->batch_has_create_group = true;
         pthread_mutex_lock(&co->mu);
         owned *o = &co->slots[i];
         strcpy(o->origin, r.origin);
@@ -294,6 +307,12 @@ static void *owner_main(void *arg) {
         /* the transaction holds only the input offsets: it is opened once
          * the batch is stored, so no store outage keeps it open */
         kafka_result kr = KAFKA_ABORTED;
+        if (done && co->batch_has_create_group) {
+            log_warn("kafka: test hook PARLEY_TEST_HOLD_OFFSET_COMMIT: a batch with a CreateGroup is stored and "
+                     "answered; its input offsets are not committed, and no more records are taken");
+            while (!atomic_load(&co->stop)) sleep_ms(POLL_MS);
+            break;
+        }
         if (done) {
             kr = kafka_txn_begin(co->txn, co->in);
             if (kr == KAFKA_OK) kr = kafka_txn_commit(co->txn, co->in, TXN_TIMEOUT_MS);
@@ -337,6 +356,11 @@ chat_owner *chat_owner_start(server *srv, const char *brokers, char *err, size_t
     snprintf(co->self, sizeof co->self, "%s", srv->cfg.cluster.node);
     pthread_mutex_init(&co->mu, NULL);
     pthread_cond_init(&co->cv, NULL);
+    const char *hold = getenv("PARLEY_TEST_HOLD_OFFSET_COMMIT");
+    co->hold_create_group = hold && strcmp(hold, "create_group") == 0;
+    if (co->hold_create_group)
+        log_warn("kafka: test hook PARLEY_TEST_HOLD_OFFSET_COMMIT=create_group: the owner stops before committing "
+                 "the offsets of a batch with a CreateGroup");
     char why[KAFKA_LOG_ERRLEN] = "";
     /* one transactional id per node name: a restarted node fences its
      * previous incarnation; the group metadata in each commit fences an

@@ -37,7 +37,16 @@
  * owner's epoch (an LWT on a per-partition owner row, IF epoch = mine, in the
  * same batch), or the owner to check its group generation right before each
  * store commit (which narrows the window but cannot close it: the stall can
- * come between the check and the write). Not built: see README. */
+ * come between the check and the write). Not built: see README.
+ *
+ * Test hook (tests/integration/test_kafka_group_rerun.c): with the
+ * environment variable PARLEY_TEST_HOLD_OFFSET_COMMIT=create_group, the
+ * owner thread stops before committing the input offsets of the first
+ * batch that held a CreateGroup (stored and answered): it commits nothing
+ * more and takes no more records until the node stops or is killed. So a
+ * test can kill -9 the node exactly between the store commit and the
+ * Kafka commit; the next owner runs the CreateGroup again. Logged at
+ * start; unset, nothing changes. */
 #ifndef PARLEY_CLUSTER_CHAT_OWNER_H
 #define PARLEY_CLUSTER_CHAT_OWNER_H
 
