@@ -96,9 +96,10 @@ struct chat_owner {
 
     /* records read since the last commit of the input offsets whose answer
      * was final (key: record_key): a batch read again after a retry or a
-     * failed commit does not feed them to the writers a second time. Sends
-     * would be found by their dedupe records, but a CreateGroup stored twice
-     * would make two groups. Owner's thread only. */
+     * failed commit does not feed them to the writers a second time (sends
+     * would be found by their dedupe records and a CreateGroup by its group
+     * origin record, chat/group_origin.h; this spares the store reads).
+     * Owner's thread only. */
     u64map finished;
 
     /* given and not yet replayed (on_rebalance and owner_main: the owner's

@@ -23,7 +23,10 @@
  * reprocessed record either finds its dedupe record (the same seq, the same
  * SENT) or its first attempt never stored anything. A device's retry (same
  * client_msg_id) is a new record with the same key, in the same partition
- * after the first: the same argument. A node given partitions reloads its
+ * after the first: the same argument. A CreateGroup likewise: the group
+ * it creates is stored with a record of the 'sends' record that asked
+ * (chat/group_origin.h), which its run again finds and answers. A node
+ * given partitions reloads its
  * writers' cached seqs, ids and dedupe records first (writer_forget_cached):
  * another node may have written them since.
  *
