@@ -642,6 +642,66 @@ static void push_subscriptions(void) {
     be->discard();
 }
 
+/* The group a 'sends' record created (CreateGroup re-runs): found only by
+ * exactly its record (partition, offset, user, device, request id), kept
+ * across reopening, replaced by the next record of its slot (the ring that
+ * bounds it), seen by export. */
+static int count_group_origins(void *ud, const uint8_t *key, size_t klen, const uint8_t *v, size_t vlen) {
+    (void)v, (void)vlen;
+    if (klen > 0 && key[0] == 'g') ++*(int *)ud;
+    return 0;
+}
+
+static void group_origins(void) {
+    store *s = be->open_fresh();
+    CHECK(s, "open");
+    store_group_origin o = {.partition = 3, .offset = 70000, .user = 5, .request_id = 9, .device = 2};
+    store_group_origin other = {.partition = 4, .offset = 12, .user = 6, .request_id = 1, .device = 1};
+    uint64_t conv = 0;
+    CHECK(store_get_group_origin(s, &o, &conv) == 0, "found before any was stored");
+    store_batch *b = store_batch_new();
+    store_put_group_origin(b, &o, 77);
+    store_put_group_origin(b, &other, 78);
+    CHECK(store_commit(s, b, true) == 0, "commit");
+    store_close(s);
+    s = be->reopen();
+    CHECK(s, "reopen");
+    CHECK(store_get_group_origin(s, &o, &conv) == 1 && conv == 77, "the record's group: conv %llu, want 77",
+          (unsigned long long)conv);
+    CHECK(store_get_group_origin(s, &other, &conv) == 1 && conv == 78, "the other record's group: %llu, want 78",
+          (unsigned long long)conv);
+    /* anything but exactly the record stored is not it */
+    store_group_origin q = o;
+    q.request_id = 10;
+    CHECK(store_get_group_origin(s, &q, &conv) == 0, "found under another request id");
+    q = o;
+    q.user = 6;
+    CHECK(store_get_group_origin(s, &q, &conv) == 0, "found for another user");
+    q = o;
+    q.device = 3;
+    CHECK(store_get_group_origin(s, &q, &conv) == 0, "found for another device");
+    q = o;
+    q.partition = 2;
+    CHECK(store_get_group_origin(s, &q, &conv) == 0, "found in another partition");
+    q = o;
+    q.offset = o.offset + STORE_GROUP_ORIGIN_SLOTS;   /* the same slot, another offset */
+    CHECK(store_get_group_origin(s, &q, &conv) == 0, "found at another offset of its slot");
+    int n = 0;
+    CHECK(store_scan_all(s, count_group_origins, &n) == 0 && n == 2, "export sees %d group origins, want 2", n);
+    /* the next record of the slot replaces it: the ring's bound */
+    store_put_group_origin(b, &q, 79);
+    CHECK(store_commit(s, b, true) == 0, "commit of the slot's next record");
+    store_batch_free(b);
+    CHECK(store_get_group_origin(s, &q, &conv) == 1 && conv == 79, "the slot's next record: %llu, want 79",
+          (unsigned long long)conv);
+    CHECK(store_get_group_origin(s, &o, &conv) == 0, "the replaced record is still found");
+    n = 0;
+    CHECK(store_scan_all(s, count_group_origins, &n) == 0 && n == 2, "%d group origins after the slot's reuse, "
+          "want 2", n);
+    store_close(s);
+    be->discard();
+}
+
 /* ------------------------------------------------------------ claims */
 
 /* Racers for one claim: each on its own handle where the backend allows
@@ -805,6 +865,7 @@ static const struct {
     {"users_devices_conversations_and_tokens", users_devices_conversations_and_tokens},
     {"keys_and_device_messages", keys_and_device_messages},
     {"push_subscriptions", push_subscriptions},
+    {"group_origins", group_origins},
     {"claims_of_a_name_one_wins", claims_of_a_name_one_wins},
     {"claims_of_a_link_token_one_wins", claims_of_a_link_token_one_wins},
     {"claims_of_one_time_keys_each_once", claims_of_one_time_keys_each_once},

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "chat/consent.h"
+#include "chat/group_origin.h"
 #include "chat/membership.h"
 #include "chat/partition.h"
 #include "chat/push.h"
@@ -916,6 +917,15 @@ static void handle_create_group(writer *w, chat_request *r) {
     if (q->n_member_user_ids) memcpy(ids, q->member_user_ids, q->n_member_user_ids * sizeof *ids);
     ids[n - 1] = r->user_id;
     n = unique_ids(ids, n);
+    uint64_t first;   /* a 'sends' record run again: its first run's group, nothing made twice */
+    int again = group_origin_find(w, r, &first);
+    if (again != 0) {
+        if (again == 1) consent_accept_added(w, r->user_id, ids, n);   /* as the first run did (idempotent) */
+        free(ids);
+        if (again == 1) answer_conversation(w, r, first);
+        else writer_fail(w, r, PARLEY__V1__STATUS__INTERNAL, "store read failed");
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         if (writer_user_exists(w, ids[i]) <= 0) {
             writer_fail(w, r, PARLEY__V1__STATUS__NOT_FOUND, "no user %llu", (unsigned long long)ids[i]);
@@ -937,6 +947,7 @@ static void handle_create_group(writer *w, chat_request *r) {
         writer_fail(w, r, PARLEY__V1__STATUS__UNAVAILABLE, "no conversation id could be claimed: retry");
         return;
     }
+    group_origin_put(w, r, conv);
     answer_conversation(w, r, conv);
 }
 

@@ -17,6 +17,7 @@
 #ifndef PARLEY_CHAT_WRITER_H
 #define PARLEY_CHAT_WRITER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "proto/parley.pb-c.h"
@@ -44,6 +45,12 @@ typedef struct chat_request {
     struct quota *share;     /* counted in user_id's writer share: left when freed */
     size_t queued_bytes;     /* counted in g_metrics.writer_queued_bytes until freed */
     struct chat_forward *forward; /* the internal ops' payload (writer_internal.h) */
+    /* --kafka: the 'sends' record r came in (cluster/chat_owner.c), by which
+     * a CreateGroup run again finds the group its first run made
+     * (chat/group_origin.h); from_log false for any other request */
+    bool from_log;
+    uint32_t log_partition;
+    uint64_t log_offset;
 } chat_request;
 
 typedef struct writer writer;

@@ -96,9 +96,10 @@ struct chat_owner {
 
     /* records read since the last commit of the input offsets whose answer
      * was final (key: record_key): a batch read again after a retry or a
-     * failed commit does not feed them to the writers a second time. Sends
-     * would be found by their dedupe records, but a CreateGroup stored twice
-     * would make two groups. Owner's thread only. */
+     * failed commit does not feed them to the writers a second time (sends
+     * would be found by their dedupe records and a CreateGroup by its group
+     * origin record, chat/group_origin.h; this spares the store reads).
+     * Owner's thread only. */
     u64map finished;
 
     /* given and not yet replayed (on_rebalance and owner_main: the owner's
@@ -109,6 +110,10 @@ struct chat_owner {
     atomic_bool stop, store_waiting;
     pthread_t thread;
     bool running;
+
+    /* the test hook of chat_owner.h: hold the offsets of a batch with a
+     * CreateGroup (owner's thread only, after start) */
+    bool hold_create_group, batch_has_create_group;
 };
 
 enum { FINISHED_MAX = 1 << 16 };   /* more are forgotten (a store that fails a long time) */
@@ -152,6 +157,14 @@ void chat_owner_answered(chat_owner *co, uint64_t conn_id, const uint8_t *frame,
 }
 
 static void sleep_ms(int ms);
+
+/* the hook's test: r's request is a CreateGroup */
+static bool is_create_group(const send_record *r) {
+    Parley__V1__Frame *f = parley__v1__frame__unpack(NULL, r->frame_len, r->frame);
+    bool yes = f && f->body_case == PARLEY__V1__FRAME__BODY_CREATE_GROUP;
+    if (f) parley__v1__frame__free_unpacked(f, NULL);
+    return yes;
+}
 
 static void on_rebalance(void *ud, kafka_rebalance what, const kafka_partition *parts, size_t n) {
     chat_owner *co = ud;
@@ -205,6 +218,7 @@ static bool run_batch(chat_owner *co, kafka_record *recs, size_t n) {
                      (long long)recs[i].offset);
             continue;
         }
+        if (co->hold_create_group && is_create_group(&r)) co->batch_has_create_group = true;
         pthread_mutex_lock(&co->mu);
         owned *o = &co->slots[i];
         strcpy(o->origin, r.origin);
@@ -213,7 +227,7 @@ static bool run_batch(chat_owner *co, kafka_record *recs, size_t n) {
         pthread_mutex_unlock(&co->mu);
         uint64_t id = CHAT_OWNER_ID_BITS | batch << SLOT_BITS | i;
         if (node_forward_submit_owned(co->srv->forward, id, r.request_id, r.user_id, r.device_id, r.frame,
-                                      r.frame_len)) {
+                                      r.frame_len, (uint32_t)recs[i].partition, (uint64_t)recs[i].offset)) {
             pthread_mutex_lock(&co->mu);
             o->answered = o->retry = true;
             co->unanswered--;
@@ -294,6 +308,12 @@ static void *owner_main(void *arg) {
         /* the transaction holds only the input offsets: it is opened once
          * the batch is stored, so no store outage keeps it open */
         kafka_result kr = KAFKA_ABORTED;
+        if (done && co->batch_has_create_group) {
+            log_warn("kafka: test hook PARLEY_TEST_HOLD_OFFSET_COMMIT: a batch with a CreateGroup is stored and "
+                     "answered; its input offsets are not committed, and no more records are taken");
+            while (!atomic_load(&co->stop)) sleep_ms(POLL_MS);
+            break;
+        }
         if (done) {
             kr = kafka_txn_begin(co->txn, co->in);
             if (kr == KAFKA_OK) kr = kafka_txn_commit(co->txn, co->in, TXN_TIMEOUT_MS);
@@ -337,6 +357,11 @@ chat_owner *chat_owner_start(server *srv, const char *brokers, char *err, size_t
     snprintf(co->self, sizeof co->self, "%s", srv->cfg.cluster.node);
     pthread_mutex_init(&co->mu, NULL);
     pthread_cond_init(&co->cv, NULL);
+    const char *hold = getenv("PARLEY_TEST_HOLD_OFFSET_COMMIT");
+    co->hold_create_group = hold && strcmp(hold, "create_group") == 0;
+    if (co->hold_create_group)
+        log_warn("kafka: test hook PARLEY_TEST_HOLD_OFFSET_COMMIT=create_group: the owner stops before committing "
+                 "the offsets of a batch with a CreateGroup");
     char why[KAFKA_LOG_ERRLEN] = "";
     /* one transactional id per node name: a restarted node fences its
      * previous incarnation; the group metadata in each commit fences an

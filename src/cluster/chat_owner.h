@@ -23,7 +23,10 @@
  * reprocessed record either finds its dedupe record (the same seq, the same
  * SENT) or its first attempt never stored anything. A device's retry (same
  * client_msg_id) is a new record with the same key, in the same partition
- * after the first: the same argument. A node given partitions reloads its
+ * after the first: the same argument. A CreateGroup likewise: the group
+ * it creates is stored with a record of the 'sends' record that asked
+ * (chat/group_origin.h), which its run again finds and answers. A node
+ * given partitions reloads its
  * writers' cached seqs, ids and dedupe records first (writer_forget_cached):
  * another node may have written them since.
  *
@@ -37,7 +40,16 @@
  * owner's epoch (an LWT on a per-partition owner row, IF epoch = mine, in the
  * same batch), or the owner to check its group generation right before each
  * store commit (which narrows the window but cannot close it: the stall can
- * come between the check and the write). Not built: see README. */
+ * come between the check and the write). Not built: see README.
+ *
+ * Test hook (tests/integration/test_kafka_group_rerun.c): with the
+ * environment variable PARLEY_TEST_HOLD_OFFSET_COMMIT=create_group, the
+ * owner thread stops before committing the input offsets of the first
+ * batch that held a CreateGroup (stored and answered): it commits nothing
+ * more and takes no more records until the node stops or is killed. So a
+ * test can kill -9 the node exactly between the store commit and the
+ * Kafka commit; the next owner runs the CreateGroup again. Logged at
+ * start; unset, nothing changes. */
 #ifndef PARLEY_CLUSTER_CHAT_OWNER_H
 #define PARLEY_CLUSTER_CHAT_OWNER_H
 

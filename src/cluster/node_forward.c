@@ -277,8 +277,9 @@ done:
 /* Feeds an encoded request into the writers under conn id id: 0, or -1
  * when it was not taken (malformed: counted; or over the bound / queue
  * full: counted as a bytes refusal). */
+/* log: the 'sends' record the request came in, or NULL (from the link) */
 static int submit_frame(node_forward *nf, uint64_t id, uint64_t request_id, uint64_t user, uint32_t device,
-                        const uint8_t *body, size_t len) {
+                        const uint8_t *body, size_t len, const chat_request *log) {
     server *srv = nf->srv;
     Parley__V1__Frame *frame = parley__v1__frame__unpack(NULL, len, body);
     if (!frame) {
@@ -297,6 +298,11 @@ static int submit_frame(node_forward *nf, uint64_t id, uint64_t request_id, uint
         r->device_id = device;
         r->frame = frame;
         r->queued_bytes = bytes;
+        if (log) {
+            r->from_log = true;
+            r->log_partition = log->log_partition;
+            r->log_offset = log->log_offset;
+        }
         if (writer_submit(srv->writer, r) == 0) return 0;
         chat_request_free(r);   /* frees frame, uncounts the bytes */
     } else {
@@ -311,7 +317,7 @@ static void take_request(node_forward *nf, int peer_i, const link_frame *f) {
     pthread_mutex_lock(&nf->mu);
     uint64_t id = remember(&nf->requests, 0, peer_i, f->conn_id);
     pthread_mutex_unlock(&nf->mu);
-    if (submit_frame(nf, id, f->request_id, f->user_id, f->device_id, f->body, f->body_len) == 0) {
+    if (submit_frame(nf, id, f->request_id, f->user_id, f->device_id, f->body, f->body_len, NULL) == 0) {
         METRIC_INC(cluster_remote_requests_total);
         return;
     }
@@ -320,8 +326,9 @@ static void take_request(node_forward *nf, int peer_i, const link_frame *f) {
 }
 
 int node_forward_submit_owned(node_forward *nf, uint64_t id, uint64_t request_id, uint64_t user, uint32_t device,
-                              const uint8_t *body, size_t len) {
-    return nf && nf->chat ? submit_frame(nf, id, request_id, user, device, body, len) : -1;
+                              const uint8_t *body, size_t len, uint32_t log_partition, uint64_t log_offset) {
+    chat_request log = {.from_log = true, .log_partition = log_partition, .log_offset = log_offset};
+    return nf && nf->chat ? submit_frame(nf, id, request_id, user, device, body, len, &log) : -1;
 }
 
 void node_forward_answer_origin(node_forward *nf, const char *origin, uint64_t conn_id, const uint8_t *frame,

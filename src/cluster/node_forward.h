@@ -60,10 +60,11 @@ int node_forward_submit(node_forward *nf, chat_request *r);
 /* --kafka chat node (cluster/chat_owner.c): feeds one 'sends' record's
  * request (an encoded Frame) into the writers as a REQUEST frame from
  * another node is fed, under id (CHAT_OWNER_ID_BITS set: its answer goes to
- * chat_owner_answered). 0 when the writer took it; -1 when it did not
+ * chat_owner_answered), with the record's partition and offset
+ * (chat_request.from_log). 0 when the writer took it; -1 when it did not
  * (malformed, over the queued-bytes bound, queue full). */
 int node_forward_submit_owned(node_forward *nf, uint64_t id, uint64_t request_id, uint64_t user, uint32_t device,
-                              const uint8_t *body, size_t len);
+                              const uint8_t *body, size_t len, uint32_t log_partition, uint64_t log_offset);
 /* Hands an answer to connection conn_id of node origin: a local worker
  * when origin is this node, else an ANSWER frame over the link (dropped
  * and counted when that node is unknown or unreachable: the device retries). */

@@ -352,4 +352,27 @@ int store_scan_all(store *s, store_record_fn fn, void *ud);
 /* Writes one record as store_scan_all gave it. */
 void store_put_record(store_batch *b, const uint8_t *key, size_t klen, const uint8_t *v, size_t vlen);
 
+/* CreateGroup re-runs (--kafka, chat/group_origin.h): which group a
+ * 'sends' record created, stored in the batch that creates the group, so
+ * a copy of the record run again (its owner killed between the store
+ * commit and the Kafka offset commit) answers that group instead of
+ * making a second one. Named by the record's Kafka partition and offset,
+ * and holding who asked (user, device, request id) besides, so a slot
+ * reused by another record never matches. A ring per partition: the
+ * record's slot is its offset modulo STORE_GROUP_ORIGIN_SLOTS, and a
+ * later record of the same slot replaces it (re-runs concern only the
+ * records past the committed offset, an owner batch of 256 at most); on
+ * Cassandra a row also expires after STORE_GROUP_ORIGIN_TTL_S. */
+enum { STORE_GROUP_ORIGIN_SLOTS = 65536, STORE_GROUP_ORIGIN_TTL_S = 3 * 86400 };
+typedef struct store_group_origin {
+    uint32_t partition;     /* the 'sends' partition */
+    uint64_t offset;        /* the record's offset in it */
+    uint64_t user, request_id;
+    uint32_t device;
+} store_group_origin;
+void store_put_group_origin(store_batch *b, const store_group_origin *o, uint64_t conv);
+/* 1 with *conv when o's slot holds exactly o (offset, user, device and
+ * request id all equal), 0 when not, -1 on a store error */
+int store_get_group_origin(store *s, const store_group_origin *o, uint64_t *conv);
+
 #endif

@@ -73,6 +73,9 @@ typedef struct store_ops {
     /* NULL in a backend with one writer: hint and head are last_seq, inbox_head */
     int (*last_seq_heads)(void *impl, uint64_t conv, uint64_t *hint, uint64_t *head);
     int (*inbox_heads)(void *impl, uint64_t user, uint64_t *hint, uint64_t *head);
+    /* the group origin record in (partition, slot) as stored: offset, user,
+     * device, request id, conv (store_group_origin.h); 1, 0 none, -1 */
+    int (*get_group_origin)(void *impl, uint32_t partition, uint32_t slot, uint64_t out[5]);
 } store_ops;
 
 /* A batch's writes as a backend translates them (a network backend into

@@ -74,6 +74,8 @@ const cass_kind cass_kinds[] = {
     {'q', false, "device_messages", "user_id,device_id,queue_seq", "LIL", "body", "B", false, -1, 0},
     {'A', false, "consent", "owner,other", "LL", "record", "B", false, -1, 0},
     {'w', false, "push_subscriptions", "user_id,device_id", "LI", "record", "B", false, -1, 0},
+    {'g', false, "group_origins", "part,slot", "II", "log_offset,user_id,device_id,request_id,conv", "LLLLL",
+     false, -3, 0},
 };
 const size_t cass_n_kinds = sizeof cass_kinds / sizeof cass_kinds[0];
 
@@ -401,6 +403,7 @@ static const store_ops cassandra_ops = {
     .stopped = cass_stopped,
     .last_seq_heads = cass_last_seq_heads,
     .inbox_heads = cass_inbox_heads,
+    .get_group_origin = cass_get_group_origin,
 };
 
 store *store_cassandra_open(const store_options *o, char **err) {

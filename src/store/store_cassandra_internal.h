@@ -35,8 +35,9 @@ typedef struct cass_kind {
     const char *val_fmt;
     bool shares_row;         /* another kind keeps columns in the same row:
                                 a delete removes this kind's columns only */
-    int ttl_from;            /* -1 no TTL; -2 the message's server_ts; else the
-                                byte offset of an 8-byte ts in the value */
+    int ttl_from;            /* -1 no TTL; -2 the message's server_ts; -3 a fixed
+                                STORE_GROUP_ORIGIN_TTL_S, whatever the retention;
+                                else the byte offset of an 8-byte ts in the value */
     uint32_t bucket;         /* for 'b' */
 } cass_kind;
 
@@ -63,7 +64,7 @@ enum cass_read {
     R_COUNTER, R_USER, R_USER_ID, R_DEVICE, R_DEVICES, R_TOKEN, R_TOKENS, R_CONV, R_LAST_SEQ, R_DIRECT,
     R_MEMBER, R_MEMBERS, R_USER_CONVS, R_MESSAGE, R_MESSAGES_BACK, R_CLIENT_MSG, R_LOG, R_LAST_LOG,
     R_CHECKPOINT, R_INBOX_HEAD, R_INBOX, R_CURSOR, R_DEVICE_KEYS, R_FIRST_OTK, R_DEVICE_MESSAGES, R_CONSENT,
-    R_PUSH_SUBSCRIPTION,
+    R_PUSH_SUBSCRIPTION, R_GROUP_ORIGIN,
     R_COUNT
 };
 extern const char *const cass_read_texts[R_COUNT];   /* "%s": the keyspace */
@@ -172,6 +173,7 @@ int cass_scan_device_messages_after(void *impl, uint64_t user, uint32_t device, 
 int cass_get_consent(void *impl, uint64_t owner, uint64_t other, Parley__Store__Consent **out);
 int cass_get_push_subscription(void *impl, uint64_t user, uint32_t device, Parley__Store__PushSubscription **out);
 int cass_scan_all(void *impl, store_record_fn fn, void *ud);
+int cass_get_group_origin(void *impl, uint32_t partition, uint32_t slot, uint64_t out[5]);
 
 /* the fence (store_cassandra_fence.c) */
 int cass_fence_open(cass *s, char **why);   /* 0, or -1 with *why (free() it) */

@@ -44,6 +44,8 @@ const char *const cass_read_texts[R_COUNT] = {
                           "queue_seq > ?",
     [R_CONSENT] = "SELECT record FROM %s.consent WHERE owner = ? AND other = ?",
     [R_PUSH_SUBSCRIPTION] = "SELECT record FROM %s.push_subscriptions WHERE user_id = ? AND device_id = ?",
+    [R_GROUP_ORIGIN] = "SELECT log_offset, user_id, device_id, request_id, conv FROM %s.group_origins WHERE "
+                       "part = ? AND slot = ?",
 };
 
 /* rows per page of a scan */
@@ -748,4 +750,32 @@ int cass_get_push_subscription(void *impl, uint64_t user, uint32_t device, Parle
     id_dev(&v, user, device);
     WITH_VALUES(v, get_unpacked(impl, R_PUSH_SUBSCRIPTION, &v, &parley__store__push_subscription__descriptor,
                                 (void **)out));
+}
+
+/* ------------------------------------------------------- group origins */
+
+int cass_get_group_origin(void *impl, uint32_t partition, uint32_t slot, uint64_t out[5]) {
+    cass *s = impl;
+    cql_values v;
+    cql_values_init(&v);
+    cql_values_int(&v, (int32_t)partition);
+    cql_values_int(&v, (int32_t)slot);
+    cql_result *res = cql_execute_sync(s->cql, s->reads[R_GROUP_ORIGIN], &v, CASS_CL, 0, NULL, 0);
+    cql_values_free(&v);
+    if (!res || cql_result_status(res) != CQL_OK) {
+        atomic_fetch_add(&s->read_failures_total, 1);
+        atomic_store(&s->read_failing, true);
+        log_error("store: cassandra: group origin read failed: %s", res ? cql_result_message(res) : "out of memory");
+        cql_result_free(res);
+        return -1;
+    }
+    atomic_store(&s->read_failing, false);
+    int found = cql_result_rows(res) > 0;
+    for (size_t i = 0; found && i < 5; i++) {
+        int64_t x;
+        found = cql_get_bigint(res, 0, i, &x) == 0;
+        out[i] = (uint64_t)x;
+    }
+    cql_result_free(res);
+    return found;
 }

@@ -75,6 +75,12 @@ const char *const store_cql_schema[] = {
     /* a device's Web Push subscription (src/push/) */
     "CREATE TABLE IF NOT EXISTS %s.push_subscriptions (user_id bigint, device_id int, record blob, "
     "PRIMARY KEY ((user_id, device_id)))",
+    /* the group a 'sends' record created (--kafka CreateGroup re-runs,
+     * store.h): a ring of slots per partition, each row with a TTL of
+     * STORE_GROUP_ORIGIN_TTL_S; added after the first release, created on an
+     * existing keyspace by the next open (IF NOT EXISTS) */
+    "CREATE TABLE IF NOT EXISTS %s.group_origins (part int, slot int, log_offset bigint, user_id bigint, "
+    "device_id bigint, request_id bigint, conv bigint, PRIMARY KEY ((part, slot)))",
     NULL,
 };
 

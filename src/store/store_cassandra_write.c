@@ -171,6 +171,7 @@ static int bind_value(cql_values *v, const cass_kind *k, const uint8_t *val, siz
 /* seconds of retention left for a record of time ts: 0 none (no TTL), -1
  * already past it */
 static int64_t ttl_left(const cass *s, const cass_kind *k, const uint8_t *val, size_t vlen) {
+    if (k->ttl_from == -3) return STORE_GROUP_ORIGIN_TTL_S;   /* a bounded lifetime, not the retention */
     if (!s->retention_ms || k->ttl_from == -1) return 0;
     uint64_t ts;
     if (k->ttl_from == -2) ts = cass_message_ts(val, vlen);

@@ -29,6 +29,9 @@
  *   'q' user(8) device(4) queue_seq(8) -> parley.v1.DeviceMessage
  *   'A' owner(8) other(8)      -> parley.store.Consent  owner's view of other
  *   'w' user(8) device(4)      -> parley.store.PushSubscription  Web Push
+ *   'g' partition(4) slot(4)   -> offset(8) user(8) device(8) request id(8) conv(8)
+ *                                 the group a 'sends' record created (store_group_origin.h):
+ *                                 a ring of STORE_GROUP_ORIGIN_SLOTS per partition
  *   '#layout'                  -> layout version (8), see store_layout.h
  *
  * Retention: 'M', 'X' and 'i' records carry their message's time. Reads
@@ -56,6 +59,7 @@
 #include "core/metrics.h"
 #include "store/store_batch_ops.h"
 #include "store/store_dir.h"
+#include "store/store_group_origin.h"
 #include "store/store_layout.h"
 #include "store/store_memtable.h"
 
@@ -1481,6 +1485,22 @@ static int rdb_get_push_subscription(void *impl, uint64_t user, uint32_t device,
     return get_unpacked(s, &k, &parley__store__push_subscription__descriptor, (void **)out);
 }
 
+/* ------------------------------------------------------- group origins */
+
+static int rdb_get_group_origin(void *impl, uint32_t partition, uint32_t slot, uint64_t out[5]) {
+    rdb *s = impl;
+    key k;
+    group_origin_key(k.b, partition, slot);
+    k.len = GROUP_ORIGIN_KEY_LEN;
+    store_bytes v;
+    int r = get_raw(s, &k, &v);
+    if (r != 1) return r;
+    int ok = v.len == GROUP_ORIGIN_VALUE_LEN;
+    for (int i = 0; ok && i < GROUP_ORIGIN_FIELDS; i++) out[i] = get_u64(v.data + 8 * i);
+    store_bytes_free(&v);
+    return ok ? 1 : -1;
+}
+
 struct push_subscription_scan {
     store_push_subscription_fn fn;
     void *ud;
@@ -1690,6 +1710,7 @@ static const store_ops rocksdb_ops = {
     .scan_all = rdb_scan_all,
     .get_push_subscription = rdb_get_push_subscription,
     .scan_push_subscriptions = rdb_scan_push_subscriptions,
+    .get_group_origin = rdb_get_group_origin,
 };
 
 store *store_rocksdb_open(const char *dir, const store_options *o, char **err) {

@@ -216,6 +216,35 @@ static void commits_land_after_cassandra_forgets_prepared_ids(void) {
     cass_discard();
 }
 
+/* ------------------------------------------------ group origins expire */
+
+/* A group origin row (CreateGroup re-runs) lives STORE_GROUP_ORIGIN_TTL_S
+ * at most, whatever the retention (0 here: everything else is kept).
+ * Seen failing with ttl_left (store_cassandra_write.c) ignoring -3: "no TTL
+ * read back" (the row had none). */
+static void group_origins_have_a_ttl(void) {
+    snprintf(keyspace, sizeof keyspace, "conformance_%d", ++keyspace_n);
+    store *s = open_keyspace(0);
+    CHECK(s, "open");
+    store_group_origin o = {.partition = 7, .offset = 5, .user = 3, .request_id = 2, .device = 1};
+    store_batch *b = store_batch_new();
+    store_put_group_origin(b, &o, 41);
+    int rc = store_commit(s, b, true);
+    store_batch_free(b);
+    store_close(s);
+    CHECK(rc == 0, "commit");
+    char q[160];
+    snprintf(q, sizeof q, "SELECT TTL(conv) FROM %s.group_origins WHERE part = 7 AND slot = 5", keyspace);
+    cql_result *r = cql_query_sync(admin, q, CQL_LOCAL_QUORUM);
+    int32_t ttl = 0;
+    int got = r && cql_result_status(r) == CQL_OK && cql_result_rows(r) == 1 && cql_get_int(r, 0, 0, &ttl) == 0;
+    cql_result_free(r);
+    cass_discard();
+    CHECK(got, "no TTL read back");
+    CHECK(ttl > STORE_GROUP_ORIGIN_TTL_S - 3600 && ttl <= STORE_GROUP_ORIGIN_TTL_S, "TTL %d, want about %d", ttl,
+          STORE_GROUP_ORIGIN_TTL_S);
+}
+
 int main(void) {
     RUN(start_cassandra);
     if (check_failures_total == 0) {
@@ -229,6 +258,7 @@ int main(void) {
         RUN(a_commit_to_a_frozen_node_fails_with_its_batch_intact);
         RUN(commits_land_after_cassandra_forgets_prepared_ids);
         RUN(a_claim_of_unknown_outcome_is_never_assumed);
+        RUN(group_origins_have_a_ttl);
     }
     if (admin) cql_close(admin);
     cassandra_node_stop();
