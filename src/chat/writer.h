@@ -17,6 +17,7 @@
 #ifndef PARLEY_CHAT_WRITER_H
 #define PARLEY_CHAT_WRITER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "proto/parley.pb-c.h"
@@ -68,6 +69,14 @@ void writer_forget_cached(writer *w);
  * (server_submit) sends every request with a partition through the owner
  * of that partition, so one node at a time writes a partition. */
 bool writer_request_partition(const chat_request *r, uint32_t partitions, uint32_t *p);
+/* --kafka (cluster/chat_owner.c): a delivered record (cluster/
+ * delivered_record.h) read from a 'sends' partition this node owns: user's
+ * raises, applied by the owner of that partition's conversations (only
+ * upward) and answered OK to answer_conn once stored. 0 when taken, -1
+ * when not (the owner's queue is full, or n is 0 or too many). */
+struct delivered_raise;
+int writer_submit_delivered(writer *w, uint64_t answer_conn, uint64_t user, const struct delivered_raise *raises,
+                            size_t n);
 /* Finishes every queued request, then stops the threads. */
 void writer_stop(writer *w);
 void chat_request_free(chat_request *r);
