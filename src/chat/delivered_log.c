@@ -13,7 +13,16 @@
  * holds for the conversations this node owns too: which node owns a
  * partition can change between the Ack and the write, the record's
  * partition cannot. The embedded mode and a cluster without Kafka keep
- * handing raises between local writers (writer_forward_delivered). */
+ * handing raises between local writers (writer_forward_delivered).
+ *
+ * A raise is a hint, as between local writers: one Kafka refuses, or one
+ * from an Ack handled before the log started, is dropped and counted
+ * (kafka_delivered_raises_dropped_total); the device's next ack in that
+ * conversation raises the mark. The owner answers a record once the open
+ * batch with its raises is committed, and commits the record's offset only
+ * after; a raise held back behind a commit in flight of its conversation
+ * (writer_commit_defer_raise) is stored in the batch after, so a kill -9
+ * between the two loses that one raise. */
 #include "chat/partition.h"
 #include "chat/writer.h"
 #include "chat/writer_internal.h"

@@ -28,8 +28,9 @@
  *
  * What it guards (seen failing on a scratch edit): handle_ack (writer.c)
  * raising on the local writers as before (writer_logs_delivered ignored)
- * -> older_ack_on_b_keeps_marks "bob's read mark went from 7 to 0,
- * delivered 4 (want 7 and 7)". */
+ * -> older_ack_on_b_keeps_marks "bob's read mark went from 6 to 1,
+ * delivered 3 (want 6 and 6)" (B wrote the marks it remembered from its
+ * first raise: read 1, the group's first seq, and the older ack's 3). */
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
