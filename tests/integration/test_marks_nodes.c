@@ -23,6 +23,10 @@
  *     having grown) or the marks changed, GetReceipts (alice's view) says
  *     bob's read mark is K and his delivered mark K (the highest acked),
  *     and bob's own ListConversations says read K;
+ *   - replayed_record_changes_nothing: a delivered record older than the
+ *     marks, produced twice to the conversation's partition (a replay),
+ *     is applied by A (parley_kafka_delivered_records_applied_total +2)
+ *     and leaves read K, delivered K;
  *   - nodes_exit_cleanly: both nodes exit 0 on SIGTERM.
  * Every wait is on observable state with a generous bound; nothing is timed.
  *
@@ -39,9 +43,12 @@
 
 #include "../check.h"
 #include "cassandra_node.h"
+#include "chat/partition.h"
+#include "cluster/delivered_record.h"
 #include "harness.h"
 #include "kafka_node.h"
 #include "node_pair.h"
+#include "queue/kafka/kafka_log.h"
 #include "redis_cluster_node.h"
 
 #define NEED(x) CHECK((x), "%s", #x)
@@ -256,6 +263,42 @@ static void older_ack_on_b_keeps_marks(void) {
           (unsigned long long)last, found ? "" : ", conversation missing");
 }
 
+/* A delivered record read again (Kafka re-delivers a batch after a crash
+ * or a rewind) and one older than the marks: produced straight to the
+ * conversation's 'sends' partition, the older one twice. A's owner
+ * applies both (its applied counter grows by 2) and changes nothing:
+ * delivered stays the highest acked, read stays K. */
+static void replayed_record_changes_nothing(void) {
+    NEED(conv && sent[MESSAGES]);
+    uint64_t last = sent[MESSAGES];
+    delivered_raise older = {.conv = conv, .seq = sent[1], .n_senders = 1, .senders = {alice->id.user_id}};
+    uint8_t *value = h_calloc(1, DELIVERED_RECORD_MAX);
+    NEED(value);
+    size_t len = delivered_record_encode(bob_b->id.user_id, &older, 1, value);
+    NEED(len);
+    char err[KAFKA_LOG_ERRLEN] = "";
+    kafka_producer *kp = kafka_producer_new(&(kafka_producer_config){.brokers = kafka_node_brokers()}, 20000, err);
+    CHECK(kp, "a producer: %s", err);
+    uint32_t p = conv_partition(conv, PARTITIONS);
+    double applied_before = metric(&chat_a, APPLIED);
+    int queued = kafka_produce_tagged(kp, "sends", (int32_t)p, p, value, len, 0) == KAFKA_OK &&
+                 kafka_produce_tagged(kp, "sends", (int32_t)p, p, value, len, 0) == KAFKA_OK &&
+                 kafka_producer_flush(kp, 30000) == 0;
+    kafka_producer_free(kp, 5000);
+    CHECK(queued, "the two records were not produced to partition %u", p);
+    int applied = 0;
+    for (int i = 0; i < WAIT_MS / 200 && !applied; i++) {
+        applied = metric(&chat_a, APPLIED) >= applied_before + 2;
+        if (!applied) h_sleep_ms(200);
+    }
+    CHECK(applied, "A applied %g of the 2 records", metric(&chat_a, APPLIED) - applied_before);
+    uint64_t delivered = 0, read = 0;
+    CHECK(h_member_marks(alice, conv, bob_b->id.user_id, &delivered, &read) == 0, "GetReceipts");
+    CHECK(read == last && delivered == last, "after the replayed older record: read %llu, delivered %llu (want %llu and %llu)",
+          (unsigned long long)read, (unsigned long long)delivered, (unsigned long long)last,
+          (unsigned long long)last);
+}
+
 /* both nodes stop on SIGTERM and exit 0 (an ASan build's report would not) */
 static void nodes_exit_cleanly(void) {
     NEED(started);
@@ -275,6 +318,7 @@ int main(void) {
     RUN(start_nodes);
     RUN(conversation_owned_by_a);
     RUN(older_ack_on_b_keeps_marks);
+    RUN(replayed_record_changes_nothing);
     RUN(nodes_exit_cleanly);
     h_dev_free(alice);
     h_dev_free(bob_b);
