@@ -30,11 +30,15 @@
  *   - nodes_exit_cleanly: both nodes exit 0 on SIGTERM.
  * Every wait is on observable state with a generous bound; nothing is timed.
  *
- * What it guards (seen failing on a scratch edit): handle_ack (writer.c)
- * raising on the local writers as before (writer_logs_delivered ignored)
- * -> older_ack_on_b_keeps_marks "bob's read mark went from 6 to 1,
- * delivered 3 (want 6 and 6)" (B wrote the marks it remembered from its
- * first raise: read 1, the group's first seq, and the older ack's 3). */
+ * What it guards (each seen failing on a scratch edit):
+ *   handle_ack (writer.c) raising on the local writers as before
+ *   (writer_logs_delivered ignored) -> older_ack_on_b_keeps_marks "read 1,
+ *   delivered 3 (want 6 and 6)" (B wrote the marks it remembered from its
+ *   first raise: read 1, the group's first seq, and the older ack's 3);
+ *   raise_delivered (writer.c) applying a raise that is not higher (>= made
+ *   ==, both places) -> older_ack_on_b_keeps_marks "read 6, delivered 3"
+ *   and replayed_record_changes_nothing "read 6, delivered 2 (want 6 and
+ *   6)". */
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -244,9 +248,9 @@ static void older_ack_on_b_keeps_marks(void) {
             (unsigned long long)last);
     CHECK(settled, "the older ack's raise was never applied (B logged %g, applied A %g B %g) and the marks stayed",
           metric(&chat_b, LOGGED), metric(&chat_a, APPLIED), metric(&chat_b, APPLIED));
-    CHECK(read == last && delivered == last, "bob's read mark went from %llu to %llu, delivered %llu (want %llu and %llu)",
-          (unsigned long long)last, (unsigned long long)read, (unsigned long long)delivered,
-          (unsigned long long)last, (unsigned long long)last);
+    CHECK(read == last && delivered == last, "bob's marks after the older ack: read %llu, delivered %llu (want %llu and %llu)",
+          (unsigned long long)read, (unsigned long long)delivered, (unsigned long long)last,
+          (unsigned long long)last);
     /* bob's own view on a fresh sign-in (B) */
     CHECK(h_dev_reconnect(&chat_b, bob_b, 0) == 0, "bob's sign-in on B");
     Parley__V1__ConversationList *list = NULL;
