@@ -76,9 +76,12 @@ void writer_log_delivered(writer *w, uint64_t user, const delivered_note *notes,
     free(value);
 }
 
-int writer_submit_delivered(writer *w, uint64_t answer_conn, uint64_t user, const delivered_raise *raises,
-                            size_t n) {
-    if (n == 0 || n > DELIVERED_RECORD_RAISES_MAX) return -1;
+int writer_submit_delivered(writer *w, uint32_t partition, uint64_t answer_conn, uint64_t user,
+                            const delivered_raise *raises, size_t n) {
+    if (n == 0 || n > DELIVERED_RECORD_RAISES_MAX) return -2;
+    /* the owner of partition writes only that partition's member records */
+    for (size_t i = 0; i < n; i++)
+        if (conv_partition(raises[i].conv, w->group->partitions) != partition) return -2;
     chat_request *r = calloc(1, sizeof *r);
     chat_forward *f = r ? calloc(1, sizeof *f) : NULL;
     delivered_note *notes = f ? calloc(n, sizeof *notes) : NULL;

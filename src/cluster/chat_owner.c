@@ -199,7 +199,7 @@ static void sleep_ms(int ms) {
 static bool run_delivered(chat_owner *co, uint64_t batch, size_t i, const kafka_record *rec) {
     uint64_t user = 0;
     size_t n = 0;
-    if (delivered_record_parse(rec->value, rec->len, &user, co->raises, &n)) {
+    if (delivered_record_parse(rec->value, rec->len, &user, co->raises, &n) || rec->partition < 0) {
         log_warn("kafka: malformed delivered record at %d/%lld skipped", (int)rec->partition, (long long)rec->offset);
         return true;
     }
@@ -209,12 +209,17 @@ static bool run_delivered(chat_owner *co, uint64_t batch, size_t i, const kafka_
     co->unanswered++;
     pthread_mutex_unlock(&co->mu);
     uint64_t id = CHAT_OWNER_ID_BITS | batch << SLOT_BITS | i;
-    if (writer_submit_delivered(co->srv->writer, id, user, co->raises, n)) {
+    int rc = writer_submit_delivered(co->srv->writer, (uint32_t)rec->partition, id, user, co->raises, n);
+    if (rc) {
         pthread_mutex_lock(&co->mu);
-        o->answered = o->retry = true;
+        o->answered = true;
+        o->retry = rc == -1;   /* -2: never to be applied, nothing to wait for */
         co->unanswered--;
         pthread_mutex_unlock(&co->mu);
-        return false;
+        if (rc == -1) return false;
+        log_warn("kafka: delivered record at %d/%lld names a conversation of another partition; skipped",
+                 (int)rec->partition, (long long)rec->offset);
+        return true;
     }
     METRIC_INC(kafka_owner_records_total);
     return true;
