@@ -40,11 +40,13 @@ static int server_kafka_start(server *srv) {
         log_error("node %s: --kafka needs the node link and the store's partition count", cc->node);
         return -1;
     }
-    srv->send_log = send_log_start(cc->kafka_brokers, cc->node, partitions, srv->outbox, err, sizeof err);
-    if (!srv->send_log) {
+    send_log *sl = send_log_start(cc->kafka_brokers, cc->node, partitions, srv->outbox, err, sizeof err);
+    if (!sl) {
         log_error("node %s: %s", cc->node, err);
         return -1;
     }
+    /* the writers, running already, read it (chat/delivered_log.c) */
+    __atomic_store_n(&srv->send_log, sl, __ATOMIC_RELEASE);
     if ((cc->roles & CLUSTER_ROLE_CHAT) && !(srv->chat_owner = chat_owner_start(srv, cc->kafka_brokers, err, sizeof err))) {
         log_error("node %s: %s", cc->node, err);
         return -1;
@@ -111,8 +113,6 @@ void server_core_stop(server *srv) {
     /* the workers have stopped: nothing adds to the registry now */
     if (srv->registry) registry_set_mirror(srv->registry, NULL);
     chat_owner_stop(srv->chat_owner);   /* leaves the group: its partitions move now */
-    send_log_free(srv->send_log);   /* flushes what the workers logged; answers reach them still */
-    srv->send_log = NULL;
     node_forward_stop(srv->forward);   /* lets go of the link before it stops */
     presence_bus_stop(srv->presence_bus);
     cluster_node_stop(srv->cluster);   /* first: peers stop finding this node */
@@ -120,6 +120,10 @@ void server_core_stop(server *srv) {
     presence_bus_free(srv->presence_bus);   /* the Redis client that called it back is gone */
     srv->presence_bus = NULL;
     if (srv->writer) writer_stop(srv->writer);   /* finishes what was queued */
+    /* after the writer: its last acks hand delivered raises to the log
+     * (chat/delivered_log.c); flushes what the workers and writers logged */
+    send_log_free(srv->send_log);
+    srv->send_log = NULL;
     if (srv->fanout) fanout_stop(srv->fanout);   /* fans out what the writer published */
     srv->writer = NULL;
     srv->fanout = NULL;

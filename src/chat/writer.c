@@ -1351,6 +1351,8 @@ typedef struct ack_scan {
     uint64_t user;
     acked_conv convs[ACK_CONVS];
     size_t n;
+    delivered_note logged[ACK_CONVS];   /* --kafka: the raises for the owners (delivered_log.c) */
+    size_t n_logged;
 } ack_scan;
 
 static int collect_acked(void *ud, uint64_t user_seq, uint64_t conv, uint64_t seq, uint64_t sender) {
@@ -1407,7 +1409,7 @@ static void handle_ack(writer *w, chat_request *r) {
     ack_scan *scan = malloc(sizeof *scan);
     if (!scan) abort();
     scan->user = r->user_id;
-    scan->n = 0;
+    scan->n = scan->n_logged = 0;
     uint64_t from = r->ack_from;
     if (r->ack_to - from > ACK_SCAN_MAX) from = r->ack_to - ACK_SCAN_MAX;
     /* fan-out's memory of the entries it just routed, else the store (after
@@ -1420,9 +1422,11 @@ static void handle_ack(writer *w, chat_request *r) {
         delivered_note note = {.conv = c->conv, .user = r->user_id, .seq = c->seq};
         for (size_t j = 0; j < c->n_senders && j < NOTE_SENDERS; j++) note.senders[note.n_senders++] = c->senders[j];
         /* the member record belongs to the conversation's owner */
-        if (writer_owns_conv(w, c->conv)) raise_delivered(w, &note);
+        if (writer_logs_delivered(w)) scan->logged[scan->n_logged++] = note;   /* the owner node's */
+        else if (writer_owns_conv(w, c->conv)) raise_delivered(w, &note);
         else writer_forward_delivered(w, &note);
     }
+    writer_log_delivered(w, r->user_id, scan->logged, scan->n_logged);
     free(scan);
 }
 
@@ -1437,6 +1441,7 @@ static bool handle(writer *w, chat_request *r) {
     }
     if (r->op == CHAT_DELIVERED) {
         for (size_t i = 0; i < r->forward->n_notes; i++) raise_delivered(w, &r->forward->notes[i]);
+        if (r->forward->answer) writer_answer_ok(w, r);   /* --kafka: its offset is committed after */
         return false;
     }
     if (r->op == CHAT_DEVICE_REMOVED) {

@@ -18,6 +18,7 @@
 #define PARLEY_CHAT_WRITER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "proto/parley.pb-c.h"
@@ -75,6 +76,16 @@ void writer_forget_cached(writer *w);
  * (server_submit) sends every request with a partition through the owner
  * of that partition, so one node at a time writes a partition. */
 bool writer_request_partition(const chat_request *r, uint32_t partitions, uint32_t *p);
+/* --kafka (cluster/chat_owner.c): a delivered record (cluster/
+ * delivered_record.h) read from 'sends' partition partition, which this
+ * node owns: user's raises, applied by the writer of that partition (only
+ * upward) and answered OK to answer_conn once stored. 0 when taken, -1
+ * when not (that writer's queue is full: read it again later), -2 when it
+ * is not to be applied (n is 0 or too many, or a conversation is of
+ * another partition). */
+struct delivered_raise;
+int writer_submit_delivered(writer *w, uint32_t partition, uint64_t answer_conn, uint64_t user,
+                            const struct delivered_raise *raises, size_t n);
 /* Finishes every queued request, then stops the threads. */
 void writer_stop(writer *w);
 void chat_request_free(chat_request *r);

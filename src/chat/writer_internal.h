@@ -105,6 +105,7 @@ typedef struct chat_forward {
     delivered_note *notes;       /* CHAT_DELIVERED: a loop turn's raises for one owner */
     size_t n_notes, cap_notes;
     uint64_t about_user;         /* CHAT_DEVICE_REMOVED */
+    bool answer;                 /* CHAT_DELIVERED from the 'sends' topic: answered OK once stored */
 } chat_forward;
 
 typedef struct writer_group writer_group;
@@ -293,6 +294,11 @@ void writer_note_depth(writer *w, size_t depth);
 enum { FORWARD_NOTES_MAX = 4096 };
 void writer_forward_delivered(writer *w, const delivered_note *note);
 void writer_send_delivered(writer *w);
+/* delivered_log.c, --kafka: an Ack's raises go to the owners of their
+ * conversations' partitions through the 'sends' topic, one record per
+ * partition, never written here (writer_logs_delivered: this mode) */
+bool writer_logs_delivered(const writer *w);
+void writer_log_delivered(writer *w, uint64_t user, const delivered_note *notes, size_t n);
 /* after a commit: hands the batch's consent changes and the answers that
  * must wait for them to the accounts owner; false when there were none */
 bool writer_forward_consent(writer *w, outbound **posts, size_t n_posts);

@@ -117,6 +117,8 @@ static writer *owner_of_partition(const writer_group *g, uint32_t p) { return g-
 
 static writer *route(writer_group *g, const chat_request *r) {
     if (r->op == CHAT_ACK) return owner_of_partition(g, hash_partition(r->user_id, g->partitions));
+    /* --kafka: a delivered record's raises, all of one partition (delivered_log.c) */
+    if (r->op == CHAT_DELIVERED && r->forward->n_notes) return writer_owner_of_conv(g, r->forward->notes[0].conv);
     uint32_t p;
     /* registration, devices, keys, link tokens, blocks: the accounts owner */
     return writer_request_partition(r, g->partitions, &p) ? owner_of_partition(g, p) : g->accounts;

@@ -49,6 +49,7 @@
 #include <time.h>
 
 #include "chat/writer.h"
+#include "cluster/delivered_record.h"
 #include "cluster/node_forward.h"
 #include "cluster/send_log.h"
 #include "cluster/send_record.h"
@@ -76,6 +77,7 @@ enum {
 
 typedef struct owned {
     bool answered, retry;
+    bool delivered;            /* a delivered record (delivered_record.h): answered to nobody */
     char origin[SEND_RECORD_NAME_MAX + 1];
     uint64_t conn_id;          /* on the origin */
 } owned;
@@ -106,6 +108,8 @@ struct chat_owner {
      * thread only, inside and between polls) */
     bool handed[MAX_HANDED];
     size_t n_handed;
+
+    delivered_raise raises[DELIVERED_RECORD_RAISES_MAX];   /* run_delivered's, the owner's thread only */
 
     atomic_bool stop, store_waiting;
     pthread_t thread;
@@ -145,8 +149,9 @@ void chat_owner_answered(chat_owner *co, uint64_t conn_id, const uint8_t *frame,
         o->answered = true;
         o->retry = retry;
         if (st != PARLEY__V1__STATUS__UNAVAILABLE && retry) co->store_failed = true;
+        if (!retry && o->delivered) METRIC_INC(kafka_delivered_records_applied_total);
         if (!retry) {
-            strcpy(origin, o->origin);
+            strcpy(origin, o->origin);   /* "" for a delivered record */
             origin_conn = o->conn_id;
         }
         if (--co->unanswered == 0) pthread_cond_signal(&co->cv);
@@ -200,6 +205,39 @@ static void sleep_ms(int ms) {
     }
 }
 
+/* Record i of batch, a delivered record: its raises go to the writer that
+ * owns their conversations, which answers once they are stored (the
+ * offset is committed only after). false when the writer did not take it
+ * (the batch is read again); a malformed one is skipped. */
+static bool run_delivered(chat_owner *co, uint64_t batch, size_t i, const kafka_record *rec) {
+    uint64_t user = 0;
+    size_t n = 0;
+    if (delivered_record_parse(rec->value, rec->len, &user, co->raises, &n) || rec->partition < 0) {
+        log_warn("kafka: malformed delivered record at %d/%lld skipped", (int)rec->partition, (long long)rec->offset);
+        return true;
+    }
+    pthread_mutex_lock(&co->mu);
+    owned *o = &co->slots[i];
+    o->delivered = true;
+    co->unanswered++;
+    pthread_mutex_unlock(&co->mu);
+    uint64_t id = CHAT_OWNER_ID_BITS | batch << SLOT_BITS | i;
+    int rc = writer_submit_delivered(co->srv->writer, (uint32_t)rec->partition, id, user, co->raises, n);
+    if (rc) {
+        pthread_mutex_lock(&co->mu);
+        o->answered = true;
+        o->retry = rc == -1;   /* -2: never to be applied, nothing to wait for */
+        co->unanswered--;
+        pthread_mutex_unlock(&co->mu);
+        if (rc == -1) return false;
+        log_warn("kafka: delivered record at %d/%lld names a conversation of another partition; skipped",
+                 (int)rec->partition, (long long)rec->offset);
+        return true;
+    }
+    METRIC_INC(kafka_owner_records_total);
+    return true;
+}
+
 /* Feeds recs into the writers and waits for every answer (bounded). true
  * when every record was answered with a final status. */
 static bool run_batch(chat_owner *co, kafka_record *recs, size_t n) {
@@ -212,6 +250,10 @@ static bool run_batch(chat_owner *co, kafka_record *recs, size_t n) {
     bool all_taken = true;
     for (size_t i = 0; i < n; i++) {
         if (u64map_get(&co->finished, record_key(&recs[i]))) continue;   /* answered when read before */
+        if (delivered_record_is(recs[i].value, recs[i].len)) {
+            if (!run_delivered(co, batch, i, &recs[i])) all_taken = false;
+            continue;
+        }
         send_record r;
         if (send_record_parse(recs[i].value, recs[i].len, &r)) {
             log_warn("kafka: malformed %s record at %d/%lld skipped", SEND_LOG_TOPIC, (int)recs[i].partition,

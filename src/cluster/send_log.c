@@ -69,6 +69,10 @@ static void answer_status(send_log *sl, uint64_t conn_id, uint64_t request_id, P
 /* Kafka's verdict on the record tagged tag (inside kafka_producer_poll). */
 static void delivered(void *opaque, uint64_t tag, int ok) {
     send_log *sl = opaque;
+    if (tag == 0) {   /* a delivered record (send_log_submit_delivered): nobody waits */
+        if (!ok) METRIC_INC(kafka_delivered_raises_dropped_total);
+        return;
+    }
     pending *p = &sl->ring[tag % SEND_LOG_PENDING];
     if (p->tag != tag) return;   /* forgotten: answered, or overwritten */
     if (ok) {
@@ -153,6 +157,17 @@ int send_log_submit(send_log *sl, chat_request *r) {
     }
     METRIC_INC(kafka_sends_logged_total);
     chat_request_free(r);
+    return 0;
+}
+
+int send_log_submit_delivered(send_log *sl, uint32_t partition, const uint8_t *value, size_t len) {
+    if (partition >= sl->partitions || len == 0 || len > KAFKA_LOG_MAX_VALUE) return -1;
+    pthread_mutex_lock(&sl->mu);
+    /* tag 0: not in the ring of requests waiting for answers */
+    kafka_result kr = kafka_produce_tagged(sl->producer, SEND_LOG_TOPIC, (int32_t)partition, partition, value, len, 0);
+    pthread_mutex_unlock(&sl->mu);
+    if (kr != KAFKA_OK) return -1;
+    METRIC_INC(kafka_delivered_records_logged_total);
     return 0;
 }
 

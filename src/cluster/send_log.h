@@ -58,6 +58,12 @@ bool send_log_takes(const send_log *sl, const chat_request *r);
 /* Queues r as a 'sends' record and frees it: 0. -1 when it cannot be queued
  * now (r is still the caller's: the device is told to retry). */
 int send_log_submit(send_log *sl, chat_request *r);
+/* --kafka: a delivered record (delivered_record.h) of store partition
+ * partition, queued to its 'sends' partition; nobody is answered about it
+ * (a raise is a hint: one Kafka refuses is counted in
+ * kafka_delivered_raises_dropped_total, and the device's next ack raises
+ * the mark). 0 when queued, -1 not. Any thread. */
+int send_log_submit_delivered(send_log *sl, uint32_t partition, const uint8_t *value, size_t len);
 /* An answer is going to this node's connection conn_id: no ACCEPTED for
  * that request from now on. Any thread. */
 void send_log_answered(send_log *sl, uint64_t conn_id, const uint8_t *frame, size_t len);

@@ -145,6 +145,9 @@ typedef struct metrics {
     atomic_long kafka_owner_store_waiting;     /* gauge: 1 while the owner waits for the store */
     atomic_ulong kafka_handover_replayed_total; /* log entries read again when given partitions */
     atomic_ulong kafka_group_reruns_total;     /* CreateGroup records run again, answered their first group */
+    atomic_ulong kafka_delivered_records_logged_total;  /* delivered raises handed to 'sends' (one record per Ack and partition) */
+    atomic_ulong kafka_delivered_records_applied_total; /* ... applied and stored by this owner */
+    atomic_ulong kafka_delivered_raises_dropped_total;  /* raises Kafka refused or that came before the log started */
     /* chat node's Redis session lookups (cluster/node_forward.c): round trips */
     atomic_ulong cluster_session_lookups_single_total;     /* one user, one round trip */
     atomic_ulong cluster_session_prefetches_total;         /* pipelined rounds (node_sessions_prefetch) */
