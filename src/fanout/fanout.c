@@ -236,6 +236,7 @@ static atomic_ulong inbox_conflicts_total;   /* commits another writer's user_se
 static atomic_ulong stale_entries_total;     /* entries older than INBOX_FENCE_STALE_MS at their commit */
 static atomic_ulong stale_checks_total;      /* commits that read the inboxes for them */
 static atomic_ulong entries_present_total;   /* entries the inbox fence found there already: not appended */
+static atomic_ulong stale_present_total;     /* of those, stale ones (not replayed): what a zombie would have doubled */
 
 enum { RETRY_FIRST_MS = 100, RETRY_MAX_MS = 5000 };
 
@@ -258,9 +259,12 @@ size_t fanout_metrics_render(char *out, size_t cap) {
         "# HELP parley_fanout_stale_checks_total Fan-out commits that read their users' inboxes because of stale entries.\n"
         "# TYPE parley_fanout_stale_checks_total counter\nparley_fanout_stale_checks_total %lu\n"
         "# HELP parley_fanout_entries_present_total Inbox entries found in the inbox already by the fence (not appended again).\n"
-        "# TYPE parley_fanout_entries_present_total counter\nparley_fanout_entries_present_total %lu\n",
+        "# TYPE parley_fanout_entries_present_total counter\nparley_fanout_entries_present_total %lu\n"
+        "# HELP parley_fanout_stale_present_total Stale inbox entries (not from a replay) found in the inbox already: not appended twice.\n"
+        "# TYPE parley_fanout_stale_present_total counter\nparley_fanout_stale_present_total %lu\n",
         atomic_load(&commit_failures_total), atomic_load(&commit_stalled), atomic_load(&inbox_conflicts_total),
-        atomic_load(&stale_entries_total), atomic_load(&stale_checks_total), atomic_load(&entries_present_total));
+        atomic_load(&stale_entries_total), atomic_load(&stale_checks_total), atomic_load(&entries_present_total),
+        atomic_load(&stale_present_total));
     if (n < 0 || (size_t)n >= cap) return 0;
     size_t len = (size_t)n + recent_inbox_metrics_render(out + n, cap - (size_t)n);
     return len + queue_metrics_render(out + len, cap - len);
@@ -282,13 +286,15 @@ static void renumber(fanout *f) {
         if (store_stopped(f->srv->store)) break;   /* the commit fails too: left to the replay */
         usleep(fanout_retry_delay_ms(attempt) * 1000u);
     }
-    size_t present = 0;
+    size_t present = 0, stale_present = 0;
     for (size_t i = 0; i < f->n_appends; i++) {
         f->appends[i].user_seq = c[i].user_seq;
         f->appends[i].present = c[i].present;
         present += c[i].present;
+        stale_present += c[i].present && f->appends[i].deep && !f->appends[i].g->replayed;
     }
     atomic_fetch_add(&entries_present_total, present);
+    atomic_fetch_add(&stale_present_total, stale_present);
     free(c);
 }
 

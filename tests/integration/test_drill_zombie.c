@@ -303,11 +303,18 @@ static void zombie_owner(void) {
             if (member(k, i)) CHECK(inbox_holds(fresh, k, seqs[k], n_seqs[k], why, sizeof why) == 0, "%s", why);
         h_dev_free(fresh);
     }
-    printf("stale entries looked for in their inboxes first (A, B): %g, %g; found there already: %g, %g\n",
+    printf("stale entries looked for in their inboxes first (A, B): %g, %g, in %g, %g commits of %g, %g inbox "
+           "appends; found there already: %g, %g (stale ones: %g, %g)\n",
            metric_or_zero(&chat_a, "parley_fanout_stale_entries_total"),
            metric_or_zero(&chat_b, "parley_fanout_stale_entries_total"),
+           metric_or_zero(&chat_a, "parley_fanout_stale_checks_total"),
+           metric_or_zero(&chat_b, "parley_fanout_stale_checks_total"),
+           metric_or_zero(&chat_a, "parley_inbox_appends_total"),
+           metric_or_zero(&chat_b, "parley_inbox_appends_total"),
            metric_or_zero(&chat_a, "parley_fanout_entries_present_total"),
-           metric_or_zero(&chat_b, "parley_fanout_entries_present_total"));
+           metric_or_zero(&chat_b, "parley_fanout_entries_present_total"),
+           metric_or_zero(&chat_a, "parley_fanout_stale_present_total"),
+           metric_or_zero(&chat_b, "parley_fanout_stale_present_total"));
     fflush(stdout);
     /* the devices of the traffic: live, then whatever their sync adds */
     for (int i = 0; i < USERS; i++) {
