@@ -33,10 +33,11 @@
  *   most) until this node's fan-out has routed everything published to it
  *   before it returns, and the group gives the partitions to the next
  *   owner only after that, so the two do not fan out the same entries.
- * Not covered: a previous owner that stalled (a zombie: its assignment is
- * lost, not revoked) and resumes fanning out its queue while the new owner
- * replays the same entries; both append (the inbox race of two fan-out
- * nodes, see README; test_drill_zombie). */
+ * - The previous owner stalled (a zombie: its assignment is lost, not
+ *   revoked) and resumes fanning out its queue while this node replays the
+ *   same entries: its entries are stale by then (older than
+ *   INBOX_FENCE_STALE_MS), so its fan-out looks for each in the inbox
+ *   before appending it (fanout/inbox_fence.h; test_drill_zombie). */
 #include "cluster/chat_owner.h"
 
 #include <errno.h>

@@ -44,6 +44,7 @@
  * threads never wait for each other); a run and a commit hold at most
  * MAX_APPENDS_PER_BATCH entries (one message of a larger group alone). */
 #include "fanout/fanout.h"
+#include "cluster/chat_owner.h"
 #include "cluster/node_forward.h"
 #include "fanout/inbox_fence.h"
 
@@ -121,6 +122,7 @@ typedef struct append {
     uint64_t user, user_seq;
     const grant *g;   /* borrowed: the run is freed after the commit and routing */
     bool present;     /* already in the inbox at user_seq (inbox_fence.h): routed, not written */
+    bool deep;        /* replayed or stale: looked for among the inbox's last entries (inbox_fence.h) */
 } append;
 
 typedef struct fanout_set {
@@ -230,6 +232,11 @@ static bool receives(const member *m, uint64_t seq) {
 static atomic_ulong commit_failures_total;
 static atomic_long commit_stalled;   /* 1 while a commit keeps failing */
 static atomic_ulong inbox_conflicts_total;   /* commits another writer's user_seqs refused */
+/* drill 4 (a stalled chat node resumed): what the stale-entry check costs and finds */
+static atomic_ulong stale_entries_total;     /* entries older than INBOX_FENCE_STALE_MS at their commit */
+static atomic_ulong stale_checks_total;      /* commits that read the inboxes for them */
+static atomic_ulong entries_present_total;   /* entries the inbox fence found there already: not appended */
+static atomic_ulong stale_present_total;     /* of those, stale ones (not replayed): what a zombie would have doubled */
 
 enum { RETRY_FIRST_MS = 100, RETRY_MAX_MS = 5000 };
 
@@ -246,8 +253,18 @@ size_t fanout_metrics_render(char *out, size_t cap) {
         "# HELP parley_fanout_stalled 1 while fan-out waits for a failing commit to succeed.\n"
         "# TYPE parley_fanout_stalled gauge\nparley_fanout_stalled %ld\n"
         "# HELP parley_fanout_inbox_conflicts_total Fan-out commits whose user_seqs another writer had taken (renumbered).\n"
-        "# TYPE parley_fanout_inbox_conflicts_total counter\nparley_fanout_inbox_conflicts_total %lu\n",
-        atomic_load(&commit_failures_total), atomic_load(&commit_stalled), atomic_load(&inbox_conflicts_total));
+        "# TYPE parley_fanout_inbox_conflicts_total counter\nparley_fanout_inbox_conflicts_total %lu\n"
+        "# HELP parley_fanout_stale_entries_total Inbox entries not from a replay committed 5 s or more after their message was numbered (--kafka: each looked for among its inbox's last 4096 entries first).\n"
+        "# TYPE parley_fanout_stale_entries_total counter\nparley_fanout_stale_entries_total %lu\n"
+        "# HELP parley_fanout_stale_checks_total Fan-out commits that read their users' inboxes because of stale entries.\n"
+        "# TYPE parley_fanout_stale_checks_total counter\nparley_fanout_stale_checks_total %lu\n"
+        "# HELP parley_fanout_entries_present_total Inbox entries found in the inbox already by the fence (not appended again).\n"
+        "# TYPE parley_fanout_entries_present_total counter\nparley_fanout_entries_present_total %lu\n"
+        "# HELP parley_fanout_stale_present_total Stale inbox entries (not from a replay) found in the inbox already: not appended twice.\n"
+        "# TYPE parley_fanout_stale_present_total counter\nparley_fanout_stale_present_total %lu\n",
+        atomic_load(&commit_failures_total), atomic_load(&commit_stalled), atomic_load(&inbox_conflicts_total),
+        atomic_load(&stale_entries_total), atomic_load(&stale_checks_total), atomic_load(&entries_present_total),
+        atomic_load(&stale_present_total));
     if (n < 0 || (size_t)n >= cap) return 0;
     size_t len = (size_t)n + recent_inbox_metrics_render(out + n, cap - (size_t)n);
     return len + queue_metrics_render(out + len, cap - len);
@@ -264,15 +281,20 @@ static void renumber(fanout *f) {
     if (!c) abort();
     for (size_t i = 0; i < f->n_appends; i++)
         c[i] = (inbox_claim){f->appends[i].user, f->appends[i].user_seq, f->appends[i].g->conversation_id,
-                             f->appends[i].g->seq, f->appends[i].g->replayed, false};
+                             f->appends[i].g->seq, f->appends[i].deep, false};
     for (uint32_t attempt = 1; inbox_fence_renumber(f->srv->store, c, f->n_appends, &f->heads) != 0; attempt++) {
         if (store_stopped(f->srv->store)) break;   /* the commit fails too: left to the replay */
         usleep(fanout_retry_delay_ms(attempt) * 1000u);
     }
+    size_t present = 0, stale_present = 0;
     for (size_t i = 0; i < f->n_appends; i++) {
         f->appends[i].user_seq = c[i].user_seq;
         f->appends[i].present = c[i].present;
+        present += c[i].present;
+        stale_present += c[i].present && f->appends[i].deep && !f->appends[i].g->replayed;
     }
+    atomic_fetch_add(&entries_present_total, present);
+    atomic_fetch_add(&stale_present_total, stale_present);
     free(c);
 }
 
@@ -382,7 +404,7 @@ static void append_run(fanout *f, const run *r) {
         uint64_t user_seq = next_user_seq(f, g->user);
         if (user_seq == 0) continue;   /* the store stopped: left to the replay */
         if (g->replayed) f->fence_check = true;
-        f->appends[f->n_appends++] = (append){g->user, user_seq, g, false};
+        f->appends[f->n_appends++] = (append){g->user, user_seq, g, false, g->replayed};
         mark_dirty(f, id);
     }
     for (size_t k = 0; k < r->n_marks; k++) {
@@ -536,6 +558,25 @@ static void run_release(run *r) {
     if (atomic_exchange(&reader->starved, false)) mpsc_wake(&reader->mailbox);
 }
 
+/* With --kafka: the open commit's stale entries (inbox_fence.h) marked
+ * deep; how many. The clock is read here, after every head this commit
+ * numbers on was read (append_run), as the argument there needs. */
+_Static_assert(INBOX_FENCE_STALE_MS + 1000 <= OWNER_SESSION_MS - OWNER_SESSION_MS / 3,
+               "a stale entry must be older than any a new owner can have appended (inbox_fence.h)");
+static size_t mark_stale(fanout *f) {
+    if (!f->srv->cfg.cluster.kafka_brokers[0]) return 0;   /* one node owns every partition for good */
+    uint64_t now = clock_wall_ms();
+    size_t stale = 0;
+    for (size_t i = 0; i < f->n_appends; i++) {
+        append *a = &f->appends[i];
+        if (a->deep || !inbox_fence_stale(a->g->ts, now)) continue;
+        a->deep = true;
+        stale++;
+    }
+    atomic_fetch_add(&stale_entries_total, stale);
+    return stale;
+}
+
 /* The open commit: its entries and checkpoints in one batch, then routing,
  * then its runs are released. A failed commit is retried: nothing after it
  * may be numbered on top of entries that are not there. */
@@ -544,6 +585,10 @@ static void commit_open(fanout *f) {
     for (size_t k = 0; k < f->n_touched; k++) {
         uint32_t p = f->touched_list[k];
         f->trim_now[p] = trim_due(f, p);
+    }
+    if (mark_stale(f)) {
+        atomic_fetch_add(&stale_checks_total, 1);
+        f->fence_check = true;
     }
     if (f->fence_check) {   /* a cold user had entries past its hint: some may be these */
         renumber(f);

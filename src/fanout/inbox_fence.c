@@ -11,7 +11,8 @@
  * same check runs on a user touched cold whose head is past its hint: a
  * stalled fan-out's append may have won its condition without its logged
  * batch (hint, checkpoint) landing, and the message would come round
- * again from the log. */
+ * again from the log. And on a stale entry (inbox_fence.h): a resumed
+ * stalled node's fan-out holds entries the new owner appended already. */
 #include "fanout/inbox_fence.h"
 
 #include <stdlib.h>
@@ -42,6 +43,11 @@ static int collect(void *ud, uint64_t user_seq, uint64_t conv, uint64_t seq, uin
     }
     sc->f[sc->n++] = (found){conv, seq, user_seq};
     return 0;
+}
+
+bool inbox_fence_stale(uint64_t numbered_ms, uint64_t now_ms) {
+    /* a wall clock set back makes entries look young: see README, drill 4 */
+    return now_ms >= numbered_ms && now_ms - numbered_ms >= INBOX_FENCE_STALE_MS;
 }
 
 static const found *lookup(const scan *sc, uint64_t conv, uint64_t seq) {

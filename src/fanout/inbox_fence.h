@@ -17,9 +17,29 @@
 /* one entry to append: user_seq as numbered; present once found there */
 typedef struct inbox_claim {
     uint64_t user, user_seq, conv, seq;
-    bool deep;      /* may be present before the hint too: a replayed entry (below) */
+    bool deep;      /* may be present before the hint too: a replayed or stale entry (below) */
     bool present;   /* (conv, seq) already in the inbox, at user_seq: not written again */
 } inbox_claim;
+
+/* A stale entry (inbox_fence_stale) is checked deep too: the fan-out of a
+ * chat node that stalled past the consumer group's session timeout
+ * (OWNER_SESSION_MS, heartbeats every third of it: chat_owner.h) and
+ * resumed still holds entries of the partitions it lost, and their new
+ * owner's hand-over replay may have appended them already. Their message
+ * was numbered (its server_ts) while this node still owned its partition,
+ * so at least session - heartbeat (6.7 s) before the new owner was
+ * given it and could append anything; an entry younger than
+ * INBOX_FENCE_STALE_MS when its user's head is already believed cannot be
+ * in the inbox below that belief, and whatever is appended after the
+ * belief makes the commit's condition fail (STORE_CONFLICT), whose
+ * renumbering reads everything past the belief. An entry this old or
+ * older is looked for among the user's last INBOX_FENCE_DEEP entries
+ * before it is appended. */
+enum { INBOX_FENCE_STALE_MS = 5000 };
+/* true when an entry whose message was numbered at numbered_ms (wall
+ * clock, its server_ts) is stale at now_ms (read after its user's head was
+ * believed) */
+bool inbox_fence_stale(uint64_t numbered_ms, uint64_t now_ms);
 
 /* c: n entries sorted by (user, user_seq). For each user: reads the hint
  * and head (store_inbox_heads) and the entries in (min(hint, first - 1),
