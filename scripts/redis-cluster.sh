@@ -4,7 +4,11 @@
 # A Redis Cluster of N masters (default 3, no replicas) on 127.0.0.1 free
 # ports for development and tests, with Debian's redis-server (7.0) and
 # redis-cli. Every node's config, nodes.conf, log and PID file live in DIR;
-# nothing is persisted (appendonly no, save "").
+# nothing is persisted (appendonly no, save ""). Every master serves its
+# own slots while another is down (cluster-require-full-coverage no: with
+# Redis's default, yes, one silent master makes every master answer
+# CLUSTERDOWN to every key; README "Redis Cluster: a master that stops
+# answering").
 #
 #   start       writes DIR/redis-I.conf (I = 1..N) with a free client port
 #               and a free cluster bus port each, starts the nodes, joins
@@ -131,6 +135,7 @@ cluster-enabled yes
 cluster-port $bus
 cluster-config-file $DIR/nodes-$i.conf
 cluster-node-timeout 5000
+cluster-require-full-coverage no
 appendonly no
 save ""
 dir $DIR
