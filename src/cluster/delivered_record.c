@@ -1,16 +1,7 @@
 /* delivered_record.c -- see delivered_record.h. */
 #include "cluster/delivered_record.h"
 
-static uint8_t *put_be(uint8_t *p, uint64_t v, int bytes) {
-    for (int i = bytes - 1; i >= 0; i--) *p++ = (uint8_t)(v >> (8 * i));
-    return p;
-}
-
-static uint64_t get_be(const uint8_t *p, int bytes) {
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++) v = v << 8 | p[i];
-    return v;
-}
+#include "core/bigendian.h"
 
 size_t delivered_record_encode(uint64_t user, const delivered_raise *raises, size_t n, uint8_t *out) {
     if (n == 0 || n > DELIVERED_RECORD_RAISES_MAX) return 0;

@@ -4,17 +4,7 @@
 #include <string.h>
 
 #include "cluster/link_frame.h"
-
-static uint8_t *put_be(uint8_t *p, uint64_t v, int bytes) {
-    for (int i = bytes - 1; i >= 0; i--) *p++ = (uint8_t)(v >> (8 * i));
-    return p;
-}
-
-static uint64_t get_be(const uint8_t *p, int bytes) {
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++) v = v << 8 | p[i];
-    return v;
-}
+#include "core/bigendian.h"
 
 size_t send_record_head(const send_record *r, uint8_t out[SEND_RECORD_HEAD_MAX]) {
     size_t n = strnlen(r->origin, sizeof r->origin);

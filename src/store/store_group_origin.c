@@ -3,14 +3,10 @@
  * slot's record only when it is the one asked about. */
 #include "store/store_group_origin.h"
 
+#include "core/bigendian.h"
 #include "store/store.h"
 #include "store/store_backend.h"
 #include "store/store_batch_ops.h"
-
-static uint8_t *put_be(uint8_t *p, uint64_t v, int bytes) {
-    for (int i = bytes - 1; i >= 0; i--) *p++ = (uint8_t)(v >> (8 * i));
-    return p;
-}
 
 void group_origin_key(uint8_t out[GROUP_ORIGIN_KEY_LEN], uint32_t partition, uint32_t slot) {
     out[0] = GROUP_ORIGIN_TAG;
