@@ -1253,9 +1253,12 @@ static void pubacks_folded(void) {
         m->sync_done = false;
         CHECK(mq_login(m, &id, false, NULL) == 0, "reconnect");
         CHECK(mq_subscribe_own(m) == 0, "subscribe again");
-        CHECK(mq_sync_events(m) >= 1, "no event in the next session");
-        CHECK(m->ev_seq[0] <= last + 1, "resumed at %llu: skipped events", (unsigned long long)m->ev_seq[0]);
-        resumed = m->ev_seq[0] == last + 1;
+        /* none before SyncDone: fan-out had not appended "after" to the
+         * inbox when this session's sync read it (it comes live): again */
+        if (mq_sync_events(m) >= 1) {
+            CHECK(m->ev_seq[0] <= last + 1, "resumed at %llu: skipped events", (unsigned long long)m->ev_seq[0]);
+            resumed = m->ev_seq[0] == last + 1;
+        }
         mq_close(m);
         if (!resumed) h_sleep_ms(200);
     }
