@@ -15,6 +15,7 @@
 #include "core/quota.h"
 #include "fanout/fanout.h"
 #include "gateway/conn.h"
+#include "gateway/store_reads.h"
 #include "gateway/store_watch.h"
 #include "gateway/worker_msg.h"
 
@@ -66,6 +67,7 @@ int server_core_start(server *srv) {
     srv->quota = quota_new_for_config(&srv->cfg);
     srv->recent_inbox = recent_inbox_new();
     srv->store_watch = store_watch_start(srv);
+    srv->store_reads = store_reads_start(srv);
     if (!srv->queue || !srv->registry || !srv->quota || !srv->recent_inbox) return -1;
     const cluster_config *cc = &srv->cfg.cluster;
     /* with a link and a directory, writes and deliveries cross nodes: the
@@ -110,6 +112,9 @@ int server_core_start(server *srv) {
 }
 
 void server_core_stop(server *srv) {
+    /* the workers have stopped and closed their queues: results are dropped */
+    store_reads_free(srv->store_reads);
+    srv->store_reads = NULL;
     /* the workers have stopped: nothing adds to the registry now */
     if (srv->registry) registry_set_mirror(srv->registry, NULL);
     chat_owner_stop(srv->chat_owner);   /* leaves the group: its partitions move now */

@@ -37,6 +37,7 @@ typedef struct server {
     struct push_gateway *push; /* Web Push to offline devices; NULL when off (push/push_gateway.h) */
     struct cluster_node *cluster; /* node link and directory (cluster/cluster_node.h); NULL: one node */
     struct store_watch *store_watch; /* workers hold their store reads while it fails (gateway/store_watch.h); NULL: never */
+    struct store_reads *store_reads; /* sign-in reads off the workers (gateway/store_reads.h); NULL: read inline */
     struct recent_inbox *recent_inbox; /* fan-out's last inbox entries, read by Acks (chat/recent_inbox.h) */
     struct node_forward *forward; /* requests and deliveries across nodes (cluster/node_forward.h); NULL: one node */
     struct presence_bus *presence_bus; /* presence and typing across nodes (cluster/presence_bus.h); NULL: one node */

@@ -164,6 +164,8 @@ void session_closed(worker *w, conn *c);
  * (worker.c flush_dirty) and when c closes or starts a sync. */
 void session_flush_acks(worker *w, conn *c);
 void session_apply_reply(worker *w, conn *c, worker_msg *m);
+/* A sign-in's device read came back (WM_DEVICE_READ, gateway/store_reads.h). */
+void session_device_read(worker *w, conn *c, const worker_msg *m);
 /* Closes this worker's connections signed in as (user, device): the device
  * was removed (1008). */
 void session_close_device(worker *w, uint64_t user, uint32_t device);

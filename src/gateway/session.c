@@ -8,7 +8,8 @@
  * Reads run on the loop thread: they are point lookups and short range
  * scans that RocksDB serves from its memtable and block cache. A read that
  * misses the cache waits on disk; moving reads to a pool is future work
- * (noted in DESIGN). */
+ * (noted in DESIGN). On Cassandra a sign-in's device read already goes to
+ * a pool (gateway/store_reads.h): a frozen node must not hold the worker. */
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,6 +28,7 @@
 #include "gateway/realtime.h"
 #include "gateway/register_limit.h"
 #include "gateway/request_limits.h"
+#include "gateway/store_reads.h"
 #include "gateway/store_watch.h"
 #include "push/push_gateway.h"
 #include "push/webpush_crypto.h"
@@ -216,6 +218,54 @@ static void auth_failed(worker *w, conn *c, uint64_t rid, Parley__V1__Status sta
     conn_send_error(w, c, rid, status, why);
 }
 
+/* The answer to a SignIn once its device read is done, on the worker or
+ * off it (found: 1, 0 no such device, -1 the read failed). */
+static void sign_in_answer(worker *w, conn *c, uint64_t rid, int found, const ProtobufCBinaryData *public_key,
+                           const ProtobufCBinaryData *signature, uint64_t user, uint32_t device) {
+    if (found != 1 || !signature_valid(c, public_key, signature)) {
+        /* a read that failed is not a refusal: the device tries again */
+        auth_failed(w, c, rid, found < 0 ? PARLEY__V1__STATUS__UNAVAILABLE : PARLEY__V1__STATUS__UNAUTHENTICATED,
+                    found < 0 ? "store read failed; retry" : "unknown device or bad signature");
+        return;
+    }
+    signed_in(w, c, rid, user, device);
+}
+
+/* The read goes to the reader pool (gateway/store_reads.h): the worker
+ * does not wait on a store that may not answer. The connection stays
+ * auth_pending (a second SignIn or a register is refused meanwhile) until
+ * session_device_read. */
+static void sign_in_queue(worker *w, conn *c, const Parley__V1__Frame *f) {
+    const Parley__V1__SignIn *q = f->sign_in;
+    store_read_job job;
+    memset(&job, 0, sizeof job);
+    job.conn_id = c->id;
+    job.request_id = f->request_id;
+    job.user_id = q->user_id;
+    job.device_id = q->device_id;
+    if (q->signature.len <= STORE_READS_SIG_MAX) {   /* longer: sig_len 0, never valid */
+        memcpy(job.sig, q->signature.data, q->signature.len);
+        job.sig_len = (uint8_t)q->signature.len;
+    }
+    if (store_reads_submit(w->srv->store_reads, &job) != 0) {
+        auth_failed(w, c, f->request_id, PARLEY__V1__STATUS__UNAVAILABLE, "server busy; retry");
+        return;
+    }
+    c->auth_pending = true;
+    c->auth->request_id = f->request_id;
+}
+
+void session_device_read(worker *w, conn *c, const worker_msg *m) {
+    store_read_result r;
+    if (m->len != sizeof r) return;
+    memcpy(&r, m->data, sizeof r);
+    /* not the read this connection waits for (it cannot be: one at a time) */
+    if (c->signed_in || !c->auth_pending || !c->auth || c->auth->request_id != r.job.request_id) return;
+    c->auth_pending = false;
+    ProtobufCBinaryData key = {r.key_len, r.key}, sig = {r.job.sig_len, r.job.sig};
+    sign_in_answer(w, c, r.job.request_id, r.found, &key, &sig, r.job.user_id, r.job.device_id);
+}
+
 static void handle_sign_in(worker *w, conn *c, const Parley__V1__Frame *f) {
     const Parley__V1__SignIn *q = f->sign_in;
     c->nonce_spent = true;
@@ -223,18 +273,16 @@ static void handle_sign_in(worker *w, conn *c, const Parley__V1__Frame *f) {
         auth_failed(w, c, f->request_id, PARLEY__V1__STATUS__UNAVAILABLE, "the store is not answering; retry");
         return;
     }
-    Parley__Store__Device *d = NULL;
-    int found = store_get_device(w->srv->store, q->user_id, q->device_id, &d);
-    bool ok = found == 1 && signature_valid(c, &d->public_key, &q->signature);
-    if (d) parley__store__device__free_unpacked(d, NULL);
-    if (!ok) {
-        /* a read that failed is not a refusal: the device tries again */
-        auth_failed(w, c, f->request_id,
-                    found < 0 ? PARLEY__V1__STATUS__UNAVAILABLE : PARLEY__V1__STATUS__UNAUTHENTICATED,
-                    found < 0 ? "store read failed; retry" : "unknown device or bad signature");
+    if (w->srv->store_reads && c->auth) {
+        sign_in_queue(w, c, f);
         return;
     }
-    signed_in(w, c, f->request_id, q->user_id, q->device_id);
+    /* RocksDB: a local read, answered inline */
+    Parley__Store__Device *d = NULL;
+    int found = store_get_device(w->srv->store, q->user_id, q->device_id, &d);
+    ProtobufCBinaryData none = {0, NULL};
+    sign_in_answer(w, c, f->request_id, found, d ? &d->public_key : &none, &q->signature, q->user_id, q->device_id);
+    if (d) parley__store__device__free_unpacked(d, NULL);
 }
 
 /* RegisterUser / RegisterDevice: the signature is checked here (the worker

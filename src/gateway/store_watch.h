@@ -1,7 +1,9 @@
 /* store_watch.h -- whether a gateway worker may read the store now.
  *
- * Workers read the store on their own thread: a sign-in (the device's
- * key), a lagging device's catch-up (its inbox). A Cassandra node that
+ * Workers read the store on their own thread for a lagging device's
+ * catch-up (its inbox); a sign-in's device read goes to the reader pool
+ * (gateway/store_reads.h), which the fast path below also spares. A
+ * Cassandra node that
  * stopped answering (SIGSTOP, a long pause, a partition) keeps its
  * connections open and times every read out at the client's deadline,
  * seconds; one such read stalls the worker and every connection it serves

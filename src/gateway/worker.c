@@ -683,6 +683,9 @@ static void handle_inbox(worker *w) {
                         delivery_pump(w, c);
                     }
                     break;
+                case WM_DEVICE_READ:
+                    session_device_read(w, c, m);
+                    break;
                 case WM_CLOSE_DEVICE:
                 case WM_DROP_PRESENCE:
                     break;

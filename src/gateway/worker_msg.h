@@ -28,6 +28,7 @@ typedef enum worker_msg_kind {
     WM_RESYNC,    /* many nodes: the connection's session entry is now live in Redis;
                      catch up from the store on what a lookup before it missed
                      (cluster/session_registry.h) */
+    WM_DEVICE_READ, /* data: a store_read_result, a sign-in's device read (gateway/store_reads.h) */
 } worker_msg_kind;
 
 typedef struct worker_msg {

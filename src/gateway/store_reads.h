@@ -1,0 +1,73 @@
+/* store_reads.h -- a gateway's store reads, off the worker threads.
+ *
+ * A worker that reads a store whose node stopped answering (a frozen
+ * Cassandra node) waits out the client's deadline, 12 s, and every
+ * connection it serves waits with it. So a sign-in's device read is a job
+ * for this small pool instead: a reader thread does the read and hands
+ * the result back to the connection's worker (done callback; in the
+ * server, a WM_DEVICE_READ worker message), which checks the signature
+ * there (the nonce never leaves the worker) and answers.
+ *
+ * Bounded: at most `cap` jobs wait; a job that finds the queue full is
+ * refused at once (the device is told to retry). Jobs are plain values:
+ * stopping with jobs queued or in flight frees nothing but the pool. */
+#ifndef PARLEY_GATEWAY_STORE_READS_H
+#define PARLEY_GATEWAY_STORE_READS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct server;
+
+enum {
+    STORE_READS_THREADS = 2,
+    STORE_READS_QUEUE = 1024,   /* waiting sign-in reads, all workers together */
+    STORE_READS_SIG_MAX = 64,   /* crypto_sign_BYTES */
+    STORE_READS_KEY_MAX = 32,   /* crypto_sign_PUBLICKEYBYTES */
+};
+
+/* Read the device (user_id, device_id) for connection conn_id; its answer
+ * is for request_id. The signature travels with the job (a longer one is
+ * cut and marked invalid) so the worker holds nothing but the nonce. */
+typedef struct store_read_job {
+    uint64_t conn_id;
+    uint64_t request_id;
+    uint64_t user_id;
+    uint32_t device_id;
+    uint8_t sig_len;            /* 0: no valid signature was sent */
+    uint8_t sig[STORE_READS_SIG_MAX];
+} store_read_job;
+
+typedef struct store_read_result {
+    store_read_job job;
+    int found;                  /* 1 found, 0 no such device, -1 the read failed */
+    uint8_t key_len;            /* 0 unless found and the key fits */
+    uint8_t key[STORE_READS_KEY_MAX];
+} store_read_result;
+
+/* Called on a reader thread: fills key/key_len; returns found (see above). */
+typedef int (*store_reads_read_fn)(void *ctx, uint64_t user_id, uint32_t device_id,
+                                   uint8_t key[STORE_READS_KEY_MAX], uint8_t *key_len);
+/* Called on a reader thread with each finished read. */
+typedef void (*store_reads_done_fn)(void *ctx, const store_read_result *r);
+
+typedef struct store_reads store_reads;
+
+/* threads >= 1 readers over a queue of cap jobs; NULL when out of memory
+ * or a thread cannot start. */
+store_reads *store_reads_new(size_t threads, size_t cap, store_reads_read_fn read, store_reads_done_fn done,
+                             void *ctx);
+/* Any thread. 0 when queued; -1 when the queue is full or the pool stops
+ * (parley_gateway_store_reads_refused_total). */
+int store_reads_submit(store_reads *p, const store_read_job *job);
+/* Drops the jobs still queued, waits for the reads in flight (each at most
+ * the store's deadline) and frees the pool. NULL is fine. */
+void store_reads_free(store_reads *p);
+
+/* The server's pool: reads srv->store, posts each result to the worker that
+ * owns its connection. NULL for a store whose reads do not wait (RocksDB:
+ * local reads, answered inline) or when it cannot start. */
+store_reads *store_reads_start(struct server *srv);
+
+#endif

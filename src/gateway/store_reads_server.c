@@ -1,0 +1,33 @@
+/* store_reads_server.c -- the server's sign-in read pool (store_reads.h):
+ * reads srv->store and posts each result to the connection's worker. */
+#include <string.h>
+
+#include "gateway/store_reads.h"
+#include "gateway/worker_msg.h"
+#include "server.h"
+#include "store/store.h"
+
+static int read_device(void *ctx, uint64_t user_id, uint32_t device_id, uint8_t key[STORE_READS_KEY_MAX],
+                       uint8_t *key_len) {
+    server *srv = ctx;
+    Parley__Store__Device *d = NULL;
+    int found = store_get_device(srv->store, user_id, device_id, &d);
+    *key_len = 0;
+    if (found == 1 && d && d->public_key.len <= STORE_READS_KEY_MAX) {
+        memcpy(key, d->public_key.data, d->public_key.len);
+        *key_len = (uint8_t)d->public_key.len;
+    }
+    if (d) parley__store__device__free_unpacked(d, NULL);
+    return found;
+}
+
+/* a worker that stopped has closed its queue: the result is dropped there */
+static void post_result(void *ctx, const store_read_result *r) {
+    worker_msg *m = worker_msg_copy(WM_DEVICE_READ, r->job.conn_id, (const uint8_t *)r, sizeof *r);
+    if (m) worker_post(ctx, m);
+}
+
+store_reads *store_reads_start(server *srv) {
+    if (strcmp(srv->cfg.store, "cassandra") != 0) return NULL;   /* local reads: inline */
+    return store_reads_new(STORE_READS_THREADS, STORE_READS_QUEUE, read_device, post_result, srv);
+}
