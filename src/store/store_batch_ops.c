@@ -130,10 +130,32 @@ static void emit(const store_batch *b, const batch_op *op, rocksdb_writebatch_t 
     }
 }
 
+/* A group commit holds a handful of writes (about five per message at one
+ * message per commit); for those, an insertion sort with the comparison
+ * inlined costs a fraction of qsort's merge sort with its indirect calls
+ * (callgrind: qsort was ~4 % of the server's instructions per message).
+ * Insertion sort is stable, and the index tie-break makes the order total
+ * anyway, so both sorts give the same order. */
+enum { INSERTION_MAX = 24, ORDER_ON_STACK = 64 };
+
+static void sort_run(sorted *order, size_t n) {
+    if (n > INSERTION_MAX) {
+        qsort(order, n, sizeof *order, sorted_order);
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        sorted x = order[i];
+        size_t j = i;
+        for (; j > 0 && sorted_order(&order[j - 1], &x) > 0; j--) order[j] = order[j - 1];
+        order[j] = x;
+    }
+}
+
 size_t batch_ops_build(const store_batch *b, rocksdb_writebatch_t *wb, batch_cf_fn cf, void *ud) {
     rocksdb_writebatch_clear(wb);
     if (b->n == 0) return 0;
-    sorted *order = malloc(b->n * sizeof *order);
+    sorted on_stack[ORDER_ON_STACK];
+    sorted *order = b->n <= ORDER_ON_STACK ? on_stack : malloc(b->n * sizeof *order);
     if (!order) abort();
     size_t superseded = 0;
     for (size_t i = 0; i < b->n;) {
@@ -141,7 +163,7 @@ size_t batch_ops_build(const store_batch *b, rocksdb_writebatch_t *wb, batch_cf_
         size_t j = i, n = 0;
         for (; j < b->n && b->ops[j].kind != BATCH_DELETE_RANGE; j++)
             order[n++] = (sorted){b->arena + b->ops[j].key_off, b->ops[j].key_len, (uint32_t)j};
-        qsort(order, n, sizeof *order, sorted_order);
+        sort_run(order, n);
         for (size_t k = 0; k < n; k++) {
             bool later = k + 1 < n && order[k + 1].len == order[k].len &&
                          memcmp(order[k + 1].key, order[k].key, order[k].len) == 0;
@@ -151,6 +173,6 @@ size_t batch_ops_build(const store_batch *b, rocksdb_writebatch_t *wb, batch_cf_
         if (j < b->n) emit(b, &b->ops[j], wb, cf, ud);
         i = j + 1;
     }
-    free(order);
+    if (order != on_stack) free(order);
     return superseded;
 }
