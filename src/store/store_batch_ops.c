@@ -130,10 +130,48 @@ static void emit(const store_batch *b, const batch_op *op, rocksdb_writebatch_t 
     }
 }
 
+/* The writes of a run are sorted here rather than by qsort: glibc's qsort
+ * is a merge sort calling the comparison through a pointer, and a group
+ * commit of 25 writes on average went through it (callgrind: ~4 % of the
+ * server's instructions per message). Blocks of up to INSERTION_RUN writes
+ * are insertion-sorted, then merged pairwise, with the comparison inlined.
+ * Both steps are stable, and the index tie-break makes the order total
+ * anyway, so the order is the one qsort gave. tmp holds n entries. */
+enum { INSERTION_RUN = 16, ORDER_ON_STACK = 64 };
+
+static void insertion_sort(sorted *order, size_t n) {
+    for (size_t i = 1; i < n; i++) {
+        sorted x = order[i];
+        size_t j = i;
+        for (; j > 0 && sorted_order(&order[j - 1], &x) > 0; j--) order[j] = order[j - 1];
+        order[j] = x;
+    }
+}
+
+static void sort_run(sorted *order, sorted *tmp, size_t n) {
+    for (size_t i = 0; i < n; i += INSERTION_RUN)
+        insertion_sort(order + i, n - i < INSERTION_RUN ? n - i : INSERTION_RUN);
+    sorted *from = order, *to = tmp;
+    for (size_t width = INSERTION_RUN; width < n; width *= 2) {
+        for (size_t lo = 0; lo < n; lo += 2 * width) {
+            size_t mid = lo + width < n ? lo + width : n, hi = lo + 2 * width < n ? lo + 2 * width : n;
+            size_t a = lo, b = mid, k = lo;
+            while (a < mid && b < hi) to[k++] = sorted_order(&from[b], &from[a]) < 0 ? from[b++] : from[a++];
+            while (a < mid) to[k++] = from[a++];
+            while (b < hi) to[k++] = from[b++];
+        }
+        sorted *t = from;
+        from = to;
+        to = t;
+    }
+    if (from != order) memcpy(order, from, n * sizeof *order);
+}
+
 size_t batch_ops_build(const store_batch *b, rocksdb_writebatch_t *wb, batch_cf_fn cf, void *ud) {
     rocksdb_writebatch_clear(wb);
     if (b->n == 0) return 0;
-    sorted *order = malloc(b->n * sizeof *order);
+    sorted on_stack[2 * ORDER_ON_STACK];   /* the order, then sort_run's tmp */
+    sorted *order = b->n <= ORDER_ON_STACK ? on_stack : malloc(2 * b->n * sizeof *order);
     if (!order) abort();
     size_t superseded = 0;
     for (size_t i = 0; i < b->n;) {
@@ -141,7 +179,7 @@ size_t batch_ops_build(const store_batch *b, rocksdb_writebatch_t *wb, batch_cf_
         size_t j = i, n = 0;
         for (; j < b->n && b->ops[j].kind != BATCH_DELETE_RANGE; j++)
             order[n++] = (sorted){b->arena + b->ops[j].key_off, b->ops[j].key_len, (uint32_t)j};
-        qsort(order, n, sizeof *order, sorted_order);
+        sort_run(order, order + b->n, n);
         for (size_t k = 0; k < n; k++) {
             bool later = k + 1 < n && order[k + 1].len == order[k].len &&
                          memcmp(order[k + 1].key, order[k].key, order[k].len) == 0;
@@ -151,6 +189,6 @@ size_t batch_ops_build(const store_batch *b, rocksdb_writebatch_t *wb, batch_cf_
         if (j < b->n) emit(b, &b->ops[j], wb, cf, ud);
         i = j + 1;
     }
-    free(order);
+    if (order != on_stack) free(order);
     return superseded;
 }

@@ -57,6 +57,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/pb_equal.h"
 #include "store/store_batch_ops.h"
 #include "store/store_dir.h"
 #include "store/store_group_origin.h"
@@ -1033,12 +1034,15 @@ void store_put_member(store_batch *b, uint64_t conv, uint64_t user, const Parley
     batch_put(b, &k, "", 0);
 }
 
-/* equal but for read_seq and delivered_seq: compared encoded, so a field
- * added to Member later counts without this being changed */
+/* equal but for read_seq and delivered_seq: compared field by field as the
+ * descriptor lists them (pb_equal.h), or encoded when that cannot decide,
+ * so a field added to Member later counts without this being changed */
 static bool member_same_but_marks(const Parley__Store__Member *before, const Parley__Store__Member *after) {
     Parley__Store__Member same = *after;
     same.read_seq = before->read_seq;
     same.delivered_seq = before->delivered_seq;
+    int in_place = pb_scalars_equal(&same.base, &before->base);
+    if (in_place >= 0) return in_place == 1;
     uint8_t x[256], y[256];
     size_t nx = protobuf_c_message_get_packed_size(&same.base);
     size_t ny = protobuf_c_message_get_packed_size(&before->base);

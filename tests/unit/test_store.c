@@ -476,6 +476,36 @@ static void superseded_writes_are_left_out(void) {
     CHECK(superseded == 5, "superseded %lu", superseded);
 }
 
+/* Batches are sorted per run by key before they reach RocksDB: a small one
+ * by insertion sort, a large one by qsort (store_batch_ops.c). Either way
+ * the last write of each key wins, whatever order the keys came in. */
+static void last_write_wins_in_small_and_large_batches(void) {
+    store *s = open_fresh();
+    CHECK(s, "open");
+    store_batch *b = store_batch_new();
+    const uint64_t sizes[] = {6, 100};   /* 12 writes, then 300 */
+    uint64_t superseded_want = 0;
+    for (size_t n = 0; n < sizeof sizes / sizeof sizes[0]; n++) {
+        uint64_t devices = sizes[n], user = 10 + n;
+        /* rounds of cursor moves, devices in descending order in each */
+        uint64_t rounds = n == 0 ? 2 : 3;
+        for (uint64_t round = 1; round <= rounds; round++)
+            for (uint64_t d = devices; d >= 1; d--) store_put_cursor(b, user, d, round * 1000 + d);
+        CHECK(store_commit(s, b, true) == 0, "commit of %lu writes", devices * rounds);
+        superseded_want += devices * (rounds - 1);
+        for (uint64_t d = 1; d <= devices; d++) {
+            uint64_t x = 0;
+            CHECK(store_get_cursor(s, user, d, &x) == 1 && x == rounds * 1000 + d,
+                  "user %lu device %lu: cursor %lu, not the last write", user, d, x);
+        }
+    }
+    uint64_t superseded = metric(s, "parley_store_writes_superseded_total");
+    store_batch_free(b);
+    store_close(s);
+    remove_dir();
+    CHECK(superseded == superseded_want, "superseded %lu, want %lu", superseded, superseded_want);
+}
+
 /* RocksDB keeps the marks in a record of their own beside the member's */
 static void read_marks_leave_the_member_record_alone(void) {
     store *s = open_fresh();
@@ -695,6 +725,7 @@ int main(void) {
     RUN(a_store_from_before_families_is_moved_into_them);
     RUN(an_interrupted_move_finishes);
     RUN(superseded_writes_are_left_out);
+    RUN(last_write_wins_in_small_and_large_batches);
     RUN(read_marks_leave_the_member_record_alone);
     RUN(export_import_round_trip);
     CHECK_EXIT();

@@ -1,0 +1,44 @@
+/* pb_equal.c -- see pb_equal.h. */
+#include "core/pb_equal.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+/* the in-memory size of a scalar field; 0 for any other kind */
+static size_t scalar_size(ProtobufCType type) {
+    switch (type) {
+    case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
+    case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32: case PROTOBUF_C_TYPE_FLOAT:
+    case PROTOBUF_C_TYPE_ENUM:
+        return 4;
+    case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64: case PROTOBUF_C_TYPE_DOUBLE:
+        return 8;
+    case PROTOBUF_C_TYPE_BOOL:
+        return sizeof(protobuf_c_boolean);
+    default:
+        return 0;
+    }
+}
+
+static bool same_bytes(const ProtobufCMessage *a, const ProtobufCMessage *b, unsigned offset, size_t size) {
+    return memcmp((const char *)a + offset, (const char *)b + offset, size) == 0;
+}
+
+int pb_scalars_equal(const ProtobufCMessage *a, const ProtobufCMessage *b) {
+    const ProtobufCMessageDescriptor *d = a->descriptor;
+    if (!d || d != b->descriptor || a->n_unknown_fields || b->n_unknown_fields) return -1;
+    int equal = 1;
+    /* every field is checked before answering: one that cannot be compared
+     * in place makes the answer -1 even after a difference was found */
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        size_t size = scalar_size(f->type);
+        if (size == 0 || f->label == PROTOBUF_C_LABEL_REPEATED || (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)) return -1;
+        if (f->label == PROTOBUF_C_LABEL_OPTIONAL &&
+            !same_bytes(a, b, f->quantifier_offset, sizeof(protobuf_c_boolean)))
+            equal = 0;
+        if (!same_bytes(a, b, f->offset, size)) equal = 0;
+    }
+    return equal;
+}
