@@ -114,6 +114,7 @@ static size_t pump_inbox(conn *c) {
                 case WM_DROP_PRESENCE:
                 case WM_MQTT_TAKEOVER: break;   /* MQTT connections only; this target speaks WebSocket */
                 case WM_RESYNC: break;          /* many nodes only */
+                case WM_DEVICE_READ: break;     /* the Cassandra store only (gateway/store_reads.h) */
                 }
             }
             worker_msg_free(m);
