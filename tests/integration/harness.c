@@ -1372,17 +1372,26 @@ static void raw_sign_challenge(const h_raw *w, const uint8_t *sk, uint8_t sig[64
     crypto_sign_detached(sig, NULL, msg, 14 + 32 + host_len, sk);
 }
 
+/* f: a SignIn for id signed over w's current nonce (si and sig hold its
+ * parts; they must outlive f) */
+static void raw_sign_in_frame(const h_raw *w, const pc_identity *id, uint8_t sig[64], Parley__V1__SignIn *si,
+                              Parley__V1__Frame *f) {
+    raw_sign_challenge(w, id->secret_key, sig);
+    parley__v1__sign_in__init(si);
+    si->user_id = id->user_id;
+    si->device_id = id->device_id;
+    si->signature.data = sig;
+    si->signature.len = 64;
+    parley__v1__frame__init(f);
+    f->body_case = PARLEY__V1__FRAME__BODY_SIGN_IN;
+    f->sign_in = si;
+}
+
 int h_raw_sign_in(h_raw *w, const pc_identity *id) {
     uint8_t sig[64];
-    raw_sign_challenge(w, id->secret_key, sig);
-    Parley__V1__SignIn si = PARLEY__V1__SIGN_IN__INIT;
-    si.user_id = id->user_id;
-    si.device_id = id->device_id;
-    si.signature.data = sig;
-    si.signature.len = sizeof sig;
-    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-    f.body_case = PARLEY__V1__FRAME__BODY_SIGN_IN;
-    f.sign_in = &si;
+    Parley__V1__SignIn si;
+    Parley__V1__Frame f;
+    raw_sign_in_frame(w, id, sig, &si, &f);
     int st = h_raw_request(w, &f, NULL, NULL);
     if (st != PARLEY__V1__STATUS__OK) fprintf(stderr, "  raw SignIn: status %d\n", st);
     return st == PARLEY__V1__STATUS__OK ? 0 : -1;
@@ -1871,4 +1880,13 @@ pid_t h_spawn_logged(const char *prog, const char *const *args, const char *log)
     argv[n] = NULL;
     execv(prog, (char *const *)argv);
     _exit(127);
+}
+
+int h_raw_send_sign_in(h_raw *w, const pc_identity *id, uint64_t request_id) {
+    uint8_t sig[64];
+    Parley__V1__SignIn si;
+    Parley__V1__Frame f;
+    raw_sign_in_frame(w, id, sig, &si, &f);
+    f.request_id = request_id;
+    return h_raw_send_frame(w, &f);
 }

@@ -426,4 +426,8 @@ void h_frame_send_text(Parley__V1__Frame *f, Parley__V1__SendMessage *sm, uint64
 enum { H_SPAWN_ARGS_MAX = 38 };
 pid_t h_spawn_logged(const char *prog, const char *const *args, const char *log);
 
+/* Sends a SignIn for id on w signed over w's current nonce, with
+ * request_id; the answer is not waited for (h_raw_sign_in waits). 0 or -1. */
+int h_raw_send_sign_in(h_raw *w, const pc_identity *id, uint64_t request_id);
+
 #endif

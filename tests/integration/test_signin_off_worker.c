@@ -43,26 +43,6 @@ static h_dev *alice, *bob;
 static h_raw X, Y;
 static int frozen;
 
-/* Sends a SignIn for id on w signed over w's current nonce; not waited on. */
-static int send_sign_in(h_raw *w, const pc_identity *id, uint64_t request_id) {
-    size_t host_len = strlen(w->host);
-    uint8_t msg[14 + 32 + sizeof w->host], sig[64];
-    memcpy(msg, "parley.v1 auth", 14);
-    memcpy(msg + 14, w->nonce, 32);
-    memcpy(msg + 14 + 32, w->host, host_len);
-    crypto_sign_detached(sig, NULL, msg, 14 + 32 + host_len, id->secret_key);
-    Parley__V1__SignIn si = PARLEY__V1__SIGN_IN__INIT;
-    si.user_id = id->user_id;
-    si.device_id = id->device_id;
-    si.signature.data = sig;
-    si.signature.len = sizeof sig;
-    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-    f.body_case = PARLEY__V1__FRAME__BODY_SIGN_IN;
-    f.sign_in = &si;
-    f.request_id = request_id;
-    return h_raw_send_frame(w, &f);
-}
-
 /* The status of the Response to request_id, reading (at most 16 frames,
  * Challenges skipped) until it comes; -1 when none does. */
 static int response_to(h_raw *w, uint64_t request_id) {
@@ -100,7 +80,7 @@ static void x_answered_while_y_pending(void) {
 
     NEED(cassandra_node_freeze(30000) == 0);
     frozen = 1;
-    NEED(send_sign_in(&Y, &bob->id, 1) == 0);
+    NEED(h_raw_send_sign_in(&Y, &bob->id, 1) == 0);
     /* PushGetKey: answered by the worker from memory (OK or UNAVAILABLE
      * when push is off), no store read */
     Parley__V1__PushGetKey gk = PARLEY__V1__PUSH_GET_KEY__INIT;
@@ -114,7 +94,7 @@ static void x_answered_while_y_pending(void) {
     CHECK(!has_input(&Y), "Y's sign-in was answered before X's PushGetKey: the worker waited on the read");
 
     /* one sign-in at a time: a second one while the read is out is refused */
-    NEED(send_sign_in(&Y, &bob->id, 2) == 0);
+    NEED(h_raw_send_sign_in(&Y, &bob->id, 2) == 0);
     st = response_to(&Y, 2);
     CHECK(st == PARLEY__V1__STATUS__CONFLICT, "second SignIn while pending: status %d", st);
 }
