@@ -459,14 +459,17 @@ static int message_scan_cb(void *ud, const cql_result *r, size_t row) {
 }
 
 /* Newest first, bucket after bucket downward from the one of before_seq
- * (or of the last seq). Seqs are dense, so a bucket with no row means
- * retention took everything below: the walk stops there. */
+ * (or of the head: on a fenced store the rows in (hint, head] are stored,
+ * though their dedupe records may not be, so they are history, and the
+ * head may be buckets past the hint: store_cassandra_fence.c). Seqs are
+ * dense, so a bucket with no row means retention took everything below:
+ * the walk stops there. */
 int cass_scan_messages_back(void *impl, uint64_t conv, uint64_t before_seq, uint32_t limit, store_message_fn fn,
                             void *ud) {
     cass *s = impl;
     uint64_t top;
     if (before_seq == 0) {
-        if (cass_last_seq(s, conv, &top) != 0) return -1;
+        if (cass_last_seq_fenced(s, conv, &top) != 0) return -1;
         if (top == 0) return 0;
     } else {
         if (before_seq == 1) return 0;
@@ -594,12 +597,14 @@ static int inbox_scan_cb(void *ud, const cql_result *r, size_t row) {
 }
 
 /* Bucket after bucket upward from the one after `after`, up to the bucket
- * of the head (no user_seq above it was ever given) or of `through`. */
+ * of the head (no user_seq above it was ever given; on a fenced store the
+ * head, not the hint, which may be buckets behind: the entries in
+ * (hint, head] are stored, so they are the inbox) or of `through`. */
 int cass_scan_inbox(void *impl, uint64_t user, uint64_t after, uint64_t through, uint32_t limit,
                     store_inbox_fn fn, void *ud) {
     cass *s = impl;
     uint64_t head = 0;
-    if (cass_inbox_head(s, user, &head) != 0) return -1;
+    if (cass_inbox_head_fenced(s, user, &head) != 0) return -1;
     /* entries written without a head (a store filled by hand, or an import
      * cut short) are still found in the bucket of `after` */
     uint64_t top = through && through < head ? through : head;

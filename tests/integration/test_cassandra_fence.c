@@ -15,7 +15,10 @@
  *   a head read after a stale hint  the hint (conversations.last_seq,
  *                                 inbox_heads) set back, as a stalled
  *                                 writer leaves it: the head read still
- *                                 finds the last seq, across buckets
+ *                                 finds the last seq, across buckets, and
+ *                                 history's first page and an inbox scan
+ *                                 reach the head's bucket (rows above the
+ *                                 hint are stored: they are history)
  *   a retry of a row without its dedupe record  a server (--cassandra-fence
  *                                 on) restarted after another writer
  *                                 stored seq s and stopped before its
@@ -292,6 +295,18 @@ static void a_bucket_boundary(void) {
     close_pair();
 }
 
+typedef struct newest {
+    unsigned long long first, n;
+} newest;
+
+static int newest_cb(void *ud, uint64_t seq, const uint8_t *msg, size_t len) {
+    (void)msg;
+    (void)len;
+    newest *ns = ud;
+    if (ns->n++ == 0) ns->first = seq;
+    return 0;
+}
+
 static void a_head_read_after_a_stale_hint(void) {
     CHECK(open_pair() == 0, "open two handles");
     const uint64_t conv = 11, user = 5, last0 = STORE_CQL_MESSAGE_BUCKET - 1;
@@ -317,7 +332,28 @@ static void a_head_read_after_a_stale_hint(void) {
     CHECK(store_inbox_heads(B, user, &hint, &head) == 0 && hint == 1 && head == 4, "inbox: hint %llu head %llu",
           (unsigned long long)hint, (unsigned long long)head);
     CHECK(store_inbox_head(B, user, &head) == 0 && head == 4, "store_inbox_head %llu", (unsigned long long)head);
+    /* history's first page reaches the head's bucket, not the hint's:
+     * the rows above the hint are stored, so they are history */
+    newest ns = {0, 0};
+    CHECK(store_scan_messages_back(B, conv, 0, 3, newest_cb, &ns) == 0 && ns.first == last0 + 3 && ns.n == 3,
+          "history's first page starts at %llu (%llu rows), expected %llu", (unsigned long long)ns.first,
+          (unsigned long long)ns.n, (unsigned long long)(last0 + 3));
     store_batch_free(a);
+    /* the same for an inbox whose entries cross a bucket, hint in the
+     * first: user_seq 65535 .. 65537 after a head set to 65534 by hand */
+    const uint64_t last_ib = STORE_CQL_INBOX_BUCKET - 1, user2 = 15;
+    CHECK(raw("UPDATE %s.inboxes SET head = %llu WHERE user_id = %llu AND bucket = 0", last_ib - 1, user2) == 0,
+          "set the head of bucket 0");
+    a = store_batch_new();
+    for (uint64_t us = last_ib; us <= last_ib + 2; us++) store_put_inbox(a, user2, us, conv, us, 100, 1);
+    store_put_inbox_head(a, user2, last_ib + 2);
+    CHECK(store_commit(A, a, true) == 0, "A's inbox commit across the bucket");
+    store_batch_free(a);
+    CHECK(raw("UPDATE %s.inbox_heads SET user_seq = %llu WHERE user_id = %llu", last_ib, user2) == 0, "inbox hint");
+    seen sn = {0, 0};
+    winner_conv = conv;
+    CHECK(store_scan_inbox(B, user2, last_ib - 1, 0, 100, count_entry, &sn) == 0 && sn.n == 3,
+          "the inbox scan found %llu entries past the hint's bucket too, expected 3", (unsigned long long)sn.n);
     close_pair();
 }
 
