@@ -4,7 +4,9 @@
  *
  * One turn of the loop: take every queued request (up to BATCH_MAX), handle
  * each into the open store batch, commit once, then send the answers and
- * publish the new messages to fan-out, in seq order. A request that is not a
+ * publish the new messages to fan-out, in seq order. Each message's fan-out
+ * log offset comes from its partition's range (chat/log_range.h), taken
+ * anew at every load of the state. A request that is not a
  * send commits the open batch first and then its own (see writer.h).
  * Consent changes a conversation writer makes are applied by the accounts
  * owner, which also posts that batch's answers after its commit. */
@@ -20,6 +22,7 @@
 
 #include "chat/consent.h"
 #include "chat/group_origin.h"
+#include "chat/log_range.h"
 #include "chat/membership.h"
 #include "chat/partition.h"
 #include "chat/push.h"
@@ -52,6 +55,17 @@ static void conv_counter_name(char *out, size_t cap, uint32_t partition) {
     snprintf(out, cap, "conversation.%u", partition);
 }
 
+/* Partition p's fan-out log offsets: a new range (chat/log_range.h),
+ * above every range the store shows for p and above the one this writer
+ * had, claimed, its counter put in b. 0 or -1. */
+static int take_log_range(writer *w, store_batch *b, uint32_t p) {
+    uint32_t range = 0;
+    if (log_range_load(w->srv->store, b, p, w->group->user_partitions, log_range_of(w->last_offset[p]), &range) < 0)
+        return -1;
+    w->last_offset[p] = log_range_base(range);   /* the next offset given is the range's first */
+    return 0;
+}
+
 static int load_state(writer *w) {
     store *s = w->srv->store;
     const writer_group *g = w->group;
@@ -61,21 +75,51 @@ static int load_state(writer *w) {
     /* ids up to the counter of a store from before partitions are taken */
     uint64_t legacy = 0;
     if (store_get_counter(s, "conversation", &legacy) < 0) return -1;
-    for (uint32_t p = w->index; p < g->partitions; p += g->n) {
+    store_batch *ranges = store_batch_new();   /* the log range counters, hints (log_range.h) */
+    int rc = 0;
+    for (uint32_t p = w->index; p < g->partitions && rc == 0; p += g->n) {
         char name[32];
         conv_counter_name(name, sizeof name, p);
-        uint64_t last = 0, checkpoint = 0;
-        if (store_get_counter(s, name, &last) < 0) return -1;
+        uint64_t last = 0;
+        if (store_get_counter(s, name, &last) < 0) rc = -1;
         w->last_conv_id[p] = last > legacy ? last : legacy;   /* a floor: new ids are above it */
-        if (store_last_log_offset(s, p, &w->last_offset[p]) < 0) return -1;
-        /* fan-out deletes log entries every user partition has finished; the
-         * checkpoints remember how far the log went, so offsets are never reused */
-        for (uint32_t u = 0; u < g->user_partitions; u++) {
-            if (store_get_checkpoint(s, checkpoint_id(p, u, g->user_partitions), &checkpoint) < 0) return -1;
-            if (checkpoint > w->last_offset[p]) w->last_offset[p] = checkpoint;
-        }
+        if (rc == 0) rc = take_log_range(w, ranges, p);
     }
-    return 0;
+    /* not synced: a range nothing was written in may be taken again after a
+     * crash; a commit that writes in it syncs this with it */
+    if (store_batch_count(ranges) > 0 && store_commit(s, ranges, false) != 0)
+        log_warn("%s: the log range counters were not stored (hints only: the claims stand)", w->name);
+    store_batch_free(ranges);
+    /* a partition left in its old range may have moved meanwhile: every
+     * range is taken again between turns until that works */
+    if (rc != 0) w->renew_log_ranges = w->log_ranges_stale = true;
+    return rc;
+}
+
+/* Partitions whose range is far used up get a new one (log_range.h), and
+ * every partition does after a load that failed. A store failure leaves
+ * the old one in use: the next turn tries again (with 2^31 offsets still
+ * to give, for a range used up). */
+static void renew_log_ranges(writer *w) {
+    if (!w->renew_log_ranges || w->accounts) return;
+    const writer_group *g = w->group;
+    store_batch *ranges = store_batch_new();
+    int rc = 0;
+    for (uint32_t p = w->index; p < g->partitions && rc == 0; p += g->n)
+        if (w->log_ranges_stale || log_range_n(w->last_offset[p]) >= LOG_RANGE_RENEW_AT)
+            rc = take_log_range(w, ranges, p);
+    if (store_batch_count(ranges) > 0 && store_commit(w->srv->store, ranges, false) != 0)
+        log_warn("%s: the log range counters were not stored (hints only: the claims stand)", w->name);
+    store_batch_free(ranges);
+    if (rc == 0) w->renew_log_ranges = w->log_ranges_stale = false;
+}
+
+uint64_t writer_next_log_offset(writer *w, uint32_t partition) {
+    uint64_t offset = ++w->last_offset[partition];
+    /* the new range is taken between turns, long before n could wrap */
+    if (log_range_n(offset) == UINT32_MAX) abort();
+    if (log_range_n(offset) >= LOG_RANGE_RENEW_AT) w->renew_log_ranges = true;
+    return offset;
 }
 
 /* 1 with *seq, 0 when the conversation has no messages, -1 on error */
@@ -750,7 +794,7 @@ static uint64_t append_membership(writer *w, uint64_t conv, uint64_t actor_user,
     parley__v1__message__pack(&m, b->data);
     store_put_message(w->batch, conv, seq, b->data, b->len);
     uint32_t partition = conv_partition(conv, w->group->partitions);
-    uint64_t offset = ++w->last_offset[partition];
+    uint64_t offset = writer_next_log_offset(w, partition);
     store_put_log(w->batch, partition, offset, conv, seq);
     /* membership changes are answered after their own commit (flush), which
      * publishes pending sends; this one is published the same way */
@@ -1269,7 +1313,7 @@ static bool handle_send(writer *w, chat_request *r) {
     writer_cache_dedupe_put(&w->cache, r->user_id, r->device_id, q->client_msg_id.data, q->client_msg_id.len,
                             p->conv, p->seq, p->ts);
     uint32_t partition = conv_partition(p->conv, w->group->partitions);
-    p->offset = ++w->last_offset[partition];
+    p->offset = writer_next_log_offset(w, partition);
     store_put_log(w->batch, partition, p->offset, p->conv, p->seq);
     /* replying marks the conversation read up to one's own message (what the
      * sender saw on screen). Not delivered: messages just before it may not
@@ -1540,6 +1584,7 @@ static void *writer_main(void *arg) {
     chat_request *batch[BATCH_MAX];
     for (;;) {
         forget_if_asked(w);
+        renew_log_ranges(w);
         writer_commit_reap(w);   /* commits that completed since: answered and published */
         writer_commit_replay_raises(w, raise_delivered);
         uint64_t now = clock_mono_ms();

@@ -60,7 +60,7 @@ static int take_one(void *ud, uint64_t seq, const uint8_t *msg, size_t len) {
         p->not_membership = m->type != PARLEY__V1__MESSAGE_TYPE__MEMBERSHIP;
         p->message = blob_new(msg, len);
         if (!p->message) abort();
-        p->offset = ++w->last_offset[partition];
+        p->offset = writer_next_log_offset(w, partition);
         store_put_log(w->batch, partition, p->offset, t->conv, seq);
         t->published++;
     }

@@ -137,7 +137,10 @@ struct writer {
     /* ids and seqs, owned here */
     uint64_t last_user_id;
     uint64_t *last_conv_id;          /* per partition owned: the last conversation id given */
-    uint64_t *last_offset;           /* per partition owned: its fan-out log's last offset */
+    uint64_t *last_offset;           /* per partition owned: its fan-out log's last offset given
+                                      * (range << 32 | n, chat/log_range.h) */
+    bool renew_log_ranges;           /* a range is far used up: take a new one between turns */
+    bool log_ranges_stale;           /* a load failed: take every partition's range again */
     uint64_t last_link_expiry;       /* expires_ts of the newest link token made */
     u64map conv_last_seq;            /* conversation -> last seq assigned */
     uint64_t forget_seen;            /* the group's forget_epoch last reloaded for */
@@ -273,6 +276,8 @@ int writer_active_member(writer *w, uint64_t conv, uint64_t user, Parley__Store_
 int writer_user_exists(writer *w, uint64_t user);
 /* 1 with *seq, 0 when the conversation has no messages, -1 on error */
 int conv_last_seq(writer *w, uint64_t conv, uint64_t *seq);
+/* the next offset of partition's fan-out log (chat/log_range.h) */
+uint64_t writer_next_log_offset(writer *w, uint32_t partition);
 /* writer_fence.c: the store's last seq of conv (its head on a fenced
  * store), the messages past the hint taken into the dedupe. 0 or -1 */
 int writer_fence_last_seq(writer *w, uint64_t conv, uint64_t *seq);

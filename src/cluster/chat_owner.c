@@ -37,7 +37,12 @@
  *   revoked) and resumes fanning out its queue while this node replays the
  *   same entries: its entries are stale by then (older than
  *   INBOX_FENCE_STALE_MS), so its fan-out looks for each in the inbox
- *   before appending it (fanout/inbox_fence.h; test_drill_zombie). */
+ *   before appending it (fanout/inbox_fence.h; test_drill_zombie).
+ * - Log offsets: the writers reload on a hand-over (writer_forget_cached)
+ *   and take a new range of offsets for each partition (chat/log_range.h),
+ *   claimed in the store, above every range used before: a zombie still
+ *   writing its fan-out log in its old range never overwrites this node's
+ *   entries, and this node's sort above its. */
 #include "cluster/chat_owner.h"
 
 #include <errno.h>

@@ -92,6 +92,8 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_writer_dedupe_cache_hits_total", "counter", "Send retries answered from the write path's recent-ids cache.", &g_metrics.writer_dedupe_cache_hits_total, 0},
         {"parley_writer_consent_cache_hits_total", "counter", "Consent states the write path found in its cache.", &g_metrics.writer_consent_cache_hits_total, 0},
         {"parley_writer_dedupe_prefetched_total", "counter", "Dedupe reads made together for a batch of sends (network stores).", &g_metrics.writer_dedupe_prefetched_total, 0},
+        {"parley_log_ranges_taken_total", "counter", "Fan-out log offset ranges the write path claimed at a partition load.", &g_metrics.log_ranges_taken_total, 0},
+        {"parley_log_ranges_unclaimed_total", "counter", "Fan-out log range claims lost to another writer (the next range was tried).", &g_metrics.log_ranges_unclaimed_total, 0},
         {"parley_mqtt_connections", "gauge", "MQTT connections signed in (past CONNACK).", &g_metrics.mqtt_connections, 1},
         {"parley_mqtt_connects_total", "counter", "MQTT CONNECTs accepted (CONNACK success).", &g_metrics.mqtt_connects_total, 0},
         {"parley_mqtt_auth_failures_total", "counter", "MQTT CONNECTs refused: client id, user name or password, signature, stale or replayed password.", &g_metrics.mqtt_auth_failures_total, 0},

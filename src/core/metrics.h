@@ -95,6 +95,9 @@ typedef struct metrics {
     atomic_ulong writer_dedupe_cache_hits_total;
     atomic_ulong writer_consent_cache_hits_total;
     atomic_ulong writer_dedupe_prefetched_total; /* of the dedupe reads: made together (writer_prefetch.h) */
+    /* fan-out log ranges (chat/log_range.h) */
+    atomic_ulong log_ranges_taken_total;        /* ranges a writer claimed and numbers its log in */
+    atomic_ulong log_ranges_unclaimed_total;    /* claims lost: another writer had the range */
     /* MQTT (gateway/mqtt_conn.c) */
     atomic_long mqtt_connections;         /* gauge: MQTT connections past CONNACK */
     atomic_ulong mqtt_connects_total;     /* CONNACK accepted */

@@ -29,6 +29,13 @@
  * order; one owner per user, so every inbox is strictly increasing.
  * Progress is a checkpoint per (conversation partition, user partition):
  * the last offset of that log whose entries are in those users' inboxes.
+ * Offsets are range << 32 | n (chat/log_range.h: each load of a partition
+ * by a writer takes a new range, so a stalled old owner and the new one
+ * never give the same offset): they increase but jump by up to 2^32 where
+ * a range begins, so the offset arithmetic below only compares and
+ * subtracts (a checkpoint's lag and the trim's distance pass their bounds
+ * at once across a jump: one more checkpoint write and one more trim per
+ * range, no more).
  * It is written in the same commit as any entry it covers; when an owner
  * only advances it (none of its users were in the messages read) the
  * record may lag by up to CHECKPOINT_LAG offsets, so steady traffic does

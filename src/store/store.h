@@ -328,6 +328,13 @@ int store_release_user_name(store *s, const char *name, uint64_t user_id);
  * the partition's counter again), -1 a store error. Always 1 on a store
  * one writer owns (RocksDB) or an unfenced Cassandra store. */
 int store_claim_conversation_id(store *s, uint64_t conv);
+/* A range of fan-out log offsets of a partition for this caller alone
+ * (chat/log_range.h): with several writers on one keyspace (a partition's
+ * new owner and a stalled old one) two may pick the same next range from
+ * what each read. 1 won, 0 another writer has it (try the next range), -1
+ * a store error (the outcome could not be established). Always 1 on a
+ * store one writer owns (RocksDB) or an unfenced Cassandra store. */
+int store_claim_log_range(store *s, uint32_t partition, uint32_t range);
 /* deletes name's row (store_release_user_name of a backend without compare-and-set) */
 void store_delete_user_name(store_batch *b, const char *name);
 

@@ -65,6 +65,8 @@ typedef struct store_ops {
     int (*release_user_name)(void *impl, const char *name, uint64_t user_id);
     /* store_claim_conversation_id; NULL: one writer per store, every id is its own */
     int (*claim_conversation_id)(void *impl, uint64_t conv);
+    /* store_claim_log_range; NULL: one writer per store, every range is its own */
+    int (*claim_log_range)(void *impl, uint32_t partition, uint32_t range);
     /* store_stop_within; NULL: nothing to cut short */
     void (*stop_within)(void *impl, uint32_t ms);
     bool (*stopped)(void *impl);

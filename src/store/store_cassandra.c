@@ -397,6 +397,7 @@ static const store_ops cassandra_ops = {
     .claim_user_name = cass_claim_user_name,
     .claim_link_token = cass_claim_link_token,
     .claim_conversation_id = cass_claim_conversation_id,
+    .claim_log_range = cass_claim_log_range,
     .claim_one_time_key = cass_claim_one_time_key,
     .release_user_name = cass_release_user_name,
     .stop_within = cass_stop_within,

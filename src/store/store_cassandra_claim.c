@@ -5,6 +5,7 @@
  *   a link token     INSERT INTO claims ('t' token) ... IF NOT EXISTS
  *   a one-time key   INSERT INTO claims ('o' user device key_id public_key) ... IF NOT EXISTS
  *   a conversation id  INSERT INTO claims ('c' conv) ... IF NOT EXISTS (fenced stores only)
+ *   a fan-out log range  INSERT INTO claims ('r' partition range) ... IF NOT EXISTS (fenced stores only)
  *
  * Each is one statement of its own, sent before the commit's LOGGED BATCH
  * (an LWT cannot be part of a batch over several partitions), at
@@ -274,6 +275,21 @@ int cass_claim_conversation_id(void *impl, uint64_t conv) {
     uint8_t k[9];
     k[0] = 'c';
     put_be(k + 1, conv, 8);
+    return claim_key(s, k, sizeof k);
+}
+
+/* A range of a partition's fan-out log offsets (chat/log_range.h): INSERT
+ * INTO claims ('r' partition range) IF NOT EXISTS. Only on a fenced store,
+ * like a conversation id. A range is taken above every range the log and
+ * the checkpoints show, so a claim row that expired (30 days) names a
+ * range nobody will take again unless nothing was written in it. */
+int cass_claim_log_range(void *impl, uint32_t partition, uint32_t range) {
+    cass *s = impl;
+    if (!s->fence) return 1;
+    uint8_t k[9];
+    k[0] = 'r';
+    put_be(k + 1, partition, 4);
+    put_be(k + 5, range, 4);
     return claim_key(s, k, sizeof k);
 }
 

@@ -211,6 +211,7 @@ int cass_claim_user_name(void *impl, const char *name, uint64_t user_id);
 int cass_release_user_name(void *impl, const char *name, uint64_t user_id);
 int cass_claim_link_token(void *impl, const char *token);
 int cass_claim_conversation_id(void *impl, uint64_t conv);
+int cass_claim_log_range(void *impl, uint32_t partition, uint32_t range);
 int cass_claim_one_time_key(void *impl, uint64_t user, uint32_t device, uint32_t *key_id, store_bytes *out);
 
 #endif

@@ -71,6 +71,11 @@ int store_claim_conversation_id(store *s, uint64_t conv) {
     return s->ops->claim_conversation_id ? s->ops->claim_conversation_id(s->impl, conv) : 1;
 }
 
+int store_claim_log_range(store *s, uint32_t partition, uint32_t range) {
+    /* one writer: the range it read as the highest is nobody else's */
+    return s->ops->claim_log_range ? s->ops->claim_log_range(s->impl, partition, range) : 1;
+}
+
 int store_claim_link_token(store *s, const char *token) {
     if (s->ops->claim_link_token) return s->ops->claim_link_token(s->impl, token);
     pthread_mutex_lock(&claim_lock);
