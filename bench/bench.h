@@ -118,6 +118,7 @@ typedef struct bconn {
     uint64_t conv;              /* the conversation this connection sends to */
     uint64_t last_user_seq;     /* highest event received */
     uint64_t acked_user_seq;    /* last cumulative Ack sent */
+    bool sends_load;            /* one of the loop's senders: its Acks ride on its sends (ack_ride.h) */
     uint64_t last_send_id;
     uint64_t reconnect_at;      /* ns; BC_IDLE with this set: reconnect then */
     uint64_t last_ping;

@@ -15,6 +15,7 @@
 
 #include <sodium.h>
 
+#include "ack_ride.h"
 #include "bench.h"
 #include "bench_e2e.h"
 #include "e2e/e2e.h"
@@ -286,6 +287,8 @@ void conn_send_message(bloop *l, bconn *c, uint64_t ts) {
     f.request_id = rid;
     f.body_case = PARLEY__V1__FRAME__BODY_SEND_MESSAGE;
     f.send_message = &s;
+    /* the owed Ack rides in the same write, just before the send */
+    if (ack_ride_on_send(c->last_user_seq - c->acked_user_seq, (uint32_t)g_opt.ack_every)) conn_ack(l, c);
     send_frame(l, c, &f);
     free(sealed);
     c->inflight++;
@@ -399,7 +402,8 @@ static void on_event(bloop *l, bconn *c, pb ev, uint64_t now) {
         if (l->count_deliveries && now > ts) hist_record(&l->deliv_lat, now - ts);
         break;
     }
-    if (c->last_user_seq - c->acked_user_seq >= (uint64_t)g_opt.ack_every) conn_ack(l, c);
+    if (ack_ride_alone(c->last_user_seq - c->acked_user_seq, (uint32_t)g_opt.ack_every, c->sends_load && l->sending))
+        conn_ack(l, c);
 }
 
 static void setup_error(bloop *l, bconn *c, const char *what, const Parley__V1__Response *r) {

@@ -127,7 +127,8 @@ void fleet_load(fleet *f, bool (*is_sender)(fleet *, uint32_t), double rate, dou
         l->n_senders = 0;
         for (uint32_t k = 0; k < l->n; k++) {
             uint32_t gi = l->conns[k]->index;
-            if (is_sender(f, gi)) l->senders[l->n_senders++] = l->conns[k];
+            l->conns[k]->sends_load = is_sender(f, gi);
+            if (l->conns[k]->sends_load) l->senders[l->n_senders++] = l->conns[k];
         }
         l->count_deliveries = true;
         l->load_t0 = t0;

@@ -91,7 +91,8 @@ static uint64_t next_load_due(const bloop *l, uint64_t now) {
     return due > now ? due : now;
 }
 
-/* every 100 ms: cumulative acks that did not reach ack_every, heartbeats,
+/* every 100 ms: cumulative acks that did not reach ack_every or did not
+ * find a send to ride on (ack_ride.h), heartbeats,
  * bring-up pacing and due reconnects */
 static void housekeeping(bloop *l, uint64_t now) {
     uint64_t hb = (uint64_t)(g_opt.heartbeat * 1e9);

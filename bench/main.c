@@ -66,7 +66,7 @@ static void usage(FILE *out) {
         "                            latency is read; a delivery that does not decrypt makes the run\n"
         "                            invalid (exit status 3). Keys are handed over in-process at setup\n"
         "                            (key distribution is not in these figures)\n"
-        "  --ack-every N             events per cumulative Ack (default 64)\n"
+        "  --ack-every N             events per cumulative Ack (default 64; a sender's rides on its next send)\n"
         "  --heartbeat S             seconds between pings per connection (default 10)\n"
         "  --json FILE               write the figures as JSON\n"
         "  --plot FILE.png           draw the latency distribution (gnuplot)\n"

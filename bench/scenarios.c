@@ -192,6 +192,7 @@ int scenario_sync(server_proc *s) {
     if (g_opt.window < 256) g_opt.window = 256;   /* filling is not what is measured */
     l->senders = calloc(1, sizeof *l->senders);
     l->senders[0] = f.all[0];
+    f.all[0]->sends_load = true;
     l->n_senders = 1;
     f.all[0]->syncing = true;     /* may send: it has no need to receive */
     l->load_interval_ns = 0;

@@ -14,8 +14,8 @@
 #
 # How stable it is: instruction counts do not depend on the machine's speed,
 # but part of the server's work still follows time: how acks and receipts
-# fall into group commits, the client's cumulative acks (every 64 events or
-# 100 ms), and RocksDB's random skip-list heights. Measured on the shared
+# fall into group commits, the client's cumulative acks (every 64 events,
+# riding on a send frame, or 100 ms: bench/ack_ride.h), and RocksDB's random skip-list heights. Measured on the shared
 # 2-core machine: runs 0.9-2 % apart when it was calm, up to 5-8 % when
 # other jobs loaded it. Compare medians of the same arguments, before and
 # after, on a machine as quiet as you can get. Pings are off (--heartbeat 0)

@@ -11,23 +11,47 @@ struct in_flight_entry {
 };
 
 /* Allocated at the first request and freed when the last is answered, so
- * an idle connection holds one NULL pointer for all of this. */
+ * an idle connection holds one NULL pointer for all of this. It starts with
+ * room for IN_FLIGHT_FIRST entries and doubles up to --max-in-flight: most
+ * connections have one or two requests out at a time, and a table sized
+ * for the cap (64 entries, 1 KiB) on every busy connection is memory for
+ * requests that are never sent. */
 struct in_flight_table {
     uint32_t n;             /* requests at the writer, not yet answered */
+    uint32_t room;          /* entries allocated */
     size_t bytes;           /* their decoded bytes */
-    struct in_flight_entry e[];   /* the oldest first; cap entries */
+    struct in_flight_entry e[];   /* the oldest first */
 };
 
 uint32_t in_flight_count(const conn *c) { return c->in_flight ? c->in_flight->n : 0; }
 size_t in_flight_bytes(const conn *c) { return c->in_flight ? c->in_flight->bytes : 0; }
+uint32_t in_flight_room(const conn *c) { return c->in_flight ? c->in_flight->room : 0; }
+
+/* c's table with room for one more entry (at most cap in all), or NULL:
+ * out of memory, or (never, by the pause) full */
+static struct in_flight_table *room_for_one(conn *c, uint32_t cap) {
+    struct in_flight_table *t = c->in_flight;
+    if (t && t->n < t->room) return t;
+    uint32_t n = t ? t->n : 0;
+    if (n >= cap) return NULL;
+    uint32_t room = t ? t->room * 2 : IN_FLIGHT_FIRST;
+    if (room > cap) room = cap;
+    struct in_flight_table *grown = realloc(t, sizeof *t + (size_t)room * sizeof t->e[0]);
+    if (!grown) return NULL;   /* the old table, if any, is still c's */
+    if (!t) {
+        grown->n = 0;
+        grown->bytes = 0;
+    }
+    grown->room = room;
+    c->in_flight = grown;
+    return grown;
+}
 
 void in_flight_add(conn *c, uint32_t cap, uint64_t request_id, size_t decoded_bytes) {
-    if (!c->in_flight)
-        c->in_flight = calloc(1, sizeof *c->in_flight + (size_t)cap * sizeof c->in_flight->e[0]);
-    struct in_flight_table *t = c->in_flight;
-    /* out of memory or (never, by the pause) full: counted by nothing, so
-     * the caps do not hold this one back; the global byte bound still does */
-    if (!t || t->n >= cap) return;
+    struct in_flight_table *t = room_for_one(c, cap);
+    /* out of memory or full: counted by nothing, so the caps do not hold
+     * this one back; the global byte bound still does */
+    if (!t) return;
     t->e[t->n].request_id = request_id;
     t->e[t->n].bytes = decoded_bytes;
     t->n++;

@@ -5,10 +5,12 @@
  * ~83 key compares each, because every insert searched the skip list from
  * its top. Most of parley's keys are appended just after a key of the same
  * prefix (a conversation's next seq, a user's next user_seq, a newer
- * version of a cursor or read marks): a per-prefix insert hint lets
- * such an insert start from where the last one of its prefix went. Hints
- * are used only by non-concurrent memtable writes, so the DB writes its
- * memtables from one thread at a time (the write group's leader). Neither
+ * version of a cursor or read marks, a partition's next fan-out log
+ * offset) or near it (a device's next client_msg_id): a per-prefix insert
+ * hint lets such an insert start from where the last one of its prefix
+ * went. Hints are used only by non-concurrent memtable writes, so the DB
+ * writes its memtables from one thread at a time (the write group's
+ * leader). Neither
  * changes what is stored or how it is read: no format change. */
 #ifndef PARLEY_STORE_MEMTABLE_H
 #define PARLEY_STORE_MEMTABLE_H

@@ -63,6 +63,7 @@
 #include "store/store_group_origin.h"
 #include "store/store_layout.h"
 #include "store/store_memtable.h"
+#include "store/store_thread.h"
 
 /* column families found in a store that parley did not make: opened
  * (RocksDB requires it), never used */
@@ -664,10 +665,12 @@ static int rdb_commit(void *impl, store_batch *b, bool sync) {
     }
     char *err = NULL;
     uint64_t t0 = clock_mono_ns();
-    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    /* the thread's own batch, kept between commits (store_thread.h) */
+    rocksdb_writebatch_t *wb = store_thread_batch();
+    if (!wb) abort(); /* a batch we cannot build is a write we cannot acknowledge */
     atomic_fetch_add(&s->superseded_total, batch_ops_build(b, wb, family_of_tag, s));
     rocksdb_write(s->db, sync ? s->write_sync : s->write_nosync, wb, &err);
-    rocksdb_writebatch_destroy(wb);
+    store_thread_batch_done(wb);
     METRIC_ADD(store_commit_ns_total, clock_mono_ns() - t0);
     METRIC_INC(store_commits_total);
     if (err) {
