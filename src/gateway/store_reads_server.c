@@ -1,7 +1,10 @@
-/* store_reads_server.c -- the server's sign-in read pool (store_reads.h):
- * reads srv->store and posts each result to the connection's worker. */
+/* store_reads_server.c -- the server's read pool (store_reads.h): reads
+ * srv->store and posts each result (a sign-in's device, a catch-up page) to
+ * the connection's worker. */
 #include <string.h>
 
+#include "core/metrics.h"
+#include "gateway/catchup_read.h"
 #include "gateway/store_reads.h"
 #include "gateway/worker_msg.h"
 #include "server.h"
@@ -27,7 +30,14 @@ static void post_result(void *ctx, const store_read_result *r) {
     if (m) worker_post(ctx, m);
 }
 
+static void read_page(void *ctx, uint64_t conn_id, const catchup_ask *q) {
+    server *srv = ctx;
+    worker_msg *m = catchup_read_page(srv->store, conn_id, q);
+    METRIC_INC(gateway_catchup_pages_total);
+    worker_post(srv, m);
+}
+
 store_reads *store_reads_start(server *srv) {
     if (strcmp(srv->cfg.store, "cassandra") != 0) return NULL;   /* local reads: inline */
-    return store_reads_new(STORE_READS_THREADS, STORE_READS_QUEUE, read_device, post_result, srv);
+    return store_reads_new(STORE_READS_THREADS, STORE_READS_QUEUE, read_device, post_result, read_page, srv);
 }

@@ -96,7 +96,7 @@ static store_read_job job(uint64_t conn, uint64_t user) {
 
 static void jobs_complete(void) {
     reset(1);
-    store_reads *p = store_reads_new(2, 16, fake_read, fake_done, NULL);
+    store_reads *p = store_reads_new(2, 16, fake_read, fake_done, NULL, NULL);
     CHECK(p, "store_reads_new");
     enum { N = 12 };
     for (uint64_t i = 0; i < N; i++) {
@@ -129,7 +129,7 @@ static void jobs_complete(void) {
 
 static void queue_bound_refuses(void) {
     reset(0);
-    store_reads *p = store_reads_new(1, 2, fake_read, fake_done, NULL);
+    store_reads *p = store_reads_new(1, 2, fake_read, fake_done, NULL, NULL);
     CHECK(p, "store_reads_new");
     unsigned long refused_before = atomic_load(&g_metrics.gateway_store_reads_refused_total);
     store_read_job j = job(1, 5);
@@ -159,7 +159,7 @@ static void *free_pool(void *p) {
 
 static void free_with_jobs_in_flight(void) {
     reset(0);
-    store_reads *p = store_reads_new(2, 8, fake_read, fake_done, NULL);
+    store_reads *p = store_reads_new(2, 8, fake_read, fake_done, NULL, NULL);
     CHECK(p, "store_reads_new");
     for (uint64_t i = 0; i < 4; i++) {
         store_read_job j = job(i, 10 + i);
