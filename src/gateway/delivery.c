@@ -7,7 +7,11 @@
  * catches up from the store (delivery_pump) as room appears. Because
  * fan-out commits an inbox entry before it posts the live event, whatever a
  * lagging connection skips is already in the store when it pumps: no gap
- * and no duplicate at the seam between sync and live. */
+ * and no duplicate at the seam between sync and live. The catch-up goes a
+ * page at a time (gateway/catchup_read.h); on Cassandra each page is read
+ * off the worker and comes back later, so an event skipped while a page
+ * was out makes the catch-up read once more before it calls itself done
+ * (that page may have been read before the event was committed). */
 #include <stdlib.h>
 #include <string.h>
 
