@@ -42,7 +42,7 @@ static void hold_init(void) {
     const char *p = getenv("PARLEY_TEST_HOLD_CATCHUP_READS");
     if (p && p[0]) {
         hold_path = p;
-        log_warn("test hook PARLEY_TEST_HOLD_CATCHUP_READS=%s: catch-up page reads wait while that file exists", p);
+        log_warn("test hook PARLEY_TEST_HOLD_CATCHUP_READS=%s: catch-up page and MQTT cursor reads wait while that file exists", p);
     }
 }
 
@@ -176,6 +176,12 @@ worker_msg *catchup_read_page(store *st, uint64_t conn_id, const catchup_ask *q)
     }
     free(pr);
     return m;
+}
+
+int catchup_read_cursor(store *st, uint64_t user, uint32_t device, uint64_t *cursor) {
+    hold_while_asked();
+    *cursor = 0;
+    return store_get_cursor(st, user, device, cursor) < 0 ? -1 : 0;
 }
 
 /* ------------------------------------------------------------ reading it back */

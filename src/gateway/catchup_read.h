@@ -18,7 +18,7 @@
  * connection's state then (delivery.c).
  *
  * Test hook: with the environment variable PARLEY_TEST_HOLD_CATCHUP_READS
- * set to a path, every page read first waits while that file exists
+ * set to a path, every page read (and MQTT's cursor read) first waits while that file exists
  * (at most HOLD_MAX_MS), so a test can keep a catch-up read outstanding and
  * see what the worker does meanwhile (test_catchup_off_worker). */
 #ifndef PARLEY_GATEWAY_CATCHUP_READ_H
@@ -60,6 +60,11 @@ typedef struct catchup_page_head {
  * message for conn_id (the caller owns it). Any thread; it waits on the
  * store (and on the test hook). */
 worker_msg *catchup_read_page(struct store *st, uint64_t conn_id, const catchup_ask *q);
+
+/* The stored cursor of (user, device) an MQTT persistent session resumes
+ * its catch-up from (0: none): store_get_cursor, after the test hook. Any
+ * thread. 0 or -1 (the read failed). */
+int catchup_read_cursor(struct store *st, uint64_t user, uint32_t device, uint64_t *cursor);
 
 /* The page's head; false when m is not a well-formed page. */
 bool catchup_page_head_of(const worker_msg *m, catchup_page_head *h);

@@ -9,8 +9,11 @@
  *     server, a WM_DEVICE_READ worker message. The worker checks the
  *     signature (the nonce never leaves it) and answers;
  *   - a page of a lagging device's catch-up (STORE_READ_CATCHUP_PAGE,
- *     gateway/catchup_read.h): the page callback reads and hands the page
- *     over itself (a WM_INBOX_PAGE message), since its size varies.
+ *     gateway/catchup_read.h): the run callback reads and hands the page
+ *     over itself (a WM_INBOX_PAGE message), since its size varies;
+ *   - the stored cursor an MQTT persistent session resumes from when it
+ *     subscribes to its events (STORE_READ_MQTT_CURSOR): the run callback
+ *     reads it and hands it over (WM_CURSOR_READ, gateway/mqtt_conn.h).
  *
  * Bounded: at most `cap` jobs wait; a job that finds the queue full is
  * refused at once (the device is told to retry). Jobs are plain values:
@@ -36,12 +39,14 @@ enum {
 typedef enum store_read_kind {
     STORE_READ_DEVICE = 0,
     STORE_READ_CATCHUP_PAGE,
+    STORE_READ_MQTT_CURSOR,
 } store_read_kind;
 
 /* DEVICE: read the device (user_id, device_id) for connection conn_id; its
  * answer is for request_id. The signature travels with the job (a longer
  * one is cut and marked invalid) so the worker holds nothing but the nonce.
- * CATCHUP_PAGE: read the page `page` asks for, for conn_id. */
+ * CATCHUP_PAGE: read the page `page` asks for, for conn_id.
+ * MQTT_CURSOR: read the cursor of (user_id, device_id), for conn_id. */
 typedef struct store_read_job {
     uint8_t kind;               /* store_read_kind */
     uint64_t conn_id;
@@ -60,27 +65,37 @@ typedef struct store_read_result {
     uint8_t key[STORE_READS_KEY_MAX];
 } store_read_result;
 
+/* The data of a WM_CURSOR_READ (an MQTT_CURSOR job's result). */
+typedef struct store_cursor_read {
+    uint64_t user_id;
+    uint32_t device_id;
+    int rc;                     /* 0 read (cursor 0: none stored), -1 the read failed */
+    uint64_t cursor;
+} store_cursor_read;
+
 /* Called on a reader thread: fills key/key_len; returns found (see above). */
 typedef int (*store_reads_read_fn)(void *ctx, uint64_t user_id, uint32_t device_id,
                                    uint8_t key[STORE_READS_KEY_MAX], uint8_t *key_len);
 /* Called on a reader thread with each finished device read. */
 typedef void (*store_reads_done_fn)(void *ctx, const store_read_result *r);
-/* Called on a reader thread for a catch-up page: reads it and hands it to
- * the connection's worker. */
-typedef void (*store_reads_page_fn)(void *ctx, uint64_t conn_id, const catchup_ask *q);
+/* Called on a reader thread for every other job (a catch-up page, an MQTT
+ * cursor): reads and hands the result to the connection's worker itself. */
+typedef void (*store_reads_run_fn)(void *ctx, const store_read_job *job);
 
 typedef struct store_reads store_reads;
 
-/* threads >= 1 readers over a queue of cap jobs; page may be NULL (then
- * catch-up pages are refused). NULL when out of memory or a thread cannot
+/* threads >= 1 readers over a queue of cap jobs; run may be NULL (then
+ * only device reads are taken). NULL when out of memory or a thread cannot
  * start. */
 store_reads *store_reads_new(size_t threads, size_t cap, store_reads_read_fn read, store_reads_done_fn done,
-                             store_reads_page_fn page, void *ctx);
+                             store_reads_run_fn run, void *ctx);
 /* Any thread. 0 when queued; -1 when the queue is full or the pool stops
  * (parley_gateway_store_reads_refused_total). */
 int store_reads_submit(store_reads *p, const store_read_job *job);
 /* A catch-up page job for conn_id (store_reads_submit). */
 int store_reads_submit_page(store_reads *p, uint64_t conn_id, const catchup_ask *q);
+/* An MQTT cursor job for conn_id (store_reads_submit). */
+int store_reads_submit_cursor(store_reads *p, uint64_t conn_id, uint64_t user_id, uint32_t device_id);
 /* Drops the jobs still queued, waits for the reads in flight (each at most
  * the store's deadline) and frees the pool. NULL is fine. */
 void store_reads_free(store_reads *p);

@@ -686,6 +686,9 @@ static void handle_inbox(worker *w) {
                 case WM_INBOX_PAGE:
                     delivery_page(w, c, m);
                     break;
+                case WM_CURSOR_READ:
+                    mqtt_conn_cursor_read(w, c, m);
+                    break;
                 case WM_CLOSE_DEVICE:
                 case WM_DROP_PRESENCE:
                     break;

@@ -192,12 +192,12 @@ static int n_pages;
 static uint64_t page_conn[MAX_RESULTS];
 static catchup_ask page_ask[MAX_RESULTS];
 
-static void fake_page(void *ctx, uint64_t conn_id, const catchup_ask *q) {
+static void fake_page(void *ctx, const store_read_job *j) {
     (void)ctx;
     pthread_mutex_lock(&mu);
-    if (n_pages < MAX_RESULTS) {
-        page_conn[n_pages] = conn_id;
-        page_ask[n_pages] = *q;
+    if (n_pages < MAX_RESULTS && j->kind == STORE_READ_CATCHUP_PAGE) {
+        page_conn[n_pages] = j->conn_id;
+        page_ask[n_pages] = j->page;
     }
     n_pages++;
     pthread_mutex_unlock(&mu);
@@ -211,7 +211,7 @@ static void catchup_pages_to_page_fn(void) {
     catchup_ask q = {.user_id = 9, .after = 40, .limit = 7};
     int refused = store_reads_submit_page(none, 1, &q);
     store_reads_free(none);
-    CHECK(refused == -1, "a pool without a page callback took a page job");
+    CHECK(refused == -1, "a pool without a run callback took a page job");
 
     store_reads *p = store_reads_new(1, 8, fake_read, fake_done, fake_page, NULL);
     CHECK(p, "store_reads_new");
