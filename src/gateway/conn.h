@@ -93,6 +93,9 @@ typedef struct conn {
     bool addr_counted : 1;  /* counted as pending (not signed in) for its address */
     bool dm_pending : 1;    /* device messages left to push after StartSync */
     bool ack_pending : 1;   /* an Ack this turn, not yet handed to the writer */
+    bool page_pending : 1;  /* a catch-up page is being read off the worker (delivery.c) */
+    bool page_recheck : 1;  /* live events were skipped while it was: read once more before
+                               calling the catch-up done */
     bool mqtt : 1;          /* speaks MQTT (gateway/mqtt_conn.c): its state is in the
                                worker's mqtt_links, not here; HTTP state = before CONNACK */
 } conn;
@@ -186,8 +189,14 @@ void session_ack_upto(worker *w, conn *c, uint64_t user_seq);
 /* delivery.c: events to a device */
 void delivery_live(worker *w, conn *c, uint64_t user_seq, const blob *message);
 /* Sends stored events after c->sent_upto while the window and the output
- * cap allow; sends SyncDone once the first catch-up ends. */
+ * cap allow; sends SyncDone once the first catch-up ends. On Cassandra the
+ * reads are made off the worker (gateway/catchup_read.h): the pump asks
+ * for a page and returns; delivery_page goes on when it comes. */
 void delivery_pump(worker *w, conn *c);
+/* A catch-up page read off the worker came back (WM_INBOX_PAGE). */
+void delivery_page(worker *w, conn *c, const worker_msg *m);
+/* New entries may be in c's inbox that it was not sent: it catches up. */
+void delivery_catch_up(worker *w, conn *c);
 /* True while the output is under its cap (pushes may be added). */
 bool delivery_output_room(const worker *w, const conn *c);
 

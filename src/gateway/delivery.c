@@ -7,20 +7,23 @@
  * catches up from the store (delivery_pump) as room appears. Because
  * fan-out commits an inbox entry before it posts the live event, whatever a
  * lagging connection skips is already in the store when it pumps: no gap
- * and no duplicate at the seam between sync and live. */
+ * and no duplicate at the seam between sync and live. The catch-up goes a
+ * page at a time (gateway/catchup_read.h); on Cassandra each page is read
+ * off the worker and comes back later, so an event skipped while a page
+ * was out makes the catch-up read once more before it calls itself done
+ * (that page may have been read before the event was committed). */
 #include <stdlib.h>
 #include <string.h>
 
-#include "chat/consent.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "gateway/conn.h"
+#include "gateway/catchup_read.h"
 #include "gateway/conn_side.h"
 #include "gateway/mqtt_conn.h"
 #include "gateway/realtime.h"
+#include "gateway/store_reads.h"
 #include "gateway/store_watch.h"
-
-enum { PAGE = 128 };
 
 static size_t varint_len(uint64_t v) {
     size_t n = 1;
@@ -86,97 +89,88 @@ void delivery_live(worker *w, conn *c, uint64_t user_seq, const blob *message) {
         return;
     }
     METRIC_INC(live_pushes_skipped_total);
-    c->lagging = true;
-    delivery_pump(w, c);
+    delivery_catch_up(w, c);
 }
 
-typedef struct page {
-    size_t n;
-    struct { uint64_t user_seq, conv, seq; } e[PAGE];
-} page;
-
-static int page_add(void *ud, uint64_t user_seq, uint64_t conv, uint64_t seq, uint64_t sender) {
-    (void)sender;
-    page *pg = ud;
-    pg->e[pg->n].user_seq = user_seq;
-    pg->e[pg->n].conv = conv;
-    pg->e[pg->n].seq = seq;
-    pg->n++;
-    return 0;
-}
-
-/* The receipts a device needs after a catch-up: for each conversation that
- * had events in it, where every other member has received and read to. */
-enum { SYNC_RECEIPT_CONVS = 64, SYNC_RECEIPTS_MAX = 1024, SYNC_RECEIPT_SCAN = 4096 };
-
-typedef struct sync_receipts {
-    store *store;
-    uint64_t self;
-    uint64_t convs[SYNC_RECEIPT_CONVS];
-    size_t n_convs;
-    uint64_t conv;                 /* the conversation whose members are being read */
-    Parley__V1__Receipt items[SYNC_RECEIPTS_MAX];
-    Parley__V1__Receipt *ptrs[SYNC_RECEIPTS_MAX];
-    size_t n;
-} sync_receipts;
-
-static int note_conv(void *ud, uint64_t user_seq, uint64_t conv, uint64_t seq, uint64_t sender) {
-    (void)user_seq; (void)seq; (void)sender;
-    sync_receipts *sr = ud;
-    for (size_t i = 0; i < sr->n_convs; i++)
-        if (sr->convs[i] == conv) return 0;
-    sr->convs[sr->n_convs++] = conv;
-    return sr->n_convs == SYNC_RECEIPT_CONVS;
-}
-
-static void add_receipt(sync_receipts *sr, uint64_t user, Parley__V1__ReceiptKind kind, uint64_t seq) {
-    if (sr->n == SYNC_RECEIPTS_MAX || seq == 0) return;
-    Parley__V1__Receipt *r = &sr->items[sr->n];
-    parley__v1__receipt__init(r);
-    r->conversation_id = sr->conv;
-    r->user_id = user;
-    r->kind = kind;
-    r->seq = seq;
-    sr->ptrs[sr->n++] = r;
-}
-
-static int note_member(void *ud, uint64_t user, const Parley__Store__Member *m) {
-    sync_receipts *sr = ud;
-    if (user == sr->self || m->left_seq != 0) return 0;
-    add_receipt(sr, user, PARLEY__V1__RECEIPT_KIND__DELIVERED, m->delivered_seq);
-    /* a member who has not accepted the conversation shows no read mark */
-    if (!consent_is_request(sr->store, user, m)) add_receipt(sr, user, PARLEY__V1__RECEIPT_KIND__READ, m->read_seq);
-    return sr->n == SYNC_RECEIPTS_MAX;
-}
-
-static void send_sync_done(worker *w, conn *c) {
-    sync_receipts *sr = malloc(sizeof *sr);
-    if (!sr) abort();
-    sr->self = c->user_id;
-    sr->store = w->srv->store;
-    sr->n_convs = sr->n = 0;
-    /* c->side holds sync_from from StartSync until this SyncDone */
-    store_scan_inbox(w->srv->store, c->user_id, c->side->sync_from, c->sent_upto, SYNC_RECEIPT_SCAN, note_conv, sr);
-    for (size_t i = 0; i < sr->n_convs && sr->n < SYNC_RECEIPTS_MAX; i++) {
-        sr->conv = sr->convs[i];
-        store_scan_members(w->srv->store, sr->conv, note_member, sr);
-    }
+/* The first SyncDone after a StartSync, with the receipts its last page
+ * read (catchup_read.c). */
+static void send_sync_done(worker *w, conn *c, const worker_msg *page) {
+    Parley__V1__Receipt *items = malloc(CATCHUP_RECEIPTS_MAX * sizeof *items);
+    Parley__V1__Receipt **ptrs = malloc(CATCHUP_RECEIPTS_MAX * sizeof *ptrs);
+    if (!items || !ptrs) abort();
+    size_t n = catchup_page_receipts(page, items, CATCHUP_RECEIPTS_MAX);
+    for (size_t i = 0; i < n; i++) ptrs[i] = &items[i];
     Parley__V1__Frame f;
     Parley__V1__SyncDone done;
     parley__v1__frame__init(&f);
     parley__v1__sync_done__init(&done);
     done.user_seq = c->sent_upto;
-    done.receipts = sr->ptrs;
-    done.n_receipts = sr->n;
+    done.receipts = ptrs;
+    done.n_receipts = n;
     f.body_case = PARLEY__V1__FRAME__BODY_SYNC_DONE;
     f.sync_done = &done;
     conn_send_frame(w, c, &f);
     c->sync_done_sent = true;
-    free(sr);
+    free(ptrs);
+    free(items);
 }
 
 bool delivery_output_room(const worker *w, const conn *c) {
     return buf_len(&c->out) < w->srv->cfg.conn_output_cap;
+}
+
+/* What the next page of c's catch-up is to read. */
+static catchup_ask next_ask(const worker *w, const conn *c) {
+    uint64_t room = window_of(w, c) - (c->sent_upto - c->acked_upto);
+    catchup_ask q = {.user_id = c->user_id, .after = c->sent_upto, .limit = (uint32_t)(room < CATCHUP_PAGE ? room : CATCHUP_PAGE),
+                     .receipts = !c->sync_done_sent};
+    /* c->side holds sync_from from StartSync until its SyncDone */
+    if (q.receipts && c->side) q.sync_from = c->side->sync_from;
+    return q;
+}
+
+/* Writes a page read for c. Returns true when the catch-up goes on with
+ * another page now, false when it stops here: caught up, out of room, or
+ * a read failed (still lagging: the sweep pumps it again each second;
+ * closing would only bring the device back to sign in, another read of
+ * the same store). */
+static bool write_page(worker *w, conn *c, const worker_msg *m) {
+    catchup_page_head h;
+    if (!catchup_page_head_of(m, &h)) return false;
+    /* read for another state of c (a StartSync moved its cursor, or it was
+     * sent more meanwhile): read again for this one */
+    catchup_ask now = next_ask(w, c);
+    if (h.ask.after != now.after || h.ask.receipts != now.receipts || h.ask.sync_from != now.sync_from) return true;
+    catchup_entries it;
+    catchup_entries_start(m, &it);
+    uint64_t user_seq;
+    const uint8_t *msg;
+    size_t len;
+    bool gone;
+    while (catchup_entries_next(&it, &user_seq, &msg, &len, &gone)) {
+        if (gone) {   /* the message is gone (retention): skip its entry */
+            c->sent_upto = user_seq;
+            continue;
+        }
+        write_event(w, c, user_seq, msg, len);
+        METRIC_INC(sync_events_total);
+    }
+    if (h.failed) {
+        METRIC_INC(sync_read_failures_total);
+        return false;
+    }
+    if (h.n_entries > 0) return true;
+    if (c->page_recheck) {
+        /* live events came while it was read, maybe after: they are in the
+         * store already (fan-out commits before it posts), so one more read
+         * sees them */
+        c->page_recheck = false;
+        return true;
+    }
+    /* caught up: from here the next live event is exactly the next one */
+    c->lagging = false;
+    if (!c->sync_done_sent) send_sync_done(w, c, m);
+    return false;
 }
 
 void delivery_pump(worker *w, conn *c) {
@@ -190,38 +184,36 @@ void delivery_pump(worker *w, conn *c) {
         realtime_pump_device_messages(w, c);
         if (c->dm_pending) return;
     }
-    while (c->lagging && has_room(w, c)) {
-        uint64_t room = window_of(w, c) - (c->sent_upto - c->acked_upto);
-        page pg;
-        pg.n = 0;
-        if (store_scan_inbox(w->srv->store, c->user_id, c->sent_upto, 0,
-                             (uint32_t)(room < PAGE ? room : PAGE), page_add, &pg) < 0) {
-            /* still lagging: the sweep tries again (closing would only bring
-             * the device back to sign in, another read of the same store) */
-            METRIC_INC(sync_read_failures_total);
-            return;
-        }
-        if (pg.n == 0) {
-            /* caught up: from here the next live event is exactly the next one */
-            c->lagging = false;
-            if (!c->sync_done_sent) send_sync_done(w, c);
-            return;
-        }
-        for (size_t i = 0; i < pg.n; i++) {
-            store_bytes msg;
-            int found = store_get_message(w->srv->store, pg.e[i].conv, pg.e[i].seq, &msg);
-            if (found < 0) {   /* not gone, unreadable now: from this entry on, later */
-                METRIC_INC(sync_read_failures_total);
+    while (c->lagging && !c->page_pending && has_room(w, c)) {
+        catchup_ask q = next_ask(w, c);
+        if (w->srv->store_reads) {
+            /* Cassandra: the read goes to the reader pool, its page comes
+             * back to delivery_page; one page in flight per connection */
+            if (store_reads_submit_page(w->srv->store_reads, c->id, &q) != 0) {
+                METRIC_INC(sync_read_failures_total);   /* the pool is full: the sweep tries again */
                 return;
             }
-            if (found == 1) {
-                write_event(w, c, pg.e[i].user_seq, msg.data, msg.len);
-                store_bytes_free(&msg);
-                METRIC_INC(sync_events_total);
-            } else {
-                /* the message is gone (retention): skip its entry */
-                c->sent_upto = pg.e[i].user_seq;
-            }
+            c->page_pending = true;
+            c->page_recheck = false;
+            return;
         }
+        /* RocksDB: local reads, on this thread */
+        worker_msg *m = catchup_read_page(w->srv->store, c->id, &q);
+        bool more = write_page(w, c, m);
+        worker_msg_free(m);
+        if (!more) return;
     }
+}
+
+void delivery_page(worker *w, conn *c, const worker_msg *m) {
+    if (!c->page_pending) return;   /* cannot be: one page at a time */
+    c->page_pending = false;
+    if (c->syncing && c->lagging && write_page(w, c, m)) delivery_pump(w, c);
+}
+
+void delivery_catch_up(worker *w, conn *c) {
+    if (!c->syncing) return;
+    c->lagging = true;
+    if (c->page_pending) c->page_recheck = true;   /* the page in flight may have been read before */
+    delivery_pump(w, c);
 }

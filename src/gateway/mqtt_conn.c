@@ -13,10 +13,12 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/u64map.h"
+#include "gateway/catchup_read.h"
 #include "gateway/conn_auth.h"
 #include "gateway/mqtt_auth.h"
 #include "gateway/mqtt_takeover.h"
 #include "gateway/request_limits.h"
+#include "gateway/store_reads.h"
 #include "net/mqtt_codec.h"
 
 enum {
@@ -46,6 +48,7 @@ typedef struct mqtt_link {
     bool auth_wait : 1;     /* level-5 AUTH exchange: nonce sent (c->auth), signature awaited */
     bool sub_res : 1;       /* subscribed to T/res */
     bool sub_ev : 1;        /* subscribed to T/ev */
+    bool cursor_pending : 1; /* the resume cursor is being read off the worker (Cassandra) */
 } mqtt_link;
 
 static mqtt_link *link_of(const worker *w, const conn *c) {
@@ -526,13 +529,38 @@ static void handle_subscribe(worker *w, conn *c, mqtt_link *l, uint8_t first, co
     }
     /* a persistent session resumes from the stored cursor once events have somewhere to go */
     if (!ev_before && l->sub_ev && !l->clean_start && !c->syncing) {
+        if (w->srv->store_reads) {
+            /* Cassandra: read off the worker; mqtt_conn_cursor_read starts
+             * the sync (one read at a time: a later SUBSCRIBE waits for it) */
+            if (l->cursor_pending) return;
+            if (store_reads_submit_cursor(w->srv->store_reads, c->id, c->user_id, c->device_id) != 0) {
+                conn_close(w, c, WS_CLOSE_TRY_AGAIN, "server busy");
+                return;
+            }
+            l->cursor_pending = true;
+            return;
+        }
         uint64_t cursor = 0;
-        if (store_get_cursor(w->srv->store, c->user_id, c->device_id, &cursor) < 0) {
+        if (catchup_read_cursor(w->srv->store, c->user_id, c->device_id, &cursor) < 0) {
             conn_close(w, c, WS_CLOSE_INTERNAL, "store read failed");
             return;
         }
         session_start_sync(w, c, 0, cursor, false);
     }
+}
+
+void mqtt_conn_cursor_read(worker *w, conn *c, const worker_msg *m) {
+    mqtt_link *l = link_of(w, c);
+    store_cursor_read r;
+    if (!l || !l->cursor_pending || m->len != sizeof r) return;
+    memcpy(&r, m->data, sizeof r);
+    l->cursor_pending = false;
+    if (r.rc < 0) {
+        conn_close(w, c, WS_CLOSE_INTERNAL, "store read failed");
+        return;
+    }
+    /* still wanted: subscribed to T/ev (not unsubscribed meanwhile) and not syncing */
+    if (l->connected && l->sub_ev && !c->syncing) session_start_sync(w, c, 0, r.cursor, false);
 }
 
 static void handle_packet(worker *w, conn *c, mqtt_link *l, uint8_t first, const uint8_t *body, size_t len) {

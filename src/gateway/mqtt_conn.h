@@ -68,5 +68,8 @@ void mqtt_conn_disconnect(worker *w, conn *c, uint16_t ws_code);
  * DISCONNECT 0x8E Session taken over). From the worker inbox (worker.c,
  * WM_MQTT_TAKEOVER) or mqtt_takeover.c on the same worker. */
 void mqtt_conn_taken_over(worker *w, conn *c, uint64_t user, uint32_t device);
+/* The stored cursor a persistent session resumes from, read off the worker
+ * on Cassandra (WM_CURSOR_READ, gateway/store_reads.h): its catch-up starts. */
+void mqtt_conn_cursor_read(worker *w, conn *c, const worker_msg *m);
 
 #endif

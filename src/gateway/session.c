@@ -8,8 +8,9 @@
  * Reads run on the loop thread: they are point lookups and short range
  * scans that RocksDB serves from its memtable and block cache. A read that
  * misses the cache waits on disk; moving reads to a pool is future work
- * (noted in DESIGN). On Cassandra a sign-in's device read already goes to
- * a pool (gateway/store_reads.h): a frozen node must not hold the worker. */
+ * (noted in DESIGN). On Cassandra a sign-in's device read and the catch-up
+ * pages of a sync (delivery.c) already go to a pool (gateway/store_reads.h):
+ * a frozen node must not hold the worker. */
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>

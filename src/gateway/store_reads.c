@@ -15,6 +15,7 @@ struct store_reads {
     bool stop;
     store_reads_read_fn read;
     store_reads_done_fn done;
+    store_reads_run_fn run;
     void *ctx;
     size_t n_threads;       /* started */
     pthread_t threads[];
@@ -33,10 +34,15 @@ static void *reader_main(void *arg) {
         p->count--;
         METRIC_ADD(gateway_store_reads_queued, -1);
         pthread_mutex_unlock(&p->mu);
-        r.found = p->read(p->ctx, r.job.user_id, r.job.device_id, r.key, &r.key_len);
-        if (r.found != 1 || r.key_len > STORE_READS_KEY_MAX) r.key_len = 0;
-        METRIC_INC(gateway_store_reads_total);
-        p->done(p->ctx, &r);
+        if (r.job.kind != STORE_READ_DEVICE) {
+            METRIC_INC(gateway_store_reads_total);
+            p->run(p->ctx, &r.job);   /* submit took it only with a run fn */
+        } else {
+            r.found = p->read(p->ctx, r.job.user_id, r.job.device_id, r.key, &r.key_len);
+            if (r.found != 1 || r.key_len > STORE_READS_KEY_MAX) r.key_len = 0;
+            METRIC_INC(gateway_store_reads_total);
+            p->done(p->ctx, &r);
+        }
         pthread_mutex_lock(&p->mu);
     }
     pthread_mutex_unlock(&p->mu);
@@ -45,7 +51,7 @@ static void *reader_main(void *arg) {
 
 int store_reads_submit(store_reads *p, const store_read_job *job) {
     pthread_mutex_lock(&p->mu);
-    bool taken = !p->stop && p->count < p->cap;
+    bool taken = !p->stop && p->count < p->cap && (job->kind == STORE_READ_DEVICE || p->run);
     if (taken) {
         p->ring[(p->head + p->count) % p->cap] = *job;
         p->count++;
@@ -57,8 +63,27 @@ int store_reads_submit(store_reads *p, const store_read_job *job) {
     return taken ? 0 : -1;
 }
 
+int store_reads_submit_page(store_reads *p, uint64_t conn_id, const catchup_ask *q) {
+    store_read_job job;
+    memset(&job, 0, sizeof job);
+    job.kind = STORE_READ_CATCHUP_PAGE;
+    job.conn_id = conn_id;
+    job.page = *q;
+    return store_reads_submit(p, &job);
+}
+
+int store_reads_submit_cursor(store_reads *p, uint64_t conn_id, uint64_t user_id, uint32_t device_id) {
+    store_read_job job;
+    memset(&job, 0, sizeof job);
+    job.kind = STORE_READ_MQTT_CURSOR;
+    job.conn_id = conn_id;
+    job.user_id = user_id;
+    job.device_id = device_id;
+    return store_reads_submit(p, &job);
+}
+
 store_reads *store_reads_new(size_t threads, size_t cap, store_reads_read_fn read, store_reads_done_fn done,
-                             void *ctx) {
+                             store_reads_run_fn run, void *ctx) {
     if (threads == 0 || threads > 64 || cap == 0 || cap > (1u << 20)) return NULL;
     store_reads *p = calloc(1, sizeof *p + threads * sizeof(pthread_t));
     if (!p) return NULL;
@@ -70,6 +95,7 @@ store_reads *store_reads_new(size_t threads, size_t cap, store_reads_read_fn rea
     p->cap = cap;
     p->read = read;
     p->done = done;
+    p->run = run;
     p->ctx = ctx;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);

@@ -1,7 +1,10 @@
-/* store_reads_server.c -- the server's sign-in read pool (store_reads.h):
- * reads srv->store and posts each result to the connection's worker. */
+/* store_reads_server.c -- the server's read pool (store_reads.h): reads
+ * srv->store and posts each result (a sign-in's device, a catch-up page, an
+ * MQTT session's cursor) to the connection's worker. */
 #include <string.h>
 
+#include "core/metrics.h"
+#include "gateway/catchup_read.h"
 #include "gateway/store_reads.h"
 #include "gateway/worker_msg.h"
 #include "server.h"
@@ -27,7 +30,20 @@ static void post_result(void *ctx, const store_read_result *r) {
     if (m) worker_post(ctx, m);
 }
 
+static void run_job(void *ctx, const store_read_job *job) {
+    server *srv = ctx;
+    if (job->kind == STORE_READ_CATCHUP_PAGE) {
+        worker_msg *m = catchup_read_page(srv->store, job->conn_id, &job->page);
+        METRIC_INC(gateway_catchup_pages_total);
+        worker_post(srv, m);
+    } else if (job->kind == STORE_READ_MQTT_CURSOR) {
+        store_cursor_read r = {.user_id = job->user_id, .device_id = job->device_id};
+        r.rc = catchup_read_cursor(srv->store, job->user_id, job->device_id, &r.cursor) < 0 ? -1 : 0;
+        worker_post(srv, worker_msg_copy(WM_CURSOR_READ, job->conn_id, (const uint8_t *)&r, sizeof r));
+    }
+}
+
 store_reads *store_reads_start(server *srv) {
     if (strcmp(srv->cfg.store, "cassandra") != 0) return NULL;   /* local reads: inline */
-    return store_reads_new(STORE_READS_THREADS, STORE_READS_QUEUE, read_device, post_result, srv);
+    return store_reads_new(STORE_READS_THREADS, STORE_READS_QUEUE, read_device, post_result, run_job, srv);
 }

@@ -1,9 +1,11 @@
 /* store_watch.h -- whether a gateway worker may read the store now.
  *
- * Workers read the store on their own thread for a lagging device's
- * catch-up (its inbox); a sign-in's device read goes to the reader pool
- * (gateway/store_reads.h), which the fast path below also spares. A
- * Cassandra node that
+ * On Cassandra a sign-in's device read, a lagging device's catch-up
+ * pages (its inbox, gateway/catchup_read.h) and an MQTT session's resume
+ * cursor go to the reader pool (gateway/store_reads.h); other reads (the
+ * device messages of a StartSync, lists, history, MQTT CONNECT's) are
+ * still made on the worker's own thread. While the store fails, sign-ins
+ * and catch-up pages are not asked for at all (below). A Cassandra node that
  * stopped answering (SIGSTOP, a long pause, a partition) keeps its
  * connections open and times every read out at the client's deadline,
  * seconds; one such read stalls the worker and every connection it serves

@@ -678,13 +678,16 @@ static void handle_inbox(worker *w) {
                     mqtt_conn_taken_over(w, c, m->user_id, m->device_id);
                     break;
                 case WM_RESYNC:   /* no gap, no duplicate: the pump reads past sent_upto */
-                    if (c->syncing) {
-                        c->lagging = true;
-                        delivery_pump(w, c);
-                    }
+                    delivery_catch_up(w, c);
                     break;
                 case WM_DEVICE_READ:
                     session_device_read(w, c, m);
+                    break;
+                case WM_INBOX_PAGE:
+                    delivery_page(w, c, m);
+                    break;
+                case WM_CURSOR_READ:
+                    mqtt_conn_cursor_read(w, c, m);
                     break;
                 case WM_CLOSE_DEVICE:
                 case WM_DROP_PRESENCE:

@@ -29,6 +29,10 @@ typedef enum worker_msg_kind {
                      catch up from the store on what a lookup before it missed
                      (cluster/session_registry.h) */
     WM_DEVICE_READ, /* data: a store_read_result, a sign-in's device read (gateway/store_reads.h) */
+    WM_INBOX_PAGE,  /* data: a page of the connection's catch-up, read off the worker
+                       (gateway/catchup_read.h) */
+    WM_CURSOR_READ, /* data: a store_cursor_read, the cursor an MQTT session resumes from,
+                       read off the worker (gateway/store_reads.h) */
 } worker_msg_kind;
 
 typedef struct worker_msg {

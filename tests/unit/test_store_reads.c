@@ -1,6 +1,7 @@
-/* test_store_reads.c -- the sign-in read pool (src/gateway/store_reads.h)
+/* test_store_reads.c -- the read pool (src/gateway/store_reads.h)
  * with a fake read that the test holds at a gate: every job completes with
- * its own result, the queue bound refuses at once, and freeing the pool
+ * its own result (a catch-up page job through the page callback with its
+ * own ask; refused by a pool without one), the queue bound refuses at once, and freeing the pool
  * with reads in flight and jobs queued finishes the ones in flight, drops
  * the queued ones and frees everything (an ASan build checks the last).
  *
@@ -96,7 +97,7 @@ static store_read_job job(uint64_t conn, uint64_t user) {
 
 static void jobs_complete(void) {
     reset(1);
-    store_reads *p = store_reads_new(2, 16, fake_read, fake_done, NULL);
+    store_reads *p = store_reads_new(2, 16, fake_read, fake_done, NULL, NULL);
     CHECK(p, "store_reads_new");
     enum { N = 12 };
     for (uint64_t i = 0; i < N; i++) {
@@ -129,7 +130,7 @@ static void jobs_complete(void) {
 
 static void queue_bound_refuses(void) {
     reset(0);
-    store_reads *p = store_reads_new(1, 2, fake_read, fake_done, NULL);
+    store_reads *p = store_reads_new(1, 2, fake_read, fake_done, NULL, NULL);
     CHECK(p, "store_reads_new");
     unsigned long refused_before = atomic_load(&g_metrics.gateway_store_reads_refused_total);
     store_read_job j = job(1, 5);
@@ -159,7 +160,7 @@ static void *free_pool(void *p) {
 
 static void free_with_jobs_in_flight(void) {
     reset(0);
-    store_reads *p = store_reads_new(2, 8, fake_read, fake_done, NULL);
+    store_reads *p = store_reads_new(2, 8, fake_read, fake_done, NULL, NULL);
     CHECK(p, "store_reads_new");
     for (uint64_t i = 0; i < 4; i++) {
         store_read_job j = job(i, 10 + i);
@@ -187,8 +188,60 @@ static void free_with_jobs_in_flight(void) {
     CHECK(n_results == 2, "%d results after free, want the 2 in flight", n_results);
 }
 
+static int n_pages;
+static uint64_t page_conn[MAX_RESULTS];
+static catchup_ask page_ask[MAX_RESULTS];
+
+static void fake_page(void *ctx, const store_read_job *j) {
+    (void)ctx;
+    pthread_mutex_lock(&mu);
+    if (n_pages < MAX_RESULTS && j->kind == STORE_READ_CATCHUP_PAGE) {
+        page_conn[n_pages] = j->conn_id;
+        page_ask[n_pages] = j->page;
+    }
+    n_pages++;
+    pthread_mutex_unlock(&mu);
+}
+
+static void catchup_pages_to_page_fn(void) {
+    reset(1);
+    n_pages = 0;
+    store_reads *none = store_reads_new(1, 4, fake_read, fake_done, NULL, NULL);
+    CHECK(none, "store_reads_new");
+    catchup_ask q = {.user_id = 9, .after = 40, .limit = 7};
+    int refused = store_reads_submit_page(none, 1, &q);
+    store_reads_free(none);
+    CHECK(refused == -1, "a pool without a run callback took a page job");
+
+    store_reads *p = store_reads_new(1, 8, fake_read, fake_done, fake_page, NULL);
+    CHECK(p, "store_reads_new");
+    enum { N = 3 };
+    int taken = 0;
+    for (uint64_t i = 0; i < N; i++) {
+        catchup_ask a = {.user_id = 20 + i, .after = 100 * i, .sync_from = i, .limit = (uint32_t)(1 + i),
+                         .receipts = i == 2};
+        taken += store_reads_submit_page(p, 50 + i, &a) == 0;
+    }
+    store_read_job j = job(5, 7);
+    taken += store_reads_submit(p, &j) == 0;
+    int ok = await_count(&n_pages, N) == 0 && await_count(&n_results, 1) == 0;
+    store_reads_free(p);
+    CHECK(taken == N + 1, "%d of %d jobs taken", taken, N + 1);
+    CHECK(ok, "%d pages and %d device reads done", n_pages, n_results);
+    CHECK(n_pages == N && n_results == 1, "%d pages, %d device reads", n_pages, n_results);
+    for (int i = 0; i < N; i++) {   /* one reader: in the order submitted */
+        const catchup_ask *a = &page_ask[i];
+        CHECK(page_conn[i] == 50u + (unsigned)i && a->user_id == 20u + (unsigned)i && a->after == 100u * (unsigned)i &&
+                  a->sync_from == (unsigned)i && a->limit == 1u + (unsigned)i && a->receipts == (i == 2),
+              "page %d: conn %lu user %lu after %lu", i, (unsigned long)page_conn[i], (unsigned long)a->user_id,
+              (unsigned long)a->after);
+    }
+    CHECK(results[0].job.conn_id == 5 && results[0].found == 1, "the device read among the pages");
+}
+
 int main(void) {
     RUN(jobs_complete);
+    RUN(catchup_pages_to_page_fn);
     RUN(queue_bound_refuses);
     RUN(free_with_jobs_in_flight);
     CHECK_EXIT();

@@ -1,0 +1,249 @@
+/* test_mqtt_subscribe_off_worker.c -- the cursor read an MQTT persistent
+ * session makes when it subscribes to its events does not hold the gateway
+ * worker on Cassandra (src/gateway/mqtt_conn.c, gateway/store_reads.h).
+ *
+ * With one worker on Cassandra and the test hook
+ * PARLEY_TEST_HOLD_CATCHUP_READS (the cursor read and every catch-up page
+ * read wait while the hook's file exists): bob is offline while alice
+ * sends him MESSAGES messages; the hold file is made; bob's device
+ * connects over MQTT (3.1.1, persistent session: clean session 0) and
+ * subscribes to its T/ev, whose cursor read is now held. What must hold:
+ *   - bob gets his SUBACK, and the worker answers another connection: a
+ *     raw WebSocket connection X (alice) gets its PushGetKey answered,
+ *     while bob has been sent no PUBLISH;
+ *   - once the file is gone, bob's session catches up: every message
+ *     alice sent, as T/ev PUBLISHes, in seq order, once.
+ *
+ * Seen failing: with handle_subscribe reading the cursor on the worker
+ * again (the store_reads branch made dead; the hook then holds the worker
+ * itself), subscribe_does_not_hold_worker fails: the SUBACK waits in the
+ * worker's output behind the held read (the bounded read gives up).
+ *
+ * A minimal MQTT client over a socket, written here with the codec's
+ * encoders. Every wait is on observable state with a generous bound. */
+#include <errno.h>
+#include <poll.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../check.h"
+#include "cassandra_node.h"
+#include "harness.h"
+#include "net/mqtt_codec.h"
+
+enum {
+    MESSAGES = 20,
+    IO_MS = 30000,          /* bound on each read: the worker answers at once when it is free */
+    MQ_BUF = 1 << 17,
+};
+
+#define NEED(x) CHECK((x), "%s", #x)
+#define HOOK "PARLEY_TEST_HOLD_CATCHUP_READS"
+
+static h_server S;
+static int mqtt_port;
+static h_dev *alice, *bob;
+static h_raw X;
+static int mq_fd = -1;
+static uint8_t mq_buf[MQ_BUF];
+static size_t mq_len;
+static uint64_t conv;
+static uint64_t sent_seq[MESSAGES];
+static char hold_dir[] = "/tmp/parley-mqtt-hold-XXXXXX";
+static char hold_file[sizeof hold_dir + 8];
+static int held;
+
+/* The next whole packet: 1 (first, body into out, *len), 0 nothing within
+ * timeout_ms, -1 closed or unreadable. */
+static int mq_next(uint8_t *first, uint8_t *out, size_t cap, size_t *len, int timeout_ms) {
+    uint64_t deadline = h_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        uint32_t rem = 0;
+        size_t hl = 0;
+        int r = mqtt_fixed_header(mq_buf, mq_len, first, &rem, &hl);
+        if (r == MQTT_OK && hl + rem <= mq_len) {
+            if (rem > cap) return -1;
+            memcpy(out, mq_buf + hl, rem);
+            *len = rem;
+            memmove(mq_buf, mq_buf + hl + rem, mq_len - hl - rem);
+            mq_len -= hl + rem;
+            return 1;
+        }
+        if (r != MQTT_OK && r != MQTT_NEED_MORE) return -1;
+        uint64_t now = h_now_ms();
+        if (now >= deadline) return 0;
+        struct pollfd p = {.fd = mq_fd, .events = POLLIN};
+        int pr = poll(&p, 1, (int)(deadline - now));
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr <= 0) return 0;
+        if (mq_len == MQ_BUF) return -1;
+        ssize_t n = recv(mq_fd, mq_buf + mq_len, MQ_BUF - mq_len, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        mq_len += (size_t)n;
+    }
+}
+
+static int mq_write(const uint8_t *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = send(mq_fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* CONNECT (3.1.1, clean session 0) with the password scheme (README
+ * "MQTT"): "TS.SIG", SIG over "parley.v1 mqtt password" || TS (8 bytes,
+ * big-endian) || client id. Returns the CONNACK return code, -1. */
+static int mq_connect(const pc_identity *id) {
+    char cid[48], pw[160], b64[100];
+    snprintf(cid, sizeof cid, "%llu.%u", (unsigned long long)id->user_id, id->device_id);
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    uint64_t ts = (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+    uint8_t msg[23 + 8 + 48], sig[64];
+    memcpy(msg, "parley.v1 mqtt password", 23);
+    for (int i = 0; i < 8; i++) msg[23 + i] = (uint8_t)(ts >> (56 - 8 * i));
+    size_t idl = strlen(cid);
+    memcpy(msg + 31, cid, idl);
+    crypto_sign_detached(sig, NULL, msg, 31 + idl, id->secret_key);
+    sodium_bin2base64(b64, sizeof b64, sig, sizeof sig, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    snprintf(pw, sizeof pw, "%llu.%s", (unsigned long long)ts, b64);
+    if ((mq_fd = h_tcp_connect(mqtt_port, IO_MS)) < 0) return -1;
+    uint8_t p[512];
+    mqtt_connect_args a = {.level = 4, .clean_start = false, .keep_alive = 60, .client_id = cid,
+                           .username = cid, .password = (const uint8_t *)pw, .password_len = strlen(pw)};
+    size_t n = mqtt_encode_connect(p, sizeof p, &a);
+    if (!n || mq_write(p, n)) return -1;
+    uint8_t first, body[256];
+    size_t len;
+    if (mq_next(&first, body, sizeof body, &len, IO_MS) != 1 || first >> 4 != MQTT_CONNACK) return -1;
+    mqtt_connack ca;
+    if (mqtt_decode_connack(4, first, body, len, &ca) != MQTT_OK) return -1;
+    return ca.reason;
+}
+
+static int make_hold(void) {
+    FILE *f = fopen(hold_file, "w");
+    if (!f) return -1;
+    fclose(f);
+    held = 1;
+    return 0;
+}
+
+static void release_hold(void) {
+    if (held) unlink(hold_file);
+    held = 0;
+}
+
+static void subscribe_does_not_hold_worker(void) {
+    NEED(mkdtemp(hold_dir) != NULL);
+    snprintf(hold_file, sizeof hold_file, "%s/hold", hold_dir);
+    NEED(setenv(HOOK, hold_file, 1) == 0);   /* the server inherits it */
+    NEED(cassandra_node_start("mqtt_sub_reads") == 0);
+    mqtt_port = h_free_port();
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", mqtt_port);
+    const char *flags[] = {"--store", "cassandra", "--cassandra", cassandra_node_hosts(), "--keyspace",
+                           "mqtt_sub_reads", "--workers", "1", "--mqtt-listen", listen, NULL};
+    NEED(h_server_start(&S, flags) == 0);
+    alice = h_user_new(&S, "alice");
+    bob = h_user_new(&S, "bob");
+    NEED(alice && bob);
+    NEED(pc_open_direct(alice->c, bob->id.user_id, &conv) == 0);
+    NEED(h_accept(bob, conv) == 0);
+    h_dev_disconnect(bob);
+    for (int i = 0; i < MESSAGES; i++) {
+        char text[32];
+        snprintf(text, sizeof text, "offline %d", i);
+        NEED((sent_seq[i] = h_send(alice, conv, text)) != 0);
+    }
+    h_raw_opts o = {.io_ms = IO_MS};
+    NEED(h_raw_open_port(S.port, &o, &X) == 0);
+    NEED(h_raw_sign_in(&X, &alice->id) == 0);
+
+    NEED(make_hold() == 0);
+    int rc = mq_connect(&bob->id);
+    CHECK(rc == 0, "CONNACK %d", rc);
+    char filter[64];
+    snprintf(filter, sizeof filter, "p/%llu.%u/ev", (unsigned long long)bob->id.user_id, bob->id.device_id);
+    const char *filters[] = {filter};
+    uint8_t opts[] = {1};
+    uint8_t p[256];
+    size_t n = mqtt_encode_subscribe(p, sizeof p, 4, false, 1, filters, opts, 1);
+    NEED(n > 0 && mq_write(p, n) == 0);
+    uint8_t first, body[512];
+    size_t len;
+    int got = mq_next(&first, body, sizeof body, &len, IO_MS);
+    CHECK(got == 1 && first >> 4 == MQTT_SUBACK, "no SUBACK while the cursor read was held (%d)", got);
+
+    Parley__V1__PushGetKey gk = PARLEY__V1__PUSH_GET_KEY__INIT;
+    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+    f.body_case = PARLEY__V1__FRAME__BODY_PUSH_GET_KEY;
+    f.push_get_key = &gk;
+    f.request_id = 7;
+    NEED(h_raw_send_frame(&X, &f) == 0);
+    Parley__V1__Frame *resp = NULL;
+    int st = h_raw_await_response(&X, 7, 16, &resp);
+    if (resp) parley__v1__frame__free_unpacked(resp, NULL);
+    CHECK(st >= 0, "X's PushGetKey unanswered while bob's cursor read was held: the worker waits on it");
+    got = mq_next(&first, body, sizeof body, &len, 200);
+    CHECK(got == 0, "bob was sent a packet (type %d) while his cursor read was held", got == 1 ? first >> 4 : -1);
+}
+
+static void session_catches_up_after_release(void) {
+    NEED(held && mq_fd >= 0);
+    release_hold();
+    static uint8_t body[MQ_BUF];
+    size_t seen = 0;
+    uint64_t last_user_seq = 0;
+    for (int i = 0; i < 1000 && seen < MESSAGES; i++) {
+        uint8_t first;
+        size_t len;
+        int got = mq_next(&first, body, sizeof body, &len, IO_MS);
+        CHECK(got == 1, "bob has %zu of %d messages (read %d)", seen, MESSAGES, got);
+        if (first >> 4 != MQTT_PUBLISH) continue;
+        mqtt_publish pub;
+        NEED(mqtt_decode_publish(4, first, body, len, &pub) == MQTT_OK);
+        Parley__V1__Frame *ev = parley__v1__frame__unpack(NULL, pub.payload.len, pub.payload.p);
+        NEED(ev != NULL);
+        int is_event = ev->body_case == PARLEY__V1__FRAME__BODY_EVENT && ev->event->message;
+        uint64_t user_seq = is_event ? ev->event->user_seq : 0;
+        int mine = is_event && ev->event->message->conversation_id == conv &&
+                   ev->event->message->type != PARLEY__V1__MESSAGE_TYPE__MEMBERSHIP;
+        uint64_t seq = mine ? ev->event->message->seq : 0;
+        parley__v1__frame__free_unpacked(ev, NULL);
+        if (!is_event) continue;
+        CHECK(user_seq > last_user_seq, "user_seq %llu after %llu", (unsigned long long)user_seq,
+              (unsigned long long)last_user_seq);
+        last_user_seq = user_seq;
+        if (!mine) continue;
+        CHECK(seq == sent_seq[seen], "message %zu: seq %llu, want %llu", seen, (unsigned long long)seq,
+              (unsigned long long)sent_seq[seen]);
+        seen++;
+    }
+    CHECK(seen == MESSAGES, "bob has %zu of %d messages", seen, MESSAGES);
+}
+
+int main(void) {
+    unsetenv("PARLEY_TEST_STORE");   /* its own server on Cassandra, with the hook */
+    RUN(subscribe_does_not_hold_worker);
+    RUN(session_catches_up_after_release);
+    release_hold();
+    if (mq_fd >= 0) close(mq_fd);
+    h_raw_close(&X);
+    if (alice) h_dev_free(alice);
+    if (bob) h_dev_free(bob);
+    h_server_destroy(&S);
+    cassandra_node_stop();
+    if (hold_file[0]) rmdir(hold_dir);
+    CHECK_EXIT();
+}
