@@ -10,6 +10,11 @@ static cql_client *admin;
 static char keyspace[32];
 static int keyspace_n;
 
+const char *fenced_store_shared_hosts(void) {
+    const char *env = getenv("PARLEY_TEST_CASSANDRA");
+    return env && *env ? env : NULL;
+}
+
 int fenced_store_connect(const char *h) {
     snprintf(hosts, sizeof hosts, "%s", h);
     cql_options o = {.hosts = hosts};

@@ -17,6 +17,8 @@
 #include "store/cql/cql.h"
 #include "store/store.h"
 
+/* PARLEY_TEST_CASSANDRA when set and not empty, else NULL */
+const char *fenced_store_shared_hosts(void);
 /* The admin connection to hosts ("HOST:PORT"), ready. 0 or -1. */
 int fenced_store_connect(const char *hosts);
 void fenced_store_disconnect(void);

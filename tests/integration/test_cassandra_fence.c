@@ -49,6 +49,7 @@
  * fresh keyspace, dropped after it. */
 #include "../check.h"
 #include "cassandra_node.h"
+#include "fenced_store.h"
 #include "harness.h"
 #include "store/cql/cql.h"
 #include "store/store.h"
@@ -61,51 +62,14 @@
 #include <time.h>
 #include <unistd.h>
 
-static char hosts[128];
-static cql_client *admin;
-static char keyspace[32];
-static int keyspace_n;
 static store *A, *B;
 
-static store *open_fenced(void) {
-    char *err = NULL;
-    store_options o = {.cassandra_hosts = hosts, .cassandra_keyspace = keyspace, .cassandra_fence = true};
-    store *s = store_open_kind(STORE_KIND_CASSANDRA, NULL, &o, &err);
-    if (!s) fprintf(stderr, "  open keyspace %s: %s\n", keyspace, err ? err : "?");
-    free(err);
-    return s;
-}
-
-static void close_pair(void) {
-    if (A) store_close(A);
-    if (B) store_close(B);
-    A = B = NULL;
-    if (!keyspace[0]) return;
-    char q[96];
-    snprintf(q, sizeof q, "DROP KEYSPACE IF EXISTS %s", keyspace);
-    cql_result *r = cql_query_sync(admin, q, CQL_ONE);
-    if (cql_result_status(r) != CQL_OK) fprintf(stderr, "  %s: %s\n", q, cql_result_message(r));
-    cql_result_free(r);
-}
+static void close_pair(void) { fenced_store_pair_close(&A, &B); }
 
 /* two handles on a fresh keyspace */
-static int open_pair(void) {
-    close_pair();   /* a case that failed half way left its pair */
-    snprintf(keyspace, sizeof keyspace, "fence_%d_%d", (int)getpid(), ++keyspace_n);
-    A = open_fenced();
-    B = A ? open_fenced() : NULL;
-    return A && B ? 0 : -1;
-}
+static int open_pair(void) { return fenced_store_pair("fence", &A, &B); }
 
-static int raw(const char *fmt, unsigned long long a, unsigned long long b) {
-    char q[256];
-    snprintf(q, sizeof q, fmt, keyspace, a, b);
-    cql_result *r = cql_query_sync(admin, q, CQL_LOCAL_QUORUM);
-    int ok = cql_result_status(r) == CQL_OK;
-    if (!ok) fprintf(stderr, "  %s: %s\n", q, cql_result_message(r));
-    cql_result_free(r);
-    return ok ? 0 : -1;
-}
+static int raw(const char *fmt, unsigned long long a, unsigned long long b) { return fenced_store_cql(fmt, a, b); }
 
 /* a message as the writer puts it: the row, the last seq, the dedupe record */
 static void put_send(store_batch *b, uint64_t conv, uint64_t seq, uint64_t user, const char *client_id,
@@ -430,8 +394,8 @@ static void a_retry_of_a_row_without_its_dedupe_record(void) {
     CHECK(open_pair() == 0, "open two handles");   /* the keyspace and its tables */
     h_server S;
     memset(&S, 0, sizeof S);
-    const char *flags[] = {"--store", "cassandra", "--cassandra", hosts, "--keyspace", keyspace,
-                           "--cassandra-fence", "on", NULL};
+    const char *flags[] = {"--store", "cassandra", "--cassandra", fenced_store_hosts(),
+                           "--keyspace", fenced_store_keyspace(), "--cassandra-fence", "on", NULL};
     CHECK(h_server_start(&S, flags) == 0, "serve --cassandra-fence on did not start");
     h_dev *a = h_user_new(&S, NULL), *b = h_user_new(&S, NULL);
     uint64_t conv = 0, first = 0, got = 0;
@@ -487,8 +451,8 @@ static void conversation_ids_on_two_servers(void) {
     h_server S1, S2;
     memset(&S1, 0, sizeof S1);
     memset(&S2, 0, sizeof S2);
-    const char *flags[] = {"--store", "cassandra", "--cassandra", hosts, "--keyspace", keyspace,
-                           "--cassandra-fence", "on", NULL};
+    const char *flags[] = {"--store", "cassandra", "--cassandra", fenced_store_hosts(),
+                           "--keyspace", fenced_store_keyspace(), "--cassandra-fence", "on", NULL};
     CHECK(h_server_start(&S1, flags) == 0, "server 1 did not start");
     CHECK(h_server_start(&S2, flags) == 0, "server 2 did not start");
     h_dev *u1 = h_user_new(&S1, NULL), *u2 = h_user_new(&S1, NULL);
@@ -523,12 +487,8 @@ static void a_partition_from_before_the_fence(void) {
     CHECK(open_pair() == 0, "open two handles");
     const uint64_t conv = 13, user = 6;
     /* written by an unfenced handle: rows and hints, no head */
-    char *err = NULL;
-    store_options o = {.cassandra_hosts = hosts, .cassandra_keyspace = keyspace, .cassandra_fence = false};
-    store *old = store_open_kind(STORE_KIND_CASSANDRA, NULL, &o, &err);
-    CHECK(old, "unfenced open: %s", err ? err : "?");
-    free(err);
-    if (!old) return;
+    store *old = fenced_store_open(false);
+    CHECK(old, "unfenced open");
     store_batch *b = store_batch_new();
     char id[32];
     for (uint64_t s = 1; s <= 5; s++) {
@@ -565,17 +525,12 @@ static void a_partition_from_before_the_fence(void) {
     close_pair();
 }
 
+/* the shared node (PARLEY_TEST_CASSANDRA), else one of this program's own */
 static void start(void) {
-    const char *env = getenv("PARLEY_TEST_CASSANDRA");
-    if (env && *env) {
-        snprintf(hosts, sizeof hosts, "%s", env);
-    } else {
-        CHECK(cassandra_node_start("fence") == 0, "no Cassandra");
-        snprintf(hosts, sizeof hosts, "%s", cassandra_node_hosts());
-    }
-    cql_options o = {.hosts = hosts};
-    admin = cql_connect(&o);
-    CHECK(admin && cql_wait_ready(admin, 60000) == 0, "no CQL connection to %s", hosts);
+    const char *shared = fenced_store_shared_hosts();
+    CHECK(shared || cassandra_node_start("fence") == 0, "no Cassandra");
+    const char *hosts = shared ? shared : cassandra_node_hosts();
+    CHECK(fenced_store_connect(hosts) == 0, "no CQL connection to %s", hosts);
 }
 
 int main(void) {
@@ -590,7 +545,7 @@ int main(void) {
         RUN(a_partition_from_before_the_fence);
     }
     close_pair();
-    if (admin) cql_close(admin);
+    fenced_store_disconnect();
     cassandra_node_stop();
     CHECK_EXIT();
 }

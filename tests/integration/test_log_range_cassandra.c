@@ -96,15 +96,11 @@ static void two_owners(void) {
     fenced_store_pair_close(&A, &B);
 }
 
+/* the shared node (PARLEY_TEST_CASSANDRA), else one of this program's own */
 static void start(void) {
-    const char *env = getenv("PARLEY_TEST_CASSANDRA");
-    char hosts[128];
-    if (env && *env) {
-        snprintf(hosts, sizeof hosts, "%s", env);
-    } else {
-        CHECK(cassandra_node_start("lrange") == 0, "no Cassandra");
-        snprintf(hosts, sizeof hosts, "%s", cassandra_node_hosts());
-    }
+    const char *shared = fenced_store_shared_hosts();
+    CHECK(shared || cassandra_node_start("lrange") == 0, "no Cassandra");
+    const char *hosts = shared ? shared : cassandra_node_hosts();
     CHECK(fenced_store_connect(hosts) == 0, "no CQL connection to %s", hosts);
 }
 

@@ -30,6 +30,7 @@
 #include "core/clock.h"
 #include "core/u64map.h"
 #include "fanout/inbox_fence.h"
+#include "fenced_store.h"
 #include "store/cql/cql.h"
 #include "store/store.h"
 
@@ -40,40 +41,11 @@
 
 enum { CONFLICT_ROUNDS = 5 };
 
-static char hosts[128];
-static cql_client *admin;
-static char keyspace[32];
-static int keyspace_n;
 static store *owner, *zombie;   /* the new owner, the resumed stalled node */
 
-static store *open_fenced(void) {
-    char *err = NULL;
-    store_options o = {.cassandra_hosts = hosts, .cassandra_keyspace = keyspace, .cassandra_fence = true};
-    store *s = store_open_kind(STORE_KIND_CASSANDRA, NULL, &o, &err);
-    if (!s) fprintf(stderr, "  open keyspace %s: %s\n", keyspace, err ? err : "?");
-    free(err);
-    return s;
-}
+static void close_pair(void) { fenced_store_pair_close(&owner, &zombie); }
 
-static void close_pair(void) {
-    if (owner) store_close(owner);
-    if (zombie) store_close(zombie);
-    owner = zombie = NULL;
-    if (!keyspace[0]) return;
-    char q[96];
-    snprintf(q, sizeof q, "DROP KEYSPACE IF EXISTS %s", keyspace);
-    cql_result *r = cql_query_sync(admin, q, CQL_ONE);
-    if (cql_result_status(r) != CQL_OK) fprintf(stderr, "  %s: %s\n", q, cql_result_message(r));
-    cql_result_free(r);
-}
-
-static int open_pair(void) {
-    close_pair();
-    snprintf(keyspace, sizeof keyspace, "zfence_%d_%d", (int)getpid(), ++keyspace_n);
-    owner = open_fenced();
-    zombie = owner ? open_fenced() : NULL;
-    return owner && zombie ? 0 : -1;
-}
+static int open_pair(void) { return fenced_store_pair("zfence", &owner, &zombie); }
 
 /* one user's entries appended as fan-out appends them: (conv, seq[i]) at
  * user_seq first + i, the head with them */
@@ -173,17 +145,12 @@ static void a_young_entry_appended_after_the_belief(void) {
     close_pair();
 }
 
+/* the shared node (PARLEY_TEST_CASSANDRA), else one of this program's own */
 static void start(void) {
-    const char *env = getenv("PARLEY_TEST_CASSANDRA");
-    if (env && *env) {
-        snprintf(hosts, sizeof hosts, "%s", env);
-    } else {
-        CHECK(cassandra_node_start("zfence") == 0, "no Cassandra");
-        snprintf(hosts, sizeof hosts, "%s", cassandra_node_hosts());
-    }
-    cql_options o = {.hosts = hosts};
-    admin = cql_connect(&o);
-    CHECK(admin && cql_wait_ready(admin, 60000) == 0, "no CQL connection to %s", hosts);
+    const char *shared = fenced_store_shared_hosts();
+    CHECK(shared || cassandra_node_start("zfence") == 0, "no Cassandra");
+    const char *hosts = shared ? shared : cassandra_node_hosts();
+    CHECK(fenced_store_connect(hosts) == 0, "no CQL connection to %s", hosts);
 }
 
 int main(void) {
@@ -193,7 +160,7 @@ int main(void) {
         RUN(a_young_entry_appended_after_the_belief);
     }
     close_pair();
-    if (admin) cql_close(admin);
+    fenced_store_disconnect();
     cassandra_node_stop();
     CHECK_EXIT();
 }
