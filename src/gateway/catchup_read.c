@@ -5,19 +5,14 @@
  * head is aligned. */
 #include "gateway/catchup_read.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "chat/consent.h"
-#include "core/log.h"
+#include "core/test_hold.h"
 #include "store/store.h"
 
 enum {
-    HOLD_MAX_MS = 60000,
-    HOLD_STEP_MS = 10,
     RECEIPT_CONVS = 64,         /* conversations whose receipts one SyncDone carries */
     RECEIPT_SCAN = 4096,        /* inbox entries looked at to find them */
 };
@@ -35,24 +30,8 @@ typedef struct wire_receipt {
 
 /* ------------------------------------------------------------ test hook */
 
-static pthread_once_t hold_once = PTHREAD_ONCE_INIT;
-static const char *hold_path;
-
-static void hold_init(void) {
-    const char *p = getenv("PARLEY_TEST_HOLD_CATCHUP_READS");
-    if (p && p[0]) {
-        hold_path = p;
-        log_warn("test hook PARLEY_TEST_HOLD_CATCHUP_READS=%s: catch-up page and MQTT cursor reads wait while that file exists", p);
-    }
-}
-
-static void hold_while_asked(void) {
-    pthread_once(&hold_once, hold_init);
-    if (!hold_path) return;
-    struct timespec step = {0, HOLD_STEP_MS * 1000000L};
-    for (int waited = 0; waited < HOLD_MAX_MS && access(hold_path, F_OK) == 0; waited += HOLD_STEP_MS)
-        nanosleep(&step, NULL);
-}
+static test_hold hold = {.env_name = "PARLEY_TEST_HOLD_CATCHUP_READS",
+                         .what = "catch-up page and MQTT cursor reads"};
 
 /* ------------------------------------------------------------ receipts */
 
@@ -124,7 +103,7 @@ static int page_add(void *ud, uint64_t user_seq, uint64_t conv, uint64_t seq, ui
 }
 
 worker_msg *catchup_read_page(store *st, uint64_t conn_id, const catchup_ask *q) {
-    hold_while_asked();
+    test_hold_wait(&hold);
     page_read *pr = calloc(1, sizeof *pr);
     if (!pr) abort();
     catchup_page_head h;
@@ -179,7 +158,7 @@ worker_msg *catchup_read_page(store *st, uint64_t conn_id, const catchup_ask *q)
 }
 
 int catchup_read_cursor(store *st, uint64_t user, uint32_t device, uint64_t *cursor) {
-    hold_while_asked();
+    test_hold_wait(&hold);
     *cursor = 0;
     return store_get_cursor(st, user, device, cursor) < 0 ? -1 : 0;
 }
