@@ -811,9 +811,17 @@ static uint64_t append_membership(writer *w, uint64_t conv, uint64_t actor_user,
     return seq;
 }
 
-/* A new member record: joined at seq (history starts there), read up to it. */
+/* Spans of earlier memberships a re-added member's record keeps. Fan-out
+ * needs one only while it is behind it, so a few are plenty: losing one
+ * takes a member removed and added again this many times while fan-out
+ * lags. */
+enum { MEMBER_SPANS_KEPT = 8 };
+
+/* A new member record: joined at seq (history starts there), read up to it.
+ * before: the record of a member who left (re-added), or NULL; its spans
+ * are kept (storage.proto, Member.earlier). */
 static void put_member(writer *w, uint64_t conv, uint64_t user, uint64_t joined, uint64_t added_by,
-                       bool admin, uint64_t direct_peer) {
+                       bool admin, uint64_t direct_peer, const Parley__Store__Member *before) {
     Parley__Store__Member m;
     parley__store__member__init(&m);
     m.joined_seq = joined;
@@ -821,6 +829,17 @@ static void put_member(writer *w, uint64_t conv, uint64_t user, uint64_t joined,
     m.added_by = added_by;
     m.admin = admin;
     m.direct_peer = direct_peer;
+    Parley__Store__MemberSpan spans[MEMBER_SPANS_KEPT], *span_ptrs[MEMBER_SPANS_KEPT];
+    if (before && before->joined_seq && before->left_seq) {
+        size_t had = before->n_earlier, keep = had < MEMBER_SPANS_KEPT - 1 ? had : MEMBER_SPANS_KEPT - 1;
+        for (size_t i = 0; i < keep; i++) spans[i] = *before->earlier[had - keep + i];
+        parley__store__member_span__init(&spans[keep]);
+        spans[keep].joined_seq = before->joined_seq;
+        spans[keep].left_seq = before->left_seq;
+        for (size_t i = 0; i <= keep; i++) span_ptrs[i] = &spans[i];
+        m.earlier = span_ptrs;
+        m.n_earlier = keep + 1;
+    }
     writer_put_member(w, conv, user, &m);
 }
 
@@ -895,7 +914,7 @@ static uint64_t new_conversation(writer *w, chat_request *r, uint32_t partition,
     bool direct = kind == PARLEY__V1__CONVERSATION_KIND__DIRECT;
     for (size_t i = 0; i < n; i++) {
         uint64_t peer = direct ? members[1 - i] : 0;
-        put_member(w, conv, members[i], seq, r->user_id, !direct && members[i] == r->user_id, peer);
+        put_member(w, conv, members[i], seq, r->user_id, !direct && members[i] == r->user_id, peer, NULL);
     }
     consent_accept_added(w, r->user_id, members, n);
     return conv;
@@ -1066,7 +1085,12 @@ static void handle_add_members(writer *w, chat_request *r) {
         uint64_t seq = append_membership(w, q->conversation_id, r->user_id, r->device_id,
                                          PARLEY__V1__MEMBERSHIP__ACTION__ADDED, ids, k,
                                          PARLEY__V1__CONVERSATION_KIND__GROUP, c->name);
-        for (size_t i = 0; i < k; i++) put_member(w, q->conversation_id, ids[i], seq, r->user_id, false, 0);
+        for (size_t i = 0; i < k; i++) {
+            Parley__Store__Member *before = NULL;
+            writer_read_member(w, q->conversation_id, ids[i], &before);   /* a member who left, or none */
+            put_member(w, q->conversation_id, ids[i], seq, r->user_id, false, 0, before);
+            if (before) parley__store__member__free_unpacked(before, NULL);
+        }
         consent_accept_added(w, r->user_id, ids, k);
     }
     writer_answer_ok(w, r);

@@ -15,7 +15,7 @@ enum { WAYS = WCACHE_WAYS };
 typedef struct member_entry {
     uint64_t conv, user;   /* user 0: empty (user ids start at 1) */
     uint64_t used;         /* tick of the last hit or put */
-    Parley__Store__Member record;
+    Parley__Store__Member record;   /* its spans (a re-added member's), if any, in one block the entry owns */
 } member_entry;
 
 typedef struct dedupe_entry {
@@ -48,8 +48,38 @@ static writer_cache *cache_of(writer_cache **c) {
     return *c = n;
 }
 
+static void drop_spans(member_entry *e) {
+    free(e->record.earlier);
+    e->record.earlier = NULL;
+    e->record.n_earlier = 0;
+}
+
+/* The earlier spans of m into one block: the pointers, then the spans. A
+ * few dozen bytes, and a record that cannot be held would break the
+ * write-through promise: out of memory aborts, as the store's unpack does. */
+static void copy_spans(member_entry *e, const Parley__Store__Member *m) {
+    size_t n = m->n_earlier;
+    if (n == 0) return;
+    Parley__Store__MemberSpan **ptrs = malloc(n * (sizeof *ptrs + sizeof **ptrs));
+    if (!ptrs) abort();
+    Parley__Store__MemberSpan *spans = (Parley__Store__MemberSpan *)(ptrs + n);
+    for (size_t i = 0; i < n; i++) {
+        parley__store__member_span__init(&spans[i]);
+        spans[i].joined_seq = m->earlier[i]->joined_seq;
+        spans[i].left_seq = m->earlier[i]->left_seq;
+        ptrs[i] = &spans[i];
+    }
+    e->record.earlier = ptrs;
+    e->record.n_earlier = n;
+}
+
+static void drop_all_spans(writer_cache *c) {
+    for (size_t i = 0; i < WCACHE_MEMBER_ENTRIES; i++) drop_spans(&c->members[i]);
+}
+
 void writer_cache_free(writer_cache *c) {
     if (!c) return;
+    if (c->members) drop_all_spans(c);
     free(c->members);
     free(c->dedupe);
     free(c);
@@ -57,6 +87,7 @@ void writer_cache_free(writer_cache *c) {
 
 void writer_cache_clear(writer_cache *c) {
     if (!c) return;
+    drop_all_spans(c);
     memset(c->members, 0, WCACHE_MEMBER_ENTRIES * sizeof *c->members);
     memset(c->dedupe, 0, WCACHE_DEDUPE_ENTRIES * sizeof *c->dedupe);
 }
@@ -76,17 +107,36 @@ static member_entry *member_set(writer_cache *c, uint64_t conv, uint64_t user) {
     return &c->members[(h % (WCACHE_MEMBER_ENTRIES / WAYS)) * WAYS];
 }
 
-bool writer_cache_member_get(writer_cache **cp, uint64_t conv, uint64_t user, Parley__Store__Member *out) {
+/* A copy the caller frees as an unpacked record: the spans each in their
+ * own allocation, as protobuf-c's free_unpacked expects. */
+static Parley__Store__Member *copy_out(const Parley__Store__Member *held) {
+    Parley__Store__Member *m = malloc(sizeof *m);
+    if (!m) abort();   /* a few bytes; the store's unpack aborts likewise */
+    *m = *held;
+    m->earlier = NULL;
+    m->n_earlier = 0;
+    if (held->n_earlier == 0) return m;
+    m->earlier = malloc(held->n_earlier * sizeof *m->earlier);
+    if (!m->earlier) abort();
+    for (size_t i = 0; i < held->n_earlier; i++) {
+        m->earlier[i] = malloc(sizeof **m->earlier);
+        if (!m->earlier[i]) abort();
+        *m->earlier[i] = *held->earlier[i];
+    }
+    m->n_earlier = held->n_earlier;
+    return m;
+}
+
+Parley__Store__Member *writer_cache_member_get(writer_cache **cp, uint64_t conv, uint64_t user) {
     writer_cache *c = *cp;
-    if (!c || user == 0) return false;
+    if (!c || user == 0) return NULL;
     member_entry *set = member_set(c, conv, user);
     for (int i = 0; i < WAYS; i++) {
         if (set[i].user != user || set[i].conv != conv) continue;
         set[i].used = ++c->tick;
-        *out = set[i].record;
-        return true;
+        return copy_out(&set[i].record);
     }
-    return false;
+    return NULL;
 }
 
 void writer_cache_member_marks(writer_cache **cp, uint64_t conv, uint64_t user, uint64_t read_seq,
@@ -113,13 +163,17 @@ void writer_cache_member_put(writer_cache **cp, uint64_t conv, uint64_t user, co
         }
         if (set[i].used < slot->used) slot = &set[i];   /* empty entries have used 0 */
     }
+    drop_spans(slot);
     slot->conv = conv;
     slot->user = user;
     slot->used = ++c->tick;
     slot->record = *m;
-    /* the copy owns nothing: unknown fields stay with the caller's record */
+    /* the copy owns only its spans: unknown fields stay with the caller's record */
     slot->record.base.n_unknown_fields = 0;
     slot->record.base.unknown_fields = NULL;
+    slot->record.earlier = NULL;
+    slot->record.n_earlier = 0;
+    copy_spans(slot, m);
 }
 
 /* ------------------------------------------------------------- dedupe */
@@ -189,13 +243,10 @@ int writer_read_member(writer *w, uint64_t conv, uint64_t user, Parley__Store__M
     /* only the owner of conv writes its member records: another owner's
      * copy could be stale, so it reads the store */
     bool own = writer_owns_conv(w, conv);
-    Parley__Store__Member held;
-    if (own && writer_cache_member_get(&w->cache, conv, user, &held)) {
+    Parley__Store__Member *held = own ? writer_cache_member_get(&w->cache, conv, user) : NULL;
+    if (held) {
         METRIC_INC(writer_member_cache_hits_total);
-        Parley__Store__Member *m = malloc(sizeof *m);
-        if (!m) abort();   /* a few bytes; the store's unpack aborts likewise */
-        *m = held;
-        *out = m;
+        *out = held;
         return 1;
     }
     METRIC_INC(writer_member_reads_total);

@@ -33,8 +33,10 @@ void writer_cache_free(writer_cache *c);
 /* forgets everything (a commit failed) */
 void writer_cache_clear(writer_cache *c);
 
-/* true with a copy of the record in *out (unknown fields not kept) */
-bool writer_cache_member_get(writer_cache **c, uint64_t conv, uint64_t user, Parley__Store__Member *out);
+/* A copy of the record, freed by the caller as an unpacked one
+ * (parley__store__member__free_unpacked; unknown fields not kept), or NULL
+ * when not held */
+Parley__Store__Member *writer_cache_member_get(writer_cache **c, uint64_t conv, uint64_t user);
 void writer_cache_member_put(writer_cache **c, uint64_t conv, uint64_t user, const Parley__Store__Member *m);
 /* The read marks of a held record, when a raise wrote only its marks
  * record (marks_cache.h): nothing when the record is not held. */

@@ -6,9 +6,10 @@
  * - reader of the conversation partitions p with p mod n == i: the queue
  *   gives it those partitions' items only (queue_local.c), in each
  *   conversation's seq order. It resolves who receives each message, once
- *   (membership is cached per conversation as (user, joined_seq, left_seq)
- *   and reloaded when a MEMBERSHIP message passes, which is exactly when it
- *   changes), and hands each user partition's owner a run: the (user,
+ *   (membership is cached per conversation as (user, joined_seq, left_seq),
+ *   one entry per span of a member removed and added again, and reloaded
+ *   when a MEMBERSHIP message passes: the store may be ahead of the reader
+ *   by then, which the spans make harmless), and hands each user partition's owner a run: the (user,
  *   message) pairs for that owner's users, in read order, and a mark per
  *   conversation partition read (the last offset read of it).
  * - owner (appender) of the user partitions u with u mod n == i: it alone
@@ -72,6 +73,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/mpsc.h"
+#include "core/test_hold.h"
 #include "core/u64map.h"
 #include "push/push_gateway.h"
 
@@ -194,13 +196,18 @@ struct member_load {
 
 static int member_load_cb(void *ud, uint64_t user, const Parley__Store__Member *m) {
     struct member_load *ml = ud;
-    if (ml->list->n == ml->cap) {
-        ml->cap *= 2;
-        member_list *grown = realloc(ml->list, sizeof *grown + ml->cap * sizeof(member));
-        if (!grown) abort();
-        ml->list = grown;
+    /* a member re-added has one entry per span: a seq is in one at most */
+    for (size_t i = 0; i <= m->n_earlier; i++) {
+        if (ml->list->n == ml->cap) {
+            ml->cap *= 2;
+            member_list *grown = realloc(ml->list, sizeof *grown + ml->cap * sizeof(member));
+            if (!grown) abort();
+            ml->list = grown;
+        }
+        ml->list->m[ml->list->n++] = i < m->n_earlier
+            ? (member){user, m->earlier[i]->joined_seq, m->earlier[i]->left_seq}
+            : (member){user, m->joined_seq, m->left_seq};
     }
-    ml->list->m[ml->list->n++] = (member){user, m->joined_seq, m->left_seq};
     return 0;
 }
 
@@ -1041,6 +1048,10 @@ static void reading_finished(fanout *f) {
         for (uint32_t j = 0; j < f->set->n; j++) mpsc_wake(&f->set->threads[j]->mailbox);
 }
 
+/* Tests hold fan-out behind the writer to see what it does when the store is
+ * ahead of it (test_membership) */
+static test_hold reading_hold = {.env_name = "PARLEY_TEST_HOLD_FANOUT", .what = "fan-out readers"};
+
 static void *fanout_main(void *arg) {
     fanout *f = arg;
     pthread_setname_np(pthread_self(), f->name);   /* seen in top -H, perf */
@@ -1050,6 +1061,7 @@ static void *fanout_main(void *arg) {
         size_t ran = drain_mailbox(f), n = 0;
         bool may_read = !f->reading_done && has_room(f);
         if (may_read) {
+            test_hold_wait(&reading_hold);
             bool closed = queue_closed(f->srv->queue);   /* before the last look: nothing comes after it */
             n = queue_consume(f->srv->queue, f->index, items, ITEMS_PER_BATCH, 0);
             atomic_store(&g_metrics.fanout_queue_depth, (long)queue_depth(f->srv->queue));

@@ -1,6 +1,8 @@
 /* test_membership.c -- membership edge cases and the state that hangs off
  * it: a direct conversation's members cannot change; a removed member
- * re-added gets what was sent after the re-add and nothing from the gap;
+ * re-added gets what was sent after the re-add and nothing from the gap,
+ * also when fan-out reaches the removal only after the re-add is stored
+ * (PARLEY_TEST_HOLD_FANOUT holds it there);
  * both sides opening the same direct conversation at once get one
  * conversation; a user in more conversations than membership_shared's
  * index bound (4096) is still recognised as sharing one; presence of a user
@@ -12,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -23,6 +26,12 @@
 enum { WAIT_MS = 20000, INDEX_BOUND = 4096 };
 
 static h_server S;
+static char fanout_hold[64];   /* PARLEY_TEST_HOLD_FANOUT: fan-out waits while this file exists */
+
+static int hold_fanout(void) {
+    FILE *f = fopen(fanout_hold, "w");
+    return f && fclose(f) == 0 ? 0 : -1;
+}
 
 /* ------------------------------------------------------ direct members */
 
@@ -92,6 +101,9 @@ static void readd_removed_member(void) {
     NEED(a && b && c);
     uint64_t ids[2] = {b->id.user_id, c->id.user_id}, conv = 0;
     NEED(pc_create_group(a->c, "readd", ids, 2, &conv) == 0);
+    /* fan-out held from here to the last send: when it reads the removal,
+     * b's record says b was added after it (the earlier span must count) */
+    NEED(hold_fanout() == 0);
     NEED(h_send(a, conv, "before") != 0);
     NEED(pc_remove_member(a->c, conv, b->id.user_id) == 0);
     uint64_t gap = h_send(a, conv, "in the gap");
@@ -114,6 +126,7 @@ static void readd_removed_member(void) {
     NEED(pc_add_members(a->c, conv, &bid, 1) == 0);
     uint64_t after = h_send(a, conv, "after");
     uint64_t mine = h_send(b, conv, "back");
+    NEED(unlink(fanout_hold) == 0);
     NEED(after && mine);
 
     /* b's inbox, from scratch */
@@ -455,6 +468,8 @@ int main(void) {
         args[n++] = "100000";
     }
     args[n] = NULL;
+    snprintf(fanout_hold, sizeof fanout_hold, "/tmp/parley-membership-hold-%d", (int)getpid());
+    if (setenv("PARLEY_TEST_HOLD_FANOUT", fanout_hold, 1) != 0) return 1;   /* the server inherits it */
     if (h_server_start(&S, args) != 0) {
         printf("FAIL server_starts\n");
         return 1;
@@ -467,5 +482,6 @@ int main(void) {
     RUN(more_conversations_than_the_index_bound);
     if (!h_server_survived(&S)) check_failures_total++;
     h_server_destroy(&S);
+    unlink(fanout_hold);   /* left by a case that stopped early */
     CHECK_EXIT();
 }
