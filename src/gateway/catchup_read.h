@@ -19,7 +19,7 @@
  *
  * Test hook: with the environment variable PARLEY_TEST_HOLD_CATCHUP_READS
  * set to a path, every page read (and MQTT's cursor read) first waits while that file exists
- * (at most HOLD_MAX_MS), so a test can keep a catch-up read outstanding and
+ * (at most TEST_HOLD_MAX_MS, core/test_hold.h), so a test can keep a catch-up read outstanding and
  * see what the worker does meanwhile (test_catchup_off_worker). */
 #ifndef PARLEY_GATEWAY_CATCHUP_READ_H
 #define PARLEY_GATEWAY_CATCHUP_READ_H
