@@ -4,9 +4,11 @@
  * Comparing packed encodings works for any message but costs two
  * get_packed_size and two pack calls; on the write path that ran for every
  * delivered-seq raise (store_put_member_update). For a message of plain
- * scalar fields (numbers, bools, enums; no strings, bytes, sub-messages,
- * repeated fields, oneofs or unknown fields) the fields can be compared in
- * place, guided by the descriptor, so a field added later still counts. */
+ * scalar fields (numbers, bools, enums; no strings, bytes, single
+ * sub-messages, repeated scalars, oneofs or unknown fields), and repeated
+ * sub-messages that are such messages themselves (a member's earlier
+ * spans), the fields can be compared in place, guided by the descriptor,
+ * so a field added later still counts. */
 #ifndef PARLEY_CORE_PB_EQUAL_H
 #define PARLEY_CORE_PB_EQUAL_H
 

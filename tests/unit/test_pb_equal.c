@@ -1,5 +1,6 @@
 /* test_pb_equal.c -- core/pb_equal.c: two messages of plain scalar fields
- * are compared in place, field by field as the descriptor lists them; a
+ * (and repeated sub-messages of them) are compared in place, field by field
+ * as the descriptor lists them; a
  * message it cannot compare that way says so (-1) instead of guessing. */
 #include <string.h>
 
@@ -50,8 +51,38 @@ static void what_it_cannot_compare_it_says(void) {
     CHECK(pb_scalars_equal(&a.base, &b.base) == -1, "unknown fields ignored");
 }
 
+/* a re-added member's earlier spans (a repeated sub-message of scalars):
+ * compared in place too, count and every field of every span */
+static void spans_count(void) {
+    Parley__Store__MemberSpan s[3], t[3], *ps[3], *pt[3];
+    for (int i = 0; i < 3; i++) {
+        parley__store__member_span__init(&s[i]);
+        s[i].joined_seq = 10 * (uint64_t)i + 1;
+        s[i].left_seq = 10 * (uint64_t)i + 5;
+        t[i] = s[i];
+        ps[i] = &s[i];
+        pt[i] = &t[i];
+    }
+    Parley__Store__Member a = member(), b = member();
+    a.earlier = ps;
+    a.n_earlier = 3;
+    b.earlier = pt;
+    b.n_earlier = 3;
+    CHECK(pb_scalars_equal(&a.base, &b.base) == 1, "members with equal spans compared %d",
+          pb_scalars_equal(&a.base, &b.base));
+    t[2].left_seq = 26;
+    CHECK(pb_scalars_equal(&a.base, &b.base) == 0, "the last span's left_seq differs");
+    t[2] = s[2];
+    b.n_earlier = 2;
+    CHECK(pb_scalars_equal(&a.base, &b.base) == 0, "two spans against three");
+    b.n_earlier = 3;
+    b.read_seq = 10;
+    CHECK(pb_scalars_equal(&a.base, &b.base) == 0, "read_seq differs beside equal spans");
+}
+
 int main(void) {
     RUN(every_scalar_field_counts);
+    RUN(spans_count);
     RUN(what_it_cannot_compare_it_says);
     CHECK_EXIT();
 }
