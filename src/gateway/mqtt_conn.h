@@ -71,5 +71,10 @@ void mqtt_conn_taken_over(worker *w, conn *c, uint64_t user, uint32_t device);
 /* The stored cursor a persistent session resumes from, read off the worker
  * on Cassandra (WM_CURSOR_READ, gateway/store_reads.h): its catch-up starts. */
 void mqtt_conn_cursor_read(worker *w, conn *c, const worker_msg *m);
+/* What a CONNECT (or its AUTH answer) read off the worker on Cassandra
+ * (WM_MQTT_CONNECT_READ, gateway/mqtt_connect_read.h): the sign-in is
+ * checked and answered (CONNACK), and the packets that waited are handled.
+ * Dropped when c is not waiting for it. */
+void mqtt_conn_connect_read(worker *w, conn *c, const worker_msg *m);
 
 #endif
