@@ -13,7 +13,13 @@
  * for MQTT (c->mqtt is one bit). Over TCP the state is CONN_HTTP until
  * CONNACK (the handshake timeout applies), then CONN_WS like a signed-in
  * WebSocket; over WebSocket (c->framed) it is CONN_WS from the upgrade (the
- * sign-in timeout applies) and every packet is one binary message. */
+ * sign-in timeout applies) and every packet is one binary message.
+ *
+ * The sign-in's store reads (the device key, the cursor behind Session
+ * Present: gateway/mqtt_connect_read.h) are a job for the reader pool on
+ * Cassandra; while it is out the connection handles no packet
+ * (conn.connect_read), so what the device sent after CONNECT waits for
+ * CONNACK. */
 #ifndef PARLEY_GATEWAY_MQTT_CONN_H
 #define PARLEY_GATEWAY_MQTT_CONN_H
 
