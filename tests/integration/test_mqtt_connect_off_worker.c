@@ -21,6 +21,10 @@
  *   - wrong_password_refused: a password signed with another key, its read
  *     held, then released: CONNACK 4 (bad user name or password), then the
  *     close;
+ *   - websocket_message_waits_for_connack: the same over WebSocket (the main
+ *     port, subprotocol mqtt), CONNECT and SUBSCRIBE in one binary
+ *     message: nothing is sent while the read is held; once released, the
+ *     CONNACK, then the SUBACK;
  *   - closed_while_held: a CONNECT whose client closes while its read is
  *     held (the server frees the socket: parley_sockets_open drops); once
  *     released the read's answer finds no connection, the server serves a
@@ -30,7 +34,9 @@
  * Seen failing: with connect_read (mqtt_conn.c) reading on the worker again
  * on Cassandra (the store_reads branch made dead; the hook then holds the
  * worker itself), connect_does_not_hold_worker fails: X's PushGetKey waits
- * behind the held read and the bounded read gives up.
+ * behind the held read and the bounded read gives up. With
+ * mqtt_conn_connect_read not handling what waited in the connection's MQTT
+ * buffer (ws_in), websocket_message_waits_for_connack fails: no SUBACK.
  *
  * A minimal MQTT client over a socket, written here with the codec's
  * encoders (as test_mqtt_subscribe_off_worker). Every wait is on observable
@@ -51,6 +57,7 @@
 #include "harness.h"
 #include "hold_file.h"
 #include "net/mqtt_codec.h"
+#include "net/ws.h"
 
 enum {
     IO_MS = 20000,          /* bound on each read: the worker answers at once when it is free */
@@ -152,24 +159,27 @@ static size_t connect_packet(const pc_identity *id, const uint8_t *sk, uint8_t *
     return mqtt_encode_connect(out, cap, &a);
 }
 
-/* Opens m and sends CONNECT, then (subscribe) a SUBSCRIBE to T/ev with
- * packet id 1, in one write: the server has both before it answers. */
+/* CONNECT, then (subscribe) a SUBSCRIBE to T/ev with packet id 1, into
+ * out: their length, 0. */
+static size_t connect_bytes(const pc_identity *id, const uint8_t *sk, bool subscribe, uint8_t *out, size_t cap) {
+    size_t n = connect_packet(id, sk, out, cap);
+    if (!n || !subscribe) return n;
+    char filter[64];
+    snprintf(filter, sizeof filter, "p/%llu.%u/ev", (unsigned long long)id->user_id, id->device_id);
+    const char *filters[] = {filter};
+    uint8_t opts[] = {1};
+    size_t s = mqtt_encode_subscribe(out + n, cap - n, 4, false, 1, filters, opts, 1);
+    return s ? n + s : 0;
+}
+
+/* Opens m and sends connect_bytes in one write: the server has both
+ * packets before it answers. */
 static int mq_open_connect(mq *m, const pc_identity *id, const uint8_t *sk, bool subscribe) {
     if ((m->fd = h_tcp_connect(mqtt_port, IO_MS)) < 0) return -1;
     m->len = 0;
     uint8_t p[768];
-    size_t n = connect_packet(id, sk, p, sizeof p);
-    if (!n) return -1;
-    if (subscribe) {
-        char filter[64];
-        snprintf(filter, sizeof filter, "p/%llu.%u/ev", (unsigned long long)id->user_id, id->device_id);
-        const char *filters[] = {filter};
-        uint8_t opts[] = {1};
-        size_t s = mqtt_encode_subscribe(p + n, sizeof p - n, 4, false, 1, filters, opts, 1);
-        if (!s) return -1;
-        n += s;
-    }
-    return mq_write(m, p, n);
+    size_t n = connect_bytes(id, sk, subscribe, p, sizeof p);
+    return n ? mq_write(m, p, n) : -1;
 }
 
 /* The CONNACK m waits for: its return code (and *present), -1 none. */
@@ -313,6 +323,44 @@ static void wrong_password_refused(void) {
     mq_close(&m);
 }
 
+/* The type of the MQTT packet that is the whole of W's next binary
+ * message; -1 none (or not one whole packet). */
+static int ws_next_packet(h_raw *w) {
+    ws_message m;
+    for (int i = 0; i < 8; i++) {
+        if (h_raw_next_message(w, &m) != 1) return -1;
+        if (m.kind != WS_MSG_BINARY) continue;
+        uint8_t first = 0;
+        uint32_t rem = 0;
+        size_t hl = 0;
+        if (mqtt_fixed_header(m.data, m.len, &first, &rem, &hl) != MQTT_OK || hl + rem != m.len) return -1;
+        return first >> 4;
+    }
+    return -1;
+}
+
+static void websocket_message_waits_for_connack(void) {
+    NEED(S.pid > 0);
+    h_raw W;
+    h_raw_opts o = {.io_ms = IO_MS};
+    NEED(h_raw_connect(S.port, &o, &W) == 0);
+    int status = h_raw_upgrade(&W, "mqtt");
+    CHECK(status == 101, "upgrade to mqtt: HTTP %d", status);
+    NEED(hold_file_make(&hold) == 0);
+    uint8_t p[768];
+    size_t n = connect_bytes(&bob->id, bob->id.secret_key, true, p, sizeof p);
+    NEED(n > 0 && h_raw_send_ws(&W, WS_OP_BINARY, 1, p, n, 1) == 0);   /* both packets, one message */
+    CHECK(x_served(8), "X's PushGetKey unanswered while an MQTT over WebSocket CONNECT read was held");
+    struct pollfd pf = {.fd = W.fd, .events = POLLIN};
+    CHECK(W.len == W.off && poll(&pf, 1, QUIET_MS) == 0, "the WebSocket MQTT client was sent something while held");
+    hold_file_release(&hold);
+    int type = ws_next_packet(&W);
+    CHECK(type == MQTT_CONNACK, "after the release: packet type %d, want CONNACK", type);
+    type = ws_next_packet(&W);
+    CHECK(type == MQTT_SUBACK, "after the CONNACK: packet type %d, want the SUBACK that waited", type);
+    h_raw_close(&W);
+}
+
 static void closed_while_held(void) {
     NEED(S.pid > 0);
     double base = -1, open_now = -1, reads = -1, reads_after = -1;
@@ -349,6 +397,7 @@ int main(void) {
     RUN(connect_does_not_hold_worker);
     RUN(connack_then_suback_after_release);
     RUN(wrong_password_refused);
+    RUN(websocket_message_waits_for_connack);
     RUN(closed_while_held);
     hold_file_release(&hold);
     mq_close(&B);
