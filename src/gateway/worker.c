@@ -297,8 +297,8 @@ static void handle_ws(worker *w, conn *c);
 
 bool conn_input_blocked(const worker *w, const conn *c) {
     const config *cfg = &w->srv->cfg;
-    return c->connect_read || buf_len(&c->out) >= cfg->conn_output_cap || in_flight_count(c) >= cfg->max_in_flight ||
-           in_flight_bytes(c) >= cfg->max_in_flight_bytes;
+    return c->connect_read || buf_len(&c->out) >= cfg->conn_output_cap ||
+           in_flight_count(c) >= cfg->max_in_flight || in_flight_bytes(c) >= cfg->max_in_flight_bytes;
 }
 
 /* Stops reading c: what the peer sends waits in its socket (the kernel's
