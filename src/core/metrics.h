@@ -37,9 +37,10 @@ typedef struct metrics {
     atomic_ulong sync_read_failures_total; /* catch-up reads the store failed (retried by the sweep) */
     atomic_ulong store_watch_probes_total; /* reads by the store watch while the store failed */
     atomic_long gateway_store_reads_queued;        /* gauge: reads waiting for a reader (gateway/store_reads.h) */
-    atomic_ulong gateway_store_reads_total;        /* reads the readers made (sign-ins, catch-up pages) */
+    atomic_ulong gateway_store_reads_total;        /* reads the readers made (sign-ins, catch-up pages, MQTT) */
     atomic_ulong gateway_store_reads_refused_total; /* reads refused: the read queue was full */
     atomic_ulong gateway_catchup_pages_total;      /* catch-up pages read off the workers (gateway/catchup_read.h) */
+    atomic_ulong gateway_mqtt_connect_reads_total; /* MQTT CONNECT reads off the workers (gateway/mqtt_connect_read.h) */
     atomic_ulong receipts_total;
     atomic_ulong retention_removed_total;
     atomic_ulong rate_limited_total;      /* sends and typing refused with RATE_LIMITED */ /* records dropped by retention at compaction */
