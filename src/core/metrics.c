@@ -126,6 +126,7 @@ size_t metrics_render(char *out, size_t cap) {
         {"parley_writer_commit_waits_total", "counter", "Batches that waited for a commit in flight of one of their conversations.", &g_metrics.writer_commit_waits_total, 0},
         {"parley_writer_retries_in_flight_total", "counter", "Send retries (same client_msg_id) whose first attempt's commit was in flight: answered after it.", &g_metrics.writer_retries_in_flight_total, 0},
         {"parley_cluster_chat_link_up", "gauge", "Gateway node: 1 while a chat node is linked both ways (requests are forwarded), else 0 (they are answered UNAVAILABLE).", &g_metrics.cluster_chat_link_up, 1},
+        {"parley_cluster_directory_shards_missing", "gauge", "Node directory shards (of 8) that did not answer the last listing (their master silent): the peers they hold keep what an earlier listing said.", &g_metrics.cluster_directory_shards_missing, 1},
         {"parley_cluster_requests_forwarded_total", "counter", "Gateway node: requests and acks sent to a chat node over the link.", &g_metrics.cluster_requests_forwarded_total, 0},
         {"parley_cluster_requests_refused_total", "counter", "Gateway node: requests answered UNAVAILABLE (retry) for want of a chat node link.", &g_metrics.cluster_requests_refused_total, 0},
         {"parley_cluster_remote_requests_total", "counter", "Chat node: requests taken from gateway nodes.", &g_metrics.cluster_remote_requests_total, 0},

@@ -127,6 +127,7 @@ typedef struct metrics {
     atomic_ulong writer_commit_waits_total;     /* batches that waited for their conversation's commit */
     atomic_ulong writer_retries_in_flight_total; /* send retries whose first attempt was in flight */
     atomic_long cluster_chat_link_up;              /* gauge, gateway node: 1 while a chat node is linked both ways */
+    atomic_long cluster_directory_shards_missing;  /* gauge: node directory shards the last listing missed */
     atomic_ulong cluster_requests_forwarded_total; /* gateway node: requests and acks sent to a chat node */
     atomic_ulong cluster_requests_refused_total;   /* gateway node: answered 503 "retry" (no chat node link) */
     atomic_ulong cluster_remote_requests_total;    /* chat node: requests taken from gateway nodes */
