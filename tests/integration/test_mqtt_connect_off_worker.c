@@ -341,6 +341,8 @@ static int ws_next_packet(h_raw *w) {
 
 static void websocket_message_waits_for_connack(void) {
     NEED(S.pid > 0);
+    double before = -1, after = -1;
+    NEED(h_metric_at(metrics_port, "parley_sockets_open", &before) == 0);
     h_raw W;
     h_raw_opts o = {.io_ms = IO_MS};
     NEED(h_raw_connect(S.port, &o, &W) == 0);
@@ -359,6 +361,10 @@ static void websocket_message_waits_for_connack(void) {
     type = ws_next_packet(&W);
     CHECK(type == MQTT_SUBACK, "after the CONNACK: packet type %d, want the SUBACK that waited", type);
     h_raw_close(&W);
+    /* gone on the server too before the next case counts sockets (seen
+     * racing it: W's close and the next connection cancelled out) */
+    CHECK(metric_until("parley_sockets_open", &after, at_most, before), "sockets open %.0f after W's close, %.0f before",
+          after, before);
 }
 
 static void closed_while_held(void) {
