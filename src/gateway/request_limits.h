@@ -28,7 +28,7 @@ int frame_peek_parse(const uint8_t *data, size_t len, frame_peek *out);
 
 /* An Ack read in place, without decoding: 1 and *user_seq when data is
  * the plain Ack frame clients send (request_id at most, then one Ack
- * holding user_seq at most once; every varint of canonical length), 0 for
+ * holding user_seq at most once; every varint in its shortest form), 0 for
  * anything else, which is then decoded the ordinary way. An Ack is most of
  * what a device sends at low rates (about one per message delivered), and
  * decoding one cost ~2,300 instructions (unpack and free of a Frame and
