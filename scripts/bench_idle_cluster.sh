@@ -260,7 +260,7 @@ for C in $STEPS; do
   # figure would be a further device's (~32 B), not a session's with its
   # key. The bench users' keys go, each from the master that holds it (one
   # key per UNLINK: keys of different slots cannot share a command; the
-  # node directory {nodes} stays).
+  # node directory's {nodes.*} shards stay).
   for port in $(cat "$DIR/redis/ports"); do
     redis-cli -p "$port" --scan --pattern '{u:*' | sed 's/^/UNLINK /' | redis-cli -p "$port" >/dev/null
   done

@@ -5,7 +5,7 @@
  *     can reach this node;
  *   - with --redis, the session registry (session_registry.h) and the
  *     node directory entry in the Redis Cluster
- *     (registry_redis.h, {nodes}): NAME -> "HOST:PORT/ROLES" ("-" for the
+ *     (registry_redis.h, the name's shard): NAME -> "HOST:PORT/ROLES" ("-" for the
  *     address when there is no --internal-listen), written at start,
  *     refreshed every third of --node-ttl-ms by a heartbeat so a node that
  *     dies leaves the directory by expiry, and removed on a clean stop.

@@ -34,7 +34,7 @@ typedef struct peer {
     char name[RR_NODE_MAX];
     char addr[RR_ADDR_MAX];   /* "" until the directory lists it with an address */
     unsigned roles;
-    bool listed;              /* in the last listing of the directory */
+    bool listed;              /* in the last listing that heard its directory shard */
     bool hello;               /* it connected to us (its answers can reach us) */
 } peer;
 
@@ -131,19 +131,23 @@ typedef struct listing {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool done;
+    bool answered;    /* some shard of the directory answered (and nodes was copied) */
+    unsigned missing; /* the shards that did not (registry_redis.h) */
     rr_node *nodes;   /* owned by the waiter */
     size_t n;
 } listing;
 
-static void listed(void *ud, const rr_node *nodes, size_t n, const char *error) {
+static void listed(void *ud, const rr_node *nodes, size_t n, unsigned missing, const char *error) {
     listing *l = ud;
     pthread_mutex_lock(&l->mu);
+    l->missing = missing;
     if (!error) {
         if (n > RR_MAX_NODES) n = RR_MAX_NODES;
         l->nodes = n ? malloc(n * sizeof *nodes) : NULL;
-        if (l->nodes) {
-            memcpy(l->nodes, nodes, n * sizeof *nodes);
+        if (l->nodes || n == 0) {
+            if (n) memcpy(l->nodes, nodes, n * sizeof *nodes);
             l->n = n;
+            l->answered = true;
         }
     }
     l->done = true;
@@ -153,7 +157,9 @@ static void listed(void *ud, const rr_node *nodes, size_t n, const char *error) 
 
 /* One listing of the directory: the peers' addresses and roles, and a link
  * to each node this one sends to (a gateway node to chat nodes, a chat node
- * to gateway nodes). */
+ * to gateway nodes). A listing that missed some shards (their master
+ * silent) updates the peers of the shards that answered; a peer whose
+ * shard is missing keeps what the last listing that heard it said. */
 static void discover_once(node_forward *nf) {
     listing l = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     pthread_rwlock_rdlock(&nf->use);
@@ -165,12 +171,16 @@ static void discover_once(node_forward *nf) {
     pthread_mutex_lock(&l.mu);
     while (!l.done) pthread_cond_wait(&l.cv, &l.mu);
     pthread_mutex_unlock(&l.mu);
-    if (!l.nodes) return;   /* Redis failed: keep what was known */
+    if (!l.answered) {   /* Redis failed: keep what was known */
+        atomic_store(&g_metrics.cluster_directory_shards_missing, __builtin_popcount(l.missing));
+        return;
+    }
 
     char connect[PEERS_MAX][RR_ADDR_MAX];
     int n_connect = 0;
     pthread_mutex_lock(&nf->mu);
-    for (int i = 0; i < nf->n_peers; i++) nf->peers[i].listed = false;
+    for (int i = 0; i < nf->n_peers; i++)
+        if (!(l.missing & (1u << rr_node_shard(nf->peers[i].name)))) nf->peers[i].listed = false;
     for (size_t k = 0; k < l.n; k++) {
         const rr_node *d = &l.nodes[k];
         if (strcmp(d->name, nf->self) == 0) continue;
@@ -184,11 +194,16 @@ static void discover_once(node_forward *nf) {
         snprintf(p->addr, sizeof p->addr, "%.*s", (int)(slash - d->addr), d->addr);
         p->roles = roles;
         p->listed = true;
-        bool sends_there = nf->chat ? (roles & CLUSTER_ROLE_GATEWAY) : (roles & CLUSTER_ROLE_CHAT);
-        if (sends_there) strcpy(connect[n_connect++], p->addr);
+    }
+    for (int i = 0; i < nf->n_peers; i++) {
+        const peer *p = &nf->peers[i];
+        bool sends_there = nf->chat ? (p->roles & CLUSTER_ROLE_GATEWAY) : (p->roles & CLUSTER_ROLE_CHAT);
+        if (p->listed && sends_there && p->addr[0]) strcpy(connect[n_connect++], p->addr);
     }
     pthread_mutex_unlock(&nf->mu);
     free(l.nodes);
+    /* after the peers took this listing: a reader of the gauge sees them so */
+    atomic_store(&g_metrics.cluster_directory_shards_missing, __builtin_popcount(l.missing));
     pthread_rwlock_rdlock(&nf->use);
     for (int i = 0; nf->link && i < n_connect; i++) link_connect(nf->link, connect[i]);
     pthread_rwlock_unlock(&nf->use);

@@ -23,8 +23,11 @@
  * lost request is retried by the device, a lost delivery is caught up by
  * sync (the device's inbox and cursor in the store are the truth).
  *
- * Peers are found in the node directory ({nodes} in Redis), listed every
- * second (and at once when an unknown node says HELLO). */
+ * Peers are found in the node directory (eight shard hashes in Redis,
+ * registry_redis.h), listed every second (and at once when an unknown node
+ * says HELLO). A listing that misses shards (a silent master) adds the
+ * peers the other shards hold and keeps the peers of the missing ones as
+ * they were; /metrics parley_cluster_directory_shards_missing. */
 #ifndef PARLEY_CLUSTER_NODE_FORWARD_H
 #define PARLEY_CLUSTER_NODE_FORWARD_H
 

@@ -37,9 +37,10 @@ typedef struct metrics {
     atomic_ulong sync_read_failures_total; /* catch-up reads the store failed (retried by the sweep) */
     atomic_ulong store_watch_probes_total; /* reads by the store watch while the store failed */
     atomic_long gateway_store_reads_queued;        /* gauge: reads waiting for a reader (gateway/store_reads.h) */
-    atomic_ulong gateway_store_reads_total;        /* reads the readers made (sign-ins, catch-up pages) */
+    atomic_ulong gateway_store_reads_total;        /* reads the readers made (sign-ins, catch-up pages, MQTT) */
     atomic_ulong gateway_store_reads_refused_total; /* reads refused: the read queue was full */
     atomic_ulong gateway_catchup_pages_total;      /* catch-up pages read off the workers (gateway/catchup_read.h) */
+    atomic_ulong gateway_mqtt_connect_reads_total; /* MQTT CONNECT reads off the workers (gateway/mqtt_connect_read.h) */
     atomic_ulong receipts_total;
     atomic_ulong retention_removed_total;
     atomic_ulong rate_limited_total;      /* sends and typing refused with RATE_LIMITED */ /* records dropped by retention at compaction */
@@ -126,6 +127,7 @@ typedef struct metrics {
     atomic_ulong writer_commit_waits_total;     /* batches that waited for their conversation's commit */
     atomic_ulong writer_retries_in_flight_total; /* send retries whose first attempt was in flight */
     atomic_long cluster_chat_link_up;              /* gauge, gateway node: 1 while a chat node is linked both ways */
+    atomic_long cluster_directory_shards_missing;  /* gauge: node directory shards the last listing missed */
     atomic_ulong cluster_requests_forwarded_total; /* gateway node: requests and acks sent to a chat node */
     atomic_ulong cluster_requests_refused_total;   /* gateway node: answered 503 "retry" (no chat node link) */
     atomic_ulong cluster_remote_requests_total;    /* chat node: requests taken from gateway nodes */

@@ -98,6 +98,8 @@ typedef struct conn {
                                calling the catch-up done */
     bool mqtt : 1;          /* speaks MQTT (gateway/mqtt_conn.c): its state is in the
                                worker's mqtt_links, not here; HTTP state = before CONNACK */
+    bool connect_read : 1;  /* MQTT: its CONNECT's store read is off the worker; no input is
+                               handled until it is back (conn_input_blocked) */
 } conn;
 
 /* c's slot in its worker's conn table: the id's low 24 bits. */
@@ -154,8 +156,9 @@ void conn_close(worker *w, conn *c, uint16_t code, const char *reason);
 /* Sign-in succeeded: the connection gets the signed-in message limit and
  * stops counting as pending for its address. */
 void conn_signed_in(worker *w, conn *c);
-/* Output at or past conn-output-cap, or max-in-flight requests (or their
- * max-in-flight-bytes) at the writer: the connection's input waits. */
+/* Output at or past conn-output-cap, max-in-flight requests (or their
+ * max-in-flight-bytes) at the writer, or an MQTT CONNECT's read out: the
+ * connection's input waits. */
 bool conn_input_blocked(const worker *w, const conn *c);
 
 /* session.c: one decoded request from a signed-in or signing-in device */

@@ -40,27 +40,12 @@ bool mqtt_parse_client_id(const uint8_t *s, size_t len, uint64_t *user, uint32_t
     return true;
 }
 
-/* The device's public key: 1 found, 0 no such device, -1 store error. */
-static int device_key(store *st, uint64_t user, uint32_t device, uint8_t pk[crypto_sign_PUBLICKEYBYTES]) {
-    Parley__Store__Device *d = NULL;
-    int found = store_get_device(st, user, device, &d);
-    int r = found;
-    if (found == 1) {
-        if (d->public_key.len == crypto_sign_PUBLICKEYBYTES) memcpy(pk, d->public_key.data, crypto_sign_PUBLICKEYBYTES);
-        else r = 0;
-    }
-    if (d) parley__store__device__free_unpacked(d, NULL);
-    return r;
-}
+_Static_assert(MQTT_AUTH_KEY_BYTES == crypto_sign_PUBLICKEYBYTES, "Ed25519 public key size");
+_Static_assert(MQTT_AUTH_SIG_BYTES == crypto_sign_BYTES, "Ed25519 signature size");
 
-mqtt_auth_result mqtt_auth_check_signature(store *st, uint64_t user, uint32_t device,
-                                           const uint8_t nonce[MQTT_NONCE_BYTES], const uint8_t *sig,
-                                           size_t sig_len) {
+mqtt_auth_result mqtt_auth_check_signature(const uint8_t pk[MQTT_AUTH_KEY_BYTES], const uint8_t nonce[MQTT_NONCE_BYTES],
+                                           const uint8_t *sig, size_t sig_len) {
     if (sig_len != crypto_sign_BYTES) return MQTT_AUTH_BAD;
-    uint8_t pk[crypto_sign_PUBLICKEYBYTES];
-    int found = device_key(st, user, device, pk);
-    if (found < 0) return MQTT_AUTH_UNAVAILABLE;
-    if (found == 0) return MQTT_AUTH_BAD;
     uint8_t msg[sizeof AUTH_CONTEXT - 1 + MQTT_NONCE_BYTES];
     memcpy(msg, AUTH_CONTEXT, sizeof AUTH_CONTEXT - 1);
     memcpy(msg + sizeof AUTH_CONTEXT - 1, nonce, MQTT_NONCE_BYTES);
@@ -125,28 +110,29 @@ static mqtt_auth_result take_ts(uint64_t user, uint32_t device, uint64_t ts, uin
     return r;
 }
 
-mqtt_auth_result mqtt_auth_check_password(store *st, uint64_t user, uint32_t device, const uint8_t *client_id,
-                                          size_t client_id_len, const uint8_t *password, size_t password_len,
-                                          uint64_t now_ms) {
-    if (client_id_len > MAX_CLIENT_ID) return MQTT_AUTH_BAD;
+mqtt_auth_result mqtt_auth_parse_password(const uint8_t *password, size_t password_len, uint64_t *ts,
+                                          uint8_t sig[MQTT_AUTH_SIG_BYTES]) {
     const uint8_t *dot = memchr(password, '.', password_len);
     if (!dot || dot == password || dot - password > 20) return MQTT_AUTH_BAD;
-    uint64_t ts = 0;
+    uint64_t v = 0;
     for (const uint8_t *p = password; p < dot; p++) {
-        if (*p < '0' || *p > '9' || ts > (UINT64_MAX - 9) / 10) return MQTT_AUTH_BAD;
-        ts = ts * 10 + (uint64_t)(*p - '0');
+        if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10) return MQTT_AUTH_BAD;
+        v = v * 10 + (uint64_t)(*p - '0');
     }
     size_t b64_len = password_len - (size_t)(dot + 1 - password);
     if (b64_len != SIG_B64_LEN) return MQTT_AUTH_BAD;
-    uint8_t sig[crypto_sign_BYTES];
     size_t sig_len = 0;
-    if (sodium_base642bin(sig, sizeof sig, (const char *)dot + 1, b64_len, NULL, &sig_len, NULL,
-                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 || sig_len != sizeof sig)
+    if (sodium_base642bin(sig, MQTT_AUTH_SIG_BYTES, (const char *)dot + 1, b64_len, NULL, &sig_len, NULL,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 || sig_len != MQTT_AUTH_SIG_BYTES)
         return MQTT_AUTH_BAD;
-    uint8_t pk[crypto_sign_PUBLICKEYBYTES];
-    int found = device_key(st, user, device, pk);
-    if (found < 0) return MQTT_AUTH_UNAVAILABLE;
-    if (found == 0) return MQTT_AUTH_BAD;
+    *ts = v;
+    return MQTT_AUTH_OK;
+}
+
+mqtt_auth_result mqtt_auth_check_password(const uint8_t pk[MQTT_AUTH_KEY_BYTES], uint64_t user, uint32_t device,
+                                          const uint8_t *client_id, size_t client_id_len, uint64_t ts,
+                                          const uint8_t sig[MQTT_AUTH_SIG_BYTES], uint64_t now_ms) {
+    if (client_id_len > MAX_CLIENT_ID) return MQTT_AUTH_BAD;
     uint8_t msg[sizeof PASSWORD_CONTEXT - 1 + 8 + MAX_CLIENT_ID];
     size_t n = password_message(msg, ts, client_id, client_id_len);
     if (crypto_sign_verify_detached(sig, msg, n, pk) != 0) return MQTT_AUTH_BAD;

@@ -16,6 +16,7 @@
 #include "gateway/catchup_read.h"
 #include "gateway/conn_auth.h"
 #include "gateway/mqtt_auth.h"
+#include "gateway/mqtt_connect_read.h"
 #include "gateway/mqtt_takeover.h"
 #include "gateway/request_limits.h"
 #include "gateway/store_reads.h"
@@ -253,19 +254,26 @@ static void connack_auth_result(worker *w, conn *c, mqtt_link *l, mqtt_auth_resu
     }
 }
 
+/* CONNACK "server busy" (3.1.1: server unavailable), then the close: the
+ * device may try again shortly. Not a refused sign-in. */
+static void connack_busy(worker *w, conn *c, mqtt_link *l, const char *why) {
+    uint8_t p[16];
+    out_packet(w, c, p, mqtt_encode_connack(p, sizeof p, l->level, false,
+                                            l->level == 5 ? MQTT_RC_SERVER_BUSY : MQTT_V4_UNAVAILABLE, NULL));
+    conn_close(w, c, WS_CLOSE_TRY_AGAIN, why);
+}
+
 /* ---------------------------------------------------------------- CONNECT */
 
-static void accept_device(worker *w, conn *c, mqtt_link *l, bool enhanced) {
+/* present: CONNACK's Session Present (a persistent session with a stored cursor). */
+static void accept_device(worker *w, conn *c, mqtt_link *l, bool enhanced, bool present) {
     const config *cfg = &w->srv->cfg;
     if (!c->framed) {
         /* counted like an upgraded WebSocket (over WebSocket it was, at the upgrade) */
         if ((unsigned long)atomic_fetch_add(&g_metrics.connections, 1) >= cfg->max_connections) {
             atomic_fetch_sub(&g_metrics.connections, 1);
             METRIC_INC(upgrades_rejected_total);
-            uint8_t p[16];
-            out_packet(w, c, p, mqtt_encode_connack(p, sizeof p, l->level, false,
-                                                    l->level == 5 ? MQTT_RC_SERVER_BUSY : MQTT_V4_UNAVAILABLE, NULL));
-            conn_close(w, c, WS_CLOSE_TRY_AGAIN, "too many connections");
+            connack_busy(w, c, l, "too many connections");
             return;
         }
         c->state = CONN_WS;
@@ -273,15 +281,10 @@ static void accept_device(worker *w, conn *c, mqtt_link *l, bool enhanced) {
     /* the device's older MQTT connection is closed before or as this one
      * gets its CONNACK (3.1.4-2 / 3.1.4-3) */
     if (!mqtt_takeover_claim(w, c, l->user, l->device)) {
-        uint8_t p[16];
-        out_packet(w, c, p, mqtt_encode_connack(p, sizeof p, l->level, false,
-                                                l->level == 5 ? MQTT_RC_SERVER_BUSY : MQTT_V4_UNAVAILABLE, NULL));
-        conn_close(w, c, WS_CLOSE_TRY_AGAIN, "the older connection's worker is busy");
+        connack_busy(w, c, l, "the older connection's worker is busy");
         return;
     }
     session_sign_in_device(w, c, l->user, l->device);
-    uint64_t cursor = 0;
-    bool present = !l->clean_start && store_get_cursor(w->srv->store, l->user, l->device, &cursor) >= 0 && cursor > 0;
     mqtt_connack_info info = {0};
     if (l->level == 5) {
         info.max_packet_size = (uint32_t)cfg->max_message_bytes;
@@ -304,6 +307,55 @@ static void accept_device(worker *w, conn *c, mqtt_link *l, bool enhanced) {
     c->last_rx_ms = conn_clock();
     atomic_fetch_add(&g_metrics.mqtt_connections, 1);
     METRIC_INC(mqtt_connects_total);
+}
+
+/* The sign-in checked against what was read (gateway/mqtt_connect_read.h):
+ * CONNACK either way. The one end of both stores' paths. */
+static void connect_finish(worker *w, conn *c, mqtt_link *l, const mqtt_connect_read *r) {
+    bool enhanced = r->ask.scheme == MQTT_CONNECT_SIGNATURE;
+    mqtt_auth_result a = mqtt_connect_read_check(r, enhanced && c->auth ? c->auth->nonce : NULL, clock_wall_ms());
+    if (a != MQTT_AUTH_OK) connack_auth_result(w, c, l, a);
+    else accept_device(w, c, l, enhanced, r->present);
+}
+
+/* What the sign-in needs from the store (the device's key; the cursor for
+ * Session Present). Cassandra: one job for the reader pool, and until it
+ * is back (mqtt_conn_connect_read) the connection's input waits, so a
+ * packet sent right after CONNECT is handled after the CONNACK. RocksDB:
+ * local reads, made here. */
+static void connect_read(worker *w, conn *c, mqtt_link *l, mqtt_connect_ask *q) {
+    q->user_id = l->user;
+    q->device_id = l->device;
+    q->want_cursor = !l->clean_start;
+    if (w->srv->store_reads) {
+        if (mqtt_connect_read_submit(w->srv->store_reads, c->id, q) != 0) {
+            connack_busy(w, c, l, "server busy");
+            return;
+        }
+        c->connect_read = true;
+        return;
+    }
+    mqtt_connect_read r;
+    mqtt_connect_read_store(w->srv->store, q, &r);
+    connect_finish(w, c, l, &r);
+}
+
+void mqtt_conn_connect_read(worker *w, conn *c, const worker_msg *m) {
+    mqtt_link *l = c->mqtt ? link_of(w, c) : NULL;
+    mqtt_connect_read r;
+    /* the connection closed meanwhile, or this is not the read it waits for */
+    if (!l || c->state == CONN_CLOSING || !c->connect_read || l->connected || !mqtt_connect_read_of(m, &r) ||
+        r.ask.user_id != l->user || r.ask.device_id != l->device)
+        return;
+    c->connect_read = false;
+    connect_finish(w, c, l, &r);
+    /* MQTT over WebSocket: packets that came in CONNECT's message after it
+     * waited in ws_in (no new message will push them through); over TCP
+     * the input resumes when the CONNACK is written (worker.c conn_flush) */
+    if (c->state == CONN_WS && buf_len(&l->ws_in) > 0) {
+        buf_consume(&l->ws_in, mqtt_conn_input(w, c, buf_head(&l->ws_in), buf_len(&l->ws_in), NULL));
+        if (buf_len(&l->ws_in) == 0) buf_free(&l->ws_in);
+    }
 }
 
 static void handle_connect(worker *w, conn *c, mqtt_link *l, uint8_t first, const uint8_t *body, size_t len) {
@@ -356,10 +408,11 @@ static void handle_connect(worker *w, conn *c, mqtt_link *l, uint8_t first, cons
         connack_refuse(w, c, l, MQTT_RC_BAD_USER_PASS, MQTT_V4_BAD_USER_PASS);
         return;
     }
-    mqtt_auth_result a = mqtt_auth_check_password(w->srv->store, l->user, l->device, k.client_id.p, k.client_id.len,
-                                                  k.password.p, k.password.len, clock_wall_ms());
+    /* a password not of the form is refused before anything is read */
+    mqtt_connect_ask q = {.scheme = MQTT_CONNECT_PASSWORD};
+    mqtt_auth_result a = mqtt_auth_parse_password(k.password.p, k.password.len, &q.ts, q.sig);
     if (a != MQTT_AUTH_OK) connack_auth_result(w, c, l, a);
-    else accept_device(w, c, l, false);
+    else connect_read(w, c, l, &q);
 }
 
 static void handle_auth_reply(worker *w, conn *c, mqtt_link *l, uint8_t first, const uint8_t *body, size_t len) {
@@ -374,10 +427,13 @@ static void handle_auth_reply(worker *w, conn *c, mqtt_link *l, uint8_t first, c
         connack_refuse(w, c, l, MQTT_RC_BAD_AUTH_METHOD, 0);
         return;
     }
-    mqtt_auth_result res = mqtt_auth_check_signature(w->srv->store, l->user, l->device, c->auth->nonce,
-                                                     a.props.auth_data.p, a.props.auth_data.len);
-    if (res != MQTT_AUTH_OK) connack_auth_result(w, c, l, res);
-    else accept_device(w, c, l, true);
+    if (a.props.auth_data.len != MQTT_AUTH_SIG_BYTES) {   /* not a signature: nothing to read for */
+        connack_auth_result(w, c, l, MQTT_AUTH_BAD);
+        return;
+    }
+    mqtt_connect_ask q = {.scheme = MQTT_CONNECT_SIGNATURE};
+    memcpy(q.sig, a.props.auth_data.p, MQTT_AUTH_SIG_BYTES);
+    connect_read(w, c, l, &q);
 }
 
 /* ---------------------------------------------------------------- after CONNACK */
@@ -626,6 +682,11 @@ size_t mqtt_conn_input(worker *w, conn *c, const uint8_t *data, size_t len, bool
     const config *cfg = &w->srv->cfg;
     size_t done = 0;
     while (done < len && c->state != CONN_CLOSING) {
+        /* CONNECT's read is out: what follows waits for its CONNACK */
+        if (c->connect_read) {
+            if (blocked) *blocked = true;
+            break;
+        }
         /* output is bounded before it is produced (worker.c conn_input_blocked) */
         if (blocked && l->connected && conn_input_blocked(w, c)) {
             *blocked = true;

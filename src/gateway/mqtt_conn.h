@@ -13,7 +13,13 @@
  * for MQTT (c->mqtt is one bit). Over TCP the state is CONN_HTTP until
  * CONNACK (the handshake timeout applies), then CONN_WS like a signed-in
  * WebSocket; over WebSocket (c->framed) it is CONN_WS from the upgrade (the
- * sign-in timeout applies) and every packet is one binary message. */
+ * sign-in timeout applies) and every packet is one binary message.
+ *
+ * The sign-in's store reads (the device key, the cursor behind Session
+ * Present: gateway/mqtt_connect_read.h) are a job for the reader pool on
+ * Cassandra; while it is out the connection handles no packet
+ * (conn.connect_read), so what the device sent after CONNECT waits for
+ * CONNACK. */
 #ifndef PARLEY_GATEWAY_MQTT_CONN_H
 #define PARLEY_GATEWAY_MQTT_CONN_H
 
@@ -71,5 +77,10 @@ void mqtt_conn_taken_over(worker *w, conn *c, uint64_t user, uint32_t device);
 /* The stored cursor a persistent session resumes from, read off the worker
  * on Cassandra (WM_CURSOR_READ, gateway/store_reads.h): its catch-up starts. */
 void mqtt_conn_cursor_read(worker *w, conn *c, const worker_msg *m);
+/* What a CONNECT (or its AUTH answer) read off the worker on Cassandra
+ * (WM_MQTT_CONNECT_READ, gateway/mqtt_connect_read.h): the sign-in is
+ * checked and answered (CONNACK), and the packets that waited are handled.
+ * Dropped when c is not waiting for it. */
+void mqtt_conn_connect_read(worker *w, conn *c, const worker_msg *m);
 
 #endif

@@ -13,7 +13,11 @@
  *     over itself (a WM_INBOX_PAGE message), since its size varies;
  *   - the stored cursor an MQTT persistent session resumes from when it
  *     subscribes to its events (STORE_READ_MQTT_CURSOR): the run callback
- *     reads it and hands it over (WM_CURSOR_READ, gateway/mqtt_conn.h).
+ *     reads it and hands it over (WM_CURSOR_READ, gateway/mqtt_conn.h);
+ *   - what an MQTT CONNECT needs (STORE_READ_MQTT_CONNECT,
+ *     gateway/mqtt_connect_read.h): the device's key and, for a persistent
+ *     session, whether a cursor is stored; handed over as a
+ *     WM_MQTT_CONNECT_READ, the worker checks the sign-in with it.
  *
  * Bounded: at most `cap` jobs wait; a job that finds the queue full is
  * refused at once (the device is told to retry). Jobs are plain values:
@@ -26,6 +30,7 @@
 #include <stdint.h>
 
 #include "gateway/catchup_read.h"
+#include "gateway/mqtt_connect_read.h"
 
 struct server;
 
@@ -40,13 +45,15 @@ typedef enum store_read_kind {
     STORE_READ_DEVICE = 0,
     STORE_READ_CATCHUP_PAGE,
     STORE_READ_MQTT_CURSOR,
+    STORE_READ_MQTT_CONNECT,
 } store_read_kind;
 
 /* DEVICE: read the device (user_id, device_id) for connection conn_id; its
  * answer is for request_id. The signature travels with the job (a longer
  * one is cut and marked invalid) so the worker holds nothing but the nonce.
  * CATCHUP_PAGE: read the page `page` asks for, for conn_id.
- * MQTT_CURSOR: read the cursor of (user_id, device_id), for conn_id. */
+ * MQTT_CURSOR: read the cursor of (user_id, device_id), for conn_id.
+ * MQTT_CONNECT: read what `connect` asks for, for conn_id. */
 typedef struct store_read_job {
     uint8_t kind;               /* store_read_kind */
     uint64_t conn_id;
@@ -55,7 +62,10 @@ typedef struct store_read_job {
     uint32_t device_id;
     uint8_t sig_len;            /* 0: no valid signature was sent */
     uint8_t sig[STORE_READS_SIG_MAX];
-    catchup_ask page;
+    union {                     /* by kind: a job is one of them */
+        catchup_ask page;
+        mqtt_connect_ask connect;
+    };
 } store_read_job;
 
 typedef struct store_read_result {
@@ -79,7 +89,8 @@ typedef int (*store_reads_read_fn)(void *ctx, uint64_t user_id, uint32_t device_
 /* Called on a reader thread with each finished device read. */
 typedef void (*store_reads_done_fn)(void *ctx, const store_read_result *r);
 /* Called on a reader thread for every other job (a catch-up page, an MQTT
- * cursor): reads and hands the result to the connection's worker itself. */
+ * cursor or CONNECT): reads and hands the result to the connection's worker
+ * itself. */
 typedef void (*store_reads_run_fn)(void *ctx, const store_read_job *job);
 
 typedef struct store_reads store_reads;
@@ -101,8 +112,10 @@ int store_reads_submit_cursor(store_reads *p, uint64_t conn_id, uint64_t user_id
 void store_reads_free(store_reads *p);
 
 /* The server's pool: reads srv->store, posts each result to the worker that
- * owns its connection (parley_gateway_catchup_pages_total counts its pages). NULL for a store whose reads do not wait (RocksDB:
- * local reads, answered inline) or when it cannot start. */
+ * owns its connection (parley_gateway_catchup_pages_total counts its pages,
+ * parley_gateway_mqtt_connect_reads_total its CONNECT reads). NULL for a
+ * store whose reads do not wait (RocksDB: local reads, answered inline) or
+ * when it cannot start. */
 store_reads *store_reads_start(struct server *srv);
 
 #endif

@@ -1,10 +1,11 @@
 /* store_reads_server.c -- the server's read pool (store_reads.h): reads
  * srv->store and posts each result (a sign-in's device, a catch-up page, an
- * MQTT session's cursor) to the connection's worker. */
+ * MQTT session's cursor, an MQTT CONNECT's reads) to the connection's worker. */
 #include <string.h>
 
 #include "core/metrics.h"
 #include "gateway/catchup_read.h"
+#include "gateway/mqtt_connect_read.h"
 #include "gateway/store_reads.h"
 #include "gateway/worker_msg.h"
 #include "server.h"
@@ -40,6 +41,10 @@ static void run_job(void *ctx, const store_read_job *job) {
         store_cursor_read r = {.user_id = job->user_id, .device_id = job->device_id};
         r.rc = catchup_read_cursor(srv->store, job->user_id, job->device_id, &r.cursor) < 0 ? -1 : 0;
         worker_post(srv, worker_msg_copy(WM_CURSOR_READ, job->conn_id, (const uint8_t *)&r, sizeof r));
+    } else if (job->kind == STORE_READ_MQTT_CONNECT) {
+        worker_msg *m = mqtt_connect_read_msg(srv->store, job->conn_id, &job->connect);
+        METRIC_INC(gateway_mqtt_connect_reads_total);
+        worker_post(srv, m);
     }
 }
 

@@ -1,10 +1,11 @@
 /* store_watch.h -- whether a gateway worker may read the store now.
  *
  * On Cassandra a sign-in's device read, a lagging device's catch-up
- * pages (its inbox, gateway/catchup_read.h) and an MQTT session's resume
- * cursor go to the reader pool (gateway/store_reads.h); other reads (the
- * device messages of a StartSync, lists, history, MQTT CONNECT's) are
- * still made on the worker's own thread. While the store fails, sign-ins
+ * pages (its inbox, gateway/catchup_read.h), an MQTT session's resume
+ * cursor and an MQTT CONNECT's reads (gateway/mqtt_connect_read.h) go to
+ * the reader pool (gateway/store_reads.h); other reads (the device
+ * messages of a StartSync, lists, history) are still made on the worker's
+ * own thread. While the store fails, sign-ins
  * and catch-up pages are not asked for at all (below). A Cassandra node that
  * stopped answering (SIGSTOP, a long pause, a partition) keeps its
  * connections open and times every read out at the client's deadline,

@@ -297,8 +297,8 @@ static void handle_ws(worker *w, conn *c);
 
 bool conn_input_blocked(const worker *w, const conn *c) {
     const config *cfg = &w->srv->cfg;
-    return buf_len(&c->out) >= cfg->conn_output_cap || in_flight_count(c) >= cfg->max_in_flight ||
-           in_flight_bytes(c) >= cfg->max_in_flight_bytes;
+    return c->connect_read || buf_len(&c->out) >= cfg->conn_output_cap ||
+           in_flight_count(c) >= cfg->max_in_flight || in_flight_bytes(c) >= cfg->max_in_flight_bytes;
 }
 
 /* Stops reading c: what the peer sends waits in its socket (the kernel's
@@ -663,7 +663,10 @@ static void handle_inbox(worker *w) {
                 continue;
             }
             conn *c = conn_table_by_id(&w->table, m->conn_id);
-            if (c && c->state == CONN_WS) {
+            if (c && m->kind == WM_MQTT_CONNECT_READ) {
+                /* before CONNACK: MQTT over TCP is still in the HTTP state */
+                mqtt_conn_connect_read(w, c, m);
+            } else if (c && c->state == CONN_WS) {
                 switch (m->kind) {
                 case WM_REPLY:
                     session_apply_reply(w, c, m);
@@ -689,6 +692,7 @@ static void handle_inbox(worker *w) {
                 case WM_CURSOR_READ:
                     mqtt_conn_cursor_read(w, c, m);
                     break;
+                case WM_MQTT_CONNECT_READ:   /* above */
                 case WM_CLOSE_DEVICE:
                 case WM_DROP_PRESENCE:
                     break;

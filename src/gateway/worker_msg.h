@@ -33,6 +33,8 @@ typedef enum worker_msg_kind {
                        (gateway/catchup_read.h) */
     WM_CURSOR_READ, /* data: a store_cursor_read, the cursor an MQTT session resumes from,
                        read off the worker (gateway/store_reads.h) */
+    WM_MQTT_CONNECT_READ, /* data: an mqtt_connect_read, what an MQTT CONNECT read off the
+                             worker (gateway/mqtt_connect_read.h) */
 } worker_msg_kind;
 
 typedef struct worker_msg {

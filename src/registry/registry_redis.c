@@ -1,10 +1,13 @@
 /* registry_redis.c -- see registry_redis.h. Each call is one script run
- * (one command, one round trip) on the master of the user's slot; an `op`
- * carries its arguments so it can be resent as EVAL after NOSCRIPT. */
+ * (one command, one round trip) on the master of the user's slot (or the
+ * node name's directory shard); an `op` carries its arguments so it can be
+ * resent as EVAL after NOSCRIPT. A directory listing is one op per shard,
+ * gathered by a node_listing into one callback. */
 #include "registry/registry_redis.h"
 #include "registry/registry_redis_scripts.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -24,14 +27,13 @@ static const char *const script_text[S_COUNT] = {
     [S_NODE_LIST] = RR_LUA_NODE_LIST,
 };
 
-#define NODES_KEY "{nodes}"
 #define MAX_ARGS 12
 /* An op's argument space, sized by what it formats (an op lives until its
  * answer, and a heartbeat has a batch of them in flight): a session
  * script's "1", key, device, since, conn id, node, TTL and last-seen TTL;
  * a node script's "1", key, name, address and TTL. */
 #define SESSION_ARG_SPACE (2 + 26 + 11 + 21 + 21 + RR_NODE_MAX + 11 + 21)
-#define NODE_ARG_SPACE (2 + sizeof NODES_KEY + RR_NODE_MAX + RR_ADDR_MAX + 11)
+#define NODE_ARG_SPACE (2 + RR_NODE_SHARD_KEY_MAX + 1 + RR_NODE_MAX + RR_ADDR_MAX + 11)
 
 struct registry_redis {
     rc_client *rc;
@@ -49,6 +51,22 @@ typedef struct hb_batch {
     void *ud;
 } hb_batch;
 
+/* A directory listing in flight: the shards' answers gathered (on the I/O
+ * thread; the submitting thread too when a shard's command is refused),
+ * handed to cb by whoever releases it last. Owned by the listing itself
+ * (freed then). */
+typedef struct node_listing {
+    pthread_mutex_t mu;
+    size_t remaining;   /* shards unanswered, +1 while they are submitted */
+    unsigned missing;   /* bit i: shard i failed */
+    rr_node *nodes;     /* up to RR_MAX_NODES, grown as answers come */
+    size_t n, cap;
+    size_t total;       /* live nodes reported, those past RR_MAX_NODES too */
+    char error[128];    /* the last shard's failure */
+    rr_nodes_fn cb;
+    void *ud;
+} node_listing;
+
 typedef struct op {
     registry_redis *r;
     enum script_id script;
@@ -58,11 +76,11 @@ typedef struct op {
         rr_lookup_fn lookup;
         rr_presence_fn presence;
         rr_node_fn node;
-        rr_nodes_fn nodes;
     } cb;
     void *ud;
     hb_batch *batch;
-    size_t index;      /* OP_BATCH: the entry's place in its batch */
+    node_listing *listing; /* OP_NODES */
+    size_t index;      /* OP_BATCH: the entry's place in its batch; OP_NODES: the shard */
     int argc;
     const char *argv[MAX_ARGS];
     size_t argvlen[MAX_ARGS];
@@ -184,6 +202,69 @@ static void parse_devices(const redisReply *rep, rr_device *devs, size_t *count)
     *count = n;
 }
 
+static void listing_release(node_listing *l) {
+    pthread_mutex_lock(&l->mu);
+    int last = --l->remaining == 0;
+    pthread_mutex_unlock(&l->mu);
+    if (!last)
+        return;
+    if (l->missing == RR_ALL_SHARDS)
+        l->cb(l->ud, NULL, 0, l->missing, l->error[0] ? l->error : "no shard answered");
+    else
+        l->cb(l->ud, l->nodes, l->total, l->missing, NULL);
+    pthread_mutex_destroy(&l->mu);
+    free(l->nodes);
+    free(l);
+}
+
+static void listing_failed(node_listing *l, unsigned shard, const char *why) {
+    l->missing |= 1u << shard;
+    snprintf(l->error, sizeof l->error, "%s", why);
+}
+
+/* Shard shard's answer (rep NULL: it failed, why says how) into l. */
+static void listing_add(node_listing *l, unsigned shard, const redisReply *rep, const char *why) {
+    pthread_mutex_lock(&l->mu);
+    if (!rep) {
+        listing_failed(l, shard, why);
+        pthread_mutex_unlock(&l->mu);
+        return;
+    }
+    size_t want = l->n + rep->elements / 2;
+    if (want > RR_MAX_NODES)
+        want = RR_MAX_NODES;
+    if (want > l->cap) {
+        size_t cap = l->cap ? l->cap : 64;
+        while (cap < want)
+            cap *= 2;
+        if (cap > RR_MAX_NODES)
+            cap = RR_MAX_NODES;
+        rr_node *grown = realloc(l->nodes, cap * sizeof *grown);
+        if (!grown) { /* its nodes unseen: the caller keeps what it knew of them */
+            listing_failed(l, shard, "out of memory");
+            pthread_mutex_unlock(&l->mu);
+            return;
+        }
+        l->nodes = grown;
+        l->cap = cap;
+    }
+    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+        const redisReply *f = rep->element[i], *v = rep->element[i + 1];
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || f->len >= RR_NODE_MAX ||
+            v->len >= RR_ADDR_MAX)
+            continue;
+        l->total++;
+        if (l->n == l->cap)
+            continue;
+        rr_node *d = &l->nodes[l->n++];
+        memcpy(d->name, f->str, f->len);
+        d->name[f->len] = '\0';
+        memcpy(d->addr, v->str, v->len);
+        d->addr[v->len] = '\0';
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
 static void deliver(op *o, redisReply *rep, const char *error) {
     int is_err = error || !rep || rep->type == REDIS_REPLY_ERROR;
     const char *why = error ? error : (rep && rep->type == REDIS_REPLY_ERROR) ? rep->str : "no reply";
@@ -247,34 +328,14 @@ static void deliver(op *o, redisReply *rep, const char *error) {
             o->cb.node(o->ud, NULL, rep->type == REDIS_REPLY_NIL ? NULL : "unexpected reply");
         break;
     }
-    case OP_NODES: {
+    case OP_NODES:
         if (!is_err && rep->type != REDIS_REPLY_ARRAY) {
             is_err = 1;
             why = "unexpected reply";
         }
-        if (is_err) {
-            o->cb.nodes(o->ud, NULL, 0, why);
-            break;
-        }
-        size_t total = rep->elements / 2, n = 0;
-        rr_node *nodes = calloc(total < RR_MAX_NODES ? total + 1 : RR_MAX_NODES, sizeof *nodes);
-        if (!nodes) {
-            o->cb.nodes(o->ud, NULL, 0, "out of memory");
-            break;
-        }
-        for (size_t i = 0; i + 1 < rep->elements && n < RR_MAX_NODES; i += 2) {
-            const redisReply *f = rep->element[i], *v = rep->element[i + 1];
-            if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || f->len >= RR_NODE_MAX ||
-                v->len >= RR_ADDR_MAX)
-                continue;
-            memcpy(nodes[n].name, f->str, f->len);
-            memcpy(nodes[n].addr, v->str, v->len);
-            n++;
-        }
-        o->cb.nodes(o->ud, nodes, total > n ? total : n, NULL);
-        free(nodes);
+        listing_add(o->listing, (unsigned)o->index, is_err ? NULL : rep, why);
+        listing_release(o->listing);
         break;
-    }
     }
 }
 
@@ -412,21 +473,29 @@ int registry_redis_presence(registry_redis *r, uint64_t user, rr_presence_fn cb,
     return submit(o);
 }
 
-static op *node_op(registry_redis *r, enum script_id script, enum op_kind kind, void *ud) {
+/* o goes to the directory shard's slot; the shard's key */
+static const char *to_shard(op *o, unsigned shard) {
+    const char *key = rr_node_shard_key(shard);
+    o->keylen = strlen(key);
+    memcpy(o->key, key, o->keylen);
+    return key;
+}
+
+/* a script on shard's key: its first arguments "1" and the key */
+static op *node_op(registry_redis *r, enum script_id script, enum op_kind kind, void *ud, unsigned shard) {
     op *o = op_new(r, script, kind, ud, NODE_ARG_SPACE);
     if (!o)
         return NULL;
-    o->keylen = strlen(NODES_KEY);
-    memcpy(o->key, NODES_KEY, o->keylen);
+    const char *key = to_shard(o, shard);
     op_arg(o, "1");
-    op_arg(o, NODES_KEY);
+    op_arg(o, "%s", key);
     return o;
 }
 
 int registry_redis_node_register(registry_redis *r, const char *name, const char *addr, rr_done_fn cb, void *ud) {
     if (!token_ok(name, RR_NODE_MAX) || !token_ok(addr, RR_ADDR_MAX))
         return -1;
-    op *o = node_op(r, S_NODE_REGISTER, OP_DONE, ud);
+    op *o = node_op(r, S_NODE_REGISTER, OP_DONE, ud, rr_node_shard(name));
     if (!o)
         return -1;
     o->cb.done = cb;
@@ -449,9 +518,8 @@ int registry_redis_node_unregister(registry_redis *r, const char *name, rr_done_
     o->kind = OP_PLAIN_DONE;
     o->cb.done = cb;
     o->ud = ud;
-    o->keylen = strlen(NODES_KEY);
-    memcpy(o->key, NODES_KEY, o->keylen);
-    if (op_arg(o, "HDEL") || op_arg(o, NODES_KEY) || op_arg(o, "%s", name)) {
+    const char *key = to_shard(o, rr_node_shard(name));
+    if (op_arg(o, "HDEL") || op_arg(o, "%s", key) || op_arg(o, "%s", name)) {
         free(o);
         return -1;
     }
@@ -461,7 +529,7 @@ int registry_redis_node_unregister(registry_redis *r, const char *name, rr_done_
 int registry_redis_node_lookup(registry_redis *r, const char *name, rr_node_fn cb, void *ud) {
     if (!token_ok(name, RR_NODE_MAX))
         return -1;
-    op *o = node_op(r, S_NODE_GET, OP_NODE, ud);
+    op *o = node_op(r, S_NODE_GET, OP_NODE, ud, rr_node_shard(name));
     if (!o)
         return -1;
     o->cb.node = cb;
@@ -472,10 +540,37 @@ int registry_redis_node_lookup(registry_redis *r, const char *name, rr_node_fn c
     return submit(o);
 }
 
+/* The LIST script on every shard at once (pipelined: eight commands spread
+ * over the masters): a silent master costs its shards, not the listing. A
+ * shard whose command is refused counts as missing; -1 when all were. */
 int registry_redis_nodes(registry_redis *r, rr_nodes_fn cb, void *ud) {
-    op *o = node_op(r, S_NODE_LIST, OP_NODES, ud);
-    if (!o)
+    node_listing *l = calloc(1, sizeof *l);
+    if (!l)
         return -1;
-    o->cb.nodes = cb;
-    return submit(o);
+    pthread_mutex_init(&l->mu, NULL);
+    l->remaining = RR_NODE_SHARDS + 1; /* +1: ours, until every shard is submitted */
+    l->cb = cb;
+    l->ud = ud;
+    unsigned refused = 0;
+    for (unsigned i = 0; i < RR_NODE_SHARDS; i++) {
+        op *o = node_op(r, S_NODE_LIST, OP_NODES, NULL, i);
+        if (o) {
+            o->listing = l;
+            o->index = i;
+        }
+        if (submit(o) != 0) {
+            pthread_mutex_lock(&l->mu);
+            listing_failed(l, i, "rejected");
+            l->remaining--;
+            pthread_mutex_unlock(&l->mu);
+            refused++;
+        }
+    }
+    if (refused == RR_NODE_SHARDS) { /* nothing in flight: l is ours alone */
+        pthread_mutex_destroy(&l->mu);
+        free(l);
+        return -1;
+    }
+    listing_release(l);
+    return 0;
 }

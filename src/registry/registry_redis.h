@@ -20,7 +20,13 @@
  * than having its own: a second key per user cost ~130 bytes of Redis
  * memory per user (measured), and a heartbeat need not write it (a live
  * entry means online; an expired one says when it was last refreshed).
- * The node directory is the hash {nodes}: name -> "EXPIRES ADDRESS".
+ * The node directory is RR_NODE_SHARDS hashes (redis_node_shards.h:
+ * {nodes.I.K}, their slots spread over the masters): name -> "EXPIRES
+ * ADDRESS", each name's entry in shard FNV-1a(name) % RR_NODE_SHARDS, so
+ * register, lookup and unregister are one command on one key; a listing
+ * asks every shard and returns what the ones that answered hold. (It was
+ * the one hash {nodes}, on one master: no deployed cluster has entries
+ * there, so nothing reads or moves them.)
  *
  * Writes are Lua scripts (EVALSHA; EVAL when the node answers NOSCRIPT):
  *   connect     replaces the device's entry only when that entry is expired
@@ -38,6 +44,7 @@
 #define PARLEY_REGISTRY_REDIS_H
 
 #include "registry/redis_cluster.h"
+#include "registry/redis_node_shards.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -106,7 +113,8 @@ typedef void (*rr_presence_fn)(void *ud, int online, uint64_t last_seen_ms, cons
 int registry_redis_presence(registry_redis *r, uint64_t user, rr_presence_fn cb, void *ud);
 
 /* The node directory: register (and refresh: call it every node_ttl / 3)
- * name -> internal address; look one up; list the live ones. */
+ * name -> internal address; look one up; list the live ones. Register,
+ * unregister and lookup go to the name's shard only. */
 int registry_redis_node_register(registry_redis *r, const char *name, const char *addr, rr_done_fn cb, void *ud);
 int registry_redis_node_unregister(registry_redis *r, const char *name, rr_done_fn cb, void *ud);
 /* addr NULL: not registered or expired */
@@ -117,8 +125,20 @@ typedef struct rr_node {
     char addr[RR_ADDR_MAX];
 } rr_node;
 #define RR_MAX_NODES 1024 /* nodes returned by one listing */
-/* n may exceed RR_MAX_NODES (only that many are in nodes) */
-typedef void (*rr_nodes_fn)(void *ud, const rr_node *nodes, size_t n, const char *error);
+/* A listing: the live nodes of every shard that answered, gathered into
+ * one call of cb (once every shard answered or failed: each within the
+ * client's timeout). missing has bit i set for each shard i that did not
+ * answer (timeout or lost connection to a silent master, an error reply):
+ * its nodes are not in nodes, whether they live or not, so a caller keeps
+ * what it knew of the nodes whose rr_node_shard is missing; how many
+ * shards were missing is missing's popcount. error is non-NULL only when
+ * no shard answered (then n 0, every bit of missing set); nodes may be
+ * NULL whenever n is 0. n may exceed RR_MAX_NODES (only that many are in
+ * nodes). cb runs on the I/O thread, or on the calling thread when the
+ * last answer came before registry_redis_nodes returned. -1 (cb not
+ * called) only when no shard's command could be queued. */
+typedef void (*rr_nodes_fn)(void *ud, const rr_node *nodes, size_t n, unsigned missing, const char *error);
+#define RR_ALL_SHARDS ((1u << RR_NODE_SHARDS) - 1)
 int registry_redis_nodes(registry_redis *r, rr_nodes_fn cb, void *ud);
 
 /* How many EVALSHA were answered NOSCRIPT and resent as EVAL (tests). */

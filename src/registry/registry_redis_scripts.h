@@ -107,13 +107,15 @@
     "end\n"                                                                                          \
     "return {0, last}\n"
 
-/* KEYS: {nodes}. ARGV: name, address, ttl_ms. 1. */
+/* KEYS: the name's shard of the node directory (redis_node_shards.h).
+ * ARGV: name, address, ttl_ms. 1. */
 #define RR_LUA_NODE_REGISTER                                                                       \
     RR_LUA_NOW                                                                                       \
     "redis.call('HSET', KEYS[1], ARGV[1], string.format('%.0f', now + tonumber(ARGV[3])) .. ' ' .. ARGV[2])\n" \
     "return 1\n"
 
-/* KEYS: {nodes}. ARGV: name. The address, or nil when absent or expired. */
+/* KEYS: the name's shard. ARGV: name. The address, or nil when absent or
+ * expired. */
 #define RR_LUA_NODE_GET                                                                            \
     RR_LUA_NOW                                                                                       \
     "local v = redis.call('HGET', KEYS[1], ARGV[1])\n"                                               \
@@ -122,7 +124,8 @@
     "if not e or tonumber(e) <= now then return false end\n"                                         \
     "return a\n"
 
-/* KEYS: {nodes}. {name, address, ...} of the live nodes; expired ones are deleted. */
+/* KEYS: one shard. {name, address, ...} of its live nodes; expired ones are
+ * deleted. A listing runs it on every shard. */
 #define RR_LUA_NODE_LIST                                                                           \
     RR_LUA_NOW                                                                                       \
     "local all = redis.call('HGETALL', KEYS[1])\n"                                                   \

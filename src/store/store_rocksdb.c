@@ -1044,7 +1044,7 @@ static bool member_same_but_marks(const Parley__Store__Member *before, const Par
     Parley__Store__Member same = *after;
     same.read_seq = before->read_seq;
     same.delivered_seq = before->delivered_seq;
-    int in_place = pb_fields_equal(&same.base, &before->base);
+    int in_place = pb_scalars_equal(&same.base, &before->base);
     if (in_place >= 0) return in_place == 1;
     uint8_t x[256], y[256];
     size_t nx = protobuf_c_message_get_packed_size(&same.base);

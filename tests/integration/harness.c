@@ -352,12 +352,14 @@ int h_http_get(int port, const char *path, int *status, char *body, size_t cap) 
     return 0;
 }
 
-int h_metric(const h_server *s, const char *name, double *out) {
+int h_metric(const h_server *s, const char *name, double *out) { return h_metric_at(s->port, name, out); }
+
+int h_metric_at(int port, const char *name, double *out) {
     size_t cap = 1 << 20;
     char *body = malloc(cap);
     if (!body) return -1;
     int st = 0;
-    if (h_http_get(s->port, "/metrics", &st, body, cap) != 0 || st != 200) {
+    if (h_http_get(port, "/metrics", &st, body, cap) != 0 || st != 200) {
         free(body);
         return -1;
     }

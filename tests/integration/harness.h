@@ -63,6 +63,9 @@ int h_http_get(int port, const char *path, int *status, char *body, size_t cap);
 /* Sum of every sample of metric `name` (with or without labels) in /metrics.
  * Returns 0 and fills *out, or -1 if the metric is absent or /metrics fails. */
 int h_metric(const h_server *s, const char *name, double *out);
+/* The same from the /metrics of 127.0.0.1:port (a --metrics-listen
+ * listener: served off the workers, so it answers while one is held). */
+int h_metric_at(int port, const char *name, double *out);
 /* VmRSS of the server in KiB, or -1. */
 long h_rss_kb(const h_server *s);
 

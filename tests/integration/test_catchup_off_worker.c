@@ -31,6 +31,7 @@
 #include "../check.h"
 #include "cassandra_node.h"
 #include "harness.h"
+#include "hold_file.h"
 
 enum {
     MESSAGES = 300,         /* more than two pages of 128 */
@@ -47,27 +48,10 @@ static h_raw X;
 static uint64_t conv;
 static h_sent expected[MESSAGES + 1];
 static size_t n_expected;
-static char hold_dir[] = "/tmp/parley-catchup-hold-XXXXXX";
-static char hold_file[sizeof hold_dir + 8];
-static int held;
-
-static int make_hold(void) {
-    FILE *f = fopen(hold_file, "w");
-    if (!f) return -1;
-    fclose(f);
-    held = 1;
-    return 0;
-}
-
-static void release_hold(void) {
-    if (held) unlink(hold_file);
-    held = 0;
-}
+static hold_file hold;
 
 static void worker_serves_others_while_held(void) {
-    NEED(mkdtemp(hold_dir) != NULL);
-    snprintf(hold_file, sizeof hold_file, "%s/hold", hold_dir);
-    NEED(setenv(HOOK, hold_file, 1) == 0);   /* the server inherits it */
+    NEED(hold_file_init(&hold, HOOK) == 0);   /* the server inherits it */
     NEED(cassandra_node_start("catchup_reads") == 0);
     const char *flags[] = {"--store", "cassandra", "--cassandra", cassandra_node_hosts(), "--keyspace",
                            "catchup_reads", "--workers", "1", NULL};
@@ -87,7 +71,7 @@ static void worker_serves_others_while_held(void) {
     NEED(h_raw_open_port(S.port, &o, &X) == 0);
     NEED(h_raw_sign_in(&X, &alice->id) == 0);
 
-    NEED(make_hold() == 0);
+    NEED(hold_file_make(&hold) == 0);
     NEED(h_dev_reconnect(&S, bob, 0) == 0);
     h_dev_clear(bob);
     NEED(pc_start_sync(bob->c) == 0);   /* answered before its first page is read */
@@ -115,8 +99,8 @@ static void worker_serves_others_while_held(void) {
 }
 
 static void catchup_complete_in_order(void) {
-    NEED(held && bob && bob->c);
-    release_hold();
+    NEED(hold.held && bob && bob->c);
+    hold_file_release(&hold);
     h_dev *one[1] = {bob};
     h_count_goal g = {one, 1, conv, 0, 0};
     CHECK(h_pump(one, 1, h_pred_sync_done, &g, SYNC_MS), "no SyncDone after the hold was released");
@@ -136,12 +120,12 @@ int main(void) {
     unsetenv("PARLEY_TEST_STORE");   /* its own server on Cassandra, with the hook */
     RUN(worker_serves_others_while_held);
     RUN(catchup_complete_in_order);
-    release_hold();
+    hold_file_release(&hold);
     h_raw_close(&X);
     if (alice) h_dev_free(alice);
     if (bob) h_dev_free(bob);
     h_server_destroy(&S);
     cassandra_node_stop();
-    if (hold_file[0]) rmdir(hold_dir);
+    hold_file_destroy(&hold);
     CHECK_EXIT();
 }

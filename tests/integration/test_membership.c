@@ -14,24 +14,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <sodium.h>
 
 #include "../check.h"
 #include "harness.h"
+#include "hold_file.h"
 
 #define NEED(x) CHECK((x), "%s", #x)
 
 enum { WAIT_MS = 20000, INDEX_BOUND = 4096 };
 
 static h_server S;
-static char fanout_hold[64];   /* PARLEY_TEST_HOLD_FANOUT: fan-out waits while this file exists */
-
-static int hold_fanout(void) {
-    FILE *f = fopen(fanout_hold, "w");
-    return f && fclose(f) == 0 ? 0 : -1;
-}
+static hold_file fanout_hold;   /* PARLEY_TEST_HOLD_FANOUT: fan-out waits while it exists */
 
 /* ------------------------------------------------------ direct members */
 
@@ -103,7 +98,7 @@ static void readd_removed_member(void) {
     NEED(pc_create_group(a->c, "readd", ids, 2, &conv) == 0);
     /* fan-out held from here to the last send: when it reads the removal,
      * b's record says b was added after it (the earlier span must count) */
-    NEED(hold_fanout() == 0);
+    NEED(hold_file_make(&fanout_hold) == 0);
     NEED(h_send(a, conv, "before") != 0);
     NEED(pc_remove_member(a->c, conv, b->id.user_id) == 0);
     uint64_t gap = h_send(a, conv, "in the gap");
@@ -126,7 +121,8 @@ static void readd_removed_member(void) {
     NEED(pc_add_members(a->c, conv, &bid, 1) == 0);
     uint64_t after = h_send(a, conv, "after");
     uint64_t mine = h_send(b, conv, "back");
-    NEED(unlink(fanout_hold) == 0);
+    NEED(fanout_hold.held);
+    hold_file_release(&fanout_hold);
     NEED(after && mine);
 
     /* b's inbox, from scratch */
@@ -468,8 +464,7 @@ int main(void) {
         args[n++] = "100000";
     }
     args[n] = NULL;
-    snprintf(fanout_hold, sizeof fanout_hold, "/tmp/parley-membership-hold-%d", (int)getpid());
-    if (setenv("PARLEY_TEST_HOLD_FANOUT", fanout_hold, 1) != 0) return 1;   /* the server inherits it */
+    if (hold_file_init(&fanout_hold, "PARLEY_TEST_HOLD_FANOUT") != 0) return 1;   /* the server inherits it */
     if (h_server_start(&S, args) != 0) {
         printf("FAIL server_starts\n");
         return 1;
@@ -482,6 +477,6 @@ int main(void) {
     RUN(more_conversations_than_the_index_bound);
     if (!h_server_survived(&S)) check_failures_total++;
     h_server_destroy(&S);
-    unlink(fanout_hold);   /* left by a case that stopped early */
+    hold_file_destroy(&fanout_hold);
     CHECK_EXIT();
 }

@@ -34,6 +34,7 @@
 #include "../check.h"
 #include "cassandra_node.h"
 #include "harness.h"
+#include "hold_file.h"
 #include "net/mqtt_codec.h"
 
 enum {
@@ -54,9 +55,7 @@ static uint8_t mq_buf[MQ_BUF];
 static size_t mq_len;
 static uint64_t conv;
 static uint64_t sent_seq[MESSAGES];
-static char hold_dir[] = "/tmp/parley-mqtt-hold-XXXXXX";
-static char hold_file[sizeof hold_dir + 8];
-static int held;
+static hold_file hold;
 
 /* The next whole packet: 1 (first, body into out, *len), 0 nothing within
  * timeout_ms, -1 closed or unreadable. */
@@ -131,23 +130,8 @@ static int mq_connect(const pc_identity *id) {
     return ca.reason;
 }
 
-static int make_hold(void) {
-    FILE *f = fopen(hold_file, "w");
-    if (!f) return -1;
-    fclose(f);
-    held = 1;
-    return 0;
-}
-
-static void release_hold(void) {
-    if (held) unlink(hold_file);
-    held = 0;
-}
-
 static void subscribe_does_not_hold_worker(void) {
-    NEED(mkdtemp(hold_dir) != NULL);
-    snprintf(hold_file, sizeof hold_file, "%s/hold", hold_dir);
-    NEED(setenv(HOOK, hold_file, 1) == 0);   /* the server inherits it */
+    NEED(hold_file_init(&hold, HOOK) == 0);   /* the server inherits it */
     NEED(cassandra_node_start("mqtt_sub_reads") == 0);
     mqtt_port = h_free_port();
     char listen[64];
@@ -170,7 +154,7 @@ static void subscribe_does_not_hold_worker(void) {
     NEED(h_raw_open_port(S.port, &o, &X) == 0);
     NEED(h_raw_sign_in(&X, &alice->id) == 0);
 
-    NEED(make_hold() == 0);
+    NEED(hold_file_make(&hold) == 0);
     int rc = mq_connect(&bob->id);
     CHECK(rc == 0, "CONNACK %d", rc);
     char filter[64];
@@ -200,8 +184,8 @@ static void subscribe_does_not_hold_worker(void) {
 }
 
 static void session_catches_up_after_release(void) {
-    NEED(held && mq_fd >= 0);
-    release_hold();
+    NEED(hold.held && mq_fd >= 0);
+    hold_file_release(&hold);
     static uint8_t body[MQ_BUF];
     size_t seen = 0;
     uint64_t last_user_seq = 0;
@@ -237,13 +221,13 @@ int main(void) {
     unsetenv("PARLEY_TEST_STORE");   /* its own server on Cassandra, with the hook */
     RUN(subscribe_does_not_hold_worker);
     RUN(session_catches_up_after_release);
-    release_hold();
+    hold_file_release(&hold);
     if (mq_fd >= 0) close(mq_fd);
     h_raw_close(&X);
     if (alice) h_dev_free(alice);
     if (bob) h_dev_free(bob);
     h_server_destroy(&S);
     cassandra_node_stop();
-    if (hold_file[0]) rmdir(hold_dir);
+    hold_file_destroy(&hold);
     CHECK_EXIT();
 }

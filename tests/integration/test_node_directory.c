@@ -69,11 +69,13 @@ static int directory_has(const char *name, char *addr, size_t cap) {
     return l.has_addr;
 }
 
-/* The raw entry, "EXPIRES ADDRESS": its expiry (Redis clock), 0 if absent. */
+/* The raw entry, "EXPIRES ADDRESS", in the name's directory shard: its
+ * expiry (Redis clock), 0 if absent. */
 static unsigned long long entry_expiry(const char *name) {
-    const char *argv[] = {"HGET", "{nodes}", name};
+    const char *key = rr_node_shard_key(rr_node_shard(name));
+    const char *argv[] = {"HGET", key, name};
     char err[128];
-    redisReply *r = rc_command_sync(rc, "{nodes}", 7, 3, argv, NULL, err, sizeof err);
+    redisReply *r = rc_command_sync(rc, key, strlen(key), 3, argv, NULL, err, sizeof err);
     unsigned long long expires = 0;
     if (r && r->type == REDIS_REPLY_STRING) expires = strtoull(r->str, NULL, 10);
     if (r) freeReplyObject(r);

@@ -550,19 +550,20 @@ enum { NODE_USERS_MAX = 48 };
 
 /* A node started on the cluster: users sign in and sync until each master
  * holds at least one (user ids are the server's); one master (not the one
- * holding the node directory, {nodes}: that one key stopping is another
- * matter, see the README) is then frozen. The healthy masters' users'
+ * holding this node's directory shard: a node whose own entry cannot be
+ * refreshed says so on /healthz, see the README) is then frozen. The healthy masters' users'
  * sessions keep being refreshed by the node's heartbeat (--session-ttl-ms
  * 6000: every 2 s) and a user signing in meanwhile on a healthy master is
  * registered; the node stays healthy. After SIGCONT the frozen master's
  * users have a live session again (the heartbeat writes what expired). */
 static void a_node_serves_the_healthy_masters_users(void) {
-    int dir_master = owners[rc_key_slot("{nodes}", 7)];
+    const char *dir_key = rr_node_shard_key(rr_node_shard("gw-frozen"));
+    int dir_master = owners[rc_key_slot(dir_key, strlen(dir_key))];
     int nv = -1;
     for (int j = 0; j < REDIS_CLUSTER_MASTERS && nv < 0; j++)
         if (j != dir_master)
             nv = j;
-    CHECK(dir_master >= 0 && nv >= 0, "no master to freeze apart from {nodes}'s");
+    CHECK(dir_master >= 0 && nv >= 0, "no master to freeze apart from %s's", dir_key);
     h_server srv = {0};
     char internal[64];
     snprintf(internal, sizeof internal, "127.0.0.1:%d", h_free_port());
@@ -638,7 +639,7 @@ static void a_node_serves_the_healthy_masters_users(void) {
     CHECK(healthy_refreshed, "a healthy master's user was not refreshed while master %d was frozen", nv);
     CHECK(frozen_failed, "a lookup on the frozen master did not fail");
     CHECK(newcomer, "no user signing in on a healthy master while frozen was registered");
-    CHECK(healthz && status == 200, "/healthz %d '%s' while a master (not the directory's) was frozen", status, body);
+    CHECK(healthz && status == 200, "/healthz %d '%s' while a master (not its directory shard's) was frozen", status, body);
     CHECK(recovered, "the frozen master's users had no live session after SIGCONT");
     CHECK(stopped == 0, "the node did not stop cleanly");
 }

@@ -1,10 +1,26 @@
 /* test_registry_redis.c -- the session registry on Redis Cluster
  * (src/registry/registry_redis.c) against a real three-master cluster,
  * started for the program by scripts/redis-cluster.sh and stopped by PID on
- * every exit path. Waits are on observable state (a completion, a lookup's
- * answer) with generous bounds; nothing asserts a duration. */
+ * every exit path (one case SIGSTOPs a master, so tests/run.sh gives this
+ * program its own cluster, never the shared one). Waits are on observable
+ * state (a completion, a lookup's answer) with generous bounds; nothing
+ * asserts a duration.
+ *
+ * The node directory's shards (src/registry/redis_node_shards.c):
+ *   nodes_spread_over_the_directory_shards: 24 nodes, each entry in the
+ *       key its name's FNV-1a shard names (HGET on that key), listed once
+ *       each, 3 unregistered gone, short-lived ones expired.
+ *   a_listing_survives_a_silent_master: the master that held the old one
+ *       hash {nodes} SIGSTOPped (SIGCONT on every path): a listing still
+ *       answers with every node of the shards on the two other masters and
+ *       names the missing shards; after SIGCONT all 24 again.
+ *       Seen failing: with the directory as it was (one hash {nodes}; only
+ *       the callback's new argument added) the first case fails with
+ *       "node-00 not in its shard key {nodes.0.114} (0 '')" and this one with
+ *       "the listing while master 1 was frozen failed: timeout". */
 #include "../check.h"
 #include "redis_cluster_node.h"
+#include "registry/redis_cluster_parse.h"
 #include "registry/registry_redis.h"
 
 #include <signal.h>
@@ -46,6 +62,8 @@ typedef struct result {
     char addr[RR_ADDR_MAX];
     int has_addr;
     size_t refreshed, gone, failed;
+    rr_node nodes[64]; /* a listing's, the first 64 */
+    unsigned missing;  /* a listing's missing shards */
 } result;
 
 static int wait_result(result *res) {
@@ -92,10 +110,12 @@ static void node_cb(void *ud, const char *addr, const char *error) {
     atomic_store(&res->done, 1);
 }
 
-static void nodes_cb(void *ud, const rr_node *nodes, size_t n, const char *error) {
-    (void)nodes;
+static void nodes_cb(void *ud, const rr_node *nodes, size_t n, unsigned missing, const char *error) {
     result *res = ud;
     res->n = n;
+    res->missing = missing;
+    if (nodes)
+        memcpy(res->nodes, nodes, (n < 64 ? n : 64) * sizeof *nodes);
     set_error(res, error);
     atomic_store(&res->done, 1);
 }
@@ -392,6 +412,240 @@ static void node_directory(void) {
     CHECK(expired, "n3 never expired");
 }
 
+/* ---- the node directory's shards ---- */
+
+enum { DIR_NODES = 24 };
+static int owners[RC_SLOTS]; /* the master of each slot (node index) */
+
+static void dir_name(char *out, size_t cap, const char *prefix, int i) { snprintf(out, cap, "%s-%02d", prefix, i); }
+
+static int shard_master(unsigned shard) {
+    const char *k = rr_node_shard_key(shard);
+    return owners[rc_key_slot(k, strlen(k))];
+}
+
+/* The raw entry of name in key (HGET, not through the scripts): 1 with its
+ * address in addr, 0 absent, -1 Redis did not answer. */
+static int raw_entry(const char *key, const char *name, char *addr, size_t cap) {
+    const char *argv[] = {"HGET", key, name};
+    char err[128];
+    redisReply *r = rc_command_sync(rc, key, strlen(key), 3, argv, NULL, err, sizeof err);
+    int got = !r ? -1 : r->type == REDIS_REPLY_STRING ? 1 : r->type == REDIS_REPLY_NIL ? 0 : -1;
+    if (got == 1 && addr) {
+        const char *sp = strchr(r->str, ' ');
+        snprintf(addr, cap, "%s", sp ? sp + 1 : "");
+    }
+    if (r)
+        freeReplyObject(r);
+    return got;
+}
+
+/* every shard key deleted: the case starts from an empty directory; 0 or -1 */
+static int clear_directory(void) {
+    for (unsigned i = 0; i < RR_NODE_SHARDS; i++) {
+        const char *k = rr_node_shard_key(i);
+        const char *argv[] = {"DEL", k};
+        char err[128];
+        redisReply *r = rc_command_sync(rc, k, strlen(k), 2, argv, NULL, err, sizeof err);
+        int ok = r && r->type == REDIS_REPLY_INTEGER;
+        if (r)
+            freeReplyObject(r);
+        if (!ok)
+            return -1;
+    }
+    return 0;
+}
+
+static int do_node_register(registry_redis *r, const char *name, const char *addr) {
+    result res = {0};
+    if (registry_redis_node_register(r, name, addr, done_cb, &res) != 0 || !wait_result(&res))
+        return -1;
+    return res.applied;
+}
+
+/* a listing into res: 0, or -1 when it was refused or never completed */
+static int do_list(result *res) {
+    memset(res, 0, sizeof *res);
+    return registry_redis_nodes(reg, nodes_cb, res) == 0 && wait_result(res) ? 0 : -1;
+}
+
+/* how many times name is in the listing res (its address checked) */
+static int times_listed(const result *res, const char *name, const char *addr) {
+    int seen = 0;
+    for (size_t i = 0; i < res->n && i < 64; i++)
+        if (strcmp(res->nodes[i].name, name) == 0)
+            seen += addr == NULL || strcmp(res->nodes[i].addr, addr) == 0 ? 1 : 100;
+    return seen;
+}
+
+/* 24 nodes: each entry in its name's shard key and in no other; shards on
+ * all three masters; one listing names each once; unregistering 3 removes
+ * exactly those; entries that are not refreshed expire (Redis's clock) and
+ * leave the listing and their key */
+static void nodes_spread_over_the_directory_shards(void) {
+    CHECK(redis_cluster_owner_map(owners) == 0, "owner map");
+    CHECK(clear_directory() == 0, "clear the directory");
+    char name[32], addr[RR_ADDR_MAX], got[RR_ADDR_MAX];
+    int masters_used[REDIS_CLUSTER_MASTERS] = {0};
+    for (int i = 0; i < DIR_NODES; i++) {
+        dir_name(name, sizeof name, "node", i);
+        snprintf(addr, sizeof addr, "127.0.0.1:%d/gateway", 7100 + i);
+        CHECK(do_node_register(reg, name, addr) == 1, "register %s", name);
+        unsigned shard = rr_node_shard(name);
+        for (unsigned k = 0; k < RR_NODE_SHARDS; k++) {
+            int has = raw_entry(rr_node_shard_key(k), name, got, sizeof got);
+            if (k == shard)
+                CHECK(has == 1 && strcmp(got, addr) == 0, "%s not in its shard key %s (%d '%s')", name,
+                      rr_node_shard_key(k), has, got);
+            else
+                CHECK(has == 0, "%s (shard %u) also in %s (%d)", name, shard, rr_node_shard_key(k), has);
+        }
+        int m = shard_master(shard);
+        CHECK(m >= 0, "no master for %s", rr_node_shard_key(shard));
+        masters_used[m]++;
+    }
+    CHECK(masters_used[0] && masters_used[1] && masters_used[2], "entries on masters %d/%d/%d", masters_used[0],
+          masters_used[1], masters_used[2]);
+
+    result res;
+    CHECK(do_list(&res) == 0 && !res.error[0], "list: %s", res.error);
+    CHECK(res.n == DIR_NODES && res.missing == 0, "listed %zu, missing shards 0x%x", res.n, res.missing);
+    for (int i = 0; i < DIR_NODES; i++) {
+        dir_name(name, sizeof name, "node", i);
+        snprintf(addr, sizeof addr, "127.0.0.1:%d/gateway", 7100 + i);
+        CHECK(times_listed(&res, name, addr) == 1, "%s listed %d times", name, times_listed(&res, name, addr));
+    }
+
+    const int gone[] = {3, 11, 17};
+    for (int g = 0; g < 3; g++) {
+        dir_name(name, sizeof name, "node", gone[g]);
+        memset(&res, 0, sizeof res);
+        CHECK(registry_redis_node_unregister(reg, name, done_cb, &res) == 0 && wait_result(&res) && res.applied == 1,
+              "unregister %s: %d %s", name, res.applied, res.error);
+        CHECK(raw_entry(rr_node_shard_key(rr_node_shard(name)), name, NULL, 0) == 0, "%s still in its key", name);
+    }
+    CHECK(do_list(&res) == 0 && !res.error[0] && res.missing == 0, "list: %s", res.error);
+    CHECK(res.n == DIR_NODES - 3, "listed %zu after 3 unregistered", res.n);
+    for (int i = 0; i < DIR_NODES; i++) {
+        dir_name(name, sizeof name, "node", i);
+        int want = i == gone[0] || i == gone[1] || i == gone[2] ? 0 : 1;
+        CHECK(times_listed(&res, name, NULL) == want, "%s listed %d times, want %d", name,
+              times_listed(&res, name, NULL), want);
+    }
+
+    /* short-lived entries (1 s) in several shards: they expire and the
+     * listing drops them (and deletes them from their keys) */
+    rr_options shortlived = {.node_ttl_ms = 1000};
+    registry_redis *fast = registry_redis_new(rc, &shortlived);
+    CHECK(fast, "registry");
+    int registered = 0;
+    for (int i = 0; i < 8; i++) {
+        dir_name(name, sizeof name, "brief", i);
+        registered += do_node_register(fast, name, "127.0.0.1:7200/chat") == 1;
+    }
+    registry_redis_free(fast);
+    CHECK(registered == 8, "%d of 8 short-lived nodes registered", registered);
+    int expired = 0;
+    uint64_t until = now_ms() + WAIT_MS;
+    while (!expired && now_ms() < until) {
+        if (do_list(&res) == 0 && !res.error[0] && res.missing == 0 && res.n == DIR_NODES - 3)
+            expired = 1;
+        else
+            sleep_ms(100);
+    }
+    CHECK(expired, "short-lived nodes never left the listing (%zu listed)", res.n);
+    for (int i = 0; i < 8; i++) {
+        dir_name(name, sizeof name, "brief", i);
+        CHECK(times_listed(&res, name, NULL) == 0, "%s still listed", name);
+        CHECK(raw_entry(rr_node_shard_key(rr_node_shard(name)), name, NULL, 0) == 0, "expired %s still in its key",
+              name);
+    }
+}
+
+static pid_t frozen_pid; /* > 0 while a master is SIGSTOPped */
+
+static void thaw(void) {
+    if (frozen_pid > 0)
+        kill(frozen_pid, SIGCONT);
+    frozen_pid = 0;
+}
+
+/* One master SIGSTOPped (alive, TCP open, silent): the one that held the
+ * directory when it was the one hash {nodes}, where a listing used to fail
+ * as a whole. A listing still completes (within the client's timeout),
+ * with every node whose shard is on the two other masters, none of the
+ * frozen master's, and its shards named missing; after SIGCONT a listing
+ * has all 24 again. */
+static void a_listing_survives_a_silent_master(void) {
+    CHECK(redis_cluster_owner_map(owners) == 0, "owner map");
+    CHECK(clear_directory() == 0, "clear the directory");
+    int victim = owners[rc_key_slot("{nodes}", 7)];
+    CHECK(victim >= 0, "no master for {nodes}");
+    unsigned frozen_shards = 0;
+    for (unsigned k = 0; k < RR_NODE_SHARDS; k++)
+        if (shard_master(k) == victim)
+            frozen_shards |= 1u << k;
+    /* entries that outlive the case (10 min): only the freeze removes any */
+    rr_options longlived = {.node_ttl_ms = 600000};
+    registry_redis *dir = registry_redis_new(rc, &longlived);
+    CHECK(dir, "registry");
+    char name[32];
+    int on_victim = 0, registered = 0;
+    for (int i = 0; i < DIR_NODES; i++) {
+        dir_name(name, sizeof name, "peer", i);
+        registered += do_node_register(dir, name, "127.0.0.1:7300/gateway,chat,fanout") == 1;
+        on_victim += (frozen_shards >> rr_node_shard(name)) & 1;
+    }
+    registry_redis_free(dir);
+    CHECK(registered == DIR_NODES, "%d of %d registered", registered, DIR_NODES);
+    CHECK(frozen_shards && on_victim > 0 && on_victim < DIR_NODES, "master %d holds shards 0x%x, %d of the nodes",
+          victim, frozen_shards, on_victim);
+
+    pid_t pid = redis_cluster_pid(victim);
+    CHECK(pid > 0 && kill(pid, SIGSTOP) == 0, "SIGSTOP master %d", victim);
+    frozen_pid = pid;
+    result during;
+    uint64_t t0 = now_ms();
+    int listed = do_list(&during);
+    uint64_t took = now_ms() - t0;
+    thaw(); /* before any check */
+
+    CHECK(listed == 0, "the listing while master %d was frozen never completed", victim);
+    CHECK(!during.error[0], "the listing while master %d was frozen failed: %s", victim, during.error);
+    CHECK(during.missing == frozen_shards, "missing shards 0x%x, the frozen master's are 0x%x", during.missing,
+          frozen_shards);
+    CHECK(during.n == (size_t)(DIR_NODES - on_victim), "listed %zu while frozen, want %d", during.n,
+          DIR_NODES - on_victim);
+    for (int i = 0; i < DIR_NODES; i++) {
+        dir_name(name, sizeof name, "peer", i);
+        int want = (frozen_shards >> rr_node_shard(name)) & 1 ? 0 : 1;
+        CHECK(times_listed(&during, name, NULL) == want, "%s (shard %u) listed %d times while frozen, want %d", name,
+              rr_node_shard(name), times_listed(&during, name, NULL), want);
+    }
+    /* a figure, not a check: the frozen shards' commands end at the client's timeout */
+    check_note("a listing with master %d (%d of %d shards) frozen: %zu of %d nodes, missing shards 0x%x, answered "
+               "after %llu ms (client timeout 10000)",
+               victim, __builtin_popcount(frozen_shards), RR_NODE_SHARDS, during.n, DIR_NODES, during.missing,
+               (unsigned long long)took);
+
+    /* after SIGCONT: the client reconnects by itself (bounded) */
+    result after;
+    int whole = 0;
+    uint64_t until = now_ms() + WAIT_MS;
+    while (!whole && now_ms() < until) {
+        whole = do_list(&after) == 0 && !after.error[0] && after.missing == 0;
+        if (!whole)
+            sleep_ms(100);
+    }
+    CHECK(whole, "no whole listing after SIGCONT (missing 0x%x, %s)", after.missing, after.error);
+    CHECK(after.n == DIR_NODES, "listed %zu after SIGCONT", after.n);
+    for (int i = 0; i < DIR_NODES; i++) {
+        dir_name(name, sizeof name, "peer", i);
+        CHECK(times_listed(&after, name, NULL) == 1, "%s listed %d times after SIGCONT", name,
+              times_listed(&after, name, NULL));
+    }
+}
+
 /* a node that lost its scripts (SCRIPT FLUSH, as after a restart) answers
  * EVALSHA with NOSCRIPT: the registry resends the script and succeeds */
 static void evalsha_falls_back_to_eval_on_noscript(void) {
@@ -425,6 +679,8 @@ int main(void) {
         RUN(heartbeat_refreshes_10000_sessions_in_one_batch);
         RUN(measures_bytes_per_session_entry);
         RUN(node_directory);
+        RUN(nodes_spread_over_the_directory_shards);
+        RUN(a_listing_survives_a_silent_master);
         RUN(evalsha_falls_back_to_eval_on_noscript);
     }
     registry_redis_free(reg);

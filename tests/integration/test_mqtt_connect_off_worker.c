@@ -1,0 +1,411 @@
+/* test_mqtt_connect_off_worker.c -- an MQTT CONNECT's store reads (the
+ * device key its sign-in checks, the cursor behind Session Present) do not
+ * hold the gateway worker on Cassandra (src/gateway/mqtt_connect_read.h,
+ * src/gateway/mqtt_conn.c).
+ *
+ * One worker on Cassandra, with the test hook
+ * PARLEY_TEST_HOLD_MQTT_CONNECT_READS (every CONNECT read waits while the
+ * hook's file exists). bob's device has a stored cursor: it synced and
+ * acknowledged alice's message over WebSocket, then CONNECTs without the
+ * hold are made until one says Session Present. alice's raw WebSocket
+ * connection X is on the same worker; /metrics is read from its own
+ * listener (--metrics-listen), which the held worker does not serve. Cases:
+ *   - connect_does_not_hold_worker: with the file made, bob CONNECTs (3.1.1,
+ *     clean session 0, password scheme) and SUBSCRIBEs to his T/ev in the
+ *     same write, before any CONNACK; once the worker has taken the CONNECT
+ *     (parley_frames_in_total), X's PushGetKey is answered while bob has
+ *     been sent nothing;
+ *   - connack_then_suback_after_release: the file removed, bob gets CONNACK
+ *     0 with Session Present, then the SUBACK of the SUBSCRIBE that waited;
+ *     the read was the reader pool's (parley_gateway_mqtt_connect_reads_total);
+ *   - wrong_password_refused: a password signed with another key, its read
+ *     held, then released: CONNACK 4 (bad user name or password), then the
+ *     close;
+ *   - websocket_message_waits_for_connack: the same over WebSocket (the main
+ *     port, subprotocol mqtt), CONNECT and SUBSCRIBE in one binary
+ *     message: nothing is sent while the read is held; once released, the
+ *     CONNACK, then the SUBACK;
+ *   - closed_while_held: a CONNECT whose client closes while its read is
+ *     held (the server frees the socket: parley_sockets_open drops); once
+ *     released the read's answer finds no connection, the server serves a
+ *     new CONNECT of the same device and stops with exit 0 (the ASan build:
+ *     no error, no leak).
+ *
+ * Seen failing: with connect_read (mqtt_conn.c) reading on the worker again
+ * on Cassandra (the store_reads branch made dead; the hook then holds the
+ * worker itself), connect_does_not_hold_worker fails: X's PushGetKey waits
+ * behind the held read and the bounded read gives up. With
+ * mqtt_conn_connect_read not handling what waited in the connection's MQTT
+ * buffer (ws_in), websocket_message_waits_for_connack fails: no SUBACK.
+ *
+ * A minimal MQTT client over a socket, written here with the codec's
+ * encoders (as test_mqtt_subscribe_off_worker). Every wait is on observable
+ * state with a generous bound. */
+#include <errno.h>
+#include <poll.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../check.h"
+#include "cassandra_node.h"
+#include "harness.h"
+#include "hold_file.h"
+#include "net/mqtt_codec.h"
+#include "net/ws.h"
+
+enum {
+    IO_MS = 20000,          /* bound on each read: the worker answers at once when it is free */
+    QUIET_MS = 300,         /* how long "nothing was sent" is looked for */
+    MQ_BUF = 1 << 16,
+};
+
+#define NEED(x) CHECK((x), "%s", #x)
+#define HOOK "PARLEY_TEST_HOLD_MQTT_CONNECT_READS"
+#define CONNECT_READS "parley_gateway_mqtt_connect_reads_total"
+
+/* one MQTT connection: its socket and what was read and not yet taken */
+typedef struct mq {
+    int fd;
+    size_t len;
+    uint8_t buf[MQ_BUF];
+} mq;
+
+static h_server S;
+static int mqtt_port;
+static int metrics_port;    /* --metrics-listen: its own thread, not the held worker's */
+static h_dev *alice, *bob;
+static h_raw X;
+static mq B = {.fd = -1};   /* bob's pipelined session (cases 1 and 2) */
+static uint64_t conv;
+static uint64_t last_ts;    /* a password's TS must grow per device */
+static hold_file hold;
+
+static void mq_close(mq *m) {
+    if (m->fd >= 0) close(m->fd);
+    m->fd = -1;
+    m->len = 0;
+}
+
+/* The next whole packet: 1 (first, body into out, *len), 0 nothing within
+ * timeout_ms, -1 closed or unreadable. */
+static int mq_next(mq *m, uint8_t *first, uint8_t *out, size_t cap, size_t *len, int timeout_ms) {
+    uint64_t deadline = h_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        uint32_t rem = 0;
+        size_t hl = 0;
+        int r = mqtt_fixed_header(m->buf, m->len, first, &rem, &hl);
+        if (r == MQTT_OK && hl + rem <= m->len) {
+            if (rem > cap) return -1;
+            memcpy(out, m->buf + hl, rem);
+            *len = rem;
+            memmove(m->buf, m->buf + hl + rem, m->len - hl - rem);
+            m->len -= hl + rem;
+            return 1;
+        }
+        if (r != MQTT_OK && r != MQTT_NEED_MORE) return -1;
+        uint64_t now = h_now_ms();
+        if (now >= deadline) return 0;
+        struct pollfd p = {.fd = m->fd, .events = POLLIN};
+        int pr = poll(&p, 1, (int)(deadline - now));
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr <= 0) return 0;
+        if (m->len == MQ_BUF) return -1;
+        ssize_t n = recv(m->fd, m->buf + m->len, MQ_BUF - m->len, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        m->len += (size_t)n;
+    }
+}
+
+static int mq_write(mq *m, const uint8_t *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = send(m->fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* CONNECT (3.1.1, clean session 0) of id with the password scheme (README
+ * "MQTT"): "TS.SIG", SIG over "parley.v1 mqtt password" || TS (8 bytes,
+ * big-endian) || client id, signed with sk (id's own key, or another).
+ * Written to out; its length, 0. */
+static size_t connect_packet(const pc_identity *id, const uint8_t *sk, uint8_t *out, size_t cap) {
+    char cid[48], pw[160], b64[100];
+    snprintf(cid, sizeof cid, "%llu.%u", (unsigned long long)id->user_id, id->device_id);
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    uint64_t ts = (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+    if (ts <= last_ts) ts = last_ts + 1;
+    last_ts = ts;
+    uint8_t msg[23 + 8 + 48], sig[64];
+    memcpy(msg, "parley.v1 mqtt password", 23);
+    for (int i = 0; i < 8; i++) msg[23 + i] = (uint8_t)(ts >> (56 - 8 * i));
+    size_t idl = strlen(cid);
+    memcpy(msg + 31, cid, idl);
+    crypto_sign_detached(sig, NULL, msg, 31 + idl, sk);
+    sodium_bin2base64(b64, sizeof b64, sig, sizeof sig, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    snprintf(pw, sizeof pw, "%llu.%s", (unsigned long long)ts, b64);
+    mqtt_connect_args a = {.level = 4, .clean_start = false, .keep_alive = 60, .client_id = cid,
+                           .username = cid, .password = (const uint8_t *)pw, .password_len = strlen(pw)};
+    return mqtt_encode_connect(out, cap, &a);
+}
+
+/* CONNECT, then (subscribe) a SUBSCRIBE to T/ev with packet id 1, into
+ * out: their length, 0. */
+static size_t connect_bytes(const pc_identity *id, const uint8_t *sk, bool subscribe, uint8_t *out, size_t cap) {
+    size_t n = connect_packet(id, sk, out, cap);
+    if (!n || !subscribe) return n;
+    char filter[64];
+    snprintf(filter, sizeof filter, "p/%llu.%u/ev", (unsigned long long)id->user_id, id->device_id);
+    const char *filters[] = {filter};
+    uint8_t opts[] = {1};
+    size_t s = mqtt_encode_subscribe(out + n, cap - n, 4, false, 1, filters, opts, 1);
+    return s ? n + s : 0;
+}
+
+/* Opens m and sends connect_bytes in one write: the server has both
+ * packets before it answers. */
+static int mq_open_connect(mq *m, const pc_identity *id, const uint8_t *sk, bool subscribe) {
+    if ((m->fd = h_tcp_connect(mqtt_port, IO_MS)) < 0) return -1;
+    m->len = 0;
+    uint8_t p[768];
+    size_t n = connect_bytes(id, sk, subscribe, p, sizeof p);
+    return n ? mq_write(m, p, n) : -1;
+}
+
+/* The CONNACK m waits for: its return code (and *present), -1 none. */
+static int mq_connack(mq *m, bool *present) {
+    uint8_t first, body[64];
+    size_t len;
+    if (mq_next(m, &first, body, sizeof body, &len, IO_MS) != 1 || first >> 4 != MQTT_CONNACK) return -1;
+    mqtt_connack ca;
+    if (mqtt_decode_connack(4, first, body, len, &ca) != MQTT_OK) return -1;
+    if (present) *present = ca.session_present;
+    return ca.reason;
+}
+
+static void mq_disconnect(mq *m) {
+    uint8_t p[4];
+    size_t n = mqtt_encode_empty(p, sizeof p, MQTT_DISCONNECT);
+    if (n) mq_write(m, p, n);
+    mq_close(m);
+}
+
+/* X asks for the push key: answered (any status) within IO_MS is 1. */
+static int x_served(uint64_t request_id) {
+    Parley__V1__PushGetKey gk = PARLEY__V1__PUSH_GET_KEY__INIT;
+    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+    f.body_case = PARLEY__V1__FRAME__BODY_PUSH_GET_KEY;
+    f.push_get_key = &gk;
+    f.request_id = request_id;
+    if (h_raw_send_frame(&X, &f) != 0) return 0;
+    Parley__V1__Frame *resp = NULL;
+    int st = h_raw_await_response(&X, request_id, 16, &resp);
+    if (resp) parley__v1__frame__free_unpacked(resp, NULL);
+    return st >= 0;
+}
+
+/* Polls a metric until pred holds (bounded); the last value in *v. */
+static int metric_until(const char *name, double *v, int (*pred)(double v, double ref), double ref) {
+    uint64_t deadline = h_now_ms() + IO_MS;
+    do {
+        if (h_metric_at(metrics_port, name, v) == 0 && pred(*v, ref)) return 1;
+        h_sleep_ms(50);
+    } while (h_now_ms() < deadline);
+    return 0;
+}
+static int at_least(double v, double ref) { return v >= ref; }
+static int at_most(double v, double ref) { return v <= ref; }
+
+static void connect_does_not_hold_worker(void) {
+    NEED(hold_file_init(&hold, HOOK) == 0);   /* the server inherits it */
+    NEED(cassandra_node_start("mqtt_connect_reads") == 0);
+    mqtt_port = h_free_port();
+    metrics_port = h_free_port();
+    char listen[64], metrics[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", mqtt_port);
+    snprintf(metrics, sizeof metrics, "127.0.0.1:%d", metrics_port);
+    /* a TCP MQTT connection is in the handshake until CONNACK: the holds
+     * here must not meet its timeout on a slow machine */
+    const char *flags[] = {"--store", "cassandra", "--cassandra", cassandra_node_hosts(), "--keyspace",
+                           "mqtt_connect_reads", "--workers", "1", "--mqtt-listen", listen,
+                           "--handshake-timeout", "120000", "--metrics-listen", metrics, NULL};
+    NEED(h_server_start(&S, flags) == 0);
+    alice = h_user_new(&S, "alice");
+    bob = h_user_new(&S, "bob");
+    NEED(alice && bob);
+    NEED(pc_open_direct(alice->c, bob->id.user_id, &conv) == 0);
+    NEED(h_accept(bob, conv) == 0);
+    NEED(h_send(alice, conv, "for the cursor") != 0);
+    NEED(h_dev_sync(bob, IO_MS) == 0);   /* events acknowledged by the library */
+    NEED(pc_flush_acks(bob->c) == 0);
+    h_dev_disconnect(bob);               /* the cursor goes to the writer at the close */
+    /* stored asynchronously: CONNECTs (not held) until one says so */
+    bool present = false;
+    uint64_t until = h_now_ms() + IO_MS;
+    while (!present && h_now_ms() < until) {
+        mq m = {.fd = -1};
+        NEED(mq_open_connect(&m, &bob->id, bob->id.secret_key, false) == 0);
+        int rc = mq_connack(&m, &present);
+        mq_disconnect(&m);
+        CHECK(rc == 0, "CONNACK %d before the hold", rc);
+        if (!present) h_sleep_ms(100);
+    }
+    NEED(present);
+    h_raw_opts o = {.io_ms = IO_MS};
+    NEED(h_raw_open_port(S.port, &o, &X) == 0);
+    NEED(h_raw_sign_in(&X, &alice->id) == 0);
+    h_dev_disconnect(alice);   /* from here only X and bob send (frames_in_total below) */
+
+    double frames = -1, frames_now = -1;
+    NEED(h_metric_at(metrics_port, "parley_frames_in_total", &frames) == 0);
+    NEED(hold_file_make(&hold) == 0);
+    NEED(mq_open_connect(&B, &bob->id, bob->id.secret_key, true) == 0);
+    /* the worker has taken bob's CONNECT (counted as it is handled): X's
+     * request comes after it, not before it in the same turn */
+    NEED(metric_until("parley_frames_in_total", &frames_now, at_least, frames + 1));
+    CHECK(x_served(7), "X's PushGetKey unanswered while bob's CONNECT read was held: the worker waits on it");
+    uint8_t first, body[256];
+    size_t len;
+    int got = mq_next(&B, &first, body, sizeof body, &len, QUIET_MS);
+    CHECK(got == 0, "bob was sent a packet (type %d) while his CONNECT read was held", got == 1 ? first >> 4 : -1);
+}
+
+static void connack_then_suback_after_release(void) {
+    NEED(hold.held && B.fd >= 0);
+    double before = -1, after = -1;
+    NEED(h_metric_at(metrics_port, CONNECT_READS, &before) == 0);
+    hold_file_release(&hold);
+    bool present = false;
+    int rc = mq_connack(&B, &present);
+    CHECK(rc == 0, "CONNACK %d after the release (want 0, first)", rc);
+    CHECK(present, "CONNACK without Session Present: bob has a stored cursor");
+    uint8_t first, body[256];
+    size_t len;
+    int got = mq_next(&B, &first, body, sizeof body, &len, IO_MS);
+    CHECK(got == 1 && first >> 4 == MQTT_SUBACK, "no SUBACK after the CONNACK (%d, type %d)", got,
+          got == 1 ? first >> 4 : -1);
+    mqtt_suback sa;
+    NEED(mqtt_decode_suback(4, first, body, len, &sa) == MQTT_OK);
+    CHECK(sa.packet_id == 1 && sa.codes.len == 1 && sa.codes.p[0] == 1, "SUBACK %u: %u codes, first 0x%02x",
+          sa.packet_id, sa.codes.len, sa.codes.len ? sa.codes.p[0] : 0);
+    CHECK(metric_until(CONNECT_READS, &after, at_least, before + 1), "%s %.0f -> %.0f: not read by the pool",
+          CONNECT_READS, before, after);
+    mq_disconnect(&B);
+}
+
+static void wrong_password_refused(void) {
+    NEED(S.pid > 0);
+    uint8_t other_pk[32], other_sk[64];
+    crypto_sign_keypair(other_pk, other_sk);
+    NEED(hold_file_make(&hold) == 0);
+    mq m = {.fd = -1};
+    NEED(mq_open_connect(&m, &bob->id, other_sk, false) == 0);
+    uint8_t first, body[64];
+    size_t len;
+    int got = mq_next(&m, &first, body, sizeof body, &len, QUIET_MS);
+    CHECK(got == 0, "answered (%d, type %d) while the CONNECT read was held", got, got == 1 ? first >> 4 : -1);
+    hold_file_release(&hold);
+    int rc = mq_connack(&m, NULL);
+    CHECK(rc == MQTT_V4_BAD_USER_PASS, "CONNACK %d, want %d (bad user name or password)", rc,
+          MQTT_V4_BAD_USER_PASS);
+    got = mq_next(&m, &first, body, sizeof body, &len, IO_MS);
+    CHECK(got == -1, "the refused connection was not closed (%d, type %d)", got, got == 1 ? first >> 4 : -1);
+    mq_close(&m);
+}
+
+/* The type of the MQTT packet that is the whole of W's next binary
+ * message; -1 none (or not one whole packet). */
+static int ws_next_packet(h_raw *w) {
+    ws_message m;
+    for (int i = 0; i < 8; i++) {
+        if (h_raw_next_message(w, &m) != 1) return -1;
+        if (m.kind != WS_MSG_BINARY) continue;
+        uint8_t first = 0;
+        uint32_t rem = 0;
+        size_t hl = 0;
+        if (mqtt_fixed_header(m.data, m.len, &first, &rem, &hl) != MQTT_OK || hl + rem != m.len) return -1;
+        return first >> 4;
+    }
+    return -1;
+}
+
+static void websocket_message_waits_for_connack(void) {
+    NEED(S.pid > 0);
+    h_raw W;
+    h_raw_opts o = {.io_ms = IO_MS};
+    NEED(h_raw_connect(S.port, &o, &W) == 0);
+    int status = h_raw_upgrade(&W, "mqtt");
+    CHECK(status == 101, "upgrade to mqtt: HTTP %d", status);
+    NEED(hold_file_make(&hold) == 0);
+    uint8_t p[768];
+    size_t n = connect_bytes(&bob->id, bob->id.secret_key, true, p, sizeof p);
+    NEED(n > 0 && h_raw_send_ws(&W, WS_OP_BINARY, 1, p, n, 1) == 0);   /* both packets, one message */
+    CHECK(x_served(8), "X's PushGetKey unanswered while an MQTT over WebSocket CONNECT read was held");
+    struct pollfd pf = {.fd = W.fd, .events = POLLIN};
+    CHECK(W.len == W.off && poll(&pf, 1, QUIET_MS) == 0, "the WebSocket MQTT client was sent something while held");
+    hold_file_release(&hold);
+    int type = ws_next_packet(&W);
+    CHECK(type == MQTT_CONNACK, "after the release: packet type %d, want CONNACK", type);
+    type = ws_next_packet(&W);
+    CHECK(type == MQTT_SUBACK, "after the CONNACK: packet type %d, want the SUBACK that waited", type);
+    h_raw_close(&W);
+}
+
+static void closed_while_held(void) {
+    NEED(S.pid > 0);
+    double base = -1, open_now = -1, reads = -1, reads_after = -1;
+    NEED(h_metric_at(metrics_port, "parley_sockets_open", &base) == 0);
+    NEED(h_metric_at(metrics_port, CONNECT_READS, &reads) == 0);
+    NEED(hold_file_make(&hold) == 0);
+    mq m = {.fd = -1};
+    NEED(mq_open_connect(&m, &bob->id, bob->id.secret_key, false) == 0);
+    CHECK(metric_until("parley_sockets_open", &open_now, at_least, base + 1), "sockets open %.0f, base %.0f",
+          open_now, base);
+    mq_close(&m);
+    /* the server sees the close while the read is out and frees the socket */
+    CHECK(metric_until("parley_sockets_open", &open_now, at_most, base), "sockets open %.0f after the close, base %.0f",
+          open_now, base);
+    hold_file_release(&hold);
+    /* the read was made and handed back: it found no connection */
+    CHECK(metric_until(CONNECT_READS, &reads_after, at_least, reads + 1), "%s %.0f -> %.0f", CONNECT_READS, reads,
+          reads_after);
+    CHECK(h_server_alive(&S), "the server died");
+    bool present = false;
+    NEED(mq_open_connect(&m, &bob->id, bob->id.secret_key, false) == 0);
+    int rc = mq_connack(&m, &present);
+    mq_disconnect(&m);
+    CHECK(rc == 0, "a new CONNECT of bob's device: CONNACK %d", rc);
+    CHECK(present, "a new CONNECT of bob's device: no Session Present");
+    /* ASan: an error or a leak makes the server's exit status non-zero */
+    h_raw_close(&X);
+    int st = h_server_stop(&S);
+    CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the server's stop: wait status 0x%x", st);
+}
+
+int main(void) {
+    unsetenv("PARLEY_TEST_STORE");   /* its own server on Cassandra, with the hook */
+    RUN(connect_does_not_hold_worker);
+    RUN(connack_then_suback_after_release);
+    RUN(wrong_password_refused);
+    RUN(websocket_message_waits_for_connack);
+    RUN(closed_while_held);
+    hold_file_release(&hold);
+    mq_close(&B);
+    h_raw_close(&X);
+    if (alice) h_dev_free(alice);
+    if (bob) h_dev_free(bob);
+    h_server_destroy(&S);
+    cassandra_node_stop();
+    hold_file_destroy(&hold);
+    CHECK_EXIT();
+}
