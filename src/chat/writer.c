@@ -29,6 +29,7 @@
 #include "chat/push_batch.h"
 #include "chat/recent_inbox.h"
 #include "chat/reply.h"
+#include "chat/sent_answer.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -258,23 +259,20 @@ static queue_item *publish_item(writer *w, pending_send *p) {
     return item;
 }
 
-/* The SENT answer for p: through the port now, or packed (hold) for the
- * accounts owner to post after the consent changes it waits for commit. */
+/* The SENT answer for p (chat/sent_answer.h: written by hand, not packed
+ * through protobuf-c): through the port now, or held for the accounts
+ * owner to post after the consent changes it waits for commit. */
 static outbound *answer_sent(writer *w, const pending_send *p, bool hold) {
-    Parley__V1__Frame f;
-    Parley__V1__Response r;
-    Parley__V1__Sent sent;
-    reply_init(&f, &r, p->request_id, PARLEY__V1__STATUS__OK, NULL);
-    parley__v1__sent__init(&sent);
-    sent.conversation_id = p->conv;
-    sent.seq = p->seq;
-    sent.server_ts = p->ts;
-    sent.duplicate = p->duplicate;
-    r.result_case = PARLEY__V1__RESPONSE__RESULT_SENT;
-    r.sent = &sent;
-    if (hold) return reply_pack(OUT_ANSWER, p->conn_id, &f);
-    reply_answer_now(w->srv->outbox, p->conn_id, &f);
-    return NULL;
+    sent_answer a = {p->request_id, p->conv, p->seq, p->ts, p->duplicate};
+    uint8_t frame[SENT_ANSWER_MAX];
+    size_t n = sent_answer_encode(&a, frame);
+    if (!hold) {
+        outbox_answer(w->srv->outbox, p->conn_id, frame, n, 0, 0);
+        return NULL;
+    }
+    outbound *m = outbound_new(OUT_ANSWER, p->conn_id, n);
+    memcpy(m->data, frame, n);
+    return m;
 }
 
 /* Commits the open batch; then answers and publishes, or on failure answers

@@ -60,6 +60,56 @@ int frame_peek_parse(const uint8_t *data, size_t len, frame_peek *out) {
     return 0;
 }
 
+/* A varint as encoders write it: the fewest bytes (no trailing 0x80 ...
+ * 0x00 padding), and fitting 64 bits (a 10th byte carries only the top
+ * bit). The decoder refuses some longer forms (a length or a key in more
+ * than 5 bytes) and reads others, so the fast path takes none of them:
+ * what it accepts must be what the decoder accepts, as the same value
+ * (tests/fuzz/fuzz_frame checks it). */
+static int read_canonical_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *out) {
+    size_t start = *pos;
+    if (read_varint(p, len, pos, out)) return -1;
+    size_t n = *pos - start;
+    uint8_t last = p[*pos - 1];
+    if (n > 1 && last == 0) return -1;
+    return n < 10 || last <= 1 ? 0 : -1;
+}
+
+/* Ack's bytes: user_seq (field 1, varint) at most once, nothing else */
+static int read_ack_body(const uint8_t *p, size_t len, uint64_t *user_seq) {
+    size_t pos = 0;
+    bool seen = false;
+    *user_seq = 0;
+    while (pos < len) {
+        uint64_t key;
+        if (read_canonical_varint(p, len, &pos, &key) || key != (1u << 3 | 0) || seen) return 0;
+        if (read_canonical_varint(p, len, &pos, user_seq)) return 0;
+        seen = true;
+    }
+    return 1;
+}
+
+int frame_read_ack(const uint8_t *data, size_t len, uint64_t *user_seq) {
+    const uint64_t request_id_key = 1u << 3 | 0, ack_key = (uint64_t)PARLEY__V1__FRAME__BODY_ACK << 3 | 2;
+    size_t pos = 0;
+    bool seen = false;
+    while (pos < len) {
+        uint64_t key, v;
+        if (read_canonical_varint(data, len, &pos, &key)) return 0;
+        if (key == request_id_key) {
+            if (read_canonical_varint(data, len, &pos, &v)) return 0;
+        } else if (key == ack_key && !seen) {
+            if (read_canonical_varint(data, len, &pos, &v) || v > len - pos) return 0;
+            if (!read_ack_body(data + pos, (size_t)v, user_seq)) return 0;
+            pos += (size_t)v;
+            seen = true;
+        } else {
+            return 0;   /* another field, or a second Ack (the decoder merges them) */
+        }
+    }
+    return seen;
+}
+
 bool request_allowed_before_sign_in(uint32_t body) {
     return body == PARLEY__V1__FRAME__BODY_REGISTER_USER || body == PARLEY__V1__FRAME__BODY_SIGN_IN ||
            body == PARLEY__V1__FRAME__BODY_REGISTER_DEVICE;

@@ -683,6 +683,12 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
         conn_send_error(w, c, pk.request_id, PARLEY__V1__STATUS__TOO_LARGE, why);
         return;
     }
+    uint64_t acked;   /* signed in: an Ack before sign-in was dropped above */
+    if (pk.body == PARLEY__V1__FRAME__BODY_ACK && frame_read_ack(data, len, &acked)) {
+        METRIC_INC(requests_total);
+        session_ack_upto(w, c, acked);   /* as handle_ack, without the decode */
+        return;
+    }
     bool over_budget = false;
     size_t decoded = 0;
     Parley__V1__Frame *f = request_decode(data, len, &over_budget, &decoded);
