@@ -56,25 +56,18 @@
 #include "cassandra_node.h"
 #include "harness.h"
 #include "hold_file.h"
+#include "mqtt_client.h"
 #include "net/mqtt_codec.h"
 #include "net/ws.h"
 
 enum {
     IO_MS = 20000,          /* bound on each read: the worker answers at once when it is free */
     QUIET_MS = 300,         /* how long "nothing was sent" is looked for */
-    MQ_BUF = 1 << 16,
 };
 
 #define NEED(x) CHECK((x), "%s", #x)
 #define HOOK "PARLEY_TEST_HOLD_MQTT_CONNECT_READS"
 #define CONNECT_READS "parley_gateway_mqtt_connect_reads_total"
-
-/* one MQTT connection: its socket and what was read and not yet taken */
-typedef struct mq {
-    int fd;
-    size_t len;
-    uint8_t buf[MQ_BUF];
-} mq;
 
 static h_server S;
 static int mqtt_port;
@@ -86,83 +79,10 @@ static uint64_t conv;
 static uint64_t last_ts;    /* a password's TS must grow per device */
 static hold_file hold;
 
-static void mq_close(mq *m) {
-    if (m->fd >= 0) close(m->fd);
-    m->fd = -1;
-    m->len = 0;
-}
-
-/* The next whole packet: 1 (first, body into out, *len), 0 nothing within
- * timeout_ms, -1 closed or unreadable. */
-static int mq_next(mq *m, uint8_t *first, uint8_t *out, size_t cap, size_t *len, int timeout_ms) {
-    uint64_t deadline = h_now_ms() + (uint64_t)timeout_ms;
-    for (;;) {
-        uint32_t rem = 0;
-        size_t hl = 0;
-        int r = mqtt_fixed_header(m->buf, m->len, first, &rem, &hl);
-        if (r == MQTT_OK && hl + rem <= m->len) {
-            if (rem > cap) return -1;
-            memcpy(out, m->buf + hl, rem);
-            *len = rem;
-            memmove(m->buf, m->buf + hl + rem, m->len - hl - rem);
-            m->len -= hl + rem;
-            return 1;
-        }
-        if (r != MQTT_OK && r != MQTT_NEED_MORE) return -1;
-        uint64_t now = h_now_ms();
-        if (now >= deadline) return 0;
-        struct pollfd p = {.fd = m->fd, .events = POLLIN};
-        int pr = poll(&p, 1, (int)(deadline - now));
-        if (pr < 0 && errno == EINTR) continue;
-        if (pr <= 0) return 0;
-        if (m->len == MQ_BUF) return -1;
-        ssize_t n = recv(m->fd, m->buf + m->len, MQ_BUF - m->len, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return -1;
-        m->len += (size_t)n;
-    }
-}
-
-static int mq_write(mq *m, const uint8_t *p, size_t n) {
-    while (n > 0) {
-        ssize_t w = send(m->fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* CONNECT (3.1.1, clean session 0) of id with the password scheme (README
- * "MQTT"): "TS.SIG", SIG over "parley.v1 mqtt password" || TS (8 bytes,
- * big-endian) || client id, signed with sk (id's own key, or another).
- * Written to out; its length, 0. */
-static size_t connect_packet(const pc_identity *id, const uint8_t *sk, uint8_t *out, size_t cap) {
-    char cid[48], pw[160], b64[100];
-    snprintf(cid, sizeof cid, "%llu.%u", (unsigned long long)id->user_id, id->device_id);
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    uint64_t ts = (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
-    if (ts <= last_ts) ts = last_ts + 1;
-    last_ts = ts;
-    uint8_t msg[23 + 8 + 48], sig[64];
-    memcpy(msg, "parley.v1 mqtt password", 23);
-    for (int i = 0; i < 8; i++) msg[23 + i] = (uint8_t)(ts >> (56 - 8 * i));
-    size_t idl = strlen(cid);
-    memcpy(msg + 31, cid, idl);
-    crypto_sign_detached(sig, NULL, msg, 31 + idl, sk);
-    sodium_bin2base64(b64, sizeof b64, sig, sizeof sig, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-    snprintf(pw, sizeof pw, "%llu.%s", (unsigned long long)ts, b64);
-    mqtt_connect_args a = {.level = 4, .clean_start = false, .keep_alive = 60, .client_id = cid,
-                           .username = cid, .password = (const uint8_t *)pw, .password_len = strlen(pw)};
-    return mqtt_encode_connect(out, cap, &a);
-}
-
 /* CONNECT, then (subscribe) a SUBSCRIBE to T/ev with packet id 1, into
  * out: their length, 0. */
 static size_t connect_bytes(const pc_identity *id, const uint8_t *sk, bool subscribe, uint8_t *out, size_t cap) {
-    size_t n = connect_packet(id, sk, out, cap);
+    size_t n = mq_password_connect(id, sk, &last_ts, out, cap);
     if (!n || !subscribe) return n;
     char filter[64];
     snprintf(filter, sizeof filter, "p/%llu.%u/ev", (unsigned long long)id->user_id, id->device_id);
@@ -175,8 +95,7 @@ static size_t connect_bytes(const pc_identity *id, const uint8_t *sk, bool subsc
 /* Opens m and sends connect_bytes in one write: the server has both
  * packets before it answers. */
 static int mq_open_connect(mq *m, const pc_identity *id, const uint8_t *sk, bool subscribe) {
-    if ((m->fd = h_tcp_connect(mqtt_port, IO_MS)) < 0) return -1;
-    m->len = 0;
+    if (mq_open(m, mqtt_port, IO_MS) != 0) return -1;
     uint8_t p[768];
     size_t n = connect_bytes(id, sk, subscribe, p, sizeof p);
     return n ? mq_write(m, p, n) : -1;

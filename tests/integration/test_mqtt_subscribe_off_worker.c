@@ -35,12 +35,12 @@
 #include "cassandra_node.h"
 #include "harness.h"
 #include "hold_file.h"
+#include "mqtt_client.h"
 #include "net/mqtt_codec.h"
 
 enum {
     MESSAGES = 20,
     IO_MS = 30000,          /* bound on each read: the worker answers at once when it is free */
-    MQ_BUF = 1 << 17,
 };
 
 #define NEED(x) CHECK((x), "%s", #x)
@@ -50,81 +50,21 @@ static h_server S;
 static int mqtt_port;
 static h_dev *alice, *bob;
 static h_raw X;
-static int mq_fd = -1;
-static uint8_t mq_buf[MQ_BUF];
-static size_t mq_len;
+static mq B = {.fd = -1};   /* bob's MQTT session */
+static uint64_t last_ts;    /* a password's TS must grow per device */
 static uint64_t conv;
 static uint64_t sent_seq[MESSAGES];
 static hold_file hold;
 
-/* The next whole packet: 1 (first, body into out, *len), 0 nothing within
- * timeout_ms, -1 closed or unreadable. */
-static int mq_next(uint8_t *first, uint8_t *out, size_t cap, size_t *len, int timeout_ms) {
-    uint64_t deadline = h_now_ms() + (uint64_t)timeout_ms;
-    for (;;) {
-        uint32_t rem = 0;
-        size_t hl = 0;
-        int r = mqtt_fixed_header(mq_buf, mq_len, first, &rem, &hl);
-        if (r == MQTT_OK && hl + rem <= mq_len) {
-            if (rem > cap) return -1;
-            memcpy(out, mq_buf + hl, rem);
-            *len = rem;
-            memmove(mq_buf, mq_buf + hl + rem, mq_len - hl - rem);
-            mq_len -= hl + rem;
-            return 1;
-        }
-        if (r != MQTT_OK && r != MQTT_NEED_MORE) return -1;
-        uint64_t now = h_now_ms();
-        if (now >= deadline) return 0;
-        struct pollfd p = {.fd = mq_fd, .events = POLLIN};
-        int pr = poll(&p, 1, (int)(deadline - now));
-        if (pr < 0 && errno == EINTR) continue;
-        if (pr <= 0) return 0;
-        if (mq_len == MQ_BUF) return -1;
-        ssize_t n = recv(mq_fd, mq_buf + mq_len, MQ_BUF - mq_len, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return -1;
-        mq_len += (size_t)n;
-    }
-}
-
-static int mq_write(const uint8_t *p, size_t n) {
-    while (n > 0) {
-        ssize_t w = send(mq_fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* CONNECT (3.1.1, clean session 0) with the password scheme (README
- * "MQTT"): "TS.SIG", SIG over "parley.v1 mqtt password" || TS (8 bytes,
- * big-endian) || client id. Returns the CONNACK return code, -1. */
+/* bob's CONNECT (3.1.1, clean session 0, the password scheme) on a new
+ * B: the CONNACK's return code, -1 none. */
 static int mq_connect(const pc_identity *id) {
-    char cid[48], pw[160], b64[100];
-    snprintf(cid, sizeof cid, "%llu.%u", (unsigned long long)id->user_id, id->device_id);
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    uint64_t ts = (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
-    uint8_t msg[23 + 8 + 48], sig[64];
-    memcpy(msg, "parley.v1 mqtt password", 23);
-    for (int i = 0; i < 8; i++) msg[23 + i] = (uint8_t)(ts >> (56 - 8 * i));
-    size_t idl = strlen(cid);
-    memcpy(msg + 31, cid, idl);
-    crypto_sign_detached(sig, NULL, msg, 31 + idl, id->secret_key);
-    sodium_bin2base64(b64, sizeof b64, sig, sizeof sig, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-    snprintf(pw, sizeof pw, "%llu.%s", (unsigned long long)ts, b64);
-    if ((mq_fd = h_tcp_connect(mqtt_port, IO_MS)) < 0) return -1;
     uint8_t p[512];
-    mqtt_connect_args a = {.level = 4, .clean_start = false, .keep_alive = 60, .client_id = cid,
-                           .username = cid, .password = (const uint8_t *)pw, .password_len = strlen(pw)};
-    size_t n = mqtt_encode_connect(p, sizeof p, &a);
-    if (!n || mq_write(p, n)) return -1;
+    size_t n = mq_password_connect(id, id->secret_key, &last_ts, p, sizeof p);
+    if (!n || mq_open(&B, mqtt_port, IO_MS) != 0 || mq_write(&B, p, n)) return -1;
     uint8_t first, body[256];
     size_t len;
-    if (mq_next(&first, body, sizeof body, &len, IO_MS) != 1 || first >> 4 != MQTT_CONNACK) return -1;
+    if (mq_next(&B, &first, body, sizeof body, &len, IO_MS) != 1 || first >> 4 != MQTT_CONNACK) return -1;
     mqtt_connack ca;
     if (mqtt_decode_connack(4, first, body, len, &ca) != MQTT_OK) return -1;
     return ca.reason;
@@ -163,10 +103,10 @@ static void subscribe_does_not_hold_worker(void) {
     uint8_t opts[] = {1};
     uint8_t p[256];
     size_t n = mqtt_encode_subscribe(p, sizeof p, 4, false, 1, filters, opts, 1);
-    NEED(n > 0 && mq_write(p, n) == 0);
+    NEED(n > 0 && mq_write(&B, p, n) == 0);
     uint8_t first, body[512];
     size_t len;
-    int got = mq_next(&first, body, sizeof body, &len, IO_MS);
+    int got = mq_next(&B, &first, body, sizeof body, &len, IO_MS);
     CHECK(got == 1 && first >> 4 == MQTT_SUBACK, "no SUBACK while the cursor read was held (%d)", got);
 
     Parley__V1__PushGetKey gk = PARLEY__V1__PUSH_GET_KEY__INIT;
@@ -179,12 +119,12 @@ static void subscribe_does_not_hold_worker(void) {
     int st = h_raw_await_response(&X, 7, 16, &resp);
     if (resp) parley__v1__frame__free_unpacked(resp, NULL);
     CHECK(st >= 0, "X's PushGetKey unanswered while bob's cursor read was held: the worker waits on it");
-    got = mq_next(&first, body, sizeof body, &len, 200);
+    got = mq_next(&B, &first, body, sizeof body, &len, 200);
     CHECK(got == 0, "bob was sent a packet (type %d) while his cursor read was held", got == 1 ? first >> 4 : -1);
 }
 
 static void session_catches_up_after_release(void) {
-    NEED(hold.held && mq_fd >= 0);
+    NEED(hold.held && B.fd >= 0);
     hold_file_release(&hold);
     static uint8_t body[MQ_BUF];
     size_t seen = 0;
@@ -192,7 +132,7 @@ static void session_catches_up_after_release(void) {
     for (int i = 0; i < 1000 && seen < MESSAGES; i++) {
         uint8_t first;
         size_t len;
-        int got = mq_next(&first, body, sizeof body, &len, IO_MS);
+        int got = mq_next(&B, &first, body, sizeof body, &len, IO_MS);
         CHECK(got == 1, "bob has %zu of %d messages (read %d)", seen, MESSAGES, got);
         if (first >> 4 != MQTT_PUBLISH) continue;
         mqtt_publish pub;
@@ -222,7 +162,7 @@ int main(void) {
     RUN(subscribe_does_not_hold_worker);
     RUN(session_catches_up_after_release);
     hold_file_release(&hold);
-    if (mq_fd >= 0) close(mq_fd);
+    mq_close(&B);
     h_raw_close(&X);
     if (alice) h_dev_free(alice);
     if (bob) h_dev_free(bob);
