@@ -17,6 +17,7 @@
 #include "gateway/conn_auth.h"
 #include "gateway/mqtt_auth.h"
 #include "gateway/mqtt_connect_read.h"
+#include "gateway/store_watch.h"
 #include "gateway/mqtt_takeover.h"
 #include "gateway/request_limits.h"
 #include "gateway/store_reads.h"
@@ -327,6 +328,10 @@ static void connect_read(worker *w, conn *c, mqtt_link *l, mqtt_connect_ask *q) 
     q->user_id = l->user;
     q->device_id = l->device;
     q->want_cursor = !l->clean_start;
+    if (store_watch_reads_held(w->srv)) {   /* not read while it fails: gateway/store_watch.h */
+        connack_busy(w, c, l, "the store is not answering; retry");
+        return;
+    }
     if (w->srv->store_reads) {
         if (mqtt_connect_read_submit(w->srv->store_reads, c->id, q) != 0) {
             connack_busy(w, c, l, "server busy");

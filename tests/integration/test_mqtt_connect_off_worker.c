@@ -25,6 +25,11 @@
  *     port, subprotocol mqtt), CONNECT and SUBSCRIBE in one binary
  *     message: nothing is sent while the read is held; once released, the
  *     CONNACK, then the SUBACK;
+ *   - refused_while_store_fails: the node frozen and a first CONNECT's read
+ *     timed out on it (the store watch probes: the store says it fails), a
+ *     second CONNECT gets
+ *     CONNACK 3 (server unavailable) without a read; once the node
+ *     continues, CONNACK 0 again (bounded retries);
  *   - closed_while_held: a CONNECT whose client closes while its read is
  *     held (the server frees the socket: parley_sockets_open drops); once
  *     released the read's answer finds no connection, the server serves a
@@ -37,12 +42,15 @@
  * behind the held read and the bounded read gives up. With
  * mqtt_conn_connect_read not handling what waited in the connection's MQTT
  * buffer (ws_in), websocket_message_waits_for_connack fails: no SUBACK.
+ * Without the store watch's check in connect_read, refused_while_store_fails
+ * fails: the CONNECT's read is made (and times out on the frozen node).
  *
- * A minimal MQTT client over a socket, written here with the codec's
- * encoders (as test_mqtt_subscribe_off_worker). Every wait is on observable
- * state with a generous bound. */
+ * The test owns its node (it freezes it). The MQTT client is
+ * tests/integration/mqtt_client.h. Every wait is on observable state with
+ * a generous bound. */
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +71,7 @@
 enum {
     IO_MS = 20000,          /* bound on each read: the worker answers at once when it is free */
     QUIET_MS = 300,         /* how long "nothing was sent" is looked for */
+    FAIL_WAIT_MS = 90000,   /* a read on the frozen node fails at the CQL deadline (12 s): a bound */
 };
 
 #define NEED(x) CHECK((x), "%s", #x)
@@ -78,6 +87,7 @@ static mq B = {.fd = -1};   /* bob's pipelined session (cases 1 and 2) */
 static uint64_t conv;
 static uint64_t last_ts;    /* a password's TS must grow per device */
 static hold_file hold;
+static int frozen;          /* the node is SIGSTOPped (SIGCONT at the end whatever happened) */
 
 /* CONNECT, then (subscribe) a SUBSCRIBE to T/ev with packet id 1, into
  * out: their length, 0. */
@@ -133,14 +143,17 @@ static int x_served(uint64_t request_id) {
     return st >= 0;
 }
 
-/* Polls a metric until pred holds (bounded); the last value in *v. */
-static int metric_until(const char *name, double *v, int (*pred)(double v, double ref), double ref) {
-    uint64_t deadline = h_now_ms() + IO_MS;
+/* Polls a metric until pred holds (at most ms); the last value in *v. */
+static int metric_until_ms(const char *name, double *v, int (*pred)(double v, double ref), double ref, int ms) {
+    uint64_t deadline = h_now_ms() + (uint64_t)ms;
     do {
         if (h_metric_at(metrics_port, name, v) == 0 && pred(*v, ref)) return 1;
         h_sleep_ms(50);
     } while (h_now_ms() < deadline);
     return 0;
+}
+static int metric_until(const char *name, double *v, int (*pred)(double v, double ref), double ref) {
+    return metric_until_ms(name, v, pred, ref, IO_MS);
 }
 static int at_least(double v, double ref) { return v >= ref; }
 static int at_most(double v, double ref) { return v <= ref; }
@@ -286,6 +299,45 @@ static void websocket_message_waits_for_connack(void) {
           after, before);
 }
 
+/* While the store says it fails (its node frozen, a CONNECT's read timed
+ * out on it: the store watch probes), a CONNECT is answered without a read: CONNACK
+ * 3 (server unavailable), the connect reads unchanged, as a WebSocket
+ * sign-in is answered UNAVAILABLE (gateway/store_watch.h). Once the node
+ * continues a CONNECT is accepted again (bounded retries). */
+static void refused_while_store_fails(void) {
+    NEED(S.pid > 0);
+    double probes = -1, probes_now = -1, reads = -1, reads_after = -1;
+    NEED(h_metric_at(metrics_port, "parley_store_watch_probes_total", &probes) == 0);
+    NEED(cassandra_node_freeze(30000) == 0);
+    frozen = 1;
+    /* a first CONNECT, its answer not waited for: its read times out on the
+     * frozen node (the CQL deadline), and the store says it fails */
+    mq first = {.fd = -1};
+    NEED(mq_open_connect(&first, &bob->id, bob->id.secret_key, false) == 0);
+    CHECK(metric_until_ms("parley_store_watch_probes_total", &probes_now, at_least, probes + 1, FAIL_WAIT_MS),
+          "the store never said it fails (store watch probes %.0f -> %.0f)", probes, probes_now);
+    mq_close(&first);
+    NEED(h_metric_at(metrics_port, CONNECT_READS, &reads) == 0);
+    mq m = {.fd = -1};
+    NEED(mq_open_connect(&m, &bob->id, bob->id.secret_key, false) == 0);
+    int refused = mq_connack(&m, NULL);
+    mq_close(&m);
+    NEED(h_metric_at(metrics_port, CONNECT_READS, &reads_after) == 0);
+    NEED(kill(cassandra_node_pid(), SIGCONT) == 0);
+    frozen = 0;
+    CHECK(refused == MQTT_V4_UNAVAILABLE, "CONNACK %d while the store failed, want 3 (server unavailable)", refused);
+    CHECK(reads_after == reads, "%s %.0f -> %.0f: a CONNECT read the failing store", CONNECT_READS, reads,
+          reads_after);
+    int rc = -1;
+    for (uint64_t until = h_now_ms() + 120000; rc != 0 && h_now_ms() < until;) {
+        NEED(mq_open_connect(&m, &bob->id, bob->id.secret_key, false) == 0);
+        rc = mq_connack(&m, NULL);
+        mq_disconnect(&m);
+        if (rc != 0) h_sleep_ms(500);
+    }
+    CHECK(rc == 0, "CONNACK %d after the node continued", rc);
+}
+
 static void closed_while_held(void) {
     NEED(S.pid > 0);
     double base = -1, open_now = -1, reads = -1, reads_after = -1;
@@ -323,8 +375,10 @@ int main(void) {
     RUN(connack_then_suback_after_release);
     RUN(wrong_password_refused);
     RUN(websocket_message_waits_for_connack);
+    RUN(refused_while_store_fails);
     RUN(closed_while_held);
     hold_file_release(&hold);
+    if (frozen) kill(cassandra_node_pid(), SIGCONT);
     mq_close(&B);
     h_raw_close(&X);
     if (alice) h_dev_free(alice);
