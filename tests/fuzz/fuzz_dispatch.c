@@ -116,7 +116,8 @@ static size_t pump_inbox(conn *c) {
                 case WM_RESYNC: break;          /* many nodes only */
                 case WM_DEVICE_READ: break;     /* the Cassandra store only (gateway/store_reads.h) */
                 case WM_INBOX_PAGE: break;      /* the Cassandra store only (gateway/catchup_read.h) */
-                case WM_CURSOR_READ: break;     /* MQTT on the Cassandra store only */
+                case WM_CURSOR_READ:            /* MQTT on the Cassandra store only */
+                case WM_MQTT_CONNECT_READ: break;
                 }
             }
             worker_msg_free(m);
