@@ -25,21 +25,24 @@ void mq_close(mq *m) {
     m->len = 0;
 }
 
+int mqtt_take_packet(uint8_t *buf, size_t *len, uint8_t *first, uint8_t *out, size_t cap, size_t *out_len) {
+    uint32_t rem = 0;
+    size_t hl = 0;
+    int r = mqtt_fixed_header(buf, *len, first, &rem, &hl);
+    if (r == MQTT_NEED_MORE || (r == MQTT_OK && hl + rem > *len)) return 0;
+    if (r != MQTT_OK || rem > cap) return -1;
+    memcpy(out, buf + hl, rem);
+    *out_len = rem;
+    memmove(buf, buf + hl + rem, *len - hl - rem);
+    *len -= hl + rem;
+    return 1;
+}
+
 int mq_next(mq *m, uint8_t *first, uint8_t *out, size_t cap, size_t *len, int timeout_ms) {
     uint64_t deadline = h_now_ms() + (uint64_t)timeout_ms;
     for (;;) {
-        uint32_t rem = 0;
-        size_t hl = 0;
-        int r = mqtt_fixed_header(m->buf, m->len, first, &rem, &hl);
-        if (r == MQTT_OK && hl + rem <= m->len) {
-            if (rem > cap) return -1;
-            memcpy(out, m->buf + hl, rem);
-            *len = rem;
-            memmove(m->buf, m->buf + hl + rem, m->len - hl - rem);
-            m->len -= hl + rem;
-            return 1;
-        }
-        if (r != MQTT_OK && r != MQTT_NEED_MORE) return -1;
+        int r = mqtt_take_packet(m->buf, &m->len, first, out, cap, len);
+        if (r != 0) return r;
         uint64_t now = h_now_ms();
         if (now >= deadline) return 0;
         struct pollfd p = {.fd = m->fd, .events = POLLIN};

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mqtt_packet.h"
 #include "parley.h"
 
 enum { MQ_BUF = 1 << 17 };

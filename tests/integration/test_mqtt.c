@@ -19,6 +19,7 @@
 
 #include "../check.h"
 #include "harness.h"
+#include "mqtt_packet.h"
 #include "net/mqtt_codec.h"
 #include "net/ws.h"
 
@@ -156,18 +157,8 @@ static int mq_write(mq *m, const void *p, size_t n) {
 static int mq_next(mq *m, uint8_t *first, uint8_t *out, size_t cap, size_t *len, int timeout_ms) {
     uint64_t deadline = h_now_ms() + (uint64_t)timeout_ms;
     for (;;) {
-        uint32_t rem = 0;
-        size_t hl = 0;
-        int r = mqtt_fixed_header(m->buf, m->len, first, &rem, &hl);
-        if (r == MQTT_OK && hl + rem <= m->len) {
-            if (rem > cap) return -1;
-            memcpy(out, m->buf + hl, rem);
-            *len = rem;
-            memmove(m->buf, m->buf + hl + rem, m->len - hl - rem);
-            m->len -= hl + rem;
-            return 1;
-        }
-        if (r != MQTT_OK && r != MQTT_NEED_MORE) return -1;
+        int r = mqtt_take_packet(m->buf, &m->len, first, out, cap, len);
+        if (r != 0) return r;
         uint64_t now = h_now_ms();
         if (now >= deadline) return 0;
         struct pollfd pfd = {.fd = m->fd, .events = POLLIN};
