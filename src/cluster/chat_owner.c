@@ -15,9 +15,12 @@
  *   them left entries past its checkpoint, so a replayed entry is looked
  *   for in the inbox before it is appended: fanout/inbox_fence.h, deep.) The replay raises this node's in-memory checkpoints to
  *   the store's before it publishes anything, and fan-out appends an entry
- *   to an inbox only past its checkpoint; an entry this node already has in
- *   its queue (published twice) is skipped the second time for the same
- *   reason. The fan-out threads also drop their cached inbox heads (between
+ *   to an inbox only past its checkpoint. An entry this node's own queue
+ *   still holds (its partitions revoked and given back: the revoke's wait
+ *   gave up, or a writer answered a send and had not yet handed it to
+ *   fan-out when the wait looked) is published twice; the reader drops
+ *   the second copy (fanout.c read_items: a partition's offsets only grow),
+ *   test_kafka_handover_queue. The fan-out threads also drop their cached inbox heads (between
  *   commits) and members: the other node appended and may have changed
  *   membership.
  * - Order: the entries are published to the fan-out queue in log order

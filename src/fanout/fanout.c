@@ -27,7 +27,9 @@
  *
  * What keeps the guarantees: one reader per conversation partition and
  * FIFO hand-offs, so a conversation's messages reach every inbox in seq
- * order; one owner per user, so every inbox is strictly increasing.
+ * order (a reader drops an item at or below the highest offset it read of
+ * its partition: published twice by a hand-over replay); one owner per
+ * user, so every inbox is strictly increasing.
  * Progress is a checkpoint per (conversation partition, user partition):
  * the last offset of that log whose entries are in those users' inboxes.
  * Offsets are range << 32 | n (chat/log_range.h: each load of a partition
@@ -157,6 +159,7 @@ struct fanout {
     mark *marks;            /* partitions read since the last hand-off */
     size_t n_marks;
     int32_t *mark_of;       /* [partition]: its index in marks, or -1 */
+    uint64_t *read_through; /* [partition]: the highest offset read (offsets count from 1) */
     atomic_long runs_out;   /* handed off and not yet appended */
     atomic_bool starved;    /* waiting for runs_out to drop: the owner that frees one wakes it */
     bool reading_done;
@@ -251,6 +254,7 @@ static atomic_ulong stale_entries_total;     /* entries older than INBOX_FENCE_S
 static atomic_ulong stale_checks_total;      /* commits that read the inboxes for them */
 static atomic_ulong entries_present_total;   /* entries the inbox fence found there already: not appended */
 static atomic_ulong stale_present_total;     /* of those, stale ones (not replayed): what a zombie would have doubled */
+static atomic_ulong read_twice_total;        /* queue items at or below their partition's highest offset read: dropped */
 
 enum { RETRY_FIRST_MS = 100, RETRY_MAX_MS = 5000 };
 
@@ -275,10 +279,12 @@ size_t fanout_metrics_render(char *out, size_t cap) {
         "# HELP parley_fanout_entries_present_total Inbox entries found in the inbox already by the fence (not appended again).\n"
         "# TYPE parley_fanout_entries_present_total counter\nparley_fanout_entries_present_total %lu\n"
         "# HELP parley_fanout_stale_present_total Stale inbox entries (not from a replay) found in the inbox already: not appended twice.\n"
-        "# TYPE parley_fanout_stale_present_total counter\nparley_fanout_stale_present_total %lu\n",
+        "# TYPE parley_fanout_stale_present_total counter\nparley_fanout_stale_present_total %lu\n"
+        "# HELP parley_fanout_read_twice_total Fan-out log entries published to fan-out again while it still held them (a hand-over replay): read once.\n"
+        "# TYPE parley_fanout_read_twice_total counter\nparley_fanout_read_twice_total %lu\n",
         atomic_load(&commit_failures_total), atomic_load(&commit_stalled), atomic_load(&inbox_conflicts_total),
         atomic_load(&stale_entries_total), atomic_load(&stale_checks_total), atomic_load(&entries_present_total),
-        atomic_load(&stale_present_total));
+        atomic_load(&stale_present_total), atomic_load(&read_twice_total));
     if (n < 0 || (size_t)n >= cap) return 0;
     size_t len = (size_t)n + recent_inbox_metrics_render(out + n, cap - (size_t)n);
     return len + queue_metrics_render(out + len, cap - len);
@@ -728,6 +734,21 @@ static void read_items(fanout *f, queue_item *const *items, size_t n) {
         const queue_item *it = items[i];
         if (f->building_grants && f->building_grants + group_max > MAX_APPENDS_PER_BATCH) hand_off(f);
         uint32_t p = it->partition < f->partitions ? it->partition : 0;
+        /* A partition's offsets reach its reader in increasing order, but a
+         * hand-over replay (fanout_replay while running) publishes again
+         * entries this node's queue may still hold: this node stored them
+         * before its partitions were revoked and given back, and its revoke
+         * stopped waiting for fan-out (HANDOFF_WAIT_MS), or a writer was
+         * still finishing the commit. The owners skip what their
+         * checkpoints cover, but those are raised at the end of each run:
+         * two copies read into one run would both be appended. So the
+         * second copy is dropped here. */
+        if (it->offset <= f->read_through[p]) {
+            if (!f->replaying) queue_deliveries_done(f->srv->queue, it->deliveries);
+            atomic_fetch_add(&read_twice_total, 1);
+            continue;
+        }
+        f->read_through[p] = it->offset;
         if (f->mark_of[p] < 0) {
             f->mark_of[p] = (int32_t)f->n_marks;
             f->marks[f->n_marks++] = (mark){p, it->offset};
@@ -852,6 +873,7 @@ static void fanout_free(fanout *f) {
     free(f->building);
     free(f->marks);
     free(f->mark_of);
+    free(f->read_through);
     free(f->checkpoint);
     free(f->recorded);
     free(f->dirty);
@@ -888,6 +910,7 @@ static fanout *fanout_new(server *srv, fanout_set *set, uint32_t index) {
     f->building = calloc(set->n, sizeof *f->building);
     f->marks = malloc(f->partitions * sizeof *f->marks);
     f->mark_of = malloc(f->partitions * sizeof *f->mark_of);
+    f->read_through = calloc(f->partitions, sizeof *f->read_through);
     size_t ids = (size_t)f->partitions * f->user_partitions;
     f->checkpoint = calloc(ids, sizeof *f->checkpoint);
     f->recorded = calloc(ids, sizeof *f->recorded);
@@ -897,7 +920,7 @@ static fanout *fanout_new(server *srv, fanout_set *set, uint32_t index) {
     f->touched_list = calloc(f->partitions, sizeof *f->touched_list);
     f->trimmed_through = calloc(f->partitions, sizeof *f->trimmed_through);
     f->trim_now = calloc(f->partitions, sizeof *f->trim_now);
-    if (!f->batch || !f->appends || !f->deliveries || !f->building || !f->marks || !f->mark_of ||
+    if (!f->batch || !f->appends || !f->deliveries || !f->building || !f->marks || !f->mark_of || !f->read_through ||
         !f->checkpoint || !f->recorded || !f->dirty || !f->dirty_ids || !f->touched || !f->touched_list ||
         !f->trimmed_through || !f->trim_now)
         abort();
