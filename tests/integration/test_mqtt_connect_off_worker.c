@@ -18,6 +18,10 @@
  *   - connack_then_suback_after_release: the file removed, bob gets CONNACK
  *     0 with Session Present, then the SUBACK of the SUBSCRIBE that waited;
  *     the read was the reader pool's (parley_gateway_mqtt_connect_reads_total);
+ *   - held_past_handshake_timeout: a CONNECT's read held two sweeps past
+ *     the server's handshake timeout (3 s here): once released, CONNACK 0
+ *     (the TCP link is in the handshake until CONNACK; a read out is not
+ *     cut by it);
  *   - wrong_password_refused: a password signed with another key, its read
  *     held, then released: CONNACK 4 (bad user name or password), then the
  *     close;
@@ -44,6 +48,9 @@
  * buffer (ws_in), websocket_message_waits_for_connack fails: no SUBACK.
  * Without the store watch's check in connect_read, refused_while_store_fails
  * fails: the CONNECT's read is made (and times out on the frozen node).
+ * With the handshake timeout applied to a CONNECT whose read is out
+ * (worker.c sweep), held_past_handshake_timeout fails: no CONNACK, the
+ * socket closed.
  *
  * The test owns its node (it freezes it). The MQTT client is
  * tests/integration/mqtt_client.h. Every wait is on observable state with
@@ -72,6 +79,8 @@ enum {
     IO_MS = 20000,          /* bound on each read: the worker answers at once when it is free */
     QUIET_MS = 300,         /* how long "nothing was sent" is looked for */
     FAIL_WAIT_MS = 90000,   /* a read on the frozen node fails at the CQL deadline (12 s): a bound */
+    HANDSHAKE_MS = 3000,    /* the server's --handshake-timeout */
+    SWEEP_MS = 1000,        /* the worker looks for timed-out connections this often (worker.c sweep) */
 };
 
 #define NEED(x) CHECK((x), "%s", #x)
@@ -166,11 +175,14 @@ static void connect_does_not_hold_worker(void) {
     char listen[64], metrics[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", mqtt_port);
     snprintf(metrics, sizeof metrics, "127.0.0.1:%d", metrics_port);
-    /* a TCP MQTT connection is in the handshake until CONNACK: the holds
-     * here must not meet its timeout on a slow machine */
+    /* a TCP MQTT connection is in the handshake until CONNACK, but not
+     * timed out while its CONNECT's read is out: a short handshake
+     * timeout, which the holds here outlast (held_past_handshake_timeout) */
+    char handshake[16];
+    snprintf(handshake, sizeof handshake, "%d", HANDSHAKE_MS);
     const char *flags[] = {"--store", "cassandra", "--cassandra", cassandra_node_hosts(), "--keyspace",
                            "mqtt_connect_reads", "--workers", "1", "--mqtt-listen", listen,
-                           "--handshake-timeout", "120000", "--metrics-listen", metrics, NULL};
+                           "--handshake-timeout", handshake, "--metrics-listen", metrics, NULL};
     NEED(h_server_start(&S, flags) == 0);
     alice = h_user_new(&S, "alice");
     bob = h_user_new(&S, "bob");
@@ -233,6 +245,26 @@ static void connack_then_suback_after_release(void) {
     CHECK(metric_until(CONNECT_READS, &after, at_least, before + 1), "%s %.0f -> %.0f: not read by the pool",
           CONNECT_READS, before, after);
     mq_disconnect(&B);
+}
+
+/* A CONNECT whose read is held longer than the handshake timeout (two
+ * sweeps past it) gets its CONNACK once the read is back: a read on a
+ * slow store (Cassandra's deadline is 12 s) is not cut at the handshake
+ * timeout (10 s by default). */
+static void held_past_handshake_timeout(void) {
+    NEED(S.pid > 0 && !hold.held);
+    double before = -1, now = -1;
+    NEED(h_metric_at(metrics_port, "parley_frames_in_total", &before) == 0);
+    NEED(hold_file_make(&hold) == 0);
+    mq m = {.fd = -1};
+    NEED(mq_open_connect(&m, &bob->id, bob->id.secret_key, false) == 0);
+    NEED(metric_until("parley_frames_in_total", &now, at_least, before + 1));   /* taken: its read is held */
+    h_sleep_ms(HANDSHAKE_MS + 2 * SWEEP_MS);
+    hold_file_release(&hold);
+    int rc = mq_connack(&m, NULL);
+    CHECK(rc == 0, "CONNACK %d for a CONNECT whose read was held past the handshake timeout (want 0; -1: none)",
+          rc);
+    mq_disconnect(&m);
 }
 
 static void wrong_password_refused(void) {
@@ -378,6 +410,7 @@ int main(void) {
     unsetenv("PARLEY_TEST_STORE");   /* its own server on Cassandra, with the hook */
     RUN(connect_does_not_hold_worker);
     RUN(connack_then_suback_after_release);
+    RUN(held_past_handshake_timeout);
     RUN(wrong_password_refused);
     RUN(websocket_message_waits_for_connack);
     RUN(refused_while_store_fails);
