@@ -25,20 +25,25 @@ static const char *const shard_keys[RR_NODE_SHARDS] = {
     "{nodes.7.76}",  /* slot 15374 */
 };
 
-/* FNV-1a mod 8 is the low three bits of the hash, and those depend only on
- * the low three bits of each byte: names that differ only in a byte's
- * higher bits ('1' and '9') share a shard, and two prefixes that leave the
- * same state put "chat-N" and "gw-N" in one shard for every N. Numbered
- * names still spread evenly (10,000 of "gw-%d", "node-%04d", "10.0.%d.%d":
- * 1248 to 1252 a shard, measured); the rule stays the plain one so anyone
- * can compute a name's key. */
+/* FNV-1a, then MurmurHash3's 32-bit finalizer (fmix32), then its top bits.
+ * FNV-1a alone mixes too little: the low three bits of a product depend
+ * only on the low three bits of its factors, so FNV-1a mod 8 depended only
+ * on the low three bits of each byte ("gw-1" and "gw-9" shared a shard,
+ * and "chat-N" and "gw-N" one for every N), and its top bits barely move
+ * with a last byte's bit 3 (gw-N1 and gw-N9 together for 77 N in 100).
+ * After fmix32 every input bit reaches every output bit. */
 unsigned rr_node_shard(const char *name) {
     uint32_t h = 2166136261u; /* FNV-1a, 32 bits: offset basis and prime */
     for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
         h ^= *p;
         h *= 16777619u;
     }
-    return h % RR_NODE_SHARDS;
+    h ^= h >> 16; /* fmix32 */
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return (unsigned)(((uint64_t)h * RR_NODE_SHARDS) >> 32);
 }
 
 const char *rr_node_shard_key(unsigned i) { return i < RR_NODE_SHARDS ? shard_keys[i] : NULL; }

@@ -22,7 +22,7 @@
  * entry means online; an expired one says when it was last refreshed).
  * The node directory is RR_NODE_SHARDS hashes (redis_node_shards.h:
  * {nodes.I.K}, their slots spread over the masters): name -> "EXPIRES
- * ADDRESS", each name's entry in shard FNV-1a(name) % RR_NODE_SHARDS, so
+ * ADDRESS", each name's entry in the shard of fmix32(FNV-1a(name))'s top bits, so
  * register, lookup and unregister are one command on one key; a listing
  * asks every shard and returns what the ones that answered hold. (It was
  * the one hash {nodes}, on one master: no deployed cluster has entries

@@ -2,8 +2,12 @@
  * (src/registry/redis_node_shards.c): each shard key's slot is where its
  * comment says, within 32 of 1024 + 2048 * i (spread over the slot space,
  * so three masters splitting it evenly hold 3, 2 and 3 shards); a name's
- * shard is 32-bit FNV-1a mod 8 (published test vectors); names spread over
- * every shard. */
+ * shard is the top three bits of fmix32 of 32-bit FNV-1a (published FNV
+ * test vectors through MurmurHash3's finalizer);
+ * names spread over every shard, and names that differ in a byte's high
+ * bits or in their prefix alone do not keep to one shard (FNV-1a mod 8, the
+ * rule before, put "gw-1" and "gw-9" together, and "chat-N" with "gw-N" for
+ * every N: both checks below fail with it, 100 of 100). */
 #include "../check.h"
 #include "registry/redis_cluster_parse.h"
 #include "registry/redis_node_shards.h"
@@ -28,10 +32,28 @@ static void shard_keys_sit_in_spread_slots(void) {
 
 /* FNV-1a 32: "" 0x811c9dc5, "a" 0xe40c292c, "foobar" 0xbf9cf968 (the
  * reference's test vectors) */
-static void a_names_shard_is_fnv1a_mod_8(void) {
-    CHECK(rr_node_shard("") == 0x811c9dc5u % 8, "'' -> %u", rr_node_shard(""));
-    CHECK(rr_node_shard("a") == 0xe40c292cu % 8, "'a' -> %u", rr_node_shard("a"));
-    CHECK(rr_node_shard("foobar") == 0xbf9cf968u % 8, "'foobar' -> %u", rr_node_shard("foobar"));
+/* FNV-1a "" 0x811c9dc5, "a" 0xe40c292c, "foobar" 0xbf9cf968 (the
+ * reference's vectors); fmix32 of those: 0xab3e7c0b, 0x1a80b1b3, 0x0c0da6dc */
+static void a_names_shard_is_fnv1a_mixed(void) {
+    CHECK(rr_node_shard("") == 0xab3e7c0bu >> 29, "'' -> %u", rr_node_shard(""));
+    CHECK(rr_node_shard("a") == 0x1a80b1b3u >> 29, "'a' -> %u", rr_node_shard("a"));
+    CHECK(rr_node_shard("foobar") == 0x0c0da6dcu >> 29, "'foobar' -> %u", rr_node_shard("foobar"));
+}
+
+/* two name families side by side share a shard about one time in 8 */
+static void prefixes_and_high_bits_do_not_decide(void) {
+    int same_prefix = 0, same_digit = 0;
+    for (int i = 0; i < 100; i++) {
+        char chat[32], gw[32], low[32], high[32];
+        snprintf(chat, sizeof chat, "chat-%d", i);
+        snprintf(gw, sizeof gw, "gw-%d", i);
+        same_prefix += rr_node_shard(chat) == rr_node_shard(gw);
+        snprintf(low, sizeof low, "gw-%d1", i);    /* '1' and '9' differ in bit 3 alone */
+        snprintf(high, sizeof high, "gw-%d9", i);
+        same_digit += rr_node_shard(low) == rr_node_shard(high);
+    }
+    CHECK(same_prefix < 40, "chat-N and gw-N share a shard for %d of 100 N", same_prefix);
+    CHECK(same_digit < 40, "gw-N1 and gw-N9 share a shard for %d of 100 N", same_digit);
 }
 
 static void names_spread_over_every_shard(void) {
@@ -49,7 +71,8 @@ static void names_spread_over_every_shard(void) {
 
 int main(void) {
     RUN(shard_keys_sit_in_spread_slots);
-    RUN(a_names_shard_is_fnv1a_mod_8);
+    RUN(a_names_shard_is_fnv1a_mixed);
+    RUN(prefixes_and_high_bits_do_not_decide);
     RUN(names_spread_over_every_shard);
     CHECK_EXIT();
 }
