@@ -1519,6 +1519,17 @@ static bool handle(writer *w, chat_request *r) {
         handle_consent_forward(w, r);
         return false;
     }
+    /* A load that could not take new fan-out log ranges (load_state) left
+     * each partition in the range it had. The partition may have moved
+     * meanwhile: another owner's entries sort above that range, and
+     * fan-out, whose checkpoints are the highest offset read, would pass
+     * over entries numbered in it (stored, acknowledged, in no inbox). So
+     * nothing is stored until the new ranges are taken (renew_log_ranges,
+     * every turn); the store is failing anyway. */
+    if (w->log_ranges_stale) {
+        writer_fail(w, r, PARLEY__V1__STATUS__UNAVAILABLE, "the store is unavailable: not stored, retry");
+        return false;
+    }
     Parley__V1__Frame *f = r->frame;
     if (f->body_case == PARLEY__V1__FRAME__BODY_SEND_MESSAGE) return handle_send(w, r);
     /* batched like sends: acks of one device in a batch become one delete */
