@@ -43,7 +43,8 @@ void chat_request_free(chat_request *r) {
     if (!r) return;
     if (r->share) quota_writer_leave(r->share, r->user_id);
     if (r->queued_bytes) atomic_fetch_sub(&g_metrics.writer_queued_bytes, (long)r->queued_bytes);
-    if (r->frame) parley__v1__frame__free_unpacked(r->frame, NULL);
+    if (r->frame && r->frame_flat) free(r->frame);
+    else if (r->frame) parley__v1__frame__free_unpacked(r->frame, NULL);
     chat_forward_free(r->forward);
     free(r);
 }
