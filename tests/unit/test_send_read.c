@@ -30,7 +30,7 @@ typedef struct send_case {
     const char *mime;
 } send_case;
 
-static uint8_t pattern[BODY_MAX];
+static uint8_t pattern[BODY_MAX + 256];   /* bodies start at pattern + 3 */
 
 static void fill_send(const send_case *k, Parley__V1__SendMessage *s) {
     parley__v1__send_message__init(s);
@@ -101,7 +101,7 @@ static int read_as_decoder(const uint8_t *b, size_t n) {
 }
 
 static void read_like_decoder(void) {
-    for (size_t i = 0; i < BODY_MAX; i++) pattern[i] = (uint8_t)(i * 131 + 7);
+    for (size_t i = 0; i < sizeof pattern; i++) pattern[i] = (uint8_t)(i * 131 + 7);
     const uint64_t u64s[] = {0, 1, 127, 128, 1ull << 40, UINT64_MAX};
     const int types[] = {0, 1, 2, 3, 4, 127, 128, 1000, INT32_MAX};
     const size_t id_lens[] = {0, 1, 16, 64, 200};
