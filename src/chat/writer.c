@@ -30,6 +30,7 @@
 #include "chat/recent_inbox.h"
 #include "chat/reply.h"
 #include "chat/sent_answer.h"
+#include "chat/stored_message.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -43,7 +44,8 @@ void chat_request_free(chat_request *r) {
     if (!r) return;
     if (r->share) quota_writer_leave(r->share, r->user_id);
     if (r->queued_bytes) atomic_fetch_sub(&g_metrics.writer_queued_bytes, (long)r->queued_bytes);
-    if (r->frame) parley__v1__frame__free_unpacked(r->frame, NULL);
+    if (r->frame && r->frame_flat) free(r->frame);
+    else if (r->frame) parley__v1__frame__free_unpacked(r->frame, NULL);
     chat_forward_free(r->forward);
     free(r);
 }
@@ -1312,22 +1314,24 @@ static bool handle_send(writer *w, chat_request *r) {
     p->ts = clock_wall_ms();
     u64map_put(&w->conv_last_seq, p->conv, p->seq);
 
-    Parley__V1__Message m;
-    parley__v1__message__init(&m);
-    m.conversation_id = p->conv;
-    m.seq = p->seq;
-    m.sender_user_id = r->user_id;
-    m.sender_device_id = r->device_id;
-    m.type = q->type;
-    m.body = q->body;
-    m.mime_type = q->mime_type;
-    m.size = q->size;
-    m.ref_seq = q->ref_seq;
-    m.server_ts = p->ts;
-    m.client_msg_id = q->client_msg_id;
-    p->message = blob_new(NULL, parley__v1__message__get_packed_size(&m));
+    stored_message m = {
+        .conversation_id = p->conv,
+        .seq = p->seq,
+        .sender_user_id = r->user_id,
+        .sender_device_id = r->device_id,
+        .type = (int32_t)q->type,
+        .body = q->body.data,
+        .body_len = q->body.len,
+        .mime_type = q->mime_type,
+        .size = q->size,
+        .ref_seq = q->ref_seq,
+        .server_ts = p->ts,
+        .client_msg_id = q->client_msg_id.data,
+        .client_msg_id_len = q->client_msg_id.len,
+    };
+    p->message = blob_new(NULL, stored_message_size(&m));
     if (!p->message) abort();
-    parley__v1__message__pack(&m, p->message->data);
+    stored_message_encode(&m, p->message->data);   /* protobuf-c's bytes, without its descriptor walk */
 
     store_put_message(w->batch, p->conv, p->seq, p->message->data, p->message->len);
     store_put_client_msg(w->batch, r->user_id, r->device_id, q->client_msg_id.data,

@@ -42,6 +42,7 @@ typedef struct chat_request {
     uint64_t user_id;        /* the signed-in device; 0 before sign-in */
     uint32_t device_id;
     Parley__V1__Frame *frame;/* CHAT_FRAME: owned by the request */
+    bool frame_flat;         /* frame is one malloc block (gateway/send_read.h): free(), not free_unpacked */
     uint64_t ack_from, ack_to;
     struct quota *share;     /* counted in user_id's writer share: left when freed */
     size_t queued_bytes;     /* counted in g_metrics.writer_queued_bytes until freed */

@@ -1,5 +1,7 @@
 #include "gateway/request_limits.h"
 
+#include "gateway/pb_read.h"
+
 #include <stdlib.h>
 
 enum {
@@ -11,32 +13,18 @@ enum {
     DECODE_BUDGET_FACTOR = 2,
 };
 
-static int read_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *out) {
-    uint64_t v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (*pos >= len) return -1;
-        uint8_t b = p[(*pos)++];
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *out = v;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 int frame_peek_parse(const uint8_t *data, size_t len, frame_peek *out) {
     out->request_id = 0;
     out->body = 0;
     size_t pos = 0;
     while (pos < len) {
         uint64_t key, v;
-        if (read_varint(data, len, &pos, &key)) return -1;
+        if (pb_read_varint(data, len, &pos, &key)) return -1;
         uint64_t field = key >> 3;
         if (field == 0 || field > 0x1fffffff) return -1;
         switch (key & 7) {
         case 0:
-            if (read_varint(data, len, &pos, &v)) return -1;
+            if (pb_read_varint(data, len, &pos, &v)) return -1;
             if (field == 1) out->request_id = v;
             break;
         case 1:
@@ -44,7 +32,7 @@ int frame_peek_parse(const uint8_t *data, size_t len, frame_peek *out) {
             pos += 8;
             break;
         case 2:
-            if (read_varint(data, len, &pos, &v) || v > len - pos) return -1;
+            if (pb_read_varint(data, len, &pos, &v) || v > len - pos) return -1;
             pos += (size_t)v;
             /* the oneof: like the decoder, the last body field wins */
             if (field >= 10 && field <= 49) out->body = (uint32_t)field;
@@ -60,21 +48,6 @@ int frame_peek_parse(const uint8_t *data, size_t len, frame_peek *out) {
     return 0;
 }
 
-/* A varint as encoders write it: the fewest bytes (no trailing 0x80 ...
- * 0x00 padding), and fitting 64 bits (a 10th byte carries only the top
- * bit). The decoder refuses some longer forms (a length or a key in more
- * than 5 bytes) and reads others, so the fast path takes none of them:
- * what it accepts must be what the decoder accepts, as the same value
- * (tests/fuzz/fuzz_frame checks it). */
-static int read_canonical_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *out) {
-    size_t start = *pos;
-    if (read_varint(p, len, pos, out)) return -1;
-    size_t n = *pos - start;
-    uint8_t last = p[*pos - 1];
-    if (n > 1 && last == 0) return -1;
-    return n < 10 || last <= 1 ? 0 : -1;
-}
-
 /* Ack's bytes: user_seq (field 1, varint) at most once, nothing else */
 static int read_ack_body(const uint8_t *p, size_t len, uint64_t *user_seq) {
     size_t pos = 0;
@@ -82,8 +55,8 @@ static int read_ack_body(const uint8_t *p, size_t len, uint64_t *user_seq) {
     *user_seq = 0;
     while (pos < len) {
         uint64_t key;
-        if (read_canonical_varint(p, len, &pos, &key) || key != (1u << 3 | 0) || seen) return 0;
-        if (read_canonical_varint(p, len, &pos, user_seq)) return 0;
+        if (pb_read_canonical_varint(p, len, &pos, &key) || key != (1u << 3 | 0) || seen) return 0;
+        if (pb_read_canonical_varint(p, len, &pos, user_seq)) return 0;
         seen = true;
     }
     return 1;
@@ -95,11 +68,11 @@ int frame_read_ack(const uint8_t *data, size_t len, uint64_t *user_seq) {
     bool seen = false;
     while (pos < len) {
         uint64_t key, v;
-        if (read_canonical_varint(data, len, &pos, &key)) return 0;
+        if (pb_read_canonical_varint(data, len, &pos, &key)) return 0;
         if (key == request_id_key) {
-            if (read_canonical_varint(data, len, &pos, &v)) return 0;
+            if (pb_read_canonical_varint(data, len, &pos, &v)) return 0;
         } else if (key == ack_key && !seen) {
-            if (read_canonical_varint(data, len, &pos, &v) || v > len - pos) return 0;
+            if (pb_read_canonical_varint(data, len, &pos, &v) || v > len - pos) return 0;
             if (!read_ack_body(data + pos, (size_t)v, user_seq)) return 0;
             pos += (size_t)v;
             seen = true;

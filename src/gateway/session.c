@@ -29,6 +29,7 @@
 #include "gateway/realtime.h"
 #include "gateway/register_limit.h"
 #include "gateway/request_limits.h"
+#include "gateway/send_read.h"
 #include "gateway/store_reads.h"
 #include "gateway/store_watch.h"
 #include "push/push_gateway.h"
@@ -94,8 +95,9 @@ typedef enum submit_result { SUBMIT_TAKEN, SUBMIT_OVER_SHARE, SUBMIT_WRITER_FULL
  * (per connection, max-in-flight requests of at most their decode budget
  * each bound it too).
  * Requests that get no response (AckDeviceMessages) use this directly:
- * nothing is said when it is not taken, the device acks again later. */
-static submit_result submit_quietly(worker *w, conn *c, Parley__V1__Frame *f, size_t bytes) {
+ * nothing is said when it is not taken, the device acks again later.
+ * flat: f is one block (send_frame_read), which the request frees with free(). */
+static submit_result submit_quietly(worker *w, conn *c, Parley__V1__Frame *f, bool flat, size_t bytes) {
     /* the connection's held acks go first: the writer sees its requests in
      * the order the device sent them */
     session_flush_acks(w, c);
@@ -122,6 +124,7 @@ static submit_result submit_quietly(worker *w, conn *c, Parley__V1__Frame *f, si
     r->user_id = c->user_id;
     r->device_id = c->device_id;
     r->frame = f;
+    r->frame_flat = flat;
     r->share = counted ? w->srv->quota : NULL;
     r->queued_bytes = bytes;
     if (server_submit(w->srv, r) == 0) return SUBMIT_TAKEN;
@@ -132,9 +135,9 @@ static submit_result submit_quietly(worker *w, conn *c, Parley__V1__Frame *f, si
 
 /* submit_quietly, and when it was not taken the device is told to retry.
  * The writer answers every request it takes: counted in flight until then. */
-static bool submit(worker *w, conn *c, Parley__V1__Frame *f) {
+static bool submit(worker *w, conn *c, Parley__V1__Frame *f, bool flat) {
     uint64_t request_id = f->request_id;   /* f is the writer's once taken */
-    submit_result s = submit_quietly(w, c, f, w->decoded_bytes);
+    submit_result s = submit_quietly(w, c, f, flat, w->decoded_bytes);
     if (s == SUBMIT_TAKEN) {
         in_flight_add(c, w->srv->cfg.max_in_flight, request_id, w->decoded_bytes);
         return true;
@@ -297,7 +300,7 @@ static bool submit_auth(worker *w, conn *c, Parley__V1__Frame *f, const Protobuf
         auth_failed(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "bad key or signature");
         return false;
     }
-    if (submit_quietly(w, c, f, w->decoded_bytes) != SUBMIT_TAKEN) {
+    if (submit_quietly(w, c, f, false, w->decoded_bytes) != SUBMIT_TAKEN) {
         auth_failed(w, c, rid, PARLEY__V1__STATUS__UNAVAILABLE, "server busy; retry shortly");
         return false;
     }
@@ -635,7 +638,7 @@ void session_flush_acks(worker *w, conn *c) {
         size_t bytes = c->side->device_ack_bytes;
         c->side->device_ack = NULL;
         uint64_t up_to = f->ack_device_messages->up_to;
-        bool taken = admission_take_quietly(w, c, QUOTA_WRITE) && submit_quietly(w, c, f, bytes) == SUBMIT_TAKEN;
+        bool taken = admission_take_quietly(w, c, QUOTA_WRITE) && submit_quietly(w, c, f, false, bytes) == SUBMIT_TAKEN;
         if (taken) c->device_acked_upto = up_to;
         else parley__v1__frame__free_unpacked(f, NULL);
     }
@@ -689,6 +692,16 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
         session_ack_upto(w, c, acked);   /* as handle_ack, without the decode */
         return;
     }
+    if (pk.body == PARLEY__V1__FRAME__BODY_SEND_MESSAGE) {   /* signed in, as above */
+        size_t bytes;
+        Parley__V1__Frame *f = send_frame_read(data, len, &bytes);
+        if (f) {   /* as the SEND_MESSAGE case below, without the decode */
+            METRIC_INC(requests_total);
+            w->decoded_bytes = bytes > UINT32_MAX ? UINT32_MAX : (uint32_t)bytes;
+            if (!(admission_take(w, c, f->request_id, QUOTA_SEND) && submit(w, c, f, true))) free(f);
+            return;
+        }
+    }
     bool over_budget = false;
     size_t decoded = 0;
     Parley__V1__Frame *f = request_decode(data, len, &over_budget, &decoded);
@@ -729,7 +742,7 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
         break;
     case PARLEY__V1__FRAME__BODY_SEND_MESSAGE:
         if (!c->signed_in) conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");
-        else if (admission_take(w, c, rid, QUOTA_SEND)) taken = submit(w, c, f);
+        else if (admission_take(w, c, rid, QUOTA_SEND)) taken = submit(w, c, f, false);
         break;
     case PARLEY__V1__FRAME__BODY_CREATE_LINK_TOKEN:
     case PARLEY__V1__FRAME__BODY_UPLOAD_KEYS:
@@ -748,7 +761,7 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
     case PARLEY__V1__FRAME__BODY_PUSH_REGISTER:
     case PARLEY__V1__FRAME__BODY_PUSH_UNREGISTER:
         if (!c->signed_in) conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");
-        else if (admission_take(w, c, rid, QUOTA_WRITE)) taken = submit(w, c, f);
+        else if (admission_take(w, c, rid, QUOTA_WRITE)) taken = submit(w, c, f, false);
         break;
     case PARLEY__V1__FRAME__BODY_PUSH_GET_KEY:
         if (!c->signed_in) conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");

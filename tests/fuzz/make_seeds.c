@@ -3,7 +3,8 @@
  *   fuzz_http      HTTP upgrade requests and other heads, and responses
  *   fuzz_ws        WebSocket frames of every kind (the target's byte 0 is
  *                  the message limit / 4), masked as a client sends them
- *   fuzz_frame     one packed Frame of every request type, and server frames
+ *   fuzz_frame     one packed Frame of every request type, server frames,
+ *                  and a SendMessage's bytes alone
  *   fuzz_dispatch  one Frame of every request type in fuzz_dispatch's input
  *                  format (dispatch_input.h), and a few short sessions
  * Everything is deterministic (fixed keys, masks, ids), so regenerating
@@ -462,6 +463,21 @@ static void dispatch_session(const char *name, uint8_t user_byte, const char *co
     write_seed("fuzz_dispatch", file, b.data, b.len);
 }
 
+/* fuzz_frame also reads each input as the bytes of a SendMessage (the
+ * SendMessage read in place): one with every field set */
+static void send_message_fields_seed(void) {
+    uint8_t out[256];
+    Parley__V1__SendMessage m = PARLEY__V1__SEND_MESSAGE__INIT;
+    m.conversation_id = DISPATCH_DIRECT;
+    m.client_msg_id = BIN("seed-fields-1", 13);
+    m.type = PARLEY__V1__MESSAGE_TYPE__MEDIA;
+    m.body = BIN("\x89PNG", 4);
+    m.mime_type = "image/png";
+    m.size = 4;
+    m.ref_seq = 300;
+    write_seed("fuzz_frame", "send_message_fields", out, parley__v1__send_message__pack(&m, out));
+}
+
 static void server_frame_seeds(void) {
     uint8_t out[1024];
     Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
@@ -526,6 +542,7 @@ static void frame_seeds(void) {
         dispatch_session(name, signed_out ? DISPATCH_SIGNED_OUT : 0, steps);
     }
     server_frame_seeds();
+    send_message_fields_seed();
 
     /* short sessions: what a device does in order */
     static const char *const talk[] = {"start_sync", "send_message", "typing", "history",
