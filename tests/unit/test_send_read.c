@@ -224,7 +224,17 @@ static void left_to_decoder(void) {
     CHECK(send_frame_read(rid_alone, 0, &(size_t){0}) == NULL, "an empty frame");
 }
 
+/* SendMessage's fields as send_read.c knows them (1-7). A field added to
+ * the schema would be left to the decoder (an unknown field), so every
+ * send would take the slow path unnoticed: this fails first. */
+static void schema_unchanged(void) {
+    CHECK(parley__v1__send_message__descriptor.n_fields == 7,
+          "SendMessage has %u fields, send_read.c reads 7: teach it the new one",
+          parley__v1__send_message__descriptor.n_fields);
+}
+
 int main(void) {
+    check_run("schema_unchanged", schema_unchanged);
     check_run("read_like_decoder", read_like_decoder);
     check_run("left_to_decoder", left_to_decoder);
     CHECK_EXIT();
