@@ -768,7 +768,7 @@ static uint64_t append_membership(writer *w, uint64_t conv, uint64_t actor_user,
                                   Parley__V1__Membership__Action action, const uint64_t *users,
                                   size_t n_users, Parley__V1__ConversationKind kind, const char *name) {
     uint64_t last = 0;
-    conv_last_seq(w, conv, &last);
+    conv_last_seq(w, conv, &last);   /* known: new_conversation set it, group_for_change read it */
     uint64_t seq = last + 1;
     u64map_put(&w->conv_last_seq, conv, seq);
 
@@ -1038,6 +1038,15 @@ static int group_for_change(writer *w, chat_request *r, uint64_t conv, bool need
     }
     if ((*out)->kind != PARLEY__V1__CONVERSATION_KIND__GROUP) {
         writer_fail(w, r, PARLEY__V1__STATUS__BAD_REQUEST, "members of a direct conversation cannot change");
+        parley__store__conversation__free_unpacked(*out, NULL);
+        return -1;
+    }
+    /* the change is a MEMBERSHIP message at the next seq: the head is read
+     * now, before anything is put, so append_membership numbers on a known
+     * head (a failed read there would have numbered it 1) */
+    uint64_t head = 0;
+    if (conv_last_seq(w, conv, &head) < 0) {
+        writer_fail(w, r, PARLEY__V1__STATUS__UNAVAILABLE, "the store is unavailable: not stored, retry");
         parley__store__conversation__free_unpacked(*out, NULL);
         return -1;
     }
