@@ -407,8 +407,11 @@ void session_request_read(worker *w, conn *c, const worker_msg *m) {
         return;
     c->read_wait = false;
     request_answer(w, c, m);
-    /* the input waited (worker.c conn_input_blocked): conn_flush resumes it
-     * once this answer is written; MQTT packets held with it go on now */
+    /* the input waited (worker.c conn_input_blocked): this turn's flush
+     * resumes it, also when nothing was queued (an MQTT device's Maximum
+     * Packet Size can discard the answer); MQTT packets held with it over
+     * WebSocket go on now */
+    conn_mark_dirty(w, c);
     if (c->mqtt) mqtt_conn_input_held(w, c);
 }
 
