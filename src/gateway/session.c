@@ -5,12 +5,15 @@
  * through the worker's inbox once it is durable. StartSync and Ack drive
  * delivery (delivery.c).
  *
- * Reads run on the loop thread: they are point lookups and short range
- * scans that RocksDB serves from its memtable and block cache. A read that
- * misses the cache waits on disk; moving reads to a pool is future work
- * (noted in DESIGN). On Cassandra a sign-in's device read and the catch-up
- * pages of a sync (delivery.c) already go to a pool (gateway/store_reads.h):
- * a frozen node must not hold the worker. */
+ * Where the reads run depends on the store. RocksDB: on the loop thread,
+ * point lookups and short range scans served from its memtable and block
+ * cache (a miss waits on disk). Cassandra: every read is a network round
+ * trip and a frozen node holds it for the client's deadline, so a
+ * sign-in's device read, the catch-up pages of a sync (delivery.c) and
+ * History and ListConversations (gateway/request_read.h) go to the reader
+ * pool (gateway/store_reads.h) and come back as worker messages: a frozen
+ * node must not hold the worker. Still on the loop thread there:
+ * LookupUser and the device messages a StartSync pushes (realtime.c). */
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
