@@ -101,8 +101,8 @@ typedef struct conn {
     bool read_wait : 1;     /* a store read it asked for is off the worker; no input is handled
                                until it is back (conn_input_blocked). One bit for two reads
                                never out together: an MQTT CONNECT's (before CONNACK,
-                               mqtt_conn.c) and a History or ListConversations request's
-                               (signed in, session.c) */
+                               mqtt_conn.c) and a History, ListConversations or LookupUser
+                               request's (signed in, session.c) */
 } conn;
 
 /* c's slot in its worker's conn table: the id's low 24 bits. */
@@ -175,7 +175,7 @@ void session_flush_acks(worker *w, conn *c);
 void session_apply_reply(worker *w, conn *c, worker_msg *m);
 /* A sign-in's device read came back (WM_DEVICE_READ, gateway/store_reads.h). */
 void session_device_read(worker *w, conn *c, const worker_msg *m);
-/* A History or ListConversations answer read off the worker came back
+/* A History, ListConversations or LookupUser answer read off the worker came back
  * (WM_REQUEST_READ, gateway/request_read.h). */
 void session_request_read(worker *w, conn *c, const worker_msg *m);
 /* Closes this worker's connections signed in as (user, device): the device

@@ -230,12 +230,36 @@ static worker_msg *read_history(store *st, uint64_t conn_id, const request_read_
     return m;
 }
 
+/* ------------------------------------------------------------ user lookup */
+
+static worker_msg *read_lookup_user(store *st, uint64_t conn_id, const request_read_ask *q) {
+    char name[REQUEST_READ_NAME_MAX + 1];
+    memcpy(name, q->name, q->name_len);
+    name[q->name_len] = 0;
+    uint64_t id = 0;
+    int found = store_get_user_id(st, name, &id);
+    if (found != 1)
+        return answer_error(conn_id, q, found < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__NOT_FOUND,
+                            found < 0 ? "store read failed" : "no such user");
+    Parley__V1__Response r;
+    Parley__V1__UserInfo u;
+    parley__v1__response__init(&r);
+    parley__v1__user_info__init(&u);
+    u.user_id = id;
+    u.name = name;
+    r.result_case = PARLEY__V1__RESPONSE__RESULT_USER;
+    r.user = &u;
+    return answer(conn_id, q, &r);
+}
+
 /* ------------------------------------------------------------ the read */
 
 worker_msg *request_read_answer(store *st, uint64_t conn_id, const request_read_ask *q) {
     test_hold_wait(&hold);
     if (q->kind == REQUEST_READ_HISTORY) return read_history(st, conn_id, q);
     if (q->kind == REQUEST_READ_LIST) return read_list(st, conn_id, q);
+    if (q->kind == REQUEST_READ_LOOKUP_USER && q->name_len <= REQUEST_READ_NAME_MAX)
+        return read_lookup_user(st, conn_id, q);
     return answer_error(conn_id, q, PARLEY__V1__STATUS__BAD_REQUEST, "unknown request");
 }
 

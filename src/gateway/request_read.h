@@ -1,11 +1,12 @@
 /* request_read.h -- the read requests of a signed-in device (History,
- * ListConversations), read from the store and answered.
+ * ListConversations, LookupUser), read from the store and answered.
  *
  * A History page is a membership read and a scan of the conversation's
  * messages; a conversation list is a scan of the user's conversations and,
  * for each, its member records, the conversation, its last seq and a
- * consent read. On Cassandra each read is a network round trip (a frozen
- * node: the client's deadline, 12 s), so there the request is a job for
+ * consent read; a LookupUser one read of the name. On Cassandra each
+ * read is a network round trip (a frozen node: the client's deadline,
+ * 12 s), so there the request is a job for
  * the reader pool (gateway/store_reads.h, STORE_READ_REQUEST) and its
  * answer comes back to the connection's worker as a WM_REQUEST_READ; on
  * RocksDB the worker reads it itself (local reads). Either way the answer
@@ -37,7 +38,13 @@ struct store_reads;
 typedef enum request_read_kind {
     REQUEST_READ_HISTORY = 1,
     REQUEST_READ_LIST,          /* ListConversations */
+    REQUEST_READ_LOOKUP_USER,
 } request_read_kind;
+
+/* A LookupUser's name travels with the ask, at most this many bytes; no
+ * stored name is longer (the writer takes 1..32, chat/writer_internal.h
+ * MAX_NAME), so a longer one is answered NOT_FOUND without a read. */
+enum { REQUEST_READ_NAME_MAX = 64 };
 
 /* What the request asks, taken from it and the connection when it is asked. */
 typedef struct request_read_ask {
@@ -48,6 +55,8 @@ typedef struct request_read_ask {
     uint64_t max_bytes;         /* HISTORY: --history-page-bytes */
     uint32_t limit;             /* HISTORY: as sent (0: the default) */
     uint8_t kind;               /* request_read_kind */
+    uint8_t name_len;           /* LOOKUP_USER: bytes of name */
+    char name[REQUEST_READ_NAME_MAX]; /* LOOKUP_USER, not NUL-terminated */
 } request_read_ask;
 
 /* Reads what q asks from st (after the test hook) and returns the answer

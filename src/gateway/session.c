@@ -10,10 +10,11 @@
  * cache (a miss waits on disk). Cassandra: every read is a network round
  * trip and a frozen node holds it for the client's deadline, so a
  * sign-in's device read, the catch-up pages of a sync (delivery.c) and
- * History and ListConversations (gateway/request_read.h) go to the reader
- * pool (gateway/store_reads.h) and come back as worker messages: a frozen
- * node must not hold the worker. Still on the loop thread there:
- * LookupUser and the device messages a StartSync pushes (realtime.c). */
+ * History, ListConversations and LookupUser (gateway/request_read.h) go to
+ * the reader pool (gateway/store_reads.h) and come back as worker
+ * messages: a frozen node must not hold the worker. Still on the loop
+ * thread there: the device messages a StartSync pushes and the reads of
+ * realtime.c (receipts, devices, presence, typing). */
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -339,26 +340,6 @@ void session_drop_presence(worker *w, uint64_t user, uint64_t about_user) {
 
 /* ------------------------------------------------------------------ reads */
 
-static void handle_lookup_user(worker *w, conn *c, const Parley__V1__Frame *f) {
-    uint64_t id = 0;
-    int found = store_get_user_id(w->srv->store, f->lookup_user->name, &id);
-    if (found != 1) {
-        conn_send_error(w, c, f->request_id,
-                        found < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__NOT_FOUND,
-                        found < 0 ? "store read failed" : "no such user");
-        return;
-    }
-    Parley__V1__Response r;
-    Parley__V1__UserInfo u;
-    parley__v1__response__init(&r);
-    parley__v1__user_info__init(&u);
-    u.user_id = id;
-    u.name = f->lookup_user->name;
-    r.result_case = PARLEY__V1__RESPONSE__RESULT_USER;
-    r.user = &u;
-    conn_respond(w, c, f->request_id, &r);
-}
-
 /* The answer request_read_answer made: the Frame it carries, written as is. */
 static void request_answer(worker *w, conn *c, const worker_msg *m) {
     request_read_ask q;
@@ -367,7 +348,7 @@ static void request_answer(worker *w, conn *c, const worker_msg *m) {
     if (request_read_of(m, &q, &frame, &len)) conn_send(w, c, WS_OP_BINARY, frame, len);
 }
 
-/* History and ListConversations (gateway/request_read.h). On Cassandra the
+/* History, ListConversations and LookupUser (gateway/request_read.h). On Cassandra the
  * read goes to the reader pool and the connection's input waits until the
  * answer is back (session_request_read); on RocksDB it is made here. The
  * answer is the same Frame either way. */
@@ -382,6 +363,15 @@ static void request_read(worker *w, conn *c, const Parley__V1__Frame *f) {
         q.before_seq = f->history->before_seq;
         q.limit = f->history->limit;
         q.max_bytes = w->srv->cfg.history_page_bytes;
+    } else if (f->body_case == PARLEY__V1__FRAME__BODY_LOOKUP_USER) {
+        q.kind = REQUEST_READ_LOOKUP_USER;
+        size_t n = strlen(f->lookup_user->name);
+        if (n > REQUEST_READ_NAME_MAX) {   /* longer than any stored name: what the read would say */
+            conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__NOT_FOUND, "no such user");
+            return;
+        }
+        memcpy(q.name, f->lookup_user->name, n);
+        q.name_len = (uint8_t)n;
     } else {
         q.kind = REQUEST_READ_LIST;
     }
@@ -662,9 +652,8 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
         if (!c->signed_in) {
             if (f->body_case != PARLEY__V1__FRAME__BODY_ACK)
                 conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");
-        } else if (f->body_case == PARLEY__V1__FRAME__BODY_LOOKUP_USER) {
-            handle_lookup_user(w, c, f);
-        } else if (f->body_case == PARLEY__V1__FRAME__BODY_LIST_CONVERSATIONS ||
+        } else if (f->body_case == PARLEY__V1__FRAME__BODY_LOOKUP_USER ||
+                   f->body_case == PARLEY__V1__FRAME__BODY_LIST_CONVERSATIONS ||
                    f->body_case == PARLEY__V1__FRAME__BODY_HISTORY) {
             request_read(w, c, f);
         } else if (f->body_case == PARLEY__V1__FRAME__BODY_START_SYNC) {

@@ -18,7 +18,7 @@
  *     gateway/mqtt_connect_read.h): the device's key and, for a persistent
  *     session, whether a cursor is stored; handed over as a
  *     WM_MQTT_CONNECT_READ, the worker checks the sign-in with it;
- *   - a History or ListConversations request (STORE_READ_REQUEST,
+ *   - a History, ListConversations or LookupUser request (STORE_READ_REQUEST,
  *     gateway/request_read.h): the run callback reads and builds the
  *     answer, handed over as a WM_REQUEST_READ the worker writes.
  *
@@ -96,7 +96,7 @@ typedef int (*store_reads_read_fn)(void *ctx, uint64_t user_id, uint32_t device_
 /* Called on a reader thread with each finished device read. */
 typedef void (*store_reads_done_fn)(void *ctx, const store_read_result *r);
 /* Called on a reader thread for every other job (a catch-up page, an MQTT
- * cursor or CONNECT, a History or ListConversations request): reads and hands the result to the connection's worker
+ * cursor or CONNECT, a History, ListConversations or LookupUser): reads and hands the result to the connection's worker
  * itself. */
 typedef void (*store_reads_run_fn)(void *ctx, const store_read_job *job);
 
@@ -121,8 +121,8 @@ void store_reads_free(store_reads *p);
 /* The server's pool: reads srv->store, posts each result to the worker that
  * owns its connection (parley_gateway_catchup_pages_total counts its pages,
  * parley_gateway_mqtt_connect_reads_total its CONNECT reads,
- * parley_gateway_request_reads_total its History and ListConversations
- * requests). NULL for a
+ * parley_gateway_request_reads_total its History, ListConversations and
+ * LookupUser requests). NULL for a
  * store whose reads do not wait (RocksDB: local reads, answered inline) or
  * when it cannot start. */
 store_reads *store_reads_start(struct server *srv);

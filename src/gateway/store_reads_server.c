@@ -1,7 +1,7 @@
 /* store_reads_server.c -- the server's read pool (store_reads.h): reads
  * srv->store and posts each result (a sign-in's device, a catch-up page, an
- * MQTT session's cursor, an MQTT CONNECT's reads, a History or
- * ListConversations answer) to the connection's worker. */
+ * MQTT session's cursor, an MQTT CONNECT's reads, the answer to a History,
+ * ListConversations or LookupUser) to the connection's worker. */
 #include <string.h>
 
 #include "core/metrics.h"

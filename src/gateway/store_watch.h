@@ -3,19 +3,20 @@
  * On Cassandra a sign-in's device read, a lagging device's catch-up
  * pages (its inbox, gateway/catchup_read.h), an MQTT session's resume
  * cursor, an MQTT CONNECT's reads (gateway/mqtt_connect_read.h) and
- * History and ListConversations (gateway/request_read.h) go to the reader
- * pool (gateway/store_reads.h); other reads (the device messages of a
- * StartSync, LookupUser) are still made on the worker's own thread. While
- * the store fails, sign-ins (WebSocket and MQTT CONNECT), catch-up pages
- * and History and ListConversations are not asked for at all (below). A Cassandra node that
+ * History, ListConversations and LookupUser (gateway/request_read.h) go
+ * to the reader pool (gateway/store_reads.h); other reads (the device
+ * messages of a StartSync, receipts, devices) are still made on the
+ * worker's own thread. While the store fails, sign-ins (WebSocket and MQTT
+ * CONNECT), catch-up pages and those requests are not asked for at all
+ * (below). A Cassandra node that
  * stopped answering (SIGSTOP, a long pause, a partition) keeps its
  * connections open and times every read out at the client's deadline,
  * seconds; one such read stalls the worker and every connection it serves
  * (answers, an ACCEPTED send, pings), and each device that gives up and
  * signs in again starts another. So while the store says it is failing,
  * workers do not read: a sign-in is answered UNAVAILABLE, an MQTT CONNECT
- * CONNACK server busy (the device tries again after its backoff), a History
- * or ListConversations UNAVAILABLE, and a lagging device stays lagging (the
+ * CONNACK server busy (the device tries again after its backoff), a History,
+ * ListConversations or LookupUser UNAVAILABLE, and a lagging device stays lagging (the
  * sweep pumps it again each second). A gateway-only node would then never read
  * and never see the store come back, so the watch's thread reads once a
  * second while it fails. RocksDB's reads are local and never held back. */

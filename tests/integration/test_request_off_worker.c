@@ -1,12 +1,13 @@
-/* test_request_off_worker.c -- a History or ListConversations request's
- * reads do not hold the gateway worker on Cassandra
+/* test_request_off_worker.c -- a History, ListConversations or LookupUser
+ * request's reads do not hold the gateway worker on Cassandra
  * (src/gateway/request_read.h).
  *
  * With one worker on Cassandra and the test hook
  * PARLEY_TEST_HOLD_REQUEST_READS (every such read waits while the hook's
  * file exists): alice sends bob MESSAGES messages; a raw connection Y
  * signed in as bob sends a History of the conversation and, right behind
- * it without waiting, a ListConversations, while the hold file exists. The
+ * it without waiting, a ListConversations and a LookupUser of alice, while
+ * the hold file exists. The
  * server logs the hook once, at the first read that meets it: from then on
  * the History read is held. What must hold:
  *   - the worker answers other connections meanwhile: a raw connection X
@@ -14,8 +15,12 @@
  *     is acknowledged, while Y has been answered nothing;
  *   - once the file is gone, Y's answers come in the order it asked: the
  *     History page first, with every message alice sent (the one during
- *     the hold too) in seq order, then the list, naming the conversation;
- *   - both were read by the reader pool (parley_gateway_request_reads_total 2).
+ *     the hold too) in seq order, then the list, naming the conversation,
+ *     then alice's user id;
+ *   - all three were read by the reader pool
+ *     (parley_gateway_request_reads_total 3);
+ *   - a LookupUser of a name longer than any the server stores is answered
+ *     NOT_FOUND without a read (the count stays 3).
  *
  * Seen failing: with request_read in session.c reading on the worker again
  * (its store_reads branch made dead; the hook then holds the worker itself),
@@ -40,6 +45,8 @@ enum {
     HOOK_MS = 30000,        /* bound on the wait for the held read to meet the hook */
     RID_HISTORY = 11,
     RID_LIST = 12,
+    RID_LOOKUP = 13,
+    RID_LOOKUP_LONG = 14,
     RID_KEY = 7,
 };
 
@@ -157,6 +164,13 @@ static void worker_serves_others_while_held(void) {
     g.list_conversations = &lq;
     g.request_id = RID_LIST;
     NEED(h_raw_send_frame(&Y, &g) == 0);
+    Parley__V1__LookupUser uq = PARLEY__V1__LOOKUP_USER__INIT;
+    uq.name = alice->name;
+    Parley__V1__Frame u = PARLEY__V1__FRAME__INIT;
+    u.body_case = PARLEY__V1__FRAME__BODY_LOOKUP_USER;
+    u.lookup_user = &uq;
+    u.request_id = RID_LOOKUP;
+    NEED(h_raw_send_frame(&Y, &u) == 0);
     CHECK(wait_hook_met(), "Y's History read never met the hook");
 
     /* PushGetKey: answered by the worker from memory (OK, or UNAVAILABLE
@@ -209,15 +223,46 @@ static void answers_in_order_after_release(void) {
     }
     if (l) parley__v1__frame__free_unpacked(l, NULL);
 
+    Parley__V1__Frame *u = y_next_response();
+    CHECK(u && u->request_id == RID_LOOKUP, "Y's third answer: request %llu, want the LookupUser",
+          u ? (unsigned long long)u->request_id : 0ULL);
+    if (u && u->request_id == RID_LOOKUP) {
+        const Parley__V1__Response *r = u->response;
+        CHECK(r->status == PARLEY__V1__STATUS__OK && r->result_case == PARLEY__V1__RESPONSE__RESULT_USER &&
+                  r->user->user_id == alice->id.user_id && strcmp(r->user->name, alice->name) == 0,
+              "LookupUser of alice answered status %d, result %d", r->status, r->result_case);
+    }
+    if (u) parley__v1__frame__free_unpacked(u, NULL);
+
     double reads = -1;
     NEED(h_metric(&S, "parley_gateway_request_reads_total", &reads) == 0);
-    CHECK(reads == 2, "parley_gateway_request_reads_total %.0f, want 2", reads);
+    CHECK(reads == 3, "parley_gateway_request_reads_total %.0f, want 3", reads);
+}
+
+static void long_name_not_found_without_read(void) {
+    NEED(Y.fd >= 0);
+    char name[200];
+    memset(name, 'a', sizeof name - 1);
+    name[sizeof name - 1] = 0;
+    Parley__V1__LookupUser uq = PARLEY__V1__LOOKUP_USER__INIT;
+    uq.name = name;
+    Parley__V1__Frame u = PARLEY__V1__FRAME__INIT;
+    u.body_case = PARLEY__V1__FRAME__BODY_LOOKUP_USER;
+    u.lookup_user = &uq;
+    u.request_id = RID_LOOKUP_LONG;
+    NEED(h_raw_send_frame(&Y, &u) == 0);
+    int status = h_raw_await_response(&Y, RID_LOOKUP_LONG, 16, NULL);
+    CHECK(status == PARLEY__V1__STATUS__NOT_FOUND, "LookupUser of a 199-byte name: status %d", status);
+    double reads = -1;
+    NEED(h_metric(&S, "parley_gateway_request_reads_total", &reads) == 0);
+    CHECK(reads == 3, "parley_gateway_request_reads_total %.0f, want 3 (no read for it)", reads);
 }
 
 int main(void) {
     unsetenv("PARLEY_TEST_STORE");   /* its own server on Cassandra, with the hook */
     RUN(worker_serves_others_while_held);
     RUN(answers_in_order_after_release);
+    RUN(long_name_not_found_without_read);
     hold_file_release(&hold);
     h_raw_close(&X);
     h_raw_close(&Y);
