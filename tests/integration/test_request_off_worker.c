@@ -20,7 +20,11 @@
  *   - all three were read by the reader pool
  *     (parley_gateway_request_reads_total 3);
  *   - a LookupUser of a name longer than any the server stores is answered
- *     NOT_FOUND without a read (the count stays 3).
+ *     NOT_FOUND without a read (the count stays 3);
+ *   - a connection that closes while its History read is held is gone when
+ *     the answer comes, which is dropped: the read is made, the server
+ *     lives on, answers again, and stops with exit status 0 (ASan: no
+ *     error, no leak).
  *
  * Seen failing: with request_read in session.c reading on the worker again
  * (its store_reads branch made dead; the hook then holds the worker itself),
@@ -29,6 +33,7 @@
  *
  * Every wait is on observable state with a generous bound. */
 #include <poll.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,6 +244,15 @@ static void answers_in_order_after_release(void) {
     CHECK(reads == 3, "parley_gateway_request_reads_total %.0f, want 3", reads);
 }
 
+static int metric_until(const char *name, double *v, int at_least, double ref) {
+    uint64_t deadline = h_now_ms() + IO_MS;
+    do {
+        if (h_metric(&S, name, v) == 0 && (at_least ? *v >= ref : *v <= ref)) return 1;
+        h_sleep_ms(50);
+    } while (h_now_ms() < deadline);
+    return 0;
+}
+
 static void long_name_not_found_without_read(void) {
     NEED(Y.fd >= 0);
     char name[200];
@@ -258,11 +272,56 @@ static void long_name_not_found_without_read(void) {
     CHECK(reads == 3, "parley_gateway_request_reads_total %.0f, want 3 (no read for it)", reads);
 }
 
+static void closed_while_held(void) {
+    NEED(Y.fd >= 0);
+    double open_base = -1, open_now = -1, taken = -1, taken_now = -1, reads = -1, reads_now = -1;
+    NEED(h_metric(&S, "parley_sockets_open", &open_base) == 0);
+    NEED(h_metric(&S, "parley_gateway_request_reads_total", &reads) == 0);
+    h_raw Z = {.fd = -1};
+    h_raw_opts o = {.io_ms = IO_MS};
+    NEED(h_raw_open_port(S.port, &o, &Z) == 0);
+    NEED(h_raw_sign_in(&Z, &bob->id) == 0);
+    NEED(h_metric(&S, "parley_gateway_store_reads_total", &taken) == 0);
+    NEED(hold_file_make(&hold) == 0);
+    Parley__V1__History hq = PARLEY__V1__HISTORY__INIT;
+    hq.conversation_id = conv;
+    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+    f.body_case = PARLEY__V1__FRAME__BODY_HISTORY;
+    f.history = &hq;
+    f.request_id = RID_HISTORY;
+    NEED(h_raw_send_frame(&Z, &f) == 0);
+    /* a reader took it (counted before the read, which the hold keeps
+     * out), then Z goes */
+    CHECK(metric_until("parley_gateway_store_reads_total", &taken_now, 1, taken + 1),
+          "Z's History read never taken by a reader");
+    h_raw_close(&Z);
+    CHECK(metric_until("parley_sockets_open", &open_now, 0, open_base), "sockets open %.0f after Z's close, base %.0f",
+          open_now, open_base);
+    hold_file_release(&hold);
+    CHECK(metric_until("parley_gateway_request_reads_total", &reads_now, 1, reads + 1),
+          "the held read was never made: request reads %.0f -> %.0f", reads, reads_now);
+    CHECK(h_server_alive(&S), "the server died");
+    Parley__V1__Frame *resp = NULL;
+    f.request_id = RID_HISTORY + 100;
+    NEED(h_raw_send_frame(&Y, &f) == 0);
+    int status = h_raw_await_response(&Y, f.request_id, 16, &resp);
+    CHECK(status == PARLEY__V1__STATUS__OK && resp && resp->response->result_case ==
+                                                     PARLEY__V1__RESPONSE__RESULT_HISTORY,
+          "Y's History after Z's answer was dropped: status %d", status);
+    if (resp) parley__v1__frame__free_unpacked(resp, NULL);
+    /* ASan: an error or a leak makes the server's exit status non-zero */
+    h_raw_close(&X);
+    h_raw_close(&Y);
+    int st = h_server_stop(&S);
+    CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the server's stop: wait status 0x%x", st);
+}
+
 int main(void) {
     unsetenv("PARLEY_TEST_STORE");   /* its own server on Cassandra, with the hook */
     RUN(worker_serves_others_while_held);
     RUN(answers_in_order_after_release);
     RUN(long_name_not_found_without_read);
+    RUN(closed_while_held);
     hold_file_release(&hold);
     h_raw_close(&X);
     h_raw_close(&Y);
