@@ -160,8 +160,9 @@ void conn_close(worker *w, conn *c, uint16_t code, const char *reason);
  * stops counting as pending for its address. */
 void conn_signed_in(worker *w, conn *c);
 /* Output at or past conn-output-cap, max-in-flight requests (or their
- * max-in-flight-bytes) at the writer, an MQTT CONNECT's read or a request's
- * read out: the connection's input waits. */
+ * max-in-flight-bytes) at the writer, an MQTT CONNECT's read, a request's
+ * read or a page of device messages at sync out: the connection's input
+ * waits. */
 bool conn_input_blocked(const worker *w, const conn *c);
 
 /* session.c: one decoded request from a signed-in or signing-in device */

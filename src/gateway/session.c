@@ -9,12 +9,12 @@
  * point lookups and short range scans served from its memtable and block
  * cache (a miss waits on disk). Cassandra: every read is a network round
  * trip and a frozen node holds it for the client's deadline, so a
- * sign-in's device read, the catch-up pages of a sync (delivery.c) and
- * History, ListConversations and LookupUser (gateway/request_read.h) go to
- * the reader pool (gateway/store_reads.h) and come back as worker
- * messages: a frozen node must not hold the worker. Still on the loop
- * thread there: the device messages a StartSync pushes and the reads of
- * realtime.c (receipts, devices, presence, typing). */
+ * sign-in's device read, the device messages and catch-up pages of a sync
+ * (realtime.c, delivery.c) and History, ListConversations and LookupUser
+ * (gateway/request_read.h) go to the reader pool (gateway/store_reads.h)
+ * and come back as worker messages: a frozen node must not hold the
+ * worker. Still on the loop thread there: the request reads of realtime.c
+ * (receipts, devices, presence, typing). */
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
