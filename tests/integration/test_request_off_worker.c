@@ -21,6 +21,11 @@
  *     (parley_gateway_request_reads_total 3);
  *   - a LookupUser of a name longer than any the server stores is answered
  *     NOT_FOUND without a read (the count stays 3);
+ *   - while the store says it fails (its node frozen, a first History's
+ *     read timed out on it off the worker), a History is answered
+ *     UNAVAILABLE at once, without a read; after SIGCONT one is answered
+ *     again (this case freezes the node: the program gets its own,
+ *     tests/run.sh);
  *   - a connection that closes while its History read is held is gone when
  *     the answer comes, which is dropped: the read is made, the server
  *     lives on, answers again, and stops with exit status 0 (ASan: no
@@ -33,6 +38,7 @@
  *
  * Every wait is on observable state with a generous bound. */
 #include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +58,8 @@ enum {
     RID_LIST = 12,
     RID_LOOKUP = 13,
     RID_LOOKUP_LONG = 14,
+    RID_FAILING = 30,
+    FAIL_WAIT_MS = 90000,   /* a read on the frozen node fails at the CQL deadline (12 s): a bound */
     RID_KEY = 7,
 };
 
@@ -65,6 +73,7 @@ static uint64_t conv;
 static h_sent expected[MESSAGES + 1];
 static size_t n_expected;
 static hold_file hold;
+static int frozen;          /* the node is SIGSTOPped (SIGCONT at the end whatever happened) */
 
 /* 1 when the server's log names the hook: test_hold.c logs it at the first
  * read that meets it (nothing before the held History reads through it). */
@@ -244,13 +253,57 @@ static void answers_in_order_after_release(void) {
     CHECK(reads == 3, "parley_gateway_request_reads_total %.0f, want 3", reads);
 }
 
-static int metric_until(const char *name, double *v, int at_least, double ref) {
-    uint64_t deadline = h_now_ms() + IO_MS;
+static int metric_until_ms(const char *name, double *v, int at_least, double ref, int ms) {
+    uint64_t deadline = h_now_ms() + (uint64_t)ms;
     do {
         if (h_metric(&S, name, v) == 0 && (at_least ? *v >= ref : *v <= ref)) return 1;
         h_sleep_ms(50);
     } while (h_now_ms() < deadline);
     return 0;
+}
+
+static int metric_until(const char *name, double *v, int at_least, double ref) {
+    return metric_until_ms(name, v, at_least, ref, IO_MS);
+}
+
+/* Y's History of conv as request rid: the answer's status, or -1. */
+static int y_history(uint64_t rid) {
+    Parley__V1__History hq = PARLEY__V1__HISTORY__INIT;
+    hq.conversation_id = conv;
+    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+    f.body_case = PARLEY__V1__FRAME__BODY_HISTORY;
+    f.history = &hq;
+    f.request_id = rid;
+    if (h_raw_send_frame(&Y, &f) != 0) return -1;
+    return h_raw_await_response(&Y, rid, 16, NULL);
+}
+
+static void refused_while_store_fails(void) {
+    NEED(Y.fd >= 0);
+    double probes = -1, probes_now = -1, reads = -1, reads_after = -1;
+    NEED(h_metric(&S, "parley_store_watch_probes_total", &probes) == 0);
+    NEED(cassandra_node_freeze(30000) == 0);
+    frozen = 1;
+    /* a first History: its read times out on the frozen node (off the
+     * worker), the store says it fails, and the answer is an error */
+    int first = y_history(RID_FAILING);
+    CHECK(first > 0 && first != PARLEY__V1__STATUS__OK, "a History on the frozen node: status %d", first);
+    CHECK(metric_until_ms("parley_store_watch_probes_total", &probes_now, 1, probes + 1, FAIL_WAIT_MS),
+          "the store never said it fails (store watch probes %.0f -> %.0f)", probes, probes_now);
+    NEED(h_metric(&S, "parley_gateway_request_reads_total", &reads) == 0);
+    int refused = y_history(RID_FAILING + 1);
+    NEED(h_metric(&S, "parley_gateway_request_reads_total", &reads_after) == 0);
+    NEED(kill(cassandra_node_pid(), SIGCONT) == 0);
+    frozen = 0;
+    CHECK(refused == PARLEY__V1__STATUS__UNAVAILABLE, "a History while the store failed: status %d, want UNAVAILABLE",
+          refused);
+    CHECK(reads_after == reads, "request reads %.0f -> %.0f: a History read the failing store", reads, reads_after);
+    int rc = -1;
+    for (uint64_t until = h_now_ms() + 120000, rid = RID_FAILING + 2; rc != 0 && h_now_ms() < until; rid++) {
+        rc = y_history(rid);
+        if (rc != 0) h_sleep_ms(500);
+    }
+    CHECK(rc == 0, "a History after the node continued: status %d", rc);
 }
 
 static void long_name_not_found_without_read(void) {
@@ -321,8 +374,10 @@ int main(void) {
     RUN(worker_serves_others_while_held);
     RUN(answers_in_order_after_release);
     RUN(long_name_not_found_without_read);
+    RUN(refused_while_store_fails);
     RUN(closed_while_held);
     hold_file_release(&hold);
+    if (frozen) kill(cassandra_node_pid(), SIGCONT);
     h_raw_close(&X);
     h_raw_close(&Y);
     if (alice) h_dev_free(alice);
