@@ -21,6 +21,11 @@
  *     (parley_gateway_request_reads_total 3);
  *   - a LookupUser of a name longer than any the server stores is answered
  *     NOT_FOUND without a read (the count stays 3);
+ *   - MQTT over WebSocket, a History and a LookupUser PUBLISHed in one
+ *     WebSocket message: the History's read is out when the LookupUser is
+ *     reached, which waits in the connection's MQTT buffer; both are
+ *     answered, in order (seen failing without mqtt_conn_input_held in
+ *     session_request_read: the LookupUser is never answered);
  *   - while the store says it fails (its node frozen, a first History's
  *     read timed out on it off the worker), a History is answered
  *     UNAVAILABLE at once, without a read; after SIGCONT one is answered
@@ -49,6 +54,9 @@
 #include "cassandra_node.h"
 #include "harness.h"
 #include "hold_file.h"
+#include "mqtt_client.h"
+#include "net/mqtt_codec.h"
+#include "net/ws.h"
 
 enum {
     MESSAGES = 5,
@@ -59,6 +67,8 @@ enum {
     RID_LOOKUP = 13,
     RID_LOOKUP_LONG = 14,
     RID_FAILING = 30,
+    RID_MQTT_HISTORY = 41,
+    RID_MQTT_LOOKUP = 42,
     FAIL_WAIT_MS = 90000,   /* a read on the frozen node fails at the CQL deadline (12 s): a bound */
     RID_KEY = 7,
 };
@@ -143,8 +153,10 @@ static int page_is_expected(const Parley__V1__HistoryPage *p, char *why, size_t 
 static void worker_serves_others_while_held(void) {
     NEED(hold_file_init(&hold, HOOK) == 0);   /* the server inherits it */
     NEED(cassandra_node_start("request_reads") == 0);
+    char mqtt_listen[64];   /* MQTT over WebSocket too needs MQTT on */
+    snprintf(mqtt_listen, sizeof mqtt_listen, "127.0.0.1:%d", h_free_port());
     const char *flags[] = {"--store", "cassandra", "--cassandra", cassandra_node_hosts(), "--keyspace",
-                           "request_reads", "--workers", "1", NULL};
+                           "request_reads", "--workers", "1", "--mqtt-listen", mqtt_listen, NULL};
     NEED(h_server_start(&S, flags) == 0);
     alice = h_user_new(&S, "alice");
     bob = h_user_new(&S, "bob");
@@ -278,6 +290,87 @@ static int y_history(uint64_t rid) {
     return h_raw_await_response(&Y, rid, 16, NULL);
 }
 
+/* W's next MQTT PUBLISH (each a whole binary message): the parley Frame
+ * it carries (free it), NULL when none comes. Other packets are skipped. */
+static Parley__V1__Frame *ws_next_publish(h_raw *w) {
+    ws_message m;
+    for (int i = 0; i < 16; i++) {
+        if (h_raw_next_message(w, &m) != 1) return NULL;
+        if (m.kind != WS_MSG_BINARY) continue;
+        uint8_t first = 0;
+        uint32_t rem = 0;
+        size_t hl = 0;
+        if (mqtt_fixed_header(m.data, m.len, &first, &rem, &hl) != MQTT_OK || hl + rem != m.len) return NULL;
+        if (first >> 4 != MQTT_PUBLISH) continue;
+        mqtt_publish pb;
+        if (mqtt_decode_publish(4, first, m.data + hl, rem, &pb) != MQTT_OK) return NULL;
+        return parley__v1__frame__unpack(NULL, pb.payload.len, pb.payload.p);
+    }
+    return NULL;
+}
+
+/* f as a QoS 0 PUBLISH to topic, appended at out[n..cap): the new length, 0. */
+static size_t publish_frame(uint8_t *out, size_t n, size_t cap, const char *topic, const Parley__V1__Frame *f) {
+    size_t len = parley__v1__frame__get_packed_size(f);
+    size_t h = mqtt_encode_publish_head(out + n, cap - n, 4, topic, strlen(topic), 0, false, 0, len);
+    if (!h || cap - n - h < len) return 0;
+    parley__v1__frame__pack(f, out + n + h);
+    return n + h + len;
+}
+
+static void mqtt_websocket_requests_in_one_message(void) {
+    NEED(S.pid > 0);
+    h_raw W = {.fd = -1};
+    h_raw_opts o = {.io_ms = IO_MS};
+    NEED(h_raw_connect(S.port, &o, &W) == 0);
+    NEED(h_raw_upgrade(&W, "mqtt") == 101);
+    uint64_t last_ts = 0;
+    uint8_t p[2048];
+    size_t n = mq_password_connect(&bob->id, bob->id.secret_key, &last_ts, p, sizeof p);
+    char res[64], req[64];
+    snprintf(res, sizeof res, "p/%llu.%u/res", (unsigned long long)bob->id.user_id, bob->id.device_id);
+    snprintf(req, sizeof req, "p/%llu.%u/req", (unsigned long long)bob->id.user_id, bob->id.device_id);
+    const char *filters[] = {res};
+    uint8_t opts[] = {0};
+    size_t s = n ? mqtt_encode_subscribe(p + n, sizeof p - n, 4, false, 1, filters, opts, 1) : 0;
+    NEED(s > 0 && h_raw_send_ws(&W, WS_OP_BINARY, 1, p, n + s, 1) == 0);
+    ws_message m;
+    int acks = 0;   /* CONNACK, SUBACK */
+    for (int i = 0; i < 8 && acks < 2 && h_raw_next_message(&W, &m) == 1; i++)
+        acks += m.kind == WS_MSG_BINARY && m.len > 0 && (m.data[0] >> 4 == MQTT_CONNACK || m.data[0] >> 4 == MQTT_SUBACK);
+    NEED(acks == 2);
+
+    Parley__V1__History hq = PARLEY__V1__HISTORY__INIT;
+    hq.conversation_id = conv;
+    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+    f.body_case = PARLEY__V1__FRAME__BODY_HISTORY;
+    f.history = &hq;
+    f.request_id = RID_MQTT_HISTORY;
+    Parley__V1__LookupUser uq = PARLEY__V1__LOOKUP_USER__INIT;
+    uq.name = alice->name;
+    Parley__V1__Frame u = PARLEY__V1__FRAME__INIT;
+    u.body_case = PARLEY__V1__FRAME__BODY_LOOKUP_USER;
+    u.lookup_user = &uq;
+    u.request_id = RID_MQTT_LOOKUP;
+    n = publish_frame(p, 0, sizeof p, req, &f);
+    n = n ? publish_frame(p, n, sizeof p, req, &u) : 0;
+    NEED(n > 0 && h_raw_send_ws(&W, WS_OP_BINARY, 1, p, n, 1) == 0);   /* both packets, one message */
+    Parley__V1__Frame *a = ws_next_publish(&W);
+    CHECK(a && a->request_id == RID_MQTT_HISTORY && a->body_case == PARLEY__V1__FRAME__BODY_RESPONSE &&
+              a->response->result_case == PARLEY__V1__RESPONSE__RESULT_HISTORY,
+          "MQTT over WebSocket: the first answer is not the History's (request %llu)",
+          a ? (unsigned long long)a->request_id : 0ULL);
+    if (a) parley__v1__frame__free_unpacked(a, NULL);
+    Parley__V1__Frame *b = ws_next_publish(&W);
+    CHECK(b && b->request_id == RID_MQTT_LOOKUP && b->body_case == PARLEY__V1__FRAME__BODY_RESPONSE &&
+              b->response->result_case == PARLEY__V1__RESPONSE__RESULT_USER &&
+              b->response->user->user_id == alice->id.user_id,
+          "MQTT over WebSocket: the LookupUser that waited behind the History's read: request %llu",
+          b ? (unsigned long long)b->request_id : 0ULL);
+    if (b) parley__v1__frame__free_unpacked(b, NULL);
+    h_raw_close(&W);
+}
+
 static void refused_while_store_fails(void) {
     NEED(Y.fd >= 0);
     double probes = -1, probes_now = -1, reads = -1, reads_after = -1;
@@ -374,6 +467,7 @@ int main(void) {
     RUN(worker_serves_others_while_held);
     RUN(answers_in_order_after_release);
     RUN(long_name_not_found_without_read);
+    RUN(mqtt_websocket_requests_in_one_message);
     RUN(refused_while_store_fails);
     RUN(closed_while_held);
     hold_file_release(&hold);
