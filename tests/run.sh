@@ -330,9 +330,11 @@ run_mqtt_clients() { # build dir, label prefix, env...
 # 1b: the server's integration tests on Cassandra
 # messaging, sync and receipts (test_messaging, test_realtime), groups
 # (test_group, test_membership), keys and device messages (test_keys),
-# consent, retention (test_retention), kill -9 (test_crash), partitions
+# consent, retention (test_retention), kill -9 (test_crash), partitions,
+# MQTT (test_mqtt: its requests' History and list reads are made off the
+# worker there, and answered through MQTT's limits)
 cassandra_tests="test_messaging test_realtime test_group test_membership test_keys test_consent
-                 test_retention test_crash test_partitions"
+                 test_retention test_crash test_partitions test_mqtt"
 
 # the pass that runs the engine tests, and the shared engines it (and pass
 # 1b) will want, started now so that they come up while the build runs

@@ -41,6 +41,8 @@ typedef struct metrics {
     atomic_ulong gateway_store_reads_refused_total; /* reads refused: the read queue was full */
     atomic_ulong gateway_catchup_pages_total;      /* catch-up pages read off the workers (gateway/catchup_read.h) */
     atomic_ulong gateway_mqtt_connect_reads_total; /* MQTT CONNECT reads off the workers (gateway/mqtt_connect_read.h) */
+    atomic_ulong gateway_device_message_pages_total; /* StartSync's device-message pages off the workers */
+    atomic_ulong gateway_request_reads_total;      /* History, ListConversations, LookupUser off the workers (gateway/request_read.h) */
     atomic_ulong receipts_total;
     atomic_ulong retention_removed_total;
     atomic_ulong rate_limited_total;      /* sends and typing refused with RATE_LIMITED */ /* records dropped by retention at compaction */

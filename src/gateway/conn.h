@@ -98,8 +98,11 @@ typedef struct conn {
                                calling the catch-up done */
     bool mqtt : 1;          /* speaks MQTT (gateway/mqtt_conn.c): its state is in the
                                worker's mqtt_links, not here; HTTP state = before CONNACK */
-    bool connect_read : 1;  /* MQTT: its CONNECT's store read is off the worker; no input is
-                               handled until it is back (conn_input_blocked) */
+    bool read_wait : 1;     /* a store read it asked for is off the worker; no input is handled
+                               until it is back (conn_input_blocked). One bit for two reads
+                               never out together: an MQTT CONNECT's (before CONNACK,
+                               mqtt_conn.c) and a History, ListConversations or LookupUser
+                               request's (signed in, session.c) */
 } conn;
 
 /* c's slot in its worker's conn table: the id's low 24 bits. */
@@ -157,8 +160,9 @@ void conn_close(worker *w, conn *c, uint16_t code, const char *reason);
  * stops counting as pending for its address. */
 void conn_signed_in(worker *w, conn *c);
 /* Output at or past conn-output-cap, max-in-flight requests (or their
- * max-in-flight-bytes) at the writer, or an MQTT CONNECT's read out: the
- * connection's input waits. */
+ * max-in-flight-bytes) at the writer, an MQTT CONNECT's read, a request's
+ * read or a page of device messages at sync out: the connection's input
+ * waits. */
 bool conn_input_blocked(const worker *w, const conn *c);
 
 /* session.c: one decoded request from a signed-in or signing-in device */
@@ -172,6 +176,9 @@ void session_flush_acks(worker *w, conn *c);
 void session_apply_reply(worker *w, conn *c, worker_msg *m);
 /* A sign-in's device read came back (WM_DEVICE_READ, gateway/store_reads.h). */
 void session_device_read(worker *w, conn *c, const worker_msg *m);
+/* A History, ListConversations or LookupUser answer read off the worker came back
+ * (WM_REQUEST_READ, gateway/request_read.h). */
+void session_request_read(worker *w, conn *c, const worker_msg *m);
 /* Closes this worker's connections signed in as (user, device): the device
  * was removed (1008). */
 void session_close_device(worker *w, uint64_t user, uint32_t device);

@@ -24,6 +24,10 @@ typedef struct conn_side {
     float typing_tokens;
     float presence_tokens;
     uint32_t dm_sent;               /* pushed since the latest StartSync */
+    bool dm_reading;                /* a page of them is being read off the worker (Cassandra,
+                                       gateway/device_message_read.h); only while dm_pending.
+                                       The input waits meanwhile (worker.c conn_input_blocked),
+                                       as it did while the worker read the page itself */
     uint32_t device_ack_bytes;      /* what decoding device_ack allocated */
     Parley__V1__Frame *device_ack;  /* newest AckDeviceMessages of this turn, not yet handed
                                        to the writer (owned); session_flush_acks */

@@ -337,7 +337,7 @@ static void connect_read(worker *w, conn *c, mqtt_link *l, mqtt_connect_ask *q) 
             connack_busy(w, c, l, "server busy");
             return;
         }
-        c->connect_read = true;
+        c->read_wait = true;
         return;
     }
     mqtt_connect_read r;
@@ -349,15 +349,21 @@ void mqtt_conn_connect_read(worker *w, conn *c, const worker_msg *m) {
     mqtt_link *l = c->mqtt ? link_of(w, c) : NULL;
     mqtt_connect_read r;
     /* the connection closed meanwhile, or this is not the read it waits for */
-    if (!l || c->state == CONN_CLOSING || !c->connect_read || l->connected || !mqtt_connect_read_of(m, &r) ||
+    if (!l || c->state == CONN_CLOSING || !c->read_wait || l->connected || !mqtt_connect_read_of(m, &r) ||
         r.ask.user_id != l->user || r.ask.device_id != l->device)
         return;
-    c->connect_read = false;
+    c->read_wait = false;
     connect_finish(w, c, l, &r);
-    /* MQTT over WebSocket: packets that came in CONNECT's message after it
-     * waited in ws_in (no new message will push them through); over TCP
-     * the input resumes when the CONNACK is written (worker.c conn_flush) */
-    if (c->state == CONN_WS && buf_len(&l->ws_in) > 0) {
+    mqtt_conn_input_held(w, c);   /* what came in CONNECT's message after it */
+}
+
+void mqtt_conn_input_held(worker *w, conn *c) {
+    mqtt_link *l = c->mqtt ? link_of(w, c) : NULL;
+    /* MQTT over WebSocket: packets that came in the message of the one the
+     * read was for waited in ws_in (no new message will push them through);
+     * over TCP the input resumes when the answer is written (worker.c
+     * conn_flush) */
+    if (l && c->state == CONN_WS && buf_len(&l->ws_in) > 0) {
         buf_consume(&l->ws_in, mqtt_conn_input(w, c, buf_head(&l->ws_in), buf_len(&l->ws_in), NULL));
         if (buf_len(&l->ws_in) == 0) buf_free(&l->ws_in);
     }
@@ -687,8 +693,9 @@ size_t mqtt_conn_input(worker *w, conn *c, const uint8_t *data, size_t len, bool
     const config *cfg = &w->srv->cfg;
     size_t done = 0;
     while (done < len && c->state != CONN_CLOSING) {
-        /* CONNECT's read is out: what follows waits for its CONNACK */
-        if (c->connect_read) {
+        /* CONNECT's read is out: what follows waits for its CONNACK; a
+         * request's read (session.c): what follows waits for its answer */
+        if (c->read_wait) {
             if (blocked) *blocked = true;
             break;
         }

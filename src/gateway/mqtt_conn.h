@@ -18,7 +18,7 @@
  * The sign-in's store reads (the device key, the cursor behind Session
  * Present: gateway/mqtt_connect_read.h) are a job for the reader pool on
  * Cassandra; while it is out the connection handles no packet
- * (conn.connect_read), so what the device sent after CONNECT waits for
+ * (conn.read_wait), so what the device sent after CONNECT waits for
  * CONNACK. */
 #ifndef PARLEY_GATEWAY_MQTT_CONN_H
 #define PARLEY_GATEWAY_MQTT_CONN_H
@@ -82,5 +82,10 @@ void mqtt_conn_cursor_read(worker *w, conn *c, const worker_msg *m);
  * checked and answered (CONNACK), and the packets that waited are handled.
  * Dropped when c is not waiting for it. */
 void mqtt_conn_connect_read(worker *w, conn *c, const worker_msg *m);
+/* A read the input waited for came back (a request's: session.c): the
+ * packets that came over WebSocket with the request and waited are handled
+ * now, since no new message would push them through. Over TCP the input
+ * resumes when the answer is written (worker.c conn_flush). */
+void mqtt_conn_input_held(worker *w, conn *c);
 
 #endif

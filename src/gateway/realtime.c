@@ -13,7 +13,9 @@
 #include "core/clock.h"
 #include "core/metrics.h"
 #include "gateway/conn_side.h"
+#include "gateway/device_message_read.h"
 #include "gateway/presence_access.h"
+#include "gateway/store_watch.h"
 
 enum {
     MAX_PRESENCE_USERS = 1024,
@@ -293,32 +295,36 @@ void realtime_get_devices(worker *w, conn *c, const Parley__V1__Frame *f) {
 
 /* -------------------------------------------------------- device messages */
 
-enum { DEVICE_MESSAGE_PAGE = 64 };
-
-typedef struct dm_page {
-    worker *w;
-    conn *c;
-    uint32_t seen;
-} dm_page;
-
-static int push_device_message(void *ud, uint64_t queue_seq, const uint8_t *msg, size_t len) {
-    dm_page *pg = ud;
-    conn *c = pg->c;
-    pg->seen++;
-    c->side->dm_after = queue_seq;   /* held while dm_pending */
-    c->side->dm_sent++;
-    Parley__V1__DeviceMessage *dm = parley__v1__device_message__unpack(NULL, len, msg);
-    if (dm) {
-        Parley__V1__Frame f;
-        parley__v1__frame__init(&f);
-        f.body_case = PARLEY__V1__FRAME__BODY_DEVICE_MESSAGE;
-        f.device_message = dm;
-        conn_send_frame(pg->w, c, &f);
-        parley__v1__device_message__free_unpacked(dm, NULL);
+/* Writes the page's messages while the output has room (at most one past
+ * the cap) and the sync's share lasts; what is left is read again from the
+ * last one written. A page asked before the latest StartSync is not
+ * written: the paging starts again. The paging ends with a page that holds
+ * nothing (or whose read failed: the rest at the next StartSync). */
+static void write_dm_page(worker *w, conn *c, const worker_msg *m) {
+    conn_side *s = c->side;
+    dm_page_head h;
+    if (!dm_page_head_of(m, &h) || h.ask.after != s->dm_after) return;   /* asked before the latest StartSync */
+    dm_entries it;
+    dm_entries_start(m, &it);
+    uint64_t queue_seq;
+    const uint8_t *msg;
+    size_t len;
+    while (dm_entries_next(&it, &queue_seq, &msg, &len)) {
+        if (c->state != CONN_WS || !delivery_output_room(w, c) || s->dm_sent >= MAX_DEVICE_MESSAGES_AT_SYNC)
+            break;
+        s->dm_after = queue_seq;
+        s->dm_sent++;
+        Parley__V1__DeviceMessage *dm = parley__v1__device_message__unpack(NULL, len, msg);
+        if (dm) {
+            Parley__V1__Frame f;
+            parley__v1__frame__init(&f);
+            f.body_case = PARLEY__V1__FRAME__BODY_DEVICE_MESSAGE;
+            f.device_message = dm;
+            conn_send_frame(w, c, &f);
+            parley__v1__device_message__free_unpacked(dm, NULL);
+        }
     }
-    /* the next one waits for room: at most one message past the cap */
-    return !delivery_output_room(pg->w, c) || c->side->dm_sent >= MAX_DEVICE_MESSAGES_AT_SYNC ||
-           c->state != CONN_WS;
+    if (h.failed || h.n == 0) c->dm_pending = false;
 }
 
 /* The paging lives in c's side state (conn_side.h) while dm_pending. */
@@ -332,15 +338,38 @@ void realtime_push_device_messages(worker *w, conn *c) {
 }
 
 void realtime_pump_device_messages(worker *w, conn *c) {
-    while (c->dm_pending && c->state == CONN_WS && delivery_output_room(w, c)) {
+    /* a failing store is not read (gateway/store_watch.h): the sweep pumps
+     * again each second */
+    if (c->dm_pending && store_watch_reads_held(w->srv)) return;
+    while (c->dm_pending && !c->side->dm_reading && c->state == CONN_WS && delivery_output_room(w, c)) {
         if (c->side->dm_sent >= MAX_DEVICE_MESSAGES_AT_SYNC) {
             c->dm_pending = false;   /* the rest at the next StartSync, after acks */
             return;
         }
-        dm_page pg = {w, c, 0};
-        if (store_scan_device_messages_after(w->srv->store, c->user_id, c->device_id, c->side->dm_after,
-                                             DEVICE_MESSAGE_PAGE, push_device_message, &pg) < 0 ||
-            pg.seen == 0)
-            c->dm_pending = false;
+        dm_ask q = {.user_id = c->user_id, .device_id = c->device_id, .after = c->side->dm_after};
+        if (w->srv->store_reads) {
+            /* Cassandra: the read goes to the reader pool, its page comes
+             * back to realtime_device_messages_page; one per connection */
+            if (dm_read_submit(w->srv->store_reads, c->id, &q) != 0) {
+                METRIC_INC(sync_read_failures_total);   /* the pool is full: the sweep pumps again */
+                return;
+            }
+            c->side->dm_reading = true;
+            return;
+        }
+        /* RocksDB: local reads, on this thread */
+        worker_msg *m = dm_read_page(w->srv->store, c->id, &q);
+        write_dm_page(w, c, m);
+        worker_msg_free(m);
     }
+}
+
+void realtime_device_messages_page(worker *w, conn *c, const worker_msg *m) {
+    if (!c->side || !c->side->dm_reading) return;   /* cannot be: one page at a time */
+    c->side->dm_reading = false;
+    if (c->dm_pending) write_dm_page(w, c, m);
+    /* the input waited for the page (worker.c conn_input_blocked): this
+     * turn's flush resumes it, also when nothing was written */
+    conn_mark_dirty(w, c);
+    delivery_pump(w, c);   /* the next page, or the catch-up that waited for these */
 }

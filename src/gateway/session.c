@@ -5,18 +5,20 @@
  * through the worker's inbox once it is durable. StartSync and Ack drive
  * delivery (delivery.c).
  *
- * Reads run on the loop thread: they are point lookups and short range
- * scans that RocksDB serves from its memtable and block cache. A read that
- * misses the cache waits on disk; moving reads to a pool is future work
- * (noted in DESIGN). On Cassandra a sign-in's device read and the catch-up
- * pages of a sync (delivery.c) already go to a pool (gateway/store_reads.h):
- * a frozen node must not hold the worker. */
+ * Where the reads run depends on the store. RocksDB: on the loop thread,
+ * point lookups and short range scans served from its memtable and block
+ * cache (a miss waits on disk). Cassandra: every read is a network round
+ * trip and a frozen node holds it for the client's deadline, so a
+ * sign-in's device read, the device messages and catch-up pages of a sync
+ * (realtime.c, delivery.c) and History, ListConversations and LookupUser
+ * (gateway/request_read.h) go to the reader pool (gateway/store_reads.h)
+ * and come back as worker messages: a frozen node must not hold the
+ * worker. Still on the loop thread there: the request reads of realtime.c
+ * (receipts, devices, presence, typing). */
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "chat/consent.h"
-#include "chat/membership.h"
 #include "chat/writer.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -26,20 +28,16 @@
 #include "gateway/conn_auth.h"
 #include "gateway/conn_side.h"
 #include "gateway/in_flight.h"
+#include "gateway/mqtt_conn.h"
 #include "gateway/realtime.h"
 #include "gateway/register_limit.h"
+#include "gateway/request_read.h"
 #include "gateway/request_limits.h"
 #include "gateway/send_read.h"
 #include "gateway/store_reads.h"
 #include "gateway/store_watch.h"
 #include "push/push_gateway.h"
 #include "push/webpush_crypto.h"
-
-enum {
-    MAX_LIST = 1000,        /* conversations in one ListConversations answer */
-    HISTORY_DEFAULT = 50,
-    HISTORY_MAX = 200,
-};
 
 static const char AUTH_CONTEXT[] = "parley.v1 auth";   /* 14 bytes, no NUL */
 enum { MAX_AUTH_HOST = 255 };   /* http.h keeps at most this much of Host */
@@ -345,200 +343,72 @@ void session_drop_presence(worker *w, uint64_t user, uint64_t about_user) {
 
 /* ------------------------------------------------------------------ reads */
 
-static void handle_lookup_user(worker *w, conn *c, const Parley__V1__Frame *f) {
-    uint64_t id = 0;
-    int found = store_get_user_id(w->srv->store, f->lookup_user->name, &id);
-    if (found != 1) {
-        conn_send_error(w, c, f->request_id,
-                        found < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__NOT_FOUND,
-                        found < 0 ? "store read failed" : "no such user");
+/* The answer request_read_answer made: the Frame it carries, written as is. */
+static void request_answer(worker *w, conn *c, const worker_msg *m) {
+    request_read_ask q;
+    const uint8_t *frame = NULL;
+    size_t len = 0;
+    if (request_read_of(m, &q, &frame, &len)) conn_send(w, c, WS_OP_BINARY, frame, len);
+}
+
+/* History, ListConversations and LookupUser (gateway/request_read.h). On Cassandra the
+ * read goes to the reader pool and the connection's input waits until the
+ * answer is back (session_request_read); on RocksDB it is made here. The
+ * answer is the same Frame either way. */
+static void request_read(worker *w, conn *c, const Parley__V1__Frame *f) {
+    request_read_ask q;
+    memset(&q, 0, sizeof q);
+    q.request_id = f->request_id;
+    q.user_id = c->user_id;
+    if (f->body_case == PARLEY__V1__FRAME__BODY_HISTORY) {
+        q.kind = REQUEST_READ_HISTORY;
+        q.conversation_id = f->history->conversation_id;
+        q.before_seq = f->history->before_seq;
+        q.limit = f->history->limit;
+        q.max_bytes = w->srv->cfg.history_page_bytes;
+    } else if (f->body_case == PARLEY__V1__FRAME__BODY_LOOKUP_USER) {
+        q.kind = REQUEST_READ_LOOKUP_USER;
+        size_t n = strlen(f->lookup_user->name);
+        if (n > REQUEST_READ_NAME_MAX) {   /* longer than any stored name: what the read would say */
+            conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__NOT_FOUND, "no such user");
+            return;
+        }
+        memcpy(q.name, f->lookup_user->name, n);
+        q.name_len = (uint8_t)n;
+    } else {
+        q.kind = REQUEST_READ_LIST;
+    }
+    if (store_watch_reads_held(w->srv)) {   /* not read while it fails: gateway/store_watch.h */
+        conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__UNAVAILABLE, "the store is not answering; retry");
         return;
     }
-    Parley__V1__Response r;
-    Parley__V1__UserInfo u;
-    parley__v1__response__init(&r);
-    parley__v1__user_info__init(&u);
-    u.user_id = id;
-    u.name = f->lookup_user->name;
-    r.result_case = PARLEY__V1__RESPONSE__RESULT_USER;
-    r.user = &u;
-    conn_respond(w, c, f->request_id, &r);
-}
-
-static int current_member(worker *w, uint64_t conv, uint64_t user, Parley__Store__Member **out) {
-    return membership_current(w->srv->store, conv, user, out);
-}
-
-typedef struct id_list {
-    uint64_t *ids;
-    size_t n, cap;
-} id_list;
-
-static int collect_id(void *ud, uint64_t id) {
-    id_list *l = ud;
-    if (l->n == l->cap) {
-        if (l->cap >= MAX_LIST * 2) return 1;
-        l->cap = l->cap ? l->cap * 2 : 16;
-        uint64_t *grown = realloc(l->ids, l->cap * sizeof *grown);
-        if (!grown) return 1;
-        l->ids = grown;
-    }
-    l->ids[l->n++] = id;
-    return 0;
-}
-
-typedef struct member_lists {
-    id_list members, admins;
-} member_lists;
-
-static int collect_active_member(void *ud, uint64_t user, const Parley__Store__Member *m) {
-    member_lists *l = ud;
-    if (m->joined_seq == 0 || m->left_seq != 0) return 0;
-    if (m->admin && collect_id(&l->admins, user)) return 1;
-    return collect_id(&l->members, user);
-}
-
-/* My view of the other side of a conversation: the other member of a direct
- * one, or whoever added me to a group; -1 when there is none (a group I
- * created). Not accepted: the conversation is a message request for me. */
-static int view_of_other(store *st, uint64_t me, const Parley__Store__Member *m, uint64_t direct_other) {
-    uint64_t other = m->direct_peer ? m->direct_peer : direct_other ? direct_other : m->added_by;
-    if (!other || other == me) return -1;
-    return consent_state(st, me, other);
-}
-
-static void free_summary(Parley__V1__ConversationSummary *s) {
-    free(s->name);
-    free(s->member_user_ids);
-    free(s->admin_user_ids);
-    free(s);
-}
-
-static void handle_list(worker *w, conn *c, const Parley__V1__Frame *f) {
-    store *st = w->srv->store;
-    id_list convs = {0};
-    store_scan_user_conversations(st, c->user_id, collect_id, &convs);
-    Parley__V1__ConversationSummary **items = calloc(convs.n ? convs.n : 1, sizeof *items);
-    size_t n = 0;
-    for (size_t i = 0; i < convs.n && n < MAX_LIST && items; i++) {
-        Parley__Store__Member *me = NULL;
-        if (current_member(w, convs.ids[i], c->user_id, &me) != 1) continue;
-        if (me->hidden) {   /* a declined request */
-            parley__store__member__free_unpacked(me, NULL);
-            continue;
-        }
-        Parley__Store__Conversation *rec = NULL;
-        if (store_get_conversation(st, convs.ids[i], &rec) != 1) {
-            parley__store__member__free_unpacked(me, NULL);
-            continue;
-        }
-        Parley__V1__ConversationSummary *s = malloc(sizeof *s);
-        if (!s) abort();
-        parley__v1__conversation_summary__init(s);
-        s->conversation_id = convs.ids[i];
-        s->kind = (Parley__V1__ConversationKind)rec->kind;
-        s->name = strdup(rec->name);
-        store_last_seq(st, convs.ids[i], &s->last_seq);
-        s->read_seq = me->read_seq;
-        s->unread = s->last_seq > me->read_seq ? s->last_seq - me->read_seq : 0;
-        member_lists ml = {{0}, {0}};
-        store_scan_members(st, convs.ids[i], collect_active_member, &ml);
-        s->member_user_ids = ml.members.ids;
-        s->n_member_user_ids = ml.members.n;
-        s->admin_user_ids = ml.admins.ids;
-        s->n_admin_user_ids = ml.admins.n;
-        uint64_t direct_other = 0;   /* direct conversations from before direct_peer was kept */
-        if (rec->kind == PARLEY__V1__CONVERSATION_KIND__DIRECT && !me->direct_peer)
-            for (size_t k = 0; k < ml.members.n; k++)
-                if (ml.members.ids[k] != c->user_id) direct_other = ml.members.ids[k];
-        int view = view_of_other(st, c->user_id, me, direct_other);
-        s->request = view >= 0 && view != CONSENT_ACCEPTED;
-        /* a direct conversation with someone I blocked is not listed */
-        if (rec->kind == PARLEY__V1__CONVERSATION_KIND__DIRECT && view == CONSENT_BLOCKED) free_summary(s);
-        else items[n++] = s;
-        parley__store__conversation__free_unpacked(rec, NULL);
-        parley__store__member__free_unpacked(me, NULL);
-    }
-    free(convs.ids);
-
-    Parley__V1__Response r;
-    Parley__V1__ConversationList list;
-    parley__v1__response__init(&r);
-    parley__v1__conversation_list__init(&list);
-    list.conversations = items;
-    list.n_conversations = n;
-    r.result_case = PARLEY__V1__RESPONSE__RESULT_CONVERSATIONS;
-    r.conversations = &list;
-    conn_respond(w, c, f->request_id, &r);
-    for (size_t i = 0; i < n; i++) free_summary(items[i]);
-    free(items);
-}
-
-typedef struct history_scan {
-    Parley__V1__Message *m[HISTORY_MAX + 1];
-    size_t n;
-    uint64_t from_seq;      /* the member's joined_seq: nothing older is theirs to read */
-    size_t bytes, max_bytes;    /* encoded messages taken; the page's byte cap */
-    bool byte_capped;           /* stopped by max_bytes: older messages remain */
-} history_scan;
-
-/* A page holds whole messages up to the byte cap (at least one, so a
- * conversation of messages near the cap still reads page by page): the
- * answer is bounded before it is built, and fits a client's frame limit. */
-static int collect_message(void *ud, uint64_t seq, const uint8_t *msg, size_t len) {
-    history_scan *h = ud;
-    if (seq < h->from_seq) return 1;
-    if (h->n > 0 && h->bytes + len > h->max_bytes) {
-        h->byte_capped = true;
-        return 1;
-    }
-    Parley__V1__Message *m = parley__v1__message__unpack(NULL, len, msg);
-    if (m) {
-        h->m[h->n++] = m;
-        h->bytes += len;
-    }
-    return 0;
-}
-
-static void handle_history(worker *w, conn *c, const Parley__V1__Frame *f) {
-    const Parley__V1__History *q = f->history;
-    Parley__Store__Member *me = NULL;
-    int member = current_member(w, q->conversation_id, c->user_id, &me);
-    uint64_t joined = me ? me->joined_seq : 0;
-    if (me) parley__store__member__free_unpacked(me, NULL);
-    if (member != 1) {
-        conn_send_error(w, c, f->request_id,
-                        member < 0 ? PARLEY__V1__STATUS__INTERNAL : PARLEY__V1__STATUS__FORBIDDEN,
-                        "not a member of this conversation");
+    if (w->srv->store_reads) {
+        if (request_read_submit(w->srv->store_reads, c->id, &q) != 0)
+            conn_send_error(w, c, f->request_id, PARLEY__V1__STATUS__UNAVAILABLE, "server busy; retry shortly");
+        else
+            c->read_wait = true;
         return;
     }
-    uint32_t limit = q->limit == 0 ? HISTORY_DEFAULT : q->limit > HISTORY_MAX ? HISTORY_MAX : q->limit;
-    history_scan *h = calloc(1, sizeof *h);
-    if (!h) abort();
-    h->from_seq = joined;
-    h->max_bytes = w->srv->cfg.history_page_bytes;
-    /* one more than asked tells whether older messages exist */
-    store_scan_messages_back(w->srv->store, q->conversation_id, q->before_seq, limit + 1,
-                             collect_message, h);
-    bool more = h->n > limit || h->byte_capped;
-    size_t n = h->n > limit ? limit : h->n;
-    if (h->byte_capped) METRIC_INC(history_pages_byte_capped_total);
-    /* newest first from the scan; the page is oldest first */
-    Parley__V1__Message *page[HISTORY_MAX];
-    for (size_t i = 0; i < n; i++) page[i] = h->m[n - 1 - i];
+    worker_msg *m = request_read_answer(w->srv->store, c->id, &q);   /* RocksDB: local reads */
+    request_answer(w, c, m);
+    worker_msg_free(m);
+}
 
-    Parley__V1__Response r;
-    Parley__V1__HistoryPage hp;
-    parley__v1__response__init(&r);
-    parley__v1__history_page__init(&hp);
-    hp.messages = page;
-    hp.n_messages = n;
-    hp.has_more = more;
-    r.result_case = PARLEY__V1__RESPONSE__RESULT_HISTORY;
-    r.history = &hp;
-    conn_respond(w, c, f->request_id, &r);
-    for (size_t i = 0; i < h->n; i++) parley__v1__message__free_unpacked(h->m[i], NULL);
-    free(h);
+void session_request_read(worker *w, conn *c, const worker_msg *m) {
+    request_read_ask q;
+    const uint8_t *frame = NULL;
+    size_t len = 0;
+    /* the connection waits for its one read (a signed-in connection keeps its user) */
+    if (!c->read_wait || !request_read_of(m, &q, &frame, &len) || !c->signed_in || q.user_id != c->user_id)
+        return;
+    c->read_wait = false;
+    request_answer(w, c, m);
+    /* the input waited (worker.c conn_input_blocked): this turn's flush
+     * resumes it, also when nothing was queued (an MQTT device's Maximum
+     * Packet Size can discard the answer); MQTT packets held with it over
+     * WebSocket go on now */
+    conn_mark_dirty(w, c);
+    if (c->mqtt) mqtt_conn_input_held(w, c);
 }
 
 /* ------------------------------------------------------------------ sync */
@@ -795,12 +665,10 @@ void session_handle(worker *w, conn *c, const uint8_t *data, size_t len) {
         if (!c->signed_in) {
             if (f->body_case != PARLEY__V1__FRAME__BODY_ACK)
                 conn_send_error(w, c, rid, PARLEY__V1__STATUS__UNAUTHENTICATED, "sign in first");
-        } else if (f->body_case == PARLEY__V1__FRAME__BODY_LOOKUP_USER) {
-            handle_lookup_user(w, c, f);
-        } else if (f->body_case == PARLEY__V1__FRAME__BODY_LIST_CONVERSATIONS) {
-            handle_list(w, c, f);
-        } else if (f->body_case == PARLEY__V1__FRAME__BODY_HISTORY) {
-            handle_history(w, c, f);
+        } else if (f->body_case == PARLEY__V1__FRAME__BODY_LOOKUP_USER ||
+                   f->body_case == PARLEY__V1__FRAME__BODY_LIST_CONVERSATIONS ||
+                   f->body_case == PARLEY__V1__FRAME__BODY_HISTORY) {
+            request_read(w, c, f);
         } else if (f->body_case == PARLEY__V1__FRAME__BODY_START_SYNC) {
             handle_start_sync(w, c, f);
         } else {

@@ -17,7 +17,13 @@
  *   - what an MQTT CONNECT needs (STORE_READ_MQTT_CONNECT,
  *     gateway/mqtt_connect_read.h): the device's key and, for a persistent
  *     session, whether a cursor is stored; handed over as a
- *     WM_MQTT_CONNECT_READ, the worker checks the sign-in with it.
+ *     WM_MQTT_CONNECT_READ, the worker checks the sign-in with it;
+ *   - a page of the device messages a StartSync pushes
+ *     (STORE_READ_DEVICE_MESSAGES, gateway/device_message_read.h): the run
+ *     callback reads and hands the page over (WM_DEVICE_MESSAGES);
+ *   - a History, ListConversations or LookupUser request (STORE_READ_REQUEST,
+ *     gateway/request_read.h): the run callback reads and builds the
+ *     answer, handed over as a WM_REQUEST_READ the worker writes.
  *
  * Bounded: at most `cap` jobs wait; a job that finds the queue full is
  * refused at once (the device is told to retry). Jobs are plain values:
@@ -30,7 +36,9 @@
 #include <stdint.h>
 
 #include "gateway/catchup_read.h"
+#include "gateway/device_message_read.h"
 #include "gateway/mqtt_connect_read.h"
+#include "gateway/request_read.h"
 
 struct server;
 
@@ -46,6 +54,8 @@ typedef enum store_read_kind {
     STORE_READ_CATCHUP_PAGE,
     STORE_READ_MQTT_CURSOR,
     STORE_READ_MQTT_CONNECT,
+    STORE_READ_REQUEST,
+    STORE_READ_DEVICE_MESSAGES,
 } store_read_kind;
 
 /* DEVICE: read the device (user_id, device_id) for connection conn_id; its
@@ -53,7 +63,9 @@ typedef enum store_read_kind {
  * one is cut and marked invalid) so the worker holds nothing but the nonce.
  * CATCHUP_PAGE: read the page `page` asks for, for conn_id.
  * MQTT_CURSOR: read the cursor of (user_id, device_id), for conn_id.
- * MQTT_CONNECT: read what `connect` asks for, for conn_id. */
+ * MQTT_CONNECT: read what `connect` asks for, for conn_id.
+ * REQUEST: read and answer what `request` asks, for conn_id.
+ * DEVICE_MESSAGES: read the page `dm` asks for, for conn_id. */
 typedef struct store_read_job {
     uint8_t kind;               /* store_read_kind */
     uint64_t conn_id;
@@ -65,6 +77,8 @@ typedef struct store_read_job {
     union {                     /* by kind: a job is one of them */
         catchup_ask page;
         mqtt_connect_ask connect;
+        request_read_ask request;
+        dm_ask dm;
     };
 } store_read_job;
 
@@ -89,7 +103,8 @@ typedef int (*store_reads_read_fn)(void *ctx, uint64_t user_id, uint32_t device_
 /* Called on a reader thread with each finished device read. */
 typedef void (*store_reads_done_fn)(void *ctx, const store_read_result *r);
 /* Called on a reader thread for every other job (a catch-up page, an MQTT
- * cursor or CONNECT): reads and hands the result to the connection's worker
+ * cursor or CONNECT, a History, ListConversations or LookupUser, a page of
+ * device messages): reads and hands the result to the connection's worker
  * itself. */
 typedef void (*store_reads_run_fn)(void *ctx, const store_read_job *job);
 
@@ -113,7 +128,10 @@ void store_reads_free(store_reads *p);
 
 /* The server's pool: reads srv->store, posts each result to the worker that
  * owns its connection (parley_gateway_catchup_pages_total counts its pages,
- * parley_gateway_mqtt_connect_reads_total its CONNECT reads). NULL for a
+ * parley_gateway_mqtt_connect_reads_total its CONNECT reads,
+ * parley_gateway_request_reads_total its History, ListConversations and
+ * LookupUser requests, parley_gateway_device_message_pages_total its
+ * device-message pages). NULL for a
  * store whose reads do not wait (RocksDB: local reads, answered inline) or
  * when it cannot start. */
 store_reads *store_reads_start(struct server *srv);

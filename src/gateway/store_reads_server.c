@@ -1,11 +1,14 @@
 /* store_reads_server.c -- the server's read pool (store_reads.h): reads
  * srv->store and posts each result (a sign-in's device, a catch-up page, an
- * MQTT session's cursor, an MQTT CONNECT's reads) to the connection's worker. */
+ * MQTT session's cursor, an MQTT CONNECT's reads, the answer to a History,
+ * ListConversations or LookupUser, a page of device messages) to the connection's worker. */
 #include <string.h>
 
 #include "core/metrics.h"
 #include "gateway/catchup_read.h"
+#include "gateway/device_message_read.h"
 #include "gateway/mqtt_connect_read.h"
+#include "gateway/request_read.h"
 #include "gateway/store_reads.h"
 #include "gateway/worker_msg.h"
 #include "server.h"
@@ -44,6 +47,14 @@ static void run_job(void *ctx, const store_read_job *job) {
     } else if (job->kind == STORE_READ_MQTT_CONNECT) {
         worker_msg *m = mqtt_connect_read_msg(srv->store, job->conn_id, &job->connect);
         METRIC_INC(gateway_mqtt_connect_reads_total);
+        worker_post(srv, m);
+    } else if (job->kind == STORE_READ_REQUEST) {
+        worker_msg *m = request_read_answer(srv->store, job->conn_id, &job->request);
+        METRIC_INC(gateway_request_reads_total);
+        worker_post(srv, m);
+    } else if (job->kind == STORE_READ_DEVICE_MESSAGES) {
+        worker_msg *m = dm_read_page(srv->store, job->conn_id, &job->dm);
+        METRIC_INC(gateway_device_message_pages_total);
         worker_post(srv, m);
     }
 }

@@ -46,6 +46,7 @@
 #include "gateway/http_endpoint.h"
 #include "gateway/in_flight.h"
 #include "gateway/mqtt_conn.h"
+#include "gateway/realtime.h"
 #include "net/http.h"
 #include "net/tls.h"
 
@@ -297,7 +298,7 @@ static void handle_ws(worker *w, conn *c);
 
 bool conn_input_blocked(const worker *w, const conn *c) {
     const config *cfg = &w->srv->cfg;
-    return c->connect_read || buf_len(&c->out) >= cfg->conn_output_cap ||
+    return c->read_wait || (c->side && c->side->dm_reading) || buf_len(&c->out) >= cfg->conn_output_cap ||
            in_flight_count(c) >= cfg->max_in_flight || in_flight_bytes(c) >= cfg->max_in_flight_bytes;
 }
 
@@ -691,6 +692,12 @@ static void handle_inbox(worker *w) {
                     break;
                 case WM_CURSOR_READ:
                     mqtt_conn_cursor_read(w, c, m);
+                    break;
+                case WM_REQUEST_READ:
+                    session_request_read(w, c, m);
+                    break;
+                case WM_DEVICE_MESSAGES:
+                    realtime_device_messages_page(w, c, m);
                     break;
                 case WM_MQTT_CONNECT_READ:   /* above */
                 case WM_CLOSE_DEVICE:

@@ -35,6 +35,10 @@ typedef enum worker_msg_kind {
                        read off the worker (gateway/store_reads.h) */
     WM_MQTT_CONNECT_READ, /* data: an mqtt_connect_read, what an MQTT CONNECT read off the
                              worker (gateway/mqtt_connect_read.h) */
+    WM_REQUEST_READ, /* data: a request_read_ask and the encoded Frame answering it, a History,
+                        ListConversations or LookupUser read off the worker (gateway/request_read.h) */
+    WM_DEVICE_MESSAGES, /* data: a page of the device messages a StartSync pushes, read off
+                           the worker (gateway/device_message_read.h) */
 } worker_msg_kind;
 
 typedef struct worker_msg {

@@ -118,6 +118,9 @@ static size_t pump_inbox(conn *c) {
                 case WM_INBOX_PAGE: break;      /* the Cassandra store only (gateway/catchup_read.h) */
                 case WM_CURSOR_READ:            /* MQTT on the Cassandra store only */
                 case WM_MQTT_CONNECT_READ: break;
+                case WM_REQUEST_READ: break;    /* the Cassandra store only: on RocksDB the worker
+                                                   answers in place (gateway/request_read.h) */
+                case WM_DEVICE_MESSAGES: break; /* the same (gateway/device_message_read.h) */
                 }
             }
             worker_msg_free(m);
