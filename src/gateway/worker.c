@@ -848,13 +848,13 @@ static void sweep(worker *w) {
              * in the handshake until CONNACK) is answered when the read
              * ends, within the store's deadline (Cassandra: 12 s, above
              * the handshake timeout's default) */
-            if (!c->connect_read && (uint32_t)(now32 - c->phase_ms) > cfg->handshake_timeout_ms) {
+            if (!c->read_wait && (uint32_t)(now32 - c->phase_ms) > cfg->handshake_timeout_ms) {
                 METRIC_INC(handshake_timeouts_total);
                 conn_free(w, c);
             }
             break;
         case CONN_WS:
-            if (!c->signed_in && c->auth && !c->connect_read && now - c->auth->since_ms > cfg->signin_timeout_ms) {
+            if (!c->signed_in && c->auth && !c->read_wait && now - c->auth->since_ms > cfg->signin_timeout_ms) {
                 METRIC_INC(signin_timeouts_total);
                 conn_close(w, c, WS_CLOSE_POLICY, "sign-in timeout: sign in right after the upgrade");
             } else if (c->input_paused && buf_len(&c->out) >= cfg->conn_output_cap &&
