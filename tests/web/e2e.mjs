@@ -415,8 +415,16 @@ async function main() {
     await alice.click('#add-form button[type=submit]');
     await waitFor('carol added', async () => (await alice.textContent('#messages')).includes(`added ${names.carol}`));
     await waitFor('three members', async () => (await alice.textContent('#chat-presence')) === '3 members');
-    await openConv(bob, club);
-    await bob.click('#leave');
+    // The view has been seen to move back to bob's direct conversation
+    // between openConv and the click (CI, session 13: current 60, not the
+    // club; not understood yet), leaving Leave hidden: open and click again
+    // until the click lands, and say so when it had to.
+    let tries = 0;
+    await waitFor('bob clicks Leave in the club', async () => {
+      if (tries++ > 0) console.error(`  bob's view was on ${await currentConv(bob)}, not the club: opened again`);
+      await openConv(bob, club);
+      return bob.click('#leave', { timeout: 2_000 }).then(() => true, () => false);
+    });
     await waitFor('the club gone from bob\'s list', async () => !(await bob.isVisible(`#conv-list button.conv[data-conv="${club}"]`)));
     await waitFor('alice sees bob leave', async () => (await alice.textContent('#messages')).includes(`${names.bob} left`));
     await waitFor('two members', async () => (await alice.textContent('#chat-presence')) === '2 members');
