@@ -1121,6 +1121,17 @@ int h_accept(h_dev *d, uint64_t conv) {
     return -1;
 }
 
+int h_direct_pair(const h_server *s, h_dev **alice, h_dev **bob, uint64_t *conv) {
+    *alice = h_user_new(s, "alice");
+    *bob = h_user_new(s, "bob");
+    if (!*alice || !*bob) return -1;
+    if (pc_open_direct((*alice)->c, (*bob)->id.user_id, conv) != 0) {
+        fprintf(stderr, "  pc_open_direct alice: %s\n", pc_error((*alice)->c));
+        return -1;
+    }
+    return h_accept(*bob, *conv);
+}
+
 int h_accept_all(h_dev *d) {
     Parley__V1__ConversationList *l = NULL;
     if (pc_list_conversations(d->c, &l) != 0) {
@@ -1570,6 +1581,19 @@ int h_raw_send_frame(h_raw *w, const Parley__V1__Frame *f) {
 
 int h_raw_await_response(h_raw *w, uint64_t request_id, int max_frames, Parley__V1__Frame **resp) {
     return raw_await_response(w, request_id, max_frames, resp, NULL);
+}
+
+int h_raw_worker_answers(h_raw *w, uint64_t request_id) {
+    Parley__V1__PushGetKey gk = PARLEY__V1__PUSH_GET_KEY__INIT;
+    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
+    f.body_case = PARLEY__V1__FRAME__BODY_PUSH_GET_KEY;
+    f.push_get_key = &gk;
+    f.request_id = request_id;
+    if (h_raw_send_frame(w, &f) != 0) return 0;
+    Parley__V1__Frame *resp = NULL;
+    int st = h_raw_await_response(w, request_id, 16, &resp);
+    if (resp) parley__v1__frame__free_unpacked(resp, NULL);
+    return st >= 0;
 }
 
 int h_raw_connect(int port, const h_raw_opts *o, h_raw *w) { return raw_connect_port(port, o, w); }

@@ -228,6 +228,10 @@ int h_pid_stop_checked(pid_t pid, const char *log, const char *what);
  * every request in d's conversation list. 0 or -1 (error on stderr). */
 int h_accept(h_dev *d, uint64_t conv);
 int h_accept_all(h_dev *d);
+/* Users "alice" and "bob" signed up on s, a direct conversation opened by
+ * alice and accepted by bob (*conv). 0, or -1 (said on stderr; what was
+ * made is in *alice, *bob for the caller to free). */
+int h_direct_pair(const h_server *s, h_dev **alice, h_dev **bob, uint64_t *conv);
 
 /* ------------------------------------------------------ raw connections
  *
@@ -348,6 +352,11 @@ int h_raw_send_frame(h_raw *w, const Parley__V1__Frame *f);
  * it), or -1 (closed, timed out or the bound reached; w->eof and
  * w->close_code say which). */
 int h_raw_await_response(h_raw *w, uint64_t request_id, int max_frames, Parley__V1__Frame **resp);
+/* w (signed in) asks for the push key, which the worker answers from
+ * memory with no store read (OK, or UNAVAILABLE when push is off): the
+ * probe the off-worker tests make to see the worker is free. 1 when it
+ * is answered, any status, within w's io_ms; else 0. */
+int h_raw_worker_answers(h_raw *w, uint64_t request_id);
 
 /* The WebSocket layer itself, for tests of the wire (struct ws_message is
  * src/net/ws.h's). TCP to 127.0.0.1:port with w's buffers, no upgrade (send

@@ -266,11 +266,7 @@ static void sends_not_acknowledged_while_frozen(void) {
     const char *flags[] = {"--store", "cassandra", "--cassandra", cassandra_node_hosts(), "--keyspace",
                            "outage", "--send-rate", "100000", NULL};
     NEED(h_server_start(&S, flags) == 0);
-    alice = h_user_new(&S, "alice");
-    bob = h_user_new(&S, "bob");
-    NEED(alice && bob);
-    NEED(pc_open_direct(alice->c, bob->id.user_id, &conv) == 0);
-    NEED(h_accept(bob, conv) == 0);
+    NEED(h_direct_pair(&S, &alice, &bob, &conv) == 0);
     w = h_calloc(1, sizeof *w);
     NEED(w);
     w->fd = -1;

@@ -37,11 +37,7 @@ static void stop_exits_while_cassandra_is_frozen(void) {
     const char *flags[] = {"--store", "cassandra", "--cassandra", cassandra_node_hosts(), "--keyspace", "stopks",
                            NULL};
     NEED(h_server_start(&S, flags) == 0);
-    alice = h_user_new(&S, "alice");
-    bob = h_user_new(&S, "bob");
-    NEED(alice && bob);
-    NEED(pc_open_direct(alice->c, bob->id.user_id, &conv) == 0);
-    NEED(h_accept(bob, conv) == 0);
+    NEED(h_direct_pair(&S, &alice, &bob, &conv) == 0);
     acked_seq = h_send(alice, conv, "acked-before-the-freeze");
     NEED(acked_seq > 0);
 

@@ -56,11 +56,7 @@ static void worker_serves_others_while_held(void) {
     const char *flags[] = {"--store", "cassandra", "--cassandra", cassandra_node_hosts(), "--keyspace",
                            "catchup_reads", "--workers", "1", NULL};
     NEED(h_server_start(&S, flags) == 0);
-    alice = h_user_new(&S, "alice");
-    bob = h_user_new(&S, "bob");
-    NEED(alice && bob);
-    NEED(pc_open_direct(alice->c, bob->id.user_id, &conv) == 0);
-    NEED(h_accept(bob, conv) == 0);
+    NEED(h_direct_pair(&S, &alice, &bob, &conv) == 0);
     h_dev_disconnect(bob);
     for (int i = 0; i < MESSAGES; i++) {
         char text[32];
@@ -78,16 +74,7 @@ static void worker_serves_others_while_held(void) {
 
     /* PushGetKey: answered by the worker from memory (OK, or UNAVAILABLE
      * when push is off), no store read */
-    Parley__V1__PushGetKey gk = PARLEY__V1__PUSH_GET_KEY__INIT;
-    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-    f.body_case = PARLEY__V1__FRAME__BODY_PUSH_GET_KEY;
-    f.push_get_key = &gk;
-    f.request_id = 7;
-    NEED(h_raw_send_frame(&X, &f) == 0);
-    Parley__V1__Frame *resp = NULL;
-    int got = h_raw_await_response(&X, 7, 16, &resp);
-    if (resp) parley__v1__frame__free_unpacked(resp, NULL);
-    CHECK(got >= 0, "X's PushGetKey unanswered while bob's catch-up read was held: the worker waits on it");
+    CHECK(h_raw_worker_answers(&X, 7), "X's PushGetKey unanswered while bob's catch-up read was held: the worker waits on it");
 
     /* a send is acknowledged meanwhile (the writer answers through the
      * worker) and reaches bob later, after what he missed */

@@ -73,11 +73,7 @@ static void start_sync_answered_while_held(void) {
     const char *flags[] = {"--store", "cassandra", "--cassandra", cassandra_node_hosts(), "--keyspace",
                            "dm_reads", "--workers", "1", NULL};
     NEED(h_server_start(&S, flags) == 0);
-    alice = h_user_new(&S, "alice");
-    bob = h_user_new(&S, "bob");
-    NEED(alice && bob);
-    NEED(pc_open_direct(alice->c, bob->id.user_id, &conv) == 0);
-    NEED(h_accept(bob, conv) == 0);
+    NEED(h_direct_pair(&S, &alice, &bob, &conv) == 0);
     h_dev_disconnect(bob);   /* offline: the device messages wait in its queue */
     for (int k = 0; k < DMS; k++) {
         char body[32];
@@ -113,16 +109,7 @@ static void start_sync_answered_while_held(void) {
     CHECK(answered, "Y's StartSync unanswered while its device-message read was held: the worker waits on it");
     CHECK(dms == 0, "%d device messages before the hold was released", dms);
 
-    Parley__V1__PushGetKey gk = PARLEY__V1__PUSH_GET_KEY__INIT;
-    Parley__V1__Frame k = PARLEY__V1__FRAME__INIT;
-    k.body_case = PARLEY__V1__FRAME__BODY_PUSH_GET_KEY;
-    k.push_get_key = &gk;
-    k.request_id = RID_KEY;
-    NEED(h_raw_send_frame(&X, &k) == 0);
-    Parley__V1__Frame *resp = NULL;
-    int got = h_raw_await_response(&X, RID_KEY, 16, &resp);
-    if (resp) parley__v1__frame__free_unpacked(resp, NULL);
-    CHECK(got >= 0, "X's PushGetKey unanswered while Y's device-message read was held");
+    CHECK(h_raw_worker_answers(&X, RID_KEY), "X's PushGetKey unanswered while Y's device-message read was held");
     NEED(h_send_rec(alice, conv, "during the hold", expected, &n_expected) == 0);
     CHECK(y_silent(), "Y was sent something while its device-message read was held");
 }

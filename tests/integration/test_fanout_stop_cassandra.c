@@ -52,11 +52,7 @@ static void start_everything(void) {
     snprintf(hosts, sizeof hosts, "127.0.0.1:%d", port);
     const char *flags[] = {"--store", "cassandra", "--cassandra", hosts, "--keyspace", "fanstop", NULL};
     NEED(h_server_start(&S, flags) == 0);
-    alice = h_user_new(&S, "alice");
-    bob = h_user_new(&S, "bob");
-    NEED(alice && bob);
-    NEED(pc_open_direct(alice->c, bob->id.user_id, &conv) == 0);
-    NEED(h_accept(bob, conv) == 0);
+    NEED(h_direct_pair(&S, &alice, &bob, &conv) == 0);
     h_dev_disconnect(bob);   /* offline from here on: his inbox is all he gets */
     /* a restart empties fan-out's cache of inbox heads */
     int st = h_server_stop(&S);

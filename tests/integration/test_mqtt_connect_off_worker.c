@@ -139,18 +139,7 @@ static void mq_disconnect(mq *m) {
 }
 
 /* X asks for the push key: answered (any status) within IO_MS is 1. */
-static int x_served(uint64_t request_id) {
-    Parley__V1__PushGetKey gk = PARLEY__V1__PUSH_GET_KEY__INIT;
-    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-    f.body_case = PARLEY__V1__FRAME__BODY_PUSH_GET_KEY;
-    f.push_get_key = &gk;
-    f.request_id = request_id;
-    if (h_raw_send_frame(&X, &f) != 0) return 0;
-    Parley__V1__Frame *resp = NULL;
-    int st = h_raw_await_response(&X, request_id, 16, &resp);
-    if (resp) parley__v1__frame__free_unpacked(resp, NULL);
-    return st >= 0;
-}
+static int x_served(uint64_t request_id) { return h_raw_worker_answers(&X, request_id); }
 
 /* Polls a metric until pred holds (at most ms); the last value in *v. */
 static int metric_until_ms(const char *name, double *v, int (*pred)(double v, double ref), double ref, int ms) {
@@ -184,11 +173,7 @@ static void connect_does_not_hold_worker(void) {
                            "mqtt_connect_reads", "--workers", "1", "--mqtt-listen", listen,
                            "--handshake-timeout", handshake, "--metrics-listen", metrics, NULL};
     NEED(h_server_start(&S, flags) == 0);
-    alice = h_user_new(&S, "alice");
-    bob = h_user_new(&S, "bob");
-    NEED(alice && bob);
-    NEED(pc_open_direct(alice->c, bob->id.user_id, &conv) == 0);
-    NEED(h_accept(bob, conv) == 0);
+    NEED(h_direct_pair(&S, &alice, &bob, &conv) == 0);
     NEED(h_send(alice, conv, "for the cursor") != 0);
     NEED(h_dev_sync(bob, IO_MS) == 0);   /* events acknowledged by the library */
     NEED(pc_flush_acks(bob->c) == 0);

@@ -79,11 +79,7 @@ static void subscribe_does_not_hold_worker(void) {
     const char *flags[] = {"--store", "cassandra", "--cassandra", cassandra_node_hosts(), "--keyspace",
                            "mqtt_sub_reads", "--workers", "1", "--mqtt-listen", listen, NULL};
     NEED(h_server_start(&S, flags) == 0);
-    alice = h_user_new(&S, "alice");
-    bob = h_user_new(&S, "bob");
-    NEED(alice && bob);
-    NEED(pc_open_direct(alice->c, bob->id.user_id, &conv) == 0);
-    NEED(h_accept(bob, conv) == 0);
+    NEED(h_direct_pair(&S, &alice, &bob, &conv) == 0);
     h_dev_disconnect(bob);
     for (int i = 0; i < MESSAGES; i++) {
         char text[32];
@@ -109,16 +105,7 @@ static void subscribe_does_not_hold_worker(void) {
     int got = mq_next(&B, &first, body, sizeof body, &len, IO_MS);
     CHECK(got == 1 && first >> 4 == MQTT_SUBACK, "no SUBACK while the cursor read was held (%d)", got);
 
-    Parley__V1__PushGetKey gk = PARLEY__V1__PUSH_GET_KEY__INIT;
-    Parley__V1__Frame f = PARLEY__V1__FRAME__INIT;
-    f.body_case = PARLEY__V1__FRAME__BODY_PUSH_GET_KEY;
-    f.push_get_key = &gk;
-    f.request_id = 7;
-    NEED(h_raw_send_frame(&X, &f) == 0);
-    Parley__V1__Frame *resp = NULL;
-    int st = h_raw_await_response(&X, 7, 16, &resp);
-    if (resp) parley__v1__frame__free_unpacked(resp, NULL);
-    CHECK(st >= 0, "X's PushGetKey unanswered while bob's cursor read was held: the worker waits on it");
+    CHECK(h_raw_worker_answers(&X, 7), "X's PushGetKey unanswered while bob's cursor read was held: the worker waits on it");
     got = mq_next(&B, &first, body, sizeof body, &len, 200);
     CHECK(got == 0, "bob was sent a packet (type %d) while his cursor read was held", got == 1 ? first >> 4 : -1);
 }

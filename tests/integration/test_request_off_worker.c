@@ -158,11 +158,7 @@ static void worker_serves_others_while_held(void) {
     const char *flags[] = {"--store", "cassandra", "--cassandra", cassandra_node_hosts(), "--keyspace",
                            "request_reads", "--workers", "1", "--mqtt-listen", mqtt_listen, NULL};
     NEED(h_server_start(&S, flags) == 0);
-    alice = h_user_new(&S, "alice");
-    bob = h_user_new(&S, "bob");
-    NEED(alice && bob);
-    NEED(pc_open_direct(alice->c, bob->id.user_id, &conv) == 0);
-    NEED(h_accept(bob, conv) == 0);
+    NEED(h_direct_pair(&S, &alice, &bob, &conv) == 0);
     for (int i = 0; i < MESSAGES; i++) {
         char text[32];
         snprintf(text, sizeof text, "before %d", i);
@@ -201,16 +197,7 @@ static void worker_serves_others_while_held(void) {
 
     /* PushGetKey: answered by the worker from memory (OK, or UNAVAILABLE
      * when push is off), no store read */
-    Parley__V1__PushGetKey gk = PARLEY__V1__PUSH_GET_KEY__INIT;
-    Parley__V1__Frame k = PARLEY__V1__FRAME__INIT;
-    k.body_case = PARLEY__V1__FRAME__BODY_PUSH_GET_KEY;
-    k.push_get_key = &gk;
-    k.request_id = RID_KEY;
-    NEED(h_raw_send_frame(&X, &k) == 0);
-    Parley__V1__Frame *resp = NULL;
-    int got = h_raw_await_response(&X, RID_KEY, 16, &resp);
-    if (resp) parley__v1__frame__free_unpacked(resp, NULL);
-    CHECK(got >= 0, "X's PushGetKey unanswered while Y's History read was held: the worker waits on it");
+    CHECK(h_raw_worker_answers(&X, RID_KEY), "X's PushGetKey unanswered while Y's History read was held: the worker waits on it");
 
     /* a send is acknowledged meanwhile (the writer answers through the
      * worker); the History read, made after the hold, has it too */
